@@ -1,0 +1,30 @@
+/* cmd_version.c — `litevisor version`. */
+#include <stdio.h>
+
+#include <curl/curl.h>
+#include <lz4.h>
+#include <sqlite3.h>
+
+#include "cmd/commands.h"
+#include "common/banned.h"
+
+static int run_version(int argc, char **argv)
+{
+	static const struct flag flags[] = { { 0 } };
+	bool help;
+	int i = cli_parse(&cmd_version, flags, argc, argv, &help);
+	if (i < 0)
+		return help ? 0 : EXIT_USAGE;
+	if (i < argc)
+		return cli_usage_error(&cmd_version, "unexpected argument \"%s\"", argv[i]);
+	printf("litevisor %s (sqlite %s, %s, lz4 %s)\n", LITEVISOR_VERSION, sqlite3_libversion(),
+	       curl_version(), LZ4_versionString());
+	return 0;
+}
+
+const struct command cmd_version = {
+	.name = "version",
+	.summary = "print the version of litevisor and its libraries",
+	.usage = "litevisor version",
+	.run = run_version,
+};

@@ -1,0 +1,12 @@
+/*
+ * commands.h — every subcommand's descriptor, one per cmd/cmd_*.c file.
+ * A command is listed here only once it works end to end.
+ */
+#ifndef LITEVISOR_COMMANDS_H
+#define LITEVISOR_COMMANDS_H
+
+#include "cmd/cli.h"
+
+extern const struct command cmd_version;
+
+#endif

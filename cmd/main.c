@@ -1,0 +1,61 @@
+/*
+ * main.c — litevisor's entry point: pick the subcommand and run it.
+ *
+ * Signal handling is set up by the commands that need it (run, replicate),
+ * first thing and before any thread exists (see supervisor/).
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cmd/cli.h"
+#include "cmd/commands.h"
+#include "common/banned.h"
+
+const struct command *const cli_commands[] = {
+	&cmd_version,
+	NULL,
+};
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"litevisor: restore, supervise and continuously replicate SQLite databases\n"
+		"(Litestream v0.3 replica format).\n\n"
+		"Usage: litevisor <command> [flags] [arguments]\n\nCommands:\n");
+	for (int i = 0; cli_commands[i]; i++)
+		fprintf(out, "  %-12s %s\n", cli_commands[i]->name, cli_commands[i]->summary);
+	fprintf(out, "\nRun 'litevisor <command> -help' for a command's flags.\n"
+		     "Exit codes: 100 usage or configuration error, 111 temporary failure;\n"
+		     "`run` exits with the service's own code once it has started.\n");
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	const char *name = argv[1];
+	if (!strcmp(name, "help") || !strcmp(name, "-h") || !strcmp(name, "-help") ||
+	    !strcmp(name, "--help")) {
+		if (argc > 2 && strcmp(name, "help") == 0) {
+			for (int i = 0; cli_commands[i]; i++) {
+				if (!strcmp(cli_commands[i]->name, argv[2])) {
+					char *args[] = { argv[2], "-help", NULL };
+					return cli_commands[i]->run(2, args);
+				}
+			}
+			fprintf(stderr, "litevisor: unknown command \"%s\"\n", argv[2]);
+			return EXIT_USAGE;
+		}
+		usage(stdout);
+		return 0;
+	}
+	if (!strcmp(name, "-version") || !strcmp(name, "--version"))
+		name = "version";
+	for (int i = 0; cli_commands[i]; i++)
+		if (!strcmp(cli_commands[i]->name, name))
+			return cli_commands[i]->run(argc - 1, argv + 1);
+	fprintf(stderr, "litevisor: unknown command \"%s\"\nRun 'litevisor help' for the list.\n", name);
+	return EXIT_USAGE;
+}

@@ -1,0 +1,41 @@
+/*
+ * clock.h — time sources.
+ *
+ * Deadlines, intervals and latencies use the monotonic clock (never the wall
+ * clock, which NTP may step). Wall time is only for logs and object times.
+ */
+#ifndef LITEVISOR_CLOCK_H
+#define LITEVISOR_CLOCK_H
+
+#include <stdint.h>
+
+#define NS_PER_MS  1000000LL
+#define NS_PER_SEC 1000000000LL
+
+/* Monotonic time in nanoseconds (CLOCK_MONOTONIC). */
+int64_t clock_mono_ns(void);
+
+/* Monotonic time in milliseconds. */
+int64_t clock_mono_ms(void);
+
+/* Wall-clock time in nanoseconds since the Unix epoch (CLOCK_REALTIME). */
+int64_t clock_wall_ns(void);
+
+/*
+ * Format a wall time (ns since epoch) as UTC RFC 3339 with milliseconds,
+ * e.g. "2026-11-22T06:27:38.123Z", into buf (at least 32 bytes).
+ * Returns buf.
+ */
+char *clock_rfc3339(int64_t wall_ns, char *buf, unsigned long len);
+
+/*
+ * Parse an RFC 3339 timestamp ("2026-11-22T06:27:38Z", fractional seconds
+ * and numeric offsets allowed) into ns since the epoch.
+ * Returns 0, or -1 if the text is not RFC 3339.
+ */
+int clock_parse_rfc3339(const char *s, int64_t *wall_ns);
+
+/* Sleep for ms milliseconds (restarted on EINTR). */
+void clock_sleep_ms(int64_t ms);
+
+#endif

@@ -1,0 +1,180 @@
+/*
+ * config.h — litevisor's configuration: the Litestream v0.3 `litestream.yml`
+ * schema as-is, plus litevisor's own sections.
+ *
+ * Loading (config_load) parses YAML with libyaml into the structs below and
+ * validates everything up front: after a successful load every field holds a
+ * usable value (defaults applied, durations in milliseconds, replicas resolved
+ * against `stores`, top-level credentials copied into S3 replicas that lack
+ * them). Every error names file:line:column and the key; an unknown key gets a
+ * "did you mean" hint; a key litevisor does not support is rejected with
+ * "not supported by litevisor". Credentials never appear in a message.
+ *
+ * Ownership: a struct config owns every string and array below it; release it
+ * with config_release(). Nothing in it changes after load, so threads may read
+ * it without locking (secret files are re-read through common/secret.h).
+ *
+ * Durations are int64_t milliseconds. 0 means "off" where the key documents it.
+ */
+#ifndef LITEVISOR_CONFIG_H
+#define LITEVISOR_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/log.h"
+
+/* A credential given inline or as a file that is re-read when it changes. */
+struct cfg_secret {
+	char *value; /* inline value (after env expansion), or NULL */
+	char *file;  /* path of a file holding it (trailing newline stripped), or NULL */
+};
+
+enum replica_type { REPLICA_FILE = 0, REPLICA_S3 };
+
+struct cfg_replica {
+	char *name;              /* unique within its db; defaults to store name, else type */
+	enum replica_type type;
+	char *url;               /* as written, or NULL (for messages; never has credentials) */
+	char *path;              /* file: directory; s3: key prefix without leading '/' */
+
+	/* S3 */
+	char *bucket;
+	char *endpoint;          /* "http(s)://host[:port]"; NULL means AWS */
+	char *region;            /* default us-east-1 */
+	bool force_path_style;   /* path-style addressing (forced on when endpoint is set) */
+	bool skip_verify;        /* do not verify TLS certificates */
+	char *ca_file;           /* extra CA bundle, or NULL */
+	struct cfg_secret access_key_id;
+	struct cfg_secret secret_access_key;
+	struct cfg_secret session_token;
+	int64_t connect_timeout_ms; /* default 1000 */
+
+	/* Schedule */
+	int64_t sync_interval_ms;            /* default 1000; 0 = ship as soon as possible */
+	int64_t snapshot_interval_ms;        /* default 0 (only when retention needs one) */
+	int64_t retention_ms;                /* default 24h; 0 = keep everything */
+	int64_t retention_check_interval_ms; /* default 1h, capped at retention */
+	int64_t retention_grace_ms;          /* default 1h: extra age before deletion */
+
+	/* litevisor */
+	char *store;             /* name of the `stores` entry it came from, or NULL */
+	char *node;              /* node this replica's server lives on, or NULL */
+	bool restore_only;       /* a restore source only (also: store on this node) */
+	int line, column;        /* where it was defined */
+};
+
+struct cfg_db {
+	char *path;              /* absolute path of the database file */
+	char *name;              /* label for logs/metrics; default: file name */
+	char *meta_path;         /* litevisor's state dir; default <dir>/.<file>-litevisor */
+	char *env;               /* env var the service gets with the path; default LITEVISOR_DB_<NAME> */
+	bool optional;           /* `run` may start the service without it */
+	int64_t monitor_interval_ms;     /* default 1000 (polling fallback to inotify) */
+	int64_t checkpoint_interval_ms;  /* default 60000 */
+	int64_t min_checkpoint_page_count; /* default 1000 */
+	int64_t max_checkpoint_page_count; /* default 10000; 0 disables RESTART */
+	int64_t truncate_page_count;       /* default 500000 */
+	int64_t max_backlog_bytes;         /* default 1 GiB: local backlog cap per db */
+	struct cfg_replica *replicas;
+	size_t nreplicas;
+	int line, column;
+};
+
+enum restore_mode { RESTORE_FRESHEST_REACHABLE = 0, RESTORE_ALL, RESTORE_QUORUM };
+enum restore_existing { EXISTING_NEWEST_WINS = 0, EXISTING_KEEP_LOCAL };
+enum restore_verify { VERIFY_QUICK = 0, VERIFY_INTEGRITY, VERIFY_NONE };
+
+struct cfg_restore {
+	int64_t probe_timeout_ms;   /* default 1000: deadline of one candidate's probe */
+	enum restore_mode mode;     /* freshest-reachable (default) | all | quorum */
+	int quorum;                 /* with mode quorum: how many must answer */
+	int64_t wait_timeout_ms;    /* all/quorum: how long to wait for answers; default 30s */
+	bool allow_empty_unreachable; /* start empty when no candidate answers; default false */
+	enum restore_existing existing; /* default newest-wins */
+	enum restore_verify verify; /* default quick */
+	int parallelism;            /* default 8 */
+	int64_t clock_skew_ms;      /* default 10s: margin when comparing object times */
+};
+
+enum restart_policy { RESTART_NEVER = 0, RESTART_ON_FAILURE };
+
+struct cfg_supervisor {
+	char *user;                 /* run the service as this user, or NULL */
+	char *group;                /* primary group, or NULL (the user's) */
+	char **groups;              /* supplementary groups; NULL-terminated, or NULL */
+	int64_t stop_grace_ms;      /* TERM → KILL; default 10s */
+	int64_t flush_timeout_ms;   /* final flush deadline; default 5s */
+	bool signal_group;          /* forward signals to the service's process group */
+	bool new_process_group;     /* put the service in its own group; default false */
+	enum restart_policy restart;
+	int restart_limit;          /* default 5 */
+	int64_t restart_delay_ms;   /* first backoff; default 1s, doubled up to restart_delay_max */
+	int64_t restart_delay_max_ms; /* default 60s */
+};
+
+struct cfg_health {
+	char *port_label;           /* bind NOMAD_PORT_<label> when set in the env */
+	char *probe_url;            /* service's own readiness URL (e.g. radarr /ping), or NULL */
+	int64_t probe_interval_ms;  /* default 5s */
+	int64_t probe_timeout_ms;   /* default 2s */
+	int64_t fail_after_ms;      /* replication failing this long → fail; 0 = never; default 0 */
+	char *push_url;             /* Uptime-Kuma push URL (…/api/push/<token>), or NULL */
+	int64_t push_interval_ms;   /* default 60s */
+};
+
+struct config {
+	char *file;                 /* path it was loaded from, or NULL */
+	char *addr;                 /* HTTP listen address ("127.0.0.1:9090", ":9090"), or NULL */
+	char *exec;                 /* command line for the service, or NULL */
+	char *node;                 /* this node's name (for `stores.*.node`), or NULL */
+	enum log_level log_level;   /* logging.level, default info */
+	bool log_json;              /* logging.type: json */
+	struct cfg_restore restore;
+	struct cfg_supervisor supervisor;
+	struct cfg_health health;
+	struct cfg_db *dbs;
+	size_t ndbs;
+};
+
+struct config_options {
+	bool no_expand_env;         /* -no-expand-env: leave $VAR as written */
+};
+
+/*
+ * Find the config file: explicit (from -config) if given, else
+ * $LITEVISOR_CONFIG, $LITESTREAM_CONFIG, /etc/litevisor.yml.
+ * Returns a static or environment string (do not free).
+ */
+const char *config_default_path(const char *explicit_path);
+
+/*
+ * Load and validate a config file into *cfg (which must be zeroed or fresh).
+ * On failure returns -1, leaves *cfg released, and writes one message into
+ * err (file:line:col: key: what is wrong [; did you mean "x"?]).
+ */
+int config_load(const char *path, const struct config_options *opt, struct config *cfg,
+		char *err, size_t errlen);
+
+/* Same, from a string already in memory; `name` is used in messages. */
+int config_load_string(const char *text, const char *name, const struct config_options *opt,
+		       struct config *cfg, char *err, size_t errlen);
+
+/* Fill defaults for a config built in code (e.g. from a replica URL). */
+void config_defaults(struct config *cfg);
+void config_db_defaults(struct cfg_db *db);
+void config_replica_defaults(struct cfg_replica *r);
+
+/*
+ * Build a replica from a URL (file:///path, /path, s3://bucket/prefix, with
+ * Litestream's host shortcuts such as bkt.localhost:9000). Used by CLI
+ * commands that take a replica URL. Returns 0 or -1 with err set.
+ */
+int config_replica_from_url(const char *url, struct cfg_replica *r, char *err, size_t errlen);
+
+/* Release everything *cfg owns and zero it. Safe on a zeroed struct. */
+void config_release(struct config *cfg);
+void config_replica_release(struct cfg_replica *r);
+
+#endif

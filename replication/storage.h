@@ -1,0 +1,186 @@
+/*
+ * storage.h — the one interface between litevisor and a replica's storage.
+ *
+ * The replication engine and restore see a replica only through this: list,
+ * get (streamed into a sink), put (streamed from a source), delete many, stat.
+ * Backends: file (storage_file.c) and S3 (s3.c). A new backend (sftp, GCS,
+ * Azure) implements struct storage_ops and a constructor; nothing above this
+ * layer changes.
+ *
+ * Keys are relative to the replica's root (its directory or key prefix) and
+ * use '/' separators, e.g. "generations/0123456789abcdef/wal/00000001_00000000.wal.lz4".
+ * Listings return keys relative to the root too, sorted in byte order (as S3
+ * does).
+ *
+ * Thread-safety: every operation may be called from several threads at once
+ * on the same struct storage (S3 keeps a pool of connections).
+ *
+ * Errors: every operation returns 0 or a negative enum st_status and fills
+ * the caller's struct st_error with the class and one readable message
+ * (operation, bucket/dir, key, HTTP status, S3 code); never a credential.
+ */
+#ifndef LITEVISOR_STORAGE_H
+#define LITEVISOR_STORAGE_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/config.h"
+
+enum st_status {
+	ST_OK = 0,
+	ST_NOT_FOUND = -1, /* no such key (or bucket/dir for list) */
+	ST_AUTH = -2,      /* credentials rejected or permission denied */
+	ST_TRANSIENT = -3, /* worth retrying later: network, timeout, 5xx, full replica */
+	ST_PERMANENT = -4, /* anything else: bad request, corrupt answer, local I/O error */
+};
+
+struct st_error {
+	enum st_status status;
+	int http_status;   /* 0 if not HTTP */
+	char message[512];
+};
+
+/* Name of a status class: "not found", "auth", "transient", "permanent". */
+const char *st_status_name(enum st_status s);
+
+/* One object in a listing or a stat. */
+struct st_object {
+	char *key;         /* relative to the root; owned by the list/caller */
+	int64_t size;      /* bytes stored */
+	int64_t mtime_ns;  /* creation/modification time, ns since the epoch */
+};
+
+struct st_list {
+	struct st_object *objects; /* sorted by key */
+	size_t nobjects;
+	char **prefixes;           /* with a delimiter: common prefixes, ending in it; sorted */
+	size_t nprefixes;
+};
+
+/* Release a listing's contents and zero it. */
+void st_list_release(struct st_list *l);
+
+/* Where get() writes: write() returns 0, or -1 to abort (the get then fails ST_PERMANENT). */
+struct st_sink {
+	int (*write)(void *ctx, const void *buf, size_t len);
+	void *ctx;
+};
+
+/*
+ * What put() reads: read() returns bytes read (0 = end, -1 = error, errno set).
+ * size is the total length if known, else -1 (then large bodies go multipart,
+ * spooled part by part, never whole in memory). rewind(), if set, restarts
+ * the stream from the beginning so a failed single PUT can be retried;
+ * without it put() does not retry a body it has already consumed.
+ */
+struct st_source {
+	ssize_t (*read)(void *ctx, void *buf, size_t len);
+	int (*rewind)(void *ctx);
+	void *ctx;
+	int64_t size;
+};
+
+/* Per-call options; NULL means the defaults (retries, no total deadline). */
+struct st_call {
+	int64_t deadline_ms;  /* >0: the whole call (all attempts) must end in this time */
+	bool no_retry;        /* one attempt only (restore's probes) */
+};
+
+enum st_op { ST_OP_GET = 0, ST_OP_PUT, ST_OP_LIST, ST_OP_DELETE, ST_OP_HEAD, ST_OP__COUNT };
+
+/* Name of an operation for metrics: "get", "put", "list", "delete", "head". */
+const char *st_op_name(enum st_op op);
+
+/* Counters per operation, updated atomically; read them for /metrics. */
+struct st_op_stats {
+	atomic_uint_fast64_t count;      /* calls */
+	atomic_uint_fast64_t errors;     /* calls that failed */
+	atomic_uint_fast64_t bytes;      /* payload bytes moved */
+	atomic_uint_fast64_t latency_ns; /* summed duration of calls */
+};
+
+struct storage;
+
+struct storage_ops {
+	int (*list)(struct storage *st, const char *prefix, const char *delimiter,
+		    struct st_list *out, const struct st_call *call, struct st_error *err);
+	int (*get)(struct storage *st, const char *key, const struct st_sink *sink,
+		   const struct st_call *call, struct st_error *err);
+	int (*put)(struct storage *st, const char *key, const struct st_source *src,
+		   const struct st_call *call, struct st_error *err);
+	int (*del)(struct storage *st, const char *const *keys, size_t nkeys,
+		   const struct st_call *call, struct st_error *err);
+	int (*stat)(struct storage *st, const char *key, struct st_object *out,
+		    const struct st_call *call, struct st_error *err);
+	void (*destroy)(struct storage *st);
+};
+
+struct storage {
+	const struct storage_ops *ops;
+	const char *type;          /* "file", "s3" */
+	char *description;         /* for logs: "s3 http://host:port/bucket/prefix" or the dir; no credentials */
+	struct st_op_stats stats[ST_OP__COUNT];
+};
+
+/*
+ * Open the storage for a configured replica (file or S3). Does no I/O that
+ * can block on the network. Returns a new storage (free with storage_free),
+ * or NULL with err set.
+ */
+struct storage *storage_open(const struct cfg_replica *r, struct st_error *err);
+
+/* Close and free; NULL is fine. */
+void storage_free(struct storage *st);
+
+/*
+ * Thin wrappers over st->ops that also count the call in st->stats.
+ * list: prefix may be "" (everything); delimiter NULL or "/".
+ * get: streams the object into sink; ST_NOT_FOUND if absent.
+ * put: atomic: the key either keeps its old content or gets all of the new.
+ * del: deletes keys (missing ones are not an error), batching as needed.
+ * stat: size and mtime of one key; out->key is set to a copy of key.
+ */
+int storage_list(struct storage *st, const char *prefix, const char *delimiter,
+		 struct st_list *out, const struct st_call *call, struct st_error *err);
+int storage_get(struct storage *st, const char *key, const struct st_sink *sink,
+		const struct st_call *call, struct st_error *err);
+int storage_put(struct storage *st, const char *key, const struct st_source *src,
+		const struct st_call *call, struct st_error *err);
+int storage_delete(struct storage *st, const char *const *keys, size_t nkeys,
+		   const struct st_call *call, struct st_error *err);
+int storage_stat(struct storage *st, const char *key, struct st_object *out,
+		 const struct st_call *call, struct st_error *err);
+
+/* Helpers for backends. */
+void st_error_set(struct st_error *err, enum st_status status, int http_status,
+		  const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+int st_list_add_object(struct st_list *l, const char *key, int64_t size, int64_t mtime_ns);
+int st_list_add_prefix(struct st_list *l, const char *prefix);
+void st_list_sort(struct st_list *l);
+
+/* A source over a buffer in memory (tests, small state objects). */
+struct st_mem_source {
+	const unsigned char *data;
+	size_t len, pos;
+};
+void st_mem_source_init(struct st_source *src, struct st_mem_source *m, const void *data, size_t len);
+
+/* A source over an open file descriptor from its current offset to EOF, rewindable. */
+struct st_fd_source {
+	int fd;
+	off_t start;
+};
+void st_fd_source_init(struct st_source *src, struct st_fd_source *f, int fd, int64_t size);
+
+/* A sink writing to a file descriptor. */
+int st_fd_sink_write(void *ctx /* int* fd */, const void *buf, size_t len);
+
+/* Backends' constructors (storage_open dispatches on r->type). */
+struct storage *storage_file_open(const struct cfg_replica *r, struct st_error *err);
+struct storage *storage_s3_open(const struct cfg_replica *r, struct st_error *err);
+
+#endif
