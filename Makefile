@@ -39,8 +39,11 @@ LIB      := $(O)/liblitevisor.a
 BIN      := $(O)/litevisor
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(O)/tests/%)
+# Test-only helper programs the Python tests drive (never installed).
+TOOLS_SRC := $(sort $(wildcard tests/tools/*.c))
+TOOLS_BIN := $(TOOLS_SRC:tests/tools/%.c=$(O)/tests/tools/%)
 
-.PHONY: all deps check unit demo bench install clean
+.PHONY: all deps check unit tools demo bench install clean
 all: $(BIN) $(if $(filter build,$(O)),litevisor)
 
 litevisor: $(BIN)
@@ -62,13 +65,19 @@ $(O)/tests/%: $(O)/tests/unit/%.o $(LIB)
 
 unit: $(UNIT_BIN)
 
+$(O)/tests/tools/%: $(O)/tests/tools/%.o $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+tools: $(TOOLS_BIN)
+
 deps:
 	@scripts/deps.sh
 
 # The test runner is Debian's pytest (the python3 first on PATH lacks it).
 check: deps
-	$(MAKE) all unit
+	$(MAKE) all unit tools
 	LITEVISOR_BIN=$(abspath $(BIN)) LITEVISOR_UNIT_DIR=$(abspath $(O)/tests) \
+	  LITEVISOR_TOOLS_DIR=$(abspath $(O)/tests/tools) \
 	  /usr/bin/python3 -m pytest -q -p no:cacheprovider tests $(PYTEST_ARGS)
 
 demo: deps all
@@ -84,4 +93,5 @@ install: $(BIN)
 clean:
 	rm -rf $(O) litevisor
 
--include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(UNIT_SRC:tests/unit/%.c=$(O)/tests/unit/%.d)
+-include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(UNIT_SRC:tests/unit/%.c=$(O)/tests/unit/%.d) \
+	 $(TOOLS_SRC:tests/tools/%.c=$(O)/tests/tools/%.d)

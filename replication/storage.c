@@ -1,0 +1,395 @@
+/*
+ * storage.c — the backend-independent half of storage.h: opening by type,
+ * the counting wrappers, listings, errors, and the stock sources and sinks.
+ */
+#include "replication/storage.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/banned.h"
+
+const char *st_status_name(enum st_status s)
+{
+	switch (s) {
+	case ST_OK: return "ok";
+	case ST_NOT_FOUND: return "not found";
+	case ST_AUTH: return "auth";
+	case ST_TRANSIENT: return "transient";
+	case ST_PERMANENT: return "permanent";
+	}
+	return "unknown";
+}
+
+const char *st_op_name(enum st_op op)
+{
+	static const char *const names[ST_OP__COUNT] = { "get", "put", "list", "delete", "head" };
+	if ((int)op < 0 || op >= ST_OP__COUNT)
+		return "unknown";
+	return names[op];
+}
+
+void st_error_set(struct st_error *err, enum st_status status, int http_status,
+		  const char *fmt, ...)
+{
+	va_list ap;
+	if (!err)
+		return;
+	err->status = status;
+	err->http_status = http_status;
+	va_start(ap, fmt);
+	vsnprintf(err->message, sizeof(err->message), fmt, ap);
+	va_end(ap);
+}
+
+/* ---- listings ---- */
+
+void st_list_release(struct st_list *l)
+{
+	if (!l)
+		return;
+	for (size_t i = 0; i < l->nobjects; i++)
+		free(l->objects[i].key);
+	for (size_t i = 0; i < l->nprefixes; i++)
+		free(l->prefixes[i]);
+	free(l->objects);
+	free(l->prefixes);
+	memset(l, 0, sizeof(*l));
+}
+
+/* Capacity is not stored: it is 16, then doubles whenever the count reaches it. */
+static int grow(void **arr, size_t n, size_t elem)
+{
+	size_t cap;
+	if (n == 0)
+		cap = 16;
+	else if (n >= 16 && (n & (n - 1)) == 0)
+		cap = n * 2;
+	else
+		return 0;
+	void *p = realloc(*arr, cap * elem);
+	if (!p)
+		return -1;
+	*arr = p;
+	return 0;
+}
+
+/* Returns 0, or -1 (out of memory, errno set). */
+int st_list_add_object(struct st_list *l, const char *key, int64_t size, int64_t mtime_ns)
+{
+	char *k = strdup(key);
+	if (!k || grow((void **)&l->objects, l->nobjects, sizeof(*l->objects)) < 0) {
+		free(k);
+		errno = ENOMEM;
+		return -1;
+	}
+	l->objects[l->nobjects].key = k;
+	l->objects[l->nobjects].size = size;
+	l->objects[l->nobjects].mtime_ns = mtime_ns;
+	l->nobjects++;
+	return 0;
+}
+
+/* Returns 0, or -1 (out of memory, errno set). */
+int st_list_add_prefix(struct st_list *l, const char *prefix)
+{
+	char *p = strdup(prefix);
+	if (!p || grow((void **)&l->prefixes, l->nprefixes, sizeof(*l->prefixes)) < 0) {
+		free(p);
+		errno = ENOMEM;
+		return -1;
+	}
+	l->prefixes[l->nprefixes++] = p;
+	return 0;
+}
+
+static int cmp_object(const void *a, const void *b)
+{
+	return strcmp(((const struct st_object *)a)->key, ((const struct st_object *)b)->key);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Sort objects and prefixes in byte order (strcmp compares unsigned bytes),
+ * and drop duplicate prefixes, which a paginated listing may repeat. */
+void st_list_sort(struct st_list *l)
+{
+	if (l->nobjects > 1)
+		qsort(l->objects, l->nobjects, sizeof(*l->objects), cmp_object);
+	if (l->nprefixes > 1) {
+		qsort(l->prefixes, l->nprefixes, sizeof(*l->prefixes), cmp_str);
+		size_t w = 1;
+		for (size_t i = 1; i < l->nprefixes; i++) {
+			if (strcmp(l->prefixes[i], l->prefixes[w - 1]) == 0)
+				free(l->prefixes[i]);
+			else
+				l->prefixes[w++] = l->prefixes[i];
+		}
+		l->nprefixes = w;
+	}
+}
+
+/* ---- sources and sinks ---- */
+
+static ssize_t mem_read(void *ctx, void *buf, size_t len)
+{
+	struct st_mem_source *m = ctx;
+	size_t n = m->len - m->pos;
+	if (n > len)
+		n = len;
+	if (n)
+		memcpy(buf, m->data + m->pos, n);
+	m->pos += n;
+	return (ssize_t)n;
+}
+
+static int mem_rewind(void *ctx)
+{
+	((struct st_mem_source *)ctx)->pos = 0;
+	return 0;
+}
+
+void st_mem_source_init(struct st_source *src, struct st_mem_source *m, const void *data, size_t len)
+{
+	m->data = data;
+	m->len = len;
+	m->pos = 0;
+	src->read = mem_read;
+	src->rewind = mem_rewind;
+	src->ctx = m;
+	src->size = (int64_t)len;
+}
+
+static ssize_t fd_read(void *ctx, void *buf, size_t len)
+{
+	struct st_fd_source *f = ctx;
+	for (;;) {
+		ssize_t n = read(f->fd, buf, len);
+		if (n >= 0 || errno != EINTR)
+			return n;
+	}
+}
+
+static int fd_rewind(void *ctx)
+{
+	struct st_fd_source *f = ctx;
+	return lseek(f->fd, f->start, SEEK_SET) < 0 ? -1 : 0;
+}
+
+/* The start offset is taken now; a pipe (unseekable) gives a source without rewind. */
+void st_fd_source_init(struct st_source *src, struct st_fd_source *f, int fd, int64_t size)
+{
+	f->fd = fd;
+	f->start = lseek(fd, 0, SEEK_CUR);
+	src->read = fd_read;
+	src->rewind = f->start < 0 ? NULL : fd_rewind;
+	src->ctx = f;
+	src->size = size;
+}
+
+/* Writes all of buf (retrying short writes and EINTR). Returns 0 or -1. */
+int st_fd_sink_write(void *ctx, const void *buf, size_t len)
+{
+	int fd = *(int *)ctx;
+	const unsigned char *p = buf;
+	while (len) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* ---- open / free ---- */
+
+struct storage *storage_open(const struct cfg_replica *r, struct st_error *err)
+{
+	struct st_error local;
+	if (!err)
+		err = &local;
+	memset(err, 0, sizeof(*err));
+	switch (r->type) {
+	case REPLICA_FILE:
+		return storage_file_open(r, err);
+	case REPLICA_S3:
+		return storage_s3_open(r, err);
+	}
+	st_error_set(err, ST_PERMANENT, 0, "open replica %s: unknown type %d",
+		     r->name ? r->name : "?", (int)r->type);
+	return NULL;
+}
+
+void storage_free(struct storage *st)
+{
+	if (st)
+		st->ops->destroy(st);
+}
+
+/* ---- counting wrappers ---- */
+
+static void account(struct storage *st, enum st_op op, int64_t t0, uint64_t bytes, int rc)
+{
+	struct st_op_stats *s = &st->stats[op];
+	atomic_fetch_add(&s->count, 1);
+	atomic_fetch_add(&s->bytes, bytes);
+	atomic_fetch_add(&s->latency_ns, (uint64_t)(clock_mono_ns() - t0));
+	if (rc != 0)
+		atomic_fetch_add(&s->errors, 1);
+}
+
+/* Every wrapper hands the backend a cleared error so messages never leak across calls. */
+static struct st_error *prepare(struct st_error *err, struct st_error *local)
+{
+	if (!err)
+		err = local;
+	memset(err, 0, sizeof(*err));
+	return err;
+}
+
+/* A backend that fails must say why; make sure the status is never ST_OK then. */
+static int settle(int rc, struct st_error *err, const char *op)
+{
+	if (rc == 0)
+		return 0;
+	if (err->status == ST_OK) {
+		err->status = rc < 0 && rc >= ST_PERMANENT ? (enum st_status)rc : ST_PERMANENT;
+		if (!err->message[0])
+			snprintf(err->message, sizeof(err->message), "%s failed", op);
+	}
+	return err->status;
+}
+
+struct counting_sink {
+	const struct st_sink *inner;
+	uint64_t bytes;
+};
+
+static int counting_write(void *ctx, const void *buf, size_t len)
+{
+	struct counting_sink *c = ctx;
+	int rc = c->inner->write(c->inner->ctx, buf, len);
+	if (rc == 0)
+		c->bytes += len;
+	return rc;
+}
+
+struct counting_source {
+	const struct st_source *inner;
+	uint64_t bytes;
+};
+
+static ssize_t counting_read(void *ctx, void *buf, size_t len)
+{
+	struct counting_source *c = ctx;
+	ssize_t n = c->inner->read(c->inner->ctx, buf, len);
+	if (n > 0)
+		c->bytes += (uint64_t)n;
+	return n;
+}
+
+/* A rewound source is read again: count only what the final attempt moved. */
+static int counting_rewind(void *ctx)
+{
+	struct counting_source *c = ctx;
+	int rc = c->inner->rewind(c->inner->ctx);
+	if (rc == 0)
+		c->bytes = 0;
+	return rc;
+}
+
+int storage_list(struct storage *st, const char *prefix, const char *delimiter,
+		 struct st_list *out, const struct st_call *call, struct st_error *err)
+{
+	struct st_error local;
+	int64_t t0 = clock_mono_ns();
+	err = prepare(err, &local);
+	memset(out, 0, sizeof(*out));
+	int rc = st->ops->list(st, prefix ? prefix : "", delimiter, out, call, err);
+	if (rc != 0)
+		st_list_release(out);
+	else
+		st_list_sort(out);
+	rc = settle(rc, err, "list");
+	account(st, ST_OP_LIST, t0, 0, rc);
+	return rc;
+}
+
+int storage_get(struct storage *st, const char *key, const struct st_sink *sink,
+		const struct st_call *call, struct st_error *err)
+{
+	struct st_error local;
+	int64_t t0 = clock_mono_ns();
+	struct counting_sink cs = { sink, 0 };
+	struct st_sink wrapped = { counting_write, &cs };
+	err = prepare(err, &local);
+	int rc = settle(st->ops->get(st, key, &wrapped, call, err), err, "get");
+	account(st, ST_OP_GET, t0, cs.bytes, rc);
+	return rc;
+}
+
+int storage_put(struct storage *st, const char *key, const struct st_source *src,
+		const struct st_call *call, struct st_error *err)
+{
+	struct st_error local;
+	int64_t t0 = clock_mono_ns();
+	struct counting_source cs = { src, 0 };
+	struct st_source wrapped = {
+		.read = counting_read,
+		.rewind = src->rewind ? counting_rewind : NULL,
+		.ctx = &cs,
+		.size = src->size,
+	};
+	err = prepare(err, &local);
+	int rc = settle(st->ops->put(st, key, &wrapped, call, err), err, "put");
+	account(st, ST_OP_PUT, t0, rc == 0 ? cs.bytes : 0, rc);
+	return rc;
+}
+
+int storage_delete(struct storage *st, const char *const *keys, size_t nkeys,
+		   const struct st_call *call, struct st_error *err)
+{
+	struct st_error local;
+	int64_t t0 = clock_mono_ns();
+	err = prepare(err, &local);
+	int rc = nkeys ? st->ops->del(st, keys, nkeys, call, err) : 0;
+	rc = settle(rc, err, "delete");
+	account(st, ST_OP_DELETE, t0, 0, rc);
+	return rc;
+}
+
+int storage_stat(struct storage *st, const char *key, struct st_object *out,
+		 const struct st_call *call, struct st_error *err)
+{
+	struct st_error local;
+	int64_t t0 = clock_mono_ns();
+	err = prepare(err, &local);
+	memset(out, 0, sizeof(*out));
+	int rc = st->ops->stat(st, key, out, call, err);
+	if (rc == 0 && !out->key) {
+		out->key = strdup(key);
+		if (!out->key) {
+			st_error_set(err, ST_PERMANENT, 0, "stat %s: out of memory", key);
+			rc = ST_PERMANENT;
+		}
+	}
+	if (rc != 0) {
+		free(out->key);
+		out->key = NULL;
+	}
+	rc = settle(rc, err, "head");
+	account(st, ST_OP_HEAD, t0, 0, rc);
+	return rc;
+}
