@@ -1,0 +1,67 @@
+/*
+ * catalog.h — what a replica holds: its generations, and for one generation
+ * its snapshots and WAL segments, read through the storage interface.
+ *
+ * Used by the engine (where does a replica stand after a restart or a
+ * restore?), by restore (probing candidates, choosing objects) and by the
+ * `generations`, `snapshots` and `wal` commands. Objects whose names do not
+ * follow the Litestream v0.3 layout are skipped, as Litestream does.
+ */
+#ifndef LITEVISOR_CATALOG_H
+#define LITEVISOR_CATALOG_H
+
+#include "replication/layout.h"
+#include "replication/status.h"
+#include "replication/storage.h"
+
+struct cat_snapshot {
+	uint32_t index;
+	int64_t size;      /* compressed bytes stored */
+	int64_t mtime_ns;  /* object time ("CreatedAt" in Litestream) */
+};
+
+struct cat_segment {
+	uint32_t index, offset;
+	int64_t size;      /* compressed bytes stored */
+	int64_t mtime_ns;
+};
+
+struct cat_generation {
+	char id[LAYOUT_GEN_LEN + 1];
+	struct cat_snapshot *snapshots; /* sorted by index */
+	size_t nsnapshots;
+	struct cat_segment *segments;   /* sorted by (index, offset) */
+	size_t nsegments;
+	int64_t min_ns, max_ns;         /* time window of all its objects (0 if empty) */
+};
+
+/*
+ * List the generation names on a replica (sorted). *ids is a malloc'd array
+ * of n names (free it). Returns 0 or a negative st_status with err set.
+ */
+int catalog_generations(struct storage *st, char (**ids)[LAYOUT_GEN_LEN + 1], size_t *n,
+			const struct st_call *call, struct st_error *err);
+
+/* List one generation's snapshots and segments into *g. Returns 0 or negative st_status. */
+int catalog_load(struct storage *st, const char *gen, struct cat_generation *g,
+		 const struct st_call *call, struct st_error *err);
+
+void catalog_generation_release(struct cat_generation *g);
+
+/* The highest snapshot with index <= max_index (UINT32_MAX: any), or NULL. */
+const struct cat_snapshot *catalog_snapshot_at_or_before(const struct cat_generation *g,
+							 uint32_t max_index);
+
+/*
+ * The replica's end position in generation g: just past the last byte of its
+ * newest WAL segment (whose decompressed length is found by downloading it),
+ * or the newest snapshot's index at offset 0 when no segment is newer.
+ * Returns 0, or a negative st_status (ST_NOT_FOUND if g holds nothing).
+ */
+int catalog_end_position(struct storage *st, const struct cat_generation *g, struct wal_pos *pos,
+			 const struct st_call *call, struct st_error *err);
+
+/* Compare positions within one generation: <0, 0, >0. */
+int wal_pos_cmp(const struct wal_pos *a, const struct wal_pos *b);
+
+#endif

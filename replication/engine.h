@@ -1,0 +1,53 @@
+/*
+ * engine.h — continuous replication of every configured database.
+ *
+ * One engine serves a whole config: for each database it watches the WAL
+ * (inotify, polling fallback), keeps litevisor's shadow state beside the
+ * database, and ships new frames to each replica on that replica's own
+ * schedule, each replica in its own thread so a slow one never delays another.
+ *
+ * Lifecycle (the supervisor's step 3 and step 6):
+ *   e = engine_new(cfg)        validate, open storages; no threads yet
+ *   engine_start(e)            threads start; databases that do not exist yet are waited for
+ *   engine_status_get(e, &st)  any time, from any thread, never blocks on I/O
+ *   engine_flush(e, ms)        final flush: ship everything committed to every
+ *                              reachable replica within the deadline
+ *   engine_free(e)             stop threads, release the read lock held on each DB
+ *
+ * Not async-signal-safe; call from normal threads only. The engine installs no
+ * signal handlers (block signals before engine_start so its threads inherit the mask).
+ */
+#ifndef LITEVISOR_ENGINE_H
+#define LITEVISOR_ENGINE_H
+
+#include <stdint.h>
+
+#include "common/config.h"
+#include "replication/status.h"
+
+struct engine;
+
+/* Create an engine for cfg (borrowed; must outlive the engine). NULL + log on error. */
+struct engine *engine_new(const struct config *cfg);
+
+/* Record what the restore step did for db index i (shown in status). */
+void engine_note_restore(struct engine *e, size_t db_index, const char *source,
+			 const char *result, int64_t duration_ms, const struct wal_pos *pos);
+
+/* Start replication threads. Returns 0, or -1 (logged). */
+int engine_start(struct engine *e);
+
+/*
+ * Final flush: sync every database's WAL and ship it to every replica that is
+ * reachable, in parallel, for at most deadline_ms. Returns 0 when every
+ * replica holds everything committed, -1 otherwise (each miss logged).
+ */
+int engine_flush(struct engine *e, int64_t deadline_ms);
+
+/* Copy the current state into *out (free with engine_status_release). Returns 0 or -1 (ENOMEM). */
+int engine_status_get(struct engine *e, struct engine_status *out);
+
+/* Stop all threads (without flushing) and free everything. NULL is fine. */
+void engine_free(struct engine *e);
+
+#endif

@@ -1,0 +1,41 @@
+/*
+ * layout.h — names of objects in a Litestream v0.3 replica.
+ *
+ *   generations/<gen>/snapshots/<%08x index>.snapshot.lz4
+ *   generations/<gen>/wal/<%08x index>_<%08x offset>.wal.lz4
+ *
+ * <gen> is 16 lowercase hex digits. Parsers accept exactly what Litestream
+ * v0.3.13 writes and reads (8 lowercase hex digits per number), so a replica
+ * either tool wrote lists the same in the other.
+ */
+#ifndef LITEVISOR_LAYOUT_H
+#define LITEVISOR_LAYOUT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define LAYOUT_GEN_LEN 16
+#define LAYOUT_KEY_MAX 128 /* longest key below a replica root, with NUL */
+
+/* True if s is a generation name (16 lowercase hex digits). */
+bool layout_generation_valid(const char *s);
+
+/* A new random generation name (getrandom) into out[17]. Returns 0 or -1. */
+int layout_generation_new(char out[LAYOUT_GEN_LEN + 1]);
+
+/* "generations/" */
+#define LAYOUT_GENERATIONS_PREFIX "generations/"
+
+/* Keys below a replica root; buf must have LAYOUT_KEY_MAX bytes. Return buf. */
+char *layout_generation_prefix(char *buf, const char *gen); /* generations/<gen>/ */
+char *layout_snapshots_prefix(char *buf, const char *gen);  /* generations/<gen>/snapshots/ */
+char *layout_wal_prefix(char *buf, const char *gen);        /* generations/<gen>/wal/ */
+char *layout_snapshot_key(char *buf, const char *gen, uint32_t index);
+char *layout_wal_key(char *buf, const char *gen, uint32_t index, uint32_t offset);
+
+/* Parse a base name; return 0, or -1 if it is not such a name. */
+int layout_parse_snapshot(const char *name, uint32_t *index);
+int layout_parse_wal(const char *name, uint32_t *index, uint32_t *offset);
+
+#endif

@@ -1,0 +1,71 @@
+/*
+ * lz4io.h — streaming LZ4 frame compression and decompression.
+ *
+ * Replica objects are single LZ4 frames (Litestream v0.3 format). litevisor
+ * writes 64 KiB independent blocks with a content checksum (Litestream reads
+ * any block size); it reads any valid frame, including Litestream's 4 MiB
+ * blocks. Both directions stream: memory stays bounded by one block whatever
+ * the object's size.
+ *
+ * Compression is a struct st_source that pulls from another source
+ * (e.g. a database file) and yields compressed bytes, so storage_put() can
+ * stream a snapshot. Decompression is a struct st_sink that takes compressed
+ * bytes (e.g. from storage_get()) and writes the plain bytes to another sink;
+ * lz4_dec_finish() then checks the frame was complete and its checksum right.
+ */
+#ifndef LITEVISOR_LZ4IO_H
+#define LITEVISOR_LZ4IO_H
+
+#include <lz4frame.h>
+
+#include "replication/storage.h"
+
+#define LZ4IO_BLOCK_SIZE (64 * 1024)
+
+struct lz4_enc {
+	const struct st_source *inner;
+	LZ4F_cctx *cctx;
+	unsigned char *in;     /* one block of plain input */
+	unsigned char *out;    /* compressed output not yet handed out */
+	size_t out_cap, out_len, out_pos;
+	int state;             /* 0 = header pending, 1 = data, 2 = ended */
+	uint64_t plain_bytes;  /* plain bytes read from inner so far */
+	uint64_t packed_bytes; /* compressed bytes produced so far */
+};
+
+/*
+ * Set up src to yield the LZ4 frame of everything inner yields. src->size is
+ * -1 (unknown). src->rewind works when inner can rewind.
+ * Returns 0, or -1 on allocation failure.
+ */
+int lz4_enc_init(struct lz4_enc *e, struct st_source *src, const struct st_source *inner);
+void lz4_enc_release(struct lz4_enc *e);
+
+struct lz4_dec {
+	const struct st_sink *inner;
+	LZ4F_dctx *dctx;
+	unsigned char *out;
+	size_t out_cap;
+	size_t hint;           /* 0 once a frame has fully ended */
+	bool started, failed;
+	uint64_t plain_bytes;  /* bytes written to inner */
+	char error[128];
+};
+
+/* Set up sink to decompress into inner. Returns 0 or -1 (ENOMEM). */
+int lz4_dec_init(struct lz4_dec *d, struct st_sink *sink, const struct st_sink *inner);
+
+/*
+ * After the last write: 0 if exactly one complete frame was decoded and its
+ * checksum matched, else -1 with d->error ("truncated LZ4 frame", …).
+ */
+int lz4_dec_finish(struct lz4_dec *d);
+void lz4_dec_release(struct lz4_dec *d);
+
+/*
+ * Compress a memory buffer into one frame. *out is malloc'd (caller frees).
+ * For small objects (tests, WAL segments of known small size). Returns 0 or -1.
+ */
+int lz4_compress_mem(const void *in, size_t len, unsigned char **out, size_t *outlen);
+
+#endif

@@ -1,0 +1,50 @@
+/*
+ * restore.h — bring each database back from the freshest replica that can be
+ * reached, fastest first, with fallback and verification.
+ *
+ * Used by `litevisor restore` (one database, CLI flags) and by `run` (every
+ * configured database, before the service starts). Candidates are probed in
+ * parallel; the winner is the one holding the newest data, ties going to the
+ * fastest; a failed or corrupt download falls back to the next candidate that
+ * holds the same or newer data. The result is a single, checkpointed database
+ * file renamed into place; a failed restore leaves nothing at the target.
+ */
+#ifndef LITEVISOR_RESTORE_H
+#define LITEVISOR_RESTORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/config.h"
+#include "replication/status.h"
+
+enum restore_outcome {
+	RESTORE_RESTORED = 0,  /* restored from a replica */
+	RESTORE_EXISTS,        /* the database is there and current (or policy keep-local): untouched */
+	RESTORE_EMPTY,         /* first deploy: every candidate answered, none holds data */
+	RESTORE_NO_DATA,       /* no backup matched the request (explicit restore) */
+	RESTORE_UNREACHABLE,   /* no candidate could be reached (temporary failure) */
+	RESTORE_FAILED,        /* every usable candidate failed, or a local error */
+};
+
+struct restore_result {
+	enum restore_outcome outcome;
+	char source[64];       /* name of the replica restored from, or "" */
+	struct wal_pos pos;    /* position restored to */
+	int64_t duration_ms;
+	char message[512];     /* why, for logs and status */
+};
+
+/* "restored", "exists", "empty", "no-data", "unreachable", "failed". */
+const char *restore_outcome_name(enum restore_outcome o);
+
+/*
+ * Restore the database db of cfg if needed (missing, or older than the
+ * freshest replica under the newest-wins policy), as `run` does.
+ * Returns 0 when the service may start on this database (restored, exists,
+ * empty), -1 otherwise; *res says what happened.
+ */
+int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
+		       struct restore_result *res);
+
+#endif

@@ -1,0 +1,76 @@
+/*
+ * status.h — a point-in-time copy of what replication and restore are doing,
+ * for the health and metrics endpoints (supervisor/) and for logs.
+ *
+ * The engine keeps its live state private; engine_status_get() copies it into
+ * these plain structs under a short lock, so readers (the HTTP thread) never
+ * wait on the data path. Times are wall-clock ns since the epoch (0 = never);
+ * durations are ms.
+ */
+#ifndef LITEVISOR_STATUS_H
+#define LITEVISOR_STATUS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "replication/storage.h"
+
+struct wal_pos {
+	char generation[17];  /* 16 hex digits, or "" when none */
+	uint32_t index;
+	uint32_t offset;
+};
+
+struct replica_status {
+	char name[64];
+	char type[8];              /* "file", "s3" */
+	char description[256];     /* where it is, no credentials */
+	bool restore_only;         /* not replicated to (e.g. the store on this node) */
+	struct wal_pos pos;        /* what the replica holds */
+	int64_t last_sync_ns;      /* last successful sync */
+	int64_t last_snapshot_ns;  /* last snapshot written */
+	int64_t failing_since_ns;  /* first failure of the current run of failures, 0 if healthy */
+	int64_t last_error_ns;
+	char last_error[256];      /* "" if none */
+	double lag_seconds;        /* age of the oldest commit not yet on this replica (0 = caught up) */
+	int64_t max_lag_ms;        /* allowed lag before it counts as behind (derived from sync-interval) */
+	uint64_t syncs_total, sync_errors_total, snapshots_total;
+	uint64_t wal_bytes_total, snapshot_bytes_total;
+	uint64_t retention_deleted_total;
+	struct st_op_stats_copy {
+		uint64_t count, errors, bytes, latency_ns;
+	} ops[ST_OP__COUNT];
+};
+
+struct db_status {
+	char name[64];
+	char path[512];
+	bool replicating;          /* engine running for it (false: waiting for the file, stopped) */
+	char state[64];            /* "waiting for database", "replicating", "stopped: not in WAL mode", … */
+	struct wal_pos pos;        /* local position (shadow WAL) */
+	int64_t db_size, wal_size;
+	uint64_t checkpoints_total[3];      /* PASSIVE, RESTART, TRUNCATE */
+	uint64_t checkpoint_errors_total;
+	uint64_t generations_total;         /* generations started by this process */
+	int64_t backlog_bytes;              /* local state kept for replicas that are behind */
+
+	/* restore that preceded replication (0/"" if none ran) */
+	char restore_source[64];
+	char restore_result[32];   /* "restored", "empty", "kept-local", "failed", "skipped" */
+	int64_t restore_duration_ms;
+	struct wal_pos restore_pos;
+
+	struct replica_status *replicas;
+	size_t nreplicas;
+};
+
+struct engine_status {
+	int64_t taken_ns;
+	struct db_status *dbs;
+	size_t ndbs;
+};
+
+/* Free the arrays an engine_status owns and zero it. */
+void engine_status_release(struct engine_status *s);
+
+#endif
