@@ -1,0 +1,329 @@
+/* child.c — fork/exec of the service (see child.h). */
+#include "supervisor/child.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/banned.h"
+
+enum stage { STAGE_PGRP = 1, STAGE_GROUPS, STAGE_GID, STAGE_UID, STAGE_MASK, STAGE_EXEC };
+
+struct failure_record {
+	int stage;
+	int err;
+};
+
+static const char *stage_text(int stage)
+{
+	switch (stage) {
+	case STAGE_PGRP: return "cannot create a process group for";
+	case STAGE_GROUPS: return "cannot set supplementary groups for";
+	case STAGE_GID: return "cannot switch group for";
+	case STAGE_UID: return "cannot switch user for";
+	case STAGE_MASK: return "cannot restore the signal mask for";
+	default: return "cannot run";
+	}
+}
+
+/* Buffer big enough for getpwnam_r/getgrnam_r. */
+static size_t lookup_bufsize(int name)
+{
+	long n = sysconf(name);
+	return n > 0 ? (size_t)n * 4 : 65536;
+}
+
+static bool parse_id(const char *s, unsigned long *out)
+{
+	char *end;
+	if (!*s || *s < '0' || *s > '9')
+		return false;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 10);
+	if (errno || *end || v > (unsigned long)INT_MAX)
+		return false;
+	*out = v;
+	return true;
+}
+
+/* Resolve a group name or number to a gid. 0 or -1 (err set). */
+static int resolve_group(const char *name, gid_t *gid, char *err, size_t errlen)
+{
+	unsigned long id;
+	struct group gr, *res = NULL;
+	size_t bufsize = lookup_bufsize(_SC_GETGR_R_SIZE_MAX);
+	char *buf = malloc(bufsize);
+	int rc = -1;
+	if (!buf) {
+		snprintf(err, errlen, "group \"%s\": out of memory", name);
+		return -1;
+	}
+	int e = getgrnam_r(name, &gr, buf, bufsize, &res);
+	if (e == 0 && res) {
+		*gid = res->gr_gid;
+		rc = 0;
+	} else if (parse_id(name, &id)) {
+		*gid = (gid_t)id;
+		rc = 0;
+	} else {
+		snprintf(err, errlen, "supervisor: unknown group \"%s\"%s%s", name,
+			 e ? ": " : "", e ? strerror(e) : "");
+	}
+	free(buf);
+	return rc;
+}
+
+static int add_group(struct child_creds *c, gid_t g)
+{
+	for (size_t i = 0; i < c->ngroups; i++)
+		if (c->groups[i] == g)
+			return 0;
+	gid_t *p = realloc(c->groups, (c->ngroups + 1) * sizeof(*p));
+	if (!p)
+		return -1;
+	c->groups = p;
+	c->groups[c->ngroups++] = g;
+	return 0;
+}
+
+int child_creds_resolve(const struct cfg_supervisor *sup, struct child_creds *out,
+			char *err, size_t errlen)
+{
+	struct passwd pw, *pres = NULL;
+	char *buf = NULL;
+	int rc = -1;
+	memset(out, 0, sizeof(*out));
+	if (!sup->user && !sup->group && !sup->groups)
+		return 0;
+	out->set = true;
+	out->uid = getuid();
+	out->gid = getgid();
+
+	if (sup->user) {
+		size_t bufsize = lookup_bufsize(_SC_GETPW_R_SIZE_MAX);
+		unsigned long id;
+		buf = malloc(bufsize);
+		if (!buf) {
+			snprintf(err, errlen, "supervisor: out of memory");
+			goto out;
+		}
+		int e = getpwnam_r(sup->user, &pw, buf, bufsize, &pres);
+		if ((e != 0 || !pres) && parse_id(sup->user, &id))
+			e = getpwuid_r((uid_t)id, &pw, buf, bufsize, &pres);
+		if (pres) {
+			out->uid = pres->pw_uid;
+			out->gid = pres->pw_gid;
+			out->user = strdup(pres->pw_name);
+			out->home = strdup(pres->pw_dir);
+			if (!out->user || !out->home) {
+				snprintf(err, errlen, "supervisor: out of memory");
+				goto out;
+			}
+		} else if (parse_id(sup->user, &id)) {
+			/* A bare uid without a passwd entry is fine (containers often have none). */
+			out->uid = (uid_t)id;
+		} else {
+			snprintf(err, errlen, "supervisor: unknown user \"%s\"%s%s", sup->user,
+				 e ? ": " : "", e ? strerror(e) : "");
+			goto out;
+		}
+	}
+	if (sup->group && resolve_group(sup->group, &out->gid, err, errlen) < 0)
+		goto out;
+
+	if (sup->groups) {
+		for (char **g = sup->groups; *g; g++) {
+			gid_t gid;
+			if (resolve_group(*g, &gid, err, errlen) < 0)
+				goto out;
+			if (add_group(out, gid) < 0) {
+				snprintf(err, errlen, "supervisor: out of memory");
+				goto out;
+			}
+		}
+	} else if (out->user) {
+		/* Like initgroups(3): the user's groups from the group database. */
+		int n = 64;
+		for (;;) {
+			gid_t *list = calloc((size_t)n, sizeof(*list));
+			int got = n;
+			if (!list) {
+				snprintf(err, errlen, "supervisor: out of memory");
+				goto out;
+			}
+			if (getgrouplist(out->user, out->gid, list, &got) >= 0) {
+				for (int i = 0; i < got; i++)
+					if (add_group(out, list[i]) < 0) {
+						free(list);
+						snprintf(err, errlen, "supervisor: out of memory");
+						goto out;
+					}
+				free(list);
+				break;
+			}
+			free(list);
+			if (got <= n || got > 65536) {
+				snprintf(err, errlen, "supervisor: cannot list groups of \"%s\"", out->user);
+				goto out;
+			}
+			n = got;
+		}
+	}
+	if (add_group(out, out->gid) < 0) {
+		snprintf(err, errlen, "supervisor: out of memory");
+		goto out;
+	}
+	rc = 0;
+out:
+	free(buf);
+	if (rc < 0)
+		child_creds_release(out);
+	return rc;
+}
+
+void child_creds_release(struct child_creds *c)
+{
+	free(c->groups);
+	free(c->user);
+	free(c->home);
+	memset(c, 0, sizeof(*c));
+}
+
+char *child_find_program(const char *cmd)
+{
+	if (strchr(cmd, '/') || !*cmd)
+		return strdup(cmd);
+	const char *path = getenv("PATH");
+	if (!path || !*path)
+		path = "/usr/local/bin:/usr/bin:/bin";
+	char *existing = NULL;
+	char cand[PATH_MAX];
+	while (*path) {
+		const char *colon = strchr(path, ':');
+		size_t dlen = colon ? (size_t)(colon - path) : strlen(path);
+		/* An empty PATH element means the current directory. */
+		int n = dlen ? snprintf(cand, sizeof(cand), "%.*s/%s", (int)dlen, path, cmd)
+			     : snprintf(cand, sizeof(cand), "%s", cmd);
+		path += dlen + (colon ? 1 : 0);
+		struct stat st;
+		if (n < 0 || (size_t)n >= sizeof(cand) || stat(cand, &st) < 0 || !S_ISREG(st.st_mode))
+			continue;
+		if (access(cand, X_OK) == 0) {
+			free(existing);
+			return strdup(cand);
+		}
+		if (!existing && !(existing = strdup(cand)))
+			return NULL;
+	}
+	return existing ? existing : strdup(cmd);
+}
+
+/* Only async-signal-safe calls from here to execve. */
+static void __attribute__((noreturn)) in_child(const struct child_spec *spec, const char *path,
+					       int wfd)
+{
+	struct failure_record rec = { 0, 0 };
+	struct sigaction dfl;
+
+	if (spec->new_process_group) {
+		if (setpgid(0, 0) < 0) {
+			rec.stage = STAGE_PGRP;
+			goto fail;
+		}
+		/* Take the terminal if there is one (SIGTTOU is still ignored here). */
+		if (isatty(STDIN_FILENO))
+			(void)tcsetpgrp(STDIN_FILENO, getpgrp());
+	}
+	memset(&dfl, 0, sizeof(dfl));
+	dfl.sa_handler = SIG_DFL;
+	sigemptyset(&dfl.sa_mask);
+	for (int sig = 1; sig < NSIG; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			(void)sigaction(sig, &dfl, NULL); /* EINVAL for libc-reserved ones */
+
+	if (spec->creds && spec->creds->set) {
+		const struct child_creds *c = spec->creds;
+		if (setgroups(c->ngroups, c->groups) < 0 && !(errno == EPERM && getuid() == c->uid)) {
+			rec.stage = STAGE_GROUPS;
+			goto fail;
+		}
+		if (setgid(c->gid) < 0) {
+			rec.stage = STAGE_GID;
+			goto fail;
+		}
+		if (setuid(c->uid) < 0) {
+			rec.stage = STAGE_UID;
+			goto fail;
+		}
+	}
+	if (sigprocmask(SIG_SETMASK, spec->mask, NULL) < 0) {
+		rec.stage = STAGE_MASK;
+		goto fail;
+	}
+	execve(path, spec->argv, spec->envp);
+	rec.stage = STAGE_EXEC;
+fail:
+	rec.err = errno;
+	ssize_t w;
+	do
+		w = write(wfd, &rec, sizeof(rec));
+	while (w < 0 && errno == EINTR);
+	_exit(rec.stage == STAGE_EXEC && rec.err == ENOENT ? 127 : 126);
+}
+
+pid_t child_spawn(const struct child_spec *spec, struct child_failure *fail)
+{
+	int pfd[2] = { -1, -1 };
+	pid_t pid = -1;
+	char *path = NULL;
+	memset(fail, 0, sizeof(*fail));
+
+	path = child_find_program(spec->argv[0]);
+	if (!path) {
+		log_error("child", "out of memory", NULL);
+		goto out;
+	}
+	if (pipe2(pfd, O_CLOEXEC) < 0) {
+		log_error("child", "pipe failed", "error=\"%s\"", strerror(errno));
+		goto out;
+	}
+	pid = fork();
+	if (pid < 0) {
+		log_error("child", "fork failed", "error=\"%s\"", strerror(errno));
+		goto out;
+	}
+	if (pid == 0)
+		in_child(spec, path, pfd[1]);
+
+	close(pfd[1]);
+	pfd[1] = -1;
+	struct failure_record rec;
+	ssize_t n;
+	do
+		n = read(pfd[0], &rec, sizeof(rec));
+	while (n < 0 && errno == EINTR);
+	if (n == (ssize_t)sizeof(rec)) {
+		fail->failed = true;
+		fail->err = rec.err;
+		fail->exit_code = rec.stage == STAGE_EXEC && rec.err == ENOENT ? 127 : 126;
+		snprintf(fail->message, sizeof(fail->message), "%s \"%s\": %s%s",
+			 stage_text(rec.stage), spec->argv[0], strerror(rec.err),
+			 rec.stage == STAGE_EXEC && rec.err == ENOENT && !strchr(spec->argv[0], '/')
+				 ? " (not found in $PATH)" : "");
+	}
+out:
+	if (pfd[0] >= 0)
+		close(pfd[0]);
+	if (pfd[1] >= 0)
+		close(pfd[1]);
+	free(path);
+	return pid;
+}

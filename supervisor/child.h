@@ -1,0 +1,79 @@
+/*
+ * child.h — start the service: fork, reset signals, switch identity, exec.
+ *
+ * Everything that can allocate or block (user and group lookup, PATH search,
+ * the environment) is done before fork, so the child makes only
+ * async-signal-safe calls between fork and exec (the parent has threads).
+ * In the child: own process group if asked, every signal disposition back to
+ * the default (an ignored SIGPIPE would survive execve), supplementary groups,
+ * group, user, the original signal mask, execve. A failure in the child is
+ * sent to the parent as {stage, errno} through a close-on-exec pipe and the
+ * child exits 127 (ENOENT: not found) or 126 (anything else: not executable,
+ * permission denied, identity switch refused) — the codes shells and tini use.
+ */
+#ifndef LITEVISOR_SUP_CHILD_H
+#define LITEVISOR_SUP_CHILD_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "common/config.h"
+
+/* The identity the service runs as (resolved from cfg_supervisor user/group/groups). */
+struct child_creds {
+	bool set;             /* false: keep litevisor's identity */
+	uid_t uid;
+	gid_t gid;
+	gid_t *groups;        /* supplementary groups (owned) */
+	size_t ngroups;
+	char *user;           /* user name, or NULL (for HOME/USER/LOGNAME) */
+	char *home;           /* the user's home directory, or NULL */
+};
+
+/*
+ * Resolve user (name or number), group (default: the user's primary group)
+ * and supplementary groups (default: the user's groups from /etc/group).
+ * Returns 0, or -1 with a message naming the unknown user or group in err.
+ */
+int child_creds_resolve(const struct cfg_supervisor *sup, struct child_creds *out,
+			char *err, size_t errlen);
+
+/* Free what creds own and zero it. */
+void child_creds_release(struct child_creds *c);
+
+struct child_spec {
+	char *const *argv;               /* argv[0] is the command as given */
+	char *const *envp;
+	const struct child_creds *creds; /* NULL: no switch */
+	bool new_process_group;          /* setpgid(0,0) and take the terminal if any */
+	const sigset_t *mask;            /* mask to restore before exec */
+};
+
+/* What a failed start looked like (filled when child_spawn reports a failure). */
+struct child_failure {
+	bool failed;
+	int exit_code;        /* 127 or 126: what the child exits with */
+	int err;              /* errno in the child */
+	char message[512];    /* "cannot run \"x\": No such file or directory" */
+};
+
+/*
+ * Fork and exec spec. Waits until the exec succeeded or failed (the pipe
+ * closes on exec). Returns the child's pid: on exec failure the pid is still
+ * returned (the child exits with fail->exit_code and must be reaped as any
+ * other) and *fail describes the failure; fail->failed is false otherwise.
+ * Returns -1 (logged) only if fork itself failed.
+ */
+pid_t child_spawn(const struct child_spec *spec, struct child_failure *fail);
+
+/*
+ * Find cmd as execvp would, in $PATH (default /usr/local/bin:/usr/bin:/bin);
+ * a name with '/' is used as is. Returns a malloc'd path: the first
+ * executable regular file, else the first existing file (so exec reports
+ * EACCES), else cmd itself (exec reports ENOENT). NULL only on ENOMEM.
+ */
+char *child_find_program(const char *cmd);
+
+#endif

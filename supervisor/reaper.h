@@ -1,0 +1,46 @@
+/*
+ * reaper.h — collect every child that exits: the service and any orphan the
+ * kernel re-parents to litevisor (as PID 1, or as a child subreaper when not
+ * PID 1, e.g. under Nomad raw_exec). An orphan's exit is counted and
+ * forgotten; only the service's exit status matters.
+ */
+#ifndef LITEVISOR_SUP_REAPER_H
+#define LITEVISOR_SUP_REAPER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/*
+ * Become a child subreaper unless PID 1 (then nothing is needed). Returns 0,
+ * or -1 (logged as a warning: orphans will go to init instead, no zombies are
+ * left by litevisor itself).
+ */
+int reaper_setup(void);
+
+struct reap_result {
+	bool service_exited;   /* the service (pid given) was among them */
+	int service_status;    /* its wait status when service_exited */
+	unsigned orphans;      /* other children reaped */
+	bool no_children;      /* ECHILD: nothing left to wait for */
+};
+
+/*
+ * Reap everything that has exited, without blocking: waitpid(-1, WNOHANG)
+ * until none is left. service is the service's pid (or 0 when none runs).
+ */
+void reaper_reap(pid_t service, struct reap_result *r);
+
+/*
+ * Send sig to every live direct child of litevisor (found in /proc), and to
+ * the process group pgrp when pgrp > 0. Returns how many processes were signalled.
+ */
+unsigned reaper_signal_children(int sig, pid_t pgrp);
+
+/* Total orphans reaped since start (for metrics). */
+uint64_t reaper_orphans_total(void);
+
+/* Exit code for a wait status: the code, or 128+signal. */
+int reaper_exit_code(int status);
+
+#endif

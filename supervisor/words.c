@@ -1,0 +1,98 @@
+/* words.c — shell-words splitting without a shell (see words.h). */
+#include "supervisor/words.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/banned.h"
+
+static bool is_blank(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+int words_split(const char *s, char ***argv, char *err, size_t errlen)
+{
+	size_t n = strlen(s);
+	/* No word is longer than the input; the words never exceed n/2+1. */
+	char *word = malloc(n + 1);
+	char **out = calloc(n / 2 + 2, sizeof(*out));
+	int count = 0;
+	*argv = NULL;
+	if (!word || !out) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	const char *p = s;
+	for (;;) {
+		while (is_blank(*p))
+			p++;
+		if (!*p)
+			break;
+		size_t len = 0;
+		while (*p && !is_blank(*p)) {
+			if (*p == '\'') {
+				const char *q = strchr(p + 1, '\'');
+				if (!q) {
+					snprintf(err, errlen, "unterminated single quote");
+					goto fail;
+				}
+				memcpy(word + len, p + 1, (size_t)(q - p - 1));
+				len += (size_t)(q - p - 1);
+				p = q + 1;
+			} else if (*p == '"') {
+				p++;
+				while (*p && *p != '"') {
+					if (*p == '\\' && p[1] && strchr("\"\\$`\n", p[1])) {
+						if (p[1] != '\n')
+							word[len++] = p[1];
+						p += 2;
+					} else {
+						word[len++] = *p++;
+					}
+				}
+				if (*p != '"') {
+					snprintf(err, errlen, "unterminated double quote");
+					goto fail;
+				}
+				p++;
+			} else if (*p == '\\') {
+				if (!p[1]) {
+					snprintf(err, errlen, "trailing backslash");
+					goto fail;
+				}
+				if (p[1] != '\n')
+					word[len++] = p[1];
+				p += 2;
+			} else {
+				word[len++] = *p++;
+			}
+		}
+		out[count] = malloc(len + 1);
+		if (!out[count]) {
+			snprintf(err, errlen, "out of memory");
+			goto fail;
+		}
+		memcpy(out[count], word, len);
+		out[count][len] = '\0';
+		count++;
+	}
+	free(word);
+	*argv = out;
+	return count;
+fail:
+	free(word);
+	words_free(out);
+	return -1;
+}
+
+void words_free(char **argv)
+{
+	if (!argv)
+		return;
+	for (char **a = argv; *a; a++)
+		free(*a);
+	free(argv);
+}

@@ -1,0 +1,24 @@
+/*
+ * words.h — split the config's `exec` string into argv, shell-words style:
+ * blanks separate words; '…' keeps everything literally; "…" keeps blanks and
+ * lets a backslash escape " \ $ ` and newline; outside quotes a backslash
+ * escapes the next character. There is no shell: no variable, glob, tilde or
+ * command expansion, no redirection, no pipes ($VAR in `exec` is expanded
+ * by the config loader, like every other value, unless -no-expand-env).
+ */
+#ifndef LITEVISOR_SUP_WORDS_H
+#define LITEVISOR_SUP_WORDS_H
+
+#include <stddef.h>
+
+/*
+ * Split s into a NULL-terminated argv (free with words_free). Returns the
+ * number of words (0 for a blank string), or -1 with a reason in err
+ * (unterminated quote, trailing backslash, out of memory).
+ */
+int words_split(const char *s, char ***argv, char *err, size_t errlen);
+
+/* Free an argv from words_split. NULL is fine. */
+void words_free(char **argv);
+
+#endif
