@@ -1,0 +1,195 @@
+/* fsutil.c — durable, atomic file operations (temp → fsync → rename → fsync dir). */
+#include "common/fsutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/banned.h"
+
+int fs_fsync_dir(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	int rc = fsync(fd);
+	int e = errno;
+	close(fd);
+	errno = e;
+	return rc;
+}
+
+int fs_fsync_parent(const char *path)
+{
+	char buf[PATH_MAX];
+	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	return fs_fsync_dir(dirname(buf));
+}
+
+int fs_mkdir_p(const char *path, mode_t mode, uid_t uid, gid_t gid)
+{
+	char buf[PATH_MAX];
+	size_t len = strlen(path);
+
+	if (len == 0 || len >= sizeof(buf)) {
+		errno = len ? ENAMETOOLONG : ENOENT;
+		return -1;
+	}
+	memcpy(buf, path, len + 1);
+	for (char *p = buf + 1;; p++) {
+		if (*p != '/' && *p != '\0')
+			continue;
+		char c = *p;
+		*p = '\0';
+		if (mkdir(buf, mode) == 0) {
+			if ((uid != (uid_t)-1 || gid != (gid_t)-1) && chown(buf, uid, gid) < 0)
+				return -1;
+			if (fs_fsync_parent(buf) < 0)
+				return -1;
+		} else if (errno != EEXIST) {
+			return -1;
+		}
+		*p = c;
+		if (c == '\0')
+			break;
+	}
+	struct stat st;
+	if (stat(path, &st) < 0)
+		return -1;
+	if (!S_ISDIR(st.st_mode)) {
+		errno = ENOTDIR;
+		return -1;
+	}
+	return 0;
+}
+
+int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode, uid_t uid,
+		    gid_t gid)
+{
+	char tmp[PATH_MAX];
+	const char *p = data;
+	int fd = -1, e = 0;
+
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+	if (fd < 0)
+		return -1;
+	while (len > 0) {
+		ssize_t w = write(fd, p, len);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			goto fail;
+		}
+		p += w;
+		len -= (size_t)w;
+	}
+	if (fchmod(fd, mode) < 0)
+		goto fail;
+	if ((uid != (uid_t)-1 || gid != (gid_t)-1) && fchown(fd, uid, gid) < 0)
+		goto fail;
+	if (fsync(fd) < 0)
+		goto fail;
+	if (close(fd) < 0) {
+		fd = -1;
+		goto fail;
+	}
+	fd = -1;
+	if (rename(tmp, path) < 0)
+		goto fail;
+	return fs_fsync_parent(path);
+fail:
+	e = errno;
+	if (fd >= 0)
+		close(fd);
+	unlink(tmp);
+	errno = e;
+	return -1;
+}
+
+int fs_read_small(const char *path, size_t max, char **out, size_t *len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	char *buf = NULL;
+	size_t n = 0;
+	int e;
+
+	*out = NULL;
+	if (fd < 0)
+		return -1;
+	buf = malloc(max + 1);
+	if (!buf) {
+		e = ENOMEM;
+		goto fail;
+	}
+	for (;;) {
+		ssize_t r = read(fd, buf + n, max + 1 - n);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			e = errno;
+			goto fail;
+		}
+		if (r == 0)
+			break;
+		n += (size_t)r;
+		if (n > max) {
+			e = EFBIG;
+			goto fail;
+		}
+	}
+	close(fd);
+	buf[n] = '\0';
+	*out = buf;
+	if (len)
+		*len = n;
+	return 0;
+fail:
+	close(fd);
+	free(buf);
+	errno = e;
+	return -1;
+}
+
+int fs_move_aside(const char *path, const char *tag, char **moved_to)
+{
+	char dst[PATH_MAX], ts[40];
+	struct stat st;
+
+	if (moved_to)
+		*moved_to = NULL;
+	if (lstat(path, &st) < 0)
+		return -1;
+	clock_rfc3339(clock_wall_ns(), ts, sizeof(ts));
+	for (int i = 0; i < 1000; i++) {
+		int n = i ? snprintf(dst, sizeof(dst), "%s.%s-%s.%d", path, tag, ts, i)
+			  : snprintf(dst, sizeof(dst), "%s.%s-%s", path, tag, ts);
+		if (n >= (int)sizeof(dst)) {
+			errno = ENAMETOOLONG;
+			return -1;
+		}
+		if (lstat(dst, &st) < 0 && errno == ENOENT)
+			break;
+	}
+	if (rename(path, dst) < 0)
+		return -1;
+	if (fs_fsync_parent(path) < 0)
+		return -1;
+	if (moved_to)
+		*moved_to = strdup(dst);
+	return 0;
+}

@@ -1,0 +1,50 @@
+/*
+ * fsutil.h — durable, atomic file operations.
+ *
+ * Everything litevisor writes that must survive a crash goes temp → fsync →
+ * rename → fsync(dir), so a reader sees the old content or the new, never a
+ * torn file (style.md §6). Ownership matters because litevisor often runs as
+ * root beside an app that does not: callers pass the uid/gid to give new
+ * files and directories (-1 = leave as created).
+ */
+#ifndef LITEVISOR_FSUTIL_H
+#define LITEVISOR_FSUTIL_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/* fsync the directory at path. Returns 0 or -1 (errno set). */
+int fs_fsync_dir(const char *path);
+
+/* fsync the directory holding path (its dirname). Returns 0 or -1. */
+int fs_fsync_parent(const char *path);
+
+/*
+ * Create path and missing parents with mode, chowning each directory it
+ * creates to uid/gid (-1: leave). Existing directories are left alone.
+ * Returns 0 or -1 (errno set).
+ */
+int fs_mkdir_p(const char *path, mode_t mode, uid_t uid, gid_t gid);
+
+/*
+ * Atomically replace path with len bytes of data: write <path>.tmp, fsync,
+ * chown/chmod, rename, fsync the directory. Returns 0 or -1 (errno set; the
+ * old file is untouched and the temp file removed).
+ */
+int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode, uid_t uid,
+		    gid_t gid);
+
+/*
+ * Read a whole small file (at most max bytes) into a NUL-terminated malloc'd
+ * buffer. Returns 0, or -1 (errno set; ENOENT if absent, EFBIG if larger).
+ */
+int fs_read_small(const char *path, size_t max, char **out, size_t *len);
+
+/*
+ * Move path aside to "<path>.<tag>-<UTC timestamp>" (keeping it, never
+ * deleting), fsyncing the directory. *moved_to gets the new name
+ * (malloc'd; may be NULL). Returns 0, or -1 (errno set). ENOENT if absent.
+ */
+int fs_move_aside(const char *path, const char *tag, char **moved_to);
+
+#endif

@@ -1,0 +1,194 @@
+/* localstate.c — the state directory beside a database: generation, shadow WALs, restore marker. */
+#include "replication/localstate.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/fsutil.h"
+#include "common/log.h"
+#include "replication/layout.h"
+#include "common/banned.h"
+
+char *localstate_dir(const struct cfg_db *db, char *buf, size_t len)
+{
+	if (db->meta_path) {
+		snprintf(buf, len, "%s", db->meta_path);
+		return buf;
+	}
+	char tmp[PATH_MAX], tmp2[PATH_MAX];
+	snprintf(tmp, sizeof(tmp), "%s", db->path);
+	snprintf(tmp2, sizeof(tmp2), "%s", db->path);
+	snprintf(buf, len, "%s/.%s-litevisor", dirname(tmp), basename(tmp2));
+	return buf;
+}
+
+void localstate_owner(const struct cfg_db *db, uid_t *uid, gid_t *gid)
+{
+	struct stat st;
+	char tmp[PATH_MAX];
+
+	*uid = (uid_t)-1;
+	*gid = (gid_t)-1;
+	if (stat(db->path, &st) < 0) {
+		snprintf(tmp, sizeof(tmp), "%s", db->path);
+		if (stat(dirname(tmp), &st) < 0)
+			return;
+	}
+	/* only chown when we can (root); as the app's own user everything is already ours */
+	if (geteuid() == 0) {
+		*uid = st.st_uid;
+		*gid = st.st_gid;
+	}
+}
+
+int localstate_ensure(const struct cfg_db *db, const char *dir)
+{
+	uid_t uid;
+	gid_t gid;
+	localstate_owner(db, &uid, &gid);
+	if (fs_mkdir_p(dir, 0750, uid, gid) < 0) {
+		log_error("state", "cannot create state directory", "dir=\"%s\" err=\"%s\"", dir,
+			  strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+int localstate_read_generation(const char *dir, char gen[17])
+{
+	char path[PATH_MAX], *text = NULL;
+	size_t len;
+
+	snprintf(path, sizeof(path), "%s/generation", dir);
+	if (fs_read_small(path, 64, &text, &len) < 0)
+		return -1;
+	while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r'))
+		text[--len] = '\0';
+	if (!layout_generation_valid(text)) {
+		free(text);
+		errno = EINVAL;
+		return -1;
+	}
+	memcpy(gen, text, 17);
+	free(text);
+	return 0;
+}
+
+int localstate_write_generation(const char *dir, const char *gen, uid_t uid, gid_t gid)
+{
+	char path[PATH_MAX], line[32];
+	int n = snprintf(line, sizeof(line), "%s\n", gen);
+	snprintf(path, sizeof(path), "%s/generation", dir);
+	return fs_write_atomic(path, line, (size_t)n, 0640, uid, gid);
+}
+
+char *localstate_shadow_path(const char *dir, const char *gen, uint32_t index, char *buf,
+			     size_t len)
+{
+	snprintf(buf, len, "%s/generations/%s/wal/%08x.wal", dir, gen, index);
+	return buf;
+}
+
+int localstate_position(const char *dir, struct wal_pos *pos)
+{
+	char gen[17], path[PATH_MAX];
+	DIR *d;
+	struct dirent *de;
+	bool found = false;
+	uint32_t best = 0;
+
+	memset(pos, 0, sizeof(*pos));
+	if (localstate_read_generation(dir, gen) < 0)
+		return -1;
+	snprintf(path, sizeof(path), "%s/generations/%s/wal", dir, gen);
+	if (!(d = opendir(path)))
+		return -1;
+	while ((de = readdir(d))) {
+		unsigned int idx;
+		char tail[8];
+		if (strlen(de->d_name) != 12 || sscanf(de->d_name, "%8x%7s", &idx, tail) != 2 ||
+		    strcmp(tail, ".wal") != 0)
+			continue;
+		if (!found || idx > best)
+			best = idx;
+		found = true;
+	}
+	closedir(d);
+	if (!found) {
+		errno = ENOENT;
+		return -1;
+	}
+	struct stat st;
+	if (stat(localstate_shadow_path(dir, gen, best, path, sizeof(path)), &st) < 0)
+		return -1;
+	memcpy(pos->generation, gen, sizeof(pos->generation));
+	pos->index = best;
+	pos->offset = (uint32_t)st.st_size;
+	return 0;
+}
+
+int localstate_write_restored(const char *dir, const struct restored_marker *m, uid_t uid,
+			      gid_t gid)
+{
+	char path[PATH_MAX], text[LOCALSTATE_MAX_REPLICAS * 66 + 64];
+	size_t n = (size_t)snprintf(text, sizeof(text), "%s %08x %08x", m->pos.generation,
+				    m->pos.index, m->pos.offset);
+	for (size_t i = 0; i < m->nreplicas && n < sizeof(text); i++)
+		n += (size_t)snprintf(text + n, sizeof(text) - n, " %s", m->replicas[i]);
+	if (n >= sizeof(text) - 1) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	text[n++] = '\n';
+	snprintf(path, sizeof(path), "%s/restored", dir);
+	return fs_write_atomic(path, text, n, 0640, uid, gid);
+}
+
+int localstate_read_restored(const char *dir, struct restored_marker *m)
+{
+	char path[PATH_MAX], *text = NULL, *save = NULL;
+	int rc = -1;
+
+	memset(m, 0, sizeof(*m));
+	snprintf(path, sizeof(path), "%s/restored", dir);
+	if (fs_read_small(path, 8192, &text, NULL) < 0)
+		return -1;
+	char *gen = strtok_r(text, " \n", &save);
+	char *idx = strtok_r(NULL, " \n", &save);
+	char *off = strtok_r(NULL, " \n", &save);
+	char *end;
+	if (!gen || !idx || !off || !layout_generation_valid(gen))
+		goto bad;
+	memcpy(m->pos.generation, gen, 17);
+	m->pos.index = (uint32_t)strtoul(idx, &end, 16);
+	if (*end)
+		goto bad;
+	m->pos.offset = (uint32_t)strtoul(off, &end, 16);
+	if (*end)
+		goto bad;
+	for (char *r; (r = strtok_r(NULL, " \n", &save)) && m->nreplicas < LOCALSTATE_MAX_REPLICAS;)
+		snprintf(m->replicas[m->nreplicas++], sizeof(m->replicas[0]), "%s", r);
+	rc = 0;
+	goto out;
+bad:
+	errno = EINVAL;
+out:
+	free(text);
+	return rc;
+}
+
+int localstate_clear_restored(const char *dir)
+{
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s/restored", dir);
+	if (unlink(path) < 0 && errno != ENOENT)
+		return -1;
+	return fs_fsync_dir(dir);
+}

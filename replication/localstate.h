@@ -1,0 +1,73 @@
+/*
+ * localstate.h — litevisor's own files beside a database.
+ *
+ * The state directory is the db's `meta-path`, by default
+ * <dir>/.<file>-litevisor/ (not Litestream's .<file>-litestream, so both tools
+ * can be tried side by side). It holds:
+ *
+ *   generation                    current generation name + "\n"
+ *   generations/<gen>/wal/<%08x>.wal
+ *                                 shadow WALs: for each index, a byte-exact
+ *                                 prefix of the real -wal file of that WAL
+ *                                 session (offsets match the real WAL), grown
+ *                                 only by whole transactions
+ *   restored                      written by restore, read by the engine on
+ *                                 start: the position the database was
+ *                                 restored to and the replicas that hold
+ *                                 exactly that position, so replication
+ *                                 continues the generation there (next index)
+ *                                 instead of starting a new one
+ *
+ * Every file is written atomically (common/fsutil.h) and created with the
+ * database's owner so an app running as another user is never locked out.
+ */
+#ifndef LITEVISOR_LOCALSTATE_H
+#define LITEVISOR_LOCALSTATE_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "common/config.h"
+#include "replication/status.h"
+
+#define LOCALSTATE_MAX_REPLICAS 32
+
+/* The state directory of db into buf. Returns buf. */
+char *localstate_dir(const struct cfg_db *db, char *buf, size_t len);
+
+/*
+ * Create the state directory if missing, owned like the database file (or,
+ * if it does not exist yet, like its directory). Returns 0 or -1 (logged).
+ */
+int localstate_ensure(const struct cfg_db *db, const char *dir);
+
+/* Owner to give files created beside db (from the db file, else its directory). */
+void localstate_owner(const struct cfg_db *db, uid_t *uid, gid_t *gid);
+
+/* Read the current generation into gen[17]. 0, or -1 (errno ENOENT: none). */
+int localstate_read_generation(const char *dir, char gen[17]);
+int localstate_write_generation(const char *dir, const char *gen, uid_t uid, gid_t gid);
+
+/* Path of a shadow WAL file. Returns buf. */
+char *localstate_shadow_path(const char *dir, const char *gen, uint32_t index, char *buf,
+			     size_t len);
+
+/*
+ * The local position: the current generation, its highest shadow WAL index
+ * and that file's size. 0, or -1 (errno ENOENT: no state).
+ */
+int localstate_position(const char *dir, struct wal_pos *pos);
+
+struct restored_marker {
+	struct wal_pos pos;                  /* position the database was restored to */
+	char replicas[LOCALSTATE_MAX_REPLICAS][64]; /* names holding exactly pos */
+	size_t nreplicas;
+};
+
+/* Write / read / remove the "restored" marker. read: 0, or -1 (ENOENT: none; EINVAL: corrupt). */
+int localstate_write_restored(const char *dir, const struct restored_marker *m, uid_t uid,
+			      gid_t gid);
+int localstate_read_restored(const char *dir, struct restored_marker *m);
+int localstate_clear_restored(const char *dir);
+
+#endif
