@@ -8,5 +8,6 @@
 #include "cmd/cli.h"
 
 extern const struct command cmd_version;
+extern const struct command cmd_config;
 
 #endif

@@ -13,6 +13,7 @@
 
 const struct command *const cli_commands[] = {
 	&cmd_version,
+	&cmd_config,
 	NULL,
 };
 

@@ -1,0 +1,546 @@
+/*
+ * config_replica.c — `stores:` and each db's `replicas:`.
+ *
+ * A store is a named destination (an S3 bucket or a directory, with its
+ * connection settings and the node it lives on). A replica either stands on
+ * its own (Litestream's schema: url or type/bucket/path…) or names a store,
+ * inherits everything from it and adds a path below the store's path. After
+ * that both get the same finishing: defaults, top-level credentials, the
+ * node rule (a replica on this very node is restore-only), checks.
+ */
+#include "common/config_walk.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/duration.h"
+#include "common/banned.h"
+
+struct store {
+	char *name;
+	const struct cfg_node *key;
+	struct cfg_replica r;
+	const struct cfg_node *at[AT_REPLICA_MAX];
+};
+
+static int set_type(struct walk *w, const struct field *f, const struct cfg_node *v,
+		    const char *path, void *target)
+{
+	struct cfg_replica *r = target;
+	char *s = NULL;
+	int rc = -1;
+	if (walk_required(w, v, path, &s) < 0)
+		return -1;
+	if (strcmp(s, "file") == 0) {
+		r->type = REPLICA_FILE;
+	} else if (strcmp(s, "s3") == 0) {
+		r->type = REPLICA_S3;
+	} else if (strcmp(s, "gcs") == 0 || strcmp(s, "abs") == 0 || strcmp(s, "sftp") == 0) {
+		cfg_error(w->e, v, path,
+			  "type \"%s\" is not supported by litevisor (s3 and file only; most object "
+			  "stores, GCS included, also speak S3)", s);
+		goto out;
+	} else {
+		cfg_error(w->e, v, path, "invalid type \"%s\" (one of: s3, file)", s);
+		goto out;
+	}
+	rc = 0;
+out:
+	free(s);
+	return rc;
+}
+
+static int set_validation(struct walk *w, const struct field *f, const struct cfg_node *v,
+			  const char *path, void *target)
+{
+	char *s = NULL, why[200];
+	int64_t ms = 0;
+	if (walk_required(w, v, path, &s) < 0)
+		return -1;
+	if (duration_parse(s, &ms, why, sizeof(why)) < 0) {
+		cfg_error(w->e, v, path, "%s", why);
+		free(s);
+		return -1;
+	}
+	free(s);
+	if (ms != 0) {
+		cfg_error(w->e, v, path,
+			  "not supported by litevisor (validation restores a full copy in the "
+			  "background; use `litevisor restore` to check a replica); remove it or set 0");
+		return -1;
+	}
+	return 0;
+}
+
+#define R(field) offsetof(struct cfg_replica, field)
+static const char sftp_why[] = "SFTP replicas; litevisor writes to s3 and file replicas only";
+static const char abs_why[] = "Azure Blob Storage replicas; litevisor writes to s3 and file replicas only";
+
+const struct field replica_tab[RF_N] = {
+	[RF_TYPE] = { .key = "type", .kind = F_CUSTOM, .fn = set_type },
+	[RF_NAME] = { .key = "name", .kind = F_STR, .off = R(name), .where = ON_REPLICA },
+	[RF_URL] = { .key = "url", .kind = F_STR, .off = R(url) },
+	[RF_PATH] = { .key = "path", .kind = F_STR, .off = R(path) },
+	[RF_BUCKET] = { .key = "bucket", .kind = F_STR, .off = R(bucket), .s3_only = true },
+	[RF_ENDPOINT] = { .key = "endpoint", .kind = F_STR, .off = R(endpoint), .s3_only = true },
+	[RF_REGION] = { .key = "region", .kind = F_STR, .off = R(region), .s3_only = true },
+	[RF_FPS] = { .key = "force-path-style", .kind = F_BOOL, .off = R(force_path_style), .s3_only = true },
+	[RF_SKIPV] = { .key = "skip-verify", .kind = F_BOOL, .off = R(skip_verify), .s3_only = true },
+	[RF_CAFILE] = { .key = "ca-file", .kind = F_STR, .off = R(ca_file), .s3_only = true },
+	[RF_AKID] = { .key = "access-key-id", .kind = F_SECRET, .off = R(access_key_id.value), .s3_only = true },
+	[RF_AKID_FILE] = { .key = "access-key-id-file", .kind = F_SECRET_FILE, .off = R(access_key_id.file), .s3_only = true },
+	[RF_SAK] = { .key = "secret-access-key", .kind = F_SECRET, .off = R(secret_access_key.value), .s3_only = true },
+	[RF_SAK_FILE] = { .key = "secret-access-key-file", .kind = F_SECRET_FILE, .off = R(secret_access_key.file), .s3_only = true },
+	[RF_TOKEN] = { .key = "session-token", .kind = F_SECRET, .off = R(session_token.value), .s3_only = true },
+	[RF_TOKEN_FILE] = { .key = "session-token-file", .kind = F_SECRET_FILE, .off = R(session_token.file), .s3_only = true },
+	[RF_CONNECT] = { .key = "connect-timeout", .kind = F_DUR, .off = R(connect_timeout_ms), .s3_only = true },
+	[RF_NODE] = { .key = "node", .kind = F_STR, .off = R(node) },
+	[RF_SYNC] = { .key = "sync-interval", .kind = F_DUR, .off = R(sync_interval_ms), .where = ON_REPLICA },
+	[RF_SNAP] = { .key = "snapshot-interval", .kind = F_DUR, .off = R(snapshot_interval_ms), .where = ON_REPLICA },
+	[RF_RET] = { .key = "retention", .kind = F_DUR, .off = R(retention_ms), .where = ON_REPLICA },
+	[RF_RETCHECK] = { .key = "retention-check-interval", .kind = F_DUR, .off = R(retention_check_interval_ms), .where = ON_REPLICA },
+	[RF_GRACE] = { .key = "retention-grace", .kind = F_DUR, .off = R(retention_grace_ms), .where = ON_REPLICA },
+	[RF_VALID] = { .key = "validation-interval", .kind = F_CUSTOM, .fn = set_validation, .where = ON_REPLICA },
+	[RF_STORE] = { .key = "store", .kind = F_STR, .off = R(store), .where = ON_REPLICA },
+	[RF_RESTORE_ONLY] = { .key = "restore-only", .kind = F_BOOL, .off = R(restore_only), .where = ON_REPLICA },
+	[RF_AGE] = { .key = "age", .kind = F_UNSUPPORTED,
+		     .why = "age encryption; replicas are written unencrypted as plain Litestream does, use the bucket's server-side encryption" },
+	[RF_ACCOUNT_NAME] = { .key = "account-name", .kind = F_UNSUPPORTED, .why = abs_why },
+	[RF_ACCOUNT_KEY] = { .key = "account-key", .kind = F_UNSUPPORTED, .why = abs_why },
+	[RF_HOST] = { .key = "host", .kind = F_UNSUPPORTED, .why = sftp_why },
+	[RF_USER] = { .key = "user", .kind = F_UNSUPPORTED, .why = sftp_why },
+	[RF_PASSWORD] = { .key = "password", .kind = F_UNSUPPORTED, .why = sftp_why },
+	[RF_KEYPATH] = { .key = "key-path", .kind = F_UNSUPPORTED, .why = sftp_why },
+};
+#undef R
+
+static void field_copy(const struct field *f, void *dst, const void *src)
+{
+	const char *s = (const char *)src + f->off;
+	char *d = (char *)dst + f->off;
+	switch (f->kind) {
+	case F_STR:
+	case F_SECRET:
+	case F_SECRET_FILE: {
+		char *const *from = (char *const *)(const void *)s;
+		char **to = (char **)(void *)d;
+		free(*to);
+		*to = *from ? strdup(*from) : NULL;
+		break;
+	}
+	case F_BOOL:
+		*(bool *)(void *)d = *(const bool *)(const void *)s;
+		break;
+	case F_DUR:
+	case F_INT64:
+	case F_SIZE:
+		*(int64_t *)(void *)d = *(const int64_t *)(const void *)s;
+		break;
+	default:
+		break;
+	}
+}
+
+int cfg_check_readable(struct walk *w, const struct cfg_node *v, const char *path, const char *file)
+{
+	int fd = open(file, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		cfg_error(w->e, v, path, "cannot read \"%s\": %s", file, strerror(errno));
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
+/* Apply a url: key (already in r->url) to r. at[] gets the url node for derived fields. */
+static int apply_url(struct walk *w, struct cfg_replica *r, const struct cfg_node **at,
+		     const char *path)
+{
+	struct cfg_url u = { 0 };
+	bool unsupported = false;
+	char why[200], kp[340];
+	const struct cfg_node *un = at[RF_URL];
+	int rc = -1;
+
+	walk_path(kp, sizeof(kp), path, "url");
+	if (cfg_parse_url(r->url, &u, &unsupported, why, sizeof(why)) < 0) {
+		cfg_error(w->e, un, kp, "%s%s", why, unsupported ? " (s3 and file only)" : "");
+		return -1;
+	}
+	if (at[RF_TYPE] && r->type != u.type) {
+		walk_path(kp, sizeof(kp), path, "type");
+		cfg_error(w->e, at[RF_TYPE], kp, "type %s contradicts the url's scheme (%s); drop one",
+			  r->type == REPLICA_S3 ? "s3" : "file", u.type == REPLICA_S3 ? "s3" : "file");
+		goto out;
+	}
+	/* As Litestream: a url and the parts it already names cannot both be given. */
+	if (at[RF_PATH] && u.path) {
+		walk_path(kp, sizeof(kp), path, "path");
+		cfg_error(w->e, at[RF_PATH], kp, "give either url or path, not both");
+		goto out;
+	}
+	if (at[RF_BUCKET]) {
+		walk_path(kp, sizeof(kp), path, "bucket");
+		cfg_error(w->e, at[RF_BUCKET], kp, "give either url or bucket, not both");
+		goto out;
+	}
+	r->type = u.type;
+	at[RF_TYPE] = un;
+#define TAKE(field, idx)                            \
+	if (u.field && !at[idx]) {                  \
+		free(r->field);                     \
+		r->field = u.field;                 \
+		u.field = NULL;                     \
+		at[idx] = un;                       \
+	}
+	TAKE(path, RF_PATH)
+	TAKE(bucket, RF_BUCKET)
+	TAKE(endpoint, RF_ENDPOINT)
+	TAKE(region, RF_REGION)
+#undef TAKE
+	if (u.force_path_style && !at[RF_FPS]) {
+		r->force_path_style = true;
+		at[RF_FPS] = un;
+	}
+	rc = 0;
+out:
+	cfg_url_release(&u);
+	return rc;
+}
+
+static const struct {
+	int value, file;
+} secret_pairs[] = { { RF_AKID, RF_AKID_FILE }, { RF_SAK, RF_SAK_FILE }, { RF_TOKEN, RF_TOKEN_FILE } };
+
+static int check_secret_pairs(struct walk *w, const struct cfg_replica *r, const struct cfg_node **at,
+			      const char *path)
+{
+	char kp[340];
+	for (size_t i = 0; i < 3; i++) {
+		const struct field *fv = &replica_tab[secret_pairs[i].value];
+		const struct field *ff = &replica_tab[secret_pairs[i].file];
+		const char *const *file = (const char *const *)(const void *)((const char *)r + ff->off);
+		const char *const *val = (const char *const *)(const void *)((const char *)r + fv->off);
+		const struct cfg_node *fn = at[secret_pairs[i].file];
+		walk_path(kp, sizeof(kp), path, ff->key);
+		if (*file && *val) {
+			cfg_error(w->e, fn, kp, "give %s or %s, not both", fv->key, ff->key);
+			return -1;
+		}
+		if (*file && cfg_check_readable(w, fn, kp, *file) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* Walk one store or replica map (own keys only, url applied). */
+static int walk_entity(struct walk *w, const struct cfg_node *m, const char *path, unsigned where,
+		       struct cfg_replica *r, const struct cfg_node **at)
+{
+	config_replica_defaults(r);
+	r->line = m->line;
+	r->column = m->column;
+	if (walk_map(w, m, path, replica_tab, RF_N, where, r, at) < 0)
+		return -1;
+	if (r->url && !r->store && apply_url(w, r, at, path) < 0)
+		return -1;
+	return 0;
+}
+
+int walk_stores(struct walk *w)
+{
+	const struct cfg_node *m = w->stores_node;
+	char path[340];
+
+	if (!m || cfg_node_is_null(m))
+		return 0;
+	size_t n = m->nitems / 2;
+	w->stores = calloc(n ? n : 1, sizeof(*w->stores));
+	if (!w->stores) {
+		cfg_error(w->e, m, "stores", "out of memory");
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const struct cfg_node *k = m->items[2 * i], *v = m->items[2 * i + 1];
+		struct store *s = &w->stores[i];
+		w->nstores = i + 1;
+		if (k->kind != CN_SCALAR || !k->value[0]) {
+			cfg_error(w->e, k, "stores", "a store name must be a plain, non-empty name");
+			return -1;
+		}
+		snprintf(path, sizeof(path), "stores.%s", k->value);
+		for (size_t j = 0; j < i; j++) {
+			if (strcmp(w->stores[j].name, k->value) == 0) {
+				cfg_error(w->e, k, path, "duplicate key (first at line %d, column %d)",
+					  w->stores[j].key->line, w->stores[j].key->column);
+				return -1;
+			}
+		}
+		s->key = k;
+		if (!(s->name = strdup(k->value))) {
+			cfg_error(w->e, k, path, "out of memory");
+			return -1;
+		}
+		if (v->kind != CN_MAP) {
+			cfg_error(w->e, v, path, "expected a map of store settings, got %s",
+				  walk_kind_name(v));
+			return -1;
+		}
+		if (walk_entity(w, v, path, ON_STORE, &s->r, s->at) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+void walk_stores_free(struct walk *w)
+{
+	for (size_t i = 0; i < w->nstores; i++) {
+		free(w->stores[i].name);
+		config_replica_release(&w->stores[i].r);
+	}
+	free(w->stores);
+	w->stores = NULL;
+	w->nstores = 0;
+}
+
+static const struct store *find_store(const struct walk *w, const char *name)
+{
+	for (size_t i = 0; i < w->nstores; i++)
+		if (strcmp(w->stores[i].name, name) == 0)
+			return &w->stores[i];
+	return NULL;
+}
+
+static char *join_prefix(const char *a, const char *b)
+{
+	size_t len = strlen(a) + strlen(b) + 2;
+	char *p = malloc(len);
+	if (p)
+		snprintf(p, len, "%s%s%s", a, *a && *b ? "/" : "", b);
+	return p;
+}
+
+/* Fill what the replica does not set from its store. */
+static int inherit(struct walk *w, struct cfg_replica *r, const struct cfg_node **at,
+		   const char *path, const struct cfg_node *m)
+{
+	char kp[340];
+	const struct store *s = find_store(w, r->store);
+	walk_path(kp, sizeof(kp), path, "store");
+	if (!s) {
+		const char *best = NULL;
+		int bestd = 3;
+		for (size_t i = 0; i < w->nstores; i++) {
+			int d = cfg_edit_distance(r->store, w->stores[i].name, 2);
+			if (d < bestd) {
+				bestd = d;
+				best = w->stores[i].name;
+			}
+		}
+		if (best)
+			cfg_error(w->e, at[RF_STORE], kp, "no store named \"%s\"; did you mean \"%s\"?",
+				  r->store, best);
+		else if (w->nstores)
+			cfg_error(w->e, at[RF_STORE], kp, "no store named \"%s\" under stores:", r->store);
+		else
+			cfg_error(w->e, at[RF_STORE], kp, "no store named \"%s\" (there is no stores: section)",
+				  r->store);
+		return -1;
+	}
+	if (at[RF_URL] || at[RF_TYPE]) {
+		int i = at[RF_URL] ? RF_URL : RF_TYPE;
+		walk_path(kp, sizeof(kp), path, replica_tab[i].key);
+		cfg_error(w->e, at[i], kp, "not allowed together with store: (store \"%s\" sets it)",
+			  r->store);
+		return -1;
+	}
+	r->type = s->r.type;
+	at[RF_TYPE] = s->at[RF_TYPE] ? s->at[RF_TYPE] : m;
+	for (size_t p = 0; p < 3; p++) {
+		int v = secret_pairs[p].value, f = secret_pairs[p].file;
+		if (at[v] || at[f])
+			continue;
+		field_copy(&replica_tab[v], r, &s->r);
+		field_copy(&replica_tab[f], r, &s->r);
+		at[v] = s->at[v];
+		at[f] = s->at[f];
+	}
+	for (int i = 0; i < RF_N; i++) {
+		const struct field *f = &replica_tab[i];
+		if (f->kind == F_SECRET || f->kind == F_SECRET_FILE || f->kind == F_UNSUPPORTED ||
+		    f->kind == F_CUSTOM || (f->where && !(f->where & ON_STORE)))
+			continue;
+		if (i == RF_PATH || i == RF_URL || !s->at[i] || at[i])
+			continue;
+		field_copy(f, r, &s->r);
+		at[i] = s->at[i];
+	}
+	if (s->r.path) {
+		char *joined = join_prefix(s->r.path, r->path ? r->path : "");
+		if (!joined) {
+			cfg_error(w->e, m, path, "out of memory");
+			return -1;
+		}
+		free(r->path);
+		r->path = joined;
+		if (!at[RF_PATH])
+			at[RF_PATH] = s->at[RF_PATH];
+	}
+	if (!r->name && !(r->name = strdup(s->name))) {
+		cfg_error(w->e, m, path, "out of memory");
+		return -1;
+	}
+	return 0;
+}
+
+/* Defaults, top-level credentials, the node rule and the checks every replica gets. */
+static int finish(struct walk *w, struct cfg_replica *r, const struct cfg_node **at, const char *path,
+		  const struct cfg_node *m)
+{
+	char kp[340];
+	if (r->type == REPLICA_FILE) {
+		for (int i = 0; i < RF_N; i++) {
+			if (replica_tab[i].s3_only && at[i]) {
+				walk_path(kp, sizeof(kp), path, replica_tab[i].key);
+				cfg_error(w->e, at[i], kp,
+					  "only for s3 replicas (this replica is type file)");
+				return -1;
+			}
+		}
+		if (!r->path) {
+			cfg_error(w->e, m, path,
+				  "missing path: a file replica needs url: file:///DIR or path: /DIR");
+			return -1;
+		}
+		char *abs = cfg_abs_path(r->path);
+		if (!abs) {
+			walk_path(kp, sizeof(kp), path, "path");
+			cfg_error(w->e, at[RF_PATH], kp, "cannot make \"%s\" an absolute path", r->path);
+			return -1;
+		}
+		free(r->path);
+		r->path = abs;
+	} else {
+		if (!r->bucket) {
+			cfg_error(w->e, m, path,
+				  "missing bucket: an s3 replica needs url: s3://BUCKET/PATH or bucket:");
+			return -1;
+		}
+		if (!r->path && !(r->path = strdup("")))
+			goto oom;
+		cfg_clean_prefix(r->path);
+		if (r->endpoint) {
+			if (!strstr(r->endpoint, "://")) {
+				char *e = join_prefix("https:/", r->endpoint);
+				if (!e)
+					goto oom;
+				free(r->endpoint);
+				r->endpoint = e;
+			}
+			size_t el = strlen(r->endpoint);
+			while (el > 0 && r->endpoint[el - 1] == '/')
+				r->endpoint[--el] = '\0';
+			if (!at[RF_FPS])
+				r->force_path_style = true;
+		}
+		if (!r->region && !(r->region = strdup("us-east-1")))
+			goto oom;
+		if (!r->access_key_id.value && !r->access_key_id.file) {
+			if (w->top_akid.value && !(r->access_key_id.value = strdup(w->top_akid.value)))
+				goto oom;
+			if (w->top_akid.file && !(r->access_key_id.file = strdup(w->top_akid.file)))
+				goto oom;
+		}
+		if (!r->secret_access_key.value && !r->secret_access_key.file) {
+			if (w->top_sak.value && !(r->secret_access_key.value = strdup(w->top_sak.value)))
+				goto oom;
+			if (w->top_sak.file && !(r->secret_access_key.file = strdup(w->top_sak.file)))
+				goto oom;
+		}
+	}
+	if (r->retention_ms > 0 && r->retention_check_interval_ms > r->retention_ms)
+		r->retention_check_interval_ms = r->retention_ms;
+	if (!r->name && !(r->name = strdup(r->type == REPLICA_S3 ? "s3" : "file")))
+		goto oom;
+	if (w->cfg->node && r->node && strcmp(w->cfg->node, r->node) == 0)
+		r->restore_only = true;
+	return 0;
+oom:
+	cfg_error(w->e, m, path, "out of memory");
+	return -1;
+}
+
+static bool same_dest(const struct cfg_replica *a, const struct cfg_replica *b)
+{
+	if (a->type != b->type || strcmp(a->path, b->path) != 0)
+		return false;
+	if (a->type == REPLICA_FILE)
+		return true;
+	return strcmp(a->bucket, b->bucket) == 0 &&
+	       strcmp(a->endpoint ? a->endpoint : "", b->endpoint ? b->endpoint : "") == 0;
+}
+
+int walk_replicas(struct walk *w, const struct cfg_node *seq, const char *path, struct cfg_db *db)
+{
+	char rp[360], kp[400];
+	if (seq->kind != CN_SEQ) {
+		cfg_error(w->e, seq, path, "expected a list of replicas (lines starting with \"- \"), got %s",
+			  walk_kind_name(seq));
+		return -1;
+	}
+	db->replicas = calloc(seq->nitems ? seq->nitems : 1, sizeof(*db->replicas));
+	if (!db->replicas) {
+		cfg_error(w->e, seq, path, "out of memory");
+		return -1;
+	}
+	for (size_t i = 0; i < seq->nitems; i++) {
+		const struct cfg_node *m = seq->items[i];
+		const struct cfg_node *at[AT_REPLICA_MAX] = { 0 };
+		struct cfg_replica *r = &db->replicas[i];
+		db->nreplicas = i + 1;
+		snprintf(rp, sizeof(rp), "%s[%zu]", path, i);
+		if (m->kind != CN_MAP) {
+			cfg_error(w->e, m, rp, "expected a map of replica settings, got %s",
+				  walk_kind_name(m));
+			return -1;
+		}
+		if (walk_entity(w, m, rp, ON_REPLICA, r, at) < 0)
+			return -1;
+		if (r->store && inherit(w, r, at, rp, m) < 0)
+			return -1;
+		if (check_secret_pairs(w, r, at, rp) < 0 || finish(w, r, at, rp, m) < 0)
+			return -1;
+		for (size_t j = 0; j < i; j++) {
+			const struct cfg_replica *o = &db->replicas[j];
+			if (strcmp(o->name, r->name) == 0) {
+				walk_path(kp, sizeof(kp), rp, "name");
+				cfg_error(w->e, at[RF_NAME] ? at[RF_NAME] : m, kp,
+					  "duplicate replica name \"%s\" (also %s[%zu], line %d); give each replica its own name:",
+					  r->name, path, j, o->line);
+				return -1;
+			}
+		}
+	}
+	/* Two replicas (of any db) writing to one place would destroy each other's generations. */
+	for (size_t i = 0; i < db->nreplicas; i++) {
+		const struct cfg_replica *r = &db->replicas[i];
+		for (size_t d = 0; d < w->cfg->ndbs; d++) {
+			const struct cfg_db *o = &w->cfg->dbs[d];
+			size_t lim = o == db ? i : o->nreplicas;
+			for (size_t j = 0; j < lim; j++) {
+				if (!same_dest(r, &o->replicas[j]))
+					continue;
+				snprintf(rp, sizeof(rp), "%s[%zu]", path, i);
+				cfg_error(w->e, seq->items[i], rp,
+					  "writes to the same place as dbs[%zu].replicas[%zu] (line %d); give it its own path",
+					  d, j, o->replicas[j].line);
+				return -1;
+			}
+		}
+	}
+	return 0;
+}

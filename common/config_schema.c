@@ -1,0 +1,888 @@
+/*
+ * config_schema.c — the keys of litevisor's config and the walk that turns a
+ * parsed YAML tree into struct config: the generic table walk, the top level,
+ * logging, dbs, restore, supervisor and health. Stores and replicas are in
+ * config_replica.c.
+ */
+#include "common/config_walk.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "common/duration.h"
+#include "common/envexpand.h"
+#include "common/banned.h"
+
+#define AT_MAX 64
+
+void walk_path(char *buf, size_t len, const char *path, const char *key)
+{
+	if (path && *path)
+		snprintf(buf, len, "%s.%s", path, key);
+	else
+		snprintf(buf, len, "%s", key);
+}
+
+const char *walk_kind_name(const struct cfg_node *n)
+{
+	switch (n->kind) {
+	case CN_MAP:
+		return "a map";
+	case CN_SEQ:
+		return "a list";
+	default:
+		return "a single value";
+	}
+}
+
+/* Expand one scalar; *unset gets the first unset variable (malloc'd) or NULL. */
+static int expand(struct walk *w, const struct cfg_node *v, const char *path, bool secret,
+		  char **out, char **unset)
+{
+	char why[160];
+	*out = NULL;
+	*unset = NULL;
+	if (v->kind != CN_SCALAR) {
+		cfg_error(w->e, v, path, "expected a single value, got %s", walk_kind_name(v));
+		return -1;
+	}
+	if (cfg_node_is_null(v))
+		return 0;
+	if (w->opt && w->opt->no_expand_env) {
+		*out = strdup(v->value);
+	} else if (envexpand(v->value, NULL, NULL, out, unset, why, sizeof(why)) < 0) {
+		if (secret)
+			cfg_error(w->e, v, path, "%s (value redacted)", why);
+		else
+			cfg_error(w->e, v, path, "%s in \"%s\"", why, v->value);
+		return -1;
+	}
+	if (!*out) {
+		cfg_error(w->e, v, path, "out of memory");
+		return -1;
+	}
+	return 0;
+}
+
+int walk_scalar(struct walk *w, const struct cfg_node *v, const char *path, bool secret, char **out)
+{
+	char *unset = NULL;
+	int rc = expand(w, v, path, secret, out, &unset);
+	free(unset);
+	return rc;
+}
+
+int walk_required(struct walk *w, const struct cfg_node *v, const char *path, char **out)
+{
+	char *unset = NULL;
+	if (expand(w, v, path, false, out, &unset) < 0)
+		return -1;
+	if (!*out || !**out) {
+		if (unset)
+			cfg_error(w->e, v, path, "empty: environment variable %s is not set", unset);
+		else
+			cfg_error(w->e, v, path, "must not be empty");
+		free(unset);
+		free(*out);
+		*out = NULL;
+		return -1;
+	}
+	free(unset);
+	return 0;
+}
+
+static int parse_bool(const char *s, bool *out)
+{
+	static const char *const yes[] = { "true", "yes", "on" }, *const no[] = { "false", "no", "off" };
+	for (size_t i = 0; i < 3; i++) {
+		if (strcasecmp(s, yes[i]) == 0) {
+			*out = true;
+			return 0;
+		}
+		if (strcasecmp(s, no[i]) == 0) {
+			*out = false;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static int set_value(struct walk *w, const struct field *f, const struct cfg_node *v,
+		     const char *path, void *target)
+{
+	char *s = NULL, why[200];
+	char *dst = (char *)target + f->off;
+	int rc = -1;
+
+	if (f->kind == F_CUSTOM)
+		return f->fn(w, f, v, path, target);
+	if (f->kind == F_STR || f->kind == F_SECRET || f->kind == F_SECRET_FILE) {
+		if (walk_scalar(w, v, path, f->kind == F_SECRET, &s) < 0)
+			return -1;
+		char **slot = (char **)(void *)dst;
+		free(*slot);
+		/* An empty value (e.g. from an unset variable) means "not set", as in Litestream. */
+		if (s && !*s) {
+			free(s);
+			s = NULL;
+		}
+		*slot = s;
+		return 0;
+	}
+	if (v->kind == CN_SCALAR && cfg_node_is_null(v)) {
+		cfg_error(w->e, v, path, "no value given (remove the key to get the default)");
+		return -1;
+	}
+	if (walk_required(w, v, path, &s) < 0)
+		return -1;
+	switch (f->kind) {
+	case F_BOOL:
+		if (parse_bool(s, (bool *)(void *)dst) < 0) {
+			cfg_error(w->e, v, path, "invalid boolean \"%s\" (use true or false)", s);
+			goto out;
+		}
+		break;
+	case F_DUR:
+		if (duration_parse(s, (int64_t *)(void *)dst, why, sizeof(why)) < 0) {
+			cfg_error(w->e, v, path, "%s", why);
+			goto out;
+		}
+		break;
+	case F_SIZE:
+		if (size_parse(s, (int64_t *)(void *)dst, why, sizeof(why)) < 0) {
+			cfg_error(w->e, v, path, "%s", why);
+			goto out;
+		}
+		break;
+	case F_INT:
+	case F_INT64: {
+		char *end;
+		errno = 0;
+		long long n = strtoll(s, &end, 10);
+		if (end == s || *end || errno) {
+			cfg_error(w->e, v, path, "invalid number \"%s\"", s);
+			goto out;
+		}
+		if (n < f->min || n > f->max) {
+			if (f->max == INT_MAX || f->max == INT64_MAX)
+				cfg_error(w->e, v, path, "%lld is out of range (at least %lld)", n,
+					  (long long)f->min);
+			else
+				cfg_error(w->e, v, path, "%lld is out of range (%lld to %lld)", n,
+					  (long long)f->min, (long long)f->max);
+			goto out;
+		}
+		if (f->kind == F_INT)
+			*(int *)(void *)dst = (int)n;
+		else
+			*(int64_t *)(void *)dst = n;
+		break;
+	}
+	case F_ENUM: {
+		size_t i;
+		for (i = 0; f->names[i]; i++)
+			if (strcmp(s, f->names[i]) == 0)
+				break;
+		if (!f->names[i]) {
+			char list[200] = "";
+			size_t used = 0;
+			for (size_t j = 0; f->names[j]; j++) {
+				int k = snprintf(list + used, sizeof(list) - used, "%s%s", j ? ", " : "",
+						 f->names[j]);
+				if (k < 0 || (size_t)k >= sizeof(list) - used)
+					break;
+				used += (size_t)k;
+			}
+			cfg_error(w->e, v, path, "invalid value \"%s\" (one of: %s)", s, list);
+			goto out;
+		}
+		*(int *)(void *)dst = (int)i;
+		break;
+	}
+	default:
+		cfg_error(w->e, v, path, "internal error: bad field kind");
+		goto out;
+	}
+	rc = 0;
+out:
+	free(s);
+	return rc;
+}
+
+/* The closest valid key within a small edit distance, or NULL. */
+static const char *suggest(const char *key, const struct field *tab, size_t n, unsigned where)
+{
+	const char *best = NULL;
+	int bestd = 3;
+	char low[80];
+	size_t i;
+	for (i = 0; key[i] && i + 1 < sizeof(low); i++)
+		low[i] = key[i] == '_' ? '-' : (char)tolower((unsigned char)key[i]);
+	low[i] = '\0';
+	for (i = 0; i < n; i++) {
+		if (tab[i].where && !(tab[i].where & where))
+			continue;
+		if (tab[i].kind == F_UNSUPPORTED)
+			continue;
+		int d = cfg_edit_distance(low, tab[i].key, 2);
+		if (d < bestd) {
+			bestd = d;
+			best = tab[i].key;
+		}
+	}
+	return best;
+}
+
+int walk_map(struct walk *w, const struct cfg_node *m, const char *path, const struct field *tab,
+	     size_t n, unsigned where, void *target, const struct cfg_node **at)
+{
+	char kp[320];
+	const struct cfg_node *local[AT_MAX] = { 0 };
+
+	if (n > AT_MAX) {
+		cfg_error(w->e, m, path, "internal error: table too large");
+		return -1;
+	}
+	if (!at)
+		at = local;
+	if (cfg_node_is_null(m))
+		return 0;
+	if (m->kind != CN_MAP) {
+		cfg_error(w->e, m, path, "expected a map of \"key: value\" lines, got %s",
+			  walk_kind_name(m));
+		return -1;
+	}
+	for (size_t i = 0; i + 1 < m->nitems; i += 2) {
+		const struct cfg_node *k = m->items[i], *v = m->items[i + 1];
+		if (k->kind != CN_SCALAR) {
+			cfg_error(w->e, k, path, "a key must be a plain name, got %s", walk_kind_name(k));
+			return -1;
+		}
+		walk_path(kp, sizeof(kp), path, k->value);
+		for (size_t j = 0; j < i; j += 2) {
+			const struct cfg_node *pk = m->items[j];
+			if (pk->kind == CN_SCALAR && strcmp(pk->value, k->value) == 0) {
+				cfg_error(w->e, k, kp, "duplicate key (first at line %d, column %d)",
+					  pk->line, pk->column);
+				return -1;
+			}
+		}
+		size_t f;
+		for (f = 0; f < n; f++)
+			if (strcmp(tab[f].key, k->value) == 0)
+				break;
+		if (f < n && tab[f].where && !(tab[f].where & where)) {
+			if (where == ON_STORE)
+				cfg_error(w->e, k, kp,
+					  "not allowed in a store (set it on each replica that uses the store)");
+			else
+				cfg_error(w->e, k, kp, "not allowed here");
+			return -1;
+		}
+		if (f == n) {
+			const char *hint = suggest(k->value, tab, n, where);
+			if (hint)
+				cfg_error(w->e, k, kp, "unknown key; did you mean \"%s\"?", hint);
+			else
+				cfg_error(w->e, k, kp, "unknown key (docs/config.md lists the keys)");
+			return -1;
+		}
+		if (tab[f].kind == F_UNSUPPORTED) {
+			cfg_error(w->e, k, kp, "not supported by litevisor (%s)", tab[f].why);
+			return -1;
+		}
+		at[f] = v;
+		if (set_value(w, &tab[f], v, kp, target) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+void walk_field_release(const struct field *f, void *target)
+{
+	if (f->kind == F_STR || f->kind == F_SECRET || f->kind == F_SECRET_FILE) {
+		char **slot = (char **)(void *)((char *)target + f->off);
+		free(*slot);
+		*slot = NULL;
+	}
+}
+
+/* ---- logging ---- */
+
+static int set_log_level(struct walk *w, const struct field *f, const struct cfg_node *v,
+			 const char *path, void *target)
+{
+	struct config *cfg = target;
+	char *s = NULL;
+	if (walk_required(w, v, path, &s) < 0)
+		return -1;
+	int rc = log_parse_level(s, &cfg->log_level);
+	if (rc < 0)
+		cfg_error(w->e, v, path, "invalid level \"%s\" (one of: debug, info, warn, error)", s);
+	free(s);
+	return rc;
+}
+
+static int set_log_type(struct walk *w, const struct field *f, const struct cfg_node *v,
+			const char *path, void *target)
+{
+	struct config *cfg = target;
+	char *s = NULL;
+	int rc = 0;
+	if (walk_required(w, v, path, &s) < 0)
+		return -1;
+	if (strcasecmp(s, "json") == 0) {
+		cfg->log_json = true;
+	} else if (strcasecmp(s, "text") == 0) {
+		cfg->log_json = false;
+	} else {
+		cfg_error(w->e, v, path, "invalid type \"%s\" (one of: text, json)", s);
+		rc = -1;
+	}
+	free(s);
+	return rc;
+}
+
+static int set_log_stderr(struct walk *w, const struct field *f, const struct cfg_node *v,
+			  const char *path, void *target)
+{
+	char *s = NULL;
+	bool b = true;
+	if (walk_required(w, v, path, &s) < 0)
+		return -1;
+	int rc = parse_bool(s, &b);
+	if (rc < 0)
+		cfg_error(w->e, v, path, "invalid boolean \"%s\" (use true or false)", s);
+	else if (!b) {
+		cfg_error(w->e, v, path,
+			  "litevisor always logs to stderr (stdout belongs to the service); "
+			  "remove the key or set it to true");
+		rc = -1;
+	}
+	free(s);
+	return rc;
+}
+
+static const struct field logging_tab[] = {
+	{ .key = "level", .kind = F_CUSTOM, .fn = set_log_level },
+	{ .key = "type", .kind = F_CUSTOM, .fn = set_log_type },
+	{ .key = "stderr", .kind = F_CUSTOM, .fn = set_log_stderr },
+};
+
+static int set_logging(struct walk *w, const struct field *f, const struct cfg_node *v,
+		       const char *path, void *target)
+{
+	return walk_map(w, v, path, logging_tab, sizeof(logging_tab) / sizeof(logging_tab[0]), ON_ALL,
+			target, NULL);
+}
+
+/* ---- restore ---- */
+
+static const char *const restore_modes[] = { "freshest-reachable", "all", "quorum", NULL };
+static const char *const restore_existing[] = { "newest-wins", "keep-local", NULL };
+static const char *const restore_verify[] = { "quick", "integrity", "none", NULL };
+
+enum { RS_PROBE, RS_MODE, RS_QUORUM, RS_WAIT, RS_ALLOW, RS_EXISTING, RS_VERIFY, RS_PAR, RS_SKEW, RS_N };
+static const struct field restore_tab[RS_N] = {
+	[RS_PROBE] = { .key = "probe-timeout", .kind = F_DUR, .off = offsetof(struct cfg_restore, probe_timeout_ms) },
+	[RS_MODE] = { .key = "mode", .kind = F_ENUM, .off = offsetof(struct cfg_restore, mode), .names = restore_modes },
+	[RS_QUORUM] = { .key = "quorum", .kind = F_INT, .off = offsetof(struct cfg_restore, quorum), .min = 1, .max = 64 },
+	[RS_WAIT] = { .key = "wait-timeout", .kind = F_DUR, .off = offsetof(struct cfg_restore, wait_timeout_ms) },
+	[RS_ALLOW] = { .key = "allow-empty-when-unreachable", .kind = F_BOOL, .off = offsetof(struct cfg_restore, allow_empty_unreachable) },
+	[RS_EXISTING] = { .key = "existing", .kind = F_ENUM, .off = offsetof(struct cfg_restore, existing), .names = restore_existing },
+	[RS_VERIFY] = { .key = "verify", .kind = F_ENUM, .off = offsetof(struct cfg_restore, verify), .names = restore_verify },
+	[RS_PAR] = { .key = "parallelism", .kind = F_INT, .off = offsetof(struct cfg_restore, parallelism), .min = 1, .max = 256 },
+	[RS_SKEW] = { .key = "clock-skew", .kind = F_DUR, .off = offsetof(struct cfg_restore, clock_skew_ms) },
+};
+
+static int set_restore(struct walk *w, const struct field *f, const struct cfg_node *v,
+		       const char *path, void *target)
+{
+	struct config *cfg = target;
+	const struct cfg_node *at[RS_N] = { 0 };
+	if (walk_map(w, v, path, restore_tab, RS_N, ON_ALL, &cfg->restore, at) < 0)
+		return -1;
+	w->restore_node = v;
+	w->quorum_node = at[RS_QUORUM];
+	w->mode_node = at[RS_MODE];
+	if (cfg->restore.mode == RESTORE_QUORUM && !at[RS_QUORUM]) {
+		cfg_error(w->e, at[RS_MODE], "restore.mode",
+			  "mode quorum needs restore.quorum (how many replicas must answer)");
+		return -1;
+	}
+	if (cfg->restore.mode != RESTORE_QUORUM && at[RS_QUORUM]) {
+		cfg_error(w->e, at[RS_QUORUM], "restore.quorum", "only used with restore.mode: quorum");
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- supervisor ---- */
+
+static const char *const restart_policies[] = { "never", "on-failure", NULL };
+
+static int set_groups(struct walk *w, const struct field *f, const struct cfg_node *v,
+		      const char *path, void *target)
+{
+	struct cfg_supervisor *s = target;
+	char ip[340];
+	if (cfg_node_is_null(v))
+		return 0;
+	if (v->kind != CN_SEQ) {
+		cfg_error(w->e, v, path, "expected a list of group names, got %s", walk_kind_name(v));
+		return -1;
+	}
+	char **g = calloc(v->nitems + 1, sizeof(*g));
+	if (!g) {
+		cfg_error(w->e, v, path, "out of memory");
+		return -1;
+	}
+	s->groups = g;
+	for (size_t i = 0; i < v->nitems; i++) {
+		snprintf(ip, sizeof(ip), "%s[%zu]", path, i);
+		if (walk_required(w, v->items[i], ip, &g[i]) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+enum { SV_USER, SV_GROUP, SV_GROUPS, SV_GRACE, SV_FLUSH, SV_SIGGROUP, SV_NEWPG, SV_RESTART,
+       SV_LIMIT, SV_DELAY, SV_DELAYMAX, SV_N };
+static const struct field supervisor_tab[SV_N] = {
+	[SV_USER] = { .key = "user", .kind = F_STR, .off = offsetof(struct cfg_supervisor, user) },
+	[SV_GROUP] = { .key = "group", .kind = F_STR, .off = offsetof(struct cfg_supervisor, group) },
+	[SV_GROUPS] = { .key = "groups", .kind = F_CUSTOM, .fn = set_groups },
+	[SV_GRACE] = { .key = "stop-grace", .kind = F_DUR, .off = offsetof(struct cfg_supervisor, stop_grace_ms) },
+	[SV_FLUSH] = { .key = "flush-timeout", .kind = F_DUR, .off = offsetof(struct cfg_supervisor, flush_timeout_ms) },
+	[SV_SIGGROUP] = { .key = "signal-group", .kind = F_BOOL, .off = offsetof(struct cfg_supervisor, signal_group) },
+	[SV_NEWPG] = { .key = "new-process-group", .kind = F_BOOL, .off = offsetof(struct cfg_supervisor, new_process_group) },
+	[SV_RESTART] = { .key = "restart", .kind = F_ENUM, .off = offsetof(struct cfg_supervisor, restart), .names = restart_policies },
+	[SV_LIMIT] = { .key = "restart-limit", .kind = F_INT, .off = offsetof(struct cfg_supervisor, restart_limit), .min = 0, .max = INT_MAX },
+	[SV_DELAY] = { .key = "restart-delay", .kind = F_DUR, .off = offsetof(struct cfg_supervisor, restart_delay_ms) },
+	[SV_DELAYMAX] = { .key = "restart-delay-max", .kind = F_DUR, .off = offsetof(struct cfg_supervisor, restart_delay_max_ms) },
+};
+
+static int set_supervisor(struct walk *w, const struct field *f, const struct cfg_node *v,
+			  const char *path, void *target)
+{
+	struct config *cfg = target;
+	const struct cfg_node *at[SV_N] = { 0 };
+	struct cfg_supervisor *s = &cfg->supervisor;
+	if (walk_map(w, v, path, supervisor_tab, SV_N, ON_ALL, s, at) < 0)
+		return -1;
+	if (s->stop_grace_ms == 0) {
+		cfg_error(w->e, at[SV_GRACE], "supervisor.stop-grace",
+			  "must be more than 0 (the service needs time to stop)");
+		return -1;
+	}
+	if (s->restart_delay_max_ms < s->restart_delay_ms) {
+		const struct cfg_node *n = at[SV_DELAYMAX] ? at[SV_DELAYMAX] : at[SV_DELAY];
+		cfg_error(w->e, n, at[SV_DELAYMAX] ? "supervisor.restart-delay-max" : "supervisor.restart-delay",
+			  "restart-delay-max must not be less than restart-delay");
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- health ---- */
+
+static int check_http_url(struct walk *w, const struct cfg_node *v, const char *path, const char *s)
+{
+	if (strncmp(s, "http://", 7) != 0 && strncmp(s, "https://", 8) != 0) {
+		cfg_error(w->e, v, path, "expected an http:// or https:// URL");
+		return -1;
+	}
+	return 0;
+}
+
+static int set_url_field(struct walk *w, const struct field *f, const struct cfg_node *v,
+			 const char *path, void *target)
+{
+	char **slot = (char **)(void *)((char *)target + f->off);
+	char *s = NULL;
+	if (walk_required(w, v, path, &s) < 0)
+		return -1;
+	/* push URLs carry a token: never echo them. */
+	if (check_http_url(w, v, path, s) < 0) {
+		free(s);
+		return -1;
+	}
+	free(*slot);
+	*slot = s;
+	return 0;
+}
+
+static int set_port_label(struct walk *w, const struct field *f, const struct cfg_node *v,
+			  const char *path, void *target)
+{
+	struct cfg_health *h = target;
+	char *s = NULL;
+	if (walk_required(w, v, path, &s) < 0)
+		return -1;
+	for (const char *p = s; *p; p++) {
+		if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-') {
+			cfg_error(w->e, v, path, "invalid port label \"%s\" (letters, digits, _ and -)", s);
+			free(s);
+			return -1;
+		}
+	}
+	free(h->port_label);
+	h->port_label = s;
+	return 0;
+}
+
+enum { HE_LABEL, HE_PROBE_URL, HE_PROBE_INT, HE_PROBE_TO, HE_FAIL, HE_PUSH_URL, HE_PUSH_INT, HE_N };
+static const struct field health_tab[HE_N] = {
+	[HE_LABEL] = { .key = "port-label", .kind = F_CUSTOM, .fn = set_port_label },
+	[HE_PROBE_URL] = { .key = "probe-url", .kind = F_CUSTOM, .off = offsetof(struct cfg_health, probe_url), .fn = set_url_field },
+	[HE_PROBE_INT] = { .key = "probe-interval", .kind = F_DUR, .off = offsetof(struct cfg_health, probe_interval_ms) },
+	[HE_PROBE_TO] = { .key = "probe-timeout", .kind = F_DUR, .off = offsetof(struct cfg_health, probe_timeout_ms) },
+	[HE_FAIL] = { .key = "fail-after", .kind = F_DUR, .off = offsetof(struct cfg_health, fail_after_ms) },
+	[HE_PUSH_URL] = { .key = "push-url", .kind = F_CUSTOM, .off = offsetof(struct cfg_health, push_url), .fn = set_url_field },
+	[HE_PUSH_INT] = { .key = "push-interval", .kind = F_DUR, .off = offsetof(struct cfg_health, push_interval_ms) },
+};
+
+static int set_health(struct walk *w, const struct field *f, const struct cfg_node *v,
+		      const char *path, void *target)
+{
+	struct config *cfg = target;
+	const struct cfg_node *at[HE_N] = { 0 };
+	struct cfg_health *h = &cfg->health;
+	if (walk_map(w, v, path, health_tab, HE_N, ON_ALL, h, at) < 0)
+		return -1;
+	if (h->probe_interval_ms == 0) {
+		cfg_error(w->e, at[HE_PROBE_INT], "health.probe-interval", "must be more than 0");
+		return -1;
+	}
+	if (h->probe_timeout_ms == 0) {
+		cfg_error(w->e, at[HE_PROBE_TO], "health.probe-timeout", "must be more than 0");
+		return -1;
+	}
+	if (h->push_interval_ms == 0) {
+		cfg_error(w->e, at[HE_PUSH_INT], "health.push-interval", "must be more than 0");
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- top level ---- */
+
+static int set_addr(struct walk *w, const struct field *f, const struct cfg_node *v,
+		    const char *path, void *target)
+{
+	struct config *cfg = target;
+	char *s = NULL;
+	if (walk_scalar(w, v, path, false, &s) < 0)
+		return -1;
+	if (!s || !*s) {
+		free(s);
+		return 0;
+	}
+	const char *colon = strrchr(s, ':');
+	char *end = NULL;
+	long port = colon ? strtol(colon + 1, &end, 10) : -1;
+	if (!colon || !colon[1] || *end || port < 0 || port > 65535) {
+		cfg_error(w->e, v, path, "invalid address \"%s\" (expected HOST:PORT or :PORT)", s);
+		free(s);
+		return -1;
+	}
+	free(cfg->addr);
+	cfg->addr = s;
+	return 0;
+}
+
+static int note_node(struct walk *w, const struct field *f, const struct cfg_node *v,
+		     const char *path, void *target)
+{
+	if (!cfg_node_is_null(v) && v->kind != (f->key[0] == 's' ? CN_MAP : CN_SEQ)) {
+		cfg_error(w->e, v, path, "expected %s, got %s",
+			  f->key[0] == 's' ? "a map of store name → settings" : "a list of databases",
+			  walk_kind_name(v));
+		return -1;
+	}
+	if (f->key[0] == 's')
+		w->stores_node = v;
+	else
+		w->dbs_node = v;
+	return 0;
+}
+
+static int set_top_secret(struct walk *w, const struct field *f, const struct cfg_node *v,
+			  const char *path, void *target)
+{
+	struct cfg_secret *s = strstr(f->key, "access-key-id") ? &w->top_akid : &w->top_sak;
+	char **slot = strstr(f->key, "-file") ? &s->file : &s->value;
+	char *val = NULL;
+	if (walk_scalar(w, v, path, slot == &s->value, &val) < 0)
+		return -1;
+	if (val && !*val) {
+		free(val);
+		val = NULL;
+	}
+	free(*slot);
+	*slot = val;
+	return 0;
+}
+
+enum { TOP_ADDR, TOP_EXEC, TOP_NODE, TOP_AKID, TOP_AKID_FILE, TOP_SAK, TOP_SAK_FILE, TOP_LOGGING,
+       TOP_DBS, TOP_STORES, TOP_RESTORE, TOP_SUPERVISOR, TOP_HEALTH, TOP_N };
+static const struct field top_tab[TOP_N] = {
+	[TOP_ADDR] = { .key = "addr", .kind = F_CUSTOM, .fn = set_addr },
+	[TOP_EXEC] = { .key = "exec", .kind = F_STR, .off = offsetof(struct config, exec) },
+	[TOP_NODE] = { .key = "node", .kind = F_STR, .off = offsetof(struct config, node) },
+	[TOP_AKID] = { .key = "access-key-id", .kind = F_CUSTOM, .fn = set_top_secret },
+	[TOP_AKID_FILE] = { .key = "access-key-id-file", .kind = F_CUSTOM, .fn = set_top_secret },
+	[TOP_SAK] = { .key = "secret-access-key", .kind = F_CUSTOM, .fn = set_top_secret },
+	[TOP_SAK_FILE] = { .key = "secret-access-key-file", .kind = F_CUSTOM, .fn = set_top_secret },
+	[TOP_LOGGING] = { .key = "logging", .kind = F_CUSTOM, .fn = set_logging },
+	[TOP_DBS] = { .key = "dbs", .kind = F_CUSTOM, .fn = note_node },
+	[TOP_STORES] = { .key = "stores", .kind = F_CUSTOM, .fn = note_node },
+	[TOP_RESTORE] = { .key = "restore", .kind = F_CUSTOM, .fn = set_restore },
+	[TOP_SUPERVISOR] = { .key = "supervisor", .kind = F_CUSTOM, .fn = set_supervisor },
+	[TOP_HEALTH] = { .key = "health", .kind = F_CUSTOM, .fn = set_health },
+};
+
+/* ---- dbs ---- */
+
+char *cfg_abs_path(const char *p)
+{
+	char buf[4096];
+	int n;
+	if (p[0] == '/') {
+		n = snprintf(buf, sizeof(buf), "%s", p);
+	} else if (p[0] == '~' && (p[1] == '/' || !p[1])) {
+		const char *home = getenv("HOME");
+		if (!home || !*home)
+			return NULL;
+		n = snprintf(buf, sizeof(buf), "%s%s", home, p + 1);
+	} else {
+		char cwd[2048];
+		if (!getcwd(cwd, sizeof(cwd)))
+			return NULL;
+		n = snprintf(buf, sizeof(buf), "%s/%s", cwd, p);
+	}
+	if (n < 0 || (size_t)n >= sizeof(buf))
+		return NULL;
+	/* Drop trailing slashes (but keep "/"). */
+	while (n > 1 && buf[n - 1] == '/')
+		buf[--n] = '\0';
+	return strdup(buf);
+}
+
+static int set_db_path(struct walk *w, const struct field *f, const struct cfg_node *v,
+		       const char *path, void *target)
+{
+	char **slot = (char **)(void *)((char *)target + f->off);
+	char *s = NULL;
+	if (walk_required(w, v, path, &s) < 0)
+		return -1;
+	char *abs = cfg_abs_path(s);
+	if (!abs) {
+		cfg_error(w->e, v, path, "cannot make \"%s\" an absolute path", s);
+		free(s);
+		return -1;
+	}
+	free(s);
+	free(*slot);
+	*slot = abs;
+	return 0;
+}
+
+static int set_db_env(struct walk *w, const struct field *f, const struct cfg_node *v,
+		      const char *path, void *target)
+{
+	struct cfg_db *db = target;
+	char *s = NULL;
+	if (walk_required(w, v, path, &s) < 0)
+		return -1;
+	bool ok = isalpha((unsigned char)s[0]) || s[0] == '_';
+	for (const char *p = s; *p && ok; p++)
+		ok = isalnum((unsigned char)*p) || *p == '_';
+	if (!ok) {
+		cfg_error(w->e, v, path, "invalid environment variable name \"%s\"", s);
+		free(s);
+		return -1;
+	}
+	free(db->env);
+	db->env = s;
+	return 0;
+}
+
+static int note_replicas(struct walk *w, const struct field *f, const struct cfg_node *v,
+			 const char *path, void *target)
+{
+	return 0; /* walked after the db's own keys, see walk_db */
+}
+
+enum { DB_PATH, DB_META, DB_NAME, DB_ENV, DB_OPTIONAL, DB_MONITOR, DB_CKPT, DB_MINCK, DB_MAXCK,
+       DB_TRUNC, DB_BACKLOG, DB_REPLICAS, DB_REPLICA, DB_N };
+static const struct field db_tab[DB_N] = {
+	[DB_PATH] = { .key = "path", .kind = F_CUSTOM, .off = offsetof(struct cfg_db, path), .fn = set_db_path },
+	[DB_META] = { .key = "meta-path", .kind = F_CUSTOM, .off = offsetof(struct cfg_db, meta_path), .fn = set_db_path },
+	[DB_NAME] = { .key = "name", .kind = F_STR, .off = offsetof(struct cfg_db, name) },
+	[DB_ENV] = { .key = "env", .kind = F_CUSTOM, .fn = set_db_env },
+	[DB_OPTIONAL] = { .key = "optional", .kind = F_BOOL, .off = offsetof(struct cfg_db, optional) },
+	[DB_MONITOR] = { .key = "monitor-interval", .kind = F_DUR, .off = offsetof(struct cfg_db, monitor_interval_ms) },
+	[DB_CKPT] = { .key = "checkpoint-interval", .kind = F_DUR, .off = offsetof(struct cfg_db, checkpoint_interval_ms) },
+	[DB_MINCK] = { .key = "min-checkpoint-page-count", .kind = F_INT64, .off = offsetof(struct cfg_db, min_checkpoint_page_count), .min = 1, .max = INT64_MAX },
+	[DB_MAXCK] = { .key = "max-checkpoint-page-count", .kind = F_INT64, .off = offsetof(struct cfg_db, max_checkpoint_page_count), .min = 0, .max = INT64_MAX },
+	[DB_TRUNC] = { .key = "truncate-page-count", .kind = F_INT64, .off = offsetof(struct cfg_db, truncate_page_count), .min = 0, .max = INT64_MAX },
+	[DB_BACKLOG] = { .key = "max-backlog", .kind = F_SIZE, .off = offsetof(struct cfg_db, max_backlog_bytes) },
+	[DB_REPLICAS] = { .key = "replicas", .kind = F_CUSTOM, .fn = note_replicas },
+	[DB_REPLICA] = { .key = "replica", .kind = F_UNSUPPORTED,
+			 .why = "the single-replica shorthand; write it as a one-item replicas: list" },
+};
+
+static int walk_db(struct walk *w, const struct cfg_node *v, const char *path, struct cfg_db *db)
+{
+	const struct cfg_node *at[DB_N] = { 0 };
+	char kp[340];
+
+	config_db_defaults(db);
+	db->line = v->line;
+	db->column = v->column;
+	if (v->kind != CN_MAP) {
+		cfg_error(w->e, v, path, "expected a map with path: and replicas:, got %s",
+			  walk_kind_name(v));
+		return -1;
+	}
+	if (walk_map(w, v, path, db_tab, DB_N, ON_ALL, db, at) < 0)
+		return -1;
+	if (!db->path) {
+		walk_path(kp, sizeof(kp), path, "path");
+		if (at[DB_PATH])
+			return walk_required(w, at[DB_PATH], kp, &db->path);
+		cfg_error(w->e, v, path, "missing required key \"path\" (the database file)");
+		return -1;
+	}
+	if (db->max_checkpoint_page_count && db->max_checkpoint_page_count < db->min_checkpoint_page_count) {
+		walk_path(kp, sizeof(kp), path, "max-checkpoint-page-count");
+		cfg_error(w->e, at[DB_MAXCK] ? at[DB_MAXCK] : at[DB_MINCK], kp,
+			  "%lld is below min-checkpoint-page-count (%lld); use 0 to disable",
+			  (long long)db->max_checkpoint_page_count,
+			  (long long)db->min_checkpoint_page_count);
+		return -1;
+	}
+	const char *base = strrchr(db->path, '/');
+	base = base ? base + 1 : db->path;
+	if (!db->name && !(db->name = strdup(base)))
+		goto oom;
+	if (!db->meta_path) {
+		size_t dl = (size_t)(base - db->path);
+		size_t len = dl + strlen(base) + 16;
+		if (!(db->meta_path = malloc(len)))
+			goto oom;
+		snprintf(db->meta_path, len, "%.*s.%s-litevisor", (int)dl, db->path, base);
+	}
+	if (!db->env) {
+		size_t len = strlen(db->name) + 16;
+		if (!(db->env = malloc(len)))
+			goto oom;
+		int k = snprintf(db->env, len, "LITEVISOR_DB_");
+		for (const char *p = db->name; *p; p++)
+			db->env[k++] = isalnum((unsigned char)*p) ? (char)toupper((unsigned char)*p) : '_';
+		db->env[k] = '\0';
+	}
+	walk_path(kp, sizeof(kp), path, "replicas");
+	if (at[DB_REPLICAS] && !cfg_node_is_null(at[DB_REPLICAS]))
+		return walk_replicas(w, at[DB_REPLICAS], kp, db);
+	return 0;
+oom:
+	cfg_error(w->e, v, path, "out of memory");
+	return -1;
+}
+
+static int walk_dbs(struct walk *w)
+{
+	const struct cfg_node *seq = w->dbs_node;
+	struct config *cfg = w->cfg;
+	char path[64];
+
+	if (!seq || cfg_node_is_null(seq))
+		return 0;
+	cfg->dbs = calloc(seq->nitems ? seq->nitems : 1, sizeof(*cfg->dbs));
+	if (!cfg->dbs) {
+		cfg_error(w->e, seq, "dbs", "out of memory");
+		return -1;
+	}
+	for (size_t i = 0; i < seq->nitems; i++) {
+		struct cfg_db *db = &cfg->dbs[i];
+		snprintf(path, sizeof(path), "dbs[%zu]", i);
+		cfg->ndbs = i + 1;
+		if (walk_db(w, seq->items[i], path, db) < 0)
+			return -1;
+		for (size_t j = 0; j < i; j++) {
+			const struct cfg_db *o = &cfg->dbs[j];
+			const char *what = strcmp(o->path, db->path) == 0 ? "path"
+					   : strcmp(o->name, db->name) == 0 ? "name"
+					   : strcmp(o->env, db->env) == 0   ? "env"
+									    : NULL;
+			if (!what)
+				continue;
+			char kp[96];
+			walk_path(kp, sizeof(kp), path, what);
+			cfg_error(w->e, seq->items[i], kp,
+				  "same %s as dbs[%zu] (line %d)%s", what, j, o->line,
+				  what[0] == 'p' ? "" : "; give each database its own name: and env:");
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int check_quorum(struct walk *w)
+{
+	const struct config *cfg = w->cfg;
+	if (cfg->restore.mode != RESTORE_QUORUM)
+		return 0;
+	for (size_t i = 0; i < cfg->ndbs; i++) {
+		if ((size_t)cfg->restore.quorum > cfg->dbs[i].nreplicas) {
+			cfg_error(w->e, w->quorum_node, "restore.quorum",
+				  "%d is more than the %zu replicas of dbs[%zu] (%s)", cfg->restore.quorum,
+				  cfg->dbs[i].nreplicas, i, cfg->dbs[i].name);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+int cfg_schema_load(const struct cfg_doc *doc, const struct config_options *opt,
+		    struct config *cfg, struct cfg_err *e)
+{
+	struct walk w = { .opt = opt, .e = e, .cfg = cfg };
+	const struct cfg_node *at[TOP_N] = { 0 };
+	int rc = -1;
+
+	config_defaults(cfg);
+	if (doc->root && walk_map(&w, doc->root, "", top_tab, TOP_N, ON_ALL, cfg, at) < 0)
+		goto out;
+	if (w.top_akid.value && w.top_akid.file) {
+		cfg_error(e, at[TOP_AKID_FILE], "access-key-id-file",
+			  "give access-key-id or access-key-id-file, not both");
+		goto out;
+	}
+	if (w.top_sak.value && w.top_sak.file) {
+		cfg_error(e, at[TOP_SAK_FILE], "secret-access-key-file",
+			  "give secret-access-key or secret-access-key-file, not both");
+		goto out;
+	}
+	if ((w.top_akid.file && cfg_check_readable(&w, at[TOP_AKID_FILE], "access-key-id-file", w.top_akid.file) < 0) ||
+	    (w.top_sak.file && cfg_check_readable(&w, at[TOP_SAK_FILE], "secret-access-key-file", w.top_sak.file) < 0))
+		goto out;
+	if (walk_stores(&w) < 0 || walk_dbs(&w) < 0 || check_quorum(&w) < 0)
+		goto out;
+	rc = 0;
+out:
+	walk_stores_free(&w);
+	free(w.top_akid.value);
+	free(w.top_akid.file);
+	free(w.top_sak.value);
+	free(w.top_sak.file);
+	return rc;
+}

@@ -1,0 +1,116 @@
+/*
+ * config_walk.h — the table-driven walk over a parsed YAML map, shared by
+ * config_schema.c (the tables and the top level) and config_replica.c
+ * (stores and replicas). Internal to common/config*.c.
+ *
+ * A table lists the keys valid in one map; walking a map checks each key
+ * (unknown → "did you mean", unsupported → why, duplicate → where first),
+ * converts its value into the target struct at the field's offset, and
+ * records the value node in at[] so later checks can point at it.
+ */
+#ifndef LITEVISOR_CONFIG_WALK_H
+#define LITEVISOR_CONFIG_WALK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/config_int.h"
+
+enum fkind {
+	F_STR,         /* char * */
+	F_SECRET,      /* char * holding a credential (never shown in messages) */
+	F_SECRET_FILE, /* char * path of a credential file */
+	F_BOOL,        /* bool */
+	F_DUR,         /* int64_t ms */
+	F_INT,         /* int, within [min, max] */
+	F_INT64,       /* int64_t, within [min, max] */
+	F_SIZE,        /* int64_t bytes */
+	F_ENUM,        /* int-sized enum: index into names */
+	F_CUSTOM,      /* handled by fn */
+	F_UNSUPPORTED, /* rejected with why */
+};
+
+/* Where a field may appear, for tables shared by stores and replicas. */
+#define ON_REPLICA 1u
+#define ON_STORE   2u
+#define ON_ALL     3u
+
+struct walk;
+struct field;
+
+typedef int (*field_fn)(struct walk *w, const struct field *f, const struct cfg_node *v,
+			const char *path, void *target);
+
+struct field {
+	const char *key;
+	enum fkind kind;
+	size_t off;
+	unsigned where;            /* ON_* mask (0 means everywhere) */
+	int64_t min, max;          /* F_INT/F_INT64 range */
+	const char *const *names;  /* F_ENUM values, NULL-terminated */
+	field_fn fn;               /* F_CUSTOM */
+	const char *why;           /* F_UNSUPPORTED reason */
+	bool s3_only;              /* meaningless for file replicas */
+};
+
+struct store;
+
+/* The replica/store table (config_replica.c), by index. */
+enum {
+	RF_TYPE, RF_NAME, RF_URL, RF_PATH, RF_BUCKET, RF_ENDPOINT, RF_REGION, RF_FPS, RF_SKIPV,
+	RF_CAFILE, RF_AKID, RF_AKID_FILE, RF_SAK, RF_SAK_FILE, RF_TOKEN, RF_TOKEN_FILE, RF_CONNECT,
+	RF_NODE, RF_SYNC, RF_SNAP, RF_RET, RF_RETCHECK, RF_GRACE, RF_VALID, RF_STORE,
+	RF_RESTORE_ONLY, RF_AGE, RF_ACCOUNT_NAME, RF_ACCOUNT_KEY, RF_HOST, RF_USER, RF_PASSWORD,
+	RF_KEYPATH, RF_N
+};
+#define AT_REPLICA_MAX RF_N
+extern const struct field replica_tab[RF_N];
+
+struct walk {
+	const struct config_options *opt;
+	struct cfg_err *e;
+	struct config *cfg;
+	const struct cfg_node *stores_node, *dbs_node, *restore_node;
+	const struct cfg_node *quorum_node, *mode_node;
+	struct store *stores;
+	size_t nstores;
+	/* top-level credentials, copied into S3 replicas lacking them */
+	struct cfg_secret top_akid, top_sak;
+};
+
+/* Join a map path and a key: "dbs[0]" + "path" → "dbs[0].path". */
+void walk_path(char *buf, size_t len, const char *path, const char *key);
+
+/* Walk map node m with table tab (n entries) in context `where`. */
+int walk_map(struct walk *w, const struct cfg_node *m, const char *path, const struct field *tab,
+	     size_t n, unsigned where, void *target, const struct cfg_node **at);
+
+/*
+ * Get a scalar's text after env expansion (malloc'd into *out; NULL for a
+ * YAML null). secret: messages never quote the value. Returns 0 or -1.
+ */
+int walk_scalar(struct walk *w, const struct cfg_node *v, const char *path, bool secret,
+		char **out);
+
+/* Like walk_scalar but an empty result is an error naming the unset variable. */
+int walk_required(struct walk *w, const struct cfg_node *v, const char *path, char **out);
+
+/* "a map", "a list", "a value": for type-mismatch messages. */
+const char *walk_kind_name(const struct cfg_node *n);
+
+/* Release a field's value in target (strings). */
+void walk_field_release(const struct field *f, void *target);
+
+/* Check that a credential file can be opened for reading; error at v. */
+int cfg_check_readable(struct walk *w, const struct cfg_node *v, const char *path, const char *file);
+
+/* Make p absolute ("~/" → $HOME, relative → cwd). Returns malloc'd or NULL. */
+char *cfg_abs_path(const char *p);
+
+/* Stores and replicas (config_replica.c). */
+int walk_stores(struct walk *w);
+int walk_replicas(struct walk *w, const struct cfg_node *seq, const char *path, struct cfg_db *db);
+void walk_stores_free(struct walk *w);
+
+#endif

@@ -1,0 +1,32 @@
+/*
+ * envexpand.h — environment-variable expansion for config values.
+ *
+ * Syntax (a superset of what Litestream's os.ExpandEnv accepts in practice):
+ *   $NAME  ${NAME}      the variable's value; unset expands to "" like Litestream
+ *   ${NAME:-default}    default when NAME is unset or empty (default is literal)
+ *   $$                  a literal "$"
+ * NAME is [A-Za-z_][A-Za-z0-9_]*. A "$" followed by anything else (a digit,
+ * a space, the end) is kept literally, so a password such as "pa$ 5" survives.
+ * "${" without "}" or with a bad name is an error.
+ *
+ * Applied by config_load to each scalar value separately, so a message can
+ * still point at the value's own line and column.
+ */
+#ifndef LITEVISOR_ENVEXPAND_H
+#define LITEVISOR_ENVEXPAND_H
+
+#include <stddef.h>
+
+/* Looks a variable up; returns NULL when unset. NULL lookup means getenv. */
+typedef const char *(*envexpand_lookup)(const char *name, void *ctx);
+
+/*
+ * Expand s. On success returns 0 and *out is a malloc'd string (caller frees);
+ * if unset is not NULL, *unset gets the malloc'd name of the first variable
+ * that was unset (no default given), or NULL. On a syntax error returns -1
+ * with why (it never quotes s, which may be a credential); *out is NULL.
+ */
+int envexpand(const char *s, envexpand_lookup lookup, void *ctx, char **out, char **unset,
+	      char *why, size_t whylen);
+
+#endif
