@@ -9,7 +9,7 @@ set -eu
 cd "$(dirname "$0")/.."
 
 PKGS="build-essential pkg-config libsqlite3-dev libcurl4-openssl-dev libjansson-dev libyaml-dev \
-libmicrohttpd-dev liblz4-dev libssl-dev sqlite3 lz4 curl python3 python3-pytest python3-botocore \
+libmicrohttpd-dev liblz4-dev libssl-dev sqlite3 lz4 curl python3 python3-pytest python3-botocore python3-yaml \
 nodejs gnuplot-nox procps iproute2"
 
 missing=""

@@ -1,0 +1,86 @@
+# Vaultwarden in Docker with litevisor as the ENTRYPOINT (PID 1).
+#
+# The image adds /usr/local/bin/litevisor (jobs/vaultwarden.Dockerfile).
+# litevisor restores db.sqlite3 as a single checkpointed file (no stale -wal,
+# vaultwarden #4418), runs vaultwarden as PID 1's child, forwards SIGUSR1
+# (vaultwarden's backup trigger), reaps zombies, and flushes on stop.
+#
+# Stop budget: docker stop with kill_timeout 20 s: stop-grace 10 s + flush 6 s.
+job "vaultwarden" {
+  datacenters = ["homelab"]
+  type        = "service"
+
+  group "vaultwarden" {
+    network {
+      port "http" {
+        to = 80
+      }
+      port "sup" {
+        to = 9090
+      }
+    }
+
+    service {
+      provider = "nomad"
+      name     = "vaultwarden-litevisor"
+      port     = "sup"
+
+      check {
+        type     = "http"
+        path     = "/readyz"
+        interval = "10s"
+        timeout  = "2s"
+      }
+    }
+
+    task "vaultwarden" {
+      driver       = "docker"
+      kill_signal  = "SIGTERM"
+      kill_timeout = "20s"
+
+      config {
+        image      = "registry.local/vaultwarden-litevisor:1.32"
+        ports      = ["http", "sup"]
+        entrypoint = ["/usr/local/bin/litevisor"]
+        args       = ["run", "-config", "/local/litevisor.yml", "--", "/start.sh"]
+      }
+
+      template {
+        destination = "secrets/s3.env"
+        env         = true
+        change_mode = "restart"
+        data        = "{{ with nomadVar \"nomad/jobs/vaultwarden\" }}LITESTREAM_ACCESS_KEY_ID={{ .s3_key | toJSON }}\nLITESTREAM_SECRET_ACCESS_KEY={{ .s3_secret | toJSON }}{{ end }}"
+      }
+
+      template {
+        destination = "local/litevisor.yml"
+        change_mode = "restart"
+        data        = <<LITEVISOR
+node: {{ env "node.unique.name" }}
+addr: ":9090"
+stores:
+  minio-105: { type: s3, endpoint: "http://10.99.1.105:9100", bucket: litevisor, node: node-105 }
+  minio-106: { type: s3, endpoint: "http://10.99.1.106:9100", bucket: litevisor, node: node-106 }
+  nas: { type: s3, endpoint: "http://10.0.0.200:9000", bucket: backups }
+supervisor:
+  stop-grace: 10s
+  flush-timeout: 6s
+health:
+  probe-url: http://127.0.0.1:80/alive
+dbs:
+  - path: /data/db.sqlite3
+    env: DATABASE_URL
+    replicas:
+      - { store: minio-105, path: vaultwarden/db.sqlite3, sync-interval: 5s }
+      - { store: minio-106, path: vaultwarden/db.sqlite3, sync-interval: 5s }
+      - { store: nas, path: vaultwarden/db.sqlite3, sync-interval: 60s, retention: 7d, snapshot-interval: 24h }
+LITEVISOR
+      }
+
+      resources {
+        cpu    = 300
+        memory = 256
+      }
+    }
+  }
+}
