@@ -237,6 +237,23 @@ static int check_secret_pairs(struct walk *w, const struct cfg_replica *r, const
 	return 0;
 }
 
+/* S3 settings on a file replica or store are a mistake, not something to ignore. */
+static int check_file_keys(struct walk *w, const struct cfg_replica *r, const struct cfg_node **at,
+			   const char *path, const char *what)
+{
+	char kp[340];
+	if (r->type != REPLICA_FILE)
+		return 0;
+	for (int i = 0; i < RF_N; i++) {
+		if (replica_tab[i].s3_only && at[i]) {
+			walk_path(kp, sizeof(kp), path, replica_tab[i].key);
+			cfg_error(w->e, at[i], kp, "only for s3 %ss (this %s is type file)", what, what);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 /* Walk one store or replica map (own keys only, url applied). */
 static int walk_entity(struct walk *w, const struct cfg_node *m, const char *path, unsigned where,
 		       struct cfg_replica *r, const struct cfg_node **at)
@@ -290,8 +307,18 @@ int walk_stores(struct walk *w)
 				  walk_kind_name(v));
 			return -1;
 		}
-		if (walk_entity(w, v, path, ON_STORE, &s->r, s->at) < 0)
+		if (walk_entity(w, v, path, ON_STORE, &s->r, s->at) < 0 ||
+		    check_file_keys(w, &s->r, s->at, path, "store") < 0 ||
+		    check_secret_pairs(w, &s->r, s->at, path) < 0)
 			return -1;
+		if (s->r.type == REPLICA_S3 && !s->r.bucket) {
+			cfg_error(w->e, v, path, "missing bucket: an s3 store needs url: s3://BUCKET/PATH or bucket:");
+			return -1;
+		}
+		if (s->r.type == REPLICA_FILE && !s->r.path) {
+			cfg_error(w->e, v, path, "missing path: a file store needs url: file:///DIR or path: /DIR");
+			return -1;
+		}
 	}
 	return 0;
 }
@@ -403,14 +430,8 @@ static int finish(struct walk *w, struct cfg_replica *r, const struct cfg_node *
 {
 	char kp[340];
 	if (r->type == REPLICA_FILE) {
-		for (int i = 0; i < RF_N; i++) {
-			if (replica_tab[i].s3_only && at[i]) {
-				walk_path(kp, sizeof(kp), path, replica_tab[i].key);
-				cfg_error(w->e, at[i], kp,
-					  "only for s3 replicas (this replica is type file)");
-				return -1;
-			}
-		}
+		if (check_file_keys(w, r, at, path, "replica") < 0)
+			return -1;
 		if (!r->path) {
 			cfg_error(w->e, m, path,
 				  "missing path: a file replica needs url: file:///DIR or path: /DIR");

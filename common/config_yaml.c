@@ -211,11 +211,14 @@ int cfg_yaml_parse(const char *text, size_t len, struct cfg_doc *doc, struct cfg
 			const yaml_mark_t *m = parser.problem_mark.line || parser.problem_mark.column
 						       ? &parser.problem_mark
 						       : &parser.context_mark;
+			/* The commonest cause by far deserves its own words. */
+			bool tab = m->index < len && text[m->index] == '\t';
 			if (parser.context)
-				err_at(e, m, "invalid YAML: %s %s", parser.problem ? parser.problem : "error",
-				       parser.context);
+				err_at(e, m, "invalid YAML: %s %s%s", parser.problem ? parser.problem : "error",
+				       parser.context, tab ? " (YAML does not allow tabs for indentation)" : "");
 			else
-				err_at(e, m, "invalid YAML: %s", parser.problem ? parser.problem : "error");
+				err_at(e, m, "invalid YAML: %s%s", parser.problem ? parser.problem : "error",
+				       tab ? " (YAML does not allow tabs for indentation)" : "");
 			goto out;
 		}
 		int r = on_event(&b, &ev, e);

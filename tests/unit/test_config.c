@@ -1,0 +1,891 @@
+/* test_config.c — config_load: good files parsed to the right values, bad files to exact errors. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/config.h"
+#include "tests/unit/unit.h"
+
+static struct config load_ok(const char *yaml)
+{
+	struct config cfg;
+	char err[1024];
+	if (config_load_string(yaml, "t.yml", NULL, &cfg, err, sizeof(err)) != 0)
+		FAIL("config did not load: %s", err);
+	return cfg;
+}
+
+/* A full Litestream v0.3 litestream.yml, as its documentation writes it. */
+TEST(litestream_full_example)
+{
+	struct config c = load_ok(
+		"addr: \":9090\"\n"
+		"exec: \"myapp -serve\"\n"
+		"access-key-id: AKIATOPLEVEL\n"
+		"secret-access-key: topsecret\n"
+		"logging:\n"
+		"  level: debug\n"
+		"  type: json\n"
+		"  stderr: true\n"
+		"dbs:\n"
+		"  - path: /var/lib/app/app.db\n"
+		"    meta-path: /var/lib/app/meta\n"
+		"    monitor-interval: 500ms\n"
+		"    checkpoint-interval: 30s\n"
+		"    min-checkpoint-page-count: 500\n"
+		"    max-checkpoint-page-count: 0\n"
+		"    replicas:\n"
+		"      - url: s3://mybkt/app\n"
+		"        sync-interval: 10s\n"
+		"        snapshot-interval: 6h\n"
+		"        retention: 30m\n"
+		"        validation-interval: 0\n"
+		"      - name: minio\n"
+		"        type: s3\n"
+		"        bucket: mybkt\n"
+		"        path: /backup/app/\n"
+		"        endpoint: http://10.0.0.5:9000\n"
+		"        access-key-id: AKIAOWN\n"
+		"        skip-verify: true\n"
+		"        retention: 72h\n"
+		"        retention-check-interval: 2h\n"
+		"      - type: file\n"
+		"        path: /mnt/backup/app\n"
+		"  - path: /var/lib/app/other.db\n");
+	CHECK_STR(c.addr, ":9090");
+	CHECK_STR(c.exec, "myapp -serve");
+	CHECK_INT(c.log_level, LOG_DEBUG);
+	CHECK(c.log_json);
+	CHECK_INT(c.ndbs, 2);
+	struct cfg_db *d = &c.dbs[0];
+	CHECK_STR(d->path, "/var/lib/app/app.db");
+	CHECK_STR(d->meta_path, "/var/lib/app/meta");
+	CHECK_STR(d->name, "app.db");
+	CHECK_STR(d->env, "LITEVISOR_DB_APP_DB");
+	CHECK_INT(d->monitor_interval_ms, 500);
+	CHECK_INT(d->checkpoint_interval_ms, 30000);
+	CHECK_INT(d->min_checkpoint_page_count, 500);
+	CHECK_INT(d->max_checkpoint_page_count, 0);
+	CHECK_INT(d->nreplicas, 3);
+
+	struct cfg_replica *r = &d->replicas[0];
+	CHECK_STR(r->name, "s3");
+	CHECK_INT(r->type, REPLICA_S3);
+	CHECK_STR(r->url, "s3://mybkt/app");
+	CHECK_STR(r->bucket, "mybkt");
+	CHECK_STR(r->path, "app");
+	CHECK(r->endpoint == NULL);
+	CHECK_STR(r->region, "us-east-1");
+	CHECK(!r->force_path_style);
+	CHECK_STR(r->access_key_id.value, "AKIATOPLEVEL");
+	CHECK_STR(r->secret_access_key.value, "topsecret");
+	CHECK_INT(r->sync_interval_ms, 10000);
+	CHECK_INT(r->snapshot_interval_ms, 6 * 3600 * 1000LL);
+	CHECK_INT(r->retention_ms, 30 * 60 * 1000LL);
+	CHECK_INT(r->retention_check_interval_ms, 30 * 60 * 1000LL); /* capped at retention */
+	CHECK_INT(r->retention_grace_ms, 3600 * 1000LL);
+	CHECK(!r->restore_only);
+
+	r = &d->replicas[1];
+	CHECK_STR(r->name, "minio");
+	CHECK_STR(r->path, "backup/app");
+	CHECK_STR(r->endpoint, "http://10.0.0.5:9000");
+	CHECK(r->force_path_style); /* an endpoint means a non-AWS store */
+	CHECK_STR(r->region, "us-east-1");
+	CHECK(r->skip_verify);
+	CHECK_STR(r->access_key_id.value, "AKIAOWN");        /* own value kept */
+	CHECK_STR(r->secret_access_key.value, "topsecret");  /* missing one copied */
+	CHECK_INT(r->retention_check_interval_ms, 2 * 3600 * 1000LL);
+
+	r = &d->replicas[2];
+	CHECK_STR(r->name, "file");
+	CHECK_INT(r->type, REPLICA_FILE);
+	CHECK_STR(r->path, "/mnt/backup/app");
+	CHECK(r->access_key_id.value == NULL); /* credentials are for s3 only */
+
+	d = &c.dbs[1];
+	CHECK_STR(d->meta_path, "/var/lib/app/.other.db-litevisor");
+	CHECK_INT(d->nreplicas, 0);
+	config_release(&c);
+	CHECK(c.dbs == NULL && c.ndbs == 0);
+}
+
+/* The seed topology, seen from node-105: its own MinIO is a restore source only. */
+TEST(seed_topology_from_node_105)
+{
+	struct config c;
+	char err[1024];
+	if (config_load("config/good/seed-topology.yml", NULL, &c, err, sizeof(err)) != 0)
+		FAIL("%s", err);
+	CHECK_STR(c.file, "config/good/seed-topology.yml");
+	CHECK_STR(c.node, "node-105");
+	CHECK_INT(c.ndbs, 2);
+	for (size_t i = 0; i < c.ndbs; i++) {
+		const struct cfg_db *d = &c.dbs[i];
+		const char *base = i == 0 ? "radarr.db" : "logs.db";
+		char want[128];
+		CHECK_INT(d->nreplicas, 3);
+		const struct cfg_replica *m5 = &d->replicas[0], *m6 = &d->replicas[1], *nas = &d->replicas[2];
+		CHECK_STR(m5->name, "minio-105");
+		CHECK_STR(m5->store, "minio-105");
+		CHECK_STR(m5->node, "node-105");
+		CHECK(m5->restore_only);
+		CHECK_STR(m5->endpoint, "http://localhost:9000");
+		CHECK_STR(m5->bucket, "litevisor");
+		snprintf(want, sizeof(want), "radarr/%s", base);
+		CHECK_STR(m5->path, want);
+		CHECK_STR(m5->access_key_id.value, "minioadmin");
+
+		CHECK_STR(m6->name, "minio-106");
+		CHECK_STR(m6->node, "node-106");
+		CHECK(!m6->restore_only);
+		CHECK_STR(m6->endpoint, "http://10.0.0.106:9000");
+		CHECK(m6->force_path_style);
+		CHECK_STR(m6->path, want);
+
+		CHECK_STR(nas->name, "nas");
+		CHECK_INT(nas->type, REPLICA_FILE);
+		CHECK(nas->node == NULL);
+		CHECK(!nas->restore_only);
+		snprintf(want, sizeof(want), "/mnt/nas/litevisor/radarr/%s", base);
+		CHECK_STR(nas->path, want);
+	}
+	config_release(&c);
+}
+
+/* The same file read on node-106 flips which replica is restore-only. */
+TEST(node_rule_follows_top_level_node)
+{
+	struct config c = load_ok(
+		"node: node-106\n"
+		"stores:\n"
+		"  minio-106: {url: \"s3://b.localhost:9000/x\", node: node-106}\n"
+		"dbs:\n"
+		"  - path: /d/a.db\n"
+		"    replicas:\n"
+		"      - {store: minio-106, path: a}\n"
+		"      - {url: \"s3://b.localhost:9001/x\", node: node-106, name: own-node}\n"
+		"      - {url: \"s3://b.localhost:9002/x\", node: node-107, name: other}\n"
+		"      - {url: \"s3://b.localhost:9003/x\", restore-only: true, name: marked}\n");
+	CHECK(c.dbs[0].replicas[0].restore_only);
+	CHECK_STR(c.dbs[0].replicas[0].path, "x/a");
+	CHECK(c.dbs[0].replicas[1].restore_only);
+	CHECK(!c.dbs[0].replicas[2].restore_only);
+	CHECK(c.dbs[0].replicas[3].restore_only);
+	config_release(&c);
+}
+
+/* A replica may override what its store sets, and a store's credentials come along. */
+TEST(store_inheritance_and_overrides)
+{
+	struct config c = load_ok(
+		"stores:\n"
+		"  s:\n"
+		"    type: s3\n"
+		"    bucket: bkt\n"
+		"    endpoint: minio.lan:9000\n"
+		"    region: eu-west-1\n"
+		"    ca-file: /etc/ssl/lan.pem\n"
+		"    connect-timeout: 3s\n"
+		"    access-key-id: AK\n"
+		"    secret-access-key-file: /etc/hostname\n"
+		"    session-token: TOK\n"
+		"dbs:\n"
+		"  - path: /d/a.db\n"
+		"    replicas:\n"
+		"      - store: s\n"
+		"      - store: s\n"
+		"        name: s-fast\n"
+		"        path: fast\n"
+		"        region: eu-central-1\n"
+		"        secret-access-key: inline\n"
+		"        sync-interval: 100ms\n");
+	const struct cfg_replica *a = &c.dbs[0].replicas[0], *b = &c.dbs[0].replicas[1];
+	CHECK_STR(a->name, "s");
+	CHECK_STR(a->path, "");
+	CHECK_STR(a->endpoint, "https://minio.lan:9000");
+	CHECK(a->force_path_style);
+	CHECK_STR(a->region, "eu-west-1");
+	CHECK_STR(a->ca_file, "/etc/ssl/lan.pem");
+	CHECK_INT(a->connect_timeout_ms, 3000);
+	CHECK_STR(a->access_key_id.value, "AK");
+	CHECK_STR(a->secret_access_key.file, "/etc/hostname");
+	CHECK(a->secret_access_key.value == NULL);
+	CHECK_STR(a->session_token.value, "TOK");
+	CHECK_STR(b->name, "s-fast");
+	CHECK_STR(b->path, "fast");
+	CHECK_STR(b->region, "eu-central-1");
+	CHECK_STR(b->secret_access_key.value, "inline");
+	CHECK(b->secret_access_key.file == NULL); /* the pair is overridden as a whole */
+	CHECK_INT(b->sync_interval_ms, 100);
+	config_release(&c);
+}
+
+struct url_case {
+	const char *url;
+	enum replica_type type;
+	const char *bucket, *path, *endpoint, *region;
+	bool fps;
+};
+
+TEST(url_shortcuts)
+{
+	static const struct url_case cases[] = {
+		{ "s3://bkt/a/b", REPLICA_S3, "bkt", "a/b", NULL, "us-east-1", false },
+		{ "s3://bkt", REPLICA_S3, "bkt", "", NULL, "us-east-1", false },
+		{ "s3://bkt//a//b/", REPLICA_S3, "bkt", "a/b", NULL, "us-east-1", false },
+		{ "s3://my.bucket.example.com/p", REPLICA_S3, "my.bucket.example.com", "p", NULL, "us-east-1", false },
+		{ "s3://bkt.localhost:9000/p", REPLICA_S3, "bkt", "p", "http://localhost:9000", "us-east-1", true },
+		{ "s3://bkt.localhost/p", REPLICA_S3, "bkt", "p", "http://localhost", "us-east-1", true },
+		{ "s3://bkt.s3.us-west-002.backblazeb2.com/p", REPLICA_S3, "bkt", "p",
+		  "https://s3.us-west-002.backblazeb2.com", "us-west-002", true },
+		{ "s3://bkt.s3.filebase.com/p", REPLICA_S3, "bkt", "p", "https://s3.filebase.com", "us-east-1", true },
+		{ "s3://bkt.nyc3.digitaloceanspaces.com/p", REPLICA_S3, "bkt", "p",
+		  "https://nyc3.digitaloceanspaces.com", "nyc3", true },
+		{ "s3://bkt.s3.fr-par.scw.cloud/p", REPLICA_S3, "bkt", "p", "https://s3.fr-par.scw.cloud", "fr-par", true },
+		{ "s3://bkt.us-east-1.linodeobjects.com/p", REPLICA_S3, "bkt", "p",
+		  "https://us-east-1.linodeobjects.com", "us-east-1", true },
+		{ "file:///var/backup/app/", REPLICA_FILE, NULL, "/var/backup/app", NULL, NULL, false },
+		{ "/var/backup/app", REPLICA_FILE, NULL, "/var/backup/app", NULL, NULL, false },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const struct url_case *u = &cases[i];
+		struct cfg_replica r;
+		char err[256];
+		if (config_replica_from_url(u->url, &r, err, sizeof(err)) != 0)
+			FAIL("%s: %s", u->url, err);
+		fprintf(stderr, "%s\n", u->url);
+		CHECK_INT(r.type, u->type);
+		CHECK_STR(r.url, u->url);
+		CHECK_STR(r.path, u->path);
+		CHECK_STR(r.name, u->type == REPLICA_S3 ? "s3" : "file");
+		if (u->bucket)
+			CHECK_STR(r.bucket, u->bucket);
+		else
+			CHECK(r.bucket == NULL);
+		if (u->endpoint)
+			CHECK_STR(r.endpoint, u->endpoint);
+		else
+			CHECK(r.endpoint == NULL);
+		if (u->region)
+			CHECK_STR(r.region, u->region);
+		CHECK_INT(r.force_path_style, u->fps);
+		CHECK_INT(r.sync_interval_ms, 1000);
+		config_replica_release(&r);
+	}
+	static const char *const bad[] = { "gcs://b/p", "s3://", "ftp://x/y", "relative/dir", "file://host/p",
+					   "s3://localhost:9000/p", "s3://user@bkt/p" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct cfg_replica r;
+		char err[256] = "";
+		if (config_replica_from_url(bad[i], &r, err, sizeof(err)) == 0)
+			FAIL("%s was accepted", bad[i]);
+		CHECK(err[0] != '\0');
+	}
+}
+
+TEST(defaults_match_config_h)
+{
+	struct config c = load_ok("dbs:\n  - path: /d/app.db\n    replicas:\n      - url: s3://b/p\n");
+	CHECK(c.addr == NULL && c.exec == NULL && c.node == NULL);
+	CHECK_INT(c.log_level, LOG_INFO);
+	CHECK(!c.log_json);
+	CHECK_INT(c.restore.probe_timeout_ms, 1000);
+	CHECK_INT(c.restore.mode, RESTORE_FRESHEST_REACHABLE);
+	CHECK_INT(c.restore.wait_timeout_ms, 30000);
+	CHECK(!c.restore.allow_empty_unreachable);
+	CHECK_INT(c.restore.existing, EXISTING_NEWEST_WINS);
+	CHECK_INT(c.restore.verify, VERIFY_QUICK);
+	CHECK_INT(c.restore.parallelism, 8);
+	CHECK_INT(c.restore.clock_skew_ms, 10000);
+	CHECK_INT(c.supervisor.stop_grace_ms, 10000);
+	CHECK_INT(c.supervisor.flush_timeout_ms, 5000);
+	CHECK(!c.supervisor.new_process_group);
+	CHECK_INT(c.supervisor.restart, RESTART_NEVER);
+	CHECK_INT(c.supervisor.restart_limit, 5);
+	CHECK_INT(c.supervisor.restart_delay_ms, 1000);
+	CHECK_INT(c.supervisor.restart_delay_max_ms, 60000);
+	CHECK_INT(c.health.probe_interval_ms, 5000);
+	CHECK_INT(c.health.probe_timeout_ms, 2000);
+	CHECK_INT(c.health.fail_after_ms, 0);
+	CHECK_INT(c.health.push_interval_ms, 60000);
+	const struct cfg_db *d = &c.dbs[0];
+	CHECK_STR(d->name, "app.db");
+	CHECK_STR(d->meta_path, "/d/.app.db-litevisor");
+	CHECK_STR(d->env, "LITEVISOR_DB_APP_DB");
+	CHECK(!d->optional);
+	CHECK_INT(d->monitor_interval_ms, 1000);
+	CHECK_INT(d->checkpoint_interval_ms, 60000);
+	CHECK_INT(d->min_checkpoint_page_count, 1000);
+	CHECK_INT(d->max_checkpoint_page_count, 10000);
+	CHECK_INT(d->truncate_page_count, 500000);
+	CHECK_INT(d->max_backlog_bytes, 1024LL * 1024 * 1024);
+	const struct cfg_replica *r = &d->replicas[0];
+	CHECK_INT(r->connect_timeout_ms, 1000);
+	CHECK_INT(r->sync_interval_ms, 1000);
+	CHECK_INT(r->snapshot_interval_ms, 0);
+	CHECK_INT(r->retention_ms, 24 * 3600 * 1000LL);
+	CHECK_INT(r->retention_check_interval_ms, 3600 * 1000LL);
+	CHECK_INT(r->retention_grace_ms, 3600 * 1000LL);
+	config_release(&c);
+
+	/* An empty file is a valid (if idle) config, and config_defaults agrees with it. */
+	struct config e = load_ok("");
+	struct config z;
+	config_defaults(&z);
+	CHECK_MEM(&e, &z, sizeof(z));
+	config_release(&e);
+}
+
+TEST(litevisor_sections)
+{
+	struct config c = load_ok(
+		"restore:\n"
+		"  probe-timeout: 250ms\n"
+		"  mode: quorum\n"
+		"  quorum: 2\n"
+		"  wait-timeout: 1m\n"
+		"  allow-empty-when-unreachable: yes\n"
+		"  existing: keep-local\n"
+		"  verify: integrity\n"
+		"  parallelism: 4\n"
+		"  clock-skew: 2s\n"
+		"supervisor:\n"
+		"  user: app\n"
+		"  group: app\n"
+		"  groups: [video, render]\n"
+		"  stop-grace: 20s\n"
+		"  flush-timeout: 3s\n"
+		"  signal-group: on\n"
+		"  new-process-group: true\n"
+		"  restart: on-failure\n"
+		"  restart-limit: 0\n"
+		"  restart-delay: 2s\n"
+		"  restart-delay-max: 1m\n"
+		"health:\n"
+		"  port-label: sup\n"
+		"  probe-url: http://127.0.0.1:7878/ping\n"
+		"  probe-interval: 10s\n"
+		"  probe-timeout: 1s\n"
+		"  fail-after: 5m\n"
+		"  push-url: https://kuma.lan/api/push/abc\n"
+		"  push-interval: 30s\n"
+		"dbs:\n"
+		"  - path: /d/a.db\n"
+		"    name: main\n"
+		"    env: APP_DB\n"
+		"    optional: true\n"
+		"    truncate-page-count: 0\n"
+		"    max-backlog: 64MiB\n"
+		"    replicas: [{url: \"s3://b/1\", name: one}, {url: \"s3://b/2\", name: two}]\n");
+	CHECK_INT(c.restore.probe_timeout_ms, 250);
+	CHECK_INT(c.restore.mode, RESTORE_QUORUM);
+	CHECK_INT(c.restore.quorum, 2);
+	CHECK_INT(c.restore.wait_timeout_ms, 60000);
+	CHECK(c.restore.allow_empty_unreachable);
+	CHECK_INT(c.restore.existing, EXISTING_KEEP_LOCAL);
+	CHECK_INT(c.restore.verify, VERIFY_INTEGRITY);
+	CHECK_INT(c.restore.parallelism, 4);
+	CHECK_INT(c.restore.clock_skew_ms, 2000);
+	CHECK_STR(c.supervisor.user, "app");
+	CHECK_STR(c.supervisor.group, "app");
+	CHECK_STR(c.supervisor.groups[0], "video");
+	CHECK_STR(c.supervisor.groups[1], "render");
+	CHECK(c.supervisor.groups[2] == NULL);
+	CHECK_INT(c.supervisor.stop_grace_ms, 20000);
+	CHECK(c.supervisor.signal_group);
+	CHECK(c.supervisor.new_process_group);
+	CHECK_INT(c.supervisor.restart, RESTART_ON_FAILURE);
+	CHECK_INT(c.supervisor.restart_limit, 0);
+	CHECK_STR(c.health.port_label, "sup");
+	CHECK_STR(c.health.probe_url, "http://127.0.0.1:7878/ping");
+	CHECK_INT(c.health.fail_after_ms, 300000);
+	CHECK_STR(c.health.push_url, "https://kuma.lan/api/push/abc");
+	CHECK_INT(c.health.push_interval_ms, 30000);
+	CHECK_STR(c.dbs[0].name, "main");
+	CHECK_STR(c.dbs[0].env, "APP_DB");
+	CHECK(c.dbs[0].optional);
+	CHECK_INT(c.dbs[0].truncate_page_count, 0);
+	CHECK_INT(c.dbs[0].max_backlog_bytes, 64 * 1024 * 1024);
+	config_release(&c);
+}
+
+TEST(env_expansion_in_values)
+{
+	setenv("LVT_BUCKET", "envbkt", 1);
+	setenv("LVT_EMPTY", "", 1);
+	unsetenv("LVT_UNSET");
+	const char *y = "exec: \"echo $$HOME ${LVT_UNSET:-fallback} $LVT_BUCKET\"\n"
+			"dbs:\n"
+			"  - path: /d/${LVT_EMPTY:-x}.db\n"
+			"    replicas:\n"
+			"      - url: s3://${LVT_BUCKET}/p\n"
+			"        region: $LVT_UNSET\n";
+	struct config c = load_ok(y);
+	CHECK_STR(c.exec, "echo $HOME fallback envbkt");
+	CHECK_STR(c.dbs[0].path, "/d/x.db");
+	CHECK_STR(c.dbs[0].replicas[0].bucket, "envbkt");
+	CHECK_STR(c.dbs[0].replicas[0].region, "us-east-1"); /* unset → empty → default */
+	config_release(&c);
+
+	struct config_options raw = { .no_expand_env = true };
+	char err[512];
+	CHECK_INT(config_load_string(y, "t.yml", &raw, &c, err, sizeof(err)), 0);
+	CHECK_STR(c.exec, "echo $$HOME ${LVT_UNSET:-fallback} $LVT_BUCKET");
+	CHECK_STR(c.dbs[0].replicas[0].bucket, "${LVT_BUCKET}");
+	config_release(&c);
+}
+
+TEST(anchors_and_aliases)
+{
+	struct config c = load_ok(
+		"dbs:\n"
+		"  - path: /d/a.db\n"
+		"    checkpoint-interval: &ck 2m\n"
+		"    replicas:\n"
+		"      - {url: \"s3://b/a\", retention: &keep 48h}\n"
+		"  - path: /d/b.db\n"
+		"    checkpoint-interval: *ck\n"
+		"    replicas:\n"
+		"      - {url: \"s3://b/b\", retention: *keep}\n");
+	CHECK_INT(c.dbs[1].checkpoint_interval_ms, 120000);
+	CHECK_INT(c.dbs[1].replicas[0].retention_ms, 48 * 3600 * 1000LL);
+	config_release(&c);
+}
+
+TEST(default_path_order)
+{
+	unsetenv("LITEVISOR_CONFIG");
+	unsetenv("LITESTREAM_CONFIG");
+	CHECK_STR(config_default_path(NULL), "/etc/litevisor.yml");
+	setenv("LITESTREAM_CONFIG", "/ls.yml", 1);
+	CHECK_STR(config_default_path(NULL), "/ls.yml");
+	setenv("LITEVISOR_CONFIG", "/lv.yml", 1);
+	CHECK_STR(config_default_path(NULL), "/lv.yml");
+	CHECK_STR(config_default_path("/flag.yml"), "/flag.yml");
+	CHECK_STR(config_default_path(""), "/lv.yml");
+}
+
+TEST(file_errors_name_the_file)
+{
+	struct config c;
+	char err[512];
+	CHECK_INT(config_load("config/does-not-exist.yml", NULL, &c, err, sizeof(err)), -1);
+	CHECK_STR(err, "config/does-not-exist.yml: cannot read the config file: No such file or directory");
+	CHECK_INT(config_load("config", NULL, &c, err, sizeof(err)), -1);
+	CHECK_STR(err, "config: not a regular file");
+}
+
+struct bad_case {
+	const char *name, *yaml, *want;
+};
+
+static const struct bad_case bad_cases[] = {
+	{ "unknown_top_key_hint",
+	  "adr: \":9090\"\n",
+	  "bad.yml:1:1: adr: unknown key; did you mean \"addr\"?" },
+	{ "unknown_replica_key_hint",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      - url: s3://bkt/app\n"
+	  "        sync-intervall: 1s\n",
+	  "bad.yml:5:9: dbs[0].replicas[0].sync-intervall: unknown key; did you mean \"sync-interval\"?" },
+	{ "underscore_key_hint",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      - url: s3://bkt/app\n"
+	  "        force_path_style: true\n",
+	  "bad.yml:5:9: dbs[0].replicas[0].force_path_style: unknown key; did you mean \"force-path-style\"?" },
+	{ "unknown_key_no_hint",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    colour: blue\n",
+	  "bad.yml:3:5: dbs[0].colour: unknown key (docs/config.md lists the keys)" },
+	{ "bad_duration",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      - url: s3://bkt/app\n"
+	  "        sync-interval: 5x\n",
+	  "bad.yml:5:24: dbs[0].replicas[0].sync-interval: invalid duration \"5x\": missing or unknown unit (use ms, s, m, h or d, e.g. \"5s\")" },
+	{ "negative_duration",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      - url: s3://bkt/app\n"
+	  "        retention: -1h\n",
+	  "bad.yml:5:20: dbs[0].replicas[0].retention: invalid duration \"-1h\": must not be negative" },
+	{ "dbs_is_map",
+	  "dbs:\n"
+	  "  path: /data/app.db\n",
+	  "bad.yml:2:3: dbs: expected a list of databases, got a map" },
+	{ "replicas_is_map",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      url: s3://bkt/app\n",
+	  "bad.yml:4:7: dbs[0].replicas: expected a list of replicas (lines starting with \"- \"), got a map" },
+	{ "replica_is_scalar",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      - s3://bkt/app\n",
+	  "bad.yml:4:9: dbs[0].replicas[0]: expected a map of replica settings, got a single value" },
+	{ "scalar_is_list",
+	  "exec: [radarr, -nobrowser]\n",
+	  "bad.yml:1:7: exec: expected a single value, got a list" },
+	{ "db_missing_path",
+	  "dbs:\n"
+	  "  - replicas:\n"
+	  "      - url: s3://bkt/app\n",
+	  "bad.yml:2:5: dbs[0]: missing required key \"path\" (the database file)" },
+	{ "s3_missing_bucket",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      - type: s3\n"
+	  "        path: app\n",
+	  "bad.yml:4:9: dbs[0].replicas[0]: missing bucket: an s3 replica needs url: s3://BUCKET/PATH or bucket:" },
+	{ "file_missing_path",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      - type: file\n",
+	  "bad.yml:4:9: dbs[0].replicas[0]: missing path: a file replica needs url: file:///DIR or path: /DIR" },
+	{ "duplicate_key",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    path: /data/other.db\n",
+	  "bad.yml:3:5: dbs[0].path: duplicate key (first at line 2, column 5)" },
+	{ "duplicate_db_path",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "  - path: /data/app.db\n",
+	  "bad.yml:3:5: dbs[1].path: same path as dbs[0] (line 2)" },
+	{ "duplicate_db_name",
+	  "dbs:\n"
+	  "  - path: /data/a/app.db\n"
+	  "  - path: /data/b/app.db\n",
+	  "bad.yml:3:5: dbs[1].name: same name as dbs[0] (line 2); give each database its own name: and env:" },
+	{ "duplicate_replica_name",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      - url: s3://bkt/app\n"
+	  "      - url: s3://other/app\n",
+	  "bad.yml:5:9: dbs[0].replicas[1].name: duplicate replica name \"s3\" (also dbs[0].replicas[0], line 4); give each replica its own name:" },
+	{ "same_destination",
+	  "dbs:\n"
+	  "  - path: /data/a.db\n"
+	  "    replicas:\n"
+	  "      - url: file:///backup/x\n"
+	  "  - path: /data/b.db\n"
+	  "    replicas:\n"
+	  "      - path: /backup/x\n",
+	  "bad.yml:7:9: dbs[1].replicas[0]: writes to the same place as dbs[0].replicas[0] (line 4); give it its own path" },
+	{ "age_unsupported",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      - url: s3://bkt/app\n"
+	  "        age:\n"
+	  "          recipients: [age1xyz]\n",
+	  "bad.yml:5:9: dbs[0].replicas[0].age: not supported by litevisor (age encryption; replicas are written unencrypted as plain Litestream does, use the bucket's server-side encryption)" },
+	{ "gcs_type_unsupported",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      - type: gcs\n"
+	  "        bucket: b\n",
+	  "bad.yml:4:15: dbs[0].replicas[0].type: type \"gcs\" is not supported by litevisor (s3 and file only; most object stores, GCS included, also speak S3)" },
+	{ "abs_url_unsupported",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      - url: abs://acct@container/app\n",
+	  "bad.yml:4:14: dbs[0].replicas[0].url: replica URL scheme \"abs\" is not supported by litevisor (s3 and file only)" },
+	{ "sftp_key_unsupported",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      - type: s3\n"
+	  "        host: example.com\n",
+	  "bad.yml:5:9: dbs[0].replicas[0].host: not supported by litevisor (SFTP replicas; litevisor writes to s3 and file replicas only)" },
+	{ "validation_interval",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      - url: s3://bkt/app\n"
+	  "        validation-interval: 6h\n",
+	  "bad.yml:5:30: dbs[0].replicas[0].validation-interval: not supported by litevisor (validation restores a full copy in the background; use `litevisor restore` to check a replica); remove it or set 0" },
+	{ "min_checkpoint_zero",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    min-checkpoint-page-count: 0\n",
+	  "bad.yml:3:32: dbs[0].min-checkpoint-page-count: 0 is out of range (at least 1)" },
+	{ "max_below_min",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    min-checkpoint-page-count: 2000\n"
+	  "    max-checkpoint-page-count: 500\n",
+	  "bad.yml:4:32: dbs[0].max-checkpoint-page-count: 500 is below min-checkpoint-page-count (2000); use 0 to disable" },
+	{ "negative_count",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    truncate-page-count: -5\n",
+	  "bad.yml:3:26: dbs[0].truncate-page-count: -5 is out of range (at least 0)" },
+	{ "parallelism_zero",
+	  "restore:\n"
+	  "  parallelism: 0\n",
+	  "bad.yml:2:16: restore.parallelism: 0 is out of range (1 to 256)" },
+	{ "quorum_too_big",
+	  "restore:\n"
+	  "  mode: quorum\n"
+	  "  quorum: 3\n"
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      - url: s3://bkt/app\n"
+	  "      - url: file:///backup/app\n",
+	  "bad.yml:3:11: restore.quorum: 3 is more than the 2 replicas of dbs[0] (app.db)" },
+	{ "quorum_mode_missing_quorum",
+	  "restore:\n"
+	  "  mode: quorum\n",
+	  "bad.yml:2:9: restore.mode: mode quorum needs restore.quorum (how many replicas must answer)" },
+	{ "quorum_without_mode",
+	  "restore:\n"
+	  "  quorum: 2\n",
+	  "bad.yml:2:11: restore.quorum: only used with restore.mode: quorum" },
+	{ "bad_enum",
+	  "restore:\n"
+	  "  mode: fastest\n",
+	  "bad.yml:2:9: restore.mode: invalid value \"fastest\" (one of: freshest-reachable, all, quorum)" },
+	{ "stderr_false",
+	  "logging:\n"
+	  "  stderr: false\n",
+	  "bad.yml:2:11: logging.stderr: litevisor always logs to stderr (stdout belongs to the service); remove the key or set it to true" },
+	{ "bad_level",
+	  "logging:\n"
+	  "  level: verbose\n",
+	  "bad.yml:2:10: logging.level: invalid level \"verbose\" (one of: debug, info, warn, error)" },
+	{ "bad_bool",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      - url: s3://bkt/app\n"
+	  "        force-path-style: maybe\n",
+	  "bad.yml:5:27: dbs[0].replicas[0].force-path-style: invalid boolean \"maybe\" (use true or false)" },
+	{ "secret_bad_expansion",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      - url: s3://bkt/app\n"
+	  "        secret-access-key: \"s3cr${et\"\n",
+	  "bad.yml:5:28: dbs[0].replicas[0].secret-access-key: unterminated \"${\" (write \"$$\" for a literal \"$\") (value redacted)" },
+	{ "unset_env_required",
+	  "dbs:\n"
+	  "  - path: ${LITEVISOR_TEST_UNSET_DB}\n",
+	  "bad.yml:2:11: dbs[0].path: empty: environment variable LITEVISOR_TEST_UNSET_DB is not set" },
+	{ "secret_file_missing",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      - url: s3://bkt/app\n"
+	  "        access-key-id-file: /nonexistent/akid\n",
+	  "bad.yml:5:29: dbs[0].replicas[0].access-key-id-file: cannot read \"/nonexistent/akid\": No such file or directory" },
+	{ "secret_both",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      - url: s3://bkt/app\n"
+	  "        secret-access-key: hunter2hunter2\n"
+	  "        secret-access-key-file: /etc/hostname\n",
+	  "bad.yml:6:33: dbs[0].replicas[0].secret-access-key-file: give secret-access-key or secret-access-key-file, not both" },
+	{ "unknown_store_hint",
+	  "stores:\n"
+	  "  minio-106:\n"
+	  "    url: s3://bkt.localhost:9000/x\n"
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      - store: minio-160\n",
+	  "bad.yml:7:16: dbs[0].replicas[0].store: no store named \"minio-160\"; did you mean \"minio-106\"?" },
+	{ "url_with_store",
+	  "stores:\n"
+	  "  nas:\n"
+	  "    url: file:///mnt/nas\n"
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      - store: nas\n"
+	  "        url: file:///elsewhere\n",
+	  "bad.yml:8:14: dbs[0].replicas[0].url: not allowed together with store: (store \"nas\" sets it)" },
+	{ "schedule_in_store",
+	  "stores:\n"
+	  "  nas:\n"
+	  "    url: file:///mnt/nas\n"
+	  "    sync-interval: 10s\n",
+	  "bad.yml:4:5: stores.nas.sync-interval: not allowed in a store (set it on each replica that uses the store)" },
+	{ "s3_key_on_file",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      - path: /backup/app\n"
+	  "        bucket: bkt\n",
+	  "bad.yml:5:17: dbs[0].replicas[0].bucket: only for s3 replicas (this replica is type file)" },
+	{ "yaml_syntax",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "   replicas: []\n",
+	  "bad.yml:3:4: invalid YAML: did not find expected '-' indicator while parsing a block collection" },
+	{ "yaml_tab",
+	  "dbs:\n"
+	  "\t- path: /data/app.db\n",
+	  "bad.yml:2:1: invalid YAML: found character that cannot start any token while scanning for the next token (YAML does not allow tabs for indentation)" },
+	{ "second_document",
+	  "addr: \":9090\"\n"
+	  "---\n"
+	  "addr: \":9091\"\n",
+	  "bad.yml:2:1: a second YAML document (\"---\") is not allowed in a config file" },
+	{ "restart_limit_negative",
+	  "supervisor:\n"
+	  "  restart-limit: -1\n",
+	  "bad.yml:2:18: supervisor.restart-limit: -1 is out of range (at least 0)" },
+	{ "addr_no_port",
+	  "addr: localhost\n",
+	  "bad.yml:1:7: addr: invalid address \"localhost\" (expected HOST:PORT or :PORT)" },
+	{ "restart_delay_max_low",
+	  "supervisor:\n"
+	  "  restart-delay: 2m\n"
+	  "  restart-delay-max: 30s\n",
+	  "bad.yml:3:22: supervisor.restart-delay-max: restart-delay-max must not be less than restart-delay" },
+	{ "type_contradicts_url",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      - type: file\n"
+	  "        url: s3://bkt/app\n",
+	  "bad.yml:4:15: dbs[0].replicas[0].type: type file contradicts the url's scheme (s3); drop one" },
+	{ "url_and_bucket",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      - url: s3://bkt/app\n"
+	  "        bucket: other\n",
+	  "bad.yml:5:17: dbs[0].replicas[0].bucket: give either url or bucket, not both" },
+	{ "probe_url_not_http",
+	  "health:\n"
+	  "  probe-url: localhost:7878/ping\n",
+	  "bad.yml:2:14: health.probe-url: expected an http:// or https:// URL" },
+	{ "bad_size",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    max-backlog: 1 lot\n",
+	  "bad.yml:3:18: dbs[0].max-backlog: invalid size \"1 lot\": unknown unit \"lot\" (use B, KiB, MiB, GiB, KB, MB, GB)" },
+	{ "bad_env_name",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    env: 1BAD-NAME\n",
+	  "bad.yml:3:10: dbs[0].env: invalid environment variable name \"1BAD-NAME\"" },
+	{ "s3_url_no_bucket",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      - url: s3://localhost:9000/app\n",
+	  "bad.yml:4:14: dbs[0].replicas[0].url: s3 URL \"s3://localhost:9000/app\" names no bucket (expected s3://BUCKET.localhost:9000/PATH)" },
+	{ "unknown_alias",
+	  "addr: *port\n",
+	  "bad.yml:1:7: unknown alias \"*port\"" },
+	{ "null_duration",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      - url: s3://bkt/app\n"
+	  "        retention:\n",
+	  "bad.yml:5:19: dbs[0].replicas[0].retention: no value given (remove the key to get the default)" },
+	{ "store_not_map",
+	  "stores:\n"
+	  "  nas: file:///mnt/nas\n",
+	  "bad.yml:2:8: stores.nas: expected a map of store settings, got a single value" },
+	{ "groups_not_list",
+	  "supervisor:\n"
+	  "  groups: video\n",
+	  "bad.yml:2:11: supervisor.groups: expected a list of group names, got a single value" },
+
+};
+
+/* Every bad config is refused with exactly this message, and nothing leaks into it. */
+TEST(bad_configs_give_exact_errors)
+{
+	size_t n = sizeof(bad_cases) / sizeof(bad_cases[0]), failed = 0;
+	unsetenv("LITEVISOR_TEST_UNSET_DB");
+	CHECK(n >= 30);
+	for (size_t i = 0; i < n; i++) {
+		struct config c;
+		char err[1024] = "";
+		int rc = config_load_string(bad_cases[i].yaml, "bad.yml", NULL, &c, err, sizeof(err));
+		if (rc != -1 || strcmp(err, bad_cases[i].want) != 0) {
+			fprintf(stderr, "%s: rc=%d\n  got:  %s\n  want: %s\n", bad_cases[i].name, rc, err,
+				bad_cases[i].want);
+			failed++;
+		}
+		/* A failed load leaves nothing behind. */
+		struct config zero;
+		memset(&zero, 0, sizeof(zero));
+		CHECK_MEM(&c, &zero, sizeof(zero));
+	}
+	CHECK_INT(failed, 0);
+}
+
+/* Credentials never show in a message, whatever is wrong with them. */
+TEST(credentials_never_in_errors)
+{
+	static const char *const yamls[] = {
+		"secret-access-key: [hunter2]\n",
+		"access-key-id: \"hunter2${\"\n",
+		"dbs:\n  - path: /d/a.db\n    replicas:\n      - {url: \"s3://b/p\", session-token: \"${hunter2 x}\"}\n",
+		"dbs:\n  - path: /d/a.db\n    replicas:\n      - {path: /x, access-key-id: hunter2}\n",
+		"stores:\n  s: {url: \"file:///x\", secret-access-key: hunter2}\n",
+	};
+	for (size_t i = 0; i < sizeof(yamls) / sizeof(yamls[0]); i++) {
+		struct config c;
+		char err[1024] = "";
+		CHECK_INT(config_load_string(yamls[i], "bad.yml", NULL, &c, err, sizeof(err)), -1);
+		if (strstr(err, "hunter2"))
+			FAIL("credential in message: %s", err);
+		CHECK(strncmp(err, "bad.yml:", 8) == 0);
+	}
+}
+
+TEST(secret_files_are_checked_at_load)
+{
+	char dir[] = "/tmp/lvcfgXXXXXX";
+	CHECK(mkdtemp(dir) != NULL);
+	char file[128], yaml[512], err[1024];
+	snprintf(file, sizeof(file), "%s/akid", dir);
+	FILE *f = fopen(file, "w");
+	CHECK(f != NULL);
+	fputs("AKIAFROMFILE\n", f);
+	fclose(f);
+	snprintf(yaml, sizeof(yaml),
+		 "access-key-id-file: %s\nsecret-access-key-file: %s\n"
+		 "dbs:\n  - path: /d/a.db\n    replicas:\n      - url: s3://b/p\n", file, file);
+	struct config c = load_ok(yaml);
+	CHECK_STR(c.dbs[0].replicas[0].access_key_id.file, file);
+	CHECK(c.dbs[0].replicas[0].access_key_id.value == NULL);
+	CHECK_STR(c.dbs[0].replicas[0].secret_access_key.file, file);
+	config_release(&c);
+	unlink(file);
+	CHECK_INT(config_load_string(yaml, "t.yml", NULL, &c, err, sizeof(err)), -1);
+	char want[512];
+	snprintf(want, sizeof(want), "t.yml:1:21: access-key-id-file: cannot read \"%s\": No such file or directory", file);
+	CHECK_STR(err, want);
+	rmdir(dir);
+}
+
+UNIT_MAIN(T(litestream_full_example), T(seed_topology_from_node_105), T(node_rule_follows_top_level_node),
+	  T(store_inheritance_and_overrides), T(url_shortcuts), T(defaults_match_config_h),
+	  T(litevisor_sections), T(env_expansion_in_values), T(anchors_and_aliases),
+	  T(default_path_order), T(file_errors_name_the_file), T(bad_configs_give_exact_errors),
+	  T(credentials_never_in_errors), T(secret_files_are_checked_at_load))
