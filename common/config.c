@@ -344,10 +344,26 @@ static int parse_s3_host(const char *hostport, struct cfg_url *u)
 	return 0;
 }
 
-int cfg_parse_url(const char *url, struct cfg_url *u, bool *unsupported, char *why, size_t whylen)
+int cfg_parse_url(const char *url_in, struct cfg_url *u, bool *unsupported, char *why, size_t whylen)
 {
+	/* user:password@ in a URL is a credential: never echo such a URL. */
+	const char *url = strchr(url_in, '@') ? "(not shown: it contains user@)" : url_in;
 	memset(u, 0, sizeof(*u));
 	*unsupported = false;
+	if (url != url_in) {
+		const char *sep = strstr(url_in, "://");
+		if (sep && !(sep - url_in == 2 && strncmp(url_in, "s3", 2) == 0) &&
+		    !(sep - url_in == 4 && strncmp(url_in, "file", 4) == 0)) {
+			*unsupported = true;
+			snprintf(why, whylen, "replica URL scheme \"%.*s\" is not supported by litevisor",
+				 (int)(sep - url_in), url_in);
+			return -1;
+		}
+		snprintf(why, whylen,
+			 "a replica URL must not carry credentials (user@host); use access-key-id and "
+			 "secret-access-key");
+		return -1;
+	}
 	const char *sep = strstr(url, "://");
 	if (!sep) {
 		if (url[0] == '/') {

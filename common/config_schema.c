@@ -239,6 +239,9 @@ static const char *suggest(const char *key, const struct field *tab, size_t n, u
 	return best;
 }
 
+static const char *other_place(const char *key, const struct field *here);
+static const struct cfg_node *map_get(const struct cfg_node *m, const char *key);
+
 int walk_map(struct walk *w, const struct cfg_node *m, const char *path, const struct field *tab,
 	     size_t n, unsigned where, void *target, const struct cfg_node **at)
 {
@@ -287,8 +290,11 @@ int walk_map(struct walk *w, const struct cfg_node *m, const char *path, const s
 		}
 		if (f == n) {
 			const char *hint = suggest(k->value, tab, n, where);
+			const char *elsewhere = hint ? NULL : other_place(k->value, tab);
 			if (hint)
 				cfg_error(w->e, k, kp, "unknown key; did you mean \"%s\"?", hint);
+			else if (elsewhere)
+				cfg_error(w->e, k, kp, "not valid here; it belongs under %s", elsewhere);
 			else
 				cfg_error(w->e, k, kp, "unknown key (docs/config.md lists the keys)");
 			return -1;
@@ -827,13 +833,51 @@ static int walk_dbs(struct walk *w)
 				continue;
 			char kp[96];
 			walk_path(kp, sizeof(kp), path, what);
-			cfg_error(w->e, seq->items[i], kp,
+			const struct cfg_node *at = map_get(seq->items[i], what);
+			cfg_error(w->e, at ? at : seq->items[i], kp,
 				  "same %s as dbs[%zu] (line %d)%s", what, j, o->line,
 				  what[0] == 'p' ? "" : "; give each database its own name: and env:");
 			return -1;
 		}
 	}
 	return 0;
+}
+
+/* Where a key that is not valid in one map does belong: for "not valid here" messages. */
+static const char *other_place(const char *key, const struct field *here)
+{
+	static const struct {
+		const struct field *tab;
+		size_t n;
+		const char *where;
+	} places[] = {
+		{ top_tab, TOP_N, "the top level" },
+		{ db_tab, DB_N, "each entry of dbs:" },
+		{ replica_tab, RF_N, "each entry of a db's replicas:" },
+		{ restore_tab, RS_N, "restore:" },
+		{ supervisor_tab, SV_N, "supervisor:" },
+		{ health_tab, HE_N, "health:" },
+		{ logging_tab, sizeof(logging_tab) / sizeof(logging_tab[0]), "logging:" },
+	};
+	for (size_t p = 0; p < sizeof(places) / sizeof(places[0]); p++) {
+		if (places[p].tab == here)
+			continue;
+		for (size_t i = 0; i < places[p].n; i++)
+			if (places[p].tab[i].kind != F_UNSUPPORTED && strcmp(places[p].tab[i].key, key) == 0)
+				return places[p].where;
+	}
+	return NULL;
+}
+
+/* The value of key in map m, or NULL. */
+static const struct cfg_node *map_get(const struct cfg_node *m, const char *key)
+{
+	if (m->kind != CN_MAP)
+		return NULL;
+	for (size_t i = 0; i + 1 < m->nitems; i += 2)
+		if (m->items[i]->kind == CN_SCALAR && strcmp(m->items[i]->value, key) == 0)
+			return m->items[i + 1];
+	return NULL;
 }
 
 static int check_quorum(struct walk *w)

@@ -497,6 +497,20 @@ static const struct bad_case bad_cases[] = {
 	  "      - url: s3://bkt/app\n"
 	  "        force_path_style: true\n",
 	  "bad.yml:5:9: dbs[0].replicas[0].force_path_style: unknown key; did you mean \"force-path-style\"?" },
+	{ "replica_key_on_db",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    retention: 72h\n",
+	  "bad.yml:3:5: dbs[0].retention: not valid here; it belongs under each entry of a db's replicas:" },
+	{ "supervisor_key_on_top",
+	  "user: app\n",
+	  "bad.yml:1:1: user: not valid here; it belongs under supervisor:" },
+	{ "credentials_in_url",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      - url: s3://AKIA:secret@bkt/app\n",
+	  "bad.yml:4:14: dbs[0].replicas[0].url: a replica URL must not carry credentials (user@host); use access-key-id and secret-access-key" },
 	{ "unknown_key_no_hint",
 	  "dbs:\n"
 	  "  - path: /data/app.db\n"
@@ -562,7 +576,7 @@ static const struct bad_case bad_cases[] = {
 	  "dbs:\n"
 	  "  - path: /data/app.db\n"
 	  "  - path: /data/app.db\n",
-	  "bad.yml:3:5: dbs[1].path: same path as dbs[0] (line 2)" },
+	  "bad.yml:3:11: dbs[1].path: same path as dbs[0] (line 2)" },
 	{ "duplicate_db_name",
 	  "dbs:\n"
 	  "  - path: /data/a/app.db\n"
@@ -847,6 +861,9 @@ TEST(credentials_never_in_errors)
 		"dbs:\n  - path: /d/a.db\n    replicas:\n      - {url: \"s3://b/p\", session-token: \"${hunter2 x}\"}\n",
 		"dbs:\n  - path: /d/a.db\n    replicas:\n      - {path: /x, access-key-id: hunter2}\n",
 		"stores:\n  s: {url: \"file:///x\", secret-access-key: hunter2}\n",
+		"dbs:\n  - path: /d/a.db\n    replicas:\n      - url: s3://AK:hunter2@bkt/p\n",
+		"dbs:\n  - path: /d/a.db\n    replicas:\n      - url: sftp://me:hunter2@host/p\n",
+		"dbs:\n  - path: /d/a.db\n    replicas:\n      - url: \"hunter2@bkt\"\n",
 	};
 	for (size_t i = 0; i < sizeof(yamls) / sizeof(yamls[0]); i++) {
 		struct config c;

@@ -1,0 +1,168 @@
+"""`litevisor config`: the real binary validates a config file and prints the effective config.
+
+Bad fixtures live in tests/config/bad/*.yml; the first line of each is
+"# error: <the exact message>", which must be what the binary prints on stderr
+(after "litevisor config: ") with exit code 100.
+"""
+import glob
+import os
+import subprocess
+
+import pytest
+import yaml
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+GOOD = os.path.join(TESTS, "config", "good")
+BAD = os.path.join(TESTS, "config", "bad")
+
+# Credentials used in these tests: none may ever appear in any output.
+AKID = "AKIA7LVTESTONLYKEY42"
+SAK = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYTESTSECRET"
+
+
+def run(binary, *args, env=None, cwd=None):
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("LITEVISOR_", "LITESTREAM_"))}
+    e.update(env or {})
+    return subprocess.run([binary, "config", *args], capture_output=True, text=True, env=e,
+                          cwd=cwd, timeout=30)
+
+
+def bad_fixtures():
+    return sorted(glob.glob(os.path.join(BAD, "*.yml")))
+
+
+def test_there_are_bad_fixtures():
+    assert len(bad_fixtures()) >= 10
+
+
+@pytest.mark.parametrize("path", bad_fixtures(), ids=os.path.basename)
+def test_bad_fixture_exits_100_with_exact_error(litevisor_bin, path):
+    with open(path) as f:
+        first = f.readline()
+    assert first.startswith("# error: "), f"{path}: first line must be '# error: <message>'"
+    want = first[len("# error: "):].rstrip("\n")
+    p = run(litevisor_bin, "-config", os.path.basename(path), cwd=BAD)
+    assert p.returncode == 100, p.stderr
+    assert p.stdout == ""
+    assert p.stderr == f"litevisor config: {want}\n"
+
+
+def test_seed_topology_effective_config(litevisor_bin):
+    p = run(litevisor_bin, "-config", os.path.join(GOOD, "seed-topology.yml"))
+    assert p.returncode == 0, p.stderr
+    assert p.stderr == ""
+    cfg = yaml.safe_load(p.stdout)
+    assert cfg["node"] == "node-105"
+    assert [d["path"] for d in cfg["dbs"]] == ["/config/radarr.db", "/config/logs.db"]
+    for db in cfg["dbs"]:
+        reps = {r["name"]: r for r in db["replicas"]}
+        assert set(reps) == {"minio-105", "minio-106", "nas"}
+        # Replicating to the node we run on protects nothing: restore source only.
+        assert reps["minio-105"]["restore-only"] is True
+        assert reps["minio-106"]["restore-only"] is False
+        assert reps["nas"]["restore-only"] is False
+        assert reps["minio-105"]["endpoint"] == "http://localhost:9000"
+        assert reps["minio-105"]["force-path-style"] is True
+        assert reps["minio-106"]["region"] == "us-east-1"
+        assert reps["nas"]["type"] == "file"
+        assert reps["nas"]["path"].startswith("/mnt/nas/litevisor/radarr/")
+        assert reps["minio-105"]["access-key-id"] == "<redacted>"
+    # Defaults are spelled out.
+    assert cfg["restore"]["mode"] == "freshest-reachable"
+    assert cfg["supervisor"]["stop-grace"] == "10s"
+    assert cfg["dbs"][0]["max-backlog"] == "1GiB"
+    assert "minioadmin" not in p.stdout
+
+
+def test_output_loads_again_unchanged(litevisor_bin, tmp_path):
+    first = run(litevisor_bin, "-config", os.path.join(GOOD, "seed-topology.yml"))
+    assert first.returncode == 0, first.stderr
+    again = tmp_path / "effective.yml"
+    again.write_text(first.stdout)
+    second = run(litevisor_bin, "-config", str(again))
+    assert second.returncode == 0, second.stderr
+    strip = lambda s: [l for l in s.splitlines() if not l.lstrip().startswith("#")]
+    assert strip(second.stdout) == strip(first.stdout)
+
+
+def test_credentials_never_printed(litevisor_bin, tmp_path):
+    keyfile = tmp_path / "sak"
+    keyfile.write_text(SAK + "\n")
+    env = {"LITEVISOR_TEST_AKID": AKID, "LITEVISOR_TEST_SAK": SAK}
+    p = run(litevisor_bin, "-config", os.path.join(GOOD, "litestream.yml"), env=env)
+    assert p.returncode == 0, p.stderr
+    assert AKID not in p.stdout + p.stderr
+    assert SAK not in p.stdout + p.stderr
+    cfg = yaml.safe_load(p.stdout)
+    s3 = cfg["dbs"][0]["replicas"][0]
+    # Top-level credentials were copied into the S3 replica, and redacted.
+    assert s3["access-key-id"] == "<redacted>"
+    assert s3["secret-access-key"] == "<redacted>"
+    assert s3["endpoint"] == "http://localhost:9000"
+    assert s3["retention"] == "72h0m0s"
+    assert "access-key-id" not in cfg["dbs"][0]["replicas"][1]  # file replicas take no keys
+
+    # A file credential shows its path (not a secret), never its content.
+    cfgfile = tmp_path / "c.yml"
+    cfgfile.write_text(
+        "dbs:\n  - path: /d/a.db\n    replicas:\n"
+        f"      - url: s3://b/p\n        secret-access-key-file: {keyfile}\n"
+        f"        access-key-id: {AKID}\n")
+    p = run(litevisor_bin, "-config", str(cfgfile))
+    assert p.returncode == 0, p.stderr
+    assert f'secret-access-key-file: "{keyfile}"' in p.stdout
+    assert SAK not in p.stdout and AKID not in p.stdout
+
+    # A bad credential is refused without being echoed.
+    cfgfile.write_text(
+        "dbs:\n  - path: /d/a.db\n    replicas:\n"
+        f"      - url: s3://b/p\n        secret-access-key: \"{SAK}${{\"\n")
+    p = run(litevisor_bin, "-config", str(cfgfile))
+    assert p.returncode == 100
+    assert "(value redacted)" in p.stderr
+    assert SAK not in p.stderr
+
+
+def test_env_expansion_and_no_expand_env(litevisor_bin, tmp_path):
+    cfgfile = tmp_path / "c.yml"
+    cfgfile.write_text("exec: \"app --port ${LITEVISOR_TEST_PORT:-80} $$HOME\"\n"
+                       "dbs:\n  - path: ${LITEVISOR_TEST_DIR}/a.db\n")
+    p = run(litevisor_bin, "-config", str(cfgfile), env={"LITEVISOR_TEST_DIR": "/srv"})
+    assert p.returncode == 0, p.stderr
+    cfg = yaml.safe_load(p.stdout)
+    assert cfg["exec"] == "app --port 80 $HOME"
+    assert cfg["dbs"][0]["path"] == "/srv/a.db"
+
+    p = run(litevisor_bin, "-config", str(cfgfile), "-no-expand-env",
+            env={"LITEVISOR_TEST_DIR": "/srv"})
+    assert p.returncode == 0, p.stderr
+    cfg = yaml.safe_load(p.stdout)
+    assert cfg["exec"] == "app --port ${LITEVISOR_TEST_PORT:-80} $$HOME"
+    assert cfg["dbs"][0]["path"].endswith("/${LITEVISOR_TEST_DIR}/a.db")
+
+
+def test_config_path_from_environment(litevisor_bin, tmp_path):
+    a, b = tmp_path / "a.yml", tmp_path / "b.yml"
+    a.write_text("addr: \":1111\"\n")
+    b.write_text("addr: \":2222\"\n")
+    p = run(litevisor_bin, env={"LITESTREAM_CONFIG": str(b)})
+    assert p.returncode == 0, p.stderr
+    assert 'addr: ":2222"' in p.stdout
+    p = run(litevisor_bin, env={"LITESTREAM_CONFIG": str(b), "LITEVISOR_CONFIG": str(a)})
+    assert 'addr: ":1111"' in p.stdout
+    p = run(litevisor_bin, "-config", str(b), env={"LITEVISOR_CONFIG": str(a)})
+    assert 'addr: ":2222"' in p.stdout
+
+
+def test_missing_file_and_usage_errors(litevisor_bin, tmp_path):
+    missing = tmp_path / "nope.yml"
+    p = run(litevisor_bin, "-config", str(missing))
+    assert p.returncode == 100
+    assert p.stderr == (f"litevisor config: {missing}: cannot read the config file: "
+                        "No such file or directory\n")
+    p = run(litevisor_bin, "-config", str(missing), "extra")
+    assert p.returncode == 100
+    assert "unexpected argument" in p.stderr
+    p = run(litevisor_bin, "-help")
+    assert p.returncode == 0
+    assert "-no-expand-env" in p.stdout
