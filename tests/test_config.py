@@ -166,3 +166,25 @@ def test_missing_file_and_usage_errors(litevisor_bin, tmp_path):
     p = run(litevisor_bin, "-help")
     assert p.returncode == 0
     assert "-no-expand-env" in p.stdout
+
+
+def test_docs_seed_topology_example_loads(litevisor_bin, tmp_path):
+    """The seed-topology example in docs/config.md is a working config."""
+    with open(os.path.join(TESTS, "..", "docs", "config.md")) as f:
+        doc = f.read()
+    example = doc[doc.index("## Example: the seed topology"):]
+    example = example[example.index("```yaml\n") + 8:]
+    example = example[:example.index("```")]
+    for name in ("s3_key", "s3_secret"):
+        (tmp_path / name).write_text("x\n")
+    cfgfile = tmp_path / "seed.yml"
+    cfgfile.write_text(example.replace("/secrets/", f"{tmp_path}/"))
+    for node, own in (("node-105", "minio-105"), ("node-106", "minio-106")):
+        p = run(litevisor_bin, "-config", str(cfgfile), env={"NODE_NAME": node})
+        assert p.returncode == 0, p.stderr
+        cfg = yaml.safe_load(p.stdout)
+        for db in cfg["dbs"]:
+            only = {r["name"] for r in db["replicas"] if r["restore-only"]}
+            assert only == {own}
+            s3 = [r for r in db["replicas"] if r["type"] == "s3"]
+            assert all(r["access-key-id-file"] == f"{tmp_path}/s3_key" for r in s3)
