@@ -9,5 +9,6 @@
 
 extern const struct command cmd_version;
 extern const struct command cmd_config;
+extern const struct command cmd_run;
 
 #endif

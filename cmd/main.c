@@ -14,6 +14,7 @@
 const struct command *const cli_commands[] = {
 	&cmd_version,
 	&cmd_config,
+	&cmd_run,
 	NULL,
 };
 

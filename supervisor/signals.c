@@ -26,6 +26,8 @@ static void handled_set(sigset_t *set)
 
 int sig_block(void)
 {
+	if (blocked)
+		return 0;
 	handled_set(&handled);
 	int rc = pthread_sigmask(SIG_BLOCK, &handled, &original_mask);
 	if (rc != 0) {

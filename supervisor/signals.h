@@ -21,7 +21,8 @@
 
 /*
  * Block the handled signals in the calling thread, ignore PIPE/TTIN/TTOU and
- * remember the original mask for the child. Returns 0, or -1 (logged).
+ * remember the original mask for the child. A second call does nothing.
+ * Returns 0, or -1 (logged).
  */
 int sig_block(void);
 

@@ -1,0 +1,247 @@
+/* health.c — liveness, readiness and the health+json document (see health.h). */
+#include "supervisor/health.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "common/banned.h"
+
+const char *health_status_name(enum health_status s)
+{
+	return s == HEALTH_PASS ? "pass" : s == HEALTH_WARN ? "warn" : "fail";
+}
+
+bool health_alive(const struct sup_snapshot *s, int64_t now_mono_ns, char *why, size_t whylen)
+{
+	if (s->phase == SUP_RESTORING || s->phase == SUP_FLUSHING || s->phase == SUP_STARTING)
+		return true;
+	int64_t age_ms = (now_mono_ns - s->heartbeat_mono_ns) / NS_PER_MS;
+	if (age_ms > HEALTH_STALE_MS) {
+		snprintf(why, whylen, "supervisor loop stalled for %lld ms", (long long)age_ms);
+		return false;
+	}
+	return true;
+}
+
+bool health_ready(const struct sup_snapshot *s, char *why, size_t whylen)
+{
+	if (s->phase != SUP_RUNNING) {
+		snprintf(why, whylen, "%s", s->reason[0] ? s->reason : sup_phase_name(s->phase));
+		return false;
+	}
+	if (!s->restore_done) {
+		snprintf(why, whylen, "restore not done");
+		return false;
+	}
+	if (s->service_pid <= 0) {
+		snprintf(why, whylen, "service not running");
+		return false;
+	}
+	if (s->probe == SUP_PROBE_UNKNOWN || s->probe == SUP_PROBE_FAIL) {
+		snprintf(why, whylen, "service probe: %s",
+			 s->probe_error[0] ? s->probe_error : "not passing");
+		return false;
+	}
+	return true;
+}
+
+enum health_status health_replica(const struct replica_status *r, int64_t fail_after_ms,
+				  int64_t now_wall_ns, char *why, size_t whylen)
+{
+	if (why && whylen)
+		why[0] = '\0';
+	if (r->restore_only)
+		return HEALTH_PASS;
+	if (r->failing_since_ns > 0) {
+		int64_t for_ms = (now_wall_ns - r->failing_since_ns) / NS_PER_MS;
+		snprintf(why, whylen, "failing for %lld s: %s", (long long)(for_ms / 1000),
+			 r->last_error[0] ? r->last_error : "sync errors");
+		if (fail_after_ms > 0 && for_ms >= fail_after_ms)
+			return HEALTH_FAIL;
+		return HEALTH_WARN;
+	}
+	if (r->max_lag_ms > 0 && r->lag_seconds * 1000.0 > (double)r->max_lag_ms) {
+		snprintf(why, whylen, "lag %.1f s beyond %.1f s", r->lag_seconds,
+			 (double)r->max_lag_ms / 1000.0);
+		if (fail_after_ms > 0 &&
+		    r->lag_seconds * 1000.0 > (double)(r->max_lag_ms + fail_after_ms))
+			return HEALTH_FAIL;
+		return HEALTH_WARN;
+	}
+	return HEALTH_PASS;
+}
+
+static enum health_status worst(enum health_status a, enum health_status b)
+{
+	return a > b ? a : b;
+}
+
+static void set_time(json_t *o, const char *key, int64_t wall_ns)
+{
+	char buf[40];
+	if (wall_ns > 0)
+		json_object_set_new(o, key, json_string(clock_rfc3339(wall_ns, buf, sizeof(buf))));
+}
+
+static json_t *pos_json(const struct wal_pos *p)
+{
+	return json_pack("{s:s, s:I, s:I}", "generation", p->generation, "index",
+			 (json_int_t)p->index, "offset", (json_int_t)p->offset);
+}
+
+/* Append one check object to checks[key]. */
+static void add_check(json_t *checks, const char *key, json_t *entry)
+{
+	json_t *arr = json_object_get(checks, key);
+	if (!arr) {
+		arr = json_array();
+		json_object_set_new(checks, key, arr);
+	}
+	json_array_append_new(arr, entry);
+}
+
+static json_t *service_check(const struct sup_snapshot *s, int64_t now_wall_ns, bool ready,
+			     const char *why)
+{
+	json_t *c = json_object();
+	json_object_set_new(c, "componentType", json_string("system"));
+	json_object_set_new(c, "status", json_string(ready ? "pass" : "fail"));
+	json_object_set_new(c, "phase", json_string(sup_phase_name(s->phase)));
+	if (s->service_pid > 0)
+		json_object_set_new(c, "pid", json_integer(s->service_pid));
+	json_object_set_new(c, "restarts", json_integer((json_int_t)s->restarts));
+	if (s->last_exit_code >= 0)
+		json_object_set_new(c, "lastExitCode", json_integer(s->last_exit_code));
+	set_time(c, "startedAt", s->service_started_wall_ns);
+	set_time(c, "time", now_wall_ns);
+	if (!ready)
+		json_object_set_new(c, "output", json_string(why));
+	return c;
+}
+
+static json_t *probe_check(const struct sup_snapshot *s, int64_t now_wall_ns)
+{
+	bool ok = s->probe == SUP_PROBE_OK;
+	json_t *c = json_object();
+	json_object_set_new(c, "componentType", json_string("component"));
+	json_object_set_new(c, "status", json_string(ok ? "pass" : "fail"));
+	json_object_set_new(c, "observedValue", json_real((double)s->probe_latency_ms / 1000.0));
+	json_object_set_new(c, "observedUnit", json_string("s"));
+	set_time(c, "time", now_wall_ns);
+	if (!ok)
+		json_object_set_new(c, "output", json_string(s->probe_error));
+	return c;
+}
+
+static json_t *db_check(const struct db_status *d, enum health_status *st)
+{
+	json_t *c = json_object();
+	*st = d->replicating ? HEALTH_PASS : HEALTH_WARN;
+	json_object_set_new(c, "componentId", json_string(d->name));
+	json_object_set_new(c, "componentType", json_string("datastore"));
+	json_object_set_new(c, "status", json_string(health_status_name(*st)));
+	json_object_set_new(c, "path", json_string(d->path));
+	json_object_set_new(c, "state", json_string(d->state));
+	json_object_set_new(c, "position", pos_json(&d->pos));
+	json_object_set_new(c, "dbSizeBytes", json_integer(d->db_size));
+	json_object_set_new(c, "walSizeBytes", json_integer(d->wal_size));
+	if (d->restore_result[0]) {
+		json_object_set_new(c, "restoreResult", json_string(d->restore_result));
+		json_object_set_new(c, "restoreSource", json_string(d->restore_source));
+		json_object_set_new(c, "restoreDurationSeconds",
+				    json_real((double)d->restore_duration_ms / 1000.0));
+		json_object_set_new(c, "restorePosition", pos_json(&d->restore_pos));
+	}
+	if (!d->replicating)
+		json_object_set_new(c, "output", json_string(d->state));
+	return c;
+}
+
+static json_t *replica_check(const struct db_status *d, const struct replica_status *r,
+			     int64_t fail_after_ms, int64_t now_wall_ns, enum health_status *st,
+			     char *why, size_t whylen)
+{
+	char id[160];
+	*st = health_replica(r, fail_after_ms, now_wall_ns, why, whylen);
+	snprintf(id, sizeof(id), "%s/%s", d->name, r->name);
+	json_t *c = json_object();
+	json_object_set_new(c, "componentId", json_string(id));
+	json_object_set_new(c, "componentType", json_string("datastore"));
+	json_object_set_new(c, "status", json_string(health_status_name(*st)));
+	json_object_set_new(c, "observedValue", json_real(r->lag_seconds));
+	json_object_set_new(c, "observedUnit", json_string("s"));
+	json_object_set_new(c, "type", json_string(r->type));
+	json_object_set_new(c, "replica", json_string(r->description));
+	if (r->restore_only)
+		json_object_set_new(c, "restoreOnly", json_true());
+	json_object_set_new(c, "position", pos_json(&r->pos));
+	set_time(c, "time", now_wall_ns);
+	set_time(c, "lastSync", r->last_sync_ns);
+	set_time(c, "lastSnapshot", r->last_snapshot_ns);
+	set_time(c, "failingSince", r->failing_since_ns);
+	if (r->last_error[0]) {
+		json_object_set_new(c, "lastError", json_string(r->last_error));
+		set_time(c, "lastErrorTime", r->last_error_ns);
+	}
+	if (why[0])
+		json_object_set_new(c, "output", json_string(why));
+	return c;
+}
+
+char *health_render(const struct health_view *v, int *http_status)
+{
+	char why[256] = "";
+	bool ready = health_ready(v->sup, why, sizeof(why));
+	int64_t fail_after = v->cfg ? v->cfg->health.fail_after_ms : 0;
+	enum health_status overall = ready ? HEALTH_PASS : HEALTH_FAIL;
+	char *out = NULL;
+	const char *first_problem = ready ? NULL : why;
+	char problem[512] = "";
+
+	json_t *doc = json_object();
+	json_t *checks = json_object();
+	if (!doc || !checks)
+		goto out;
+	add_check(checks, "service:process", service_check(v->sup, v->now_wall_ns, ready, why));
+	if (v->sup->probe != SUP_PROBE_NONE)
+		add_check(checks, "service:probe", probe_check(v->sup, v->now_wall_ns));
+
+	for (size_t i = 0; v->eng && i < v->eng->ndbs; i++) {
+		const struct db_status *d = &v->eng->dbs[i];
+		enum health_status st;
+		add_check(checks, "database:replication", db_check(d, &st));
+		if (st > HEALTH_PASS && !first_problem) {
+			snprintf(problem, sizeof(problem), "%s: %s", d->name, d->state);
+			first_problem = problem;
+		}
+		overall = worst(overall, st);
+		for (size_t j = 0; j < d->nreplicas; j++) {
+			char rwhy[256];
+			add_check(checks, "replica:lag",
+				  replica_check(d, &d->replicas[j], fail_after, v->now_wall_ns, &st,
+						rwhy, sizeof(rwhy)));
+			if (st > HEALTH_PASS && (!first_problem || st > overall)) {
+				snprintf(problem, sizeof(problem), "%s/%s: %s", d->name,
+					 d->replicas[j].name, rwhy);
+				first_problem = problem;
+			}
+			overall = worst(overall, st);
+		}
+	}
+	json_object_set_new(doc, "status", json_string(health_status_name(overall)));
+	json_object_set_new(doc, "version", json_string(LITEVISOR_VERSION));
+	json_object_set_new(doc, "serviceId", json_string("litevisor"));
+	json_object_set_new(doc, "description", json_string("litevisor: supervisor and SQLite replication"));
+	if (overall != HEALTH_PASS && first_problem)
+		json_object_set_new(doc, "output", json_string(first_problem));
+	json_object_set_new(doc, "checks", checks);
+	checks = NULL;
+	out = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+out:
+	json_decref(checks);
+	json_decref(doc);
+	*http_status = overall == HEALTH_FAIL ? 503 : 200;
+	return out;
+}

@@ -1,0 +1,287 @@
+/* http.c — libmicrohttpd server for /livez /readyz /healthz /metrics (see http.h). */
+#include "supervisor/http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "nomad/env.h"
+#include "supervisor/health.h"
+#include "supervisor/metrics.h"
+#include "supervisor/reaper.h"
+#include "supervisor/text.h"
+#include "common/banned.h"
+
+/* Bounds /metrics with many databases and replicas (~1 KiB per replica and family set). */
+#define METRICS_MAX (8 * 1024 * 1024)
+
+struct http_server {
+	struct MHD_Daemon *daemon;
+	struct sup_state *state;
+	const struct config *cfg;
+	pthread_mutex_t lock;   /* guards status_fn/status_ctx */
+	http_status_fn status_fn;
+	void *status_ctx;
+	int port;
+};
+
+static int parse_hostport(const char *addr, char *host, size_t hostlen, char *port,
+			  size_t portlen)
+{
+	const char *colon = strrchr(addr, ':');
+	if (!colon || !colon[1])
+		return -1;
+	size_t hl = (size_t)(colon - addr);
+	const char *h = addr;
+	if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
+		h++;
+		hl -= 2;
+	}
+	if (hl >= hostlen || strlen(colon + 1) >= portlen)
+		return -1;
+	memcpy(host, h, hl);
+	host[hl] = '\0';
+	snprintf(port, portlen, "%s", colon + 1);
+	return 0;
+}
+
+int http_resolve_addr(const struct config *cfg, struct sockaddr_storage *sa, socklen_t *salen,
+		      char *desc, size_t desclen, char *err, size_t errlen)
+{
+	char host[256] = "", port[16] = "";
+	const char *label = cfg->health.port_label;
+	int nport = label ? nomad_port(label) : 0;
+	if (nport < 0) {
+		snprintf(err, errlen, "NOMAD_PORT_%s is not a port number", label);
+		return -1;
+	}
+	if (nport > 0) {
+		const char *ip = nomad_ip(label);
+		snprintf(host, sizeof(host), "%s", ip ? ip : "");
+		snprintf(port, sizeof(port), "%d", nport);
+	} else if (cfg->addr && *cfg->addr) {
+		if (parse_hostport(cfg->addr, host, sizeof(host), port, sizeof(port)) < 0) {
+			snprintf(err, errlen, "addr: invalid address \"%s\" (expected HOST:PORT or :PORT)",
+				 cfg->addr);
+			return -1;
+		}
+	} else {
+		return 0;
+	}
+	memset(sa, 0, sizeof(*sa));
+	if (!*host) {
+		/* ":9090" means every interface, as Litestream users expect. */
+		struct sockaddr_in *in = (struct sockaddr_in *)sa;
+		char *end;
+		long p = strtol(port, &end, 10);
+		if (*end || p < 0 || p > 65535) {
+			snprintf(err, errlen, "invalid port \"%s\"", port);
+			return -1;
+		}
+		in->sin_family = AF_INET;
+		in->sin_port = htons((uint16_t)p);
+		in->sin_addr.s_addr = htonl(INADDR_ANY);
+		*salen = sizeof(*in);
+		snprintf(desc, desclen, "0.0.0.0:%s", port);
+		return 1;
+	}
+	struct addrinfo hints, *res = NULL;
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	int rc = getaddrinfo(host, port, &hints, &res);
+	if (rc != 0 || !res) {
+		snprintf(err, errlen, "cannot resolve listen address \"%s\": %s", host,
+			 rc ? gai_strerror(rc) : "no address");
+		return -1;
+	}
+	memcpy(sa, res->ai_addr, res->ai_addrlen);
+	*salen = res->ai_addrlen;
+	freeaddrinfo(res);
+	snprintf(desc, desclen, "%s%s%s:%s", strchr(host, ':') ? "[" : "", host,
+		 strchr(host, ':') ? "]" : "", port);
+	return 1;
+}
+
+static int get_status(struct http_server *srv, struct engine_status *st)
+{
+	int rc = 1; /* nothing to show */
+	memset(st, 0, sizeof(*st));
+	pthread_mutex_lock(&srv->lock);
+	if (srv->status_fn)
+		rc = srv->status_fn(srv->status_ctx, st);
+	pthread_mutex_unlock(&srv->lock);
+	return rc;
+}
+
+static enum MHD_Result respond(struct MHD_Connection *c, unsigned code, const char *type,
+			       char *body, size_t len)
+{
+	struct MHD_Response *r =
+		MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+	if (!r) {
+		free(body);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+	/* Keep-alive clients could hold every slot of the connection limit. */
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+	enum MHD_Result ret = MHD_queue_response(c, code, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+/* A one-line plain answer: prefix + msg + "\n". */
+static enum MHD_Result respond_text(struct MHD_Connection *c, unsigned code, const char *prefix,
+				    const char *msg)
+{
+	char *body = NULL;
+	int n = asprintf(&body, "%s%s\n", prefix, msg);
+	if (n < 0)
+		return MHD_NO;
+	return respond(c, code, "text/plain; charset=utf-8", body, (size_t)n);
+}
+
+static enum MHD_Result serve_health(struct http_server *srv, struct MHD_Connection *c,
+				    const struct sup_snapshot *snap)
+{
+	struct engine_status st;
+	int have = get_status(srv, &st) == 0;
+	struct health_view v = { snap, have ? &st : NULL, srv->cfg, clock_wall_ns() };
+	int code = 503;
+	char *body = health_render(&v, &code);
+	if (have)
+		engine_status_release(&st);
+	if (!body)
+		return respond_text(c, 500, "", "out of memory");
+	return respond(c, (unsigned)code, "application/health+json", body, strlen(body));
+}
+
+static enum MHD_Result serve_metrics(struct http_server *srv, struct MHD_Connection *c,
+				     const struct sup_snapshot *snap)
+{
+	struct engine_status st;
+	struct metrics_proc proc;
+	struct text t = TEXT_INIT(METRICS_MAX);
+	char why[8];
+	int have = get_status(srv, &st) == 0;
+	metrics_proc_read(&proc);
+	struct metrics_view v = { snap, have ? &st : NULL, &proc, reaper_orphans_total(),
+				  health_ready(snap, why, sizeof(why)) };
+	int rc = metrics_render(&v, &t);
+	if (have)
+		engine_status_release(&st);
+	size_t len = 0;
+	char *body = rc == 0 ? text_detach(&t, &len) : NULL;
+	text_release(&t);
+	if (!body)
+		return respond_text(c, 500, "", "metrics too large or out of memory");
+	return respond(c, 200, METRICS_CONTENT_TYPE, body, len);
+}
+
+static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *url,
+			       const char *method, const char *version, const char *upload_data,
+			       size_t *upload_data_size, void **con_cls)
+{
+	struct http_server *srv = cls;
+	if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+		return respond_text(c, 405, "", "method not allowed");
+	struct sup_snapshot snap;
+	char why[300];
+	sup_state_get(srv->state, &snap);
+	if (!strcmp(url, "/livez")) {
+		if (health_alive(&snap, clock_mono_ns(), why, sizeof(why)))
+			return respond_text(c, 200, "", "ok");
+		return respond_text(c, 503, "not alive: ", why);
+	}
+	if (!strcmp(url, "/readyz")) {
+		if (health_ready(&snap, why, sizeof(why)))
+			return respond_text(c, 200, "", "ok");
+		return respond_text(c, 503, "not ready: ", why);
+	}
+	if (!strcmp(url, "/healthz") || !strcmp(url, "/status"))
+		return serve_health(srv, c, &snap);
+	if (!strcmp(url, "/metrics"))
+		return serve_metrics(srv, c, &snap);
+	return respond_text(c, 404, "",
+			    "not found (try /livez, /readyz, /healthz, /metrics)");
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char msg[512];
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	size_t n = strlen(msg);
+	while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+		msg[--n] = '\0';
+	log_warn("http", "libmicrohttpd", "detail=\"%s\"", msg);
+}
+
+struct http_server *http_start(const struct sockaddr_storage *sa, struct sup_state *state,
+			       const struct config *cfg)
+{
+	struct http_server *srv = calloc(1, sizeof(*srv));
+	if (!srv) {
+		log_error("http", "out of memory", NULL);
+		return NULL;
+	}
+	srv->state = state;
+	srv->cfg = cfg;
+	pthread_mutex_init(&srv->lock, NULL);
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG;
+	if (sa->ss_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	uint16_t port = sa->ss_family == AF_INET6 ? ntohs(((const struct sockaddr_in6 *)sa)->sin6_port)
+						  : ntohs(((const struct sockaddr_in *)sa)->sin_port);
+	srv->daemon = MHD_start_daemon(flags, port, NULL, NULL, handler, srv,
+				       MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+				       MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)sa,
+				       MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_CONNECTION_LIMIT,
+				       MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_CONNECTION_TIMEOUT_S,
+				       MHD_OPTION_LISTENING_ADDRESS_REUSE, 1,
+				       MHD_OPTION_END);
+	if (!srv->daemon) {
+		int e = errno;
+		pthread_mutex_destroy(&srv->lock);
+		free(srv);
+		errno = e;
+		return NULL;
+	}
+	const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
+	srv->port = info ? info->port : port;
+	return srv;
+}
+
+int http_port(const struct http_server *srv)
+{
+	return srv ? srv->port : 0;
+}
+
+void http_set_status_source(struct http_server *srv, http_status_fn fn, void *ctx)
+{
+	if (!srv)
+		return;
+	pthread_mutex_lock(&srv->lock);
+	srv->status_fn = fn;
+	srv->status_ctx = ctx;
+	pthread_mutex_unlock(&srv->lock);
+}
+
+void http_stop(struct http_server *srv)
+{
+	if (!srv)
+		return;
+	MHD_stop_daemon(srv->daemon);
+	pthread_mutex_destroy(&srv->lock);
+	free(srv);
+}

@@ -1,0 +1,394 @@
+/* lifecycle.c — the supervisor's state × event loop (see lifecycle.h). */
+#include "supervisor/lifecycle.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <jansson.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "supervisor/child.h"
+#include "supervisor/http.h"
+#include "supervisor/probe.h"
+#include "supervisor/push.h"
+#include "supervisor/reaper.h"
+#include "supervisor/signals.h"
+#include "supervisor/state.h"
+#include "supervisor/svcenv.h"
+#include "common/banned.h"
+
+/* After SIGKILL, how long to wait for the kernel to deliver the last exits. */
+#define KILL_WAIT_MS 2000
+/* The loop turns at least this often (heartbeat for /livez). */
+#define TICK_MS 1000
+
+struct sup {
+	const struct config *cfg;
+	char *const *argv;
+	const struct sup_hooks *hooks;
+	char **envp;
+	struct child_creds creds;
+	struct sup_state state;
+	bool state_ok;
+	struct http_server *http;
+	struct probe *probe;
+	struct push *push;
+	int sfd;
+
+	pid_t pid;               /* the service, 0 when none runs */
+	bool exec_failed;        /* the last start failed at exec: never restart */
+	int code;                /* the exit code litevisor will return */
+	bool stopping;           /* in the stop sequence */
+	int64_t grace_deadline;  /* mono ms: SIGKILL everything left then */
+	int64_t give_up_at;      /* mono ms after SIGKILL: stop waiting */
+	bool killed;
+	int64_t restart_at;      /* mono ms when in backoff, else 0 */
+	int64_t backoff_ms;
+	int restarts;            /* restarts so far (the policy's limit counts these) */
+};
+
+static void set_phase(struct sup *s, enum sup_phase p, const char *reason)
+{
+	sup_state_set_phase(&s->state, p, reason);
+}
+
+/* Fork/exec the service; 0, or -1 when fork failed (code set). */
+static int spawn(struct sup *s)
+{
+	struct child_spec spec = {
+		.argv = s->argv,
+		.envp = s->envp,
+		.creds = &s->creds,
+		.new_process_group = s->cfg->supervisor.new_process_group,
+		.mask = sig_original_mask(),
+	};
+	struct child_failure fail;
+	pid_t pid = child_spawn(&spec, &fail);
+	if (pid < 0) {
+		s->code = SUP_EXIT_TEMPFAIL;
+		return -1;
+	}
+	s->pid = pid;
+	s->exec_failed = fail.failed;
+	sup_state_set_service(&s->state, pid, clock_wall_ns());
+	if (fail.failed) {
+		log_error("supervisor", "service failed to start", "error=\"%s\" code=%d",
+			  fail.message, fail.exit_code);
+		set_phase(s, SUP_STOPPING, "service failed to start");
+	} else {
+		log_info("supervisor", "service started", "pid=%d command=\"%s\"", (int)pid,
+			 s->argv[0]);
+		set_phase(s, SUP_RUNNING, "");
+	}
+	return 0;
+}
+
+/* Send sig to the service (or its group when configured and it has its own). */
+static void forward(struct sup *s, int sig)
+{
+	if (s->pid <= 0)
+		return;
+	bool group = s->cfg->supervisor.signal_group && s->cfg->supervisor.new_process_group;
+	pid_t target = group ? -s->pid : s->pid;
+	if (kill(target, sig) < 0 && errno != ESRCH)
+		log_warn("supervisor", "cannot forward signal", "signal=%s pid=%d error=\"%s\"",
+			 sig_name(sig), (int)s->pid, strerror(errno));
+	else
+		log_debug("supervisor", "forwarded signal", "signal=%s pid=%d", sig_name(sig),
+			  (int)target);
+}
+
+static pid_t service_group(const struct sup *s, pid_t pid)
+{
+	return s->cfg->supervisor.new_process_group ? pid : 0;
+}
+
+/* Enter the stop sequence (once): the grace period starts now. */
+static void begin_stop(struct sup *s, const char *why)
+{
+	if (s->stopping)
+		return;
+	s->stopping = true;
+	s->restart_at = 0;
+	s->grace_deadline = clock_mono_ms() + s->cfg->supervisor.stop_grace_ms;
+	log_info("supervisor", "stopping", "reason=\"%s\" grace_ms=%lld", why,
+		 (long long)s->cfg->supervisor.stop_grace_ms);
+	set_phase(s, SUP_STOPPING, why);
+}
+
+static void on_signal(struct sup *s, int sig)
+{
+	if (sig == SIGCHLD || !sig_is_forwarded(sig))
+		return;
+	if (s->pid > 0) {
+		log_info("supervisor", "forwarding signal", "signal=%s pid=%d", sig_name(sig),
+			 (int)s->pid);
+		forward(s, sig);
+	} else if (!sig_is_stop(sig)) {
+		log_info("supervisor", "signal dropped: no service running", "signal=%s", sig_name(sig));
+	}
+	if (sig_is_stop(sig)) {
+		char why[64];
+		snprintf(why, sizeof(why), "received SIG%s", sig_name(sig));
+		if (!s->stopping && s->pid <= 0)
+			s->code = 128 + sig; /* stopped during a backoff: no service code to return */
+		begin_stop(s, why);
+	}
+}
+
+static bool may_restart(const struct sup *s, int code)
+{
+	const struct cfg_supervisor *c = &s->cfg->supervisor;
+	return !s->stopping && c->restart == RESTART_ON_FAILURE && code != 0 && !s->exec_failed &&
+	       s->restarts < c->restart_limit;
+}
+
+static void on_service_exit(struct sup *s, int status)
+{
+	int code = reaper_exit_code(status);
+	pid_t old = s->pid;
+	s->pid = 0;
+	s->code = code;
+	sup_state_service_exited(&s->state, code);
+	if (WIFSIGNALED(status))
+		log_info("supervisor", "service exited", "pid=%d signal=%s code=%d", (int)old,
+			 sig_name(WTERMSIG(status)), code);
+	else
+		log_info("supervisor", "service exited", "pid=%d code=%d", (int)old, code);
+
+	if (may_restart(s, code)) {
+		const struct cfg_supervisor *c = &s->cfg->supervisor;
+		if (s->backoff_ms == 0)
+			s->backoff_ms = c->restart_delay_ms;
+		s->restart_at = clock_mono_ms() + s->backoff_ms;
+		log_warn("supervisor", "service failed; restarting after backoff",
+			 "code=%d delay_ms=%lld restart=%d limit=%d", code, (long long)s->backoff_ms,
+			 s->restarts + 1, c->restart_limit);
+		char why[128];
+		snprintf(why, sizeof(why), "backoff: service exited with code %d, restarting in %lld ms",
+			 code, (long long)s->backoff_ms);
+		s->backoff_ms = s->backoff_ms * 2 > c->restart_delay_max_ms ? c->restart_delay_max_ms
+									   : s->backoff_ms * 2;
+		set_phase(s, SUP_BACKOFF, why);
+		return;
+	}
+	begin_stop(s, "service exited");
+	/* Whatever the service left behind gets TERM now and KILL at the deadline. */
+	unsigned n = reaper_signal_children(SIGTERM, service_group(s, old));
+	if (n)
+		log_info("supervisor", "terminating leftover processes", "count=%u", n);
+}
+
+/* Deadline handling; returns true when the loop should end. */
+static bool on_tick(struct sup *s, int64_t now)
+{
+	if (s->restart_at && now >= s->restart_at && !s->stopping) {
+		s->restart_at = 0;
+		s->restarts++;
+		sup_state_add_restart(&s->state);
+		if (spawn(s) < 0)
+			begin_stop(s, "cannot restart the service");
+		return false;
+	}
+	if (s->stopping && !s->killed && now >= s->grace_deadline) {
+		log_warn("supervisor", "grace period over; killing remaining processes",
+			 "service_pid=%d", (int)s->pid);
+		if (s->pid > 0) {
+			kill(s->pid, SIGKILL);
+			if (s->cfg->supervisor.new_process_group)
+				kill(-s->pid, SIGKILL);
+		}
+		reaper_signal_children(SIGKILL, 0);
+		s->killed = true;
+		s->give_up_at = now + KILL_WAIT_MS;
+	}
+	if (s->killed && now >= s->give_up_at) {
+		log_error("supervisor", "processes still not gone after SIGKILL; not waiting longer",
+			  NULL);
+		return true;
+	}
+	return false;
+}
+
+static int64_t next_timeout(const struct sup *s, int64_t now)
+{
+	int64_t t = TICK_MS;
+	int64_t d = 0;
+	if (s->restart_at)
+		d = s->restart_at;
+	else if (s->stopping && !s->killed)
+		d = s->grace_deadline;
+	else if (s->killed)
+		d = s->give_up_at;
+	if (d) {
+		int64_t left = d - now;
+		if (left < t)
+			t = left < 0 ? 0 : left;
+	}
+	return t;
+}
+
+/* The run loop: from the first spawn until every child is gone. */
+static void loop(struct sup *s)
+{
+	for (;;) {
+		int64_t now = clock_mono_ms();
+		struct pollfd pfd = { .fd = s->sfd, .events = POLLIN };
+		int rc = poll(&pfd, 1, (int)next_timeout(s, now));
+		if (rc < 0 && errno != EINTR) {
+			log_error("supervisor", "poll failed", "error=\"%s\"", strerror(errno));
+			clock_sleep_ms(100);
+		}
+		sup_state_heartbeat(&s->state);
+		int sig;
+		while ((sig = sig_read(s->sfd)) > 0)
+			on_signal(s, sig);
+		struct reap_result r;
+		reaper_reap(s->pid, &r);
+		if (r.service_exited)
+			on_service_exit(s, r.service_status);
+		if (s->stopping && s->pid <= 0 && r.no_children)
+			return;
+		if (on_tick(s, clock_mono_ms()))
+			return;
+	}
+}
+
+/* Steps before the service exists. Returns 0, or the exit code to leave with. */
+static int prepare(struct sup *s)
+{
+	char err[512];
+	struct sockaddr_storage sa;
+	socklen_t salen;
+	char where[300];
+
+	if (child_creds_resolve(&s->cfg->supervisor, &s->creds, err, sizeof(err)) < 0) {
+		log_error("supervisor", "invalid service identity", "error=\"%s\"", err);
+		return SUP_EXIT_CONFIG;
+	}
+	s->envp = svcenv_build(s->cfg, &s->creds);
+	if (!s->envp) {
+		log_error("supervisor", "out of memory", NULL);
+		return SUP_EXIT_TEMPFAIL;
+	}
+	if (s->cfg->supervisor.signal_group && !s->cfg->supervisor.new_process_group)
+		log_warn("supervisor",
+			 "signal-group needs new-process-group; forwarding to the service only", NULL);
+	reaper_setup();
+	s->sfd = sig_open_fd();
+	if (s->sfd < 0)
+		return SUP_EXIT_TEMPFAIL;
+
+	int have = http_resolve_addr(s->cfg, &sa, &salen, where, sizeof(where), err, sizeof(err));
+	if (have < 0) {
+		log_error("http", "invalid listen address", "error=\"%s\"", err);
+		return SUP_EXIT_CONFIG;
+	}
+	if (have > 0) {
+		s->http = http_start(&sa, &s->state, s->cfg);
+		if (!s->http) {
+			log_error("http", "cannot listen", "addr=%s error=\"%s\"", where,
+				  strerror(errno ? errno : EADDRINUSE));
+			return SUP_EXIT_TEMPFAIL;
+		}
+		log_info("http", "listening", "addr=%s port=%d", where, http_port(s->http));
+	}
+	if (s->hooks && s->hooks->before_restore && s->hooks->before_restore(s->hooks->ctx) < 0)
+		return SUP_EXIT_TEMPFAIL;
+	return 0;
+}
+
+/* A stop signal that arrived before the service existed. Returns it, or 0. */
+static int pending_stop(struct sup *s)
+{
+	int sig, stop = 0;
+	while ((sig = sig_read(s->sfd)) > 0) {
+		if (sig_is_stop(sig))
+			stop = sig;
+		else if (sig != SIGCHLD)
+			log_info("supervisor", "signal dropped: no service running yet", "signal=%s",
+				 sig_name(sig));
+	}
+	return stop;
+}
+
+int sup_run(const struct config *cfg, char *const *argv, const struct sup_hooks *hooks)
+{
+	struct sup s;
+	memset(&s, 0, sizeof(s));
+	s.cfg = cfg;
+	s.argv = argv;
+	s.hooks = hooks;
+	s.sfd = -1;
+	int code;
+
+	if (sup_state_init(&s.state) < 0) {
+		log_error("supervisor", "cannot initialise state", NULL);
+		return SUP_EXIT_TEMPFAIL;
+	}
+	s.state_ok = true;
+	code = prepare(&s);
+	if (code)
+		goto out;
+
+	set_phase(&s, SUP_RESTORING, "restoring databases");
+	int64_t t0 = clock_mono_ms();
+	sup_state_set_restore(&s.state, true, clock_mono_ms() - t0);
+
+	int stop = pending_stop(&s);
+	if (stop) {
+		log_info("supervisor", "stopped before the service started", "signal=%s",
+			 sig_name(stop));
+		code = 128 + stop;
+		goto out;
+	}
+	if (cfg->health.probe_url)
+		s.probe = probe_start(&cfg->health, &s.state);
+	if (cfg->health.push_url)
+		s.push = push_start(&cfg->health, &s.state);
+	if (spawn(&s) < 0) {
+		code = s.code;
+		goto out;
+	}
+	loop(&s);
+	code = s.code;
+	set_phase(&s, SUP_FLUSHING, "final flush");
+	if (hooks && hooks->at_stop)
+		hooks->at_stop(hooks->ctx);
+out:
+	if (s.state_ok)
+		set_phase(&s, SUP_EXITING, "exiting");
+	push_stop(s.push);
+	probe_stop(s.probe);
+	http_stop(s.http);
+	if (s.sfd >= 0)
+		close(s.sfd);
+	svcenv_free(s.envp);
+	child_creds_release(&s.creds);
+	if (s.state_ok)
+		sup_state_release(&s.state);
+	log_info("supervisor", "exiting", "code=%d", code);
+	return code;
+}
+
+int run_supervised(const struct config *cfg, char *const *argv)
+{
+	if (sig_block() < 0)
+		return SUP_EXIT_TEMPFAIL;
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		log_error("supervisor", "curl_global_init failed", NULL);
+		return SUP_EXIT_TEMPFAIL;
+	}
+	/* jansson hashes with a random seed; seed it before any thread can race on it. */
+	json_object_seed(0);
+	int code = sup_run(cfg, argv, NULL);
+	curl_global_cleanup();
+	return code;
+}

@@ -1,0 +1,60 @@
+/*
+ * lifecycle.h — `litevisor run`: the whole life of a supervised service.
+ *
+ *   load config (caller) → [before_restore hook] → restore every database →
+ *   start replication → spawn the service → run: forward signals, reap
+ *   everything → stop: grace, then SIGKILL the service (and its group) →
+ *   wait for ALL children → final flush (own deadline) → [at_stop hook] →
+ *   exit with the service's code (128+signal when it was killed).
+ *
+ * One thread, the caller's, runs the loop: it waits on a signalfd (SIGCHLD
+ * included) with a timeout taken from the next deadline (grace, backoff,
+ * heartbeat), so it never waits on the data path. The HTTP server, the probe,
+ * the push heartbeat and the replication engine have threads of their own.
+ *
+ * The state × event table of the loop:
+ *
+ *   state \ event   | TERM/INT           | other fwd sig | service exit              | deadline
+ *   RUNNING         | forward, →STOPPING | forward       | on-failure? →BACKOFF      | —
+ *                   |                    |               | else TERM leftovers,      |
+ *                   |                    |               | →STOPPING                 |
+ *   BACKOFF         | →STOPPING          | dropped       | (orphans only)            | respawn →RUNNING
+ *   STOPPING        | forward            | forward       | TERM leftovers            | SIGKILL all, wait
+ *   (no children left in STOPPING) → FLUSHING → EXITING
+ *
+ * Hooks let a later step (Consul registration, single-writer lock) run before
+ * the restore and after the final flush without touching the loop.
+ */
+#ifndef LITEVISOR_SUP_LIFECYCLE_H
+#define LITEVISOR_SUP_LIFECYCLE_H
+
+#include "common/config.h"
+
+/* litevisor's own exit codes before the service runs (same values as cmd/cli.h). */
+#define SUP_EXIT_CONFIG   100 /* bad configuration (unknown user, bad addr) */
+#define SUP_EXIT_TEMPFAIL 111 /* temporary failure: replica unreachable, cannot listen, fork failed */
+
+struct sup_hooks {
+	/* Before any restore (e.g. register, take the writer lock). 0, or -1 → exit 111. */
+	int (*before_restore)(void *ctx);
+	/* After the final flush (e.g. release the lock, deregister). */
+	void (*at_stop)(void *ctx);
+	void *ctx;
+};
+
+/*
+ * Run the lifecycle for cfg (borrowed) and the service command argv
+ * (NULL-terminated, argv[0] searched in $PATH). hooks may be NULL.
+ * Requires sig_block() and curl_global_init() to have run before any thread
+ * was created. Returns the exit code for the process.
+ */
+int sup_run(const struct config *cfg, char *const *argv, const struct sup_hooks *hooks);
+
+/*
+ * Everything `run` does after loading its config: block signals (if not done
+ * yet), initialise libcurl, then sup_run. For `replicate -exec CMD` as well.
+ * Must be called before the caller creates any thread. Returns the exit code.
+ */
+int run_supervised(const struct config *cfg, char *const *argv);
+
+#endif

@@ -1,0 +1,277 @@
+/* metrics.c — Prometheus text exposition (see metrics.h). */
+#include "supervisor/metrics.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "replication/storage.h"
+#include "common/banned.h"
+
+int metrics_proc_read(struct metrics_proc *p)
+{
+	char buf[1024];
+	memset(p, 0, sizeof(*p));
+	p->open_fds = -1;
+	int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	/* Fields after "(comm)": 3 state … 14 utime 15 stime … 20 num_threads … 23 vsize 24 rss. */
+	char *s = strrchr(buf, ')');
+	if (!s)
+		return -1;
+	s += 2;
+	unsigned long long f[25] = { 0 };
+	int field = 3;
+	char *save = NULL;
+	for (char *tok = strtok_r(s, " ", &save); tok && field <= 24;
+	     tok = strtok_r(NULL, " ", &save), field++)
+		f[field] = strtoull(tok, NULL, 10);
+	long tck = sysconf(_SC_CLK_TCK);
+	long page = sysconf(_SC_PAGESIZE);
+	p->cpu_seconds = (double)(f[14] + f[15]) / (double)(tck > 0 ? tck : 100);
+	p->threads = (int64_t)f[20];
+	p->vsize_bytes = (int64_t)f[23];
+	p->rss_bytes = (int64_t)f[24] * (page > 0 ? page : 4096);
+	DIR *d = opendir("/proc/self/fd");
+	if (d) {
+		int64_t count = 0;
+		struct dirent *de;
+		while ((de = readdir(d)))
+			if (de->d_name[0] != '.')
+				count++;
+		closedir(d);
+		p->open_fds = count - 1; /* the directory stream itself */
+	}
+	return 0;
+}
+
+void metrics_label_value(struct text *out, const char *s)
+{
+	for (; s && *s; s++) {
+		if (*s == '\\')
+			text_append(out, "\\\\", 2);
+		else if (*s == '"')
+			text_append(out, "\\\"", 2);
+		else if (*s == '\n')
+			text_append(out, "\\n", 2);
+		else
+			text_append(out, s, 1);
+	}
+}
+
+static void family(struct text *t, const char *name, const char *type, const char *help)
+{
+	text_printf(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* A value: integers exactly, others with enough precision. */
+static void value(struct text *t, double v)
+{
+	if (v == (double)(int64_t)v && v < 9e15 && v > -9e15)
+		text_printf(t, " %" PRId64 "\n", (int64_t)v);
+	else
+		text_printf(t, " %.17g\n", v);
+}
+
+static void sample0(struct text *t, const char *name, double v)
+{
+	text_printf(t, "%s", name);
+	value(t, v);
+}
+
+/* name{db="…"[,replica="…"][,extra="…"]} v */
+static void sample(struct text *t, const char *name, const char *db, const char *replica,
+		   const char *extra_name, const char *extra, double v)
+{
+	text_printf(t, "%s{", name);
+	const char *sep = "";
+	if (db) {
+		text_printf(t, "db=\"");
+		metrics_label_value(t, db);
+		text_printf(t, "\"");
+		sep = ",";
+	}
+	if (replica) {
+		text_printf(t, "%sreplica=\"", sep);
+		metrics_label_value(t, replica);
+		text_printf(t, "\"");
+		sep = ",";
+	}
+	if (extra_name) {
+		text_printf(t, "%s%s=\"", sep, extra_name);
+		metrics_label_value(t, extra);
+		text_printf(t, "\"");
+	}
+	text_printf(t, "}");
+	value(t, v);
+}
+
+static double seconds(int64_t wall_ns)
+{
+	return (double)wall_ns / 1e9;
+}
+
+static void render_process(const struct metrics_view *v, struct text *t)
+{
+	const struct sup_snapshot *s = v->sup;
+	family(t, "litevisor_build_info", "gauge", "Version of litevisor (always 1).");
+	text_printf(t, "litevisor_build_info{version=\"");
+	metrics_label_value(t, LITEVISOR_VERSION);
+	text_printf(t, "\"} 1\n");
+	family(t, "litevisor_start_time_seconds", "gauge", "When litevisor started, seconds since the epoch.");
+	sample0(t, "litevisor_start_time_seconds", seconds(s->started_wall_ns));
+	family(t, "litevisor_process_cpu_seconds_total", "counter", "CPU time used by litevisor (user and system).");
+	sample0(t, "litevisor_process_cpu_seconds_total", v->proc->cpu_seconds);
+	family(t, "litevisor_process_resident_memory_bytes", "gauge", "Resident memory of litevisor.");
+	sample0(t, "litevisor_process_resident_memory_bytes", (double)v->proc->rss_bytes);
+	family(t, "litevisor_process_virtual_memory_bytes", "gauge", "Virtual memory size of litevisor.");
+	sample0(t, "litevisor_process_virtual_memory_bytes", (double)v->proc->vsize_bytes);
+	if (v->proc->open_fds >= 0) {
+		family(t, "litevisor_process_open_fds", "gauge", "Open file descriptors of litevisor.");
+		sample0(t, "litevisor_process_open_fds", (double)v->proc->open_fds);
+	}
+	family(t, "litevisor_process_threads", "gauge", "Threads of litevisor.");
+	sample0(t, "litevisor_process_threads", (double)v->proc->threads);
+
+	family(t, "litevisor_phase", "gauge", "Supervisor phase (1 for the current one).");
+	for (int p = SUP_STARTING; p <= SUP_EXITING; p++)
+		sample(t, "litevisor_phase", NULL, NULL, "phase", sup_phase_name((enum sup_phase)p),
+		       s->phase == (enum sup_phase)p);
+	family(t, "litevisor_ready", "gauge", "1 when /readyz answers 200.");
+	sample0(t, "litevisor_ready", v->ready);
+	family(t, "litevisor_service_up", "gauge", "1 while the service process runs.");
+	sample0(t, "litevisor_service_up", s->service_pid > 0);
+	if (s->service_started_wall_ns > 0) {
+		family(t, "litevisor_service_start_time_seconds", "gauge", "Last (re)start of the service, seconds since the epoch.");
+		sample0(t, "litevisor_service_start_time_seconds", seconds(s->service_started_wall_ns));
+	}
+	family(t, "litevisor_service_restarts_total", "counter", "Service restarts by the restart policy.");
+	sample0(t, "litevisor_service_restarts_total", (double)s->restarts);
+	if (s->last_exit_code >= 0) {
+		family(t, "litevisor_service_last_exit_code", "gauge", "Exit code of the service's last run (128+signal when killed).");
+		sample0(t, "litevisor_service_last_exit_code", s->last_exit_code);
+	}
+	family(t, "litevisor_orphans_reaped_total", "counter", "Re-parented orphan processes reaped.");
+	sample0(t, "litevisor_orphans_reaped_total", (double)v->orphans_total);
+	if (s->probe != SUP_PROBE_NONE) {
+		family(t, "litevisor_probe_up", "gauge", "1 when the service's own readiness probe passes.");
+		sample0(t, "litevisor_probe_up", s->probe == SUP_PROBE_OK);
+		family(t, "litevisor_probe_duration_seconds", "gauge", "Duration of the last probe.");
+		sample0(t, "litevisor_probe_duration_seconds", (double)s->probe_latency_ms / 1000.0);
+	}
+	family(t, "litevisor_restore_seconds", "gauge", "Duration of the whole restore step before the service started.");
+	sample0(t, "litevisor_restore_seconds", (double)s->restore_duration_ms / 1000.0);
+}
+
+/* Per-database gauges and counters; one family at a time across all databases. */
+#define DB_FAMILY(NAME_, TYPE_, HELP_, EXPR_)                                       \
+	do {                                                                    \
+		family(t, NAME_, TYPE_, HELP_);                                    \
+		for (size_t i = 0; i < e->ndbs; i++) {                          \
+			const struct db_status *d = &e->dbs[i];                 \
+			sample(t, NAME_, d->name, NULL, NULL, NULL, (double)(EXPR_)); \
+		}                                                               \
+	} while (0)
+
+#define REPLICA_FAMILY(NAME_, TYPE_, HELP_, EXPR_)                                             \
+	do {                                                                               \
+		family(t, NAME_, TYPE_, HELP_);                                               \
+		for (size_t i = 0; i < e->ndbs; i++)                                       \
+			for (size_t j = 0; j < e->dbs[i].nreplicas; j++) {                 \
+				const struct replica_status *r = &e->dbs[i].replicas[j];   \
+				sample(t, NAME_, e->dbs[i].name, r->name, NULL, NULL,       \
+				       (double)(EXPR_));                                    \
+			}                                                                  \
+	} while (0)
+
+#define OP_FAMILY(NAME_, HELP_, FIELD_, SCALE_)                                                   \
+	do {                                                                                  \
+		family(t, NAME_, "counter", HELP_);                                             \
+		for (size_t i = 0; i < e->ndbs; i++)                                          \
+			for (size_t j = 0; j < e->dbs[i].nreplicas; j++)                      \
+				for (int op = 0; op < ST_OP__COUNT; op++) {                   \
+					const struct replica_status *r = &e->dbs[i].replicas[j]; \
+					text_printf(t, "%s{db=\"", NAME_);                     \
+					metrics_label_value(t, e->dbs[i].name);               \
+					text_printf(t, "\",replica=\"");                      \
+					metrics_label_value(t, r->name);                      \
+					text_printf(t, "\",operation=\"%s\"}",                \
+						    st_op_name((enum st_op)op));              \
+					value(t, (double)r->ops[op].FIELD_ / (SCALE_));         \
+				}                                                             \
+	} while (0)
+
+static void render_engine(const struct engine_status *e, struct text *t)
+{
+	static const char *const modes[3] = { "passive", "restart", "truncate" };
+
+	family(t, "litevisor_restore_duration_seconds", "gauge", "Duration of each database's restore, by source replica.");
+	for (size_t i = 0; i < e->ndbs; i++) {
+		const struct db_status *d = &e->dbs[i];
+		sample(t, "litevisor_restore_duration_seconds", d->name, NULL, "source",
+		       d->restore_source[0] ? d->restore_source : "none",
+		       (double)d->restore_duration_ms / 1000.0);
+	}
+	family(t, "litevisor_restore_info", "gauge", "Outcome of each database's restore (always 1).");
+	for (size_t i = 0; i < e->ndbs; i++) {
+		const struct db_status *d = &e->dbs[i];
+		text_printf(t, "litevisor_restore_info{db=\"");
+		metrics_label_value(t, d->name);
+		text_printf(t, "\",source=\"");
+		metrics_label_value(t, d->restore_source[0] ? d->restore_source : "none");
+		text_printf(t, "\",result=\"");
+		metrics_label_value(t, d->restore_result[0] ? d->restore_result : "none");
+		text_printf(t, "\"} 1\n");
+	}
+	DB_FAMILY("litevisor_db_replicating", "gauge", "1 while replication runs for the database.", d->replicating);
+	DB_FAMILY("litevisor_db_size_bytes", "gauge", "Size of the database file.", d->db_size);
+	DB_FAMILY("litevisor_db_wal_size_bytes", "gauge", "Size of the database's WAL file.", d->wal_size);
+	DB_FAMILY("litevisor_db_wal_index", "gauge", "Local shadow WAL index.", d->pos.index);
+	DB_FAMILY("litevisor_db_wal_offset_bytes", "gauge", "Local shadow WAL offset.", d->pos.offset);
+	DB_FAMILY("litevisor_db_backlog_bytes", "gauge", "Local state kept for replicas that are behind.", d->backlog_bytes);
+	DB_FAMILY("litevisor_db_generations_total", "counter", "Generations started by this process.", d->generations_total);
+	DB_FAMILY("litevisor_db_checkpoint_errors_total", "counter", "Failed checkpoints.", d->checkpoint_errors_total);
+	family(t, "litevisor_db_checkpoints_total", "counter", "Checkpoints run, by mode.");
+	for (size_t i = 0; i < e->ndbs; i++)
+		for (int m = 0; m < 3; m++)
+			sample(t, "litevisor_db_checkpoints_total", e->dbs[i].name, NULL, "mode", modes[m],
+			       (double)e->dbs[i].checkpoints_total[m]);
+
+	REPLICA_FAMILY("litevisor_replica_lag_seconds", "gauge", "Age of the oldest commit not yet on the replica (0 = caught up).", r->lag_seconds);
+	REPLICA_FAMILY("litevisor_replica_max_lag_seconds", "gauge", "Lag allowed before the replica counts as behind.", (double)r->max_lag_ms / 1000.0);
+	REPLICA_FAMILY("litevisor_replica_failing", "gauge", "1 while the replica's syncs fail.", r->failing_since_ns > 0);
+	REPLICA_FAMILY("litevisor_replica_wal_index", "gauge", "WAL index the replica holds.", r->pos.index);
+	REPLICA_FAMILY("litevisor_replica_wal_offset_bytes", "gauge", "WAL offset the replica holds.", r->pos.offset);
+	REPLICA_FAMILY("litevisor_replica_last_sync_timestamp_seconds", "gauge", "Last successful sync, seconds since the epoch (0 = never).", seconds(r->last_sync_ns));
+	REPLICA_FAMILY("litevisor_replica_last_snapshot_timestamp_seconds", "gauge", "Last snapshot written, seconds since the epoch (0 = never).", seconds(r->last_snapshot_ns));
+	REPLICA_FAMILY("litevisor_replica_syncs_total", "counter", "Successful syncs.", r->syncs_total);
+	REPLICA_FAMILY("litevisor_replica_sync_errors_total", "counter", "Failed syncs.", r->sync_errors_total);
+	REPLICA_FAMILY("litevisor_replica_snapshots_total", "counter", "Snapshots written.", r->snapshots_total);
+	REPLICA_FAMILY("litevisor_replica_wal_bytes_total", "counter", "WAL bytes shipped (before compression).", r->wal_bytes_total);
+	REPLICA_FAMILY("litevisor_replica_snapshot_bytes_total", "counter", "Snapshot bytes shipped.", r->snapshot_bytes_total);
+	REPLICA_FAMILY("litevisor_replica_retention_deleted_total", "counter", "Objects deleted by retention.", r->retention_deleted_total);
+
+	OP_FAMILY("litevisor_storage_operations_total", "Storage calls, by operation.", count, 1.0);
+	OP_FAMILY("litevisor_storage_operation_errors_total", "Storage calls that failed.", errors, 1.0);
+	OP_FAMILY("litevisor_storage_operation_bytes_total", "Payload bytes moved by storage calls.", bytes, 1.0);
+	OP_FAMILY("litevisor_storage_operation_seconds_total", "Time spent in storage calls.", latency_ns, 1e9);
+}
+
+int metrics_render(const struct metrics_view *v, struct text *out)
+{
+	render_process(v, out);
+	if (v->eng && v->eng->ndbs)
+		render_engine(v->eng, out);
+	return text_ok(out) ? 0 : -1;
+}

@@ -1,0 +1,129 @@
+/* push.c — Uptime-Kuma push heartbeat (see push.h). */
+#include "supervisor/push.h"
+
+#include <curl/curl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "supervisor/health.h"
+#include "supervisor/probe.h"
+#include "common/banned.h"
+
+#define PUSH_TIMEOUT_MS 10000
+
+struct push {
+	const struct cfg_health *h;
+	struct sup_state *st;
+	struct probe_waiter w;
+	pthread_t thread;
+	CURL *curl;
+};
+
+/* Percent-encode everything but RFC 3986 unreserved characters. */
+static int encode(const char *s, char *out, size_t len)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t o = 0;
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+			     (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.' || c == '~';
+		if (o + (plain ? 1 : 3) >= len)
+			return -1;
+		if (plain) {
+			out[o++] = (char)c;
+		} else {
+			out[o++] = '%';
+			out[o++] = hex[c >> 4];
+			out[o++] = hex[c & 15];
+		}
+	}
+	out[o] = '\0';
+	return 0;
+}
+
+int push_url(const char *base, bool up, const char *msg, long long ping_ms, char *buf,
+	     size_t len)
+{
+	char emsg[768];
+	if (encode(msg, emsg, sizeof(emsg)) < 0)
+		return -1;
+	char ping[32] = "";
+	if (ping_ms >= 0)
+		snprintf(ping, sizeof(ping), "%lld", ping_ms);
+	int n = snprintf(buf, len, "%s%sstatus=%s&msg=%s&ping=%s", base,
+			 strchr(base, '?') ? "&" : "?", up ? "up" : "down", emsg, ping);
+	return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
+static void *push_main(void *arg)
+{
+	struct push *p = arg;
+	int last_ok = -1;
+	do {
+		struct sup_snapshot s;
+		char why[256] = "", url[4096], err[256] = "";
+		sup_state_get(p->st, &s);
+		bool up = health_ready(&s, why, sizeof(why));
+		long long ping = s.probe == SUP_PROBE_OK ? (long long)s.probe_latency_ms : -1;
+		if (push_url(p->h->push_url, up, up ? "OK" : why, ping, url, sizeof(url)) < 0) {
+			log_error("push", "push URL too long", NULL);
+			break;
+		}
+		int64_t timeout = p->h->push_interval_ms < PUSH_TIMEOUT_MS ? p->h->push_interval_ms
+									    : PUSH_TIMEOUT_MS;
+		long code = probe_http_get(p->curl, url, timeout, err, sizeof(err));
+		int ok = code >= 200 && code < 300;
+		if (code > 0 && !ok)
+			snprintf(err, sizeof(err), "HTTP %ld", code);
+		if (ok != last_ok)
+			log_event(ok ? LOG_DEBUG : LOG_WARN, "push",
+				  ok ? "Uptime-Kuma push delivered" : "Uptime-Kuma push failed",
+				  "status=%s error=\"%s\"", up ? "up" : "down", err);
+		last_ok = ok;
+	} while (!probe_waiter_wait(&p->w, p->h->push_interval_ms));
+	return NULL;
+}
+
+struct push *push_start(const struct cfg_health *h, struct sup_state *st)
+{
+	struct push *p = calloc(1, sizeof(*p));
+	if (!p || probe_waiter_init(&p->w) < 0) {
+		free(p);
+		log_error("push", "out of memory", NULL);
+		return NULL;
+	}
+	p->h = h;
+	p->st = st;
+	p->curl = curl_easy_init();
+	if (!p->curl) {
+		log_error("push", "curl_easy_init failed", NULL);
+		goto fail;
+	}
+	int rc = pthread_create(&p->thread, NULL, push_main, p);
+	if (rc != 0) {
+		log_error("push", "cannot start thread", "error=\"%s\"", strerror(rc));
+		goto fail;
+	}
+	return p;
+fail:
+	if (p->curl)
+		curl_easy_cleanup(p->curl);
+	probe_waiter_destroy(&p->w);
+	free(p);
+	return NULL;
+}
+
+void push_stop(struct push *p)
+{
+	if (!p)
+		return;
+	probe_waiter_stop(&p->w);
+	pthread_join(p->thread, NULL);
+	curl_easy_cleanup(p->curl);
+	probe_waiter_destroy(&p->w);
+	free(p);
+}

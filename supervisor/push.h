@@ -1,0 +1,33 @@
+/*
+ * push.h — Uptime-Kuma push heartbeat: GET <push-url>?status=up|down&msg=…&ping=…
+ * every health.push-interval from a thread of its own (uptime-kuma
+ * server/routers/api-router.js: "up" is UP, anything else DOWN). up when
+ * /readyz would answer 200, down with the reason otherwise; ping is the
+ * service probe's latency in ms when a probe is configured. The push URL
+ * holds a token: it is never logged.
+ */
+#ifndef LITEVISOR_SUP_PUSH_H
+#define LITEVISOR_SUP_PUSH_H
+
+#include <stddef.h>
+
+#include "common/config.h"
+#include "supervisor/state.h"
+
+struct push;
+
+/* Start pushing to h->push_url (must be set). Returns the pusher, or NULL (logged). */
+struct push *push_start(const struct cfg_health *h, struct sup_state *st);
+
+/* Stop and free. NULL is fine. */
+void push_stop(struct push *p);
+
+/*
+ * Build the full URL for one heartbeat into buf: base + ('?' or '&') +
+ * status, url-encoded msg and ping (omitted when ping_ms < 0).
+ * Returns 0, or -1 if it does not fit.
+ */
+int push_url(const char *base, bool up, const char *msg, long long ping_ms, char *buf,
+	     size_t len);
+
+#endif

@@ -1,0 +1,528 @@
+"""`litevisor run`: the supervisor, tested on the real binary with real processes.
+
+Exit codes, signal forwarding, zombie reaping (as PID 1 in a PID namespace and
+as a child subreaper), SIGKILL escalation, exec failures, and the HTTP
+endpoints (/livez /readyz /healthz /metrics) checked with curl.
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from conftest import free_port
+
+TOOLS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools")
+SERVICE = [sys.executable if os.path.basename(sys.executable).startswith("python") else "/usr/bin/python3",
+           os.path.join(TOOLS, "service.py")]
+FORWARDED = ["HUP", "QUIT", "USR1", "USR2", "WINCH", "CONT"]
+
+
+def poll(fn, timeout=10.0, interval=0.02):
+    """Call fn until it returns something truthy; fail after timeout."""
+    end = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {getattr(fn, '__name__', fn)}")
+        time.sleep(interval)
+
+
+def read_lines(path):
+    try:
+        with open(path) as f:
+            return [l.strip() for l in f if l.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def proc_stat(pid):
+    """(state, ppid) of a process, or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            s = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    rest = s[s.rindex(")") + 2:].split()
+    return rest[0], int(rest[1])
+
+
+def zombies_of(ppid):
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            st = proc_stat(int(d))
+            if st and st[1] == ppid and st[0] == "Z":
+                out.append(int(d))
+    return out
+
+
+def curl(url, timeout=5):
+    """(status, content-type, body) fetched with the curl CLI."""
+    p = subprocess.run(["curl", "-s", "-m", str(timeout), "-D", "-", url], capture_output=True)
+    assert p.returncode == 0, f"curl {url} failed: {p.stderr}"
+    head, _, body = p.stdout.decode().partition("\r\n\r\n")
+    lines = head.split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
+    return status, headers.get("content-type", ""), body
+
+
+class Run:
+    """litevisor run, started in the background; stderr goes to a file."""
+
+    def __init__(self, binary, tmp, args, config=None, env=None, wrap=None):
+        self.tmp = tmp
+        cmd = [binary, "run"]
+        if config is not None:
+            cfg = tmp / "litevisor.yml"
+            cfg.write_text(config)
+            cmd += ["-config", str(cfg)]
+        cmd += ["--"] + args
+        if wrap:
+            cmd = wrap + cmd
+        self.log_path = tmp / "litevisor.log"
+        self.log = open(self.log_path, "w")
+        e = dict(os.environ)
+        e.pop("LITEVISOR_CONFIG", None)
+        e.pop("LITESTREAM_CONFIG", None)
+        e.update(env or {})
+        self.p = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=e)
+
+    @property
+    def pid(self):
+        return self.p.pid
+
+    def wait(self, timeout=20):
+        try:
+            return self.p.wait(timeout)
+        finally:
+            self.log.close()
+
+    def stderr(self):
+        return self.log_path.read_text()
+
+    def kill(self):
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def runs():
+    started = []
+    yield started
+    for r in started:
+        r.kill()
+
+
+def start(runs, *a, **kw):
+    r = Run(*a, **kw)
+    runs.append(r)
+    return r
+
+
+# ---------------------------------------------------------------- exit codes
+
+@pytest.mark.parametrize("code", [0, 1, 42, 255])
+def test_exit_code_propagates(litevisor_bin, tmp_path, code):
+    p = subprocess.run([litevisor_bin, "run", "--", "sh", "-c", f"exit {code}"],
+                       capture_output=True, text=True, timeout=20, env={"PATH": os.environ["PATH"]})
+    assert p.returncode == code, p.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL, signal.SIGSEGV, signal.SIGUSR1])
+def test_death_by_signal_is_128_plus_signal(litevisor_bin, sig):
+    p = subprocess.run([litevisor_bin, "run", "--", "sh", "-c", f"kill -{sig.name[3:]} $$"],
+                       capture_output=True, text=True, timeout=20, env={"PATH": os.environ["PATH"]})
+    assert p.returncode == 128 + sig, p.stderr
+
+
+def test_exec_from_config_is_split_like_shell_words(litevisor_bin, tmp_path, runs):
+    out = tmp_path / "argv.json"
+    script = "import json,sys; json.dump(sys.argv[1:], open(sys.argv[1], 'w')); sys.exit(7)"
+    cfg = f"exec: {SERVICE[0]} -c \"{script}\" {out} 'two words' \"a\\\\\\\"b\"\n"
+    cfgf = tmp_path / "c.yml"
+    cfgf.write_text(cfg)
+    p = subprocess.run([litevisor_bin, "run", "-config", str(cfgf)], capture_output=True,
+                       text=True, timeout=20)
+    assert p.returncode == 7, p.stderr
+    assert json.load(open(out)) == [str(out), "two words", 'a\\"b']
+
+
+def test_no_command_is_a_usage_error(litevisor_bin, tmp_path):
+    cfgf = tmp_path / "c.yml"
+    cfgf.write_text("addr: 127.0.0.1:0\n")
+    p = subprocess.run([litevisor_bin, "run", "-config", str(cfgf)], capture_output=True,
+                       text=True, timeout=20)
+    assert p.returncode == 100
+    assert "no command" in p.stderr
+
+
+@pytest.mark.parametrize("kind,code", [("missing", 127), ("not-in-path", 127), ("not-executable", 126)])
+def test_exec_failure_codes(litevisor_bin, tmp_path, kind, code):
+    if kind == "missing":
+        cmd = str(tmp_path / "nope")
+    elif kind == "not-in-path":
+        cmd = "litevisor-no-such-command"
+    else:
+        f = tmp_path / "script.sh"
+        f.write_text("#!/bin/sh\nexit 0\n")
+        f.chmod(0o644)
+        cmd = str(f)
+    p = subprocess.run([litevisor_bin, "run", "--", cmd], capture_output=True, text=True,
+                       timeout=20, env={"PATH": os.environ["PATH"]})
+    assert p.returncode == code, p.stderr
+    want = "No such file or directory" if code == 127 else "Permission denied"
+    assert f'cannot run "{cmd}": {want}' in p.stderr
+
+
+# ---------------------------------------------------------------- signals
+
+def test_each_forwarded_signal_reaches_the_service(litevisor_bin, tmp_path, runs):
+    rec, ready = tmp_path / "signals", tmp_path / "ready"
+    r = start(runs, litevisor_bin, tmp_path,
+              SERVICE + ["--record", str(rec), "--ready", str(ready), "--term-exit", "0"])
+    poll(lambda: read_lines(ready))
+    for name in FORWARDED:
+        os.kill(r.pid, getattr(signal, "SIG" + name))
+        poll(lambda: name in read_lines(rec), timeout=5)
+    os.kill(r.pid, signal.SIGTERM)
+    assert r.wait() == 0, r.stderr()
+    assert read_lines(rec) == FORWARDED + ["TERM"]
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 5), (signal.SIGTERM, 0)])
+def test_stop_signal_reaches_service_and_its_code_is_returned(litevisor_bin, tmp_path, runs, sig, code):
+    rec, ready = tmp_path / "signals", tmp_path / "ready"
+    r = start(runs, litevisor_bin, tmp_path,
+              SERVICE + ["--record", str(rec), "--ready", str(ready), "--term-exit", str(code)])
+    poll(lambda: read_lines(ready))
+    os.kill(r.pid, sig)
+    assert r.wait() == code, r.stderr()
+    assert read_lines(rec) == [sig.name[3:]]
+
+
+def test_sigkill_after_grace_when_service_ignores_term(litevisor_bin, tmp_path, runs):
+    ready = tmp_path / "ready"
+    r = start(runs, litevisor_bin, tmp_path,
+              SERVICE + ["--ignore-term", "--ready", str(ready)],
+              config="supervisor:\n  stop-grace: 1s\n")
+    poll(lambda: read_lines(ready))
+    svc = int(read_lines(ready)[0])
+    t0 = time.monotonic()
+    os.kill(r.pid, signal.SIGTERM)
+    code = r.wait()
+    took = time.monotonic() - t0
+    assert code == 128 + signal.SIGKILL, r.stderr()
+    assert 0.9 <= took < 5, took
+    assert proc_stat(svc) is None
+    assert "grace period over" in r.stderr()
+
+
+def test_leftover_children_are_stopped_when_the_service_exits(litevisor_bin, tmp_path, runs):
+    """The service exits leaving a long-lived orphan: litevisor TERMs it and waits for it."""
+    pids = tmp_path / "pids"
+    r = start(runs, litevisor_bin, tmp_path,
+              SERVICE + ["--orphans", "1", "--orphan-life", "60", "--pids", str(pids), "--sleep", "0.3"])
+    assert r.wait() == 0, r.stderr()
+    orphan = int(read_lines(pids)[0])
+    assert proc_stat(orphan) is None, "orphan still alive after litevisor exited"
+
+
+# ---------------------------------------------------------------- reaping
+
+def test_orphans_reaped_as_subreaper(litevisor_bin, tmp_path, runs):
+    pids, ready = tmp_path / "pids", tmp_path / "ready"
+    port = free_port()
+    r = start(runs, litevisor_bin, tmp_path,
+              SERVICE + ["--orphans", "5", "--orphan-life", "0.5", "--pids", str(pids),
+                         "--ready", str(ready)],
+              config=f"addr: 127.0.0.1:{port}\n")
+    poll(lambda: read_lines(ready))
+    orphans = [int(x) for x in read_lines(pids)]
+    assert len(orphans) == 5
+    # Re-parented to litevisor (PR_SET_CHILD_SUBREAPER), not to init.
+    parents = {proc_stat(p)[1] for p in orphans if proc_stat(p)}
+    assert parents <= {r.pid}, parents
+    poll(lambda: all(proc_stat(p) is None for p in orphans), timeout=10)
+    assert zombies_of(r.pid) == []
+    _, _, body = curl(f"http://127.0.0.1:{port}/metrics")
+    m = re.search(r"^litevisor_orphans_reaped_total (\d+)$", body, re.M)
+    assert m and int(m.group(1)) >= 5, body
+    # The service itself is still running: orphans' exits were not taken for its exit.
+    assert r.p.poll() is None
+    os.kill(r.pid, signal.SIGTERM)
+    assert r.wait() == 0
+
+
+def _unshare_ok():
+    if not shutil.which("unshare") or os.geteuid() != 0:
+        return False
+    p = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True)
+    return p.returncode == 0
+
+
+def _child_of(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            kids = f.read().split()
+        return int(kids[0]) if kids else None
+    except FileNotFoundError:
+        return None
+
+
+@pytest.mark.skipif(not _unshare_ok(), reason="needs root and unshare --pid")
+def test_orphans_reaped_and_signals_forwarded_as_pid1(litevisor_bin, tmp_path, runs):
+    pids, ready, rec = tmp_path / "pids", tmp_path / "ready", tmp_path / "signals"
+    r = start(runs, litevisor_bin, tmp_path,
+              SERVICE + ["--orphans", "5", "--orphan-life", "0.5", "--pids", str(pids),
+                         "--ready", str(ready), "--record", str(rec), "--term-exit", "3"],
+              wrap=["unshare", "--pid", "--fork", "--mount-proc"])
+    poll(lambda: read_lines(ready))
+    lv = poll(lambda: _child_of(r.pid))  # litevisor, PID 1 inside the namespace
+    with open(f"/proc/{lv}/status") as f:
+        nspid = [l for l in f if l.startswith("NSpid:")][0].split()
+    assert nspid[-1] == "1", nspid
+    # Orphans are listed with their namespace pids; find them as litevisor's children here.
+    poll(lambda: not [d for d in os.listdir("/proc") if d.isdigit()
+                      and (proc_stat(int(d)) or ("", 0))[1] == lv
+                      and proc_stat(int(d))[0] != "Z"
+                      and int(d) != _child_of(lv)], timeout=10)
+    assert zombies_of(lv) == []
+    os.kill(lv, signal.SIGUSR1)
+    poll(lambda: "USR1" in read_lines(rec))
+    os.kill(lv, signal.SIGTERM)
+    assert r.wait() == 3, r.stderr()
+    assert read_lines(rec) == ["USR1", "TERM"]
+
+
+# ---------------------------------------------------------------- HTTP
+
+def test_health_endpoints_follow_the_service_probe(litevisor_bin, tmp_path, runs):
+    port, svc_port = free_port(), free_port()
+    go = tmp_path / "go"
+    r = start(runs, litevisor_bin, tmp_path,
+              SERVICE + ["--serve", str(svc_port), "--go", str(go)],
+              config=f"addr: 127.0.0.1:{port}\n"
+                     f"health:\n  probe-url: http://127.0.0.1:{svc_port}/ping\n"
+                     f"  probe-interval: 100ms\n  probe-timeout: 1s\n")
+    base = f"http://127.0.0.1:{port}"
+    poll(lambda: subprocess.run(["curl", "-s", base + "/livez"], capture_output=True).returncode == 0)
+    assert curl(base + "/livez")[0] == 200
+    status, ctype, body = curl(base + "/readyz")
+    assert status == 503 and body.startswith("not ready: service probe"), body
+    status, ctype, body = curl(base + "/healthz")
+    assert status == 503 and ctype == "application/health+json"
+    doc = json.loads(body)
+    assert doc["status"] == "fail" and '"status":"fail"' in body
+    assert doc["checks"]["service:probe"][0]["status"] == "fail"
+
+    go.write_text("")
+    poll(lambda: curl(base + "/readyz")[0] == 200, timeout=10)
+    assert curl(base + "/readyz")[2] == "ok\n"
+    status, ctype, body = curl(base + "/healthz")
+    assert status == 200 and '"status":"pass"' in body, body
+    assert " " not in body.split('"description"')[0], "health JSON must be compact"
+    doc = json.loads(body)
+    assert doc["checks"]["service:process"][0]["pid"] > 0
+    status2, _, body2 = curl(base + "/status")
+    assert status2 == 200 and json.loads(body2)["status"] == "pass"
+    assert curl(base + "/nope")[0] == 404
+    os.kill(r.pid, signal.SIGTERM)
+    assert r.wait() == 0
+
+
+def test_restart_on_failure_with_backoff_then_ready(litevisor_bin, tmp_path, runs):
+    port = free_port()
+    count = tmp_path / "count"
+    r = start(runs, litevisor_bin, tmp_path,
+              SERVICE + ["--count", str(count), "--fail-until", "3"],
+              config=f"addr: 127.0.0.1:{port}\nsupervisor:\n  restart: on-failure\n"
+                     f"  restart-limit: 5\n  restart-delay: 100ms\n  restart-delay-max: 1s\n")
+    base = f"http://127.0.0.1:{port}"
+    poll(lambda: read_lines(count) == ["3"], timeout=10)
+    poll(lambda: curl(base + "/readyz")[0] == 200, timeout=10)
+    _, _, body = curl(base + "/metrics")
+    assert re.search(r"^litevisor_service_restarts_total 2$", body, re.M), body
+    os.kill(r.pid, signal.SIGTERM)
+    assert r.wait() == 0
+
+
+def test_restart_limit_then_exit_with_service_code(litevisor_bin, tmp_path, runs):
+    count = tmp_path / "count"
+    r = start(runs, litevisor_bin, tmp_path,
+              SERVICE + ["--count", str(count), "--fail-until", "100"],
+              config="supervisor:\n  restart: on-failure\n  restart-limit: 2\n"
+                     "  restart-delay: 50ms\n  restart-delay-max: 100ms\n")
+    assert r.wait() == 1, r.stderr()
+    assert read_lines(count) == ["3"]
+
+
+def test_term_during_backoff_stops_without_restart(litevisor_bin, tmp_path, runs):
+    port = free_port()
+    count = tmp_path / "count"
+    r = start(runs, litevisor_bin, tmp_path,
+              SERVICE + ["--count", str(count), "--fail-until", "100"],
+              config=f"addr: 127.0.0.1:{port}\nsupervisor:\n  restart: on-failure\n"
+                     f"  restart-delay: 30s\n  restart-delay-max: 60s\n")
+    base = f"http://127.0.0.1:{port}"
+    poll(lambda: read_lines(count) == ["1"])
+    poll(lambda: "backoff" in curl(base + "/readyz")[2])
+    assert curl(base + "/readyz")[0] == 503
+    os.kill(r.pid, signal.SIGTERM)
+    assert r.wait(timeout=10) == 128 + signal.SIGTERM
+    assert read_lines(count) == ["1"]
+
+
+def parse_prometheus(text):
+    """Parse the 0.0.4 text format strictly enough to enforce the naming rules."""
+    assert text.endswith("\n")
+    helps, types, series, order = {}, {}, set(), []
+    label_re = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+    for line in text.split("\n")[:-1]:
+        if line.startswith("# HELP "):
+            name = line.split()[2]
+            assert name not in helps, f"HELP twice for {name}"
+            helps[name] = line
+            order.append(name)
+        elif line.startswith("# TYPE "):
+            _, _, name, typ = line.split()
+            assert name not in types, f"TYPE twice for {name}"
+            assert typ in ("counter", "gauge", "histogram", "summary", "untyped")
+            types[name] = typ
+        else:
+            m = re.fullmatch(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)", line)
+            assert m, f"bad sample line: {line!r}"
+            name, labels, value = m.group(1), m.group(3) or "", m.group(4)
+            float(value)
+            assert name in types, f"sample before TYPE: {name}"
+            assert order[-1] == name, f"{name} samples not grouped under their HELP/TYPE"
+            pairs = label_re.findall(labels)
+            assert ",".join(f'{k}="{v}"' for k, v in pairs) == labels, labels
+            key = (name, tuple(sorted(pairs)))
+            assert key not in series, f"duplicate series {key}"
+            series.add(key)
+    for name, typ in types.items():
+        assert name.startswith("litevisor_"), name
+        assert name in helps, f"no HELP for {name}"
+        assert (typ == "counter") == name.endswith("_total"), f"{name} is a {typ}"
+        assert not re.search(r"_(ms|milliseconds|kb|mb|count)$", name), f"{name}: not base units"
+    return types, series
+
+
+def test_metrics_follow_prometheus_rules(litevisor_bin, tmp_path, runs):
+    port = free_port()
+    ready = tmp_path / "ready"
+    r = start(runs, litevisor_bin, tmp_path, SERVICE + ["--ready", str(ready)],
+              config=f"addr: 127.0.0.1:{port}\n")
+    poll(lambda: read_lines(ready))
+    status, ctype, body = curl(f"http://127.0.0.1:{port}/metrics")
+    assert status == 200
+    assert ctype.startswith("text/plain; version=0.0.4")
+    types, series = parse_prometheus(body)
+    for name in ("litevisor_process_resident_memory_bytes", "litevisor_process_cpu_seconds_total",
+                 "litevisor_service_restarts_total", "litevisor_ready", "litevisor_service_up"):
+        assert name in types, name
+    rss = [s for s in series if s[0] == "litevisor_process_resident_memory_bytes"]
+    assert len(rss) == 1
+    m = re.search(r"^litevisor_process_resident_memory_bytes (\d+)$", body, re.M)
+    assert 1_000_000 < int(m.group(1)) < 500_000_000
+    assert re.search(r"^litevisor_ready 1$", body, re.M)
+    os.kill(r.pid, signal.SIGTERM)
+    assert r.wait() == 0
+
+
+def test_livez_answers_fast_while_busy(litevisor_bin, tmp_path, runs):
+    """The control path never waits: /livez within 50 ms while the service burns CPU
+    and spawns orphans, and signals are being forwarded."""
+    port = free_port()
+    ready, rec, pids = tmp_path / "ready", tmp_path / "signals", tmp_path / "pids"
+    r = start(runs, litevisor_bin, tmp_path,
+              SERVICE + ["--busy", "--ready", str(ready), "--record", str(rec),
+                         "--orphans", "20", "--orphan-life", "0.05", "--pids", str(pids)],
+              config=f"addr: 127.0.0.1:{port}\n")
+    poll(lambda: read_lines(ready))
+    times = []
+    import urllib.request
+    for i in range(40):
+        if i % 4 == 0:
+            os.kill(r.pid, signal.SIGWINCH)
+        t0 = time.monotonic()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/livez", timeout=2) as resp:
+            assert resp.status == 200
+        times.append(time.monotonic() - t0)
+    times.sort()
+    assert times[-1] < 0.050, f"slowest /livez took {times[-1]*1000:.1f} ms"
+    os.kill(r.pid, signal.SIGTERM)
+    assert r.wait() == 0
+
+
+def test_listens_on_nomad_port_label(litevisor_bin, tmp_path, runs):
+    port = free_port()
+    ready = tmp_path / "ready"
+    r = start(runs, litevisor_bin, tmp_path, SERVICE + ["--ready", str(ready)],
+              config="health:\n  port-label: sup-http\n",
+              env={"NOMAD_PORT_sup_http": str(port), "NOMAD_IP_sup_http": "127.0.0.1"})
+    poll(lambda: read_lines(ready))
+    assert curl(f"http://127.0.0.1:{port}/livez")[0] == 200
+    os.kill(r.pid, signal.SIGTERM)
+    assert r.wait() == 0
+
+
+def test_uptime_kuma_push_heartbeat(litevisor_bin, tmp_path, runs):
+    got = []
+
+    class H(BaseHTTPRequestHandler):
+        def do_GET(self):
+            got.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"ok":true}')
+
+        def log_message(self, *a):
+            pass
+
+    srv = HTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        token = "s3cr3tT0k3n"
+        r = start(runs, litevisor_bin, tmp_path, SERVICE,
+                  config=f"health:\n  push-url: http://127.0.0.1:{srv.server_port}/api/push/{token}\n"
+                         f"  push-interval: 200ms\n")
+        poll(lambda: any("status=up" in p for p in got), timeout=10)
+        up = [p for p in got if "status=up" in p][0]
+        assert up.startswith(f"/api/push/{token}?status=up&msg=OK&ping=")
+        os.kill(r.pid, signal.SIGTERM)
+        assert r.wait() == 0
+        assert token not in r.stderr()
+    finally:
+        srv.shutdown()
+
+
+def test_bad_listen_address_fails_before_starting(litevisor_bin, tmp_path):
+    busy = __import__("socket").socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    try:
+        cfgf = tmp_path / "c.yml"
+        cfgf.write_text(f"addr: 127.0.0.1:{busy.getsockname()[1]}\n")
+        marker = tmp_path / "started"
+        p = subprocess.run([litevisor_bin, "run", "-config", str(cfgf), "--", "touch", str(marker)],
+                           capture_output=True, text=True, timeout=20)
+        assert p.returncode == 111, p.stderr
+        assert "cannot listen" in p.stderr
+        assert not marker.exists()
+    finally:
+        busy.close()

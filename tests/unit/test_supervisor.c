@@ -1,0 +1,233 @@
+/* Unit tests for the supervisor's pure parts: shell words, health rules,
+ * the health+json document, the metrics text, push URLs, env names, text buffers. */
+#include "tests/unit/unit.h"
+
+#include <jansson.h>
+
+#include "common/clock.h"
+#include "supervisor/health.h"
+#include "supervisor/metrics.h"
+#include "supervisor/push.h"
+#include "supervisor/svcenv.h"
+#include "supervisor/text.h"
+#include "supervisor/words.h"
+
+static char **split_ok(const char *s, int want)
+{
+	char **argv = NULL;
+	char err[128] = "";
+	int n = words_split(s, &argv, err, sizeof(err));
+	if (n != want)
+		FAIL("words_split(%s) = %d (%s), expected %d", s, n, err, want);
+	return argv;
+}
+
+TEST(words_plain_and_quoted)
+{
+	char **a = split_ok("  /bin/app  -data=/config\t'two words' \"x \\\"y\\\" $HOME\" a\\ b ''", 6);
+	CHECK_STR(a[0], "/bin/app");
+	CHECK_STR(a[1], "-data=/config");
+	CHECK_STR(a[2], "two words");
+	CHECK_STR(a[3], "x \"y\" $HOME");
+	CHECK_STR(a[4], "a b");
+	CHECK_STR(a[5], "");
+	CHECK(a[6] == NULL);
+	words_free(a);
+	a = split_ok("   ", 0);
+	CHECK(a[0] == NULL);
+	words_free(a);
+	a = split_ok("pre'mid dle'post \"\\n\"", 2);
+	CHECK_STR(a[0], "premid dlepost");
+	CHECK_STR(a[1], "\\n"); /* backslash only escapes " \ $ ` newline inside double quotes */
+	words_free(a);
+}
+
+TEST(words_errors)
+{
+	char **a = NULL;
+	char err[128];
+	CHECK_INT(words_split("app 'open", &a, err, sizeof(err)), -1);
+	CHECK(strstr(err, "single quote"));
+	CHECK_INT(words_split("app \"open", &a, err, sizeof(err)), -1);
+	CHECK(strstr(err, "double quote"));
+	CHECK_INT(words_split("app \\", &a, err, sizeof(err)), -1);
+	CHECK(strstr(err, "backslash"));
+	CHECK(a == NULL);
+}
+
+static struct sup_snapshot running(void)
+{
+	struct sup_snapshot s;
+	memset(&s, 0, sizeof(s));
+	s.phase = SUP_RUNNING;
+	s.restore_done = true;
+	s.service_pid = 1234;
+	s.last_exit_code = -1;
+	s.heartbeat_mono_ns = 5 * NS_PER_SEC;
+	return s;
+}
+
+TEST(readiness_rules)
+{
+	char why[256];
+	struct sup_snapshot s = running();
+	CHECK(health_ready(&s, why, sizeof(why)));
+	s.probe = SUP_PROBE_UNKNOWN;
+	snprintf(s.probe_error, sizeof(s.probe_error), "connection refused");
+	CHECK(!health_ready(&s, why, sizeof(why)));
+	CHECK_STR(why, "service probe: connection refused");
+	s.probe = SUP_PROBE_OK;
+	CHECK(health_ready(&s, why, sizeof(why)));
+	s.service_pid = 0;
+	CHECK(!health_ready(&s, why, sizeof(why)));
+	s = running();
+	s.phase = SUP_RESTORING;
+	snprintf(s.reason, sizeof(s.reason), "restoring databases");
+	CHECK(!health_ready(&s, why, sizeof(why)));
+	CHECK_STR(why, "restoring databases");
+}
+
+TEST(liveness_rules)
+{
+	char why[256];
+	struct sup_snapshot s = running();
+	CHECK(health_alive(&s, s.heartbeat_mono_ns + 2 * NS_PER_SEC, why, sizeof(why)));
+	CHECK(!health_alive(&s, s.heartbeat_mono_ns + 11 * NS_PER_SEC, why, sizeof(why)));
+	CHECK(strstr(why, "stalled"));
+	s.phase = SUP_FLUSHING; /* has its own deadline */
+	CHECK(health_alive(&s, s.heartbeat_mono_ns + 60 * NS_PER_SEC, why, sizeof(why)));
+}
+
+TEST(replica_warn_and_fail)
+{
+	char why[256];
+	struct replica_status r;
+	memset(&r, 0, sizeof(r));
+	int64_t now = 1000 * NS_PER_SEC;
+	r.max_lag_ms = 2000;
+	r.lag_seconds = 1.0;
+	CHECK_INT(health_replica(&r, 0, now, why, sizeof(why)), HEALTH_PASS);
+	r.lag_seconds = 3.0;
+	CHECK_INT(health_replica(&r, 0, now, why, sizeof(why)), HEALTH_WARN);
+	CHECK(strstr(why, "lag"));
+	r.lag_seconds = 0;
+	r.failing_since_ns = now - 120 * NS_PER_SEC;
+	snprintf(r.last_error, sizeof(r.last_error), "connect timeout");
+	CHECK_INT(health_replica(&r, 0, now, why, sizeof(why)), HEALTH_WARN);
+	CHECK(strstr(why, "connect timeout"));
+	CHECK_INT(health_replica(&r, 300000, now, why, sizeof(why)), HEALTH_WARN);
+	CHECK_INT(health_replica(&r, 60000, now, why, sizeof(why)), HEALTH_FAIL);
+	r.restore_only = true;
+	CHECK_INT(health_replica(&r, 60000, now, why, sizeof(why)), HEALTH_PASS);
+}
+
+static struct engine_status fake_engine(struct db_status *d, struct replica_status *r)
+{
+	memset(d, 0, sizeof(*d));
+	memset(r, 0, 2 * sizeof(*r));
+	snprintf(d->name, sizeof(d->name), "app\"db");
+	snprintf(d->path, sizeof(d->path), "/data/app.db");
+	snprintf(d->state, sizeof(d->state), "replicating");
+	d->replicating = true;
+	snprintf(d->restore_source, sizeof(d->restore_source), "nas");
+	snprintf(d->restore_result, sizeof(d->restore_result), "restored");
+	d->restore_duration_ms = 1500;
+	d->checkpoints_total[1] = 3;
+	snprintf(r[0].name, sizeof(r[0].name), "nas");
+	snprintf(r[1].name, sizeof(r[1].name), "s3");
+	r[1].failing_since_ns = clock_wall_ns() - NS_PER_SEC;
+	snprintf(r[1].last_error, sizeof(r[1].last_error), "HTTP 503");
+	r[0].ops[ST_OP_PUT].count = 7;
+	r[0].ops[ST_OP_PUT].latency_ns = 1500000000ULL;
+	d->replicas = r;
+	d->nreplicas = 2;
+	struct engine_status e = { clock_wall_ns(), d, 1 };
+	return e;
+}
+
+TEST(health_document_warns_on_failing_replica)
+{
+	struct db_status d;
+	struct replica_status r[2];
+	struct engine_status e = fake_engine(&d, r);
+	struct sup_snapshot s = running();
+	struct health_view v = { &s, &e, NULL, clock_wall_ns() };
+	int code = 0;
+	char *body = health_render(&v, &code);
+	CHECK(body);
+	CHECK_INT(code, 200);
+	CHECK(strstr(body, "{\"status\":\"warn\""));
+	CHECK(strstr(body, "HTTP 503"));
+	json_t *doc = json_loads(body, 0, NULL);
+	CHECK(doc);
+	json_t *lag = json_object_get(json_object_get(doc, "checks"), "replica:lag");
+	CHECK_INT(json_array_size(lag), 2);
+	CHECK_STR(json_string_value(json_object_get(json_array_get(lag, 0), "componentId")),
+		  "app\"db/nas");
+	CHECK_STR(json_string_value(json_object_get(json_array_get(lag, 1), "status")), "warn");
+	json_decref(doc);
+	free(body);
+
+	s.service_pid = 0; /* not ready → fail, 503 */
+	body = health_render(&v, &code);
+	CHECK_INT(code, 503);
+	CHECK(strstr(body, "{\"status\":\"fail\""));
+	free(body);
+}
+
+TEST(metrics_text_rules)
+{
+	struct db_status d;
+	struct replica_status r[2];
+	struct engine_status e = fake_engine(&d, r);
+	struct sup_snapshot s = running();
+	struct metrics_proc p = { 1.5, 4096, 8192, 7, 3 };
+	struct metrics_view v = { &s, &e, &p, 2, 1 };
+	struct text t = TEXT_INIT(1 << 20);
+	CHECK_INT(metrics_render(&v, &t), 0);
+	CHECK(strstr(t.buf, "# TYPE litevisor_replica_syncs_total counter\n"));
+	CHECK(strstr(t.buf, "litevisor_db_checkpoints_total{db=\"app\\\"db\",mode=\"restart\"} 3\n"));
+	CHECK(strstr(t.buf, "litevisor_storage_operations_total{db=\"app\\\"db\",replica=\"nas\",operation=\"put\"} 7\n"));
+	CHECK(strstr(t.buf, "litevisor_storage_operation_seconds_total{db=\"app\\\"db\",replica=\"nas\",operation=\"put\"} 1.5\n"));
+	CHECK(strstr(t.buf, "litevisor_restore_duration_seconds{db=\"app\\\"db\",source=\"nas\"} 1.5\n"));
+	CHECK(strstr(t.buf, "litevisor_replica_failing{db=\"app\\\"db\",replica=\"s3\"} 1\n"));
+	CHECK(strstr(t.buf, "litevisor_process_cpu_seconds_total 1.5\n"));
+	/* each HELP exactly once */
+	const char *needle = "# HELP litevisor_replica_lag_seconds ";
+	const char *first = strstr(t.buf, needle);
+	CHECK(first && !strstr(first + 1, needle));
+	text_release(&t);
+
+	struct text small = TEXT_INIT(100);
+	CHECK_INT(metrics_render(&v, &small), -1);
+	CHECK(text_detach(&small, NULL) == NULL);
+	text_release(&small);
+}
+
+TEST(push_url_building)
+{
+	char buf[512];
+	CHECK_INT(push_url("http://kuma:3001/api/push/Tok", true, "OK", 12, buf, sizeof(buf)), 0);
+	CHECK_STR(buf, "http://kuma:3001/api/push/Tok?status=up&msg=OK&ping=12");
+	CHECK_INT(push_url("http://k/api/push/T?x=1", false, "not ready: a&b", -1, buf, sizeof(buf)), 0);
+	CHECK_STR(buf, "http://k/api/push/T?x=1&status=down&msg=not%20ready%3A%20a%26b&ping=");
+	CHECK_INT(push_url("http://k/api/push/T", true, "OK", 1, buf, 20), -1);
+}
+
+TEST(db_env_names)
+{
+	char buf[128];
+	struct cfg_db db;
+	memset(&db, 0, sizeof(db));
+	db.path = "/data/radarr.db";
+	db.name = "radarr-logs.db";
+	svcenv_db_var(&db, buf, sizeof(buf));
+	CHECK_STR(buf, "LITEVISOR_DB_RADARR_LOGS_DB");
+	db.env = "RADARR_DB";
+	svcenv_db_var(&db, buf, sizeof(buf));
+	CHECK_STR(buf, "RADARR_DB");
+}
+
+UNIT_MAIN(T(words_plain_and_quoted), T(words_errors), T(readiness_rules), T(liveness_rules),
+	  T(replica_warn_and_fail), T(health_document_warns_on_failing_replica),
+	  T(metrics_text_rules), T(push_url_building), T(db_env_names))
