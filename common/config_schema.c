@@ -1,8 +1,7 @@
 /*
- * config_schema.c — the keys of litevisor's config and the walk that turns a
- * parsed YAML tree into struct config: the generic table walk, the top level,
- * logging, dbs, restore, supervisor and health. Stores and replicas are in
- * config_replica.c.
+ * config_schema.c — the keys of litevisor's config: the top level, logging,
+ * dbs, restore, supervisor and health, and the checks across them. The
+ * generic walk is config_walk.c; stores and replicas are config_replica.c.
  */
 #include "common/config_walk.h"
 
@@ -18,306 +17,6 @@
 #include "common/duration.h"
 #include "common/envexpand.h"
 #include "common/banned.h"
-
-#define AT_MAX 64
-
-void walk_path(char *buf, size_t len, const char *path, const char *key)
-{
-	if (path && *path)
-		snprintf(buf, len, "%s.%s", path, key);
-	else
-		snprintf(buf, len, "%s", key);
-}
-
-const char *walk_kind_name(const struct cfg_node *n)
-{
-	switch (n->kind) {
-	case CN_MAP:
-		return "a map";
-	case CN_SEQ:
-		return "a list";
-	default:
-		return "a single value";
-	}
-}
-
-/* Expand one scalar; *unset gets the first unset variable (malloc'd) or NULL. */
-static int expand(struct walk *w, const struct cfg_node *v, const char *path, bool secret,
-		  char **out, char **unset)
-{
-	char why[160];
-	*out = NULL;
-	*unset = NULL;
-	if (v->kind != CN_SCALAR) {
-		cfg_error(w->e, v, path, "expected a single value, got %s", walk_kind_name(v));
-		return -1;
-	}
-	if (cfg_node_is_null(v))
-		return 0;
-	if (w->opt && w->opt->no_expand_env) {
-		*out = strdup(v->value);
-	} else if (envexpand(v->value, NULL, NULL, out, unset, why, sizeof(why)) < 0) {
-		if (secret)
-			cfg_error(w->e, v, path, "%s (value redacted)", why);
-		else
-			cfg_error(w->e, v, path, "%s in \"%s\"", why, v->value);
-		return -1;
-	}
-	if (!*out) {
-		cfg_error(w->e, v, path, "out of memory");
-		return -1;
-	}
-	return 0;
-}
-
-int walk_scalar(struct walk *w, const struct cfg_node *v, const char *path, bool secret, char **out)
-{
-	char *unset = NULL;
-	int rc = expand(w, v, path, secret, out, &unset);
-	free(unset);
-	return rc;
-}
-
-int walk_required(struct walk *w, const struct cfg_node *v, const char *path, char **out)
-{
-	char *unset = NULL;
-	if (expand(w, v, path, false, out, &unset) < 0)
-		return -1;
-	if (!*out || !**out) {
-		if (unset)
-			cfg_error(w->e, v, path, "empty: environment variable %s is not set", unset);
-		else
-			cfg_error(w->e, v, path, "must not be empty");
-		free(unset);
-		free(*out);
-		*out = NULL;
-		return -1;
-	}
-	free(unset);
-	return 0;
-}
-
-static int parse_bool(const char *s, bool *out)
-{
-	static const char *const yes[] = { "true", "yes", "on" }, *const no[] = { "false", "no", "off" };
-	for (size_t i = 0; i < 3; i++) {
-		if (strcasecmp(s, yes[i]) == 0) {
-			*out = true;
-			return 0;
-		}
-		if (strcasecmp(s, no[i]) == 0) {
-			*out = false;
-			return 0;
-		}
-	}
-	return -1;
-}
-
-static int set_value(struct walk *w, const struct field *f, const struct cfg_node *v,
-		     const char *path, void *target)
-{
-	char *s = NULL, why[200];
-	char *dst = (char *)target + f->off;
-	int rc = -1;
-
-	if (f->kind == F_CUSTOM)
-		return f->fn(w, f, v, path, target);
-	if (f->kind == F_STR || f->kind == F_SECRET || f->kind == F_SECRET_FILE) {
-		if (walk_scalar(w, v, path, f->kind == F_SECRET, &s) < 0)
-			return -1;
-		char **slot = (char **)(void *)dst;
-		free(*slot);
-		/* An empty value (e.g. from an unset variable) means "not set", as in Litestream. */
-		if (s && !*s) {
-			free(s);
-			s = NULL;
-		}
-		*slot = s;
-		return 0;
-	}
-	if (v->kind == CN_SCALAR && cfg_node_is_null(v)) {
-		cfg_error(w->e, v, path, "no value given (remove the key to get the default)");
-		return -1;
-	}
-	if (walk_required(w, v, path, &s) < 0)
-		return -1;
-	switch (f->kind) {
-	case F_BOOL:
-		if (parse_bool(s, (bool *)(void *)dst) < 0) {
-			cfg_error(w->e, v, path, "invalid boolean \"%s\" (use true or false)", s);
-			goto out;
-		}
-		break;
-	case F_DUR:
-		if (duration_parse(s, (int64_t *)(void *)dst, why, sizeof(why)) < 0) {
-			cfg_error(w->e, v, path, "%s", why);
-			goto out;
-		}
-		break;
-	case F_SIZE:
-		if (size_parse(s, (int64_t *)(void *)dst, why, sizeof(why)) < 0) {
-			cfg_error(w->e, v, path, "%s", why);
-			goto out;
-		}
-		break;
-	case F_INT:
-	case F_INT64: {
-		char *end;
-		errno = 0;
-		long long n = strtoll(s, &end, 10);
-		if (end == s || *end || errno) {
-			cfg_error(w->e, v, path, "invalid number \"%s\"", s);
-			goto out;
-		}
-		if (n < f->min || n > f->max) {
-			if (f->max == INT_MAX || f->max == INT64_MAX)
-				cfg_error(w->e, v, path, "%lld is out of range (at least %lld)", n,
-					  (long long)f->min);
-			else
-				cfg_error(w->e, v, path, "%lld is out of range (%lld to %lld)", n,
-					  (long long)f->min, (long long)f->max);
-			goto out;
-		}
-		if (f->kind == F_INT)
-			*(int *)(void *)dst = (int)n;
-		else
-			*(int64_t *)(void *)dst = n;
-		break;
-	}
-	case F_ENUM: {
-		size_t i;
-		for (i = 0; f->names[i]; i++)
-			if (strcmp(s, f->names[i]) == 0)
-				break;
-		if (!f->names[i]) {
-			char list[200] = "";
-			size_t used = 0;
-			for (size_t j = 0; f->names[j]; j++) {
-				int k = snprintf(list + used, sizeof(list) - used, "%s%s", j ? ", " : "",
-						 f->names[j]);
-				if (k < 0 || (size_t)k >= sizeof(list) - used)
-					break;
-				used += (size_t)k;
-			}
-			cfg_error(w->e, v, path, "invalid value \"%s\" (one of: %s)", s, list);
-			goto out;
-		}
-		*(int *)(void *)dst = (int)i;
-		break;
-	}
-	default:
-		cfg_error(w->e, v, path, "internal error: bad field kind");
-		goto out;
-	}
-	rc = 0;
-out:
-	free(s);
-	return rc;
-}
-
-/* The closest valid key within a small edit distance, or NULL. */
-static const char *suggest(const char *key, const struct field *tab, size_t n, unsigned where)
-{
-	const char *best = NULL;
-	int bestd = 3;
-	char low[80];
-	size_t i;
-	for (i = 0; key[i] && i + 1 < sizeof(low); i++)
-		low[i] = key[i] == '_' ? '-' : (char)tolower((unsigned char)key[i]);
-	low[i] = '\0';
-	for (i = 0; i < n; i++) {
-		if (tab[i].where && !(tab[i].where & where))
-			continue;
-		if (tab[i].kind == F_UNSUPPORTED)
-			continue;
-		int d = cfg_edit_distance(low, tab[i].key, 2);
-		if (d < bestd) {
-			bestd = d;
-			best = tab[i].key;
-		}
-	}
-	return best;
-}
-
-static const char *other_place(const char *key, const struct field *here);
-static const struct cfg_node *map_get(const struct cfg_node *m, const char *key);
-
-int walk_map(struct walk *w, const struct cfg_node *m, const char *path, const struct field *tab,
-	     size_t n, unsigned where, void *target, const struct cfg_node **at)
-{
-	char kp[320];
-	const struct cfg_node *local[AT_MAX] = { 0 };
-
-	if (n > AT_MAX) {
-		cfg_error(w->e, m, path, "internal error: table too large");
-		return -1;
-	}
-	if (!at)
-		at = local;
-	if (cfg_node_is_null(m))
-		return 0;
-	if (m->kind != CN_MAP) {
-		cfg_error(w->e, m, path, "expected a map of \"key: value\" lines, got %s",
-			  walk_kind_name(m));
-		return -1;
-	}
-	for (size_t i = 0; i + 1 < m->nitems; i += 2) {
-		const struct cfg_node *k = m->items[i], *v = m->items[i + 1];
-		if (k->kind != CN_SCALAR) {
-			cfg_error(w->e, k, path, "a key must be a plain name, got %s", walk_kind_name(k));
-			return -1;
-		}
-		walk_path(kp, sizeof(kp), path, k->value);
-		for (size_t j = 0; j < i; j += 2) {
-			const struct cfg_node *pk = m->items[j];
-			if (pk->kind == CN_SCALAR && strcmp(pk->value, k->value) == 0) {
-				cfg_error(w->e, k, kp, "duplicate key (first at line %d, column %d)",
-					  pk->line, pk->column);
-				return -1;
-			}
-		}
-		size_t f;
-		for (f = 0; f < n; f++)
-			if (strcmp(tab[f].key, k->value) == 0)
-				break;
-		if (f < n && tab[f].where && !(tab[f].where & where)) {
-			if (where == ON_STORE)
-				cfg_error(w->e, k, kp,
-					  "not allowed in a store (set it on each replica that uses the store)");
-			else
-				cfg_error(w->e, k, kp, "not allowed here");
-			return -1;
-		}
-		if (f == n) {
-			const char *hint = suggest(k->value, tab, n, where);
-			const char *elsewhere = hint ? NULL : other_place(k->value, tab);
-			if (hint)
-				cfg_error(w->e, k, kp, "unknown key; did you mean \"%s\"?", hint);
-			else if (elsewhere)
-				cfg_error(w->e, k, kp, "not valid here; it belongs under %s", elsewhere);
-			else
-				cfg_error(w->e, k, kp, "unknown key (docs/config.md lists the keys)");
-			return -1;
-		}
-		if (tab[f].kind == F_UNSUPPORTED) {
-			cfg_error(w->e, k, kp, "not supported by litevisor (%s)", tab[f].why);
-			return -1;
-		}
-		at[f] = v;
-		if (set_value(w, &tab[f], v, kp, target) < 0)
-			return -1;
-	}
-	return 0;
-}
-
-void walk_field_release(const struct field *f, void *target)
-{
-	if (f->kind == F_STR || f->kind == F_SECRET || f->kind == F_SECRET_FILE) {
-		char **slot = (char **)(void *)((char *)target + f->off);
-		free(*slot);
-		*slot = NULL;
-	}
-}
 
 /* ---- logging ---- */
 
@@ -362,7 +61,7 @@ static int set_log_stderr(struct walk *w, const struct field *f, const struct cf
 	bool b = true;
 	if (walk_required(w, v, path, &s) < 0)
 		return -1;
-	int rc = parse_bool(s, &b);
+	int rc = walk_parse_bool(s, &b);
 	if (rc < 0)
 		cfg_error(w->e, v, path, "invalid boolean \"%s\" (use true or false)", s);
 	else if (!b) {
@@ -449,6 +148,10 @@ static int set_groups(struct walk *w, const struct field *f, const struct cfg_no
 		cfg_error(w->e, v, path, "out of memory");
 		return -1;
 	}
+	if (s->groups) /* set before through a merge key */
+		for (char **o = s->groups; *o; o++)
+			free(*o);
+	free(s->groups);
 	s->groups = g;
 	for (size_t i = 0; i < v->nitems; i++) {
 		snprintf(ip, sizeof(ip), "%s[%zu]", path, i);
@@ -656,31 +359,6 @@ static const struct field top_tab[TOP_N] = {
 
 /* ---- dbs ---- */
 
-char *cfg_abs_path(const char *p)
-{
-	char buf[4096];
-	int n;
-	if (p[0] == '/') {
-		n = snprintf(buf, sizeof(buf), "%s", p);
-	} else if (p[0] == '~' && (p[1] == '/' || !p[1])) {
-		const char *home = getenv("HOME");
-		if (!home || !*home)
-			return NULL;
-		n = snprintf(buf, sizeof(buf), "%s%s", home, p + 1);
-	} else {
-		char cwd[2048];
-		if (!getcwd(cwd, sizeof(cwd)))
-			return NULL;
-		n = snprintf(buf, sizeof(buf), "%s/%s", cwd, p);
-	}
-	if (n < 0 || (size_t)n >= sizeof(buf))
-		return NULL;
-	/* Drop trailing slashes (but keep "/"). */
-	while (n > 1 && buf[n - 1] == '/')
-		buf[--n] = '\0';
-	return strdup(buf);
-}
-
 static int set_db_path(struct walk *w, const struct field *f, const struct cfg_node *v,
 		       const char *path, void *target)
 {
@@ -833,7 +511,7 @@ static int walk_dbs(struct walk *w)
 				continue;
 			char kp[96];
 			walk_path(kp, sizeof(kp), path, what);
-			const struct cfg_node *at = map_get(seq->items[i], what);
+			const struct cfg_node *at = walk_map_get(seq->items[i], what);
 			cfg_error(w->e, at ? at : seq->items[i], kp,
 				  "same %s as dbs[%zu] (line %d)%s", what, j, o->line,
 				  what[0] == 'p' ? "" : "; give each database its own name: and env:");
@@ -844,7 +522,7 @@ static int walk_dbs(struct walk *w)
 }
 
 /* Where a key that is not valid in one map does belong: for "not valid here" messages. */
-static const char *other_place(const char *key, const struct field *here)
+const char *cfg_other_place(const char *key, const struct field *here)
 {
 	static const struct {
 		const struct field *tab;
@@ -866,17 +544,6 @@ static const char *other_place(const char *key, const struct field *here)
 			if (places[p].tab[i].kind != F_UNSUPPORTED && strcmp(places[p].tab[i].key, key) == 0)
 				return places[p].where;
 	}
-	return NULL;
-}
-
-/* The value of key in map m, or NULL. */
-static const struct cfg_node *map_get(const struct cfg_node *m, const char *key)
-{
-	if (m->kind != CN_MAP)
-		return NULL;
-	for (size_t i = 0; i + 1 < m->nitems; i += 2)
-		if (m->items[i]->kind == CN_SCALAR && strcmp(m->items[i]->value, key) == 0)
-			return m->items[i + 1];
 	return NULL;
 }
 

@@ -77,6 +77,7 @@ struct walk {
 	size_t nstores;
 	/* top-level credentials, copied into S3 replicas lacking them */
 	struct cfg_secret top_akid, top_sak;
+	int merge_depth;           /* "<<" merge keys being walked */
 };
 
 /* Join a map path and a key: "dbs[0]" + "path" → "dbs[0].path". */
@@ -99,8 +100,14 @@ int walk_required(struct walk *w, const struct cfg_node *v, const char *path, ch
 /* "a map", "a list", "a value": for type-mismatch messages. */
 const char *walk_kind_name(const struct cfg_node *n);
 
-/* Release a field's value in target (strings). */
-void walk_field_release(const struct field *f, void *target);
+/* Parse true/false, yes/no, on/off (any case). Returns 0 or -1. */
+int walk_parse_bool(const char *s, bool *out);
+
+/* The value of key in map m, or NULL. */
+const struct cfg_node *walk_map_get(const struct cfg_node *m, const char *key);
+
+/* Where a key not valid in table `here` does belong ("supervisor:"), or NULL. */
+const char *cfg_other_place(const char *key, const struct field *here);
 
 /* Check that a credential file can be opened for reading; error at v. */
 int cfg_check_readable(struct walk *w, const struct cfg_node *v, const char *path, const char *file);

@@ -450,6 +450,31 @@ TEST(anchors_and_aliases)
 	CHECK_INT(c.dbs[1].checkpoint_interval_ms, 120000);
 	CHECK_INT(c.dbs[1].replicas[0].retention_ms, 48 * 3600 * 1000LL);
 	config_release(&c);
+
+	/* Merge keys: the map's own keys win, then earlier merged maps over later ones. */
+	c = load_ok(
+		"supervisor:\n"
+		"  groups: [a]\n"
+		"  <<: [{groups: [b], restart-limit: 1}, {restart-limit: 2, stop-grace: 3s}]\n"
+		"dbs:\n"
+		"  - path: /d/a.db\n"
+		"    replicas:\n"
+		"      - &base {url: \"s3://b/a\", sync-interval: 7s, retention: 2h}\n"
+		"      - <<: *base\n"
+		"        url: s3://b/b\n"
+		"        name: second\n"
+		"        retention: 3h\n");
+	CHECK_STR(c.supervisor.groups[0], "a");
+	CHECK(c.supervisor.groups[1] == NULL);
+	CHECK_INT(c.supervisor.restart_limit, 1);
+	CHECK_INT(c.supervisor.stop_grace_ms, 3000);
+	const struct cfg_replica *r = &c.dbs[0].replicas[1];
+	CHECK_STR(r->name, "second");
+	CHECK_STR(r->bucket, "b");
+	CHECK_STR(r->path, "b");
+	CHECK_INT(r->sync_interval_ms, 7000);
+	CHECK_INT(r->retention_ms, 3 * 3600 * 1000LL);
+	config_release(&c);
 }
 
 TEST(default_path_order)
@@ -511,6 +536,10 @@ static const struct bad_case bad_cases[] = {
 	  "    replicas:\n"
 	  "      - url: s3://AKIA:secret@bkt/app\n",
 	  "bad.yml:4:14: dbs[0].replicas[0].url: a replica URL must not carry credentials (user@host); use access-key-id and secret-access-key" },
+	{ "merge_key_not_map",
+	  "supervisor:\n"
+	  "  <<: 5\n",
+	  "bad.yml:2:7: supervisor.<<: a merge key takes a map (or a list of maps), got a single value" },
 	{ "unknown_key_no_hint",
 	  "dbs:\n"
 	  "  - path: /data/app.db\n"
