@@ -168,7 +168,9 @@ static int apply_url(struct walk *w, struct cfg_replica *r, const struct cfg_nod
 
 	walk_path(kp, sizeof(kp), path, "url");
 	if (cfg_parse_url(r->url, &u, &unsupported, why, sizeof(why)) < 0) {
-		cfg_error(w->e, un, kp, "%s%s", why, unsupported ? " (s3 and file only)" : "");
+		char note[160];
+		walk_unset_note(note, sizeof(note), w, &un, 1);
+		cfg_error(w->e, un, kp, "%s%s%s", why, unsupported ? " (s3 and file only)" : "", note);
 		return -1;
 	}
 	if (at[RF_TYPE] && r->type != u.type) {
@@ -268,6 +270,14 @@ static int walk_entity(struct walk *w, const struct cfg_node *m, const char *pat
 	return 0;
 }
 
+/* The unset variable behind a missing url/path/bucket, as a message suffix. */
+static const char *unset_note(const struct walk *w, const struct cfg_node **at, char *buf, size_t len)
+{
+	const struct cfg_node *nodes[] = { at[RF_URL], at[RF_PATH], at[RF_BUCKET], at[RF_TYPE] };
+	walk_unset_note(buf, len, w, nodes, 4);
+	return buf;
+}
+
 int walk_stores(struct walk *w)
 {
 	const struct cfg_node *m = w->stores_node;
@@ -311,12 +321,15 @@ int walk_stores(struct walk *w)
 		    check_file_keys(w, &s->r, s->at, path, "store") < 0 ||
 		    check_secret_pairs(w, &s->r, s->at, path) < 0)
 			return -1;
+		char note[160];
 		if (s->r.type == REPLICA_S3 && !s->r.bucket) {
-			cfg_error(w->e, v, path, "missing bucket: an s3 store needs url: s3://BUCKET/PATH or bucket:");
+			cfg_error(w->e, v, path, "missing bucket: an s3 store needs url: s3://BUCKET/PATH or bucket:%s",
+				  unset_note(w, s->at, note, sizeof(note)));
 			return -1;
 		}
 		if (s->r.type == REPLICA_FILE && !s->r.path) {
-			cfg_error(w->e, v, path, "missing path: a file store needs url: file:///DIR or path: /DIR");
+			cfg_error(w->e, v, path, "missing path: a file store needs url: file:///DIR or path: /DIR%s",
+				  unset_note(w, s->at, note, sizeof(note)));
 			return -1;
 		}
 	}
@@ -428,13 +441,14 @@ static int inherit(struct walk *w, struct cfg_replica *r, const struct cfg_node 
 static int finish(struct walk *w, struct cfg_replica *r, const struct cfg_node **at, const char *path,
 		  const struct cfg_node *m)
 {
-	char kp[340];
+	char kp[340], note[160];
 	if (r->type == REPLICA_FILE) {
 		if (check_file_keys(w, r, at, path, "replica") < 0)
 			return -1;
 		if (!r->path) {
 			cfg_error(w->e, m, path,
-				  "missing path: a file replica needs url: file:///DIR or path: /DIR");
+				  "missing path: a file replica needs url: file:///DIR or path: /DIR%s",
+				  unset_note(w, at, note, sizeof(note)));
 			return -1;
 		}
 		char *abs = cfg_abs_path(r->path);
@@ -448,7 +462,8 @@ static int finish(struct walk *w, struct cfg_replica *r, const struct cfg_node *
 	} else {
 		if (!r->bucket) {
 			cfg_error(w->e, m, path,
-				  "missing bucket: an s3 replica needs url: s3://BUCKET/PATH or bucket:");
+				  "missing bucket: an s3 replica needs url: s3://BUCKET/PATH or bucket:%s",
+				  unset_note(w, at, note, sizeof(note)));
 			return -1;
 		}
 		if (!r->path && !(r->path = strdup("")))

@@ -591,6 +591,7 @@ int cfg_schema_load(const struct cfg_doc *doc, const struct config_options *opt,
 	rc = 0;
 out:
 	walk_stores_free(&w);
+	walk_release(&w);
 	free(w.top_akid.value);
 	free(w.top_akid.file);
 	free(w.top_sak.value);

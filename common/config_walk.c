@@ -70,11 +70,64 @@ static int expand(struct walk *w, const struct cfg_node *v, const char *path, bo
 	return 0;
 }
 
+/* Remember that v named an unset variable, for a later "missing …" message. */
+static void note_unset(struct walk *w, const struct cfg_node *v, char *name)
+{
+	if (!name)
+		return;
+	if (w->nunset == w->capunset) {
+		size_t cap = w->capunset ? w->capunset * 2 : 8;
+		struct walk_unset *u = realloc(w->unset, cap * sizeof(*u));
+		if (!u) {
+			free(name);
+			return; /* only a hint is lost */
+		}
+		w->unset = u;
+		w->capunset = cap;
+	}
+	w->unset[w->nunset].node = v;
+	w->unset[w->nunset].name = name;
+	w->nunset++;
+}
+
+const char *walk_unset_var(const struct walk *w, const struct cfg_node *v)
+{
+	for (size_t i = 0; v && i < w->nunset; i++)
+		if (w->unset[i].node == v)
+			return w->unset[i].name;
+	return NULL;
+}
+
+void walk_unset_note(char *buf, size_t len, const struct walk *w, const struct cfg_node *const *nodes,
+		     size_t n)
+{
+	buf[0] = '\0';
+	for (size_t i = 0; i < n; i++) {
+		const char *name = walk_unset_var(w, nodes[i]);
+		if (name) {
+			snprintf(buf, len, " (environment variable %s is not set)", name);
+			return;
+		}
+	}
+}
+
+void walk_release(struct walk *w)
+{
+	for (size_t i = 0; i < w->nunset; i++)
+		free(w->unset[i].name);
+	free(w->unset);
+	w->unset = NULL;
+	w->nunset = w->capunset = 0;
+}
+
 int walk_scalar(struct walk *w, const struct cfg_node *v, const char *path, bool secret, char **out)
 {
 	char *unset = NULL;
 	int rc = expand(w, v, path, secret, out, &unset);
-	free(unset);
+	if (rc == 0)
+		note_unset(w, v, unset);
+	else
+		free(unset);
 	return rc;
 }
 

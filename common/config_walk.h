@@ -78,6 +78,11 @@ struct walk {
 	/* top-level credentials, copied into S3 replicas lacking them */
 	struct cfg_secret top_akid, top_sak;
 	int merge_depth;           /* "<<" merge keys being walked */
+	struct walk_unset {        /* values that named an unset variable */
+		const struct cfg_node *node;
+		char *name;
+	} *unset;
+	size_t nunset, capunset;
 };
 
 /* Join a map path and a key: "dbs[0]" + "path" → "dbs[0].path". */
@@ -99,6 +104,16 @@ int walk_required(struct walk *w, const struct cfg_node *v, const char *path, ch
 
 /* "a map", "a list", "a value": for type-mismatch messages. */
 const char *walk_kind_name(const struct cfg_node *n);
+
+/* The unset variable value node v named, or NULL. */
+const char *walk_unset_var(const struct walk *w, const struct cfg_node *v);
+
+/* " (environment variable X is not set)" for the first of nodes that named one, else "". */
+void walk_unset_note(char *buf, size_t len, const struct walk *w, const struct cfg_node *const *nodes,
+		     size_t n);
+
+/* Free what the walk itself holds. */
+void walk_release(struct walk *w);
 
 /* Parse true/false, yes/no, on/off (any case). Returns 0 or -1. */
 int walk_parse_bool(const char *s, bool *out);

@@ -540,6 +540,24 @@ static const struct bad_case bad_cases[] = {
 	  "supervisor:\n"
 	  "  <<: 5\n",
 	  "bad.yml:2:7: supervisor.<<: a merge key takes a map (or a list of maps), got a single value" },
+	{ "unset_env_in_url",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      - url: s3://${LITEVISOR_TEST_UNSET_DB}/app\n",
+	  "bad.yml:4:14: dbs[0].replicas[0].url: invalid s3 URL \"s3:///app\" (expected s3://BUCKET/PATH) (environment variable LITEVISOR_TEST_UNSET_DB is not set)" },
+	{ "unset_env_bucket",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      - type: s3\n"
+	  "        bucket: $LITEVISOR_TEST_UNSET_DB\n",
+	  "bad.yml:4:9: dbs[0].replicas[0]: missing bucket: an s3 replica needs url: s3://BUCKET/PATH or bucket: (environment variable LITEVISOR_TEST_UNSET_DB is not set)" },
+	{ "unset_env_store_url",
+	  "stores:\n"
+	  "  nas:\n"
+	  "    url: ${LITEVISOR_TEST_UNSET_DB}\n",
+	  "bad.yml:2:5: stores.nas: missing path: a file store needs url: file:///DIR or path: /DIR (environment variable LITEVISOR_TEST_UNSET_DB is not set)" },
 	{ "unknown_key_no_hint",
 	  "dbs:\n"
 	  "  - path: /data/app.db\n"
