@@ -557,7 +557,7 @@ static const struct bad_case bad_cases[] = {
 	  "stores:\n"
 	  "  nas:\n"
 	  "    url: ${LITEVISOR_TEST_UNSET_DB}\n",
-	  "bad.yml:2:5: stores.nas: missing path: a file store needs url: file:///DIR or path: /DIR (environment variable LITEVISOR_TEST_UNSET_DB is not set)" },
+	  "bad.yml:3:5: stores.nas: missing path: a file store needs url: file:///DIR or path: /DIR (environment variable LITEVISOR_TEST_UNSET_DB is not set)" },
 	{ "unknown_key_no_hint",
 	  "dbs:\n"
 	  "  - path: /data/app.db\n"
