@@ -526,3 +526,46 @@ def test_bad_listen_address_fails_before_starting(litevisor_bin, tmp_path):
         assert not marker.exists()
     finally:
         busy.close()
+
+
+def test_service_runs_as_configured_user_with_streams_passed_through(litevisor_bin, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch user")
+    import pwd
+    nobody = pwd.getpwnam("nobody")
+    cfgf = tmp_path / "c.yml"
+    cfgf.write_text("supervisor:\n  user: nobody\n  groups: [daemon]\n")
+    p = subprocess.run([litevisor_bin, "run", "-config", str(cfgf), "--", "sh", "-c",
+                        'read line; echo "$line $(id -u) $(id -g) $(id -G) $HOME $USER"; echo err >&2'],
+                       input="hello\n", capture_output=True, text=True, timeout=20)
+    assert p.returncode == 0, p.stderr
+    import grp
+    daemon = grp.getgrnam("daemon").gr_gid
+    words = p.stdout.split()
+    assert words[:3] == ["hello", str(nobody.pw_uid), str(nobody.pw_gid)], p.stdout
+    assert sorted(int(g) for g in words[3:-2]) == sorted({nobody.pw_gid, daemon})
+    assert words[-2:] == [nobody.pw_dir, "nobody"]
+    assert "err\n" in p.stderr
+
+
+def test_unknown_user_is_a_config_error(litevisor_bin, tmp_path):
+    cfgf = tmp_path / "c.yml"
+    marker = tmp_path / "started"
+    cfgf.write_text("supervisor:\n  user: no-such-user-xyz\n")
+    p = subprocess.run([litevisor_bin, "run", "-config", str(cfgf), "--", "touch", str(marker)],
+                       capture_output=True, text=True, timeout=20)
+    assert p.returncode == 100
+    assert 'unknown user "no-such-user-xyz"' in p.stderr
+    assert not marker.exists()
+
+
+def test_ignored_sigpipe_is_not_inherited(litevisor_bin, tmp_path):
+    """litevisor ignores SIGPIPE itself; the service must get the default back."""
+    p = subprocess.run([litevisor_bin, "run", "--", "sh", "-c", "grep SigIgn /proc/self/status"],
+                       capture_output=True, text=True, timeout=20)
+    assert p.returncode == 0, p.stderr
+    ignored = int(p.stdout.split()[1], 16)
+    assert not ignored & (1 << (signal.SIGPIPE - 1)), p.stdout
+    blocked = subprocess.run([litevisor_bin, "run", "--", "sh", "-c", "grep SigBlk /proc/self/status"],
+                             capture_output=True, text=True, timeout=20).stdout
+    assert int(blocked.split()[1], 16) == 0, blocked
