@@ -95,10 +95,10 @@ static const char *const restore_verify[] = { "quick", "integrity", "none", NULL
 
 enum { RS_PROBE, RS_MODE, RS_QUORUM, RS_WAIT, RS_ALLOW, RS_EXISTING, RS_VERIFY, RS_PAR, RS_SKEW, RS_N };
 static const struct field restore_tab[RS_N] = {
-	[RS_PROBE] = { .key = "probe-timeout", .kind = F_DUR, .off = offsetof(struct cfg_restore, probe_timeout_ms) },
+	[RS_PROBE] = { .key = "probe-timeout", .kind = F_DUR, .off = offsetof(struct cfg_restore, probe_timeout_ms), .min = 1 },
 	[RS_MODE] = { .key = "mode", .kind = F_ENUM, .off = offsetof(struct cfg_restore, mode), .names = restore_modes },
 	[RS_QUORUM] = { .key = "quorum", .kind = F_INT, .off = offsetof(struct cfg_restore, quorum), .min = 1, .max = 64 },
-	[RS_WAIT] = { .key = "wait-timeout", .kind = F_DUR, .off = offsetof(struct cfg_restore, wait_timeout_ms) },
+	[RS_WAIT] = { .key = "wait-timeout", .kind = F_DUR, .off = offsetof(struct cfg_restore, wait_timeout_ms), .min = 1 },
 	[RS_ALLOW] = { .key = "allow-empty-when-unreachable", .kind = F_BOOL, .off = offsetof(struct cfg_restore, allow_empty_unreachable) },
 	[RS_EXISTING] = { .key = "existing", .kind = F_ENUM, .off = offsetof(struct cfg_restore, existing), .names = restore_existing },
 	[RS_VERIFY] = { .key = "verify", .kind = F_ENUM, .off = offsetof(struct cfg_restore, verify), .names = restore_verify },
@@ -167,7 +167,7 @@ static const struct field supervisor_tab[SV_N] = {
 	[SV_USER] = { .key = "user", .kind = F_STR, .off = offsetof(struct cfg_supervisor, user) },
 	[SV_GROUP] = { .key = "group", .kind = F_STR, .off = offsetof(struct cfg_supervisor, group) },
 	[SV_GROUPS] = { .key = "groups", .kind = F_CUSTOM, .fn = set_groups },
-	[SV_GRACE] = { .key = "stop-grace", .kind = F_DUR, .off = offsetof(struct cfg_supervisor, stop_grace_ms) },
+	[SV_GRACE] = { .key = "stop-grace", .kind = F_DUR, .off = offsetof(struct cfg_supervisor, stop_grace_ms), .min = 1 },
 	[SV_FLUSH] = { .key = "flush-timeout", .kind = F_DUR, .off = offsetof(struct cfg_supervisor, flush_timeout_ms) },
 	[SV_SIGGROUP] = { .key = "signal-group", .kind = F_BOOL, .off = offsetof(struct cfg_supervisor, signal_group) },
 	[SV_NEWPG] = { .key = "new-process-group", .kind = F_BOOL, .off = offsetof(struct cfg_supervisor, new_process_group) },
@@ -185,11 +185,6 @@ static int set_supervisor(struct walk *w, const struct field *f, const struct cf
 	struct cfg_supervisor *s = &cfg->supervisor;
 	if (walk_map(w, v, path, supervisor_tab, SV_N, ON_ALL, s, at) < 0)
 		return -1;
-	if (s->stop_grace_ms == 0) {
-		cfg_error(w->e, at[SV_GRACE], "supervisor.stop-grace",
-			  "must be more than 0 (the service needs time to stop)");
-		return -1;
-	}
 	if (s->restart_delay_max_ms < s->restart_delay_ms) {
 		const struct cfg_node *n = at[SV_DELAYMAX] ? at[SV_DELAYMAX] : at[SV_DELAY];
 		cfg_error(w->e, n, at[SV_DELAYMAX] ? "supervisor.restart-delay-max" : "supervisor.restart-delay",
@@ -250,34 +245,18 @@ enum { HE_LABEL, HE_PROBE_URL, HE_PROBE_INT, HE_PROBE_TO, HE_FAIL, HE_PUSH_URL, 
 static const struct field health_tab[HE_N] = {
 	[HE_LABEL] = { .key = "port-label", .kind = F_CUSTOM, .fn = set_port_label },
 	[HE_PROBE_URL] = { .key = "probe-url", .kind = F_CUSTOM, .off = offsetof(struct cfg_health, probe_url), .fn = set_url_field },
-	[HE_PROBE_INT] = { .key = "probe-interval", .kind = F_DUR, .off = offsetof(struct cfg_health, probe_interval_ms) },
-	[HE_PROBE_TO] = { .key = "probe-timeout", .kind = F_DUR, .off = offsetof(struct cfg_health, probe_timeout_ms) },
+	[HE_PROBE_INT] = { .key = "probe-interval", .kind = F_DUR, .off = offsetof(struct cfg_health, probe_interval_ms), .min = 1 },
+	[HE_PROBE_TO] = { .key = "probe-timeout", .kind = F_DUR, .off = offsetof(struct cfg_health, probe_timeout_ms), .min = 1 },
 	[HE_FAIL] = { .key = "fail-after", .kind = F_DUR, .off = offsetof(struct cfg_health, fail_after_ms) },
 	[HE_PUSH_URL] = { .key = "push-url", .kind = F_CUSTOM, .off = offsetof(struct cfg_health, push_url), .fn = set_url_field },
-	[HE_PUSH_INT] = { .key = "push-interval", .kind = F_DUR, .off = offsetof(struct cfg_health, push_interval_ms) },
+	[HE_PUSH_INT] = { .key = "push-interval", .kind = F_DUR, .off = offsetof(struct cfg_health, push_interval_ms), .min = 1 },
 };
 
 static int set_health(struct walk *w, const struct field *f, const struct cfg_node *v,
 		      const char *path, void *target)
 {
 	struct config *cfg = target;
-	const struct cfg_node *at[HE_N] = { 0 };
-	struct cfg_health *h = &cfg->health;
-	if (walk_map(w, v, path, health_tab, HE_N, ON_ALL, h, at) < 0)
-		return -1;
-	if (h->probe_interval_ms == 0) {
-		cfg_error(w->e, at[HE_PROBE_INT], "health.probe-interval", "must be more than 0");
-		return -1;
-	}
-	if (h->probe_timeout_ms == 0) {
-		cfg_error(w->e, at[HE_PROBE_TO], "health.probe-timeout", "must be more than 0");
-		return -1;
-	}
-	if (h->push_interval_ms == 0) {
-		cfg_error(w->e, at[HE_PUSH_INT], "health.push-interval", "must be more than 0");
-		return -1;
-	}
-	return 0;
+	return walk_map(w, v, path, health_tab, HE_N, ON_ALL, &cfg->health, NULL);
 }
 
 /* ---- top level ---- */
@@ -412,8 +391,8 @@ static const struct field db_tab[DB_N] = {
 	[DB_NAME] = { .key = "name", .kind = F_STR, .off = offsetof(struct cfg_db, name) },
 	[DB_ENV] = { .key = "env", .kind = F_CUSTOM, .fn = set_db_env },
 	[DB_OPTIONAL] = { .key = "optional", .kind = F_BOOL, .off = offsetof(struct cfg_db, optional) },
-	[DB_MONITOR] = { .key = "monitor-interval", .kind = F_DUR, .off = offsetof(struct cfg_db, monitor_interval_ms) },
-	[DB_CKPT] = { .key = "checkpoint-interval", .kind = F_DUR, .off = offsetof(struct cfg_db, checkpoint_interval_ms) },
+	[DB_MONITOR] = { .key = "monitor-interval", .kind = F_DUR, .off = offsetof(struct cfg_db, monitor_interval_ms), .min = 1 },
+	[DB_CKPT] = { .key = "checkpoint-interval", .kind = F_DUR, .off = offsetof(struct cfg_db, checkpoint_interval_ms), .min = 1 },
 	[DB_MINCK] = { .key = "min-checkpoint-page-count", .kind = F_INT64, .off = offsetof(struct cfg_db, min_checkpoint_page_count), .min = 1, .max = INT64_MAX },
 	[DB_MAXCK] = { .key = "max-checkpoint-page-count", .kind = F_INT64, .off = offsetof(struct cfg_db, max_checkpoint_page_count), .min = 0, .max = INT64_MAX },
 	[DB_TRUNC] = { .key = "truncate-page-count", .kind = F_INT64, .off = offsetof(struct cfg_db, truncate_page_count), .min = 0, .max = INT64_MAX },

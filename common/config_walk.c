@@ -206,6 +206,11 @@ static int set_value(struct walk *w, const struct field *f, const struct cfg_nod
 			cfg_error(w->e, v, path, "%s", why);
 			goto out;
 		}
+		/* min marks durations where 0 would mean a busy loop or an instant timeout. */
+		if (*(int64_t *)(void *)dst < f->min) {
+			cfg_error(w->e, v, path, "must be more than 0");
+			goto out;
+		}
 		break;
 	case F_SIZE:
 		if (size_parse(s, (int64_t *)(void *)dst, why, sizeof(why)) < 0) {

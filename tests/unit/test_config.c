@@ -558,6 +558,15 @@ static const struct bad_case bad_cases[] = {
 	  "  nas:\n"
 	  "    url: ${LITEVISOR_TEST_UNSET_DB}\n",
 	  "bad.yml:3:5: stores.nas: missing path: a file store needs url: file:///DIR or path: /DIR (environment variable LITEVISOR_TEST_UNSET_DB is not set)" },
+	{ "zero_monitor_interval",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    monitor-interval: 0\n",
+	  "bad.yml:3:23: dbs[0].monitor-interval: must be more than 0" },
+	{ "zero_stop_grace",
+	  "supervisor:\n"
+	  "  stop-grace: 0s\n",
+	  "bad.yml:2:15: supervisor.stop-grace: must be more than 0" },
 	{ "unknown_key_no_hint",
 	  "dbs:\n"
 	  "  - path: /data/app.db\n"
