@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "common/duration.h"
@@ -270,6 +271,30 @@ static int walk_entity(struct walk *w, const struct cfg_node *m, const char *pat
 	return 0;
 }
 
+/* An endpoint is http(s)://HOST[:PORT][/…] (scheme optional) without user@. */
+static int check_endpoint(struct walk *w, const struct cfg_replica *r, const struct cfg_node **at,
+			  const char *path)
+{
+	char kp[340];
+	if (!r->endpoint)
+		return 0;
+	const char *sep = strstr(r->endpoint, "://");
+	const char *auth = sep ? sep + 3 : r->endpoint;
+	size_t alen = strcspn(auth, "/?#");
+	walk_path(kp, sizeof(kp), path, "endpoint");
+	if (sep && !(sep - r->endpoint == 4 && strncasecmp(r->endpoint, "http", 4) == 0) &&
+	    !(sep - r->endpoint == 5 && strncasecmp(r->endpoint, "https", 5) == 0)) {
+		cfg_error(w->e, at[RF_ENDPOINT], kp, "must start with http:// or https://");
+		return -1;
+	}
+	if (alen == 0 || memchr(auth, '@', alen)) {
+		cfg_error(w->e, at[RF_ENDPOINT], kp,
+			  "needs a host (http(s)://HOST[:PORT]) and must not carry credentials");
+		return -1;
+	}
+	return 0;
+}
+
 /* The unset variable behind a missing url/path/bucket, as a message suffix. */
 static const char *unset_note(const struct walk *w, const struct cfg_node **at, char *buf, size_t len)
 {
@@ -322,6 +347,8 @@ int walk_stores(struct walk *w)
 		    check_secret_pairs(w, &s->r, s->at, path) < 0)
 			return -1;
 		char note[160];
+		if (check_endpoint(w, &s->r, s->at, path) < 0)
+			return -1;
 		if (s->r.type == REPLICA_S3 && !s->r.bucket) {
 			cfg_error(w->e, v, path, "missing bucket: an s3 store needs url: s3://BUCKET/PATH or bucket:%s",
 				  unset_note(w, s->at, note, sizeof(note)));
@@ -470,6 +497,8 @@ static int finish(struct walk *w, struct cfg_replica *r, const struct cfg_node *
 			goto oom;
 		cfg_clean_prefix(r->path);
 		if (r->endpoint) {
+			if (check_endpoint(w, r, at, path) < 0)
+				return -1;
 			if (!strstr(r->endpoint, "://")) {
 				char *e = join_prefix("https:/", r->endpoint);
 				if (!e)

@@ -567,6 +567,24 @@ static const struct bad_case bad_cases[] = {
 	  "supervisor:\n"
 	  "  stop-grace: 0s\n",
 	  "bad.yml:2:15: supervisor.stop-grace: must be more than 0" },
+	{ "endpoint_bad_scheme",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      - url: s3://bkt/app\n"
+	  "        endpoint: ftp://minio.lan:9000\n",
+	  "bad.yml:5:19: dbs[0].replicas[0].endpoint: must start with http:// or https://" },
+	{ "endpoint_with_credentials",
+	  "stores:\n"
+	  "  m:\n"
+	  "    type: s3\n"
+	  "    bucket: b\n"
+	  "    endpoint: http://AKIA:hunter2@minio.lan:9000\n"
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      - store: m\n",
+	  "bad.yml:5:15: stores.m.endpoint: needs a host (http(s)://HOST[:PORT]) and must not carry credentials" },
 	{ "unknown_key_no_hint",
 	  "dbs:\n"
 	  "  - path: /data/app.db\n"
