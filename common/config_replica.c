@@ -266,6 +266,12 @@ static int walk_entity(struct walk *w, const struct cfg_node *m, const char *pat
 	r->column = m->column;
 	if (walk_map(w, m, path, replica_tab, RF_N, where, r, at) < 0)
 		return -1;
+	if (r->path && strstr(r->path, "://")) {
+		char kp[340];
+		walk_path(kp, sizeof(kp), path, "path");
+		cfg_error(w->e, at[RF_PATH], kp, "is a URL; put it in url: instead (path: is a directory or key prefix)");
+		return -1;
+	}
 	if (r->url && !r->store && apply_url(w, r, at, path) < 0)
 		return -1;
 	return 0;

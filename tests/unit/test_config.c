@@ -585,6 +585,12 @@ static const struct bad_case bad_cases[] = {
 	  "    replicas:\n"
 	  "      - store: m\n",
 	  "bad.yml:5:15: stores.m.endpoint: needs a host (http(s)://HOST[:PORT]) and must not carry credentials" },
+	{ "path_is_url",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      - path: s3://bkt/app\n",
+	  "bad.yml:4:15: dbs[0].replicas[0].path: is a URL; put it in url: instead (path: is a directory or key prefix)" },
 	{ "unknown_key_no_hint",
 	  "dbs:\n"
 	  "  - path: /data/app.db\n"
