@@ -119,7 +119,8 @@ const struct field replica_tab[RF_N] = {
 };
 #undef R
 
-static void field_copy(const struct field *f, void *dst, const void *src)
+/* Copy one field's value from src to dst (both struct cfg_replica). Returns 0 or -1 (memory). */
+static int field_copy(const struct field *f, void *dst, const void *src)
 {
 	const char *s = (const char *)src + f->off;
 	char *d = (char *)dst + f->off;
@@ -131,7 +132,7 @@ static void field_copy(const struct field *f, void *dst, const void *src)
 		char **to = (char **)(void *)d;
 		free(*to);
 		*to = *from ? strdup(*from) : NULL;
-		break;
+		return *from && !*to ? -1 : 0;
 	}
 	case F_BOOL:
 		*(bool *)(void *)d = *(const bool *)(const void *)s;
@@ -144,6 +145,7 @@ static void field_copy(const struct field *f, void *dst, const void *src)
 	default:
 		break;
 	}
+	return 0;
 }
 
 int cfg_check_readable(struct walk *w, const struct cfg_node *v, const char *path, const char *file)
@@ -388,12 +390,18 @@ static const struct store *find_store(const struct walk *w, const char *name)
 	return NULL;
 }
 
+/* a + "/" + b, with b's leading slashes dropped: b is always below a. */
 static char *join_prefix(const char *a, const char *b)
 {
-	size_t len = strlen(a) + strlen(b) + 2;
+	while (*b == '/')
+		b++;
+	size_t al = strlen(a);
+	while (al > 1 && a[al - 1] == '/')
+		al--;
+	size_t len = al + strlen(b) + 2;
 	char *p = malloc(len);
 	if (p)
-		snprintf(p, len, "%s%s%s", a, *a && *b ? "/" : "", b);
+		snprintf(p, len, "%.*s%s%s", (int)al, a, al && *b && a[al - 1] != '/' ? "/" : "", b);
 	return p;
 }
 
@@ -437,8 +445,8 @@ static int inherit(struct walk *w, struct cfg_replica *r, const struct cfg_node 
 		int v = secret_pairs[p].value, f = secret_pairs[p].file;
 		if (at[v] || at[f])
 			continue;
-		field_copy(&replica_tab[v], r, &s->r);
-		field_copy(&replica_tab[f], r, &s->r);
+		if (field_copy(&replica_tab[v], r, &s->r) < 0 || field_copy(&replica_tab[f], r, &s->r) < 0)
+			goto oom;
 		at[v] = s->at[v];
 		at[f] = s->at[f];
 	}
@@ -449,25 +457,25 @@ static int inherit(struct walk *w, struct cfg_replica *r, const struct cfg_node 
 			continue;
 		if (i == RF_PATH || i == RF_URL || !s->at[i] || at[i])
 			continue;
-		field_copy(f, r, &s->r);
+		if (field_copy(f, r, &s->r) < 0)
+			goto oom;
 		at[i] = s->at[i];
 	}
 	if (s->r.path) {
 		char *joined = join_prefix(s->r.path, r->path ? r->path : "");
-		if (!joined) {
-			cfg_error(w->e, m, path, "out of memory");
-			return -1;
-		}
+		if (!joined)
+			goto oom;
 		free(r->path);
 		r->path = joined;
 		if (!at[RF_PATH])
 			at[RF_PATH] = s->at[RF_PATH];
 	}
-	if (!r->name && !(r->name = strdup(s->name))) {
-		cfg_error(w->e, m, path, "out of memory");
-		return -1;
-	}
+	if (!r->name && !(r->name = strdup(s->name)))
+		goto oom;
 	return 0;
+oom:
+	cfg_error(w->e, m, path, "out of memory");
+	return -1;
 }
 
 /* Defaults, top-level credentials, the node rule and the checks every replica gets. */
@@ -506,8 +514,9 @@ static int finish(struct walk *w, struct cfg_replica *r, const struct cfg_node *
 			if (check_endpoint(w, r, at, path) < 0)
 				return -1;
 			if (!strstr(r->endpoint, "://")) {
-				char *e = join_prefix("https:/", r->endpoint);
-				if (!e)
+				/* As the AWS SDK does: no scheme means https. */
+				char *e = NULL;
+				if (asprintf(&e, "https://%s", r->endpoint) < 0)
 					goto oom;
 				free(r->endpoint);
 				r->endpoint = e;

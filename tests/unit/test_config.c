@@ -172,6 +172,19 @@ TEST(node_rule_follows_top_level_node)
 	CHECK(!c.dbs[0].replicas[2].restore_only);
 	CHECK(c.dbs[0].replicas[3].restore_only);
 	config_release(&c);
+
+	/* A replica's path is always below its store's, however the slashes fall. */
+	c = load_ok("stores:\n"
+		    "  nas: {path: /mnt/nas/}\n"
+		    "  root: {url: \"file:///\"}\n"
+		    "dbs:\n"
+		    "  - path: /d/a.db\n"
+		    "    replicas:\n"
+		    "      - {store: nas, path: /a/}\n"
+		    "      - {store: root, path: b}\n");
+	CHECK_STR(c.dbs[0].replicas[0].path, "/mnt/nas/a");
+	CHECK_STR(c.dbs[0].replicas[1].path, "/b");
+	config_release(&c);
 }
 
 /* A replica may override what its store sets, and a store's credentials come along. */
