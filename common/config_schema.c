@@ -210,9 +210,9 @@ static int set_url_field(struct walk *w, const struct field *f, const struct cfg
 {
 	char **slot = (char **)(void *)((char *)target + f->off);
 	char *s = NULL;
-	if (walk_required(w, v, path, &s) < 0)
+	/* A push URL carries a token: never echo it (nor the probe URL, for symmetry). */
+	if (walk_required_ex(w, v, path, true, &s) < 0)
 		return -1;
-	/* push URLs carry a token: never echo them. */
 	if (check_http_url(w, v, path, s) < 0) {
 		free(s);
 		return -1;

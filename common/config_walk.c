@@ -133,8 +133,14 @@ int walk_scalar(struct walk *w, const struct cfg_node *v, const char *path, bool
 
 int walk_required(struct walk *w, const struct cfg_node *v, const char *path, char **out)
 {
+	return walk_required_ex(w, v, path, false, out);
+}
+
+int walk_required_ex(struct walk *w, const struct cfg_node *v, const char *path, bool secret,
+		     char **out)
+{
 	char *unset = NULL;
-	if (expand(w, v, path, false, out, &unset) < 0)
+	if (expand(w, v, path, secret, out, &unset) < 0)
 		return -1;
 	if (!*out || !**out) {
 		if (unset)

@@ -101,6 +101,8 @@ int walk_scalar(struct walk *w, const struct cfg_node *v, const char *path, bool
 
 /* Like walk_scalar but an empty result is an error naming the unset variable. */
 int walk_required(struct walk *w, const struct cfg_node *v, const char *path, char **out);
+int walk_required_ex(struct walk *w, const struct cfg_node *v, const char *path, bool secret,
+		     char **out);
 
 /* "a map", "a list", "a value": for type-mismatch messages. */
 const char *walk_kind_name(const struct cfg_node *n);

@@ -113,6 +113,13 @@ def test_credentials_never_printed(litevisor_bin, tmp_path):
     assert f'secret-access-key-file: "{keyfile}"' in p.stdout
     assert SAK not in p.stdout and AKID not in p.stdout
 
+    # An Uptime-Kuma push URL ends in a token: redacted as well.
+    cfgfile.write_text("health:\n  push-url: https://kuma.lan/api/push/Tok3nSecret42\n")
+    p = run(litevisor_bin, "-config", str(cfgfile))
+    assert p.returncode == 0, p.stderr
+    assert 'push-url: "<redacted>"' in p.stdout
+    assert "Tok3nSecret42" not in p.stdout
+
     # A bad credential is refused without being echoed.
     cfgfile.write_text(
         "dbs:\n  - path: /d/a.db\n    replicas:\n"
