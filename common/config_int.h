@@ -1,9 +1,14 @@
 /*
- * config_int.h — internals shared by config.c, config_yaml.c and
- * config_schema.c; not for use outside common/config*.c.
+ * config_int.h — internals shared by common/config*.c; not for use outside.
  *
- * The YAML text is first read into a small tree of nodes (config_yaml.c), so
- * the schema walk (config_schema.c) can look at a whole map at once: detect
+ *   config.c          entry points, defaults, release, replica URLs
+ *   config_yaml.c     YAML text → node tree (libyaml events)
+ *   config_walk.c     the generic table-driven walk over one map
+ *   config_schema.c   top level, logging, dbs, restore, supervisor, health
+ *   config_replica.c  stores and replicas
+ *
+ * The YAML text is first read into a small tree of nodes, so the schema
+ * walk can look at a whole map at once: detect
  * duplicate keys, report each key and value at its own line and column, and
  * resolve replicas against `stores` in any order. All nodes of one document
  * live in one arena and are freed together; aliases point at the anchored node.
