@@ -331,8 +331,9 @@ int walk_map(struct walk *w, const struct cfg_node *m, const char *path, const s
 		if (k->kind != CN_SCALAR || strcmp(k->value, "<<") != 0 || !k->plain)
 			continue;
 		walk_path(kp, sizeof(kp), path, "<<");
-		if (w->merge_depth >= 8) {
-			cfg_error(w->e, k, kp, "merge keys nested too deeply");
+		/* Aliases share nodes, so nested merges could fan out exponentially: cap them. */
+		if (w->merge_depth >= 8 || ++w->merges > 1000) {
+			cfg_error(w->e, k, kp, "merge keys nested too deeply or used too often");
 			return -1;
 		}
 		size_t nm = v->kind == CN_SEQ ? v->nitems : 1;

@@ -78,6 +78,7 @@ struct walk {
 	/* top-level credentials, copied into S3 replicas lacking them */
 	struct cfg_secret top_akid, top_sak;
 	int merge_depth;           /* "<<" merge keys being walked */
+	int merges;                /* "<<" merge keys walked so far */
 	struct walk_unset {        /* values that named an unset variable */
 		const struct cfg_node *node;
 		char *name;

@@ -604,6 +604,10 @@ static const struct bad_case bad_cases[] = {
 	  "    replicas:\n"
 	  "      - path: s3://bkt/app\n",
 	  "bad.yml:4:15: dbs[0].replicas[0].path: is a URL; put it in url: instead (path: is a directory or key prefix)" },
+	{ "merge_bomb",
+	  "supervisor:\n"
+	  "  <<: [&m4 {<<: [&m3 {<<: [&m2 {<<: [&m1 {<<: [&m0 {restart-limit: 1}, *m0, *m0, *m0, *m0, *m0, *m0, *m0, *m0, *m0]}, *m1, *m1, *m1, *m1, *m1, *m1, *m1, *m1, *m1]}, *m2, *m2, *m2, *m2, *m2, *m2, *m2, *m2, *m2]}, *m3, *m3, *m3, *m3, *m3, *m3, *m3, *m3, *m3]}, *m4, *m4, *m4, *m4, *m4, *m4, *m4, *m4, *m4]\n",
+	  "bad.yml:2:43: supervisor.<<: merge keys nested too deeply or used too often" },
 	{ "unknown_key_no_hint",
 	  "dbs:\n"
 	  "  - path: /data/app.db\n"
