@@ -263,7 +263,15 @@ static int set_value(struct walk *w, const struct field *f, const struct cfg_nod
 					break;
 				used += (size_t)k;
 			}
-			cfg_error(w->e, v, path, "invalid value \"%s\" (one of: %s)", s, list);
+			const char *hint = NULL;
+			for (size_t j = 0; f->names[j] && !hint; j++)
+				if (cfg_edit_distance(s, f->names[j], 2) <= 2 ||
+				    (strlen(s) >= 3 && strncmp(f->names[j], s, strlen(s)) == 0))
+					hint = f->names[j];
+			if (hint)
+				cfg_error(w->e, v, path, "invalid value \"%s\"; did you mean \"%s\"?", s, hint);
+			else
+				cfg_error(w->e, v, path, "invalid value \"%s\" (one of: %s)", s, list);
 			goto out;
 		}
 		*(int *)(void *)dst = (int)i;

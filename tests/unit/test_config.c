@@ -608,6 +608,14 @@ static const struct bad_case bad_cases[] = {
 	  "supervisor:\n"
 	  "  <<: [&m4 {<<: [&m3 {<<: [&m2 {<<: [&m1 {<<: [&m0 {restart-limit: 1}, *m0, *m0, *m0, *m0, *m0, *m0, *m0, *m0, *m0]}, *m1, *m1, *m1, *m1, *m1, *m1, *m1, *m1, *m1]}, *m2, *m2, *m2, *m2, *m2, *m2, *m2, *m2, *m2]}, *m3, *m3, *m3, *m3, *m3, *m3, *m3, *m3, *m3]}, *m4, *m4, *m4, *m4, *m4, *m4, *m4, *m4, *m4]\n",
 	  "bad.yml:2:43: supervisor.<<: merge keys nested too deeply or used too often" },
+	{ "enum_hint",
+	  "restore:\n"
+	  "  mode: freshest\n",
+	  "bad.yml:2:9: restore.mode: invalid value \"freshest\"; did you mean \"freshest-reachable\"?" },
+	{ "enum_hint_typo",
+	  "supervisor:\n"
+	  "  restart: on_failure\n",
+	  "bad.yml:2:12: supervisor.restart: invalid value \"on_failure\"; did you mean \"on-failure\"?" },
 	{ "unknown_key_no_hint",
 	  "dbs:\n"
 	  "  - path: /data/app.db\n"
