@@ -1,0 +1,92 @@
+"""CPU and memory of ONE process (the replicator or the restorer), from /proc.
+
+- CPU: utime+stime of the whole thread group from /proc/<pid>/stat (clock
+  ticks, usually 10 ms), taken as the difference over a measurement window.
+- Peak RSS: VmHWM from /proc/<pid>/status (the kernel's own high-water mark),
+  or ru_maxrss from wait4 for processes that have exited.
+- Peak private (anonymous) memory: the largest "Anonymous:" value of
+  /proc/<pid>/smaps_rollup seen by a sampler thread (every 20 ms by default).
+  Anonymous memory is the heap/stack/arenas the program itself dirtied, as
+  opposed to file-backed pages of shared libraries and the page cache.
+"""
+import os
+import threading
+import time
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    """user+sys CPU seconds of pid so far, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rindex(")") + 2:].split()
+    # fields[0] is state (field 3); utime/stime are fields 14/15
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def status_kib(pid, key):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def rollup_kib(pid, keys=("Anonymous", "Rss")):
+    out = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                k, _, rest = line.partition(":")
+                if k in keys:
+                    out[k] = int(rest.split()[0])
+    except OSError:
+        return None
+    return out
+
+
+class Sampler:
+    """Samples a pid's memory in a thread until stop(); keeps the peaks."""
+
+    def __init__(self, pid, interval=0.02):
+        self.pid = pid
+        self.interval = interval
+        self.peak_anon_kib = 0
+        self.peak_rss_kib = 0
+        self.hwm_kib = None
+        self.samples = 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def start(self):
+        self._t.start()
+        return self
+
+    def _run(self):
+        while not self._stop.is_set():
+            r = rollup_kib(self.pid)
+            if r is None:
+                break
+            self.samples += 1
+            self.peak_anon_kib = max(self.peak_anon_kib, r.get("Anonymous", 0))
+            self.peak_rss_kib = max(self.peak_rss_kib, r.get("Rss", 0))
+            hwm = status_kib(self.pid, "VmHWM")
+            if hwm is not None:
+                self.hwm_kib = hwm
+            self._stop.wait(self.interval)
+
+    def stop(self):
+        self._stop.set()
+        self._t.join()
+        return self
+
+
+def mib(kib):
+    return None if kib is None else kib / 1024.0

@@ -1,0 +1,417 @@
+"""Turns run.py's results into bench/results/latest.md (+ latest.json) and PNG plots.
+
+Every figure is a median over rounds with its spread (min–max) when there was
+more than one round. "n/a: why" is printed where a figure could not be
+measured. Goals (issue 7) are printed beside the figures with ✓/✗ — they
+never fail the run.
+"""
+import json
+import os
+import shutil
+import subprocess
+
+from common import RESULTS, WORK
+
+
+def med(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+class Fig:
+    """A measured figure: median, min, max over rounds — or the reason there is none."""
+
+    def __init__(self, vals=None, na=None):
+        self.vals = [v for v in (vals or []) if v is not None]
+        self.na = None if self.vals else (na or "n/a: not measured")
+
+    @property
+    def ok(self):
+        return bool(self.vals)
+
+    @property
+    def m(self):
+        return med(self.vals) if self.vals else None
+
+    def fmt(self, unit="", digits=2, scale=1.0):
+        if not self.vals:
+            return self.na
+        f = "%%.%df" % digits
+        s = f % (self.m * scale) + unit
+        if len(self.vals) > 1:
+            s += " (" + f % (min(self.vals) * scale) + "–" + f % (max(self.vals) * scale) + ")"
+        return s
+
+
+def collect(runs, get):
+    """Fig from a tool's per-round result dicts; the first n/a reason wins if nothing measured."""
+    if isinstance(runs, dict):
+        return Fig(na=runs.get("na", "n/a"))
+    vals, na = [], None
+    for r in runs:
+        if "na" in r:
+            na = na or r["na"]
+            continue
+        try:
+            v = get(r)
+        except (KeyError, TypeError):
+            v = None
+        if v is not None:
+            vals.append(v)
+    if not vals:
+        return Fig(na=na or "n/a: not measured")
+    return Fig(vals)
+
+
+def ratio(a, b):
+    if a.ok and b.ok and b.m:
+        return a.m / b.m
+    return None
+
+
+def verdict(ok):
+    return "✓" if ok else "✗"
+
+
+class Table:
+    def __init__(self, header):
+        self.header = header
+        self.rows = []
+        self.notes = []
+
+    def cell(self, fig, *fmt):
+        """A figure's text; an n/a reason becomes a numbered note under the table."""
+        if fig.ok:
+            return fig.fmt(*fmt)
+        if fig.na not in self.notes:
+            self.notes.append(fig.na)
+        return f"n/a [{self.notes.index(fig.na) + 1}]"
+
+    def add(self, *cells):
+        self.rows.append([str(c) for c in cells])
+
+    def md(self):
+        out = ["| " + " | ".join(self.header) + " |",
+               "|" + "|".join("---" for _ in self.header) + "|"]
+        out += ["| " + " | ".join(r) + " |" for r in self.rows]
+        if self.notes:
+            out.append("")
+            out += [f"[{i + 1}] {n}  " for i, n in enumerate(self.notes)]
+        return "\n".join(out)
+
+
+def tool_row(t, label, runs_by_tool, get, unit, digits=2, scale=1.0, goal=None):
+    """A row: Litestream | litevisor | ratio | goal. goal = (text, check(lv, ls, ratio)) or text."""
+    ls = collect(runs_by_tool.get("Litestream", []), get)
+    lv = collect(runs_by_tool.get("litevisor", []), get)
+    r = ratio(lv, ls)
+    rtxt = "%.2f×" % r if r is not None else "—"
+    if isinstance(goal, tuple):
+        text, check = goal
+        g = text
+        if lv.ok:
+            res = check(lv.m, ls.m if ls.ok else None, r)
+            if res is not None:
+                g += " " + verdict(res)
+    else:
+        g = goal or ""
+    t.add(label, t.cell(ls, unit, digits, scale), t.cell(lv, unit, digits, scale), rtxt, g)
+
+
+def le_ratio(limit):
+    return (f"≤ {limit}× Litestream", lambda lv, ls, r: None if r is None else r <= limit)
+
+
+def le_abs(limit, unit, scale=1.0):
+    return (f"≤ {limit} {unit}".strip(), lambda lv, ls, r: lv * scale <= limit)
+
+
+HDR = ["figure", "Litestream v0.3.13", "litevisor", "litevisor / Litestream", "goal"]
+
+
+def replication_table(sc, cpu_goal=None, with_lag_goals=False, mem=True):
+    t = Table(HDR)
+    tool_row(t, "CPU seconds (user+sys, replicator only)", sc, lambda r: r["cpu_s"], " s", 2,
+             goal=cpu_goal)
+    if mem:
+        tool_row(t, "peak RSS (VmHWM)", sc, lambda r: r["hwm_mib"], " MiB", 1,
+                 goal="report (libs ≈ 12 MiB file-backed)")
+        tool_row(t, "peak private (anonymous) memory", sc, lambda r: r["peak_anon_mib"], " MiB", 1,
+                 goal=le_abs(8, "MiB"))
+    for rep in ("file", "s3"):
+        name = "file replica" if rep == "file" else "S3 replica"
+        for q in ("p50", "p99", "max"):
+            goal = None
+            if with_lag_goals and q == "p50":
+                goal = le_abs(50, "ms", 1000)
+            elif with_lag_goals and q == "p99":
+                goal = le_abs(250, "ms", 1000)
+            tool_row(t, f"commit→replica lag {q}, {name}", sc,
+                     lambda r, rep=rep, q=q: r[f"lag_{rep}"][q], " ms", 0, 1000, goal=goal)
+        tool_row(t, f"commits never replicated, {name}", sc,
+                 lambda r, rep=rep: r[f"lag_{rep}"]["unreplicated"], "", 0)
+        tool_row(t, f"replica bytes, {name}", sc, lambda r, rep=rep: r[f"bytes_{rep}"] / 1e6,
+                 " MB", 2)
+    return t
+
+
+def restore_tables(rs):
+    out = []
+    for size, e in rs.items():
+        title = f"#### {size} MB database ({e.get('db_bytes', 0) / 1e6:.1f} MB file"
+        if "snapshot_lz4_bytes" in e:
+            title += f", snapshot {e['snapshot_lz4_bytes'] / 1e6:.1f} MB LZ4, written by Litestream"
+        title += ")"
+        out.append(title)
+        if "na" in e:
+            out.append("\n" + e["na"] + "\n")
+            continue
+        refs = {k: collect(e.get(k, {"na": "n/a"}), lambda r: r["s"])
+                for k in ("raw_s3", "raw_file", "decompress_only", "write_fsync_only")}
+        floor = None
+        if refs["decompress_only"].ok and refs["write_fsync_only"].ok:
+            floor = max(refs["decompress_only"].m, refs["write_fsync_only"].m)
+        t = Table(HDR)
+        for src in ("s3", "file"):
+            by = {"Litestream": e.get(f"Litestream|{src}", []),
+                  "litevisor": e.get(f"litevisor|{src}", [])}
+            sname = "S3 test server" if src == "s3" else "file replica"
+            raw = refs["raw_s3" if src == "s3" else "raw_file"]
+
+            def time_check(lv, ls, r, raw=raw):
+                checks = []
+                if r is not None:
+                    checks.append(r <= 0.8)
+                if floor:
+                    checks.append(lv <= 1.15 * floor)
+                if raw.ok:
+                    checks.append(lv <= 1.3 * raw.m)
+                return all(checks) if checks else None
+            lvf = collect(by["litevisor"], lambda r: r["s"])
+            extra = []
+            if lvf.ok and floor:
+                extra.append("%.2f× floor" % (lvf.m / floor))
+            if lvf.ok and raw.ok:
+                extra.append("%.2f× raw" % (lvf.m / raw.m))
+            gtxt = "≤ 0.8× Litestream, ≤ 1.15× floor, ≤ 1.3× raw"
+            if extra:
+                gtxt += " (" + ", ".join(extra) + ")"
+            tool_row(t, f"restore time from {sname} (median of rounds)", by, lambda r: r["s"],
+                     " s", 3, goal=(gtxt, time_check))
+            tool_row(t, f"peak RSS, {sname}", by, lambda r: r["rss_mib"], " MiB", 1,
+                     goal="report")
+            tool_row(t, f"peak private (anonymous), {sname}", by, lambda r: r["anon_mib"],
+                     " MiB", 1, goal=le_abs(16, "MiB"))
+            tool_row(t, f"integrity_check of the result (timed apart), {sname}", by,
+                     lambda r: r["integrity_s"] if r["integrity_ok"] else None, " s", 3,
+                     goal="ok")
+        out.append(t.md())
+        r = Table(["reference (same snapshot object)", "seconds"])
+        r.add("raw: `curl` GET from S3 \\| `lz4 -d` > file && sync file", r.cell(refs["raw_s3"], " s", 3))
+        r.add("raw: `lz4 -d` < file-replica object > file && sync file", r.cell(refs["raw_file"], " s", 3))
+        r.add("floor: LZ4 decompress only, to /dev/null", r.cell(refs["decompress_only"], " s", 3))
+        r.add("floor: write + fsync only, same bytes", r.cell(refs["write_fsync_only"], " s", 3))
+        r.add("floor (the slower of the two)", "%.3f s" % floor if floor else "n/a")
+        out.append("\n" + r.md())
+    return "\n\n".join(out)
+
+
+def latency_table(lat):
+    t = Table(["commit latency", "no replicator", "Litestream v0.3.13", "litevisor",
+               "litevisor / Litestream", "goal"])
+    for q in ("p50", "p99"):
+        none = collect(lat.get("none", []), lambda r: r[f"commit_{q}_ms"])
+        ls = collect(lat.get("Litestream", []), lambda r: r[f"commit_{q}_ms"])
+        lv = collect(lat.get("litevisor", []), lambda r: r[f"commit_{q}_ms"])
+        r = ratio(lv, ls)
+        g = "impact ≤ 1% vs none"
+        if lv.ok and none.ok:
+            imp = lv.m / none.m - 1
+            g += " (%+.1f%%) %s" % (imp * 100, verdict(imp <= 0.01))
+        if ls.ok and none.ok:
+            g += "; Litestream %+.1f%%" % ((ls.m / none.m - 1) * 100)
+        t.add(q, t.cell(none, " ms", 3), t.cell(ls, " ms", 3), t.cell(lv, " ms", 3),
+              "%.2f×" % r if r is not None else "—", g)
+    return t
+
+
+def plots(res):
+    """PNG plots with gnuplot; returns Markdown image lines (or why there are none)."""
+    if not shutil.which("gnuplot"):
+        return ["(no plots: gnuplot not installed — scripts/deps.sh installs gnuplot-nox)"]
+    pdir = os.path.join(WORK, "plots")
+    os.makedirs(pdir, exist_ok=True)
+    lines = []
+    sc = res["scenarios"]
+    series = []
+    for key, label in (("steady_1s", "sync-interval 1s"), ("steady_0", "sync-interval 0")):
+        for tool, runs in sc.get(key, {}).items():
+            if not runs or "na" in runs[0]:
+                continue
+            pts = [(x, l) for x, l in runs[0].get("series_s3", []) if l is not None]
+            if not pts:
+                continue
+            f = os.path.join(pdir, f"lag-{key}-{tool}.dat")
+            with open(f, "w") as fh:
+                for x, l in pts:
+                    fh.write("%.4f %.3f\n" % (x, max(l * 1000, 0.5)))
+            series.append((f, f"{tool}, {label}"))
+    if series:
+        out = os.path.join(RESULTS, "lag_steady.png")
+        gp = ["set terminal pngcairo size 900,450",
+              f"set output '{out}'",
+              "set title 'Commit-to-replica lag, S3 replica, 500 tx/s (round 1)'",
+              "set xlabel 'seconds since the first commit'",
+              "set ylabel 'lag (ms, log scale)'", "set logscale y", "set yrange [0.5:*]",
+              "set key outside right", "set grid"]
+        gp.append("plot " + ", ".join(f"'{f}' using 1:2 with points pt 7 ps 0.3 title '{t}'"
+                                      for f, t in series))
+        if run_gnuplot(gp, pdir, "lag"):
+            lines.append("![commit-to-replica lag over time](lag_steady.png)")
+    rs = sc.get("restore", {})
+    cols = [("Litestream|s3", "Litestream, S3"), ("Litestream|file", "Litestream, file"),
+            ("litevisor|s3", "litevisor, S3"), ("litevisor|file", "litevisor, file"),
+            ("raw_s3", "raw curl|lz4 -d, S3"), ("floor", "floor (max of decompress, write+fsync)")]
+    series = []
+    for key, label in cols:
+        pts = []
+        for size, e in rs.items():
+            if key == "floor":
+                a = collect(e.get("decompress_only", {"na": 1}), lambda r: r["s"])
+                b = collect(e.get("write_fsync_only", {"na": 1}), lambda r: r["s"])
+                if a.ok and b.ok:
+                    pts.append((e["db_bytes"] / 1e6, max(a.m, b.m)))
+                continue
+            f_ = collect(e.get(key, {"na": 1}), lambda r: r["s"])
+            if f_.ok:
+                pts.append((e["db_bytes"] / 1e6, f_.m))
+        if pts:
+            f = os.path.join(pdir, "restore-" + key.replace("|", "-") + ".dat")
+            with open(f, "w") as fh:
+                for x, y in sorted(pts):
+                    fh.write("%.2f %.4f\n" % (x, y))
+            series.append((f, label))
+    if series:
+        out = os.path.join(RESULTS, "restore_vs_size.png")
+        gp = ["set terminal pngcairo size 900,450", f"set output '{out}'",
+              "set title 'Restore time vs database size (median of rounds)'",
+              "set xlabel 'database size (MB)'", "set ylabel 'seconds'",
+              "set logscale xy", "set key outside right", "set grid"]
+        gp.append("plot " + ", ".join(f"'{f}' using 1:2 with linespoints pt 7 title '{t}'"
+                                      for f, t in series))
+        if run_gnuplot(gp, pdir, "restore"):
+            lines.append("![restore time vs database size](restore_vs_size.png)")
+    return lines
+
+
+def run_gnuplot(script, pdir, name):
+    path = os.path.join(pdir, name + ".gp")
+    with open(path, "w") as f:
+        f.write("\n".join(script) + "\n")
+    r = subprocess.run(["gnuplot", path], capture_output=True, text=True)
+    return r.returncode == 0
+
+
+def render(res):
+    meta = res["meta"]
+    m = meta["machine"]
+    plan = meta["plan"]
+    sc = res["scenarios"]
+    md = [f"# litevisor vs Litestream v0.3.13 — `make bench`{' QUICK=1' if meta['mode'] == 'quick' else ''}",
+          "",
+          f"Run {meta['started']} ({meta['mode']} mode, {meta.get('seconds', '?')} s) on "
+          f"{m.get('cpu', '?')}, {m.get('cores')} cores, {m.get('mem_gib')} GiB RAM, "
+          f"Linux {m.get('kernel')}, work dir on {m.get('work_fs', '?')}. "
+          f"Litestream `{meta['litestream']}`, litevisor `{meta['litevisor']}`.",
+          "",
+          "Same machine, same run; the tools run one after another, each on a fresh copy of the "
+          "same database with the same workload, written by a separate writer process. "
+          "Figures are medians over rounds, (min–max) when there was more than one round. "
+          "The machine is shared: expect noise. Goals are issue 7's, printed, never failing.",
+          ""]
+    if "steady_1s" in sc or "steady_0" in sc:
+        md += [f"## 1. Replication, steady: {plan['steady_rate']} tx/s for {plan['steady_seconds']} s, "
+               f"file + S3 replica in one process ({plan['steady_rounds']} round(s))", ""]
+        if "steady_1s" in sc:
+            md += ["### sync-interval: 1s (Litestream's default)", "",
+                   replication_table(sc["steady_1s"], le_ratio(0.5)).md(), ""]
+        if "steady_0" in sc:
+            md += ["### sync-interval: 0", "",
+                   replication_table(sc["steady_0"], None, with_lag_goals=True).md(), ""]
+    if "burst" in sc:
+        md += [f"## 2. Replication, burst: {plan['burst_rows']} rows in batches of "
+               f"{plan['burst_batch']}, as fast as possible (sync-interval 1s, "
+               f"{plan['burst_rounds']} round(s))", "",
+               replication_table(sc["burst"], le_ratio(0.5)).md(), ""]
+    if "idle" in sc:
+        t = Table(HDR)
+        tool_row(t, f"CPU seconds over {plan['idle_seconds']} s idle", sc["idle"],
+                 lambda r: r["cpu_s"], " s", 2, goal=le_ratio(0.2))
+        tool_row(t, "peak RSS", sc["idle"], lambda r: r["hwm_mib"], " MiB", 1, goal="report")
+        tool_row(t, "peak private (anonymous) memory", sc["idle"], lambda r: r["peak_anon_mib"],
+                 " MiB", 1, goal=le_abs(8, "MiB"))
+        md += [f"## 3. Idle: {plan['idle_seconds']} s without writes", "",
+               "CPU from /proc/<pid>/stat in clock ticks (10 ms): 0.00 means under one tick.", "",
+               t.md(), ""]
+    if "restore" in sc:
+        md += [f"## 4. Restore (median of {plan['restore_rounds']})", "",
+               "Both tools restore the same replica, written by Litestream (4 MiB LZ4 blocks). "
+               "Restore time is the restore command alone; `PRAGMA integrity_check` of the result "
+               "is timed apart. Peak RSS is the kernel's ru_maxrss; private memory is sampled "
+               "every 5 ms from smaps_rollup.", "",
+               restore_tables(sc["restore"]), ""]
+    if "latency" in sc:
+        md += [f"## 5. Write-latency impact: the writer's commit latency at {plan['steady_rate']} tx/s, "
+               f"{plan['latency_seconds']} s per run, {plan['latency_rounds']} interleaved rounds", "",
+               latency_table(sc["latency"]).md(), ""]
+    if "health" in sc:
+        h = sc["health"]
+        md += ["## 6. Health latency under load (litevisor only)", ""]
+        if "na" in h:
+            md += [h["na"], ""]
+        else:
+            t = Table(["figure", "litevisor", "goal"])
+            t.add("/readyz p50 while a snapshot uploads", "%.1f ms" % (h["p50"] * 1000), "")
+            t.add("/readyz p99 while a snapshot uploads", "%.1f ms" % (h["p99"] * 1000),
+                  "≤ 50 ms " + verdict(h["p99"] <= 0.05))
+            t.add("/readyz max", "%.1f ms" % (h["max"] * 1000), "")
+            t.add("requests during the upload", str(h["n"]), "")
+            md += [h.get("note", ""), "", t.md(), ""]
+    md += ["## Plots", ""] + plots(res) + [""]
+    md += ["How each figure is measured: bench/README.md. Raw data: latest.json.", ""]
+    return "\n".join(md)
+
+
+def strip_series(res):
+    """latest.json without the per-commit series (they are only for the plots)."""
+    out = json.loads(json.dumps(res))
+    for sc in out["scenarios"].values():
+        if isinstance(sc, dict):
+            for runs in sc.values():
+                if isinstance(runs, list):
+                    for r in runs:
+                        if isinstance(r, dict):
+                            r.pop("series_file", None)
+                            r.pop("series_s3", None)
+    return out
+
+
+def write(res):
+    os.makedirs(RESULTS, exist_ok=True)
+    md = render(res)
+    with open(os.path.join(RESULTS, "latest.md.tmp"), "w") as f:
+        f.write(md)
+    os.rename(os.path.join(RESULTS, "latest.md.tmp"), os.path.join(RESULTS, "latest.md"))
+    with open(os.path.join(RESULTS, "latest.json.tmp"), "w") as f:
+        json.dump(strip_series(res), f, indent=1)
+    os.rename(os.path.join(RESULTS, "latest.json.tmp"), os.path.join(RESULTS, "latest.json"))
+    with open(os.path.join(WORK, "last-results.json"), "w") as f:
+        json.dump(res, f)
+    return md
+
+
+if __name__ == "__main__":
+    # re-render the last run (with its plot series) without measuring again
+    with open(os.path.join(WORK, "last-results.json")) as f:
+        print(write(json.load(f)))

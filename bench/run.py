@@ -1,0 +1,514 @@
+#!/usr/bin/python3
+"""make bench: litevisor beside Litestream v0.3.13, same machine, same run.
+
+    run.py --bin PATH/TO/litevisor [--quick] [--only steady,burst,idle,restore,latency,health]
+
+Each tool runs one after another on a fresh copy of the same database with the
+same workload, several rounds; medians and spread go to bench/results/latest.md
+(+ latest.json, PNG plots). A figure that cannot be measured says "n/a: why";
+nothing is ever filled in. Goals are printed beside the figures, never failing.
+"""
+import argparse
+import json
+import os
+import platform
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+import lag  # noqa: E402
+import measure  # noqa: E402
+import report  # noqa: E402
+from common import PYTHON, WORK, fresh_dir, log, stop, wait_for  # noqa: E402
+
+WRITER = os.path.join(common.BENCH, "writer.py")
+
+
+class Plan:
+    """Durations and rounds: full mode follows issue 7, QUICK shrinks them to < 2 min."""
+
+    def __init__(self, quick):
+        self.quick = quick
+        self.steady_rate = 500
+        self.steady_seconds = 4 if quick else 30
+        self.steady_rounds = 1 if quick else 3
+        self.burst_rows = 20000
+        self.burst_batch = 200
+        self.burst_rounds = 1 if quick else 3
+        self.idle_seconds = 6 if quick else 60
+        self.restore_sizes_mb = [15] if quick else [15, 500]
+        self.restore_rounds = 3
+        self.latency_seconds = 2 if quick else 10
+        self.latency_rounds = 2 if quick else 5
+        self.health_size_mb = 500
+
+
+# ---------------------------------------------------------------- databases
+
+def make_base_db(path, rows=2000):
+    """The starting database every replication run copies: small, WAL mode, checkpointed."""
+    if os.path.exists(path):
+        os.unlink(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, ts REAL, body TEXT)")
+    conn.execute("BEGIN")
+    conn.executemany("INSERT INTO t (ts, body) VALUES (?, ?)",
+                     [(time.time(), f"seed row {i} " + "x" * 80) for i in range(rows)])
+    conn.execute("COMMIT")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    return path
+
+
+WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike "
+         "november oscar papa quebec romeo sierra tango uniform victor whiskey xray").split()
+
+
+def sized_db(size_mb):
+    """A database of about size_mb MB (cached in bench/work/dbcache), deterministic.
+
+    Rows mix repeated words with random bytes so LZ4 compresses it roughly like
+    application data (neither all-zero nor incompressible).
+    """
+    cache = os.path.join(WORK, "dbcache")
+    os.makedirs(cache, exist_ok=True)
+    path = os.path.join(cache, f"db-{size_mb}mb.sqlite")
+    if os.path.exists(path):
+        return path
+    log(f"building a {size_mb} MB database (cached for later runs)")
+    tmp = path + ".tmp"
+    for p in (tmp, tmp + "-wal", tmp + "-shm"):
+        if os.path.exists(p):
+            os.unlink(p)
+    import random
+    rnd = random.Random(size_mb)
+    conn = sqlite3.connect(tmp, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=OFF")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, ts REAL, body TEXT, blob BLOB)")
+    target = size_mb * 1000 * 1000
+    i = 0
+    while True:
+        conn.execute("BEGIN")
+        batch = []
+        for _ in range(2000):
+            words = " ".join(rnd.choice(WORDS) for _ in range(60))
+            batch.append((1.7e9 + i, f"{i} {words}", rnd.randbytes(200)))
+            i += 1
+        conn.executemany("INSERT INTO t (ts, body, blob) VALUES (?, ?, ?)", batch)
+        conn.execute("COMMIT")
+        pages, psize = conn.execute("PRAGMA page_count").fetchone()[0], \
+            conn.execute("PRAGMA page_size").fetchone()[0]
+        if pages * psize >= target:
+            break
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    for p in (tmp + "-wal", tmp + "-shm"):
+        if os.path.exists(p):
+            os.unlink(p)
+    os.rename(tmp, path)
+    return path
+
+
+# ---------------------------------------------------------------- replication
+
+def snapshots_present(rep_dir, s3, prefix):
+    import glob
+    f = glob.glob(os.path.join(rep_dir, "generations", "*", "snapshots", "*.snapshot.lz4"))
+    s = glob.glob(os.path.join(s3.prefix_dir(prefix), "generations", "*", "snapshots",
+                               "*.snapshot.lz4" + lag.S3_META))
+    return bool(f) and bool(s)
+
+
+def lag_stats(lags):
+    vals = sorted(x for _, x in lags if x is not None)
+    n = len(vals)
+    if not n:
+        return {"n": 0, "unreplicated": len(lags)}
+    return {"n": n, "unreplicated": len(lags) - n, "p50": vals[n // 2],
+            "p99": vals[min(n - 1, int(n * 0.99))], "max": vals[-1]}
+
+
+def replication_run(tool, s3, base_db, d, sync_interval, workload, drain=20):
+    """One tool, one fresh DB, one workload; returns the figures or {'na': why}."""
+    why = tool.available("replicate")
+    if why:
+        return {"na": why}
+    fresh_dir(d)
+    db = os.path.join(d, "db.sqlite")
+    shutil.copyfile(base_db, db)
+    rep = os.path.join(d, "replica")
+    prefix = os.path.relpath(d, WORK).replace(os.sep, "-")
+    cfg = common.write_config(os.path.join(d, "config.yml"), db, file_replica=rep, s3=s3,
+                              s3_prefix=prefix, sync_interval=sync_interval)
+    logf = open(os.path.join(d, "tool.log"), "w")
+    proc = subprocess.Popen(tool.replicate_cmd(cfg), stdout=logf, stderr=subprocess.STDOUT)
+    smp = measure.Sampler(proc.pid).start()
+    res = {}
+    try:
+        if not wait_for(lambda: proc.poll() is not None or snapshots_present(rep, s3, prefix),
+                        60, 0.05) or proc.poll() is not None:
+            reason = log_reason(logf.name)
+            if "non-positive interval for NewTicker" in reason:
+                return {"na": f"n/a: {tool.name} v0.3.13 does not run with sync-interval 0 "
+                              "(panic: non-positive interval for NewTicker); "
+                              "see its sync-interval 1s figures"}
+            return {"na": f"n/a: {tool.name} made no snapshot in both replicas "
+                          f"(exit {proc.poll()}{reason}; "
+                          f"see {os.path.relpath(d, common.ROOT)}/tool.log)"}
+        commits_path = os.path.join(d, "commits.txt")
+        t0 = time.monotonic()
+        cpu0 = measure.cpu_seconds(proc.pid)
+        if workload == "idle":
+            time.sleep(PLAN.idle_seconds)
+            commits = []
+        else:
+            subprocess.run([PYTHON, WRITER] + workload(db, commits_path), check=True)
+            commits = lag.read_commits(commits_path)
+            cache = {}
+            wait_for(lambda: lag.all_covered(commits, rep, False, cache) and
+                     lag.all_covered(commits, s3.prefix_dir(prefix), True, cache), drain, 0.05)
+        cpu1 = measure.cpu_seconds(proc.pid)
+        res["window_s"] = time.monotonic() - t0
+        res["hwm_mib"] = measure.mib(measure.status_kib(proc.pid, "VmHWM"))
+        if cpu0 is None or cpu1 is None:
+            return {"na": f"n/a: {tool.name} exited during the run (exit {proc.poll()})"}
+        res["cpu_s"] = cpu1 - cpu0
+    finally:
+        smp.stop()
+        ru = stop(proc)
+        logf.close()
+    res["peak_anon_mib"] = measure.mib(smp.peak_anon_kib)
+    if ru is not None:
+        res["hwm_mib"] = max(res.get("hwm_mib") or 0, ru.ru_maxrss / 1024.0)
+    res["commits"] = len(commits)
+    for name, root, is_s3 in (("file", rep, False), ("s3", s3.prefix_dir(prefix), True)):
+        objs, total = lag.scan(root, is_s3)
+        lags = lag.commit_lags(commits, objs)
+        res[f"lag_{name}"] = lag_stats(lags)
+        res[f"bytes_{name}"] = total
+        res[f"series_{name}"] = [(w - commits[0][0], x) for w, x in lags] if commits else []
+    if commits:
+        lat = sorted(c[1] for c in commits)
+        res["commit_p50_ms"] = lat[len(lat) // 2] * 1000
+        res["commit_p99_ms"] = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
+    return res
+
+
+def log_reason(path):
+    """The first line of a tool's log that says why it failed, if any."""
+    try:
+        with open(path, errors="replace") as f:
+            for line in f:
+                low = line.lower()
+                if "panic:" in low or "level=error" in low or "error" in low or "fatal" in low:
+                    return ": " + line.strip()[:160]
+    except OSError:
+        pass
+    return ""
+
+
+def steady_workload(db, out):
+    return ["steady", db, out, "--rate", str(PLAN.steady_rate),
+            "--seconds", str(PLAN.steady_seconds)]
+
+
+def burst_workload(db, out):
+    return ["burst", db, out, "--rows", str(PLAN.burst_rows), "--batch", str(PLAN.burst_batch)]
+
+
+def scenario_replication(tools, s3, base_db, key, sync_interval, workload, rounds):
+    out = {t.name: [] for t in tools}
+    for r in range(rounds):
+        for t in tools:
+            if r > 0 and "na" in out[t.name][0]:
+                continue   # it could not run in round 1; the reason stands
+            d = os.path.join(WORK, "runs", key, f"{t.name}-{r}")
+            log(f"{key}: {t.name} round {r + 1}/{rounds} (sync-interval {sync_interval})")
+            res = replication_run(t, s3, base_db, d, sync_interval, workload)
+            out[t.name].append(res)
+            if "na" in res:
+                log(f"  {res['na']}")
+            else:
+                log(f"  cpu {res['cpu_s']:.2f}s rss {res['hwm_mib']:.1f}MiB "
+                    f"anon {res['peak_anon_mib']:.1f}MiB lag-s3 p50 "
+                    f"{res['lag_s3'].get('p50', float('nan')):.3f}s")
+    return out
+
+
+# ---------------------------------------------------------------- restore
+
+def timed(cmd, shell=False, sample=False, timeout=600):
+    """Run cmd; returns (seconds, rc, maxrss MiB, peak anon MiB or None, stderr tail)."""
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, shell=shell, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    smp = measure.Sampler(p.pid, 0.005).start() if sample else None
+    _, status, ru = os.wait4(p.pid, 0)
+    dt = time.monotonic() - t0
+    err = p.stderr.read().decode(errors="replace")[-400:]
+    p.stderr.close()
+    p.returncode = os.waitstatus_to_exitcode(status)
+    anon = None
+    if smp:
+        smp.stop()
+        anon = measure.mib(smp.peak_anon_kib) if smp.samples else None
+    return dt, p.returncode, ru.ru_maxrss / 1024.0, anon, err
+
+
+def integrity_seconds(path):
+    t0 = time.monotonic()
+    r = subprocess.run(["sqlite3", path, "PRAGMA integrity_check"], capture_output=True, text=True)
+    return time.monotonic() - t0, r.stdout.strip() == "ok"
+
+
+def remove_db(path):
+    for suffix in ("", "-wal", "-shm", ".tmp", ".tmp-wal", ".tmp-shm"):
+        if os.path.exists(path + suffix):
+            os.unlink(path + suffix)
+
+
+def fsync_write(path, nbytes):
+    """Write nbytes to path and fsync: the disk half of the restore floor."""
+    buf = os.urandom(1 << 20)
+    t0 = time.monotonic()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        left = nbytes
+        while left > 0:
+            left -= os.write(fd, buf[:min(left, len(buf))])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return time.monotonic() - t0
+
+
+def scenario_restore(tools, s3):
+    out = {}
+    lt = tools[0]
+    for size in PLAN.restore_sizes_mb:
+        src_db_cached = sized_db(size)
+        d = fresh_dir(os.path.join(WORK, "runs", f"restore-{size}"))
+        src = os.path.join(d, "src")
+        os.makedirs(src)
+        db = os.path.join(src, "db.sqlite")
+        shutil.copyfile(src_db_cached, db)
+        rep = os.path.join(d, "replica")
+        prefix = f"restore-{size}-{int(time.time())}"
+        cfg = common.write_config(os.path.join(d, "write.yml"), db, file_replica=rep, s3=s3,
+                                  s3_prefix=prefix)
+        log(f"restore {size} MB: Litestream writes the replicas (file + S3)")
+        with open(os.path.join(d, "replicate.log"), "w") as logf:
+            p = subprocess.Popen(lt.replicate_cmd(cfg), stdout=logf, stderr=subprocess.STDOUT)
+            ok = wait_for(lambda: p.poll() is not None or snapshots_present(rep, s3, prefix),
+                          600, 0.1)
+            stop(p)
+        entry = {"db_bytes": os.path.getsize(db)}
+        out[str(size)] = entry
+        if not ok or not snapshots_present(rep, s3, prefix):
+            entry["na"] = "n/a: Litestream did not write the snapshot (see replicate.log)"
+            continue
+        import glob
+        snap = sorted(glob.glob(os.path.join(rep, "generations", "*", "snapshots", "*.lz4")))[-1]
+        snap_key = os.path.relpath(snap, rep)
+        entry["snapshot_lz4_bytes"] = os.path.getsize(snap)
+        cfgs = {"file": common.write_config(os.path.join(d, "file.yml"), db, file_replica=rep),
+                "s3": common.write_config(os.path.join(d, "s3.yml"), db, s3=s3, s3_prefix=prefix)}
+        outp = os.path.join(d, "out.sqlite")
+        for t in tools:
+            for source, c in cfgs.items():
+                key = f"{t.name}|{source}"
+                why = t.available("restore")
+                if why:
+                    entry[key] = {"na": why}
+                    continue
+                runs = []
+                for r in range(PLAN.restore_rounds):
+                    remove_db(outp)
+                    dt, rc, rss, anon, err = timed(t.restore_cmd(c, outp, db), sample=True)
+                    if rc != 0 or not os.path.exists(outp):
+                        runs = {"na": f"n/a: {t.name} restore failed (exit {rc}): "
+                                      f"{err.strip().splitlines()[-1] if err.strip() else ''}"}
+                        break
+                    it, ok_int = integrity_seconds(outp)
+                    runs.append({"s": dt, "rss_mib": rss, "anon_mib": anon, "integrity_s": it,
+                                 "integrity_ok": ok_int})
+                    log(f"  {t.name} from {source} round {r + 1}: {dt:.2f}s rss {rss:.1f}MiB "
+                        f"integrity {'ok' if ok_int else 'FAILED'} ({it:.2f}s)")
+                entry[key] = runs
+        # the raw reference and the floors, same object, same rounds
+        url = f"{s3.endpoint}/{common.BUCKET}/{prefix}/{snap_key}"
+        curl = (f"curl -sf --aws-sigv4 'aws:amz:{s3.region}:s3' "
+                f"--user '{s3.access_key}:{s3.secret_key}' -H 'x-amz-content-sha256: "
+                "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855' "
+                f"'{url}'")
+        refs = {"raw_s3": f"{curl} | lz4 -dc > '{outp}' && sync '{outp}'",
+                "raw_file": f"lz4 -dc < '{snap}' > '{outp}' && sync '{outp}'",
+                "decompress_only": f"lz4 -dc < '{snap}' > /dev/null"}
+        for name, cmd in refs.items():
+            runs = []
+            for r in range(PLAN.restore_rounds):
+                remove_db(outp)
+                dt, rc, _, _, err = timed(["/bin/bash", "-o", "pipefail", "-c", cmd])
+                if rc == 0 and name != "decompress_only" and \
+                        os.path.getsize(outp) != entry["db_bytes"]:
+                    rc, err = -1, f"wrote {os.path.getsize(outp)} bytes, expected {entry['db_bytes']}"
+                if rc != 0:
+                    runs = {"na": f"n/a: {name} failed (exit {rc}): {err.strip()[-200:]}"}
+                    break
+                runs.append({"s": dt})
+            entry[name] = runs
+        raw_bytes = os.path.getsize(outp) if os.path.exists(outp) else entry["db_bytes"]
+        entry["write_fsync_only"] = []
+        for r in range(PLAN.restore_rounds):
+            remove_db(outp)
+            entry["write_fsync_only"].append({"s": fsync_write(outp, raw_bytes)})
+        remove_db(outp)
+        log(f"  raw S3 reference {med([x['s'] for x in entry['raw_s3']]) if isinstance(entry['raw_s3'], list) else entry['raw_s3']}")
+    return out
+
+
+def med(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+
+
+# ---------------------------------------------------------------- write latency
+
+def scenario_latency(tools, s3, base_db):
+    """Commit latency of the writer alone, beside Litestream, beside litevisor; rounds interleaved."""
+    variants = [("none", None)] + [(t.name, t) for t in tools]
+    out = {name: [] for name, _ in variants}
+    for r in range(PLAN.latency_rounds):
+        for name, t in variants:
+            d = os.path.join(WORK, "runs", "latency", f"{name}-{r}")
+            args = lambda db, o: ["steady", db, o, "--rate", str(PLAN.steady_rate),  # noqa: E731
+                                  "--seconds", str(PLAN.latency_seconds)]
+            if t is None:
+                fresh_dir(d)
+                db = os.path.join(d, "db.sqlite")
+                shutil.copyfile(base_db, db)
+                o = os.path.join(d, "commits.txt")
+                subprocess.run([PYTHON, WRITER] + args(db, o), check=True)
+                c = lag.read_commits(o)
+                lat = sorted(x[1] for x in c)
+                res = {"commit_p50_ms": lat[len(lat) // 2] * 1000,
+                       "commit_p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000}
+            else:
+                res = replication_run(t, s3, base_db, d, "1s", args, drain=5)
+                res = {k: v for k, v in res.items() if k in ("na", "commit_p50_ms", "commit_p99_ms")}
+            out[name].append(res)
+            log(f"latency round {r + 1}/{PLAN.latency_rounds} {name}: "
+                f"{res.get('na') or '%.3f / %.3f ms' % (res['commit_p50_ms'], res['commit_p99_ms'])}")
+    return out
+
+
+# ---------------------------------------------------------------- health
+
+def scenario_health(tools, s3):
+    """p99 of /readyz while litevisor uploads a large snapshot (litevisor only)."""
+    lv = tools[1]
+    why = lv.available("run")
+    if why:
+        return {"na": why}
+    import health
+    return health.measure(lv, s3, sized_db(PLAN.health_size_mb), os.path.join(WORK, "runs", "health"))
+
+
+# ---------------------------------------------------------------- main
+
+def machine():
+    info = {"python": platform.python_version(), "kernel": platform.release()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info["cores"] = os.cpu_count()
+    info["mem_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    try:
+        fs = subprocess.run(["findmnt", "-n", "-o", "FSTYPE", "--target", WORK],
+                            capture_output=True, text=True)
+        info["work_fs"] = fs.stdout.strip()
+    except OSError:
+        pass
+    return info
+
+
+def version_of(cmd):
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        return (r.stdout or r.stderr).strip().splitlines()[0].split(" (")[0]
+    except (OSError, subprocess.TimeoutExpired, IndexError):
+        return "unknown"
+
+
+PLAN = Plan(False)
+
+
+def main():
+    global PLAN
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True, help="the litevisor binary")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", default="steady,burst,idle,restore,latency,health")
+    a = ap.parse_args()
+    PLAN = Plan(a.quick)
+    only = set(a.only.split(","))
+    os.makedirs(WORK, exist_ok=True)
+    shutil.rmtree(os.path.join(WORK, "runs"), ignore_errors=True)
+    tools = common.make_tools(os.path.abspath(a.bin))
+    started = time.time()
+    res = {"meta": {"mode": "quick" if a.quick else "full",
+                    "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
+                    "machine": machine(),
+                    "litestream": version_of([common.LITESTREAM, "version"]),
+                    "litevisor": version_of([tools[1].binary, "version"]),
+                    "plan": vars(PLAN)},
+           "scenarios": {}}
+    for t in tools:
+        for c in ("replicate", "restore", "run"):
+            t.available(c)
+    res["meta"]["availability"] = {t.name: t.missing for t in tools}
+    s3 = common.S3Server(fresh_dir(os.path.join(WORK, "s3"))).start()
+    log(f"S3 test server on {s3.endpoint}; store {s3.store}")
+    base = make_base_db(os.path.join(WORK, "base.sqlite"))
+    sc = res["scenarios"]
+    try:
+        if "steady" in only:
+            sc["steady_1s"] = scenario_replication(tools, s3, base, "steady-1s", "1s",
+                                                   steady_workload, PLAN.steady_rounds)
+            sc["steady_0"] = scenario_replication(tools, s3, base, "steady-0", "0s",
+                                                  steady_workload, PLAN.steady_rounds)
+        if "burst" in only:
+            sc["burst"] = scenario_replication(tools, s3, base, "burst", "1s",
+                                               burst_workload, PLAN.burst_rounds)
+        if "idle" in only:
+            sc["idle"] = scenario_replication(tools, s3, base, "idle", "1s", "idle", 1)
+        if "restore" in only:
+            sc["restore"] = scenario_restore(tools, s3)
+        if "latency" in only:
+            sc["latency"] = scenario_latency(tools, s3, base)
+        if "health" in only:
+            if a.quick:
+                sc["health"] = {"na": "n/a in QUICK mode: needs a 500 MB snapshot upload "
+                                      "(run the full `make bench`)"}
+            else:
+                sc["health"] = scenario_health(tools, s3)
+    finally:
+        s3.close()
+    res["meta"]["seconds"] = round(time.time() - started, 1)
+    md = report.write(res)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
