@@ -296,6 +296,41 @@ TEST(url_shortcuts)
 	}
 }
 
+/* In a config, explicit keys win over what a URL shortcut implies (as in Litestream). */
+TEST(url_parts_versus_explicit_keys)
+{
+	struct config c = load_ok(
+		"dbs:\n"
+		"  - path: /d/a.db\n"
+		"    replicas:\n"
+		"      - url: s3://bkt.localhost:9000/p/\n"
+		"        region: eu-west-1\n"
+		"        name: a\n"
+		"      - url: s3://bkt.s3.filebase.com/q\n"
+		"        endpoint: http://127.0.0.1:9000/\n"
+		"        name: b\n"
+		"      - type: s3\n"
+		"        bucket: bkt\n"
+		"        path: r\n"
+		"        endpoint: http://127.0.0.1:9000\n"
+		"        force-path-style: false\n"
+		"        name: c\n"
+		"      - url: file:///var/backups/a/\n");
+	const struct cfg_replica *r = c.dbs[0].replicas;
+	CHECK_STR(r[0].endpoint, "http://localhost:9000");
+	CHECK_STR(r[0].region, "eu-west-1");
+	CHECK_STR(r[0].path, "p");
+	CHECK(r[0].force_path_style);
+	CHECK_STR(r[1].endpoint, "http://127.0.0.1:9000");
+	CHECK_STR(r[1].bucket, "bkt");
+	CHECK_STR(r[1].region, "us-east-1");
+	CHECK(!r[2].force_path_style); /* explicit false wins over "endpoint means path style" */
+	CHECK_INT(r[3].type, REPLICA_FILE);
+	CHECK_STR(r[3].path, "/var/backups/a");
+	CHECK_STR(r[3].name, "file");
+	config_release(&c);
+}
+
 TEST(defaults_match_config_h)
 {
 	struct config c = load_ok("dbs:\n  - path: /d/app.db\n    replicas:\n      - url: s3://b/p\n");
@@ -1071,7 +1106,8 @@ TEST(survives_mutated_input)
 }
 
 UNIT_MAIN(T(litestream_full_example), T(seed_topology_from_node_105), T(node_rule_follows_top_level_node),
-	  T(store_inheritance_and_overrides), T(url_shortcuts), T(defaults_match_config_h),
+	  T(store_inheritance_and_overrides), T(url_shortcuts), T(url_parts_versus_explicit_keys),
+	  T(defaults_match_config_h),
 	  T(litevisor_sections), T(env_expansion_in_values), T(anchors_and_aliases),
 	  T(default_path_order), T(file_errors_name_the_file), T(bad_configs_give_exact_errors),
 	  T(credentials_never_in_errors), T(secret_files_are_checked_at_load),
