@@ -1,14 +1,465 @@
 /*
- * s3.c — the S3 backend (interim: the client lands in the next commit; until
- * then opening an S3 replica fails with a clear message instead of a link error).
+ * s3.c — the S3 backend: addressing (path-style for an endpoint such as
+ * MinIO, virtual-hosted for AWS), ListObjectsV2 with full pagination,
+ * GetObject streamed to the sink, HeadObject, DeleteObjects in batches.
+ * PutObject lives in s3_put.c; transport, signing and retries in s3_http.c.
  */
-#include "replication/storage.h"
+#include "replication/s3.h"
 
+#include <errno.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "replication/s3_xml.h"
 #include "common/banned.h"
+
+char *s3_full_key(const struct s3 *s3, const char *key)
+{
+	char *out = NULL;
+	if (asprintf(&out, "%s%s", s3->prefix, key) < 0)
+		return NULL;
+	return out;
+}
+
+static int oom(struct st_error *err, const char *op, const char *key)
+{
+	st_error_set(err, ST_TRANSIENT, 0, "%s %s: out of memory", op, key);
+	return ST_TRANSIENT;
+}
+
+/* ---- get / stat ---- */
+
+static int s3_get(struct storage *st, const char *key, const struct st_sink *sink,
+		  const struct st_call *call, struct st_error *err)
+{
+	struct s3 *s3 = (struct s3 *)st;
+	struct s3_ctl ctl;
+	struct s3_resp resp;
+	char *full = s3_full_key(s3, key);
+	if (!full)
+		return oom(err, "get", key);
+	s3_ctl_init(&ctl, call);
+	s3_resp_init(&resp);
+	struct s3_req req = { .op = "get", .method = "GET", .key = full, .read_len = -1,
+			      .sink = sink, .big = true };
+	int rc = s3_request(s3, &req, &resp, &ctl, err);
+	s3_resp_release(&resp);
+	free(full);
+	return rc;
+}
+
+static int s3_stat(struct storage *st, const char *key, struct st_object *out,
+		   const struct st_call *call, struct st_error *err)
+{
+	struct s3 *s3 = (struct s3 *)st;
+	struct s3_ctl ctl;
+	struct s3_resp resp;
+	char *full = s3_full_key(s3, key);
+	if (!full)
+		return oom(err, "head", key);
+	s3_ctl_init(&ctl, call);
+	s3_resp_init(&resp);
+	struct s3_req req = { .op = "head", .method = "HEAD", .key = full, .read_len = -1, .head = true };
+	int rc = s3_request(s3, &req, &resp, &ctl, err);
+	if (rc == 0) {
+		out->size = resp.content_length >= 0 ? resp.content_length : 0;
+		out->mtime_ns = resp.last_modified_ns;
+	}
+	s3_resp_release(&resp);
+	free(full);
+	return rc;
+}
+
+/* ---- list ---- */
+
+struct list_page {
+	struct st_list *out;
+	const char *root;          /* replica prefix to strip */
+	size_t rootlen;
+	char *key;                 /* current <Contents> */
+	int64_t size, mtime_ns;
+	bool truncated;
+	char *next_token;
+	int failed;                /* out of memory */
+};
+
+static char *dup_text(const char *t, size_t len)
+{
+	char *s = malloc(len + 1);
+	if (s) {
+		memcpy(s, t, len);
+		s[len] = '\0';
+	}
+	return s;
+}
+
+static int list_cb(void *ctx, enum s3_xml_event ev, const char *path, const char *text, size_t len)
+{
+	struct list_page *p = ctx;
+	if (ev == S3_XML_OPEN) {
+		if (!strcmp(path, "ListBucketResult/Contents")) {
+			free(p->key);
+			p->key = NULL;
+			p->size = p->mtime_ns = 0;
+		}
+		return 0;
+	}
+	if (!strcmp(path, "ListBucketResult/Contents/Key")) {
+		free(p->key);
+		if (!(p->key = dup_text(text, len)))
+			return p->failed = 1;
+	} else if (!strcmp(path, "ListBucketResult/Contents/Size")) {
+		p->size = strtoll(text, NULL, 10);
+	} else if (!strcmp(path, "ListBucketResult/Contents/LastModified")) {
+		if (clock_parse_rfc3339(text, &p->mtime_ns) < 0)
+			p->mtime_ns = 0;
+	} else if (!strcmp(path, "ListBucketResult/Contents")) {
+		/* keys outside the replica's prefix cannot appear, but never trust that */
+		if (p->key && !strncmp(p->key, p->root, p->rootlen) &&
+		    st_list_add_object(p->out, p->key + p->rootlen, p->size, p->mtime_ns) < 0)
+			return p->failed = 1;
+	} else if (!strcmp(path, "ListBucketResult/CommonPrefixes/Prefix")) {
+		if (len >= p->rootlen && !strncmp(text, p->root, p->rootlen) && len > p->rootlen &&
+		    st_list_add_prefix(p->out, text + p->rootlen) < 0)
+			return p->failed = 1;
+	} else if (!strcmp(path, "ListBucketResult/IsTruncated")) {
+		p->truncated = len == 4 && !strncmp(text, "true", 4);
+	} else if (!strcmp(path, "ListBucketResult/NextContinuationToken")) {
+		free(p->next_token);
+		if (!(p->next_token = dup_text(text, len)))
+			return p->failed = 1;
+	}
+	return 0;
+}
+
+static int s3_list(struct storage *st, const char *prefix, const char *delimiter,
+		   struct st_list *out, const struct st_call *call, struct st_error *err)
+{
+	struct s3 *s3 = (struct s3 *)st;
+	struct s3_ctl ctl;
+	struct s3_resp resp;
+	char *full = s3_full_key(s3, prefix), *token = NULL;
+	char why[128];
+	int rc = 0;
+
+	if (!full)
+		return oom(err, "list", prefix);
+	s3_ctl_init(&ctl, call);
+	s3_resp_init(&resp);
+	resp.body.cap = S3_LIST_BODY_CAP;
+	for (int page = 0;; page++) {
+		struct s3_kv q[4];
+		size_t nq = 0;
+		q[nq++] = (struct s3_kv){ "list-type", "2" };
+		if (full[0])
+			q[nq++] = (struct s3_kv){ "prefix", full };
+		if (delimiter && delimiter[0])
+			q[nq++] = (struct s3_kv){ "delimiter", delimiter };
+		if (token)
+			q[nq++] = (struct s3_kv){ "continuation-token", token };
+		struct s3_req req = { .op = "list", .method = "GET", .key = NULL, .query = q, .nquery = nq,
+				      .read_len = -1, .body_cap = S3_LIST_BODY_CAP };
+		if ((rc = s3_request(s3, &req, &resp, &ctl, err)) != 0) {
+			if (rc == ST_NOT_FOUND)
+				st_error_set(err, rc, err->http_status, "list %s/%s: no such bucket (%s)",
+					     s3->bucket, full, err->message);
+			break;
+		}
+		struct list_page p = { .out = out, .root = s3->prefix, .rootlen = strlen(s3->prefix) };
+		int prc = s3_xml_parse(resp.body.data, resp.body.len, list_cb, &p, why, sizeof(why));
+		free(p.key);
+		if (prc != 0) {
+			free(p.next_token);
+			rc = p.failed ? oom(err, "list", full) : ST_PERMANENT;
+			if (!p.failed)
+				st_error_set(err, rc, (int)resp.status, "list %s/%s: %s in the answer to page %d",
+					     s3->bucket, full, why, page + 1);
+			break;
+		}
+		if (!p.truncated) {
+			free(p.next_token);
+			break;
+		}
+		if (!p.next_token || !p.next_token[0] || (token && !strcmp(token, p.next_token))) {
+			free(p.next_token);
+			rc = ST_PERMANENT;
+			st_error_set(err, rc, (int)resp.status,
+				     "list %s/%s: truncated answer without a new continuation token", s3->bucket, full);
+			break;
+		}
+		free(token);
+		token = p.next_token;
+	}
+	s3_resp_release(&resp);
+	free(token);
+	free(full);
+	return rc;
+}
+
+/* ---- delete ---- */
+
+struct delete_result {
+	char key[256], code[96], msg[200];
+	char first[600];  /* first real failure, for the message */
+	int status;
+};
+
+static void copy_text(char *dst, size_t dstlen, const char *t, size_t len)
+{
+	if (len >= dstlen)
+		len = dstlen - 1;
+	memcpy(dst, t, len);
+	dst[len] = '\0';
+}
+
+static int delete_cb(void *ctx, enum s3_xml_event ev, const char *path, const char *text, size_t len)
+{
+	struct delete_result *d = ctx;
+	if (ev == S3_XML_OPEN) {
+		if (!strcmp(path, "DeleteResult/Error"))
+			d->key[0] = d->code[0] = d->msg[0] = '\0';
+		return 0;
+	}
+	if (!strcmp(path, "DeleteResult/Error/Key"))
+		copy_text(d->key, sizeof(d->key), text, len);
+	else if (!strcmp(path, "DeleteResult/Error/Code"))
+		copy_text(d->code, sizeof(d->code), text, len);
+	else if (!strcmp(path, "DeleteResult/Error/Message"))
+		copy_text(d->msg, sizeof(d->msg), text, len);
+	else if (!strcmp(path, "DeleteResult/Error") && strcmp(d->code, "NoSuchKey") != 0 && !d->status) {
+		bool auth = !strcmp(d->code, "AccessDenied");
+		bool transient = !strcmp(d->code, "InternalError") || !strcmp(d->code, "SlowDown") ||
+				 !strcmp(d->code, "ServiceUnavailable");
+		d->status = auth ? ST_AUTH : transient ? ST_TRANSIENT : ST_PERMANENT;
+		snprintf(d->first, sizeof(d->first), "%s: %s %s", d->key, d->code, d->msg);
+	}
+	return 0;
+}
+
+static void content_md5(const void *buf, size_t len, char out[32])
+{
+	unsigned char md[16];
+	unsigned int mdlen = 0;
+	EVP_Digest(buf, len, md, &mdlen, EVP_md5(), NULL);
+	EVP_EncodeBlock((unsigned char *)out, md, 16);
+}
+
+static int delete_batch(struct s3 *s3, const char *const *keys, size_t n, const struct s3_ctl *ctl,
+			struct st_error *err)
+{
+	struct s3_buf body = S3_BUF_INIT(64 * 1024 * 1024);
+	struct s3_resp resp;
+	struct delete_result d = { .status = 0 };
+	char md5[32], why[128];
+	int rc = 0;
+
+	s3_resp_init(&resp);
+	resp.body.cap = S3_LIST_BODY_CAP;
+	if (s3_buf_adds(&body, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>"
+			       "<Delete xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Quiet>true</Quiet>") < 0)
+		goto nomem;
+	for (size_t i = 0; i < n; i++) {
+		if (s3_buf_adds(&body, "<Object><Key>") < 0 || s3_buf_adds(&body, s3->prefix) < 0 ||
+		    s3_xml_escape(&body, keys[i]) < 0 || s3_buf_adds(&body, "</Key></Object>") < 0)
+			goto nomem;
+	}
+	if (s3_buf_adds(&body, "</Delete>") < 0)
+		goto nomem;
+	content_md5(body.data, body.len, md5);
+	struct s3_kv q[] = { { "delete", "" } };
+	struct s3_req req = { .op = "delete", .method = "POST", .key = NULL, .query = q, .nquery = 1,
+			      .content_md5 = md5, .content_type = "application/xml",
+			      .body = body.data, .body_len = body.len, .read_len = -1,
+			      .body_cap = S3_LIST_BODY_CAP };
+	if ((rc = s3_request(s3, &req, &resp, ctl, err)) != 0)
+		goto out;
+	if (resp.body.len && s3_xml_parse(resp.body.data, resp.body.len, delete_cb, &d, why, sizeof(why)) != 0) {
+		rc = ST_PERMANENT;
+		st_error_set(err, rc, (int)resp.status, "delete %s (%zu keys): %s in the answer", s3->bucket, n, why);
+		goto out;
+	}
+	if (d.status) {
+		rc = d.status;
+		st_error_set(err, rc, (int)resp.status, "delete %s: %s", s3->bucket, d.first);
+	}
+	goto out;
+nomem:
+	rc = oom(err, "delete", s3->bucket);
+out:
+	s3_resp_release(&resp);
+	s3_buf_release(&body);
+	return rc;
+}
+
+static int s3_del(struct storage *st, const char *const *keys, size_t nkeys,
+		  const struct st_call *call, struct st_error *err)
+{
+	struct s3 *s3 = (struct s3 *)st;
+	struct s3_ctl ctl;
+	s3_ctl_init(&ctl, call);
+	for (size_t i = 0; i < nkeys; i += S3_DELETE_BATCH) {
+		size_t n = nkeys - i < S3_DELETE_BATCH ? nkeys - i : S3_DELETE_BATCH;
+		int rc = delete_batch(s3, keys + i, n, &ctl, err);
+		if (rc != 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* ---- open / close ---- */
+
+static void secret_release(struct cfg_secret *s)
+{
+	if (s->value) {
+		OPENSSL_cleanse(s->value, strlen(s->value));
+		free(s->value);
+	}
+	free(s->file);
+	s->value = s->file = NULL;
+}
+
+static int secret_copy(struct cfg_secret *dst, const struct cfg_secret *src)
+{
+	dst->value = src->value ? strdup(src->value) : NULL;
+	dst->file = src->file ? strdup(src->file) : NULL;
+	return (src->value && !dst->value) || (src->file && !dst->file) ? -1 : 0;
+}
+
+static void s3_destroy(struct storage *st)
+{
+	struct s3 *s3 = (struct s3 *)st;
+	for (int i = 0; i < s3->nidle; i++)
+		curl_easy_cleanup(s3->idle[i]);
+	pthread_mutex_destroy(&s3->lock);
+	secret_release(&s3->akid);
+	secret_release(&s3->secret);
+	secret_release(&s3->token);
+	free(s3->bucket);
+	free(s3->prefix);
+	free(s3->region);
+	free(s3->base_url);
+	free(s3->host);
+	free(s3->path_prefix);
+	free(s3->ca_file);
+	free(s3->base.description);
+	free(s3);
+}
+
+static const struct storage_ops s3_ops = {
+	.list = s3_list,
+	.get = s3_get,
+	.put = s3_put,
+	.del = s3_del,
+	.stat = s3_stat,
+	.destroy = s3_destroy,
+};
+
+/* Host header form of an authority: the scheme's default port is left out. */
+static char *host_of(const char *authority, size_t len, bool https)
+{
+	const char *dflt = https ? ":443" : ":80";
+	size_t dl = strlen(dflt);
+	if (len > dl && !memcmp(authority + len - dl, dflt, dl))
+		len -= dl;
+	return dup_text(authority, len);
+}
+
+/* Fill base_url/host/path_prefix from the endpoint (or AWS). Returns 0 or -1 with err set. */
+static int addressing(struct s3 *s3, const struct cfg_replica *r, struct st_error *err)
+{
+	const char *name = r->name ? r->name : "s3";
+	bool path_style = r->force_path_style || strchr(s3->bucket, '.') != NULL;
+	if (!r->endpoint || !r->endpoint[0]) {
+		if (path_style) {
+			if (asprintf(&s3->host, "s3.%s.amazonaws.com", s3->region) < 0 ||
+			    asprintf(&s3->path_prefix, "/%s", s3->bucket) < 0)
+				return -1;
+		} else {
+			if (asprintf(&s3->host, "%s.s3.%s.amazonaws.com", s3->bucket, s3->region) < 0 ||
+			    !(s3->path_prefix = strdup("")))
+				return -1;
+		}
+		return asprintf(&s3->base_url, "https://%s", s3->host) < 0 ? -1 : 0;
+	}
+	const char *ep = r->endpoint, *sep = strstr(ep, "://");
+	bool https = true;
+	const char *auth = ep;
+	if (sep) {
+		size_t sl = (size_t)(sep - ep);
+		if (sl == 4 && !strncasecmp(ep, "http", 4))
+			https = false;
+		else if (!(sl == 5 && !strncasecmp(ep, "https", 5))) {
+			st_error_set(err, ST_PERMANENT, 0, "replica %s: endpoint scheme must be http or https", name);
+			errno = EINVAL;
+			return -2;
+		}
+		auth = sep + 3;
+	}
+	size_t alen = strcspn(auth, "/?#");
+	if (alen == 0 || memchr(auth, '@', alen)) {
+		st_error_set(err, ST_PERMANENT, 0, "replica %s: endpoint needs a host (and must not carry credentials)",
+			     name);
+		return -2;
+	}
+	/* an explicit endpoint (MinIO, Ceph, …) is always addressed path-style */
+	if (!(s3->host = host_of(auth, alen, https)) || asprintf(&s3->path_prefix, "/%s", s3->bucket) < 0)
+		return -1;
+	return asprintf(&s3->base_url, "%s://%s", https ? "https" : "http", s3->host) < 0 ? -1 : 0;
+}
 
 struct storage *storage_s3_open(const struct cfg_replica *r, struct st_error *err)
 {
-	st_error_set(err, ST_PERMANENT, 0, "replica %s: the S3 backend is not available in this build yet",
-		     r->name ? r->name : "s3");
+	const char *name = r->name ? r->name : "s3";
+	struct s3 *s3 = NULL;
+	const char *path = r->path ? r->path : "";
+
+	s3_global_init();
+	if (!r->bucket || !r->bucket[0]) {
+		st_error_set(err, ST_PERMANENT, 0, "replica %s: S3 replica without a bucket", name);
+		return NULL;
+	}
+	s3 = calloc(1, sizeof(*s3));
+	if (!s3)
+		goto nomem;
+	pthread_mutex_init(&s3->lock, NULL);
+	while (*path == '/')
+		path++;
+	if (!(s3->bucket = strdup(r->bucket)) ||
+	    !(s3->region = strdup(r->region && r->region[0] ? r->region : "us-east-1")) ||
+	    asprintf(&s3->prefix, "%s%s", path, path[0] && path[strlen(path) - 1] != '/' ? "/" : "") < 0) {
+		s3->prefix = NULL;
+		goto nomem;
+	}
+	int arc = addressing(s3, r, err);
+	if (arc == -2)
+		goto fail;
+	if (arc < 0)
+		goto nomem;
+	s3->skip_verify = r->skip_verify;
+	if (r->ca_file && !(s3->ca_file = strdup(r->ca_file)))
+		goto nomem;
+	s3->connect_timeout_ms = r->connect_timeout_ms > 0 ? (long)r->connect_timeout_ms : 1000;
+	if (secret_copy(&s3->akid, &r->access_key_id) < 0 ||
+	    secret_copy(&s3->secret, &r->secret_access_key) < 0 ||
+	    secret_copy(&s3->token, &r->session_token) < 0)
+		goto nomem;
+	if (asprintf(&s3->base.description, "s3 %s%s/%s", s3->base_url, s3->path_prefix, s3->prefix) < 0) {
+		s3->base.description = NULL;
+		goto nomem;
+	}
+	s3->base.ops = &s3_ops;
+	s3->base.type = "s3";
+	return &s3->base;
+nomem:
+	st_error_set(err, ST_PERMANENT, 0, "replica %s: out of memory", name);
+fail:
+	if (s3)
+		s3_destroy(&s3->base);
 	return NULL;
 }

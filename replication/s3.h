@@ -1,0 +1,128 @@
+/*
+ * s3.h — the S3 backend's internals, shared by its files (not for callers:
+ * they use storage.h and storage_s3_open()).
+ *
+ *   s3.c       open/close, credentials, list, get, stat, delete
+ *   s3_put.c   PutObject: single PUT or multipart, spooled part by part
+ *   s3_http.c  one signed request over a pooled curl handle, with deadline,
+ *              retries (exponential backoff with jitter) and error classes
+ *   s3_sigv4.c the signer;  s3_xml.c the response reader;  s3_buf.c buffers
+ *
+ * Threads: a struct s3 is shared; only its handle pool changes after open,
+ * under its mutex. Callers must ignore SIGPIPE (CURLOPT_NOSIGNAL is set, so
+ * libcurl does not do it for us); litevisor's main does.
+ */
+#ifndef LITEVISOR_S3_H
+#define LITEVISOR_S3_H
+
+#include <curl/curl.h>
+#include <pthread.h>
+
+#include "replication/s3_buf.h"
+#include "replication/s3_sigv4.h"
+#include "replication/storage.h"
+
+#define S3_POOL_MAX 16
+#define S3_SINGLE_PUT_MAX (5LL * 1024 * 1024)   /* below this: one PUT */
+#define S3_INLINE_PUT_MAX (256 * 1024)          /* below this: body held in memory, hash signed */
+#define S3_PART_SIZE (8LL * 1024 * 1024)        /* multipart part size (grows past 1000 parts) */
+#define S3_DELETE_BATCH 1000                    /* DeleteObjects' limit */
+#define S3_ERROR_BODY_CAP (64 * 1024)
+#define S3_LIST_BODY_CAP (16 * 1024 * 1024)
+
+struct s3 {
+	struct storage base;
+	char *bucket;
+	char *prefix;        /* key prefix: "" or ending in '/' */
+	char *region;
+	char *base_url;      /* "https://bkt.s3.us-east-1.amazonaws.com", "http://127.0.0.1:9000" */
+	char *host;          /* Host header (port only when not the scheme's default) */
+	char *path_prefix;   /* "/bucket" (path-style) or "" (virtual-hosted) */
+	bool skip_verify;
+	char *ca_file;
+	long connect_timeout_ms;
+	struct cfg_secret akid, secret, token; /* copies of the config's */
+
+	pthread_mutex_t lock;
+	CURL *idle[S3_POOL_MAX];
+	int nidle;
+};
+
+/* When a whole storage call must end and whether it may retry. */
+struct s3_ctl {
+	int64_t deadline_ms; /* absolute, clock_mono_ms(); 0 = none */
+	bool no_retry;
+};
+
+void s3_ctl_init(struct s3_ctl *c, const struct st_call *call);
+
+struct s3_req {
+	const char *op;                  /* "get", "put", "list", "delete", "head", "upload part", … */
+	const char *method;
+	const char *key;                 /* full object key (with the replica prefix), NULL = bucket */
+	const struct s3_kv *query;
+	size_t nquery;
+	const char *content_md5;         /* base64, or NULL */
+	const char *content_type;        /* or NULL */
+	/* request body: in memory … */
+	const void *body;
+	size_t body_len;
+	/* … or streamed with a known length (read_len >= 0 turns this on) */
+	ssize_t (*read)(void *ctx, void *buf, size_t len);
+	int (*rewind)(void *ctx);        /* NULL: a consumed body cannot be retried */
+	void *read_ctx;
+	int64_t read_len;
+	const char *payload_hash;        /* streamed body's SHA-256 hex if known, else unsigned */
+	/* response */
+	const struct st_sink *sink;      /* 2xx body goes here (GET); else it is collected */
+	bool head;                       /* HEAD: no body */
+	bool big;                        /* long transfer: stall detection instead of a total timeout */
+	size_t body_cap;                 /* collected body cap; 0 = S3_ERROR_BODY_CAP */
+};
+
+struct s3_resp {
+	long status;
+	struct s3_buf body;              /* collected body (errors; XML answers) */
+	char etag[256];
+	int64_t content_length;          /* -1 if not sent */
+	int64_t last_modified_ns;        /* 0 if not sent */
+};
+
+void s3_resp_init(struct s3_resp *r);
+void s3_resp_release(struct s3_resp *r);
+
+/*
+ * Perform one S3 request (with retries, within ctl's deadline). Returns 0 on
+ * a 2xx answer, or a negative st_status with err filled:
+ * "<op> <bucket>/<key>: HTTP <status> <Code>: <message>" or the network cause.
+ */
+int s3_request(struct s3 *s3, const struct s3_req *req, struct s3_resp *resp,
+	       const struct s3_ctl *ctl, struct st_error *err);
+
+/* Credentials for one request; wipe with s3_creds_wipe after signing. */
+struct s3_creds {
+	char akid[256];
+	char secret[512];
+	char token[8192]; /* "" if none */
+};
+
+/*
+ * Resolve credentials: the replica's config (inline or file, re-read when it
+ * changes), else LITESTREAM_ACCESS_KEY_ID / LITESTREAM_SECRET_ACCESS_KEY,
+ * else AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (+ AWS_SESSION_TOKEN).
+ * Returns 0, or ST_AUTH with err set (never quoting a value). (s3_cred.c)
+ */
+int s3_credentials(const struct s3 *s3, struct s3_creds *out, struct st_error *err);
+void s3_creds_wipe(struct s3_creds *c);
+
+/* Full key (replica prefix + key), malloc'd, or NULL. */
+char *s3_full_key(const struct s3 *s3, const char *key);
+
+/* PutObject (s3_put.c). */
+int s3_put(struct storage *st, const char *key, const struct st_source *src,
+	   const struct st_call *call, struct st_error *err);
+
+/* Set up libcurl once per process, before threads (idempotent, thread-safe). */
+void s3_global_init(void);
+
+#endif

@@ -1,0 +1,540 @@
+/*
+ * s3_http.c — one signed S3 request over libcurl: a pool of easy handles
+ * (keep-alive connections reused across calls and threads), a deadline for
+ * the whole call, retries with exponential backoff and jitter on what is
+ * worth retrying, and the classification of every failure.
+ */
+#include "replication/s3.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "replication/s3_xml.h"
+#include "common/banned.h"
+
+#define MAX_ATTEMPTS 5
+#define BACKOFF_BASE_MS 200
+#define BACKOFF_MAX_MS 5000
+#define SMALL_TIMEOUT_MS 60000   /* a non-streaming request with no deadline */
+#define STALL_BYTES_PER_SEC 1024 /* big transfers: slower than this … */
+#define STALL_SECONDS 30         /* … for this long is a stall */
+#define EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+static pthread_once_t global_once = PTHREAD_ONCE_INIT;
+
+static void global_init_once(void)
+{
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+void s3_global_init(void)
+{
+	pthread_once(&global_once, global_init_once);
+}
+
+void s3_ctl_init(struct s3_ctl *c, const struct st_call *call)
+{
+	c->deadline_ms = call && call->deadline_ms > 0 ? clock_mono_ms() + call->deadline_ms : 0;
+	c->no_retry = call && call->no_retry;
+}
+
+void s3_resp_init(struct s3_resp *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->body = (struct s3_buf)S3_BUF_INIT(S3_ERROR_BODY_CAP);
+	r->content_length = -1;
+}
+
+void s3_resp_release(struct s3_resp *r)
+{
+	s3_buf_release(&r->body);
+}
+
+/* ---- handle pool ---- */
+
+static CURL *pool_take(struct s3 *s3)
+{
+	CURL *h = NULL;
+	pthread_mutex_lock(&s3->lock);
+	if (s3->nidle > 0)
+		h = s3->idle[--s3->nidle];
+	pthread_mutex_unlock(&s3->lock);
+	if (h)
+		curl_easy_reset(h); /* keeps its connection cache: that is the point */
+	else
+		h = curl_easy_init();
+	return h;
+}
+
+static void pool_give(struct s3 *s3, CURL *h)
+{
+	if (!h)
+		return;
+	pthread_mutex_lock(&s3->lock);
+	if (s3->nidle < S3_POOL_MAX) {
+		s3->idle[s3->nidle++] = h;
+		h = NULL;
+	}
+	pthread_mutex_unlock(&s3->lock);
+	if (h)
+		curl_easy_cleanup(h);
+}
+
+/* ---- one transfer ---- */
+
+struct xfer {
+	const struct s3_req *req;
+	struct s3_resp *resp;
+	CURL *h;
+	int64_t sent;          /* request body bytes handed to curl */
+	int64_t delivered;     /* response bytes handed to the sink */
+	bool read_failed, sink_failed, source_short;
+	int read_errno;
+};
+
+static size_t on_read(char *buf, size_t size, size_t n, void *ud)
+{
+	struct xfer *x = ud;
+	const struct s3_req *r = x->req;
+	size_t want = size * n;
+	if (r->read_len < 0) { /* in-memory body */
+		size_t left = r->body_len - (size_t)x->sent;
+		if (want > left)
+			want = left;
+		if (want)
+			memcpy(buf, (const char *)r->body + x->sent, want);
+		x->sent += (int64_t)want;
+		return want;
+	}
+	int64_t left = r->read_len - x->sent;
+	if ((int64_t)want > left)
+		want = (size_t)left;
+	if (want == 0)
+		return 0;
+	ssize_t got;
+	do
+		got = r->read(r->read_ctx, buf, want);
+	while (got < 0 && errno == EINTR);
+	if (got < 0) {
+		x->read_failed = true;
+		x->read_errno = errno;
+		return CURL_READFUNC_ABORT;
+	}
+	if (got == 0) { /* ended before the length it promised */
+		x->source_short = true;
+		return CURL_READFUNC_ABORT;
+	}
+	x->sent += got;
+	return (size_t)got;
+}
+
+static size_t on_write(char *buf, size_t size, size_t n, void *ud)
+{
+	struct xfer *x = ud;
+	size_t len = size * n;
+	long code = 0;
+	curl_easy_getinfo(x->h, CURLINFO_RESPONSE_CODE, &code);
+	if (x->req->sink && code >= 200 && code < 300) {
+		if (x->req->sink->write(x->req->sink->ctx, buf, len) < 0) {
+			x->sink_failed = true;
+			return 0;
+		}
+		x->delivered += (int64_t)len;
+		return len;
+	}
+	/* An answer past the cap is kept truncated; callers that need it whole check overflow. */
+	if (!x->resp->body.overflow)
+		s3_buf_add(&x->resp->body, buf, len);
+	return len;
+}
+
+static void header_value(char *dst, size_t dstlen, const char *v, size_t len)
+{
+	while (len && (*v == ' ' || *v == '\t')) {
+		v++;
+		len--;
+	}
+	while (len && (v[len - 1] == '\r' || v[len - 1] == '\n' || v[len - 1] == ' '))
+		len--;
+	if (len >= dstlen)
+		len = dstlen - 1;
+	memcpy(dst, v, len);
+	dst[len] = '\0';
+}
+
+static size_t on_header(char *buf, size_t size, size_t n, void *ud)
+{
+	struct xfer *x = ud;
+	size_t len = size * n;
+	char tmp[128];
+	if (len > 5 && !strncmp(buf, "HTTP/", 5)) {
+		/* a new response (e.g. after 100 Continue): forget the previous headers */
+		x->resp->etag[0] = '\0';
+		x->resp->content_length = -1;
+		x->resp->last_modified_ns = 0;
+	} else if (len > 5 && !strncasecmp(buf, "ETag:", 5)) {
+		header_value(x->resp->etag, sizeof(x->resp->etag), buf + 5, len - 5);
+	} else if (len > 15 && !strncasecmp(buf, "Content-Length:", 15)) {
+		header_value(tmp, sizeof(tmp), buf + 15, len - 15);
+		x->resp->content_length = strtoll(tmp, NULL, 10);
+	} else if (len > 14 && !strncasecmp(buf, "Last-Modified:", 14)) {
+		header_value(tmp, sizeof(tmp), buf + 14, len - 14);
+		time_t t = curl_getdate(tmp, NULL);
+		if (t > 0)
+			x->resp->last_modified_ns = (int64_t)t * NS_PER_SEC;
+	}
+	return len;
+}
+
+/* ---- classification ---- */
+
+struct outcome {
+	int status;            /* 0 or negative st_status */
+	bool retry;            /* worth another attempt */
+	char cause[512];       /* for the message and the retry log */
+};
+
+static bool code_is(const char *code, const char *what)
+{
+	return strcmp(code, what) == 0;
+}
+
+static void classify_http(const struct s3_req *req, const struct s3_resp *resp, struct outcome *o)
+{
+	char code[96], msg[200];
+	long st = resp->status;
+	if (s3_xml_error(resp->body.data, resp->body.len, code, sizeof(code), msg, sizeof(msg)) < 0)
+		code[0] = msg[0] = '\0';
+	if (code[0])
+		snprintf(o->cause, sizeof(o->cause), "HTTP %ld %s%s%s", st, code, msg[0] ? ": " : "", msg);
+	else
+		snprintf(o->cause, sizeof(o->cause), "HTTP %ld", st);
+
+	if (st == 404 || code_is(code, "NoSuchKey") || code_is(code, "NoSuchBucket")) {
+		o->status = ST_NOT_FOUND;
+	} else if (st == 401 || st == 403 || code_is(code, "InvalidAccessKeyId") ||
+		   code_is(code, "SignatureDoesNotMatch") || code_is(code, "ExpiredToken") ||
+		   code_is(code, "InvalidToken") || code_is(code, "AccessDenied")) {
+		o->status = ST_AUTH;
+	} else if (st >= 500 || st == 429 || st == 408 || code_is(code, "SlowDown") ||
+		   code_is(code, "XMinioStorageFull") || code_is(code, "RequestTimeout") ||
+		   code_is(code, "InternalError")) {
+		o->status = ST_TRANSIENT;
+		o->retry = true;
+		if (st == 507 || code_is(code, "XMinioStorageFull"))
+			snprintf(o->cause, sizeof(o->cause), "HTTP %ld %s: replica storage full", st,
+				 code[0] ? code : "InsufficientStorage");
+	} else if (code_is(code, "RequestTimeTooSkewed")) {
+		o->status = ST_TRANSIENT; /* our clock: retrying now will not help, later might */
+	} else {
+		o->status = ST_PERMANENT;
+	}
+	(void)req;
+}
+
+static void classify_curl(CURLcode rc, const char *errbuf, const struct xfer *x, struct outcome *o)
+{
+	const char *what = errbuf[0] ? errbuf : curl_easy_strerror(rc);
+	if (x->sink_failed) {
+		o->status = ST_PERMANENT;
+		snprintf(o->cause, sizeof(o->cause), "the destination refused the data");
+		return;
+	}
+	if (x->read_failed) {
+		char eb[128];
+		o->status = ST_PERMANENT;
+		snprintf(o->cause, sizeof(o->cause), "reading the source: %s",
+			 strerror_r(x->read_errno, eb, sizeof(eb)));
+		return;
+	}
+	if (x->source_short) {
+		o->status = ST_PERMANENT;
+		snprintf(o->cause, sizeof(o->cause), "the source ended before its stated size");
+		return;
+	}
+	snprintf(o->cause, sizeof(o->cause), "%s", what);
+	switch (rc) {
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_COULDNT_RESOLVE_PROXY:
+	case CURLE_COULDNT_CONNECT:
+	case CURLE_OPERATION_TIMEDOUT:
+	case CURLE_SEND_ERROR:
+	case CURLE_RECV_ERROR:
+	case CURLE_GOT_NOTHING:
+	case CURLE_PARTIAL_FILE:
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_HTTP2:
+	case CURLE_HTTP2_STREAM:
+	case CURLE_WEIRD_SERVER_REPLY:
+		o->status = ST_TRANSIENT;
+		o->retry = true;
+		break;
+	case CURLE_OUT_OF_MEMORY:
+		o->status = ST_TRANSIENT;
+		break;
+	default: /* TLS verification, bad URL, unsupported protocol …: fix the config */
+		o->status = ST_PERMANENT;
+		break;
+	}
+}
+
+/* ---- request building ---- */
+
+/* "/bucket/enc(key)" or "/enc(key)"; for the bucket itself "/bucket" or "/". malloc'd. */
+static char *request_path(const struct s3 *s3, const char *key)
+{
+	char *enc = key ? s3_uri_encode(key, true) : NULL, *out = NULL;
+	if (key && !enc)
+		return NULL;
+	if (asprintf(&out, "%s/%s", s3->path_prefix, key ? enc : "") < 0)
+		out = NULL;
+	free(enc);
+	/* path-style bucket URL is "/bucket", not "/bucket/" */
+	if (out && !key && s3->path_prefix[0])
+		out[strlen(out) - 1] = '\0';
+	return out;
+}
+
+static struct curl_slist *add_header(struct curl_slist *l, bool *oom, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static struct curl_slist *add_header(struct curl_slist *l, bool *oom, const char *fmt, ...)
+{
+	char *line = NULL;
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vasprintf(&line, fmt, ap);
+	va_end(ap);
+	if (n < 0) {
+		*oom = true;
+		return l;
+	}
+	struct curl_slist *nl = curl_slist_append(l, line);
+	/* the line may hold a signature or token: wipe our copy */
+	memset(line, 0, (size_t)n);
+	free(line);
+	if (!nl)
+		*oom = true;
+	return nl ? nl : l;
+}
+
+static void free_headers(struct curl_slist *l)
+{
+	for (struct curl_slist *p = l; p; p = p->next)
+		memset(p->data, 0, strlen(p->data));
+	curl_slist_free_all(l);
+}
+
+/*
+ * One attempt. Fills o; returns with resp->status set when an answer came.
+ * timeout_ms: what is left of the deadline (0 = no deadline).
+ */
+static void attempt(struct s3 *s3, const struct s3_req *req, struct s3_resp *resp,
+		    int64_t timeout_ms, struct xfer *x, struct outcome *o, struct st_error *err)
+{
+	struct s3_creds cr;
+	struct curl_slist *hdrs = NULL;
+	char *path = NULL, *query = NULL, *url = NULL;
+	char date[17], authz[1024], hash[S3_SHA256_HEX_LEN + 1], errbuf[CURL_ERROR_SIZE] = "";
+	const char *payload;
+	bool oom = false;
+	CURL *h = NULL;
+	CURLcode rc;
+
+	memset(o, 0, sizeof(*o));
+	memset(&cr, 0, sizeof(cr));
+	s3_buf_reset(&resp->body);
+	resp->status = 0;
+	if (s3_credentials(s3, &cr, err) != 0) {
+		o->status = ST_AUTH;
+		snprintf(o->cause, sizeof(o->cause), "%s", err->message);
+		goto out;
+	}
+	if (req->read_len >= 0) {
+		payload = req->payload_hash ? req->payload_hash : "UNSIGNED-PAYLOAD";
+	} else if (req->body_len) {
+		s3_sha256_hex(req->body, req->body_len, hash);
+		payload = hash;
+	} else {
+		payload = EMPTY_SHA256;
+	}
+	s3_amz_date(clock_wall_ns(), date);
+
+	struct s3_kv sh[6];
+	size_t nsh = 0;
+	sh[nsh++] = (struct s3_kv){ "host", s3->host };
+	sh[nsh++] = (struct s3_kv){ "x-amz-content-sha256", payload };
+	sh[nsh++] = (struct s3_kv){ "x-amz-date", date };
+	if (cr.token[0])
+		sh[nsh++] = (struct s3_kv){ "x-amz-security-token", cr.token };
+	if (req->content_md5)
+		sh[nsh++] = (struct s3_kv){ "content-md5", req->content_md5 };
+	struct s3_sign_input in = {
+		.method = req->method, .path = NULL, .query = req->query, .nquery = req->nquery,
+		.headers = sh, .nheaders = nsh, .payload_hash = payload, .amz_date = date,
+		.region = s3->region, .service = "s3", .access_key = cr.akid, .secret_key = cr.secret,
+	};
+	path = request_path(s3, req->key);
+	in.path = path;
+	if (!path || s3_sigv4_sign(&in, &query, authz, sizeof(authz)) < 0 ||
+	    asprintf(&url, "%s%s%s%s", s3->base_url, path, query[0] ? "?" : "", query) < 0) {
+		url = NULL;
+		o->status = ST_TRANSIENT;
+		snprintf(o->cause, sizeof(o->cause), "out of memory building the request");
+		goto out;
+	}
+	hdrs = add_header(hdrs, &oom, "Host: %s", s3->host);
+	hdrs = add_header(hdrs, &oom, "x-amz-content-sha256: %s", payload);
+	hdrs = add_header(hdrs, &oom, "x-amz-date: %s", date);
+	if (cr.token[0])
+		hdrs = add_header(hdrs, &oom, "x-amz-security-token: %s", cr.token);
+	if (req->content_md5)
+		hdrs = add_header(hdrs, &oom, "Content-MD5: %s", req->content_md5);
+	hdrs = add_header(hdrs, &oom, "Content-Type:%s%s", req->content_type ? " " : "",
+			  req->content_type ? req->content_type : "");
+	hdrs = add_header(hdrs, &oom, "Authorization: %s", authz);
+	hdrs = add_header(hdrs, &oom, "Expect:"); /* no 100-continue round trip */
+	if (oom) {
+		o->status = ST_TRANSIENT;
+		snprintf(o->cause, sizeof(o->cause), "out of memory building the request");
+		goto out;
+	}
+
+	h = pool_take(s3);
+	if (!h) {
+		o->status = ST_TRANSIENT;
+		snprintf(o->cause, sizeof(o->cause), "cannot create a curl handle");
+		goto out;
+	}
+	x->req = req;
+	x->resp = resp;
+	x->h = h;
+	x->sent = 0;
+	x->read_failed = x->sink_failed = x->source_short = false;
+
+	long connect_ms = s3->connect_timeout_ms > 0 ? s3->connect_timeout_ms : 1000;
+	if (timeout_ms > 0 && connect_ms > timeout_ms)
+		connect_ms = (long)timeout_ms;
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_PATH_AS_IS, 1L);
+	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, connect_ms);
+	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_write);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
+	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
+	if (s3->skip_verify) {
+		curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
+		curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
+	}
+	if (s3->ca_file)
+		curl_easy_setopt(h, CURLOPT_CAINFO, s3->ca_file);
+	if (timeout_ms > 0)
+		curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+	else if (!req->big)
+		curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)SMALL_TIMEOUT_MS);
+	if (req->big) {
+		curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, (long)STALL_BYTES_PER_SEC);
+		curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)STALL_SECONDS);
+	}
+	bool has_body = req->read_len >= 0 || req->body_len > 0 ||
+			!strcmp(req->method, "PUT") || !strcmp(req->method, "POST");
+	curl_off_t body_len = req->read_len >= 0 ? (curl_off_t)req->read_len : (curl_off_t)req->body_len;
+	if (has_body) {
+		curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
+		curl_easy_setopt(h, CURLOPT_READDATA, x);
+	}
+	if (!strcmp(req->method, "PUT")) {
+		curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+		curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, body_len);
+	} else if (!strcmp(req->method, "POST")) {
+		curl_easy_setopt(h, CURLOPT_POST, 1L);
+		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, body_len);
+	} else if (req->head) {
+		curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+	} else if (strcmp(req->method, "GET") != 0) {
+		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, req->method);
+	}
+
+	rc = curl_easy_perform(h);
+	if (rc == CURLE_OK) {
+		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &resp->status);
+		if (resp->status >= 200 && resp->status < 300) {
+			o->status = 0;
+		} else {
+			classify_http(req, resp, o);
+		}
+	} else {
+		classify_curl(rc, errbuf, x, o);
+		if (rc == CURLE_OPERATION_TIMEDOUT && timeout_ms > 0)
+			snprintf(o->cause, sizeof(o->cause), "deadline of the call reached (%s)",
+				 errbuf[0] ? errbuf : "timed out");
+	}
+out:
+	memset(authz, 0, sizeof(authz));
+	s3_creds_wipe(&cr);
+	pool_give(s3, h);
+	free_headers(hdrs);
+	free(path);
+	free(query);
+	free(url);
+}
+
+int s3_request(struct s3 *s3, const struct s3_req *req, struct s3_resp *resp,
+	       const struct s3_ctl *ctl, struct st_error *err)
+{
+	struct xfer x = { 0 };
+	struct outcome o = { 0 };
+	const char *key = req->key ? req->key : "";
+	int max = ctl->no_retry ? 1 : MAX_ATTEMPTS;
+	s3_global_init();
+
+	for (int n = 1;; n++) {
+		int64_t left = 0;
+		if (ctl->deadline_ms) {
+			left = ctl->deadline_ms - clock_mono_ms();
+			if (left <= 0) {
+				if (n == 1)
+					snprintf(o.cause, sizeof(o.cause), "deadline of the call reached before sending");
+				o.status = ST_TRANSIENT;
+				break;
+			}
+		}
+		if (n > 1 && req->read_len >= 0 && x.sent > 0) {
+			if (!req->rewind || req->rewind(req->read_ctx) < 0)
+				break; /* the body is gone: report the last failure */
+		}
+		attempt(s3, req, resp, left, &x, &o, err);
+		if (o.status == 0) {
+			if (resp->body.overflow && !req->sink) {
+				o.status = ST_PERMANENT;
+				snprintf(o.cause, sizeof(o.cause), "answer larger than %zu bytes", resp->body.cap);
+				break;
+			}
+			return 0;
+		}
+		if (!o.retry || n >= max || x.delivered > 0)
+			break;
+		/* full jitter over an exponential window, at least half of it */
+		int64_t window = (int64_t)BACKOFF_BASE_MS << (n - 1);
+		if (window > BACKOFF_MAX_MS)
+			window = BACKOFF_MAX_MS;
+		int64_t sleep_ms = window / 2 + (int64_t)(random() % (window / 2 + 1));
+		if (ctl->deadline_ms && clock_mono_ms() + sleep_ms >= ctl->deadline_ms)
+			break;
+		log_warn("s3", "request retried", "op=%s bucket=%s key=\"%s\" attempt=%d backoff_ms=%lld cause=\"%s\"",
+			 req->op, s3->bucket, key, n + 1, (long long)sleep_ms, o.cause);
+		clock_sleep_ms(sleep_ms);
+	}
+	st_error_set(err, (enum st_status)o.status, (int)resp->status, "%s %s/%s: %s", req->op,
+		     s3->bucket, key, o.cause);
+	return o.status;
+}

@@ -1,0 +1,43 @@
+/*
+ * s3_xml.h — just enough XML for S3's answers (ListBucketResult, Error,
+ * InitiateMultipartUploadResult, DeleteResult, CompleteMultipartUploadResult).
+ *
+ * A non-validating pull over a complete document in memory (S3 answers are
+ * small and read into a capped buffer first). It reports each element's open
+ * and close with its path of local names ("ListBucketResult/Contents/Key");
+ * the close carries the element's own text with entities and CDATA decoded.
+ * Declarations, comments, processing instructions and attributes are skipped;
+ * namespace prefixes are dropped. Anything malformed (unbalanced tags, a bad
+ * entity, too deep, too long) is an error, never a guess.
+ */
+#ifndef LITEVISOR_S3_XML_H
+#define LITEVISOR_S3_XML_H
+
+#include <stddef.h>
+
+#include "replication/s3_buf.h"
+
+enum s3_xml_event { S3_XML_OPEN, S3_XML_CLOSE };
+
+/*
+ * Called for each event. text/len: the decoded text directly inside the
+ * element (CLOSE only; "" for OPEN). Return 0 to go on, anything else stops
+ * the parse and is returned by s3_xml_parse.
+ */
+typedef int (*s3_xml_cb)(void *ctx, enum s3_xml_event ev, const char *path,
+			 const char *text, size_t len);
+
+/* Parse a document. Returns 0, -1 if malformed (why set, if given), or the callback's value. */
+int s3_xml_parse(const char *xml, size_t len, s3_xml_cb cb, void *ctx, char *why, size_t whylen);
+
+/*
+ * Find <Error><Code>…</Code><Message>…</Message></Error> (S3's error shape).
+ * Returns 0 with code/message filled (possibly ""), or -1 if the document is
+ * not an S3 error.
+ */
+int s3_xml_error(const char *xml, size_t len, char *code, size_t codelen, char *msg, size_t msglen);
+
+/* Append s with & < > " ' escaped. Returns 0 or -1 (buffer full). */
+int s3_xml_escape(struct s3_buf *b, const char *s);
+
+#endif
