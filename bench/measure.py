@@ -11,7 +11,6 @@
 """
 import os
 import threading
-import time
 
 TICK = os.sysconf("SC_CLK_TCK")
 

@@ -9,7 +9,6 @@ same workload, several rounds; medians and spread go to bench/results/latest.md
 nothing is ever filled in. Goals are printed beside the figures, never failing.
 """
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -162,6 +161,8 @@ def replication_run(tool, s3, base_db, d, sync_interval, workload, drain=20):
                           f"(exit {proc.poll()}{reason}; "
                           f"see {os.path.relpath(d, common.ROOT)}/tool.log)"}
         commits_path = os.path.join(d, "commits.txt")
+        if workload == "idle":
+            time.sleep(2)   # let the start-up uploads finish: idle means idle
         t0 = time.monotonic()
         cpu0 = measure.cpu_seconds(proc.pid)
         if workload == "idle":
@@ -244,7 +245,12 @@ def scenario_replication(tools, s3, base_db, key, sync_interval, workload, round
 # ---------------------------------------------------------------- restore
 
 def timed(cmd, shell=False, sample=False, timeout=600):
-    """Run cmd; returns (seconds, rc, maxrss MiB, peak anon MiB or None, stderr tail)."""
+    """Run cmd; returns (seconds, rc, maxrss MiB, peak anon MiB or None, stderr tail).
+
+    Dirty pages left by the previous run are flushed first (untimed), so one
+    run's writeback does not land in the next one's time.
+    """
+    os.sync()
     t0 = time.monotonic()
     p = subprocess.Popen(cmd, shell=shell, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     smp = measure.Sampler(p.pid, 0.005).start() if sample else None
@@ -275,6 +281,7 @@ def remove_db(path):
 def fsync_write(path, nbytes):
     """Write nbytes to path and fsync: the disk half of the restore floor."""
     buf = os.urandom(1 << 20)
+    os.sync()
     t0 = time.monotonic()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
