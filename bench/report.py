@@ -173,6 +173,17 @@ def restore_tables(rs):
         if refs["decompress_only"].ok and refs["write_fsync_only"].ok:
             floor = max(refs["decompress_only"].m, refs["write_fsync_only"].m)
         t = Table(HDR)
+        fs = e.get("first_snapshot", {})
+        if fs:
+            tool_row(t, "replicate: start → first snapshot in file + S3 replicas", fs,
+                     lambda r: r["s"], " s", 2, goal="report")
+            tool_row(t, "replicate: CPU seconds until then", fs, lambda r: r["cpu_s"], " s", 2,
+                     goal=le_ratio(0.5))
+            tool_row(t, "replicate: peak RSS", fs, lambda r: r["hwm_mib"], " MiB", 1,
+                     goal="report")
+            tool_row(t, "replicate: peak private (anonymous)", fs, lambda r: r["peak_anon_mib"],
+                     " MiB", 1, goal=("≤ 8 MiB, flat with size",
+                                      lambda lv, ls, r: lv <= 8))
         for src in ("s3", "file"):
             by = {"Litestream": e.get(f"Litestream|{src}", []),
                   "litevisor": e.get(f"litevisor|{src}", [])}

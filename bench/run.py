@@ -9,6 +9,7 @@ same workload, several rounds; medians and spread go to bench/results/latest.md
 nothing is ever filled in. Goals are printed beside the figures, never failing.
 """
 import argparse
+import glob
 import os
 import platform
 import shutil
@@ -117,7 +118,6 @@ def sized_db(size_mb):
 # ---------------------------------------------------------------- replication
 
 def snapshots_present(rep_dir, s3, prefix):
-    import glob
     f = glob.glob(os.path.join(rep_dir, "generations", "*", "snapshots", "*.snapshot.lz4"))
     s = glob.glob(os.path.join(s3.prefix_dir(prefix), "generations", "*", "snapshots",
                                "*.snapshot.lz4" + lag.S3_META))
@@ -294,32 +294,59 @@ def fsync_write(path, nbytes):
     return time.monotonic() - t0
 
 
+def first_snapshot(tool, s3, src_db, d):
+    """Start replicate on a fresh copy of src_db; time/CPU/memory until the snapshot is in
+    both replicas (memory must stay flat whatever the database size). Returns
+    (figures or {'na'}, db, file replica dir, S3 prefix)."""
+    fresh_dir(d)
+    db = os.path.join(d, "db.sqlite")
+    shutil.copyfile(src_db, db)
+    rep = os.path.join(d, "replica")
+    prefix = os.path.relpath(d, WORK).replace(os.sep, "-") + f"-{int(time.time())}"
+    why = tool.available("replicate")
+    if why:
+        return {"na": why}, db, rep, prefix
+    cfg = common.write_config(os.path.join(d, "config.yml"), db, file_replica=rep, s3=s3,
+                              s3_prefix=prefix)
+    os.sync()
+    with open(os.path.join(d, "tool.log"), "w") as logf:
+        t0 = time.monotonic()
+        p = subprocess.Popen(tool.replicate_cmd(cfg), stdout=logf, stderr=subprocess.STDOUT)
+        smp = measure.Sampler(p.pid).start()
+        ok = wait_for(lambda: p.poll() is not None or snapshots_present(rep, s3, prefix),
+                      900, 0.05)
+        dt = time.monotonic() - t0
+        cpu = measure.cpu_seconds(p.pid)
+        hwm = measure.status_kib(p.pid, "VmHWM")
+        smp.stop()
+        stop(p)
+    if not ok or not snapshots_present(rep, s3, prefix) or cpu is None:
+        return ({"na": f"n/a: {tool.name} wrote no snapshot to both replicas (exit {p.returncode}"
+                       f"{log_reason(logf.name)})"}, db, rep, prefix)
+    return ({"s": dt, "cpu_s": cpu, "hwm_mib": measure.mib(hwm),
+             "peak_anon_mib": measure.mib(smp.peak_anon_kib)}, db, rep, prefix)
+
+
 def scenario_restore(tools, s3):
     out = {}
     lt = tools[0]
     for size in PLAN.restore_sizes_mb:
         src_db_cached = sized_db(size)
         d = fresh_dir(os.path.join(WORK, "runs", f"restore-{size}"))
-        src = os.path.join(d, "src")
-        os.makedirs(src)
-        db = os.path.join(src, "db.sqlite")
-        shutil.copyfile(src_db_cached, db)
-        rep = os.path.join(d, "replica")
-        prefix = f"restore-{size}-{int(time.time())}"
-        cfg = common.write_config(os.path.join(d, "write.yml"), db, file_replica=rep, s3=s3,
-                                  s3_prefix=prefix)
-        log(f"restore {size} MB: Litestream writes the replicas (file + S3)")
-        with open(os.path.join(d, "replicate.log"), "w") as logf:
-            p = subprocess.Popen(lt.replicate_cmd(cfg), stdout=logf, stderr=subprocess.STDOUT)
-            ok = wait_for(lambda: p.poll() is not None or snapshots_present(rep, s3, prefix),
-                          600, 0.1)
-            stop(p)
-        entry = {"db_bytes": os.path.getsize(db)}
+        entry = {"db_bytes": os.path.getsize(src_db_cached), "first_snapshot": {}}
         out[str(size)] = entry
-        if not ok or not snapshots_present(rep, s3, prefix):
-            entry["na"] = "n/a: Litestream did not write the snapshot (see replicate.log)"
+        made = None
+        for t in tools:
+            log(f"restore {size} MB: {t.name} replicates it (first snapshot to file + S3)")
+            res, db, rep, prefix = first_snapshot(t, s3, src_db_cached,
+                                                  os.path.join(d, "write-" + t.name))
+            entry["first_snapshot"][t.name] = [res]
+            if t is lt:
+                made = None if "na" in res else (db, rep, prefix)
+        if made is None:
+            entry["na"] = "n/a: Litestream did not write the snapshot the restores need"
             continue
-        import glob
+        db, rep, prefix = made
         snap = sorted(glob.glob(os.path.join(rep, "generations", "*", "snapshots", "*.lz4")))[-1]
         snap_key = os.path.relpath(snap, rep)
         entry["snapshot_lz4_bytes"] = os.path.getsize(snap)
