@@ -324,6 +324,67 @@ def run_gnuplot(script, pdir, name):
     return r.returncode == 0
 
 
+def summary_table(sc):
+    """The headline: one row per goal of issue 7, with the figure it is checked on."""
+    t = Table(["goal (issue 7)", "Litestream v0.3.13", "litevisor", "litevisor / Litestream",
+               "met?"])
+
+    def row(label, ls, lv, check, unit, digits=2, scale=1.0, show_ratio=True):
+        r = ratio(lv, ls) if show_ratio else None
+        met = "—"
+        if lv.ok:
+            v = check(lv.m, ls.m if ls.ok else None, r)
+            met = "—" if v is None else verdict(v)
+        t.add(label, t.cell(ls, unit, digits, scale), t.cell(lv, unit, digits, scale),
+              "%.2f×" % r if r is not None else "—", met)
+
+    def get(key, tool, f):
+        return collect(sc.get(key, {}).get(tool, []), f)
+    if "steady_1s" in sc:
+        row("CPU ≤ 0.5× Litestream (steady 500 tx/s, sync-interval 1s)",
+            get("steady_1s", "Litestream", lambda r: r["cpu_s"]),
+            get("steady_1s", "litevisor", lambda r: r["cpu_s"]),
+            lambda lv, ls, r: None if r is None else r <= 0.5, " s")
+        row("private (anonymous) memory ≤ 8 MiB replicating",
+            get("steady_1s", "Litestream", lambda r: r["peak_anon_mib"]),
+            get("steady_1s", "litevisor", lambda r: r["peak_anon_mib"]),
+            lambda lv, ls, r: lv <= 8, " MiB", 1)
+    if "steady_0" in sc:
+        for q, lim in (("p50", 50), ("p99", 250)):
+            row(f"lag {q} ≤ {lim} ms at sync-interval 0, S3 (Litestream: at its 1s default)",
+                get("steady_1s", "Litestream", lambda r, q=q: r["lag_s3"][q]),
+                get("steady_0", "litevisor", lambda r, q=q: r["lag_s3"][q]),
+                lambda lv, ls, r, lim=lim: lv * 1000 <= lim, " ms", 0, 1000)
+    if "idle" in sc:
+        row("idle CPU ≤ 0.2× Litestream",
+            get("idle", "Litestream", lambda r: r["cpu_s"]),
+            get("idle", "litevisor", lambda r: r["cpu_s"]),
+            lambda lv, ls, r: None if r is None else r <= 0.2, " s")
+    rs = sc.get("restore", {})
+    if rs:
+        size = max(rs, key=lambda k: int(k))
+        e = rs[size]
+        row(f"restore ≤ 0.8× Litestream ({size} MB, from S3)",
+            collect(e.get("Litestream|s3", {"na": e.get("na", "n/a")}), lambda r: r["s"]),
+            collect(e.get("litevisor|s3", {"na": e.get("na", "n/a")}), lambda r: r["s"]),
+            lambda lv, ls, r: None if r is None else r <= 0.8, " s", 3)
+    if "latency" in sc:
+        lat = sc["latency"]
+        none = collect(lat.get("none", []), lambda r: r["commit_p50_ms"])
+        ls = collect(lat.get("Litestream", []), lambda r: r["commit_p50_ms"])
+        lv = collect(lat.get("litevisor", []), lambda r: r["commit_p50_ms"])
+        imp = lambda f: Fig([f.m / none.m - 1]) if f.ok and none.ok else Fig(na=f.na or none.na)  # noqa: E731
+        row("write-latency impact ≤ 1% (commit p50 vs no replicator)", imp(ls), imp(lv),
+            lambda v, ls_, r: v <= 0.01, " %", 1, 100, show_ratio=False)
+    if "health" in sc:
+        h = sc["health"]
+        lv = Fig(na=h["na"]) if "na" in h else Fig([h["p99"]])
+        row("/readyz p99 ≤ 50 ms during a 500 MB snapshot upload",
+            Fig(na="n/a: Litestream v0.3 has no health endpoint"), lv,
+            lambda v, ls_, r: v <= 0.05, " ms", 1, 1000, show_ratio=False)
+    return t
+
+
 def render(res):
     meta = res["meta"]
     m = meta["machine"]
@@ -340,7 +401,7 @@ def render(res):
           "same database with the same workload, written by a separate writer process. "
           "Figures are medians over rounds, (min–max) when there was more than one round. "
           "The machine is shared: expect noise. Goals are issue 7's, printed, never failing.",
-          ""]
+          "", "## Summary", "", summary_table(sc).md(), ""]
     if "steady_1s" in sc or "steady_0" in sc:
         md += [f"## 1. Replication, steady: {plan['steady_rate']} tx/s for {plan['steady_seconds']} s, "
                f"file + S3 replica in one process ({plan['steady_rounds']} round(s))", ""]
