@@ -33,7 +33,37 @@ struct restore_result {
 	struct wal_pos pos;    /* position restored to */
 	int64_t duration_ms;
 	char message[512];     /* why, for logs and status */
+	bool temporary;        /* RESTORE_FAILED only: every failure looked transient (network) */
+	char moved_aside[512]; /* where an existing local database was moved, or "" */
 };
+
+/*
+ * An explicit restore (`litevisor restore`). Zero it, then set what the user
+ * asked for; unset fields mean "as configured" / "newest".
+ */
+struct restore_opts {
+	const char *output;      /* where to write; NULL: the db's path */
+	const char *generation;  /* only this generation; NULL: the newest */
+	bool has_index;          /* stop after this WAL index (an index past the end is an error) */
+	uint32_t index;
+	int64_t timestamp_ns;    /* >0: the state as of this wall time (object times) */
+	const char *replica;     /* only the replica of this name; NULL: every candidate */
+	int parallelism;         /* >0: overrides cfg restore.parallelism */
+	bool dry_run;            /* probe and print the decision, write nothing */
+	bool if_db_not_exists;   /* the output exists: outcome RESTORE_EXISTS, not an error */
+};
+
+/*
+ * Restore db (a configured database, or one built from a replica URL) as
+ * asked in opt. Never overwrites an existing output: that is RESTORE_FAILED
+ * ("exists") unless opt->if_db_not_exists (then RESTORE_EXISTS). The
+ * "restored" marker is written only when restoring the db's own path to the
+ * end of a generation (a point-in-time restore starts a new generation).
+ * A dry run prints the decision on stdout. Returns 0 when restored (or a dry
+ * run found a source, or EXISTS), -1 otherwise; *res says what happened.
+ */
+int restore_explicit(const struct config *cfg, const struct cfg_db *db,
+		     const struct restore_opts *opt, struct restore_result *res);
 
 /* "restored", "exists", "empty", "no-data", "unreachable", "failed". */
 const char *restore_outcome_name(enum restore_outcome o);

@@ -1,0 +1,86 @@
+/* cmd_source.c — resolve DB_PATH|REPLICA_URL for the replica commands. */
+#include "cmd/source.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/banned.h"
+
+bool cmd_source_is_url(const char *s)
+{
+	const char *p = strstr(s, "://");
+	if (!p || p == s)
+		return false;
+	for (const char *q = s; q < p; q++)
+		if (!((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') || (*q >= '0' && *q <= '9') ||
+		      *q == '+' || *q == '-' || *q == '.'))
+			return false;
+	return true;
+}
+
+/* arg made absolute against the working directory (no symlink resolution, as the config). */
+static void absolute(const char *arg, char *buf, size_t len)
+{
+	char cwd[PATH_MAX];
+	if (arg[0] == '/' || !getcwd(cwd, sizeof(cwd)))
+		snprintf(buf, len, "%s", arg);
+	else if (snprintf(buf, len, "%s/%s", cwd, arg) >= (int)len)
+		snprintf(buf, len, "%s", arg);
+}
+
+int cmd_source_open(const struct command *cmd, const char *config_path, bool no_expand_env,
+		    const char *arg, struct cmd_source *src)
+{
+	char err[1024];
+
+	memset(src, 0, sizeof(*src));
+	if (cmd_source_is_url(arg)) {
+		config_defaults(&src->cfg);
+		config_db_defaults(&src->url_db);
+		if (config_replica_from_url(arg, &src->url_replica, err, sizeof(err)) < 0) {
+			fprintf(stderr, "litevisor %s: %s\n", cmd->name, err);
+			return EXIT_USAGE;
+		}
+		src->url_db.replicas = &src->url_replica;
+		src->url_db.nreplicas = 1;
+		src->url_db.name = src->url_replica.name;
+		src->db = &src->url_db;
+		src->from_url = true;
+		return 0;
+	}
+
+	struct config_options opt = { .no_expand_env = no_expand_env };
+	const char *path = config_default_path(config_path);
+	if (config_load(path, &opt, &src->cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "litevisor %s: %s\n", cmd->name, err);
+		return EXIT_USAGE;
+	}
+	log_configure(src->cfg.log_level, src->cfg.log_json);
+	char abs[PATH_MAX];
+	absolute(arg, abs, sizeof(abs));
+	for (size_t i = 0; i < src->cfg.ndbs; i++) {
+		struct cfg_db *d = &src->cfg.dbs[i];
+		if (strcmp(d->path, abs) == 0 || strcmp(d->path, arg) == 0 ||
+		    (d->name && strcmp(d->name, arg) == 0)) {
+			src->db = d;
+			return 0;
+		}
+	}
+	fprintf(stderr, "litevisor %s: database not found in config %s: %s\n", cmd->name, path, arg);
+	config_release(&src->cfg);
+	return EXIT_USAGE;
+}
+
+void cmd_source_release(struct cmd_source *src)
+{
+	if (src->from_url) {
+		config_replica_release(&src->url_replica);
+		free(src->url_db.path);
+	}
+	config_release(&src->cfg);
+	memset(src, 0, sizeof(*src));
+}

@@ -1,0 +1,36 @@
+/*
+ * source.h — the DB_PATH|REPLICA_URL argument shared by `restore`,
+ * `generations`, `snapshots` and `wal` (as in Litestream v0.3): either a
+ * database of the configuration file, or a single replica given by URL.
+ */
+#ifndef LITEVISOR_CMD_SOURCE_H
+#define LITEVISOR_CMD_SOURCE_H
+
+#include <stdbool.h>
+
+#include "cmd/cli.h"
+#include "common/config.h"
+
+struct cmd_source {
+	struct config cfg;        /* loaded, or defaults for a URL */
+	struct cfg_db *db;        /* the database: in cfg, or &url_db */
+	struct cfg_db url_db;
+	struct cfg_replica url_replica;
+	bool from_url;
+};
+
+/*
+ * Resolve arg (a path or name of a configured database, or a replica URL
+ * when it has a scheme "xxx://"). config_path: -config (NULL: the default
+ * lookup); a URL source reads no config file. Sets up logging from the
+ * config. Returns 0, or an exit code (message printed) with src released.
+ */
+int cmd_source_open(const struct command *cmd, const char *config_path, bool no_expand_env,
+		    const char *arg, struct cmd_source *src);
+
+/* True if s looks like a replica URL (scheme://...). */
+bool cmd_source_is_url(const char *s);
+
+void cmd_source_release(struct cmd_source *src);
+
+#endif

@@ -1,0 +1,436 @@
+/*
+ * restore.c — the two ways in (restore_db_for_run for `run`,
+ * restore_explicit for `litevisor restore`), the local database, the
+ * fallback loop and the "restored" marker. The pieces are in restore_*.c
+ * (see restore_int.h).
+ */
+#include "replication/restore_int.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "replication/localstate.h"
+#include "common/banned.h"
+
+const char *restore_outcome_name(enum restore_outcome o)
+{
+	switch (o) {
+	case RESTORE_RESTORED: return "restored";
+	case RESTORE_EXISTS: return "exists";
+	case RESTORE_EMPTY: return "empty";
+	case RESTORE_NO_DATA: return "no-data";
+	case RESTORE_UNREACHABLE: return "unreachable";
+	case RESTORE_FAILED: return "failed";
+	}
+	return "?";
+}
+
+static const char *mode_name(enum restore_mode m)
+{
+	return m == RESTORE_ALL ? "all" : m == RESTORE_QUORUM ? "quorum" : "freshest-reachable";
+}
+
+static void result_set(struct restore_result *res, enum restore_outcome o, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void result_set(struct restore_result *res, enum restore_outcome o, const char *fmt, ...)
+{
+	va_list ap;
+	res->outcome = o;
+	va_start(ap, fmt);
+	vsnprintf(res->message, sizeof(res->message), fmt, ap);
+	va_end(ap);
+}
+
+struct session {
+	const struct config *cfg;
+	const struct cfg_db *db;
+	const char *dbname;
+	struct rs_cand *c;
+	size_t n;
+	struct rs_target t;
+	struct rs_choice ch;
+};
+
+static void session_release(struct session *s)
+{
+	for (size_t i = 0; i < s->n; i++)
+		rs_cand_release(&s->c[i]);
+	free(s->c);
+	s->c = NULL;
+	s->n = 0;
+}
+
+/* Open every candidate (optionally only the one named only), probe and choose. 0 or -1. */
+static int session_probe(struct session *s, const char *only, struct restore_result *res)
+{
+	const struct cfg_restore *rc = &s->cfg->restore;
+	s->c = calloc(s->db->nreplicas + 1, sizeof(*s->c));
+	if (!s->c) {
+		result_set(res, RESTORE_FAILED, "out of memory");
+		return -1;
+	}
+	for (size_t i = 0; i < s->db->nreplicas; i++) {
+		const struct cfg_replica *r = &s->db->replicas[i];
+		const char *name = r->name ? r->name : "replica";
+		if (only && strcmp(only, name) != 0)
+			continue;
+		struct rs_cand *c = &s->c[s->n++];
+		struct st_error err = { 0 };
+		c->rep = r;
+		c->name = name;
+		c->st = storage_open(r, &err);
+		if (!c->st) {
+			c->state = RC_ERROR;
+			snprintf(c->error, sizeof(c->error), "%s", err.message);
+		}
+	}
+	if (s->n == 0) {
+		result_set(res, RESTORE_FAILED, only ? "no replica named \"%s\"" : "no replicas%s",
+			   only ? only : " configured");
+		return -1;
+	}
+	struct rs_probe_opts po = {
+		.probe_timeout_ms = rc->probe_timeout_ms > 0 ? rc->probe_timeout_ms : 1000,
+		.mode = rc->mode,
+		.quorum = rc->quorum > 0 ? rc->quorum : 1,
+		.wait_timeout_ms = rc->wait_timeout_ms,
+		.target = &s->t,
+	};
+	rs_probe_all(s->c, s->n, &po);
+	rs_choose(s->c, s->n, rc->clock_skew_ms, s->dbname, mode_name(rc->mode), &s->ch);
+	return 0;
+}
+
+/* Did enough candidates answer for the mode to settle on "nothing there"? */
+static bool enough_answered(const struct session *s)
+{
+	const struct cfg_restore *rc = &s->cfg->restore;
+	if (rc->mode == RESTORE_QUORUM)
+		return s->ch.answered >= (size_t)(rc->quorum > 0 ? rc->quorum : 1);
+	return s->ch.answered == s->n;
+}
+
+/* Strict modes refuse to settle on data while too few candidates answered. */
+static bool strict_unsettled(const struct session *s)
+{
+	if (s->cfg->restore.mode == RESTORE_FRESHEST_REACHABLE)
+		return false;
+	return !enough_answered(s);
+}
+
+/* The first user error a candidate reported (e.g. -index past the end), or NULL. */
+static const char *plan_error(const struct session *s)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (s->c[i].state == RC_OK && !s->c[i].has_data && strstr(s->c[i].nodata, "past the end"))
+			return s->c[i].nodata;
+	return NULL;
+}
+
+/* Try the winner, then each candidate holding the same data. Fills res. 0 or -1. */
+static int apply_with_fallback(struct session *s, struct rs_apply_opts *ao,
+			       struct restore_result *res)
+{
+	char err[512] = "", first[512] = "";
+	bool all_transient = true;
+	int tried = 0;
+
+	for (int rank = 0;; rank++) {
+		struct rs_cand *c = NULL;
+		for (size_t i = 0; i < s->n; i++)
+			if (s->c[i].rank == rank && (rank == 0 || s->c[i].fallback_ok))
+				c = &s->c[i];
+		if (!c)
+			break;
+		if (tried)
+			log_warn("restore", "falling back to the next candidate with the same data",
+				 "replica=%s previous_error=\"%s\"", c->name, err);
+		tried++;
+		bool transient;
+		if (rs_apply(c, ao, &res->pos, err, sizeof(err), &transient) == 0) {
+			snprintf(res->source, sizeof(res->source), "%s", c->name);
+			result_set(res, RESTORE_RESTORED, "restored from %s%s", c->name,
+				   tried > 1 ? " after falling back" : "");
+			return 0;
+		}
+		log_error("restore", "restore from candidate failed", "replica=%s err=\"%s\"",
+			  c->name, err);
+		if (!first[0])
+			snprintf(first, sizeof(first), "%s", err);
+		all_transient = all_transient && transient;
+	}
+	result_set(res, RESTORE_FAILED, "%d candidate(s) with the newest data failed (first: %s)%s",
+		   tried, first, "; candidates with less data are not used without -replica");
+	res->temporary = all_transient;
+	return -1;
+}
+
+/* Names of the candidates holding exactly pos (for the engine to continue there). */
+static int write_marker(struct session *s, const struct wal_pos *pos)
+{
+	char dir[PATH_MAX];
+	struct restored_marker m = { .pos = *pos };
+	uid_t uid;
+	gid_t gid;
+
+	for (size_t i = 0; i < s->n && m.nreplicas < LOCALSTATE_MAX_REPLICAS; i++) {
+		const struct rs_cand *c = &s->c[i];
+		if (c->state == RC_OK && c->has_data && wal_pos_cmp(&c->plan.end, pos) == 0 &&
+		    strcmp(c->plan.generation, pos->generation) == 0)
+			snprintf(m.replicas[m.nreplicas++], sizeof(m.replicas[0]), "%s", c->name);
+	}
+	localstate_dir(s->db, dir, sizeof(dir));
+	if (localstate_ensure(s->db, dir) < 0)
+		return -1;
+	localstate_owner(s->db, &uid, &gid);
+	if (localstate_write_restored(dir, &m, uid, gid) < 0) {
+		log_error("restore", "cannot write the restored marker", "dir=\"%s\" err=\"%s\"", dir,
+			  strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+struct aside_ctx {
+	const char *target, *statedir;
+	char *moved;
+	size_t mlen;
+};
+
+static int move_local_cb(void *p)
+{
+	struct aside_ctx *x = p;
+	return rs_move_local_aside(x->target, x->statedir, x->moved, x->mlen);
+}
+
+static void apply_opts_init(struct rs_apply_opts *ao, const struct config *cfg, const char *target,
+			    int parallelism)
+{
+	memset(ao, 0, sizeof(*ao));
+	ao->target = target;
+	ao->parallelism = parallelism > 0 ? parallelism
+					  : (cfg->restore.parallelism > 0 ? cfg->restore.parallelism : 8);
+	ao->verify = cfg->restore.verify;
+	rs_owner_for(cfg, target, &ao->uid, &ao->gid, &ao->mode);
+}
+
+/* Does the winner hold newer data than the local database at lpos (written at lt_ns)? */
+static bool replica_newer(const struct session *s, const struct wal_pos *lpos, int64_t lt_ns,
+			  char *why, size_t len)
+{
+	const struct rs_cand *w = &s->c[s->ch.winner];
+	char a[64], b[64];
+	if (strcmp(w->plan.generation, lpos->generation) == 0) {
+		int cmp = wal_pos_cmp(&w->plan.end, lpos);
+		snprintf(why, len, "%s holds %s, local %s", w->name,
+			 rs_pos_text(&w->plan.end, a, sizeof(a)), rs_pos_text(lpos, b, sizeof(b)));
+		return cmp > 0;
+	}
+	/* another generation: was it written after the local one? */
+	for (size_t i = 0; i < s->n; i++) {
+		const struct rs_cand *c = &s->c[i];
+		int64_t tw = 0, tl = 0;
+		for (size_t g = 0; c->state == RC_OK && g < c->ngens; g++) {
+			if (strcmp(c->gens[g].id, w->plan.generation) == 0)
+				tw = c->gens[g].max_ns;
+			if (strcmp(c->gens[g].id, lpos->generation) == 0)
+				tl = c->gens[g].max_ns;
+		}
+		if (tw && tl) {
+			snprintf(why, len, "%s holds generation %s written after the local %s",
+				 c->name, w->plan.generation, lpos->generation);
+			return tw > tl; /* one server, one clock */
+		}
+	}
+	int64_t skew = s->cfg->restore.clock_skew_ms * NS_PER_MS;
+	snprintf(why, len, "%s holds generation %s (newest object %+.1f s from the local write, "
+		 "margin %.1f s), local %s", w->name, w->plan.generation,
+		 (double)(w->plan.newest_ns - lt_ns) / 1e9, (double)skew / 1e9, lpos->generation);
+	return w->plan.newest_ns > lt_ns + skew;
+}
+
+int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
+		       struct restore_result *res)
+{
+	struct session s = { .cfg = cfg, .db = db };
+	char statedir[PATH_MAX], why[400];
+	struct stat st;
+	int64_t t0 = clock_mono_ms();
+	int rc = -1;
+
+	memset(res, 0, sizeof(*res));
+	s.dbname = db->name ? db->name : db->path;
+	localstate_dir(db, statedir, sizeof(statedir));
+	bool exists = lstat(db->path, &st) == 0;
+
+	if (exists) {
+		struct wal_pos lpos;
+		int64_t lt;
+		if (cfg->restore.existing == EXISTING_KEEP_LOCAL) {
+			result_set(res, RESTORE_EXISTS, "database exists; policy keep-local");
+			rc = 0;
+			goto out;
+		}
+		if (rs_local_position(statedir, &lpos, &lt) < 0) {
+			result_set(res, RESTORE_EXISTS,
+				   "database exists without litevisor state to compare; keeping it");
+			rc = 0;
+			goto out;
+		}
+		if (lt == 0)
+			lt = rs_file_mtime_ns(db->path);
+		if (session_probe(&s, NULL, res) < 0)
+			goto out;
+		if (s.ch.winner < 0) {
+			result_set(res, RESTORE_EXISTS, "database exists; %s; keeping it", s.ch.why);
+			rc = 0;
+			goto out;
+		}
+		if (!replica_newer(&s, &lpos, lt, why, sizeof(why))) {
+			result_set(res, RESTORE_EXISTS, "local database is current (%s)", why);
+			rc = 0;
+			goto out;
+		}
+		log_warn("restore", "a replica holds newer data than the local database",
+			 "db=\"%s\" why=\"%s\"", s.dbname, why);
+		struct aside_ctx ax = { db->path, statedir, res->moved_aside, sizeof(res->moved_aside) };
+		struct rs_apply_opts ao;
+		apply_opts_init(&ao, cfg, db->path, 0);
+		ao.before_rename = move_local_cb;
+		ao.before_ctx = &ax;
+		if (apply_with_fallback(&s, &ao, res) < 0)
+			goto out;
+		rc = write_marker(&s, &res->pos) < 0 ? -1 : 0;
+		if (rc < 0)
+			result_set(res, RESTORE_FAILED, "restored, but the restored marker could not be written");
+		goto out;
+	}
+
+	/* no database: whatever is beside it belongs to no database any more */
+	if (rs_move_strays(db->path) < 0 ||
+	    rs_move_state_aside(statedir, "state of a database that is gone") < 0) {
+		result_set(res, RESTORE_FAILED, "cannot move stray files beside %s aside", db->path);
+		goto out;
+	}
+	if (session_probe(&s, NULL, res) < 0)
+		goto out;
+	if (s.ch.winner >= 0 && !strict_unsettled(&s)) {
+		struct rs_apply_opts ao;
+		apply_opts_init(&ao, cfg, db->path, 0);
+		if (apply_with_fallback(&s, &ao, res) < 0)
+			goto out;
+		if (write_marker(&s, &res->pos) < 0) {
+			result_set(res, RESTORE_FAILED, "restored, but the restored marker could not be written");
+			goto out;
+		}
+		rc = 0;
+	} else if (s.ch.winner < 0 && s.ch.unreachable == 0) {
+		result_set(res, RESTORE_EMPTY, "first deploy: every candidate answered, none holds data");
+		rc = 0;
+	} else if (s.ch.winner < 0 && enough_answered(&s) && s.ch.with_data == 0 &&
+		   cfg->restore.mode == RESTORE_QUORUM) {
+		result_set(res, RESTORE_EMPTY, "a quorum (%zu) answered and none holds data",
+			   s.ch.answered);
+		rc = 0;
+	} else if (cfg->restore.allow_empty_unreachable && s.ch.winner < 0 && s.ch.with_data == 0) {
+		result_set(res, RESTORE_EMPTY, "%zu of %zu candidates unreachable, none reachable "
+			   "holds data; starting empty (allow-empty-when-unreachable)",
+			   s.ch.unreachable, s.n);
+		rc = 0;
+	} else {
+		result_set(res, RESTORE_UNREACHABLE, "%zu of %zu candidates unreachable%s",
+			   s.ch.unreachable, s.n,
+			   s.ch.winner >= 0 ? " (mode needs more answers)"
+					    : "; they might hold data: not starting empty");
+	}
+out:
+	res->duration_ms = clock_mono_ms() - t0;
+	log_event(rc == 0 ? LOG_INFO : LOG_ERROR, "restore", "restore step done",
+		  "db=\"%s\" outcome=%s source=%s ms=%lld message=\"%s\"%s%s%s", s.dbname,
+		  restore_outcome_name(res->outcome), res->source[0] ? res->source : "-",
+		  (long long)res->duration_ms, res->message,
+		  res->moved_aside[0] ? " moved_aside=\"" : "", res->moved_aside,
+		  res->moved_aside[0] ? "\"" : "");
+	session_release(&s);
+	return rc;
+}
+
+int restore_explicit(const struct config *cfg, const struct cfg_db *db,
+		     const struct restore_opts *opt, struct restore_result *res)
+{
+	struct session s = { .cfg = cfg, .db = db };
+	const char *out_path = opt->output ? opt->output : db->path;
+	struct stat st;
+	int64_t t0 = clock_mono_ms();
+	int rc = -1;
+
+	memset(res, 0, sizeof(*res));
+	s.dbname = db->name ? db->name : db->path;
+	s.t.generation = opt->generation;
+	s.t.has_index = opt->has_index;
+	s.t.index = opt->index;
+	s.t.timestamp_ns = opt->timestamp_ns;
+
+	if (lstat(out_path, &st) == 0) {
+		if (opt->if_db_not_exists) {
+			result_set(res, RESTORE_EXISTS, "database already exists, skipping (%s)", out_path);
+			rc = 0;
+		} else {
+			result_set(res, RESTORE_FAILED, "output %s already exists; not overwriting it",
+				   out_path);
+		}
+		goto out;
+	}
+	if (session_probe(&s, opt->replica, res) < 0)
+		goto out;
+	if (opt->dry_run)
+		rs_print_decision(s.c, s.n, &s.ch, out_path);
+	if (s.ch.winner < 0 || strict_unsettled(&s)) {
+		const char *pe = plan_error(&s);
+		if (pe)
+			result_set(res, RESTORE_NO_DATA, "%s", pe);
+		else if (s.ch.answered == 0 || (s.ch.unreachable && s.ch.winner < 0) ||
+			 strict_unsettled(&s))
+			result_set(res, RESTORE_UNREACHABLE, "%zu of %zu candidates unreachable; %s",
+				   s.ch.unreachable, s.n, s.ch.why);
+		else
+			result_set(res, RESTORE_NO_DATA, "no matching backups found");
+		goto out;
+	}
+	if (opt->dry_run) {
+		result_set(res, RESTORE_RESTORED, "dry run: %s", s.ch.why);
+		rc = 0;
+		goto out;
+	}
+	if (rs_move_strays(out_path) < 0) {
+		result_set(res, RESTORE_FAILED, "cannot move stray files beside %s aside", out_path);
+		goto out;
+	}
+	struct rs_apply_opts ao;
+	apply_opts_init(&ao, cfg, out_path, opt->parallelism);
+	if (apply_with_fallback(&s, &ao, res) < 0)
+		goto out;
+	rc = 0;
+	if (!opt->output && !rs_target_pit(&s.t) && !opt->generation) {
+		/* the db's own path restored to the end: replication may continue the generation */
+		char statedir[PATH_MAX];
+		localstate_dir(db, statedir, sizeof(statedir));
+		rs_move_state_aside(statedir, "state of a database that was not there");
+		if (write_marker(&s, &res->pos) < 0) {
+			result_set(res, RESTORE_FAILED, "restored, but the restored marker could not be written");
+			rc = -1;
+		}
+	}
+out:
+	res->duration_ms = clock_mono_ms() - t0;
+	session_release(&s);
+	return rc;
+}

@@ -1,0 +1,693 @@
+/*
+ * restore_apply.c — turn one candidate's plan into a database file.
+ *
+ *   snapshot ──get──▶ lz4_dec ──▶ <target>.litevisor-restore        (main thread)
+ *   WAL index i ──get (parallel workers)──▶ <tmp>-%08x.lz4 (compressed, as stored)
+ *   for each index in order: decompress its segments ──▶ <tmp>-wal, validated
+ *       by wal_reader (salts, checksum chain, offsets contiguous), then
+ *       SQLite checkpoints it (PASSIVE must see every validated frame, then TRUNCATE)
+ *   PRAGMA journal_mode=DELETE (one file, no -wal/-shm), quick_check,
+ *   chown/chmod, fsync, rename (never replacing a file), fsync the directory.
+ *
+ * Why the workers store compressed bytes: decompression buffers are up to
+ * 8 MiB per stream with Litestream's 4 MiB LZ4 blocks, so only two streams
+ * are ever decompressed at once (the snapshot, then the WAL applier), and
+ * memory stays flat whatever the parallelism or the database size.
+ *
+ * Any error removes every temp file; nothing is left at the target.
+ */
+#include "replication/restore_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/fsutil.h"
+#include "common/log.h"
+#include "replication/lz4io.h"
+#include "replication/wal.h"
+#include "common/banned.h"
+
+#define PROGRESS_EVERY_MS 3000
+#define IO_CHUNK (64 * 1024)
+
+enum job_state { JOB_PENDING = 0, JOB_RUNNING, JOB_DONE, JOB_FAILED };
+
+/* One WAL index: all its segments, downloaded back to back into one file. */
+struct idx_job {
+	uint32_t index;
+	size_t first, count;        /* segments of the plan */
+	uint64_t *lens;             /* compressed length of each */
+	char path[PATH_MAX + 16];
+	enum job_state state;
+};
+
+struct apply {
+	struct rs_cand *c;
+	const struct rs_apply_opts *o;
+	char tmp[PATH_MAX], tmp_wal[PATH_MAX + 8], tmp_shm[PATH_MAX + 8];
+
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct idx_job *jobs;
+	size_t njobs, next;
+	bool abort, done;
+	char err[512];
+	bool transient;
+
+	atomic_uint_fast64_t bytes;  /* compressed bytes downloaded */
+	uint64_t total;
+	int64_t t0_ms;
+};
+
+char *rs_temp_path(const char *target, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s.litevisor-restore", target);
+	return buf;
+}
+
+/* Record the first error (later ones are consequences). Locks a->mu. */
+static void fail(struct apply *a, bool transient, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void fail(struct apply *a, bool transient, const char *fmt, ...)
+{
+	va_list ap;
+	pthread_mutex_lock(&a->mu);
+	if (!a->abort) {
+		va_start(ap, fmt);
+		vsnprintf(a->err, sizeof(a->err), fmt, ap);
+		va_end(ap);
+		a->transient = transient;
+		a->abort = true;
+	}
+	pthread_cond_broadcast(&a->cv);
+	pthread_mutex_unlock(&a->mu);
+}
+
+static bool aborted(struct apply *a)
+{
+	pthread_mutex_lock(&a->mu);
+	bool b = a->abort;
+	pthread_mutex_unlock(&a->mu);
+	return b;
+}
+
+/* ---- sinks ---- */
+
+struct fd_count {
+	struct apply *a;
+	int fd;
+	uint64_t n;
+};
+
+static int write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+	while (len > 0) {
+		ssize_t w = write(fd, p, len);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += w;
+		len -= (size_t)w;
+	}
+	return 0;
+}
+
+/* Downloaded (compressed) bytes: count them for progress, pass them on. */
+struct counting {
+	struct apply *a;
+	const struct st_sink *inner;
+};
+
+static int counting_write(void *ctx, const void *buf, size_t len)
+{
+	struct counting *k = ctx;
+	if (aborted(k->a)) /* stop a doomed download early */
+		return -1;
+	atomic_fetch_add(&k->a->bytes, len);
+	return k->inner->write(k->inner->ctx, buf, len);
+}
+
+static int fd_count_write(void *ctx, const void *buf, size_t len)
+{
+	struct fd_count *f = ctx;
+	if (write_all(f->fd, buf, len) < 0)
+		return -1;
+	f->n += len;
+	return 0;
+}
+
+/* ---- progress ---- */
+
+static void *progress_thread(void *p)
+{
+	struct apply *a = p;
+	int64_t last = clock_mono_ms();
+	pthread_mutex_lock(&a->mu);
+	while (!a->done && !a->abort) {
+		struct timespec ts;
+		int64_t wake = clock_mono_ms() + 250;
+		ts.tv_sec = wake / 1000;
+		ts.tv_nsec = (wake % 1000) * 1000000;
+		pthread_cond_timedwait(&a->cv, &a->mu, &ts);
+		int64_t now = clock_mono_ms();
+		if (a->done || a->abort || now - last < PROGRESS_EVERY_MS)
+			continue;
+		last = now;
+		uint64_t b = atomic_load(&a->bytes);
+		double secs = (double)(now - a->t0_ms) / 1000.0;
+		double rate = secs > 0 ? (double)b / secs : 0;
+		double eta = rate > 0 && a->total > b ? (double)(a->total - b) / rate : 0;
+		log_info("restore", "progress",
+			 "replica=%s bytes=%llu total=%llu pct=%.1f rate_mib_s=%.1f eta_s=%.0f",
+			 a->c->name, (unsigned long long)b, (unsigned long long)a->total,
+			 a->total ? 100.0 * (double)b / (double)a->total : 100.0,
+			 rate / (1024 * 1024), eta);
+	}
+	pthread_mutex_unlock(&a->mu);
+	return NULL;
+}
+
+/* ---- WAL download workers ---- */
+
+static int download_job(struct apply *a, struct idx_job *j)
+{
+	struct storage *st = a->c->st;
+	const char *gen = a->c->plan.generation;
+	struct st_error err = { 0 };
+	char key[LAYOUT_KEY_MAX];
+	int fd = open(j->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		fail(a, true, "create %s: %s", j->path, strerror(errno));
+		return -1;
+	}
+	for (size_t k = 0; k < j->count; k++) {
+		const struct cat_segment *s = &a->c->plan.segments[j->first + k];
+		struct fd_count f = { a, fd, 0 };
+		struct st_sink fsink = { fd_count_write, &f };
+		struct counting cnt = { a, &fsink };
+		struct st_sink sink = { counting_write, &cnt };
+		layout_wal_key(key, gen, s->index, s->offset);
+		if (storage_get(st, key, &sink, NULL, &err) < 0) {
+			close(fd);
+			if (!aborted(a))
+				fail(a, err.status == ST_TRANSIENT, "download %s from %s: %s", key,
+				     a->c->name, err.message);
+			return -1;
+		}
+		j->lens[k] = f.n;
+	}
+	if (close(fd) < 0) {
+		fail(a, true, "write %s: %s", j->path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static void *worker(void *p)
+{
+	struct apply *a = p;
+	pthread_mutex_lock(&a->mu);
+	while (!a->abort && a->next < a->njobs) {
+		struct idx_job *j = &a->jobs[a->next++];
+		j->state = JOB_RUNNING;
+		pthread_mutex_unlock(&a->mu);
+		int rc = download_job(a, j);
+		pthread_mutex_lock(&a->mu);
+		j->state = rc == 0 ? JOB_DONE : JOB_FAILED;
+		pthread_cond_broadcast(&a->cv);
+	}
+	pthread_mutex_unlock(&a->mu);
+	return NULL;
+}
+
+/* ---- snapshot ---- */
+
+static int fetch_snapshot(struct apply *a, uint32_t *page_size)
+{
+	struct st_error err = { 0 };
+	char key[LAYOUT_KEY_MAX];
+	struct lz4_dec dec;
+	struct st_sink dsink;
+	int rc = -1, fd = open(a->tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		fail(a, true, "create %s: %s", a->tmp, strerror(errno));
+		return -1;
+	}
+	struct fd_count f = { a, fd, 0 };
+	struct st_sink fsink = { fd_count_write, &f };
+	if (lz4_dec_init(&dec, &dsink, &fsink) < 0) {
+		close(fd);
+		fail(a, false, "out of memory");
+		return -1;
+	}
+	struct counting cnt = { a, &dsink };
+	struct st_sink sink = { counting_write, &cnt };
+	layout_snapshot_key(key, a->c->plan.generation, a->c->plan.snapshot.index);
+	if (storage_get(a->c->st, key, &sink, NULL, &err) < 0) {
+		if (dec.failed)
+			fail(a, false, "snapshot %s from %s is corrupt: %s", key, a->c->name, dec.error);
+		else if (!aborted(a))
+			fail(a, err.status == ST_TRANSIENT, "download %s from %s: %s", key, a->c->name,
+			     err.message);
+		goto out;
+	}
+	if (lz4_dec_finish(&dec) < 0) {
+		fail(a, false, "snapshot %s from %s is corrupt: %s", key, a->c->name, dec.error);
+		goto out;
+	}
+	uint8_t hdr[100];
+	if (pread(fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr) || f.n < sizeof(hdr) ||
+	    memcmp(hdr, "SQLite format 3", 16) != 0) {
+		fail(a, false, "snapshot %s from %s is not an SQLite database", key, a->c->name);
+		goto out;
+	}
+	*page_size = (uint32_t)hdr[16] << 8 | hdr[17];
+	if (*page_size == 1)
+		*page_size = 65536;
+	/* SQLite reads a -wal only for a database marked WAL (header bytes 18-19 = 2) */
+	if (a->c->plan.nsegments && (hdr[18] != 2 || hdr[19] != 2)) {
+		uint8_t two[2] = { 2, 2 };
+		if (pwrite(fd, two, 2, 18) != 2) {
+			fail(a, true, "write %s: %s", a->tmp, strerror(errno));
+			goto out;
+		}
+	}
+	rc = 0;
+out:
+	lz4_dec_release(&dec);
+	if (close(fd) < 0 && rc == 0) {
+		fail(a, true, "write %s: %s", a->tmp, strerror(errno));
+		rc = -1;
+	}
+	return rc;
+}
+
+/* ---- applying one index ---- */
+
+struct wal_out {
+	int fd;
+	struct wal_reader r;
+	uint64_t n;
+};
+
+static int wal_out_write(void *ctx, const void *buf, size_t len)
+{
+	struct wal_out *w = ctx;
+	wal_reader_feed(&w->r, buf, len); /* failure is checked after each segment */
+	if (write_all(w->fd, buf, len) < 0)
+		return -1;
+	w->n += len;
+	return 0;
+}
+
+/* Run a one-row pragma; copies the first column as text into out. Returns 0 or -1. */
+static int pragma_row(sqlite3 *db, const char *sql, int64_t cols[3], char *out, size_t outlen,
+		      char *err, size_t errlen)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(st);
+	if (rc != SQLITE_ROW) {
+		snprintf(err, errlen, "%s: %s", sql, sqlite3_errmsg(db));
+		sqlite3_finalize(st);
+		return -1;
+	}
+	if (cols)
+		for (int i = 0; i < 3; i++)
+			cols[i] = sqlite3_column_int64(st, i);
+	if (out) {
+		const unsigned char *t = sqlite3_column_text(st, 0);
+		snprintf(out, outlen, "%s", t ? (const char *)t : "");
+	}
+	sqlite3_finalize(st);
+	return 0;
+}
+
+static int checkpoint_index(struct apply *a, uint64_t frames)
+{
+	sqlite3 *db = NULL;
+	char err[300];
+	int64_t r[3];
+	int rc = -1;
+
+	if (sqlite3_open_v2(a->tmp, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+		fail(a, true, "open %s: %s", a->tmp, db ? sqlite3_errmsg(db) : "out of memory");
+		goto out;
+	}
+	/* PASSIVE first: SQLite must see every frame the validator accepted */
+	if (pragma_row(db, "PRAGMA wal_checkpoint(PASSIVE)", r, NULL, 0, err, sizeof(err)) < 0) {
+		fail(a, false, "checkpoint: %s", err);
+		goto out;
+	}
+	if (r[0] != 0 || (uint64_t)r[1] != frames || r[2] != r[1]) {
+		fail(a, false, "checkpoint of %s applied %lld of %llu frames (busy=%lld)", a->tmp_wal,
+		     (long long)r[2], (unsigned long long)frames, (long long)r[0]);
+		goto out;
+	}
+	if (pragma_row(db, "PRAGMA wal_checkpoint(TRUNCATE)", r, NULL, 0, err, sizeof(err)) < 0 ||
+	    r[0] != 0) {
+		fail(a, false, "checkpoint(TRUNCATE): %s", r[0] ? "busy" : err);
+		goto out;
+	}
+	rc = 0;
+out:
+	sqlite3_close(db);
+	return rc;
+}
+
+static int apply_index(struct apply *a, struct idx_job *j, uint32_t page_size, struct wal_pos *pos)
+{
+	struct wal_out w = { .fd = -1 };
+	unsigned char *buf = NULL;
+	int in = -1, rc = -1;
+
+	if (wal_reader_init(&w.r) < 0 || !(buf = malloc(IO_CHUNK))) {
+		fail(a, false, "out of memory");
+		goto out;
+	}
+	in = open(j->path, O_RDONLY | O_CLOEXEC);
+	w.fd = open(a->tmp_wal, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (in < 0 || w.fd < 0) {
+		fail(a, true, "open %s: %s", in < 0 ? j->path : a->tmp_wal, strerror(errno));
+		goto out;
+	}
+	for (size_t k = 0; k < j->count; k++) {
+		const struct cat_segment *s = &a->c->plan.segments[j->first + k];
+		char key[LAYOUT_KEY_MAX];
+		struct st_sink wsink = { wal_out_write, &w }, dsink;
+		struct lz4_dec dec;
+		layout_wal_key(key, a->c->plan.generation, s->index, s->offset);
+		if (s->offset != w.n) {
+			fail(a, false, "segment %s from %s starts at offset %u, expected %llu "
+			     "(missing segment)", key, a->c->name, s->offset, (unsigned long long)w.n);
+			goto out;
+		}
+		if (lz4_dec_init(&dec, &dsink, &wsink) < 0) {
+			fail(a, false, "out of memory");
+			goto out;
+		}
+		uint64_t left = j->lens[k];
+		bool ok = true;
+		while (left > 0 && ok) {
+			ssize_t r = read(in, buf, left < IO_CHUNK ? left : IO_CHUNK);
+			if (r <= 0) {
+				if (r < 0 && errno == EINTR)
+					continue;
+				fail(a, true, "read %s: %s", j->path, r ? strerror(errno) : "short");
+				ok = false;
+				break;
+			}
+			left -= (uint64_t)r;
+			if (dsink.write(dsink.ctx, buf, (size_t)r) < 0)
+				ok = false;
+		}
+		if (ok && lz4_dec_finish(&dec) < 0)
+			ok = false;
+		if (!ok && !aborted(a))
+			fail(a, false, "segment %s from %s is corrupt: %s", key, a->c->name,
+			     dec.error[0] ? dec.error : "write failed");
+		lz4_dec_release(&dec);
+		if (!ok)
+			goto out;
+		if (w.r.failed) {
+			fail(a, false, "segment %s from %s is corrupt: %s", key, a->c->name, w.r.error);
+			goto out;
+		}
+		if (w.r.have_header && w.r.hdr.page_size != page_size) {
+			fail(a, false, "segment %s from %s: page size %u, database has %u", key,
+			     a->c->name, w.r.hdr.page_size, page_size);
+			goto out;
+		}
+	}
+	if (wal_reader_partial(&w.r))
+		log_warn("restore", "WAL index ends with a partial frame (ignored)",
+			 "replica=%s index=%08x bytes=%zu", a->c->name, j->index,
+			 wal_reader_partial(&w.r));
+	if (close(w.fd) < 0) {
+		w.fd = -1;
+		fail(a, true, "write %s: %s", a->tmp_wal, strerror(errno));
+		goto out;
+	}
+	w.fd = -1;
+	uint64_t frames = w.r.commit_end > WAL_HEADER_SIZE
+				  ? (w.r.commit_end - WAL_HEADER_SIZE) / wal_frame_size(page_size)
+				  : 0;
+	if (checkpoint_index(a, frames) < 0)
+		goto out;
+	pos->index = j->index;
+	pos->offset = (uint32_t)w.n;
+	rc = 0;
+out:
+	if (in >= 0)
+		close(in);
+	if (w.fd >= 0)
+		close(w.fd);
+	wal_reader_release(&w.r);
+	free(buf);
+	unlink(j->path);
+	return rc;
+}
+
+/* ---- finishing ---- */
+
+static int finish_db(struct apply *a)
+{
+	sqlite3 *db = NULL;
+	char err[300], text[300];
+	int rc = -1;
+
+	if (sqlite3_open_v2(a->tmp, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+		fail(a, true, "open %s: %s", a->tmp, db ? sqlite3_errmsg(db) : "out of memory");
+		goto out;
+	}
+	/* one self-contained file: no -wal/-shm beside it (vaultwarden #4418) */
+	if (pragma_row(db, "PRAGMA journal_mode=DELETE", NULL, text, sizeof(text), err,
+		       sizeof(err)) < 0 || strcmp(text, "delete") != 0) {
+		fail(a, false, "journal_mode=DELETE: %s", text[0] ? text : err);
+		goto out;
+	}
+	if (a->o->verify != VERIFY_NONE) {
+		const char *sql = a->o->verify == VERIFY_INTEGRITY ? "PRAGMA integrity_check"
+								   : "PRAGMA quick_check";
+		int64_t t0 = clock_mono_ms();
+		if (pragma_row(db, sql, NULL, text, sizeof(text), err, sizeof(err)) < 0) {
+			fail(a, false, "%s: %s", sql, err);
+			goto out;
+		}
+		if (strcmp(text, "ok") != 0) {
+			fail(a, false, "%s of the restored database failed: %s", sql, text);
+			goto out;
+		}
+		log_info("restore", "verified", "check=%s ms=%lld", sql + 7,
+			 (long long)(clock_mono_ms() - t0));
+	}
+	rc = 0;
+out:
+	if (sqlite3_close(db) != SQLITE_OK && rc == 0) {
+		fail(a, true, "close %s", a->tmp);
+		rc = -1;
+	}
+	return rc;
+}
+
+static int rename_noreplace(const char *from, const char *to)
+{
+	if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
+		return 0;
+	if (errno != EINVAL && errno != ENOSYS)
+		return -1;
+	/* file systems without RENAME_NOREPLACE: link refuses an existing name too */
+	if (link(from, to) < 0)
+		return -1;
+	return unlink(from);
+}
+
+static int install(struct apply *a)
+{
+	int fd = open(a->tmp, O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		fail(a, true, "open %s: %s", a->tmp, strerror(errno));
+		return -1;
+	}
+	if ((a->o->uid != (uid_t)-1 || a->o->gid != (gid_t)-1) &&
+	    fchown(fd, a->o->uid, a->o->gid) < 0) {
+		fail(a, false, "chown %s: %s", a->tmp, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	if (fchmod(fd, a->o->mode) < 0 || fsync(fd) < 0) {
+		fail(a, true, "fsync %s: %s", a->tmp, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	if (a->o->before_rename && a->o->before_rename(a->o->before_ctx) < 0) {
+		fail(a, false, "could not make room at %s", a->o->target);
+		return -1;
+	}
+	if (rename_noreplace(a->tmp, a->o->target) < 0) {
+		fail(a, false, "rename %s to %s: %s", a->tmp, a->o->target, strerror(errno));
+		return -1;
+	}
+	if (fs_fsync_parent(a->o->target) < 0) {
+		fail(a, true, "fsync the directory of %s: %s", a->o->target, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static void cleanup(struct apply *a)
+{
+	unlink(a->tmp);
+	unlink(a->tmp_wal);
+	unlink(a->tmp_shm);
+	char j[PATH_MAX + 16];
+	snprintf(j, sizeof(j), "%s-journal", a->tmp);
+	unlink(j);
+	for (size_t i = 0; i < a->njobs; i++)
+		unlink(a->jobs[i].path);
+}
+
+/* Split the plan's segments into one job per index. */
+static int make_jobs(struct apply *a)
+{
+	const struct rs_plan *p = &a->c->plan;
+	size_t n = 0;
+	for (size_t i = 0; i < p->nsegments; i++)
+		if (i == 0 || p->segments[i].index != p->segments[i - 1].index)
+			n++;
+	a->jobs = calloc(n + 1, sizeof(*a->jobs));
+	if (!a->jobs)
+		return -1;
+	for (size_t i = 0; i < p->nsegments; i++) {
+		if (i == 0 || p->segments[i].index != p->segments[i - 1].index) {
+			struct idx_job *j = &a->jobs[a->njobs++];
+			j->index = p->segments[i].index;
+			j->first = i;
+			snprintf(j->path, sizeof(j->path), "%s-%08x.lz4", a->tmp, j->index);
+		}
+		a->jobs[a->njobs - 1].count++;
+	}
+	for (size_t i = 0; i < a->njobs; i++)
+		if (!(a->jobs[i].lens = calloc(a->jobs[i].count, sizeof(uint64_t))))
+			return -1;
+	return 0;
+}
+
+int rs_apply(struct rs_cand *c, const struct rs_apply_opts *o, struct wal_pos *restored,
+	     char *errbuf, size_t errlen, bool *transient)
+{
+	struct apply a = { .c = c, .o = o };
+	pthread_t workers[64], prog;
+	size_t nworkers = 0;
+	bool prog_started = false;
+	uint32_t page_size = 0;
+	int rc = -1;
+
+	*transient = false;
+	errbuf[0] = '\0';
+	pthread_mutex_init(&a.mu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&a.cv, &ca);
+	pthread_condattr_destroy(&ca);
+	atomic_init(&a.bytes, 0);
+	a.total = c->plan.bytes;
+	a.t0_ms = clock_mono_ms();
+	rs_temp_path(o->target, a.tmp, sizeof(a.tmp));
+	snprintf(a.tmp_wal, sizeof(a.tmp_wal), "%s-wal", a.tmp);
+	snprintf(a.tmp_shm, sizeof(a.tmp_shm), "%s-shm", a.tmp);
+	memset(restored, 0, sizeof(*restored));
+	memcpy(restored->generation, c->plan.generation, sizeof(restored->generation));
+	restored->index = c->plan.snapshot.index;
+
+	if (make_jobs(&a) < 0) {
+		fail(&a, false, "out of memory");
+		goto out;
+	}
+	/* leftovers of an interrupted restore are ours (by name): start clean */
+	cleanup(&a);
+	log_info("restore", "restoring", "replica=%s generation=%s snapshot=%08x segments=%zu "
+		 "indexes=%zu bytes=%llu target=\"%s\"", c->name, c->plan.generation,
+		 c->plan.snapshot.index, c->plan.nsegments, a.njobs,
+		 (unsigned long long)c->plan.bytes, o->target);
+
+	if (pthread_create(&prog, NULL, progress_thread, &a) == 0)
+		prog_started = true;
+	size_t want = o->parallelism > 0 ? (size_t)o->parallelism : 1;
+	if (want > sizeof(workers) / sizeof(workers[0]))
+		want = sizeof(workers) / sizeof(workers[0]);
+	if (want > a.njobs)
+		want = a.njobs;
+	for (size_t i = 0; i < want; i++)
+		if (pthread_create(&workers[nworkers], NULL, worker, &a) == 0)
+			nworkers++;
+	if (a.njobs && nworkers == 0) {
+		fail(&a, false, "cannot start download threads");
+		goto out;
+	}
+
+	if (fetch_snapshot(&a, &page_size) < 0)
+		goto out;
+	for (size_t i = 0; i < a.njobs; i++) {
+		struct idx_job *j = &a.jobs[i];
+		pthread_mutex_lock(&a.mu);
+		while (!a.abort && j->state != JOB_DONE && j->state != JOB_FAILED)
+			pthread_cond_wait(&a.cv, &a.mu);
+		bool go = !a.abort && j->state == JOB_DONE;
+		pthread_mutex_unlock(&a.mu);
+		if (!go || apply_index(&a, j, page_size, restored) < 0)
+			goto out;
+	}
+	if (finish_db(&a) < 0 || install(&a) < 0)
+		goto out;
+	rc = 0;
+out:
+	pthread_mutex_lock(&a.mu);
+	if (rc < 0)
+		a.abort = true;
+	a.done = true;
+	pthread_cond_broadcast(&a.cv);
+	pthread_mutex_unlock(&a.mu);
+	for (size_t i = 0; i < nworkers; i++)
+		pthread_join(workers[i], NULL);
+	if (prog_started)
+		pthread_join(prog, NULL);
+	if (rc < 0) {
+		cleanup(&a);
+		snprintf(errbuf, errlen, "%s", a.err[0] ? a.err : "restore failed");
+		*transient = a.transient;
+	} else {
+		unlink(a.tmp_wal);
+		unlink(a.tmp_shm);
+		int64_t ms = clock_mono_ms() - a.t0_ms;
+		uint64_t b = atomic_load(&a.bytes);
+		log_info("restore", "restored", "replica=%s target=\"%s\" generation=%s index=%08x "
+			 "offset=%08x bytes=%llu ms=%lld rate_mib_s=%.1f", c->name, o->target,
+			 restored->generation, restored->index, restored->offset,
+			 (unsigned long long)b, (long long)ms,
+			 ms > 0 ? (double)b / (1024.0 * 1024.0) / ((double)ms / 1000.0) : 0.0);
+	}
+	for (size_t i = 0; i < a.njobs; i++)
+		free(a.jobs[i].lens);
+	free(a.jobs);
+	pthread_mutex_destroy(&a.mu);
+	pthread_cond_destroy(&a.cv);
+	return rc;
+}

@@ -1,0 +1,252 @@
+/*
+ * restore_choose.c — which candidate to restore from, in what order to fall
+ * back, and the one readable decision block in the log.
+ *
+ * The rule (docs/restore.md):
+ * 1. Only candidates that answered and hold a plan count.
+ * 2. The newest generation wins. Object times come from each server's own
+ *    clock, so across servers a generation is newer only if its newest
+ *    object is later by more than the clock-skew margin. Within the margin
+ *    the order is ambiguous: a candidate that holds both generations orders
+ *    them with its own (single) clock; failing that, the later time still
+ *    wins and the decision says it was ambiguous.
+ * 3. Within that generation, the highest end position (index, offset) wins.
+ * 4. Among equal positions, the lowest round-trip time wins, then the
+ *    order of the configuration.
+ * Fallbacks are the other candidates holding exactly the winner's position
+ * (same data); a candidate with less data is never used silently.
+ */
+#include "replication/restore_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "common/banned.h"
+
+char *rs_pos_text(const struct wal_pos *p, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/%08x/%08x", p->generation[0] ? p->generation : "-", p->index,
+		 p->offset);
+	return buf;
+}
+
+/* Newest object time of generation gen on candidate c, or 0 if it does not hold it. */
+static int64_t gen_time_on(const struct rs_cand *c, const char *gen)
+{
+	for (size_t i = 0; i < c->ngens; i++)
+		if (strcmp(c->gens[i].id, gen) == 0)
+			return c->gens[i].max_ns ? c->gens[i].max_ns : 1;
+	return 0;
+}
+
+/* Is generation a newer than b? Sets *ambiguous when the clocks could not tell. */
+static bool gen_newer(const struct rs_cand *c, size_t n, const char *a, int64_t ta, const char *b,
+		      int64_t tb, int64_t skew_ns, bool *ambiguous)
+{
+	int64_t d = ta - tb;
+	if (d > skew_ns)
+		return true;
+	if (d < -skew_ns)
+		return false;
+	/* within the margin: a server holding both orders them with one clock */
+	for (size_t i = 0; i < n; i++) {
+		if (c[i].state != RC_OK)
+			continue;
+		int64_t xa = gen_time_on(&c[i], a), xb = gen_time_on(&c[i], b);
+		if (xa && xb && xa != xb)
+			return xa > xb;
+	}
+	*ambiguous = true;
+	if (ta != tb)
+		return ta > tb;
+	return strcmp(a, b) > 0;
+}
+
+/* Candidate order within the winning generation: position desc, rtt asc, config order. */
+static bool better(const struct rs_cand *x, size_t xi, const struct rs_cand *y, size_t yi)
+{
+	int pc = wal_pos_cmp(&x->plan.end, &y->plan.end);
+	if (pc != 0)
+		return pc > 0;
+	if (x->rtt_us != y->rtt_us)
+		return x->rtt_us < y->rtt_us;
+	return xi < yi;
+}
+
+static const char *state_text(const struct rs_cand *c)
+{
+	if (c->timed_out)
+		return "unreachable";
+	if (c->state == RC_ERROR)
+		return "error";
+	return c->has_data ? "ok" : "no-data";
+}
+
+void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, const char *dbname,
+	       const char *mode, struct rs_choice *out)
+{
+	int64_t skew_ns = skew_ms * NS_PER_MS;
+	const char *best_gen = NULL;
+	int64_t best_t = 0;
+
+	memset(out, 0, sizeof(*out));
+	out->winner = -1;
+	for (size_t i = 0; i < n; i++) {
+		c[i].rank = -1;
+		c[i].fallback_ok = false;
+		c[i].verdict[0] = '\0';
+		if (c[i].state == RC_OK)
+			out->answered++;
+		else
+			out->unreachable++;
+		if (c[i].state == RC_OK && c[i].has_data)
+			out->with_data++;
+	}
+
+	/* 2. the newest generation among the candidates' plans */
+	for (size_t i = 0; i < n; i++) {
+		if (c[i].state != RC_OK || !c[i].has_data)
+			continue;
+		const char *g = c[i].plan.generation;
+		int64_t t = c[i].plan.newest_ns;
+		if (best_gen && strcmp(g, best_gen) == 0) {
+			if (t > best_t)
+				best_t = t;
+			continue;
+		}
+		if (!best_gen || gen_newer(c, n, g, t, best_gen, best_t, skew_ns, &out->ambiguous)) {
+			best_gen = g;
+			best_t = t;
+		}
+	}
+
+	/* 3 and 4: order the candidates on that generation */
+	size_t ranked = 0;
+	for (;;) {
+		int pick = -1;
+		for (size_t i = 0; i < n; i++) {
+			if (c[i].rank >= 0 || c[i].state != RC_OK || !c[i].has_data ||
+			    strcmp(c[i].plan.generation, best_gen) != 0)
+				continue;
+			if (pick < 0 || better(&c[i], i, &c[pick], (size_t)pick))
+				pick = (int)i;
+		}
+		if (pick < 0)
+			break;
+		c[pick].rank = (int)ranked++;
+	}
+
+	const struct rs_cand *w = NULL;
+	size_t same = 0;
+	for (size_t i = 0; i < n; i++)
+		if (c[i].rank == 0) {
+			out->winner = (int)i;
+			w = &c[i];
+		}
+	if (w) {
+		memcpy(out->generation, w->plan.generation, sizeof(out->generation));
+		for (size_t i = 0; i < n; i++)
+			if (c[i].rank >= 0 && wal_pos_cmp(&c[i].plan.end, &w->plan.end) == 0)
+				same++;
+	}
+
+	char pos[64], wpos[64], ts[40];
+	for (size_t i = 0; i < n; i++) {
+		struct rs_cand *x = &c[i];
+		if (x->timed_out) {
+			snprintf(x->verdict, sizeof(x->verdict),
+				 "UNREACHABLE (no answer in %lld ms): it might hold newer data",
+				 (long long)x->probe_ms);
+		} else if (x->state == RC_ERROR) {
+			snprintf(x->verdict, sizeof(x->verdict),
+				 "UNREACHABLE or failing: it might hold newer data");
+		} else if (!x->has_data) {
+			snprintf(x->verdict, sizeof(x->verdict), "no usable data: %s", x->nodata);
+		} else if (x->rank == 0) {
+			if (same > 1)
+				snprintf(x->verdict, sizeof(x->verdict),
+					 "WINNER: newest data, fastest of %zu holding it", same);
+			else if (ranked > 1 || out->answered > 1)
+				snprintf(x->verdict, sizeof(x->verdict), "WINNER: newest data");
+			else
+				snprintf(x->verdict, sizeof(x->verdict), "WINNER: the only candidate with data");
+		} else if (x->rank > 0 && wal_pos_cmp(&x->plan.end, &w->plan.end) == 0) {
+			x->fallback_ok = true;
+			snprintf(x->verdict, sizeof(x->verdict),
+				 "fallback #%d: same data, slower (rtt %.1f ms vs %.1f ms)", x->rank,
+				 x->rtt_us / 1000.0, w->rtt_us / 1000.0);
+		} else if (x->rank > 0) {
+			snprintf(x->verdict, sizeof(x->verdict), "stale: behind the winner (%s < %s)",
+				 rs_pos_text(&x->plan.end, pos, sizeof(pos)),
+				 rs_pos_text(&w->plan.end, wpos, sizeof(wpos)));
+		} else {
+			snprintf(x->verdict, sizeof(x->verdict),
+				 "older generation (newest object %s%s)",
+				 clock_rfc3339(x->plan.newest_ns, ts, sizeof(ts)),
+				 out->ambiguous ? ", within the clock-skew margin" : "");
+		}
+	}
+
+	if (w)
+		snprintf(out->why, sizeof(out->why), "restore from %s at %s", w->name,
+			 rs_pos_text(&w->plan.end, wpos, sizeof(wpos)));
+	else if (out->answered == 0)
+		snprintf(out->why, sizeof(out->why), "no candidate answered");
+	else
+		snprintf(out->why, sizeof(out->why), "no candidate holds matching data");
+
+	/* the decision block: a header, one line per candidate, the result */
+	log_info("restore", "decision", "db=\"%s\" mode=%s candidates=%zu answered=%zu with_data=%zu "
+		 "clock_skew_ms=%lld", dbname, mode, n, out->answered, out->with_data,
+		 (long long)skew_ms);
+	for (size_t i = 0; i < n; i++) {
+		const struct rs_cand *x = &c[i];
+		enum log_level lvl = (x->state == RC_OK) ? LOG_INFO : LOG_WARN;
+		if (x->state == RC_OK && x->has_data)
+			log_event(lvl, "restore", "  candidate",
+				  "name=%s state=%s pos=%s newest=%s rtt_ms=%.1f probe_ms=%lld "
+				  "bytes=%llu%s%s verdict=\"%s\"",
+				  x->name, state_text(x), rs_pos_text(&x->plan.end, pos, sizeof(pos)),
+				  clock_rfc3339(x->plan.newest_ns, ts, sizeof(ts)), x->rtt_us / 1000.0,
+				  (long long)x->probe_ms, (unsigned long long)x->plan.bytes,
+				  x->plan.truncated ? " note=" : "",
+				  x->plan.truncated ? x->plan.note : "", x->verdict);
+		else
+			log_event(lvl, "restore", "  candidate",
+				  "name=%s state=%s rtt_ms=%.1f probe_ms=%lld error=\"%s\" verdict=\"%s\"",
+				  x->name, state_text(x), x->rtt_us / 1000.0, (long long)x->probe_ms,
+				  x->state == RC_OK ? "" : x->error, x->verdict);
+	}
+	log_event(out->ambiguous ? LOG_WARN : LOG_INFO, "restore", "decided",
+		  "db=\"%s\" result=\"%s\"%s", dbname, out->why,
+		  out->ambiguous ? " warning=\"generations within the clock-skew margin\"" : "");
+}
+
+void rs_print_decision(const struct rs_cand *c, size_t n, const struct rs_choice *ch,
+		       const char *output)
+{
+	char pos[64], ts[40];
+	printf("%-16s %-12s %-36s %-24s %9s  %s\n", "candidate", "state", "position", "newest",
+	       "rtt_ms", "verdict");
+	for (size_t i = 0; i < n; i++) {
+		const struct rs_cand *x = &c[i];
+		bool data = x->state == RC_OK && x->has_data;
+		printf("%-16s %-12s %-36s %-24s %9.1f  %s\n", x->name, state_text(x),
+		       data ? rs_pos_text(&x->plan.end, pos, sizeof(pos)) : "-",
+		       data ? clock_rfc3339(x->plan.newest_ns, ts, sizeof(ts)) : "-",
+		       x->rtt_us / 1000.0, x->verdict);
+	}
+	if (ch->winner >= 0) {
+		const struct rs_cand *w = &c[ch->winner];
+		printf("decision: %s\n", ch->why);
+		printf("plan: snapshot %08x, %zu WAL segment(s), %llu bytes to download, into %s\n",
+		       w->plan.snapshot.index, w->plan.nsegments,
+		       (unsigned long long)w->plan.bytes, output);
+	} else {
+		printf("decision: %s\n", ch->why);
+	}
+	fflush(stdout);
+}

@@ -1,0 +1,180 @@
+/*
+ * restore_int.h — what the restore_*.c files share (not for other modules).
+ *
+ *   restore.c         entry points: which candidates, the local database,
+ *                     the fallback loop, the "restored" marker
+ *   restore_probe.c   probe every candidate in parallel under a deadline
+ *   restore_plan.c    from one replica's catalog: the generation, snapshot
+ *                     and segments a restore would use
+ *   restore_choose.c  rank the candidates; the decision log block
+ *   restore_apply.c   download, verify, apply, checkpoint, rename into place
+ *   restore_local.c   an existing local database: compare, move aside
+ *
+ * A candidate is one replica of the database (restore-only ones included).
+ * The probe fills its catalog and plan; choose orders the candidates and
+ * says why; apply tries them in that order.
+ */
+#ifndef LITEVISOR_RESTORE_INT_H
+#define LITEVISOR_RESTORE_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "replication/catalog.h"
+#include "replication/restore.h"
+
+/* What the restore aims for: the end of the newest generation, or a point in time. */
+struct rs_target {
+	const char *generation;  /* NULL: newest */
+	bool has_index;
+	uint32_t index;
+	int64_t timestamp_ns;    /* 0: none */
+};
+
+static inline bool rs_target_pit(const struct rs_target *t)
+{
+	return t->has_index || t->timestamp_ns > 0;
+}
+
+/* The objects of one generation a restore applies, in order. */
+struct rs_plan {
+	char generation[LAYOUT_GEN_LEN + 1];
+	struct cat_snapshot snapshot;
+	struct cat_segment *segments;  /* malloc'd, sorted by (index, offset) */
+	size_t nsegments;
+	uint64_t bytes;                /* compressed bytes to download */
+	int64_t newest_ns;             /* newest object time in the generation */
+	int64_t oldest_ns;             /* oldest object time in the generation */
+	struct wal_pos end;            /* position after applying it all */
+	bool truncated;                /* a gap in the replica cut the plan short */
+	char note[160];                /* why truncated, or "" */
+};
+
+void rs_plan_release(struct rs_plan *p);
+
+enum rs_state {
+	RC_PENDING = 0, /* probe did not finish before the deadline */
+	RC_OK,          /* answered; has_data says whether it holds a usable plan */
+	RC_ERROR,       /* answered with an error, or could not be opened */
+};
+
+struct rs_cand {
+	const struct cfg_replica *rep;
+	const char *name;
+	struct storage *st;            /* owned; NULL if it could not be opened or timed out */
+	enum rs_state state;
+	bool timed_out;
+	char error[600];
+	int64_t rtt_us;                /* first request's round trip */
+	int64_t probe_ms;              /* whole probe */
+	struct cat_generation *gens;   /* every generation it holds (owned) */
+	size_t ngens;
+	bool has_data;                 /* a plan matching the target */
+	struct rs_plan plan;
+	char nodata[160];              /* why no plan, when answered without data */
+
+	/* filled by choose */
+	int rank;                      /* 0 = winner, 1.. order to try; -1 = not usable */
+	bool fallback_ok;              /* holds the same data as the winner */
+	char verdict[200];
+};
+
+struct rs_probe_opts {
+	int64_t probe_timeout_ms;
+	enum restore_mode mode;
+	int quorum;
+	int64_t wait_timeout_ms;
+	const struct rs_target *target;
+};
+
+/*
+ * Probe the n candidates (whose rep/name/st are set) in parallel and wait
+ * as the mode says. A candidate that does not finish in time is left
+ * RC_PENDING with timed_out set; its thread finishes on its own and frees
+ * what it holds (including its storage: c->st is then NULL).
+ */
+void rs_probe_all(struct rs_cand *c, size_t n, const struct rs_probe_opts *o);
+
+/* Probe one candidate in the calling thread (used by rs_probe_all). */
+void rs_cand_release(struct rs_cand *c);
+
+/*
+ * Build the plan for target from a replica's catalog: pick the generation
+ * (target->generation, else the newest by object time among those that
+ * cover the target time), the snapshot and the segments. Returns 1 with
+ * *p filled, 0 when nothing matches (why in nodata), -1 on a user error
+ * (index past the end: message in nodata).
+ */
+int rs_plan_build(const struct cat_generation *gens, size_t ngens, const struct rs_target *t,
+		  struct rs_plan *p, char *nodata, size_t len);
+
+struct rs_choice {
+	int winner;                    /* index into the candidates, or -1 */
+	size_t answered, unreachable, with_data;
+	char generation[LAYOUT_GEN_LEN + 1];
+	bool ambiguous;                /* generations within the clock-skew margin */
+	char why[256];
+};
+
+/*
+ * Rank the candidates (fills rank, fallback_ok, verdict) and log the
+ * decision block under component "restore". skew_ms: clock-skew margin.
+ */
+void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, const char *dbname,
+	       const char *mode, struct rs_choice *out);
+
+/* Print the decision as a table on stdout (dry run). */
+void rs_print_decision(const struct rs_cand *c, size_t n, const struct rs_choice *ch,
+		       const char *output);
+
+struct rs_apply_opts {
+	const char *target;            /* final path; must not exist */
+	int parallelism;
+	enum restore_verify verify;
+	uid_t uid;                     /* owner to give the file (-1: leave) */
+	gid_t gid;
+	mode_t mode;
+	/* called after verification, just before the rename (e.g. move the old file aside) */
+	int (*before_rename)(void *ctx);
+	void *before_ctx;
+};
+
+/*
+ * Restore cand's plan into opts->target: temp file beside it, verified,
+ * checkpointed into one file, renamed into place. On failure nothing is
+ * left at the target (or beside it) and err says why; *transient tells a
+ * network failure from corruption. Returns 0 or -1.
+ */
+int rs_apply(struct rs_cand *c, const struct rs_apply_opts *opts, struct wal_pos *restored,
+	     char *err, size_t errlen, bool *transient);
+
+/* The temp file name used beside target (buf of PATH_MAX). */
+char *rs_temp_path(const char *target, char *buf, size_t len);
+
+/* Owner and mode for the restored file from the config (user/group) or the directory. */
+void rs_owner_for(const struct config *cfg, const char *target, uid_t *uid, gid_t *gid,
+		  mode_t *mode);
+
+/* restore_local.c: move -wal/-shm/-journal beside a missing target aside. 0 or -1. */
+int rs_move_strays(const char *target);
+
+/* Move a state directory aside (if present). 0 or -1. */
+int rs_move_state_aside(const char *statedir, const char *why);
+
+/*
+ * Move an existing database, its -wal/-shm and its state directory (may be
+ * NULL) aside; *moved gets the database's new name. 0 or -1 (logged).
+ */
+int rs_move_local_aside(const char *target, const char *statedir, char *moved, size_t mlen);
+
+/* The local position from the state dir (shadow WAL, else the restored marker) and its time. */
+int rs_local_position(const char *statedir, struct wal_pos *pos, int64_t *mtime_ns);
+
+/* mtime of a file in ns, 0 if absent. */
+int64_t rs_file_mtime_ns(const char *path);
+
+/* "gen/0000000a/00001f40" style text of a position into buf. */
+char *rs_pos_text(const struct wal_pos *p, char *buf, size_t len);
+
+#endif

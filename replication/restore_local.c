@@ -1,0 +1,161 @@
+/*
+ * restore_local.c — the files already at (or beside) the restore target:
+ * stray -wal/-shm, an existing database and its litevisor state, and the
+ * owner and mode a restored file gets. Nothing here is ever deleted: files
+ * that must make way are moved aside (fs_move_aside) and the move is logged.
+ */
+#include "replication/restore_int.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <libgen.h>
+#include <limits.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/fsutil.h"
+#include "common/log.h"
+#include "replication/localstate.h"
+#include "common/banned.h"
+
+void rs_owner_for(const struct config *cfg, const char *target, uid_t *uid, gid_t *gid,
+		  mode_t *mode)
+{
+	char dir[PATH_MAX];
+	struct stat st;
+
+	*uid = (uid_t)-1;
+	*gid = (gid_t)-1;
+	mode_t um = umask(022);
+	umask(um);
+	*mode = 0644 & ~um;
+	if (geteuid() != 0)
+		return; /* we can only create files as ourselves */
+	if (cfg && cfg->supervisor.user) {
+		struct passwd pw, *pr = NULL;
+		struct group gr, *gq = NULL;
+		char buf[4096];
+		char *end;
+		unsigned long n = strtoul(cfg->supervisor.user, &end, 10);
+		if (*end == '\0') {
+			*uid = (uid_t)n;
+		} else if (getpwnam_r(cfg->supervisor.user, &pw, buf, sizeof(buf), &pr) == 0 && pr) {
+			*uid = pr->pw_uid;
+			*gid = pr->pw_gid;
+		}
+		if (cfg->supervisor.group) {
+			n = strtoul(cfg->supervisor.group, &end, 10);
+			if (*end == '\0')
+				*gid = (gid_t)n;
+			else if (getgrnam_r(cfg->supervisor.group, &gr, buf, sizeof(buf), &gq) == 0 && gq)
+				*gid = gq->gr_gid;
+		}
+		if (*uid != (uid_t)-1) {
+			*mode = 0640;
+			return;
+		}
+		log_warn("restore", "configured user not found; using the directory's owner",
+			 "user=%s", cfg->supervisor.user);
+	}
+	snprintf(dir, sizeof(dir), "%s", target);
+	if (stat(dirname(dir), &st) == 0) {
+		*uid = st.st_uid;
+		*gid = st.st_gid;
+		*mode = 0640;
+	}
+}
+
+/* Move path aside if it exists; log where it went. 0 = moved or absent, -1 = error. */
+static int aside(const char *path, const char *tag, const char *why, char *moved, size_t mlen)
+{
+	char *to = NULL;
+	if (fs_move_aside(path, tag, &to) < 0) {
+		if (errno == ENOENT)
+			return 0;
+		log_error("restore", "cannot move a file aside", "path=\"%s\" err=\"%s\"", path,
+			  strerror(errno));
+		return -1;
+	}
+	log_warn("restore", "moved aside (kept, not deleted)", "path=\"%s\" to=\"%s\" why=\"%s\"",
+		 path, to ? to : "?", why);
+	if (moved && mlen && to && moved[0] == '\0')
+		snprintf(moved, mlen, "%s", to);
+	free(to);
+	return 0;
+}
+
+int rs_move_strays(const char *target)
+{
+	char p[PATH_MAX];
+	int rc = 0;
+	snprintf(p, sizeof(p), "%s-wal", target);
+	rc |= aside(p, "stray", "a -wal without its database is never replayed onto a restore",
+		    NULL, 0);
+	snprintf(p, sizeof(p), "%s-shm", target);
+	rc |= aside(p, "stray", "a -shm without its database", NULL, 0);
+	snprintf(p, sizeof(p), "%s-journal", target);
+	rc |= aside(p, "stray", "a rollback journal without its database", NULL, 0);
+	return rc ? -1 : 0;
+}
+
+int rs_move_state_aside(const char *statedir, const char *why)
+{
+	struct stat st;
+	if (lstat(statedir, &st) < 0)
+		return 0;
+	return aside(statedir, "old", why, NULL, 0);
+}
+
+int rs_move_local_aside(const char *target, const char *statedir, char *moved, size_t mlen)
+{
+	char p[PATH_MAX];
+	const char *why = "a replica holds newer data";
+	if (moved && mlen)
+		moved[0] = '\0';
+	if (aside(target, "replaced", why, moved, mlen) < 0)
+		return -1;
+	snprintf(p, sizeof(p), "%s-wal", target);
+	if (aside(p, "replaced", why, NULL, 0) < 0)
+		return -1;
+	snprintf(p, sizeof(p), "%s-shm", target);
+	if (aside(p, "replaced", why, NULL, 0) < 0)
+		return -1;
+	if (statedir && rs_move_state_aside(statedir, "it described the database moved aside") < 0)
+		return -1;
+	return 0;
+}
+
+int rs_local_position(const char *statedir, struct wal_pos *pos, int64_t *mtime_ns)
+{
+	char path[PATH_MAX];
+	struct stat st;
+
+	*mtime_ns = 0;
+	if (localstate_position(statedir, pos) == 0) {
+		localstate_shadow_path(statedir, pos->generation, pos->index, path, sizeof(path));
+		if (stat(path, &st) == 0)
+			*mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+		return 0;
+	}
+	struct restored_marker m;
+	if (localstate_read_restored(statedir, &m) == 0) {
+		*pos = m.pos;
+		snprintf(path, sizeof(path), "%s/restored", statedir);
+		if (stat(path, &st) == 0)
+			*mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+		return 0;
+	}
+	return -1;
+}
+
+int64_t rs_file_mtime_ns(const char *path)
+{
+	struct stat st;
+	if (stat(path, &st) < 0)
+		return 0;
+	return (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+}

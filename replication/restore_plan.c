@@ -1,0 +1,150 @@
+/*
+ * restore_plan.c — from one replica's catalog, the objects a restore would
+ * apply: generation, snapshot, then WAL segments in (index, offset) order.
+ *
+ * Rules (Litestream v0.3 semantics, minus its bugs, see docs/restore.md):
+ * - generation: the one asked for, else the one with the newest object time
+ *   among those that started (have a snapshot) at or before the timestamp;
+ * - snapshot: the highest index <= -index whose time is <= -timestamp;
+ * - segments: from the snapshot's index on, stopping at -index or at the
+ *   first object newer than -timestamp;
+ * - an -index past the generation's last index is an error, not a silent
+ *   restore to the end;
+ * - every index must start at offset 0 and follow the previous one; a gap
+ *   cuts the plan short there (noted), instead of failing the whole restore.
+ */
+#include "replication/restore_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/banned.h"
+
+void rs_plan_release(struct rs_plan *p)
+{
+	free(p->segments);
+	memset(p, 0, sizeof(*p));
+}
+
+/* Does g have a snapshot usable for target t? */
+static bool gen_usable(const struct cat_generation *g, const struct rs_target *t)
+{
+	for (size_t i = 0; i < g->nsnapshots; i++)
+		if (!t->timestamp_ns || g->snapshots[i].mtime_ns <= t->timestamp_ns)
+			return true;
+	return false;
+}
+
+static uint32_t last_index(const struct cat_generation *g)
+{
+	uint32_t m = 0;
+	if (g->nsnapshots)
+		m = g->snapshots[g->nsnapshots - 1].index;
+	if (g->nsegments && g->segments[g->nsegments - 1].index > m)
+		m = g->segments[g->nsegments - 1].index;
+	return m;
+}
+
+int rs_plan_build(const struct cat_generation *gens, size_t ngens, const struct rs_target *t,
+		  struct rs_plan *p, char *nodata, size_t len)
+{
+	const struct cat_generation *g = NULL;
+
+	memset(p, 0, sizeof(*p));
+	nodata[0] = '\0';
+	for (size_t i = 0; i < ngens; i++) {
+		if (t->generation) {
+			if (strcmp(gens[i].id, t->generation) == 0)
+				g = &gens[i];
+			continue;
+		}
+		if (!gen_usable(&gens[i], t))
+			continue;
+		if (!g || gens[i].max_ns > g->max_ns)
+			g = &gens[i];
+	}
+	if (!g) {
+		if (t->generation)
+			snprintf(nodata, len, "no generation %s", t->generation);
+		else if (t->timestamp_ns && ngens)
+			snprintf(nodata, len, "no snapshot at or before the timestamp");
+		else
+			snprintf(nodata, len, ngens ? "no snapshot in any generation" : "no generations");
+		return 0;
+	}
+	if (t->has_index && t->index > last_index(g)) {
+		snprintf(nodata, len, "index %08x is past the end of generation %s (last index %08x)",
+			 t->index, g->id, last_index(g));
+		return -1;
+	}
+
+	const struct cat_snapshot *snap = NULL;
+	for (size_t i = 0; i < g->nsnapshots; i++) {
+		const struct cat_snapshot *s = &g->snapshots[i];
+		if (t->has_index && s->index > t->index)
+			continue;
+		if (t->timestamp_ns && s->mtime_ns > t->timestamp_ns)
+			continue;
+		snap = s;
+	}
+	if (!snap) {
+		snprintf(nodata, len, "generation %s has no snapshot at or before the %s", g->id,
+			 t->has_index ? "index" : t->timestamp_ns ? "timestamp" : "end");
+		return 0;
+	}
+
+	memcpy(p->generation, g->id, sizeof(p->generation));
+	p->snapshot = *snap;
+	p->bytes = (uint64_t)snap->size;
+	p->newest_ns = g->max_ns;
+	p->oldest_ns = g->min_ns;
+	p->end.index = snap->index;
+	p->end.offset = 0;
+	memcpy(p->end.generation, g->id, sizeof(p->end.generation));
+	p->segments = calloc(g->nsegments + 1, sizeof(*p->segments));
+	if (!p->segments) {
+		snprintf(nodata, len, "out of memory");
+		return 0;
+	}
+
+	uint32_t cur = snap->index;
+	bool started = false; /* saw offset 0 of index cur */
+	for (size_t i = 0; i < g->nsegments; i++) {
+		const struct cat_segment *s = &g->segments[i];
+		if (s->index < snap->index)
+			continue;
+		if (t->has_index && s->index > t->index)
+			break;
+		if (t->timestamp_ns && s->mtime_ns > t->timestamp_ns)
+			break;
+		if (s->index == cur && !started && s->offset != 0) {
+			p->truncated = true;
+			snprintf(p->note, sizeof(p->note), "index %08x has no segment at offset 0", cur);
+			break;
+		}
+		if (s->index != cur) {
+			if (!started) {
+				/* the snapshot's own index has no segment: its frames are missing */
+				p->truncated = true;
+				snprintf(p->note, sizeof(p->note),
+					 "index %08x (the snapshot's) has no segments", cur);
+				break;
+			}
+			if (s->index != cur + 1 || s->offset != 0) {
+				p->truncated = true;
+				snprintf(p->note, sizeof(p->note),
+					 "gap before segment %08x/%08x (expected index %08x at offset 0)",
+					 s->index, s->offset, cur + 1);
+				break;
+			}
+			cur = s->index;
+		}
+		started = true;
+		p->segments[p->nsegments++] = *s;
+		p->bytes += (uint64_t)s->size;
+		p->end.index = s->index;
+		p->end.offset = s->offset; /* the probe adds the last segment's length */
+	}
+	return 1;
+}

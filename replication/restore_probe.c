@@ -1,0 +1,331 @@
+/*
+ * restore_probe.c — ask every candidate, in parallel and under a deadline,
+ * what it holds: reachability, round-trip time, generations, and the
+ * position its plan would restore to.
+ *
+ * One thread per candidate. Each storage call gets the time left before the
+ * candidate's deadline and no retry, so a server that accepts TCP and never
+ * answers costs the probe timeout, not the storage client's retry budget.
+ * The caller waits on a condition variable, never longer than the deadline
+ * (plus a small grace): a thread still stuck after that is abandoned and
+ * frees its own results when it finally returns (the probe set is reference
+ * counted for that reason).
+ */
+#include "replication/restore_int.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "replication/lz4io.h"
+#include "common/banned.h"
+
+#define PROBE_GRACE_MS 150   /* waiting beyond the deadline for threads to report */
+#define PROBE_RETRY_MS 300   /* all/quorum modes: pause between attempts */
+
+struct probe_set {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int refs;
+	bool closed;
+	size_t finished;
+	size_t ok;
+	struct rs_cand *c;       /* the caller's array; written only while !closed */
+	size_t n;
+	struct rs_probe_opts o;
+	struct rs_target t;
+	char generation[LAYOUT_GEN_LEN + 1];
+	int64_t start_ms, wait_end_ms;
+};
+
+struct probe_arg {
+	struct probe_set *s;
+	size_t i;
+	struct rs_cand local;
+};
+
+void rs_cand_release(struct rs_cand *c)
+{
+	for (size_t i = 0; i < c->ngens; i++)
+		catalog_generation_release(&c->gens[i]);
+	free(c->gens);
+	c->gens = NULL;
+	c->ngens = 0;
+	rs_plan_release(&c->plan);
+	storage_free(c->st);
+	c->st = NULL;
+}
+
+static void set_remaining(struct st_call *call, int64_t end_ms)
+{
+	int64_t left = end_ms - clock_mono_ms();
+	call->deadline_ms = left > 1 ? left : 1;
+	call->no_retry = true;
+}
+
+static int count_write(void *ctx, const void *buf, size_t len)
+{
+	(void)buf;
+	*(uint64_t *)ctx += len;
+	return 0;
+}
+
+/* Decompressed length of one segment (downloads it). Returns 0 or a negative st_status. */
+static int segment_length(struct storage *st, const char *gen, const struct cat_segment *s,
+			  uint64_t *len, const struct st_call *call, struct st_error *err)
+{
+	char key[LAYOUT_KEY_MAX];
+	struct st_sink counter = { count_write, len }, sink;
+	struct lz4_dec dec;
+	int rc;
+
+	*len = 0;
+	if (lz4_dec_init(&dec, &sink, &counter) < 0) {
+		st_error_set(err, ST_PERMANENT, 0, "out of memory");
+		return ST_PERMANENT;
+	}
+	layout_wal_key(key, gen, s->index, s->offset);
+	rc = storage_get(st, key, &sink, call, err);
+	if (rc == 0 && lz4_dec_finish(&dec) < 0) {
+		st_error_set(err, ST_PERMANENT, 0, "%s: %s", key, dec.error);
+		rc = ST_PERMANENT;
+	}
+	if (rc < 0 && dec.failed && err->message[0] == '\0')
+		st_error_set(err, ST_PERMANENT, 0, "%s: %s", key, dec.error);
+	lz4_dec_release(&dec);
+	return rc;
+}
+
+/* One attempt at probing c before end_ms. Returns 0 (answered) or -1 (error in c->error). */
+static int probe_once(struct rs_cand *c, const struct rs_target *t, int64_t end_ms)
+{
+	struct st_call call = { 0 };
+	struct st_error err = { 0 };
+	char (*ids)[LAYOUT_GEN_LEN + 1] = NULL;
+	size_t n = 0;
+	int rc;
+
+	for (size_t i = 0; i < c->ngens; i++)
+		catalog_generation_release(&c->gens[i]);
+	free(c->gens);
+	c->gens = NULL;
+	c->ngens = 0;
+	rs_plan_release(&c->plan);
+	c->has_data = false;
+	c->nodata[0] = '\0';
+
+	int64_t t0 = clock_mono_ns();
+	set_remaining(&call, end_ms);
+	rc = catalog_generations(c->st, &ids, &n, &call, &err);
+	c->rtt_us = (clock_mono_ns() - t0) / 1000;
+	if (rc < 0)
+		goto fail;
+	if (n) {
+		c->gens = calloc(n, sizeof(*c->gens));
+		if (!c->gens) {
+			st_error_set(&err, ST_PERMANENT, 0, "out of memory");
+			goto fail;
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		set_remaining(&call, end_ms);
+		rc = catalog_load(c->st, ids[i], &c->gens[c->ngens], &call, &err);
+		if (rc < 0)
+			goto fail;
+		c->ngens++;
+	}
+	rc = rs_plan_build(c->gens, c->ngens, t, &c->plan, c->nodata, sizeof(c->nodata));
+	if (rc == 1 && c->plan.nsegments) {
+		struct cat_segment *last = &c->plan.segments[c->plan.nsegments - 1];
+		uint64_t len;
+		set_remaining(&call, end_ms);
+		rc = segment_length(c->st, c->plan.generation, last, &len, &call, &err);
+		if (rc < 0)
+			goto fail;
+		c->plan.end.offset = last->offset + (uint32_t)len;
+		rc = 1;
+	}
+	c->has_data = rc == 1;
+	free(ids);
+	return 0;
+fail:
+	free(ids);
+	snprintf(c->error, sizeof(c->error), "%s: %s", st_status_name(err.status), err.message);
+	return -1;
+}
+
+static void set_release(struct probe_set *s)
+{
+	bool last;
+	pthread_mutex_lock(&s->mu);
+	last = --s->refs == 0;
+	pthread_mutex_unlock(&s->mu);
+	if (last) {
+		pthread_mutex_destroy(&s->mu);
+		pthread_cond_destroy(&s->cv);
+		free(s);
+	}
+}
+
+static void *probe_thread(void *p)
+{
+	struct probe_arg *a = p;
+	struct probe_set *s = a->s;
+	struct rs_cand *c = &a->local;
+	int64_t t0 = clock_mono_ms();
+	bool retry = s->o.mode != RESTORE_FRESHEST_REACHABLE;
+	int64_t end = retry ? s->wait_end_ms : s->start_ms + s->o.probe_timeout_ms;
+
+	if (!c->st) {
+		c->state = RC_ERROR; /* could not be opened: the caller set c->error */
+	} else {
+		for (;;) {
+			if (probe_once(c, &s->t, end) == 0) {
+				c->state = RC_OK;
+				break;
+			}
+			c->state = RC_ERROR;
+			if (!retry || clock_mono_ms() + PROBE_RETRY_MS >= end)
+				break;
+			pthread_mutex_lock(&s->mu);
+			bool closed = s->closed;
+			pthread_mutex_unlock(&s->mu);
+			if (closed)
+				break;
+			clock_sleep_ms(PROBE_RETRY_MS);
+		}
+	}
+	c->probe_ms = clock_mono_ms() - t0;
+
+	pthread_mutex_lock(&s->mu);
+	if (!s->closed) {
+		s->c[a->i] = *c;    /* hand everything over, storage included */
+		s->finished++;
+		if (c->state == RC_OK)
+			s->ok++;
+		pthread_cond_broadcast(&s->cv);
+		c = NULL;
+	}
+	pthread_mutex_unlock(&s->mu);
+	if (c) {
+		log_debug("restore", "late probe finished after the decision", "replica=%s",
+			  c->name);
+		rs_cand_release(c);
+	}
+	free(a);
+	set_release(s);
+	return NULL;
+}
+
+/* Should the caller stop waiting? Called with s->mu held. */
+static bool settled(const struct probe_set *s, int64_t now)
+{
+	if (s->finished == s->n)
+		return true;
+	switch (s->o.mode) {
+	case RESTORE_FRESHEST_REACHABLE:
+		return now >= s->start_ms + s->o.probe_timeout_ms + PROBE_GRACE_MS;
+	case RESTORE_QUORUM:
+		if (s->ok >= (size_t)s->o.quorum && now >= s->start_ms + s->o.probe_timeout_ms)
+			return true;
+		return now >= s->wait_end_ms + PROBE_GRACE_MS;
+	case RESTORE_ALL:
+		return now >= s->wait_end_ms + PROBE_GRACE_MS;
+	}
+	return true;
+}
+
+void rs_probe_all(struct rs_cand *c, size_t n, const struct rs_probe_opts *o)
+{
+	struct probe_set *s = calloc(1, sizeof(*s));
+	if (!s) {
+		for (size_t i = 0; i < n; i++) {
+			c[i].state = RC_ERROR;
+			snprintf(c[i].error, sizeof(c[i].error), "out of memory");
+		}
+		return;
+	}
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&s->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	s->refs = 1;
+	s->c = c;
+	s->n = n;
+	s->o = *o;
+	s->t = *o->target;
+	if (o->target->generation) {
+		snprintf(s->generation, sizeof(s->generation), "%s", o->target->generation);
+		s->t.generation = s->generation;
+	}
+	s->o.target = &s->t;
+	s->start_ms = clock_mono_ms();
+	s->wait_end_ms = s->start_ms + (o->mode == RESTORE_FRESHEST_REACHABLE
+					? o->probe_timeout_ms
+					: (o->wait_timeout_ms > o->probe_timeout_ms ? o->wait_timeout_ms
+										    : o->probe_timeout_ms));
+
+	for (size_t i = 0; i < n; i++) {
+		struct probe_arg *a = calloc(1, sizeof(*a));
+		pthread_t th;
+		pthread_attr_t attr;
+		if (!a) {
+			c[i].state = RC_ERROR;
+			snprintf(c[i].error, sizeof(c[i].error), "out of memory");
+			s->finished++;
+			continue;
+		}
+		a->s = s;
+		a->i = i;
+		a->local = c[i];
+		pthread_attr_init(&attr);
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		pthread_attr_setstacksize(&attr, 256 * 1024);
+		pthread_mutex_lock(&s->mu);
+		s->refs++;
+		pthread_mutex_unlock(&s->mu);
+		int e = pthread_create(&th, &attr, probe_thread, a);
+		pthread_attr_destroy(&attr);
+		if (e) {
+			pthread_mutex_lock(&s->mu);
+			s->refs--;
+			s->finished++;
+			pthread_mutex_unlock(&s->mu);
+			free(a);
+			c[i].state = RC_ERROR;
+			snprintf(c[i].error, sizeof(c[i].error), "cannot start a probe thread: %s",
+				 strerror(e));
+		}
+	}
+
+	pthread_mutex_lock(&s->mu);
+	for (;;) {
+		int64_t now = clock_mono_ms();
+		if (settled(s, now))
+			break;
+		struct timespec ts;
+		int64_t wake = now + 50;
+		ts.tv_sec = wake / 1000;
+		ts.tv_nsec = (wake % 1000) * 1000000;
+		pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+	}
+	s->closed = true;
+	/* threads still running own their candidate's storage now */
+	for (size_t i = 0; i < n; i++) {
+		if (c[i].state == RC_PENDING) {
+			c[i].st = NULL;
+			c[i].timed_out = true;
+			c[i].probe_ms = clock_mono_ms() - s->start_ms;
+			snprintf(c[i].error, sizeof(c[i].error), "no answer within %lld ms",
+				 (long long)(c[i].probe_ms));
+		}
+	}
+	pthread_mutex_unlock(&s->mu);
+	set_release(s);
+}
