@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "common/clock.h"
 #include "common/log.h"
@@ -35,6 +36,21 @@ static void global_init_once(void)
 void s3_global_init(void)
 {
 	pthread_once(&global_once, global_init_once);
+}
+
+/*
+ * Jitter: a per-thread xorshift seeded from the clock, the pid and the
+ * thread, so processes and threads that failed together do not retry in step.
+ */
+static uint64_t jitter_random(void)
+{
+	static __thread uint64_t state;
+	if (!state)
+		state = ((uint64_t)clock_mono_ns() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)&state) | 1;
+	state ^= state << 13;
+	state ^= state >> 7;
+	state ^= state << 17;
+	return state;
 }
 
 void s3_ctl_init(struct s3_ctl *c, const struct st_call *call)
@@ -527,7 +543,7 @@ int s3_request(struct s3 *s3, const struct s3_req *req, struct s3_resp *resp,
 		int64_t window = (int64_t)BACKOFF_BASE_MS << (n - 1);
 		if (window > BACKOFF_MAX_MS)
 			window = BACKOFF_MAX_MS;
-		int64_t sleep_ms = window / 2 + (int64_t)(random() % (window / 2 + 1));
+		int64_t sleep_ms = window / 2 + (int64_t)(jitter_random() % (uint64_t)(window / 2 + 1));
 		if (ctl->deadline_ms && clock_mono_ms() + sleep_ms >= ctl->deadline_ms)
 			break;
 		log_warn("s3", "request retried", "op=%s bucket=%s key=\"%s\" attempt=%d backoff_ms=%lld cause=\"%s\"",

@@ -1,7 +1,10 @@
 """Shared pytest fixtures: the litevisor binary and the pinned test peers."""
+import json
 import os
+import select
 import shutil
 import socket
+import subprocess
 
 import pytest
 
@@ -36,3 +39,64 @@ def sqlite3_cli():
     path = shutil.which("sqlite3")
     assert path, "sqlite3 CLI missing: run scripts/deps.sh"
     return path
+
+
+# ---- S3 test server (tests/tools/s3server.js: s3rver 4.0.4 with two fixes) ----
+
+S3SERVER_JS = os.path.join(TESTS, "tools", "s3server.js")
+
+
+class S3Server:
+    """One running s3rver: endpoint, bucket and the credentials it accepts."""
+
+    def __init__(self, proc, endpoint, port, bucket, key, secret, directory):
+        self.proc, self.endpoint, self.port = proc, endpoint, port
+        self.bucket, self.key, self.secret, self.directory = bucket, key, secret, directory
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for f in (self.proc.stdout, self.proc.stderr):
+            if f:
+                f.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@pytest.fixture
+def s3server(tmp_path_factory):
+    """Factory: s3server(bucket=..., fix_list/fix_delete/fix_escape=True) starts one
+    s3rver on a free 127.0.0.1 port with its own temp dir and the bucket
+    created; every server started is stopped and its dir removed afterwards."""
+    started = []
+
+    def start(bucket="litevisor", key="AKIDLITEVISORTEST", secret="litevisor/test+secret",
+              fix_list=True, fix_delete=True, fix_escape=True):
+        directory = str(tmp_path_factory.mktemp("s3rver"))
+        cmd = ["node", "--openssl-legacy-provider", S3SERVER_JS, "--port", "0", "--dir", directory,
+               "--access-key", key, "--secret-key", secret, "--bucket", bucket]
+        if not fix_list:
+            cmd.append("--no-fix-list")
+        if not fix_delete:
+            cmd.append("--no-fix-delete")
+        if not fix_escape:
+            cmd.append("--no-fix-escape")
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        ready, _, _ = select.select([proc.stdout], [], [], 20)
+        line = proc.stdout.readline() if ready else ""
+        if not line.startswith("{"):
+            proc.kill()
+            err = proc.stderr.read()
+            raise RuntimeError(f"s3server.js did not start: {line!r} {err}")
+        info = json.loads(line)
+        srv = S3Server(proc, info["endpoint"], info["port"], bucket, key, secret, directory)
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        srv.stop()

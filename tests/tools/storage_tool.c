@@ -7,6 +7,9 @@
  *   storage_tool [options] list PREFIX [DELIM]
  *   storage_tool [options] delete KEY...     KEY "-" = one key per line on stdin
  *   storage_tool [options] stat KEY
+ *   storage_tool [options] fill PREFIX N [THREADS [PER_DIR]]
+ *        put N keys PREFIX00000… (content "data-<i>") from THREADS threads sharing
+ *        one storage; with PER_DIR, keys are PREFIX<i/PER_DIR>/sub/k<i%PER_DIR>
  *
  * Replica: -file DIR, or -s3 BUCKET [-endpoint URL] [-region R] [-path PREFIX]
  * [-skip-verify] [-ca-file F] [-access-key-id K -secret-access-key S]
@@ -20,6 +23,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,6 +117,34 @@ static char **read_keys(size_t *n)
 	return keys;
 }
 
+struct filler {
+	struct storage *st;
+	const struct st_call *call;
+	const char *prefix;
+	long n, step, first, per_dir;
+	int rc;
+	struct st_error err;
+};
+
+/* Puts every step-th key from first: the threads share st (and its connection pool). */
+static void *fill_thread(void *arg)
+{
+	struct filler *f = arg;
+	for (long i = f->first; i < f->n && f->rc == 0; i += f->step) {
+		char key[1024], data[32];
+		struct st_source src;
+		struct st_mem_source m;
+		if (f->per_dir > 0)
+			snprintf(key, sizeof(key), "%s%05ld/sub/k%ld", f->prefix, i / f->per_dir, i % f->per_dir);
+		else
+			snprintf(key, sizeof(key), "%s%05ld", f->prefix, i);
+		int len = snprintf(data, sizeof(data), "data-%05ld", i);
+		st_mem_source_init(&src, &m, data, (size_t)len);
+		f->rc = storage_put(f->st, key, &src, f->call, &f->err);
+	}
+	return NULL;
+}
+
 int main(int argc, char **argv)
 {
 	/* Built here rather than by config.c: the tool tests storage alone. */
@@ -123,6 +156,7 @@ int main(int argc, char **argv)
 	int i = 1, rc = ST_PERMANENT, fd = -1;
 	json_t *res = json_object();
 
+	signal(SIGPIPE, SIG_IGN); /* as litevisor does: curl runs with CURLOPT_NOSIGNAL */
 	log_configure(LOG_WARN, false);
 	for (; i < argc && argv[i][0] == '-' && argv[i][1]; i++) {
 		const char *o = argv[i];
@@ -231,6 +265,26 @@ int main(int argc, char **argv)
 			for (size_t k = 0; k < n; k++)
 				free(keys[k]);
 			free(keys);
+		}
+	} else if (!strcmp(op, "fill") && nargs >= 2 && nargs <= 4) {
+		long n = strtol(args[1], NULL, 10), nt = nargs >= 3 ? strtol(args[2], NULL, 10) : 1;
+		long per_dir = nargs == 4 ? strtol(args[3], NULL, 10) : 0;
+		if (nt < 1 || nt > 64)
+			nt = 1;
+		struct filler f[64];
+		pthread_t tid[64];
+		for (long t = 0; t < nt; t++) {
+			f[t] = (struct filler){ .st = st, .call = cp, .prefix = args[0], .n = n, .step = nt, .first = t,
+					       .per_dir = per_dir };
+			pthread_create(&tid[t], NULL, fill_thread, &f[t]);
+		}
+		rc = 0;
+		for (long t = 0; t < nt; t++) {
+			pthread_join(tid[t], NULL);
+			if (f[t].rc != 0 && rc == 0) {
+				rc = f[t].rc;
+				err = f[t].err;
+			}
 		}
 	} else if (!strcmp(op, "stat") && nargs == 1) {
 		struct st_object o = { 0 };

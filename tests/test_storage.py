@@ -1,0 +1,586 @@
+"""Replica storage (replication/storage.h) through tests/tools/storage_tool.
+
+The same suite runs against both backends: a file replica in a temp dir and
+an S3 replica on s3rver (tests/tools/s3server.js, which verifies SigV4).
+S3-only tests cover credentials, timeouts against dead or silent servers,
+retries through a loopback proxy that injects HTTP 500s, and the two s3rver
+workarounds.
+"""
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import free_port
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+TOOLS_DIR = os.environ.get("LITEVISOR_TOOLS_DIR") or os.path.join(TESTS, "..", "build", "tests", "tools")
+TOOL = os.path.join(TOOLS_DIR, "storage_tool")
+MiB = 1024 * 1024
+
+EXIT = {"ok": 0, "not found": 2, "auth": 3, "transient": 4, "permanent": 5}
+
+
+class Result:
+    def __init__(self, proc, elapsed):
+        self.rc = proc.returncode
+        self.stderr = proc.stderr
+        lines = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+        assert lines, f"no output; stderr: {proc.stderr}"
+        self.entries, self.res = lines[:-1], lines[-1]
+        self.elapsed = elapsed
+
+    @property
+    def keys(self):
+        return [e["key"] for e in self.entries if "key" in e]
+
+    @property
+    def prefixes(self):
+        return [e["prefix"] for e in self.entries if "prefix" in e]
+
+    def ok(self):
+        assert self.rc == 0 and self.res["ok"], f"{self.res}\n{self.stderr}"
+        return self
+
+
+class Replica:
+    """One replica as storage_tool flags plus environment."""
+
+    def __init__(self, kind, args, env=None, server=None):
+        self.kind, self.args, self.server = kind, list(args), server
+        self.env = dict(os.environ)
+        self.env.update(env or {})
+
+    def run(self, *argv, stdin=None, extra=(), timeout=300):
+        assert os.access(TOOL, os.X_OK), f"build the tools first (make tools): {TOOL}"
+        t0 = time.monotonic()
+        p = subprocess.run([TOOL, *self.args, *extra, *argv], input=stdin, capture_output=True,
+                           text=True, env=self.env, timeout=timeout)
+        return Result(p, time.monotonic() - t0)
+
+    def put(self, path, key, **kw):
+        return self.run("put", str(path), key, **kw)
+
+    def get(self, key, path, **kw):
+        return self.run("get", key, str(path), **kw)
+
+    def list(self, prefix="", delim=None, **kw):
+        return self.run("list", prefix, *([delim] if delim else []), **kw)
+
+    def stat(self, key, **kw):
+        return self.run("stat", key, **kw)
+
+    def delete(self, keys, **kw):
+        return self.run("delete", "-", stdin="".join(k + "\n" for k in keys), **kw)
+
+
+def s3_replica(srv, path="db1", endpoint=None, extra_env=None):
+    env = {"LITESTREAM_ACCESS_KEY_ID": srv.key, "LITESTREAM_SECRET_ACCESS_KEY": srv.secret}
+    env.update(extra_env or {})
+    return Replica("s3", ["-s3", srv.bucket, "-endpoint", endpoint or srv.endpoint, "-path", path],
+                   env, srv)
+
+
+@pytest.fixture(params=["file", "s3"])
+def replica(request, tmp_path, s3server):
+    if request.param == "file":
+        return Replica("file", ["-file", str(tmp_path / "replica")])
+    return s3_replica(s3server())
+
+
+def write_random(path, size):
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            chunk = os.urandom(min(left, MiB))
+            h.update(chunk)
+            f.write(chunk)
+            left -= len(chunk)
+    return h.hexdigest()
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(MiB), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------- both backends
+
+@pytest.mark.parametrize("size", [0, 1, 5 * MiB - 1, 5 * MiB + 1, 64 * MiB],
+                         ids=["0B", "1B", "5MiB-1", "5MiB+1", "64MiB"])
+def test_round_trip(replica, tmp_path, size):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    digest = write_random(src, size)
+    key = "generations/0123456789abcdef/snapshots/00000000.snapshot.lz4"
+    r = replica.put(src, key).ok()
+    assert r.res["stats"]["put"]["bytes"] == size
+    replica.get(key, dst).ok()
+    assert os.path.getsize(dst) == size and sha256_file(dst) == digest
+    st = replica.stat(key).ok().res
+    assert st["size"] == size and st["key"] == key
+    assert abs(st["mtime_ns"] / 1e9 - time.time()) < 120
+    lst = replica.list("generations/").ok()
+    assert lst.keys == [key] and lst.entries[0]["size"] == size
+
+
+@pytest.mark.parametrize("size", [1, 5 * MiB + 1], ids=["1B", "5MiB+1"])
+def test_round_trip_unknown_size(replica, tmp_path, size):
+    """A source of unknown length (a pipe): small ones stay one PUT, big ones go multipart."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    digest = write_random(src, size)
+    with open(src, "rb") as f:
+        p = subprocess.run([TOOL, *replica.args, "put", "-", "k"], stdin=f, capture_output=True,
+                           env=replica.env, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    replica.get("k", dst).ok()
+    assert sha256_file(dst) == digest
+
+
+def test_overwrite_replaces_content(replica, tmp_path):
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    a.write_bytes(b"first version")
+    b.write_bytes(b"second")
+    replica.put(a, "x/y").ok()
+    replica.put(b, "x/y").ok()
+    replica.get("x/y", out).ok()
+    assert out.read_bytes() == b"second"
+
+
+def test_listing_paginates_2500_keys(replica):
+    r = replica.run("fill", "many/k", "2500", "8").ok()
+    assert r.res["stats"]["put"]["count"] == 2500
+    lst = replica.list("many/").ok()
+    assert lst.keys == [f"many/k{i:05d}" for i in range(2500)]
+    assert all(e["size"] == 10 for e in lst.entries)
+    # a partial name prefix, as S3 allows
+    assert len(replica.list("many/k01").ok().keys) == 1000
+
+
+def test_delimiter_listing(replica, tmp_path):
+    src = tmp_path / "src"
+    src.write_bytes(b"x")
+    keys = ["gen/a/wal/00000001", "gen/a/snapshots/00000001", "gen/b/deep/er/x", "gen/top",
+            "other", "a-c", "a/b"]
+    for k in keys:
+        replica.put(src, k).ok()
+    r = replica.list("gen/", "/").ok()
+    assert r.keys == ["gen/top"] and r.prefixes == ["gen/a/", "gen/b/"]
+    r = replica.list("gen/a/", "/").ok()
+    assert r.keys == [] and r.prefixes == ["gen/a/snapshots/", "gen/a/wal/"]
+    r = replica.list("", "/").ok()
+    assert r.keys == ["a-c", "other"] and r.prefixes == ["a/", "gen/"]
+    # no delimiter: everything, in byte order ('-' 0x2d sorts before '/' 0x2f)
+    assert replica.list("").ok().keys == sorted(keys, key=lambda k: k.encode())
+    assert replica.list("gen/a").ok().keys == ["gen/a/snapshots/00000001", "gen/a/wal/00000001"]
+    assert replica.list("nothing/here/").ok().keys == []
+
+
+def test_batch_delete_over_1000(replica, tmp_path):
+    replica.run("fill", "del/sub/k", "1100", "8").ok()
+    replica.run("fill", "keep/k", "3").ok()
+    keys = [f"del/sub/k{i:05d}" for i in range(1100)] + ["del/never-existed"]
+    r = replica.delete(keys).ok()
+    assert r.res["deleted"] == 1101
+    assert replica.list("del/").ok().keys == []
+    assert replica.list("", "/").ok().prefixes == ["keep/"]
+    assert replica.list("keep/").ok().keys == ["keep/k00000", "keep/k00001", "keep/k00002"]
+    if replica.kind == "file":
+        root = replica.args[1]
+        assert not os.path.exists(os.path.join(root, "del")), "empty parent dirs must be removed"
+
+
+def test_not_found(replica, tmp_path):
+    src = tmp_path / "src"
+    src.write_bytes(b"x")
+    replica.put(src, "exists").ok()
+    for r in (replica.get("missing/key", tmp_path / "o"), replica.stat("missing/key")):
+        assert r.rc == EXIT["not found"] and r.res["status"] == "not found", r.res
+        assert "missing/key" in r.res["message"]
+    # deleting what is not there is fine
+    replica.delete(["missing/key"]).ok()
+
+
+@pytest.mark.parametrize("key", ["with space/a b", "plus+sign", "per%25cent%", "ünïcödé/日本語",
+                                 "tilde~eq=amp&q?hash#", "semi;colon,comma'quote\"",
+                                 "dots/x..y/.hidden"],
+                         ids=["space", "plus", "percent", "unicode", "query-chars", "punct", "dots"])
+def test_special_keys(replica, tmp_path, key):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.write_bytes(key.encode() * 3)
+    replica.put(src, key).ok()
+    replica.get(key, dst).ok()
+    assert dst.read_bytes() == key.encode() * 3
+    assert replica.stat(key).ok().res["size"] == len(key.encode()) * 3
+    assert replica.list("").ok().keys == [key]
+    replica.delete([key]).ok()
+    assert replica.list("").ok().keys == []
+
+
+def test_counters(replica, tmp_path):
+    src = tmp_path / "src"
+    src.write_bytes(b"12345")
+    r = replica.put(src, "c").ok()
+    s = r.res["stats"]["put"]
+    assert s["count"] == 1 and s["errors"] == 0 and s["bytes"] == 5 and s["latency_ns"] > 0
+    r = replica.stat("nope")
+    s = r.res["stats"]["head"]
+    assert s["count"] == 1 and s["errors"] == 1
+
+
+def test_memory_bounded_64mib(replica, tmp_path):
+    """Peak RSS of a 64 MiB upload/download stays within a few MiB of a 1-byte one."""
+    small, big, out = tmp_path / "small", tmp_path / "big", tmp_path / "out"
+    write_random(small, 1)
+    write_random(big, 64 * MiB)
+    base_put = replica.put(small, "m/small").ok().res["vmhwm_kb"]
+    big_put = replica.put(big, "m/big").ok().res["vmhwm_kb"]
+    base_get = replica.get("m/small", out).ok().res["vmhwm_kb"]
+    big_get = replica.get("m/big", out).ok().res["vmhwm_kb"]
+    print(f"\n{replica.kind}: VmHWM put 1B={base_put} kB 64MiB={big_put} kB; "
+          f"get 1B={base_get} kB 64MiB={big_get} kB")
+    assert big_put - base_put < 4 * 1024
+    assert big_get - base_get < 4 * 1024
+
+
+# ---------------------------------------------------------------- file backend
+
+def test_file_put_is_atomic_and_leaves_no_temp_files(tmp_path):
+    rep = Replica("file", ["-file", str(tmp_path / "r")])
+    src = tmp_path / "src"
+    write_random(src, 3 * MiB)
+    rep.put(src, "a/b/c").ok()
+    names = [n for _, _, files in os.walk(tmp_path / "r") for n in files]
+    assert names == ["c"]
+
+
+def test_file_missing_root_lists_not_found(tmp_path):
+    r = Replica("file", ["-file", str(tmp_path / "nope")]).list("")
+    assert r.rc == EXIT["not found"] and "does not exist" in r.res["message"]
+
+
+def test_file_permission_denied_is_auth(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root ignores permissions")
+    root = tmp_path / "ro"
+    root.mkdir()
+    root.chmod(0o500)
+    try:
+        src = tmp_path / "src"
+        src.write_bytes(b"x")
+        r = Replica("file", ["-file", str(root)]).put(src, "k")
+        assert r.rc == EXIT["auth"] and r.res["status"] == "auth", r.res
+    finally:
+        root.chmod(0o700)
+
+
+def test_file_rejects_escaping_keys(tmp_path):
+    rep = Replica("file", ["-file", str(tmp_path / "r")])
+    src = tmp_path / "src"
+    src.write_bytes(b"x")
+    for key in ("../escape", "/abs", "a//b", "a/../../b"):
+        r = rep.put(src, key)
+        assert r.rc == EXIT["permanent"] and "invalid key" in r.res["message"], key
+    assert not (tmp_path / "escape").exists()
+
+
+# ---------------------------------------------------------------- S3 only
+
+def test_s3_wrong_credentials_rejected_without_retry(s3server, tmp_path):
+    srv = s3server()
+    src = tmp_path / "src"
+    src.write_bytes(b"x")
+    rep = Replica("s3", ["-s3", srv.bucket, "-endpoint", srv.endpoint,
+                         "-access-key-id", srv.key, "-secret-access-key", "not-the-secret"])
+    r = rep.put(src, "k")
+    assert r.rc == EXIT["auth"] and r.res["http"] == 403, r.res
+    assert "SignatureDoesNotMatch" in r.res["message"]
+    assert "not-the-secret" not in r.res["message"] + r.stderr
+    assert "retried" not in r.stderr
+    rep = Replica("s3", ["-s3", srv.bucket, "-endpoint", srv.endpoint,
+                         "-access-key-id", "UNKNOWNKEY", "-secret-access-key", srv.secret])
+    r = rep.stat("k")
+    assert r.rc == EXIT["auth"], r.res
+    assert srv.secret not in r.res["message"] + r.stderr
+
+
+def test_s3_credentials_from_config_and_aws_env(s3server, tmp_path):
+    srv = s3server()
+    src = tmp_path / "src"
+    src.write_bytes(b"x")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "LITESTREAM_"))}
+    cfg = Replica("s3", ["-s3", srv.bucket, "-endpoint", srv.endpoint,
+                         "-access-key-id", srv.key, "-secret-access-key", srv.secret])
+    cfg.env = clean
+    cfg.put(src, "from-config").ok()
+    aws = Replica("s3", ["-s3", srv.bucket, "-endpoint", srv.endpoint],
+                  {"AWS_ACCESS_KEY_ID": srv.key, "AWS_SECRET_ACCESS_KEY": srv.secret})
+    aws.env = dict(clean, AWS_ACCESS_KEY_ID=srv.key, AWS_SECRET_ACCESS_KEY=srv.secret)
+    assert aws.list("").ok().keys == ["from-config"]
+    none = Replica("s3", ["-s3", srv.bucket, "-endpoint", srv.endpoint])
+    none.env = clean
+    r = none.list("")
+    assert r.rc == EXIT["auth"] and "no S3 credentials" in r.res["message"]
+
+
+def test_s3_missing_bucket_is_not_found(s3server):
+    srv = s3server()
+    rep = s3_replica(srv)
+    rep.args[1] = "no-such-bucket"
+    r = rep.list("")
+    assert r.rc == EXIT["not found"] and r.res["http"] == 404, r.res
+
+
+def test_s3_server_down_fails_within_deadline(s3server):
+    srv = s3server()
+    dead = f"http://127.0.0.1:{free_port()}"
+    rep = s3_replica(srv, endpoint=dead)
+    r = rep.stat("k", extra=["-deadline-ms", "1500"])
+    assert r.rc == EXIT["transient"], r.res
+    assert r.elapsed < 1.5 + 0.5, r.elapsed
+    assert "connect" in r.res["message"].lower()
+    r = rep.stat("k", extra=["-no-retry"])
+    assert r.rc == EXIT["transient"] and r.elapsed < 1.0 and "retried" not in r.stderr
+
+
+def test_s3_silent_server_fails_within_deadline(s3server):
+    """A server that accepts TCP but never answers: the call's deadline ends it."""
+    srv = s3server()
+    with socket.socket() as ls:
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(16)  # never accept(): the kernel completes handshakes, nobody replies
+        rep = s3_replica(srv, endpoint=f"http://127.0.0.1:{ls.getsockname()[1]}")
+        for op in (("stat", "k"), ("list", ""), ("get", "k", os.devnull)):
+            r = rep.run(*op, extra=["-deadline-ms", "1200"])
+            assert r.rc == EXIT["transient"], r.res
+            assert 1.0 <= r.elapsed < 1.2 + 0.8, (op, r.elapsed)
+            assert "deadline" in r.res["message"], r.res
+        # connect timeout (1 s default) also bounds a no-deadline, no-retry probe of the dead port
+        r = rep.run("stat", "k", extra=["-deadline-ms", "800", "-no-retry"])
+        assert r.rc == EXIT["transient"] and r.elapsed < 1.6
+
+
+class FaultProxy:
+    """Loopback HTTP proxy: answers the first `fail` requests with an error
+    status (reading each request fully first), then forwards byte-for-byte."""
+
+    def __init__(self, upstream_port, fail, status=500, code="InternalError"):
+        self.upstream_port, self.left, self.failed = upstream_port, fail, 0
+        self.status, self.code = status, code
+        self.lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(32)
+        self.port = self.sock.getsockname()[1]
+        self.stopping = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self):
+        self.stopping = True
+        self.sock.close()
+
+    def _accept(self):
+        while not self.stopping:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    @staticmethod
+    def _read_request(c, buf):
+        while b"\r\n\r\n" not in buf:
+            d = c.recv(65536)
+            if not d:
+                return None, buf
+            buf += d
+        head, rest = buf.split(b"\r\n\r\n", 1)
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value.strip())
+        while len(rest) < length:
+            d = c.recv(65536)
+            if not d:
+                return None, b""
+            rest += d
+        return head + b"\r\n\r\n" + rest[:length], rest[length:]
+
+    def _serve(self, c):
+        buf = b""
+        with c:
+            while True:
+                req, buf = self._read_request(c, buf)
+                if req is None:
+                    return
+                with self.lock:
+                    fail = self.left > 0
+                    if fail:
+                        self.left -= 1
+                        self.failed += 1
+                if not fail:
+                    break
+                body = (f"<?xml version=\"1.0\"?><Error><Code>{self.code}</Code>"
+                        f"<Message>injected</Message></Error>").encode()
+                c.sendall(f"HTTP/1.1 {self.status} Injected\r\nContent-Type: application/xml\r\n"
+                          f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            up = socket.create_connection(("127.0.0.1", self.upstream_port))
+            with up:
+                up.sendall(req + buf)
+                t = threading.Thread(target=self._pipe, args=(up, c), daemon=True)
+                t.start()
+                self._pipe(c, up)
+                t.join(timeout=10)
+
+    @staticmethod
+    def _pipe(a, b):
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                b.sendall(d)
+        except OSError:
+            pass
+        try:
+            b.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
+@pytest.mark.parametrize("status,code", [(500, "InternalError"), (503, "SlowDown"),
+                                         (507, "XMinioStorageFull")])
+def test_s3_retries_injected_errors(s3server, tmp_path, status, code):
+    srv = s3server()
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    digest = write_random(src, 100 * 1024)
+    proxy = FaultProxy(srv.port, fail=2, status=status, code=code)
+    try:
+        rep = s3_replica(srv, endpoint=f"http://127.0.0.1:{proxy.port}")
+        r = rep.put(src, "retried").ok()
+        assert proxy.failed == 2
+        assert r.stderr.count("request retried") == 2, r.stderr
+        assert code in r.stderr
+        proxy.left = 2
+        rep.get("retried", dst).ok()
+        assert sha256_file(dst) == digest and proxy.failed == 4
+        proxy.left = 1
+        r = rep.stat("retried", extra=["-no-retry"])
+        assert r.rc == EXIT["transient"] and r.res["http"] == status, r.res
+    finally:
+        proxy.close()
+
+
+def test_s3_retry_streams_big_put_again(s3server, tmp_path):
+    """A multipart part that fails is re-sent from its spool; a streamed single PUT rewinds."""
+    srv = s3server()
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    for size in (1 * MiB, 9 * MiB):
+        digest = write_random(src, size)
+        proxy = FaultProxy(srv.port, fail=1)
+        try:
+            rep = s3_replica(srv, endpoint=f"http://127.0.0.1:{proxy.port}")
+            rep.put(src, "big").ok()
+            assert proxy.failed == 1
+            rep.get("big", dst).ok()
+            assert sha256_file(dst) == digest
+        finally:
+            proxy.close()
+
+
+def test_s3_gives_up_after_retries(s3server, tmp_path):
+    srv = s3server()
+    proxy = FaultProxy(srv.port, fail=100)
+    try:
+        r = s3_replica(srv, endpoint=f"http://127.0.0.1:{proxy.port}").get("k", os.devnull)
+        assert r.rc == EXIT["transient"] and r.res["http"] == 500
+        assert "InternalError" in r.res["message"] and proxy.failed == 5
+        assert r.stderr.count("request retried") == 4
+    finally:
+        proxy.close()
+
+
+# ---------------------------------------------------------------- s3rver workarounds
+
+def test_s3rver_fix_list_common_prefixes_deep_keys(s3server, tmp_path):
+    src = tmp_path / "src"
+    src.write_bytes(b"x")
+    for fixed in (False, True):
+        rep = s3_replica(s3server(fix_list=fixed), path="")
+        rep.put(src, "generations/0123/wal/00000001.wal.lz4").ok()
+        r = rep.list("generations/", "/").ok()
+        if fixed:
+            assert r.prefixes == ["generations/0123/"]
+        else:
+            assert r.prefixes == [], "the s3rver bug is gone: drop workaround (a)"
+
+
+def test_s3rver_fix_delete_nested_batch(s3server):
+    """With workaround (b): 300 keys, 3 per nested directory, in one DeleteObjects
+    call and from 4 concurrent callers; the tree is left empty."""
+    keys = [f"d/{i // 3:05d}/sub/k{i % 3}" for i in range(300)]
+    rep = s3_replica(s3server(), path="")
+    rep.run("fill", "d/", "300", "8", "3").ok()
+    assert rep.list("d/").ok().keys == sorted(keys)
+    rep.delete(keys, extra=["-no-retry"]).ok()
+    assert rep.list("d/").ok().keys == []
+    rep.run("fill", "d/", "300", "8", "3").ok()
+    procs = [subprocess.Popen([TOOL, *rep.args, "-no-retry", "delete", "-"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, env=rep.env, text=True) for _ in range(4)]
+    for n, p in enumerate(procs):
+        p.stdin.write("".join(k + "\n" for i, k in enumerate(keys) if i % 4 == n))
+        p.stdin.close()
+    for p in procs:
+        assert p.wait(timeout=60) == 0, p.stdout.read()
+        p.stdout.close()
+    assert rep.list("").ok().keys == []
+
+
+RACE_JS = r"""
+const fs = require('fs'), os = require('os'), path = require('path');
+const { FilesystemStore, deleteObjectFixed } = require(process.argv[1]);
+(async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 's3rver-race-'));
+  const store = new FilesystemStore(dir);
+  fs.mkdirSync(path.join(dir, 'b', 'd'), { recursive: true });
+  // The state the loser of the race meets: its object's directory was just
+  // removed by a concurrent delete of the directory's last other object.
+  const shipped = await store.deleteObject('b', 'd/x/sub/k').then(() => 'ok', (e) => e.code);
+  const fixed = await deleteObjectFixed.call(store, 'b', 'd/x/sub/k').then(() => 'ok', (e) => e.code);
+  fs.rmSync(dir, { recursive: true, force: true });
+  console.log(JSON.stringify({ shipped, fixed }));
+})();
+"""
+
+
+def test_s3rver_fix_delete_race_loser():
+    """The race of workaround (b), made deterministic: the shipped cleanup throws
+    ENOENT (HTTP 500 over DeleteObjects) where the fixed one does not."""
+    from conftest import S3SERVER_JS
+    p = subprocess.run(["node", "-e", RACE_JS, S3SERVER_JS], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout) == {"shipped": "ENOENT", "fixed": "ok"}
+
+
+def test_s3rver_fix_escape(s3server, tmp_path):
+    src = tmp_path / "src"
+    src.write_bytes(b"x")
+    for fixed in (False, True):
+        rep = s3_replica(s3server(fix_escape=fixed))
+        rep.put(src, "a&b<c>'d\"").ok()
+        keys = rep.list("").ok().keys
+        if fixed:
+            assert keys == ["a&b<c>'d\""]
+        else:
+            assert keys == ["a&amp;b&lt;c&gt;&#x27;d\""], "s3rver escapes once now: drop workaround (d)"
