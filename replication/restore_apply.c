@@ -647,6 +647,12 @@ int rs_apply(struct rs_cand *c, const struct rs_apply_opts *o, struct wal_pos *r
 		goto out;
 	for (size_t i = 0; i < a.njobs; i++) {
 		struct idx_job *j = &a.jobs[i];
+		uint32_t want_index = i ? a.jobs[i - 1].index + 1 : c->plan.snapshot.index;
+		if (j->index != want_index) {
+			fail(&a, false, "replica %s: WAL index %08x is missing (next is %08x): "
+			     "missing segment", c->name, want_index, j->index);
+			goto out;
+		}
 		pthread_mutex_lock(&a.mu);
 		while (!a.abort && j->state != JOB_DONE && j->state != JOB_FAILED)
 			pthread_cond_wait(&a.cv, &a.mu);

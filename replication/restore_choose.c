@@ -11,8 +11,8 @@
  *    them with its own (single) clock; failing that, the later time still
  *    wins and the decision says it was ambiguous.
  * 3. Within that generation, the highest end position (index, offset) wins.
- * 4. Among equal positions, the lowest round-trip time wins, then the
- *    order of the configuration.
+ * 4. Among equal positions, a replica without holes (missing segments)
+ *    first, then the lowest round-trip time, then the configuration order.
  * Fallbacks are the other candidates holding exactly the winner's position
  * (same data); a candidate with less data is never used silently.
  */
@@ -71,6 +71,8 @@ static bool better(const struct rs_cand *x, size_t xi, const struct rs_cand *y, 
 	int pc = wal_pos_cmp(&x->plan.end, &y->plan.end);
 	if (pc != 0)
 		return pc > 0;
+	if (x->plan.truncated != y->plan.truncated)
+		return !x->plan.truncated; /* a replica with a hole only as a last resort */
 	if (x->rtt_us != y->rtt_us)
 		return x->rtt_us < y->rtt_us;
 	return xi < yi;
@@ -208,12 +210,13 @@ void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, const char *dbname,
 		if (x->state == RC_OK && x->has_data)
 			log_event(lvl, "restore", "  candidate",
 				  "name=%s state=%s pos=%s newest=%s rtt_ms=%.1f probe_ms=%lld "
-				  "bytes=%llu%s%s verdict=\"%s\"",
+				  "bytes=%llu%s%s%s verdict=\"%s\"",
 				  x->name, state_text(x), rs_pos_text(&x->plan.end, pos, sizeof(pos)),
 				  clock_rfc3339(x->plan.newest_ns, ts, sizeof(ts)), x->rtt_us / 1000.0,
 				  (long long)x->probe_ms, (unsigned long long)x->plan.bytes,
-				  x->plan.truncated ? " note=" : "",
-				  x->plan.truncated ? x->plan.note : "", x->verdict);
+				  x->plan.truncated ? " hole=\"" : "",
+				  x->plan.truncated ? x->plan.note : "", x->plan.truncated ? "\"" : "",
+				  x->verdict);
 		else
 			log_event(lvl, "restore", "  candidate",
 				  "name=%s state=%s rtt_ms=%.1f probe_ms=%lld error=\"%s\" verdict=\"%s\"",

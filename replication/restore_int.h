@@ -47,8 +47,8 @@ struct rs_plan {
 	int64_t newest_ns;             /* newest object time in the generation */
 	int64_t oldest_ns;             /* oldest object time in the generation */
 	struct wal_pos end;            /* position after applying it all */
-	bool truncated;                /* a gap in the replica cut the plan short */
-	char note[160];                /* why truncated, or "" */
+	bool truncated;                /* a gap: applying will fail at it (missing segment) */
+	char note[160];                /* where the gap is, or "" */
 };
 
 void rs_plan_release(struct rs_plan *p);

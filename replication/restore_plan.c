@@ -11,7 +11,11 @@
  * - an -index past the generation's last index is an error, not a silent
  *   restore to the end;
  * - every index must start at offset 0 and follow the previous one; a gap
- *   cuts the plan short there (noted), instead of failing the whole restore.
+ *   is noted in the plan (the candidate ranks after complete ones holding
+ *   the same position) and applying stops there with "missing segment", so
+ *   the restore falls back instead of silently replaying around a hole. A
+ *   lost last segment of an index followed by another index cannot be seen
+ *   from names alone (nor by Litestream).
  */
 #include "replication/restore_int.h"
 
@@ -118,28 +122,25 @@ int rs_plan_build(const struct cat_generation *gens, size_t ngens, const struct 
 			break;
 		if (t->timestamp_ns && s->mtime_ns > t->timestamp_ns)
 			break;
-		if (s->index == cur && !started && s->offset != 0) {
-			p->truncated = true;
-			snprintf(p->note, sizeof(p->note), "index %08x has no segment at offset 0", cur);
-			break;
-		}
-		if (s->index != cur) {
-			if (!started) {
-				/* the snapshot's own index has no segment: its frames are missing */
+		/* a gap is noted, not skipped: applying fails there and falls back */
+		if (!p->truncated) {
+			if (s->index == cur && !started && s->offset != 0) {
+				p->truncated = true;
+				snprintf(p->note, sizeof(p->note), "index %08x has no segment at offset 0",
+					 cur);
+			} else if (s->index != cur && !started) {
 				p->truncated = true;
 				snprintf(p->note, sizeof(p->note),
 					 "index %08x (the snapshot's) has no segments", cur);
-				break;
-			}
-			if (s->index != cur + 1 || s->offset != 0) {
+			} else if (s->index != cur && (s->index != cur + 1 || s->offset != 0)) {
 				p->truncated = true;
 				snprintf(p->note, sizeof(p->note),
 					 "gap before segment %08x/%08x (expected index %08x at offset 0)",
 					 s->index, s->offset, cur + 1);
-				break;
 			}
-			cur = s->index;
 		}
+		if (s->index != cur)
+			cur = s->index;
 		started = true;
 		p->segments[p->nsegments++] = *s;
 		p->bytes += (uint64_t)s->size;

@@ -1,0 +1,492 @@
+"""Restore (issue 5): choosing the freshest replica, fallback, verification,
+point-in-time, the existing-database policies, and the listing commands.
+
+Replicas are real: written by Litestream v0.3.13 from a database another
+process writes, or built here object by object from a real SQLite WAL (so
+mtimes, gaps and corruption can be placed exactly). Unreachable peers are
+real sockets: a closed port (refused) and a listener that never answers.
+"""
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import free_port
+
+TOOLS = os.environ.get("LITEVISOR_TOOLS_DIR") or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "build", "tests", "tools")
+GEN = "0123456789abcdef"
+GEN2 = "fedcba9876543210"
+
+
+# ---------------------------------------------------------------- helpers
+
+def lz4(data):
+    return subprocess.run(["lz4", "-z", "-c", "-q"], input=data, capture_output=True,
+                          check=True).stdout
+
+
+def rows(path):
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return con.execute("SELECT id, v FROM t ORDER BY id").fetchall()
+    finally:
+        con.close()
+
+
+def journal_mode(path):
+    con = sqlite3.connect(path)
+    try:
+        return con.execute("PRAGMA journal_mode").fetchone()[0]
+    finally:
+        con.close()
+
+
+class History:
+    """A database's history as Litestream v0.3 objects of one generation.
+
+    plan: one list per WAL index, each a list of segments, each a list of
+    transactions (rows inserted by each). After every segment, states holds
+    (index, end offset, rows) so a test knows what each position contains.
+    """
+
+    def __init__(self, tmp, plan, initial=20, payload=300):
+        self.dir = os.path.join(str(tmp), "history")
+        os.makedirs(self.dir, exist_ok=True)
+        db = os.path.join(self.dir, "src.db")
+        con = sqlite3.connect(db, isolation_level=None)
+        con.execute("PRAGMA journal_mode=wal")
+        con.execute("PRAGMA wal_autocheckpoint=0")
+        con.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+        n = 0
+
+        def insert(k):
+            nonlocal n
+            con.execute("BEGIN")
+            for _ in range(k):
+                n += 1
+                con.execute("INSERT INTO t(id, v) VALUES(?, ?)", (n, f"row-{n}-" + "x" * payload))
+            con.execute("COMMIT")
+
+        insert(initial)
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with open(db, "rb") as f:
+            self.snapshot = f.read()
+        self.snapshot_rows = con.execute("SELECT id, v FROM t ORDER BY id").fetchall()
+        self.segments = []  # (index, offset, plain bytes)
+        self.states = []    # (index, end offset, rows)
+        for idx, segs in enumerate(plan):
+            if idx > 0:
+                con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            done = 0
+            for seg in segs:
+                for k in seg:
+                    insert(k)
+                with open(db + "-wal", "rb") as f:
+                    wal = f.read()
+                self.segments.append((idx, done, wal[done:]))
+                done = len(wal)
+                self.states.append((idx, done,
+                                    con.execute("SELECT id, v FROM t ORDER BY id").fetchall()))
+        con.close()
+
+    def write(self, root, gen=GEN, upto=None, t0=None, step=10, skip=()):
+        """Write the objects into a file replica at root; object i gets mtime
+        t0 + i*step (snapshot first). upto: only the first N segments."""
+        t0 = t0 or time.time() - 3600
+        base = os.path.join(root, "generations", gen)
+        os.makedirs(os.path.join(base, "snapshots"), exist_ok=True)
+        os.makedirs(os.path.join(base, "wal"), exist_ok=True)
+        snap = os.path.join(base, "snapshots", "00000000.snapshot.lz4")
+        with open(snap, "wb") as f:
+            f.write(lz4(self.snapshot))
+        os.utime(snap, (t0, t0))
+        times = {}
+        for i, (idx, off, data) in enumerate(self.segments[:upto]):
+            if (idx, off) in skip:
+                continue
+            p = os.path.join(base, "wal", f"{idx:08x}_{off:08x}.wal.lz4")
+            with open(p, "wb") as f:
+                f.write(lz4(data))
+            t = t0 + (i + 1) * step
+            os.utime(p, (t, t))
+            times[(idx, off)] = t
+        return times
+
+    def seg_path(self, root, i, gen=GEN):
+        idx, off, _ = self.segments[i]
+        return os.path.join(root, "generations", gen, "wal", f"{idx:08x}_{off:08x}.wal.lz4")
+
+
+def write_config(path, db, replicas, restore=None):
+    lines = []
+    if restore:
+        lines.append("restore:")
+        lines += [f"  {k}: {v}" for k, v in restore.items()]
+    lines += ["dbs:", f"  - path: {db}", "    replicas:"]
+    for r in replicas:
+        lines.append(f"      - name: {r['name']}")
+        for k, v in r.items():
+            if k != "name":
+                lines.append(f"        {k}: {v}")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def lv(binary, *args, timeout=60):
+    return subprocess.run([binary, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def candidate_line(stderr, name):
+    for line in stderr.splitlines():
+        if "candidate" in line and f"name={name} " in line:
+            return line
+    return ""
+
+
+def dir_leftovers(d, keep):
+    return sorted(set(os.listdir(d)) - set(keep))
+
+
+class Blackhole:
+    """A TCP listener that accepts connections (backlog) and never answers."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+
+    def close(self):
+        self.sock.close()
+
+
+def s3_unreachable(name, port):
+    return {"name": name, "type": "s3", "bucket": "b", "path": "db",
+            "endpoint": f"http://127.0.0.1:{port}", "access-key-id": "k",
+            "secret-access-key": "s"}
+
+
+# ---------------------------------------------------------------- fixtures
+
+@pytest.fixture
+def history(tmp_path):
+    # index 0: two segments; index 1: two segments; index 2: one segment
+    return History(tmp_path, [[[5, 5], [7]], [[4], [3, 2]], [[6]]])
+
+
+# ---------------------------------------------------------------- tests
+
+def test_litestream_written_replica_restores_equal_single_file(tmp_path, litevisor_bin,
+                                                               litestream_bin):
+    src = tmp_path / "app.db"
+    rep = tmp_path / "rep"
+    con = sqlite3.connect(src, isolation_level=None)
+    con.execute("PRAGMA journal_mode=wal")
+    con.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    con.executemany("INSERT INTO t(v) VALUES(?)", [(os.urandom(200).hex(),) for _ in range(300)])
+    con.close()
+    cfg = tmp_path / "ls.yml"
+    cfg.write_text(f"dbs:\n  - path: {src}\n    monitor-interval: 100ms\n    replicas:\n"
+                   f"      - url: file://{rep}\n        sync-interval: 100ms\n")
+    ls = subprocess.Popen([litestream_bin, "replicate", "-config", str(cfg)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline and not list(rep.glob("generations/*/snapshots/*")):
+            time.sleep(0.1)
+        assert list(rep.glob("generations/*/snapshots/*")), "litestream made no snapshot"
+        # more writes from a separate connection while Litestream replicates
+        con = sqlite3.connect(src, isolation_level=None)
+        con.execute("PRAGMA busy_timeout=5000")
+        for i in range(5):
+            con.execute("INSERT INTO t(v) VALUES(?)", (f"late-{i}",))
+            time.sleep(0.15)
+        con.close()
+    finally:
+        ls.terminate()  # Litestream's shutdown flush syncs every replica
+        ls.wait(timeout=20)
+    out = tmp_path / "out" / "restored.db"
+    out.parent.mkdir()
+    p = lv(litevisor_bin, "restore", "-o", str(out), f"file://{rep}")
+    assert p.returncode == 0, p.stderr
+    assert rows(out) == rows(src)
+    assert journal_mode(out) == "delete"
+    assert dir_leftovers(out.parent, ["restored.db"]) == []  # no -wal, -shm or temp files
+    assert "WINNER" in p.stderr
+    # Litestream restores the same replica to the same content (interop)
+    out2 = tmp_path / "out" / "by-litestream.db"
+    q = subprocess.run([litestream_bin, "restore", "-o", str(out2), f"file://{rep}"],
+                       capture_output=True, text=True, timeout=60)
+    assert q.returncode == 0, q.stderr
+    assert rows(out2) == rows(out)
+
+
+def test_point_in_time_by_index_and_timestamp(tmp_path, litevisor_bin, history):
+    rep = tmp_path / "rep"
+    t0 = time.time() - 7200
+    times = history.write(str(rep), t0=t0, step=100)
+    url = f"file://{rep}"
+    last_of = {}
+    for idx, off, r in history.states:
+        last_of[idx] = r
+    for idx in (0, 1, 2):
+        out = tmp_path / f"idx{idx}.db"
+        p = lv(litevisor_bin, "restore", "-index", f"{idx:x}", "-o", str(out), url)
+        assert p.returncode == 0, p.stderr
+        assert rows(out) == last_of[idx], f"index {idx}"
+    # an index past the end is an error (Litestream silently restores to the end)
+    out = tmp_path / "past.db"
+    p = lv(litevisor_bin, "restore", "-index", "3", "-o", str(out), url)
+    assert p.returncode == 1
+    assert "past the end" in p.stderr
+    assert not out.exists()
+    # timestamps: between the 3rd and 4th segment → state after the 3rd
+    ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0 + 3 * 100 + 50))
+    out = tmp_path / "ts.db"
+    p = lv(litevisor_bin, "restore", "-timestamp", ts, "-o", str(out), url)
+    assert p.returncode == 0, p.stderr
+    assert rows(out) == history.states[2][2]
+    assert len(times) == len(history.segments)
+    # before the snapshot: nothing matches
+    ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0 - 100))
+    p = lv(litevisor_bin, "restore", "-timestamp", ts, "-o", str(tmp_path / "none.db"), url)
+    assert p.returncode == 1, p.stderr
+    # a bad timestamp is a usage error
+    p = lv(litevisor_bin, "restore", "-timestamp", "yesterday", "-o", str(tmp_path / "x.db"), url)
+    assert p.returncode == 100
+
+
+def test_freshest_wins_over_stale_and_listing_commands(tmp_path, litevisor_bin, history):
+    stale, fresh = tmp_path / "peer-06", tmp_path / "nas"
+    history.write(str(stale), upto=3)
+    history.write(str(fresh))
+    db = tmp_path / "app" / "app.db"
+    db.parent.mkdir()
+    cfg = write_config(tmp_path / "lv.yml", db, [
+        {"name": "peer-06", "url": f"file://{stale}"},
+        {"name": "nas", "url": f"file://{fresh}"},
+    ])
+    # dry run: the decision on stdout, nothing written
+    p = lv(litevisor_bin, "restore", "-config", str(cfg), "-dry-run", str(db))
+    assert p.returncode == 0, p.stderr
+    assert "restore from nas" in p.stdout
+    assert not db.exists() and dir_leftovers(db.parent, []) == []
+    p = lv(litevisor_bin, "restore", "-config", str(cfg), str(db))
+    assert p.returncode == 0, p.stderr
+    assert rows(db) == history.states[-1][2]
+    assert "WINNER" in candidate_line(p.stderr, "nas")
+    assert "stale" in candidate_line(p.stderr, "peer-06")
+    # the restored marker names the replicas holding exactly that position
+    marker = (db.parent / ".app.db-litevisor" / "restored").read_text().split()
+    end = history.states[-1]
+    assert marker[:3] == [GEN, f"{end[0]:08x}", f"{end[1]:08x}"]
+    assert marker[3:] == ["nas"]
+
+    p = lv(litevisor_bin, "generations", "-config", str(cfg), str(db))
+    assert p.returncode == 0, p.stderr
+    lines = [l.split() for l in p.stdout.splitlines()[1:]]
+    assert sorted(l[0] for l in lines) == ["nas", "peer-06"] and all(l[1] == GEN for l in lines)
+    p = lv(litevisor_bin, "snapshots", "-config", str(cfg), "-replica", "nas", str(db))
+    assert p.returncode == 0, p.stderr
+    assert [l.split()[:3] for l in p.stdout.splitlines()[1:]] == [["nas", GEN, "0"]]
+    p = lv(litevisor_bin, "wal", "-config", str(cfg), "-replica", "peer-06", str(db))
+    assert p.returncode == 0, p.stderr
+    got = [tuple(l.split()[2:4]) for l in p.stdout.splitlines()[1:]]
+    assert got == [(str(i), str(o)) for i, o, _ in history.segments[:3]]
+    p = lv(litevisor_bin, "wal", "-replica", "nope", "-config", str(cfg), str(db))
+    assert p.returncode == 100
+
+
+def test_corrupt_segment_falls_back_to_replica_with_same_data(tmp_path, litevisor_bin, history):
+    bad, good = tmp_path / "peer-05", tmp_path / "nas"
+    history.write(str(bad))
+    history.write(str(good))
+    # make the good one slower to answer so the corrupt one wins the tie
+    junk = good / "generations"
+    for i in range(4000):
+        (junk / f"junk{i}").touch()
+    seg = history.seg_path(str(bad), 2)
+    data = bytearray(open(seg, "rb").read())
+    for i in range(len(data) // 2, len(data) // 2 + 8):
+        data[i] ^= 0xFF
+    open(seg, "wb").write(bytes(data))
+    out = tmp_path / "out" / "r.db"
+    out.parent.mkdir()
+    cfg = write_config(tmp_path / "lv.yml", tmp_path / "unused.db", [
+        {"name": "peer-05", "url": f"file://{bad}"},
+        {"name": "nas", "url": f"file://{good}"},
+    ])
+    p = lv(litevisor_bin, "restore", "-config", str(cfg), "-o", str(out),
+           str(tmp_path / "unused.db"))
+    assert p.returncode == 0, p.stderr
+    assert "WINNER" in candidate_line(p.stderr, "peer-05"), p.stderr
+    assert "fallback" in candidate_line(p.stderr, "nas")
+    assert "corrupt" in p.stderr and "falling back" in p.stderr
+    assert rows(out) == history.states[-1][2]
+    assert dir_leftovers(out.parent, ["r.db"]) == []
+
+    # corrupt on every candidate: nothing at the target, exit 1
+    shutil.copyfile(seg, history.seg_path(str(good), 2))
+    out2 = tmp_path / "out" / "r2.db"
+    p = lv(litevisor_bin, "restore", "-config", str(cfg), "-o", str(out2),
+           str(tmp_path / "unused.db"))
+    assert p.returncode == 1, p.stderr
+    assert dir_leftovers(out.parent, ["r.db"]) == []
+
+
+def test_missing_segment_is_detected_not_replayed(tmp_path, litevisor_bin, history):
+    rep = tmp_path / "rep"
+    # index 1's first segment is gone (a later one of it remains): Litestream #805
+    idx, off, _ = history.segments[2]
+    assert (idx, off) == (1, 0)
+    history.write(str(rep), skip={(idx, off)})
+    out = tmp_path / "r.db"
+    p = lv(litevisor_bin, "restore", "-o", str(out), f"file://{rep}")
+    assert p.returncode == 1, p.stderr
+    assert "missing segment" in p.stderr
+    assert not out.exists()
+
+
+def test_unreachable_peers_cost_about_the_probe_timeout(tmp_path, litevisor_bin, history):
+    nas = tmp_path / "nas"
+    history.write(str(nas))
+    hole = Blackhole()
+    refused = free_port()
+    try:
+        db = tmp_path / "app.db"
+        cfg = write_config(tmp_path / "lv.yml", db, [
+            s3_unreachable("peer-05", hole.port),
+            s3_unreachable("peer-06", refused),
+            {"name": "nas", "url": f"file://{nas}"},
+        ], restore={"probe-timeout": "1s"})
+        t0 = time.monotonic()
+        p = lv(litevisor_bin, "restore", "-config", str(cfg), str(db))
+        elapsed = time.monotonic() - t0
+    finally:
+        hole.close()
+    assert p.returncode == 0, p.stderr
+    assert elapsed < 2.5, f"blackholed peer cost {elapsed:.2f}s"
+    assert "UNREACHABLE" in candidate_line(p.stderr, "peer-05")
+    assert "UNREACHABLE" in candidate_line(p.stderr, "peer-06")
+    assert "WINNER" in candidate_line(p.stderr, "nas")
+    assert rows(db) == history.states[-1][2]
+
+
+def test_nothing_reachable_is_a_temporary_failure(tmp_path, litevisor_bin):
+    db = tmp_path / "app.db"
+    cfg = write_config(tmp_path / "lv.yml", db, [s3_unreachable("peer-05", free_port())])
+    p = lv(litevisor_bin, "restore", "-config", str(cfg), str(db))
+    assert p.returncode == 111, p.stderr
+    assert not db.exists()
+
+
+def test_no_replica_has_data(tmp_path, litevisor_bin):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "r.db"
+    p = lv(litevisor_bin, "restore", "-o", str(out), f"file://{empty}")
+    assert p.returncode == 1
+    assert "no matching backups found" in p.stderr
+    p = lv(litevisor_bin, "restore", "-if-replica-exists", "-o", str(out), f"file://{empty}")
+    assert p.returncode == 0, p.stderr
+    assert not out.exists()
+
+
+def test_existing_output_is_never_overwritten(tmp_path, litevisor_bin, history):
+    rep = tmp_path / "rep"
+    history.write(str(rep))
+    out = tmp_path / "r.db"
+    out.write_bytes(b"precious")
+    p = lv(litevisor_bin, "restore", "-o", str(out), f"file://{rep}")
+    assert p.returncode == 1
+    assert "already exists" in p.stderr
+    p = lv(litevisor_bin, "restore", "-if-db-not-exists", "-o", str(out), f"file://{rep}")
+    assert p.returncode == 0, p.stderr
+    assert out.read_bytes() == b"precious"
+    p = lv(litevisor_bin, "restore", f"file://{rep}")
+    assert p.returncode == 100  # a URL needs -o
+
+
+# ---------------------------------------------------------------- the `run` path
+
+def restore_tool(cfg):
+    tool = os.path.join(TOOLS, "restore_tool")
+    assert os.access(tool, os.X_OK), f"build the test tools first ({tool})"
+    p = subprocess.run([tool, str(cfg)], capture_output=True, text=True, timeout=60)
+    res = [json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")]
+    return p, res
+
+
+def test_run_path_first_deploy_empty_and_unreachable(tmp_path):
+    empty1, empty2 = tmp_path / "e1", tmp_path / "e2"
+    empty1.mkdir()
+    empty2.mkdir()
+    db = tmp_path / "app" / "app.db"
+    db.parent.mkdir()
+    cfg = write_config(tmp_path / "lv.yml", db, [
+        {"name": "a", "url": f"file://{empty1}"}, {"name": "b", "url": f"file://{empty2}"}])
+    p, res = restore_tool(cfg)
+    assert p.returncode == 0, p.stderr
+    assert res[0]["outcome"] == "empty"
+    # one candidate down, none reachable with data: unreachable is not empty
+    cfg = write_config(tmp_path / "lv2.yml", db, [
+        {"name": "a", "url": f"file://{empty1}"}, s3_unreachable("peer", free_port())])
+    p, res = restore_tool(cfg)
+    assert p.returncode == 1
+    assert res[0]["outcome"] == "unreachable"
+    cfg = write_config(tmp_path / "lv3.yml", db, [s3_unreachable("peer", free_port())],
+                       restore={"allow-empty-when-unreachable": "true"})
+    p, res = restore_tool(cfg)
+    assert p.returncode == 0 and res[0]["outcome"] == "empty", p.stderr
+
+
+def test_run_path_restores_and_moves_strays_aside(tmp_path, history):
+    rep = tmp_path / "rep"
+    history.write(str(rep))
+    db = tmp_path / "app" / "app.db"
+    db.parent.mkdir()
+    (db.parent / "app.db-wal").write_bytes(b"stray wal")
+    cfg = write_config(tmp_path / "lv.yml", db, [{"name": "nas", "url": f"file://{rep}"}])
+    p, res = restore_tool(cfg)
+    assert p.returncode == 0, p.stderr
+    assert res[0]["outcome"] == "restored" and res[0]["source"] == "nas"
+    assert rows(db) == history.states[-1][2]
+    strays = [n for n in os.listdir(db.parent) if n.startswith("app.db-wal.stray-")]
+    assert len(strays) == 1
+    assert (db.parent / strays[0]).read_bytes() == b"stray wal"
+    assert not (db.parent / "app.db-wal").exists()
+
+
+def test_run_path_existing_db_policies(tmp_path, history):
+    rep = tmp_path / "rep"
+    history.write(str(rep), upto=3)
+    db = tmp_path / "app" / "app.db"
+    db.parent.mkdir()
+    cfg = write_config(tmp_path / "lv.yml", db, [{"name": "nas", "url": f"file://{rep}"}])
+    p, res = restore_tool(cfg)
+    assert res[0]["outcome"] == "restored", p.stderr
+    # the replica is not ahead of the local database: keep it
+    p, res = restore_tool(cfg)
+    assert res[0]["outcome"] == "exists", p.stderr
+    # the replica moves ahead (written elsewhere): newest-wins moves the local file aside
+    shutil.rmtree(rep)
+    history.write(str(rep))
+    keep = write_config(tmp_path / "keep.yml", db, [{"name": "nas", "url": f"file://{rep}"}],
+                        restore={"existing": "keep-local"})
+    p, res = restore_tool(keep)
+    assert res[0]["outcome"] == "exists", p.stderr
+    assert rows(db) == history.states[2][2]
+    p, res = restore_tool(cfg)
+    assert res[0]["outcome"] == "restored", p.stderr
+    assert rows(db) == history.states[-1][2]
+    moved = res[0]["moved_aside"]
+    assert moved and os.path.exists(moved)
+    assert rows(moved) == history.states[2][2]  # kept, never deleted
