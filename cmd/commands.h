@@ -10,6 +10,7 @@
 extern const struct command cmd_version;
 extern const struct command cmd_config;
 extern const struct command cmd_run;
+extern const struct command cmd_replicate;
 extern const struct command cmd_restore;
 extern const struct command cmd_generations;
 extern const struct command cmd_snapshots;

@@ -15,6 +15,7 @@ const struct command *const cli_commands[] = {
 	&cmd_version,
 	&cmd_config,
 	&cmd_run,
+	&cmd_replicate,
 	&cmd_restore,
 	&cmd_generations,
 	&cmd_snapshots,

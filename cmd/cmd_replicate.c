@@ -1,0 +1,184 @@
+/*
+ * cmd_replicate.c — `litevisor replicate [-config F] [-exec CMD] [DB_PATH REPLICA_URL…]`:
+ * replicate every configured database continuously until SIGTERM/SIGINT,
+ * then flush everything committed to every reachable replica and exit 0.
+ *
+ * With -exec (or the config's `exec`) it is `run` with that command: restore,
+ * supervise, replicate, flush (supervisor/lifecycle.h), as Litestream's
+ * `replicate -exec` is used as an entrypoint.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "cmd/commands.h"
+#include "common/config.h"
+#include "common/log.h"
+#include "replication/engine.h"
+#include "supervisor/lifecycle.h"
+#include "supervisor/signals.h"
+#include "supervisor/words.h"
+#include "common/banned.h"
+
+/* Build a one-database config from `replicate DB_PATH REPLICA_URL…`. */
+static int config_from_args(struct config *cfg, int argc, char **argv, char *err, size_t errlen)
+{
+	config_defaults(cfg);
+	if (argv[0][0] != '/') {
+		snprintf(err, errlen, "database path must be absolute: %s", argv[0]);
+		return -1;
+	}
+	cfg->dbs = calloc(1, sizeof(*cfg->dbs));
+	if (!cfg->dbs)
+		goto oom;
+	cfg->ndbs = 1;
+	config_db_defaults(&cfg->dbs[0]);
+	struct cfg_db *db = &cfg->dbs[0];
+	const char *base = strrchr(argv[0], '/') + 1;
+	if (!(db->path = strdup(argv[0])) || !(db->name = strdup(base)))
+		goto oom;
+	db->replicas = calloc((size_t)argc - 1, sizeof(*db->replicas));
+	if (!db->replicas)
+		goto oom;
+	for (int i = 1; i < argc; i++) {
+		struct cfg_replica *r = &db->replicas[db->nreplicas];
+		if (config_replica_from_url(argv[i], r, err, errlen) < 0)
+			return -1;
+		db->nreplicas++;
+		if (!r->name) {
+			char name[32];
+			snprintf(name, sizeof(name), "%s%d", r->type == REPLICA_S3 ? "s3" : "file", i);
+			if (!(r->name = strdup(name)))
+				goto oom;
+		}
+	}
+	return 0;
+oom:
+	snprintf(err, errlen, "out of memory");
+	return -1;
+}
+
+/* Replicate until TERM/INT, then flush. */
+static int replicate_loop(const struct config *cfg)
+{
+	struct engine *e = NULL;
+	int sfd = -1, code = EXIT_TEMPFAIL;
+
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
+		log_error("replicate", "libcurl initialisation failed", NULL);
+		return EXIT_TEMPFAIL;
+	}
+	if ((sfd = sig_open_fd()) < 0)
+		goto out;
+	if (!(e = engine_new(cfg)) || engine_start(e) < 0)
+		goto out;
+	log_info("replicate", "replicating", "databases=%zu", cfg->ndbs);
+	for (;;) {
+		struct pollfd p = { .fd = sfd, .events = POLLIN };
+		if (poll(&p, 1, -1) < 0 && errno != EINTR)
+			break;
+		int sig = sig_read(sfd);
+		if (sig < 0)
+			break;
+		if (sig == 0)
+			continue;
+		if (sig_is_stop(sig)) {
+			log_info("replicate", "signal received, flushing", "signal=%s", sig_name(sig));
+			break;
+		}
+		if (sig != SIGCHLD)
+			log_info("replicate", "signal ignored", "signal=%s", sig_name(sig));
+	}
+	if (engine_flush(e, cfg->supervisor.flush_timeout_ms) < 0)
+		log_warn("replicate", "final flush incomplete: see above", NULL);
+	code = 0;
+out:
+	engine_free(e);
+	if (sfd >= 0)
+		close(sfd);
+	curl_global_cleanup();
+	return code;
+}
+
+static int run_replicate(int argc, char **argv)
+{
+	const char *path = NULL, *exec = NULL;
+	bool no_expand = false, help;
+	char err[1024];
+	char **words = NULL;
+	struct config cfg = { 0 };
+	int code;
+
+	/* Before any thread exists, so no thread can ever take a TERM (signals.h). */
+	if (sig_block() < 0)
+		return EXIT_TEMPFAIL;
+
+	const struct flag flags[] = {
+		{ "config", FLAG_STRING, &path, "PATH",
+		  "config file (default $LITEVISOR_CONFIG, $LITESTREAM_CONFIG, /etc/litevisor.yml)" },
+		{ "exec", FLAG_STRING, &exec, "CMD",
+		  "run CMD as a supervised service, as `run` does (overrides the config's exec)" },
+		{ "no-expand-env", FLAG_BOOL, &no_expand, NULL, "do not expand $VAR in config values" },
+		{ 0 },
+	};
+	int i = cli_parse(&cmd_replicate, flags, argc, argv, &help);
+	if (i < 0)
+		return help ? 0 : EXIT_USAGE;
+	if (i < argc) {
+		if (path)
+			return cli_usage_error(&cmd_replicate, "give either -config or DB_PATH REPLICA_URL…");
+		if (argc - i < 2)
+			return cli_usage_error(&cmd_replicate, "DB_PATH needs at least one REPLICA_URL");
+		if (config_from_args(&cfg, argc - i, argv + i, err, sizeof(err)) < 0) {
+			config_release(&cfg);
+			return cli_usage_error(&cmd_replicate, "%s", err);
+		}
+	} else {
+		const char *file = config_default_path(path);
+		struct config_options opt = { .no_expand_env = no_expand };
+		if (config_load(file, &opt, &cfg, err, sizeof(err)) < 0) {
+			fprintf(stderr, "litevisor replicate: %s\n", err);
+			return EXIT_USAGE;
+		}
+	}
+	log_configure(cfg.log_level, cfg.log_json);
+	if (!exec && cfg.exec && *cfg.exec)
+		exec = cfg.exec;
+	if (exec) {
+		int n = words_split(exec, &words, err, sizeof(err));
+		if (n <= 0) {
+			code = cli_usage_error(&cmd_replicate, "exec: %s", n == 0 ? "empty command" : err);
+			goto out;
+		}
+		code = run_supervised(&cfg, words);
+		goto out;
+	}
+	if (cfg.ndbs == 0) {
+		code = cli_usage_error(&cmd_replicate, "no databases configured");
+		goto out;
+	}
+	code = replicate_loop(&cfg);
+out:
+	words_free(words);
+	config_release(&cfg);
+	return code;
+}
+
+const struct command cmd_replicate = {
+	.name = "replicate",
+	.summary = "replicate databases continuously to their replicas (Litestream v0.3 format)",
+	.usage = "litevisor replicate [flags] [DB_PATH REPLICA_URL…]",
+	.description =
+		"Watches every configured database's WAL and ships each committed transaction to\n"
+		"every replica on its own schedule, in the Litestream v0.3 layout. SIGTERM or\n"
+		"SIGINT flushes everything committed to every reachable replica (within\n"
+		"supervisor.flush-timeout) and exits 0. With -exec CMD (or `exec` in the config)\n"
+		"it behaves like `run` with that command.",
+	.run = run_replicate,
+};

@@ -1,0 +1,254 @@
+/* db.c — our SQLite connections: WAL mode, the read hold, checkpoints. See db.h. */
+#include "replication/db.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/banned.h"
+
+#define BUSY_MS_HOLD 1000 /* a read BEGIN in WAL mode only waits on recovery */
+
+sqlite3 *db_open_conn(const char *path, int busy_ms)
+{
+	sqlite3 *db = NULL;
+	int persist = 1;
+	int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc != SQLITE_OK) {
+		log_error("db", "cannot open database", "path=\"%s\" err=\"%s\"", path,
+			  db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+		sqlite3_close(db);
+		return NULL;
+	}
+	sqlite3_busy_timeout(db, busy_ms);
+	/*
+	 * Leave the WAL as it is when we close: a checkpoint here would make the
+	 * app's next write restart the WAL while we are not watching, which
+	 * costs a new generation at our next start.
+	 */
+	sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, (int *)NULL);
+	sqlite3_file_control(db, "main", SQLITE_FCNTL_PERSIST_WAL, &persist);
+	/* our connections never checkpoint by themselves */
+	sqlite3_exec(db, "PRAGMA wal_autocheckpoint = 0", NULL, NULL, NULL);
+	return db;
+}
+
+static int journal_mode(sqlite3 *db, const char *sql, char *out, size_t len)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		snprintf(out, len, "%s", (const char *)sqlite3_column_text(st, 0));
+		rc = SQLITE_OK;
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+int db_conns_open(struct db_conns *c, const char *path)
+{
+	char mode[32] = "";
+	int rc;
+
+	memset(c, 0, sizeof(*c));
+	c->cur = -1;
+	snprintf(c->path, sizeof(c->path), "%s", path);
+	if (!(c->ck = db_open_conn(path, 0)))
+		goto fail;
+	rc = journal_mode(c->ck, "PRAGMA journal_mode", mode, sizeof(mode));
+	if (rc != SQLITE_OK) {
+		log_warn("db", "cannot read journal mode", "path=\"%s\" err=\"%s\"", path,
+			 sqlite3_errmsg(c->ck));
+		db_conns_close(c);
+		return -2;
+	}
+	if (strcmp(mode, "wal") != 0) {
+		rc = journal_mode(c->ck, "PRAGMA journal_mode = wal", mode, sizeof(mode));
+		if (rc != SQLITE_OK || strcmp(mode, "wal") != 0) {
+			log_warn("db", "cannot put database in WAL mode yet", "path=\"%s\" err=\"%s\"",
+				 path, rc != SQLITE_OK ? sqlite3_errmsg(c->ck) : mode);
+			db_conns_close(c);
+			return -2;
+		}
+		log_info("db", "database put in WAL mode (it was not)", "path=\"%s\"", path);
+	}
+	for (int i = 0; i < 2; i++)
+		if (!(c->hold[i] = db_open_conn(path, BUSY_MS_HOLD)))
+			goto fail;
+	return 0;
+fail:
+	db_conns_close(c);
+	return -1;
+}
+
+void db_conns_close(struct db_conns *c)
+{
+	db_hold_release(c);
+	for (int i = 0; i < 2; i++)
+		sqlite3_close(c->hold[i]);
+	sqlite3_close(c->ck);
+	c->hold[0] = c->hold[1] = c->ck = NULL;
+	c->cur = -1;
+}
+
+void db_txn_end(sqlite3 *conn)
+{
+	if (conn && !sqlite3_get_autocommit(conn))
+		sqlite3_exec(conn, "ROLLBACK", NULL, NULL, NULL);
+}
+
+int db_read_begin(sqlite3 *conn)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = sqlite3_exec(conn, "BEGIN", NULL, NULL, NULL);
+	/* reading page 1 starts the WAL read transaction; nothing of ours exists in the schema */
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v2(conn, "SELECT 1 FROM sqlite_master LIMIT 1", -1, &st, NULL);
+	if (rc == SQLITE_OK) {
+		rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW || rc == SQLITE_DONE)
+			rc = SQLITE_OK;
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_OK) {
+		log_warn("db", "cannot begin read transaction", "err=\"%s\"", sqlite3_errmsg(conn));
+		db_txn_end(conn);
+		return -1;
+	}
+	return 0;
+}
+
+int db_hold_rotate(struct db_conns *c)
+{
+	int next = c->cur == 0 ? 1 : 0;
+	if (db_read_begin(c->hold[next]) < 0)
+		return -1;
+	if (c->cur >= 0)
+		db_txn_end(c->hold[c->cur]);
+	c->cur = next;
+	return 0;
+}
+
+void db_hold_release(struct db_conns *c)
+{
+	for (int i = 0; i < 2; i++)
+		db_txn_end(c->hold[i]);
+	c->cur = -1;
+}
+
+int db_file_is_wal(const char *path)
+{
+	unsigned char h[100];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = pread(fd, h, sizeof(h), 0);
+	close(fd);
+	if (n != (ssize_t)sizeof(h) || memcmp(h, "SQLite format 3", 16) != 0)
+		return -1;
+	return h[18] == 2 && h[19] == 2;
+}
+
+bool db_file_ready(const char *path)
+{
+	return db_file_is_wal(path) >= 0;
+}
+
+int db_checkpoint(sqlite3 *conn, enum db_ckpt_mode mode, int *log, int *ckpt)
+{
+	static const int modes[] = { SQLITE_CHECKPOINT_PASSIVE, SQLITE_CHECKPOINT_RESTART,
+				     SQLITE_CHECKPOINT_TRUNCATE };
+	int l = -1, k = -1;
+	/* no busy handler: RESTART/TRUNCATE must never wait on readers holding the writer lock */
+	sqlite3_busy_timeout(conn, 0);
+	int rc = sqlite3_wal_checkpoint_v2(conn, "main", modes[mode], &l, &k);
+	if (log)
+		*log = l;
+	if (ckpt)
+		*ckpt = k;
+	if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED)
+		return 1;
+	if (rc != SQLITE_OK) {
+		log_warn("db", "checkpoint failed", "mode=%d err=\"%s\"", (int)mode, sqlite3_errmsg(conn));
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * SQLite's default busy handler sleeps 1, 2, 5, 10… ms between attempts; an
+ * app that commits back to back releases the writer lock for microseconds
+ * only, so it would never be won. Poll finely instead, for up to ~100 ms:
+ * waiting costs the app nothing, only holding the lock does.
+ */
+static int busy_poll(void *ctx, int count)
+{
+	(void)ctx;
+	struct timespec ts = { 0, 50 * 1000 };
+	if (count >= 2000)
+		return 0;
+	nanosleep(&ts, NULL);
+	return 1;
+}
+
+int db_writer_lock(sqlite3 *conn)
+{
+	sqlite3_busy_handler(conn, busy_poll, NULL);
+	int rc = sqlite3_exec(conn, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+	sqlite3_busy_timeout(conn, BUSY_MS_HOLD);
+	if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED)
+		return 1;
+	if (rc != SQLITE_OK) {
+		log_warn("db", "cannot take the writer lock", "err=\"%s\"", sqlite3_errmsg(conn));
+		return -1;
+	}
+	return 0;
+}
+
+int64_t db_data_version(sqlite3 *conn)
+{
+	sqlite3_stmt *st = NULL;
+	int64_t v = -1;
+	if (sqlite3_prepare_v2(conn, "PRAGMA data_version", -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW)
+		v = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return v;
+}
+
+int db_safe_checkpoint(struct db_conns *c, int (*copy)(void *ctx), void *ctx, bool *full)
+{
+	int log = -1, ck = -1, rc;
+	int idle = c->cur == 0 ? 1 : 0;
+
+	*full = false;
+	/* most of the backfill happens here, without any lock the app could notice */
+	if (db_checkpoint(c->ck, DB_CKPT_PASSIVE, NULL, NULL) < 0)
+		return -1;
+	rc = db_writer_lock(c->hold[idle]);
+	if (rc != 0)
+		return rc;
+	/* nobody can append now: the tail is stable */
+	if (copy(ctx) < 0) {
+		db_txn_end(c->hold[idle]);
+		return -1;
+	}
+	/* our writer transaction's own read mark is the end of the WAL, all of it copied */
+	if (c->cur >= 0)
+		db_txn_end(c->hold[c->cur]);
+	rc = db_checkpoint(c->ck, DB_CKPT_PASSIVE, &log, &ck);
+	*full = rc == 0 && log >= 0 && log == ck;
+	int hold = c->cur >= 0 ? c->cur : (idle == 0 ? 1 : 0);
+	int hrc = db_read_begin(c->hold[hold]);
+	db_txn_end(c->hold[idle]);
+	c->cur = hrc == 0 ? hold : -1;
+	if (hrc < 0)
+		return -1;
+	return rc < 0 ? -1 : 0;
+}

@@ -1,0 +1,102 @@
+/*
+ * db.h — litevisor's own SQLite connections to an application database.
+ *
+ * The engine never writes to the application's schema. What it needs from
+ * SQLite it gets from locks alone:
+ *
+ *  - a read transaction held at all times ("the hold"), alternating between
+ *    two connections so there is never a moment without one. While a reader
+ *    holds a WAL read mark, SQLite cannot restart (overwrite) the WAL, so no
+ *    committed frame can vanish before the shadow copy has seen it. The app's
+ *    own PASSIVE checkpoints still backfill freely (backfilling loses nothing:
+ *    the frames stay in the WAL until a restart).
+ *  - the writer lock (BEGIN IMMEDIATE, writes nothing) for the short moment
+ *    in which the tail of the WAL is copied and a PASSIVE checkpoint on a
+ *    second connection backfills everything, so the app's next write restarts
+ *    the WAL with every frame already shadowed.
+ *
+ * Every connection: wal_autocheckpoint=0, SQLITE_FCNTL_PERSIST_WAL=1 (closing
+ * ours never deletes the app's -wal), a short busy timeout.
+ * Not thread-safe: one thread (the database's monitor) owns a struct db_conns.
+ */
+#ifndef LITEVISOR_DB_H
+#define LITEVISOR_DB_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <sqlite3.h>
+
+enum db_ckpt_mode { DB_CKPT_PASSIVE = 0, DB_CKPT_RESTART = 1, DB_CKPT_TRUNCATE = 2 };
+
+struct db_conns {
+	sqlite3 *hold[2];  /* read-hold connections, used alternately */
+	sqlite3 *ck;       /* checkpoints, data_version */
+	int cur;           /* index of hold[] holding the read transaction, -1 none */
+	char path[4096];
+};
+
+/*
+ * Open one connection of ours to path (must exist) with the settings above.
+ * Returns a handle, or NULL (logged).
+ */
+sqlite3 *db_open_conn(const char *path, int busy_ms);
+
+/*
+ * Open all of the engine's connections and put the database in WAL mode if it
+ * is not (logged). Returns 0; -1 (logged) on error; -2 when WAL mode cannot be
+ * set right now (locked: try again later).
+ */
+int db_conns_open(struct db_conns *c, const char *path);
+void db_conns_close(struct db_conns *c);
+
+/*
+ * Move the hold forward: begin a read transaction on the idle hold connection
+ * while the current one still holds, then end the current one. Call it just
+ * before copying the WAL: the new mark is either at or below what the copy
+ * will reach, or the WAL was fully backfilled (then everything in it had
+ * already been copied), so no frame can be lost in between. Returns 0 or -1
+ * (logged; the caller must then treat its history as broken).
+ */
+int db_hold_rotate(struct db_conns *c);
+
+/* End every transaction of ours (before close, or when the hold is given up). */
+void db_hold_release(struct db_conns *c);
+
+/*
+ * The safe checkpoint: PASSIVE first (no lock), then take the writer lock on
+ * the idle hold connection (busy: return 1, try later), call copy(ctx) to
+ * copy the now-stable tail of the WAL, release the read hold, PASSIVE again
+ * on the checkpoint connection (which needs no writer lock), re-take the hold
+ * and release the writer lock. *full is set when the WAL ended up entirely
+ * backfilled, so the app's next write restarts it. The writer lock is held
+ * only for the tail copy and one PASSIVE checkpoint.
+ * Returns 0, 1 (busy, nothing done), -1 (error, logged; hold re-taken if possible).
+ */
+int db_safe_checkpoint(struct db_conns *c, int (*copy)(void *ctx), void *ctx, bool *full);
+
+/* Journal mode of the file's header (bytes 18/19 == 2 is WAL). 1 WAL, 0 not, -1 unreadable. */
+int db_file_is_wal(const char *path);
+
+/* True if the file exists and starts with a complete SQLite header. */
+bool db_file_ready(const char *path);
+
+/*
+ * PRAGMA wal_checkpoint(mode) on conn with no busy wait. *log and *ckpt get
+ * SQLite's frame counts. Returns 0, 1 if busy, -1 on error (logged).
+ */
+int db_checkpoint(sqlite3 *conn, enum db_ckpt_mode mode, int *log, int *ckpt);
+
+/* Take the writer lock (BEGIN IMMEDIATE) on conn. 0, 1 busy, -1 error. */
+int db_writer_lock(sqlite3 *conn);
+
+/* End whatever transaction conn has (ROLLBACK; nothing was written). */
+void db_txn_end(sqlite3 *conn);
+
+/* Begin a read transaction on conn. 0 or -1 (logged). */
+int db_read_begin(sqlite3 *conn);
+
+/* PRAGMA data_version on conn, or -1. */
+int64_t db_data_version(sqlite3 *conn);
+
+#endif

@@ -1,0 +1,127 @@
+/*
+ * engine_int.h — the engine's private state, shared by engine.c (the database
+ * monitors, lifecycle, status, flush), replica.c (one thread per replica)
+ * and retention.c.
+ *
+ * Threads: per database one monitor thread (owns the SQLite connections and
+ * the shadow WAL: struct eng_db's "monitor only" fields) and per replica one
+ * thread (uploads). Everything marked "mu" is guarded by the database's
+ * mutex, held only for copies of small fields, never across I/O.
+ */
+#ifndef LITEVISOR_ENGINE_INT_H
+#define LITEVISOR_ENGINE_INT_H
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/config.h"
+#include "replication/db.h"
+#include "replication/localstate.h"
+#include "replication/shadow.h"
+#include "replication/status.h"
+#include "replication/storage.h"
+#include "replication/watch.h"
+
+/* Move to a new WAL index (through a checkpoint) after this many segments in one (#585). */
+#define ENG_MAX_SEGMENTS_PER_INDEX 64
+/* Commit times remembered for the lag gauge. */
+#define ENG_LAG_RING 64
+
+struct eng_db;
+
+struct eng_replica {
+	struct eng_db *db;
+	const struct cfg_replica *cfg;
+	struct storage *st;
+	pthread_t thread;
+	bool started;
+	pthread_cond_t cond;          /* woken on new data, flush, stop */
+
+	/* mu */
+	bool wake;
+	bool pos_known;               /* pos is the replica's real end position */
+	struct wal_pos pos;
+	bool need_snapshot;           /* next upload starts with a snapshot */
+	bool dropped;                 /* backlog cap exceeded: ignore for shadow cleanup */
+	uint32_t segs_in_index;       /* segments written at pos.index */
+	uint64_t flush_seq;           /* last flush request served */
+	struct replica_status stat;
+};
+
+struct lag_entry {
+	uint32_t index;
+	uint64_t end;
+	int64_t mono_ns;
+};
+
+struct eng_db {
+	struct engine *eng;
+	const struct cfg_db *cfg;
+	char dir[PATH_MAX];           /* state directory */
+	pthread_t thread;
+	bool started;
+	struct watch watch;
+
+	pthread_mutex_t mu;
+	pthread_cond_t cond;          /* monitor progress (flush waits on it) */
+	/* mu: published by the monitor */
+	bool ready;                   /* gen/index valid */
+	char gen[17];
+	uint32_t index;               /* current shadow index */
+	uint64_t size;                /* bytes in its shadow file (0: no file yet) */
+	uint32_t min_index;           /* lowest shadow index still on disk */
+	uint64_t gen_epoch;           /* bumped at each new generation */
+	dev_t dev;
+	ino_t ino;                    /* the database file of this generation */
+	uint64_t sync_seq;            /* completed syncs */
+	uint64_t sync_req;            /* requested syncs (flush) */
+	bool ckpt_req;                /* a replica asks for a new index */
+	uint32_t ckpt_req_index;      /* ... to move past this one */
+	int64_t flush_deadline_ns;    /* monotonic end of the current final flush */
+	struct lag_entry lag[ENG_LAG_RING];
+	size_t lag_n;
+	int64_t gen_start_mono;
+	struct restored_marker marker; /* from restore, while replicas consume it */
+	bool have_marker;
+	size_t marker_pending;        /* replicas that have not looked at it yet */
+	struct db_status stat;        /* replicas/nreplicas unused here */
+
+	/* monitor only */
+	struct db_conns conns;
+	bool open;
+	bool continuous;              /* the read hold has not lapsed since the last sync */
+	struct shadow sh;
+	int wal_fd;
+	int64_t last_ckpt_mono;
+	int64_t last_cleanup_mono;
+
+	struct eng_replica *replicas;
+	size_t nreplicas;
+};
+
+struct engine {
+	const struct config *cfg;
+	struct eng_db *dbs;
+	size_t ndbs;
+	volatile bool stop;           /* set once by engine_free (read under each db's mu) */
+	uint64_t flush_seq;           /* current flush request (under each db's mu) */
+	bool started;
+};
+
+/* replica.c */
+void *replica_thread(void *arg);
+/* The position every replica should reach (the monitor's), under mu. */
+void replica_target(struct eng_db *d, struct wal_pos *pos);
+/* Seconds since the oldest commit past pos (0 if none), under mu. */
+double replica_lag_seconds(const struct eng_db *d, const struct wal_pos *pos, int64_t now);
+
+/* retention.c: apply the replica's retention; *need_snapshot when none would remain. */
+int retention_enforce(struct eng_replica *r, bool *need_snapshot);
+
+/* engine.c: ask the monitor for a checkpoint into a new index. */
+void engine_request_checkpoint(struct eng_db *d);
+
+#endif

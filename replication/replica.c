@@ -1,0 +1,531 @@
+/*
+ * replica.c — one thread per replica: find where the replica stands, take
+ * snapshots, ship shadow WAL segments, enforce retention, each on this
+ * replica's own schedule so a slow or unreachable replica never delays another.
+ *
+ * Schedule: sync-interval > 0 starts at most one upload per interval;
+ * sync-interval 0 keeps one upload in flight and, as soon as it ends, ships
+ * everything committed meanwhile. Failures back off (0.5 s doubling to 10 s);
+ * a final flush skips both waits.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "replication/catalog.h"
+#include "replication/engine_int.h"
+#include "replication/layout.h"
+#include "replication/lz4io.h"
+#include "common/banned.h"
+
+#define BACKOFF_MIN_MS 500
+#define BACKOFF_MAX_MS 10000
+#define CALL_DEADLINE_MS 60000
+
+void replica_target(struct eng_db *d, struct wal_pos *pos)
+{
+	memset(pos, 0, sizeof(*pos));
+	memcpy(pos->generation, d->gen, sizeof(pos->generation));
+	pos->index = d->index;
+	pos->offset = (uint32_t)d->size;
+}
+
+double replica_lag_seconds(const struct eng_db *d, const struct wal_pos *pos, int64_t now)
+{
+	if (!d->ready)
+		return 0;
+	if (strcmp(pos->generation, d->gen) != 0)
+		return d->gen_start_mono ? (double)(now - d->gen_start_mono) / NS_PER_SEC : 0;
+	for (size_t i = 0; i < d->lag_n; i++) {
+		const struct lag_entry *l = &d->lag[i];
+		if (l->index > pos->index || (l->index == pos->index && l->end > pos->offset))
+			return (double)(now - l->mono_ns) / NS_PER_SEC;
+	}
+	return 0;
+}
+
+/* Size of a shadow file, -1 if absent (gen copied under mu: the monitor may move on). */
+static int64_t shadow_size(const struct eng_db *d, const char *gen, uint32_t index)
+{
+	char path[PATH_MAX + 64];
+	struct stat st;
+	if (stat(localstate_shadow_path(d->dir, gen, index, path, sizeof(path)), &st) < 0)
+		return -1;
+	return st.st_size;
+}
+
+/* A source over [start, end) of a file. */
+struct range_src {
+	int fd;
+	uint64_t start, pos, end;
+};
+
+static ssize_t range_read(void *ctx, void *buf, size_t len)
+{
+	struct range_src *r = ctx;
+	if (r->pos >= r->end)
+		return 0;
+	if (len > r->end - r->pos)
+		len = (size_t)(r->end - r->pos);
+	ssize_t n = pread(r->fd, buf, len, (off_t)r->pos);
+	if (n > 0)
+		r->pos += (uint64_t)n;
+	else if (n == 0) {
+		errno = EIO; /* the shadow file is shorter than published: never expected */
+		return -1;
+	}
+	return n;
+}
+
+static int range_rewind(void *ctx)
+{
+	struct range_src *r = ctx;
+	r->pos = r->start;
+	return 0;
+}
+
+static void call_for(struct eng_replica *r, struct st_call *call, bool flush)
+{
+	memset(call, 0, sizeof(*call));
+	call->deadline_ms = CALL_DEADLINE_MS;
+	if (flush) {
+		int64_t left = (r->db->flush_deadline_ns - clock_mono_ns()) / NS_PER_MS;
+		call->deadline_ms = left > 1 ? left : 1;
+	}
+}
+
+static void note_error(struct eng_replica *r, const char *what, const char *msg)
+{
+	struct eng_db *d = r->db;
+	int64_t now = clock_wall_ns();
+	log_warn("replica", what, "db=%s replica=%s err=\"%s\"", d->stat.name, r->stat.name, msg);
+	pthread_mutex_lock(&d->mu);
+	r->stat.sync_errors_total++;
+	r->stat.last_error_ns = now;
+	if (!r->stat.failing_since_ns)
+		r->stat.failing_since_ns = now;
+	snprintf(r->stat.last_error, sizeof(r->stat.last_error), "%s: %s", what, msg);
+	pthread_mutex_unlock(&d->mu);
+}
+
+/* Compress plain into one LZ4 frame stored at key. Returns 0 or a negative st_status. */
+static int put_lz4(struct eng_replica *r, const char *key, const struct st_source *plain,
+		   const struct st_call *call, uint64_t *plain_bytes, struct st_error *err)
+{
+	struct lz4_enc enc;
+	struct st_source src;
+	if (lz4_enc_init(&enc, &src, plain) < 0) {
+		st_error_set(err, ST_PERMANENT, 0, "out of memory");
+		return ST_PERMANENT;
+	}
+	int rc = storage_put(r->st, key, &src, call, err);
+	*plain_bytes = enc.plain_bytes;
+	lz4_enc_release(&enc);
+	return rc;
+}
+
+/* Where does the replica stand? Sets pos/need_snapshot. Returns 0 or -1 (noted). */
+static int init_position(struct eng_replica *r, int64_t *next_snapshot)
+{
+	struct eng_db *d = r->db;
+	char (*ids)[LAYOUT_GEN_LEN + 1] = NULL;
+	struct cat_generation g = { 0 };
+	struct st_error err = { 0 };
+	struct st_call call;
+	struct wal_pos pos = { 0 };
+	char gen[17];
+	bool need = true, in_marker = false;
+	size_t n = 0;
+	int rc;
+
+	call_for(r, &call, false);
+	pthread_mutex_lock(&d->mu);
+	memcpy(gen, d->gen, sizeof(gen));
+	uint32_t min_index = d->min_index, cur = d->index;
+	uint64_t cur_size = d->size;
+	struct restored_marker m = d->marker;
+	if (d->have_marker && !strcmp(m.pos.generation, gen))
+		for (size_t i = 0; i < m.nreplicas; i++)
+			if (!strcmp(m.replicas[i], r->stat.name))
+				in_marker = true;
+	pthread_mutex_unlock(&d->mu);
+
+	rc = catalog_generations(r->st, &ids, &n, &call, &err);
+	if (rc < 0)
+		goto fail;
+	bool found = false;
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(ids[i], gen))
+			found = true;
+	if (found) {
+		rc = catalog_load(r->st, gen, &g, &call, &err);
+		if (rc < 0)
+			goto fail;
+		rc = catalog_end_position(r->st, &g, &pos, &call, &err);
+		if (rc < 0 && rc != ST_NOT_FOUND)
+			goto fail;
+		if (rc == 0 && g.nsnapshots > 0) {
+			const struct cat_snapshot *last = &g.snapshots[g.nsnapshots - 1];
+			int64_t age_ms = (clock_wall_ns() - last->mtime_ns) / NS_PER_MS;
+			if (r->cfg->snapshot_interval_ms > 0)
+				*next_snapshot = clock_mono_ns() +
+						 (r->cfg->snapshot_interval_ms - age_ms) * NS_PER_MS;
+			if (in_marker) {
+				if (pos.index == m.pos.index && pos.offset == m.pos.offset) {
+					pos.index = m.pos.index + 1;
+					pos.offset = 0;
+					need = false;
+				}
+			} else if (pos.index >= min_index &&
+				   (pos.index < cur || (pos.index == cur && pos.offset <= cur_size) ||
+				    (pos.index == cur && cur_size == 0 && pos.offset == 0))) {
+				int64_t sz = pos.offset ? shadow_size(d, gen, pos.index) : 0;
+				/* the local shadow must still hold everything after pos */
+				if (pos.offset == 0 || (sz >= 0 && (uint64_t)sz >= pos.offset))
+					need = false;
+			}
+		}
+		rc = 0;
+	}
+	pthread_mutex_lock(&d->mu);
+	if (d->have_marker && d->marker_pending > 0 && --d->marker_pending == 0)
+		d->have_marker = false;
+	memcpy(pos.generation, gen, sizeof(gen));
+	r->pos = found ? pos : (struct wal_pos){ 0 };
+	r->need_snapshot = need;
+	r->pos_known = true;
+	r->segs_in_index = 0;
+	pthread_mutex_unlock(&d->mu);
+	log_info("replica", need ? "replica needs a snapshot" : "replica continues generation",
+		 "db=%s replica=%s generation=%s index=%u offset=%u", d->stat.name, r->stat.name, gen,
+		 pos.index, pos.offset);
+	free(ids);
+	catalog_generation_release(&g);
+	return 0;
+fail:
+	note_error(r, "cannot read replica position", err.message);
+	free(ids);
+	catalog_generation_release(&g);
+	return -1;
+}
+
+/* Snapshot the database file, named by the current shadow index. Returns 0 or -1 (noted). */
+static int take_snapshot(struct eng_replica *r, bool flush)
+{
+	struct eng_db *d = r->db;
+	struct st_error err = { 0 };
+	struct st_call call;
+	char key[LAYOUT_KEY_MAX], gen[17];
+	struct st_fd_source fsrc;
+	struct st_source plain;
+	struct stat st;
+	uint64_t plain_bytes = 0;
+	int fd = -1, rc = -1;
+	sqlite3 *conn = NULL;
+	char msg[600] = "";
+
+	call_for(r, &call, flush);
+	if (!(conn = db_open_conn(d->cfg->path, 1000))) {
+		snprintf(msg, sizeof(msg), "cannot open database");
+		goto out;
+	}
+	/* PASSIVE first so the file is recent; then a read transaction pins it */
+	db_checkpoint(conn, DB_CKPT_PASSIVE, NULL, NULL);
+	if (db_read_begin(conn) < 0) {
+		snprintf(msg, sizeof(msg), "cannot begin read transaction");
+		goto out;
+	}
+	pthread_mutex_lock(&d->mu);
+	memcpy(gen, d->gen, sizeof(gen));
+	uint32_t index = d->index;
+	ino_t ino = d->ino;
+	dev_t dev = d->dev;
+	bool ready = d->ready;
+	pthread_mutex_unlock(&d->mu);
+	if (!ready || !gen[0]) {
+		snprintf(msg, sizeof(msg), "database not ready");
+		goto out;
+	}
+	fd = open(d->cfg->path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		snprintf(msg, sizeof(msg), "open %s: %s", d->cfg->path, strerror(errno));
+		goto out;
+	}
+	if (st.st_ino != ino || st.st_dev != dev) {
+		snprintf(msg, sizeof(msg), "database file replaced during snapshot");
+		goto out;
+	}
+	st_fd_source_init(&plain, &fsrc, fd, st.st_size);
+	layout_snapshot_key(key, gen, index);
+	int64_t t0 = clock_mono_ns();
+	if (put_lz4(r, key, &plain, &call, &plain_bytes, &err) < 0) {
+		snprintf(msg, sizeof(msg), "%s", err.message);
+		goto out;
+	}
+	log_info("replica", "snapshot written", "db=%s replica=%s key=%s bytes=%llu ms=%lld",
+		 d->stat.name, r->stat.name, key, (unsigned long long)plain_bytes,
+		 (long long)((clock_mono_ns() - t0) / NS_PER_MS));
+	pthread_mutex_lock(&d->mu);
+	if (!(r->pos_known && !strcmp(r->pos.generation, gen) && r->pos.index >= index)) {
+		memset(&r->pos, 0, sizeof(r->pos));
+		memcpy(r->pos.generation, gen, sizeof(gen));
+		r->pos.index = index;
+		r->segs_in_index = 0;
+	}
+	r->pos_known = true;
+	r->need_snapshot = false;
+	r->dropped = false;
+	r->stat.snapshots_total++;
+	r->stat.snapshot_bytes_total += plain_bytes;
+	r->stat.last_snapshot_ns = clock_wall_ns();
+	pthread_mutex_unlock(&d->mu);
+	rc = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	if (conn) {
+		db_txn_end(conn);
+		sqlite3_close(conn);
+	}
+	if (rc < 0)
+		note_error(r, "snapshot failed", msg);
+	return rc;
+}
+
+/* Upload one segment [from, to) of shadow index. Returns 0 or -1 (noted). */
+static int put_segment(struct eng_replica *r, const char *gen, uint32_t index, uint64_t from,
+		       uint64_t to, bool flush)
+{
+	struct eng_db *d = r->db;
+	char path[PATH_MAX + 64], key[LAYOUT_KEY_MAX];
+	struct st_error err = { 0 };
+	struct st_call call;
+	struct range_src rs;
+	struct st_source plain;
+	uint64_t plain_bytes = 0;
+
+	call_for(r, &call, flush);
+	localstate_shadow_path(d->dir, gen, index, path, sizeof(path));
+	rs.fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (rs.fd < 0) {
+		note_error(r, "cannot open shadow WAL", strerror(errno));
+		return -1;
+	}
+	rs.start = rs.pos = from;
+	rs.end = to;
+	plain = (struct st_source){ range_read, range_rewind, &rs, (int64_t)(to - from) };
+	layout_wal_key(key, gen, index, (uint32_t)from);
+	int rc = put_lz4(r, key, &plain, &call, &plain_bytes, &err);
+	close(rs.fd);
+	if (rc < 0) {
+		note_error(r, "segment upload failed", err.message);
+		return -1;
+	}
+	pthread_mutex_lock(&d->mu);
+	if (!strcmp(r->pos.generation, gen)) {
+		r->pos.index = index;
+		r->pos.offset = (uint32_t)to;
+	}
+	r->segs_in_index++;
+	r->stat.wal_bytes_total += plain_bytes;
+	if (r->segs_in_index >= ENG_MAX_SEGMENTS_PER_INDEX && index == d->index)
+		engine_request_checkpoint(d);
+	pthread_mutex_unlock(&d->mu);
+	return 0;
+}
+
+/* Ship everything the shadow holds past pos. Returns 0, or -1 (noted). */
+static int ship(struct eng_replica *r, bool flush)
+{
+	struct eng_db *d = r->db;
+	struct wal_pos target;
+
+	/* up to what is committed now; what comes meanwhile is the next sync's */
+	pthread_mutex_lock(&d->mu);
+	replica_target(d, &target);
+	pthread_mutex_unlock(&d->mu);
+	for (;;) {
+		pthread_mutex_lock(&d->mu);
+		struct wal_pos pos = r->pos;
+		uint32_t min_index = d->min_index;
+		bool stop = d->eng->stop && !flush;
+		pthread_mutex_unlock(&d->mu);
+		if (stop || strcmp(pos.generation, target.generation) != 0)
+			return 0;
+		if (wal_pos_cmp(&pos, &target) >= 0)
+			return 0;
+		uint64_t end;
+		if (pos.index < target.index) {
+			int64_t sz = shadow_size(d, pos.generation, pos.index);
+			if (pos.index < min_index || (sz < 0 && pos.offset > 0) ||
+			    (sz >= 0 && (uint64_t)sz < pos.offset)) {
+				log_warn("replica", "local history no longer covers the replica: snapshot",
+					 "db=%s replica=%s index=%u offset=%u", d->stat.name,
+					 r->stat.name, pos.index, pos.offset);
+				pthread_mutex_lock(&d->mu);
+				r->need_snapshot = true;
+				pthread_mutex_unlock(&d->mu);
+				return 0;
+			}
+			end = sz < 0 ? 0 : (uint64_t)sz;
+			if (end <= pos.offset) {
+				/* that index is complete here: the next one starts at offset 0 */
+				pthread_mutex_lock(&d->mu);
+				if (!strcmp(r->pos.generation, pos.generation)) {
+					r->pos.index = pos.index + 1;
+					r->pos.offset = 0;
+					r->segs_in_index = 0;
+				}
+				pthread_mutex_unlock(&d->mu);
+				continue;
+			}
+		} else {
+			end = target.offset;
+		}
+		if (put_segment(r, pos.generation, pos.index, pos.offset, end, flush) < 0)
+			return -1;
+	}
+}
+
+static void note_ok(struct eng_replica *r)
+{
+	struct eng_db *d = r->db;
+	pthread_mutex_lock(&d->mu);
+	r->stat.syncs_total++;
+	r->stat.last_sync_ns = clock_wall_ns();
+	r->stat.failing_since_ns = 0;
+	pthread_mutex_unlock(&d->mu);
+}
+
+/* Under mu: is there anything to upload? */
+static bool behind(struct eng_replica *r)
+{
+	struct eng_db *d = r->db;
+	struct wal_pos t;
+	if (!d->ready)
+		return false;
+	if (!r->pos_known || r->need_snapshot)
+		return true;
+	replica_target(d, &t);
+	return strcmp(r->pos.generation, t.generation) != 0 || wal_pos_cmp(&r->pos, &t) < 0;
+}
+
+static void wait_until(struct eng_replica *r, int64_t until_ns)
+{
+	struct timespec ts;
+	int64_t now = clock_mono_ns();
+	if (until_ns - now > NS_PER_SEC)
+		until_ns = now + NS_PER_SEC;
+	if (until_ns <= now)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	int64_t t = (int64_t)ts.tv_sec * NS_PER_SEC + ts.tv_nsec + (until_ns - now);
+	ts.tv_sec = t / NS_PER_SEC;
+	ts.tv_nsec = t % NS_PER_SEC;
+	pthread_cond_timedwait(&r->cond, &r->db->mu, &ts);
+}
+
+void *replica_thread(void *arg)
+{
+	struct eng_replica *r = arg;
+	struct eng_db *d = r->db;
+	const struct cfg_replica *c = r->cfg;
+	int64_t next_sync = 0, next_retry = 0, backoff_ms = BACKOFF_MIN_MS;
+	int64_t next_retention = 0, next_snapshot = 0;
+	uint64_t seen_flush = 0;
+	int64_t sync_ns = c->sync_interval_ms * NS_PER_MS;
+
+	if (c->retention_ms > 0) {
+		int64_t every = c->retention_check_interval_ms > 0 ? c->retention_check_interval_ms
+								    : c->retention_ms;
+		next_retention = clock_mono_ns() + every * NS_PER_MS;
+	}
+	pthread_mutex_lock(&d->mu);
+	for (;;) {
+		int64_t now = clock_mono_ns();
+		/* a final flush skips the schedule and the backoff, until its deadline */
+		bool flush = r->flush_seq != d->eng->flush_seq && now < d->flush_deadline_ns;
+		if (flush && seen_flush != d->eng->flush_seq) {
+			seen_flush = d->eng->flush_seq;
+			next_retry = 0;
+		}
+		if (d->eng->stop && !flush)
+			break;
+		bool b = behind(r);
+		bool may = now >= next_retry;
+		bool do_sync = d->ready && may && b && (flush || now >= next_sync);
+		bool do_ret = d->ready && may && r->pos_known && next_retention && now >= next_retention;
+		bool do_snap = d->ready && may && r->pos_known && c->snapshot_interval_ms > 0 &&
+			       next_snapshot && now >= next_snapshot;
+		if (!do_sync && !do_ret && !do_snap) {
+			int64_t until = now + NS_PER_SEC;
+			if (b && next_sync > now && next_sync < until)
+				until = next_sync;
+			if (b && next_retry > now && next_retry < until)
+				until = next_retry;
+			r->wake = false;
+			wait_until(r, until);
+			continue;
+		}
+		uint64_t fseq = d->eng->flush_seq;
+		pthread_mutex_unlock(&d->mu);
+
+		int rc = 0;
+		int64_t started = clock_mono_ns();
+		if (do_sync) {
+			if (!r->pos_known)
+				rc = init_position(r, &next_snapshot);
+			pthread_mutex_lock(&d->mu);
+			bool snap = r->pos_known && (r->need_snapshot || strcmp(r->pos.generation, d->gen));
+			pthread_mutex_unlock(&d->mu);
+			if (rc == 0 && snap) {
+				rc = take_snapshot(r, flush);
+				if (rc == 0 && c->snapshot_interval_ms > 0)
+					next_snapshot = clock_mono_ns() + c->snapshot_interval_ms * NS_PER_MS;
+			}
+			if (rc == 0 && r->pos_known)
+				rc = ship(r, flush);
+			if (rc == 0)
+				note_ok(r);
+			next_sync = started + sync_ns;
+		}
+		if (rc == 0 && do_snap) {
+			rc = take_snapshot(r, false);
+			next_snapshot = clock_mono_ns() + c->snapshot_interval_ms * NS_PER_MS;
+		}
+		if (rc == 0 && do_ret) {
+			bool need = false;
+			int64_t every = c->retention_check_interval_ms > 0 ? c->retention_check_interval_ms
+									    : c->retention_ms;
+			if (retention_enforce(r, &need) < 0) {
+				rc = -1;
+			} else if (need) {
+				rc = take_snapshot(r, false);
+				if (rc == 0)
+					rc = retention_enforce(r, &need);
+			}
+			next_retention = clock_mono_ns() + every * NS_PER_MS;
+		}
+		if (rc < 0 && flush) {
+			next_retry = clock_mono_ns() + 200 * NS_PER_MS;
+		} else if (rc < 0) {
+			next_retry = clock_mono_ns() + backoff_ms * NS_PER_MS;
+			backoff_ms = backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff_ms * 2;
+		} else {
+			backoff_ms = BACKOFF_MIN_MS;
+			next_retry = 0;
+		}
+		pthread_mutex_lock(&d->mu);
+		if (flush && (rc == 0 || !behind(r)))
+			r->flush_seq = fseq;
+		pthread_cond_broadcast(&d->cond);
+	}
+	pthread_mutex_unlock(&d->mu);
+	return NULL;
+}

@@ -1,0 +1,137 @@
+/*
+ * retention.c — Litestream 0.3's retention, per replica, with a grace period.
+ *
+ * Snapshots younger than `retention` are kept. In a generation that keeps at
+ * least one, everything with an index below the earliest kept snapshot's is
+ * deleted; a generation that keeps none is deleted whole, except the current
+ * one (it gets a new snapshot first: *need_snapshot). Unlike Litestream, an
+ * object is only ever deleted once it is older than retention +
+ * retention-grace, so a restore that picked it a moment ago is not cut off
+ * (#1307).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "replication/catalog.h"
+#include "replication/engine_int.h"
+#include "replication/layout.h"
+#include "common/banned.h"
+
+#define DELETE_BATCH 256
+
+struct batch {
+	char keys[DELETE_BATCH][LAYOUT_KEY_MAX];
+	const char *ptrs[DELETE_BATCH];
+	size_t n;
+	uint64_t deleted;
+};
+
+static int flush_batch(struct eng_replica *r, struct batch *b, struct st_error *err)
+{
+	if (b->n == 0)
+		return 0;
+	for (size_t i = 0; i < b->n; i++)
+		b->ptrs[i] = b->keys[i];
+	int rc = storage_delete(r->st, b->ptrs, b->n, NULL, err);
+	if (rc == 0)
+		b->deleted += b->n;
+	b->n = 0;
+	return rc;
+}
+
+static int add_key(struct eng_replica *r, struct batch *b, const char *key, struct st_error *err)
+{
+	memcpy(b->keys[b->n++], key, LAYOUT_KEY_MAX);
+	return b->n == DELETE_BATCH ? flush_batch(r, b, err) : 0;
+}
+
+/* Delete objects of g with index < below (UINT32_MAX: all) and older than cutoff. */
+static int prune(struct eng_replica *r, const struct cat_generation *g, uint32_t below,
+		 int64_t cutoff, struct batch *b, struct st_error *err)
+{
+	char key[LAYOUT_KEY_MAX];
+	/* segments first: a snapshot never outlives the segments its restore needs */
+	for (size_t i = 0; i < g->nsegments; i++) {
+		const struct cat_segment *s = &g->segments[i];
+		if ((below == UINT32_MAX || s->index < below) && s->mtime_ns < cutoff &&
+		    add_key(r, b, layout_wal_key(key, g->id, s->index, s->offset), err) < 0)
+			return -1;
+	}
+	for (size_t i = 0; i < g->nsnapshots; i++) {
+		const struct cat_snapshot *s = &g->snapshots[i];
+		if ((below == UINT32_MAX || s->index < below) && s->mtime_ns < cutoff &&
+		    add_key(r, b, layout_snapshot_key(key, g->id, s->index), err) < 0)
+			return -1;
+	}
+	return flush_batch(r, b, err);
+}
+
+int retention_enforce(struct eng_replica *r, bool *need_snapshot)
+{
+	struct eng_db *d = r->db;
+	const struct cfg_replica *c = r->cfg;
+	char (*ids)[LAYOUT_GEN_LEN + 1] = NULL;
+	struct st_error err = { 0 };
+	struct batch *b = NULL;
+	size_t n = 0;
+	char cur[17];
+	int rc = -1;
+
+	*need_snapshot = false;
+	if (c->retention_ms <= 0)
+		return 0;
+	int64_t now = clock_wall_ns();
+	int64_t keep_cut = now - c->retention_ms * NS_PER_MS;
+	int64_t del_cut = keep_cut - c->retention_grace_ms * NS_PER_MS;
+	pthread_mutex_lock(&d->mu);
+	memcpy(cur, d->gen, sizeof(cur));
+	pthread_mutex_unlock(&d->mu);
+
+	if (!(b = calloc(1, sizeof(*b))))
+		goto out;
+	if (catalog_generations(r->st, &ids, &n, NULL, &err) < 0)
+		goto fail;
+	for (size_t i = 0; i < n; i++) {
+		struct cat_generation g;
+		if (catalog_load(r->st, ids[i], &g, NULL, &err) < 0)
+			goto fail;
+		uint32_t earliest = UINT32_MAX;
+		for (size_t k = 0; k < g.nsnapshots; k++)
+			if (g.snapshots[k].mtime_ns >= keep_cut && g.snapshots[k].index < earliest)
+				earliest = g.snapshots[k].index;
+		int prc = 0;
+		bool current = !strcmp(ids[i], cur);
+		if (earliest == UINT32_MAX && current) {
+			*need_snapshot = true; /* snapshot first; pruning waits for the next round */
+		} else if (earliest == UINT32_MAX) {
+			if (g.max_ns < del_cut) {
+				log_info("retention", "deleting generation", "db=%s replica=%s generation=%s",
+					 d->stat.name, r->stat.name, ids[i]);
+				prc = prune(r, &g, UINT32_MAX, del_cut, b, &err);
+			}
+		} else if (earliest > 0) {
+			prc = prune(r, &g, earliest, del_cut, b, &err);
+		}
+		catalog_generation_release(&g);
+		if (prc < 0)
+			goto fail;
+	}
+	rc = 0;
+	goto out;
+fail:
+	log_warn("retention", "retention check failed", "db=%s replica=%s err=\"%s\"", d->stat.name,
+		 r->stat.name, err.message);
+out:
+	if (b && b->deleted) {
+		log_info("retention", "objects deleted", "db=%s replica=%s count=%llu", d->stat.name,
+			 r->stat.name, (unsigned long long)b->deleted);
+		pthread_mutex_lock(&d->mu);
+		r->stat.retention_deleted_total += b->deleted;
+		pthread_mutex_unlock(&d->mu);
+	}
+	free(b);
+	free(ids);
+	return rc;
+}

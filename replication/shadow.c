@@ -1,0 +1,361 @@
+/* shadow.c — copy committed frames of the real WAL into the shadow WAL. See shadow.h. */
+#include "replication/shadow.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/fsutil.h"
+#include "common/log.h"
+#include "replication/localstate.h"
+#include "common/banned.h"
+
+#define COPY_CHUNK (64 * 1024)
+#define SH_PATH (PATH_MAX + 320) /* dir + generation + file name */
+
+void shadow_init(struct shadow *s, const char *dir, uid_t uid, gid_t gid)
+{
+	memset(s, 0, sizeof(*s));
+	snprintf(s->dir, sizeof(s->dir), "%s", dir);
+	s->fd = -1;
+	s->uid = uid;
+	s->gid = gid;
+}
+
+void shadow_close(struct shadow *s)
+{
+	if (s->fd >= 0)
+		close(s->fd);
+	s->fd = -1;
+}
+
+static char *path_of(const struct shadow *s, uint32_t index, char *buf, size_t len)
+{
+	return localstate_shadow_path(s->dir, s->gen, index, buf, len);
+}
+
+int64_t shadow_file_size(const struct shadow *s, uint32_t index)
+{
+	char path[SH_PATH];
+	struct stat st;
+	if (stat(path_of(s, index, path, sizeof(path)), &st) < 0)
+		return -1;
+	return st.st_size;
+}
+
+/* Remember the header of the frame ending at s->size (for the overwrite check). */
+static int load_last_frame(struct shadow *s)
+{
+	if (s->size <= WAL_HEADER_SIZE)
+		return 0;
+	off_t at = (off_t)(s->size - wal_frame_size(s->hdr.page_size));
+	if (pread(s->fd, s->last_fh, sizeof(s->last_fh), at) != (ssize_t)sizeof(s->last_fh))
+		return -1;
+	return 0;
+}
+
+int shadow_resume(struct shadow *s, const char *gen)
+{
+	char path[SH_PATH];
+	struct wal_reader r = { 0 };
+	unsigned char *buf = NULL;
+	DIR *d = NULL;
+	struct dirent *de;
+	bool found = false;
+	uint32_t best = 0;
+	int rc = -1;
+
+	shadow_close(s);
+	snprintf(s->gen, sizeof(s->gen), "%s", gen);
+	snprintf(path, sizeof(path), "%s/generations/%s/wal", s->dir, gen);
+	if (!(d = opendir(path)))
+		goto out;
+	while ((de = readdir(d))) {
+		unsigned int idx;
+		char tail[8];
+		if (strlen(de->d_name) != 12 || sscanf(de->d_name, "%8x%7s", &idx, tail) != 2 ||
+		    strcmp(tail, ".wal") != 0)
+			continue;
+		if (!found || idx > best)
+			best = idx;
+		found = true;
+	}
+	if (!found)
+		goto out;
+	s->fd = open(path_of(s, best, path, sizeof(path)), O_RDWR | O_CLOEXEC);
+	if (s->fd < 0 || wal_reader_init(&r) < 0 || !(buf = malloc(COPY_CHUNK)))
+		goto out;
+	for (off_t off = 0;;) {
+		ssize_t n = pread(s->fd, buf, COPY_CHUNK, off);
+		if (n < 0)
+			goto out;
+		if (n == 0 || wal_reader_feed(&r, buf, (size_t)n) < 0)
+			break;
+		off += n;
+	}
+	if (r.commit_end <= WAL_HEADER_SIZE) {
+		log_warn("shadow", "shadow WAL holds no transaction", "path=\"%s\"", path);
+		goto out;
+	}
+	if (ftruncate(s->fd, (off_t)r.commit_end) < 0 ||
+	    pread(s->fd, s->hdr_raw, WAL_HEADER_SIZE, 0) != WAL_HEADER_SIZE)
+		goto out;
+	s->hdr = r.hdr;
+	s->index = best;
+	s->size = r.commit_end;
+	s->s1 = r.commit_s1;
+	s->s2 = r.commit_s2;
+	s->commit_pages = r.commit_pages;
+	s->have_prev = false;
+	if (load_last_frame(s) < 0)
+		goto out;
+	rc = 0;
+out:
+	if (d)
+		closedir(d);
+	free(buf);
+	wal_reader_release(&r);
+	if (rc < 0) {
+		shadow_close(s);
+		s->gen[0] = '\0';
+	}
+	return rc;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	(void)st;
+	(void)ftw;
+	if (type == FTW_DP)
+		return rmdir(path) < 0 && errno != ENOENT ? -1 : 0;
+	return unlink(path) < 0 && errno != ENOENT ? -1 : 0;
+}
+
+/* Remove every generation directory but keep. */
+static void remove_other_generations(const char *dir, const char *keep)
+{
+	char path[SH_PATH];
+	DIR *d;
+	struct dirent *de;
+
+	snprintf(path, sizeof(path), "%s/generations", dir);
+	if (!(d = opendir(path)))
+		return;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.' || !strcmp(de->d_name, keep))
+			continue;
+		snprintf(path, sizeof(path), "%s/generations/%s", dir, de->d_name);
+		if (nftw(path, rm_entry, 8, FTW_DEPTH | FTW_PHYS) < 0)
+			log_warn("shadow", "cannot remove old generation", "path=\"%s\" err=\"%s\"",
+				 path, strerror(errno));
+	}
+	closedir(d);
+}
+
+int shadow_start(struct shadow *s, const char *gen, uint32_t index)
+{
+	char path[SH_PATH];
+
+	shadow_close(s);
+	snprintf(s->gen, sizeof(s->gen), "%s", gen);
+	s->index = index;
+	s->size = 0;
+	s->have_prev = false;
+	snprintf(path, sizeof(path), "%s/generations/%s/wal", s->dir, gen);
+	if (fs_mkdir_p(path, 0750, s->uid, s->gid) < 0) {
+		log_error("shadow", "cannot create shadow directory", "path=\"%s\" err=\"%s\"", path,
+			  strerror(errno));
+		return -1;
+	}
+	if (localstate_write_generation(s->dir, gen, s->uid, s->gid) < 0) {
+		log_error("shadow", "cannot write generation file", "dir=\"%s\" err=\"%s\"", s->dir,
+			  strerror(errno));
+		return -1;
+	}
+	remove_other_generations(s->dir, gen);
+	return 0;
+}
+
+void shadow_next_index(struct shadow *s)
+{
+	if (s->fd >= 0) {
+		memcpy(s->prev_hdr, s->hdr_raw, WAL_HEADER_SIZE);
+		s->have_prev = true;
+	}
+	shadow_close(s);
+	s->index++;
+	s->size = 0;
+}
+
+/* Open a new file for the current index (no file yet). */
+static int create_current(struct shadow *s)
+{
+	char path[SH_PATH];
+	path_of(s, s->index, path, sizeof(path));
+	s->fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	if (s->fd < 0) {
+		log_error("shadow", "cannot create shadow WAL", "path=\"%s\" err=\"%s\"", path,
+			  strerror(errno));
+		return -1;
+	}
+	if ((s->uid != (uid_t)-1 || s->gid != (gid_t)-1) && fchown(s->fd, s->uid, s->gid) < 0)
+		log_warn("shadow", "cannot chown shadow WAL", "path=\"%s\" err=\"%s\"", path,
+			 strerror(errno));
+	return 0;
+}
+
+static void drop_current(struct shadow *s)
+{
+	char path[SH_PATH];
+	shadow_close(s);
+	unlink(path_of(s, s->index, path, sizeof(path)));
+	s->size = 0;
+}
+
+enum shadow_result shadow_sync(struct shadow *s, int wal, uint64_t *grew, char *why,
+			       size_t whylen)
+{
+	uint8_t hdr[WAL_HEADER_SIZE];
+	struct wal_header h;
+	struct wal_reader r = { 0 };
+	unsigned char *buf = NULL;
+	struct stat st;
+	char reason[96];
+	enum shadow_result res = SHADOW_NONE;
+	bool created = false;
+	uint64_t start;
+
+	*grew = 0;
+	why[0] = '\0';
+	if (fstat(wal, &st) < 0)
+		return SHADOW_ERROR;
+	if (st.st_size < WAL_HEADER_SIZE ||
+	    pread(wal, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr) ||
+	    wal_header_parse(hdr, &h, reason, sizeof(reason)) < 0)
+		return SHADOW_NONE; /* empty (truncated) or header not written yet */
+
+	if (s->fd >= 0) {
+		if (memcmp(hdr, s->hdr_raw, WAL_HEADER_SIZE) != 0)
+			return SHADOW_NEW_SESSION;
+		if ((uint64_t)st.st_size < s->size) {
+			snprintf(why, whylen, "wal truncated by another process");
+			return SHADOW_BROKEN;
+		}
+		if (s->size > WAL_HEADER_SIZE) {
+			uint8_t fh[WAL_FRAME_HEADER_SIZE];
+			off_t at = (off_t)(s->size - wal_frame_size(s->hdr.page_size));
+			if (pread(wal, fh, sizeof(fh), at) != (ssize_t)sizeof(fh) ||
+			    memcmp(fh, s->last_fh, sizeof(fh)) != 0) {
+				snprintf(why, whylen, "wal overwritten by another process");
+				return SHADOW_BROKEN;
+			}
+		}
+		if ((uint64_t)st.st_size < s->size + wal_frame_size(s->hdr.page_size))
+			return SHADOW_NONE;
+		if (wal_reader_init_at(&r, &s->hdr, s->size, s->s1, s->s2) < 0)
+			return SHADOW_ERROR;
+		start = s->size;
+	} else {
+		if (s->have_prev && memcmp(hdr, s->prev_hdr, WAL_HEADER_SIZE) == 0)
+			return SHADOW_NONE; /* still the session we finished */
+		if (create_current(s) < 0)
+			return SHADOW_ERROR;
+		created = true;
+		if (wal_reader_init(&r) < 0) {
+			res = SHADOW_ERROR;
+			goto out;
+		}
+		start = 0;
+	}
+	if (!(buf = malloc(COPY_CHUNK))) {
+		res = SHADOW_ERROR;
+		goto out;
+	}
+	for (uint64_t off = start;;) {
+		ssize_t n = pread(wal, buf, COPY_CHUNK, (off_t)off);
+		if (n < 0) {
+			log_error("shadow", "cannot read WAL", "err=\"%s\"", strerror(errno));
+			res = SHADOW_ERROR;
+			goto out;
+		}
+		if (n == 0)
+			break;
+		bool ok = wal_reader_feed(&r, buf, (size_t)n) == 0;
+		/* copy what validated; the uncommitted tail is cut below */
+		size_t valid = (size_t)n;
+		if (!ok)
+			valid = r.offset > off ? (size_t)(r.offset - off) : 0;
+		if (valid && pwrite(s->fd, buf, valid, (off_t)off) != (ssize_t)valid) {
+			log_error("shadow", "cannot write shadow WAL", "err=\"%s\"", strerror(errno));
+			res = SHADOW_ERROR;
+			goto out;
+		}
+		if (!ok)
+			break;
+		off += (uint64_t)n;
+	}
+	if (r.commit_end > start) {
+		if (ftruncate(s->fd, (off_t)r.commit_end) < 0) {
+			res = SHADOW_ERROR;
+			goto out;
+		}
+		if (created) {
+			memcpy(s->hdr_raw, hdr, WAL_HEADER_SIZE);
+			s->hdr = r.hdr;
+		}
+		*grew = r.commit_end - start;
+		s->size = r.commit_end;
+		s->s1 = r.commit_s1;
+		s->s2 = r.commit_s2;
+		s->commit_pages = r.commit_pages;
+		if (s->size <= WAL_HEADER_SIZE) {
+			/* a header with no transaction yet: wait for one */
+			drop_current(s);
+			*grew = 0;
+			created = false;
+			goto out;
+		}
+		if (load_last_frame(s) < 0) {
+			res = SHADOW_ERROR;
+			goto out;
+		}
+		created = false;
+		res = SHADOW_GREW;
+	} else if (ftruncate(s->fd, (off_t)start) < 0) {
+		res = SHADOW_ERROR;
+	}
+out:
+	if (created)
+		drop_current(s);
+	free(buf);
+	wal_reader_release(&r);
+	return res;
+}
+
+void shadow_remove_below(struct shadow *s, uint32_t min)
+{
+	char path[SH_PATH];
+	DIR *d;
+	struct dirent *de;
+
+	if (!s->gen[0])
+		return;
+	snprintf(path, sizeof(path), "%s/generations/%s/wal", s->dir, s->gen);
+	if (!(d = opendir(path)))
+		return;
+	while ((de = readdir(d))) {
+		unsigned int idx;
+		char tail[8];
+		if (strlen(de->d_name) != 12 || sscanf(de->d_name, "%8x%7s", &idx, tail) != 2 ||
+		    strcmp(tail, ".wal") != 0 || idx >= min || idx >= s->index)
+			continue;
+		unlink(path_of(s, idx, path, sizeof(path)));
+	}
+	closedir(d);
+}

@@ -1,0 +1,89 @@
+/*
+ * shadow.h — the shadow WAL: litevisor's local copy of every committed frame.
+ *
+ * For each WAL index of the current generation there is one file,
+ * <state>/generations/<gen>/wal/<%08x>.wal, a byte-exact prefix of the real
+ * -wal file of that WAL session (so offsets, and thus segment names, are the
+ * ones Litestream uses). It grows only by whole transactions (up to the last
+ * commit frame), each frame validated (salts, checksum chain) with
+ * wal_reader; the running checksum at its end is kept so a sync never
+ * rescans. An index's file is created only once its session has a committed
+ * frame, so "index N with no file yet" is a normal state (offset 0).
+ *
+ * shadow_sync() compares the real WAL with the shadow and reports what it
+ * found; the caller (engine) decides between "next index" and "new
+ * generation" because only it knows whether its read hold was continuous.
+ *
+ * Owned by one thread (the database's monitor). Replica threads only read the
+ * files, up to sizes the monitor publishes.
+ */
+#ifndef LITEVISOR_SHADOW_H
+#define LITEVISOR_SHADOW_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "replication/wal.h"
+
+struct shadow {
+	char dir[PATH_MAX];          /* state directory */
+	char gen[17];                /* "" before a generation exists */
+	uint32_t index;              /* current index */
+	int fd;                      /* current index's file, -1 while none */
+	uint64_t size;               /* its length (ends on a commit frame) */
+	uint8_t hdr_raw[WAL_HEADER_SIZE]; /* its WAL header (valid when fd >= 0) */
+	struct wal_header hdr;
+	uint32_t s1, s2;             /* running checksum at size */
+	uint8_t last_fh[WAL_FRAME_HEADER_SIZE]; /* header of the last frame (size > 32) */
+	bool have_prev;              /* prev_hdr holds the previous index's header */
+	uint8_t prev_hdr[WAL_HEADER_SIZE];
+	uint32_t commit_pages;       /* database size in pages at the last commit copied */
+	uid_t uid;
+	gid_t gid;
+};
+
+enum shadow_result {
+	SHADOW_NONE = 0,      /* nothing new */
+	SHADOW_GREW,          /* committed frames appended */
+	SHADOW_NEW_SESSION,   /* the real WAL has a different header: a restart happened */
+	SHADOW_BROKEN,        /* the real WAL no longer continues the shadow (why set) */
+	SHADOW_ERROR,         /* local I/O error (logged) */
+};
+
+void shadow_init(struct shadow *s, const char *dir, uid_t uid, gid_t gid);
+
+/*
+ * Reopen the last index of generation gen from disk: validate it, cut any
+ * torn or uncommitted tail. Returns 0; -1 if the generation has no usable
+ * shadow file (the caller starts a new generation).
+ */
+int shadow_resume(struct shadow *s, const char *gen);
+
+/*
+ * Start generation gen at index (no file yet): make its directory, write the
+ * generation file, remove every other generation's directory. 0 or -1 (logged).
+ */
+int shadow_start(struct shadow *s, const char *gen, uint32_t index);
+
+/* Close the current index (complete) and move to index+1 with no file yet. */
+void shadow_next_index(struct shadow *s);
+
+/*
+ * Copy newly committed frames of the real WAL (fd wal) into the shadow.
+ * *grew gets the bytes appended. On SHADOW_NEW_SESSION nothing is copied:
+ * call shadow_next_index() (or start a new generation) and sync again.
+ */
+enum shadow_result shadow_sync(struct shadow *s, int wal, uint64_t *grew, char *why,
+			       size_t whylen);
+
+/* Delete this generation's shadow files with an index below min. */
+void shadow_remove_below(struct shadow *s, uint32_t min);
+
+/* Size of shadow file index of the current generation, -1 if absent. */
+int64_t shadow_file_size(const struct shadow *s, uint32_t index);
+
+void shadow_close(struct shadow *s);
+
+#endif

@@ -1,0 +1,101 @@
+/* watch.c — inotify on the database's directory, polling fallback. See watch.h. */
+#include "replication/watch.h"
+
+#include <errno.h>
+#include <libgen.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/banned.h"
+
+int watch_init(struct watch *w, const char *path)
+{
+	char dir[PATH_MAX], base[PATH_MAX];
+
+	w->ifd = -1;
+	w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (w->efd < 0) {
+		log_error("watch", "eventfd failed", "err=\"%s\"", strerror(errno));
+		return -1;
+	}
+	snprintf(dir, sizeof(dir), "%s", path);
+	snprintf(base, sizeof(base), "%s", path);
+	snprintf(w->base, sizeof(w->base), "%s", basename(base));
+	w->ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (w->ifd >= 0 &&
+	    inotify_add_watch(w->ifd, dirname(dir),
+			      IN_MODIFY | IN_CREATE | IN_MOVED_TO | IN_DELETE | IN_CLOSE_WRITE) < 0) {
+		close(w->ifd);
+		w->ifd = -1;
+	}
+	if (w->ifd < 0)
+		log_warn("watch", "inotify unavailable, polling at monitor-interval", "path=\"%s\" err=\"%s\"",
+			 path, strerror(errno));
+	return 0;
+}
+
+/* Drain the inotify queue; 1 if an event concerned one of the database's files. */
+static int drain(struct watch *w)
+{
+	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	size_t blen = strlen(w->base);
+	int hit = 0;
+	for (;;) {
+		ssize_t n = read(w->ifd, buf, sizeof(buf));
+		if (n <= 0)
+			return hit;
+		for (char *p = buf; p < buf + n;) {
+			struct inotify_event *ev = (struct inotify_event *)p;
+			/* <db>, <db>-wal, <db>-shm, <db>-journal */
+			if (ev->len && strncmp(ev->name, w->base, blen) == 0 &&
+			    strcmp(ev->name + blen, "-shm") != 0)
+				hit = 1;
+			if (ev->mask & IN_Q_OVERFLOW)
+				hit = 1;
+			p += sizeof(*ev) + ev->len;
+		}
+	}
+}
+
+int watch_wait(struct watch *w, int64_t timeout_ms)
+{
+	struct pollfd p[2] = { { .fd = w->efd, .events = POLLIN }, { .fd = w->ifd, .events = POLLIN } };
+	int n = w->ifd >= 0 ? 2 : 1;
+	if (timeout_ms < 0)
+		timeout_ms = 0;
+	if (timeout_ms > 60000)
+		timeout_ms = 60000;
+	int rc = poll(p, (nfds_t)n, (int)timeout_ms);
+	if (rc <= 0)
+		return 0;
+	int hit = 0;
+	if (p[0].revents) {
+		uint64_t v;
+		if (read(w->efd, &v, sizeof(v)) > 0)
+			hit = 1;
+	}
+	if (n == 2 && p[1].revents)
+		hit |= drain(w);
+	return hit;
+}
+
+void watch_wake(struct watch *w)
+{
+	uint64_t one = 1;
+	if (w->efd >= 0 && write(w->efd, &one, sizeof(one)) < 0)
+		return; /* already signalled (counter full): the wait ends anyway */
+}
+
+void watch_release(struct watch *w)
+{
+	if (w->ifd >= 0)
+		close(w->ifd);
+	if (w->efd >= 0)
+		close(w->efd);
+	w->ifd = w->efd = -1;
+}

@@ -1,0 +1,37 @@
+/*
+ * watch.h — wake the database monitor when its files change.
+ *
+ * inotify on the database's directory (the -wal file may not exist yet, or be
+ * deleted and re-created), filtered on the database's own file names, so a
+ * commit is noticed within milliseconds at no idle cost. When inotify is not
+ * available (limits, some filesystems) it degrades to polling at the
+ * monitor-interval. watch_wake() lets other threads (flush, replicas asking
+ * for a checkpoint, shutdown) interrupt the wait.
+ */
+#ifndef LITEVISOR_WATCH_H
+#define LITEVISOR_WATCH_H
+
+#include <limits.h>
+#include <stdint.h>
+
+struct watch {
+	int ifd;             /* inotify, -1 when polling */
+	int efd;             /* eventfd for watch_wake */
+	char base[NAME_MAX + 1]; /* database file name */
+};
+
+/* Set up for the database at path. Returns 0, or -1 (logged) when even the eventfd fails. */
+int watch_init(struct watch *w, const char *path);
+
+/*
+ * Wait until a file of the database changes, watch_wake() is called, or
+ * timeout_ms passes. Returns 1 when woken by an event, 0 on timeout.
+ */
+int watch_wait(struct watch *w, int64_t timeout_ms);
+
+/* Interrupt watch_wait (any thread). */
+void watch_wake(struct watch *w);
+
+void watch_release(struct watch *w);
+
+#endif

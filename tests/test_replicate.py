@@ -1,0 +1,391 @@
+"""`litevisor replicate`: WAL replication to file (and S3) replicas in the
+Litestream v0.3 format, checked by restoring with Litestream v0.3.13 itself.
+
+The database is always written by a separate process (Debian's python3
+sqlite3 module), never by litevisor. Content is compared table by table
+(a hash of the ordered rows) between the source and the restored copy.
+"""
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+
+import pytest
+
+PY = "/usr/bin/python3"
+
+WRITER = r'''
+import json, os, sqlite3, sys, time
+a = json.loads(sys.argv[1])
+db = sqlite3.connect(a["path"], isolation_level=None, timeout=30)
+if a.get("page_size"):
+    db.execute("PRAGMA page_size=%d" % a["page_size"])
+db.execute("PRAGMA journal_mode=wal")
+db.execute("PRAGMA synchronous=NORMAL")
+db.execute("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v TEXT, b BLOB)")
+db.execute("CREATE INDEX IF NOT EXISTS t_v ON t(v)")
+ops = {int(k): v for k, v in a.get("ops", {}).items()}
+start = a.get("start", 0)
+pause = 1.0 / a["rate"] if a.get("rate") else 0
+for i in range(start, start + a["n"]):
+    blob = os.urandom(a["blob"]) if a.get("blob") else None
+    db.execute("INSERT INTO t(v, b) VALUES (?, ?)", ("row %d " % i * 3, blob))
+    if i % 7 == 0:
+        db.execute("UPDATE t SET v = v || '!' WHERE id = ?", (i // 2 + 1,))
+    if i % 11 == 0:
+        db.execute("DELETE FROM t WHERE id = ?", (i // 3 + 1,))
+    op = ops.get(i)
+    if op == "truncate":
+        r = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        print("truncate", r, flush=True)
+    elif op == "wait":
+        print("waiting", flush=True)
+        sys.stdin.readline()
+    elif op == "vacuum":
+        db.execute("DELETE FROM t WHERE id % 3 = 0")
+        db.execute("VACUUM")
+    if pause:
+        time.sleep(pause)
+db.close()
+'''
+
+
+def write(path, n, **kw):
+    """Run n transactions in a separate python3 process; returns its stdout."""
+    args = dict(path=str(path), n=n, **kw)
+    out = subprocess.run([PY, "-c", WRITER, json.dumps(args)], check=True, capture_output=True,
+                         text=True, timeout=300)
+    return out.stdout
+
+
+def content(path):
+    """{table: sha256 of its rows in rowid order} plus the user schema."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        names = [r[0] for r in db.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
+        out = {"__schema__": sorted(r[0] for r in db.execute(
+            "SELECT name FROM sqlite_master ORDER BY name"))}
+        for n in names:
+            h = hashlib.sha256()
+            for row in db.execute(f'SELECT * FROM "{n}" ORDER BY rowid'):
+                h.update(repr(row).encode())
+            out[n] = h.hexdigest()
+        return out
+    finally:
+        db.close()
+
+
+def integrity(path):
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return db.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        db.close()
+
+
+def wait_for(pred, timeout=20, what="condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def objects(root, kind):
+    """Replica objects of one kind ('snapshots' or 'wal') over all generations."""
+    out = []
+    gens = os.path.join(root, "generations")
+    if not os.path.isdir(gens):
+        return out
+    for g in sorted(os.listdir(gens)):
+        d = os.path.join(gens, g, kind)
+        if os.path.isdir(d):
+            out += [(g, f) for f in sorted(os.listdir(d)) if f.endswith(".lz4")]
+    return out
+
+
+def generations(root):
+    gens = os.path.join(root, "generations")
+    return sorted(os.listdir(gens)) if os.path.isdir(gens) else []
+
+
+class Replicator:
+    """One `litevisor replicate -config` process with its log."""
+
+    def __init__(self, binary, cfg, tmp):
+        self.log = open(os.path.join(tmp, f"replicate-{time.monotonic_ns()}.log"), "w+")
+        self.proc = subprocess.Popen([binary, "replicate", "-config", str(cfg)],
+                                     stdout=subprocess.DEVNULL, stderr=self.log)
+
+    def text(self):
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+    def stop(self, sig=signal.SIGTERM):
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=30)
+        return code
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def run(litevisor_bin, tmp_path):
+    started = []
+
+    def start(cfg):
+        r = Replicator(litevisor_bin, cfg, tmp_path)
+        started.append(r)
+        # signals are blocked once it logs this; a TERM before would just kill it
+        wait_for(lambda: "replicating databases" in r.text() or r.proc.poll() is not None,
+                 what="replicate to start")
+        return r
+
+    yield start
+    for r in started:
+        r.kill()
+
+
+def config(tmp_path, db, replicas, **dbkw):
+    lines = ["dbs:", f"  - path: {db}", "    monitor-interval: 200ms"]
+    for k, v in dbkw.items():
+        lines.append(f"    {k.replace('_', '-')}: {v}")
+    lines.append("    replicas:")
+    for r in replicas:
+        first = True
+        for k, v in r.items():
+            lines.append(f"      {'- ' if first else '  '}{k}: {v}")
+            first = False
+    p = tmp_path / "litevisor.yml"
+    p.write_text("\n".join(lines) + "\n")
+    return p
+
+
+def file_replica(path, name="file", sync="0s", **kw):
+    r = {"name": name, "url": f"file://{path}", "sync-interval": sync}
+    r.update({k.replace("_", "-"): v for k, v in kw.items()})
+    return r
+
+
+def ls_restore(litestream_bin, url, out):
+    p = subprocess.run([litestream_bin, "restore", "-o", str(out), url], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    return str(out)
+
+
+def check_restore(litestream_bin, rep, src, out):
+    ls_restore(litestream_bin, f"file://{rep}", out)
+    assert integrity(out) == "ok"
+    assert content(out) == content(src)
+
+
+def create(db, **kw):
+    write(db, 1, **kw)
+
+
+# ---------------------------------------------------------------------------
+
+
+def test_10000_transactions_restore_with_litestream(run, tmp_path, litestream_bin):
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    # small checkpoint threshold: many WAL indexes while the app writes without pause
+    cfg = config(tmp_path, db, [file_replica(rep)], min_checkpoint_page_count=200)
+    r = run(cfg)
+    write(db, 10000, start=1)
+    assert r.stop() == 0
+    check_restore(litestream_bin, rep, db, tmp_path / "out.db")
+    wal = objects(rep, "wal")
+    assert len({f.split("_")[0] for _, f in wal}) > 2, "expected several WAL indexes"
+    assert len(generations(rep)) == 1
+    # nothing of ours in the application's schema
+    assert content(db)["__schema__"] == ["t", "t_v"]
+    assert "final flush done" in r.text()
+
+
+@pytest.mark.parametrize("page_size", [1024, 65536])
+def test_page_sizes(run, tmp_path, litestream_bin, page_size):
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db, page_size=page_size)
+    r = run(config(tmp_path, db, [file_replica(rep)], min_checkpoint_page_count=300))
+    write(db, 2000, start=1)
+    assert r.stop() == 0
+    check_restore(litestream_bin, rep, db, tmp_path / "out.db")
+    c = sqlite3.connect(str(tmp_path / "out.db"))
+    assert c.execute("PRAGMA page_size").fetchone()[0] == page_size
+    c.close()
+
+
+def test_one_mib_blobs(run, tmp_path, litestream_bin):
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    r = run(config(tmp_path, db, [file_replica(rep)]))
+    write(db, 25, start=1, blob=1 << 20)
+    assert r.stop() == 0
+    check_restore(litestream_bin, rep, db, tmp_path / "out.db")
+
+
+def test_app_truncate_checkpoint_mid_stream(run, tmp_path, litestream_bin):
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    r = run(config(tmp_path, db, [file_replica(rep)], min_checkpoint_page_count=100000,
+                   max_checkpoint_page_count=0))
+    out = write(db, 3000, start=1, ops={"1000": "truncate", "2000": "truncate"})
+    assert "truncate" in out
+    assert r.stop() == 0
+    check_restore(litestream_bin, rep, db, tmp_path / "out.db")
+
+
+def test_vacuum_mid_stream(run, tmp_path, litestream_bin):
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    r = run(config(tmp_path, db, [file_replica(rep)]))
+    write(db, 2000, start=1, ops={"1500": "vacuum"})
+    write(db, 200, start=3000)
+    assert r.stop() == 0
+    check_restore(litestream_bin, rep, db, tmp_path / "out.db")
+
+
+def test_restart_mid_stream_keeps_generation(run, tmp_path, litestream_bin):
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    # no checkpoint of ours in between, so the WAL survives the restart unchanged
+    cfg = config(tmp_path, db, [file_replica(rep, sync="100ms")], min_checkpoint_page_count=100000,
+                 max_checkpoint_page_count=0, checkpoint_interval="1h")
+    r = run(cfg)
+    # one app process stays connected throughout (as a service does), pausing twice
+    app = subprocess.Popen([PY, "-c", WRITER, json.dumps(dict(
+        path=str(db), n=500, start=1, ops={"200": "wait", "300": "wait"}))],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert app.stdout.readline().strip() == "waiting"
+        assert r.stop() == 0
+        app.stdin.write("\n")
+        app.stdin.flush()  # writes 100 transactions while litevisor is down
+        assert app.stdout.readline().strip() == "waiting"
+        r2 = run(cfg)
+        wait_for(lambda: "replica continues generation" in r2.text(), what="resume")
+        app.stdin.write("\n")
+        app.stdin.flush()
+        assert app.wait(timeout=120) == 0
+    finally:
+        if app.poll() is None:
+            app.kill()
+    assert r2.stop() == 0
+    assert "resuming generation" in r2.text()
+    assert len(generations(rep)) == 1
+    assert len(objects(rep, "snapshots")) == 1, "a restart must not upload a new snapshot"
+    check_restore(litestream_bin, rep, db, tmp_path / "out.db")
+
+
+def test_wal_changed_while_down_starts_new_generation(run, tmp_path, litestream_bin):
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    cfg = config(tmp_path, db, [file_replica(rep)])
+    r = run(cfg)
+    write(db, 100, start=1)
+    assert r.stop() == 0
+    write(db, 50, start=1000, ops={"1010": "truncate"})
+    write(db, 50, start=2000)
+    r2 = run(cfg)
+    write(db, 20, start=3000)
+    assert r2.stop() == 0
+    assert len(generations(rep)) == 2
+    check_restore(litestream_bin, rep, db, tmp_path / "out.db")
+
+
+def test_two_replicas_with_different_intervals(run, tmp_path, litestream_bin):
+    db, fast, slow = tmp_path / "app.db", tmp_path / "fast", tmp_path / "slow"
+    create(db)
+    r = run(config(tmp_path, db, [file_replica(fast, "fast", "100ms"),
+                                   file_replica(slow, "slow", "2s")]))
+    write(db, 600, start=1, rate=300)
+    time.sleep(0.5)
+    nfast, nslow = len(objects(fast, "wal")), len(objects(slow, "wal"))
+    # the slow one uploads at most every 2 s (a WAL index change adds a segment)
+    assert nfast > 2 * nslow, (nfast, nslow)
+    assert nslow <= 6, nslow
+    assert r.stop() == 0
+    check_restore(litestream_bin, fast, db, tmp_path / "out1.db")
+    check_restore(litestream_bin, slow, db, tmp_path / "out2.db")
+
+
+def test_replica_down_then_back_catches_up(run, tmp_path, litestream_bin):
+    db, good, flaky = tmp_path / "app.db", tmp_path / "good", tmp_path / "flaky"
+    create(db)
+    r = run(config(tmp_path, db, [file_replica(good, "good"), file_replica(flaky, "flaky")],
+                   min_checkpoint_page_count=150))
+    write(db, 200, start=1)
+    wait_for(lambda: objects(flaky, "wal"), what="first upload")
+    # take the replica away: its path becomes a plain file, so every write fails
+    os.rename(flaky, tmp_path / "flaky.away")
+    flaky.write_text("not a directory")
+    write(db, 1500, start=1000)
+    # the healthy replica is not held back meanwhile
+    check_restore(litestream_bin, good, db, tmp_path / "mid.db")
+    wait_for(lambda: "segment upload failed" in r.text(), what="upload failure")
+    os.unlink(flaky)
+    os.rename(tmp_path / "flaky.away", flaky)
+    write(db, 100, start=5000)
+    assert r.stop() == 0
+    assert len(generations(flaky)) == 1, "catch-up must not need a new generation"
+    assert len(objects(flaky, "snapshots")) == 1
+    check_restore(litestream_bin, flaky, db, tmp_path / "out.db")
+
+
+def test_waits_for_database_and_sets_wal_mode(run, tmp_path, litestream_bin):
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    r = run(config(tmp_path, db, [file_replica(rep)]))
+    wait_for(lambda: "waiting for database" in r.text(), what="waiting state")
+    c = sqlite3.connect(str(db), isolation_level=None)  # rollback-journal mode
+    c.execute("CREATE TABLE x(a)")
+    c.execute("INSERT INTO x VALUES (1)")
+    c.close()
+    wait_for(lambda: "put in WAL mode" in r.text(), what="WAL mode switch")
+    write(db, 100, start=1)
+    assert r.stop() == 0
+    check_restore(litestream_bin, rep, db, tmp_path / "out.db")
+
+
+def test_replicate_to_s3(run, tmp_path, litestream_bin, s3server):
+    srv = s3server()
+    db = tmp_path / "app.db"
+    create(db)
+    s3 = {"name": "s3", "type": "s3", "bucket": srv.bucket, "path": "db",
+          "endpoint": srv.endpoint, "region": "us-east-1", "force-path-style": "true",
+          "access-key-id": srv.key, "secret-access-key": json.dumps(srv.secret),
+          "sync-interval": "0s"}
+    r = run(config(tmp_path, db, [s3], min_checkpoint_page_count=300))
+    write(db, 2000, start=1)
+    assert r.stop() == 0
+    lsc = tmp_path / "ls.yml"
+    lsc.write_text(f"""dbs:
+  - path: {tmp_path}/ls-target.db
+    replicas:
+      - type: s3
+        bucket: {srv.bucket}
+        path: db
+        endpoint: {srv.endpoint}
+        region: us-east-1
+        force-path-style: true
+        access-key-id: {srv.key}
+        secret-access-key: {json.dumps(srv.secret)}
+""")
+    out = tmp_path / "out.db"
+    p = subprocess.run([litestream_bin, "restore", "-config", str(lsc), "-o", str(out),
+                        f"{tmp_path}/ls-target.db"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert integrity(out) == "ok"
+    assert content(out) == content(db)
