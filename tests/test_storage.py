@@ -325,6 +325,12 @@ def test_s3_credentials_from_config_and_aws_env(s3server, tmp_path):
                   {"AWS_ACCESS_KEY_ID": srv.key, "AWS_SECRET_ACCESS_KEY": srv.secret})
     aws.env = dict(clean, AWS_ACCESS_KEY_ID=srv.key, AWS_SECRET_ACCESS_KEY=srv.secret)
     assert aws.list("").ok().keys == ["from-config"]
+    # a session token is sent and signed (s3rver checks every signed header)
+    tok = Replica("s3", ["-s3", srv.bucket, "-endpoint", srv.endpoint, "-debug"])
+    tok.env = dict(clean, LITESTREAM_ACCESS_KEY_ID=srv.key, LITESTREAM_SECRET_ACCESS_KEY=srv.secret,
+                   AWS_SESSION_TOKEN="session/token+value==")
+    r = tok.list("").ok()
+    assert "session/token" not in r.stderr + json.dumps(r.res)
     none = Replica("s3", ["-s3", srv.bucket, "-endpoint", srv.endpoint])
     none.env = clean
     r = none.list("")
