@@ -54,13 +54,6 @@ static int run_run(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	log_configure(cfg.log_level, cfg.log_json);
-	if (cfg.ndbs > 0) {
-		/* Starting the service without its restore would hand it an empty database. */
-		fprintf(stderr, "litevisor run: %s lists databases, but this build cannot restore or"
-				" replicate them yet; refusing to start the service without them\n", file);
-		code = EXIT_USAGE;
-		goto out;
-	}
 
 	if (!command) {
 		if (!cfg.exec || !*cfg.exec) {

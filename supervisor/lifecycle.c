@@ -15,6 +15,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "supervisor/child.h"
+#include "supervisor/dbs.h"
 #include "supervisor/http.h"
 #include "supervisor/probe.h"
 #include "supervisor/push.h"
@@ -38,6 +39,7 @@ struct sup {
 	struct sup_state state;
 	bool state_ok;
 	struct http_server *http;
+	struct sup_dbs *dbs;
 	struct probe *probe;
 	struct push *push;
 	int sfd;
@@ -305,18 +307,51 @@ static int prepare(struct sup *s)
 	return 0;
 }
 
-/* A stop signal that arrived before the service existed. Returns it, or 0. */
-static int pending_stop(struct sup *s)
+/*
+ * Restore every database while still reading signals: a TERM/INT now ends
+ * litevisor at once (nothing runs yet; a restore leaves nothing half-written
+ * at its target, and its threads cannot be interrupted, so _exit).
+ * Returns 0 when the service may start, else the exit code.
+ */
+static int restore_all(struct sup *s)
 {
-	int sig, stop = 0;
-	while ((sig = sig_read(s->sfd)) > 0) {
-		if (sig_is_stop(sig))
-			stop = sig;
-		else if (sig != SIGCHLD)
-			log_info("supervisor", "signal dropped: no service running yet", "signal=%s",
-				 sig_name(sig));
+	int64_t duration = 0;
+	set_phase(s, SUP_RESTORING, "restoring databases");
+	/* On a failed start the fd still fires once the started ones are done; finish fails then. */
+	(void)dbs_restore_start(s->dbs);
+	for (;;) {
+		struct pollfd pfd[2] = { { .fd = s->sfd, .events = POLLIN },
+					 { .fd = dbs_restore_fd(s->dbs), .events = POLLIN } };
+		int rc = poll(pfd, 2, TICK_MS);
+		if (rc < 0 && errno != EINTR) {
+			log_error("supervisor", "poll failed", "error=\"%s\"", strerror(errno));
+			clock_sleep_ms(100);
+		}
+		sup_state_heartbeat(&s->state);
+		int sig;
+		while ((sig = sig_read(s->sfd)) > 0) {
+			if (sig_is_stop(sig)) {
+				log_warn("supervisor", "stopped while restoring; the service was not started",
+					 "signal=%s", sig_name(sig));
+				_exit(128 + sig);
+			}
+			if (sig != SIGCHLD)
+				log_info("supervisor", "signal dropped: no service running yet",
+					 "signal=%s", sig_name(sig));
+		}
+		struct reap_result r;
+		reaper_reap(0, &r); /* nothing of ours yet, but PID 1 inherits strays */
+		if (rc > 0 && (pfd[1].revents & POLLIN))
+			break;
 	}
-	return stop;
+	int code = dbs_restore_finish(s->dbs, &duration);
+	sup_state_set_restore(&s->state, code == 0, duration);
+	if (code == 0)
+		log_info("supervisor", "restore done", "databases=%zu duration_ms=%lld",
+			 s->cfg->ndbs, (long long)duration);
+	else
+		set_phase(s, SUP_EXITING, "a required database could not be restored");
+	return code;
 }
 
 int sup_run(const struct config *cfg, char *const *argv, const struct sup_hooks *hooks)
@@ -338,15 +373,17 @@ int sup_run(const struct config *cfg, char *const *argv, const struct sup_hooks 
 	if (code)
 		goto out;
 
-	set_phase(&s, SUP_RESTORING, "restoring databases");
-	int64_t t0 = clock_mono_ms();
-	sup_state_set_restore(&s.state, true, clock_mono_ms() - t0);
-
-	int stop = pending_stop(&s);
-	if (stop) {
-		log_info("supervisor", "stopped before the service started", "signal=%s",
-			 sig_name(stop));
-		code = 128 + stop;
+	s.dbs = dbs_open(cfg);
+	if (!s.dbs) {
+		code = SUP_EXIT_CONFIG;
+		goto out;
+	}
+	http_set_status_source(s.http, dbs_status, s.dbs);
+	code = restore_all(&s);
+	if (code)
+		goto out;
+	if (dbs_start(s.dbs) < 0) {
+		code = SUP_EXIT_TEMPFAIL;
 		goto out;
 	}
 	if (cfg->health.probe_url)
@@ -360,6 +397,7 @@ int sup_run(const struct config *cfg, char *const *argv, const struct sup_hooks 
 	loop(&s);
 	code = s.code;
 	set_phase(&s, SUP_FLUSHING, "final flush");
+	dbs_flush(s.dbs, cfg->supervisor.flush_timeout_ms);
 	if (hooks && hooks->at_stop)
 		hooks->at_stop(hooks->ctx);
 out:
@@ -368,6 +406,7 @@ out:
 	push_stop(s.push);
 	probe_stop(s.probe);
 	http_stop(s.http);
+	dbs_free(s.dbs);
 	if (s.sfd >= 0)
 		close(s.sfd);
 	svcenv_free(s.envp);

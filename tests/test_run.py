@@ -569,3 +569,163 @@ def test_ignored_sigpipe_is_not_inherited(litevisor_bin, tmp_path):
     blocked = subprocess.run([litevisor_bin, "run", "--", "sh", "-c", "grep SigBlk /proc/self/status"],
                              capture_output=True, text=True, timeout=20).stdout
     assert int(blocked.split()[1], 16) == 0, blocked
+
+
+# ---------------------------------------------------------------- databases (restore, replicate, flush)
+
+DB_SERVICE = [SERVICE[0], os.path.join(TOOLS, "db_service.py")]
+LITESTREAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "node_modules", "@flydotio",
+                          "litestream-linux-x64", "litestream")
+
+
+def db_config(tmp, replica_extra="", db_extra="", top=""):
+    return (f"{top}dbs:\n"
+            f"  - path: {tmp}/data/app.db\n"
+            f"    name: app\n{db_extra}"
+            f"    replicas:\n"
+            f"      - type: file\n"
+            f"        path: {tmp}/replica\n{replica_extra}")
+
+
+def litestream_rows(tmp, replica):
+    """Restore the replica with Litestream v0.3.13 itself and read the rows."""
+    out = tmp / "check.db"
+    for f in (out, tmp / "check.db-wal", tmp / "check.db-shm"):
+        if f.exists():
+            f.unlink()
+    p = subprocess.run([LITESTREAM, "restore", "-o", str(out), f"file://{replica}"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    import sqlite3
+    db = sqlite3.connect(str(out))
+    try:
+        return [r[0] for r in db.execute("SELECT v FROM t ORDER BY id")]
+    finally:
+        db.close()
+
+
+def wipe_local(tmp):
+    shutil.rmtree(tmp / "data", ignore_errors=True)
+    (tmp / "data").mkdir()
+
+
+@pytest.mark.skipif(not os.access(LITESTREAM, os.X_OK), reason="Litestream binary missing (scripts/deps.sh)")
+def test_row_committed_before_term_is_in_replica_then_restored_before_start(litevisor_bin, tmp_path, runs):
+    (tmp_path / "data").mkdir()
+    report, ready, commit = tmp_path / "report.json", tmp_path / "ready", tmp_path / "commit"
+    # A long sync interval: only the final flush can ship the last rows.
+    cfg = db_config(tmp_path, replica_extra="        sync-interval: 1h\n")
+    r = start(runs, litevisor_bin, tmp_path,
+              DB_SERVICE + ["--report", str(report), "--ready", str(ready), "--rows", "3",
+                            "--commit-on", str(commit)], config=cfg)
+    poll(lambda: ready.exists(), timeout=30)
+    first = json.load(open(report))
+    assert first["path"] == str(tmp_path / "data" / "app.db")
+    assert first["env"] == {"LITEVISOR_DB_APP": first["path"], "LITESTREAM_DB_PATH": first["path"]}
+    commit.write_text("just-before-term")
+    poll(lambda: (tmp_path / "commit.done").exists())
+    os.kill(r.pid, signal.SIGTERM)
+    assert r.wait(timeout=30) == 0, r.stderr()
+    assert "final flush done" in r.stderr(), r.stderr()
+    rows = litestream_rows(tmp_path, tmp_path / "replica")
+    assert rows == ["row-0", "row-1", "row-2", "just-before-term", "term-handler"], rows
+
+    # Restore before start: the local database is gone; the service must find it restored.
+    wipe_local(tmp_path)
+    report.unlink()
+    r2 = start(runs, litevisor_bin, tmp_path,
+               DB_SERVICE + ["--report", str(report), "--exit-after-report"], config=cfg)
+    assert r2.wait(timeout=60) == 0, r2.stderr()
+    second = json.load(open(report))
+    assert second["exists"], r2.stderr()
+    assert second["rows"] == rows
+
+
+def test_first_deploy_starts_on_an_empty_database(litevisor_bin, tmp_path, runs):
+    (tmp_path / "data").mkdir()
+    report = tmp_path / "report.json"
+    r = start(runs, litevisor_bin, tmp_path,
+              DB_SERVICE + ["--report", str(report), "--exit-after-report"],
+              config=db_config(tmp_path))
+    assert r.wait(timeout=30) == 0, r.stderr()
+    assert json.load(open(report))["exists"] is False
+
+
+@pytest.mark.parametrize("optional", [False, True])
+def test_unreachable_required_database_blocks_start(litevisor_bin, tmp_path, runs, optional):
+    (tmp_path / "data").mkdir()
+    marker = tmp_path / "started"
+    dead = free_port()
+    cfg = (f"dbs:\n  - path: {tmp_path}/data/app.db\n    optional: {str(optional).lower()}\n"
+           f"    replicas:\n      - url: s3://bkt/app\n        endpoint: http://127.0.0.1:{dead}\n"
+           f"        access-key-id: x\n        secret-access-key: y\n"
+           f"restore:\n  probe-timeout: 500ms\n")
+    r = start(runs, litevisor_bin, tmp_path, ["touch", str(marker)], config=cfg)
+    code = r.wait(timeout=60)
+    if optional:
+        assert code == 0, r.stderr()
+        assert marker.exists()
+    else:
+        assert code == 111, r.stderr()
+        assert not marker.exists()
+        assert "required database not restored" in r.stderr()
+
+
+def test_health_and_metrics_show_databases(litevisor_bin, tmp_path, runs):
+    (tmp_path / "data").mkdir()
+    port = free_port()
+    report, ready = tmp_path / "report.json", tmp_path / "ready"
+    r = start(runs, litevisor_bin, tmp_path,
+              DB_SERVICE + ["--report", str(report), "--ready", str(ready), "--rows", "2"],
+              config=db_config(tmp_path, replica_extra="        sync-interval: 100ms\n",
+                               top=f"addr: 127.0.0.1:{port}\n"))
+    poll(lambda: ready.exists(), timeout=30)
+    base = f"http://127.0.0.1:{port}"
+    poll(lambda: curl(base + "/readyz")[0] == 200)
+    status, ctype, body = curl(base + "/healthz")
+    assert status == 200, body
+    doc = json.loads(body)
+    assert doc["checks"]["database:replication"][0]["componentId"] == "app"
+    assert doc["checks"]["replica:lag"][0]["componentId"].startswith("app/")
+    status, ctype, body = curl(base + "/metrics")
+    types, series = parse_prometheus(body)
+    assert ("litevisor_db_size_bytes", (("db", "app"),)) in series
+    assert any(s[0] == "litevisor_replica_lag_seconds" for s in series)
+    assert any(s[0] == "litevisor_restore_duration_seconds" for s in series)
+    os.kill(r.pid, signal.SIGTERM)
+    assert r.wait(timeout=30) == 0
+
+
+def test_term_during_a_slow_restore_exits_at_once_without_starting(litevisor_bin, tmp_path, runs):
+    """A replica that accepts connections but never answers keeps the restore busy;
+    TERM must still end litevisor promptly (the control path never waits on restore)."""
+    import socket
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    held = []
+    threading.Thread(target=lambda: [held.append(silent.accept()) for _ in range(16)],
+                     daemon=True).start()
+    try:
+        (tmp_path / "data").mkdir()
+        port = free_port()
+        marker = tmp_path / "started"
+        cfg = (f"addr: 127.0.0.1:{port}\n"
+               f"dbs:\n  - path: {tmp_path}/data/app.db\n"
+               f"    replicas:\n      - url: s3://bkt/app\n"
+               f"        endpoint: http://127.0.0.1:{silent.getsockname()[1]}\n"
+               f"        access-key-id: x\n        secret-access-key: y\n"
+               f"restore:\n  probe-timeout: 20s\n")
+        r = start(runs, litevisor_bin, tmp_path, ["touch", str(marker)], config=cfg)
+        base = f"http://127.0.0.1:{port}"
+        poll(lambda: held, timeout=10)
+        status, _, body = curl(base + "/readyz")
+        assert status == 503 and "restoring" in body, body
+        assert curl(base + "/livez")[0] == 200
+        t0 = time.monotonic()
+        os.kill(r.pid, signal.SIGTERM)
+        assert r.wait(timeout=10) == 128 + signal.SIGTERM, r.stderr()
+        assert time.monotonic() - t0 < 2
+        assert not marker.exists()
+    finally:
+        silent.close()

@@ -1,0 +1,50 @@
+/*
+ * dbs.h — the databases' part of `run`: restore them before the service
+ * exists, replicate while it runs, flush them after it stopped
+ * (replication/restore.h, replication/engine.h).
+ *
+ * The restores run in threads of their own (one per database) so the main
+ * loop keeps reading signals meanwhile; dbs_restore_fd() becomes readable when
+ * every restore has finished. With no database configured there is no engine
+ * and every step succeeds at once.
+ */
+#ifndef LITEVISOR_SUP_DBS_H
+#define LITEVISOR_SUP_DBS_H
+
+#include <stdint.h>
+
+#include "common/config.h"
+#include "replication/status.h"
+
+struct sup_dbs;
+
+/* Create the engine for cfg (borrowed): validates, opens storages, no thread yet. NULL (logged) on error. */
+struct sup_dbs *dbs_open(const struct config *cfg);
+
+/* Start restoring every database. Returns 0, or -1 (logged). */
+int dbs_restore_start(struct sup_dbs *d);
+
+/* An fd that becomes readable once every restore has finished. */
+int dbs_restore_fd(const struct sup_dbs *d);
+
+/*
+ * After the fd fired: join the threads, log each outcome and record it in the
+ * engine. Returns 0 when the service may start (every required database
+ * restored, exists or is new), else the exit code (111: a required database
+ * could not be restored). *duration_ms is the time the whole step took.
+ */
+int dbs_restore_finish(struct sup_dbs *d, int64_t *duration_ms);
+
+/* Start replicating. Returns 0, or -1 (logged). */
+int dbs_start(struct sup_dbs *d);
+
+/* Copy the engine's status (an http_status_fn). 0, 1 when there is no engine, -1 on ENOMEM. */
+int dbs_status(void *d, struct engine_status *out);
+
+/* Final flush within deadline_ms. 0 when every replica holds everything, -1 otherwise. */
+int dbs_flush(struct sup_dbs *d, int64_t deadline_ms);
+
+/* Stop replication and free. Restores still running must have finished (or the process be exiting). NULL is fine. */
+void dbs_free(struct sup_dbs *d);
+
+#endif
