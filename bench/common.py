@@ -93,7 +93,8 @@ class S3Server:
         if not os.path.exists(S3_LAUNCHER):
             raise RuntimeError(f"{S3_LAUNCHER} missing: the S3 test server launcher is needed")
         self.access_key, self.secret_key = "benchkey", "benchsecret0123456789"
-        args = ["node", S3_LAUNCHER, "--dir", self.store, "--access-key", self.access_key,
+        # DES for s3rver's ListObjectsV2 paging lives in OpenSSL 3's legacy provider
+        args = ["node", "--openssl-legacy-provider", S3_LAUNCHER, "--dir", self.store, "--access-key", self.access_key,
                 "--secret-key", self.secret_key, "--port", "0", "--bucket", BUCKET]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.logf, text=True)
         line = self.proc.stdout.readline()

@@ -139,6 +139,8 @@ def replication_table(sc, cpu_goal=None, with_lag_goals=False, mem=True):
                  goal="report (libs ≈ 12 MiB file-backed)")
         tool_row(t, "peak private (anonymous) memory", sc, lambda r: r["peak_anon_mib"], " MiB", 1,
                  goal=le_abs(8, "MiB"))
+    tool_row(t, "SIGTERM → exit (final flush)", sc, lambda r: r.get("stop_s"), " s", 2,
+             goal="report")
     for rep in ("file", "s3"):
         name = "file replica" if rep == "file" else "S3 replica"
         for q in ("p50", "p99", "max"):
