@@ -1,4 +1,4 @@
-"""Turns run.py's results into bench/results/latest.md (+ latest.json) and PNG plots.
+"""Turns run.py's results into bench/results/latest.md (+ .json, + a copy per mode) and PNGs.
 
 Every figure is a median over rounds with its spread (min–max) when there was
 more than one round. "n/a: why" is printed where a figure could not be
@@ -250,7 +250,10 @@ def latency_table(lat):
 
 
 def plots(res):
-    """PNG plots with gnuplot; returns Markdown image lines (or why there are none)."""
+    """PNG plots with gnuplot; returns Markdown image lines (or why there are none).
+
+    QUICK runs name theirs *_quick.png so they never replace a full run's."""
+    sfx = "_quick" if res["meta"]["mode"] == "quick" else ""
     if not shutil.which("gnuplot"):
         return ["(no plots: gnuplot not installed — scripts/deps.sh installs gnuplot-nox)"]
     pdir = os.path.join(WORK, "plots")
@@ -271,17 +274,17 @@ def plots(res):
                     fh.write("%.4f %.3f\n" % (x, max(l * 1000, 0.5)))
             series.append((f, f"{tool}, {label}"))
     if series:
-        out = os.path.join(RESULTS, "lag_steady.png")
+        out = os.path.join(RESULTS, f"lag_steady{sfx}.png")
         gp = ["set terminal pngcairo size 900,450",
               f"set output '{out}'",
               "set title 'Commit-to-replica lag, S3 replica, 500 tx/s (round 1)'",
               "set xlabel 'seconds since the first commit'",
               "set ylabel 'lag (ms, log scale)'", "set logscale y", "set yrange [0.5:*]",
-              "set key below", "set grid"]
+              "set key below maxcols 3", "set grid"]
         gp.append("plot " + ", ".join(f"'{f}' using 1:2 with points pt 7 ps 0.3 title '{t}'"
                                       for f, t in series))
         if run_gnuplot(gp, pdir, "lag"):
-            lines.append("![commit-to-replica lag over time](lag_steady.png)")
+            lines.append(f"![commit-to-replica lag over time](lag_steady{sfx}.png)")
     rs = sc.get("restore", {})
     cols = [("Litestream|s3", "Litestream, S3"), ("Litestream|file", "Litestream, file"),
             ("litevisor|s3", "litevisor, S3"), ("litevisor|file", "litevisor, file"),
@@ -306,15 +309,15 @@ def plots(res):
                     fh.write("%.2f %.4f\n" % (x, y))
             series.append((f, label))
     if series:
-        out = os.path.join(RESULTS, "restore_vs_size.png")
+        out = os.path.join(RESULTS, f"restore_vs_size{sfx}.png")
         gp = ["set terminal pngcairo size 900,450", f"set output '{out}'",
               "set title 'Restore time vs database size (median of rounds)'",
               "set xlabel 'database size (MB)'", "set ylabel 'seconds'",
-              "set logscale xy", "set key below", "set grid"]
+              "set logscale xy", "set key below maxcols 3", "set grid"]
         gp.append("plot " + ", ".join(f"'{f}' using 1:2 with linespoints pt 7 title '{t}'"
                                       for f, t in series))
         if run_gnuplot(gp, pdir, "restore"):
-            lines.append("![restore time vs database size](restore_vs_size.png)")
+            lines.append(f"![restore time vs database size](restore_vs_size{sfx}.png)")
     return lines
 
 
@@ -471,15 +474,22 @@ def strip_series(res):
     return out
 
 
+def _put(name, text):
+    tmp = os.path.join(RESULTS, name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.rename(tmp, os.path.join(RESULTS, name))
+
+
 def write(res):
+    """latest.md/.json (the last run) and full.md/.json or quick.md/.json (the last of its mode)."""
     os.makedirs(RESULTS, exist_ok=True)
+    mode = res["meta"]["mode"]
     md = render(res)
-    with open(os.path.join(RESULTS, "latest.md.tmp"), "w") as f:
-        f.write(md)
-    os.rename(os.path.join(RESULTS, "latest.md.tmp"), os.path.join(RESULTS, "latest.md"))
-    with open(os.path.join(RESULTS, "latest.json.tmp"), "w") as f:
-        json.dump(strip_series(res), f, indent=1)
-    os.rename(os.path.join(RESULTS, "latest.json.tmp"), os.path.join(RESULTS, "latest.json"))
+    js = json.dumps(strip_series(res), indent=1)
+    for base in ("latest", mode):
+        _put(base + ".md", md.replace("Raw data: latest.json", f"Raw data: {base}.json"))
+        _put(base + ".json", js)
     with open(os.path.join(WORK, "last-results.json"), "w") as f:
         json.dump(res, f)
     return md
