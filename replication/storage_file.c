@@ -2,7 +2,7 @@
  * storage_file.c — a replica in a local (or mounted) directory.
  *
  * The directory tree mirrors the keys: key "a/b/c" is the file <root>/a/b/c.
- * Writes are atomic and durable: "<file>.tmp-XXXXXX" → fsync → rename →
+ * Writes are atomic and durable: "<file>.tmp-<random>" → fsync → rename →
  * fsync the directory, and every directory created on the way is fsynced into
  * its parent. Listings skip those temporary files, so a put in progress is
  * never seen half-written. Deletes remove directories left empty, up to (not

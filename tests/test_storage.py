@@ -282,6 +282,24 @@ def test_file_permission_denied_is_auth(tmp_path):
         root.chmod(0o700)
 
 
+def test_file_disk_full_is_transient_and_leaves_nothing(tmp_path):
+    """A 1 MiB tmpfs in a private mount namespace: ENOSPC → transient "replica disk full",
+    and the half-written temporary file is removed."""
+    root = tmp_path / "small"
+    root.mkdir()
+    src = tmp_path / "src"
+    write_random(src, 3 * MiB)
+    script = ('mount -t tmpfs -o size=1m tmpfs "$1" || exit 99; "$2" -file "$1" put "$3" a/b; '
+              'rc=$?; find "$1" -type f | wc -l >&2; exit $rc')
+    p = subprocess.run(["unshare", "-rm", "sh", "-c", script, "sh", str(root), TOOL, str(src)],
+                       capture_output=True, text=True, timeout=60)
+    if p.returncode == 99 or "unshare" in p.stderr:
+        pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip()}")
+    res = json.loads(p.stdout.splitlines()[-1])
+    assert p.returncode == EXIT["transient"] and "replica disk full" in res["message"], res
+    assert p.stderr.strip().splitlines()[-1] == "0", "temporary file left behind"
+
+
 def test_file_rejects_escaping_keys(tmp_path):
     rep = Replica("file", ["-file", str(tmp_path / "r")])
     src = tmp_path / "src"
