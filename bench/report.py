@@ -220,6 +220,20 @@ def restore_tables(rs):
                      lambda r: r["integrity_s"] if r["integrity_ok"] else None, " s", 3,
                      goal="ok")
         out.append(t.md())
+        by = {"Litestream": e.get("Litestream|s3-litevisor", []),
+              "litevisor": e.get("litevisor|s3-litevisor", [])}
+        if any(by.values()):
+            t2 = Table(HDR)
+            tool_row(t2, "restore time, replica written by litevisor, from S3", by,
+                     lambda r: r["s"], " s", 3, goal="report")
+            tool_row(t2, "peak RSS", by, lambda r: r["rss_mib"], " MiB", 1, goal="report")
+            tool_row(t2, "peak private (anonymous)", by, lambda r: r["anon_mib"], " MiB", 1,
+                     goal=le_abs(16, "MiB"))
+            tool_row(t2, "integrity_check of the result (timed apart)", by,
+                     lambda r: r["integrity_s"] if r["integrity_ok"] else None, " s", 3,
+                     goal="ok")
+            out.append("The same database replicated by litevisor (its own LZ4 framing), "
+                       "restored by both tools:\n\n" + t2.md())
         r = Table(["reference (same snapshot object)", "seconds"])
         r.add("raw: `curl` GET from S3 \\| `lz4 -d` > file && sync file", r.cell(refs["raw_s3"], " s", 3))
         r.add("raw: `lz4 -d` < file-replica object > file && sync file", r.cell(refs["raw_file"], " s", 3))

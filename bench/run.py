@@ -338,7 +338,7 @@ def scenario_restore(tools, s3):
         d = fresh_dir(os.path.join(WORK, "runs", f"restore-{size}"))
         entry = {"db_bytes": os.path.getsize(src_db_cached), "first_snapshot": {}}
         out[str(size)] = entry
-        made = None
+        made = made_lv = None
         for t in tools:
             log(f"restore {size} MB: {t.name} replicates it (first snapshot to file + S3)")
             res, db, rep, prefix = first_snapshot(t, s3, src_db_cached,
@@ -346,6 +346,8 @@ def scenario_restore(tools, s3):
             entry["first_snapshot"][t.name] = [res]
             if t is lt:
                 made = None if "na" in res else (db, rep, prefix)
+            else:
+                made_lv = res.get("na") or (db, prefix)
         if made is None:
             entry["na"] = "n/a: Litestream did not write the snapshot the restores need"
             continue
@@ -353,11 +355,19 @@ def scenario_restore(tools, s3):
         snap = sorted(glob.glob(os.path.join(rep, "generations", "*", "snapshots", "*.lz4")))[-1]
         snap_key = os.path.relpath(snap, rep)
         entry["snapshot_lz4_bytes"] = os.path.getsize(snap)
-        cfgs = {"file": common.write_config(os.path.join(d, "file.yml"), db, file_replica=rep),
-                "s3": common.write_config(os.path.join(d, "s3.yml"), db, s3=s3, s3_prefix=prefix)}
+        cfgs = {"file": (common.write_config(os.path.join(d, "file.yml"), db, file_replica=rep),
+                         db),
+                "s3": (common.write_config(os.path.join(d, "s3.yml"), db, s3=s3,
+                                           s3_prefix=prefix), db)}
+        if isinstance(made_lv, tuple):
+            # the same database replicated by litevisor: its own format, both restorers
+            cfgs["s3-litevisor"] = (common.write_config(os.path.join(d, "s3-lv.yml"), made_lv[0],
+                                                        s3=s3, s3_prefix=made_lv[1]), made_lv[0])
         outp = os.path.join(d, "out.sqlite")
         for t in tools:
-            for source, c in cfgs.items():
+            if not isinstance(made_lv, tuple):
+                entry[f"{t.name}|s3-litevisor"] = {"na": made_lv or "n/a"}
+            for source, (c, db) in cfgs.items():
                 key = f"{t.name}|{source}"
                 why = t.available("restore")
                 if why:
