@@ -69,13 +69,14 @@ class S3Server:
 
 @pytest.fixture
 def s3server(tmp_path_factory):
-    """Factory: s3server(bucket=..., fix_list/fix_delete/fix_escape=True) starts one
+    """Factory: s3server(bucket=..., fix_list/fix_delete/fix_escape=True,
+    tls=(keyfile, certfile) for HTTPS) starts one
     s3rver on a free 127.0.0.1 port with its own temp dir and the bucket
     created; every server started is stopped and its dir removed afterwards."""
     started = []
 
     def start(bucket="litevisor", key="AKIDLITEVISORTEST", secret="litevisor/test+secret",
-              fix_list=True, fix_delete=True, fix_escape=True):
+              fix_list=True, fix_delete=True, fix_escape=True, tls=None):
         directory = str(tmp_path_factory.mktemp("s3rver"))
         cmd = ["node", "--openssl-legacy-provider", S3SERVER_JS, "--port", "0", "--dir", directory,
                "--access-key", key, "--secret-key", secret, "--bucket", bucket]
@@ -85,6 +86,8 @@ def s3server(tmp_path_factory):
             cmd.append("--no-fix-delete")
         if not fix_escape:
             cmd.append("--no-fix-escape")
+        if tls:
+            cmd += ["--tls-key", tls[0], "--tls-cert", tls[1]]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         ready, _, _ = select.select([proc.stdout], [], [], 20)
         line = proc.stdout.readline() if ready else ""

@@ -9,6 +9,7 @@ workarounds.
 import hashlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import threading
@@ -268,16 +269,20 @@ def test_file_missing_root_lists_not_found(tmp_path):
 
 
 def test_file_permission_denied_is_auth(tmp_path):
-    if os.geteuid() == 0:
-        pytest.skip("root ignores permissions")
     root = tmp_path / "ro"
     root.mkdir()
-    root.chmod(0o500)
+    root.chmod(0o555)
+    argv = [TOOL, "-file", str(root), "put", "-", "k"]
+    if os.geteuid() == 0:  # root ignores permissions: drop to nobody for this one
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv")
+        tmp_path.chmod(0o755)
+        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
     try:
-        src = tmp_path / "src"
-        src.write_bytes(b"x")
-        r = Replica("file", ["-file", str(root)]).put(src, "k")
-        assert r.rc == EXIT["auth"] and r.res["status"] == "auth", r.res
+        p = subprocess.run(argv, input="x", capture_output=True, text=True, timeout=30)
+        res = json.loads(p.stdout.splitlines()[-1])
+        assert p.returncode == EXIT["auth"] and res["status"] == "auth", (res, p.stderr)
+        assert "Permission denied" in res["message"]
     finally:
         root.chmod(0o700)
 
@@ -397,7 +402,7 @@ class FaultProxy:
     status (reading each request fully first), then forwards byte-for-byte."""
 
     def __init__(self, upstream_port, fail, status=500, code="InternalError"):
-        self.upstream_port, self.left, self.failed = upstream_port, fail, 0
+        self.upstream_port, self.left, self.failed, self.connections = upstream_port, fail, 0, 0
         self.status, self.code = status, code
         self.lock = threading.Lock()
         self.sock = socket.socket()
@@ -418,6 +423,8 @@ class FaultProxy:
                 c, _ = self.sock.accept()
             except OSError:
                 return
+            with self.lock:
+                self.connections += 1
             threading.Thread(target=self._serve, args=(c,), daemon=True).start()
 
     @staticmethod
@@ -522,6 +529,21 @@ def test_s3_retry_streams_big_put_again(s3server, tmp_path):
             proxy.close()
 
 
+def test_s3_connections_are_reused(s3server):
+    """Keep-alive through the handle pool: one thread, one connection; 4 threads, at most 4."""
+    srv = s3server()
+    proxy = FaultProxy(srv.port, fail=0)
+    try:
+        rep = s3_replica(srv, endpoint=f"http://127.0.0.1:{proxy.port}")
+        rep.run("fill", "one/k", "30", "1").ok()
+        assert proxy.connections == 1
+        rep.run("fill", "four/k", "60", "4").ok()
+        assert 2 <= proxy.connections <= 1 + 4
+        assert len(rep.list("").ok().keys) == 90
+    finally:
+        proxy.close()
+
+
 def test_s3_gives_up_after_retries(s3server, tmp_path):
     srv = s3server()
     proxy = FaultProxy(srv.port, fail=100)
@@ -532,6 +554,29 @@ def test_s3_gives_up_after_retries(s3server, tmp_path):
         assert r.stderr.count("request retried") == 4
     finally:
         proxy.close()
+
+
+@pytest.fixture
+def tls_cert(tmp_path):
+    key, cert = tmp_path / "tls.key", tmp_path / "tls.pem"
+    p = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                        "-subj", "/CN=litevisor-test", "-addext", "subjectAltName=IP:127.0.0.1",
+                        "-keyout", str(key), "-out", str(cert)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    return str(key), str(cert)
+
+
+def test_s3_tls_verified_by_default(s3server, tls_cert, tmp_path):
+    srv = s3server(tls=tls_cert)
+    assert srv.endpoint.startswith("https://")
+    src = tmp_path / "src"
+    src.write_bytes(b"over tls")
+    rep = s3_replica(srv)
+    r = rep.put(src, "k")
+    assert r.rc == EXIT["permanent"] and "certificate" in r.res["message"].lower(), r.res
+    assert "retried" not in r.stderr
+    rep.put(src, "k", extra=["-ca-file", tls_cert[1]]).ok()
+    assert rep.list("", extra=["-skip-verify"]).ok().keys == ["k"]
 
 
 # ---------------------------------------------------------------- s3rver workarounds

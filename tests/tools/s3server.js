@@ -8,6 +8,7 @@
  *
  *   node --openssl-legacy-provider s3server.js --dir DIR --access-key K --secret-key S
  *                    [--port N (0 = any free)] [--bucket NAME]...
+ *                    [--tls-key FILE --tls-cert FILE]  (serve HTTPS)
  *                    [--no-fix-list] [--no-fix-delete] [--no-fix-escape]
  *
  * When listening it prints one line on stdout and keeps running until
@@ -82,6 +83,8 @@ function parseArgs(argv) {
     else if (a === '--access-key') o.accessKey = val();
     else if (a === '--secret-key') o.secretKey = val();
     else if (a === '--bucket') o.buckets.push(val());
+    else if (a === '--tls-key') o.tlsKey = fs.readFileSync(val());
+    else if (a === '--tls-cert') o.tlsCert = fs.readFileSync(val());
     else if (a === '--no-fix-list') o.fixList = false;
     else if (a === '--no-fix-delete') o.fixDelete = false;
     else if (a === '--no-fix-escape') o.fixEscape = false;
@@ -211,7 +214,9 @@ async function main() {
     silent: true,
     vhostBuckets: false,
     configureBuckets: o.buckets.map((name) => ({ name, configs: [] })),
+    ...(o.tlsKey && o.tlsCert ? { key: o.tlsKey, cert: o.tlsCert } : {}),
   });
+  const scheme = o.tlsKey && o.tlsCert ? 'https' : 'http';
   // s3rver turns unexpected exceptions into HTTP 500 and says nothing: show them
   server.on('error', (err) => {
     if (!err || !(err.status < 500))
@@ -219,7 +224,7 @@ async function main() {
   });
   const addr = await server.run();
   process.stdout.write(
-    JSON.stringify({ ready: true, port: addr.port, endpoint: `http://127.0.0.1:${addr.port}` }) + '\n',
+    JSON.stringify({ ready: true, port: addr.port, endpoint: `${scheme}://127.0.0.1:${addr.port}` }) + '\n',
   );
   const stop = () => {
     server.close(() => process.exit(0));
