@@ -271,9 +271,10 @@ void rs_probe_all(struct rs_cand *c, size_t n, const struct rs_probe_opts *o)
 					: (o->wait_timeout_ms > o->probe_timeout_ms ? o->wait_timeout_ms
 										    : o->probe_timeout_ms));
 
+	pthread_t *th = calloc(n + 1, sizeof(*th));
+	bool *started = calloc(n + 1, sizeof(*started));
 	for (size_t i = 0; i < n; i++) {
-		struct probe_arg *a = calloc(1, sizeof(*a));
-		pthread_t th;
+		struct probe_arg *a = th && started ? calloc(1, sizeof(*a)) : NULL;
 		pthread_attr_t attr;
 		if (!a) {
 			c[i].state = RC_ERROR;
@@ -285,13 +286,13 @@ void rs_probe_all(struct rs_cand *c, size_t n, const struct rs_probe_opts *o)
 		a->i = i;
 		a->local = c[i];
 		pthread_attr_init(&attr);
-		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 		pthread_attr_setstacksize(&attr, 256 * 1024);
 		pthread_mutex_lock(&s->mu);
 		s->refs++;
 		pthread_mutex_unlock(&s->mu);
-		int e = pthread_create(&th, &attr, probe_thread, a);
+		int e = pthread_create(&th[i], &attr, probe_thread, a);
 		pthread_attr_destroy(&attr);
+		started[i] = e == 0;
 		if (e) {
 			pthread_mutex_lock(&s->mu);
 			s->refs--;
@@ -327,5 +328,20 @@ void rs_probe_all(struct rs_cand *c, size_t n, const struct rs_probe_opts *o)
 		}
 	}
 	pthread_mutex_unlock(&s->mu);
+	/*
+	 * Threads that reported are finishing: join them, so their thread-local
+	 * state (curl, OpenSSL) is gone before the caller moves on or exits. The
+	 * ones still stuck are detached and clean up after themselves.
+	 */
+	for (size_t i = 0; i < n; i++) {
+		if (!started || !started[i])
+			continue;
+		if (c[i].timed_out)
+			pthread_detach(th[i]);
+		else
+			pthread_join(th[i], NULL);
+	}
+	free(th);
+	free(started);
 	set_release(s);
 }

@@ -490,3 +490,171 @@ def test_run_path_existing_db_policies(tmp_path, history):
     moved = res[0]["moved_aside"]
     assert moved and os.path.exists(moved)
     assert rows(moved) == history.states[2][2]  # kept, never deleted
+
+
+# ---------------------------------------------------------------- S3 peers
+
+class Proxy:
+    """A loopback TCP proxy in front of an S3 server. delay: seconds added
+    before each chunk the client sends (each request); cut: for a GET whose
+    path contains this text, pass the answer's headers and 10 bytes, then close."""
+
+    def __init__(self, port, delay=0.0, cut=None):
+        self.target, self.delay, self.cut = port, delay, cut
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.cuts = 0
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            s = socket.create_connection(("127.0.0.1", self.target))
+            state = {"cut": False}
+            threading.Thread(target=self._up, args=(c, s, state), daemon=True).start()
+            threading.Thread(target=self._down, args=(s, c, state), daemon=True).start()
+
+    def _up(self, c, s, state):
+        try:
+            while True:
+                data = c.recv(65536)
+                if not data:
+                    break
+                if self.delay:
+                    time.sleep(self.delay)
+                if self.cut and data.startswith(b"GET ") and self.cut.encode() in \
+                        data.split(b"\r\n", 1)[0]:
+                    state["cut"] = True
+                s.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for x in (c, s):
+                try:
+                    x.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def _down(self, s, c, state):
+        try:
+            while True:
+                data = s.recv(65536)
+                if not data:
+                    break
+                if state["cut"]:
+                    # the headers and a few bytes of the body, then the connection dies
+                    end = data.find(b"\r\n\r\n")
+                    c.sendall(data[:end + 4 + 10] if end >= 0 else data)
+                    if end >= 0:
+                        self.cuts += 1
+                        break
+                else:
+                    c.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for x in (c, s):
+                try:
+                    x.shutdown(socket.SHUT_RDWR)
+                    x.close()
+                except OSError:
+                    pass
+
+    def close(self):
+        self.closed = True
+        self.sock.close()
+
+
+def upload(history, srv, tmp, upto=None, prefix="app.db"):
+    """Put the history's objects on an S3 server through storage_tool."""
+    root = os.path.join(str(tmp), f"upload-{srv.port}-{upto}")
+    history.write(root, upto=upto)
+    tool = os.path.join(TOOLS, "storage_tool")
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            key = os.path.relpath(path, root)
+            p = subprocess.run([tool, "-s3", srv.bucket, "-endpoint", srv.endpoint, "-path", prefix,
+                                "-access-key-id", srv.key, "-secret-access-key", srv.secret,
+                                "put", path, key], capture_output=True, text=True, timeout=30)
+            assert p.returncode == 0, p.stdout + p.stderr
+
+
+def s3_peer(name, srv, port=None):
+    return {"name": name, "type": "s3", "bucket": srv.bucket, "path": "app.db",
+            "endpoint": f"http://127.0.0.1:{port or srv.port}", "access-key-id": srv.key,
+            "secret-access-key": json.dumps(srv.secret)}
+
+
+def test_s3_freshest_wins_and_ties_go_to_the_fastest(tmp_path, litevisor_bin, s3server, history):
+    p05, p06, nas = s3server(), s3server(), s3server()
+    upload(history, p05, tmp_path, upto=3)  # stale
+    upload(history, p06, tmp_path)
+    upload(history, nas, tmp_path)
+    slow = Proxy(p06.port, delay=0.15)
+    try:
+        db = tmp_path / "app.db"
+        cfg = write_config(tmp_path / "lv.yml", db, [
+            s3_peer("peer-05", p05), s3_peer("peer-06", p06, slow.port), s3_peer("nas", nas)],
+            restore={"probe-timeout": "5s"})
+        p = lv(litevisor_bin, "restore", "-config", str(cfg), str(db))
+    finally:
+        slow.close()
+    assert p.returncode == 0, p.stderr
+    assert "WINNER" in candidate_line(p.stderr, "nas"), p.stderr
+    assert "fallback" in candidate_line(p.stderr, "peer-06")
+    assert "stale" in candidate_line(p.stderr, "peer-05")
+    assert rows(db) == history.states[-1][2]
+
+
+def test_s3_peer_failing_mid_download_falls_back(tmp_path, litevisor_bin, s3server, history):
+    p05, nas = s3server(), s3server()
+    upload(history, p05, tmp_path)
+    upload(history, nas, tmp_path)
+    cutting = Proxy(p05.port, cut="/snapshots/")
+    slow = Proxy(nas.port, delay=0.15)
+    try:
+        db = tmp_path / "app.db"
+        cfg = write_config(tmp_path / "lv.yml", db, [
+            s3_peer("peer-05", p05, cutting.port), s3_peer("nas", nas, slow.port)],
+            restore={"probe-timeout": "5s"})
+        t0 = time.monotonic()
+        p = lv(litevisor_bin, "restore", "-config", str(cfg), str(db))
+        elapsed = time.monotonic() - t0
+    finally:
+        cutting.close()
+        slow.close()
+    assert p.returncode == 0, p.stderr
+    assert cutting.cuts >= 1
+    assert "WINNER" in candidate_line(p.stderr, "peer-05"), p.stderr
+    assert "falling back" in p.stderr
+    assert rows(db) == history.states[-1][2]
+    assert not [n for n in os.listdir(tmp_path) if "litevisor-restore" in n]
+    assert elapsed < 30
+
+
+def test_s3_peer_down_and_blackholed_nas_used(tmp_path, litevisor_bin, s3server, history):
+    nas = s3server()
+    upload(history, nas, tmp_path)
+    hole = Blackhole()
+    try:
+        db = tmp_path / "app.db"
+        cfg = write_config(tmp_path / "lv.yml", db, [
+            s3_unreachable("peer-05", free_port()), s3_unreachable("peer-06", hole.port),
+            s3_peer("nas", nas)])
+        t0 = time.monotonic()
+        p = lv(litevisor_bin, "restore", "-config", str(cfg), str(db))
+        elapsed = time.monotonic() - t0
+    finally:
+        hole.close()
+    assert p.returncode == 0, p.stderr
+    assert elapsed < 2.5, f"{elapsed:.2f}s"
+    assert "UNREACHABLE" in candidate_line(p.stderr, "peer-06")
+    assert rows(db) == history.states[-1][2]
