@@ -658,3 +658,50 @@ def test_s3_peer_down_and_blackholed_nas_used(tmp_path, litevisor_bin, s3server,
     assert elapsed < 2.5, f"{elapsed:.2f}s"
     assert "UNREACHABLE" in candidate_line(p.stderr, "peer-06")
     assert rows(db) == history.states[-1][2]
+
+
+def test_strict_modes_wait_for_answers(tmp_path, litevisor_bin, history):
+    nas = tmp_path / "nas"
+    history.write(str(nas))
+    db = tmp_path / "app.db"
+    reps = [s3_unreachable("peer-05", free_port()), {"name": "nas", "url": f"file://{nas}"}]
+    cfg = write_config(tmp_path / "all.yml", db, reps,
+                       restore={"mode": "all", "wait-timeout": "1500ms", "probe-timeout": "500ms"})
+    t0 = time.monotonic()
+    p = lv(litevisor_bin, "restore", "-config", str(cfg), str(db))
+    elapsed = time.monotonic() - t0
+    assert p.returncode == 111, p.stderr
+    assert 1.2 < elapsed < 4, elapsed  # waited (bounded) for the missing answer
+    assert not db.exists()
+    cfg = write_config(tmp_path / "quorum.yml", db, reps,
+                       restore={"mode": "quorum", "quorum": 1, "wait-timeout": "5s",
+                                "probe-timeout": "500ms"})
+    t0 = time.monotonic()
+    p = lv(litevisor_bin, "restore", "-config", str(cfg), str(db))
+    assert p.returncode == 0, p.stderr
+    assert time.monotonic() - t0 < 3
+    assert rows(db) == history.states[-1][2]
+
+
+def test_run_path_newer_generation_written_elsewhere(tmp_path, history):
+    rep = tmp_path / "rep"
+    history.write(str(rep), upto=2)
+    db = tmp_path / "app" / "app.db"
+    db.parent.mkdir()
+    cfg = write_config(tmp_path / "lv.yml", db, [{"name": "nas", "url": f"file://{rep}"}])
+    p, res = restore_tool(cfg)
+    assert res[0]["outcome"] == "restored", p.stderr
+    local = rows(db)
+    # an older generation appears (objects well before the local restore): keep local
+    history.write(str(rep), gen=GEN2, t0=time.time() - 7200)
+    p, res = restore_tool(cfg)
+    assert res[0]["outcome"] == "exists", p.stderr
+    assert rows(db) == local
+    # a generation written elsewhere after ours (beyond the clock-skew margin): restore it
+    shutil.rmtree(rep / "generations" / GEN2)
+    history.write(str(rep), gen=GEN2, t0=time.time() + 60, step=1)
+    p, res = restore_tool(cfg)
+    assert res[0]["outcome"] == "restored", p.stderr
+    assert res[0]["generation"] == GEN2
+    assert rows(db) == history.states[-1][2]
+    assert rows(res[0]["moved_aside"]) == local
