@@ -47,4 +47,13 @@ int dbs_flush(struct sup_dbs *d, int64_t deadline_ms);
 /* Stop replication and free. Restores still running must have finished (or the process be exiting). NULL is fine. */
 void dbs_free(struct sup_dbs *d);
 
+/*
+ * dbs_free for the way out, bounded: replication threads stuck in a storage
+ * call (a replica that accepts connections and never answers) must not keep
+ * litevisor past its orchestrator's kill timeout. Returns 0 when everything
+ * was freed in time; -1 when it was not (d is then abandoned to the exiting
+ * process, which must leave with _exit).
+ */
+int dbs_close(struct sup_dbs *d, int64_t deadline_ms);
+
 #endif

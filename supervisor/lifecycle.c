@@ -27,6 +27,8 @@
 
 /* After SIGKILL, how long to wait for the kernel to deliver the last exits. */
 #define KILL_WAIT_MS 2000
+/* After the final flush, how long replication threads get to stop. */
+#define STOP_THREADS_MS 2000
 /* The loop turns at least this often (heartbeat for /livez). */
 #define TICK_MS 1000
 
@@ -406,7 +408,10 @@ out:
 	push_stop(s.push);
 	probe_stop(s.probe);
 	http_stop(s.http);
-	dbs_free(s.dbs);
+	if (dbs_close(s.dbs, STOP_THREADS_MS) < 0) {
+		log_info("supervisor", "exiting", "code=%d", code);
+		_exit(code);
+	}
 	if (s.sfd >= 0)
 		close(s.sfd);
 	svcenv_free(s.envp);

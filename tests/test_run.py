@@ -729,3 +729,64 @@ def test_term_during_a_slow_restore_exits_at_once_without_starting(litevisor_bin
         assert not marker.exists()
     finally:
         silent.close()
+
+
+def test_endpoints_answer_fast_while_a_replica_hangs(litevisor_bin, tmp_path, runs):
+    """One replica accepts connections and never answers; the service keeps writing.
+    /livez, /healthz and /metrics still answer within 50 ms, and the stuck replica
+    shows as warn (HTTP 200), never as unready."""
+    import socket
+    import urllib.request
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    held = []
+    threading.Thread(target=lambda: [held.append(silent.accept()) for _ in range(64)],
+                     daemon=True).start()
+    try:
+        (tmp_path / "data").mkdir()
+        port = free_port()
+        report, ready, commit = tmp_path / "report.json", tmp_path / "ready", tmp_path / "commit"
+        cfg = (f"addr: 127.0.0.1:{port}\n"
+               f"dbs:\n  - path: {tmp_path}/data/app.db\n    name: app\n    optional: true\n"
+               f"    replicas:\n"
+               f"      - name: local\n        type: file\n        path: {tmp_path}/replica\n"
+               f"        sync-interval: 100ms\n"
+               f"      - name: stuck\n        url: s3://bkt/app\n"
+               f"        endpoint: http://127.0.0.1:{silent.getsockname()[1]}\n"
+               f"        access-key-id: x\n        secret-access-key: y\n        sync-interval: 100ms\n"
+               f"restore:\n  probe-timeout: 300ms\n")
+        r = start(runs, litevisor_bin, tmp_path,
+                  DB_SERVICE + ["--report", str(report), "--ready", str(ready), "--rows", "50"],
+                  config=cfg)
+        poll(lambda: ready.exists(), timeout=30)
+        base = f"http://127.0.0.1:{port}"
+        slowest = {}
+        for i in range(30):
+            if i % 5 == 0:
+                commit.write_text(f"busy-{i}")
+            for path in ("/livez", "/healthz", "/metrics"):
+                t0 = time.monotonic()
+                try:
+                    urllib.request.urlopen(base + path, timeout=2).read()
+                except urllib.error.HTTPError as e:
+                    e.read()
+                slowest[path] = max(slowest.get(path, 0), time.monotonic() - t0)
+            for f in (commit, tmp_path / "commit.done"):
+                if (tmp_path / "commit.done").exists() and f.exists():
+                    f.unlink()
+            time.sleep(0.02)
+        assert all(v < 0.050 for v in slowest.values()), slowest
+        assert curl(base + "/readyz")[0] == 200
+        status, _, body = curl(base + "/healthz")
+        assert status == 200, body
+        lag = {c["componentId"]: c for c in json.loads(body)["checks"]["replica:lag"]}
+        assert lag["app/local"]["status"] == "pass", lag
+        t0 = time.monotonic()
+        os.kill(r.pid, signal.SIGTERM)
+        assert r.wait(timeout=40) == 0, r.stderr()
+        # flush-timeout (5s default) + at most 2s for replication threads: within budget.
+        assert time.monotonic() - t0 < 8.5, r.stderr()
+        assert "final flush incomplete" in r.stderr()
+    finally:
+        silent.close()
