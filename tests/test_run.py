@@ -790,3 +790,16 @@ def test_endpoints_answer_fast_while_a_replica_hangs(litevisor_bin, tmp_path, ru
         assert "final flush incomplete" in r.stderr()
     finally:
         silent.close()
+
+
+def test_replicate_exec_is_run_with_that_command(litevisor_bin, tmp_path):
+    """Litestream's `replicate -exec CMD` form: restore, supervise, exit with the service's code."""
+    (tmp_path / "data").mkdir()
+    db = tmp_path / "data" / "app.db"
+    out = tmp_path / "env.txt"
+    p = subprocess.run([litevisor_bin, "replicate", "-exec",
+                        f"sh -c 'echo \"$LITESTREAM_DB_PATH\" > {out}; exit 9'",
+                        str(db), f"file://{tmp_path}/replica"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 9, p.stderr
+    assert out.read_text().strip() == str(db)
