@@ -803,3 +803,23 @@ def test_replicate_exec_is_run_with_that_command(litevisor_bin, tmp_path):
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 9, p.stderr
     assert out.read_text().strip() == str(db)
+
+
+def test_own_process_group_gets_signals_and_the_group_kill(litevisor_bin, tmp_path, runs):
+    """new-process-group + signal-group: a forwarded signal reaches the service's whole
+    group, and the SIGKILL escalation takes the group down (a child ignoring TERM too)."""
+    rec, pids = tmp_path / "rec", tmp_path / "pids"
+    script = (f"trap 'echo parent >> {rec}' USR1; trap '' TERM; "
+              f"(trap 'echo child >> {rec}' USR1; trap '' TERM; echo $(exec sh -c 'echo $PPID') >> {pids}; "
+              f" while :; do sleep 0.05; done) & "
+              f"while :; do sleep 0.05; done")
+    r = start(runs, litevisor_bin, tmp_path, ["sh", "-c", script],
+              config="supervisor:\n  new-process-group: true\n  signal-group: true\n  stop-grace: 1s\n")
+    poll(lambda: read_lines(pids))
+    child = int(read_lines(pids)[0])
+    assert os.getpgid(child) != os.getpgid(r.pid)
+    os.kill(r.pid, signal.SIGUSR1)
+    poll(lambda: sorted(read_lines(rec)) == ["child", "parent"], timeout=5)
+    os.kill(r.pid, signal.SIGTERM)
+    assert r.wait(timeout=20) == 128 + signal.SIGKILL, r.stderr()
+    assert proc_stat(child) is None
