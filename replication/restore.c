@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/fsutil.h"
 #include "common/log.h"
 #include "replication/localstate.h"
 #include "common/banned.h"
@@ -85,7 +86,7 @@ static int session_probe(struct session *s, const char *only, struct restore_res
 		struct rs_cand *c = &s->c[s->n++];
 		struct st_error err = { 0 };
 		c->rep = r;
-		c->name = name;
+		snprintf(c->name, sizeof(c->name), "%s", name);
 		c->st = storage_open(r, &err);
 		if (!c->st) {
 			c->state = RC_ERROR;
@@ -222,6 +223,22 @@ static void apply_opts_init(struct rs_apply_opts *ao, const struct config *cfg, 
 	rs_owner_for(cfg, target, &ao->uid, &ao->gid, &ao->mode);
 }
 
+/* Create the directory that will hold target (a fresh disk has none), owned like the file. */
+static int ensure_parent(const struct rs_apply_opts *ao, struct restore_result *res)
+{
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s", ao->target);
+	char *slash = strrchr(dir, '/');
+	if (!slash || slash == dir)
+		return 0;
+	*slash = '\0';
+	if (fs_mkdir_p(dir, 0755, ao->uid, ao->gid) < 0) {
+		result_set(res, RESTORE_FAILED, "cannot create directory %s: %s", dir, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
 /* Does the winner hold newer data than the local database at lpos (written at lt_ns)? */
 static bool replica_newer(const struct session *s, const struct wal_pos *lpos, int64_t lt_ns,
 			  char *why, size_t len)
@@ -325,7 +342,7 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 	if (s.ch.winner >= 0 && !strict_unsettled(&s)) {
 		struct rs_apply_opts ao;
 		apply_opts_init(&ao, cfg, db->path, 0);
-		if (apply_with_fallback(&s, &ao, res) < 0)
+		if (ensure_parent(&ao, res) < 0 || apply_with_fallback(&s, &ao, res) < 0)
 			goto out;
 		if (write_marker(&s, &res->pos) < 0) {
 			result_set(res, RESTORE_FAILED, "restored, but the restored marker could not be written");
@@ -416,7 +433,7 @@ int restore_explicit(const struct config *cfg, const struct cfg_db *db,
 	}
 	struct rs_apply_opts ao;
 	apply_opts_init(&ao, cfg, out_path, opt->parallelism);
-	if (apply_with_fallback(&s, &ao, res) < 0)
+	if (ensure_parent(&ao, res) < 0 || apply_with_fallback(&s, &ao, res) < 0)
 		goto out;
 	rc = 0;
 	if (!opt->output && !rs_target_pit(&s.t) && !opt->generation) {

@@ -61,7 +61,7 @@ enum rs_state {
 
 struct rs_cand {
 	const struct cfg_replica *rep;
-	const char *name;
+	char name[64];                 /* a copy: an abandoned probe may outlive the config */
 	struct storage *st;            /* owned; NULL if it could not be opened or timed out */
 	enum rs_state state;
 	bool timed_out;

@@ -213,8 +213,7 @@ def test_litestream_written_replica_restores_equal_single_file(tmp_path, litevis
     finally:
         ls.terminate()  # Litestream's shutdown flush syncs every replica
         ls.wait(timeout=20)
-    out = tmp_path / "out" / "restored.db"
-    out.parent.mkdir()
+    out = tmp_path / "out" / "restored.db"  # its directory does not exist yet
     p = lv(litevisor_bin, "restore", "-o", str(out), f"file://{rep}")
     assert p.returncode == 0, p.stderr
     assert rows(out) == rows(src)
