@@ -21,7 +21,7 @@
 #define MAX_ATTEMPTS 5
 #define BACKOFF_BASE_MS 200
 #define BACKOFF_MAX_MS 5000
-#define SMALL_TIMEOUT_MS 60000   /* a non-streaming request with no deadline */
+#define SMALL_TIMEOUT_MS 30000   /* a non-streaming request with no deadline */
 #define STALL_BYTES_PER_SEC 1024 /* big transfers: slower than this … */
 #define STALL_SECONDS 30         /* … for this long is a stall */
 #define EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"

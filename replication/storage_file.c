@@ -10,6 +10,8 @@
  * prefixes S3 would.
  *
  * No state besides the root path: every operation is safe from many threads.
+ * st_call deadlines and retries do not apply: local I/O either works or fails
+ * at once (a hung network mount cannot be interrupted from here anyway).
  */
 #include "replication/storage.h"
 
