@@ -6,6 +6,9 @@
  * One thread per candidate. Each storage call gets the time left before the
  * candidate's deadline and no retry, so a server that accepts TCP and never
  * answers costs the probe timeout, not the storage client's retry budget.
+ * Reachability is the first request answering within the probe timeout; a
+ * candidate that did may take up to the wait timeout to finish (listing many
+ * objects, measuring a large last segment), since it may hold the newest data.
  * The caller waits on a condition variable, never longer than the deadline
  * (plus a small grace): a thread still stuck after that is abandoned and
  * frees its own results when it finally returns (the probe set is reference
@@ -40,6 +43,8 @@ struct probe_set {
 	struct rs_target t;
 	char generation[LAYOUT_GEN_LEN + 1];
 	int64_t start_ms, wait_end_ms;
+	int64_t measure_end_ms;  /* freshest mode: how long an answering candidate may take */
+	size_t measuring;        /* answered the first request, not finished yet */
 };
 
 struct probe_arg {
@@ -100,8 +105,22 @@ static int segment_length(struct storage *st, const char *gen, const struct cat_
 	return rc;
 }
 
-/* One attempt at probing c before end_ms. Returns 0 (answered) or -1 (error in c->error). */
-static int probe_once(struct rs_cand *c, const struct rs_target *t, int64_t end_ms)
+static void mark_live(struct probe_set *s, bool *live)
+{
+	pthread_mutex_lock(&s->mu);
+	s->measuring++;
+	pthread_mutex_unlock(&s->mu);
+	*live = true;
+}
+
+/*
+ * One attempt at probing c. The first request must answer before end_ms
+ * (reachability); the rest (listings, measuring the last segment, which
+ * may be large) may run until measure_end_ms. Returns 0 (answered) or -1
+ * (error in c->error).
+ */
+static int probe_once(struct probe_set *ps, struct rs_cand *c, const struct rs_target *t,
+		      int64_t end_ms, int64_t measure_end_ms, bool *live)
 {
 	struct st_call call = { 0 };
 	struct st_error err = { 0 };
@@ -124,6 +143,9 @@ static int probe_once(struct rs_cand *c, const struct rs_target *t, int64_t end_
 	c->rtt_us = (clock_mono_ns() - t0) / 1000;
 	if (rc < 0)
 		goto fail;
+	if (!*live)
+		mark_live(ps, live);
+	end_ms = measure_end_ms > end_ms ? measure_end_ms : end_ms;
 	if (n) {
 		c->gens = calloc(n, sizeof(*c->gens));
 		if (!c->gens) {
@@ -179,12 +201,13 @@ static void *probe_thread(void *p)
 	int64_t t0 = clock_mono_ms();
 	bool retry = s->o.mode != RESTORE_FRESHEST_REACHABLE;
 	int64_t end = retry ? s->wait_end_ms : s->start_ms + s->o.probe_timeout_ms;
+	bool live = false;
 
 	if (!c->st) {
 		c->state = RC_ERROR; /* could not be opened: the caller set c->error */
 	} else {
 		for (;;) {
-			if (probe_once(c, &s->t, end) == 0) {
+			if (probe_once(s, c, &s->t, end, s->measure_end_ms, &live) == 0) {
 				c->state = RC_OK;
 				break;
 			}
@@ -205,6 +228,8 @@ static void *probe_thread(void *p)
 	if (!s->closed) {
 		s->c[a->i] = *c;    /* hand everything over, storage included */
 		s->finished++;
+		if (live)
+			s->measuring--;
 		if (c->state == RC_OK)
 			s->ok++;
 		pthread_cond_broadcast(&s->cv);
@@ -228,7 +253,11 @@ static bool settled(const struct probe_set *s, int64_t now)
 		return true;
 	switch (s->o.mode) {
 	case RESTORE_FRESHEST_REACHABLE:
-		return now >= s->start_ms + s->o.probe_timeout_ms + PROBE_GRACE_MS;
+		/* the unreachable are left behind; the ones that answered are measured */
+		if (now >= s->measure_end_ms + PROBE_GRACE_MS)
+			return true;
+		return now >= s->start_ms + s->o.probe_timeout_ms + PROBE_GRACE_MS &&
+		       s->measuring == 0;
 	case RESTORE_QUORUM:
 		if (s->ok >= (size_t)s->o.quorum && now >= s->start_ms + s->o.probe_timeout_ms)
 			return true;
@@ -266,6 +295,8 @@ void rs_probe_all(struct rs_cand *c, size_t n, const struct rs_probe_opts *o)
 	}
 	s->o.target = &s->t;
 	s->start_ms = clock_mono_ms();
+	s->measure_end_ms = s->start_ms + (o->wait_timeout_ms > o->probe_timeout_ms
+						   ? o->wait_timeout_ms : o->probe_timeout_ms);
 	s->wait_end_ms = s->start_ms + (o->mode == RESTORE_FRESHEST_REACHABLE
 					? o->probe_timeout_ms
 					: (o->wait_timeout_ms > o->probe_timeout_ms ? o->wait_timeout_ms

@@ -704,3 +704,23 @@ def test_run_path_newer_generation_written_elsewhere(tmp_path, history):
     assert res[0]["generation"] == GEN2
     assert rows(db) == history.states[-1][2]
     assert rows(res[0]["moved_aside"]) == local
+
+
+def test_s3_slow_peer_that_answered_is_measured_not_dropped(tmp_path, litevisor_bin, s3server,
+                                                            history):
+    p05, nas = s3server(), s3server()
+    upload(history, p05, tmp_path, upto=2)  # stale, fast
+    upload(history, nas, tmp_path)          # fresh, 300 ms per request
+    slow = Proxy(nas.port, delay=0.3)
+    try:
+        db = tmp_path / "app.db"
+        cfg = write_config(tmp_path / "lv.yml", db, [s3_peer("peer-05", p05),
+                                                      s3_peer("nas", nas, slow.port)],
+                           restore={"probe-timeout": "500ms"})
+        p = lv(litevisor_bin, "restore", "-config", str(cfg), str(db))
+    finally:
+        slow.close()
+    assert p.returncode == 0, p.stderr
+    # its first answer came within the probe timeout: reachable, so it is waited for
+    assert "WINNER" in candidate_line(p.stderr, "nas"), p.stderr
+    assert rows(db) == history.states[-1][2]
