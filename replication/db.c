@@ -2,7 +2,6 @@
 #include "replication/db.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -142,22 +141,50 @@ void db_hold_release(struct db_conns *c)
 	c->cur = -1;
 }
 
-int db_file_is_wal(const char *path)
+static sqlite3_file *file_of(sqlite3 *conn)
+{
+	sqlite3_file *f = NULL;
+	if (sqlite3_file_control(conn, "main", SQLITE_FCNTL_FILE_POINTER, &f) != SQLITE_OK)
+		return NULL;
+	return f && f->pMethods ? f : NULL;
+}
+
+int db_file_read(sqlite3 *conn, void *buf, int len, int64_t off)
+{
+	sqlite3_file *f = file_of(conn);
+	if (!f)
+		return -1;
+	int rc = f->pMethods->xRead(f, buf, len, off);
+	if (rc == SQLITE_IOERR_SHORT_READ)
+		return 1;
+	return rc == SQLITE_OK ? 0 : -1;
+}
+
+int64_t db_file_size(sqlite3 *conn)
+{
+	sqlite3_file *f = file_of(conn);
+	sqlite3_int64 size = -1;
+	if (!f || f->pMethods->xFileSize(f, &size) != SQLITE_OK)
+		return -1;
+	return size;
+}
+
+int db_conn_is_wal(sqlite3 *conn)
 {
 	unsigned char h[100];
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
-	ssize_t n = pread(fd, h, sizeof(h), 0);
-	close(fd);
-	if (n != (ssize_t)sizeof(h) || memcmp(h, "SQLite format 3", 16) != 0)
+	if (db_file_read(conn, h, sizeof(h), 0) != 0 || memcmp(h, "SQLite format 3", 16) != 0)
 		return -1;
 	return h[18] == 2 && h[19] == 2;
 }
 
 bool db_file_ready(const char *path)
 {
-	return db_file_is_wal(path) >= 0;
+	sqlite3 *db = NULL;
+	bool ok = false;
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) == SQLITE_OK)
+		ok = db_conn_is_wal(db) >= 0;
+	sqlite3_close(db);
+	return ok;
 }
 
 int db_checkpoint(sqlite3 *conn, enum db_ckpt_mode mode, int *log, int *ckpt)
@@ -222,7 +249,8 @@ int64_t db_data_version(sqlite3 *conn)
 	return v;
 }
 
-int db_safe_checkpoint(struct db_conns *c, int (*copy)(void *ctx), void *ctx, bool *full)
+int db_safe_checkpoint(struct db_conns *c, int (*copy)(void *ctx), void *ctx, bool *full,
+		       int64_t *data_version)
 {
 	int log = -1, ck = -1, rc;
 	int idle = c->cur == 0 ? 1 : 0;
@@ -239,6 +267,7 @@ int db_safe_checkpoint(struct db_conns *c, int (*copy)(void *ctx), void *ctx, bo
 		db_txn_end(c->hold[idle]);
 		return -1;
 	}
+	*data_version = db_data_version(c->ck);
 	/* our writer transaction's own read mark is the end of the WAL, all of it copied */
 	if (c->cur >= 0)
 		db_txn_end(c->hold[c->cur]);

@@ -69,16 +69,33 @@ void db_hold_release(struct db_conns *c);
  * copy the now-stable tail of the WAL, release the read hold, PASSIVE again
  * on the checkpoint connection (which needs no writer lock), re-take the hold
  * and release the writer lock. *full is set when the WAL ended up entirely
- * backfilled, so the app's next write restarts it. The writer lock is held
+ * backfilled, so the app's next write restarts it; *data_version gets the
+ * checkpoint connection's PRAGMA data_version read under the writer lock,
+ * right after the copy (a later value differs iff the app committed since).
+ * The writer lock is held
  * only for the tail copy and one PASSIVE checkpoint.
  * Returns 0, 1 (busy, nothing done), -1 (error, logged; hold re-taken if possible).
  */
-int db_safe_checkpoint(struct db_conns *c, int (*copy)(void *ctx), void *ctx, bool *full);
+int db_safe_checkpoint(struct db_conns *c, int (*copy)(void *ctx), void *ctx, bool *full,
+		       int64_t *data_version);
 
-/* Journal mode of the file's header (bytes 18/19 == 2 is WAL). 1 WAL, 0 not, -1 unreadable. */
-int db_file_is_wal(const char *path);
+/*
+ * The database file is only ever read through a SQLite connection's own file
+ * handle, never open()ed by us: closing any descriptor of a file drops every
+ * POSIX lock this process holds on it, SQLite's included
+ * (https://www.sqlite.org/howtocorrupt.html §2.2).
+ */
 
-/* True if the file exists and starts with a complete SQLite header. */
+/* Read len bytes at off of conn's database file. 0, 1 if short (rest zeroed), -1 on error. */
+int db_file_read(sqlite3 *conn, void *buf, int len, int64_t off);
+
+/* Size of conn's database file in bytes, or -1. */
+int64_t db_file_size(sqlite3 *conn);
+
+/* Header check (bytes 18/19 == 2 is WAL): 1 WAL, 0 not, -1 unreadable. */
+int db_conn_is_wal(sqlite3 *conn);
+
+/* True if path exists and starts with a complete SQLite header (read via a short-lived connection). */
 bool db_file_ready(const char *path);
 
 /*

@@ -311,44 +311,88 @@ static uint32_t needed_index(struct eng_db *d, bool *unknown)
 	return min;
 }
 
+/* Bytes of shadow WAL a replica at pos still has to ship (monitor thread). */
+static int64_t behind_bytes(struct eng_db *d, const struct wal_pos *pos, uint32_t cur)
+{
+	int64_t n = 0;
+	for (uint32_t i = pos->index; i <= cur; i++) {
+		int64_t sz = shadow_file_size(&d->sh, i);
+		if (sz > 0)
+			n += sz;
+		if (i == pos->index)
+			n -= sz > (int64_t)pos->offset ? (int64_t)pos->offset : (sz > 0 ? sz : 0);
+		if (i == UINT32_MAX)
+			break;
+	}
+	return n;
+}
+
 /* Delete shadow files nobody needs; enforce the backlog cap. */
 static void cleanup(struct eng_db *d)
 {
 	bool unknown;
 	int64_t backlog = 0;
+	struct eng_replica *worst = NULL;
+	struct wal_pos pos[LOCALSTATE_MAX_REPLICAS];
+	size_t n = 0;
 
 	pthread_mutex_lock(&d->mu);
 	uint32_t min = needed_index(d, &unknown);
 	uint32_t cur = d->index;
+	for (size_t i = 0; i < d->nreplicas && n < LOCALSTATE_MAX_REPLICAS; i++) {
+		struct eng_replica *r = &d->replicas[i];
+		if (r->st && !r->dropped && r->pos_known && !strcmp(r->pos.generation, d->gen))
+			pos[n++] = r->pos;
+	}
 	pthread_mutex_unlock(&d->mu);
 	if (min > cur)
 		min = cur;
-	uint32_t keep_from = unknown ? d->min_index : min;
-	for (uint32_t i = keep_from; i <= cur; i++) {
-		int64_t sz = shadow_file_size(&d->sh, i);
-		if (sz > 0)
-			backlog += sz;
-		if (i == UINT32_MAX)
-			break;
+	/* the backlog is what the replica furthest behind still needs */
+	int64_t worst_bytes = -1;
+	struct wal_pos worst_pos = { 0 };
+	for (size_t i = 0; i < n; i++) {
+		int64_t b = behind_bytes(d, &pos[i], cur);
+		if (b > worst_bytes) {
+			worst_bytes = b;
+			worst_pos = pos[i];
+		}
+	}
+	backlog = worst_bytes > 0 ? worst_bytes : 0;
+	if (unknown) {
+		/* a replica never reached yet holds everything back since we started */
+		struct wal_pos from = { .index = d->min_index };
+		int64_t all = behind_bytes(d, &from, cur);
+		if (all > backlog)
+			backlog = all;
 	}
 	pthread_mutex_lock(&d->mu);
-	d->stat.backlog_bytes = backlog;
-	if (backlog > d->cfg->max_backlog_bytes && d->cfg->max_backlog_bytes > 0) {
-		/* drop the replica furthest behind: it gets a fresh snapshot when it is back */
-		struct eng_replica *worst = NULL;
+	if (unknown && backlog > d->cfg->max_backlog_bytes && d->cfg->max_backlog_bytes > 0) {
 		for (size_t i = 0; i < d->nreplicas; i++) {
 			struct eng_replica *r = &d->replicas[i];
-			if (!r->st || r->dropped)
-				continue;
-			if (!worst || !r->pos_known ||
-			    (worst->pos_known && wal_pos_cmp(&r->pos, &worst->pos) < 0))
+			if (r->st && !r->dropped && !r->pos_known) {
+				r->dropped = true;
+				r->need_snapshot = true;
+				log_error("engine", "unreachable replica over the backlog cap: it gets a fresh snapshot when reached",
+					  "db=%s replica=%s backlog_bytes=%lld cap=%lld", d->stat.name,
+					  r->cfg->name, (long long)backlog,
+					  (long long)d->cfg->max_backlog_bytes);
+			}
+		}
+		worst_bytes = -1; /* those were the cause; re-evaluate the others next round */
+	}
+	d->stat.backlog_bytes = backlog;
+	if (worst_bytes > d->cfg->max_backlog_bytes && d->cfg->max_backlog_bytes > 0) {
+		/* drop the replica furthest behind: it gets a fresh snapshot when it is back */
+		for (size_t i = 0; i < d->nreplicas && !worst; i++) {
+			struct eng_replica *r = &d->replicas[i];
+			if (r->st && !r->dropped && r->pos_known && !strcmp(r->pos.generation, d->gen) &&
+			    wal_pos_cmp(&r->pos, &worst_pos) == 0)
 				worst = r;
-			if (!r->pos_known)
-				break;
 		}
 		if (worst) {
 			worst->dropped = true;
 			worst->need_snapshot = true;
+			worst->gap = true;
 			log_error("engine", "replica backlog over the cap: dropping its backlog, it gets a fresh snapshot when back",
 				  "db=%s replica=%s backlog_bytes=%lld cap=%lld", d->stat.name,
 				  worst->cfg->name, (long long)backlog,
@@ -385,9 +429,8 @@ static void cleanup(struct eng_db *d)
 }
 
 /* The TRUNCATE step once the WAL is fully backfilled and very large. */
-static void truncate_wal(struct eng_db *d)
+static void truncate_wal(struct eng_db *d, int64_t before)
 {
-	int64_t before = db_data_version(d->conns.ck);
 	db_hold_release(&d->conns);
 	int rc = db_checkpoint(d->conns.ck, DB_CKPT_TRUNCATE, NULL, NULL);
 	int64_t after = db_data_version(d->conns.ck);
@@ -427,7 +470,8 @@ static void maybe_checkpoint(struct eng_db *d, uint32_t *done_index)
 		return;
 	d->last_ckpt_mono = now;
 	bool full = false;
-	int rc = db_safe_checkpoint(&d->conns, copy_cb, d, &full);
+	int64_t dv = -1;
+	int rc = db_safe_checkpoint(&d->conns, copy_cb, d, &full, &dv);
 	if (d->conns.cur < 0)
 		d->continuous = false;
 	pthread_mutex_lock(&d->mu);
@@ -445,7 +489,7 @@ static void maybe_checkpoint(struct eng_db *d, uint32_t *done_index)
 	if (c->truncate_page_count > 0 && d->wal_fd >= 0 && fstat(d->wal_fd, &st) == 0 &&
 	    (uint64_t)st.st_size >= WAL_HEADER_SIZE + (uint64_t)c->truncate_page_count *
 							      wal_frame_size(d->sh.hdr.page_size))
-		truncate_wal(d);
+		truncate_wal(d, dv);
 }
 
 /* Has the database file been replaced or left WAL mode? 1 replaced, 2 not WAL, 0 fine. */
@@ -459,7 +503,7 @@ static int db_file_changed(struct eng_db *d)
 	pthread_mutex_unlock(&d->mu);
 	if (!same)
 		return 1;
-	return db_file_is_wal(d->cfg->path) == 0 ? 2 : 0;
+	return db_conn_is_wal(d->conns.ck) == 0 ? 2 : 0;
 }
 
 static void *monitor_thread(void *arg)

@@ -46,6 +46,7 @@ struct eng_replica {
 	struct wal_pos pos;
 	bool need_snapshot;           /* next upload starts with a snapshot */
 	bool dropped;                 /* backlog cap exceeded: ignore for shadow cleanup */
+	bool gap;                     /* the next snapshot follows a gap in this replica's history */
 	uint32_t segs_in_index;       /* segments written at pos.index */
 	uint64_t flush_seq;           /* last flush request served */
 	struct replica_status stat;
@@ -120,6 +121,12 @@ double replica_lag_seconds(const struct eng_db *d, const struct wal_pos *pos, in
 
 /* retention.c: apply the replica's retention; *need_snapshot when none would remain. */
 int retention_enforce(struct eng_replica *r, bool *need_snapshot);
+/*
+ * Delete every object of gen with an index below `below`, whatever its age:
+ * after a gap in this replica's history (backlog dropped, local history
+ * lost) they could only restore to a wrong database. 0 or -1 (logged).
+ */
+int retention_prune_below(struct eng_replica *r, const char *gen, uint32_t below);
 
 /* engine.c: ask the monitor for a checkpoint into a new index. */
 void engine_request_checkpoint(struct eng_db *d);

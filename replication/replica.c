@@ -60,6 +60,36 @@ static int64_t shadow_size(const struct eng_db *d, const char *gen, uint32_t ind
 	return st.st_size;
 }
 
+/* A source over the database file, read through SQLite's own handle (db.h). */
+struct dbfile_src {
+	sqlite3 *conn;
+	int64_t pos, size;
+};
+
+static ssize_t dbfile_read(void *ctx, void *buf, size_t len)
+{
+	struct dbfile_src *s = ctx;
+	if (s->pos >= s->size)
+		return 0;
+	if ((int64_t)len > s->size - s->pos)
+		len = (size_t)(s->size - s->pos);
+	if (len > 1 << 20)
+		len = 1 << 20;
+	/* short: a checkpoint shrank the file; the zeroes lie past the last commit's size */
+	if (db_file_read(s->conn, buf, (int)len, s->pos) < 0) {
+		errno = EIO;
+		return -1;
+	}
+	s->pos += (int64_t)len;
+	return (ssize_t)len;
+}
+
+static int dbfile_rewind(void *ctx)
+{
+	((struct dbfile_src *)ctx)->pos = 0;
+	return 0;
+}
+
 /* A source over [start, end) of a file. */
 struct range_src {
 	int fd;
@@ -199,6 +229,7 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 	memcpy(pos.generation, gen, sizeof(gen));
 	r->pos = found ? pos : (struct wal_pos){ 0 };
 	r->need_snapshot = need;
+	r->gap = need && found;
 	r->pos_known = true;
 	r->segs_in_index = 0;
 	pthread_mutex_unlock(&d->mu);
@@ -222,11 +253,11 @@ static int take_snapshot(struct eng_replica *r, bool flush)
 	struct st_error err = { 0 };
 	struct st_call call;
 	char key[LAYOUT_KEY_MAX], gen[17];
-	struct st_fd_source fsrc;
+	struct dbfile_src fsrc;
 	struct st_source plain;
 	struct stat st;
 	uint64_t plain_bytes = 0;
-	int fd = -1, rc = -1;
+	int rc = -1;
 	sqlite3 *conn = NULL;
 	char msg[600] = "";
 
@@ -252,16 +283,19 @@ static int take_snapshot(struct eng_replica *r, bool flush)
 		snprintf(msg, sizeof(msg), "database not ready");
 		goto out;
 	}
-	fd = open(d->cfg->path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || fstat(fd, &st) < 0) {
-		snprintf(msg, sizeof(msg), "open %s: %s", d->cfg->path, strerror(errno));
-		goto out;
-	}
-	if (st.st_ino != ino || st.st_dev != dev) {
+	/* our connection opened the file before the generation was read: same inode */
+	if (stat(d->cfg->path, &st) < 0 || st.st_ino != ino || st.st_dev != dev) {
 		snprintf(msg, sizeof(msg), "database file replaced during snapshot");
 		goto out;
 	}
-	st_fd_source_init(&plain, &fsrc, fd, st.st_size);
+	fsrc.conn = conn;
+	fsrc.pos = 0;
+	fsrc.size = db_file_size(conn);
+	if (fsrc.size < 0) {
+		snprintf(msg, sizeof(msg), "cannot size database file");
+		goto out;
+	}
+	plain = (struct st_source){ dbfile_read, dbfile_rewind, &fsrc, fsrc.size };
 	layout_snapshot_key(key, gen, index);
 	int64_t t0 = clock_mono_ns();
 	if (put_lz4(r, key, &plain, &call, &plain_bytes, &err) < 0) {
@@ -272,7 +306,14 @@ static int take_snapshot(struct eng_replica *r, bool flush)
 		 d->stat.name, r->stat.name, key, (unsigned long long)plain_bytes,
 		 (long long)((clock_mono_ns() - t0) / NS_PER_MS));
 	pthread_mutex_lock(&d->mu);
-	if (!(r->pos_known && !strcmp(r->pos.generation, gen) && r->pos.index >= index)) {
+	bool same = r->pos_known && !strcmp(r->pos.generation, gen);
+	bool gap = same && r->gap && r->pos.index < index;
+	/*
+	 * In the same generation with no gap, the replica keeps shipping from where
+	 * it is, so older snapshots stay restorable; otherwise it restarts at this
+	 * snapshot's index.
+	 */
+	if (!same || gap) {
 		memset(&r->pos, 0, sizeof(r->pos));
 		memcpy(r->pos.generation, gen, sizeof(gen));
 		r->pos.index = index;
@@ -281,14 +322,15 @@ static int take_snapshot(struct eng_replica *r, bool flush)
 	r->pos_known = true;
 	r->need_snapshot = false;
 	r->dropped = false;
+	r->gap = false;
 	r->stat.snapshots_total++;
 	r->stat.snapshot_bytes_total += plain_bytes;
 	r->stat.last_snapshot_ns = clock_wall_ns();
 	pthread_mutex_unlock(&d->mu);
 	rc = 0;
+	if (gap)
+		retention_prune_below(r, gen, index);
 out:
-	if (fd >= 0)
-		close(fd);
 	if (conn) {
 		db_txn_end(conn);
 		sqlite3_close(conn);
@@ -370,6 +412,7 @@ static int ship(struct eng_replica *r, bool flush)
 					 r->stat.name, pos.index, pos.offset);
 				pthread_mutex_lock(&d->mu);
 				r->need_snapshot = true;
+				r->gap = true;
 				pthread_mutex_unlock(&d->mu);
 				return 0;
 			}

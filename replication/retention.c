@@ -47,25 +47,67 @@ static int add_key(struct eng_replica *r, struct batch *b, const char *key, stru
 	return b->n == DELETE_BATCH ? flush_batch(r, b, err) : 0;
 }
 
-/* Delete objects of g with index < below (UINT32_MAX: all) and older than cutoff. */
+/*
+ * Delete objects of g with index < below (UINT32_MAX: all) and older than
+ * cutoff. An index's segments go all together or not at all, lowest index
+ * first, stopping at the first that cannot go whole: Litestream's restore
+ * rejects a generation in which any index lacks its offset-0 segment, or
+ * in which an index is missing between others.
+ */
 static int prune(struct eng_replica *r, const struct cat_generation *g, uint32_t below,
 		 int64_t cutoff, struct batch *b, struct st_error *err)
 {
 	char key[LAYOUT_KEY_MAX];
-	/* segments first: a snapshot never outlives the segments its restore needs */
-	for (size_t i = 0; i < g->nsegments; i++) {
-		const struct cat_segment *s = &g->segments[i];
-		if ((below == UINT32_MAX || s->index < below) && s->mtime_ns < cutoff &&
-		    add_key(r, b, layout_wal_key(key, g->id, s->index, s->offset), err) < 0)
-			return -1;
+	uint32_t stop = below;
+
+	for (size_t i = 0; i < g->nsegments;) {
+		size_t j = i;
+		bool old = true;
+		uint32_t idx = g->segments[i].index;
+		for (; j < g->nsegments && g->segments[j].index == idx; j++)
+			old = old && g->segments[j].mtime_ns < cutoff;
+		if (below != UINT32_MAX && idx >= below)
+			break;
+		if (!old) {
+			stop = idx;
+			break;
+		}
+		/* segments first: a snapshot never outlives the segments its restore needs */
+		for (; i < j; i++)
+			if (add_key(r, b, layout_wal_key(key, g->id, idx, g->segments[i].offset), err) < 0)
+				return -1;
 	}
 	for (size_t i = 0; i < g->nsnapshots; i++) {
 		const struct cat_snapshot *s = &g->snapshots[i];
-		if ((below == UINT32_MAX || s->index < below) && s->mtime_ns < cutoff &&
+		if ((stop == UINT32_MAX || s->index < stop) && s->mtime_ns < cutoff &&
 		    add_key(r, b, layout_snapshot_key(key, g->id, s->index), err) < 0)
 			return -1;
 	}
 	return flush_batch(r, b, err);
+}
+
+int retention_prune_below(struct eng_replica *r, const char *gen, uint32_t below)
+{
+	struct cat_generation g;
+	struct st_error err = { 0 };
+	struct batch *b = calloc(1, sizeof(*b));
+	int rc = -1;
+
+	if (!b)
+		return -1;
+	if (catalog_load(r->st, gen, &g, NULL, &err) == 0) {
+		rc = prune(r, &g, below, INT64_MAX, b, &err);
+		catalog_generation_release(&g);
+	}
+	if (rc < 0)
+		log_warn("retention", "cannot delete objects before a history gap",
+			 "db=%s replica=%s err=\"%s\"", r->db->stat.name, r->stat.name, err.message);
+	else if (b->deleted)
+		log_warn("retention", "objects before a history gap deleted",
+			 "db=%s replica=%s generation=%s below_index=%u count=%llu", r->db->stat.name,
+			 r->stat.name, gen, below, (unsigned long long)b->deleted);
+	free(b);
+	return rc;
 }
 
 int retention_enforce(struct eng_replica *r, bool *need_snapshot)

@@ -149,7 +149,7 @@ def run(litevisor_bin, tmp_path):
         started.append(r)
         # signals are blocked once it logs this; a TERM before would just kill it
         wait_for(lambda: "replicating databases" in r.text() or r.proc.poll() is not None,
-                 what="replicate to start")
+                 what="replicate to start", timeout=60)
         return r
 
     yield start
@@ -389,3 +389,112 @@ def test_replicate_to_s3(run, tmp_path, litestream_bin, s3server):
     assert p.returncode == 0, p.stderr
     assert integrity(out) == "ok"
     assert content(out) == content(db)
+
+
+def test_continues_restored_generation(run, tmp_path, litestream_bin, litevisor_bin):
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    cfg = config(tmp_path, db, [file_replica(rep)])
+    r = run(cfg)
+    write(db, 300, start=1)
+    assert r.stop() == 0
+    gen = generations(rep)
+    # the node is lost: database and local state gone; litevisor restores it
+    for p in tmp_path.iterdir():
+        if p.name.startswith("app.db") or p.name.startswith(".app.db"):
+            subprocess.run(["rm", "-rf", str(p)], check=True)
+    p = subprocess.run([litevisor_bin, "restore", "-config", str(cfg), str(db)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    r2 = run(cfg)
+    write(db, 300, start=1000)
+    assert r2.stop() == 0
+    assert "continuing restored generation" in r2.text()
+    assert generations(rep) == gen, "the restored generation continues"
+    assert len(objects(rep, "snapshots")) == 1, "no new snapshot after a restore"
+    check_restore(litestream_bin, rep, db, tmp_path / "out.db")
+
+
+def test_backlog_cap_drops_replica_then_snapshot(run, tmp_path, litestream_bin):
+    db, good, down = tmp_path / "app.db", tmp_path / "good", tmp_path / "down"
+    create(db)
+    r = run(config(tmp_path, db, [file_replica(good, "good"), file_replica(down, "down")],
+                   max_backlog="200000", min_checkpoint_page_count=30))
+    wait_for(lambda: objects(down, "snapshots"), what="first snapshot")
+    os.rename(down, tmp_path / "down.away")
+    down.write_text("not a directory")
+    write(db, 800, start=1)
+    wait_for(lambda: "backlog over the cap" in r.text(), what="backlog cap")
+    os.unlink(down)
+    os.rename(tmp_path / "down.away", down)
+    wait_for(lambda: r.text().count("snapshot written db=app.db replica=down") == 2,
+             what="fresh snapshot")
+    write(db, 50, start=2000)
+    assert r.stop() == 0
+    # shadow files below the current index were released meanwhile
+    shadow = tmp_path / ".app.db-litevisor"
+    assert len(list(shadow.rglob("*.wal"))) <= 2
+    check_restore(litestream_bin, down, db, tmp_path / "out1.db")
+    check_restore(litestream_bin, good, db, tmp_path / "out2.db")
+
+
+def test_database_replaced_starts_new_generation(run, tmp_path, litestream_bin):
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    r = run(config(tmp_path, db, [file_replica(rep)]))
+    write(db, 100, start=1)
+    # the app "restores from backup": a different file renamed over the database
+    other = tmp_path / "other.db"
+    write(other, 30, start=500)
+    c = sqlite3.connect(str(other))
+    c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    c.execute("PRAGMA journal_mode=delete")
+    c.close()
+    for sfx in ("-wal", "-shm"):
+        if os.path.exists(str(db) + sfx):
+            os.unlink(str(db) + sfx)
+    os.rename(other, db)
+    wait_for(lambda: len(generations(rep)) == 2, what="new generation")
+    write(db, 50, start=3000)
+    assert r.stop() == 0
+    assert "database file replaced" in r.text()
+    check_restore(litestream_bin, rep, db, tmp_path / "out.db")
+
+
+def test_own_truncate_checkpoint(run, tmp_path, litestream_bin):
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    r = run(config(tmp_path, db, [file_replica(rep)], min_checkpoint_page_count=20,
+                   max_checkpoint_page_count=40, truncate_page_count=60))
+    write(db, 1500, start=1, rate=1000)
+    assert r.stop() == 0
+    assert os.path.getsize(str(db) + "-wal") < 60 * 4120 * 4
+    check_restore(litestream_bin, rep, db, tmp_path / "out.db")
+
+
+def test_retention_keeps_a_restorable_window(run, tmp_path, litestream_bin):
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    r = run(config(tmp_path, db, [file_replica(rep, snapshot_interval="1s", retention="2s",
+                                               retention_grace="1s",
+                                               retention_check_interval="1s")],
+                   min_checkpoint_page_count=50))
+    write(db, 1500, start=1, rate=300)
+    wait_for(lambda: "objects deleted" in r.text(), what="retention to delete", timeout=30)
+    assert r.stop() == 0
+    snaps = objects(rep, "snapshots")
+    assert snaps and "00000000.snapshot.lz4" not in [f for _, f in snaps]
+    check_restore(litestream_bin, rep, db, tmp_path / "out.db")
+
+
+def test_replicate_exec_runs_the_service(litevisor_bin, tmp_path, litestream_bin):
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    cfg = config(tmp_path, db, [file_replica(rep)])
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    service = f"{PY} {script} '" + json.dumps(dict(path=str(db), n=300, start=1)) + "'"
+    p = subprocess.run([litevisor_bin, "replicate", "-config", str(cfg), "-exec", service],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    check_restore(litestream_bin, rep, db, tmp_path / "out.db")
