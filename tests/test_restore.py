@@ -724,3 +724,52 @@ def test_s3_slow_peer_that_answered_is_measured_not_dropped(tmp_path, litevisor_
     # its first answer came within the probe timeout: reachable, so it is waited for
     assert "WINNER" in candidate_line(p.stderr, "nas"), p.stderr
     assert rows(db) == history.states[-1][2]
+
+
+WRITER = r"""
+import sqlite3, sys
+con = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=10)
+con.execute("PRAGMA journal_mode=wal")
+con.execute("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v TEXT)")
+for i in range(int(sys.argv[2])):
+    con.execute("INSERT INTO t(v) VALUES(?)", (f"{sys.argv[3]}-{i}-" + "y" * 200,))
+if sys.argv[4] == "truncate":
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+"""
+
+
+def test_litevisor_written_replica_restores_equal(tmp_path, litevisor_bin, litestream_bin):
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+
+    def writer(n, tag, after=""):
+        subprocess.run(["/usr/bin/python3", "-c", WRITER, str(db), str(n), tag, after],
+                       check=True, timeout=120)
+
+    writer(50, "a")
+    cfg = tmp_path / "lv.yml"
+    cfg.write_text(f"dbs:\n  - path: {db}\n    monitor-interval: 100ms\n    replicas:\n"
+                   f"      - name: nas\n        url: file://{rep}\n        sync-interval: 0s\n")
+    log = open(tmp_path / "replicate.log", "w+")
+    proc = subprocess.Popen([litevisor_bin, "replicate", "-config", str(cfg)],
+                            stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        end = time.monotonic() + 30
+        while time.monotonic() < end and not list(rep.glob("generations/*/snapshots/*")):
+            assert proc.poll() is None, open(tmp_path / "replicate.log").read()
+            time.sleep(0.05)
+        writer(300, "b", "truncate")  # the app's own checkpoint: a new WAL index
+        writer(200, "c")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+    out = tmp_path / "out.db"
+    p = lv(litevisor_bin, "restore", "-o", str(out), f"file://{rep}")
+    assert p.returncode == 0, p.stderr + open(tmp_path / "replicate.log").read()
+    assert rows(out) == rows(db)
+    assert len(rows(out)) == 550
+    out2 = tmp_path / "out-ls.db"
+    q = subprocess.run([litestream_bin, "restore", "-o", str(out2), f"file://{rep}"],
+                       capture_output=True, text=True, timeout=60)
+    assert q.returncode == 0, q.stderr
+    assert rows(out2) == rows(out)
