@@ -288,6 +288,12 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 	localstate_dir(db, statedir, sizeof(statedir));
 	bool exists = lstat(db->path, &st) == 0;
 
+	if (db->nreplicas == 0) {
+		/* nothing to restore from: the service runs on what is there */
+		result_set(res, exists ? RESTORE_EXISTS : RESTORE_EMPTY, "no replicas configured");
+		rc = 0;
+		goto out;
+	}
 	if (exists) {
 		struct wal_pos lpos;
 		int64_t lt;

@@ -1,0 +1,171 @@
+/* Unit tests for restore's plan (restore_plan.c) and decision rule (restore_choose.c). */
+#include "tests/unit/unit.h"
+
+#include "common/log.h"
+#include "replication/restore_int.h"
+
+#define S(ns) ((int64_t)(ns) * 1000000000LL)
+
+static struct cat_generation gen(const char *id, const uint32_t *snaps, size_t ns,
+				 const uint32_t (*segs)[2], size_t nseg, int64_t t0)
+{
+	struct cat_generation g = { 0 };
+	snprintf(g.id, sizeof(g.id), "%s", id);
+	g.snapshots = calloc(ns + 1, sizeof(*g.snapshots));
+	g.segments = calloc(nseg + 1, sizeof(*g.segments));
+	int64_t t = t0;
+	for (size_t i = 0; i < ns; i++) {
+		g.snapshots[i] = (struct cat_snapshot){ snaps[i], 100, t };
+		t += S(10);
+	}
+	for (size_t i = 0; i < nseg; i++) {
+		g.segments[i] = (struct cat_segment){ segs[i][0], segs[i][1], 50, t };
+		t += S(10);
+	}
+	g.nsnapshots = ns;
+	g.nsegments = nseg;
+	g.min_ns = t0;
+	g.max_ns = t - S(10);
+	return g;
+}
+
+static const uint32_t snaps01[] = { 0, 1 };
+static const uint32_t segs[][2] = { { 0, 0 }, { 0, 100 }, { 1, 0 }, { 1, 200 }, { 2, 0 } };
+
+TEST(plan_newest_snapshot_and_following_segments)
+{
+	struct cat_generation g = gen("0123456789abcdef", snaps01, 2, segs, 5, S(1000));
+	struct rs_target t = { 0 };
+	struct rs_plan p;
+	char why[160];
+	CHECK_INT(rs_plan_build(&g, 1, &t, &p, why, sizeof(why)), 1);
+	CHECK_INT(p.snapshot.index, 1);
+	CHECK_INT(p.nsegments, 3); /* 1/0, 1/200, 2/0 */
+	CHECK_INT(p.segments[0].index, 1);
+	CHECK(!p.truncated);
+	CHECK_INT(p.end.index, 2);
+	rs_plan_release(&p);
+}
+
+TEST(plan_index_bounds_and_past_the_end)
+{
+	struct cat_generation g = gen("0123456789abcdef", snaps01, 2, segs, 5, S(1000));
+	struct rs_target t = { .has_index = true, .index = 0 };
+	struct rs_plan p;
+	char why[160];
+	CHECK_INT(rs_plan_build(&g, 1, &t, &p, why, sizeof(why)), 1);
+	CHECK_INT(p.snapshot.index, 0);
+	CHECK_INT(p.nsegments, 2);
+	rs_plan_release(&p);
+	t.index = 3;
+	CHECK_INT(rs_plan_build(&g, 1, &t, &p, why, sizeof(why)), -1);
+	CHECK(strstr(why, "past the end") != NULL);
+	rs_plan_release(&p);
+}
+
+TEST(plan_timestamp_picks_snapshot_and_stops)
+{
+	/* times: snap0 1000, snap1 1010, segs 1020, 1030, 1040, 1050, 1060 */
+	struct cat_generation g = gen("0123456789abcdef", snaps01, 2, segs, 5, S(1000));
+	struct rs_target t = { .timestamp_ns = S(1005) };
+	struct rs_plan p;
+	char why[160];
+	CHECK_INT(rs_plan_build(&g, 1, &t, &p, why, sizeof(why)), 1);
+	CHECK_INT(p.snapshot.index, 0);
+	CHECK_INT(p.nsegments, 0);
+	rs_plan_release(&p);
+	t.timestamp_ns = S(1045);
+	CHECK_INT(rs_plan_build(&g, 1, &t, &p, why, sizeof(why)), 1);
+	CHECK_INT(p.snapshot.index, 1);
+	CHECK_INT(p.nsegments, 1); /* 1/0 at 1040; 1/200 at 1050 is after the timestamp */
+	rs_plan_release(&p);
+	t.timestamp_ns = S(999);
+	CHECK_INT(rs_plan_build(&g, 1, &t, &p, why, sizeof(why)), 0);
+	rs_plan_release(&p);
+}
+
+TEST(plan_notes_a_hole)
+{
+	static const uint32_t holed[][2] = { { 1, 0 }, { 1, 200 }, { 3, 0 } };
+	struct cat_generation g = gen("0123456789abcdef", snaps01, 2, holed, 3, S(1000));
+	struct rs_target t = { 0 };
+	struct rs_plan p;
+	char why[160];
+	CHECK_INT(rs_plan_build(&g, 1, &t, &p, why, sizeof(why)), 1);
+	CHECK(p.truncated);
+	CHECK(strstr(p.note, "gap") != NULL);
+	CHECK_INT(p.nsegments, 3); /* kept: applying fails at the hole and falls back */
+	rs_plan_release(&p);
+}
+
+static void cand(struct rs_cand *c, const char *name, const char *g, uint32_t idx, uint32_t off,
+		 int64_t newest, int64_t rtt_us)
+{
+	memset(c, 0, sizeof(*c));
+	snprintf(c->name, sizeof(c->name), "%s", name);
+	c->state = RC_OK;
+	c->has_data = true;
+	c->rtt_us = rtt_us;
+	snprintf(c->plan.generation, sizeof(c->plan.generation), "%s", g);
+	c->plan.end = (struct wal_pos){ .index = idx, .offset = off };
+	snprintf(c->plan.end.generation, sizeof(c->plan.end.generation), "%s", g);
+	c->plan.newest_ns = newest;
+}
+
+TEST(choose_newest_then_fastest)
+{
+	struct rs_cand c[4];
+	struct rs_choice ch;
+	log_configure(LOG_ERROR, false);
+	cand(&c[0], "stale", "0123456789abcdef", 2, 100, S(2000), 10);
+	cand(&c[1], "slow", "0123456789abcdef", 3, 50, S(1990), 9000);
+	cand(&c[2], "fast", "0123456789abcdef", 3, 50, S(1990), 300);
+	cand(&c[3], "down", "", 0, 0, 0, 0);
+	c[3].state = RC_PENDING;
+	c[3].timed_out = true;
+	c[3].has_data = false;
+	rs_choose(c, 4, 10000, "db", "freshest-reachable", &ch);
+	CHECK_INT(ch.winner, 2);
+	CHECK_INT(c[1].rank, 1);
+	CHECK(c[1].fallback_ok);
+	CHECK(!c[0].fallback_ok);
+	CHECK(c[0].rank > 1);
+	CHECK_INT(ch.unreachable, 1);
+	CHECK(strstr(c[3].verdict, "UNREACHABLE") != NULL);
+}
+
+TEST(choose_generation_by_time_beyond_skew_only)
+{
+	struct rs_cand c[2];
+	struct rs_choice ch;
+	log_configure(LOG_ERROR, false);
+	/* b is newer by 60 s: beyond a 10 s margin, so its generation wins despite a lower position */
+	cand(&c[0], "a", "0123456789abcdef", 9, 0, S(1000), 10);
+	cand(&c[1], "b", "fedcba9876543210", 0, 32, S(1060), 10);
+	rs_choose(c, 2, 10000, "db", "freshest-reachable", &ch);
+	CHECK_INT(ch.winner, 1);
+	CHECK(!ch.ambiguous);
+	/* within the margin: ambiguous, still the later one, and said so */
+	c[1].plan.newest_ns = S(1005);
+	rs_choose(c, 2, 10000, "db", "freshest-reachable", &ch);
+	CHECK(ch.ambiguous);
+	CHECK_INT(ch.winner, 1);
+}
+
+TEST(choose_prefers_replica_without_holes)
+{
+	struct rs_cand c[2];
+	struct rs_choice ch;
+	log_configure(LOG_ERROR, false);
+	cand(&c[0], "holed", "0123456789abcdef", 3, 50, S(1000), 10);
+	c[0].plan.truncated = true;
+	cand(&c[1], "whole", "0123456789abcdef", 3, 50, S(1000), 5000);
+	rs_choose(c, 2, 10000, "db", "freshest-reachable", &ch);
+	CHECK_INT(ch.winner, 1);
+	CHECK(c[0].fallback_ok);
+}
+
+UNIT_MAIN(T(plan_newest_snapshot_and_following_segments), T(plan_index_bounds_and_past_the_end),
+	  T(plan_timestamp_picks_snapshot_and_stops), T(plan_notes_a_hole),
+	  T(choose_newest_then_fastest), T(choose_generation_by_time_beyond_skew_only),
+	  T(choose_prefers_replica_without_holes))
