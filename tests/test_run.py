@@ -823,3 +823,20 @@ def test_own_process_group_gets_signals_and_the_group_kill(litevisor_bin, tmp_pa
     os.kill(r.pid, signal.SIGTERM)
     assert r.wait(timeout=20) == 128 + signal.SIGKILL, r.stderr()
     assert proc_stat(child) is None
+
+
+def test_no_descriptor_leaks_into_the_service(litevisor_bin, tmp_path, runs):
+    """Everything litevisor opens (signalfd, HTTP socket, databases, replicas) is close-on-exec."""
+    (tmp_path / "data").mkdir()
+    port = free_port()
+    out = tmp_path / "fds"
+    cfg = db_config(tmp_path, top=f"addr: 127.0.0.1:{port}\n")
+    r = start(runs, litevisor_bin, tmp_path,
+              ["sh", "-c", f"ls -l /proc/$$/fd > {out}.tmp; mv {out}.tmp {out}"], config=cfg)
+    assert r.wait(timeout=30) == 0, r.stderr()
+    fds = sorted(int(l.split()[-3]) for l in read_lines(out) if "->" in l)
+    assert fds[:3] == [0, 1, 2]
+    # dash keeps a copy of stdout (fd 10) around the redirection of ls; nothing else.
+    assert len(fds) <= 4, open(out).read()
+    for bad in ("socket:", "anon_inode:", "app.db", "pipe:", "replica"):
+        assert bad not in open(out).read(), open(out).read()
