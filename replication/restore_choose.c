@@ -209,9 +209,9 @@ void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, const char *dbname,
 		enum log_level lvl = (x->state == RC_OK) ? LOG_INFO : LOG_WARN;
 		if (x->state == RC_OK && x->has_data)
 			log_event(lvl, "restore", "  candidate",
-				  "name=%s state=%s pos=%s newest=%s rtt_ms=%.1f probe_ms=%lld "
+				  "db=\"%s\" name=%s state=%s pos=%s newest=%s rtt_ms=%.1f probe_ms=%lld "
 				  "bytes=%llu%s%s%s verdict=\"%s\"",
-				  x->name, state_text(x), rs_pos_text(&x->plan.end, pos, sizeof(pos)),
+				  dbname, x->name, state_text(x), rs_pos_text(&x->plan.end, pos, sizeof(pos)),
 				  clock_rfc3339(x->plan.newest_ns, ts, sizeof(ts)), x->rtt_us / 1000.0,
 				  (long long)x->probe_ms, (unsigned long long)x->plan.bytes,
 				  x->plan.truncated ? " hole=\"" : "",
@@ -219,8 +219,8 @@ void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, const char *dbname,
 				  x->verdict);
 		else
 			log_event(lvl, "restore", "  candidate",
-				  "name=%s state=%s rtt_ms=%.1f probe_ms=%lld error=\"%s\" verdict=\"%s\"",
-				  x->name, state_text(x), x->rtt_us / 1000.0, (long long)x->probe_ms,
+				  "db=\"%s\" name=%s state=%s rtt_ms=%.1f probe_ms=%lld error=\"%s\" "
+				  "verdict=\"%s\"", dbname, x->name, state_text(x), x->rtt_us / 1000.0, (long long)x->probe_ms,
 				  x->state == RC_OK ? "" : x->error, x->verdict);
 	}
 	log_event(out->ambiguous ? LOG_WARN : LOG_INFO, "restore", "decided",
