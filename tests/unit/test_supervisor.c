@@ -3,8 +3,11 @@
 #include "tests/unit/unit.h"
 
 #include <jansson.h>
+#include <sys/stat.h>
 
 #include "common/clock.h"
+#include "nomad/env.h"
+#include "supervisor/child.h"
 #include "supervisor/health.h"
 #include "supervisor/metrics.h"
 #include "supervisor/push.h"
@@ -228,6 +231,59 @@ TEST(db_env_names)
 	CHECK_STR(buf, "RADARR_DB");
 }
 
-UNIT_MAIN(T(words_plain_and_quoted), T(words_errors), T(readiness_rules), T(liveness_rules),
+TEST(nomad_port_labels)
+{
+	unsetenv("NOMAD_PORT_sup_http");
+	CHECK_INT(nomad_port("sup-http"), 0);
+	setenv("NOMAD_PORT_sup_http", "23456", 1);
+	CHECK_INT(nomad_port("sup-http"), 23456); /* '-' is '_' in Nomad's variable names */
+	CHECK_INT(nomad_port("sup_http"), 23456);
+	setenv("NOMAD_PORT_bad", "http", 1);
+	CHECK_INT(nomad_port("bad"), -1);
+	setenv("NOMAD_PORT_big", "70000", 1);
+	CHECK_INT(nomad_port("big"), -1);
+	setenv("NOMAD_IP_sup_http", "10.0.0.5", 1);
+	CHECK_STR(nomad_ip("sup-http"), "10.0.0.5");
+	unsetenv("NOMAD_ALLOC_ID");
+	CHECK(!nomad_present());
+	setenv("NOMAD_ALLOC_ID", "5f2c", 1);
+	CHECK(nomad_present());
+	setenv("NOMAD_ALLOC_DIR", "/alloc", 1);
+	CHECK_STR(nomad_alloc_dir(), "/alloc");
+}
+
+TEST(program_search)
+{
+	char dir[] = "/tmp/lv-unit-XXXXXX";
+	CHECK(mkdtemp(dir));
+	char exe[128], plain[128], path[300];
+	snprintf(exe, sizeof(exe), "%s/tool", dir);
+	snprintf(plain, sizeof(plain), "%s/data", dir);
+	FILE *f = fopen(exe, "w");
+	fclose(f);
+	chmod(exe, 0755);
+	f = fopen(plain, "w");
+	fclose(f);
+	chmod(plain, 0644);
+	snprintf(path, sizeof(path), "/nonexistent:%s", dir);
+	setenv("PATH", path, 1);
+	char *p = child_find_program("tool");
+	CHECK_STR(p, exe);
+	free(p);
+	p = child_find_program("data"); /* exists, not executable: exec will say EACCES */
+	CHECK_STR(p, plain);
+	free(p);
+	p = child_find_program("missing");
+	CHECK_STR(p, "missing");
+	free(p);
+	p = child_find_program("./rel/x");
+	CHECK_STR(p, "./rel/x");
+	free(p);
+	unlink(exe);
+	unlink(plain);
+	rmdir(dir);
+}
+
+UNIT_MAIN(T(nomad_port_labels), T(program_search), T(words_plain_and_quoted), T(words_errors), T(readiness_rules), T(liveness_rules),
 	  T(replica_warn_and_fail), T(health_document_warns_on_failing_replica),
 	  T(metrics_text_rules), T(push_url_building), T(db_env_names))
