@@ -773,3 +773,20 @@ def test_litevisor_written_replica_restores_equal(tmp_path, litevisor_bin, lites
                        capture_output=True, text=True, timeout=60)
     assert q.returncode == 0, q.stderr
     assert rows(out2) == rows(out)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_restored_file_gets_the_service_user(tmp_path, history):
+    import pwd
+    nobody = pwd.getpwnam("nobody")
+    rep = tmp_path / "rep"
+    history.write(str(rep))
+    db = tmp_path / "data" / "app.db"
+    cfg = write_config(tmp_path / "lv.yml", db, [{"name": "nas", "url": f"file://{rep}"}])
+    with open(cfg, "a") as f:
+        f.write("supervisor:\n  user: nobody\n")
+    p, res = restore_tool(cfg)
+    assert res[0]["outcome"] == "restored", p.stderr
+    st = os.stat(db)
+    assert (st.st_uid, st.st_gid) == (nobody.pw_uid, nobody.pw_gid)
+    assert st.st_mode & 0o777 == 0o640
