@@ -295,6 +295,9 @@ static int prepare(struct sup *s)
 		log_error("http", "invalid listen address", "error=\"%s\"", err);
 		return SUP_EXIT_CONFIG;
 	}
+	if (have == 0 && s->cfg->health.port_label)
+		log_warn("http", "no HTTP server: health.port-label is set but Nomad gave no such port and addr is unset",
+			 "label=%s", s->cfg->health.port_label);
 	if (have > 0) {
 		s->http = http_start(&sa, &s->state, s->cfg);
 		if (!s->http) {
