@@ -48,7 +48,6 @@ struct idx_job {
 	uint32_t index;
 	size_t first, count;        /* segments of the plan */
 	uint64_t *lens;             /* compressed length of each */
-	char path[PATH_MAX + 16];
 	enum job_state state;
 };
 
@@ -70,6 +69,13 @@ struct apply {
 	int64_t t0_ms;
 	int64_t snap_ms, wal_ms, verify_ms, install_ms; /* phase timings for the log */
 };
+
+/* Where job j's compressed segments go (not stored per job: there may be thousands). */
+static char *job_path(const struct apply *a, const struct idx_job *j, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s-%08x.lz4", a->tmp, j->index);
+	return buf;
+}
 
 char *rs_temp_path(const char *target, char *buf, size_t len)
 {
@@ -211,10 +217,11 @@ static int download_job(struct apply *a, struct idx_job *j)
 	struct storage *st = a->c->st;
 	const char *gen = a->c->plan.generation;
 	struct st_error err = { 0 };
-	char key[LAYOUT_KEY_MAX];
-	int fd = open(j->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	char key[LAYOUT_KEY_MAX], path[PATH_MAX + 16];
+	int fd = open(job_path(a, j, path, sizeof(path)), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+		      0600);
 	if (fd < 0) {
-		fail(a, true, "create %s: %s", j->path, strerror(errno));
+		fail(a, true, "create %s: %s", path, strerror(errno));
 		return -1;
 	}
 	for (size_t k = 0; k < j->count; k++) {
@@ -234,7 +241,7 @@ static int download_job(struct apply *a, struct idx_job *j)
 		j->lens[k] = f.n;
 	}
 	if (close(fd) < 0) {
-		fail(a, true, "write %s: %s", j->path, strerror(errno));
+		fail(a, true, "write %s: %s", path, strerror(errno));
 		return -1;
 	}
 	return 0;
@@ -397,16 +404,18 @@ static int apply_index(struct apply *a, struct idx_job *j, uint32_t page_size, s
 {
 	struct wal_out w = { .fd = -1 };
 	unsigned char *buf = NULL;
+	char path[PATH_MAX + 16];
 	int in = -1, rc = -1;
 
+	job_path(a, j, path, sizeof(path));
 	if (wal_reader_init(&w.r) < 0 || !(buf = malloc(IO_CHUNK))) {
 		fail(a, false, "out of memory");
 		goto out;
 	}
-	in = open(j->path, O_RDONLY | O_CLOEXEC);
+	in = open(path, O_RDONLY | O_CLOEXEC);
 	w.fd = open(a->tmp_wal, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (in < 0 || w.fd < 0) {
-		fail(a, true, "open %s: %s", in < 0 ? j->path : a->tmp_wal, strerror(errno));
+		fail(a, true, "open %s: %s", in < 0 ? path : a->tmp_wal, strerror(errno));
 		goto out;
 	}
 	for (size_t k = 0; k < j->count; k++) {
@@ -431,7 +440,7 @@ static int apply_index(struct apply *a, struct idx_job *j, uint32_t page_size, s
 			if (r <= 0) {
 				if (r < 0 && errno == EINTR)
 					continue;
-				fail(a, true, "read %s: %s", j->path, r ? strerror(errno) : "short");
+				fail(a, true, "read %s: %s", path, r ? strerror(errno) : "short");
 				ok = false;
 				break;
 			}
@@ -482,7 +491,7 @@ out:
 		close(w.fd);
 	wal_reader_release(&w.r);
 	free(buf);
-	unlink(j->path);
+	unlink(path);
 	return rc;
 }
 
@@ -583,7 +592,7 @@ static void cleanup(struct apply *a)
 	snprintf(j, sizeof(j), "%s-journal", a->tmp);
 	unlink(j);
 	for (size_t i = 0; i < a->njobs; i++)
-		unlink(a->jobs[i].path);
+		unlink(job_path(a, &a->jobs[i], j, sizeof(j)));
 }
 
 /* Split the plan's segments into one job per index. */
@@ -602,7 +611,6 @@ static int make_jobs(struct apply *a)
 			struct idx_job *j = &a->jobs[a->njobs++];
 			j->index = p->segments[i].index;
 			j->first = i;
-			snprintf(j->path, sizeof(j->path), "%s-%08x.lz4", a->tmp, j->index);
 		}
 		a->jobs[a->njobs - 1].count++;
 	}
