@@ -840,3 +840,41 @@ def test_no_descriptor_leaks_into_the_service(litevisor_bin, tmp_path, runs):
     assert len(fds) <= 4, open(out).read()
     for bad in ("socket:", "anon_inode:", "app.db", "pipe:", "replica"):
         assert bad not in open(out).read(), open(out).read()
+
+
+def test_endpoints_answer_fast_while_a_large_snapshot_uploads(litevisor_bin, tmp_path, runs):
+    import sqlite3
+    import urllib.request
+    (tmp_path / "data").mkdir()
+    db = sqlite3.connect(str(tmp_path / "data" / "app.db"))
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT, b BLOB)")
+    for i in range(96):
+        db.execute("INSERT INTO t (v, b) VALUES (?, randomblob(1048576))", (f"big-{i}",))
+    db.commit()
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    port = free_port()
+    r = start(runs, litevisor_bin, tmp_path, SERVICE,
+              config=db_config(tmp_path, top=f"addr: 127.0.0.1:{port}\n"))
+    base = f"http://127.0.0.1:{port}"
+    poll(lambda: subprocess.run(["curl", "-s", base + "/livez"], capture_output=True).returncode == 0)
+    slowest, during = {}, 0
+    end = time.monotonic() + 20
+    while time.monotonic() < end:
+        body = urllib.request.urlopen(base + "/metrics", timeout=2).read().decode()
+        m = re.search(r'^litevisor_replica_snapshots_total\{db="app",replica="[^"]*"\} (\d+)$', body, re.M)
+        if m and int(m.group(1)) > 0:
+            break
+        for path in ("/livez", "/healthz", "/readyz"):
+            t0 = time.monotonic()
+            try:
+                urllib.request.urlopen(base + path, timeout=2).read()
+            except urllib.error.HTTPError as e:
+                e.read()
+            slowest[path] = max(slowest.get(path, 0), time.monotonic() - t0)
+        during += 1
+    assert during >= 3, "the snapshot finished before it could be observed"
+    assert all(v < 0.050 for v in slowest.values()), slowest
+    os.kill(r.pid, signal.SIGTERM)
+    assert r.wait(timeout=60) == 0, r.stderr()
