@@ -124,6 +124,40 @@ def snapshots_present(rep_dir, s3, prefix):
     return bool(f) and bool(s)
 
 
+def replica_state(rep_dir, s3, prefix):
+    """What both replicas hold: (files, complete) — complete is False while any object is
+    half-written (a file replica's temp file, an s3rver object without its metadata)."""
+    names, complete = [], True
+    for root in (rep_dir, s3.prefix_dir(prefix)):
+        for dirpath, _, files in os.walk(root):
+            for n in files:
+                p = os.path.join(dirpath, n)
+                try:
+                    names.append((p, os.path.getsize(p)))
+                except FileNotFoundError:
+                    complete = False
+                if n.endswith(".tmp"):
+                    complete = False
+                if n.endswith(lag.S3_OBJ) and not os.path.exists(p[:-len(lag.S3_OBJ)] + lag.S3_META):
+                    complete = False
+    return sorted(names), complete
+
+
+def wait_quiet(rep_dir, s3, prefix, settle=1.5, timeout=60):
+    """Wait until no replica object is in flight and nothing changed for settle seconds, so
+    stopping the tool cannot abort an upload and leave a broken object behind."""
+    end = time.monotonic() + timeout
+    last, since = None, time.monotonic()
+    while time.monotonic() < end:
+        state, complete = replica_state(rep_dir, s3, prefix)
+        if state != last or not complete:
+            last, since = state, time.monotonic()
+        elif time.monotonic() - since >= settle:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def lag_stats(lags):
     vals = sorted(x for _, x in lags if x is not None)
     n = len(vals)
@@ -322,6 +356,8 @@ def first_snapshot(tool, s3, src_db, d):
         cpu = measure.cpu_seconds(p.pid)
         hwm = measure.status_kib(p.pid, "VmHWM")
         smp.stop()
+        if ok and p.poll() is None:
+            wait_quiet(rep, s3, prefix)   # untimed: the restores need whole replicas
         stop(p)
     if not ok or not snapshots_present(rep, s3, prefix) or cpu is None:
         return ({"na": f"n/a: {tool.name} wrote no snapshot to both replicas (exit {p.returncode}"
