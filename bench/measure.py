@@ -65,7 +65,9 @@ class Sampler:
         self._t = threading.Thread(target=self._run, daemon=True)
 
     def start(self):
-        self._t.start()
+        """interval None: sample nothing (stop() then reports no peaks)."""
+        if self.interval is not None:
+            self._t.start()
         return self
 
     def _run(self):
@@ -83,7 +85,8 @@ class Sampler:
 
     def stop(self):
         self._stop.set()
-        self._t.join()
+        if self._t.is_alive():
+            self._t.join()
         return self
 
 

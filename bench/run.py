@@ -167,8 +167,11 @@ def lag_stats(lags):
             "p99": vals[min(n - 1, int(n * 0.99))], "max": vals[-1]}
 
 
-def replication_run(tool, s3, base_db, d, sync_interval, workload, drain=20):
-    """One tool, one fresh DB, one workload; returns the figures or {'na': why}."""
+def replication_run(tool, s3, base_db, d, sync_interval, workload, drain=20, sample=True):
+    """One tool, one fresh DB, one workload; returns the figures or {'na': why}.
+
+    sample=False leaves out the memory sampler, so that the write-latency runs load the
+    machine exactly as the no-replicator run does, apart from the tool itself."""
     why = tool.available("replicate")
     if why:
         return {"na": why}
@@ -181,7 +184,7 @@ def replication_run(tool, s3, base_db, d, sync_interval, workload, drain=20):
                               s3_prefix=prefix, sync_interval=sync_interval)
     logf = open(os.path.join(d, "tool.log"), "w")
     proc = subprocess.Popen(tool.replicate_cmd(cfg), stdout=logf, stderr=subprocess.STDOUT)
-    smp = measure.Sampler(proc.pid).start()
+    smp = measure.Sampler(proc.pid, 0.02 if sample else None).start()
     res = {}
     try:
         if not wait_for(lambda: proc.poll() is not None or snapshots_present(rep, s3, prefix),
@@ -485,7 +488,7 @@ def scenario_latency(tools, s3, base_db):
                 res = {"commit_p50_ms": lat[len(lat) // 2] * 1000,
                        "commit_p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000}
             else:
-                res = replication_run(t, s3, base_db, d, "1s", args, drain=5)
+                res = replication_run(t, s3, base_db, d, "1s", args, drain=5, sample=False)
                 res = {k: v for k, v in res.items() if k in ("na", "commit_p50_ms", "commit_p99_ms")}
             out[name].append(res)
             log(f"latency round {r + 1}/{PLAN.latency_rounds} {name}: "
