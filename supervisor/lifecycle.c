@@ -277,6 +277,13 @@ static int prepare(struct sup *s)
 		log_error("supervisor", "invalid service identity", "error=\"%s\"", err);
 		return SUP_EXIT_CONFIG;
 	}
+	if (s->creds.set && geteuid() != 0 &&
+	    (s->creds.uid != geteuid() || s->creds.gid != getegid())) {
+		/* Found now rather than after a long restore, when the exec would fail. */
+		log_error("supervisor", "switching the service's user or group needs litevisor to run as root",
+			  "uid=%d gid=%d euid=%d", (int)s->creds.uid, (int)s->creds.gid, (int)geteuid());
+		return SUP_EXIT_CONFIG;
+	}
 	s->envp = svcenv_build(s->cfg, &s->creds);
 	if (!s->envp) {
 		log_error("supervisor", "out of memory", NULL);

@@ -878,3 +878,19 @@ def test_endpoints_answer_fast_while_a_large_snapshot_uploads(litevisor_bin, tmp
     assert all(v < 0.050 for v in slowest.values()), slowest
     os.kill(r.pid, signal.SIGTERM)
     assert r.wait(timeout=60) == 0, r.stderr()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
+def test_user_switch_without_root_is_refused_before_anything_starts(litevisor_bin, tmp_path):
+    import tempfile
+    with tempfile.TemporaryDirectory(dir="/tmp") as d:
+        os.chmod(d, 0o755)  # readable by the unprivileged user (pytest's tmp_path is not)
+        cfgf = os.path.join(d, "c.yml")
+        with open(cfgf, "w") as f:
+            f.write("supervisor:\n  user: root\n")
+        os.chmod(cfgf, 0o644)
+        p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                            litevisor_bin, "run", "-config", cfgf, "--", "true"],
+                           capture_output=True, text=True, timeout=20)
+    assert p.returncode == 100, p.stderr
+    assert "needs litevisor to run as root" in p.stderr
