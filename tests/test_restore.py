@@ -790,3 +790,17 @@ def test_restored_file_gets_the_service_user(tmp_path, history):
     st = os.stat(db)
     assert (st.st_uid, st.st_gid) == (nobody.pw_uid, nobody.pw_gid)
     assert st.st_mode & 0o777 == 0o640
+
+
+@pytest.mark.parametrize("parallelism", ["1", "8"])
+def test_many_indexes_apply_in_order_whatever_the_parallelism(tmp_path, litevisor_bin,
+                                                              parallelism):
+    # 25 WAL indexes of 1-3 segments: downloads finish out of order, applying may not
+    h = History(tmp_path, [[[2]] * (1 + i % 3) for i in range(25)], initial=5, payload=50)
+    rep = tmp_path / "rep"
+    h.write(str(rep), step=1)
+    out = tmp_path / "r.db"
+    p = lv(litevisor_bin, "restore", "-parallelism", parallelism, "-o", str(out), f"file://{rep}")
+    assert p.returncode == 0, p.stderr
+    assert rows(out) == h.states[-1][2]
+    assert f"index={h.states[-1][0]:08x}" in p.stderr
