@@ -512,6 +512,15 @@ static void *monitor_thread(void *arg)
 	bool fresh = false, stopped = false;
 	uint32_t ckpt_done = UINT32_MAX;
 	int64_t poll_ms = d->cfg->monitor_interval_ms > 0 ? d->cfg->monitor_interval_ms : 1000;
+	/*
+	 * Copying each commit as it lands costs a sync per commit; replicas with
+	 * a sync-interval only need the copy that often. Coalesce for a quarter
+	 * of the shortest interval (at most 250 ms); sync-interval 0 copies at once.
+	 */
+	int64_t coalesce_ms = 250;
+	for (size_t i = 0; i < d->nreplicas; i++)
+		if (d->replicas[i].st && d->replicas[i].cfg->sync_interval_ms / 4 < coalesce_ms)
+			coalesce_ms = d->replicas[i].cfg->sync_interval_ms / 4;
 
 	while (!stopping(d)) {
 		if (!stopped && !d->open) {
@@ -570,8 +579,20 @@ static void *monitor_thread(void *arg)
 		pthread_cond_broadcast(&d->cond);
 		bool again = d->sync_req > d->sync_seq;
 		pthread_mutex_unlock(&d->mu);
-		if (!again)
-			watch_wait(&d->watch, poll_ms);
+		if (again)
+			continue;
+		if (watch_wait(&d->watch, poll_ms) && coalesce_ms > 0) {
+			/* gather commits for a while: no replica wants them sooner */
+			int64_t until = clock_mono_ms() + coalesce_ms, left;
+			while ((left = until - clock_mono_ms()) > 0 && !stopping(d)) {
+				pthread_mutex_lock(&d->mu);
+				bool urgent = d->sync_req > d->sync_seq || d->ckpt_req;
+				pthread_mutex_unlock(&d->mu);
+				if (urgent)
+					break;
+				watch_wait(&d->watch, left);
+			}
+		}
 	}
 	if (d->open)
 		close_db(d);
@@ -586,6 +607,16 @@ void engine_request_checkpoint(struct eng_db *d)
 		d->ckpt_req_index = d->index;
 		watch_wake(&d->watch);
 	}
+}
+
+/* Condition variables wait on the monotonic clock (deadlines are monotonic). */
+static void cond_init_mono(pthread_cond_t *c)
+{
+	pthread_condattr_t a;
+	pthread_condattr_init(&a);
+	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+	pthread_cond_init(c, &a);
+	pthread_condattr_destroy(&a);
 }
 
 struct engine *engine_new(const struct config *cfg)
@@ -606,7 +637,7 @@ struct engine *engine_new(const struct config *cfg)
 		d->sh.fd = -1;
 		d->watch.ifd = d->watch.efd = -1;
 		pthread_mutex_init(&d->mu, NULL);
-		pthread_cond_init(&d->cond, NULL);
+		cond_init_mono(&d->cond);
 	}
 	for (size_t i = 0; i < cfg->ndbs; i++) {
 		struct eng_db *d = &e->dbs[i];
@@ -625,7 +656,7 @@ struct engine *engine_new(const struct config *cfg)
 			struct st_error err = { 0 };
 			r->db = d;
 			r->cfg = rc;
-			pthread_cond_init(&r->cond, NULL);
+			cond_init_mono(&r->cond);
 			snprintf(r->stat.name, sizeof(r->stat.name), "%s", rc->name ? rc->name : "");
 			snprintf(r->stat.type, sizeof(r->stat.type), "%s",
 				 rc->type == REPLICA_S3 ? "s3" : "file");
@@ -732,6 +763,11 @@ int engine_flush(struct engine *e, int64_t deadline_ms)
 		watch_wake(&d->watch);
 		while (d->sync_seq < want && remaining_ms(end) > 0)
 			timed_wait(&d->cond, &d->mu, remaining_ms(end));
+		if (d->sync_seq < want) {
+			log_error("engine", "final flush: the WAL could not be synced in time", "db=%s",
+				  d->stat.name);
+			rc = -1;
+		}
 		pthread_mutex_unlock(&d->mu);
 	}
 	/* 2. every replica ships up to that point, in parallel (each its own thread) */
