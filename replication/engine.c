@@ -441,6 +441,7 @@ static void truncate_wal(struct eng_db *d, int64_t before)
 	pthread_mutex_lock(&d->mu);
 	d->stat.checkpoints_total[DB_CKPT_TRUNCATE]++;
 	pthread_mutex_unlock(&d->mu);
+	log_info("engine", "WAL truncated", "db=%s index=%u", d->stat.name, d->sh.index);
 	if (before != after) {
 		/* a commit slipped in between our copy and the truncation: it may be lost */
 		start_generation(d, "commit raced a TRUNCATE checkpoint");
@@ -450,7 +451,7 @@ static void truncate_wal(struct eng_db *d, int64_t before)
 	publish(d, 0);
 }
 
-static void maybe_checkpoint(struct eng_db *d, uint32_t *done_index)
+static void maybe_checkpoint(struct eng_db *d)
 {
 	const struct cfg_db *c = d->cfg;
 	int64_t now = clock_mono_ns();
@@ -460,13 +461,22 @@ static void maybe_checkpoint(struct eng_db *d, uint32_t *done_index)
 	pthread_mutex_lock(&d->mu);
 	bool req = d->ckpt_req;
 	pthread_mutex_unlock(&d->mu);
-	if (*done_index == d->sh.index)
-		return; /* already fully backfilled: the app's next write restarts the WAL */
 	uint64_t frames = (d->sh.size - WAL_HEADER_SIZE) / wal_frame_size(d->sh.hdr.page_size);
+	/*
+	 * Fully backfilled already: the app's next write restarts the WAL. Try
+	 * again only if it grew by another threshold meanwhile (an app reader kept
+	 * the restart from happening).
+	 */
+	if (d->ckpt_done && d->ckpt_done_epoch == d->gen_epoch && d->ckpt_done_index == d->sh.index &&
+	    (int64_t)(frames - d->ckpt_done_frames) < c->min_checkpoint_page_count)
+		return;
 	bool due = req || (int64_t)frames >= c->min_checkpoint_page_count ||
 		   (c->checkpoint_interval_ms > 0 && frames > 1 &&
 		    now - d->last_ckpt_mono >= c->checkpoint_interval_ms * NS_PER_MS);
-	if (!due || now - d->last_ckpt_mono < CKPT_RETRY_NS / 10 * (req ? 1 : 10))
+	/* retry soon when asked or when the WAL is past max-checkpoint-page-count */
+	bool urgent = req || (c->max_checkpoint_page_count > 0 &&
+			      (int64_t)frames >= c->max_checkpoint_page_count);
+	if (!due || now - d->last_ckpt_mono < (urgent ? CKPT_RETRY_NS / 10 : CKPT_RETRY_NS))
 		return;
 	d->last_ckpt_mono = now;
 	bool full = false;
@@ -484,7 +494,13 @@ static void maybe_checkpoint(struct eng_db *d, uint32_t *done_index)
 		  d->stat.name, rc, full, d->sh.index, (unsigned long long)frames, req);
 	if (rc != 0 || !full)
 		return;
-	*done_index = d->sh.index;
+	d->ckpt_done = true;
+	d->ckpt_done_epoch = d->gen_epoch;
+	d->ckpt_done_index = d->sh.index;
+	d->ckpt_done_frames = frames;
+	pthread_mutex_lock(&d->mu);
+	d->ckpt_req = false; /* served: the restart is up to the app's next write */
+	pthread_mutex_unlock(&d->mu);
 	struct stat st;
 	if (c->truncate_page_count > 0 && d->wal_fd >= 0 && fstat(d->wal_fd, &st) == 0 &&
 	    (uint64_t)st.st_size >= WAL_HEADER_SIZE + (uint64_t)c->truncate_page_count *
@@ -510,7 +526,6 @@ static void *monitor_thread(void *arg)
 {
 	struct eng_db *d = arg;
 	bool fresh = false, stopped = false;
-	uint32_t ckpt_done = UINT32_MAX;
 	int64_t poll_ms = d->cfg->monitor_interval_ms > 0 ? d->cfg->monitor_interval_ms : 1000;
 	/*
 	 * Copying each commit as it lands costs a sync per commit; replicas with
@@ -554,9 +569,7 @@ static void *monitor_thread(void *arg)
 			}
 			if (d->conns.cur < 0)
 				d->continuous = false;
-			maybe_checkpoint(d, &ckpt_done);
-			if (ckpt_done != d->sh.index && ckpt_done != UINT32_MAX && d->sh.index > ckpt_done)
-				ckpt_done = UINT32_MAX;
+			maybe_checkpoint(d);
 			pthread_mutex_lock(&d->mu);
 			if (d->ckpt_req && d->index != d->ckpt_req_index)
 				d->ckpt_req = false;

@@ -97,6 +97,10 @@ struct eng_db {
 	struct shadow sh;
 	int wal_fd;
 	int64_t last_ckpt_mono;
+	bool ckpt_done;               /* a full checkpoint was done at ckpt_done_index */
+	uint64_t ckpt_done_epoch;     /* ... in this generation (gen_epoch) */
+	uint32_t ckpt_done_index;
+	uint64_t ckpt_done_frames;    /* ... when the index held this many frames */
 	int64_t last_cleanup_mono;
 
 	struct eng_replica *replicas;

@@ -468,7 +468,7 @@ def test_own_truncate_checkpoint(run, tmp_path, litestream_bin):
                    max_checkpoint_page_count=40, truncate_page_count=60))
     write(db, 1500, start=1, rate=1000)
     assert r.stop() == 0
-    assert os.path.getsize(str(db) + "-wal") < 60 * 4120 * 4
+    assert "WAL truncated" in r.text()
     check_restore(litestream_bin, rep, db, tmp_path / "out.db")
 
 
