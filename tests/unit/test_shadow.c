@@ -1,0 +1,214 @@
+/*
+ * Unit tests for the shadow WAL (replication/shadow.c) and our read hold
+ * (replication/db.c), against WAL files SQLite itself writes.
+ */
+#include "tests/unit/unit.h"
+
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+
+#include "replication/db.h"
+#include "replication/shadow.h"
+
+#define GEN "0123456789abcdef"
+
+struct fixture {
+	char dir[256], db[300], wal[310], state[300];
+	sqlite3 *app;
+};
+
+static void exec(sqlite3 *db, const char *sql)
+{
+	char *err = NULL;
+	if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK)
+		FAIL("%s: %s", sql, err);
+}
+
+static void setup(struct fixture *f)
+{
+	snprintf(f->dir, sizeof(f->dir), "/tmp/lv-shadow-XXXXXX");
+	CHECK(mkdtemp(f->dir) != NULL);
+	snprintf(f->db, sizeof(f->db), "%s/app.db", f->dir);
+	snprintf(f->wal, sizeof(f->wal), "%s-wal", f->db);
+	snprintf(f->state, sizeof(f->state), "%s/state", f->dir);
+	CHECK_INT(sqlite3_open(f->db, &f->app), SQLITE_OK);
+	exec(f->app, "PRAGMA journal_mode=wal; PRAGMA wal_autocheckpoint=0;"
+		     "CREATE TABLE t(a INTEGER PRIMARY KEY, b TEXT)");
+}
+
+static void teardown(struct fixture *f)
+{
+	char cmd[400];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+	CHECK_INT(system(cmd), 0);
+}
+
+static void insert(sqlite3 *db, int n)
+{
+	for (int i = 0; i < n; i++)
+		exec(db, "INSERT INTO t(b) VALUES (hex(randomblob(200)))");
+}
+
+static int64_t fsize(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 ? st.st_size : -1;
+}
+
+static void check_prefix(const struct shadow *s, const char *wal)
+{
+	char path[4400];
+	snprintf(path, sizeof(path), "%s/generations/%s/wal/%08x.wal", s->dir, s->gen, s->index);
+	int a = open(path, O_RDONLY), b = open(wal, O_RDONLY);
+	CHECK(a >= 0 && b >= 0);
+	CHECK_INT(fsize(path), s->size);
+	static unsigned char x[1 << 16], y[1 << 16];
+	for (uint64_t off = 0; off < s->size;) {
+		ssize_t n = pread(a, x, sizeof(x), (off_t)off);
+		CHECK(n > 0);
+		CHECK_INT(pread(b, y, (size_t)n, (off_t)off), n);
+		CHECK_MEM(x, y, (size_t)n);
+		off += (uint64_t)n;
+	}
+	close(a);
+	close(b);
+}
+
+TEST(copies_committed_frames_as_a_byte_exact_prefix)
+{
+	struct fixture f;
+	struct shadow s;
+	uint64_t grew;
+	char why[128];
+
+	setup(&f);
+	insert(f.app, 10);
+	shadow_init(&s, f.state, (uid_t)-1, (gid_t)-1);
+	CHECK_INT(shadow_start(&s, GEN, 0), 0);
+	int wal = open(f.wal, O_RDONLY);
+	CHECK(wal >= 0);
+	CHECK_INT(shadow_sync(&s, wal, &grew, why, sizeof(why)), SHADOW_GREW);
+	CHECK_INT(s.size, fsize(f.wal));
+	CHECK_INT(grew, s.size);
+	check_prefix(&s, f.wal);
+	CHECK_INT(shadow_sync(&s, wal, &grew, why, sizeof(why)), SHADOW_NONE);
+	insert(f.app, 5);
+	CHECK_INT(shadow_sync(&s, wal, &grew, why, sizeof(why)), SHADOW_GREW);
+	CHECK_INT(s.size, fsize(f.wal));
+	check_prefix(&s, f.wal);
+	/* an uncommitted transaction's frames are not copied */
+	exec(f.app, "PRAGMA cache_size=10; BEGIN");
+	for (int i = 0; i < 300; i++) /* more than the page cache spills to the WAL */
+		exec(f.app, "INSERT INTO t(b) VALUES (hex(randomblob(2000)))");
+	uint64_t before = s.size;
+	CHECK(fsize(f.wal) > (int64_t)before);
+	enum shadow_result r = shadow_sync(&s, wal, &grew, why, sizeof(why));
+	CHECK(r == SHADOW_NONE);
+	CHECK_INT(s.size, before);
+	exec(f.app, "COMMIT");
+	CHECK_INT(shadow_sync(&s, wal, &grew, why, sizeof(why)), SHADOW_GREW);
+	CHECK_INT(s.size, fsize(f.wal));
+	close(wal);
+	shadow_close(&s);
+	sqlite3_close(f.app);
+	teardown(&f);
+}
+
+TEST(a_restart_is_a_new_session_and_resume_continues)
+{
+	struct fixture f;
+	struct shadow s;
+	uint64_t grew;
+	char why[128];
+
+	setup(&f);
+	insert(f.app, 10);
+	shadow_init(&s, f.state, (uid_t)-1, (gid_t)-1);
+	CHECK_INT(shadow_start(&s, GEN, 0), 0);
+	int wal = open(f.wal, O_RDONLY);
+	CHECK_INT(shadow_sync(&s, wal, &grew, why, sizeof(why)), SHADOW_GREW);
+	uint64_t first = s.size;
+	exec(f.app, "PRAGMA wal_checkpoint(PASSIVE)");
+	insert(f.app, 3); /* fully backfilled WAL: this write restarts it */
+	CHECK_INT(shadow_sync(&s, wal, &grew, why, sizeof(why)), SHADOW_NEW_SESSION);
+	shadow_next_index(&s);
+	CHECK_INT(s.index, 1);
+	CHECK_INT(shadow_sync(&s, wal, &grew, why, sizeof(why)), SHADOW_GREW);
+	check_prefix(&s, f.wal);
+	CHECK_INT(shadow_file_size(&s, 0), first);
+	uint64_t size = s.size;
+	shadow_close(&s);
+
+	/* a torn tail after a crash is cut when the shadow is reopened */
+	char path[512];
+	snprintf(path, sizeof(path), "%s/generations/%s/wal/00000001.wal", f.state, GEN);
+	int fd = open(path, O_WRONLY | O_APPEND);
+	CHECK(write(fd, "garbage-garbage-garbage", 23) == 23);
+	close(fd);
+	struct shadow r;
+	shadow_init(&r, f.state, (uid_t)-1, (gid_t)-1);
+	CHECK_INT(shadow_resume(&r, GEN), 0);
+	CHECK_INT(r.index, 1);
+	CHECK_INT(r.size, size);
+	insert(f.app, 2);
+	CHECK_INT(shadow_sync(&r, wal, &grew, why, sizeof(why)), SHADOW_GREW);
+	check_prefix(&r, f.wal);
+	close(wal);
+	shadow_close(&r);
+	sqlite3_close(f.app);
+	teardown(&f);
+}
+
+TEST(overwritten_frames_are_detected)
+{
+	struct fixture f;
+	struct shadow s;
+	uint64_t grew;
+	char why[128];
+
+	setup(&f);
+	insert(f.app, 4);
+	shadow_init(&s, f.state, (uid_t)-1, (gid_t)-1);
+	CHECK_INT(shadow_start(&s, GEN, 0), 0);
+	int wal = open(f.wal, O_RDONLY);
+	CHECK_INT(shadow_sync(&s, wal, &grew, why, sizeof(why)), SHADOW_GREW);
+	/* someone rewrote the last frame's header in place */
+	int w = open(f.wal, O_WRONLY);
+	off_t at = (off_t)(s.size - wal_frame_size(s.hdr.page_size)) + 16;
+	CHECK(pwrite(w, "\xde\xad\xbe\xef", 4, at) == 4);
+	close(w);
+	CHECK_INT(shadow_sync(&s, wal, &grew, why, sizeof(why)), SHADOW_BROKEN);
+	CHECK_STR(why, "wal overwritten by another process");
+	close(wal);
+	shadow_close(&s);
+	sqlite3_close(f.app);
+	teardown(&f);
+}
+
+TEST(the_read_hold_blocks_a_wal_restart)
+{
+	struct fixture f;
+	struct db_conns c;
+
+	setup(&f);
+	insert(f.app, 5);
+	CHECK_INT(db_conns_open(&c, f.db), 0);
+	CHECK_INT(db_hold_rotate(&c), 0);
+	insert(f.app, 5); /* the hold's mark is now behind the end of the WAL */
+	CHECK_INT(db_hold_rotate(&c), 0);
+	int log = -1, ck = -1;
+	/* the app's own TRUNCATE cannot reset the WAL under our hold */
+	int rc = sqlite3_wal_checkpoint_v2(f.app, "main", SQLITE_CHECKPOINT_TRUNCATE, &log, &ck);
+	CHECK_INT(rc, SQLITE_BUSY);
+	CHECK(fsize(f.wal) > 0);
+	/* the database's own header, read through SQLite's handle */
+	CHECK_INT(db_conn_is_wal(c.ck), 1);
+	db_conns_close(&c);
+	sqlite3_close(f.app);
+	teardown(&f);
+}
+
+UNIT_MAIN(T(copies_committed_frames_as_a_byte_exact_prefix),
+	  T(a_restart_is_a_new_session_and_resume_continues), T(overwritten_frames_are_detected),
+	  T(the_read_hold_blocks_a_wal_restart))
