@@ -77,4 +77,14 @@ const char *restore_outcome_name(enum restore_outcome o);
 int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 		       struct restore_result *res);
 
+/*
+ * Probe threads left behind: a candidate that did not answer before the
+ * decision keeps its thread until its own call deadline (at most about one
+ * probe timeout later). Waits up to max_ms (0: not at all) for them to end,
+ * joining them; returns how many still run. A command about to exit while
+ * some still run must leave with _exit(): they may be inside libcurl or
+ * OpenSSL, whose atexit cleanup would run under them.
+ */
+int restore_probes_wait(int64_t max_ms);
+
 #endif

@@ -53,6 +53,45 @@ struct probe_arg {
 	struct rs_cand local;
 };
 
+/* Threads left running after a decision; joined later (restore_probes_wait). */
+static pthread_mutex_t abandoned_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_t abandoned[64];
+static size_t nabandoned;
+
+static int probes_reap(void)
+{
+	pthread_mutex_lock(&abandoned_mu);
+	for (size_t i = 0; i < nabandoned;) {
+		if (pthread_tryjoin_np(abandoned[i], NULL) == 0)
+			abandoned[i] = abandoned[--nabandoned];
+		else
+			i++;
+	}
+	int n = (int)nabandoned;
+	pthread_mutex_unlock(&abandoned_mu);
+	return n;
+}
+
+int restore_probes_wait(int64_t max_ms)
+{
+	int64_t end = clock_mono_ms() + max_ms;
+	int n;
+	while ((n = probes_reap()) > 0 && clock_mono_ms() < end)
+		clock_sleep_ms(20);
+	return n;
+}
+
+static void abandon(pthread_t th)
+{
+	probes_reap(); /* the ones done since last time */
+	pthread_mutex_lock(&abandoned_mu);
+	if (nabandoned < sizeof(abandoned) / sizeof(abandoned[0]))
+		abandoned[nabandoned++] = th;
+	else
+		pthread_detach(th); /* pathological: stop tracking, let it clean up alone */
+	pthread_mutex_unlock(&abandoned_mu);
+}
+
 void rs_cand_release(struct rs_cand *c)
 {
 	for (size_t i = 0; i < c->ngens; i++)
@@ -193,6 +232,14 @@ static void set_release(struct probe_set *s)
 	}
 }
 
+static bool is_closed(struct probe_set *s)
+{
+	pthread_mutex_lock(&s->mu);
+	bool closed = s->closed;
+	pthread_mutex_unlock(&s->mu);
+	return closed;
+}
+
 static void *probe_thread(void *p)
 {
 	struct probe_arg *a = p;
@@ -200,26 +247,33 @@ static void *probe_thread(void *p)
 	struct rs_cand *c = &a->local;
 	int64_t t0 = clock_mono_ms();
 	bool retry = s->o.mode != RESTORE_FRESHEST_REACHABLE;
-	int64_t end = retry ? s->wait_end_ms : s->start_ms + s->o.probe_timeout_ms;
 	bool live = false;
 
 	if (!c->st) {
 		c->state = RC_ERROR; /* could not be opened: the caller set c->error */
 	} else {
 		for (;;) {
-			if (probe_once(s, c, &s->t, end, s->measure_end_ms, &live) == 0) {
+			/*
+			 * Each attempt's first request gets the probe timeout (reachability);
+			 * all/quorum retry until the wait ends, so an attempt never outlives
+			 * the decision by more than one probe timeout.
+			 */
+			int64_t end = retry ? clock_mono_ms() + s->o.probe_timeout_ms
+					    : s->start_ms + s->o.probe_timeout_ms;
+			int64_t measure_end = retry ? s->wait_end_ms : s->measure_end_ms;
+			if (end > measure_end)
+				end = measure_end;
+			if (probe_once(s, c, &s->t, end, measure_end, &live) == 0) {
 				c->state = RC_OK;
 				break;
 			}
 			c->state = RC_ERROR;
-			if (!retry || clock_mono_ms() + PROBE_RETRY_MS >= end)
-				break;
-			pthread_mutex_lock(&s->mu);
-			bool closed = s->closed;
-			pthread_mutex_unlock(&s->mu);
-			if (closed)
+			if (!retry || clock_mono_ms() + PROBE_RETRY_MS >= s->wait_end_ms ||
+			    is_closed(s))
 				break;
 			clock_sleep_ms(PROBE_RETRY_MS);
+			if (is_closed(s))
+				break;
 		}
 	}
 	c->probe_ms = clock_mono_ms() - t0;
@@ -362,13 +416,13 @@ void rs_probe_all(struct rs_cand *c, size_t n, const struct rs_probe_opts *o)
 	/*
 	 * Threads that reported are finishing: join them, so their thread-local
 	 * state (curl, OpenSSL) is gone before the caller moves on or exits. The
-	 * ones still stuck are detached and clean up after themselves.
+	 * ones still stuck end by their call deadline and are joined later.
 	 */
 	for (size_t i = 0; i < n; i++) {
 		if (!started || !started[i])
 			continue;
 		if (c[i].timed_out)
-			pthread_detach(th[i]);
+			abandon(th[i]);
 		else
 			pthread_join(th[i], NULL);
 	}
