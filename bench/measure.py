@@ -2,8 +2,11 @@
 
 - CPU: utime+stime of the whole thread group from /proc/<pid>/stat (clock
   ticks, usually 10 ms), taken as the difference over a measurement window.
-- Peak RSS: VmHWM from /proc/<pid>/status (the kernel's own high-water mark),
-  or ru_maxrss from wait4 for processes that have exited.
+- Peak RSS: VmHWM from /proc/<pid>/status (the kernel's own high-water mark
+  of the process's current memory map), read while the process lives. Not
+  ru_maxrss from wait4: Python starts children with vfork, and the kernel
+  carries the parent's (the harness's) high-water mark into the child's
+  ru_maxrss at exec.
 - Peak private (anonymous) memory: the largest "Anonymous:" value of
   /proc/<pid>/smaps_rollup seen by a sampler thread (every 20 ms by default).
   Anonymous memory is the heap/stack/arenas the program itself dirtied, as

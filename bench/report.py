@@ -449,8 +449,8 @@ def render(res):
         md += [f"## 4. Restore (median of {plan['restore_rounds']})", "",
                "Both tools restore the same replica, written by Litestream (4 MiB LZ4 blocks). "
                "Restore time is the restore command alone; `PRAGMA integrity_check` of the result "
-               "is timed apart. Peak RSS is the kernel's ru_maxrss; private memory is sampled "
-               "every 5 ms from smaps_rollup.", "",
+               "is timed apart. Peak RSS (VmHWM) and private memory (smaps_rollup) are sampled "
+               "every 5 ms.", "",
                restore_tables(sc["restore"]), ""]
     if "latency" in sc:
         md += [f"## 5. Write-latency impact: the writer's commit latency at {plan['steady_rate']} tx/s, "

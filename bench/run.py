@@ -9,6 +9,7 @@ same workload, several rounds; medians and spread go to bench/results/latest.md
 nothing is ever filled in. Goals are printed beside the figures, never failing.
 """
 import argparse
+import fcntl
 import glob
 import os
 import platform
@@ -206,7 +207,9 @@ def replication_run(tool, s3, base_db, d, sync_interval, workload, drain=20, sam
             time.sleep(PLAN.idle_seconds)
             commits = []
         else:
-            subprocess.run([PYTHON, WRITER] + workload(db, commits_path), check=True)
+            why = run_writer(workload(db, commits_path))
+            if why:
+                return {"na": why}
             commits = lag.read_commits(commits_path)
             cache = {}
             wait_for(lambda: lag.all_covered(commits, rep, False, cache) and
@@ -220,13 +223,11 @@ def replication_run(tool, s3, base_db, d, sync_interval, workload, drain=20, sam
     finally:
         smp.stop()
         t_stop = time.monotonic()
-        ru = stop(proc, timeout=15)
+        stop(proc, timeout=15)
         res["stop_s"] = time.monotonic() - t_stop
         res["exit"] = proc.returncode
         logf.close()
     res["peak_anon_mib"] = measure.mib(smp.peak_anon_kib)
-    if ru is not None:
-        res["hwm_mib"] = max(res.get("hwm_mib") or 0, ru.ru_maxrss / 1024.0)
     res["commits"] = len(commits)
     for name, root, is_s3 in (("file", rep, False), ("s3", s3.prefix_dir(prefix), True)):
         objs, total = lag.scan(root, is_s3)
@@ -239,6 +240,16 @@ def replication_run(tool, s3, base_db, d, sync_interval, workload, drain=20, sam
         res["commit_p50_ms"] = lat[len(lat) // 2] * 1000
         res["commit_p99_ms"] = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
     return res
+
+
+def run_writer(args):
+    """Run writer.py; None on success, else the n/a reason (the run is void, not the bench)."""
+    r = subprocess.run([PYTHON, WRITER] + args, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, text=True)
+    if r.returncode == 0:
+        return None
+    last = (r.stderr.strip().splitlines() or [""])[-1]
+    return f"n/a: the writer failed (exit {r.returncode}): {last[:200]}"
 
 
 def log_reason(path):
@@ -285,7 +296,8 @@ def scenario_replication(tools, s3, base_db, key, sync_interval, workload, round
 # ---------------------------------------------------------------- restore
 
 def timed(cmd, shell=False, sample=False, timeout=600):
-    """Run cmd; returns (seconds, rc, maxrss MiB, peak anon MiB or None, stderr tail).
+    """Run cmd; returns (seconds, rc, VmHWM MiB, peak anon MiB, stderr tail); the memory
+    figures are None unless sample, or if the process ended before the first sample.
 
     Dirty pages left by the previous run are flushed first (untimed), so one
     run's writeback does not land in the next one's time.
@@ -294,16 +306,17 @@ def timed(cmd, shell=False, sample=False, timeout=600):
     t0 = time.monotonic()
     p = subprocess.Popen(cmd, shell=shell, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     smp = measure.Sampler(p.pid, 0.005).start() if sample else None
-    _, status, ru = os.wait4(p.pid, 0)
+    _, status, _ = os.wait4(p.pid, 0)
     dt = time.monotonic() - t0
     err = p.stderr.read().decode(errors="replace")[-400:]
     p.stderr.close()
     p.returncode = os.waitstatus_to_exitcode(status)
-    anon = None
+    anon = hwm = None
     if smp:
         smp.stop()
-        anon = measure.mib(smp.peak_anon_kib) if smp.samples else None
-    return dt, p.returncode, ru.ru_maxrss / 1024.0, anon, err
+        if smp.samples:
+            anon, hwm = measure.mib(smp.peak_anon_kib), measure.mib(smp.hwm_kib)
+    return dt, p.returncode, hwm, anon, err
 
 
 def integrity_seconds(path):
@@ -423,7 +436,7 @@ def scenario_restore(tools, s3):
                     it, ok_int = integrity_seconds(outp)
                     runs.append({"s": dt, "rss_mib": rss, "anon_mib": anon, "integrity_s": it,
                                  "integrity_ok": ok_int})
-                    log(f"  {t.name} from {source} round {r + 1}: {dt:.2f}s rss {rss:.1f}MiB "
+                    log(f"  {t.name} from {source} round {r + 1}: {dt:.2f}s rss {rss or 0:.1f}MiB "
                         f"integrity {'ok' if ok_int else 'FAILED'} ({it:.2f}s)")
                 entry[key] = runs
         # the raw reference and the floors, same object, same rounds
@@ -482,11 +495,14 @@ def scenario_latency(tools, s3, base_db):
                 db = os.path.join(d, "db.sqlite")
                 shutil.copyfile(base_db, db)
                 o = os.path.join(d, "commits.txt")
-                subprocess.run([PYTHON, WRITER] + args(db, o), check=True)
-                c = lag.read_commits(o)
-                lat = sorted(x[1] for x in c)
-                res = {"commit_p50_ms": lat[len(lat) // 2] * 1000,
-                       "commit_p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000}
+                why = run_writer(args(db, o))
+                if why:
+                    res = {"na": why}
+                else:
+                    c = lag.read_commits(o)
+                    lat = sorted(x[1] for x in c)
+                    res = {"commit_p50_ms": lat[len(lat) // 2] * 1000,
+                           "commit_p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000}
             else:
                 res = replication_run(t, s3, base_db, d, "1s", args, drain=5, sample=False)
                 res = {k: v for k, v in res.items() if k in ("na", "commit_p50_ms", "commit_p99_ms")}
@@ -552,6 +568,13 @@ def main():
     PLAN = Plan(a.quick)
     only = set(a.only.split(","))
     os.makedirs(WORK, exist_ok=True)
+    # one bench at a time: a second one would delete the first one's runs and S3 store
+    lock = open(os.path.join(WORK, ".lock"), "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log("another `make bench` is running in this tree (bench/work/.lock); not starting")
+        return 1
     shutil.rmtree(os.path.join(WORK, "runs"), ignore_errors=True)
     tools = common.make_tools(os.path.abspath(a.bin))
     started = time.time()
