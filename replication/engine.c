@@ -596,15 +596,11 @@ static void *monitor_thread(void *arg)
 			continue;
 		if (watch_wait(&d->watch, poll_ms) && coalesce_ms > 0) {
 			/* gather commits for a while: no replica wants them sooner */
-			int64_t until = clock_mono_ms() + coalesce_ms, left;
-			while ((left = until - clock_mono_ms()) > 0 && !stopping(d)) {
-				pthread_mutex_lock(&d->mu);
-				bool urgent = d->sync_req > d->sync_seq || d->ckpt_req;
-				pthread_mutex_unlock(&d->mu);
-				if (urgent)
-					break;
-				watch_wait(&d->watch, left);
-			}
+			pthread_mutex_lock(&d->mu);
+			bool urgent = d->sync_req > d->sync_seq || d->ckpt_req;
+			pthread_mutex_unlock(&d->mu);
+			if (!urgent)
+				watch_sleep(&d->watch, coalesce_ms);
 		}
 	}
 	if (d->open)

@@ -84,6 +84,18 @@ int watch_wait(struct watch *w, int64_t timeout_ms)
 	return hit;
 }
 
+void watch_sleep(struct watch *w, int64_t timeout_ms)
+{
+	struct pollfd p = { .fd = w->efd, .events = POLLIN };
+	if (timeout_ms > 0 && poll(&p, 1, (int)timeout_ms) > 0) {
+		uint64_t v;
+		if (read(w->efd, &v, sizeof(v)) > 0)
+			watch_wake(w); /* keep it pending for the caller's next wait */
+	}
+	if (w->ifd >= 0)
+		drain(w);
+}
+
 void watch_wake(struct watch *w)
 {
 	uint64_t one = 1;

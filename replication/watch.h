@@ -29,6 +29,13 @@ int watch_init(struct watch *w, const char *path);
  */
 int watch_wait(struct watch *w, int64_t timeout_ms);
 
+/*
+ * Sleep up to timeout_ms, woken only by watch_wake(); file events meanwhile
+ * are discarded at the end (the caller is about to look at the files anyway).
+ * Used to gather commits without a wake-up per commit.
+ */
+void watch_sleep(struct watch *w, int64_t timeout_ms);
+
 /* Interrupt watch_wait (any thread). */
 void watch_wake(struct watch *w);
 

@@ -119,7 +119,8 @@ class Replicator:
     """One `litevisor replicate -config` process with its log."""
 
     def __init__(self, binary, cfg, tmp):
-        self.log = open(os.path.join(tmp, f"replicate-{time.monotonic_ns()}.log"), "w+")
+        # append mode: reading seeks the shared offset, the child must still write at the end
+        self.log = open(os.path.join(tmp, f"replicate-{time.monotonic_ns()}.log"), "a+")
         self.proc = subprocess.Popen([binary, "replicate", "-config", str(cfg)],
                                      stdout=subprocess.DEVNULL, stderr=self.log)
 
