@@ -499,3 +499,29 @@ def test_replicate_exec_runs_the_service(litevisor_bin, tmp_path, litestream_bin
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     check_restore(litestream_bin, rep, db, tmp_path / "out.db")
+
+
+def test_two_databases_each_independent(run, tmp_path, litestream_bin):
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    create(a)
+    create(b, page_size=8192)
+    cfg = tmp_path / "two.yml"
+    cfg.write_text(f"""dbs:
+  - path: {a}
+    monitor-interval: 200ms
+    replicas:
+      - url: file://{tmp_path}/ra
+        sync-interval: 0s
+  - path: {b}
+    monitor-interval: 200ms
+    replicas:
+      - url: file://{tmp_path}/rb
+        sync-interval: 500ms
+""")
+    r = run(cfg)
+    write(a, 500, start=1)
+    write(b, 300, start=1)
+    assert r.stop() == 0
+    check_restore(litestream_bin, tmp_path / "ra", a, tmp_path / "outa.db")
+    check_restore(litestream_bin, tmp_path / "rb", b, tmp_path / "outb.db")
+    assert content(tmp_path / "outa.db") != content(tmp_path / "outb.db")
