@@ -1,7 +1,7 @@
 /*
- * engine_int.h — the engine's private state, shared by engine.c (the database
- * monitors, lifecycle, status, flush), replica.c (one thread per replica)
- * and retention.c.
+ * engine_int.h — the engine's private state, shared by engine.c (lifecycle,
+ * status, flush), monitor.c (one thread per database), backlog.c, replica.c
+ * (one thread per replica) and retention.c.
  *
  * Threads: per database one monitor thread (owns the SQLite connections and
  * the shadow WAL: struct eng_db's "monitor only" fields) and per replica one
@@ -132,7 +132,13 @@ int retention_enforce(struct eng_replica *r, bool *need_snapshot);
  */
 int retention_prune_below(struct eng_replica *r, const char *gen, uint32_t below);
 
-/* engine.c: ask the monitor for a checkpoint into a new index. */
-void engine_request_checkpoint(struct eng_db *d);
+/* monitor.c: the database's thread; ask it for a checkpoint into a new index (under mu). */
+void *monitor_thread(void *arg);
+void monitor_request_checkpoint(struct eng_db *d);
+/* Wake every replica thread of d (under mu). */
+void monitor_wake_replicas(struct eng_db *d);
+
+/* backlog.c: shadow cleanup and the backlog cap (monitor thread). */
+void backlog_cleanup(struct eng_db *d);
 
 #endif

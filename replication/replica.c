@@ -377,7 +377,7 @@ static int put_segment(struct eng_replica *r, const char *gen, uint32_t index, u
 	r->segs_in_index++;
 	r->stat.wal_bytes_total += plain_bytes;
 	if (r->segs_in_index >= ENG_MAX_SEGMENTS_PER_INDEX && index == d->index)
-		engine_request_checkpoint(d);
+		monitor_request_checkpoint(d);
 	pthread_mutex_unlock(&d->mu);
 	return 0;
 }

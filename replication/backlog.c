@@ -1,0 +1,157 @@
+/*
+ * backlog.c — what the replicas still need from the shadow WAL: delete shadow
+ * files below every live replica's index, enforce the backlog cap, trim the
+ * commit-time ring of the lag gauge. Runs on the database's monitor thread.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "replication/catalog.h"
+#include "replication/engine_int.h"
+#include "replication/layout.h"
+#include "common/banned.h"
+
+/* Replicas' lowest index still needed (UINT32_MAX: none known). Under mu. */
+static uint32_t needed_index(struct eng_db *d, bool *unknown)
+{
+	uint32_t min = UINT32_MAX;
+	*unknown = false;
+	for (size_t i = 0; i < d->nreplicas; i++) {
+		struct eng_replica *r = &d->replicas[i];
+		if (!r->st || r->dropped)
+			continue;
+		if (!r->pos_known) {
+			*unknown = true;
+			continue;
+		}
+		if (strcmp(r->pos.generation, d->gen) != 0)
+			continue;
+		if (r->pos.index < min)
+			min = r->pos.index;
+	}
+	return min;
+}
+
+/* Bytes of shadow WAL a replica at pos still has to ship (monitor thread). */
+static int64_t behind_bytes(struct eng_db *d, const struct wal_pos *pos, uint32_t cur)
+{
+	int64_t n = 0;
+	for (uint32_t i = pos->index; i <= cur; i++) {
+		int64_t sz = shadow_file_size(&d->sh, i);
+		if (sz > 0)
+			n += sz;
+		if (i == pos->index)
+			n -= sz > (int64_t)pos->offset ? (int64_t)pos->offset : (sz > 0 ? sz : 0);
+		if (i == UINT32_MAX)
+			break;
+	}
+	return n;
+}
+
+/* Delete shadow files nobody needs; enforce the backlog cap. */
+void backlog_cleanup(struct eng_db *d)
+{
+	bool unknown;
+	int64_t backlog = 0;
+	struct eng_replica *worst = NULL;
+	struct wal_pos pos[LOCALSTATE_MAX_REPLICAS];
+	size_t n = 0;
+
+	pthread_mutex_lock(&d->mu);
+	uint32_t min = needed_index(d, &unknown);
+	uint32_t cur = d->index;
+	for (size_t i = 0; i < d->nreplicas && n < LOCALSTATE_MAX_REPLICAS; i++) {
+		struct eng_replica *r = &d->replicas[i];
+		if (r->st && !r->dropped && r->pos_known && !strcmp(r->pos.generation, d->gen))
+			pos[n++] = r->pos;
+	}
+	pthread_mutex_unlock(&d->mu);
+	if (min > cur)
+		min = cur;
+	/* the backlog is what the replica furthest behind still needs */
+	int64_t worst_bytes = -1;
+	struct wal_pos worst_pos = { 0 };
+	for (size_t i = 0; i < n; i++) {
+		int64_t b = behind_bytes(d, &pos[i], cur);
+		if (b > worst_bytes) {
+			worst_bytes = b;
+			worst_pos = pos[i];
+		}
+	}
+	backlog = worst_bytes > 0 ? worst_bytes : 0;
+	if (unknown) {
+		/* a replica never reached yet holds everything back since we started */
+		struct wal_pos from = { .index = d->min_index };
+		int64_t all = behind_bytes(d, &from, cur);
+		if (all > backlog)
+			backlog = all;
+	}
+	pthread_mutex_lock(&d->mu);
+	if (unknown && backlog > d->cfg->max_backlog_bytes && d->cfg->max_backlog_bytes > 0) {
+		for (size_t i = 0; i < d->nreplicas; i++) {
+			struct eng_replica *r = &d->replicas[i];
+			if (r->st && !r->dropped && !r->pos_known) {
+				r->dropped = true;
+				r->need_snapshot = true;
+				log_error("engine", "unreachable replica over the backlog cap: it gets a fresh snapshot when reached",
+					  "db=%s replica=%s backlog_bytes=%lld cap=%lld", d->stat.name,
+					  r->cfg->name, (long long)backlog,
+					  (long long)d->cfg->max_backlog_bytes);
+			}
+		}
+		worst_bytes = -1; /* those were the cause; re-evaluate the others next round */
+	}
+	d->stat.backlog_bytes = backlog;
+	if (worst_bytes > d->cfg->max_backlog_bytes && d->cfg->max_backlog_bytes > 0) {
+		/* drop the replica furthest behind: it gets a fresh snapshot when it is back */
+		for (size_t i = 0; i < d->nreplicas && !worst; i++) {
+			struct eng_replica *r = &d->replicas[i];
+			if (r->st && !r->dropped && r->pos_known && !strcmp(r->pos.generation, d->gen) &&
+			    wal_pos_cmp(&r->pos, &worst_pos) == 0)
+				worst = r;
+		}
+		if (worst) {
+			worst->dropped = true;
+			worst->need_snapshot = true;
+			worst->gap = true;
+			log_error("engine", "replica backlog over the cap: dropping its backlog, it gets a fresh snapshot when back",
+				  "db=%s replica=%s backlog_bytes=%lld cap=%lld", d->stat.name,
+				  worst->cfg->name, (long long)backlog,
+				  (long long)d->cfg->max_backlog_bytes);
+		}
+	}
+	/* commits every live replica holds no longer matter for the lag gauge */
+	size_t drop = 0;
+	for (; drop < d->lag_n; drop++) {
+		bool all = true;
+		for (size_t i = 0; i < d->nreplicas && all; i++) {
+			struct eng_replica *r = &d->replicas[i];
+			if (!r->st || r->dropped)
+				continue;
+			struct wal_pos p = { .index = d->lag[drop].index, .offset = (uint32_t)d->lag[drop].end };
+			if (!r->pos_known || strcmp(r->pos.generation, d->gen) != 0 ||
+			    wal_pos_cmp(&r->pos, &p) < 0)
+				all = false;
+		}
+		if (!all)
+			break;
+	}
+	if (drop) {
+		memmove(d->lag, d->lag + drop, (d->lag_n - drop) * sizeof(d->lag[0]));
+		d->lag_n -= drop;
+	}
+	pthread_mutex_unlock(&d->mu);
+	if (!unknown && min > d->min_index) {
+		shadow_remove_below(&d->sh, min);
+		pthread_mutex_lock(&d->mu);
+		d->min_index = min;
+		pthread_mutex_unlock(&d->mu);
+	}
+}

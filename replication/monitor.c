@@ -1,0 +1,479 @@
+/*
+ * monitor.c — one thread per database: wait for it, open our connections,
+ * keep the read hold, copy committed WAL frames into the shadow WAL, follow
+ * WAL restarts into new indexes, start new generations when the history
+ * breaks, run the safe checkpoint. See engine_int.h and docs/replication.md.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "replication/catalog.h"
+#include "replication/engine_int.h"
+#include "replication/layout.h"
+#include "common/banned.h"
+
+#define CLEANUP_EVERY_NS (1 * NS_PER_SEC)
+#define CKPT_RETRY_NS (1 * NS_PER_SEC)
+
+static void db_set_state(struct eng_db *d, bool replicating, const char *state)
+{
+	pthread_mutex_lock(&d->mu);
+	if (strcmp(d->stat.state, state) != 0)
+		log_info("engine", "database state", "db=%s state=\"%s\"", d->stat.name, state);
+	d->stat.replicating = replicating;
+	snprintf(d->stat.state, sizeof(d->stat.state), "%s", state);
+	pthread_mutex_unlock(&d->mu);
+}
+
+void monitor_wake_replicas(struct eng_db *d)
+{
+	for (size_t i = 0; i < d->nreplicas; i++) {
+		d->replicas[i].wake = true;
+		pthread_cond_signal(&d->replicas[i].cond);
+	}
+}
+
+static bool stopping(struct eng_db *d)
+{
+	pthread_mutex_lock(&d->mu);
+	bool s = d->eng->stop;
+	pthread_mutex_unlock(&d->mu);
+	return s;
+}
+
+/* Publish the shadow's position to the replicas (monitor thread). */
+static void publish(struct eng_db *d, uint64_t grew)
+{
+	int64_t now = clock_mono_ns();
+	pthread_mutex_lock(&d->mu);
+	snprintf(d->gen, sizeof(d->gen), "%s", d->sh.gen);
+	d->index = d->sh.index;
+	d->size = d->sh.fd >= 0 ? d->sh.size : 0;
+	memcpy(d->stat.pos.generation, d->gen, sizeof(d->gen));
+	d->stat.pos.index = d->index;
+	d->stat.pos.offset = (uint32_t)d->size;
+	if (grew) {
+		if (d->lag_n == ENG_LAG_RING) {
+			/* full: extend the newest entry (its time stays: lag errs on the high side) */
+			d->lag[d->lag_n - 1].index = d->index;
+			d->lag[d->lag_n - 1].end = d->size;
+		} else {
+			d->lag[d->lag_n++] = (struct lag_entry){ d->index, d->size, now };
+		}
+		monitor_wake_replicas(d);
+	}
+	d->ready = true;
+	pthread_mutex_unlock(&d->mu);
+}
+
+static int start_generation(struct eng_db *d, const char *reason)
+{
+	char gen[17];
+	struct stat st;
+
+	if (layout_generation_new(gen) < 0 || shadow_start(&d->sh, gen, 0) < 0)
+		return -1;
+	log_info("engine", "new generation", "db=%s generation=%s reason=\"%s\"", d->stat.name, gen,
+		 reason);
+	pthread_mutex_lock(&d->mu);
+	d->gen_epoch++;
+	d->stat.generations_total++;
+	d->lag_n = 0;
+	d->gen_start_mono = clock_mono_ns();
+	d->min_index = 0;
+	if (stat(d->cfg->path, &st) == 0) {
+		d->dev = st.st_dev;
+		d->ino = st.st_ino;
+	}
+	pthread_mutex_unlock(&d->mu);
+	/* the hold taken before this call protects the current WAL from its first byte */
+	d->continuous = true;
+	publish(d, 0);
+	pthread_mutex_lock(&d->mu);
+	monitor_wake_replicas(d);
+	pthread_mutex_unlock(&d->mu);
+	return 0;
+}
+
+static void close_db(struct eng_db *d)
+{
+	if (d->sh.fd >= 0 && fdatasync(d->sh.fd) < 0)
+		log_warn("engine", "cannot sync shadow WAL", "db=%s err=\"%s\"", d->stat.name,
+			 strerror(errno));
+	shadow_close(&d->sh);
+	db_conns_close(&d->conns);
+	if (d->wal_fd >= 0)
+		close(d->wal_fd);
+	d->wal_fd = -1;
+	d->open = false;
+	d->continuous = false;
+}
+
+/* Give what we created beside the database (-wal, -shm) the database's owner. */
+static void fix_owner(struct eng_db *d, uid_t uid, gid_t gid)
+{
+	static const char *const sfx[] = { "-wal", "-shm" };
+	char path[PATH_MAX + 8];
+	if (uid == (uid_t)-1 && gid == (gid_t)-1)
+		return;
+	for (size_t i = 0; i < 2; i++) {
+		struct stat st;
+		snprintf(path, sizeof(path), "%s%s", d->cfg->path, sfx[i]);
+		if (stat(path, &st) == 0 && (st.st_uid != uid || st.st_gid != gid) &&
+		    chown(path, uid, gid) < 0)
+			log_warn("engine", "cannot chown", "path=\"%s\" err=\"%s\"", path, strerror(errno));
+	}
+}
+
+/*
+ * Open the database and local state. Returns 0 when replicating, 1 to try
+ * again later (waiting for the database), -1 on a local error.
+ */
+static int open_db(struct eng_db *d, bool fresh)
+{
+	struct restored_marker m;
+	char gen[17];
+	uid_t uid;
+	gid_t gid;
+	struct stat st;
+
+	if (!db_file_ready(d->cfg->path)) {
+		db_set_state(d, false, "waiting for database");
+		return 1;
+	}
+	int rc = db_conns_open(&d->conns, d->cfg->path);
+	if (rc < 0) {
+		db_set_state(d, false, rc == -2 ? "waiting: cannot set WAL mode" : "error: cannot open");
+		return 1;
+	}
+	localstate_owner(d->cfg, &uid, &gid);
+	fix_owner(d, uid, gid);
+	if (localstate_ensure(d->cfg, d->dir) < 0)
+		goto fail;
+	if (stat(d->cfg->path, &st) < 0)
+		goto fail;
+	pthread_mutex_lock(&d->mu);
+	d->dev = st.st_dev;
+	d->ino = st.st_ino;
+	pthread_mutex_unlock(&d->mu);
+	shadow_init(&d->sh, d->dir, uid, gid);
+	d->wal_fd = -1;
+	if (db_hold_rotate(&d->conns) < 0)
+		goto fail;
+	d->open = true;
+	d->last_ckpt_mono = clock_mono_ns();
+
+	if (!fresh && localstate_read_restored(d->dir, &m) == 0) {
+		/* continue the restored generation at the next index (see localstate.h) */
+		if (shadow_start(&d->sh, m.pos.generation, m.pos.index + 1) < 0)
+			goto fail;
+		log_info("engine", "continuing restored generation", "db=%s generation=%s index=%u",
+			 d->stat.name, m.pos.generation, m.pos.index + 1);
+		pthread_mutex_lock(&d->mu);
+		d->marker = m;
+		d->have_marker = true;
+		d->marker_pending = 0;
+		for (size_t i = 0; i < d->nreplicas; i++)
+			if (d->replicas[i].st)
+				d->marker_pending++;
+		d->gen_epoch++;
+		d->gen_start_mono = clock_mono_ns();
+		d->min_index = m.pos.index + 1;
+		pthread_mutex_unlock(&d->mu);
+		/*
+		 * Consumed now: the replicas read the copy in memory. Were it kept, a
+		 * restart would rewind to the restored position and drop the shadow.
+		 */
+		if (localstate_clear_restored(d->dir) < 0)
+			log_warn("engine", "cannot remove restore marker", "dir=\"%s\" err=\"%s\"", d->dir,
+				 strerror(errno));
+		d->continuous = true;
+		publish(d, 0);
+	} else if (!fresh && localstate_read_generation(d->dir, gen) == 0 &&
+		   shadow_resume(&d->sh, gen) == 0) {
+		log_info("engine", "resuming generation", "db=%s generation=%s index=%u offset=%llu",
+			 d->stat.name, gen, d->sh.index, (unsigned long long)d->sh.size);
+		pthread_mutex_lock(&d->mu);
+		d->gen_epoch++;
+		d->gen_start_mono = clock_mono_ns();
+		pthread_mutex_unlock(&d->mu);
+		/* not continuous: the WAL must prove it still continues the shadow */
+		d->continuous = false;
+		publish(d, 0);
+	} else if (start_generation(d, fresh ? "database file replaced" : "no usable local state") < 0) {
+		goto fail;
+	}
+	db_set_state(d, true, "replicating");
+	return 0;
+fail:
+	close_db(d);
+	db_set_state(d, false, "error: local state");
+	return -1;
+}
+
+/* Open (or re-open after the app re-created it) the -wal file. */
+static int wal_open(struct eng_db *d)
+{
+	char path[PATH_MAX + 8];
+	struct stat a, b;
+	snprintf(path, sizeof(path), "%s-wal", d->cfg->path);
+	if (d->wal_fd >= 0) {
+		if (stat(path, &a) == 0 && fstat(d->wal_fd, &b) == 0 && a.st_ino == b.st_ino)
+			return 0;
+		close(d->wal_fd);
+		d->wal_fd = -1;
+	}
+	d->wal_fd = open(path, O_RDONLY | O_CLOEXEC);
+	return d->wal_fd >= 0 ? 0 : -1;
+}
+
+/* Copy everything committed into the shadow, following index changes. Returns 0 or -1. */
+static int copy_wal(struct eng_db *d)
+{
+	char why[128];
+
+	if (wal_open(d) < 0) {
+		/* no WAL file (yet): nothing committed since the last checkpoint */
+		if (!d->continuous && d->sh.fd >= 0)
+			return start_generation(d, "wal missing, cannot verify position");
+		return 0;
+	}
+	for (int round = 0; round < 8; round++) {
+		uint64_t grew = 0;
+		enum shadow_result res = shadow_sync(&d->sh, d->wal_fd, &grew, why, sizeof(why));
+		switch (res) {
+		case SHADOW_GREW:
+			d->continuous = true;
+			publish(d, grew);
+			continue; /* drain a WAL that grew while copying */
+		case SHADOW_NONE:
+			if (!d->continuous && d->sh.fd >= 0) {
+				struct stat st;
+				/* an empty or header-less WAL proves nothing after a restart */
+				if (fstat(d->wal_fd, &st) == 0 && (uint64_t)st.st_size < d->sh.size)
+					return start_generation(d, "wal truncated while not watching");
+			}
+			d->continuous = true;
+			return 0;
+		case SHADOW_NEW_SESSION:
+			if (!d->continuous) {
+				if (start_generation(d, "wal header changed while not watching") < 0)
+					return -1;
+				continue;
+			}
+			/* the hold guaranteed every frame of the old session was copied */
+			shadow_next_index(&d->sh);
+			publish(d, 0);
+			continue;
+		case SHADOW_BROKEN:
+			if (start_generation(d, why) < 0)
+				return -1;
+			continue;
+		case SHADOW_ERROR:
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int copy_cb(void *ctx)
+{
+	return copy_wal(ctx);
+}
+
+/* The TRUNCATE step once the WAL is fully backfilled and very large. */
+static void truncate_wal(struct eng_db *d, int64_t before)
+{
+	db_hold_release(&d->conns);
+	int rc = db_checkpoint(d->conns.ck, DB_CKPT_TRUNCATE, NULL, NULL);
+	int64_t after = db_data_version(d->conns.ck);
+	if (db_hold_rotate(&d->conns) < 0)
+		d->continuous = false;
+	if (rc != 0)
+		return;
+	pthread_mutex_lock(&d->mu);
+	d->stat.checkpoints_total[DB_CKPT_TRUNCATE]++;
+	pthread_mutex_unlock(&d->mu);
+	log_info("engine", "WAL truncated", "db=%s index=%u", d->stat.name, d->sh.index);
+	if (before != after) {
+		/* a commit slipped in between our copy and the truncation: it may be lost */
+		start_generation(d, "commit raced a TRUNCATE checkpoint");
+		return;
+	}
+	shadow_next_index(&d->sh);
+	publish(d, 0);
+}
+
+static void maybe_checkpoint(struct eng_db *d)
+{
+	const struct cfg_db *c = d->cfg;
+	int64_t now = clock_mono_ns();
+
+	if (!d->continuous || d->sh.fd < 0)
+		return;
+	pthread_mutex_lock(&d->mu);
+	bool req = d->ckpt_req;
+	pthread_mutex_unlock(&d->mu);
+	uint64_t frames = (d->sh.size - WAL_HEADER_SIZE) / wal_frame_size(d->sh.hdr.page_size);
+	/*
+	 * Fully backfilled already: the app's next write restarts the WAL. Try
+	 * again only if it grew by another threshold meanwhile (an app reader kept
+	 * the restart from happening).
+	 */
+	if (d->ckpt_done && d->ckpt_done_epoch == d->gen_epoch && d->ckpt_done_index == d->sh.index &&
+	    (int64_t)(frames - d->ckpt_done_frames) < c->min_checkpoint_page_count)
+		return;
+	bool due = req || (int64_t)frames >= c->min_checkpoint_page_count ||
+		   (c->checkpoint_interval_ms > 0 && frames > 1 &&
+		    now - d->last_ckpt_mono >= c->checkpoint_interval_ms * NS_PER_MS);
+	/* retry soon when asked or when the WAL is past max-checkpoint-page-count */
+	bool urgent = req || (c->max_checkpoint_page_count > 0 &&
+			      (int64_t)frames >= c->max_checkpoint_page_count);
+	if (!due || now - d->last_ckpt_mono < (urgent ? CKPT_RETRY_NS / 10 : CKPT_RETRY_NS))
+		return;
+	d->last_ckpt_mono = now;
+	bool full = false;
+	int64_t dv = -1;
+	int rc = db_safe_checkpoint(&d->conns, copy_cb, d, &full, &dv);
+	if (d->conns.cur < 0)
+		d->continuous = false;
+	pthread_mutex_lock(&d->mu);
+	if (rc == 0)
+		d->stat.checkpoints_total[DB_CKPT_PASSIVE]++;
+	else if (rc < 0)
+		d->stat.checkpoint_errors_total++;
+	pthread_mutex_unlock(&d->mu);
+	log_debug("engine", "checkpoint", "db=%s rc=%d full=%d index=%u frames=%llu requested=%d",
+		  d->stat.name, rc, full, d->sh.index, (unsigned long long)frames, req);
+	if (rc != 0 || !full)
+		return;
+	d->ckpt_done = true;
+	d->ckpt_done_epoch = d->gen_epoch;
+	d->ckpt_done_index = d->sh.index;
+	d->ckpt_done_frames = frames;
+	pthread_mutex_lock(&d->mu);
+	d->ckpt_req = false; /* served: the restart is up to the app's next write */
+	pthread_mutex_unlock(&d->mu);
+	struct stat st;
+	if (c->truncate_page_count > 0 && d->wal_fd >= 0 && fstat(d->wal_fd, &st) == 0 &&
+	    (uint64_t)st.st_size >= WAL_HEADER_SIZE + (uint64_t)c->truncate_page_count *
+							      wal_frame_size(d->sh.hdr.page_size))
+		truncate_wal(d, dv);
+}
+
+/* Has the database file been replaced or left WAL mode? 1 replaced, 2 not WAL, 0 fine. */
+static int db_file_changed(struct eng_db *d)
+{
+	struct stat st;
+	if (stat(d->cfg->path, &st) < 0)
+		return 1;
+	pthread_mutex_lock(&d->mu);
+	bool same = st.st_ino == d->ino && st.st_dev == d->dev;
+	pthread_mutex_unlock(&d->mu);
+	if (!same)
+		return 1;
+	return db_conn_is_wal(d->conns.ck) == 0 ? 2 : 0;
+}
+
+void *monitor_thread(void *arg)
+{
+	struct eng_db *d = arg;
+	bool fresh = false, stopped = false;
+	int64_t poll_ms = d->cfg->monitor_interval_ms > 0 ? d->cfg->monitor_interval_ms : 1000;
+	/*
+	 * Copying each commit as it lands costs a sync per commit; replicas with
+	 * a sync-interval only need the copy that often. Coalesce for a quarter
+	 * of the shortest interval (at most 250 ms); sync-interval 0 copies at once.
+	 */
+	int64_t coalesce_ms = 250;
+	for (size_t i = 0; i < d->nreplicas; i++)
+		if (d->replicas[i].st && d->replicas[i].cfg->sync_interval_ms / 4 < coalesce_ms)
+			coalesce_ms = d->replicas[i].cfg->sync_interval_ms / 4;
+
+	while (!stopping(d)) {
+		if (!stopped && !d->open) {
+			int rc = open_db(d, fresh);
+			if (rc == 0)
+				fresh = false;
+		}
+		if (d->open) {
+			int ch = db_file_changed(d);
+			if (ch == 1) {
+				log_warn("engine", "database file replaced or removed", "db=%s", d->stat.name);
+				close_db(d);
+				fresh = true;
+				db_set_state(d, false, "waiting for database");
+				continue;
+			}
+			if (ch == 2) {
+				log_error("engine", "database left WAL mode: replication stopped for it",
+					  "db=%s path=\"%s\"", d->stat.name, d->cfg->path);
+				close_db(d);
+				stopped = true;
+				db_set_state(d, false, "stopped: not in WAL mode");
+			}
+		}
+		if (d->open) {
+			/* the new hold is taken before reading: see db_hold_rotate() */
+			if (db_hold_rotate(&d->conns) < 0)
+				d->continuous = false;
+			if (copy_wal(d) < 0) {
+				log_warn("engine", "sync failed", "db=%s", d->stat.name);
+			}
+			if (d->conns.cur < 0)
+				d->continuous = false;
+			maybe_checkpoint(d);
+			pthread_mutex_lock(&d->mu);
+			if (d->ckpt_req && d->index != d->ckpt_req_index)
+				d->ckpt_req = false;
+			pthread_mutex_unlock(&d->mu);
+			int64_t now = clock_mono_ns();
+			if (now - d->last_cleanup_mono >= CLEANUP_EVERY_NS) {
+				d->last_cleanup_mono = now;
+				backlog_cleanup(d);
+			}
+			struct stat st;
+			pthread_mutex_lock(&d->mu);
+			if (stat(d->cfg->path, &st) == 0)
+				d->stat.db_size = st.st_size;
+			if (d->wal_fd >= 0 && fstat(d->wal_fd, &st) == 0)
+				d->stat.wal_size = st.st_size;
+			pthread_mutex_unlock(&d->mu);
+		}
+		pthread_mutex_lock(&d->mu);
+		d->sync_seq++;
+		pthread_cond_broadcast(&d->cond);
+		bool again = d->sync_req > d->sync_seq;
+		pthread_mutex_unlock(&d->mu);
+		if (again)
+			continue;
+		if (watch_wait(&d->watch, poll_ms) && coalesce_ms > 0) {
+			/* gather commits for a while: no replica wants them sooner */
+			pthread_mutex_lock(&d->mu);
+			bool urgent = d->sync_req > d->sync_seq || d->ckpt_req;
+			pthread_mutex_unlock(&d->mu);
+			if (!urgent)
+				watch_sleep(&d->watch, coalesce_ms);
+		}
+	}
+	if (d->open)
+		close_db(d);
+	return NULL;
+}
+
+void monitor_request_checkpoint(struct eng_db *d)
+{
+	/* under mu */
+	if (!d->ckpt_req) {
+		d->ckpt_req = true;
+		d->ckpt_req_index = d->index;
+		watch_wake(&d->watch);
+	}
+}
