@@ -44,6 +44,10 @@ for i in range(start, start + a["n"]):
     elif op == "wait":
         print("waiting", flush=True)
         sys.stdin.readline()
+    elif op == "vacuum_into":
+        db.execute("VACUUM INTO ?", (a["path"] + ".backup",))
+    elif op == "passive":
+        db.execute("PRAGMA wal_checkpoint(PASSIVE)")
     elif op == "vacuum":
         db.execute("DELETE FROM t WHERE id % 3 = 0")
         db.execute("VACUUM")
@@ -253,7 +257,9 @@ def test_vacuum_mid_stream(run, tmp_path, litestream_bin):
     db, rep = tmp_path / "app.db", tmp_path / "rep"
     create(db)
     r = run(config(tmp_path, db, [file_replica(rep)]))
-    write(db, 2000, start=1, ops={"1500": "vacuum"})
+    # radarr's VACUUM, vaultwarden's VACUUM INTO, uptime-kuma's PASSIVE checkpoint
+    write(db, 2000, start=1, ops={"700": "passive", "1000": "vacuum_into", "1500": "vacuum"})
+    assert os.path.exists(str(db) + ".backup")
     write(db, 200, start=3000)
     assert r.stop() == 0
     check_restore(litestream_bin, rep, db, tmp_path / "out.db")
