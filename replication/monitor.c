@@ -148,6 +148,8 @@ static int open_db(struct eng_db *d, bool fresh)
 		db_set_state(d, false, "waiting for database");
 		return 1;
 	}
+	/* before we touch it (setting WAL mode writes the header) */
+	int64_t db_mtime = stat(d->cfg->path, &st) == 0 ? st.st_mtim.tv_sec * NS_PER_SEC + st.st_mtim.tv_nsec : 0;
 	int rc = db_conns_open(&d->conns, d->cfg->path);
 	if (rc < 0) {
 		db_set_state(d, false, rc == -2 ? "waiting: cannot set WAL mode" : "error: cannot open");
@@ -170,7 +172,24 @@ static int open_db(struct eng_db *d, bool fresh)
 	d->open = true;
 	d->last_ckpt_mono = clock_mono_ns();
 
-	if (!fresh && localstate_read_restored(d->dir, &m) == 0) {
+	bool marker = !fresh && localstate_read_restored(d->dir, &m) == 0;
+	if (marker) {
+		/*
+		 * Trust it only for the very file restore wrote: a database changed
+		 * since (checkpointed by an app that ran meanwhile) may hold changes
+		 * no WAL we can still read has.
+		 */
+		char mpath[PATH_MAX + 16];
+		snprintf(mpath, sizeof(mpath), "%s/restored", d->dir);
+		if (stat(mpath, &st) < 0 ||
+		    db_mtime > st.st_mtim.tv_sec * NS_PER_SEC + st.st_mtim.tv_nsec) {
+			log_warn("engine", "database changed since it was restored: not continuing that generation",
+				 "db=%s", d->stat.name);
+			localstate_clear_restored(d->dir);
+			marker = false;
+		}
+	}
+	if (marker) {
 		/* continue the restored generation at the next index (see localstate.h) */
 		if (shadow_start(&d->sh, m.pos.generation, m.pos.index + 1) < 0)
 			goto fail;

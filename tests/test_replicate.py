@@ -531,3 +531,26 @@ def test_two_databases_each_independent(run, tmp_path, litestream_bin):
     check_restore(litestream_bin, tmp_path / "ra", a, tmp_path / "outa.db")
     check_restore(litestream_bin, tmp_path / "rb", b, tmp_path / "outb.db")
     assert content(tmp_path / "outa.db") != content(tmp_path / "outb.db")
+
+
+def test_restored_then_changed_starts_new_generation(run, tmp_path, litestream_bin, litevisor_bin):
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    cfg = config(tmp_path, db, [file_replica(rep)])
+    r = run(cfg)
+    write(db, 100, start=1)
+    assert r.stop() == 0
+    for p in tmp_path.iterdir():
+        if p.name.startswith("app.db") or p.name.startswith(".app.db"):
+            subprocess.run(["rm", "-rf", str(p)], check=True)
+    p = subprocess.run([litevisor_bin, "restore", "-config", str(cfg), str(db)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    time.sleep(0.01)
+    write(db, 50, start=500)  # the app ran without litevisor: its close checkpointed
+    r2 = run(cfg)
+    write(db, 20, start=900)
+    assert r2.stop() == 0
+    assert "database changed since it was restored" in r2.text()
+    assert len(generations(rep)) == 2
+    check_restore(litestream_bin, rep, db, tmp_path / "out.db")
