@@ -222,6 +222,7 @@ static int open_db(struct eng_db *d, bool fresh)
 		pthread_mutex_lock(&d->mu);
 		d->gen_epoch++;
 		d->gen_start_mono = clock_mono_ns();
+		d->min_index = shadow_lowest_index(&d->sh);
 		pthread_mutex_unlock(&d->mu);
 		/* not continuous: the WAL must prove it still continues the shadow */
 		d->continuous = false;

@@ -212,13 +212,12 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 					pos.offset = 0;
 					need = false;
 				}
-			} else if (pos.index >= min_index &&
-				   (pos.index < cur || (pos.index == cur && pos.offset <= cur_size) ||
-				    (pos.index == cur && cur_size == 0 && pos.offset == 0))) {
-				int64_t sz = pos.offset ? shadow_size(d, gen, pos.index) : 0;
+			} else if (pos.index < cur) {
 				/* the local shadow must still hold everything after pos */
-				if (pos.offset == 0 || (sz >= 0 && (uint64_t)sz >= pos.offset))
-					need = false;
+				int64_t sz = shadow_size(d, gen, pos.index);
+				need = !(pos.index >= min_index && sz >= 0 && (uint64_t)sz >= pos.offset);
+			} else if (pos.index == cur) {
+				need = pos.offset > cur_size;
 			}
 		}
 		rc = 0;
@@ -405,8 +404,8 @@ static int ship(struct eng_replica *r, bool flush)
 		uint64_t end;
 		if (pos.index < target.index) {
 			int64_t sz = shadow_size(d, pos.generation, pos.index);
-			if (pos.index < min_index || (sz < 0 && pos.offset > 0) ||
-			    (sz >= 0 && (uint64_t)sz < pos.offset)) {
+			/* a finished index always has its file: missing means deleted */
+			if (pos.index < min_index || sz < 0 || (uint64_t)sz < pos.offset) {
 				log_warn("replica", "local history no longer covers the replica: snapshot",
 					 "db=%s replica=%s index=%u offset=%u", d->stat.name,
 					 r->stat.name, pos.index, pos.offset);
@@ -416,7 +415,7 @@ static int ship(struct eng_replica *r, bool flush)
 				pthread_mutex_unlock(&d->mu);
 				return 0;
 			}
-			end = sz < 0 ? 0 : (uint64_t)sz;
+			end = (uint64_t)sz;
 			if (end <= pos.offset) {
 				/* that index is complete here: the next one starts at offset 0 */
 				pthread_mutex_lock(&d->mu);

@@ -338,6 +338,27 @@ out:
 	return res;
 }
 
+uint32_t shadow_lowest_index(const struct shadow *s)
+{
+	char path[SH_PATH];
+	DIR *d;
+	struct dirent *de;
+	uint32_t low = s->index;
+
+	snprintf(path, sizeof(path), "%s/generations/%s/wal", s->dir, s->gen);
+	if (!(d = opendir(path)))
+		return low;
+	while ((de = readdir(d))) {
+		unsigned int idx;
+		char tail[8];
+		if (strlen(de->d_name) == 12 && sscanf(de->d_name, "%8x%7s", &idx, tail) == 2 &&
+		    strcmp(tail, ".wal") == 0 && idx < low)
+			low = idx;
+	}
+	closedir(d);
+	return low;
+}
+
 void shadow_remove_below(struct shadow *s, uint32_t min)
 {
 	char path[SH_PATH];

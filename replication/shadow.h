@@ -81,6 +81,9 @@ enum shadow_result shadow_sync(struct shadow *s, int wal, uint64_t *grew, char *
 /* Delete this generation's shadow files with an index below min. */
 void shadow_remove_below(struct shadow *s, uint32_t min);
 
+/* Lowest index with a shadow file in the current generation (s->index if none). */
+uint32_t shadow_lowest_index(const struct shadow *s);
+
 /* Size of shadow file index of the current generation, -1 if absent. */
 int64_t shadow_file_size(const struct shadow *s, uint32_t index);
 
