@@ -294,7 +294,7 @@ def plots(res):
               "set title 'Commit-to-replica lag, S3 replica, 500 tx/s (round 1)'",
               "set xlabel 'seconds since the first commit'",
               "set ylabel 'lag (ms, log scale)'", "set logscale y", "set yrange [0.5:*]",
-              "set key below maxcols 3", "set grid"]
+              "set key below horizontal maxcols 3", "set grid"]
         gp.append("plot " + ", ".join(f"'{f}' using 1:2 with points pt 7 ps 0.3 title '{t}'"
                                       for f, t in series))
         if run_gnuplot(gp, pdir, "lag"):
@@ -327,7 +327,7 @@ def plots(res):
         gp = ["set terminal pngcairo size 900,450", f"set output '{out}'",
               "set title 'Restore time vs database size (median of rounds)'",
               "set xlabel 'database size (MB)'", "set ylabel 'seconds'",
-              "set logscale xy", "set key below maxcols 3", "set grid"]
+              "set logscale xy", "set key below horizontal maxcols 3", "set grid"]
         gp.append("plot " + ", ".join(f"'{f}' using 1:2 with linespoints pt 7 title '{t}'"
                                       for f, t in series))
         if run_gnuplot(gp, pdir, "restore"):
