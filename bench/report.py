@@ -509,7 +509,29 @@ def write(res):
     return md
 
 
+def readme_block(res):
+    """The README's Performance excerpt: machine, summary table, plots (paths from the root)."""
+    meta, m = res["meta"], res["meta"]["machine"]
+    sfx = "_quick" if meta["mode"] == "quick" else ""
+    out = [f"Last {meta['mode']} run, {meta['started']}, on {m.get('cpu', '?')} "
+           f"({m.get('cores')} cores, {m.get('mem_gib')} GiB RAM, Linux {m.get('kernel')}, "
+           f"{m.get('work_fs', '?')}), litevisor `{meta['litevisor']}` beside Litestream "
+           f"`{meta['litestream']}`; medians (min–max) over rounds "
+           f"([all tables](bench/results/{meta['mode']}.md)):", "",
+           summary_table(res["scenarios"]).md(), ""]
+    for png, alt in ((f"lag_steady{sfx}.png", "commit-to-replica lag over time"),
+                     (f"restore_vs_size{sfx}.png", "restore time vs database size")):
+        if os.path.exists(os.path.join(RESULTS, png)):
+            out.append(f"![{alt}](bench/results/{png})")
+    return "\n".join(out)
+
+
 if __name__ == "__main__":
+    import sys
     # re-render the last run (with its plot series) without measuring again
     with open(os.path.join(WORK, "last-results.json")) as f:
-        print(write(json.load(f)))
+        last = json.load(f)
+    if sys.argv[1:] == ["--readme"]:
+        print(readme_block(last))
+    else:
+        print(write(last))
