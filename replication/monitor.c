@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/fsutil.h"
 #include "common/log.h"
 #include "replication/catalog.h"
 #include "replication/engine_int.h"
@@ -59,6 +60,8 @@ static void publish(struct eng_db *d, uint64_t grew)
 	memcpy(d->stat.pos.generation, d->gen, sizeof(d->gen));
 	d->stat.pos.index = d->index;
 	d->stat.pos.offset = (uint32_t)d->size;
+	if (!d->ready)
+		monitor_wake_replicas(d); /* they wait for the first position */
 	if (grew) {
 		if (d->lag_n == ENG_LAG_RING) {
 			/* full: extend the newest entry (its time stays: lag errs on the high side) */
@@ -102,6 +105,44 @@ static int start_generation(struct eng_db *d, const char *reason)
 	return 0;
 }
 
+/*
+ * The database's files and the shadow's end as one line: written at a clean
+ * stop, compared at the next start. Equal means nothing touched the WAL in
+ * between, so the generation continues even where the WAL alone proves
+ * nothing (emptied by the app's TRUNCATE on close, uptime-kuma).
+ */
+static int files_state(struct eng_db *d, char *buf, size_t len)
+{
+	struct stat st;
+	char walpath[PATH_MAX + 8], hex[2 * WAL_HEADER_SIZE + 1] = "-";
+	uint8_t hdr[WAL_HEADER_SIZE];
+	long long wsize = -1;
+
+	if (d->sh.fd < 0 || stat(d->cfg->path, &st) < 0)
+		return -1;
+	snprintf(walpath, sizeof(walpath), "%s-wal", d->cfg->path);
+	int fd = open(walpath, O_RDONLY | O_CLOEXEC); /* SQLite holds no lock on -wal itself */
+	if (fd >= 0) {
+		struct stat ws;
+		if (fstat(fd, &ws) == 0)
+			wsize = ws.st_size;
+		if (wsize >= WAL_HEADER_SIZE && pread(fd, hdr, sizeof(hdr), 0) == (ssize_t)sizeof(hdr))
+			for (size_t i = 0; i < sizeof(hdr); i++)
+				snprintf(hex + 2 * i, 3, "%02x", hdr[i]);
+		close(fd);
+	}
+	snprintf(buf, len, "%s %08x %llu %llu %llu %lld %lld.%09ld %lld %s\n", d->sh.gen, d->sh.index,
+		 (unsigned long long)d->sh.size, (unsigned long long)st.st_dev,
+		 (unsigned long long)st.st_ino, (long long)st.st_size, (long long)st.st_mtim.tv_sec,
+		 st.st_mtim.tv_nsec, wsize, hex);
+	return 0;
+}
+
+static void clean_path(struct eng_db *d, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/clean", d->dir);
+}
+
 static void close_db(struct eng_db *d)
 {
 	if (d->sh.fd >= 0 && fdatasync(d->sh.fd) < 0)
@@ -114,6 +155,26 @@ static void close_db(struct eng_db *d)
 	d->wal_fd = -1;
 	d->open = false;
 	d->continuous = false;
+}
+
+/* Close at shutdown, recording the files' state for the next start. */
+static void close_db_clean(struct eng_db *d)
+{
+	char line[512], path[PATH_MAX + 16];
+	bool ok = d->continuous && d->sh.fd >= 0;
+	uid_t uid = d->sh.uid;
+	gid_t gid = d->sh.gid;
+	/* files_state needs the shadow open; our connections change nothing when closed */
+	if (ok && fdatasync(d->sh.fd) < 0)
+		ok = false;
+	db_conns_close(&d->conns);
+	if (ok && files_state(d, line, sizeof(line)) == 0) {
+		clean_path(d, path, sizeof(path));
+		if (fs_write_atomic(path, line, strlen(line), 0640, uid, gid) < 0)
+			log_warn("engine", "cannot record clean stop", "path=\"%s\" err=\"%s\"", path,
+				 strerror(errno));
+	}
+	close_db(d);
 }
 
 /* Give what we created beside the database (-wal, -shm) the database's owner. */
@@ -224,8 +285,20 @@ static int open_db(struct eng_db *d, bool fresh)
 		d->gen_start_mono = clock_mono_ns();
 		d->min_index = shadow_lowest_index(&d->sh);
 		pthread_mutex_unlock(&d->mu);
-		/* not continuous: the WAL must prove it still continues the shadow */
+		/* not continuous: the WAL must prove it still continues the shadow ... */
 		d->continuous = false;
+		char path[PATH_MAX + 16], now[512], *was = NULL;
+		clean_path(d, path, sizeof(path));
+		if (fs_read_small(path, sizeof(now), &was, NULL) == 0 &&
+		    files_state(d, now, sizeof(now)) == 0 && strcmp(was, now) == 0) {
+			/* ... unless nothing touched the files since our clean stop */
+			d->continuous = true;
+			log_info("engine", "clean restart: files unchanged since the last stop", "db=%s",
+				 d->stat.name);
+		}
+		free(was);
+		if (unlink(path) < 0 && errno != ENOENT)
+			log_warn("engine", "cannot remove clean-stop record", "path=\"%s\"", path);
 		publish(d, 0);
 	} else if (start_generation(d, fresh ? "database file replaced" : "no usable local state") < 0) {
 		goto fail;
@@ -484,7 +557,7 @@ void *monitor_thread(void *arg)
 		}
 	}
 	if (d->open)
-		close_db(d);
+		close_db_clean(d);
 	return NULL;
 }
 

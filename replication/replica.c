@@ -497,9 +497,13 @@ void *replica_thread(void *arg)
 			seen_flush = d->eng->flush_seq;
 			next_retry = 0;
 		}
+		bool b = behind(r);
+		if (flush && !b && d->ready) {
+			r->flush_seq = d->eng->flush_seq; /* nothing to ship: served */
+			flush = false;
+		}
 		if (d->eng->stop && !flush)
 			break;
-		bool b = behind(r);
 		bool may = now >= next_retry;
 		bool do_sync = d->ready && may && b && (flush || now >= next_sync);
 		bool do_ret = d->ready && may && r->pos_known && next_retention && now >= next_retention;

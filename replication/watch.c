@@ -10,6 +10,7 @@
 #include <sys/inotify.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/banned.h"
 
@@ -70,18 +71,24 @@ int watch_wait(struct watch *w, int64_t timeout_ms)
 		timeout_ms = 0;
 	if (timeout_ms > 60000)
 		timeout_ms = 60000;
-	int rc = poll(p, (nfds_t)n, (int)timeout_ms);
-	if (rc <= 0)
-		return 0;
-	int hit = 0;
-	if (p[0].revents) {
-		uint64_t v;
-		if (read(w->efd, &v, sizeof(v)) > 0)
-			hit = 1;
+	int64_t end = clock_mono_ms() + timeout_ms;
+	/* other files in the directory (an app's logs) must not wake us each time */
+	for (int64_t left = timeout_ms; left >= 0; left = end - clock_mono_ms()) {
+		int rc = poll(p, (nfds_t)n, (int)left);
+		if (rc <= 0)
+			return 0;
+		int hit = 0;
+		if (p[0].revents) {
+			uint64_t v;
+			if (read(w->efd, &v, sizeof(v)) > 0)
+				hit = 1;
+		}
+		if (n == 2 && p[1].revents)
+			hit |= drain(w);
+		if (hit)
+			return 1;
 	}
-	if (n == 2 && p[1].revents)
-		hit |= drain(w);
-	return hit;
+	return 0;
 }
 
 void watch_sleep(struct watch *w, int64_t timeout_ms)

@@ -555,3 +555,30 @@ def test_restored_then_changed_starts_new_generation(run, tmp_path, litestream_b
     assert "database changed since it was restored" in r2.text()
     assert len(generations(rep)) == 2
     check_restore(litestream_bin, rep, db, tmp_path / "out.db")
+
+
+def test_clean_restart_after_app_truncate_on_close_keeps_generation(run, tmp_path,
+                                                                   litestream_bin):
+    # uptime-kuma: wal_checkpoint(TRUNCATE) on close leaves an empty WAL, which by
+    # itself proves nothing after a restart; the clean-stop record does
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    cfg = config(tmp_path, db, [file_replica(rep)])
+    r = run(cfg)
+    write(db, 200, start=1, ops={"200": "truncate"})
+    assert os.path.getsize(str(db) + "-wal") == 0
+    assert r.stop() == 0
+    r2 = run(cfg)
+    write(db, 100, start=1000)
+    assert r2.stop() == 0
+    assert "clean restart" in r2.text()
+    assert len(generations(rep)) == 1
+    assert len(objects(rep, "snapshots")) == 1
+    check_restore(litestream_bin, rep, db, tmp_path / "out.db")
+    # but a change while litevisor is down is still caught
+    write(db, 10, start=3000)  # the app alone: its close checkpoints and deletes the WAL
+    r3 = run(cfg)
+    write(db, 10, start=4000)
+    assert r3.stop() == 0
+    assert len(generations(rep)) == 2
+    check_restore(litestream_bin, rep, db, tmp_path / "out2.db")
