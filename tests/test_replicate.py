@@ -582,3 +582,23 @@ def test_clean_restart_after_app_truncate_on_close_keeps_generation(run, tmp_pat
     assert r3.stop() == 0
     assert len(generations(rep)) == 2
     check_restore(litestream_bin, rep, db, tmp_path / "out2.db")
+
+
+def test_final_flush_reports_unreachable_replica_within_deadline(run, tmp_path, litestream_bin):
+    db, good, down = tmp_path / "app.db", tmp_path / "good", tmp_path / "down"
+    create(db)
+    cfg = config(tmp_path, db, [file_replica(good, "good", "10s"), file_replica(down, "down", "10s")])
+    cfg.write_text("supervisor:\n  flush-timeout: 1s\n" + cfg.read_text())
+    r = run(cfg)
+    wait_for(lambda: objects(down, "snapshots") and objects(good, "snapshots"), what="snapshots")
+    os.rename(down, tmp_path / "down.away")
+    down.write_text("not a directory")
+    write(db, 50, start=1)
+    t = time.monotonic()
+    assert r.stop() == 0
+    assert time.monotonic() - t < 5
+    text = r.text()
+    assert "final flush done db=app.db replica=good" in text
+    assert "final flush incomplete db=app.db replica=down" in text
+    # the reachable one got everything despite its 10 s interval
+    check_restore(litestream_bin, good, db, tmp_path / "out.db")
