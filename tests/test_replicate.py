@@ -367,17 +367,14 @@ def test_waits_for_database_and_sets_wal_mode(run, tmp_path, litestream_bin):
     check_restore(litestream_bin, rep, db, tmp_path / "out.db")
 
 
-def test_replicate_to_s3(run, tmp_path, litestream_bin, s3server):
-    srv = s3server()
-    db = tmp_path / "app.db"
-    create(db)
-    s3 = {"name": "s3", "type": "s3", "bucket": srv.bucket, "path": "db",
-          "endpoint": srv.endpoint, "region": "us-east-1", "force-path-style": "true",
-          "access-key-id": srv.key, "secret-access-key": json.dumps(srv.secret),
-          "sync-interval": "0s"}
-    r = run(config(tmp_path, db, [s3], min_checkpoint_page_count=300))
-    write(db, 2000, start=1)
-    assert r.stop() == 0
+def s3_replica(srv, name="s3", sync="0s"):
+    return {"name": name, "type": "s3", "bucket": srv.bucket, "path": "db",
+            "endpoint": srv.endpoint, "region": "us-east-1", "force-path-style": "true",
+            "access-key-id": srv.key, "secret-access-key": json.dumps(srv.secret),
+            "sync-interval": sync}
+
+
+def s3_restore(litestream_bin, srv, tmp_path, out):
     lsc = tmp_path / "ls.yml"
     lsc.write_text(f"""dbs:
   - path: {tmp_path}/ls-target.db
@@ -391,10 +388,49 @@ def test_replicate_to_s3(run, tmp_path, litestream_bin, s3server):
         access-key-id: {srv.key}
         secret-access-key: {json.dumps(srv.secret)}
 """)
-    out = tmp_path / "out.db"
     p = subprocess.run([litestream_bin, "restore", "-config", str(lsc), "-o", str(out),
                         f"{tmp_path}/ls-target.db"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
+
+
+def test_replicate_to_s3(run, tmp_path, litestream_bin, s3server):
+    srv = s3server()
+    db = tmp_path / "app.db"
+    create(db)
+    r = run(config(tmp_path, db, [s3_replica(srv)], min_checkpoint_page_count=300))
+    write(db, 2000, start=1)
+    assert r.stop() == 0
+    out = tmp_path / "out.db"
+    s3_restore(litestream_bin, srv, tmp_path, out)
+    assert integrity(out) == "ok"
+    assert content(out) == content(db)
+
+
+def test_stalled_s3_never_delays_the_file_replica_and_catches_up(run, tmp_path, litestream_bin,
+                                                                  s3server):
+    srv = s3server()
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    r = run(config(tmp_path, db, [file_replica(rep, "file"), s3_replica(srv)]))
+    write(db, 100, start=1)
+    srv.proc.send_signal(signal.SIGSTOP)  # the S3 server hangs: requests get no answer
+    try:
+        write(db, 500, start=1000)
+        want = content(db)
+
+        def file_replica_current():
+            out = tmp_path / f"mid-{time.monotonic_ns()}.db"
+            ls_restore(litestream_bin, f"file://{rep}", out)
+            return integrity(out) == "ok" and content(out) == want
+
+        wait_for(file_replica_current, what="the file replica to hold everything")
+    finally:
+        srv.proc.send_signal(signal.SIGCONT)
+    write(db, 50, start=3000)
+    assert r.stop() == 0
+    assert "final flush done db=app.db replica=s3" in r.text()
+    out = tmp_path / "out.db"
+    s3_restore(litestream_bin, srv, tmp_path, out)
     assert integrity(out) == "ok"
     assert content(out) == content(db)
 
