@@ -14,6 +14,7 @@
  * at once (a hung network mount cannot be interrupted from here anyway).
  */
 #include "replication/storage.h"
+#include "common/fsutil.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -130,19 +131,6 @@ static bool is_tmp_name(const char *name)
 	return n > TMP_SUFFIX_LEN && memcmp(name + n - TMP_SUFFIX_LEN, TMP_SUFFIX, strlen(TMP_SUFFIX)) == 0;
 }
 
-/* fsync a directory so an entry created, renamed or removed in it is durable. */
-static int fsync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
-	int rc = fsync(fd);
-	int e = errno;
-	close(fd);
-	errno = e;
-	return rc;
-}
-
 /* Parent directory of path into buf ("." if none). */
 static void parent_of(char *buf, size_t len, const char *path)
 {
@@ -178,7 +166,7 @@ static int make_dirs(const char *dir)
 		buf[i] = '\0';
 		if (mkdir(buf, 0755) == 0) {
 			parent_of(parent, sizeof(parent), buf);
-			if (fsync_dir(parent) < 0)
+			if (fs_fsync_dir(parent) < 0)
 				return -1;
 		} else if (errno != EEXIST) {
 			return -1;
@@ -252,7 +240,7 @@ static int file_put(struct storage *st, const char *key, const struct st_source 
 		rc = sys_fail(err, errno, "put", key, path);
 		goto fail;
 	}
-	if (fsync_dir(dir) < 0) {
+	if (fs_fsync_dir(dir) < 0) {
 		rc = sys_fail(err, errno, "put", key, dir);
 		goto out;
 	}
@@ -373,7 +361,7 @@ static int file_del(struct storage *st, const char *const *keys, size_t nkeys,
 			return sys_fail(err, errno, "delete", keys[i], path);
 		}
 		parent_of(dir, sizeof(dir), path);
-		if (fsync_dir(dir) < 0 && errno != ENOENT)
+		if (fs_fsync_dir(dir) < 0 && errno != ENOENT)
 			return sys_fail(err, errno, "delete", keys[i], dir);
 		prune_dirs(root_of(st), path);
 	}
