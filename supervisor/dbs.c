@@ -179,6 +179,8 @@ void dbs_free(struct sup_dbs *d)
 	for (size_t i = 0; d->jobs && i < d->cfg->ndbs; i++)
 		if (d->jobs[i].started)
 			pthread_join(d->jobs[i].thread, NULL);
+	/* a probe the restore decision left behind may still be inside OpenSSL: join it */
+	restore_probes_wait(d->cfg->restore.probe_timeout_ms + 500);
 	engine_free(d->engine);
 	free(d->jobs);
 	if (d->efd >= 0)
