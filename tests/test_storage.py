@@ -653,3 +653,84 @@ def test_s3rver_fix_escape(s3server, tmp_path):
             assert keys == ["a&b<c>'d\""]
         else:
             assert keys == ["a&amp;b&lt;c&gt;&#x27;d\""], "s3rver escapes once now: drop workaround (d)"
+
+
+class RecordingProxy:
+    """Loopback HTTP proxy that handles one request at a time: records each
+    request line, answers the ones `refuse(method, target)` picks with an S3
+    error, and forwards the others to the server (asking it to close after each
+    answer, so every response can be relayed whole)."""
+
+    def __init__(self, upstream_port, refuse, status=403, code="AccessDenied"):
+        self.upstream_port, self.refuse, self.status, self.code = upstream_port, refuse, status, code
+        self.requests = []
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(32)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self):
+        self.sock.close()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        buf = b""
+        with c:
+            while True:
+                req, buf = FaultProxy._read_request(c, buf)
+                if req is None:
+                    return
+                method, target = req.split(b" ", 2)[:2]
+                method, target = method.decode(), target.decode()
+                self.requests.append((method, target))
+                if self.refuse(method, target):
+                    body = (f"<?xml version=\"1.0\"?><Error><Code>{self.code}</Code>"
+                            f"<Message>refused by the test</Message></Error>").encode()
+                    c.sendall(f"HTTP/1.1 {self.status} Refused\r\nContent-Type: application/xml\r\n"
+                              f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+                    continue
+                head, body = req.split(b"\r\n\r\n", 1)
+                lines = [ln for ln in head.split(b"\r\n") if not ln.lower().startswith(b"connection:")]
+                fwd = b"\r\n".join(lines + [b"Connection: close"]) + b"\r\n\r\n" + body
+                with socket.create_connection(("127.0.0.1", self.upstream_port)) as up:
+                    up.sendall(fwd)
+                    answer = b""
+                    while True:
+                        d = up.recv(65536)
+                        if not d:
+                            break
+                        answer += d
+                c.sendall(answer)
+                return  # the answer says "Connection: close"; the client reconnects
+
+
+def test_s3_failed_multipart_upload_is_aborted(s3server, tmp_path):
+    """A part refused for good (403) ends the upload: no retry of that part, and
+    an AbortMultipartUpload (DELETE ?uploadId=…) for the same key, so no orphan
+    parts stay billed. s3rver itself does not implement abort, so the proxy
+    records what the client sent."""
+    srv = s3server()
+    src = tmp_path / "src"
+    write_random(src, 12 * MiB)
+    proxy = RecordingProxy(srv.port, lambda m, t: m == "PUT" and "partNumber=2" in t)
+    try:
+        rep = s3_replica(srv, endpoint=f"http://127.0.0.1:{proxy.port}")
+        r = rep.put(src, "big-object")
+        assert r.rc == EXIT["auth"], r.stderr
+        reqs = proxy.requests
+        assert any(m == "POST" and "uploads" in t for m, t in reqs), reqs
+        assert sum(1 for m, t in reqs if m == "PUT" and "partNumber=2" in t) == 1, reqs
+        aborts = [t for m, t in reqs if m == "DELETE" and "uploadId=" in t]
+        assert len(aborts) == 1 and "/big-object?" in aborts[0], reqs
+        assert not any(m == "POST" and "uploadId=" in t for m, t in reqs), "must not complete"
+    finally:
+        proxy.close()
