@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <libgen.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -13,6 +14,9 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/banned.h"
+
+#define WATCH_MASK (IN_MODIFY | IN_CREATE | IN_MOVED_TO | IN_DELETE | IN_CLOSE_WRITE)
+#define QUIET_MASK (WATCH_MASK & ~(uint32_t)IN_MODIFY)
 
 int watch_init(struct watch *w, const char *path)
 {
@@ -27,10 +31,9 @@ int watch_init(struct watch *w, const char *path)
 	snprintf(dir, sizeof(dir), "%s", path);
 	snprintf(base, sizeof(base), "%s", path);
 	snprintf(w->base, sizeof(w->base), "%s", basename(base));
+	snprintf(w->dir, sizeof(w->dir), "%s", dirname(dir));
 	w->ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-	if (w->ifd >= 0 &&
-	    inotify_add_watch(w->ifd, dirname(dir),
-			      IN_MODIFY | IN_CREATE | IN_MOVED_TO | IN_DELETE | IN_CLOSE_WRITE) < 0) {
+	if (w->ifd >= 0 && inotify_add_watch(w->ifd, w->dir, WATCH_MASK) < 0) {
 		close(w->ifd);
 		w->ifd = -1;
 	}
@@ -94,10 +97,24 @@ int watch_wait(struct watch *w, int64_t timeout_ms)
 void watch_sleep(struct watch *w, int64_t timeout_ms)
 {
 	struct pollfd p = { .fd = w->efd, .events = POLLIN };
+	/* same directory, same watch: only its mask changes (a failure just keeps IN_MODIFY) */
+	bool quiet = w->ifd >= 0 && timeout_ms > 0 &&
+		     inotify_add_watch(w->ifd, w->dir, QUIET_MASK) >= 0;
 	if (timeout_ms > 0 && poll(&p, 1, (int)timeout_ms) > 0) {
 		uint64_t v;
 		if (read(w->efd, &v, sizeof(v)) > 0)
 			watch_wake(w); /* keep it pending for the caller's next wait */
+	}
+	/*
+	 * Full mask back before the drain: a write after this point either
+	 * precedes the caller's look at the files or queues an event for its
+	 * next wait, so none goes unnoticed.
+	 */
+	if (quiet && inotify_add_watch(w->ifd, w->dir, WATCH_MASK) < 0) {
+		log_warn("watch", "cannot restore inotify watch, polling at monitor-interval",
+			 "dir=\"%s\" err=\"%s\"", w->dir, strerror(errno));
+		close(w->ifd);
+		w->ifd = -1;
 	}
 	if (w->ifd >= 0)
 		drain(w);

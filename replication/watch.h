@@ -18,6 +18,7 @@ struct watch {
 	int ifd;             /* inotify, -1 when polling */
 	int efd;             /* eventfd for watch_wake */
 	char base[NAME_MAX + 1]; /* database file name */
+	char dir[PATH_MAX];      /* its directory (the watch's mask is changed by path) */
 };
 
 /* Set up for the database at path. Returns 0, or -1 (logged) when even the eventfd fails. */
@@ -32,7 +33,10 @@ int watch_wait(struct watch *w, int64_t timeout_ms);
 /*
  * Sleep up to timeout_ms, woken only by watch_wake(); file events meanwhile
  * are discarded at the end (the caller is about to look at the files anyway).
- * Used to gather commits without a wake-up per commit.
+ * Used to gather commits without a wake-up per commit. Meanwhile the watch
+ * leaves out IN_MODIFY: every write(2) to a watched file pays for queueing an
+ * event in the writer's own system call (measured: ~5 us on each of the app's
+ * commits), so the app's writes during the window cost it nothing.
  */
 void watch_sleep(struct watch *w, int64_t timeout_ms);
 
