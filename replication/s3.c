@@ -407,9 +407,24 @@ static int addressing(struct s3 *s3, const struct cfg_replica *r, struct st_erro
 			     name);
 		return -2;
 	}
-	/* an explicit endpoint (MinIO, Ceph, …) is always addressed path-style */
-	if (!(s3->host = host_of(auth, alen, https)) || asprintf(&s3->path_prefix, "/%s", s3->bucket) < 0)
+	/*
+	 * An explicit endpoint (MinIO, Ceph, …) is addressed path-style unless the
+	 * config says force-path-style: false; then <bucket>.<endpoint host>.
+	 */
+	if (!(s3->host = host_of(auth, alen, https)))
 		return -1;
+	if (path_style) {
+		if (asprintf(&s3->path_prefix, "/%s", s3->bucket) < 0)
+			return -1;
+	} else {
+		char *vhost = NULL;
+		if (asprintf(&vhost, "%s.%s", s3->bucket, s3->host) < 0 || !(s3->path_prefix = strdup(""))) {
+			free(vhost);
+			return -1;
+		}
+		free(s3->host);
+		s3->host = vhost;
+	}
 	return asprintf(&s3->base_url, "%s://%s", https ? "https" : "http", s3->host) < 0 ? -1 : 0;
 }
 

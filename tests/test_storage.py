@@ -734,3 +734,50 @@ def test_s3_failed_multipart_upload_is_aborted(s3server, tmp_path):
         assert not any(m == "POST" and "uploadId=" in t for m, t in reqs), "must not complete"
     finally:
         proxy.close()
+
+
+def test_s3_virtual_hosted_addressing_on_an_endpoint(tmp_path):
+    """force-path-style: false with an endpoint addresses <bucket>.<host> (AWS
+    style): the bucket goes in the Host header, which is signed, not in the path.
+    curl resolves *.localhost to loopback, so a recording proxy on 127.0.0.1 sees
+    exactly what was sent. (s3rver cannot check this one: its V4 check puts the
+    bucket back into the canonical path of virtual-hosted requests; the signer's
+    virtual-hosted canonical request is pinned by a botocore vector in
+    tests/unit/test_sigv4.c.)"""
+    src = tmp_path / "src"
+    write_random(src, 6 * MiB)  # multipart: ?uploads= first
+    seen = []
+
+    class HostRecorder(RecordingProxy):
+        def _serve(self, c):
+            with c:
+                req, _ = FaultProxy._read_request(c, b"")
+                if req is None:
+                    return
+                lines = req.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")
+                hdr = {k.strip().lower(): v.strip() for k, _, v in
+                       (ln.partition(":") for ln in lines[1:])}
+                seen.append((lines[0].split(" ")[1], hdr.get("host"), hdr.get("authorization", "")))
+                body = b"<Error><Code>AccessDenied</Code><Message>recorded</Message></Error>"
+                c.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\n"
+                          b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+
+    proxy = HostRecorder(0, refuse=lambda m, t: True)
+    try:
+        rep = Replica("s3", ["-s3", "bkt", "-endpoint", f"http://s3.localhost:{proxy.port}",
+                             "-virtual-host", "-path", "vh", "-access-key-id", "AKIDEXAMPLE",
+                             "-secret-access-key", "secret"])
+        r = rep.put(src, "obj")
+        assert r.rc == EXIT["auth"], r.stderr
+        assert r.res["description"].startswith(f"s3 http://bkt.s3.localhost:{proxy.port}/"), r.res
+        target, host, auth = seen[0]
+        assert host == f"bkt.s3.localhost:{proxy.port}", seen
+        assert target.startswith("/vh/obj?uploads"), seen
+        assert "SignedHeaders=" in auth and "host" in auth.split("SignedHeaders=")[1].split(",")[0].split(";")
+        # the same replica path-style (the default with an endpoint) puts the bucket in the path
+        seen.clear()
+        Replica("s3", ["-s3", "bkt", "-endpoint", f"http://127.0.0.1:{proxy.port}", "-path", "vh",
+                       "-access-key-id", "AKIDEXAMPLE", "-secret-access-key", "secret"]).stat("obj")
+        assert seen[0][0] == "/bkt/vh/obj" and seen[0][1] == f"127.0.0.1:{proxy.port}", seen
+    finally:
+        proxy.close()

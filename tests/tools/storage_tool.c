@@ -11,8 +11,8 @@
  *        put N keys PREFIX00000… (content "data-<i>") from THREADS threads sharing
  *        one storage; with PER_DIR, keys are PREFIX<i/PER_DIR>/sub/k<i%PER_DIR>
  *
- * Replica: -file DIR, or -s3 BUCKET [-endpoint URL] [-region R] [-path PREFIX]
- * [-skip-verify] [-ca-file F] [-access-key-id K -secret-access-key S]
+ * Replica: -file DIR, or -s3 BUCKET [-endpoint URL [-virtual-host]] [-region R]
+ * [-path PREFIX] [-skip-verify] [-ca-file F] [-access-key-id K -secret-access-key S]
  * (else the usual environment variables). Call options: -deadline-ms N,
  * -no-retry, -connect-timeout-ms N, -unknown-size (put: hide the size).
  *
@@ -190,6 +190,8 @@ int main(int argc, char **argv)
 			takes = false;
 			if (!strcmp(o, "-skip-verify"))
 				r.skip_verify = true;
+			else if (!strcmp(o, "-virtual-host"))
+				r.force_path_style = false; /* after -endpoint: <bucket>.<host> */
 			else if (!strcmp(o, "-no-retry"))
 				call.no_retry = have_call = true;
 			else if (!strcmp(o, "-unknown-size"))
