@@ -502,10 +502,13 @@ def test_uptime_kuma_push_heartbeat(litevisor_bin, tmp_path, runs):
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
         token = "s3cr3tT0k3n"
-        r = start(runs, litevisor_bin, tmp_path, SERVICE,
+        ready = tmp_path / "ready"
+        r = start(runs, litevisor_bin, tmp_path, SERVICE + ["--ready", str(ready)],
                   config=f"health:\n  push-url: http://127.0.0.1:{srv.server_port}/api/push/{token}\n"
                          f"  push-interval: 200ms\n")
         poll(lambda: any("status=up" in p for p in got), timeout=10)
+        # the service handles TERM only once it says so; a TERM before that kills it (143)
+        poll(lambda: read_lines(ready))
         up = [p for p in got if "status=up" in p][0]
         assert up.startswith(f"/api/push/{token}?status=up&msg=OK&ping=")
         os.kill(r.pid, signal.SIGTERM)
