@@ -414,7 +414,8 @@ def render(res):
           f"Run {meta['started']} ({meta['mode']} mode, {meta.get('seconds', '?')} s) on "
           f"{m.get('cpu', '?')}, {m.get('cores')} cores, {m.get('mem_gib')} GiB RAM, "
           f"Linux {m.get('kernel')}, work dir on {m.get('work_fs', '?')}. "
-          f"Litestream `{meta['litestream']}`, litevisor `{meta['litevisor']}`.",
+          f"Litestream `{meta['litestream']}`, litevisor `{meta['litevisor']}`"
+          f"{' built from tree `' + meta['tree'] + '`' if meta.get('tree') else ''}.",
           "",
           "Same machine, same run; the tools run one after another, each on a fresh copy of the "
           "same database with the same workload, written by a separate writer process. "
@@ -515,7 +516,8 @@ def readme_block(res):
     sfx = "_quick" if meta["mode"] == "quick" else ""
     out = [f"Last {meta['mode']} run, {meta['started']}, on {m.get('cpu', '?')} "
            f"({m.get('cores')} cores, {m.get('mem_gib')} GiB RAM, Linux {m.get('kernel')}, "
-           f"{m.get('work_fs', '?')}), litevisor `{meta['litevisor']}` beside Litestream "
+           f"{m.get('work_fs', '?')}), litevisor "
+           f"`{meta.get('tree') or meta['litevisor']}` beside Litestream "
            f"`{meta['litestream']}`; medians (min–max) over rounds "
            f"([all tables](bench/results/{meta['mode']}.md)):", "",
            summary_table(res["scenarios"]).md(), ""]

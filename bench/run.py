@@ -583,6 +583,9 @@ def main():
                     "machine": machine(),
                     "litestream": version_of([common.LITESTREAM, "version"]),
                     "litevisor": version_of([tools[1].binary, "version"]),
+                    # the binary's own version is fixed when cmd_version.o was last compiled
+                    "tree": version_of(["git", "-C", common.ROOT, "describe", "--always",
+                                        "--dirty"]),
                     "plan": vars(PLAN)},
            "scenarios": {}}
     for t in tools:
