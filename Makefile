@@ -20,7 +20,7 @@ WARN     := -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes -Wmissing-prot
             -Wno-unused-parameter -Wvla -Wpointer-arith
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=gnu11 $(WARN) -D_GNU_SOURCE -I. $(shell pkg-config --cflags $(PKGS) 2>/dev/null) \
-            -DLITEVISOR_VERSION='"$(VERSION)"' -MMD -MP
+            -MMD -MP
 LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 ifeq ($(DEVELOPER),1)
 CFLAGS   += -Werror
@@ -59,6 +59,14 @@ $(LIB): $(LIB_OBJ)
 $(O)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
+
+# Only version.o carries the version; its stamp changes only when VERSION does.
+$(O)/version.stamp: FORCE
+	@mkdir -p $(O)
+	@echo '$(VERSION)' | cmp -s - $@ || echo '$(VERSION)' > $@
+$(O)/common/version.o: $(O)/version.stamp
+$(O)/common/version.o: CFLAGS += -DLITEVISOR_VERSION='"$(VERSION)"'
+FORCE:
 
 $(O)/tests/%: $(O)/tests/unit/%.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

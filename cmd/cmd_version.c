@@ -6,6 +6,7 @@
 #include <sqlite3.h>
 
 #include "cmd/commands.h"
+#include "common/version.h"
 #include "common/banned.h"
 
 static int run_version(int argc, char **argv)
@@ -17,7 +18,7 @@ static int run_version(int argc, char **argv)
 		return help ? 0 : EXIT_USAGE;
 	if (i < argc)
 		return cli_usage_error(&cmd_version, "unexpected argument \"%s\"", argv[i]);
-	printf("litevisor %s (sqlite %s, %s, lz4 %s)\n", LITEVISOR_VERSION, sqlite3_libversion(),
+	printf("litevisor %s (sqlite %s, %s, lz4 %s)\n", litevisor_version(), sqlite3_libversion(),
 	       curl_version(), LZ4_versionString());
 	return 0;
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common/clock.h"
+#include "common/version.h"
 #include "common/banned.h"
 
 const char *health_status_name(enum health_status s)
@@ -231,7 +232,7 @@ char *health_render(const struct health_view *v, int *http_status)
 		}
 	}
 	json_object_set_new(doc, "status", json_string(health_status_name(overall)));
-	json_object_set_new(doc, "version", json_string(LITEVISOR_VERSION));
+	json_object_set_new(doc, "version", json_string(litevisor_version()));
 	json_object_set_new(doc, "serviceId", json_string("litevisor"));
 	json_object_set_new(doc, "description", json_string("litevisor: supervisor and SQLite replication"));
 	if (overall != HEALTH_PASS && first_problem)

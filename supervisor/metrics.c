@@ -11,6 +11,7 @@
 
 #include "common/clock.h"
 #include "replication/storage.h"
+#include "common/version.h"
 #include "common/banned.h"
 
 int metrics_proc_read(struct metrics_proc *p)
@@ -127,7 +128,7 @@ static void render_process(const struct metrics_view *v, struct text *t)
 	const struct sup_snapshot *s = v->sup;
 	family(t, "litevisor_build_info", "gauge", "Version of litevisor (always 1).");
 	text_printf(t, "litevisor_build_info{version=\"");
-	metrics_label_value(t, LITEVISOR_VERSION);
+	metrics_label_value(t, litevisor_version());
 	text_printf(t, "\"} 1\n");
 	family(t, "litevisor_start_time_seconds", "gauge", "When litevisor started, seconds since the epoch.");
 	sample0(t, "litevisor_start_time_seconds", seconds(s->started_wall_ns));

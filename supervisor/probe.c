@@ -11,6 +11,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/version.h"
 #include "common/banned.h"
 
 struct probe {
@@ -87,7 +88,9 @@ long probe_http_get(void *curl, const char *url, int64_t timeout_ms, char *err, 
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, ebuf);
 	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(c, CURLOPT_USERAGENT, "litevisor/" LITEVISOR_VERSION);
+	char ua[96];
+	snprintf(ua, sizeof(ua), "litevisor/%s", litevisor_version());
+	curl_easy_setopt(c, CURLOPT_USERAGENT, ua);
 	CURLcode rc = curl_easy_perform(c);
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, NULL);
 	if (rc != CURLE_OK) {
