@@ -17,9 +17,7 @@
 struct probe {
 	const struct cfg_health *h;
 	struct sup_state *st;
-	struct probe_waiter w;
-	pthread_t thread;
-	CURL *curl;
+	struct probe_worker k;
 };
 
 int probe_waiter_init(struct probe_waiter *w)
@@ -108,7 +106,7 @@ static void *probe_main(void *arg)
 	enum sup_probe last = SUP_PROBE_UNKNOWN;
 	int64_t fast = p->h->probe_interval_ms < 1000 ? p->h->probe_interval_ms : 1000;
 	int64_t wait_ms = fast;
-	while (!probe_waiter_wait(&p->w, wait_ms)) {
+	while (!probe_waiter_wait(&p->k.w, wait_ms)) {
 		struct sup_snapshot s;
 		sup_state_get(p->st, &s);
 		if (s.service_pid <= 0) {
@@ -117,7 +115,7 @@ static void *probe_main(void *arg)
 		}
 		char err[256] = "";
 		int64_t t0 = clock_mono_ms();
-		long code = probe_http_get(p->curl, p->h->probe_url, p->h->probe_timeout_ms, err,
+		long code = probe_http_get(p->k.curl, p->h->probe_url, p->h->probe_timeout_ms, err,
 					   sizeof(err));
 		int64_t took = clock_mono_ms() - t0;
 		enum sup_probe now = code >= 200 && code < 300 ? SUP_PROBE_OK : SUP_PROBE_FAIL;
@@ -139,44 +137,61 @@ static void *probe_main(void *arg)
 	return NULL;
 }
 
+int probe_worker_start(struct probe_worker *k, const char *component, void *(*fn)(void *),
+		       void *arg)
+{
+	if (probe_waiter_init(&k->w) < 0) {
+		log_error(component, "out of memory", NULL);
+		return -1;
+	}
+	if (!(k->curl = curl_easy_init())) {
+		log_error(component, "curl_easy_init failed", NULL);
+		goto fail;
+	}
+	int rc = pthread_create(&k->thread, NULL, fn, arg);
+	if (rc != 0) {
+		log_error(component, "cannot start thread", "error=\"%s\"", strerror(rc));
+		goto fail;
+	}
+	return 0;
+fail:
+	if (k->curl)
+		curl_easy_cleanup(k->curl);
+	k->curl = NULL;
+	probe_waiter_destroy(&k->w);
+	return -1;
+}
+
+void probe_worker_stop(struct probe_worker *k)
+{
+	probe_waiter_stop(&k->w);
+	pthread_join(k->thread, NULL);
+	curl_easy_cleanup(k->curl);
+	probe_waiter_destroy(&k->w);
+}
+
 struct probe *probe_start(const struct cfg_health *h, struct sup_state *st)
 {
 	struct probe *p = calloc(1, sizeof(*p));
-	if (!p || probe_waiter_init(&p->w) < 0) {
-		free(p);
+	if (!p) {
 		log_error("probe", "out of memory", NULL);
 		return NULL;
 	}
 	p->h = h;
 	p->st = st;
-	p->curl = curl_easy_init();
-	if (!p->curl) {
-		log_error("probe", "curl_easy_init failed", NULL);
-		goto fail;
-	}
 	sup_state_set_probe(st, SUP_PROBE_UNKNOWN, 0, "not probed yet");
-	int rc = pthread_create(&p->thread, NULL, probe_main, p);
-	if (rc != 0) {
-		log_error("probe", "cannot start thread", "error=\"%s\"", strerror(rc));
+	if (probe_worker_start(&p->k, "probe", probe_main, p) < 0) {
 		sup_state_set_probe(st, SUP_PROBE_NONE, 0, "");
-		goto fail;
+		free(p);
+		return NULL;
 	}
 	return p;
-fail:
-	if (p->curl)
-		curl_easy_cleanup(p->curl);
-	probe_waiter_destroy(&p->w);
-	free(p);
-	return NULL;
 }
 
 void probe_stop(struct probe *p)
 {
 	if (!p)
 		return;
-	probe_waiter_stop(&p->w);
-	pthread_join(p->thread, NULL);
-	curl_easy_cleanup(p->curl);
-	probe_waiter_destroy(&p->w);
+	probe_worker_stop(&p->k);
 	free(p);
 }

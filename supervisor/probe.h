@@ -47,4 +47,18 @@ void probe_waiter_destroy(struct probe_waiter *w);
 int probe_waiter_wait(struct probe_waiter *w, int64_t ms);
 void probe_waiter_stop(struct probe_waiter *w);
 
+/*
+ * A thread with its own curl handle and a stop-aware waiter: the lifecycle
+ * the probe and the push threads share. start: 0, or -1 (logged under
+ * component, nothing left allocated). stop: wake, join, release.
+ */
+struct probe_worker {
+	struct probe_waiter w;
+	pthread_t thread;
+	void *curl;
+};
+int probe_worker_start(struct probe_worker *k, const char *component, void *(*fn)(void *),
+		       void *arg);
+void probe_worker_stop(struct probe_worker *k);
+
 #endif

@@ -17,9 +17,7 @@
 struct push {
 	const struct cfg_health *h;
 	struct sup_state *st;
-	struct probe_waiter w;
-	pthread_t thread;
-	CURL *curl;
+	struct probe_worker k;
 };
 
 /* Percent-encode everything but RFC 3986 unreserved characters. */
@@ -75,7 +73,7 @@ static void *push_main(void *arg)
 		}
 		int64_t timeout = p->h->push_interval_ms < PUSH_TIMEOUT_MS ? p->h->push_interval_ms
 									    : PUSH_TIMEOUT_MS;
-		long code = probe_http_get(p->curl, url, timeout, err, sizeof(err));
+		long code = probe_http_get(p->k.curl, url, timeout, err, sizeof(err));
 		int ok = code >= 200 && code < 300;
 		if (code > 0 && !ok)
 			snprintf(err, sizeof(err), "HTTP %ld", code);
@@ -84,46 +82,30 @@ static void *push_main(void *arg)
 				  ok ? "Uptime-Kuma push delivered" : "Uptime-Kuma push failed",
 				  "status=%s error=\"%s\"", up ? "up" : "down", err);
 		last_ok = ok;
-	} while (!probe_waiter_wait(&p->w, p->h->push_interval_ms));
+	} while (!probe_waiter_wait(&p->k.w, p->h->push_interval_ms));
 	return NULL;
 }
 
 struct push *push_start(const struct cfg_health *h, struct sup_state *st)
 {
 	struct push *p = calloc(1, sizeof(*p));
-	if (!p || probe_waiter_init(&p->w) < 0) {
-		free(p);
+	if (!p) {
 		log_error("push", "out of memory", NULL);
 		return NULL;
 	}
 	p->h = h;
 	p->st = st;
-	p->curl = curl_easy_init();
-	if (!p->curl) {
-		log_error("push", "curl_easy_init failed", NULL);
-		goto fail;
-	}
-	int rc = pthread_create(&p->thread, NULL, push_main, p);
-	if (rc != 0) {
-		log_error("push", "cannot start thread", "error=\"%s\"", strerror(rc));
-		goto fail;
+	if (probe_worker_start(&p->k, "push", push_main, p) < 0) {
+		free(p);
+		return NULL;
 	}
 	return p;
-fail:
-	if (p->curl)
-		curl_easy_cleanup(p->curl);
-	probe_waiter_destroy(&p->w);
-	free(p);
-	return NULL;
 }
 
 void push_stop(struct push *p)
 {
 	if (!p)
 		return;
-	probe_waiter_stop(&p->w);
-	pthread_join(p->thread, NULL);
-	curl_easy_cleanup(p->curl);
-	probe_waiter_destroy(&p->w);
+	probe_worker_stop(&p->k);
 	free(p);
 }
