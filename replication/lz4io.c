@@ -120,6 +120,60 @@ void lz4_enc_release(struct lz4_enc *e)
 	e->in = e->out = NULL;
 }
 
+/*
+ * Decide, on the frame's first bytes, whether its content checksum can be
+ * left to the caller: only a frame with a content checksum and no block
+ * checksums (LZ4F's skipChecksums would skip those too).
+ */
+static void decide_checksum(struct lz4_dec *d, const unsigned char *p, size_t len)
+{
+	static const unsigned char magic[4] = { 0x04, 0x22, 0x4d, 0x18 };
+	if (!d->want_deferred || len < 5 || memcmp(p, magic, 4) != 0)
+		return;
+	unsigned flg = p[4];
+	if ((flg & 0x04) && !(flg & 0x10))
+		d->checksum_deferred = true;
+}
+
+/* Keep the last 4 bytes the frame consumed: its content checksum once it ends. */
+static void keep_tail(struct lz4_dec *d, const unsigned char *p, size_t n)
+{
+	if (n >= 4) {
+		memcpy(d->tail, p + n - 4, 4);
+		return;
+	}
+	memmove(d->tail, d->tail + n, 4 - n);
+	memcpy(d->tail + 4 - n, p, n);
+}
+
+/* Where the next decompressed bytes go: the caller's buffer (direct) or ours. */
+static unsigned char *out_buffer(struct lz4_dec *d, size_t *cap)
+{
+	if (!d->direct) {
+		*cap = d->out_cap;
+		return d->out;
+	}
+	unsigned char *b = d->direct->reserve(d->direct->ctx, cap);
+	if (!b || *cap == 0) {
+		d->failed = true;
+		snprintf(d->error, sizeof(d->error), "writing decompressed data failed");
+		return NULL;
+	}
+	return b;
+}
+
+static int deliver(struct lz4_dec *d, const unsigned char *b, size_t n)
+{
+	int rc = d->direct ? d->direct->commit(d->direct->ctx, n) : d->inner->write(d->inner->ctx, b, n);
+	if (rc < 0) {
+		d->failed = true;
+		snprintf(d->error, sizeof(d->error), "writing decompressed data failed");
+		return -1;
+	}
+	d->plain_bytes += n;
+	return 0;
+}
+
 static int dec_write(void *ctx, const void *buf, size_t len)
 {
 	struct lz4_dec *d = ctx;
@@ -127,14 +181,20 @@ static int dec_write(void *ctx, const void *buf, size_t len)
 
 	if (d->failed)
 		return -1;
+	if (!d->started && len > 0)
+		decide_checksum(d, p, len);
+	LZ4F_decompressOptions_t opts = { .skipChecksums = d->checksum_deferred };
 	while (len > 0) {
 		if (d->started && d->hint == 0) {
 			d->failed = true;
 			snprintf(d->error, sizeof(d->error), "unexpected data after the LZ4 frame");
 			return -1;
 		}
-		size_t in = len, out = d->out_cap;
-		size_t r = LZ4F_decompress(d->dctx, d->out, &out, p, &in, NULL);
+		size_t in = len, out;
+		unsigned char *dst = out_buffer(d, &out);
+		if (!dst)
+			return -1;
+		size_t r = LZ4F_decompress(d->dctx, dst, &out, p, &in, &opts);
 		if (LZ4F_isError(r)) {
 			d->failed = true;
 			snprintf(d->error, sizeof(d->error), "corrupt LZ4 frame: %s", LZ4F_getErrorName(r));
@@ -142,17 +202,24 @@ static int dec_write(void *ctx, const void *buf, size_t len)
 		}
 		d->started = true;
 		d->hint = r;
+		keep_tail(d, p, in);
 		p += in;
 		len -= in;
-		if (out > 0) {
-			if (d->inner->write(d->inner->ctx, d->out, out) < 0) {
-				d->failed = true;
-				snprintf(d->error, sizeof(d->error), "writing decompressed data failed");
-				return -1;
-			}
-			d->plain_bytes += out;
-		}
+		if (out > 0 && deliver(d, dst, out) < 0)
+			return -1;
 	}
+	return 0;
+}
+
+static int dec_setup(struct lz4_dec *d, struct st_sink *sink)
+{
+	d->hint = 1;
+	if (LZ4F_isError(LZ4F_createDecompressionContext(&d->dctx, LZ4F_VERSION))) {
+		lz4_dec_release(d);
+		return -1;
+	}
+	sink->write = dec_write;
+	sink->ctx = d;
 	return 0;
 }
 
@@ -162,14 +229,23 @@ int lz4_dec_init(struct lz4_dec *d, struct st_sink *sink, const struct st_sink *
 	d->inner = inner;
 	d->out_cap = LZ4IO_BLOCK_SIZE;
 	d->out = malloc(d->out_cap);
-	d->hint = 1;
-	if (!d->out || LZ4F_isError(LZ4F_createDecompressionContext(&d->dctx, LZ4F_VERSION))) {
+	if (!d->out) {
 		lz4_dec_release(d);
 		return -1;
 	}
-	sink->write = dec_write;
-	sink->ctx = d;
-	return 0;
+	return dec_setup(d, sink);
+}
+
+int lz4_dec_init_direct(struct lz4_dec *d, struct st_sink *sink, const struct lz4_out *out)
+{
+	memset(d, 0, sizeof(*d));
+	d->direct = out;
+	return dec_setup(d, sink);
+}
+
+void lz4_dec_defer_checksum(struct lz4_dec *d)
+{
+	d->want_deferred = true;
 }
 
 int lz4_dec_finish(struct lz4_dec *d)
@@ -178,16 +254,23 @@ int lz4_dec_finish(struct lz4_dec *d)
 		return -1;
 	if (!d->started || d->hint != 0) {
 		/* flush what LZ4F may still hold in its output buffer */
-		size_t in = 0, out = d->out_cap;
-		size_t r = LZ4F_decompress(d->dctx, d->out, &out, NULL, &in, NULL);
-		if (!LZ4F_isError(r) && out > 0 && d->inner->write(d->inner->ctx, d->out, out) == 0)
-			d->plain_bytes += out;
-		if (LZ4F_isError(r) || r != 0) {
+		size_t in = 0, out;
+		unsigned char *dst = out_buffer(d, &out);
+		if (!dst)
+			return -1;
+		LZ4F_decompressOptions_t opts = { .skipChecksums = d->checksum_deferred };
+		size_t r = LZ4F_decompress(d->dctx, dst, &out, NULL, &in, &opts);
+		if (!LZ4F_isError(r) && out > 0)
+			(void)deliver(d, dst, out);
+		if (LZ4F_isError(r) || r != 0 || d->failed) {
 			snprintf(d->error, sizeof(d->error), "truncated LZ4 frame");
 			d->failed = true;
 			return -1;
 		}
 	}
+	if (d->checksum_deferred)
+		d->content_checksum = (uint32_t)d->tail[0] | (uint32_t)d->tail[1] << 8 |
+				      (uint32_t)d->tail[2] << 16 | (uint32_t)d->tail[3] << 24;
 	return 0;
 }
 

@@ -41,13 +41,30 @@ struct lz4_enc {
 int lz4_enc_init(struct lz4_enc *e, struct st_source *src, const struct st_source *inner);
 void lz4_enc_release(struct lz4_enc *e);
 
+/*
+ * Zero-copy output for the decoder: reserve() lends a buffer (room in *cap,
+ * at least 1 byte; NULL on failure), commit() says n bytes of it are filled.
+ * LZ4F decodes a block straight into the buffer when the room is at least
+ * the frame's block size (else through its own buffer, then copied).
+ */
+struct lz4_out {
+	unsigned char *(*reserve)(void *ctx, size_t *cap);
+	int (*commit)(void *ctx, size_t n);
+	void *ctx;
+};
+
 struct lz4_dec {
-	const struct st_sink *inner;
+	const struct st_sink *inner;     /* copying output, or */
+	const struct lz4_out *direct;    /* zero-copy output */
 	LZ4F_dctx *dctx;
 	unsigned char *out;
 	size_t out_cap;
 	size_t hint;           /* 0 once a frame has fully ended */
 	bool started, failed;
+	bool want_deferred;    /* lz4_dec_defer_checksum() was called */
+	bool checksum_deferred; /* ...and this frame's checksum is the caller's to check */
+	unsigned char tail[4]; /* last 4 bytes of the frame so far */
+	uint32_t content_checksum; /* set by lz4_dec_finish when checksum_deferred */
 	uint64_t plain_bytes;  /* bytes written to inner */
 	char error[128];
 };
@@ -55,9 +72,23 @@ struct lz4_dec {
 /* Set up sink to decompress into inner. Returns 0 or -1 (ENOMEM). */
 int lz4_dec_init(struct lz4_dec *d, struct st_sink *sink, const struct st_sink *inner);
 
+/* The same, decompressing into buffers lent by out (no copy). */
+int lz4_dec_init_direct(struct lz4_dec *d, struct st_sink *sink, const struct lz4_out *out);
+
+/*
+ * Call before the first write: leave the frame's content checksum (XXH32 of
+ * the plain bytes, see xxh32.h) to the caller, who can compute it on another
+ * thread. Applies only to a frame with a content checksum and no block
+ * checksums (Litestream's and litevisor's); any other frame is checked here
+ * as usual. After lz4_dec_finish() returns 0 with d->checksum_deferred set,
+ * the caller MUST compare its XXH32 of every plain byte with
+ * d->content_checksum and treat a mismatch as a corrupt object.
+ */
+void lz4_dec_defer_checksum(struct lz4_dec *d);
+
 /*
  * After the last write: 0 if exactly one complete frame was decoded and its
- * checksum matched, else -1 with d->error ("truncated LZ4 frame", …).
+ * checksum matched (or was deferred), else -1 with d->error ("truncated LZ4 frame", …).
  */
 int lz4_dec_finish(struct lz4_dec *d);
 void lz4_dec_release(struct lz4_dec *d);

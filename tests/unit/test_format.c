@@ -8,6 +8,7 @@
 #include "replication/layout.h"
 #include "replication/lz4io.h"
 #include "replication/wal.h"
+#include "replication/xxh32.h"
 
 TEST(layout_names)
 {
@@ -229,5 +230,163 @@ TEST(lz4_empty_input)
 	lz4_dec_release(&dec);
 }
 
+/* a zero-copy output lending buffers of a fixed room, into one growing memory buffer */
+struct lender {
+	struct membuf m;
+	size_t room;          /* what each reserve() lends */
+	unsigned char *lent;
+	size_t reserves, fails_after;
+};
+
+static unsigned char *lend(void *ctx, size_t *cap)
+{
+	struct lender *l = ctx;
+	if (l->fails_after && ++l->reserves > l->fails_after)
+		return NULL;
+	if (!l->lent)
+		l->lent = malloc(l->room);
+	*cap = l->room;
+	return l->lent;
+}
+
+static int take_back(void *ctx, size_t n)
+{
+	struct lender *l = ctx;
+	CHECK(n <= l->room);
+	return mem_write(&l->m, l->lent, n);
+}
+
+static unsigned char *frame_of(const unsigned char *plain, size_t n, LZ4F_blockSizeID_t bs,
+			       bool block_checksums, size_t *plen)
+{
+	LZ4F_preferences_t p = { .frameInfo = { .blockSizeID = bs,
+						.blockChecksumFlag = block_checksums ? LZ4F_blockChecksumEnabled : LZ4F_noBlockChecksum,
+						.contentChecksumFlag = LZ4F_contentChecksumEnabled } };
+	size_t cap = LZ4F_compressFrameBound(n, &p);
+	unsigned char *packed = malloc(cap);
+	*plen = LZ4F_compressFrame(packed, cap, plain, n, &p);
+	CHECK(!LZ4F_isError(*plen));
+	return packed;
+}
+
+/* decode packed through the direct output in pieces of `piece` bytes */
+static int decode_direct(const unsigned char *packed, size_t plen, size_t piece, struct lender *l,
+			 bool defer, struct lz4_dec *dec)
+{
+	struct lz4_out out = { lend, take_back, l };
+	struct st_sink sink;
+	CHECK_INT(lz4_dec_init_direct(dec, &sink, &out), 0);
+	if (defer)
+		lz4_dec_defer_checksum(dec);
+	for (size_t off = 0; off < plen; off += piece)
+		if (sink.write(sink.ctx, packed + off, plen - off < piece ? plen - off : piece) < 0)
+			return -1;
+	return lz4_dec_finish(dec);
+}
+
+TEST(lz4_direct_output_any_room)
+{
+	size_t n = 9 * 1024 * 1024 + 123;
+	unsigned char *plain = malloc(n);
+	fill_pattern(plain, n);
+	size_t plen;
+	unsigned char *packed = frame_of(plain, n, LZ4F_max4MB, false, &plen);
+	/* room below the block size (LZ4F's own buffer, then copied), and a whole block */
+	size_t rooms[] = { 1, 1000, 65536, 4u << 20, (4u << 20) + 7 };
+	for (size_t i = 0; i < sizeof(rooms) / sizeof(rooms[0]); i++) {
+		struct lender l = { .room = rooms[i] };
+		struct lz4_dec dec;
+		/* a 1-byte room is a byte per call: a prefix of the frame is enough */
+		size_t want = rooms[i] == 1 ? 100000 : n;
+		if (rooms[i] == 1) {
+			struct lz4_out out = { lend, take_back, &l };
+			struct st_sink sink;
+			CHECK_INT(lz4_dec_init_direct(&dec, &sink, &out), 0);
+			for (size_t off = 0; l.m.len < want; off += 64)
+				CHECK_INT(sink.write(sink.ctx, packed + off, 64), 0);
+			CHECK_MEM(l.m.data, plain, l.m.len);
+		} else {
+			CHECK_INT(decode_direct(packed, plen, 65536, &l, false, &dec), 0);
+			CHECK(!dec.checksum_deferred);
+			CHECK_INT(l.m.len, want);
+			CHECK_MEM(l.m.data, plain, n);
+			CHECK_INT(dec.plain_bytes, n);
+		}
+		lz4_dec_release(&dec);
+		free(l.m.data);
+		free(l.lent);
+	}
+	/* the lender failing is an error of the decoder, not a crash */
+	struct lender l = { .room = 65536, .fails_after = 3 };
+	struct lz4_dec dec;
+	CHECK_INT(decode_direct(packed, plen, 65536, &l, false, &dec), -1);
+	CHECK(strstr(dec.error, "writing decompressed data failed"));
+	lz4_dec_release(&dec);
+	free(l.m.data);
+	free(l.lent);
+	free(packed);
+	free(plain);
+}
+
+TEST(lz4_deferred_checksum_is_the_frames)
+{
+	size_t n = 5 * 1024 * 1024 + 99;
+	unsigned char *plain = malloc(n);
+	fill_pattern(plain, n);
+	size_t plen;
+	unsigned char *packed = frame_of(plain, n, LZ4F_max4MB, false, &plen);
+	size_t pieces[] = { 1, 3, 4096, 1u << 20 };
+	for (size_t i = 0; i < sizeof(pieces) / sizeof(pieces[0]); i++) {
+		/* tiny writes: too short to see the header at once, so checked here as usual */
+		size_t m = pieces[i] < 5 ? 70000 : n, mlen;
+		unsigned char *mp = pieces[i] < 5 ? frame_of(plain, m, LZ4F_max4MB, false, &mlen) : packed;
+		if (mp == packed)
+			mlen = plen;
+		struct lender l = { .room = 4u << 20 };
+		struct lz4_dec dec;
+		CHECK_INT(decode_direct(mp, mlen, pieces[i], &l, true, &dec), 0);
+		CHECK_INT(dec.checksum_deferred, pieces[i] >= 5);
+		CHECK_INT(l.m.len, m);
+		CHECK_MEM(l.m.data, plain, m);
+		if (dec.checksum_deferred)
+			CHECK_INT(dec.content_checksum, xxh32(plain, m, 0));
+		if (mp != packed)
+			free(mp);
+		lz4_dec_release(&dec);
+		free(l.m.data);
+		free(l.lent);
+	}
+	/* a wrong checksum: deferred, the decoder accepts and the caller's hash differs */
+	packed[plen - 1] ^= 0x01;
+	struct lender l = { .room = 4u << 20 };
+	struct lz4_dec dec;
+	CHECK_INT(decode_direct(packed, plen, 65536, &l, true, &dec), 0);
+	CHECK(dec.checksum_deferred);
+	CHECK(dec.content_checksum != xxh32(l.m.data, l.m.len, 0));
+	lz4_dec_release(&dec);
+	free(l.m.data);
+	free(l.lent);
+	/* not deferred: the decoder itself refuses it */
+	l = (struct lender){ .room = 4u << 20 };
+	CHECK_INT(decode_direct(packed, plen, 65536, &l, false, &dec), -1);
+	lz4_dec_release(&dec);
+	free(l.m.data);
+	free(l.lent);
+	free(packed);
+
+	/* block checksums present: never deferred (LZ4F would skip those too) */
+	packed = frame_of(plain, n, LZ4F_max64KB, true, &plen);
+	l = (struct lender){ .room = 65536 };
+	CHECK_INT(decode_direct(packed, plen, 65536, &l, true, &dec), 0);
+	CHECK(!dec.checksum_deferred);
+	CHECK_MEM(l.m.data, plain, n);
+	lz4_dec_release(&dec);
+	free(l.m.data);
+	free(l.lent);
+	free(packed);
+	free(plain);
+}
+
 UNIT_MAIN(T(layout_names), T(wal_reader_accepts_sqlite_wal), T(wal_reader_detects_corruption),
-	  T(lz4_stream_round_trip), T(lz4_reads_4mib_blocks), T(lz4_empty_input))
+	  T(lz4_stream_round_trip), T(lz4_reads_4mib_blocks), T(lz4_empty_input),
+	  T(lz4_direct_output_any_room), T(lz4_deferred_checksum_is_the_frames))
