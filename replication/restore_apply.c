@@ -34,12 +34,26 @@
 #include "common/clock.h"
 #include "common/fsutil.h"
 #include "common/log.h"
+#include "replication/filewriter.h"
 #include "replication/lz4io.h"
 #include "replication/wal.h"
+#include "replication/xxh32.h"
 #include "common/banned.h"
 
 #define PROGRESS_EVERY_MS 3000
 #define IO_CHUNK (64 * 1024)
+
+/*
+ * The snapshot is decompressed straight into a ring of SNAP_BUFS buffers that
+ * a second thread hashes (the frame's XXH32) and writes (filewriter.h), so
+ * decompression, checksum and the kernel's copy into the page cache run on
+ * two cores. A buffer holds a whole 4 MiB block (Litestream's block size) so
+ * LZ4F decodes into it without a copy. Every WRITEBACK_STEP bytes the disk
+ * starts writing, so the final fsync finds little left to do.
+ */
+#define SNAP_BUFS 2
+#define SNAP_BUF_SIZE (4u << 20)
+#define WRITEBACK_STEP (8u << 20)
 
 enum job_state { JOB_PENDING = 0, JOB_RUNNING, JOB_DONE, JOB_FAILED };
 
@@ -157,28 +171,6 @@ static int fd_count_write(void *ctx, const void *buf, size_t len)
 	return 0;
 }
 
-/*
- * The snapshot's file: like fd_count_write, and every WRITEBACK_STEP bytes
- * start the kernel's writeback of what came before, so the disk writes
- * while we decompress and the final fsync finds little left to do.
- */
-#define WRITEBACK_STEP (8u << 20)
-
-static int fd_writeback_write(void *ctx, const void *buf, size_t len)
-{
-	struct fd_count *f = ctx;
-	uint64_t before = f->n;
-	if (fd_count_write(ctx, buf, len) < 0)
-		return -1;
-	if (before / WRITEBACK_STEP != f->n / WRITEBACK_STEP) {
-		uint64_t end = f->n / WRITEBACK_STEP * WRITEBACK_STEP;
-		/* advisory only: an error here changes nothing, fsync still follows */
-		(void)sync_file_range(f->fd, (off_t)(end - WRITEBACK_STEP), WRITEBACK_STEP,
-				      SYNC_FILE_RANGE_WRITE);
-	}
-	return 0;
-}
-
 /* ---- progress ---- */
 
 static void *progress_thread(void *p)
@@ -266,29 +258,60 @@ static void *worker(void *p)
 
 /* ---- snapshot ---- */
 
+/* glue: the decoder's zero-copy output is the file writer's ring */
+static unsigned char *ring_reserve(void *ctx, size_t *cap)
+{
+	return fw_reserve(ctx, cap);
+}
+
+static int ring_commit(void *ctx, size_t n)
+{
+	return fw_commit(ctx, n);
+}
+
+static void hash_plain(void *ctx, const void *buf, size_t len)
+{
+	xxh32_update(ctx, buf, len);
+}
+
 static int fetch_snapshot(struct apply *a, uint32_t *page_size)
 {
 	struct st_error err = { 0 };
 	char key[LAYOUT_KEY_MAX];
 	struct lz4_dec dec;
 	struct st_sink dsink;
+	struct xxh32 hash;
 	int rc = -1, fd = open(a->tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		fail(a, true, "create %s: %s", a->tmp, strerror(errno));
 		return -1;
 	}
-	struct fd_count f = { a, fd, 0 };
-	struct st_sink fsink = { fd_writeback_write, &f };
-	if (lz4_dec_init(&dec, &dsink, &fsink) < 0) {
+	xxh32_init(&hash, 0);
+	struct fw_opts fo = { .nbufs = SNAP_BUFS, .bufsize = SNAP_BUF_SIZE,
+			      .writeback_step = WRITEBACK_STEP, .inspect = hash_plain,
+			      .inspect_ctx = &hash };
+	struct fwriter *fw = fw_start(fd, &fo, NULL);
+	if (!fw) {
+		close(fd);
+		fail(a, false, "cannot start the snapshot writer: %s", strerror(errno));
+		return -1;
+	}
+	struct lz4_out ring = { ring_reserve, ring_commit, fw };
+	if (lz4_dec_init_direct(&dec, &dsink, &ring) < 0) {
+		fw_free(fw);
 		close(fd);
 		fail(a, false, "out of memory");
 		return -1;
 	}
+	lz4_dec_defer_checksum(&dec);
 	struct counting cnt = { a, &dsink };
 	struct st_sink sink = { counting_write, &cnt };
 	layout_snapshot_key(key, a->c->plan.generation, a->c->plan.snapshot.index);
 	if (storage_get(a->c->st, key, &sink, NULL, &err) < 0) {
-		if (dec.failed)
+		int werr = fw_error(fw);
+		if (werr) /* our disk, not the replica: e.g. ENOSPC */
+			fail(a, true, "write %s: %s", a->tmp, strerror(werr));
+		else if (dec.failed)
 			fail(a, false, "snapshot %s from %s is corrupt: %s", key, a->c->name, dec.error);
 		else if (!aborted(a))
 			fail(a, err.status == ST_TRANSIENT, "download %s from %s: %s", key, a->c->name,
@@ -299,8 +322,18 @@ static int fetch_snapshot(struct apply *a, uint32_t *page_size)
 		fail(a, false, "snapshot %s from %s is corrupt: %s", key, a->c->name, dec.error);
 		goto out;
 	}
+	if (fw_finish(fw) < 0) {
+		fail(a, true, "write %s: %s", a->tmp, strerror(errno));
+		goto out;
+	}
+	if (dec.checksum_deferred && xxh32_digest(&hash) != dec.content_checksum) {
+		fail(a, false, "snapshot %s from %s is corrupt: LZ4 content checksum mismatch "
+		     "(%08x, frame says %08x)", key, a->c->name, xxh32_digest(&hash),
+		     dec.content_checksum);
+		goto out;
+	}
 	uint8_t hdr[100];
-	if (pread(fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr) || f.n < sizeof(hdr) ||
+	if (pread(fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr) || fw_bytes(fw) < sizeof(hdr) ||
 	    memcmp(hdr, "SQLite format 3", 16) != 0) {
 		fail(a, false, "snapshot %s from %s is not an SQLite database", key, a->c->name);
 		goto out;
@@ -319,6 +352,7 @@ static int fetch_snapshot(struct apply *a, uint32_t *page_size)
 	rc = 0;
 out:
 	lz4_dec_release(&dec);
+	fw_free(fw);
 	if (close(fd) < 0 && rc == 0) {
 		fail(a, true, "write %s: %s", a->tmp, strerror(errno));
 		rc = -1;

@@ -341,6 +341,35 @@ def test_corrupt_segment_falls_back_to_replica_with_same_data(tmp_path, liteviso
     assert dir_leftovers(out.parent, ["r.db"]) == []
 
 
+def test_snapshot_with_wrong_checksum_falls_back(tmp_path, litevisor_bin, history):
+    # The snapshot's LZ4 blocks decode fine; only the frame's content checksum
+    # (XXH32 of the plain bytes, verified on the writer thread) says it is wrong.
+    bad, good = tmp_path / "peer-05", tmp_path / "nas"
+    history.write(str(bad))
+    history.write(str(good))
+    junk = good / "generations"  # the good one answers slower: the bad one wins the tie
+    for i in range(4000):
+        (junk / f"junk{i}").touch()
+    snap = bad / "generations" / GEN / "snapshots" / "00000000.snapshot.lz4"
+    data = bytearray(snap.read_bytes())
+    assert data[4] & 0x04, "lz4 CLI frames carry a content checksum"
+    data[-1] ^= 0x01
+    snap.write_bytes(bytes(data))
+    out = tmp_path / "out" / "r.db"
+    out.parent.mkdir()
+    cfg = write_config(tmp_path / "lv.yml", tmp_path / "unused.db", [
+        {"name": "peer-05", "url": f"file://{bad}"},
+        {"name": "nas", "url": f"file://{good}"},
+    ])
+    p = lv(litevisor_bin, "restore", "-config", str(cfg), "-o", str(out),
+           str(tmp_path / "unused.db"))
+    assert p.returncode == 0, p.stderr
+    assert "WINNER" in candidate_line(p.stderr, "peer-05"), p.stderr
+    assert "content checksum mismatch" in p.stderr and "falling back" in p.stderr
+    assert rows(out) == history.states[-1][2]
+    assert dir_leftovers(out.parent, ["r.db"]) == []
+
+
 def test_missing_segment_is_detected_not_replayed(tmp_path, litevisor_bin, history):
     rep = tmp_path / "rep"
     # index 1's first segment is gone (a later one of it remains): Litestream #805

@@ -1,0 +1,257 @@
+/* filewriter.c — a bounded ring of buffers written to a file by a second thread. See filewriter.h. */
+#include "replication/filewriter.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/banned.h"
+
+struct fwriter {
+	int fd;
+	size_t nbufs, bufsize;
+	uint64_t step;          /* writeback step, 0 = none */
+	void (*inspect)(void *ctx, const void *buf, size_t len);
+	void *inspect_ctx;
+	unsigned char **bufs;
+	size_t *lens;
+
+	pthread_mutex_t mu;
+	pthread_cond_t cv;      /* both directions: one producer, one writer */
+	size_t head, tail, full; /* producer fills bufs[head]; writer writes bufs[tail] */
+	size_t fill;            /* bytes in bufs[head] */
+	bool closing, discard, failed, joined;
+	int err;                /* errno of the first failed write */
+	uint64_t accepted, written;
+	pthread_t thread;
+};
+
+static int write_all(int fd, const unsigned char *p, size_t len)
+{
+	while (len > 0) {
+		ssize_t w = write(fd, p, len);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		if (w == 0) { /* not expected for a regular file; don't spin */
+			errno = EIO;
+			return -1;
+		}
+		p += w;
+		len -= (size_t)w;
+	}
+	return 0;
+}
+
+static void *writer(void *p)
+{
+	struct fwriter *w = p;
+	pthread_mutex_lock(&w->mu);
+	for (;;) {
+		while (w->full == 0 && !w->closing && !w->discard)
+			pthread_cond_wait(&w->cv, &w->mu);
+		if (w->discard || w->full == 0)
+			break;
+		size_t i = w->tail, len = w->lens[i];
+		bool skip = w->failed; /* after an error only drain, so the producer never blocks */
+		pthread_mutex_unlock(&w->mu);
+		int rc = 0, e = 0;
+		uint64_t before = w->written;
+		if (!skip && w->inspect)
+			w->inspect(w->inspect_ctx, w->bufs[i], len);
+		if (!skip) {
+			rc = write_all(w->fd, w->bufs[i], len);
+			e = errno;
+		}
+		if (rc == 0 && !skip && w->step) {
+			w->written += len;
+			if (before / w->step != w->written / w->step) {
+				uint64_t end = w->written / w->step * w->step;
+				/* advisory: an error here changes nothing, the caller's fsync follows */
+				(void)sync_file_range(w->fd, (off_t)(end - w->step), (off_t)w->step,
+						      SYNC_FILE_RANGE_WRITE);
+			}
+		} else if (rc == 0 && !skip) {
+			w->written += len;
+		}
+		pthread_mutex_lock(&w->mu);
+		if (rc < 0 && !w->failed) {
+			w->failed = true;
+			w->err = e;
+		}
+		w->tail = (w->tail + 1) % w->nbufs;
+		w->full--;
+		pthread_cond_broadcast(&w->cv);
+	}
+	pthread_mutex_unlock(&w->mu);
+	return NULL;
+}
+
+/* Queue bufs[head] (fill bytes). Called with mu held. */
+static void submit(struct fwriter *w)
+{
+	w->lens[w->head] = w->fill;
+	w->head = (w->head + 1) % w->nbufs;
+	w->full++;
+	w->fill = 0;
+	pthread_cond_broadcast(&w->cv);
+}
+
+unsigned char *fw_reserve(struct fwriter *w, size_t *cap)
+{
+	if (w->fill == 0) { /* need a free buffer to fill */
+		pthread_mutex_lock(&w->mu);
+		while (w->full == w->nbufs && !w->failed)
+			pthread_cond_wait(&w->cv, &w->mu);
+		bool failed = w->failed;
+		int e = w->err;
+		pthread_mutex_unlock(&w->mu);
+		if (failed) {
+			errno = e;
+			return NULL;
+		}
+	}
+	*cap = w->bufsize - w->fill;
+	return w->bufs[w->head] + w->fill;
+}
+
+int fw_commit(struct fwriter *w, size_t n)
+{
+	if (n > w->bufsize - w->fill) {
+		errno = EINVAL;
+		return -1;
+	}
+	w->fill += n;
+	w->accepted += n;
+	if (w->fill == w->bufsize) {
+		pthread_mutex_lock(&w->mu);
+		submit(w);
+		pthread_mutex_unlock(&w->mu);
+	}
+	return 0;
+}
+
+static int sink_write(void *ctx, const void *buf, size_t len)
+{
+	struct fwriter *w = ctx;
+	const unsigned char *p = buf;
+	while (len > 0) {
+		size_t n;
+		unsigned char *dst = fw_reserve(w, &n);
+		if (!dst)
+			return -1;
+		if (n > len)
+			n = len;
+		memcpy(dst, p, n);
+		p += n;
+		len -= n;
+		if (fw_commit(w, n) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+struct fwriter *fw_start(int fd, const struct fw_opts *o, struct st_sink *sink)
+{
+	size_t nbufs = o->nbufs;
+	struct fwriter *w = NULL;
+	int e = EINVAL;
+	if (nbufs < 2 || o->bufsize == 0)
+		goto fail;
+	e = ENOMEM;
+	if (!(w = calloc(1, sizeof(*w))))
+		goto fail;
+	w->fd = fd;
+	w->nbufs = nbufs;
+	w->bufsize = o->bufsize;
+	w->step = o->writeback_step;
+	w->inspect = o->inspect;
+	w->inspect_ctx = o->inspect_ctx;
+	w->joined = true;
+	w->bufs = calloc(nbufs, sizeof(*w->bufs));
+	w->lens = calloc(nbufs, sizeof(*w->lens));
+	if (!w->bufs || !w->lens)
+		goto fail;
+	for (size_t i = 0; i < nbufs; i++)
+		if (!(w->bufs[i] = malloc(o->bufsize)))
+			goto fail;
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->cv, NULL);
+	if ((e = pthread_create(&w->thread, NULL, writer, w)) != 0) {
+		pthread_mutex_destroy(&w->mu);
+		pthread_cond_destroy(&w->cv);
+		goto fail;
+	}
+	w->joined = false;
+	if (sink) {
+		sink->write = sink_write;
+		sink->ctx = w;
+	}
+	return w;
+fail:
+	if (w) {
+		for (size_t i = 0; w->bufs && i < nbufs; i++)
+			free(w->bufs[i]);
+		free(w->bufs);
+		free(w->lens);
+		free(w);
+	}
+	errno = e;
+	return NULL;
+}
+
+int fw_finish(struct fwriter *w)
+{
+	pthread_mutex_lock(&w->mu);
+	if (w->fill > 0 && !w->failed)
+		submit(w);
+	w->closing = true;
+	pthread_cond_broadcast(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+	pthread_join(w->thread, NULL);
+	w->joined = true;
+	if (w->failed) {
+		errno = w->err;
+		return -1;
+	}
+	return 0;
+}
+
+int fw_error(struct fwriter *w)
+{
+	pthread_mutex_lock(&w->mu);
+	int e = w->failed ? w->err : 0;
+	pthread_mutex_unlock(&w->mu);
+	return e;
+}
+
+uint64_t fw_bytes(const struct fwriter *w)
+{
+	return w->accepted;
+}
+
+void fw_free(struct fwriter *w)
+{
+	if (!w)
+		return;
+	if (!w->joined) {
+		pthread_mutex_lock(&w->mu);
+		w->discard = true;
+		pthread_cond_broadcast(&w->cv);
+		pthread_mutex_unlock(&w->mu);
+		pthread_join(w->thread, NULL);
+	}
+	pthread_mutex_destroy(&w->mu);
+	pthread_cond_destroy(&w->cv);
+	for (size_t i = 0; i < w->nbufs; i++)
+		free(w->bufs[i]);
+	free(w->bufs);
+	free(w->lens);
+	free(w);
+}
