@@ -158,6 +158,11 @@ def replication_table(sc, cpu_goal=None, with_lag_goals=False, mem=True):
     return t
 
 
+def restore_s(r):
+    """A restore's time without litevisor's built-in check (timed apart; Litestream has none)."""
+    return r["s"] - r.get("check_s", 0.0)
+
+
 def restore_tables(rs):
     out = []
     for size, e in rs.items():
@@ -170,10 +175,15 @@ def restore_tables(rs):
             out.append("\n" + e["na"] + "\n")
             continue
         refs = {k: collect(e.get(k, {"na": "n/a"}), lambda r: r["s"])
-                for k in ("raw_s3", "raw_file", "decompress_only", "write_fsync_only")}
+                for k in ("download_only", "raw_s3", "raw_file", "decompress_only",
+                          "write_fsync_only")}
         floor = None
         if refs["decompress_only"].ok and refs["write_fsync_only"].ok:
             floor = max(refs["decompress_only"].m, refs["write_fsync_only"].m)
+        # from S3 the server's own delivery of the object is a third floor
+        floor_s3 = floor
+        if floor and refs["download_only"].ok:
+            floor_s3 = max(floor, refs["download_only"].m)
         t = Table(HDR)
         fs = e.get("first_snapshot", {})
         if fs:
@@ -191,27 +201,32 @@ def restore_tables(rs):
                   "litevisor": e.get(f"litevisor|{src}", [])}
             sname = "S3 test server" if src == "s3" else "file replica"
             raw = refs["raw_s3" if src == "s3" else "raw_file"]
+            fl = floor_s3 if src == "s3" else floor
 
-            def time_check(lv, ls, r, raw=raw):
+            def time_check(lv, ls, r, raw=raw, fl=fl):
                 checks = []
                 if r is not None:
                     checks.append(r <= 0.8)
-                if floor:
-                    checks.append(lv <= 1.15 * floor)
+                if fl:
+                    checks.append(lv <= 1.15 * fl)
                 if raw.ok:
                     checks.append(lv <= 1.3 * raw.m)
                 return all(checks) if checks else None
-            lvf = collect(by["litevisor"], lambda r: r["s"])
+            lvf = collect(by["litevisor"], restore_s)
             extra = []
-            if lvf.ok and floor:
-                extra.append("%.2f× floor" % (lvf.m / floor))
+            if lvf.ok and fl:
+                extra.append("%.2f× floor" % (lvf.m / fl))
             if lvf.ok and raw.ok:
                 extra.append("%.2f× raw" % (lvf.m / raw.m))
             gtxt = "≤ 0.8× Litestream, ≤ 1.15× floor, ≤ 1.3× raw"
             if extra:
                 gtxt += " (" + ", ".join(extra) + ")"
-            tool_row(t, f"restore time from {sname} (median of rounds)", by, lambda r: r["s"],
-                     " s", 3, goal=(gtxt, time_check))
+            tool_row(t, f"restore time from {sname}, check timed apart (median of rounds)", by,
+                     restore_s, " s", 3, goal=(gtxt, time_check))
+            tool_row(t, f"litevisor's built-in quick_check (Litestream has none), {sname}", by,
+                     lambda r: r.get("check_s"), " s", 3, goal="report")
+            tool_row(t, f"restore time including that check, {sname}", by, lambda r: r["s"],
+                     " s", 3, goal="report")
             tool_row(t, f"peak RSS, {sname}", by, lambda r: r["rss_mib"], " MiB", 1,
                      goal="report")
             tool_row(t, f"peak private (anonymous), {sname}", by, lambda r: r["anon_mib"],
@@ -224,7 +239,9 @@ def restore_tables(rs):
               "litevisor": e.get("litevisor|s3-litevisor", [])}
         if any(by.values()):
             t2 = Table(HDR)
-            tool_row(t2, "restore time, replica written by litevisor, from S3", by,
+            tool_row(t2, "restore time, replica written by litevisor, from S3 (check timed apart)",
+                     by, restore_s, " s", 3, goal="report")
+            tool_row(t2, "restore time including litevisor's built-in quick_check", by,
                      lambda r: r["s"], " s", 3, goal="report")
             tool_row(t2, "peak RSS", by, lambda r: r["rss_mib"], " MiB", 1, goal="report")
             tool_row(t2, "peak private (anonymous)", by, lambda r: r["anon_mib"], " MiB", 1,
@@ -235,11 +252,14 @@ def restore_tables(rs):
             out.append("The same database replicated by litevisor (its own LZ4 framing), "
                        "restored by both tools:\n\n" + t2.md())
         r = Table(["reference (same snapshot object)", "seconds"])
+        r.add("download only: `curl` GET from S3 > /dev/null", r.cell(refs["download_only"], " s", 3))
         r.add("raw: `curl` GET from S3 \\| `lz4 -d` > file && sync file", r.cell(refs["raw_s3"], " s", 3))
         r.add("raw: `lz4 -d` < file-replica object > file && sync file", r.cell(refs["raw_file"], " s", 3))
         r.add("floor: LZ4 decompress only, to /dev/null", r.cell(refs["decompress_only"], " s", 3))
         r.add("floor: write + fsync only, same bytes", r.cell(refs["write_fsync_only"], " s", 3))
-        r.add("floor (the slower of the two)", "%.3f s" % floor if floor else "n/a")
+        r.add("floor (the slower of the two), for a restore from file", "%.3f s" % floor if floor else "n/a")
+        r.add("floor from S3: the slowest of those two and the download alone",
+              "%.3f s" % floor_s3 if floor_s3 else "n/a")
         out.append("\n" + r.md())
     return "\n\n".join(out)
 
@@ -313,7 +333,7 @@ def plots(res):
                 if a.ok and b.ok:
                     pts.append((e["db_bytes"] / 1e6, max(a.m, b.m)))
                 continue
-            f_ = collect(e.get(key, {"na": 1}), lambda r: r["s"])
+            f_ = collect(e.get(key, {"na": 1}), restore_s)
             if f_.ok:
                 pts.append((e["db_bytes"] / 1e6, f_.m))
         if pts:
@@ -384,8 +404,8 @@ def summary_table(sc):
         size = max(rs, key=lambda k: int(k))
         e = rs[size]
         row(f"restore ≤ 0.8× Litestream ({size} MB, from S3)",
-            collect(e.get("Litestream|s3", {"na": e.get("na", "n/a")}), lambda r: r["s"]),
-            collect(e.get("litevisor|s3", {"na": e.get("na", "n/a")}), lambda r: r["s"]),
+            collect(e.get("Litestream|s3", {"na": e.get("na", "n/a")}), restore_s),
+            collect(e.get("litevisor|s3", {"na": e.get("na", "n/a")}), restore_s),
             lambda lv, ls, r: None if r is None else r <= 0.8, " s", 3)
     if "latency" in sc:
         lat = sc["latency"]
@@ -449,9 +469,13 @@ def render(res):
     if "restore" in sc:
         md += [f"## 4. Restore (median of {plan['restore_rounds']})", "",
                "Both tools restore the same replica, written by Litestream (4 MiB LZ4 blocks). "
-               "Restore time is the restore command alone; `PRAGMA integrity_check` of the result "
-               "is timed apart. Peak RSS (VmHWM) and private memory (smaps_rollup) are sampled "
-               "every 5 ms.", "",
+               "Restore time is the restore command's wall time with the integrity check timed "
+               "apart, as issue 7 asks: litevisor runs `PRAGMA quick_check` on the result before "
+               "renaming it into place (Litestream checks nothing); the time that check took, "
+               "from litevisor's own log line, is subtracted and shown on its own row, beside the "
+               "total. `PRAGMA integrity_check` of both results is also timed apart. From S3, "
+               "the server's delivery of the object alone (`curl` > /dev/null) is a floor too. "
+               "Peak RSS (VmHWM) and private memory (smaps_rollup) are sampled every 5 ms.", "",
                restore_tables(sc["restore"]), ""]
     if "latency" in sc:
         md += [f"## 5. Write-latency impact: the writer's commit latency at {plan['steady_rate']} tx/s, "
