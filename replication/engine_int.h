@@ -101,6 +101,8 @@ struct eng_db {
 	uint64_t ckpt_done_epoch;     /* ... in this generation (gen_epoch) */
 	uint32_t ckpt_done_index;
 	uint64_t ckpt_done_frames;    /* ... when the index held this many frames */
+	uint32_t seen_index;          /* index and frames at the previous pass: the WAL's growth */
+	uint64_t seen_frames;
 	int64_t last_cleanup_mono;
 
 	struct eng_replica *replicas;

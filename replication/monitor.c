@@ -416,14 +416,29 @@ static void maybe_checkpoint(struct eng_db *d)
 	pthread_mutex_unlock(&d->mu);
 	uint64_t frames = (d->sh.size - WAL_HEADER_SIZE) / wal_frame_size(d->sh.hdr.page_size);
 	/*
-	 * Fully backfilled already: the app's next write restarts the WAL. Try
-	 * again only if it grew by another threshold meanwhile (an app reader kept
-	 * the restart from happening).
+	 * Fully backfilled already: the app's next write restarts the WAL, unless
+	 * that write had begun (and was waiting for our writer lock) before the
+	 * backfill ended, or an app reader holds the WAL. Try again once it grew
+	 * by a quarter of the threshold, not at every pass.
 	 */
 	if (d->ckpt_done && d->ckpt_done_epoch == d->gen_epoch && d->ckpt_done_index == d->sh.index &&
-	    (int64_t)(frames - d->ckpt_done_frames) < c->min_checkpoint_page_count)
+	    (int64_t)(frames - d->ckpt_done_frames) < c->min_checkpoint_page_count / 4)
 		return;
-	bool due = req || (int64_t)frames >= c->min_checkpoint_page_count ||
+	/*
+	 * The app's own autocheckpoint fires at 1000 frames (SQLite's default, and
+	 * Litestream's min-checkpoint-page-count): past it, while our read hold keeps
+	 * the WAL from restarting, every one of the app's commits tries a checkpoint
+	 * (an fsync now and then, measured: 4-5x the app's fdatasyncs) and ours
+	 * collides with them. So check in before the WAL gets there: when it would
+	 * cross the threshold before the next pass, growing as it did since the last.
+	 */
+	uint64_t grow = d->seen_index == d->sh.index && frames > d->seen_frames
+				? frames - d->seen_frames : 0;
+	d->seen_index = d->sh.index;
+	d->seen_frames = frames;
+	bool soon = frames >= (uint64_t)c->min_checkpoint_page_count / 2 &&
+		    frames + grow >= (uint64_t)c->min_checkpoint_page_count;
+	bool due = req || soon || (int64_t)frames >= c->min_checkpoint_page_count ||
 		   (c->checkpoint_interval_ms > 0 && frames > 1 &&
 		    now - d->last_ckpt_mono >= c->checkpoint_interval_ms * NS_PER_MS);
 	/* retry soon when asked or when the WAL is past max-checkpoint-page-count */
