@@ -62,6 +62,7 @@ void backlog_cleanup(struct eng_db *d)
 	int64_t backlog = 0;
 	struct eng_replica *worst = NULL;
 	struct wal_pos pos[LOCALSTATE_MAX_REPLICAS];
+	bool failing[LOCALSTATE_MAX_REPLICAS];
 	size_t n = 0;
 
 	pthread_mutex_lock(&d->mu);
@@ -69,23 +70,32 @@ void backlog_cleanup(struct eng_db *d)
 	uint32_t cur = d->index;
 	for (size_t i = 0; i < d->nreplicas && n < LOCALSTATE_MAX_REPLICAS; i++) {
 		struct eng_replica *r = &d->replicas[i];
-		if (r->st && !r->dropped && r->pos_known && !strcmp(r->pos.generation, d->gen))
+		if (r->st && !r->dropped && r->pos_known && !strcmp(r->pos.generation, d->gen)) {
+			failing[n] = r->stat.failing_since_ns != 0;
 			pos[n++] = r->pos;
+		}
 	}
 	pthread_mutex_unlock(&d->mu);
 	if (min > cur)
 		min = cur;
-	/* the backlog is what the replica furthest behind still needs */
-	int64_t worst_bytes = -1;
+	/*
+	 * The backlog is what the replica furthest behind still needs. Only a
+	 * failing replica is dropped for it: one that answers is catching up (a
+	 * fresh snapshot restarts at its index, whose WAL may be large), and
+	 * dropping it again would loop snapshot after snapshot.
+	 */
+	int64_t worst_bytes = -1, worst_failing = -1;
 	struct wal_pos worst_pos = { 0 };
 	for (size_t i = 0; i < n; i++) {
 		int64_t b = behind_bytes(d, &pos[i], cur);
-		if (b > worst_bytes) {
-			worst_bytes = b;
+		if (b > backlog)
+			backlog = b;
+		if (failing[i] && b > worst_failing) {
+			worst_failing = b;
 			worst_pos = pos[i];
 		}
 	}
-	backlog = worst_bytes > 0 ? worst_bytes : 0;
+	worst_bytes = worst_failing;
 	if (unknown) {
 		/* a replica never reached yet holds everything back since we started */
 		struct wal_pos from = { .index = d->min_index };
@@ -114,7 +124,7 @@ void backlog_cleanup(struct eng_db *d)
 		for (size_t i = 0; i < d->nreplicas && !worst; i++) {
 			struct eng_replica *r = &d->replicas[i];
 			if (r->st && !r->dropped && r->pos_known && !strcmp(r->pos.generation, d->gen) &&
-			    wal_pos_cmp(&r->pos, &worst_pos) == 0)
+			    r->stat.failing_since_ns != 0 && wal_pos_cmp(&r->pos, &worst_pos) == 0)
 				worst = r;
 		}
 		if (worst) {

@@ -322,6 +322,7 @@ static int take_snapshot(struct eng_replica *r, bool flush)
 	r->need_snapshot = false;
 	r->dropped = false;
 	r->gap = false;
+	r->stat.failing_since_ns = 0; /* it took a snapshot: it answers again */
 	r->stat.snapshots_total++;
 	r->stat.snapshot_bytes_total += plain_bytes;
 	r->stat.last_snapshot_ns = clock_wall_ns();
@@ -458,12 +459,19 @@ static bool behind(struct eng_replica *r)
 	return strcmp(r->pos.generation, t.generation) != 0 || wal_pos_cmp(&r->pos, &t) < 0;
 }
 
+/*
+ * New WAL, a first position, a new generation, a flush and the stop all
+ * signal r->cond (monitor_wake_replicas), so an idle replica sleeps until
+ * its next deadline; this bounds the sleep as a safety net.
+ */
+#define IDLE_WAKE_NS (10 * NS_PER_SEC)
+
 static void wait_until(struct eng_replica *r, int64_t until_ns)
 {
 	struct timespec ts;
 	int64_t now = clock_mono_ns();
-	if (until_ns - now > NS_PER_SEC)
-		until_ns = now + NS_PER_SEC;
+	if (until_ns - now > IDLE_WAKE_NS)
+		until_ns = now + IDLE_WAKE_NS;
 	if (until_ns <= now)
 		return;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -510,11 +518,18 @@ void *replica_thread(void *arg)
 		bool do_snap = d->ready && may && r->pos_known && c->snapshot_interval_ms > 0 &&
 			       next_snapshot && now >= next_snapshot;
 		if (!do_sync && !do_ret && !do_snap) {
-			int64_t until = now + NS_PER_SEC;
+			int64_t until = now + IDLE_WAKE_NS;
 			if (b && next_sync > now && next_sync < until)
 				until = next_sync;
 			if (b && next_retry > now && next_retry < until)
 				until = next_retry;
+			/* the retention and snapshot schedules (retried after a failure's backoff) */
+			int64_t at = next_retry > now ? next_retry : now;
+			if (d->ready && r->pos_known && next_retention && next_retention < until)
+				until = next_retention > at ? next_retention : at;
+			if (d->ready && r->pos_known && c->snapshot_interval_ms > 0 && next_snapshot &&
+			    next_snapshot < until)
+				until = next_snapshot > at ? next_snapshot : at;
 			r->wake = false;
 			wait_until(r, until);
 			continue;
