@@ -22,6 +22,12 @@
 
 #define CLEANUP_EVERY_NS (1 * NS_PER_SEC)
 #define CKPT_RETRY_NS (1 * NS_PER_SEC)
+/*
+ * With inotify every commit wakes the monitor, so an idle database needs no
+ * look every monitor-interval: only a safety check this often (a missed
+ * event, the backlog's cleanup), and the checkpoint-interval's deadline.
+ */
+#define IDLE_CHECK_MS 10000
 
 static void db_set_state(struct eng_db *d, bool replicating, const char *state)
 {
@@ -404,6 +410,14 @@ static void truncate_wal(struct eng_db *d, int64_t before)
 	publish(d, 0);
 }
 
+/* Frames in the current WAL session, as copied into the shadow. */
+static uint64_t shadow_frames(const struct eng_db *d)
+{
+	if (d->sh.fd < 0 || d->sh.size <= WAL_HEADER_SIZE || !d->sh.hdr.page_size)
+		return 0;
+	return (d->sh.size - WAL_HEADER_SIZE) / wal_frame_size(d->sh.hdr.page_size);
+}
+
 static void maybe_checkpoint(struct eng_db *d)
 {
 	const struct cfg_db *c = d->cfg;
@@ -414,7 +428,7 @@ static void maybe_checkpoint(struct eng_db *d)
 	pthread_mutex_lock(&d->mu);
 	bool req = d->ckpt_req;
 	pthread_mutex_unlock(&d->mu);
-	uint64_t frames = (d->sh.size - WAL_HEADER_SIZE) / wal_frame_size(d->sh.hdr.page_size);
+	uint64_t frames = shadow_frames(d);
 	/*
 	 * Fully backfilled already: the app's next write restarts the WAL, unless
 	 * that write had begun (and was waiting for our writer lock) before the
@@ -490,6 +504,29 @@ static int db_file_changed(struct eng_db *d)
 	return db_conn_is_wal(d->conns.ck) == 0 ? 2 : 0;
 }
 
+/* How long the monitor may wait for an event before looking anyway (ms). */
+static int64_t wait_ms(struct eng_db *d, int64_t poll_ms)
+{
+	/* without inotify, or until the database is open and held, polling is the only way */
+	if (d->watch.ifd < 0 || !d->open || !d->continuous)
+		return poll_ms;
+	int64_t wait = poll_ms > IDLE_CHECK_MS ? poll_ms : IDLE_CHECK_MS;
+	const struct cfg_db *c = d->cfg;
+	uint64_t frames = shadow_frames(d);
+	/* maybe_checkpoint's own rule: nothing left to do once fully checkpointed at this size */
+	bool done = d->ckpt_done && d->ckpt_done_epoch == d->gen_epoch &&
+		    d->ckpt_done_index == d->sh.index &&
+		    (int64_t)(frames - d->ckpt_done_frames) < c->min_checkpoint_page_count / 4;
+	if (c->checkpoint_interval_ms > 0 && frames > 1 && !done) {
+		int64_t due = (d->last_ckpt_mono - clock_mono_ns()) / NS_PER_MS + c->checkpoint_interval_ms;
+		if (due < CKPT_RETRY_NS / NS_PER_MS)
+			due = CKPT_RETRY_NS / NS_PER_MS;
+		if (due < wait)
+			wait = due;
+	}
+	return wait;
+}
+
 void *monitor_thread(void *arg)
 {
 	struct eng_db *d = arg;
@@ -562,7 +599,7 @@ void *monitor_thread(void *arg)
 		pthread_mutex_unlock(&d->mu);
 		if (again)
 			continue;
-		if (watch_wait(&d->watch, poll_ms) && coalesce_ms > 0) {
+		if (watch_wait(&d->watch, wait_ms(d, poll_ms)) && coalesce_ms > 0) {
 			/* gather commits for a while: no replica wants them sooner */
 			pthread_mutex_lock(&d->mu);
 			bool urgent = d->sync_req > d->sync_seq || d->ckpt_req;
