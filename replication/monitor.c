@@ -60,13 +60,16 @@ static void publish(struct eng_db *d, uint64_t grew)
 {
 	int64_t now = clock_mono_ns();
 	pthread_mutex_lock(&d->mu);
+	/* replicas sleep until told: any move of the position (a new index too) is news */
+	bool moved = strcmp(d->gen, d->sh.gen) != 0 || d->index != d->sh.index ||
+		     d->size != (d->sh.fd >= 0 ? d->sh.size : 0);
 	snprintf(d->gen, sizeof(d->gen), "%s", d->sh.gen);
 	d->index = d->sh.index;
 	d->size = d->sh.fd >= 0 ? d->sh.size : 0;
 	memcpy(d->stat.pos.generation, d->gen, sizeof(d->gen));
 	d->stat.pos.index = d->index;
 	d->stat.pos.offset = (uint32_t)d->size;
-	if (!d->ready)
+	if (!d->ready || moved)
 		monitor_wake_replicas(d); /* they wait for the first position */
 	if (grew) {
 		if (d->lag_n == ENG_LAG_RING) {

@@ -15,7 +15,13 @@
 #include "common/log.h"
 #include "common/banned.h"
 
-#define WATCH_MASK (IN_MODIFY | IN_CREATE | IN_MOVED_TO | IN_DELETE | IN_CLOSE_WRITE)
+/*
+ * The monitor's idle wait is long (a safety net): a database renamed away
+ * (IN_MOVED_FROM) or its directory removed/moved (the *_SELF events) must
+ * wake it as surely as a commit does.
+ */
+#define WATCH_MASK (IN_MODIFY | IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | \
+		    IN_CLOSE_WRITE | IN_DELETE_SELF | IN_MOVE_SELF)
 #define QUIET_MASK (WATCH_MASK & ~(uint32_t)IN_MODIFY)
 
 int watch_init(struct watch *w, const char *path)
@@ -59,7 +65,7 @@ static int drain(struct watch *w)
 			if (ev->len && strncmp(ev->name, w->base, blen) == 0 &&
 			    strcmp(ev->name + blen, "-shm") != 0)
 				hit = 1;
-			if (ev->mask & IN_Q_OVERFLOW)
+			if (ev->mask & (IN_Q_OVERFLOW | IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED))
 				hit = 1;
 			p += sizeof(*ev) + ev->len;
 		}
