@@ -2,6 +2,11 @@
 
 - CPU: utime+stime of the whole thread group from /proc/<pid>/stat (clock
   ticks, usually 10 ms), taken as the difference over a measurement window.
+  It includes threads already reaped, so it suits windows where threads come
+  and go. For the idle window, where 10 ms ticks are too coarse, thread_cpu
+  sums the run time in ns of every live thread (/proc/<pid>/task/*/schedstat);
+  a thread that exits inside the window takes its time with it, so the caller
+  checks the thread set did not change (else it falls back to the ticks).
 - Peak RSS: VmHWM from /proc/<pid>/status (the kernel's own high-water mark
   of the process's current memory map), read while the process lives. Not
   ru_maxrss from wait4: Python starts children with vfork, and the kernel
@@ -28,6 +33,43 @@ def cpu_seconds(pid):
     fields = data[data.rindex(")") + 2:].split()
     # fields[0] is state (field 3); utime/stime are fields 14/15
     return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def thread_cpu(pid):
+    """(CPU seconds of pid's live threads at ns resolution, their tids), or None.
+
+    Sums the first field of /proc/<pid>/task/*/schedstat (time on CPU in ns).
+    Without schedstat (kernel built without it) the tick figure stands in and
+    the tid set is None, which never equals another read's.
+    """
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    total, seen = 0, set()
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+            seen.add(tid)
+        except FileNotFoundError:
+            if not os.path.exists(f"/proc/{pid}/task/{tid}"):
+                continue   # the thread exited between listdir and open
+            ticks = cpu_seconds(pid)
+            return None if ticks is None else (ticks, None)
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / 1e9, frozenset(seen)
+
+
+def window_cpu(before, after, pid_ticks):
+    """(CPU seconds, source) between two thread_cpu reads: ns-precise when the
+    same threads lived at both (no run time lost with an exited thread), else
+    pid_ticks, the caller's tick difference over the same window."""
+    if before is not None and after is not None and before[1] is not None and \
+            before[1] == after[1]:
+        return after[0] - before[0], "schedstat"
+    return pid_ticks, "ticks"
 
 
 def status_kib(pid, key):

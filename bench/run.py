@@ -205,6 +205,7 @@ def replication_run(tool, s3, base_db, d, sync_interval, workload, drain=20, sam
             time.sleep(2)   # let the start-up uploads finish: idle means idle
         t0 = time.monotonic()
         cpu0 = measure.cpu_seconds(proc.pid)
+        tc0 = measure.thread_cpu(proc.pid) if workload == "idle" else None
         if workload == "idle":
             time.sleep(PLAN.idle_seconds)
             commits = []
@@ -216,12 +217,16 @@ def replication_run(tool, s3, base_db, d, sync_interval, workload, drain=20, sam
             cache = {}
             wait_for(lambda: lag.all_covered(commits, rep, False, cache) and
                      lag.all_covered(commits, s3.prefix_dir(prefix), True, cache), drain, 0.05)
+        tc1 = measure.thread_cpu(proc.pid) if workload == "idle" else None
         cpu1 = measure.cpu_seconds(proc.pid)
         res["window_s"] = time.monotonic() - t0
         res["hwm_mib"] = measure.mib(measure.status_kib(proc.pid, "VmHWM"))
         if cpu0 is None or cpu1 is None:
             return {"na": f"n/a: {tool.name} exited during the run (exit {proc.poll()})"}
         res["cpu_s"] = cpu1 - cpu0
+        if workload == "idle":
+            # ticks (10 ms) are too coarse for a few wake-ups a minute
+            res["cpu_s"], res["cpu_source"] = measure.window_cpu(tc0, tc1, cpu1 - cpu0)
     finally:
         smp.stop()
         t_stop = time.monotonic()
@@ -289,7 +294,7 @@ def scenario_replication(tools, s3, base_db, key, sync_interval, workload, round
             if "na" in res:
                 log(f"  {res['na']}")
             else:
-                log(f"  cpu {res['cpu_s']:.2f}s rss {res['hwm_mib']:.1f}MiB "
+                log(f"  cpu {res['cpu_s']:.3f}s rss {res['hwm_mib']:.1f}MiB "
                     f"anon {res['peak_anon_mib']:.1f}MiB lag-s3 p50 "
                     f"{res['lag_s3'].get('p50', float('nan')):.3f}s")
     return out
