@@ -511,7 +511,7 @@ static int db_file_changed(struct eng_db *d)
 static int64_t wait_ms(struct eng_db *d, int64_t poll_ms)
 {
 	/* without inotify, or until the database is open and held, polling is the only way */
-	if (d->watch.ifd < 0 || !d->open || !d->continuous)
+	if (!watch_active(&d->watch) || !d->open || !d->continuous)
 		return poll_ms;
 	int64_t wait = poll_ms > IDLE_CHECK_MS ? poll_ms : IDLE_CHECK_MS;
 	const struct cfg_db *c = d->cfg;

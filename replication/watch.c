@@ -29,6 +29,7 @@ int watch_init(struct watch *w, const char *path)
 	char dir[PATH_MAX], base[PATH_MAX];
 
 	w->ifd = -1;
+	w->lost = false;
 	w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (w->efd < 0) {
 		log_error("watch", "eventfd failed", "err=\"%s\"", strerror(errno));
@@ -67,13 +68,23 @@ static int drain(struct watch *w)
 				hit = 1;
 			if (ev->mask & (IN_Q_OVERFLOW | IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED))
 				hit = 1;
+			/* the watch no longer covers the path: a new directory there needs a new one */
+			if (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED))
+				w->lost = true;
 			p += sizeof(*ev) + ev->len;
 		}
 	}
 }
 
+int watch_active(const struct watch *w)
+{
+	return w->ifd >= 0 && !w->lost;
+}
+
 int watch_wait(struct watch *w, int64_t timeout_ms)
 {
+	if (w->ifd >= 0 && w->lost && inotify_add_watch(w->ifd, w->dir, WATCH_MASK) >= 0)
+		w->lost = false;
 	struct pollfd p[2] = { { .fd = w->efd, .events = POLLIN }, { .fd = w->ifd, .events = POLLIN } };
 	int n = w->ifd >= 0 ? 2 : 1;
 	if (timeout_ms < 0)

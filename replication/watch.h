@@ -12,10 +12,12 @@
 #define LITEVISOR_WATCH_H
 
 #include <limits.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 struct watch {
 	int ifd;             /* inotify, -1 when polling */
+	bool lost;           /* the directory was removed or moved: watch again by path */
 	int efd;             /* eventfd for watch_wake */
 	char base[NAME_MAX + 1]; /* database file name */
 	char dir[PATH_MAX];      /* its directory (the watch's mask is changed by path) */
@@ -39,6 +41,13 @@ int watch_wait(struct watch *w, int64_t timeout_ms);
  * commits), so the app's writes during the window cost it nothing.
  */
 void watch_sleep(struct watch *w, int64_t timeout_ms);
+
+/*
+ * 1 when file events are being delivered, so a long wait misses nothing; 0
+ * while polling, or while the watched directory is gone (watch_wait watches
+ * it again by path as soon as it exists).
+ */
+int watch_active(const struct watch *w);
 
 /* Interrupt watch_wait (any thread). */
 void watch_wake(struct watch *w);
