@@ -398,12 +398,12 @@ def summary_table(sc):
         row("idle CPU ≤ 0.2× Litestream",
             get("idle", "Litestream", lambda r: r["cpu_s"]),
             get("idle", "litevisor", lambda r: r["cpu_s"]),
-            lambda lv, ls, r: None if r is None else r <= 0.2, " s")
+            lambda lv, ls, r: None if r is None else r <= 0.2, " s", 4)
     rs = sc.get("restore", {})
     if rs:
         size = max(rs, key=lambda k: int(k))
         e = rs[size]
-        row(f"restore ≤ 0.8× Litestream ({size} MB, from S3)",
+        row(f"restore ≤ 0.8× Litestream ({size} MB, from S3, check timed apart)",
             collect(e.get("Litestream|s3", {"na": e.get("na", "n/a")}), restore_s),
             collect(e.get("litevisor|s3", {"na": e.get("na", "n/a")}), restore_s),
             lambda lv, ls, r: None if r is None else r <= 0.8, " s", 3)
@@ -459,12 +459,14 @@ def render(res):
     if "idle" in sc:
         t = Table(HDR)
         tool_row(t, f"CPU seconds over {plan['idle_seconds']} s idle", sc["idle"],
-                 lambda r: r["cpu_s"], " s", 2, goal=le_ratio(0.2))
+                 lambda r: r["cpu_s"], " s", 4, goal=le_ratio(0.2))
         tool_row(t, "peak RSS", sc["idle"], lambda r: r["hwm_mib"], " MiB", 1, goal="report")
         tool_row(t, "peak private (anonymous) memory", sc["idle"], lambda r: r["peak_anon_mib"],
                  " MiB", 1, goal=le_abs(8, "MiB"))
         md += [f"## 3. Idle: {plan['idle_seconds']} s without writes", "",
-               "CPU from /proc/<pid>/stat in clock ticks (10 ms): 0.00 means under one tick.", "",
+               "CPU: the sum of every thread's time on CPU from /proc/<pid>/task/*/schedstat "
+               "(ns) over the idle window (the tick figure of /proc/<pid>/stat only if a thread "
+               "came or went meanwhile; results.json's cpu_source says which).", "",
                t.md(), ""]
     if "restore" in sc:
         md += [f"## 4. Restore (median of {plan['restore_rounds']})", "",
