@@ -30,25 +30,6 @@ struct fwriter {
 	pthread_t thread;
 };
 
-static int write_all(int fd, const unsigned char *p, size_t len)
-{
-	while (len > 0) {
-		ssize_t w = write(fd, p, len);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		if (w == 0) { /* not expected for a regular file; don't spin */
-			errno = EIO;
-			return -1;
-		}
-		p += w;
-		len -= (size_t)w;
-	}
-	return 0;
-}
-
 static void *writer(void *p)
 {
 	struct fwriter *w = p;
@@ -66,7 +47,7 @@ static void *writer(void *p)
 		if (!skip && w->inspect)
 			w->inspect(w->inspect_ctx, w->bufs[i], len);
 		if (!skip) {
-			rc = write_all(w->fd, w->bufs[i], len);
+			rc = st_fd_sink_write(&w->fd, w->bufs[i], len);
 			e = errno;
 		}
 		if (rc == 0 && !skip && w->step) {

@@ -131,22 +131,6 @@ struct fd_count {
 	uint64_t n;
 };
 
-static int write_all(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-	while (len > 0) {
-		ssize_t w = write(fd, p, len);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		p += w;
-		len -= (size_t)w;
-	}
-	return 0;
-}
-
 /* Downloaded (compressed) bytes: count them for progress, pass them on. */
 struct counting {
 	struct apply *a;
@@ -165,7 +149,7 @@ static int counting_write(void *ctx, const void *buf, size_t len)
 static int fd_count_write(void *ctx, const void *buf, size_t len)
 {
 	struct fd_count *f = ctx;
-	if (write_all(f->fd, buf, len) < 0)
+	if (st_fd_sink_write(&f->fd, buf, len) < 0)
 		return -1;
 	f->n += len;
 	return 0;
@@ -372,7 +356,7 @@ static int wal_out_write(void *ctx, const void *buf, size_t len)
 {
 	struct wal_out *w = ctx;
 	wal_reader_feed(&w->r, buf, len); /* failure is checked after each segment */
-	if (write_all(w->fd, buf, len) < 0)
+	if (st_fd_sink_write(&w->fd, buf, len) < 0)
 		return -1;
 	w->n += len;
 	return 0;
