@@ -304,27 +304,38 @@ def test_freshest_wins_over_stale_and_listing_commands(tmp_path, litevisor_bin, 
     assert p.returncode == 100
 
 
-def test_corrupt_segment_falls_back_to_replica_with_same_data(tmp_path, litevisor_bin, history):
+def two_peers_bad_one_wins(tmp_path, history):
+    """Two file replicas with the same data; the good one ("nas") answers slower, so
+    the other ("peer-05", for the test to damage) wins the tie. Returns
+    (bad dir, good dir, config, output path)."""
     bad, good = tmp_path / "peer-05", tmp_path / "nas"
     history.write(str(bad))
     history.write(str(good))
-    # make the good one slower to answer so the corrupt one wins the tie
     junk = good / "generations"
     for i in range(4000):
         (junk / f"junk{i}").touch()
-    seg = history.seg_path(str(bad), 2)
-    data = bytearray(open(seg, "rb").read())
-    for i in range(len(data) // 2, len(data) // 2 + 8):
-        data[i] ^= 0xFF
-    open(seg, "wb").write(bytes(data))
     out = tmp_path / "out" / "r.db"
     out.parent.mkdir()
     cfg = write_config(tmp_path / "lv.yml", tmp_path / "unused.db", [
         {"name": "peer-05", "url": f"file://{bad}"},
         {"name": "nas", "url": f"file://{good}"},
     ])
-    p = lv(litevisor_bin, "restore", "-config", str(cfg), "-o", str(out),
-           str(tmp_path / "unused.db"))
+    return bad, good, cfg, out
+
+
+def restore_to(litevisor_bin, tmp_path, cfg, out):
+    return lv(litevisor_bin, "restore", "-config", str(cfg), "-o", str(out),
+              str(tmp_path / "unused.db"))
+
+
+def test_corrupt_segment_falls_back_to_replica_with_same_data(tmp_path, litevisor_bin, history):
+    bad, good, cfg, out = two_peers_bad_one_wins(tmp_path, history)
+    seg = history.seg_path(str(bad), 2)
+    data = bytearray(open(seg, "rb").read())
+    for i in range(len(data) // 2, len(data) // 2 + 8):
+        data[i] ^= 0xFF
+    open(seg, "wb").write(bytes(data))
+    p = restore_to(litevisor_bin, tmp_path, cfg, out)
     assert p.returncode == 0, p.stderr
     assert "WINNER" in candidate_line(p.stderr, "peer-05"), p.stderr
     assert "fallback" in candidate_line(p.stderr, "nas")
@@ -334,9 +345,7 @@ def test_corrupt_segment_falls_back_to_replica_with_same_data(tmp_path, liteviso
 
     # corrupt on every candidate: nothing at the target, exit 1
     shutil.copyfile(seg, history.seg_path(str(good), 2))
-    out2 = tmp_path / "out" / "r2.db"
-    p = lv(litevisor_bin, "restore", "-config", str(cfg), "-o", str(out2),
-           str(tmp_path / "unused.db"))
+    p = restore_to(litevisor_bin, tmp_path, cfg, tmp_path / "out" / "r2.db")
     assert p.returncode == 1, p.stderr
     assert dir_leftovers(out.parent, ["r.db"]) == []
 
@@ -344,25 +353,13 @@ def test_corrupt_segment_falls_back_to_replica_with_same_data(tmp_path, liteviso
 def test_snapshot_with_wrong_checksum_falls_back(tmp_path, litevisor_bin, history):
     # The snapshot's LZ4 blocks decode fine; only the frame's content checksum
     # (XXH32 of the plain bytes, verified on the writer thread) says it is wrong.
-    bad, good = tmp_path / "peer-05", tmp_path / "nas"
-    history.write(str(bad))
-    history.write(str(good))
-    junk = good / "generations"  # the good one answers slower: the bad one wins the tie
-    for i in range(4000):
-        (junk / f"junk{i}").touch()
+    bad, good, cfg, out = two_peers_bad_one_wins(tmp_path, history)
     snap = bad / "generations" / GEN / "snapshots" / "00000000.snapshot.lz4"
     data = bytearray(snap.read_bytes())
     assert data[4] & 0x04, "lz4 CLI frames carry a content checksum"
     data[-1] ^= 0x01
     snap.write_bytes(bytes(data))
-    out = tmp_path / "out" / "r.db"
-    out.parent.mkdir()
-    cfg = write_config(tmp_path / "lv.yml", tmp_path / "unused.db", [
-        {"name": "peer-05", "url": f"file://{bad}"},
-        {"name": "nas", "url": f"file://{good}"},
-    ])
-    p = lv(litevisor_bin, "restore", "-config", str(cfg), "-o", str(out),
-           str(tmp_path / "unused.db"))
+    p = restore_to(litevisor_bin, tmp_path, cfg, out)
     assert p.returncode == 0, p.stderr
     assert "WINNER" in candidate_line(p.stderr, "peer-05"), p.stderr
     assert "content checksum mismatch" in p.stderr and "falling back" in p.stderr
