@@ -43,23 +43,20 @@ static void *writer(void *p)
 		bool skip = w->failed; /* after an error only drain, so the producer never blocks */
 		pthread_mutex_unlock(&w->mu);
 		int rc = 0, e = 0;
-		uint64_t before = w->written;
-		if (!skip && w->inspect)
-			w->inspect(w->inspect_ctx, w->bufs[i], len);
 		if (!skip) {
+			if (w->inspect)
+				w->inspect(w->inspect_ctx, w->bufs[i], len);
 			rc = st_fd_sink_write(&w->fd, w->bufs[i], len);
 			e = errno;
 		}
-		if (rc == 0 && !skip && w->step) {
+		if (rc == 0 && !skip) {
+			uint64_t from = w->step ? w->written / w->step * w->step : 0;
 			w->written += len;
-			if (before / w->step != w->written / w->step) {
-				uint64_t end = w->written / w->step * w->step;
-				/* advisory: an error here changes nothing, the caller's fsync follows */
-				(void)sync_file_range(w->fd, (off_t)(end - w->step), (off_t)w->step,
+			uint64_t to = w->step ? w->written / w->step * w->step : 0;
+			/* whole steps just completed: advisory, the caller's fsync follows */
+			if (to > from)
+				(void)sync_file_range(w->fd, (off_t)from, (off_t)(to - from),
 						      SYNC_FILE_RANGE_WRITE);
-			}
-		} else if (rc == 0 && !skip) {
-			w->written += len;
 		}
 		pthread_mutex_lock(&w->mu);
 		if (rc < 0 && !w->failed) {
