@@ -256,6 +256,14 @@ static int take_back(void *ctx, size_t n)
 	return mem_write(&l->m, l->lent, n);
 }
 
+/* Release a decoder and the lender's memory. */
+static void done_with(struct lender *l, struct lz4_dec *dec)
+{
+	lz4_dec_release(dec);
+	free(l->m.data);
+	free(l->lent);
+}
+
 static unsigned char *frame_of(const unsigned char *plain, size_t n, LZ4F_blockSizeID_t bs,
 			       bool block_checksums, size_t *plen)
 {
@@ -312,18 +320,14 @@ TEST(lz4_direct_output_any_room)
 			CHECK_MEM(l.m.data, plain, n);
 			CHECK_INT(dec.plain_bytes, n);
 		}
-		lz4_dec_release(&dec);
-		free(l.m.data);
-		free(l.lent);
+		done_with(&l, &dec);
 	}
 	/* the lender failing is an error of the decoder, not a crash */
 	struct lender l = { .room = 65536, .fails_after = 3 };
 	struct lz4_dec dec;
 	CHECK_INT(decode_direct(packed, plen, 65536, &l, false, &dec), -1);
 	CHECK(strstr(dec.error, "writing decompressed data failed"));
-	lz4_dec_release(&dec);
-	free(l.m.data);
-	free(l.lent);
+	done_with(&l, &dec);
 	free(packed);
 	free(plain);
 }
@@ -352,9 +356,7 @@ TEST(lz4_deferred_checksum_is_the_frames)
 			CHECK_INT(dec.content_checksum, xxh32(plain, m, 0));
 		if (mp != packed)
 			free(mp);
-		lz4_dec_release(&dec);
-		free(l.m.data);
-		free(l.lent);
+		done_with(&l, &dec);
 	}
 	/* a wrong checksum: deferred, the decoder accepts and the caller's hash differs */
 	packed[plen - 1] ^= 0x01;
@@ -363,15 +365,11 @@ TEST(lz4_deferred_checksum_is_the_frames)
 	CHECK_INT(decode_direct(packed, plen, 65536, &l, true, &dec), 0);
 	CHECK(dec.checksum_deferred);
 	CHECK(dec.content_checksum != xxh32(l.m.data, l.m.len, 0));
-	lz4_dec_release(&dec);
-	free(l.m.data);
-	free(l.lent);
+	done_with(&l, &dec);
 	/* not deferred: the decoder itself refuses it */
 	l = (struct lender){ .room = 4u << 20 };
 	CHECK_INT(decode_direct(packed, plen, 65536, &l, false, &dec), -1);
-	lz4_dec_release(&dec);
-	free(l.m.data);
-	free(l.lent);
+	done_with(&l, &dec);
 	free(packed);
 
 	/* block checksums present: never deferred (LZ4F would skip those too) */
@@ -380,9 +378,7 @@ TEST(lz4_deferred_checksum_is_the_frames)
 	CHECK_INT(decode_direct(packed, plen, 65536, &l, true, &dec), 0);
 	CHECK(!dec.checksum_deferred);
 	CHECK_MEM(l.m.data, plain, n);
-	lz4_dec_release(&dec);
-	free(l.m.data);
-	free(l.lent);
+	done_with(&l, &dec);
 	free(packed);
 	free(plain);
 }
