@@ -84,18 +84,17 @@ void backlog_cleanup(struct eng_db *d)
 	 * fresh snapshot restarts at its index, whose WAL may be large), and
 	 * dropping it again would loop snapshot after snapshot.
 	 */
-	int64_t worst_bytes = -1, worst_failing = -1;
+	int64_t worst_bytes = -1; /* of the failing replica furthest behind */
 	struct wal_pos worst_pos = { 0 };
 	for (size_t i = 0; i < n; i++) {
 		int64_t b = behind_bytes(d, &pos[i], cur);
 		if (b > backlog)
 			backlog = b;
-		if (failing[i] && b > worst_failing) {
-			worst_failing = b;
+		if (failing[i] && b > worst_bytes) {
+			worst_bytes = b;
 			worst_pos = pos[i];
 		}
 	}
-	worst_bytes = worst_failing;
 	if (unknown) {
 		/* a replica never reached yet holds everything back since we started */
 		struct wal_pos from = { .index = d->min_index };

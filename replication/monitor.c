@@ -421,6 +421,19 @@ static uint64_t shadow_frames(const struct eng_db *d)
 	return (d->sh.size - WAL_HEADER_SIZE) / wal_frame_size(d->sh.hdr.page_size);
 }
 
+/*
+ * Fully backfilled already at about this size: the app's next write restarts
+ * the WAL, unless that write had begun (and was waiting for our writer lock)
+ * before the backfill ended, or an app reader holds the WAL. Worth another
+ * checkpoint only once it grew by a quarter of the threshold, not at every pass.
+ */
+static bool ckpt_settled(const struct eng_db *d, uint64_t frames)
+{
+	return d->ckpt_done && d->ckpt_done_epoch == d->gen_epoch &&
+	       d->ckpt_done_index == d->sh.index &&
+	       (int64_t)(frames - d->ckpt_done_frames) < d->cfg->min_checkpoint_page_count / 4;
+}
+
 static void maybe_checkpoint(struct eng_db *d)
 {
 	const struct cfg_db *c = d->cfg;
@@ -432,14 +445,7 @@ static void maybe_checkpoint(struct eng_db *d)
 	bool req = d->ckpt_req;
 	pthread_mutex_unlock(&d->mu);
 	uint64_t frames = shadow_frames(d);
-	/*
-	 * Fully backfilled already: the app's next write restarts the WAL, unless
-	 * that write had begun (and was waiting for our writer lock) before the
-	 * backfill ended, or an app reader holds the WAL. Try again once it grew
-	 * by a quarter of the threshold, not at every pass.
-	 */
-	if (d->ckpt_done && d->ckpt_done_epoch == d->gen_epoch && d->ckpt_done_index == d->sh.index &&
-	    (int64_t)(frames - d->ckpt_done_frames) < c->min_checkpoint_page_count / 4)
+	if (ckpt_settled(d, frames))
 		return;
 	/*
 	 * The app's own autocheckpoint fires at 1000 frames (SQLite's default, and
@@ -516,11 +522,7 @@ static int64_t wait_ms(struct eng_db *d, int64_t poll_ms)
 	int64_t wait = poll_ms > IDLE_CHECK_MS ? poll_ms : IDLE_CHECK_MS;
 	const struct cfg_db *c = d->cfg;
 	uint64_t frames = shadow_frames(d);
-	/* maybe_checkpoint's own rule: nothing left to do once fully checkpointed at this size */
-	bool done = d->ckpt_done && d->ckpt_done_epoch == d->gen_epoch &&
-		    d->ckpt_done_index == d->sh.index &&
-		    (int64_t)(frames - d->ckpt_done_frames) < c->min_checkpoint_page_count / 4;
-	if (c->checkpoint_interval_ms > 0 && frames > 1 && !done) {
+	if (c->checkpoint_interval_ms > 0 && frames > 1 && !ckpt_settled(d, frames)) {
 		int64_t due = (d->last_ckpt_mono - clock_mono_ns()) / NS_PER_MS + c->checkpoint_interval_ms;
 		if (due < CKPT_RETRY_NS / NS_PER_MS)
 			due = CKPT_RETRY_NS / NS_PER_MS;
