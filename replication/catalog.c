@@ -77,54 +77,70 @@ static int cmp_seg(const void *a, const void *b)
 	return x->offset < y->offset ? -1 : x->offset > y->offset;
 }
 
+/* The name of an object directly inside folder ("snapshots/"), or NULL. */
+static const char *folder_entry(const char *rel, const char *folder)
+{
+	size_t n = strlen(folder);
+	if (strncmp(rel, folder, n) != 0 || strchr(rel + n, '/'))
+		return NULL;
+	return rel + n;
+}
+
+/*
+ * One listing of the whole generation ("generations/<gen>/", no delimiter)
+ * instead of one per folder: every probe and restore pays it on the critical
+ * path, and over S3 each listing is a round trip.
+ */
 int catalog_load(struct storage *st, const char *gen, struct cat_generation *g,
 		 const struct st_call *call, struct st_error *err)
 {
 	char prefix[LAYOUT_KEY_MAX];
-	struct st_list snaps = { 0 }, wals = { 0 };
+	struct st_list l = { 0 };
+	size_t plen;
 	int rc;
 
 	memset(g, 0, sizeof(*g));
 	memcpy(g->id, gen, LAYOUT_GEN_LEN);
-	rc = storage_list(st, layout_snapshots_prefix(prefix, gen), NULL, &snaps, call, err);
-	if (rc < 0 && rc != ST_NOT_FOUND)
-		goto out;
-	rc = storage_list(st, layout_wal_prefix(prefix, gen), NULL, &wals, call, err);
+	plen = strlen(layout_generation_prefix(prefix, gen));
+	rc = storage_list(st, prefix, NULL, &l, call, err);
 	if (rc < 0 && rc != ST_NOT_FOUND)
 		goto out;
 	rc = 0;
-	g->snapshots = calloc(snaps.nobjects + 1, sizeof(*g->snapshots));
-	g->segments = calloc(wals.nobjects + 1, sizeof(*g->segments));
+	/* each object is at most one of the two; sizing both arrays for all is simplest */
+	g->snapshots = calloc(l.nobjects + 1, sizeof(*g->snapshots));
+	g->segments = calloc(l.nobjects + 1, sizeof(*g->segments));
 	if (!g->snapshots || !g->segments) {
 		st_error_set(err, ST_PERMANENT, 0, "out of memory listing generation %s", gen);
 		rc = ST_PERMANENT;
 		goto out;
 	}
-	for (size_t i = 0; i < snaps.nobjects; i++) {
-		const char *base = strrchr(snaps.objects[i].key, '/');
-		struct cat_snapshot *s = &g->snapshots[g->nsnapshots];
-		if (layout_parse_snapshot(base ? base + 1 : snaps.objects[i].key, &s->index) < 0)
-			continue;
-		s->size = snaps.objects[i].size;
-		s->mtime_ns = snaps.objects[i].mtime_ns;
-		widen(g, s->mtime_ns);
-		g->nsnapshots++;
-	}
-	for (size_t i = 0; i < wals.nobjects; i++) {
-		const char *base = strrchr(wals.objects[i].key, '/');
-		struct cat_segment *s = &g->segments[g->nsegments];
-		if (layout_parse_wal(base ? base + 1 : wals.objects[i].key, &s->index, &s->offset) < 0)
-			continue;
-		s->size = wals.objects[i].size;
-		s->mtime_ns = wals.objects[i].mtime_ns;
-		widen(g, s->mtime_ns);
-		g->nsegments++;
+	for (size_t i = 0; i < l.nobjects; i++) {
+		const struct st_object *o = &l.objects[i];
+		const char *rel = strncmp(o->key, prefix, plen) == 0 ? o->key + plen : "";
+		const char *name;
+		if ((name = folder_entry(rel, "snapshots/")) != NULL) {
+			struct cat_snapshot *s = &g->snapshots[g->nsnapshots];
+			if (layout_parse_snapshot(name, &s->index) < 0)
+				continue;
+			s->size = o->size;
+			s->mtime_ns = o->mtime_ns;
+			g->nsnapshots++;
+		} else if ((name = folder_entry(rel, "wal/")) != NULL) {
+			struct cat_segment *s = &g->segments[g->nsegments];
+			if (layout_parse_wal(name, &s->index, &s->offset) < 0)
+				continue;
+			s->size = o->size;
+			s->mtime_ns = o->mtime_ns;
+			g->nsegments++;
+		} else {
+			continue; /* not part of the layout: skipped, as Litestream does */
+		}
+		widen(g, o->mtime_ns);
 	}
 	qsort(g->snapshots, g->nsnapshots, sizeof(*g->snapshots), cmp_snap);
 	qsort(g->segments, g->nsegments, sizeof(*g->segments), cmp_seg);
 out:
-	st_list_release(&snaps);
-	st_list_release(&wals);
+	st_list_release(&l);
 	if (rc < 0)
 		catalog_generation_release(g);
 	return rc;

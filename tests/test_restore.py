@@ -267,6 +267,14 @@ def test_freshest_wins_over_stale_and_listing_commands(tmp_path, litevisor_bin, 
     stale, fresh = tmp_path / "peer-06", tmp_path / "nas"
     history.write(str(stale), upto=3)
     history.write(str(fresh))
+    # objects outside the layout, in and beside its folders, are skipped (the
+    # generation is read in one listing, so its parser must sort them out)
+    gdir = fresh / "generations" / GEN
+    for junk in ["snapshots/old/00000009.snapshot.lz4", "wal/00000009_00000000.wal.lz4.tmp",
+                 "wal/x/00000009_00000000.wal.lz4", "other/00000009.snapshot.lz4",
+                 "00000009_00000000.wal.lz4"]:
+        (gdir / junk).parent.mkdir(parents=True, exist_ok=True)
+        (gdir / junk).write_bytes(b"not an object of the layout")
     db = tmp_path / "app" / "app.db"
     db.parent.mkdir()
     cfg = write_config(tmp_path / "lv.yml", db, [
@@ -296,6 +304,10 @@ def test_freshest_wins_over_stale_and_listing_commands(tmp_path, litevisor_bin, 
     p = lv(litevisor_bin, "snapshots", "-config", str(cfg), "-replica", "nas", str(db))
     assert p.returncode == 0, p.stderr
     assert [l.split()[:3] for l in p.stdout.splitlines()[1:]] == [["nas", GEN, "0"]]
+    p = lv(litevisor_bin, "wal", "-config", str(cfg), "-replica", "nas", str(db))
+    assert p.returncode == 0, p.stderr
+    got = [tuple(l.split()[2:4]) for l in p.stdout.splitlines()[1:]]
+    assert got == [(str(i), str(o)) for i, o, _ in history.segments]
     p = lv(litevisor_bin, "wal", "-config", str(cfg), "-replica", "peer-06", str(db))
     assert p.returncode == 0, p.stderr
     got = [tuple(l.split()[2:4]) for l in p.stdout.splitlines()[1:]]
