@@ -36,6 +36,9 @@ static uint32_t needed_index(struct eng_db *d, bool *unknown)
 		if (r->pos.index < min)
 			min = r->pos.index;
 	}
+	/* the replicas taking the shared snapshot will ship from its index */
+	if (d->share.state == SHARE_READY && !strcmp(d->share.gen, d->gen) && d->share.index < min)
+		min = d->share.index;
 	return min;
 }
 
@@ -66,6 +69,7 @@ void backlog_cleanup(struct eng_db *d)
 	size_t n = 0;
 
 	pthread_mutex_lock(&d->mu);
+	snapshot_share_settle(d);
 	uint32_t min = needed_index(d, &unknown);
 	uint32_t cur = d->index;
 	for (size_t i = 0; i < d->nreplicas && n < LOCALSTATE_MAX_REPLICAS; i++) {

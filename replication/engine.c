@@ -41,6 +41,7 @@ struct engine *engine_new(const struct config *cfg)
 		d->cfg = &cfg->dbs[i];
 		d->wal_fd = -1;
 		d->sh.fd = -1;
+		d->share.fd = -1;
 		d->watch.ifd = d->watch.efd = -1;
 		pthread_mutex_init(&d->mu, NULL);
 		cond_init_mono(&d->cond);
@@ -284,6 +285,7 @@ void engine_free(struct engine *e)
 			storage_free(d->replicas[j].st);
 			pthread_cond_destroy(&d->replicas[j].cond);
 		}
+		snapshot_share_close(d);
 		free(d->replicas);
 		watch_release(&d->watch);
 		pthread_cond_destroy(&d->cond);

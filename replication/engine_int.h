@@ -58,6 +58,20 @@ struct lag_entry {
 	int64_t mono_ns;
 };
 
+/*
+ * One compressed snapshot shared by the replicas of a database that need the
+ * same one (snapshot.c). All fields under the database's mu.
+ */
+enum snap_share_state { SHARE_NONE, SHARE_BUILDING, SHARE_READY };
+struct snap_share {
+	enum snap_share_state state;
+	char gen[17];
+	uint32_t index;               /* the shadow index it was taken at */
+	int fd;                       /* READY: the LZ4 frame, an unnamed file in the state dir */
+	int64_t packed;               /* READY: bytes in fd */
+	uint64_t plain;               /* READY: database bytes it holds */
+};
+
 struct eng_db {
 	struct engine *eng;
 	const struct cfg_db *cfg;
@@ -89,6 +103,7 @@ struct eng_db {
 	bool have_marker;
 	size_t marker_pending;        /* replicas that have not looked at it yet */
 	struct db_status stat;        /* replicas/nreplicas unused here */
+	struct snap_share share;      /* see snapshot.c */
 
 	/* monitor only */
 	struct db_conns conns;
@@ -120,6 +135,30 @@ struct engine {
 
 /* replica.c */
 void *replica_thread(void *arg);
+/* Per-call options for r's storage calls (a final flush gets what is left of its deadline). */
+void replica_call_for(struct eng_replica *r, struct st_call *call, bool flush);
+/* Log a failure of r and count it in r's status (takes mu). */
+void replica_note_error(struct eng_replica *r, const char *what, const char *msg);
+/* Compress plain into one LZ4 frame stored at key. Returns 0 or a negative st_status. */
+int replica_put_lz4(struct eng_replica *r, const char *key, const struct st_source *plain,
+		    const struct st_call *call, uint64_t *plain_bytes, struct st_error *err);
+/* A rewindable source over [start, end) of a file, read with pread (fd stays the caller's). */
+struct range_src {
+	int fd;
+	uint64_t start, pos, end;
+};
+void range_src_init(struct st_source *src, struct range_src *r, int fd, uint64_t start,
+		    uint64_t end);
+
+/*
+ * snapshot.c: snapshot the database into r's replica, named by the current
+ * shadow index, and restart r's position there. Returns 0 or -1 (noted).
+ */
+int snapshot_take(struct eng_replica *r, bool flush);
+/* Close the shared snapshot if no replica still needs it, or it is stale (under mu). */
+void snapshot_share_settle(struct eng_db *d);
+/* Close it whatever the state (engine teardown, no other thread running). */
+void snapshot_share_close(struct eng_db *d);
 /* The position every replica should reach (the monitor's), under mu. */
 void replica_target(struct eng_db *d, struct wal_pos *pos);
 /* Seconds since the oldest commit past pos (0 if none), under mu. */

@@ -60,42 +60,6 @@ static int64_t shadow_size(const struct eng_db *d, const char *gen, uint32_t ind
 	return st.st_size;
 }
 
-/* A source over the database file, read through SQLite's own handle (db.h). */
-struct dbfile_src {
-	sqlite3 *conn;
-	int64_t pos, size;
-};
-
-static ssize_t dbfile_read(void *ctx, void *buf, size_t len)
-{
-	struct dbfile_src *s = ctx;
-	if (s->pos >= s->size)
-		return 0;
-	if ((int64_t)len > s->size - s->pos)
-		len = (size_t)(s->size - s->pos);
-	if (len > 1 << 20)
-		len = 1 << 20;
-	/* short: a checkpoint shrank the file; the zeroes lie past the last commit's size */
-	if (db_file_read(s->conn, buf, (int)len, s->pos) < 0) {
-		errno = EIO;
-		return -1;
-	}
-	s->pos += (int64_t)len;
-	return (ssize_t)len;
-}
-
-static int dbfile_rewind(void *ctx)
-{
-	((struct dbfile_src *)ctx)->pos = 0;
-	return 0;
-}
-
-/* A source over [start, end) of a file. */
-struct range_src {
-	int fd;
-	uint64_t start, pos, end;
-};
-
 static ssize_t range_read(void *ctx, void *buf, size_t len)
 {
 	struct range_src *r = ctx;
@@ -120,7 +84,16 @@ static int range_rewind(void *ctx)
 	return 0;
 }
 
-static void call_for(struct eng_replica *r, struct st_call *call, bool flush)
+void range_src_init(struct st_source *src, struct range_src *r, int fd, uint64_t start,
+		    uint64_t end)
+{
+	r->fd = fd;
+	r->start = r->pos = start;
+	r->end = end;
+	*src = (struct st_source){ range_read, range_rewind, r, (int64_t)(end - start) };
+}
+
+void replica_call_for(struct eng_replica *r, struct st_call *call, bool flush)
 {
 	memset(call, 0, sizeof(*call));
 	call->deadline_ms = CALL_DEADLINE_MS;
@@ -130,7 +103,7 @@ static void call_for(struct eng_replica *r, struct st_call *call, bool flush)
 	}
 }
 
-static void note_error(struct eng_replica *r, const char *what, const char *msg)
+void replica_note_error(struct eng_replica *r, const char *what, const char *msg)
 {
 	struct eng_db *d = r->db;
 	int64_t now = clock_wall_ns();
@@ -145,7 +118,7 @@ static void note_error(struct eng_replica *r, const char *what, const char *msg)
 }
 
 /* Compress plain into one LZ4 frame stored at key. Returns 0 or a negative st_status. */
-static int put_lz4(struct eng_replica *r, const char *key, const struct st_source *plain,
+int replica_put_lz4(struct eng_replica *r, const char *key, const struct st_source *plain,
 		   const struct st_call *call, uint64_t *plain_bytes, struct st_error *err)
 {
 	struct lz4_enc enc;
@@ -174,7 +147,7 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 	size_t n = 0;
 	int rc;
 
-	call_for(r, &call, false);
+	replica_call_for(r, &call, false);
 	pthread_mutex_lock(&d->mu);
 	memcpy(gen, d->gen, sizeof(gen));
 	uint32_t min_index = d->min_index, cur = d->index;
@@ -239,105 +212,10 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 	catalog_generation_release(&g);
 	return 0;
 fail:
-	note_error(r, "cannot read replica position", err.message);
+	replica_note_error(r, "cannot read replica position", err.message);
 	free(ids);
 	catalog_generation_release(&g);
 	return -1;
-}
-
-/* Snapshot the database file, named by the current shadow index. Returns 0 or -1 (noted). */
-static int take_snapshot(struct eng_replica *r, bool flush)
-{
-	struct eng_db *d = r->db;
-	struct st_error err = { 0 };
-	struct st_call call;
-	char key[LAYOUT_KEY_MAX], gen[17];
-	struct dbfile_src fsrc;
-	struct st_source plain;
-	struct stat st;
-	uint64_t plain_bytes = 0;
-	int rc = -1;
-	sqlite3 *conn = NULL;
-	char msg[600] = "";
-
-	call_for(r, &call, flush);
-	if (!(conn = db_open_conn(d->cfg->path, 1000))) {
-		snprintf(msg, sizeof(msg), "cannot open database");
-		goto out;
-	}
-	/* PASSIVE first so the file is recent; then a read transaction pins it */
-	db_checkpoint(conn, DB_CKPT_PASSIVE, NULL, NULL);
-	if (db_read_begin(conn) < 0) {
-		snprintf(msg, sizeof(msg), "cannot begin read transaction");
-		goto out;
-	}
-	pthread_mutex_lock(&d->mu);
-	memcpy(gen, d->gen, sizeof(gen));
-	uint32_t index = d->index;
-	ino_t ino = d->ino;
-	dev_t dev = d->dev;
-	bool ready = d->ready;
-	pthread_mutex_unlock(&d->mu);
-	if (!ready || !gen[0]) {
-		snprintf(msg, sizeof(msg), "database not ready");
-		goto out;
-	}
-	/* our connection opened the file before the generation was read: same inode */
-	if (stat(d->cfg->path, &st) < 0 || st.st_ino != ino || st.st_dev != dev) {
-		snprintf(msg, sizeof(msg), "database file replaced during snapshot");
-		goto out;
-	}
-	fsrc.conn = conn;
-	fsrc.pos = 0;
-	fsrc.size = db_file_size(conn);
-	if (fsrc.size < 0) {
-		snprintf(msg, sizeof(msg), "cannot size database file");
-		goto out;
-	}
-	plain = (struct st_source){ dbfile_read, dbfile_rewind, &fsrc, fsrc.size };
-	layout_snapshot_key(key, gen, index);
-	int64_t t0 = clock_mono_ns();
-	if (put_lz4(r, key, &plain, &call, &plain_bytes, &err) < 0) {
-		snprintf(msg, sizeof(msg), "%s", err.message);
-		goto out;
-	}
-	log_info("replica", "snapshot written", "db=%s replica=%s key=%s bytes=%llu ms=%lld",
-		 d->stat.name, r->stat.name, key, (unsigned long long)plain_bytes,
-		 (long long)((clock_mono_ns() - t0) / NS_PER_MS));
-	pthread_mutex_lock(&d->mu);
-	bool same = r->pos_known && !strcmp(r->pos.generation, gen);
-	bool gap = same && r->gap && r->pos.index < index;
-	/*
-	 * In the same generation with no gap, the replica keeps shipping from where
-	 * it is, so older snapshots stay restorable; otherwise it restarts at this
-	 * snapshot's index.
-	 */
-	if (!same || gap) {
-		memset(&r->pos, 0, sizeof(r->pos));
-		memcpy(r->pos.generation, gen, sizeof(gen));
-		r->pos.index = index;
-		r->segs_in_index = 0;
-	}
-	r->pos_known = true;
-	r->need_snapshot = false;
-	r->dropped = false;
-	r->gap = false;
-	r->stat.failing_since_ns = 0; /* it took a snapshot: it answers again */
-	r->stat.snapshots_total++;
-	r->stat.snapshot_bytes_total += plain_bytes;
-	r->stat.last_snapshot_ns = clock_wall_ns();
-	pthread_mutex_unlock(&d->mu);
-	rc = 0;
-	if (gap)
-		retention_prune_below(r, gen, index);
-out:
-	if (conn) {
-		db_txn_end(conn);
-		sqlite3_close(conn);
-	}
-	if (rc < 0)
-		note_error(r, "snapshot failed", msg);
-	return rc;
 }
 
 /* Upload one segment [from, to) of shadow index. Returns 0 or -1 (noted). */
@@ -352,21 +230,19 @@ static int put_segment(struct eng_replica *r, const char *gen, uint32_t index, u
 	struct st_source plain;
 	uint64_t plain_bytes = 0;
 
-	call_for(r, &call, flush);
+	replica_call_for(r, &call, flush);
 	localstate_shadow_path(d->dir, gen, index, path, sizeof(path));
-	rs.fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (rs.fd < 0) {
-		note_error(r, "cannot open shadow WAL", strerror(errno));
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		replica_note_error(r, "cannot open shadow WAL", strerror(errno));
 		return -1;
 	}
-	rs.start = rs.pos = from;
-	rs.end = to;
-	plain = (struct st_source){ range_read, range_rewind, &rs, (int64_t)(to - from) };
+	range_src_init(&plain, &rs, fd, from, to);
 	layout_wal_key(key, gen, index, (uint32_t)from);
-	int rc = put_lz4(r, key, &plain, &call, &plain_bytes, &err);
-	close(rs.fd);
+	int rc = replica_put_lz4(r, key, &plain, &call, &plain_bytes, &err);
+	close(fd);
 	if (rc < 0) {
-		note_error(r, "segment upload failed", err.message);
+		replica_note_error(r, "segment upload failed", err.message);
 		return -1;
 	}
 	pthread_mutex_lock(&d->mu);
@@ -546,7 +422,7 @@ void *replica_thread(void *arg)
 			bool snap = r->pos_known && (r->need_snapshot || strcmp(r->pos.generation, d->gen));
 			pthread_mutex_unlock(&d->mu);
 			if (rc == 0 && snap) {
-				rc = take_snapshot(r, flush);
+				rc = snapshot_take(r, flush);
 				if (rc == 0 && c->snapshot_interval_ms > 0)
 					next_snapshot = clock_mono_ns() + c->snapshot_interval_ms * NS_PER_MS;
 			}
@@ -557,7 +433,7 @@ void *replica_thread(void *arg)
 			next_sync = started + sync_ns;
 		}
 		if (rc == 0 && do_snap) {
-			rc = take_snapshot(r, false);
+			rc = snapshot_take(r, false);
 			next_snapshot = clock_mono_ns() + c->snapshot_interval_ms * NS_PER_MS;
 		}
 		if (rc == 0 && do_ret) {
@@ -567,7 +443,7 @@ void *replica_thread(void *arg)
 			if (retention_enforce(r, &need) < 0) {
 				rc = -1;
 			} else if (need) {
-				rc = take_snapshot(r, false);
+				rc = snapshot_take(r, false);
 				if (rc == 0)
 					rc = retention_enforce(r, &need);
 			}

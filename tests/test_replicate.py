@@ -352,6 +352,77 @@ def test_two_replicas_with_different_intervals(run, tmp_path, litestream_bin):
     check_restore(litestream_bin, slow, db, tmp_path / "out2.db")
 
 
+def snapshot_files(rep):
+    return [os.path.join(rep, "generations", g, "snapshots", f)
+            for g, f in objects(rep, "snapshots")]
+
+
+def test_replicas_share_one_compressed_snapshot(run, tmp_path, litestream_bin, s3server):
+    """A new generation needs a snapshot in every replica: the database is read and
+    compressed once, into an unnamed file in the state directory, and each replica
+    uploads that. A later snapshot only one replica needs is streamed directly."""
+    srv = s3server()
+    db, a, b = tmp_path / "app.db", tmp_path / "a", tmp_path / "b"
+    create(db)
+    write(db, 300, start=1, blob=2000)
+    r = run(config(tmp_path, db, [file_replica(a, "a", snapshot_interval="2s"),
+                                   file_replica(b, "b"), s3_replica(srv)]))
+    writer = subprocess.Popen([PY, "-c", WRITER, json.dumps(
+        dict(path=str(db), n=400, start=1000, rate=200))])
+    wait_for(lambda: r.text().count("snapshot written") >= 3, what="three snapshots")
+    log = r.text()
+    assert log.count("how=shared-built") == 1, log
+    assert log.count("how=shared-reused") == 2, log
+    (sa,), (sb,) = snapshot_files(a), snapshot_files(b)
+    with open(sa, "rb") as fa, open(sb, "rb") as fb:
+        assert fa.read() == fb.read()
+    # the shared file had no name: nothing is left in the state directory but its own files
+    state = tmp_path / ".app.db-litevisor"
+    assert not [p for p in state.rglob("*") if "snapshot" in p.name], list(state.rglob("*"))
+    assert writer.wait(timeout=60) == 0
+    # replica a's own schedule: nobody else needs that one, so it is not shared
+    wait_for(lambda: "how=direct" in r.text(), what="a scheduled snapshot")
+    direct = [l for l in r.text().splitlines() if "how=direct" in l]
+    assert all("replica=a " in l for l in direct), direct
+    assert r.stop() == 0
+    check_restore(litestream_bin, a, db, tmp_path / "out-a.db")
+    check_restore(litestream_bin, b, db, tmp_path / "out-b.db")
+    out = tmp_path / "out-s3.db"
+    s3_restore(litestream_bin, srv, tmp_path, out)
+    assert integrity(out) == "ok" and content(out) == content(db)
+
+
+def test_shared_snapshot_on_a_full_disk_is_streamed_directly(tmp_path, litevisor_bin,
+                                                             litestream_bin):
+    """The state directory's disk cannot hold the shared file (a small tmpfs in a private
+    mount namespace): the builder says so and streams directly; both replicas get
+    their snapshot and restore."""
+    small, a, b = tmp_path / "small", tmp_path / "a", tmp_path / "b"
+    small.mkdir()
+    src = tmp_path / "src.db"
+    create(src)
+    write(src, 150, start=1, blob=10000)  # ~1.6 MB that LZ4 cannot shrink
+    db = small / "app.db"
+    cfg = config(tmp_path, db, [file_replica(a, "a"), file_replica(b, "b")])
+    log = tmp_path / "replicate.log"
+    script = ('mount -t tmpfs -o size=2200k tmpfs "$1" || exit 99; cp "$2" "$1/app.db" || exit 98; '
+              '"$3" replicate -config "$4" 2>"$5" & pid=$!; i=0; '
+              'while [ $(grep -c "snapshot written" "$5") -lt 2 ] && [ $i -lt 600 ]; do '
+              'sleep 0.1; i=$((i+1)); done; kill -TERM $pid; wait $pid')
+    p = subprocess.run(["unshare", "-rm", "sh", "-c", script, "sh", str(small), str(src),
+                        litevisor_bin, str(cfg), str(log)],
+                       capture_output=True, text=True, timeout=120)
+    if p.returncode == 99 or "unshare" in p.stderr:
+        pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip()}")
+    text = log.read_text()
+    assert p.returncode == 0, (p.stderr, text)
+    assert "cannot share the snapshot, streaming it directly" in text, text
+    assert "No space left on device" in text, text
+    assert text.count("how=direct") == 2, text
+    check_restore(litestream_bin, a, src, tmp_path / "out-a.db")
+    check_restore(litestream_bin, b, src, tmp_path / "out-b.db")
+
+
 def test_replica_down_then_back_catches_up(run, tmp_path, litestream_bin):
     db, good, flaky = tmp_path / "app.db", tmp_path / "good", tmp_path / "flaky"
     create(db)

@@ -1,0 +1,405 @@
+/*
+ * snapshot.c — a replica's snapshot of its database, compressed once for
+ * every replica that needs the same one.
+ *
+ * LZ4 is most of a snapshot's CPU. When a replica needs a snapshot and other
+ * replicas of the database will need one in the same generation (a new
+ * generation: all of them at once), the first one compresses the database
+ * into an unnamed file in the state directory and publishes it ("the
+ * share"); the others upload that file instead of reading and compressing
+ * the database again. A replica alone in needing a snapshot streams the
+ * database straight to its storage: a local copy would only cost a write.
+ *
+ * The share holds the database as of (generation, shadow index). While it
+ * exists it keeps that index's shadow WAL from being deleted (backlog.c), so
+ * every replica that took it can ship from there. It is closed when no
+ * replica still needs a snapshot in its generation (a replica that took it,
+ * or was dropped by the backlog cap, no longer does), when the generation
+ * changes, and when the engine stops. If it cannot be written (a full disk
+ * in the state directory), its builder streams directly instead.
+ *
+ * The builder holds its read transaction only while compressing into the
+ * local file, not while uploading: a slow replica no longer keeps the WAL
+ * from restarting for the length of its upload.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "replication/engine_int.h"
+#include "replication/layout.h"
+#include "replication/lz4io.h"
+#include "common/banned.h"
+
+#define SPOOL_CHUNK (64 * 1024)
+
+/* A source over the database file, read through SQLite's own handle (db.h). */
+struct dbfile_src {
+	sqlite3 *conn;
+	int64_t pos, size;
+};
+
+static ssize_t dbfile_read(void *ctx, void *buf, size_t len)
+{
+	struct dbfile_src *s = ctx;
+	if (s->pos >= s->size)
+		return 0;
+	if ((int64_t)len > s->size - s->pos)
+		len = (size_t)(s->size - s->pos);
+	if (len > 1 << 20)
+		len = 1 << 20;
+	/* short: a checkpoint shrank the file; the zeroes lie past the last commit's size */
+	if (db_file_read(s->conn, buf, (int)len, s->pos) < 0) {
+		errno = EIO;
+		return -1;
+	}
+	s->pos += (int64_t)len;
+	return (ssize_t)len;
+}
+
+static int dbfile_rewind(void *ctx)
+{
+	((struct dbfile_src *)ctx)->pos = 0;
+	return 0;
+}
+
+/* The database pinned for a snapshot by a read transaction, and where it stands. */
+struct snap_db {
+	sqlite3 *conn;
+	struct dbfile_src fsrc;
+	struct st_source plain;
+	char gen[17];
+	uint32_t index;
+};
+
+static void snap_db_close(struct snap_db *s)
+{
+	if (s->conn) {
+		db_txn_end(s->conn);
+		sqlite3_close(s->conn);
+		s->conn = NULL;
+	}
+}
+
+/* Open d's database under a read transaction. Returns 0, or -1 with msg set. */
+static int snap_db_open(struct eng_db *d, struct snap_db *s, char *msg, size_t len)
+{
+	struct stat st;
+
+	memset(s, 0, sizeof(*s));
+	if (!(s->conn = db_open_conn(d->cfg->path, 1000))) {
+		snprintf(msg, len, "cannot open database");
+		return -1;
+	}
+	/* PASSIVE first so the file is recent; then a read transaction pins it */
+	db_checkpoint(s->conn, DB_CKPT_PASSIVE, NULL, NULL);
+	if (db_read_begin(s->conn) < 0) {
+		snprintf(msg, len, "cannot begin read transaction");
+		goto fail;
+	}
+	pthread_mutex_lock(&d->mu);
+	memcpy(s->gen, d->gen, sizeof(s->gen));
+	s->index = d->index;
+	ino_t ino = d->ino;
+	dev_t dev = d->dev;
+	bool ready = d->ready;
+	pthread_mutex_unlock(&d->mu);
+	if (!ready || !s->gen[0]) {
+		snprintf(msg, len, "database not ready");
+		goto fail;
+	}
+	/* our connection opened the file before the generation was read: same inode */
+	if (stat(d->cfg->path, &st) < 0 || st.st_ino != ino || st.st_dev != dev) {
+		snprintf(msg, len, "database file replaced during snapshot");
+		goto fail;
+	}
+	s->fsrc.conn = s->conn;
+	s->fsrc.size = db_file_size(s->conn);
+	if (s->fsrc.size < 0) {
+		snprintf(msg, len, "cannot size database file");
+		goto fail;
+	}
+	s->plain = (struct st_source){ dbfile_read, dbfile_rewind, &s->fsrc, s->fsrc.size };
+	return 0;
+fail:
+	snap_db_close(s);
+	return -1;
+}
+
+/* Does o still need a snapshot in d's generation? Under mu. */
+static bool needs_snapshot(const struct eng_db *d, const struct eng_replica *o)
+{
+	return o->st && !o->dropped &&
+	       (!o->pos_known || o->need_snapshot || strcmp(o->pos.generation, d->gen) != 0);
+}
+
+static void share_drop(struct snap_share *sh)
+{
+	if (sh->fd >= 0)
+		close(sh->fd);
+	sh->fd = -1;
+	sh->state = SHARE_NONE;
+}
+
+void snapshot_share_settle(struct eng_db *d)
+{
+	struct snap_share *sh = &d->share;
+	if (sh->state != SHARE_READY)
+		return;
+	bool wanted = false;
+	for (size_t i = 0; i < d->nreplicas && !wanted; i++)
+		wanted = needs_snapshot(d, &d->replicas[i]);
+	if (!wanted || strcmp(sh->gen, d->gen) != 0 || sh->index < d->min_index)
+		share_drop(sh);
+}
+
+void snapshot_share_close(struct eng_db *d)
+{
+	share_drop(&d->share);
+}
+
+enum snap_how { SNAP_DIRECT, SNAP_BUILD, SNAP_USE };
+
+/* The shared file as one replica uses it: its own descriptor and the share's figures. */
+struct snap_used {
+	int fd;
+	char gen[17];
+	uint32_t index;
+	int64_t packed;
+	uint64_t plain;
+};
+
+/*
+ * How r takes its snapshot: from the share (u filled, u->fd r's own), by
+ * building the share (others will need it), or directly. A share being
+ * built for this generation is waited for: it is a local compression.
+ * A share is never replaced while it is READY: it goes when settled.
+ */
+static enum snap_how share_acquire(struct eng_replica *r, struct snap_used *u)
+{
+	struct eng_db *d = r->db;
+	struct snap_share *sh = &d->share;
+	enum snap_how how = SNAP_DIRECT;
+
+	pthread_mutex_lock(&d->mu);
+	while (sh->state == SHARE_BUILDING && !strcmp(sh->gen, d->gen) && !d->eng->stop)
+		pthread_cond_wait(&d->cond, &d->mu);
+	snapshot_share_settle(d);
+	/* an older share restarts a replica that needs one; a scheduled snapshot must be current */
+	if (sh->state == SHARE_READY && (needs_snapshot(d, r) || sh->index == d->index)) {
+		u->fd = fcntl(sh->fd, F_DUPFD_CLOEXEC, 0);
+		if (u->fd >= 0) {
+			memcpy(u->gen, sh->gen, sizeof(u->gen));
+			u->index = sh->index;
+			u->packed = sh->packed;
+			u->plain = sh->plain;
+			how = SNAP_USE;
+		}
+	} else if (sh->state == SHARE_NONE) {
+		for (size_t i = 0; i < d->nreplicas && how == SNAP_DIRECT; i++)
+			if (&d->replicas[i] != r && needs_snapshot(d, &d->replicas[i]))
+				how = SNAP_BUILD;
+		if (how == SNAP_BUILD) {
+			sh->state = SHARE_BUILDING;
+			memcpy(sh->gen, d->gen, sizeof(sh->gen));
+		}
+	}
+	pthread_mutex_unlock(&d->mu);
+	return how;
+}
+
+/* End the build: fd (the share's from now on) or -1 if it failed. */
+static void share_publish(struct eng_db *d, int fd, const struct snap_db *s, int64_t packed,
+			  uint64_t plain)
+{
+	struct snap_share *sh = &d->share;
+	pthread_mutex_lock(&d->mu);
+	if (fd >= 0) {
+		sh->state = SHARE_READY;
+		sh->fd = fd;
+		memcpy(sh->gen, s->gen, sizeof(sh->gen));
+		sh->index = s->index;
+		sh->packed = packed;
+		sh->plain = plain;
+	} else {
+		sh->state = SHARE_NONE;
+	}
+	pthread_cond_broadcast(&d->cond);
+	pthread_mutex_unlock(&d->mu);
+}
+
+/* An unnamed file in dir: nothing is left behind whatever happens to us. */
+static int spool_open(const char *dir)
+{
+	char path[PATH_MAX + 32];
+	int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL))
+		return fd;
+	snprintf(path, sizeof(path), "%s/snapshot-XXXXXX", dir);
+	fd = mkostemp(path, O_CLOEXEC);
+	if (fd >= 0)
+		unlink(path);
+	return fd;
+}
+
+/*
+ * Compress the database into an unnamed file in the state directory.
+ * Returns its descriptor, or -1 with msg set.
+ */
+static int spool_build(struct eng_db *d, struct snap_db *s, int64_t *packed, uint64_t *plain,
+		       char *msg, size_t len)
+{
+	struct lz4_enc enc;
+	struct st_source src;
+	unsigned char *buf = malloc(SPOOL_CHUNK);
+	int64_t off = 0;
+	int fd = spool_open(d->dir);
+	bool enc_ok = false;
+
+	if (fd < 0) {
+		snprintf(msg, len, "cannot create a file in %.200s: %s", d->dir, strerror(errno));
+		goto fail;
+	}
+	if (!buf || lz4_enc_init(&enc, &src, &s->plain) < 0) {
+		snprintf(msg, len, "out of memory");
+		goto fail;
+	}
+	enc_ok = true;
+	for (;;) {
+		ssize_t n = src.read(src.ctx, buf, SPOOL_CHUNK);
+		if (n < 0) {
+			snprintf(msg, len, "reading the database: %s", strerror(errno));
+			goto fail;
+		}
+		if (n == 0)
+			break;
+		for (ssize_t done = 0; done < n;) {
+			ssize_t w = pwrite(fd, buf + done, (size_t)(n - done), off);
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w < 0) {
+				snprintf(msg, len, "writing a file in %.200s: %s", d->dir, strerror(errno));
+				goto fail;
+			}
+			done += w;
+			off += w;
+		}
+	}
+	*packed = off;
+	*plain = enc.plain_bytes;
+	lz4_enc_release(&enc);
+	free(buf);
+	return fd;
+fail:
+	if (enc_ok)
+		lz4_enc_release(&enc);
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	return -1;
+}
+
+/* r's snapshot is at (gen, index): move its position there and count it. */
+static void snapshot_done(struct eng_replica *r, const char *gen, uint32_t index,
+			  uint64_t plain_bytes)
+{
+	struct eng_db *d = r->db;
+	pthread_mutex_lock(&d->mu);
+	bool same = r->pos_known && !strcmp(r->pos.generation, gen);
+	bool gap = same && r->gap && r->pos.index < index;
+	/*
+	 * In the same generation with no gap, the replica keeps shipping from where
+	 * it is, so older snapshots stay restorable; otherwise it restarts at this
+	 * snapshot's index.
+	 */
+	if (!same || gap) {
+		memset(&r->pos, 0, sizeof(r->pos));
+		memcpy(r->pos.generation, gen, sizeof(r->pos.generation));
+		r->pos.index = index;
+		r->segs_in_index = 0;
+	}
+	r->pos_known = true;
+	r->need_snapshot = false;
+	r->dropped = false;
+	r->gap = false;
+	r->stat.failing_since_ns = 0; /* it took a snapshot: it answers again */
+	r->stat.snapshots_total++;
+	r->stat.snapshot_bytes_total += plain_bytes;
+	r->stat.last_snapshot_ns = clock_wall_ns();
+	snapshot_share_settle(d);
+	pthread_mutex_unlock(&d->mu);
+	if (gap)
+		retention_prune_below(r, gen, index);
+}
+
+int snapshot_take(struct eng_replica *r, bool flush)
+{
+	static const char *const how_name[] = { "direct", "shared-built", "shared-reused" };
+	struct eng_db *d = r->db;
+	struct st_error err = { 0 };
+	struct st_call call;
+	struct snap_db s = { 0 };
+	struct snap_used u = { .fd = -1 };
+	char key[LAYOUT_KEY_MAX], msg[600] = "";
+	int64_t t0 = clock_mono_ns();
+	int rc = -1;
+
+	replica_call_for(r, &call, flush);
+	enum snap_how how = share_acquire(r, &u);
+	if (how != SNAP_USE) {
+		if (snap_db_open(d, &s, msg, sizeof(msg)) < 0) {
+			if (how == SNAP_BUILD)
+				share_publish(d, -1, NULL, 0, 0);
+			goto out;
+		}
+		memcpy(u.gen, s.gen, sizeof(u.gen));
+		u.index = s.index;
+	}
+	if (how == SNAP_BUILD) {
+		char why[300] = "";
+		int fd = spool_build(d, &s, &u.packed, &u.plain, why, sizeof(why));
+		u.fd = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+		share_publish(d, fd, &s, u.packed, u.plain);
+		if (u.fd >= 0) {
+			snap_db_close(&s); /* the local copy holds it now */
+		} else {
+			log_warn("replica", "cannot share the snapshot, streaming it directly",
+				 "db=%s replica=%s err=\"%s\"", d->stat.name, r->stat.name,
+				 fd < 0 ? why : strerror(errno));
+			how = SNAP_DIRECT;
+			dbfile_rewind(&s.fsrc);
+		}
+	}
+	layout_snapshot_key(key, u.gen, u.index);
+	if (how == SNAP_DIRECT) {
+		rc = replica_put_lz4(r, key, &s.plain, &call, &u.plain, &err);
+	} else {
+		struct range_src rs;
+		struct st_source src;
+		range_src_init(&src, &rs, u.fd, 0, (uint64_t)u.packed);
+		rc = storage_put(r->st, key, &src, &call, &err);
+	}
+	if (rc < 0) {
+		snprintf(msg, sizeof(msg), "%s", err.message);
+		rc = -1;
+		goto out;
+	}
+	log_info("replica", "snapshot written", "db=%s replica=%s key=%s bytes=%llu ms=%lld how=%s",
+		 d->stat.name, r->stat.name, key, (unsigned long long)u.plain,
+		 (long long)((clock_mono_ns() - t0) / NS_PER_MS), how_name[how]);
+	snapshot_done(r, u.gen, u.index, u.plain);
+	rc = 0;
+out:
+	if (u.fd >= 0)
+		close(u.fd);
+	snap_db_close(&s);
+	if (rc < 0)
+		replica_note_error(r, "snapshot failed", msg);
+	return rc;
+}
