@@ -84,13 +84,24 @@ static int range_rewind(void *ctx)
 	return 0;
 }
 
+static int range_seek(void *ctx, int64_t off)
+{
+	struct range_src *r = ctx;
+	if (off < 0 || (uint64_t)off > r->end - r->start) {
+		errno = EINVAL;
+		return -1;
+	}
+	r->pos = r->start + (uint64_t)off;
+	return 0;
+}
+
 void range_src_init(struct st_source *src, struct range_src *r, int fd, uint64_t start,
 		    uint64_t end)
 {
 	r->fd = fd;
 	r->start = r->pos = start;
 	r->end = end;
-	*src = (struct st_source){ range_read, range_rewind, r, (int64_t)(end - start) };
+	*src = (struct st_source){ range_read, range_rewind, r, (int64_t)(end - start), range_seek };
 }
 
 void replica_call_for(struct eng_replica *r, struct st_call *call, bool flush)

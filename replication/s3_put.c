@@ -4,11 +4,12 @@
  *   size known, < 256 KiB    one PUT, body in memory, its SHA-256 signed;
  *   size known, < 5 MiB      one PUT streamed from the source (UNSIGNED-PAYLOAD),
  *                            retried only if the source can rewind;
- *   otherwise                multipart: each part is spooled to an anonymous
- *                            temporary file (O_TMPFILE in $TMPDIR or /tmp) while
- *                            its SHA-256 is computed, then uploaded from there,
- *                            so a part can be retried; an unknown-size source
- *                            that turns out small becomes a single PUT.
+ *   otherwise                multipart: each part's SHA-256 is computed, then
+ *                            the part is uploaded (and retried) from a source
+ *                            that can seek (a file: a shared snapshot) or else
+ *                            from a copy spooled to an anonymous temporary file
+ *                            (O_TMPFILE in $TMPDIR or /tmp); an unknown-size
+ *                            source that turns out small becomes a single PUT.
  * A failed multipart upload is aborted so no orphan parts are billed.
  * Memory use: one 64 KiB buffer and the list of part ETags.
  */
@@ -30,8 +31,11 @@
 #define MAX_PARTS 10000
 #define ABORT_DEADLINE_MS 10000
 
+/* The current part: a copy in the spool file (fd), or [start, start + len) of a seekable src. */
 struct spool {
-	int fd;
+	int fd;       /* -1: the part is read from src itself */
+	const struct st_source *src;
+	int64_t start; /* window mode: the part's offset in src */
 	int64_t len;  /* bytes in the current part */
 	int64_t pos;  /* read position while uploading */
 	char hash[S3_SHA256_HEX_LEN + 1];
@@ -44,7 +48,11 @@ static ssize_t spool_read(void *ctx, void *buf, size_t len)
 		len = (size_t)(s->len - s->pos);
 	if (len == 0)
 		return 0;
-	ssize_t n = pread(s->fd, buf, len, s->pos);
+	ssize_t n = s->fd >= 0 ? pread(s->fd, buf, len, s->pos) : s->src->read(s->src->ctx, buf, len);
+	if (n == 0) {
+		errno = EIO; /* shorter than when it was hashed */
+		return -1;
+	}
 	if (n > 0)
 		s->pos += n;
 	return n;
@@ -52,8 +60,9 @@ static ssize_t spool_read(void *ctx, void *buf, size_t len)
 
 static int spool_rewind(void *ctx)
 {
-	((struct spool *)ctx)->pos = 0;
-	return 0;
+	struct spool *s = ctx;
+	s->pos = 0;
+	return s->fd >= 0 ? 0 : s->src->seek(s->src->ctx, s->start);
 }
 
 /* An unnamed temporary file: nothing is left behind whatever happens to us. */
@@ -75,8 +84,9 @@ static int spool_open(void)
 
 /*
  * Read up to want bytes of the source into the spool (replacing the previous
- * part) and hash them. *eof is set when the source ended. Returns 0, or -1
- * with err set.
+ * part) and hash them; in window mode, hash the source's next want bytes in
+ * place and go back to where they start. *eof is set when the source ended.
+ * Returns 0, or -1 with err set.
  */
 static int spool_fill(struct spool *s, const struct st_source *src, int64_t want, unsigned char *buf,
 		      bool *eof, const char *key, struct st_error *err)
@@ -86,13 +96,20 @@ static int spool_fill(struct spool *s, const struct st_source *src, int64_t want
 	char eb[128];
 	int rc = -1;
 
+	if (s->fd < 0)
+		s->start += s->len;
 	s->len = s->pos = 0;
 	*eof = false;
 	if (!md || !EVP_DigestInit_ex(md, EVP_sha256(), NULL)) {
 		st_error_set(err, ST_TRANSIENT, 0, "put %s: out of memory", key);
 		goto out;
 	}
-	if (ftruncate(s->fd, 0) < 0) {
+	if (s->fd < 0 && src->seek(src->ctx, s->start) < 0) {
+		st_error_set(err, ST_PERMANENT, 0, "put %s: seeking the source: %s", key,
+			     strerror_r(errno, eb, sizeof(eb)));
+		goto out;
+	}
+	if (s->fd >= 0 && ftruncate(s->fd, 0) < 0) {
 		st_error_set(err, ST_TRANSIENT, 0, "put %s: spool file: %s", key, strerror_r(errno, eb, sizeof(eb)));
 		goto out;
 	}
@@ -110,7 +127,7 @@ static int spool_fill(struct spool *s, const struct st_source *src, int64_t want
 			*eof = true;
 			break;
 		}
-		for (ssize_t off = 0; off < got;) {
+		for (ssize_t off = 0; s->fd >= 0 && off < got;) {
 			ssize_t w = pwrite(s->fd, buf + off, (size_t)(got - off), s->len + off);
 			if (w < 0 && errno == EINTR)
 				continue;
@@ -124,6 +141,13 @@ static int spool_fill(struct spool *s, const struct st_source *src, int64_t want
 		}
 		EVP_DigestUpdate(md, buf, (size_t)got);
 		s->len += got;
+	}
+	if (s->fd < 0 && s->start + s->len == src->size)
+		*eof = true; /* no read past the end needed to know it */
+	if (s->fd < 0 && src->seek(src->ctx, s->start) < 0) {
+		st_error_set(err, ST_PERMANENT, 0, "put %s: seeking the source: %s", key,
+			     strerror_r(errno, eb, sizeof(eb)));
+		goto out;
 	}
 	EVP_DigestFinal_ex(md, digest, NULL);
 	s3_hex(digest, 32, s->hash);
@@ -270,7 +294,8 @@ static int put_multipart(struct s3 *s3, const char *full, const char *key, const
 		st_error_set(err, rc, 0, "put %s/%s: out of memory", s3->bucket, full);
 		goto out;
 	}
-	if ((sp.fd = spool_open()) < 0) {
+	sp.src = src;
+	if (!(src->seek && src->size >= 0) && (sp.fd = spool_open()) < 0) {
 		rc = ST_TRANSIENT;
 		st_error_set(err, rc, 0, "put %s/%s: cannot create a spool file in $TMPDIR: %s", s3->bucket,
 			     full, strerror_r(errno, eb, sizeof(eb)));

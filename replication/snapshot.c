@@ -125,7 +125,7 @@ static int snap_db_open(struct eng_db *d, struct snap_db *s, char *msg, size_t l
 		snprintf(msg, len, "cannot size database file");
 		goto fail;
 	}
-	s->plain = (struct st_source){ dbfile_read, dbfile_rewind, &s->fsrc, s->fsrc.size };
+	s->plain = (struct st_source){ dbfile_read, dbfile_rewind, &s->fsrc, s->fsrc.size, NULL };
 	return 0;
 fail:
 	snap_db_close(s);

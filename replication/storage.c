@@ -184,7 +184,13 @@ static int fd_rewind(void *ctx)
 	return lseek(f->fd, f->start, SEEK_SET) < 0 ? -1 : 0;
 }
 
-/* The start offset is taken now; a pipe (unseekable) gives a source without rewind. */
+static int fd_seek(void *ctx, int64_t off)
+{
+	struct st_fd_source *f = ctx;
+	return lseek(f->fd, f->start + off, SEEK_SET) < 0 ? -1 : 0;
+}
+
+/* The start offset is taken now; a pipe (unseekable) gives a source without rewind or seek. */
 void st_fd_source_init(struct st_source *src, struct st_fd_source *f, int fd, int64_t size)
 {
 	f->fd = fd;
@@ -193,6 +199,7 @@ void st_fd_source_init(struct st_source *src, struct st_fd_source *f, int fd, in
 	src->rewind = f->start < 0 ? NULL : fd_rewind;
 	src->ctx = f;
 	src->size = size;
+	src->seek = f->start < 0 || size < 0 ? NULL : fd_seek;
 }
 
 /* Writes all of buf (retrying short writes and EINTR). Returns 0 or -1. */
@@ -310,6 +317,16 @@ static int counting_rewind(void *ctx)
 	return rc;
 }
 
+/* Seeking sources are read in passes (hash, then send): count the position reached. */
+static int counting_seek(void *ctx, int64_t off)
+{
+	struct counting_source *c = ctx;
+	int rc = c->inner->seek(c->inner->ctx, off);
+	if (rc == 0)
+		c->bytes = (uint64_t)off;
+	return rc;
+}
+
 int storage_list(struct storage *st, const char *prefix, const char *delimiter,
 		 struct st_list *out, const struct st_call *call, struct st_error *err)
 {
@@ -351,6 +368,7 @@ int storage_put(struct storage *st, const char *key, const struct st_source *src
 		.rewind = src->rewind ? counting_rewind : NULL,
 		.ctx = &cs,
 		.size = src->size,
+		.seek = src->seek ? counting_seek : NULL,
 	};
 	err = prepare(err, &local);
 	int rc = settle(st->ops->put(st, key, &wrapped, call, err), err, "put");

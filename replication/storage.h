@@ -82,6 +82,12 @@ struct st_source {
 	int (*rewind)(void *ctx);
 	void *ctx;
 	int64_t size;
+	/*
+	 * Optional (sources of known size): continue reading at byte off of the
+	 * source. Lets the S3 client hash a multipart part and then send it from
+	 * the source itself, instead of copying it to a spool file first.
+	 */
+	int (*seek)(void *ctx, int64_t off);
 };
 
 /* Per-call options; NULL means the defaults (retries, no total deadline). */

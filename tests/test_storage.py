@@ -513,7 +513,8 @@ def test_s3_retries_injected_errors(s3server, tmp_path, status, code):
 
 
 def test_s3_retry_streams_big_put_again(s3server, tmp_path):
-    """A multipart part that fails is re-sent from its spool; a streamed single PUT rewinds."""
+    """A multipart part that fails is re-sent (from the file itself: it can seek); a streamed
+    single PUT rewinds. The spooled parts of a pipe are covered by the unknown-size tests."""
     srv = s3server()
     src, dst = tmp_path / "src", tmp_path / "dst"
     for size in (1 * MiB, 9 * MiB):

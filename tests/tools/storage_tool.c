@@ -234,7 +234,7 @@ int main(int argc, char **argv)
 		int64_t size = fd && fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) ? (int64_t)sb.st_size : -1;
 		st_fd_source_init(&src, &fsrc, fd, unknown_size ? -1 : size);
 		if (fd == 0)
-			src.rewind = NULL;
+			src.rewind = NULL, src.seek = NULL;
 		rc = storage_put(st, args[1], &src, cp, &err);
 	} else if (!strcmp(op, "get") && nargs == 2) {
 		fd = strcmp(args[1], "-") ? open(args[1], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) : 1;
