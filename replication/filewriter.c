@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "common/banned.h"
@@ -17,7 +18,9 @@ struct fwriter {
 	uint64_t step;          /* writeback step, 0 = none */
 	void (*inspect)(void *ctx, const void *buf, size_t len);
 	void *inspect_ctx;
-	unsigned char **bufs;
+	unsigned char **bufs;   /* nbufs pointers into ring */
+	unsigned char *ring;    /* one mapping of nbufs * bufsize bytes */
+	size_t ring_len;
 	size_t *lens;
 
 	pthread_mutex_t mu;
@@ -29,6 +32,26 @@ struct fwriter {
 	uint64_t accepted, written;
 	pthread_t thread;
 };
+
+/*
+ * The buffers as one anonymous mapping, asked for transparent huge pages and
+ * populated now: the decoder writes every byte of them, and faulting 4 KiB
+ * pages in one by one cost a 15 MB restore about a tenth of its time. Both
+ * advices are best effort (older kernels, THP off): the mapping works anyway.
+ */
+static unsigned char *ring_map(size_t len)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+#ifdef MADV_HUGEPAGE
+	(void)madvise(p, len, MADV_HUGEPAGE);
+#endif
+#ifdef MADV_POPULATE_WRITE
+	(void)madvise(p, len, MADV_POPULATE_WRITE);
+#endif
+	return p;
+}
 
 static void *writer(void *p)
 {
@@ -156,9 +179,13 @@ struct fwriter *fw_start(int fd, const struct fw_opts *o, struct st_sink *sink)
 	w->lens = calloc(nbufs, sizeof(*w->lens));
 	if (!w->bufs || !w->lens)
 		goto fail;
+	if (o->bufsize > SIZE_MAX / nbufs)
+		goto fail;
+	w->ring_len = nbufs * o->bufsize;
+	if (!(w->ring = ring_map(w->ring_len)))
+		goto fail;
 	for (size_t i = 0; i < nbufs; i++)
-		if (!(w->bufs[i] = malloc(o->bufsize)))
-			goto fail;
+		w->bufs[i] = w->ring + i * o->bufsize;
 	pthread_mutex_init(&w->mu, NULL);
 	pthread_cond_init(&w->cv, NULL);
 	if ((e = pthread_create(&w->thread, NULL, writer, w)) != 0) {
@@ -174,8 +201,8 @@ struct fwriter *fw_start(int fd, const struct fw_opts *o, struct st_sink *sink)
 	return w;
 fail:
 	if (w) {
-		for (size_t i = 0; w->bufs && i < nbufs; i++)
-			free(w->bufs[i]);
+		if (w->ring)
+			munmap(w->ring, w->ring_len);
 		free(w->bufs);
 		free(w->lens);
 		free(w);
@@ -227,8 +254,7 @@ void fw_free(struct fwriter *w)
 	}
 	pthread_mutex_destroy(&w->mu);
 	pthread_cond_destroy(&w->cv);
-	for (size_t i = 0; i < w->nbufs; i++)
-		free(w->bufs[i]);
+	munmap(w->ring, w->ring_len);
 	free(w->bufs);
 	free(w->lens);
 	free(w);
