@@ -392,6 +392,39 @@ def test_replicas_share_one_compressed_snapshot(run, tmp_path, litestream_bin, s
     assert integrity(out) == "ok" and content(out) == content(db)
 
 
+def test_shared_snapshot_waits_for_a_replica_that_is_down(run, tmp_path, litestream_bin):
+    """A replica that cannot be written when the generation starts still needs that
+    snapshot: the shared file (and the shadow WAL from its index) is kept for it, and it
+    uploads that file when it is back, then catches up with what was committed meanwhile."""
+    db, a, b = tmp_path / "app.db", tmp_path / "a", tmp_path / "b"
+    create(db)
+    write(db, 200, start=1, blob=500)
+    b.write_text("not a directory")  # every write to b fails
+    r = run(config(tmp_path, db, [file_replica(a, "a"), file_replica(b, "b")],
+                   min_checkpoint_page_count=100))
+    # whichever replica built it (b may, and then fail to upload it), a gets it
+    wait_for(lambda: "replica=a key" in r.text(), what="a's snapshot")
+    wait_for(lambda: "replica=b err=" in r.text(), what="b failing")
+    # the WAL moves on to later indexes meanwhile (a new index starts with the app's next
+    # write after a checkpoint): b must still ship from the snapshot's
+    n = 1000
+    while not any(int(f[:8], 16) >= 2 for _, f in objects(a, "wal")):
+        assert n < 5000, "the WAL never moved to a new index"
+        write(db, 100, start=n, blob=2000)
+        n += 100
+        time.sleep(0.3)
+    os.unlink(b)
+    wait_for(lambda: "replica=b key" in r.text(), what="b's snapshot", timeout=60)
+    line = [l for l in r.text().splitlines() if "replica=b key" in l][0]
+    assert "how=shared-reused" in line, r.text()
+    assert r.text().count("how=shared-built") + r.text().count("how=direct") <= 1, r.text()
+    write(db, 50, start=5000)
+    assert r.stop() == 0
+    assert len(generations(b)) == 1 and generations(b) == generations(a)
+    check_restore(litestream_bin, a, db, tmp_path / "out-a.db")
+    check_restore(litestream_bin, b, db, tmp_path / "out-b.db")
+
+
 def test_shared_snapshot_on_a_full_disk_is_streamed_directly(tmp_path, litevisor_bin,
                                                              litestream_bin):
     """The state directory's disk cannot hold the shared file (a small tmpfs in a private
