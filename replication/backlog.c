@@ -69,7 +69,7 @@ void backlog_cleanup(struct eng_db *d)
 	size_t n = 0;
 
 	pthread_mutex_lock(&d->mu);
-	snapshot_share_settle(d);
+	int unused_share = snapshot_share_settle(d);
 	uint32_t min = needed_index(d, &unknown);
 	uint32_t cur = d->index;
 	for (size_t i = 0; i < d->nreplicas && n < LOCALSTATE_MAX_REPLICAS; i++) {
@@ -80,6 +80,8 @@ void backlog_cleanup(struct eng_db *d)
 		}
 	}
 	pthread_mutex_unlock(&d->mu);
+	if (unused_share >= 0)
+		close(unused_share);
 	if (min > cur)
 		min = cur;
 	/*

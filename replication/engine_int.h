@@ -155,8 +155,12 @@ void range_src_init(struct st_source *src, struct range_src *r, int fd, uint64_t
  * shadow index, and restart r's position there. Returns 0 or -1 (noted).
  */
 int snapshot_take(struct eng_replica *r, bool flush);
-/* Close the shared snapshot if no replica still needs it, or it is stale (under mu). */
-void snapshot_share_settle(struct eng_db *d);
+/*
+ * Drop the shared snapshot if no replica still needs it, or it is stale
+ * (under mu). Returns its descriptor for the caller to close once mu is
+ * released (freeing a large file may take a while), or -1.
+ */
+int snapshot_share_settle(struct eng_db *d);
 /* Close it whatever the state (engine teardown, no other thread running). */
 void snapshot_share_close(struct eng_db *d);
 /* The position every replica should reach (the monitor's), under mu. */

@@ -139,29 +139,33 @@ static bool needs_snapshot(const struct eng_db *d, const struct eng_replica *o)
 	       (!o->pos_known || o->need_snapshot || strcmp(o->pos.generation, d->gen) != 0);
 }
 
-static void share_drop(struct snap_share *sh)
+/* Forget the share; returns its descriptor for the caller to close outside mu. */
+static int share_drop(struct snap_share *sh)
 {
-	if (sh->fd >= 0)
-		close(sh->fd);
+	int fd = sh->fd;
 	sh->fd = -1;
 	sh->state = SHARE_NONE;
+	return fd;
 }
 
-void snapshot_share_settle(struct eng_db *d)
+int snapshot_share_settle(struct eng_db *d)
 {
 	struct snap_share *sh = &d->share;
 	if (sh->state != SHARE_READY)
-		return;
+		return -1;
 	bool wanted = false;
 	for (size_t i = 0; i < d->nreplicas && !wanted; i++)
 		wanted = needs_snapshot(d, &d->replicas[i]);
 	if (!wanted || strcmp(sh->gen, d->gen) != 0 || sh->index < d->min_index)
-		share_drop(sh);
+		return share_drop(sh);
+	return -1;
 }
 
 void snapshot_share_close(struct eng_db *d)
 {
-	share_drop(&d->share);
+	int fd = share_drop(&d->share);
+	if (fd >= 0)
+		close(fd);
 }
 
 enum snap_how { SNAP_DIRECT, SNAP_BUILD, SNAP_USE };
@@ -190,7 +194,7 @@ static enum snap_how share_acquire(struct eng_replica *r, struct snap_used *u)
 	pthread_mutex_lock(&d->mu);
 	while (sh->state == SHARE_BUILDING && !strcmp(sh->gen, d->gen) && !d->eng->stop)
 		pthread_cond_wait(&d->cond, &d->mu);
-	snapshot_share_settle(d);
+	int stale = snapshot_share_settle(d);
 	/* an older share restarts a replica that needs one; a scheduled snapshot must be current */
 	if (sh->state == SHARE_READY && (needs_snapshot(d, r) || sh->index == d->index)) {
 		u->fd = fcntl(sh->fd, F_DUPFD_CLOEXEC, 0);
@@ -211,6 +215,8 @@ static enum snap_how share_acquire(struct eng_replica *r, struct snap_used *u)
 		}
 	}
 	pthread_mutex_unlock(&d->mu);
+	if (stale >= 0)
+		close(stale);
 	return how;
 }
 
@@ -332,8 +338,10 @@ static void snapshot_done(struct eng_replica *r, const char *gen, uint32_t index
 	r->stat.snapshots_total++;
 	r->stat.snapshot_bytes_total += plain_bytes;
 	r->stat.last_snapshot_ns = clock_wall_ns();
-	snapshot_share_settle(d);
+	int unused = snapshot_share_settle(d);
 	pthread_mutex_unlock(&d->mu);
+	if (unused >= 0)
+		close(unused);
 	if (gap)
 		retention_prune_below(r, gen, index);
 }
