@@ -69,8 +69,12 @@ static void session_release(struct session *s)
 	s->n = 0;
 }
 
-/* Open every candidate (optionally only the one named only), probe and choose. 0 or -1. */
-static int session_probe(struct session *s, const char *only, struct restore_result *res)
+/*
+ * Open every candidate (optionally only the one named only), probe and choose;
+ * measure_all: know every candidate's exact end (else only where it ranks). 0 or -1.
+ */
+static int session_probe(struct session *s, const char *only, bool measure_all,
+			 struct restore_result *res)
 {
 	const struct cfg_restore *rc = &s->cfg->restore;
 	s->c = calloc(s->db->nreplicas + 1, sizeof(*s->c));
@@ -106,6 +110,7 @@ static int session_probe(struct session *s, const char *only, struct restore_res
 		.target = &s->t,
 	};
 	rs_probe_all(s->c, s->n, &po);
+	rs_measure_ends(s->c, s->n, measure_all, &po);
 	rs_choose(s->c, s->n, rc->clock_skew_ms, s->dbname, mode_name(rc->mode), &s->ch);
 	return 0;
 }
@@ -157,6 +162,9 @@ static int apply_with_fallback(struct session *s, struct rs_apply_opts *ao,
 		tried++;
 		bool transient;
 		if (rs_apply(c, ao, &res->pos, err, sizeof(err), &transient) == 0) {
+			/* applying found the end exactly (the marker compares with it) */
+			c->plan.end = res->pos;
+			c->plan.end_open = false;
 			snprintf(res->source, sizeof(res->source), "%s", c->name);
 			result_set(res, RESTORE_RESTORED, "restored from %s%s", c->name,
 				   tried > 1 ? " after falling back" : "");
@@ -310,7 +318,8 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 		}
 		if (lt == 0)
 			lt = rs_file_mtime_ns(db->path);
-		if (session_probe(&s, NULL, res) < 0)
+		/* the local position is compared with the winner's: its end must be exact */
+		if (session_probe(&s, NULL, true, res) < 0)
 			goto out;
 		if (s.ch.winner < 0) {
 			result_set(res, RESTORE_EXISTS, "database exists; %s; keeping it", s.ch.why);
@@ -343,7 +352,7 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 		result_set(res, RESTORE_FAILED, "cannot move stray files beside %s aside", db->path);
 		goto out;
 	}
-	if (session_probe(&s, NULL, res) < 0)
+	if (session_probe(&s, NULL, false, res) < 0)
 		goto out;
 	if (s.ch.winner >= 0 && !strict_unsettled(&s)) {
 		struct rs_apply_opts ao;
@@ -412,7 +421,7 @@ int restore_explicit(const struct config *cfg, const struct cfg_db *db,
 		}
 		goto out;
 	}
-	if (session_probe(&s, opt->replica, res) < 0)
+	if (session_probe(&s, opt->replica, opt->dry_run, res) < 0)
 		goto out;
 	if (opt->dry_run)
 		rs_print_decision(s.c, s.n, &s.ch, out_path);

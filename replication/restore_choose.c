@@ -33,6 +33,14 @@ char *rs_pos_text(const struct wal_pos *p, char *buf, size_t len)
 	return buf;
 }
 
+/* A plan's end; "+" after it: at least there (its last segment's length not measured). */
+static char *end_text(const struct rs_plan *p, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/%08x/%08x%s", p->end.generation[0] ? p->end.generation : "-",
+		 p->end.index, p->end.offset, p->end_open ? "+" : "");
+	return buf;
+}
+
 /* Newest object time of generation gen on candidate c, or 0 if it does not hold it. */
 static int64_t gen_time_on(const struct rs_cand *c, const char *gen)
 {
@@ -182,8 +190,8 @@ void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, const char *dbname,
 				 x->rtt_us / 1000.0, w->rtt_us / 1000.0);
 		} else if (x->rank > 0) {
 			snprintf(x->verdict, sizeof(x->verdict), "stale: behind the winner (%s < %s)",
-				 rs_pos_text(&x->plan.end, pos, sizeof(pos)),
-				 rs_pos_text(&w->plan.end, wpos, sizeof(wpos)));
+				 end_text(&x->plan, pos, sizeof(pos)),
+				 end_text(&w->plan, wpos, sizeof(wpos)));
 		} else {
 			snprintf(x->verdict, sizeof(x->verdict),
 				 "older generation (newest object %s%s)",
@@ -194,7 +202,7 @@ void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, const char *dbname,
 
 	if (w)
 		snprintf(out->why, sizeof(out->why), "restore from %s at %s", w->name,
-			 rs_pos_text(&w->plan.end, wpos, sizeof(wpos)));
+			 end_text(&w->plan, wpos, sizeof(wpos)));
 	else if (out->answered == 0)
 		snprintf(out->why, sizeof(out->why), "no candidate answered");
 	else
@@ -211,7 +219,7 @@ void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, const char *dbname,
 			log_event(lvl, "restore", "  candidate",
 				  "db=\"%s\" name=%s state=%s pos=%s newest=%s rtt_ms=%.1f probe_ms=%lld "
 				  "bytes=%llu%s%s%s verdict=\"%s\"",
-				  dbname, x->name, state_text(x), rs_pos_text(&x->plan.end, pos, sizeof(pos)),
+				  dbname, x->name, state_text(x), end_text(&x->plan, pos, sizeof(pos)),
 				  clock_rfc3339(x->plan.newest_ns, ts, sizeof(ts)), x->rtt_us / 1000.0,
 				  (long long)x->probe_ms, (unsigned long long)x->plan.bytes,
 				  x->plan.truncated ? " hole=\"" : "",
@@ -238,7 +246,7 @@ void rs_print_decision(const struct rs_cand *c, size_t n, const struct rs_choice
 		const struct rs_cand *x = &c[i];
 		bool data = x->state == RC_OK && x->has_data;
 		printf("%-16s %-12s %-36s %-24s %9.1f  %s\n", x->name, state_text(x),
-		       data ? rs_pos_text(&x->plan.end, pos, sizeof(pos)) : "-",
+		       data ? end_text(&x->plan, pos, sizeof(pos)) : "-",
 		       data ? clock_rfc3339(x->plan.newest_ns, ts, sizeof(ts)) : "-",
 		       x->rtt_us / 1000.0, x->verdict);
 	}

@@ -47,6 +47,8 @@ struct rs_plan {
 	int64_t newest_ns;             /* newest object time in the generation */
 	int64_t oldest_ns;             /* oldest object time in the generation */
 	struct wal_pos end;            /* position after applying it all */
+	bool end_open;                 /* end.offset is where the last segment starts: its
+					  length is unknown until it is measured or applied */
 	bool truncated;                /* a gap: applying will fail at it (missing segment) */
 	char note[160];                /* where the gap is, or "" */
 };
@@ -96,7 +98,19 @@ struct rs_probe_opts {
  */
 void rs_probe_all(struct rs_cand *c, size_t n, const struct rs_probe_opts *o);
 
-/* Probe one candidate in the calling thread (used by rs_probe_all). */
+/*
+ * Measure the last segment of the probed candidates whose end is open and
+ * must be known exactly: all of them when `all` (a dry run prints them, a
+ * local database is compared with them), else those sharing their
+ * generation with another candidate with data (they are ranked by it).
+ * A candidate alone in its generation needs no measuring: its end is only
+ * compared with itself, and applying its plan finds it. Downloads in
+ * parallel, each under the probe's wait timeout; a candidate whose segment
+ * cannot be read becomes RC_ERROR.
+ */
+void rs_measure_ends(struct rs_cand *c, size_t n, bool all, const struct rs_probe_opts *o);
+
+/* Release what a candidate holds (catalog, plan, storage). */
 void rs_cand_release(struct rs_cand *c);
 
 /*

@@ -145,7 +145,8 @@ int rs_plan_build(const struct cat_generation *gens, size_t ngens, const struct 
 		p->segments[p->nsegments++] = *s;
 		p->bytes += (uint64_t)s->size;
 		p->end.index = s->index;
-		p->end.offset = s->offset; /* the probe adds the last segment's length */
+		p->end.offset = s->offset; /* the last segment's length is added when measured */
+		p->end_open = true;
 	}
 	return 1;
 }

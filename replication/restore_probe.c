@@ -13,6 +13,10 @@
  * (plus a small grace): a thread still stuck after that is abandoned and
  * frees its own results when it finally returns (the probe set is reference
  * counted for that reason).
+ *
+ * Where a replica's data ends within its last WAL segment is only known by
+ * downloading that segment: rs_measure_ends does it afterwards, for the
+ * candidates whose exact end decides something.
  */
 #include "replication/restore_int.h"
 
@@ -199,17 +203,8 @@ static int probe_once(struct probe_set *ps, struct rs_cand *c, const struct rs_t
 			goto fail;
 		c->ngens++;
 	}
+	/* the last segment's length, when needed, is measured after all have answered */
 	rc = rs_plan_build(c->gens, c->ngens, t, &c->plan, c->nodata, sizeof(c->nodata));
-	if (rc == 1 && c->plan.nsegments) {
-		struct cat_segment *last = &c->plan.segments[c->plan.nsegments - 1];
-		uint64_t len;
-		set_remaining(&call, end_ms);
-		rc = segment_length(c->st, c->plan.generation, last, &len, &call, &err);
-		if (rc < 0)
-			goto fail;
-		c->plan.end.offset = last->offset + (uint32_t)len;
-		rc = 1;
-	}
 	c->has_data = rc == 1;
 	free(ids);
 	return 0;
@@ -429,4 +424,87 @@ void rs_probe_all(struct rs_cand *c, size_t n, const struct rs_probe_opts *o)
 	free(th);
 	free(started);
 	set_release(s);
+}
+
+struct measure_arg {
+	struct rs_cand *c;
+	int64_t end_ms;
+};
+
+static void *measure_one(void *p)
+{
+	struct measure_arg *a = p;
+	struct rs_cand *c = a->c;
+	const struct cat_segment *last = &c->plan.segments[c->plan.nsegments - 1];
+	struct st_call call = { 0 };
+	struct st_error err = { 0 };
+	uint64_t len;
+
+	set_remaining(&call, a->end_ms);
+	if (segment_length(c->st, c->plan.generation, last, &len, &call, &err) < 0) {
+		c->state = RC_ERROR;
+		c->has_data = false;
+		snprintf(c->error, sizeof(c->error), "%s: %s", st_status_name(err.status),
+			 err.message);
+		return NULL;
+	}
+	c->plan.end.offset = last->offset + (uint32_t)len;
+	c->plan.end_open = false;
+	return NULL;
+}
+
+void rs_measure_ends(struct rs_cand *c, size_t n, bool all, const struct rs_probe_opts *o)
+{
+	int64_t wait = o->wait_timeout_ms > o->probe_timeout_ms ? o->wait_timeout_ms
+								 : o->probe_timeout_ms;
+	struct measure_arg *args = calloc(n + 1, sizeof(*args));
+	pthread_t *th = calloc(n + 1, sizeof(*th));
+	bool *started = calloc(n + 1, sizeof(*started));
+	size_t need = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		struct rs_cand *x = &c[i];
+		if (x->state != RC_OK || !x->has_data || !x->plan.end_open || !x->st)
+			continue;
+		bool shared = all;
+		for (size_t j = 0; j < n && !shared; j++)
+			shared = j != i && c[j].state == RC_OK && c[j].has_data &&
+				 !strcmp(c[j].plan.generation, x->plan.generation);
+		if (shared) {
+			if (args)
+				args[need].c = x;
+			need++;
+		}
+	}
+	if (!args || !th || !started) {
+		for (size_t i = 0; i < n && need; i++)
+			if (c[i].state == RC_OK && c[i].has_data && c[i].plan.end_open) {
+				c[i].state = RC_ERROR; /* unknown end: never ranked on a guess */
+				c[i].has_data = false;
+				snprintf(c[i].error, sizeof(c[i].error), "out of memory");
+			}
+		goto out;
+	}
+	for (size_t k = 0; k < need; k++)
+		args[k].end_ms = clock_mono_ms() + wait;
+	if (need == 1) {
+		measure_one(&args[0]); /* the usual case: no thread needed */
+		goto out;
+	}
+	for (size_t k = 0; k < need; k++) {
+		pthread_attr_t attr;
+		pthread_attr_init(&attr);
+		pthread_attr_setstacksize(&attr, 256 * 1024);
+		started[k] = pthread_create(&th[k], &attr, measure_one, &args[k]) == 0;
+		pthread_attr_destroy(&attr);
+		if (!started[k])
+			measure_one(&args[k]);
+	}
+	for (size_t k = 0; k < need; k++)
+		if (started[k])
+			pthread_join(th[k], NULL);
+out:
+	free(args);
+	free(th);
+	free(started);
 }

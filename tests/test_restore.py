@@ -316,6 +316,49 @@ def test_freshest_wins_over_stale_and_listing_commands(tmp_path, litevisor_bin, 
     assert p.returncode == 100
 
 
+def test_segment_lengths_decide_between_replicas_of_one_generation(tmp_path, litevisor_bin,
+                                                                   history):
+    """Replicas synced at different intervals cut the same WAL into different segments: one
+    whose last segment starts earlier may still end later. The last segments are measured
+    when candidates share a generation, so the replica ending later wins even though it
+    answers slower; a candidate alone in its generation is not measured (its end, "+" in
+    the decision, is found by applying), and the marker still gets the exact end."""
+    fine, coarse = tmp_path / "peer-05", tmp_path / "nas"
+    # fine: index 1's first segment only; coarse: index 1 in one segment, to its end
+    history.write(str(fine), upto=3)
+    history.write(str(coarse), upto=2)
+    i1 = [seg for seg in history.segments if seg[0] == 1]
+    with open(os.path.join(coarse, "generations", GEN, "wal", "00000001_00000000.wal.lz4"),
+              "wb") as f:
+        f.write(lz4(b"".join(data for _, _, data in i1)))
+    for i in range(4000):  # coarse answers slower: a tie would go to fine
+        (coarse / "generations" / f"junk{i}").touch()
+    end = [st for st in history.states if st[0] == 1][-1]
+    db = tmp_path / "app" / "app.db"
+    db.parent.mkdir()
+    cfg = write_config(tmp_path / "lv.yml", db, [
+        {"name": "peer-05", "url": f"file://{fine}"},
+        {"name": "nas", "url": f"file://{coarse}"},
+    ])
+    p = lv(litevisor_bin, "restore", "-config", str(cfg), str(db))
+    assert p.returncode == 0, p.stderr
+    assert "WINNER" in candidate_line(p.stderr, "nas"), p.stderr
+    assert f"pos={GEN}/00000001/{end[1]:08x} " in candidate_line(p.stderr, "nas")
+    assert "stale" in candidate_line(p.stderr, "peer-05"), p.stderr
+    assert rows(db) == end[2]
+
+    # one candidate: not measured before applying, exact afterwards
+    db.unlink()
+    shutil.rmtree(db.parent / ".app.db-litevisor")
+    cfg = write_config(tmp_path / "lv1.yml", db, [{"name": "nas", "url": f"file://{coarse}"}])
+    p = lv(litevisor_bin, "restore", "-config", str(cfg), str(db))
+    assert p.returncode == 0, p.stderr
+    assert f"pos={GEN}/00000001/00000000+ " in candidate_line(p.stderr, "nas"), p.stderr
+    assert rows(db) == end[2]
+    marker = (db.parent / ".app.db-litevisor" / "restored").read_text().split()
+    assert marker == [GEN, "00000001", f"{end[1]:08x}", "nas"]
+
+
 def two_peers_bad_one_wins(tmp_path, history):
     """Two file replicas with the same data; the good one ("nas") answers slower, so
     the other ("peer-05", for the test to damage) wins the tie. Returns
