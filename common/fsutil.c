@@ -193,3 +193,19 @@ int fs_move_aside(const char *path, const char *tag, char **moved_to)
 		*moved_to = strdup(dst);
 	return 0;
 }
+
+int fs_open_unnamed(const char *dir, const char *prefix)
+{
+	char path[PATH_MAX];
+	int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL))
+		return fd;
+	if (snprintf(path, sizeof(path), "%s/%sXXXXXX", dir, prefix) >= (int)sizeof(path)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	fd = mkostemp(path, O_CLOEXEC);
+	if (fd >= 0)
+		unlink(path);
+	return fd;
+}

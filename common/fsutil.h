@@ -47,4 +47,12 @@ int fs_read_small(const char *path, size_t max, char **out, size_t *len);
  */
 int fs_move_aside(const char *path, const char *tag, char **moved_to);
 
+/*
+ * A read-write file in dir that has no name (O_TMPFILE; where the filesystem
+ * has none, a mkostemp file "<dir>/<prefix>XXXXXX" unlinked at once), so
+ * nothing is left behind whatever happens to the process. Returns the
+ * descriptor (close-on-exec), or -1 (errno set).
+ */
+int fs_open_unnamed(const char *dir, const char *prefix);
+
 #endif

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/fsutil.h"
 #include "common/log.h"
 #include "replication/s3_xml.h"
 #include "common/banned.h"
@@ -65,21 +66,11 @@ static int spool_rewind(void *ctx)
 	return s->fd >= 0 ? 0 : s->src->seek(s->src->ctx, s->start);
 }
 
-/* An unnamed temporary file: nothing is left behind whatever happens to us. */
+/* A spool in $TMPDIR (or /tmp) with no name: nothing is left behind. */
 static int spool_open(void)
 {
 	const char *dir = getenv("TMPDIR");
-	char path[4096];
-	if (!dir || !*dir)
-		dir = "/tmp";
-	int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL))
-		return fd;
-	snprintf(path, sizeof(path), "%s/litevisor-s3-XXXXXX", dir);
-	fd = mkostemp(path, O_CLOEXEC);
-	if (fd >= 0)
-		unlink(path);
-	return fd;
+	return fs_open_unnamed(dir && *dir ? dir : "/tmp", "litevisor-s3-");
 }
 
 /*

@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/fsutil.h"
 #include "common/log.h"
 #include "replication/engine_int.h"
 #include "replication/layout.h"
@@ -240,20 +241,6 @@ static void share_publish(struct eng_db *d, int fd, const struct snap_db *s, int
 	pthread_mutex_unlock(&d->mu);
 }
 
-/* An unnamed file in dir: nothing is left behind whatever happens to us. */
-static int spool_open(const char *dir)
-{
-	char path[PATH_MAX + 32];
-	int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL))
-		return fd;
-	snprintf(path, sizeof(path), "%s/snapshot-XXXXXX", dir);
-	fd = mkostemp(path, O_CLOEXEC);
-	if (fd >= 0)
-		unlink(path);
-	return fd;
-}
-
 /*
  * Compress the database into an unnamed file in the state directory.
  * Returns its descriptor, or -1 with msg set.
@@ -265,7 +252,7 @@ static int spool_build(struct eng_db *d, struct snap_db *s, int64_t *packed, uin
 	struct st_source src;
 	unsigned char *buf = malloc(SPOOL_CHUNK);
 	int64_t off = 0;
-	int fd = spool_open(d->dir);
+	int fd = fs_open_unnamed(d->dir, "snapshot-");
 	bool enc_ok = false;
 
 	if (fd < 0) {
