@@ -429,6 +429,8 @@ void rs_probe_all(struct rs_cand *c, size_t n, const struct rs_probe_opts *o)
 struct measure_arg {
 	struct rs_cand *c;
 	int64_t end_ms;
+	pthread_t th;
+	bool started;
 };
 
 static void *measure_one(void *p)
@@ -453,58 +455,51 @@ static void *measure_one(void *p)
 	return NULL;
 }
 
+/* Must candidate i's end be measured? (See rs_measure_ends.) */
+static bool must_measure(const struct rs_cand *c, size_t n, size_t i, bool all)
+{
+	const struct rs_cand *x = &c[i];
+	if (x->state != RC_OK || !x->has_data || !x->plan.end_open || !x->st)
+		return false;
+	for (size_t j = 0; j < n && !all; j++)
+		all = j != i && c[j].state == RC_OK && c[j].has_data &&
+		      !strcmp(c[j].plan.generation, x->plan.generation);
+	return all;
+}
+
 void rs_measure_ends(struct rs_cand *c, size_t n, bool all, const struct rs_probe_opts *o)
 {
 	int64_t wait = o->wait_timeout_ms > o->probe_timeout_ms ? o->wait_timeout_ms
 								 : o->probe_timeout_ms;
-	struct measure_arg *args = calloc(n + 1, sizeof(*args));
-	pthread_t *th = calloc(n + 1, sizeof(*th));
-	bool *started = calloc(n + 1, sizeof(*started));
+	int64_t end_ms = clock_mono_ms() + wait;
+	struct measure_arg *m = calloc(n + 1, sizeof(*m));
 	size_t need = 0;
 
 	for (size_t i = 0; i < n; i++) {
-		struct rs_cand *x = &c[i];
-		if (x->state != RC_OK || !x->has_data || !x->plan.end_open || !x->st)
+		if (!must_measure(c, n, i, all))
 			continue;
-		bool shared = all;
-		for (size_t j = 0; j < n && !shared; j++)
-			shared = j != i && c[j].state == RC_OK && c[j].has_data &&
-				 !strcmp(c[j].plan.generation, x->plan.generation);
-		if (shared) {
-			if (args)
-				args[need].c = x;
-			need++;
+		if (!m) {
+			c[i].state = RC_ERROR; /* unknown end: never ranked on a guess */
+			c[i].has_data = false;
+			snprintf(c[i].error, sizeof(c[i].error), "out of memory");
+			continue;
 		}
+		m[need].c = &c[i];
+		m[need++].end_ms = end_ms;
 	}
-	if (!args || !th || !started) {
-		for (size_t i = 0; i < n && need; i++)
-			if (c[i].state == RC_OK && c[i].has_data && c[i].plan.end_open) {
-				c[i].state = RC_ERROR; /* unknown end: never ranked on a guess */
-				c[i].has_data = false;
-				snprintf(c[i].error, sizeof(c[i].error), "out of memory");
-			}
-		goto out;
-	}
-	for (size_t k = 0; k < need; k++)
-		args[k].end_ms = clock_mono_ms() + wait;
-	if (need == 1) {
-		measure_one(&args[0]); /* the usual case: no thread needed */
-		goto out;
-	}
-	for (size_t k = 0; k < need; k++) {
+	/* one (the usual case) is measured here; several in parallel */
+	for (size_t k = 0; need > 1 && k < need; k++) {
 		pthread_attr_t attr;
 		pthread_attr_init(&attr);
 		pthread_attr_setstacksize(&attr, 256 * 1024);
-		started[k] = pthread_create(&th[k], &attr, measure_one, &args[k]) == 0;
+		m[k].started = pthread_create(&m[k].th, &attr, measure_one, &m[k]) == 0;
 		pthread_attr_destroy(&attr);
-		if (!started[k])
-			measure_one(&args[k]);
 	}
-	for (size_t k = 0; k < need; k++)
-		if (started[k])
-			pthread_join(th[k], NULL);
-out:
-	free(args);
-	free(th);
-	free(started);
+	for (size_t k = 0; k < need; k++) {
+		if (m[k].started)
+			pthread_join(m[k].th, NULL);
+		else
+			measure_one(&m[k]);
+	}
+	free(m);
 }
