@@ -123,10 +123,32 @@ int db_read_begin(sqlite3 *conn)
 	return 0;
 }
 
+/* 1 when conn's WAL index shows every frame backfilled (*mx gets the last frame), 0 not, -1 unknown. */
+static int wal_backfilled(sqlite3 *conn, uint32_t *mx)
+{
+	struct db_wal_index wi;
+	if (!conn || db_wal_index(conn, &wi) < 0)
+		return -1;
+	*mx = wi.max_frame;
+	return wi.backfilled == wi.max_frame;
+}
+
+int db_hold_begin(struct db_conns *c, int i)
+{
+	uint32_t mx0 = 0, mx1 = 0;
+	/* any connection of ours that has read maps the index; the current hold has */
+	int before = wal_backfilled(c->cur >= 0 ? c->hold[c->cur] : c->hold[i], &mx0);
+	c->db_only = false;
+	if (db_read_begin(c->hold[i]) < 0)
+		return -1;
+	c->db_only = before == 1 && wal_backfilled(c->hold[i], &mx1) == 1 && mx0 == mx1;
+	return 0;
+}
+
 int db_hold_rotate(struct db_conns *c)
 {
 	int next = c->cur == 0 ? 1 : 0;
-	if (db_read_begin(c->hold[next]) < 0)
+	if (db_hold_begin(c, next) < 0)
 		return -1;
 	if (c->cur >= 0)
 		db_txn_end(c->hold[c->cur]);
@@ -139,6 +161,7 @@ void db_hold_release(struct db_conns *c)
 	for (int i = 0; i < 2; i++)
 		db_txn_end(c->hold[i]);
 	c->cur = -1;
+	c->db_only = false;
 }
 
 static sqlite3_file *file_of(sqlite3 *conn)
@@ -147,6 +170,24 @@ static sqlite3_file *file_of(sqlite3 *conn)
 	if (sqlite3_file_control(conn, "main", SQLITE_FCNTL_FILE_POINTER, &f) != SQLITE_OK)
 		return NULL;
 	return f && f->pMethods ? f : NULL;
+}
+
+int db_wal_index(sqlite3 *conn, struct db_wal_index *out)
+{
+	sqlite3_file *f = file_of(conn);
+	volatile void *map = NULL;
+	if (!f || f->pMethods->iVersion < 2 || !f->pMethods->xShmMap)
+		return -1;
+	/* region 0 is mapped by any connection that has read in WAL mode; never extend it */
+	if (f->pMethods->xShmMap(f, 0, 32768, 0, &map) != SQLITE_OK || !map)
+		return -1;
+	const volatile uint32_t *w = map;
+	__atomic_thread_fence(__ATOMIC_ACQUIRE);
+	out->max_frame = w[4];        /* WalIndexHdr.mxFrame, first copy */
+	out->backfilled = w[24];      /* WalCkptInfo.nBackfill, after the two 48-byte headers */
+	for (int i = 0; i < 5; i++)
+		out->read_mark[i] = w[25 + i];
+	return 0;
 }
 
 int db_file_read(sqlite3 *conn, void *buf, int len, int64_t off)
@@ -274,7 +315,7 @@ int db_safe_checkpoint(struct db_conns *c, int (*copy)(void *ctx), void *ctx, bo
 	rc = db_checkpoint(c->ck, DB_CKPT_PASSIVE, &log, &ck);
 	*full = rc == 0 && log >= 0 && log == ck;
 	int hold = c->cur >= 0 ? c->cur : (idle == 0 ? 1 : 0);
-	int hrc = db_read_begin(c->hold[hold]);
+	int hrc = db_hold_begin(c, hold);
 	db_txn_end(c->hold[idle]);
 	c->cur = hrc == 0 ? hold : -1;
 	if (hrc < 0)

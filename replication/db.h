@@ -33,6 +33,7 @@ struct db_conns {
 	sqlite3 *hold[2];  /* read-hold connections, used alternately */
 	sqlite3 *ck;       /* checkpoints, data_version */
 	int cur;           /* index of hold[] holding the read transaction, -1 none */
+	bool db_only;      /* the hold surely reads the database file only: see db_hold_begin() */
 	char path[4096];
 };
 
@@ -60,6 +61,18 @@ void db_conns_close(struct db_conns *c);
  */
 int db_hold_rotate(struct db_conns *c);
 
+/*
+ * Begin the hold's read transaction on hold[i] and set c->db_only. A read
+ * that begins while the WAL is fully backfilled reads the database file only
+ * (SQLite's read mark 0): it no longer keeps the WAL from restarting, so it
+ * lets an app's RESTART/TRUNCATE checkpoint finish, but it does not pin new
+ * frames either until the hold is taken again. db_only is set when the WAL
+ * index showed "fully backfilled", with the same last frame, both before and
+ * after the BEGIN; false means "probably pins the WAL" (a race can only make
+ * it false wrongly, never true wrongly). Returns 0 or -1 (logged).
+ */
+int db_hold_begin(struct db_conns *c, int i);
+
 /* End every transaction of ours (before close, or when the hold is given up). */
 void db_hold_release(struct db_conns *c);
 
@@ -85,6 +98,20 @@ int db_safe_checkpoint(struct db_conns *c, int (*copy)(void *ctx), void *ctx, bo
  * POSIX lock this process holds on it, SQLite's included
  * (https://www.sqlite.org/howtocorrupt.html §2.2).
  */
+
+struct db_wal_index {
+	uint32_t max_frame;    /* last valid frame of the WAL */
+	uint32_t backfilled;   /* frames already copied into the database file */
+	uint32_t read_mark[5]; /* readers' marks (slot 0: reading the database file only) */
+};
+
+/*
+ * Read the WAL index's header through conn's own shared-memory mapping (the
+ * VFS xShmMap, so no descriptor of ours is opened or closed). Values are a
+ * racy snapshot, good for deciding when to look again. 0, or -1 if conn has
+ * no mapping (not in WAL mode, or never read).
+ */
+int db_wal_index(sqlite3 *conn, struct db_wal_index *out);
 
 /* Read len bytes at off of conn's database file. 0, 1 if short (rest zeroed), -1 on error. */
 int db_file_read(sqlite3 *conn, void *buf, int len, int64_t off);

@@ -119,6 +119,9 @@ struct eng_db {
 	uint32_t seen_index;          /* index and frames at the previous pass: the WAL's growth */
 	uint64_t seen_frames;
 	int64_t last_cleanup_mono;
+	int64_t db_mtime_ns;          /* the database file's mtime at the previous pass */
+	int64_t follow_until;         /* another process checkpoints: look often until then (mono ns) */
+	int64_t follow_step_ms;       /* ... this often, growing */
 
 	struct eng_replica *replicas;
 	size_t nreplicas;

@@ -28,6 +28,9 @@
  * event, the backlog's cleanup), and the checkpoint-interval's deadline.
  */
 #define IDLE_CHECK_MS 10000
+/* how long to follow another process's checkpoint after its last write to the database file */
+#define FOLLOW_NS (2 * NS_PER_SEC)
+#define FOLLOW_STEP_MAX_MS 50
 
 static void db_set_state(struct eng_db *d, bool replicating, const char *state)
 {
@@ -434,19 +437,20 @@ static bool ckpt_settled(const struct eng_db *d, uint64_t frames)
 	       (int64_t)(frames - d->ckpt_done_frames) < d->cfg->min_checkpoint_page_count / 4;
 }
 
-static void maybe_checkpoint(struct eng_db *d)
+/* Checkpoint when due. Returns true when it ran one (the database file may have been written). */
+static bool maybe_checkpoint(struct eng_db *d)
 {
 	const struct cfg_db *c = d->cfg;
 	int64_t now = clock_mono_ns();
 
 	if (!d->continuous || d->sh.fd < 0)
-		return;
+		return false;
 	pthread_mutex_lock(&d->mu);
 	bool req = d->ckpt_req;
 	pthread_mutex_unlock(&d->mu);
 	uint64_t frames = shadow_frames(d);
 	if (ckpt_settled(d, frames))
-		return;
+		return false;
 	/*
 	 * The app's own autocheckpoint fires at 1000 frames (SQLite's default, and
 	 * Litestream's min-checkpoint-page-count): past it, while our read hold keeps
@@ -468,7 +472,7 @@ static void maybe_checkpoint(struct eng_db *d)
 	bool urgent = req || (c->max_checkpoint_page_count > 0 &&
 			      (int64_t)frames >= c->max_checkpoint_page_count);
 	if (!due || now - d->last_ckpt_mono < (urgent ? CKPT_RETRY_NS / 10 : CKPT_RETRY_NS))
-		return;
+		return false;
 	d->last_ckpt_mono = now;
 	bool full = false;
 	int64_t dv = -1;
@@ -484,7 +488,7 @@ static void maybe_checkpoint(struct eng_db *d)
 	log_debug("engine", "checkpoint", "db=%s rc=%d full=%d index=%u frames=%llu requested=%d",
 		  d->stat.name, rc, full, d->sh.index, (unsigned long long)frames, req);
 	if (rc != 0 || !full)
-		return;
+		return true; /* even a busy one ran its first PASSIVE step */
 	d->ckpt_done = true;
 	d->ckpt_done_epoch = d->gen_epoch;
 	d->ckpt_done_index = d->sh.index;
@@ -497,6 +501,7 @@ static void maybe_checkpoint(struct eng_db *d)
 	    (uint64_t)st.st_size >= WAL_HEADER_SIZE + (uint64_t)c->truncate_page_count *
 							      wal_frame_size(d->sh.hdr.page_size))
 		truncate_wal(d, dv);
+	return true;
 }
 
 /* Has the database file been replaced or left WAL mode? 1 replaced, 2 not WAL, 0 fine. */
@@ -511,6 +516,46 @@ static int db_file_changed(struct eng_db *d)
 	if (!same)
 		return 1;
 	return db_conn_is_wal(d->conns.ck) == 0 ? 2 : 0;
+}
+
+/*
+ * Another process's checkpoint (the app's autocheckpoint, or the
+ * wal_checkpoint(TRUNCATE) uptime-kuma runs on close) writes the database
+ * file, syncs it, marks the WAL backfilled, and a RESTART or TRUNCATE then
+ * waits (busy handler) for every reader of the WAL to leave. Our hold is such
+ * a reader until it is taken again after the backfill (it then reads the
+ * database file only), and nothing in the files changes while the app waits:
+ * waking on the write alone, the hold was taken again before the backfill was
+ * marked, and the app waited for our next idle look (10 s; 30 s and busy
+ * with a longer sync). So once the database file changes, look often.
+ *
+ * Called after each pass with the database file's mtime. Returns true when a
+ * pass should run now (the WAL is fully backfilled and our hold still pins
+ * it); otherwise *wait is shortened while following.
+ */
+static bool follow_checkpoint(struct eng_db *d, int64_t mtime_ns, int64_t *wait)
+{
+	int64_t now = clock_mono_ns();
+	if (mtime_ns != d->db_mtime_ns) {
+		d->db_mtime_ns = mtime_ns;
+		d->follow_until = now + FOLLOW_NS;
+		d->follow_step_ms = 1;
+	}
+	if (!d->follow_until || d->conns.cur < 0)
+		return false;
+	struct db_wal_index wi;
+	if (d->conns.db_only || now >= d->follow_until ||
+	    db_wal_index(d->conns.hold[d->conns.cur], &wi) < 0) {
+		d->follow_until = 0;
+		return false;
+	}
+	if (wi.backfilled == wi.max_frame)
+		return true;
+	if (*wait > d->follow_step_ms)
+		*wait = d->follow_step_ms;
+	if (d->follow_step_ms < FOLLOW_STEP_MAX_MS)
+		d->follow_step_ms *= 2;
+	return false;
 }
 
 /* How long the monitor may wait for an event before looking anyway (ms). */
@@ -570,7 +615,15 @@ void *monitor_thread(void *arg)
 				db_set_state(d, false, "stopped: not in WAL mode");
 			}
 		}
+		int64_t db_mtime = d->db_mtime_ns;
 		if (d->open) {
+			/*
+			 * A hold that reads the database file only does not pin new
+			 * frames: copy them before anything else (the next hold may
+			 * read the database file only too).
+			 */
+			if (d->conns.db_only && copy_wal(d) < 0)
+				log_warn("engine", "sync failed", "db=%s", d->stat.name);
 			/* the new hold is taken before reading: see db_hold_rotate() */
 			if (db_hold_rotate(&d->conns) < 0)
 				d->continuous = false;
@@ -579,7 +632,7 @@ void *monitor_thread(void *arg)
 			}
 			if (d->conns.cur < 0)
 				d->continuous = false;
-			maybe_checkpoint(d);
+			bool ckpt = maybe_checkpoint(d);
 			pthread_mutex_lock(&d->mu);
 			if (d->ckpt_req && d->index != d->ckpt_req_index)
 				d->ckpt_req = false;
@@ -591,8 +644,12 @@ void *monitor_thread(void *arg)
 			}
 			struct stat st;
 			pthread_mutex_lock(&d->mu);
-			if (stat(d->cfg->path, &st) == 0)
+			if (stat(d->cfg->path, &st) == 0) {
 				d->stat.db_size = st.st_size;
+				db_mtime = st.st_mtim.tv_sec * NS_PER_SEC + st.st_mtim.tv_nsec;
+				if (ckpt)
+					d->db_mtime_ns = db_mtime; /* our own writes: nobody to follow */
+			}
 			if (d->wal_fd >= 0 && fstat(d->wal_fd, &st) == 0)
 				d->stat.wal_size = st.st_size;
 			pthread_mutex_unlock(&d->mu);
@@ -602,12 +659,17 @@ void *monitor_thread(void *arg)
 		pthread_cond_broadcast(&d->cond);
 		bool again = d->sync_req > d->sync_seq;
 		pthread_mutex_unlock(&d->mu);
-		if (again)
+		int64_t wait = wait_ms(d, poll_ms);
+		if (again || (d->open && follow_checkpoint(d, db_mtime, &wait)))
 			continue;
-		if (watch_wait(&d->watch, wait_ms(d, poll_ms)) && coalesce_ms > 0) {
-			/* gather commits for a while: no replica wants them sooner */
+		if (watch_wait(&d->watch, wait) && coalesce_ms > 0) {
+			/*
+			 * Gather commits for a while: no replica wants them sooner.
+			 * Not while the hold pins nothing: a commit then a checkpoint by
+			 * the app, then its next commit, would overwrite frames not copied.
+			 */
 			pthread_mutex_lock(&d->mu);
-			bool urgent = d->sync_req > d->sync_seq || d->ckpt_req;
+			bool urgent = d->sync_req > d->sync_seq || d->ckpt_req || d->conns.db_only;
 			pthread_mutex_unlock(&d->mu);
 			if (!urgent)
 				watch_sleep(&d->watch, coalesce_ms);
