@@ -103,10 +103,8 @@ int lz4_enc_init(struct lz4_enc *e, struct st_source *src, const struct st_sourc
 		lz4_enc_release(e);
 		return -1;
 	}
-	src->read = enc_read;
-	src->rewind = inner->rewind ? enc_rewind : NULL;
-	src->ctx = e;
-	src->size = -1;
+	*src = (struct st_source){ .read = enc_read, .rewind = inner->rewind ? enc_rewind : NULL,
+				   .ctx = e, .size = -1 };
 	return 0;
 }
 

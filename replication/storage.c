@@ -162,10 +162,8 @@ void st_mem_source_init(struct st_source *src, struct st_mem_source *m, const vo
 	m->data = data;
 	m->len = len;
 	m->pos = 0;
-	src->read = mem_read;
-	src->rewind = mem_rewind;
-	src->ctx = m;
-	src->size = (int64_t)len;
+	*src = (struct st_source){ .read = mem_read, .rewind = mem_rewind, .ctx = m,
+				   .size = (int64_t)len };
 }
 
 static ssize_t fd_read(void *ctx, void *buf, size_t len)
@@ -195,11 +193,9 @@ void st_fd_source_init(struct st_source *src, struct st_fd_source *f, int fd, in
 {
 	f->fd = fd;
 	f->start = lseek(fd, 0, SEEK_CUR);
-	src->read = fd_read;
-	src->rewind = f->start < 0 ? NULL : fd_rewind;
-	src->ctx = f;
-	src->size = size;
-	src->seek = f->start < 0 || size < 0 ? NULL : fd_seek;
+	*src = (struct st_source){ .read = fd_read, .rewind = f->start < 0 ? NULL : fd_rewind,
+				   .ctx = f, .size = size,
+				   .seek = f->start < 0 || size < 0 ? NULL : fd_seek };
 }
 
 /* Writes all of buf (retrying short writes and EINTR). Returns 0 or -1. */
@@ -327,6 +323,12 @@ static int counting_seek(void *ctx, int64_t off)
 	return rc;
 }
 
+static int counting_unnamed_file(void *ctx)
+{
+	struct counting_source *c = ctx;
+	return c->inner->unnamed_file(c->inner->ctx);
+}
+
 int storage_list(struct storage *st, const char *prefix, const char *delimiter,
 		 struct st_list *out, const struct st_call *call, struct st_error *err)
 {
@@ -369,10 +371,13 @@ int storage_put(struct storage *st, const char *key, const struct st_source *src
 		.ctx = &cs,
 		.size = src->size,
 		.seek = src->seek ? counting_seek : NULL,
+		.unnamed_file = src->unnamed_file ? counting_unnamed_file : NULL,
 	};
 	err = prepare(err, &local);
 	int rc = settle(st->ops->put(st, key, &wrapped, call, err), err, "put");
-	account(st, ST_OP_PUT, t0, rc == 0 ? cs.bytes : 0, rc);
+	/* a linked-in unnamed file was never read: its size is what the object got */
+	uint64_t bytes = cs.bytes || src->size < 0 ? cs.bytes : (uint64_t)src->size;
+	account(st, ST_OP_PUT, t0, rc == 0 ? bytes : 0, rc);
 	return rc;
 }
 
