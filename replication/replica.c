@@ -101,7 +101,7 @@ void range_src_init(struct st_source *src, struct range_src *r, int fd, uint64_t
 	r->fd = fd;
 	r->start = r->pos = start;
 	r->end = end;
-	*src = (struct st_source){ range_read, range_rewind, r, (int64_t)(end - start), range_seek };
+	*src = (struct st_source){ range_read, range_rewind, r, (int64_t)(end - start), range_seek, NULL };
 }
 
 void replica_call_for(struct eng_replica *r, struct st_call *call, bool flush)

@@ -126,7 +126,7 @@ static int snap_db_open(struct eng_db *d, struct snap_db *s, char *msg, size_t l
 		snprintf(msg, len, "cannot size database file");
 		goto fail;
 	}
-	s->plain = (struct st_source){ dbfile_read, dbfile_rewind, &s->fsrc, s->fsrc.size, NULL };
+	s->plain = (struct st_source){ dbfile_read, dbfile_rewind, &s->fsrc, s->fsrc.size, NULL, NULL };
 	return 0;
 fail:
 	snap_db_close(s);
@@ -239,6 +239,12 @@ static void share_publish(struct eng_db *d, int fd, const struct snap_db *s, int
 	}
 	pthread_cond_broadcast(&d->cond);
 	pthread_mutex_unlock(&d->mu);
+}
+
+/* st_source.unnamed_file of the shared file: its descriptor (the range covers all of it). */
+static int share_unnamed_file(void *ctx)
+{
+	return ((struct range_src *)ctx)->fd;
 }
 
 /*
@@ -378,6 +384,7 @@ int snapshot_take(struct eng_replica *r, bool flush)
 		struct range_src rs;
 		struct st_source src;
 		range_src_init(&src, &rs, u.fd, 0, (uint64_t)u.packed);
+		src.unnamed_file = share_unnamed_file; /* READY: never written again */
 		rc = storage_put(r->st, key, &src, &call, &err);
 	}
 	if (rc < 0) {

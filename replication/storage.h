@@ -88,6 +88,13 @@ struct st_source {
 	 * the source itself, instead of copying it to a spool file first.
 	 */
 	int (*seek)(void *ctx, int64_t off);
+	/*
+	 * Optional: the descriptor of an unnamed regular file (O_TMPFILE) whose
+	 * whole content is exactly this source and is never written again. A
+	 * file replica on the same filesystem links that file in as the object
+	 * instead of copying it. Returns -1 when there is none.
+	 */
+	int (*unnamed_file)(void *ctx);
 };
 
 /* Per-call options; NULL means the defaults (retries, no total deadline). */

@@ -176,6 +176,43 @@ static int make_dirs(const char *dir)
 	return 0;
 }
 
+/*
+ * Give the unnamed file wfd (size bytes) the name tmp, then make it durable
+ * under path (another replica may have linked it in already: the file is
+ * never written again). 0 done; 1 not possible here (another filesystem, an
+ * unlinkable file, no /proc): the caller copies; <0 failed (err set).
+ */
+static int link_unnamed(int wfd, int64_t size, const char *path, char *tmp, size_t tmplen,
+			const char *dir, const char *key, struct st_error *err)
+{
+	char proc[64];
+	struct stat sb;
+	if (fstat(wfd, &sb) < 0 || !S_ISREG(sb.st_mode) || sb.st_size != size)
+		return 1;
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", wfd);
+	for (int attempt = 0;; attempt++) {
+		snprintf(tmp, tmplen, "%s" TMP_SUFFIX "%06lx", path,
+			 (unsigned long)((uint32_t)random() & 0xffffff));
+		if (linkat(AT_FDCWD, proc, AT_FDCWD, tmp, AT_SYMLINK_FOLLOW) == 0)
+			break;
+		if (errno != EEXIST || attempt >= 5)
+			return 1;
+	}
+	if (fdatasync(wfd) < 0) {
+		int rc = sys_fail(err, errno, "put", key, tmp);
+		unlink(tmp);
+		return rc;
+	}
+	if (rename(tmp, path) < 0) {
+		int rc = sys_fail(err, errno, "put", key, path);
+		unlink(tmp);
+		return rc;
+	}
+	if (fs_fsync_dir(dir) < 0)
+		return sys_fail(err, errno, "put", key, dir);
+	return 0;
+}
+
 static int file_put(struct storage *st, const char *key, const struct st_source *src,
 		    const struct st_call *call, struct st_error *err)
 {
@@ -189,6 +226,14 @@ static int file_put(struct storage *st, const char *key, const struct st_source 
 	if (join(path, sizeof(path), root_of(st), key) < 0)
 		return sys_fail(err, ENAMETOOLONG, "put", key, root_of(st));
 	parent_of(dir, sizeof(dir), path);
+	int wfd = src->unnamed_file ? src->unnamed_file(src->ctx) : -1;
+	if (wfd >= 0) {
+		if (make_dirs(dir) < 0)
+			return sys_fail(err, errno, "put", key, dir);
+		rc = link_unnamed(wfd, src->size, path, tmp, sizeof(tmp), dir, key, err);
+		if (rc <= 0)
+			return rc;
+	}
 	buf = malloc(FILE_IO_CHUNK);
 	if (!buf) {
 		rc = sys_fail(err, ENOMEM, "put", key, path);

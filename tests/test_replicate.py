@@ -8,9 +8,12 @@ sqlite3 module), never by litevisor. Content is compared table by table
 import hashlib
 import json
 import os
+import pathlib
+import shutil
 import signal
 import sqlite3
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -376,6 +379,10 @@ def test_replicas_share_one_compressed_snapshot(run, tmp_path, litestream_bin, s
     (sa,), (sb,) = snapshot_files(a), snapshot_files(b)
     with open(sa, "rb") as fa, open(sb, "rb") as fb:
         assert fa.read() == fb.read()
+    # on the state directory's filesystem a file replica links the shared file in: no copy
+    st_a, st_b = os.stat(sa), os.stat(sb)
+    assert st_a.st_ino == st_b.st_ino and st_a.st_nlink == 2
+    assert st_a.st_mode & 0o777 == 0o600
     # the shared file had no name: nothing is left in the state directory but its own files
     state = tmp_path / ".app.db-litevisor"
     assert not [p for p in state.rglob("*") if "snapshot" in p.name], list(state.rglob("*"))
@@ -390,6 +397,30 @@ def test_replicas_share_one_compressed_snapshot(run, tmp_path, litestream_bin, s
     out = tmp_path / "out-s3.db"
     s3_restore(litestream_bin, srv, tmp_path, out)
     assert integrity(out) == "ok" and content(out) == content(db)
+
+
+def test_shared_snapshot_copied_to_a_replica_on_another_filesystem(run, tmp_path,
+                                                                   litestream_bin):
+    # /dev/shm is a tmpfs, the state directory is not: the link fails (EXDEV), the copy works
+    if os.stat("/dev/shm").st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("/dev/shm is on the same filesystem as the tests' temporary directory")
+    db, a = tmp_path / "app.db", tmp_path / "a"
+    other = pathlib.Path(tempfile.mkdtemp(dir="/dev/shm", prefix="litevisor-test-"))
+    try:
+        create(db)
+        write(db, 300, start=1, blob=2000)
+        r = run(config(tmp_path, db, [file_replica(a, "a"), file_replica(other, "b")]))
+        wait_for(lambda: r.text().count("snapshot written") >= 2, what="two snapshots")
+        assert "how=shared-reused" in r.text()
+        (sa,), (sb,) = snapshot_files(a), snapshot_files(other)
+        assert os.stat(sa).st_nlink == 1 and os.stat(sb).st_nlink == 1
+        with open(sa, "rb") as fa, open(sb, "rb") as fb:
+            assert fa.read() == fb.read()
+        write(db, 50, start=1000)
+        assert r.stop() == 0
+        check_restore(litestream_bin, other, db, tmp_path / "out.db")
+    finally:
+        shutil.rmtree(other, ignore_errors=True)
 
 
 def test_shared_snapshot_waits_for_a_replica_that_is_down(run, tmp_path, litestream_bin):
