@@ -45,6 +45,7 @@ class Plan:
         self.idle_seconds = 5 if quick else 60
         self.restore_sizes_mb = [15] if quick else [15, 500]
         self.restore_rounds = 3 if quick else 5
+        self.first_snapshot_rounds = 1 if quick else 3
         self.latency_seconds = 2 if quick else 10
         self.latency_rounds = 2 if quick else 5
         self.health_size_mb = 500
@@ -400,15 +401,18 @@ def scenario_restore(tools, s3):
         entry = {"db_bytes": os.path.getsize(src_db_cached), "first_snapshot": {}}
         out[str(size)] = entry
         made = made_lv = None
-        for t in tools:
-            log(f"restore {size} MB: {t.name} replicates it (first snapshot to file + S3)")
-            res, db, rep, prefix = first_snapshot(t, s3, src_db_cached,
-                                                  os.path.join(d, "write-" + t.name))
-            entry["first_snapshot"][t.name] = [res]
-            if t is lt:
-                made = None if "na" in res else (db, rep, prefix)
-            else:
-                made_lv = res.get("na") or (db, prefix)
+        # rounds interleaved like the restores'; the restores use the last round's replicas
+        for rnd in range(PLAN.first_snapshot_rounds):
+            for t in tools:
+                log(f"restore {size} MB: {t.name} replicates it (first snapshot to file + S3, "
+                    f"round {rnd + 1}/{PLAN.first_snapshot_rounds})")
+                res, db, rep, prefix = first_snapshot(t, s3, src_db_cached,
+                                                      os.path.join(d, "write-" + t.name))
+                entry["first_snapshot"].setdefault(t.name, []).append(res)
+                if t is lt:
+                    made = None if "na" in res else (db, rep, prefix)
+                else:
+                    made_lv = res.get("na") or (db, prefix)
         if made is None:
             entry["na"] = "n/a: Litestream did not write the snapshot the restores need"
             continue
