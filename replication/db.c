@@ -1,8 +1,12 @@
 /* db.c — our SQLite connections: WAL mode, the read hold, checkpoints. See db.h. */
 #include "replication/db.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -57,6 +61,7 @@ int db_conns_open(struct db_conns *c, const char *path)
 
 	memset(c, 0, sizeof(*c));
 	c->cur = -1;
+	c->shm_fd = -1;
 	snprintf(c->path, sizeof(c->path), "%s", path);
 	if (!(c->ck = db_open_conn(path, 0)))
 		goto fail;
@@ -94,6 +99,7 @@ void db_conns_close(struct db_conns *c)
 	sqlite3_close(c->ck);
 	c->hold[0] = c->hold[1] = c->ck = NULL;
 	c->cur = -1;
+	c->shm_fd = -1; /* SQLite closed it with its last connection */
 }
 
 void db_txn_end(sqlite3 *conn)
@@ -188,6 +194,57 @@ int db_wal_index(sqlite3 *conn, struct db_wal_index *out)
 	for (int i = 0; i < 5; i++)
 		out->read_mark[i] = w[25 + i];
 	return 0;
+}
+
+/* SQLite's descriptor of <path>-shm in this process, or -1. */
+static int find_shm_fd(const char *path)
+{
+	char want[PATH_MAX + 8], real[PATH_MAX], link[PATH_MAX + 8], name[300];
+	if (!realpath(path, real))
+		return -1;
+	snprintf(want, sizeof(want), "%s-shm", real);
+	DIR *dir = opendir("/proc/self/fd");
+	if (!dir)
+		return -1;
+	int found = -1;
+	struct dirent *e;
+	while (found < 0 && (e = readdir(dir))) {
+		if (e->d_name[0] < '0' || e->d_name[0] > '9')
+			continue;
+		snprintf(name, sizeof(name), "/proc/self/fd/%s", e->d_name);
+		ssize_t n = readlink(name, link, sizeof(link) - 1);
+		if (n <= 0)
+			continue;
+		link[n] = '\0';
+		if (strcmp(link, want) == 0)
+			found = (int)strtol(e->d_name, NULL, 10);
+	}
+	closedir(dir);
+	return found;
+}
+
+/* The process holding byte 120+n of the -shm (SQLite's WAL lock n) against a write lock, or 0. */
+static pid_t shm_lock_holder(int fd, int n)
+{
+	/* UNIX_SHM_BASE in SQLite's unix VFS: WAL_WRITE_LOCK is n 0, WAL_CKPT_LOCK n 1 */
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 120 + n,
+			    .l_len = 1 };
+	if (fcntl(fd, F_GETLK, &fl) < 0)
+		return -1;
+	return fl.l_type == F_UNLCK ? 0 : fl.l_pid;
+}
+
+int db_foreign_blocking_checkpoint(struct db_conns *c)
+{
+	if (c->shm_fd < 0 && (c->shm_fd = find_shm_fd(c->path)) < 0)
+		return -1;
+	pid_t ck = shm_lock_holder(c->shm_fd, 1);
+	if (ck <= 0)
+		return ck < 0 ? -1 : 0;
+	pid_t wr = shm_lock_holder(c->shm_fd, 0);
+	if (wr < 0)
+		return -1;
+	return wr == ck;
 }
 
 int db_file_read(sqlite3 *conn, void *buf, int len, int64_t off)

@@ -34,6 +34,7 @@ struct db_conns {
 	sqlite3 *ck;       /* checkpoints, data_version */
 	int cur;           /* index of hold[] holding the read transaction, -1 none */
 	bool db_only;      /* the hold surely reads the database file only: see db_hold_begin() */
+	int shm_fd;        /* SQLite's own descriptor of the -shm file, -1 not known yet */
 	char path[4096];
 };
 
@@ -112,6 +113,17 @@ struct db_wal_index {
  * no mapping (not in WAL mode, or never read).
  */
 int db_wal_index(sqlite3 *conn, struct db_wal_index *out);
+
+/*
+ * 1 when another process holds both the WAL's checkpoint lock and its writer
+ * lock, as SQLite's FULL, RESTART and TRUNCATE checkpoints do for their whole
+ * run (the writer lock keeps every writer out meanwhile); 0 when not; -1 when
+ * it cannot be told. Asked with F_GETLK on SQLite's own descriptor of the
+ * -shm file, found once in /proc/self/fd: no descriptor is opened or closed
+ * (a close would drop the process's POSIX locks on the file, SQLite's
+ * included). Our own locks are never reported.
+ */
+int db_foreign_blocking_checkpoint(struct db_conns *c);
 
 /* Read len bytes at off of conn's database file. 0, 1 if short (rest zeroed), -1 on error. */
 int db_file_read(sqlite3 *conn, void *buf, int len, int64_t off);

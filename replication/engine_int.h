@@ -122,6 +122,7 @@ struct eng_db {
 	int64_t db_mtime_ns;          /* the database file's mtime at the previous pass */
 	int64_t follow_until;         /* another process checkpoints: look often until then (mono ns) */
 	int64_t follow_step_ms;       /* ... this often, growing */
+	uint32_t follow_backfilled;   /* the WAL's end when a pass last ran for "all backfilled" */
 
 	struct eng_replica *replicas;
 	size_t nreplicas;

@@ -28,9 +28,12 @@
  * event, the backlog's cleanup), and the checkpoint-interval's deadline.
  */
 #define IDLE_CHECK_MS 10000
-/* how long to follow another process's checkpoint after its last write to the database file */
+/* how long to look for another process's checkpoint after the WAL or the database file changed */
 #define FOLLOW_NS (2 * NS_PER_SEC)
 #define FOLLOW_STEP_MAX_MS 50
+/* yielding to one: how often to look whether it is done, and for how long at most */
+#define YIELD_POLL_NS (1000 * 1000)
+#define YIELD_MAX_NS (30 * NS_PER_SEC)
 
 static void db_set_state(struct eng_db *d, bool replicating, const char *state)
 {
@@ -519,38 +522,69 @@ static int db_file_changed(struct eng_db *d)
 }
 
 /*
- * Another process's checkpoint (the app's autocheckpoint, or the
- * wal_checkpoint(TRUNCATE) uptime-kuma runs on close) writes the database
- * file, syncs it, marks the WAL backfilled, and a RESTART or TRUNCATE then
- * waits (busy handler) for every reader of the WAL to leave. Our hold is such
- * a reader until it is taken again after the backfill (it then reads the
- * database file only), and nothing in the files changes while the app waits:
- * waking on the write alone, the hold was taken again before the backfill was
- * marked, and the app waited for our next idle look (10 s; 30 s and busy
- * with a longer sync). So once the database file changes, look often.
- *
- * Called after each pass with the database file's mtime. Returns true when a
- * pass should run now (the WAL is fully backfilled and our hold still pins
- * it); otherwise *wait is shortened while following.
+ * Another process's checkpoint. A FULL, RESTART or TRUNCATE one (uptime-kuma
+ * runs wal_checkpoint(TRUNCATE) on close) holds the writer lock and waits
+ * (busy handler) for readers twice: for each reader whose mark is below the
+ * end of the WAL before it backfills, and for every reader to leave before it
+ * restarts the WAL. Our hold is such a reader, and two things made the app
+ * wait for its whole busy timeout (then SQLITE_BUSY, seen in CI):
+ *  - SQLite retries the lock of the slot whose mark it read first; a hold
+ *    taken again on an unchanged WAL shares the slot whose mark is the end
+ *    of the WAL, so the slot stays locked as long as we hold anything;
+ *  - nothing in the files changes while the app waits, so no event wakes us.
+ * So after the WAL grew or the database file changed, the monitor looks
+ * often (1, 2, 4 … 50 ms, for FOLLOW_NS) whether such a checkpoint runs, and
+ * then yields to it: it holds the writer lock, so nothing can be appended;
+ * copy the tail, end our hold, take it again when the checkpoint is done.
+ * A PASSIVE checkpoint (the app's autocheckpoint) waits for nobody, but once
+ * it has backfilled everything, a hold taken again reads the database file
+ * only and lets the app's next write restart the WAL.
  */
-static bool follow_checkpoint(struct eng_db *d, int64_t mtime_ns, int64_t *wait)
+static void yield_to_checkpoint(struct eng_db *d)
+{
+	if (copy_wal(d) < 0)
+		return; /* keep the hold: what is not copied must stay */
+	db_hold_release(&d->conns);
+	int64_t t0 = clock_mono_ns();
+	struct timespec ts = { 0, YIELD_POLL_NS };
+	while (!stopping(d) && clock_mono_ns() - t0 < YIELD_MAX_NS &&
+	       db_foreign_blocking_checkpoint(&d->conns) == 1)
+		nanosleep(&ts, NULL);
+	log_debug("engine", "yielded to another process's checkpoint", "db=%s ms=%lld",
+		  d->stat.name, (long long)((clock_mono_ns() - t0) / NS_PER_MS));
+}
+
+/*
+ * Called after each pass (grew: the pass copied something). Returns true
+ * when a pass should run now (to take the hold again); otherwise *wait is
+ * shortened while following.
+ */
+static bool follow_checkpoint(struct eng_db *d, int64_t mtime_ns, bool grew, int64_t *wait)
 {
 	int64_t now = clock_mono_ns();
-	if (mtime_ns != d->db_mtime_ns) {
+	if (mtime_ns != d->db_mtime_ns || grew) {
 		d->db_mtime_ns = mtime_ns;
 		d->follow_until = now + FOLLOW_NS;
 		d->follow_step_ms = 1;
+		d->follow_backfilled = UINT32_MAX;
 	}
 	if (!d->follow_until || d->conns.cur < 0)
 		return false;
-	struct db_wal_index wi;
-	if (d->conns.db_only || now >= d->follow_until ||
-	    db_wal_index(d->conns.hold[d->conns.cur], &wi) < 0) {
+	if (d->conns.db_only || now >= d->follow_until) {
+		/* a hold on the database file only is no reader of the WAL: nobody waits for it */
 		d->follow_until = 0;
 		return false;
 	}
-	if (wi.backfilled == wi.max_frame)
+	if (db_foreign_blocking_checkpoint(&d->conns) == 1) {
+		yield_to_checkpoint(d);
 		return true;
+	}
+	struct db_wal_index wi;
+	if (db_wal_index(d->conns.hold[d->conns.cur], &wi) == 0 &&
+	    wi.backfilled == wi.max_frame && wi.max_frame != d->follow_backfilled) {
+		d->follow_backfilled = wi.max_frame; /* once per state: never a busy loop */
+		return true;
+	}
 	if (*wait > d->follow_step_ms)
 		*wait = d->follow_step_ms;
 	if (d->follow_step_ms < FOLLOW_STEP_MAX_MS)
@@ -616,6 +650,8 @@ void *monitor_thread(void *arg)
 			}
 		}
 		int64_t db_mtime = d->db_mtime_ns;
+		uint32_t index0 = d->sh.index;
+		uint64_t size0 = d->sh.size;
 		if (d->open) {
 			/*
 			 * A hold that reads the database file only does not pin new
@@ -660,7 +696,8 @@ void *monitor_thread(void *arg)
 		bool again = d->sync_req > d->sync_seq;
 		pthread_mutex_unlock(&d->mu);
 		int64_t wait = wait_ms(d, poll_ms);
-		if (again || (d->open && follow_checkpoint(d, db_mtime, &wait)))
+		bool grew = d->sh.index != index0 || d->sh.size != size0;
+		if (again || (d->open && follow_checkpoint(d, db_mtime, grew, &wait)))
 			continue;
 		if (watch_wait(&d->watch, wait) && coalesce_ms > 0) {
 			/*
