@@ -6,8 +6,9 @@
  *   for each index in order: decompress its segments ──▶ <tmp>-wal, validated
  *       by wal_reader (salts, checksum chain, offsets contiguous), then
  *       SQLite checkpoints it (PASSIVE must see every validated frame, then TRUNCATE)
- *   PRAGMA journal_mode=DELETE (one file, no -wal/-shm), quick_check,
- *   chown/chmod, fsync, rename (never replacing a file), fsync the directory.
+ *   PRAGMA journal_mode=DELETE (one file, no -wal/-shm), quick_check (the
+ *   file's data synced meanwhile by another thread), chown/chmod, fsync,
+ *   rename (never replacing a file), fsync the directory.
  *
  * Why the workers store compressed bytes: decompression buffers are up to
  * 8 MiB per stream with Litestream's 4 MiB LZ4 blocks, so only two streams
@@ -530,11 +531,28 @@ out:
 
 /* ---- finishing ---- */
 
+/* The data sync of the finished temp file, run beside the integrity check. */
+struct bg_sync {
+	pthread_t thread;
+	int fd;
+	int err;      /* 0, or the errno of fdatasync */
+};
+
+static void *bg_sync_thread(void *p)
+{
+	struct bg_sync *b = p;
+	if (fdatasync(b->fd) < 0)
+		b->err = errno;
+	return NULL;
+}
+
 static int finish_db(struct apply *a)
 {
 	sqlite3 *db = NULL;
 	char err[300], text[300];
 	int rc = -1;
+	struct bg_sync bg = { .fd = -1 };
+	bool bg_started = false;
 
 	if (!(db = open_tmp(a)))
 		goto out;
@@ -544,6 +562,15 @@ static int finish_db(struct apply *a)
 		fail(a, false, "journal_mode=DELETE: %s", text[0] ? text : err);
 		goto out;
 	}
+	/*
+	 * The file's content is final: the check only reads it, so the disk can
+	 * take the data meanwhile (install()'s fsync then finds it clean). Our
+	 * descriptor is closed only after SQLite's connection: closing any
+	 * descriptor of a file drops the process's POSIX locks on it, the
+	 * connection's included.
+	 */
+	if (a->o->verify != VERIFY_NONE && (bg.fd = open(a->tmp, O_RDONLY | O_CLOEXEC)) >= 0)
+		bg_started = pthread_create(&bg.thread, NULL, bg_sync_thread, &bg) == 0;
 	if (a->o->verify != VERIFY_NONE) {
 		const char *sql = a->o->verify == VERIFY_INTEGRITY ? "PRAGMA integrity_check"
 								   : "PRAGMA quick_check";
@@ -561,10 +588,19 @@ static int finish_db(struct apply *a)
 	}
 	rc = 0;
 out:
+	if (bg_started) {
+		pthread_join(bg.thread, NULL);
+		if (bg.err && rc == 0) {
+			fail(a, true, "fsync %s: %s", a->tmp, strerror(bg.err));
+			rc = -1;
+		}
+	}
 	if (sqlite3_close(db) != SQLITE_OK && rc == 0) {
 		fail(a, true, "close %s", a->tmp);
 		rc = -1;
 	}
+	if (bg.fd >= 0)
+		close(bg.fd);
 	return rc;
 }
 
