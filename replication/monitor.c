@@ -540,10 +540,10 @@ static int db_file_changed(struct eng_db *d)
  * it has backfilled everything, a hold taken again reads the database file
  * only and lets the app's next write restart the WAL.
  */
-static void yield_to_checkpoint(struct eng_db *d)
+static bool yield_to_checkpoint(struct eng_db *d)
 {
 	if (copy_wal(d) < 0)
-		return; /* keep the hold: what is not copied must stay */
+		return false; /* keep the hold: what is not copied must stay */
 	db_hold_release(&d->conns);
 	int64_t t0 = clock_mono_ns();
 	struct timespec ts = { 0, YIELD_POLL_NS };
@@ -552,6 +552,7 @@ static void yield_to_checkpoint(struct eng_db *d)
 		nanosleep(&ts, NULL);
 	log_debug("engine", "yielded to another process's checkpoint", "db=%s ms=%lld",
 		  d->stat.name, (long long)((clock_mono_ns() - t0) / NS_PER_MS));
+	return true;
 }
 
 /*
@@ -575,10 +576,9 @@ static bool follow_checkpoint(struct eng_db *d, int64_t mtime_ns, bool grew, int
 		d->follow_until = 0;
 		return false;
 	}
-	if (db_foreign_blocking_checkpoint(&d->conns) == 1) {
-		yield_to_checkpoint(d);
+	/* a copy that fails keeps the hold: no pass right away, the next look retries */
+	if (db_foreign_blocking_checkpoint(&d->conns) == 1 && yield_to_checkpoint(d))
 		return true;
-	}
 	struct db_wal_index wi;
 	if (db_wal_index(d->conns.hold[d->conns.cur], &wi) == 0 &&
 	    wi.backfilled == wi.max_frame && wi.max_frame != d->follow_backfilled) {
