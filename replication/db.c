@@ -191,8 +191,6 @@ int db_wal_index(sqlite3 *conn, struct db_wal_index *out)
 	__atomic_thread_fence(__ATOMIC_ACQUIRE);
 	out->max_frame = w[4];        /* WalIndexHdr.mxFrame, first copy */
 	out->backfilled = w[24];      /* WalCkptInfo.nBackfill, after the two 48-byte headers */
-	for (int i = 0; i < 5; i++)
-		out->read_mark[i] = w[25 + i];
 	return 0;
 }
 
