@@ -13,15 +13,24 @@
 O        ?= build
 PREFIX   ?= /usr/local
 CC       ?= cc
-PKGS     := libcurl jansson yaml-0.1 libmicrohttpd liblz4 sqlite3 libcrypto
+# Linked at build time. LAZY_PKGS are only compiled against: the binary
+# dlopens them on first use (common/lazylib.h), by the soname of the library
+# the headers came with.
+PKGS     := jansson yaml-0.1 liblz4 sqlite3
+LAZY_PKGS := libcurl libmicrohttpd libcrypto
+soname    = $(shell readelf -d $(shell pkg-config --variable=libdir $(1) 2>/dev/null)/$(2).so 2>/dev/null | \
+              sed -n 's/.*(SONAME).*\[\(.*\)\].*/\1/p')
+LAZY_DEFS := $(foreach d,CURL:libcurl:libcurl MHD:libmicrohttpd:libmicrohttpd CRYPTO:libcrypto:libcrypto,\
+               $(if $(call soname,$(word 2,$(subst :, ,$(d))),$(word 3,$(subst :, ,$(d)))),\
+                 -DLAZY_$(word 1,$(subst :, ,$(d)))_SONAME='"$(call soname,$(word 2,$(subst :, ,$(d))),$(word 3,$(subst :, ,$(d))))"'))
 VERSION  := $(shell git describe --always --dirty 2>/dev/null || echo 0.1.0)
 
 WARN     := -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes -Wmissing-prototypes \
             -Wno-unused-parameter -Wvla -Wpointer-arith
 CFLAGS   ?= -O2 -g
-CFLAGS   += -std=gnu11 $(WARN) -D_GNU_SOURCE -I. $(shell pkg-config --cflags $(PKGS) 2>/dev/null) \
+CFLAGS   += -std=gnu11 $(WARN) -D_GNU_SOURCE -I. $(shell pkg-config --cflags $(PKGS) $(LAZY_PKGS) 2>/dev/null) \
             -MMD -MP
-LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -ldl -lpthread -lm
 ifeq ($(DEVELOPER),1)
 CFLAGS   += -Werror
 endif
@@ -59,6 +68,8 @@ $(LIB): $(LIB_OBJ)
 $(O)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(O)/common/lazy_curl.o $(O)/common/lazy_mhd.o $(O)/common/lazy_crypto.o: CFLAGS += $(LAZY_DEFS)
 
 # Only version.o carries the version; its stamp changes only when VERSION does.
 $(O)/version.stamp: FORCE

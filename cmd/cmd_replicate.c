@@ -15,7 +15,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <curl/curl.h>
 
 #include "cmd/commands.h"
 #include "common/config.h"
@@ -70,10 +69,6 @@ static int replicate_loop(const struct config *cfg)
 	struct engine *e = NULL;
 	int sfd = -1, code = EXIT_TEMPFAIL;
 
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
-		log_error("replicate", "libcurl initialisation failed", NULL);
-		return EXIT_TEMPFAIL;
-	}
 	if ((sfd = sig_open_fd()) < 0)
 		goto out;
 	if (!(e = engine_new(cfg)) || engine_start(e) < 0)
@@ -102,7 +97,6 @@ out:
 	engine_free(e);
 	if (sfd >= 0)
 		close(sfd);
-	curl_global_cleanup();
 	return code;
 }
 

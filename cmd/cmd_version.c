@@ -6,6 +6,7 @@
 #include <sqlite3.h>
 
 #include "cmd/commands.h"
+#include "common/lazy_curl.h"
 #include "common/version.h"
 #include "common/banned.h"
 
@@ -18,8 +19,10 @@ static int run_version(int argc, char **argv)
 		return help ? 0 : EXIT_USAGE;
 	if (i < argc)
 		return cli_usage_error(&cmd_version, "unexpected argument \"%s\"", argv[i]);
+	char why[512];
+	const char *curl = lazy_curl_load(why, sizeof(why)) == 0 ? curl_version() : why;
 	printf("litevisor %s (sqlite %s, %s, lz4 %s)\n", litevisor_version(), sqlite3_libversion(),
-	       curl_version(), LZ4_versionString());
+	       curl, LZ4_versionString());
 	return 0;
 }
 

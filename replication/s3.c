@@ -7,7 +7,6 @@
 #include "replication/s3.h"
 
 #include <errno.h>
-#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -317,7 +316,7 @@ static int s3_del(struct storage *st, const char *const *keys, size_t nkeys,
 static void secret_release(struct cfg_secret *s)
 {
 	if (s->value) {
-		OPENSSL_cleanse(s->value, strlen(s->value));
+		explicit_bzero(s->value, strlen(s->value));
 		free(s->value);
 	}
 	free(s->file);
@@ -434,7 +433,11 @@ struct storage *storage_s3_open(const struct cfg_replica *r, struct st_error *er
 	struct s3 *s3 = NULL;
 	const char *path = r->path ? r->path : "";
 
-	s3_global_init();
+	char why[512];
+	if (s3_global_init(why, sizeof(why)) < 0) {
+		st_error_set(err, ST_PERMANENT, 0, "replica %s: %s", name, why);
+		return NULL;
+	}
 	if (!r->bucket || !r->bucket[0]) {
 		st_error_set(err, ST_PERMANENT, 0, "replica %s: S3 replica without a bucket", name);
 		return NULL;

@@ -122,7 +122,11 @@ char *s3_full_key(const struct s3 *s3, const char *key);
 int s3_put(struct storage *st, const char *key, const struct st_source *src,
 	   const struct st_call *call, struct st_error *err);
 
-/* Set up libcurl once per process, before threads (idempotent, thread-safe). */
-void s3_global_init(void);
+/*
+ * Load libcurl and libcrypto and set up libcurl, once per process
+ * (idempotent, thread-safe); storage_s3_open does it before anything else.
+ * Returns 0, or -1 with the cause in err.
+ */
+int s3_global_init(char *err, size_t errlen);
 
 #endif

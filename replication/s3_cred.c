@@ -1,7 +1,6 @@
 /* s3_cred.c — where an S3 replica's credentials come from, in Litestream's order. */
 #include "replication/s3.h"
 
-#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,7 +10,7 @@
 
 void s3_creds_wipe(struct s3_creds *c)
 {
-	OPENSSL_cleanse(c, sizeof(*c));
+	explicit_bzero(c, sizeof(*c));
 }
 
 /* Copy an environment variable; returns true if it was set and fit. */

@@ -14,6 +14,8 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/lazy_crypto.h"
+#include "common/lazy_curl.h"
 #include "common/log.h"
 #include "replication/s3_xml.h"
 #include "common/banned.h"
@@ -26,16 +28,9 @@
 #define STALL_SECONDS 30         /* … for this long is a stall */
 #define EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
-static pthread_once_t global_once = PTHREAD_ONCE_INIT;
-
-static void global_init_once(void)
+int s3_global_init(char *err, size_t errlen)
 {
-	curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
-void s3_global_init(void)
-{
-	pthread_once(&global_once, global_init_once);
+	return lazy_curl_load(err, errlen) == 0 && lazy_crypto_load(err, errlen) == 0 ? 0 : -1;
 }
 
 /*
@@ -511,7 +506,6 @@ int s3_request(struct s3 *s3, const struct s3_req *req, struct s3_resp *resp,
 	struct outcome o = { 0 };
 	const char *key = req->key ? req->key : "";
 	int max = ctl->no_retry ? 1 : MAX_ATTEMPTS;
-	s3_global_init();
 
 	for (int n = 1;; n++) {
 		int64_t left = 0;

@@ -239,12 +239,12 @@ int s3_sigv4_sign_debug(const struct s3_sign_input *in, char **query_out, char *
 	rc = 0;
 out:
 	/* The derived keys and the secret copy are wiped, not just freed. */
-	OPENSSL_cleanse(k1, sizeof(k1));
-	OPENSSL_cleanse(k2, sizeof(k2));
-	OPENSSL_cleanse(k3, sizeof(k3));
-	OPENSSL_cleanse(k4, sizeof(k4));
+	explicit_bzero(k1, sizeof(k1));
+	explicit_bzero(k2, sizeof(k2));
+	explicit_bzero(k3, sizeof(k3));
+	explicit_bzero(k4, sizeof(k4));
 	if (keybuf.data)
-		OPENSSL_cleanse(keybuf.data, keybuf.alloc);
+		explicit_bzero(keybuf.data, keybuf.alloc);
 	s3_buf_release(&keybuf);
 	s3_buf_release(&creq);
 	s3_buf_release(&sts);

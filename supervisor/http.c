@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "common/clock.h"
+#include "common/lazy_mhd.h"
 #include "common/log.h"
 #include "nomad/env.h"
 #include "supervisor/health.h"
@@ -230,6 +231,12 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 struct http_server *http_start(const struct sockaddr_storage *sa, struct sup_state *state,
 			       const struct config *cfg)
 {
+	char why[512];
+	if (lazy_mhd_load(why, sizeof(why)) < 0) {
+		log_error("http", "cannot serve health and metrics", "error=\"%s\"", why);
+		errno = ELIBACC;
+		return NULL;
+	}
 	struct http_server *srv = calloc(1, sizeof(*srv));
 	if (!srv) {
 		log_error("http", "out of memory", NULL);

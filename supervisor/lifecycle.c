@@ -1,7 +1,6 @@
 /* lifecycle.c — the supervisor's state × event loop (see lifecycle.h). */
 #include "supervisor/lifecycle.h"
 
-#include <curl/curl.h>
 #include <errno.h>
 #include <jansson.h>
 #include <poll.h>
@@ -436,13 +435,7 @@ int run_supervised(const struct config *cfg, char *const *argv)
 {
 	if (sig_block() < 0)
 		return SUP_EXIT_TEMPFAIL;
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-		log_error("supervisor", "curl_global_init failed", NULL);
-		return SUP_EXIT_TEMPFAIL;
-	}
 	/* jansson hashes with a random seed; seed it before any thread can race on it. */
 	json_object_seed(0);
-	int code = sup_run(cfg, argv, NULL);
-	curl_global_cleanup();
-	return code;
+	return sup_run(cfg, argv, NULL);
 }

@@ -45,14 +45,13 @@ struct sup_hooks {
 /*
  * Run the lifecycle for cfg (borrowed) and the service command argv
  * (NULL-terminated, argv[0] searched in $PATH). hooks may be NULL.
- * Requires sig_block() and curl_global_init() to have run before any thread
- * was created. Returns the exit code for the process.
+ * Requires sig_block() to have run before any thread was created. Returns the exit code for the process.
  */
 int sup_run(const struct config *cfg, char *const *argv, const struct sup_hooks *hooks);
 
 /*
  * Everything `run` does after loading its config: block signals (if not done
- * yet), initialise libcurl, then sup_run. For `replicate -exec CMD` as well.
+ * yet), seed jansson, then sup_run. For `replicate -exec CMD` as well.
  * Must be called before the caller creates any thread. Returns the exit code.
  */
 int run_supervised(const struct config *cfg, char *const *argv);

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "common/clock.h"
+#include "common/lazy_curl.h"
 #include "common/log.h"
 #include "common/version.h"
 #include "common/banned.h"
@@ -143,6 +144,11 @@ int probe_worker_start(struct probe_worker *k, const char *component, void *(*fn
 	if (probe_waiter_init(&k->w) < 0) {
 		log_error(component, "out of memory", NULL);
 		return -1;
+	}
+	char why[512];
+	if (lazy_curl_load(why, sizeof(why)) < 0) {
+		log_error(component, "cannot use libcurl", "error=\"%s\"", why);
+		goto fail;
 	}
 	if (!(k->curl = curl_easy_init())) {
 		log_error(component, "curl_easy_init failed", NULL);

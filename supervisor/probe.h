@@ -5,8 +5,7 @@
  * passes. While the probe has not passed yet it is retried every second (or
  * every probe-interval if shorter), then every probe-interval. The result
  * goes into the supervisor state, which /readyz reads.
- *
- * curl_global_init must have run before probe_start (cmd_run does it first).
+ * libcurl is loaded when the first probe starts (common/lazy_curl.h).
  */
 #ifndef LITEVISOR_SUP_PROBE_H
 #define LITEVISOR_SUP_PROBE_H

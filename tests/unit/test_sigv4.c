@@ -17,6 +17,7 @@
 #include "tests/unit/unit.h"
 
 #include "replication/s3_sigv4.h"
+#include "common/lazy_crypto.h"
 
 #define EMPTY_SHA "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 #define AWS_AK "AKIDEXAMPLE"
@@ -206,6 +207,16 @@ TEST(authz_buffer_too_small_fails)
 	char small[32], *q = NULL;
 	CHECK_INT(s3_sigv4_sign(&in, &q, small, sizeof(small)), -1);
 	CHECK(q == NULL);
+}
+
+/* SigV4 hashes with libcrypto, which the S3 client loads on first use (common/lazylib.h). */
+__attribute__((constructor)) static void load_libcrypto(void)
+{
+	char err[512];
+	if (lazy_crypto_load(err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s\n", err);
+		exit(1);
+	}
 }
 
 UNIT_MAIN(T(get_vanilla), T(get_vanilla_query_order), T(post_x_www_form_urlencoded),

@@ -1,0 +1,22 @@
+/*
+ * lazy_curl.h — libcurl, loaded on first use (see common/lazylib.h).
+ *
+ * Code that uses libcurl includes <curl/curl.h> as usual and calls
+ * lazy_curl_load() first, where a failure can be reported: the S3 client
+ * when a storage is opened, the supervisor before its HTTP probes, `version`.
+ * The forwarded functions are exactly those litevisor calls; add one to
+ * common/lazy_curl.c when code starts calling it (the link fails until then).
+ */
+#ifndef LITEVISOR_LAZY_CURL_H
+#define LITEVISOR_LAZY_CURL_H
+
+#include <stddef.h>
+
+/*
+ * Load libcurl and run curl_global_init(CURL_GLOBAL_DEFAULT), once per
+ * process. Thread-safe: calls are serialised and libcurl is not used before
+ * it returns. Returns 0, or -1 with the cause in err (may be NULL).
+ */
+int lazy_curl_load(char *err, size_t errlen);
+
+#endif
