@@ -22,13 +22,13 @@
  */
 #define WATCH_MASK (IN_MODIFY | IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | \
 		    IN_CLOSE_WRITE | IN_DELETE_SELF | IN_MOVE_SELF)
-#define QUIET_MASK (WATCH_MASK & ~(uint32_t)IN_MODIFY)
 
 int watch_init(struct watch *w, const char *path)
 {
 	char dir[PATH_MAX], base[PATH_MAX];
 
 	w->ifd = -1;
+	w->wd = -1;
 	w->lost = false;
 	w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (w->efd < 0) {
@@ -40,7 +40,7 @@ int watch_init(struct watch *w, const char *path)
 	snprintf(w->base, sizeof(w->base), "%s", basename(base));
 	snprintf(w->dir, sizeof(w->dir), "%s", dirname(dir));
 	w->ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-	if (w->ifd >= 0 && inotify_add_watch(w->ifd, w->dir, WATCH_MASK) < 0) {
+	if (w->ifd >= 0 && (w->wd = inotify_add_watch(w->ifd, w->dir, WATCH_MASK)) < 0) {
 		close(w->ifd);
 		w->ifd = -1;
 	}
@@ -60,8 +60,12 @@ static int drain(struct watch *w)
 		ssize_t n = read(w->ifd, buf, sizeof(buf));
 		if (n <= 0)
 			return hit;
-		for (char *p = buf; p < buf + n;) {
+		for (char *p = buf; p < buf + n; p += sizeof(struct inotify_event) +
+						((struct inotify_event *)p)->len) {
 			struct inotify_event *ev = (struct inotify_event *)p;
+			/* the end of a watch watch_sleep removed itself (IN_Q_OVERFLOW has wd -1) */
+			if ((ev->mask & IN_IGNORED) && ev->wd != w->wd)
+				continue;
 			/* <db>, <db>-wal, <db>-shm, <db>-journal */
 			if (ev->len && strncmp(ev->name, w->base, blen) == 0 &&
 			    strcmp(ev->name + blen, "-shm") != 0)
@@ -71,7 +75,6 @@ static int drain(struct watch *w)
 			/* the watch no longer covers the path: a new directory there needs a new one */
 			if (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED))
 				w->lost = true;
-			p += sizeof(*ev) + ev->len;
 		}
 	}
 }
@@ -83,7 +86,7 @@ int watch_active(const struct watch *w)
 
 int watch_wait(struct watch *w, int64_t timeout_ms)
 {
-	if (w->ifd >= 0 && w->lost && inotify_add_watch(w->ifd, w->dir, WATCH_MASK) >= 0)
+	if (w->ifd >= 0 && w->lost && (w->wd = inotify_add_watch(w->ifd, w->dir, WATCH_MASK)) >= 0)
 		w->lost = false;
 	struct pollfd p[2] = { { .fd = w->efd, .events = POLLIN }, { .fd = w->ifd, .events = POLLIN } };
 	int n = w->ifd >= 0 ? 2 : 1;
@@ -114,24 +117,29 @@ int watch_wait(struct watch *w, int64_t timeout_ms)
 void watch_sleep(struct watch *w, int64_t timeout_ms)
 {
 	struct pollfd p = { .fd = w->efd, .events = POLLIN };
-	/* same directory, same watch: only its mask changes (a failure just keeps IN_MODIFY) */
-	bool quiet = w->ifd >= 0 && timeout_ms > 0 &&
-		     inotify_add_watch(w->ifd, w->dir, QUIET_MASK) >= 0;
+	bool removed = w->ifd >= 0 && !w->lost && timeout_ms > 0 && inotify_rm_watch(w->ifd, w->wd) == 0;
 	if (timeout_ms > 0 && poll(&p, 1, (int)timeout_ms) > 0) {
 		uint64_t v;
 		if (read(w->efd, &v, sizeof(v)) > 0)
 			watch_wake(w); /* keep it pending for the caller's next wait */
 	}
 	/*
-	 * Full mask back before the drain: a write after this point either
+	 * Watch again before the drain: a write after this point either
 	 * precedes the caller's look at the files or queues an event for its
 	 * next wait, so none goes unnoticed.
 	 */
-	if (quiet && inotify_add_watch(w->ifd, w->dir, WATCH_MASK) < 0) {
-		log_warn("watch", "cannot restore inotify watch, polling at monitor-interval",
-			 "dir=\"%s\" err=\"%s\"", w->dir, strerror(errno));
-		close(w->ifd);
-		w->ifd = -1;
+	if (removed) {
+		int wd = inotify_add_watch(w->ifd, w->dir, WATCH_MASK);
+		if (wd >= 0) {
+			w->wd = wd;
+		} else if (errno == ENOENT) {
+			w->lost = true; /* the directory went away meanwhile: watch_wait retries by path */
+		} else {
+			log_warn("watch", "cannot watch again, polling at monitor-interval",
+				 "dir=\"%s\" err=\"%s\"", w->dir, strerror(errno));
+			close(w->ifd);
+			w->ifd = -1;
+		}
 	}
 	if (w->ifd >= 0)
 		drain(w);
