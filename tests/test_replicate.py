@@ -496,7 +496,14 @@ def test_replica_down_then_back_catches_up(run, tmp_path, litestream_bin):
     wait_for(lambda: objects(flaky, "wal"), what="first upload")
     # take the replica away: its path becomes a plain file, so every write fails
     os.rename(flaky, tmp_path / "flaky.away")
-    flaky.write_text("not a directory")
+    plain = tmp_path / "plain"
+    plain.write_text("not a directory")
+    while True:
+        try:
+            os.rename(plain, flaky)
+            break
+        except IsADirectoryError:  # an upload re-created it in between: take that away too
+            shutil.rmtree(flaky)
     write(db, 1500, start=1000)
     # the healthy replica is not held back meanwhile
     check_restore_eventually(litestream_bin, good, db, tmp_path / "mid.db")
