@@ -37,6 +37,7 @@
 #include "common/log.h"
 #include "replication/filewriter.h"
 #include "replication/lz4io.h"
+#include "replication/ravfs.h"
 #include "replication/wal.h"
 #include "replication/xxh32.h"
 #include "common/banned.h"
@@ -392,10 +393,10 @@ static int pragma_row(sqlite3 *db, const char *sql, int64_t cols[3], char *out, 
  * checkpoint, the switch to journal_mode=DELETE) are wasted on a file that
  * install() fsyncs once before the rename and that is discarded if we crash.
  */
-static sqlite3 *open_tmp(struct apply *a)
+static sqlite3 *open_tmp(struct apply *a, const char *vfs)
 {
 	sqlite3 *db = NULL;
-	if (sqlite3_open_v2(a->tmp, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
+	if (sqlite3_open_v2(a->tmp, &db, SQLITE_OPEN_READWRITE, vfs) != SQLITE_OK ||
 	    sqlite3_exec(db, "PRAGMA synchronous=OFF", NULL, NULL, NULL) != SQLITE_OK) {
 		fail(a, true, "open %s: %s", a->tmp, db ? sqlite3_errmsg(db) : "out of memory");
 		sqlite3_close(db);
@@ -411,7 +412,7 @@ static int checkpoint_index(struct apply *a, uint64_t frames)
 	int64_t r[3];
 	int rc = -1;
 
-	if (!(db = open_tmp(a)))
+	if (!(db = open_tmp(a, NULL)))
 		goto out;
 	/* PASSIVE first: SQLite must see every frame the validator accepted */
 	if (pragma_row(db, "PRAGMA wal_checkpoint(PASSIVE)", r, NULL, 0, err, sizeof(err)) < 0) {
@@ -554,7 +555,8 @@ static int finish_db(struct apply *a)
 	struct bg_sync bg = { .fd = -1 };
 	bool bg_started = false;
 
-	if (!(db = open_tmp(a)))
+	/* the check reads the whole file: read ahead instead of a pread(2) per page */
+	if (!(db = open_tmp(a, ravfs_name())))
 		goto out;
 	/* one self-contained file: no -wal/-shm beside it (vaultwarden #4418) */
 	if (pragma_row(db, "PRAGMA journal_mode=DELETE", NULL, text, sizeof(text), err,
