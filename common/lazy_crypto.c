@@ -23,7 +23,7 @@ static struct {
 	__typeof__(HMAC) *HMAC;
 } fn;
 
-#define SYM(n) { #n, (void **)&fn.n }
+#define SYM(n) LAZYLIB_SYM(fn, n)
 static const struct lazylib_sym syms[] = {
 	SYM(EVP_sha256),        SYM(EVP_md5),          SYM(EVP_Digest),
 	SYM(EVP_MD_CTX_new),    SYM(EVP_MD_CTX_free),  SYM(EVP_DigestInit_ex),
@@ -33,7 +33,7 @@ static const struct lazylib_sym syms[] = {
 
 static struct lazylib lib = LAZYLIB_INIT(LAZY_CRYPTO_SONAME, "libssl3", syms, NULL);
 
-#define F(n) (fn.n ? fn.n : (lazylib_unloaded(&lib, #n), fn.n))
+#define F(n) LAZYLIB_FN(lib, fn, n)
 
 int lazy_crypto_load(char *err, size_t errlen)
 {

@@ -27,7 +27,7 @@ static struct {
 	__typeof__(curl_version) *curl_version;
 } fn;
 
-#define SYM(n) { #n, (void **)&fn.n }
+#define SYM(n) LAZYLIB_SYM(fn, n)
 static const struct lazylib_sym syms[] = {
 	SYM(curl_global_init),  SYM(curl_easy_init),     SYM(curl_easy_cleanup),
 	SYM(curl_easy_reset),   SYM(curl_easy_perform),  SYM(curl_easy_setopt),
@@ -38,8 +38,7 @@ static const struct lazylib_sym syms[] = {
 static int global_init(char *err, size_t errlen);
 static struct lazylib lib = LAZYLIB_INIT(LAZY_CURL_SONAME, "libcurl4", syms, global_init);
 
-/* The pointer to call, or abort if libcurl was never loaded. */
-#define F(n) (fn.n ? fn.n : (lazylib_unloaded(&lib, #n), fn.n))
+#define F(n) LAZYLIB_FN(lib, fn, n)
 
 static int global_init(char *err, size_t errlen)
 {

@@ -22,7 +22,7 @@ static struct {
 	__typeof__(MHD_destroy_response) *MHD_destroy_response;
 } fn;
 
-#define SYM(n) { #n, (void **)&fn.n }
+#define SYM(n) LAZYLIB_SYM(fn, n)
 static const struct lazylib_sym syms[] = {
 	SYM(MHD_start_daemon_va),         SYM(MHD_stop_daemon),         SYM(MHD_get_daemon_info),
 	SYM(MHD_create_response_from_buffer), SYM(MHD_add_response_header), SYM(MHD_queue_response),
@@ -31,7 +31,7 @@ static const struct lazylib_sym syms[] = {
 
 static struct lazylib lib = LAZYLIB_INIT(LAZY_MHD_SONAME, "libmicrohttpd12", syms, NULL);
 
-#define F(n) (fn.n ? fn.n : (lazylib_unloaded(&lib, #n), fn.n))
+#define F(n) LAZYLIB_FN(lib, fn, n)
 
 int lazy_mhd_load(char *err, size_t errlen)
 {

@@ -47,6 +47,12 @@ struct lazylib {
 	  .nsyms = sizeof(symtab) / sizeof((symtab)[0]), .init = (initfn),                    \
 	  .lock = PTHREAD_MUTEX_INITIALIZER }
 
+/* One entry of a symbol table: the function named n, resolved into table.n. */
+#define LAZYLIB_SYM(table, n) { #n, (void **)&(table).n }
+
+/* The pointer to call for n, or abort if lib was never loaded. */
+#define LAZYLIB_FN(lib, table, n) ((table).n ? (table).n : (lazylib_unloaded(&(lib), #n), (table).n))
+
 /*
  * Load lib and resolve all its symbols, once; later calls return the first
  * outcome. Returns 0, or -1 with a message naming the library, the cause
