@@ -295,10 +295,12 @@ def test_orphans_reaped_and_signals_forwarded_as_pid1(litevisor_bin, tmp_path, r
         nspid = [l for l in f if l.startswith("NSpid:")][0].split()
     assert nspid[-1] == "1", nspid
     # Orphans are listed with their namespace pids; find them as litevisor's children here.
-    poll(lambda: not [d for d in os.listdir("/proc") if d.isdigit()
-                      and (proc_stat(int(d)) or ("", 0))[1] == lv
-                      and proc_stat(int(d))[0] != "Z"
-                      and int(d) != _child_of(lv)], timeout=10)
+    # Each process's stat is read once: an orphan may exit between two reads.
+    def live_orphans():
+        kid = _child_of(lv)
+        stats = ((int(d), proc_stat(int(d))) for d in os.listdir("/proc") if d.isdigit())
+        return [p for p, st in stats if st and st[1] == lv and st[0] != "Z" and p != kid]
+    poll(lambda: not live_orphans(), timeout=10)
     assert zombies_of(lv) == []
     os.kill(lv, signal.SIGUSR1)
     poll(lambda: "USR1" in read_lines(rec))
