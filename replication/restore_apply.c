@@ -558,6 +558,15 @@ static int finish_db(struct apply *a)
 	/* the check reads the whole file: read ahead instead of a pread(2) per page */
 	if (!(db = open_tmp(a, ravfs_name())))
 		goto out;
+	/*
+	 * quick_check reads each page about once, in b-tree order, revisiting
+	 * only the path from the root: SQLite's default 2 MB cache would be
+	 * malloc'd and faulted in a page at a time for nothing (15 MB database:
+	 * check 14 ms -> 6 ms; 500 MB: unchanged). integrity_check looks rows
+	 * up in every index and keeps the default.
+	 */
+	if (a->o->verify == VERIFY_QUICK)
+		(void)sqlite3_exec(db, "PRAGMA cache_size=32", NULL, NULL, NULL);
 	/* one self-contained file: no -wal/-shm beside it (vaultwarden #4418) */
 	if (pragma_row(db, "PRAGMA journal_mode=DELETE", NULL, text, sizeof(text), err,
 		       sizeof(err)) < 0 || strcmp(text, "delete") != 0) {
