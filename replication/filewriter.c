@@ -16,6 +16,8 @@ struct fwriter {
 	int fd;
 	size_t nbufs, bufsize;
 	uint64_t step;          /* writeback step, 0 = none */
+	uint64_t flush_step;    /* flush step, 0 = no flusher thread */
+	int (*flush)(int fd);
 	void (*inspect)(void *ctx, const void *buf, size_t len);
 	void *inspect_ctx;
 	unsigned char **bufs;   /* nbufs pointers into ring */
@@ -31,6 +33,10 @@ struct fwriter {
 	int err;                /* errno of the first failed write */
 	uint64_t accepted, written;
 	pthread_t thread;
+
+	pthread_cond_t fcv;     /* wakes the flusher */
+	bool flush_req, flush_stop, flusher_joined;
+	pthread_t flusher;
 };
 
 /*
@@ -72,8 +78,11 @@ static void *writer(void *p)
 			rc = st_fd_sink_write(&w->fd, w->bufs[i], len);
 			e = errno;
 		}
+		bool want_flush = false;
 		if (rc == 0 && !skip) {
 			uint64_t from = w->step ? w->written / w->step * w->step : 0;
+			want_flush = w->flush_step && (w->written + len) / w->flush_step >
+							      w->written / w->flush_step;
 			w->written += len;
 			uint64_t to = w->step ? w->written / w->step * w->step : 0;
 			/* whole steps just completed: advisory, the caller's fsync follows */
@@ -86,12 +95,59 @@ static void *writer(void *p)
 			w->failed = true;
 			w->err = e;
 		}
+		if (want_flush) { /* one pending request covers everything written so far */
+			w->flush_req = true;
+			pthread_cond_signal(&w->fcv);
+		}
 		w->tail = (w->tail + 1) % w->nbufs;
 		w->full--;
 		pthread_cond_broadcast(&w->cv);
 	}
 	pthread_mutex_unlock(&w->mu);
 	return NULL;
+}
+
+/*
+ * The flusher: one fdatasync per request, never more than one at a time;
+ * requests made while one runs are merged into the next. A failure is the
+ * writer's failure (the producer stops at its next reserve). EINVAL: the
+ * file cannot be flushed at all, which the caller's own fsync will report.
+ */
+static void *flusher(void *p)
+{
+	struct fwriter *w = p;
+	pthread_mutex_lock(&w->mu);
+	for (;;) {
+		while (!w->flush_req && !w->flush_stop)
+			pthread_cond_wait(&w->fcv, &w->mu);
+		if (!w->flush_req || w->discard)
+			break;
+		w->flush_req = false;
+		bool skip = w->failed;
+		pthread_mutex_unlock(&w->mu);
+		int rc = skip ? 0 : w->flush(w->fd), e = errno;
+		pthread_mutex_lock(&w->mu);
+		if (rc < 0 && e != EINVAL && !w->failed) {
+			w->failed = true;
+			w->err = e;
+			pthread_cond_broadcast(&w->cv);
+		}
+	}
+	pthread_mutex_unlock(&w->mu);
+	return NULL;
+}
+
+/* Let the flusher finish what is asked of it (or drop it, on discard) and join it. */
+static void stop_flusher(struct fwriter *w)
+{
+	if (w->flusher_joined)
+		return;
+	pthread_mutex_lock(&w->mu);
+	w->flush_stop = true;
+	pthread_cond_signal(&w->fcv);
+	pthread_mutex_unlock(&w->mu);
+	pthread_join(w->flusher, NULL);
+	w->flusher_joined = true;
 }
 
 /* Queue bufs[head] (fill bytes). Called with mu held. */
@@ -172,6 +228,9 @@ struct fwriter *fw_start(int fd, const struct fw_opts *o, struct st_sink *sink)
 	w->nbufs = nbufs;
 	w->bufsize = o->bufsize;
 	w->step = o->writeback_step;
+	w->flush_step = o->flush_step;
+	w->flush = o->flush ? o->flush : fdatasync;
+	w->flusher_joined = true;
 	w->inspect = o->inspect;
 	w->inspect_ctx = o->inspect_ctx;
 	w->joined = true;
@@ -188,10 +247,15 @@ struct fwriter *fw_start(int fd, const struct fw_opts *o, struct st_sink *sink)
 		w->bufs[i] = w->ring + i * o->bufsize;
 	pthread_mutex_init(&w->mu, NULL);
 	pthread_cond_init(&w->cv, NULL);
+	pthread_cond_init(&w->fcv, NULL);
+	if (w->flush_step) {
+		if ((e = pthread_create(&w->flusher, NULL, flusher, w)) != 0)
+			goto fail_sync;
+		w->flusher_joined = false;
+	}
 	if ((e = pthread_create(&w->thread, NULL, writer, w)) != 0) {
-		pthread_mutex_destroy(&w->mu);
-		pthread_cond_destroy(&w->cv);
-		goto fail;
+		stop_flusher(w);
+		goto fail_sync;
 	}
 	w->joined = false;
 	if (sink) {
@@ -199,6 +263,10 @@ struct fwriter *fw_start(int fd, const struct fw_opts *o, struct st_sink *sink)
 		sink->ctx = w;
 	}
 	return w;
+fail_sync:
+	pthread_mutex_destroy(&w->mu);
+	pthread_cond_destroy(&w->cv);
+	pthread_cond_destroy(&w->fcv);
 fail:
 	if (w) {
 		if (w->ring)
@@ -221,6 +289,7 @@ int fw_finish(struct fwriter *w)
 	pthread_mutex_unlock(&w->mu);
 	pthread_join(w->thread, NULL);
 	w->joined = true;
+	stop_flusher(w); /* after the writer: its last request is honoured */
 	if (w->failed) {
 		errno = w->err;
 		return -1;
@@ -252,8 +321,10 @@ void fw_free(struct fwriter *w)
 		pthread_mutex_unlock(&w->mu);
 		pthread_join(w->thread, NULL);
 	}
+	stop_flusher(w); /* discard set above: a pending flush is dropped */
 	pthread_mutex_destroy(&w->mu);
 	pthread_cond_destroy(&w->cv);
+	pthread_cond_destroy(&w->fcv);
 	munmap(w->ring, w->ring_len);
 	free(w->bufs);
 	free(w->lens);

@@ -3,7 +3,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "replication/filewriter.h"
 #include "replication/xxh32.h"
@@ -161,6 +164,142 @@ TEST(free_without_finish_discards_and_stops)
 	unlink(path);
 }
 
+/* ---- the flusher ---- */
+
+static atomic_int flushes, flushing, flush_errno;
+
+/* A slow flush that records what it saw, or fails with flush_errno. */
+static int fake_flush(int fd)
+{
+	(void)fd;
+	atomic_fetch_add(&flushing, 1);
+	usleep(20000);
+	atomic_fetch_add(&flushes, 1);
+	atomic_fetch_sub(&flushing, 1);
+	if (atomic_load(&flush_errno)) {
+		errno = atomic_load(&flush_errno);
+		return -1;
+	}
+	return 0;
+}
+
+/* Writes n bytes of zeros through the sink; returns the sink's last result. */
+static int pour(const struct st_sink *sink, size_t n)
+{
+	static const unsigned char zeros[4096];
+	int rc = 0;
+	for (size_t off = 0; off < n && rc == 0; off += sizeof(zeros))
+		rc = sink->write(sink->ctx, zeros, sizeof(zeros));
+	return rc;
+}
+
+TEST(flushes_every_step_merged_and_finished_before_finish_returns)
+{
+	char path[] = "/tmp/litevisor-fw-XXXXXX";
+	int fd = mkstemp(path);
+	CHECK(fd >= 0);
+	atomic_store(&flushes, 0);
+	atomic_store(&flush_errno, 0);
+	struct fw_opts o = { .nbufs = 2, .bufsize = 4096, .flush_step = 16384, .flush = fake_flush };
+	struct st_sink sink;
+	struct fwriter *w = fw_start(fd, &o, &sink);
+	CHECK(w != NULL);
+	CHECK_INT(pour(&sink, 40 * 16384), 0);
+	CHECK_INT(fw_finish(w), 0);
+	/* 40 steps; a flush takes 20 ms, so requests made meanwhile are merged */
+	int n = atomic_load(&flushes);
+	CHECK(n >= 1 && n <= 40);
+	CHECK_INT(atomic_load(&flushing), 0); /* none still running once finish returned */
+	fw_free(w);
+	struct stat sb;
+	CHECK_INT(fstat(fd, &sb), 0);
+	CHECK_INT(sb.st_size, 40 * 16384);
+	close(fd);
+	unlink(path);
+}
+
+TEST(no_flush_step_means_no_flush)
+{
+	char path[] = "/tmp/litevisor-fw-XXXXXX";
+	int fd = mkstemp(path);
+	atomic_store(&flushes, 0);
+	struct fw_opts o = { .nbufs = 2, .bufsize = 4096, .flush = fake_flush };
+	struct st_sink sink;
+	struct fwriter *w = fw_start(fd, &o, &sink);
+	CHECK(w != NULL);
+	CHECK_INT(pour(&sink, 1 << 20), 0);
+	CHECK_INT(fw_finish(w), 0);
+	CHECK_INT(atomic_load(&flushes), 0);
+	fw_free(w);
+	close(fd);
+	unlink(path);
+}
+
+TEST(a_failed_flush_is_a_failed_write)
+{
+	char path[] = "/tmp/litevisor-fw-XXXXXX";
+	int fd = mkstemp(path);
+	atomic_store(&flushes, 0);
+	atomic_store(&flush_errno, EIO);
+	struct fw_opts o = { .nbufs = 2, .bufsize = 4096, .flush_step = 4096, .flush = fake_flush };
+	struct st_sink sink;
+	struct fwriter *w = fw_start(fd, &o, &sink);
+	CHECK(w != NULL);
+	/* the producer is told once the first flush (20 ms) has failed */
+	int rc = 0;
+	for (int i = 0; i < 100000 && rc == 0; i++) { /* 100000 x 64 KiB: never reached */
+		rc = pour(&sink, 64 * 1024);
+		if (rc == 0)
+			usleep(100);
+	}
+	CHECK_INT(rc, -1);
+	CHECK_INT(errno, EIO);
+	CHECK_INT(fw_error(w), EIO);
+	CHECK_INT(fw_finish(w), -1);
+	CHECK_INT(errno, EIO);
+	fw_free(w);
+	atomic_store(&flush_errno, 0);
+	close(fd);
+	unlink(path);
+}
+
+TEST(a_file_that_cannot_be_flushed_is_left_to_the_callers_fsync)
+{
+	char path[] = "/tmp/litevisor-fw-XXXXXX";
+	int fd = mkstemp(path);
+	atomic_store(&flush_errno, EINVAL);
+	struct fw_opts o = { .nbufs = 2, .bufsize = 4096, .flush_step = 4096, .flush = fake_flush };
+	struct st_sink sink;
+	struct fwriter *w = fw_start(fd, &o, &sink);
+	CHECK(w != NULL);
+	CHECK_INT(pour(&sink, 256 * 1024), 0);
+	CHECK_INT(fw_finish(w), 0);
+	CHECK(atomic_load(&flushes) >= 1);
+	fw_free(w);
+	atomic_store(&flush_errno, 0);
+	close(fd);
+	unlink(path);
+}
+
+TEST(free_without_finish_stops_the_flusher_too)
+{
+	char path[] = "/tmp/litevisor-fw-XXXXXX";
+	int fd = mkstemp(path);
+	struct fw_opts o = { .nbufs = 2, .bufsize = 4096, .flush_step = 4096, .flush = fake_flush };
+	struct st_sink sink;
+	struct fwriter *w = fw_start(fd, &o, &sink);
+	CHECK(w != NULL);
+	CHECK_INT(pour(&sink, 64 * 1024), 0);
+	fw_free(w);
+	CHECK_INT(atomic_load(&flushing), 0);
+	close(fd);
+	unlink(path);
+}
+
 UNIT_MAIN(T(writes_every_byte_in_order), T(commit_beyond_the_lent_room_is_refused),
 	  T(bad_options_are_refused), T(a_full_disk_stops_the_producer_and_names_the_error),
-	  T(free_without_finish_discards_and_stops))
+	  T(free_without_finish_discards_and_stops),
+	  T(flushes_every_step_merged_and_finished_before_finish_returns),
+	  T(no_flush_step_means_no_flush), T(a_failed_flush_is_a_failed_write),
+	  T(a_file_that_cannot_be_flushed_is_left_to_the_callers_fsync),
+	  T(free_without_finish_stops_the_flusher_too))
