@@ -427,6 +427,42 @@ def without_check(config):
     return path
 
 
+def restore_once(t, config, db, outp, prime):
+    """One timed restore of db to outp by tool t: its figures, or {'na': why}."""
+    remove_db(outp)
+    dt, rc, rss, anon, err = timed(t.restore_cmd(config, outp, db), sample=True, prime=prime)
+    if rc != 0 or not os.path.exists(outp):
+        return {"na": f"n/a: {t.name} restore failed (exit {rc}): "
+                      f"{err.strip().splitlines()[-1] if err.strip() else ''}"}
+    it, ok_int = integrity_seconds(outp)
+    run = {"s": dt, "rss_mib": rss, "anon_mib": anon, "integrity_s": it, "integrity_ok": ok_int}
+    # litevisor checks the result itself (quick_check) before the rename and logs how
+    # long that took: timed apart, as issue 7 asks
+    m = re.search(r"verified check=\w+ ms=(\d+)", err)
+    if m:
+        run["check_s"] = int(m.group(1)) / 1000
+        # ...but the check overlaps the final fsync, so subtracting it would flatter
+        # the restore: time one without it, right after
+        remove_db(outp)
+        dn, rcn, _, _, errn = timed(t.restore_cmd(without_check(config), outp, db), prime=prime)
+        if rcn != 0 or "verified check=" in errn:
+            return {"na": f"n/a: {t.name} restore without its check failed (exit {rcn})"}
+        run["nocheck_s"] = dn
+    return run
+
+
+def reference_once(name, cmd, outp, raw_bytes, prime):
+    """One timed run of a reference or floor command: {'s': seconds}, or {'na': why}."""
+    remove_db(outp)
+    dt, rc, _, _, err = timed(["/bin/bash", "-o", "pipefail", "-c", cmd], prime=prime)
+    if rc == 0 and name not in ("decompress_only", "download_only") and \
+            os.path.getsize(outp) != raw_bytes:
+        rc, err = -1, f"wrote {os.path.getsize(outp)} bytes, expected {raw_bytes}"
+    if rc != 0:
+        return {"na": f"n/a: {name} failed (exit {rc}): {err.strip()[-200:]}"}
+    return {"s": dt}
+
+
 def scenario_restore(tools, s3):
     out = {}
     lt = tools[0]
@@ -466,54 +502,6 @@ def scenario_restore(tools, s3):
         outp = os.path.join(d, "out.sqlite")
         # page cache freed before each timed run: what it writes, plus room for temp files
         prime = entry["db_bytes"] + (entry["db_bytes"] >> 3)
-        # rounds interleave the tools (Litestream, litevisor, Litestream, ...): this VM's
-        # first large write after a pause is often slow, and that must not always land
-        # on the same tool
-        for t in tools:
-            if not isinstance(made_lv, tuple):
-                entry[f"{t.name}|s3-litevisor"] = {"na": made_lv or "n/a"}
-        for source, (c, db) in cfgs.items():
-            runs = {}
-            for t in tools:
-                why = t.available("restore")
-                runs[t.name] = {"na": why} if why else []
-            for r in range(PLAN.restore_rounds):
-                for t in tools:
-                    if not isinstance(runs[t.name], list):
-                        continue
-                    remove_db(outp)
-                    dt, rc, rss, anon, err = timed(t.restore_cmd(c, outp, db), sample=True,
-                                                   prime=prime)
-                    if rc != 0 or not os.path.exists(outp):
-                        runs[t.name] = {"na": f"n/a: {t.name} restore failed (exit {rc}): "
-                                        f"{err.strip().splitlines()[-1] if err.strip() else ''}"}
-                        continue
-                    it, ok_int = integrity_seconds(outp)
-                    run = {"s": dt, "rss_mib": rss, "anon_mib": anon, "integrity_s": it,
-                           "integrity_ok": ok_int}
-                    # litevisor checks the result itself (quick_check) before the rename
-                    # and logs how long that took: timed apart, as issue 7 asks
-                    m = re.search(r"verified check=\w+ ms=(\d+)", err)
-                    if m:
-                        run["check_s"] = int(m.group(1)) / 1000
-                        # ...but the check overlaps the final fsync, so subtracting it
-                        # would flatter the restore: time one without it, right after
-                        remove_db(outp)
-                        dn, rcn, _, _, errn = timed(t.restore_cmd(without_check(c), outp, db),
-                                                    prime=prime)
-                        if rcn != 0 or "verified check=" in errn:
-                            runs[t.name] = {"na": f"n/a: {t.name} restore without its check "
-                                            f"failed (exit {rcn})"}
-                            continue
-                        run["nocheck_s"] = dn
-                    runs[t.name].append(run)
-                    chk = (f", {run['nocheck_s']:.2f}s without its check "
-                           f"({run['check_s']:.2f}s)" if "check_s" in run else "")
-                    log(f"  {t.name} from {source} round {r + 1}: {dt:.2f}s{chk} rss "
-                        f"{rss or 0:.1f}MiB integrity {'ok' if ok_int else 'FAILED'} ({it:.2f}s)")
-            for t in tools:
-                entry[f"{t.name}|{source}"] = runs[t.name]
-        # the raw reference and the floors, same object, same rounds
         # the snapshot's own size: Litestream's helper tables make it larger than the source
         wc = subprocess.run(f"lz4 -dc < '{snap}' | wc -c", shell=True, capture_output=True,
                             text=True)
@@ -523,26 +511,47 @@ def scenario_restore(tools, s3):
                 f"--user '{s3.access_key}:{s3.secret_key}' -H 'x-amz-content-sha256: "
                 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855' "
                 f"'{url}'")
+        # the raw reference and the floors, on the same object
         refs = {"download_only": f"{curl} > /dev/null",
                 "raw_s3": f"{curl} | lz4 -dc > '{outp}' && sync '{outp}'",
                 "raw_file": f"lz4 -dc < '{snap}' > '{outp}' && sync '{outp}'",
                 "decompress_only": f"lz4 -dc < '{snap}' > /dev/null"}
-        for name, cmd in refs.items():
-            runs = []
-            for r in range(PLAN.restore_rounds):
-                remove_db(outp)
-                dt, rc, _, _, err = timed(["/bin/bash", "-o", "pipefail", "-c", cmd],
-                                          prime=prime)
-                if rc == 0 and name not in ("decompress_only", "download_only") and \
-                        os.path.getsize(outp) != raw_bytes:
-                    rc, err = -1, f"wrote {os.path.getsize(outp)} bytes, expected {raw_bytes}"
-                if rc != 0:
-                    runs = {"na": f"n/a: {name} failed (exit {rc}): {err.strip()[-200:]}"}
-                    break
-                runs.append({"s": dt})
-            entry[name] = runs
-        entry["write_fsync_only"] = []
+        for t in tools:
+            why = t.available("restore")
+            for source in cfgs:
+                entry[f"{t.name}|{source}"] = {"na": why} if why else []
+            if not isinstance(made_lv, tuple):
+                entry[f"{t.name}|s3-litevisor"] = {"na": made_lv or "n/a"}
+        for name in list(refs) + ["write_fsync_only"]:
+            entry[name] = []
+        # Each round runs everything once, tools interleaved (Litestream, litevisor, ...),
+        # then the references and floors. This VM drifts: its first large write after a
+        # pause is often slow (that must not always land on the same tool), and s3rver's
+        # delivery of the same object took 0.55 s in one run and 0.9 s in another, so a
+        # floor timed in another window than the restores would measure the drift.
         for r in range(PLAN.restore_rounds):
+            for source, (c, db) in cfgs.items():
+                for t in tools:
+                    key = f"{t.name}|{source}"
+                    if isinstance(entry[key], list):
+                        run = restore_once(t, c, db, outp, prime)
+                        if "na" in run:
+                            entry[key] = run
+                            continue
+                        entry[key].append(run)
+                        chk = (f", {run['nocheck_s']:.2f}s without its check "
+                               f"({run['check_s']:.2f}s)" if "check_s" in run else "")
+                        log(f"  {t.name} from {source} round {r + 1}: {run['s']:.2f}s{chk} rss "
+                            f"{run['rss_mib'] or 0:.1f}MiB integrity "
+                            f"{'ok' if run['integrity_ok'] else 'FAILED'} "
+                            f"({run['integrity_s']:.2f}s)")
+            for name, cmd in refs.items():
+                if isinstance(entry[name], list):
+                    run = reference_once(name, cmd, outp, raw_bytes, prime)
+                    if "na" in run:
+                        entry[name] = run
+                    else:
+                        entry[name].append(run)
             remove_db(outp)
             entry["write_fsync_only"].append({"s": fsync_write(outp, raw_bytes)})
         remove_db(outp)
