@@ -193,107 +193,98 @@ static int pour(const struct st_sink *sink, size_t n)
 	return rc;
 }
 
+/* A writer on a fresh temp file, flushing through fake_flush every `step` bytes (0: never). */
+struct flush_fixture {
+	char path[32];
+	int fd;
+	struct st_sink sink;
+	struct fwriter *w;
+};
+
+static void flush_setup(struct flush_fixture *f, uint64_t step, int fail_errno)
+{
+	snprintf(f->path, sizeof(f->path), "/tmp/litevisor-fw-XXXXXX");
+	f->fd = mkstemp(f->path);
+	CHECK(f->fd >= 0);
+	atomic_store(&flushes, 0);
+	atomic_store(&flush_errno, fail_errno);
+	struct fw_opts o = { .nbufs = 2, .bufsize = 4096, .flush_step = step, .flush = fake_flush };
+	f->w = fw_start(f->fd, &o, &f->sink);
+	CHECK(f->w != NULL);
+}
+
+static void flush_teardown(struct flush_fixture *f)
+{
+	fw_free(f->w);
+	atomic_store(&flush_errno, 0);
+	close(f->fd);
+	unlink(f->path);
+}
+
 TEST(flushes_every_step_merged_and_finished_before_finish_returns)
 {
-	char path[] = "/tmp/litevisor-fw-XXXXXX";
-	int fd = mkstemp(path);
-	CHECK(fd >= 0);
-	atomic_store(&flushes, 0);
-	atomic_store(&flush_errno, 0);
-	struct fw_opts o = { .nbufs = 2, .bufsize = 4096, .flush_step = 16384, .flush = fake_flush };
-	struct st_sink sink;
-	struct fwriter *w = fw_start(fd, &o, &sink);
-	CHECK(w != NULL);
-	CHECK_INT(pour(&sink, 40 * 16384), 0);
-	CHECK_INT(fw_finish(w), 0);
+	struct flush_fixture f;
+	flush_setup(&f, 16384, 0);
+	CHECK_INT(pour(&f.sink, 40 * 16384), 0);
+	CHECK_INT(fw_finish(f.w), 0);
 	/* 40 steps; a flush takes 20 ms, so requests made meanwhile are merged */
 	int n = atomic_load(&flushes);
 	CHECK(n >= 1 && n <= 40);
 	CHECK_INT(atomic_load(&flushing), 0); /* none still running once finish returned */
-	fw_free(w);
 	struct stat sb;
-	CHECK_INT(fstat(fd, &sb), 0);
+	CHECK_INT(fstat(f.fd, &sb), 0);
 	CHECK_INT(sb.st_size, 40 * 16384);
-	close(fd);
-	unlink(path);
+	flush_teardown(&f);
 }
 
 TEST(no_flush_step_means_no_flush)
 {
-	char path[] = "/tmp/litevisor-fw-XXXXXX";
-	int fd = mkstemp(path);
-	atomic_store(&flushes, 0);
-	struct fw_opts o = { .nbufs = 2, .bufsize = 4096, .flush = fake_flush };
-	struct st_sink sink;
-	struct fwriter *w = fw_start(fd, &o, &sink);
-	CHECK(w != NULL);
-	CHECK_INT(pour(&sink, 1 << 20), 0);
-	CHECK_INT(fw_finish(w), 0);
+	struct flush_fixture f;
+	flush_setup(&f, 0, 0);
+	CHECK_INT(pour(&f.sink, 1 << 20), 0);
+	CHECK_INT(fw_finish(f.w), 0);
 	CHECK_INT(atomic_load(&flushes), 0);
-	fw_free(w);
-	close(fd);
-	unlink(path);
+	flush_teardown(&f);
 }
 
 TEST(a_failed_flush_is_a_failed_write)
 {
-	char path[] = "/tmp/litevisor-fw-XXXXXX";
-	int fd = mkstemp(path);
-	atomic_store(&flushes, 0);
-	atomic_store(&flush_errno, EIO);
-	struct fw_opts o = { .nbufs = 2, .bufsize = 4096, .flush_step = 4096, .flush = fake_flush };
-	struct st_sink sink;
-	struct fwriter *w = fw_start(fd, &o, &sink);
-	CHECK(w != NULL);
+	struct flush_fixture f;
+	flush_setup(&f, 4096, EIO);
 	/* the producer is told once the first flush (20 ms) has failed */
 	int rc = 0;
 	for (int i = 0; i < 100000 && rc == 0; i++) { /* 100000 x 64 KiB: never reached */
-		rc = pour(&sink, 64 * 1024);
+		rc = pour(&f.sink, 64 * 1024);
 		if (rc == 0)
 			usleep(100);
 	}
 	CHECK_INT(rc, -1);
 	CHECK_INT(errno, EIO);
-	CHECK_INT(fw_error(w), EIO);
-	CHECK_INT(fw_finish(w), -1);
+	CHECK_INT(fw_error(f.w), EIO);
+	CHECK_INT(fw_finish(f.w), -1);
 	CHECK_INT(errno, EIO);
-	fw_free(w);
-	atomic_store(&flush_errno, 0);
-	close(fd);
-	unlink(path);
+	flush_teardown(&f);
 }
 
 TEST(a_file_that_cannot_be_flushed_is_left_to_the_callers_fsync)
 {
-	char path[] = "/tmp/litevisor-fw-XXXXXX";
-	int fd = mkstemp(path);
-	atomic_store(&flush_errno, EINVAL);
-	struct fw_opts o = { .nbufs = 2, .bufsize = 4096, .flush_step = 4096, .flush = fake_flush };
-	struct st_sink sink;
-	struct fwriter *w = fw_start(fd, &o, &sink);
-	CHECK(w != NULL);
-	CHECK_INT(pour(&sink, 256 * 1024), 0);
-	CHECK_INT(fw_finish(w), 0);
+	struct flush_fixture f;
+	flush_setup(&f, 4096, EINVAL);
+	CHECK_INT(pour(&f.sink, 256 * 1024), 0);
+	CHECK_INT(fw_finish(f.w), 0);
 	CHECK(atomic_load(&flushes) >= 1);
-	fw_free(w);
-	atomic_store(&flush_errno, 0);
-	close(fd);
-	unlink(path);
+	flush_teardown(&f);
 }
 
 TEST(free_without_finish_stops_the_flusher_too)
 {
-	char path[] = "/tmp/litevisor-fw-XXXXXX";
-	int fd = mkstemp(path);
-	struct fw_opts o = { .nbufs = 2, .bufsize = 4096, .flush_step = 4096, .flush = fake_flush };
-	struct st_sink sink;
-	struct fwriter *w = fw_start(fd, &o, &sink);
-	CHECK(w != NULL);
-	CHECK_INT(pour(&sink, 64 * 1024), 0);
-	fw_free(w);
+	struct flush_fixture f;
+	flush_setup(&f, 4096, 0);
+	CHECK_INT(pour(&f.sink, 64 * 1024), 0);
+	fw_free(f.w); /* no fw_finish: the flusher must be stopped and joined here */
+	f.w = NULL;
 	CHECK_INT(atomic_load(&flushing), 0);
-	close(fd);
-	unlink(path);
+	flush_teardown(&f); /* fw_free(NULL) is a no-op */
 }
 
 UNIT_MAIN(T(writes_every_byte_in_order), T(commit_beyond_the_lent_room_is_refused),
