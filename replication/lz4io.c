@@ -3,7 +3,11 @@
 
 /* the static part of lz4frame.h: LZ4F_createDecompressionContext_advanced (liblz4 >= 1.9.4) */
 #define LZ4F_STATIC_LINKING_ONLY
+#include <lz4.h>
 #include <lz4frame.h>
+#if LZ4_VERSION_NUMBER < 10904
+#error "liblz4 1.9.4 or newer is needed (LZ4F_createDecompressionContext_advanced)"
+#endif
 
 #include <errno.h>
 #include <stdio.h>
