@@ -178,8 +178,8 @@ def restore_tables(rs):
             out.append("\n" + e["na"] + "\n")
             continue
         refs = {k: collect(e.get(k, {"na": "n/a"}), lambda r: r["s"])
-                for k in ("download_only", "raw_s3", "raw_file", "decompress_only",
-                          "write_fsync_only")}
+                for k in ("download_only", "download_beside_busy", "raw_s3", "raw_file",
+                          "decompress_only", "write_fsync_only")}
         floor = None
         if refs["decompress_only"].ok and refs["write_fsync_only"].ok:
             floor = max(refs["decompress_only"].m, refs["write_fsync_only"].m)
@@ -256,6 +256,8 @@ def restore_tables(rs):
                        "restored by both tools:\n\n" + t2.md())
         r = Table(["reference (same snapshot object)", "seconds"])
         r.add("download only: `curl` GET from S3 > /dev/null", r.cell(refs["download_only"], " s", 3))
+        r.add("download only, with one busy loop on the other CPU (what any CPU work beside "
+              "the server costs it here; not a floor)", r.cell(refs["download_beside_busy"], " s", 3))
         r.add("raw: `curl` GET from S3 \\| `lz4 -d` > file && sync file", r.cell(refs["raw_s3"], " s", 3))
         r.add("raw: `lz4 -d` < file-replica object > file && sync file", r.cell(refs["raw_file"], " s", 3))
         r.add("floor: LZ4 decompress only, to /dev/null", r.cell(refs["decompress_only"], " s", 3))
