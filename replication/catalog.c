@@ -1,9 +1,12 @@
 /* catalog.c — list a replica's generations, snapshots and WAL segments. */
 #include "replication/catalog.h"
 
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "replication/lz4io.h"
 #include "common/banned.h"
 
@@ -144,6 +147,87 @@ out:
 	if (rc < 0)
 		catalog_generation_release(g);
 	return rc;
+}
+
+struct load_many {
+	pthread_mutex_t mu;
+	struct storage *st;
+	char (*ids)[LAYOUT_GEN_LEN + 1];
+	struct cat_generation *gens;
+	const struct st_call *call;
+	int64_t end_ms;          /* call's deadline as a monotonic time, 0 = none */
+	size_t n, next;
+	bool stop;               /* a listing failed: take no more */
+	size_t failed_at;        /* lowest failed index, n if none */
+	int rc;
+	struct st_error err;
+};
+
+/* Take indexes in order until none is left or a listing failed. */
+static void *load_worker(void *p)
+{
+	struct load_many *m = p;
+	for (;;) {
+		pthread_mutex_lock(&m->mu);
+		size_t i = m->next;
+		bool done = m->stop || i >= m->n;
+		if (!done)
+			m->next++;
+		pthread_mutex_unlock(&m->mu);
+		if (done)
+			return NULL;
+		struct st_error e = { 0 };
+		struct st_call c = m->call ? *m->call : (struct st_call){ 0 };
+		if (m->end_ms) {
+			int64_t left = m->end_ms - clock_mono_ms();
+			c.deadline_ms = left > 1 ? left : 1;
+		}
+		int rc = catalog_load(m->st, m->ids[i], &m->gens[i], &c, &e);
+		if (rc < 0) {
+			pthread_mutex_lock(&m->mu);
+			m->stop = true;
+			if (i < m->failed_at) {
+				m->failed_at = i;
+				m->rc = rc;
+				m->err = e;
+			}
+			pthread_mutex_unlock(&m->mu);
+		}
+	}
+}
+
+int catalog_load_many(struct storage *st, char (*ids)[LAYOUT_GEN_LEN + 1], size_t n,
+		      struct cat_generation *gens, size_t parallel, const struct st_call *call,
+		      struct st_error *err)
+{
+	if (n == 0)
+		return 0;
+	struct load_many m = { .st = st, .ids = ids, .gens = gens, .call = call, .n = n,
+			       .failed_at = n };
+	if (call && call->deadline_ms > 0)
+		m.end_ms = clock_mono_ms() + call->deadline_ms;
+	pthread_t th[CATALOG_MAX_PARALLEL];
+	size_t nth = 0;
+
+	/* a failed listing leaves its slot zeroed; unstarted ones must be too */
+	memset(gens, 0, n * sizeof(*gens));
+	pthread_mutex_init(&m.mu, NULL);
+	if (parallel > CATALOG_MAX_PARALLEL)
+		parallel = CATALOG_MAX_PARALLEL;
+	/* this thread is one of the workers; fewer threads if any cannot start */
+	while (nth + 1 < parallel && nth + 1 < n &&
+	       pthread_create(&th[nth], NULL, load_worker, &m) == 0)
+		nth++;
+	load_worker(&m);
+	for (size_t i = 0; i < nth; i++)
+		pthread_join(th[i], NULL);
+	pthread_mutex_destroy(&m.mu);
+	if (m.failed_at == n)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		catalog_generation_release(&gens[i]);
+	*err = m.err;
+	return m.rc;
 }
 
 void catalog_generation_release(struct cat_generation *g)

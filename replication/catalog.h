@@ -46,6 +46,22 @@ int catalog_generations(struct storage *st, char (**ids)[LAYOUT_GEN_LEN + 1], si
 int catalog_load(struct storage *st, const char *gen, struct cat_generation *g,
 		 const struct st_call *call, struct st_error *err);
 
+#define CATALOG_MAX_PARALLEL 8 /* catalog_load_many's cap on listings in flight */
+
+/*
+ * catalog_load for each of the n generations ids[], into gens[0..n), with up
+ * to `parallel` listings in flight (one round trip each: a replica Litestream
+ * restarted often holds dozens of generations, and a probe listing them one
+ * after another would spend its deadline on round trips). call->deadline_ms,
+ * if set, bounds the whole: each listing gets what is left of it when it
+ * starts. Returns 0 with all n loaded, or the status of the failed listing
+ * with the lowest index, its message in err, and nothing left allocated in
+ * gens; no listing starts after a failure is seen.
+ */
+int catalog_load_many(struct storage *st, char (*ids)[LAYOUT_GEN_LEN + 1], size_t n,
+		      struct cat_generation *gens, size_t parallel, const struct st_call *call,
+		      struct st_error *err);
+
 void catalog_generation_release(struct cat_generation *g);
 
 /* The highest snapshot with index <= max_index (UINT32_MAX: any), or NULL. */

@@ -33,6 +33,7 @@
 
 #define PROBE_GRACE_MS 150   /* waiting beyond the deadline for threads to report */
 #define PROBE_RETRY_MS 300   /* all/quorum modes: pause between attempts */
+#define PROBE_LISTINGS 4     /* generations listed at once per candidate */
 
 struct probe_set {
 	pthread_mutex_t mu;
@@ -196,13 +197,11 @@ static int probe_once(struct probe_set *ps, struct rs_cand *c, const struct rs_t
 			goto fail;
 		}
 	}
-	for (size_t i = 0; i < n; i++) {
-		set_remaining(&call, end_ms);
-		rc = catalog_load(c->st, ids[i], &c->gens[c->ngens], &call, &err);
-		if (rc < 0)
-			goto fail;
-		c->ngens++;
-	}
+	set_remaining(&call, end_ms);
+	rc = catalog_load_many(c->st, ids, n, c->gens, PROBE_LISTINGS, &call, &err);
+	if (rc < 0)
+		goto fail;
+	c->ngens = n;
 	/* the last segment's length, when needed, is measured after all have answered */
 	rc = rs_plan_build(c->gens, c->ngens, t, &c->plan, c->nodata, sizeof(c->nodata));
 	c->has_data = rc == 1;
