@@ -166,6 +166,24 @@ def restore_s(r):
     return r["s"] - r.get("check_s", 0.0)
 
 
+def restore_refs(e):
+    """One size's references and floors: (refs by name, floor from file, floor from S3).
+
+    The floor is the slower of decompress-only and write+fsync-only (issue 5); from
+    S3 the server's own delivery of the object alone is a third. None if unmeasured.
+    """
+    refs = {k: collect(e.get(k, {"na": "n/a"}), lambda r: r["s"])
+            for k in ("download_only", "download_beside_busy", "raw_s3", "raw_file",
+                      "decompress_only", "write_fsync_only")}
+    floor = None
+    if refs["decompress_only"].ok and refs["write_fsync_only"].ok:
+        floor = max(refs["decompress_only"].m, refs["write_fsync_only"].m)
+    floor_s3 = floor
+    if floor and refs["download_only"].ok:
+        floor_s3 = max(floor, refs["download_only"].m)
+    return refs, floor, floor_s3
+
+
 def restore_tables(rs):
     out = []
     for size, e in rs.items():
@@ -177,16 +195,7 @@ def restore_tables(rs):
         if "na" in e:
             out.append("\n" + e["na"] + "\n")
             continue
-        refs = {k: collect(e.get(k, {"na": "n/a"}), lambda r: r["s"])
-                for k in ("download_only", "download_beside_busy", "raw_s3", "raw_file",
-                          "decompress_only", "write_fsync_only")}
-        floor = None
-        if refs["decompress_only"].ok and refs["write_fsync_only"].ok:
-            floor = max(refs["decompress_only"].m, refs["write_fsync_only"].m)
-        # from S3 the server's own delivery of the object is a third floor
-        floor_s3 = floor
-        if floor and refs["download_only"].ok:
-            floor_s3 = max(floor, refs["download_only"].m)
+        refs, floor, floor_s3 = restore_refs(e)
         t = Table(HDR)
         fs = e.get("first_snapshot", {})
         if fs:
@@ -412,6 +421,20 @@ def summary_table(sc):
             collect(e.get("Litestream|s3", {"na": e.get("na", "n/a")}), restore_s),
             collect(e.get("litevisor|s3", {"na": e.get("na", "n/a")}), restore_s),
             lambda lv, ls, r: None if r is None else r <= 0.8, " s", 3)
+        refs, floor, floor_s3 = restore_refs(e)
+        for src, ref, lim, what, unit in (
+                ("s3", floor_s3, 1.15, "floor", "slowest of decompress only, write+fsync only "
+                                                "and download alone"),
+                ("file", floor, 1.15, "floor", "slower of decompress only and write+fsync only"),
+                ("s3", refs["raw_s3"].m if refs["raw_s3"].ok else None, 1.3, "raw",
+                 "`curl \\| lz4 -d > f && sync`")):
+            ls = collect(e.get(f"Litestream|{src}", {"na": e.get("na", "n/a")}), restore_s)
+            lv = collect(e.get(f"litevisor|{src}", {"na": e.get("na", "n/a")}), restore_s)
+            label = (f"restore ≤ {lim}× {what} ({size} MB from {'S3' if src == 's3' else 'file'}; "
+                     f"{what}: {unit}" + (f", {ref:.3f} s)" if ref else ")"))
+            met = verdict(lv.m <= lim * ref) if lv.ok and ref else "—"
+            t.add(label, t.cell(ls, " s", 3), t.cell(lv, " s", 3),
+                  f"{lv.m / ref:.2f}× {what}" if lv.ok and ref else "—", met)
     if "latency" in sc:
         lat = sc["latency"]
         none = collect(lat.get("none", []), lambda r: r["commit_p50_ms"])
