@@ -71,96 +71,98 @@ static void fake_init(struct fake *f)
 	atomic_store(&f->min_deadline_ms, (long long)1 << 40);
 }
 
-/* n ids "000000000000000<i in hex>" (16 hex digits). */
-static char (*make_ids(size_t n))[LAYOUT_GEN_LEN + 1]
+/* A fake storage, n ids "000000000000000<i in hex>" (16 hex digits), room for n generations. */
+struct fixture {
+	struct fake f;
+	size_t n;
+	char (*ids)[LAYOUT_GEN_LEN + 1];
+	struct cat_generation *g;
+	struct st_error err;
+};
+
+static void setup(struct fixture *x, size_t n)
 {
-	char (*ids)[LAYOUT_GEN_LEN + 1] = calloc(n, sizeof(*ids));
+	memset(x, 0, sizeof(*x));
+	fake_init(&x->f);
+	x->n = n;
+	x->ids = calloc(n, sizeof(*x->ids));
+	x->g = calloc(n, sizeof(*x->g));
+	CHECK(x->ids && x->g);
 	for (size_t i = 0; i < n; i++)
-		snprintf(ids[i], sizeof(ids[i]), "%016zx", i + 1);
-	return ids;
+		snprintf(x->ids[i], sizeof(x->ids[i]), "%016zx", i + 1);
+}
+
+static int load(struct fixture *x, size_t parallel, const struct st_call *call)
+{
+	return catalog_load_many(&x->f.st, x->ids, x->n, x->g, parallel, call, &x->err);
+}
+
+static void teardown(struct fixture *x)
+{
+	for (size_t i = 0; i < x->n; i++)
+		catalog_generation_release(&x->g[i]);
+	free(x->g);
+	free(x->ids);
 }
 
 TEST(loads_every_generation_in_order_several_at_once)
 {
-	struct fake f;
-	fake_init(&f);
-	size_t n = 10;
-	char (*ids)[LAYOUT_GEN_LEN + 1] = make_ids(n);
-	struct cat_generation *g = calloc(n, sizeof(*g));
-	struct st_error err = { 0 };
-	CHECK_INT(catalog_load_many(&f.st, ids, n, g, 4, NULL, &err), 0);
-	CHECK_INT(atomic_load(&f.calls), 10);
-	CHECK(atomic_load(&f.max_in_flight) > 1);
-	CHECK(atomic_load(&f.max_in_flight) <= 4);
-	for (size_t i = 0; i < n; i++) {
-		CHECK_STR(g[i].id, ids[i]);
-		CHECK_INT(g[i].nsnapshots, 1);
-		CHECK_INT(g[i].nsegments, 1);
-		CHECK_INT(g[i].min_ns, (int64_t)(i + 1) * 1000000000LL);
-		CHECK_INT(g[i].max_ns, (int64_t)(i + 1) * 1000000000LL + 1);
-		catalog_generation_release(&g[i]);
+	struct fixture x;
+	setup(&x, 10);
+	CHECK_INT(load(&x, 4, NULL), 0);
+	CHECK_INT(atomic_load(&x.f.calls), 10);
+	CHECK(atomic_load(&x.f.max_in_flight) > 1);
+	CHECK(atomic_load(&x.f.max_in_flight) <= 4);
+	for (size_t i = 0; i < x.n; i++) {
+		CHECK_STR(x.g[i].id, x.ids[i]);
+		CHECK_INT(x.g[i].nsnapshots, 1);
+		CHECK_INT(x.g[i].nsegments, 1);
+		CHECK_INT(x.g[i].min_ns, (int64_t)(i + 1) * 1000000000LL);
+		CHECK_INT(x.g[i].max_ns, (int64_t)(i + 1) * 1000000000LL + 1);
 	}
-	free(g);
-	free(ids);
+	teardown(&x);
 }
 
 TEST(one_at_a_time_when_asked)
 {
-	struct fake f;
-	fake_init(&f);
-	size_t n = 3;
-	char (*ids)[LAYOUT_GEN_LEN + 1] = make_ids(n);
-	struct cat_generation g[3];
-	struct st_error err = { 0 };
-	CHECK_INT(catalog_load_many(&f.st, ids, n, g, 1, NULL, &err), 0);
-	CHECK_INT(atomic_load(&f.max_in_flight), 1);
-	for (size_t i = 0; i < n; i++)
-		catalog_generation_release(&g[i]);
-	free(ids);
+	struct fixture x;
+	setup(&x, 3);
+	CHECK_INT(load(&x, 1, NULL), 0);
+	CHECK_INT(atomic_load(&x.f.max_in_flight), 1);
+	teardown(&x);
 }
 
 TEST(a_failed_listing_fails_the_whole_and_frees_the_rest)
 {
-	struct fake f;
-	fake_init(&f);
-	size_t n = 12;
-	char (*ids)[LAYOUT_GEN_LEN + 1] = make_ids(n);
+	struct fixture x;
+	setup(&x, 12);
 	/* both in the first wave; the higher index fails first, the lower is reported */
-	f.failing[0] = ids[2];
-	f.fail_after_ms[0] = 5;
-	f.failing[1] = ids[1];
-	f.fail_after_ms[1] = 60;
-	f.failing[2] = ids[9];
-	struct cat_generation *g = calloc(n, sizeof(*g));
-	struct st_error err = { 0 };
-	CHECK_INT(catalog_load_many(&f.st, ids, n, g, 3, NULL, &err), ST_TRANSIENT);
-	CHECK(strstr(err.message, ids[1]) != NULL);
+	x.f.failing[0] = x.ids[2];
+	x.f.fail_after_ms[0] = 5;
+	x.f.failing[1] = x.ids[1];
+	x.f.fail_after_ms[1] = 60;
+	x.f.failing[2] = x.ids[9];
+	CHECK_INT(load(&x, 3, NULL), ST_TRANSIENT);
+	CHECK(strstr(x.err.message, x.ids[1]) != NULL);
 	/* the failure stops new listings: the first wave and at most one more per worker */
-	CHECK(atomic_load(&f.calls) < (int)n);
-	for (size_t i = 0; i < n; i++) {
-		CHECK(g[i].snapshots == NULL);
-		CHECK(g[i].segments == NULL);
+	CHECK(atomic_load(&x.f.calls) < (int)x.n);
+	for (size_t i = 0; i < x.n; i++) {
+		CHECK(x.g[i].snapshots == NULL);
+		CHECK(x.g[i].segments == NULL);
 	}
-	free(g);
-	free(ids);
+	teardown(&x);
 }
 
 TEST(later_listings_get_what_is_left_of_the_deadline)
 {
-	struct fake f;
-	fake_init(&f);
-	size_t n = 6;
-	char (*ids)[LAYOUT_GEN_LEN + 1] = make_ids(n);
-	struct cat_generation g[6];
-	struct st_error err = { 0 };
+	struct fixture x;
+	setup(&x, 6);
 	struct st_call call = { .deadline_ms = 5000, .no_retry = true };
-	CHECK_INT(catalog_load_many(&f.st, ids, n, g, 2, &call, &err), 0);
+	CHECK_INT(load(&x, 2, &call), 0);
 	/* the third listing starts after a 20 ms one ended */
-	CHECK(atomic_load(&f.min_deadline_ms) <= 5000 - 15);
-	CHECK(atomic_load(&f.min_deadline_ms) > 0);
-	for (size_t i = 0; i < n; i++)
-		catalog_generation_release(&g[i]);
-	free(ids);
+	CHECK(atomic_load(&x.f.min_deadline_ms) <= 5000 - 15);
+	CHECK(atomic_load(&x.f.min_deadline_ms) > 0);
+	teardown(&x);
 }
 
 TEST(no_generation_is_nothing_to_do)
