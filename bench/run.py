@@ -512,10 +512,11 @@ def scenario_restore(tools, s3):
                 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855' "
                 f"'{url}'")
         # the raw reference and the floors, on the same object
-        # This VM's two CPUs behave like SMT siblings: one busy loop on the other CPU, even
-        # at nice 19, slowed s3rver's delivery of the 500 MB object by ~30 % (0.47 -> 0.61 s).
-        # A restore's own CPU work (decompression, checksum, page-cache writes) cannot hide
-        # from the server here; this row shows how much any such work costs it.
+        # The S3 test server shares this machine's two CPUs with the restore. In two
+        # experiments, one busy loop on the other CPU, even at nice 19, slowed s3rver's
+        # delivery of the 500 MB object by 21-30 % (e.g. 0.47 -> 0.61 s): a restore's own
+        # CPU work (decompression, checksum, page-cache writes) slows the server too. This
+        # row shows what such work costs it in each run (docs/restore.md §8).
         busy = "timeout 60 sh -c 'while :; do :; done' & spin=$!; "
         refs = {"download_only": f"{curl} > /dev/null",
                 "download_beside_busy": f"{busy}{curl} > /dev/null; rc=$?; kill $spin; "
