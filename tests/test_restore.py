@@ -652,10 +652,10 @@ class Proxy:
         self.sock.close()
 
 
-def upload(history, srv, tmp, upto=None, prefix="app.db"):
+def upload(history, srv, tmp, upto=None, prefix="app.db", gen=GEN):
     """Put the history's objects on an S3 server through storage_tool."""
-    root = os.path.join(str(tmp), f"upload-{srv.port}-{upto}")
-    history.write(root, upto=upto)
+    root = os.path.join(str(tmp), f"upload-{srv.port}-{upto}-{gen}")
+    history.write(root, gen=gen, upto=upto)
     tool = os.path.join(TOOLS, "storage_tool")
     for dirpath, _, files in os.walk(root):
         for name in files:
@@ -817,6 +817,28 @@ for i in range(int(sys.argv[2])):
 if sys.argv[4] == "truncate":
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 """
+
+
+def test_s3_many_generations_listed_at_once_newest_wins(tmp_path, litevisor_bin, s3server,
+                                                         history):
+    # Litestream starts a generation each time it cannot continue the last one; the
+    # probe lists a replica's generations several at a time (catalog_load_many).
+    srv = s3server()
+    old = [f"{i:016x}" for i in range(1, 10) if i != 5]
+    for g in old:
+        upload(history, srv, tmp_path, upto=1, gen=g)
+    time.sleep(1.1)  # S3 object times have a resolution of one second
+    newest = f"{5:016x}"  # sorts among the old ones: its place in the listing decides nothing
+    upload(history, srv, tmp_path, gen=newest)
+    db = tmp_path / "app.db"
+    cfg = write_config(tmp_path / "lv.yml", db, [s3_peer("nas", srv)])
+    p = lv(litevisor_bin, "restore", "-config", str(cfg), str(db))
+    assert p.returncode == 0, p.stderr
+    assert f"pos={newest}/" in candidate_line(p.stderr, "nas"), p.stderr
+    assert rows(db) == history.states[-1][2]
+    g = lv(litevisor_bin, "generations", "-config", str(cfg), str(db))
+    assert g.returncode == 0, g.stderr
+    assert sorted(line.split()[1] for line in g.stdout.splitlines()[1:]) == sorted(old + [newest])
 
 
 def test_litevisor_written_replica_restores_equal(tmp_path, litevisor_bin, litestream_bin):
