@@ -699,14 +699,16 @@ void *monitor_thread(void *arg)
 		bool grew = d->sh.index != index0 || d->sh.size != size0;
 		if (again || (d->open && follow_checkpoint(d, db_mtime, grew, &wait)))
 			continue;
-		if (watch_wait(&d->watch, wait) && coalesce_ms > 0) {
+		if (watch_wait(&d->watch, wait) == WATCH_FILES && coalesce_ms > 0) {
 			/*
 			 * Gather commits for a while: no replica wants them sooner.
+			 * Not after a wake-up (a flush, shutdown, a replica's tick).
 			 * Not while the hold pins nothing: a commit then a checkpoint by
 			 * the app, then its next commit, would overwrite frames not copied.
 			 */
 			pthread_mutex_lock(&d->mu);
-			bool urgent = d->sync_req > d->sync_seq || d->ckpt_req || d->conns.db_only;
+			bool urgent = d->sync_req > d->sync_seq || d->ckpt_req || d->conns.db_only ||
+				      d->eng->stop;
 			pthread_mutex_unlock(&d->mu);
 			if (!urgent)
 				watch_sleep(&d->watch, coalesce_ms);

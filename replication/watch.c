@@ -84,7 +84,7 @@ int watch_active(const struct watch *w)
 	return w->ifd >= 0 && !w->lost;
 }
 
-int watch_wait(struct watch *w, int64_t timeout_ms)
+enum watch_event watch_wait(struct watch *w, int64_t timeout_ms)
 {
 	if (w->ifd >= 0 && w->lost && (w->wd = inotify_add_watch(w->ifd, w->dir, WATCH_MASK)) >= 0)
 		w->lost = false;
@@ -99,19 +99,20 @@ int watch_wait(struct watch *w, int64_t timeout_ms)
 	for (int64_t left = timeout_ms; left >= 0; left = end - clock_mono_ms()) {
 		int rc = poll(p, (nfds_t)n, (int)left);
 		if (rc <= 0)
-			return 0;
-		int hit = 0;
+			return WATCH_TIMEOUT;
+		bool woken = false, files = false;
 		if (p[0].revents) {
 			uint64_t v;
-			if (read(w->efd, &v, sizeof(v)) > 0)
-				hit = 1;
+			woken = read(w->efd, &v, sizeof(v)) > 0;
 		}
 		if (n == 2 && p[1].revents)
-			hit |= drain(w);
-		if (hit)
-			return 1;
+			files = drain(w);
+		if (woken)
+			return WATCH_WOKEN;
+		if (files)
+			return WATCH_FILES;
 	}
-	return 0;
+	return WATCH_TIMEOUT;
 }
 
 void watch_sleep(struct watch *w, int64_t timeout_ms)

@@ -27,11 +27,20 @@ struct watch {
 /* Set up for the database at path. Returns 0, or -1 (logged) when even the eventfd fails. */
 int watch_init(struct watch *w, const char *path);
 
+/* What ended a watch_wait. */
+enum watch_event {
+	WATCH_TIMEOUT = 0,
+	WATCH_FILES = 1, /* a file of the database changed */
+	WATCH_WOKEN = 2, /* watch_wake() was called (whether or not a file changed too) */
+};
+
 /*
  * Wait until a file of the database changes, watch_wake() is called, or
- * timeout_ms passes. Returns 1 when woken by an event, 0 on timeout.
+ * timeout_ms passes. A wake-up is reported as WATCH_WOKEN even when files
+ * changed as well: somebody wants an answer now (a flush, a checkpoint
+ * request, shutdown), so the caller must not gather commits first.
  */
-int watch_wait(struct watch *w, int64_t timeout_ms);
+enum watch_event watch_wait(struct watch *w, int64_t timeout_ms);
 
 /*
  * Sleep up to timeout_ms, woken only by watch_wake(); file events meanwhile
