@@ -355,6 +355,57 @@ def test_two_replicas_with_different_intervals(run, tmp_path, litestream_bin):
     check_restore(litestream_bin, slow, db, tmp_path / "out2.db")
 
 
+def test_each_tick_ships_everything_committed_before_it(run, tmp_path, litestream_bin):
+    # A sync-interval of 1 s means a commit reaches the replica within about a second.
+    # The monitor gathers commits for a quarter interval before copying them to the
+    # shadow WAL, so without the copy a tick asks for first, the commits of that last
+    # quarter missed the tick and waited a whole interval more (lag up to 1.25 s).
+    # Lag here: the file time of the segment that first holds a commit, minus the
+    # time the commit returned; 100 ms of margin for copying and writing the segment.
+    # (Without the copy at the tick, a tick passes this margin 60 % of the time; five
+    # ticks are checked.)
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    # no checkpoint while we write: one WAL index, so offsets name positions
+    r = run(config(tmp_path, db, [file_replica(rep, sync="1s")], min_checkpoint_page_count=5000))
+    wait_for(lambda: objects(rep, "snapshots"), what="the first snapshot")
+    conn = sqlite3.connect(str(db), isolation_level=None, timeout=30)
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    conn.execute("INSERT INTO t(v) VALUES ('restart the WAL here, if it will')")
+    commits = []
+    end = time.monotonic() + 5.5
+    i = 0
+    while time.monotonic() < end:
+        conn.execute("INSERT INTO t(v) VALUES (?)", (f"tick {i}",))
+        commits.append((os.path.getsize(str(db) + "-wal"), time.time()))
+        i += 1
+        time.sleep(0.01)
+    conn.close()
+    time.sleep(1.5)
+    gen = generations(rep)
+    assert len(gen) == 1, gen
+    waldir = os.path.join(rep, "generations", gen[0], "wal")
+    # the WAL only grew while we wrote: its last index holds every commit
+    assert all(a[0] < b[0] for a, b in zip(commits, commits[1:]))
+    names = [f.split(".")[0].split("_") for f in os.listdir(waldir)]
+    last = max(index for index, _ in names)
+    segs = sorted((int(off, 16), os.stat(os.path.join(waldir, f"{index}_{off}.wal.lz4")).st_mtime)
+                  for index, off in names if index == last)
+    assert len(segs) >= 6, segs
+    lags = []
+    for size, t in commits:
+        # the segment holding a commit's last byte: the last one starting before it
+        k = max(j for j, (off, _) in enumerate(segs) if off < size)
+        if k == len(segs) - 1:
+            continue  # the last segment's end is not known from its name
+        lags.append((segs[k][1] - t, size))
+    assert len(lags) > 300, len(lags)
+    worst = max(lags)
+    assert worst[0] < 1.1, (worst, segs)
+    assert r.stop() == 0
+    check_restore(litestream_bin, rep, db, tmp_path / "out.db")
+
+
 def snapshot_files(rep):
     return [os.path.join(rep, "generations", g, "snapshots", f)
             for g, f in objects(rep, "snapshots")]
