@@ -20,6 +20,7 @@
 #include "common/config.h"
 #include "replication/db.h"
 #include "replication/localstate.h"
+#include "replication/lz4io.h"
 #include "replication/shadow.h"
 #include "replication/status.h"
 #include "replication/storage.h"
@@ -143,9 +144,10 @@ void *replica_thread(void *arg);
 void replica_call_for(struct eng_replica *r, struct st_call *call, bool flush);
 /* Log a failure of r and count it in r's status (takes mu). */
 void replica_note_error(struct eng_replica *r, const char *what, const char *msg);
-/* Compress plain into one LZ4 frame stored at key. Returns 0 or a negative st_status. */
+/* Compress plain into one LZ4 frame (of the given block mode) stored at key. Returns 0 or a negative st_status. */
 int replica_put_lz4(struct eng_replica *r, const char *key, const struct st_source *plain,
-		    const struct st_call *call, uint64_t *plain_bytes, struct st_error *err);
+		    enum lz4_blocks blocks, const struct st_call *call, uint64_t *plain_bytes,
+		    struct st_error *err);
 /* A rewindable source over [start, end) of a file, read with pread (fd stays the caller's). */
 struct range_src {
 	int fd;

@@ -17,6 +17,7 @@
 
 #include "common/banned.h"
 
+/* Replica objects: see lz4io.h for the block mode. */
 static const LZ4F_preferences_t lz4_prefs = {
 	.frameInfo = {
 		.blockSizeID = LZ4F_max64KB,
@@ -33,7 +34,7 @@ static int enc_refill(struct lz4_enc *e)
 	size_t n;
 	e->out_len = e->out_pos = 0;
 	if (e->state == 0) {
-		n = LZ4F_compressBegin(e->cctx, e->out, e->out_cap, &lz4_prefs);
+		n = LZ4F_compressBegin(e->cctx, e->out, e->out_cap, &e->prefs);
 		if (LZ4F_isError(n))
 			goto lz4_error;
 		e->out_len = n;
@@ -101,11 +102,15 @@ static int enc_rewind(void *ctx)
 	return 0;
 }
 
-int lz4_enc_init(struct lz4_enc *e, struct st_source *src, const struct st_source *inner)
+int lz4_enc_init(struct lz4_enc *e, struct st_source *src, const struct st_source *inner,
+		 enum lz4_blocks blocks)
 {
 	memset(e, 0, sizeof(*e));
 	e->inner = inner;
-	e->out_cap = LZ4F_compressBound(LZ4IO_BLOCK_SIZE, &lz4_prefs) + LZ4F_HEADER_SIZE_MAX + 16;
+	e->prefs = lz4_prefs;
+	if (blocks == LZ4_BLOCKS_LINKED)
+		e->prefs.frameInfo.blockMode = LZ4F_blockLinked;
+	e->out_cap = LZ4F_compressBound(LZ4IO_BLOCK_SIZE, &e->prefs) + LZ4F_HEADER_SIZE_MAX + 16;
 	e->in = malloc(LZ4IO_BLOCK_SIZE);
 	e->out = malloc(e->out_cap);
 	if (!e->in || !e->out || LZ4F_isError(LZ4F_createCompressionContext(&e->cctx, LZ4F_VERSION))) {
@@ -350,21 +355,4 @@ void lz4_dec_release(struct lz4_dec *d)
 	free(d->out);
 	d->dctx = NULL;
 	d->out = NULL;
-}
-
-int lz4_compress_mem(const void *in, size_t len, unsigned char **out, size_t *outlen)
-{
-	LZ4F_preferences_t prefs = lz4_prefs;
-	size_t cap = LZ4F_compressFrameBound(len, &prefs);
-	unsigned char *buf = malloc(cap);
-	if (!buf)
-		return -1;
-	size_t n = LZ4F_compressFrame(buf, cap, in, len, &prefs);
-	if (LZ4F_isError(n)) {
-		free(buf);
-		return -1;
-	}
-	*out = buf;
-	*outlen = n;
-	return 0;
 }

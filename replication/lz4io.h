@@ -2,9 +2,10 @@
  * lz4io.h — streaming LZ4 frame compression and decompression.
  *
  * Replica objects are single LZ4 frames (Litestream v0.3 format). litevisor
- * writes 64 KiB independent blocks with a content checksum (Litestream reads
- * any block size); it reads any valid frame, including Litestream's 4 MiB
- * blocks. Both directions stream: memory stays bounded by one block whatever
+ * writes 64 KiB blocks with a content checksum, independent for snapshots and
+ * linked for WAL segments (Litestream v0.3.13's reader takes any block size
+ * and linked blocks too); it reads any valid frame, including Litestream's
+ * 4 MiB blocks. Both directions stream: memory stays bounded by one block whatever
  * the object's size.
  *
  * Compression is a struct st_source that pulls from another source
@@ -22,8 +23,18 @@
 
 #define LZ4IO_BLOCK_SIZE (64 * 1024)
 
+/*
+ * Whether a block may refer to the 64 KiB before it. Linked blocks make WAL
+ * segments about a quarter smaller (a commit rewrites pages much like those
+ * of the commits just before it, often across a block boundary); on database
+ * pages they gain nothing, and a reader must then keep 64 KiB of history
+ * (LZ4F copies it at every call), so snapshots stay independent.
+ */
+enum lz4_blocks { LZ4_BLOCKS_INDEPENDENT, LZ4_BLOCKS_LINKED };
+
 struct lz4_enc {
 	const struct st_source *inner;
+	LZ4F_preferences_t prefs;
 	LZ4F_cctx *cctx;
 	unsigned char *in;     /* one block of plain input */
 	unsigned char *out;    /* compressed output not yet handed out */
@@ -34,11 +45,12 @@ struct lz4_enc {
 };
 
 /*
- * Set up src to yield the LZ4 frame of everything inner yields. src->size is
- * -1 (unknown). src->rewind works when inner can rewind.
- * Returns 0, or -1 on allocation failure.
+ * Set up src to yield the LZ4 frame of everything inner yields, in blocks of
+ * the given mode. src->size is -1 (unknown). src->rewind works when inner can
+ * rewind. Returns 0, or -1 on allocation failure.
  */
-int lz4_enc_init(struct lz4_enc *e, struct st_source *src, const struct st_source *inner);
+int lz4_enc_init(struct lz4_enc *e, struct st_source *src, const struct st_source *inner,
+		 enum lz4_blocks blocks);
 void lz4_enc_release(struct lz4_enc *e);
 
 /*
@@ -93,10 +105,5 @@ void lz4_dec_defer_checksum(struct lz4_dec *d);
 int lz4_dec_finish(struct lz4_dec *d);
 void lz4_dec_release(struct lz4_dec *d);
 
-/*
- * Compress a memory buffer into one frame. *out is malloc'd (caller frees).
- * For small objects (tests, WAL segments of known small size). Returns 0 or -1.
- */
-int lz4_compress_mem(const void *in, size_t len, unsigned char **out, size_t *outlen);
 
 #endif

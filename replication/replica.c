@@ -130,11 +130,12 @@ void replica_note_error(struct eng_replica *r, const char *what, const char *msg
 
 /* Compress plain into one LZ4 frame stored at key. Returns 0 or a negative st_status. */
 int replica_put_lz4(struct eng_replica *r, const char *key, const struct st_source *plain,
-		   const struct st_call *call, uint64_t *plain_bytes, struct st_error *err)
+		    enum lz4_blocks blocks, const struct st_call *call, uint64_t *plain_bytes,
+		    struct st_error *err)
 {
 	struct lz4_enc enc;
 	struct st_source src;
-	if (lz4_enc_init(&enc, &src, plain) < 0) {
+	if (lz4_enc_init(&enc, &src, plain, blocks) < 0) {
 		st_error_set(err, ST_PERMANENT, 0, "out of memory");
 		return ST_PERMANENT;
 	}
@@ -250,7 +251,7 @@ static int put_segment(struct eng_replica *r, const char *gen, uint32_t index, u
 	}
 	range_src_init(&plain, &rs, fd, from, to);
 	layout_wal_key(key, gen, index, (uint32_t)from);
-	int rc = replica_put_lz4(r, key, &plain, &call, &plain_bytes, &err);
+	int rc = replica_put_lz4(r, key, &plain, LZ4_BLOCKS_LINKED, &call, &plain_bytes, &err);
 	close(fd);
 	if (rc < 0) {
 		replica_note_error(r, "segment upload failed", err.message);

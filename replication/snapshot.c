@@ -265,7 +265,7 @@ static int spool_build(struct eng_db *d, struct snap_db *s, int64_t *packed, uin
 		snprintf(msg, len, "cannot create a file in %.200s: %s", d->dir, strerror(errno));
 		goto fail;
 	}
-	if (!buf || lz4_enc_init(&enc, &src, &s->plain) < 0) {
+	if (!buf || lz4_enc_init(&enc, &src, &s->plain, LZ4_BLOCKS_INDEPENDENT) < 0) {
 		snprintf(msg, len, "out of memory");
 		goto fail;
 	}
@@ -379,7 +379,7 @@ int snapshot_take(struct eng_replica *r, bool flush)
 	}
 	layout_snapshot_key(key, u.gen, u.index);
 	if (how == SNAP_DIRECT) {
-		rc = replica_put_lz4(r, key, &s.plain, &call, &u.plain, &err);
+		rc = replica_put_lz4(r, key, &s.plain, LZ4_BLOCKS_INDEPENDENT, &call, &u.plain, &err);
 	} else {
 		struct range_src rs;
 		struct st_source src;
