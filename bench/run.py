@@ -47,7 +47,7 @@ class Plan:
         self.restore_rounds = 3 if quick else 5
         self.first_snapshot_rounds = 1 if quick else 3
         self.latency_seconds = 2 if quick else 10
-        self.latency_rounds = 2 if quick else 5
+        self.latency_rounds = 2 if quick else 7
         self.health_size_mb = 500
 
 

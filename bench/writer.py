@@ -13,7 +13,8 @@ commit once it holds WAL bytes of that salt up to that offset.
 
 The connection behaves like a typical app's: journal_mode=WAL,
 synchronous=NORMAL, busy_timeout=5000, SQLite's default autocheckpoint.
-Output: one line per commit, "wall_time latency_s salt1 salt2 offset".
+Output: one line per commit, "wall_time latency_s salt1 salt2 offset"
+(latency to the ns).
 """
 import argparse
 import os
@@ -118,7 +119,8 @@ def main():
     conn.close()
     with open(a.out + ".tmp", "w") as f:
         for r in recs:
-            f.write("%.6f %.6f %d %d %d\n" % r)
+            # latency in ns: a commit takes ~30 µs here, and the 1 % goal needs < 0.3 µs
+            f.write("%.6f %.9f %d %d %d\n" % r)
     os.rename(a.out + ".tmp", a.out)
     return 0
 
