@@ -4,9 +4,10 @@
  * replica's own schedule so a slow or unreachable replica never delays another.
  *
  * Schedule: sync-interval > 0 starts at most one upload per interval, and
- * each ships everything committed before it started; sync-interval 0 keeps one upload in flight and, as soon as it ends, ships
- * everything committed meanwhile. Failures back off (0.5 s doubling to 10 s);
- * a final flush skips both waits.
+ * each ships everything committed before it started; sync-interval 0 keeps
+ * one upload in flight and, as soon as it ends, ships everything committed
+ * meanwhile. Failures back off (0.5 s doubling to 10 s); a final flush skips
+ * both waits.
  */
 #include <errno.h>
 #include <fcntl.h>
