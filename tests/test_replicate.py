@@ -362,8 +362,8 @@ def test_each_tick_ships_everything_committed_before_it(run, tmp_path, litestrea
     # quarter missed the tick and waited a whole interval more (lag up to 1.25 s).
     # Lag here: the file time of the segment that first holds a commit, minus the
     # time the commit returned; 100 ms of margin for copying and writing the segment.
-    # (Without the copy at the tick, a tick passes this margin 60 % of the time; five
-    # ticks are checked.)
+    # (Without the copy at the tick, a tick overshoots this margin about 60 % of the
+    # time; five ticks are checked.)
     db, rep = tmp_path / "app.db", tmp_path / "rep"
     create(db)
     # no checkpoint while we write: one WAL index, so offsets name positions
