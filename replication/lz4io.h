@@ -5,8 +5,8 @@
  * writes 64 KiB blocks with a content checksum, independent for snapshots and
  * linked for WAL segments (Litestream v0.3.13's reader takes any block size
  * and linked blocks too); it reads any valid frame, including Litestream's
- * 4 MiB blocks. Both directions stream: memory stays bounded by one block whatever
- * the object's size.
+ * 4 MiB blocks. Both directions stream: memory stays bounded by one block
+ * whatever the object's size.
  *
  * Compression is a struct st_source that pulls from another source
  * (e.g. a database file) and yields compressed bytes, so storage_put() can
@@ -104,6 +104,5 @@ void lz4_dec_defer_checksum(struct lz4_dec *d);
  */
 int lz4_dec_finish(struct lz4_dec *d);
 void lz4_dec_release(struct lz4_dec *d);
-
 
 #endif
