@@ -9,7 +9,8 @@
  *    holds a WAL read mark, SQLite cannot restart (overwrite) the WAL, so no
  *    committed frame can vanish before the shadow copy has seen it. The app's
  *    own PASSIVE checkpoints still backfill freely (backfilling loses nothing:
- *    the frames stay in the WAL until a restart).
+ *    the frames stay in the WAL until a restart). The hold keeps off SQLite's
+ *    first read-mark slot, the one each of the app's commits tries first.
  *  - the writer lock (BEGIN IMMEDIATE, writes nothing) for the short moment
  *    in which the tail of the WAL is copied and a PASSIVE checkpoint on a
  *    second connection backfills everything, so the app's next write restarts
@@ -34,6 +35,7 @@ struct db_conns {
 	sqlite3 *ck;       /* checkpoints, data_version */
 	int cur;           /* index of hold[] holding the read transaction, -1 none */
 	bool db_only;      /* the hold surely reads the database file only: see db_hold_begin() */
+	bool ck_shm;       /* ck has read in WAL mode: its WAL (and shared memory) is open */
 	int shm_fd;        /* SQLite's own descriptor of the -shm file, -1 not known yet */
 	char path[4096];
 };
@@ -141,9 +143,6 @@ bool db_file_ready(const char *path);
  * SQLite's frame counts. Returns 0, 1 if busy, -1 on error (logged).
  */
 int db_checkpoint(sqlite3 *conn, enum db_ckpt_mode mode, int *log, int *ckpt);
-
-/* Take the writer lock (BEGIN IMMEDIATE) on conn. 0, 1 busy, -1 error. */
-int db_writer_lock(sqlite3 *conn);
 
 /* End whatever transaction conn has (ROLLBACK; nothing was written). */
 void db_txn_end(sqlite3 *conn);
