@@ -3,6 +3,7 @@
  *
  *   snapshot ──get──▶ lz4_dec ──▶ <target>.litevisor-restore        (main thread)
  *   WAL index i ──get (parallel workers)──▶ <tmp>-%08x.lz4 (compressed, as stored)
+ *       (the workers start once the snapshot's bytes come: see let_workers_go)
  *   for each index in order: decompress its segments ──▶ <tmp>-wal, validated
  *       by wal_reader (salts, checksum chain, offsets contiguous), then
  *       SQLite checkpoints it (PASSIVE must see every validated frame, then TRUNCATE)
@@ -82,6 +83,7 @@ struct apply {
 	struct idx_job *jobs;
 	size_t njobs, next;
 	bool abort, done;
+	bool snap_flowing;           /* the snapshot's bytes are coming (or its GET ended) */
 	char err[512];
 	bool transient;
 
@@ -142,13 +144,33 @@ struct fd_count {
 struct counting {
 	struct apply *a;
 	const struct st_sink *inner;
+	bool lets_workers_go; /* the snapshot's: its first bytes start the WAL downloads */
 };
+
+/*
+ * The WAL download workers wait for this. The probe left a warm connection
+ * in the candidate's pool (each handle keeps its own), and the snapshot's
+ * GET, the restore's critical path, must be the one to take it: over TLS to
+ * a far server a new connection costs a handshake or more first. Once the
+ * snapshot's bytes come, the workers open theirs alongside.
+ */
+static void let_workers_go(struct apply *a)
+{
+	pthread_mutex_lock(&a->mu);
+	a->snap_flowing = true;
+	pthread_cond_broadcast(&a->cv);
+	pthread_mutex_unlock(&a->mu);
+}
 
 static int counting_write(void *ctx, const void *buf, size_t len)
 {
 	struct counting *k = ctx;
 	if (aborted(k->a)) /* stop a doomed download early */
 		return -1;
+	if (k->lets_workers_go) {
+		k->lets_workers_go = false;
+		let_workers_go(k->a);
+	}
 	atomic_fetch_add(&k->a->bytes, len);
 	return k->inner->write(k->inner->ctx, buf, len);
 }
@@ -211,7 +233,7 @@ static int download_job(struct apply *a, struct idx_job *j)
 		const struct cat_segment *s = &a->c->plan.segments[j->first + k];
 		struct fd_count f = { a, fd, 0 };
 		struct st_sink fsink = { fd_count_write, &f };
-		struct counting cnt = { a, &fsink };
+		struct counting cnt = { a, &fsink, false };
 		struct st_sink sink = { counting_write, &cnt };
 		layout_wal_key(key, gen, s->index, s->offset);
 		if (storage_get(st, key, &sink, NULL, &err) < 0) {
@@ -234,6 +256,8 @@ static void *worker(void *p)
 {
 	struct apply *a = p;
 	pthread_mutex_lock(&a->mu);
+	while (!a->abort && !a->done && !a->snap_flowing) /* see let_workers_go() */
+		pthread_cond_wait(&a->cv, &a->mu);
 	while (!a->abort && a->next < a->njobs) {
 		struct idx_job *j = &a->jobs[a->next++];
 		j->state = JOB_RUNNING;
@@ -296,7 +320,7 @@ static int fetch_snapshot(struct apply *a, uint32_t *page_size)
 		return -1;
 	}
 	lz4_dec_defer_checksum(&dec);
-	struct counting cnt = { a, &dsink };
+	struct counting cnt = { a, &dsink, true };
 	struct st_sink sink = { counting_write, &cnt };
 	layout_snapshot_key(key, a->c->plan.generation, a->c->plan.snapshot.index);
 	if (storage_get(a->c->st, key, &sink, NULL, &err) < 0) {
@@ -759,7 +783,9 @@ int rs_apply(struct rs_cand *c, const struct rs_apply_opts *o, struct wal_pos *r
 	}
 
 	int64_t tp = clock_mono_ms();
-	if (fetch_snapshot(&a, &page_size) < 0)
+	int snap_rc = fetch_snapshot(&a, &page_size);
+	let_workers_go(&a); /* whether or not a byte came: never leave them waiting */
+	if (snap_rc < 0)
 		goto out;
 	a.snap_ms = clock_mono_ms() - tp;
 	tp = clock_mono_ms();

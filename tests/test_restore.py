@@ -577,10 +577,12 @@ def test_run_path_existing_db_policies(tmp_path, history):
 class Proxy:
     """A loopback TCP proxy in front of an S3 server. delay: seconds added
     before each chunk the client sends (each request); cut: for a GET whose
-    path contains this text, pass the answer's headers and 10 bytes, then close."""
+    path contains this text, pass the answer's headers and 10 bytes, then close.
+    requests: (connection number, request line) of each request, in order."""
 
     def __init__(self, port, delay=0.0, cut=None):
         self.target, self.delay, self.cut = port, delay, cut
+        self.requests, self.nconn = [], 0
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -597,7 +599,8 @@ class Proxy:
             except OSError:
                 return
             s = socket.create_connection(("127.0.0.1", self.target))
-            state = {"cut": False}
+            self.nconn += 1
+            state = {"cut": False, "conn": self.nconn}
             threading.Thread(target=self._up, args=(c, s, state), daemon=True).start()
             threading.Thread(target=self._down, args=(s, c, state), daemon=True).start()
 
@@ -609,6 +612,8 @@ class Proxy:
                     break
                 if self.delay:
                     time.sleep(self.delay)
+                if data.split(b" ", 1)[0] in (b"GET", b"HEAD", b"PUT", b"POST", b"DELETE"):
+                    self.requests.append((state["conn"], data.split(b"\r\n", 1)[0].decode()))
                 if self.cut and data.startswith(b"GET ") and self.cut.encode() in \
                         data.split(b"\r\n", 1)[0]:
                     state["cut"] = True
@@ -692,6 +697,31 @@ def test_s3_freshest_wins_and_ties_go_to_the_fastest(tmp_path, litevisor_bin, s3
     assert "fallback" in candidate_line(p.stderr, "peer-06")
     assert "stale" in candidate_line(p.stderr, "peer-05")
     assert rows(db) == history.states[-1][2]
+
+
+def test_s3_snapshot_download_takes_the_probes_connection(tmp_path, litevisor_bin, s3server,
+                                                         history):
+    # The snapshot's GET is the restore's critical path: it must reuse the connection
+    # the probe left open (over TLS to a far server a new one costs a handshake
+    # first), not leave it to a WAL download that happened to start first.
+    nas = s3server()
+    upload(history, nas, tmp_path)
+    seen = Proxy(nas.port)
+    try:
+        db = tmp_path / "app.db"
+        cfg = write_config(tmp_path / "lv.yml", db, [s3_peer("nas", nas, seen.port)])
+        p = lv(litevisor_bin, "restore", "-config", str(cfg), str(db))
+    finally:
+        seen.close()
+    assert p.returncode == 0, p.stderr
+    assert rows(db) == history.states[-1][2]
+    snap = [c for c, line in seen.requests if ".snapshot.lz4 " in line]
+    wal = [c for c, line in seen.requests if ".wal.lz4 " in line]
+    assert len(snap) == 1 and len(wal) > 1, seen.requests
+    first = {}
+    for c, line in seen.requests:
+        first.setdefault(c, line)
+    assert ".snapshot.lz4 " not in first[snap[0]], seen.requests
 
 
 def test_s3_peer_failing_mid_download_falls_back(tmp_path, litevisor_bin, s3server, history):
