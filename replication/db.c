@@ -165,8 +165,8 @@ static sqlite3_file *file_of(sqlite3 *conn)
  * waiting on us. Holding slot 1 for these microseconds only keeps the app's
  * checkpoints from backfilling past its mark meanwhile, as any reader does.
  * A read that begins while slot 1's mark is the newest (right inside a
- * commit of the app's, or after a checkpoint set it) still shares slot 1,
- * until the next rotation: measured, 0-4 % of the time instead of half.
+ * commit of the app's, or after a checkpoint set it) still shares slot 1:
+ * db_hold_rotate() then begins again (see shares_slot1()).
  * Returns the file to pass to slot1_unfence(), or NULL (nothing held).
  */
 #define SHM_READ_SLOT1 4 /* SQLite's WAL_READ_LOCK(1) */
@@ -239,11 +239,43 @@ int db_hold_begin(struct db_conns *c, int i)
 	return 0;
 }
 
+/*
+ * Whether the read conn just began probably shares slot 1: slot 1's mark is
+ * the end of the WAL and no other slot's is, so SQLite gave it slot 1, fence
+ * or not. That happens when it began right inside a commit of the app's,
+ * whose read had just set slot 1's mark. Racy both ways (a commit since
+ * hides it; an app's read setting slot 1's mark since fakes it): a wrong
+ * answer costs one retry too many or too few, nothing else.
+ */
+static bool shares_slot1(sqlite3 *conn)
+{
+	struct db_wal_index wi;
+	/* a WAL fully backfilled is read from slot 0 */
+	if (db_wal_index(conn, &wi) < 0 || wi.read_mark[1] != wi.max_frame ||
+	    wi.backfilled == wi.max_frame)
+		return false;
+	for (int k = 2; k < 5; k++)
+		if (wi.read_mark[k] == wi.max_frame)
+			return false;
+	return true;
+}
+
+#define HOLD_SLOT1_RETRIES 3
+
 int db_hold_rotate(struct db_conns *c)
 {
 	int next = c->cur == 0 ? 1 : 0;
-	if (db_hold_begin(c, next) < 0)
-		return -1;
+	for (int retry = 0;; retry++) {
+		if (db_hold_begin(c, next) < 0)
+			return -1;
+		if (c->cur < 0 || c->db_only || retry == HOLD_SLOT1_RETRIES ||
+		    !shares_slot1(c->hold[next]))
+			break;
+		/* the current hold still holds, so ending the new one leaves no gap */
+		db_txn_end(c->hold[next]);
+		struct timespec ts = { 0, 200 * 1000 }; /* the app's commit ends meanwhile */
+		nanosleep(&ts, NULL);
+	}
 	if (c->cur >= 0)
 		db_txn_end(c->hold[c->cur]);
 	c->cur = next;
@@ -271,6 +303,8 @@ int db_wal_index(sqlite3 *conn, struct db_wal_index *out)
 	__atomic_thread_fence(__ATOMIC_ACQUIRE);
 	out->max_frame = w[4];        /* WalIndexHdr.mxFrame, first copy */
 	out->backfilled = w[24];      /* WalCkptInfo.nBackfill, after the two 48-byte headers */
+	for (int k = 0; k < 5; k++)
+		out->read_mark[k] = w[25 + k]; /* WalCkptInfo.aReadMark[] */
 	return 0;
 }
 

@@ -105,6 +105,7 @@ int db_safe_checkpoint(struct db_conns *c, int (*copy)(void *ctx), void *ctx, bo
 struct db_wal_index {
 	uint32_t max_frame;    /* last valid frame of the WAL */
 	uint32_t backfilled;   /* frames already copied into the database file */
+	uint32_t read_mark[5]; /* SQLite's read marks, slot 0..4 (0xffffffff: unused) */
 };
 
 /*

@@ -840,9 +840,8 @@ def test_hold_stays_off_the_first_read_slot(run, tmp_path, litestream_bin):
     # read-mark slot 1 first (byte 124 of the -shm: WAL_READ_LOCK(1)). While our
     # hold sits there, that lock fails every time: one wasted fcntl per commit. The
     # hold used to alternate between slots 1 and 2: about half of the samples here
-    # found it on slot 1. Now a hold shares slot 1 only when it begins right inside a
-    # commit of the app's, whose new read mark is then the newest: until the next
-    # rotation (a quarter interval, 4 % of this window), now and then.
+    # found it on slot 1. Now it is kept off (0.05-3 % of the samples, while the whole
+    # test suite ran beside it).
     # The app is this process, so F_GETLK reports only other processes' locks.
     db, rep = tmp_path / "app.db", tmp_path / "rep"
     create(db)
@@ -868,7 +867,7 @@ def test_hold_stays_off_the_first_read_slot(run, tmp_path, litestream_bin):
     conn.close()
     os.close(shm)
     assert samples > 800, samples
-    assert on_slot1 < samples * 0.2, (on_slot1, samples)
+    assert on_slot1 < samples * 0.1, (on_slot1, samples)
     assert r.stop() == 0
     check_restore(litestream_bin, rep, db, tmp_path / "out.db")
 
