@@ -15,8 +15,9 @@
  *                                 start: the position the database was
  *                                 restored to and the replicas that hold
  *                                 exactly that position, so replication
- *                                 continues the generation there (next index)
- *                                 instead of starting a new one
+ *                                 continues the generation there
+ *                                 (localstate_next_index) instead of
+ *                                 starting a new one
  *
  * Every file is written atomically (common/fsutil.h) and created with the
  * database's owner so an app running as another user is never locked out.
@@ -63,6 +64,17 @@ struct restored_marker {
 	char replicas[LOCALSTATE_MAX_REPLICAS][64]; /* names holding exactly pos */
 	size_t nreplicas;
 };
+
+/*
+ * The WAL index replication continues at after a restore to pos: the next
+ * one, unless the restore ended on a snapshot with no WAL after it (offset
+ * 0). That index then holds no segment yet and must not be skipped: a
+ * restore needs every index from its snapshot's on (Litestream's too).
+ */
+static inline uint32_t localstate_next_index(const struct wal_pos *pos)
+{
+	return pos->offset == 0 ? pos->index : pos->index + 1;
+}
 
 /* Write / read / remove the "restored" marker. read: 0, or -1 (ENOENT: none; EINVAL: corrupt). */
 int localstate_write_restored(const char *dir, const struct restored_marker *m, uid_t uid,

@@ -266,11 +266,12 @@ static int open_db(struct eng_db *d, bool fresh)
 		}
 	}
 	if (marker) {
-		/* continue the restored generation at the next index (see localstate.h) */
-		if (shadow_start(&d->sh, m.pos.generation, m.pos.index + 1) < 0)
+		/* continue the restored generation (see localstate.h) */
+		uint32_t next = localstate_next_index(&m.pos);
+		if (shadow_start(&d->sh, m.pos.generation, next) < 0)
 			goto fail;
 		log_info("engine", "continuing restored generation", "db=%s generation=%s index=%u",
-			 d->stat.name, m.pos.generation, m.pos.index + 1);
+			 d->stat.name, m.pos.generation, next);
 		pthread_mutex_lock(&d->mu);
 		d->marker = m;
 		d->have_marker = true;
@@ -280,7 +281,7 @@ static int open_db(struct eng_db *d, bool fresh)
 				d->marker_pending++;
 		d->gen_epoch++;
 		d->gen_start_mono = clock_mono_ns();
-		d->min_index = m.pos.index + 1;
+		d->min_index = next;
 		pthread_mutex_unlock(&d->mu);
 		/*
 		 * Consumed now: the replicas read the copy in memory. Were it kept, a

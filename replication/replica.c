@@ -194,7 +194,7 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 						 (r->cfg->snapshot_interval_ms - age_ms) * NS_PER_MS;
 			if (in_marker) {
 				if (pos.index == m.pos.index && pos.offset == m.pos.offset) {
-					pos.index = m.pos.index + 1;
+					pos.index = localstate_next_index(&m.pos);
 					pos.offset = 0;
 					need = false;
 				}

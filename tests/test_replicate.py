@@ -652,14 +652,22 @@ def test_stalled_s3_never_delays_the_file_replica_and_catches_up(run, tmp_path, 
     assert content(out) == content(db)
 
 
-def test_continues_restored_generation(run, tmp_path, litestream_bin, litevisor_bin):
+@pytest.mark.parametrize("first_rows", [300, 0])
+def test_continues_restored_generation(run, tmp_path, litestream_bin, litevisor_bin, first_rows):
     db, rep = tmp_path / "app.db", tmp_path / "rep"
     create(db)
     cfg = config(tmp_path, db, [file_replica(rep)])
     r = run(cfg)
-    write(db, 300, start=1)
+    if first_rows:
+        write(db, first_rows, start=1)
+    else:
+        wait_for(lambda: objects(rep, "snapshots"), what="first snapshot")
     assert r.stop() == 0
     gen = generations(rep)
+    # nothing written after the snapshot: the restore ends on it, at offset 0 of its
+    # index, and replication must continue in that index (skipping it would leave a
+    # replica that neither tool can restore)
+    assert bool(objects(rep, "wal")) == bool(first_rows)
     # the node is lost: database and local state gone; litevisor restores it
     for p in tmp_path.iterdir():
         if p.name.startswith("app.db") or p.name.startswith(".app.db"):
