@@ -378,10 +378,11 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 			   s.ch.unreachable, s.n);
 		rc = 0;
 	} else {
-		result_set(res, RESTORE_UNREACHABLE, "%zu of %zu candidates unreachable%s",
+		result_set(res, RESTORE_UNREACHABLE, "%zu of %zu candidates unreachable or failing%s%s",
 			   s.ch.unreachable, s.n,
 			   s.ch.winner >= 0 ? " (mode needs more answers)"
-					    : "; they might hold data: not starting empty");
+					    : "; they might hold data: not starting empty; ",
+			   s.ch.winner >= 0 ? "" : s.ch.why);
 	}
 out:
 	res->duration_ms = clock_mono_ms() - t0;
@@ -431,7 +432,7 @@ int restore_explicit(const struct config *cfg, const struct cfg_db *db,
 			result_set(res, RESTORE_NO_DATA, "%s", pe);
 		else if (s.ch.answered == 0 || (s.ch.unreachable && s.ch.winner < 0) ||
 			 strict_unsettled(&s))
-			result_set(res, RESTORE_UNREACHABLE, "%zu of %zu candidates unreachable; %s",
+			result_set(res, RESTORE_UNREACHABLE, "%zu of %zu candidates unreachable or failing; %s",
 				   s.ch.unreachable, s.n, s.ch.why);
 		else
 			result_set(res, RESTORE_NO_DATA, "no matching backups found");

@@ -95,6 +95,15 @@ static const char *state_text(const struct rs_cand *c)
 	return c->has_data ? "ok" : "no-data";
 }
 
+/* The first candidate that answered with an error (not a timeout), or NULL. */
+static const struct rs_cand *first_error(const struct rs_cand *c, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (c[i].state == RC_ERROR && !c[i].timed_out && c[i].error[0])
+			return &c[i];
+	return NULL;
+}
+
 void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, const char *dbname,
 	       const char *mode, struct rs_choice *out)
 {
@@ -203,6 +212,9 @@ void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, const char *dbname,
 	if (w)
 		snprintf(out->why, sizeof(out->why), "restore from %s at %s", w->name,
 			 end_text(&w->plan, wpos, sizeof(wpos)));
+	else if (out->answered == 0 && first_error(c, n))
+		snprintf(out->why, sizeof(out->why), "no candidate answered without an error "
+			 "(%s: %.300s)", first_error(c, n)->name, first_error(c, n)->error);
 	else if (out->answered == 0)
 		snprintf(out->why, sizeof(out->why), "no candidate answered");
 	else

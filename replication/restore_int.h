@@ -128,7 +128,7 @@ struct rs_choice {
 	size_t answered, unreachable, with_data;
 	char generation[LAYOUT_GEN_LEN + 1];
 	bool ambiguous;                /* generations within the clock-skew margin */
-	char why[256];
+	char why[512];
 };
 
 /*

@@ -165,9 +165,20 @@ static int s3_list(struct storage *st, const char *prefix, const char *delimiter
 		struct s3_req req = { .op = "list", .method = "GET", .key = NULL, .query = q, .nquery = nq,
 				      .read_len = -1, .body_cap = S3_LIST_BODY_CAP };
 		if ((rc = s3_request(s3, &req, &resp, &ctl, err)) != 0) {
-			if (rc == ST_NOT_FOUND)
-				st_error_set(err, rc, err->http_status, "list %s/%s: no such bucket (%s)",
-					     s3->bucket, full, err->message);
+			/*
+			 * Listing a prefix that holds nothing answers an empty list:
+			 * a 404 means the bucket does not exist (or the endpoint is
+			 * no S3 server). Not "no data": with a typo in the bucket,
+			 * a restore would start the service on an empty database.
+			 */
+			if (rc == ST_NOT_FOUND) {
+				char cause[sizeof(err->message)];
+				snprintf(cause, sizeof(cause), "%s", err->message);
+				rc = ST_PERMANENT;
+				st_error_set(err, rc, err->http_status,
+					     "list %s/%s: bucket %s does not exist at %s (%s)", s3->bucket,
+					     full, s3->bucket, s3->base_url, cause);
+			}
 			break;
 		}
 		struct list_page p = { .out = out, .root = s3->prefix, .rootlen = strlen(s3->prefix) };

@@ -32,7 +32,9 @@
 
 enum st_status {
 	ST_OK = 0,
-	ST_NOT_FOUND = -1, /* no such key (or bucket/dir for list) */
+	ST_NOT_FOUND = -1, /* no such key; for list, a file replica's missing directory (an
+			      S3 bucket that does not exist is ST_PERMANENT: a typo in
+			      the config must not read as an empty replica) */
 	ST_AUTH = -2,      /* credentials rejected or permission denied */
 	ST_TRANSIENT = -3, /* worth retrying later: network, timeout, 5xx, full replica */
 	ST_PERMANENT = -4, /* anything else: bad request, corrupt answer, local I/O error */

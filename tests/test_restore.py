@@ -699,6 +699,38 @@ def test_s3_freshest_wins_and_ties_go_to_the_fastest(tmp_path, litevisor_bin, s3
     assert rows(db) == history.states[-1][2]
 
 
+@pytest.mark.parametrize("fault", ["bucket", "secret"])
+def test_s3_missing_bucket_or_bad_credentials_is_an_error_not_an_empty_replica(
+        tmp_path, litevisor_bin, s3server, history, fault):
+    # A typo in the bucket (S3 answers 404 NoSuchBucket to the listing) or in the
+    # secret (403 SignatureDoesNotMatch): the server answered, but not "no data".
+    # Taken as an empty replica, `run` would start the service on an empty database.
+    srv = s3server()
+    upload(history, srv, tmp_path)
+    peer = s3_peer("peer", srv)
+    if fault == "bucket":
+        peer["bucket"] = srv.bucket + "-typo"
+    else:
+        peer["secret-access-key"] = json.dumps(srv.secret + "x")
+    db = tmp_path / "app" / "app.db"
+    db.parent.mkdir()
+    cfg = write_config(tmp_path / "lv.yml", db, [peer])
+    want = "does not exist" if fault == "bucket" else "SignatureDoesNotMatch"
+    p = lv(litevisor_bin, "restore", "-config", str(cfg), str(db))
+    assert p.returncode != 0 and not db.exists(), p.stderr
+    last = p.stderr.strip().splitlines()[-1]
+    assert want in last and "failing" in last, p.stderr
+    p = lv(litevisor_bin, "restore", "-if-replica-exists", "-config", str(cfg), str(db))
+    assert p.returncode != 0, p.stderr
+    p = lv(litevisor_bin, "generations", "-config", str(cfg), str(db))
+    assert p.returncode != 0 and want in p.stderr, p.stdout + p.stderr
+    # the `run` path: not a first deploy
+    p, res = restore_tool(cfg)
+    assert res and res[0]["outcome"] == "unreachable", p.stdout + p.stderr
+    assert want in res[0]["message"], res
+    assert not db.exists()
+
+
 def test_s3_snapshot_download_takes_the_probes_connection(tmp_path, litevisor_bin, s3server,
                                                          history):
     # The snapshot's GET is the restore's critical path: it must reuse the connection

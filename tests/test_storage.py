@@ -360,12 +360,17 @@ def test_s3_credentials_from_config_and_aws_env(s3server, tmp_path):
     assert r.rc == EXIT["auth"] and "no S3 credentials" in r.res["message"]
 
 
-def test_s3_missing_bucket_is_not_found(s3server):
+def test_s3_missing_bucket_is_an_error_not_an_empty_listing(s3server):
+    # an empty prefix lists as nothing; a missing bucket is a config error that
+    # must not read as an empty replica (a restore would start empty)
     srv = s3server()
     rep = s3_replica(srv)
     rep.args[1] = "no-such-bucket"
     r = rep.list("")
-    assert r.rc == EXIT["not found"] and r.res["http"] == 404, r.res
+    assert r.rc == EXIT["permanent"] and r.res["http"] == 404, r.res
+    assert "bucket no-such-bucket does not exist" in r.res["message"], r.res
+    r = s3_replica(srv).list("nothing-here/").ok()
+    assert r.keys == [], r.res
 
 
 def test_s3_server_down_fails_within_deadline(s3server):
