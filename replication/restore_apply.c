@@ -531,10 +531,19 @@ static int apply_index(struct apply *a, struct idx_job *j, uint32_t page_size, s
 			goto out;
 		}
 	}
-	if (wal_reader_partial(&w.r))
-		log_warn("restore", "WAL index ends with a partial frame (ignored)",
-			 "replica=%s index=%08x bytes=%zu", a->c->name, j->index,
-			 wal_reader_partial(&w.r));
+	/*
+	 * Both tools upload whole frames only, so an index whose segments end
+	 * inside a frame lost bytes: a truncated object. SQLite would drop the
+	 * partial frame and its transaction with it, silently.
+	 */
+	if (wal_reader_partial(&w.r)) {
+		const struct cat_segment *s = &a->c->plan.segments[j->first + j->count - 1];
+		char key[LAYOUT_KEY_MAX];
+		layout_wal_key(key, a->c->plan.generation, s->index, s->offset);
+		fail(a, false, "segment %s from %s is corrupt: it ends %zu bytes into a frame "
+		     "(truncated)", key, a->c->name, wal_reader_partial(&w.r));
+		goto out;
+	}
 	if (close(w.fd) < 0) {
 		w.fd = -1;
 		fail(a, true, "write %s: %s", a->tmp_wal, strerror(errno));

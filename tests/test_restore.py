@@ -405,6 +405,25 @@ def test_corrupt_segment_falls_back_to_replica_with_same_data(tmp_path, liteviso
     assert dir_leftovers(out.parent, ["r.db"]) == []
 
 
+def test_truncated_segment_is_corrupt_not_a_shorter_index(tmp_path, litevisor_bin, history):
+    # The last segment of an index (a later index follows, so the generation's end
+    # is unchanged) lost its tail inside a frame: a valid LZ4 object with fewer
+    # bytes. SQLite would drop the partial frame and its transaction silently.
+    bad, good, cfg, out = two_peers_bad_one_wins(tmp_path, history)
+    i = next(k for k in range(len(history.segments) - 1)
+             if history.segments[k + 1][0] > history.segments[k][0])
+    plain = history.segments[i][2]
+    assert len(plain) > 200
+    with open(history.seg_path(str(bad), i), "wb") as f:
+        f.write(lz4(plain[:-100]))
+    p = restore_to(litevisor_bin, tmp_path, cfg, out)
+    assert p.returncode == 0, p.stderr
+    assert "WINNER" in candidate_line(p.stderr, "peer-05"), p.stderr
+    assert "into a frame (truncated)" in p.stderr and "falling back" in p.stderr, p.stderr
+    assert rows(out) == history.states[-1][2]
+    assert dir_leftovers(out.parent, ["r.db"]) == []
+
+
 def test_snapshot_with_wrong_checksum_falls_back(tmp_path, litevisor_bin, history):
     # The snapshot's LZ4 blocks decode fine; only the frame's content checksum
     # (XXH32 of the plain bytes, verified on the writer thread) says it is wrong.
