@@ -74,7 +74,7 @@ struct rs_cand {
 	size_t ngens;
 	bool has_data;                 /* a plan matching the target */
 	struct rs_plan plan;
-	char nodata[160];              /* why no plan, when answered without data */
+	char nodata[256];              /* why no plan, when answered without data */
 
 	/* filled by choose */
 	int rank;                      /* 0 = winner, 1.. order to try; -1 = not usable */
@@ -118,7 +118,9 @@ void rs_cand_release(struct rs_cand *c);
  * (target->generation, else the newest by object time among those that
  * cover the target time), the snapshot and the segments. Returns 1 with
  * *p filled, 0 when nothing matches (why in nodata), -1 on a user error
- * (index past the end: message in nodata).
+ * (index past the end: message in nodata), -2 when the replica's newest
+ * data cannot be restored (a newer generation without a snapshot: the
+ * replica is failing, not empty or stale; message in nodata).
  */
 int rs_plan_build(const struct cat_generation *gens, size_t ngens, const struct rs_target *t,
 		  struct rs_plan *p, char *nodata, size_t len);

@@ -5,6 +5,8 @@
  * Rules (Litestream v0.3 semantics, minus its bugs, see docs/restore.md):
  * - generation: the one asked for, else the one with the newest object time
  *   among those that started (have a snapshot) at or before the timestamp;
+ *   a newer generation without a snapshot makes the replica's newest data
+ *   unrestorable: an error, not a silent restore of older data;
  * - snapshot: the highest index <= -index whose time is <= -timestamp;
  * - segments: from the snapshot's index on, stopping at -index or at the
  *   first object newer than -timestamp;
@@ -67,6 +69,23 @@ int rs_plan_build(const struct cat_generation *gens, size_t ngens, const struct 
 			continue;
 		if (!g || gens[i].max_ns > g->max_ns)
 			g = &gens[i];
+	}
+	/*
+	 * A newer generation that holds WAL but no snapshot cannot be restored
+	 * (its snapshot was deleted, or is still being uploaded). Restoring an
+	 * older one instead would silently bring back stale data.
+	 */
+	for (size_t i = 0; i < ngens && !t->generation; i++) {
+		const struct cat_generation *h = &gens[i];
+		if (h->nsnapshots || !h->nsegments || (g && h->max_ns <= g->max_ns) ||
+		    (t->timestamp_ns && h->min_ns > t->timestamp_ns))
+			continue;
+		int k = snprintf(nodata, len, "newest generation %s has WAL but no snapshot "
+				 "(deleted, or still uploading): not restorable", h->id);
+		if (g && k > 0 && (size_t)k < len)
+			snprintf(nodata + k, len - (size_t)k, "; for the older one: -generation %s",
+				 g->id);
+		return -2;
 	}
 	if (!g) {
 		if (t->generation)

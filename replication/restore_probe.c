@@ -206,6 +206,10 @@ static int probe_once(struct probe_set *ps, struct rs_cand *c, const struct rs_t
 	rc = rs_plan_build(c->gens, c->ngens, t, &c->plan, c->nodata, sizeof(c->nodata));
 	c->has_data = rc == 1;
 	free(ids);
+	if (rc == -2) {
+		snprintf(c->error, sizeof(c->error), "%s", c->nodata);
+		return -1;
+	}
 	return 0;
 fail:
 	free(ids);

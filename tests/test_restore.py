@@ -454,6 +454,33 @@ def test_missing_segment_is_detected_not_replayed(tmp_path, litevisor_bin, histo
     assert not out.exists()
 
 
+def test_newest_generation_without_snapshot_is_not_silently_skipped(tmp_path, litevisor_bin,
+                                                                     history):
+    # GEN2 is newer but lost its snapshot (deleted, or still uploading): the
+    # replica's newest data cannot be restored. Restoring GEN instead would bring
+    # back stale data without a word (Litestream refuses too).
+    rep = tmp_path / "rep"
+    history.write(str(rep), gen=GEN, t0=time.time() - 7200, upto=3)
+    history.write(str(rep), gen=GEN2, t0=time.time() - 3600)
+    (rep / "generations" / GEN2 / "snapshots" / "00000000.snapshot.lz4").unlink()
+    out = tmp_path / "r.db"
+    p = lv(litevisor_bin, "restore", "-o", str(out), f"file://{rep}")
+    assert p.returncode != 0 and not out.exists(), p.stderr
+    last = p.stderr.strip().splitlines()[-1]
+    assert f"{GEN2} has WAL but no snapshot" in last and f"-generation {GEN}" in last, p.stderr
+    # named explicitly, the older generation restores
+    p = lv(litevisor_bin, "restore", "-generation", GEN, "-o", str(out), f"file://{rep}")
+    assert p.returncode == 0, p.stderr
+    assert rows(out) == history.states[2][2]
+    # the `run` path does not start on the older data either
+    db = tmp_path / "app" / "app.db"
+    db.parent.mkdir()
+    cfg = write_config(tmp_path / "lv.yml", db, [{"name": "a", "url": f"file://{rep}"}])
+    p, res = restore_tool(cfg)
+    assert res and res[0]["outcome"] == "unreachable", p.stdout + p.stderr
+    assert "no snapshot" in res[0]["message"] and not db.exists(), res
+
+
 def test_unreachable_peers_cost_about_the_probe_timeout(tmp_path, litevisor_bin, history):
     nas = tmp_path / "nas"
     history.write(str(nas))
