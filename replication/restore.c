@@ -160,8 +160,8 @@ static int apply_with_fallback(struct session *s, struct rs_apply_opts *ao,
 			log_warn("restore", "falling back to the next candidate with the same data",
 				 "replica=%s previous_error=\"%s\"", c->name, err);
 		tried++;
-		bool transient;
-		if (rs_apply(c, ao, &res->pos, err, sizeof(err), &transient) == 0) {
+		enum rs_cause cause;
+		if (rs_apply(c, ao, &res->pos, err, sizeof(err), &cause) == 0) {
 			/* applying found the end exactly (the marker compares with it) */
 			c->plan.end = res->pos;
 			c->plan.end_open = false;
@@ -172,9 +172,14 @@ static int apply_with_fallback(struct session *s, struct rs_apply_opts *ao,
 		}
 		log_error("restore", "restore from candidate failed", "replica=%s err=\"%s\"",
 			  c->name, err);
+		if (cause == RS_CAUSE_LOCAL) {
+			/* no other candidate can help: say it is ours, not the replica's */
+			result_set(res, RESTORE_FAILED, "cannot restore into %s: %s", ao->target, err);
+			return -1;
+		}
 		if (!first[0])
 			snprintf(first, sizeof(first), "%s", err);
-		all_transient = all_transient && transient;
+		all_transient = all_transient && cause == RS_CAUSE_NETWORK;
 	}
 	result_set(res, RESTORE_FAILED, "%d candidate(s) with the newest data failed (first: %s)%s",
 		   tried, first, "; candidates with less data are not used without -replica");

@@ -85,7 +85,7 @@ struct apply {
 	bool abort, done;
 	bool snap_flowing;           /* the snapshot's bytes are coming (or its GET ended) */
 	char err[512];
-	bool transient;
+	enum rs_cause cause;
 
 	atomic_uint_fast64_t bytes;  /* compressed bytes downloaded */
 	uint64_t total;
@@ -107,9 +107,9 @@ char *rs_temp_path(const char *target, char *buf, size_t len)
 }
 
 /* Record the first error (later ones are consequences). Locks a->mu. */
-static void fail(struct apply *a, bool transient, const char *fmt, ...)
+static void fail(struct apply *a, enum rs_cause cause, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-static void fail(struct apply *a, bool transient, const char *fmt, ...)
+static void fail(struct apply *a, enum rs_cause cause, const char *fmt, ...)
 {
 	va_list ap;
 	pthread_mutex_lock(&a->mu);
@@ -117,7 +117,7 @@ static void fail(struct apply *a, bool transient, const char *fmt, ...)
 		va_start(ap, fmt);
 		vsnprintf(a->err, sizeof(a->err), fmt, ap);
 		va_end(ap);
-		a->transient = transient;
+		a->cause = cause;
 		a->abort = true;
 	}
 	pthread_cond_broadcast(&a->cv);
@@ -138,6 +138,7 @@ struct fd_count {
 	struct apply *a;
 	int fd;
 	uint64_t n;
+	int werr;      /* errno of a failed write: our disk, not the replica */
 };
 
 /* Downloaded (compressed) bytes: count them for progress, pass them on. */
@@ -178,8 +179,10 @@ static int counting_write(void *ctx, const void *buf, size_t len)
 static int fd_count_write(void *ctx, const void *buf, size_t len)
 {
 	struct fd_count *f = ctx;
-	if (st_fd_sink_write(&f->fd, buf, len) < 0)
+	if (st_fd_sink_write(&f->fd, buf, len) < 0) {
+		f->werr = errno;
 		return -1;
+	}
 	f->n += len;
 	return 0;
 }
@@ -226,27 +229,29 @@ static int download_job(struct apply *a, struct idx_job *j)
 	int fd = open(job_path(a, j, path, sizeof(path)), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
 		      0600);
 	if (fd < 0) {
-		fail(a, true, "create %s: %s", path, strerror(errno));
+		fail(a, RS_CAUSE_LOCAL, "create %s: %s", path, strerror(errno));
 		return -1;
 	}
 	for (size_t k = 0; k < j->count; k++) {
 		const struct cat_segment *s = &a->c->plan.segments[j->first + k];
-		struct fd_count f = { a, fd, 0 };
+		struct fd_count f = { a, fd, 0, 0 };
 		struct st_sink fsink = { fd_count_write, &f };
 		struct counting cnt = { a, &fsink, false };
 		struct st_sink sink = { counting_write, &cnt };
 		layout_wal_key(key, gen, s->index, s->offset);
 		if (storage_get(st, key, &sink, NULL, &err) < 0) {
 			close(fd);
-			if (!aborted(a))
-				fail(a, err.status == ST_TRANSIENT, "download %s from %s: %s", key,
-				     a->c->name, err.message);
+			if (f.werr)
+				fail(a, RS_CAUSE_LOCAL, "write %s: %s", path, strerror(f.werr));
+			else if (!aborted(a))
+				fail(a, err.status == ST_TRANSIENT ? RS_CAUSE_NETWORK : RS_CAUSE_REPLICA,
+				     "download %s from %s: %s", key, a->c->name, err.message);
 			return -1;
 		}
 		j->lens[k] = f.n;
 	}
 	if (close(fd) < 0) {
-		fail(a, true, "write %s: %s", path, strerror(errno));
+		fail(a, RS_CAUSE_LOCAL, "write %s: %s", path, strerror(errno));
 		return -1;
 	}
 	return 0;
@@ -298,7 +303,7 @@ static int fetch_snapshot(struct apply *a, uint32_t *page_size)
 	struct xxh32 hash;
 	int rc = -1, fd = open(a->tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0) {
-		fail(a, true, "create %s: %s", a->tmp, strerror(errno));
+		fail(a, RS_CAUSE_LOCAL, "create %s: %s", a->tmp, strerror(errno));
 		return -1;
 	}
 	xxh32_init(&hash, 0);
@@ -309,14 +314,14 @@ static int fetch_snapshot(struct apply *a, uint32_t *page_size)
 	struct fwriter *fw = fw_start(fd, &fo, NULL);
 	if (!fw) {
 		close(fd);
-		fail(a, false, "cannot start the snapshot writer: %s", strerror(errno));
+		fail(a, RS_CAUSE_LOCAL, "cannot start the snapshot writer: %s", strerror(errno));
 		return -1;
 	}
 	struct lz4_out ring = { ring_reserve, ring_commit, fw };
 	if (lz4_dec_init_direct(&dec, &dsink, &ring) < 0) {
 		fw_free(fw);
 		close(fd);
-		fail(a, false, "out of memory");
+		fail(a, RS_CAUSE_LOCAL, "out of memory");
 		return -1;
 	}
 	lz4_dec_defer_checksum(&dec);
@@ -326,24 +331,24 @@ static int fetch_snapshot(struct apply *a, uint32_t *page_size)
 	if (storage_get(a->c->st, key, &sink, NULL, &err) < 0) {
 		int werr = fw_error(fw);
 		if (werr) /* our disk, not the replica: e.g. ENOSPC */
-			fail(a, true, "write %s: %s", a->tmp, strerror(werr));
+			fail(a, RS_CAUSE_LOCAL, "write %s: %s", a->tmp, strerror(werr));
 		else if (dec.failed)
-			fail(a, false, "snapshot %s from %s is corrupt: %s", key, a->c->name, dec.error);
+			fail(a, RS_CAUSE_REPLICA, "snapshot %s from %s is corrupt: %s", key, a->c->name, dec.error);
 		else if (!aborted(a))
-			fail(a, err.status == ST_TRANSIENT, "download %s from %s: %s", key, a->c->name,
-			     err.message);
+			fail(a, err.status == ST_TRANSIENT ? RS_CAUSE_NETWORK : RS_CAUSE_REPLICA,
+			     "download %s from %s: %s", key, a->c->name, err.message);
 		goto out;
 	}
 	if (lz4_dec_finish(&dec) < 0) {
-		fail(a, false, "snapshot %s from %s is corrupt: %s", key, a->c->name, dec.error);
+		fail(a, RS_CAUSE_REPLICA, "snapshot %s from %s is corrupt: %s", key, a->c->name, dec.error);
 		goto out;
 	}
 	if (fw_finish(fw) < 0) {
-		fail(a, true, "write %s: %s", a->tmp, strerror(errno));
+		fail(a, RS_CAUSE_LOCAL, "write %s: %s", a->tmp, strerror(errno));
 		goto out;
 	}
 	if (dec.checksum_deferred && xxh32_digest(&hash) != dec.content_checksum) {
-		fail(a, false, "snapshot %s from %s is corrupt: LZ4 content checksum mismatch "
+		fail(a, RS_CAUSE_REPLICA, "snapshot %s from %s is corrupt: LZ4 content checksum mismatch "
 		     "(%08x, frame says %08x)", key, a->c->name, xxh32_digest(&hash),
 		     dec.content_checksum);
 		goto out;
@@ -351,7 +356,7 @@ static int fetch_snapshot(struct apply *a, uint32_t *page_size)
 	uint8_t hdr[100];
 	if (pread(fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr) || fw_bytes(fw) < sizeof(hdr) ||
 	    memcmp(hdr, "SQLite format 3", 16) != 0) {
-		fail(a, false, "snapshot %s from %s is not an SQLite database", key, a->c->name);
+		fail(a, RS_CAUSE_REPLICA, "snapshot %s from %s is not an SQLite database", key, a->c->name);
 		goto out;
 	}
 	*page_size = (uint32_t)hdr[16] << 8 | hdr[17];
@@ -361,7 +366,7 @@ static int fetch_snapshot(struct apply *a, uint32_t *page_size)
 	if (a->c->plan.nsegments && (hdr[18] != 2 || hdr[19] != 2)) {
 		uint8_t two[2] = { 2, 2 };
 		if (pwrite(fd, two, 2, 18) != 2) {
-			fail(a, true, "write %s: %s", a->tmp, strerror(errno));
+			fail(a, RS_CAUSE_LOCAL, "write %s: %s", a->tmp, strerror(errno));
 			goto out;
 		}
 	}
@@ -370,7 +375,7 @@ out:
 	lz4_dec_release(&dec);
 	fw_free(fw);
 	if (close(fd) < 0 && rc == 0) {
-		fail(a, true, "write %s: %s", a->tmp, strerror(errno));
+		fail(a, RS_CAUSE_LOCAL, "write %s: %s", a->tmp, strerror(errno));
 		rc = -1;
 	}
 	return rc;
@@ -382,19 +387,37 @@ struct wal_out {
 	int fd;
 	struct wal_reader r;
 	uint64_t n;
+	int werr;      /* errno of a failed write: our disk, not the replica */
 };
 
 static int wal_out_write(void *ctx, const void *buf, size_t len)
 {
 	struct wal_out *w = ctx;
 	wal_reader_feed(&w->r, buf, len); /* failure is checked after each segment */
-	if (st_fd_sink_write(&w->fd, buf, len) < 0)
+	if (st_fd_sink_write(&w->fd, buf, len) < 0) {
+		w->werr = errno;
 		return -1;
+	}
 	w->n += len;
 	return 0;
 }
 
-/* Run a one-row pragma; copies the first column as text into out. Returns 0 or -1. */
+/*
+ * Run a one-row pragma; copies the first column as text into out. Returns 0,
+ * or SQLite's primary result code (see sqlite_cause()).
+ */
+/* An SQLite failure on the temp database: our disk or memory, or the data we wrote. */
+static enum rs_cause sqlite_cause(int code)
+{
+	switch (code) {
+	case SQLITE_FULL: case SQLITE_IOERR: case SQLITE_CANTOPEN: case SQLITE_READONLY:
+	case SQLITE_NOMEM: case SQLITE_PERM:
+		return RS_CAUSE_LOCAL;
+	default:
+		return RS_CAUSE_REPLICA;
+	}
+}
+
 static int pragma_row(sqlite3 *db, const char *sql, int64_t cols[3], char *out, size_t outlen,
 		      char *err, size_t errlen)
 {
@@ -403,9 +426,11 @@ static int pragma_row(sqlite3 *db, const char *sql, int64_t cols[3], char *out, 
 	if (rc == SQLITE_OK)
 		rc = sqlite3_step(st);
 	if (rc != SQLITE_ROW) {
-		snprintf(err, errlen, "%s: %s", sql, sqlite3_errmsg(db));
+		int e = sqlite3_system_errno(db);
+		snprintf(err, errlen, "%s: %s%s%s%s", sql, sqlite3_errmsg(db), e ? " (" : "",
+			 e ? strerror(e) : "", e ? ")" : "");
 		sqlite3_finalize(st);
-		return -1;
+		return rc == SQLITE_DONE ? SQLITE_ERROR : rc & 0xff;
 	}
 	if (cols)
 		for (int i = 0; i < 3; i++)
@@ -428,7 +453,10 @@ static sqlite3 *open_tmp(struct apply *a, const char *vfs)
 	sqlite3 *db = NULL;
 	if (sqlite3_open_v2(a->tmp, &db, SQLITE_OPEN_READWRITE, vfs) != SQLITE_OK ||
 	    sqlite3_exec(db, "PRAGMA synchronous=OFF", NULL, NULL, NULL) != SQLITE_OK) {
-		fail(a, true, "open %s: %s", a->tmp, db ? sqlite3_errmsg(db) : "out of memory");
+		int e = db ? sqlite3_system_errno(db) : 0;
+		fail(a, RS_CAUSE_LOCAL, "open %s: %s%s%s%s", a->tmp,
+		     db ? sqlite3_errmsg(db) : "out of memory", e ? " (" : "", e ? strerror(e) : "",
+		     e ? ")" : "");
 		sqlite3_close(db);
 		return NULL;
 	}
@@ -440,23 +468,24 @@ static int checkpoint_index(struct apply *a, uint64_t frames)
 	sqlite3 *db = NULL;
 	char err[300];
 	int64_t r[3];
-	int rc = -1;
+	int rc = -1, code;
 
 	if (!(db = open_tmp(a, NULL)))
 		goto out;
 	/* PASSIVE first: SQLite must see every frame the validator accepted */
-	if (pragma_row(db, "PRAGMA wal_checkpoint(PASSIVE)", r, NULL, 0, err, sizeof(err)) < 0) {
-		fail(a, false, "checkpoint: %s", err);
+	if ((code = pragma_row(db, "PRAGMA wal_checkpoint(PASSIVE)", r, NULL, 0, err, sizeof(err)))) {
+		fail(a, sqlite_cause(code), "checkpoint: %s", err);
 		goto out;
 	}
 	if (r[0] != 0 || (uint64_t)r[1] != frames || r[2] != r[1]) {
-		fail(a, false, "checkpoint of %s applied %lld of %llu frames (busy=%lld)", a->tmp_wal,
-		     (long long)r[2], (unsigned long long)frames, (long long)r[0]);
+		fail(a, RS_CAUSE_REPLICA, "checkpoint of %s applied %lld of %llu frames (busy=%lld)",
+		     a->tmp_wal, (long long)r[2], (unsigned long long)frames, (long long)r[0]);
 		goto out;
 	}
-	if (pragma_row(db, "PRAGMA wal_checkpoint(TRUNCATE)", r, NULL, 0, err, sizeof(err)) < 0 ||
-	    r[0] != 0) {
-		fail(a, false, "checkpoint(TRUNCATE): %s", r[0] ? "busy" : err);
+	if ((code = pragma_row(db, "PRAGMA wal_checkpoint(TRUNCATE)", r, NULL, 0, err,
+			       sizeof(err))) || r[0] != 0) {
+		fail(a, code ? sqlite_cause(code) : RS_CAUSE_REPLICA, "checkpoint(TRUNCATE): %s",
+		     code ? err : "busy");
 		goto out;
 	}
 	rc = 0;
@@ -474,13 +503,13 @@ static int apply_index(struct apply *a, struct idx_job *j, uint32_t page_size, s
 
 	job_path(a, j, path, sizeof(path));
 	if (wal_reader_init(&w.r) < 0 || !(buf = malloc(IO_CHUNK))) {
-		fail(a, false, "out of memory");
+		fail(a, RS_CAUSE_LOCAL, "out of memory");
 		goto out;
 	}
 	in = open(path, O_RDONLY | O_CLOEXEC);
 	w.fd = open(a->tmp_wal, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (in < 0 || w.fd < 0) {
-		fail(a, true, "open %s: %s", in < 0 ? path : a->tmp_wal, strerror(errno));
+		fail(a, RS_CAUSE_LOCAL, "open %s: %s", in < 0 ? path : a->tmp_wal, strerror(errno));
 		goto out;
 	}
 	for (size_t k = 0; k < j->count; k++) {
@@ -490,12 +519,12 @@ static int apply_index(struct apply *a, struct idx_job *j, uint32_t page_size, s
 		struct lz4_dec dec;
 		layout_wal_key(key, a->c->plan.generation, s->index, s->offset);
 		if (s->offset != w.n) {
-			fail(a, false, "segment %s from %s starts at offset %u, expected %llu "
+			fail(a, RS_CAUSE_REPLICA, "segment %s from %s starts at offset %u, expected %llu "
 			     "(missing segment)", key, a->c->name, s->offset, (unsigned long long)w.n);
 			goto out;
 		}
 		if (lz4_dec_init(&dec, &dsink, &wsink) < 0) {
-			fail(a, false, "out of memory");
+			fail(a, RS_CAUSE_LOCAL, "out of memory");
 			goto out;
 		}
 		uint64_t left = j->lens[k];
@@ -505,7 +534,7 @@ static int apply_index(struct apply *a, struct idx_job *j, uint32_t page_size, s
 			if (r <= 0) {
 				if (r < 0 && errno == EINTR)
 					continue;
-				fail(a, true, "read %s: %s", path, r ? strerror(errno) : "short");
+				fail(a, RS_CAUSE_LOCAL, "read %s: %s", path, r ? strerror(errno) : "short");
 				ok = false;
 				break;
 			}
@@ -515,18 +544,20 @@ static int apply_index(struct apply *a, struct idx_job *j, uint32_t page_size, s
 		}
 		if (ok && lz4_dec_finish(&dec) < 0)
 			ok = false;
-		if (!ok && !aborted(a))
-			fail(a, false, "segment %s from %s is corrupt: %s", key, a->c->name,
+		if (!ok && w.werr)
+			fail(a, RS_CAUSE_LOCAL, "write %s: %s", a->tmp_wal, strerror(w.werr));
+		else if (!ok && !aborted(a))
+			fail(a, RS_CAUSE_REPLICA, "segment %s from %s is corrupt: %s", key, a->c->name,
 			     dec.error[0] ? dec.error : "write failed");
 		lz4_dec_release(&dec);
 		if (!ok)
 			goto out;
 		if (w.r.failed) {
-			fail(a, false, "segment %s from %s is corrupt: %s", key, a->c->name, w.r.error);
+			fail(a, RS_CAUSE_REPLICA, "segment %s from %s is corrupt: %s", key, a->c->name, w.r.error);
 			goto out;
 		}
 		if (w.r.have_header && w.r.hdr.page_size != page_size) {
-			fail(a, false, "segment %s from %s: page size %u, database has %u", key,
+			fail(a, RS_CAUSE_REPLICA, "segment %s from %s: page size %u, database has %u", key,
 			     a->c->name, w.r.hdr.page_size, page_size);
 			goto out;
 		}
@@ -540,13 +571,13 @@ static int apply_index(struct apply *a, struct idx_job *j, uint32_t page_size, s
 		const struct cat_segment *s = &a->c->plan.segments[j->first + j->count - 1];
 		char key[LAYOUT_KEY_MAX];
 		layout_wal_key(key, a->c->plan.generation, s->index, s->offset);
-		fail(a, false, "segment %s from %s is corrupt: it ends %zu bytes into a frame "
+		fail(a, RS_CAUSE_REPLICA, "segment %s from %s is corrupt: it ends %zu bytes into a frame "
 		     "(truncated)", key, a->c->name, wal_reader_partial(&w.r));
 		goto out;
 	}
 	if (close(w.fd) < 0) {
 		w.fd = -1;
-		fail(a, true, "write %s: %s", a->tmp_wal, strerror(errno));
+		fail(a, RS_CAUSE_LOCAL, "write %s: %s", a->tmp_wal, strerror(errno));
 		goto out;
 	}
 	w.fd = -1;
@@ -607,9 +638,11 @@ static int finish_db(struct apply *a)
 	if (a->o->verify == VERIFY_QUICK)
 		(void)sqlite3_exec(db, "PRAGMA cache_size=32", NULL, NULL, NULL);
 	/* one self-contained file: no -wal/-shm beside it (vaultwarden #4418) */
-	if (pragma_row(db, "PRAGMA journal_mode=DELETE", NULL, text, sizeof(text), err,
-		       sizeof(err)) < 0 || strcmp(text, "delete") != 0) {
-		fail(a, false, "journal_mode=DELETE: %s", text[0] ? text : err);
+	int code = pragma_row(db, "PRAGMA journal_mode=DELETE", NULL, text, sizeof(text), err,
+			      sizeof(err));
+	if (code || strcmp(text, "delete") != 0) {
+		fail(a, code ? sqlite_cause(code) : RS_CAUSE_REPLICA, "journal_mode=DELETE: %s",
+		     code ? err : text);
 		goto out;
 	}
 	/*
@@ -625,12 +658,14 @@ static int finish_db(struct apply *a)
 		const char *sql = a->o->verify == VERIFY_INTEGRITY ? "PRAGMA integrity_check"
 								   : "PRAGMA quick_check";
 		int64_t t0 = clock_mono_ms();
-		if (pragma_row(db, sql, NULL, text, sizeof(text), err, sizeof(err)) < 0) {
-			fail(a, false, "%s: %s", sql, err);
+		if ((code = pragma_row(db, sql, NULL, text, sizeof(text), err, sizeof(err)))) {
+			fail(a, sqlite_cause(code), "%s: %s", sql, err);
 			goto out;
 		}
 		if (strcmp(text, "ok") != 0) {
-			fail(a, false, "%s of the restored database failed: %s", sql, text);
+			for (char *nl = text; (nl = strchr(nl, '\n')); ) /* one line in the log */
+				*nl = ' ';
+			fail(a, RS_CAUSE_REPLICA, "%s of the restored database failed: %s", sql, text);
 			goto out;
 		}
 		log_info("restore", "verified", "check=%s ms=%lld", sql + 7,
@@ -641,12 +676,12 @@ out:
 	if (bg_started) {
 		pthread_join(bg.thread, NULL);
 		if (bg.err && rc == 0) {
-			fail(a, true, "fsync %s: %s", a->tmp, strerror(bg.err));
+			fail(a, RS_CAUSE_LOCAL, "fsync %s: %s", a->tmp, strerror(bg.err));
 			rc = -1;
 		}
 	}
 	if (sqlite3_close(db) != SQLITE_OK && rc == 0) {
-		fail(a, true, "close %s", a->tmp);
+		fail(a, RS_CAUSE_LOCAL, "close %s", a->tmp);
 		rc = -1;
 	}
 	if (bg.fd >= 0)
@@ -670,31 +705,31 @@ static int install(struct apply *a)
 {
 	int fd = open(a->tmp, O_RDWR | O_CLOEXEC);
 	if (fd < 0) {
-		fail(a, true, "open %s: %s", a->tmp, strerror(errno));
+		fail(a, RS_CAUSE_LOCAL, "open %s: %s", a->tmp, strerror(errno));
 		return -1;
 	}
 	if ((a->o->uid != (uid_t)-1 || a->o->gid != (gid_t)-1) &&
 	    fchown(fd, a->o->uid, a->o->gid) < 0) {
-		fail(a, false, "chown %s: %s", a->tmp, strerror(errno));
+		fail(a, RS_CAUSE_LOCAL, "chown %s: %s", a->tmp, strerror(errno));
 		close(fd);
 		return -1;
 	}
 	if (fchmod(fd, a->o->mode) < 0 || fsync(fd) < 0) {
-		fail(a, true, "fsync %s: %s", a->tmp, strerror(errno));
+		fail(a, RS_CAUSE_LOCAL, "fsync %s: %s", a->tmp, strerror(errno));
 		close(fd);
 		return -1;
 	}
 	close(fd);
 	if (a->o->before_rename && a->o->before_rename(a->o->before_ctx) < 0) {
-		fail(a, false, "could not make room at %s", a->o->target);
+		fail(a, RS_CAUSE_LOCAL, "could not make room at %s", a->o->target);
 		return -1;
 	}
 	if (rename_noreplace(a->tmp, a->o->target) < 0) {
-		fail(a, false, "rename %s to %s: %s", a->tmp, a->o->target, strerror(errno));
+		fail(a, RS_CAUSE_LOCAL, "rename %s to %s: %s", a->tmp, a->o->target, strerror(errno));
 		return -1;
 	}
 	if (fs_fsync_parent(a->o->target) < 0) {
-		fail(a, true, "fsync the directory of %s: %s", a->o->target, strerror(errno));
+		fail(a, RS_CAUSE_LOCAL, "fsync the directory of %s: %s", a->o->target, strerror(errno));
 		return -1;
 	}
 	return 0;
@@ -738,7 +773,7 @@ static int make_jobs(struct apply *a)
 }
 
 int rs_apply(struct rs_cand *c, const struct rs_apply_opts *o, struct wal_pos *restored,
-	     char *errbuf, size_t errlen, bool *transient)
+	     char *errbuf, size_t errlen, enum rs_cause *cause)
 {
 	struct apply a = { .c = c, .o = o };
 	pthread_t workers[64], prog;
@@ -747,7 +782,7 @@ int rs_apply(struct rs_cand *c, const struct rs_apply_opts *o, struct wal_pos *r
 	uint32_t page_size = 0;
 	int rc = -1;
 
-	*transient = false;
+	*cause = RS_CAUSE_REPLICA;
 	errbuf[0] = '\0';
 	pthread_mutex_init(&a.mu, NULL);
 	pthread_condattr_t ca;
@@ -766,7 +801,7 @@ int rs_apply(struct rs_cand *c, const struct rs_apply_opts *o, struct wal_pos *r
 	restored->index = c->plan.snapshot.index;
 
 	if (make_jobs(&a) < 0) {
-		fail(&a, false, "out of memory");
+		fail(&a, RS_CAUSE_LOCAL, "out of memory");
 		goto out;
 	}
 	/* leftovers of an interrupted restore are ours (by name): start clean */
@@ -787,7 +822,7 @@ int rs_apply(struct rs_cand *c, const struct rs_apply_opts *o, struct wal_pos *r
 		if (pthread_create(&workers[nworkers], NULL, worker, &a) == 0)
 			nworkers++;
 	if (a.njobs && nworkers == 0) {
-		fail(&a, false, "cannot start download threads");
+		fail(&a, RS_CAUSE_LOCAL, "cannot start download threads");
 		goto out;
 	}
 
@@ -802,7 +837,7 @@ int rs_apply(struct rs_cand *c, const struct rs_apply_opts *o, struct wal_pos *r
 		struct idx_job *j = &a.jobs[i];
 		uint32_t want_index = i ? a.jobs[i - 1].index + 1 : c->plan.snapshot.index;
 		if (j->index != want_index) {
-			fail(&a, false, "replica %s: WAL index %08x is missing (next is %08x): "
+			fail(&a, RS_CAUSE_REPLICA, "replica %s: WAL index %08x is missing (next is %08x): "
 			     "missing segment", c->name, want_index, j->index);
 			goto out;
 		}
@@ -838,7 +873,7 @@ out:
 	if (rc < 0) {
 		cleanup(&a);
 		snprintf(errbuf, errlen, "%s", a.err[0] ? a.err : "restore failed");
-		*transient = a.transient;
+		*cause = a.cause;
 	} else {
 		unlink(a.tmp_wal);
 		unlink(a.tmp_shm);

@@ -156,14 +156,21 @@ struct rs_apply_opts {
 	void *before_ctx;
 };
 
+/* Whose fault a failed restore is: whether another candidate, or a later try, can help. */
+enum rs_cause {
+	RS_CAUSE_REPLICA = 0,  /* the replica's data: corrupt, missing, refused */
+	RS_CAUSE_NETWORK,      /* the transfer: another candidate or a later try may do */
+	RS_CAUSE_LOCAL,        /* our side: disk full, read-only, I/O error, memory */
+};
+
 /*
  * Restore cand's plan into opts->target: temp file beside it, verified,
  * checkpointed into one file, renamed into place. On failure nothing is
- * left at the target (or beside it) and err says why; *transient tells a
- * network failure from corruption. Returns 0 or -1.
+ * left at the target (or beside it), err says why and *cause whose fault
+ * it is. Returns 0 or -1.
  */
 int rs_apply(struct rs_cand *c, const struct rs_apply_opts *opts, struct wal_pos *restored,
-	     char *err, size_t errlen, bool *transient);
+	     char *err, size_t errlen, enum rs_cause *cause);
 
 /* The temp file name used beside target (buf of PATH_MAX). */
 char *rs_temp_path(const char *target, char *buf, size_t len);

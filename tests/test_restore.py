@@ -526,6 +526,45 @@ def test_no_replica_has_data(tmp_path, litevisor_bin):
     assert not out.exists()
 
 
+def test_full_local_disk_is_our_error_not_the_replicas(tmp_path, litevisor_bin, history):
+    # The target's disk fills up at each step in turn (a WAL segment download, the
+    # snapshot, the WAL applied, SQLite's open): the error names our file and
+    # ENOSPC, exits 1 (not "temporary", not "corrupt"), does not blame or fall
+    # back across replicas (none can help), and leaves nothing behind.
+    a, b = tmp_path / "a", tmp_path / "b"
+    history.write(str(a))
+    history.write(str(b))
+    small = tmp_path / "small"
+    small.mkdir()
+    cfg = write_config(tmp_path / "lv.yml", small / "app.db",
+                       [{"name": "a", "url": f"file://{a}"}, {"name": "b", "url": f"file://{b}"}])
+    script = ('for kb in "$@"; do mount -t tmpfs -o size=${kb}k tmpfs "$S" || exit 99; '
+              '"$LV" restore -config "$CFG" -o "$S/r.db" "$S/app.db" 2>"$S.err"; '
+              'echo "$kb $? $(ls -A "$S" | tr "\\n" " ")"; '
+              'echo "$kb $(tail -1 "$S.err")"; grep -c "falling back" "$S.err"; umount "$S"; done')
+    p = subprocess.run(["unshare", "-rm", "sh", "-c", script, "sh"] +
+                       [str(k) for k in (8, 12, 16, 20, 28, 36, 48, 60, 80, 4096)],
+                       env=dict(os.environ, S=str(small), LV=litevisor_bin, CFG=str(cfg)),
+                       capture_output=True, text=True, timeout=120)
+    if p.returncode == 99 or "unshare" in p.stderr:
+        pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip()}")
+    out = p.stdout.splitlines()
+    assert len(out) == 30, p.stdout + p.stderr
+    failed = 0
+    for i in range(0, 30, 3):
+        kb, rc, *files = out[i].split()
+        msg, fallbacks = out[i + 1], out[i + 2]
+        assert fallbacks == "0", out[i:i + 3]
+        if rc == "0":
+            assert files == ["r.db"], out[i:i + 3]
+            continue
+        failed += 1
+        assert rc == "1" and files == [], out[i:i + 3]
+        assert "cannot restore into" in msg and "No space left on device" in msg, msg
+        assert "corrupt" not in msg, msg
+    assert failed >= 3 and failed < 10, p.stdout  # and the largest disk holds it
+
+
 def test_existing_output_is_never_overwritten(tmp_path, litevisor_bin, history):
     rep = tmp_path / "rep"
     history.write(str(rep))
