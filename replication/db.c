@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -387,14 +388,44 @@ int db_conn_is_wal(sqlite3 *conn)
 	return h[18] == 2 && h[19] == 2;
 }
 
-bool db_file_ready(const char *path)
+int db_file_check(const char *path, char *why, size_t len)
 {
+	struct stat st;
 	sqlite3 *db = NULL;
-	bool ok = false;
-	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) == SQLITE_OK)
-		ok = db_conn_is_wal(db) >= 0;
+	int rc = 0;
+
+	if (stat(path, &st) < 0) {
+		if (errno == ENOENT) /* the app has not created it yet */
+			return 0;
+		snprintf(why, len, "error: %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		snprintf(why, len, "error: %s is a directory, not a database", path);
+		return -1;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		snprintf(why, len, "error: %s is not a regular file", path);
+		return -1;
+	}
+	if (st.st_size == 0) /* being created */
+		return 0;
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+		snprintf(why, len, "error: cannot open %s: %s", path,
+			 db ? sqlite3_errmsg(db) : "out of memory");
+		rc = -1;
+	} else if (db_conn_is_wal(db) >= 0) {
+		rc = 1;
+	} else if (st.st_size >= 100) {
+		/* a whole header that is not SQLite's: not a half-written new database */
+		unsigned char h[16] = { 0 };
+		if (db_file_read(db, h, sizeof(h), 0) == 0 && memcmp(h, "SQLite format 3", 16) != 0) {
+			snprintf(why, len, "error: %s is not an SQLite database", path);
+			rc = -1;
+		}
+	}
 	sqlite3_close(db);
-	return ok;
+	return rc;
 }
 
 int db_checkpoint(sqlite3 *conn, enum db_ckpt_mode mode, int *log, int *ckpt)

@@ -24,6 +24,7 @@
 #define LITEVISOR_DB_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <sqlite3.h>
@@ -136,8 +137,13 @@ int64_t db_file_size(sqlite3 *conn);
 /* Header check (bytes 18/19 == 2 is WAL): 1 WAL, 0 not, -1 unreadable. */
 int db_conn_is_wal(sqlite3 *conn);
 
-/* True if path exists and starts with a complete SQLite header (read via a short-lived connection). */
-bool db_file_ready(const char *path);
+/*
+ * Can path be replicated? 1: a file with a complete SQLite header (read via
+ * a short-lived connection); 0: not yet (missing, empty, header still being
+ * written); -1: never as it is (a directory, not a regular file, a path
+ * under a file, unreadable, not an SQLite database): why gets "error: ...".
+ */
+int db_file_check(const char *path, char *why, size_t len);
 
 /*
  * PRAGMA wal_checkpoint(mode) on conn with no busy wait. *log and *ckpt get

@@ -39,7 +39,8 @@ static void db_set_state(struct eng_db *d, bool replicating, const char *state)
 {
 	pthread_mutex_lock(&d->mu);
 	if (strcmp(d->stat.state, state) != 0)
-		log_info("engine", "database state", "db=%s state=\"%s\"", d->stat.name, state);
+		log_event(strncmp(state, "error", 5) ? LOG_INFO : LOG_ERROR, "engine", "database state",
+			  "db=%s state=\"%s\"", d->stat.name, state);
 	d->stat.replicating = replicating;
 	snprintf(d->stat.state, sizeof(d->stat.state), "%s", state);
 	pthread_mutex_unlock(&d->mu);
@@ -220,8 +221,11 @@ static int open_db(struct eng_db *d, bool fresh)
 	gid_t gid;
 	struct stat st;
 
-	if (!db_file_ready(d->cfg->path)) {
-		db_set_state(d, false, "waiting for database");
+	char why[sizeof(d->stat.state)];
+	int ready = db_file_check(d->cfg->path, why, sizeof(why));
+	if (ready <= 0) {
+		/* an unusable path is said once, loudly; it is looked at again, it may be fixed */
+		db_set_state(d, false, ready < 0 ? why : "waiting for database");
 		return 1;
 	}
 	/* before we touch it (setting WAL mode writes the header) */

@@ -421,8 +421,9 @@ void *replica_thread(void *arg)
 			next_retry = 0;
 		}
 		bool b = behind(r);
-		if (flush && !b && d->ready) {
-			r->flush_seq = d->eng->flush_seq; /* nothing to ship: served */
+		/* nothing to ship (a database never opened has nothing either): served */
+		if (flush && (!b || !d->ready)) {
+			r->flush_seq = d->eng->flush_seq;
 			flush = false;
 		}
 		if (d->eng->stop && !flush)

@@ -46,7 +46,7 @@ struct db_status {
 	char name[64];
 	char path[512];
 	bool replicating;          /* engine running for it (false: waiting for the file, stopped) */
-	char state[64];            /* "waiting for database", "replicating", "stopped: not in WAL mode", … */
+	char state[256];           /* "waiting for database", "replicating", "stopped: not in WAL mode", … */
 	struct wal_pos pos;        /* local position (shadow WAL) */
 	int64_t db_size, wal_size;
 	uint64_t checkpoints_total[3];      /* PASSIVE, RESTART, TRUNCATE */

@@ -925,3 +925,36 @@ def test_final_flush_reports_unreachable_replica_within_deadline(run, tmp_path, 
     assert "final flush incomplete db=app.db replica=down" in text
     # the reachable one got everything despite its 10 s interval
     check_restore(litestream_bin, good, db, tmp_path / "out.db")
+
+
+def test_database_not_there_yet_does_not_hold_up_shutdown(run, tmp_path):
+    # Nothing to flush for a database that was never opened: TERM must not wait
+    # out the flush timeout (10 s: Docker's stop timeout, then SIGKILL).
+    db, rep = tmp_path / "missing.db", tmp_path / "rep"
+    r = run(config(tmp_path, db, [file_replica(rep)]))
+    wait_for(lambda: 'state="waiting for database"' in r.text(), what="waiting state")
+    t0 = time.monotonic()
+    assert r.stop() == 0, r.text()
+    assert time.monotonic() - t0 < 3, r.text()
+
+
+@pytest.mark.parametrize("kind", ["directory", "under-a-file", "not-sqlite"])
+def test_unusable_database_path_is_an_error_naming_the_cause(run, tmp_path, kind):
+    # Not "waiting for database": that path can never be replicated as it is.
+    if kind == "directory":
+        db = tmp_path / "app.db"
+        db.mkdir()
+        want = "is a directory"
+    elif kind == "under-a-file":
+        (tmp_path / "plain").write_text("x")
+        db = tmp_path / "plain" / "app.db"
+        want = "Not a directory"
+    else:
+        db = tmp_path / "app.db"
+        db.write_text("not a database, but a text file longer than an SQLite header: " * 3)
+        want = "is not an SQLite database"
+    r = run(config(tmp_path, db, [file_replica(tmp_path / "rep")]))
+    wait_for(lambda: want in r.text(), what="the error")
+    line = next(l for l in r.text().splitlines() if want in l)
+    assert " ERROR " in line and "database state" in line and str(db) in line, line
+    assert r.stop() == 0
