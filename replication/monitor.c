@@ -79,13 +79,20 @@ static void publish(struct eng_db *d, uint64_t grew)
 	if (!d->ready || moved)
 		monitor_wake_replicas(d); /* they wait for the first position */
 	if (grew) {
+		/*
+		 * Full (a replica far behind, or down, holds the oldest entries):
+		 * merge the two oldest, keeping the older time. Only a replica
+		 * between them sees its lag err on the high side; the replicas
+		 * keeping up still find the recent commits' own times. (Extending
+		 * the newest entry instead made every replica's lag grow without
+		 * bound while one was down.)
+		 */
 		if (d->lag_n == ENG_LAG_RING) {
-			/* full: extend the newest entry (its time stays: lag errs on the high side) */
-			d->lag[d->lag_n - 1].index = d->index;
-			d->lag[d->lag_n - 1].end = d->size;
-		} else {
-			d->lag[d->lag_n++] = (struct lag_entry){ d->index, d->size, now };
+			d->lag[1].mono_ns = d->lag[0].mono_ns;
+			memmove(d->lag, d->lag + 1, (d->lag_n - 1) * sizeof(d->lag[0]));
+			d->lag_n--;
 		}
+		d->lag[d->lag_n++] = (struct lag_entry){ d->index, d->size, now };
 		monitor_wake_replicas(d);
 	}
 	d->ready = true;

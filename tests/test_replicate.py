@@ -958,3 +958,57 @@ def test_unusable_database_path_is_an_error_naming_the_cause(run, tmp_path, kind
     line = next(l for l in r.text().splitlines() if want in l)
     assert " ERROR " in line and "database state" in line and str(db) in line, line
     assert r.stop() == 0
+
+
+def test_a_replica_that_is_down_does_not_inflate_the_others_lag(litevisor_bin, tmp_path):
+    # One replica is down for good (nothing listens on its port): the commits it
+    # has not got fill the engine's memory of commit times. The file replica keeps
+    # up all along, and its lag gauge (and the health check built on it) must say
+    # so, not grow with the other's outage.
+    import threading
+    import urllib.request
+    from conftest import free_port
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    port = free_port()
+    cfg = tmp_path / "lv.yml"
+    cfg.write_text(
+        f"addr: 127.0.0.1:{port}\n"
+        "restore:\n  allow-empty-when-unreachable: true\n"
+        f"dbs:\n  - path: {db}\n    name: app\n    replicas:\n"
+        f"      - name: file\n        url: file://{rep}\n        sync-interval: 0s\n"
+        "      - name: down\n        type: s3\n        bucket: b\n        path: p\n"
+        f"        endpoint: http://127.0.0.1:{free_port()}\n        region: us-east-1\n"
+        "        access-key-id: k\n        secret-access-key: s\n")
+    log = open(tmp_path / "run.log", "w")
+    p = subprocess.Popen([litevisor_bin, "run", "-config", str(cfg), "--", "sleep", "120"],
+                         stdout=subprocess.DEVNULL, stderr=log)
+    lags, stop = [], threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            try:
+                text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                              timeout=2).read().decode()
+            except OSError:
+                time.sleep(0.05)
+                continue
+            for line in text.splitlines():
+                if line.startswith("litevisor_replica_lag_seconds{") and \
+                        'replica="file"' in line:
+                    lags.append(float(line.rsplit(" ", 1)[1]))
+            time.sleep(0.1)
+
+    t = threading.Thread(target=sample, daemon=True)
+    try:
+        wait_for(lambda: objects(rep, "snapshots"), what="file replica snapshot", timeout=60)
+        t.start()
+        write(db, 600, start=1, rate=150)  # 4 s, far more commits than the memory holds
+    finally:
+        stop.set()
+        t.join(timeout=5)
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=60)
+        log.close()
+    assert len(lags) > 10, (tmp_path / "run.log").read_text()
+    assert max(lags) < 1.5, lags
