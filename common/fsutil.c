@@ -15,6 +15,26 @@
 #include "common/clock.h"
 #include "common/banned.h"
 
+int fs_pwrite_all(int fd, const void *buf, size_t len, off_t off)
+{
+	const unsigned char *p = buf;
+	while (len > 0) {
+		ssize_t w = pwrite(fd, p, len, off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -1;
+		if (w == 0) { /* no progress and no error: report it, do not spin */
+			errno = EIO;
+			return -1;
+		}
+		p += w;
+		len -= (size_t)w;
+		off += w;
+	}
+	return 0;
+}
+
 int fs_fsync_dir(const char *path)
 {
 	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

@@ -13,6 +13,13 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+/*
+ * pwrite(2) all len bytes at off, resuming after a short write (a full disk
+ * first writes what fits, then fails with ENOSPC). Returns 0 or -1 (errno
+ * set; never a stale errno after a short write).
+ */
+int fs_pwrite_all(int fd, const void *buf, size_t len, off_t off);
+
 /* fsync the directory at path. Returns 0 or -1 (errno set). */
 int fs_fsync_dir(const char *path);
 

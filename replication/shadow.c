@@ -291,7 +291,7 @@ enum shadow_result shadow_sync(struct shadow *s, int wal, uint64_t *grew, char *
 		size_t valid = (size_t)n;
 		if (!ok)
 			valid = r.offset > off ? (size_t)(r.offset - off) : 0;
-		if (valid && pwrite(s->fd, buf, valid, (off_t)off) != (ssize_t)valid) {
+		if (valid && fs_pwrite_all(s->fd, buf, valid, (off_t)off) < 0) {
 			log_error("shadow", "cannot write shadow WAL", "err=\"%s\"", strerror(errno));
 			res = SHADOW_ERROR;
 			goto out;

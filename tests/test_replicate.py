@@ -1012,3 +1012,26 @@ def test_a_replica_that_is_down_does_not_inflate_the_others_lag(litevisor_bin, t
         log.close()
     assert len(lags) > 10, (tmp_path / "run.log").read_text()
     assert max(lags) < 1.5, lags
+
+
+def test_full_state_directory_is_reported_as_enospc(tmp_path, litevisor_bin):
+    # The shadow WAL's disk fills up: a full disk first takes a short write, and
+    # the error must then be ENOSPC, not the stale errno of some earlier call.
+    db, rep, meta = tmp_path / "app.db", tmp_path / "rep", tmp_path / "meta"
+    meta.mkdir()
+    create(db)
+    cfg = config(tmp_path, db, [file_replica(rep)], meta_path=meta)
+    log = tmp_path / "replicate.log"
+    args = json.dumps(dict(path=str(db), n=60, start=1, blob=10000))
+    script = ('mount -t tmpfs -o size=200k tmpfs "$1" || exit 99; '
+              '"$2" replicate -config "$3" 2>"$4" & pid=$!; sleep 1; '
+              f'"{PY}" -c "$5" "$6"; sleep 1; kill -TERM $pid; wait $pid')
+    p = subprocess.run(["unshare", "-rm", "sh", "-c", script, "sh", str(meta), litevisor_bin,
+                        str(cfg), str(log), WRITER, args],
+                       capture_output=True, text=True, timeout=120)
+    if p.returncode == 99 or "unshare" in p.stderr:
+        pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip()}")
+    text = log.read_text()
+    lines = [l for l in text.splitlines() if "cannot write shadow WAL" in l]
+    assert lines, text
+    assert all("No space left on device" in l for l in lines), lines
