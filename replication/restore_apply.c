@@ -63,6 +63,13 @@
 #define WRITEBACK_STEP (8u << 20)
 #define FLUSH_STEP WRITEBACK_STEP
 
+/*
+ * A service waits for the restore: a transfer stalled for 10 s (under 1 KiB/s)
+ * fails and is retried, then the restore falls back to the next candidate,
+ * instead of waiting out the 30 s that suits uploads to a busy server.
+ */
+static const struct st_call transfer_call = { .stall_s = 10 };
+
 enum job_state { JOB_PENDING = 0, JOB_RUNNING, JOB_DONE, JOB_FAILED };
 
 /* One WAL index: all its segments, downloaded back to back into one file. */
@@ -239,7 +246,7 @@ static int download_job(struct apply *a, struct idx_job *j)
 		struct counting cnt = { a, &fsink, false };
 		struct st_sink sink = { counting_write, &cnt };
 		layout_wal_key(key, gen, s->index, s->offset);
-		if (storage_get(st, key, &sink, NULL, &err) < 0) {
+		if (storage_get(st, key, &sink, &transfer_call, &err) < 0) {
 			close(fd);
 			if (f.werr)
 				fail(a, RS_CAUSE_LOCAL, "write %s: %s", path, strerror(f.werr));
@@ -328,7 +335,7 @@ static int fetch_snapshot(struct apply *a, uint32_t *page_size)
 	struct counting cnt = { a, &dsink, true };
 	struct st_sink sink = { counting_write, &cnt };
 	layout_snapshot_key(key, a->c->plan.generation, a->c->plan.snapshot.index);
-	if (storage_get(a->c->st, key, &sink, NULL, &err) < 0) {
+	if (storage_get(a->c->st, key, &sink, &transfer_call, &err) < 0) {
 		int werr = fw_error(fw);
 		if (werr) /* our disk, not the replica: e.g. ENOSPC */
 			fail(a, RS_CAUSE_LOCAL, "write %s: %s", a->tmp, strerror(werr));

@@ -52,6 +52,7 @@ struct s3 {
 struct s3_ctl {
 	int64_t deadline_ms; /* absolute, clock_mono_ms(); 0 = none */
 	bool no_retry;
+	int stall_s;         /* see st_call; 0: STALL_SECONDS */
 };
 
 void s3_ctl_init(struct s3_ctl *c, const struct st_call *call);

@@ -52,6 +52,7 @@ void s3_ctl_init(struct s3_ctl *c, const struct st_call *call)
 {
 	c->deadline_ms = call && call->deadline_ms > 0 ? clock_mono_ms() + call->deadline_ms : 0;
 	c->no_retry = call && call->no_retry;
+	c->stall_s = call && call->stall_s > 0 ? call->stall_s : 0;
 }
 
 void s3_resp_init(struct s3_resp *r)
@@ -345,7 +346,8 @@ static void free_headers(struct curl_slist *l)
  * timeout_ms: what is left of the deadline (0 = no deadline).
  */
 static void attempt(struct s3 *s3, const struct s3_req *req, struct s3_resp *resp,
-		    int64_t timeout_ms, struct xfer *x, struct outcome *o, struct st_error *err)
+		    int64_t timeout_ms, int stall_s, struct xfer *x, struct outcome *o,
+		    struct st_error *err)
 {
 	struct s3_creds cr;
 	struct curl_slist *hdrs = NULL;
@@ -454,7 +456,7 @@ static void attempt(struct s3 *s3, const struct s3_req *req, struct s3_resp *res
 		curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)SMALL_TIMEOUT_MS);
 	if (req->big) {
 		curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, (long)STALL_BYTES_PER_SEC);
-		curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)STALL_SECONDS);
+		curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)(stall_s > 0 ? stall_s : STALL_SECONDS));
 	}
 	bool has_body = req->read_len >= 0 || req->body_len > 0 ||
 			!strcmp(req->method, "PUT") || !strcmp(req->method, "POST");
@@ -485,9 +487,15 @@ static void attempt(struct s3 *s3, const struct s3_req *req, struct s3_resp *res
 		}
 	} else {
 		classify_curl(rc, errbuf, x, o);
-		if (rc == CURLE_OPERATION_TIMEDOUT && timeout_ms > 0)
+		if (rc == CURLE_OPERATION_TIMEDOUT && timeout_ms > 0) {
 			snprintf(o->cause, sizeof(o->cause), "deadline of the call reached (%s)",
 				 errbuf[0] ? errbuf : "timed out");
+		} else if (rc == CURLE_OPERATION_TIMEDOUT && stall_s > 0) {
+			/* no deadline: the low-speed limit. The caller has somewhere else to go */
+			o->retry = false;
+			snprintf(o->cause, sizeof(o->cause), "transfer stalled: under %d bytes/s for "
+				 "%d s", STALL_BYTES_PER_SEC, stall_s);
+		}
 	}
 out:
 	memset(authz, 0, sizeof(authz));
@@ -522,7 +530,7 @@ int s3_request(struct s3 *s3, const struct s3_req *req, struct s3_resp *resp,
 			if (!req->rewind || req->rewind(req->read_ctx) < 0)
 				break; /* the body is gone: report the last failure */
 		}
-		attempt(s3, req, resp, left, &x, &o, err);
+		attempt(s3, req, resp, left, ctl->stall_s, &x, &o, err);
 		if (o.status == 0) {
 			if (resp->body.overflow && !req->sink) {
 				o.status = ST_PERMANENT;

@@ -103,6 +103,11 @@ struct st_source {
 struct st_call {
 	int64_t deadline_ms;  /* >0: the whole call (all attempts) must end in this time */
 	bool no_retry;        /* one attempt only (restore's probes) */
+	int stall_s;          /* network transfers of big objects: seconds below 1 KiB/s that
+				 make a stall. 0: 30 s, and a stall is retried like any
+				 network failure. Set by callers with somewhere else to go
+				 (restore's next candidate): a stall then fails the call
+				 at once, ST_TRANSIENT */
 };
 
 enum st_op { ST_OP_GET = 0, ST_OP_PUT, ST_OP_LIST, ST_OP_DELETE, ST_OP_HEAD, ST_OP__COUNT };
