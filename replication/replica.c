@@ -328,11 +328,17 @@ static int ship(struct eng_replica *r, bool flush)
 static void note_ok(struct eng_replica *r)
 {
 	struct eng_db *d = r->db;
+	int64_t now = clock_wall_ns(), since;
 	pthread_mutex_lock(&d->mu);
 	r->stat.syncs_total++;
-	r->stat.last_sync_ns = clock_wall_ns();
+	r->stat.last_sync_ns = now;
+	since = r->stat.failing_since_ns;
 	r->stat.failing_since_ns = 0;
 	pthread_mutex_unlock(&d->mu);
+	/* the failures were logged one by one: say when they end, and how long it took */
+	if (since)
+		log_info("replica", "replica recovered", "db=%s replica=%s failing_s=%.1f",
+			 d->stat.name, r->stat.name, (double)(now - since) / NS_PER_SEC);
 }
 
 /* Under mu: is there anything to upload? */

@@ -565,6 +565,9 @@ def test_replica_down_then_back_catches_up(run, tmp_path, litestream_bin):
     os.rename(tmp_path / "flaky.away", flaky)
     write(db, 100, start=5000)
     assert r.stop() == 0
+    # the end of the failures is said too
+    assert "replica recovered db=app.db replica=flaky" in r.text(), r.text()
+    assert "replica recovered db=app.db replica=good" not in r.text()
     assert len(generations(flaky)) == 1, "catch-up must not need a new generation"
     assert len(objects(flaky, "snapshots")) == 1
     check_restore(litestream_bin, flaky, db, tmp_path / "out.db")
