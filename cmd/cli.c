@@ -2,11 +2,13 @@
 #include "cmd/cli.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/config.h"
 #include "common/duration.h"
 #include "common/banned.h"
 
@@ -29,6 +31,18 @@ int cli_usage_error(const struct command *cmd, const char *fmt, ...)
 	return EXIT_USAGE;
 }
 
+int cli_check_replica(const struct command *cmd, const struct cfg_db *db, const char *name,
+		      const char *arg)
+{
+	if (!name)
+		return 0;
+	for (size_t k = 0; k < db->nreplicas; k++)
+		if (!strcmp(db->replicas[k].name ? db->replicas[k].name : "replica", name))
+			return 0;
+	fprintf(stderr, "litevisor %s: no replica named \"%s\" for %s\n", cmd->name, name, arg);
+	return EXIT_USAGE;
+}
+
 static int set_value(const struct command *cmd, const struct flag *f, const char *v)
 {
 	char *end;
@@ -47,7 +61,7 @@ static int set_value(const struct command *cmd, const struct flag *f, const char
 	case FLAG_INT:
 		errno = 0;
 		long n = strtol(v, &end, 0);
-		if (errno || end == v || *end)
+		if (errno || end == v || *end || n < INT_MIN || n > INT_MAX)
 			return cli_usage_error(cmd, "-%s: invalid number \"%s\"", f->name, v), -1;
 		*(long *)f->dst = n;
 		return 0;

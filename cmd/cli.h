@@ -23,10 +23,12 @@ enum flag_type { FLAG_BOOL, FLAG_STRING, FLAG_INT, FLAG_DURATION };
 struct flag {
 	const char *name;      /* without dashes: "config" */
 	enum flag_type type;
-	void *dst;             /* bool*, const char**, long*, int64_t* (ms) */
+	void *dst;             /* bool*, const char**, long* (within int), int64_t* (ms) */
 	const char *arg;       /* argument name in usage ("PATH"), NULL for bool */
 	const char *help;
 };
+
+struct cfg_db;
 
 struct command {
 	const char *name;
@@ -51,6 +53,15 @@ void cli_usage(const struct command *cmd, const struct flag *flags, bool to_stde
 /* Print "litevisor <cmd>: <message>" to stderr; returns EXIT_USAGE. */
 int cli_usage_error(const struct command *cmd, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+
+/*
+ * -replica NAME: does db have a replica of that name (an unnamed one is
+ * "replica")? Checked before the command prints or probes anything.
+ * Returns 0, or prints "litevisor <cmd>: no replica named "NAME" for ARG"
+ * to stderr and returns EXIT_USAGE. name NULL: 0.
+ */
+int cli_check_replica(const struct command *cmd, const struct cfg_db *db, const char *name,
+		      const char *arg);
 
 /* The command table (cmd/main.c). */
 extern const struct command *const cli_commands[];

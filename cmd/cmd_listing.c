@@ -38,9 +38,13 @@ int listing_run(const struct command *cmd, int argc, char **argv, bool with_gene
 	int rc = cmd_source_open(cmd, config, no_expand, argv[i], &src);
 	if (rc)
 		return rc;
+	/* before the header: a typo is a usage error, not an empty table */
+	if ((rc = cli_check_replica(cmd, src.db, replica, argv[i]))) {
+		cmd_source_release(&src);
+		return rc;
+	}
 
 	struct st_call call = { .deadline_ms = LIST_DEADLINE_MS };
-	bool matched = false;
 	printf("%s\n", header);
 	for (size_t r = 0; r < src.db->nreplicas; r++) {
 		const struct cfg_replica *rep = &src.db->replicas[r];
@@ -50,7 +54,6 @@ int listing_run(const struct command *cmd, int argc, char **argv, bool with_gene
 		size_t n = 0;
 		if (replica && strcmp(replica, name) != 0)
 			continue;
-		matched = true;
 		struct storage *st = storage_open(rep, &err);
 		if (!st || catalog_generations(st, &ids, &n, &call, &err) < 0) {
 			fprintf(stderr, "litevisor %s: replica %s: %s\n", cmd->name, name, err.message);
@@ -73,10 +76,6 @@ int listing_run(const struct command *cmd, int argc, char **argv, bool with_gene
 		}
 		free(ids);
 		storage_free(st);
-	}
-	if (replica && !matched) {
-		fprintf(stderr, "litevisor %s: no replica named \"%s\"\n", cmd->name, replica);
-		rc = EXIT_USAGE;
 	}
 	cmd_source_release(&src);
 	return rc;

@@ -6,9 +6,16 @@
  * litevisor's 100 (usage/config) and 111 (no replica reachable, network).
  */
 #include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
 #include <unistd.h>
 
 #include "cmd/commands.h"
@@ -19,11 +26,92 @@
 #include "replication/restore.h"
 #include "common/banned.h"
 
+/*
+ * After INT/TERM/HUP, how long the restore gets to stop and remove its temp
+ * files itself (a download stops at its next bytes: milliseconds) before
+ * they are removed under it and the command exits anyway (a peer that sends
+ * nothing calls no sink; a probe runs to its deadline).
+ */
+#define ABORT_GRACE_MS 1000
+
+/* The restore runs on a thread of its own; the main thread reads signals. */
+struct job {
+	const struct config *cfg;
+	const struct cfg_db *db;
+	const struct restore_opts *opt;
+	struct restore_result res;
+	int done_fd;               /* eventfd: written when the restore returns */
+};
+
+static void *job_main(void *p)
+{
+	struct job *j = p;
+	uint64_t one = 1;
+	restore_explicit(j->cfg, j->db, j->opt, &j->res);
+	ssize_t n = write(j->done_fd, &one, sizeof(one));
+	(void)n;
+	return NULL;
+}
+
+static const char *stop_name(int sig)
+{
+	return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM"
+					: sig == SIGHUP ? "SIGHUP" : "signal";
+}
+
+/*
+ * Run the restore while reading INT/TERM/HUP from sfd (signals are data: no
+ * handler runs). The first one asks the restore to stop (restore_abort);
+ * if it has not ended ABORT_GRACE_MS later, or a second signal comes, its
+ * temp files are removed under it and the process exits 128+signal.
+ * Returns the signal that came (0: none) once the restore returned.
+ */
+static int run_interruptible(struct job *j, int sfd)
+{
+	pthread_t th;
+	int sig = 0;
+	int64_t deadline = 0;
+	if (pthread_create(&th, NULL, job_main, j) != 0) {
+		restore_explicit(j->cfg, j->db, j->opt, &j->res); /* no thread: no interruption */
+		return 0;
+	}
+	for (;;) {
+		struct pollfd pfd[2] = { { .fd = sfd, .events = POLLIN },
+					 { .fd = j->done_fd, .events = POLLIN } };
+		int64_t left = sig ? deadline - clock_mono_ms() : -1;
+		int rc = poll(pfd, 2, sig ? (int)(left > 0 ? left : 0) : -1);
+		if (rc > 0 && (pfd[1].revents & POLLIN))
+			break;
+		struct signalfd_siginfo si;
+		bool again = false;
+		while (rc > 0 && read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+			if (sig) {
+				again = true;
+				continue;
+			}
+			sig = (int)si.ssi_signo;
+			deadline = clock_mono_ms() + ABORT_GRACE_MS;
+			log_warn("restore", "interrupted: stopping, removing the temp files",
+				 "signal=%s", stop_name(sig));
+			restore_abort(stop_name(sig));
+		}
+		if (sig && (again || clock_mono_ms() >= deadline)) {
+			log_warn("restore", "the restore did not stop in time; removing its temp files "
+				 "under it", "signal=%s grace_ms=%d", stop_name(sig), ABORT_GRACE_MS);
+			restore_abandon();
+			fflush(NULL);
+			_exit(128 + sig);
+		}
+	}
+	pthread_join(th, NULL);
+	return sig;
+}
+
 static int run_restore(int argc, char **argv)
 {
 	const char *config = NULL, *output = NULL, *generation = NULL, *index = NULL,
 		   *timestamp = NULL, *replica = NULL;
-	long parallelism = 0;
+	long parallelism = LONG_MIN; /* not given (a given value is within int: cli.h) */
 	bool no_expand = false, if_db = false, if_rep = false, dry = false, help;
 	const struct flag flags[] = {
 		{ "config", FLAG_STRING, &config, "PATH", "configuration file" },
@@ -33,7 +121,7 @@ static int run_restore(int argc, char **argv)
 		{ "index", FLAG_STRING, &index, "HEX", "restore up to this WAL index (hex)" },
 		{ "timestamp", FLAG_STRING, &timestamp, "RFC3339", "restore the state as of this time" },
 		{ "replica", FLAG_STRING, &replica, "NAME", "restore from this replica only" },
-		{ "parallelism", FLAG_INT, &parallelism, "N", "WAL downloads at once (default 8)" },
+		{ "parallelism", FLAG_INT, &parallelism, "N", "WAL downloads at once, 1 to 64 (default 8)" },
 		{ "if-db-not-exists", FLAG_BOOL, &if_db, NULL, "exit 0 if the database already exists" },
 		{ "if-replica-exists", FLAG_BOOL, &if_rep, NULL, "exit 0 if no replica holds data" },
 		{ "dry-run", FLAG_BOOL, &dry, NULL, "print the decision, write nothing" },
@@ -41,7 +129,10 @@ static int run_restore(int argc, char **argv)
 	};
 	struct cmd_source src;
 	struct restore_opts opt = { 0 };
-	struct restore_result res;
+	struct job job = { .done_fd = -1 };
+	struct restore_result *res = &job.res;
+	sigset_t stops;
+	int sfd = -1, sig = 0;
 
 	int i = cli_parse(&cmd_restore, flags, argc, argv, &help);
 	if (i < 0)
@@ -62,32 +153,55 @@ static int run_restore(int argc, char **argv)
 		opt.has_index = true;
 		opt.index = (uint32_t)v;
 	}
-	if (timestamp && clock_parse_rfc3339(timestamp, &opt.timestamp_ns) < 0)
-		return cli_usage_error(&cmd_restore, "-timestamp: \"%s\" is not RFC 3339 "
-				       "(e.g. 2026-11-22T06:27:38Z)", timestamp);
-	if (parallelism < 0 || parallelism > 64)
-		return cli_usage_error(&cmd_restore, "-parallelism: must be 1 to 64");
+	if (timestamp) {
+		int t = clock_parse_rfc3339(timestamp, &opt.timestamp_ns);
+		if (t == -2)
+			return cli_usage_error(&cmd_restore, "-timestamp: \"%s\" is out of range: "
+					       "times from " CLOCK_NS_MIN_TEXT " to " CLOCK_NS_MAX_TEXT
+					       " only", timestamp);
+		if (t < 0)
+			return cli_usage_error(&cmd_restore, "-timestamp: \"%s\" is not an RFC 3339 "
+					       "time on a real date (e.g. 2026-11-22T06:27:38Z)", timestamp);
+		/*
+		 * 0 means "no -timestamp" below: a time at or before 1970 matches
+		 * no object (object times are later), as it does for Litestream.
+		 */
+		if (opt.timestamp_ns <= 0)
+			opt.timestamp_ns = 1;
+	}
+	if (parallelism == LONG_MIN)
+		parallelism = 0; /* restore.parallelism from the config */
+	else if (parallelism < 1 || parallelism > 64)
+		return cli_usage_error(&cmd_restore, "-parallelism: must be 1 to 64, not %ld",
+				       parallelism);
+	if (output && !output[0])
+		return cli_usage_error(&cmd_restore, "-o: output path required (it is empty)");
 	if (cmd_source_is_url(argv[i]) && !output)
 		return cli_usage_error(&cmd_restore, "-o is required when restoring from a replica URL");
 
+	/* before any thread: they all inherit the mask, so only the main thread reads these */
+	sigemptyset(&stops);
+	sigaddset(&stops, SIGINT);
+	sigaddset(&stops, SIGTERM);
+	sigaddset(&stops, SIGHUP);
+	if (pthread_sigmask(SIG_BLOCK, &stops, NULL) != 0 ||
+	    (sfd = signalfd(-1, &stops, SFD_NONBLOCK | SFD_CLOEXEC)) < 0 ||
+	    (job.done_fd = eventfd(0, EFD_CLOEXEC)) < 0) {
+		fprintf(stderr, "litevisor restore: cannot set up signal handling: %s\n",
+			strerror(errno));
+		if (sfd >= 0)
+			close(sfd);
+		return EXIT_TEMPFAIL;
+	}
+
 	int rc = cmd_source_open(&cmd_restore, config, no_expand, argv[i], &src);
 	if (rc)
-		return rc;
-	if (replica) {
-		bool found = false;
-		for (size_t k = 0; k < src.db->nreplicas; k++)
-			if (src.db->replicas[k].name && !strcmp(src.db->replicas[k].name, replica))
-				found = true;
-		if (!found) {
-			fprintf(stderr, "litevisor restore: no replica named \"%s\" for %s\n", replica,
-				argv[i]);
-			cmd_source_release(&src);
-			return EXIT_USAGE;
-		}
-	}
+		goto out_fds;
+	if ((rc = cli_check_replica(&cmd_restore, src.db, replica, argv[i])))
+		goto out_src;
 	if (src.from_url && !(src.url_db.path = strdup(output))) {
-		cmd_source_release(&src);
-		return EXIT_TEMPFAIL;
+		rc = EXIT_TEMPFAIL;
+		goto out_src;
 	}
 	opt.output = output;
 	opt.generation = generation;
@@ -96,45 +210,61 @@ static int run_restore(int argc, char **argv)
 	opt.dry_run = dry;
 	opt.if_db_not_exists = if_db;
 
-	restore_explicit(&src.cfg, src.db, &opt, &res);
-	switch (res.outcome) {
+	job.cfg = &src.cfg;
+	job.db = src.db;
+	job.opt = &opt;
+	sig = run_interruptible(&job, sfd);
+	if (sig && res->outcome != RESTORE_RESTORED) {
+		fprintf(stderr, "litevisor restore: interrupted by %s; nothing restored (%s)\n",
+			stop_name(sig), res->message);
+		rc = 128 + sig;
+		goto out_src;
+	}
+	if (sig)
+		log_warn("restore", "the restore was complete before the signal could stop it",
+			 "signal=%s", stop_name(sig));
+	switch (res->outcome) {
 	case RESTORE_RESTORED:
 		rc = 0;
 		if (!dry)
 			log_info("restore", "done", "source=%s generation=%s index=%08x offset=%08x ms=%lld",
-				 res.source, res.pos.generation, res.pos.index, res.pos.offset,
-				 (long long)res.duration_ms);
+				 res->source, res->pos.generation, res->pos.index, res->pos.offset,
+				 (long long)res->duration_ms);
 		break;
 	case RESTORE_EXISTS:
 	case RESTORE_EMPTY:
-		log_info("restore", "nothing to do", "reason=\"%s\"", res.message);
+		log_info("restore", "nothing to do", "reason=\"%s\"", res->message);
 		rc = 0;
 		break;
 	case RESTORE_NO_DATA:
 		if (if_rep) {
 			log_info("restore", "no matching backups found, skipping (-if-replica-exists)",
-				 "reason=\"%s\"", res.message);
+				 "reason=\"%s\"", res->message);
 			rc = 0;
 		} else {
-			fprintf(stderr, "litevisor restore: %s\n", res.message);
+			fprintf(stderr, "litevisor restore: %s\n", res->message);
 			rc = EXIT_NODATA;
 		}
 		break;
 	case RESTORE_UNREACHABLE:
-		fprintf(stderr, "litevisor restore: %s\n", res.message);
+		fprintf(stderr, "litevisor restore: %s\n", res->message);
 		rc = EXIT_TEMPFAIL;
 		break;
 	case RESTORE_FAILED:
-		fprintf(stderr, "litevisor restore: %s\n", res.message);
-		rc = res.temporary ? EXIT_TEMPFAIL : 1;
+		fprintf(stderr, "litevisor restore: %s\n", res->message);
+		rc = res->temporary ? EXIT_TEMPFAIL : 1;
 		break;
 	}
+out_src:
 	cmd_source_release(&src);
-	if (restore_probes_wait(2000)) {
+	if (restore_probes_wait(sig ? 0 : 2000)) {
 		/* a probe left behind may be inside OpenSSL: skip its atexit cleanup */
 		fflush(NULL);
 		_exit(rc);
 	}
+out_fds:
+	close(sfd);
+	close(job.done_fd);
 	return rc;
 }
 
@@ -147,6 +277,7 @@ const struct command cmd_restore = {
 		"the newest data (ties: the fastest), falling back to another holding the same data\n"
 		"if a download fails or an object is corrupt. Never overwrites an existing file.\n"
 		"Exit codes: 0 restored (or skipped by -if-*), 1 no matching backup or output exists,\n"
-		"100 usage or configuration error, 111 no replica reachable or network failure.",
+		"100 usage or configuration error, 111 no replica reachable or network failure,\n"
+		"128+N stopped by signal N (INT 130, TERM 143, HUP 129; temp files removed).",
 	.run = run_restore,
 };

@@ -2,6 +2,7 @@
 #include "common/clock.h"
 
 #include <ctype.h>
+#include <stdbool.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -49,11 +50,22 @@ static int digits(const char **p, int n)
 	return v;
 }
 
+static bool leap_year(int y)
+{
+	return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+}
+
+static int days_in_month(int y, int m)
+{
+	static const int days[12] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+	return m == 2 && leap_year(y) ? 29 : days[m - 1];
+}
+
 int clock_parse_rfc3339(const char *s, int64_t *wall_ns)
 {
 	const char *p = s;
 	struct tm tm;
-	int64_t frac = 0;
+	int64_t frac = 0, secs, ns;
 	long off = 0;
 
 	memset(&tm, 0, sizeof(tm));
@@ -64,7 +76,9 @@ int clock_parse_rfc3339(const char *s, int64_t *wall_ns)
 	    (tm.tm_min = digits(&p, 2)) < 0 || *p++ != ':' ||
 	    (tm.tm_sec = digits(&p, 2)) < 0)
 		return -1;
-	if (tm.tm_mon > 12 || tm.tm_mday > 31 || tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 60)
+	/* timegm() would quietly turn 2025-02-29 into March 1st */
+	if (tm.tm_mon > 12 || tm.tm_mday > days_in_month(tm.tm_year, tm.tm_mon) ||
+	    tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 60)
 		return -1;
 	if (*p == '.') {
 		int64_t scale = NS_PER_SEC;
@@ -82,7 +96,7 @@ int clock_parse_rfc3339(const char *s, int64_t *wall_ns)
 	} else if (*p == '+' || *p == '-') {
 		int sign = *p++ == '-' ? -1 : 1;
 		int hh = digits(&p, 2), mm;
-		if (hh < 0 || *p++ != ':' || (mm = digits(&p, 2)) < 0)
+		if (hh < 0 || hh > 23 || *p++ != ':' || (mm = digits(&p, 2)) < 0 || mm > 59)
 			return -1;
 		off = sign * (hh * 3600L + mm * 60L);
 	} else {
@@ -96,7 +110,15 @@ int clock_parse_rfc3339(const char *s, int64_t *wall_ns)
 	time_t t = timegm(&tm);
 	if (t == (time_t)-1 && errno)
 		return -1;
-	*wall_ns = ((int64_t)t - off) * NS_PER_SEC + frac;
+	/* int64 nanoseconds end in 2262: a wrapped value would name a time long past */
+	secs = (int64_t)t - off;
+	if (secs < 0 && frac > 0) { /* so that the earliest time, in 1677, fits too */
+		secs += 1;
+		frac -= NS_PER_SEC;
+	}
+	if (__builtin_mul_overflow(secs, NS_PER_SEC, &ns) || __builtin_add_overflow(ns, frac, &ns))
+		return -2;
+	*wall_ns = ns;
 	return 0;
 }
 

@@ -12,6 +12,10 @@
 #define NS_PER_MS  1000000LL
 #define NS_PER_SEC 1000000000LL
 
+/* The range of a wall time in int64 nanoseconds since the epoch. */
+#define CLOCK_NS_MIN_TEXT "1677-09-21T00:12:43.145224192Z"
+#define CLOCK_NS_MAX_TEXT "2262-04-11T23:47:16.854775807Z"
+
 /* Monotonic time in nanoseconds (CLOCK_MONOTONIC). */
 int64_t clock_mono_ns(void);
 
@@ -30,8 +34,10 @@ char *clock_rfc3339(int64_t wall_ns, char *buf, unsigned long len);
 
 /*
  * Parse an RFC 3339 timestamp ("2026-11-22T06:27:38Z", fractional seconds
- * and numeric offsets allowed) into ns since the epoch.
- * Returns 0, or -1 if the text is not RFC 3339.
+ * and numeric offsets allowed) into ns since the epoch. Calendar dates are
+ * checked (2025-02-29 is not one, 2024-02-29 is).
+ * Returns 0, -1 if the text is not RFC 3339 or names no date, -2 if the time
+ * is outside what int64 nanoseconds hold (CLOCK_NS_MIN_TEXT to CLOCK_NS_MAX_TEXT).
  */
 int clock_parse_rfc3339(const char *s, int64_t *wall_ns);
 

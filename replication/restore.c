@@ -7,6 +7,7 @@
 #include "replication/restore_int.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -236,20 +237,131 @@ static void apply_opts_init(struct rs_apply_opts *ao, const struct config *cfg, 
 	rs_owner_for(cfg, target, &ao->uid, &ao->gid, &ao->mode);
 }
 
-/* Create the directory that will hold target (a fresh disk has none), owned like the file. */
-static int ensure_parent(const struct rs_apply_opts *ao, struct restore_result *res)
+/*
+ * Split the directory of target at the nearest ancestor that exists: its
+ * path in anc, its stat in *st, and where the missing part starts in dir
+ * (a copy of target's directory; *missing is "" when it exists). 0, or -1
+ * (errno set, anc names what could not be looked at).
+ */
+static int nearest_ancestor(const char *target, char *dir, size_t dlen, char *anc, size_t alen,
+			    char **missing, struct stat *st)
 {
-	char dir[PATH_MAX];
-	snprintf(dir, sizeof(dir), "%s", ao->target);
+	snprintf(dir, dlen, "%s", target);
 	char *slash = strrchr(dir, '/');
-	if (!slash || slash == dir)
-		return 0;
-	*slash = '\0';
-	if (fs_mkdir_p(dir, 0755, ao->uid, ao->gid) < 0) {
-		result_set(res, RESTORE_FAILED, "cannot create directory %s: %s", dir, strerror(errno));
+	if (!slash)
+		snprintf(dir, dlen, ".");
+	else if (slash == dir)
+		dir[1] = '\0';
+	else
+		*slash = '\0';
+	size_t n = strlen(dir);
+	for (;;) {
+		snprintf(anc, alen, "%.*s", (int)n, dir);
+		if (stat(anc, st) == 0) {
+			*missing = dir + n + (dir[n] == '/');
+			while (**missing == '/')
+				(*missing)++;
+			return 0;
+		}
+		if (errno != ENOENT && errno != ENOTDIR) /* ENOTDIR: look for the file on the way */
+			return -1;
+		while (n > 0 && dir[n - 1] != '/') /* up one component */
+			n--;
+		if (n == 0) { /* a relative path: "." exists */
+			snprintf(anc, alen, ".");
+			*missing = dir;
+			return stat(anc, st);
+		}
+		while (n > 1 && dir[n - 1] == '/')
+			n--;
+	}
+}
+
+/*
+ * Can target's directory be made? A parent that is a file (-o afile/x.db) is
+ * an error naming it, found before anything is probed or written. 0 or -1.
+ */
+static int check_parent(const char *target, struct restore_result *res)
+{
+	char dir[PATH_MAX], anc[PATH_MAX];
+	char *missing;
+	struct stat st;
+	if (nearest_ancestor(target, dir, sizeof(dir), anc, sizeof(anc), &missing, &st) < 0) {
+		result_set(res, RESTORE_FAILED, "cannot restore to %s: %s: %s", target, anc,
+			   strerror(errno));
+		return -1;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		result_set(res, RESTORE_FAILED, "cannot restore to %s: %s is not a directory (%s)",
+			   target, anc, strerror(ENOTDIR));
 		return -1;
 	}
 	return 0;
+}
+
+/*
+ * Create the directories that will hold target (a fresh disk has none).
+ * Each one gets the owner the file gets (the configured user, else, as root,
+ * the owner of the nearest existing directory: see rs_owner_for) and that
+ * directory's permissions, so the file and its directories come out as they
+ * would in an existing directory of that owner and mode. Never
+ * world-writable nor sticky: a shared place like /tmp is no model for a
+ * database's directory. Created 0700, then given away through the open
+ * directory (never by name: its parent may belong to another user).
+ */
+static int ensure_parent(const struct rs_apply_opts *ao, struct restore_result *res)
+{
+	char dir[PATH_MAX], anc[PATH_MAX];
+	char *missing;
+	struct stat st;
+	int pfd = -1, rc = -1;
+
+	if (nearest_ancestor(ao->target, dir, sizeof(dir), anc, sizeof(anc), &missing, &st) < 0) {
+		result_set(res, RESTORE_FAILED, "cannot create directory %s: %s: %s", dir, anc,
+			   strerror(errno));
+		return -1;
+	}
+	if (!*missing)
+		return 0;
+	mode_t mode = st.st_mode & (S_ISGID | 0777) & ~(mode_t)S_IWOTH;
+	if ((pfd = open(anc, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+		result_set(res, RESTORE_FAILED, "cannot create directory %s: %s: %s", dir, anc,
+			   strerror(errno));
+		return -1;
+	}
+	for (char *p = missing; *p;) {
+		char *end = p + strcspn(p, "/");
+		char c = *end;
+		*end = '\0';
+		bool made = mkdirat(pfd, p, 0700) == 0;
+		int fd = made || errno == EEXIST
+				 ? openat(pfd, p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : -1;
+		if (fd < 0 ||
+		    (made && (ao->uid != (uid_t)-1 || ao->gid != (gid_t)-1) &&
+		     fchown(fd, ao->uid, ao->gid) < 0) ||
+		    (made && (fchmod(fd, mode) < 0 || fsync(pfd) < 0))) {
+			result_set(res, RESTORE_FAILED, "cannot create directory %s: %s", dir,
+				   strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			goto out;
+		}
+		if (made)
+			log_info("restore", "created directory", "path=\"%s\" uid=%ld gid=%ld mode=%04o",
+				 dir, (long)(ao->uid == (uid_t)-1 ? geteuid() : ao->uid),
+				 (long)(ao->gid == (gid_t)-1 ? getegid() : ao->gid), (unsigned)mode);
+		close(pfd);
+		pfd = fd;
+		*end = c;
+		p = end;
+		while (*p == '/')
+			p++;
+	}
+	rc = 0;
+out:
+	if (pfd >= 0)
+		close(pfd);
+	return rc;
 }
 
 /* Does the winner hold newer data than the local database at lpos (written at lt_ns)? */
@@ -352,6 +464,8 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 	}
 
 	/* no database: whatever is beside it belongs to no database any more */
+	if (check_parent(db->path, res) < 0)
+		goto out;
 	if (rs_move_strays(db->path) < 0 ||
 	    rs_move_state_aside(statedir, "state of a database that is gone") < 0) {
 		result_set(res, RESTORE_FAILED, "cannot move stray files beside %s aside", db->path);
@@ -427,6 +541,8 @@ int restore_explicit(const struct config *cfg, const struct cfg_db *db,
 		}
 		goto out;
 	}
+	if (check_parent(out_path, res) < 0)
+		goto out;
 	if (session_probe(&s, opt->replica, opt->dry_run, res) < 0)
 		goto out;
 	if (opt->dry_run)
@@ -446,6 +562,10 @@ int restore_explicit(const struct config *cfg, const struct cfg_db *db,
 	if (opt->dry_run) {
 		result_set(res, RESTORE_RESTORED, "dry run: %s", s.ch.why);
 		rc = 0;
+		goto out;
+	}
+	if (restore_aborted()) { /* a signal during the probe: nothing written yet */
+		result_set(res, RESTORE_FAILED, "interrupted before writing anything");
 		goto out;
 	}
 	if (rs_move_strays(out_path) < 0) {

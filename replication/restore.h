@@ -78,6 +78,31 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 		       struct restore_result *res);
 
 /*
+ * Stop the restores in progress in this process, soon: their downloads end
+ * at the next bytes that come (a sink refusing them fails the transfer), the
+ * WAL workers stop, the temp files are removed and each returns
+ * RESTORE_FAILED "cannot restore into <target>: interrupted (why)". Restores
+ * started afterwards fail the same way before writing anything. A restore
+ * that is already renaming its file into place finishes. Takes a mutex: call
+ * it from the thread that reads signals (a signalfd), never from a handler.
+ * (Defined in restore_apply.c, beside the restores it stops.)
+ */
+void restore_abort(const char *why);
+
+/* Whether restore_abort() was called. */
+bool restore_aborted(void);
+
+/*
+ * The last resort for a process about to _exit() because a restore did not
+ * end soon after restore_abort() (a peer that sends nothing: no sink is
+ * called until bytes come): removes the temp files and the lock of every
+ * restore in progress. Their threads keep running on removed files, so
+ * never return to them; the target is never half-written (only a rename
+ * puts a file there).
+ */
+void restore_abandon(void);
+
+/*
  * Probe threads left behind: a candidate that did not answer before the
  * decision keeps its thread until its own call deadline (at most about one
  * probe timeout later). Waits up to max_ms (0: not at all) for them to end,

@@ -16,10 +16,13 @@
  * are ever decompressed at once (the snapshot, then the WAL applier), and
  * memory stays flat whatever the parallelism or the database size.
  *
- * Any error removes every temp file; nothing is left at the target.
+ * Any error removes every temp file; nothing is left at the target. One
+ * restore at a time per target: an flock(2) on <tmp>.lock (take_lock), and
+ * restore_abort() stops the ones in progress (restore.h).
  */
 #include "replication/restore_int.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -30,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -754,6 +758,169 @@ static void cleanup(struct apply *a)
 		unlink(job_path(a, &a->jobs[i], j, sizeof(j)));
 }
 
+/*
+ * Leftovers of a restore that was killed: our temp names (the lock held, so
+ * no other restore owns them), including WAL files of indexes this plan
+ * does not have (the killed one may have had another plan).
+ */
+static void remove_leftovers(struct apply *a)
+{
+	char dir[PATH_MAX];
+	const char *slash = strrchr(a->tmp, '/'), *base = slash ? slash + 1 : a->tmp;
+	size_t blen = strlen(base);
+
+	cleanup(a);
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else if (slash == a->tmp)
+		snprintf(dir, sizeof(dir), "/");
+	else
+		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - a->tmp), a->tmp);
+	DIR *d = opendir(dir);
+	if (!d)
+		return;
+	for (struct dirent *e; (e = readdir(d));) {
+		const char *n = e->d_name;
+		/* <tmp>-%08x.lz4 only: never the lock file beside them */
+		if (strncmp(n, base, blen) != 0 || n[blen] != '-' || strlen(n + blen) != 13 ||
+		    strspn(n + blen + 1, "0123456789abcdef") != 8 || strcmp(n + blen + 9, ".lz4") != 0)
+			continue;
+		if (unlinkat(dirfd(d), n, 0) == 0)
+			log_info("restore", "removed a leftover of an interrupted restore",
+				 "dir=\"%s\" file=\"%s\"", dir, n);
+	}
+	closedir(d);
+}
+
+/*
+ * The restores in progress in this process, for restore_abort() and
+ * restore_abandon() (restore.h): one node each, on its rs_apply()'s stack.
+ */
+struct active {
+	struct apply *a;
+	char lock[PATH_MAX + 8];
+	int lock_fd;                 /* -1 until the lock is ours */
+	struct active *next;
+};
+
+static pthread_mutex_t active_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct active *active_list;
+static bool abort_requested;
+static char abort_why[128];
+
+void restore_abort(const char *why)
+{
+	pthread_mutex_lock(&active_mu);
+	if (!abort_requested)
+		snprintf(abort_why, sizeof(abort_why), "%s", why ? why : "aborted");
+	abort_requested = true;
+	/* the sinks then refuse the next bytes and the workers stop (see counting_write) */
+	for (struct active *n = active_list; n; n = n->next)
+		fail(n->a, RS_CAUSE_LOCAL, "interrupted (%s)", abort_why);
+	pthread_mutex_unlock(&active_mu);
+}
+
+bool restore_aborted(void)
+{
+	pthread_mutex_lock(&active_mu);
+	bool b = abort_requested;
+	pthread_mutex_unlock(&active_mu);
+	return b;
+}
+
+void restore_abandon(void)
+{
+	pthread_mutex_lock(&active_mu);
+	for (struct active *n = active_list; n; n = n->next) {
+		if (n->lock_fd < 0)
+			continue; /* not ours yet: the files may be another restore's */
+		cleanup(n->a);
+		unlink(n->lock);
+	}
+	pthread_mutex_unlock(&active_mu);
+}
+
+/* The pid a lock holder wrote in the lock file, or 0 (it may not have written it yet). */
+static long lock_holder(int fd)
+{
+	char buf[32];
+	for (int tries = 0; tries < 20; tries++) {
+		ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+		if (n > 0) {
+			buf[n] = '\0';
+			return strtol(buf, NULL, 10);
+		}
+		clock_sleep_ms(5);
+	}
+	return 0;
+}
+
+/*
+ * One restore at a time to a target: an flock(2) on <tmp>.lock, taken before
+ * the leftovers are removed (they would be the other restore's files). The
+ * holder removes the file before it lets go; so a taker checks that the name
+ * still leads to the file it locked, else the lock it got is on a removed
+ * file and it tries again. A killed holder's lock ends with it, and its file
+ * is reused. Returns 0, or -1 (failed).
+ */
+static int take_lock(struct apply *a, struct active *n)
+{
+	snprintf(n->lock, sizeof(n->lock), "%s.lock", a->tmp);
+	for (int tries = 0; tries < 100; tries++) {
+		struct stat fs, ps;
+		int fd = open(n->lock, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd < 0) {
+			fail(a, RS_CAUSE_LOCAL, "create %s: %s", n->lock, strerror(errno));
+			return -1;
+		}
+		if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+			int e = errno;
+			long pid = e == EWOULDBLOCK ? lock_holder(fd) : 0;
+			close(fd);
+			if (e != EWOULDBLOCK)
+				fail(a, RS_CAUSE_LOCAL, "lock %s: %s", n->lock, strerror(e));
+			else if (pid > 0)
+				fail(a, RS_CAUSE_LOCAL, "another restore to %s is running (pid %ld)",
+				     a->o->target, pid);
+			else
+				fail(a, RS_CAUSE_LOCAL, "another restore to %s is running (lock %s)",
+				     a->o->target, n->lock);
+			return -1;
+		}
+		if (fstat(fd, &fs) == 0 && stat(n->lock, &ps) == 0 && fs.st_dev == ps.st_dev &&
+		    fs.st_ino == ps.st_ino) {
+			char pid[32];
+			int len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+			if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)len, 0) != len) {
+				fail(a, RS_CAUSE_LOCAL, "write %s: %s", n->lock, strerror(errno));
+				unlink(n->lock);
+				close(fd);
+				return -1;
+			}
+			pthread_mutex_lock(&active_mu);
+			n->lock_fd = fd;
+			pthread_mutex_unlock(&active_mu);
+			return 0;
+		}
+		close(fd); /* its holder removed it meanwhile */
+	}
+	fail(a, RS_CAUSE_LOCAL, "lock %s: it keeps being replaced", n->lock);
+	return -1;
+}
+
+/* Remove the lock file, then let go (see take_lock). */
+static void drop_lock(struct active *n)
+{
+	pthread_mutex_lock(&active_mu);
+	int fd = n->lock_fd;
+	n->lock_fd = -1;
+	pthread_mutex_unlock(&active_mu);
+	if (fd < 0)
+		return;
+	unlink(n->lock);
+	close(fd);
+}
+
 /* Split the plan's segments into one job per index. */
 static int make_jobs(struct apply *a)
 {
@@ -783,6 +950,9 @@ int rs_apply(struct rs_cand *c, const struct rs_apply_opts *o, struct wal_pos *r
 	     char *errbuf, size_t errlen, enum rs_cause *cause)
 {
 	struct apply a = { .c = c, .o = o };
+	struct active node = { .a = &a, .lock_fd = -1 };
+	bool registered = false;
+	struct stat tst;
 	pthread_t workers[64], prog;
 	size_t nworkers = 0;
 	bool prog_started = false;
@@ -811,8 +981,25 @@ int rs_apply(struct rs_cand *c, const struct rs_apply_opts *o, struct wal_pos *r
 		fail(&a, RS_CAUSE_LOCAL, "out of memory");
 		goto out;
 	}
-	/* leftovers of an interrupted restore are ours (by name): start clean */
-	cleanup(&a);
+	pthread_mutex_lock(&active_mu);
+	if (abort_requested) {
+		fail(&a, RS_CAUSE_LOCAL, "interrupted (%s)", abort_why);
+	} else {
+		node.next = active_list;
+		active_list = &node;
+		registered = true;
+	}
+	pthread_mutex_unlock(&active_mu);
+	if (!registered || take_lock(&a, &node) < 0)
+		goto out;
+	/* under the lock: a restore that just finished may have put the target there */
+	if (!o->before_rename && lstat(o->target, &tst) == 0) {
+		fail(&a, RS_CAUSE_LOCAL, "%s already exists (restored meanwhile?); not overwriting it",
+		     o->target);
+		goto out;
+	}
+	/* leftovers of an interrupted restore are ours (by name, under the lock): start clean */
+	remove_leftovers(&a);
 	log_info("restore", "restoring", "replica=%s generation=%s snapshot=%08x segments=%zu "
 		 "indexes=%zu bytes=%llu target=\"%s\"", c->name, c->plan.generation,
 		 c->plan.snapshot.index, c->plan.nsegments, a.njobs,
@@ -878,7 +1065,8 @@ out:
 	if (prog_started)
 		pthread_join(prog, NULL);
 	if (rc < 0) {
-		cleanup(&a);
+		if (node.lock_fd >= 0) /* else the files may be another restore's */
+			cleanup(&a);
 		snprintf(errbuf, errlen, "%s", a.err[0] ? a.err : "restore failed");
 		*cause = a.cause;
 	} else {
@@ -893,6 +1081,16 @@ out:
 			 (unsigned long long)b, (long long)ms, (long long)a.snap_ms,
 			 (long long)a.wal_ms, (long long)a.verify_ms, (long long)a.install_ms,
 			 ms > 0 ? (double)b / (1024.0 * 1024.0) / ((double)ms / 1000.0) : 0.0);
+	}
+	drop_lock(&node);
+	if (registered) {
+		pthread_mutex_lock(&active_mu);
+		for (struct active **pp = &active_list; *pp; pp = &(*pp)->next)
+			if (*pp == &node) {
+				*pp = node.next;
+				break;
+			}
+		pthread_mutex_unlock(&active_mu);
 	}
 	for (size_t i = 0; i < a.njobs; i++)
 		free(a.jobs[i].lens);

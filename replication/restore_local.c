@@ -74,11 +74,21 @@ void rs_owner_for(const struct config *cfg, const char *target, uid_t *uid, gid_
 		log_warn("restore", "configured user not found; using the directory's owner",
 			 "user=%s", cfg->supervisor.user);
 	}
+	/*
+	 * The nearest directory that exists: the directories restore creates on
+	 * the way take its owner (restore.c), so the file comes out as it would
+	 * in an existing directory of that owner.
+	 */
 	snprintf(dir, sizeof(dir), "%s", target);
-	if (stat(dirname(dir), &st) == 0) {
-		*uid = st.st_uid;
-		*gid = st.st_gid;
-		*mode = 0640;
+	for (char *d = dirname(dir);; d = dirname(d)) {
+		if (stat(d, &st) == 0) {
+			*uid = st.st_uid;
+			*gid = st.st_gid;
+			*mode = 0640;
+			return;
+		}
+		if (errno != ENOENT || !strcmp(d, "/") || !strcmp(d, "."))
+			return;
 	}
 }
 
