@@ -1,6 +1,8 @@
 /* child.c — fork/exec of the service (see child.h). */
 #include "supervisor/child.h"
 
+#include <elf.h>
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -226,6 +228,152 @@ char *child_find_program(const char *cmd)
 	return existing ? existing : strdup(cmd);
 }
 
+/* execve reads this much of a file to find its #! line (Linux BINPRM_BUF_SIZE). */
+#define SHEBANG_MAX 256
+/* The kernel follows at most this many interpreters (#! of a #! script…). */
+#define INTERP_DEPTH 4
+
+/* Append c to out (NUL-terminated, *n its length; silently truncated at len). */
+static void put_char(char *out, size_t len, size_t *n, char c)
+{
+	if (*n + 1 < len) {
+		out[(*n)++] = c;
+		out[*n] = '\0';
+	}
+}
+
+static void put_text(char *out, size_t len, size_t *n, const char *s)
+{
+	while (*s)
+		put_char(out, len, n, *s++);
+}
+
+/* Append s double-quoted, control characters escaped (a #! line may end in \r). */
+static void put_quoted(char *out, size_t len, size_t *n, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	put_char(out, len, n, '"');
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p == '\r' || *p == '\t' || *p == '"' || *p == '\\') {
+			put_char(out, len, n, '\\');
+			put_char(out, len, n, *p == '\r' ? 'r' : *p == '\t' ? 't' : (char)*p);
+		} else if (*p < 0x20 || *p == 0x7f) {
+			put_text(out, len, n, "\\x");
+			put_char(out, len, n, hex[*p >> 4]);
+			put_char(out, len, n, hex[*p & 15]);
+		} else {
+			put_char(out, len, n, (char)*p);
+		}
+	}
+	put_char(out, len, n, '"');
+}
+
+/*
+ * The interpreter execve needs to start file: the program of its "#!" line
+ * (parsed as the kernel does: blanks skipped, ends at a blank or newline), or
+ * an ELF file's PT_INTERP (its dynamic loader). Returns 1 with interp set and
+ * *is_elf telling which, 0 when file needs none (or cannot be read).
+ */
+static int interpreter_of(const char *file, char *interp, size_t len, bool *is_elf)
+{
+	unsigned char head[SHEBANG_MAX];
+	int fd = open(file, O_RDONLY | O_CLOEXEC);
+	int rc = 0;
+	if (fd < 0)
+		return 0;
+	ssize_t n = pread(fd, head, sizeof(head), 0);
+	if (n >= 2 && head[0] == '#' && head[1] == '!') {
+		size_t i = 2, j;
+		while (i < (size_t)n && (head[i] == ' ' || head[i] == '\t'))
+			i++;
+		for (j = i; j < (size_t)n && head[j] != ' ' && head[j] != '\t' && head[j] != '\n' &&
+			    head[j] != '\0'; j++)
+			;
+		if (j > i && j - i < len) {
+			memcpy(interp, head + i, j - i);
+			interp[j - i] = '\0';
+			*is_elf = false;
+			rc = 1;
+		}
+	} else if (n >= (ssize_t)sizeof(Elf64_Ehdr) && memcmp(head, ELFMAG, SELFMAG) == 0 &&
+		   head[EI_DATA] == (htole16(1) == 1 ? ELFDATA2LSB : ELFDATA2MSB)) {
+		/* A foreign byte order fails with ENOEXEC, not ENOENT: only the native one. */
+		bool is64 = head[EI_CLASS] == ELFCLASS64;
+		uint64_t phoff;
+		unsigned phnum, phent;
+		if (is64) {
+			Elf64_Ehdr eh;
+			memcpy(&eh, head, sizeof(eh));
+			phoff = eh.e_phoff, phnum = eh.e_phnum, phent = eh.e_phentsize;
+		} else {
+			Elf32_Ehdr eh;
+			memcpy(&eh, head, sizeof(eh));
+			phoff = eh.e_phoff, phnum = eh.e_phnum, phent = eh.e_phentsize;
+		}
+		for (unsigned k = 0; k < phnum && k < 256 && !rc; k++) {
+			uint64_t off, size;
+			uint32_t type;
+			off_t at = (off_t)(phoff + (uint64_t)k * phent);
+			if (is64) {
+				Elf64_Phdr ph;
+				if (phent < sizeof(ph) || pread(fd, &ph, sizeof(ph), at) != (ssize_t)sizeof(ph))
+					break;
+				type = ph.p_type, off = ph.p_offset, size = ph.p_filesz;
+			} else {
+				Elf32_Phdr ph;
+				if (phent < sizeof(ph) || pread(fd, &ph, sizeof(ph), at) != (ssize_t)sizeof(ph))
+					break;
+				type = ph.p_type, off = ph.p_offset, size = ph.p_filesz;
+			}
+			if (type != PT_INTERP || size < 2 || size > len)
+				continue;
+			if (pread(fd, interp, size, (off_t)off) != (ssize_t)size || interp[size - 1] != '\0')
+				break;
+			*is_elf = true;
+			rc = 1;
+		}
+	}
+	close(fd);
+	return rc;
+}
+
+/*
+ * execve(file) failed with ENOENT although file exists: the missing file is
+ * an interpreter (#! line or ELF dynamic loader), perhaps one of an
+ * interpreter's own. Appends ": its #! interpreter \"…\" does not exist" (or
+ * the chain down to the missing one) to out; appends nothing when no
+ * missing interpreter is found.
+ */
+static void explain_missing_interpreter(const char *file, int depth, char *out, size_t len,
+					size_t *n)
+{
+	char interp[PATH_MAX];
+	bool is_elf = false;
+	struct stat st;
+	if (depth > INTERP_DEPTH || !interpreter_of(file, interp, sizeof(interp), &is_elf))
+		return;
+	bool missing = stat(interp, &st) < 0 && errno == ENOENT;
+	char sub[sizeof(((struct child_failure *)0)->message)];
+	size_t sn = 0;
+	sub[0] = '\0';
+	if (!missing) {
+		explain_missing_interpreter(interp, depth + 1, sub, sizeof(sub), &sn);
+		if (!sn)
+			return; /* the interpreter is there: ENOENT has some other cause */
+	}
+	put_text(out, len, n, is_elf ? ": its ELF interpreter (dynamic loader) " : ": its #! interpreter ");
+	put_quoted(out, len, n, interp);
+	if (missing) {
+		put_text(out, len, n, " does not exist");
+		size_t il = strlen(interp);
+		if (!is_elf && il && interp[il - 1] == '\r')
+			put_text(out, len, n, " (the #! line ends in a carriage return: Windows line endings?)");
+	} else {
+		put_text(out, len, n, " cannot start");
+		put_text(out, len, n, sub);
+	}
+}
+
 /* Only async-signal-safe calls from here to execve. */
 static void __attribute__((noreturn)) in_child(const struct child_spec *spec, const char *path,
 					       int wfd)
@@ -313,11 +461,28 @@ pid_t child_spawn(const struct child_spec *spec, struct child_failure *fail)
 	if (n == (ssize_t)sizeof(rec)) {
 		fail->failed = true;
 		fail->err = rec.err;
-		fail->exit_code = rec.stage == STAGE_EXEC && rec.err == ENOENT ? 127 : 126;
-		snprintf(fail->message, sizeof(fail->message), "%s \"%s\": %s%s",
-			 stage_text(rec.stage), spec->argv[0], strerror(rec.err),
-			 rec.stage == STAGE_EXEC && rec.err == ENOENT && !strchr(spec->argv[0], '/')
-				 ? " (not found in $PATH)" : "");
+		bool enoent = rec.stage == STAGE_EXEC && rec.err == ENOENT;
+		size_t mn = 0, len = sizeof(fail->message);
+		struct stat st;
+		fail->exit_code = enoent ? 127 : 126;
+		put_text(fail->message, len, &mn, stage_text(rec.stage));
+		put_text(fail->message, len, &mn, " \"");
+		put_text(fail->message, len, &mn, spec->argv[0]);
+		put_char(fail->message, len, &mn, '"');
+		/*
+		 * ENOENT for a file that exists means an interpreter is missing. The
+		 * file is read here in the parent, not in the child, which may only
+		 * make async-signal-safe calls.
+		 */
+		size_t before = mn;
+		if (enoent && stat(path, &st) == 0)
+			explain_missing_interpreter(path, 1, fail->message, len, &mn);
+		if (mn == before) {
+			put_text(fail->message, len, &mn, ": ");
+			put_text(fail->message, len, &mn, strerror(rec.err));
+			if (enoent && !strchr(spec->argv[0], '/'))
+				put_text(fail->message, len, &mn, " (not found in $PATH)");
+		}
 	}
 out:
 	if (pfd[0] >= 0)

@@ -913,3 +913,51 @@ def test_user_switch_without_root_is_refused_before_anything_starts(litevisor_bi
                            capture_output=True, text=True, timeout=20)
     assert p.returncode == 100, p.stderr
     assert "needs litevisor to run as root" in p.stderr
+
+
+# ---------------------------------------------------------------- exec: missing interpreter
+
+def _elf_with_missing_loader(tmp):
+    """A copy of /bin/true whose PT_INTERP names a loader that does not exist (same length)."""
+    data = open("/bin/true", "rb").read()
+    m = re.search(rb"/lib[^\0]*/ld-[^\0]+\0", data)
+    if not m:
+        return None, None
+    old = m.group(0)
+    new = (b"/nonexistent/ld" + b"x" * len(old))[:len(old) - 1] + b"\0"
+    f = tmp / "app"
+    f.write_bytes(data[:m.start()] + new + data[m.end():])
+    f.chmod(0o755)
+    return f, new[:-1].decode()
+
+
+@pytest.mark.parametrize("kind", ["shebang", "crlf", "chained", "elf"])
+def test_exec_names_the_missing_interpreter(litevisor_bin, tmp_path, kind):
+    """execve says ENOENT for an existing file whose interpreter is missing: the message
+    names the interpreter (not the file, which exists), and the code stays 127."""
+    script = tmp_path / "script.sh"
+    if kind == "shebang":
+        script.write_text("#!/nonexistent/interp -x\nexit 0\n")
+        want = 'its #! interpreter "/nonexistent/interp" does not exist'
+    elif kind == "crlf":
+        script.write_text("#!/bin/sh\r\nexit 0\r\n")
+        want = 'its #! interpreter "/bin/sh\\r" does not exist (the #! line ends in a carriage return'
+    elif kind == "chained":
+        inner = tmp_path / "inner.sh"
+        inner.write_text("#! /nonexistent/interp\n")
+        inner.chmod(0o755)
+        script.write_text(f"#!{inner}\nexit 0\n")
+        want = (f'its #! interpreter "{inner}" cannot start: '
+                'its #! interpreter "/nonexistent/interp" does not exist')
+    else:
+        script, loader = _elf_with_missing_loader(tmp_path)
+        if not script:
+            pytest.skip("/bin/true has no PT_INTERP")
+        want = f'its ELF interpreter (dynamic loader) "{loader}" does not exist'
+    script.chmod(0o755)
+    p = subprocess.run([litevisor_bin, "run", "--", str(script)], capture_output=True, text=True,
+                       timeout=20, env={"PATH": os.environ["PATH"]})
+    assert p.returncode == 127, p.stderr
+    assert f'cannot run "{script}": {want}' in p.stderr, p.stderr
+    assert "No such file or directory" not in p.stderr
+
