@@ -11,83 +11,117 @@
 #include "common/duration.h"
 #include "common/banned.h"
 
-/* A double-quoted YAML string (always quoted: no surprises with "on", "1e3", ":"). */
-static void put_str(FILE *out, const char *s)
+/* Where the effective config goes, and how its values must be written to load back. */
+struct printer {
+	FILE *f;
+	bool expand_env; /* values will be env-expanded when loaded: write "$" as "$$" */
+};
+
+/*
+ * A double-quoted YAML string (always quoted: no surprises with "on", "1e3",
+ * ":") that loads back as exactly s. With env expansion on, "$" is written
+ * "$$": a path "/a$b.db" (written "/a$$b.db" in the file) printed as is would
+ * load back as "/a.db". YAML's Unicode line breaks are escaped, as they would
+ * be folded into spaces.
+ */
+static void put_str(struct printer *out, const char *s)
 {
-	fputc('"', out);
+	fputc('"', out->f);
 	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		if (*p == '"' || *p == '\\')
-			fprintf(out, "\\%c", *p);
+		if (*p == '$' && out->expand_env)
+			fputs("$$", out->f);
+		else if (*p == '"' || *p == '\\')
+			fprintf(out->f, "\\%c", *p);
 		else if (*p == '\n')
-			fputs("\\n", out);
+			fputs("\\n", out->f);
 		else if (*p == '\t')
-			fputs("\\t", out);
+			fputs("\\t", out->f);
 		else if (*p < 0x20 || *p == 0x7f)
-			fprintf(out, "\\x%02x", *p);
+			fprintf(out->f, "\\x%02x", *p);
+		else if (p[0] == 0xc2 && p[1] == 0x85)
+			fputs("\\N", out->f), p++;
+		else if (p[0] == 0xe2 && p[1] == 0x80 && (p[2] == 0xa8 || p[2] == 0xa9))
+			fputs(p[2] == 0xa8 ? "\\L" : "\\P", out->f), p += 2;
 		else
-			fputc(*p, out);
+			fputc(*p, out->f);
 	}
-	fputc('"', out);
+	fputc('"', out->f);
 }
 
-static void kv_str(FILE *out, int ind, const char *key, const char *v)
+/* Text inside a "# …" comment: anything that could end the line becomes "?". */
+static void put_comment(struct printer *out, const char *s)
+{
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p < 0x20 || *p == 0x7f)
+			fputc('?', out->f);
+		else if (p[0] == 0xc2 && p[1] == 0x85)
+			fputc('?', out->f), p++;
+		else if (p[0] == 0xe2 && p[1] == 0x80 && (p[2] == 0xa8 || p[2] == 0xa9))
+			fputc('?', out->f), p += 2;
+		else
+			fputc(*p, out->f);
+	}
+}
+
+static void kv_str(struct printer *out, int ind, const char *key, const char *v)
 {
 	if (!v)
 		return;
-	fprintf(out, "%*s%s: ", ind, "", key);
+	fprintf(out->f, "%*s%s: ", ind, "", key);
 	put_str(out, v);
-	fputc('\n', out);
+	fputc('\n', out->f);
 }
 
-static void kv_dur(FILE *out, int ind, const char *key, int64_t ms)
+static void kv_dur(struct printer *out, int ind, const char *key, int64_t ms)
 {
 	char buf[64];
-	fprintf(out, "%*s%s: %s\n", ind, "", key, duration_format(ms, buf, sizeof(buf)));
+	fprintf(out->f, "%*s%s: %s\n", ind, "", key, duration_format(ms, buf, sizeof(buf)));
 }
 
-static void kv_bool(FILE *out, int ind, const char *key, bool b)
+static void kv_bool(struct printer *out, int ind, const char *key, bool b)
 {
-	fprintf(out, "%*s%s: %s\n", ind, "", key, b ? "true" : "false");
+	fprintf(out->f, "%*s%s: %s\n", ind, "", key, b ? "true" : "false");
 }
 
-static void kv_int(FILE *out, int ind, const char *key, long long n)
+static void kv_int(struct printer *out, int ind, const char *key, long long n)
 {
-	fprintf(out, "%*s%s: %lld\n", ind, "", key, n);
+	fprintf(out->f, "%*s%s: %lld\n", ind, "", key, n);
 }
 
-static void kv_size(FILE *out, int ind, const char *key, int64_t n)
+static void kv_size(struct printer *out, int ind, const char *key, int64_t n)
 {
 	static const char *const units[] = { "TiB", "GiB", "MiB", "KiB" };
 	for (int i = 0; i < 4; i++) {
 		int64_t m = (int64_t)1 << (10 * (4 - i));
 		if (n >= m && n % m == 0) {
-			fprintf(out, "%*s%s: %lld%s\n", ind, "", key, (long long)(n / m), units[i]);
+			fprintf(out->f, "%*s%s: %lld%s\n", ind, "", key, (long long)(n / m), units[i]);
 			return;
 		}
 	}
 	kv_int(out, ind, key, n);
 }
 
-static void kv_secret(FILE *out, int ind, const char *key, const struct cfg_secret *s)
+static void kv_secret(struct printer *out, int ind, const char *key, const struct cfg_secret *s)
 {
 	char fkey[64];
 	if (s->value)
-		fprintf(out, "%*s%s: \"<redacted>\"\n", ind, "", key);
+		fprintf(out->f, "%*s%s: \"<redacted>\"\n", ind, "", key);
 	snprintf(fkey, sizeof(fkey), "%s-file", key);
 	kv_str(out, ind, fkey, s->file);
 }
 
-static void print_replica(FILE *out, const struct cfg_replica *r)
+static void print_replica(struct printer *out, const struct cfg_replica *r)
 {
 	const int i = 8;
-	fprintf(out, "      - name: ");
+	fprintf(out->f, "      - name: ");
 	put_str(out, r->name);
-	fputc('\n', out);
-	if (r->store)
-		fprintf(out, "%*s# from store %s\n", i, "", r->store);
-	else if (r->url)
-		fprintf(out, "%*s# from url %s\n", i, "", r->url);
-	fprintf(out, "%*stype: %s\n", i, "", r->type == REPLICA_S3 ? "s3" : "file");
+	fputc('\n', out->f);
+	if (r->store || r->url) {
+		fprintf(out->f, "%*s# from %s ", i, "", r->store ? "store" : "url");
+		put_comment(out, r->store ? r->store : r->url);
+		fputc('\n', out->f);
+	}
+	fprintf(out->f, "%*stype: %s\n", i, "", r->type == REPLICA_S3 ? "s3" : "file");
 	kv_str(out, i, "path", r->path);
 	if (r->type == REPLICA_S3) {
 		kv_str(out, i, "bucket", r->bucket);
@@ -110,7 +144,7 @@ static void print_replica(FILE *out, const struct cfg_replica *r)
 	kv_bool(out, i, "restore-only", r->restore_only);
 }
 
-static void print_config(FILE *out, const struct config *c)
+static void print_config(struct printer *out, const struct config *c)
 {
 	static const char *const levels[] = { "debug", "info", "warn", "error" };
 	static const char *const modes[] = { "freshest-reachable", "all", "quorum" };
@@ -118,50 +152,53 @@ static void print_config(FILE *out, const struct config *c)
 	static const char *const verify[] = { "quick", "integrity", "none" };
 	static const char *const restart[] = { "never", "on-failure" };
 
-	fprintf(out, "# effective configuration of %s (defaults applied, credentials redacted)\n",
-		c->file ? c->file : "<config>");
+	fputs("# effective configuration of ", out->f);
+	put_comment(out, c->file ? c->file : "<config>");
+	fputs(" (defaults applied, credentials redacted)\n", out->f);
+	if (!out->expand_env)
+		fputs("# values as written, \"$\" unescaped: load this with -no-expand-env\n", out->f);
 	kv_str(out, 0, "addr", c->addr);
 	kv_str(out, 0, "exec", c->exec);
 	kv_str(out, 0, "node", c->node);
-	fprintf(out, "logging:\n  level: %s\n  type: %s\n", levels[c->log_level],
+	fprintf(out->f, "logging:\n  level: %s\n  type: %s\n", levels[c->log_level],
 		c->log_json ? "json" : "text");
 
 	const struct cfg_restore *r = &c->restore;
-	fprintf(out, "restore:\n");
+	fprintf(out->f, "restore:\n");
 	kv_dur(out, 2, "probe-timeout", r->probe_timeout_ms);
-	fprintf(out, "  mode: %s\n", modes[r->mode]);
+	fprintf(out->f, "  mode: %s\n", modes[r->mode]);
 	if (r->mode == RESTORE_QUORUM)
 		kv_int(out, 2, "quorum", r->quorum);
 	kv_dur(out, 2, "wait-timeout", r->wait_timeout_ms);
 	kv_bool(out, 2, "allow-empty-when-unreachable", r->allow_empty_unreachable);
-	fprintf(out, "  existing: %s\n  verify: %s\n", existing[r->existing], verify[r->verify]);
+	fprintf(out->f, "  existing: %s\n  verify: %s\n", existing[r->existing], verify[r->verify]);
 	kv_int(out, 2, "parallelism", r->parallelism);
 	kv_dur(out, 2, "clock-skew", r->clock_skew_ms);
 
 	const struct cfg_supervisor *s = &c->supervisor;
-	fprintf(out, "supervisor:\n");
+	fprintf(out->f, "supervisor:\n");
 	kv_str(out, 2, "user", s->user);
 	kv_str(out, 2, "group", s->group);
 	if (s->groups) {
-		fprintf(out, "  groups: [");
+		fprintf(out->f, "  groups: [");
 		for (char **g = s->groups; *g; g++) {
 			if (g != s->groups)
-				fputs(", ", out);
+				fputs(", ", out->f);
 			put_str(out, *g);
 		}
-		fprintf(out, "]\n");
+		fprintf(out->f, "]\n");
 	}
 	kv_dur(out, 2, "stop-grace", s->stop_grace_ms);
 	kv_dur(out, 2, "flush-timeout", s->flush_timeout_ms);
 	kv_bool(out, 2, "signal-group", s->signal_group);
 	kv_bool(out, 2, "new-process-group", s->new_process_group);
-	fprintf(out, "  restart: %s\n", restart[s->restart]);
+	fprintf(out->f, "  restart: %s\n", restart[s->restart]);
 	kv_int(out, 2, "restart-limit", s->restart_limit);
 	kv_dur(out, 2, "restart-delay", s->restart_delay_ms);
 	kv_dur(out, 2, "restart-delay-max", s->restart_delay_max_ms);
 
 	const struct cfg_health *h = &c->health;
-	fprintf(out, "health:\n");
+	fprintf(out->f, "health:\n");
 	kv_str(out, 2, "port-label", h->port_label);
 	kv_str(out, 2, "probe-url", h->probe_url);
 	kv_dur(out, 2, "probe-interval", h->probe_interval_ms);
@@ -169,15 +206,15 @@ static void print_config(FILE *out, const struct config *c)
 	kv_dur(out, 2, "fail-after", h->fail_after_ms);
 	/* The push URL ends in a token that lets anyone report "up": keep it out of the output. */
 	if (h->push_url)
-		fprintf(out, "  push-url: \"<redacted>\"\n");
+		fprintf(out->f, "  push-url: \"<redacted>\"\n");
 	kv_dur(out, 2, "push-interval", h->push_interval_ms);
 
-	fprintf(out, "dbs:%s\n", c->ndbs ? "" : " []");
+	fprintf(out->f, "dbs:%s\n", c->ndbs ? "" : " []");
 	for (size_t i = 0; i < c->ndbs; i++) {
 		const struct cfg_db *d = &c->dbs[i];
-		fprintf(out, "  - path: ");
+		fprintf(out->f, "  - path: ");
 		put_str(out, d->path);
-		fputc('\n', out);
+		fputc('\n', out->f);
 		kv_str(out, 4, "name", d->name);
 		kv_str(out, 4, "meta-path", d->meta_path);
 		kv_str(out, 4, "env", d->env);
@@ -188,7 +225,7 @@ static void print_config(FILE *out, const struct config *c)
 		kv_int(out, 4, "max-checkpoint-page-count", d->max_checkpoint_page_count);
 		kv_int(out, 4, "truncate-page-count", d->truncate_page_count);
 		kv_size(out, 4, "max-backlog", d->max_backlog_bytes);
-		fprintf(out, "    replicas:%s\n", d->nreplicas ? "" : " []");
+		fprintf(out->f, "    replicas:%s\n", d->nreplicas ? "" : " []");
 		for (size_t j = 0; j < d->nreplicas; j++)
 			print_replica(out, &d->replicas[j]);
 	}
@@ -217,7 +254,9 @@ static int run_config(int argc, char **argv)
 		fprintf(stderr, "litevisor config: %s\n", err);
 		return EXIT_USAGE;
 	}
-	print_config(stdout, &cfg);
+	/* Printed to load back the same way it was loaded (with or without expansion). */
+	struct printer out = { .f = stdout, .expand_env = !no_expand };
+	print_config(&out, &cfg);
 	config_release(&cfg);
 	if (fflush(stdout) != 0 || ferror(stdout)) {
 		perror("litevisor config: stdout");

@@ -137,7 +137,8 @@ def test_env_expansion_and_no_expand_env(litevisor_bin, tmp_path):
     p = run(litevisor_bin, "-config", str(cfgfile), env={"LITEVISOR_TEST_DIR": "/srv"})
     assert p.returncode == 0, p.stderr
     cfg = yaml.safe_load(p.stdout)
-    assert cfg["exec"] == "app --port 80 $HOME"
+    # "$HOME" is printed as "$$HOME", the way it must be written to load back as itself.
+    assert cfg["exec"] == "app --port 80 $$HOME"
     assert cfg["dbs"][0]["path"] == "/srv/a.db"
 
     p = run(litevisor_bin, "-config", str(cfgfile), "-no-expand-env",
@@ -195,3 +196,73 @@ def test_docs_seed_topology_example_loads(litevisor_bin, tmp_path):
             assert only == {own}
             s3 = [r for r in db["replicas"] if r["type"] == "s3"]
             assert all(r["access-key-id-file"] == f"{tmp_path}/s3_key" for r in s3)
+
+
+def test_dollar_in_values_round_trips(litevisor_bin, tmp_path):
+    """A literal "$" (written "$$", or coming from a variable's value) is printed as "$$",
+    so the printed config loads back as the same config; with -no-expand-env values
+    are printed as written and load back the same with -no-expand-env."""
+    cfgfile = tmp_path / "d.yml"
+    cfgfile.write_text(
+        'exec: "app --home $$HOME"\n'
+        "dbs:\n"
+        "  - path: /tmp/a$$b.db\n"
+        '    name: "n$$1"\n'
+        "    replicas:\n"
+        "      - url: file:///data${LITEVISOR_TEST_DIR}/r$$x\n"
+        "      - url: s3://bkt/p$$q\n"
+        "        endpoint: http://127.0.0.1:9000\n"
+        "        access-key-id: k$$1\n"
+        "        secret-access-key: s\n")
+    env = {"LITEVISOR_TEST_DIR": "/srv/v$ar"}  # a variable's value with a "$" in it
+    strip = lambda s: [l for l in s.splitlines() if not l.lstrip().startswith("#")]
+
+    first = run(litevisor_bin, "-config", str(cfgfile), env=env)
+    assert first.returncode == 0, first.stderr
+    cfg = yaml.safe_load(first.stdout)
+    assert cfg["exec"] == "app --home $$HOME"
+    assert cfg["dbs"][0]["path"] == "/tmp/a$$b.db"
+    assert cfg["dbs"][0]["name"] == "n$$1"
+    assert cfg["dbs"][0]["meta-path"] == "/tmp/.a$$b.db-litevisor"
+    assert cfg["dbs"][0]["replicas"][0]["path"] == "/data/srv/v$$ar/r$$x"
+    assert cfg["dbs"][0]["replicas"][1]["path"] == "p$$q"
+    again = tmp_path / "effective.yml"
+    again.write_text(first.stdout)
+    second = run(litevisor_bin, "-config", str(again))  # no variable needed any more
+    assert second.returncode == 0, second.stderr
+    assert strip(second.stdout) == strip(first.stdout)
+
+    raw = run(litevisor_bin, "-no-expand-env", "-config", str(cfgfile), env=env)
+    assert raw.returncode == 0, raw.stderr
+    assert "load this with -no-expand-env" in raw.stdout
+    cfg = yaml.safe_load(raw.stdout)
+    assert cfg["dbs"][0]["path"] == "/tmp/a$$b.db"
+    assert cfg["dbs"][0]["replicas"][0]["path"] == "/data${LITEVISOR_TEST_DIR}/r$$x"
+    again.write_text(raw.stdout)
+    raw2 = run(litevisor_bin, "-no-expand-env", "-config", str(again))
+    assert raw2.returncode == 0, raw2.stderr
+    assert strip(raw2.stdout) == strip(raw.stdout)
+
+
+def test_printed_values_with_line_breaks_round_trip(litevisor_bin, tmp_path):
+    """Values holding YAML line breaks (NEL, LS, PS, newline) or control characters
+    print escaped and load back unchanged; a config file path or URL with a newline
+    cannot break out of its comment line."""
+    d = tmp_path / "we\nird"
+    d.mkdir()
+    cfgfile = d / "c.yml"
+    cfgfile.write_text('exec: "a\\Nb\\Lc\\Pd\\ne\\x01f"\n'
+                       'dbs:\n  - path: /tmp/x.db\n    replicas:\n'
+                       '      - url: "file:///tmp/r\\nkey: 1"\n')
+    first = run(litevisor_bin, "-config", str(cfgfile))
+    assert first.returncode == 0, first.stderr
+    cfg = yaml.safe_load(first.stdout)
+    assert cfg["exec"] == "a\u0085b\u2028c\u2029d\ne\x01f"
+    assert cfg["dbs"][0]["replicas"][0]["path"] == "/tmp/r\nkey: 1"
+    assert "key" not in cfg["dbs"][0]["replicas"][0]
+    again = tmp_path / "effective.yml"
+    again.write_text(first.stdout)
+    second = run(litevisor_bin, "-config", str(again))
+    assert second.returncode == 0, second.stderr
+    assert yaml.safe_load(second.stdout)["exec"] == cfg["exec"]
+
