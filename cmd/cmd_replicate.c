@@ -25,22 +25,30 @@
 #include "supervisor/words.h"
 #include "common/banned.h"
 
-/* Build a one-database config from `replicate DB_PATH REPLICA_URL…`. */
+/*
+ * Build a one-database config from `replicate DB_PATH REPLICA_URL…`. DB_PATH
+ * may be relative or start with "~/", as in a config file and in Litestream.
+ */
 static int config_from_args(struct config *cfg, int argc, char **argv, char *err, size_t errlen)
 {
+	char why[512];
 	config_defaults(cfg);
-	if (argv[0][0] != '/') {
-		snprintf(err, errlen, "database path must be absolute: %s", argv[0]);
-		return -1;
-	}
 	cfg->dbs = calloc(1, sizeof(*cfg->dbs));
 	if (!cfg->dbs)
 		goto oom;
 	cfg->ndbs = 1;
 	config_db_defaults(&cfg->dbs[0]);
 	struct cfg_db *db = &cfg->dbs[0];
-	const char *base = strrchr(argv[0], '/') + 1;
-	if (!(db->path = strdup(argv[0])) || !(db->name = strdup(base)))
+	if (!(db->path = config_abs_path(argv[0], why, sizeof(why)))) {
+		snprintf(err, errlen, "DB_PATH: %s", why);
+		return -1;
+	}
+	const char *base = strrchr(db->path, '/') + 1;
+	if (!*base) {
+		snprintf(err, errlen, "DB_PATH: \"%s\" is a directory, not a database file", argv[0]);
+		return -1;
+	}
+	if (!(db->name = strdup(base)))
 		goto oom;
 	db->replicas = calloc((size_t)argc - 1, sizeof(*db->replicas));
 	if (!db->replicas)
@@ -172,7 +180,7 @@ const struct command cmd_replicate = {
 		"Watches every configured database's WAL and ships each committed transaction to\n"
 		"every replica on its own schedule, in the Litestream v0.3 layout. SIGTERM or\n"
 		"SIGINT flushes everything committed to every reachable replica (within\n"
-		"supervisor.flush-timeout) and exits 0. With -exec CMD (or `exec` in the config)\n"
-		"it behaves like `run` with that command.",
+		"supervisor.flush-timeout) and exits 0. DB_PATH may be relative. With -exec CMD\n"
+		"(or `exec` in the config) it behaves like `run` with that command.",
 	.run = run_replicate,
 };

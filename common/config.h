@@ -173,6 +173,14 @@ void config_replica_defaults(struct cfg_replica *r);
  */
 int config_replica_from_url(const char *url, struct cfg_replica *r, char *err, size_t errlen);
 
+/*
+ * Make a database or file replica path absolute exactly as config_load does:
+ * "~/" against $HOME, a relative path against the working directory (no
+ * symlink resolution), trailing slashes dropped. Returns a malloc'd path, or
+ * NULL with err set (empty path, $HOME unset, no working directory, too long).
+ */
+char *config_abs_path(const char *p, char *err, size_t errlen);
+
 /* Release everything *cfg owns and zero it. Safe on a zeroed struct. */
 void config_release(struct config *cfg);
 void config_replica_release(struct cfg_replica *r);

@@ -446,3 +446,21 @@ char *cfg_abs_path(const char *p)
 	return strdup(buf);
 }
 
+char *config_abs_path(const char *p, char *err, size_t errlen)
+{
+	const char *home = getenv("HOME");
+	if (!*p) {
+		snprintf(err, errlen, "empty path");
+		return NULL;
+	}
+	if (p[0] == '~' && (p[1] == '/' || !p[1]) && (!home || !*home)) {
+		snprintf(err, errlen, "cannot expand \"~\" in \"%s\": $HOME is not set", p);
+		return NULL;
+	}
+	errno = 0;
+	char *abs = cfg_abs_path(p);
+	if (!abs)
+		snprintf(err, errlen, "cannot make \"%s\" an absolute path: %s", p,
+			 errno == ERANGE || errno == 0 ? "too long" : strerror(errno));
+	return abs;
+}

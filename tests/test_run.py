@@ -961,3 +961,65 @@ def test_exec_names_the_missing_interpreter(litevisor_bin, tmp_path, kind):
     assert f'cannot run "{script}": {want}' in p.stderr, p.stderr
     assert "No such file or directory" not in p.stderr
 
+
+# ---------------------------------------------------------------- replicate: addr, relative path
+
+class Replicate:
+    """litevisor replicate in the background, stderr to a file."""
+
+    def __init__(self, binary, tmp, args, cwd=None):
+        self.log_path = tmp / "replicate.log"
+        self.log = open(self.log_path, "w")
+        e = {k: v for k, v in os.environ.items() if not k.startswith(("LITEVISOR_", "LITESTREAM_"))}
+        self.p = subprocess.Popen([binary, "replicate", *args], stdout=self.log,
+                                  stderr=subprocess.STDOUT, env=e, cwd=cwd)
+        self.pid = self.p.pid
+
+    def wait(self, timeout=30):
+        try:
+            return self.p.wait(timeout)
+        finally:
+            self.log.close()
+
+    def stderr(self):
+        return self.log_path.read_text()
+
+    def kill(self):
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
+        self.log.close()
+
+
+def write_rows(path, rows):
+    import sqlite3
+    db = sqlite3.connect(str(path))
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v TEXT)")
+        with db:
+            db.executemany("INSERT INTO t(v) VALUES (?)", [(r,) for r in rows])
+    finally:
+        db.close()
+
+
+@pytest.mark.skipif(not os.access(LITESTREAM, os.X_OK), reason="Litestream binary missing (scripts/deps.sh)")
+def test_replicate_relative_db_path_without_config(litevisor_bin, tmp_path, runs):
+    """`replicate DB_PATH REPLICA_URL` takes a relative DB_PATH against the working
+    directory, as Litestream and the config file do; Litestream restores the result."""
+    (tmp_path / "data").mkdir()
+    write_rows(tmp_path / "data" / "app.db", ["row-0", "row-1"])
+    replica = tmp_path / "replica"
+    r = Replicate(litevisor_bin, tmp_path, ["data/app.db", f"file://{replica}"], cwd=tmp_path)
+    runs.append(r)
+    poll(lambda: list(replica.glob("generations/*/snapshots/*")), timeout=20)
+    write_rows(tmp_path / "data" / "app.db", ["row-2"])
+    os.kill(r.pid, signal.SIGTERM)
+    assert r.wait() == 0, r.stderr()
+    assert f"db=app.db" in r.stderr()
+    assert (tmp_path / "data" / ".app.db-litevisor").is_dir()  # state next to the database
+    assert litestream_rows(tmp_path, replica) == ["row-0", "row-1", "row-2"]
+    # A DB_PATH that cannot be a database file is still a usage error.
+    p = subprocess.run([litevisor_bin, "replicate", "", f"file://{replica}"], capture_output=True,
+                       text=True, timeout=20, cwd=tmp_path)
+    assert p.returncode == 100 and "DB_PATH: empty path" in p.stderr, p.stderr
