@@ -2,12 +2,15 @@
  * cmd_replicate.c — `litevisor replicate [-config F] [-exec CMD] [DB_PATH REPLICA_URL…]`:
  * replicate every configured database continuously until SIGTERM/SIGINT,
  * then flush everything committed to every reachable replica and exit 0.
+ * With `addr` (or health.port-label) it serves supervisor/http.h's server
+ * without a service (/livez, /readyz, /metrics), as Litestream serves /metrics.
  *
  * With -exec (or the config's `exec`) it is `run` with that command: restore,
  * supervise, replicate, flush (supervisor/lifecycle.h), as Litestream's
  * `replicate -exec` is used as an entrypoint.
  */
 #include <errno.h>
+#include <jansson.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -20,10 +23,15 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "replication/engine.h"
+#include "supervisor/http.h"
 #include "supervisor/lifecycle.h"
 #include "supervisor/signals.h"
+#include "supervisor/state.h"
 #include "supervisor/words.h"
 #include "common/banned.h"
+
+/* The main loop turns at least this often (heartbeat for /livez). */
+#define TICK_MS 1000
 
 /*
  * Build a one-database config from `replicate DB_PATH REPLICA_URL…`. DB_PATH
@@ -71,21 +79,81 @@ oom:
 	return -1;
 }
 
-/* Replicate until TERM/INT, then flush. */
+/* The engine's status for the HTTP server (an http_status_fn). */
+static int engine_status_source(void *e, struct engine_status *out)
+{
+	return engine_status_get(e, out);
+}
+
+/*
+ * Start the HTTP server when addr (or health.port-label) says so, as `run`
+ * does. Returns 0 (*srv NULL when none is configured), or an exit code:
+ * 100 for a bad address, 111 when it cannot be bound.
+ */
+static int serve_http(const struct config *cfg, struct sup_state *state, struct http_server **srv)
+{
+	struct sockaddr_storage sa;
+	socklen_t salen;
+	char where[300], err[512];
+
+	*srv = NULL;
+	int have = http_resolve_addr(cfg, &sa, &salen, where, sizeof(where), err, sizeof(err));
+	if (have < 0) {
+		log_error("http", "invalid listen address", "error=\"%s\"", err);
+		return EXIT_USAGE;
+	}
+	if (have == 0) {
+		if (cfg->health.port_label)
+			log_warn("http", "no HTTP server: health.port-label is set but Nomad gave no such port and addr is unset",
+				 "label=%s", cfg->health.port_label);
+		return 0;
+	}
+	errno = 0;
+	*srv = http_start_mode(&sa, state, cfg, HTTP_NO_SERVICE);
+	if (!*srv) {
+		log_error("http", "cannot listen", "addr=%s error=\"%s\"", where,
+			  strerror(errno ? errno : EADDRINUSE));
+		return EXIT_TEMPFAIL;
+	}
+	log_info("http", "listening", "addr=%s port=%d", where, http_port(*srv));
+	return 0;
+}
+
+/*
+ * Replicate until TERM/INT, then flush. The main loop turns at least every
+ * TICK_MS so /livez sees it alive; the HTTP server (if any) runs in its own
+ * thread and reads copies of the state and of the engine's status.
+ */
 static int replicate_loop(const struct config *cfg)
 {
 	struct engine *e = NULL;
+	struct http_server *http = NULL;
+	struct sup_state state;
+	bool state_ok = false;
 	int sfd = -1, code = EXIT_TEMPFAIL;
 
+	/* jansson hashes with a random seed; seed it before any thread can race on it. */
+	json_object_seed(0);
 	if ((sfd = sig_open_fd()) < 0)
 		goto out;
+	if (sup_state_init(&state) < 0) {
+		log_error("replicate", "cannot initialise state", NULL);
+		goto out;
+	}
+	state_ok = true;
+	if ((code = serve_http(cfg, &state, &http)) != 0)
+		goto out;
+	code = EXIT_TEMPFAIL;
 	if (!(e = engine_new(cfg)) || engine_start(e) < 0)
 		goto out;
+	http_set_status_source(http, engine_status_source, e);
+	sup_state_set_phase(&state, SUP_RUNNING, "");
 	log_info("replicate", "replicating", "databases=%zu", cfg->ndbs);
 	for (;;) {
 		struct pollfd p = { .fd = sfd, .events = POLLIN };
-		if (poll(&p, 1, -1) < 0 && errno != EINTR)
+		if (poll(&p, 1, TICK_MS) < 0 && errno != EINTR)
 			break;
+		sup_state_heartbeat(&state);
 		int sig = sig_read(sfd);
 		if (sig < 0)
 			break;
@@ -98,11 +166,16 @@ static int replicate_loop(const struct config *cfg)
 		if (sig != SIGCHLD)
 			log_info("replicate", "signal ignored", "signal=%s", sig_name(sig));
 	}
+	sup_state_set_phase(&state, SUP_FLUSHING, "final flush");
 	if (engine_flush(e, cfg->supervisor.flush_timeout_ms) < 0)
 		log_warn("replicate", "final flush incomplete: see above", NULL);
+	sup_state_set_phase(&state, SUP_EXITING, "exiting");
 	code = 0;
 out:
+	http_stop(http); /* before the engine it reads from goes */
 	engine_free(e);
+	if (state_ok)
+		sup_state_release(&state);
 	if (sfd >= 0)
 		close(sfd);
 	return code;
@@ -180,7 +253,8 @@ const struct command cmd_replicate = {
 		"Watches every configured database's WAL and ships each committed transaction to\n"
 		"every replica on its own schedule, in the Litestream v0.3 layout. SIGTERM or\n"
 		"SIGINT flushes everything committed to every reachable replica (within\n"
-		"supervisor.flush-timeout) and exits 0. DB_PATH may be relative. With -exec CMD\n"
-		"(or `exec` in the config) it behaves like `run` with that command.",
+		"supervisor.flush-timeout) and exits 0. Serves /livez /readyz /metrics on \"addr\".\n"
+		"DB_PATH may be relative. With -exec CMD (or `exec` in the config) it behaves like\n"
+		"`run` with that command.",
 	.run = run_replicate,
 };

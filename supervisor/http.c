@@ -28,6 +28,7 @@ struct http_server {
 	struct MHD_Daemon *daemon;
 	struct sup_state *state;
 	const struct config *cfg;
+	enum http_mode mode;
 	pthread_mutex_t lock;   /* guards status_fn/status_ctx */
 	http_status_fn status_fn;
 	void *status_ctx;
@@ -153,6 +154,19 @@ static enum MHD_Result respond_text(struct MHD_Connection *c, unsigned code, con
 	return respond(c, code, "text/plain; charset=utf-8", body, (size_t)n);
 }
 
+/* /readyz's rule: health.h's for a service; without one, replication has started. */
+static bool ready(const struct http_server *srv, const struct sup_snapshot *snap, char *why,
+		  size_t whylen)
+{
+	if (srv->mode == HTTP_SERVICE)
+		return health_ready(snap, why, whylen);
+	if (snap->phase != SUP_RUNNING) {
+		snprintf(why, whylen, "%s", snap->reason[0] ? snap->reason : sup_phase_name(snap->phase));
+		return false;
+	}
+	return true;
+}
+
 static enum MHD_Result serve_health(struct http_server *srv, struct MHD_Connection *c,
 				    const struct sup_snapshot *snap)
 {
@@ -178,7 +192,7 @@ static enum MHD_Result serve_metrics(struct http_server *srv, struct MHD_Connect
 	int have = get_status(srv, &st) == 0;
 	metrics_proc_read(&proc);
 	struct metrics_view v = { snap, have ? &st : NULL, &proc, reaper_orphans_total(),
-				  health_ready(snap, why, sizeof(why)) };
+				  ready(srv, snap, why, sizeof(why)) };
 	int rc = metrics_render(&v, &t);
 	if (have)
 		engine_status_release(&st);
@@ -206,16 +220,21 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 		return respond_text(c, 503, "not alive: ", why);
 	}
 	if (!strcmp(url, "/readyz")) {
-		if (health_ready(&snap, why, sizeof(why)))
+		if (ready(srv, &snap, why, sizeof(why)))
 			return respond_text(c, 200, "", "ok");
 		return respond_text(c, 503, "not ready: ", why);
 	}
+	if ((!strcmp(url, "/healthz") || !strcmp(url, "/status")) && srv->mode == HTTP_NO_SERVICE)
+		return respond_text(c, 404, "",
+				    "not served without a service (`litevisor replicate`): "
+				    "try /livez, /readyz, /metrics");
 	if (!strcmp(url, "/healthz") || !strcmp(url, "/status"))
 		return serve_health(srv, c, &snap);
 	if (!strcmp(url, "/metrics"))
 		return serve_metrics(srv, c, &snap);
 	return respond_text(c, 404, "",
-			    "not found (try /livez, /readyz, /healthz, /metrics)");
+			    srv->mode == HTTP_NO_SERVICE ? "not found (try /livez, /readyz, /metrics)"
+							 : "not found (try /livez, /readyz, /healthz, /metrics)");
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
@@ -231,6 +250,12 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 struct http_server *http_start(const struct sockaddr_storage *sa, struct sup_state *state,
 			       const struct config *cfg)
 {
+	return http_start_mode(sa, state, cfg, HTTP_SERVICE);
+}
+
+struct http_server *http_start_mode(const struct sockaddr_storage *sa, struct sup_state *state,
+				    const struct config *cfg, enum http_mode mode)
+{
 	char why[512];
 	if (lazy_mhd_load(why, sizeof(why)) < 0) {
 		log_error("http", "cannot serve health and metrics", "error=\"%s\"", why);
@@ -244,6 +269,7 @@ struct http_server *http_start(const struct sockaddr_storage *sa, struct sup_sta
 	}
 	srv->state = state;
 	srv->cfg = cfg;
+	srv->mode = mode;
 	pthread_mutex_init(&srv->lock, NULL);
 	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG;
 	if (sa->ss_family == AF_INET6)

@@ -12,6 +12,11 @@
  *
  * Routes (GET/HEAD): /livez, /readyz, /healthz and /status (same document),
  * /metrics. Anything else: 404; other methods: 405.
+ *
+ * Without a service (`litevisor replicate`, HTTP_NO_SERVICE) /readyz answers
+ * 200 while the state's phase is "running" (replication started), /livez and
+ * /metrics are as above, and /healthz and /status answer 404: their document
+ * describes a service (health.h).
  */
 #ifndef LITEVISOR_SUP_HTTP_H
 #define LITEVISOR_SUP_HTTP_H
@@ -41,12 +46,19 @@ typedef int (*http_status_fn)(void *ctx, struct engine_status *out);
 int http_resolve_addr(const struct config *cfg, struct sockaddr_storage *sa, socklen_t *salen,
 		      char *desc, size_t desclen, char *err, size_t errlen);
 
+/* What the server reports on: `run`'s supervised service, or replication alone. */
+enum http_mode { HTTP_SERVICE = 0, HTTP_NO_SERVICE };
+
 /*
  * Start listening on sa. state and cfg are borrowed and must outlive the
  * server. Returns the server, or NULL (logged) when the address cannot be bound.
  */
 struct http_server *http_start(const struct sockaddr_storage *sa, struct sup_state *state,
 			       const struct config *cfg);
+
+/* http_start for a mode (http_start is HTTP_SERVICE). Same contract. */
+struct http_server *http_start_mode(const struct sockaddr_storage *sa, struct sup_state *state,
+				    const struct config *cfg, enum http_mode mode);
 
 /* The port actually bound (useful with port 0), or 0. */
 int http_port(const struct http_server *srv);

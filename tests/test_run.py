@@ -1003,6 +1003,65 @@ def write_rows(path, rows):
         db.close()
 
 
+def test_replicate_serves_metrics_and_health_on_addr(litevisor_bin, tmp_path, runs):
+    """`replicate -config` with `addr` serves /metrics (as Litestream v0.3.13 does) and
+    the health endpoints that make sense without a service: /livez, /readyz."""
+    (tmp_path / "data").mkdir()
+    write_rows(tmp_path / "data" / "app.db", ["a"])
+    port = free_port()
+    cfgf = tmp_path / "c.yml"
+    cfgf.write_text(db_config(tmp_path, replica_extra="        sync-interval: 100ms\n",
+                              top=f"addr: 127.0.0.1:{port}\n"))
+    r = Replicate(litevisor_bin, tmp_path, ["-config", str(cfgf)])
+    runs.append(r)
+    base = f"http://127.0.0.1:{port}"
+    poll(lambda: subprocess.run(["curl", "-sf", "-o", "/dev/null", base + "/readyz"]).returncode == 0,
+         timeout=20)
+    assert curl(base + "/livez")[:3:2] == (200, "ok\n")
+    poll(lambda: re.search(r'^litevisor_replica_last_sync_timestamp_seconds\{db="app",replica="file"\} [1-9]',
+                           curl(base + "/metrics")[2], re.M), timeout=20)
+    status, ctype, body = curl(base + "/metrics")
+    assert status == 200 and ctype.startswith("text/plain; version=0.0.4")
+    types, series = parse_prometheus(body)
+    assert ("litevisor_db_size_bytes", (("db", "app"),)) in series
+    assert any(s[0] == "litevisor_replica_lag_seconds" for s in series)
+    assert re.search(r"^litevisor_ready 1$", body, re.M)
+    assert re.search(r'^litevisor_phase\{phase="running"\} 1$', body, re.M)
+    assert re.search(r"^litevisor_service_up 0$", body, re.M)
+    status, _, body = curl(base + "/healthz")
+    assert status == 404 and "without a service" in body
+    os.kill(r.pid, signal.SIGTERM)
+    assert r.wait() == 0, r.stderr()
+    assert f"listening addr=127.0.0.1:{port}" in r.stderr()
+    # Stopped: the port is released.
+    assert subprocess.run(["curl", "-s", "-m", "2", base + "/livez"], capture_output=True).returncode != 0
+
+
+def test_replicate_addr_errors(litevisor_bin, tmp_path):
+    """A bad listen address is a configuration error (100); an address in use a temporary
+    failure (111), found before anything replicates, as with `run`."""
+    (tmp_path / "data").mkdir()
+    cfgf = tmp_path / "c.yml"
+    cfgf.write_text(db_config(tmp_path, top="health:\n  port-label: http\n"))
+    p = subprocess.run([litevisor_bin, "replicate", "-config", str(cfgf)], capture_output=True,
+                       text=True, timeout=20, env={**os.environ, "NOMAD_PORT_http": "nope"})
+    assert p.returncode == 100, p.stderr
+    assert "NOMAD_PORT_http is not a port number" in p.stderr
+    assert not (tmp_path / "replica").exists()
+    busy = __import__("socket").socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    try:
+        cfgf.write_text(db_config(tmp_path, top=f"addr: 127.0.0.1:{busy.getsockname()[1]}\n"))
+        p = subprocess.run([litevisor_bin, "replicate", "-config", str(cfgf)], capture_output=True,
+                           text=True, timeout=20)
+        assert p.returncode == 111, p.stderr
+        assert "cannot listen" in p.stderr
+        assert not (tmp_path / "replica").exists()
+    finally:
+        busy.close()
+
+
 @pytest.mark.skipif(not os.access(LITESTREAM, os.X_OK), reason="Litestream binary missing (scripts/deps.sh)")
 def test_replicate_relative_db_path_without_config(litevisor_bin, tmp_path, runs):
     """`replicate DB_PATH REPLICA_URL` takes a relative DB_PATH against the working
