@@ -51,9 +51,13 @@ static int run_generations(int argc, char **argv)
 	int rc = cmd_source_open(&cmd_generations, config, no_expand, argv[i], &src);
 	if (rc)
 		return rc;
+	/* before the table's header: an unknown name prints nothing on stdout */
+	if ((rc = cli_check_replica(&cmd_generations, src.db, replica, argv[i]))) {
+		cmd_source_release(&src);
+		return rc;
+	}
 
 	struct st_call call = { .deadline_ms = LIST_DEADLINE_MS };
-	bool matched = false;
 	int64_t now = clock_wall_ns();
 	printf("%-16s %-16s  %-10s %-24s %-24s\n", "name", "generation", "lag", "start", "end");
 	for (size_t r = 0; r < src.db->nreplicas; r++) {
@@ -64,7 +68,6 @@ static int run_generations(int argc, char **argv)
 		size_t n = 0;
 		if (replica && strcmp(replica, name) != 0)
 			continue;
-		matched = true;
 		struct storage *st = storage_open(rep, &err);
 		if (!st || catalog_generations(st, &ids, &n, &call, &err) < 0) {
 			fprintf(stderr, "litevisor generations: replica %s: %s\n", name, err.message);
@@ -90,10 +93,6 @@ static int run_generations(int argc, char **argv)
 		}
 		free(ids);
 		storage_free(st);
-	}
-	if (replica && !matched) {
-		fprintf(stderr, "litevisor generations: no replica named \"%s\"\n", replica);
-		rc = EXIT_USAGE;
 	}
 	cmd_source_release(&src);
 	return rc;

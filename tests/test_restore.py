@@ -1126,12 +1126,7 @@ def test_parallelism_outside_1_to_64_is_a_usage_error(tmp_path, litevisor_bin, h
         assert rows(out) == history.states[-1][2]
 
 
-@pytest.mark.parametrize("command", [
-    "wal", "snapshots",
-    pytest.param("generations", marks=pytest.mark.xfail(
-        strict=True, reason="cmd/cmd_generations.c prints its header before it checks "
-                            "-replica; that file is outside this change")),
-])
+@pytest.mark.parametrize("command", ["wal", "snapshots", "generations"])
 def test_listing_an_unknown_replica_prints_no_table(tmp_path, litevisor_bin, history, command):
     rep = tmp_path / "rep"
     history.write(str(rep))
