@@ -109,6 +109,16 @@ int dbs_restore_fd(const struct sup_dbs *d)
 	return d->efd;
 }
 
+void dbs_restore_abort(const char *why)
+{
+	restore_abort(why);
+}
+
+void dbs_restore_abandon(void)
+{
+	restore_abandon();
+}
+
 int dbs_restore_finish(struct sup_dbs *d, int64_t *duration_ms)
 {
 	int code = 0;

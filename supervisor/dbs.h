@@ -28,6 +28,15 @@ int dbs_restore_start(struct sup_dbs *d);
 int dbs_restore_fd(const struct sup_dbs *d);
 
 /*
+ * Stopping during the restore step: dbs_restore_abort() asks every restore
+ * to stop and remove its temp files (the fd then fires); dbs_restore_abandon()
+ * removes them from under restores that did not stop, for a process about
+ * to _exit() (replication/restore.h: restore_abort, restore_abandon).
+ */
+void dbs_restore_abort(const char *why);
+void dbs_restore_abandon(void);
+
+/*
  * After the fd fired: join the threads, log each outcome and record it in the
  * engine. Returns 0 when the service may start (every required database
  * restored, exists or is new), else the exit code (111: a required database

@@ -30,6 +30,8 @@
 #define STOP_THREADS_MS 2000
 /* The loop turns at least this often (heartbeat for /livez). */
 #define TICK_MS 1000
+/* How long restores get to stop and clean up after a stop signal. */
+#define RESTORE_STOP_GRACE_MS 1000
 
 struct sup {
 	const struct config *cfg;
@@ -324,6 +326,35 @@ static int prepare(struct sup *s)
  * at its target, and its threads cannot be interrupted, so _exit).
  * Returns 0 when the service may start, else the exit code.
  */
+/*
+ * A stop signal during the restore step: ask the restores to stop and
+ * remove their temp files, and give them RESTORE_STOP_GRACE_MS to do so
+ * (a second stop signal cuts it short). One still running then (a peer
+ * that sends nothing never lets the download notice) has its files
+ * removed from under it: the caller _exits at once either way, since
+ * threads may still be inside libcurl.
+ */
+static void stop_restores(struct sup *s, int first)
+{
+	int64_t deadline = clock_mono_ms() + RESTORE_STOP_GRACE_MS;
+	dbs_restore_abort(sig_name(first));
+	for (int64_t left; (left = deadline - clock_mono_ms()) > 0;) {
+		struct pollfd pfd[2] = { { .fd = s->sfd, .events = POLLIN },
+					 { .fd = dbs_restore_fd(s->dbs), .events = POLLIN } };
+		if (poll(pfd, 2, (int)left) > 0) {
+			if (pfd[1].revents & POLLIN)
+				return; /* every restore ended and cleaned up after itself */
+			int sig;
+			while ((sig = sig_read(s->sfd)) > 0)
+				if (sig_is_stop(sig))
+					deadline = 0;
+		}
+	}
+	log_warn("supervisor", "restore did not stop in time: removing its files under it",
+		 "grace_ms=%d", RESTORE_STOP_GRACE_MS);
+	dbs_restore_abandon();
+}
+
 static int restore_all(struct sup *s)
 {
 	int64_t duration = 0;
@@ -344,6 +375,7 @@ static int restore_all(struct sup *s)
 			if (sig_is_stop(sig)) {
 				log_warn("supervisor", "stopped while restoring; the service was not started",
 					 "signal=%s", sig_name(sig));
+				stop_restores(s, sig);
 				_exit(128 + sig);
 			}
 			if (sig != SIGCHLD)

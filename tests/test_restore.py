@@ -1380,3 +1380,34 @@ def test_leftovers_of_a_killed_restore_are_removed_by_the_next(tmp_path, litevis
     assert p.returncode == 0, p.stderr
     assert rows(db) == big_history.states[-1][2]
     assert dir_leftovers(db.parent, ["app.db", ".app.db-litevisor"]) == []
+
+
+@pytest.mark.parametrize("hold", [None, "/snapshots/"])
+def test_stop_during_runs_restore_step_removes_temp_files(tmp_path, litevisor_bin, s3server,
+                                                          big_history, hold):
+    # `run` stopped while it restores (TERM from Nomad or Docker): the service never
+    # starts, the restore stops and cleans up, also when the peer sends nothing.
+    import signal
+    _, slow, cfg, db = slow_s3(tmp_path, s3server, big_history, hold=hold,
+                               **({"interval": 0} if hold else {}))
+    marker = tmp_path / "started"
+    proc = subprocess.Popen([litevisor_bin, "run", "-config", str(cfg), "--", "touch",
+                             str(marker)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        wait_for_temp_files(proc, db.parent, "app.db")
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+        elapsed = time.monotonic() - t0
+    finally:
+        slow.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err
+    assert elapsed < 2.5, elapsed
+    assert not marker.exists()
+    assert os.listdir(db.parent) == [], err
+    if hold:
+        assert "did not stop in time" in err, err
