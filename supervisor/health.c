@@ -194,7 +194,15 @@ static json_t *replica_check(const struct db_status *d, const struct replica_sta
 char *health_render(const struct health_view *v, int *http_status)
 {
 	char why[256] = "";
-	bool ready = health_ready(v->sup, why, sizeof(why));
+	bool ready;
+	if (v->no_service) {
+		ready = v->sup->phase == SUP_RUNNING;
+		if (!ready)
+			snprintf(why, sizeof(why), "%s", v->sup->reason[0] ? v->sup->reason
+									 : sup_phase_name(v->sup->phase));
+	} else {
+		ready = health_ready(v->sup, why, sizeof(why));
+	}
 	int64_t fail_after = v->cfg ? v->cfg->health.fail_after_ms : 0;
 	enum health_status overall = ready ? HEALTH_PASS : HEALTH_FAIL;
 	char *out = NULL;
@@ -205,8 +213,10 @@ char *health_render(const struct health_view *v, int *http_status)
 	json_t *checks = json_object();
 	if (!doc || !checks)
 		goto out;
-	add_check(checks, "service:process", service_check(v->sup, v->now_wall_ns, ready, why));
-	if (v->sup->probe != SUP_PROBE_NONE)
+	if (!v->no_service)
+		add_check(checks, "service:process",
+			  service_check(v->sup, v->now_wall_ns, ready, why));
+	if (!v->no_service && v->sup->probe != SUP_PROBE_NONE)
 		add_check(checks, "service:probe", probe_check(v->sup, v->now_wall_ns));
 
 	for (size_t i = 0; v->eng && i < v->eng->ndbs; i++) {

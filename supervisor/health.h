@@ -47,6 +47,7 @@ struct health_view {
 	const struct engine_status *eng;  /* NULL when no engine runs */
 	const struct config *cfg;         /* NULL: defaults */
 	int64_t now_wall_ns;
+	bool no_service;                  /* `replicate`: no service:* checks; ready when running */
 };
 
 /*

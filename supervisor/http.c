@@ -172,7 +172,8 @@ static enum MHD_Result serve_health(struct http_server *srv, struct MHD_Connecti
 {
 	struct engine_status st;
 	int have = get_status(srv, &st) == 0;
-	struct health_view v = { snap, have ? &st : NULL, srv->cfg, clock_wall_ns() };
+	struct health_view v = { snap, have ? &st : NULL, srv->cfg, clock_wall_ns(),
+				 srv->mode == HTTP_NO_SERVICE };
 	int code = 503;
 	char *body = health_render(&v, &code);
 	if (have)
@@ -224,17 +225,12 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 			return respond_text(c, 200, "", "ok");
 		return respond_text(c, 503, "not ready: ", why);
 	}
-	if ((!strcmp(url, "/healthz") || !strcmp(url, "/status")) && srv->mode == HTTP_NO_SERVICE)
-		return respond_text(c, 404, "",
-				    "not served without a service (`litevisor replicate`): "
-				    "try /livez, /readyz, /metrics");
 	if (!strcmp(url, "/healthz") || !strcmp(url, "/status"))
 		return serve_health(srv, c, &snap);
 	if (!strcmp(url, "/metrics"))
 		return serve_metrics(srv, c, &snap);
 	return respond_text(c, 404, "",
-			    srv->mode == HTTP_NO_SERVICE ? "not found (try /livez, /readyz, /metrics)"
-							 : "not found (try /livez, /readyz, /healthz, /metrics)");
+			    "not found (try /livez, /readyz, /healthz, /metrics)");
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)

@@ -15,8 +15,8 @@
  *
  * Without a service (`litevisor replicate`, HTTP_NO_SERVICE) /readyz answers
  * 200 while the state's phase is "running" (replication started), /livez and
- * /metrics are as above, and /healthz and /status answer 404: their document
- * describes a service (health.h).
+ * /metrics are as above, and /healthz and /status carry the databases' and
+ * replicas' checks without the service's (health_view.no_service).
  */
 #ifndef LITEVISOR_SUP_HTTP_H
 #define LITEVISOR_SUP_HTTP_H

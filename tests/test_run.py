@@ -1005,7 +1005,7 @@ def write_rows(path, rows):
 
 def test_replicate_serves_metrics_and_health_on_addr(litevisor_bin, tmp_path, runs):
     """`replicate -config` with `addr` serves /metrics (as Litestream v0.3.13 does) and
-    the health endpoints that make sense without a service: /livez, /readyz."""
+    the health endpoints without the service's checks: /livez, /readyz, /healthz."""
     (tmp_path / "data").mkdir()
     write_rows(tmp_path / "data" / "app.db", ["a"])
     port = free_port()
@@ -1028,8 +1028,11 @@ def test_replicate_serves_metrics_and_health_on_addr(litevisor_bin, tmp_path, ru
     assert re.search(r"^litevisor_ready 1$", body, re.M)
     assert re.search(r'^litevisor_phase\{phase="running"\} 1$', body, re.M)
     assert re.search(r"^litevisor_service_up 0$", body, re.M)
-    status, _, body = curl(base + "/healthz")
-    assert status == 404 and "without a service" in body
+    status, ctype, body = curl(base + "/healthz")
+    doc = json.loads(body)
+    assert status == 200 and doc["status"] == "pass", body
+    assert not [k for k in doc["checks"] if k.startswith("service:")], body
+    assert doc["checks"]["replica:lag"][0]["componentId"].endswith("file"), body
     os.kill(r.pid, signal.SIGTERM)
     assert r.wait() == 0, r.stderr()
     assert f"listening addr=127.0.0.1:{port}" in r.stderr()

@@ -154,7 +154,7 @@ TEST(health_document_warns_on_failing_replica)
 	struct replica_status r[2];
 	struct engine_status e = fake_engine(&d, r);
 	struct sup_snapshot s = running();
-	struct health_view v = { &s, &e, NULL, clock_wall_ns() };
+	struct health_view v = { &s, &e, NULL, clock_wall_ns(), false };
 	int code = 0;
 	char *body = health_render(&v, &code);
 	CHECK(body);
@@ -175,6 +175,18 @@ TEST(health_document_warns_on_failing_replica)
 	body = health_render(&v, &code);
 	CHECK_INT(code, 503);
 	CHECK(strstr(body, "{\"status\":\"fail\""));
+	free(body);
+
+	/* `replicate`: no service to check; running is ready, the replicas still count */
+	v.no_service = true;
+	body = health_render(&v, &code);
+	CHECK_INT(code, 200);
+	CHECK(strstr(body, "{\"status\":\"warn\""));
+	CHECK(!strstr(body, "service:"));
+	free(body);
+	s.phase = SUP_FLUSHING;
+	body = health_render(&v, &code);
+	CHECK_INT(code, 503);
 	free(body);
 }
 
