@@ -8,6 +8,8 @@
  *                     and segments a restore would use
  *   restore_choose.c  rank the candidates; the decision log block
  *   restore_apply.c   download, verify, apply, checkpoint, rename into place
+ *   restore_db.c        (its temp database: WAL applied, finished, installed)
+ *   restore_lock.c      (one restore per target; restore_abort/abandon)
  *   restore_local.c   an existing local database: compare, move aside
  *
  * A candidate is one replica of the database (restore-only ones included).

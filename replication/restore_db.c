@@ -1,0 +1,382 @@
+/*
+ * restore_db.c — the temp database of a restore (restore_apply_int.h): each
+ * WAL index applied, validated by wal_reader and checkpointed by SQLite,
+ * then the file finished (journal_mode=DELETE, quick_check while another
+ * thread syncs it) and installed (owner, mode, fsync, rename without
+ * replacing, fsync of the directory). SQLite's failures name their cause:
+ * our disk (FULL, IOERR, …) or the data we were given.
+ */
+#include "replication/restore_apply_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/fsutil.h"
+#include "common/log.h"
+#include "replication/lz4io.h"
+#include "replication/ravfs.h"
+#include "replication/wal.h"
+#include "common/banned.h"
+
+/* ---- applying one index ---- */
+
+struct wal_out {
+	int fd;
+	struct wal_reader r;
+	uint64_t n;
+	int werr;      /* errno of a failed write: our disk, not the replica */
+};
+
+static int wal_out_write(void *ctx, const void *buf, size_t len)
+{
+	struct wal_out *w = ctx;
+	wal_reader_feed(&w->r, buf, len); /* failure is checked after each segment */
+	if (st_fd_sink_write(&w->fd, buf, len) < 0) {
+		w->werr = errno;
+		return -1;
+	}
+	w->n += len;
+	return 0;
+}
+
+/*
+ * Run a one-row pragma; copies the first column as text into out. Returns 0,
+ * or SQLite's primary result code (see sqlite_cause()).
+ */
+/* An SQLite failure on the temp database: our disk or memory, or the data we wrote. */
+static enum rs_cause sqlite_cause(int code)
+{
+	switch (code) {
+	case SQLITE_FULL: case SQLITE_IOERR: case SQLITE_CANTOPEN: case SQLITE_READONLY:
+	case SQLITE_NOMEM: case SQLITE_PERM:
+		return RS_CAUSE_LOCAL;
+	default:
+		return RS_CAUSE_REPLICA;
+	}
+}
+
+static int pragma_row(sqlite3 *db, const char *sql, int64_t cols[3], char *out, size_t outlen,
+		      char *err, size_t errlen)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(st);
+	if (rc != SQLITE_ROW) {
+		int e = sqlite3_system_errno(db);
+		snprintf(err, errlen, "%s: %s%s%s%s", sql, sqlite3_errmsg(db), e ? " (" : "",
+			 e ? strerror(e) : "", e ? ")" : "");
+		sqlite3_finalize(st);
+		return rc == SQLITE_DONE ? SQLITE_ERROR : rc & 0xff;
+	}
+	if (cols)
+		for (int i = 0; i < 3; i++)
+			cols[i] = sqlite3_column_int64(st, i);
+	if (out) {
+		const unsigned char *t = sqlite3_column_text(st, 0);
+		snprintf(out, outlen, "%s", t ? (const char *)t : "");
+	}
+	sqlite3_finalize(st);
+	return 0;
+}
+
+/*
+ * Open the temp database. synchronous=OFF: SQLite's own fsyncs (each
+ * checkpoint, the switch to journal_mode=DELETE) are wasted on a file that
+ * rs_install() fsyncs once before the rename and that is discarded if we crash.
+ */
+static sqlite3 *open_tmp(struct apply *a, const char *vfs)
+{
+	sqlite3 *db = NULL;
+	if (sqlite3_open_v2(a->tmp, &db, SQLITE_OPEN_READWRITE, vfs) != SQLITE_OK ||
+	    sqlite3_exec(db, "PRAGMA synchronous=OFF", NULL, NULL, NULL) != SQLITE_OK) {
+		int e = db ? sqlite3_system_errno(db) : 0;
+		rs_fail(a, RS_CAUSE_LOCAL, "open %s: %s%s%s%s", a->tmp,
+		     db ? sqlite3_errmsg(db) : "out of memory", e ? " (" : "", e ? strerror(e) : "",
+		     e ? ")" : "");
+		sqlite3_close(db);
+		return NULL;
+	}
+	return db;
+}
+
+static int checkpoint_index(struct apply *a, uint64_t frames)
+{
+	sqlite3 *db = NULL;
+	char err[300];
+	int64_t r[3];
+	int rc = -1, code;
+
+	if (!(db = open_tmp(a, NULL)))
+		goto out;
+	/* PASSIVE first: SQLite must see every frame the validator accepted */
+	if ((code = pragma_row(db, "PRAGMA wal_checkpoint(PASSIVE)", r, NULL, 0, err, sizeof(err)))) {
+		rs_fail(a, sqlite_cause(code), "checkpoint: %s", err);
+		goto out;
+	}
+	if (r[0] != 0 || (uint64_t)r[1] != frames || r[2] != r[1]) {
+		rs_fail(a, RS_CAUSE_REPLICA, "checkpoint of %s applied %lld of %llu frames (busy=%lld)",
+		     a->tmp_wal, (long long)r[2], (unsigned long long)frames, (long long)r[0]);
+		goto out;
+	}
+	if ((code = pragma_row(db, "PRAGMA wal_checkpoint(TRUNCATE)", r, NULL, 0, err,
+			       sizeof(err))) || r[0] != 0) {
+		rs_fail(a, code ? sqlite_cause(code) : RS_CAUSE_REPLICA, "checkpoint(TRUNCATE): %s",
+		     code ? err : "busy");
+		goto out;
+	}
+	rc = 0;
+out:
+	sqlite3_close(db);
+	return rc;
+}
+
+int rs_apply_index(struct apply *a, struct idx_job *j, uint32_t page_size, struct wal_pos *pos)
+{
+	struct wal_out w = { .fd = -1 };
+	unsigned char *buf = NULL;
+	char path[PATH_MAX + 16];
+	int in = -1, rc = -1;
+
+	rs_job_path(a, j, path, sizeof(path));
+	if (wal_reader_init(&w.r) < 0 || !(buf = malloc(RS_IO_CHUNK))) {
+		rs_fail(a, RS_CAUSE_LOCAL, "out of memory");
+		goto out;
+	}
+	in = open(path, O_RDONLY | O_CLOEXEC);
+	w.fd = open(a->tmp_wal, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (in < 0 || w.fd < 0) {
+		rs_fail(a, RS_CAUSE_LOCAL, "open %s: %s", in < 0 ? path : a->tmp_wal, strerror(errno));
+		goto out;
+	}
+	for (size_t k = 0; k < j->count; k++) {
+		const struct cat_segment *s = &a->c->plan.segments[j->first + k];
+		char key[LAYOUT_KEY_MAX];
+		struct st_sink wsink = { wal_out_write, &w }, dsink;
+		struct lz4_dec dec;
+		layout_wal_key(key, a->c->plan.generation, s->index, s->offset);
+		if (s->offset != w.n) {
+			rs_fail(a, RS_CAUSE_REPLICA, "segment %s from %s starts at offset %u, expected %llu "
+			     "(missing segment)", key, a->c->name, s->offset, (unsigned long long)w.n);
+			goto out;
+		}
+		if (lz4_dec_init(&dec, &dsink, &wsink) < 0) {
+			rs_fail(a, RS_CAUSE_LOCAL, "out of memory");
+			goto out;
+		}
+		uint64_t left = j->lens[k];
+		bool ok = true;
+		while (left > 0 && ok) {
+			ssize_t r = read(in, buf, left < RS_IO_CHUNK ? left : RS_IO_CHUNK);
+			if (r <= 0) {
+				if (r < 0 && errno == EINTR)
+					continue;
+				rs_fail(a, RS_CAUSE_LOCAL, "read %s: %s", path, r ? strerror(errno) : "short");
+				ok = false;
+				break;
+			}
+			left -= (uint64_t)r;
+			if (dsink.write(dsink.ctx, buf, (size_t)r) < 0)
+				ok = false;
+		}
+		if (ok && lz4_dec_finish(&dec) < 0)
+			ok = false;
+		if (!ok && w.werr)
+			rs_fail(a, RS_CAUSE_LOCAL, "write %s: %s", a->tmp_wal, strerror(w.werr));
+		else if (!ok && !rs_aborted(a))
+			rs_fail(a, RS_CAUSE_REPLICA, "segment %s from %s is corrupt: %s", key, a->c->name,
+			     dec.error[0] ? dec.error : "write failed");
+		lz4_dec_release(&dec);
+		if (!ok)
+			goto out;
+		if (w.r.failed) {
+			rs_fail(a, RS_CAUSE_REPLICA, "segment %s from %s is corrupt: %s", key, a->c->name, w.r.error);
+			goto out;
+		}
+		if (w.r.have_header && w.r.hdr.page_size != page_size) {
+			rs_fail(a, RS_CAUSE_REPLICA, "segment %s from %s: page size %u, database has %u", key,
+			     a->c->name, w.r.hdr.page_size, page_size);
+			goto out;
+		}
+	}
+	/*
+	 * Both tools upload whole frames only, so an index whose segments end
+	 * inside a frame lost bytes: a truncated object. SQLite would drop the
+	 * partial frame and its transaction with it, silently.
+	 */
+	if (wal_reader_partial(&w.r)) {
+		const struct cat_segment *s = &a->c->plan.segments[j->first + j->count - 1];
+		char key[LAYOUT_KEY_MAX];
+		layout_wal_key(key, a->c->plan.generation, s->index, s->offset);
+		rs_fail(a, RS_CAUSE_REPLICA, "segment %s from %s is corrupt: it ends %zu bytes into a frame "
+		     "(truncated)", key, a->c->name, wal_reader_partial(&w.r));
+		goto out;
+	}
+	if (close(w.fd) < 0) {
+		w.fd = -1;
+		rs_fail(a, RS_CAUSE_LOCAL, "write %s: %s", a->tmp_wal, strerror(errno));
+		goto out;
+	}
+	w.fd = -1;
+	uint64_t frames = w.r.commit_end > WAL_HEADER_SIZE
+				  ? (w.r.commit_end - WAL_HEADER_SIZE) / wal_frame_size(page_size)
+				  : 0;
+	if (checkpoint_index(a, frames) < 0)
+		goto out;
+	pos->index = j->index;
+	pos->offset = (uint32_t)w.n;
+	rc = 0;
+out:
+	if (in >= 0)
+		close(in);
+	if (w.fd >= 0)
+		close(w.fd);
+	wal_reader_release(&w.r);
+	free(buf);
+	unlink(path);
+	return rc;
+}
+
+/* ---- finishing ---- */
+
+/* The data sync of the finished temp file, run beside the integrity check. */
+struct bg_sync {
+	pthread_t thread;
+	int fd;
+	int err;      /* 0, or the errno of fdatasync */
+};
+
+static void *bg_sync_thread(void *p)
+{
+	struct bg_sync *b = p;
+	if (fdatasync(b->fd) < 0)
+		b->err = errno;
+	return NULL;
+}
+
+int rs_finish_db(struct apply *a)
+{
+	sqlite3 *db = NULL;
+	char err[300], text[300];
+	int rc = -1;
+	struct bg_sync bg = { .fd = -1 };
+	bool bg_started = false;
+
+	/* the check reads the whole file: read ahead instead of a pread(2) per page */
+	if (!(db = open_tmp(a, ravfs_name())))
+		goto out;
+	/*
+	 * quick_check reads each page about once, in b-tree order, revisiting
+	 * only the path from the root: SQLite's default 2 MB cache would be
+	 * malloc'd and faulted in a page at a time for nothing (15 MB database:
+	 * check 14 ms -> 6 ms; 500 MB: unchanged). integrity_check looks rows
+	 * up in every index and keeps the default.
+	 */
+	if (a->o->verify == VERIFY_QUICK)
+		(void)sqlite3_exec(db, "PRAGMA cache_size=32", NULL, NULL, NULL);
+	/* one self-contained file: no -wal/-shm beside it (vaultwarden #4418) */
+	int code = pragma_row(db, "PRAGMA journal_mode=DELETE", NULL, text, sizeof(text), err,
+			      sizeof(err));
+	if (code || strcmp(text, "delete") != 0) {
+		rs_fail(a, code ? sqlite_cause(code) : RS_CAUSE_REPLICA, "journal_mode=DELETE: %s",
+		     code ? err : text);
+		goto out;
+	}
+	/*
+	 * The file's content is final: the check only reads it, so the disk can
+	 * take the data meanwhile (rs_install()'s fsync then finds it clean). Our
+	 * descriptor is closed only after SQLite's connection: closing any
+	 * descriptor of a file drops the process's POSIX locks on it, the
+	 * connection's included.
+	 */
+	if (a->o->verify != VERIFY_NONE && (bg.fd = open(a->tmp, O_RDONLY | O_CLOEXEC)) >= 0)
+		bg_started = pthread_create(&bg.thread, NULL, bg_sync_thread, &bg) == 0;
+	if (a->o->verify != VERIFY_NONE) {
+		const char *sql = a->o->verify == VERIFY_INTEGRITY ? "PRAGMA integrity_check"
+								   : "PRAGMA quick_check";
+		int64_t t0 = clock_mono_ms();
+		if ((code = pragma_row(db, sql, NULL, text, sizeof(text), err, sizeof(err)))) {
+			rs_fail(a, sqlite_cause(code), "%s: %s", sql, err);
+			goto out;
+		}
+		if (strcmp(text, "ok") != 0) {
+			for (char *nl = text; (nl = strchr(nl, '\n')); ) /* one line in the log */
+				*nl = ' ';
+			rs_fail(a, RS_CAUSE_REPLICA, "%s of the restored database failed: %s", sql, text);
+			goto out;
+		}
+		log_info("restore", "verified", "check=%s ms=%lld", sql + 7,
+			 (long long)(clock_mono_ms() - t0));
+	}
+	rc = 0;
+out:
+	if (bg_started) {
+		pthread_join(bg.thread, NULL);
+		if (bg.err && rc == 0) {
+			rs_fail(a, RS_CAUSE_LOCAL, "fsync %s: %s", a->tmp, strerror(bg.err));
+			rc = -1;
+		}
+	}
+	if (sqlite3_close(db) != SQLITE_OK && rc == 0) {
+		rs_fail(a, RS_CAUSE_LOCAL, "close %s", a->tmp);
+		rc = -1;
+	}
+	if (bg.fd >= 0)
+		close(bg.fd);
+	return rc;
+}
+
+static int rename_noreplace(const char *from, const char *to)
+{
+	if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
+		return 0;
+	if (errno != EINVAL && errno != ENOSYS)
+		return -1;
+	/* file systems without RENAME_NOREPLACE: link refuses an existing name too */
+	if (link(from, to) < 0)
+		return -1;
+	return unlink(from);
+}
+
+int rs_install(struct apply *a)
+{
+	int fd = open(a->tmp, O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		rs_fail(a, RS_CAUSE_LOCAL, "open %s: %s", a->tmp, strerror(errno));
+		return -1;
+	}
+	if ((a->o->uid != (uid_t)-1 || a->o->gid != (gid_t)-1) &&
+	    fchown(fd, a->o->uid, a->o->gid) < 0) {
+		rs_fail(a, RS_CAUSE_LOCAL, "chown %s: %s", a->tmp, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	if (fchmod(fd, a->o->mode) < 0 || fsync(fd) < 0) {
+		rs_fail(a, RS_CAUSE_LOCAL, "fsync %s: %s", a->tmp, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	if (a->o->before_rename && a->o->before_rename(a->o->before_ctx) < 0) {
+		rs_fail(a, RS_CAUSE_LOCAL, "could not make room at %s", a->o->target);
+		return -1;
+	}
+	if (rename_noreplace(a->tmp, a->o->target) < 0) {
+		rs_fail(a, RS_CAUSE_LOCAL, "rename %s to %s: %s", a->tmp, a->o->target, strerror(errno));
+		return -1;
+	}
+	if (fs_fsync_parent(a->o->target) < 0) {
+		rs_fail(a, RS_CAUSE_LOCAL, "fsync the directory of %s: %s", a->o->target, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
