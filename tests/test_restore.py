@@ -841,30 +841,42 @@ def test_s3_snapshot_download_takes_the_probes_connection(tmp_path, litevisor_bi
     assert ".snapshot.lz4 " not in first[snap[0]], seen.requests
 
 
-def test_s3_peer_failing_mid_download_falls_back(tmp_path, litevisor_bin, s3server, history):
+@pytest.mark.parametrize("fault", ["cut", "stall"])
+def test_s3_peer_failing_mid_download_falls_back(tmp_path, litevisor_bin, s3server, history,
+                                                 fault):
+    # cut: the connection dies after the headers and a few bytes. stall: it stays
+    # open and nothing more comes (a hung peer): the restore must give up on it
+    # within restore's 10 s stall window, once, not wait out the uploads' 30 s
+    # window and retry the same peer.
     p05, nas = s3server(), s3server()
     upload(history, p05, tmp_path)
     upload(history, nas, tmp_path)
-    cutting = Proxy(p05.port, cut="/snapshots/")
+    failing = (Proxy(p05.port, cut="/snapshots/") if fault == "cut"
+               else Throttle(p05.port, interval=0, hold="/snapshots/"))
     slow = Proxy(nas.port, delay=0.15)
     try:
         db = tmp_path / "app.db"
         cfg = write_config(tmp_path / "lv.yml", db, [
-            s3_peer("peer-05", p05, cutting.port), s3_peer("nas", nas, slow.port)],
+            s3_peer("peer-05", p05, failing.port), s3_peer("nas", nas, slow.port)],
             restore={"probe-timeout": "5s"})
         t0 = time.monotonic()
-        p = lv(litevisor_bin, "restore", "-config", str(cfg), str(db))
+        p = lv(litevisor_bin, "restore", "-config", str(cfg), str(db), timeout=120)
         elapsed = time.monotonic() - t0
     finally:
-        cutting.close()
+        failing.close()
         slow.close()
     assert p.returncode == 0, p.stderr
-    assert cutting.cuts >= 1
     assert "WINNER" in candidate_line(p.stderr, "peer-05"), p.stderr
     assert "falling back" in p.stderr
     assert rows(db) == history.states[-1][2]
     assert not [n for n in os.listdir(tmp_path) if "litevisor-restore" in n]
-    assert elapsed < 30
+    if fault == "cut":
+        assert failing.cuts >= 1
+        assert elapsed < 30
+    else:
+        assert failing.cuts == 1, "a stall is not retried on the same peer"
+        assert "stalled" in p.stderr, p.stderr
+        assert 9 < elapsed < 16, elapsed
 
 
 def test_s3_peer_down_and_blackholed_nas_used(tmp_path, litevisor_bin, s3server, history):
@@ -1275,6 +1287,23 @@ def wait_for_temp_files(proc, d, name, timeout=10):
     raise AssertionError(f"no temp files in {d}: {os.listdir(d)}")
 
 
+def interrupt_mid_restore(cmd, slow, db, sig):
+    """Run cmd (a restore into db through the Throttle slow), send sig once its temp
+    files are there; returns (exit code, stderr, seconds from the signal to the exit)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_temp_files(proc, db.parent, db.name)
+        t0 = time.monotonic()
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=10)
+        return proc.returncode, err, time.monotonic() - t0
+    finally:
+        slow.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_concurrent_restores_to_one_target_one_runs_the_others_fail_fast(
         tmp_path, litevisor_bin, s3server, big_history):
     _, slow, cfg, db = slow_s3(tmp_path, s3server, big_history)
@@ -1315,20 +1344,9 @@ def test_signal_during_restore_removes_temp_files_and_exits_128_plus_signal(
         tmp_path, litevisor_bin, s3server, big_history, sig, code):
     import signal
     _, slow, cfg, db = slow_s3(tmp_path, s3server, big_history)
-    proc = subprocess.Popen([litevisor_bin, "restore", "-config", str(cfg), str(db)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for_temp_files(proc, db.parent, "app.db")
-        t0 = time.monotonic()
-        proc.send_signal(getattr(signal, sig))
-        _, err = proc.communicate(timeout=10)
-        elapsed = time.monotonic() - t0
-    finally:
-        slow.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == code, err
+    rc, err, elapsed = interrupt_mid_restore(
+        [litevisor_bin, "restore", "-config", str(cfg), str(db)], slow, db, getattr(signal, sig))
+    assert rc == code, err
     assert elapsed < 2, elapsed
     assert f"interrupted by {sig}" in err.strip().splitlines()[-1], err
     assert os.listdir(db.parent) == []  # no temp database, WAL downloads, lock or target
@@ -1340,20 +1358,9 @@ def test_signal_while_the_peer_sends_nothing_still_removes_temp_files(
     # request to stop; the command removes the files under it after a grace time
     import signal
     _, slow, cfg, db = slow_s3(tmp_path, s3server, big_history, interval=0, hold="/snapshots/")
-    proc = subprocess.Popen([litevisor_bin, "restore", "-config", str(cfg), str(db)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for_temp_files(proc, db.parent, "app.db")
-        t0 = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=10)
-        elapsed = time.monotonic() - t0
-    finally:
-        slow.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, err
+    rc, err, elapsed = interrupt_mid_restore(
+        [litevisor_bin, "restore", "-config", str(cfg), str(db)], slow, db, signal.SIGINT)
+    assert rc == 130, err
     assert elapsed < 2, elapsed
     assert "did not stop in time" in err, err
     assert os.listdir(db.parent) == []
@@ -1391,21 +1398,10 @@ def test_stop_during_runs_restore_step_removes_temp_files(tmp_path, litevisor_bi
     _, slow, cfg, db = slow_s3(tmp_path, s3server, big_history, hold=hold,
                                **({"interval": 0} if hold else {}))
     marker = tmp_path / "started"
-    proc = subprocess.Popen([litevisor_bin, "run", "-config", str(cfg), "--", "touch",
-                             str(marker)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    try:
-        wait_for_temp_files(proc, db.parent, "app.db")
-        t0 = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=10)
-        elapsed = time.monotonic() - t0
-    finally:
-        slow.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 143, err
+    rc, err, elapsed = interrupt_mid_restore(
+        [litevisor_bin, "run", "-config", str(cfg), "--", "touch", str(marker)], slow, db,
+        signal.SIGTERM)
+    assert rc == 143, err
     assert elapsed < 2.5, elapsed
     assert not marker.exists()
     assert os.listdir(db.parent) == [], err

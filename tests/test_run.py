@@ -77,26 +77,13 @@ def curl(url, timeout=5):
     return status, headers.get("content-type", ""), body
 
 
-class Run:
-    """litevisor run, started in the background; stderr goes to a file."""
+class Background:
+    """A litevisor process in the background; its stdout and stderr go to a file."""
 
-    def __init__(self, binary, tmp, args, config=None, env=None, wrap=None):
-        self.tmp = tmp
-        cmd = [binary, "run"]
-        if config is not None:
-            cfg = tmp / "litevisor.yml"
-            cfg.write_text(config)
-            cmd += ["-config", str(cfg)]
-        cmd += ["--"] + args
-        if wrap:
-            cmd = wrap + cmd
-        self.log_path = tmp / "litevisor.log"
+    def __init__(self, cmd, log_path, env, cwd=None):
+        self.log_path = log_path
         self.log = open(self.log_path, "w")
-        e = dict(os.environ)
-        e.pop("LITEVISOR_CONFIG", None)
-        e.pop("LITESTREAM_CONFIG", None)
-        e.update(env or {})
-        self.p = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=e)
+        self.p = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
 
     @property
     def pid(self):
@@ -116,6 +103,26 @@ class Run:
             self.p.kill()
             self.p.wait()
         self.log.close()
+
+
+class Run(Background):
+    """litevisor run, started in the background."""
+
+    def __init__(self, binary, tmp, args, config=None, env=None, wrap=None):
+        self.tmp = tmp
+        cmd = [binary, "run"]
+        if config is not None:
+            cfg = tmp / "litevisor.yml"
+            cfg.write_text(config)
+            cmd += ["-config", str(cfg)]
+        cmd += ["--"] + args
+        if wrap:
+            cmd = wrap + cmd
+        e = dict(os.environ)
+        e.pop("LITEVISOR_CONFIG", None)
+        e.pop("LITESTREAM_CONFIG", None)
+        e.update(env or {})
+        super().__init__(cmd, tmp / "litevisor.log", e)
 
 
 @pytest.fixture
@@ -964,31 +971,15 @@ def test_exec_names_the_missing_interpreter(litevisor_bin, tmp_path, kind):
 
 # ---------------------------------------------------------------- replicate: addr, relative path
 
-class Replicate:
-    """litevisor replicate in the background, stderr to a file."""
+class Replicate(Background):
+    """litevisor replicate in the background."""
 
     def __init__(self, binary, tmp, args, cwd=None):
-        self.log_path = tmp / "replicate.log"
-        self.log = open(self.log_path, "w")
         e = {k: v for k, v in os.environ.items() if not k.startswith(("LITEVISOR_", "LITESTREAM_"))}
-        self.p = subprocess.Popen([binary, "replicate", *args], stdout=self.log,
-                                  stderr=subprocess.STDOUT, env=e, cwd=cwd)
-        self.pid = self.p.pid
+        super().__init__([binary, "replicate", *args], tmp / "replicate.log", e, cwd=cwd)
 
     def wait(self, timeout=30):
-        try:
-            return self.p.wait(timeout)
-        finally:
-            self.log.close()
-
-    def stderr(self):
-        return self.log_path.read_text()
-
-    def kill(self):
-        if self.p.poll() is None:
-            self.p.kill()
-            self.p.wait()
-        self.log.close()
+        return super().wait(timeout)
 
 
 def write_rows(path, rows):
