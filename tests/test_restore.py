@@ -712,21 +712,28 @@ class Proxy:
                 except OSError:
                     pass
 
+    def _forward(self, c, data):
+        c.sendall(data)
+
+    def _after_cut(self):
+        """Once a cut answer's first bytes went: here the connection dies at once."""
+
     def _down(self, s, c, state):
         try:
-            while True:
+            while not self.closed:
                 data = s.recv(65536)
                 if not data:
                     break
                 if state["cut"]:
-                    # the headers and a few bytes of the body, then the connection dies
+                    # the headers and a few bytes of the body, then _after_cut()
                     end = data.find(b"\r\n\r\n")
                     c.sendall(data[:end + 4 + 10] if end >= 0 else data)
                     if end >= 0:
                         self.cuts += 1
+                        self._after_cut()
                         break
                 else:
-                    c.sendall(data)
+                    self._forward(c, data)
         except OSError:
             pass
         finally:
@@ -1225,32 +1232,14 @@ class Throttle(Proxy):
         self.chunk, self.interval = chunk, interval
         super().__init__(port, cut=hold)
 
-    def _down(self, s, c, state):
-        try:
-            while not self.closed:
-                data = s.recv(65536)
-                if not data:
-                    break
-                if state["cut"]:
-                    end = data.find(b"\r\n\r\n")
-                    c.sendall(data[:end + 4 + 10] if end >= 0 else data)
-                    if end >= 0:
-                        self.cuts += 1
-                        while not self.closed:
-                            time.sleep(0.05)
-                        break
-                    continue
-                for i in range(0, len(data), self.chunk):
-                    time.sleep(self.interval)
-                    c.sendall(data[i:i + self.chunk])
-        except OSError:
-            pass
-        finally:
-            for x in (c, s):
-                try:
-                    x.close()
-                except OSError:
-                    pass
+    def _forward(self, c, data):
+        for i in range(0, len(data), self.chunk):
+            time.sleep(self.interval)
+            c.sendall(data[i:i + self.chunk])
+
+    def _after_cut(self):
+        while not self.closed:  # held open, silent
+            time.sleep(0.05)
 
 
 @pytest.fixture
