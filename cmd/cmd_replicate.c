@@ -86,40 +86,6 @@ static int engine_status_source(void *e, struct engine_status *out)
 }
 
 /*
- * Start the HTTP server when addr (or health.port-label) says so, as `run`
- * does. Returns 0 (*srv NULL when none is configured), or an exit code:
- * 100 for a bad address, 111 when it cannot be bound.
- */
-static int serve_http(const struct config *cfg, struct sup_state *state, struct http_server **srv)
-{
-	struct sockaddr_storage sa;
-	socklen_t salen;
-	char where[300], err[512];
-
-	*srv = NULL;
-	int have = http_resolve_addr(cfg, &sa, &salen, where, sizeof(where), err, sizeof(err));
-	if (have < 0) {
-		log_error("http", "invalid listen address", "error=\"%s\"", err);
-		return EXIT_USAGE;
-	}
-	if (have == 0) {
-		if (cfg->health.port_label)
-			log_warn("http", "no HTTP server: health.port-label is set but Nomad gave no such port and addr is unset",
-				 "label=%s", cfg->health.port_label);
-		return 0;
-	}
-	errno = 0;
-	*srv = http_start_mode(&sa, state, cfg, HTTP_NO_SERVICE);
-	if (!*srv) {
-		log_error("http", "cannot listen", "addr=%s error=\"%s\"", where,
-			  strerror(errno ? errno : EADDRINUSE));
-		return EXIT_TEMPFAIL;
-	}
-	log_info("http", "listening", "addr=%s port=%d", where, http_port(*srv));
-	return 0;
-}
-
-/*
  * Replicate until TERM/INT, then flush. The main loop turns at least every
  * TICK_MS so /livez sees it alive; the HTTP server (if any) runs in its own
  * thread and reads copies of the state and of the engine's status.
@@ -141,7 +107,7 @@ static int replicate_loop(const struct config *cfg)
 		goto out;
 	}
 	state_ok = true;
-	if ((code = serve_http(cfg, &state, &http)) != 0)
+	if ((code = http_serve_configured(cfg, &state, HTTP_NO_SERVICE, &http)) != 0)
 		goto out;
 	code = EXIT_TEMPFAIL;
 	if (!(e = engine_new(cfg)) || engine_start(e) < 0)

@@ -243,10 +243,33 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 	log_warn("http", "libmicrohttpd", "detail=\"%s\"", msg);
 }
 
-struct http_server *http_start(const struct sockaddr_storage *sa, struct sup_state *state,
-			       const struct config *cfg)
+int http_serve_configured(const struct config *cfg, struct sup_state *state, enum http_mode mode,
+			  struct http_server **srv)
 {
-	return http_start_mode(sa, state, cfg, HTTP_SERVICE);
+	struct sockaddr_storage sa;
+	socklen_t salen;
+	char where[300], err[512];
+
+	*srv = NULL;
+	int have = http_resolve_addr(cfg, &sa, &salen, where, sizeof(where), err, sizeof(err));
+	if (have < 0) {
+		log_error("http", "invalid listen address", "error=\"%s\"", err);
+		return 100;
+	}
+	if (have == 0) {
+		if (cfg->health.port_label)
+			log_warn("http", "no HTTP server: health.port-label is set but Nomad gave no such port and addr is unset",
+				 "label=%s", cfg->health.port_label);
+		return 0;
+	}
+	errno = 0;
+	if (!(*srv = http_start_mode(&sa, state, cfg, mode))) {
+		log_error("http", "cannot listen", "addr=%s error=\"%s\"", where,
+			  strerror(errno ? errno : EADDRINUSE));
+		return 111;
+	}
+	log_info("http", "listening", "addr=%s port=%d", where, http_port(*srv));
+	return 0;
 }
 
 struct http_server *http_start_mode(const struct sockaddr_storage *sa, struct sup_state *state,

@@ -49,14 +49,19 @@ int http_resolve_addr(const struct config *cfg, struct sockaddr_storage *sa, soc
 /* What the server reports on: `run`'s supervised service, or replication alone. */
 enum http_mode { HTTP_SERVICE = 0, HTTP_NO_SERVICE };
 
-/*
- * Start listening on sa. state and cfg are borrowed and must outlive the
- * server. Returns the server, or NULL (logged) when the address cannot be bound.
- */
-struct http_server *http_start(const struct sockaddr_storage *sa, struct sup_state *state,
-			       const struct config *cfg);
 
-/* http_start for a mode (http_start is HTTP_SERVICE). Same contract. */
+/*
+ * The configured server (http_resolve_addr), started in mode, each outcome
+ * logged. Returns 0 with *srv the server, or NULL when none is configured;
+ * else litevisor's exit code: 100 (a bad address), 111 (cannot listen).
+ */
+int http_serve_configured(const struct config *cfg, struct sup_state *state, enum http_mode mode,
+			  struct http_server **srv);
+
+/*
+ * Start listening on sa in mode. state and cfg are borrowed and must outlive
+ * the server. Returns the server, or NULL when the address cannot be bound.
+ */
 struct http_server *http_start_mode(const struct sockaddr_storage *sa, struct sup_state *state,
 				    const struct config *cfg, enum http_mode mode);
 

@@ -270,9 +270,6 @@ static void loop(struct sup *s)
 static int prepare(struct sup *s)
 {
 	char err[512];
-	struct sockaddr_storage sa;
-	socklen_t salen;
-	char where[300];
 
 	if (child_creds_resolve(&s->cfg->supervisor, &s->creds, err, sizeof(err)) < 0) {
 		log_error("supervisor", "invalid service identity", "error=\"%s\"", err);
@@ -298,23 +295,9 @@ static int prepare(struct sup *s)
 	if (s->sfd < 0)
 		return SUP_EXIT_TEMPFAIL;
 
-	int have = http_resolve_addr(s->cfg, &sa, &salen, where, sizeof(where), err, sizeof(err));
-	if (have < 0) {
-		log_error("http", "invalid listen address", "error=\"%s\"", err);
-		return SUP_EXIT_CONFIG;
-	}
-	if (have == 0 && s->cfg->health.port_label)
-		log_warn("http", "no HTTP server: health.port-label is set but Nomad gave no such port and addr is unset",
-			 "label=%s", s->cfg->health.port_label);
-	if (have > 0) {
-		s->http = http_start(&sa, &s->state, s->cfg);
-		if (!s->http) {
-			log_error("http", "cannot listen", "addr=%s error=\"%s\"", where,
-				  strerror(errno ? errno : EADDRINUSE));
-			return SUP_EXIT_TEMPFAIL;
-		}
-		log_info("http", "listening", "addr=%s port=%d", where, http_port(s->http));
-	}
+	int code = http_serve_configured(s->cfg, &s->state, HTTP_SERVICE, &s->http);
+	if (code)
+		return code; /* 100 or 111: SUP_EXIT_CONFIG, SUP_EXIT_TEMPFAIL */
 	if (s->hooks && s->hooks->before_restore && s->hooks->before_restore(s->hooks->ctx) < 0)
 		return SUP_EXIT_TEMPFAIL;
 	return 0;
