@@ -575,8 +575,13 @@ def med(xs):
 # ---------------------------------------------------------------- write latency
 
 def scenario_latency(tools, s3, base_db):
-    """Commit latency of the writer alone, beside Litestream, beside litevisor; rounds interleaved."""
-    variants = [("none", None)] + [(t.name, t) for t in tools]
+    """Commit latency of the writer alone, beside Litestream, beside litevisor; rounds interleaved.
+
+    Each round is bracketed by two runs without a replicator ("none" first, "none_after"
+    last): a tool is compared with both, so drift within the round hits it no more than
+    them, and the two bare runs compared with each other are an A/A control — what the
+    impact figure reads for a replicator that costs nothing (report.impact)."""
+    variants = [("none", None)] + [(t.name, t) for t in tools] + [("none_after", None)]
     out = {name: [] for name, _ in variants}
     for r in range(PLAN.latency_rounds):
         for name, t in variants:
