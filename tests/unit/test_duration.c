@@ -88,4 +88,55 @@ TEST(rfc3339)
 	CHECK_INT(clock_parse_rfc3339("yesterday", &ns), -1);
 }
 
-UNIT_MAIN(T(go_durations), T(bad_durations), T(format_round_trip), T(sizes), T(rfc3339))
+/* dates that do not exist are errors, never normalised into the next month */
+TEST(rfc3339_calendar)
+{
+	int64_t ns;
+	CHECK_INT(clock_parse_rfc3339("2024-02-29T00:00:00Z", &ns), 0);
+	CHECK_INT(clock_parse_rfc3339("2000-02-29T00:00:00Z", &ns), 0); /* every 400 years */
+	CHECK_INT(clock_parse_rfc3339("2025-02-29T00:00:00Z", &ns), -1);
+	CHECK_INT(clock_parse_rfc3339("1900-02-29T00:00:00Z", &ns), -1); /* not every 100 */
+	CHECK_INT(clock_parse_rfc3339("2026-02-30T00:00:00Z", &ns), -1);
+	CHECK_INT(clock_parse_rfc3339("2026-04-31T00:00:00Z", &ns), -1);
+	CHECK_INT(clock_parse_rfc3339("2026-12-31T23:59:59Z", &ns), 0);
+	CHECK_INT(clock_parse_rfc3339("2026-13-01T00:00:00Z", &ns), -1);
+	CHECK_INT(clock_parse_rfc3339("2026-00-01T00:00:00Z", &ns), -1);
+	CHECK_INT(clock_parse_rfc3339("2026-01-00T00:00:00Z", &ns), -1);
+	CHECK_INT(clock_parse_rfc3339("2026-01-01T24:00:00Z", &ns), -1);
+	CHECK_INT(clock_parse_rfc3339("2026-01-01T00:60:00Z", &ns), -1);
+	CHECK_INT(clock_parse_rfc3339("2026-01-01T00:00:00+24:00", &ns), -1);
+	CHECK_INT(clock_parse_rfc3339("2026-01-01T00:00:00.Z", &ns), -1);
+	CHECK_INT(clock_parse_rfc3339("2026-01-01T00:00:00Zjunk", &ns), -1);
+	CHECK_INT(clock_parse_rfc3339("2026-1-01T00:00:00Z", &ns), -1);
+	/* lower case, and offsets west of UTC */
+	CHECK_INT(clock_parse_rfc3339("2026-11-22t01:27:38-05:00z", &ns), -1);
+	CHECK_INT(clock_parse_rfc3339("2026-11-22t01:27:38-05:00", &ns), 0);
+	CHECK_INT(ns, 1795328858LL * 1000000000LL);
+	CHECK_INT(clock_parse_rfc3339("2026-11-22t06:27:38z", &ns), 0);
+	CHECK_INT(ns, 1795328858LL * 1000000000LL);
+}
+
+/* the whole int64-nanosecond range, and nothing beyond it (no wrap into the past) */
+TEST(rfc3339_range)
+{
+	int64_t ns;
+	CHECK_INT(clock_parse_rfc3339(CLOCK_NS_MAX_TEXT, &ns), 0);
+	CHECK(ns == INT64_MAX);
+	CHECK_INT(clock_parse_rfc3339("2262-04-11T23:47:16.854775808Z", &ns), -2);
+	CHECK_INT(clock_parse_rfc3339("2262-04-12T00:00:00Z", &ns), -2);
+	CHECK_INT(clock_parse_rfc3339("9999-12-31T23:59:59Z", &ns), -2);
+	CHECK_INT(clock_parse_rfc3339(CLOCK_NS_MIN_TEXT, &ns), 0);
+	CHECK(ns == INT64_MIN);
+	CHECK_INT(clock_parse_rfc3339("1677-09-21T00:12:43.145224191Z", &ns), -2);
+	CHECK_INT(clock_parse_rfc3339("0001-01-01T00:00:00Z", &ns), -2);
+	/* at and before the epoch are times like any other */
+	CHECK_INT(clock_parse_rfc3339("1970-01-01T00:00:00Z", &ns), 0);
+	CHECK_INT(ns, 0);
+	CHECK_INT(clock_parse_rfc3339("1969-12-31T23:59:59.5Z", &ns), 0);
+	CHECK_INT(ns, -500000000LL);
+	CHECK_INT(clock_parse_rfc3339("1970-01-01T01:00:00+01:00", &ns), 0);
+	CHECK_INT(ns, 0);
+}
+
+UNIT_MAIN(T(go_durations), T(bad_durations), T(format_round_trip), T(sizes), T(rfc3339),
+	  T(rfc3339_calendar), T(rfc3339_range))
