@@ -99,6 +99,7 @@ struct eng_db {
 	int64_t flush_deadline_ns;    /* monotonic end of the current final flush */
 	struct lag_entry lag[ENG_LAG_RING];
 	size_t lag_n;
+	int64_t sync_failing_mono;    /* the shadow copy fails since (0: it works); counts as lag */
 	int64_t gen_start_mono;
 	struct restored_marker marker; /* from restore, while replicas consume it */
 	bool have_marker;
@@ -124,6 +125,9 @@ struct eng_db {
 	int64_t follow_until;         /* another process checkpoints: look often until then (mono ns) */
 	int64_t follow_step_ms;       /* ... this often, growing */
 	uint32_t follow_backfilled;   /* the WAL's end when a pass last ran for "all backfilled" */
+	char sync_why[256];           /* why the last copy into the shadow failed */
+	char sync_logged[256];        /* ... as last logged, and when */
+	int64_t sync_logged_mono;
 
 	struct eng_replica *replicas;
 	size_t nreplicas;
@@ -171,7 +175,10 @@ int snapshot_share_settle(struct eng_db *d);
 void snapshot_share_close(struct eng_db *d);
 /* The position every replica should reach (the monitor's), under mu. */
 void replica_target(struct eng_db *d, struct wal_pos *pos);
-/* Seconds since the oldest commit past pos (0 if none), under mu. */
+/*
+ * Seconds since the oldest commit past pos (0 if none), under mu; while
+ * copying into the shadow fails, at least the time since it first failed.
+ */
 double replica_lag_seconds(const struct eng_db *d, const struct wal_pos *pos, int64_t now);
 
 /* retention.c: apply the replica's retention; *need_snapshot when none would remain. */

@@ -28,6 +28,8 @@
  * event, the backlog's cleanup), and the checkpoint-interval's deadline.
  */
 #define IDLE_CHECK_MS 10000
+/* a copy into the shadow that keeps failing for the same cause is logged this often */
+#define SYNC_LOG_EVERY_NS (60 * NS_PER_SEC)
 /* how long to look for another process's checkpoint after the WAL or the database file changed */
 #define FOLLOW_NS (2 * NS_PER_SEC)
 #define FOLLOW_STEP_MAX_MS 50
@@ -178,6 +180,13 @@ static void close_db(struct eng_db *d)
 	d->wal_fd = -1;
 	d->open = false;
 	d->continuous = false;
+	/* a copy failing into these files is over with them */
+	pthread_mutex_lock(&d->mu);
+	d->sync_failing_mono = 0;
+	d->stat.sync_failing_since_ns = 0;
+	d->stat.sync_error[0] = '\0';
+	pthread_mutex_unlock(&d->mu);
+	d->sync_logged[0] = '\0';
 }
 
 /* Close at shutdown, recording the files' state for the next start. */
@@ -354,16 +363,20 @@ static int wal_open(struct eng_db *d)
 	return d->wal_fd >= 0 ? 0 : -1;
 }
 
-/* Copy everything committed into the shadow, following index changes. Returns 0 or -1. */
+/*
+ * Copy everything committed into the shadow, following index changes.
+ * Returns 0, or -1 with the cause in d->sync_why.
+ */
 static int copy_wal(struct eng_db *d)
 {
-	char why[128];
+	char why[sizeof(d->sync_why)];
+	int rc = 0;
 
 	if (wal_open(d) < 0) {
 		/* no WAL file (yet): nothing committed since the last checkpoint */
 		if (!d->continuous && d->sh.fd >= 0)
-			return start_generation(d, "wal missing, cannot verify position");
-		return 0;
+			rc = start_generation(d, "wal missing, cannot verify position");
+		goto out;
 	}
 	for (int round = 0; round < 8; round++) {
 		uint64_t grew = 0;
@@ -377,15 +390,17 @@ static int copy_wal(struct eng_db *d)
 			if (!d->continuous && d->sh.fd >= 0) {
 				struct stat st;
 				/* an empty or header-less WAL proves nothing after a restart */
-				if (fstat(d->wal_fd, &st) == 0 && (uint64_t)st.st_size < d->sh.size)
-					return start_generation(d, "wal truncated while not watching");
+				if (fstat(d->wal_fd, &st) == 0 && (uint64_t)st.st_size < d->sh.size) {
+					rc = start_generation(d, "wal truncated while not watching");
+					goto out;
+				}
 			}
 			d->continuous = true;
-			return 0;
+			goto out;
 		case SHADOW_NEW_SESSION:
 			if (!d->continuous) {
-				if (start_generation(d, "wal header changed while not watching") < 0)
-					return -1;
+				if ((rc = start_generation(d, "wal header changed while not watching")) < 0)
+					goto out;
 				continue;
 			}
 			/* the hold guaranteed every frame of the old session was copied */
@@ -393,14 +408,62 @@ static int copy_wal(struct eng_db *d)
 			publish(d, 0);
 			continue;
 		case SHADOW_BROKEN:
-			if (start_generation(d, why) < 0)
-				return -1;
+			if ((rc = start_generation(d, why)) < 0)
+				goto out;
 			continue;
 		case SHADOW_ERROR:
+			snprintf(d->sync_why, sizeof(d->sync_why), "%s", why);
 			return -1;
 		}
 	}
-	return 0;
+out:
+	if (rc < 0)
+		snprintf(d->sync_why, sizeof(d->sync_why),
+			 "cannot start a new generation in the state directory (see the error above)");
+	return rc;
+}
+
+/*
+ * After a pass's copy (rc from copy_wal): a failure is the database's, not a
+ * replica's (each would report itself caught up with a shadow that stopped
+ * growing), so it goes into the database's status and its replicas' lag.
+ * Logged when it starts, when its cause changes and every SYNC_LOG_EVERY_NS.
+ */
+static void note_sync(struct eng_db *d, int rc)
+{
+	int64_t now = clock_mono_ns();
+	pthread_mutex_lock(&d->mu);
+	int64_t since = d->sync_failing_mono;
+	if (rc == 0) {
+		d->sync_failing_mono = 0;
+		d->stat.sync_failing_since_ns = 0;
+		d->stat.sync_error[0] = '\0';
+	} else {
+		d->stat.sync_errors_total++;
+		if (!since) {
+			d->sync_failing_mono = now;
+			d->stat.sync_failing_since_ns = clock_wall_ns();
+		}
+		snprintf(d->stat.sync_error, sizeof(d->stat.sync_error), "%s", d->sync_why);
+	}
+	pthread_mutex_unlock(&d->mu);
+	if (rc == 0) {
+		if (since)
+			log_info("engine", "copying new commits works again", "db=%s failing_s=%.1f",
+				 d->stat.name, (double)(now - since) / NS_PER_SEC);
+		d->sync_logged[0] = '\0';
+		return;
+	}
+	if (since && strcmp(d->sync_logged, d->sync_why) == 0 &&
+	    now - d->sync_logged_mono < SYNC_LOG_EVERY_NS)
+		return;
+	log_error("engine", since ? "still cannot copy new commits into the shadow WAL"
+				  : "cannot copy new commits into the shadow WAL: no replica gets them "
+				    "until this is fixed",
+		  "db=%s failing_s=%.1f error=\"%s\"", d->stat.name,
+		  since ? (double)(now - since) / NS_PER_SEC : 0.0, d->sync_why);
+	snprintf(d->sync_logged, sizeof(d->sync_logged), "%s", d->sync_why);
+	d->sync_logged_mono = now;
 }
 
 static int copy_cb(void *ctx)
@@ -675,9 +738,7 @@ void *monitor_thread(void *arg)
 			/* the new hold is taken before reading: see db_hold_rotate() */
 			if (db_hold_rotate(&d->conns) < 0)
 				d->continuous = false;
-			if (copy_wal(d) < 0) {
-				log_warn("engine", "sync failed", "db=%s", d->stat.name);
-			}
+			note_sync(d, copy_wal(d));
 			if (d->conns.cur < 0)
 				d->continuous = false;
 			bool ckpt = maybe_checkpoint(d);

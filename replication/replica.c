@@ -37,10 +37,9 @@ void replica_target(struct eng_db *d, struct wal_pos *pos)
 	pos->offset = (uint32_t)d->size;
 }
 
-double replica_lag_seconds(const struct eng_db *d, const struct wal_pos *pos, int64_t now)
+/* Seconds since the oldest commit past pos that the shadow holds. */
+static double shadow_lag(const struct eng_db *d, const struct wal_pos *pos, int64_t now)
 {
-	if (!d->ready)
-		return 0;
 	if (strcmp(pos->generation, d->gen) != 0)
 		return d->gen_start_mono ? (double)(now - d->gen_start_mono) / NS_PER_SEC : 0;
 	for (size_t i = 0; i < d->lag_n; i++) {
@@ -49,6 +48,20 @@ double replica_lag_seconds(const struct eng_db *d, const struct wal_pos *pos, in
 			return (double)(now - l->mono_ns) / NS_PER_SEC;
 	}
 	return 0;
+}
+
+double replica_lag_seconds(const struct eng_db *d, const struct wal_pos *pos, int64_t now)
+{
+	if (!d->ready)
+		return 0;
+	double lag = shadow_lag(d, pos, now);
+	/* commits the shadow could not take since then reach no replica either */
+	if (d->sync_failing_mono) {
+		double stuck = (double)(now - d->sync_failing_mono) / NS_PER_SEC;
+		if (stuck > lag)
+			lag = stuck;
+	}
+	return lag;
 }
 
 /* Size of a shadow file, -1 if absent (gen copied under mu: the monitor may move on). */

@@ -55,8 +55,12 @@ static int load_last_frame(struct shadow *s)
 	if (s->size <= WAL_HEADER_SIZE)
 		return 0;
 	off_t at = (off_t)(s->size - wal_frame_size(s->hdr.page_size));
-	if (pread(s->fd, s->last_fh, sizeof(s->last_fh), at) != (ssize_t)sizeof(s->last_fh))
+	ssize_t n = pread(s->fd, s->last_fh, sizeof(s->last_fh), at);
+	if (n != (ssize_t)sizeof(s->last_fh)) {
+		if (n >= 0)
+			errno = EIO; /* the file is shorter than what was just written */
 		return -1;
+	}
 	return 0;
 }
 
@@ -193,15 +197,14 @@ void shadow_next_index(struct shadow *s)
 	s->size = 0;
 }
 
-/* Open a new file for the current index (no file yet). */
-static int create_current(struct shadow *s)
+/* Open a new file for the current index (no file yet). -1 with the cause in why. */
+static int create_current(struct shadow *s, char *why, size_t whylen)
 {
 	char path[SH_PATH];
 	path_of(s, s->index, path, sizeof(path));
 	s->fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
 	if (s->fd < 0) {
-		log_error("shadow", "cannot create shadow WAL", "path=\"%s\" err=\"%s\"", path,
-			  strerror(errno));
+		snprintf(why, whylen, "create %s: %s", path, strerror(errno));
 		return -1;
 	}
 	if ((s->uid != (uid_t)-1 || s->gid != (gid_t)-1) && fchown(s->fd, s->uid, s->gid) < 0)
@@ -216,6 +219,15 @@ static void drop_current(struct shadow *s)
 	shadow_close(s);
 	unlink(path_of(s, s->index, path, sizeof(path)));
 	s->size = 0;
+}
+
+/* why = "<what> <the current shadow file>: <errno's text>" */
+static void shadow_error(const struct shadow *s, const char *what, char *why, size_t whylen)
+{
+	char path[SH_PATH];
+	int e = errno;
+	snprintf(why, whylen, "%s %s: %s", what, path_of(s, s->index, path, sizeof(path)),
+		 strerror(e));
 }
 
 enum shadow_result shadow_sync(struct shadow *s, int wal, uint64_t *grew, char *why,
@@ -233,8 +245,10 @@ enum shadow_result shadow_sync(struct shadow *s, int wal, uint64_t *grew, char *
 
 	*grew = 0;
 	why[0] = '\0';
-	if (fstat(wal, &st) < 0)
+	if (fstat(wal, &st) < 0) {
+		snprintf(why, whylen, "stat the WAL: %s", strerror(errno));
 		return SHADOW_ERROR;
+	}
 	if (st.st_size < WAL_HEADER_SIZE ||
 	    pread(wal, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr) ||
 	    wal_header_parse(hdr, &h, reason, sizeof(reason)) < 0)
@@ -258,29 +272,33 @@ enum shadow_result shadow_sync(struct shadow *s, int wal, uint64_t *grew, char *
 		}
 		if ((uint64_t)st.st_size < s->size + wal_frame_size(s->hdr.page_size))
 			return SHADOW_NONE;
-		if (wal_reader_init_at(&r, &s->hdr, s->size, s->s1, s->s2) < 0)
+		if (wal_reader_init_at(&r, &s->hdr, s->size, s->s1, s->s2) < 0) {
+			snprintf(why, whylen, "out of memory");
 			return SHADOW_ERROR;
+		}
 		start = s->size;
 	} else {
 		if (s->have_prev && memcmp(hdr, s->prev_hdr, WAL_HEADER_SIZE) == 0)
 			return SHADOW_NONE; /* still the session we finished */
-		if (create_current(s) < 0)
+		if (create_current(s, why, whylen) < 0)
 			return SHADOW_ERROR;
 		created = true;
 		if (wal_reader_init(&r) < 0) {
+			snprintf(why, whylen, "out of memory");
 			res = SHADOW_ERROR;
 			goto out;
 		}
 		start = 0;
 	}
 	if (!(buf = malloc(COPY_CHUNK))) {
+		snprintf(why, whylen, "out of memory");
 		res = SHADOW_ERROR;
 		goto out;
 	}
 	for (uint64_t off = start;;) {
 		ssize_t n = pread(wal, buf, COPY_CHUNK, (off_t)off);
 		if (n < 0) {
-			log_error("shadow", "cannot read WAL", "err=\"%s\"", strerror(errno));
+			snprintf(why, whylen, "read the WAL: %s", strerror(errno));
 			res = SHADOW_ERROR;
 			goto out;
 		}
@@ -292,7 +310,7 @@ enum shadow_result shadow_sync(struct shadow *s, int wal, uint64_t *grew, char *
 		if (!ok)
 			valid = r.offset > off ? (size_t)(r.offset - off) : 0;
 		if (valid && fs_pwrite_all(s->fd, buf, valid, (off_t)off) < 0) {
-			log_error("shadow", "cannot write shadow WAL", "err=\"%s\"", strerror(errno));
+			shadow_error(s, "write", why, whylen);
 			res = SHADOW_ERROR;
 			goto out;
 		}
@@ -302,6 +320,7 @@ enum shadow_result shadow_sync(struct shadow *s, int wal, uint64_t *grew, char *
 	}
 	if (r.commit_end > start) {
 		if (ftruncate(s->fd, (off_t)r.commit_end) < 0) {
+			shadow_error(s, "truncate", why, whylen);
 			res = SHADOW_ERROR;
 			goto out;
 		}
@@ -322,12 +341,14 @@ enum shadow_result shadow_sync(struct shadow *s, int wal, uint64_t *grew, char *
 			goto out;
 		}
 		if (load_last_frame(s) < 0) {
+			shadow_error(s, "read back", why, whylen);
 			res = SHADOW_ERROR;
 			goto out;
 		}
 		created = false;
 		res = SHADOW_GREW;
 	} else if (ftruncate(s->fd, (off_t)start) < 0) {
+		shadow_error(s, "truncate", why, whylen);
 		res = SHADOW_ERROR;
 	}
 out:

@@ -51,6 +51,13 @@ struct db_status {
 	int64_t db_size, wal_size;
 	uint64_t checkpoints_total[3];      /* PASSIVE, RESTART, TRUNCATE */
 	uint64_t checkpoint_errors_total;
+	/*
+	 * Copying new commits into the shadow WAL (local state) fails: the
+	 * replicas then get nothing new, whatever their own health.
+	 */
+	int64_t sync_failing_since_ns;      /* first failure of the current run, 0 if fine */
+	char sync_error[256];               /* its cause, "" if fine */
+	uint64_t sync_errors_total;
 	uint64_t generations_total;         /* generations started by this process */
 	int64_t backlog_bytes;              /* local state kept for replicas that are behind */
 

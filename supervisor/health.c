@@ -136,10 +136,23 @@ static json_t *probe_check(const struct sup_snapshot *s, int64_t now_wall_ns)
 	return c;
 }
 
-static json_t *db_check(const struct db_status *d, enum health_status *st)
+/*
+ * A database: warn while replication is not running for it (waiting for the
+ * file, stopped), and while copying its new commits fails — then fail once
+ * that lasted fail_after_ms, as a replica's failure does. why: the output.
+ */
+static json_t *db_check(const struct db_status *d, int64_t fail_after_ms, int64_t now_wall_ns,
+			enum health_status *st, char *why, size_t whylen)
 {
 	json_t *c = json_object();
 	*st = d->replicating ? HEALTH_PASS : HEALTH_WARN;
+	snprintf(why, whylen, "%s", d->replicating ? "" : d->state);
+	if (d->replicating && d->sync_failing_since_ns > 0) {
+		int64_t for_ms = (now_wall_ns - d->sync_failing_since_ns) / NS_PER_MS;
+		snprintf(why, whylen, "cannot copy new commits for %lld s: %s",
+			 (long long)(for_ms / 1000), d->sync_error);
+		*st = fail_after_ms > 0 && for_ms >= fail_after_ms ? HEALTH_FAIL : HEALTH_WARN;
+	}
 	json_object_set_new(c, "componentId", json_string(d->name));
 	json_object_set_new(c, "componentType", json_string("datastore"));
 	json_object_set_new(c, "status", json_string(health_status_name(*st)));
@@ -155,8 +168,12 @@ static json_t *db_check(const struct db_status *d, enum health_status *st)
 				    json_real((double)d->restore_duration_ms / 1000.0));
 		json_object_set_new(c, "restorePosition", pos_json(&d->restore_pos));
 	}
-	if (!d->replicating)
-		json_object_set_new(c, "output", json_string(d->state));
+	if (d->sync_failing_since_ns > 0) {
+		set_time(c, "syncFailingSince", d->sync_failing_since_ns);
+		json_object_set_new(c, "syncError", json_string(d->sync_error));
+	}
+	if (why[0])
+		json_object_set_new(c, "output", json_string(why));
 	return c;
 }
 
@@ -222,9 +239,11 @@ char *health_render(const struct health_view *v, int *http_status)
 	for (size_t i = 0; v->eng && i < v->eng->ndbs; i++) {
 		const struct db_status *d = &v->eng->dbs[i];
 		enum health_status st;
-		add_check(checks, "database:replication", db_check(d, &st));
-		if (st > HEALTH_PASS && !first_problem) {
-			snprintf(problem, sizeof(problem), "%s: %s", d->name, d->state);
+		char dwhy[320];
+		add_check(checks, "database:replication",
+			  db_check(d, fail_after, v->now_wall_ns, &st, dwhy, sizeof(dwhy)));
+		if (st > HEALTH_PASS && (!first_problem || st > overall)) {
+			snprintf(problem, sizeof(problem), "%s: %s", d->name, dwhy);
 			first_problem = problem;
 		}
 		overall = worst(overall, st);

@@ -243,6 +243,8 @@ static void render_engine(const struct engine_status *e, struct text *t)
 	DB_FAMILY("litevisor_db_backlog_bytes", "gauge", "Local state kept for replicas that are behind.", d->backlog_bytes);
 	DB_FAMILY("litevisor_db_generations_total", "counter", "Generations started by this process.", d->generations_total);
 	DB_FAMILY("litevisor_db_checkpoint_errors_total", "counter", "Failed checkpoints.", d->checkpoint_errors_total);
+	DB_FAMILY("litevisor_db_sync_failing", "gauge", "1 while copying new commits into the local shadow WAL fails (no replica gets them).", d->sync_failing_since_ns > 0);
+	DB_FAMILY("litevisor_db_sync_errors_total", "counter", "Failed copies of new commits into the local shadow WAL.", d->sync_errors_total);
 	family(t, "litevisor_db_checkpoints_total", "counter", "Checkpoints run, by mode.");
 	for (size_t i = 0; i < e->ndbs; i++)
 		for (int m = 0; m < 3; m++)

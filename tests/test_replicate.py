@@ -1017,24 +1017,79 @@ def test_a_replica_that_is_down_does_not_inflate_the_others_lag(litevisor_bin, t
     assert max(lags) < 1.5, lags
 
 
-def test_full_state_directory_is_reported_as_enospc(tmp_path, litevisor_bin):
-    # The shadow WAL's disk fills up: a full disk first takes a short write, and
-    # the error must then be ENOSPC, not the stale errno of some earlier call.
+def test_full_state_directory_is_an_error_of_the_database_until_it_has_room(tmp_path,
+                                                                           litevisor_bin,
+                                                                           litestream_bin):
+    # The disk of litevisor's state directory fills up: new commits cannot be
+    # copied into the shadow WAL, so no replica gets them, though each replica
+    # has shipped all it was given. That must show: the cause named (ENOSPC from
+    # a short write, not a stale errno), logged once rather than at every pass,
+    # the database's health check warning, a metric, and every replica's lag
+    # growing. Once there is room again, everything reaches the replica.
+    import urllib.request
+    from conftest import free_port
     db, rep, meta = tmp_path / "app.db", tmp_path / "rep", tmp_path / "meta"
     meta.mkdir()
     create(db)
+    port = free_port()
     cfg = config(tmp_path, db, [file_replica(rep)], meta_path=meta)
-    log = tmp_path / "replicate.log"
-    args = json.dumps(dict(path=str(db), n=60, start=1, blob=10000))
-    script = ('mount -t tmpfs -o size=200k tmpfs "$1" || exit 99; '
-              '"$2" replicate -config "$3" 2>"$4" & pid=$!; sleep 1; '
-              f'"{PY}" -c "$5" "$6"; sleep 1; kill -TERM $pid; wait $pid')
-    p = subprocess.run(["unshare", "-rm", "sh", "-c", script, "sh", str(meta), litevisor_bin,
-                        str(cfg), str(log), WRITER, args],
-                       capture_output=True, text=True, timeout=120)
-    if p.returncode == 99 or "unshare" in p.stderr:
-        pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip()}")
+    cfg.write_text(f"addr: 127.0.0.1:{port}\n" + cfg.read_text())
+    log, room, done = tmp_path / "replicate.log", tmp_path / "room", tmp_path / "done"
+    # in a private mount namespace: a 4 MiB tmpfs of which a filler leaves ~400 KiB
+    script = ('mount -t tmpfs -o size=4m tmpfs "$1" || exit 99; '
+              'head -c 3700000 /dev/zero > "$1/filler"; '
+              '"$2" replicate -config "$3" 2>"$4" & pid=$!; '
+              'while [ ! -e "$5" ]; do sleep 0.05; done; rm "$1/filler"; '
+              'while [ ! -e "$6" ]; do sleep 0.05; done; kill -TERM $pid; wait $pid')
+    p = subprocess.Popen(["unshare", "-rm", "sh", "-c", script, "sh", str(meta), litevisor_bin,
+                          str(cfg), str(log), str(room), str(done)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def get(path):
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2).read().decode()
+        except urllib.error.HTTPError as e:
+            return e.read().decode()
+        except OSError:
+            return ""
+
+    def metric(name):
+        for line in get("/metrics").splitlines():
+            if line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+        return None
+
+    try:
+        wait_for(lambda: objects(rep, "snapshots") or p.poll() is not None,
+                 what="first snapshot", timeout=30)
+        if p.poll() is not None:
+            err = p.stderr.read()
+            if p.returncode == 99 or "unshare" in err:
+                pytest.skip(f"cannot mount a tmpfs here: {err.strip()}")
+            pytest.fail(f"exited {p.returncode}: {err}")
+        write(db, 60, start=1, blob=10000)
+        wait_for(lambda: metric("litevisor_db_sync_failing") == 1, what="sync failing metric")
+        wait_for(lambda: (metric("litevisor_replica_lag_seconds") or 0) > 1.5,
+                 what="the replica's lag to grow")
+        health = json.loads(get("/healthz"))
+        assert health["status"] == "warn", health
+        check = health["checks"]["database:replication"][0]
+        assert check["status"] == "warn" and "No space left on device" in check["output"], check
+        assert "syncFailingSince" in check and "No space left" in check["syncError"], check
+        assert "No space left on device" in health["output"], health
+        assert metric("litevisor_db_sync_errors_total") >= 2
+
+        room.touch()
+        wait_for(lambda: metric("litevisor_db_sync_failing") == 0, what="sync to work again")
+        wait_for(lambda: metric("litevisor_replica_lag_seconds") == 0, what="the replica to catch up")
+        assert json.loads(get("/healthz"))["status"] == "pass"
+    finally:
+        done.touch()
+        room.touch()
+        p.wait(timeout=60)
     text = log.read_text()
-    lines = [l for l in text.splitlines() if "cannot write shadow WAL" in l]
-    assert lines, text
-    assert all("No space left on device" in l for l in lines), lines
+    lines = [l for l in text.splitlines() if "cannot copy new commits" in l]
+    assert len(lines) == 1, text  # once, not at each pass
+    assert "No space left on device" in lines[0] and " ERROR " in lines[0], lines
+    assert "copying new commits works again" in text, text
+    check_restore(litestream_bin, rep, db, tmp_path / "restored.db")
