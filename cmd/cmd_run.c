@@ -47,7 +47,8 @@ static int run_run(int argc, char **argv)
 
 	const char *file = config_default_path(path);
 	struct config_options opt = { .no_expand_env = no_expand };
-	if (!path && command && access(file, F_OK) < 0 && errno == ENOENT) {
+	/* no config at all is fine with a command; a file named by flag or variable must exist */
+	if (command && config_path_is_fallback(path) && access(file, F_OK) < 0 && errno == ENOENT) {
 		config_defaults(&cfg);
 	} else if (config_load(file, &opt, &cfg, err, sizeof(err)) < 0) {
 		fprintf(stderr, "litevisor run: %s\n", err);

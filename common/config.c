@@ -16,6 +16,8 @@
 #include "common/config_int.h"
 #include "common/banned.h"
 
+static const char FALLBACK_PATH[] = "/etc/litevisor.yml";
+
 const char *config_default_path(const char *explicit_path)
 {
 	const char *p;
@@ -25,7 +27,12 @@ const char *config_default_path(const char *explicit_path)
 		return p;
 	if ((p = getenv("LITESTREAM_CONFIG")) && *p)
 		return p;
-	return "/etc/litevisor.yml";
+	return FALLBACK_PATH;
+}
+
+bool config_path_is_fallback(const char *explicit_path)
+{
+	return config_default_path(explicit_path) == FALLBACK_PATH;
 }
 
 void config_replica_defaults(struct cfg_replica *r)

@@ -150,6 +150,13 @@ struct config_options {
 const char *config_default_path(const char *explicit_path);
 
 /*
+ * True when nothing named a config file (no -config, neither variable set),
+ * so config_default_path() falls back to /etc/litevisor.yml. A file named
+ * on purpose must exist; only the fallback may be absent (run with a command).
+ */
+bool config_path_is_fallback(const char *explicit_path);
+
+/*
  * Load and validate a config file into *cfg (which must be zeroed or fresh).
  * On failure returns -1, leaves *cfg released, and writes one message into
  * err (file:line:col: key: what is wrong [; did you mean "x"?]).

@@ -176,6 +176,26 @@ def test_no_command_is_a_usage_error(litevisor_bin, tmp_path):
     assert "no command" in p.stderr
 
 
+@pytest.mark.parametrize("var", ["LITEVISOR_CONFIG", "LITESTREAM_CONFIG", "-config"])
+def test_a_config_named_on_purpose_must_exist(litevisor_bin, tmp_path, var):
+    # Only the fallback /etc/litevisor.yml may be absent (run then needs just a
+    # command); a file named by a flag or a variable that is not there (a typo)
+    # must not start the service with no restore and no replication.
+    missing = tmp_path / "litevisor-typo.yml"
+    env = {k: v for k, v in os.environ.items() if k not in ("LITEVISOR_CONFIG", "LITESTREAM_CONFIG")}
+    args = [litevisor_bin, "run"]
+    if var == "-config":
+        args += ["-config", str(missing)]
+    else:
+        env[var] = str(missing)
+    flag = tmp_path / "started"
+    p = subprocess.run(args + ["--", "touch", str(flag)], capture_output=True, text=True,
+                       timeout=20, env=env)
+    assert p.returncode == 100, p.stderr
+    assert str(missing) in p.stderr and "No such file or directory" in p.stderr, p.stderr
+    assert not flag.exists()
+
+
 @pytest.mark.parametrize("kind,code", [("missing", 127), ("not-in-path", 127), ("not-executable", 126)])
 def test_exec_failure_codes(litevisor_bin, tmp_path, kind, code):
     if kind == "missing":

@@ -530,12 +530,19 @@ TEST(default_path_order)
 	unsetenv("LITEVISOR_CONFIG");
 	unsetenv("LITESTREAM_CONFIG");
 	CHECK_STR(config_default_path(NULL), "/etc/litevisor.yml");
+	CHECK(config_path_is_fallback(NULL));
+	CHECK(config_path_is_fallback(""));
+	CHECK(!config_path_is_fallback("/etc/litevisor.yml")); /* named, even if it is that one */
 	setenv("LITESTREAM_CONFIG", "/ls.yml", 1);
 	CHECK_STR(config_default_path(NULL), "/ls.yml");
+	CHECK(!config_path_is_fallback(NULL));
 	setenv("LITEVISOR_CONFIG", "/lv.yml", 1);
 	CHECK_STR(config_default_path(NULL), "/lv.yml");
 	CHECK_STR(config_default_path("/flag.yml"), "/flag.yml");
 	CHECK_STR(config_default_path(""), "/lv.yml");
+	CHECK(!config_path_is_fallback(NULL));
+	unsetenv("LITEVISOR_CONFIG");
+	unsetenv("LITESTREAM_CONFIG");
 }
 
 TEST(file_errors_name_the_file)
