@@ -168,7 +168,7 @@ static const struct field supervisor_tab[SV_N] = {
 	[SV_GROUP] = { .key = "group", .kind = F_STR, .off = offsetof(struct cfg_supervisor, group) },
 	[SV_GROUPS] = { .key = "groups", .kind = F_CUSTOM, .fn = set_groups },
 	[SV_GRACE] = { .key = "stop-grace", .kind = F_DUR, .off = offsetof(struct cfg_supervisor, stop_grace_ms), .min = 1 },
-	[SV_FLUSH] = { .key = "flush-timeout", .kind = F_DUR, .off = offsetof(struct cfg_supervisor, flush_timeout_ms) },
+	[SV_FLUSH] = { .key = "flush-timeout", .kind = F_DUR, .off = offsetof(struct cfg_supervisor, flush_timeout_ms), .min = 1 },
 	[SV_SIGGROUP] = { .key = "signal-group", .kind = F_BOOL, .off = offsetof(struct cfg_supervisor, signal_group) },
 	[SV_NEWPG] = { .key = "new-process-group", .kind = F_BOOL, .off = offsetof(struct cfg_supervisor, new_process_group) },
 	[SV_RESTART] = { .key = "restart", .kind = F_ENUM, .off = offsetof(struct cfg_supervisor, restart), .names = restart_policies },
