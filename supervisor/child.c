@@ -225,7 +225,8 @@ char *child_find_program(const char *cmd)
 		if (!existing && !(existing = strdup(cand)))
 			return NULL;
 	}
-	return existing ? existing : strdup(cmd);
+	/* not cmd: execve would take a bare name relative to the working directory */
+	return existing ? existing : strdup("");
 }
 
 /* execve reads this much of a file to find its #! line (Linux BINPRM_BUF_SIZE). */

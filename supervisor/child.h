@@ -72,7 +72,9 @@ pid_t child_spawn(const struct child_spec *spec, struct child_failure *fail);
  * Find cmd as execvp would, in $PATH (default /usr/local/bin:/usr/bin:/bin);
  * a name with '/' is used as is. Returns a malloc'd path: the first
  * executable regular file, else the first existing file (so exec reports
- * EACCES), else cmd itself (exec reports ENOENT). NULL only on ENOMEM.
+ * EACCES), else "" (exec reports ENOENT: a name not found in $PATH is never
+ * looked for in the working directory, unless $PATH has an empty element).
+ * NULL only on ENOMEM.
  */
 char *child_find_program(const char *cmd);
 

@@ -202,13 +202,16 @@ def test_exec_failure_codes(litevisor_bin, tmp_path, kind, code):
         cmd = str(tmp_path / "nope")
     elif kind == "not-in-path":
         cmd = "litevisor-no-such-command"
+        # one in the working directory is not one in $PATH (execvp, sh)
+        (tmp_path / cmd).write_text("#!/bin/sh\nexit 0\n")
+        (tmp_path / cmd).chmod(0o755)
     else:
         f = tmp_path / "script.sh"
         f.write_text("#!/bin/sh\nexit 0\n")
         f.chmod(0o644)
         cmd = str(f)
     p = subprocess.run([litevisor_bin, "run", "--", cmd], capture_output=True, text=True,
-                       timeout=20, env={"PATH": os.environ["PATH"]})
+                       timeout=20, env={"PATH": os.environ["PATH"]}, cwd=tmp_path)
     assert p.returncode == code, p.stderr
     want = "No such file or directory" if code == 127 else "Permission denied"
     assert f'cannot run "{cmd}": {want}' in p.stderr

@@ -285,8 +285,8 @@ TEST(program_search)
 	p = child_find_program("data"); /* exists, not executable: exec will say EACCES */
 	CHECK_STR(p, plain);
 	free(p);
-	p = child_find_program("missing");
-	CHECK_STR(p, "missing");
+	p = child_find_program("missing"); /* never ./missing: the working directory is not in PATH */
+	CHECK_STR(p, "");
 	free(p);
 	p = child_find_program("./rel/x");
 	CHECK_STR(p, "./rel/x");
