@@ -30,6 +30,8 @@
 #define STOP_THREADS_MS 2000
 /* The loop turns at least this often (heartbeat for /livez). */
 #define TICK_MS 1000
+/* While stopping, look this often for processes re-parented to litevisor (reaper.h). */
+#define SWEEP_MS 100
 /* How long restores get to stop and clean up after a stop signal. */
 #define RESTORE_STOP_GRACE_MS 1000
 
@@ -54,6 +56,8 @@ struct sup {
 	int64_t grace_deadline;  /* mono ms: SIGKILL everything left then */
 	int64_t give_up_at;      /* mono ms after SIGKILL: stop waiting */
 	bool killed;
+	pid_t termed_pgrp;       /* the service's own process group, once it got its TERM */
+	int64_t next_sweep;      /* mono ms: next look for leftovers while stopping */
 	int64_t restart_at;      /* mono ms when in backoff, else 0 */
 	int64_t backoff_ms;
 	int restarts;            /* restarts so far (the policy's limit counts these) */
@@ -102,6 +106,8 @@ static void forward(struct sup *s, int sig)
 		return;
 	bool group = s->cfg->supervisor.signal_group && s->cfg->supervisor.new_process_group;
 	pid_t target = group ? -s->pid : s->pid;
+	if (group && sig == SIGTERM)
+		s->termed_pgrp = s->pid;
 	if (kill(target, sig) < 0 && errno != ESRCH)
 		log_warn("supervisor", "cannot forward signal", "signal=%s pid=%d error=\"%s\"",
 			 sig_name(sig), (int)s->pid, strerror(errno));
@@ -185,8 +191,34 @@ static void on_service_exit(struct sup *s, int status)
 		return;
 	}
 	begin_stop(s, "service exited");
-	/* Whatever the service left behind gets TERM now and KILL at the deadline. */
-	unsigned n = reaper_signal_children(SIGTERM, service_group(s, old));
+	if (s->killed) {
+		reaper_kill_tree(); /* past the deadline: whatever it left goes at once */
+		return;
+	}
+	/* Whatever the service left behind gets TERM now (see sweep()) and KILL at the deadline. */
+	pid_t grp = service_group(s, old);
+	if (grp > 0 && s->termed_pgrp != grp && grp != getpgrp() && kill(-grp, SIGTERM) == 0) {
+		s->termed_pgrp = grp;
+		log_info("supervisor", "terminating the service's process group", "pgrp=%d", (int)grp);
+	}
+	s->next_sweep = 0;
+}
+
+/*
+ * While stopping: every process re-parented to litevisor since the last look
+ * gets its one TERM (a wrapper script's worker once the wrapper is gone) and,
+ * after the deadline, every descendant gets KILL again until none is left.
+ */
+static void sweep(struct sup *s, int64_t now)
+{
+	if (!s->stopping || now < s->next_sweep)
+		return;
+	s->next_sweep = now + SWEEP_MS;
+	if (s->killed) {
+		reaper_kill_tree();
+		return;
+	}
+	unsigned n = reaper_term_new(s->pid, s->termed_pgrp);
 	if (n)
 		log_info("supervisor", "terminating leftover processes", "count=%u", n);
 }
@@ -206,12 +238,15 @@ static bool on_tick(struct sup *s, int64_t now)
 		log_warn("supervisor", "grace period over; killing remaining processes",
 			 "service_pid=%d", (int)s->pid);
 		if (s->pid > 0) {
-			kill(s->pid, SIGKILL);
+			kill(s->pid, SIGKILL); /* also where /proc cannot be read */
 			if (s->cfg->supervisor.new_process_group)
 				kill(-s->pid, SIGKILL);
 		}
-		reaper_signal_children(SIGKILL, 0);
+		unsigned n = reaper_kill_tree(); /* every descendant, however deep */
+		if (n)
+			log_info("supervisor", "killed remaining processes", "count=%u", n);
 		s->killed = true;
+		s->next_sweep = now + SWEEP_MS;
 		s->give_up_at = now + KILL_WAIT_MS;
 	}
 	if (s->killed && now >= s->give_up_at) {
@@ -224,7 +259,7 @@ static bool on_tick(struct sup *s, int64_t now)
 
 static int64_t next_timeout(const struct sup *s, int64_t now)
 {
-	int64_t t = TICK_MS;
+	int64_t t = s->stopping ? SWEEP_MS : TICK_MS;
 	int64_t d = 0;
 	if (s->restart_at)
 		d = s->restart_at;
@@ -263,6 +298,7 @@ static void loop(struct sup *s)
 			return;
 		if (on_tick(s, clock_mono_ms()))
 			return;
+		sweep(s, clock_mono_ms());
 	}
 }
 

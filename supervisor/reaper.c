@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,11 +62,17 @@ void reaper_reap(pid_t service, struct reap_result *r)
 	}
 }
 
-/* Parent pid from /proc/<pid>/stat, or -1. */
-static pid_t parent_of(const char *pid)
+/* A process as /proc/<pid>/stat shows it. */
+struct proc {
+	pid_t pid, ppid, pgrp;
+	unsigned long long start; /* clock ticks after boot: with pid, names one process */
+};
+
+/* Read /proc/<name>/stat into p. 0, or -1 (gone, or not a process). */
+static int proc_read(const char *name, struct proc *p)
 {
 	char path[64], buf[512];
-	snprintf(path, sizeof(path), "/proc/%s/stat", pid);
+	snprintf(path, sizeof(path), "/proc/%s/stat", name);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -1;
@@ -74,39 +81,131 @@ static pid_t parent_of(const char *pid)
 	if (n <= 0)
 		return -1;
 	buf[n] = '\0';
-	/* "pid (comm) state ppid …": comm may hold spaces and ')', so use the last ')'. */
-	char *p = strrchr(buf, ')');
-	if (!p || p[1] != ' ' || !p[2] || p[3] != ' ')
+	/* "pid (comm) state ppid pgrp … starttime(22nd)": comm may hold spaces and ')' */
+	char *q = strrchr(buf, ')');
+	if (!q || q[1] != ' ' || !q[2] || q[3] != ' ')
 		return -1;
-	return (pid_t)strtol(p + 4, NULL, 10);
+	int ppid, pgrp;
+	/* fields 6-21 skipped as words: some are 64-bit counters */
+	if (sscanf(q + 4, "%d %d %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %llu",
+		   &ppid, &pgrp, &p->start) != 3)
+		return -1;
+	p->pid = (pid_t)strtol(name, NULL, 10);
+	p->ppid = ppid;
+	p->pgrp = pgrp;
+	return 0;
 }
 
-unsigned reaper_signal_children(int sig, pid_t pgrp)
+/* Every process in /proc: *out (malloc'd), its count; -1 if /proc cannot be listed. */
+static ssize_t proc_list(struct proc **out)
 {
-	unsigned n = 0;
-	pid_t self = getpid();
-	if (pgrp > 0 && pgrp != getpgrp() && kill(-pgrp, sig) == 0)
-		n++;
+	size_t n = 0, cap = 0;
+	struct proc *v = NULL;
+	*out = NULL;
 	DIR *d = opendir("/proc");
 	if (!d) {
 		log_warn("reaper", "cannot list /proc", "error=\"%s\"", strerror(errno));
-		return n;
+		return -1;
 	}
 	struct dirent *de;
 	while ((de = readdir(d))) {
 		if (de->d_name[0] < '1' || de->d_name[0] > '9')
 			continue;
-		if (parent_of(de->d_name) != self)
-			continue;
-		pid_t pid = (pid_t)strtol(de->d_name, NULL, 10);
-		if (kill(pid, sig) == 0) {
-			n++;
-			log_debug("reaper", "signalled child", "pid=%d signal=%s", (int)pid,
-				  sig_name(sig));
+		if (n == cap) {
+			size_t nc = cap ? cap * 2 : 256;
+			struct proc *nv = realloc(v, nc * sizeof(*v));
+			if (!nv)
+				break; /* signal what was found so far */
+			v = nv;
+			cap = nc;
 		}
+		if (proc_read(de->d_name, &v[n]) == 0)
+			n++;
 	}
 	closedir(d);
-	return n;
+	*out = v;
+	return (ssize_t)n;
+}
+
+/* Direct children already sent TERM by reaper_term_new (only ever grows: one stop sequence). */
+static struct proc *termed;
+static size_t ntermed, captermed;
+
+static bool was_termed(const struct proc *p)
+{
+	for (size_t i = 0; i < ntermed; i++)
+		if (termed[i].pid == p->pid && termed[i].start == p->start)
+			return true;
+	return false;
+}
+
+unsigned reaper_term_new(pid_t skip_pid, pid_t skip_pgrp)
+{
+	struct proc *v;
+	ssize_t n = proc_list(&v);
+	unsigned count = 0;
+	pid_t self = getpid();
+	for (ssize_t i = 0; i < n; i++) {
+		const struct proc *p = &v[i];
+		if (p->ppid != self || p->pid == skip_pid || (skip_pgrp > 0 && p->pgrp == skip_pgrp) ||
+		    was_termed(p))
+			continue;
+		if (ntermed == captermed) {
+			size_t nc = captermed ? captermed * 2 : 16;
+			struct proc *nt = realloc(termed, nc * sizeof(*nt));
+			if (!nt)
+				continue; /* not remembered: no TERM, the KILL at the deadline still comes */
+			termed = nt;
+			captermed = nc;
+		}
+		termed[ntermed++] = *p;
+		if (kill(p->pid, SIGTERM) == 0) {
+			count++;
+			log_debug("reaper", "signalled child", "pid=%d signal=TERM", (int)p->pid);
+		}
+	}
+	free(v);
+	return count;
+}
+
+unsigned reaper_kill_tree(void)
+{
+	struct proc *v;
+	ssize_t n = proc_list(&v);
+	unsigned count = 0;
+	if (n <= 0) {
+		free(v);
+		return 0;
+	}
+	/* mark the descendants: children of self, then theirs, until nothing is added */
+	bool *in = calloc((size_t)n, sizeof(*in));
+	if (!in) {
+		free(v);
+		return 0;
+	}
+	pid_t self = getpid();
+	for (bool grew = true; grew;) {
+		grew = false;
+		for (ssize_t i = 0; i < n; i++) {
+			if (in[i])
+				continue;
+			bool child = v[i].ppid == self;
+			for (ssize_t j = 0; !child && j < n; j++)
+				child = in[j] && v[j].pid == v[i].ppid;
+			if (child)
+				in[i] = grew = true;
+		}
+	}
+	for (ssize_t i = 0; i < n; i++) {
+		if (in[i] && kill(v[i].pid, SIGKILL) == 0) {
+			count++;
+			log_debug("reaper", "killed descendant", "pid=%d parent=%d", (int)v[i].pid,
+				  (int)v[i].ppid);
+		}
+	}
+	free(in);
+	free(v);
+	return count;
 }
 
 uint64_t reaper_orphans_total(void)

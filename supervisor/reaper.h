@@ -32,10 +32,24 @@ struct reap_result {
 void reaper_reap(pid_t service, struct reap_result *r);
 
 /*
- * Send sig to every live direct child of litevisor (found in /proc), and to
- * the process group pgrp when pgrp > 0. Returns how many processes were signalled.
+ * The stop sequence's two sweeps over litevisor's descendants (found in /proc).
+ *
+ * reaper_term_new(): SIGTERM every direct child that no earlier call has
+ * signalled (by pid and start time), except skip_pid and the members of
+ * skip_pgrp (> 0), which got theirs already. Called again and again while
+ * stopping, it reaches processes as they are re-parented to litevisor (a
+ * wrapper's worker once the wrapper died), and each gets one TERM, never a
+ * second one (to many programs a second TERM means "quit now").
+ *
+ * reaper_kill_tree(): SIGKILL every descendant, however deep: a process
+ * killed while its children ignore TERM would leave them re-parented to
+ * litevisor, or to init once it exits, still writing to the database after
+ * the final flush.
+ *
+ * Both return how many processes they signalled.
  */
-unsigned reaper_signal_children(int sig, pid_t pgrp);
+unsigned reaper_term_new(pid_t skip_pid, pid_t skip_pgrp);
+unsigned reaper_kill_tree(void);
 
 /* Total orphans reaped since start (for metrics). */
 uint64_t reaper_orphans_total(void);

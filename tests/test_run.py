@@ -8,7 +8,9 @@ import json
 import os
 import re
 import shutil
+import shlex
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -268,6 +270,78 @@ def test_leftover_children_are_stopped_when_the_service_exits(litevisor_bin, tmp
     assert r.wait() == 0, r.stderr()
     orphan = int(read_lines(pids)[0])
     assert proc_stat(orphan) is None, "orphan still alive after litevisor exited"
+
+
+@pytest.mark.parametrize("how", ["service exits", "stop signal"])
+def test_worker_behind_a_wrapper_gets_one_term_once_re_parented(litevisor_bin, tmp_path, runs,
+                                                                 how):
+    """A wrapper shell that does not exec its worker is left behind; litevisor TERMs
+    it, it dies, its worker is re-parented to litevisor: the worker must get its own
+    TERM then (exactly one), not only the KILL at the end of the grace period."""
+    rec, ready = tmp_path / "rec", tmp_path / "ready"
+    worker = " ".join(shlex.quote(str(x)) for x in SERVICE + ["--record", rec, "--ready", ready])
+    wrapper = tmp_path / "wrapper.sh"
+    wrapper.write_text("#!/bin/sh\n"
+                       f"( sh -c {shlex.quote(worker + '; true')} & )\n"
+                       f"while [ ! -s {shlex.quote(str(ready))} ]; do sleep 0.05; done\n"
+                       + ("exit 3\n" if how == "service exits" else "sleep 60\n"))
+    wrapper.chmod(0o755)
+    r = start(runs, litevisor_bin, tmp_path, [str(wrapper)],
+              config="supervisor:\n  stop-grace: 8s\n")
+    poll(lambda: read_lines(ready))
+    t0 = time.monotonic()
+    if how == "stop signal":
+        os.kill(r.pid, signal.SIGTERM)
+    code = r.wait()
+    assert code == (3 if how == "service exits" else 143), r.stderr()
+    assert time.monotonic() - t0 < 4, r.stderr()  # not the 8 s grace period
+    assert read_lines(rec) == ["TERM"], r.stderr()
+    assert proc_stat(int(read_lines(ready)[0])) is None
+    assert "grace period over" not in r.stderr()
+
+
+def test_a_tree_ignoring_term_is_killed_whole_before_the_final_flush(litevisor_bin, tmp_path,
+                                                                     runs):
+    """Three shells deep, every level ignoring TERM, a writer commits every 20 ms. At the
+    deadline every descendant must die, however deep (not only litevisor's children,
+    whose own children would be re-parented and go on writing after the final flush):
+    nothing of the tree outlives litevisor, and the replica holds every row."""
+    db, rep, pids = tmp_path / "app.db", tmp_path / "rep", tmp_path / "pids"
+    writer = tmp_path / "writer.py"
+    writer.write_text(
+        "import os, signal, sqlite3, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "open(sys.argv[2], 'a').write('%d\\n' % os.getpid())\n"
+        "c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=5)\n"
+        "c.execute('PRAGMA journal_mode=wal')\n"
+        "c.execute('CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, ts REAL)')\n"
+        "while True:\n"
+        "    c.execute('INSERT INTO t(ts) VALUES (?)', (time.time(),))\n"
+        "    time.sleep(0.02)\n")
+    chain = tmp_path / "chain.sh"
+    chain.write_text("#!/bin/sh\ntrap '' TERM\necho $$ >> \"$PIDS\"\n"
+                     "if [ \"$1\" -gt 0 ]; then \"$0\" $(($1 - 1)) & while :; do sleep 0.1; done\n"
+                     f"else exec {shlex.quote(SERVICE[0])} {shlex.quote(str(writer))} \"$DB\" \"$PIDS\"; fi\n")
+    chain.chmod(0o755)
+    cfg = ("restore:\n  allow-empty-when-unreachable: true\n"
+           "supervisor:\n  stop-grace: 1s\n"
+           f"dbs:\n  - path: {db}\n    replicas:\n      - url: file://{rep}\n"
+           "        sync-interval: 10s\n")
+    r = start(runs, litevisor_bin, tmp_path,
+              ["sh", "-c", f"{shlex.quote(str(chain))} 3 & sleep 1; exit 0"], config=cfg,
+              env={"PIDS": str(pids), "DB": str(db)})
+    assert r.wait(timeout=30) == 0, r.stderr()
+    tree = [int(x) for x in read_lines(pids)]
+    assert len(tree) == 5, (tree, r.stderr())  # chain 3, 2, 1, 0 and the writer (exec'd by 0)
+    alive = [p for p in set(tree) if proc_stat(p) is not None]
+    assert alive == [], r.stderr()
+    assert "still not gone" not in r.stderr()
+    out = tmp_path / "restored.db"
+    p = subprocess.run([litevisor_bin, "restore", "-o", str(out), f"file://{rep}"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    count = lambda path: sqlite3.connect(path).execute("SELECT count(*) FROM t").fetchone()[0]  # noqa: E731
+    assert count(out) == count(db) > 0
 
 
 # ---------------------------------------------------------------- reaping
