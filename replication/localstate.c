@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <libgen.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,15 @@ char *localstate_dir(const struct cfg_db *db, char *buf, size_t len)
 	snprintf(tmp, sizeof(tmp), "%s", db->path);
 	snprintf(tmp2, sizeof(tmp2), "%s", db->path);
 	snprintf(buf, len, "%s/.%s-litevisor", dirname(tmp), basename(tmp2));
+	return buf;
+}
+
+char *localstate_litestream_dir(const struct cfg_db *db, char *buf, size_t len)
+{
+	char tmp[PATH_MAX], tmp2[PATH_MAX];
+	snprintf(tmp, sizeof(tmp), "%s", db->path);
+	snprintf(tmp2, sizeof(tmp2), "%s", db->path);
+	snprintf(buf, len, "%s/.%s-litestream", dirname(tmp), basename(tmp2));
 	return buf;
 }
 
@@ -96,42 +106,81 @@ char *localstate_shadow_path(const char *dir, const char *gen, uint32_t index, c
 	return buf;
 }
 
+static char *index_path(const char *dir, const char *gen, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/generations/%s/index", dir, gen);
+	return buf;
+}
+
+int localstate_write_index(const char *dir, const char *gen, uint32_t index, uid_t uid, gid_t gid)
+{
+	char path[PATH_MAX], line[16];
+	int n = snprintf(line, sizeof(line), "%08x\n", index);
+	return fs_write_atomic(index_path(dir, gen, path, sizeof(path)), line, (size_t)n, 0640, uid,
+			       gid);
+}
+
+/* The index record of gen: 0, or -1 (absent or unreadable). */
+static int read_index(const char *dir, const char *gen, uint32_t *index)
+{
+	char path[PATH_MAX], *text = NULL, *end;
+	size_t len;
+	if (fs_read_small(index_path(dir, gen, path, sizeof(path)), 32, &text, &len) < 0)
+		return -1;
+	errno = 0;
+	unsigned long v = strtoul(text, &end, 16);
+	bool ok = end != text && (*end == '\n' || *end == '\0') && !errno && v <= UINT32_MAX;
+	free(text);
+	if (!ok)
+		return -1;
+	*index = (uint32_t)v;
+	return 0;
+}
+
 int localstate_position(const char *dir, struct wal_pos *pos)
 {
 	char gen[17], path[PATH_MAX];
 	DIR *d;
 	struct dirent *de;
 	bool found = false;
-	uint32_t best = 0;
+	uint32_t best = 0, rec;
 
 	memset(pos, 0, sizeof(*pos));
 	if (localstate_read_generation(dir, gen) < 0)
 		return -1;
 	snprintf(path, sizeof(path), "%s/generations/%s/wal", dir, gen);
-	if (!(d = opendir(path)))
-		return -1;
-	while ((de = readdir(d))) {
-		unsigned int idx;
-		char tail[8];
-		if (strlen(de->d_name) != 12 || sscanf(de->d_name, "%8x%7s", &idx, tail) != 2 ||
-		    strcmp(tail, ".wal") != 0)
-			continue;
-		if (!found || idx > best)
-			best = idx;
-		found = true;
+	if ((d = opendir(path))) {
+		while ((de = readdir(d))) {
+			unsigned int idx;
+			char tail[8];
+			if (strlen(de->d_name) != 12 ||
+			    sscanf(de->d_name, "%8x%7s", &idx, tail) != 2 || strcmp(tail, ".wal") != 0)
+				continue;
+			if (!found || idx > best)
+				best = idx;
+			found = true;
+		}
+		closedir(d);
 	}
-	closedir(d);
-	if (!found) {
-		errno = ENOENT;
-		return -1;
-	}
-	struct stat st;
-	if (stat(localstate_shadow_path(dir, gen, best, path, sizeof(path)), &st) < 0)
-		return -1;
+	bool have_rec = read_index(dir, gen, &rec) == 0;
 	memcpy(pos->generation, gen, sizeof(pos->generation));
-	pos->index = best;
-	pos->offset = (uint32_t)st.st_size;
-	return 0;
+	if (found && (!have_rec || best >= rec)) {
+		struct stat st;
+		if (stat(localstate_shadow_path(dir, gen, best, path, sizeof(path)), &st) < 0)
+			return -1;
+		pos->index = best;
+		pos->offset = (uint32_t)st.st_size;
+		return 0;
+	}
+	if (have_rec) {
+		/* an index entered with nothing copied into it yet */
+		pos->index = rec;
+		pos->offset = 0;
+		return 0;
+	}
+	memset(pos, 0, sizeof(*pos));
+	errno = ENOENT;
+	return -1;
 }
 
 int localstate_write_restored(const char *dir, const struct restored_marker *m, uid_t uid,

@@ -11,6 +11,11 @@
  *                                 prefix of the real -wal file of that WAL
  *                                 session (offsets match the real WAL), grown
  *                                 only by whole transactions
+ *   generations/<gen>/index       the index the shadow entered last ("%08x\n"):
+ *                                 the position when that index has no file
+ *                                 yet (nothing committed since a restore, or
+ *                                 since a checkpoint whose older files were
+ *                                 shipped and removed)
  *   restored                      written by restore, read by the engine on
  *                                 start: the position the database was
  *                                 restored to and the replicas that hold
@@ -37,6 +42,13 @@
 char *localstate_dir(const struct cfg_db *db, char *buf, size_t len);
 
 /*
+ * Litestream v0.3's default state directory of db (<dir>/.<file>-litestream)
+ * into buf: where a node migrating from Litestream keeps its position.
+ * Returns buf.
+ */
+char *localstate_litestream_dir(const struct cfg_db *db, char *buf, size_t len);
+
+/*
  * Create the state directory if missing, owned like the database file (or,
  * if it does not exist yet, like its directory). Returns 0 or -1 (logged).
  */
@@ -55,9 +67,14 @@ char *localstate_shadow_path(const char *dir, const char *gen, uint32_t index, c
 
 /*
  * The local position: the current generation, its highest shadow WAL index
- * and that file's size. 0, or -1 (errno ENOENT: no state).
+ * and that file's size, or (index record, 0) when that index is newer than
+ * every file. 0, or -1 (errno ENOENT: no state). The layout is Litestream
+ * v0.3's too (without the record), so this reads its state directory as well.
  */
 int localstate_position(const char *dir, struct wal_pos *pos);
+
+/* Record that the shadow of gen entered index (generations/<gen>/index). 0 or -1. */
+int localstate_write_index(const char *dir, const char *gen, uint32_t index, uid_t uid, gid_t gid);
 
 struct restored_marker {
 	struct wal_pos pos;                  /* position the database was restored to */

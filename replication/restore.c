@@ -395,8 +395,41 @@ static bool replica_newer(const struct session *s, const struct wal_pos *lpos, i
 	int64_t skew = s->cfg->restore.clock_skew_ms * NS_PER_MS;
 	snprintf(why, len, "%s holds generation %s (newest object %+.1f s from the local write, "
 		 "margin %.1f s), local %s", w->name, w->plan.generation,
-		 (double)(w->plan.newest_ns - lt_ns) / 1e9, (double)skew / 1e9, lpos->generation);
+		 (double)(w->plan.newest_ns - lt_ns) / 1e9, (double)skew / 1e9,
+		 lpos->generation[0] ? lpos->generation : "unknown (no state)");
 	return w->plan.newest_ns > lt_ns + skew;
+}
+
+/*
+ * Where the existing database stands: litevisor's state (shadow, index
+ * record, restored marker), else Litestream's state directory (a node
+ * migrating from it), else nothing is known but when the file was last
+ * written (lpos->generation ""): the replicas are then compared by time,
+ * so a stale file is never kept just for lack of state.
+ */
+static void local_position(const struct cfg_db *db, const char *statedir, struct wal_pos *lpos,
+			   int64_t *lt)
+{
+	char lsdir[PATH_MAX], wal[PATH_MAX + 8];
+	localstate_litestream_dir(db, lsdir, sizeof(lsdir));
+	if (rs_local_position(statedir, lpos, lt) == 0)
+		return;
+	if (strcmp(lsdir, statedir) != 0 && localstate_position(lsdir, lpos) == 0) {
+		char path[PATH_MAX + 64];
+		*lt = rs_file_mtime_ns(localstate_shadow_path(lsdir, lpos->generation, lpos->index,
+							      path, sizeof(path)));
+		log_info("restore", "database exists with Litestream's state: comparing its position",
+			 "db=\"%s\" generation=%s index=%08x offset=%08x", db->path, lpos->generation,
+			 lpos->index, lpos->offset);
+		return;
+	}
+	memset(lpos, 0, sizeof(*lpos));
+	snprintf(wal, sizeof(wal), "%s-wal", db->path);
+	int64_t a = rs_file_mtime_ns(db->path), b = rs_file_mtime_ns(wal);
+	*lt = a > b ? a : b;
+	log_warn("restore", "database exists without state to compare positions: comparing the "
+		 "replicas' newest data with the file's last write",
+		 "db=\"%s\" statedir=\"%s\"", db->path, statedir);
 }
 
 int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
@@ -427,12 +460,7 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 			rc = 0;
 			goto out;
 		}
-		if (rs_local_position(statedir, &lpos, &lt) < 0) {
-			result_set(res, RESTORE_EXISTS,
-				   "database exists without litevisor state to compare; keeping it");
-			rc = 0;
-			goto out;
-		}
+		local_position(db, statedir, &lpos, &lt);
 		if (lt == 0)
 			lt = rs_file_mtime_ns(db->path);
 		/* the local position is compared with the winner's: its end must be exact */

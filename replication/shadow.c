@@ -162,6 +162,18 @@ static void remove_other_generations(const char *dir, const char *keep)
 	closedir(d);
 }
 
+/*
+ * The index just entered has no file until a commit is copied into it: the
+ * record keeps the position readable meanwhile (localstate_position). Best
+ * effort: without it a restore compares by time, never keeps blindly.
+ */
+static void record_index(struct shadow *s)
+{
+	if (localstate_write_index(s->dir, s->gen, s->index, s->uid, s->gid) < 0)
+		log_warn("shadow", "cannot record the shadow's index", "dir=\"%s\" index=%u err=\"%s\"",
+			 s->dir, s->index, strerror(errno));
+}
+
 int shadow_start(struct shadow *s, const char *gen, uint32_t index)
 {
 	char path[SH_PATH];
@@ -183,6 +195,7 @@ int shadow_start(struct shadow *s, const char *gen, uint32_t index)
 		return -1;
 	}
 	remove_other_generations(s->dir, gen);
+	record_index(s);
 	return 0;
 }
 
@@ -195,6 +208,7 @@ void shadow_next_index(struct shadow *s)
 	shadow_close(s);
 	s->index++;
 	s->size = 0;
+	record_index(s);
 }
 
 /* Open a new file for the current index (no file yet). -1 with the cause in why. */

@@ -929,6 +929,34 @@ def test_strict_modes_wait_for_answers(tmp_path, litevisor_bin, history):
     assert rows(db) == history.states[-1][2]
 
 
+def test_run_path_existing_db_without_state_is_compared_by_time(tmp_path, history):
+    """A database with no state of either tool (state lost, copied in by hand) is no
+    reason to keep it blindly: the winner's newest object is compared with the
+    file's last write (beyond the clock-skew margin) — newer replica, the file is
+    moved aside and the replica restored; older replica, the file is kept."""
+    rep = tmp_path / "rep"
+    db = tmp_path / "app" / "app.db"
+    db.parent.mkdir()
+    cfg = write_config(tmp_path / "lv.yml", db, [{"name": "nas", "url": f"file://{rep}"}])
+    history.write(str(rep), upto=2, t0=time.time() - 7200)  # objects two hours old
+    stale = sqlite3.connect(db)
+    stale.execute("CREATE TABLE local(x)")
+    stale.execute("INSERT INTO local VALUES ('written here, after the replica')")
+    stale.commit()
+    stale.close()
+    p, res = restore_tool(cfg)
+    assert res[0]["outcome"] == "exists", p.stderr
+    assert "without state" in p.stderr, p.stderr
+    # the file last written three hours ago, the replica's data newer: restore it
+    old = time.time() - 3 * 3600
+    os.utime(db, (old, old))
+    p, res = restore_tool(cfg)
+    assert res[0]["outcome"] == "restored", p.stderr
+    assert rows(db) == history.states[1][2]
+    moved = res[0]["moved_aside"]
+    assert sqlite3.connect(moved).execute("SELECT x FROM local").fetchall()  # kept
+
+
 def test_run_path_newer_generation_written_elsewhere(tmp_path, history):
     rep = tmp_path / "rep"
     history.write(str(rep), upto=2)

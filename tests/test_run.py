@@ -754,6 +754,90 @@ def test_row_committed_before_term_is_in_replica_then_restored_before_start(lite
     assert second["rows"] == rows
 
 
+ADD_ROWS = (
+    "import os, sqlite3, sys\n"
+    "c = sqlite3.connect(os.environ['LITESTREAM_DB_PATH'], isolation_level=None)\n"
+    "c.execute('PRAGMA journal_mode=wal')\n"
+    "c.execute('CREATE TABLE IF NOT EXISTS t(v TEXT)')\n"
+    "for i in range(int(sys.argv[1])):\n"
+    "    c.execute('INSERT INTO t VALUES (?)', ('%s-%d' % (sys.argv[2], i),))\n")
+
+
+def node_run(litevisor_bin, tmp_path, node, rep, rows=0, tag=""):
+    """One `run` on node (a directory of its own), sharing the file replica rep; the
+    service adds rows and exits. Returns the database's rows after the run, and the
+    files beside it."""
+    db = tmp_path / node / "app.db"
+    db.parent.mkdir(exist_ok=True)
+    cfg = tmp_path / f"{node}.yml"
+    cfg.write_text("restore:\n  allow-empty-when-unreachable: true\n"
+                   f"dbs:\n  - path: {db}\n    replicas:\n      - url: file://{rep}\n"
+                   "        sync-interval: 100ms\n")
+    p = subprocess.run([litevisor_bin, "run", "-config", str(cfg), "--", SERVICE[0], "-c",
+                        ADD_ROWS, str(rows), tag], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    got = sqlite3.connect(db).execute("SELECT v FROM t").fetchall() if rows or db.exists() else []
+    return [v for (v,) in got], sorted(os.listdir(db.parent)), p.stderr
+
+
+def test_node_back_after_an_idle_run_gets_what_the_other_wrote(litevisor_bin, tmp_path):
+    """B restores A's data and its service writes nothing; A writes more; B starts
+    again. B's state then has a generation and no shadow file (nothing was copied
+    since the restore): B must still see the replica is ahead and restore A's
+    rows (its own file moved aside), and a further run with nothing new must keep
+    the file (no restore, no copy moved aside: no churn on every restart)."""
+    rep = tmp_path / "rep"
+    a1, _, _ = node_run(litevisor_bin, tmp_path, "A", rep, 30, "a1")
+    b, _, _ = node_run(litevisor_bin, tmp_path, "B", rep)
+    assert b == a1
+    a2, _, _ = node_run(litevisor_bin, tmp_path, "A", rep, 20, "a2")
+    assert len(a2) == 50
+    b, files, err = node_run(litevisor_bin, tmp_path, "B", rep)
+    assert b == a2, err
+    assert any(f.startswith("app.db.replaced-") for f in files), files
+    again, files2, err = node_run(litevisor_bin, tmp_path, "B", rep)
+    assert again == a2, err
+    assert files2 == files, err
+    assert "outcome=exists" in err, err
+
+
+def test_node_migrating_from_litestream_is_compared_with_litestreams_state(
+        litevisor_bin, litestream_bin, tmp_path):
+    """A node that ran Litestream comes back stale, with only Litestream's state beside
+    its database, while another node wrote more to the replica: litevisor reads
+    Litestream's position and restores the newer data instead of keeping the file."""
+    rep = tmp_path / "rep"
+    x = tmp_path / "X" / "app.db"
+    x.parent.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "LITESTREAM_DB_PATH"}
+    subprocess.run([SERVICE[0], "-c", ADD_ROWS, "30", "x"], check=True, timeout=30,
+                   env={**env, "LITESTREAM_DB_PATH": str(x)})
+    cfg = tmp_path / "litestream.yml"
+    cfg.write_text(f"dbs:\n  - path: {x}\n    replicas:\n      - url: file://{rep}\n"
+                   "        sync-interval: 100ms\n")
+    ls = subprocess.Popen([litestream_bin, "replicate", "-config", str(cfg)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        poll(lambda: list((rep / "generations").glob("*/wal/*")) if (rep / "generations").exists()
+             else [], timeout=30)
+        time.sleep(1)
+    finally:
+        ls.send_signal(signal.SIGTERM)
+        ls.wait(timeout=30)
+    assert (x.parent / ".app.db-litestream").is_dir()
+    # another node (litevisor) restores that and writes more
+    y, _, _ = node_run(litevisor_bin, tmp_path, "Y", rep, 20, "y")
+    assert len(y) == 50
+    cfgx = tmp_path / "X.yml"
+    cfgx.write_text(f"dbs:\n  - path: {x}\n    replicas:\n      - url: file://{rep}\n")
+    p = subprocess.run([litevisor_bin, "run", "-config", str(cfgx), "--", "true"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "Litestream's state" in p.stderr, p.stderr
+    got = [v for (v,) in sqlite3.connect(x).execute("SELECT v FROM t").fetchall()]
+    assert got == y, p.stderr
+
+
 def test_first_deploy_starts_on_an_empty_database(litevisor_bin, tmp_path, runs):
     (tmp_path / "data").mkdir()
     report = tmp_path / "report.json"
