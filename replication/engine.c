@@ -174,6 +174,12 @@ int engine_flush(struct engine *e, int64_t deadline_ms)
 			log_error("engine", "final flush: the WAL could not be synced in time", "db=%s",
 				  d->stat.name);
 			rc = -1;
+		} else if (d->sync_failing_mono) {
+			/* the replicas can reach the shadow's end, but that is not the WAL's */
+			log_error("engine", "final flush incomplete: new commits could not be copied into "
+				  "the shadow WAL, no replica has them", "db=%s error=\"%s\"",
+				  d->stat.name, d->stat.sync_error);
+			rc = -1;
 		}
 		pthread_mutex_unlock(&d->mu);
 	}
@@ -190,6 +196,12 @@ int engine_flush(struct engine *e, int64_t deadline_ms)
 		struct eng_db *d = &e->dbs[i];
 		pthread_mutex_lock(&d->mu);
 		if (!d->ready) {
+			/* nothing to ship is fine only when there is no database yet */
+			if (strcmp(d->stat.state, ENG_STATE_WAITING) != 0) {
+				log_error("engine", "final flush incomplete: the database was not being "
+					  "replicated", "db=%s state=\"%s\"", d->stat.name, d->stat.state);
+				rc = -1;
+			}
 			pthread_mutex_unlock(&d->mu);
 			continue;
 		}
@@ -210,6 +222,11 @@ int engine_flush(struct engine *e, int64_t deadline_ms)
 					  d->stat.name, r->stat.name, r->pos.generation, r->pos.index,
 					  r->pos.offset, target.generation, target.index, target.offset);
 				rc = -1;
+			} else if (d->sync_failing_mono) {
+				log_warn("engine", "final flush: the replica holds all that was copied, not "
+					 "the commits that could not be", "db=%s replica=%s position=%s/%08x/%08x",
+					 d->stat.name, r->stat.name, target.generation, target.index,
+					 target.offset);
 			} else {
 				log_info("engine", "final flush done", "db=%s replica=%s position=%s/%08x/%08x",
 					 d->stat.name, r->stat.name, target.generation, target.index,

@@ -28,6 +28,9 @@
 
 /* Move to a new WAL index (through a checkpoint) after this many segments in one (#585). */
 #define ENG_MAX_SEGMENTS_PER_INDEX 64
+/* The database state while its file does not exist (yet): nothing to replicate. */
+#define ENG_STATE_WAITING "waiting for database"
+
 /* Commit times remembered for the lag gauge. */
 #define ENG_LAG_RING 64
 

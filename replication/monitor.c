@@ -241,7 +241,7 @@ static int open_db(struct eng_db *d, bool fresh)
 	int ready = db_file_check(d->cfg->path, why, sizeof(why));
 	if (ready <= 0) {
 		/* an unusable path is said once, loudly; it is looked at again, it may be fixed */
-		db_set_state(d, false, ready < 0 ? why : "waiting for database");
+		db_set_state(d, false, ready < 0 ? why : ENG_STATE_WAITING);
 		return 1;
 	}
 	/* before we touch it (setting WAL mode writes the header) */
@@ -713,7 +713,7 @@ void *monitor_thread(void *arg)
 				log_warn("engine", "database file replaced or removed", "db=%s", d->stat.name);
 				close_db(d);
 				fresh = true;
-				db_set_state(d, false, "waiting for database");
+				db_set_state(d, false, ENG_STATE_WAITING);
 				continue;
 			}
 			if (ch == 2) {

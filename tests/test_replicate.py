@@ -1017,15 +1017,18 @@ def test_a_replica_that_is_down_does_not_inflate_the_others_lag(litevisor_bin, t
     assert max(lags) < 1.5, lags
 
 
+@pytest.mark.parametrize("room", ["freed", "never"])
 def test_full_state_directory_is_an_error_of_the_database_until_it_has_room(tmp_path,
                                                                            litevisor_bin,
-                                                                           litestream_bin):
+                                                                           litestream_bin,
+                                                                           room):
     # The disk of litevisor's state directory fills up: new commits cannot be
     # copied into the shadow WAL, so no replica gets them, though each replica
     # has shipped all it was given. That must show: the cause named (ENOSPC from
     # a short write, not a stale errno), logged once rather than at every pass,
     # the database's health check warning, a metric, and every replica's lag
-    # growing. Once there is room again, everything reaches the replica.
+    # growing. Once there is room again, everything reaches the replica; a stop
+    # before that must not call its final flush done.
     import urllib.request
     from conftest import free_port
     db, rep, meta = tmp_path / "app.db", tmp_path / "rep", tmp_path / "meta"
@@ -1034,15 +1037,16 @@ def test_full_state_directory_is_an_error_of_the_database_until_it_has_room(tmp_
     port = free_port()
     cfg = config(tmp_path, db, [file_replica(rep)], meta_path=meta)
     cfg.write_text(f"addr: 127.0.0.1:{port}\n" + cfg.read_text())
-    log, room, done = tmp_path / "replicate.log", tmp_path / "room", tmp_path / "done"
+    log, free, done = tmp_path / "replicate.log", tmp_path / "room", tmp_path / "done"
     # in a private mount namespace: a 4 MiB tmpfs of which a filler leaves ~400 KiB
     script = ('mount -t tmpfs -o size=4m tmpfs "$1" || exit 99; '
               'head -c 3700000 /dev/zero > "$1/filler"; '
               '"$2" replicate -config "$3" 2>"$4" & pid=$!; '
-              'while [ ! -e "$5" ]; do sleep 0.05; done; rm "$1/filler"; '
+              'while [ ! -e "$5" ] && [ ! -e "$6" ]; do sleep 0.05; done; '
+              '[ -e "$5" ] && rm "$1/filler"; '
               'while [ ! -e "$6" ]; do sleep 0.05; done; kill -TERM $pid; wait $pid')
     p = subprocess.Popen(["unshare", "-rm", "sh", "-c", script, "sh", str(meta), litevisor_bin,
-                          str(cfg), str(log), str(room), str(done)],
+                          str(cfg), str(log), str(free), str(done)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     def get(path):
@@ -1078,18 +1082,43 @@ def test_full_state_directory_is_an_error_of_the_database_until_it_has_room(tmp_
         assert "syncFailingSince" in check and "No space left" in check["syncError"], check
         assert "No space left on device" in health["output"], health
         assert metric("litevisor_db_sync_errors_total") >= 2
-
-        room.touch()
-        wait_for(lambda: metric("litevisor_db_sync_failing") == 0, what="sync to work again")
-        wait_for(lambda: metric("litevisor_replica_lag_seconds") == 0, what="the replica to catch up")
-        assert json.loads(get("/healthz"))["status"] == "pass"
+        if room == "freed":
+            free.touch()
+            wait_for(lambda: metric("litevisor_db_sync_failing") == 0, what="sync to work again")
+            wait_for(lambda: metric("litevisor_replica_lag_seconds") == 0,
+                     what="the replica to catch up")
+            assert json.loads(get("/healthz"))["status"] == "pass"
     finally:
-        done.touch()
-        room.touch()
+        done.touch()  # with room "never": stop while still full
         p.wait(timeout=60)
     text = log.read_text()
     lines = [l for l in text.splitlines() if "cannot copy new commits" in l]
     assert len(lines) == 1, text  # once, not at each pass
     assert "No space left on device" in lines[0] and " ERROR " in lines[0], lines
-    assert "copying new commits works again" in text, text
-    check_restore(litestream_bin, rep, db, tmp_path / "restored.db")
+    if room == "freed":
+        assert "copying new commits works again" in text, text
+        check_restore(litestream_bin, rep, db, tmp_path / "restored.db")
+    else:
+        assert "final flush incomplete: new commits could not be copied" in text, text
+        assert "final flush done" not in text, text
+
+
+def test_database_never_replicated_is_no_final_flush_done(tmp_path, litevisor_bin):
+    # The state directory's disk is full before replication could start: the
+    # engine cannot even begin a generation. A stop must say the final flush is
+    # incomplete (the database was not replicated), never that it is done.
+    db, rep, meta = tmp_path / "app.db", tmp_path / "rep", tmp_path / "meta"
+    meta.mkdir()
+    create(db)
+    cfg = config(tmp_path, db, [file_replica(rep)], meta_path=meta)
+    log = tmp_path / "replicate.log"
+    script = ('mount -t tmpfs -o size=64k tmpfs "$1" || exit 99; '
+              'head -c 65536 /dev/zero > "$1/filler" 2>/dev/null; '
+              '"$2" replicate -config "$3" 2>"$4" & pid=$!; sleep 1.5; kill -TERM $pid; wait $pid')
+    p = subprocess.run(["unshare", "-rm", "sh", "-c", script, "sh", str(meta), litevisor_bin,
+                        str(cfg), str(log)], capture_output=True, text=True, timeout=60)
+    if p.returncode == 99 or "unshare" in p.stderr:
+        pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip()}")
+    text = log.read_text()
+    assert "final flush incomplete: the database was not being replicated" in text, text
+    assert "final flush done" not in text, text
