@@ -58,6 +58,20 @@ static int64_t behind_bytes(struct eng_db *d, const struct wal_pos *pos, uint32_
 	return n;
 }
 
+/*
+ * Drop r's backlog (under mu): it gets a fresh snapshot when reached. The
+ * commit times of what it lacks go with the shadow files, so its lag is kept
+ * counting from the oldest of them until that snapshot (engine status).
+ */
+static void drop_backlog(struct eng_db *d, struct eng_replica *r)
+{
+	int64_t now = clock_mono_ns();
+	double lag = replica_lag_seconds(d, &r->pos, now);
+	r->behind_since_mono = now - (int64_t)(lag * NS_PER_SEC);
+	r->dropped = true;
+	r->need_snapshot = true;
+}
+
 /* Delete shadow files nobody needs; enforce the backlog cap. */
 void backlog_cleanup(struct eng_db *d)
 {
@@ -113,8 +127,7 @@ void backlog_cleanup(struct eng_db *d)
 		for (size_t i = 0; i < d->nreplicas; i++) {
 			struct eng_replica *r = &d->replicas[i];
 			if (r->st && !r->dropped && !r->pos_known) {
-				r->dropped = true;
-				r->need_snapshot = true;
+				drop_backlog(d, r);
 				log_error("engine", "unreachable replica over the backlog cap: it gets a fresh snapshot when reached",
 					  "db=%s replica=%s backlog_bytes=%lld cap=%lld", d->stat.name,
 					  r->cfg->name, (long long)backlog,
@@ -133,8 +146,7 @@ void backlog_cleanup(struct eng_db *d)
 				worst = r;
 		}
 		if (worst) {
-			worst->dropped = true;
-			worst->need_snapshot = true;
+			drop_backlog(d, worst);
 			worst->gap = true;
 			log_error("engine", "replica backlog over the cap: dropping its backlog, it gets a fresh snapshot when back",
 				  "db=%s replica=%s backlog_bytes=%lld cap=%lld", d->stat.name,

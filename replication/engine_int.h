@@ -50,6 +50,7 @@ struct eng_replica {
 	struct wal_pos pos;
 	bool need_snapshot;           /* next upload starts with a snapshot */
 	bool dropped;                 /* backlog cap exceeded: ignore for shadow cleanup */
+	int64_t behind_since_mono;    /* dropped: when the oldest commit it lacked was made */
 	bool gap;                     /* the next snapshot follows a gap in this replica's history */
 	uint32_t segs_in_index;       /* segments written at pos.index */
 	uint64_t flush_seq;           /* last flush request served */

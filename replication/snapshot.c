@@ -326,6 +326,7 @@ static void snapshot_done(struct eng_replica *r, const char *gen, uint32_t index
 	r->pos_known = true;
 	r->need_snapshot = false;
 	r->dropped = false;
+	r->behind_since_mono = 0;
 	r->gap = false;
 	r->stat.failing_since_ns = 0; /* it took a snapshot: it answers again */
 	r->stat.snapshots_total++;

@@ -688,18 +688,36 @@ def test_continues_restored_generation(run, tmp_path, litestream_bin, litevisor_
 
 
 def test_backlog_cap_drops_replica_then_snapshot(run, tmp_path, litestream_bin):
+    import urllib.request
+    from conftest import free_port
     db, good, down = tmp_path / "app.db", tmp_path / "good", tmp_path / "down"
     create(db)
-    r = run(config(tmp_path, db, [file_replica(good, "good"), file_replica(down, "down")],
-                   max_backlog="200000", min_checkpoint_page_count=30))
+    port = free_port()
+    cfg = config(tmp_path, db, [file_replica(good, "good"), file_replica(down, "down")],
+                 max_backlog="200000", min_checkpoint_page_count=30)
+    cfg.write_text(f"addr: 127.0.0.1:{port}\n" + cfg.read_text())
+    r = run(cfg)
+
+    def lag(replica):
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        line = next(l for l in text.splitlines()
+                    if l.startswith("litevisor_replica_lag_seconds{") and f'replica="{replica}"' in l)
+        return float(line.rsplit(" ", 1)[1])
+
     wait_for(lambda: objects(down, "snapshots"), what="first snapshot")
     os.rename(down, tmp_path / "down.away")
     down.write_text("not a directory")
+    t0 = time.monotonic()
     write(db, 800, start=1)
     wait_for(lambda: "backlog over the cap" in r.text(), what="backlog cap")
     # the dropped replica no longer holds shadow files back
     shadow = tmp_path / ".app.db-litevisor"
     wait_for(lambda: len(list(shadow.rglob("*.wal"))) <= 2, what="shadow cleanup")
+    # ...but its lag still counts from the first commit it lacks, not from the
+    # oldest commit the shadow still remembers (the dropped ones went with it)
+    time.sleep(1)
+    assert lag("down") >= time.monotonic() - t0 - 0.5, r.text()
+    assert lag("good") < 1
     os.unlink(down)
     os.rename(tmp_path / "down.away", down)
     wait_for(lambda: r.text().count("snapshot written db=app.db replica=down") == 2,
