@@ -134,11 +134,27 @@ static void begin_stop(struct sup *s, const char *why)
 	set_phase(s, SUP_STOPPING, why);
 }
 
-static void on_signal(struct sup *s, int sig)
+/*
+ * A terminal sends INT and QUIT (^C, ^\) and WINCH to its whole foreground
+ * process group, the kernel as sender. The service shares litevisor's group
+ * unless new-process-group: it got that signal already, and forwarding it
+ * would deliver it twice (a second ^C is "quit now" to many programs).
+ */
+static bool delivered_by_terminal(const struct sup *s, int sig, bool kernel)
+{
+	if (!kernel || s->pid <= 0 || (sig != SIGINT && sig != SIGQUIT && sig != SIGWINCH))
+		return false;
+	return getpgid(s->pid) == getpgrp();
+}
+
+static void on_signal(struct sup *s, int sig, bool kernel)
 {
 	if (sig == SIGCHLD || !sig_is_forwarded(sig))
 		return;
-	if (s->pid > 0) {
+	if (delivered_by_terminal(s, sig, kernel)) {
+		log_info("supervisor", "signal from the terminal: the service got it too, not forwarded",
+			 "signal=%s pid=%d", sig_name(sig), (int)s->pid);
+	} else if (s->pid > 0) {
 		log_info("supervisor", "forwarding signal", "signal=%s pid=%d", sig_name(sig),
 			 (int)s->pid);
 		forward(s, sig);
@@ -288,8 +304,9 @@ static void loop(struct sup *s)
 		}
 		sup_state_heartbeat(&s->state);
 		int sig;
-		while ((sig = sig_read(s->sfd)) > 0)
-			on_signal(s, sig);
+		bool kernel;
+		while ((sig = sig_read_ex(s->sfd, &kernel)) > 0)
+			on_signal(s, sig, kernel);
 		struct reap_result r;
 		reaper_reap(s->pid, &r);
 		if (r.service_exited)

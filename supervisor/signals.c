@@ -67,11 +67,19 @@ int sig_open_fd(void)
 
 int sig_read(int fd)
 {
+	return sig_read_ex(fd, NULL);
+}
+
+int sig_read_ex(int fd, bool *kernel)
+{
 	struct signalfd_siginfo si;
 	for (;;) {
 		ssize_t n = read(fd, &si, sizeof(si));
-		if (n == (ssize_t)sizeof(si))
+		if (n == (ssize_t)sizeof(si)) {
+			if (kernel)
+				*kernel = si.ssi_code == SI_KERNEL;
 			return (int)si.ssi_signo;
+		}
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))

@@ -34,9 +34,12 @@ int sig_open_fd(void);
 
 /*
  * Read one pending signal from the signalfd. Returns its number, 0 when none
- * is pending, -1 on error (logged).
+ * is pending, -1 on error (logged). sig_read_ex also says whether the kernel
+ * sent it (SI_KERNEL: a terminal's INT/QUIT/WINCH to its foreground process
+ * group) rather than a process (kill(2): SI_USER), when kernel is not NULL.
  */
 int sig_read(int fd);
+int sig_read_ex(int fd, bool *kernel);
 
 /* True for the signals forwarded to the service. */
 bool sig_is_forwarded(int sig);

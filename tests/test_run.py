@@ -245,6 +245,53 @@ def test_stop_signal_reaches_service_and_its_code_is_returned(litevisor_bin, tmp
     assert read_lines(rec) == [sig.name[3:]]
 
 
+def test_a_terminal_signal_reaches_the_service_once(litevisor_bin, tmp_path):
+    """On a terminal (docker run -it), ^\\ goes to the whole foreground process group,
+    the service included (it shares litevisor's group by default): litevisor must
+    not forward it a second time. A kill(2) of litevisor still is forwarded."""
+    import pty
+    rec, ready = tmp_path / "rec", tmp_path / "ready"
+    pid, fd = pty.fork()
+    if pid == 0:
+        try:
+            os.execv(litevisor_bin, [litevisor_bin, "run", "--"] + SERVICE +
+                     ["--record", str(rec), "--ready", str(ready)])
+        finally:
+            os._exit(127)
+    out = []
+    threading.Thread(target=lambda: out.append(_drain(fd)), daemon=True).start()
+    try:
+        poll(lambda: read_lines(ready))
+        os.write(fd, b"\x1c")  # ^\ : SIGQUIT from the terminal
+        poll(lambda: read_lines(rec))
+        time.sleep(0.5)  # a forwarded second one would have come by now
+        assert read_lines(rec) == ["QUIT"]
+        os.kill(pid, signal.SIGUSR1)  # from a process: forwarded
+        poll(lambda: len(read_lines(rec)) == 2)
+        os.kill(pid, signal.SIGTERM)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except OSError:
+            pass
+    assert os.WEXITSTATUS(status) == 0, out
+    assert read_lines(rec) == ["QUIT", "USR1", "TERM"], out
+
+
+def _drain(fd):
+    data = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
 def test_sigkill_after_grace_when_service_ignores_term(litevisor_bin, tmp_path, runs):
     ready = tmp_path / "ready"
     r = start(runs, litevisor_bin, tmp_path,
