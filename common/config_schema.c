@@ -322,7 +322,7 @@ enum { TOP_ADDR, TOP_EXEC, TOP_NODE, TOP_AKID, TOP_AKID_FILE, TOP_SAK, TOP_SAK_F
        TOP_DBS, TOP_STORES, TOP_RESTORE, TOP_SUPERVISOR, TOP_HEALTH, TOP_N };
 static const struct field top_tab[TOP_N] = {
 	[TOP_ADDR] = { .key = "addr", .kind = F_CUSTOM, .fn = set_addr },
-	[TOP_EXEC] = { .key = "exec", .kind = F_STR, .off = offsetof(struct config, exec) },
+	[TOP_EXEC] = { .key = "exec", .kind = F_WORDS, .off = offsetof(struct config, exec) },
 	[TOP_NODE] = { .key = "node", .kind = F_STR, .off = offsetof(struct config, node) },
 	[TOP_AKID] = { .key = "access-key-id", .kind = F_CUSTOM, .fn = set_top_secret },
 	[TOP_AKID_FILE] = { .key = "access-key-id-file", .kind = F_CUSTOM, .fn = set_top_secret },

@@ -43,7 +43,7 @@ const char *walk_kind_name(const struct cfg_node *n)
 
 /* Expand one scalar; *unset gets the first unset variable (malloc'd) or NULL. */
 static int expand(struct walk *w, const struct cfg_node *v, const char *path, bool secret,
-		  char **out, char **unset)
+		  bool words, char **out, char **unset)
 {
 	char why[160];
 	*out = NULL;
@@ -56,7 +56,8 @@ static int expand(struct walk *w, const struct cfg_node *v, const char *path, bo
 		return 0;
 	if (w->opt && w->opt->no_expand_env) {
 		*out = strdup(v->value);
-	} else if (envexpand(v->value, NULL, NULL, out, unset, why, sizeof(why)) < 0) {
+	} else if ((words ? envexpand_words : envexpand)(v->value, NULL, NULL, out, unset, why,
+							 sizeof(why)) < 0) {
 		if (secret)
 			cfg_error(w->e, v, path, "%s (value redacted)", why);
 		else
@@ -123,7 +124,7 @@ void walk_release(struct walk *w)
 int walk_scalar(struct walk *w, const struct cfg_node *v, const char *path, bool secret, char **out)
 {
 	char *unset = NULL;
-	int rc = expand(w, v, path, secret, out, &unset);
+	int rc = expand(w, v, path, secret, false, out, &unset);
 	if (rc == 0)
 		note_unset(w, v, unset);
 	else
@@ -140,7 +141,7 @@ int walk_required_ex(struct walk *w, const struct cfg_node *v, const char *path,
 		     char **out)
 {
 	char *unset = NULL;
-	if (expand(w, v, path, secret, out, &unset) < 0)
+	if (expand(w, v, path, secret, false, out, &unset) < 0)
 		return -1;
 	if (!*out || !**out) {
 		if (unset)
@@ -181,9 +182,14 @@ static int set_value(struct walk *w, const struct field *f, const struct cfg_nod
 
 	if (f->kind == F_CUSTOM)
 		return f->fn(w, f, v, path, target);
-	if (f->kind == F_STR || f->kind == F_SECRET || f->kind == F_SECRET_FILE) {
-		if (walk_scalar(w, v, path, f->kind == F_SECRET, &s) < 0)
+	if (f->kind == F_STR || f->kind == F_WORDS || f->kind == F_SECRET ||
+	    f->kind == F_SECRET_FILE) {
+		char *unset = NULL;
+		if (expand(w, v, path, f->kind == F_SECRET, f->kind == F_WORDS, &s, &unset) < 0) {
+			free(unset);
 			return -1;
+		}
+		note_unset(w, v, unset);
 		char **slot = (char **)(void *)dst;
 		free(*slot);
 		/* An empty value (e.g. from an unset variable) means "not set", as in Litestream. */

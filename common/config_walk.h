@@ -19,6 +19,7 @@
 
 enum fkind {
 	F_STR,         /* char * */
+	F_WORDS,       /* char * split into shell words later: $VAR expanded as a shell would */
 	F_SECRET,      /* char * holding a credential (never shown in messages) */
 	F_SECRET_FILE, /* char * path of a credential file */
 	F_BOOL,        /* bool */

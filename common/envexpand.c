@@ -48,13 +48,94 @@ static const char *do_lookup(envexpand_lookup lookup, void *ctx, const char *nam
 	return lookup ? lookup(name, ctx) : getenv(name);
 }
 
-int envexpand(const char *s, envexpand_lookup lookup, void *ctx, char **out, char **unset,
-	      char *why, size_t whylen)
+/*
+ * Parse a reference after its '$' at *pp: 1 a variable (name, and its default
+ * when def is set), 0 not a variable (the '$' is literal: "$$" consumed as one
+ * "$", anything else left for the caller), -1 a syntax error (why).
+ */
+static int parse_ref(const char **pp, char *name, size_t namelen, const char **def,
+		     size_t *deflen, char *why, size_t whylen)
+{
+	const char *p = *pp;
+	size_t nlen;
+	*def = NULL;
+	*deflen = 0;
+	if (*p == '$') {
+		*pp = p + 1;
+		return 0;
+	}
+	if (*p == '{') {
+		const char *q = p + 1, *close = strchr(q, '}');
+		if (!close) {
+			snprintf(why, whylen, "unterminated \"${\" (write \"$$\" for a literal \"$\")");
+			return -1;
+		}
+		while (q < close && name_char(*q))
+			q++;
+		nlen = (size_t)(q - (p + 1));
+		if (nlen == 0 || !name_start(p[1])) {
+			snprintf(why, whylen, "bad variable name in \"${…}\" (use letters, digits and _)");
+			return -1;
+		}
+		if (q < close) {
+			if (q[0] == ':' && q[1] == '-') {
+				*def = q + 2;
+				*deflen = (size_t)(close - *def);
+			} else {
+				snprintf(why, whylen,
+					 "unsupported form in \"${…}\" (only ${NAME} and ${NAME:-default})");
+				return -1;
+			}
+		}
+		if (nlen >= namelen) {
+			snprintf(why, whylen, "variable name too long");
+			return -1;
+		}
+		memcpy(name, p + 1, nlen);
+		name[nlen] = '\0';
+		*pp = close + 1;
+		return 1;
+	}
+	if (!name_start(*p))
+		return 0; /* not a variable: the dollar stays as written */
+	const char *q = p;
+	while (name_char(*q))
+		q++;
+	nlen = (size_t)(q - p);
+	if (nlen >= namelen) {
+		snprintf(why, whylen, "variable name too long");
+		return -1;
+	}
+	memcpy(name, p, nlen);
+	name[nlen] = '\0';
+	*pp = q;
+	return 1;
+}
+
+/* Where a value lands in shell words: outside quotes, or inside "…". */
+enum ctx { RAW, BARE, DQUOTE };
+
+/* Append v (n bytes) so that words_split reads it back as the same text (see envexpand_words). */
+static int add_value(struct sbuf *b, const char *v, size_t n, enum ctx c)
+{
+	const char *special = c == DQUOTE ? "\"\\$`" : c == BARE ? "\\'\"" : "";
+	for (size_t i = 0; i < n; i++) {
+		if (c != RAW && strchr(special, v[i]) && v[i] && sb_add(b, "\\", 1))
+			return -1;
+		if (sb_add(b, v + i, 1))
+			return -1;
+	}
+	return 0;
+}
+
+static int expand(const char *s, envexpand_lookup lookup, void *ctx, char **out, char **unset,
+		  char *why, size_t whylen, bool words)
 {
 	struct sbuf b = { 0 };
 	char *first_unset = NULL;
 	char name[256];
 	int rc = -1;
+	enum ctx c = words ? BARE : RAW;
 
 	*out = NULL;
 	if (unset)
@@ -62,77 +143,50 @@ int envexpand(const char *s, envexpand_lookup lookup, void *ctx, char **out, cha
 	if (sb_add(&b, "", 0))
 		goto oom;
 	for (const char *p = s; *p;) {
-		const char *dollar = strchr(p, '$');
-		if (!dollar) {
-			if (sb_add(&b, p, strlen(p)))
+		if (words && c == BARE && *p == '\'') {
+			/* single quotes: nothing inside is expanded, as in a shell */
+			const char *q = strchr(p + 1, '\'');
+			size_t n = q ? (size_t)(q - p) + 1 : strlen(p);
+			if (sb_add(&b, p, n))
 				goto oom;
-			break;
-		}
-		if (sb_add(&b, p, (size_t)(dollar - p)))
-			goto oom;
-		p = dollar + 1;
-		if (*p == '$') {
-			if (sb_add(&b, "$", 1))
-				goto oom;
-			p++;
+			p += n;
 			continue;
 		}
-		const char *def = NULL;
-		size_t deflen = 0, nlen = 0;
-		if (*p == '{') {
-			const char *q = p + 1, *close = strchr(q, '}');
-			if (!close) {
-				snprintf(why, whylen, "unterminated \"${\" (write \"$$\" for a literal \"$\")");
-				goto out;
-			}
-			while (q < close && name_char(*q))
-				q++;
-			nlen = (size_t)(q - (p + 1));
-			if (nlen == 0 || !name_start(p[1])) {
-				snprintf(why, whylen, "bad variable name in \"${…}\" (use letters, digits and _)");
-				goto out;
-			}
-			if (q < close) {
-				if (q + 1 < close + 1 && q[0] == ':' && q[1] == '-') {
-					def = q + 2;
-					deflen = (size_t)(close - def);
-				} else {
-					snprintf(why, whylen,
-						 "unsupported form in \"${…}\" (only ${NAME} and ${NAME:-default})");
-					goto out;
-				}
-			}
-			if (nlen >= sizeof(name)) {
-				snprintf(why, whylen, "variable name too long");
-				goto out;
-			}
-			memcpy(name, p + 1, nlen);
-			name[nlen] = '\0';
-			p = close + 1;
-		} else if (name_start(*p)) {
-			const char *q = p;
-			while (name_char(*q))
-				q++;
-			nlen = (size_t)(q - p);
-			if (nlen >= sizeof(name)) {
-				snprintf(why, whylen, "variable name too long");
-				goto out;
-			}
-			memcpy(name, p, nlen);
-			name[nlen] = '\0';
-			p = q;
-		} else {
-			/* Not a variable: keep the dollar as written. */
+		if (words && *p == '"') {
+			c = c == DQUOTE ? BARE : DQUOTE;
+			if (sb_add(&b, p++, 1))
+				goto oom;
+			continue;
+		}
+		if (words && *p == '\\' && p[1]) {
+			/* an escaped character is literal: "\$HOME" is not a variable */
+			if (sb_add(&b, p, 2))
+				goto oom;
+			p += 2;
+			continue;
+		}
+		if (*p != '$') {
+			if (sb_add(&b, p++, 1))
+				goto oom;
+			continue;
+		}
+		p++;
+		const char *def;
+		size_t deflen;
+		int r = parse_ref(&p, name, sizeof(name), &def, &deflen, why, whylen);
+		if (r < 0)
+			goto out;
+		if (r == 0) {
 			if (sb_add(&b, "$", 1))
 				goto oom;
 			continue;
 		}
 		const char *v = do_lookup(lookup, ctx, name);
 		if (def && (!v || !*v)) {
-			if (sb_add(&b, def, deflen))
+			if (add_value(&b, def, deflen, c))
 				goto oom;
 		} else if (v) {
-			if (sb_add(&b, v, strlen(v)))
+			if (add_value(&b, v, strlen(v), c))
 				goto oom;
 		} else if (!first_unset) {
 			first_unset = strdup(name);
@@ -154,4 +208,16 @@ out:
 	free(b.p);
 	free(first_unset);
 	return rc;
+}
+
+int envexpand(const char *s, envexpand_lookup lookup, void *ctx, char **out, char **unset,
+	      char *why, size_t whylen)
+{
+	return expand(s, lookup, ctx, out, unset, why, whylen, false);
+}
+
+int envexpand_words(const char *s, envexpand_lookup lookup, void *ctx, char **out, char **unset,
+		    char *why, size_t whylen)
+{
+	return expand(s, lookup, ctx, out, unset, why, whylen, true);
 }

@@ -29,4 +29,15 @@ typedef const char *(*envexpand_lookup)(const char *name, void *ctx);
 int envexpand(const char *s, envexpand_lookup lookup, void *ctx, char **out, char **unset,
 	      char *why, size_t whylen);
 
+/*
+ * The same for a value split into shell words afterwards (`exec`, see
+ * supervisor/words.h), expanding as a shell would: nothing inside '…' or
+ * after a backslash, and a value's own quotes, backslashes (and inside "…"
+ * its $ and `) escaped so the split reads it back as written: "$X" stays one
+ * word whatever X holds; an unquoted $X is split at its blanks, never
+ * re-parsed for quotes.
+ */
+int envexpand_words(const char *s, envexpand_lookup lookup, void *ctx, char **out, char **unset,
+		    char *why, size_t whylen);
+
 #endif

@@ -4,7 +4,8 @@
  * lets a backslash escape " \ $ ` and newline; outside quotes a backslash
  * escapes the next character. There is no shell: no variable, glob, tilde or
  * command expansion, no redirection, no pipes ($VAR in `exec` is expanded
- * by the config loader, like every other value, unless -no-expand-env).
+ * by the config loader before, quote-aware: envexpand_words() escapes each
+ * value so that this split reads it back as data, never as quoting).
  */
 #ifndef LITEVISOR_SUP_WORDS_H
 #define LITEVISOR_SUP_WORDS_H

@@ -169,6 +169,25 @@ def test_exec_from_config_is_split_like_shell_words(litevisor_bin, tmp_path, run
     assert json.load(open(out)) == [str(out), "two words", 'a\\"b']
 
 
+def test_exec_variables_are_data_not_shell_syntax(litevisor_bin, tmp_path):
+    # "$FOO" is one word whatever FOO holds (quotes included), as in a shell;
+    # an unquoted $ARGS splits at its blanks; '$FOO' is not expanded
+    out = tmp_path / "argv.json"
+    script = "import json,sys; json.dump(sys.argv[1:], open(sys.argv[1], 'w'))"
+    cfgf = tmp_path / "c.yml"
+    cfgf.write_text(f"exec: {SERVICE[0]} -c \"{script}\" {out} \"$FOO\" $ARGS '$FOO' end\n")
+    env = dict(os.environ, FOO='x" "--evil', ARGS="-a  -b")
+    p = subprocess.run([litevisor_bin, "run", "-config", str(cfgf)], capture_output=True,
+                       text=True, timeout=20, env=env)
+    assert p.returncode == 0, p.stderr
+    assert json.load(open(out)) == [str(out), 'x" "--evil', "-a", "-b", "$FOO", "end"]
+    env["FOO"] = 'a"b'  # an odd quote in a value is no syntax error either
+    p = subprocess.run([litevisor_bin, "run", "-config", str(cfgf)], capture_output=True,
+                       text=True, timeout=20, env=env)
+    assert p.returncode == 0, p.stderr
+    assert json.load(open(out))[1] == 'a"b'
+
+
 def test_no_command_is_a_usage_error(litevisor_bin, tmp_path):
     cfgf = tmp_path / "c.yml"
     cfgf.write_text("addr: 127.0.0.1:0\n")

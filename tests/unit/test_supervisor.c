@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include "common/clock.h"
+#include "common/envexpand.h"
 #include "nomad/env.h"
 #include "supervisor/child.h"
 #include "supervisor/health.h"
@@ -42,6 +43,51 @@ TEST(words_plain_and_quoted)
 	a = split_ok("pre'mid dle'post \"\\n\"", 2);
 	CHECK_STR(a[0], "premid dlepost");
 	CHECK_STR(a[1], "\\n"); /* backslash only escapes " \ $ ` newline inside double quotes */
+	words_free(a);
+}
+
+static const char *word_env(const char *name, void *ctx)
+{
+	static const char *const env[][2] = {
+		{ "Q", "x\" \"--evil" }, { "ODD", "a\"b" }, { "TWO", "-a  -b" }, { "BS", "c:\\dir" },
+		{ "MIX", "it's $HOME `id`" },
+	};
+	(void)ctx;
+	for (size_t i = 0; i < sizeof(env) / sizeof(env[0]); i++)
+		if (strcmp(env[i][0], name) == 0)
+			return env[i][1];
+	return NULL;
+}
+
+/* exec's variables, expanded then split: a value is data, never shell syntax */
+static char **expand_split(const char *in, int want)
+{
+	char *s = NULL, why[128];
+	CHECK_INT(envexpand_words(in, word_env, NULL, &s, NULL, why, sizeof(why)), 0);
+	char **a = split_ok(s, want);
+	free(s);
+	return a;
+}
+
+TEST(words_from_variables_are_never_reparsed)
+{
+	char **a = expand_split("app \"$Q\" end", 3); /* quoted: one word, whatever it holds */
+	CHECK_STR(a[1], "x\" \"--evil");
+	words_free(a);
+	a = expand_split("app \"$ODD\" ${ODD}", 3); /* an odd quote is no syntax error */
+	CHECK_STR(a[1], "a\"b");
+	CHECK_STR(a[2], "a\"b");
+	words_free(a);
+	a = expand_split("app $TWO", 3); /* unquoted: split at its blanks, as a shell does */
+	CHECK_STR(a[1], "-a");
+	CHECK_STR(a[2], "-b");
+	words_free(a);
+	a = expand_split("app $BS \"$MIX\" '$Q' \\$Q \"${NONE:-it's \"x\"}\"", 6);
+	CHECK_STR(a[1], "c:\\dir");
+	CHECK_STR(a[2], "it's $HOME `id`");
+	CHECK_STR(a[3], "$Q"); /* single quotes: nothing expanded */
+	CHECK_STR(a[4], "$Q"); /* escaped dollar */
+	CHECK_STR(a[5], "it's \"x\"");
 	words_free(a);
 }
 
@@ -300,6 +346,7 @@ TEST(program_search)
 	rmdir(dir);
 }
 
-UNIT_MAIN(T(nomad_port_labels), T(program_search), T(words_plain_and_quoted), T(words_errors), T(readiness_rules), T(liveness_rules),
+UNIT_MAIN(T(nomad_port_labels), T(program_search), T(words_plain_and_quoted),
+	  T(words_from_variables_are_never_reparsed), T(words_errors), T(readiness_rules), T(liveness_rules),
 	  T(replica_warn_and_fail), T(health_document_warns_on_failing_replica),
 	  T(metrics_text_rules), T(push_url_building), T(db_env_names))
