@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/banned.h"
@@ -31,6 +32,8 @@
 #define FILE_IO_CHUNK (64 * 1024)
 #define TMP_SUFFIX ".tmp-"
 #define TMP_SUFFIX_LEN 11 /* ".tmp-" + the 6 characters mkostemp fills in */
+/* a temporary file untouched this long belongs to a writer that died (a put writes it steadily) */
+#define TMP_STALE_S 600
 
 struct file_storage {
 	struct storage base;
@@ -374,6 +377,33 @@ static int file_stat(struct storage *st, const char *key, struct st_object *out,
 	return 0;
 }
 
+/*
+ * dir holds no object any more, only temporary files: remove those of
+ * writers that died mid-put (killed; untouched for TMP_STALE_S), which would
+ * otherwise keep the directory, and a generation made of it, forever. A dir
+ * still holding an object is left alone (its leftovers go with it later).
+ */
+static void remove_stale_tmp(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	struct stat sb;
+	time_t now = time(NULL);
+	if (!d)
+		return;
+	while ((e = readdir(d)) != NULL)
+		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && !is_tmp_name(e->d_name)) {
+			closedir(d);
+			return;
+		}
+	rewinddir(d);
+	while ((e = readdir(d)) != NULL)
+		if (is_tmp_name(e->d_name) && fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    S_ISREG(sb.st_mode) && now - sb.st_mtime >= TMP_STALE_S)
+			(void)unlinkat(dirfd(d), e->d_name, 0);
+	closedir(d);
+}
+
 /* Remove directories left empty above path, stopping at the root or at the first non-empty one. */
 static void prune_dirs(const char *root, const char *path)
 {
@@ -381,8 +411,13 @@ static void prune_dirs(const char *root, const char *path)
 	size_t rootlen = strlen(root);
 	parent_of(dir, sizeof(dir), path);
 	while (strlen(dir) > rootlen && strncmp(dir, root, rootlen) == 0) {
-		if (rmdir(dir) < 0)
-			return; /* not empty (or already gone): nothing more to prune */
+		if (rmdir(dir) < 0) {
+			if (errno != ENOTEMPTY && errno != EEXIST)
+				return; /* already gone, or cannot be removed */
+			remove_stale_tmp(dir);
+			if (rmdir(dir) < 0)
+				return; /* not empty: nothing more to prune */
+		}
 		char up[PATH_MAX];
 		parent_of(up, sizeof(up), dir);
 		memcpy(dir, up, strlen(up) + 1);
@@ -408,6 +443,12 @@ static int file_del(struct storage *st, const char *const *keys, size_t nkeys,
 		parent_of(dir, sizeof(dir), path);
 		if (fs_fsync_dir(dir) < 0 && errno != ENOENT)
 			return sys_fail(err, errno, "delete", keys[i], dir);
+		/* once per directory of a run of keys (sorted, as retention lists them) */
+		const char *slash = strrchr(keys[i], '/');
+		size_t plen = slash ? (size_t)(slash - keys[i]) + 1 : 0;
+		if (i + 1 < nkeys && strncmp(keys[i + 1], keys[i], plen) == 0 &&
+		    !strchr(keys[i + 1] + plen, '/'))
+			continue;
 		prune_dirs(root_of(st), path);
 	}
 	return 0;

@@ -263,6 +263,31 @@ def test_file_put_is_atomic_and_leaves_no_temp_files(tmp_path):
     assert names == ["c"]
 
 
+def test_file_delete_removes_temp_files_of_dead_writers(tmp_path):
+    # A writer killed mid-put leaves "<key>.tmp-XXXXXX". Once its directory
+    # holds no object any more (retention deleted the index or generation),
+    # such a file, untouched for 10 minutes, goes with the directory; a fresh
+    # one (a put in progress) and a directory that still has objects stay.
+    root = tmp_path / "r"
+    rep = Replica("file", ["-file", str(root)])
+    src = tmp_path / "src"
+    write_random(src, 1000)
+    for key in ("g/1/wal/a", "g/1/wal/b", "g/2/wal/a", "g/3/wal/a"):
+        rep.put(src, key).ok()
+    old = time.time() - 3600
+    for d in ("1", "2", "3"):
+        t = root / "g" / d / "wal" / "c.tmp-Ab12Cd"
+        t.write_bytes(b"partial")
+        if d != "3":
+            os.utime(t, (old, old))
+    rep.delete(["g/1/wal/a"]).ok()  # "b" is still there: nothing removed
+    assert (root / "g/1/wal/c.tmp-Ab12Cd").exists()
+    rep.delete(["g/1/wal/b", "g/2/wal/a", "g/3/wal/a"]).ok()
+    assert not (root / "g/1").exists() and not (root / "g/2").exists()
+    assert (root / "g/3/wal/c.tmp-Ab12Cd").exists()  # may still be written
+    assert sorted(os.listdir(root / "g")) == ["3"]  # no generation left to list but 3
+
+
 def test_file_missing_root_lists_not_found(tmp_path):
     r = Replica("file", ["-file", str(tmp_path / "nope")]).list("")
     assert r.rc == EXIT["not found"] and "does not exist" in r.res["message"]
