@@ -268,7 +268,8 @@ char *health_render(const struct health_view *v, int *http_status)
 		json_object_set_new(doc, "output", json_string(first_problem));
 	json_object_set_new(doc, "checks", checks);
 	checks = NULL;
-	out = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	/* 15 digits: 0.03, not 0.029999999999999999 */
+	out = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
 out:
 	json_decref(checks);
 	json_decref(doc);

@@ -136,6 +136,8 @@ static enum MHD_Result respond(struct MHD_Connection *c, unsigned code, const ch
 	}
 	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
 	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+	if (code == 405)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD"); /* RFC 9110 §15.5.6 */
 	/* Keep-alive clients could hold every slot of the connection limit. */
 	MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
 	enum MHD_Result ret = MHD_queue_response(c, code, r);
@@ -210,8 +212,15 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 			       size_t *upload_data_size, void **con_cls)
 {
 	struct http_server *srv = cls;
+	static const char *const paths[] = { "/livez", "/readyz", "/healthz", "/status", "/metrics" };
+	bool known = false;
+	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]) && !known; i++)
+		known = !strcmp(url, paths[i]);
+	if (!known)
+		return respond_text(c, 404, "",
+				    "not found (try /livez, /readyz, /healthz, /metrics)");
 	if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
-		return respond_text(c, 405, "", "method not allowed");
+		return respond_text(c, 405, "", "method not allowed (GET or HEAD)");
 	struct sup_snapshot snap;
 	char why[300];
 	sup_state_get(srv->state, &snap);
@@ -227,10 +236,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 	}
 	if (!strcmp(url, "/healthz") || !strcmp(url, "/status"))
 		return serve_health(srv, c, &snap);
-	if (!strcmp(url, "/metrics"))
-		return serve_metrics(srv, c, &snap);
-	return respond_text(c, 404, "",
-			    "not found (try /livez, /readyz, /healthz, /metrics)");
+	return serve_metrics(srv, c, &snap); /* the last known path */
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)

@@ -76,13 +76,18 @@ static void family(struct text *t, const char *name, const char *type, const cha
 	text_printf(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-/* A value: integers exactly, others with enough precision. */
+/* A value: integers exactly, others in the fewest digits that read back as the same double. */
 static void value(struct text *t, double v)
 {
-	if (v == (double)(int64_t)v && v < 9e15 && v > -9e15)
+	char buf[40];
+	if (v == (double)(int64_t)v && v < 9e15 && v > -9e15) {
 		text_printf(t, " %" PRId64 "\n", (int64_t)v);
-	else
-		text_printf(t, " %.17g\n", v);
+		return;
+	}
+	snprintf(buf, sizeof(buf), "%.15g", v);
+	if (strtod(buf, NULL) != v)
+		snprintf(buf, sizeof(buf), "%.17g", v);
+	text_printf(t, " %s\n", buf);
 }
 
 static void sample0(struct text *t, const char *name, double v)

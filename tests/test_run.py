@@ -611,6 +611,19 @@ def test_metrics_follow_prometheus_rules(litevisor_bin, tmp_path, runs):
     m = re.search(r"^litevisor_process_resident_memory_bytes (\d+)$", body, re.M)
     assert 1_000_000 < int(m.group(1)) < 500_000_000
     assert re.search(r"^litevisor_ready 1$", body, re.M)
+    # values in the fewest digits that read back the same: 0.03, not 0.029999999999999999
+    assert not re.search(r"\.\d{16}", body), body
+    _, _, health = curl(f"http://127.0.0.1:{port}/healthz")
+    assert not re.search(r"\.\d{16}", health), health
+    # methods and paths: 404 for what does not exist, 405 with Allow for the rest
+    for method, path, want in (("POST", "/nope", 404), ("POST", "/metrics", 405),
+                               ("DELETE", "/healthz", 405), ("HEAD", "/livez", 200)):
+        p = subprocess.run(["curl", "-s", "-o", "/dev/null", "-D", "-", "-X", method,
+                            *(["-I"] if method == "HEAD" else []),
+                            f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True)
+        assert f" {want} " in p.stdout.splitlines()[0], (method, path, p.stdout)
+        if want == 405:
+            assert re.search(r"^Allow: GET, HEAD\r?$", p.stdout, re.M | re.I), p.stdout
     os.kill(r.pid, signal.SIGTERM)
     assert r.wait() == 0
 
