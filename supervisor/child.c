@@ -130,8 +130,17 @@ int child_creds_resolve(const struct cfg_supervisor *sup, struct child_creds *ou
 				goto out;
 			}
 		} else if (parse_id(sup->user, &id)) {
-			/* A bare uid without a passwd entry is fine (containers often have none). */
+			/*
+			 * A bare uid without a passwd entry is fine (containers often have
+			 * none): as under `docker run --user 1000`, the group stays ours
+			 * unless `group` says otherwise, and HOME is "/", not our own.
+			 */
 			out->uid = (uid_t)id;
+			out->home = strdup("/");
+			if (!out->home) {
+				snprintf(err, errlen, "supervisor: out of memory");
+				goto out;
+			}
 		} else {
 			snprintf(err, errlen, "supervisor: unknown user \"%s\"%s%s", sup->user,
 				 e ? ": " : "", e ? strerror(e) : "");

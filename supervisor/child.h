@@ -29,7 +29,7 @@ struct child_creds {
 	gid_t *groups;        /* supplementary groups (owned) */
 	size_t ngroups;
 	char *user;           /* user name, or NULL (for HOME/USER/LOGNAME) */
-	char *home;           /* the user's home directory, or NULL */
+	char *home;           /* the user's home directory; "/" for a bare uid without passwd entry; NULL when no user is set */
 };
 
 /*

@@ -91,12 +91,12 @@ char **svcenv_build(const struct config *cfg, const struct child_creds *creds)
 	}
 	if (cfg && cfg->ndbs == 1 && env_set(&e, "LITESTREAM_DB_PATH", cfg->dbs[0].path) < 0)
 		goto fail;
-	if (creds && creds->set && creds->user) {
-		if (env_set(&e, "USER", creds->user) < 0 || env_set(&e, "LOGNAME", creds->user) < 0)
-			goto fail;
-		if (creds->home && env_set(&e, "HOME", creds->home) < 0)
-			goto fail;
-	}
+	if (creds && creds->set && creds->user &&
+	    (env_set(&e, "USER", creds->user) < 0 || env_set(&e, "LOGNAME", creds->user) < 0))
+		goto fail;
+	/* the user's home; "/" for a bare uid without a passwd entry (child.h) */
+	if (creds && creds->set && creds->home && env_set(&e, "HOME", creds->home) < 0)
+		goto fail;
 	return e.v;
 fail:
 	svcenv_free(e.v);

@@ -740,6 +740,28 @@ def test_service_runs_as_configured_user_with_streams_passed_through(litevisor_b
     assert "err\n" in p.stderr
 
 
+def test_numeric_user_without_passwd_entry_runs_like_docker_user(litevisor_bin, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch user")
+    import pwd
+    uid = next(u for u in range(54321, 60000) if not _has_pw(pwd, u))
+    cfgf = tmp_path / "c.yml"
+    cfgf.write_text(f"supervisor:\n  user: {uid}\n")
+    p = subprocess.run([litevisor_bin, "run", "-config", str(cfgf), "--", "sh", "-c",
+                        'echo "$(id -u) $(id -g) $HOME"'], capture_output=True, text=True,
+                       timeout=20, env=dict(os.environ, HOME="/root"))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == [str(uid), str(os.getgid()), "/"], p.stdout
+
+
+def _has_pw(pwd, uid):
+    try:
+        pwd.getpwuid(uid)
+        return True
+    except KeyError:
+        return False
+
+
 def test_unknown_user_is_a_config_error(litevisor_bin, tmp_path):
     cfgf = tmp_path / "c.yml"
     marker = tmp_path / "started"
