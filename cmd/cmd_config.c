@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cmd/commands.h"
+#include "supervisor/child.h"
 #include "common/config.h"
 #include "common/duration.h"
 #include "common/banned.h"
@@ -254,6 +255,14 @@ static int run_config(int argc, char **argv)
 		fprintf(stderr, "litevisor config: %s\n", err);
 		return EXIT_USAGE;
 	}
+	/* what run refuses before starting, on this machine: users and groups that do not exist */
+	struct child_creds creds;
+	if (child_creds_resolve(&cfg.supervisor, &creds, err, sizeof(err)) < 0) {
+		fprintf(stderr, "litevisor config: %s: %s\n", config_default_path(path), err);
+		config_release(&cfg);
+		return EXIT_USAGE;
+	}
+	child_creds_release(&creds);
 	/* Printed to load back the same way it was loaded (with or without expansion). */
 	struct printer out = { .f = stdout, .expand_env = !no_expand };
 	print_config(&out, &cfg);

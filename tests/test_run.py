@@ -771,6 +771,10 @@ def test_unknown_user_is_a_config_error(litevisor_bin, tmp_path):
     assert p.returncode == 100
     assert 'unknown user "no-such-user-xyz"' in p.stderr
     assert not marker.exists()
+    # `litevisor config` refuses what run would refuse
+    p = subprocess.run([litevisor_bin, "config", "-config", str(cfgf)], capture_output=True,
+                       text=True, timeout=20)
+    assert p.returncode == 100 and 'unknown user "no-such-user-xyz"' in p.stderr, p.stderr
 
 
 def test_ignored_sigpipe_is_not_inherited(litevisor_bin, tmp_path):
