@@ -28,7 +28,15 @@
 #include "replication/status.h"
 #include "supervisor/state.h"
 
-#define HTTP_CONNECTION_LIMIT 64
+/*
+ * Connections at once, and from one address. A client that trickles its
+ * request a byte at a time keeps its connection (the idle timeout restarts at
+ * each byte): the per-address share keeps one such host from taking every
+ * slot, so the checkers on other addresses (Nomad, Consul, Uptime-Kuma,
+ * Prometheus) are still answered.
+ */
+#define HTTP_CONNECTION_LIMIT 256
+#define HTTP_PER_IP_CONNECTION_LIMIT 32
 #define HTTP_CONNECTION_TIMEOUT_S 10
 
 struct http_server;

@@ -628,6 +628,49 @@ def test_metrics_follow_prometheus_rules(litevisor_bin, tmp_path, runs):
     assert r.wait() == 0
 
 
+def test_one_host_trickling_requests_cannot_take_every_connection(litevisor_bin, tmp_path,
+                                                                    runs):
+    """A host that opens many connections and sends its headers a byte at a time
+    (each byte restarts the idle timeout) gets at most its share of the slots:
+    checkers on other addresses are still answered."""
+    import socket
+    port = free_port()
+    ready = tmp_path / "ready"
+    r = start(runs, litevisor_bin, tmp_path, SERVICE + ["--ready", str(ready)],
+              config=f"addr: 127.0.0.1:{port}\n")
+    poll(lambda: read_lines(ready))
+    slow = []
+    try:
+        for _ in range(70):  # more than one address may hold, more than 64 in all
+            c = socket.create_connection(("127.0.0.1", port), timeout=2)
+            slow.append(c)
+            try:
+                c.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n")
+            except OSError:
+                pass  # refused over the share
+        time.sleep(0.3)
+        for c in slow:  # one more header byte each: never idle, never done
+            try:
+                c.sendall(b"X")
+            except OSError:
+                pass  # refused over the share: that is the point
+        other = socket.socket()
+        other.settimeout(3)
+        other.bind(("127.0.0.2", 0))
+        t0 = time.monotonic()
+        other.connect(("127.0.0.1", port))
+        other.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = other.recv(200)
+        other.close()
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+        assert time.monotonic() - t0 < 2
+    finally:
+        for c in slow:
+            c.close()
+    os.kill(r.pid, signal.SIGTERM)
+    assert r.wait() == 0
+
+
 def test_livez_answers_fast_while_busy(litevisor_bin, tmp_path, runs):
     """The control path never waits: /livez within 50 ms while the service burns CPU
     and spawns orphans, and signals are being forwarded."""
