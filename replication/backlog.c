@@ -66,7 +66,7 @@ static int64_t behind_bytes(struct eng_db *d, const struct wal_pos *pos, uint32_
 static void drop_backlog(struct eng_db *d, struct eng_replica *r)
 {
 	int64_t now = clock_mono_ns();
-	double lag = replica_lag_seconds(d, &r->pos, now);
+	double lag = replica_lag_seconds(d, r, now);
 	r->behind_since_mono = now - (int64_t)(lag * NS_PER_SEC);
 	r->dropped = true;
 	r->need_snapshot = true;

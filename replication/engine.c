@@ -264,11 +264,7 @@ int engine_status_get(struct engine *e, struct engine_status *out)
 			reps[j] = r->stat;
 			reps[j].pos = r->pos;
 			if (r->st) {
-				reps[j].lag_seconds = replica_lag_seconds(d, &r->pos, now);
-				/* its backlog dropped: what it lacks is older than the shadow remembers */
-				if (r->dropped && r->behind_since_mono &&
-				    (double)(now - r->behind_since_mono) / NS_PER_SEC > reps[j].lag_seconds)
-					reps[j].lag_seconds = (double)(now - r->behind_since_mono) / NS_PER_SEC;
+				reps[j].lag_seconds = replica_lag_seconds(d, r, now);
 				for (int k = 0; k < ST_OP__COUNT; k++) {
 					reps[j].ops[k].count = r->st->stats[k].count;
 					reps[j].ops[k].errors = r->st->stats[k].errors;

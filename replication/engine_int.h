@@ -180,10 +180,12 @@ void snapshot_share_close(struct eng_db *d);
 /* The position every replica should reach (the monitor's), under mu. */
 void replica_target(struct eng_db *d, struct wal_pos *pos);
 /*
- * Seconds since the oldest commit past pos (0 if none), under mu; while
- * copying into the shadow fails, at least the time since it first failed.
+ * Seconds since the oldest commit r lacks (0 if none), under mu: past its
+ * position in the shadow; while copying into the shadow fails, at least the
+ * time since it first failed; with its backlog dropped, at least since the
+ * oldest commit it lacked then.
  */
-double replica_lag_seconds(const struct eng_db *d, const struct wal_pos *pos, int64_t now);
+double replica_lag_seconds(const struct eng_db *d, const struct eng_replica *r, int64_t now);
 
 /* retention.c: apply the replica's retention; *need_snapshot when none would remain. */
 int retention_enforce(struct eng_replica *r, bool *need_snapshot);

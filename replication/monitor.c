@@ -168,6 +168,14 @@ static void clean_path(struct eng_db *d, char *buf, size_t len)
 	snprintf(buf, len, "%s/clean", d->dir);
 }
 
+/* The shadow copy works (again): no failure to report (under mu). */
+static void clear_sync_failure(struct eng_db *d)
+{
+	d->sync_failing_mono = 0;
+	d->stat.sync_failing_since_ns = 0;
+	d->stat.sync_error[0] = '\0';
+}
+
 static void close_db(struct eng_db *d)
 {
 	if (d->sh.fd >= 0 && fdatasync(d->sh.fd) < 0)
@@ -182,9 +190,7 @@ static void close_db(struct eng_db *d)
 	d->continuous = false;
 	/* a copy failing into these files is over with them */
 	pthread_mutex_lock(&d->mu);
-	d->sync_failing_mono = 0;
-	d->stat.sync_failing_since_ns = 0;
-	d->stat.sync_error[0] = '\0';
+	clear_sync_failure(d);
 	pthread_mutex_unlock(&d->mu);
 	d->sync_logged[0] = '\0';
 }
@@ -435,9 +441,7 @@ static void note_sync(struct eng_db *d, int rc)
 	pthread_mutex_lock(&d->mu);
 	int64_t since = d->sync_failing_mono;
 	if (rc == 0) {
-		d->sync_failing_mono = 0;
-		d->stat.sync_failing_since_ns = 0;
-		d->stat.sync_error[0] = '\0';
+		clear_sync_failure(d);
 	} else {
 		d->stat.sync_errors_total++;
 		if (!since) {
@@ -734,7 +738,8 @@ void *monitor_thread(void *arg)
 			 * read the database file only too).
 			 */
 			if (d->conns.db_only && copy_wal(d) < 0)
-				log_warn("engine", "sync failed", "db=%s", d->stat.name);
+				log_warn("engine", "sync failed", "db=%s error=\"%s\"", d->stat.name,
+					 d->sync_why);
 			/* the new hold is taken before reading: see db_hold_rotate() */
 			if (db_hold_rotate(&d->conns) < 0)
 				d->continuous = false;

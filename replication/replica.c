@@ -50,17 +50,18 @@ static double shadow_lag(const struct eng_db *d, const struct wal_pos *pos, int6
 	return 0;
 }
 
-double replica_lag_seconds(const struct eng_db *d, const struct wal_pos *pos, int64_t now)
+double replica_lag_seconds(const struct eng_db *d, const struct eng_replica *r, int64_t now)
 {
 	if (!d->ready)
 		return 0;
-	double lag = shadow_lag(d, pos, now);
+	double lag = shadow_lag(d, &r->pos, now);
 	/* commits the shadow could not take since then reach no replica either */
-	if (d->sync_failing_mono) {
-		double stuck = (double)(now - d->sync_failing_mono) / NS_PER_SEC;
-		if (stuck > lag)
-			lag = stuck;
-	}
+	if (d->sync_failing_mono && (double)(now - d->sync_failing_mono) / NS_PER_SEC > lag)
+		lag = (double)(now - d->sync_failing_mono) / NS_PER_SEC;
+	/* its backlog dropped: what it lacks is older than the shadow remembers */
+	if (r->dropped && r->behind_since_mono &&
+	    (double)(now - r->behind_since_mono) / NS_PER_SEC > lag)
+		lag = (double)(now - r->behind_since_mono) / NS_PER_SEC;
 	return lag;
 }
 
