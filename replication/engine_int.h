@@ -92,6 +92,7 @@ struct eng_db {
 	char gen[17];
 	uint32_t index;               /* current shadow index */
 	uint64_t size;                /* bytes in its shadow file (0: no file yet) */
+	int64_t prev_end;             /* where index-1 ended, -1 unknown (shadow.h) */
 	uint32_t min_index;           /* lowest shadow index still on disk */
 	uint64_t gen_epoch;           /* bumped at each new generation */
 	dev_t dev;

@@ -1,6 +1,7 @@
 /* localstate.c — the state directory beside a database: generation, shadow WALs, restore marker. */
 #include "replication/localstate.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <libgen.h>
@@ -112,29 +113,85 @@ static char *index_path(const char *dir, const char *gen, char *buf, size_t len)
 	return buf;
 }
 
-int localstate_write_index(const char *dir, const char *gen, uint32_t index, uid_t uid, gid_t gid)
+int localstate_write_index(const char *dir, const char *gen, const struct index_record *rec,
+			   uid_t uid, gid_t gid)
 {
-	char path[PATH_MAX], line[16];
-	int n = snprintf(line, sizeof(line), "%08x\n", index);
+	char path[PATH_MAX], line[128];
+	int n = snprintf(line, sizeof(line), "%08x ", rec->index);
+	if (rec->prev_end >= 0 && rec->prev_end <= UINT32_MAX)
+		n += snprintf(line + n, sizeof(line) - (size_t)n, "%08x ", (uint32_t)rec->prev_end);
+	else
+		n += snprintf(line + n, sizeof(line) - (size_t)n, "- ");
+	if (rec->have_prev_hdr)
+		for (size_t i = 0; i < sizeof(rec->prev_hdr); i++)
+			n += snprintf(line + n, sizeof(line) - (size_t)n, "%02x", rec->prev_hdr[i]);
+	else
+		n += snprintf(line + n, sizeof(line) - (size_t)n, "-");
+	n += snprintf(line + n, sizeof(line) - (size_t)n, "\n");
 	return fs_write_atomic(index_path(dir, gen, path, sizeof(path)), line, (size_t)n, 0640, uid,
 			       gid);
 }
 
-/* The index record of gen: 0, or -1 (absent or unreadable). */
-static int read_index(const char *dir, const char *gen, uint32_t *index)
+/* A hex field of exactly 2*len digits into out. 0 or -1. */
+static int parse_hex(const char *s, uint8_t *out, size_t len)
 {
-	char path[PATH_MAX], *text = NULL, *end;
-	size_t len;
-	if (fs_read_small(index_path(dir, gen, path, sizeof(path)), 32, &text, &len) < 0)
+	if (strlen(s) != 2 * len)
+		return -1;
+	for (size_t i = 0; i < len; i++) {
+		unsigned v;
+		if (!isxdigit((unsigned char)s[2 * i]) || !isxdigit((unsigned char)s[2 * i + 1]) ||
+		    sscanf(s + 2 * i, "%2x", &v) != 1)
+			return -1;
+		out[i] = (uint8_t)v;
+	}
+	return 0;
+}
+
+/* A field of 8 hex digits. 0 or -1. */
+static int parse_u32(const char *s, uint32_t *v)
+{
+	char *end;
+	if (strlen(s) != 8 || !isxdigit((unsigned char)s[0]))
 		return -1;
 	errno = 0;
-	unsigned long v = strtoul(text, &end, 16);
-	bool ok = end != text && (*end == '\n' || *end == '\0') && !errno && v <= UINT32_MAX;
-	free(text);
-	if (!ok)
+	unsigned long x = strtoul(s, &end, 16);
+	if (*end || errno || x > UINT32_MAX)
 		return -1;
-	*index = (uint32_t)v;
+	*v = (uint32_t)x;
 	return 0;
+}
+
+int localstate_read_index(const char *dir, const char *gen, struct index_record *rec)
+{
+	char path[PATH_MAX], *text = NULL, *save = NULL;
+	int rc = -1;
+
+	memset(rec, 0, sizeof(*rec));
+	rec->prev_end = -1;
+	if (fs_read_small(index_path(dir, gen, path, sizeof(path)), 256, &text, NULL) < 0)
+		return -1;
+	char *f[3] = { strtok_r(text, " \n", &save), NULL, NULL };
+	f[1] = f[0] ? strtok_r(NULL, " \n", &save) : NULL;
+	f[2] = f[1] ? strtok_r(NULL, " \n", &save) : NULL;
+	uint32_t end;
+	if (!f[0] || parse_u32(f[0], &rec->index) < 0)
+		goto out;
+	if (f[1] && strcmp(f[1], "-") != 0) {
+		if (parse_u32(f[1], &end) < 0)
+			goto out;
+		rec->prev_end = end;
+	}
+	if (f[2] && strcmp(f[2], "-") != 0) {
+		if (parse_hex(f[2], rec->prev_hdr, sizeof(rec->prev_hdr)) < 0)
+			goto out;
+		rec->have_prev_hdr = true;
+	}
+	rc = 0;
+out:
+	free(text);
+	if (rc < 0)
+		memset(rec, 0, sizeof(*rec));
+	return rc;
 }
 
 int localstate_position(const char *dir, struct wal_pos *pos)
@@ -162,7 +219,9 @@ int localstate_position(const char *dir, struct wal_pos *pos)
 		}
 		closedir(d);
 	}
-	bool have_rec = read_index(dir, gen, &rec) == 0;
+	struct index_record ir;
+	bool have_rec = localstate_read_index(dir, gen, &ir) == 0;
+	rec = ir.index;
 	memcpy(pos->generation, gen, sizeof(pos->generation));
 	if (found && (!have_rec || best >= rec)) {
 		struct stat st;

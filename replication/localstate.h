@@ -30,11 +30,14 @@
 #ifndef LITEVISOR_LOCALSTATE_H
 #define LITEVISOR_LOCALSTATE_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "common/config.h"
 #include "replication/status.h"
+#include "replication/wal.h"
 
 #define LOCALSTATE_MAX_REPLICAS 32
 
@@ -73,8 +76,34 @@ char *localstate_shadow_path(const char *dir, const char *gen, uint32_t index, c
  */
 int localstate_position(const char *dir, struct wal_pos *pos);
 
-/* Record that the shadow of gen entered index (generations/<gen>/index). 0 or -1. */
-int localstate_write_index(const char *dir, const char *gen, uint32_t index, uid_t uid, gid_t gid);
+/*
+ * The index record (generations/<gen>/index): the index the shadow entered
+ * last, and what it knew of the index before it, which a restart needs
+ * when the files of both are gone (a restore's position; shipped and
+ * removed) or were never made:
+ *   prev_end   where the previous index ended (its committed size), so a
+ *              replica ending there continues at (index, 0) without a
+ *              snapshot; -1 unknown
+ *   prev_hdr   the previous WAL session's header when that session is
+ *              finished but still the real WAL's (a checkpoint or TRUNCATE
+ *              and no write since): its frames are not copied again
+ * One line: "%08x %08x <64 hex>
+", "-" for an unknown field (an index alone
+ * is also read).
+ */
+struct index_record {
+	uint32_t index;
+	int64_t prev_end;
+	bool have_prev_hdr;
+	uint8_t prev_hdr[WAL_HEADER_SIZE];
+};
+
+/* Write the record of gen. 0 or -1. */
+int localstate_write_index(const char *dir, const char *gen, const struct index_record *rec,
+			   uid_t uid, gid_t gid);
+
+/* Read the record of gen. 0, or -1 (absent or unreadable). */
+int localstate_read_index(const char *dir, const char *gen, struct index_record *rec);
 
 struct restored_marker {
 	struct wal_pos pos;                  /* position the database was restored to */

@@ -75,6 +75,7 @@ static void publish(struct eng_db *d, uint64_t grew)
 	snprintf(d->gen, sizeof(d->gen), "%s", d->sh.gen);
 	d->index = d->sh.index;
 	d->size = d->sh.fd >= 0 ? d->sh.size : 0;
+	d->prev_end = d->sh.prev_end;
 	memcpy(d->stat.pos.generation, d->gen, sizeof(d->gen));
 	d->stat.pos.index = d->index;
 	d->stat.pos.offset = (uint32_t)d->size;
@@ -106,7 +107,7 @@ static int start_generation(struct eng_db *d, const char *reason)
 	char gen[17];
 	struct stat st;
 
-	if (layout_generation_new(gen) < 0 || shadow_start(&d->sh, gen, 0) < 0)
+	if (layout_generation_new(gen) < 0 || shadow_start(&d->sh, gen, 0, -1) < 0)
 		return -1;
 	log_info("engine", "new generation", "db=%s generation=%s reason=\"%s\"", d->stat.name, gen,
 		 reason);
@@ -143,7 +144,7 @@ static int files_state(struct eng_db *d, char *buf, size_t len)
 	uint8_t hdr[WAL_HEADER_SIZE];
 	long long wsize = -1;
 
-	if (d->sh.fd < 0 || stat(d->cfg->path, &st) < 0)
+	if (!d->sh.gen[0] || stat(d->cfg->path, &st) < 0)
 		return -1;
 	snprintf(walpath, sizeof(walpath), "%s-wal", d->cfg->path);
 	int fd = open(walpath, O_RDONLY | O_CLOEXEC); /* SQLite holds no lock on -wal itself */
@@ -199,11 +200,11 @@ static void close_db(struct eng_db *d)
 static void close_db_clean(struct eng_db *d)
 {
 	char line[512], path[PATH_MAX + 16];
-	bool ok = d->continuous && d->sh.fd >= 0;
+	bool ok = d->continuous && d->sh.gen[0];
 	uid_t uid = d->sh.uid;
 	gid_t gid = d->sh.gid;
-	/* files_state needs the shadow open; our connections change nothing when closed */
-	if (ok && fdatasync(d->sh.fd) < 0)
+	/* our connections change nothing when closed */
+	if (ok && d->sh.fd >= 0 && fdatasync(d->sh.fd) < 0)
 		ok = false;
 	db_conns_close(&d->conns);
 	if (ok && files_state(d, line, sizeof(line)) == 0) {
@@ -294,7 +295,8 @@ static int open_db(struct eng_db *d, bool fresh)
 	if (marker) {
 		/* continue the restored generation (see localstate.h) */
 		uint32_t next = localstate_next_index(&m.pos);
-		if (shadow_start(&d->sh, m.pos.generation, next) < 0)
+		if (shadow_start(&d->sh, m.pos.generation, next,
+				 next == m.pos.index ? -1 : (int64_t)m.pos.offset) < 0)
 			goto fail;
 		log_info("engine", "continuing restored generation", "db=%s generation=%s index=%u",
 			 d->stat.name, m.pos.generation, next);
@@ -341,7 +343,14 @@ static int open_db(struct eng_db *d, bool fresh)
 		free(was);
 		if (unlink(path) < 0 && errno != ENOENT)
 			log_warn("engine", "cannot remove clean-stop record", "path=\"%s\"", path);
-		publish(d, 0);
+		if (!d->continuous && d->sh.fd < 0) {
+			/* an index with no file yet: only the clean stop's record could vouch for it */
+			if (start_generation(d, "files changed since the last stop, no shadow file "
+						"to compare the WAL with") < 0)
+				goto fail;
+		} else {
+			publish(d, 0);
+		}
 	} else if (start_generation(d, fresh ? "database file replaced" : "no usable local state") < 0) {
 		goto fail;
 	}

@@ -179,6 +179,7 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 	memcpy(gen, d->gen, sizeof(gen));
 	uint32_t min_index = d->min_index, cur = d->index;
 	uint64_t cur_size = d->size;
+	int64_t prev_end = d->prev_end;
 	struct restored_marker m = d->marker;
 	if (d->have_marker && !strcmp(m.pos.generation, gen))
 		for (size_t i = 0; i < m.nreplicas; i++)
@@ -212,6 +213,12 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 					pos.offset = 0;
 					need = false;
 				}
+			} else if (pos.index + 1 == cur && prev_end >= 0 &&
+				   pos.offset == (uint64_t)prev_end) {
+				/* it ends where our index cur-1 ended (files gone or never made) */
+				pos.index = cur;
+				pos.offset = 0;
+				need = false;
 			} else if (pos.index < cur) {
 				/* the local shadow must still hold everything after pos */
 				int64_t sz = shadow_size(d, gen, pos.index);

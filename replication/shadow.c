@@ -24,6 +24,7 @@ void shadow_init(struct shadow *s, const char *dir, uid_t uid, gid_t gid)
 	memset(s, 0, sizeof(*s));
 	snprintf(s->dir, sizeof(s->dir), "%s", dir);
 	s->fd = -1;
+	s->prev_end = -1;
 	s->uid = uid;
 	s->gid = gid;
 }
@@ -71,6 +72,7 @@ int shadow_resume(struct shadow *s, const char *gen)
 	unsigned char *buf = NULL;
 	DIR *d = NULL;
 	struct dirent *de;
+	struct index_record rec;
 	bool found = false;
 	uint32_t best = 0;
 	int rc = -1;
@@ -78,17 +80,29 @@ int shadow_resume(struct shadow *s, const char *gen)
 	shadow_close(s);
 	snprintf(s->gen, sizeof(s->gen), "%s", gen);
 	snprintf(path, sizeof(path), "%s/generations/%s/wal", s->dir, gen);
-	if (!(d = opendir(path)))
+	if ((d = opendir(path))) {
+		while ((de = readdir(d))) {
+			unsigned int idx;
+			char tail[8];
+			if (strlen(de->d_name) != 12 ||
+			    sscanf(de->d_name, "%8x%7s", &idx, tail) != 2 || strcmp(tail, ".wal") != 0)
+				continue;
+			if (!found || idx > best)
+				best = idx;
+			found = true;
+		}
+	}
+	bool have_rec = localstate_read_index(s->dir, gen, &rec) == 0;
+	s->prev_end = have_rec && found && rec.index == best ? rec.prev_end : -1;
+	if (have_rec && (!found || rec.index > best)) {
+		/* entered with nothing copied yet: no file, the record says the rest */
+		s->index = rec.index;
+		s->size = 0;
+		s->prev_end = rec.prev_end;
+		s->have_prev = rec.have_prev_hdr;
+		memcpy(s->prev_hdr, rec.prev_hdr, WAL_HEADER_SIZE);
+		rc = 0;
 		goto out;
-	while ((de = readdir(d))) {
-		unsigned int idx;
-		char tail[8];
-		if (strlen(de->d_name) != 12 || sscanf(de->d_name, "%8x%7s", &idx, tail) != 2 ||
-		    strcmp(tail, ".wal") != 0)
-			continue;
-		if (!found || idx > best)
-			best = idx;
-		found = true;
 	}
 	if (!found)
 		goto out;
@@ -169,12 +183,15 @@ static void remove_other_generations(const char *dir, const char *keep)
  */
 static void record_index(struct shadow *s)
 {
-	if (localstate_write_index(s->dir, s->gen, s->index, s->uid, s->gid) < 0)
+	struct index_record rec = { .index = s->index, .prev_end = s->prev_end,
+				    .have_prev_hdr = s->have_prev };
+	memcpy(rec.prev_hdr, s->prev_hdr, WAL_HEADER_SIZE);
+	if (localstate_write_index(s->dir, s->gen, &rec, s->uid, s->gid) < 0)
 		log_warn("shadow", "cannot record the shadow's index", "dir=\"%s\" index=%u err=\"%s\"",
 			 s->dir, s->index, strerror(errno));
 }
 
-int shadow_start(struct shadow *s, const char *gen, uint32_t index)
+int shadow_start(struct shadow *s, const char *gen, uint32_t index, int64_t prev_end)
 {
 	char path[SH_PATH];
 
@@ -182,6 +199,7 @@ int shadow_start(struct shadow *s, const char *gen, uint32_t index)
 	snprintf(s->gen, sizeof(s->gen), "%s", gen);
 	s->index = index;
 	s->size = 0;
+	s->prev_end = prev_end;
 	s->have_prev = false;
 	snprintf(path, sizeof(path), "%s/generations/%s/wal", s->dir, gen);
 	if (fs_mkdir_p(path, 0750, s->uid, s->gid) < 0) {
@@ -201,9 +219,11 @@ int shadow_start(struct shadow *s, const char *gen, uint32_t index)
 
 void shadow_next_index(struct shadow *s)
 {
+	s->prev_end = -1;
 	if (s->fd >= 0) {
 		memcpy(s->prev_hdr, s->hdr_raw, WAL_HEADER_SIZE);
 		s->have_prev = true;
+		s->prev_end = (int64_t)s->size;
 	}
 	shadow_close(s);
 	s->index++;

@@ -40,6 +40,7 @@ struct shadow {
 	bool have_prev;              /* prev_hdr holds the previous index's header */
 	uint8_t prev_hdr[WAL_HEADER_SIZE];
 	uint32_t commit_pages;       /* database size in pages at the last commit copied */
+	int64_t prev_end;            /* where index-1 ended (its committed size), -1 unknown */
 	uid_t uid;
 	gid_t gid;
 };
@@ -56,16 +57,22 @@ void shadow_init(struct shadow *s, const char *dir, uid_t uid, gid_t gid);
 
 /*
  * Reopen the last index of generation gen from disk: validate it, cut any
- * torn or uncommitted tail. Returns 0; -1 if the generation has no usable
- * shadow file (the caller starts a new generation).
+ * torn or uncommitted tail. When the index record is newer than every file
+ * (an index entered with nothing copied into it: after a restore, a
+ * checkpoint), it resumes there with no file (s->fd < 0): nothing on disk
+ * then proves the WAL did not change since, the caller must know it
+ * otherwise (a clean stop's record of the files) or start a new generation.
+ * Returns 0; -1 if the generation has neither (the caller starts a new one).
  */
 int shadow_resume(struct shadow *s, const char *gen);
 
 /*
  * Start generation gen at index (no file yet): make its directory, write the
- * generation file, remove every other generation's directory. 0 or -1 (logged).
+ * generation file, remove every other generation's directory. prev_end:
+ * where index-1 ended when the database continues it (a restore's
+ * position), else -1. 0 or -1 (logged).
  */
-int shadow_start(struct shadow *s, const char *gen, uint32_t index);
+int shadow_start(struct shadow *s, const char *gen, uint32_t index, int64_t prev_end);
 
 /* Close the current index (complete) and move to index+1 with no file yet. */
 void shadow_next_index(struct shadow *s);

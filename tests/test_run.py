@@ -949,6 +949,66 @@ def test_node_back_after_an_idle_run_gets_what_the_other_wrote(litevisor_bin, tm
     assert "outcome=exists" in err, err
 
 
+def restored_rows(tool, rep, out):
+    """Restore the file replica rep with tool (litevisor or Litestream) into out."""
+    p = subprocess.run([tool, "restore", "-o", str(out), f"file://{rep}"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return [v for (v,) in sqlite3.connect(out).execute("SELECT v FROM t ORDER BY rowid")]
+
+
+def test_idle_restarts_and_hand_offs_continue_the_generation(litevisor_bin, litestream_bin,
+                                                            tmp_path):
+    """Runs that write nothing, on either node, neither start a new generation nor
+    upload a snapshot: the index they entered (with no shadow file) is resumed
+    from its record, vouched for by the clean stop. Before, each such restart
+    began a generation, so the other node restored it and moved an identical
+    copy aside on every hand-off. What is written next continues the same
+    generation and restores with both tools."""
+    rep = tmp_path / "rep"
+    node_run(litevisor_bin, tmp_path, "A", rep, 1, "a0")
+    a1, _, _ = node_run(litevisor_bin, tmp_path, "A", rep, 30, "a1")
+    gens = os.listdir(rep / "generations")
+    assert len(gens) == 1
+    for _ in range(2):
+        b, fb, eb = node_run(litevisor_bin, tmp_path, "B", rep)
+        assert b == a1, eb
+        a, fa, ea = node_run(litevisor_bin, tmp_path, "A", rep)
+        assert a == a1, ea
+    b, fb, eb = node_run(litevisor_bin, tmp_path, "B", rep)
+    for err in (ea, eb):
+        assert "clean restart" in err and "replica continues generation" in err, err
+        assert "new generation" not in err and "snapshot written" not in err, err
+    assert not [f for f in fa + fb if "replaced" in f or ".old-" in f], (fa, fb)
+    assert os.listdir(rep / "generations") == gens
+    b2, _, eb = node_run(litevisor_bin, tmp_path, "B", rep, 10, "b")
+    assert len(b2) == 41 and "new generation" not in eb, eb
+    assert os.listdir(rep / "generations") == gens
+    assert restored_rows(litevisor_bin, rep, tmp_path / "lv.db") == b2
+    assert restored_rows(litestream_bin, rep, tmp_path / "ls.db") == b2
+    a, _, ea = node_run(litevisor_bin, tmp_path, "A", rep)
+    assert a == b2, ea
+
+
+def test_database_changed_after_an_idle_run_starts_a_new_generation(litevisor_bin, tmp_path):
+    """The record of an index with no shadow file proves nothing by itself: when
+    the files changed after the clean stop (the app ran without litevisor and
+    checkpointed), the next run starts a new generation, so the change reaches
+    the replica instead of being hidden behind the old position."""
+    rep = tmp_path / "rep"
+    node_run(litevisor_bin, tmp_path, "A", rep, 1, "a0")
+    node_run(litevisor_bin, tmp_path, "A", rep, 30, "a1")
+    node_run(litevisor_bin, tmp_path, "B", rep)
+    db = sqlite3.connect(tmp_path / "B" / "app.db", isolation_level=None)
+    db.execute("INSERT INTO t VALUES ('offline')")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    b, _, eb = node_run(litevisor_bin, tmp_path, "B", rep)
+    assert "files changed since the last stop" in eb, eb
+    assert "offline" in b
+    assert restored_rows(litevisor_bin, rep, tmp_path / "lv.db") == b
+
+
 def test_node_migrating_from_litestream_is_compared_with_litestreams_state(
         litevisor_bin, litestream_bin, tmp_path):
     """A node that ran Litestream comes back stale, with only Litestream's state beside

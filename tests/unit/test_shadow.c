@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "replication/db.h"
+#include "replication/localstate.h"
 #include "replication/shadow.h"
 
 #define GEN "0123456789abcdef"
@@ -85,7 +86,7 @@ TEST(copies_committed_frames_as_a_byte_exact_prefix)
 	setup(&f);
 	insert(f.app, 10);
 	shadow_init(&s, f.state, (uid_t)-1, (gid_t)-1);
-	CHECK_INT(shadow_start(&s, GEN, 0), 0);
+	CHECK_INT(shadow_start(&s, GEN, 0, -1), 0);
 	int wal = open(f.wal, O_RDONLY);
 	CHECK(wal >= 0);
 	CHECK_INT(shadow_sync(&s, wal, &grew, why, sizeof(why)), SHADOW_GREW);
@@ -125,7 +126,7 @@ TEST(a_restart_is_a_new_session_and_resume_continues)
 	setup(&f);
 	insert(f.app, 10);
 	shadow_init(&s, f.state, (uid_t)-1, (gid_t)-1);
-	CHECK_INT(shadow_start(&s, GEN, 0), 0);
+	CHECK_INT(shadow_start(&s, GEN, 0, -1), 0);
 	int wal = open(f.wal, O_RDONLY);
 	CHECK_INT(shadow_sync(&s, wal, &grew, why, sizeof(why)), SHADOW_GREW);
 	uint64_t first = s.size;
@@ -160,6 +161,62 @@ TEST(a_restart_is_a_new_session_and_resume_continues)
 	teardown(&f);
 }
 
+TEST(an_index_entered_with_no_file_is_resumed_from_its_record)
+{
+	struct fixture f;
+	struct shadow s, r;
+	uint64_t grew;
+	char why[128];
+
+	setup(&f);
+	insert(f.app, 10);
+	shadow_init(&s, f.state, (uid_t)-1, (gid_t)-1);
+	CHECK_INT(shadow_start(&s, GEN, 0, -1), 0);
+	int wal = open(f.wal, O_RDONLY);
+	CHECK_INT(shadow_sync(&s, wal, &grew, why, sizeof(why)), SHADOW_GREW);
+	uint64_t first = s.size;
+	/* the session is finished (as after our checkpoint) but still the real WAL's */
+	shadow_next_index(&s);
+	CHECK_INT(s.prev_end, (int64_t)first);
+	shadow_close(&s);
+
+	shadow_init(&r, f.state, (uid_t)-1, (gid_t)-1);
+	CHECK_INT(shadow_resume(&r, GEN), 0);
+	CHECK_INT(r.index, 1);
+	CHECK(r.fd < 0);
+	CHECK_INT(r.size, 0);
+	CHECK_INT(r.prev_end, (int64_t)first);
+	/* its frames are index 0's: not copied again into index 1 */
+	CHECK_INT(shadow_sync(&r, wal, &grew, why, sizeof(why)), SHADOW_NONE);
+	CHECK(shadow_file_size(&r, 1) < 0);
+	exec(f.app, "PRAGMA wal_checkpoint(PASSIVE)");
+	insert(f.app, 3); /* restarts the WAL: the new session is index 1 */
+	CHECK_INT(shadow_sync(&r, wal, &grew, why, sizeof(why)), SHADOW_GREW);
+	CHECK_INT(r.index, 1);
+	check_prefix(&r, f.wal);
+	shadow_close(&r);
+
+	/* a record of an index alone (older form) reads with nothing known before it */
+	struct index_record rec;
+	char path[512];
+	snprintf(path, sizeof(path), "%s/generations/%s/index", f.state, GEN);
+	FILE *fp = fopen(path, "w");
+	CHECK(fp != NULL);
+	fputs("00000002\n", fp);
+	fclose(fp);
+	CHECK_INT(localstate_read_index(f.state, GEN, &rec), 0);
+	CHECK_INT(rec.index, 2);
+	CHECK_INT(rec.prev_end, -1);
+	CHECK(!rec.have_prev_hdr);
+	fp = fopen(path, "w");
+	fputs("00000002 0000zz00 -\n", fp);
+	fclose(fp);
+	CHECK_INT(localstate_read_index(f.state, GEN, &rec), -1);
+	close(wal);
+	sqlite3_close(f.app);
+	teardown(&f);
+}
+
 TEST(overwritten_frames_are_detected)
 {
 	struct fixture f;
@@ -170,7 +227,7 @@ TEST(overwritten_frames_are_detected)
 	setup(&f);
 	insert(f.app, 4);
 	shadow_init(&s, f.state, (uid_t)-1, (gid_t)-1);
-	CHECK_INT(shadow_start(&s, GEN, 0), 0);
+	CHECK_INT(shadow_start(&s, GEN, 0, -1), 0);
 	int wal = open(f.wal, O_RDONLY);
 	CHECK_INT(shadow_sync(&s, wal, &grew, why, sizeof(why)), SHADOW_GREW);
 	/* someone rewrote the last frame's header in place */
@@ -210,5 +267,7 @@ TEST(the_read_hold_blocks_a_wal_restart)
 }
 
 UNIT_MAIN(T(copies_committed_frames_as_a_byte_exact_prefix),
-	  T(a_restart_is_a_new_session_and_resume_continues), T(overwritten_frames_are_detected),
+	  T(a_restart_is_a_new_session_and_resume_continues),
+	  T(an_index_entered_with_no_file_is_resumed_from_its_record),
+	  T(overwritten_frames_are_detected),
 	  T(the_read_hold_blocks_a_wal_restart))
