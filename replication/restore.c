@@ -364,16 +364,40 @@ out:
 	return rc;
 }
 
+/* How long a download made while probing may take (as rs_measure_ends allows). */
+static int64_t probe_wait_ms(const struct config *cfg)
+{
+	int64_t p = cfg->restore.probe_timeout_ms > 0 ? cfg->restore.probe_timeout_ms : 1000;
+	return cfg->restore.wait_timeout_ms > p ? cfg->restore.wait_timeout_ms : p;
+}
+
 /* Does the winner hold newer data than the local database at lpos (written at lt_ns)? */
 static bool replica_newer(const struct session *s, const struct wal_pos *lpos, int64_t lt_ns,
 			  char *why, size_t len)
 {
-	const struct rs_cand *w = &s->c[s->ch.winner];
-	char a[64], b[64];
+	struct rs_cand *w = &s->c[s->ch.winner];
+	char a[64], b[64], err[300];
 	if (strcmp(w->plan.generation, lpos->generation) == 0) {
 		int cmp = wal_pos_cmp(&w->plan.end, lpos);
 		snprintf(why, len, "%s holds %s, local %s", w->name,
 			 rs_pos_text(&w->plan.end, a, sizeof(a)), rs_pos_text(lpos, b, sizeof(b)));
+		/*
+		 * A snapshot at the next index with nothing after it (another node
+		 * continued from here and only snapshotted) is this very data when
+		 * the replica's index ends where the local one does.
+		 */
+		uint64_t end;
+		if (cmp > 0 && w->plan.end.offset == 0 && !w->plan.end_open &&
+		    w->plan.end.index == lpos->index + 1 && lpos->offset > 0) {
+			if (rs_index_end(w, lpos->generation, lpos->index, probe_wait_ms(s->cfg), &end,
+					 err, sizeof(err)) == 0 && end == lpos->offset) {
+				snprintf(why, len, "%s holds a snapshot at %s taken where the local "
+					 "database ends (%s)", w->name,
+					 rs_pos_text(&w->plan.end, a, sizeof(a)),
+					 rs_pos_text(lpos, b, sizeof(b)));
+				return false;
+			}
+		}
 		return cmp > 0;
 	}
 	/* another generation: was it written after the local one? */

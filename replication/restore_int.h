@@ -112,6 +112,15 @@ void rs_probe_all(struct rs_cand *c, size_t n, const struct rs_probe_opts *o);
  */
 void rs_measure_ends(struct rs_cand *c, size_t n, bool all, const struct rs_probe_opts *o);
 
+/*
+ * Where index of generation gen ends on candidate c (a probed one: its
+ * catalog is loaded): its last segment is downloaded and measured, within
+ * timeout_ms. 0 with *end; -1 when c holds no segment of that index or the
+ * download fails (err says which).
+ */
+int rs_index_end(struct rs_cand *c, const char *gen, uint32_t index, int64_t timeout_ms,
+		 uint64_t *end, char *err, size_t errlen);
+
 /* Release what a candidate holds (catalog, plan, storage). */
 void rs_cand_release(struct rs_cand *c);
 

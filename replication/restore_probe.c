@@ -458,6 +458,32 @@ static void *measure_one(void *p)
 	return NULL;
 }
 
+int rs_index_end(struct rs_cand *c, const char *gen, uint32_t index, int64_t timeout_ms,
+		 uint64_t *end, char *err, size_t errlen)
+{
+	const struct cat_segment *last = NULL;
+	struct st_call call = { 0 };
+	struct st_error e = { 0 };
+	uint64_t len;
+
+	for (size_t g = 0; g < c->ngens; g++)
+		if (!strcmp(c->gens[g].id, gen))
+			for (size_t i = 0; i < c->gens[g].nsegments; i++)
+				if (c->gens[g].segments[i].index == index)
+					last = &c->gens[g].segments[i];
+	if (!last || !c->st) {
+		snprintf(err, errlen, "%s holds no segment of index %08x", c->name, index);
+		return -1;
+	}
+	set_remaining(&call, clock_mono_ms() + timeout_ms);
+	if (segment_length(c->st, gen, last, &len, &call, &e) < 0) {
+		snprintf(err, errlen, "%s: %s", st_status_name(e.status), e.message);
+		return -1;
+	}
+	*end = last->offset + len;
+	return 0;
+}
+
 /* Must candidate i's end be measured? (See rs_measure_ends.) */
 static bool must_measure(const struct rs_cand *c, size_t n, size_t i, bool all)
 {

@@ -990,6 +990,32 @@ def test_idle_restarts_and_hand_offs_continue_the_generation(litevisor_bin, lite
     assert a == b2, ea
 
 
+def test_a_snapshot_the_other_node_took_where_we_ended_keeps_the_local_file(
+        litevisor_bin, tmp_path):
+    """B continues A's generation, writes nothing and snapshots (snapshot-interval)
+    at the next index. When A comes back, that snapshot holds exactly A's data:
+    A's replica index ends where A's shadow does, so A keeps its file instead
+    of restoring the same data and moving an identical copy aside."""
+    rep = tmp_path / "rep"
+    node_run(litevisor_bin, tmp_path, "A", rep, 1, "a0")
+    a1, _, _ = node_run(litevisor_bin, tmp_path, "A", rep, 30, "a1")
+    db = tmp_path / "B" / "app.db"
+    db.parent.mkdir()
+    cfg = tmp_path / "B-snap.yml"
+    cfg.write_text(f"dbs:\n  - path: {db}\n    replicas:\n      - url: file://{rep}\n"
+                   "        snapshot-interval: 1s\n")
+    p = subprocess.run([litevisor_bin, "run", "-config", str(cfg), "--", "sleep", "2.5"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    gen = os.listdir(rep / "generations")[0]
+    assert "00000001.snapshot.lz4" in os.listdir(rep / "generations" / gen / "snapshots"), p.stderr
+    a, files, err = node_run(litevisor_bin, tmp_path, "A", rep)
+    assert a == a1, err
+    assert "taken where the local database ends" in err, err
+    assert "outcome=exists" in err, err
+    assert not [f for f in files if "replaced" in f], files
+
+
 def test_database_changed_after_an_idle_run_starts_a_new_generation(litevisor_bin, tmp_path):
     """The record of an index with no shadow file proves nothing by itself: when
     the files changed after the clean stop (the app ran without litevisor and
