@@ -174,6 +174,13 @@ void config_db_defaults(struct cfg_db *db);
 void config_replica_defaults(struct cfg_replica *r);
 
 /*
+ * The default environment variable of a database named name into buf:
+ * LITEVISOR_DB_<NAME>, ASCII letters upper-cased, digits kept, any other
+ * character (a UTF-8 sequence counts as one) turned into one '_'.
+ */
+void config_db_env_name(const char *name, char *buf, size_t len);
+
+/*
  * Build a replica from a URL (file:///path, /path, s3://bucket/prefix, with
  * Litestream's host shortcuts such as bkt.localhost:9000). Used by CLI
  * commands that take a replica URL. Returns 0 or -1 with err set.

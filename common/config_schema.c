@@ -447,10 +447,7 @@ static int walk_db(struct walk *w, const struct cfg_node *v, const char *path, s
 		size_t len = strlen(db->name) + 16;
 		if (!(db->env = malloc(len)))
 			goto oom;
-		int k = snprintf(db->env, len, "LITEVISOR_DB_");
-		for (const char *p = db->name; *p; p++)
-			db->env[k++] = isalnum((unsigned char)*p) ? (char)toupper((unsigned char)*p) : '_';
-		db->env[k] = '\0';
+		config_db_env_name(db->name, db->env, len);
 	}
 	walk_path(kp, sizeof(kp), path, "replicas");
 	if (at[DB_REPLICAS] && !cfg_node_is_null(at[DB_REPLICAS]))
@@ -459,6 +456,20 @@ static int walk_db(struct walk *w, const struct cfg_node *v, const char *path, s
 oom:
 	cfg_error(w->e, v, path, "out of memory");
 	return -1;
+}
+
+void config_db_env_name(const char *name, char *buf, size_t len)
+{
+	size_t k = (size_t)snprintf(buf, len, "LITEVISOR_DB_");
+	bool in_seq = false; /* inside a UTF-8 sequence already given its '_' */
+	for (const unsigned char *p = (const unsigned char *)name; *p && k + 1 < len; p++) {
+		bool cont = (*p & 0xC0) == 0x80;
+		if (cont && in_seq)
+			continue;
+		in_seq = *p >= 0x80;
+		buf[k++] = *p < 0x80 && isalnum(*p) ? (char)toupper(*p) : '_';
+	}
+	buf[k < len ? k : len - 1] = '\0';
 }
 
 static int walk_dbs(struct walk *w)

@@ -20,16 +20,7 @@ void svcenv_db_var(const struct cfg_db *db, char *buf, size_t len)
 		const char *slash = db->path ? strrchr(db->path, '/') : NULL;
 		name = slash ? slash + 1 : (db->path ? db->path : "DB");
 	}
-	int n = snprintf(buf, len, "LITEVISOR_DB_%s", name);
-	if (n < 0)
-		return;
-	for (char *p = buf + strlen("LITEVISOR_DB_"); *p; p++) {
-		char c = *p;
-		if (c >= 'a' && c <= 'z')
-			*p = (char)(c - 'a' + 'A');
-		else if (!((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_'))
-			*p = '_';
-	}
+	config_db_env_name(name, buf, len);
 }
 
 struct envb {

@@ -288,6 +288,9 @@ TEST(db_env_names)
 	db.name = "radarr-logs.db";
 	svcenv_db_var(&db, buf, sizeof(buf));
 	CHECK_STR(buf, "LITEVISOR_DB_RADARR_LOGS_DB");
+	db.name = "caf\xc3\xa9-\xe6\x97\xa5\xe6\x9c\xac\x80x"; /* é, 日本, a stray byte */
+	svcenv_db_var(&db, buf, sizeof(buf));
+	CHECK_STR(buf, "LITEVISOR_DB_CAF____X");
 	db.env = "RADARR_DB";
 	svcenv_db_var(&db, buf, sizeof(buf));
 	CHECK_STR(buf, "RADARR_DB");
