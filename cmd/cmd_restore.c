@@ -24,6 +24,7 @@
 #include "common/log.h"
 #include "replication/layout.h"
 #include "replication/restore.h"
+#include "supervisor/signals.h"
 #include "common/banned.h"
 
 /*
@@ -70,32 +71,26 @@ static int run_interruptible(struct job *j, int sfd)
 {
 	pthread_t th;
 	int sig = 0;
-	int64_t deadline = 0;
 	if (pthread_create(&th, NULL, job_main, j) != 0) {
 		restore_explicit(j->cfg, j->db, j->opt, &j->res); /* no thread: no interruption */
 		return 0;
 	}
-	for (;;) {
-		struct pollfd pfd[2] = { { .fd = sfd, .events = POLLIN },
+	for (int watch = sfd; !sig;) {
+		struct pollfd pfd[2] = { { .fd = watch, .events = POLLIN },
 					 { .fd = j->done_fd, .events = POLLIN } };
-		int64_t left = sig ? deadline - clock_mono_ms() : -1;
-		int rc = poll(pfd, 2, sig ? (int)(left > 0 ? left : 0) : -1);
+		int rc = poll(pfd, 2, -1);
 		if (rc > 0 && (pfd[1].revents & POLLIN))
 			break;
-		struct signalfd_siginfo si;
-		bool again = false;
-		while (rc > 0 && read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-			if (sig) {
-				again = true;
-				continue;
-			}
-			sig = (int)si.ssi_signo;
-			deadline = clock_mono_ms() + ABORT_GRACE_MS;
-			log_warn("restore", "interrupted: stopping, removing the temp files",
-				 "signal=%s", stop_name(sig));
-			restore_abort(stop_name(sig));
+		if (rc > 0 && (sig = sig_read(sfd)) < 0) {
+			sig = 0; /* logged; the restore goes on, uninterruptible */
+			watch = -1;
 		}
-		if (sig && (again || clock_mono_ms() >= deadline)) {
+	}
+	if (sig) {
+		log_warn("restore", "interrupted: stopping, removing the temp files", "signal=%s",
+			 stop_name(sig));
+		restore_abort(stop_name(sig));
+		if (!sig_wait_done(sfd, j->done_fd, ABORT_GRACE_MS, NULL)) {
 			log_warn("restore", "the restore did not stop in time; removing its temp files "
 				 "under it", "signal=%s grace_ms=%d", stop_name(sig), ABORT_GRACE_MS);
 			restore_abandon();

@@ -372,20 +372,9 @@ static int prepare(struct sup *s)
  */
 static void stop_restores(struct sup *s, int first)
 {
-	int64_t deadline = clock_mono_ms() + RESTORE_STOP_GRACE_MS;
 	dbs_restore_abort(sig_name(first));
-	for (int64_t left; (left = deadline - clock_mono_ms()) > 0;) {
-		struct pollfd pfd[2] = { { .fd = s->sfd, .events = POLLIN },
-					 { .fd = dbs_restore_fd(s->dbs), .events = POLLIN } };
-		if (poll(pfd, 2, (int)left) > 0) {
-			if (pfd[1].revents & POLLIN)
-				return; /* every restore ended and cleaned up after itself */
-			int sig;
-			while ((sig = sig_read(s->sfd)) > 0)
-				if (sig_is_stop(sig))
-					deadline = 0;
-		}
-	}
+	if (sig_wait_done(s->sfd, dbs_restore_fd(s->dbs), RESTORE_STOP_GRACE_MS, sig_is_stop))
+		return; /* every restore ended and cleaned up after itself */
 	log_warn("supervisor", "restore did not stop in time: removing its files under it",
 		 "grace_ms=%d", RESTORE_STOP_GRACE_MS);
 	dbs_restore_abandon();

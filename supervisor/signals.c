@@ -2,10 +2,13 @@
 #include "supervisor/signals.h"
 
 #include <errno.h>
+#include <poll.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/banned.h"
 
@@ -88,6 +91,26 @@ int sig_read_ex(int fd, bool *kernel)
 			  n < 0 ? strerror(errno) : "short read");
 		return -1;
 	}
+}
+
+bool sig_wait_done(int sfd, int done_fd, int grace_ms, bool (*is_stop)(int sig))
+{
+	int64_t deadline = clock_mono_ms() + grace_ms;
+	bool watch = true; /* the signalfd, until it fails (then only the grace counts) */
+	for (int64_t left; (left = deadline - clock_mono_ms()) > 0;) {
+		struct pollfd pfd[2] = { { .fd = watch ? sfd : -1, .events = POLLIN },
+					 { .fd = done_fd, .events = POLLIN } };
+		if (poll(pfd, 2, (int)left) <= 0)
+			continue; /* EINTR, or the deadline: the loop condition decides */
+		if (pfd[1].revents & POLLIN)
+			return true;
+		int sig;
+		while ((sig = sig_read(sfd)) > 0)
+			if (!is_stop || is_stop(sig))
+				return false;
+		watch = sig == 0;
+	}
+	return false;
 }
 
 bool sig_is_forwarded(int sig)

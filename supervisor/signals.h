@@ -47,6 +47,15 @@ bool sig_is_forwarded(int sig);
 /* True for the signals that also start the stop sequence (TERM, INT). */
 bool sig_is_stop(int sig);
 
+/*
+ * After a first stop signal has asked something to stop: wait up to grace_ms
+ * for done_fd to become readable (it stopped). A further signal read from
+ * sfd for which is_stop is true (NULL: any signal) ends the wait at once;
+ * others are dropped. Returns true when done_fd fired, false when the grace
+ * ran out or was cut short (the caller then stops it the hard way).
+ */
+bool sig_wait_done(int sfd, int done_fd, int grace_ms, bool (*is_stop)(int sig));
+
 /* "TERM", "USR1"…; "SIG?" for others. Static storage. */
 const char *sig_name(int sig);
 
