@@ -111,7 +111,12 @@ static int session_probe(struct session *s, const char *only, bool measure_all,
 		.target = &s->t,
 	};
 	rs_probe_all(s->c, s->n, &po);
-	rs_measure_ends(s->c, s->n, measure_all, &po);
+	if (!restore_aborted())
+		rs_measure_ends(s->c, s->n, measure_all, &po);
+	if (restore_aborted()) { /* a stop while probing: nothing written yet */
+		result_set(res, RESTORE_FAILED, "interrupted before writing anything");
+		return -1;
+	}
 	rs_choose(s->c, s->n, rc->clock_skew_ms, s->dbname, mode_name(rc->mode), &s->ch);
 	return 0;
 }
@@ -614,10 +619,6 @@ int restore_explicit(const struct config *cfg, const struct cfg_db *db,
 	if (opt->dry_run) {
 		result_set(res, RESTORE_RESTORED, "dry run: %s", s.ch.why);
 		rc = 0;
-		goto out;
-	}
-	if (restore_aborted()) { /* a signal during the probe: nothing written yet */
-		result_set(res, RESTORE_FAILED, "interrupted before writing anything");
 		goto out;
 	}
 	if (rs_move_strays(out_path) < 0) {

@@ -391,7 +391,8 @@ void rs_probe_all(struct rs_cand *c, size_t n, const struct rs_probe_opts *o)
 	pthread_mutex_lock(&s->mu);
 	for (;;) {
 		int64_t now = clock_mono_ms();
-		if (settled(s, now))
+		/* a stop (restore_abort) does not wait out the probe deadline */
+		if (settled(s, now) || restore_aborted())
 			break;
 		struct timespec ts;
 		int64_t wake = now + 50;

@@ -1406,6 +1406,35 @@ def test_leftovers_of_a_killed_restore_are_removed_by_the_next(tmp_path, litevis
     assert dir_leftovers(db.parent, ["app.db", ".app.db-litevisor"]) == []
 
 
+@pytest.mark.parametrize("command", ["restore", "run"])
+def test_stop_while_probing_ends_at_once(tmp_path, litevisor_bin, command):
+    # A stop while the probe waits for a blackholed peer (mode all: up to its
+    # 30 s wait-timeout) ends the probe at once: nothing is written yet, so
+    # there is nothing to wait the 1 s grace for, nor to remove under it.
+    import signal
+    hole = Blackhole()
+    try:
+        db = tmp_path / "data" / "app.db"
+        db.parent.mkdir()
+        cfg = write_config(tmp_path / "lv.yml", db, [s3_unreachable("peer-05", hole.port)],
+                           restore={"mode": "all", "wait-timeout": "30s"})
+        cmd = [litevisor_bin, command, "-config", str(cfg)]
+        cmd += [str(db)] if command == "restore" else ["--", "true"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.0)
+        assert proc.poll() is None
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+        elapsed = time.monotonic() - t0
+    finally:
+        hole.close()
+    assert proc.returncode == 143, err
+    assert elapsed < 0.8, (elapsed, err)
+    assert "did not stop in time" not in err, err
+    assert os.listdir(db.parent) == [], err
+
+
 @pytest.mark.parametrize("hold", [None, "/snapshots/"])
 def test_stop_during_runs_restore_step_removes_temp_files(tmp_path, litevisor_bin, s3server,
                                                           big_history, hold):
