@@ -545,9 +545,19 @@ static int file_list(struct storage *st, const char *prefix, const char *delimit
 		st_error_set(err, ST_PERMANENT, 0, "list %s: the file backend only supports the delimiter \"/\"", prefix);
 		return ST_PERMANENT;
 	}
-	if (stat(root, &sb) < 0 || !S_ISDIR(sb.st_mode)) {
+	int r = stat(root, &sb);
+	if (r < 0 && errno == ENOENT) {
+		/* a first deploy: empty, as for Litestream */
 		st_error_set(err, ST_NOT_FOUND, 0, "list %s: replica directory %s does not exist", prefix, root);
 		return ST_NOT_FOUND;
+	}
+	if (r < 0 && errno != ENOTDIR)
+		return sys_fail(err, errno, "list", prefix, root);
+	if (r < 0 || !S_ISDIR(sb.st_mode)) {
+		/* something else is where the replica should be: that is no empty replica */
+		st_error_set(err, ST_PERMANENT, 0, "list %s: replica path %s is not a directory",
+			     prefix, root);
+		return ST_PERMANENT;
 	}
 	if (dlen >= sizeof(keydir))
 		return sys_fail(err, ENAMETOOLONG, "list", prefix, root);

@@ -293,6 +293,18 @@ def test_file_missing_root_lists_not_found(tmp_path):
     assert r.rc == EXIT["not found"] and "does not exist" in r.res["message"]
 
 
+@pytest.mark.parametrize("where", ["root", "parent"])
+def test_file_root_that_is_not_a_directory_is_an_error_not_empty(tmp_path, where):
+    # A file where the replica directory should be is something wrong, not a
+    # first deploy: listing it must fail, so a restore never takes it for
+    # "no data" (and `run` never replicates on as if it were empty).
+    (tmp_path / "f").write_text("x")
+    root = tmp_path / "f" if where == "root" else tmp_path / "f" / "rep"
+    r = Replica("file", ["-file", str(root)]).list("")
+    assert r.rc == EXIT["permanent"], r.res
+    assert "is not a directory" in r.res["message"], r.res
+
+
 def test_file_permission_denied_is_auth(tmp_path):
     root = tmp_path / "ro"
     root.mkdir()
