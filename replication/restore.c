@@ -193,14 +193,109 @@ static int apply_with_fallback(struct session *s, struct rs_apply_opts *ao,
 	return -1;
 }
 
-/* Names of the candidates holding exactly pos (for the engine to continue there). */
+/* How long a download made while probing may take (as rs_measure_ends allows). */
+static int64_t probe_wait_ms(const struct config *cfg)
+{
+	int64_t p = cfg->restore.probe_timeout_ms > 0 ? cfg->restore.probe_timeout_ms : 1000;
+	return cfg->restore.wait_timeout_ms > p ? cfg->restore.wait_timeout_ms : p;
+}
+
+/*
+ * Does candidate c hold more of generation pos->generation than pos? 1 yes,
+ * 0 no (or not that generation at all), -1 unknown (why says so). Its end
+ * is exact when its plan is that generation's, measured; else its catalog
+ * gives the last object, and a last segment starting before pos's offset in
+ * pos's index is downloaded to measure where it ends.
+ */
+static int holds_more(struct rs_cand *c, const struct wal_pos *pos, int64_t wait_ms, char *why,
+		      size_t len)
+{
+	const struct cat_generation *g = NULL;
+	for (size_t i = 0; i < c->ngens; i++)
+		if (!strcmp(c->gens[i].id, pos->generation))
+			g = &c->gens[i];
+	if (!g)
+		return 0;
+	if (c->has_data && !c->plan.end_open && !strcmp(c->plan.generation, pos->generation))
+		return wal_pos_cmp(&c->plan.end, pos) > 0;
+	uint32_t last = 0;
+	for (size_t i = 0; i < g->nsnapshots; i++)
+		last = g->snapshots[i].index > last ? g->snapshots[i].index : last;
+	for (size_t i = 0; i < g->nsegments; i++)
+		last = g->segments[i].index > last ? g->segments[i].index : last;
+	if (last != pos->index)
+		return last > pos->index;
+	const struct cat_segment *seg = NULL;
+	for (size_t i = 0; i < g->nsegments; i++)
+		if (g->segments[i].index == pos->index)
+			seg = &g->segments[i];
+	if (!seg)
+		return 0; /* a snapshot at pos's index: (index, 0) is no more than pos */
+	if (seg->offset >= pos->offset)
+		return 1;
+	uint64_t end;
+	char err[300];
+	if (rs_index_end(c, pos->generation, pos->index, wait_ms, &end, err, sizeof(err)) < 0) {
+		snprintf(why, len, "cannot measure where %s's index %08x ends: %.200s", c->name, pos->index,
+			 err);
+		return -1;
+	}
+	return end > pos->offset;
+}
+
+/*
+ * May replication continue the restored generation? Not when a replica it
+ * writes to holds more of it than was restored (a stale source won while
+ * the fresher one was out of reach): continuing would write our history
+ * under the same names as the one already there, and the mix, whose end
+ * lies ahead, would win every later restore with the other's data. Nor when
+ * such a replica did not answer: it may. why says which.
+ */
+static bool may_continue(struct session *s, const struct wal_pos *pos, char *why, size_t len)
+{
+	for (size_t r = 0; r < s->db->nreplicas; r++) {
+		const struct cfg_replica *rep = &s->db->replicas[r];
+		const char *name = rep->name ? rep->name : "replica";
+		struct rs_cand *c = NULL;
+		if (rep->restore_only)
+			continue; /* never written to */
+		for (size_t i = 0; i < s->n; i++)
+			if (s->c[i].rep == rep)
+				c = &s->c[i];
+		if (!c || c->state != RC_OK) {
+			snprintf(why, len, "%s %s: it may hold more of generation %s", name,
+				 !c ? "was not asked" : "did not answer", pos->generation);
+			return false;
+		}
+		int more = holds_more(c, pos, probe_wait_ms(s->cfg), why, len);
+		if (more < 0)
+			return false;
+		if (more) {
+			snprintf(why, len, "%s holds more of generation %s than was restored", name,
+				 pos->generation);
+			return false;
+		}
+	}
+	return true;
+}
+
+/*
+ * Names of the candidates holding exactly pos (for the engine to continue
+ * there), when it may continue the generation at all; else no marker, and
+ * replication starts a new generation.
+ */
 static int write_marker(struct session *s, const struct wal_pos *pos)
 {
-	char dir[PATH_MAX];
+	char dir[PATH_MAX], why[400];
 	struct restored_marker m = { .pos = *pos };
 	uid_t uid;
 	gid_t gid;
 
+	if (!may_continue(s, pos, why, sizeof(why))) {
+		log_warn("restore", "replication will not continue the restored generation: it "
+			 "starts a new one", "db=\"%s\" why=\"%s\"", s->dbname, why);
+		return 0;
+	}
 	for (size_t i = 0; i < s->n && m.nreplicas < LOCALSTATE_MAX_REPLICAS; i++) {
 		const struct rs_cand *c = &s->c[i];
 		if (c->state == RC_OK && c->has_data && wal_pos_cmp(&c->plan.end, pos) == 0 &&
@@ -367,13 +462,6 @@ out:
 	if (pfd >= 0)
 		close(pfd);
 	return rc;
-}
-
-/* How long a download made while probing may take (as rs_measure_ends allows). */
-static int64_t probe_wait_ms(const struct config *cfg)
-{
-	int64_t p = cfg->restore.probe_timeout_ms > 0 ? cfg->restore.probe_timeout_ms : 1000;
-	return cfg->restore.wait_timeout_ms > p ? cfg->restore.wait_timeout_ms : p;
 }
 
 /* Does the winner hold newer data than the local database at lpos (written at lt_ns)? */

@@ -1016,6 +1016,62 @@ def test_a_snapshot_the_other_node_took_where_we_ended_keeps_the_local_file(
     assert not [f for f in files if "replaced" in f], files
 
 
+def test_stale_source_restored_while_a_fresher_replica_was_out_of_reach_is_a_new_generation(
+        litevisor_bin, tmp_path):
+    """Node A shipped its generation to minio (fast) and the NAS (1 min), then died.
+    Node B starts while minio cannot be read, so the NAS's stale copy is restored
+    (freshest reachable). B must not continue A's generation: minio, back by the
+    time B writes, holds more of it, and B's objects under the same names would
+    mix two histories whose end (A's) lies ahead: every later restore returned
+    A's rows and lost all of B's commits."""
+    rep_cfg = ("    replicas:\n"
+               f"      - {{ name: nas, url: file://{tmp_path}/nas, sync-interval: 1m }}\n"
+               f"      - {{ name: minio, url: file://{tmp_path}/minio, sync-interval: 100ms }}\n")
+    a = tmp_path / "A" / "app.db"
+    a.parent.mkdir()
+    (tmp_path / "A.yml").write_text(f"dbs:\n  - path: {a}\n" + rep_cfg)
+    db = sqlite3.connect(a, isolation_level=None)
+    db.execute("PRAGMA journal_mode=wal")
+    db.execute("CREATE TABLE t(v TEXT)")
+    db.close()
+    lv = subprocess.Popen([litevisor_bin, "replicate", "-config", str(tmp_path / "A.yml")],
+                          stderr=subprocess.PIPE, text=True)
+    try:
+        poll(lambda: (tmp_path / "nas" / "generations").exists(), timeout=20)
+        db = sqlite3.connect(a, isolation_level=None)
+        for i in range(3):
+            db.execute("INSERT INTO t VALUES (?)", (f"a{i}",))
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        db.close()
+        poll(lambda: len(list((tmp_path / "minio").glob("generations/*/wal/*"))) >= 2, timeout=20)
+        time.sleep(0.5)
+    finally:
+        lv.kill()
+        lv.wait()
+    # minio cannot be read when B starts (its path is briefly something else)
+    (tmp_path / "minio").rename(tmp_path / "minio.away")
+    (tmp_path / "minio").write_text("")
+    b = tmp_path / "B" / "app.db"
+    b.parent.mkdir()
+    (tmp_path / "B.yml").write_text(f"dbs:\n  - path: {b}\n" + rep_cfg)
+    back = (f"import os, sqlite3\n"
+            f"os.remove('{tmp_path}/minio'); os.rename('{tmp_path}/minio.away', '{tmp_path}/minio')\n"
+            f"c = sqlite3.connect(os.environ['LITESTREAM_DB_PATH'], isolation_level=None)\n"
+            f"for i in range(3):\n"
+            f"    c.execute(\"INSERT INTO t VALUES ('b%d')\" % i)\n")
+    p = subprocess.run([litevisor_bin, "run", "-config", str(tmp_path / "B.yml"), "--",
+                        SERVICE[0], "-c", back], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    out = tmp_path / "next.db"
+    r = subprocess.run([litevisor_bin, "restore", "-config", str(tmp_path / "B.yml"), "-o",
+                        str(out), str(b)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    got = [v for (v,) in sqlite3.connect(out).execute("SELECT v FROM t ORDER BY rowid")]
+    assert got == ["b0", "b1", "b2"], r.stderr
+    assert "replication will not continue the restored generation" in p.stderr, p.stderr
+    assert "minio did not answer" in p.stderr, p.stderr
+
+
 def test_database_changed_after_an_idle_run_starts_a_new_generation(litevisor_bin, tmp_path):
     """The record of an index with no shadow file proves nothing by itself: when
     the files changed after the clean stop (the app ran without litevisor and
