@@ -549,6 +549,47 @@ static void local_position(const struct cfg_db *db, const char *statedir, struct
 		 "db=\"%s\" statedir=\"%s\"", db->path, statedir);
 }
 
+/*
+ * Nothing to restore from (no winner), or a strict mode short of answers:
+ * may the service start on what is there (nothing: EMPTY; the existing
+ * database: EXISTS), or not (UNREACHABLE)? Only when every candidate
+ * answered (or a quorum did, in quorum mode) and none holds data, or when
+ * allow-empty-when-unreachable says so: a candidate that did not answer may
+ * hold newer data than an existing database as much as it may hold data at
+ * all. Returns 0 (may start) or -1, with res set.
+ */
+static int settle_unrestored(struct session *s, bool exists, struct restore_result *res)
+{
+	const struct cfg_restore *rc = &s->cfg->restore;
+	enum restore_outcome ok = exists ? RESTORE_EXISTS : RESTORE_EMPTY;
+	const char *what = exists ? "keeping the existing database" : "starting empty";
+	bool none = s->ch.winner < 0 && s->ch.with_data == 0;
+
+	if (none && s->ch.unreachable == 0) {
+		result_set(res, ok, "%severy candidate answered, none holds data; %s",
+			   exists ? "" : "first deploy: ", what);
+		return 0;
+	}
+	if (none && rc->mode == RESTORE_QUORUM && enough_answered(s)) {
+		result_set(res, ok, "a quorum (%zu) answered and none holds data; %s",
+			   s->ch.answered, what);
+		return 0;
+	}
+	if (none && rc->allow_empty_unreachable) {
+		result_set(res, ok, "%zu of %zu candidates unreachable, none reachable holds data; "
+			   "%s (allow-empty-when-unreachable)", s->ch.unreachable, s->n, what);
+		return 0;
+	}
+	result_set(res, RESTORE_UNREACHABLE, "%zu of %zu candidates unreachable or failing%s%s",
+		   s->ch.unreachable, s->n,
+		   s->ch.winner >= 0 ? " (mode needs more answers)"
+				     : exists ? "; they might hold newer data than the existing "
+						"database: not starting on it; "
+					      : "; they might hold data: not starting empty; ",
+		   s->ch.winner >= 0 ? "" : s->ch.why);
+	return -1;
+}
+
 int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 		       struct restore_result *res)
 {
@@ -583,9 +624,8 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 		/* the local position is compared with the winner's: its end must be exact */
 		if (session_probe(&s, NULL, true, res) < 0)
 			goto out;
-		if (s.ch.winner < 0) {
-			result_set(res, RESTORE_EXISTS, "database exists; %s; keeping it", s.ch.why);
-			rc = 0;
+		if (s.ch.winner < 0 || strict_unsettled(&s)) {
+			rc = settle_unrestored(&s, true, res);
 			goto out;
 		}
 		if (!replica_newer(&s, &lpos, lt, why, sizeof(why))) {
@@ -628,25 +668,8 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 			goto out;
 		}
 		rc = 0;
-	} else if (s.ch.winner < 0 && s.ch.unreachable == 0) {
-		result_set(res, RESTORE_EMPTY, "first deploy: every candidate answered, none holds data");
-		rc = 0;
-	} else if (s.ch.winner < 0 && enough_answered(&s) && s.ch.with_data == 0 &&
-		   cfg->restore.mode == RESTORE_QUORUM) {
-		result_set(res, RESTORE_EMPTY, "a quorum (%zu) answered and none holds data",
-			   s.ch.answered);
-		rc = 0;
-	} else if (cfg->restore.allow_empty_unreachable && s.ch.winner < 0 && s.ch.with_data == 0) {
-		result_set(res, RESTORE_EMPTY, "%zu of %zu candidates unreachable, none reachable "
-			   "holds data; starting empty (allow-empty-when-unreachable)",
-			   s.ch.unreachable, s.n);
-		rc = 0;
 	} else {
-		result_set(res, RESTORE_UNREACHABLE, "%zu of %zu candidates unreachable or failing%s%s",
-			   s.ch.unreachable, s.n,
-			   s.ch.winner >= 0 ? " (mode needs more answers)"
-					    : "; they might hold data: not starting empty; ",
-			   s.ch.winner >= 0 ? "" : s.ch.why);
+		rc = settle_unrestored(&s, false, res);
 	}
 out:
 	res->duration_ms = clock_mono_ms() - t0;

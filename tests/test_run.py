@@ -1138,6 +1138,35 @@ def test_first_deploy_starts_on_an_empty_database(litevisor_bin, tmp_path, runs)
     assert json.load(open(report))["exists"] is False
 
 
+@pytest.mark.parametrize("restore", ["{}", "{ mode: all, wait-timeout: 1s }",
+                                     "{ allow-empty-when-unreachable: true }"])
+def test_existing_database_with_every_replica_unreachable(litevisor_bin, tmp_path, runs,
+                                                          restore):
+    """A database that exists is no more known to be current than a missing one
+    is known to be new: with no replica answering (one of them may hold newer
+    data written on another node), run does not start on it (111) unless
+    allow-empty-when-unreachable says so (config.md)."""
+    (tmp_path / "data").mkdir()
+    db = tmp_path / "data" / "app.db"
+    sqlite3.connect(db).execute("CREATE TABLE t(v)").connection.commit()
+    marker = tmp_path / "started"
+    dead = free_port()
+    cfg = (f"restore: {restore}\n"
+           f"dbs:\n  - path: {db}\n"
+           f"    replicas:\n      - url: s3://bkt/app\n        endpoint: http://127.0.0.1:{dead}\n"
+           f"        access-key-id: x\n        secret-access-key: y\n")
+    r = start(runs, litevisor_bin, tmp_path, ["touch", str(marker)], config=cfg)
+    code = r.wait(timeout=60)
+    if "allow-empty" in restore:
+        assert code == 0, r.stderr()
+        assert marker.exists() and "keeping the existing database" in r.stderr()
+    else:
+        assert code == 111, r.stderr()
+        assert not marker.exists()
+        assert "might hold newer data than the existing database" in r.stderr(), r.stderr()
+    assert sqlite3.connect(db).execute("SELECT count(*) FROM t").fetchone() == (0,)
+
+
 @pytest.mark.parametrize("optional", [False, True])
 def test_unreachable_required_database_blocks_start(litevisor_bin, tmp_path, runs, optional):
     (tmp_path / "data").mkdir()
