@@ -130,6 +130,13 @@ static bool enough_answered(const struct session *s)
 	return s->ch.answered == s->n;
 }
 
+/* Quorum mode settled on "nothing there": a quorum answered, none holds data. */
+static bool quorum_says_empty(const struct session *s)
+{
+	return s->cfg->restore.mode == RESTORE_QUORUM && s->ch.winner < 0 &&
+	       s->ch.with_data == 0 && enough_answered(s);
+}
+
 /* Strict modes refuse to settle on data while too few candidates answered. */
 static bool strict_unsettled(const struct session *s)
 {
@@ -570,7 +577,7 @@ static int settle_unrestored(struct session *s, bool exists, struct restore_resu
 			   exists ? "" : "first deploy: ", what);
 		return 0;
 	}
-	if (none && rc->mode == RESTORE_QUORUM && enough_answered(s)) {
+	if (quorum_says_empty(s)) {
 		result_set(res, ok, "a quorum (%zu) answered and none holds data; %s",
 			   s->ch.answered, what);
 		return 0;
@@ -719,7 +726,8 @@ int restore_explicit(const struct config *cfg, const struct cfg_db *db,
 		const char *pe = plan_error(&s);
 		if (pe)
 			result_set(res, RESTORE_NO_DATA, "%s", pe);
-		else if (s.ch.answered == 0 || (s.ch.unreachable && s.ch.winner < 0) ||
+		else if (s.ch.answered == 0 ||
+			 (s.ch.unreachable && s.ch.winner < 0 && !quorum_says_empty(&s)) ||
 			 strict_unsettled(&s))
 			result_set(res, RESTORE_UNREACHABLE, "%zu of %zu candidates unreachable or failing; %s",
 				   s.ch.unreachable, s.n, s.ch.why);

@@ -929,6 +929,23 @@ def test_strict_modes_wait_for_answers(tmp_path, litevisor_bin, history):
     assert rows(db) == history.states[-1][2]
 
 
+def test_a_quorum_answering_empty_settles_restore_and_run_alike(tmp_path, litevisor_bin):
+    # mode quorum: once the quorum answered and none holds data, that is settled
+    # ("nothing there"), for `restore` (no backup: exit 1, 0 with -if-replica-exists)
+    # as for `run` (starts empty); before, `restore` said "unreachable" (111).
+    db = tmp_path / "app.db"
+    reps = [s3_unreachable("peer-05", free_port()), {"name": "nas", "url": f"file://{tmp_path}/nas"}]
+    cfg = write_config(tmp_path / "quorum.yml", db, reps,
+                       restore={"mode": "quorum", "quorum": 1, "probe-timeout": "300ms"})
+    p = lv(litevisor_bin, "restore", "-config", str(cfg), str(db))
+    assert p.returncode == 1 and "no matching backups" in p.stderr, p.stderr
+    p = lv(litevisor_bin, "restore", "-if-replica-exists", "-config", str(cfg), str(db))
+    assert p.returncode == 0, p.stderr
+    p = subprocess.run([litevisor_bin, "run", "-config", str(cfg), "--", "true"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "a quorum (1) answered and none holds data" in p.stderr, p.stderr
+
+
 def test_run_path_existing_db_without_state_is_compared_by_time(tmp_path, history):
     """A database with no state of either tool (state lost, copied in by hand) is no
     reason to keep it blindly: the winner's newest object is compared with the
