@@ -609,6 +609,10 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 	memset(res, 0, sizeof(*res));
 	s.dbname = db->name ? db->name : db->path;
 	localstate_dir(db, statedir, sizeof(statedir));
+	if (db->nreplicas > 0 && rs_move_empty_aside(db->path) < 0) {
+		result_set(res, RESTORE_FAILED, "cannot move the empty file at %s aside", db->path);
+		goto out;
+	}
 	bool exists = lstat(db->path, &st) == 0;
 
 	if (db->nreplicas == 0) {

@@ -193,6 +193,14 @@ void rs_owner_for(const struct config *cfg, const char *target, uid_t *uid, gid_
 /* restore_local.c: move -wal/-shm/-journal beside a missing target aside. 0 or -1. */
 int rs_move_strays(const char *target);
 
+/*
+ * An empty file at target (0 bytes, and no -wal with frames beside it: what
+ * `sqlite3 app.db .tables` or a touch leaves) holds no data: it is moved
+ * aside so the restore runs as for a missing database. 1 moved, 0 not
+ * such a file, -1 error (logged).
+ */
+int rs_move_empty_aside(const char *target);
+
 /* Move a state directory aside (if present). 0 or -1. */
 int rs_move_state_aside(const char *statedir, const char *why);
 

@@ -125,6 +125,21 @@ int rs_move_strays(const char *target)
 	return rc ? -1 : 0;
 }
 
+int rs_move_empty_aside(const char *target)
+{
+	char wal[PATH_MAX];
+	struct stat st, ws;
+	if (lstat(target, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size != 0)
+		return 0;
+	snprintf(wal, sizeof(wal), "%s-wal", target);
+	if (stat(wal, &ws) == 0 && ws.st_size > 0)
+		return 0; /* a WAL never checkpointed holds the whole database */
+	if (aside(target, "empty", "an empty file holds no data: restoring as for a missing "
+		  "database", NULL, 0) < 0)
+		return -1;
+	return 1;
+}
+
 int rs_move_state_aside(const char *statedir, const char *why)
 {
 	struct stat st;

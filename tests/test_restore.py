@@ -946,6 +946,44 @@ def test_a_quorum_answering_empty_settles_restore_and_run_alike(tmp_path, litevi
     assert p.returncode == 0 and "a quorum (1) answered and none holds data" in p.stderr, p.stderr
 
 
+@pytest.mark.parametrize("existing", ["newest-wins", "keep-local"])
+def test_run_path_empty_file_at_the_database_path_is_no_database(tmp_path, litevisor_bin,
+                                                                  history, existing):
+    # `sqlite3 app.db .tables` on a new node, or a touch, leaves a 0-byte file: it
+    # holds no data, so it is moved aside (kept) and the replica restored, instead
+    # of being kept as "current" by its recent mtime (the service then started
+    # empty and its new generation hid the real data from every later restore).
+    rep = tmp_path / "rep"
+    history.write(str(rep))
+    db = tmp_path / "app" / "app.db"
+    db.parent.mkdir()
+    db.write_bytes(b"")
+    cfg = write_config(tmp_path / "lv.yml", db, [{"name": "nas", "url": f"file://{rep}"}],
+                       restore={"existing": existing})
+    p = subprocess.run([litevisor_bin, "run", "-config", str(cfg), "--", "true"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert rows(db) == history.states[-1][2], p.stderr
+    assert [f for f in os.listdir(db.parent) if f.startswith("app.db.empty-")], p.stderr
+    # a 0-byte file beside a WAL with frames is a database never checkpointed: kept
+    db2 = tmp_path / "wal" / "app.db"
+    db2.parent.mkdir()
+    c = sqlite3.connect(db2)
+    c.execute("PRAGMA journal_mode=wal")
+    c.execute("CREATE TABLE mine(v)")
+    c.commit()
+    shutil.copy(str(db2) + "-wal", tmp_path / "saved-wal")
+    c.close()
+    db2.write_bytes(b"")
+    shutil.copy(tmp_path / "saved-wal", str(db2) + "-wal")
+    cfg2 = write_config(tmp_path / "lv2.yml", db2, [{"name": "nas", "url": f"file://{rep}"}],
+                        restore={"existing": "keep-local"})
+    p = subprocess.run([litevisor_bin, "run", "-config", str(cfg2), "--", "true"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert not [f for f in os.listdir(db2.parent) if ".empty-" in f], p.stderr
+
+
 def test_run_path_existing_db_without_state_is_compared_by_time(tmp_path, history):
     """A database with no state of either tool (state lost, copied in by hand) is no
     reason to keep it blindly: the winner's newest object is compared with the
