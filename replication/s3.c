@@ -86,6 +86,7 @@ struct list_page {
 	bool truncated;
 	char *next_token;
 	int failed;                /* out of memory */
+	char root_elem[40];        /* the document's element: must be ListBucketResult */
 };
 
 static char *dup_text(const char *t, size_t len)
@@ -102,6 +103,8 @@ static int list_cb(void *ctx, enum s3_xml_event ev, const char *path, const char
 {
 	struct list_page *p = ctx;
 	if (ev == S3_XML_OPEN) {
+		if (!p->root_elem[0] && !strchr(path, '/'))
+			snprintf(p->root_elem, sizeof(p->root_elem), "%s", path);
 		if (!strcmp(path, "ListBucketResult/Contents")) {
 			free(p->key);
 			p->key = NULL;
@@ -184,12 +187,25 @@ static int s3_list(struct storage *st, const char *prefix, const char *delimiter
 		struct list_page p = { .out = out, .root = s3->prefix, .rootlen = strlen(s3->prefix) };
 		int prc = s3_xml_parse(resp.body.data, resp.body.len, list_cb, &p, why, sizeof(why));
 		free(p.key);
+		if (prc == 0 && strcmp(p.root_elem, "ListBucketResult") != 0) {
+			/*
+			 * Another document (ListAllMyBuckets from a server without
+			 * virtual hosts, a console's HTML page) is no empty listing:
+			 * read as one, a restore would start the service on an empty
+			 * database while the bucket holds the data.
+			 */
+			snprintf(why, sizeof(why), "%s%s%s", p.root_elem[0] ? "<" : "no XML document",
+				 p.root_elem, p.root_elem[0] ? "> instead of <ListBucketResult>" : "");
+			prc = -1;
+		}
 		if (prc != 0) {
 			free(p.next_token);
 			rc = p.failed ? oom(err, "list", full) : ST_PERMANENT;
 			if (!p.failed)
-				st_error_set(err, rc, (int)resp.status, "list %s/%s: %s in the answer to page %d",
-					     s3->bucket, full, why, page + 1);
+				st_error_set(err, rc, (int)resp.status,
+					     "list %s/%s: %s in the answer to page %d from %s (is this the "
+					     "S3 API endpoint, with the right force-path-style?)",
+					     s3->bucket, full, why, page + 1, s3->base_url);
 			break;
 		}
 		if (!p.truncated) {

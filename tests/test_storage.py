@@ -410,6 +410,39 @@ def test_s3_missing_bucket_is_an_error_not_an_empty_listing(s3server):
     assert r.keys == [], r.res
 
 
+@pytest.mark.parametrize("body", [
+    b'<?xml version="1.0"?><ListAllMyBucketsResult><Buckets><Bucket><Name>b</Name></Bucket>'
+    b'</Buckets></ListAllMyBucketsResult>',  # a server without virtual hosts answering the host
+    b"<!doctype html><html><body>MinIO Console</body></html>",  # the console port
+    b""])
+def test_s3_listing_answered_with_another_document_is_an_error(s3server, body):
+    # A 200 to the listing that is no <ListBucketResult> is not an empty replica:
+    # read as one, a restore would start the service on an empty database.
+    import http.server
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html" if b"html" in body else "application/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        srv = s3server()
+        r = s3_replica(srv, endpoint=f"http://127.0.0.1:{httpd.server_address[1]}").list("")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert r.rc == EXIT["permanent"], r.res
+    assert "is this the S3 API endpoint" in r.res["message"], r.res
+
+
 def test_s3_server_down_fails_within_deadline(s3server):
     srv = s3server()
     dead = f"http://127.0.0.1:{free_port()}"
