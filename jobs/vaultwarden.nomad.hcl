@@ -5,7 +5,8 @@
 # vaultwarden #4418), runs vaultwarden as PID 1's child, forwards SIGUSR1
 # (vaultwarden's backup trigger), reaps zombies, and flushes on stop.
 #
-# Stop budget: docker stop with kill_timeout 20 s: stop-grace 10 s + flush 6 s.
+# Stop budget: docker stop with kill_timeout 20 s: stop-grace 10 s + flush 6 s
+# + up to 2 s for the replication threads = 18 s.
 job "vaultwarden" {
   datacenters = ["homelab"]
   type        = "service"
