@@ -2,11 +2,15 @@
 #include <stdio.h>
 
 #include <curl/curl.h>
+#include <jansson.h>
 #include <lz4.h>
+#include <microhttpd.h>
 #include <sqlite3.h>
+#include <yaml.h>
 
 #include "cmd/commands.h"
 #include "common/lazy_curl.h"
+#include "common/lazy_mhd.h"
 #include "common/version.h"
 #include "common/banned.h"
 
@@ -21,8 +25,11 @@ static int run_version(int argc, char **argv)
 		return cli_usage_error(&cmd_version, "unexpected argument \"%s\"", argv[i]);
 	char why[512];
 	const char *curl = lazy_curl_load(why, sizeof(why)) == 0 ? curl_version() : why;
-	printf("litevisor %s (sqlite %s, %s, lz4 %s)\n", litevisor_version(), sqlite3_libversion(),
-	       curl, LZ4_versionString());
+	char mwhy[256];
+	const char *mhd = lazy_mhd_load(mwhy, sizeof(mwhy)) == 0 ? MHD_get_version() : mwhy;
+	printf("litevisor %s (sqlite %s, %s, lz4 %s, jansson %s, libyaml %s, libmicrohttpd %s)\n",
+	       litevisor_version(), sqlite3_libversion(), curl, LZ4_versionString(),
+	       jansson_version_str(), yaml_get_version_string(), mhd);
 	return 0;
 }
 

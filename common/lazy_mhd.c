@@ -20,13 +20,14 @@ static struct {
 	__typeof__(MHD_add_response_header) *MHD_add_response_header;
 	__typeof__(MHD_queue_response) *MHD_queue_response;
 	__typeof__(MHD_destroy_response) *MHD_destroy_response;
+	__typeof__(MHD_get_version) *MHD_get_version;
 } fn;
 
 #define SYM(n) LAZYLIB_SYM(fn, n)
 static const struct lazylib_sym syms[] = {
 	SYM(MHD_start_daemon_va),         SYM(MHD_stop_daemon),         SYM(MHD_get_daemon_info),
 	SYM(MHD_create_response_from_buffer), SYM(MHD_add_response_header), SYM(MHD_queue_response),
-	SYM(MHD_destroy_response),
+	SYM(MHD_destroy_response),       SYM(MHD_get_version),
 };
 
 static struct lazylib lib = LAZYLIB_INIT(LAZY_MHD_SONAME, "libmicrohttpd12", syms, NULL);
@@ -77,3 +78,5 @@ enum MHD_Result MHD_queue_response(struct MHD_Connection *connection, unsigned i
 }
 
 void MHD_destroy_response(struct MHD_Response *response) { F(MHD_destroy_response)(response); }
+
+const char *MHD_get_version(void) { return F(MHD_get_version)(); }

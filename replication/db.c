@@ -55,6 +55,12 @@ static int journal_mode(sqlite3 *db, const char *sql, char *out, size_t len)
 	return rc;
 }
 
+/* Locked by another connection (the app): a state that passes. */
+static bool busy(int rc)
+{
+	return (rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED;
+}
+
 int db_conns_open(struct db_conns *c, const char *path)
 {
 	char mode[32] = "";
@@ -68,16 +74,18 @@ int db_conns_open(struct db_conns *c, const char *path)
 		goto fail;
 	rc = journal_mode(c->ck, "PRAGMA journal_mode", mode, sizeof(mode));
 	if (rc != SQLITE_OK) {
-		log_warn("db", "cannot read journal mode", "path=\"%s\" err=\"%s\"", path,
-			 sqlite3_errmsg(c->ck));
+		/* the app creating its schema holds the lock: normal at start, tried again */
+		log_event(busy(rc) ? LOG_DEBUG : LOG_WARN, "db", "cannot read journal mode",
+			  "path=\"%s\" err=\"%s\"", path, sqlite3_errmsg(c->ck));
 		db_conns_close(c);
 		return -2;
 	}
 	if (strcmp(mode, "wal") != 0) {
 		rc = journal_mode(c->ck, "PRAGMA journal_mode = wal", mode, sizeof(mode));
 		if (rc != SQLITE_OK || strcmp(mode, "wal") != 0) {
-			log_warn("db", "cannot put database in WAL mode yet", "path=\"%s\" err=\"%s\"",
-				 path, rc != SQLITE_OK ? sqlite3_errmsg(c->ck) : mode);
+			log_event(busy(rc) ? LOG_DEBUG : LOG_WARN, "db",
+				  "cannot put database in WAL mode yet", "path=\"%s\" err=\"%s\"",
+				  path, rc != SQLITE_OK ? sqlite3_errmsg(c->ck) : mode);
 			db_conns_close(c);
 			return -2;
 		}

@@ -76,6 +76,9 @@ def test_version_loads_libcurl(litevisor_bin):
     assert p.returncode == 0, p.stderr
     assert "libcurl/" in p.stdout, p.stdout
     assert [n for n in loaded(p.stderr) if n.startswith("libcurl.so")]
+    # and names every library it uses, the lazy ones loaded to ask them
+    for lib in ("sqlite ", "lz4 ", "jansson ", "libyaml ", "libmicrohttpd "):
+        assert lib in p.stdout, p.stdout
 
 
 def test_unloadable_libcurl_fails_what_needs_it_only(litevisor_bin, tmp_path):
