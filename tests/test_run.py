@@ -1208,6 +1208,10 @@ def test_health_and_metrics_show_databases(litevisor_bin, tmp_path, runs):
     assert ("litevisor_db_size_bytes", (("db", "app"),)) in series
     assert any(s[0] == "litevisor_replica_lag_seconds" for s in series)
     assert any(s[0] == "litevisor_restore_duration_seconds" for s in series)
+    # the first deploy's listings answered "nothing there": an answer, no failed call
+    errors = [ln for ln in body.splitlines()
+              if ln.startswith("litevisor_storage_operation_errors_total{")]
+    assert errors and all(ln.endswith(" 0") for ln in errors), errors
     os.kill(r.pid, signal.SIGTERM)
     assert r.wait(timeout=30) == 0
 
