@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/pathnorm.h"
 #include "common/banned.h"
 
 bool cmd_source_is_url(const char *s)
@@ -22,7 +23,7 @@ bool cmd_source_is_url(const char *s)
 	return true;
 }
 
-/* arg made absolute against the working directory (no symlink resolution, as the config). */
+/* arg made absolute against the working directory and cleaned, as the config's paths are. */
 static void absolute(const char *arg, char *buf, size_t len)
 {
 	char cwd[PATH_MAX];
@@ -30,6 +31,7 @@ static void absolute(const char *arg, char *buf, size_t len)
 		snprintf(buf, len, "%s", arg);
 	else if (snprintf(buf, len, "%s/%s", cwd, arg) >= (int)len)
 		snprintf(buf, len, "%s", arg);
+	pathnorm_clean(buf);
 }
 
 int cmd_source_open(const struct command *cmd, const char *config_path, bool no_expand_env,

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "common/config_int.h"
+#include "common/pathnorm.h"
 #include "common/banned.h"
 
 static const char FALLBACK_PATH[] = "/etc/litevisor.yml";
@@ -231,18 +232,16 @@ out:
 
 void cfg_clean_prefix(char *p)
 {
-	char *w = p;
-	const char *r = p;
-	while (*r == '/')
-		r++;
-	while (*r) {
-		if (*r == '/' && (r[1] == '/' || r[1] == '\0')) {
-			r++;
-			continue;
-		}
-		*w++ = *r++;
-	}
-	*w = '\0';
+	char *q = p;
+	while (*q == '/')
+		q++;
+	memmove(p, q, strlen(q) + 1);
+	pathnorm_clean(p);
+	/* As under a root: "/../x" is "/x", and "/." is "/" (no prefix). */
+	while (strncmp(p, "..", 2) == 0 && (p[2] == '/' || p[2] == '\0'))
+		memmove(p, p + (p[2] ? 3 : 2), strlen(p + (p[2] ? 3 : 2)) + 1);
+	if (strcmp(p, ".") == 0)
+		p[0] = '\0';
 }
 
 void cfg_url_release(struct cfg_url *u)

@@ -66,7 +66,7 @@ struct cfg_replica {
 };
 
 struct cfg_db {
-	char *path;              /* absolute path of the database file */
+	char *path;              /* absolute, lexically clean path of the database file */
 	char *name;              /* label for logs/metrics; default: file name */
 	char *meta_path;         /* litevisor's state dir; default <dir>/.<file>-litevisor */
 	char *env;               /* env var the service gets with the path; default LITEVISOR_DB_<NAME> */
@@ -190,7 +190,8 @@ int config_replica_from_url(const char *url, struct cfg_replica *r, char *err, s
 /*
  * Make a database or file replica path absolute exactly as config_load does:
  * "~/" against $HOME, a relative path against the working directory (no
- * symlink resolution), trailing slashes dropped. Returns a malloc'd path, or
+ * symlink resolution), cleaned lexically as Litestream's filepath.Abs does
+ * ("/a//b/./c/../" is "/a/b"). Returns a malloc'd path, or
  * NULL with err set (empty path, $HOME unset, no working directory, too long).
  */
 char *config_abs_path(const char *p, char *err, size_t errlen);

@@ -89,7 +89,10 @@ struct cfg_url {
 int cfg_parse_url(const char *url, struct cfg_url *u, bool *unsupported, char *why, size_t whylen);
 void cfg_url_release(struct cfg_url *u);
 
-/* Clean an S3 key prefix in place: no leading/trailing '/', no "//". */
+/*
+ * Clean an S3 key prefix in place as Litestream does (path.Clean under a
+ * root, leading '/' dropped): "/a//b/./c/../" is "a/b", "/" and "." are "".
+ */
 void cfg_clean_prefix(char *p);
 
 #endif

@@ -16,6 +16,7 @@
 
 #include "common/duration.h"
 #include "common/envexpand.h"
+#include "common/pathnorm.h"
 #include "common/banned.h"
 
 /* ---- logging ---- */
@@ -472,6 +473,42 @@ void config_db_env_name(const char *name, char *buf, size_t len)
 	buf[k < len ? k : len - 1] = '\0';
 }
 
+/*
+ * Refuse dbs[i] if it is dbs[j] again: the same file (spelled differently or
+ * through a symlink), the same name or the same env variable. Returns 0 or -1.
+ */
+static int check_same_db(struct walk *w, const struct cfg_node *seq, size_t i, size_t j)
+{
+	const struct cfg_db *db = &w->cfg->dbs[i], *o = &w->cfg->dbs[j];
+	char kp[96], ra[PATH_MAX], rb[PATH_MAX];
+	const char *what = NULL;
+
+	pathnorm_resolve(db->path, ra, sizeof(ra));
+	pathnorm_resolve(o->path, rb, sizeof(rb));
+	if (strcmp(o->path, db->path) == 0 || strcmp(ra, rb) == 0)
+		what = "path";
+	else if (strcmp(o->name, db->name) == 0)
+		what = "name";
+	else if (strcmp(o->env, db->env) == 0)
+		what = "env";
+	if (!what)
+		return 0;
+	snprintf(kp, sizeof(kp), "dbs[%zu].%s", i, what);
+	const struct cfg_node *at = walk_map_get(seq->items[i], what);
+	if (what[0] != 'p')
+		cfg_error(w->e, at ? at : seq->items[i], kp,
+			  "same %s as dbs[%zu] (line %d); give each database its own name: and env:", what,
+			  j, o->line);
+	else if (strcmp(o->path, db->path) == 0)
+		cfg_error(w->e, at ? at : seq->items[i], kp, "same file as dbs[%zu].path (line %d): %s", j,
+			  o->line, db->path);
+	else
+		cfg_error(w->e, at ? at : seq->items[i], kp,
+			  "%s is the same file as dbs[%zu].path %s (line %d), through a symlink", db->path,
+			  j, o->path, o->line);
+	return -1;
+}
+
 static int walk_dbs(struct walk *w)
 {
 	const struct cfg_node *seq = w->dbs_node;
@@ -492,20 +529,8 @@ static int walk_dbs(struct walk *w)
 		if (walk_db(w, seq->items[i], path, db) < 0)
 			return -1;
 		for (size_t j = 0; j < i; j++) {
-			const struct cfg_db *o = &cfg->dbs[j];
-			const char *what = strcmp(o->path, db->path) == 0 ? "path"
-					   : strcmp(o->name, db->name) == 0 ? "name"
-					   : strcmp(o->env, db->env) == 0   ? "env"
-									    : NULL;
-			if (!what)
-				continue;
-			char kp[96];
-			walk_path(kp, sizeof(kp), path, what);
-			const struct cfg_node *at = walk_map_get(seq->items[i], what);
-			cfg_error(w->e, at ? at : seq->items[i], kp,
-				  "same %s as dbs[%zu] (line %d)%s", what, j, o->line,
-				  what[0] == 'p' ? "" : "; give each database its own name: and env:");
-			return -1;
+			if (check_same_db(w, seq, i, j) < 0)
+				return -1;
 		}
 	}
 	return 0;

@@ -17,6 +17,7 @@
 
 #include "common/duration.h"
 #include "common/envexpand.h"
+#include "common/pathnorm.h"
 #include "common/banned.h"
 
 #define AT_MAX 64
@@ -446,9 +447,8 @@ char *cfg_abs_path(const char *p)
 	}
 	if (n < 0 || (size_t)n >= sizeof(buf))
 		return NULL;
-	/* Drop trailing slashes (but keep "/"). */
-	while (n > 1 && buf[n - 1] == '/')
-		buf[--n] = '\0';
+	/* As Litestream's filepath.Abs: "a//b/./c/../" is "a/b". */
+	pathnorm_clean(buf);
 	return strdup(buf);
 }
 

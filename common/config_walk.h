@@ -131,7 +131,10 @@ const char *cfg_other_place(const char *key, const struct field *here);
 /* Check that a credential file can be opened for reading; error at v. */
 int cfg_check_readable(struct walk *w, const struct cfg_node *v, const char *path, const char *file);
 
-/* Make p absolute ("~/" → $HOME, relative → cwd). Returns malloc'd or NULL. */
+/*
+ * Make p absolute ("~/" → $HOME, relative → cwd) and clean it lexically
+ * (pathnorm_clean, as Litestream does). Returns malloc'd or NULL.
+ */
 char *cfg_abs_path(const char *p);
 
 /* Stores and replicas (config_replica.c). */

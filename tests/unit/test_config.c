@@ -1,6 +1,10 @@
 /* test_config.c — config_load: good files parsed to the right values, bad files to exact errors. */
+#include <fcntl.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "common/config.h"
 #include "tests/unit/unit.h"
@@ -723,7 +727,12 @@ static const struct bad_case bad_cases[] = {
 	  "dbs:\n"
 	  "  - path: /data/app.db\n"
 	  "  - path: /data/app.db\n",
-	  "bad.yml:3:11: dbs[1].path: same path as dbs[0] (line 2)" },
+	  "bad.yml:3:11: dbs[1].path: same file as dbs[0].path (line 2): /data/app.db" },
+	{ "duplicate_db_path_spelled_differently",
+	  "dbs:\n"
+	  "  - {path: /data/app.db, name: a, env: A}\n"
+	  "  - {path: /data//x/./../app.db/, name: b, env: B}\n",
+	  "bad.yml:3:12: dbs[1].path: same file as dbs[0].path (line 2): /data/app.db" },
 	{ "duplicate_db_name",
 	  "dbs:\n"
 	  "  - path: /data/a/app.db\n"
@@ -744,7 +753,25 @@ static const struct bad_case bad_cases[] = {
 	  "  - path: /data/b.db\n"
 	  "    replicas:\n"
 	  "      - path: /backup/x\n",
-	  "bad.yml:7:9: dbs[1].replicas[0]: writes to the same place as dbs[0].replicas[0] (line 4); give it its own path" },
+	  "bad.yml:7:9: dbs[1].replicas[0]: writes to the same place as dbs[0].replicas[0] (line 4): /backup/x; give it its own path" },
+	{ "same_destination_spelled_differently",
+	  "dbs:\n"
+	  "  - path: /data/a.db\n"
+	  "    replicas:\n"
+	  "      - url: file:///backup/x\n"
+	  "  - path: /data/b.db\n"
+	  "    replicas:\n"
+	  "      - path: /backup//y/../x/\n",
+	  "bad.yml:7:9: dbs[1].replicas[0]: writes to the same place as dbs[0].replicas[0] (line 4): /backup/x; give it its own path" },
+	{ "same_s3_destination_spelled_differently",
+	  "dbs:\n"
+	  "  - path: /data/a.db\n"
+	  "    replicas:\n"
+	  "      - url: s3://bkt/app/db\n"
+	  "  - path: /data/b.db\n"
+	  "    replicas:\n"
+	  "      - {url: s3://bkt//app/./x/../db/, name: other}\n",
+	  "bad.yml:7:9: dbs[1].replicas[0]: writes to the same place as dbs[0].replicas[0] (line 4): s3://bkt/app/db; give it its own path" },
 	{ "age_unsupported",
 	  "dbs:\n"
 	  "  - path: /data/app.db\n"
@@ -1112,10 +1139,45 @@ TEST(survives_mutated_input)
 	CHECK(loaded < 4000);
 }
 
+/* A symlink is another spelling of the same file or directory: refused like a duplicate. */
+TEST(duplicates_through_symlinks)
+{
+	char dir[] = "/tmp/lv-cfgdup-XXXXXX", a[PATH_MAX], b[PATH_MAX], y[4 * PATH_MAX], err[2048];
+	struct config c;
+	CHECK(mkdtemp(dir) != NULL);
+	snprintf(a, sizeof(a), "%s/a.db", dir);
+	CHECK_INT(close(open(a, O_CREAT | O_WRONLY, 0600)), 0);
+	snprintf(b, sizeof(b), "%s/l.db", dir);
+	CHECK_INT(symlink(a, b), 0);
+	snprintf(y, sizeof(y), "dbs:\n  - {path: %s, name: a, env: A}\n  - {path: %s, name: b, env: B}\n", a,
+		 b);
+	CHECK_INT(config_load_string(y, "t.yml", NULL, &c, err, sizeof(err)), -1);
+	CHECK(strstr(err, "t.yml:3:12: dbs[1].path: ") == err);
+	CHECK(strstr(err, "l.db is the same file as dbs[0].path ") != NULL);
+
+	snprintf(a, sizeof(a), "%s/real", dir);
+	CHECK_INT(mkdir(a, 0700), 0);
+	snprintf(b, sizeof(b), "%s/link", dir);
+	CHECK_INT(symlink(a, b), 0);
+	snprintf(y, sizeof(y),
+		 "dbs:\n  - {path: /d/a.db, replicas: [{path: %s/r}]}\n"
+		 "  - {path: /d/b.db, replicas: [{path: %s/r}]}\n", a, b);
+	CHECK_INT(config_load_string(y, "t.yml", NULL, &c, err, sizeof(err)), -1);
+	CHECK(strstr(err, "t.yml:3:32: dbs[1].replicas[0]: writes to the same place as dbs[0].replicas[0] (line 2): ") == err);
+	CHECK(strstr(err, "/real/r; give it its own path") != NULL);
+	unlink(b);
+	rmdir(a);
+	snprintf(a, sizeof(a), "%s/a.db", dir);
+	snprintf(b, sizeof(b), "%s/l.db", dir);
+	unlink(a);
+	unlink(b);
+	rmdir(dir);
+}
+
 UNIT_MAIN(T(litestream_full_example), T(seed_topology_from_node_105), T(node_rule_follows_top_level_node),
 	  T(store_inheritance_and_overrides), T(url_shortcuts), T(url_parts_versus_explicit_keys),
 	  T(defaults_match_config_h),
 	  T(litevisor_sections), T(env_expansion_in_values), T(anchors_and_aliases),
-	  T(default_path_order), T(file_errors_name_the_file), T(bad_configs_give_exact_errors),
+	  T(default_path_order), T(file_errors_name_the_file), T(bad_configs_give_exact_errors), T(duplicates_through_symlinks),
 	  T(credentials_never_in_errors), T(secret_files_are_checked_at_load),
 	  T(survives_mutated_input))
