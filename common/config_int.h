@@ -1,7 +1,8 @@
 /*
  * config_int.h — internals shared by common/config*.c; not for use outside.
  *
- *   config.c          entry points, defaults, release, replica URLs
+ *   config.c          entry points, defaults, release
+ *   config_url.c      replica URLs
  *   config_yaml.c     YAML text → node tree (libyaml events)
  *   config_walk.c     the generic table-driven walk over one map
  *   config_schema.c   top level, logging, dbs, restore, supervisor, health
