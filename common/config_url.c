@@ -134,79 +134,267 @@ static int parse_s3_host(const char *hostport, struct cfg_url *u)
 	return 0;
 }
 
-int cfg_parse_url(const char *url_in, struct cfg_url *u, bool *unsupported, char *why, size_t whylen)
+/* ---- Go's net/url, the parts Litestream's ParseReplicaURL depends on ---- */
+
+static int hexval(char c)
 {
-	/* user:password@ in a URL is a credential: never echo such a URL. */
-	const char *url = strchr(url_in, '@') ? "(not shown: it contains user@)" : url_in;
-	memset(u, 0, sizeof(*u));
-	*unsupported = false;
-	if (url != url_in) {
-		const char *sep = strstr(url_in, "://");
-		if (sep && !(sep - url_in == 2 && strncmp(url_in, "s3", 2) == 0) &&
-		    !(sep - url_in == 4 && strncmp(url_in, "file", 4) == 0)) {
-			*unsupported = true;
-			snprintf(why, whylen, "replica URL scheme \"%.*s\" is not supported by litevisor",
-				 (int)(sep - url_in), url_in);
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/*
+ * Percent-decode n bytes of s into out (room for n + 1). Returns the decoded
+ * length, or -1 with why set for a '%' not followed by two hex digits
+ * (Go: invalid URL escape).
+ */
+static long unescape(const char *s, size_t n, char *out, char *why, size_t whylen)
+{
+	size_t w = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] != '%') {
+			out[w++] = s[i];
+			continue;
+		}
+		if (n - i < 3 || hexval(s[i + 1]) < 0 || hexval(s[i + 2]) < 0) {
+			snprintf(why, whylen, "invalid URL escape \"%.*s\"", (int)(n - i < 3 ? n - i : 3), s + i);
 			return -1;
 		}
-		snprintf(why, whylen,
-			 "a replica URL must not carry credentials (user@host); use access-key-id and "
-			 "secret-access-key");
-		return -1;
+		out[w++] = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
+		i += 2;
 	}
+	out[w] = '\0';
+	return (long)w;
+}
+
+/* Go's shouldEscape for the path (fragment false) or the fragment (true). */
+static bool should_escape(unsigned char c, bool fragment)
+{
+	if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+		return false;
+	if (strchr("-_.~", c) && c)
+		return false;
+	if (strchr("$&+,/:;=?@", c) && c)
+		return fragment ? false : c == '?';
+	if (fragment && strchr("!()*", c) && c)
+		return false;
+	return true;
+}
+
+/* Go's validEncoded: s may be used as written (RFC 3986 pchars and escapes only). */
+static bool valid_encoded(const char *s, size_t n, bool fragment)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!(strchr("!$&'()*+,;=:@[]%", s[i]) && s[i]) && should_escape((unsigned char)s[i], fragment))
+			return false;
+	return true;
+}
+
+/*
+ * Go's URL.EscapedPath / EscapedFragment: the n bytes of raw as written if
+ * that is a valid encoding, else the decoded text escaped again. Returns a
+ * malloc'd string, or NULL with why set (bad escape, out of memory).
+ */
+static char *escaped_form(const char *raw, size_t n, bool fragment, char *why, size_t whylen)
+{
+	char *dec = malloc(n + 1), *out = NULL;
+	long dn;
+	if (!dec || (dn = unescape(raw, n, dec, why, whylen)) < 0)
+		goto out;
+	if (valid_encoded(raw, n, fragment)) {
+		out = strndup(raw, n);
+	} else if ((out = malloc((size_t)dn * 3 + 1))) {
+		size_t w = 0;
+		for (long i = 0; i < dn; i++) {
+			unsigned char c = (unsigned char)dec[i];
+			if (should_escape(c, fragment)) {
+				out[w++] = '%';
+				out[w++] = "0123456789ABCDEF"[c >> 4];
+				out[w++] = "0123456789ABCDEF"[c & 15];
+			} else {
+				out[w++] = (char)c;
+			}
+		}
+		out[w] = '\0';
+	}
+	if (!out)
+		snprintf(why, whylen, "out of memory");
+out:
+	free(dec);
+	return out;
+}
+
+/* A URL split as net/url.Parse splits it; pointers into the URL text. */
+struct url_parts {
+	const char *scheme, *auth, *path, *query, *frag; /* query/frag NULL if absent */
+	size_t scheme_len, auth_len, path_len, query_len, frag_len;
+};
+
+/* Split scheme://authority/path?query#fragment. Returns 0, or -1 if there is no "://". */
+static int split_url(const char *url, struct url_parts *p)
+{
 	const char *sep = strstr(url, "://");
-	if (!sep) {
+	const char *end = url + strlen(url);
+	const char *hash = strchr(url, '#');
+	memset(p, 0, sizeof(*p));
+	if (!sep || (hash && hash < sep))
+		return -1;
+	if (hash) {
+		p->frag = hash + 1;
+		p->frag_len = (size_t)(end - hash - 1);
+		end = hash;
+	}
+	const char *q = memchr(url, '?', (size_t)(end - url));
+	if (q && q < sep)
+		return -1;
+	if (q) {
+		p->query = q + 1;
+		p->query_len = (size_t)(end - q - 1);
+		end = q;
+	}
+	p->scheme = url;
+	p->scheme_len = (size_t)(sep - url);
+	p->auth = sep + 3;
+	const char *slash = memchr(p->auth, '/', (size_t)(end - p->auth));
+	p->auth_len = (size_t)((slash ? slash : end) - p->auth);
+	p->path = p->auth + p->auth_len;
+	p->path_len = (size_t)(end - p->path);
+	return 0;
+}
+
+/*
+ * The file replica directory Litestream v0.3.13 derives from a file:// URL:
+ * path.Clean of the URL without its scheme, re-assembled by Go's URL.String,
+ * so the path keeps its escapes as written and a ?query or #fragment stays in
+ * the directory name (Litestream writes there; so must we to find it).
+ */
+static char *file_url_dir(const struct url_parts *p, char *why, size_t whylen)
+{
+	char *path = NULL, *frag = NULL, *dir = NULL;
+	if (!(path = escaped_form(p->path, p->path_len, false, why, whylen)))
+		goto out;
+	if (p->frag && !(frag = escaped_form(p->frag, p->frag_len, true, why, whylen)))
+		goto out;
+	if (asprintf(&dir, "%s%s%.*s%s%s", path, p->query ? "?" : "", (int)p->query_len,
+		     p->query ? p->query : "", frag && *frag ? "#" : "", frag ? frag : "") < 0) {
+		dir = NULL;
+		snprintf(why, whylen, "out of memory");
+		goto out;
+	}
+	pathnorm_clean(dir);
+out:
+	free(path);
+	free(frag);
+	return dir;
+}
+
+/*
+ * The S3 key prefix Litestream v0.3.13 derives from an s3:// URL: the decoded
+ * path, cleaned, without its leading '/'. Query and fragment are not part of
+ * it: Litestream reads no query parameter and drops both (the fragment's
+ * escapes must still be valid, as Go checks them).
+ */
+static char *s3_url_prefix(const struct url_parts *p, char *why, size_t whylen)
+{
+	char *prefix = malloc(p->path_len + 1), *frag = malloc(p->frag_len + 1);
+	long n = 0;
+	if (!prefix || !frag) {
+		snprintf(why, whylen, "out of memory");
+		goto fail;
+	}
+	if ((n = unescape(p->path, p->path_len, prefix, why, whylen)) < 0)
+		goto fail;
+	if (p->frag && unescape(p->frag, p->frag_len, frag, why, whylen) < 0)
+		goto fail;
+	if (strlen(prefix) != (size_t)n) {
+		snprintf(why, whylen, "the path decodes to a NUL byte (%%00), which no S3 key may hold");
+		goto fail;
+	}
+	cfg_clean_prefix(prefix);
+	free(frag);
+	return prefix;
+fail:
+	free(prefix);
+	free(frag);
+	return NULL;
+}
+
+int cfg_parse_url(const char *url, struct cfg_url *u, bool *unsupported, char *why, size_t whylen)
+{
+	struct url_parts p;
+	char host[300], err[200];
+
+	memset(u, 0, sizeof(*u));
+	*unsupported = false;
+	for (const unsigned char *c = (const unsigned char *)url; *c; c++) {
+		if (*c < 0x20 || *c == 0x7f) {
+			snprintf(why, whylen, "invalid replica URL: it contains a control character");
+			return -1;
+		}
+	}
+	if (split_url(url, &p) < 0) {
 		if (url[0] == '/') {
 			u->type = REPLICA_FILE;
 			if (!(u->path = strdup(url)))
 				goto oom;
 			return 0;
 		}
+		if (strchr(url, '@'))
+			url = "(not shown: it contains user@)";
 		snprintf(why, whylen, "invalid replica URL \"%s\" (expected s3://BUCKET/PATH or file:///DIR)",
 			 url);
 		return -1;
 	}
-	size_t sl = (size_t)(sep - url);
-	const char *rest = sep + 3;
-	if (sl == 4 && strncmp(url, "file", 4) == 0) {
-		if (rest[0] != '/') {
+	bool is_file = p.scheme_len == 4 && strncmp(p.scheme, "file", 4) == 0;
+	bool is_s3 = p.scheme_len == 2 && strncmp(p.scheme, "s3", 2) == 0;
+	if (!is_file && !is_s3) {
+		*unsupported = true;
+		snprintf(why, whylen, "replica URL scheme \"%.*s\" is not supported by litevisor",
+			 (int)p.scheme_len, p.scheme);
+		return -1;
+	}
+	/* user:password@ before the host is a credential: never echo such a URL. */
+	if (memchr(p.auth, '@', p.auth_len)) {
+		snprintf(why, whylen,
+			 "a replica URL must not carry credentials (user@host); use access-key-id and "
+			 "secret-access-key");
+		return -1;
+	}
+	if (is_file) {
+		if (p.auth_len != 0 || p.path_len == 0) {
 			snprintf(why, whylen, "invalid file URL \"%s\" (expected file:///ABSOLUTE/DIR)", url);
 			return -1;
 		}
 		u->type = REPLICA_FILE;
-		if (!(u->path = strdup(rest)))
-			goto oom;
-		size_t n = strlen(u->path);
-		while (n > 1 && u->path[n - 1] == '/')
-			u->path[--n] = '\0';
+		if (!(u->path = file_url_dir(&p, err, sizeof(err))))
+			goto bad;
 		return 0;
 	}
-	if (sl == 2 && strncmp(url, "s3", 2) == 0) {
-		const char *slash = strchr(rest, '/');
-		size_t hl = slash ? (size_t)(slash - rest) : strlen(rest);
-		char host[300];
-		if (hl == 0 || hl >= sizeof(host) || memchr(rest, '@', hl)) {
-			snprintf(why, whylen, "invalid s3 URL \"%s\" (expected s3://BUCKET/PATH)", url);
-			return -1;
-		}
-		memcpy(host, rest, hl);
-		host[hl] = '\0';
-		u->type = REPLICA_S3;
-		if (parse_s3_host(host, u) < 0)
-			goto oom;
-		if (!u->bucket) {
-			snprintf(why, whylen, "s3 URL \"%s\" names no bucket (expected s3://BUCKET.%s/PATH)",
-				 url, host);
-			cfg_url_release(u);
-			return -1;
-		}
-		if (!(u->path = strdup(slash ? slash : "")))
-			goto oom;
-		cfg_clean_prefix(u->path);
-		return 0;
+	if (p.auth_len == 0 || p.auth_len >= sizeof(host)) {
+		snprintf(why, whylen, "invalid s3 URL \"%s\" (expected s3://BUCKET/PATH)", url);
+		return -1;
 	}
-	*unsupported = true;
-	snprintf(why, whylen, "replica URL scheme \"%.*s\" is not supported by litevisor", (int)sl, url);
+	memcpy(host, p.auth, p.auth_len);
+	host[p.auth_len] = '\0';
+	u->type = REPLICA_S3;
+	if (parse_s3_host(host, u) < 0)
+		goto oom;
+	if (!u->bucket) {
+		snprintf(why, whylen, "s3 URL \"%s\" names no bucket (expected s3://BUCKET.%s/PATH)", url,
+			 host);
+		cfg_url_release(u);
+		return -1;
+	}
+	if (!(u->path = s3_url_prefix(&p, err, sizeof(err))))
+		goto bad;
+	return 0;
+bad:
+	cfg_url_release(u);
+	snprintf(why, whylen, "invalid replica URL \"%s\": %s", url, err);
 	return -1;
 oom:
 	cfg_url_release(u);

@@ -1174,8 +1174,77 @@ TEST(duplicates_through_symlinks)
 	rmdir(dir);
 }
 
+/*
+ * Litestream v0.3.13 reads URLs with Go's net/url: an s3:// key prefix is the
+ * decoded, cleaned path (no query, no fragment: it reads no query parameter);
+ * a file:// directory is the URL re-assembled by Go's URL.String, escapes,
+ * query and fragment kept. Each expectation below was checked against the
+ * real Litestream binary.
+ */
+TEST(urls_parse_like_go_net_url)
+{
+	static const struct {
+		const char *url, *path;
+	} cases[] = {
+		{ "s3://bkt/app?region=eu-west-1&endpoint=http://x:1&forcePathStyle=true&skipVerify=true", "app" },
+		{ "s3://bkt/x%41y", "xAy" },
+		{ "s3://bkt/db#main", "db" },
+		{ "s3://bkt/a%2Fb%20c+d", "a/b c+d" },
+		{ "s3://bkt/a/../c/./d/", "c/d" },
+		{ "s3://bkt/../../x", "x" },
+		{ "s3://bkt?x=1#y", "" },
+		{ "s3://bkt/a@b", "a@b" },
+		{ "s3://bkt/p#%41", "p" },
+		{ "file:///var/b/x%41y", "/var/b/x%41y" },
+		{ "file:///var/b/t%7e%5c", "/var/b/t%7e%5c" },
+		{ "file:///var/b/a b%41", "/var/b/a%20bA" },
+		{ "file:///var/b/q?x=1#frag", "/var/b/q?x=1#frag" },
+		{ "file:///var/b/x#", "/var/b/x" },
+		{ "file:///var/b/x?", "/var/b/x?" },
+		{ "file:///var/b/x#a b", "/var/b/x#a%20b" },
+		{ "file:///var/b/x?a b#c%41", "/var/b/x?a b#c%41" },
+		{ "file:///var/b/x?a/../../y", "/var/y" },
+		{ "file:///var/b/c/../d/./e/", "/var/b/d/e" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct cfg_replica r;
+		char err[256];
+		if (config_replica_from_url(cases[i].url, &r, err, sizeof(err)) != 0)
+			FAIL("%s: %s", cases[i].url, err);
+		if (strcmp(r.path, cases[i].path) != 0)
+			FAIL("%s: path \"%s\", expected \"%s\"", cases[i].url, r.path, cases[i].path);
+		if (r.type == REPLICA_S3) {
+			/* The query is ignored, as Litestream ignores it. */
+			CHECK_STR(r.bucket, "bkt");
+			CHECK(r.endpoint == NULL);
+			CHECK_STR(r.region, "us-east-1");
+			CHECK_INT(r.force_path_style, 0);
+		}
+		config_replica_release(&r);
+	}
+	static const struct {
+		const char *url, *err;
+	} bad[] = {
+		{ "s3://bkt/x%zz", "invalid replica URL \"s3://bkt/x%zz\": invalid URL escape \"%zz\"" },
+		{ "s3://bkt/x%4", "invalid replica URL \"s3://bkt/x%4\": invalid URL escape \"%4\"" },
+		{ "s3://bkt/x#%g1", "invalid replica URL \"s3://bkt/x#%g1\": invalid URL escape \"%g1\"" },
+		{ "file:///x/%", "invalid replica URL \"file:///x/%\": invalid URL escape \"%\"" },
+		{ "file:///x#%", "invalid replica URL \"file:///x#%\": invalid URL escape \"%\"" },
+		{ "s3://bkt/a%00b", "invalid replica URL \"s3://bkt/a%00b\": the path decodes to a NUL byte (%00), which no S3 key may hold" },
+		{ "s3://bkt/a\tb", "invalid replica URL: it contains a control character" },
+		{ "s3://u:p@bkt/x?y", "a replica URL must not carry credentials (user@host); use access-key-id and secret-access-key" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct cfg_replica r;
+		char err[256] = "";
+		if (config_replica_from_url(bad[i].url, &r, err, sizeof(err)) == 0)
+			FAIL("%s was accepted", bad[i].url);
+		CHECK_STR(err, bad[i].err);
+	}
+}
+
 UNIT_MAIN(T(litestream_full_example), T(seed_topology_from_node_105), T(node_rule_follows_top_level_node),
-	  T(store_inheritance_and_overrides), T(url_shortcuts), T(url_parts_versus_explicit_keys),
+	  T(store_inheritance_and_overrides), T(url_shortcuts), T(urls_parse_like_go_net_url), T(url_parts_versus_explicit_keys),
 	  T(defaults_match_config_h),
 	  T(litevisor_sections), T(env_expansion_in_values), T(anchors_and_aliases),
 	  T(default_path_order), T(file_errors_name_the_file), T(bad_configs_give_exact_errors), T(duplicates_through_symlinks),
