@@ -4,10 +4,12 @@
  * against their stores, credentials redacted) as YAML that loads again.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cmd/commands.h"
 #include "supervisor/child.h"
+#include "supervisor/words.h"
 #include "common/config.h"
 #include "common/duration.h"
 #include "common/banned.h"
@@ -71,6 +73,33 @@ static void kv_str(struct printer *out, int ind, const char *key, const char *v)
 	fprintf(out->f, "%*s%s: ", ind, "", key);
 	put_str(out, v);
 	fputc('\n', out->f);
+}
+
+/*
+ * exec, which loads as shell words: envexpand_words expands nothing inside
+ * '…', so a "$" there printed as "$$" would come back as "$$". With expansion
+ * on, exec is printed as its words re-quoted (words_quote puts every "$" inside
+ * '…'), so it loads back as the same argv; without, it is printed as written.
+ */
+static void kv_exec(struct printer *out, const char *exec)
+{
+	char **argv = NULL, err[128], *quoted = NULL;
+	struct printer literal = { .f = out->f, .expand_env = false };
+
+	if (!exec)
+		return;
+	if (!out->expand_env || words_split(exec, &argv, err, sizeof(err)) < 0 ||
+	    !(quoted = words_quote(argv))) {
+		/* An exec that does not split (run refuses it) is shown as it was given. */
+		kv_str(out, 0, "exec", exec);
+		goto out;
+	}
+	fputs("exec: ", out->f);
+	put_str(&literal, quoted);
+	fputc('\n', out->f);
+out:
+	free(quoted);
+	words_free(argv);
 }
 
 static void kv_dur(struct printer *out, int ind, const char *key, int64_t ms)
@@ -159,7 +188,7 @@ static void print_config(struct printer *out, const struct config *c)
 	if (!out->expand_env)
 		fputs("# values as written, \"$\" unescaped: load this with -no-expand-env\n", out->f);
 	kv_str(out, 0, "addr", c->addr);
-	kv_str(out, 0, "exec", c->exec);
+	kv_exec(out, c->exec);
 	kv_str(out, 0, "node", c->node);
 	fprintf(out->f, "logging:\n  level: %s\n  type: %s\n", levels[c->log_level],
 		c->log_json ? "json" : "text");

@@ -88,6 +88,49 @@ fail:
 	return -1;
 }
 
+static bool is_bare(const char *w)
+{
+	if (!*w)
+		return false;
+	for (; *w; w++)
+		if (!((*w >= 'a' && *w <= 'z') || (*w >= 'A' && *w <= 'Z') || (*w >= '0' && *w <= '9') ||
+		      strchr("_./:=@%+,-", *w)))
+			return false;
+	return true;
+}
+
+char *words_quote(char *const *argv)
+{
+	size_t len = 1;
+	for (char *const *a = argv; *a; a++)
+		len += strlen(*a) * 4 + 3; /* each ' becomes '\'' (4 bytes), plus quotes and a space */
+	char *out = malloc(len), *w = out;
+	if (!out)
+		return NULL;
+	for (char *const *a = argv; *a; a++) {
+		if (a != argv)
+			*w++ = ' ';
+		if (is_bare(*a)) {
+			size_t n = strlen(*a);
+			memcpy(w, *a, n);
+			w += n;
+			continue;
+		}
+		*w++ = '\'';
+		for (const char *c = *a; *c; c++) {
+			if (*c == '\'') {
+				memcpy(w, "'\\''", 4);
+				w += 4;
+			} else {
+				*w++ = *c;
+			}
+		}
+		*w++ = '\'';
+	}
+	*w = '\0';
+	return out;
+}
+
 void words_free(char **argv)
 {
 	if (!argv)

@@ -19,6 +19,16 @@
  */
 int words_split(const char *s, char ***argv, char *err, size_t errlen);
 
+/*
+ * The inverse of words_split: argv joined by single spaces, each word as is
+ * when it holds only [A-Za-z0-9_./:=@%+,-] and is not empty, else in '…'
+ * with a ' inside written '\''. So words_split reads the result back as the
+ * same argv, and every "$", quote and backslash sits inside '…' (or is that
+ * \'), where envexpand_words expands nothing. Returns a malloc'd string, or
+ * NULL when out of memory.
+ */
+char *words_quote(char *const *argv);
+
 /* Free an argv from words_split. NULL is fine. */
 void words_free(char **argv);
 

@@ -5,6 +5,7 @@ Bad fixtures live in tests/config/bad/*.yml; the first line of each is
 (after "litevisor config: ") with exit code 100.
 """
 import glob
+import json
 import os
 import subprocess
 
@@ -137,8 +138,8 @@ def test_env_expansion_and_no_expand_env(litevisor_bin, tmp_path):
     p = run(litevisor_bin, "-config", str(cfgfile), env={"LITEVISOR_TEST_DIR": "/srv"})
     assert p.returncode == 0, p.stderr
     cfg = yaml.safe_load(p.stdout)
-    # "$HOME" is printed as "$$HOME", the way it must be written to load back as itself.
-    assert cfg["exec"] == "app --port 80 $$HOME"
+    # exec is printed as its words, "$HOME" inside '…' where nothing is expanded.
+    assert cfg["exec"] == "app --port 80 '$HOME'"
     assert cfg["dbs"][0]["path"] == "/srv/a.db"
 
     p = run(litevisor_bin, "-config", str(cfgfile), "-no-expand-env",
@@ -220,7 +221,7 @@ def test_dollar_in_values_round_trips(litevisor_bin, tmp_path):
     first = run(litevisor_bin, "-config", str(cfgfile), env=env)
     assert first.returncode == 0, first.stderr
     cfg = yaml.safe_load(first.stdout)
-    assert cfg["exec"] == "app --home $$HOME"
+    assert cfg["exec"] == "app --home '$HOME'"
     assert cfg["dbs"][0]["path"] == "/tmp/a$$b.db"
     assert cfg["dbs"][0]["name"] == "n$$1"
     assert cfg["dbs"][0]["meta-path"] == "/tmp/.a$$b.db-litevisor"
@@ -259,7 +260,7 @@ def test_printed_values_with_line_breaks_round_trip(litevisor_bin, tmp_path):
     first = run(litevisor_bin, "-config", str(cfgfile))
     assert first.returncode == 0, first.stderr
     cfg = yaml.safe_load(first.stdout)
-    assert cfg["exec"] == "a\u0085b\u2028c\u2029d\ne\x01f"
+    assert cfg["exec"] == "'a\u0085b\u2028c\u2029d' 'e\x01f'"  # its two words
     assert cfg["dbs"][0]["replicas"][0]["path"] == "/tmp/r\nkey: 1"
     assert "key" not in cfg["dbs"][0]["replicas"][0]
     # in the "# from url" comment the line separator is made harmless; the
@@ -272,3 +273,33 @@ def test_printed_values_with_line_breaks_round_trip(litevisor_bin, tmp_path):
     assert second.returncode == 0, second.stderr
     assert yaml.safe_load(second.stdout)["exec"] == cfg["exec"]
 
+
+
+def test_printed_exec_runs_the_same_argv(litevisor_bin, tmp_path):
+    """exec is read as shell words with nothing expanded inside '…': the printed
+    config must give the service the same argv ("$", quotes, backslashes, blanks,
+    empty words), not a "$" turned into "$$"."""
+    argv_json = "import json,sys; print(json.dumps(sys.argv[1:]))"
+    orig = tmp_path / "orig.yml"
+    orig.write_text("exec: >-\n"
+                    f"  /usr/bin/python3 -c '{argv_json}' '$HOME' cost\\ $$5 \"a\\\"b\"\n"
+                    "  'it'\\''s' '' back\\\\slash \"$$X ${LITEVISOR_TEST_V}\" '  sp  ' $${Y}\n")
+    want = ["$HOME", "cost $5", 'a"b', "it's", "", "back\\slash", "$X v'a\"l$", "  sp  ", "${Y}"]
+    env = {"LITEVISOR_TEST_V": "v'a\"l$"}
+
+    def service_argv(cfgfile):
+        e = {k: v for k, v in os.environ.items() if not k.startswith(("LITEVISOR_", "LITESTREAM_"))}
+        e.update(env)
+        p = subprocess.run([litevisor_bin, "run", "-config", str(cfgfile)], capture_output=True,
+                           text=True, env=e, timeout=30)
+        assert p.returncode == 0, p.stderr
+        return json.loads(p.stdout)
+
+    assert service_argv(orig) == want
+    first = run(litevisor_bin, "-config", str(orig), env=env)
+    assert first.returncode == 0, first.stderr
+    effective = tmp_path / "effective.yml"
+    effective.write_text(first.stdout)
+    assert service_argv(effective) == want
+    second = run(litevisor_bin, "-config", str(effective))
+    assert second.stdout.splitlines()[1:] == first.stdout.splitlines()[1:]

@@ -349,7 +349,48 @@ TEST(program_search)
 	rmdir(dir);
 }
 
+/*
+ * words_quote is words_split's inverse, and what it prints survives
+ * envexpand_words unchanged: `litevisor config` prints exec this way so it
+ * loads back as the same argv.
+ */
+TEST(words_quote_round_trips_through_expansion_and_split)
+{
+	static const char *const argvs[][6] = {
+		{ "/usr/bin/printf", "[%s]", "$HOME", "cost $5", NULL },
+		{ "app", "", "it's", "'", "''", NULL },
+		{ "a\\b", "\\", "\"q\"", "$$", "${X:-y}", NULL },
+		{ "tab\there", "new\nline", " lead", "trail ", "`cmd`", NULL },
+		{ "plain", "-data=/config", "k=v,w+x@h:1%", NULL },
+	};
+	for (size_t i = 0; i < sizeof(argvs) / sizeof(argvs[0]); i++) {
+		char **back = NULL, *quoted = words_quote((char *const *)argvs[i]), *expanded = NULL;
+		char err[128] = "";
+		size_t n = 0;
+		while (argvs[i][n])
+			n++;
+		CHECK(quoted != NULL);
+		if (envexpand_words(quoted, NULL, NULL, &expanded, NULL, err, sizeof(err)) < 0)
+			FAIL("envexpand_words(%s): %s", quoted, err);
+		CHECK_STR(expanded, quoted);
+		CHECK_INT(words_split(quoted, &back, err, sizeof(err)), n);
+		for (size_t k = 0; k < n; k++)
+			CHECK_STR(back[k], argvs[i][k]);
+		words_free(back);
+		free(expanded);
+		free(quoted);
+	}
+	char *const plain[] = { "radarr", "-nobrowser", NULL };
+	char *q = words_quote(plain);
+	CHECK_STR(q, "radarr -nobrowser");
+	free(q);
+	char *const tricky[] = { "it's", "$HOME", "", NULL };
+	q = words_quote(tricky);
+	CHECK_STR(q, "'it'\\''s' '$HOME' ''");
+	free(q);
+}
+
 UNIT_MAIN(T(nomad_port_labels), T(program_search), T(words_plain_and_quoted),
-	  T(words_from_variables_are_never_reparsed), T(words_errors), T(readiness_rules), T(liveness_rules),
+	  T(words_from_variables_are_never_reparsed), T(words_errors), T(words_quote_round_trips_through_expansion_and_split), T(readiness_rules), T(liveness_rules),
 	  T(replica_warn_and_fail), T(health_document_warns_on_failing_replica),
 	  T(metrics_text_rules), T(push_url_building), T(db_env_names))
