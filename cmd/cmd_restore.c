@@ -107,7 +107,7 @@ static int run_restore(int argc, char **argv)
 	const char *config = NULL, *output = NULL, *generation = NULL, *index = NULL,
 		   *timestamp = NULL, *replica = NULL;
 	long parallelism = LONG_MIN; /* not given (a given value is within int: cli.h) */
-	bool no_expand = false, if_db = false, if_rep = false, dry = false, help;
+	bool no_expand = false, if_db = false, if_rep = false, dry = false, verbose = false, help;
 	const struct flag flags[] = {
 		{ "config", FLAG_STRING, &config, "PATH", "configuration file" },
 		{ "no-expand-env", FLAG_BOOL, &no_expand, NULL, "do not expand $VAR in the config" },
@@ -120,6 +120,8 @@ static int run_restore(int argc, char **argv)
 		{ "if-db-not-exists", FLAG_BOOL, &if_db, NULL, "exit 0 if the database already exists" },
 		{ "if-replica-exists", FLAG_BOOL, &if_rep, NULL, "exit 0 if no replica holds data" },
 		{ "dry-run", FLAG_BOOL, &dry, NULL, "print the decision, write nothing" },
+		/* Litestream's restore -v (documented in v0.3.13's help, accepted up to v0.3.11) */
+		{ "v", FLAG_BOOL, &verbose, NULL, "verbose output: log at debug level, whatever the config says" },
 		{ 0 },
 	};
 	struct cmd_source src;
@@ -192,12 +194,20 @@ static int run_restore(int argc, char **argv)
 	int rc = cmd_source_open(&cmd_restore, config, no_expand, argv[i], &src);
 	if (rc)
 		goto out_fds;
+	if (verbose) /* after the config's logging: settings, which it overrides */
+		log_configure(LOG_DEBUG, src.cfg.log_json);
 	if ((rc = cli_check_replica(&cmd_restore, src.db, replica, argv[i])))
 		goto out_src;
 	if (src.from_url && !(src.url_db.path = strdup(output))) {
 		rc = EXIT_TEMPFAIL;
 		goto out_src;
 	}
+	log_debug("restore", "options",
+		  "db=\"%s\" output=\"%s\" replica=%s generation=%s index=%s timestamp=%s "
+		  "parallelism=%ld dry_run=%d",
+		  src.db->path ? src.db->path : "-", output ? output : "-", replica ? replica : "-",
+		  generation ? generation : "-", index ? index : "-", timestamp ? timestamp : "-",
+		  parallelism, dry);
 	opt.output = output;
 	opt.generation = generation;
 	opt.replica = replica;

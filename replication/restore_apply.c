@@ -225,6 +225,8 @@ static int download_job(struct apply *a, struct idx_job *j)
 			return -1;
 		}
 		j->lens[k] = f.n;
+		log_debug("restore", "downloaded", "replica=%s key=\"%s\" bytes=%llu", a->c->name, key,
+			  (unsigned long long)f.n);
 	}
 	if (close(fd) < 0) {
 		rs_fail(a, RS_CAUSE_LOCAL, "write %s: %s", path, strerror(errno));

@@ -590,6 +590,35 @@ def test_no_replica_has_data(tmp_path, litevisor_bin):
     assert not out.exists()
 
 
+def test_verbose_flag_logs_at_debug_level(tmp_path, litevisor_bin, history):
+    # Litestream's `restore -v` (in v0.3.13's help; accepted up to v0.3.11): entrypoints
+    # written for it must not fail with a usage error. It means debug logging, even over
+    # the config's logging level.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "r.db"
+    p = lv(litevisor_bin, "restore", "-v", "-if-replica-exists", "-o", str(out), f"file://{empty}")
+    assert p.returncode == 0, p.stderr
+    assert " DEBUG restore: options " in p.stderr
+    assert not out.exists()
+    p = lv(litevisor_bin, "restore", "-if-replica-exists", "-o", str(out), f"file://{empty}")
+    assert p.returncode == 0, p.stderr
+    assert "DEBUG" not in p.stderr
+    rep = tmp_path / "rep"
+    history.write(str(rep))
+    db = tmp_path / "app.db"
+    cfg = tmp_path / "lv.yml"
+    cfg.write_text(f"logging:\n  level: error\ndbs:\n  - path: {db}\n    replicas:\n"
+                   f"      - path: {rep}\n")
+    p = lv(litevisor_bin, "restore", "-config", str(cfg), "-v", str(db))
+    assert p.returncode == 0, p.stderr
+    assert " DEBUG restore: downloaded replica=file key=" in p.stderr
+    assert " INFO  restore: restored " in p.stderr
+    assert rows(db) == history.states[-1][2]
+    p = lv(litevisor_bin, "restore", "-help")
+    assert "\n  -v " in p.stdout
+
+
 def test_full_local_disk_is_our_error_not_the_replicas(tmp_path, litevisor_bin, history):
     # The target's disk fills up at each step in turn (a WAL segment download, the
     # snapshot, the WAL applied, SQLite's open): the error names our file and
