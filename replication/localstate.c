@@ -232,9 +232,20 @@ int localstate_position(const char *dir, struct wal_pos *pos)
 		return 0;
 	}
 	if (have_rec) {
-		/* an index entered with nothing copied into it yet */
-		pos->index = rec;
-		pos->offset = 0;
+		/*
+		 * An index entered with nothing copied into it yet: the database
+		 * holds what the previous index ended with. Said as that end when
+		 * known, since another node that continued the previous index
+		 * further (nothing of ours reached the replicas) is ahead of us,
+		 * though its (index-1, more) sorts before our (index, 0).
+		 */
+		if (ir.prev_end >= 0 && rec > 0) {
+			pos->index = rec - 1;
+			pos->offset = (uint32_t)ir.prev_end;
+		} else {
+			pos->index = rec;
+			pos->offset = 0;
+		}
 		return 0;
 	}
 	memset(pos, 0, sizeof(*pos));

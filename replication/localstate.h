@@ -70,8 +70,8 @@ char *localstate_shadow_path(const char *dir, const char *gen, uint32_t index, c
 
 /*
  * The local position: the current generation, its highest shadow WAL index
- * and that file's size, or (index record, 0) when that index is newer than
- * every file. 0, or -1 (errno ENOENT: no state). The layout is Litestream
+ * and that file's size; when the index record is newer than every file, the
+ * end of the index before it if the record knows it, else (record, 0). 0, or -1 (errno ENOENT: no state). The layout is Litestream
  * v0.3's too (without the record), so this reads its state directory as well.
  */
 int localstate_position(const char *dir, struct wal_pos *pos);

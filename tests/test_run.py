@@ -990,6 +990,34 @@ def test_idle_restarts_and_hand_offs_continue_the_generation(litevisor_bin, lite
     assert a == b2, ea
 
 
+def test_node_idle_after_a_restore_is_behind_the_other_nodes_same_index(litevisor_bin,
+                                                                         tmp_path):
+    """B restores A's index 0 and idles (it enters index 1, copying nothing); A then
+    writes more into the same index 0 (its WAL session survived: a connection held
+    it open). B's state says "index 1, offset 0", which sorts after A's (0, more),
+    but B holds only (0, where it restored): it must restore A's rows, not keep
+    its file. (This depended on whether A's WAL restarted: a flaky test before.)"""
+    rep = tmp_path / "rep"
+    a = tmp_path / "A" / "app.db"
+    a.parent.mkdir()
+    hold = sqlite3.connect(a, isolation_level=None)
+    hold.execute("PRAGMA journal_mode=wal")
+    hold.execute("CREATE TABLE t(v TEXT)")
+    try:
+        a1, _, _ = node_run(litevisor_bin, tmp_path, "A", rep, 30, "a1")
+        b, _, eb = node_run(litevisor_bin, tmp_path, "B", rep)
+        assert b == a1, eb
+        a2, _, ea = node_run(litevisor_bin, tmp_path, "A", rep, 20, "a2")
+        assert len(a2) == 50
+        gen = os.listdir(rep / "generations")[0]
+        assert not [f for f in os.listdir(rep / "generations" / gen / "wal")
+                    if not f.startswith("00000000_")], ea  # A stayed in index 0
+    finally:
+        hold.close()
+    b, files, eb = node_run(litevisor_bin, tmp_path, "B", rep)
+    assert b == a2, eb
+
+
 def test_a_snapshot_the_other_node_took_where_we_ended_keeps_the_local_file(
         litevisor_bin, tmp_path):
     """B continues A's generation, writes nothing and snapshots (snapshot-interval)
