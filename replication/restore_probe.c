@@ -109,11 +109,16 @@ void rs_cand_release(struct rs_cand *c)
 	c->st = NULL;
 }
 
+/*
+ * The call may use what is left until end_ms, retrying within it: a single
+ * 503 or reset must not make a replica "unreachable" (a stale one would
+ * win the restore); the deadline still bounds a peer that never answers.
+ */
 static void set_remaining(struct st_call *call, int64_t end_ms)
 {
 	int64_t left = end_ms - clock_mono_ms();
 	call->deadline_ms = left > 1 ? left : 1;
-	call->no_retry = true;
+	call->no_retry = false;
 }
 
 static int count_write(void *ctx, const void *buf, size_t len)

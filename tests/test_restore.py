@@ -979,6 +979,30 @@ def test_s3_peer_failing_mid_download_falls_back(tmp_path, litevisor_bin, s3serv
         assert 9 < elapsed < 16, elapsed
 
 
+@pytest.mark.parametrize("status,code", [(503, "SlowDown"), (500, "InternalError")])
+def test_one_transient_error_while_probing_is_retried_not_unreachable(
+        tmp_path, litevisor_bin, s3server, history, status, code):
+    # One 503/500 on the fresher peer's first listing: retried within the probe
+    # deadline. Before, the peer counted as unreachable and the stale NAS won.
+    from test_storage import FaultProxy
+    peer = s3server()
+    upload(history, peer, tmp_path)
+    nas = tmp_path / "nas"
+    history.write(str(nas), upto=2)
+    proxy = FaultProxy(peer.port, 1, status=status, code=code)
+    try:
+        db = tmp_path / "app.db"
+        cfg = write_config(tmp_path / "lv.yml", db, [
+            s3_peer("peer-05", peer, port=proxy.port), {"name": "nas", "url": f"file://{nas}"}])
+        p = lv(litevisor_bin, "restore", "-config", str(cfg), str(db))
+    finally:
+        proxy.close()
+    assert p.returncode == 0, p.stderr
+    assert proxy.failed == 1, p.stderr
+    assert "WINNER" in candidate_line(p.stderr, "peer-05"), p.stderr
+    assert rows(db) == history.states[-1][2]
+
+
 def test_s3_peer_down_and_blackholed_nas_used(tmp_path, litevisor_bin, s3server, history):
     nas = s3server()
     upload(history, nas, tmp_path)
