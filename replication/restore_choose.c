@@ -54,12 +54,11 @@ static int64_t gen_time_on(const struct rs_cand *c, const char *gen)
 static bool gen_newer(const struct rs_cand *c, size_t n, const char *a, int64_t ta, const char *b,
 		      int64_t tb, int64_t skew_ns, bool *ambiguous)
 {
-	int64_t d = ta - tb;
-	if (d > skew_ns)
-		return true;
-	if (d < -skew_ns)
-		return false;
-	/* within the margin: a server holding both orders them with one clock */
+	/*
+	 * A server holding both orders them with one clock, whatever the margin:
+	 * a server whose clock runs an hour ahead makes its old generation look
+	 * an hour newer than another server's new one.
+	 */
 	for (size_t i = 0; i < n; i++) {
 		if (c[i].state != RC_OK)
 			continue;
@@ -67,6 +66,11 @@ static bool gen_newer(const struct rs_cand *c, size_t n, const char *a, int64_t 
 		if (xa && xb && xa != xb)
 			return xa > xb;
 	}
+	int64_t d = ta - tb;
+	if (d > skew_ns)
+		return true;
+	if (d < -skew_ns)
+		return false;
 	*ambiguous = true;
 	if (ta != tb)
 		return ta > tb;

@@ -152,6 +152,29 @@ TEST(choose_generation_by_time_beyond_skew_only)
 	CHECK_INT(ch.winner, 1);
 }
 
+TEST(choose_generation_by_a_server_holding_both_whatever_the_margin)
+{
+	struct rs_cand c[2];
+	struct rs_choice ch;
+	struct cat_generation ga[1], gb[2];
+	log_configure(LOG_ERROR, false);
+	/* a's clock runs an hour ahead: its old generation G1 looks an hour newer */
+	cand(&c[0], "a", "1111111111111111", 0, 64, S(1000 + 3600), 10);
+	cand(&c[1], "b", "2222222222222222", 0, 64, S(1010), 10);
+	ga[0] = (struct cat_generation){ .id = "1111111111111111", .max_ns = S(1000 + 3600) };
+	gb[0] = (struct cat_generation){ .id = "1111111111111111", .max_ns = S(1000) };
+	gb[1] = (struct cat_generation){ .id = "2222222222222222", .max_ns = S(1010) };
+	c[0].gens = ga;
+	c[0].ngens = 1;
+	c[1].gens = gb;
+	c[1].ngens = 2;
+	/* b holds both and orders them with one clock: G2 is newer */
+	rs_choose(c, 2, 10000, "db", "freshest-reachable", &ch);
+	CHECK_INT(ch.winner, 1);
+	CHECK(!ch.ambiguous);
+	c[0].gens = c[1].gens = NULL;
+}
+
 TEST(choose_prefers_replica_without_holes)
 {
 	struct rs_cand c[2];
@@ -168,4 +191,5 @@ TEST(choose_prefers_replica_without_holes)
 UNIT_MAIN(T(plan_newest_snapshot_and_following_segments), T(plan_index_bounds_and_past_the_end),
 	  T(plan_timestamp_picks_snapshot_and_stops), T(plan_notes_a_hole),
 	  T(choose_newest_then_fastest), T(choose_generation_by_time_beyond_skew_only),
+	  T(choose_generation_by_a_server_holding_both_whatever_the_margin),
 	  T(choose_prefers_replica_without_holes))
