@@ -195,7 +195,6 @@ int retention_enforce(struct eng_replica *r, bool *need_snapshot);
  * after a gap in this replica's history (backlog dropped, local history
  * lost) they could only restore to a wrong database. 0 or -1 (logged).
  */
-int retention_prune_below(struct eng_replica *r, const char *gen, uint32_t below);
 
 /* monitor.c: the database's thread; ask it for a checkpoint into a new index (under mu). */
 void *monitor_thread(void *arg);

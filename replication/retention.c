@@ -86,30 +86,6 @@ static int prune(struct eng_replica *r, const struct cat_generation *g, uint32_t
 	return flush_batch(r, b, err);
 }
 
-int retention_prune_below(struct eng_replica *r, const char *gen, uint32_t below)
-{
-	struct cat_generation g;
-	struct st_error err = { 0 };
-	struct batch *b = calloc(1, sizeof(*b));
-	int rc = -1;
-
-	if (!b)
-		return -1;
-	if (catalog_load(r->st, gen, &g, NULL, &err) == 0) {
-		rc = prune(r, &g, below, INT64_MAX, b, &err);
-		catalog_generation_release(&g);
-	}
-	if (rc < 0)
-		log_warn("retention", "cannot delete objects before a history gap",
-			 "db=%s replica=%s err=\"%s\"", r->db->stat.name, r->stat.name, err.message);
-	else if (b->deleted)
-		log_warn("retention", "objects before a history gap deleted",
-			 "db=%s replica=%s generation=%s below_index=%u count=%llu", r->db->stat.name,
-			 r->stat.name, gen, below, (unsigned long long)b->deleted);
-	free(b);
-	return rc;
-}
-
 int retention_enforce(struct eng_replica *r, bool *need_snapshot)
 {
 	struct eng_db *d = r->db;

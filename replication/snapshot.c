@@ -314,8 +314,11 @@ static void snapshot_done(struct eng_replica *r, const char *gen, uint32_t index
 	bool gap = same && r->gap && r->pos.index < index;
 	/*
 	 * In the same generation with no gap, the replica keeps shipping from where
-	 * it is, so older snapshots stay restorable; otherwise it restarts at this
-	 * snapshot's index.
+	 * it is; otherwise it restarts at this snapshot's index. Either way its
+	 * older objects stay until retention takes them: a restore to a time
+	 * before a gap still works (with either tool), a restore of the latest
+	 * starts at this snapshot, and one aimed into the gap stops at it
+	 * ("missing segment").
 	 */
 	if (!same || gap) {
 		memset(&r->pos, 0, sizeof(r->pos));
@@ -336,8 +339,6 @@ static void snapshot_done(struct eng_replica *r, const char *gen, uint32_t index
 	pthread_mutex_unlock(&d->mu);
 	if (unused >= 0)
 		close(unused);
-	if (gap)
-		retention_prune_below(r, gen, index);
 }
 
 int snapshot_take(struct eng_replica *r, bool flush)

@@ -728,6 +728,47 @@ def test_backlog_cap_drops_replica_then_snapshot(run, tmp_path, litestream_bin):
     check_restore(litestream_bin, good, db, tmp_path / "out2.db")
 
 
+def test_history_before_a_backlog_drop_stays_restorable(run, tmp_path, litevisor_bin,
+                                                        litestream_bin):
+    """A replica dropped by max-backlog comes back with a snapshot at a later index.
+    Its objects from before the outage stay (retention decides, not the gap): a
+    restore to before the outage still works, with either tool. Before, they
+    were deleted at once and that restore failed ("no matching backups")."""
+    db, down = tmp_path / "app.db", tmp_path / "down"
+    create(db)
+    cfg = config(tmp_path, db, [file_replica(down, "down")], max_backlog="1000000",
+                 min_checkpoint_page_count=100)
+    r = run(cfg)
+    write(db, 100, start=1, blob=2000)
+    wait_for(lambda: objects(down, "wal"), what="first segments")
+    time.sleep(1)
+    before = tmp_path / "before.db"
+    shutil.copy(db, before)  # the content a restore of index 0 must give
+    for sfx in ("-wal",):
+        if os.path.exists(str(db) + sfx):
+            shutil.copy(str(db) + sfx, str(before) + sfx)
+    os.rename(down, tmp_path / "down.away")
+    down.write_text("not a directory")
+    write(db, 1500, start=1000, blob=2000, rate=300)
+    wait_for(lambda: "backlog over the cap" in r.text(), what="backlog cap")
+    os.unlink(down)
+    os.rename(tmp_path / "down.away", down)
+    wait_for(lambda: r.text().count("snapshot written db=app.db replica=down") == 2,
+             what="fresh snapshot")
+    write(db, 20, start=5000)
+    assert r.stop() == 0
+    snaps = objects(down, "snapshots")
+    assert len(snaps) == 2 and snaps[0][1].startswith("00000000"), (snaps, r.text())
+    check_restore(litestream_bin, down, db, tmp_path / "latest.db")
+    for tool in (litevisor_bin, litestream_bin):
+        out = tmp_path / f"first-{os.path.basename(tool)}.db"
+        p = subprocess.run([tool, "restore", "-index", "00000000", "-o", str(out),
+                            f"file://{down}"], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        assert integrity(out) == "ok"
+        assert content(out) == content(before), tool
+
+
 def test_database_replaced_starts_new_generation(run, tmp_path, litestream_bin):
     db, rep = tmp_path / "app.db", tmp_path / "rep"
     create(db)
