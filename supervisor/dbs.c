@@ -2,7 +2,6 @@
 #include "supervisor/dbs.h"
 
 #include <errno.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -10,6 +9,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "common/bounded.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "replication/engine.h"
@@ -198,19 +198,9 @@ void dbs_free(struct sup_dbs *d)
 	free(d);
 }
 
-struct closer {
-	struct sup_dbs *d;
-	int efd;
-};
-
-static void *close_main(void *arg)
+static void free_main(void *d)
 {
-	struct closer *c = arg;
-	dbs_free(c->d);
-	uint64_t one = 1;
-	ssize_t n = write(c->efd, &one, sizeof(one));
-	(void)n;
-	return NULL;
+	dbs_free(d);
 }
 
 int dbs_close(struct sup_dbs *d, int64_t deadline_ms)
@@ -221,30 +211,10 @@ int dbs_close(struct sup_dbs *d, int64_t deadline_ms)
 		dbs_free(d);
 		return 0;
 	}
-	/* Static: if the closer is abandoned it must still find its arguments. */
-	static struct closer c;
-	pthread_t t;
-	c.d = d;
-	c.efd = eventfd(0, EFD_CLOEXEC);
-	if (c.efd < 0 || pthread_create(&t, NULL, close_main, &c) != 0) {
-		if (c.efd >= 0)
-			close(c.efd);
-		dbs_free(d);
-		return 0;
-	}
-	struct pollfd pfd = { .fd = c.efd, .events = POLLIN };
-	int64_t end = clock_mono_ms() + deadline_ms;
-	int rc;
-	do {
-		int64_t left = end - clock_mono_ms();
-		rc = poll(&pfd, 1, left > 0 ? (int)left : 0);
-	} while (rc < 0 && errno == EINTR);
-	if (rc <= 0) {
+	if (bounded_run(free_main, d, deadline_ms) < 0) {
 		log_warn("supervisor", "replication threads did not stop in time; leaving them to the exit",
 			 "waited_ms=%lld", (long long)deadline_ms);
 		return -1;
 	}
-	pthread_join(t, NULL);
-	close(c.efd);
 	return 0;
 }

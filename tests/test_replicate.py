@@ -12,6 +12,7 @@ import os
 import pathlib
 import shutil
 import signal
+import socket
 import sqlite3
 import struct
 import subprocess
@@ -987,6 +988,36 @@ def test_final_flush_reports_unreachable_replica_within_deadline(run, tmp_path, 
     assert "final flush incomplete db=app.db replica=down" in text
     # the reachable one got everything despite its 10 s interval
     check_restore(litestream_bin, good, db, tmp_path / "out.db")
+
+
+def test_replica_stuck_in_a_request_does_not_hold_up_shutdown(run, tmp_path):
+    """An S3 replica that accepts connections and never answers: TERM still exits 0
+    within flush-timeout + 2 s (docs/supervisor.md), the stuck request abandoned."""
+    db, good = tmp_path / "app.db", tmp_path / "good"
+    create(db)
+    with socket.socket() as hole:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(64)  # never accept(): the kernel completes handshakes, nobody answers
+        silent = {"name": "silent", "type": "s3", "bucket": "b", "path": "db",
+                  "endpoint": f"http://127.0.0.1:{hole.getsockname()[1]}", "region": "us-east-1",
+                  "force-path-style": "true", "access-key-id": "a", "secret-access-key": "b",
+                  "sync-interval": "200ms"}
+        cfg = config(tmp_path, db, [file_replica(good, "good"), silent])
+        cfg.write_text("supervisor:\n  flush-timeout: 1s\n" + cfg.read_text())
+        r = run(cfg)
+        write(db, 20, start=1)
+        wait_for(lambda: objects(good, "snapshots"), what="the file replica's snapshot")
+        time.sleep(0.5)  # the silent replica is inside a request by now
+        t0 = time.monotonic()
+        r.proc.send_signal(signal.SIGTERM)
+        try:
+            code = r.proc.wait(timeout=6)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("replicate still running 6 s after TERM (flush-timeout 1s)")
+        took = time.monotonic() - t0
+        assert code == 0, r.text()
+        assert took < 1 + 2 + 0.5, (took, r.text())
+        assert "final flush done db=app.db replica=good" in r.text()
 
 
 def test_database_not_there_yet_does_not_hold_up_shutdown(run, tmp_path):
