@@ -164,6 +164,7 @@ static void print_replica(struct printer *out, const struct cfg_replica *r)
 		kv_secret(out, i, "secret-access-key", &r->secret_access_key);
 		kv_secret(out, i, "session-token", &r->session_token);
 		kv_dur(out, i, "connect-timeout", r->connect_timeout_ms);
+		kv_dur(out, i, "idle-timeout", r->idle_timeout_ms);
 	}
 	kv_dur(out, i, "sync-interval", r->sync_interval_ms);
 	kv_dur(out, i, "snapshot-interval", r->snapshot_interval_ms);

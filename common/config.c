@@ -40,6 +40,7 @@ void config_replica_defaults(struct cfg_replica *r)
 	memset(r, 0, sizeof(*r));
 	r->type = REPLICA_FILE;
 	r->connect_timeout_ms = 1000;
+	r->idle_timeout_ms = 5000;
 	r->sync_interval_ms = 1000;
 	r->snapshot_interval_ms = 0;
 	r->retention_ms = 24 * 3600 * 1000LL;

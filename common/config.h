@@ -50,6 +50,7 @@ struct cfg_replica {
 	struct cfg_secret secret_access_key;
 	struct cfg_secret session_token;
 	int64_t connect_timeout_ms; /* default 1000 */
+	int64_t idle_timeout_ms;    /* default 5000: a request on which no byte moves this long is abandoned */
 
 	/* Schedule */
 	int64_t sync_interval_ms;            /* default 1000; 0 = ship as soon as possible */

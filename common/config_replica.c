@@ -101,6 +101,7 @@ const struct field replica_tab[RF_N] = {
 	[RF_TOKEN] = { .key = "session-token", .kind = F_SECRET, .off = R(session_token.value), .s3_only = true },
 	[RF_TOKEN_FILE] = { .key = "session-token-file", .kind = F_SECRET_FILE, .off = R(session_token.file), .s3_only = true },
 	[RF_CONNECT] = { .key = "connect-timeout", .kind = F_DUR, .off = R(connect_timeout_ms), .min = 1, .s3_only = true },
+	[RF_IDLE] = { .key = "idle-timeout", .kind = F_DUR, .off = R(idle_timeout_ms), .min = 1, .s3_only = true },
 	[RF_NODE] = { .key = "node", .kind = F_STR, .off = R(node) },
 	[RF_SYNC] = { .key = "sync-interval", .kind = F_DUR, .off = R(sync_interval_ms), .where = ON_REPLICA },
 	[RF_SNAP] = { .key = "snapshot-interval", .kind = F_DUR, .off = R(snapshot_interval_ms), .where = ON_REPLICA },

@@ -490,6 +490,7 @@ struct storage *storage_s3_open(const struct cfg_replica *r, struct st_error *er
 	if (r->ca_file && !(s3->ca_file = strdup(r->ca_file)))
 		goto nomem;
 	s3->connect_timeout_ms = r->connect_timeout_ms > 0 ? (long)r->connect_timeout_ms : 1000;
+	s3->idle_timeout_ms = r->idle_timeout_ms > 0 ? (long)r->idle_timeout_ms : 5000;
 	if (secret_copy(&s3->akid, &r->access_key_id) < 0 ||
 	    secret_copy(&s3->secret, &r->secret_access_key) < 0 ||
 	    secret_copy(&s3->token, &r->session_token) < 0)

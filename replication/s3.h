@@ -41,6 +41,7 @@ struct s3 {
 	bool skip_verify;
 	char *ca_file;
 	long connect_timeout_ms;
+	long idle_timeout_ms;  /* no byte moved for this long: the attempt is abandoned */
 	struct cfg_secret akid, secret, token; /* copies of the config's */
 
 	pthread_mutex_t lock;
@@ -78,6 +79,8 @@ struct s3_req {
 	const struct st_sink *sink;      /* 2xx body goes here (GET); else it is collected */
 	bool head;                       /* HEAD: no body */
 	bool big;                        /* long transfer: stall detection instead of a total timeout */
+	bool slow_answer;                /* the server may think for minutes before answering:
+					    no idle timeout (CompleteMultipartUpload) */
 	size_t body_cap;                 /* collected body cap; 0 = S3_ERROR_BODY_CAP */
 };
 

@@ -1,8 +1,10 @@
 /*
  * s3_http.c — one signed S3 request over libcurl: a pool of easy handles
  * (keep-alive connections reused across calls and threads), a deadline for
- * the whole call, retries with exponential backoff and jitter on what is
- * worth retrying, and the classification of every failure.
+ * the whole call, an idle timeout for each attempt (no byte moved either
+ * way for idle-timeout: a server that accepted the request and went silent),
+ * retries with exponential backoff and jitter on what is worth retrying, and
+ * the classification of every failure.
  */
 #include "replication/s3.h"
 
@@ -107,6 +109,10 @@ struct xfer {
 	int64_t delivered;     /* response bytes handed to the sink */
 	bool read_failed, sink_failed, source_short;
 	int read_errno;
+	long idle_ms;          /* 0: no idle timeout */
+	int64_t last_move_ms;  /* mono ms when a byte last moved (or the attempt began) */
+	curl_off_t moved;      /* body bytes up + down seen by on_progress */
+	bool idle;             /* on_progress abandoned the attempt */
 };
 
 static size_t on_read(char *buf, size_t size, size_t n, void *ud)
@@ -165,6 +171,30 @@ static size_t on_write(char *buf, size_t size, size_t n, void *ud)
 	return len;
 }
 
+/*
+ * libcurl calls this at least once a second, also while nothing moves: the
+ * idle timeout. A slow transfer that keeps moving is never cut here (big
+ * ones have the low-speed limit); the call's deadline bounds the total.
+ */
+static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+		       curl_off_t ulnow)
+{
+	struct xfer *x = ud;
+	int64_t now = clock_mono_ms();
+	(void)dltotal;
+	(void)ultotal;
+	if (dlnow + ulnow != x->moved) {
+		x->moved = dlnow + ulnow;
+		x->last_move_ms = now;
+		return 0;
+	}
+	if (x->idle_ms > 0 && now - x->last_move_ms >= x->idle_ms) {
+		x->idle = true;
+		return 1; /* CURLE_ABORTED_BY_CALLBACK */
+	}
+	return 0;
+}
+
 static void header_value(char *dst, size_t dstlen, const char *v, size_t len)
 {
 	while (len && (*v == ' ' || *v == '\t')) {
@@ -184,6 +214,7 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud)
 	struct xfer *x = ud;
 	size_t len = size * n;
 	char tmp[128];
+	x->last_move_ms = clock_mono_ms();
 	if (len > 5 && !strncmp(buf, "HTTP/", 5)) {
 		/* a new response (e.g. after 100 Continue): forget the previous headers */
 		x->resp->etag[0] = '\0';
@@ -267,6 +298,13 @@ static void classify_curl(CURLcode rc, const char *errbuf, const struct xfer *x,
 	if (x->source_short) {
 		o->status = ST_PERMANENT;
 		snprintf(o->cause, sizeof(o->cause), "the source ended before its stated size");
+		return;
+	}
+	if (rc == CURLE_ABORTED_BY_CALLBACK && x->idle) {
+		o->status = ST_TRANSIENT;
+		o->retry = true;
+		snprintf(o->cause, sizeof(o->cause), "no answer: nothing moved for %ld ms (idle-timeout)",
+			 x->idle_ms);
 		return;
 	}
 	snprintf(o->cause, sizeof(o->cause), "%s", what);
@@ -428,6 +466,11 @@ static void attempt(struct s3 *s3, const struct s3_req *req, struct s3_resp *res
 	x->h = h;
 	x->sent = 0;
 	x->read_failed = x->sink_failed = x->source_short = false;
+	/* a caller with a stall window (restore) has its own rule for a silent server */
+	x->idle_ms = req->slow_answer || stall_s > 0 ? 0 : s3->idle_timeout_ms;
+	x->last_move_ms = clock_mono_ms();
+	x->moved = 0;
+	x->idle = false;
 
 	long connect_ms = s3->connect_timeout_ms > 0 ? s3->connect_timeout_ms : 1000;
 	if (timeout_ms > 0 && connect_ms > timeout_ms)
@@ -444,6 +487,9 @@ static void attempt(struct s3 *s3, const struct s3_req *req, struct s3_resp *res
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
 	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
+	curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+	curl_easy_setopt(h, CURLOPT_XFERINFODATA, x);
+	curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
 	if (s3->skip_verify) {
 		curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
 		curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);

@@ -223,7 +223,8 @@ static int complete(struct s3 *s3, const char *full, const char *id, char **etag
 	struct s3_kv q[] = { { "uploadId", id } };
 	struct s3_req req = { .op = "complete multipart upload", .method = "POST", .key = full,
 			      .query = q, .nquery = 1, .content_type = "application/xml",
-			      .body = body.data, .body_len = body.len, .read_len = -1 };
+			      .body = body.data, .body_len = body.len, .read_len = -1,
+			      .slow_answer = true };
 	rc = s3_request(s3, &req, &resp, ctl, err);
 	/* S3 may answer 200 and still fail: the error is then in the body */
 	if (rc == 0 && s3_xml_error(resp.body.data, resp.body.len, code, sizeof(code), msg, sizeof(msg)) == 0) {

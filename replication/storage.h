@@ -107,7 +107,8 @@ struct st_call {
 				 make a stall. 0: 30 s, and a stall is retried like any
 				 network failure. Set by callers with somewhere else to go
 				 (restore's next candidate): a stall then fails the call
-				 at once, ST_TRANSIENT */
+				 at once, ST_TRANSIENT, and replaces the S3 replica's
+				 idle-timeout (after which a request is retried) */
 };
 
 enum st_op { ST_OP_GET = 0, ST_OP_PUT, ST_OP_LIST, ST_OP_DELETE, ST_OP_HEAD, ST_OP__COUNT };

@@ -656,6 +656,42 @@ def test_stalled_s3_never_delays_the_file_replica_and_catches_up(run, tmp_path, 
     assert content(out) == content(db)
 
 
+def test_one_silent_s3_request_delays_the_replica_only_idle_timeout(run, tmp_path,
+                                                                    litestream_bin, s3server):
+    """A request the S3 server accepts and never answers is abandoned after idle-timeout
+    and retried, so the replica holds everything seconds later and the final flush
+    finds nothing left (before, that one request held the replica for 60 s)."""
+    from test_storage import HangProxy
+    srv = s3server()
+    proxy = HangProxy(srv.port)
+    try:
+        db = tmp_path / "app.db"
+        create(db)
+        rep = s3_replica(srv)
+        rep.update({"endpoint": f"http://127.0.0.1:{proxy.port}", "idle-timeout": "1s"})
+        cfg = config(tmp_path, db, [rep])
+        cfg.write_text("supervisor:\n  flush-timeout: 1s\n" + cfg.read_text())
+        r = run(cfg)
+        write(db, 20, start=1)
+        wait_for(lambda: "replica continues generation" in r.text() or
+                 "replica needs a snapshot" in r.text(), what="the replica's position")
+        time.sleep(1)
+        proxy.hang = 1  # the next request (a WAL segment) gets no answer
+        write(db, 20, start=100)
+        wait_for(lambda: proxy.hung == 1, what="a silent request")
+        time.sleep(1 + 1.5)  # idle-timeout, then the retry
+        t0 = time.monotonic()
+        assert r.stop() == 0
+        assert time.monotonic() - t0 < 1.5
+        text = r.text()
+        assert "idle-timeout" in text and "final flush done db=app.db replica=s3" in text, text
+        out = tmp_path / "out.db"
+        s3_restore(litestream_bin, srv, tmp_path, out)
+        assert content(out) == content(db)
+    finally:
+        proxy.close()
+
+
 @pytest.mark.parametrize("first_rows", [300, 0])
 def test_continues_restored_generation(run, tmp_path, litestream_bin, litevisor_bin, first_rows):
     db, rep = tmp_path / "app.db", tmp_path / "rep"

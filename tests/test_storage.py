@@ -605,6 +605,99 @@ def test_s3_retry_streams_big_put_again(s3server, tmp_path):
             proxy.close()
 
 
+def test_s3_silent_request_is_abandoned_at_idle_timeout_and_retried(s3server, tmp_path):
+    """A request the server accepts and never answers is abandoned once nothing has
+    moved for idle-timeout and retried at once: the call succeeds seconds later,
+    not at its deadline (60 s in the engine)."""
+    srv = s3server()
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    digest = write_random(src, 100 * 1024)
+    proxy = HangProxy(srv.port)
+    try:
+        rep = s3_replica(srv, endpoint=f"http://127.0.0.1:{proxy.port}")
+        idle = ["-idle-timeout-ms", "1000", "-deadline-ms", "30000"]
+        for op in (lambda: rep.put(src, "k", extra=idle), lambda: rep.list("", extra=idle),
+                   lambda: rep.get("k", dst, extra=idle), lambda: rep.stat("k", extra=idle)):
+            proxy.hang = 1
+            r = op().ok()
+            assert 1.0 <= r.elapsed < 4.0, (r.elapsed, r.stderr)
+            assert r.stderr.count("request retried") == 1 and "idle-timeout" in r.stderr, r.stderr
+        assert proxy.hung == 4 and sha256_file(dst) == digest
+    finally:
+        proxy.close()
+
+
+def test_s3_slow_but_moving_transfer_is_not_cut_by_idle_timeout(s3server, tmp_path):
+    """A download trickling in slower than idle-timeout overall, but moving, completes."""
+    srv = s3server()
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    digest = write_random(src, 64 * 1024)
+    s3_replica(srv).put(src, "slow").ok()
+    proxy = TrickleProxy(srv.port, chunk=4096, pause=0.2)
+    try:
+        rep = s3_replica(srv, endpoint=f"http://127.0.0.1:{proxy.port}")
+        r = rep.get("slow", dst, extra=["-idle-timeout-ms", "1000"]).ok()
+        assert r.elapsed > 2.0 and "retried" not in r.stderr, (r.elapsed, r.stderr)
+        assert sha256_file(dst) == digest
+    finally:
+        proxy.close()
+
+
+class HangProxy(FaultProxy):
+    """Looks at every request: while `hang` > 0 the next one gets no answer at all (its
+    connection stays open); the others go upstream one connection each, answered with
+    Connection: close so the client's next request comes on a new connection."""
+
+    def __init__(self, upstream_port):
+        self.hang, self.hung = 0, 0
+        super().__init__(upstream_port, fail=0)
+
+    def _serve(self, c):
+        with c:
+            req, _ = self._read_request(c, b"")
+            if req is None:
+                return
+            with self.lock:
+                hang = self.hang > 0
+                if hang:
+                    self.hang -= 1
+                    self.hung += 1
+            if hang:
+                while not self.stopping:
+                    time.sleep(0.05)
+                return
+            head, body = req.split(b"\r\n\r\n", 1)
+            with socket.create_connection(("127.0.0.1", self.upstream_port)) as up:
+                up.sendall(head + b"\r\nConnection: close\r\n\r\n" + body)
+                while True:
+                    d = up.recv(65536)
+                    if not d:
+                        return
+                    c.sendall(d)
+
+
+class TrickleProxy(FaultProxy):
+    """Forwards requests; sends the answers back `chunk` bytes every `pause` seconds."""
+
+    def __init__(self, upstream_port, chunk, pause):
+        self.chunk, self.pause = chunk, pause
+        super().__init__(upstream_port, fail=0)
+
+    def _serve(self, c):
+        with c:
+            req, buf = self._read_request(c, b"")
+            if req is None:
+                return
+            with socket.create_connection(("127.0.0.1", self.upstream_port)) as up:
+                up.sendall(req.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1))
+                while True:
+                    d = up.recv(self.chunk)
+                    if not d:
+                        return
+                    c.sendall(d)
+                    time.sleep(self.pause)
+
+
 def test_s3_connections_are_reused(s3server):
     """Keep-alive through the handle pool: one thread, one connection; 4 threads, at most 4."""
     srv = s3server()

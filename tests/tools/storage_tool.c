@@ -14,7 +14,7 @@
  * Replica: -file DIR, or -s3 BUCKET [-endpoint URL [-virtual-host]] [-region R]
  * [-path PREFIX] [-skip-verify] [-ca-file F] [-access-key-id K -secret-access-key S]
  * (else the usual environment variables). Call options: -deadline-ms N,
- * -no-retry, -connect-timeout-ms N, -unknown-size (put: hide the size).
+ * -no-retry, -connect-timeout-ms N, -idle-timeout-ms N, -unknown-size (put: hide the size).
  *
  * Output: JSON lines on stdout (listing entries, then one result line with
  * ok/status/http/message, elapsed_ms, vmhwm_kb and the op counters).
@@ -181,6 +181,8 @@ int main(int argc, char **argv)
 			r.access_key_id.value = (char *)v;
 		} else if (!strcmp(o, "-secret-access-key")) {
 			r.secret_access_key.value = (char *)v;
+		} else if (!strcmp(o, "-idle-timeout-ms")) {
+			r.idle_timeout_ms = v ? strtoll(v, NULL, 10) : 0;
 		} else if (!strcmp(o, "-connect-timeout-ms")) {
 			r.connect_timeout_ms = v ? strtoll(v, NULL, 10) : 0;
 		} else if (!strcmp(o, "-deadline-ms")) {

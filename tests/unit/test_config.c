@@ -203,6 +203,7 @@ TEST(store_inheritance_and_overrides)
 		"    region: eu-west-1\n"
 		"    ca-file: /etc/ssl/lan.pem\n"
 		"    connect-timeout: 3s\n"
+		"    idle-timeout: 2s\n"
 		"    access-key-id: AK\n"
 		"    secret-access-key-file: /etc/hostname\n"
 		"    session-token: TOK\n"
@@ -224,6 +225,7 @@ TEST(store_inheritance_and_overrides)
 	CHECK_STR(a->region, "eu-west-1");
 	CHECK_STR(a->ca_file, "/etc/ssl/lan.pem");
 	CHECK_INT(a->connect_timeout_ms, 3000);
+	CHECK_INT(a->idle_timeout_ms, 2000);
 	CHECK_STR(a->access_key_id.value, "AK");
 	CHECK_STR(a->secret_access_key.file, "/etc/hostname");
 	CHECK(a->secret_access_key.value == NULL);
@@ -373,6 +375,7 @@ TEST(defaults_match_config_h)
 	CHECK_INT(d->max_backlog_bytes, 1024LL * 1024 * 1024);
 	const struct cfg_replica *r = &d->replicas[0];
 	CHECK_INT(r->connect_timeout_ms, 1000);
+	CHECK_INT(r->idle_timeout_ms, 5000);
 	CHECK_INT(r->sync_interval_ms, 1000);
 	CHECK_INT(r->snapshot_interval_ms, 0);
 	CHECK_INT(r->retention_ms, 24 * 3600 * 1000LL);
