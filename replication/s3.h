@@ -96,7 +96,10 @@ void s3_resp_init(struct s3_resp *r);
 void s3_resp_release(struct s3_resp *r);
 
 /*
- * Perform one S3 request (with retries, within ctl's deadline). Returns 0 on
+ * Perform one S3 request (with retries, within ctl's deadline). An attempt on
+ * which nothing moves for the replica's idle-timeout is abandoned and retried;
+ * a GET into a sink cut short is retried for the rest only (Range), so the
+ * sink sees the object once, in order. Returns 0 on
  * a 2xx answer, or a negative st_status with err filled:
  * "<op> <bucket>/<key>: HTTP <status> <Code>: <message>" or the network cause.
  */

@@ -113,6 +113,12 @@ struct xfer {
 	int64_t last_move_ms;  /* mono ms when a byte last moved (or the attempt began) */
 	curl_off_t moved;      /* body bytes up + down seen by on_progress */
 	bool idle;             /* on_progress abandoned the attempt */
+	/* resuming a GET cut short: ask for the rest (Range), of the same object (If-Match) */
+	int64_t resume_from;   /* delivered when this attempt began; 0: from the start */
+	int64_t skip;          /* a 200 answer to a resume: its bytes the sink already has */
+	int64_t range_start;   /* a 206's Content-Range start, -1 if none */
+	bool bad_range;        /* the 206 does not start where we asked */
+	char etag[256];        /* of the first answer that reached the sink */
 };
 
 static size_t on_read(char *buf, size_t size, size_t n, void *ud)
@@ -158,12 +164,27 @@ static size_t on_write(char *buf, size_t size, size_t n, void *ud)
 	long code = 0;
 	curl_easy_getinfo(x->h, CURLINFO_RESPONSE_CODE, &code);
 	if (x->req->sink && code >= 200 && code < 300) {
+		if (x->resume_from > 0 && code == 206 && x->range_start != x->resume_from) {
+			x->bad_range = true;
+			return 0;
+		}
+		if (x->resume_from > 0 && code != 206 && x->skip > 0) {
+			/* the server ignored the Range: the whole object again */
+			size_t drop = (int64_t)len < x->skip ? len : (size_t)x->skip;
+			x->skip -= (int64_t)drop;
+			buf += drop;
+			len -= drop;
+			if (len == 0)
+				return size * n;
+		}
+		if (!x->etag[0])
+			snprintf(x->etag, sizeof(x->etag), "%s", x->resp->etag);
 		if (x->req->sink->write(x->req->sink->ctx, buf, len) < 0) {
 			x->sink_failed = true;
 			return 0;
 		}
 		x->delivered += (int64_t)len;
-		return len;
+		return size * n;
 	}
 	/* An answer past the cap is kept truncated; callers that need it whole check overflow. */
 	if (!x->resp->body.overflow)
@@ -220,6 +241,12 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud)
 		x->resp->etag[0] = '\0';
 		x->resp->content_length = -1;
 		x->resp->last_modified_ns = 0;
+		x->range_start = -1;
+	} else if (len > 14 && !strncasecmp(buf, "Content-Range:", 14)) {
+		/* "bytes START-END/TOTAL" */
+		header_value(tmp, sizeof(tmp), buf + 14, len - 14);
+		if (!strncasecmp(tmp, "bytes ", 6))
+			x->range_start = strtoll(tmp + 6, NULL, 10);
 	} else if (len > 5 && !strncasecmp(buf, "ETag:", 5)) {
 		header_value(x->resp->etag, sizeof(x->resp->etag), buf + 5, len - 5);
 	} else if (len > 15 && !strncasecmp(buf, "Content-Length:", 15)) {
@@ -293,6 +320,12 @@ static void classify_curl(CURLcode rc, const char *errbuf, const struct xfer *x,
 		o->status = ST_PERMANENT;
 		snprintf(o->cause, sizeof(o->cause), "reading the source: %s",
 			 strerror_r(x->read_errno, eb, sizeof(eb)));
+		return;
+	}
+	if (x->bad_range) {
+		o->status = ST_TRANSIENT;
+		snprintf(o->cause, sizeof(o->cause), "resuming the download: the server sent a "
+			 "range that does not start at byte %lld", (long long)x->resume_from);
 		return;
 	}
 	if (x->source_short) {
@@ -471,6 +504,21 @@ static void attempt(struct s3 *s3, const struct s3_req *req, struct s3_resp *res
 	x->last_move_ms = clock_mono_ms();
 	x->moved = 0;
 	x->idle = false;
+	x->resume_from = x->skip = x->delivered;
+	x->range_start = -1;
+	x->bad_range = false;
+	char range[32];
+	if (x->resume_from > 0) {
+		snprintf(range, sizeof(range), "%lld-", (long long)x->resume_from);
+		curl_easy_setopt(h, CURLOPT_RANGE, range);
+		if (x->etag[0])
+			hdrs = add_header(hdrs, &oom, "If-Match: %s", x->etag);
+		if (oom) {
+			o->status = ST_TRANSIENT;
+			snprintf(o->cause, sizeof(o->cause), "out of memory building the request");
+			goto out;
+		}
+	}
 
 	long connect_ms = s3->connect_timeout_ms > 0 ? s3->connect_timeout_ms : 1000;
 	if (timeout_ms > 0 && connect_ms > timeout_ms)
@@ -585,7 +633,8 @@ int s3_request(struct s3 *s3, const struct s3_req *req, struct s3_resp *resp,
 			}
 			return 0;
 		}
-		if (!o.retry || n >= max || x.delivered > 0)
+		/* a GET cut short resumes where its sink stands (attempt() asks for the rest) */
+		if (!o.retry || n >= max || (x.delivered > 0 && (!req->sink || strcmp(req->method, "GET"))))
 			break;
 		/* full jitter over an exponential window, at least half of it */
 		int64_t window = (int64_t)BACKOFF_BASE_MS << (n - 1);

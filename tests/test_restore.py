@@ -755,11 +755,12 @@ def test_run_path_existing_db_policies(tmp_path, history):
 class Proxy:
     """A loopback TCP proxy in front of an S3 server. delay: seconds added
     before each chunk the client sends (each request); cut: for a GET whose
-    path contains this text, pass the answer's headers and 10 bytes, then close.
+    path contains this text, pass the answer's headers and 10 bytes, then close
+    (only the first cut_count such GETs, if given).
     requests: (connection number, request line) of each request, in order."""
 
-    def __init__(self, port, delay=0.0, cut=None):
-        self.target, self.delay, self.cut = port, delay, cut
+    def __init__(self, port, delay=0.0, cut=None, cut_count=None):
+        self.target, self.delay, self.cut, self.cut_left = port, delay, cut, cut_count
         self.requests, self.nconn = [], 0
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -793,8 +794,10 @@ class Proxy:
                 if data.split(b" ", 1)[0] in (b"GET", b"HEAD", b"PUT", b"POST", b"DELETE"):
                     self.requests.append((state["conn"], data.split(b"\r\n", 1)[0].decode()))
                 if self.cut and data.startswith(b"GET ") and self.cut.encode() in \
-                        data.split(b"\r\n", 1)[0]:
+                        data.split(b"\r\n", 1)[0] and self.cut_left != 0:
                     state["cut"] = True
+                    if self.cut_left is not None:
+                        self.cut_left -= 1
                 s.sendall(data)
         except OSError:
             pass
@@ -1000,6 +1003,26 @@ def test_one_transient_error_while_probing_is_retried_not_unreachable(
     assert p.returncode == 0, p.stderr
     assert proxy.failed == 1, p.stderr
     assert "WINNER" in candidate_line(p.stderr, "peer-05"), p.stderr
+    assert rows(db) == history.states[-1][2]
+
+
+def test_s3_download_cut_short_once_is_resumed_not_failed(tmp_path, litevisor_bin, s3server,
+                                                         history):
+    """One snapshot GET whose connection closes mid-body ("transfer closed with N bytes
+    remaining") is resumed from the same peer (a Range request for the rest), as a 500
+    or a reset would be retried: the restore neither fails nor falls back."""
+    p05 = s3server()
+    upload(history, p05, tmp_path)
+    once = Proxy(p05.port, cut="/snapshots/", cut_count=1)
+    try:
+        db = tmp_path / "app.db"
+        cfg = write_config(tmp_path / "lv.yml", db, [s3_peer("peer-05", p05, once.port)])
+        p = lv(litevisor_bin, "restore", "-config", str(cfg), str(db), timeout=60)
+    finally:
+        once.close()
+    assert p.returncode == 0, p.stderr
+    assert once.cuts == 1 and "request retried" in p.stderr, p.stderr
+    assert "falling back" not in p.stderr
     assert rows(db) == history.states[-1][2]
 
 

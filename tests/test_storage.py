@@ -676,6 +676,65 @@ class HangProxy(FaultProxy):
                     c.sendall(d)
 
 
+class CutProxy(FaultProxy):
+    """Forwards each request on a connection of its own; the answers to the first `cut`
+    GETs of an object lose the second half of their body (the connection closes
+    mid-transfer). With ignore_range the Range header is dropped, as by a server that
+    ignores it. `ranges` records the Range headers seen."""
+
+    def __init__(self, upstream_port, cut, ignore_range=False):
+        self.cut, self.ignore_range, self.ranges = cut, ignore_range, []
+        super().__init__(upstream_port, fail=0)
+
+    def _serve(self, c):
+        with c:
+            req, _ = self._read_request(c, b"")
+            if req is None:
+                return
+            head, body = req.split(b"\r\n\r\n", 1)
+            lines = head.split(b"\r\n")
+            rng = [l for l in lines if l.lower().startswith(b"range:")]
+            with self.lock:
+                self.ranges += [r.decode() for r in rng]
+                cut = lines[0].startswith(b"GET ") and b"list-type" not in lines[0] and self.cut > 0
+                self.cut -= cut
+            if self.ignore_range:
+                lines = [l for l in lines if l not in rng]
+            with socket.create_connection(("127.0.0.1", self.upstream_port)) as up:
+                up.sendall(b"\r\n".join(lines) + b"\r\nConnection: close\r\n\r\n" + body)
+                answer = b""
+                while True:
+                    d = up.recv(65536)
+                    if not d:
+                        break
+                    answer += d
+            if cut:
+                h, b = answer.split(b"\r\n\r\n", 1)
+                answer = h + b"\r\n\r\n" + b[:len(b) // 2]
+            c.sendall(answer)
+
+
+@pytest.mark.parametrize("ignore_range", [False, True], ids=["range", "server-ignores-range"])
+def test_s3_download_cut_short_resumes(s3server, tmp_path, ignore_range):
+    """A GET whose body is cut short (connection closed mid-transfer) is retried from
+    where the sink stands: a Range request for the rest (If-Match its ETag), or, when
+    the server ignores the Range, the whole object again minus what the sink has."""
+    srv = s3server()
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    digest = write_random(src, 3 * MiB + 17)
+    s3_replica(srv).put(src, "big").ok()
+    for cuts in (1, 2):
+        proxy = CutProxy(srv.port, cut=cuts, ignore_range=ignore_range)
+        try:
+            r = s3_replica(srv, endpoint=f"http://127.0.0.1:{proxy.port}").get("big", dst).ok()
+            assert sha256_file(dst) == digest
+            assert r.stderr.count("request retried") == cuts, r.stderr
+            assert len(proxy.ranges) == cuts and proxy.ranges[0].startswith("Range: bytes="), proxy.ranges
+            assert int(proxy.ranges[0].split("=")[1].rstrip("-")) > 0
+        finally:
+            proxy.close()
+
+
 class TrickleProxy(FaultProxy):
     """Forwards requests; sends the answers back `chunk` bytes every `pause` seconds."""
 
