@@ -34,11 +34,6 @@
 
 /* The main loop turns at least this often (heartbeat for /livez). */
 #define TICK_MS 1000
-/*
- * After the final flush, how long replication threads get to stop (as `run`,
- * docs/supervisor.md): one stuck in a request is abandoned to the exit.
- */
-#define STOP_THREADS_MS 2000
 
 /*
  * Build a one-database config from `replicate DB_PATH REPLICA_URL…`. DB_PATH
@@ -101,7 +96,7 @@ static void engine_free_main(void *e)
  * Replicate until TERM/INT, then flush. The main loop turns at least every
  * TICK_MS so /livez sees it alive; the HTTP server (if any) runs in its own
  * thread and reads copies of the state and of the engine's status. From the
- * stop signal to the exit takes at most flush-timeout + STOP_THREADS_MS.
+ * stop signal to the exit takes at most flush-timeout + SUP_STOP_THREADS_MS.
  */
 static int replicate_loop(const struct config *cfg)
 {
@@ -145,7 +140,9 @@ static int replicate_loop(const struct config *cfg)
 		if (sig != SIGCHLD)
 			log_info("replicate", "signal ignored", "signal=%s", sig_name(sig));
 	}
-	int64_t stop_end = clock_mono_ms() + cfg->supervisor.flush_timeout_ms + STOP_THREADS_MS;
+	/* the stop budget (lifecycle.h); a thread stuck in a request is abandoned to the exit */
+	int64_t stop_end = clock_mono_ms() + cfg->supervisor.flush_timeout_ms + SUP_STOP_THREADS_MS -
+			   SUP_EXIT_MARGIN_MS;
 	sup_state_set_phase(&state, SUP_FLUSHING, "final flush");
 	if (engine_flush(e, cfg->supervisor.flush_timeout_ms) < 0)
 		log_warn("replicate", "final flush incomplete: see above", NULL);
@@ -154,8 +151,8 @@ static int replicate_loop(const struct config *cfg)
 	http_stop(http); /* before the engine it reads from goes */
 	http = NULL;
 	int64_t left = stop_end - clock_mono_ms();
-	if (left > STOP_THREADS_MS)
-		left = STOP_THREADS_MS;
+	if (left > SUP_STOP_THREADS_MS)
+		left = SUP_STOP_THREADS_MS;
 	if (bounded_run(engine_free_main, e, left > 0 ? left : 0) < 0) {
 		/* cfg and the engine are still in use: leave without freeing them */
 		log_warn("replicate", "replication threads did not stop in time; leaving them to the exit",

@@ -26,8 +26,6 @@
 
 /* After SIGKILL, how long to wait for the kernel to deliver the last exits. */
 #define KILL_WAIT_MS 2000
-/* After the final flush, how long replication threads get to stop. */
-#define STOP_THREADS_MS 2000
 /* The loop turns at least this often (heartbeat for /livez). */
 #define TICK_MS 1000
 /* While stopping, look this often for processes re-parented to litevisor (reaper.h). */
@@ -53,6 +51,7 @@ struct sup {
 	bool exec_failed;        /* the last start failed at exec: never restart */
 	int code;                /* the exit code litevisor will return */
 	bool stopping;           /* in the stop sequence */
+	int64_t stop_began;      /* mono ms: the stop budget counts from here */
 	int64_t grace_deadline;  /* mono ms: SIGKILL everything left then */
 	int64_t give_up_at;      /* mono ms after SIGKILL: stop waiting */
 	bool killed;
@@ -128,7 +127,8 @@ static void begin_stop(struct sup *s, const char *why)
 		return;
 	s->stopping = true;
 	s->restart_at = 0;
-	s->grace_deadline = clock_mono_ms() + s->cfg->supervisor.stop_grace_ms;
+	s->stop_began = clock_mono_ms();
+	s->grace_deadline = s->stop_began + s->cfg->supervisor.stop_grace_ms;
 	log_info("supervisor", "stopping", "reason=\"%s\" grace_ms=%lld", why,
 		 (long long)s->cfg->supervisor.stop_grace_ms);
 	set_phase(s, SUP_STOPPING, why);
@@ -430,6 +430,7 @@ int sup_run(const struct config *cfg, char *const *argv, const struct sup_hooks 
 	s.argv = argv;
 	s.hooks = hooks;
 	s.sfd = -1;
+	int64_t stop_end = 0; /* mono ms, once the service ran: the exit is due then */
 	int code;
 
 	if (sup_state_init(&s.state) < 0) {
@@ -464,8 +465,18 @@ int sup_run(const struct config *cfg, char *const *argv, const struct sup_hooks 
 	}
 	loop(&s);
 	code = s.code;
+	/*
+	 * The flush ends when the budget says, even if the grace (or the wait
+	 * after SIGKILL) took longer than stop-grace: what the kernel took to
+	 * deliver the last exits comes out of the flush, not out of the margin.
+	 */
+	stop_end = s.stop_began + cfg->supervisor.stop_grace_ms + cfg->supervisor.flush_timeout_ms +
+		   SUP_STOP_THREADS_MS - SUP_EXIT_MARGIN_MS;
+	int64_t flush_ms = stop_end - SUP_STOP_THREADS_MS - clock_mono_ms();
+	if (flush_ms > cfg->supervisor.flush_timeout_ms)
+		flush_ms = cfg->supervisor.flush_timeout_ms;
 	set_phase(&s, SUP_FLUSHING, "final flush");
-	dbs_flush(s.dbs, cfg->supervisor.flush_timeout_ms);
+	dbs_flush(s.dbs, flush_ms > 0 ? flush_ms : 0);
 	if (hooks && hooks->at_stop)
 		hooks->at_stop(hooks->ctx);
 out:
@@ -474,7 +485,12 @@ out:
 	push_stop(s.push);
 	probe_stop(s.probe);
 	http_stop(s.http);
-	if (dbs_close(s.dbs, STOP_THREADS_MS) < 0) {
+	/* at most SUP_STOP_THREADS_MS, and not past the budget: a stop quicker than
+	 * stop-grace is not a reason to wait on stuck threads longer */
+	int64_t close_ms = stop_end ? stop_end - clock_mono_ms() : SUP_STOP_THREADS_MS;
+	if (close_ms > SUP_STOP_THREADS_MS)
+		close_ms = SUP_STOP_THREADS_MS;
+	if (dbs_close(s.dbs, close_ms > 0 ? close_ms : 0) < 0) {
 		log_info("supervisor", "exiting", "code=%d", code);
 		_exit(code);
 	}

@@ -34,6 +34,16 @@
 #define SUP_EXIT_CONFIG   100 /* bad configuration (unknown user, bad addr) */
 #define SUP_EXIT_TEMPFAIL 111 /* temporary failure: replica unreachable, cannot listen, fork failed */
 
+/*
+ * The stop budget (docs/supervisor.md), counted from the stop signal:
+ * stop-grace + flush-timeout + SUP_STOP_THREADS_MS for the replication threads
+ * to stop (`replicate` without a service: no stop-grace), of which the last
+ * SUP_EXIT_MARGIN_MS are kept for the exit itself, so that an orchestrator
+ * whose kill timeout is exactly that sum finds litevisor gone.
+ */
+#define SUP_STOP_THREADS_MS 2000
+#define SUP_EXIT_MARGIN_MS 100
+
 struct sup_hooks {
 	/* Before any restore (e.g. register, take the writer lock). 0, or -1 → exit 111. */
 	int (*before_restore)(void *ctx);

@@ -1348,6 +1348,46 @@ def test_endpoints_answer_fast_while_a_replica_hangs(litevisor_bin, tmp_path, ru
         silent.close()
 
 
+def test_stop_budget_holds_with_a_service_ignoring_term_and_a_replica_stuck(litevisor_bin,
+                                                                           tmp_path, runs):
+    """The documented bound, measured from the TERM: stop-grace + flush-timeout + 2 s
+    (docs/supervisor.md), even when the service ignores TERM (SIGKILL and its reaping
+    take time) and a replica is stuck in a request (its thread is abandoned): an
+    orchestrator whose kill timeout is exactly that sum must find litevisor gone."""
+    import socket
+    import sqlite3
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)  # never accept(): the kernel completes handshakes, nobody answers
+    try:
+        (tmp_path / "data").mkdir()
+        db = sqlite3.connect(tmp_path / "data" / "app.db")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE t(x)")
+        db.close()
+        ready = tmp_path / "ready"
+        cfg = ("supervisor:\n  stop-grace: 1s\n  flush-timeout: 1s\n"
+               f"dbs:\n  - path: {tmp_path}/data/app.db\n    name: app\n    optional: true\n"
+               f"    replicas:\n"
+               f"      - name: stuck\n        url: s3://bkt/app\n"
+               f"        endpoint: http://127.0.0.1:{silent.getsockname()[1]}\n"
+               f"        access-key-id: x\n        secret-access-key: y\n        sync-interval: 100ms\n"
+               f"restore:\n  probe-timeout: 300ms\n")
+        r = start(runs, litevisor_bin, tmp_path,
+                  SERVICE + ["--ignore-term", "--ready", str(ready)], config=cfg)
+        poll(lambda: read_lines(ready), timeout=30)
+        time.sleep(1)  # the replica is inside a request that will never be answered
+        t0 = time.monotonic()
+        os.kill(r.pid, signal.SIGTERM)
+        code = r.wait(timeout=10)
+        took = time.monotonic() - t0
+        assert code == 128 + signal.SIGKILL, r.stderr()
+        assert took <= 1 + 1 + 2, (took, r.stderr())
+        assert "grace period over" in r.stderr()
+    finally:
+        silent.close()
+
+
 def test_replicate_exec_is_run_with_that_command(litevisor_bin, tmp_path):
     """Litestream's `replicate -exec CMD` form: restore, supervise, exit with the service's code."""
     (tmp_path / "data").mkdir()
