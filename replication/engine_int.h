@@ -149,7 +149,11 @@ struct engine {
 
 /* replica.c */
 void *replica_thread(void *arg);
-/* Per-call options for r's storage calls (a final flush gets what is left of its deadline). */
+/*
+ * Per-call options for r's storage calls: no deadline (the client's idle
+ * timeout ends a silent request), except in a final flush, which gets what
+ * is left of its deadline.
+ */
 void replica_call_for(struct eng_replica *r, struct st_call *call, bool flush);
 /* Log a failure of r and count it in r's status (takes mu). */
 void replica_note_error(struct eng_replica *r, const char *what, const char *msg);

@@ -27,7 +27,6 @@
 
 #define BACKOFF_MIN_MS 500
 #define BACKOFF_MAX_MS 10000
-#define CALL_DEADLINE_MS 60000
 
 void replica_target(struct eng_db *d, struct wal_pos *pos)
 {
@@ -121,8 +120,13 @@ void range_src_init(struct st_source *src, struct range_src *r, int fd, uint64_t
 
 void replica_call_for(struct eng_replica *r, struct st_call *call, bool flush)
 {
+	/*
+	 * No overall deadline outside a final flush: a snapshot of a large
+	 * database over a slow link may take minutes and must not be cut at a
+	 * fixed time, again at every try. A request that stops moving is ended
+	 * by the storage client's idle timeout and stall rule instead.
+	 */
 	memset(call, 0, sizeof(*call));
-	call->deadline_ms = CALL_DEADLINE_MS;
 	if (flush) {
 		int64_t left = (r->db->flush_deadline_ns - clock_mono_ns()) / NS_PER_MS;
 		call->deadline_ms = left > 1 ? left : 1;
