@@ -2,8 +2,12 @@
  * s3_put.c — PutObject without ever holding the object in memory.
  *
  *   size known, < 256 KiB    one PUT, body in memory, its SHA-256 signed;
- *   size known, < 5 MiB      one PUT streamed from the source (UNSIGNED-PAYLOAD),
- *                            retried only if the source can rewind;
+ *   size known, < 5 MiB      one PUT streamed from the source, retried only if
+ *                            the source can rewind; a source that can seek (a
+ *                            shared snapshot file) is read once first, its
+ *                            SHA-256 signed and its Content-MD5 sent, so the
+ *                            server rejects a body damaged on the way (and it
+ *                            is sent again); others go UNSIGNED-PAYLOAD;
  *   otherwise                multipart: each part's SHA-256 is computed, then
  *                            the part is uploaded (and retried) from a source
  *                            that can seek (a file: a shared snapshot) or else
@@ -359,6 +363,62 @@ out:
 	return rc;
 }
 
+/*
+ * The SHA-256 (hex, signed) and MD5 (base64, Content-MD5) of a seekable
+ * source of known size, read once from the start and sought back there.
+ * Returns 0, or -1 with err set.
+ */
+static int hash_source(const struct st_source *src, const char *key, char hex[S3_SHA256_HEX_LEN + 1],
+		       char md5_b64[32], struct st_error *err)
+{
+	EVP_MD_CTX *md = EVP_MD_CTX_new(), *m5 = EVP_MD_CTX_new();
+	unsigned char *buf = malloc(COPY_CHUNK), digest[32], d5[16];
+	int64_t total = 0;
+	char eb[128];
+	int rc = -1;
+
+	if (!md || !m5 || !buf || !EVP_DigestInit_ex(md, EVP_sha256(), NULL) ||
+	    !EVP_DigestInit_ex(m5, EVP_md5(), NULL)) {
+		st_error_set(err, ST_TRANSIENT, 0, "put %s: out of memory", key);
+		goto out;
+	}
+	if (src->seek(src->ctx, 0) < 0)
+		goto fail;
+	for (;;) {
+		ssize_t n = src->read(src->ctx, buf, COPY_CHUNK);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			goto fail;
+		if (n == 0)
+			break;
+		EVP_DigestUpdate(md, buf, (size_t)n);
+		EVP_DigestUpdate(m5, buf, (size_t)n);
+		total += n;
+	}
+	if (total != src->size) {
+		st_error_set(err, ST_PERMANENT, 0, "put %s: source gave %lld bytes, expected %lld", key,
+			     (long long)total, (long long)src->size);
+		goto out;
+	}
+	if (src->seek(src->ctx, 0) < 0)
+		goto fail;
+	EVP_DigestFinal_ex(md, digest, NULL);
+	s3_hex(digest, 32, hex);
+	EVP_DigestFinal_ex(m5, d5, NULL);
+	EVP_EncodeBlock((unsigned char *)md5_b64, d5, 16);
+	rc = 0;
+	goto out;
+fail:
+	st_error_set(err, ST_PERMANENT, 0, "put %s: reading the source: %s", key,
+		     strerror_r(errno, eb, sizeof(eb)));
+out:
+	EVP_MD_CTX_free(md);
+	EVP_MD_CTX_free(m5);
+	free(buf);
+	return rc;
+}
+
 int s3_put(struct storage *st, const char *key, const struct st_source *src,
 	   const struct st_call *call, struct st_error *err)
 {
@@ -416,9 +476,15 @@ int s3_put(struct storage *st, const char *key, const struct st_source *src,
 				      .body_len = have, .read_len = -1 };
 		rc = s3_request(s3, &req, &resp, &ctl, err);
 	} else {
+		char hash[S3_SHA256_HEX_LEN + 1], md5[32];
+		if (src->seek && (rc = hash_source(src, key, hash, md5, err)) < 0) {
+			rc = err->status;
+			goto out;
+		}
 		struct s3_req req = { .op = "put", .method = "PUT", .key = full, .read = src->read,
 				      .rewind = src->rewind, .read_ctx = src->ctx, .read_len = src->size,
-				      .big = true };
+				      .big = true, .payload_hash = src->seek ? hash : NULL,
+				      .content_md5 = src->seek ? md5 : NULL };
 		rc = s3_request(s3, &req, &resp, &ctl, err);
 	}
 out:

@@ -964,6 +964,52 @@ def test_s3_failed_multipart_upload_is_aborted(s3server, tmp_path):
         proxy.close()
 
 
+def test_s3_streamed_put_from_a_file_signs_its_sha256_and_sends_content_md5(s3server, tmp_path):
+    """A PUT of 256 KiB to 5 MiB streamed from a file (the shared snapshot) carries
+    the body's SHA-256 in the signature and its Content-MD5, so S3 and MinIO reject
+    a body damaged on the way instead of storing it (it was UNSIGNED-PAYLOAD with
+    no Content-MD5). s3rver itself checks neither, so a recording proxy looks at
+    what was sent; s3rver still checks the signature over that header."""
+    import base64
+    srv = s3server()
+    src = tmp_path / "src"
+    write_random(src, 1 * MiB)
+    body = src.read_bytes()
+    seen = []
+
+    class HeaderRecorder(RecordingProxy):
+        def _serve(self, c):
+            with c:
+                req, _ = FaultProxy._read_request(c, b"")
+                if req is None:
+                    return
+                head, rest = req.split(b"\r\n\r\n", 1)
+                lines = head.decode().split("\r\n")
+                hdr = {k.strip().lower(): v.strip() for k, _, v in
+                       (ln.partition(":") for ln in lines[1:])}
+                seen.append((lines[0], hdr, rest))
+                keep = [ln for ln in head.split(b"\r\n") if not ln.lower().startswith(b"connection:")]
+                with socket.create_connection(("127.0.0.1", self.upstream_port)) as up:
+                    up.sendall(b"\r\n".join(keep + [b"Connection: close"]) + b"\r\n\r\n" + rest)
+                    answer = b""
+                    while (d := up.recv(65536)):
+                        answer += d
+                c.sendall(answer)
+
+    proxy = HeaderRecorder(srv.port, refuse=lambda m, t: False)
+    try:
+        r = s3_replica(srv, endpoint=f"http://127.0.0.1:{proxy.port}").put(src, "snap").ok()
+    finally:
+        proxy.close()
+    puts = [(line, h, b) for line, h, b in seen if line.startswith("PUT ")]
+    assert len(puts) == 1, [x[0] for x in seen]
+    _, hdr, sent = puts[0]
+    assert sent == body
+    assert hdr["x-amz-content-sha256"] == hashlib.sha256(body).hexdigest(), hdr
+    assert hdr["content-md5"] == base64.b64encode(hashlib.md5(body).digest()).decode(), hdr
+    assert r.res["stats"]["put"]["errors"] == 0
+
+
 def test_s3_virtual_hosted_addressing_on_an_endpoint(tmp_path):
     """force-path-style: false with an endpoint addresses <bucket>.<host> (AWS
     style): the bucket goes in the Host header, which is signed, not in the path.
