@@ -34,6 +34,77 @@ static int secret(const struct cfg_secret *s, const char *what, char *out, size_
 	return 0;
 }
 
+/* The value of key in an INI line "key = value" (trimmed) into out. true if it matched. */
+static bool ini_value(const char *line, const char *key, char *out, size_t outlen)
+{
+	size_t kl = strlen(key);
+	while (*line == ' ' || *line == '\t')
+		line++;
+	if (strncmp(line, key, kl) != 0)
+		return false;
+	line += kl;
+	while (*line == ' ' || *line == '\t')
+		line++;
+	if (*line++ != '=')
+		return false;
+	while (*line == ' ' || *line == '\t')
+		line++;
+	size_t n = strcspn(line, "\r\n");
+	while (n && (line[n - 1] == ' ' || line[n - 1] == '\t'))
+		n--;
+	if (n == 0 || n >= outlen)
+		return false;
+	memcpy(out, line, n);
+	out[n] = '\0';
+	return true;
+}
+
+/*
+ * The AWS shared credentials file, as the AWS SDK behind Litestream reads it:
+ * $AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials, profile $AWS_PROFILE or
+ * "default". true when it gave a key and a secret.
+ */
+static bool from_shared_file(struct s3_creds *out)
+{
+	char path[4096], want[256], line[1024];
+	const char *f = getenv("AWS_SHARED_CREDENTIALS_FILE"), *home = getenv("HOME");
+	const char *profile = getenv("AWS_PROFILE");
+	if (f && *f)
+		snprintf(path, sizeof(path), "%s", f);
+	else if (home && *home)
+		snprintf(path, sizeof(path), "%s/.aws/credentials", home);
+	else
+		return false;
+	snprintf(want, sizeof(want), "[%s]", profile && *profile ? profile : "default");
+	FILE *fp = fopen(path, "re");
+	if (!fp)
+		return false;
+	bool in = false;
+	while (fgets(line, sizeof(line), fp)) {
+		char *p = line + strspn(line, " \t");
+		if (*p == '[') {
+			p[strcspn(p, "\r\n")] = '\0';
+			for (size_t n = strlen(p); n && (p[n - 1] == ' ' || p[n - 1] == '\t'); n--)
+				p[n - 1] = '\0';
+			in = strcmp(p, want) == 0;
+			continue;
+		}
+		if (!in)
+			continue;
+		(void)(ini_value(p, "aws_access_key_id", out->akid, sizeof(out->akid)) ||
+		       ini_value(p, "aws_secret_access_key", out->secret, sizeof(out->secret)) ||
+		       ini_value(p, "aws_session_token", out->token, sizeof(out->token)));
+	}
+	explicit_bzero(line, sizeof(line));
+	fclose(fp);
+	return out->akid[0] && out->secret[0];
+}
+
+/*
+ * From the config (inline or files); else the environment as Litestream sees
+ * it (it copies LITESTREAM_* into AWS_* only where those are unset, so AWS_*
+ * win, variable by variable); else the AWS shared credentials file.
+ */
 int s3_credentials(const struct s3 *s3, struct s3_creds *out, struct st_error *err)
 {
 	int rc;
@@ -45,21 +116,23 @@ int s3_credentials(const struct s3 *s3, struct s3_creds *out, struct st_error *e
 		if (secret_is_set(&s3->token) &&
 		    (rc = secret(&s3->token, "session-token", out->token, sizeof(out->token), err)))
 			goto fail;
-	} else if (from_env("LITESTREAM_ACCESS_KEY_ID", out->akid, sizeof(out->akid)) &&
-		   from_env("LITESTREAM_SECRET_ACCESS_KEY", out->secret, sizeof(out->secret))) {
-		from_env("AWS_SESSION_TOKEN", out->token, sizeof(out->token));
-	} else if (from_env("AWS_ACCESS_KEY_ID", out->akid, sizeof(out->akid)) &&
-		   from_env("AWS_SECRET_ACCESS_KEY", out->secret, sizeof(out->secret))) {
+	} else if ((from_env("AWS_ACCESS_KEY_ID", out->akid, sizeof(out->akid)) ||
+		    from_env("LITESTREAM_ACCESS_KEY_ID", out->akid, sizeof(out->akid))) &&
+		   (from_env("AWS_SECRET_ACCESS_KEY", out->secret, sizeof(out->secret)) ||
+		    from_env("LITESTREAM_SECRET_ACCESS_KEY", out->secret, sizeof(out->secret)))) {
 		from_env("AWS_SESSION_TOKEN", out->token, sizeof(out->token));
 	} else {
 		memset(out, 0, sizeof(*out));
+		if (!from_shared_file(out))
+			memset(out, 0, sizeof(*out));
 	}
 	if (!out->akid[0] || !out->secret[0]) {
 		rc = ST_AUTH;
 		st_error_set(err, rc, 0,
 			     "no S3 credentials for bucket %s: set access-key-id and secret-access-key, "
-			     "or LITESTREAM_ACCESS_KEY_ID/LITESTREAM_SECRET_ACCESS_KEY, "
-			     "or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY", s3->bucket);
+			     "or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or LITESTREAM_ACCESS_KEY_ID/"
+			     "LITESTREAM_SECRET_ACCESS_KEY), or a profile in ~/.aws/credentials",
+			     s3->bucket);
 		goto fail;
 	}
 	return 0;

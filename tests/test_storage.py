@@ -391,8 +391,25 @@ def test_s3_credentials_from_config_and_aws_env(s3server, tmp_path):
                    AWS_SESSION_TOKEN="session/token+value==")
     r = tok.list("").ok()
     assert "session/token" not in r.stderr + json.dumps(r.res)
+    # AWS_* win over LITESTREAM_* (Litestream copies these only where AWS_* are unset)
+    both = Replica("s3", ["-s3", srv.bucket, "-endpoint", srv.endpoint])
+    both.env = dict(clean, AWS_ACCESS_KEY_ID=srv.key, AWS_SECRET_ACCESS_KEY=srv.secret,
+                    LITESTREAM_ACCESS_KEY_ID="STALE", LITESTREAM_SECRET_ACCESS_KEY="stale")
+    assert both.list("").ok().keys == ["from-config"]
+    # else the shared credentials file, profile $AWS_PROFILE or default
+    home = tmp_path / "home"
+    (home / ".aws").mkdir(parents=True)
+    (home / ".aws" / "credentials").write_text(
+        "[default]\naws_access_key_id = WRONG\naws_secret_access_key = wrong\n\n"
+        f"[backup]\naws_access_key_id = {srv.key}\naws_secret_access_key = {srv.secret}\n")
+    shared = Replica("s3", ["-s3", srv.bucket, "-endpoint", srv.endpoint])
+    shared.env = dict(clean, HOME=str(home), AWS_PROFILE="backup")
+    assert shared.list("").ok().keys == ["from-config"]
+    shared.env = dict(clean, HOME=str(home))
+    r = shared.list("")
+    assert r.rc == EXIT["auth"] and "InvalidAccessKeyId" in r.res["message"], r.res
     none = Replica("s3", ["-s3", srv.bucket, "-endpoint", srv.endpoint])
-    none.env = clean
+    none.env = dict(clean, HOME=str(tmp_path / "nohome"))
     r = none.list("")
     assert r.rc == EXIT["auth"] and "no S3 credentials" in r.res["message"]
 
