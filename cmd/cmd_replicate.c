@@ -1,7 +1,8 @@
 /*
  * cmd_replicate.c — `litevisor replicate [-config F] [-exec CMD] [DB_PATH REPLICA_URL…]`:
  * replicate every configured database continuously until SIGTERM/SIGINT,
- * then flush everything committed to every reachable replica and exit 0.
+ * then flush everything committed to every reachable replica and exit 0
+ * (1 when the flush could not ship everything, as Litestream exits 1).
  * With `addr` (or health.port-label) it serves supervisor/http.h's server
  * without a service (/livez, /readyz, /metrics), as Litestream serves /metrics.
  *
@@ -144,10 +145,13 @@ static int replicate_loop(const struct config *cfg)
 	int64_t stop_end = clock_mono_ms() + cfg->supervisor.flush_timeout_ms + SUP_STOP_THREADS_MS -
 			   SUP_EXIT_MARGIN_MS;
 	sup_state_set_phase(&state, SUP_FLUSHING, "final flush");
-	if (engine_flush(e, cfg->supervisor.flush_timeout_ms) < 0)
-		log_warn("replicate", "final flush incomplete: see above", NULL);
-	sup_state_set_phase(&state, SUP_EXITING, "exiting");
 	code = 0;
+	if (engine_flush(e, cfg->supervisor.flush_timeout_ms) < 0) {
+		/* a wrapper or init system must see that the last commits are not out */
+		log_warn("replicate", "final flush incomplete: see above; exiting 1", NULL);
+		code = 1;
+	}
+	sup_state_set_phase(&state, SUP_EXITING, "exiting");
 	http_stop(http); /* before the engine it reads from goes */
 	http = NULL;
 	int64_t left = stop_end - clock_mono_ms();
@@ -243,7 +247,8 @@ const struct command cmd_replicate = {
 		"Watches every configured database's WAL and ships each committed transaction to\n"
 		"every replica on its own schedule, in the Litestream v0.3 layout. SIGTERM or\n"
 		"SIGINT flushes everything committed to every reachable replica (within\n"
-		"supervisor.flush-timeout) and exits 0. Serves /livez /readyz /metrics on \"addr\".\n"
+		"supervisor.flush-timeout) and exits 0, or 1 if some could not be shipped.\n"
+		"Serves /livez /readyz /metrics on \"addr\".\n"
 		"DB_PATH may be relative. With -exec CMD (or `exec` in the config) it behaves like\n"
 		"`run` with that command.",
 	.run = run_replicate,
