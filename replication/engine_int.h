@@ -52,6 +52,7 @@ struct eng_replica {
 	bool dropped;                 /* backlog cap exceeded: ignore for shadow cleanup */
 	int64_t behind_since_mono;    /* dropped: when the oldest commit it lacked was made */
 	bool gap;                     /* the next snapshot follows a gap in this replica's history */
+	bool skew_warned;             /* retention saw this replica's clock behind ours (logged once) */
 	uint32_t segs_in_index;       /* segments written at pos.index */
 	uint64_t flush_seq;           /* last flush request served */
 	struct replica_status stat;

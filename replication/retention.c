@@ -122,7 +122,27 @@ int retention_enforce(struct eng_replica *r, bool *need_snapshot)
 		int prc = 0;
 		bool current = !strcmp(ids[i], cur);
 		if (earliest == UINT32_MAX && current) {
-			*need_snapshot = true; /* snapshot first; pruning waits for the next round */
+			/*
+			 * Snapshot first; pruning waits for the next round. Unless we
+			 * wrote one within retention by our own clock: then the
+			 * replica's clock is behind (its times are the server's, or
+			 * a NAS's for a file replica), and another snapshot would
+			 * look just as old, at every check, for ever.
+			 */
+			pthread_mutex_lock(&d->mu);
+			int64_t ours = r->stat.last_snapshot_ns;
+			pthread_mutex_unlock(&d->mu);
+			if (ours > keep_cut) {
+				if (!r->skew_warned)
+					log_warn("retention", "the replica's newest snapshot looks older "
+						 "than retention, but one was written here recently: its "
+						 "clock is behind ours; no new snapshot for that",
+						 "db=%s replica=%s written_s_ago=%.0f", d->stat.name,
+						 r->stat.name, (double)(now - ours) / NS_PER_SEC);
+				r->skew_warned = true;
+			} else {
+				*need_snapshot = true;
+			}
 		} else if (earliest == UINT32_MAX) {
 			if (g.max_ns < del_cut) {
 				log_info("retention", "deleting generation", "db=%s replica=%s generation=%s",

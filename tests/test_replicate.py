@@ -806,6 +806,29 @@ def test_history_before_a_backlog_drop_stays_restorable(run, tmp_path, litevisor
         assert content(out) == content(before), tool
 
 
+def test_replica_clock_behind_does_not_snapshot_at_every_retention_check(run, tmp_path):
+    """A file replica on a NAS whose clock is 2 h behind (its objects' times are
+    the NAS's): the newest snapshot always looks older than retention. Retention
+    must not take a new full snapshot at every check for that, since ours was
+    written a moment ago by our own clock (it did, for ever)."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    r = run(config(tmp_path, db, [file_replica(rep, "nas", retention="1m",
+                                               retention_check_interval="300ms")]))
+    stop = time.monotonic() + 4
+    while time.monotonic() < stop:  # the NAS stamps everything 2 h in the past
+        for p in rep.rglob("*.lz4"):
+            try:
+                os.utime(p, (time.time() - 7200, time.time() - 7200))
+            except FileNotFoundError:
+                pass
+        time.sleep(0.05)
+    write(db, 5, start=1)
+    assert r.stop() == 0
+    assert r.text().count("snapshot written db=app.db replica=nas") == 1, r.text()
+    assert "its clock is behind ours" in r.text()
+
+
 def test_database_replaced_starts_new_generation(run, tmp_path, litestream_bin):
     db, rep = tmp_path / "app.db", tmp_path / "rep"
     create(db)
