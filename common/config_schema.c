@@ -509,6 +509,78 @@ static int check_same_db(struct walk *w, const struct cfg_node *seq, size_t i, s
 	return -1;
 }
 
+/* The last n components of path ("a/b/c", 2: "b/c"), or all of it. */
+static const char *last_components(const char *path, int n)
+{
+	const char *p = path + strlen(path);
+	while (p > path && n > 0) {
+		p--;
+		if (*p == '/' && --n == 0)
+			return p + 1;
+	}
+	return *path == '/' ? path + 1 : path;
+}
+
+/*
+ * Two databases of one file name in different directories (radarr's and
+ * sonarr's logs.db) are fine for Litestream: where the name (and with it the
+ * env variable) is the default one, it takes as many directories as it needs
+ * to be unique ("radarr/logs.db", LITEVISOR_DB_RADARR_LOGS_DB). Names given
+ * in the config are never changed. Returns 0 or -1 (out of memory).
+ */
+static int distinct_default_names(struct walk *w, const struct cfg_node *seq)
+{
+	struct config *cfg = w->cfg;
+	bool *clash = calloc(cfg->ndbs + 1, sizeof(*clash));
+	if (!clash) {
+		cfg_error(w->e, seq, "dbs", "out of memory");
+		return -1;
+	}
+	for (int depth = 2; depth < 64; depth++) {
+		bool changed = false;
+		/* who clashes is decided before any is renamed: all of them get longer */
+		for (size_t i = 0; i < cfg->ndbs; i++) {
+			clash[i] = false;
+			for (size_t j = 0; j < cfg->ndbs && !clash[i]; j++)
+				clash[i] = j != i && !strcmp(cfg->dbs[j].name, cfg->dbs[i].name) &&
+					   strcmp(cfg->dbs[j].path, cfg->dbs[i].path) != 0;
+		}
+		for (size_t i = 0; i < cfg->ndbs; i++) {
+			struct cfg_db *db = &cfg->dbs[i];
+			if (!clash[i] || walk_map_get(seq->items[i], "name"))
+				continue;
+			const char *longer = last_components(db->path, depth);
+			if (!strcmp(longer, db->name))
+				continue;
+			char *name = strdup(longer);
+			if (!name) {
+				cfg_error(w->e, seq->items[i], "dbs", "out of memory");
+				free(clash);
+				return -1;
+			}
+			free(db->name);
+			db->name = name;
+			if (!walk_map_get(seq->items[i], "env")) {
+				size_t len = strlen(name) + 16;
+				char *env = malloc(len);
+				if (!env) {
+					cfg_error(w->e, seq->items[i], "dbs", "out of memory");
+					free(clash);
+					return -1;
+				}
+				config_db_env_name(name, env, len);
+				free(db->env);
+				db->env = env;
+			}
+			changed = true;
+		}
+		if (!changed)
+			break;
+	}
+	free(clash);
+	return 0;
+}
+
 static int walk_dbs(struct walk *w)
 {
 	const struct cfg_node *seq = w->dbs_node;
@@ -528,11 +600,13 @@ static int walk_dbs(struct walk *w)
 		cfg->ndbs = i + 1;
 		if (walk_db(w, seq->items[i], path, db) < 0)
 			return -1;
-		for (size_t j = 0; j < i; j++) {
+	}
+	if (distinct_default_names(w, seq) < 0)
+		return -1;
+	for (size_t i = 0; i < cfg->ndbs; i++)
+		for (size_t j = 0; j < i; j++)
 			if (check_same_db(w, seq, i, j) < 0)
 				return -1;
-		}
-	}
 	return 0;
 }
 

@@ -391,6 +391,27 @@ TEST(defaults_match_config_h)
 	config_release(&e);
 }
 
+TEST(same_file_names_in_other_directories_get_distinct_default_names)
+{
+	/* Litestream accepts radarr's and sonarr's logs.db side by side */
+	struct config c = load_ok("dbs:\n"
+				  "  - path: /data/radarr/logs.db\n"
+				  "  - path: /data/sonarr/logs.db\n"
+				  "  - path: /srv/x/sonarr/logs.db\n"
+				  "    env: SONARR_LOGS\n"
+				  "  - path: /data/app.db\n"
+				  "  - path: /data/other/logs.db\n"
+				  "    name: logs.db\n");
+	CHECK_STR(c.dbs[0].name, "radarr/logs.db");
+	CHECK_STR(c.dbs[0].env, "LITEVISOR_DB_RADARR_LOGS_DB");
+	CHECK_STR(c.dbs[1].name, "data/sonarr/logs.db");
+	CHECK_STR(c.dbs[2].name, "x/sonarr/logs.db");
+	CHECK_STR(c.dbs[2].env, "SONARR_LOGS");
+	CHECK_STR(c.dbs[3].name, "app.db");
+	CHECK_STR(c.dbs[4].name, "logs.db"); /* given names never change */
+	config_release(&c);
+}
+
 TEST(litevisor_sections)
 {
 	struct config c = load_ok(
@@ -739,8 +760,10 @@ static const struct bad_case bad_cases[] = {
 	{ "duplicate_db_name",
 	  "dbs:\n"
 	  "  - path: /data/a/app.db\n"
-	  "  - path: /data/b/app.db\n",
-	  "bad.yml:3:5: dbs[1].name: same name as dbs[0] (line 2); give each database its own name: and env:" },
+	  "    name: app\n"
+	  "  - path: /data/b/app.db\n"
+	  "    name: app\n",
+	  "bad.yml:5:11: dbs[1].name: same name as dbs[0] (line 2); give each database its own name: and env:" },
 	{ "duplicate_replica_name",
 	  "dbs:\n"
 	  "  - path: /data/app.db\n"
@@ -1248,7 +1271,7 @@ TEST(urls_parse_like_go_net_url)
 
 UNIT_MAIN(T(litestream_full_example), T(seed_topology_from_node_105), T(node_rule_follows_top_level_node),
 	  T(store_inheritance_and_overrides), T(url_shortcuts), T(urls_parse_like_go_net_url), T(url_parts_versus_explicit_keys),
-	  T(defaults_match_config_h),
+	  T(defaults_match_config_h), T(same_file_names_in_other_directories_get_distinct_default_names),
 	  T(litevisor_sections), T(env_expansion_in_values), T(anchors_and_aliases),
 	  T(default_path_order), T(file_errors_name_the_file), T(bad_configs_give_exact_errors), T(duplicates_through_symlinks),
 	  T(credentials_never_in_errors), T(secret_files_are_checked_at_load),
