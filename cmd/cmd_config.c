@@ -75,6 +75,22 @@ static void kv_str(struct printer *out, int ind, const char *key, const char *v)
 	fputc('\n', out->f);
 }
 
+/* A URL with its user:password@ (if any) replaced: a probe may carry basic auth. */
+static void print_url_redacted(struct printer *out, int ind, const char *key, const char *url)
+{
+	const char *scheme = url ? strstr(url, "://") : NULL;
+	const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
+	const char *slash = scheme ? strchr(scheme + 3, '/') : NULL;
+	if (!at || (slash && slash < at)) {
+		kv_str(out, ind, key, url);
+		return;
+	}
+	char buf[2048];
+	snprintf(buf, sizeof(buf), "%.*s<redacted>%s", (int)(scheme + 3 - url), url, at);
+	kv_str(out, ind, key, buf);
+}
+
+
 /*
  * exec, which loads as shell words: envexpand_words expands nothing inside
  * '…', so a "$" there printed as "$$" would come back as "$$". With expansion
@@ -231,7 +247,7 @@ static void print_config(struct printer *out, const struct config *c)
 	const struct cfg_health *h = &c->health;
 	fprintf(out->f, "health:\n");
 	kv_str(out, 2, "port-label", h->port_label);
-	kv_str(out, 2, "probe-url", h->probe_url);
+	print_url_redacted(out, 2, "probe-url", h->probe_url);
 	kv_dur(out, 2, "probe-interval", h->probe_interval_ms);
 	kv_dur(out, 2, "probe-timeout", h->probe_timeout_ms);
 	kv_dur(out, 2, "fail-after", h->fail_after_ms);

@@ -116,7 +116,7 @@ static int run_restore(int argc, char **argv)
 		{ "index", FLAG_STRING, &index, "HEX", "restore up to this WAL index (hex)" },
 		{ "timestamp", FLAG_STRING, &timestamp, "RFC3339", "restore the state as of this time" },
 		{ "replica", FLAG_STRING, &replica, "NAME", "restore from this replica only" },
-		{ "parallelism", FLAG_INT, &parallelism, "N", "WAL downloads at once, 1 to 64 (default 8)" },
+		{ "parallelism", FLAG_INT, &parallelism, "N", "WAL downloads at once, 1 to 256 (default: restore.parallelism, 8)" },
 		{ "if-db-not-exists", FLAG_BOOL, &if_db, NULL, "exit 0 if the database already exists" },
 		{ "if-replica-exists", FLAG_BOOL, &if_rep, NULL, "exit 0 if no replica holds data" },
 		{ "dry-run", FLAG_BOOL, &dry, NULL, "print the decision, write nothing" },
@@ -168,8 +168,8 @@ static int run_restore(int argc, char **argv)
 	}
 	if (parallelism == LONG_MIN)
 		parallelism = 0; /* restore.parallelism from the config */
-	else if (parallelism < 1 || parallelism > 64)
-		return cli_usage_error(&cmd_restore, "-parallelism: must be 1 to 64, not %ld",
+	else if (parallelism < 1 || parallelism > 256) /* as restore.parallelism */
+		return cli_usage_error(&cmd_restore, "-parallelism: must be 1 to 256, not %ld",
 				       parallelism);
 	if (output && !output[0])
 		return cli_usage_error(&cmd_restore, "-o: output path required (it is empty)");

@@ -121,6 +121,13 @@ def test_credentials_never_printed(litevisor_bin, tmp_path):
     assert 'push-url: "<redacted>"' in p.stdout
     assert "Tok3nSecret42" not in p.stdout
 
+    # A service probe with basic auth in its URL: the user and password go.
+    cfgfile.write_text("health:\n  probe-url: http://admin:Pr0bePass@127.0.0.1:7878/ping\n")
+    p = run(litevisor_bin, "-config", str(cfgfile))
+    assert p.returncode == 0, p.stderr
+    assert 'probe-url: "http://<redacted>@127.0.0.1:7878/ping"' in p.stdout, p.stdout
+    assert "Pr0bePass" not in p.stdout and "admin" not in p.stdout
+
     # A bad credential is refused without being echoed.
     cfgfile.write_text(
         "dbs:\n  - path: /d/a.db\n    replicas:\n"

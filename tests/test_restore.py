@@ -1353,17 +1353,18 @@ def test_empty_output_path_is_a_usage_error(tmp_path, litevisor_bin, history):
     assert os.listdir(work) == []
 
 
-@pytest.mark.parametrize("n", ["0", "-3", "65"])
-def test_parallelism_outside_1_to_64_is_a_usage_error(tmp_path, litevisor_bin, history, n):
+@pytest.mark.parametrize("n", ["0", "-3", "257"])
+def test_parallelism_outside_1_to_256_is_a_usage_error(tmp_path, litevisor_bin, history, n):
+    # the same range as restore.parallelism in the config
     rep = tmp_path / "rep"
     history.write(str(rep))
     out = tmp_path / "r.db"
     p = lv(litevisor_bin, "restore", "-parallelism", n, "-o", str(out), f"file://{rep}")
     assert p.returncode == 100, p.stderr
-    assert "-parallelism: must be 1 to 64" in p.stderr, p.stderr
+    assert "-parallelism: must be 1 to 256" in p.stderr, p.stderr
     assert not out.exists()
-    if n == "65":
-        p = lv(litevisor_bin, "restore", "-parallelism", "64", "-o", str(out), f"file://{rep}")
+    if n == "257":
+        p = lv(litevisor_bin, "restore", "-parallelism", "256", "-o", str(out), f"file://{rep}")
         assert p.returncode == 0, p.stderr
         assert rows(out) == history.states[-1][2]
 
