@@ -1179,7 +1179,7 @@ def test_existing_database_with_every_replica_unreachable(litevisor_bin, tmp_pat
     sqlite3.connect(db).execute("CREATE TABLE t(v)").connection.commit()
     marker = tmp_path / "started"
     dead = free_port()
-    cfg = (f"restore: {restore}\n"
+    cfg = (f"restore: {restore}\nsupervisor: {{ flush-timeout: 1s }}\n"
            f"dbs:\n  - path: {db}\n"
            f"    replicas:\n      - url: s3://bkt/app\n        endpoint: http://127.0.0.1:{dead}\n"
            f"        access-key-id: x\n        secret-access-key: y\n")
