@@ -194,31 +194,39 @@ out:
 	return rc;
 }
 
-int localstate_position(const char *dir, struct wal_pos *pos)
+bool localstate_last_shadow(const char *dir, const char *gen, uint32_t *index)
 {
-	char gen[17], path[PATH_MAX];
+	char path[PATH_MAX];
 	DIR *d;
 	struct dirent *de;
 	bool found = false;
+
+	snprintf(path, sizeof(path), "%s/generations/%s/wal", dir, gen);
+	if (!(d = opendir(path)))
+		return false;
+	while ((de = readdir(d))) {
+		unsigned int idx;
+		char tail[8];
+		if (strlen(de->d_name) != 12 || sscanf(de->d_name, "%8x%7s", &idx, tail) != 2 ||
+		    strcmp(tail, ".wal") != 0)
+			continue;
+		if (!found || idx > *index)
+			*index = idx;
+		found = true;
+	}
+	closedir(d);
+	return found;
+}
+
+int localstate_position(const char *dir, struct wal_pos *pos)
+{
+	char gen[17], path[PATH_MAX];
 	uint32_t best = 0, rec;
 
 	memset(pos, 0, sizeof(*pos));
 	if (localstate_read_generation(dir, gen) < 0)
 		return -1;
-	snprintf(path, sizeof(path), "%s/generations/%s/wal", dir, gen);
-	if ((d = opendir(path))) {
-		while ((de = readdir(d))) {
-			unsigned int idx;
-			char tail[8];
-			if (strlen(de->d_name) != 12 ||
-			    sscanf(de->d_name, "%8x%7s", &idx, tail) != 2 || strcmp(tail, ".wal") != 0)
-				continue;
-			if (!found || idx > best)
-				best = idx;
-			found = true;
-		}
-		closedir(d);
-	}
+	bool found = localstate_last_shadow(dir, gen, &best);
 	struct index_record ir;
 	bool have_rec = localstate_read_index(dir, gen, &ir) == 0;
 	rec = ir.index;

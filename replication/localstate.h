@@ -64,6 +64,9 @@ void localstate_owner(const struct cfg_db *db, uid_t *uid, gid_t *gid);
 int localstate_read_generation(const char *dir, char gen[17]);
 int localstate_write_generation(const char *dir, const char *gen, uid_t uid, gid_t gid);
 
+/* The highest index with a shadow WAL file in gen into *index. false if none. */
+bool localstate_last_shadow(const char *dir, const char *gen, uint32_t *index);
+
 /* Path of a shadow WAL file. Returns buf. */
 char *localstate_shadow_path(const char *dir, const char *gen, uint32_t index, char *buf,
 			     size_t len);

@@ -70,28 +70,14 @@ int shadow_resume(struct shadow *s, const char *gen)
 	char path[SH_PATH];
 	struct wal_reader r = { 0 };
 	unsigned char *buf = NULL;
-	DIR *d = NULL;
-	struct dirent *de;
 	struct index_record rec;
-	bool found = false;
+	bool found;
 	uint32_t best = 0;
 	int rc = -1;
 
 	shadow_close(s);
 	snprintf(s->gen, sizeof(s->gen), "%s", gen);
-	snprintf(path, sizeof(path), "%s/generations/%s/wal", s->dir, gen);
-	if ((d = opendir(path))) {
-		while ((de = readdir(d))) {
-			unsigned int idx;
-			char tail[8];
-			if (strlen(de->d_name) != 12 ||
-			    sscanf(de->d_name, "%8x%7s", &idx, tail) != 2 || strcmp(tail, ".wal") != 0)
-				continue;
-			if (!found || idx > best)
-				best = idx;
-			found = true;
-		}
-	}
+	found = localstate_last_shadow(s->dir, gen, &best);
 	bool have_rec = localstate_read_index(s->dir, gen, &rec) == 0;
 	s->prev_end = have_rec && found && rec.index == best ? rec.prev_end : -1;
 	if (have_rec && (!found || rec.index > best)) {
@@ -135,8 +121,6 @@ int shadow_resume(struct shadow *s, const char *gen)
 		goto out;
 	rc = 0;
 out:
-	if (d)
-		closedir(d);
 	free(buf);
 	wal_reader_release(&r);
 	if (rc < 0) {

@@ -902,13 +902,14 @@ def test_s3rver_fix_escape(s3server, tmp_path):
 
 class RecordingProxy:
     """Loopback HTTP proxy that handles one request at a time: records each
-    request line, answers the ones `refuse(method, target)` picks with an S3
-    error, and forwards the others to the server (asking it to close after each
-    answer, so every response can be relayed whole)."""
+    request (requests: (method, target); full: (request line, headers with
+    lower-case names, body)), answers the ones `refuse(method, target)` picks
+    with an S3 error, and forwards the others to the server (asking it to close
+    after each answer, so every response can be relayed whole)."""
 
     def __init__(self, upstream_port, refuse, status=403, code="AccessDenied"):
         self.upstream_port, self.refuse, self.status, self.code = upstream_port, refuse, status, code
-        self.requests = []
+        self.requests, self.full = [], []
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -937,6 +938,10 @@ class RecordingProxy:
                 method, target = req.split(b" ", 2)[:2]
                 method, target = method.decode(), target.decode()
                 self.requests.append((method, target))
+                lines = req.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")
+                self.full.append((lines[0], {k.strip().lower(): v.strip() for k, _, v in
+                                             (ln.partition(":") for ln in lines[1:])},
+                                  req.split(b"\r\n\r\n", 1)[1]))
                 if self.refuse(method, target):
                     body = (f"<?xml version=\"1.0\"?><Error><Code>{self.code}</Code>"
                             f"<Message>refused by the test</Message></Error>").encode()
@@ -992,33 +997,12 @@ def test_s3_streamed_put_from_a_file_signs_its_sha256_and_sends_content_md5(s3se
     src = tmp_path / "src"
     write_random(src, 1 * MiB)
     body = src.read_bytes()
-    seen = []
-
-    class HeaderRecorder(RecordingProxy):
-        def _serve(self, c):
-            with c:
-                req, _ = FaultProxy._read_request(c, b"")
-                if req is None:
-                    return
-                head, rest = req.split(b"\r\n\r\n", 1)
-                lines = head.decode().split("\r\n")
-                hdr = {k.strip().lower(): v.strip() for k, _, v in
-                       (ln.partition(":") for ln in lines[1:])}
-                seen.append((lines[0], hdr, rest))
-                keep = [ln for ln in head.split(b"\r\n") if not ln.lower().startswith(b"connection:")]
-                with socket.create_connection(("127.0.0.1", self.upstream_port)) as up:
-                    up.sendall(b"\r\n".join(keep + [b"Connection: close"]) + b"\r\n\r\n" + rest)
-                    answer = b""
-                    while (d := up.recv(65536)):
-                        answer += d
-                c.sendall(answer)
-
-    proxy = HeaderRecorder(srv.port, refuse=lambda m, t: False)
+    proxy = RecordingProxy(srv.port, refuse=lambda m, t: False)
     try:
         r = s3_replica(srv, endpoint=f"http://127.0.0.1:{proxy.port}").put(src, "snap").ok()
     finally:
         proxy.close()
-    puts = [(line, h, b) for line, h, b in seen if line.startswith("PUT ")]
+    puts = [(line, h, b) for line, h, b in proxy.full if line.startswith("PUT ")]
     assert len(puts) == 1, [x[0] for x in seen]
     _, hdr, sent = puts[0]
     assert sent == body
