@@ -553,10 +553,7 @@ class FaultProxy:
                         self.failed += 1
                 if not fail:
                     break
-                body = (f"<?xml version=\"1.0\"?><Error><Code>{self.code}</Code>"
-                        f"<Message>injected</Message></Error>").encode()
-                c.sendall(f"HTTP/1.1 {self.status} Injected\r\nContent-Type: application/xml\r\n"
-                          f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+                self._error(c, self.status, self.code, "injected")
             up = socket.create_connection(("127.0.0.1", self.upstream_port))
             with up:
                 up.sendall(req + buf)
@@ -564,6 +561,43 @@ class FaultProxy:
                 t.start()
                 self._pipe(c, up)
                 t.join(timeout=10)
+
+    @staticmethod
+    def _error(c, status, code, message):
+        """Answer one request with an S3 error document."""
+        body = (f"<?xml version=\"1.0\"?><Error><Code>{code}</Code>"
+                f"<Message>{message}</Message></Error>").encode()
+        c.sendall(f"HTTP/1.1 {status} Injected\r\nContent-Type: application/xml\r\n"
+                  f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+
+    def _send_closing(self, req):
+        """A new upstream connection with req sent on it, marked Connection: close so the
+        answer ends with the connection; the caller reads it and closes it."""
+        head, body = req.split(b"\r\n\r\n", 1)
+        lines = [ln for ln in head.split(b"\r\n") if not ln.lower().startswith(b"connection:")]
+        up = socket.create_connection(("127.0.0.1", self.upstream_port))
+        up.sendall(b"\r\n".join(lines + [b"Connection: close"]) + b"\r\n\r\n" + body)
+        return up
+
+    @staticmethod
+    def _read_all(up):
+        answer = b""
+        while True:
+            d = up.recv(65536)
+            if not d:
+                return answer
+            answer += d
+
+    @staticmethod
+    def _relay(up, c, chunk=65536, pause=0.0):
+        """Copy the upstream answer to the client, chunk bytes at a time, pause s apart."""
+        while True:
+            d = up.recv(chunk)
+            if not d:
+                return
+            c.sendall(d)
+            if pause:
+                time.sleep(pause)
 
     @staticmethod
     def _pipe(a, b):
@@ -683,14 +717,8 @@ class HangProxy(FaultProxy):
                 while not self.stopping:
                     time.sleep(0.05)
                 return
-            head, body = req.split(b"\r\n\r\n", 1)
-            with socket.create_connection(("127.0.0.1", self.upstream_port)) as up:
-                up.sendall(head + b"\r\nConnection: close\r\n\r\n" + body)
-                while True:
-                    d = up.recv(65536)
-                    if not d:
-                        return
-                    c.sendall(d)
+            with self._send_closing(req) as up:
+                self._relay(up, c)
 
 
 class CutProxy(FaultProxy):
@@ -717,14 +745,8 @@ class CutProxy(FaultProxy):
                 self.cut -= cut
             if self.ignore_range:
                 lines = [l for l in lines if l not in rng]
-            with socket.create_connection(("127.0.0.1", self.upstream_port)) as up:
-                up.sendall(b"\r\n".join(lines) + b"\r\nConnection: close\r\n\r\n" + body)
-                answer = b""
-                while True:
-                    d = up.recv(65536)
-                    if not d:
-                        break
-                    answer += d
+            with self._send_closing(b"\r\n".join(lines) + b"\r\n\r\n" + body) as up:
+                answer = self._read_all(up)
             if cut:
                 h, b = answer.split(b"\r\n\r\n", 1)
                 answer = h + b"\r\n\r\n" + b[:len(b) // 2]
@@ -761,17 +783,11 @@ class TrickleProxy(FaultProxy):
 
     def _serve(self, c):
         with c:
-            req, buf = self._read_request(c, b"")
+            req, _ = self._read_request(c, b"")
             if req is None:
                 return
-            with socket.create_connection(("127.0.0.1", self.upstream_port)) as up:
-                up.sendall(req.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1))
-                while True:
-                    d = up.recv(self.chunk)
-                    if not d:
-                        return
-                    c.sendall(d)
-                    time.sleep(self.pause)
+            with self._send_closing(req) as up:
+                self._relay(up, c, self.chunk, self.pause)
 
 
 def test_s3_connections_are_reused(s3server):
@@ -900,7 +916,7 @@ def test_s3rver_fix_escape(s3server, tmp_path):
             assert keys == ["a&amp;b&lt;c&gt;&#x27;d\""], "s3rver escapes once now: drop workaround (d)"
 
 
-class RecordingProxy:
+class RecordingProxy(FaultProxy):
     """Loopback HTTP proxy that handles one request at a time: records each
     request (requests: (method, target); full: (request line, headers with
     lower-case names, body)), answers the ones `refuse(method, target)` picks
@@ -908,31 +924,14 @@ class RecordingProxy:
     after each answer, so every response can be relayed whole)."""
 
     def __init__(self, upstream_port, refuse, status=403, code="AccessDenied"):
-        self.upstream_port, self.refuse, self.status, self.code = upstream_port, refuse, status, code
-        self.requests, self.full = [], []
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(32)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def close(self):
-        self.sock.close()
-
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+        self.refuse, self.requests, self.full = refuse, [], []
+        super().__init__(upstream_port, fail=0, status=status, code=code)
 
     def _serve(self, c):
         buf = b""
         with c:
             while True:
-                req, buf = FaultProxy._read_request(c, buf)
+                req, buf = self._read_request(c, buf)
                 if req is None:
                     return
                 method, target = req.split(b" ", 2)[:2]
@@ -943,23 +942,10 @@ class RecordingProxy:
                                              (ln.partition(":") for ln in lines[1:])},
                                   req.split(b"\r\n\r\n", 1)[1]))
                 if self.refuse(method, target):
-                    body = (f"<?xml version=\"1.0\"?><Error><Code>{self.code}</Code>"
-                            f"<Message>refused by the test</Message></Error>").encode()
-                    c.sendall(f"HTTP/1.1 {self.status} Refused\r\nContent-Type: application/xml\r\n"
-                              f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+                    self._error(c, self.status, self.code, "refused by the test")
                     continue
-                head, body = req.split(b"\r\n\r\n", 1)
-                lines = [ln for ln in head.split(b"\r\n") if not ln.lower().startswith(b"connection:")]
-                fwd = b"\r\n".join(lines + [b"Connection: close"]) + b"\r\n\r\n" + body
-                with socket.create_connection(("127.0.0.1", self.upstream_port)) as up:
-                    up.sendall(fwd)
-                    answer = b""
-                    while True:
-                        d = up.recv(65536)
-                        if not d:
-                            break
-                        answer += d
-                c.sendall(answer)
+                with self._send_closing(req) as up:
+                    c.sendall(self._read_all(up))
                 return  # the answer says "Connection: close"; the client reconnects
 
 
@@ -1021,23 +1007,11 @@ def test_s3_virtual_hosted_addressing_on_an_endpoint(tmp_path):
     tests/unit/test_sigv4.c.)"""
     src = tmp_path / "src"
     write_random(src, 6 * MiB)  # multipart: ?uploads= first
-    seen = []
+    proxy = RecordingProxy(0, refuse=lambda m, t: True)  # every request: 403 AccessDenied
 
-    class HostRecorder(RecordingProxy):
-        def _serve(self, c):
-            with c:
-                req, _ = FaultProxy._read_request(c, b"")
-                if req is None:
-                    return
-                lines = req.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")
-                hdr = {k.strip().lower(): v.strip() for k, _, v in
-                       (ln.partition(":") for ln in lines[1:])}
-                seen.append((lines[0].split(" ")[1], hdr.get("host"), hdr.get("authorization", "")))
-                body = b"<Error><Code>AccessDenied</Code><Message>recorded</Message></Error>"
-                c.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\n"
-                          b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
-
-    proxy = HostRecorder(0, refuse=lambda m, t: True)
+    def seen():
+        return [(line.split(" ")[1], hdr.get("host"), hdr.get("authorization", ""))
+                for line, hdr, _ in proxy.full]
     try:
         rep = Replica("s3", ["-s3", "bkt", "-endpoint", f"http://s3.localhost:{proxy.port}",
                              "-virtual-host", "-path", "vh", "-access-key-id", "AKIDEXAMPLE",
@@ -1045,14 +1019,14 @@ def test_s3_virtual_hosted_addressing_on_an_endpoint(tmp_path):
         r = rep.put(src, "obj")
         assert r.rc == EXIT["auth"], r.stderr
         assert r.res["description"].startswith(f"s3 http://bkt.s3.localhost:{proxy.port}/"), r.res
-        target, host, auth = seen[0]
-        assert host == f"bkt.s3.localhost:{proxy.port}", seen
-        assert target.startswith("/vh/obj?uploads"), seen
+        target, host, auth = seen()[0]
+        assert host == f"bkt.s3.localhost:{proxy.port}", seen()
+        assert target.startswith("/vh/obj?uploads"), seen()
         assert "SignedHeaders=" in auth and "host" in auth.split("SignedHeaders=")[1].split(",")[0].split(";")
         # the same replica path-style (the default with an endpoint) puts the bucket in the path
-        seen.clear()
+        proxy.full.clear()
         Replica("s3", ["-s3", "bkt", "-endpoint", f"http://127.0.0.1:{proxy.port}", "-path", "vh",
                        "-access-key-id", "AKIDEXAMPLE", "-secret-access-key", "secret"]).stat("obj")
-        assert seen[0][0] == "/bkt/vh/obj" and seen[0][1] == f"127.0.0.1:{proxy.port}", seen
+        assert seen()[0][:2] == ("/bkt/vh/obj", f"127.0.0.1:{proxy.port}"), seen()
     finally:
         proxy.close()
