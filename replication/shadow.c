@@ -201,9 +201,23 @@ int shadow_start(struct shadow *s, const char *gen, uint32_t index, int64_t prev
 	return 0;
 }
 
+/*
+ * Cut the current file back to what it holds for sure (s->size, a commit's
+ * end): replicas ship a finished index up to its file's length, and a torn
+ * frame there would make every restore of the generation fail. Cutting a file
+ * shorter needs no room, so it works on a full disk.
+ */
+static void cut_to_size(struct shadow *s)
+{
+	struct stat st;
+	if (s->fd >= 0 && fstat(s->fd, &st) == 0 && (uint64_t)st.st_size != s->size)
+		(void)!ftruncate(s->fd, (off_t)s->size);
+}
+
 void shadow_next_index(struct shadow *s)
 {
 	s->prev_end = -1;
+	cut_to_size(s);
 	if (s->fd >= 0) {
 		memcpy(s->prev_hdr, s->hdr_raw, WAL_HEADER_SIZE);
 		s->have_prev = true;
@@ -372,6 +386,8 @@ enum shadow_result shadow_sync(struct shadow *s, int wal, uint64_t *grew, char *
 out:
 	if (created)
 		drop_current(s);
+	else if (res == SHADOW_ERROR)
+		cut_to_size(s); /* a write that failed half-way (ENOSPC) left part of a frame */
 	free(buf);
 	wal_reader_release(&r);
 	return res;

@@ -50,7 +50,8 @@ enum shadow_result {
 	SHADOW_GREW,          /* committed frames appended */
 	SHADOW_NEW_SESSION,   /* the real WAL has a different header: a restart happened */
 	SHADOW_BROKEN,        /* the real WAL no longer continues the shadow (why set) */
-	SHADOW_ERROR,         /* local I/O error, nothing copied this time (why set, not logged) */
+	SHADOW_ERROR,         /* local I/O error, nothing copied this time: the file is cut
+			       * back to its size (why set, not logged) */
 };
 
 void shadow_init(struct shadow *s, const char *dir, uid_t uid, gid_t gid);

@@ -4,7 +4,11 @@
  */
 #include "tests/unit/unit.h"
 
+#include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/resource.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
 
@@ -251,6 +255,52 @@ TEST(overwritten_frames_are_detected)
 	teardown(&f);
 }
 
+/*
+ * A write into the shadow file that fails half-way (a full disk; here the
+ * file size limit, which cuts a write the same way) must not leave part of a
+ * frame at its end: replicas ship a finished index up to its file's length.
+ */
+TEST(a_write_that_fails_half_way_leaves_no_torn_frame)
+{
+	struct fixture f;
+	struct shadow s;
+	uint64_t grew;
+	char why[128];
+	struct rlimit was, lim;
+
+	setup(&f);
+	insert(f.app, 4);
+	shadow_init(&s, f.state, (uid_t)-1, (gid_t)-1);
+	CHECK_INT(shadow_start(&s, GEN, 0, -1), 0);
+	int wal = open(f.wal, O_RDONLY);
+	CHECK_INT(shadow_sync(&s, wal, &grew, why, sizeof(why)), SHADOW_GREW);
+	uint64_t before = s.size;
+	insert(f.app, 40);
+	char path[4400];
+	snprintf(path, sizeof(path), "%s/generations/%s/wal/%08x.wal", s.dir, s.gen, s.index);
+	CHECK(signal(SIGXFSZ, SIG_IGN) != SIG_ERR);
+	CHECK_INT(getrlimit(RLIMIT_FSIZE, &was), 0);
+	lim = was;
+	lim.rlim_cur = before + 3 * wal_frame_size(s.hdr.page_size) / 2;
+	CHECK_INT(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	enum shadow_result r = shadow_sync(&s, wal, &grew, why, sizeof(why));
+	CHECK_INT(setrlimit(RLIMIT_FSIZE, &was), 0);
+	CHECK(r == SHADOW_ERROR);
+	CHECK(strstr(why, strerror(EFBIG)) != NULL);
+	CHECK_INT(s.size, before);
+	CHECK_INT(fsize(path), before);
+	/* with room again it copies everything, and finishing the index keeps its length */
+	CHECK_INT(shadow_sync(&s, wal, &grew, why, sizeof(why)), SHADOW_GREW);
+	check_prefix(&s, f.wal);
+	uint64_t end = s.size;
+	shadow_next_index(&s);
+	CHECK_INT(fsize(path), end);
+	close(wal);
+	shadow_close(&s);
+	sqlite3_close(f.app);
+	teardown(&f);
+}
+
 TEST(the_read_hold_blocks_a_wal_restart)
 {
 	struct fixture f;
@@ -278,4 +328,5 @@ UNIT_MAIN(T(copies_committed_frames_as_a_byte_exact_prefix),
 	  T(a_restart_is_a_new_session_and_resume_continues),
 	  T(an_index_entered_with_no_file_is_resumed_from_its_record),
 	  T(overwritten_frames_are_detected),
+	  T(a_write_that_fails_half_way_leaves_no_torn_frame),
 	  T(the_read_hold_blocks_a_wal_restart))
