@@ -295,3 +295,51 @@ int catalog_end_position(struct storage *st, const struct cat_generation *g, str
 	pos->offset = last->offset + (uint32_t)plain;
 	return 0;
 }
+
+struct head_sink {
+	uint8_t *buf;
+	size_t have;
+};
+
+static int head_write(void *ctx, const void *buf, size_t len)
+{
+	struct head_sink *h = ctx;
+	size_t take = len < WAL_HEADER_SIZE - h->have ? len : WAL_HEADER_SIZE - h->have;
+	memcpy(h->buf + h->have, buf, take);
+	h->have += take;
+	return 0;
+}
+
+int catalog_index_header(struct storage *st, const struct cat_generation *g, uint32_t index,
+			 uint8_t hdr[WAL_HEADER_SIZE], const struct st_call *call,
+			 struct st_error *err)
+{
+	bool found = false;
+	for (size_t i = 0; i < g->nsegments && !found; i++)
+		found = g->segments[i].index == index && g->segments[i].offset == 0;
+	if (!found) {
+		st_error_set(err, ST_NOT_FOUND, 0, "generation %s holds no segment at %08x/00000000",
+			     g->id, index);
+		return ST_NOT_FOUND;
+	}
+	char key[LAYOUT_KEY_MAX];
+	struct head_sink head = { hdr, 0 };
+	struct st_sink collect = { head_write, &head }, sink;
+	struct lz4_dec dec;
+	if (lz4_dec_init(&dec, &sink, &collect) < 0) {
+		st_error_set(err, ST_PERMANENT, 0, "out of memory");
+		return ST_PERMANENT;
+	}
+	layout_wal_key(key, g->id, index, 0);
+	int rc = storage_get(st, key, &sink, call, err);
+	if (rc == 0 && lz4_dec_finish(&dec) < 0) {
+		st_error_set(err, ST_PERMANENT, 0, "%s: %s", key, dec.error);
+		rc = ST_PERMANENT;
+	}
+	lz4_dec_release(&dec);
+	if (rc == 0 && head.have < WAL_HEADER_SIZE) {
+		st_error_set(err, ST_PERMANENT, 0, "%s: shorter than a WAL header", key);
+		rc = ST_PERMANENT;
+	}
+	return rc;
+}

@@ -13,6 +13,7 @@
 #include "replication/layout.h"
 #include "replication/status.h"
 #include "replication/storage.h"
+#include "replication/wal.h"
 
 struct cat_snapshot {
 	uint32_t index;
@@ -76,6 +77,17 @@ const struct cat_snapshot *catalog_snapshot_at_or_before(const struct cat_genera
  */
 int catalog_end_position(struct storage *st, const struct cat_generation *g, struct wal_pos *pos,
 			 const struct st_call *call, struct st_error *err);
+
+/*
+ * The WAL header that starts index `index` of generation g on the replica:
+ * the first 32 bytes of its offset-0 segment (the whole segment is read, no
+ * more than 32 bytes kept). Its salts are drawn at random by the SQLite that
+ * wrote the session, so two nodes never write the same header. Returns 0,
+ * ST_NOT_FOUND if g lists no such segment, or a negative st_status.
+ */
+int catalog_index_header(struct storage *st, const struct cat_generation *g, uint32_t index,
+			 uint8_t hdr[WAL_HEADER_SIZE], const struct st_call *call,
+			 struct st_error *err);
 
 /* Compare positions within one generation: <0, 0, >0. */
 int wal_pos_cmp(const struct wal_pos *a, const struct wal_pos *b);

@@ -54,6 +54,8 @@ struct eng_replica {
 	bool gap;                     /* the next snapshot follows a gap in this replica's history */
 	bool skew_warned;             /* retention saw this replica's clock behind ours (logged once) */
 	uint32_t segs_in_index;       /* segments written at pos.index */
+	char await_gen[17];           /* holds another node's history of this generation:
+				       * idle until the monitor starts a new one */
 	uint64_t flush_seq;           /* last flush request served */
 	struct replica_status stat;
 };
@@ -107,6 +109,8 @@ struct eng_db {
 	size_t lag_n;
 	int64_t sync_failing_mono;    /* the shadow copy fails since (0: it works); counts as lag */
 	int64_t gen_start_mono;
+	char gen_req[17];             /* a replica asks for a new generation instead of this one */
+	char gen_req_why[400];
 	struct restored_marker marker; /* from restore, while replicas consume it */
 	bool have_marker;
 	size_t marker_pending;        /* replicas that have not looked at it yet */
@@ -195,15 +199,15 @@ double replica_lag_seconds(const struct eng_db *d, const struct eng_replica *r, 
 
 /* retention.c: apply the replica's retention; *need_snapshot when none would remain. */
 int retention_enforce(struct eng_replica *r, bool *need_snapshot);
-/*
- * Delete every object of gen with an index below `below`, whatever its age:
- * after a gap in this replica's history (backlog dropped, local history
- * lost) they could only restore to a wrong database. 0 or -1 (logged).
- */
 
 /* monitor.c: the database's thread; ask it for a checkpoint into a new index (under mu). */
 void *monitor_thread(void *arg);
 void monitor_request_checkpoint(struct eng_db *d);
+/*
+ * A replica found another node's history in generation gen (lineage.h): ask
+ * for a new generation, once, if gen is still the current one (under mu).
+ */
+void monitor_request_generation(struct eng_db *d, const char *gen, const char *why);
 /* Wake every replica thread of d (under mu). */
 void monitor_wake_replicas(struct eng_db *d);
 

@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
 #include <stdbool.h>
@@ -105,6 +106,19 @@ char *localstate_shadow_path(const char *dir, const char *gen, uint32_t index, c
 {
 	snprintf(buf, len, "%s/generations/%s/wal/%08x.wal", dir, gen, index);
 	return buf;
+}
+
+int localstate_shadow_header(const char *dir, const char *gen, uint32_t index,
+			     uint8_t hdr[WAL_HEADER_SIZE])
+{
+	char path[PATH_MAX + 64];
+	int fd = open(localstate_shadow_path(dir, gen, index, path, sizeof(path)),
+		      O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = pread(fd, hdr, WAL_HEADER_SIZE, 0);
+	close(fd);
+	return n == WAL_HEADER_SIZE ? 0 : -1;
 }
 
 static char *index_path(const char *dir, const char *gen, char *buf, size_t len)

@@ -71,6 +71,10 @@ bool localstate_last_shadow(const char *dir, const char *gen, uint32_t *index);
 char *localstate_shadow_path(const char *dir, const char *gen, uint32_t index, char *buf,
 			     size_t len);
 
+/* The WAL header a shadow WAL file starts with. 0, or -1 (no such file, or too short). */
+int localstate_shadow_header(const char *dir, const char *gen, uint32_t index,
+			     uint8_t hdr[WAL_HEADER_SIZE]);
+
 /*
  * The local position: the current generation, its highest shadow WAL index
  * and that file's size; when the index record is newer than every file, the

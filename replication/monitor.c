@@ -479,6 +479,21 @@ static void note_sync(struct eng_db *d, int rc)
 	d->sync_logged_mono = now;
 }
 
+/* Serve a replica's request for a new generation (monitor, after a copy under the hold). */
+static void serve_generation_request(struct eng_db *d)
+{
+	char why[sizeof(d->gen_req_why)];
+	if (!d->continuous || d->conns.cur < 0)
+		return; /* the new generation needs the hold; the next pass */
+	pthread_mutex_lock(&d->mu);
+	bool want = d->gen_req[0] && strcmp(d->gen_req, d->gen) == 0;
+	snprintf(why, sizeof(why), "%s", d->gen_req_why);
+	d->gen_req[0] = '\0';
+	pthread_mutex_unlock(&d->mu);
+	if (want)
+		start_generation(d, why);
+}
+
 static int copy_cb(void *ctx)
 {
 	return copy_wal(ctx);
@@ -755,6 +770,7 @@ void *monitor_thread(void *arg)
 			note_sync(d, copy_wal(d));
 			if (d->conns.cur < 0)
 				d->continuous = false;
+			serve_generation_request(d);
 			bool ckpt = maybe_checkpoint(d);
 			pthread_mutex_lock(&d->mu);
 			if (d->ckpt_req && d->index != d->ckpt_req_index)
@@ -804,6 +820,16 @@ void *monitor_thread(void *arg)
 	if (d->open)
 		close_db_clean(d);
 	return NULL;
+}
+
+void monitor_request_generation(struct eng_db *d, const char *gen, const char *why)
+{
+	/* under mu */
+	if (strcmp(d->gen, gen) != 0 || d->gen_req[0])
+		return;
+	snprintf(d->gen_req, sizeof(d->gen_req), "%s", gen);
+	snprintf(d->gen_req_why, sizeof(d->gen_req_why), "%s", why);
+	watch_wake(&d->watch);
 }
 
 void monitor_request_checkpoint(struct eng_db *d)

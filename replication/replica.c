@@ -22,6 +22,7 @@
 #include "replication/catalog.h"
 #include "replication/engine_int.h"
 #include "replication/layout.h"
+#include "replication/lineage.h"
 #include "replication/lz4io.h"
 #include "common/banned.h"
 
@@ -173,7 +174,7 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 	struct st_error err = { 0 };
 	struct st_call call;
 	struct wal_pos pos = { 0 };
-	char gen[17];
+	char gen[17], why[400];
 	bool need = true, in_marker = false;
 	size_t n = 0;
 	int rc;
@@ -232,6 +233,36 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 			}
 		}
 		rc = 0;
+		/* positions compare within a generation, but are they our history? */
+		if (!in_marker && (g.nsnapshots > 0 || g.nsegments > 0)) {
+			int lin = LINEAGE_UNKNOWN;
+			if (pos.index > cur) {
+				snprintf(why, sizeof(why), "it holds index %08x of generation %s, "
+					 "past the local %08x: the generation was continued elsewhere",
+					 pos.index, gen, cur);
+				lin = LINEAGE_DIVERGED;
+			} else {
+				lin = lineage_check(r->st, &g, pos.index, d->dir, why, sizeof(why),
+						    &call, &err);
+			}
+			if (lin < 0) {
+				rc = lin;
+				goto fail;
+			}
+			if (lin == LINEAGE_DIVERGED) {
+				log_warn("replica", "replica holds another history of this generation: "
+					 "starting a new generation rather than writing into it",
+					 "db=%s replica=%s why=\"%s\"", d->stat.name, r->stat.name, why);
+				pthread_mutex_lock(&d->mu);
+				memcpy(r->await_gen, gen, sizeof(gen));
+				r->pos_known = false;
+				monitor_request_generation(d, gen, why);
+				pthread_mutex_unlock(&d->mu);
+				free(ids);
+				catalog_generation_release(&g);
+				return 0;
+			}
+		}
 	}
 	pthread_mutex_lock(&d->mu);
 	if (d->have_marker && d->marker_pending > 0 && --d->marker_pending == 0)
@@ -373,6 +404,11 @@ static bool behind(struct eng_replica *r)
 	struct wal_pos t;
 	if (!d->ready)
 		return false;
+	if (r->await_gen[0]) {
+		if (strcmp(r->await_gen, d->gen) == 0)
+			return false; /* nothing may go into that generation */
+		r->await_gen[0] = '\0';
+	}
 	if (!r->pos_known || r->need_snapshot)
 		return true;
 	replica_target(d, &t);
@@ -453,7 +489,7 @@ void *replica_thread(void *arg)
 		}
 		bool b = behind(r);
 		/* nothing to ship (a database never opened has nothing either): served */
-		if (flush && (!b || !d->ready)) {
+		if (flush && !r->await_gen[0] && (!b || !d->ready)) {
 			r->flush_seq = d->eng->flush_seq;
 			flush = false;
 		}

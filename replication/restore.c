@@ -19,6 +19,7 @@
 #include "common/clock.h"
 #include "common/fsutil.h"
 #include "common/log.h"
+#include "replication/lineage.h"
 #include "replication/localstate.h"
 #include "common/banned.h"
 
@@ -471,9 +472,12 @@ out:
 	return rc;
 }
 
-/* Does the winner hold newer data than the local database at lpos (written at lt_ns)? */
+/*
+ * Does the winner hold newer data than the local database at lpos (written at
+ * lt_ns; its shadow files in lsdir, "" if none)?
+ */
 static bool replica_newer(const struct session *s, const struct wal_pos *lpos, int64_t lt_ns,
-			  char *why, size_t len)
+			  const char *lsdir, char *why, size_t len)
 {
 	struct rs_cand *w = &s->c[s->ch.winner];
 	char a[64], b[64], err[300];
@@ -497,6 +501,22 @@ static bool replica_newer(const struct session *s, const struct wal_pos *lpos, i
 					 rs_pos_text(lpos, b, sizeof(b)));
 				return false;
 			}
+		}
+		if (cmp <= 0 && lsdir[0]) {
+			/* not ahead by position: but is its last index our session at all? */
+			char lw[300] = "";
+			int lin = rs_lineage(w, lpos->generation, w->plan.end.index, lsdir,
+					     probe_wait_ms(s->cfg), lw, sizeof(lw));
+			if (lin == LINEAGE_DIVERGED) {
+				snprintf(why, len, "%s holds %s, local %s, but %s", w->name,
+					 rs_pos_text(&w->plan.end, a, sizeof(a)),
+					 rs_pos_text(lpos, b, sizeof(b)), lw);
+				return true;
+			}
+			if (lin < 0)
+				log_warn("restore", "cannot tell whether the replica continues the local "
+					 "history; comparing positions only", "replica=%s err=\"%s\"",
+					 w->name, lw);
 		}
 		return cmp > 0;
 	}
@@ -532,13 +552,17 @@ static bool replica_newer(const struct session *s, const struct wal_pos *lpos, i
  * so a stale file is never kept just for lack of state.
  */
 static void local_position(const struct cfg_db *db, const char *statedir, struct wal_pos *lpos,
-			   int64_t *lt)
+			   int64_t *lt, char from[PATH_MAX])
 {
 	char lsdir[PATH_MAX], wal[PATH_MAX + 8];
 	localstate_litestream_dir(db, lsdir, sizeof(lsdir));
-	if (rs_local_position(statedir, lpos, lt) == 0)
+	from[0] = '\0';
+	if (rs_local_position(statedir, lpos, lt) == 0) {
+		snprintf(from, PATH_MAX, "%s", statedir);
 		return;
+	}
 	if (strcmp(lsdir, statedir) != 0 && localstate_position(lsdir, lpos) == 0) {
+		snprintf(from, PATH_MAX, "%s", lsdir);
 		char path[PATH_MAX + 64];
 		*lt = rs_file_mtime_ns(localstate_shadow_path(lsdir, lpos->generation, lpos->index,
 							      path, sizeof(path)));
@@ -624,12 +648,13 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 	if (exists) {
 		struct wal_pos lpos;
 		int64_t lt;
+		char from[PATH_MAX];
 		if (cfg->restore.existing == EXISTING_KEEP_LOCAL) {
 			result_set(res, RESTORE_EXISTS, "database exists; policy keep-local");
 			rc = 0;
 			goto out;
 		}
-		local_position(db, statedir, &lpos, &lt);
+		local_position(db, statedir, &lpos, &lt, from);
 		if (lt == 0)
 			lt = rs_file_mtime_ns(db->path);
 		/* the local position is compared with the winner's: its end must be exact */
@@ -639,7 +664,7 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 			rc = settle_unrestored(&s, true, res);
 			goto out;
 		}
-		if (!replica_newer(&s, &lpos, lt, why, sizeof(why))) {
+		if (!replica_newer(&s, &lpos, lt, from, why, sizeof(why))) {
 			result_set(res, RESTORE_EXISTS, "local database is current (%s)", why);
 			rc = 0;
 			goto out;

@@ -121,6 +121,14 @@ void rs_measure_ends(struct rs_cand *c, size_t n, bool all, const struct rs_prob
 int rs_index_end(struct rs_cand *c, const char *gen, uint32_t index, int64_t timeout_ms,
 		 uint64_t *end, char *err, size_t errlen);
 
+/*
+ * Does candidate c's index `index` of generation gen continue the local
+ * session in statedir (lineage.h)? An enum lineage, or -1 with why set when
+ * c could not be read within timeout_ms.
+ */
+int rs_lineage(struct rs_cand *c, const char *gen, uint32_t index, const char *statedir,
+	       int64_t timeout_ms, char *why, size_t len);
+
 /* Release what a candidate holds (catalog, plan, storage). */
 void rs_cand_release(struct rs_cand *c);
 

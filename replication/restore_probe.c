@@ -28,6 +28,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "replication/lineage.h"
 #include "replication/lz4io.h"
 #include "common/banned.h"
 
@@ -488,6 +489,23 @@ int rs_index_end(struct rs_cand *c, const char *gen, uint32_t index, int64_t tim
 	}
 	*end = last->offset + len;
 	return 0;
+}
+
+int rs_lineage(struct rs_cand *c, const char *gen, uint32_t index, const char *statedir,
+	       int64_t timeout_ms, char *why, size_t len)
+{
+	struct st_call call = { 0 };
+	struct st_error e = { 0 };
+	for (size_t g = 0; g < c->ngens && c->st; g++) {
+		if (strcmp(c->gens[g].id, gen) != 0)
+			continue;
+		set_remaining(&call, clock_mono_ms() + timeout_ms);
+		int rc = lineage_check(c->st, &c->gens[g], index, statedir, why, len, &call, &e);
+		if (rc < 0)
+			snprintf(why, len, "%s: %s", st_status_name(e.status), e.message);
+		return rc < 0 ? -1 : rc;
+	}
+	return LINEAGE_UNKNOWN;
 }
 
 /* Must candidate i's end be measured? (See rs_measure_ends.) */

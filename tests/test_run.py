@@ -990,6 +990,99 @@ def test_idle_restarts_and_hand_offs_continue_the_generation(litevisor_bin, lite
     assert a == b2, ea
 
 
+UNSHIPPED = (
+    "import os, sqlite3, sys, time\n"
+    "c = sqlite3.connect(os.environ['LITESTREAM_DB_PATH'], isolation_level=None)\n"
+    "for i in range(300):\n"
+    "    c.execute('INSERT INTO t VALUES (?)', ('a2-%d' % i,))\n"
+    "    if i == 150:\n"
+    "        c.execute('PRAGMA wal_checkpoint(TRUNCATE)').fetchall()\n"
+    "print('written', flush=True)\n"
+    "time.sleep(60)\n")
+
+
+def node_dies_with_unshipped_commits(litevisor_bin, tmp_path, rep):
+    """Node A's next session commits 300 rows across a WAL restart (its shadow then
+    holds an index 1 of its own), ships none of them (sync-interval 1h) and dies
+    (SIGKILL to the whole group). Returns A's rows."""
+    db = tmp_path / "A" / "app.db"
+    cfg = tmp_path / "A-slow.yml"
+    cfg.write_text(f"dbs:\n  - path: {db}\n    replicas:\n      - url: file://{rep}\n"
+                   "        sync-interval: 1h\n")
+    p = subprocess.Popen([litevisor_bin, "run", "-config", str(cfg), "--", SERVICE[0], "-c",
+                          UNSHIPPED], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        assert p.stdout.readline().strip() == "written", p.stderr.read()
+        shadow = tmp_path / "A" / ".app.db-litevisor"
+        wait = time.time() + 10
+        while time.time() < wait and not list(shadow.glob("generations/*/wal/00000001.wal")):
+            time.sleep(0.05)
+        time.sleep(0.5)  # the monitor copies each commit within milliseconds
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        p.stdout.close()
+        p.stderr.close()
+    return [v for (v,) in sqlite3.connect(db).execute("SELECT v FROM t ORDER BY rowid")]
+
+
+def test_node_back_with_commits_it_never_shipped_takes_the_other_nodes_history(
+        litevisor_bin, litestream_bin, tmp_path):
+    """A dies with commits it never shipped; B restores what the replica holds,
+    writes and stops. Both continued the same generation from one point, so A's
+    local position compares as "ahead" of the replica's, but the replica's last
+    index is B's WAL session, not A's. A must take B's data (its own file moved
+    aside, kept), not keep its file: that lost B's rows, and A then appended its
+    frames after B's in the same index, so no tool could restore the replica."""
+    rep = tmp_path / "rep"
+    a1, _, _ = node_run(litevisor_bin, tmp_path, "A", rep, 100, "a1")
+    a2 = node_dies_with_unshipped_commits(litevisor_bin, tmp_path, rep)
+    assert len(a2) == 400
+    b, _, eb = node_run(litevisor_bin, tmp_path, "B", rep, 20, "b")
+    assert len(b) == 120 and b[:100] == a1, eb
+    a3, files, ea = node_run(litevisor_bin, tmp_path, "A", rep, 5, "a3")
+    assert a3 == b + [f"a3-{i}" for i in range(5)], ea
+    assert "was written by another WAL session" in ea, ea
+    assert any(f.startswith("app.db.replaced-") for f in files), files
+    assert restored_rows(litevisor_bin, rep, tmp_path / "lv.db") == a3
+    assert restored_rows(litestream_bin, rep, tmp_path / "ls.db") == a3
+
+
+def test_replicate_never_writes_into_a_generation_another_node_continued(
+        litevisor_bin, litestream_bin, tmp_path):
+    """The same split history, but A runs `replicate` alone (no restore step, as after
+    `litestream restore -if-db-not-exists`): it keeps its database, and its engine
+    must start a new generation rather than append its frames to B's index (or
+    snapshot over B's objects). B's generation stays restorable as it was."""
+    rep = tmp_path / "rep"
+    node_run(litevisor_bin, tmp_path, "A", rep, 100, "a1")
+    a2 = node_dies_with_unshipped_commits(litevisor_bin, tmp_path, rep)
+    b, _, _ = node_run(litevisor_bin, tmp_path, "B", rep, 20, "b")
+    (gen_b,) = os.listdir(rep / "generations")
+    cfg = tmp_path / "A.yml"  # written by node_run: sync-interval 100ms
+    p = subprocess.Popen([litevisor_bin, "replicate", "-config", str(cfg)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait = time.time() + 20
+        while time.time() < wait and len(os.listdir(rep / "generations")) < 2:
+            time.sleep(0.05)
+        time.sleep(1)
+    finally:
+        p.terminate()
+        _, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    assert "starting a new generation rather than writing into it" in err, err
+    assert len(os.listdir(rep / "generations")) == 2, err
+    assert restored_rows(litevisor_bin, rep, tmp_path / "lv.db") == a2  # the newest: A's
+    assert restored_rows(litestream_bin, rep, tmp_path / "ls.db") == a2
+    out = tmp_path / "b.db"
+    r = subprocess.run([litevisor_bin, "restore", "-generation", gen_b, "-o", str(out),
+                        f"file://{rep}"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert [v for (v,) in sqlite3.connect(out).execute("SELECT v FROM t ORDER BY rowid")] == b
+
+
 def test_node_idle_after_a_restore_is_behind_the_other_nodes_same_index(litevisor_bin,
                                                                          tmp_path):
     """B restores A's index 0 and idles (it enters index 1, copying nothing); A then
