@@ -154,6 +154,23 @@ static void timed_wait(pthread_cond_t *c, pthread_mutex_t *m, int64_t ms)
 	pthread_cond_timedwait(c, m, &ts);
 }
 
+bool engine_wait_looked(struct engine *e, int64_t timeout_ms)
+{
+	int64_t end = clock_mono_ns() + timeout_ms * NS_PER_MS;
+	bool all = true;
+	for (size_t i = 0; i < e->ndbs; i++) {
+		struct eng_db *d = &e->dbs[i];
+		if (!d->started)
+			continue;
+		pthread_mutex_lock(&d->mu);
+		while (!d->looked && remaining_ms(end) > 0)
+			timed_wait(&d->cond, &d->mu, remaining_ms(end));
+		all = all && d->looked;
+		pthread_mutex_unlock(&d->mu);
+	}
+	return all;
+}
+
 int engine_flush(struct engine *e, int64_t deadline_ms)
 {
 	int64_t end = clock_mono_ns() + deadline_ms * NS_PER_MS;

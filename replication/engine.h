@@ -38,6 +38,16 @@ void engine_note_restore(struct engine *e, size_t db_index, const char *source,
 int engine_start(struct engine *e);
 
 /*
+ * Wait, at most timeout_ms, until each database's monitor has looked at its
+ * files once: resumed its generation, started one, or found no database
+ * yet. A service started before that can change the files first, and the
+ * engine must then take the change for one made while nobody watched (a new
+ * generation and a full snapshot at every restart of an app that writes as
+ * it starts). Returns false if the time ran out.
+ */
+bool engine_wait_looked(struct engine *e, int64_t timeout_ms);
+
+/*
  * Final flush: sync every database's WAL and ship it to every replica that is
  * reachable, in parallel, for at most deadline_ms. Returns 0 when every
  * replica holds everything committed, -1 otherwise (each miss logged).

@@ -92,6 +92,7 @@ struct eng_db {
 	pthread_cond_t cond;          /* monitor progress (flush waits on it) */
 	/* mu: published by the monitor */
 	bool ready;                   /* gen/index valid */
+	bool looked;                  /* the monitor's first look at the files is done */
 	char gen[17];
 	uint32_t index;               /* current shadow index */
 	uint64_t size;                /* bytes in its shadow file (0: no file yet) */

@@ -734,6 +734,12 @@ void *monitor_thread(void *arg)
 			int rc = open_db(d, fresh);
 			if (rc == 0)
 				fresh = false;
+			if (!d->looked) {
+				pthread_mutex_lock(&d->mu);
+				d->looked = true;
+				pthread_cond_broadcast(&d->cond);
+				pthread_mutex_unlock(&d->mu);
+			}
 		}
 		if (d->open) {
 			int ch = db_file_changed(d);

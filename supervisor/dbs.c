@@ -158,6 +158,9 @@ int dbs_start(struct sup_dbs *d)
 	if (engine_start(d->engine) < 0)
 		return -1;
 	d->replicating = true;
+	if (!engine_wait_looked(d->engine, DBS_LOOK_TIMEOUT_MS))
+		log_warn("supervisor", "starting the service before replication has looked at every "
+			 "database", "waited_ms=%d", DBS_LOOK_TIMEOUT_MS);
 	return 0;
 }
 

@@ -44,7 +44,12 @@ void dbs_restore_abandon(void);
  */
 int dbs_restore_finish(struct sup_dbs *d, int64_t *duration_ms);
 
-/* Start replicating. Returns 0, or -1 (logged). */
+/*
+ * Start replicating, and wait (at most DBS_LOOK_TIMEOUT_MS) until the engine
+ * has looked at every database's files, so the service's first writes come
+ * after: the generation resumes instead of restarting. Returns 0, or -1 (logged).
+ */
+#define DBS_LOOK_TIMEOUT_MS 5000
 int dbs_start(struct sup_dbs *d);
 
 /* Copy the engine's status (an http_status_fn). 0, 1 when there is no engine, -1 on ENOMEM. */

@@ -1259,6 +1259,28 @@ def test_first_deploy_starts_on_an_empty_database(litevisor_bin, tmp_path, runs)
     assert json.load(open(report))["exists"] is False
 
 
+def test_the_service_starts_after_replication_looked_at_the_database(litevisor_bin, tmp_path):
+    """An app that writes as it starts must find the engine already holding its
+    database: had it written first, the engine would take the change for one
+    made while nobody watched, and every restart would begin a new generation
+    with a full snapshot. The engine's first look is logged before the service
+    starts, on a first run (new generation) and on a restart (resumed)."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    sqlite3.connect(db).execute("PRAGMA journal_mode=wal").fetchall()
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(f"dbs:\n  - path: {db}\n    replicas:\n      - url: file://{rep}\n")
+    for want in ("new generation", "resuming generation", "resuming generation"):
+        p = subprocess.run([litevisor_bin, "run", "-config", str(cfg), "--", "sqlite3", str(db),
+                            "CREATE TABLE IF NOT EXISTS t(v); INSERT INTO t VALUES(1)"],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        lines = p.stderr.splitlines()
+        looked = [i for i, l in enumerate(lines) if f"engine: {want}" in l]
+        started = [i for i, l in enumerate(lines) if "service started" in l]
+        assert looked and started and looked[0] < started[0], p.stderr
+    assert len(os.listdir(rep / "generations")) == 1
+
+
 @pytest.mark.parametrize("restore", ["{}", "{ mode: all, wait-timeout: 1s }",
                                      "{ allow-empty-when-unreachable: true }"])
 def test_existing_database_with_every_replica_unreachable(litevisor_bin, tmp_path, runs,
