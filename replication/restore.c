@@ -536,12 +536,25 @@ static bool replica_newer(const struct session *s, const struct wal_pos *lpos, i
 			return tw > tl; /* one server, one clock */
 		}
 	}
+	/*
+	 * The replica's server clock against ours: within the clock-skew margin
+	 * the order is ambiguous and, as between replicas (section 2 of
+	 * docs/restore.md), the later time still wins. Keeping the file there
+	 * dropped what another node committed and shipped in the seconds after
+	 * this file's last write; restoring keeps the file aside.
+	 */
 	int64_t skew = s->cfg->restore.clock_skew_ms * NS_PER_MS;
-	snprintf(why, len, "%s holds generation %s (newest object %+.1f s from the local write, "
-		 "margin %.1f s), local %s", w->name, w->plan.generation,
-		 (double)(w->plan.newest_ns - lt_ns) / 1e9, (double)skew / 1e9,
+	int64_t d = w->plan.newest_ns - lt_ns;
+	bool close = d <= skew && d >= -skew;
+	snprintf(why, len, "%s holds generation %s (newest object %+.1f s from the local write%s), "
+		 "local %s", w->name, w->plan.generation, (double)d / 1e9,
+		 close ? ", within the clock-skew margin: the later wins" : "",
 		 lpos->generation[0] ? lpos->generation : "unknown (no state)");
-	return w->plan.newest_ns > lt_ns + skew;
+	if (close)
+		log_warn("restore", "the local database and the replica's newest data are within the "
+			 "clock-skew margin: the later time wins", "replica=%s diff_s=%+.1f margin_s=%.1f",
+			 w->name, (double)d / 1e9, (double)skew / 1e9);
+	return d > 0;
 }
 
 /*

@@ -1174,6 +1174,35 @@ def test_run_path_existing_db_without_state_is_compared_by_time(tmp_path, histor
     assert sqlite3.connect(moved).execute("SELECT x FROM local").fetchall()  # kept
 
 
+@pytest.mark.parametrize("local_after_s,outcome", [(-3, "restored"), (3, "exists")])
+def test_run_path_without_state_within_the_clock_skew_margin_the_later_wins(
+        tmp_path, history, local_after_s, outcome):
+    """No state, and the file's last write a few seconds from the replica's newest
+    object (a node that died before writing state, while the other went on): as
+    between replicas, the later time wins, with a warning. Keeping the file there
+    dropped what the other node committed and shipped in those seconds."""
+    rep = tmp_path / "rep"
+    db = tmp_path / "app" / "app.db"
+    db.parent.mkdir()
+    cfg = write_config(tmp_path / "lv.yml", db, [{"name": "nas", "url": f"file://{rep}"}])
+    history.write(str(rep), upto=2)
+    t_rep = time.time() - 60
+    for d, _, files in os.walk(rep):
+        for f in files:
+            os.utime(os.path.join(d, f), (t_rep, t_rep))
+    stale = sqlite3.connect(db)
+    stale.execute("CREATE TABLE local(x)")
+    stale.commit()
+    stale.close()
+    os.utime(db, (t_rep + local_after_s, t_rep + local_after_s))
+    p, res = restore_tool(cfg)
+    assert res[0]["outcome"] == outcome, p.stderr
+    assert "within the clock-skew margin: the later time wins" in p.stderr, p.stderr
+    if outcome == "restored":
+        assert rows(db) == history.states[1][2]
+        assert sqlite3.connect(res[0]["moved_aside"]).execute("SELECT * FROM local").fetchall() == []
+
+
 def test_run_path_newer_generation_written_elsewhere(tmp_path, history):
     rep = tmp_path / "rep"
     history.write(str(rep), upto=2)
