@@ -214,7 +214,8 @@ void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, const char *dbname,
 	}
 
 	if (w)
-		snprintf(out->why, sizeof(out->why), "restore from %s at %s", w->name,
+		/* not "restore from": an existing database may yet be kept (restore.c) */
+		snprintf(out->why, sizeof(out->why), "newest data: %s at %s", w->name,
 			 end_text(&w->plan, wpos, sizeof(wpos)));
 	else if (out->answered == 0 && first_error(c, n))
 		snprintf(out->why, sizeof(out->why), "no candidate answered without an error "

@@ -114,12 +114,14 @@ void rs_cand_release(struct rs_cand *c)
  * The call may use what is left until end_ms, retrying within it: a single
  * 503 or reset must not make a replica "unreachable" (a stale one would
  * win the restore); the deadline still bounds a peer that never answers.
+ * A refused connection is not retried: nobody listens there now.
  */
 static void set_remaining(struct st_call *call, int64_t end_ms)
 {
 	int64_t left = end_ms - clock_mono_ms();
 	call->deadline_ms = left > 1 ? left : 1;
 	call->no_retry = false;
+	call->fail_refused = true;
 }
 
 static int count_write(void *ctx, const void *buf, size_t len)

@@ -53,6 +53,7 @@ struct s3 {
 struct s3_ctl {
 	int64_t deadline_ms; /* absolute, clock_mono_ms(); 0 = none */
 	bool no_retry;
+	bool fail_refused;   /* see st_call */
 	int stall_s;         /* see st_call; 0: STALL_SECONDS */
 };
 

@@ -54,6 +54,7 @@ void s3_ctl_init(struct s3_ctl *c, const struct st_call *call)
 {
 	c->deadline_ms = call && call->deadline_ms > 0 ? clock_mono_ms() + call->deadline_ms : 0;
 	c->no_retry = call && call->no_retry;
+	c->fail_refused = call && call->fail_refused;
 	c->stall_s = call && call->stall_s > 0 ? call->stall_s : 0;
 }
 
@@ -266,6 +267,7 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud)
 struct outcome {
 	int status;            /* 0 or negative st_status */
 	bool retry;            /* worth another attempt */
+	bool refused;          /* the connection itself failed: nobody listens there */
 	char cause[512];       /* for the message and the retry log */
 };
 
@@ -341,6 +343,7 @@ static void classify_curl(CURLcode rc, const char *errbuf, const struct xfer *x,
 		return;
 	}
 	snprintf(o->cause, sizeof(o->cause), "%s", what);
+	o->refused = rc == CURLE_COULDNT_CONNECT;
 	switch (rc) {
 	case CURLE_COULDNT_RESOLVE_HOST:
 	case CURLE_COULDNT_RESOLVE_PROXY:
@@ -634,7 +637,8 @@ int s3_request(struct s3 *s3, const struct s3_req *req, struct s3_resp *resp,
 			return 0;
 		}
 		/* a GET cut short resumes where its sink stands (attempt() asks for the rest) */
-		if (!o.retry || n >= max || (x.delivered > 0 && (!req->sink || strcmp(req->method, "GET"))))
+		if (!o.retry || n >= max || (o.refused && ctl->fail_refused) ||
+		    (x.delivered > 0 && (!req->sink || strcmp(req->method, "GET"))))
 			break;
 		/* full jitter over an exponential window, at least half of it */
 		int64_t window = (int64_t)BACKOFF_BASE_MS << (n - 1);

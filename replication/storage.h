@@ -102,7 +102,9 @@ struct st_source {
 /* Per-call options; NULL means the defaults (retries, no total deadline). */
 struct st_call {
 	int64_t deadline_ms;  /* >0: the whole call (all attempts) must end in this time */
-	bool no_retry;        /* one attempt only (restore's probes) */
+	bool no_retry;        /* one attempt only */
+	bool fail_refused;    /* a connection refused (or no route) fails the call at once:
+				 nobody listens there now (restore's probes) */
 	int stall_s;          /* network transfers of big objects: seconds below 1 KiB/s that
 				 make a stall. 0: 30 s, and a stall is retried like any
 				 network failure. Set by callers with somewhere else to go

@@ -8,6 +8,7 @@ real sockets: a closed port (refused) and a listener that never answers.
 """
 import json
 import os
+import re
 import shutil
 import socket
 import sqlite3
@@ -370,7 +371,7 @@ def test_freshest_wins_over_stale_and_listing_commands(tmp_path, litevisor_bin, 
     # dry run: the decision on stdout, nothing written
     p = lv(litevisor_bin, "restore", "-config", str(cfg), "-dry-run", str(db))
     assert p.returncode == 0, p.stderr
-    assert "restore from nas" in p.stdout
+    assert "newest data: nas" in p.stdout
     assert not db.exists() and dir_leftovers(db.parent, []) == []
     p = lv(litevisor_bin, "restore", "-config", str(cfg), str(db))
     assert p.returncode == 0, p.stderr
@@ -588,6 +589,10 @@ def test_unreachable_peers_cost_about_the_probe_timeout(tmp_path, litevisor_bin,
     assert elapsed < 2.5, f"blackholed peer cost {elapsed:.2f}s"
     assert "UNREACHABLE" in candidate_line(p.stderr, "peer-05")
     assert "UNREACHABLE" in candidate_line(p.stderr, "peer-06")
+    # nobody listens on the refused port: no retry, and its round trip is its own
+    assert "request retried" not in p.stderr, p.stderr
+    m = re.search(r"probe_ms=(\d+)", candidate_line(p.stderr, "peer-06"))
+    assert m and int(m.group(1)) < 200, candidate_line(p.stderr, "peer-06")
     assert "WINNER" in candidate_line(p.stderr, "nas")
     assert rows(db) == history.states[-1][2]
 
