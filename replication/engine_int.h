@@ -54,6 +54,9 @@ struct eng_replica {
 	bool gap;                     /* the next snapshot follows a gap in this replica's history */
 	bool skew_warned;             /* retention saw this replica's clock behind ours (logged once) */
 	uint32_t segs_in_index;       /* segments written at pos.index */
+	bool snap_known;              /* the replica's newest snapshot is at (snap_gen, snap_index) */
+	char snap_gen[17];
+	uint32_t snap_index;
 	char await_gen[17];           /* holds another node's history of this generation:
 				       * idle until the monitor starts a new one */
 	uint64_t flush_seq;           /* last flush request served */

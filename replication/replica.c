@@ -268,6 +268,11 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 	if (d->have_marker && d->marker_pending > 0 && --d->marker_pending == 0)
 		d->have_marker = false;
 	memcpy(pos.generation, gen, sizeof(gen));
+	r->snap_known = found && g.nsnapshots > 0;
+	if (r->snap_known) {
+		memcpy(r->snap_gen, gen, sizeof(gen));
+		r->snap_index = g.snapshots[g.nsnapshots - 1].index;
+	}
 	r->pos = found ? pos : (struct wal_pos){ 0 };
 	r->need_snapshot = need;
 	r->gap = need && found;
@@ -542,7 +547,26 @@ void *replica_thread(void *arg)
 			next_sync = started + sync_ns;
 		}
 		if (rc == 0 && do_snap) {
-			rc = snapshot_take(r, false);
+			/*
+			 * Snapshots are named by their index: one more at an index that
+			 * has one would replace it, and its time with it, so a restore
+			 * to a time before the new one would find no snapshot (or an
+			 * older generation's). Ask for a new index instead and take the
+			 * snapshot there at the next interval; an idle database gets
+			 * none, having nothing new to capture.
+			 */
+			pthread_mutex_lock(&d->mu);
+			bool same = r->snap_known && !strcmp(r->snap_gen, d->gen) &&
+				    r->snap_index == d->index;
+			if (same)
+				monitor_request_checkpoint(d);
+			pthread_mutex_unlock(&d->mu);
+			if (!same)
+				rc = snapshot_take(r, false);
+			else
+				log_debug("replica", "periodic snapshot waits for a new WAL index",
+					  "db=%s replica=%s index=%u", d->stat.name, r->stat.name,
+					  r->snap_index);
 			next_snapshot = clock_mono_ns() + c->snapshot_interval_ms * NS_PER_MS;
 		}
 		if (rc == 0 && do_ret) {

@@ -878,6 +878,38 @@ def test_retention_keeps_a_restorable_window(run, tmp_path, litestream_bin):
     check_restore(litestream_bin, rep, db, tmp_path / "out.db")
 
 
+def test_periodic_snapshots_never_replace_one_a_point_in_time_restore_needs(
+        run, tmp_path, litevisor_bin):
+    """Snapshots are named by their WAL index. A periodic snapshot at an index that
+    has one replaced it and moved its time forward, so a restore to a time before
+    the rewrite found no snapshot ("no matching backups"), or silently an older
+    generation's. Now an idle database gets no new snapshot, and one that changed
+    gets it at a new index (the snapshot asks for a checkpoint into one)."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    r = run(config(tmp_path, db, [file_replica(rep, snapshot_interval="1s")]))
+    wait_for(lambda: objects(rep, "snapshots"), what="the first snapshot")
+    write(db, 20, start=1)
+    wait_for(lambda: objects(rep, "wal"), what="the commits")
+    time.sleep(1)
+    t = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".%03dZ" % (time.time() % 1 * 1000)
+    at_t = content(db)
+    first = {f: os.stat(os.path.join(rep, "generations", g, "snapshots", f)).st_mtime_ns
+             for g, f in objects(rep, "snapshots")}
+    time.sleep(3)  # three intervals, idle
+    assert {f: os.stat(os.path.join(rep, "generations", g, "snapshots", f)).st_mtime_ns
+            for g, f in objects(rep, "snapshots")} == first
+    write(db, 5, start=100)  # a change: the next snapshot goes to a new index
+    wait_for(lambda: len(objects(rep, "snapshots")) == 2, what="a snapshot at a new index",
+             timeout=15)
+    assert r.stop() == 0
+    out = tmp_path / "pit.db"
+    p = subprocess.run([litevisor_bin, "restore", "-timestamp", t, "-o", str(out), f"file://{rep}"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert content(out) == at_t
+
+
 def test_replicate_exec_runs_the_service(litevisor_bin, tmp_path, litestream_bin):
     db, rep = tmp_path / "app.db", tmp_path / "rep"
     create(db)
