@@ -427,6 +427,14 @@ static int copy_wal(struct eng_db *d)
 				goto out;
 			continue;
 		case SHADOW_ERROR:
+			/*
+			 * The hold taken for this copy may read the database file
+			 * only (the app had backfilled everything): then it does not
+			 * keep the WAL from restarting over frames we could not copy.
+			 * Only a later copy that finds the same session proves none
+			 * was lost; a new session means a new generation.
+			 */
+			d->continuous = false;
 			snprintf(d->sync_why, sizeof(d->sync_why), "%s", why);
 			return -1;
 		}

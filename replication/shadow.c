@@ -217,6 +217,7 @@ static void cut_to_size(struct shadow *s)
 void shadow_next_index(struct shadow *s)
 {
 	s->prev_end = -1;
+	s->have_prev = false; /* an index left with no file: its session is unknown */
 	cut_to_size(s);
 	if (s->fd >= 0) {
 		memcpy(s->prev_hdr, s->hdr_raw, WAL_HEADER_SIZE);
@@ -251,6 +252,25 @@ static void drop_current(struct shadow *s)
 	shadow_close(s);
 	unlink(path_of(s, s->index, path, sizeof(path)));
 	s->size = 0;
+}
+
+/*
+ * Can h be the session right after the one prev_raw starts? Each restart of
+ * the WAL adds one to salt-1 in the shared WAL index (SQLite's
+ * walRestartHdr), and a restart needs a session with frames, so salt-1 two
+ * or more ahead means a whole session (an app's commit, checkpoint and next
+ * commit while our hold pinned nothing) was written and overwritten before
+ * it was copied. A connection that never restarted the WAL itself writes
+ * checkpoint sequence 0 and draws both salts at random: nothing to tell then.
+ * (The checkpoint sequence is that connection's own count, not the WAL's.)
+ */
+static bool session_follows(const uint8_t prev_raw[WAL_HEADER_SIZE], const struct wal_header *h)
+{
+	struct wal_header p;
+	char why[96];
+	if (h->checkpoint_seq == 0 || wal_header_parse(prev_raw, &p, why, sizeof(why)) < 0)
+		return true;
+	return h->salt1 == p.salt1 + 1;
 }
 
 /* why = "<what> <the current shadow file>: <errno's text>" */
@@ -312,6 +332,13 @@ enum shadow_result shadow_sync(struct shadow *s, int wal, uint64_t *grew, char *
 	} else {
 		if (s->have_prev && memcmp(hdr, s->prev_hdr, WAL_HEADER_SIZE) == 0)
 			return SHADOW_NONE; /* still the session we finished */
+		if (s->have_prev && !session_follows(s->prev_hdr, &h)) {
+			struct wal_header p;
+			(void)wal_header_parse(s->prev_hdr, &p, reason, sizeof(reason));
+			snprintf(why, whylen, "a WAL session was never copied: salt-1 %08x follows %08x",
+				 h.salt1, p.salt1);
+			return SHADOW_BROKEN;
+		}
 		if (create_current(s, why, whylen) < 0)
 			return SHADOW_ERROR;
 		created = true;

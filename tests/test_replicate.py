@@ -1284,6 +1284,79 @@ def test_full_state_directory_is_an_error_of_the_database_until_it_has_room(tmp_
         assert "final flush done" not in text, text
 
 
+CHAOS_WRITER = r"""
+import random, sqlite3, sys, time
+db, seed, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+rnd = random.Random(seed)
+con = sqlite3.connect(db, timeout=30, isolation_level=None)
+con.execute("PRAGMA journal_mode=WAL")
+con.execute("CREATE TABLE IF NOT EXISTS c(id INTEGER PRIMARY KEY, b BLOB)")
+nid = (con.execute("SELECT max(id) FROM c").fetchone()[0] or 0) + 1
+end = time.time() + seconds
+while time.time() < end:
+    p = rnd.random()
+    n, size = ((rnd.randint(1, 5), rnd.randint(10, 200)) if p < 0.6 else
+               (rnd.randint(1, 50), rnd.randint(100, 4000)) if p < 0.9 else
+               (rnd.randint(1, 5), rnd.randint(10000, 300000)))
+    con.execute("BEGIN IMMEDIATE")
+    for i in range(nid, nid + n):
+        con.execute("INSERT INTO c VALUES(?, randomblob(?))", (i, size))
+    con.execute("COMMIT")
+    nid += n
+    if rnd.random() < 0.02:
+        mode = rnd.choice(["PASSIVE", "FULL", "RESTART", "TRUNCATE"])
+        con.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+    time.sleep(rnd.random() * 0.01)
+"""
+
+
+def test_state_directory_filling_up_under_checkpoints_leaves_the_replica_restorable(
+        tmp_path, litevisor_bin, litestream_bin):
+    # The state directory's disk fills up again and again while the app writes
+    # large transactions and checkpoints (every mode). Commits that could not be
+    # copied are missing from the replica (the final flush says so), but what it
+    # holds must restore, with litevisor and Litestream: no copy that failed
+    # half-way may leave part of a frame in a shadow file that is then shipped,
+    # and a WAL the app restarted over frames we could not copy must start a new
+    # generation, not continue the old one with a gap.
+    db, rep, meta = tmp_path / "app.db", tmp_path / "rep", tmp_path / "meta"
+    meta.mkdir()
+    subprocess.run([PY, "-c", CHAOS_WRITER, str(db), "5", "1"], check=True, timeout=60)
+    cfg = config(tmp_path, db, [file_replica(rep, sync="100ms")], meta_path=meta)
+    log, done = tmp_path / "replicate.log", tmp_path / "done"
+    script = ('mount -t tmpfs -o size=3m tmpfs "$1" || exit 99; '
+              '"$2" replicate -config "$3" 2>"$4" & pid=$!; '
+              'while [ ! -e "$5" ]; do sleep 0.05; done; kill -TERM $pid; wait $pid')
+    p = subprocess.Popen(["unshare", "-rm", "sh", "-c", script, "sh", str(meta), litevisor_bin,
+                          str(cfg), str(log), str(done)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: objects(rep, "snapshots") or p.poll() is not None,
+                 what="first snapshot", timeout=30)
+        if p.poll() is not None:
+            err = p.stderr.read()
+            if p.returncode == 99 or "unshare" in err:
+                pytest.skip(f"cannot mount a tmpfs here: {err.strip()}")
+            pytest.fail(f"exited {p.returncode}: {err}")
+        subprocess.run([PY, "-c", CHAOS_WRITER, str(db), "6", "8"], check=True, timeout=120)
+    finally:
+        done.touch()
+        p.wait(timeout=60)
+    text = log.read_text()
+    assert "No space left on device" in text, text  # the disk did fill up
+    local = [i for (i,) in sqlite3.connect(db).execute("SELECT id FROM c ORDER BY id")]
+    for name, out in (("litevisor", tmp_path / "lv.db"), ("Litestream", tmp_path / "ls.db")):
+        if name == "litevisor":
+            r = subprocess.run([litevisor_bin, "restore", "-o", str(out), f"file://{rep}"],
+                               capture_output=True, text=True, timeout=120)
+            assert r.returncode == 0, r.stderr
+        else:
+            ls_restore(litestream_bin, f"file://{rep}", out)
+        assert integrity(out) == "ok", name
+        got = [i for (i,) in sqlite3.connect(out).execute("SELECT id FROM c ORDER BY id")]
+        assert got and got == local[:len(got)], name  # a prefix of what was committed
+
+
 def test_database_never_replicated_is_no_final_flush_done(tmp_path, litevisor_bin):
     # The state directory's disk is full before replication could start: the
     # engine cannot even begin a generation. A stop must say the final flush is

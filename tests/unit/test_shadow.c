@@ -260,6 +260,43 @@ TEST(overwritten_frames_are_detected)
  * file size limit, which cuts a write the same way) must not leave part of a
  * frame at its end: replicas ship a finished index up to its file's length.
  */
+/*
+ * Two WAL restarts between two copies (the app's commit, checkpoint and next
+ * commit while nothing pinned the WAL): the session in between was never
+ * copied, and salt-1 says so. One restart is the next index.
+ */
+TEST(a_session_overwritten_before_it_was_copied_is_detected)
+{
+	struct fixture f;
+	struct shadow s;
+	uint64_t grew;
+	char why[160];
+
+	setup(&f);
+	insert(f.app, 3);
+	shadow_init(&s, f.state, (uid_t)-1, (gid_t)-1);
+	CHECK_INT(shadow_start(&s, GEN, 0, -1), 0);
+	int wal = open(f.wal, O_RDONLY);
+	CHECK_INT(shadow_sync(&s, wal, &grew, why, sizeof(why)), SHADOW_GREW);
+	exec(f.app, "PRAGMA wal_checkpoint(RESTART)");
+	insert(f.app, 2); /* one restart: the next session */
+	CHECK_INT(shadow_sync(&s, wal, &grew, why, sizeof(why)), SHADOW_NEW_SESSION);
+	shadow_next_index(&s);
+	CHECK_INT(shadow_sync(&s, wal, &grew, why, sizeof(why)), SHADOW_GREW);
+	exec(f.app, "PRAGMA wal_checkpoint(RESTART)");
+	insert(f.app, 2); /* a session nobody copies */
+	exec(f.app, "PRAGMA wal_checkpoint(RESTART)");
+	insert(f.app, 2);
+	CHECK_INT(shadow_sync(&s, wal, &grew, why, sizeof(why)), SHADOW_NEW_SESSION);
+	shadow_next_index(&s);
+	CHECK_INT(shadow_sync(&s, wal, &grew, why, sizeof(why)), SHADOW_BROKEN);
+	CHECK(strstr(why, "a WAL session was never copied") != NULL);
+	close(wal);
+	shadow_close(&s);
+	sqlite3_close(f.app);
+	teardown(&f);
+}
+
 TEST(a_write_that_fails_half_way_leaves_no_torn_frame)
 {
 	struct fixture f;
@@ -329,4 +366,5 @@ UNIT_MAIN(T(copies_committed_frames_as_a_byte_exact_prefix),
 	  T(an_index_entered_with_no_file_is_resumed_from_its_record),
 	  T(overwritten_frames_are_detected),
 	  T(a_write_that_fails_half_way_leaves_no_torn_frame),
+	  T(a_session_overwritten_before_it_was_copied_is_detected),
 	  T(the_read_hold_blocks_a_wal_restart))
