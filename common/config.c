@@ -6,14 +6,13 @@
 #include "common/config.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/config_int.h"
+#include "common/fsutil.h"
 #include "common/banned.h"
 
 static const char FALLBACK_PATH[] = "/etc/litevisor.yml";
@@ -181,16 +180,16 @@ int config_load(const char *path, const struct config_options *opt, struct confi
 	char *buf = NULL;
 	size_t len = 0;
 	int fd = -1, rc = -1;
-	struct stat st;
+	char why[160];
 
 	memset(cfg, 0, sizeof(*cfg));
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || fstat(fd, &st) < 0) {
-		snprintf(err, errlen, "%s: cannot read the config file: %s", path, strerror(errno));
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode) && !S_ISFIFO(st.st_mode) && !S_ISCHR(st.st_mode)) {
-		snprintf(err, errlen, "%s: not a regular file", path);
+	/*
+	 * A regular file only: a FIFO or a terminal can block the read for good,
+	 * and run, replicate and restore load the config with TERM already blocked.
+	 */
+	fd = fs_open_regular(path, why, sizeof(why));
+	if (fd < 0) {
+		snprintf(err, errlen, "%s: cannot read the config file: %s", path, why);
 		goto out;
 	}
 	buf = malloc(CFG_MAX_FILE + 1);

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "common/duration.h"
+#include "common/fsutil.h"
 #include "common/pathnorm.h"
 #include "common/banned.h"
 
@@ -154,9 +155,10 @@ static int field_copy(const struct field *f, void *dst, const void *src)
 
 int cfg_check_readable(struct walk *w, const struct cfg_node *v, const char *path, const char *file)
 {
-	int fd = open(file, O_RDONLY | O_CLOEXEC);
+	char why[160];
+	int fd = fs_open_regular(file, why, sizeof(why));
 	if (fd < 0) {
-		cfg_error(w->e, v, path, "cannot read \"%s\": %s", file, strerror(errno));
+		cfg_error(w->e, v, path, "cannot read \"%s\": %s", file, why);
 		return -1;
 	}
 	close(fd);

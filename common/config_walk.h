@@ -128,7 +128,7 @@ const struct cfg_node *walk_map_get(const struct cfg_node *m, const char *key);
 /* Where a key not valid in table `here` does belong ("supervisor:"), or NULL. */
 const char *cfg_other_place(const char *key, const struct field *here);
 
-/* Check that a credential file can be opened for reading; error at v. */
+/* Check that a credential file is a regular file that opens for reading; error at v. */
 int cfg_check_readable(struct walk *w, const struct cfg_node *v, const char *path, const char *file);
 
 /*

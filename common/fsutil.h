@@ -48,6 +48,15 @@ int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode,
 int fs_read_small(const char *path, size_t max, char **out, size_t *len);
 
 /*
+ * Open path read-only (close-on-exec, symlinks followed), refusing anything
+ * but a regular file. open(2) never waits: a FIFO with no writer or a
+ * terminal would otherwise block the caller for good (O_NONBLOCK, cleared
+ * again on the regular file). Returns the descriptor, or -1 with why
+ * written ("not a regular file but a FIFO (named pipe)", or strerror).
+ */
+int fs_open_regular(const char *path, char *why, size_t whylen);
+
+/*
  * Move path aside to "<path>.<tag>-<UTC timestamp>" (keeping it, never
  * deleting), fsyncing the directory. *moved_to gets the new name
  * (malloc'd; may be NULL). Returns 0, or -1 (errno set). ENOENT if absent.

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/fsutil.h"
 #include "common/banned.h"
 
 struct entry {
@@ -54,12 +55,18 @@ static void wipe_free(char *p, size_t len)
 static int read_file(const char *path, char **out, size_t *outlen, struct stat *st, char *err,
 		     size_t errlen)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	char why[160];
+	/* never a FIFO or a device: open or read could wait for good on a replica's thread */
+	int fd = fs_open_regular(path, why, sizeof(why));
 	char *buf = NULL;
 	size_t len = 0;
 	int rc = -1;
 
-	if (fd < 0 || fstat(fd, st) < 0) {
+	if (fd < 0) {
+		snprintf(err, errlen, "secret file \"%s\": cannot read: %s", path, why);
+		goto out;
+	}
+	if (fstat(fd, st) < 0) {
 		snprintf(err, errlen, "secret file \"%s\": cannot read: %s", path, strerror(errno));
 		goto out;
 	}

@@ -6,7 +6,8 @@
  * (device, inode, size, mtime or ctime differ), so a rotated credential is
  * picked up without a restart; between changes the cached value is used, so
  * calling secret_get() for every request costs one stat(2). A trailing
- * newline ("\n" or "\r\n") is stripped. Files are capped at SECRET_MAX bytes.
+ * newline ("\n" or "\r\n") is stripped. Files are capped at SECRET_MAX bytes
+ * and must be regular files: a FIFO or a device is refused, never waited on.
  *
  * Thread-safe: one mutex guards the cache. Error messages name the file,
  * never its content.

@@ -184,6 +184,56 @@ def test_missing_file_and_usage_errors(litevisor_bin, tmp_path):
     assert "-no-expand-env" in p.stdout
 
 
+# Each command that loads a config, as the QA report ran it.
+LOADERS = {
+    "config": [],
+    "restore": ["-o", "{tmp}/out.db", "{tmp}/app.db"],
+    "replicate": [],
+    "run": ["--", "/bin/true"],
+}
+
+
+@pytest.mark.parametrize("where", ["config", "credential"])
+@pytest.mark.parametrize("command", sorted(LOADERS))
+def test_fifo_is_refused_not_waited_on(litevisor_bin, tmp_path, command, where):
+    # open(2) of a FIFO waits for a writer, and run, replicate and restore load
+    # the config with TERM already blocked: only SIGKILL ended them. Refused at
+    # once now, naming the file and what it is (the timeout kills a hang).
+    fifo = tmp_path / "x.fifo"
+    os.mkfifo(fifo)
+    cfgfile = tmp_path / "c.yml"
+    cfgfile.write_text(f"dbs:\n  - path: {tmp_path}/app.db\n    replicas:\n"
+                       f"      - url: s3://bkt/app\n        endpoint: http://127.0.0.1:9\n"
+                       f"        access-key-id-file: {fifo}\n        secret-access-key: s\n")
+    args = [a.format(tmp=tmp_path) for a in LOADERS[command]]
+    target = fifo if where == "config" else cfgfile
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("LITEVISOR_", "LITESTREAM_"))}
+    p = subprocess.run([litevisor_bin, command, "-config", str(target), *args],
+                       capture_output=True, text=True, env=e, timeout=10)
+    assert p.returncode == 100, p.stderr
+    if where == "config":
+        assert p.stderr == (f"litevisor {command}: {fifo}: cannot read the config file: "
+                            "not a regular file but a FIFO (named pipe)\n")
+    else:
+        assert p.stderr == (f"litevisor {command}: {cfgfile}:6:29: "
+                            "dbs[0].replicas[0].access-key-id-file: "
+                            f"cannot read \"{fifo}\": not a regular file but a FIFO (named pipe)\n")
+
+
+def test_devices_and_directories_are_refused_as_config_or_credential(litevisor_bin, tmp_path):
+    for path, kind in (("/dev/null", "a character device"), (str(tmp_path), "a directory")):
+        p = run(litevisor_bin, "-config", path)
+        assert p.returncode == 100
+        assert p.stderr == (f"litevisor config: {path}: cannot read the config file: "
+                            f"not a regular file but {kind}\n")
+        cfgfile = tmp_path / "c.yml"
+        cfgfile.write_text(f"secret-access-key-file: {path}\n")
+        p = run(litevisor_bin, "-config", str(cfgfile))
+        assert p.returncode == 100
+        assert p.stderr == (f"litevisor config: {cfgfile}:1:25: secret-access-key-file: "
+                            f"cannot read \"{path}\": not a regular file but {kind}\n")
+
+
 def test_docs_seed_topology_example_loads(litevisor_bin, tmp_path):
     """The seed-topology example in docs/config.md is a working config."""
     with open(os.path.join(TESTS, "..", "docs", "config.md")) as f:

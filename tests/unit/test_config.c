@@ -580,7 +580,7 @@ TEST(file_errors_name_the_file)
 	CHECK_INT(config_load("config/does-not-exist.yml", NULL, &c, err, sizeof(err)), -1);
 	CHECK_STR(err, "config/does-not-exist.yml: cannot read the config file: No such file or directory");
 	CHECK_INT(config_load("config", NULL, &c, err, sizeof(err)), -1);
-	CHECK_STR(err, "config: not a regular file");
+	CHECK_STR(err, "config: cannot read the config file: not a regular file but a directory");
 }
 
 struct bad_case {

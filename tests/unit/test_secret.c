@@ -141,6 +141,30 @@ TEST(errors_name_the_file_not_the_content)
 	done(path);
 }
 
+/*
+ * A FIFO with no writer would block open(2) for good, a device read forever:
+ * both are refused at once, naming what the file is. alarm() turns a hang
+ * into a failure.
+ */
+TEST(file_that_is_not_regular_is_refused_at_once)
+{
+	char path[128], out[64], err[256], want[256];
+	tmpdir();
+	snprintf(path, sizeof(path), "%s/key.fifo", dir);
+	CHECK_INT(mkfifo(path, 0600), 0);
+	alarm(10);
+	struct cfg_secret s = { .file = path };
+	CHECK_INT(secret_get(&s, out, sizeof(out), err, sizeof(err)), -1);
+	snprintf(want, sizeof(want),
+		 "secret file \"%s\": cannot read: not a regular file but a FIFO (named pipe)", path);
+	CHECK_STR(err, want);
+	struct cfg_secret dev = { .file = (char *)"/dev/zero" };
+	CHECK_INT(secret_get(&dev, out, sizeof(out), err, sizeof(err)), -1);
+	CHECK_STR(err, "secret file \"/dev/zero\": cannot read: not a regular file but a character device");
+	alarm(0);
+	done(path);
+}
+
 struct reader {
 	const struct cfg_secret *s;
 	int bad;
@@ -183,4 +207,6 @@ TEST(threads_see_whole_values)
 }
 
 UNIT_MAIN(T(inline_and_unset), T(file_newline_stripped), T(file_reread_after_rotation),
-	  T(cached_between_changes), T(errors_name_the_file_not_the_content), T(threads_see_whole_values))
+	  T(cached_between_changes), T(errors_name_the_file_not_the_content),
+	  T(file_that_is_not_regular_is_refused_at_once),
+	  T(threads_see_whole_values))
