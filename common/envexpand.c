@@ -1,4 +1,4 @@
-/* envexpand.c — $VAR, ${VAR}, ${VAR:-default} and $$ in config values. */
+/* envexpand.c — $VAR, ${VAR}, ${VAR:-default} (nested too) and $$ in config values. */
 #include "common/envexpand.h"
 
 #include <ctype.h>
@@ -48,9 +48,32 @@ static const char *do_lookup(envexpand_lookup lookup, void *ctx, const char *nam
 	return lookup ? lookup(name, ctx) : getenv(name);
 }
 
+/* Defaults nest ("${A:-${B:-x}}"); deeper than this is an error, so the stack stays bounded. */
+#define MAX_NESTING 8
+
+/*
+ * The '}' that ends a default starting at p, or NULL: a nested "${…}" is
+ * skipped whole, and "$$" is one literal dollar (so "$$}" still ends it).
+ */
+static const char *default_end(const char *p)
+{
+	int depth = 0;
+	for (; *p; p++) {
+		if (p[0] == '$' && (p[1] == '$' || p[1] == '{')) {
+			depth += p[1] == '{';
+			p++;
+		} else if (*p == '}') {
+			if (depth == 0)
+				return p;
+			depth--;
+		}
+	}
+	return NULL;
+}
+
 /*
  * Parse a reference after its '$' at *pp: 1 a variable (name, and its default
- * when def is set), 0 not a variable (the '$' is literal: "$$" consumed as one
+ * text when def is set), 0 not a variable (the '$' is literal: "$$" consumed as one
  * "$", anything else left for the caller), -1 a syntax error (why).
  */
 static int parse_ref(const char **pp, char *name, size_t namelen, const char **def,
@@ -65,27 +88,31 @@ static int parse_ref(const char **pp, char *name, size_t namelen, const char **d
 		return 0;
 	}
 	if (*p == '{') {
-		const char *q = p + 1, *close = strchr(q, '}');
-		if (!close) {
+		const char *q = p + 1, *close;
+		if (!strchr(q, '}')) {
 			snprintf(why, whylen, "unterminated \"${\" (write \"$$\" for a literal \"$\")");
 			return -1;
 		}
-		while (q < close && name_char(*q))
+		while (name_char(*q))
 			q++;
 		nlen = (size_t)(q - (p + 1));
 		if (nlen == 0 || !name_start(p[1])) {
 			snprintf(why, whylen, "bad variable name in \"${…}\" (use letters, digits and _)");
 			return -1;
 		}
-		if (q < close) {
-			if (q[0] == ':' && q[1] == '-') {
-				*def = q + 2;
-				*deflen = (size_t)(close - *def);
-			} else {
-				snprintf(why, whylen,
-					 "unsupported form in \"${…}\" (only ${NAME} and ${NAME:-default})");
+		if (q[0] == '}') {
+			close = q;
+		} else if (q[0] == ':' && q[1] == '-') {
+			*def = q + 2;
+			if (!(close = default_end(*def))) {
+				snprintf(why, whylen, "unterminated \"${\" (write \"$$\" for a literal \"$\")");
 				return -1;
 			}
+			*deflen = (size_t)(close - *def);
+		} else {
+			snprintf(why, whylen,
+				 "unsupported form in \"${…}\" (only ${NAME} and ${NAME:-default})");
+			return -1;
 		}
 		if (nlen >= namelen) {
 			snprintf(why, whylen, "variable name too long");
@@ -128,85 +155,115 @@ static int add_value(struct sbuf *b, const char *v, size_t n, enum ctx c)
 	return 0;
 }
 
-static int expand(const char *s, envexpand_lookup lookup, void *ctx, char **out, char **unset,
-		  char *why, size_t whylen, bool words)
-{
-	struct sbuf b = { 0 };
-	char *first_unset = NULL;
-	char name[256];
-	int rc = -1;
-	enum ctx c = words ? BARE : RAW;
+/* One expansion: the output, and what the value and its nested defaults share. */
+struct xp {
+	struct sbuf b;
+	envexpand_lookup lookup;
+	void *ctx;
+	bool words;
+	char *first_unset;
+	char *why;
+	size_t whylen;
+};
 
-	*out = NULL;
-	if (unset)
-		*unset = NULL;
-	if (sb_add(&b, "", 0))
-		goto oom;
-	for (const char *p = s; *p;) {
+/*
+ * Expand [p, end). depth 0 is the value itself: its text is copied as
+ * written (and, for words, its quotes followed). depth > 0 is a default,
+ * which is a value like a variable's: its text is added as one, in the
+ * context c of the reference. Returns 0, or -1 with x->why set.
+ */
+static int expand_span(struct xp *x, const char *p, const char *end, enum ctx c, int depth)
+{
+	char name[256];
+	bool top = depth == 0, words = top && x->words;
+
+	while (p < end) {
 		if (words && c == BARE && *p == '\'') {
 			/* single quotes: nothing inside is expanded, as in a shell */
-			const char *q = strchr(p + 1, '\'');
-			size_t n = q ? (size_t)(q - p) + 1 : strlen(p);
-			if (sb_add(&b, p, n))
+			const char *q = memchr(p + 1, '\'', (size_t)(end - p - 1));
+			size_t n = q ? (size_t)(q - p) + 1 : (size_t)(end - p);
+			if (sb_add(&x->b, p, n))
 				goto oom;
 			p += n;
 			continue;
 		}
 		if (words && *p == '"') {
 			c = c == DQUOTE ? BARE : DQUOTE;
-			if (sb_add(&b, p++, 1))
+			if (sb_add(&x->b, p++, 1))
 				goto oom;
 			continue;
 		}
-		if (words && *p == '\\' && p[1]) {
+		if (words && *p == '\\' && p + 1 < end) {
 			/* an escaped character is literal: "\$HOME" is not a variable */
-			if (sb_add(&b, p, 2))
+			if (sb_add(&x->b, p, 2))
 				goto oom;
 			p += 2;
 			continue;
 		}
 		if (*p != '$') {
-			if (sb_add(&b, p++, 1))
+			if (top ? sb_add(&x->b, p++, 1) : add_value(&x->b, p++, 1, c))
 				goto oom;
 			continue;
 		}
 		p++;
 		const char *def;
 		size_t deflen;
-		int r = parse_ref(&p, name, sizeof(name), &def, &deflen, why, whylen);
+		int r = parse_ref(&p, name, sizeof(name), &def, &deflen, x->why, x->whylen);
 		if (r < 0)
-			goto out;
+			return -1;
 		if (r == 0) {
-			if (sb_add(&b, "$", 1))
+			if (top ? sb_add(&x->b, "$", 1) : add_value(&x->b, "$", 1, c))
 				goto oom;
 			continue;
 		}
-		const char *v = do_lookup(lookup, ctx, name);
+		const char *v = do_lookup(x->lookup, x->ctx, name);
 		if (def && (!v || !*v)) {
-			if (add_value(&b, def, deflen, c))
-				goto oom;
+			if (depth + 1 > MAX_NESTING) {
+				snprintf(x->why, x->whylen, "\"${…:-…}\" nested more than %d deep",
+					 MAX_NESTING);
+				return -1;
+			}
+			if (expand_span(x, def, def + deflen, c, depth + 1) < 0)
+				return -1;
 		} else if (v) {
-			if (add_value(&b, v, strlen(v), c))
+			if (add_value(&x->b, v, strlen(v), c))
 				goto oom;
-		} else if (!first_unset) {
-			first_unset = strdup(name);
-			if (!first_unset)
+		} else if (!x->first_unset) {
+			if (!(x->first_unset = strdup(name)))
 				goto oom;
 		}
 	}
-	*out = b.p;
-	b.p = NULL;
+	return 0;
+oom:
+	snprintf(x->why, x->whylen, "out of memory");
+	return -1;
+}
+
+static int expand(const char *s, envexpand_lookup lookup, void *ctx, char **out, char **unset,
+		  char *why, size_t whylen, bool words)
+{
+	struct xp x = { .lookup = lookup, .ctx = ctx, .words = words, .why = why, .whylen = whylen };
+	int rc = -1;
+
+	*out = NULL;
+	if (unset)
+		*unset = NULL;
+	if (sb_add(&x.b, "", 0)) {
+		snprintf(why, whylen, "out of memory");
+		goto out;
+	}
+	if (expand_span(&x, s, s + strlen(s), words ? BARE : RAW, 0) < 0)
+		goto out;
+	*out = x.b.p;
+	x.b.p = NULL;
 	if (unset) {
-		*unset = first_unset;
-		first_unset = NULL;
+		*unset = x.first_unset;
+		x.first_unset = NULL;
 	}
 	rc = 0;
-	goto out;
-oom:
-	snprintf(why, whylen, "out of memory");
 out:
-	free(b.p);
-	free(first_unset);
+	free(x.b.p);
+	free(x.first_unset);
 	return rc;
 }
 

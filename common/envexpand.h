@@ -3,7 +3,10 @@
  *
  * Syntax (a superset of what Litestream's os.ExpandEnv accepts in practice):
  *   $NAME  ${NAME}      the variable's value; unset expands to "" like Litestream
- *   ${NAME:-default}    default when NAME is unset or empty (default is literal)
+ *   ${NAME:-default}    default when NAME is unset or empty; the default is
+ *                       expanded in turn, as a shell does ("${A:-${B}/x}",
+ *                       "${A:-$B}"), nested at most 8 deep; it ends at the
+ *                       first "}" outside a nested reference
  *   $$                  a literal "$"
  * NAME is [A-Za-z_][A-Za-z0-9_]*. A "$" followed by anything else (a digit,
  * a space, the end) is kept literally, so a password such as "pa$ 5" survives.

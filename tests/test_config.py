@@ -234,6 +234,22 @@ def test_devices_and_directories_are_refused_as_config_or_credential(litevisor_b
                             f"cannot read \"{path}\": not a regular file but {kind}\n")
 
 
+def test_nested_default_is_expanded_as_a_shell_does(litevisor_bin, tmp_path):
+    # It used to end at the first "}": exit 0 and a path "<cwd>/$${LV_DIR/app.db}".
+    cfgfile = tmp_path / "n.yml"
+    cfgfile.write_text('dbs:\n  - path: "${LV_UNSET:-${LV_DIR}/app.db}"\n'
+                       '  - path: "${LV_UNSET:-$LV_DIR/${LV_UNSET:-b}.db}"\n')
+    p = run(litevisor_bin, "-config", str(cfgfile), env={"LV_DIR": str(tmp_path)}, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    cfg = yaml.safe_load(p.stdout)
+    assert [d["path"] for d in cfg["dbs"]] == [f"{tmp_path}/app.db", f"{tmp_path}/b.db"]
+    cfgfile.write_text('dbs:\n  - path: "${LV_UNSET:-${LV_DIR}/app.db"\n')
+    p = run(litevisor_bin, "-config", str(cfgfile), env={"LV_DIR": str(tmp_path)})
+    assert p.returncode == 100
+    assert p.stderr == (f"litevisor config: {cfgfile}:2:11: dbs[0].path: unterminated \"${{\" "
+                        "(write \"$$\" for a literal \"$\") in \"${LV_UNSET:-${LV_DIR}/app.db\"\n")
+
+
 def test_docs_seed_topology_example_loads(litevisor_bin, tmp_path):
     """The seed-topology example in docs/config.md is a working config."""
     with open(os.path.join(TESTS, "..", "docs", "config.md")) as f:

@@ -1,4 +1,4 @@
-/* test_envexpand.c — $VAR, ${VAR}, ${VAR:-default}, $$ and the errors. */
+/* test_envexpand.c — $VAR, ${VAR}, ${VAR:-default} (nested), $$ and the errors. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -79,6 +79,32 @@ TEST(defaults)
 	expect("${NOPE:-a b/c:d}", "a b/c:d", NULL);
 }
 
+/*
+ * A default is expanded in turn, as a shell does: "${DB:-${NOMAD_ALLOC_DIR}/app.db}"
+ * is a common idiom. It used to end at the first "}" and keep the rest as text.
+ */
+TEST(nested_defaults)
+{
+	expect("${NOPE:-${HOME}/app.db}", "/home/app/app.db", NULL);
+	expect("${NOPE:-$HOME/app.db}", "/home/app/app.db", NULL);
+	expect("${EMPTY:-${NOPE2:-deep}}", "deep", NULL);
+	expect("${NOPE:-${NOPE2:-${B}}}/x", "bucket/x", NULL);
+	expect("${B:-${HOME}}", "bucket", NULL);
+	expect("a${NOPE:-[${B}]}z", "a[bucket]z", NULL);
+	/* an unset variable in the default is reported like any other */
+	expect("${NOPE:-${ALSO_NOPE}/x}", "/x", "ALSO_NOPE");
+	/* the default's own dollars: "$$" is one, a "$" before no name stays */
+	expect("${NOPE:-pa$$word}", "pa$word", NULL);
+	expect("${NOPE:-$$}}", "$}", NULL);
+	expect("${NOPE:-$5 $}", "$5 $", NULL);
+	/* the first "}" outside a nested reference ends the default */
+	expect("${NOPE:-x}y}", "xy}", NULL);
+	/* a value is still never expanded again */
+	expect("${NOPE:-$DOLLAR}", "a$b", NULL);
+	/* eight levels deep is fine */
+	expect("${A:-${A:-${A:-${A:-${A:-${A:-${A:-${A:-x}}}}}}}}", "x", NULL);
+}
+
 TEST(literal_dollars)
 {
 	expect("$$", "$", NULL);
@@ -98,6 +124,11 @@ TEST(syntax_errors)
 	expect_error("${A B}", "unsupported form in \"${…}\" (only ${NAME} and ${NAME:-default})");
 	expect_error("${A:?msg}", "unsupported form in \"${…}\" (only ${NAME} and ${NAME:-default})");
 	expect_error("${A-x}", "unsupported form in \"${…}\" (only ${NAME} and ${NAME:-default})");
+	expect_error("${A:-${B}", "unterminated \"${\" (write \"$$\" for a literal \"$\")");
+	expect_error("${A:-${}}", "bad variable name in \"${…}\" (use letters, digits and _)");
+	expect_error("${A:-${B-x}}", "unsupported form in \"${…}\" (only ${NAME} and ${NAME:-default})");
+	expect_error("${A:-${A:-${A:-${A:-${A:-${A:-${A:-${A:-${A:-x}}}}}}}}}",
+		     "\"${…:-…}\" nested more than 8 deep");
 }
 
 TEST(getenv_by_default)
@@ -115,4 +146,4 @@ TEST(getenv_by_default)
 }
 
 UNIT_MAIN(T(plain_text_is_unchanged), T(dollar_names), T(unset_expands_empty_and_is_reported),
-	  T(defaults), T(literal_dollars), T(syntax_errors), T(getenv_by_default))
+	  T(defaults), T(nested_defaults), T(literal_dollars), T(syntax_errors), T(getenv_by_default))

@@ -89,6 +89,11 @@ TEST(words_from_variables_are_never_reparsed)
 	CHECK_STR(a[4], "$Q"); /* escaped dollar */
 	CHECK_STR(a[5], "it's \"x\"");
 	words_free(a);
+	/* a nested default's value is data too, quoted or not */
+	a = expand_split("app \"${NONE:-$Q}\" ${NONE:-${ODD}}", 3);
+	CHECK_STR(a[1], "x\" \"--evil");
+	CHECK_STR(a[2], "a\"b");
+	words_free(a);
 }
 
 TEST(words_errors)
