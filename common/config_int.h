@@ -7,6 +7,7 @@
  *   config_walk.c     the generic table-driven walk over one map
  *   config_schema.c   top level, logging, dbs, restore, supervisor, health
  *   config_replica.c  stores and replicas
+ *   config_dups.c     unique files, names and replica destinations across dbs
  *
  * The YAML text is first read into a small tree of nodes, so the schema
  * walk can look at a whole map at once: detect

@@ -11,7 +11,6 @@
 #include "common/config_walk.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +20,6 @@
 
 #include "common/duration.h"
 #include "common/fsutil.h"
-#include "common/pathnorm.h"
 #include "common/banned.h"
 
 struct store {
@@ -560,32 +558,6 @@ oom:
 	return -1;
 }
 
-/*
- * Whether a and b write to the same place; place gets it for the message. File
- * replicas are compared by physical directory, so a symlink or a different
- * spelling of one directory is still one place.
- */
-static bool same_dest(const struct cfg_replica *a, const struct cfg_replica *b, char *place,
-		      size_t len)
-{
-	if (a->type != b->type)
-		return false;
-	if (a->type == REPLICA_FILE) {
-		char ra[PATH_MAX], rb[PATH_MAX];
-		pathnorm_resolve(a->path, ra, sizeof(ra));
-		pathnorm_resolve(b->path, rb, sizeof(rb));
-		if (strcmp(a->path, b->path) != 0 && strcmp(ra, rb) != 0)
-			return false;
-		snprintf(place, len, "%s", strcmp(a->path, b->path) == 0 ? a->path : ra);
-		return true;
-	}
-	if (strcmp(a->path, b->path) != 0 || strcmp(a->bucket, b->bucket) != 0 ||
-	    strcmp(a->endpoint ? a->endpoint : "", b->endpoint ? b->endpoint : "") != 0)
-		return false;
-	snprintf(place, len, "s3://%s/%s", a->bucket, a->path);
-	return true;
-}
-
 int walk_replicas(struct walk *w, const struct cfg_node *seq, const char *path, struct cfg_db *db)
 {
 	char rp[360], kp[400];
@@ -627,23 +599,6 @@ int walk_replicas(struct walk *w, const struct cfg_node *seq, const char *path, 
 			}
 		}
 	}
-	/* Two replicas (of any db) writing to one place would destroy each other's generations. */
-	for (size_t i = 0; i < db->nreplicas; i++) {
-		const struct cfg_replica *r = &db->replicas[i];
-		for (size_t d = 0; d < w->cfg->ndbs; d++) {
-			const struct cfg_db *o = &w->cfg->dbs[d];
-			size_t lim = o == db ? i : o->nreplicas;
-			for (size_t j = 0; j < lim; j++) {
-				char place[PATH_MAX + 8];
-				if (!same_dest(r, &o->replicas[j], place, sizeof(place)))
-					continue;
-				snprintf(rp, sizeof(rp), "%s[%zu]", path, i);
-				cfg_error(w->e, seq->items[i], rp,
-					  "writes to the same place as dbs[%zu].replicas[%zu] (line %d): %s; give it its own path",
-					  d, j, o->replicas[j].line, place);
-				return -1;
-			}
-		}
-	}
+	/* replicas writing to one place: cfg_check_replica_dests, once every db is read */
 	return 0;
 }

@@ -16,7 +16,6 @@
 
 #include "common/duration.h"
 #include "common/envexpand.h"
-#include "common/pathnorm.h"
 #include "common/banned.h"
 
 /* ---- logging ---- */
@@ -473,114 +472,6 @@ void config_db_env_name(const char *name, char *buf, size_t len)
 	buf[k < len ? k : len - 1] = '\0';
 }
 
-/*
- * Refuse dbs[i] if it is dbs[j] again: the same file (spelled differently or
- * through a symlink), the same name or the same env variable. Returns 0 or -1.
- */
-static int check_same_db(struct walk *w, const struct cfg_node *seq, size_t i, size_t j)
-{
-	const struct cfg_db *db = &w->cfg->dbs[i], *o = &w->cfg->dbs[j];
-	char kp[96], ra[PATH_MAX], rb[PATH_MAX];
-	const char *what = NULL;
-
-	pathnorm_resolve(db->path, ra, sizeof(ra));
-	pathnorm_resolve(o->path, rb, sizeof(rb));
-	if (strcmp(o->path, db->path) == 0 || strcmp(ra, rb) == 0)
-		what = "path";
-	else if (strcmp(o->name, db->name) == 0)
-		what = "name";
-	else if (strcmp(o->env, db->env) == 0)
-		what = "env";
-	if (!what)
-		return 0;
-	snprintf(kp, sizeof(kp), "dbs[%zu].%s", i, what);
-	const struct cfg_node *at = walk_map_get(seq->items[i], what);
-	if (what[0] != 'p')
-		cfg_error(w->e, at ? at : seq->items[i], kp,
-			  "same %s as dbs[%zu] (line %d); give each database its own name: and env:", what,
-			  j, o->line);
-	else if (strcmp(o->path, db->path) == 0)
-		cfg_error(w->e, at ? at : seq->items[i], kp, "same file as dbs[%zu].path (line %d): %s", j,
-			  o->line, db->path);
-	else
-		cfg_error(w->e, at ? at : seq->items[i], kp,
-			  "%s is the same file as dbs[%zu].path %s (line %d), through a symlink", db->path,
-			  j, o->path, o->line);
-	return -1;
-}
-
-/* The last n components of path ("a/b/c", 2: "b/c"), or all of it. */
-static const char *last_components(const char *path, int n)
-{
-	const char *p = path + strlen(path);
-	while (p > path && n > 0) {
-		p--;
-		if (*p == '/' && --n == 0)
-			return p + 1;
-	}
-	return *path == '/' ? path + 1 : path;
-}
-
-/*
- * Two databases of one file name in different directories (radarr's and
- * sonarr's logs.db) are fine for Litestream: where the name (and with it the
- * env variable) is the default one, it takes as many directories as it needs
- * to be unique ("radarr/logs.db", LITEVISOR_DB_RADARR_LOGS_DB). Names given
- * in the config are never changed. Returns 0 or -1 (out of memory).
- */
-static int distinct_default_names(struct walk *w, const struct cfg_node *seq)
-{
-	struct config *cfg = w->cfg;
-	bool *clash = calloc(cfg->ndbs + 1, sizeof(*clash));
-	if (!clash) {
-		cfg_error(w->e, seq, "dbs", "out of memory");
-		return -1;
-	}
-	for (int depth = 2; depth < 64; depth++) {
-		bool changed = false;
-		/* who clashes is decided before any is renamed: all of them get longer */
-		for (size_t i = 0; i < cfg->ndbs; i++) {
-			clash[i] = false;
-			for (size_t j = 0; j < cfg->ndbs && !clash[i]; j++)
-				clash[i] = j != i && !strcmp(cfg->dbs[j].name, cfg->dbs[i].name) &&
-					   strcmp(cfg->dbs[j].path, cfg->dbs[i].path) != 0;
-		}
-		for (size_t i = 0; i < cfg->ndbs; i++) {
-			struct cfg_db *db = &cfg->dbs[i];
-			if (!clash[i] || walk_map_get(seq->items[i], "name"))
-				continue;
-			const char *longer = last_components(db->path, depth);
-			if (!strcmp(longer, db->name))
-				continue;
-			char *name = strdup(longer);
-			if (!name) {
-				cfg_error(w->e, seq->items[i], "dbs", "out of memory");
-				free(clash);
-				return -1;
-			}
-			free(db->name);
-			db->name = name;
-			if (!walk_map_get(seq->items[i], "env")) {
-				size_t len = strlen(name) + 16;
-				char *env = malloc(len);
-				if (!env) {
-					cfg_error(w->e, seq->items[i], "dbs", "out of memory");
-					free(clash);
-					return -1;
-				}
-				config_db_env_name(name, env, len);
-				free(db->env);
-				db->env = env;
-			}
-			changed = true;
-		}
-		if (!changed)
-			break;
-	}
-	free(clash);
-	return 0;
-}
-
 static int walk_dbs(struct walk *w)
 {
 	const struct cfg_node *seq = w->dbs_node;
@@ -601,12 +492,9 @@ static int walk_dbs(struct walk *w)
 		if (walk_db(w, seq->items[i], path, db) < 0)
 			return -1;
 	}
-	if (distinct_default_names(w, seq) < 0)
+	if (cfg_check_replica_dests(w, seq) < 0 || cfg_distinct_default_names(w, seq) < 0 ||
+	    cfg_check_same_dbs(w, seq) < 0)
 		return -1;
-	for (size_t i = 0; i < cfg->ndbs; i++)
-		for (size_t j = 0; j < i; j++)
-			if (check_same_db(w, seq, i, j) < 0)
-				return -1;
 	return 0;
 }
 

@@ -140,6 +140,17 @@ char *cfg_abs_path(const char *p);
 /* Stores and replicas (config_replica.c). */
 int walk_stores(struct walk *w);
 int walk_replicas(struct walk *w, const struct cfg_node *seq, const char *path, struct cfg_db *db);
+
+/*
+ * Once every db is walked (seq: the dbs list), config_dups.c: refuse two
+ * replicas writing to one place (a file replica's directory compared as a
+ * file, through symlinks); give databases sharing a default name longer
+ * ones ("radarr/logs.db"); refuse two databases with one file, name or env
+ * variable. Each path is resolved once; n log n. Return 0 or -1 (error in w).
+ */
+int cfg_check_replica_dests(struct walk *w, const struct cfg_node *seq);
+int cfg_distinct_default_names(struct walk *w, const struct cfg_node *seq);
+int cfg_check_same_dbs(struct walk *w, const struct cfg_node *seq);
 void walk_stores_free(struct walk *w);
 
 #endif
