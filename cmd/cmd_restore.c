@@ -129,7 +129,7 @@ static int run_restore(int argc, char **argv)
 	struct job job = { .done_fd = -1 };
 	struct restore_result *res = &job.res;
 	sigset_t stops;
-	int sfd = -1, sig = 0;
+	int sfd = -1, sig = 0, rc;
 
 	int i = cli_parse(&cmd_restore, flags, argc, argv, &help);
 	if (i < 0)
@@ -171,6 +171,8 @@ static int run_restore(int argc, char **argv)
 	else if (parallelism < 1 || parallelism > 256) /* as restore.parallelism */
 		return cli_usage_error(&cmd_restore, "-parallelism: must be 1 to 256, not %ld",
 				       parallelism);
+	if ((rc = cmd_source_check(&cmd_restore, config, argv[i])))
+		return rc;
 	if (output && !output[0])
 		return cli_usage_error(&cmd_restore, "-o: output path required (it is empty)");
 	if (cmd_source_is_url(argv[i]) && !output)
@@ -191,7 +193,7 @@ static int run_restore(int argc, char **argv)
 		return EXIT_TEMPFAIL;
 	}
 
-	int rc = cmd_source_open(&cmd_restore, config, no_expand, argv[i], &src);
+	rc = cmd_source_open(&cmd_restore, config, no_expand, argv[i], &src);
 	if (rc)
 		goto out_fds;
 	if (verbose) /* after the config's logging: settings, which it overrides */

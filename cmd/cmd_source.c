@@ -34,12 +34,23 @@ static void absolute(const char *arg, char *buf, size_t len)
 	pathnorm_clean(buf);
 }
 
+int cmd_source_check(const struct command *cmd, const char *config_path, const char *arg)
+{
+	/* As Litestream v0.3.13: the URL's replica would be restored with none of the file's settings */
+	if (config_path && *config_path && cmd_source_is_url(arg))
+		return cli_usage_error(cmd, "cannot specify a replica URL and the -config flag");
+	return 0;
+}
+
 int cmd_source_open(const struct command *cmd, const char *config_path, bool no_expand_env,
 		    const char *arg, struct cmd_source *src)
 {
 	char err[1024];
+	int rc;
 
 	memset(src, 0, sizeof(*src));
+	if ((rc = cmd_source_check(cmd, config_path, arg)))
+		return rc;
 	if (cmd_source_is_url(arg)) {
 		config_defaults(&src->cfg);
 		config_db_defaults(&src->url_db);

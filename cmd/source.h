@@ -20,10 +20,17 @@ struct cmd_source {
 };
 
 /*
+ * A replica URL with -config (config_path neither NULL nor ""), which
+ * Litestream refuses: prints the usage error and returns EXIT_USAGE; else 0.
+ */
+int cmd_source_check(const struct command *cmd, const char *config_path, const char *arg);
+
+/*
  * Resolve arg (a path or name of a configured database, or a replica URL
  * when it has a scheme "xxx://"). config_path: -config (NULL: the default
- * lookup); a URL source reads no config file. Sets up logging from the
- * config. Returns 0, or an exit code (message printed) with src released.
+ * lookup); a URL source reads no config file, and with -config it is a usage
+ * error (cmd_source_check). Sets up logging from the config. Returns 0, or
+ * an exit code (message printed) with src released.
  */
 int cmd_source_open(const struct command *cmd, const char *config_path, bool no_expand_env,
 		    const char *arg, struct cmd_source *src);

@@ -1440,6 +1440,31 @@ def test_listing_an_unknown_replica_prints_no_table(tmp_path, litevisor_bin, his
     assert p.returncode == 0 and GEN in p.stdout, p.stdout + p.stderr
 
 
+@pytest.mark.parametrize("command", ["restore", "wal", "snapshots", "generations"])
+def test_replica_url_with_config_flag_is_a_usage_error(tmp_path, litevisor_bin, history, command):
+    # The file was silently ignored, missing, invalid or valid (its restore.verify,
+    # logging.level never applied). Litestream v0.3.13 refuses the pair, with this text.
+    rep = tmp_path / "rep"
+    history.write(str(rep))
+    bad = tmp_path / "bad.yml"
+    bad.write_text("dbs: [\n")
+    good = tmp_path / "good.yml"
+    good.write_text("logging:\n  level: debug\nrestore:\n  verify: integrity\n")
+    out = tmp_path / "out.db"
+    extra = ["-o", str(out)] if command == "restore" else []
+    for cfg in (tmp_path / "missing.yml", bad, good):
+        p = lv(litevisor_bin, command, "-config", str(cfg), *extra, f"file://{rep}")
+        assert p.returncode == 100, p.stderr
+        assert p.stderr == (f"litevisor {command}: cannot specify a replica URL and the -config "
+                            f"flag\nRun 'litevisor {command} -help' for usage.\n")
+        assert p.stdout == ""
+        assert not out.exists()
+    # without -config (or with an empty one, as Litestream) the URL alone works
+    p = lv(litevisor_bin, command, "-config", "", *extra, f"file://{rep}")
+    assert p.returncode == 0, p.stderr
+    assert command != "restore" or rows(out) == history.states[-1][2]
+
+
 def test_output_below_a_regular_file_says_not_a_directory(tmp_path, litevisor_bin, history):
     rep = tmp_path / "rep"
     history.write(str(rep))
