@@ -1,6 +1,7 @@
 /* wal.c — SQLite WAL header/frame parsing and checksum-chain validation. */
 #include "replication/wal.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,12 +98,42 @@ int wal_reader_init_at(struct wal_reader *r, const struct wal_header *h, uint64_
 }
 
 /* Mark the stream failed at the frame starting at r->offset. */
-static int fail(struct wal_reader *r, const char *what)
+static int fail(struct wal_reader *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int fail(struct wal_reader *r, const char *fmt, ...)
 {
+	char what[112];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
 	r->failed = true;
 	snprintf(r->error, sizeof(r->error), "WAL %s in frame at offset %llu", what,
 		 (unsigned long long)r->offset);
 	return -1;
+}
+
+/*
+ * Page numbers SQLite itself could have written. Its recovery stops at a
+ * frame for page 0, and its checkpoint skips a frame for a page beyond the
+ * database size of the last commit, so a frame with such a number that passes
+ * the checksums would lose its change without a word. SQLite never puts a
+ * page past the size a commit frame declares into that frame (pagerWalFrames
+ * leaves such pages out); a frame before the commit may hold one (a page
+ * spilled, then the file shrunk), and SQLite rightly skips it.
+ */
+static int check_pages(struct wal_reader *r, const struct wal_frame_header *f)
+{
+	if (f->pgno == 0)
+		return fail(r, "page number 0");
+	if (f->pgno > WAL_MAX_PGNO)
+		return fail(r, "page number %u (SQLite's largest is %u)", f->pgno, WAL_MAX_PGNO);
+	if (f->commit > WAL_MAX_PGNO)
+		return fail(r, "database size of %u pages in a commit (SQLite's largest is %u)",
+			    f->commit, WAL_MAX_PGNO);
+	if (f->commit && f->pgno > f->commit)
+		return fail(r, "page number %u beyond the commit's database size (%u pages)", f->pgno,
+			    f->commit);
+	return 0;
 }
 
 /* Validate the assembled header or frame in r->buf. */
@@ -135,6 +166,8 @@ static int accept_unit(struct wal_reader *r)
 	wal_checksum(be, r->buf + WAL_FRAME_HEADER_SIZE, r->hdr.page_size, &s1, &s2);
 	if (s1 != f.cksum1 || s2 != f.cksum2)
 		return fail(r, "checksum mismatch");
+	if (check_pages(r, &f) < 0)
+		return -1;
 	r->s1 = s1;
 	r->s2 = s2;
 	r->offset += wal_frame_size(r->hdr.page_size);

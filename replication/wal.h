@@ -23,6 +23,8 @@
 #define WAL_MAGIC_LE 0x377f0682u
 #define WAL_MAGIC_BE 0x377f0683u
 #define WAL_MAX_PAGE_SIZE 65536
+/* SQLite's largest page number and database size in pages (SQLITE_MAX_PAGE_COUNT's limit). */
+#define WAL_MAX_PGNO 0xfffffffeu
 
 struct wal_header {
 	uint32_t magic;
@@ -103,8 +105,10 @@ int wal_reader_init_at(struct wal_reader *r, const struct wal_header *h, uint64_
 /*
  * Feed bytes. Returns 0 while the stream is valid; -1 once a header or frame
  * fails (salt or checksum mismatch: the usual sign of the end of the live
- * part of a WAL, or of corruption in a replica); r->error says which. Bytes
- * after a failure are ignored.
+ * part of a WAL, or of corruption in a replica; or, checksums valid, a page
+ * number SQLite could not have written: 0, past WAL_MAX_PGNO, or past the
+ * size its commit frame declares); r->error says which. Bytes after a
+ * failure are ignored.
  */
 int wal_reader_feed(struct wal_reader *r, const void *data, size_t len);
 

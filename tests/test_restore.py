@@ -12,6 +12,7 @@ import re
 import shutil
 import socket
 import sqlite3
+import struct
 import subprocess
 import threading
 import time
@@ -508,6 +509,55 @@ def test_truncated_segment_is_corrupt_not_a_shorter_index(tmp_path, litevisor_bi
     assert "WINNER" in candidate_line(p.stderr, "peer-05"), p.stderr
     assert "into a frame (truncated)" in p.stderr and "falling back" in p.stderr, p.stderr
     assert rows(out) == history.states[-1][2]
+    assert dir_leftovers(out.parent, ["r.db"]) == []
+
+
+def wal_set_page(wal, k, pgno):
+    """WAL bytes (header included) with frame k's page number set to pgno, the checksum
+    chain recomputed from there: frames that pass every checksum."""
+    w = bytearray(wal)
+    fs = 24 + struct.unpack(">I", w[8:12])[0]
+    order = ">" if w[3] & 1 else "<"
+    if k < 0:
+        k += (len(w) - 32) // fs
+    w[32 + k * fs:36 + k * fs] = struct.pack(">I", pgno)
+    s1, s2 = struct.unpack(">II", w[24:32])
+    for off in range(32, len(w), fs):
+        for a, b in ((off, off + 8), (off + 24, off + fs)):
+            words = struct.unpack(f"{order}{(b - a) // 4}I", w[a:b])
+            for i in range(0, len(words), 2):
+                s1 = (s1 + words[i] + s2) & 0xFFFFFFFF
+                s2 = (s2 + words[i + 1] + s1) & 0xFFFFFFFF
+        w[off + 16:off + 24] = struct.pack(">II", s1, s2)
+    return bytes(w)
+
+
+@pytest.mark.parametrize("pgno,why", [
+    (0xFFFFFFFF, "page number 4294967295 (SQLite's largest is 4294967294)"),
+    (0, "page number 0"),
+    (9999, "page number 9999 beyond the commit's database size"),
+])
+def test_commit_frame_with_impossible_page_number_is_corrupt(tmp_path, litevisor_bin, pgno, why):
+    # Checksums right, page number wrong: SQLite's checkpoint skipped the frame, and
+    # the restore lost the last transaction with exit 0 (QA fuzz repro-5). Its last
+    # transaction adds one small row: one page, rewritten in place, so without it
+    # the database is still consistent, only older.
+    history = History(tmp_path, [[[5]], [[1, 1]]], payload=10)
+    bad, good, cfg, out = two_peers_bad_one_wins(tmp_path, history)
+    i = len(history.segments) - 1
+    idx, off, plain = history.segments[i]
+    assert (idx, off) == (1, 0)  # one segment, the WAL header in it
+    with open(history.seg_path(str(bad), i), "wb") as f:
+        f.write(lz4(wal_set_page(plain, -1, pgno)))
+    p = restore_to(litevisor_bin, tmp_path, cfg, out)
+    assert p.returncode == 0, p.stderr
+    assert rows(out) == history.states[-1][2]
+    assert "WINNER" in candidate_line(p.stderr, "peer-05"), p.stderr
+    assert f"is corrupt: WAL {why}" in p.stderr and "falling back" in p.stderr, p.stderr
+    # on every candidate: nothing restored, exit 1
+    shutil.copyfile(history.seg_path(str(bad), i), history.seg_path(str(good), i))
+    p = restore_to(litevisor_bin, tmp_path, cfg, tmp_path / "out" / "r2.db")
+    assert p.returncode == 1, p.stderr
     assert dir_leftovers(out.parent, ["r.db"]) == []
 
 

@@ -106,6 +106,90 @@ TEST(wal_reader_detects_corruption)
 	free(w);
 }
 
+/* Set frame k's page number and commit field, then fix the checksum chain from it on. */
+static void set_frame(unsigned char *w, size_t len, size_t k, uint32_t pgno, uint32_t commit)
+{
+	const size_t fs = 24 + 4096;
+	bool be = wal_get32(w) & 1;
+	uint32_t s1 = wal_get32(w + 24), s2 = wal_get32(w + 28);
+	wal_put32(w + 32 + k * fs, pgno);
+	wal_put32(w + 32 + k * fs + 4, commit);
+	for (size_t off = 32; off + fs <= len; off += fs) {
+		wal_checksum(be, w + off, 8, &s1, &s2);
+		wal_checksum(be, w + off + 24, 4096, &s1, &s2);
+		wal_put32(w + off + 16, s1);
+		wal_put32(w + off + 20, s2);
+	}
+}
+
+/* Feed w (len bytes) whole; returns r's error ("" if it passed) and its last commit end. */
+static const char *feed_all(const unsigned char *w, size_t len, uint64_t *commit_end)
+{
+	static char err[160];
+	struct wal_reader r;
+	CHECK_INT(wal_reader_init(&r), 0);
+	int rc = wal_reader_feed(&r, w, len);
+	CHECK_INT(rc, r.failed ? -1 : 0);
+	snprintf(err, sizeof(err), "%s", r.failed ? r.error : "");
+	*commit_end = r.commit_end;
+	wal_reader_release(&r);
+	return err;
+}
+
+/*
+ * A frame whose checksums are right but whose page number SQLite could not
+ * have written is corrupt: SQLite's checkpoint would skip it (page 0, or
+ * past the commit's database size: a committed change lost without a word).
+ */
+TEST(wal_reader_checks_page_numbers)
+{
+	size_t len;
+	uint64_t end;
+	const size_t fs = 24 + 4096;
+	unsigned char *orig = make_wal(tmpdir(), 5, &len), *w = malloc(len);
+	size_t n = (len - 32) / fs, last = n - 1;
+	CHECK(n >= 3);
+	/* make_wal's WAL: frame 0 page 1 (not a commit), then commits of page 2, size 2 */
+	CHECK_INT(wal_get32(orig + 32), 1);
+	CHECK_INT(wal_get32(orig + 32 + 4), 0);
+	CHECK_INT(wal_get32(orig + 32 + last * fs), 2);
+	CHECK_INT(wal_get32(orig + 32 + last * fs + 4), 2);
+	char want[160];
+	static const struct {
+		int last;           /* 1: the last (commit) frame, 0: frame 0 */
+		uint32_t pgno, commit;
+		const char *error;  /* NULL: valid */
+	} cases[] = {
+		{ 1, 0xffffffffu, 2, "WAL page number 4294967295 (SQLite's largest is 4294967294)" },
+		{ 1, 3, 2, "WAL page number 3 beyond the commit's database size (2 pages)" },
+		{ 1, 2, 0xffffffffu, "WAL database size of 4294967295 pages in a commit (SQLite's largest is 4294967294)" },
+		{ 1, 0, 2, "WAL page number 0" },
+		{ 0, 0, 0, "WAL page number 0" },
+		{ 0, 0xffffffffu, 0, "WAL page number 4294967295 (SQLite's largest is 4294967294)" },
+		/* before the commit, a page past its size is SQLite's own doing (spilled, then shrunk) */
+		{ 0, 7, 0, NULL },
+		{ 1, 2, 0xfffffffeu, NULL },
+		{ 1, 0xfffffffeu, 0xfffffffeu, NULL },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		size_t k = cases[i].last ? last : 0;
+		memcpy(w, orig, len);
+		set_frame(w, len, k, cases[i].pgno, cases[i].commit);
+		const char *err = feed_all(w, len, &end);
+		if (!cases[i].error) {
+			CHECK_STR(err, "");
+			CHECK_INT(end, len);
+			continue;
+		}
+		snprintf(want, sizeof(want), "%s in frame at offset %zu", cases[i].error, 32 + k * fs);
+		CHECK_STR(err, want);
+		/* nothing from the bad frame on counts: the last commit before it ends the data */
+		CHECK_INT(end, 32 + k * fs);
+	}
+	free(w);
+	free(orig);
+}
+
 struct membuf {
 	unsigned char *data;
 	size_t len, cap;
@@ -438,6 +522,7 @@ TEST(lz4_linked_blocks_are_smaller_on_wal_like_data)
 }
 
 UNIT_MAIN(T(layout_names), T(wal_reader_accepts_sqlite_wal), T(wal_reader_detects_corruption),
+	  T(wal_reader_checks_page_numbers),
 	  T(lz4_stream_round_trip), T(lz4_linked_stream_round_trip), T(lz4_reads_4mib_blocks), T(lz4_empty_input),
 	  T(lz4_direct_output_any_room), T(lz4_deferred_checksum_is_the_frames),
 	  T(lz4_linked_blocks_are_smaller_on_wal_like_data))
