@@ -189,6 +189,15 @@ void config_db_env_name(const char *name, char *buf, size_t len);
 int config_replica_from_url(const char *url, struct cfg_replica *r, char *err, size_t errlen);
 
 /*
+ * Split an addr value into host and port: "HOST:PORT", "[IPV6]:PORT" (host
+ * without its brackets) or ":PORT" (host "": every interface), split at the
+ * last ':' (so "::1:9090" is host "::1"). PORT is 0 to 65535 in decimal
+ * digits; a '[' or ']' anywhere but around the whole host is refused.
+ * Returns 0, or -1 if addr is none of these or a part does not fit.
+ */
+int config_addr_split(const char *addr, char *host, size_t hostlen, char *port, size_t portlen);
+
+/*
  * Make a database or file replica path absolute exactly as config_load does:
  * "~/" against $HOME, a relative path against the working directory (no
  * symlink resolution), cleaned lexically as Litestream's filepath.Abs does

@@ -261,22 +261,45 @@ static int set_health(struct walk *w, const struct field *f, const struct cfg_no
 
 /* ---- top level ---- */
 
+int config_addr_split(const char *addr, char *host, size_t hostlen, char *port, size_t portlen)
+{
+	const char *colon = strrchr(addr, ':'), *h = addr;
+	size_t hl, pl;
+	if (!colon)
+		return -1;
+	hl = (size_t)(colon - addr);
+	pl = strlen(colon + 1);
+	if (pl == 0 || pl > 5 || strspn(colon + 1, "0123456789") != pl ||
+	    strtol(colon + 1, NULL, 10) > 65535)
+		return -1;
+	if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
+		h++;
+		hl -= 2;
+	}
+	/* "[::1" or "a]b": brackets only around the whole host, as Go's net.SplitHostPort */
+	if (memchr(h, '[', hl) || memchr(h, ']', hl) || hl >= hostlen || pl >= portlen)
+		return -1;
+	memcpy(host, h, hl);
+	host[hl] = '\0';
+	memcpy(port, colon + 1, pl + 1);
+	return 0;
+}
+
 static int set_addr(struct walk *w, const struct field *f, const struct cfg_node *v,
 		    const char *path, void *target)
 {
 	struct config *cfg = target;
-	char *s = NULL;
+	char *s = NULL, host[256], port[16];
 	if (walk_scalar(w, v, path, false, &s) < 0)
 		return -1;
 	if (!s || !*s) {
 		free(s);
 		return 0;
 	}
-	const char *colon = strrchr(s, ':');
-	char *end = NULL;
-	long port = colon ? strtol(colon + 1, &end, 10) : -1;
-	if (!colon || !colon[1] || *end || port < 0 || port > 65535) {
-		cfg_error(w->e, v, path, "invalid address \"%s\" (expected HOST:PORT or :PORT)", s);
+	/* the server's own split (supervisor/http.c), so what loads here can be served */
+	if (config_addr_split(s, host, sizeof(host), port, sizeof(port)) < 0) {
+		cfg_error(w->e, v, path,
+			  "invalid address \"%s\" (expected HOST:PORT, [IPV6]:PORT or :PORT)", s);
 		free(s);
 		return -1;
 	}

@@ -35,26 +35,6 @@ struct http_server {
 	int port;
 };
 
-static int parse_hostport(const char *addr, char *host, size_t hostlen, char *port,
-			  size_t portlen)
-{
-	const char *colon = strrchr(addr, ':');
-	if (!colon || !colon[1])
-		return -1;
-	size_t hl = (size_t)(colon - addr);
-	const char *h = addr;
-	if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
-		h++;
-		hl -= 2;
-	}
-	if (hl >= hostlen || strlen(colon + 1) >= portlen)
-		return -1;
-	memcpy(host, h, hl);
-	host[hl] = '\0';
-	snprintf(port, portlen, "%s", colon + 1);
-	return 0;
-}
-
 int http_resolve_addr(const struct config *cfg, struct sockaddr_storage *sa, socklen_t *salen,
 		      char *desc, size_t desclen, char *err, size_t errlen)
 {
@@ -70,9 +50,9 @@ int http_resolve_addr(const struct config *cfg, struct sockaddr_storage *sa, soc
 		snprintf(host, sizeof(host), "%s", ip ? ip : "");
 		snprintf(port, sizeof(port), "%d", nport);
 	} else if (cfg->addr && *cfg->addr) {
-		if (parse_hostport(cfg->addr, host, sizeof(host), port, sizeof(port)) < 0) {
-			snprintf(err, errlen, "addr: invalid address \"%s\" (expected HOST:PORT or :PORT)",
-				 cfg->addr);
+		if (config_addr_split(cfg->addr, host, sizeof(host), port, sizeof(port)) < 0) {
+			snprintf(err, errlen, "addr: invalid address \"%s\" (expected HOST:PORT, "
+				 "[IPV6]:PORT or :PORT)", cfg->addr);
 			return -1;
 		}
 	} else {

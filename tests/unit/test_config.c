@@ -969,7 +969,13 @@ static const struct bad_case bad_cases[] = {
 	  "bad.yml:2:18: supervisor.restart-limit: -1 is out of range (at least 0)" },
 	{ "addr_no_port",
 	  "addr: localhost\n",
-	  "bad.yml:1:7: addr: invalid address \"localhost\" (expected HOST:PORT or :PORT)" },
+	  "bad.yml:1:7: addr: invalid address \"localhost\" (expected HOST:PORT, [IPV6]:PORT or :PORT)" },
+	{ "addr_unclosed_bracket",
+	  "addr: \"[::1\"\n",
+	  "bad.yml:1:7: addr: invalid address \"[::1\" (expected HOST:PORT, [IPV6]:PORT or :PORT)" },
+	{ "addr_signed_port",
+	  "addr: \":+80\"\n",
+	  "bad.yml:1:7: addr: invalid address \":+80\" (expected HOST:PORT, [IPV6]:PORT or :PORT)" },
 	{ "restart_delay_max_low",
 	  "supervisor:\n"
 	  "  restart-delay: 2m\n"
@@ -1201,6 +1207,45 @@ TEST(duplicates_through_symlinks)
 	rmdir(dir);
 }
 
+/* addr is split once, the same way for config and for the server (supervisor/http.c). */
+TEST(addr_forms)
+{
+	static const struct {
+		const char *addr, *host, *port; /* host NULL: refused */
+	} cases[] = {
+		{ ":9090", "", "9090" },
+		{ "127.0.0.1:9090", "127.0.0.1", "9090" },
+		{ "localhost:0", "localhost", "0" },
+		{ "[::1]:9090", "::1", "9090" },
+		{ "[]:80", "", "80" },
+		{ "::1:9090", "::1", "9090" },
+		{ "[::1", NULL, NULL },
+		{ "[::1]", NULL, NULL },
+		{ "::1]:80", NULL, NULL },
+		{ "[::1]x:80", NULL, NULL },
+		{ "[[::1]]:80", NULL, NULL },
+		{ "localhost", NULL, NULL },
+		{ "localhost:", NULL, NULL },
+		{ ":65536", NULL, NULL },
+		{ ":080080", NULL, NULL },
+		{ ": 80", NULL, NULL },
+		{ ":-1", NULL, NULL },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char host[64] = "?", port[16] = "?";
+		int rc = config_addr_split(cases[i].addr, host, sizeof(host), port, sizeof(port));
+		if (!cases[i].host) {
+			if (rc != -1)
+				FAIL("\"%s\" accepted as host \"%s\" port \"%s\"", cases[i].addr, host, port);
+			continue;
+		}
+		if (rc != 0)
+			FAIL("\"%s\" refused", cases[i].addr);
+		CHECK_STR(host, cases[i].host);
+		CHECK_STR(port, cases[i].port);
+	}
+}
+
 /*
  * realpath(3), counted: pathnorm_resolve calls it once per path element it
  * tries, so this counts path resolutions. This definition wins over libc's
@@ -1356,4 +1401,4 @@ UNIT_MAIN(T(litestream_full_example), T(seed_topology_from_node_105), T(node_rul
 	  T(litevisor_sections), T(env_expansion_in_values), T(anchors_and_aliases),
 	  T(default_path_order), T(file_errors_name_the_file), T(bad_configs_give_exact_errors), T(duplicates_through_symlinks),
 	  T(credentials_never_in_errors), T(secret_files_are_checked_at_load),
-	  T(each_path_is_resolved_once), T(survives_mutated_input))
+	  T(each_path_is_resolved_once), T(addr_forms), T(survives_mutated_input))
