@@ -1,10 +1,14 @@
 /* s3_cred.c — where an S3 replica's credentials come from, in Litestream's order. */
 #include "replication/s3.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "common/fsutil.h"
+#include "common/log.h"
 #include "common/secret.h"
 #include "common/banned.h"
 
@@ -76,9 +80,17 @@ static bool from_shared_file(struct s3_creds *out)
 	else
 		return false;
 	snprintf(want, sizeof(want), "[%s]", profile && *profile ? profile : "default");
-	FILE *fp = fopen(path, "re");
-	if (!fp)
+	char why[256];
+	int fd = fs_open_regular(path, why, sizeof(why)); /* never a FIFO's endless wait */
+	FILE *fp = fd >= 0 ? fdopen(fd, "r") : NULL;
+	if (!fp) {
+		if (fd >= 0)
+			close(fd);
+		else if (errno != ENOENT)
+			log_warn("s3", "shared credentials file not read", "path=\"%s\" err=\"%s\"",
+				 path, why);
 		return false;
+	}
 	bool in = false;
 	while (fgets(line, sizeof(line), fp)) {
 		char *p = line + strspn(line, " \t");

@@ -220,6 +220,21 @@ def test_fifo_is_refused_not_waited_on(litevisor_bin, tmp_path, command, where):
                             f"cannot read \"{fifo}\": not a regular file but a FIFO (named pipe)\n")
 
 
+def test_a_fifo_as_the_shared_aws_credentials_file_is_not_waited_on(litevisor_bin, tmp_path):
+    # ~/.aws/credentials is read on a replica's thread when nothing else gives
+    # credentials: a FIFO there blocked the restore until SIGKILL.
+    fifo = tmp_path / "creds.fifo"
+    os.mkfifo(fifo)
+    e = {k: v for k, v in os.environ.items()
+         if not k.startswith(("LITEVISOR_", "LITESTREAM_", "AWS_"))}
+    e["AWS_SHARED_CREDENTIALS_FILE"] = str(fifo)
+    p = subprocess.run([litevisor_bin, "restore", "-o", str(tmp_path / "x.db"),
+                        "s3://bkt.localhost:9/app"], capture_output=True, text=True, env=e,
+                       timeout=20)
+    assert "shared credentials file not read" in p.stderr and "FIFO" in p.stderr, p.stderr
+    assert "no S3 credentials" in p.stderr, p.stderr
+
+
 def test_devices_and_directories_are_refused_as_config_or_credential(litevisor_bin, tmp_path):
     for path, kind in (("/dev/null", "a character device"), (str(tmp_path), "a directory")):
         p = run(litevisor_bin, "-config", path)
