@@ -257,6 +257,28 @@ static int count_write(void *ctx, const void *buf, size_t len)
 	return 0;
 }
 
+int catalog_read_segment(struct storage *st, const char *gen, uint32_t index, uint32_t offset,
+			 struct st_sink *plain, const struct st_call *call, struct st_error *err)
+{
+	char key[LAYOUT_KEY_MAX];
+	struct st_sink sink;
+	struct lz4_dec dec;
+	if (lz4_dec_init(&dec, &sink, plain) < 0) {
+		st_error_set(err, ST_PERMANENT, 0, "out of memory");
+		return ST_PERMANENT;
+	}
+	layout_wal_key(key, gen, index, offset);
+	int rc = storage_get(st, key, &sink, call, err);
+	if (rc == 0 && lz4_dec_finish(&dec) < 0) {
+		st_error_set(err, ST_PERMANENT, 0, "%s: %s", key, dec.error);
+		rc = ST_PERMANENT;
+	}
+	if (rc < 0 && dec.failed && err->message[0] == '\0')
+		st_error_set(err, ST_PERMANENT, 0, "%s: %s", key, dec.error);
+	lz4_dec_release(&dec);
+	return rc;
+}
+
 int catalog_end_position(struct storage *st, const struct cat_generation *g, struct wal_pos *pos,
 			 const struct st_call *call, struct st_error *err)
 {
@@ -274,21 +296,9 @@ int catalog_end_position(struct storage *st, const struct cat_generation *g, str
 	if (last->index < pos->index)
 		return 0;
 
-	char key[LAYOUT_KEY_MAX];
 	uint64_t plain = 0;
-	struct st_sink counter = { count_write, &plain }, sink;
-	struct lz4_dec dec;
-	if (lz4_dec_init(&dec, &sink, &counter) < 0) {
-		st_error_set(err, ST_PERMANENT, 0, "out of memory");
-		return ST_PERMANENT;
-	}
-	layout_wal_key(key, g->id, last->index, last->offset);
-	int rc = storage_get(st, key, &sink, call, err);
-	if (rc == 0 && lz4_dec_finish(&dec) < 0) {
-		st_error_set(err, ST_PERMANENT, 0, "%s: %s", key, dec.error);
-		rc = ST_PERMANENT;
-	}
-	lz4_dec_release(&dec);
+	struct st_sink counter = { count_write, &plain };
+	int rc = catalog_read_segment(st, g->id, last->index, last->offset, &counter, call, err);
 	if (rc < 0)
 		return rc;
 	pos->index = last->index;
@@ -322,23 +332,12 @@ int catalog_index_header(struct storage *st, const struct cat_generation *g, uin
 			     g->id, index);
 		return ST_NOT_FOUND;
 	}
-	char key[LAYOUT_KEY_MAX];
 	struct head_sink head = { hdr, 0 };
-	struct st_sink collect = { head_write, &head }, sink;
-	struct lz4_dec dec;
-	if (lz4_dec_init(&dec, &sink, &collect) < 0) {
-		st_error_set(err, ST_PERMANENT, 0, "out of memory");
-		return ST_PERMANENT;
-	}
-	layout_wal_key(key, g->id, index, 0);
-	int rc = storage_get(st, key, &sink, call, err);
-	if (rc == 0 && lz4_dec_finish(&dec) < 0) {
-		st_error_set(err, ST_PERMANENT, 0, "%s: %s", key, dec.error);
-		rc = ST_PERMANENT;
-	}
-	lz4_dec_release(&dec);
+	struct st_sink collect = { head_write, &head };
+	int rc = catalog_read_segment(st, g->id, index, 0, &collect, call, err);
 	if (rc == 0 && head.have < WAL_HEADER_SIZE) {
-		st_error_set(err, ST_PERMANENT, 0, "%s: shorter than a WAL header", key);
+		st_error_set(err, ST_PERMANENT, 0, "generation %s: segment %08x/00000000 is shorter "
+			     "than a WAL header", g->id, index);
 		rc = ST_PERMANENT;
 	}
 	return rc;

@@ -79,6 +79,14 @@ int catalog_end_position(struct storage *st, const struct cat_generation *g, str
 			 const struct st_call *call, struct st_error *err);
 
 /*
+ * Download WAL segment (index, offset) of generation gen and write its
+ * decompressed bytes into plain. Returns 0, or a negative st_status (a
+ * corrupt LZ4 frame is ST_PERMANENT, its key named in err).
+ */
+int catalog_read_segment(struct storage *st, const char *gen, uint32_t index, uint32_t offset,
+			 struct st_sink *plain, const struct st_call *call, struct st_error *err);
+
+/*
  * The WAL header that starts index `index` of generation g on the replica:
  * the first 32 bytes of its offset-0 segment (the whole segment is read, no
  * more than 32 bytes kept). Its salts are drawn at random by the SQLite that

@@ -29,7 +29,6 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "replication/lineage.h"
-#include "replication/lz4io.h"
 #include "common/banned.h"
 
 #define PROBE_GRACE_MS 150   /* waiting beyond the deadline for threads to report */
@@ -135,26 +134,9 @@ static int count_write(void *ctx, const void *buf, size_t len)
 static int segment_length(struct storage *st, const char *gen, const struct cat_segment *s,
 			  uint64_t *len, const struct st_call *call, struct st_error *err)
 {
-	char key[LAYOUT_KEY_MAX];
-	struct st_sink counter = { count_write, len }, sink;
-	struct lz4_dec dec;
-	int rc;
-
+	struct st_sink counter = { count_write, len };
 	*len = 0;
-	if (lz4_dec_init(&dec, &sink, &counter) < 0) {
-		st_error_set(err, ST_PERMANENT, 0, "out of memory");
-		return ST_PERMANENT;
-	}
-	layout_wal_key(key, gen, s->index, s->offset);
-	rc = storage_get(st, key, &sink, call, err);
-	if (rc == 0 && lz4_dec_finish(&dec) < 0) {
-		st_error_set(err, ST_PERMANENT, 0, "%s: %s", key, dec.error);
-		rc = ST_PERMANENT;
-	}
-	if (rc < 0 && dec.failed && err->message[0] == '\0')
-		st_error_set(err, ST_PERMANENT, 0, "%s: %s", key, dec.error);
-	lz4_dec_release(&dec);
-	return rc;
+	return catalog_read_segment(st, gen, s->index, s->offset, &counter, call, err);
 }
 
 static void mark_live(struct probe_set *s, bool *live)

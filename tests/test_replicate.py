@@ -1198,6 +1198,18 @@ def test_a_replica_that_is_down_does_not_inflate_the_others_lag(litevisor_bin, t
     assert max(lags) < 1.5, lags
 
 
+def first_snapshot_on_a_tmpfs(p, rep):
+    """Wait for the first snapshot of `replicate` started by p in a private mount
+    namespace with a small tmpfs (exit 99: no tmpfs could be mounted here: skip)."""
+    wait_for(lambda: objects(rep, "snapshots") or p.poll() is not None,
+             what="first snapshot", timeout=30)
+    if p.poll() is not None:
+        err = p.stderr.read()
+        if p.returncode == 99 or "unshare" in err:
+            pytest.skip(f"cannot mount a tmpfs here: {err.strip()}")
+        pytest.fail(f"exited {p.returncode}: {err}")
+
+
 @pytest.mark.parametrize("room", ["freed", "never"])
 def test_full_state_directory_is_an_error_of_the_database_until_it_has_room(tmp_path,
                                                                            litevisor_bin,
@@ -1245,13 +1257,7 @@ def test_full_state_directory_is_an_error_of_the_database_until_it_has_room(tmp_
         return None
 
     try:
-        wait_for(lambda: objects(rep, "snapshots") or p.poll() is not None,
-                 what="first snapshot", timeout=30)
-        if p.poll() is not None:
-            err = p.stderr.read()
-            if p.returncode == 99 or "unshare" in err:
-                pytest.skip(f"cannot mount a tmpfs here: {err.strip()}")
-            pytest.fail(f"exited {p.returncode}: {err}")
+        first_snapshot_on_a_tmpfs(p, rep)
         write(db, 60, start=1, blob=10000)
         wait_for(lambda: metric("litevisor_db_sync_failing") == 1, what="sync failing metric")
         wait_for(lambda: (metric("litevisor_replica_lag_seconds") or 0) > 1.5,
@@ -1331,13 +1337,7 @@ def test_state_directory_filling_up_under_checkpoints_leaves_the_replica_restora
                           str(cfg), str(log), str(done)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(lambda: objects(rep, "snapshots") or p.poll() is not None,
-                 what="first snapshot", timeout=30)
-        if p.poll() is not None:
-            err = p.stderr.read()
-            if p.returncode == 99 or "unshare" in err:
-                pytest.skip(f"cannot mount a tmpfs here: {err.strip()}")
-            pytest.fail(f"exited {p.returncode}: {err}")
+        first_snapshot_on_a_tmpfs(p, rep)
         subprocess.run([PY, "-c", CHAOS_WRITER, str(db), "6", "8"], check=True, timeout=120)
     finally:
         done.touch()
