@@ -68,9 +68,13 @@ int db_hold_rotate(struct db_conns *c);
 /*
  * Begin the hold's read transaction on hold[i] and set c->db_only. A read
  * that begins while the WAL is fully backfilled reads the database file only
- * (SQLite's read mark 0): it no longer keeps the WAL from restarting, so it
- * lets an app's RESTART/TRUNCATE checkpoint finish, but it does not pin new
- * frames either until the hold is taken again. db_only is set when the WAL
+ * (SQLite's read slot 0): it no longer keeps the WAL from restarting, so it
+ * lets an app's RESTART/TRUNCATE checkpoint finish, but it still pins the
+ * frames written after it began: a checkpoint backfills only while it holds
+ * slot 0 exclusively, and an unbackfilled WAL is never restarted. (Frames
+ * there when it began were all backfilled: copied under the previous hold.)
+ * An app's checkpoint of newer frames waits for this hold until the next
+ * rotation, which their write triggers. db_only is set when the WAL
  * index showed "fully backfilled", with the same last frame, both before and
  * after the BEGIN; false means "probably pins the WAL" (a race can only make
  * it false wrongly, never true wrongly). Returns 0 or -1 (logged).

@@ -138,7 +138,7 @@ struct eng_db {
 	int64_t db_mtime_ns;          /* the database file's mtime at the previous pass */
 	int64_t follow_until;         /* another process checkpoints: look often until then (mono ns) */
 	int64_t follow_step_ms;       /* ... this often, growing */
-	uint32_t follow_backfilled;   /* the WAL's end when a pass last ran for "all backfilled" */
+	uint32_t follow_backfilled;   /* the WAL's end when following last ran a pass */
 	char sync_why[256];           /* why the last copy into the shadow failed */
 	char sync_logged[256];        /* ... as last logged, and when */
 	int64_t sync_logged_mono;

@@ -636,34 +636,55 @@ static int db_file_changed(struct eng_db *d)
  * Another process's checkpoint. A FULL, RESTART or TRUNCATE one (uptime-kuma
  * runs wal_checkpoint(TRUNCATE) on close) holds the writer lock and waits
  * (busy handler) for readers twice: for each reader whose mark is below the
- * end of the WAL before it backfills, and for every reader to leave before it
- * restarts the WAL. Our hold is such a reader, and two things made the app
- * wait for its whole busy timeout (then SQLITE_BUSY, seen in CI):
+ * end of the WAL before it backfills, and for every reader of slots 1..N to
+ * leave before it restarts the WAL. Our hold is such a reader, and two
+ * things made the app wait for its whole busy timeout (then SQLITE_BUSY,
+ * seen in CI):
  *  - SQLite retries the lock of the slot whose mark it read first; a hold
  *    taken again on an unchanged WAL shares the slot whose mark is the end
  *    of the WAL, so the slot stays locked as long as we hold anything;
  *  - nothing in the files changes while the app waits, so no event wakes us.
  * So after the WAL grew or the database file changed, the monitor looks
  * often (1, 2, 4 … 50 ms, for FOLLOW_NS) whether such a checkpoint runs, and
- * then yields to it: it holds the writer lock, so nothing can be appended;
- * copy the tail, end our hold, take it again when the checkpoint is done.
+ * then yields to it without ever letting go: it holds the writer lock, so
+ * nothing can be appended; copy the tail, move the hold to the end of the
+ * WAL (the backfill no longer waits for it), and once everything is
+ * backfilled move it to read slot 0, which the restart does not wait for.
+ * A hold on slot 0 still blocks the next backfill (it takes slot 0
+ * exclusively), so the app's next session stays in the WAL until copied.
+ * Letting go instead lost whole sessions: the app's restart, one more commit
+ * and its TRUNCATE fit in the milliseconds before the hold was taken again.
  * A PASSIVE checkpoint (the app's autocheckpoint) waits for nobody, but once
  * it has backfilled everything, a hold taken again reads the database file
  * only and lets the app's next write restart the WAL.
  */
 static bool yield_to_checkpoint(struct eng_db *d)
 {
-	if (copy_wal(d) < 0)
-		return false; /* keep the hold: what is not copied must stay */
-	db_hold_release(&d->conns);
 	int64_t t0 = clock_mono_ns();
+	bool moved = false;
 	struct timespec ts = { 0, YIELD_POLL_NS };
 	while (!stopping(d) && clock_mono_ns() - t0 < YIELD_MAX_NS &&
-	       db_foreign_blocking_checkpoint(&d->conns) == 1)
+	       db_foreign_blocking_checkpoint(&d->conns) == 1) {
+		struct db_wal_index wi;
+		bool backfilled = db_wal_index(d->conns.hold[d->conns.cur], &wi) == 0 &&
+				  wi.backfilled == wi.max_frame;
+		if (!moved || backfilled) {
+			/* the hold moves past what is copied only (see db_hold_rotate()) */
+			if (copy_wal(d) < 0)
+				return moved; /* keep the hold: what is not copied must stay */
+			if (db_hold_rotate(&d->conns) < 0) {
+				d->continuous = false;
+				return true;
+			}
+			moved = true;
+			if (d->conns.db_only)
+				break; /* the restart waits for nothing of ours */
+		}
 		nanosleep(&ts, NULL);
-	log_debug("engine", "yielded to another process's checkpoint", "db=%s ms=%lld",
-		  d->stat.name, (long long)((clock_mono_ns() - t0) / NS_PER_MS));
-	return true;
+	}
+	log_debug("engine", "yielded to another process's checkpoint", "db=%s ms=%lld slot0=%d",
+		  d->stat.name, (long long)((clock_mono_ns() - t0) / NS_PER_MS), d->conns.db_only);
+	return moved;
 }
 
 /*
@@ -682,19 +703,32 @@ static bool follow_checkpoint(struct eng_db *d, int64_t mtime_ns, bool grew, int
 	}
 	if (!d->follow_until || d->conns.cur < 0)
 		return false;
-	if (d->conns.db_only || now >= d->follow_until) {
-		/* a hold on the database file only is no reader of the WAL: nobody waits for it */
+	if (now >= d->follow_until) {
 		d->follow_until = 0;
 		return false;
 	}
-	/* a copy that fails keeps the hold: no pass right away, the next look retries */
-	if (db_foreign_blocking_checkpoint(&d->conns) == 1 && yield_to_checkpoint(d))
-		return true;
 	struct db_wal_index wi;
-	if (db_wal_index(d->conns.hold[d->conns.cur], &wi) == 0 &&
-	    wi.backfilled == wi.max_frame && wi.max_frame != d->follow_backfilled) {
-		d->follow_backfilled = wi.max_frame; /* once per state: never a busy loop */
-		return true;
+	bool have = db_wal_index(d->conns.hold[d->conns.cur], &wi) == 0;
+	if (d->conns.db_only) {
+		/*
+		 * A hold on read slot 0 blocks no restart, but it blocks the
+		 * backfill of every frame written since it began. Such frames
+		 * woke the pass that took it, but their commit reached the WAL
+		 * index after its look: the app's checkpoint now waits for us,
+		 * and no file event will come. Move the hold off slot 0.
+		 */
+		if (have && wi.max_frame != wi.backfilled && wi.max_frame != d->follow_backfilled) {
+			d->follow_backfilled = wi.max_frame; /* once per state: never a busy loop */
+			return true;
+		}
+	} else {
+		/* a copy that fails keeps the hold: no pass right away, the next look retries */
+		if (db_foreign_blocking_checkpoint(&d->conns) == 1 && yield_to_checkpoint(d))
+			return true;
+		if (have && wi.backfilled == wi.max_frame && wi.max_frame != d->follow_backfilled) {
+			d->follow_backfilled = wi.max_frame; /* once per state: never a busy loop */
+			return true;
+		}
 	}
 	if (*wait > d->follow_step_ms)
 		*wait = d->follow_step_ms;
@@ -770,14 +804,6 @@ void *monitor_thread(void *arg)
 		uint32_t index0 = d->sh.index;
 		uint64_t size0 = d->sh.size;
 		if (d->open) {
-			/*
-			 * A hold that reads the database file only does not pin new
-			 * frames: copy them before anything else (the next hold may
-			 * read the database file only too).
-			 */
-			if (d->conns.db_only && copy_wal(d) < 0)
-				log_warn("engine", "sync failed", "db=%s error=\"%s\"", d->stat.name,
-					 d->sync_why);
 			/* the new hold is taken before reading: see db_hold_rotate() */
 			if (db_hold_rotate(&d->conns) < 0)
 				d->continuous = false;
@@ -820,8 +846,8 @@ void *monitor_thread(void *arg)
 			/*
 			 * Gather commits for a while: no replica wants them sooner.
 			 * Not after a wake-up (a flush, shutdown, a replica's tick).
-			 * Not while the hold pins nothing: a commit then a checkpoint by
-			 * the app, then its next commit, would overwrite frames not copied.
+			 * Not while the hold is on read slot 0: the app's next
+			 * checkpoint waits for it (its backfill takes slot 0).
 			 */
 			pthread_mutex_lock(&d->mu);
 			bool urgent = d->sync_req > d->sync_seq || d->ckpt_req || d->conns.db_only ||

@@ -997,6 +997,26 @@ def test_app_truncate_checkpoint_is_not_held_up(run, tmp_path, litestream_bin, s
     check_restore(litestream_bin, rep, db, tmp_path / "out.db")
 
 
+def test_every_session_an_app_truncates_at_once_reaches_the_replica(run, tmp_path,
+                                                                      litestream_bin):
+    """An app that checkpoints (TRUNCATE) after each commit. To let each TRUNCATE
+    finish, the monitor used to end its hold until the checkpoint was over: the
+    app's next commit and TRUNCATE fit in that gap, so its whole WAL session was
+    never copied. A later session then showed the gap (a new generation and a
+    full snapshot); the last one before a pause stayed off the replica until the
+    next write. The hold now moves to read slot 0, which lets the TRUNCATE
+    finish but keeps the next session's frames from being backfilled uncopied."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    r = run(config(tmp_path, db, [file_replica(rep)]))
+    n = 60
+    out = write(db, n, start=1, ops={str(i): "truncate" for i in range(1, n + 1)})
+    assert out.count("truncate (0, 0, 0)") == n, out
+    check_restore_eventually(litestream_bin, rep, db, tmp_path / "out.db", timeout=15)
+    assert r.stop() == 0
+    assert len(generations(rep)) == 1, r.text()
+
+
 def test_hold_stays_off_the_first_read_slot(run, tmp_path, litestream_bin):
     # Each of the app's commits begins with a read, which tries to lock SQLite's
     # read-mark slot 1 first (byte 124 of the -shm: WAL_READ_LOCK(1)). While our
