@@ -89,6 +89,13 @@ struct cfg_url {
  * Returns 0, or -1 with why; an unsupported scheme sets *unsupported.
  */
 int cfg_parse_url(const char *url, struct cfg_url *u, bool *unsupported, char *why, size_t whylen);
+
+/*
+ * Is a[0..len) a URL authority without credentials: HOST, HOST:PORT,
+ * [IPV6] or [IPV6]:PORT, with a non-empty host and PORT 1 to 65535 in
+ * decimal digits? Brackets and ':' in the host only as [IPV6].
+ */
+bool cfg_authority_ok(const char *a, size_t len);
 void cfg_url_release(struct cfg_url *u);
 
 /*

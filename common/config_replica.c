@@ -304,6 +304,12 @@ static int check_endpoint(struct walk *w, const struct cfg_replica *r, const str
 			  "needs a host (http(s)://HOST[:PORT]) and must not carry credentials");
 		return -1;
 	}
+	if (!cfg_authority_ok(auth, alen)) {
+		cfg_error(w->e, at[RF_ENDPOINT], kp,
+			  "\"%.*s\" is not a host (HOST, HOST:PORT with PORT 1 to 65535, or "
+			  "[IPV6]:PORT)", (int)alen, auth);
+		return -1;
+	}
 	return 0;
 }
 

@@ -64,6 +64,45 @@ static void split_last_label(char *s, char *label, size_t len)
 		s[0] = '\0';
 }
 
+bool cfg_authority_ok(const char *a, size_t len)
+{
+	const char *host = a, *end = a + len, *port = NULL;
+	size_t hl;
+	if (len > 0 && a[0] == '[') {
+		const char *close = memchr(a, ']', len);
+		if (!close || close == a + 1)
+			return false;
+		host = a + 1;
+		hl = (size_t)(close - host);
+		if (close + 1 < end) {
+			if (close[1] != ':')
+				return false;
+			port = close + 2;
+		}
+		if (memchr(host, '[', hl))
+			return false;
+	} else {
+		const char *colon = memchr(a, ':', len);
+		hl = colon ? (size_t)(colon - a) : len;
+		if (colon)
+			port = colon + 1;
+		if (hl == 0 || memchr(host, '[', hl) || memchr(host, ']', hl))
+			return false;
+	}
+	if (!port)
+		return true;
+	size_t pl = (size_t)(end - port);
+	if (pl == 0 || pl > 5)
+		return false;
+	long v = 0;
+	for (size_t i = 0; i < pl; i++) {
+		if (port[i] < '0' || port[i] > '9')
+			return false;
+		v = v * 10 + (port[i] - '0');
+	}
+	return v >= 1 && v <= 65535;
+}
+
 /*
  * Litestream's host shortcuts for non-AWS services; any other host is an
  * AWS bucket name. The port, if any, goes to the endpoint.
@@ -381,6 +420,11 @@ int cfg_parse_url(const char *url, struct cfg_url *u, bool *unsupported, char *w
 	memcpy(host, p.auth, p.auth_len);
 	host[p.auth_len] = '\0';
 	u->type = REPLICA_S3;
+	if (!cfg_authority_ok(host, strlen(host))) {
+		snprintf(why, whylen, "invalid s3 URL \"%s\": \"%s\" is not a host (HOST, HOST:PORT "
+			 "with PORT 1 to 65535, or [IPV6]:PORT)", url, host);
+		return -1;
+	}
 	if (parse_s3_host(host, u) < 0)
 		goto oom;
 	if (!u->bucket) {

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "common/config.h"
+#include "common/config_int.h"
 #include "tests/unit/unit.h"
 
 static struct config load_ok(const char *yaml)
@@ -1246,6 +1247,26 @@ TEST(addr_forms)
 	}
 }
 
+/* An endpoint's or an S3 URL's host part: bad ports and brackets fail at load, not at the first request. */
+TEST(authority_forms)
+{
+	static const struct {
+		const char *a;
+		bool ok;
+	} cases[] = {
+		{ "minio", true },          { "minio:9000", true },    { "10.0.0.200:9000", true },
+		{ "[::1]", true },          { "[::1]:9100", true },    { "bkt.localhost:65535", true },
+		{ "", false },              { ":9000", false },        { "minio:", false },
+		{ "minio:0", false },       { "minio:65536", false },  { "minio:99999999999", false },
+		{ "minio:+80", false },     { "minio:80x", false },    { "[::1", false },
+		{ "[]:80", false },         { "[::1]x:80", false },    { "[[::1]]:80", false },
+		{ "a]b:80", false },        { "::1", false },          { "[::1]:", false },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		if (cfg_authority_ok(cases[i].a, strlen(cases[i].a)) != cases[i].ok)
+			FAIL("\"%s\" %s", cases[i].a, cases[i].ok ? "refused" : "accepted");
+}
+
 /*
  * realpath(3), counted: pathnorm_resolve calls it once per path element it
  * tries, so this counts path resolutions. This definition wins over libc's
@@ -1401,4 +1422,5 @@ UNIT_MAIN(T(litestream_full_example), T(seed_topology_from_node_105), T(node_rul
 	  T(litevisor_sections), T(env_expansion_in_values), T(anchors_and_aliases),
 	  T(default_path_order), T(file_errors_name_the_file), T(bad_configs_give_exact_errors), T(duplicates_through_symlinks),
 	  T(credentials_never_in_errors), T(secret_files_are_checked_at_load),
-	  T(each_path_is_resolved_once), T(addr_forms), T(survives_mutated_input))
+	  T(each_path_is_resolved_once), T(addr_forms), T(authority_forms),
+	  T(survives_mutated_input))
