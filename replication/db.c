@@ -482,19 +482,7 @@ static int writer_lock(struct db_conns *c, sqlite3 *conn)
 	return 0;
 }
 
-int64_t db_data_version(sqlite3 *conn)
-{
-	sqlite3_stmt *st = NULL;
-	int64_t v = -1;
-	if (sqlite3_prepare_v2(conn, "PRAGMA data_version", -1, &st, NULL) == SQLITE_OK &&
-	    sqlite3_step(st) == SQLITE_ROW)
-		v = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
-	return v;
-}
-
-int db_safe_checkpoint(struct db_conns *c, int (*copy)(void *ctx), void *ctx, bool *full,
-		       int64_t *data_version)
+int db_safe_checkpoint(struct db_conns *c, int (*copy)(void *ctx), void *ctx, bool *full)
 {
 	int log = -1, ck = -1, rc;
 	int idle = c->cur == 0 ? 1 : 0;
@@ -512,7 +500,6 @@ int db_safe_checkpoint(struct db_conns *c, int (*copy)(void *ctx), void *ctx, bo
 		db_txn_end(c->hold[idle]);
 		return -1;
 	}
-	*data_version = db_data_version(c->ck);
 	/* our writer transaction's own read mark is the end of the WAL, all of it copied */
 	if (c->cur >= 0)
 		db_txn_end(c->hold[c->cur]);

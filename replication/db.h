@@ -90,15 +90,12 @@ void db_hold_release(struct db_conns *c);
  * copy the now-stable tail of the WAL, release the read hold, PASSIVE again
  * on the checkpoint connection (which needs no writer lock), re-take the hold
  * and release the writer lock. *full is set when the WAL ended up entirely
- * backfilled, so the app's next write restarts it; *data_version gets the
- * checkpoint connection's PRAGMA data_version read under the writer lock,
- * right after the copy (a later value differs iff the app committed since).
- * The writer lock is held
- * only for the tail copy and one PASSIVE checkpoint.
+ * backfilled, so the app's next write restarts it (the hold is then taken
+ * again on read slot 0, see db_hold_begin()). The writer lock is held only
+ * for the tail copy and one PASSIVE checkpoint.
  * Returns 0, 1 (busy, nothing done), -1 (error, logged; hold re-taken if possible).
  */
-int db_safe_checkpoint(struct db_conns *c, int (*copy)(void *ctx), void *ctx, bool *full,
-		       int64_t *data_version);
+int db_safe_checkpoint(struct db_conns *c, int (*copy)(void *ctx), void *ctx, bool *full);
 
 /*
  * The database file is only ever read through a SQLite connection's own file
@@ -160,8 +157,5 @@ void db_txn_end(sqlite3 *conn);
 
 /* Begin a read transaction on conn. 0 or -1 (logged). */
 int db_read_begin(sqlite3 *conn);
-
-/* PRAGMA data_version on conn, or -1. */
-int64_t db_data_version(sqlite3 *conn);
 
 #endif

@@ -507,25 +507,25 @@ static int copy_cb(void *ctx)
 	return copy_wal(ctx);
 }
 
-/* The TRUNCATE step once the WAL is fully backfilled and very large. */
-static void truncate_wal(struct eng_db *d, int64_t before)
+/*
+ * The TRUNCATE step once the WAL is fully backfilled and very large. The hold
+ * stays where db_safe_checkpoint() took it again: on read slot 0, which lets
+ * the truncation through (it waits for slots 1..N only) but blocks the
+ * backfill of a commit that slipped in since our copy, so our TRUNCATE then
+ * fails busy instead of dropping that commit. A hold elsewhere pins the WAL:
+ * no truncation this time. (Ending the hold for it, as before, let such a
+ * commit be truncated uncopied: a new generation had to start.)
+ */
+static void truncate_wal(struct eng_db *d)
 {
-	db_hold_release(&d->conns);
-	int rc = db_checkpoint(d->conns.ck, DB_CKPT_TRUNCATE, NULL, NULL);
-	int64_t after = db_data_version(d->conns.ck);
-	if (db_hold_rotate(&d->conns) < 0)
-		d->continuous = false;
-	if (rc != 0)
+	if (!d->conns.db_only)
+		return;
+	if (db_checkpoint(d->conns.ck, DB_CKPT_TRUNCATE, NULL, NULL) != 0)
 		return;
 	pthread_mutex_lock(&d->mu);
 	d->stat.checkpoints_total[DB_CKPT_TRUNCATE]++;
 	pthread_mutex_unlock(&d->mu);
 	log_info("engine", "WAL truncated", "db=%s index=%u", d->stat.name, d->sh.index);
-	if (before != after) {
-		/* a commit slipped in between our copy and the truncation: it may be lost */
-		start_generation(d, "commit raced a TRUNCATE checkpoint");
-		return;
-	}
 	shadow_next_index(&d->sh);
 	publish(d, 0);
 }
@@ -589,8 +589,7 @@ static bool maybe_checkpoint(struct eng_db *d)
 		return false;
 	d->last_ckpt_mono = now;
 	bool full = false;
-	int64_t dv = -1;
-	int rc = db_safe_checkpoint(&d->conns, copy_cb, d, &full, &dv);
+	int rc = db_safe_checkpoint(&d->conns, copy_cb, d, &full);
 	if (d->conns.cur < 0)
 		d->continuous = false;
 	pthread_mutex_lock(&d->mu);
@@ -614,7 +613,7 @@ static bool maybe_checkpoint(struct eng_db *d)
 	if (c->truncate_page_count > 0 && d->wal_fd >= 0 && fstat(d->wal_fd, &st) == 0 &&
 	    (uint64_t)st.st_size >= WAL_HEADER_SIZE + (uint64_t)c->truncate_page_count *
 							      wal_frame_size(d->sh.hdr.page_size))
-		truncate_wal(d, dv);
+		truncate_wal(d);
 	return true;
 }
 

@@ -860,6 +860,8 @@ def test_own_truncate_checkpoint(run, tmp_path, litestream_bin):
     write(db, 1500, start=1, rate=1000)
     assert r.stop() == 0
     assert "WAL truncated" in r.text()
+    # a commit racing the truncation waits behind the hold: no new generation
+    assert len(generations(rep)) == 1, r.text()
     check_restore(litestream_bin, rep, db, tmp_path / "out.db")
 
 
