@@ -33,7 +33,7 @@ enum db_ckpt_mode { DB_CKPT_PASSIVE = 0, DB_CKPT_RESTART = 1, DB_CKPT_TRUNCATE =
 
 struct db_conns {
 	sqlite3 *hold[2];  /* read-hold connections, used alternately */
-	sqlite3 *ck;       /* checkpoints, data_version */
+	sqlite3 *ck;       /* checkpoints */
 	int cur;           /* index of hold[] holding the read transaction, -1 none */
 	bool db_only;      /* the hold surely reads the database file only: see db_hold_begin() */
 	bool ck_shm;       /* ck has read in WAL mode: its WAL (and shared memory) is open */
