@@ -523,8 +523,9 @@ def test_shared_snapshot_on_a_full_disk_is_streamed_directly(tmp_path, litevisor
     db = small / "app.db"
     cfg = config(tmp_path, db, [file_replica(a, "a"), file_replica(b, "b")])
     log = tmp_path / "replicate.log"
+    # the log exists before the loop greps it (the background job opens it later)
     script = ('mount -t tmpfs -o size=2200k tmpfs "$1" || exit 99; cp "$2" "$1/app.db" || exit 98; '
-              '"$3" replicate -config "$4" 2>"$5" & pid=$!; i=0; '
+              ': >"$5"; "$3" replicate -config "$4" 2>"$5" & pid=$!; i=0; '
               'while [ $(grep -c "snapshot written" "$5") -lt 2 ] && [ $i -lt 600 ]; do '
               'sleep 0.1; i=$((i+1)); done; kill -TERM $pid; wait $pid')
     p = subprocess.run(["unshare", "-rm", "sh", "-c", script, "sh", str(small), str(src),
@@ -532,6 +533,7 @@ def test_shared_snapshot_on_a_full_disk_is_streamed_directly(tmp_path, litevisor
                        capture_output=True, text=True, timeout=120)
     if p.returncode == 99 or "unshare" in p.stderr:
         pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip()}")
+    assert log.exists(), (p.returncode, p.stderr)
     text = log.read_text()
     assert p.returncode == 0, (p.stderr, text)
     assert "cannot share the snapshot, streaming it directly" in text, text
