@@ -309,8 +309,17 @@ int db_wal_index(sqlite3 *conn, struct db_wal_index *out)
 	if (f->pMethods->xShmMap(f, 0, 32768, 0, &map) != SQLITE_OK || !map)
 		return -1;
 	const volatile uint32_t *w = map;
+	uint32_t h1[12], h2[12];
+	/* SQLite writes the second copy, then the first: read them the other way round */
+	for (int k = 0; k < 12; k++)
+		h1[k] = w[k];
 	__atomic_thread_fence(__ATOMIC_ACQUIRE);
-	out->max_frame = w[4];        /* WalIndexHdr.mxFrame, first copy */
+	for (int k = 0; k < 12; k++)
+		h2[k] = w[12 + k];
+	out->consistent = memcmp(h1, h2, sizeof(h1)) == 0;
+	out->change = h1[2];          /* WalIndexHdr.iChange */
+	memcpy(out->salts, &h1[8], 8); /* WalIndexHdr.aSalt: the header's bytes */
+	out->max_frame = h1[4];       /* WalIndexHdr.mxFrame */
 	out->backfilled = w[24];      /* WalCkptInfo.nBackfill, after the two 48-byte headers */
 	for (int k = 0; k < 5; k++)
 		out->read_mark[k] = w[25 + k]; /* WalCkptInfo.aReadMark[] */

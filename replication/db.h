@@ -105,6 +105,9 @@ int db_safe_checkpoint(struct db_conns *c, int (*copy)(void *ctx), void *ctx, bo
  */
 
 struct db_wal_index {
+	bool consistent;       /* both copies of SQLite's header agreed (a writer was not mid-update) */
+	uint32_t change;       /* WalIndexHdr.iChange: commits, counted across restarts */
+	uint8_t salts[8];      /* the current session's salts, as in its WAL header */
 	uint32_t max_frame;    /* last valid frame of the WAL */
 	uint32_t backfilled;   /* frames already copied into the database file */
 	uint32_t read_mark[5]; /* SQLite's read marks, slot 0..4 (0xffffffff: unused) */

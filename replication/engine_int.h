@@ -18,6 +18,7 @@
 #include <sys/types.h>
 
 #include "common/config.h"
+#include "replication/commits.h"
 #include "replication/db.h"
 #include "replication/localstate.h"
 #include "replication/lz4io.h"
@@ -139,6 +140,8 @@ struct eng_db {
 	int64_t follow_until;         /* another process checkpoints: look often until then (mono ns) */
 	int64_t follow_step_ms;       /* ... this often, growing */
 	uint32_t follow_backfilled;   /* the WAL's end when following last ran a pass */
+	struct commit_anchor commits; /* where SQLite's commit count last matched ours */
+	int64_t unproven_mono;        /* since when sh.unproven waits for check_commits(), 0 none */
 	char sync_why[256];           /* why the last copy into the shadow failed */
 	char sync_logged[256];        /* ... as last logged, and when */
 	int64_t sync_logged_mono;

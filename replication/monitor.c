@@ -36,6 +36,10 @@
 /* yielding to one: how often to look whether it is done, and for how long at most */
 #define YIELD_POLL_NS (1000 * 1000)
 #define YIELD_MAX_NS (30 * NS_PER_SEC)
+/* ... and how long its backfill may wait with our hold at the WAL's end before we let go */
+#define YIELD_STUCK_NS (20 * 1000 * 1000)
+/* how long a session that followed with a salt-1 jump may wait for check_commits() to vouch for it */
+#define UNPROVEN_MAX_NS (10 * NS_PER_SEC)
 
 static void db_set_state(struct eng_db *d, bool replicating, const char *state)
 {
@@ -114,6 +118,8 @@ static int start_generation(struct eng_db *d, const char *reason)
 	pthread_mutex_lock(&d->mu);
 	d->gen_epoch++;
 	d->stat.generations_total++;
+	d->commits.set = false;
+	d->unproven_mono = 0;
 	d->lag_n = 0;
 	d->gen_start_mono = clock_mono_ns();
 	d->min_index = 0;
@@ -179,6 +185,8 @@ static void clear_sync_failure(struct eng_db *d)
 
 static void close_db(struct eng_db *d)
 {
+	shadow_drop_unproven(&d->sh); /* never published: nothing may ship it later */
+	d->unproven_mono = 0;
 	if (d->sh.fd >= 0 && fdatasync(d->sh.fd) < 0)
 		log_warn("engine", "cannot sync shadow WAL", "db=%s err=\"%s\"", d->stat.name,
 			 strerror(errno));
@@ -188,6 +196,7 @@ static void close_db(struct eng_db *d)
 		close(d->wal_fd);
 	d->wal_fd = -1;
 	d->open = false;
+	d->commits.set = false;
 	d->continuous = false;
 	/* a copy failing into these files is over with them */
 	pthread_mutex_lock(&d->mu);
@@ -200,7 +209,7 @@ static void close_db(struct eng_db *d)
 static void close_db_clean(struct eng_db *d)
 {
 	char line[512], path[PATH_MAX + 16];
-	bool ok = d->continuous && d->sh.gen[0];
+	bool ok = d->continuous && d->sh.gen[0] && !d->sh.unproven;
 	uid_t uid = d->sh.uid;
 	gid_t gid = d->sh.gid;
 	/* our connections change nothing when closed */
@@ -399,7 +408,8 @@ static int copy_wal(struct eng_db *d)
 		switch (res) {
 		case SHADOW_GREW:
 			d->continuous = true;
-			publish(d, grew);
+			if (!d->sh.unproven)
+				publish(d, grew); /* else once check_commits() vouches for it */
 			continue; /* drain a WAL that grew while copying */
 		case SHADOW_NONE:
 			if (!d->continuous && d->sh.fd >= 0) {
@@ -415,6 +425,15 @@ static int copy_wal(struct eng_db *d)
 		case SHADOW_NEW_SESSION:
 			if (!d->continuous) {
 				if ((rc = start_generation(d, "wal header changed while not watching")) < 0)
+					goto out;
+				continue;
+			}
+			if (d->sh.unproven) {
+				/* it ended before a look could vouch for it: a new generation */
+				char gwhy[160];
+				snprintf(gwhy, sizeof(gwhy), "a WAL session may never have been copied: %s",
+					 d->sh.unproven_why);
+				if ((rc = start_generation(d, gwhy)) < 0)
 					goto out;
 				continue;
 			}
@@ -487,6 +506,64 @@ static void note_sync(struct eng_db *d, int rc)
 	d->sync_logged_mono = now;
 }
 
+/* Frames in the current WAL session, as copied into the shadow. */
+static uint64_t shadow_frames(const struct eng_db *d)
+{
+	if (d->sh.fd < 0 || d->sh.size <= WAL_HEADER_SIZE || !d->sh.hdr.page_size)
+		return 0;
+	return (d->sh.size - WAL_HEADER_SIZE) / wal_frame_size(d->sh.hdr.page_size);
+}
+
+/* Were all of SQLite's commits copied (commits.h)? Monitor, after a copy under the hold. */
+static void check_commits(struct eng_db *d)
+{
+	struct db_wal_index wi;
+	uint8_t hdr[WAL_HEADER_SIZE];
+	uint32_t lost;
+	if (!d->continuous || d->conns.cur < 0 ||
+	    db_wal_index(d->conns.hold[d->conns.cur], &wi) < 0 || !wi.consistent)
+		return;
+	struct commit_look l = {
+		.change = wi.change,
+		.index_frames = wi.max_frame,
+		.index_is_shadow = d->sh.fd >= 0 && memcmp(wi.salts, d->sh.hdr_raw + 16, 8) == 0,
+		.shadow_frames = shadow_frames(d),
+		.file_is_shadow = d->sh.fd >= 0 && d->wal_fd >= 0 &&
+				  pread(d->wal_fd, hdr, sizeof(hdr), 0) == (ssize_t)sizeof(hdr) &&
+				  memcmp(hdr, d->sh.hdr_raw, sizeof(hdr)) == 0,
+		.commits = d->sh.commits,
+	};
+	bool anchored = d->commits.set;
+	enum commit_verdict v = commits_check(&d->commits, &l, &lost);
+	char why[192];
+	if (v == COMMITS_LOST) {
+		snprintf(why, sizeof(why), "%u commit(s) were checkpointed away before they were copied",
+			 lost);
+	} else if (!d->sh.unproven) {
+		return;
+	} else if (v == COMMITS_OK && anchored) {
+		/* every commit copied: the salt-1 jump was TRUNCATEs of an empty WAL */
+		log_debug("engine", "a WAL session whose salt-1 jumped is vouched for", "db=%s %s",
+			  d->stat.name, d->sh.unproven_why);
+		d->sh.unproven = false;
+		d->unproven_mono = 0;
+		publish(d, d->sh.size);
+		return;
+	} else if (v == COMMITS_WAIT &&
+		   (!d->unproven_mono || clock_mono_ns() - d->unproven_mono < UNPROVEN_MAX_NS)) {
+		if (!d->unproven_mono)
+			d->unproven_mono = clock_mono_ns();
+		return;
+	} else {
+		/* nothing to count against (no look agreed since the last start), or too long */
+		snprintf(why, sizeof(why), "a WAL session may never have been copied: %s",
+			 d->sh.unproven_why);
+	}
+	d->unproven_mono = 0;
+	if (start_generation(d, why) < 0)
+		d->continuous = false;
+}
+
 /* Serve a replica's request for a new generation (monitor, after a copy under the hold). */
 static void serve_generation_request(struct eng_db *d)
 {
@@ -528,14 +605,6 @@ static void truncate_wal(struct eng_db *d)
 	log_info("engine", "WAL truncated", "db=%s index=%u", d->stat.name, d->sh.index);
 	shadow_next_index(&d->sh);
 	publish(d, 0);
-}
-
-/* Frames in the current WAL session, as copied into the shadow. */
-static uint64_t shadow_frames(const struct eng_db *d)
-{
-	if (d->sh.fd < 0 || d->sh.size <= WAL_HEADER_SIZE || !d->sh.hdr.page_size)
-		return 0;
-	return (d->sh.size - WAL_HEADER_SIZE) / wal_frame_size(d->sh.hdr.page_size);
 }
 
 /*
@@ -636,54 +705,75 @@ static int db_file_changed(struct eng_db *d)
  * runs wal_checkpoint(TRUNCATE) on close) holds the writer lock and waits
  * (busy handler) for readers twice: for each reader whose mark is below the
  * end of the WAL before it backfills, and for every reader of slots 1..N to
- * leave before it restarts the WAL. Our hold is such a reader, and two
- * things made the app wait for its whole busy timeout (then SQLITE_BUSY,
- * seen in CI):
- *  - SQLite retries the lock of the slot whose mark it read first; a hold
- *    taken again on an unchanged WAL shares the slot whose mark is the end
- *    of the WAL, so the slot stays locked as long as we hold anything;
- *  - nothing in the files changes while the app waits, so no event wakes us.
- * So after the WAL grew or the database file changed, the monitor looks
- * often (1, 2, 4 … 50 ms, for FOLLOW_NS) whether such a checkpoint runs, and
- * then yields to it without ever letting go: it holds the writer lock, so
- * nothing can be appended; copy the tail, move the hold to the end of the
- * WAL (the backfill no longer waits for it), and once everything is
- * backfilled move it to read slot 0, which the restart does not wait for.
- * A hold on slot 0 still blocks the next backfill (it takes slot 0
- * exclusively), so the app's next session stays in the WAL until copied.
- * Letting go instead lost whole sessions: the app's restart, one more commit
- * and its TRUNCATE fit in the milliseconds before the hold was taken again.
+ * leave before it restarts the WAL. Our hold is such a reader, and nothing
+ * in the files changes while the app waits, so no event wakes us. So after
+ * the WAL grew or the database file changed, the monitor looks often (1, 2,
+ * 4 … 50 ms, for FOLLOW_NS) whether such a checkpoint runs, and yields to
+ * it, looking every millisecond while it runs:
+ *  1. move the hold to the end of the WAL (then copy, as a pass does): the
+ *     backfill no longer waits for its mark. Again whenever the WAL grew:
+ *     the app may commit and start its next checkpoint between two looks;
+ *  2. once everything is backfilled, move it to read slot 0, which the
+ *     restart does not wait for, but which still blocks the backfill of
+ *     what is written next: the app's next session stays in the WAL until
+ *     copied;
+ *  3. if the backfill still waits after YIELD_STUCK_NS, let go until it is
+ *     done: SQLite retries the lock of the slot whose mark it found stale,
+ *     and when another reader of the app's left it, a hold moved to the end
+ *     of the WAL may share that very slot (its mark is the end now), for as
+ *     long as we hold anything. The hold is taken again as soon as the
+ *     backfill is done or the WAL grows.
+ * Only in step 3 can an app's session (a commit, a full checkpoint and the
+ * next commit) pass before the hold is back; check_commits() then starts a
+ * new generation. Letting go in every yield, as an earlier version did, lost
+ * whole sessions of an app that checkpoints after each commit.
  * A PASSIVE checkpoint (the app's autocheckpoint) waits for nobody, but once
  * it has backfilled everything, a hold taken again reads the database file
  * only and lets the app's next write restart the WAL.
  */
 static bool yield_to_checkpoint(struct eng_db *d)
 {
-	int64_t t0 = clock_mono_ns();
-	bool moved = false;
+	int64_t t0 = clock_mono_ns(), moved_at = 0;
+	uint32_t at = 0;
+	bool moved = false, let_go = false;
 	struct timespec ts = { 0, YIELD_POLL_NS };
 	while (!stopping(d) && clock_mono_ns() - t0 < YIELD_MAX_NS &&
 	       db_foreign_blocking_checkpoint(&d->conns) == 1) {
 		struct db_wal_index wi;
-		bool backfilled = db_wal_index(d->conns.hold[d->conns.cur], &wi) == 0 &&
-				  wi.backfilled == wi.max_frame;
-		if (!moved || backfilled) {
-			/* the hold moves past what is copied only (see db_hold_rotate()) */
-			if (copy_wal(d) < 0)
-				return moved; /* keep the hold: what is not copied must stay */
+		sqlite3 *look = d->conns.cur >= 0 ? d->conns.hold[d->conns.cur] : d->conns.ck;
+		bool have = db_wal_index(look, &wi) == 0;
+		bool backfilled = have && wi.backfilled == wi.max_frame;
+		if (!moved || backfilled || (have && wi.max_frame != at)) {
+			/* as a pass does: the new hold first, then the copy (db_hold_rotate()) */
 			if (db_hold_rotate(&d->conns) < 0) {
 				d->continuous = false;
 				return true;
 			}
+			note_sync(d, copy_wal(d));
 			moved = true;
+			let_go = false;
+			moved_at = clock_mono_ns();
+			at = have ? wi.max_frame : 0;
 			if (d->conns.db_only)
 				break; /* the restart waits for nothing of ours */
+		} else if (!let_go && clock_mono_ns() - moved_at >= YIELD_STUCK_NS) {
+			if (copy_wal(d) == 0) {
+				db_hold_release(&d->conns);
+				let_go = true;
+			}
 		}
 		nanosleep(&ts, NULL);
 	}
-	log_debug("engine", "yielded to another process's checkpoint", "db=%s ms=%lld slot0=%d",
-		  d->stat.name, (long long)((clock_mono_ns() - t0) / NS_PER_MS), d->conns.db_only);
-	return moved;
+	if (d->conns.cur < 0) {
+		if (db_hold_rotate(&d->conns) < 0)
+			d->continuous = false;
+		else
+			note_sync(d, copy_wal(d));
+	}
+	log_debug("engine", "yielded to another process's checkpoint",
+		  "db=%s ms=%lld slot0=%d let_go=%d", d->stat.name,
+		  (long long)((clock_mono_ns() - t0) / NS_PER_MS), d->conns.db_only, let_go);
+	return true;
 }
 
 /*
@@ -713,10 +803,13 @@ static bool follow_checkpoint(struct eng_db *d, int64_t mtime_ns, bool grew, int
 		 * A hold on read slot 0 blocks no restart, but it blocks the
 		 * backfill of every frame written since it began. Such frames
 		 * woke the pass that took it, but their commit reached the WAL
-		 * index after its look: the app's checkpoint now waits for us,
-		 * and no file event will come. Move the hold off slot 0.
+		 * index after its look: an app's checkpoint that waits for us
+		 * now gets no file event. Move the hold off slot 0 for it (not
+		 * for every commit: a pass right inside the app's commits makes
+		 * the hold share read slot 1 more often, see db.c).
 		 */
-		if (have && wi.max_frame != wi.backfilled && wi.max_frame != d->follow_backfilled) {
+		if (have && wi.max_frame != wi.backfilled && wi.max_frame != d->follow_backfilled &&
+		    db_foreign_blocking_checkpoint(&d->conns) == 1) {
 			d->follow_backfilled = wi.max_frame; /* once per state: never a busy loop */
 			return true;
 		}
@@ -806,7 +899,10 @@ void *monitor_thread(void *arg)
 			/* the new hold is taken before reading: see db_hold_rotate() */
 			if (db_hold_rotate(&d->conns) < 0)
 				d->continuous = false;
-			note_sync(d, copy_wal(d));
+			int crc = copy_wal(d);
+			note_sync(d, crc);
+			if (crc == 0)
+				check_commits(d);
 			if (d->conns.cur < 0)
 				d->continuous = false;
 			serve_generation_request(d);

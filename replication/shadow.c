@@ -76,6 +76,7 @@ int shadow_resume(struct shadow *s, const char *gen)
 	int rc = -1;
 
 	shadow_close(s);
+	s->unproven = false;
 	snprintf(s->gen, sizeof(s->gen), "%s", gen);
 	found = localstate_last_shadow(s->dir, gen, &best);
 	bool have_rec = localstate_read_index(s->dir, gen, &rec) == 0;
@@ -185,6 +186,7 @@ int shadow_start(struct shadow *s, const char *gen, uint32_t index, int64_t prev
 	s->size = 0;
 	s->prev_end = prev_end;
 	s->have_prev = false;
+	s->unproven = false;
 	snprintf(path, sizeof(path), "%s/generations/%s/wal", s->dir, gen);
 	if (fs_mkdir_p(path, 0750, s->uid, s->gid) < 0) {
 		log_error("shadow", "cannot create shadow directory", "path=\"%s\" err=\"%s\"", path,
@@ -218,6 +220,7 @@ void shadow_next_index(struct shadow *s)
 {
 	s->prev_end = -1;
 	s->have_prev = false; /* an index left with no file: its session is unknown */
+	s->unproven = false;
 	cut_to_size(s);
 	if (s->fd >= 0) {
 		memcpy(s->prev_hdr, s->hdr_raw, WAL_HEADER_SIZE);
@@ -252,17 +255,24 @@ static void drop_current(struct shadow *s)
 	shadow_close(s);
 	unlink(path_of(s, s->index, path, sizeof(path)));
 	s->size = 0;
+	s->unproven = false;
+}
+
+void shadow_drop_unproven(struct shadow *s)
+{
+	if (s->unproven)
+		drop_current(s);
 }
 
 /*
  * Can h be the session right after the one prev_raw starts? Each restart of
  * the WAL adds one to salt-1 in the shared WAL index (SQLite's
- * walRestartHdr), and a restart needs a session with frames, so salt-1 two
- * or more ahead means a whole session (an app's commit, checkpoint and next
- * commit while our hold pinned nothing) was written and overwritten before
- * it was copied. A connection that never restarted the WAL itself writes
- * checkpoint sequence 0 and draws both salts at random: nothing to tell then.
- * (The checkpoint sequence is that connection's own count, not the WAL's.)
+ * walRestartHdr), so salt-1 two or more ahead means either a whole session
+ * written and overwritten before it was copied, or TRUNCATE checkpoints of
+ * an already empty WAL (each one adds one too): see shadow.h, unproven. A
+ * connection that never restarted the WAL itself writes checkpoint sequence
+ * 0 and draws both salts at random: nothing to tell then. (The checkpoint
+ * sequence is that connection's own count, not the WAL's.)
  */
 static bool session_follows(const uint8_t prev_raw[WAL_HEADER_SIZE], const struct wal_header *h)
 {
@@ -271,6 +281,21 @@ static bool session_follows(const uint8_t prev_raw[WAL_HEADER_SIZE], const struc
 	if (h->checkpoint_seq == 0 || wal_header_parse(prev_raw, &p, why, sizeof(why)) < 0)
 		return true;
 	return h->salt1 == p.salt1 + 1;
+}
+
+/*
+ * The WAL looked shorter or overwritten after its header matched the
+ * shadow's: did a restart land between the two reads? SQLite writes a new
+ * session's header before its first frame, and a truncation leaves no
+ * header. Returns what a sync finds then (a new session, or nothing yet), or
+ * SHADOW_BROKEN when the header is still this session's.
+ */
+static enum shadow_result reread_header(const struct shadow *s, int wal)
+{
+	uint8_t hdr[WAL_HEADER_SIZE];
+	if (pread(wal, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr))
+		return SHADOW_NONE;
+	return memcmp(hdr, s->hdr_raw, WAL_HEADER_SIZE) != 0 ? SHADOW_NEW_SESSION : SHADOW_BROKEN;
 }
 
 /* why = "<what> <the current shadow file>: <errno's text>" */
@@ -310,6 +335,8 @@ enum shadow_result shadow_sync(struct shadow *s, int wal, uint64_t *grew, char *
 		if (memcmp(hdr, s->hdr_raw, WAL_HEADER_SIZE) != 0)
 			return SHADOW_NEW_SESSION;
 		if ((uint64_t)st.st_size < s->size) {
+			if ((res = reread_header(s, wal)) != SHADOW_BROKEN)
+				return res;
 			snprintf(why, whylen, "wal truncated by another process");
 			return SHADOW_BROKEN;
 		}
@@ -318,6 +345,8 @@ enum shadow_result shadow_sync(struct shadow *s, int wal, uint64_t *grew, char *
 			off_t at = (off_t)(s->size - wal_frame_size(s->hdr.page_size));
 			if (pread(wal, fh, sizeof(fh), at) != (ssize_t)sizeof(fh) ||
 			    memcmp(fh, s->last_fh, sizeof(fh)) != 0) {
+				if ((res = reread_header(s, wal)) != SHADOW_BROKEN)
+					return res;
 				snprintf(why, whylen, "wal overwritten by another process");
 				return SHADOW_BROKEN;
 			}
@@ -332,15 +361,15 @@ enum shadow_result shadow_sync(struct shadow *s, int wal, uint64_t *grew, char *
 	} else {
 		if (s->have_prev && memcmp(hdr, s->prev_hdr, WAL_HEADER_SIZE) == 0)
 			return SHADOW_NONE; /* still the session we finished */
+		if (create_current(s, why, whylen) < 0)
+			return SHADOW_ERROR;
 		if (s->have_prev && !session_follows(s->prev_hdr, &h)) {
 			struct wal_header p;
 			(void)wal_header_parse(s->prev_hdr, &p, reason, sizeof(reason));
-			snprintf(why, whylen, "a WAL session was never copied: salt-1 %08x follows %08x",
-				 h.salt1, p.salt1);
-			return SHADOW_BROKEN;
+			s->unproven = true;
+			snprintf(s->unproven_why, sizeof(s->unproven_why),
+				 "salt-1 %08x follows %08x", h.salt1, p.salt1);
 		}
-		if (create_current(s, why, whylen) < 0)
-			return SHADOW_ERROR;
 		created = true;
 		if (wal_reader_init(&r) < 0) {
 			snprintf(why, whylen, "out of memory");
@@ -392,6 +421,7 @@ enum shadow_result shadow_sync(struct shadow *s, int wal, uint64_t *grew, char *
 		s->s1 = r.commit_s1;
 		s->s2 = r.commit_s2;
 		s->commit_pages = r.commit_pages;
+		s->commits += r.commits;
 		if (s->size <= WAL_HEADER_SIZE) {
 			/* a header with no transaction yet: wait for one */
 			drop_current(s);

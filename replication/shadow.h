@@ -40,6 +40,16 @@ struct shadow {
 	bool have_prev;              /* prev_hdr holds the previous index's header */
 	uint8_t prev_hdr[WAL_HEADER_SIZE];
 	uint32_t commit_pages;       /* database size in pages at the last commit copied */
+	uint64_t commits;            /* commit frames copied since shadow_init(), every index */
+	/*
+	 * The current index's session follows the previous one with salt-1 more
+	 * than one ahead. Each restart adds one, but so does each TRUNCATE
+	 * checkpoint of an already empty WAL: either sessions were never copied,
+	 * or the app truncated an empty WAL. The caller decides (commits.h)
+	 * before anything of this index is published; why says what was seen.
+	 */
+	bool unproven;
+	char unproven_why[96];
 	int64_t prev_end;            /* where index-1 ended (its committed size), -1 unknown */
 	uid_t uid;
 	gid_t gid;
@@ -74,6 +84,9 @@ int shadow_resume(struct shadow *s, const char *gen);
  * position), else -1. 0 or -1 (logged).
  */
 int shadow_start(struct shadow *s, const char *gen, uint32_t index, int64_t prev_end);
+
+/* Remove the current index's file if it is unproven (nothing of it was published). */
+void shadow_drop_unproven(struct shadow *s);
 
 /* Close the current index (complete) and move to index+1 with no file yet. */
 void shadow_next_index(struct shadow *s);

@@ -175,6 +175,7 @@ static int accept_unit(struct wal_reader *r)
 	if (f.commit) {
 		r->commit_end = r->offset;
 		r->commit_pages = f.commit;
+		r->commits++;
 		r->commit_s1 = s1;
 		r->commit_s2 = s2;
 	}

@@ -87,6 +87,7 @@ struct wal_reader {
 	uint64_t commit_end;   /* offset just past the last valid commit frame (0 = none) */
 	uint32_t commit_pages; /* database size in pages at that commit */
 	uint32_t commit_s1, commit_s2; /* checksum at commit_end */
+	uint64_t commits;      /* valid commit frames seen */
 	uint64_t frames;       /* valid frames seen */
 	uint8_t *buf;          /* one header or frame being assembled */
 	size_t fill;

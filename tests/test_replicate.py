@@ -1021,6 +1021,51 @@ def test_every_session_an_app_truncates_at_once_reaches_the_replica(run, tmp_pat
     assert len(generations(rep)) == 1, r.text()
 
 
+def test_truncating_an_empty_wal_is_no_lost_session(run, tmp_path, litestream_bin):
+    """Each TRUNCATE checkpoint adds one to salt-1, even of an already empty WAL, so
+    the next session's salt-1 can be two or more ahead with no session lost. That
+    was taken for a session never copied: a new generation and a full snapshot
+    each time (an app truncating on a timer while idle). SQLite's commit count
+    now tells the two apart (replication/commits.h)."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    r = run(config(tmp_path, db, [file_replica(rep)]))
+    c = sqlite3.connect(str(db), isolation_level=None, timeout=30)
+    for i in range(5):
+        c.execute("INSERT INTO t(v) VALUES (?)", (f"row {i}",))
+        for _ in range(2):  # the second one truncates an empty WAL
+            assert c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone() == (0, 0, 0)
+    c.close()
+    check_restore_eventually(litestream_bin, rep, db, tmp_path / "out.db", timeout=15)
+    assert r.stop() == 0
+    assert len(generations(rep)) == 1, r.text()
+
+
+@pytest.mark.parametrize("mode", ["FULL", "TRUNCATE"])
+def test_checkpoint_after_each_commit_is_never_held_up(run, tmp_path, litestream_bin, mode):
+    """An app committing and checkpointing back to back: its next commit and
+    checkpoint could begin between two of the monitor's looks while it yielded to
+    the previous checkpoint. The monitor did not move its hold for them, and the new
+    checkpoint waited on the hold's slot for the whole yield (10 s, then 30 s) or
+    the app's busy timeout (QA: 11 runs in 12). The hold now moves whenever the WAL
+    grows during a yield. Without litevisor each checkpoint takes milliseconds."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    r = run(config(tmp_path, db, [file_replica(rep, sync="100ms")]))
+    c = sqlite3.connect(str(db), isolation_level=None, timeout=30)
+    worst = 0
+    for i in range(20):
+        c.execute("INSERT INTO t(v) VALUES (?)", (f"row {i}",))
+        t = time.monotonic()
+        assert c.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[0] == 0
+        worst = max(worst, time.monotonic() - t)
+    c.close()
+    assert worst < 5, worst
+    check_restore_eventually(litestream_bin, rep, db, tmp_path / "out.db", timeout=15)
+    assert r.stop() == 0
+    assert len(generations(rep)) == 1, r.text()
+
+
 def test_hold_stays_off_the_first_read_slot(run, tmp_path, litestream_bin):
     # Each of the app's commits begins with a read, which tries to lock SQLite's
     # read-mark slot 1 first (byte 124 of the -shm: WAL_READ_LOCK(1)). While our
