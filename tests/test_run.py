@@ -1374,22 +1374,30 @@ def test_health_and_metrics_show_databases(litevisor_bin, tmp_path, runs):
     assert r.wait(timeout=30) == 0
 
 
-def test_term_during_a_slow_restore_exits_at_once_without_starting(litevisor_bin, tmp_path, runs):
-    """A replica that accepts connections but never answers keeps the restore busy;
-    TERM must still end litevisor promptly (the control path never waits on restore)."""
+def silent_server(backlog):
+    """A 127.0.0.1 socket that accepts connections and never answers (a blackholed
+    server), and the list of connections it accepted; close it at the end of the test."""
     import socket
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
-    silent.listen(16)
+    silent.listen(backlog)
     held = []
 
     def hold_connections():
         try:
-            for _ in range(16):
+            for _ in range(backlog):
                 held.append(silent.accept())
         except OSError:
             pass  # the socket was closed at the end of the test
+
     threading.Thread(target=hold_connections, daemon=True).start()
+    return silent, held
+
+
+def test_term_during_a_slow_restore_exits_at_once_without_starting(litevisor_bin, tmp_path, runs):
+    """A replica that accepts connections but never answers keeps the restore busy;
+    TERM must still end litevisor promptly (the control path never waits on restore)."""
+    silent, held = silent_server(16)
     try:
         (tmp_path / "data").mkdir()
         port = free_port()
@@ -1419,14 +1427,8 @@ def test_endpoints_answer_fast_while_a_replica_hangs(litevisor_bin, tmp_path, ru
     """One replica accepts connections and never answers; the service keeps writing.
     /livez, /healthz and /metrics still answer within 50 ms, and the stuck replica
     shows as warn (HTTP 200), never as unready."""
-    import socket
     import urllib.request
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(64)
-    held = []
-    threading.Thread(target=lambda: [held.append(silent.accept()) for _ in range(64)],
-                     daemon=True).start()
+    silent, _ = silent_server(64)
     try:
         (tmp_path / "data").mkdir()
         port = free_port()
@@ -1771,7 +1773,7 @@ def test_replicate_relative_db_path_without_config(litevisor_bin, tmp_path, runs
     write_rows(tmp_path / "data" / "app.db", ["row-2"])
     os.kill(r.pid, signal.SIGTERM)
     assert r.wait() == 0, r.stderr()
-    assert f"db=app.db" in r.stderr()
+    assert "db=app.db" in r.stderr()
     assert (tmp_path / "data" / ".app.db-litevisor").is_dir()  # state next to the database
     assert litestream_rows(tmp_path, replica) == ["row-0", "row-1", "row-2"]
     # A DB_PATH that cannot be a database file is still a usage error.
