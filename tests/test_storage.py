@@ -989,7 +989,7 @@ def test_s3_streamed_put_from_a_file_signs_its_sha256_and_sends_content_md5(s3se
     finally:
         proxy.close()
     puts = [(line, h, b) for line, h, b in proxy.full if line.startswith("PUT ")]
-    assert len(puts) == 1, [x[0] for x in seen]
+    assert len(puts) == 1, [x[0] for x in proxy.full]
     _, hdr, sent = puts[0]
     assert sent == body
     assert hdr["x-amz-content-sha256"] == hashlib.sha256(body).hexdigest(), hdr
