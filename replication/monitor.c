@@ -731,7 +731,7 @@ static int db_file_changed(struct eng_db *d)
  * it has backfilled everything, a hold taken again reads the database file
  * only and lets the app's next write restart the WAL.
  */
-static bool yield_to_checkpoint(struct eng_db *d)
+static void yield_to_checkpoint(struct eng_db *d)
 {
 	int64_t t0 = clock_mono_ns(), moved_at = 0;
 	uint32_t at = 0;
@@ -747,7 +747,7 @@ static bool yield_to_checkpoint(struct eng_db *d)
 			/* as a pass does: the new hold first, then the copy (db_hold_rotate()) */
 			if (db_hold_rotate(&d->conns) < 0) {
 				d->continuous = false;
-				return true;
+				return;
 			}
 			note_sync(d, copy_wal(d));
 			moved = true;
@@ -773,7 +773,6 @@ static bool yield_to_checkpoint(struct eng_db *d)
 	log_debug("engine", "yielded to another process's checkpoint",
 		  "db=%s ms=%lld slot0=%d let_go=%d", d->stat.name,
 		  (long long)((clock_mono_ns() - t0) / NS_PER_MS), d->conns.db_only, let_go);
-	return true;
 }
 
 /*
@@ -814,9 +813,10 @@ static bool follow_checkpoint(struct eng_db *d, int64_t mtime_ns, bool grew, int
 			return true;
 		}
 	} else {
-		/* a copy that fails keeps the hold: no pass right away, the next look retries */
-		if (db_foreign_blocking_checkpoint(&d->conns) == 1 && yield_to_checkpoint(d))
-			return true;
+		if (db_foreign_blocking_checkpoint(&d->conns) == 1) {
+			yield_to_checkpoint(d);
+			return true; /* a pass right away: its copy and the hold's next place */
+		}
 		if (have && wi.backfilled == wi.max_frame && wi.max_frame != d->follow_backfilled) {
 			d->follow_backfilled = wi.max_frame; /* once per state: never a busy loop */
 			return true;
