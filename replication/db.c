@@ -377,6 +377,19 @@ int db_foreign_blocking_checkpoint(struct db_conns *c)
 	return wr == ck;
 }
 
+int db_foreign_reader(struct db_conns *c)
+{
+	if (c->shm_fd < 0 && (c->shm_fd = find_shm_fd(c->path)) < 0)
+		return -1;
+	/* WAL_READ_LOCK(1..4) are n 4..7 */
+	for (int n = 4; n <= 7; n++) {
+		pid_t p = shm_lock_holder(c->shm_fd, n);
+		if (p != 0)
+			return p < 0 ? -1 : 1;
+	}
+	return 0;
+}
+
 int db_file_read(sqlite3 *conn, void *buf, int len, int64_t off)
 {
 	sqlite3_file *f = file_of(conn);

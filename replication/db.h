@@ -132,6 +132,13 @@ int db_wal_index(sqlite3 *conn, struct db_wal_index *out);
  */
 int db_foreign_blocking_checkpoint(struct db_conns *c);
 
+/*
+ * 1 when another process holds any of the WAL's read-mark slots 1..4 (an
+ * app's read transaction on the WAL), 0 when none, -1 when it cannot be
+ * told; asked the same way.
+ */
+int db_foreign_reader(struct db_conns *c);
+
 /* Read len bytes at off of conn's database file. 0, 1 if short (rest zeroed), -1 on error. */
 int db_file_read(sqlite3 *conn, void *buf, int len, int64_t off);
 

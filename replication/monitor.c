@@ -36,8 +36,12 @@
 /* yielding to one: how often to look whether it is done, and for how long at most */
 #define YIELD_POLL_NS (1000 * 1000)
 #define YIELD_MAX_NS (30 * NS_PER_SEC)
-/* ... and how long its backfill may wait with our hold at the WAL's end before we let go */
-#define YIELD_STUCK_NS (20 * 1000 * 1000)
+/*
+ * ... and how long its backfill may wait, with our hold at the WAL's end and
+ * no reader of the app's, before we let go: SQLite's busy handler retries at
+ * least every 100 ms, so a wait longer than that is for us.
+ */
+#define YIELD_STUCK_NS (250 * 1000 * 1000)
 /* how long a session that followed with a salt-1 jump may wait for check_commits() to vouch for it */
 #define UNPROVEN_MAX_NS (10 * NS_PER_SEC)
 
@@ -717,12 +721,14 @@ static int db_file_changed(struct eng_db *d)
  *     restart does not wait for, but which still blocks the backfill of
  *     what is written next: the app's next session stays in the WAL until
  *     copied;
- *  3. if the backfill still waits after YIELD_STUCK_NS, let go until it is
- *     done: SQLite retries the lock of the slot whose mark it found stale,
- *     and when another reader of the app's left it, a hold moved to the end
- *     of the WAL may share that very slot (its mark is the end now), for as
- *     long as we hold anything. The hold is taken again as soon as the
- *     backfill is done or the WAL grows.
+ *  3. if the backfill still waits after YIELD_STUCK_NS in which no reader of
+ *     the app's held a read slot (else it is what the checkpoint waits for:
+ *     letting go would only open a gap), let go until it is done: SQLite
+ *     retries the lock of the slot whose mark it found stale, and when the
+ *     app's reader left it, a hold moved to the end of the WAL may share
+ *     that very slot (its mark is the end now), for as long as we hold
+ *     anything. The hold is taken again as soon as the backfill is done or
+ *     the WAL grows.
  * Only in step 3 can an app's session (a commit, a full checkpoint and the
  * next commit) pass before the hold is back; check_commits() then starts a
  * new generation. Letting go in every yield, as an earlier version did, lost
@@ -733,7 +739,7 @@ static int db_file_changed(struct eng_db *d)
  */
 static void yield_to_checkpoint(struct eng_db *d)
 {
-	int64_t t0 = clock_mono_ns(), moved_at = 0;
+	int64_t t0 = clock_mono_ns(), alone_since = 0;
 	uint32_t at = 0;
 	bool moved = false, let_go = false;
 	struct timespec ts = { 0, YIELD_POLL_NS };
@@ -752,12 +758,18 @@ static void yield_to_checkpoint(struct eng_db *d)
 			note_sync(d, copy_wal(d));
 			moved = true;
 			let_go = false;
-			moved_at = clock_mono_ns();
+			alone_since = 0;
 			at = have ? wi.max_frame : 0;
 			if (d->conns.db_only)
 				break; /* the restart waits for nothing of ours */
-		} else if (!let_go && clock_mono_ns() - moved_at >= YIELD_STUCK_NS) {
-			if (copy_wal(d) == 0) {
+		} else if (!let_go) {
+			/* since when the hold is at the WAL's end and no app reader holds a slot */
+			int64_t now = clock_mono_ns();
+			if (db_foreign_reader(&d->conns) != 0)
+				alone_since = 0;
+			else if (!alone_since)
+				alone_since = now;
+			if (alone_since && now - alone_since >= YIELD_STUCK_NS && copy_wal(d) == 0) {
 				db_hold_release(&d->conns);
 				let_go = true;
 			}
