@@ -532,11 +532,12 @@ static void check_commits(struct eng_db *d)
 		.index_frames = wi.max_frame,
 		.index_is_shadow = d->sh.fd >= 0 && memcmp(wi.salts, d->sh.hdr_raw + 16, 8) == 0,
 		.shadow_frames = shadow_frames(d),
-		.file_is_shadow = d->sh.fd >= 0 && d->wal_fd >= 0 &&
-				  pread(d->wal_fd, hdr, sizeof(hdr), 0) == (ssize_t)sizeof(hdr) &&
-				  memcmp(hdr, d->sh.hdr_raw, sizeof(hdr)) == 0,
 		.commits = d->sh.commits,
 	};
+	/* the WAL file's header matters only beside an empty index (commits.h): read it then */
+	if (l.index_frames == 0 && l.shadow_frames > 0 && d->wal_fd >= 0)
+		l.file_is_shadow = pread(d->wal_fd, hdr, sizeof(hdr), 0) == (ssize_t)sizeof(hdr) &&
+				   memcmp(hdr, d->sh.hdr_raw, sizeof(hdr)) == 0;
 	bool anchored = d->commits.set;
 	enum commit_verdict v = commits_check(&d->commits, &l, &lost);
 	char why[192];
