@@ -32,7 +32,8 @@ TEST(layout_names)
 	CHECK(!layout_generation_valid("0123456789abcde"));
 }
 
-/* Write n rows into a fresh WAL-mode database kept with its -wal; return the WAL's bytes. */
+/* Write n rows into a fresh WAL-mode database kept with its -wal in dir; return the WAL's
+ * bytes and remove dir. */
 static unsigned char *make_wal(const char *dir, int rows, size_t *len)
 {
 	char path[256], wal[300];
@@ -55,6 +56,13 @@ static unsigned char *make_wal(const char *dir, int rows, size_t *len)
 	close(fd);
 	sqlite3_close(db);
 	*len = (size_t)st.st_size;
+	/* The bytes are in memory now: leave nothing behind in /tmp. */
+	static const char *const files[] = { "t.db", "t.db-wal", "t.db-shm" };
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
+		unlink(path);
+	}
+	CHECK_INT(rmdir(dir), 0);
 	return buf;
 }
 
