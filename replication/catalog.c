@@ -80,6 +80,14 @@ static int cmp_seg(const void *a, const void *b)
 	return x->offset < y->offset ? -1 : x->offset > y->offset;
 }
 
+static int cmp_closed(const void *a, const void *b)
+{
+	const struct cat_closed *x = a, *y = b;
+	if (x->index != y->index)
+		return x->index < y->index ? -1 : 1;
+	return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
 /* The name of an object directly inside folder ("snapshots/"), or NULL. */
 static const char *folder_entry(const char *rel, const char *folder)
 {
@@ -112,7 +120,8 @@ int catalog_load(struct storage *st, const char *gen, struct cat_generation *g,
 	/* each object is at most one of the two; sizing both arrays for all is simplest */
 	g->snapshots = calloc(l.nobjects + 1, sizeof(*g->snapshots));
 	g->segments = calloc(l.nobjects + 1, sizeof(*g->segments));
-	if (!g->snapshots || !g->segments) {
+	g->closed = calloc(l.nobjects + 1, sizeof(*g->closed));
+	if (!g->snapshots || !g->segments || !g->closed) {
 		st_error_set(err, ST_PERMANENT, 0, "out of memory listing generation %s", gen);
 		rc = ST_PERMANENT;
 		goto out;
@@ -135,6 +144,13 @@ int catalog_load(struct storage *st, const char *gen, struct cat_generation *g,
 			s->size = o->size;
 			s->mtime_ns = o->mtime_ns;
 			g->nsegments++;
+		} else if ((name = folder_entry(rel, "closed/")) != NULL) {
+			struct cat_closed *c = &g->closed[g->nclosed];
+			if (layout_parse_closed(name, &c->index, &c->offset) == 0) {
+				c->mtime_ns = o->mtime_ns;
+				g->nclosed++;
+			}
+			continue; /* a mark, not data: it does not date the generation */
 		} else {
 			continue; /* not part of the layout: skipped, as Litestream does */
 		}
@@ -142,6 +158,7 @@ int catalog_load(struct storage *st, const char *gen, struct cat_generation *g,
 	}
 	qsort(g->snapshots, g->nsnapshots, sizeof(*g->snapshots), cmp_snap);
 	qsort(g->segments, g->nsegments, sizeof(*g->segments), cmp_seg);
+	qsort(g->closed, g->nclosed, sizeof(*g->closed), cmp_closed);
 out:
 	st_list_release(&l);
 	if (rc < 0)
@@ -234,9 +251,22 @@ void catalog_generation_release(struct cat_generation *g)
 {
 	free(g->snapshots);
 	free(g->segments);
+	free(g->closed);
 	g->snapshots = NULL;
 	g->segments = NULL;
-	g->nsnapshots = g->nsegments = 0;
+	g->closed = NULL;
+	g->nsnapshots = g->nsegments = g->nclosed = 0;
+}
+
+bool catalog_closed_at(const struct cat_generation *g, const struct wal_pos *end)
+{
+	for (size_t i = 0; i < g->nclosed; i++) {
+		const struct cat_closed *c = &g->closed[i];
+		if ((c->index == end->index && c->offset == end->offset) ||
+		    (c->offset == 0 && end->index != UINT32_MAX && c->index == end->index + 1))
+			return true;
+	}
+	return false;
 }
 
 const struct cat_snapshot *catalog_snapshot_at_or_before(const struct cat_generation *g,

@@ -27,13 +27,21 @@ struct cat_segment {
 	int64_t mtime_ns;
 };
 
+/* A "closed" mark (layout.h): the writer stopped cleanly here. Not data. */
+struct cat_closed {
+	uint32_t index, offset;
+	int64_t mtime_ns;
+};
+
 struct cat_generation {
 	char id[LAYOUT_GEN_LEN + 1];
 	struct cat_snapshot *snapshots; /* sorted by index */
 	size_t nsnapshots;
 	struct cat_segment *segments;   /* sorted by (index, offset) */
 	size_t nsegments;
-	int64_t min_ns, max_ns;         /* time window of all its objects (0 if empty) */
+	struct cat_closed *closed;      /* sorted by (index, offset) */
+	size_t nclosed;
+	int64_t min_ns, max_ns;         /* time window of its snapshots and segments (0 if none) */
 };
 
 /*
@@ -77,6 +85,14 @@ const struct cat_snapshot *catalog_snapshot_at_or_before(const struct cat_genera
  */
 int catalog_end_position(struct storage *st, const struct cat_generation *g, struct wal_pos *pos,
 			 const struct st_call *call, struct st_error *err);
+
+/*
+ * Did the node writing g close it at end, g's end position on this replica
+ * (as catalog_end_position gives it)? True when a closed mark names end, or
+ * names (end.index + 1, 0): the writer had entered the next index and
+ * written nothing into it.
+ */
+bool catalog_closed_at(const struct cat_generation *g, const struct wal_pos *end);
 
 /*
  * Download WAL segment (index, offset) of generation gen and write its

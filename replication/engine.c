@@ -248,9 +248,20 @@ int engine_flush(struct engine *e, int64_t deadline_ms)
 				log_info("engine", "final flush done", "db=%s replica=%s position=%s/%08x/%08x",
 					 d->stat.name, r->stat.name, target.generation, target.index,
 					 target.offset);
+				r->closed = true;
 			}
 		}
 		pthread_mutex_unlock(&d->mu);
+		/* 3. the replicas that hold everything say so (the replica threads write no more) */
+		for (size_t j = 0; j < d->nreplicas; j++) {
+			struct eng_replica *r = &d->replicas[j];
+			pthread_mutex_lock(&d->mu);
+			bool closed = r->closed;
+			struct wal_pos at = r->pos;
+			pthread_mutex_unlock(&d->mu);
+			if (closed)
+				replica_close(r, &at);
+		}
 	}
 	return rc;
 }

@@ -61,6 +61,7 @@ struct eng_replica {
 	char await_gen[17];           /* holds another node's history of this generation:
 				       * idle until the monitor starts a new one */
 	uint64_t flush_seq;           /* last flush request served */
+	bool closed;                  /* the final flush closed the generation here: write no more */
 	struct replica_status stat;
 };
 
@@ -167,6 +168,12 @@ void *replica_thread(void *arg);
  * is left of its deadline.
  */
 void replica_call_for(struct eng_replica *r, struct st_call *call, bool flush);
+/*
+ * Mark r's generation closed at `at`, r's position once the final flush
+ * reached it (layout.h), so another node that restores it may continue it.
+ * Call with r->closed already set, without mu. Returns 0 or -1 (logged).
+ */
+int replica_close(struct eng_replica *r, const struct wal_pos *at);
 /* Log a failure of r and count it in r's status (takes mu). */
 void replica_note_error(struct eng_replica *r, const char *what, const char *msg);
 /* Compress plain into one LZ4 frame (of the given block mode) stored at key. Returns 0 or a negative st_status. */

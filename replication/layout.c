@@ -75,6 +75,12 @@ char *layout_wal_key(char *buf, const char *gen, uint32_t index, uint32_t offset
 	return buf;
 }
 
+char *layout_closed_key(char *buf, const char *gen, uint32_t index, uint32_t offset)
+{
+	snprintf(buf, LAYOUT_KEY_MAX, "generations/%s/closed/%08x_%08x", gen, index, offset);
+	return buf;
+}
+
 int layout_parse_snapshot(const char *name, uint32_t *index)
 {
 	if (strlen(name) != 8 + strlen(".snapshot.lz4") || strcmp(name + 8, ".snapshot.lz4") != 0)
@@ -82,12 +88,22 @@ int layout_parse_snapshot(const char *name, uint32_t *index)
 	return hex_n(name, 8, index);
 }
 
-int layout_parse_wal(const char *name, uint32_t *index, uint32_t *offset)
+/* "<%08x index>_<%08x offset>" followed by exactly suffix. */
+static int parse_position(const char *name, const char *suffix, uint32_t *index, uint32_t *offset)
 {
-	if (strlen(name) != 17 + strlen(".wal.lz4") || name[8] != '_' ||
-	    strcmp(name + 17, ".wal.lz4") != 0)
+	if (strlen(name) != 17 + strlen(suffix) || name[8] != '_' || strcmp(name + 17, suffix) != 0)
 		return -1;
 	if (hex_n(name, 8, index) < 0 || hex_n(name + 9, 8, offset) < 0)
 		return -1;
 	return 0;
+}
+
+int layout_parse_wal(const char *name, uint32_t *index, uint32_t *offset)
+{
+	return parse_position(name, ".wal.lz4", index, offset);
+}
+
+int layout_parse_closed(const char *name, uint32_t *index, uint32_t *offset)
+{
+	return parse_position(name, "", index, offset);
 }

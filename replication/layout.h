@@ -4,6 +4,15 @@
  *   generations/<gen>/snapshots/<%08x index>.snapshot.lz4
  *   generations/<gen>/wal/<%08x index>_<%08x offset>.wal.lz4
  *
+ * and one name of litevisor's own, which Litestream never lists (it reads only
+ * snapshots/ and wal/) and deletes with the generation:
+ *
+ *   generations/<gen>/closed/<%08x index>_<%08x offset>
+ *
+ * an empty object saying that the node writing the generation stopped
+ * cleanly with this replica holding everything up to that position, and
+ * writes no more to it (see docs/replication.md, "Handing a generation over").
+ *
  * <gen> is 16 lowercase hex digits. Parsers accept exactly what Litestream
  * v0.3.13 writes and reads (8 lowercase hex digits per number), so a replica
  * either tool wrote lists the same in the other.
@@ -33,9 +42,11 @@ char *layout_snapshots_prefix(char *buf, const char *gen);  /* generations/<gen>
 char *layout_wal_prefix(char *buf, const char *gen);        /* generations/<gen>/wal/ */
 char *layout_snapshot_key(char *buf, const char *gen, uint32_t index);
 char *layout_wal_key(char *buf, const char *gen, uint32_t index, uint32_t offset);
+char *layout_closed_key(char *buf, const char *gen, uint32_t index, uint32_t offset);
 
 /* Parse a base name; return 0, or -1 if it is not such a name. */
 int layout_parse_snapshot(const char *name, uint32_t *index);
 int layout_parse_wal(const char *name, uint32_t *index, uint32_t *offset);
+int layout_parse_closed(const char *name, uint32_t *index, uint32_t *offset);
 
 #endif

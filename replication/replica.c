@@ -134,6 +134,52 @@ void replica_call_for(struct eng_replica *r, struct st_call *call, bool flush)
 	}
 }
 
+int replica_close(struct eng_replica *r, const struct wal_pos *at)
+{
+	struct st_mem_source m;
+	struct st_source src;
+	struct st_error err = { 0 };
+	struct st_call call;
+	char key[LAYOUT_KEY_MAX];
+
+	replica_call_for(r, &call, true);
+	st_mem_source_init(&src, &m, "", 0);
+	layout_closed_key(key, at->generation, at->index, at->offset);
+	if (storage_put(r->st, key, &src, &call, &err) < 0) {
+		log_warn("replica", "cannot mark the generation closed: a node restoring it will "
+			 "start a new one", "db=%s replica=%s err=\"%s\"", r->db->stat.name,
+			 r->stat.name, err.message);
+		return -1;
+	}
+	log_info("replica", "generation closed", "db=%s replica=%s generation=%s index=%u offset=%u",
+		 r->db->stat.name, r->stat.name, at->generation, at->index, at->offset);
+	return 0;
+}
+
+/*
+ * Remove the closed marks of g from r before writing into g again: from now
+ * on this node writes there, and another node restoring g must not take it
+ * for finished. Returns 0 or a negative st_status.
+ */
+static int reopen_generation(struct eng_replica *r, const struct cat_generation *g,
+			     const struct st_call *call, struct st_error *err)
+{
+	char keys[8][LAYOUT_KEY_MAX];
+	const char *ptrs[8];
+	size_t n = 0;
+
+	for (size_t i = 0; i < g->nclosed; i++) {
+		ptrs[n] = layout_closed_key(keys[n], g->id, g->closed[i].index, g->closed[i].offset);
+		if (++n == 8 || i + 1 == g->nclosed) {
+			int rc = storage_delete(r->st, ptrs, n, call, err);
+			if (rc < 0 && rc != ST_NOT_FOUND)
+				return rc;
+			n = 0;
+		}
+	}
+	return 0;
+}
+
 void replica_note_error(struct eng_replica *r, const char *what, const char *msg)
 {
 	struct eng_db *d = r->db;
@@ -263,6 +309,11 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 				return 0;
 			}
 		}
+	}
+	if (found && g.nclosed > 0) {
+		rc = reopen_generation(r, &g, &call, &err);
+		if (rc < 0)
+			goto fail;
 	}
 	pthread_mutex_lock(&d->mu);
 	if (d->have_marker && d->marker_pending > 0 && --d->marker_pending == 0)
@@ -500,7 +551,7 @@ void *replica_thread(void *arg)
 		}
 		if (d->eng->stop && !flush)
 			break;
-		bool may = now >= next_retry;
+		bool may = now >= next_retry && !r->closed;
 		bool do_sync = d->ready && may && b && (flush || now >= next_sync);
 		bool do_ret = d->ready && may && r->pos_known && next_retention && now >= next_retention;
 		bool do_snap = d->ready && may && r->pos_known && c->snapshot_interval_ms > 0 &&

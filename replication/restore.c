@@ -252,12 +252,16 @@ static int holds_more(struct rs_cand *c, const struct wal_pos *pos, int64_t wait
 }
 
 /*
- * May replication continue the restored generation? Not when a replica it
- * writes to holds more of it than was restored (a stale source won while
- * the fresher one was out of reach): continuing would write our history
- * under the same names as the one already there, and the mix, whose end
- * lies ahead, would win every later restore with the other's data. Nor when
- * such a replica did not answer: it may. why says which.
+ * May replication continue the restored generation? Only when the node that
+ * wrote it closed it at the restored position (a closed mark on any replica
+ * that answered, catalog.h): a node still running, still stopping, or dead
+ * before its final flush may write more into it, under the same names as
+ * ours, and no tool could restore the mix. Not when a replica it writes to
+ * holds more of it than was restored (a stale source won while the fresher
+ * one was out of reach): continuing would write our history under the same
+ * names as the one already there, and the mix, whose end lies ahead, would
+ * win every later restore with the other's data. Nor when such a replica did
+ * not answer: it may. why says which.
  */
 static bool may_continue(struct session *s, const struct wal_pos *pos, char *why, size_t len)
 {
@@ -284,7 +288,17 @@ static bool may_continue(struct session *s, const struct wal_pos *pos, char *why
 			return false;
 		}
 	}
-	return true;
+	for (size_t i = 0; i < s->n; i++) {
+		const struct rs_cand *c = &s->c[i];
+		for (size_t k = 0; c->state == RC_OK && k < c->ngens; k++)
+			if (!strcmp(c->gens[k].id, pos->generation) &&
+			    catalog_closed_at(&c->gens[k], pos))
+				return true;
+	}
+	snprintf(why, len, "no replica shows generation %s closed where it was restored: the node "
+		 "that wrote it may still be running or stopping, or it died before its final flush",
+		 pos->generation);
+	return false;
 }
 
 /*

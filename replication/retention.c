@@ -83,6 +83,12 @@ static int prune(struct eng_replica *r, const struct cat_generation *g, uint32_t
 		    add_key(r, b, layout_snapshot_key(key, g->id, s->index), err) < 0)
 			return -1;
 	}
+	for (size_t i = 0; i < g->nclosed; i++) {
+		const struct cat_closed *c = &g->closed[i];
+		if ((stop == UINT32_MAX || c->index < stop) && c->mtime_ns < cutoff &&
+		    add_key(r, b, layout_closed_key(key, g->id, c->index, c->offset), err) < 0)
+			return -1;
+	}
 	return flush_batch(r, b, err);
 }
 

@@ -872,6 +872,12 @@ def test_own_truncate_checkpoint(run, tmp_path, litestream_bin):
 def test_retention_keeps_a_restorable_window(run, tmp_path, litestream_bin):
     db, rep = tmp_path / "app.db", tmp_path / "rep"
     create(db)
+    # an old generation a node closed at its stop: retention takes its mark with it
+    old = rep / "generations" / "00000000deadbeef"
+    for f in ("snapshots/00000000.snapshot.lz4", "closed/00000000_00000000"):
+        (old / f).parent.mkdir(parents=True, exist_ok=True)
+        (old / f).write_bytes(b"")
+        os.utime(old / f, (time.time() - 3600, time.time() - 3600))
     r = run(config(tmp_path, db, [file_replica(rep, snapshot_interval="1s", retention="2s",
                                                retention_grace="1s",
                                                retention_check_interval="1s")],
@@ -881,6 +887,7 @@ def test_retention_keeps_a_restorable_window(run, tmp_path, litestream_bin):
     assert r.stop() == 0
     snaps = objects(rep, "snapshots")
     assert snaps and "00000000.snapshot.lz4" not in [f for _, f in snaps]
+    assert not [f for _, _, fs in os.walk(old) for f in fs], r.text()
     check_restore(litestream_bin, rep, db, tmp_path / "out.db")
 
 

@@ -98,9 +98,11 @@ class History:
                                     con.execute("SELECT id, v FROM t ORDER BY id").fetchall()))
         con.close()
 
-    def write(self, root, gen=GEN, upto=None, t0=None, step=10, skip=()):
+    def write(self, root, gen=GEN, upto=None, t0=None, step=10, skip=(), closed=True):
         """Write the objects into a file replica at root; object i gets mtime
-        t0 + i*step (snapshot first). upto: only the first N segments."""
+        t0 + i*step (snapshot first). upto: only the first N segments.
+        closed: as a node that stopped cleanly there leaves it, with the
+        closed mark at the end (replication may continue it after a restore)."""
         t0 = t0 or time.time() - 3600
         base = os.path.join(root, "generations", gen)
         os.makedirs(os.path.join(base, "snapshots"), exist_ok=True)
@@ -119,6 +121,10 @@ class History:
             t = t0 + (i + 1) * step
             os.utime(p, (t, t))
             times[(idx, off)] = t
+        if closed and self.segments[:upto]:
+            idx, off, data = self.segments[:upto][-1]
+            os.makedirs(os.path.join(base, "closed"), exist_ok=True)
+            open(os.path.join(base, "closed", f"{idx:08x}_{off + len(data):08x}"), "wb").close()
         return times
 
     def seg_path(self, root, i, gen=GEN):
@@ -414,7 +420,7 @@ def test_segment_lengths_decide_between_replicas_of_one_generation(tmp_path, lit
     fine, coarse = tmp_path / "peer-05", tmp_path / "nas"
     # fine: index 1's first segment only; coarse: index 1 in one segment, to its end
     history.write(str(fine), upto=3)
-    history.write(str(coarse), upto=2)
+    history.write(str(coarse), upto=2, closed=False)
     i1 = [seg for seg in history.segments if seg[0] == 1]
     with open(os.path.join(coarse, "generations", GEN, "wal", "00000001_00000000.wal.lz4"),
               "wb") as f:
@@ -422,6 +428,8 @@ def test_segment_lengths_decide_between_replicas_of_one_generation(tmp_path, lit
     for i in range(4000):  # coarse answers slower: a tie would go to fine
         (coarse / "generations" / f"junk{i}").touch()
     end = [st for st in history.states if st[0] == 1][-1]
+    (coarse / "generations" / GEN / "closed").mkdir()
+    (coarse / "generations" / GEN / "closed" / f"00000001_{end[1]:08x}").touch()
     db = tmp_path / "app" / "app.db"
     db.parent.mkdir()
     cfg = write_config(tmp_path / "lv.yml", db, [

@@ -992,6 +992,7 @@ def test_idle_restarts_and_hand_offs_continue_the_generation(litevisor_bin, lite
 
 UNSHIPPED = (
     "import os, sqlite3, sys, time\n"
+    "time.sleep(1)\n"  # after the first sync at start: none of this reaches the replica
     "c = sqlite3.connect(os.environ['LITESTREAM_DB_PATH'], isolation_level=None)\n"
     "for i in range(300):\n"
     "    c.execute('INSERT INTO t VALUES (?)', ('a2-%d' % i,))\n"
@@ -1004,7 +1005,13 @@ UNSHIPPED = (
 def node_dies_with_unshipped_commits(litevisor_bin, tmp_path, rep):
     """Node A's next session commits 300 rows across a WAL restart (its shadow then
     holds an index 1 of its own), ships none of them (sync-interval 1h) and dies
-    (SIGKILL to the whole group). Returns A's rows."""
+    (SIGKILL to the whole group). Returns A's rows.
+
+    A died without closing its generation, so B restoring it would start a new one.
+    The replica is then closed where it ends, as it is when B restores right after
+    A's clean stop and A starts again at the same moment (two starts at once): B
+    continues the generation, and what must keep the two histories apart is the
+    check of whose session each index is."""
     db = tmp_path / "A" / "app.db"
     cfg = tmp_path / "A-slow.yml"
     cfg.write_text(f"dbs:\n  - path: {db}\n    replicas:\n      - url: file://{rep}\n"
@@ -1024,7 +1031,21 @@ def node_dies_with_unshipped_commits(litevisor_bin, tmp_path, rep):
         p.wait()
         p.stdout.close()
         p.stderr.close()
+    close_where_it_ends(litevisor_bin, rep, tmp_path / "end.db")
     return [v for (v,) in sqlite3.connect(db).execute("SELECT v FROM t ORDER BY rowid")]
+
+
+def close_where_it_ends(litevisor_bin, rep, scratch):
+    """Put the closed mark of a clean stop where the file replica rep's newest
+    generation ends (found by restoring it into scratch)."""
+    r = subprocess.run([litevisor_bin, "restore", "-o", str(scratch), f"file://{rep}"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    m = re.search(r"restore: restored .* generation=(\w+) index=(\w+) offset=(\w+)", r.stderr)
+    assert m, r.stderr
+    (rep / "generations" / m[1] / "closed").mkdir(exist_ok=True)
+    (rep / "generations" / m[1] / "closed" / f"{m[2]}_{m[3]}").touch()
+    scratch.unlink()
 
 
 def test_node_back_with_commits_it_never_shipped_takes_the_other_nodes_history(
@@ -1081,6 +1102,80 @@ def test_replicate_never_writes_into_a_generation_another_node_continued(
                         f"file://{rep}"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert [v for (v,) in sqlite3.connect(out).execute("SELECT v FROM t ORDER BY rowid")] == b
+
+
+WRITE_UNTIL_TERM = (
+    "import os, signal, sqlite3, sys, time\n"
+    "stop = []\n"
+    "signal.signal(signal.SIGTERM, lambda *a: stop.append(1))\n"
+    "c = sqlite3.connect(os.environ['LITESTREAM_DB_PATH'], isolation_level=None)\n"
+    "c.execute('PRAGMA journal_mode=wal')\n"
+    "c.execute('CREATE TABLE IF NOT EXISTS t(v TEXT)')\n"
+    "i = 0\n"
+    "while not stop:\n"
+    "    c.execute('INSERT INTO t VALUES (?)', ('%s-%d' % (sys.argv[1], i),))\n"
+    "    i += 1\n"
+    "    time.sleep(0.01)\n")
+
+
+def test_a_node_started_while_the_other_still_runs_never_writes_into_its_generation(
+        litevisor_bin, litestream_bin, tmp_path):
+    """Two nodes at once: a Nomad client cut off from its servers keeps its task
+    while a replacement starts elsewhere, or a drain starts the new task before the
+    old one has stopped. B restores A's generation while A still writes into it, A
+    not having closed it: B must start a generation of its own. Continuing A's, both
+    wrote the same indexes under the same names, and neither tool could restore
+    the replica (Litestream wrote a malformed database and exited 0)."""
+    rep = tmp_path / "rep"
+
+    def start(node):
+        db = tmp_path / node / "app.db"
+        db.parent.mkdir()
+        cfg = tmp_path / f"{node}.yml"
+        cfg.write_text(f"dbs:\n  - path: {db}\n    min-checkpoint-page-count: 20\n"
+                       f"    replicas:\n      - url: file://{rep}\n        sync-interval: 100ms\n")
+        return subprocess.Popen([litevisor_bin, "run", "-config", str(cfg), "--", SERVICE[0],
+                                 "-c", WRITE_UNTIL_TERM, node],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    a = start("A")
+    b = None
+    try:
+        poll(lambda: list(rep.glob("generations/*/wal/*")), timeout=20)
+        time.sleep(1)
+        b = start("B")
+        time.sleep(3)  # both write, each through several WAL indexes
+        b.terminate()
+        _, eb = b.communicate(timeout=30)
+    finally:
+        if b and b.poll() is None:
+            b.kill()
+            b.communicate()
+        a.terminate()
+        _, ea = a.communicate(timeout=30)
+    assert a.returncode == 0, ea
+    assert b.returncode == 0, eb
+    assert "replication will not continue the restored generation" in eb, eb
+    assert "closed where it was restored" in eb, eb
+    gen_a = re.search(r"new generation db=\S+ generation=(\w+)", ea)[1]
+    gen_b = re.search(r"new generation db=\S+ generation=(\w+)", eb)[1]
+    assert gen_a != gen_b
+    assert sorted(os.listdir(rep / "generations")) == sorted([gen_a, gen_b])
+    for node, gen in (("A", gen_a), ("B", gen_b)):
+        local = [v for (v,) in sqlite3.connect(tmp_path / node / "app.db").execute(
+            "SELECT v FROM t ORDER BY rowid")]
+        assert any(v.startswith(f"{node}-") for v in local)
+        for tool in (litevisor_bin, litestream_bin):
+            out = tmp_path / f"{node}-{os.path.basename(tool)}.db"
+            r = subprocess.run([tool, "restore", "-generation", gen, "-o", str(out),
+                                f"file://{rep}"], capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0, r.stderr
+            con = sqlite3.connect(out)
+            assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+            assert [v for (v,) in con.execute("SELECT v FROM t ORDER BY rowid")] == local, tool
+    # each closed its own generation at its stop: a later start continues the newest
+    assert list(rep.glob(f"generations/{gen_a}/closed/*")), ea
+    assert list(rep.glob(f"generations/{gen_b}/closed/*")), eb
 
 
 def test_node_idle_after_a_restore_is_behind_the_other_nodes_same_index(litevisor_bin,

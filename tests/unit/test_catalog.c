@@ -1,4 +1,5 @@
-/* test_catalog.c — catalog_load_many over a fake storage: order, parallelism, failure, deadline. */
+/* test_catalog.c — catalog_load_many over a fake storage: order, parallelism, failure, deadline;
+ * the closed marks of a generation. */
 #include "tests/unit/unit.h"
 
 #include <pthread.h>
@@ -57,6 +58,11 @@ static int fake_list(struct storage *st, const char *prefix, const char *delimit
 	CHECK_INT(st_list_add_object(out, key, 100, t), 0);
 	snprintf(key, sizeof(key), "%swal/00000000_00000000.wal.lz4", prefix);
 	CHECK_INT(st_list_add_object(out, key, 10, t + 1), 0);
+	/* the mark of a clean stop where that segment ends, written last */
+	snprintf(key, sizeof(key), "%sclosed/00000000_00001038", prefix);
+	CHECK_INT(st_list_add_object(out, key, 0, t + 5), 0);
+	snprintf(key, sizeof(key), "%sclosed/00000000_1038", prefix);
+	CHECK_INT(st_list_add_object(out, key, 0, t + 5), 0); /* not a mark's name: skipped */
 	return 0;
 }
 
@@ -123,6 +129,33 @@ TEST(loads_every_generation_in_order_several_at_once)
 	teardown(&x);
 }
 
+TEST(closed_marks_are_listed_apart_and_say_where_the_writer_stopped)
+{
+	struct fixture x;
+	setup(&x, 1);
+	CHECK_INT(load(&x, 1, NULL), 0);
+	const struct cat_generation *g = &x.g[0];
+	CHECK_INT(g->nsnapshots, 1);
+	CHECK_INT(g->nsegments, 1);
+	CHECK_INT(g->nclosed, 1);
+	CHECK_INT(g->closed[0].index, 0);
+	CHECK_INT(g->closed[0].offset, 0x1038);
+	/* a mark is not data: it does not make the generation look newer */
+	CHECK_INT(g->max_ns, g->segments[0].mtime_ns);
+	struct wal_pos at = { .index = 0, .offset = 0x1038 };
+	CHECK(catalog_closed_at(g, &at));
+	at.offset = 0x2070; /* the replica went on after the mark: not closed there */
+	CHECK(!catalog_closed_at(g, &at));
+	/* a writer that entered index 1 and wrote nothing into it marks (1, 0) */
+	x.g[0].closed[0] = (struct cat_closed){ .index = 1, .offset = 0 };
+	at.offset = 0x1038;
+	CHECK(catalog_closed_at(g, &at));
+	at.index = 1;
+	at.offset = 0x20;
+	CHECK(!catalog_closed_at(g, &at));
+	teardown(&x);
+}
+
 TEST(one_at_a_time_when_asked)
 {
 	struct fixture x;
@@ -176,4 +209,5 @@ TEST(no_generation_is_nothing_to_do)
 
 UNIT_MAIN(T(loads_every_generation_in_order_several_at_once), T(one_at_a_time_when_asked),
 	  T(a_failed_listing_fails_the_whole_and_frees_the_rest),
-	  T(later_listings_get_what_is_left_of_the_deadline), T(no_generation_is_nothing_to_do))
+	  T(later_listings_get_what_is_left_of_the_deadline), T(no_generation_is_nothing_to_do),
+	  T(closed_marks_are_listed_apart_and_say_where_the_writer_stopped))

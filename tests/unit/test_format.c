@@ -26,6 +26,12 @@ TEST(layout_names)
 	CHECK_INT(layout_parse_wal("00000001_0000000.wal.lz4", &i, &o), -1);
 	CHECK_INT(layout_parse_wal("00000001-00000000.wal.lz4", &i, &o), -1);
 	CHECK_INT(layout_parse_wal("00000001_00000000.wal", &i, &o), -1);
+	CHECK_STR(layout_closed_key(key, "0123456789abcdef", 2, 0x1038), "generations/0123456789abcdef/closed/00000002_00001038");
+	CHECK_INT(layout_parse_closed("00000002_00001038", &i, &o), 0);
+	CHECK_INT(i, 2);
+	CHECK_INT(o, 0x1038);
+	CHECK_INT(layout_parse_closed("00000002_00001038.wal.lz4", &i, &o), -1);
+	CHECK_INT(layout_parse_closed("00000002-00001038", &i, &o), -1);
 	CHECK_INT(layout_generation_new(gen), 0);
 	CHECK(layout_generation_valid(gen));
 	CHECK(!layout_generation_valid("0123456789ABCDEF"));
