@@ -148,19 +148,43 @@ int rs_move_state_aside(const char *statedir, const char *why)
 	return aside(statedir, "old", why, NULL, 0);
 }
 
+/*
+ * Move target's companion target<suffix> ("-wal", "-shm") to to<suffix>,
+ * beside the database moved to `to`, where SQLite opening that copy finds it
+ * (a WAL under another name is ignored, and the copy looks empty or old).
+ * Under a name of its own if that one is taken. 0 = moved or absent, -1 = error.
+ */
+static int aside_beside(const char *target, const char *to, const char *suffix, const char *why)
+{
+	char from[PATH_MAX], dst[PATH_MAX];
+	struct stat st;
+	snprintf(from, sizeof(from), "%s%s", target, suffix);
+	if (lstat(from, &st) < 0)
+		return errno == ENOENT ? 0 : aside(from, "replaced", why, NULL, 0);
+	if (!to[0] || snprintf(dst, sizeof(dst), "%s%s", to, suffix) >= (int)sizeof(dst) ||
+	    lstat(dst, &st) == 0)
+		return aside(from, "replaced", why, NULL, 0);
+	if (rename(from, dst) < 0 || fs_fsync_parent(from) < 0) {
+		log_error("restore", "cannot move a file aside", "path=\"%s\" err=\"%s\"", from,
+			  strerror(errno));
+		return -1;
+	}
+	log_warn("restore", "moved aside (kept, not deleted)", "path=\"%s\" to=\"%s\" why=\"%s\"",
+		 from, dst, why);
+	return 0;
+}
+
 int rs_move_local_aside(const char *target, const char *statedir, char *moved, size_t mlen)
 {
-	char p[PATH_MAX];
+	char to[PATH_MAX] = "";
 	const char *why = "a replica holds newer data";
 	if (moved && mlen)
 		moved[0] = '\0';
-	if (aside(target, "replaced", why, moved, mlen) < 0)
+	if (aside(target, "replaced", why, to, sizeof(to)) < 0)
 		return -1;
-	snprintf(p, sizeof(p), "%s-wal", target);
-	if (aside(p, "replaced", why, NULL, 0) < 0)
-		return -1;
-	snprintf(p, sizeof(p), "%s-shm", target);
-	if (aside(p, "replaced", why, NULL, 0) < 0)
+	if (moved && mlen)
+		snprintf(moved, mlen, "%s", to);
+	if (aside_beside(target, to, "-wal", why) < 0 || aside_beside(target, to, "-shm", why) < 0)
 		return -1;
 	if (statedir && rs_move_state_aside(statedir, "it described the database moved aside") < 0)
 		return -1;

@@ -1065,7 +1065,10 @@ def test_node_back_with_commits_it_never_shipped_takes_the_other_nodes_history(
     a3, files, ea = node_run(litevisor_bin, tmp_path, "A", rep, 5, "a3")
     assert a3 == b + [f"a3-{i}" for i in range(5)], ea
     assert "was written by another WAL session" in ea, ea
-    assert any(f.startswith("app.db.replaced-") for f in files), files
+    (kept,) = [f for f in files if f.startswith("app.db.replaced-") and f[-4:] not in ("-wal", "-shm")]
+    assert kept + "-wal" in files, files  # where SQLite finds it: the kept copy is whole
+    assert [v for (v,) in sqlite3.connect(tmp_path / "A" / kept).execute(
+        "SELECT v FROM t ORDER BY rowid")] == a2
     assert restored_rows(litevisor_bin, rep, tmp_path / "lv.db") == a3
     assert restored_rows(litestream_bin, rep, tmp_path / "ls.db") == a3
 
