@@ -47,10 +47,6 @@ static int wal_out_write(void *ctx, const void *buf, size_t len)
 	return 0;
 }
 
-/*
- * Run a one-row pragma; copies the first column as text into out. Returns 0,
- * or SQLite's primary result code (see sqlite_cause()).
- */
 /* An SQLite failure on the temp database: our disk or memory, or the data we wrote. */
 static enum rs_cause sqlite_cause(int code)
 {
@@ -63,6 +59,10 @@ static enum rs_cause sqlite_cause(int code)
 	}
 }
 
+/*
+ * Run a one-row pragma; copies the first column as text into out. Returns 0,
+ * or SQLite's primary result code (see sqlite_cause()).
+ */
 static int pragma_row(sqlite3 *db, const char *sql, int64_t cols[3], char *out, size_t outlen,
 		      char *err, size_t errlen)
 {
@@ -99,7 +99,9 @@ static sqlite3 *open_tmp(struct apply *a, const char *vfs)
 	if (sqlite3_open_v2(a->tmp, &db, SQLITE_OPEN_READWRITE, vfs) != SQLITE_OK ||
 	    sqlite3_exec(db, "PRAGMA synchronous=OFF", NULL, NULL, NULL) != SQLITE_OK) {
 		int e = db ? sqlite3_system_errno(db) : 0;
-		rs_fail(a, RS_CAUSE_LOCAL, "open %s: %s%s%s%s", a->tmp,
+		/* a snapshot that is no database (NOTADB, CORRUPT) is the replica's fault */
+		rs_fail(a, db ? sqlite_cause(sqlite3_errcode(db) & 0xff) : RS_CAUSE_LOCAL,
+			"open %s: %s%s%s%s", a->tmp,
 		     db ? sqlite3_errmsg(db) : "out of memory", e ? " (" : "", e ? strerror(e) : "",
 		     e ? ")" : "");
 		sqlite3_close(db);

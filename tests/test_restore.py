@@ -586,6 +586,25 @@ def test_snapshot_with_wrong_checksum_falls_back(tmp_path, litevisor_bin, histor
     assert dir_leftovers(out.parent, ["r.db"]) == []
 
 
+def test_snapshot_that_is_no_database_falls_back(tmp_path, litevisor_bin):
+    # Every checksum right, the content a malformed database (a mix of two nodes'
+    # histories left one such): SQLite refuses the file when it is opened, and that
+    # is the candidate's fault, not our disk's. It failed the whole restore
+    # ("cannot restore into <target>"), and `run` refused to start.
+    history = History(tmp_path, [[[1]]], payload=10)
+    bad, good, cfg, out = two_peers_bad_one_wins(tmp_path, history)
+    snap = bad / "generations" / GEN / "snapshots" / "00000000.snapshot.lz4"
+    # SQLite's header kept, its schema page gone (no WAL frame rewrites it: the one
+    # row added fits in the table's page): SQLITE_CORRUPT as the file is opened
+    snap.write_bytes(lz4(history.snapshot[:100] + b"\xa5" * (len(history.snapshot) - 100)))
+    p = restore_to(litevisor_bin, tmp_path, cfg, out)
+    assert p.returncode == 0, p.stderr
+    assert "WINNER" in candidate_line(p.stderr, "peer-05"), p.stderr
+    assert "falling back" in p.stderr and "cannot restore into" not in p.stderr, p.stderr
+    assert rows(out) == history.states[-1][2]
+    assert dir_leftovers(out.parent, ["r.db"]) == []
+
+
 def test_missing_segment_is_detected_not_replayed(tmp_path, litevisor_bin, history):
     rep = tmp_path / "rep"
     # index 1's first segment is gone (a later one of it remains): Litestream #805
