@@ -332,7 +332,8 @@ int catalog_end_position(struct storage *st, const struct cat_generation *g, str
 	if (rc < 0)
 		return rc;
 	pos->index = last->index;
-	pos->offset = last->offset + (uint32_t)plain;
+	/* a WAL header alone (a placeholder, wal.h) holds nothing: the index ends at 0 */
+	pos->offset = last->offset == 0 && plain == WAL_HEADER_SIZE ? 0 : last->offset + (uint32_t)plain;
 	return 0;
 }
 

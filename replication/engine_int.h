@@ -83,6 +83,7 @@ struct snap_share {
 	int fd;                       /* READY: the LZ4 frame, an unnamed file in the state dir */
 	int64_t packed;               /* READY: bytes in fd */
 	uint64_t plain;               /* READY: database bytes it holds */
+	uint32_t page_size;           /* READY: the database's page size */
 };
 
 struct eng_db {

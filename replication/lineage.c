@@ -24,6 +24,8 @@ int lineage_check(struct storage *st, const struct cat_generation *g, uint32_t i
 		return LINEAGE_UNKNOWN;
 	if (rc < 0)
 		return rc;
+	if (wal_header_is_placeholder(remote))
+		return LINEAGE_UNKNOWN; /* the index was entered, no session written into it yet */
 	if (memcmp(local, remote, WAL_HEADER_SIZE) == 0)
 		return LINEAGE_SAME;
 	snprintf(why, len, "index %08x of generation %s was written by another WAL session "

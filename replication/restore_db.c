@@ -234,7 +234,8 @@ int rs_apply_index(struct apply *a, struct idx_job *j, uint32_t page_size, struc
 	if (checkpoint_index(a, frames) < 0)
 		goto out;
 	pos->index = j->index;
-	pos->offset = (uint32_t)w.n;
+	/* a WAL header alone (a placeholder, wal.h) holds nothing: the index ends at 0 */
+	pos->offset = w.n == WAL_HEADER_SIZE ? 0 : (uint32_t)w.n;
 	rc = 0;
 out:
 	if (in >= 0)

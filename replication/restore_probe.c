@@ -471,7 +471,8 @@ int rs_index_end(struct rs_cand *c, const char *gen, uint32_t index, int64_t tim
 		snprintf(err, errlen, "%s: %s", st_status_name(e.status), e.message);
 		return -1;
 	}
-	*end = last->offset + len;
+	/* a WAL header alone (a placeholder, wal.h) holds nothing: the index ends at 0 */
+	*end = last->offset == 0 && len == WAL_HEADER_SIZE ? 0 : last->offset + len;
 	return 0;
 }
 

@@ -77,6 +77,7 @@ struct snap_db {
 	struct st_source plain;
 	char gen[17];
 	uint32_t index;
+	uint32_t page_size;
 };
 
 static void snap_db_close(struct snap_db *s)
@@ -126,6 +127,14 @@ static int snap_db_open(struct eng_db *d, struct snap_db *s, char *msg, size_t l
 		snprintf(msg, len, "cannot size database file");
 		goto fail;
 	}
+	uint8_t h[18];
+	if (db_file_read(s->conn, h, sizeof(h), 0) < 0) {
+		snprintf(msg, len, "cannot read the database header");
+		goto fail;
+	}
+	s->page_size = (uint32_t)h[16] << 8 | h[17];
+	if (s->page_size == 1)
+		s->page_size = 65536; /* how the header writes it */
 	s->plain = (struct st_source){ dbfile_read, dbfile_rewind, &s->fsrc, s->fsrc.size, NULL, NULL };
 	return 0;
 fail:
@@ -178,6 +187,7 @@ struct snap_used {
 	uint32_t index;
 	int64_t packed;
 	uint64_t plain;
+	uint32_t page_size;
 };
 
 /*
@@ -204,6 +214,7 @@ static enum snap_how share_acquire(struct eng_replica *r, struct snap_used *u)
 			u->index = sh->index;
 			u->packed = sh->packed;
 			u->plain = sh->plain;
+			u->page_size = sh->page_size;
 			how = SNAP_USE;
 		}
 	} else if (sh->state == SHARE_NONE) {
@@ -234,6 +245,7 @@ static void share_publish(struct eng_db *d, int fd, const struct snap_db *s, int
 		sh->index = s->index;
 		sh->packed = packed;
 		sh->plain = plain;
+		sh->page_size = s->page_size;
 	} else {
 		sh->state = SHARE_NONE;
 	}
@@ -344,6 +356,32 @@ static void snapshot_done(struct eng_replica *r, const char *gen, uint32_t index
 		close(unused);
 }
 
+/*
+ * After a snapshot at index past a gap in r's history of the generation,
+ * the placeholder of index (wal.h), so Litestream can restore the replica
+ * before the index's first real segment replaces it. A failure is only
+ * logged: that first segment mends it too.
+ */
+static void put_placeholder(struct eng_replica *r, const char *gen, uint32_t index,
+			    uint32_t page_size, const struct st_call *call)
+{
+	uint8_t hdr[WAL_HEADER_SIZE];
+	struct st_mem_source m;
+	struct st_source src;
+	struct st_error err = { 0 };
+	char key[LAYOUT_KEY_MAX];
+	uint64_t plain = 0;
+
+	wal_header_placeholder(hdr, page_size);
+	st_mem_source_init(&src, &m, hdr, sizeof(hdr));
+	layout_wal_key(key, gen, index, 0);
+	if (replica_put_lz4(r, key, &src, LZ4_BLOCKS_INDEPENDENT, call, &plain, &err) < 0)
+		log_warn("replica", "cannot write the placeholder of the snapshot's index: "
+			 "Litestream cannot restore this replica until the index's first segment",
+			 "db=%s replica=%s key=%s err=\"%s\"", r->db->stat.name, r->stat.name, key,
+			 err.message);
+}
+
 int snapshot_take(struct eng_replica *r, bool flush)
 {
 	static const char *const how_name[] = { "direct", "shared-built", "shared-reused" };
@@ -366,6 +404,7 @@ int snapshot_take(struct eng_replica *r, bool flush)
 		}
 		memcpy(u.gen, s.gen, sizeof(u.gen));
 		u.index = s.index;
+		u.page_size = s.page_size;
 	}
 	if (how == SNAP_BUILD) {
 		char why[300] = "";
@@ -400,6 +439,12 @@ int snapshot_take(struct eng_replica *r, bool flush)
 	log_info("replica", "snapshot written", "db=%s replica=%s key=%s bytes=%llu ms=%lld how=%s",
 		 d->stat.name, r->stat.name, key, (unsigned long long)u.plain,
 		 (long long)((clock_mono_ns() - t0) / NS_PER_MS), how_name[how]);
+	pthread_mutex_lock(&d->mu);
+	bool past_gap = r->pos_known && !strcmp(r->pos.generation, u.gen) && r->gap &&
+			r->pos.index < u.index;
+	pthread_mutex_unlock(&d->mu);
+	if (past_gap)
+		put_placeholder(r, u.gen, u.index, u.page_size, &call);
 	snapshot_done(r, u.gen, u.index, u.plain);
 	rc = 0;
 out:

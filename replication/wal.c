@@ -29,6 +29,23 @@ void wal_checksum(bool big_endian, const uint8_t *data, size_t len, uint32_t *s1
 	*s2 = b;
 }
 
+void wal_header_placeholder(uint8_t buf[WAL_HEADER_SIZE], uint32_t page_size)
+{
+	uint32_t s1 = 0, s2 = 0;
+	memset(buf, 0, WAL_HEADER_SIZE);
+	wal_put32(buf, WAL_MAGIC_LE);
+	wal_put32(buf + 4, 3007000);
+	wal_put32(buf + 8, page_size);
+	wal_checksum(false, buf, 24, &s1, &s2);
+	wal_put32(buf + 24, s1);
+	wal_put32(buf + 28, s2);
+}
+
+bool wal_header_is_placeholder(const uint8_t buf[WAL_HEADER_SIZE])
+{
+	return wal_get32(buf + 16) == 0 && wal_get32(buf + 20) == 0;
+}
+
 int wal_header_parse(const uint8_t buf[WAL_HEADER_SIZE], struct wal_header *h, char *why,
 		     size_t whylen)
 {

@@ -76,6 +76,19 @@ int wal_header_parse(const uint8_t buf[WAL_HEADER_SIZE], struct wal_header *h, c
 
 void wal_frame_header_parse(const uint8_t buf[WAL_FRAME_HEADER_SIZE], struct wal_frame_header *f);
 
+/*
+ * The placeholder of an index entered with nothing written into it yet: a
+ * valid WAL header (page_size, both salts 0, which SQLite never draws) and
+ * no frame. Uploaded as the index's first segment after a snapshot that
+ * follows a gap, because Litestream v0.3.13's restore panics ("makechan:
+ * size out of range") when a generation's newest snapshot is two or more
+ * indexes past its newest segment. It holds nothing: the first upload of
+ * the index's real WAL replaces it, and readers take the index as ending
+ * at offset 0 (catalog_end_position, restore).
+ */
+void wal_header_placeholder(uint8_t buf[WAL_HEADER_SIZE], uint32_t page_size);
+bool wal_header_is_placeholder(const uint8_t buf[WAL_HEADER_SIZE]);
+
 /* Incremental validator; see the file comment. */
 struct wal_reader {
 	struct wal_header hdr;

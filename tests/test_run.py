@@ -1181,6 +1181,68 @@ def test_a_node_started_while_the_other_still_runs_never_writes_into_its_generat
     assert list(rep.glob(f"generations/{gen_b}/closed/*")), eb
 
 
+TWO_SESSIONS = (  # rows in two WAL sessions: each run moves its generation two indexes on
+    "import os, sqlite3, sys, time\n"
+    "c = sqlite3.connect(os.environ['LITESTREAM_DB_PATH'], isolation_level=None)\n"
+    "c.execute('PRAGMA journal_mode=wal')\n"
+    "c.execute('CREATE TABLE IF NOT EXISTS t(v TEXT)')\n"
+    "n = int(sys.argv[1])\n"
+    "for i in range(n):\n"
+    "    c.execute('INSERT INTO t VALUES (?)', ('%s-%d' % (sys.argv[2], i),))\n"
+    "    if i == n // 2:\n"
+    "        time.sleep(0.3)\n"
+    "        c.execute('PRAGMA wal_checkpoint(TRUNCATE)').fetchall()\n"
+    "time.sleep(0.3)\n")
+
+
+def test_a_replica_that_missed_the_other_nodes_session_restores_with_litestream(
+        litevisor_bin, litestream_bin, tmp_path):
+    """The seed's topology: each node writes its own peer and the NAS. After A -> B
+    -> A, A's own peer holds A's old indexes 0-1 only (B's 2-3 are on the NAS); A
+    continues the generation at index 4 and gives that replica a snapshot there.
+    Until a segment of index 4 existed, Litestream's restore of it panicked
+    ("makechan: size out of range", exit 2): with the app idle, for good. The
+    snapshot now comes with the index's placeholder, a bare WAL header that the
+    first real segment replaces."""
+    nas = tmp_path / "nas"
+
+    def node(name, rows):
+        db = tmp_path / name / "app.db"
+        db.parent.mkdir(exist_ok=True)
+        cfg = tmp_path / f"{name}.yml"
+        cfg.write_text(f"dbs:\n  - path: {db}\n    replicas:\n"
+                       f"      - name: peer\n        url: file://{tmp_path}/peer-{name}\n"
+                       "        sync-interval: 100ms\n"
+                       f"      - name: nas\n        url: file://{nas}\n        sync-interval: 100ms\n")
+        p = subprocess.run([litevisor_bin, "run", "-config", str(cfg), "--", SERVICE[0], "-c",
+                            TWO_SESSIONS, str(rows), name], capture_output=True, text=True,
+                           timeout=60)
+        assert p.returncode == 0, p.stderr
+        return [v for (v,) in sqlite3.connect(db).execute("SELECT v FROM t ORDER BY rowid")], p.stderr
+
+    a1, _ = node("A", 30)
+    b, _ = node("B", 20)
+    assert len(b) == 50
+    a2, err = node("A", 0)
+    assert a2 == b, err
+    assert "replica continues generation" in err and "replica needs a snapshot" in err, err
+    for tool in (litestream_bin, litevisor_bin):
+        out = tmp_path / f"peer-A-{os.path.basename(tool)}.db"
+        r = subprocess.run([tool, "restore", "-o", str(out), f"file://{tmp_path}/peer-A"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert [v for (v,) in sqlite3.connect(out).execute("SELECT v FROM t ORDER BY rowid")] == b
+    # A writes: the index's first real segment replaces the placeholder; both still restore
+    a3, err = node("A", 5)
+    assert len(a3) == 55 and "new generation" not in err, err
+    for tool in (litestream_bin, litevisor_bin):
+        out = tmp_path / f"peer-A-2-{os.path.basename(tool)}.db"
+        r = subprocess.run([tool, "restore", "-o", str(out), f"file://{tmp_path}/peer-A"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert [v for (v,) in sqlite3.connect(out).execute("SELECT v FROM t ORDER BY rowid")] == a3
+
+
 def test_node_idle_after_a_restore_is_behind_the_other_nodes_same_index(litevisor_bin,
                                                                          tmp_path):
     """B restores A's index 0 and idles (it enters index 1, copying nothing); A then

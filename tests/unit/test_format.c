@@ -79,6 +79,19 @@ static char *tmpdir(void)
 	return d;
 }
 
+TEST(wal_placeholder_is_a_valid_header_sqlite_never_writes)
+{
+	uint8_t h[WAL_HEADER_SIZE];
+	struct wal_header w;
+	char why[128];
+	wal_header_placeholder(h, 4096);
+	CHECK_INT(wal_header_parse(h, &w, why, sizeof(why)), 0);
+	CHECK_INT(w.page_size, 4096);
+	CHECK(wal_header_is_placeholder(h));
+	h[23] = 1; /* a salt SQLite drew */
+	CHECK(!wal_header_is_placeholder(h));
+}
+
 TEST(wal_reader_accepts_sqlite_wal)
 {
 	size_t len;
@@ -535,7 +548,7 @@ TEST(lz4_linked_blocks_are_smaller_on_wal_like_data)
 	free(plain);
 }
 
-UNIT_MAIN(T(layout_names), T(wal_reader_accepts_sqlite_wal), T(wal_reader_detects_corruption),
+UNIT_MAIN(T(layout_names), T(wal_placeholder_is_a_valid_header_sqlite_never_writes), T(wal_reader_accepts_sqlite_wal), T(wal_reader_detects_corruption),
 	  T(wal_reader_checks_page_numbers),
 	  T(lz4_stream_round_trip), T(lz4_linked_stream_round_trip), T(lz4_reads_4mib_blocks), T(lz4_empty_input),
 	  T(lz4_direct_output_any_room), T(lz4_deferred_checksum_is_the_frames),
