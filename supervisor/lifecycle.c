@@ -59,7 +59,8 @@ struct sup {
 	int64_t next_sweep;      /* mono ms: next look for leftovers while stopping */
 	int64_t restart_at;      /* mono ms when in backoff, else 0 */
 	int64_t backoff_ms;
-	int restarts;            /* restarts so far (the policy's limit counts these) */
+	int restarts;            /* consecutive restarts (the policy's limit counts these) */
+	int64_t started_at;      /* mono ms when the service was last started */
 };
 
 static void set_phase(struct sup *s, enum sup_phase p, const char *reason)
@@ -84,6 +85,7 @@ static int spawn(struct sup *s)
 		return -1;
 	}
 	s->pid = pid;
+	s->started_at = clock_mono_ms();
 	s->exec_failed = fail.failed;
 	sup_state_set_service(&s->state, pid, clock_wall_ns());
 	if (fail.failed) {
@@ -190,6 +192,19 @@ static void on_service_exit(struct sup *s, int status)
 	else
 		log_info("supervisor", "service exited", "pid=%d code=%d", (int)old, code);
 
+	/*
+	 * Consecutive restarts: a run that outlasted the longest backoff was a
+	 * fresh start, so a service that fails once a week is never given up on,
+	 * and its next restart waits the first delay again.
+	 */
+	int64_t ran_ms = clock_mono_ms() - s->started_at;
+	if (s->restarts > 0 && ran_ms > s->cfg->supervisor.restart_delay_max_ms) {
+		log_info("supervisor", "the service had run longer than restart-delay-max: "
+			 "restart count and delay start over", "ran_ms=%lld restarts=%d",
+			 (long long)ran_ms, s->restarts);
+		s->restarts = 0;
+		s->backoff_ms = 0;
+	}
 	if (may_restart(s, code)) {
 		const struct cfg_supervisor *c = &s->cfg->supervisor;
 		if (s->backoff_ms == 0)

@@ -541,6 +541,27 @@ def test_restart_limit_then_exit_with_service_code(litevisor_bin, tmp_path, runs
     assert read_lines(count) == ["3"]
 
 
+def test_a_run_longer_than_the_longest_backoff_starts_the_restart_count_over(
+        litevisor_bin, tmp_path, runs):
+    """restart-limit counts consecutive restarts: a service that ran longer than
+    restart-delay-max before failing was a fresh start. Each run here lasts 0.4 s
+    (restart-delay-max 100ms) and fails, five times, then exits 0: litevisor gave
+    up at the third failure (restart-limit 2) with the service's code."""
+    count = tmp_path / "count"
+    script = ("import os, sys, time\n"
+              f"p = {str(count)!r}\n"
+              "n = len(open(p).read().split()) + 1 if os.path.exists(p) else 1\n"
+              "open(p, 'a').write('%d\\n' % n)\n"
+              "time.sleep(0.4)\n"
+              "sys.exit(1 if n <= 5 else 0)\n")
+    r = start(runs, litevisor_bin, tmp_path, [SERVICE[0], "-c", script],
+              config="supervisor:\n  restart: on-failure\n  restart-limit: 2\n"
+                     "  restart-delay: 50ms\n  restart-delay-max: 100ms\n")
+    assert r.wait(timeout=30) == 0, r.stderr()
+    assert read_lines(count) == [str(i) for i in range(1, 7)]
+    assert "restart count and delay start over" in r.stderr()
+
+
 def test_term_during_backoff_stops_without_restart(litevisor_bin, tmp_path, runs):
     port = free_port()
     count = tmp_path / "count"
