@@ -1,6 +1,7 @@
 /* log.c — text and JSON log lines on stderr, one write(2) per event. */
 #include "common/log.h"
 
+#include <poll.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -11,6 +12,16 @@
 #include "common/banned.h"
 
 #define LOG_LINE_MAX 4096
+/*
+ * How long a line waits for room in a full stderr pipe (a log collector that
+ * stopped reading) before it is dropped, counted, and reported with the next
+ * line that goes through. Once one was dropped, lines do not wait until one
+ * goes through again. Forwarding a TERM, the stop deadlines and the final
+ * flush all log: none may hang on the reader of our stderr.
+ */
+#define LOG_WAIT_MS 100
+
+static _Atomic unsigned long dropped;
 
 static _Atomic int min_level = LOG_INFO;
 static _Atomic bool json_mode = false;
@@ -48,6 +59,8 @@ struct line {
 	char buf[LOG_LINE_MAX];
 	size_t len;
 };
+
+static void emit(struct line *l);
 
 static void put(struct line *l, const char *s, size_t n)
 {
@@ -168,9 +181,38 @@ void log_eventv(enum log_level level, const char *component, const char *msg,
 		}
 	}
 	l.buf[l.len++] = '\n';
+	emit(&l);
+}
+
+/* Room for a line of at most PIPE_BUF bytes within the wait, else false. */
+static bool room(void)
+{
+	struct pollfd p = { .fd = STDERR_FILENO, .events = POLLOUT };
+	int r = poll(&p, 1, atomic_load(&dropped) ? 0 : LOG_WAIT_MS);
+	return r != 0; /* an error (no stderr) is for write(2) to find */
+}
+
+static void emit(struct line *l)
+{
+	if (!room()) {
+		atomic_fetch_add(&dropped, 1);
+		return;
+	}
+	unsigned long lost = atomic_exchange(&dropped, 0);
+	if (lost) {
+		char note[160];
+		int n = snprintf(note, sizeof(note), "log: %lu line(s) dropped: stderr was not being "
+				 "read (a full pipe)\n", lost);
+		if (n > 0 && write(STDERR_FILENO, note, (size_t)n) < 0)
+			return;
+		if (!room()) {
+			atomic_fetch_add(&dropped, 1);
+			return;
+		}
+	}
 	/* one write per line; a short write to a pipe of < PIPE_BUF is atomic */
-	for (size_t off = 0; off < l.len;) {
-		ssize_t w = write(STDERR_FILENO, l.buf + off, l.len - off);
+	for (size_t off = 0; off < l->len;) {
+		ssize_t w = write(STDERR_FILENO, l->buf + off, l->len - off);
 		if (w <= 0)
 			break;
 		off += (size_t)w;

@@ -562,6 +562,38 @@ def test_a_run_longer_than_the_longest_backoff_starts_the_restart_count_over(
     assert "restart count and delay start over" in r.stderr()
 
 
+def test_a_stderr_nobody_reads_does_not_hold_up_the_stop(litevisor_bin, tmp_path):
+    """litevisor's stderr is a pipe whose reader stopped (a stuck log collector) and
+    the service filled it. litevisor blocked writing its own log line on TERM: the
+    service never got the TERM, no grace, no SIGKILL, no final flush, until the
+    orchestrator killed it (QA, 4 of 4). Lines that find no room are now dropped,
+    counted, and reported once the pipe drains."""
+    got = tmp_path / "got_term"
+    script = ("import os, signal, sys, threading, time\n"
+              f"signal.signal(signal.SIGTERM, lambda *a: (open({str(got)!r}, 'w').close(), os._exit(0)))\n"
+              "threading.Thread(target=lambda: (sys.stderr.write('x' * 1000000), sys.stderr.flush()),\n"
+              "                 daemon=True).start()\n"
+              "while True:\n"
+              "    time.sleep(0.1)\n")
+    cfg = tmp_path / "lv.yml"
+    cfg.write_text("supervisor:\n  stop-grace: 2s\n  flush-timeout: 1s\n")
+    rd, wr = os.pipe()
+    p = subprocess.Popen([litevisor_bin, "run", "-config", str(cfg), "--", SERVICE[0], "-c", script],
+                         stdout=subprocess.DEVNULL, stderr=wr)
+    os.close(wr)
+    try:
+        time.sleep(1.5)  # the service's thread fills the pipe and blocks
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=10) == 0
+        assert got.exists()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        subprocess.run(["pkill", "-KILL", "-f", str(got)])  # a service left behind
+        os.close(rd)
+
+
 def test_term_during_backoff_stops_without_restart(litevisor_bin, tmp_path, runs):
     port = free_port()
     count = tmp_path / "count"
