@@ -360,8 +360,10 @@ static int secret_copy(struct cfg_secret *dst, const struct cfg_secret *src)
 static void s3_destroy(struct storage *st)
 {
 	struct s3 *s3 = (struct s3 *)st;
-	for (int i = 0; i < s3->nidle; i++)
-		curl_easy_cleanup(s3->idle[i]);
+	for (int i = 0; i < s3->nidle; i++) {
+		curl_easy_cleanup(s3->idle[i]->h);
+		free(s3->idle[i]);
+	}
 	pthread_mutex_destroy(&s3->lock);
 	secret_release(&s3->akid);
 	secret_release(&s3->secret);

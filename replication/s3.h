@@ -45,8 +45,18 @@ struct s3 {
 	struct cfg_secret akid, secret, token; /* copies of the config's */
 
 	pthread_mutex_t lock;
-	CURL *idle[S3_POOL_MAX];
+	struct s3_conn *idle[S3_POOL_MAX];
 	int nidle;
+};
+
+/*
+ * A pooled curl handle and the socket of its connection, as curl made it
+ * (-1: closed or not made yet). Lives until after curl_easy_cleanup(h): the
+ * handle's connections call back with it when they close.
+ */
+struct s3_conn {
+	CURL *h;
+	int fd;
 };
 
 /* When a whole storage call must end and whether it may retry. */

@@ -13,7 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
+
+#include <linux/sockios.h>
 
 #include "common/clock.h"
 #include "common/lazy_crypto.h"
@@ -72,32 +75,57 @@ void s3_resp_release(struct s3_resp *r)
 
 /* ---- handle pool ---- */
 
-static CURL *pool_take(struct s3 *s3)
+static struct s3_conn *pool_take(struct s3 *s3)
 {
-	CURL *h = NULL;
+	struct s3_conn *c = NULL;
 	pthread_mutex_lock(&s3->lock);
 	if (s3->nidle > 0)
-		h = s3->idle[--s3->nidle];
+		c = s3->idle[--s3->nidle];
 	pthread_mutex_unlock(&s3->lock);
-	if (h)
-		curl_easy_reset(h); /* keeps its connection cache: that is the point */
-	else
-		h = curl_easy_init();
-	return h;
+	if (c) {
+		curl_easy_reset(c->h); /* keeps its connection cache: that is the point */
+		return c;
+	}
+	if (!(c = calloc(1, sizeof(*c))))
+		return NULL;
+	c->fd = -1;
+	if (!(c->h = curl_easy_init())) {
+		free(c);
+		return NULL;
+	}
+	return c;
 }
 
-static void pool_give(struct s3 *s3, CURL *h)
+static void pool_give(struct s3 *s3, struct s3_conn *c)
 {
-	if (!h)
+	if (!c)
 		return;
 	pthread_mutex_lock(&s3->lock);
 	if (s3->nidle < S3_POOL_MAX) {
-		s3->idle[s3->nidle++] = h;
-		h = NULL;
+		s3->idle[s3->nidle++] = c;
+		c = NULL;
 	}
 	pthread_mutex_unlock(&s3->lock);
-	if (h)
-		curl_easy_cleanup(h);
+	if (c) {
+		curl_easy_cleanup(c->h);
+		free(c);
+	}
+}
+
+/* curl made the connection's socket: remember it (unsent() looks at it). */
+static int on_sockopt(void *ud, curl_socket_t fd, curlsocktype purpose)
+{
+	(void)purpose;
+	((struct s3_conn *)ud)->fd = fd;
+	return CURL_SOCKOPT_OK;
+}
+
+static int on_closesocket(void *ud, curl_socket_t fd)
+{
+	struct s3_conn *c = ud;
+	if (c->fd == fd)
+		c->fd = -1;
+	return close(fd);
 }
 
 /* ---- one transfer ---- */
@@ -106,6 +134,7 @@ struct xfer {
 	const struct s3_req *req;
 	struct s3_resp *resp;
 	CURL *h;
+	struct s3_conn *conn;
 	int64_t sent;          /* request body bytes handed to curl */
 	int64_t delivered;     /* response bytes handed to the sink */
 	bool read_failed, sink_failed, source_short;
@@ -114,6 +143,7 @@ struct xfer {
 	int64_t last_move_ms;  /* mono ms when a byte last moved (or the attempt began) */
 	curl_off_t moved;      /* body bytes up + down seen by on_progress */
 	bool idle;             /* on_progress abandoned the attempt */
+	long outq;             /* bytes the socket still held for the server at the last look, -1 */
 	/* resuming a GET cut short: ask for the rest (Range), of the same object (If-Match) */
 	int64_t resume_from;   /* delivered when this attempt began; 0: from the start */
 	int64_t skip;          /* a 200 answer to a resume: its bytes the sink already has */
@@ -194,9 +224,23 @@ static size_t on_write(char *buf, size_t size, size_t n, void *ud)
 }
 
 /*
+ * Bytes of the request the kernel still holds for the server (sent, not yet
+ * acknowledged), or -1. curl hands a body to a socket whose buffer may hold
+ * megabytes and then sees nothing move while a slow link drains it.
+ */
+static long unsent(struct xfer *x)
+{
+	int n = 0;
+	if (x->conn->fd < 0 || ioctl(x->conn->fd, SIOCOUTQ, &n) < 0)
+		return -1;
+	return n;
+}
+
+/*
  * libcurl calls this at least once a second, also while nothing moves: the
  * idle timeout. A slow transfer that keeps moving is never cut here (big
- * ones have the low-speed limit); the call's deadline bounds the total.
+ * ones have the low-speed limit), nor one whose sent body is still
+ * draining from the socket; the call's deadline bounds the total.
  */
 static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
 		       curl_off_t ulnow)
@@ -210,6 +254,10 @@ static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
 		x->last_move_ms = now;
 		return 0;
 	}
+	long q = ulnow > 0 ? unsent(x) : -1;
+	if (q >= 0 && x->outq >= 0 && q < x->outq)
+		x->last_move_ms = now;
+	x->outq = q;
 	if (x->idle_ms > 0 && now - x->last_move_ms >= x->idle_ms) {
 		x->idle = true;
 		return 1; /* CURLE_ABORTED_BY_CALLBACK */
@@ -429,6 +477,7 @@ static void attempt(struct s3 *s3, const struct s3_req *req, struct s3_resp *res
 	char date[17], authz[1024], hash[S3_SHA256_HEX_LEN + 1], errbuf[CURL_ERROR_SIZE] = "";
 	const char *payload;
 	bool oom = false;
+	struct s3_conn *conn = NULL;
 	CURL *h = NULL;
 	CURLcode rc;
 
@@ -491,7 +540,8 @@ static void attempt(struct s3 *s3, const struct s3_req *req, struct s3_resp *res
 		goto out;
 	}
 
-	h = pool_take(s3);
+	conn = pool_take(s3);
+	h = conn ? conn->h : NULL;
 	if (!h) {
 		o->status = ST_TRANSIENT;
 		snprintf(o->cause, sizeof(o->cause), "cannot create a curl handle");
@@ -500,6 +550,7 @@ static void attempt(struct s3 *s3, const struct s3_req *req, struct s3_resp *res
 	x->req = req;
 	x->resp = resp;
 	x->h = h;
+	x->conn = conn;
 	x->sent = 0;
 	x->read_failed = x->sink_failed = x->source_short = false;
 	/* a caller with a stall window (restore) has its own rule for a silent server */
@@ -507,6 +558,7 @@ static void attempt(struct s3 *s3, const struct s3_req *req, struct s3_resp *res
 	x->last_move_ms = clock_mono_ms();
 	x->moved = 0;
 	x->idle = false;
+	x->outq = -1;
 	x->resume_from = x->skip = x->delivered;
 	x->range_start = -1;
 	x->bad_range = false;
@@ -541,6 +593,10 @@ static void attempt(struct s3 *s3, const struct s3_req *req, struct s3_resp *res
 	curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
 	curl_easy_setopt(h, CURLOPT_XFERINFODATA, x);
 	curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(h, CURLOPT_SOCKOPTFUNCTION, on_sockopt);
+	curl_easy_setopt(h, CURLOPT_SOCKOPTDATA, conn);
+	curl_easy_setopt(h, CURLOPT_CLOSESOCKETFUNCTION, on_closesocket);
+	curl_easy_setopt(h, CURLOPT_CLOSESOCKETDATA, conn);
 	if (s3->skip_verify) {
 		curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
 		curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
@@ -597,7 +653,7 @@ static void attempt(struct s3 *s3, const struct s3_req *req, struct s3_resp *res
 out:
 	memset(authz, 0, sizeof(authz));
 	s3_creds_wipe(&cr);
-	pool_give(s3, h);
+	pool_give(s3, conn);
 	free_headers(hdrs);
 	free(path);
 	free(query);

@@ -694,6 +694,58 @@ def test_s3_slow_but_moving_transfer_is_not_cut_by_idle_timeout(s3server, tmp_pa
         proxy.close()
 
 
+class SlowUploadProxy(FaultProxy):
+    """Reads each request `chunk` bytes every `pause` seconds through a small receive
+    buffer (a slow uplink), then forwards it and relays the answer."""
+
+    def __init__(self, upstream_port, chunk, pause):
+        self.chunk, self.pause = chunk, pause
+        super().__init__(upstream_port, fail=0)
+
+    def _serve(self, c):
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+        with c:
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                d = c.recv(self.chunk)
+                if not d:
+                    return
+                buf += d
+            head = buf.split(b"\r\n\r\n", 1)[0]
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value.strip())
+            while len(buf) < len(head) + 4 + length:
+                time.sleep(self.pause)
+                d = c.recv(self.chunk)
+                if not d:
+                    return
+                buf += d
+            with self._send_closing(buf) as up:
+                self._relay(up, c)
+
+
+def test_s3_upload_draining_slowly_is_not_cut_by_idle_timeout(s3server, tmp_path):
+    """curl hands a PUT's whole body to the kernel at once (loopback's send buffer
+    holds megabytes), then sees nothing move while a slow uplink drains it: the
+    upload was abandoned at idle-timeout and retried, forever (QA: 100-200 KB/s,
+    3 of 3). The socket's send queue going down counts as moving."""
+    srv = s3server()
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    digest = write_random(src, 1536 * 1024)
+    proxy = SlowUploadProxy(srv.port, chunk=16384, pause=0.04)  # ~400 KB/s: about 4 s
+    try:
+        rep = s3_replica(srv, endpoint=f"http://127.0.0.1:{proxy.port}")
+        r = rep.put(src, "slow", extra=["-idle-timeout-ms", "1000", "-deadline-ms", "60000"]).ok()
+        assert r.elapsed > 2.0 and "retried" not in r.stderr, (r.elapsed, r.stderr)
+    finally:
+        proxy.close()
+    s3_replica(srv).get("slow", dst).ok()
+    assert sha256_file(dst) == digest
+
+
 class HangProxy(FaultProxy):
     """Looks at every request: while `hang` > 0 the next one gets no answer at all (its
     connection stays open); the others go upstream one connection each, answered with
