@@ -703,8 +703,10 @@ int s3_request(struct s3 *s3, const struct s3_req *req, struct s3_resp *resp,
 		int64_t sleep_ms = window / 2 + (int64_t)(jitter_random() % (uint64_t)(window / 2 + 1));
 		if (ctl->deadline_ms && clock_mono_ms() + sleep_ms >= ctl->deadline_ms)
 			break;
-		log_warn("s3", "request retried", "op=%s bucket=%s key=\"%s\" attempt=%d backoff_ms=%lld cause=\"%s\"",
-			 req->op, s3->bucket, key, n + 1, (long long)sleep_ms, o.cause);
+		/* the server by name: two MinIOs often share bucket and keys */
+		log_warn("s3", "request retried", "op=%s host=%s bucket=%s key=\"%s\" attempt=%d "
+			 "backoff_ms=%lld cause=\"%s\"", req->op, s3->host, s3->bucket, key, n + 1,
+			 (long long)sleep_ms, o.cause);
 		clock_sleep_ms(sleep_ms);
 	}
 	st_error_set(err, (enum st_status)o.status, (int)resp->status, "%s %s/%s: %s", req->op,

@@ -865,6 +865,7 @@ def test_s3_gives_up_after_retries(s3server, tmp_path):
         assert r.rc == EXIT["transient"] and r.res["http"] == 500
         assert "InternalError" in r.res["message"] and proxy.failed == 5
         assert r.stderr.count("request retried") == 4
+        assert r.stderr.count(f"host=127.0.0.1:{proxy.port} ") == 4, r.stderr  # which server
     finally:
         proxy.close()
 
