@@ -121,7 +121,7 @@ static int checkpoint_index(struct apply *a, uint64_t frames)
 		goto out;
 	/* PASSIVE first: SQLite must see every frame the validator accepted */
 	if ((code = pragma_row(db, "PRAGMA wal_checkpoint(PASSIVE)", r, NULL, 0, err, sizeof(err)))) {
-		rs_fail(a, sqlite_cause(code), "checkpoint: %s", err);
+		rs_fail(a, sqlite_cause(code), "checkpoint of %s into %s: %s", a->tmp_wal, a->tmp, err);
 		goto out;
 	}
 	if (r[0] != 0 || (uint64_t)r[1] != frames || r[2] != r[1]) {
@@ -131,8 +131,8 @@ static int checkpoint_index(struct apply *a, uint64_t frames)
 	}
 	if ((code = pragma_row(db, "PRAGMA wal_checkpoint(TRUNCATE)", r, NULL, 0, err,
 			       sizeof(err))) || r[0] != 0) {
-		rs_fail(a, code ? sqlite_cause(code) : RS_CAUSE_REPLICA, "checkpoint(TRUNCATE): %s",
-		     code ? err : "busy");
+		rs_fail(a, code ? sqlite_cause(code) : RS_CAUSE_REPLICA, "checkpoint(TRUNCATE) of %s: %s",
+		     a->tmp, code ? err : "busy");
 		goto out;
 	}
 	rc = 0;
