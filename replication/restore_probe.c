@@ -131,6 +131,13 @@ static int count_write(void *ctx, const void *buf, size_t len)
 }
 
 /* Decompressed length of one segment (downloads it). Returns 0 or a negative st_status. */
+/* Where an index ends whose last segment is s, len bytes long. */
+static uint64_t segment_end(const struct cat_segment *s, uint64_t len)
+{
+	/* a WAL header alone (a placeholder, wal.h) holds nothing: the index ends at 0 */
+	return s->offset == 0 && len == WAL_HEADER_SIZE ? 0 : s->offset + len;
+}
+
 static int segment_length(struct storage *st, const char *gen, const struct cat_segment *s,
 			  uint64_t *len, const struct st_call *call, struct st_error *err)
 {
@@ -444,7 +451,7 @@ static void *measure_one(void *p)
 			 err.message);
 		return NULL;
 	}
-	c->plan.end.offset = last->offset + (uint32_t)len;
+	c->plan.end.offset = (uint32_t)segment_end(last, len);
 	c->plan.end_open = false;
 	return NULL;
 }
@@ -471,8 +478,7 @@ int rs_index_end(struct rs_cand *c, const char *gen, uint32_t index, int64_t tim
 		snprintf(err, errlen, "%s: %s", st_status_name(e.status), e.message);
 		return -1;
 	}
-	/* a WAL header alone (a placeholder, wal.h) holds nothing: the index ends at 0 */
-	*end = last->offset == 0 && len == WAL_HEADER_SIZE ? 0 : last->offset + len;
+	*end = segment_end(last, len);
 	return 0;
 }
 
