@@ -221,6 +221,7 @@ static void print_config(struct printer *out, const struct config *c)
 	fprintf(out->f, "  existing: %s\n  verify: %s\n", existing[r->existing], verify[r->verify]);
 	kv_int(out, 2, "parallelism", r->parallelism);
 	kv_dur(out, 2, "clock-skew", r->clock_skew_ms);
+	kv_dur(out, 2, "handover-wait", r->handover_wait_ms);
 
 	const struct cfg_supervisor *s = &c->supervisor;
 	fprintf(out->f, "supervisor:\n");

@@ -72,6 +72,7 @@ void config_defaults(struct config *cfg)
 	cfg->restore.verify = VERIFY_QUICK;
 	cfg->restore.parallelism = 8;
 	cfg->restore.clock_skew_ms = 10000;
+	cfg->restore.handover_wait_ms = 20000;
 	cfg->supervisor.stop_grace_ms = 10000;
 	cfg->supervisor.flush_timeout_ms = 5000;
 	cfg->supervisor.restart = RESTART_NEVER;

@@ -251,6 +251,19 @@ static int holds_more(struct rs_cand *c, const struct wal_pos *pos, int64_t wait
 	return end > pos->offset;
 }
 
+/* Does a candidate that answered hold a closed mark of pos's generation at pos? */
+static bool closed_somewhere(const struct session *s, const struct wal_pos *pos)
+{
+	for (size_t i = 0; i < s->n; i++) {
+		const struct rs_cand *c = &s->c[i];
+		for (size_t k = 0; c->state == RC_OK && k < c->ngens; k++)
+			if (!strcmp(c->gens[k].id, pos->generation) &&
+			    catalog_closed_at(&c->gens[k], pos))
+				return true;
+	}
+	return false;
+}
+
 /*
  * May replication continue the restored generation? Only when the node that
  * wrote it closed it at the restored position (a closed mark on any replica
@@ -288,13 +301,8 @@ static bool may_continue(struct session *s, const struct wal_pos *pos, char *why
 			return false;
 		}
 	}
-	for (size_t i = 0; i < s->n; i++) {
-		const struct rs_cand *c = &s->c[i];
-		for (size_t k = 0; c->state == RC_OK && k < c->ngens; k++)
-			if (!strcmp(c->gens[k].id, pos->generation) &&
-			    catalog_closed_at(&c->gens[k], pos))
-				return true;
-	}
+	if (closed_somewhere(s, pos))
+		return true;
 	snprintf(why, len, "no replica shows generation %s closed where it was restored: the node "
 		 "that wrote it may still be running or stopping, or it died before its final flush",
 		 pos->generation);
@@ -648,6 +656,82 @@ static int settle_unrestored(struct session *s, bool exists, struct restore_resu
 	return -1;
 }
 
+/*
+ * Is the winner's generation still being written, for all we know? Not
+ * closed where it ends (its end measured if need be) and written to less
+ * than `window_ms` ago. *age_ms gets how long ago.
+ */
+static bool winner_open(struct session *s, int64_t window_ms, const char *statedir,
+			int64_t *age_ms)
+{
+	struct rs_cand *w = &s->c[s->ch.winner];
+	struct wal_pos end = w->plan.end;
+	char why[400];
+	*age_ms = (clock_wall_ns() - w->plan.newest_ns) / NS_PER_MS;
+	if (*age_ms >= window_ms)
+		return false;
+	/* its last index is this node's own session (it died before closing): no one to wait for */
+	if (statedir && rs_lineage(w, w->plan.generation, end.index, statedir, probe_wait_ms(s->cfg),
+				   why, sizeof(why)) == LINEAGE_SAME)
+		return false;
+	if (w->plan.end_open) {
+		uint64_t off;
+		char err[300];
+		if (rs_index_end(w, w->plan.generation, end.index, probe_wait_ms(s->cfg), &off, err,
+				 sizeof(err)) < 0)
+			return true; /* unknown: ask again */
+		end.offset = (uint32_t)off;
+	}
+	return !closed_somewhere(s, &end);
+}
+
+/*
+ * The node that wrote the newest generation may still be stopping: a drain
+ * starts the new task before the old one has finished, and its last
+ * commits, then its closed mark, come within its stop budget. Restoring now
+ * would start this node on data a few seconds stale, beside a generation
+ * that is still growing. While the winner's generation is open and was
+ * written to less than restore.handover-wait ago, ask every candidate again
+ * each second, for at most that long. statedir: the local database's state,
+ * if it has one (its own last session is never waited for). 0, or -1 (res
+ * set): interrupted, or a new probe failed.
+ */
+static int await_handover(struct session *s, bool measure_all, const char *statedir,
+			  struct restore_result *res)
+{
+	int64_t window = s->cfg->restore.handover_wait_ms, age, t0 = clock_mono_ms();
+	bool waited = false;
+
+	while (window > 0 && s->ch.winner >= 0 && winner_open(s, window, statedir, &age)) {
+		if (clock_mono_ms() - t0 >= window) {
+			log_warn("restore", "the newest generation's node did not close it in time: "
+				 "restoring what it holds, replication starts a new generation",
+				 "db=\"%s\" waited_ms=%lld", s->dbname, (long long)(clock_mono_ms() - t0));
+			return 0;
+		}
+		if (!waited)
+			log_warn("restore", "the newest generation is not closed and was written to "
+				 "recently: waiting for its node to finish stopping",
+				 "db=\"%s\" generation=%s written_ms_ago=%lld handover_wait_ms=%lld",
+				 s->dbname, s->c[s->ch.winner].plan.generation, (long long)age,
+				 (long long)window);
+		waited = true;
+		for (int i = 0; i < 10 && !restore_aborted(); i++)
+			clock_sleep_ms(100);
+		if (restore_aborted()) {
+			result_set(res, RESTORE_FAILED, "interrupted before writing anything");
+			return -1;
+		}
+		session_release(s);
+		if (session_probe(s, NULL, measure_all, res) < 0)
+			return -1;
+	}
+	if (waited)
+		log_info("restore", "the newest generation's node finished: restoring",
+			 "db=\"%s\" waited_ms=%lld", s->dbname, (long long)(clock_mono_ms() - t0));
+	return 0;
+}
+
 int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 		       struct restore_result *res)
 {
@@ -685,7 +769,8 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 		if (lt == 0)
 			lt = rs_file_mtime_ns(db->path);
 		/* the local position is compared with the winner's: its end must be exact */
-		if (session_probe(&s, NULL, true, res) < 0)
+		if (session_probe(&s, NULL, true, res) < 0 ||
+		    await_handover(&s, true, statedir, res) < 0)
 			goto out;
 		if (s.ch.winner < 0 || strict_unsettled(&s)) {
 			rc = settle_unrestored(&s, true, res);
@@ -719,7 +804,7 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 		result_set(res, RESTORE_FAILED, "cannot move stray files beside %s aside", db->path);
 		goto out;
 	}
-	if (session_probe(&s, NULL, false, res) < 0)
+	if (session_probe(&s, NULL, false, res) < 0 || await_handover(&s, false, NULL, res) < 0)
 		goto out;
 	if (s.ch.winner >= 0 && !strict_unsettled(&s)) {
 		struct rs_apply_opts ao;

@@ -971,7 +971,8 @@ def node_run(litevisor_bin, tmp_path, node, rep, rows=0, tag=""):
     db = tmp_path / node / "app.db"
     db.parent.mkdir(exist_ok=True)
     cfg = tmp_path / f"{node}.yml"
-    cfg.write_text("restore:\n  allow-empty-when-unreachable: true\n"
+    # a node these tests kill is not waited for long (restore.handover-wait)
+    cfg.write_text("restore:\n  allow-empty-when-unreachable: true\n  handover-wait: 1s\n"
                    f"dbs:\n  - path: {db}\n    replicas:\n      - url: file://{rep}\n"
                    "        sync-interval: 100ms\n")
     p = subprocess.run([litevisor_bin, "run", "-config", str(cfg), "--", SERVICE[0], "-c",
@@ -1188,7 +1189,9 @@ def test_a_node_started_while_the_other_still_runs_never_writes_into_its_generat
         db = tmp_path / node / "app.db"
         db.parent.mkdir()
         cfg = tmp_path / f"{node}.yml"
-        cfg.write_text(f"dbs:\n  - path: {db}\n    min-checkpoint-page-count: 20\n"
+        # B waits 1 s for A to close its generation (restore.handover-wait); A never does
+        cfg.write_text("restore:\n  handover-wait: 1s\n"
+                       f"dbs:\n  - path: {db}\n    min-checkpoint-page-count: 20\n"
                        f"    replicas:\n      - url: file://{rep}\n        sync-interval: 100ms\n")
         return subprocess.Popen([litevisor_bin, "run", "-config", str(cfg), "--", SERVICE[0],
                                  "-c", WRITE_UNTIL_TERM, node],
@@ -1211,6 +1214,7 @@ def test_a_node_started_while_the_other_still_runs_never_writes_into_its_generat
         _, ea = a.communicate(timeout=30)
     assert a.returncode == 0, ea
     assert b.returncode == 0, eb
+    assert "did not close it in time" in eb, eb
     assert "replication will not continue the restored generation" in eb, eb
     assert "closed where it was restored" in eb, eb
     gen_a = re.search(r"new generation db=\S+ generation=(\w+)", ea)[1]
@@ -1232,6 +1236,64 @@ def test_a_node_started_while_the_other_still_runs_never_writes_into_its_generat
     # each closed its own generation at its stop: a later start continues the newest
     assert list(rep.glob(f"generations/{gen_a}/closed/*")), ea
     assert list(rep.glob(f"generations/{gen_b}/closed/*")), eb
+
+
+DRAINS_ON_TERM = (  # commits until TERM, then 2 s more (an app draining its queue)
+    "import os, signal, sqlite3, sys, time\n"
+    "stop = []\n"
+    "signal.signal(signal.SIGTERM, lambda *a: stop.append(time.time()))\n"
+    "c = sqlite3.connect(os.environ['LITESTREAM_DB_PATH'], isolation_level=None)\n"
+    "c.execute('PRAGMA journal_mode=wal')\n"
+    "c.execute('CREATE TABLE IF NOT EXISTS t(v TEXT)')\n"
+    "i = 0\n"
+    "while not stop or time.time() < stop[0] + 2:\n"
+    "    c.execute('INSERT INTO t VALUES (?)', ('%s-%d' % ('drain' if stop else 'a', i),))\n"
+    "    i += 1\n"
+    "    time.sleep(0.02)\n")
+
+
+def test_a_node_started_while_the_other_drains_takes_its_last_commits(
+        litevisor_bin, litestream_bin, tmp_path):
+    """A drain starts the new task before the old one has stopped: A gets TERM and its
+    app commits for 2 s more; B starts 0.5 s after the TERM, with an empty disk. A's
+    generation is not closed yet and was written a moment ago, so B waits for A's
+    final flush and its closed mark (restore.handover-wait), then restores all of
+    A's rows, the drained ones too, and continues the generation. Without the wait
+    B restored A's state of 0.5 s after the TERM and A's last commits went into a
+    generation nobody restores any more."""
+    rep = tmp_path / "rep"
+
+    def cfg(node):
+        (tmp_path / node).mkdir()
+        c = tmp_path / f"{node}.yml"
+        c.write_text(f"dbs:\n  - path: {tmp_path / node / 'app.db'}\n    replicas:\n"
+                     f"      - url: file://{rep}\n        sync-interval: 100ms\n")
+        return c
+
+    a = subprocess.Popen([litevisor_bin, "run", "-config", str(cfg("A")), "--", SERVICE[0], "-c",
+                          DRAINS_ON_TERM], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        poll(lambda: list(rep.glob("generations/*/wal/*")), timeout=20)
+        time.sleep(1)
+        a.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        b = subprocess.run([litevisor_bin, "run", "-config", str(cfg("B")), "--", SERVICE[0], "-c",
+                            ADD_ROWS, "3", "b"], capture_output=True, text=True, timeout=60)
+    finally:
+        _, ea = a.communicate(timeout=30)
+    assert a.returncode == 0, ea
+    assert b.returncode == 0, b.stderr
+    assert "waiting for its node to finish stopping" in b.stderr, b.stderr
+    assert "replica continues generation" in b.stderr, b.stderr
+    a_rows = [v for (v,) in sqlite3.connect(tmp_path / "A" / "app.db").execute(
+        "SELECT v FROM t ORDER BY rowid")]
+    assert any(v.startswith("drain-") for v in a_rows)
+    b_rows = [v for (v,) in sqlite3.connect(tmp_path / "B" / "app.db").execute(
+        "SELECT v FROM t ORDER BY rowid")]
+    assert b_rows == a_rows + ["b-0", "b-1", "b-2"], b.stderr
+    assert len(os.listdir(rep / "generations")) == 1
+    assert restored_rows(litestream_bin, rep, tmp_path / "ls.db") == b_rows
 
 
 TWO_SESSIONS = (  # rows in two WAL sessions: each run moves its generation two indexes on
@@ -1396,7 +1458,8 @@ def test_stale_source_restored_while_a_fresher_replica_was_out_of_reach_is_a_new
     (tmp_path / "minio").write_text("")
     b = tmp_path / "B" / "app.db"
     b.parent.mkdir()
-    (tmp_path / "B.yml").write_text(f"dbs:\n  - path: {b}\n" + rep_cfg)
+    # A was killed: its generation is never closed (a short wait for it)
+    (tmp_path / "B.yml").write_text(f"restore:\n  handover-wait: 1s\ndbs:\n  - path: {b}\n" + rep_cfg)
     back = (f"import os, sqlite3\n"
             f"os.remove('{tmp_path}/minio'); os.rename('{tmp_path}/minio.away', '{tmp_path}/minio')\n"
             f"c = sqlite3.connect(os.environ['LITESTREAM_DB_PATH'], isolation_level=None)\n"

@@ -353,6 +353,7 @@ TEST(defaults_match_config_h)
 	CHECK_INT(c.restore.verify, VERIFY_QUICK);
 	CHECK_INT(c.restore.parallelism, 8);
 	CHECK_INT(c.restore.clock_skew_ms, 10000);
+	CHECK_INT(c.restore.handover_wait_ms, 20000);
 	CHECK_INT(c.supervisor.stop_grace_ms, 10000);
 	CHECK_INT(c.supervisor.flush_timeout_ms, 5000);
 	CHECK(!c.supervisor.new_process_group);
@@ -427,6 +428,7 @@ TEST(litevisor_sections)
 		"  verify: integrity\n"
 		"  parallelism: 4\n"
 		"  clock-skew: 2s\n"
+		"  handover-wait: 45s\n"
 		"supervisor:\n"
 		"  user: app\n"
 		"  group: app\n"
@@ -464,6 +466,7 @@ TEST(litevisor_sections)
 	CHECK_INT(c.restore.verify, VERIFY_INTEGRITY);
 	CHECK_INT(c.restore.parallelism, 4);
 	CHECK_INT(c.restore.clock_skew_ms, 2000);
+	CHECK_INT(c.restore.handover_wait_ms, 45000);
 	CHECK_STR(c.supervisor.user, "app");
 	CHECK_STR(c.supervisor.group, "app");
 	CHECK_STR(c.supervisor.groups[0], "video");
