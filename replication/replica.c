@@ -151,7 +151,7 @@ int replica_close(struct eng_replica *r, const struct wal_pos *at)
 			 r->stat.name, err.message);
 		return -1;
 	}
-	log_info("replica", "generation closed", "db=%s replica=%s generation=%s index=%u offset=%u",
+	log_info("replica", "generation closed", "db=%s replica=%s position=%s/%08x/%08x",
 		 r->db->stat.name, r->stat.name, at->generation, at->index, at->offset);
 	return 0;
 }
