@@ -821,7 +821,16 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 	}
 out:
 	res->duration_ms = clock_mono_ms() - t0;
-	log_event(rc == 0 ? LOG_INFO : LOG_ERROR, "restore", "restore step done",
+	/* the line a user greps for after a move says when a fresher copy may have been passed over */
+	bool passed_over = rc == 0 && s.ch.unreachable > 0 &&
+			   (res->outcome == RESTORE_RESTORED || res->outcome == RESTORE_EXISTS);
+	if (passed_over) {
+		size_t len = strlen(res->message);
+		snprintf(res->message + len, sizeof(res->message) - len,
+			 "; %zu of %zu candidates did not answer: they might hold newer data",
+			 s.ch.unreachable, s.n);
+	}
+	log_event(rc != 0 ? LOG_ERROR : passed_over ? LOG_WARN : LOG_INFO, "restore", "restore step done",
 		  "db=\"%s\" outcome=%s source=%s ms=%lld message=\"%s\"%s%s%s", s.dbname,
 		  restore_outcome_name(res->outcome), res->source[0] ? res->source : "-",
 		  (long long)res->duration_ms, res->message,

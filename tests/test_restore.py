@@ -825,6 +825,16 @@ def test_run_path_restores_and_moves_strays_aside(tmp_path, history):
     assert len(strays) == 1
     assert (db.parent / strays[0]).read_bytes() == b"stray wal"
     assert not (db.parent / "app.db-wal").exists()
+    assert "did not answer" not in p.stderr
+    # a peer that does not answer: restored from the NAS, and the summary says so loudly
+    db.unlink()
+    cfg = write_config(tmp_path / "lv2.yml", db, [{"name": "nas", "url": f"file://{rep}"},
+                                                  s3_unreachable("peer", free_port())])
+    p, res = restore_tool(cfg)
+    assert p.returncode == 0 and res[0]["outcome"] == "restored", p.stderr
+    done = [ln for ln in p.stderr.splitlines() if "restore step done" in ln]
+    assert done and "WARN" in done[0], p.stderr
+    assert "1 of 2 candidates did not answer: they might hold newer data" in done[0], p.stderr
 
 
 def test_run_path_existing_db_policies(tmp_path, history):
