@@ -670,10 +670,6 @@ static bool winner_open(struct session *s, int64_t window_ms, const char *stated
 	*age_ms = (clock_wall_ns() - w->plan.newest_ns) / NS_PER_MS;
 	if (*age_ms >= window_ms)
 		return false;
-	/* its last index is this node's own session (it died before closing): no one to wait for */
-	if (statedir && rs_lineage(w, w->plan.generation, end.index, statedir, probe_wait_ms(s->cfg),
-				   why, sizeof(why)) == LINEAGE_SAME)
-		return false;
 	if (w->plan.end_open) {
 		uint64_t off;
 		char err[300];
@@ -682,7 +678,11 @@ static bool winner_open(struct session *s, int64_t window_ms, const char *stated
 			return true; /* unknown: ask again */
 		end.offset = (uint32_t)off;
 	}
-	return !closed_somewhere(s, &end);
+	if (closed_somewhere(s, &end))
+		return false;
+	/* its last index is this node's own session (it died before closing): no one to wait for */
+	return !(statedir && rs_lineage(w, w->plan.generation, end.index, statedir,
+					probe_wait_ms(s->cfg), why, sizeof(why)) == LINEAGE_SAME);
 }
 
 /*
@@ -726,8 +726,9 @@ static int await_handover(struct session *s, bool measure_all, const char *state
 		if (session_probe(s, NULL, measure_all, res) < 0)
 			return -1;
 	}
+	/* closed, or quiet for handover-wait: whether replication continues it is said below */
 	if (waited)
-		log_info("restore", "the newest generation's node finished: restoring",
+		log_info("restore", "done waiting for the newest generation's node: restoring",
 			 "db=\"%s\" waited_ms=%lld", s->dbname, (long long)(clock_mono_ms() - t0));
 	return 0;
 }
