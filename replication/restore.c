@@ -71,6 +71,15 @@ static void session_release(struct session *s)
 	s->n = 0;
 }
 
+/* How many answers the mode needs before it settles: 0 for freshest-reachable. */
+static size_t answers_needed(const struct session *s)
+{
+	const struct cfg_restore *rc = &s->cfg->restore;
+	if (rc->mode == RESTORE_QUORUM)
+		return (size_t)(rc->quorum > 0 ? rc->quorum : 1);
+	return rc->mode == RESTORE_ALL ? s->n : 0;
+}
+
 /*
  * Open every candidate (optionally only the one named only), probe and choose;
  * measure_all: know every candidate's exact end (else only where it ranks). 0 or -1.
@@ -118,16 +127,16 @@ static int session_probe(struct session *s, const char *only, bool measure_all,
 		result_set(res, RESTORE_FAILED, "interrupted before writing anything");
 		return -1;
 	}
-	rs_choose(s->c, s->n, rc->clock_skew_ms, s->dbname, mode_name(rc->mode), &s->ch);
+	rs_choose(s->c, s->n, rc->clock_skew_ms, s->dbname, mode_name(rc->mode),
+		  answers_needed(s), &s->ch);
 	return 0;
 }
 
 /* Did enough candidates answer for the mode to settle on "nothing there"? */
 static bool enough_answered(const struct session *s)
 {
-	const struct cfg_restore *rc = &s->cfg->restore;
-	if (rc->mode == RESTORE_QUORUM)
-		return s->ch.answered >= (size_t)(rc->quorum > 0 ? rc->quorum : 1);
+	if (s->cfg->restore.mode == RESTORE_QUORUM)
+		return s->ch.answered >= answers_needed(s);
 	return s->ch.answered == s->n;
 }
 

@@ -92,7 +92,7 @@ static bool better(const struct rs_cand *x, size_t xi, const struct rs_cand *y, 
 
 static const char *state_text(const struct rs_cand *c)
 {
-	if (c->timed_out)
+	if (c->timed_out || c->no_answer)
 		return "unreachable";
 	if (c->state == RC_ERROR)
 		return "error";
@@ -103,13 +103,13 @@ static const char *state_text(const struct rs_cand *c)
 static const struct rs_cand *first_error(const struct rs_cand *c, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
-		if (c[i].state == RC_ERROR && !c[i].timed_out && c[i].error[0])
+		if (c[i].state == RC_ERROR && !c[i].timed_out && !c[i].no_answer && c[i].error[0])
 			return &c[i];
 	return NULL;
 }
 
 void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, const char *dbname,
-	       const char *mode, struct rs_choice *out)
+	       const char *mode, size_t need, struct rs_choice *out)
 {
 	int64_t skew_ns = skew_ms * NS_PER_MS;
 	const char *best_gen = NULL;
@@ -179,7 +179,7 @@ void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, const char *dbname,
 	char pos[64], wpos[64], ts[40];
 	for (size_t i = 0; i < n; i++) {
 		struct rs_cand *x = &c[i];
-		if (x->timed_out) {
+		if (x->timed_out || x->no_answer) {
 			snprintf(x->verdict, sizeof(x->verdict),
 				 "UNREACHABLE (no answer in %lld ms): it might hold newer data",
 				 (long long)x->probe_ms);
@@ -188,6 +188,10 @@ void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, const char *dbname,
 				 "UNREACHABLE or failing: it might hold newer data");
 		} else if (!x->has_data) {
 			snprintf(x->verdict, sizeof(x->verdict), "no usable data: %s", x->nodata);
+		} else if (x->rank == 0 && out->answered < need) {
+			snprintf(x->verdict, sizeof(x->verdict),
+				 "newest of those that answered, not used: mode %s needs %zu answer(s)",
+				 mode, need);
 		} else if (x->rank == 0) {
 			if (same > 1)
 				snprintf(x->verdict, sizeof(x->verdict),
@@ -213,7 +217,11 @@ void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, const char *dbname,
 		}
 	}
 
-	if (w)
+	if (w && out->answered < need)
+		snprintf(out->why, sizeof(out->why), "not settled: mode %s needs %zu answer(s), "
+			 "%zu answered (newest among them: %s at %s)", mode, need, out->answered,
+			 w->name, end_text(&w->plan, wpos, sizeof(wpos)));
+	else if (w)
 		/* not "restore from": an existing database may yet be kept (restore.c) */
 		snprintf(out->why, sizeof(out->why), "newest data: %s at %s", w->name,
 			 end_text(&w->plan, wpos, sizeof(wpos)));

@@ -68,7 +68,8 @@ struct rs_cand {
 	char name[64];                 /* a copy: an abandoned probe may outlive the config */
 	struct storage *st;            /* owned; NULL if it could not be opened or timed out */
 	enum rs_state state;
-	bool timed_out;
+	bool timed_out;                /* the decision did not wait for its probe */
+	bool no_answer;                /* its probe failed at its own deadline */
 	char error[600];
 	int64_t rtt_us;                /* first request's round trip */
 	int64_t probe_ms;              /* whole probe */
@@ -155,9 +156,12 @@ struct rs_choice {
 /*
  * Rank the candidates (fills rank, fallback_ok, verdict) and log the
  * decision block under component "restore". skew_ms: clock-skew margin.
+ * need: the answers the mode needs before it settles (0 for
+ * freshest-reachable); short of them the winner is still ranked, but the
+ * block says it is not used.
  */
 void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, const char *dbname,
-	       const char *mode, struct rs_choice *out);
+	       const char *mode, size_t need, struct rs_choice *out);
 
 /* Print the decision as a table on stdout (dry run). */
 void rs_print_decision(const struct rs_cand *c, size_t n, const struct rs_choice *ch,

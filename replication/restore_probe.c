@@ -260,9 +260,21 @@ static void *probe_thread(void *p)
 				end = measure_end;
 			if (probe_once(s, c, &s->t, end, measure_end, &live) == 0) {
 				c->state = RC_OK;
+				c->no_answer = false;
 				break;
 			}
 			c->state = RC_ERROR;
+			/*
+			 * Failing at its deadline is no answer, whichever fired first, the
+			 * call's deadline or the decision's: say so the same way in every mode.
+			 */
+			c->no_answer = clock_mono_ms() + 5 >= end; /* curl's clock rounds */
+			if (c->no_answer) {
+				char why[sizeof(c->error)];
+				snprintf(why, sizeof(why), "%s", c->error);
+				snprintf(c->error, sizeof(c->error), "no answer within %lld ms (%.500s)",
+					 (long long)(clock_mono_ms() - t0), why);
+			}
 			if (!retry || clock_mono_ms() + PROBE_RETRY_MS >= s->wait_end_ms ||
 			    is_closed(s))
 				break;

@@ -666,6 +666,9 @@ def test_unreachable_peers_cost_about_the_probe_timeout(tmp_path, litevisor_bin,
     assert elapsed < 2.5, f"blackholed peer cost {elapsed:.2f}s"
     assert "UNREACHABLE" in candidate_line(p.stderr, "peer-05")
     assert "UNREACHABLE" in candidate_line(p.stderr, "peer-06")
+    # the blackhole gave no answer; the closed port answered with an error
+    assert "state=unreachable" in candidate_line(p.stderr, "peer-05")
+    assert "state=error" in candidate_line(p.stderr, "peer-06")
     # nobody listens on the refused port: no retry, and its round trip is its own
     assert "request retried" not in p.stderr, p.stderr
     m = re.search(r"probe_ms=(\d+)", candidate_line(p.stderr, "peer-06"))
@@ -1157,6 +1160,7 @@ def test_s3_peer_down_and_blackholed_nas_used(tmp_path, litevisor_bin, s3server,
     assert p.returncode == 0, p.stderr
     assert elapsed < 2.5, f"{elapsed:.2f}s"
     assert "UNREACHABLE" in candidate_line(p.stderr, "peer-06")
+    assert "state=unreachable" in candidate_line(p.stderr, "peer-06")
     assert rows(db) == history.states[-1][2]
 
 
@@ -1173,6 +1177,10 @@ def test_strict_modes_wait_for_answers(tmp_path, litevisor_bin, history):
     assert p.returncode == 111, p.stderr
     assert 1.2 < elapsed < 4, elapsed  # waited (bounded) for the missing answer
     assert not db.exists()
+    # a refusal does not read like a restore: the nas is ranked, never called the winner
+    assert "WINNER" not in p.stderr, p.stderr
+    assert "not used: mode all needs 2 answer(s)" in candidate_line(p.stderr, "nas")
+    assert "not settled: mode all needs 2 answer(s), 1 answered" in p.stderr, p.stderr
     cfg = write_config(tmp_path / "quorum.yml", db, reps,
                        restore={"mode": "quorum", "quorum": 1, "wait-timeout": "5s",
                                 "probe-timeout": "500ms"})

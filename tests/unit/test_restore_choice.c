@@ -124,7 +124,7 @@ TEST(choose_newest_then_fastest)
 	c[3].state = RC_PENDING;
 	c[3].timed_out = true;
 	c[3].has_data = false;
-	rs_choose(c, 4, 10000, "db", "freshest-reachable", &ch);
+	rs_choose(c, 4, 10000, "db", "freshest-reachable", 0, &ch);
 	CHECK_INT(ch.winner, 2);
 	CHECK_INT(c[1].rank, 1);
 	CHECK(c[1].fallback_ok);
@@ -132,6 +132,14 @@ TEST(choose_newest_then_fastest)
 	CHECK(c[0].rank > 1);
 	CHECK_INT(ch.unreachable, 1);
 	CHECK(strstr(c[3].verdict, "UNREACHABLE") != NULL);
+	/* mode all, one short of its answers: still ranked, but never called the winner */
+	rs_choose(c, 4, 10000, "db", "all", 4, &ch);
+	CHECK_INT(ch.winner, 2);
+	CHECK(strstr(c[2].verdict, "WINNER") == NULL);
+	CHECK(strstr(c[2].verdict, "not used: mode all needs 4") != NULL);
+	CHECK(strstr(ch.why, "not settled") != NULL);
+	rs_choose(c, 4, 10000, "db", "quorum", 3, &ch);
+	CHECK(strstr(c[2].verdict, "WINNER") != NULL);
 }
 
 TEST(choose_generation_by_time_beyond_skew_only)
@@ -142,12 +150,12 @@ TEST(choose_generation_by_time_beyond_skew_only)
 	/* b is newer by 60 s: beyond a 10 s margin, so its generation wins despite a lower position */
 	cand(&c[0], "a", "0123456789abcdef", 9, 0, S(1000), 10);
 	cand(&c[1], "b", "fedcba9876543210", 0, 32, S(1060), 10);
-	rs_choose(c, 2, 10000, "db", "freshest-reachable", &ch);
+	rs_choose(c, 2, 10000, "db", "freshest-reachable", 0, &ch);
 	CHECK_INT(ch.winner, 1);
 	CHECK(!ch.ambiguous);
 	/* within the margin: ambiguous, still the later one, and said so */
 	c[1].plan.newest_ns = S(1005);
-	rs_choose(c, 2, 10000, "db", "freshest-reachable", &ch);
+	rs_choose(c, 2, 10000, "db", "freshest-reachable", 0, &ch);
 	CHECK(ch.ambiguous);
 	CHECK_INT(ch.winner, 1);
 }
@@ -169,7 +177,7 @@ TEST(choose_generation_by_a_server_holding_both_whatever_the_margin)
 	c[1].gens = gb;
 	c[1].ngens = 2;
 	/* b holds both and orders them with one clock: G2 is newer */
-	rs_choose(c, 2, 10000, "db", "freshest-reachable", &ch);
+	rs_choose(c, 2, 10000, "db", "freshest-reachable", 0, &ch);
 	CHECK_INT(ch.winner, 1);
 	CHECK(!ch.ambiguous);
 	c[0].gens = c[1].gens = NULL;
@@ -183,7 +191,7 @@ TEST(choose_prefers_replica_without_holes)
 	cand(&c[0], "holed", "0123456789abcdef", 3, 50, S(1000), 10);
 	c[0].plan.truncated = true;
 	cand(&c[1], "whole", "0123456789abcdef", 3, 50, S(1000), 5000);
-	rs_choose(c, 2, 10000, "db", "freshest-reachable", &ch);
+	rs_choose(c, 2, 10000, "db", "freshest-reachable", 0, &ch);
 	CHECK_INT(ch.winner, 1);
 	CHECK(c[0].fallback_ok);
 }
