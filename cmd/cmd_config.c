@@ -222,6 +222,8 @@ static void print_config(struct printer *out, const struct config *c)
 	kv_int(out, 2, "parallelism", r->parallelism);
 	kv_dur(out, 2, "clock-skew", r->clock_skew_ms);
 	kv_dur(out, 2, "handover-wait", r->handover_wait_ms);
+	if (r->keep_replaced > 0)
+		kv_int(out, 2, "keep-replaced", r->keep_replaced);
 
 	const struct cfg_supervisor *s = &c->supervisor;
 	fprintf(out->f, "supervisor:\n");

@@ -98,6 +98,7 @@ struct cfg_restore {
 	int parallelism;            /* default 8 */
 	int64_t clock_skew_ms;      /* default 10s: margin when comparing object times */
 	int64_t handover_wait_ms;   /* default 20s: a writer that may still be stopping; 0 = off */
+	int keep_replaced;          /* moved-aside copies kept per database; 0 (default) = all */
 };
 
 enum restart_policy { RESTART_NEVER = 0, RESTART_ON_FAILURE };

@@ -94,7 +94,7 @@ static const char *const restore_existing[] = { "newest-wins", "keep-local", NUL
 static const char *const restore_verify[] = { "quick", "integrity", "none", NULL };
 
 enum { RS_PROBE, RS_MODE, RS_QUORUM, RS_WAIT, RS_ALLOW, RS_EXISTING, RS_VERIFY, RS_PAR, RS_SKEW,
-       RS_HANDOVER, RS_N };
+       RS_HANDOVER, RS_KEEP, RS_N };
 static const struct field restore_tab[RS_N] = {
 	[RS_PROBE] = { .key = "probe-timeout", .kind = F_DUR, .off = offsetof(struct cfg_restore, probe_timeout_ms), .min = 1 },
 	[RS_MODE] = { .key = "mode", .kind = F_ENUM, .off = offsetof(struct cfg_restore, mode), .names = restore_modes },
@@ -106,6 +106,7 @@ static const struct field restore_tab[RS_N] = {
 	[RS_PAR] = { .key = "parallelism", .kind = F_INT, .off = offsetof(struct cfg_restore, parallelism), .min = 1, .max = 256 },
 	[RS_SKEW] = { .key = "clock-skew", .kind = F_DUR, .off = offsetof(struct cfg_restore, clock_skew_ms) },
 	[RS_HANDOVER] = { .key = "handover-wait", .kind = F_DUR, .off = offsetof(struct cfg_restore, handover_wait_ms) },
+	[RS_KEEP] = { .key = "keep-replaced", .kind = F_INT, .off = offsetof(struct cfg_restore, keep_replaced), .min = 1, .max = 1000000 },
 };
 
 static int set_restore(struct walk *w, const struct field *f, const struct cfg_node *v,

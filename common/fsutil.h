@@ -71,4 +71,11 @@ int fs_move_aside(const char *path, const char *tag, char **moved_to);
  */
 int fs_open_unnamed(const char *dir, const char *prefix);
 
+/*
+ * Remove path and, if it is a directory, everything under it (symbolic
+ * links are removed, never followed). Returns 0 (also when absent) or -1
+ * (errno set; what could be removed is gone).
+ */
+int fs_remove_tree(const char *path);
+
 #endif

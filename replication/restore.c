@@ -846,6 +846,8 @@ out:
 		  (long long)res->duration_ms, res->message,
 		  res->moved_aside[0] ? " moved_aside=\"" : "", res->moved_aside,
 		  res->moved_aside[0] ? "\"" : "");
+	if (rc == 0)
+		rs_prune_aside(db->path, statedir, cfg->restore.keep_replaced);
 	session_release(&s);
 	return rc;
 }

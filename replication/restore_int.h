@@ -222,6 +222,13 @@ int rs_move_state_aside(const char *statedir, const char *why);
  */
 int rs_move_local_aside(const char *target, const char *statedir, char *moved, size_t mlen);
 
+/*
+ * Keep only the newest `keep` moved-aside copies of target (with their
+ * -wal/-shm) and of its state directory statedir (may be NULL); keep 0
+ * deletes nothing and warns when copies pile up. Best effort (logged).
+ */
+void rs_prune_aside(const char *target, const char *statedir, int keep);
+
 /* The local position from the state dir (shadow WAL, else the restored marker) and its time. */
 int rs_local_position(const char *statedir, struct wal_pos *pos, int64_t *mtime_ns);
 

@@ -4,7 +4,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,15 +130,6 @@ out:
 	return rc;
 }
 
-static int rm_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
-{
-	(void)st;
-	(void)ftw;
-	if (type == FTW_DP)
-		return rmdir(path) < 0 && errno != ENOENT ? -1 : 0;
-	return unlink(path) < 0 && errno != ENOENT ? -1 : 0;
-}
-
 /* Remove every generation directory but keep. */
 static void remove_other_generations(const char *dir, const char *keep)
 {
@@ -154,7 +144,7 @@ static void remove_other_generations(const char *dir, const char *keep)
 		if (de->d_name[0] == '.' || !strcmp(de->d_name, keep))
 			continue;
 		snprintf(path, sizeof(path), "%s/generations/%s", dir, de->d_name);
-		if (nftw(path, rm_entry, 8, FTW_DEPTH | FTW_PHYS) < 0)
+		if (fs_remove_tree(path) < 0)
 			log_warn("shadow", "cannot remove old generation", "path=\"%s\" err=\"%s\"",
 				 path, strerror(errno));
 	}

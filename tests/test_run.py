@@ -964,7 +964,7 @@ ADD_ROWS = (
     "    c.execute('INSERT INTO t VALUES (?)', ('%s-%d' % (sys.argv[2], i),))\n")
 
 
-def node_run(litevisor_bin, tmp_path, node, rep, rows=0, tag=""):
+def node_run(litevisor_bin, tmp_path, node, rep, rows=0, tag="", restore_keys=""):
     """One `run` on node (a directory of its own), sharing the file replica rep; the
     service adds rows and exits. Returns the database's rows after the run, and the
     files beside it."""
@@ -973,7 +973,7 @@ def node_run(litevisor_bin, tmp_path, node, rep, rows=0, tag=""):
     cfg = tmp_path / f"{node}.yml"
     # a node these tests kill is not waited for long (restore.handover-wait)
     cfg.write_text("restore:\n  allow-empty-when-unreachable: true\n  handover-wait: 1s\n"
-                   f"dbs:\n  - path: {db}\n    replicas:\n      - url: file://{rep}\n"
+                   f"{restore_keys}dbs:\n  - path: {db}\n    replicas:\n      - url: file://{rep}\n"
                    "        sync-interval: 100ms\n")
     p = subprocess.run([litevisor_bin, "run", "-config", str(cfg), "--", SERVICE[0], "-c",
                         ADD_ROWS, str(rows), tag], capture_output=True, text=True, timeout=60)
@@ -1087,6 +1087,37 @@ def node_dies_with_unshipped_commits(litevisor_bin, tmp_path, rep):
         p.stderr.close()
     close_where_it_ends(litevisor_bin, rep, tmp_path / "end.db")
     return [v for (v,) in sqlite3.connect(db).execute("SELECT v FROM t ORDER BY rowid")]
+
+
+def test_moved_aside_copies_are_bounded_by_keep_replaced(litevisor_bin, tmp_path):
+    """Each return of a job to a node whose database another node moved ahead keeps
+    the old file aside. Without restore.keep-replaced none is ever deleted, and a
+    warning says they pile up; with it only the newest N (and their -wal/-shm and
+    state directories) stay."""
+    rep = tmp_path / "rep"
+    def copies(files, tag=".replaced-", lead="app.db"):
+        return sorted(f for f in files if f.startswith(lead + tag) and f[-4:] not in ("-wal", "-shm"))
+    for i in range(5):
+        a, _, _ = node_run(litevisor_bin, tmp_path, "A", rep, 5, f"a{i}")
+        b, files, err = node_run(litevisor_bin, tmp_path, "B", rep)
+        assert b == a, err
+    assert len(copies(files)) == 4, files
+    assert "old copies of the database pile up" in err and "copies=4" in err, err
+    assert "deleted an old moved-aside copy" not in err
+    kept = copies(files)[-2:]
+    a, _, _ = node_run(litevisor_bin, tmp_path, "A", rep, 5, "a5")
+    b, files, err = node_run(litevisor_bin, tmp_path, "B", rep,
+                             restore_keys="  keep-replaced: 2\n")
+    assert b == a, err
+    now = copies(files)
+    assert len(now) == 2 and now[0] == kept[1] and now[1] > kept[1], (now, kept)
+    # the kept copies are whole; nothing of the deleted ones is left beside them
+    assert all(n + "-wal" in files for n in now), files
+    assert not [f for f in files if f.startswith(kept[0])], files
+    assert len(copies(files, ".old-", ".app.db-litevisor")) == 2, files
+    assert err.count("deleted an old moved-aside copy") == 6, err  # 3 databases, 3 states
+    assert "pile up" not in err
+    assert len(sqlite3.connect(tmp_path / "B" / now[1]).execute("SELECT v FROM t").fetchall()) == 25
 
 
 def close_where_it_ends(litevisor_bin, rep, scratch):

@@ -354,6 +354,7 @@ TEST(defaults_match_config_h)
 	CHECK_INT(c.restore.parallelism, 8);
 	CHECK_INT(c.restore.clock_skew_ms, 10000);
 	CHECK_INT(c.restore.handover_wait_ms, 20000);
+	CHECK_INT(c.restore.keep_replaced, 0);
 	CHECK_INT(c.supervisor.stop_grace_ms, 10000);
 	CHECK_INT(c.supervisor.flush_timeout_ms, 5000);
 	CHECK(!c.supervisor.new_process_group);
@@ -429,6 +430,7 @@ TEST(litevisor_sections)
 		"  parallelism: 4\n"
 		"  clock-skew: 2s\n"
 		"  handover-wait: 45s\n"
+		"  keep-replaced: 3\n"
 		"supervisor:\n"
 		"  user: app\n"
 		"  group: app\n"
@@ -467,6 +469,7 @@ TEST(litevisor_sections)
 	CHECK_INT(c.restore.parallelism, 4);
 	CHECK_INT(c.restore.clock_skew_ms, 2000);
 	CHECK_INT(c.restore.handover_wait_ms, 45000);
+	CHECK_INT(c.restore.keep_replaced, 3);
 	CHECK_STR(c.supervisor.user, "app");
 	CHECK_STR(c.supervisor.group, "app");
 	CHECK_STR(c.supervisor.groups[0], "video");
