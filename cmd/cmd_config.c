@@ -187,6 +187,7 @@ static void print_replica(struct printer *out, const struct cfg_replica *r)
 	kv_dur(out, i, "retention", r->retention_ms);
 	kv_dur(out, i, "retention-check-interval", r->retention_check_interval_ms);
 	kv_dur(out, i, "retention-grace", r->retention_grace_ms);
+	kv_dur(out, i, "writer-check-interval", r->writer_check_interval_ms);
 	kv_str(out, i, "node", r->node);
 	kv_bool(out, i, "restore-only", r->restore_only);
 }

@@ -45,6 +45,7 @@ void config_replica_defaults(struct cfg_replica *r)
 	r->retention_ms = 24 * 3600 * 1000LL;
 	r->retention_check_interval_ms = 3600 * 1000LL;
 	r->retention_grace_ms = 3600 * 1000LL;
+	r->writer_check_interval_ms = 60 * 1000LL;
 }
 
 void config_db_defaults(struct cfg_db *db)

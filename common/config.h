@@ -58,6 +58,7 @@ struct cfg_replica {
 	int64_t retention_ms;                /* default 24h; 0 = keep everything */
 	int64_t retention_check_interval_ms; /* default 1h, capped at retention */
 	int64_t retention_grace_ms;          /* default 1h: extra age before deletion */
+	int64_t writer_check_interval_ms;    /* default 1m: look for another node's generation; 0 = off */
 
 	/* litevisor */
 	char *store;             /* name of the `stores` entry it came from, or NULL */

@@ -107,6 +107,7 @@ const struct field replica_tab[RF_N] = {
 	[RF_RET] = { .key = "retention", .kind = F_DUR, .off = R(retention_ms), .where = ON_REPLICA },
 	[RF_RETCHECK] = { .key = "retention-check-interval", .kind = F_DUR, .off = R(retention_check_interval_ms), .where = ON_REPLICA },
 	[RF_GRACE] = { .key = "retention-grace", .kind = F_DUR, .off = R(retention_grace_ms), .where = ON_REPLICA },
+	[RF_WRITERS] = { .key = "writer-check-interval", .kind = F_DUR, .off = R(writer_check_interval_ms), .where = ON_REPLICA },
 	[RF_VALID] = { .key = "validation-interval", .kind = F_CUSTOM, .fn = set_validation, .where = ON_REPLICA },
 	[RF_STORE] = { .key = "store", .kind = F_STR, .off = R(store), .where = ON_REPLICA },
 	[RF_RESTORE_ONLY] = { .key = "restore-only", .kind = F_BOOL, .off = R(restore_only), .where = ON_REPLICA },

@@ -328,6 +328,7 @@ void engine_free(struct engine *e)
 			pthread_join(d->thread, NULL);
 		for (size_t j = 0; j < d->nreplicas; j++) {
 			storage_free(d->replicas[j].st);
+			free(d->replicas[j].writers_seen);
 			pthread_cond_destroy(&d->replicas[j].cond);
 		}
 		snapshot_share_close(d);

@@ -34,6 +34,8 @@
 
 /* Commit times remembered for the lag gauge. */
 #define ENG_LAG_RING 64
+/* Generations of this process remembered as its own (writers.c); older ones were seen listed. */
+#define ENG_OWN_GENS 16
 
 struct eng_db;
 
@@ -63,6 +65,11 @@ struct eng_replica {
 	uint64_t flush_seq;           /* last flush request served */
 	bool closed;                  /* the final flush closed the generation here: write no more */
 	struct replica_status stat;
+
+	/* replica thread only (writers.c) */
+	char (*writers_seen)[17];     /* generations listed on the replica so far */
+	size_t writers_nseen;
+	bool writers_primed;          /* the first listing (what was there before us) is in */
 };
 
 struct lag_entry {
@@ -116,6 +123,8 @@ struct eng_db {
 	size_t lag_n;
 	int64_t sync_failing_mono;    /* the shadow copy fails since (0: it works); counts as lag */
 	int64_t gen_start_mono;
+	char own_gens[ENG_OWN_GENS][17]; /* generations this process wrote, newest last (writers.c) */
+	size_t own_n;
 	char gen_req[17];             /* a replica asks for a new generation instead of this one */
 	char gen_req_why[400];
 	struct restored_marker marker; /* from restore, while replicas consume it */
@@ -214,6 +223,20 @@ double replica_lag_seconds(const struct eng_db *d, const struct eng_replica *r, 
 
 /* retention.c: apply the replica's retention; *need_snapshot when none would remain. */
 int retention_enforce(struct eng_replica *r, bool *need_snapshot);
+
+/*
+ * Another writer (writers.c). writers_prime: the generations a replica holds
+ * when this process starts writing it are no news (called with the first
+ * listing). writers_check: list the generations again; one that appeared
+ * since and that this process did not write means another process writes
+ * this database to this replica (a second node in a network partition, a
+ * second task): logged once as an error and shown in the replica's status.
+ * A listing that fails is tried again next time. Replica thread, mu not held.
+ */
+void writers_prime(struct eng_replica *r, char (*ids)[17], size_t n);
+void writers_check(struct eng_replica *r);
+/* Note gen as written by this process. Under d->mu (the monitor, on a new generation). */
+void writers_note_own(struct eng_db *d, const char *gen);
 
 /* monitor.c: the database's thread; ask it for a checkpoint into a new index (under mu). */
 void *monitor_thread(void *arg);

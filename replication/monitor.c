@@ -80,6 +80,8 @@ static void publish(struct eng_db *d, uint64_t grew)
 	/* replicas sleep until told: any move of the position (a new index too) is news */
 	bool moved = strcmp(d->gen, d->sh.gen) != 0 || d->index != d->sh.index ||
 		     d->size != (d->sh.fd >= 0 ? d->sh.size : 0);
+	if (strcmp(d->gen, d->sh.gen) != 0)
+		writers_note_own(d, d->sh.gen);
 	snprintf(d->gen, sizeof(d->gen), "%s", d->sh.gen);
 	d->index = d->sh.index;
 	d->size = d->sh.fd >= 0 ? d->sh.size : 0;

@@ -241,6 +241,7 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 	rc = catalog_generations(r->st, &ids, &n, &call, &err);
 	if (rc < 0)
 		goto fail;
+	writers_prime(r, ids, n);
 	bool found = false;
 	for (size_t i = 0; i < n; i++)
 		if (!strcmp(ids[i], gen))
@@ -528,6 +529,8 @@ void *replica_thread(void *arg)
 	int64_t next_retention = 0, next_snapshot = 0;
 	uint64_t seen_flush = 0;
 	int64_t sync_ns = c->sync_interval_ms * NS_PER_MS;
+	int64_t writers_ns = c->writer_check_interval_ms * NS_PER_MS;
+	int64_t next_writers = writers_ns > 0 ? clock_mono_ns() + writers_ns : 0;
 
 	if (c->retention_ms > 0) {
 		int64_t every = c->retention_check_interval_ms > 0 ? c->retention_check_interval_ms
@@ -556,7 +559,8 @@ void *replica_thread(void *arg)
 		bool do_ret = d->ready && may && r->pos_known && next_retention && now >= next_retention;
 		bool do_snap = d->ready && may && r->pos_known && c->snapshot_interval_ms > 0 &&
 			       next_snapshot && now >= next_snapshot;
-		if (!do_sync && !do_ret && !do_snap) {
+		bool do_writers = may && !flush && !d->eng->stop && next_writers && now >= next_writers;
+		if (!do_sync && !do_ret && !do_snap && !do_writers) {
 			int64_t until = now + IDLE_WAKE_NS;
 			if (b && next_sync > now && next_sync < until)
 				until = next_sync;
@@ -569,6 +573,8 @@ void *replica_thread(void *arg)
 			if (d->ready && r->pos_known && c->snapshot_interval_ms > 0 && next_snapshot &&
 			    next_snapshot < until)
 				until = next_snapshot > at ? next_snapshot : at;
+			if (next_writers && next_writers < until)
+				until = next_writers > at ? next_writers : at;
 			r->wake = false;
 			wait_until(r, until);
 			continue;
@@ -633,12 +639,16 @@ void *replica_thread(void *arg)
 			}
 			next_retention = clock_mono_ns() + every * NS_PER_MS;
 		}
+		if (do_writers) {
+			writers_check(r); /* its own failure is no sync failure: it tries again */
+			next_writers = clock_mono_ns() + writers_ns;
+		}
 		if (rc < 0 && flush) {
 			next_retry = clock_mono_ns() + 200 * NS_PER_MS;
 		} else if (rc < 0) {
 			next_retry = clock_mono_ns() + backoff_ms * NS_PER_MS;
 			backoff_ms = backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff_ms * 2;
-		} else {
+		} else if (do_sync || do_ret || do_snap) { /* a writers check alone proves nothing */
 			backoff_ms = BACKOFF_MIN_MS;
 			next_retry = 0;
 		}

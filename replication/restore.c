@@ -714,8 +714,10 @@ static int await_handover(struct session *s, bool measure_all, const char *state
 	while (window > 0 && s->ch.winner >= 0 && winner_open(s, window, statedir, &age)) {
 		if (clock_mono_ms() - t0 >= window) {
 			log_warn("restore", "the newest generation's node did not close it in time: "
-				 "restoring what it holds, replication starts a new generation",
-				 "db=\"%s\" waited_ms=%lld", s->dbname, (long long)(clock_mono_ms() - t0));
+				 "restoring what it holds, replication starts a new generation. If it "
+				 "is still being written, its node still runs: both write until one stops",
+				 "db=\"%s\" waited_ms=%lld written_ms_ago=%lld", s->dbname,
+				 (long long)(clock_mono_ms() - t0), (long long)age);
 			return 0;
 		}
 		if (!waited)

@@ -63,6 +63,11 @@ enum health_status health_replica(const struct replica_status *r, int64_t fail_a
 			return HEALTH_FAIL;
 		return HEALTH_WARN;
 	}
+	if (r->other_writer[0]) {
+		snprintf(why, whylen, "another writer: generation %s appeared on the replica (two "
+			 "processes replicate this database)", r->other_writer);
+		return HEALTH_WARN;
+	}
 	if (r->max_lag_ms > 0 && r->lag_seconds * 1000.0 > (double)r->max_lag_ms) {
 		snprintf(why, whylen, "lag %.1f s beyond %.1f s", r->lag_seconds,
 			 (double)r->max_lag_ms / 1000.0);
@@ -202,6 +207,10 @@ static json_t *replica_check(const struct db_status *d, const struct replica_sta
 	if (r->last_error[0]) {
 		json_object_set_new(c, "lastError", json_string(r->last_error));
 		set_time(c, "lastErrorTime", r->last_error_ns);
+	}
+	if (r->other_writer[0]) {
+		json_object_set_new(c, "otherWriter", json_string(r->other_writer));
+		set_time(c, "otherWriterSince", r->other_writer_ns);
 	}
 	if (why[0])
 		json_object_set_new(c, "output", json_string(why));

@@ -259,6 +259,7 @@ static void render_engine(const struct engine_status *e, struct text *t)
 	REPLICA_FAMILY("litevisor_replica_lag_seconds", "gauge", "Age of the oldest commit not yet on the replica (0 = caught up).", r->lag_seconds);
 	REPLICA_FAMILY("litevisor_replica_max_lag_seconds", "gauge", "Lag allowed before the replica counts as behind.", (double)r->max_lag_ms / 1000.0);
 	REPLICA_FAMILY("litevisor_replica_failing", "gauge", "1 while the replica's syncs fail.", r->failing_since_ns > 0);
+	REPLICA_FAMILY("litevisor_replica_other_writer", "gauge", "1 once a generation this process did not write appeared on the replica: another process replicates this database there.", r->other_writer[0] != 0);
 	REPLICA_FAMILY("litevisor_replica_wal_index", "gauge", "WAL index the replica holds.", r->pos.index);
 	REPLICA_FAMILY("litevisor_replica_wal_offset_bytes", "gauge", "WAL offset the replica holds.", r->pos.offset);
 	REPLICA_FAMILY("litevisor_replica_last_sync_timestamp_seconds", "gauge", "Last successful sync, seconds since the epoch (0 = never).", seconds(r->last_sync_ns));

@@ -1223,7 +1223,8 @@ def test_a_node_started_while_the_other_still_runs_never_writes_into_its_generat
         # B waits 1 s for A to close its generation (restore.handover-wait); A never does
         cfg.write_text("restore:\n  handover-wait: 1s\n"
                        f"dbs:\n  - path: {db}\n    min-checkpoint-page-count: 20\n"
-                       f"    replicas:\n      - url: file://{rep}\n        sync-interval: 100ms\n")
+                       f"    replicas:\n      - url: file://{rep}\n        sync-interval: 100ms\n"
+                       "        writer-check-interval: 300ms\n")
         return subprocess.Popen([litevisor_bin, "run", "-config", str(cfg), "--", SERVICE[0],
                                  "-c", WRITE_UNTIL_TERM, node],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -1252,6 +1253,11 @@ def test_a_node_started_while_the_other_still_runs_never_writes_into_its_generat
     gen_b = re.search(r"new generation db=\S+ generation=(\w+)", eb)[1]
     assert gen_a != gen_b
     assert sorted(os.listdir(rep / "generations")) == sorted([gen_a, gen_b])
+    # A, the node that will lose the next restore, is told once; B found A's there
+    assert ea.count("another writer") == 1, ea
+    assert re.search(rf"another writer: .* generation={gen_b} writing={gen_a}", ea), ea
+    assert "another writer" not in eb, eb
+    assert "its node still runs" in eb, eb
     for node, gen in (("A", gen_a), ("B", gen_b)):
         local = [v for (v,) in sqlite3.connect(tmp_path / node / "app.db").execute(
             "SELECT v FROM t ORDER BY rowid")]

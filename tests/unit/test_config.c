@@ -54,6 +54,7 @@ TEST(litestream_full_example)
 		"        skip-verify: true\n"
 		"        retention: 72h\n"
 		"        retention-check-interval: 2h\n"
+		"        writer-check-interval: 0\n"
 		"      - type: file\n"
 		"        path: /mnt/backup/app\n"
 		"  - path: /var/lib/app/other.db\n");
@@ -89,6 +90,7 @@ TEST(litestream_full_example)
 	CHECK_INT(r->retention_ms, 30 * 60 * 1000LL);
 	CHECK_INT(r->retention_check_interval_ms, 30 * 60 * 1000LL); /* capped at retention */
 	CHECK_INT(r->retention_grace_ms, 3600 * 1000LL);
+	CHECK_INT(r->writer_check_interval_ms, 60 * 1000LL);
 	CHECK(!r->restore_only);
 
 	r = &d->replicas[1];
@@ -101,6 +103,7 @@ TEST(litestream_full_example)
 	CHECK_STR(r->access_key_id.value, "AKIAOWN");        /* own value kept */
 	CHECK_STR(r->secret_access_key.value, "topsecret");  /* missing one copied */
 	CHECK_INT(r->retention_check_interval_ms, 2 * 3600 * 1000LL);
+	CHECK_INT(r->writer_check_interval_ms, 0);
 
 	r = &d->replicas[2];
 	CHECK_STR(r->name, "file");

@@ -173,6 +173,12 @@ TEST(replica_warn_and_fail)
 	CHECK_INT(health_replica(&r, 60000, now, why, sizeof(why)), HEALTH_FAIL);
 	r.restore_only = true;
 	CHECK_INT(health_replica(&r, 60000, now, why, sizeof(why)), HEALTH_PASS);
+	/* another writer warns, and never fails (which node to stop is not ours to say) */
+	r.restore_only = false;
+	r.failing_since_ns = 0;
+	snprintf(r.other_writer, sizeof(r.other_writer), "0123456789abcdef");
+	CHECK_INT(health_replica(&r, 1, now, why, sizeof(why)), HEALTH_WARN);
+	CHECK(strstr(why, "another writer: generation 0123456789abcdef"));
 }
 
 static struct engine_status fake_engine(struct db_status *d, struct replica_status *r)
@@ -261,6 +267,7 @@ TEST(metrics_text_rules)
 	CHECK(strstr(t.buf, "litevisor_storage_operation_seconds_total{db=\"app\\\"db\",replica=\"nas\",operation=\"put\"} 1.5\n"));
 	CHECK(strstr(t.buf, "litevisor_restore_duration_seconds{db=\"app\\\"db\",source=\"nas\"} 1.5\n"));
 	CHECK(strstr(t.buf, "litevisor_replica_failing{db=\"app\\\"db\",replica=\"s3\"} 1\n"));
+	CHECK(strstr(t.buf, "litevisor_replica_other_writer{db=\"app\\\"db\",replica=\"s3\"} 0\n"));
 	CHECK(strstr(t.buf, "litevisor_process_cpu_seconds_total 1.5\n"));
 	/* each HELP exactly once */
 	const char *needle = "# HELP litevisor_replica_lag_seconds ";

@@ -1,0 +1,112 @@
+/*
+ * writers.c — noticing that another process writes the same database to a
+ * replica.
+ *
+ * Two nodes may run one job at once: a Nomad client cut off from its servers
+ * keeps its task while a replacement starts elsewhere. The replacement waits
+ * (restore.handover-wait), then starts a generation of its own, so the two
+ * histories never mix; but each node goes on writing, and the history
+ * written last wins the next restore. Nothing in the data can prevent that
+ * (there is no lock between nodes); what can be done is to say so, loudly,
+ * on the node that would lose: a generation that appeared on the replica
+ * after this process started writing it, and that this process did not
+ * write, is another writer's.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "replication/catalog.h"
+#include "replication/engine_int.h"
+#include "common/banned.h"
+
+static bool seen(const struct eng_replica *r, const char *id)
+{
+	for (size_t i = 0; i < r->writers_nseen; i++)
+		if (!strcmp(r->writers_seen[i], id))
+			return true;
+	return false;
+}
+
+/* Remember id; false when out of memory (it is then looked at again next time). */
+static bool remember(struct eng_replica *r, const char *id)
+{
+	char (*v)[17] = realloc(r->writers_seen, (r->writers_nseen + 1) * sizeof(*v));
+	if (!v)
+		return false;
+	r->writers_seen = v;
+	memcpy(v[r->writers_nseen++], id, 17);
+	return true;
+}
+
+void writers_prime(struct eng_replica *r, char (*ids)[17], size_t n)
+{
+	if (r->writers_primed)
+		return; /* a later listing (a new start of the position) is no baseline */
+	for (size_t i = 0; i < n; i++)
+		if (!seen(r, ids[i]) && !remember(r, ids[i]))
+			return; /* not primed: the next listing tries again */
+	r->writers_primed = true;
+}
+
+void writers_note_own(struct eng_db *d, const char *gen)
+{
+	if (!gen[0])
+		return;
+	if (d->own_n == ENG_OWN_GENS) {
+		memmove(d->own_gens, d->own_gens + 1, (ENG_OWN_GENS - 1) * sizeof(d->own_gens[0]));
+		d->own_n--;
+	}
+	snprintf(d->own_gens[d->own_n++], sizeof(d->own_gens[0]), "%s", gen);
+}
+
+static bool own(struct eng_db *d, const char *id)
+{
+	bool yes = !strcmp(d->gen, id);
+	for (size_t i = 0; i < d->own_n && !yes; i++)
+		yes = !strcmp(d->own_gens[i], id);
+	return yes;
+}
+
+void writers_check(struct eng_replica *r)
+{
+	struct eng_db *d = r->db;
+	char (*ids)[LAYOUT_GEN_LEN + 1] = NULL;
+	struct st_error err = { 0 };
+	struct st_call call;
+	size_t n = 0;
+
+	if (!r->writers_primed)
+		return; /* the replica's position is not known yet: nothing to compare with */
+	replica_call_for(r, &call, false);
+	if (catalog_generations(r->st, &ids, &n, &call, &err) < 0) {
+		log_debug("engine", "cannot list generations to look for another writer",
+			  "db=%s replica=%s err=\"%s\"", d->stat.name, r->stat.name, err.message);
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (seen(r, ids[i]))
+			continue;
+		pthread_mutex_lock(&d->mu);
+		bool mine = own(d, ids[i]);
+		char writing[17];
+		memcpy(writing, d->gen, sizeof(writing));
+		pthread_mutex_unlock(&d->mu);
+		if (!remember(r, ids[i]))
+			break;
+		if (mine)
+			continue;
+		log_error("engine", "another writer: a generation this process did not write appeared "
+			  "on the replica; two processes replicate this database (a node cut off from "
+			  "its orchestrator, a second task?). The history written last wins the next "
+			  "restore: stop one of them", "db=%s replica=%s generation=%s writing=%s",
+			  d->stat.name, r->stat.name, ids[i], writing);
+		pthread_mutex_lock(&d->mu);
+		memcpy(r->stat.other_writer, ids[i], sizeof(r->stat.other_writer));
+		r->stat.other_writer_ns = clock_wall_ns();
+		pthread_mutex_unlock(&d->mu);
+	}
+	free(ids);
+}
