@@ -18,6 +18,17 @@ job "radarr" {
   group "radarr" {
     count = 1
 
+    # A node cut off from the servers stops its task after 30 s instead of
+    # running on beside the replacement the servers start elsewhere: its final
+    # flush closes its generation, and the replacement, waiting for that
+    # (restore.handover-wait, 20 s), continues it with every commit. Without
+    # this both nodes write, and the one that writes last wins the next
+    # restore (litevisor logs "another writer" on the other). Nomad < 1.8:
+    # stop_after_client_disconnect = "30s" in the group instead.
+    disconnect {
+      stop_on_client_after = "30s"
+    }
+
     network {
       port "http" {
         static = 7878
@@ -109,6 +120,10 @@ stores:
 
 restore:
   probe-timeout: 1s
+  # /srv/radarr persists on each node: when the job comes back to a node that
+  # another node moved ahead, the old radarr.db is moved aside, not deleted.
+  # Keep the newest three such copies.
+  keep-replaced: 3
 
 supervisor:
   stop-grace: 15s

@@ -60,6 +60,9 @@ def test_job_parses_and_runs_litevisor(name):
         assert argv[0].endswith("litevisor"), f"{tname} is not wrapped by litevisor: {argv}"
         assert argv[1] == "run" and "--" in argv, argv
         assert litevisor_template(task), f"{tname} renders no litevisor.yml"
+        # a node cut off from the servers stops its task rather than writing
+        # beside its replacement (docs/replication.md, "Another writer")
+        assert duration_s(group["disconnect"][0]["stop_on_client_after"]) <= 60, group
         # the health check Nomad runs is litevisor's readiness endpoint
         checks = [c for s in group.get("service", []) for c in s.get("check", [])]
         assert any(c["path"] == "/readyz" for c in checks), checks
