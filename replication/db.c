@@ -418,6 +418,17 @@ int db_conn_is_wal(sqlite3 *conn)
 	return h[18] == 2 && h[19] == 2;
 }
 
+int db_file_is_wal(const char *path)
+{
+	sqlite3 *db = NULL;
+	int rc = -1;
+	/* SQLite's own connection: closing it never drops another connection's locks */
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) == SQLITE_OK)
+		rc = db_conn_is_wal(db);
+	sqlite3_close(db);
+	return rc;
+}
+
 int db_file_check(const char *path, char *why, size_t len)
 {
 	struct stat st;

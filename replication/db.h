@@ -148,6 +148,9 @@ int64_t db_file_size(sqlite3 *conn);
 /* Header check (bytes 18/19 == 2 is WAL): 1 WAL, 0 not, -1 unreadable. */
 int db_conn_is_wal(sqlite3 *conn);
 
+/* The same for the file at path, through a short-lived read-only connection (no lock taken). */
+int db_file_is_wal(const char *path);
+
 /*
  * Can path be replicated? 1: a file with a complete SQLite header (read via
  * a short-lived connection); 0: not yet (missing, empty, header still being

@@ -222,6 +222,19 @@ int engine_flush(struct engine *e, int64_t deadline_ms)
 			pthread_mutex_unlock(&d->mu);
 			continue;
 		}
+		if (!d->stat.replicating && strcmp(d->stat.state, ENG_STATE_WAITING) != 0) {
+			/*
+			 * Replication of it stopped (it left WAL mode, say) while the
+			 * database lives on: what it holds since is on no replica, and
+			 * no replica may be marked closed at where it stopped.
+			 */
+			log_error("engine", "final flush incomplete: replication of the database had "
+				  "stopped; its replicas hold it only up to where it stopped",
+				  "db=%s state=\"%s\"", d->stat.name, d->stat.state);
+			rc = -1;
+			pthread_mutex_unlock(&d->mu);
+			continue;
+		}
 		struct wal_pos target;
 		replica_target(d, &target);
 		for (size_t j = 0; j < d->nreplicas; j++) {

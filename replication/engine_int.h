@@ -136,6 +136,9 @@ struct eng_db {
 	/* monitor only */
 	struct db_conns conns;
 	bool open;
+	bool side_known;              /* side_dev/side_ino hold the -wal and -shm our connections use */
+	dev_t side_dev[2];
+	ino_t side_ino[2];
 	bool continuous;              /* the read hold has not lapsed since the last sync */
 	struct shadow sh;
 	int wal_fd;

@@ -202,6 +202,7 @@ static void close_db(struct eng_db *d)
 		close(d->wal_fd);
 	d->wal_fd = -1;
 	d->open = false;
+	d->side_known = false;
 	d->commits.set = false;
 	d->continuous = false;
 	/* a copy failing into these files is over with them */
@@ -247,6 +248,46 @@ static void fix_owner(struct eng_db *d, uid_t uid, gid_t gid)
 	}
 }
 
+static const char *const side_sfx[2] = { "-wal", "-shm" };
+
+/* Remember which -wal and -shm our connections use (both exist once the hold reads). */
+static void note_side_files(struct eng_db *d)
+{
+	char path[PATH_MAX + 8];
+	struct stat st;
+	d->side_known = false;
+	for (int i = 0; i < 2; i++) {
+		snprintf(path, sizeof(path), "%s%s", d->cfg->path, side_sfx[i]);
+		if (stat(path, &st) < 0)
+			return;
+		d->side_dev[i] = st.st_dev;
+		d->side_ino[i] = st.st_ino;
+	}
+	d->side_known = true;
+}
+
+/*
+ * Was the -wal or -shm our connections use deleted or replaced? SQLite never
+ * does either while a connection has them open (only the last one to close
+ * deletes them, and ours holds the database): another process removed them
+ * behind SQLite's back, as a "restore from backup" that copies a file over
+ * the database and deletes its -wal/-shm does. What our connections see is
+ * then no longer the database the app writes.
+ */
+static bool side_files_changed(struct eng_db *d)
+{
+	char path[PATH_MAX + 8];
+	struct stat st;
+	if (!d->side_known)
+		return false;
+	for (int i = 0; i < 2; i++) {
+		snprintf(path, sizeof(path), "%s%s", d->cfg->path, side_sfx[i]);
+		if (stat(path, &st) < 0 || st.st_ino != d->side_ino[i] || st.st_dev != d->side_dev[i])
+			return true;
+	}
+	return false;
+}
+
 /*
  * Open the database and local state. Returns 0 when replicating, 1 to try
  * again later (waiting for the database), -1 on a local error.
@@ -287,6 +328,7 @@ static int open_db(struct eng_db *d, bool fresh)
 	d->wal_fd = -1;
 	if (db_hold_rotate(&d->conns) < 0)
 		goto fail;
+	note_side_files(d);
 	d->open = true;
 	d->last_ckpt_mono = clock_mono_ns();
 
@@ -663,6 +705,9 @@ static bool maybe_checkpoint(struct eng_db *d)
 			      (int64_t)frames >= c->max_checkpoint_page_count);
 	if (!due || now - d->last_ckpt_mono < (urgent ? CKPT_RETRY_NS / 10 : CKPT_RETRY_NS))
 		return false;
+	/* never write the frames of a WAL that was deleted under us into whatever is there now */
+	if (side_files_changed(d))
+		return false;
 	d->last_ckpt_mono = now;
 	bool full = false;
 	int rc = db_safe_checkpoint(&d->conns, copy_cb, d, &full);
@@ -693,7 +738,10 @@ static bool maybe_checkpoint(struct eng_db *d)
 	return true;
 }
 
-/* Has the database file been replaced or left WAL mode? 1 replaced, 2 not WAL, 0 fine. */
+/*
+ * Has the database file been replaced or left WAL mode? 1 replaced, 2 not
+ * WAL, 3 its -wal or -shm deleted or replaced under our connections, 0 fine.
+ */
 static int db_file_changed(struct eng_db *d)
 {
 	struct stat st;
@@ -704,6 +752,8 @@ static int db_file_changed(struct eng_db *d)
 	pthread_mutex_unlock(&d->mu);
 	if (!same)
 		return 1;
+	if (side_files_changed(d))
+		return 3;
 	return db_conn_is_wal(d->conns.ck) == 0 ? 2 : 0;
 }
 
@@ -879,6 +929,13 @@ void *monitor_thread(void *arg)
 			coalesce_ms = d->replicas[i].cfg->sync_interval_ms / 4;
 
 	while (!stopping(d)) {
+		if (stopped && db_file_is_wal(d->cfg->path) == 1) {
+			/* the app put it back in WAL mode: what it wrote meanwhile is in no WAL */
+			log_warn("engine", "database back in WAL mode: replicating it again (new "
+				 "generation)", "db=%s", d->stat.name);
+			stopped = false;
+			fresh = true;
+		}
 		if (!stopped && !d->open) {
 			int rc = open_db(d, fresh);
 			if (rc == 0)
@@ -892,16 +949,24 @@ void *monitor_thread(void *arg)
 		}
 		if (d->open) {
 			int ch = db_file_changed(d);
-			if (ch == 1) {
-				log_warn("engine", "database file replaced or removed", "db=%s", d->stat.name);
+			if (ch == 1 || ch == 3) {
+				if (ch == 1)
+					log_warn("engine", "database file replaced or removed", "db=%s",
+						 d->stat.name);
+				else
+					log_warn("engine", "the database's -wal or -shm was deleted or "
+						 "replaced while SQLite had it open (a backup copied over "
+						 "the database?): reopening it, new generation", "db=%s",
+						 d->stat.name);
 				close_db(d);
 				fresh = true;
 				db_set_state(d, false, ENG_STATE_WAITING);
 				continue;
 			}
 			if (ch == 2) {
-				log_error("engine", "database left WAL mode: replication stopped for it",
-					  "db=%s path=\"%s\"", d->stat.name, d->cfg->path);
+				log_error("engine", "database left WAL mode: replication stopped for it "
+					  "until it is back in WAL mode", "db=%s path=\"%s\"", d->stat.name,
+					  d->cfg->path);
 				close_db(d);
 				stopped = true;
 				db_set_state(d, false, "stopped: not in WAL mode");

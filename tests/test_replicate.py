@@ -856,6 +856,97 @@ def test_database_replaced_starts_new_generation(run, tmp_path, litestream_bin):
     check_restore(litestream_bin, rep, db, tmp_path / "out.db")
 
 
+def lv_check_restore(litevisor_bin, rep, src, out):
+    p = subprocess.run([litevisor_bin, "restore", "-o", str(out), f"file://{rep}"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert integrity(out) == "ok"
+    assert content(out) == content(src)
+
+
+def remove_wal_and_shm(db):
+    for sfx in ("-wal", "-shm"):
+        if os.path.exists(str(db) + sfx):
+            os.unlink(str(db) + sfx)
+
+
+def test_backup_copied_over_the_database_in_place_starts_new_generation(
+        run, tmp_path, litestream_bin, litevisor_bin):
+    """The app "restores from backup" by copying a file over its database in place
+    (cp, .NET's File.Copy(overwrite)): same inode, a WAL-mode header, and its -wal
+    and -shm deleted. Our connections still had the old ones: the new WAL's
+    sessions looked like WAL restarts of the old file, and both tools restored a
+    mix of the two databases that integrity_check called fine."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    r = run(config(tmp_path, db, [file_replica(rep)]))
+    write(db, 100, start=1)
+    backup = tmp_path / "backup.db"
+    write(backup, 30, start=500)  # a WAL-mode database, checkpointed when it closed
+    ino = os.stat(db).st_ino
+    shutil.copyfile(backup, db)
+    remove_wal_and_shm(db)
+    assert os.stat(db).st_ino == ino
+    wait_for(lambda: len(generations(rep)) == 2, what="new generation")
+    write(db, 50, start=3000)
+    assert r.stop() == 0
+    assert "-wal or -shm was deleted or replaced while SQLite had it open" in r.text()
+    check_restore(litestream_bin, rep, db, tmp_path / "ls.db")
+    lv_check_restore(litevisor_bin, rep, db, tmp_path / "lv.db")
+
+
+def test_database_truncated_in_place_does_not_lock_the_app_out(run, tmp_path, litestream_bin):
+    """truncate -s 0 and the -wal/-shm deleted: our connections kept the deleted
+    -shm and a shared lock on the database, so every write of the app's was
+    "database is locked" for as long as litevisor ran."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    r = run(config(tmp_path, db, [file_replica(rep)]))
+    write(db, 50, start=1)
+    os.truncate(db, 0)
+    remove_wal_and_shm(db)
+    write(db, 20, start=100)  # a new database: its busy timeout would expire on a lock
+    wait_for(lambda: len(generations(rep)) == 2, what="new generation")
+    assert r.stop() == 0
+    check_restore(litestream_bin, rep, db, tmp_path / "ls.db")
+
+
+def set_journal_header(db, wal):
+    """Bytes 18/19 of the header: 2 in WAL mode, 1 in rollback-journal mode. Set by
+    hand: SQLite lets an app leave WAL mode only with no other connection open,
+    which litevisor's are while it replicates."""
+    with open(db, "r+b") as f:
+        f.seek(18)
+        f.write(bytes([2, 2] if wal else [1, 1]))
+
+
+def test_database_out_of_wal_mode_and_back(run, tmp_path, litestream_bin, litevisor_bin):
+    """Out of WAL mode, replication stops for the database. A stop then must not say
+    everything was shipped, nor mark the generation closed where replication
+    stopped (a next node would continue it); back in WAL mode, replication
+    resumes in a new generation instead of staying stopped for good."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    cfg = config(tmp_path, db, [file_replica(rep)])
+    r = run(cfg)
+    write(db, 40, start=1)
+    set_journal_header(db, wal=False)
+    wait_for(lambda: "database left WAL mode" in r.text(), what="left WAL mode")
+    assert r.stop() == 1
+    assert "replication of the database had stopped" in r.text()
+    assert not list(rep.glob("generations/*/closed/*"))
+    set_journal_header(db, wal=True)
+    r = run(cfg)
+    set_journal_header(db, wal=False)
+    wait_for(lambda: "database left WAL mode" in r.text(), what="left WAL mode")
+    set_journal_header(db, wal=True)
+    wait_for(lambda: "database back in WAL mode" in r.text(), what="back in WAL mode")
+    write(db, 30, start=1000)
+    assert r.stop() == 0
+    check_restore(litestream_bin, rep, db, tmp_path / "ls.db")
+    lv_check_restore(litevisor_bin, rep, db, tmp_path / "lv.db")
+
+
 def test_own_truncate_checkpoint(run, tmp_path, litestream_bin):
     db, rep = tmp_path / "app.db", tmp_path / "rep"
     create(db)
