@@ -93,6 +93,24 @@ int localstate_read_generation(const char *dir, char gen[17])
 	return 0;
 }
 
+int localstate_clean_file_id(const char *dir, dev_t *dev, ino_t *ino)
+{
+	char path[PATH_MAX], *text = NULL;
+	unsigned long long d, i;
+	int rc = -1;
+
+	snprintf(path, sizeof(path), "%s/clean", dir);
+	if (fs_read_small(path, 1024, &text, NULL) < 0)
+		return -1;
+	if (sscanf(text, "%*16s %*x %*u %llu %llu", &d, &i) == 2) {
+		*dev = (dev_t)d;
+		*ino = (ino_t)i;
+		rc = 0;
+	}
+	free(text);
+	return rc;
+}
+
 int localstate_write_generation(const char *dir, const char *gen, uid_t uid, gid_t gid)
 {
 	char path[PATH_MAX], line[32];

@@ -62,6 +62,14 @@ void localstate_owner(const struct cfg_db *db, uid_t *uid, gid_t *gid);
 
 /* Read the current generation into gen[17]. 0, or -1 (errno ENOENT: none). */
 int localstate_read_generation(const char *dir, char gen[17]);
+
+/*
+ * The clean-stop record (<dir>/clean, written by the monitor at a clean stop:
+ * "gen index shadow-size dev ino db-size db-mtime wal-size wal-header"):
+ * the device and inode of the database file it was written for. 0, or -1
+ * (no record, or unreadable).
+ */
+int localstate_clean_file_id(const char *dir, dev_t *dev, ino_t *ino);
 int localstate_write_generation(const char *dir, const char *gen, uid_t uid, gid_t gid);
 
 /* The highest index with a shadow WAL file in gen into *index. false if none. */

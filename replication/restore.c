@@ -601,11 +601,21 @@ static void local_position(const struct cfg_db *db, const char *statedir, struct
 	char lsdir[PATH_MAX], wal[PATH_MAX + 8];
 	localstate_litestream_dir(db, lsdir, sizeof(lsdir));
 	from[0] = '\0';
-	if (rs_local_position(statedir, lpos, lt) == 0) {
+	dev_t dev;
+	ino_t ino;
+	struct stat st;
+	bool other_file = localstate_clean_file_id(statedir, &dev, &ino) == 0 &&
+			  stat(db->path, &st) == 0 && (st.st_dev != dev || st.st_ino != ino);
+	if (other_file)
+		/* its state describes the file that was there at the last stop, not this one */
+		log_warn("restore", "the database file is not the one litevisor's state describes "
+			 "(replaced while litevisor was stopped)", "db=\"%s\" statedir=\"%s\"",
+			 db->path, statedir);
+	else if (rs_local_position(statedir, lpos, lt) == 0) {
 		snprintf(from, PATH_MAX, "%s", statedir);
 		return;
 	}
-	if (strcmp(lsdir, statedir) != 0 && localstate_position(lsdir, lpos) == 0) {
+	if (!other_file && strcmp(lsdir, statedir) != 0 && localstate_position(lsdir, lpos) == 0) {
 		snprintf(from, PATH_MAX, "%s", lsdir);
 		char path[PATH_MAX + 64];
 		*lt = rs_file_mtime_ns(localstate_shadow_path(lsdir, lpos->generation, lpos->index,

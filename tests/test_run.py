@@ -1089,6 +1089,29 @@ def node_dies_with_unshipped_commits(litevisor_bin, tmp_path, rep):
     return [v for (v,) in sqlite3.connect(db).execute("SELECT v FROM t ORDER BY rowid")]
 
 
+def test_a_file_put_in_place_while_stopped_is_not_taken_for_the_one_the_state_describes(
+        litevisor_bin, tmp_path):
+    """An older copy renamed over the database while the job was stopped: litevisor's
+    state describes the file that was there at the stop, so comparing its position
+    said "local database is current" and the service started on the older copy
+    while the replica held newer data. It is now compared by time, as a file
+    without state is: the replica's data is newer, the copy is moved aside."""
+    rep = tmp_path / "rep"
+    a1, _, _ = node_run(litevisor_bin, tmp_path, "A", rep, 100, "a1")
+    db = tmp_path / "A" / "app.db"
+    shutil.copy2(db, tmp_path / "old.db")  # keeps its time, as mv and cp -p do
+    a2, _, _ = node_run(litevisor_bin, tmp_path, "A", rep, 50, "a2")
+    assert len(a2) == 150
+    for sfx in ("-wal", "-shm"):
+        if os.path.exists(f"{db}{sfx}"):
+            os.unlink(f"{db}{sfx}")
+    os.rename(tmp_path / "old.db", db)
+    a3, files, err = node_run(litevisor_bin, tmp_path, "A", rep)
+    assert "not the one litevisor's state describes" in err, err
+    assert a3 == a2, err
+    assert any(f.startswith("app.db.replaced-") for f in files), files
+
+
 def test_moved_aside_copies_are_bounded_by_keep_replaced(litevisor_bin, tmp_path):
     """Each return of a job to a node whose database another node moved ahead keeps
     the old file aside. Without restore.keep-replaced none is ever deleted, and a
