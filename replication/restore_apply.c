@@ -96,6 +96,8 @@ void rs_fail(struct apply *a, enum rs_cause cause, const char *fmt, ...)
 		a->cause = cause;
 		a->abort = true;
 	}
+	if (a->live_db)
+		sqlite3_interrupt(a->live_db);
 	pthread_cond_broadcast(&a->cv);
 	pthread_mutex_unlock(&a->mu);
 }
@@ -487,11 +489,11 @@ int rs_apply(struct rs_cand *c, const struct rs_apply_opts *o, struct wal_pos *r
 	}
 	a.wal_ms = clock_mono_ms() - tp;
 	tp = clock_mono_ms();
-	if (rs_finish_db(&a) < 0)
+	if (rs_aborted(&a) || rs_finish_db(&a) < 0)
 		goto out;
 	a.verify_ms = clock_mono_ms() - tp;
 	tp = clock_mono_ms();
-	if (rs_install(&a) < 0)
+	if (rs_aborted(&a) || rs_install(&a) < 0)
 		goto out;
 	a.install_ms = clock_mono_ms() - tp;
 	rc = 0;

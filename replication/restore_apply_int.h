@@ -21,6 +21,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <sqlite3.h>
+
 #include "replication/restore_int.h"
 
 #define RS_IO_CHUNK (64 * 1024)
@@ -48,6 +50,7 @@ struct apply {
 	bool snap_flowing;           /* the snapshot's bytes are coming (or its GET ended) */
 	char err[512];
 	enum rs_cause cause;
+	sqlite3 *live_db;            /* the temp database's open connection: rs_fail interrupts it */
 
 	atomic_uint_fast64_t bytes;  /* compressed bytes downloaded */
 	uint64_t total;
@@ -58,7 +61,11 @@ struct apply {
 /* Where job j's compressed segments go (not stored per job: there may be thousands). */
 char *rs_job_path(const struct apply *a, const struct idx_job *j, char *buf, size_t len);
 
-/* Record the first error (later ones are consequences) and stop the restore. Locks a->mu. */
+/*
+ * Record the first error (later ones are consequences) and stop the restore,
+ * interrupting the temp database's SQLite call in progress (a checkpoint or a
+ * check of gigabytes). Locks a->mu.
+ */
 void rs_fail(struct apply *a, enum rs_cause cause, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 

@@ -93,6 +93,16 @@ static int pragma_row(sqlite3 *db, const char *sql, int64_t cols[3], char *out, 
  * checkpoint, the switch to journal_mode=DELETE) are wasted on a file that
  * rs_install() fsyncs once before the rename and that is discarded if we crash.
  */
+/* Close a connection open_tmp() gave, after rs_fail can no longer interrupt it. */
+static int close_tmp(struct apply *a, sqlite3 *db)
+{
+	pthread_mutex_lock(&a->mu);
+	if (a->live_db == db)
+		a->live_db = NULL;
+	pthread_mutex_unlock(&a->mu);
+	return sqlite3_close(db);
+}
+
 static sqlite3 *open_tmp(struct apply *a, const char *vfs)
 {
 	sqlite3 *db = NULL;
@@ -104,6 +114,15 @@ static sqlite3 *open_tmp(struct apply *a, const char *vfs)
 			"open %s: %s%s%s%s", a->tmp,
 		     db ? sqlite3_errmsg(db) : "out of memory", e ? " (" : "", e ? strerror(e) : "",
 		     e ? ")" : "");
+		sqlite3_close(db);
+		return NULL;
+	}
+	pthread_mutex_lock(&a->mu);
+	bool stopped = a->abort;
+	if (!stopped)
+		a->live_db = db; /* from here a failure or a stop interrupts what it runs */
+	pthread_mutex_unlock(&a->mu);
+	if (stopped) {
 		sqlite3_close(db);
 		return NULL;
 	}
@@ -137,7 +156,8 @@ static int checkpoint_index(struct apply *a, uint64_t frames)
 	}
 	rc = 0;
 out:
-	sqlite3_close(db);
+	if (db)
+		close_tmp(a, db);
 	return rc;
 }
 
@@ -328,7 +348,7 @@ out:
 			rc = -1;
 		}
 	}
-	if (sqlite3_close(db) != SQLITE_OK && rc == 0) {
+	if (db && close_tmp(a, db) != SQLITE_OK && rc == 0) {
 		rs_fail(a, RS_CAUSE_LOCAL, "close %s", a->tmp);
 		rc = -1;
 	}

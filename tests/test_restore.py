@@ -1741,6 +1741,48 @@ def test_signal_during_restore_removes_temp_files_and_exits_128_plus_signal(
     assert os.listdir(db.parent) == []  # no temp database, WAL downloads, lock or target
 
 
+def test_signal_while_a_big_wal_is_applied_stops_the_restore(tmp_path, litevisor_bin):
+    """A stop that lands while SQLite checkpoints a big WAL index into the temp file
+    (one long call) went unseen: the restore went on to check and rename the file,
+    exited 0, and said it "was complete before the signal could stop it". The call
+    is now interrupted: exit 143, nothing at the target."""
+    import signal
+    db, rep = tmp_path / "src.db", tmp_path / "rep"
+    c = sqlite3.connect(db, isolation_level=None)
+    c.execute("PRAGMA journal_mode=wal")
+    c.execute("CREATE TABLE t(b)")
+    cfg = tmp_path / "lv.yml"
+    cfg.write_text(f"dbs:\n  - path: {db}\n    replicas:\n      - url: file://{rep}\n")
+    r = subprocess.Popen([litevisor_bin, "replicate", "-config", str(cfg)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        c.execute("BEGIN")
+        for _ in range(80):  # one index of 80 MB, after a snapshot of an empty table
+            c.execute("INSERT INTO t VALUES (randomblob(1000000))")
+        c.execute("COMMIT")
+        c.close()
+        time.sleep(2)
+    finally:
+        r.send_signal(signal.SIGTERM)
+        _, rerr = r.communicate(timeout=60)
+    assert r.returncode == 0, rerr
+    out = tmp_path / "out" / "app.db"
+    out.parent.mkdir()
+    p = subprocess.Popen([litevisor_bin, "restore", "-o", str(out), f"file://{rep}"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wal = out.parent / "app.db.litevisor-restore-wal"
+    end = time.monotonic() + 60
+    while not (wal.exists() and wal.stat().st_size > 50_000_000) and p.poll() is None \
+            and time.monotonic() < end:
+        time.sleep(0.001)
+    assert p.poll() is None, p.communicate()[1]
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 143, err
+    assert "complete before the signal" not in err, err
+    assert os.listdir(out.parent) == [], err
+
+
 def test_signal_while_the_peer_sends_nothing_still_removes_temp_files(
         tmp_path, litevisor_bin, s3server, big_history):
     # libcurl calls no sink while no byte comes: the restore cannot notice the
