@@ -108,12 +108,17 @@ static void add_check(json_t *checks, const char *key, json_t *entry)
 	json_array_append_new(arr, entry);
 }
 
-static json_t *service_check(const struct sup_snapshot *s, int64_t now_wall_ns, bool ready,
-			     const char *why)
+/*
+ * The service's process: passes while it runs, whatever its probe says (the
+ * probe has its own check; a running process shown as failed reads as a
+ * crash). why: the reason litevisor is not ready, shown when it does not run.
+ */
+static json_t *service_check(const struct sup_snapshot *s, int64_t now_wall_ns, const char *why)
 {
+	bool running = s->phase == SUP_RUNNING && s->service_pid > 0;
 	json_t *c = json_object();
 	json_object_set_new(c, "componentType", json_string("system"));
-	json_object_set_new(c, "status", json_string(ready ? "pass" : "fail"));
+	json_object_set_new(c, "status", json_string(running ? "pass" : "fail"));
 	json_object_set_new(c, "phase", json_string(sup_phase_name(s->phase)));
 	if (s->service_pid > 0)
 		json_object_set_new(c, "pid", json_integer(s->service_pid));
@@ -122,8 +127,8 @@ static json_t *service_check(const struct sup_snapshot *s, int64_t now_wall_ns, 
 		json_object_set_new(c, "lastExitCode", json_integer(s->last_exit_code));
 	set_time(c, "startedAt", s->service_started_wall_ns);
 	set_time(c, "time", now_wall_ns);
-	if (!ready)
-		json_object_set_new(c, "output", json_string(why));
+	if (!running)
+		json_object_set_new(c, "output", json_string(why[0] ? why : sup_phase_name(s->phase)));
 	return c;
 }
 
@@ -241,7 +246,7 @@ char *health_render(const struct health_view *v, int *http_status)
 		goto out;
 	if (!v->no_service)
 		add_check(checks, "service:process",
-			  service_check(v->sup, v->now_wall_ns, ready, why));
+			  service_check(v->sup, v->now_wall_ns, why));
 	if (!v->no_service && v->sup->probe != SUP_PROBE_NONE)
 		add_check(checks, "service:probe", probe_check(v->sup, v->now_wall_ns));
 

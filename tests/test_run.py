@@ -499,6 +499,9 @@ def test_health_endpoints_follow_the_service_probe(litevisor_bin, tmp_path, runs
     doc = json.loads(body)
     assert doc["status"] == "fail" and '"status":"fail"' in body
     assert doc["checks"]["service:probe"][0]["status"] == "fail"
+    # the process runs: its own check passes (a failed one read as a crash)
+    proc = doc["checks"]["service:process"][0]
+    assert proc["status"] == "pass" and proc["phase"] == "running" and "output" not in proc, proc
 
     go.write_text("")
     poll(lambda: curl(base + "/readyz")[0] == 200, timeout=10)
