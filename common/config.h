@@ -140,6 +140,12 @@ struct config {
 	struct cfg_health health;
 	struct cfg_db *dbs;
 	size_t ndbs;
+	/*
+	 * Nothing said about databases where something was expected: a file
+	 * with no setting at all (empty, comments only), or "dbs:" with no
+	 * value. What a template renders when its data is missing.
+	 */
+	bool dbs_blank;
 };
 
 struct config_options {

@@ -504,6 +504,8 @@ static int walk_dbs(struct walk *w)
 	struct config *cfg = w->cfg;
 	char path[64];
 
+	if (seq && cfg_node_is_null(seq))
+		cfg->dbs_blank = true;
 	if (!seq || cfg_node_is_null(seq))
 		return 0;
 	cfg->dbs = calloc(seq->nitems ? seq->nitems : 1, sizeof(*cfg->dbs));
@@ -574,6 +576,9 @@ int cfg_schema_load(const struct cfg_doc *doc, const struct config_options *opt,
 	int rc = -1;
 
 	config_defaults(cfg);
+	/* a file with no setting at all: empty, or comments only */
+	cfg->dbs_blank = !doc->root || cfg_node_is_null(doc->root) ||
+			 (doc->root->kind == CN_MAP && doc->root->nitems == 0);
 	if (doc->root && walk_map(&w, doc->root, "", top_tab, TOP_N, ON_ALL, cfg, at) < 0)
 		goto out;
 	if (w.top_akid.value && w.top_akid.file) {

@@ -113,6 +113,6 @@ def test_unloadable_libmicrohttpd_is_a_clear_error(litevisor_bin, tmp_path):
     assert "cannot serve health and metrics" in p.stderr, p.stderr
     assert "libmicrohttpd.so.12 has no MHD_start_daemon_va" in p.stderr, p.stderr
     # Without an HTTP address the health server is not started, nor the library loaded.
-    cfg.write_text("")
+    cfg.write_text("dbs: []\n")
     p = run(litevisor_bin, "run", "-config", str(cfg), "--", "sh", "-c", "exit 7", env=env)
     assert p.returncode == 7, p.stderr

@@ -169,6 +169,25 @@ def test_exec_from_config_is_split_like_shell_words(litevisor_bin, tmp_path, run
     assert json.load(open(out)) == [str(out), "two words", 'a\\"b']
 
 
+@pytest.mark.parametrize("text", ["", "# litevisor.yml\n", "addr: 127.0.0.1:9\ndbs:\n"])
+def test_an_empty_config_never_starts_the_service_unrestored(litevisor_bin, tmp_path, text):
+    """What a Nomad template renders when its data is missing ({{ with nomadVar }}
+    around the whole file): an empty file, or a dbs: with no value. run started
+    the service with no restore at all, on whatever database was there."""
+    marker = tmp_path / "started"
+    cfg = tmp_path / "lv.yml"
+    cfg.write_text(text)
+    p = subprocess.run([litevisor_bin, "run", "-config", str(cfg), "--", "touch", str(marker)],
+                       capture_output=True, text=True, timeout=20)
+    assert p.returncode == 100, p.stderr
+    assert "the service would start without its restore" in p.stderr, p.stderr
+    assert not marker.exists()
+    cfg.write_text("dbs: []\n")  # said on purpose: supervision only
+    p = subprocess.run([litevisor_bin, "run", "-config", str(cfg), "--", "touch", str(marker)],
+                       capture_output=True, text=True, timeout=20)
+    assert p.returncode == 0 and marker.exists(), p.stderr
+
+
 def test_exec_variables_are_data_not_shell_syntax(litevisor_bin, tmp_path):
     # "$FOO" is one word whatever FOO holds (quotes included), as in a shell;
     # an unquoted $ARGS splits at its blanks; '$FOO' is not expanded
