@@ -43,6 +43,17 @@ static int encode(const char *s, char *out, size_t len)
 	return 0;
 }
 
+/* Is the query parameter starting at p (up to '&' or the end) one of ours? */
+static bool our_param(const char *p)
+{
+	static const char *const keys[] = { "status", "msg", "ping" };
+	size_t k = strcspn(p, "=&");
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+		if (k == strlen(keys[i]) && strncmp(p, keys[i], k) == 0)
+			return true;
+	return false;
+}
+
 int push_url(const char *base, bool up, const char *msg, long long ping_ms, char *buf,
 	     size_t len)
 {
@@ -52,9 +63,27 @@ int push_url(const char *base, bool up, const char *msg, long long ping_ms, char
 	char ping[32] = "";
 	if (ping_ms >= 0)
 		snprintf(ping, sizeof(ping), "%lld", ping_ms);
-	int n = snprintf(buf, len, "%s%sstatus=%s&msg=%s&ping=%s", base,
-			 strchr(base, '?') ? "&" : "?", up ? "up" : "down", emsg, ping);
-	return n < 0 || (size_t)n >= len ? -1 : 0;
+	/* the base up to its query, then the parameters that are not ours */
+	const char *q = strchr(base, '?');
+	size_t o = q ? (size_t)(q - base) : strlen(base);
+	if (o >= len)
+		return -1;
+	memcpy(buf, base, o);
+	char sep = '?';
+	for (const char *p = q ? q + 1 : NULL; p && *p; p += strcspn(p, "&"), p += *p == '&') {
+		size_t n = strcspn(p, "&");
+		if (n == 0 || our_param(p))
+			continue;
+		if (o + 1 + n >= len)
+			return -1;
+		buf[o++] = sep;
+		memcpy(buf + o, p, n);
+		o += n;
+		sep = '&';
+	}
+	int n = snprintf(buf + o, len - o, "%cstatus=%s&msg=%s&ping=%s", sep, up ? "up" : "down",
+			 emsg, ping);
+	return n < 0 || (size_t)n >= len - o ? -1 : 0;
 }
 
 static void *push_main(void *arg)
@@ -65,6 +94,8 @@ static void *push_main(void *arg)
 		struct sup_snapshot s;
 		char why[256] = "", url[4096], err[256] = "";
 		sup_state_get(p->st, &s);
+		if (s.phase != SUP_RUNNING && s.phase != SUP_BACKOFF)
+			continue; /* starting, restoring, stopping: no alert for a deploy */
 		bool up = health_ready(&s, why, sizeof(why));
 		long long ping = s.probe == SUP_PROBE_OK ? (long long)s.probe_latency_ms : -1;
 		if (push_url(p->h->push_url, up, up ? "OK" : why, ping, url, sizeof(url)) < 0) {

@@ -2,9 +2,12 @@
  * push.h — Uptime-Kuma push heartbeat: GET <push-url>?status=up|down&msg=…&ping=…
  * every health.push-interval from a thread of its own (uptime-kuma
  * server/routers/api-router.js: "up" is UP, anything else DOWN). up when
- * /readyz would answer 200, down with the reason otherwise; ping is the
- * service probe's latency in ms when a probe is configured. The push URL
- * holds a token: it is never logged.
+ * /readyz would answer 200; down with the reason while the service runs but
+ * is not ready (its probe fails) or waits to be restarted after a crash;
+ * nothing while litevisor starts, restores or stops, so a deploy raises no
+ * alert (one that lasts longer than Kuma's heartbeat interval shows as
+ * missed beats). ping is the service probe's latency in ms when a probe is
+ * configured. The push URL holds a token: it is never logged.
  */
 #ifndef LITEVISOR_SUP_PUSH_H
 #define LITEVISOR_SUP_PUSH_H
@@ -23,9 +26,11 @@ struct push *push_start(const struct cfg_health *h, struct sup_state *st);
 void push_stop(struct push *p);
 
 /*
- * Build the full URL for one heartbeat into buf: base + ('?' or '&') +
- * status, url-encoded msg and ping (omitted when ping_ms < 0).
- * Returns 0, or -1 if it does not fit.
+ * Build the full URL for one heartbeat into buf: base (without the status,
+ * msg and ping parameters it may carry: Kuma shows the URL with
+ * "?status=up&msg=OK&ping=", and a key given twice is an array to it, never
+ * "up") + ('?' or '&') + status, url-encoded msg and ping (empty when
+ * ping_ms < 0). Returns 0, or -1 if it does not fit.
  */
 int push_url(const char *base, bool up, const char *msg, long long ping_ms, char *buf,
 	     size_t len);

@@ -503,11 +503,29 @@ def test_orphans_reaped_and_signals_forwarded_as_pid1(litevisor_bin, tmp_path, r
 def test_health_endpoints_follow_the_service_probe(litevisor_bin, tmp_path, runs):
     port, svc_port = free_port(), free_port()
     go = tmp_path / "go"
+    got = []
+
+    class Kuma(BaseHTTPRequestHandler):
+        def do_GET(self):
+            got.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    kuma = HTTPServer(("127.0.0.1", 0), Kuma)
+    threading.Thread(target=kuma.serve_forever, daemon=True).start()
     r = start(runs, litevisor_bin, tmp_path,
               SERVICE + ["--serve", str(svc_port), "--go", str(go)],
               config=f"addr: 127.0.0.1:{port}\n"
                      f"health:\n  probe-url: http://127.0.0.1:{svc_port}/ping\n"
-                     f"  probe-interval: 100ms\n  probe-timeout: 1s\n")
+                     f"  probe-interval: 100ms\n  probe-timeout: 1s\n"
+                     f"  push-url: http://127.0.0.1:{kuma.server_port}/api/push/t\n"
+                     f"  push-interval: 100ms\n")
+    # a running service whose probe fails is down for Uptime-Kuma, with the reason
+    poll(lambda: any("status=down&msg=service%20probe" in p for p in got), timeout=10)
+    kuma.shutdown()
     base = f"http://127.0.0.1:{port}"
     poll(lambda: subprocess.run(["curl", "-s", base + "/livez"], capture_output=True).returncode == 0)
     assert curl(base + "/livez")[0] == 200
@@ -807,16 +825,21 @@ def test_uptime_kuma_push_heartbeat(litevisor_bin, tmp_path, runs):
         token = "s3cr3tT0k3n"
         ready = tmp_path / "ready"
         r = start(runs, litevisor_bin, tmp_path, SERVICE + ["--ready", str(ready)],
-                  config=f"health:\n  push-url: http://127.0.0.1:{srv.server_port}/api/push/{token}\n"
-                         f"  push-interval: 200ms\n")
+                  # pasted as Kuma's push page shows it, its own parameters included
+                  config=f"health:\n  push-url: \"http://127.0.0.1:{srv.server_port}/api/push/"
+                         f"{token}?status=up&msg=OK&ping=\"\n  push-interval: 200ms\n")
         poll(lambda: any("status=up" in p for p in got), timeout=10)
         # the service handles TERM only once it says so; a TERM before that kills it (143)
         poll(lambda: read_lines(ready))
         up = [p for p in got if "status=up" in p][0]
         assert up.startswith(f"/api/push/{token}?status=up&msg=OK&ping=")
+        assert all(p.count("status=") == 1 and p.count("ping=") == 1 for p in got), got
         os.kill(r.pid, signal.SIGTERM)
         assert r.wait() == 0
+        time.sleep(0.5)
         assert token not in r.stderr()
+        # starting and stopping (a deploy) raise no DOWN alert
+        assert not [p for p in got if "status=down" in p], got
     finally:
         srv.shutdown()
 

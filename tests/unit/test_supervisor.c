@@ -289,6 +289,13 @@ TEST(push_url_building)
 	CHECK_INT(push_url("http://k/api/push/T?x=1", false, "not ready: a&b", -1, buf, sizeof(buf)), 0);
 	CHECK_STR(buf, "http://k/api/push/T?x=1&status=down&msg=not%20ready%3A%20a%26b&ping=");
 	CHECK_INT(push_url("http://k/api/push/T", true, "OK", 1, buf, 20), -1);
+	/* pasted as Kuma shows it: its own status, msg and ping give way to ours */
+	CHECK_INT(push_url("http://k/api/push/T?status=up&msg=OK&ping=", true, "OK", 5, buf,
+			   sizeof(buf)), 0);
+	CHECK_STR(buf, "http://k/api/push/T?status=up&msg=OK&ping=5");
+	CHECK_INT(push_url("http://k/api/push/T?a=1&msg=x&&b&ping=", false, "no", -1, buf,
+			   sizeof(buf)), 0);
+	CHECK_STR(buf, "http://k/api/push/T?a=1&b&status=down&msg=no&ping=");
 }
 
 TEST(db_env_names)
