@@ -51,6 +51,7 @@ struct cfg_err {
 	const char *name;          /* file name used in messages */
 	char *buf;
 	size_t len;
+	const struct cfg_node *at; /* the node of the last error, or NULL */
 };
 
 /*

@@ -300,6 +300,13 @@ static int set_addr(struct walk *w, const struct field *f, const struct cfg_node
 		return 0;
 	}
 	/* the server's own split (supervisor/http.c), so what loads here can be served */
+	const char *unset = walk_unset_var(w, v);
+	if (unset && config_addr_split(s, host, sizeof(host), port, sizeof(port)) == 0) {
+		/* "${HOST_IP}:9090" would become ":9090", every interface: never silently */
+		cfg_error(w->e, v, path, "\"%s\": environment variable %s is not set", s, unset);
+		free(s);
+		return -1;
+	}
 	if (config_addr_split(s, host, sizeof(host), port, sizeof(port)) < 0) {
 		cfg_error(w->e, v, path,
 			  "invalid address \"%s\" (expected HOST:PORT, [IPV6]:PORT or :PORT)", s);
@@ -598,6 +605,12 @@ int cfg_schema_load(const struct cfg_doc *doc, const struct config_options *opt,
 		goto out;
 	rc = 0;
 out:
+	if (rc < 0 && e->at && walk_unset_var(&w, e->at) && !strstr(e->buf, " is not set")) {
+		/* "cannot read \"/s3_key\"": say which variable left the hole */
+		size_t k = strlen(e->buf);
+		snprintf(e->buf + k, e->len - k, " (environment variable %s is not set)",
+			 walk_unset_var(&w, e->at));
+	}
 	walk_stores_free(&w);
 	walk_release(&w);
 	free(w.top_akid.value);

@@ -264,6 +264,7 @@ bool cfg_node_is_null(const struct cfg_node *n)
 void cfg_error(struct cfg_err *e, const struct cfg_node *n, const char *path, const char *fmt, ...)
 {
 	int k;
+	e->at = n;
 	if (n && path && *path)
 		k = snprintf(e->buf, e->len, "%s:%d:%d: %s: ", e->name, n->line, n->column, path);
 	else if (n)

@@ -394,6 +394,8 @@ TEST(defaults_match_config_h)
 	struct config e = load_ok("");
 	struct config z;
 	config_defaults(&z);
+	CHECK(e.dbs_blank); /* which `run` refuses: what a template missing its data renders */
+	e.dbs_blank = false;
 	CHECK_MEM(&e, &z, sizeof(z));
 	config_release(&e);
 }
@@ -986,6 +988,15 @@ static const struct bad_case bad_cases[] = {
 	{ "addr_signed_port",
 	  "addr: \":+80\"\n",
 	  "bad.yml:1:7: addr: invalid address \":+80\" (expected HOST:PORT, [IPV6]:PORT or :PORT)" },
+	{ "addr_host_unset", /* would listen on every interface */
+	  "addr: \"${LITEVISOR_TEST_UNSET_DB}:9090\"\n",
+	  "bad.yml:1:7: addr: \":9090\": environment variable LITEVISOR_TEST_UNSET_DB is not set" },
+	{ "addr_port_unset", /* the radarr job outside Nomad: NOMAD_PORT_sup */
+	  "addr: \"0.0.0.0:${LITEVISOR_TEST_UNSET_DB}\"\n",
+	  "bad.yml:1:7: addr: invalid address \"0.0.0.0:\" (expected HOST:PORT, [IPV6]:PORT or :PORT) (environment variable LITEVISOR_TEST_UNSET_DB is not set)" },
+	{ "secret_file_dir_unset",
+	  "access-key-id-file: ${LITEVISOR_TEST_UNSET_DB}/no-such-key\n",
+	  "bad.yml:1:21: access-key-id-file: cannot read \"/no-such-key\": No such file or directory (environment variable LITEVISOR_TEST_UNSET_DB is not set)" },
 	{ "restart_delay_max_low",
 	  "supervisor:\n"
 	  "  restart-delay: 2m\n"
