@@ -12,6 +12,7 @@ extern const struct command cmd_config;
 extern const struct command cmd_run;
 extern const struct command cmd_replicate;
 extern const struct command cmd_restore;
+extern const struct command cmd_databases;
 extern const struct command cmd_generations;
 extern const struct command cmd_snapshots;
 extern const struct command cmd_wal;

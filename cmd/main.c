@@ -17,6 +17,7 @@ const struct command *const cli_commands[] = {
 	&cmd_run,
 	&cmd_replicate,
 	&cmd_restore,
+	&cmd_databases,
 	&cmd_generations,
 	&cmd_snapshots,
 	&cmd_wal,

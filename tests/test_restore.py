@@ -357,6 +357,21 @@ def test_point_in_time_by_index_and_timestamp(tmp_path, litevisor_bin, history):
     assert p.returncode == 100
 
 
+def test_databases_lists_the_config_as_litestream_does(tmp_path, litevisor_bin, litestream_bin):
+    cfg = tmp_path / "lv.yml"
+    cfg.write_text(f"dbs:\n  - path: {tmp_path}/app.db\n    replicas:\n"
+                   f"      - url: file://{tmp_path}/rep\n      - url: s3://bkt/app\n"
+                   f"  - path: {tmp_path}/a-longer-name.db\n    replicas:\n"
+                   f"      - {{url: file://{tmp_path}/rep2, name: backup}}\n")
+    ours = lv(litevisor_bin, "databases", "-config", str(cfg))
+    theirs = lv(litestream_bin, "databases", "-config", str(cfg))
+    assert ours.returncode == 0 and theirs.returncode == 0, ours.stderr + theirs.stderr
+    assert ours.stdout == theirs.stdout, (ours.stdout, theirs.stdout)
+    assert ours.stdout.splitlines()[1].split() == [f"{tmp_path}/app.db", "file,s3"]
+    bad = lv(litevisor_bin, "databases", "-config", str(tmp_path / "missing.yml"))
+    assert bad.returncode == 100 and "missing.yml" in bad.stderr, bad.stderr
+
+
 def test_freshest_wins_over_stale_and_listing_commands(tmp_path, litevisor_bin, history):
     stale, fresh = tmp_path / "peer-06", tmp_path / "nas"
     history.write(str(stale), upto=3)

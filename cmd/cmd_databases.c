@@ -1,0 +1,72 @@
+/*
+ * cmd_databases.c — `litevisor databases [-config F]`: the databases of the
+ * configuration file and the names of their replicas, as Litestream v0.3's
+ * `databases` prints them (a "path  replicas" table, names comma-joined).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd/commands.h"
+#include "common/config.h"
+#include "common/banned.h"
+
+/* The replica names of db, comma-joined, into buf. */
+static void replica_names(const struct cfg_db *db, char *buf, size_t len)
+{
+	size_t o = 0;
+	buf[0] = '\0';
+	for (size_t r = 0; r < db->nreplicas && o < len; r++) {
+		const char *name = db->replicas[r].name ? db->replicas[r].name : "replica";
+		int n = snprintf(buf + o, len - o, "%s%s", r ? "," : "", name);
+		if (n < 0)
+			break;
+		o += (size_t)n;
+	}
+}
+
+static int run_databases(int argc, char **argv)
+{
+	const char *path = NULL;
+	bool no_expand = false, help;
+	const struct flag flags[] = {
+		{ "config", FLAG_STRING, &path, "PATH",
+		  "config file (default $LITEVISOR_CONFIG, $LITESTREAM_CONFIG, /etc/litevisor.yml)" },
+		{ "no-expand-env", FLAG_BOOL, &no_expand, NULL, "do not expand $VAR in config values" },
+		{ 0 },
+	};
+	int i = cli_parse(&cmd_databases, flags, argc, argv, &help);
+	if (i < 0)
+		return help ? 0 : EXIT_USAGE;
+	if (i < argc)
+		return cli_usage_error(&cmd_databases, "unexpected argument \"%s\"", argv[i]);
+
+	struct config cfg;
+	struct config_options opt = { .no_expand_env = no_expand };
+	char err[1024];
+	const char *file = config_default_path(path);
+	if (config_load(file, &opt, &cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "litevisor databases: %s\n", err);
+		return EXIT_USAGE;
+	}
+	/* columns as Litestream's tabwriter sets them: the widest cell, two spaces */
+	size_t w = strlen("path");
+	for (size_t d = 0; d < cfg.ndbs; d++)
+		if (strlen(cfg.dbs[d].path) > w)
+			w = strlen(cfg.dbs[d].path);
+	printf("%-*s  %s\n", (int)w, "path", "replicas");
+	for (size_t d = 0; d < cfg.ndbs; d++) {
+		char names[4096];
+		replica_names(&cfg.dbs[d], names, sizeof(names));
+		printf("%-*s  %s\n", (int)w, cfg.dbs[d].path, names);
+	}
+	config_release(&cfg);
+	return 0;
+}
+
+const struct command cmd_databases = {
+	.name = "databases",
+	.summary = "list the databases of the config file and their replicas",
+	.usage = "litevisor databases [-config PATH] [-no-expand-env]",
+	.run = run_databases,
+};
