@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cmd/commands.h"
+#include "cmd/listing.h"
 #include "cmd/source.h"
 #include "common/clock.h"
 #include "common/log.h"
@@ -71,7 +72,7 @@ static int run_generations(int argc, char **argv)
 		struct storage *st = storage_open(rep, &err);
 		if (!st || catalog_generations(st, &ids, &n, &call, &err) < 0) {
 			fprintf(stderr, "litevisor generations: replica %s: %s\n", name, err.message);
-			rc = EXIT_TEMPFAIL;
+			rc = listing_failed(rc, &err);
 			storage_free(st);
 			continue;
 		}
@@ -80,7 +81,7 @@ static int run_generations(int argc, char **argv)
 			char a[40], b[40], lag[32];
 			if (catalog_load(st, ids[g], &cg, &call, &err) < 0) {
 				fprintf(stderr, "litevisor generations: replica %s: %s\n", name, err.message);
-				rc = EXIT_TEMPFAIL;
+				rc = listing_failed(rc, &err);
 				continue;
 			}
 			if (cg.nsnapshots || cg.nsegments) {

@@ -57,7 +57,7 @@ int listing_run(const struct command *cmd, int argc, char **argv, bool with_gene
 		struct storage *st = storage_open(rep, &err);
 		if (!st || catalog_generations(st, &ids, &n, &call, &err) < 0) {
 			fprintf(stderr, "litevisor %s: replica %s: %s\n", cmd->name, name, err.message);
-			rc = EXIT_TEMPFAIL;
+			rc = listing_failed(rc, &err);
 			storage_free(st);
 			continue;
 		}
@@ -68,7 +68,7 @@ int listing_run(const struct command *cmd, int argc, char **argv, bool with_gene
 			if (catalog_load(st, ids[g], &cg, &call, &err) < 0) {
 				fprintf(stderr, "litevisor %s: replica %s: %s\n", cmd->name, name,
 					err.message);
-				rc = EXIT_TEMPFAIL;
+				rc = listing_failed(rc, &err);
 				continue;
 			}
 			print(name, &cg, ctx);
@@ -79,4 +79,10 @@ int listing_run(const struct command *cmd, int argc, char **argv, bool with_gene
 	}
 	cmd_source_release(&src);
 	return rc;
+}
+
+int listing_failed(int rc, const struct st_error *err)
+{
+	int code = err->status == ST_TRANSIENT ? EXIT_TEMPFAIL : 1;
+	return rc == 1 || code == 1 ? 1 : code;
 }

@@ -15,10 +15,18 @@ typedef void (*listing_print_fn)(const char *replica, const struct cat_generatio
 
 /*
  * Run the command: prints header, then rows through print. with_generation
- * adds the -generation flag. Returns the exit code (0; 100 usage; 111 when
- * a replica could not be listed; the others are still printed).
+ * adds the -generation flag. Returns the exit code (0; 100 usage; 111 or 1
+ * when a replica could not be listed, see listing_failed; the others are
+ * still printed).
  */
 int listing_run(const struct command *cmd, int argc, char **argv, bool with_generation,
 		const char *header, listing_print_fn print, void *ctx);
+
+/*
+ * The exit code once a replica could not be listed with err, given the one
+ * so far (rc): 111 when retrying later may work (network, timeout, 5xx), 1
+ * when it will not (credentials refused, no such bucket); 1 wins.
+ */
+int listing_failed(int rc, const struct st_error *err);
 
 #endif

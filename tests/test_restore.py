@@ -998,6 +998,27 @@ def s3_peer(name, srv, port=None):
             "secret-access-key": json.dumps(srv.secret)}
 
 
+@pytest.mark.parametrize("command", ["generations", "snapshots", "wal"])
+def test_listing_exit_code_says_whether_retrying_can_help(tmp_path, litevisor_bin, s3server,
+                                                          command):
+    """Credentials refused will not fix themselves: exit 1, not 111 ("temporary
+    failure"), so a wrapper does not retry a configuration error for good. A
+    server that does not answer is 111."""
+    srv = s3server()
+    db = tmp_path / "app.db"
+    wrong = dict(s3_peer("nas", srv), **{"secret-access-key": "not-the-secret"})
+    cfg = write_config(tmp_path / "bad.yml", db, [wrong])
+    p = lv(litevisor_bin, command, "-config", str(cfg), str(db))
+    assert p.returncode == 1, p.stderr
+    cfg = write_config(tmp_path / "down.yml", db, [s3_unreachable("nas", free_port())])
+    p = lv(litevisor_bin, command, "-config", str(cfg), str(db))
+    assert p.returncode == 111, p.stderr
+    # both at once: the one retrying cannot fix decides
+    cfg = write_config(tmp_path / "both.yml", db, [s3_unreachable("peer", free_port()), wrong])
+    p = lv(litevisor_bin, command, "-config", str(cfg), str(db))
+    assert p.returncode == 1, p.stderr
+
+
 def test_s3_freshest_wins_and_ties_go_to_the_fastest(tmp_path, litevisor_bin, s3server, history):
     p05, p06, nas = s3server(), s3server(), s3server()
     upload(history, p05, tmp_path, upto=3)  # stale
