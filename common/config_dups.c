@@ -191,7 +191,7 @@ int cfg_check_same_dbs(struct walk *w, const struct cfg_node *seq)
 		const struct cfg_node *at = walk_map_get(seq->items[i], what);
 		if (what[0] != 'p')
 			cfg_error(w->e, at ? at : seq->items[i], kp,
-				  "same %s as dbs[%zu] (line %d); give each database its own name: and env:",
+				  "same %s as dbs[%zu] (line %d); give each database its own \"name\" and \"env\"",
 				  what, j, o->line);
 		else if (strcmp(o->path, db->path) == 0)
 			cfg_error(w->e, at ? at : seq->items[i], kp, "same file as dbs[%zu].path (line %d): %s",

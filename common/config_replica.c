@@ -600,7 +600,7 @@ int walk_replicas(struct walk *w, const struct cfg_node *seq, const char *path, 
 			if (strcmp(o->name, r->name) == 0) {
 				walk_path(kp, sizeof(kp), rp, "name");
 				cfg_error(w->e, at[RF_NAME] ? at[RF_NAME] : m, kp,
-					  "duplicate replica name \"%s\" (also %s[%zu], line %d); give each replica its own name:",
+					  "duplicate replica name \"%s\" (also %s[%zu], line %d); give each replica its own \"name\"",
 					  r->name, path, j, o->line);
 				return -1;
 			}

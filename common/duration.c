@@ -146,9 +146,14 @@ char *duration_format(int64_t ms, char *buf, size_t len)
 	} else {
 		int64_t h = ms / 3600000, m = (ms / 60000) % 60, s = (ms / 1000) % 60, r = ms % 1000;
 		char sec[32];
-		if (r)
-			snprintf(sec, sizeof(sec), "%lld.%03llds", (long long)s, (long long)r);
-		else
+		if (r) {
+			/* Go's form: 1.5s, 1.05s, 1.005s (no trailing zeros) */
+			char frac[4];
+			snprintf(frac, sizeof(frac), "%03lld", (long long)r);
+			for (int i = 2; i > 0 && frac[i] == '0'; i--)
+				frac[i] = '\0';
+			snprintf(sec, sizeof(sec), "%lld.%ss", (long long)s, frac);
+		} else
 			snprintf(sec, sizeof(sec), "%llds", (long long)s);
 		if (h)
 			snprintf(buf, len, "%lldh%lldm%s", (long long)h, (long long)m, sec);

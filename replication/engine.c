@@ -248,9 +248,13 @@ int engine_flush(struct engine *e, int64_t deadline_ms)
 				timed_wait(&d->cond, &d->mu, remaining_ms(end));
 			if (!(r->pos_known && strcmp(r->pos.generation, target.generation) == 0 &&
 			      wal_pos_cmp(&r->pos, &target) >= 0)) {
-				log_error("engine", "final flush incomplete", "db=%s replica=%s have=%s/%08x/%08x want=%s/%08x/%08x",
-					  d->stat.name, r->stat.name, r->pos.generation, r->pos.index,
-					  r->pos.offset, target.generation, target.index, target.offset);
+				char have[64] = "nothing";
+				if (r->pos_known && r->pos.generation[0])
+					snprintf(have, sizeof(have), "%s/%08x/%08x", r->pos.generation,
+						 r->pos.index, r->pos.offset);
+				log_error("engine", "final flush incomplete", "db=%s replica=%s have=%s want=%s/%08x/%08x",
+					  d->stat.name, r->stat.name, have, target.generation, target.index,
+					  target.offset);
 				rc = -1;
 			} else if (d->sync_failing_mono) {
 				log_warn("engine", "final flush: the replica holds all that was copied, not "

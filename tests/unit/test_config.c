@@ -776,14 +776,14 @@ static const struct bad_case bad_cases[] = {
 	  "    name: app\n"
 	  "  - path: /data/b/app.db\n"
 	  "    name: app\n",
-	  "bad.yml:5:11: dbs[1].name: same name as dbs[0] (line 2); give each database its own name: and env:" },
+	  "bad.yml:5:11: dbs[1].name: same name as dbs[0] (line 2); give each database its own \"name\" and \"env\"" },
 	{ "duplicate_replica_name",
 	  "dbs:\n"
 	  "  - path: /data/app.db\n"
 	  "    replicas:\n"
 	  "      - url: s3://bkt/app\n"
 	  "      - url: s3://other/app\n",
-	  "bad.yml:5:9: dbs[0].replicas[1].name: duplicate replica name \"s3\" (also dbs[0].replicas[0], line 4); give each replica its own name:" },
+	  "bad.yml:5:9: dbs[0].replicas[1].name: duplicate replica name \"s3\" (also dbs[0].replicas[0], line 4); give each replica its own \"name\"" },
 	{ "same_destination",
 	  "dbs:\n"
 	  "  - path: /data/a.db\n"

@@ -55,6 +55,9 @@ TEST(format_round_trip)
 	CHECK_STR(duration_format(0, buf, sizeof(buf)), "0s");
 	CHECK_STR(duration_format(500, buf, sizeof(buf)), "500ms");
 	CHECK_STR(duration_format(90000, buf, sizeof(buf)), "1m30s");
+	CHECK_STR(duration_format(1500, buf, sizeof(buf)), "1.5s");
+	CHECK_STR(duration_format(1050, buf, sizeof(buf)), "1.05s");
+	CHECK_STR(duration_format(61005, buf, sizeof(buf)), "1m1.005s");
 	CHECK_STR(duration_format(7LL * 86400000, buf, sizeof(buf)), "168h0m0s");
 	CHECK_INT(dur(duration_format(5400500, buf, sizeof(buf))), 5400500);
 }
