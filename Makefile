@@ -52,7 +52,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(O)/tests/%)
 TOOLS_SRC := $(sort $(wildcard tests/tools/*.c))
 TOOLS_BIN := $(TOOLS_SRC:tests/tools/%.c=$(O)/tests/tools/%)
 
-.PHONY: all deps check unit tools demo bench install clean
+.PHONY: all deps deps-build check unit tools demo bench install clean
 all: $(BIN) $(if $(filter build,$(O)),litevisor)
 
 litevisor: $(BIN)
@@ -92,6 +92,9 @@ tools: $(TOOLS_BIN)
 deps:
 	@scripts/deps.sh
 
+deps-build:
+	@scripts/deps.sh --build
+
 # The test runner is Debian's pytest (the python3 first on PATH lacks it).
 check: deps
 	$(MAKE) all unit tools
@@ -99,7 +102,7 @@ check: deps
 	  LITEVISOR_TOOLS_DIR=$(abspath $(O)/tests/tools) \
 	  /usr/bin/python3 -m pytest -q -p no:cacheprovider tests $(PYTEST_ARGS)
 
-demo: deps all
+demo: deps-build all
 	@scripts/demo.sh $(abspath $(BIN))
 
 bench: deps all
