@@ -44,6 +44,14 @@
  *     is listed as "a&amp;amp;b". he.escape is only used there, so it is made
  *     the identity and the builder's own escaping remains (exactly once).
  *
+ * (e) PutObject streams the body straight into the object's file and keeps
+ *     whatever arrived: a client that gave up mid-upload (its deadline, while
+ *     the server was stopped) leaves a short or empty object, which a real S3
+ *     or MinIO never stores (the body must match Content-Length, else
+ *     IncompleteBody), and a replica that is corrupt only on this server. The
+ *     replacement writes a temp file beside it, checks the length, and only
+ *     then renames it over the old version (which a failed upload keeps).
+ *
  * Known and left alone: its DeleteObjects XML parser turns an all-digit key
  * ("00001") into a number and fails; litevisor's keys never look like that.
  *
@@ -53,14 +61,18 @@
  */
 'use strict';
 
+const crypto = require('crypto');
 const fs = require('fs');
 const path = require('path');
+const { Transform } = require('stream');
+const { pipeline } = require('stream/promises');
 
 const LIB = path.join(__dirname, '..', 'node_modules', '@20minutes', 's3rver', 'lib');
 const S3rver = require(path.join(LIB, 's3rver.js'));
 const FilesystemStore = require(path.join(LIB, 'stores', 'filesystem.js'));
 const S3Object = require(path.join(LIB, 'models', 'object.js'));
 const AWSAccount = require(path.join(LIB, 'models', 'account.js'));
+const S3Error = require(path.join(LIB, 'models', 'error.js'));
 
 const OBJECT_SUFFIX = '._S3rver_object';
 const UPLOADS_SUFFIX = '._S3rver_uploads';
@@ -192,15 +204,66 @@ async function deleteObjectFixed(bucket, key) {
   }
 }
 
+// The body into file, its length and MD5 (s3rver's putContent answers for a buffer before it is written).
+async function writeBody(file, content) {
+  const md5 = crypto.createHash('md5');
+  if (Buffer.isBuffer(content)) {
+    await fs.promises.writeFile(file, content);
+    return [content.length, md5.update(content).digest('hex')];
+  }
+  let size = 0;
+  const count = new Transform({
+    transform(chunk, encoding, callback) {
+      md5.update(chunk, encoding);
+      size += chunk.length;
+      callback(null, chunk);
+    },
+  });
+  await pipeline(content, count, fs.createWriteStream(file));
+  return [size, md5.digest('hex')];
+}
+
+// Workaround (e): see the header.
+async function putObjectWhole(object) {
+  const objectPath = this.getResourcePath(object.bucket, object.key, 'object');
+  await fs.promises.mkdir(path.dirname(objectPath), { recursive: true });
+  const part = `${objectPath}.part-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  let size;
+  let md5;
+  try {
+    [size, md5] = await writeBody(part, object.content);
+  } catch (err) {
+    await fs.promises.unlink(part).catch(() => {});
+    throw err;
+  }
+  const want = object.metadata['content-length'];
+  if (!this.lengthUnknown && want !== undefined && Number(want) !== size) {
+    await fs.promises.unlink(part).catch(() => {});
+    throw new S3Error('IncompleteBody',
+      'You did not provide the number of bytes specified by the Content-Length HTTP header');
+  }
+  await fs.promises.rename(part, objectPath);
+  await this.putMetadata(object.bucket, object.key, object.metadata, md5);
+  return { size, md5 };
+}
+
+// A multipart upload's object carries the initiating request's Content-Length: nothing to check.
+const putObjectMultipartShipped = FilesystemStore.prototype.putObjectMultipart;
+function putObjectMultipartWhole(...args) {
+  return putObjectMultipartShipped.apply(Object.create(this, { lengthUnknown: { value: true } }), args);
+}
+
 async function main() {
   const o = parseArgs(process.argv.slice(2));
   try {
-    require('crypto').createCipheriv('des', Buffer.alloc(8), Buffer.alloc(8));
+    crypto.createCipheriv('des', Buffer.alloc(8), Buffer.alloc(8));
   } catch (err) {
     usage('DES unavailable (s3rver needs it for ListObjectsV2 paging): run node --openssl-legacy-provider');
   }
   if (o.fixList) FilesystemStore.prototype.listObjects = listObjectsFixed;
   if (o.fixDelete) FilesystemStore.prototype.deleteObject = deleteObjectFixed;
+  FilesystemStore.prototype.putObject = putObjectWhole;
+  FilesystemStore.prototype.putObjectMultipart = putObjectMultipartWhole;
   if (o.fixEscape) require(require.resolve('he', { paths: [LIB] })).escape = (text) => text; // (d)
 
   AWSAccount.DUMMY_ACCOUNT.revokeAccessKey('S3RVER');
@@ -242,4 +305,4 @@ if (require.main === module) {
   });
 }
 
-module.exports = { FilesystemStore, listObjectsFixed, deleteObjectFixed };
+module.exports = { FilesystemStore, listObjectsFixed, deleteObjectFixed, putObjectWhole };
