@@ -78,7 +78,7 @@ int db_conns_open(struct db_conns *c, const char *path)
 		log_event(busy(rc) ? LOG_DEBUG : LOG_WARN, "db", "cannot read journal mode",
 			  "path=\"%s\" err=\"%s\"", path, sqlite3_errmsg(c->ck));
 		db_conns_close(c);
-		return -2;
+		return busy(rc) ? -3 : -2;
 	}
 	if (strcmp(mode, "wal") != 0) {
 		rc = journal_mode(c->ck, "PRAGMA journal_mode = wal", mode, sizeof(mode));

@@ -137,6 +137,8 @@ struct eng_db {
 	struct db_conns conns;
 	bool open;
 	bool side_known;              /* side_dev/side_ino hold the -wal and -shm our connections use */
+	int64_t locked_since;         /* monotonic: first failed open on another process's lock, 0 none */
+	bool locked_warned;
 	dev_t side_dev[2];
 	ino_t side_ino[2];
 	bool continuous;              /* the read hold has not lapsed since the last sync */

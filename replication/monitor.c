@@ -22,6 +22,8 @@
 
 #define CLEANUP_EVERY_NS (1 * NS_PER_SEC)
 #define CKPT_RETRY_NS (1 * NS_PER_SEC)
+/* An exclusive lock held this long is said once, at WARN (a schema being created takes less). */
+#define LOCKED_WARN_NS (30 * NS_PER_SEC)
 /*
  * With inotify every commit wakes the monitor, so an idle database needs no
  * look every monitor-interval: only a safety check this often (a missed
@@ -310,6 +312,25 @@ static int open_db(struct eng_db *d, bool fresh)
 	/* before we touch it (setting WAL mode writes the header) */
 	int64_t db_mtime = stat(d->cfg->path, &st) == 0 ? st.st_mtim.tv_sec * NS_PER_SEC + st.st_mtim.tv_nsec : 0;
 	int rc = db_conns_open(&d->conns, d->cfg->path);
+	if (rc == -3) {
+		/* a moment is normal (an app creating its schema); for good it is an exclusive lock */
+		int64_t now = clock_mono_ns();
+		if (!d->locked_since)
+			d->locked_since = now;
+		bool long_ = now - d->locked_since >= LOCKED_WARN_NS;
+		if (long_ && !d->locked_warned) {
+			log_warn("engine", "the database has been locked by another process for 30 s: "
+				 "nothing of it can be replicated (an app using locking_mode=EXCLUSIVE "
+				 "keeps it so for as long as it runs)", "db=%s", d->stat.name);
+			d->locked_warned = true;
+		}
+		db_set_state(d, false, long_ ? "waiting: database locked by another process "
+					       "(locking_mode=EXCLUSIVE?)"
+					     : "waiting: database locked by another process");
+		return 1;
+	}
+	d->locked_since = 0;
+	d->locked_warned = false;
 	if (rc < 0) {
 		db_set_state(d, false, rc == -2 ? "waiting: cannot set WAL mode" : "error: cannot open");
 		return 1;

@@ -911,6 +911,26 @@ def test_database_truncated_in_place_does_not_lock_the_app_out(run, tmp_path, li
     check_restore(litestream_bin, rep, db, tmp_path / "ls.db")
 
 
+def test_database_held_in_exclusive_locking_mode_is_said_so(run, tmp_path, litestream_bin):
+    """An app in locking_mode=EXCLUSIVE holds the database for as long as it runs:
+    the state said "cannot set WAL mode" (the file was in WAL mode) and never
+    named the lock. Once the app lets go, replication starts."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    app = sqlite3.connect(db, isolation_level=None)
+    app.execute("PRAGMA locking_mode=EXCLUSIVE")
+    app.execute("INSERT INTO t(v) VALUES ('held')")  # takes the exclusive lock for good
+    r = run(config(tmp_path, db, [file_replica(rep)]))
+    wait_for(lambda: "waiting: database locked by another process" in r.text(),
+             what="the lock named")
+    assert "cannot set WAL mode" not in r.text()
+    assert generations(rep) == []
+    app.close()
+    wait_for(lambda: len(generations(rep)) == 1, what="replication once the lock is gone")
+    assert r.stop() == 0
+    check_restore(litestream_bin, rep, db, tmp_path / "out.db")
+
+
 def set_journal_header(db, wal):
     """Bytes 18/19 of the header: 2 in WAL mode, 1 in rollback-journal mode. Set by
     hand: SQLite lets an app leave WAL mode only with no other connection open,
