@@ -41,6 +41,13 @@ int watch_init(struct watch *w, const char *path)
 	snprintf(w->dir, sizeof(w->dir), "%s", dirname(dir));
 	w->ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (w->ifd >= 0 && (w->wd = inotify_add_watch(w->ifd, w->dir, WATCH_MASK)) < 0) {
+		if (errno == ENOENT) {
+			/* inotify works; the directory is still to come: watch_wait() tries again */
+			log_info("watch", "the database's directory does not exist yet: polling at "
+				 "monitor-interval until it does", "dir=\"%s\"", w->dir);
+			w->lost = true;
+			return 0;
+		}
 		close(w->ifd);
 		w->ifd = -1;
 	}

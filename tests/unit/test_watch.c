@@ -8,6 +8,7 @@
 #include "tests/unit/unit.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <stdbool.h>
 #include <time.h>
 
@@ -100,5 +101,24 @@ TEST(sleep_ends_early_on_wake_and_keeps_it)
 	teardown(&w);
 }
 
+TEST(a_directory_that_comes_later_is_watched_once_it_is_there)
+{
+	struct watch w;
+	snprintf(dir, sizeof(dir), "/tmp/lv-watch-XXXXXX");
+	CHECK(mkdtemp(dir) != NULL);
+	CHECK_INT(rmdir(dir), 0);
+	snprintf(db, sizeof(db), "%s/app.db", dir);
+	CHECK_INT(watch_init(&w, db), 0);
+	CHECK_INT(watch_active(&w), 0); /* polling meanwhile */
+	CHECK_INT(watch_wait(&w, 20), WATCH_TIMEOUT);
+	CHECK_INT(mkdir(dir, 0700), 0);
+	CHECK_INT(watch_wait(&w, 20), WATCH_TIMEOUT); /* this look sets the watch up */
+	CHECK_INT(watch_active(&w), 1);
+	append("app.db");
+	CHECK_INT(watch_wait(&w, 2000), WATCH_FILES);
+	teardown(&w);
+}
+
 UNIT_MAIN(T(wal_write_is_a_file_event), T(other_files_do_not_wake), T(wake_is_reported_as_wake),
-	  T(wake_wins_over_file_events), T(sleep_ends_early_on_wake_and_keeps_it))
+	  T(wake_wins_over_file_events), T(sleep_ends_early_on_wake_and_keeps_it),
+	  T(a_directory_that_comes_later_is_watched_once_it_is_there))
