@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cmd/commands.h"
+#include "cmd/source.h"
 #include "supervisor/child.h"
 #include "supervisor/words.h"
 #include "common/config.h"
@@ -284,31 +285,17 @@ static void print_config(struct printer *out, const struct config *c)
 
 static int run_config(int argc, char **argv)
 {
-	const char *path = NULL;
-	bool no_expand = false, help;
-	const struct flag flags[] = {
-		{ "config", FLAG_STRING, &path, "PATH",
-		  "config file (default $LITEVISOR_CONFIG, $LITESTREAM_CONFIG, /etc/litevisor.yml)" },
-		{ "no-expand-env", FLAG_BOOL, &no_expand, NULL, "do not expand $VAR in config values" },
-		{ 0 },
-	};
-	int i = cli_parse(&cmd_config, flags, argc, argv, &help);
-	if (i < 0)
-		return help ? 0 : EXIT_USAGE;
-	if (i < argc)
-		return cli_usage_error(&cmd_config, "unexpected argument \"%s\"", argv[i]);
-
 	struct config cfg;
-	struct config_options opt = { .no_expand_env = no_expand };
+	const char *file;
+	bool no_expand;
+	int code;
 	char err[1024];
-	if (config_load(config_default_path(path), &opt, &cfg, err, sizeof(err)) < 0) {
-		fprintf(stderr, "litevisor config: %s\n", err);
-		return EXIT_USAGE;
-	}
+	if (cmd_config_only(&cmd_config, argc, argv, &cfg, &file, &no_expand, &code) < 0)
+		return code;
 	/* what run refuses before starting, on this machine: users and groups that do not exist */
 	struct child_creds creds;
 	if (child_creds_resolve(&cfg.supervisor, &creds, err, sizeof(err)) < 0) {
-		fprintf(stderr, "litevisor config: %s: %s\n", config_default_path(path), err);
+		fprintf(stderr, "litevisor config: %s: %s\n", file, err);
 		config_release(&cfg);
 		return EXIT_USAGE;
 	}

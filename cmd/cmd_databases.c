@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cmd/commands.h"
+#include "cmd/source.h"
 #include "common/config.h"
 #include "common/banned.h"
 
@@ -27,28 +28,12 @@ static void replica_names(const struct cfg_db *db, char *buf, size_t len)
 
 static int run_databases(int argc, char **argv)
 {
-	const char *path = NULL;
-	bool no_expand = false, help;
-	const struct flag flags[] = {
-		{ "config", FLAG_STRING, &path, "PATH",
-		  "config file (default $LITEVISOR_CONFIG, $LITESTREAM_CONFIG, /etc/litevisor.yml)" },
-		{ "no-expand-env", FLAG_BOOL, &no_expand, NULL, "do not expand $VAR in config values" },
-		{ 0 },
-	};
-	int i = cli_parse(&cmd_databases, flags, argc, argv, &help);
-	if (i < 0)
-		return help ? 0 : EXIT_USAGE;
-	if (i < argc)
-		return cli_usage_error(&cmd_databases, "unexpected argument \"%s\"", argv[i]);
-
 	struct config cfg;
-	struct config_options opt = { .no_expand_env = no_expand };
-	char err[1024];
-	const char *file = config_default_path(path);
-	if (config_load(file, &opt, &cfg, err, sizeof(err)) < 0) {
-		fprintf(stderr, "litevisor databases: %s\n", err);
-		return EXIT_USAGE;
-	}
+	const char *file;
+	bool no_expand;
+	int code;
+	if (cmd_config_only(&cmd_databases, argc, argv, &cfg, &file, &no_expand, &code) < 0)
+		return code;
 	/* columns as Litestream's tabwriter sets them: the widest cell, two spaces */
 	size_t w = strlen("path");
 	for (size_t d = 0; d < cfg.ndbs; d++)

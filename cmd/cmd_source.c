@@ -88,6 +88,38 @@ int cmd_source_open(const struct command *cmd, const char *config_path, bool no_
 	return EXIT_USAGE;
 }
 
+int cmd_config_only(const struct command *cmd, int argc, char **argv, struct config *cfg,
+		    const char **file, bool *no_expand, int *code)
+{
+	const char *path = NULL;
+	bool help;
+	char err[1024];
+	*no_expand = false;
+	const struct flag flags[] = {
+		{ "config", FLAG_STRING, &path, "PATH",
+		  "config file (default $LITEVISOR_CONFIG, $LITESTREAM_CONFIG, /etc/litevisor.yml)" },
+		{ "no-expand-env", FLAG_BOOL, no_expand, NULL, "do not expand $VAR in config values" },
+		{ 0 },
+	};
+	int i = cli_parse(cmd, flags, argc, argv, &help);
+	if (i < 0) {
+		*code = help ? 0 : EXIT_USAGE;
+		return -1;
+	}
+	if (i < argc) {
+		*code = cli_usage_error(cmd, "unexpected argument \"%s\"", argv[i]);
+		return -1;
+	}
+	struct config_options opt = { .no_expand_env = *no_expand };
+	*file = config_default_path(path);
+	if (config_load(*file, &opt, cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "litevisor %s: %s\n", cmd->name, err);
+		*code = EXIT_USAGE;
+		return -1;
+	}
+	return 0;
+}
+
 void cmd_source_release(struct cmd_source *src)
 {
 	if (src->from_url) {

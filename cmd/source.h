@@ -35,6 +35,16 @@ int cmd_source_check(const struct command *cmd, const char *config_path, const c
 int cmd_source_open(const struct command *cmd, const char *config_path, bool no_expand_env,
 		    const char *arg, struct cmd_source *src);
 
+/*
+ * The start of a command whose only flags are -config and -no-expand-env and
+ * which takes no argument (`config`, `databases`): parse, then load the file.
+ * Returns 0 with *cfg loaded (release it), *file the path it came from and
+ * *no_expand the flag; or -1 with *code the exit code (0 after -help, 100;
+ * message printed).
+ */
+int cmd_config_only(const struct command *cmd, int argc, char **argv, struct config *cfg,
+		    const char **file, bool *no_expand, int *code);
+
 /* True if s looks like a replica URL (scheme://...). */
 bool cmd_source_is_url(const char *s);
 
