@@ -1179,8 +1179,10 @@ def test_moved_aside_copies_are_bounded_by_keep_replaced(litevisor_bin, tmp_path
     assert b == a, err
     now = copies(files)
     assert len(now) == 2 and now[0] == kept[1] and now[1] > kept[1], (now, kept)
-    # the kept copies are whole; nothing of the deleted ones is left beside them
-    assert all(n + "-wal" in files for n in now), files
+    # nothing of the deleted copies is left beside the kept ones (a copy has a -wal
+    # only when litevisor's connection was the last to close it: not in a short run)
+    assert all(any(f.startswith(n) for n in now) for f in files
+               if f.startswith("app.db.replaced-")), files
     assert not [f for f in files if f.startswith(kept[0])], files
     assert len(copies(files, ".old-", ".app.db-litevisor")) == 2, files
     assert err.count("deleted an old moved-aside copy") == 6, err  # 3 databases, 3 states
