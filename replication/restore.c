@@ -859,7 +859,7 @@ out:
 		  res->moved_aside[0] ? " moved_aside=\"" : "", res->moved_aside,
 		  res->moved_aside[0] ? "\"" : "");
 	if (rc == 0)
-		rs_prune_aside(db->path, statedir, cfg->restore.keep_replaced);
+		rs_prune_aside(db->path, statedir, cfg->restore.keep_replaced, res->moved_aside);
 	session_release(&s);
 	return rc;
 }

@@ -225,9 +225,11 @@ int rs_move_local_aside(const char *target, const char *statedir, char *moved, s
 /*
  * Keep only the newest `keep` moved-aside copies of target (with their
  * -wal/-shm) and of its state directory statedir (may be NULL); keep 0
- * deletes nothing and warns when copies pile up. Best effort (logged).
+ * deletes nothing and warns when copies pile up. just_moved (may be NULL or
+ * ""): the copy this restore made, kept first whatever the clock said. Best
+ * effort (logged).
  */
-void rs_prune_aside(const char *target, const char *statedir, int keep);
+void rs_prune_aside(const char *target, const char *statedir, int keep, const char *just_moved);
 
 /* The local position from the state dir (shadow WAL, else the restored marker) and its time. */
 int rs_local_position(const char *statedir, struct wal_pos *pos, int64_t *mtime_ns);

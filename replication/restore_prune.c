@@ -146,11 +146,14 @@ static int remove_copy(const char *dir, const char *name, const char *what)
 }
 
 /*
- * Keep the newest `keep` entries of dir named prefix… (0: keep all). Returns
- * how many are left; *bytes gets what they take.
+ * Keep the newest `keep` entries of dir named prefix… (0: keep all), the one
+ * named protect (may be NULL) first whatever its name says: names carry the
+ * clock's time when moved, and a clock that was ahead then (or stepped back
+ * since) must not cost the copy this very restore made. Returns how many are
+ * left; *bytes gets what they take.
  */
 static size_t prune(const char *dir, const char *prefix, int keep, const char *what,
-		    unsigned long long *bytes)
+		    const char *protect, unsigned long long *bytes)
 {
 	struct names l = { 0 };
 	size_t left = 0;
@@ -161,6 +164,14 @@ static size_t prune(const char *dir, const char *prefix, int keep, const char *w
 			log_warn("restore", "cannot list moved-aside copies", "dir=\"%s\" err=\"%s\"",
 				 dir, strerror(errno));
 		return 0;
+	}
+	for (size_t i = 1; protect && i < l.n; i++) {
+		if (strcmp(l.v[i], protect) == 0) {
+			char *p = l.v[i];
+			memmove(l.v + 1, l.v, i * sizeof(*l.v));
+			l.v[0] = p;
+			break;
+		}
 	}
 	/* no fsync after deleting: a deletion lost in a crash only keeps a copy longer */
 	for (size_t i = 0; i < l.n; i++) {
@@ -186,16 +197,20 @@ static int split(const char *path, const char *tag, char *dir, size_t dl, char *
 	return 0;
 }
 
-void rs_prune_aside(const char *target, const char *statedir, int keep)
+void rs_prune_aside(const char *target, const char *statedir, int keep, const char *just_moved)
 {
-	char dir[PATH_MAX], prefix[NAME_MAX + 32];
+	char dir[PATH_MAX], prefix[NAME_MAX + 32], moved[PATH_MAX];
 	unsigned long long bytes = 0, sbytes = 0;
 	size_t copies = 0;
+	const char *protect = NULL;
 
+	if (just_moved && just_moved[0] &&
+	    snprintf(moved, sizeof(moved), "%s", just_moved) < (int)sizeof(moved))
+		protect = basename(moved);
 	if (split(target, "replaced", dir, sizeof(dir), prefix, sizeof(prefix)) == 0)
-		copies = prune(dir, prefix, keep, "database", &bytes);
+		copies = prune(dir, prefix, keep, "database", protect, &bytes);
 	if (statedir && split(statedir, "old", dir, sizeof(dir), prefix, sizeof(prefix)) == 0)
-		(void)prune(dir, prefix, keep, "state", &sbytes);
+		(void)prune(dir, prefix, keep, "state", NULL, &sbytes);
 	if (keep == 0 && copies > WARN_ABOVE)
 		log_warn("restore", "old copies of the database pile up: restore.keep-replaced "
 			 "deletes all but the newest N", "db=\"%s\" copies=%zu bytes=%llu", target,

@@ -1190,6 +1190,24 @@ def test_moved_aside_copies_are_bounded_by_keep_replaced(litevisor_bin, tmp_path
     assert len(sqlite3.connect(tmp_path / "B" / now[1]).execute("SELECT v FROM t").fetchall()) == 25
 
 
+def test_keep_replaced_never_deletes_the_copy_it_just_made(litevisor_bin, tmp_path):
+    """Copies are ordered by the time in their names; one made while the clock was
+    ahead (a Pi on fake-hwclock before NTP) sorts as newest, and keep-replaced: 1
+    deleted the copy the restore had just moved aside instead of it."""
+    rep = tmp_path / "rep"
+    node_run(litevisor_bin, tmp_path, "A", rep, 5, "a1")
+    node_run(litevisor_bin, tmp_path, "B", rep)
+    node_run(litevisor_bin, tmp_path, "A", rep, 5, "a2")  # B's first copy is made
+    for f in os.listdir(tmp_path / "B"):
+        if f.startswith("app.db.replaced-"):
+            stem = f.split("Z", 1)
+            os.rename(tmp_path / "B" / f, tmp_path / "B" / ("app.db.replaced-2099-01-01T00:00:00.000" + "Z" + stem[1]))
+    b, files, err = node_run(litevisor_bin, tmp_path, "B", rep, restore_keys="  keep-replaced: 1\n")
+    (moved,) = re.findall(r'moved aside \(kept, not deleted\) path="[^"]*/app.db" to="[^"]*/(app.db.replaced-[^"]*)"', err)
+    assert moved in files, (moved, files, err)
+    assert not [f for f in files if "2099" in f], files
+
+
 def close_where_it_ends(litevisor_bin, rep, scratch):
     """Put the closed mark of a clean stop where the file replica rep's newest
     generation ends (found by restoring it into scratch)."""
