@@ -90,6 +90,7 @@ static void *push_main(void *arg)
 {
 	struct push *p = arg;
 	int last_ok = -1;
+	int64_t ready_start = 0; /* the service start since which it has been ready once */
 	do {
 		struct sup_snapshot s;
 		char why[256] = "", url[4096], err[256] = "";
@@ -97,6 +98,11 @@ static void *push_main(void *arg)
 		if (s.phase != SUP_RUNNING && s.phase != SUP_BACKOFF)
 			continue; /* starting, restoring, stopping: no alert for a deploy */
 		bool up = health_ready(&s, why, sizeof(why));
+		if (up)
+			ready_start = s.service_started_wall_ns;
+		/* a service still coming up (radarr answers /ping after a while) is no alert either */
+		if (!up && s.phase == SUP_RUNNING && ready_start != s.service_started_wall_ns)
+			continue;
 		long long ping = s.probe == SUP_PROBE_OK ? (long long)s.probe_latency_ms : -1;
 		if (push_url(p->h->push_url, up, up ? "OK" : why, ping, url, sizeof(url)) < 0) {
 			log_error("push", "push URL too long", NULL);

@@ -2,11 +2,11 @@
  * push.h — Uptime-Kuma push heartbeat: GET <push-url>?status=up|down&msg=…&ping=…
  * every health.push-interval from a thread of its own (uptime-kuma
  * server/routers/api-router.js: "up" is UP, anything else DOWN). up when
- * /readyz would answer 200; down with the reason while the service runs but
- * is not ready (its probe fails) or waits to be restarted after a crash;
- * nothing while litevisor starts, restores or stops, so a deploy raises no
- * alert (one that lasts longer than Kuma's heartbeat interval shows as
- * missed beats). ping is the service probe's latency in ms when a probe is
+ * /readyz would answer 200; down with the reason once the service, ready
+ * before since it last started, is not any more (its probe fails), or waits
+ * to be restarted after a crash; nothing while litevisor starts, restores or
+ * stops, nor while the service comes up, so a deploy raises no alert (one
+ * that lasts longer than Kuma's heartbeat interval shows as missed beats). ping is the service probe's latency in ms when a probe is
  * configured. The push URL holds a token: it is never logged.
  */
 #ifndef LITEVISOR_SUP_PUSH_H

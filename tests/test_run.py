@@ -523,9 +523,6 @@ def test_health_endpoints_follow_the_service_probe(litevisor_bin, tmp_path, runs
                      f"  probe-interval: 100ms\n  probe-timeout: 1s\n"
                      f"  push-url: http://127.0.0.1:{kuma.server_port}/api/push/t\n"
                      f"  push-interval: 100ms\n")
-    # a running service whose probe fails is down for Uptime-Kuma, with the reason
-    poll(lambda: any("status=down&msg=service%20probe" in p for p in got), timeout=10)
-    kuma.shutdown()
     base = f"http://127.0.0.1:{port}"
     poll(lambda: subprocess.run(["curl", "-s", base + "/livez"], capture_output=True).returncode == 0)
     assert curl(base + "/livez")[0] == 200
@@ -551,6 +548,13 @@ def test_health_endpoints_follow_the_service_probe(litevisor_bin, tmp_path, runs
     status2, _, body2 = curl(base + "/status")
     assert status2 == 200 and json.loads(body2)["status"] == "pass"
     assert curl(base + "/nope")[0] == 404
+    # Uptime-Kuma: nothing while the service came up (no alert for a deploy), up once
+    # ready, and down with the reason once its probe fails after that
+    poll(lambda: any("status=up" in p for p in got), timeout=10)
+    assert not [p for p in got if "status=down" in p], got
+    go.unlink()
+    poll(lambda: any("status=down&msg=service%20probe" in p for p in got), timeout=10)
+    kuma.shutdown()
     os.kill(r.pid, signal.SIGTERM)
     assert r.wait() == 0
 
