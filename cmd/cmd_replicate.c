@@ -217,6 +217,11 @@ static int run_replicate(int argc, char **argv)
 		}
 	}
 	log_configure(cfg.log_level, cfg.log_json);
+	/* with -exec too, as Litestream: a service never starts without its restore by accident */
+	if (cfg.ndbs == 0) {
+		code = cli_usage_error(&cmd_replicate, "no databases configured");
+		goto out;
+	}
 	if (!exec && cfg.exec && *cfg.exec)
 		exec = cfg.exec;
 	if (exec) {
@@ -226,10 +231,6 @@ static int run_replicate(int argc, char **argv)
 			goto out;
 		}
 		code = run_supervised(&cfg, words);
-		goto out;
-	}
-	if (cfg.ndbs == 0) {
-		code = cli_usage_error(&cmd_replicate, "no databases configured");
 		goto out;
 	}
 	code = replicate_loop(&cfg);

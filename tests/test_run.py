@@ -1930,6 +1930,16 @@ def test_replicate_exec_is_run_with_that_command(litevisor_bin, tmp_path):
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 9, p.stderr
     assert out.read_text().strip() == str(db)
+    # a config with no database (an empty template) starts nothing, -exec or exec:
+    marker = tmp_path / "started"
+    for text, args in (("", ["-exec", f"touch {marker}"]), ("dbs:\n", ["-exec", f"touch {marker}"]),
+                       (f"exec: touch {marker}\ndbs:\n", [])):
+        cfg = tmp_path / "lv.yml"
+        cfg.write_text(text)
+        p = subprocess.run([litevisor_bin, "replicate", "-config", str(cfg), *args],
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 100 and "no databases configured" in p.stderr, p.stderr
+        assert not marker.exists()
 
 
 def test_own_process_group_gets_signals_and_the_group_kill(litevisor_bin, tmp_path, runs):
