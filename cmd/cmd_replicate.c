@@ -21,6 +21,7 @@
 
 
 #include "cmd/commands.h"
+#include "cmd/source.h"
 #include "common/bounded.h"
 #include "common/clock.h"
 #include "common/config.h"
@@ -222,8 +223,10 @@ static int run_replicate(int argc, char **argv)
 		code = cli_usage_error(&cmd_replicate, "no databases configured");
 		goto out;
 	}
-	if (!exec && cfg.exec && *cfg.exec)
+	if (!exec && cfg.exec && *cfg.exec) {
 		exec = cfg.exec;
+		cmd_note_exec(&cfg);
+	}
 	if (exec) {
 		int n = words_split(exec, &words, err, sizeof(err));
 		if (n <= 0) {

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "cmd/commands.h"
+#include "cmd/source.h"
 #include "common/config.h"
 #include "common/log.h"
 #include "supervisor/lifecycle.h"
@@ -70,6 +71,7 @@ static int run_run(int argc, char **argv)
 					       file);
 			goto out;
 		}
+		cmd_note_exec(&cfg);
 		int n = words_split(cfg.exec, &words, err, sizeof(err));
 		if (n <= 0) {
 			code = cli_usage_error(&cmd_run, "%s: exec: %s", file, n == 0 ? "empty command" : err);

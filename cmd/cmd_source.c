@@ -120,6 +120,13 @@ int cmd_config_only(const struct command *cmd, int argc, char **argv, struct con
 	return 0;
 }
 
+void cmd_note_exec(const struct config *cfg)
+{
+	if (cfg->exec_unset)
+		log_warn("config", "exec: an environment variable it uses is not set (it expanded to "
+			 "nothing)", "variable=%s exec=\"%s\"", cfg->exec_unset, cfg->exec);
+}
+
 void cmd_source_release(struct cmd_source *src)
 {
 	if (src->from_url) {

@@ -45,6 +45,13 @@ int cmd_source_open(const struct command *cmd, const char *config_path, bool no_
 int cmd_config_only(const struct command *cmd, int argc, char **argv, struct config *cfg,
 		    const char **file, bool *no_expand, int *code);
 
+/*
+ * The config's exec is about to be used: warn when it expanded an unset
+ * variable (to nothing, as a shell does), since a failure to start the
+ * command would otherwise name only what was left of it.
+ */
+void cmd_note_exec(const struct config *cfg);
+
 /* True if s looks like a replica URL (scheme://...). */
 bool cmd_source_is_url(const char *s);
 

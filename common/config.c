@@ -130,6 +130,7 @@ void config_release(struct config *cfg)
 	free(cfg->file);
 	free(cfg->addr);
 	free(cfg->exec);
+	free(cfg->exec_unset);
 	free(cfg->node);
 	free(cfg->supervisor.user);
 	free(cfg->supervisor.group);

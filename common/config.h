@@ -132,6 +132,7 @@ struct config {
 	char *file;                 /* path it was loaded from, or NULL */
 	char *addr;                 /* HTTP listen address ("127.0.0.1:9090", ":9090"), or NULL */
 	char *exec;                 /* command line for the service, or NULL */
+	char *exec_unset;           /* an unset variable exec expanded (to nothing), or NULL */
 	char *node;                 /* this node's name (for `stores.*.node`), or NULL */
 	enum log_level log_level;   /* logging.level, default info */
 	bool log_json;              /* logging.type: json */

@@ -216,6 +216,13 @@ static int set_url_field(struct walk *w, const struct field *f, const struct cfg
 	/* A push URL carries a token: never echo it (nor the probe URL, for symmetry). */
 	if (walk_required_ex(w, v, path, true, &s) < 0)
 		return -1;
+	/* "http://${APP_HOST}:7878/ping" would probe nobody and never be ready: say why */
+	const char *unset = walk_unset_var(w, v);
+	if (unset) {
+		cfg_error(w->e, v, path, "environment variable %s is not set", unset);
+		free(s);
+		return -1;
+	}
 	if (check_http_url(w, v, path, s) < 0) {
 		free(s);
 		return -1;
@@ -603,6 +610,12 @@ int cfg_schema_load(const struct cfg_doc *doc, const struct config_options *opt,
 		goto out;
 	if (walk_stores(&w) < 0 || walk_dbs(&w) < 0 || check_quorum(&w) < 0)
 		goto out;
+	/* shell-like: an unset variable is no word, often on purpose ($EXTRA_ARGS); said at use */
+	if (cfg->exec && walk_unset_var(&w, at[TOP_EXEC]) &&
+	    !(cfg->exec_unset = strdup(walk_unset_var(&w, at[TOP_EXEC])))) {
+		cfg_error(e, at[TOP_EXEC], "exec", "out of memory");
+		goto out;
+	}
 	rc = 0;
 out:
 	if (rc < 0 && e->at && walk_unset_var(&w, e->at) && !strstr(e->buf, " is not set")) {

@@ -154,7 +154,7 @@ int walk_required_ex(struct walk *w, const struct cfg_node *v, const char *path,
 		*out = NULL;
 		return -1;
 	}
-	free(unset);
+	note_unset(w, v, unset); /* for the checks of the value that follow */
 	return 0;
 }
 

@@ -188,6 +188,18 @@ def test_an_empty_config_never_starts_the_service_unrestored(litevisor_bin, tmp_
     assert p.returncode == 0 and marker.exists(), p.stderr
 
 
+def test_exec_naming_an_unset_variable_says_which(litevisor_bin, tmp_path):
+    # as in a shell it expands to nothing (often on purpose: $EXTRA_ARGS), so it is a
+    # warning; without it, a failure to start named only what was left ("-nobrowser")
+    cfgf = tmp_path / "c.yml"
+    cfgf.write_text("exec: ${LITEVISOR_TEST_UNSET_BIN} -nobrowser\ndbs: []\n")
+    env = {k: v for k, v in os.environ.items() if k != "LITEVISOR_TEST_UNSET_BIN"}
+    p = subprocess.run([litevisor_bin, "run", "-config", str(cfgf)], capture_output=True,
+                       text=True, timeout=20, env=env)
+    assert p.returncode == 127, p.stderr
+    assert "variable=LITEVISOR_TEST_UNSET_BIN" in p.stderr, p.stderr
+
+
 def test_exec_variables_are_data_not_shell_syntax(litevisor_bin, tmp_path):
     # "$FOO" is one word whatever FOO holds (quotes included), as in a shell;
     # an unquoted $ARGS splits at its blanks; '$FOO' is not expanded

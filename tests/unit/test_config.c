@@ -994,6 +994,14 @@ static const struct bad_case bad_cases[] = {
 	{ "addr_port_unset", /* the radarr job outside Nomad: NOMAD_PORT_sup */
 	  "addr: \"0.0.0.0:${LITEVISOR_TEST_UNSET_DB}\"\n",
 	  "bad.yml:1:7: addr: invalid address \"0.0.0.0:\" (expected HOST:PORT, [IPV6]:PORT or :PORT) (environment variable LITEVISOR_TEST_UNSET_DB is not set)" },
+	{ "probe_url_host_unset", /* would probe nobody: never ready */
+	  "health:\n"
+	  "  probe-url: http://${LITEVISOR_TEST_UNSET_DB}:7878/ping\n",
+	  "bad.yml:2:14: health.probe-url: environment variable LITEVISOR_TEST_UNSET_DB is not set" },
+	{ "push_url_unset",
+	  "health:\n"
+	  "  push-url: http://kuma/api/push/${LITEVISOR_TEST_UNSET_DB}\n",
+	  "bad.yml:2:13: health.push-url: environment variable LITEVISOR_TEST_UNSET_DB is not set" },
 	{ "secret_file_dir_unset",
 	  "access-key-id-file: ${LITEVISOR_TEST_UNSET_DB}/no-such-key\n",
 	  "bad.yml:1:21: access-key-id-file: cannot read \"/no-such-key\": No such file or directory (environment variable LITEVISOR_TEST_UNSET_DB is not set)" },
