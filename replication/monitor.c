@@ -347,8 +347,16 @@ static int open_db(struct eng_db *d, bool fresh)
 	pthread_mutex_unlock(&d->mu);
 	shadow_init(&d->sh, d->dir, uid, gid);
 	d->wal_fd = -1;
-	if (db_hold_rotate(&d->conns) < 0)
-		goto fail;
+	if (db_hold_rotate(&d->conns) < 0) {
+		/*
+		 * The database cannot be read yet: a file just renamed over it beside
+		 * the old -wal/-shm, which the app deletes a moment later (I/O error).
+		 * Look again at the next pass; the cause was logged (db.c).
+		 */
+		db_conns_close(&d->conns);
+		db_set_state(d, false, "waiting: the database cannot be read yet");
+		return 1;
+	}
 	note_side_files(d);
 	d->open = true;
 	d->last_ckpt_mono = clock_mono_ns();
