@@ -291,6 +291,30 @@ static bool side_files_changed(struct eng_db *d)
 }
 
 /*
+ * Was the -wal cut short in place (truncate -s 0 app.db-wal)? SQLite writes a
+ * commit's frames before the WAL index counts them, and empties the index
+ * before it truncates the file, so a file shorter than the frames the index
+ * counts was cut by someone else: the connections that keep that index (ours)
+ * make every reader fail (I/O error) until they close. The index is read on
+ * both sides of the look at the file, so a restart meanwhile is no alarm.
+ */
+static bool wal_cut_short(struct eng_db *d)
+{
+	struct db_wal_index a, b;
+	struct stat st;
+	if (!d->open || d->conns.cur < 0 || d->sh.fd < 0 || d->wal_fd < 0)
+		return false;
+	sqlite3 *conn = d->conns.hold[d->conns.cur];
+	if (db_wal_index(conn, &a) < 0 || !a.consistent || a.max_frame == 0 ||
+	    memcmp(a.salts, d->sh.hdr_raw + 16, 8) != 0 || fstat(d->wal_fd, &st) < 0 ||
+	    db_wal_index(conn, &b) < 0 || !b.consistent || b.max_frame != a.max_frame ||
+	    memcmp(b.salts, a.salts, 8) != 0)
+		return false;
+	uint64_t want = WAL_HEADER_SIZE + (uint64_t)a.max_frame * wal_frame_size(d->sh.hdr.page_size);
+	return (uint64_t)st.st_size < want;
+}
+
+/*
  * Open the database and local state. Returns 0 when replicating, 1 to try
  * again later (waiting for the database), -1 on a local error.
  */
@@ -735,7 +759,7 @@ static bool maybe_checkpoint(struct eng_db *d)
 	if (!due || now - d->last_ckpt_mono < (urgent ? CKPT_RETRY_NS / 10 : CKPT_RETRY_NS))
 		return false;
 	/* never write the frames of a WAL that was deleted under us into whatever is there now */
-	if (side_files_changed(d))
+	if (side_files_changed(d) || wal_cut_short(d))
 		return false;
 	d->last_ckpt_mono = now;
 	bool full = false;
@@ -769,7 +793,8 @@ static bool maybe_checkpoint(struct eng_db *d)
 
 /*
  * Has the database file been replaced or left WAL mode? 1 replaced, 2 not
- * WAL, 3 its -wal or -shm deleted or replaced under our connections, 0 fine.
+ * WAL, 3 its -wal or -shm deleted, replaced or cut short under our
+ * connections, 0 fine.
  */
 static int db_file_changed(struct eng_db *d)
 {
@@ -781,7 +806,7 @@ static int db_file_changed(struct eng_db *d)
 	pthread_mutex_unlock(&d->mu);
 	if (!same)
 		return 1;
-	if (side_files_changed(d))
+	if (side_files_changed(d) || wal_cut_short(d))
 		return 3;
 	return db_conn_is_wal(d->conns.ck) == 0 ? 2 : 0;
 }
@@ -983,10 +1008,10 @@ void *monitor_thread(void *arg)
 					log_warn("engine", "database file replaced or removed", "db=%s",
 						 d->stat.name);
 				else
-					log_warn("engine", "the database's -wal or -shm was deleted or "
-						 "replaced while SQLite had it open (a backup copied over "
-						 "the database?): reopening it, new generation", "db=%s",
-						 d->stat.name);
+					log_warn("engine", "the database's -wal or -shm was deleted, "
+						 "replaced or cut short while SQLite had it open (a backup "
+						 "copied over the database?): reopening it, new generation",
+						 "db=%s", d->stat.name);
 				close_db(d);
 				fresh = true;
 				db_set_state(d, false, ENG_STATE_WAITING);

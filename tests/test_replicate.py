@@ -890,7 +890,7 @@ def test_backup_copied_over_the_database_in_place_starts_new_generation(
     wait_for(lambda: len(generations(rep)) == 2, what="new generation")
     write(db, 50, start=3000)
     assert r.stop() == 0
-    assert "-wal or -shm was deleted or replaced while SQLite had it open" in r.text()
+    assert "-wal or -shm was deleted, replaced or cut short while SQLite had it open" in r.text()
     check_restore(litestream_bin, rep, db, tmp_path / "ls.db")
     lv_check_restore(litevisor_bin, rep, db, tmp_path / "lv.db")
 
@@ -987,6 +987,34 @@ def set_journal_header(db, wal):
     with open(db, "r+b") as f:
         f.seek(18)
         f.write(bytes([2, 2] if wal else [1, 1]))
+
+
+def test_wal_cut_short_in_place_does_not_lock_the_app_out(run, tmp_path, litestream_bin,
+                                                          litevisor_bin):
+    """truncate -s 0 app.db-wal under litevisor (same inode): our connections kept
+    the WAL index that counts the frames that are gone, so every new connection of
+    the app failed with "disk I/O error" for as long as litevisor ran, and nothing
+    was said (QA11, 4 of 4). A clean stop then recorded the emptied WAL as
+    clean, and the next start continued the generation from the empty file."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    cfg = config(tmp_path, db, [file_replica(rep)])
+    r = run(cfg)
+    write(db, 30, start=1)
+    wait_for(lambda: objects(rep, "wal"), what="segments")
+    os.truncate(f"{db}-wal", 0)
+    wait_for(lambda: "cut short while SQLite had it open" in r.text(), what="the cut noticed")
+    for i in range(20):  # a connection per commit, as the app does
+        c = sqlite3.connect(db, isolation_level=None, timeout=5)
+        c.execute("CREATE TABLE IF NOT EXISTS u(v)")
+        c.execute("INSERT INTO u VALUES (?)", (i,))
+        c.close()
+    wait_for(lambda: len(generations(rep)) == 2, what="new generation")
+    assert r.stop() == 0
+    check_restore(litestream_bin, rep, db, tmp_path / "ls.db")
+    r = run(cfg)  # the next start takes what the app has, not the emptied history
+    assert r.stop() == 0
+    lv_check_restore(litevisor_bin, rep, db, tmp_path / "lv.db")
 
 
 def test_database_out_of_wal_mode_and_back(run, tmp_path, litestream_bin, litevisor_bin):
