@@ -10,6 +10,7 @@
  */
 #include "replication/restore_int.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <libgen.h>
@@ -45,6 +46,16 @@ static int newest_first(const void *a, const void *b)
 	return strcmp(*(char *const *)b, *(char *const *)a);
 }
 
+/* "2026-12-03T…": the time fs_move_aside() puts in a name (not a user's own "…-mybackup"). */
+static bool stamped(const char *s)
+{
+	static const char shape[] = "dddd-dd-ddT";
+	for (size_t i = 0; shape[i]; i++)
+		if (shape[i] == 'd' ? !isdigit((unsigned char)s[i]) : s[i] != shape[i])
+			return false;
+	return true;
+}
+
 static bool has_suffix(const char *s, const char *suf)
 {
 	size_t a = strlen(s), b = strlen(suf);
@@ -64,8 +75,8 @@ static int list_copies(const char *dir, const char *prefix, struct names *out)
 	if (!d)
 		return -1;
 	while ((de = readdir(d))) {
-		if (strncmp(de->d_name, prefix, pl) != 0 || has_suffix(de->d_name, "-wal") ||
-		    has_suffix(de->d_name, "-shm"))
+		if (strncmp(de->d_name, prefix, pl) != 0 || !stamped(de->d_name + pl) ||
+		    has_suffix(de->d_name, "-wal") || has_suffix(de->d_name, "-shm"))
 			continue;
 		if (out->n == out->cap) {
 			size_t cap = out->cap ? out->cap * 2 : 8;

@@ -1218,7 +1218,9 @@ def test_keep_replaced_never_deletes_the_copy_it_just_made(litevisor_bin, tmp_pa
         if f.startswith("app.db.replaced-"):
             stem = f.split("Z", 1)
             os.rename(tmp_path / "B" / f, tmp_path / "B" / ("app.db.replaced-2099-01-01T00:00:00.000" + "Z" + stem[1]))
+    (tmp_path / "B" / "app.db.replaced-mybackup").write_text("a user's own file")
     b, files, err = node_run(litevisor_bin, tmp_path, "B", rep, restore_keys="  keep-replaced: 1\n")
+    assert "app.db.replaced-mybackup" in files  # not litevisor's: never counted, never deleted
     (moved,) = re.findall(r'moved aside \(kept, not deleted\) path="[^"]*/app.db" to="[^"]*/(app.db.replaced-[^"]*)"', err)
     assert moved in files, (moved, files, err)
     assert not [f for f in files if "2099" in f], files
