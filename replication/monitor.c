@@ -304,6 +304,9 @@ static bool wal_cut_short(struct eng_db *d)
 	struct stat st;
 	if (!d->open || d->conns.cur < 0 || d->sh.fd < 0 || d->wal_fd < 0)
 		return false;
+	/* the usual case, a WAL holding at least what we copied of it: no more to look at */
+	if (fstat(d->wal_fd, &st) < 0 || (uint64_t)st.st_size >= d->sh.size)
+		return false;
 	sqlite3 *conn = d->conns.hold[d->conns.cur];
 	if (db_wal_index(conn, &a) < 0 || !a.consistent || a.max_frame == 0 ||
 	    memcmp(a.salts, d->sh.hdr_raw + 16, 8) != 0 || fstat(d->wal_fd, &st) < 0 ||
