@@ -482,6 +482,13 @@ static int wal_open(struct eng_db *d)
 	struct stat a, b;
 	snprintf(path, sizeof(path), "%s-wal", d->cfg->path);
 	if (d->wal_fd >= 0) {
+		/*
+		 * While our connections have the -wal open, another one in its place
+		 * is no re-creation to follow but a replacement: side_files_changed()
+		 * (each pass, each checkpoint) looks and reopens everything.
+		 */
+		if (d->side_known)
+			return 0;
 		if (stat(path, &a) == 0 && fstat(d->wal_fd, &b) == 0 && a.st_ino == b.st_ino)
 			return 0;
 		close(d->wal_fd);
