@@ -142,6 +142,79 @@ static void put_json_kv(struct line *l, const char *kv)
 	}
 }
 
+/* A token that is not key=value: no '=' before the next space. */
+static bool bare_word(const char *p)
+{
+	for (; *p && *p != ' '; p++)
+		if (*p == '=')
+			return false;
+	return true;
+}
+
+/*
+ * Copy kv to out (cap bytes), quoting the values a bare %s spread over
+ * several words: "db=my app n=1" becomes "db=\"my app\" n=1". Words without
+ * '=' that follow an unquoted value are that value's; a quoted value is
+ * copied as it is. A name holding '=' still reads ambiguously: rare enough.
+ */
+static void kv_normalise(const char *in, char *out, size_t cap)
+{
+	size_t o = 0;
+#define OUT(c) do { if (o + 1 < cap) out[o++] = (c); } while (0)
+	const char *p = in;
+	while (*p) {
+		if (*p == ' ') {
+			OUT(*p++);
+			continue;
+		}
+		const char *eq = p;
+		while (*eq && *eq != '=' && *eq != ' ')
+			eq++;
+		if (*eq != '=' || eq[1] == '"') {
+			/* a lone word, or key="quoted": up to the closing quote */
+			const char *e = eq;
+			if (*eq == '=') {
+				e = eq + 2;
+				while (*e && !(*e == '"' && (e[1] == ' ' || e[1] == '\0')))
+					e += (*e == '\\' && e[1] == '"') ? 2 : 1;
+				if (*e == '"')
+					e++;
+			}
+			while (p < e)
+				OUT(*p++);
+			continue;
+		}
+		/* key=bare value, and the bare words that follow it */
+		const char *v = eq + 1, *end = v;
+		while (*end && *end != ' ')
+			end++;
+		for (;;) {
+			const char *q = end;
+			while (*q == ' ')
+				q++;
+			if (!*q || !bare_word(q))
+				break;
+			while (*q && *q != ' ')
+				q++;
+			end = q;
+		}
+		bool spread = memchr(v, ' ', (size_t)(end - v)) != NULL;
+		while (p <= eq)
+			OUT(*p++);
+		if (spread)
+			OUT('"');
+		for (; p < end; p++) {
+			if (spread && *p == '"')
+				OUT('\\');
+			OUT(*p);
+		}
+		if (spread)
+			OUT('"');
+	}
+	out[o] = '\0';
+#undef OUT
+}
+
 void log_eventv(enum log_level level, const char *component, const char *msg,
 		const char *kvfmt, va_list ap)
 {
@@ -151,8 +224,11 @@ void log_eventv(enum log_level level, const char *component, const char *msg,
 	if (!log_enabled(level))
 		return;
 	clock_rfc3339(clock_wall_ns(), ts, sizeof(ts));
-	if (kvfmt)
-		vsnprintf(kv, sizeof(kv), kvfmt, ap);
+	if (kvfmt) {
+		char raw[sizeof(kv)];
+		vsnprintf(raw, sizeof(raw), kvfmt, ap);
+		kv_normalise(raw, kv, sizeof(kv));
+	}
 
 	if (atomic_load(&json_mode)) {
 		puts_(&l, "{\"time\":\"");
