@@ -666,6 +666,10 @@ int s3_request(struct s3 *s3, const struct s3_req *req, struct s3_resp *resp,
 	struct xfer x = { 0 };
 	struct outcome o = { 0 };
 	const char *key = req->key ? req->key : "";
+	/* a listing is named by its prefix, so a log tells which replica's path failed */
+	for (size_t i = 0; !req->key && i < req->nquery; i++)
+		if (!strcmp(req->query[i].name, "prefix") && req->query[i].value)
+			key = req->query[i].value;
 	int max = ctl->no_retry ? 1 : MAX_ATTEMPTS;
 
 	for (int n = 1;; n++) {
