@@ -219,7 +219,8 @@ static int set_url_field(struct walk *w, const struct field *f, const struct cfg
 	/* "http://${APP_HOST}:7878/ping" would probe nobody and never be ready: say why */
 	const char *unset = walk_unset_var(w, v);
 	if (unset) {
-		cfg_error(w->e, v, path, "environment variable %s is not set", unset);
+		char phrase[256];
+		cfg_error(w->e, v, path, "%s", walk_unset_phrase(phrase, sizeof(phrase), unset));
 		free(s);
 		return -1;
 	}
@@ -310,7 +311,8 @@ static int set_addr(struct walk *w, const struct field *f, const struct cfg_node
 	const char *unset = walk_unset_var(w, v);
 	if (unset && config_addr_split(s, host, sizeof(host), port, sizeof(port)) == 0) {
 		/* "${HOST_IP}:9090" would become ":9090", every interface: never silently */
-		cfg_error(w->e, v, path, "\"%s\": environment variable %s is not set", s, unset);
+		char phrase[256];
+		cfg_error(w->e, v, path, "\"%s\": %s", s, walk_unset_phrase(phrase, sizeof(phrase), unset));
 		free(s);
 		return -1;
 	}
@@ -618,11 +620,12 @@ int cfg_schema_load(const struct cfg_doc *doc, const struct config_options *opt,
 	}
 	rc = 0;
 out:
-	if (rc < 0 && e->at && walk_unset_var(&w, e->at) && !strstr(e->buf, " is not set")) {
+	if (rc < 0 && e->at && walk_unset_var(&w, e->at) && !strstr(e->buf, " not set")) {
 		/* "cannot read \"/s3_key\"": say which variable left the hole */
 		size_t k = strlen(e->buf);
-		snprintf(e->buf + k, e->len - k, " (environment variable %s is not set)",
-			 walk_unset_var(&w, e->at));
+		char phrase[256];
+		snprintf(e->buf + k, e->len - k, " (%s)",
+			 walk_unset_phrase(phrase, sizeof(phrase), walk_unset_var(&w, e->at)));
 	}
 	walk_stores_free(&w);
 	walk_release(&w);

@@ -100,6 +100,14 @@ const char *walk_unset_var(const struct walk *w, const struct cfg_node *v)
 	return NULL;
 }
 
+const char *walk_unset_phrase(char *buf, size_t len, const char *names)
+{
+	bool several = strchr(names, ',') != NULL;
+	snprintf(buf, len, "environment variable%s %s %s not set", several ? "s" : "", names,
+		 several ? "are" : "is");
+	return buf;
+}
+
 void walk_unset_note(char *buf, size_t len, const struct walk *w, const struct cfg_node *const *nodes,
 		     size_t n)
 {
@@ -107,7 +115,8 @@ void walk_unset_note(char *buf, size_t len, const struct walk *w, const struct c
 	for (size_t i = 0; i < n; i++) {
 		const char *name = walk_unset_var(w, nodes[i]);
 		if (name) {
-			snprintf(buf, len, " (environment variable %s is not set)", name);
+			char phrase[256];
+			snprintf(buf, len, " (%s)", walk_unset_phrase(phrase, sizeof(phrase), name));
 			return;
 		}
 	}
@@ -145,8 +154,9 @@ int walk_required_ex(struct walk *w, const struct cfg_node *v, const char *path,
 	if (expand(w, v, path, secret, false, out, &unset) < 0)
 		return -1;
 	if (!*out || !**out) {
+		char phrase[256];
 		if (unset)
-			cfg_error(w->e, v, path, "empty: environment variable %s is not set", unset);
+			cfg_error(w->e, v, path, "empty: %s", walk_unset_phrase(phrase, sizeof(phrase), unset));
 		else
 			cfg_error(w->e, v, path, "must not be empty");
 		free(unset);

@@ -112,6 +112,12 @@ const char *walk_kind_name(const struct cfg_node *n);
 /* The unset variable value node v named, or NULL. */
 const char *walk_unset_var(const struct walk *w, const struct cfg_node *v);
 
+/*
+ * "environment variable A is not set" or "environment variables A, B are not
+ * set" for names as walk_unset_var gives them.
+ */
+const char *walk_unset_phrase(char *buf, size_t len, const char *names);
+
 /* " (environment variable X is not set)" for the first of nodes that named one, else "". */
 void walk_unset_note(char *buf, size_t len, const struct walk *w, const struct cfg_node *const *nodes,
 		     size_t n);

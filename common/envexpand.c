@@ -155,13 +155,29 @@ static int add_value(struct sbuf *b, const char *v, size_t n, enum ctx c)
 	return 0;
 }
 
+/* Add name to the ", "-separated list l unless it is there already. */
+static int note_unset(struct sbuf *l, const char *name)
+{
+	size_t n = strlen(name);
+	for (const char *p = l->p; p && *p;) {
+		const char *e = strstr(p, ", ");
+		size_t k = e ? (size_t)(e - p) : strlen(p);
+		if (k == n && !memcmp(p, name, n))
+			return 0;
+		p = e ? e + 2 : p + k;
+	}
+	if (l->len && sb_add(l, ", ", 2))
+		return -1;
+	return sb_add(l, name, n);
+}
+
 /* One expansion: the output, and what the value and its nested defaults share. */
 struct xp {
 	struct sbuf b;
 	envexpand_lookup lookup;
 	void *ctx;
 	bool words;
-	char *first_unset;
+	struct sbuf unset; /* the unset variables' names, ", "-separated, each once */
 	char *why;
 	size_t whylen;
 };
@@ -228,9 +244,8 @@ static int expand_span(struct xp *x, const char *p, const char *end, enum ctx c,
 		} else if (v) {
 			if (add_value(&x->b, v, strlen(v), c))
 				goto oom;
-		} else if (!x->first_unset) {
-			if (!(x->first_unset = strdup(name)))
-				goto oom;
+		} else if (note_unset(&x->unset, name) < 0) {
+			goto oom;
 		}
 	}
 	return 0;
@@ -257,13 +272,13 @@ static int expand(const char *s, envexpand_lookup lookup, void *ctx, char **out,
 	*out = x.b.p;
 	x.b.p = NULL;
 	if (unset) {
-		*unset = x.first_unset;
-		x.first_unset = NULL;
+		*unset = x.unset.p;
+		x.unset.p = NULL;
 	}
 	rc = 0;
 out:
 	free(x.b.p);
-	free(x.first_unset);
+	free(x.unset.p);
 	return rc;
 }
 

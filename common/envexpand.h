@@ -25,8 +25,9 @@ typedef const char *(*envexpand_lookup)(const char *name, void *ctx);
 
 /*
  * Expand s. On success returns 0 and *out is a malloc'd string (caller frees);
- * if unset is not NULL, *unset gets the malloc'd name of the first variable
- * that was unset (no default given), or NULL. On a syntax error returns -1
+ * if unset is not NULL, *unset gets the malloc'd names of the variables that
+ * were unset (no default given), each once, joined by ", " ("A" or "A, B"),
+ * or NULL. On a syntax error returns -1
  * with why (it never quotes s, which may be a credential); *out is NULL.
  */
 int envexpand(const char *s, envexpand_lookup lookup, void *ctx, char **out, char **unset,

@@ -1002,6 +1002,9 @@ static const struct bad_case bad_cases[] = {
 	  "health:\n"
 	  "  push-url: http://kuma/api/push/${LITEVISOR_TEST_UNSET_DB}\n",
 	  "bad.yml:2:13: health.push-url: environment variable LITEVISOR_TEST_UNSET_DB is not set" },
+	{ "two_unset_in_one_value", /* both holes named, not just the first */
+	  "addr: \"${LITEVISOR_TEST_UNSET_DB}:${LITEVISOR_TEST_UNSET_PORT}\"\n",
+	  "bad.yml:1:7: addr: invalid address \":\" (expected HOST:PORT, [IPV6]:PORT or :PORT) (environment variables LITEVISOR_TEST_UNSET_DB, LITEVISOR_TEST_UNSET_PORT are not set)" },
 	{ "secret_file_dir_unset",
 	  "access-key-id-file: ${LITEVISOR_TEST_UNSET_DB}/no-such-key\n",
 	  "bad.yml:1:21: access-key-id-file: cannot read \"/no-such-key\": No such file or directory (environment variable LITEVISOR_TEST_UNSET_DB is not set)" },

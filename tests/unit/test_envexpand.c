@@ -66,7 +66,8 @@ TEST(dollar_names)
 TEST(unset_expands_empty_and_is_reported)
 {
 	expect("$NOPE", "", "NOPE");
-	expect("a${NOPE}b$ALSO_NOPE", "ab", "NOPE");
+	expect("a${NOPE}b$ALSO_NOPE", "ab", "NOPE, ALSO_NOPE");
+	expect("$NOPE:$NOPE", ":", "NOPE");
 	expect("$EMPTY", "", NULL); /* set but empty is not "unset" */
 }
 
