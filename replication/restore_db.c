@@ -194,7 +194,7 @@ int rs_apply_index(struct apply *a, struct idx_job *j, uint32_t page_size, struc
 			rs_fail(a, RS_CAUSE_LOCAL, "out of memory");
 			goto out;
 		}
-		uint64_t left = j->lens[k];
+		uint64_t left = j->lens[k], start = w.n;
 		bool ok = true;
 		while (left > 0 && ok) {
 			ssize_t r = read(in, buf, left < RS_IO_CHUNK ? left : RS_IO_CHUNK);
@@ -221,6 +221,16 @@ int rs_apply_index(struct apply *a, struct idx_job *j, uint32_t page_size, struc
 			goto out;
 		if (w.r.failed) {
 			rs_fail(a, RS_CAUSE_REPLICA, "segment %s from %s is corrupt: %s", key, a->c->name, w.r.error);
+			goto out;
+		}
+		/*
+		 * Neither tool uploads a segment without WAL bytes: an empty one
+		 * lost its content (an empty or skippable LZ4 frame in its place).
+		 * Taken as "nothing more", the index would end early, silently.
+		 */
+		if (w.n == start) {
+			rs_fail(a, RS_CAUSE_REPLICA, "segment %s from %s is corrupt: it holds no WAL bytes",
+				key, a->c->name);
 			goto out;
 		}
 		if (w.r.have_header && w.r.hdr.page_size != page_size) {

@@ -535,6 +535,25 @@ def test_truncated_segment_is_corrupt_not_a_shorter_index(tmp_path, litevisor_bi
     assert dir_leftovers(out.parent, ["r.db"]) == []
 
 
+@pytest.mark.parametrize("content", ["empty-frame", "skippable-frame"])
+def test_segment_without_wal_bytes_is_corrupt_not_the_end(tmp_path, litevisor_bin, history, content):
+    # An index's last segment (a later index follows, so the generation's end is
+    # unchanged) replaced by a valid LZ4 file holding nothing: read as "no more
+    # frames", the restore ended that index early and reported success (QA12).
+    bad, good, cfg, out = two_peers_bad_one_wins(tmp_path, history)
+    i = next(k for k in range(len(history.segments) - 1)
+             if history.segments[k + 1][0] > history.segments[k][0] and history.segments[k][1] > 0)
+    data = lz4(b"") if content == "empty-frame" else bytes.fromhex("502a4d180400000001020304")
+    with open(history.seg_path(str(bad), i), "wb") as f:
+        f.write(data)
+    p = restore_to(litevisor_bin, tmp_path, cfg, out)
+    assert p.returncode == 0, p.stderr
+    assert "WINNER" in candidate_line(p.stderr, "peer-05"), p.stderr
+    assert "holds no WAL bytes" in p.stderr and "falling back" in p.stderr, p.stderr
+    assert rows(out) == history.states[-1][2]
+    assert dir_leftovers(out.parent, ["r.db"]) == []
+
+
 def wal_set_page(wal, k, pgno):
     """WAL bytes (header included) with frame k's page number set to pgno, the checksum
     chain recomputed from there: frames that pass every checksum."""
