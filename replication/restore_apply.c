@@ -334,8 +334,12 @@ static int fetch_snapshot(struct apply *a, uint32_t *page_size)
 		goto out;
 	}
 	uint8_t hdr[100];
-	if (pread(fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr) || fw_bytes(fw) < sizeof(hdr) ||
-	    memcmp(hdr, "SQLite format 3", 16) != 0) {
+	ssize_t got = fw_bytes(fw) < sizeof(hdr) ? 0 : pread(fd, hdr, sizeof(hdr), 0);
+	if (got < 0) { /* our disk's error, not the replica's */
+		rs_fail(a, RS_CAUSE_LOCAL, "read %s: %s", a->tmp, strerror(errno));
+		goto out;
+	}
+	if (got != (ssize_t)sizeof(hdr) || memcmp(hdr, "SQLite format 3", 16) != 0) {
 		rs_fail(a, RS_CAUSE_REPLICA, "snapshot %s from %s is not an SQLite database", key, a->c->name);
 		goto out;
 	}

@@ -376,7 +376,13 @@ static int rename_noreplace(const char *from, const char *to)
 	/* file systems without RENAME_NOREPLACE: link refuses an existing name too */
 	if (link(from, to) < 0)
 		return -1;
-	return unlink(from);
+	if (unlink(from) < 0) {
+		int e = errno;
+		unlink(to); /* ours: link refused to replace anything */
+		errno = e;
+		return -1;
+	}
+	return 0;
 }
 
 int rs_install(struct apply *a)
@@ -407,7 +413,10 @@ int rs_install(struct apply *a)
 		return -1;
 	}
 	if (fs_fsync_parent(a->o->target) < 0) {
-		rs_fail(a, RS_CAUSE_LOCAL, "fsync the directory of %s: %s", a->o->target, strerror(errno));
+		/* the rename may not outlive a crash: take it back, a failure leaves nothing there */
+		int e = errno;
+		unlink(a->o->target);
+		rs_fail(a, RS_CAUSE_LOCAL, "fsync the directory of %s: %s", a->o->target, strerror(e));
 		return -1;
 	}
 	return 0;
