@@ -51,6 +51,9 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(O)/tests/%)
 # Test-only helper programs the Python tests drive (never installed).
 TOOLS_SRC := $(sort $(wildcard tests/tools/*.c))
 TOOLS_BIN := $(TOOLS_SRC:tests/tools/%.c=$(O)/tests/tools/%)
+# LD_PRELOAD fault injectors: plain shared objects, never sanitized (they load first)
+PRELOAD_SRC := $(sort $(wildcard tests/tools/preload/*.c))
+PRELOAD_SO  := $(PRELOAD_SRC:tests/tools/preload/%.c=$(O)/tests/tools/%.so)
 
 .PHONY: all deps deps-build check unit tools demo bench install clean
 all: $(BIN) $(if $(filter build,$(O)),litevisor)
@@ -87,7 +90,11 @@ unit: $(UNIT_BIN)
 $(O)/tests/tools/%: $(O)/tests/tools/%.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-tools: $(TOOLS_BIN)
+$(O)/tests/tools/%.so: tests/tools/preload/%.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -g -Wall -Wextra -Werror -fPIC -shared -o $@ $< -ldl
+
+tools: $(TOOLS_BIN) $(PRELOAD_SO)
 
 deps:
 	@scripts/deps.sh

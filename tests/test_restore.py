@@ -760,6 +760,36 @@ def test_verbose_flag_logs_at_debug_level(tmp_path, litevisor_bin, history):
     assert "\n  -v " in p.stdout
 
 
+def faulty(op, path, n, errno_=5):
+    """Environment that makes the nth call of op on a path holding `path` fail
+    (tests/tools/preload/faultinject.c)."""
+    return dict(os.environ, LD_PRELOAD=os.path.join(TOOLS, "faultinject.so"), FAULT_OP=op,
+                FAULT_PATH=str(path), FAULT_N=str(n), FAULT_ERRNO=str(errno_),
+                ASAN_OPTIONS="verify_asan_link_order=0")
+
+
+@pytest.mark.parametrize("op,n,cause", [
+    ("fsync", 2, "fsync the directory of"),  # after the rename: the file is taken back
+    ("pread", 1, "read "),                   # the snapshot's header, read back from our disk
+])
+def test_local_io_error_leaves_nothing_and_blames_no_replica(tmp_path, litevisor_bin, history,
+                                                              op, n, cause):
+    history.write(str(tmp_path / "rep"))
+    out = tmp_path / "o" / "r.db"
+    out.parent.mkdir()
+    log = tmp_path / "faults"
+    env = faulty(op, out.parent, n)
+    env["FAULT_LOG"] = str(log)
+    p = subprocess.run([litevisor_bin, "restore", "-o", str(out), f"file://{tmp_path / 'rep'}"],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert log.exists(), p.stderr  # the fault happened
+    assert p.returncode == 1, p.stderr
+    last = p.stderr.strip().splitlines()[-1]
+    assert "cannot restore into" in last and cause in last, p.stderr
+    assert "Input/output error" in last and "corrupt" not in last and "SQLite" not in last, last
+    assert os.listdir(out.parent) == []
+
+
 def test_full_local_disk_is_our_error_not_the_replicas(tmp_path, litevisor_bin, history):
     # The target's disk fills up at each step in turn (a WAL segment download, the
     # snapshot, the WAL applied, SQLite's open): the error names our file and
