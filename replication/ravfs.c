@@ -1,6 +1,7 @@
 /* ravfs.c — the read-ahead VFS. See ravfs.h. */
 #include "replication/ravfs.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <sqlite3.h>
@@ -22,7 +23,11 @@ struct ra_file {
 	sqlite3_int64 last_off; /* the previous read: its offset … */
 	int last_amt;           /* … and length (direction detection) */
 	size_t step;            /* the next read-ahead size */
+	bool plain;             /* not the main database: no window, errors noted only */
 };
+
+/* The errno of this thread's last failed read through this VFS (0: none since taken). */
+static __thread int read_errno;
 
 static sqlite3_vfs *real_vfs;
 static sqlite3_vfs ra_vfs;
@@ -49,9 +54,32 @@ static int from_window(struct ra_file *p, void *out, int amt, sqlite3_int64 off)
 	return 1;
 }
 
+static int window_read(struct ra_file *p, void *out, int amt, sqlite3_int64 off);
+
+/*
+ * SQLite reports an EIO on read as SQLITE_CORRUPT ("database disk image is
+ * malformed", SQLITE_IOERR_CORRUPTFS) and forgets the errno: note it here so
+ * the caller can tell our disk's failure from a corrupt replica.
+ */
 static int ra_read(sqlite3_file *f, void *out, int amt, sqlite3_int64 off)
 {
 	struct ra_file *p = (struct ra_file *)f;
+	int rc = p->plain ? p->real->pMethods->xRead(p->real, out, amt, off)
+			  : window_read(p, out, amt, off);
+	if (rc != SQLITE_OK && rc != SQLITE_IOERR_SHORT_READ)
+		read_errno = errno ? errno : EIO;
+	return rc;
+}
+
+int ravfs_take_read_errno(void)
+{
+	int e = read_errno;
+	read_errno = 0;
+	return e;
+}
+
+static int window_read(struct ra_file *p, void *out, int amt, sqlite3_int64 off)
+{
 	sqlite3_file *r = p->real;
 	/* SQLite's checks walk a b-tree's cells last to first: often downwards in the file */
 	bool up = off == p->last_off + p->last_amt, down = off + amt == p->last_off;
@@ -149,11 +177,10 @@ static const sqlite3_io_methods ra_methods = {
 static int ra_open(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *f, int flags, int *out)
 {
 	(void)vfs;
-	if (!(flags & SQLITE_OPEN_MAIN_DB)) /* journals and the rest: the real file, in place */
-		return real_vfs->xOpen(real_vfs, name, f, flags, out);
 	struct ra_file *p = (struct ra_file *)f;
 	memset(p, 0, sizeof(*p));
 	p->real = (sqlite3_file *)(p + 1);
+	p->plain = !(flags & SQLITE_OPEN_MAIN_DB); /* the -wal and journals */
 	p->step = RA_MIN;
 	p->last_off = -1;
 	int rc = real_vfs->xOpen(real_vfs, name, p->real, flags, out);

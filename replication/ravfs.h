@@ -1,6 +1,7 @@
 /*
  * ravfs.h — an SQLite VFS that reads ahead, for a connection that scans a
- * whole database once (restore's quick_check / integrity_check).
+ * whole database once (restore's quick_check / integrity_check), and that
+ * notes failed reads (every connection to restore's temp database).
  *
  * SQLite reads one page per pread(2). Checking a 500 MB database of 4 KiB
  * pages is 122,000 system calls, and on this VM their overhead was most of
@@ -11,7 +12,11 @@
  * and the next pages come from memory. Reads elsewhere go to the file as asked, so a
  * scattered access pattern costs what it did. Writes and truncation pass
  * through and drop the window. Memory: one window per open database file,
- * freed when it closes. Journals and other files are the default VFS's own.
+ * freed when it closes. Journals and the -wal pass through as they are.
+ *
+ * Every read through it that fails is noted for the thread that made it
+ * (ravfs_take_read_errno()): SQLite turns an EIO on read into SQLITE_CORRUPT
+ * and keeps no errno, which would blame a replica for our disk.
  *
  * Like any sqlite3_file, a file opened through it is used by one connection;
  * nothing else may write the file while the window holds part of it (restore
@@ -26,5 +31,12 @@
  * memory (the caller then opens without it).
  */
 const char *ravfs_name(void);
+
+/*
+ * The errno of the calling thread's last failed read through the VFS since
+ * the previous call (0: none), and forget it. Call it before a statement to
+ * start clean, and after one that failed.
+ */
+int ravfs_take_read_errno(void);
 
 #endif

@@ -67,15 +67,18 @@ static int pragma_row(sqlite3 *db, const char *sql, int64_t cols[3], char *out, 
 		      char *err, size_t errlen)
 {
 	sqlite3_stmt *st = NULL;
+	(void)ravfs_take_read_errno();
 	int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_step(st);
 	if (rc != SQLITE_ROW) {
-		int e = sqlite3_system_errno(db);
+		int read_err = ravfs_take_read_errno();
+		int e = read_err ? read_err : sqlite3_system_errno(db);
 		snprintf(err, errlen, "%s: %s%s%s%s", sql, sqlite3_errmsg(db), e ? " (" : "",
 			 e ? strerror(e) : "", e ? ")" : "");
 		sqlite3_finalize(st);
-		return rc == SQLITE_DONE ? SQLITE_ERROR : rc & 0xff;
+		/* "malformed" after a failed read of our file is our disk's error (ravfs.h) */
+		return read_err ? SQLITE_IOERR : rc == SQLITE_DONE ? SQLITE_ERROR : rc & 0xff;
 	}
 	if (cols)
 		for (int i = 0; i < 3; i++)
@@ -88,11 +91,6 @@ static int pragma_row(sqlite3 *db, const char *sql, int64_t cols[3], char *out, 
 	return 0;
 }
 
-/*
- * Open the temp database. synchronous=OFF: SQLite's own fsyncs (each
- * checkpoint, the switch to journal_mode=DELETE) are wasted on a file that
- * rs_install() fsyncs once before the rename and that is discarded if we crash.
- */
 /* Close a connection open_tmp() gave, after rs_fail can no longer interrupt it. */
 static int close_tmp(struct apply *a, sqlite3 *db)
 {
@@ -103,14 +101,23 @@ static int close_tmp(struct apply *a, sqlite3 *db)
 	return sqlite3_close(db);
 }
 
-static sqlite3 *open_tmp(struct apply *a, const char *vfs)
+/*
+ * Open the temp database through ravfs (its read-ahead serves the check, its
+ * read errors tell our disk from the replica). synchronous=OFF: SQLite's own
+ * fsyncs (each checkpoint, the switch to journal_mode=DELETE) are wasted on
+ * a file that rs_install() fsyncs once before the rename and that is
+ * discarded if we crash.
+ */
+static sqlite3 *open_tmp(struct apply *a)
 {
 	sqlite3 *db = NULL;
-	if (sqlite3_open_v2(a->tmp, &db, SQLITE_OPEN_READWRITE, vfs) != SQLITE_OK ||
+	(void)ravfs_take_read_errno();
+	if (sqlite3_open_v2(a->tmp, &db, SQLITE_OPEN_READWRITE, ravfs_name()) != SQLITE_OK ||
 	    sqlite3_exec(db, "PRAGMA synchronous=OFF", NULL, NULL, NULL) != SQLITE_OK) {
-		int e = db ? sqlite3_system_errno(db) : 0;
-		/* a snapshot that is no database (NOTADB, CORRUPT) is the replica's fault */
-		rs_fail(a, db ? sqlite_cause(sqlite3_errcode(db) & 0xff) : RS_CAUSE_LOCAL,
+		int read_err = ravfs_take_read_errno();
+		int e = read_err ? read_err : db ? sqlite3_system_errno(db) : 0;
+		/* a snapshot that is no database (NOTADB, CORRUPT) is the replica's fault, unless a read failed */
+		rs_fail(a, db && !read_err ? sqlite_cause(sqlite3_errcode(db) & 0xff) : RS_CAUSE_LOCAL,
 			"open %s: %s%s%s%s", a->tmp,
 		     db ? sqlite3_errmsg(db) : "out of memory", e ? " (" : "", e ? strerror(e) : "",
 		     e ? ")" : "");
@@ -136,7 +143,7 @@ static int checkpoint_index(struct apply *a, uint64_t frames)
 	int64_t r[3];
 	int rc = -1, code;
 
-	if (!(db = open_tmp(a, NULL)))
+	if (!(db = open_tmp(a)))
 		goto out;
 	/* PASSIVE first: SQLite must see every frame the validator accepted */
 	if ((code = pragma_row(db, "PRAGMA wal_checkpoint(PASSIVE)", r, NULL, 0, err, sizeof(err)))) {
@@ -303,8 +310,7 @@ int rs_finish_db(struct apply *a)
 	struct bg_sync bg = { .fd = -1 };
 	bool bg_started = false;
 
-	/* the check reads the whole file: read ahead instead of a pread(2) per page */
-	if (!(db = open_tmp(a, ravfs_name())))
+	if (!(db = open_tmp(a)))
 		goto out;
 	/*
 	 * quick_check reads each page about once, in b-tree order, revisiting
@@ -343,7 +349,13 @@ int rs_finish_db(struct apply *a)
 		if (strcmp(text, "ok") != 0) {
 			for (char *nl = text; (nl = strchr(nl, '\n')); ) /* one line in the log */
 				*nl = ' ';
-			rs_fail(a, RS_CAUSE_REPLICA, "%s of the restored database failed: %s", sql, text);
+			int read_err = ravfs_take_read_errno();
+			if (read_err)
+				rs_fail(a, RS_CAUSE_LOCAL, "%s of %s: read: %s (%s)", sql, a->tmp,
+					strerror(read_err), text);
+			else
+				rs_fail(a, RS_CAUSE_REPLICA, "%s of the restored database failed: %s", sql,
+					text);
 			goto out;
 		}
 		log_info("restore", "verified", "check=%s ms=%lld", sql + 7,

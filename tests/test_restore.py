@@ -790,6 +790,39 @@ def test_local_io_error_leaves_nothing_and_blames_no_replica(tmp_path, litevisor
     assert os.listdir(out.parent) == []
 
 
+def test_a_failed_read_of_our_temp_file_never_blames_the_replica(tmp_path, litevisor_bin, history):
+    # SQLite reports an EIO on read as "database disk image is malformed" and keeps
+    # no errno: the restore blamed the snapshot and fell back (QA14). Every few
+    # reads of the temp database or its -wal in turn fail once: each restore is
+    # either complete or fails as our disk's error, with nothing at the target.
+    history.write(str(tmp_path / "rep"))
+    out = tmp_path / "o" / "r.db"
+    out.parent.mkdir()
+    log = tmp_path / "faults"
+    outcomes = set()
+    for n in range(1, 5000):
+        env = faulty("pread", out.parent, n)
+        env["FAULT_LOG"] = str(log)
+        p = subprocess.run([litevisor_bin, "restore", "-o", str(out), f"file://{tmp_path / 'rep'}"],
+                           capture_output=True, text=True, timeout=60, env=env)
+        if not log.exists():  # fewer than n reads: the sweep is over
+            assert p.returncode == 0 and n > 5, p.stderr
+            break
+        log.unlink()
+        last = p.stderr.strip().splitlines()[-1]
+        if p.returncode == 0:  # a read-ahead that failed is read again, plainly
+            assert rows(out) == history.states[-1][2]
+            out.unlink()
+            outcomes.add("ok")
+            continue
+        assert p.returncode == 1 and "cannot restore into" in last, (n, p.stderr)
+        assert "Input/output error" in last, (n, last)
+        assert "falling back" not in p.stderr and "corrupt" not in last, (n, p.stderr)
+        assert os.listdir(out.parent) == [], n
+        outcomes.add("malformed" if "malformed" in last else "failed")
+    assert "malformed" in outcomes, outcomes  # the case SQLite hides
+
+
 def test_full_local_disk_is_our_error_not_the_replicas(tmp_path, litevisor_bin, history):
     # The target's disk fills up at each step in turn (a WAL segment download, the
     # snapshot, the WAL applied, SQLite's open): the error names our file and
