@@ -6,8 +6,9 @@
  * before since it last started, is not any more (its probe fails), or waits
  * to be restarted after a crash; nothing while litevisor starts, restores or
  * stops, nor while the service comes up, so a deploy raises no alert (one
- * that lasts longer than Kuma's heartbeat interval shows as missed beats). ping is the service probe's latency in ms when a probe is
- * configured. The push URL holds a token: it is never logged.
+ * that lasts longer than Kuma's heartbeat interval shows as missed beats).
+ * ping is the service probe's latency in ms when a probe is configured. The
+ * push URL holds a token: it is never logged.
  */
 #ifndef LITEVISOR_SUP_PUSH_H
 #define LITEVISOR_SUP_PUSH_H
