@@ -66,6 +66,18 @@ struct eng_replica {
 	bool closed;                  /* the final flush closed the generation here: write no more */
 	struct replica_status stat;
 
+	/*
+	 * replica thread only: the segment whose upload last failed. The PUT may
+	 * still land (a server or proxy that answers after we gave up), so its
+	 * key is written again only with the same bytes; what came since goes
+	 * into the next segment. gen[0] == '\0': none.
+	 */
+	struct {
+		char gen[17];
+		uint32_t index;
+		uint64_t from, to;
+	} unsure;
+
 	/* replica thread only (writers.c) */
 	char (*writers_seen)[17];     /* generations listed on the replica so far */
 	size_t writers_nseen;

@@ -344,6 +344,13 @@ fail:
 	return -1;
 }
 
+/* Is (gen, index, from) the key of the segment whose upload last failed? */
+static bool is_unsure(const struct eng_replica *r, const char *gen, uint32_t index, uint64_t from)
+{
+	return r->unsure.gen[0] && !strcmp(r->unsure.gen, gen) && r->unsure.index == index &&
+	       r->unsure.from == from;
+}
+
 /* Upload one segment [from, to) of shadow index. Returns 0 or -1 (noted). */
 static int put_segment(struct eng_replica *r, const char *gen, uint32_t index, uint64_t from,
 		       uint64_t to, bool flush)
@@ -367,10 +374,19 @@ static int put_segment(struct eng_replica *r, const char *gen, uint32_t index, u
 	layout_wal_key(key, gen, index, (uint32_t)from);
 	int rc = replica_put_lz4(r, key, &plain, LZ4_BLOCKS_LINKED, &call, &plain_bytes, &err);
 	close(fd);
+	bool was_unsure = is_unsure(r, gen, index, from);
 	if (rc < 0) {
+		if (!was_unsure) {
+			snprintf(r->unsure.gen, sizeof(r->unsure.gen), "%s", gen);
+			r->unsure.index = index;
+			r->unsure.from = from;
+			r->unsure.to = to;
+		}
 		replica_note_error(r, "segment upload failed", err.message);
 		return -1;
 	}
+	if (was_unsure)
+		r->unsure.gen[0] = '\0';
 	pthread_mutex_lock(&d->mu);
 	if (!strcmp(r->pos.generation, gen)) {
 		r->pos.index = index;
@@ -433,6 +449,9 @@ static int ship(struct eng_replica *r, bool flush)
 		} else {
 			end = target.offset;
 		}
+		/* a failed upload of this key may still land: the same bytes again, then the rest */
+		if (is_unsure(r, pos.generation, pos.index, pos.offset) && end > r->unsure.to)
+			end = r->unsure.to;
 		if (put_segment(r, pos.generation, pos.index, pos.offset, end, flush) < 0)
 			return -1;
 	}

@@ -696,6 +696,83 @@ def test_one_silent_s3_request_delays_the_replica_only_idle_timeout(run, tmp_pat
         proxy.close()
 
 
+def test_a_segment_upload_that_lands_late_never_cuts_the_replica(run, tmp_path, litestream_bin,
+                                                                  litevisor_bin, s3server):
+    """A WAL segment's PUT that reaches the server after litevisor gave up on it (a proxy
+    or a busy server answering late) replaced the retry made under the same key with
+    more frames: a hole, and neither tool could restore the replica (QA13). A key is
+    now written again only with the same bytes; what came since is the next segment."""
+    from test_storage import FaultProxy
+
+    class LateProxy(FaultProxy):
+        """While `hold` is set, WAL segment PUTs are read whole and left unanswered;
+        release() then delivers them to the server, in the order they came."""
+
+        def __init__(self, upstream_port):
+            self.hold, self.held = False, []
+            super().__init__(upstream_port, fail=0)
+
+        def _serve(self, c):
+            with c:
+                while True:
+                    req, _ = self._read_request(c, b"")
+                    if req is None:
+                        return
+                    with self.lock:
+                        hold = self.hold and req.startswith(b"PUT ") and b"/wal/" in req.split(b"\r\n", 1)[0]
+                        if hold:
+                            self.held.append(req)
+                    if hold:
+                        while not self.stopping and c.recv(65536):
+                            pass  # no answer: the client gives up and closes
+                        return
+                    with self._send_closing(req) as up:
+                        self._relay(up, c)
+                    return
+
+        def release(self):
+            for req in self.held:
+                with self._send_closing(req) as up:
+                    assert self._read_all(up).startswith(b"HTTP/1.1 200"), "late PUT refused"
+
+    srv = s3server()
+    proxy = LateProxy(srv.port)
+    try:
+        db = tmp_path / "app.db"
+        create(db)
+        rep = s3_replica(srv)
+        rep.update({"endpoint": f"http://127.0.0.1:{proxy.port}", "idle-timeout": "1s"})
+        cfg = config(tmp_path, db, [rep])
+        r = run(cfg)
+        write(db, 20, start=1)
+        wait_for(lambda: "replica continues generation" in r.text() or
+                 "replica needs a snapshot" in r.text(), what="the replica's position")
+        time.sleep(1)
+        proxy.hold = True
+        write(db, 20, start=100)  # its segment's PUTs go unanswered
+        wait_for(lambda: "segment upload failed" in r.text(), timeout=60, what="a failed upload")
+        proxy.hold = False
+        write(db, 20, start=200)  # the retry may take these along
+        wait_for(lambda: "replica recovered" in r.text(), timeout=60, what="the retry")
+        time.sleep(1)
+        assert proxy.held
+        proxy.release()  # the first attempts land now, after the retry
+        assert r.stop() == 0
+        out = tmp_path / "out.db"
+        s3_restore(litestream_bin, srv, tmp_path, out)
+        assert integrity(out) == "ok" and content(out) == content(db)
+        direct = s3_replica(srv)
+        sub = tmp_path / "direct"
+        sub.mkdir()
+        p = subprocess.run([litevisor_bin, "restore", "-config", str(config(sub, db, [direct])),
+                            "-o", str(tmp_path / "lv.db"), str(db)],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        assert content(tmp_path / "lv.db") == content(db)
+    finally:
+        proxy.close()
+
+
 @pytest.mark.parametrize("first_rows", [300, 0])
 def test_continues_restored_generation(run, tmp_path, litestream_bin, litevisor_bin, first_rows):
     db, rep = tmp_path / "app.db", tmp_path / "rep"
