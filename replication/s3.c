@@ -436,20 +436,39 @@ static int addressing(struct s3 *s3, const struct cfg_replica *r, struct st_erro
 		return -2;
 	}
 	/*
+	 * A path after the host (a MinIO behind a reverse proxy at a sub-path)
+	 * comes before every request's own, as in Litestream (aws-sdk-go keeps
+	 * the endpoint's path); dropped, the two tools would use different places.
+	 */
+	const char *ep_path = auth + alen;
+	size_t plen = strcspn(ep_path, "?#");
+	if (ep_path[plen]) {
+		st_error_set(err, ST_PERMANENT, 0, "replica %s: endpoint must not carry a query or fragment",
+			     name);
+		return -2;
+	}
+	if (strspn(ep_path, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~/") < plen) {
+		st_error_set(err, ST_PERMANENT, 0, "replica %s: endpoint path \"%.*s\" may hold only "
+			     "letters, digits, '-', '.', '_', '~' and '/'", name, (int)plen, ep_path);
+		return -2;
+	}
+	while (plen > 0 && ep_path[plen - 1] == '/')
+		plen--;
+	/*
 	 * An explicit endpoint (MinIO, Ceph, …) is addressed path-style unless the
 	 * config says force-path-style: false; then <bucket>.<endpoint host>.
 	 */
 	if (!(s3->host = host_of(auth, alen, https)))
 		return -1;
-	if (path_style) {
-		if (asprintf(&s3->path_prefix, "/%s", s3->bucket) < 0)
-			return -1;
-	} else {
+	char *pp = NULL; /* asprintf leaves it undefined on failure: s3_destroy frees path_prefix */
+	if (asprintf(&pp, "%.*s%s%s", (int)plen, ep_path, path_style ? "/" : "",
+		     path_style ? s3->bucket : "") < 0)
+		return -1;
+	s3->path_prefix = pp;
+	if (!path_style) {
 		char *vhost = NULL;
-		if (asprintf(&vhost, "%s.%s", s3->bucket, s3->host) < 0 || !(s3->path_prefix = strdup(""))) {
-			free(vhost);
+		if (asprintf(&vhost, "%s.%s", s3->bucket, s3->host) < 0)
 			return -1;
-		}
 		free(s3->host);
 		s3->host = vhost;
 	}

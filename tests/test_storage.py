@@ -1094,6 +1094,47 @@ def test_s3_streamed_put_from_a_file_signs_its_sha256_and_sends_content_md5(s3se
     assert r.res["stats"]["put"]["errors"] == 0
 
 
+def test_s3_endpoint_path_comes_before_every_request_path_as_in_litestream(tmp_path,
+                                                                           litestream_bin):
+    """An endpoint with a path (an S3 gateway at a sub-path) was used without it, so
+    litevisor and Litestream, given the same replica, read and wrote different places
+    (QA13). Both now send the path first; a query in the endpoint is refused."""
+    proxy = RecordingProxy(0, refuse=lambda m, t: True)  # every request: 403 AccessDenied
+    try:
+        ep = f"http://127.0.0.1:{proxy.port}/minio/sub/"
+        Replica("s3", ["-s3", "bkt", "-endpoint", ep, "-path", "db", "-access-key-id", "AK",
+                       "-secret-access-key", "secret"]).stat("obj")
+        assert proxy.requests[-1] == ("HEAD", "/minio/sub/bkt/db/obj"), proxy.requests
+        Replica("s3", ["-s3", "bkt", "-endpoint", f"http://s3.localhost:{proxy.port}/gw",
+                       "-virtual-host", "-path", "db", "-access-key-id", "AK",
+                       "-secret-access-key", "secret"]).stat("obj")
+        assert proxy.requests[-1] == ("HEAD", "/gw/db/obj"), proxy.requests
+        # Litestream v0.3.13, the same replica: its first listing goes to the same path
+        cfg = tmp_path / "ls.yml"
+        cfg.write_text(f"""dbs:
+  - path: {tmp_path}/app.db
+    replicas:
+      - type: s3
+        bucket: bkt
+        path: db
+        endpoint: {ep}
+        region: us-east-1
+        force-path-style: true
+        access-key-id: AK
+        secret-access-key: secret
+""")
+        proxy.requests.clear()
+        subprocess.run(["sqlite3", str(tmp_path / "app.db"), "create table t(x)"], check=True)
+        subprocess.run([litestream_bin, "generations", "-config", str(cfg), f"{tmp_path}/app.db"],
+                       capture_output=True, timeout=60)
+        assert proxy.requests and proxy.requests[0][1].startswith("/minio/sub/bkt?"), proxy.requests
+    finally:
+        proxy.close()
+    r = Replica("s3", ["-s3", "bkt", "-endpoint", "http://127.0.0.1:9/x?y=1", "-path", "db",
+                       "-access-key-id", "AK", "-secret-access-key", "secret"]).stat("obj")
+    assert r.rc == EXIT["permanent"] and "query or fragment" in r.res["message"], r.res
+
+
 def test_s3_virtual_hosted_addressing_on_an_endpoint(tmp_path):
     """force-path-style: false with an endpoint addresses <bucket>.<host> (AWS
     style): the bucket goes in the Host header, which is signed, not in the path.
