@@ -66,12 +66,8 @@
 #define WRITEBACK_STEP (8u << 20)
 #define FLUSH_STEP WRITEBACK_STEP
 
-/*
- * A service waits for the restore: a transfer stalled for 10 s (under 1 KiB/s)
- * fails at once and the restore falls back to the next candidate, instead of
- * waiting out (and retrying) the 30 s window that suits uploads to a busy server.
- */
-static const struct st_call transfer_call = { .stall_s = 10 };
+/* A stalled download falls back to the next candidate (RS_STALL_S). */
+static const struct st_call transfer_call = { .stall_s = RS_STALL_S };
 
 char *rs_job_path(const struct apply *a, const struct idx_job *j, char *buf, size_t len)
 {

@@ -26,6 +26,14 @@
 #include "replication/catalog.h"
 #include "replication/restore.h"
 
+/*
+ * A service waits for the restore: a transfer stalled for this long (under
+ * 1 KiB/s) fails at once (st_call.stall_s) when another candidate can take
+ * over, instead of waiting out (and retrying) the 30 s window that suits
+ * uploads to a busy server.
+ */
+#define RS_STALL_S 10
+
 /* What the restore aims for: the end of the newest generation, or a point in time. */
 struct rs_target {
 	const char *generation;  /* NULL: newest */

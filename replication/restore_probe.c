@@ -451,7 +451,8 @@ static void *measure_one(void *p)
 	struct measure_arg *a = p;
 	struct rs_cand *c = a->c;
 	const struct cat_segment *last = &c->plan.segments[c->plan.nsegments - 1];
-	struct st_call call = { 0 };
+	/* a stall drops this candidate rather than hold the decision up to wait-timeout */
+	struct st_call call = { .stall_s = RS_STALL_S };
 	struct st_error err = { 0 };
 	uint64_t len;
 

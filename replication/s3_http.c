@@ -630,6 +630,7 @@ static void attempt(struct s3 *s3, const struct s3_req *req, struct s3_resp *res
 		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, req->method);
 	}
 
+	int64_t t0 = clock_mono_ms();
 	rc = curl_easy_perform(h);
 	if (rc == CURLE_OK) {
 		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &resp->status);
@@ -640,11 +641,13 @@ static void attempt(struct s3 *s3, const struct s3_req *req, struct s3_resp *res
 		}
 	} else {
 		classify_curl(rc, errbuf, x, o);
-		if (rc == CURLE_OPERATION_TIMEDOUT && timeout_ms > 0) {
+		/* the same code for both: the low-speed limit fires before the deadline */
+		bool deadline = timeout_ms > 0 && clock_mono_ms() - t0 >= timeout_ms - 100;
+		if (rc == CURLE_OPERATION_TIMEDOUT && (deadline || (timeout_ms > 0 && !stall_s))) {
 			snprintf(o->cause, sizeof(o->cause), "deadline of the call reached (%s)",
 				 errbuf[0] ? errbuf : "timed out");
 		} else if (rc == CURLE_OPERATION_TIMEDOUT && stall_s > 0) {
-			/* no deadline: the low-speed limit. The caller has somewhere else to go */
+			/* the low-speed limit. The caller has somewhere else to go */
 			o->retry = false;
 			snprintf(o->cause, sizeof(o->cause), "transfer stalled: under %d bytes/s for "
 				 "%d s", STALL_BYTES_PER_SEC, stall_s);

@@ -1217,6 +1217,33 @@ def test_s3_peer_failing_mid_download_falls_back(tmp_path, litevisor_bin, s3serv
         assert 9 < elapsed < 16, elapsed
 
 
+def test_a_peer_stalling_while_its_end_is_measured_costs_only_the_stall_window(
+        tmp_path, litevisor_bin, s3server, history):
+    # Both peers hold the same generation, so each one's last segment is measured
+    # before deciding. peer-05 sends that segment's first bytes, then nothing: it
+    # held the restore for its idle-timeout times five attempts, about 30 s (QA13).
+    # A stall now drops it after restore's 10 s stall window.
+    p05, nas = s3server(), s3server()
+    upload(history, p05, tmp_path)
+    upload(history, nas, tmp_path)
+    stalled = Throttle(p05.port, interval=0, hold="/wal/")
+    try:
+        db = tmp_path / "app.db"
+        cfg = write_config(tmp_path / "lv.yml", db, [
+            s3_peer("peer-05", p05, stalled.port), s3_peer("nas", nas, nas.port)])
+        t0 = time.monotonic()
+        p = lv(litevisor_bin, "restore", "-config", str(cfg), str(db), timeout=120)
+        elapsed = time.monotonic() - t0
+    finally:
+        stalled.close()
+    assert p.returncode == 0, p.stderr
+    assert "stalled" in candidate_line(p.stderr, "peer-05"), p.stderr
+    assert "WINNER" in candidate_line(p.stderr, "nas"), p.stderr
+    assert rows(db) == history.states[-1][2]
+    assert stalled.cuts == 1, "a stall is not retried on the same peer"
+    assert 9 < elapsed < 16, elapsed
+
+
 @pytest.mark.parametrize("status,code", [(503, "SlowDown"), (500, "InternalError")])
 def test_one_transient_error_while_probing_is_retried_not_unreachable(
         tmp_path, litevisor_bin, s3server, history, status, code):
