@@ -243,13 +243,14 @@ void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, const char *dbname,
 		if (x->state == RC_OK && x->has_data)
 			log_event(lvl, "restore", "  candidate",
 				  "db=\"%s\" name=%s state=%s pos=%s newest=%s rtt_ms=%.1f probe_ms=%lld "
-				  "bytes=%llu%s%s%s verdict=\"%s\"",
+				  "bytes=%llu%s%s%s%s%s%s verdict=\"%s\"",
 				  dbname, x->name, state_text(x), end_text(&x->plan, pos, sizeof(pos)),
 				  clock_rfc3339(x->plan.newest_ns, ts, sizeof(ts)), x->rtt_us / 1000.0,
 				  (long long)x->probe_ms, (unsigned long long)x->plan.bytes,
 				  x->plan.truncated ? " hole=\"" : "",
 				  x->plan.truncated ? x->plan.note : "", x->plan.truncated ? "\"" : "",
-				  x->verdict);
+				  x->plan.ignored[0] ? " ignored=\"" : "", x->plan.ignored,
+				  x->plan.ignored[0] ? "\"" : "", x->verdict);
 		else
 			log_event(lvl, "restore", "  candidate",
 				  "db=\"%s\" name=%s state=%s rtt_ms=%.1f probe_ms=%lld error=\"%s\" "

@@ -61,6 +61,7 @@ struct rs_plan {
 					  length is unknown until it is measured or applied */
 	bool truncated;                /* a gap: applying will fail at it (missing segment) */
 	char note[160];                /* where the gap is, or "" */
+	char ignored[160];             /* an object the plan leaves out as inconsistent, or "" */
 };
 
 void rs_plan_release(struct rs_plan *p);

@@ -7,7 +7,9 @@
  *   among those that started (have a snapshot) at or before the timestamp;
  *   a newer generation without a snapshot makes the replica's newest data
  *   unrestorable: an error, not a silent restore of older data;
- * - snapshot: the highest index <= -index whose time is <= -timestamp;
+ * - snapshot: the highest index <= -index whose time is <= -timestamp,
+ *   and at most one past the generation's newest WAL index (neither tool
+ *   writes one further: a misnamed object, which Litestream ignores too);
  * - segments: from the snapshot's index on, stopping at -index or at the
  *   first object newer than -timestamp;
  * - an -index past the generation's last index is an error, not a silent
@@ -103,12 +105,18 @@ int rs_plan_build(const struct cat_generation *gens, size_t ngens, const struct 
 	}
 
 	const struct cat_snapshot *snap = NULL;
+	uint32_t wal_last = g->nsegments ? g->segments[g->nsegments - 1].index : 0;
 	for (size_t i = 0; i < g->nsnapshots; i++) {
 		const struct cat_snapshot *s = &g->snapshots[i];
 		if (t->has_index && s->index > t->index)
 			continue;
 		if (t->timestamp_ns && s->mtime_ns > t->timestamp_ns)
 			continue;
+		if (g->nsegments && s->index > wal_last + 1) {
+			snprintf(p->ignored, sizeof(p->ignored), "snapshot %08x: past the generation's "
+				 "newest WAL index %08x", s->index, wal_last);
+			continue;
+		}
 		snap = s;
 	}
 	if (!snap) {

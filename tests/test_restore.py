@@ -554,6 +554,24 @@ def test_segment_without_wal_bytes_is_corrupt_not_the_end(tmp_path, litevisor_bi
     assert dir_leftovers(out.parent, ["r.db"]) == []
 
 
+def test_snapshot_named_past_the_wal_is_ignored_not_the_newest(tmp_path, litevisor_bin, history):
+    # A snapshot whose name claims an index more than one past the generation's
+    # newest WAL (a misnamed object: neither tool writes one) made its replica the
+    # freshest, and only that snapshot was restored: older data, exit 0 (QA12).
+    # Litestream ignores such a snapshot; so does litevisor now, and says so.
+    bad, good, cfg, out = two_peers_bad_one_wins(tmp_path, history)
+    snaps = os.path.join(str(bad), "generations", GEN, "snapshots")
+    os.rename(os.path.join(snaps, "00000000.snapshot.lz4"), os.path.join(snaps, "00000010.snapshot.lz4"))
+    shutil.copyfile(os.path.join(str(good), "generations", GEN, "snapshots", "00000000.snapshot.lz4"),
+                    os.path.join(snaps, "00000000.snapshot.lz4"))
+    p = restore_to(litevisor_bin, tmp_path, cfg, out)
+    assert p.returncode == 0, p.stderr
+    line = candidate_line(p.stderr, "peer-05")
+    assert 'ignored="snapshot 00000010: past the generation' in line, p.stderr
+    assert "/00000010/" not in line, line
+    assert rows(out) == history.states[-1][2]
+
+
 def wal_set_page(wal, k, pgno):
     """WAL bytes (header included) with frame k's page number set to pgno, the checksum
     chain recomputed from there: frames that pass every checksum."""
