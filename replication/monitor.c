@@ -336,8 +336,17 @@ static int open_db(struct eng_db *d, bool fresh)
 		db_set_state(d, false, ready < 0 ? why : ENG_STATE_WAITING);
 		return 1;
 	}
-	/* before we touch it (setting WAL mode writes the header) */
-	int64_t db_mtime = stat(d->cfg->path, &st) == 0 ? st.st_mtim.tv_sec * NS_PER_SEC + st.st_mtim.tv_nsec : 0;
+	/*
+	 * Before we touch it (setting WAL mode writes the header). Its ctime, not
+	 * only its mtime: `cp -p`, `rsync -a` or a rename put back an old mtime,
+	 * never an old ctime.
+	 */
+	int64_t db_touched = 0;
+	if (stat(d->cfg->path, &st) == 0) {
+		int64_t mt = st.st_mtim.tv_sec * NS_PER_SEC + st.st_mtim.tv_nsec;
+		int64_t ct = st.st_ctim.tv_sec * NS_PER_SEC + st.st_ctim.tv_nsec;
+		db_touched = mt > ct ? mt : ct;
+	}
 	int rc = db_conns_open(&d->conns, d->cfg->path);
 	if (rc == -3) {
 		/* a moment is normal (an app creating its schema); for good it is an exclusive lock */
@@ -392,13 +401,15 @@ static int open_db(struct eng_db *d, bool fresh)
 	if (marker) {
 		/*
 		 * Trust it only for the very file restore wrote: a database changed
-		 * since (checkpointed by an app that ran meanwhile) may hold changes
-		 * no WAL we can still read has.
+		 * since (checkpointed by an app that ran meanwhile, or another copy
+		 * put in its place) may hold changes no WAL we can still read has.
+		 * restore writes the marker after its rename, so the file it
+		 * installed was last touched no later than the marker.
 		 */
 		char mpath[PATH_MAX + 16];
 		snprintf(mpath, sizeof(mpath), "%s/restored", d->dir);
 		if (stat(mpath, &st) < 0 ||
-		    db_mtime > st.st_mtim.tv_sec * NS_PER_SEC + st.st_mtim.tv_nsec) {
+		    db_touched > st.st_mtim.tv_sec * NS_PER_SEC + st.st_mtim.tv_nsec) {
 			log_warn("engine", "database changed since it was restored: not continuing that generation",
 				 "db=%s", d->stat.name);
 			localstate_clear_restored(d->dir);

@@ -1227,8 +1227,18 @@ def test_two_databases_each_independent(run, tmp_path, litestream_bin):
     assert content(tmp_path / "outa.db") != content(tmp_path / "outb.db")
 
 
-def test_restored_then_changed_starts_new_generation(run, tmp_path, litestream_bin, litevisor_bin):
+@pytest.mark.parametrize("how", ["app-ran", "cp-p"])
+def test_restored_then_changed_starts_new_generation(run, tmp_path, litestream_bin, litevisor_bin,
+                                                     how):
+    # app-ran: the app wrote without litevisor, its close checkpointed. cp-p: another
+    # copy put in place keeping its older mtime (cp -p, rsync -a): the mtime alone said
+    # "the file restore wrote", so only new commits went on top of the restored
+    # generation and the copy's own rows were never replicated (QA12).
     db, rep = tmp_path / "app.db", tmp_path / "rep"
+    other = tmp_path / "backup.db"
+    create(other)
+    write(other, 40, start=5000)
+    time.sleep(0.05)
     create(db)
     cfg = config(tmp_path, db, [file_replica(rep)])
     r = run(cfg)
@@ -1241,7 +1251,11 @@ def test_restored_then_changed_starts_new_generation(run, tmp_path, litestream_b
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     time.sleep(0.01)
-    write(db, 50, start=500)  # the app ran without litevisor: its close checkpointed
+    if how == "app-ran":
+        write(db, 50, start=500)
+    else:
+        subprocess.run(["cp", "-p", str(other), str(db)], check=True)
+        assert os.stat(db).st_mtime < os.stat(tmp_path / ".app.db-litevisor" / "restored").st_mtime
     r2 = run(cfg)
     write(db, 20, start=900)
     assert r2.stop() == 0
