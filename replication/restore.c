@@ -164,6 +164,21 @@ static const char *plan_error(const struct session *s)
 	return NULL;
 }
 
+/*
+ * For a restore asked for a generation or a point: why the first candidate
+ * that answered has nothing for it ("generation G has no snapshot …"), or
+ * NULL. Without such a request, none has data is the first deploy's plain case.
+ */
+static const char *no_data_why(const struct session *s)
+{
+	if (!s->t.generation && !rs_target_pit(&s->t))
+		return NULL;
+	for (size_t i = 0; i < s->n; i++)
+		if (s->c[i].state == RC_OK && !s->c[i].has_data && s->c[i].nodata[0])
+			return s->c[i].nodata;
+	return NULL;
+}
+
 /* Try the winner, then each candidate holding the same data. Fills res. 0 or -1. */
 static int apply_with_fallback(struct session *s, struct rs_apply_opts *ao,
 			       struct restore_result *res)
@@ -905,6 +920,8 @@ int restore_explicit(const struct config *cfg, const struct cfg_db *db,
 			 strict_unsettled(&s))
 			result_set(res, RESTORE_UNREACHABLE, "%zu of %zu candidates unreachable or failing; %s",
 				   s.ch.unreachable, s.n, s.ch.why);
+		else if (no_data_why(&s))
+			result_set(res, RESTORE_NO_DATA, "no matching backups found (%s)", no_data_why(&s));
 		else
 			result_set(res, RESTORE_NO_DATA, "no matching backups found");
 		goto out;

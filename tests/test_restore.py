@@ -749,6 +749,19 @@ def test_no_replica_has_data(tmp_path, litevisor_bin):
     assert not out.exists()
 
 
+def test_asked_generation_without_snapshot_says_so(tmp_path, litevisor_bin, history):
+    # "no matching backups found" alone did not say why an explicit -generation had
+    # nothing to restore (QA12)
+    rep = tmp_path / "rep"
+    history.write(str(rep))
+    for f in (rep / "generations" / GEN / "snapshots").iterdir():
+        f.unlink()
+    p = lv(litevisor_bin, "restore", "-generation", GEN, "-o", str(tmp_path / "r.db"), f"file://{rep}")
+    assert p.returncode == 1, p.stderr
+    assert p.stderr.strip().splitlines()[-1].endswith(
+        f"no matching backups found (generation {GEN} has no snapshot at or before the end)"), p.stderr
+
+
 def test_verbose_flag_logs_at_debug_level(tmp_path, litevisor_bin, history):
     # Litestream's `restore -v` (in v0.3.13's help; accepted up to v0.3.11): entrypoints
     # written for it must not fail with a usage error. It means debug logging, even over
