@@ -361,16 +361,23 @@ out:
 	return rc;
 }
 
+void rs_unlink(const char *path)
+{
+	if (unlink(path) < 0 && errno != ENOENT)
+		log_warn("restore", "cannot remove a temp file: it stays beside the target",
+			 "path=\"%s\" err=\"%s\"", path, strerror(errno));
+}
+
 void rs_cleanup(struct apply *a)
 {
-	unlink(a->tmp);
-	unlink(a->tmp_wal);
-	unlink(a->tmp_shm);
+	rs_unlink(a->tmp);
+	rs_unlink(a->tmp_wal);
+	rs_unlink(a->tmp_shm);
 	char j[PATH_MAX + 16];
 	snprintf(j, sizeof(j), "%s-journal", a->tmp);
-	unlink(j);
+	rs_unlink(j);
 	for (size_t i = 0; i < a->njobs; i++)
-		unlink(rs_job_path(a, &a->jobs[i], j, sizeof(j)));
+		rs_unlink(rs_job_path(a, &a->jobs[i], j, sizeof(j)));
 }
 
 /* Split the plan's segments into one job per index. */
@@ -514,8 +521,8 @@ out:
 		snprintf(errbuf, errlen, "%s", a.err[0] ? a.err : "restore failed");
 		*cause = a.cause;
 	} else {
-		unlink(a.tmp_wal);
-		unlink(a.tmp_shm);
+		rs_unlink(a.tmp_wal);
+		rs_unlink(a.tmp_shm);
 		int64_t ms = clock_mono_ms() - a.t0_ms;
 		uint64_t b = atomic_load(&a.bytes);
 		log_info("restore", "restored", "replica=%s target=\"%s\" generation=%s index=%08x "

@@ -75,6 +75,9 @@ bool rs_aborted(struct apply *a);
 /* Remove every temp file of this restore (the temp database, its -wal/-shm/-journal, the jobs'). */
 void rs_cleanup(struct apply *a);
 
+/* Remove one of restore's own temp files; a failure (other than "not there") is logged. */
+void rs_unlink(const char *path);
+
 /* restore_db.c: apply index j (its downloaded segments) to the temp database; *pos gets its end. 0 or -1 (failed). */
 int rs_apply_index(struct apply *a, struct idx_job *j, uint32_t page_size, struct wal_pos *pos);
 

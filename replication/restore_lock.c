@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/fsutil.h"
 #include "common/log.h"
 #include "common/banned.h"
 
@@ -141,7 +142,7 @@ int rs_lock_take(struct apply *a, struct rs_active *n)
 		    fs.st_ino == ps.st_ino) {
 			char pid[32];
 			int len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
-			if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)len, 0) != len) {
+			if (ftruncate(fd, 0) < 0 || fs_pwrite_all(fd, pid, (size_t)len, 0) < 0) {
 				rs_fail(a, RS_CAUSE_LOCAL, "write %s: %s", n->lock, strerror(errno));
 				unlink(n->lock);
 				close(fd);
@@ -166,7 +167,7 @@ void rs_lock_drop(struct rs_active *n)
 	pthread_mutex_unlock(&active_mu);
 	if (fd < 0)
 		return;
-	unlink(n->lock);
+	rs_unlink(n->lock);
 	close(fd);
 }
 

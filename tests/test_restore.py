@@ -821,6 +821,27 @@ def test_local_io_error_leaves_nothing_and_blames_no_replica(tmp_path, litevisor
     assert os.listdir(out.parent) == []
 
 
+@pytest.mark.parametrize("op,path,errno_", [
+    ("unlink", ".litevisor-restore-wal", 5),  # a leftover is said, not silent (QA14)
+    ("pwrite", ".litevisor-restore.lock", 4),  # EINTR on the lock's pid: retried (QA14)
+])
+def test_a_small_local_fault_after_the_work_does_not_fail_the_restore(
+        tmp_path, litevisor_bin, history, op, path, errno_):
+    history.write(str(tmp_path / "rep"))
+    out = tmp_path / "o" / "r.db"
+    out.parent.mkdir()
+    log = tmp_path / "faults"
+    env = faulty(op, str(out) + path, 1, errno_)
+    env["FAULT_LOG"] = str(log)
+    p = subprocess.run([litevisor_bin, "restore", "-o", str(out), f"file://{tmp_path / 'rep'}"],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert log.exists(), p.stderr
+    assert p.returncode == 0, p.stderr
+    assert rows(out) == history.states[-1][2]
+    if op == "unlink":
+        assert "cannot remove a temp file" in p.stderr and path in p.stderr, p.stderr
+
+
 def test_a_failed_read_of_our_temp_file_never_blames_the_replica(tmp_path, litevisor_bin, history):
     # SQLite reports an EIO on read as "database disk image is malformed" and keeps
     # no errno: the restore blamed the snapshot and fell back (QA14). Every few

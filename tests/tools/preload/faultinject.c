@@ -2,8 +2,9 @@
  * faultinject.c — an LD_PRELOAD library that makes one system call fail, so
  * tests can check what litevisor does when the disk does (EIO, ENOSPC …).
  *
- *   FAULT_OP     fsync | fdatasync | pread | write | pwrite | rename
- *                (pread covers pread64; pwrite pwrite64; rename renameat/2)
+ *   FAULT_OP     fsync | fdatasync | pread | write | pwrite | rename | unlink
+ *                (pread covers pread64; pwrite pwrite64; rename renameat/2;
+ *                unlink unlinkat)
  *   FAULT_PATH   substring the call's path must hold (for fd calls: the
  *                file /proc/self/fd/N names)
  *   FAULT_N      the Nth matching call fails, counted from 1 (default 1)
@@ -119,4 +120,14 @@ int renameat(int fa, const char *from, int fb, const char *to)
 int renameat2(int fa, const char *from, int fb, const char *to, unsigned flags)
 {
 	return should_fail("rename", to) ? -1 : NEXT(renameat2)(fa, from, fb, to, flags);
+}
+
+int unlink(const char *path)
+{
+	return should_fail("unlink", path) ? -1 : NEXT(unlink)(path);
+}
+
+int unlinkat(int dirfd, const char *path, int flags)
+{
+	return should_fail("unlink", path) ? -1 : NEXT(unlinkat)(dirfd, path, flags);
 }
