@@ -61,8 +61,21 @@ static bool busy(int rc)
 	return (rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED;
 }
 
+/*
+ * SQLite's message for conn's last error, with the system's when it kept one:
+ * "disk I/O error (No space left on device)".
+ */
+static const char *conn_err(sqlite3 *conn, char *buf, size_t len)
+{
+	int e = sqlite3_system_errno(conn);
+	snprintf(buf, len, "%s%s%s%s", sqlite3_errmsg(conn), e ? " (" : "", e ? strerror(e) : "",
+		 e ? ")" : "");
+	return buf;
+}
+
 int db_conns_open(struct db_conns *c, const char *path)
 {
+	char why[300];
 	char mode[32] = "";
 	int rc;
 
@@ -76,7 +89,7 @@ int db_conns_open(struct db_conns *c, const char *path)
 	if (rc != SQLITE_OK) {
 		/* the app creating its schema holds the lock: normal at start, tried again */
 		log_event(busy(rc) ? LOG_DEBUG : LOG_WARN, "db", "cannot read journal mode",
-			  "path=\"%s\" err=\"%s\"", path, sqlite3_errmsg(c->ck));
+			  "path=\"%s\" err=\"%s\"", path, conn_err(c->ck, why, sizeof(why)));
 		db_conns_close(c);
 		return busy(rc) ? -3 : -2;
 	}
@@ -85,7 +98,7 @@ int db_conns_open(struct db_conns *c, const char *path)
 		if (rc != SQLITE_OK || strcmp(mode, "wal") != 0) {
 			log_event(busy(rc) ? LOG_DEBUG : LOG_WARN, "db",
 				  "cannot put database in WAL mode yet", "path=\"%s\" err=\"%s\"",
-				  path, rc != SQLITE_OK ? sqlite3_errmsg(c->ck) : mode);
+				  path, rc != SQLITE_OK ? conn_err(c->ck, why, sizeof(why)) : mode);
 			db_conns_close(c);
 			return -2;
 		}
@@ -137,7 +150,10 @@ int db_read_begin(sqlite3 *conn)
 	}
 	sqlite3_finalize(st);
 	if (rc != SQLITE_OK) {
-		log_warn("db", "cannot begin read transaction", "err=\"%s\"", sqlite3_errmsg(conn));
+		char why[300];
+		const char *file = sqlite3_db_filename(conn, "main");
+		log_warn("db", "cannot begin read transaction", "path=\"%s\" err=\"%s\"", file ? file : "",
+			 conn_err(conn, why, sizeof(why)));
 		db_txn_end(conn);
 		return -1;
 	}
@@ -484,7 +500,11 @@ int db_checkpoint(sqlite3 *conn, enum db_ckpt_mode mode, int *log, int *ckpt)
 	if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED)
 		return 1;
 	if (rc != SQLITE_OK) {
-		log_warn("db", "checkpoint failed", "mode=%d err=\"%s\"", (int)mode, sqlite3_errmsg(conn));
+		static const char *const names[] = { "PASSIVE", "RESTART", "TRUNCATE" };
+		char why[300];
+		const char *file = sqlite3_db_filename(conn, "main");
+		log_warn("db", "checkpoint failed", "path=\"%s\" mode=%s err=\"%s\"", file ? file : "",
+			 names[mode], conn_err(conn, why, sizeof(why)));
 		return -1;
 	}
 	return 0;
