@@ -338,7 +338,12 @@ static bool may_continue(struct session *s, const struct wal_pos *pos, char *why
  * there), when it may continue the generation at all; else no marker, and
  * replication starts a new generation.
  */
-static int write_marker(struct session *s, const struct wal_pos *pos)
+/*
+ * Let replication continue the restored generation where it may. A marker
+ * that cannot be written costs a new generation (one snapshot), never the
+ * restore: the database is in place and right.
+ */
+static void write_marker(struct session *s, const struct wal_pos *pos)
 {
 	char dir[PATH_MAX], why[400];
 	struct restored_marker m = { .pos = *pos };
@@ -348,7 +353,7 @@ static int write_marker(struct session *s, const struct wal_pos *pos)
 	if (!may_continue(s, pos, why, sizeof(why))) {
 		log_warn("restore", "replication will not continue the restored generation: it "
 			 "starts a new one", "db=\"%s\" why=\"%s\"", s->dbname, why);
-		return 0;
+		return;
 	}
 	for (size_t i = 0; i < s->n && m.nreplicas < LOCALSTATE_MAX_REPLICAS; i++) {
 		const struct rs_cand *c = &s->c[i];
@@ -357,15 +362,13 @@ static int write_marker(struct session *s, const struct wal_pos *pos)
 			snprintf(m.replicas[m.nreplicas++], sizeof(m.replicas[0]), "%s", c->name);
 	}
 	localstate_dir(s->db, dir, sizeof(dir));
-	if (localstate_ensure(s->db, dir) < 0)
-		return -1;
 	localstate_owner(s->db, &uid, &gid);
-	if (localstate_write_restored(dir, &m, uid, gid) < 0) {
-		log_error("restore", "cannot write the restored marker", "dir=\"%s\" err=\"%s\"", dir,
-			  strerror(errno));
-		return -1;
+	if (localstate_ensure(s->db, dir) < 0 || localstate_write_restored(dir, &m, uid, gid) < 0) {
+		int e = errno;
+		localstate_clear_restored(dir); /* no older one may stand in for it */
+		log_warn("restore", "cannot write the restored marker: replication will start a new "
+			 "generation", "db=\"%s\" dir=\"%s\" err=\"%s\"", s->dbname, dir, strerror(e));
 	}
-	return 0;
 }
 
 struct aside_ctx {
@@ -827,9 +830,8 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 		ao.before_ctx = &ax;
 		if (apply_with_fallback(&s, &ao, res) < 0)
 			goto out;
-		rc = write_marker(&s, &res->pos) < 0 ? -1 : 0;
-		if (rc < 0)
-			result_set(res, RESTORE_FAILED, "restored, but the restored marker could not be written");
+		write_marker(&s, &res->pos);
+		rc = 0;
 		goto out;
 	}
 
@@ -848,10 +850,7 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 		apply_opts_init(&ao, cfg, db->path, 0);
 		if (ensure_parent(&ao, res) < 0 || apply_with_fallback(&s, &ao, res) < 0)
 			goto out;
-		if (write_marker(&s, &res->pos) < 0) {
-			result_set(res, RESTORE_FAILED, "restored, but the restored marker could not be written");
-			goto out;
-		}
+		write_marker(&s, &res->pos);
 		rc = 0;
 	} else {
 		rc = settle_unrestored(&s, false, res);
@@ -945,10 +944,7 @@ int restore_explicit(const struct config *cfg, const struct cfg_db *db,
 		char statedir[PATH_MAX];
 		localstate_dir(db, statedir, sizeof(statedir));
 		rs_move_state_aside(statedir, "state of a database that was not there");
-		if (write_marker(&s, &res->pos) < 0) {
-			result_set(res, RESTORE_FAILED, "restored, but the restored marker could not be written");
-			rc = -1;
-		}
+		write_marker(&s, &res->pos);
 	}
 out:
 	res->duration_ms = clock_mono_ms() - t0;

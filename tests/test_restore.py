@@ -842,6 +842,26 @@ def test_a_small_local_fault_after_the_work_does_not_fail_the_restore(
         assert "cannot remove a temp file" in p.stderr and path in p.stderr, p.stderr
 
 
+def test_a_marker_that_cannot_be_written_costs_a_generation_not_the_restore(
+        tmp_path, litevisor_bin, history):
+    # The restore was complete and in place, yet it failed "restored, but the
+    # restored marker could not be written" and run did not start the service (QA14).
+    history.write(str(tmp_path / "rep"))
+    db = tmp_path / "app.db"
+    cfg = write_config(tmp_path / "lv.yml", db, [{"name": "file", "url": f"file://{tmp_path / 'rep'}"}])
+    log = tmp_path / "faults"
+    env = faulty("rename", "/restored", 1, 28)
+    env["FAULT_LOG"] = str(log)
+    p = subprocess.run([litevisor_bin, "restore", "-config", str(cfg), str(db)],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert log.exists(), p.stderr
+    assert p.returncode == 0, p.stderr
+    assert "cannot write the restored marker: replication will start a new generation" in p.stderr
+    assert "No space left on device" in p.stderr
+    assert rows(db) == history.states[-1][2]
+    assert not (tmp_path / ".app.db-litevisor" / "restored").exists()
+
+
 def test_a_failed_read_of_our_temp_file_never_blames_the_replica(tmp_path, litevisor_bin, history):
     # SQLite reports an EIO on read as "database disk image is malformed" and keeps
     # no errno: the restore blamed the snapshot and fell back (QA14). Every few
