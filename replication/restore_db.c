@@ -417,7 +417,8 @@ int rs_install(struct apply *a)
 	}
 	close(fd);
 	if (a->o->before_rename && a->o->before_rename(a->o->before_ctx) < 0) {
-		rs_fail(a, RS_CAUSE_LOCAL, "could not make room at %s", a->o->target);
+		rs_fail(a, RS_CAUSE_LOCAL, "could not make room at %s: moving the local database aside "
+			"failed: %s", a->o->target, strerror(errno));
 		return -1;
 	}
 	if (rename_noreplace(a->tmp, a->o->target) < 0) {

@@ -183,7 +183,10 @@ struct rs_apply_opts {
 	uid_t uid;                     /* owner to give the file (-1: leave) */
 	gid_t gid;
 	mode_t mode;
-	/* called after verification, just before the rename (e.g. move the old file aside) */
+	/*
+	 * called after verification, just before the rename (e.g. move the old
+	 * file aside); 0 or -1 (errno set)
+	 */
 	int (*before_rename)(void *ctx);
 	void *before_ctx;
 };
@@ -227,7 +230,7 @@ int rs_move_state_aside(const char *statedir, const char *why);
 
 /*
  * Move an existing database, its -wal/-shm and its state directory (may be
- * NULL) aside; *moved gets the database's new name. 0 or -1 (logged).
+ * NULL) aside; *moved gets the database's new name. 0 or -1 (logged, errno set).
  */
 int rs_move_local_aside(const char *target, const char *statedir, char *moved, size_t mlen);
 

@@ -99,8 +99,10 @@ static int aside(const char *path, const char *tag, const char *why, char *moved
 	if (fs_move_aside(path, tag, &to) < 0) {
 		if (errno == ENOENT)
 			return 0;
+		int e = errno;
 		log_error("restore", "cannot move a file aside", "path=\"%s\" err=\"%s\"", path,
-			  strerror(errno));
+			  strerror(e));
+		errno = e;
 		return -1;
 	}
 	log_warn("restore", "moved aside (kept, not deleted)", "path=\"%s\" to=\"%s\" why=\"%s\"",
@@ -165,8 +167,10 @@ static int aside_beside(const char *target, const char *to, const char *suffix, 
 	    lstat(dst, &st) == 0)
 		return aside(from, "replaced", why, NULL, 0);
 	if (rename(from, dst) < 0 || fs_fsync_parent(from) < 0) {
+		int e = errno;
 		log_error("restore", "cannot move a file aside", "path=\"%s\" err=\"%s\"", from,
-			  strerror(errno));
+			  strerror(e));
+		errno = e;
 		return -1;
 	}
 	log_warn("restore", "moved aside (kept, not deleted)", "path=\"%s\" to=\"%s\" why=\"%s\"",
