@@ -116,7 +116,8 @@ static sqlite3 *open_tmp(struct apply *a)
 	    sqlite3_exec(db, "PRAGMA synchronous=OFF", NULL, NULL, NULL) != SQLITE_OK) {
 		int read_err = ravfs_take_read_errno();
 		int e = read_err ? read_err : db ? sqlite3_system_errno(db) : 0;
-		/* a snapshot that is no database (NOTADB, CORRUPT) is the replica's fault, unless a read failed */
+		/* a snapshot that is no database (NOTADB, CORRUPT) is the replica's fault,
+		 * unless one of our reads failed */
 		rs_fail(a, db && !read_err ? sqlite_cause(sqlite3_errcode(db) & 0xff) : RS_CAUSE_LOCAL,
 			"open %s: %s%s%s%s", a->tmp,
 		     db ? sqlite3_errmsg(db) : "out of memory", e ? " (" : "", e ? strerror(e) : "",

@@ -447,7 +447,9 @@ static int addressing(struct s3 *s3, const struct cfg_replica *r, struct st_erro
 			     name);
 		return -2;
 	}
-	if (strspn(ep_path, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~/") < plen) {
+	static const char path_chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+					 "0123456789-._~/";
+	if (strspn(ep_path, path_chars) < plen) {
 		st_error_set(err, ST_PERMANENT, 0, "replica %s: endpoint path \"%.*s\" may hold only "
 			     "letters, digits, '-', '.', '_', '~' and '/'", name, (int)plen, ep_path);
 		return -2;

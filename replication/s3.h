@@ -37,7 +37,8 @@ struct s3 {
 	char *region;
 	char *base_url;      /* "https://bkt.s3.us-east-1.amazonaws.com", "http://127.0.0.1:9000" */
 	char *host;          /* Host header (port only when not the scheme's default) */
-	char *path_prefix;   /* [endpoint path]"/bucket" (path-style), or [endpoint path] (virtual-hosted) */
+	char *path_prefix;   /* endpoint path + "/bucket" (path-style), or the endpoint
+				path alone (virtual-hosted) */
 	bool skip_verify;
 	char *ca_file;
 	long connect_timeout_ms;
