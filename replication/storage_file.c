@@ -278,12 +278,13 @@ static int file_put(struct storage *st, const char *key, const struct st_source 
 			     (long long)total, (long long)src->size);
 		goto fail;
 	}
-	if (fsync(fd) < 0 || close(fd) < 0) {
-		fd = -1;
-		rc = sys_fail(err, errno, "put", key, tmp);
+	int sync_rc = fsync(fd), e = errno;
+	int close_rc = close(fd); /* whatever fsync said: a leaked fd would pin the deleted temp */
+	fd = -1;
+	if (sync_rc < 0 || close_rc < 0) {
+		rc = sys_fail(err, sync_rc < 0 ? e : errno, "put", key, tmp);
 		goto fail;
 	}
-	fd = -1;
 	if (rename(tmp, path) < 0) {
 		rc = sys_fail(err, errno, "put", key, path);
 		goto fail;

@@ -130,11 +130,11 @@ def generations(root):
 class Replicator:
     """One `litevisor replicate -config` process with its log."""
 
-    def __init__(self, binary, cfg, tmp):
+    def __init__(self, binary, cfg, tmp, env=None):
         # append mode: reading seeks the shared offset, the child must still write at the end
         self.log = open(os.path.join(tmp, f"replicate-{time.monotonic_ns()}.log"), "a+")
         self.proc = subprocess.Popen([binary, "replicate", "-config", str(cfg)],
-                                     stdout=subprocess.DEVNULL, stderr=self.log)
+                                     stdout=subprocess.DEVNULL, stderr=self.log, env=env)
 
     def text(self):
         self.log.flush()
@@ -157,8 +157,8 @@ class Replicator:
 def run(litevisor_bin, tmp_path):
     started = []
 
-    def start(cfg):
-        r = Replicator(litevisor_bin, cfg, tmp_path)
+    def start(cfg, env=None):
+        r = Replicator(litevisor_bin, cfg, tmp_path, env)
         started.append(r)
         # signals are blocked once it logs this; a TERM before would just kill it
         wait_for(lambda: "replicating databases" in r.text() or r.proc.poll() is not None,
@@ -1225,6 +1225,29 @@ def test_two_databases_each_independent(run, tmp_path, litestream_bin):
     check_restore(litestream_bin, tmp_path / "ra", a, tmp_path / "outa.db")
     check_restore(litestream_bin, tmp_path / "rb", b, tmp_path / "outb.db")
     assert content(tmp_path / "outa.db") != content(tmp_path / "outb.db")
+
+
+def test_a_failed_fsync_on_a_file_replica_leaks_no_descriptor(run, tmp_path, litestream_bin):
+    # file_put skipped close() when fsync failed: each retry leaked a descriptor to a
+    # deleted temp object, pinning its disk space on the replica's file system (QA16).
+    tools = os.environ.get("LITEVISOR_TOOLS_DIR") or os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "build", "tests", "tools")
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    flog = tmp_path / "faults"
+    env = dict(os.environ, LD_PRELOAD=os.path.join(tools, "faultinject.so"), FAULT_OP="fsync",
+               FAULT_PATH=".tmp-", FAULT_N="1", FAULT_LOG=str(flog),
+               ASAN_OPTIONS="verify_asan_link_order=0")
+    r = run(config(tmp_path, db, [file_replica(rep)]), env=env)
+    write(db, 50, start=1)
+    wait_for(lambda: flog.exists() and "snapshot written" in r.text(), timeout=60,
+             what="the failed fsync, then the retry")
+    fds = os.listdir(f"/proc/{r.proc.pid}/fd")
+    held = [os.readlink(f"/proc/{r.proc.pid}/fd/{f}") for f in fds
+            if os.path.exists(f"/proc/{r.proc.pid}/fd/{f}")]
+    assert not [h for h in held if f"{rep}/" in h], held
+    assert r.stop() == 0
+    check_restore(litestream_bin, rep, db, tmp_path / "out.db")
 
 
 @pytest.mark.parametrize("how", ["app-ran", "cp-p"])
