@@ -187,7 +187,8 @@ int engine_flush(struct engine *e, int64_t deadline_ms)
 		watch_wake(&d->watch);
 		while (d->sync_seq < want && remaining_ms(end) > 0)
 			timed_wait(&d->cond, &d->mu, remaining_ms(end));
-		if (d->sync_seq < want) {
+		d->flush_unsynced = d->sync_seq < want;
+		if (d->flush_unsynced) {
 			log_error("engine", "final flush: the WAL could not be synced in time", "db=%s",
 				  d->stat.name);
 			rc = -1;
@@ -256,7 +257,8 @@ int engine_flush(struct engine *e, int64_t deadline_ms)
 					  d->stat.name, r->stat.name, have, target.generation, target.index,
 					  target.offset);
 				rc = -1;
-			} else if (d->sync_failing_mono) {
+			} else if (d->sync_failing_mono || d->flush_unsynced) {
+				/* the shadow's end is not the database's: no closed mark (a hand-over) here */
 				log_warn("engine", "final flush: the replica holds all that was copied, not "
 					 "the commits that could not be", "db=%s replica=%s position=%s/%08x/%08x",
 					 d->stat.name, r->stat.name, target.generation, target.index,

@@ -131,6 +131,7 @@ struct eng_db {
 	bool ckpt_req;                /* a replica asks for a new index */
 	uint32_t ckpt_req_index;      /* ... to move past this one */
 	int64_t flush_deadline_ns;    /* monotonic end of the current final flush */
+	bool flush_unsynced;          /* the final flush could not sync the WAL in time */
 	struct lag_entry lag[ENG_LAG_RING];
 	size_t lag_n;
 	int64_t sync_failing_mono;    /* the shadow copy fails since (0: it works); counts as lag */

@@ -1250,6 +1250,33 @@ def test_a_failed_fsync_on_a_file_replica_leaks_no_descriptor(run, tmp_path, lit
     check_restore(litestream_bin, rep, db, tmp_path / "out.db")
 
 
+def test_a_final_flush_whose_wal_sync_timed_out_marks_nothing_closed(run, tmp_path, litestream_bin):
+    # The final flush could not copy the last commits into the shadow in time (a big
+    # transaction just before the stop), yet the replicas, at the shadow's end, were
+    # marked closed there: a hand-over point that lacks those commits (QA16).
+    tools = os.environ.get("LITEVISOR_TOOLS_DIR") or os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "build", "tests", "tools")
+    db, rep, arm = tmp_path / "app.db", tmp_path / "rep", tmp_path / "arm"
+    create(db)
+    env = dict(os.environ, LD_PRELOAD=os.path.join(tools, "faultinject.so"), FAULT_OP="pwrite",
+               FAULT_PATH=".app.db-litevisor/", FAULT_COUNT="2", FAULT_DELAY_MS="2500",
+               FAULT_ARM=str(arm), FAULT_LOG=str(tmp_path / "faults"),
+               ASAN_OPTIONS="verify_asan_link_order=0")
+    cfg = config(tmp_path, db, [file_replica(rep)])
+    cfg.write_text("supervisor:\n  flush-timeout: 1s\n" + cfg.read_text())
+    r = run(cfg, env=env)
+    write(db, 20, start=1)
+    wait_for(lambda: objects(rep, "wal"), what="the first segments")
+    arm.touch()  # from now on each copy into the shadow takes 2.5 s
+    write(db, 20, start=100)
+    wait_for(lambda: (tmp_path / "faults").exists(), what="a slow shadow copy")
+    assert r.stop() != 0
+    text = r.text()
+    assert "the WAL could not be synced in time" in text, text
+    assert "generation closed" not in text, text
+    assert not list(rep.glob("generations/*/closed/*")), list(rep.rglob("*"))
+
+
 @pytest.mark.parametrize("how", ["app-ran", "cp-p"])
 def test_restored_then_changed_starts_new_generation(run, tmp_path, litestream_bin, litevisor_bin,
                                                      how):

@@ -9,7 +9,10 @@
  *                file /proc/self/fd/N names)
  *   FAULT_N      the Nth matching call fails, counted from 1 (default 1)
  *   FAULT_ERRNO  the errno it fails with, a number (default EIO)
- *   FAULT_LOG    optional file: one line per call failed
+ *   FAULT_COUNT  how many matching calls from the Nth on are hit (default 1)
+ *   FAULT_DELAY_MS  instead of failing, a hit call waits this long, then runs
+ *   FAULT_ARM    optional file: calls are counted and hit only while it exists
+ *   FAULT_LOG    optional file: one line per call hit
  *
  * Only the process that loads it counts; children exec'd with the variable
  * still set count for themselves. Test-only: never installed, never linked
@@ -25,6 +28,7 @@
 #include <string.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 static atomic_long seen;
@@ -38,23 +42,36 @@ static void fd_path(int fd, char *buf, size_t len)
 	buf[n > 0 ? n : 0] = '\0';
 }
 
-/* True when this call of op on path is the one to fail; errno is then set. */
+/* True when this call of op on path is one to fail; errno is then set. A delay is served here. */
 static int should_fail(const char *op, const char *path)
 {
-	const char *want = getenv("FAULT_OP"), *pat = getenv("FAULT_PATH");
+	const char *want = getenv("FAULT_OP"), *pat = getenv("FAULT_PATH"), *arm = getenv("FAULT_ARM");
 	if (!want || strcmp(want, op) || !path || (pat && !strstr(path, pat)))
 		return 0;
-	long n = getenv("FAULT_N") ? atol(getenv("FAULT_N")) : 1;
-	if (atomic_fetch_add(&seen, 1) + 1 != n)
+	if (arm && access(arm, F_OK) < 0)
 		return 0;
-	int e = getenv("FAULT_ERRNO") ? atoi(getenv("FAULT_ERRNO")) : EIO;
+	long n = getenv("FAULT_N") ? atol(getenv("FAULT_N")) : 1;
+	long count = getenv("FAULT_COUNT") ? atol(getenv("FAULT_COUNT")) : 1;
+	long k = atomic_fetch_add(&seen, 1) + 1;
+	if (k < n || k >= n + count)
+		return 0;
+	int saved = errno, e = getenv("FAULT_ERRNO") ? atoi(getenv("FAULT_ERRNO")) : EIO;
+	long delay = getenv("FAULT_DELAY_MS") ? atol(getenv("FAULT_DELAY_MS")) : 0;
 	const char *log = getenv("FAULT_LOG");
 	if (log) {
 		FILE *f = fopen(log, "a");
 		if (f) {
-			fprintf(f, "%s #%ld %s errno=%d\n", op, n, path, e);
+			fprintf(f, "%s #%ld %s %s=%ld\n", op, k, path, delay ? "delay_ms" : "errno",
+				delay ? delay : e);
 			fclose(f);
 		}
+	}
+	if (delay) {
+		struct timespec ts = { delay / 1000, (delay % 1000) * 1000000L };
+		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+			;
+		errno = saved;
+		return 0;
 	}
 	errno = e;
 	return 1;
