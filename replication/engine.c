@@ -202,10 +202,10 @@ int engine_flush(struct engine *e, int64_t deadline_ms)
 		pthread_mutex_unlock(&d->mu);
 	}
 	/* 2. every replica ships up to that point, in parallel (each its own thread) */
+	atomic_fetch_add(&e->flush_seq, 1);
 	for (size_t i = 0; i < e->ndbs; i++) {
 		struct eng_db *d = &e->dbs[i];
 		pthread_mutex_lock(&d->mu);
-		e->flush_seq++;
 		d->flush_deadline_ns = end;
 		monitor_wake_replicas(d);
 		pthread_mutex_unlock(&d->mu);
@@ -331,9 +331,9 @@ void engine_free(struct engine *e)
 {
 	if (!e)
 		return;
+	atomic_store(&e->stop, true);
 	for (size_t i = 0; i < e->ndbs; i++) {
 		pthread_mutex_lock(&e->dbs[i].mu);
-		e->stop = true;
 		monitor_wake_replicas(&e->dbs[i]);
 		pthread_mutex_unlock(&e->dbs[i].mu);
 		watch_wake(&e->dbs[i].watch);

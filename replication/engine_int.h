@@ -13,6 +13,7 @@
 
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -183,8 +184,9 @@ struct engine {
 	const struct config *cfg;
 	struct eng_db *dbs;
 	size_t ndbs;
-	volatile bool stop;           /* set once by engine_free (read under each db's mu) */
-	uint64_t flush_seq;           /* current flush request (under each db's mu) */
+	/* atomic: threads of every database read them, each under its own db's mu */
+	atomic_bool stop;             /* set once by engine_free, then each db woken */
+	_Atomic uint64_t flush_seq;   /* current flush request, one per engine_flush */
 	bool started;
 };
 
