@@ -106,9 +106,14 @@ int retention_enforce(struct eng_replica *r, bool *need_snapshot)
 	*need_snapshot = false;
 	if (c->retention_ms <= 0)
 		return 0;
-	int64_t now = clock_wall_ns();
-	int64_t keep_cut = now - c->retention_ms * NS_PER_MS;
-	int64_t del_cut = keep_cut - c->retention_grace_ms * NS_PER_MS;
+	/* "100000d" means forever: cuts saturate at the earliest time instead of wrapping */
+	int64_t now = clock_wall_ns(), keep_cut, del_cut, span;
+	if (__builtin_mul_overflow(c->retention_ms, NS_PER_MS, &span) ||
+	    __builtin_sub_overflow(now, span, &keep_cut))
+		keep_cut = INT64_MIN;
+	if (__builtin_mul_overflow(c->retention_grace_ms, NS_PER_MS, &span) ||
+	    __builtin_sub_overflow(keep_cut, span, &del_cut))
+		del_cut = INT64_MIN;
 	pthread_mutex_lock(&d->mu);
 	memcpy(cur, d->gen, sizeof(cur));
 	pthread_mutex_unlock(&d->mu);

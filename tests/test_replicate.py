@@ -1156,6 +1156,26 @@ def test_retention_keeps_a_restorable_window(run, tmp_path, litestream_bin):
     check_restore(litestream_bin, rep, db, tmp_path / "out.db")
 
 
+def test_retention_of_forever_keeps_everything(run, tmp_path):
+    # retention and retention-grace of 100000d ("forever") overflowed their sum: the
+    # cut wrapped into the future and an old generation was deleted at once (QA16;
+    # UBSan stops there).
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    old = rep / "generations" / "00000000deadbeef"
+    (old / "snapshots").mkdir(parents=True)
+    (old / "snapshots" / "00000000.snapshot.lz4").write_bytes(b"")
+    os.utime(old / "snapshots" / "00000000.snapshot.lz4", (time.time() - 86400, time.time() - 86400))
+    r = run(config(tmp_path, db, [file_replica(rep, retention="100000d", retention_grace="100000d",
+                                               retention_check_interval="300ms")]))
+    write(db, 20, start=1)
+    wait_for(lambda: objects(rep, "snapshots") and len(generations(rep)) == 2, what="a new generation")
+    time.sleep(1.5)  # several retention passes
+    assert r.stop() == 0
+    assert (old / "snapshots" / "00000000.snapshot.lz4").exists(), r.text()
+    assert "objects deleted" not in r.text()
+
+
 def test_periodic_snapshots_never_replace_one_a_point_in_time_restore_needs(
         run, tmp_path, litevisor_bin):
     """Snapshots are named by their WAL index. A periodic snapshot at an index that
