@@ -65,6 +65,8 @@ struct eng_replica {
 				       * idle until the monitor starts a new one */
 	uint64_t flush_seq;           /* last flush request served */
 	bool closed;                  /* the final flush closed the generation here: write no more */
+	bool oversize;                /* index oversize_index grew past max_offset: snapshot */
+	uint32_t oversize_index;      /* after it, at a later index (see ship()) */
 	struct replica_status stat;
 
 	/*
@@ -187,6 +189,13 @@ struct engine {
 	/* atomic: threads of every database read them, each under its own db's mu */
 	atomic_bool stop;             /* set once by engine_free, then each db woken */
 	_Atomic uint64_t flush_seq;   /* current flush request, one per engine_flush */
+	/*
+	 * The furthest WAL offset a segment may end at: UINT32_MAX, since the
+	 * format names offsets in 8 hex digits (Litestream parses no more).
+	 * LITEVISOR_TEST_MAX_WAL_OFFSET lowers it, so tests can pass it without
+	 * writing 4 GiB.
+	 */
+	uint64_t max_offset;
 	bool started;
 };
 
@@ -231,7 +240,10 @@ int snapshot_take(struct eng_replica *r, bool flush);
 int snapshot_share_settle(struct eng_db *d);
 /* Close it whatever the state (engine teardown, no other thread running). */
 void snapshot_share_close(struct eng_db *d);
-/* The position every replica should reach (the monitor's), under mu. */
+/*
+ * The position every replica should reach (the monitor's), under mu. An
+ * offset past e->max_offset reads as max_offset: never wrapped to a smaller one.
+ */
 void replica_target(struct eng_db *d, struct wal_pos *pos);
 /*
  * Seconds since the oldest commit r lacks (0 if none), under mu: past its

@@ -90,7 +90,7 @@ static void publish(struct eng_db *d, uint64_t grew)
 	d->prev_end = d->sh.prev_end;
 	memcpy(d->stat.pos.generation, d->gen, sizeof(d->gen));
 	d->stat.pos.index = d->index;
-	d->stat.pos.offset = (uint32_t)d->size;
+	d->stat.pos.offset = (uint32_t)(d->size > UINT32_MAX ? UINT32_MAX : d->size);
 	if (!d->ready || moved)
 		monitor_wake_replicas(d); /* they wait for the first position */
 	if (grew) {

@@ -34,7 +34,34 @@ void replica_target(struct eng_db *d, struct wal_pos *pos)
 	memset(pos, 0, sizeof(*pos));
 	memcpy(pos->generation, d->gen, sizeof(pos->generation));
 	pos->index = d->index;
-	pos->offset = (uint32_t)d->size;
+	pos->offset = (uint32_t)(d->size > d->eng->max_offset ? d->eng->max_offset : d->size);
+}
+
+/*
+ * Index index of gen grew past what a segment's name can say (one
+ * transaction of gigabytes: a bulk import, a VACUUM of a big database).
+ * Nothing more of it can be shipped: the replica takes a snapshot at a later
+ * index, which a checkpoint starts, and its history has a gap there (as
+ * after a backlog drop). Returns -1 (noted: the replica is failing until then).
+ */
+static int oversize(struct eng_replica *r, const char *gen, uint32_t index, uint64_t end)
+{
+	struct eng_db *d = r->db;
+	pthread_mutex_lock(&d->mu);
+	bool first = !r->oversize || r->oversize_index != index;
+	r->oversize = true;
+	r->oversize_index = index;
+	r->need_snapshot = true;
+	r->gap = true;
+	monitor_request_checkpoint(d);
+	pthread_mutex_unlock(&d->mu);
+	if (first)
+		log_error("replica", "WAL index past the largest offset a segment name can hold: "
+			  "the replica takes a snapshot at the next index instead", "db=%s replica=%s "
+			  "generation=%s index=%u end=%llu max=%llu", d->stat.name, r->stat.name, gen,
+			  index, (unsigned long long)end, (unsigned long long)d->eng->max_offset);
+	replica_note_error(r, "WAL index too large for the format", "waiting for a new index");
+	return -1;
 }
 
 /* Seconds since the oldest commit past pos that the shadow holds. */
@@ -447,8 +474,15 @@ static int ship(struct eng_replica *r, bool flush)
 				continue;
 			}
 		} else {
-			end = target.offset;
+			pthread_mutex_lock(&d->mu);
+			end = !strcmp(d->gen, pos.generation) && d->index == pos.index ? d->size
+											 : target.offset;
+			pthread_mutex_unlock(&d->mu);
+			if (end > target.offset && target.offset < d->eng->max_offset)
+				end = target.offset; /* what was committed when this sync began */
 		}
+		if (end > d->eng->max_offset)
+			return oversize(r, pos.generation, pos.index, end);
 		/* a failed upload of this key may still land: the same bytes again, then the rest */
 		if (is_unsure(r, pos.generation, pos.index, pos.offset) && end > r->unsure.to)
 			end = r->unsure.to;
@@ -610,8 +644,17 @@ void *replica_thread(void *arg)
 				rc = init_position(r, &next_snapshot);
 			pthread_mutex_lock(&d->mu);
 			bool snap = r->pos_known && (r->need_snapshot || strcmp(r->pos.generation, d->gen));
+			/* past an oversize index, the snapshot waits for the checkpoint's new index */
+			bool wait_index = snap && r->oversize && !strcmp(r->pos.generation, d->gen) &&
+					  d->index <= r->oversize_index;
+			if (wait_index)
+				monitor_request_checkpoint(d);
 			pthread_mutex_unlock(&d->mu);
-			if (rc == 0 && snap) {
+			if (rc == 0 && wait_index) {
+				replica_note_error(r, "WAL index too large for the format",
+						   "waiting for a new index");
+				rc = -1;
+			} else if (rc == 0 && snap) {
 				rc = snapshot_take(r, flush);
 				if (rc == 0 && c->snapshot_interval_ms > 0)
 					next_snapshot = clock_mono_ns() + c->snapshot_interval_ms * NS_PER_MS;

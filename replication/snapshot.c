@@ -346,6 +346,7 @@ static void snapshot_done(struct eng_replica *r, const char *gen, uint32_t index
 	r->dropped = false;
 	r->behind_since_mono = 0;
 	r->gap = false;
+	r->oversize = false;
 	r->stat.failing_since_ns = 0; /* it took a snapshot: it answers again */
 	r->stat.snapshots_total++;
 	r->stat.snapshot_bytes_total += plain_bytes;

@@ -1156,6 +1156,39 @@ def test_retention_keeps_a_restorable_window(run, tmp_path, litestream_bin):
     check_restore(litestream_bin, rep, db, tmp_path / "out.db")
 
 
+def test_a_wal_index_past_the_largest_nameable_offset_continues_at_a_snapshot(
+        run, tmp_path, litestream_bin, litevisor_bin):
+    # Segment names hold offsets in 8 hex digits (Litestream parses no more). One
+    # transaction that took a WAL index past 4 GiB wrapped the offsets: the replica
+    # shipped 207 MB of it, called itself caught up, marked the generation closed,
+    # and both tools restored a wrong or no database (QA16). Now the index is not
+    # shipped past the limit: the replica takes a snapshot at the next index. The
+    # limit is lowered here (LITEVISOR_TEST_MAX_WAL_OFFSET) instead of writing 4 GiB.
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    env = dict(os.environ, LITEVISOR_TEST_MAX_WAL_OFFSET=str(1 << 20))
+    r = run(config(tmp_path, db, [file_replica(rep)]), env=env)
+    write(db, 20, start=1)
+    wait_for(lambda: objects(rep, "wal"), what="the first segments")
+    c = sqlite3.connect(db)
+    c.execute("CREATE TABLE IF NOT EXISTS big (b BLOB)")
+    c.executemany("INSERT INTO big VALUES (randomblob(1000))", [()] * 2000)  # ~2.5 MB, one commit
+    c.commit()
+    c.close()
+    write(db, 20, start=100)
+    wait_for(lambda: "WAL index past the largest offset" in r.text(), what="the oversize index")
+    wait_for(lambda: len(objects(rep, "snapshots")) >= 2, timeout=60, what="a snapshot at a later index")
+    write(db, 20, start=200)
+    assert r.stop() == 0, r.text()
+    wal = objects(rep, "wal")
+    assert all(int(f.split("_")[1].split(".")[0], 16) < 1 << 20 for _, f in wal), wal
+    check_restore(litestream_bin, rep, db, tmp_path / "out.db")
+    p = subprocess.run([litevisor_bin, "restore", "-o", str(tmp_path / "lv.db"), f"file://{rep}"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert content(tmp_path / "lv.db") == content(db)
+
+
 def test_retention_of_forever_keeps_everything(run, tmp_path):
     # retention and retention-grace of 100000d ("forever") overflowed their sum: the
     # cut wrapped into the future and an old generation was deleted at once (QA16;
