@@ -620,12 +620,13 @@ int cfg_schema_load(const struct cfg_doc *doc, const struct config_options *opt,
 	}
 	rc = 0;
 out:
-	if (rc < 0 && e->at && walk_unset_var(&w, e->at) && !strstr(e->buf, " not set")) {
+	if (rc < 0 && e->at && walk_unset_var(&w, e->at) && !strstr(e->buf, "environment variable")) {
 		/* "cannot read \"/s3_key\"": say which variable left the hole */
-		size_t k = strlen(e->buf);
+		size_t k = strlen(e->buf), room = e->len > k + 4 ? e->len - k - 3 : 1;
 		char phrase[256];
 		snprintf(e->buf + k, e->len - k, " (%s)",
-			 walk_unset_phrase(phrase, sizeof(phrase), walk_unset_var(&w, e->at)));
+			 walk_unset_phrase(phrase, room < sizeof(phrase) ? room : sizeof(phrase),
+					   walk_unset_var(&w, e->at)));
 	}
 	walk_stores_free(&w);
 	walk_release(&w);

@@ -103,8 +103,27 @@ const char *walk_unset_var(const struct walk *w, const struct cfg_node *v)
 const char *walk_unset_phrase(char *buf, size_t len, const char *names)
 {
 	bool several = strchr(names, ',') != NULL;
-	snprintf(buf, len, "environment variable%s %s %s not set", several ? "s" : "", names,
-		 several ? "are" : "is");
+	size_t total = 1;
+	for (const char *p = names; (p = strstr(p, ", ")); p += 2)
+		total++;
+	/* as many whole names as fit, then how many more: never a name cut short */
+	int k = snprintf(buf, len, "environment variable%s ", several ? "s" : "");
+	size_t used = k > 0 ? (size_t)k : 0, shown = 0;
+	const char *p = names;
+	while (*p && used < len) {
+		const char *e = strstr(p, ", ");
+		size_t n = e ? (size_t)(e - p) : strlen(p);
+		if (used + n + 2 + 40 > len && shown > 0)
+			break;
+		k = snprintf(buf + used, len - used, "%s%.*s", shown ? ", " : "", (int)n, p);
+		used += k > 0 ? (size_t)k : 0;
+		shown++;
+		p = e ? e + 2 : p + n;
+	}
+	if (used < len && shown < total)
+		snprintf(buf + used, len - used, " and %zu more are not set", total - shown);
+	else if (used < len)
+		snprintf(buf + used, len - used, several ? " are not set" : " is not set");
 	return buf;
 }
 
@@ -116,7 +135,9 @@ void walk_unset_note(char *buf, size_t len, const struct walk *w, const struct c
 		const char *name = walk_unset_var(w, nodes[i]);
 		if (name) {
 			char phrase[256];
-			snprintf(buf, len, " (%s)", walk_unset_phrase(phrase, sizeof(phrase), name));
+			size_t room = len > 3 ? len - 3 : 1; /* " (" and ")" */
+			snprintf(buf, len, " (%s)", walk_unset_phrase(phrase, room < sizeof(phrase) ? room
+									       : sizeof(phrase), name));
 			return;
 		}
 	}

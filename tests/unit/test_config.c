@@ -1005,6 +1005,13 @@ static const struct bad_case bad_cases[] = {
 	{ "two_unset_in_one_value", /* both holes named, not just the first */
 	  "addr: \"${LITEVISOR_TEST_UNSET_DB}:${LITEVISOR_TEST_UNSET_PORT}\"\n",
 	  "bad.yml:1:7: addr: invalid address \":\" (expected HOST:PORT, [IPV6]:PORT or :PORT) (environment variables LITEVISOR_TEST_UNSET_DB, LITEVISOR_TEST_UNSET_PORT are not set)" },
+	{ "many_unset_in_one_value", /* whole names, then how many more: never one cut short */
+	  "dbs:\n  - path: /tmp/a.db\n    replicas:\n      - url: \"s3://${LITEVISOR_TEST_UNSET_0}/"
+	  "${LITEVISOR_TEST_UNSET_1}/${LITEVISOR_TEST_UNSET_2}/${LITEVISOR_TEST_UNSET_3}/"
+	  "${LITEVISOR_TEST_UNSET_4}/${LITEVISOR_TEST_UNSET_5}/${LITEVISOR_TEST_UNSET_6}/"
+	  "${LITEVISOR_TEST_UNSET_7}/${LITEVISOR_TEST_UNSET_8}/${LITEVISOR_TEST_UNSET_9}/"
+	  "${LITEVISOR_TEST_UNSET_10}/${LITEVISOR_TEST_UNSET_11}\"\n",
+	  "bad.yml:4:14: dbs[0].replicas[0].url: invalid s3 URL \"s3://///////////\" (expected s3://BUCKET/PATH) (environment variables LITEVISOR_TEST_UNSET_0, LITEVISOR_TEST_UNSET_1, LITEVISOR_TEST_UNSET_2, LITEVISOR_TEST_UNSET_3 and 8 more are not set)" },
 	{ "secret_file_dir_unset",
 	  "access-key-id-file: ${LITEVISOR_TEST_UNSET_DB}/no-such-key\n",
 	  "bad.yml:1:21: access-key-id-file: cannot read \"/no-such-key\": No such file or directory (environment variable LITEVISOR_TEST_UNSET_DB is not set)" },
