@@ -179,8 +179,8 @@ static int s3_list(struct storage *st, const char *prefix, const char *delimiter
 				snprintf(cause, sizeof(cause), "%s", err->message);
 				rc = ST_PERMANENT;
 				st_error_set(err, rc, err->http_status,
-					     "list %s/%s: bucket %s does not exist at %s (%s)", s3->bucket,
-					     full, s3->bucket, s3->base_url, cause);
+					     "list %s/%s: bucket %s does not exist at %s%s (%s)", s3->bucket,
+					     full, s3->bucket, s3->base_url, s3->path_prefix, cause);
 			}
 			break;
 		}
@@ -454,8 +454,20 @@ static int addressing(struct s3 *s3, const struct cfg_replica *r, struct st_erro
 			     "letters, digits, '-', '.', '_', '~' and '/'", name, (int)plen, ep_path);
 		return -2;
 	}
-	while (plen > 0 && ep_path[plen - 1] == '/')
-		plen--;
+	/* cleaned as aws-sdk-go does: "//gw//x/" is "/gw/x" */
+	char clean[256];
+	size_t cl = 0;
+	if (plen >= sizeof(clean)) {
+		st_error_set(err, ST_PERMANENT, 0, "replica %s: endpoint path longer than %zu bytes", name,
+			     sizeof(clean) - 1);
+		return -2;
+	}
+	for (size_t i = 0; i < plen; i++)
+		if (!(ep_path[i] == '/' && cl > 0 && clean[cl - 1] == '/'))
+			clean[cl++] = ep_path[i];
+	while (cl > 0 && clean[cl - 1] == '/')
+		cl--;
+	clean[cl] = '\0';
 	/*
 	 * An explicit endpoint (MinIO, Ceph, …) is addressed path-style unless the
 	 * config says force-path-style: false; then <bucket>.<endpoint host>.
@@ -463,8 +475,7 @@ static int addressing(struct s3 *s3, const struct cfg_replica *r, struct st_erro
 	if (!(s3->host = host_of(auth, alen, https)))
 		return -1;
 	char *pp = NULL; /* asprintf leaves it undefined on failure: s3_destroy frees path_prefix */
-	if (asprintf(&pp, "%.*s%s%s", (int)plen, ep_path, path_style ? "/" : "",
-		     path_style ? s3->bucket : "") < 0)
+	if (asprintf(&pp, "%s%s%s", clean, path_style ? "/" : "", path_style ? s3->bucket : "") < 0)
 		return -1;
 	s3->path_prefix = pp;
 	if (!path_style) {
