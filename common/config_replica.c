@@ -595,6 +595,8 @@ int walk_replicas(struct walk *w, const struct cfg_node *seq, const char *path, 
 			return -1;
 		if (check_secret_pairs(w, r, at, rp) < 0 || finish(w, r, at, rp, m) < 0)
 			return -1;
+		if (walk_check_name(w, at[RF_NAME] ? at[RF_NAME] : m, rp, r->name) < 0)
+			return -1;
 		for (size_t j = 0; j < i; j++) {
 			const struct cfg_replica *o = &db->replicas[j];
 			if (strcmp(o->name, r->name) == 0) {

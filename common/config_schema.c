@@ -476,8 +476,13 @@ static int walk_db(struct walk *w, const struct cfg_node *v, const char *path, s
 	}
 	const char *base = strrchr(db->path, '/');
 	base = base ? base + 1 : db->path;
-	if (!db->name && !(db->name = strdup(base)))
-		goto oom;
+	if (db->name && walk_check_name(w, at[DB_NAME], path, db->name) < 0)
+		return -1;
+	if (!db->name) {
+		if (!(db->name = strdup(base)))
+			goto oom;
+		cfg_name_fit(db->name);
+	}
 	if (!db->meta_path) {
 		size_t dl = (size_t)(base - db->path);
 		size_t len = dl + strlen(base) + 16;

@@ -143,6 +143,42 @@ void walk_unset_note(char *buf, size_t len, const struct walk *w, const struct c
 	}
 }
 
+static bool name_byte_bad(unsigned char c)
+{
+	return c == '"' || c == '\\' || c < 0x20 || c == 0x7f;
+}
+
+int walk_check_name(struct walk *w, const struct cfg_node *at, const char *path, const char *name)
+{
+	char kp[300];
+	walk_path(kp, sizeof(kp), path, "name");
+	if (strlen(name) > CFG_NAME_MAX) {
+		cfg_error(w->e, at, kp, "longer than %d bytes", CFG_NAME_MAX);
+		return -1;
+	}
+	for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+		if (name_byte_bad(*p)) {
+			cfg_error(w->e, at, kp, "\"%s\" holds a '\"', a '\\' or a control character: "
+				  "names appear in logs and metric labels", name);
+			return -1;
+		}
+	return 0;
+}
+
+void cfg_name_fit(char *name)
+{
+	for (unsigned char *p = (unsigned char *)name; *p; p++)
+		if (name_byte_bad(*p))
+			*p = '_';
+	size_t n = strlen(name);
+	if (n <= CFG_NAME_MAX)
+		return;
+	n = CFG_NAME_MAX;
+	while (n > 0 && ((unsigned char)name[n] & 0xC0) == 0x80) /* not inside a UTF-8 character */
+		n--;
+	name[n] = '\0';
+}
+
 void walk_release(struct walk *w)
 {
 	for (size_t i = 0; i < w->nunset; i++)

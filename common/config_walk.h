@@ -122,6 +122,16 @@ const char *walk_unset_phrase(char *buf, size_t len, const char *names);
 void walk_unset_note(char *buf, size_t len, const struct walk *w, const struct cfg_node *const *nodes,
 		     size_t n);
 
+/*
+ * A database's or replica's name appears in log fields, metric labels and
+ * JSON: at most CFG_NAME_MAX bytes, no '"', '\\' or control character.
+ * Returns 0, or -1 with the error set at `at`. A name derived from a file
+ * name is made to fit instead (cfg_name_fit).
+ */
+#define CFG_NAME_MAX 63 /* the status copies hold 64 bytes */
+int walk_check_name(struct walk *w, const struct cfg_node *at, const char *path, const char *name);
+void cfg_name_fit(char *name);
+
 /* Free what the walk itself holds. */
 void walk_release(struct walk *w);
 

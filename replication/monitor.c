@@ -410,8 +410,9 @@ static int open_db(struct eng_db *d, bool fresh)
 		snprintf(mpath, sizeof(mpath), "%s/restored", d->dir);
 		if (stat(mpath, &st) < 0 ||
 		    db_touched > st.st_mtim.tv_sec * NS_PER_SEC + st.st_mtim.tv_nsec) {
-			log_warn("engine", "database changed since it was restored: not continuing that generation",
-				 "db=%s", d->stat.name);
+			log_warn("engine", "database changed since it was restored (its file is newer than "
+				 "the restore, in content or metadata: a chown counts): not continuing that "
+				 "generation, a new one starts", "db=%s", d->stat.name);
 			localstate_clear_restored(d->dir);
 			marker = false;
 		}

@@ -755,6 +755,20 @@ static const struct bad_case bad_cases[] = {
 	  "    replicas:\n"
 	  "      - type: file\n",
 	  "bad.yml:4:9: dbs[0].replicas[0]: missing path: a file replica needs url: file:///DIR or path: /DIR" },
+	{ "db_name_with_a_quote", /* it would end its log field early (QA15) */
+	  "dbs:\n"
+	  "  - {path: /data/app.db, name: '\"x'}\n",
+	  "bad.yml:2:32: dbs[0].name: \"\"x\" holds a '\"', a '\\' or a control character: names appear in logs and metric labels" },
+	{ "replica_name_with_a_backslash",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      - {url: 'file:///r', name: 'a b\\'}\n",
+	  "bad.yml:4:34: dbs[0].replicas[0].name: \"a b\\\" holds a '\"', a '\\' or a control character: names appear in logs and metric labels" },
+	{ "db_name_too_long", /* cut to the status copies' 64 bytes, two names were one label */
+	  "dbs:\n"
+	  "  - {path: /data/app.db, name: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa}\n",
+	  "bad.yml:2:32: dbs[0].name: longer than 63 bytes" },
 	{ "duplicate_key",
 	  "dbs:\n"
 	  "  - path: /data/app.db\n"
