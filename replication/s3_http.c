@@ -152,6 +152,24 @@ struct xfer {
 	char etag[256];        /* of the first answer that reached the sink */
 };
 
+/*
+ * curl rewinds a body itself when a reused connection turns out dead after
+ * the request went out (the answer lost): without this it gave up with
+ * "necessary data rewind wasn't possible", failing a multipart upload's
+ * part instead of sending it again. Only back to the start is needed.
+ */
+static int on_seek(void *ud, curl_off_t offset, int origin)
+{
+	struct xfer *x = ud;
+	const struct s3_req *r = x->req;
+	if (origin != SEEK_SET || offset != 0)
+		return CURL_SEEKFUNC_CANTSEEK;
+	if (r->read_len >= 0 && x->sent > 0 && (!r->rewind || r->rewind(r->read_ctx) < 0))
+		return CURL_SEEKFUNC_CANTSEEK;
+	x->sent = 0;
+	return CURL_SEEKFUNC_OK;
+}
+
 static size_t on_read(char *buf, size_t size, size_t n, void *ud)
 {
 	struct xfer *x = ud;
@@ -617,6 +635,8 @@ static void attempt(struct s3 *s3, const struct s3_req *req, struct s3_resp *res
 	if (has_body) {
 		curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
 		curl_easy_setopt(h, CURLOPT_READDATA, x);
+		curl_easy_setopt(h, CURLOPT_SEEKFUNCTION, on_seek);
+		curl_easy_setopt(h, CURLOPT_SEEKDATA, x);
 	}
 	if (!strcmp(req->method, "PUT")) {
 		curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);

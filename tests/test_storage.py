@@ -1069,6 +1069,54 @@ def test_s3_failed_multipart_upload_is_aborted(s3server, tmp_path):
         proxy.close()
 
 
+class DropAnswerProxy(FaultProxy):
+    """Keeps client connections alive; the first request `drop(method, target)` picks
+    reaches the server, but its answer is lost: the client connection closes instead."""
+
+    def __init__(self, upstream_port, drop):
+        self.drop, self.dropped = drop, 0
+        super().__init__(upstream_port, fail=0)
+
+    def _serve(self, c):
+        buf = b""
+        with c:
+            while True:
+                req, buf = self._read_request(c, buf)
+                if req is None:
+                    return
+                method, target = [x.decode() for x in req.split(b" ", 2)[:2]]
+                with self._send_closing(req) as up:
+                    answer = self._read_all(up)
+                with self.lock:
+                    lose = self.dropped == 0 and self.drop(method, target)
+                    self.dropped += lose
+                if lose:
+                    return
+                head, _, body = answer.partition(b"\r\n\r\n")
+                head = b"\r\n".join(ln for ln in head.split(b"\r\n")
+                                     if not ln.lower().startswith(b"connection:"))
+                c.sendall(head + b"\r\n\r\n" + body)
+
+
+def test_s3_multipart_part_whose_answer_is_lost_is_sent_again(s3server, tmp_path):
+    """A part PUT that reached the server on a reused connection and whose answer was
+    lost failed with curl's "necessary data rewind wasn't possible": the upload was
+    aborted and a snapshot started over from its first part (QA15). curl can now
+    rewind the body, and the part is sent again."""
+    srv = s3server()
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    digest = write_random(src, 12 * MiB)
+    proxy = DropAnswerProxy(srv.port, lambda m, t: m == "PUT" and "partNumber=2" in t)
+    try:
+        rep = s3_replica(srv, endpoint=f"http://127.0.0.1:{proxy.port}")
+        r = rep.put(src, "big").ok()
+        assert proxy.dropped == 1, r.stderr
+    finally:
+        proxy.close()
+    s3_replica(srv).get("big", dst).ok()
+    assert sha256_file(dst) == digest
+
+
 def test_s3_streamed_put_from_a_file_signs_its_sha256_and_sends_content_md5(s3server, tmp_path):
     """A PUT of 256 KiB to 5 MiB streamed from a file (the shared snapshot) carries
     the body's SHA-256 in the signature and its Content-MD5, so S3 and MinIO reject
