@@ -176,10 +176,32 @@ void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, const char *dbname,
 				same++;
 	}
 
+	/*
+	 * A candidate whose listing showed a last segment starting at or past the
+	 * winner's end holds more than it, even though reading that segment
+	 * failed (a stall): the newest data is known to exist and to have failed,
+	 * and older data is never used silently (a retry may read it).
+	 */
+	const struct rs_cand *lost = NULL;
+	for (size_t i = 0; i < n && w; i++)
+		if (c[i].measure_failed && !strcmp(c[i].lower.generation, w->plan.generation) &&
+		    wal_pos_cmp(&c[i].lower, &w->plan.end) >= 0)
+			lost = &c[i];
+	if (lost)
+		out->winner = -1;
+
 	char pos[64], wpos[64], ts[40];
 	for (size_t i = 0; i < n; i++) {
 		struct rs_cand *x = &c[i];
-		if (x->timed_out || x->no_answer) {
+		if (x == lost) {
+			snprintf(x->verdict, sizeof(x->verdict),
+				 "NEWEST DATA, failing: its last segment starts at %s/%08x/%08x, past "
+				 "every readable end", x->lower.generation, x->lower.index,
+				 x->lower.offset);
+		} else if (lost && x->rank >= 0) {
+			snprintf(x->verdict, sizeof(x->verdict), "not used: %s holds newer data",
+				 lost->name);
+		} else if (x->timed_out || x->no_answer) {
 			snprintf(x->verdict, sizeof(x->verdict),
 				 "UNREACHABLE (no answer in %lld ms): it might hold newer data",
 				 (long long)x->probe_ms);
@@ -217,7 +239,11 @@ void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, const char *dbname,
 		}
 	}
 
-	if (w && out->answered < need)
+	if (lost)
+		snprintf(out->why, sizeof(out->why), "%s holds newer data than the candidates that "
+			 "could be read (%s at %s), but reading it failed: not restoring older data",
+			 lost->name, w->name, end_text(&w->plan, wpos, sizeof(wpos)));
+	else if (w && out->answered < need)
 		snprintf(out->why, sizeof(out->why), "not settled: mode %s needs %zu answer(s), "
 			 "%zu answered (newest among them: %s at %s)", mode, need, out->answered,
 			 w->name, end_text(&w->plan, wpos, sizeof(wpos)));

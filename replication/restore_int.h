@@ -79,6 +79,8 @@ struct rs_cand {
 	enum rs_state state;
 	bool timed_out;                /* the decision did not wait for its probe */
 	bool no_answer;                /* its probe failed at its own deadline */
+	bool measure_failed;           /* answered, then its last segment could not be read: */
+	struct wal_pos lower;          /* where that segment starts (it holds at least this) */
 	char error[600];
 	int64_t rtt_us;                /* first request's round trip */
 	int64_t probe_ms;              /* whole probe */

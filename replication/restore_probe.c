@@ -458,6 +458,8 @@ static void *measure_one(void *p)
 
 	set_remaining(&call, a->end_ms);
 	if (segment_length(c->st, c->plan.generation, last, &len, &call, &err) < 0) {
+		c->measure_failed = true;
+		c->lower = c->plan.end; /* rs_choose: a candidate past it may not be passed over */
 		c->state = RC_ERROR;
 		c->has_data = false;
 		snprintf(c->error, sizeof(c->error), "%s: %s", st_status_name(err.status),

@@ -1289,15 +1289,18 @@ def test_s3_peer_failing_mid_download_falls_back(tmp_path, litevisor_bin, s3serv
         assert 9 < elapsed < 16, elapsed
 
 
+@pytest.mark.parametrize("peer", ["same", "more"])
 def test_a_peer_stalling_while_its_end_is_measured_costs_only_the_stall_window(
-        tmp_path, litevisor_bin, s3server, history):
+        tmp_path, litevisor_bin, s3server, history, peer):
     # Both peers hold the same generation, so each one's last segment is measured
     # before deciding. peer-05 sends that segment's first bytes, then nothing: it
     # held the restore for its idle-timeout times five attempts, about 30 s (QA13).
-    # A stall now drops it after restore's 10 s stall window.
+    # A stall now drops it after restore's 10 s stall window. more: its listing
+    # shows a last segment past the NAS's end, so it holds newer data: the NAS's
+    # older data was restored silently (QA15); now the restore fails, temporarily.
     p05, nas = s3server(), s3server()
     upload(history, p05, tmp_path)
-    upload(history, nas, tmp_path)
+    upload(history, nas, tmp_path, upto=len(history.segments) - (1 if peer == "more" else 0))
     stalled = Throttle(p05.port, interval=0, hold="/wal/")
     try:
         db = tmp_path / "app.db"
@@ -1308,12 +1311,18 @@ def test_a_peer_stalling_while_its_end_is_measured_costs_only_the_stall_window(
         elapsed = time.monotonic() - t0
     finally:
         stalled.close()
-    assert p.returncode == 0, p.stderr
     assert "stalled" in candidate_line(p.stderr, "peer-05"), p.stderr
-    assert "WINNER" in candidate_line(p.stderr, "nas"), p.stderr
-    assert rows(db) == history.states[-1][2]
     assert stalled.cuts == 1, "a stall is not retried on the same peer"
     assert 9 < elapsed < 16, elapsed
+    if peer == "more":
+        assert p.returncode == 111, p.stderr
+        assert "NEWEST DATA, failing" in candidate_line(p.stderr, "peer-05"), p.stderr
+        assert "not restoring older data" in p.stderr.strip().splitlines()[-1]
+        assert not db.exists()
+        return
+    assert p.returncode == 0, p.stderr
+    assert "WINNER" in candidate_line(p.stderr, "nas"), p.stderr
+    assert rows(db) == history.states[-1][2]
 
 
 @pytest.mark.parametrize("status,code", [(503, "SlowDown"), (500, "InternalError")])
