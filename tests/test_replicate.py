@@ -1175,9 +1175,15 @@ def test_a_wal_index_past_the_largest_nameable_offset_continues_at_a_snapshot(
     c.executemany("INSERT INTO big VALUES (randomblob(1000))", [()] * 2000)  # ~2.5 MB, one commit
     c.commit()
     c.close()
-    write(db, 20, start=100)
     wait_for(lambda: "WAL index past the largest offset" in r.text(), what="the oversize index")
-    wait_for(lambda: len(objects(rep, "snapshots")) >= 2, timeout=60, what="a snapshot at a later index")
+    # the new index starts with the app's next write after our checkpoint: the app writes on
+    n = [100]
+
+    def snapshot_at_a_later_index():
+        write(db, 1, start=n[0])
+        n[0] += 1
+        return len(objects(rep, "snapshots")) >= 2
+    wait_for(snapshot_at_a_later_index, timeout=60, what="a snapshot at a later index")
     write(db, 20, start=200)
     assert r.stop() == 0, r.text()
     wal = objects(rep, "wal")
