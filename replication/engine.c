@@ -31,11 +31,9 @@ struct engine *engine_new(const struct config *cfg)
 	if (!e)
 		return NULL;
 	e->cfg = cfg;
-	e->max_offset = UINT32_MAX;
 	const char *test_max = getenv("LITEVISOR_TEST_MAX_WAL_OFFSET");
-	if (test_max && strtoull(test_max, NULL, 10) >= 65536 &&
-	    strtoull(test_max, NULL, 10) < UINT32_MAX)
-		e->max_offset = strtoull(test_max, NULL, 10);
+	unsigned long long max = test_max ? strtoull(test_max, NULL, 10) : 0;
+	e->max_offset = max >= 65536 && max < UINT32_MAX ? max : UINT32_MAX;
 	e->dbs = calloc(cfg->ndbs ? cfg->ndbs : 1, sizeof(*e->dbs));
 	if (!e->dbs)
 		goto fail;

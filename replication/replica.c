@@ -436,6 +436,7 @@ static int ship(struct eng_replica *r, bool flush)
 	/* up to what is committed now; what comes meanwhile is the next sync's */
 	pthread_mutex_lock(&d->mu);
 	replica_target(d, &target);
+	uint64_t target_size = d->size; /* target.offset, unless past max_offset */
 	pthread_mutex_unlock(&d->mu);
 	for (;;) {
 		pthread_mutex_lock(&d->mu);
@@ -474,12 +475,7 @@ static int ship(struct eng_replica *r, bool flush)
 				continue;
 			}
 		} else {
-			pthread_mutex_lock(&d->mu);
-			end = !strcmp(d->gen, pos.generation) && d->index == pos.index ? d->size
-											 : target.offset;
-			pthread_mutex_unlock(&d->mu);
-			if (end > target.offset && target.offset < d->eng->max_offset)
-				end = target.offset; /* what was committed when this sync began */
+			end = target_size;
 		}
 		if (end > d->eng->max_offset)
 			return oversize(r, pos.generation, pos.index, end);

@@ -1286,17 +1286,22 @@ def test_two_databases_each_independent(run, tmp_path, litestream_bin):
     assert content(tmp_path / "outa.db") != content(tmp_path / "outb.db")
 
 
+def faulty_env(**fault):
+    """Environment loading tests/tools/preload/faultinject.c with FAULT_<KEY>=value."""
+    tools = os.environ.get("LITEVISOR_TOOLS_DIR") or os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "build", "tests", "tools")
+    return dict(os.environ, LD_PRELOAD=os.path.join(tools, "faultinject.so"),
+                ASAN_OPTIONS="verify_asan_link_order=0",
+                **{f"FAULT_{k.upper()}": str(v) for k, v in fault.items()})
+
+
 def test_a_failed_fsync_on_a_file_replica_leaks_no_descriptor(run, tmp_path, litestream_bin):
     # file_put skipped close() when fsync failed: each retry leaked a descriptor to a
     # deleted temp object, pinning its disk space on the replica's file system (QA16).
-    tools = os.environ.get("LITEVISOR_TOOLS_DIR") or os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), "..", "build", "tests", "tools")
     db, rep = tmp_path / "app.db", tmp_path / "rep"
     create(db)
     flog = tmp_path / "faults"
-    env = dict(os.environ, LD_PRELOAD=os.path.join(tools, "faultinject.so"), FAULT_OP="fsync",
-               FAULT_PATH=".tmp-", FAULT_N="1", FAULT_LOG=str(flog),
-               ASAN_OPTIONS="verify_asan_link_order=0")
+    env = faulty_env(op="fsync", path=".tmp-", n=1, log=flog)
     r = run(config(tmp_path, db, [file_replica(rep)]), env=env)
     write(db, 50, start=1)
     wait_for(lambda: flog.exists() and "snapshot written" in r.text(), timeout=60,
@@ -1313,14 +1318,10 @@ def test_a_final_flush_whose_wal_sync_timed_out_marks_nothing_closed(run, tmp_pa
     # The final flush could not copy the last commits into the shadow in time (a big
     # transaction just before the stop), yet the replicas, at the shadow's end, were
     # marked closed there: a hand-over point that lacks those commits (QA16).
-    tools = os.environ.get("LITEVISOR_TOOLS_DIR") or os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), "..", "build", "tests", "tools")
     db, rep, arm = tmp_path / "app.db", tmp_path / "rep", tmp_path / "arm"
     create(db)
-    env = dict(os.environ, LD_PRELOAD=os.path.join(tools, "faultinject.so"), FAULT_OP="pwrite",
-               FAULT_PATH=".app.db-litevisor/", FAULT_COUNT="2", FAULT_DELAY_MS="2500",
-               FAULT_ARM=str(arm), FAULT_LOG=str(tmp_path / "faults"),
-               ASAN_OPTIONS="verify_asan_link_order=0")
+    env = faulty_env(op="pwrite", path=".app.db-litevisor/", count=2, delay_ms=2500, arm=arm,
+                     log=tmp_path / "faults")
     cfg = config(tmp_path, db, [file_replica(rep)])
     cfg.write_text("supervisor:\n  flush-timeout: 1s\n" + cfg.read_text())
     r = run(cfg, env=env)
