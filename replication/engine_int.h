@@ -133,6 +133,7 @@ struct eng_db {
 	uint64_t sync_req;            /* requested syncs (flush) */
 	bool ckpt_req;                /* a replica asks for a new index */
 	uint32_t ckpt_req_index;      /* ... to move past this one */
+	bool restart_req;             /* ... now, without waiting for the app's next write */
 	int64_t flush_deadline_ns;    /* monotonic end of the current final flush */
 	bool flush_unsynced;          /* the final flush could not sync the WAL in time */
 	struct lag_entry lag[ENG_LAG_RING];
@@ -273,6 +274,12 @@ void writers_note_own(struct eng_db *d, const char *gen);
 /* monitor.c: the database's thread; ask it for a checkpoint into a new index (under mu). */
 void *monitor_thread(void *arg);
 void monitor_request_checkpoint(struct eng_db *d);
+/*
+ * The same, and the new index must not wait for the app's next write: once
+ * the WAL is fully backfilled the monitor truncates it (an oversize index,
+ * whose replicas can ship nothing until then). Under mu.
+ */
+void monitor_request_restart(struct eng_db *d);
 /*
  * A replica found another node's history in generation gen (lineage.h): ask
  * for a new generation, once, if gen is still the current one (under mu).

@@ -754,10 +754,17 @@ static bool maybe_checkpoint(struct eng_db *d)
 		return false;
 	pthread_mutex_lock(&d->mu);
 	bool req = d->ckpt_req;
+	bool restart = d->restart_req && d->ckpt_req_index == d->sh.index;
 	pthread_mutex_unlock(&d->mu);
 	uint64_t frames = shadow_frames(d);
-	if (ckpt_settled(d, frames))
+	if (ckpt_settled(d, frames)) {
+		/* backfilled, and the new index cannot wait for the app: start it ourselves */
+		if (restart && now - d->last_ckpt_mono >= CKPT_RETRY_NS / 10) {
+			d->last_ckpt_mono = now;
+			truncate_wal(d);
+		}
 		return false;
+	}
 	/*
 	 * The app's own autocheckpoint fires at 1000 frames (SQLite's default, and
 	 * Litestream's min-checkpoint-page-count): past it, while our read hold keeps
@@ -806,9 +813,9 @@ static bool maybe_checkpoint(struct eng_db *d)
 	d->ckpt_req = false; /* served: the restart is up to the app's next write */
 	pthread_mutex_unlock(&d->mu);
 	struct stat st;
-	if (c->truncate_page_count > 0 && d->wal_fd >= 0 && fstat(d->wal_fd, &st) == 0 &&
-	    (uint64_t)st.st_size >= WAL_HEADER_SIZE + (uint64_t)c->truncate_page_count *
-							      wal_frame_size(d->sh.hdr.page_size))
+	if (restart || (c->truncate_page_count > 0 && d->wal_fd >= 0 && fstat(d->wal_fd, &st) == 0 &&
+			(uint64_t)st.st_size >= WAL_HEADER_SIZE + (uint64_t)c->truncate_page_count *
+								  wal_frame_size(d->sh.hdr.page_size)))
 		truncate_wal(d);
 	return true;
 }
@@ -1066,6 +1073,8 @@ void *monitor_thread(void *arg)
 			pthread_mutex_lock(&d->mu);
 			if (d->ckpt_req && d->index != d->ckpt_req_index)
 				d->ckpt_req = false;
+			if (d->restart_req && d->index != d->ckpt_req_index)
+				d->restart_req = false;
 			pthread_mutex_unlock(&d->mu);
 			int64_t now = clock_mono_ns();
 			if (now - d->last_cleanup_mono >= CLEANUP_EVERY_NS) {
@@ -1129,6 +1138,16 @@ void monitor_request_checkpoint(struct eng_db *d)
 	if (!d->ckpt_req) {
 		d->ckpt_req = true;
 		d->ckpt_req_index = d->index;
+		watch_wake(&d->watch);
+	}
+}
+
+void monitor_request_restart(struct eng_db *d)
+{
+	/* under mu */
+	monitor_request_checkpoint(d);
+	if (!d->restart_req && d->ckpt_req_index == d->index) {
+		d->restart_req = true;
 		watch_wake(&d->watch);
 	}
 }

@@ -40,9 +40,10 @@ void replica_target(struct eng_db *d, struct wal_pos *pos)
 /*
  * Index index of gen grew past what a segment's name can say (one
  * transaction of gigabytes: a bulk import, a VACUUM of a big database).
- * Nothing more of it can be shipped: the replica takes a snapshot at a later
- * index, which a checkpoint starts, and its history has a gap there (as
- * after a backlog drop). Returns -1 (noted: the replica is failing until then).
+ * Nothing more of it can be shipped: the replica takes a snapshot at the next
+ * index, which the monitor starts itself once its checkpoint has backfilled
+ * the WAL, and its history has a gap there (as after a backlog drop).
+ * Returns -1 (noted: the replica is failing until then).
  */
 static int oversize(struct eng_replica *r, const char *gen, uint32_t index, uint64_t end)
 {
@@ -53,7 +54,7 @@ static int oversize(struct eng_replica *r, const char *gen, uint32_t index, uint
 	r->oversize_index = index;
 	r->need_snapshot = true;
 	r->gap = true;
-	monitor_request_checkpoint(d);
+	monitor_request_restart(d);
 	pthread_mutex_unlock(&d->mu);
 	if (first)
 		log_error("replica", "WAL index past the largest offset a segment name can hold: "
@@ -644,7 +645,7 @@ void *replica_thread(void *arg)
 			bool wait_index = snap && r->oversize && !strcmp(r->pos.generation, d->gen) &&
 					  d->index <= r->oversize_index;
 			if (wait_index)
-				monitor_request_checkpoint(d);
+				monitor_request_restart(d);
 			pthread_mutex_unlock(&d->mu);
 			if (rc == 0 && wait_index) {
 				replica_note_error(r, "WAL index too large for the format",
