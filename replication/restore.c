@@ -465,8 +465,10 @@ static int check_parent(const char *target, struct restore_result *res)
  * world-writable nor sticky: a shared place like /tmp is no model for a
  * database's directory. Created 0700, then given away through the open
  * directory (never by name: its parent may belong to another user).
+ * made_top gets the first directory created ("" if none) for undo_parent().
  */
-static int ensure_parent(const struct rs_apply_opts *ao, struct restore_result *res)
+static int ensure_parent(const struct rs_apply_opts *ao, struct restore_result *res,
+			 char made_top[PATH_MAX])
 {
 	char dir[PATH_MAX], anc[PATH_MAX];
 	char *missing;
@@ -478,6 +480,7 @@ static int ensure_parent(const struct rs_apply_opts *ao, struct restore_result *
 			   strerror(errno));
 		return -1;
 	}
+	made_top[0] = '\0';
 	if (!*missing)
 		return 0;
 	mode_t mode = st.st_mode & (S_ISGID | 0777) & ~(mode_t)S_IWOTH;
@@ -503,6 +506,8 @@ static int ensure_parent(const struct rs_apply_opts *ao, struct restore_result *
 				close(fd);
 			goto out;
 		}
+		if (made && !made_top[0])
+			snprintf(made_top, PATH_MAX, "%s", dir);
 		if (made)
 			log_info("restore", "created directory", "path=\"%s\" uid=%ld gid=%ld mode=%04o",
 				 dir, (long)(ao->uid == (uid_t)-1 ? geteuid() : ao->uid),
@@ -519,6 +524,47 @@ out:
 	if (pfd >= 0)
 		close(pfd);
 	return rc;
+}
+
+/*
+ * A failed restore leaves nothing behind: remove the directories
+ * ensure_parent() created for target, deepest first, up to made_top. rmdir
+ * only: a directory something else wrote into since stays.
+ */
+static void undo_parent(const char *target, const char *made_top)
+{
+	char dir[PATH_MAX];
+	if (!made_top[0] || snprintf(dir, sizeof(dir), "%s", target) >= (int)sizeof(dir))
+		return;
+	for (;;) {
+		char *slash = strrchr(dir, '/');
+		if (!slash || slash == dir)
+			return;
+		*slash = '\0';
+		if (rmdir(dir) < 0 && errno != ENOENT) { /* ENOENT: made no deeper than this */
+			log_warn("restore", "cannot remove a directory made for the failed restore",
+				 "path=\"%s\" error=\"%s\"", dir, strerror(errno));
+			return;
+		}
+		if (strcmp(dir, made_top) == 0)
+			return;
+	}
+}
+
+/* ensure_parent(), then apply_with_fallback(); a failure takes the directories back. */
+static int apply_in_place(struct session *s, struct rs_apply_opts *ao,
+			  struct restore_result *res)
+{
+	char made_top[PATH_MAX];
+	if (ensure_parent(ao, res, made_top) < 0) {
+		undo_parent(ao->target, made_top);
+		return -1;
+	}
+	if (apply_with_fallback(s, ao, res) < 0) {
+		undo_parent(ao->target, made_top);
+		return -1;
+	}
+	return 0;
 }
 
 /*
@@ -848,7 +894,7 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 	if (s.ch.winner >= 0 && !strict_unsettled(&s)) {
 		struct rs_apply_opts ao;
 		apply_opts_init(&ao, cfg, db->path, 0);
-		if (ensure_parent(&ao, res) < 0 || apply_with_fallback(&s, &ao, res) < 0)
+		if (apply_in_place(&s, &ao, res) < 0)
 			goto out;
 		write_marker(&s, &res->pos);
 		rc = 0;
@@ -936,7 +982,7 @@ int restore_explicit(const struct config *cfg, const struct cfg_db *db,
 	}
 	struct rs_apply_opts ao;
 	apply_opts_init(&ao, cfg, out_path, opt->parallelism);
-	if (ensure_parent(&ao, res) < 0 || apply_with_fallback(&s, &ao, res) < 0)
+	if (apply_in_place(&s, &ao, res) < 0)
 		goto out;
 	rc = 0;
 	if (!opt->output && !rs_target_pit(&s.t) && !opt->generation) {

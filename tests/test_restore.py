@@ -514,6 +514,12 @@ def test_corrupt_segment_falls_back_to_replica_with_same_data(tmp_path, liteviso
     p = restore_to(litevisor_bin, tmp_path, cfg, tmp_path / "out" / "r2.db")
     assert p.returncode == 1, p.stderr
     assert dir_leftovers(out.parent, ["r.db"]) == []
+    # nor the directories it made for the target (QA14): only those, not one that was there
+    p = restore_to(litevisor_bin, tmp_path, cfg, tmp_path / "out" / "a" / "b" / "r3.db")
+    assert p.returncode == 1, p.stderr
+    assert "created directory" in p.stderr
+    assert not (tmp_path / "out" / "a").exists(), p.stderr
+    assert (tmp_path / "out").is_dir()
 
 
 def test_truncated_segment_is_corrupt_not_a_shorter_index(tmp_path, litevisor_bin, history):
@@ -619,6 +625,12 @@ def test_commit_frame_with_impossible_page_number_is_corrupt(tmp_path, litevisor
     p = restore_to(litevisor_bin, tmp_path, cfg, tmp_path / "out" / "r2.db")
     assert p.returncode == 1, p.stderr
     assert dir_leftovers(out.parent, ["r.db"]) == []
+    # nor the directories it made for the target (QA14): only those, not one that was there
+    p = restore_to(litevisor_bin, tmp_path, cfg, tmp_path / "out" / "a" / "b" / "r3.db")
+    assert p.returncode == 1, p.stderr
+    assert "created directory" in p.stderr
+    assert not (tmp_path / "out" / "a").exists(), p.stderr
+    assert (tmp_path / "out").is_dir()
 
 
 def test_snapshot_with_wrong_checksum_falls_back(tmp_path, litevisor_bin, history):
