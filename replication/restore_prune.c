@@ -212,7 +212,7 @@ void rs_prune_aside(const char *target, const char *statedir, int keep, const ch
 {
 	char dir[PATH_MAX], prefix[NAME_MAX + 32], moved[PATH_MAX];
 	unsigned long long bytes = 0, sbytes = 0;
-	size_t copies = 0;
+	size_t copies = 0, states = 0;
 	const char *protect = NULL;
 
 	if (just_moved && just_moved[0] &&
@@ -221,9 +221,10 @@ void rs_prune_aside(const char *target, const char *statedir, int keep, const ch
 	if (split(target, "replaced", dir, sizeof(dir), prefix, sizeof(prefix)) == 0)
 		copies = prune(dir, prefix, keep, "database", protect, &bytes);
 	if (statedir && split(statedir, "old", dir, sizeof(dir), prefix, sizeof(prefix)) == 0)
-		(void)prune(dir, prefix, keep, "state", NULL, &sbytes);
-	if (keep == 0 && copies > WARN_ABOVE)
+		states = prune(dir, prefix, keep, "state", NULL, &sbytes);
+	/* state directories alone pile up too: one per restore of a database that was gone */
+	if (keep == 0 && (copies > WARN_ABOVE || states > WARN_ABOVE))
 		log_warn("restore", "old copies of the database pile up: restore.keep-replaced "
-			 "deletes all but the newest N", "db=\"%s\" copies=%zu bytes=%llu", target,
-			 copies, bytes + sbytes);
+			 "deletes all but the newest N", "db=\"%s\" copies=%zu state_copies=%zu "
+			 "bytes=%llu", target, copies, states, bytes + sbytes);
 }

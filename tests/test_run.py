@@ -1206,6 +1206,23 @@ def test_moved_aside_copies_are_bounded_by_keep_replaced(litevisor_bin, tmp_path
     assert len(sqlite3.connect(tmp_path / "B" / now[1]).execute("SELECT v FROM t").fetchall()) == 25
 
 
+def test_state_of_deleted_databases_piling_up_is_warned_about(litevisor_bin, tmp_path):
+    """A database deleted between runs leaves its state directory, which the next
+    restore moves aside (it may hold commits no replica got). These piled up with
+    no word: the warning counted copies of the database only (QA15 D7)."""
+    rep = tmp_path / "rep"
+    db = tmp_path / "A" / "app.db"
+    for i in range(5):
+        a, files, err = node_run(litevisor_bin, tmp_path, "A", rep, 1, f"a{i}")
+        assert len(a) == i + 1, err
+        for sfx in ("", "-wal", "-shm"):
+            if os.path.exists(f"{db}{sfx}"):
+                os.unlink(f"{db}{sfx}")
+    states = [f for f in files if f.startswith(".app.db-litevisor.old-")]
+    assert len(states) == 4, files
+    assert "old copies of the database pile up" in err and "state_copies=4" in err, err
+
+
 def test_keep_replaced_never_deletes_the_copy_it_just_made(litevisor_bin, tmp_path):
     """Copies are ordered by the time in their names; one made while the clock was
     ahead (a Pi on fake-hwclock before NTP) sorts as newest, and keep-replaced: 1
