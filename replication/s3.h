@@ -66,6 +66,7 @@ struct s3_ctl {
 	bool no_retry;
 	bool fail_refused;   /* see st_call */
 	int stall_s;         /* see st_call; 0: STALL_SECONDS */
+	bool create_only;    /* see st_call: PUTs and multipart completions send If-None-Match: * */
 };
 
 void s3_ctl_init(struct s3_ctl *c, const struct st_call *call);
@@ -94,6 +95,7 @@ struct s3_req {
 	bool slow_answer;                /* the server may think for minutes before answering:
 					    no idle timeout (CompleteMultipartUpload) */
 	size_t body_cap;                 /* collected body cap; 0 = S3_ERROR_BODY_CAP */
+	bool if_none_match;              /* send If-None-Match: *; 412 is then ST_EXISTS */
 };
 
 struct s3_resp {

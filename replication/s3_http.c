@@ -59,6 +59,7 @@ void s3_ctl_init(struct s3_ctl *c, const struct st_call *call)
 	c->no_retry = call && call->no_retry;
 	c->fail_refused = call && call->fail_refused;
 	c->stall_s = call && call->stall_s > 0 ? call->stall_s : 0;
+	c->create_only = call && call->create_only;
 }
 
 void s3_resp_init(struct s3_resp *r)
@@ -353,13 +354,16 @@ static void classify_http(const struct s3_req *req, const struct s3_resp *resp, 
 	else
 		snprintf(o->cause, sizeof(o->cause), "HTTP %ld", st);
 
-	if (st == 404 || code_is(code, "NoSuchKey") || code_is(code, "NoSuchBucket")) {
+	if (req->if_none_match && (st == 412 || code_is(code, "PreconditionFailed"))) {
+		o->status = ST_EXISTS; /* the key is taken: what a create-only put asked about */
+	} else if (st == 404 || code_is(code, "NoSuchKey") || code_is(code, "NoSuchBucket")) {
 		o->status = ST_NOT_FOUND;
 	} else if (st == 401 || st == 403 || code_is(code, "InvalidAccessKeyId") ||
 		   code_is(code, "SignatureDoesNotMatch") || code_is(code, "ExpiredToken") ||
 		   code_is(code, "InvalidToken") || code_is(code, "AccessDenied")) {
 		o->status = ST_AUTH;
 	} else if (st >= 500 || st == 429 || st == 408 || code_is(code, "SlowDown") ||
+		   code_is(code, "ConditionalRequestConflict") || /* a concurrent conditional write */
 		   code_is(code, "XMinioStorageFull") || code_is(code, "RequestTimeout") ||
 		   code_is(code, "InternalError")) {
 		o->status = ST_TRANSIENT;
@@ -372,7 +376,6 @@ static void classify_http(const struct s3_req *req, const struct s3_resp *resp, 
 	} else {
 		o->status = ST_PERMANENT;
 	}
-	(void)req;
 }
 
 static void classify_curl(CURLcode rc, const char *errbuf, const struct xfer *x, struct outcome *o)
@@ -548,6 +551,8 @@ static void attempt(struct s3 *s3, const struct s3_req *req, struct s3_resp *res
 		hdrs = add_header(hdrs, &oom, "x-amz-security-token: %s", cr.token);
 	if (req->content_md5)
 		hdrs = add_header(hdrs, &oom, "Content-MD5: %s", req->content_md5);
+	if (req->if_none_match)
+		hdrs = add_header(hdrs, &oom, "If-None-Match: *");
 	hdrs = add_header(hdrs, &oom, "Content-Type:%s%s", req->content_type ? " " : "",
 			  req->content_type ? req->content_type : "");
 	hdrs = add_header(hdrs, &oom, "Authorization: %s", authz);

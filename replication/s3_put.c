@@ -228,7 +228,7 @@ static int complete(struct s3 *s3, const char *full, const char *id, char **etag
 	struct s3_req req = { .op = "complete multipart upload", .method = "POST", .key = full,
 			      .query = q, .nquery = 1, .content_type = "application/xml",
 			      .body = body.data, .body_len = body.len, .read_len = -1,
-			      .slow_answer = true };
+			      .slow_answer = true, .if_none_match = ctl->create_only };
 	rc = s3_request(s3, &req, &resp, ctl, err);
 	/* S3 may answer 200 and still fail: the error is then in the body */
 	if (rc == 0 && s3_xml_error(resp.body.data, resp.body.len, code, sizeof(code), msg, sizeof(msg)) == 0) {
@@ -473,7 +473,7 @@ int s3_put(struct storage *st, const char *key, const struct st_source *src,
 			goto out;
 		}
 		struct s3_req req = { .op = "put", .method = "PUT", .key = full, .body = body,
-				      .body_len = have, .read_len = -1 };
+				      .body_len = have, .read_len = -1, .if_none_match = ctl.create_only };
 		rc = s3_request(s3, &req, &resp, &ctl, err);
 	} else {
 		char hash[S3_SHA256_HEX_LEN + 1], md5[32];
@@ -484,7 +484,8 @@ int s3_put(struct storage *st, const char *key, const struct st_source *src,
 		struct s3_req req = { .op = "put", .method = "PUT", .key = full, .read = src->read,
 				      .rewind = src->rewind, .read_ctx = src->ctx, .read_len = src->size,
 				      .big = true, .payload_hash = src->seek ? hash : NULL,
-				      .content_md5 = src->seek ? md5 : NULL };
+				      .content_md5 = src->seek ? md5 : NULL,
+				      .if_none_match = ctl.create_only };
 		rc = s3_request(s3, &req, &resp, &ctl, err);
 	}
 out:

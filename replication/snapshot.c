@@ -361,7 +361,9 @@ static void snapshot_done(struct eng_replica *r, const char *gen, uint32_t index
  * After a snapshot at index past a gap in r's history of the generation,
  * the placeholder of index (wal.h), so Litestream can restore the replica
  * before the index's first real segment replaces it. A failure is only
- * logged: that first segment mends it too.
+ * logged: that first segment mends it too. Create-only: a placeholder PUT
+ * given up on but landing late must not replace that first segment (a hole
+ * at the index's start), on a server that honours If-None-Match.
  */
 static void put_placeholder(struct eng_replica *r, const char *gen, uint32_t index,
 			    uint32_t page_size, const struct st_call *call)
@@ -373,10 +375,16 @@ static void put_placeholder(struct eng_replica *r, const char *gen, uint32_t ind
 	char key[LAYOUT_KEY_MAX];
 	uint64_t plain = 0;
 
+	struct st_call once = *call;
+	once.create_only = true;
 	wal_header_placeholder(hdr, page_size);
 	st_mem_source_init(&src, &m, hdr, sizeof(hdr));
 	layout_wal_key(key, gen, index, 0);
-	if (replica_put_lz4(r, key, &src, LZ4_BLOCKS_INDEPENDENT, call, &plain, &err) < 0)
+	int rc = replica_put_lz4(r, key, &src, LZ4_BLOCKS_INDEPENDENT, &once, &plain, &err);
+	if (rc == ST_EXISTS)
+		log_debug("replica", "the snapshot's index has its first segment already", "db=%s "
+			  "replica=%s key=%s", r->db->stat.name, r->stat.name, key);
+	else if (rc < 0)
 		log_warn("replica", "cannot write the placeholder of the snapshot's index: "
 			 "Litestream cannot restore this replica until the index's first segment",
 			 "db=%s replica=%s key=%s err=\"%s\"", r->db->stat.name, r->stat.name, key,

@@ -22,6 +22,7 @@ const char *st_status_name(enum st_status s)
 	case ST_AUTH: return "auth";
 	case ST_TRANSIENT: return "transient";
 	case ST_PERMANENT: return "permanent";
+	case ST_EXISTS: return "exists";
 	}
 	return "unknown";
 }

@@ -38,6 +38,7 @@ enum st_status {
 	ST_AUTH = -2,      /* credentials rejected or permission denied */
 	ST_TRANSIENT = -3, /* worth retrying later: network, timeout, 5xx, full replica */
 	ST_PERMANENT = -4, /* anything else: bad request, corrupt answer, local I/O error */
+	ST_EXISTS = -5,    /* a create-only put (st_call.create_only) found the key taken */
 };
 
 struct st_error {
@@ -111,6 +112,11 @@ struct st_call {
 				 (restore's next candidate): a stall then fails the call
 				 at once, ST_TRANSIENT, and replaces the S3 replica's
 				 idle-timeout (after which a request is retried) */
+	bool create_only;     /* put: never replace an object: a key already there (even
+				 one this call's own earlier attempt wrote) is kept and the
+				 put fails ST_EXISTS. S3: If-None-Match: * (AWS since 2024,
+				 MinIO; a server that ignores it replaces the object as
+				 before); file: link(2) instead of rename(2) */
 };
 
 enum st_op { ST_OP_GET = 0, ST_OP_PUT, ST_OP_LIST, ST_OP_DELETE, ST_OP_HEAD, ST_OP__COUNT };

@@ -180,13 +180,37 @@ static int make_dirs(const char *dir)
 }
 
 /*
+ * Put the complete temp file tmp in place at path: rename(2), or for a
+ * create-only put link(2), which never replaces (the temp name is then
+ * removed). 0, or -1 with errno (EEXIST: create-only and path is taken).
+ */
+static int place(const char *tmp, const char *path, bool create_only)
+{
+	if (!create_only)
+		return rename(tmp, path);
+	if (link(tmp, path) < 0)
+		return -1;
+	unlink(tmp);
+	return 0;
+}
+
+/* The error of a failed place(): a taken key is ST_EXISTS, not an I/O error. */
+static int place_fail(struct st_error *err, int e, const char *key, const char *path)
+{
+	if (e != EEXIST)
+		return sys_fail(err, e, "put", key, path);
+	st_error_set(err, ST_EXISTS, 0, "put %s: %s exists (create-only put)", key, path);
+	return ST_EXISTS;
+}
+
+/*
  * Give the unnamed file wfd (size bytes) the name tmp, then make it durable
  * under path (another replica may have linked it in already: the file is
  * never written again). 0 done; 1 not possible here (another filesystem, an
  * unlinkable file, no /proc): the caller copies; <0 failed (err set).
  */
 static int link_unnamed(int wfd, int64_t size, const char *path, char *tmp, size_t tmplen,
-			const char *dir, const char *key, struct st_error *err)
+			const char *dir, const char *key, bool create_only, struct st_error *err)
 {
 	char proc[64];
 	struct stat sb;
@@ -206,8 +230,8 @@ static int link_unnamed(int wfd, int64_t size, const char *path, char *tmp, size
 		unlink(tmp);
 		return rc;
 	}
-	if (rename(tmp, path) < 0) {
-		int rc = sys_fail(err, errno, "put", key, path);
+	if (place(tmp, path, create_only) < 0) {
+		int rc = place_fail(err, errno, key, path);
 		unlink(tmp);
 		return rc;
 	}
@@ -233,7 +257,8 @@ static int file_put(struct storage *st, const char *key, const struct st_source 
 	if (wfd >= 0) {
 		if (make_dirs(dir) < 0)
 			return sys_fail(err, errno, "put", key, dir);
-		rc = link_unnamed(wfd, src->size, path, tmp, sizeof(tmp), dir, key, err);
+		rc = link_unnamed(wfd, src->size, path, tmp, sizeof(tmp), dir, key,
+				  call && call->create_only, err);
 		if (rc <= 0)
 			return rc;
 	}
@@ -285,8 +310,8 @@ static int file_put(struct storage *st, const char *key, const struct st_source 
 		rc = sys_fail(err, sync_rc < 0 ? e : errno, "put", key, tmp);
 		goto fail;
 	}
-	if (rename(tmp, path) < 0) {
-		rc = sys_fail(err, errno, "put", key, path);
+	if (place(tmp, path, call && call->create_only) < 0) {
+		rc = place_fail(err, errno, key, path);
 		goto fail;
 	}
 	if (fs_fsync_dir(dir) < 0) {

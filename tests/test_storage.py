@@ -156,6 +156,26 @@ def test_overwrite_replaces_content(replica, tmp_path):
     assert out.read_bytes() == b"second"
 
 
+@pytest.mark.parametrize("size", [100, 1 * MiB, 6 * MiB], ids=["inline", "streamed", "multipart"])
+def test_create_only_put_never_replaces(replica, tmp_path, size):
+    # A create-only put (the placeholder segment) never replaces an object: a PUT
+    # that was given up on and lands late must not overwrite the real segment.
+    # S3: If-None-Match: * (AWS, MinIO; the test server's workaround (f)); file: link(2).
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    digest = write_random(a, size)
+    write_random(b, size)
+    replica.put(a, "x/y", extra=["-create-only"]).ok()
+    r = replica.put(b, "x/y", extra=["-create-only"])
+    assert r.rc == 6 and r.res["status"] == "exists", (r.res, r.stderr)
+    replica.get("x/y", out).ok()
+    assert sha256_file(out) == digest
+    replica.put(b, "x/y").ok()  # a plain put still replaces
+    replica.get("x/y", out).ok()
+    assert sha256_file(out) == sha256_file(b)
+    if replica.kind == "file":
+        assert sorted(os.listdir(tmp_path / "replica" / "x")) == ["y"]
+
+
 def test_listing_paginates_2500_keys(replica):
     r = replica.run("fill", "many/k", "2500", "8").ok()
     assert r.res["stats"]["put"]["count"] == 2500

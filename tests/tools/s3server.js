@@ -52,6 +52,13 @@
  *     replacement writes a temp file beside it, checks the length, and only
  *     then renames it over the old version (which a failed upload keeps).
  *
+ * (f) PutObject and CompleteMultipartUpload ignore If-None-Match: *, which
+ *     AWS S3 (since August 2024) and MinIO honour: the write fails with 412
+ *     PreconditionFailed when the key exists, checked when the object is
+ *     committed. The request's headers reach the store through an
+ *     AsyncLocalStorage set by a middleware placed first; the commit of (e)
+ *     then links instead of renaming, which never replaces.
+ *
  * Known and left alone: its DeleteObjects XML parser turns an all-digit key
  * ("00001") into a number and fails; litevisor's keys never look like that.
  *
@@ -64,6 +71,7 @@
 const crypto = require('crypto');
 const fs = require('fs');
 const path = require('path');
+const { AsyncLocalStorage } = require('async_hooks');
 const { Transform } = require('stream');
 const { pipeline } = require('stream/promises');
 
@@ -223,7 +231,10 @@ async function writeBody(file, content) {
   return [size, md5.digest('hex')];
 }
 
-// Workaround (e): see the header.
+// Workaround (f): the current request's headers, for the store.
+const requestHeaders = new AsyncLocalStorage();
+
+// Workarounds (e) and (f): see the header.
 async function putObjectWhole(object) {
   const objectPath = this.getResourcePath(object.bucket, object.key, 'object');
   await fs.promises.mkdir(path.dirname(objectPath), { recursive: true });
@@ -242,7 +253,21 @@ async function putObjectWhole(object) {
     throw new S3Error('IncompleteBody',
       'You did not provide the number of bytes specified by the Content-Length HTTP header');
   }
-  await fs.promises.rename(part, objectPath);
+  const headers = requestHeaders.getStore() || {};
+  if (headers['if-none-match'] === '*') {
+    try {
+      await fs.promises.link(part, objectPath);
+    } catch (err) {
+      await fs.promises.unlink(part).catch(() => {});
+      if (err.code === 'EEXIST')
+        throw new S3Error('PreconditionFailed',
+          'At least one of the pre-conditions you specified did not hold', { Condition: 'If-None-Match' });
+      throw err;
+    }
+    await fs.promises.unlink(part);
+  } else {
+    await fs.promises.rename(part, objectPath);
+  }
   await this.putMetadata(object.bucket, object.key, object.metadata, md5);
   return { size, md5 };
 }
@@ -279,6 +304,7 @@ async function main() {
     configureBuckets: o.buckets.map((name) => ({ name, configs: [] })),
     ...(o.tlsKey && o.tlsCert ? { key: o.tlsKey, cert: o.tlsCert } : {}),
   });
+  server.middleware.unshift((ctx, next) => requestHeaders.run(ctx.headers, next)); // (f)
   const scheme = o.tlsKey && o.tlsCert ? 'https' : 'http';
   // s3rver turns unexpected exceptions into HTTP 500 and says nothing: show them
   server.on('error', (err) => {

@@ -14,11 +14,12 @@
  * Replica: -file DIR, or -s3 BUCKET [-endpoint URL [-virtual-host]] [-region R]
  * [-path PREFIX] [-skip-verify] [-ca-file F] [-access-key-id K -secret-access-key S]
  * (else the usual environment variables). Call options: -deadline-ms N,
- * -no-retry, -connect-timeout-ms N, -idle-timeout-ms N, -unknown-size (put: hide the size).
+ * -no-retry, -connect-timeout-ms N, -idle-timeout-ms N, -unknown-size (put: hide the size),
+ * -create-only (put: never replace an existing key).
  *
  * Output: JSON lines on stdout (listing entries, then one result line with
  * ok/status/http/message, elapsed_ms, vmhwm_kb and the op counters).
- * Exit: 0 ok, 2 not found, 3 auth, 4 transient, 5 permanent, 64 usage.
+ * Exit: 0 ok, 2 not found, 3 auth, 4 transient, 5 permanent, 6 exists, 64 usage.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -75,6 +76,7 @@ static int exit_code(int rc)
 	case ST_NOT_FOUND: return 2;
 	case ST_AUTH: return 3;
 	case ST_TRANSIENT: return 4;
+	case ST_EXISTS: return 6;
 	default: return 5;
 	}
 }
@@ -198,6 +200,8 @@ int main(int argc, char **argv)
 				call.no_retry = have_call = true;
 			else if (!strcmp(o, "-unknown-size"))
 				unknown_size = true;
+			else if (!strcmp(o, "-create-only"))
+				call.create_only = have_call = true;
 			else if (!strcmp(o, "-debug"))
 				log_configure(LOG_DEBUG, false);
 			else
