@@ -616,14 +616,19 @@ void *replica_thread(void *arg)
 				until = next_sync;
 			if (b && next_retry > now && next_retry < until)
 				until = next_retry;
-			/* the retention and snapshot schedules (retried after a failure's backoff) */
+			/*
+			 * the retention and snapshot schedules (retried after a failure's
+			 * backoff); none once closed: a schedule that came due then would
+			 * wake this thread at once, forever, holding mu (QA17 D1)
+			 */
 			int64_t at = next_retry > now ? next_retry : now;
-			if (d->ready && r->pos_known && next_retention && next_retention < until)
+			bool sched = !r->closed;
+			if (sched && d->ready && r->pos_known && next_retention && next_retention < until)
 				until = next_retention > at ? next_retention : at;
-			if (d->ready && r->pos_known && c->snapshot_interval_ms > 0 && next_snapshot &&
-			    next_snapshot < until)
+			if (sched && d->ready && r->pos_known && c->snapshot_interval_ms > 0 &&
+			    next_snapshot && next_snapshot < until)
 				until = next_snapshot > at ? next_snapshot : at;
-			if (next_writers && next_writers < until)
+			if (sched && next_writers && next_writers < until)
 				until = next_writers > at ? next_writers : at;
 			r->wake = false;
 			wait_until(r, until);

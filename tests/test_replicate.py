@@ -1190,6 +1190,31 @@ def test_a_wal_index_past_the_largest_nameable_offset_continues_at_a_snapshot(
     assert content(tmp_path / "lv.db") == content(db)
 
 
+def test_a_closed_replica_does_not_spin_while_another_still_flushes(run, tmp_path, s3server):
+    # At a stop, the file replica wrote its closed mark while the S3 one kept
+    # retrying (its server gone). The closed replica's retention check then came
+    # due: its wait returned at once, forever, holding the database's lock, and
+    # litevisor never exited, at 100% CPU (QA17).
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    srv = s3server()
+    peer = s3_replica(srv)
+    peer["sync-interval"] = "200ms"
+    r = run(config(tmp_path, db, [peer, file_replica(rep, retention="30s",
+                                                     retention_check_interval="1s",
+                                                     retention_grace="1s")]))
+    write(db, 20, start=1)
+    wait_for(lambda: "replica caught up" in r.text() or objects(rep, "wal"), what="the commits")
+    time.sleep(2)
+    srv.stop()
+    t0 = time.monotonic()
+    code = r.stop()  # waits at most 30 s
+    assert time.monotonic() - t0 < 25, r.text()
+    assert "generation closed" in r.text(), r.text()
+    assert code == 0, r.text()  # the peer had everything: only its closed mark is missing
+    assert "cannot mark the generation closed" in r.text()
+
+
 def test_retention_of_forever_keeps_everything(run, tmp_path):
     # retention and retention-grace of 100000d ("forever") overflowed their sum: the
     # cut wrapped into the future and an old generation was deleted at once (QA16;
