@@ -9,6 +9,7 @@
 
 #include "cmd/cli.h"
 #include "cmd/commands.h"
+#include "supervisor/child.h"
 #include "common/banned.h"
 
 const struct command *const cli_commands[] = {
@@ -39,6 +40,7 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
+	child_note_inherited_fds(); /* before anything opens one */
 	if (argc < 2) {
 		usage(stderr);
 		return EXIT_USAGE;

@@ -2,6 +2,7 @@
 #define CURL_DISABLE_TYPECHECK /* our definitions must not be macro-expanded */
 #include <stdarg.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <curl/curl.h>
 
 #include "common/lazy_curl.h"
@@ -104,4 +105,16 @@ CURLcode curl_easy_getinfo(CURL *h, CURLINFO info, ...)
 	CURLcode rc = F(curl_easy_getinfo)(h, info, va_arg(ap, void *));
 	va_end(ap);
 	return rc;
+}
+
+static curl_socket_t open_cloexec(void *ctx, curlsocktype purpose, struct curl_sockaddr *a)
+{
+	(void)ctx, (void)purpose;
+	int fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+	return fd < 0 ? CURL_SOCKET_BAD : fd;
+}
+
+void lazy_curl_cloexec(void *h)
+{
+	curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, open_cloexec);
 }

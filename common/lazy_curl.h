@@ -19,4 +19,11 @@
  */
 int lazy_curl_load(char *err, size_t errlen);
 
+/*
+ * Make the sockets of curl handle h close-on-exec from their creation
+ * (libcurl 7.88 opens them without it): a service started by fork/exec
+ * must not inherit litevisor's connections (docs/supervisor.md).
+ */
+void lazy_curl_cloexec(void *h);
+
 #endif

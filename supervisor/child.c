@@ -13,6 +13,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <linux/close_range.h>
+#endif
 
 #include "common/log.h"
 #include "common/banned.h"
@@ -384,6 +387,32 @@ static void explain_missing_interpreter(const char *file, int depth, char *out, 
 	}
 }
 
+/* Descriptors below INHERIT_MAX open at start (child_note_inherited_fds). */
+#define INHERIT_MAX 1024
+static unsigned char inherited[INHERIT_MAX / 8];
+static bool inherited_known;
+
+void child_note_inherited_fds(void)
+{
+	for (int fd = 3; fd < INHERIT_MAX; fd++)
+		if (fcntl(fd, F_GETFD) >= 0)
+			inherited[fd / 8] |= (unsigned char)(1u << (fd % 8));
+	inherited_known = true;
+}
+
+/* In the child: every descriptor litevisor opened itself closes on exec. */
+static void cloexec_own_fds(void)
+{
+	if (!inherited_known)
+		return;
+	for (int fd = 3; fd < INHERIT_MAX; fd++)
+		if (!(inherited[fd / 8] & (1u << (fd % 8))))
+			(void)fcntl(fd, F_SETFD, FD_CLOEXEC); /* EBADF: not open */
+#ifdef CLOSE_RANGE_CLOEXEC
+	(void)close_range(INHERIT_MAX, ~0U, CLOSE_RANGE_CLOEXEC);
+#endif
+}
+
 /* Only async-signal-safe calls from here to execve. */
 static void __attribute__((noreturn)) in_child(const struct child_spec *spec, const char *path,
 					       int wfd)
@@ -422,6 +451,7 @@ static void __attribute__((noreturn)) in_child(const struct child_spec *spec, co
 			goto fail;
 		}
 	}
+	cloexec_own_fds();
 	if (sigprocmask(SIG_SETMASK, spec->mask, NULL) < 0) {
 		rec.stage = STAGE_MASK;
 		goto fail;

@@ -69,6 +69,15 @@ struct child_failure {
 pid_t child_spawn(const struct child_spec *spec, struct child_failure *fail);
 
 /*
+ * Note the descriptors (3 and up) this process inherited, so that a child
+ * gets those and none of litevisor's own: libraries open some without
+ * close-on-exec (libcurl 7.88's socketpairs). Call first thing in main(),
+ * before any thread. Without it, children inherit whatever is not
+ * close-on-exec.
+ */
+void child_note_inherited_fds(void);
+
+/*
  * Find cmd as execvp would, in $PATH (default /usr/local/bin:/usr/bin:/bin);
  * a name with '/' is used as is. Returns a malloc'd path: the first
  * executable regular file, else the first existing file (so exec reports

@@ -2010,6 +2010,31 @@ def test_no_descriptor_leaks_into_the_service(litevisor_bin, tmp_path, runs):
         assert bad not in open(out).read(), open(out).read()
 
 
+def test_no_connection_of_an_s3_replica_leaks_into_a_restarted_service(litevisor_bin, tmp_path,
+                                                                      runs, s3server):
+    """libcurl opens its connections and socketpairs without close-on-exec: a service
+    restarted after the S3 replica had connected inherited them (QA19). Every
+    descriptor litevisor opened now closes on exec, whoever opened it."""
+    (tmp_path / "data").mkdir()
+    srv = s3server()
+    out, mark = tmp_path / "fds", tmp_path / "ran-once"
+    s3 = (f"      - type: s3\n        bucket: {srv.bucket}\n        path: app\n"
+          f"        endpoint: {srv.endpoint}\n        region: us-east-1\n"
+          f"        access-key-id: {srv.key}\n        secret-access-key: {srv.secret}\n"
+          "        sync-interval: 100ms\n")
+    cfg = db_config(tmp_path, top="supervisor:\n  restart: on-failure\n  restart-delay: 100ms\n",
+                    replica_extra=s3)
+    script = (f"if [ ! -e {mark} ]; then touch {mark}; sqlite3 {tmp_path}/data/app.db "
+              "'PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1);' "
+              f">/dev/null; sleep 1.5; exit 1; fi; ls -l /proc/$$/fd > {out}.tmp; mv {out}.tmp {out}")
+    r = start(runs, litevisor_bin, tmp_path, ["sh", "-c", script], config=cfg)
+    assert r.wait(timeout=30) == 0, r.stderr()
+    assert mark.exists()  # out is written by the second run only
+    text = open(out).read()
+    for bad in ("socket:", "anon_inode:", "app.db", "pipe:"):
+        assert bad not in text, text
+
+
 def test_endpoints_answer_fast_while_a_large_snapshot_uploads(litevisor_bin, tmp_path, runs):
     import sqlite3
     import urllib.request
