@@ -475,12 +475,12 @@ static int ensure_parent(const struct rs_apply_opts *ao, struct restore_result *
 	struct stat st;
 	int pfd = -1, rc = -1;
 
+	made_top[0] = '\0';
 	if (nearest_ancestor(ao->target, dir, sizeof(dir), anc, sizeof(anc), &missing, &st) < 0) {
 		result_set(res, RESTORE_FAILED, "cannot create directory %s: %s: %s", dir, anc,
 			   strerror(errno));
 		return -1;
 	}
-	made_top[0] = '\0';
 	if (!*missing)
 		return 0;
 	mode_t mode = st.st_mode & (S_ISGID | 0777) & ~(mode_t)S_IWOTH;
