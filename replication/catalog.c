@@ -269,6 +269,30 @@ bool catalog_closed_at(const struct cat_generation *g, const struct wal_pos *end
 	return false;
 }
 
+/* Is g's newest closed mark past its last segment (or is there no segment)? */
+static bool closed_at_end(const struct cat_generation *g)
+{
+	if (!g->nclosed)
+		return false;
+	if (!g->nsegments)
+		return true;
+	const struct cat_closed *c = &g->closed[g->nclosed - 1];
+	const struct cat_segment *s = &g->segments[g->nsegments - 1];
+	return c->index > s->index || (c->index == s->index && c->offset > s->offset);
+}
+
+int catalog_gen_order(const struct cat_generation *a, const struct cat_generation *b)
+{
+	if (a->max_ns != b->max_ns)
+		return a->max_ns > b->max_ns ? 1 : -1;
+	bool ca = closed_at_end(a), cb = closed_at_end(b);
+	if (ca != cb)
+		return ca ? -1 : 1;
+	if (a->min_ns != b->min_ns)
+		return a->min_ns > b->min_ns ? 1 : -1;
+	return 0;
+}
+
 const struct cat_snapshot *catalog_snapshot_at_or_before(const struct cat_generation *g,
 							 uint32_t max_index)
 {

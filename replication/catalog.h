@@ -113,6 +113,18 @@ int catalog_index_header(struct storage *st, const struct cat_generation *g, uin
 			 uint8_t hdr[WAL_HEADER_SIZE], const struct st_call *call,
 			 struct st_error *err);
 
+/*
+ * Which of two generations was written later, from their listings: >0 a,
+ * <0 b, 0 cannot tell. The newest object time decides; object times are
+ * whole seconds on many S3 servers, so on a tie a generation whose closed
+ * mark lies past its last segment (its writer stopped: it handed over)
+ * is the older, then the one whose oldest object is later (it started
+ * later). Meant for two generations on one server (one clock); across
+ * servers only an exact tie should come here (restore_choose.c keeps the
+ * clock-skew margin).
+ */
+int catalog_gen_order(const struct cat_generation *a, const struct cat_generation *b);
+
 /* Compare positions within one generation: <0, 0, >0. */
 int wal_pos_cmp(const struct wal_pos *a, const struct wal_pos *b);
 

@@ -618,17 +618,20 @@ static bool replica_newer(const struct session *s, const struct wal_pos *lpos, i
 	/* another generation: was it written after the local one? */
 	for (size_t i = 0; i < s->n; i++) {
 		const struct rs_cand *c = &s->c[i];
-		int64_t tw = 0, tl = 0;
+		const struct cat_generation *gw = NULL, *gl = NULL;
 		for (size_t g = 0; c->state == RC_OK && g < c->ngens; g++) {
 			if (strcmp(c->gens[g].id, w->plan.generation) == 0)
-				tw = c->gens[g].max_ns;
+				gw = &c->gens[g];
 			if (strcmp(c->gens[g].id, lpos->generation) == 0)
-				tl = c->gens[g].max_ns;
+				gl = &c->gens[g];
 		}
-		if (tw && tl) {
-			snprintf(why, len, "%s holds generation %s written after the local %s",
-				 c->name, w->plan.generation, lpos->generation);
-			return tw > tl; /* one server, one clock */
+		if (gw && gl) {
+			/* one server, one clock; a tie to the second: catalog_gen_order */
+			bool newer = catalog_gen_order(gw, gl) > 0;
+			snprintf(why, len, "%s holds generation %s written %s the local %s",
+				 c->name, w->plan.generation, newer ? "after" : "no later than",
+				 lpos->generation);
+			return newer;
 		}
 	}
 	/*

@@ -41,13 +41,22 @@ static char *end_text(const struct rs_plan *p, char *buf, size_t len)
 	return buf;
 }
 
-/* Newest object time of generation gen on candidate c, or 0 if it does not hold it. */
-static int64_t gen_time_on(const struct rs_cand *c, const char *gen)
+/* Generation gen as candidate c lists it, or NULL if it does not hold it. */
+static const struct cat_generation *gen_on(const struct rs_cand *c, const char *gen)
 {
-	for (size_t i = 0; i < c->ngens; i++)
+	for (size_t i = 0; c->state == RC_OK && i < c->ngens; i++)
 		if (strcmp(c->gens[i].id, gen) == 0)
-			return c->gens[i].max_ns ? c->gens[i].max_ns : 1;
-	return 0;
+			return &c->gens[i];
+	return NULL;
+}
+
+/* Generation gen as the first candidate holding it lists it, or NULL. */
+static const struct cat_generation *gen_any(const struct rs_cand *c, size_t n, const char *gen)
+{
+	const struct cat_generation *g = NULL;
+	for (size_t i = 0; i < n && !g; i++)
+		g = gen_on(&c[i], gen);
+	return g;
 }
 
 /* Is generation a newer than b? Sets *ambiguous when the clocks could not tell. */
@@ -60,11 +69,10 @@ static bool gen_newer(const struct rs_cand *c, size_t n, const char *a, int64_t 
 	 * an hour newer than another server's new one.
 	 */
 	for (size_t i = 0; i < n; i++) {
-		if (c[i].state != RC_OK)
-			continue;
-		int64_t xa = gen_time_on(&c[i], a), xb = gen_time_on(&c[i], b);
-		if (xa && xb && xa != xb)
-			return xa > xb;
+		const struct cat_generation *ga = gen_on(&c[i], a), *gb = gen_on(&c[i], b);
+		int o = ga && gb ? catalog_gen_order(ga, gb) : 0;
+		if (o)
+			return o > 0;
 	}
 	int64_t d = ta - tb;
 	if (d > skew_ns)
@@ -74,6 +82,11 @@ static bool gen_newer(const struct rs_cand *c, size_t n, const char *a, int64_t 
 	*ambiguous = true;
 	if (ta != tb)
 		return ta > tb;
+	/* the same second on two servers: what the listings tell (closed, started later) */
+	const struct cat_generation *ga = gen_any(c, n, a), *gb = gen_any(c, n, b);
+	int o = ga && gb ? catalog_gen_order(ga, gb) : 0;
+	if (o)
+		return o > 0;
 	return strcmp(a, b) > 0;
 }
 

@@ -3,10 +3,11 @@
  * apply: generation, snapshot, then WAL segments in (index, offset) order.
  *
  * Rules (Litestream v0.3 semantics, minus its bugs, see docs/restore.md):
- * - generation: the one asked for, else the one with the newest object time
+ * - generation: the one asked for, else the newest (catalog_gen_order)
  *   among those that started (have a snapshot) at or before the timestamp;
- *   a newer generation without a snapshot makes the replica's newest data
- *   unrestorable: an error, not a silent restore of older data;
+ *   a newer generation without a snapshot, or (with -timestamp) one holding
+ *   WAL from before the timestamp but only later snapshots, makes the data
+ *   asked for unrestorable: an error, not a silent restore of older data;
  * - snapshot: the highest index <= -index whose time is <= -timestamp,
  *   and at most one past the generation's newest WAL index (neither tool
  *   writes one further: a misnamed object, which Litestream ignores too);
@@ -69,21 +70,30 @@ int rs_plan_build(const struct cat_generation *gens, size_t ngens, const struct 
 		}
 		if (!gen_usable(&gens[i], t))
 			continue;
-		if (!g || gens[i].max_ns > g->max_ns)
+		if (!g || catalog_gen_order(&gens[i], g) > 0)
 			g = &gens[i];
 	}
 	/*
 	 * A newer generation that holds WAL but no snapshot cannot be restored
-	 * (its snapshot was deleted, or is still being uploaded). Restoring an
-	 * older one instead would silently bring back stale data.
+	 * (its snapshot was deleted, or is still being uploaded); nor can one
+	 * whose WAL reaches back before -timestamp but whose snapshots are all
+	 * later (retention removed the one that covered it): the database was
+	 * in that generation then. Restoring an older one instead would
+	 * silently bring back stale data.
 	 */
 	for (size_t i = 0; i < ngens && !t->generation; i++) {
 		const struct cat_generation *h = &gens[i];
-		if (h->nsnapshots || !h->nsegments || (g && h->max_ns <= g->max_ns) ||
+		if (gen_usable(h, t) || !h->nsegments || (g && catalog_gen_order(h, g) <= 0) ||
 		    (t->timestamp_ns && h->min_ns > t->timestamp_ns))
 			continue;
-		int k = snprintf(nodata, len, "newest generation %s has WAL but no snapshot "
-				 "(deleted, or still uploading): not restorable", h->id);
+		int k;
+		if (h->nsnapshots)
+			k = snprintf(nodata, len, "generation %s holds WAL from before the timestamp "
+				     "but no snapshot at or before it (retention removed it): the "
+				     "state at the timestamp is not restorable", h->id);
+		else
+			k = snprintf(nodata, len, "newest generation %s has WAL but no snapshot "
+				     "(deleted, or still uploading): not restorable", h->id);
 		if (g && k > 0 && (size_t)k < len)
 			snprintf(nodata + k, len - (size_t)k, "; for the older one: -generation %s",
 				 g->id);

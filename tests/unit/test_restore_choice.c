@@ -98,6 +98,67 @@ TEST(plan_notes_a_hole)
 	rs_plan_release(&p);
 }
 
+TEST(plan_timestamp_in_a_generation_whose_covering_snapshot_is_gone)
+{
+	/* a: snapshot 0 at 1000, segment 0/0 at 1010 */
+	static const uint32_t a0[] = { 0 }, b5[] = { 5 };
+	static const uint32_t aseg[][2] = { { 0, 0 } }, bseg[][2] = { { 5, 0 }, { 5, 100 } };
+	struct cat_generation g[2];
+	g[0] = gen("aaaaaaaaaaaaaaaa", a0, 1, aseg, 1, S(1000));
+	/* b: its WAL from 1900 on, its only snapshot (taken later) at 2000 */
+	g[1] = gen("bbbbbbbbbbbbbbbb", b5, 1, bseg, 2, S(1900));
+	g[1].snapshots[0].mtime_ns = S(2000);
+	g[1].segments[0].mtime_ns = S(1900);
+	g[1].segments[1].mtime_ns = S(1950);
+	g[1].max_ns = S(2000);
+	struct rs_target t = { .timestamp_ns = S(1960) };
+	struct rs_plan p;
+	char why[300];
+	/* the database was in b at 1960: a's end is not the state then */
+	CHECK_INT(rs_plan_build(g, 2, &t, &p, why, sizeof(why)), -2);
+	CHECK(strstr(why, "bbbbbbbbbbbbbbbb") != NULL);
+	CHECK(strstr(why, "-generation aaaaaaaaaaaaaaaa") != NULL);
+	rs_plan_release(&p);
+	/* before b began: a's end is right */
+	t.timestamp_ns = S(1500);
+	CHECK_INT(rs_plan_build(g, 2, &t, &p, why, sizeof(why)), 1);
+	CHECK(strcmp(p.generation, "aaaaaaaaaaaaaaaa") == 0);
+	rs_plan_release(&p);
+	/* after b's snapshot: b */
+	t.timestamp_ns = S(2001);
+	CHECK_INT(rs_plan_build(g, 2, &t, &p, why, sizeof(why)), 1);
+	CHECK(strcmp(p.generation, "bbbbbbbbbbbbbbbb") == 0);
+	rs_plan_release(&p);
+	for (int i = 0; i < 2; i++)
+		catalog_generation_release(&g[i]);
+}
+
+TEST(plan_same_second_generations_the_closed_one_is_older)
+{
+	struct cat_generation g[2];
+	struct cat_closed mark = { 2, 300, S(1060) };
+	/* both end in the same (whole) second; the first one's writer closed it */
+	g[0] = gen("ffffffffffffffff", snaps01, 2, segs, 5, S(1000));
+	g[0].closed = &mark;
+	g[0].nclosed = 1;
+	g[1] = gen("0000000000000000", snaps01, 1, segs, 0, S(1060));
+	g[1].max_ns = g[0].max_ns;
+	struct rs_target t = { 0 };
+	struct rs_plan p;
+	char why[300];
+	CHECK_INT(rs_plan_build(g, 2, &t, &p, why, sizeof(why)), 1);
+	CHECK(strcmp(p.generation, "0000000000000000") == 0);
+	rs_plan_release(&p);
+	/* neither closed: the one that started later */
+	g[0].nclosed = 0;
+	CHECK_INT(rs_plan_build(g, 2, &t, &p, why, sizeof(why)), 1);
+	CHECK(strcmp(p.generation, "0000000000000000") == 0);
+	rs_plan_release(&p);
+	g[0].closed = NULL;
+	for (int i = 0; i < 2; i++)
+		catalog_generation_release(&g[i]);
+}
+
 static void cand(struct rs_cand *c, const char *name, const char *g, uint32_t idx, uint32_t off,
 		 int64_t newest, int64_t rtt_us)
 {
@@ -183,6 +244,30 @@ TEST(choose_generation_by_a_server_holding_both_whatever_the_margin)
 	c[0].gens = c[1].gens = NULL;
 }
 
+TEST(choose_same_second_on_two_servers_by_what_the_listings_tell)
+{
+	struct rs_cand c[2];
+	struct rs_choice ch;
+	struct cat_generation ga[1], gb[1];
+	struct cat_closed mark = { 0, 64, S(1000) };
+	log_configure(LOG_ERROR, false);
+	/* a's generation was closed by its writer; b's, in the same second, is open */
+	cand(&c[0], "a", "ffffffffffffffff", 0, 64, S(1000), 10);
+	cand(&c[1], "b", "0000000000000000", 0, 64, S(1000), 10);
+	ga[0] = (struct cat_generation){ .id = "ffffffffffffffff", .max_ns = S(1000),
+					 .min_ns = S(990), .closed = &mark, .nclosed = 1 };
+	gb[0] = (struct cat_generation){ .id = "0000000000000000", .max_ns = S(1000),
+					 .min_ns = S(990) };
+	c[0].gens = ga;
+	c[0].ngens = 1;
+	c[1].gens = gb;
+	c[1].ngens = 1;
+	rs_choose(c, 2, 10000, "db", "freshest-reachable", 0, &ch);
+	CHECK_INT(ch.winner, 1);
+	CHECK(ch.ambiguous);
+	c[0].gens = c[1].gens = NULL;
+}
+
 TEST(choose_prefers_replica_without_holes)
 {
 	struct rs_cand c[2];
@@ -198,6 +283,9 @@ TEST(choose_prefers_replica_without_holes)
 
 UNIT_MAIN(T(plan_newest_snapshot_and_following_segments), T(plan_index_bounds_and_past_the_end),
 	  T(plan_timestamp_picks_snapshot_and_stops), T(plan_notes_a_hole),
+	  T(plan_timestamp_in_a_generation_whose_covering_snapshot_is_gone),
+	  T(plan_same_second_generations_the_closed_one_is_older),
 	  T(choose_newest_then_fastest), T(choose_generation_by_time_beyond_skew_only),
 	  T(choose_generation_by_a_server_holding_both_whatever_the_margin),
+	  T(choose_same_second_on_two_servers_by_what_the_listings_tell),
 	  T(choose_prefers_replica_without_holes))
