@@ -17,6 +17,7 @@
 #include "common/fsutil.h"
 #include "common/log.h"
 #include "replication/layout.h"
+#include "replication/xxh32.h"
 #include "common/banned.h"
 
 char *localstate_dir(const struct cfg_db *db, char *buf, size_t len)
@@ -349,5 +350,53 @@ int localstate_clear_restored(const char *dir)
 	snprintf(path, sizeof(path), "%s/restored", dir);
 	if (unlink(path) < 0 && errno != ENOENT)
 		return -1;
+	return fs_fsync_dir(dir);
+}
+
+static char *closed_path(const char *dir, const char *replica, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/closed-%08x", dir, xxh32(replica, strlen(replica), 0));
+	return buf;
+}
+
+int localstate_write_closed(const char *dir, const char *replica, const struct wal_pos *at,
+			    uid_t uid, gid_t gid)
+{
+	char path[PATH_MAX], line[64];
+	int n = snprintf(line, sizeof(line), "%s %08x %08x\n", at->generation, at->index,
+			 at->offset);
+	return fs_write_atomic(closed_path(dir, replica, path, sizeof(path)), line, (size_t)n, 0640,
+			       uid, gid);
+}
+
+int localstate_read_closed(const char *dir, const char *replica, struct wal_pos *at)
+{
+	char path[PATH_MAX], *text = NULL, gen[32];
+	unsigned idx, off;
+	char extra;
+	int rc = -1;
+
+	memset(at, 0, sizeof(*at));
+	if (fs_read_small(closed_path(dir, replica, path, sizeof(path)), 256, &text, NULL) < 0)
+		return -1;
+	if (sscanf(text, "%31s %8x %8x %c", gen, &idx, &off, &extra) != 3 ||
+	    !layout_generation_valid(gen)) {
+		errno = EINVAL;
+		goto out;
+	}
+	memcpy(at->generation, gen, sizeof(at->generation));
+	at->index = idx;
+	at->offset = off;
+	rc = 0;
+out:
+	free(text);
+	return rc;
+}
+
+int localstate_clear_closed(const char *dir, const char *replica)
+{
+	char path[PATH_MAX];
+	if (unlink(closed_path(dir, replica, path, sizeof(path))) < 0)
+		return errno == ENOENT ? 0 : -1;
 	return fs_fsync_dir(dir);
 }

@@ -23,6 +23,10 @@
  *                                 continues the generation there
  *                                 (localstate_next_index) instead of
  *                                 starting a new one
+ *   closed-<%08x xxh32 of a replica's name>
+ *                                 "gen index offset\n": this node marked
+ *                                 gen closed there at (index, offset) when
+ *                                 it last stopped (localstate_write_closed)
  *
  * Every file is written atomically (common/fsutil.h) and created with the
  * database's owner so an app running as another user is never locked out.
@@ -142,5 +146,19 @@ int localstate_write_restored(const char *dir, const struct restored_marker *m, 
 			      gid_t gid);
 int localstate_read_restored(const char *dir, struct restored_marker *m);
 int localstate_clear_restored(const char *dir);
+
+/*
+ * The closed record of replica `replica`: written once this node's closed
+ * mark is on that replica (replica_close), removed when the engine writes
+ * there again. A restart that finds the record but not the mark knows
+ * another node reopened the generation since (it restored it and deletes
+ * the marks before writing): continuing it here would write a second
+ * history under the same object names. read: 0, or -1 (ENOENT: none;
+ * EINVAL: corrupt). clear: 0, or -1.
+ */
+int localstate_write_closed(const char *dir, const char *replica, const struct wal_pos *at,
+			    uid_t uid, gid_t gid);
+int localstate_read_closed(const char *dir, const char *replica, struct wal_pos *at);
+int localstate_clear_closed(const char *dir, const char *replica);
 
 #endif

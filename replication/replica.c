@@ -181,7 +181,35 @@ int replica_close(struct eng_replica *r, const struct wal_pos *at)
 	}
 	log_info("replica", "generation closed", "db=%s replica=%s position=%s/%08x/%08x",
 		 r->db->stat.name, r->stat.name, at->generation, at->index, at->offset);
+	uid_t uid;
+	gid_t gid;
+	localstate_owner(r->db->cfg, &uid, &gid);
+	if (localstate_write_closed(r->db->dir, r->stat.name, at, uid, gid) < 0)
+		log_warn("replica", "cannot record the closed mark locally: if another node takes "
+			 "the generation over, a restart here cannot tell", "db=%s replica=%s "
+			 "error=\"%s\"", r->db->stat.name, r->stat.name, strerror(errno));
 	return 0;
+}
+
+/*
+ * Did another node reopen g on r since this node closed it there? True when
+ * our closed record names g and the replica's end (end) is no longer closed:
+ * the other node deleted the marks to write on (reopen_generation) and may
+ * be writing now, or died before writing. (Another node that continued g,
+ * wrote nothing and closed it again leaves it closed at our end: no harm.)
+ * why is set when true.
+ */
+static bool reopened_elsewhere(const struct eng_replica *r, const struct cat_generation *g,
+			       const struct wal_pos *end, char *why, size_t len)
+{
+	struct wal_pos at;
+	if (localstate_read_closed(r->db->dir, r->stat.name, &at) < 0 ||
+	    strcmp(at.generation, g->id) != 0 || catalog_closed_at(g, end))
+		return false;
+	snprintf(why, len, "this node closed generation %s at %08x/%08x, and the replica's end "
+		 "%08x/%08x is not closed: another node took the generation over", g->id, at.index,
+		 at.offset, end->index, end->offset);
+	return true;
 }
 
 /*
@@ -247,7 +275,7 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 	struct cat_generation g = { 0 };
 	struct st_error err = { 0 };
 	struct st_call call;
-	struct wal_pos pos = { 0 };
+	struct wal_pos pos = { 0 }, end = { 0 };
 	char gen[17], why[400];
 	bool need = true, in_marker = false;
 	size_t n = 0;
@@ -281,6 +309,7 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 		rc = catalog_end_position(r->st, &g, &pos, &call, &err);
 		if (rc < 0 && rc != ST_NOT_FOUND)
 			goto fail;
+		end = pos;
 		if (rc == 0 && g.nsnapshots > 0) {
 			const struct cat_snapshot *last = &g.snapshots[g.nsnapshots - 1];
 			int64_t age_ms = (clock_wall_ns() - last->mtime_ns) / NS_PER_MS;
@@ -311,7 +340,9 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 		/* positions compare within a generation, but are they our history? */
 		if (!in_marker && (g.nsnapshots > 0 || g.nsegments > 0)) {
 			int lin = LINEAGE_UNKNOWN;
-			if (pos.index > cur) {
+			if (reopened_elsewhere(r, &g, &end, why, sizeof(why))) {
+				lin = LINEAGE_DIVERGED;
+			} else if (pos.index > cur) {
 				snprintf(why, sizeof(why), "it holds index %08x of generation %s, "
 					 "past the local %08x: the generation was continued elsewhere",
 					 pos.index, gen, cur);
@@ -333,6 +364,7 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 				r->pos_known = false;
 				monitor_request_generation(d, gen, why);
 				pthread_mutex_unlock(&d->mu);
+				(void)localstate_clear_closed(d->dir, r->stat.name);
 				free(ids);
 				catalog_generation_release(&g);
 				return 0;
@@ -344,6 +376,10 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 		if (rc < 0)
 			goto fail;
 	}
+	/* from now on this node writes here: its closed record is history */
+	if (localstate_clear_closed(d->dir, r->stat.name) < 0)
+		log_warn("replica", "cannot remove the local closed record", "db=%s replica=%s "
+			 "error=\"%s\"", d->stat.name, r->stat.name, strerror(errno));
 	pthread_mutex_lock(&d->mu);
 	if (d->have_marker && d->marker_pending > 0 && --d->marker_pending == 0)
 		d->have_marker = false;

@@ -1064,6 +1064,43 @@ def test_node_back_after_an_idle_run_gets_what_the_other_wrote(litevisor_bin, tm
     assert "outcome=exists" in err, err
 
 
+
+def test_a_node_does_not_continue_a_generation_another_node_took_over(
+        litevisor_bin, litestream_bin, tmp_path):
+    """A stops cleanly (its closed mark on the replica). B restores A's generation,
+    continues it (deleting the mark) and is killed before writing a segment. A comes
+    back with its old files: the replica still ends where A stopped, so names alone
+    say A may continue, but B may be writing that generation too (the same object
+    names, two histories: QA18). A remembers where it closed the generation; the
+    mark being gone, it starts a new generation instead."""
+    rep = tmp_path / "rep"
+    a1, _, _ = node_run(litevisor_bin, tmp_path, "A", rep, 5, "a1")
+    (tmp_path / "B").mkdir()
+    cfg = tmp_path / "B.yml"
+    cfg.write_text(f"dbs:\n  - path: {tmp_path / 'B' / 'app.db'}\n    replicas:\n"
+                   f"      - url: file://{rep}\n        sync-interval: 100ms\n")
+    log = tmp_path / "b.log"
+    with open(log, "w") as f:
+        b = subprocess.Popen([litevisor_bin, "run", "-config", str(cfg), "--", SERVICE[0], "-c",
+                              "import time; time.sleep(60)"], stdout=subprocess.DEVNULL,
+                             stderr=f, start_new_session=True)
+    try:
+        poll(lambda: "replica continues generation" in log.read_text(), timeout=20)
+        assert not list(rep.glob("generations/*/closed/*")), log.read_text()
+    finally:
+        os.killpg(b.pid, signal.SIGKILL)
+        b.wait()
+    gen = os.listdir(rep / "generations")
+    a2, _, err = node_run(litevisor_bin, tmp_path, "A", rep, 3, "a2")
+    assert a2 == a1 + ["a2-0", "a2-1", "a2-2"], err
+    assert "another node took the generation over" in err, err
+    assert len(os.listdir(rep / "generations")) == 2 and gen[0] in os.listdir(rep / "generations")
+    assert restored_rows(litestream_bin, rep, tmp_path / "ls.db") == a2
+    # a clean stop and start again: A's own mark, A's own generation, continued
+    a3, _, err = node_run(litevisor_bin, tmp_path, "A", rep, 1, "a3")
+    assert a3 == a2 + ["a3-0"] and "took the generation over" not in err, err
+    assert len(os.listdir(rep / "generations")) == 2, err
+
 def restored_rows(tool, rep, out):
     """Restore the file replica rep with tool (litevisor or Litestream) into out."""
     p = subprocess.run([tool, "restore", "-o", str(out), f"file://{rep}"],
