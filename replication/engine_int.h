@@ -106,6 +106,7 @@ struct snap_share {
 	int64_t packed;               /* READY: bytes in fd */
 	uint64_t plain;               /* READY: database bytes it holds */
 	uint32_t page_size;           /* READY: the database's page size */
+	struct wal_pos covers;        /* READY: the WAL position its bytes may reach (snapshot.c) */
 };
 
 struct eng_db {
@@ -229,8 +230,17 @@ void range_src_init(struct st_source *src, struct range_src *r, int fd, uint64_t
 		    uint64_t end);
 
 /*
+ * Ship everything the shadow holds past r's position (the target of now).
+ * Returns 0 (done, or nothing more possible: r->need_snapshot may now be
+ * set), or -1 (noted).
+ */
+int replica_ship(struct eng_replica *r, bool flush);
+
+/*
  * snapshot.c: snapshot the database into r's replica, named by the current
- * shadow index, and restart r's position there. Returns 0 or -1 (noted).
+ * shadow index, and restart r's position there. The WAL its bytes may
+ * reach is shipped to r first: a snapshot is never on a replica before the
+ * segments that make it consistent. Returns 0 or -1 (noted).
  */
 int snapshot_take(struct eng_replica *r, bool flush);
 /*

@@ -464,8 +464,7 @@ static int put_segment(struct eng_replica *r, const char *gen, uint32_t index, u
 	return 0;
 }
 
-/* Ship everything the shadow holds past pos. Returns 0, or -1 (noted). */
-static int ship(struct eng_replica *r, bool flush)
+int replica_ship(struct eng_replica *r, bool flush)
 {
 	struct eng_db *d = r->db;
 	struct wal_pos target;
@@ -698,7 +697,7 @@ void *replica_thread(void *arg)
 					next_snapshot = clock_mono_ns() + c->snapshot_interval_ms * NS_PER_MS;
 			}
 			if (rc == 0 && r->pos_known)
-				rc = ship(r, flush);
+				rc = replica_ship(r, flush);
 			if (rc == 0)
 				note_ok(r);
 			next_sync = started + sync_ns;

@@ -33,6 +33,7 @@
 #include "common/clock.h"
 #include "common/fsutil.h"
 #include "common/log.h"
+#include "replication/catalog.h"
 #include "replication/engine_int.h"
 #include "replication/layout.h"
 #include "replication/lz4io.h"
@@ -78,6 +79,7 @@ struct snap_db {
 	char gen[17];
 	uint32_t index;
 	uint32_t page_size;
+	struct wal_pos covers;
 };
 
 static void snap_db_close(struct snap_db *s)
@@ -89,8 +91,42 @@ static void snap_db_close(struct snap_db *s)
 	}
 }
 
+#define COVERS_WAIT_MS 5000 /* for the monitor's pass after our read transaction began */
+
+/*
+ * Where the WAL the snapshot may reach ends: a checkpoint (ours, the app's)
+ * can copy into the file every frame our read transaction sees, and no
+ * further, while we read it. Those frames may not be in the shadow yet, so
+ * have the monitor copy the WAL once more, from a pass that starts now, and
+ * take the shadow's end after it. Returns 0, or -1 with msg set.
+ */
+static int pin_covers(struct eng_db *d, struct snap_db *s, bool flush, char *msg, size_t len)
+{
+	int64_t end = clock_mono_ns() + COVERS_WAIT_MS * NS_PER_MS;
+	pthread_mutex_lock(&d->mu);
+	if (flush && d->flush_deadline_ns < end)
+		end = d->flush_deadline_ns;
+	uint64_t want = d->sync_seq + 2; /* a whole pass that starts after this call */
+	if (d->sync_req < want)
+		d->sync_req = want;
+	watch_wake(&d->watch);
+	while (d->sync_seq < want && clock_mono_ns() < end) {
+		struct timespec ts = { .tv_sec = end / NS_PER_SEC, .tv_nsec = end % NS_PER_SEC };
+		pthread_cond_timedwait(&d->cond, &d->mu, &ts);
+	}
+	bool done = d->sync_seq >= want;
+	replica_target(d, &s->covers);
+	pthread_mutex_unlock(&d->mu);
+	if (!done) {
+		snprintf(msg, len, "the WAL was not copied within %d ms of the snapshot's start",
+			 COVERS_WAIT_MS);
+		return -1;
+	}
+	return 0;
+}
+
 /* Open d's database under a read transaction. Returns 0, or -1 with msg set. */
-static int snap_db_open(struct eng_db *d, struct snap_db *s, char *msg, size_t len)
+static int snap_db_open(struct eng_db *d, struct snap_db *s, bool flush, char *msg, size_t len)
 {
 	struct stat st;
 
@@ -136,6 +172,8 @@ static int snap_db_open(struct eng_db *d, struct snap_db *s, char *msg, size_t l
 	if (s->page_size == 1)
 		s->page_size = 65536; /* how the header writes it */
 	s->plain = (struct st_source){ dbfile_read, dbfile_rewind, &s->fsrc, s->fsrc.size, NULL, NULL };
+	if (pin_covers(d, s, flush, msg, len) < 0)
+		goto fail;
 	return 0;
 fail:
 	snap_db_close(s);
@@ -188,6 +226,7 @@ struct snap_used {
 	int64_t packed;
 	uint64_t plain;
 	uint32_t page_size;
+	struct wal_pos covers;
 };
 
 /*
@@ -215,6 +254,7 @@ static enum snap_how share_acquire(struct eng_replica *r, struct snap_used *u)
 			u->packed = sh->packed;
 			u->plain = sh->plain;
 			u->page_size = sh->page_size;
+			u->covers = sh->covers;
 			how = SNAP_USE;
 		}
 	} else if (sh->state == SHARE_NONE) {
@@ -246,6 +286,7 @@ static void share_publish(struct eng_db *d, int fd, const struct snap_db *s, int
 		sh->packed = packed;
 		sh->plain = plain;
 		sh->page_size = s->page_size;
+		sh->covers = s->covers;
 	} else {
 		sh->state = SHARE_NONE;
 	}
@@ -391,6 +432,48 @@ static void put_placeholder(struct eng_replica *r, const char *gen, uint32_t ind
 			 err.message);
 }
 
+/*
+ * Bring r to u->covers before its snapshot is stored. Restoring the snapshot
+ * with only the segments r held before would replay older frames of its
+ * index over pages the file already holds newer: a mix of two moments that
+ * no check is sure to catch (QA20; Litestream has the same window). Where r
+ * has no history to ship from (a new generation, a gap), its position
+ * restarts at the snapshot's index, offset 0 (as snapshot_done would), and
+ * it still needs the snapshot: segments of a generation without its
+ * snapshot make a restore fail loudly, never restore older data. Returns 0,
+ * or -1 with msg set.
+ */
+static int wal_first(struct eng_replica *r, const struct snap_used *u, bool flush, char *msg,
+		     size_t len)
+{
+	struct eng_db *d = r->db;
+	pthread_mutex_lock(&d->mu);
+	bool same = r->pos_known && !strcmp(r->pos.generation, u->gen);
+	if (!same || (r->gap && r->pos.index < u->index)) {
+		memset(&r->pos, 0, sizeof(r->pos));
+		memcpy(r->pos.generation, u->gen, sizeof(r->pos.generation));
+		r->pos.index = u->index;
+		r->segs_in_index = 0;
+		r->pos_known = true;
+		r->need_snapshot = true;
+	}
+	pthread_mutex_unlock(&d->mu);
+	if (replica_ship(r, flush) < 0) {
+		snprintf(msg, len, "the WAL the snapshot reaches could not be shipped before it");
+		return -1;
+	}
+	pthread_mutex_lock(&d->mu);
+	struct wal_pos at = r->pos;
+	bool there = !strcmp(at.generation, u->covers.generation) &&
+		     wal_pos_cmp(&at, &u->covers) >= 0;
+	pthread_mutex_unlock(&d->mu);
+	if (!there)
+		snprintf(msg, len, "the replica is at %s/%08x/%08x, short of %s/%08x/%08x, the WAL "
+			 "the snapshot reaches: no snapshot before it", at.generation, at.index,
+			 at.offset, u->covers.generation, u->covers.index, u->covers.offset);
+	return there ? 0 : -1;
+}
+
 int snapshot_take(struct eng_replica *r, bool flush)
 {
 	static const char *const how_name[] = { "direct", "shared-built", "shared-reused" };
@@ -406,7 +489,7 @@ int snapshot_take(struct eng_replica *r, bool flush)
 	replica_call_for(r, &call, flush);
 	enum snap_how how = share_acquire(r, &u);
 	if (how != SNAP_USE) {
-		if (snap_db_open(d, &s, msg, sizeof(msg)) < 0) {
+		if (snap_db_open(d, &s, flush, msg, sizeof(msg)) < 0) {
 			if (how == SNAP_BUILD)
 				share_publish(d, -1, NULL, 0, 0);
 			goto out;
@@ -414,6 +497,7 @@ int snapshot_take(struct eng_replica *r, bool flush)
 		memcpy(u.gen, s.gen, sizeof(u.gen));
 		u.index = s.index;
 		u.page_size = s.page_size;
+		u.covers = s.covers;
 	}
 	if (how == SNAP_BUILD) {
 		char why[300] = "";
@@ -430,6 +514,12 @@ int snapshot_take(struct eng_replica *r, bool flush)
 			dbfile_rewind(&s.fsrc);
 		}
 	}
+	pthread_mutex_lock(&d->mu);
+	bool past_gap = r->pos_known && !strcmp(r->pos.generation, u.gen) && r->gap &&
+			r->pos.index < u.index;
+	pthread_mutex_unlock(&d->mu);
+	if (wal_first(r, &u, flush, msg, sizeof(msg)) < 0)
+		goto out;
 	layout_snapshot_key(key, u.gen, u.index);
 	if (how == SNAP_DIRECT) {
 		rc = replica_put_lz4(r, key, &s.plain, LZ4_BLOCKS_INDEPENDENT, &call, &u.plain, &err);
@@ -448,10 +538,6 @@ int snapshot_take(struct eng_replica *r, bool flush)
 	log_info("replica", "snapshot written", "db=%s replica=%s key=%s bytes=%llu ms=%lld how=%s",
 		 d->stat.name, r->stat.name, key, (unsigned long long)u.plain,
 		 (long long)((clock_mono_ns() - t0) / NS_PER_MS), how_name[how]);
-	pthread_mutex_lock(&d->mu);
-	bool past_gap = r->pos_known && !strcmp(r->pos.generation, u.gen) && r->gap &&
-			r->pos.index < u.index;
-	pthread_mutex_unlock(&d->mu);
 	if (past_gap)
 		put_placeholder(r, u.gen, u.index, u.page_size, &call);
 	snapshot_done(r, u.gen, u.index, u.plain);

@@ -1334,6 +1334,35 @@ def test_a_failed_fsync_on_a_file_replica_leaks_no_descriptor(run, tmp_path, lit
     check_restore(litestream_bin, rep, db, tmp_path / "out.db")
 
 
+
+def test_a_snapshot_never_reaches_the_replica_before_the_wal_it_needs(run, tmp_path,
+                                                                       litestream_bin):
+    # A snapshot holds the database file as checkpoints left it: frames of its index
+    # up to where its read began. Restoring it with fewer of that index's segments
+    # replays older frames over newer pages, a mix of two moments. The snapshot went
+    # up first and the segments after it, so a restore in between (or with the WAL
+    # uploads failing, as here) got that mix (QA20). The segments now go first.
+    db, rep, arm = tmp_path / "app.db", tmp_path / "rep", tmp_path / "arm"
+    create(db)
+    keep = sqlite3.connect(db)  # open: the writer's close leaves the WAL and its frames
+    keep.execute("SELECT count(*) FROM t").fetchall()
+    write(db, 200, start=1, blob=300)
+    assert os.path.getsize(f"{db}-wal") > 0
+    arm.touch()  # every segment's rename into place fails while this exists
+    env = faulty_env(op="rename", path=".wal.lz4", count=10**6, arm=arm,
+                     log=tmp_path / "faults")
+    r = run(config(tmp_path, db, [file_replica(rep)]), env=env)
+    wait_for(lambda: r.text().count("segment upload failed") >= 2, timeout=30,
+             what="failing segment uploads")
+    assert not objects(rep, "snapshots"), r.text()
+    assert "snapshot failed" in r.text(), r.text()
+    arm.unlink()
+    wait_for(lambda: objects(rep, "snapshots") and "snapshot written" in r.text(), timeout=30,
+             what="the snapshot once its WAL is shipped")
+    write(db, 20, start=500)
+    assert r.stop() == 0
+    check_restore(litestream_bin, rep, db, tmp_path / "out.db")
+
 def test_a_final_flush_whose_wal_sync_timed_out_marks_nothing_closed(run, tmp_path, litestream_bin):
     # The final flush could not copy the last commits into the shadow in time (a big
     # transaction just before the stop), yet the replicas, at the shadow's end, were
