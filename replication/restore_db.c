@@ -33,11 +33,47 @@ struct wal_out {
 	struct wal_reader r;
 	uint64_t n;
 	int werr;      /* errno of a failed write: our disk, not the replica */
+	/* a segment that starts before n: its first bytes must equal what is there */
+	int rfd;       /* the temp WAL, read back */
+	uint64_t cmp_at, skip;
+	uint64_t seen; /* bytes the current segment decompressed to */
+	bool differs;
 };
+
+/* Compare up to len bytes of the overlap with the temp WAL; returns how many matched, or -1. */
+static ssize_t overlap_check(struct wal_out *w, const unsigned char *buf, size_t len)
+{
+	unsigned char have[4096];
+	size_t k = len < w->skip ? len : (size_t)w->skip;
+	if (k > sizeof(have))
+		k = sizeof(have);
+	ssize_t r = pread(w->rfd, have, k, (off_t)w->cmp_at);
+	if (r < 0) {
+		w->werr = errno;
+		return -1;
+	}
+	if ((size_t)r != k || memcmp(have, buf, k) != 0) {
+		w->differs = true;
+		return -1;
+	}
+	w->cmp_at += k;
+	w->skip -= k;
+	return (ssize_t)k;
+}
 
 static int wal_out_write(void *ctx, const void *buf, size_t len)
 {
 	struct wal_out *w = ctx;
+	w->seen += len;
+	while (w->skip > 0 && len > 0) {
+		ssize_t k = overlap_check(w, buf, len);
+		if (k < 0)
+			return -1;
+		buf = (const unsigned char *)buf + k;
+		len -= (size_t)k;
+	}
+	if (len == 0)
+		return 0;
 	wal_reader_feed(&w->r, buf, len); /* failure is checked after each segment */
 	if (st_fd_sink_write(&w->fd, buf, len) < 0) {
 		w->werr = errno;
@@ -171,7 +207,7 @@ out:
 
 int rs_apply_index(struct apply *a, struct idx_job *j, uint32_t page_size, struct wal_pos *pos)
 {
-	struct wal_out w = { .fd = -1 };
+	struct wal_out w = { .fd = -1, .rfd = -1 };
 	unsigned char *buf = NULL;
 	char path[PATH_MAX + 16];
 	int in = -1, rc = -1;
@@ -183,7 +219,9 @@ int rs_apply_index(struct apply *a, struct idx_job *j, uint32_t page_size, struc
 	}
 	in = open(path, O_RDONLY | O_CLOEXEC);
 	w.fd = open(a->tmp_wal, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (in < 0 || w.fd < 0) {
+	if (w.fd >= 0)
+		w.rfd = open(a->tmp_wal, O_RDONLY | O_CLOEXEC);
+	if (in < 0 || w.fd < 0 || w.rfd < 0) {
 		rs_fail(a, RS_CAUSE_LOCAL, "open %s: %s", in < 0 ? path : a->tmp_wal, strerror(errno));
 		goto out;
 	}
@@ -193,16 +231,24 @@ int rs_apply_index(struct apply *a, struct idx_job *j, uint32_t page_size, struc
 		struct st_sink wsink = { wal_out_write, &w }, dsink;
 		struct lz4_dec dec;
 		layout_wal_key(key, a->c->plan.generation, s->index, s->offset);
-		if (s->offset != w.n) {
+		/*
+		 * A segment may overlap the one before it (Litestream re-sends
+		 * bytes after some restarts): the overlap must be the same bytes,
+		 * then only the rest is new. One that starts past the end is a gap.
+		 */
+		if (s->offset > w.n || (k == 0 && s->offset != 0)) {
 			rs_fail(a, RS_CAUSE_REPLICA, "segment %s from %s starts at offset %u, expected %llu "
 			     "(missing segment)", key, a->c->name, s->offset, (unsigned long long)w.n);
 			goto out;
 		}
+		w.cmp_at = s->offset;
+		w.skip = w.n - s->offset;
+		w.seen = 0;
 		if (lz4_dec_init(&dec, &dsink, &wsink) < 0) {
 			rs_fail(a, RS_CAUSE_LOCAL, "out of memory");
 			goto out;
 		}
-		uint64_t left = j->lens[k], start = w.n;
+		uint64_t left = j->lens[k];
 		bool ok = true;
 		while (left > 0 && ok) {
 			ssize_t r = read(in, buf, left < RS_IO_CHUNK ? left : RS_IO_CHUNK);
@@ -219,7 +265,11 @@ int rs_apply_index(struct apply *a, struct idx_job *j, uint32_t page_size, struc
 		}
 		if (ok && lz4_dec_finish(&dec) < 0)
 			ok = false;
-		if (!ok && w.werr)
+		if (!ok && w.differs)
+			rs_fail(a, RS_CAUSE_REPLICA, "segment %s from %s overlaps the one before it with "
+				"other bytes (at offset %llu): two histories of one index", key,
+				a->c->name, (unsigned long long)w.cmp_at);
+		else if (!ok && w.werr)
 			rs_fail(a, RS_CAUSE_LOCAL, "write %s: %s", a->tmp_wal, strerror(w.werr));
 		else if (!ok && !rs_aborted(a))
 			rs_fail(a, RS_CAUSE_REPLICA, "segment %s from %s is corrupt: %s", key, a->c->name,
@@ -236,7 +286,7 @@ int rs_apply_index(struct apply *a, struct idx_job *j, uint32_t page_size, struc
 		 * lost its content (an empty or skippable LZ4 frame in its place).
 		 * Taken as "nothing more", the index would end early, silently.
 		 */
-		if (w.n == start) {
+		if (w.seen == 0) {
 			rs_fail(a, RS_CAUSE_REPLICA, "segment %s from %s is corrupt: it holds no WAL bytes",
 				key, a->c->name);
 			goto out;
@@ -280,6 +330,8 @@ out:
 		close(in);
 	if (w.fd >= 0)
 		close(w.fd);
+	if (w.rfd >= 0)
+		close(w.rfd);
 	wal_reader_release(&w.r);
 	free(buf);
 	unlink(path);

@@ -541,6 +541,43 @@ def test_truncated_segment_is_corrupt_not_a_shorter_index(tmp_path, litevisor_bi
     assert dir_leftovers(out.parent, ["r.db"]) == []
 
 
+def test_a_segment_overlapping_the_one_before_it_restores_when_the_bytes_agree(
+        tmp_path, litevisor_bin, history):
+    # A segment that starts inside the one before it, repeating its last frame
+    # (QA20: a Litestream replica was refused as "missing segment"). The repeated
+    # bytes must be the same; then only the rest is new. Other bytes there are two
+    # histories of one index: corrupt, and the restore falls back.
+    frame = 24 + 4096
+    bad, good, cfg, out = two_peers_bad_one_wins(tmp_path, history)
+    (i0, o0, d0), (i1, o1, d1) = history.segments[0], history.segments[1]
+    assert (i0, i1, o0, o1) == (0, 0, 0, len(d0)) and len(d0) > frame
+
+    def overlap(root, tail):
+        if os.path.exists(history.seg_path(str(root), 1)):
+            os.unlink(history.seg_path(str(root), 1))
+        p = os.path.join(str(root), "generations", GEN, "wal", f"00000000_{o1 - frame:08x}.wal.lz4")
+        with open(p, "wb") as f:
+            f.write(lz4(tail + d1))
+
+    for root in (bad, good):
+        overlap(root, d0[-frame:])
+    p = restore_to(litevisor_bin, tmp_path, cfg, out)
+    assert p.returncode == 0, p.stderr
+    assert "WINNER" in candidate_line(p.stderr, "peer-05") and "falling back" not in p.stderr, p.stderr
+    assert rows(out) == history.states[-1][2]
+
+    # the overlap differs from what the segment before it holds: corrupt, fall back
+    different = bytearray(d0[-frame:])
+    different[100] ^= 0xFF
+    overlap(bad, bytes(different))
+    shutil.rmtree(out.parent)
+    out.parent.mkdir()
+    p = restore_to(litevisor_bin, tmp_path, cfg, out)
+    assert p.returncode == 0, p.stderr
+    assert "overlaps the one before it with other bytes" in p.stderr, p.stderr
+    assert "falling back" in p.stderr, p.stderr
+    assert rows(out) == history.states[-1][2]
+
 @pytest.mark.parametrize("content", ["empty-frame", "skippable-frame"])
 def test_segment_without_wal_bytes_is_corrupt_not_the_end(tmp_path, litevisor_bin, history, content):
     # An index's last segment (a later index follows, so the generation's end is
