@@ -59,6 +59,20 @@ static int env_set(struct envb *e, const char *name, const char *value)
 	return 0;
 }
 
+/* Remove name's entry, if any. */
+static void env_unset(struct envb *e, const char *name)
+{
+	size_t nl = strlen(name);
+	for (size_t i = 0; i < e->n; i++) {
+		if (strncmp(e->v[i], name, nl) == 0 && e->v[i][nl] == '=') {
+			free(e->v[i]);
+			e->v[i] = e->v[--e->n];
+			e->v[e->n] = NULL;
+			return;
+		}
+	}
+}
+
 char **svcenv_build(const struct config *cfg, const struct child_creds *creds)
 {
 	struct envb e = { NULL, 0, 0 };
@@ -85,6 +99,11 @@ char **svcenv_build(const struct config *cfg, const struct child_creds *creds)
 	if (creds && creds->set && creds->user &&
 	    (env_set(&e, "USER", creds->user) < 0 || env_set(&e, "LOGNAME", creds->user) < 0))
 		goto fail;
+	/* a bare uid without a passwd entry has no name: ours (root's) would lie */
+	if (creds && creds->set && !creds->user && creds->home) {
+		env_unset(&e, "USER");
+		env_unset(&e, "LOGNAME");
+	}
 	/* the user's home; "/" for a bare uid without a passwd entry (child.h) */
 	if (creds && creds->set && creds->home && env_set(&e, "HOME", creds->home) < 0)
 		goto fail;

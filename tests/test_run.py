@@ -905,10 +905,12 @@ def test_numeric_user_without_passwd_entry_runs_like_docker_user(litevisor_bin, 
     cfgf = tmp_path / "c.yml"
     cfgf.write_text(f"supervisor:\n  user: {uid}\n")
     p = subprocess.run([litevisor_bin, "run", "-config", str(cfgf), "--", "sh", "-c",
-                        'echo "$(id -u) $(id -g) $HOME"'], capture_output=True, text=True,
-                       timeout=20, env=dict(os.environ, HOME="/root"))
+                        'echo "$(id -u) $(id -g) $HOME ${USER-unset} ${LOGNAME-unset}"'],
+                       capture_output=True, text=True, timeout=20,
+                       env=dict(os.environ, HOME="/root", USER="root", LOGNAME="root"))
     assert p.returncode == 0, p.stderr
-    assert p.stdout.split() == [str(uid), str(os.getgid()), "/"], p.stdout
+    # no name to give: USER and LOGNAME are not left saying root (QA19)
+    assert p.stdout.split() == [str(uid), str(os.getgid()), "/", "unset", "unset"], p.stdout
 
 
 def _has_pw(pwd, uid):
