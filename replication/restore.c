@@ -745,7 +745,10 @@ static int settle_unrestored(struct session *s, bool exists, struct restore_resu
 /*
  * Is the winner's generation still being written, for all we know? Not
  * closed where it ends (its end measured if need be) and written to less
- * than `window_ms` ago. *age_ms gets how long ago.
+ * than `window_ms` ago, give or take restore.clock-skew: its time is the
+ * server's clock, the age our clock minus it, and a server running behind
+ * would make a generation written a moment ago look quiet (QA18). *age_ms
+ * gets how long ago.
  */
 static bool winner_open(struct session *s, int64_t window_ms, const char *statedir,
 			int64_t *age_ms)
@@ -754,7 +757,7 @@ static bool winner_open(struct session *s, int64_t window_ms, const char *stated
 	struct wal_pos end = w->plan.end;
 	char why[400];
 	*age_ms = (clock_wall_ns() - w->plan.newest_ns) / NS_PER_MS;
-	if (*age_ms >= window_ms)
+	if (*age_ms >= window_ms + s->cfg->restore.clock_skew_ms)
 		return false;
 	if (w->plan.end_open) {
 		uint64_t off;

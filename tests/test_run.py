@@ -1103,6 +1103,30 @@ def test_a_node_does_not_continue_a_generation_another_node_took_over(
     assert a3 == a2 + ["a3-0"] and "took the generation over" not in err, err
     assert len(os.listdir(rep / "generations")) == 2, err
 
+
+def test_the_handover_wait_allows_for_a_server_clock_running_behind(litevisor_bin, tmp_path):
+    """A's generation is open (no closed mark: A is still stopping) and its objects
+    are stamped 25 s ago by a server whose clock runs behind ours. Judged by our
+    clock alone they looked quiet for longer than restore.handover-wait, and B
+    restored at once what A had shipped so far (QA18). Within restore.clock-skew
+    of the wait, B now waits for A."""
+    rep = tmp_path / "rep"
+    a, _, _ = node_run(litevisor_bin, tmp_path, "A", rep, 5, "a")
+    for mark in rep.glob("generations/*/closed/*"):
+        mark.unlink()
+    then = time.time() - 25
+    for f in rep.rglob("*.lz4"):
+        os.utime(f, (then, then))
+    rep2 = tmp_path / "rep2"  # the same, for a second node (B's run starts a generation)
+    shutil.copytree(rep, rep2)
+    b, _, err = node_run(litevisor_bin, tmp_path, "B", rep, restore_keys="  clock-skew: 30s\n")
+    assert b == a, err
+    assert "waiting for its node to finish stopping" in err, err
+    # a margin smaller than the gap: quiet, restored at once
+    c, _, err = node_run(litevisor_bin, tmp_path, "C", rep2, restore_keys="  clock-skew: 5s\n")
+    assert c == a, err
+    assert "waiting for its node" not in err, err
+
 def restored_rows(tool, rep, out):
     """Restore the file replica rep with tool (litevisor or Litestream) into out."""
     p = subprocess.run([tool, "restore", "-o", str(out), f"file://{rep}"],
