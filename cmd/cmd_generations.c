@@ -87,8 +87,8 @@ static int run_generations(int argc, char **argv)
 			if (cg.nsnapshots || cg.nsegments) {
 				lag_text(now - cg.max_ns, lag, sizeof(lag));
 				printf("%-16s %-16s  %-10s %-24s %-24s\n", name, cg.id, lag,
-				       clock_rfc3339(cg.min_ns, a, sizeof(a)),
-				       clock_rfc3339(cg.max_ns, b, sizeof(b)));
+				       clock_rfc3339_exact(cg.min_ns, a, sizeof(a)),
+				       clock_rfc3339_exact(cg.max_ns, b, sizeof(b)));
 			}
 			catalog_generation_release(&cg);
 		}

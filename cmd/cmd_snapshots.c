@@ -18,7 +18,7 @@ static void print_snapshots(const char *replica, const struct cat_generation *g,
 	for (size_t i = 0; i < g->nsnapshots; i++)
 		printf("%-16s %-16s  %-10u %-12lld %s\n", replica, g->id, g->snapshots[i].index,
 		       (long long)g->snapshots[i].size,
-		       clock_rfc3339(g->snapshots[i].mtime_ns, t, sizeof(t)));
+		       clock_rfc3339_exact(g->snapshots[i].mtime_ns, t, sizeof(t)));
 }
 
 static int run_snapshots(int argc, char **argv)

@@ -19,7 +19,7 @@ static void print_wal(const char *replica, const struct cat_generation *g, void 
 	for (size_t i = 0; i < g->nsegments; i++)
 		printf("%-16s %-16s  %-10u %-10u %-12lld %s\n", replica, g->id, g->segments[i].index,
 		       g->segments[i].offset, (long long)g->segments[i].size,
-		       clock_rfc3339(g->segments[i].mtime_ns, t, sizeof(t)));
+		       clock_rfc3339_exact(g->segments[i].mtime_ns, t, sizeof(t)));
 }
 
 static int run_wal(int argc, char **argv)

@@ -21,6 +21,29 @@ int64_t clock_mono_ns(void) { return ts_ns(CLOCK_MONOTONIC); }
 int64_t clock_mono_ms(void) { return ts_ns(CLOCK_MONOTONIC) / NS_PER_MS; }
 int64_t clock_wall_ns(void) { return ts_ns(CLOCK_REALTIME); }
 
+char *clock_rfc3339_exact(int64_t wall_ns, char *buf, unsigned long len)
+{
+	time_t secs = (time_t)(wall_ns / NS_PER_SEC);
+	int64_t ns = wall_ns % NS_PER_SEC;
+	struct tm tm;
+	char frac[16] = "";
+
+	if (ns < 0) {
+		ns += NS_PER_SEC;
+		secs -= 1;
+	}
+	if (ns % 1000000 == 0 && ns)
+		snprintf(frac, sizeof(frac), ".%03d", (int)(ns / 1000000));
+	else if (ns % 1000 == 0 && ns)
+		snprintf(frac, sizeof(frac), ".%06d", (int)(ns / 1000));
+	else if (ns)
+		snprintf(frac, sizeof(frac), ".%09d", (int)ns);
+	gmtime_r(&secs, &tm);
+	snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d%sZ", tm.tm_year + 1900, tm.tm_mon + 1,
+		 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
+	return buf;
+}
+
 char *clock_rfc3339(int64_t wall_ns, char *buf, unsigned long len)
 {
 	time_t secs = (time_t)(wall_ns / NS_PER_SEC);

@@ -33,6 +33,14 @@ int64_t clock_wall_ns(void);
 char *clock_rfc3339(int64_t wall_ns, char *buf, unsigned long len);
 
 /*
+ * The same with every fractional digit the time has (none, 3, 6 or 9), so
+ * the text parses back to exactly wall_ns: what a listing prints for a
+ * user to pass to `restore -timestamp` (milliseconds would cut an object
+ * stamped 12:00:10.5123 to a time before it). Returns buf.
+ */
+char *clock_rfc3339_exact(int64_t wall_ns, char *buf, unsigned long len);
+
+/*
  * Parse an RFC 3339 timestamp ("2026-11-22T06:27:38Z", fractional seconds
  * and numeric offsets allowed) into ns since the epoch. Calendar dates are
  * checked (2025-02-29 is not one, 2024-02-29 is).

@@ -324,7 +324,7 @@ def test_replica_url_leads_where_litestream_wrote(tmp_path, litevisor_bin, lites
 
 def test_point_in_time_by_index_and_timestamp(tmp_path, litevisor_bin, history):
     rep = tmp_path / "rep"
-    t0 = time.time() - 7200
+    t0 = int(time.time()) - 7200 + 0.512345
     times = history.write(str(rep), t0=t0, step=100)
     url = f"file://{rep}"
     last_of = {}
@@ -355,6 +355,17 @@ def test_point_in_time_by_index_and_timestamp(tmp_path, litevisor_bin, history):
     # a bad timestamp is a usage error
     p = lv(litevisor_bin, "restore", "-timestamp", "yesterday", "-o", str(tmp_path / "x.db"), url)
     assert p.returncode == 100
+    # the time `wal` lists for a segment restores up to that segment, itself included
+    # (listed in milliseconds, an object stamped .512345 was left out: QA17)
+    p = lv(litevisor_bin, "wal", url)
+    assert p.returncode == 0, p.stderr
+    listed = [l.split() for l in p.stdout.splitlines()[1:]]
+    assert len(listed) == len(history.segments), p.stdout
+    for k in (2, 3):
+        out = tmp_path / f"listed{k}.db"
+        p = lv(litevisor_bin, "restore", "-timestamp", listed[k][-1], "-o", str(out), url)
+        assert p.returncode == 0, p.stderr
+        assert rows(out) == history.states[k][2], listed[k]
 
 
 def test_databases_lists_the_config_as_litestream_does(tmp_path, litevisor_bin, litestream_bin):

@@ -91,6 +91,25 @@ TEST(rfc3339)
 	CHECK_INT(clock_parse_rfc3339("yesterday", &ns), -1);
 }
 
+/* what a listing prints parses back to the very time (QA17: milliseconds cut it short) */
+TEST(rfc3339_exact_round_trip)
+{
+	int64_t base = 1795328858LL * 1000000000LL, back;
+	char buf[40];
+	CHECK_STR(clock_rfc3339_exact(base, buf, sizeof(buf)), "2026-11-22T06:27:38Z");
+	CHECK_STR(clock_rfc3339_exact(base + 500000000, buf, sizeof(buf)), "2026-11-22T06:27:38.500Z");
+	CHECK_STR(clock_rfc3339_exact(base + 512345000, buf, sizeof(buf)),
+		  "2026-11-22T06:27:38.512345Z");
+	static const int64_t frac[] = { 0, 1, 999, 1000, 512345678, 999999999 };
+	for (size_t i = 0; i < sizeof(frac) / sizeof(frac[0]); i++) {
+		CHECK_INT(clock_parse_rfc3339(clock_rfc3339_exact(base + frac[i], buf, sizeof(buf)),
+					      &back), 0);
+		CHECK_INT(back, base + frac[i]);
+	}
+	CHECK_INT(clock_parse_rfc3339(clock_rfc3339_exact(-1, buf, sizeof(buf)), &back), 0);
+	CHECK_INT(back, -1);
+}
+
 /* dates that do not exist are errors, never normalised into the next month */
 TEST(rfc3339_calendar)
 {
@@ -142,4 +161,5 @@ TEST(rfc3339_range)
 }
 
 UNIT_MAIN(T(go_durations), T(bad_durations), T(format_round_trip), T(sizes), T(rfc3339),
+	  T(rfc3339_exact_round_trip),
 	  T(rfc3339_calendar), T(rfc3339_range))
