@@ -92,10 +92,12 @@ const struct command cmd_run = {
 	.usage = "litevisor run [flags] [-- command [args…]]",
 	.description =
 		"Restores every configured database from the freshest reachable replica, starts\n"
-		"the command (after \"--\", else the config's \"exec\"), forwards HUP INT QUIT TERM\n"
-		"USR1 USR2 WINCH CONT to it, reaps every zombie, replicates continuously and, when\n"
-		"the service stops, flushes every database before exiting with the service's own\n"
-		"exit code (128+signal if it was killed). Serves /livez /readyz /healthz /metrics on\n"
-		"\"addr\". Before the service starts: 100 configuration error, 111 temporary failure.",
+		"the command (after \"--\", else the config's \"exec\"), forwards to it every signal\n"
+		"it can catch (HUP INT QUIT TERM USR1 USR2 WINCH CONT ALRM PWR RTMIN..RTMAX…; not\n"
+		"CHLD, the fault signals, PIPE XFSZ TTIN TTOU), reaps every zombie, replicates\n"
+		"continuously and, when the service stops, flushes every database before exiting\n"
+		"with the service's own exit code (128+signal if it was killed). Serves /livez\n"
+		"/readyz /healthz /metrics on \"addr\". Before the service starts: 100\n"
+		"configuration error, 111 temporary failure.",
 	.run = run_run,
 };

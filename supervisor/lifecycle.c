@@ -100,14 +100,20 @@ static int spawn(struct sup *s)
 	return 0;
 }
 
+/* The service's pid, or its group (-pid) when signal-group applies. */
+static pid_t signal_target(const struct sup *s)
+{
+	bool group = s->cfg->supervisor.signal_group && s->cfg->supervisor.new_process_group;
+	return group ? -s->pid : s->pid;
+}
+
 /* Send sig to the service (or its group when configured and it has its own). */
 static void forward(struct sup *s, int sig)
 {
 	if (s->pid <= 0)
 		return;
-	bool group = s->cfg->supervisor.signal_group && s->cfg->supervisor.new_process_group;
-	pid_t target = group ? -s->pid : s->pid;
-	if (group && sig == SIGTERM)
+	pid_t target = signal_target(s);
+	if (target < 0 && sig == SIGTERM)
 		s->termed_pgrp = s->pid;
 	if (kill(target, sig) < 0 && errno != ESRCH)
 		log_warn("supervisor", "cannot forward signal", "signal=%s pid=%d error=\"%s\"",
@@ -137,14 +143,16 @@ static void begin_stop(struct sup *s, const char *why)
 }
 
 /*
- * A terminal sends INT and QUIT (^C, ^\) and WINCH to its whole foreground
- * process group, the kernel as sender. The service shares litevisor's group
- * unless new-process-group: it got that signal already, and forwarding it
- * would deliver it twice (a second ^C is "quit now" to many programs).
+ * A terminal sends INT, QUIT and TSTP (^C, ^\, ^Z) and WINCH to its whole
+ * foreground process group, the kernel as sender. The service shares
+ * litevisor's group unless new-process-group: it got that signal already, and
+ * forwarding it would deliver it twice (a second ^C is "quit now" to many
+ * programs).
  */
 static bool delivered_by_terminal(const struct sup *s, int sig, bool kernel)
 {
-	if (!kernel || s->pid <= 0 || (sig != SIGINT && sig != SIGQUIT && sig != SIGWINCH))
+	if (!kernel || s->pid <= 0 ||
+	    (sig != SIGINT && sig != SIGQUIT && sig != SIGTSTP && sig != SIGWINCH))
 		return false;
 	return getpgid(s->pid) == getpgrp();
 }
@@ -153,6 +161,17 @@ static void on_signal(struct sup *s, int sig, bool kernel)
 {
 	if (sig == SIGCHLD || !sig_is_forwarded(sig))
 		return;
+	if (sig == SIGXCPU && kernel) {
+		/* litevisor's own RLIMIT_CPU soft limit: the service's default action would be to die */
+		log_warn("supervisor", "litevisor exceeded its CPU time soft limit (RLIMIT_CPU); "
+			 "not forwarded", "signal=XCPU");
+		return;
+	}
+	if (sig == SIGTSTP && s->stopping) {
+		/* a service stopped now would sit out the grace instead of acting on its TERM */
+		log_info("supervisor", "signal dropped while stopping", "signal=TSTP");
+		return;
+	}
 	if (delivered_by_terminal(s, sig, kernel)) {
 		log_info("supervisor", "signal from the terminal: the service got it too, not forwarded",
 			 "signal=%s pid=%d", sig_name(sig), (int)s->pid);
@@ -163,6 +182,8 @@ static void on_signal(struct sup *s, int sig, bool kernel)
 	} else if (!sig_is_stop(sig)) {
 		log_info("supervisor", "signal dropped: no service running", "signal=%s", sig_name(sig));
 	}
+	if (sig == SIGTSTP)
+		sig_job_stop();
 	if (sig_is_stop(sig)) {
 		char why[64];
 		snprintf(why, sizeof(why), "received SIG%s", sig_name(sig));
@@ -421,6 +442,8 @@ static int restore_all(struct sup *s)
 			if (sig != SIGCHLD)
 				log_info("supervisor", "signal dropped: no service running yet",
 					 "signal=%s", sig_name(sig));
+			if (sig == SIGTSTP)
+				sig_job_stop();
 		}
 		struct reap_result r;
 		reaper_reap(0, &r); /* nothing of ours yet, but PID 1 inherits strays */

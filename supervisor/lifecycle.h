@@ -15,11 +15,13 @@
  * The state × event table of the loop:
  *
  *   state \ event   | TERM/INT           | other fwd sig | service exit              | deadline
- *   RUNNING         | forward, →STOPPING | forward       | on-failure? →BACKOFF      | —
- *                   |                    |               | else TERM leftovers,      |
- *                   |                    |               | →STOPPING                 |
- *   BACKOFF         | →STOPPING          | dropped       | (orphans only)            | respawn →RUNNING
- *   STOPPING        | forward            | forward       | TERM leftovers            | SIGKILL all, wait
+ *   RUNNING         | forward,           | forward (TSTP:| on-failure? →BACKOFF      | —
+ *                   | →STOPPING          | then stop     | else TERM leftovers,      |
+ *                   |                    | self)         | →STOPPING                 |
+ *   BACKOFF         | →STOPPING          | dropped (TSTP:| (orphans only)            | respawn →RUNNING
+ *                   |                    | stop self)    |                           |
+ *   STOPPING        | forward            | forward (not  | TERM leftovers            | SIGKILL all, wait
+ *                   |                    | TSTP)         |                           |
  *   (no children left in STOPPING) → FLUSHING → EXITING
  *
  * Hooks let a later step (Consul registration, single-writer lock) run before

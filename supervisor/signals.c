@@ -12,19 +12,36 @@
 #include "common/log.h"
 #include "common/banned.h"
 
-static const int forwarded[] = { SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2,
-				 SIGWINCH, SIGCONT };
+/* Never blocked: cannot be caught, or synchronous faults of the thread that caused them. */
+static const int unblockable[] = { SIGKILL, SIGSTOP, SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT,
+				   SIGSYS, SIGTRAP };
+/* Ignored rather than blocked (signals.h says why). */
+static const int ignored[] = { SIGPIPE, SIGXFSZ, SIGTTIN, SIGTTOU };
 
 static sigset_t original_mask;
 static sigset_t handled;
 static bool blocked;
 
+static bool among(int sig, const int *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (v[i] == sig)
+			return true;
+	return false;
+}
+
+/* Every catchable asynchronous signal: 1..31 less the above, then SIGRTMIN..SIGRTMAX. */
 static void handled_set(sigset_t *set)
 {
 	sigemptyset(set);
-	for (size_t i = 0; i < sizeof(forwarded) / sizeof(forwarded[0]); i++)
-		sigaddset(set, forwarded[i]);
-	sigaddset(set, SIGCHLD);
+	for (int sig = 1; sig <= SIGRTMAX; sig++) {
+		if (sig < SIGRTMIN && sig >= 32)
+			continue; /* glibc's own (SIGRTMIN is already past them) */
+		if (among(sig, unblockable, sizeof(unblockable) / sizeof(unblockable[0])) ||
+		    among(sig, ignored, sizeof(ignored) / sizeof(ignored[0])))
+			continue;
+		sigaddset(set, sig);
+	}
 }
 
 int sig_block(void)
@@ -42,7 +59,6 @@ int sig_block(void)
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = SIG_IGN;
 	sigemptyset(&sa.sa_mask);
-	static const int ignored[] = { SIGPIPE, SIGTTIN, SIGTTOU };
 	for (size_t i = 0; i < sizeof(ignored) / sizeof(ignored[0]); i++) {
 		if (sigaction(ignored[i], &sa, NULL) < 0) {
 			log_error("signals", "cannot ignore signal", "signal=%s error=\"%s\"",
@@ -115,10 +131,17 @@ bool sig_wait_done(int sfd, int done_fd, int grace_ms, bool (*is_stop)(int sig))
 
 bool sig_is_forwarded(int sig)
 {
-	for (size_t i = 0; i < sizeof(forwarded) / sizeof(forwarded[0]); i++)
-		if (forwarded[i] == sig)
-			return true;
-	return false;
+	return sig > 0 && sig != SIGCHLD && sigismember(&handled, sig) == 1;
+}
+
+void sig_job_stop(void)
+{
+	if (getpid() == 1)
+		return;
+	log_info("signals", "SIGTSTP: stopping litevisor itself until SIGCONT (job control)", NULL);
+	/* a signal to oneself is acted on before kill() returns: this returns once continued */
+	if (kill(getpid(), SIGSTOP) == 0)
+		log_info("signals", "continued", NULL);
 }
 
 bool sig_is_stop(int sig)
@@ -126,26 +149,58 @@ bool sig_is_stop(int sig)
 	return sig == SIGTERM || sig == SIGINT;
 }
 
+/* "RTMIN+n" for n up to 32 (Linux has SIGRTMAX - SIGRTMIN = 30). */
+static const char *const rt_names[] = {
+	"RTMIN",    "RTMIN+1",  "RTMIN+2",  "RTMIN+3",  "RTMIN+4",  "RTMIN+5",  "RTMIN+6",
+	"RTMIN+7",  "RTMIN+8",  "RTMIN+9",  "RTMIN+10", "RTMIN+11", "RTMIN+12", "RTMIN+13",
+	"RTMIN+14", "RTMIN+15", "RTMIN+16", "RTMIN+17", "RTMIN+18", "RTMIN+19", "RTMIN+20",
+	"RTMIN+21", "RTMIN+22", "RTMIN+23", "RTMIN+24", "RTMIN+25", "RTMIN+26", "RTMIN+27",
+	"RTMIN+28", "RTMIN+29", "RTMIN+30", "RTMIN+31", "RTMIN+32",
+};
+
 const char *sig_name(int sig)
 {
 	switch (sig) {
 	case SIGHUP: return "HUP";
 	case SIGINT: return "INT";
 	case SIGQUIT: return "QUIT";
-	case SIGTERM: return "TERM";
-	case SIGUSR1: return "USR1";
-	case SIGUSR2: return "USR2";
-	case SIGWINCH: return "WINCH";
-	case SIGCONT: return "CONT";
-	case SIGCHLD: return "CHLD";
+	case SIGILL: return "ILL";
+	case SIGTRAP: return "TRAP";
+	case SIGABRT: return "ABRT";
+	case SIGBUS: return "BUS";
+	case SIGFPE: return "FPE";
 	case SIGKILL: return "KILL";
+	case SIGUSR1: return "USR1";
+	case SIGSEGV: return "SEGV";
+	case SIGUSR2: return "USR2";
 	case SIGPIPE: return "PIPE";
+	case SIGALRM: return "ALRM";
+	case SIGTERM: return "TERM";
+#ifdef SIGSTKFLT
+	case SIGSTKFLT: return "STKFLT";
+#endif
+	case SIGCHLD: return "CHLD";
+	case SIGCONT: return "CONT";
+	case SIGSTOP: return "STOP";
+	case SIGTSTP: return "TSTP";
 	case SIGTTIN: return "TTIN";
 	case SIGTTOU: return "TTOU";
-	case SIGSEGV: return "SEGV";
-	case SIGABRT: return "ABRT";
-	case SIGALRM: return "ALRM";
-	case SIGSTOP: return "STOP";
-	default: return "SIG?";
+	case SIGURG: return "URG";
+	case SIGXCPU: return "XCPU";
+	case SIGXFSZ: return "XFSZ";
+	case SIGVTALRM: return "VTALRM";
+	case SIGPROF: return "PROF";
+	case SIGWINCH: return "WINCH";
+	case SIGIO: return "IO";
+#ifdef SIGPWR
+	case SIGPWR: return "PWR";
+#endif
+	case SIGSYS: return "SYS";
+	default: break;
 	}
+	if (sig == SIGRTMAX)
+		return "RTMAX";
+	if (sig >= SIGRTMIN && sig - SIGRTMIN < (int)(sizeof(rt_names) / sizeof(rt_names[0])))
+		return rt_names[sig - SIGRTMIN];
+	return "SIG?";
 }

@@ -4,14 +4,29 @@
  * sig_block() must run first thing in the command, before any thread exists:
  * every thread created afterwards inherits the mask, so a TERM can only ever
  * be read by the main loop (never kill litevisor on a worker thread before
- * the final flush). SIGPIPE is ignored process-wide (libcurl with
- * CURLOPT_NOSIGNAL and libmicrohttpd rely on it) and SIGTTIN/SIGTTOU are
- * ignored so a background litevisor is not stopped by its terminal; the
- * child puts every disposition and the original mask back before exec
- * (child.h).
+ * the final flush). Like tini, litevisor takes every signal it can catch: one
+ * it left at its default action (ALRM, PWR, a real-time signal…) would kill
+ * it when it is not PID 1 (Nomad raw_exec), orphaning the service and losing
+ * the final flush.
  *
- * Forwarded to the service: HUP INT QUIT TERM USR1 USR2 WINCH CONT.
- * Never forwarded: CHLD (drives reaping) and the fault signals.
+ * Blocked and read from the signalfd ("handled"): every signal from 1 to
+ * SIGRTMAX except those below. All but CHLD are forwarded to the service
+ * (TSTP also stops litevisor itself, see sig_job_stop; an XCPU the kernel
+ * sends is about litevisor's own RLIMIT_CPU and is not, see lifecycle.c).
+ * Never blocked:
+ *   KILL STOP                     cannot be caught;
+ *   SEGV BUS FPE ILL ABRT SYS TRAP synchronous faults of the faulting thread:
+ *                                 blocked, they would hang or be undefined;
+ *   32 .. SIGRTMIN-1              reserved by glibc (thread cancellation, setxid);
+ *   PIPE XFSZ (ignored)           sent to the thread whose write failed: the
+ *                                 write reports EPIPE/EFBIG instead (libcurl with
+ *                                 CURLOPT_NOSIGNAL and libmicrohttpd rely on an
+ *                                 ignored PIPE);
+ *   TTIN TTOU (ignored)           so a background litevisor is not stopped by its
+ *                                 terminal (as tini).
+ * libcurl runs with CURLOPT_NOSIGNAL everywhere, so no thread needs ALRM.
+ * The child puts every disposition and the original mask back before exec
+ * (child.h).
  */
 #ifndef LITEVISOR_SUP_SIGNALS_H
 #define LITEVISOR_SUP_SIGNALS_H
@@ -20,8 +35,8 @@
 #include <stdbool.h>
 
 /*
- * Block the handled signals in the calling thread, ignore PIPE/TTIN/TTOU and
- * remember the original mask for the child. A second call does nothing.
+ * Block the handled signals in the calling thread, ignore PIPE/XFSZ/TTIN/TTOU
+ * and remember the original mask for the child. A second call does nothing.
  * Returns 0, or -1 (logged).
  */
 int sig_block(void);
@@ -41,8 +56,16 @@ int sig_open_fd(void);
 int sig_read(int fd);
 int sig_read_ex(int fd, bool *kernel);
 
-/* True for the signals forwarded to the service. */
+/* True for the signals forwarded to the service: every handled one but CHLD. */
 bool sig_is_forwarded(int sig);
+
+/*
+ * After a TSTP (^Z, or kill -TSTP): stop litevisor itself with SIGSTOP, as
+ * dumb-init does, so a shell's job control sees its job stopped; a SIGCONT
+ * resumes it (and is forwarded). Replication stops with it. Does nothing
+ * as PID 1 (the kernel ignores a SIGSTOP init sends itself).
+ */
+void sig_job_stop(void);
 
 /* True for the signals that also start the stop sequence (TERM, INT). */
 bool sig_is_stop(int sig);
@@ -56,7 +79,7 @@ bool sig_is_stop(int sig);
  */
 bool sig_wait_done(int sfd, int done_fd, int grace_ms, bool (*is_stop)(int sig));
 
-/* "TERM", "USR1"…; "SIG?" for others. Static storage. */
+/* "TERM", "USR1", "RTMIN+5"…; "SIG?" for others. Static storage. */
 const char *sig_name(int sig);
 
 #endif

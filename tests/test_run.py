@@ -330,6 +330,73 @@ def test_a_terminal_signal_reaches_the_service_once(litevisor_bin, tmp_path):
     assert read_lines(rec) == ["QUIT", "USR1", "TERM"], out
 
 
+# Signals litevisor left at their default action used to kill it when not PID 1 (Nomad
+# raw_exec): the service was orphaned and the final flush never ran. XFSZ, PIPE, TTIN and
+# TTOU are ignored instead (signals.h); the fault signals and KILL/STOP are never caught.
+CAUGHT_TOO = ["ALRM", "PWR", "VTALRM", "PROF", "STKFLT", "IO", "URG", "XCPU", "RTMIN", "RTMIN+5",
+              "RTMAX"]
+
+
+def _signum(name):
+    base, _, off = name.partition("+")
+    return getattr(signal, "SIG" + base) + int(off or 0)
+
+
+def test_every_catchable_signal_reaches_the_service_and_the_flush_still_runs(litevisor_bin,
+                                                                             tmp_path, runs):
+    (tmp_path / "data").mkdir()
+    rec, ready = tmp_path / "signals", tmp_path / "ready"
+    traps = [x for name in CAUGHT_TOO for x in ("--trap", name)]
+    r = start(runs, litevisor_bin, tmp_path,
+              SERVICE + ["--record", str(rec), "--ready", str(ready)] + traps,
+              config=db_config(tmp_path))
+    poll(lambda: read_lines(ready), timeout=30)
+    for name in CAUGHT_TOO:
+        os.kill(r.pid, _signum(name))
+        poll(lambda: name in read_lines(rec) or r.p.poll() is not None, timeout=5)
+        assert r.p.poll() is None, f"litevisor died of SIG{name}: {r.stderr()}"
+    os.kill(r.pid, signal.SIGTERM)
+    assert r.wait(timeout=30) == 0, r.stderr()
+    assert read_lines(rec) == CAUGHT_TOO + ["TERM"], r.stderr()
+    assert "final flush done" in r.stderr(), r.stderr()
+
+
+def test_replicate_without_a_service_survives_stray_signals(litevisor_bin, tmp_path):
+    (tmp_path / "data").mkdir()
+    cfg = tmp_path / "lv.yml"
+    cfg.write_text(db_config(tmp_path))
+    p = Background([litevisor_bin, "replicate", "-config", str(cfg)], tmp_path / "replicate.log",
+                   dict(os.environ))
+    try:
+        poll(lambda: "replicating" in p.stderr(), timeout=30)
+        for name in ("ALRM", "PWR", "RTMIN+3"):
+            os.kill(p.pid, _signum(name))
+            poll(lambda: f"signal={name}" in p.stderr() or p.p.poll() is not None, timeout=5)
+            assert p.p.poll() is None, f"replicate died of SIG{name}: {p.stderr()}"
+        os.kill(p.pid, signal.SIGTERM)
+        assert p.wait(timeout=30) == 0, p.stderr()
+    finally:
+        p.kill()
+
+
+def test_tstp_is_forwarded_and_stops_litevisor_as_a_job_until_cont(litevisor_bin, tmp_path, runs):
+    """As dumb-init: the service gets TSTP, litevisor stops itself so a shell sees
+    its job stopped; a CONT resumes litevisor and is forwarded."""
+    rec, ready = tmp_path / "signals", tmp_path / "ready"
+    r = start(runs, litevisor_bin, tmp_path,
+              SERVICE + ["--record", str(rec), "--ready", str(ready), "--trap", "TSTP"])
+    poll(lambda: read_lines(ready))
+    os.kill(r.pid, signal.SIGTSTP)
+    poll(lambda: "TSTP" in read_lines(rec), timeout=5)
+    poll(lambda: proc_stat(r.pid)[0] == "T", timeout=5)
+    os.kill(r.pid, signal.SIGCONT)
+    poll(lambda: "CONT" in read_lines(rec), timeout=5)
+    assert proc_stat(r.pid)[0] != "T"
+    os.kill(r.pid, signal.SIGTERM)
+    assert r.wait() == 0, r.stderr()
+    assert read_lines(rec) == ["TSTP", "CONT", "TERM"], r.stderr()
+
+
 def _drain(fd):
     data = b""
     while True:
@@ -943,6 +1010,7 @@ def test_ignored_sigpipe_is_not_inherited(litevisor_bin, tmp_path):
     assert p.returncode == 0, p.stderr
     ignored = int(p.stdout.split()[1], 16)
     assert not ignored & (1 << (signal.SIGPIPE - 1)), p.stdout
+    assert ignored == 0, p.stdout  # nor XFSZ, TTIN, TTOU: every disposition is the default
     blocked = subprocess.run([litevisor_bin, "run", "--", "sh", "-c", "grep SigBlk /proc/self/status"],
                              capture_output=True, text=True, timeout=20).stdout
     assert int(blocked.split()[1], 16) == 0, blocked

@@ -75,7 +75,12 @@ def main():
     p.add_argument("--busy", action="store_true")
     p.add_argument("--sleep", type=float, default=60)
     p.add_argument("--exit", type=int)
+    p.add_argument("--trap", action="append", default=[],
+                   help="also record this signal: ALRM, PWR, RTMIN+5… (repeatable)")
     a = p.parse_args()
+    for name in a.trap:
+        base, _, off = name.partition("+")
+        NAMES[getattr(signal, "SIG" + base) + int(off or 0)] = name
 
     if a.count:
         n = int(open(a.count).read()) if os.path.exists(a.count) else 0
