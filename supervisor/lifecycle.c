@@ -123,6 +123,19 @@ static void forward(struct sup *s, int sig)
 			  (int)target);
 }
 
+/*
+ * After a stop signal: a stopped service (SIGSTOP, ^Z) would only act on it
+ * once continued, so the grace would run out and end in SIGKILL. SIGCONT
+ * right after it, as systemd and s6-supervise do; the kernel delivers the
+ * lower-numbered pending TERM/INT first.
+ */
+static void resume(pid_t target)
+{
+	if (kill(target, SIGCONT) < 0 && errno != ESRCH)
+		log_warn("supervisor", "cannot continue process after its stop signal",
+			 "pid=%d error=\"%s\"", (int)target, strerror(errno));
+}
+
 static pid_t service_group(const struct sup *s, pid_t pid)
 {
 	return s->cfg->supervisor.new_process_group ? pid : 0;
@@ -182,6 +195,8 @@ static void on_signal(struct sup *s, int sig, bool kernel)
 	} else if (!sig_is_stop(sig)) {
 		log_info("supervisor", "signal dropped: no service running", "signal=%s", sig_name(sig));
 	}
+	if (sig_is_stop(sig) && s->pid > 0)
+		resume(signal_target(s));
 	if (sig == SIGTSTP)
 		sig_job_stop();
 	if (sig_is_stop(sig)) {
@@ -250,6 +265,7 @@ static void on_service_exit(struct sup *s, int status)
 	/* Whatever the service left behind gets TERM now (see sweep()) and KILL at the deadline. */
 	pid_t grp = service_group(s, old);
 	if (grp > 0 && s->termed_pgrp != grp && grp != getpgrp() && kill(-grp, SIGTERM) == 0) {
+		resume(-grp);
 		s->termed_pgrp = grp;
 		log_info("supervisor", "terminating the service's process group", "pgrp=%d", (int)grp);
 	}

@@ -15,12 +15,12 @@
  * The state × event table of the loop:
  *
  *   state \ event   | TERM/INT           | other fwd sig | service exit              | deadline
- *   RUNNING         | forward,           | forward (TSTP:| on-failure? →BACKOFF      | —
- *                   | →STOPPING          | then stop     | else TERM leftovers,      |
+ *   RUNNING         | forward+CONT,      | forward (TSTP:| on-failure? →BACKOFF      | —
+ *                   | →STOPPING          | then stop     | else TERM+CONT leftovers, |
  *                   |                    | self)         | →STOPPING                 |
  *   BACKOFF         | →STOPPING          | dropped (TSTP:| (orphans only)            | respawn →RUNNING
  *                   |                    | stop self)    |                           |
- *   STOPPING        | forward            | forward (not  | TERM leftovers            | SIGKILL all, wait
+ *   STOPPING        | forward+CONT       | forward (not  | TERM+CONT leftovers       | SIGKILL all, wait
  *                   |                    | TSTP)         |                           |
  *   (no children left in STOPPING) → FLUSHING → EXITING
  *

@@ -160,6 +160,7 @@ unsigned reaper_term_new(pid_t skip_pid, pid_t skip_pgrp)
 		}
 		termed[ntermed++] = *p;
 		if (kill(p->pid, SIGTERM) == 0) {
+			(void)kill(p->pid, SIGCONT); /* a stopped one acts on its TERM only once continued */
 			count++;
 			log_debug("reaper", "signalled child", "pid=%d signal=TERM", (int)p->pid);
 		}

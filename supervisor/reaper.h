@@ -34,7 +34,7 @@ void reaper_reap(pid_t service, struct reap_result *r);
 /*
  * The stop sequence's two sweeps over litevisor's descendants (found in /proc).
  *
- * reaper_term_new(): SIGTERM every direct child that no earlier call has
+ * reaper_term_new(): SIGTERM (then SIGCONT, for a stopped one) every direct child that no earlier call has
  * signalled (by pid and start time), except skip_pid and the members of
  * skip_pgrp (> 0), which got theirs already. Called again and again while
  * stopping, it reaches processes as they are re-parented to litevisor (a

@@ -9,8 +9,9 @@ import sys
 import threading
 import time
 
+# CONT only with --trap CONT: litevisor sends one after every stop signal (lifecycle.c).
 NAMES = {getattr(signal, "SIG" + n): n for n in
-         ("HUP", "INT", "QUIT", "TERM", "USR1", "USR2", "WINCH", "CONT")}
+         ("HUP", "INT", "QUIT", "TERM", "USR1", "USR2", "WINCH")}
 
 
 def append(path, line):
