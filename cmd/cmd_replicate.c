@@ -139,10 +139,10 @@ static int replicate_loop(const struct config *cfg)
 			log_info("replicate", "signal received, flushing", "signal=%s", sig_name(sig));
 			break;
 		}
-		if (sig != SIGCHLD)
-			log_info("replicate", "signal ignored", "signal=%s", sig_name(sig));
 		if (sig == SIGTSTP)
 			sig_job_stop();
+		else if (sig != SIGCHLD)
+			log_info("replicate", "signal ignored", "signal=%s", sig_name(sig));
 	}
 	/* the stop budget (lifecycle.h); a thread stuck in a request is abandoned to the exit */
 	int64_t stop_end = clock_mono_ms() + cfg->supervisor.flush_timeout_ms + SUP_STOP_THREADS_MS -

@@ -192,7 +192,7 @@ static void on_signal(struct sup *s, int sig, bool kernel)
 		log_info("supervisor", "forwarding signal", "signal=%s pid=%d", sig_name(sig),
 			 (int)s->pid);
 		forward(s, sig);
-	} else if (!sig_is_stop(sig)) {
+	} else if (!sig_is_stop(sig) && sig != SIGTSTP) {
 		log_info("supervisor", "signal dropped: no service running", "signal=%s", sig_name(sig));
 	}
 	if (sig_is_stop(sig) && s->pid > 0)
@@ -455,11 +455,11 @@ static int restore_all(struct sup *s)
 				stop_restores(s, sig);
 				_exit(128 + sig);
 			}
-			if (sig != SIGCHLD)
-				log_info("supervisor", "signal dropped: no service running yet",
-					 "signal=%s", sig_name(sig));
 			if (sig == SIGTSTP)
 				sig_job_stop();
+			else if (sig != SIGCHLD)
+				log_info("supervisor", "signal dropped: no service running yet",
+					 "signal=%s", sig_name(sig));
 		}
 		struct reap_result r;
 		reaper_reap(0, &r); /* nothing of ours yet, but PID 1 inherits strays */
