@@ -1,13 +1,19 @@
 /*
- * retention.c — Litestream 0.3's retention, per replica, with a grace period.
+ * retention.c — retention per replica: every moment of the last `retention`
+ * stays restorable, and nothing is deleted before it is older than
+ * retention + retention-grace.
  *
- * Snapshots younger than `retention` are kept. In a generation that keeps at
- * least one, everything with an index below the earliest kept snapshot's is
- * deleted; a generation that keeps none is deleted whole, except the current
- * one (it gets a new snapshot first: *need_snapshot). Unlike Litestream, an
- * object is only ever deleted once it is older than retention +
- * retention-grace, so a restore that picked it a moment ago is not cut off
- * (#1307).
+ * In each generation, the newest snapshot taken at or before the cut
+ * (now - retention) is the one a restore to the cut starts from: it and
+ * everything after it are kept, what lies below its index may go. (Litestream
+ * 0.3 keeps only snapshots younger than retention and prunes below the
+ * earliest of them: once a new one was taken, the moments between the cut and
+ * it were lost.) A generation that is not the current one and whose objects
+ * are all older than retention + retention-grace goes whole. The current one,
+ * when none of its snapshots is younger than retention, asks for a new one
+ * (*need_snapshot), so that its older history can go once that one covers the
+ * cut. The grace lets a restore that picked an object a moment ago finish
+ * reading it (#1307).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -126,19 +132,25 @@ int retention_enforce(struct eng_replica *r, bool *need_snapshot)
 		struct cat_generation g;
 		if (catalog_load(r->st, ids[i], &g, NULL, &err) < 0)
 			goto fail;
-		uint32_t earliest = UINT32_MAX;
-		for (size_t k = 0; k < g.nsnapshots; k++)
-			if (g.snapshots[k].mtime_ns >= keep_cut && g.snapshots[k].index < earliest)
-				earliest = g.snapshots[k].index;
+		/* the newest snapshot at or before the cut: a restore to the cut starts there */
+		uint32_t cover = UINT32_MAX;
+		bool young = false;
+		for (size_t k = 0; k < g.nsnapshots; k++) {
+			const struct cat_snapshot *s = &g.snapshots[k];
+			if (s->mtime_ns > keep_cut)
+				young = true;
+			else if (cover == UINT32_MAX || s->index > cover)
+				cover = s->index;
+		}
 		int prc = 0;
 		bool current = !strcmp(ids[i], cur);
-		if (earliest == UINT32_MAX && current) {
+		if (!young && current) {
 			/*
-			 * Snapshot first; pruning waits for the next round. Unless we
-			 * wrote one within retention by our own clock: then the
-			 * replica's clock is behind (its times are the server's, or
-			 * a NAS's for a file replica), and another snapshot would
-			 * look just as old, at every check, for ever.
+			 * A new snapshot, so the older history can go once it covers
+			 * the cut. Unless we wrote one within retention by our own
+			 * clock: then the replica's clock is behind (its times are the
+			 * server's, or a NAS's for a file replica), and another
+			 * snapshot would look just as old, at every check, for ever.
 			 */
 			pthread_mutex_lock(&d->mu);
 			int64_t ours = r->stat.last_snapshot_ns;
@@ -154,14 +166,13 @@ int retention_enforce(struct eng_replica *r, bool *need_snapshot)
 			} else {
 				*need_snapshot = true;
 			}
-		} else if (earliest == UINT32_MAX) {
-			if (g.max_ns < del_cut) {
-				log_info("retention", "deleting generation", "db=%s replica=%s generation=%s",
-					 d->stat.name, r->stat.name, ids[i]);
-				prc = prune(r, &g, UINT32_MAX, del_cut, b, &err);
-			}
-		} else if (earliest > 0) {
-			prc = prune(r, &g, earliest, del_cut, b, &err);
+		}
+		if (!current && g.max_ns < del_cut) {
+			log_info("retention", "deleting generation", "db=%s replica=%s generation=%s",
+				 d->stat.name, r->stat.name, ids[i]);
+			prc = prune(r, &g, UINT32_MAX, del_cut, b, &err);
+		} else if (cover != UINT32_MAX && cover > 0) {
+			prc = prune(r, &g, cover, del_cut, b, &err);
 		}
 		catalog_generation_release(&g);
 		if (prc < 0)

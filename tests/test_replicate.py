@@ -1267,6 +1267,50 @@ def test_periodic_snapshots_never_replace_one_a_point_in_time_restore_needs(
     assert content(out) == at_t
 
 
+def snapshot_stats(rep):
+    """{(generation, snapshot name): (inode, mtime_ns)} of a file replica."""
+    out = {}
+    for g, f in objects(rep, "snapshots"):
+        st = os.stat(os.path.join(rep, "generations", g, "snapshots", f))
+        out[(g, f)] = (st.st_ino, st.st_mtime_ns)
+    return out
+
+
+def iso(t):
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%03dZ" % (t % 1 * 1000)
+
+
+def test_retention_keeps_every_moment_of_its_window_restorable(run, tmp_path, litevisor_bin):
+    """`retention: 4s` must leave every moment of the last 4 s restorable. Retention
+    kept only snapshots younger than retention and deleted everything below the
+    earliest of them: once the snapshot retention asked for was written, the one
+    before it (and its WAL) went as soon as it was older than retention + grace,
+    and a restore to a moment 3.7 s ago found no snapshot at or before it."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    r = run(config(tmp_path, db, [file_replica(rep, retention="4s", retention_grace="200ms",
+                                               retention_check_interval="200ms")],
+                   min_checkpoint_page_count=20))
+    wait_for(lambda: objects(rep, "snapshots"), what="the first snapshot")
+    t0 = min(m for _, m in snapshot_stats(rep).values()) / 1e9
+    write(db, 30, start=1, rate=60)
+    time.sleep(max(0.0, t0 + 2.0 - time.time()))
+    t = time.time()
+    at_t = content(db)
+    time.sleep(0.3)
+    write(db, 100, start=100, rate=60)  # on past the first cut: a new snapshot, and pruning
+    time.sleep(max(0.0, t + 3.7 - time.time()))  # t is still inside the window
+    out = tmp_path / "pit.db"
+    p = subprocess.run([litevisor_bin, "restore", "-timestamp", iso(t), "-o", str(out),
+                        f"file://{rep}"], capture_output=True, text=True, timeout=60)
+    assert time.time() - t < 4, "too slow to test the window"
+    assert r.stop() == 0
+    assert p.returncode == 0, p.stderr + r.text()
+    assert integrity(out) == "ok"
+    assert content(out) == at_t
+    assert len(objects(rep, "snapshots")) >= 2, r.text()  # retention did take a new one
+
+
 def test_replicate_exec_runs_the_service(litevisor_bin, tmp_path, litestream_bin):
     db, rep = tmp_path / "app.db", tmp_path / "rep"
     create(db)
