@@ -61,6 +61,8 @@ struct eng_replica {
 	bool snap_known;              /* the replica's newest snapshot is at (snap_gen, snap_index) */
 	char snap_gen[17];
 	uint32_t snap_index;
+	bool snap_wait;               /* retention wants a snapshot once the database is past
+				       * snap_index (one there would replace the one it has) */
 	char await_gen[17];           /* holds another node's history of this generation:
 				       * idle until the monitor starts a new one */
 	uint64_t flush_seq;           /* last flush request served */
@@ -264,7 +266,11 @@ void replica_target(struct eng_db *d, struct wal_pos *pos);
  */
 double replica_lag_seconds(const struct eng_db *d, const struct eng_replica *r, int64_t now);
 
-/* retention.c: apply the replica's retention; *need_snapshot when none would remain. */
+/*
+ * retention.c: apply the replica's retention; *need_snapshot when the current
+ * generation has no snapshot younger than retention (the caller takes it at a
+ * new index). Returns 0, or -1 (logged).
+ */
 int retention_enforce(struct eng_replica *r, bool *need_snapshot);
 
 /*

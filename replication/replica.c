@@ -539,6 +539,18 @@ static void note_ok(struct eng_replica *r)
 			 d->stat.name, r->stat.name, (double)(now - since) / NS_PER_SEC);
 }
 
+/*
+ * Under mu: is the database still at the index of r's newest snapshot?
+ * Snapshots are named by their index: one more there would replace that one,
+ * and its time with it, so a restore to a time before the new one would find
+ * no snapshot (or an older generation's).
+ */
+static bool at_snap_index(const struct eng_replica *r)
+{
+	const struct eng_db *d = r->db;
+	return r->snap_known && !strcmp(r->snap_gen, d->gen) && r->snap_index == d->index;
+}
+
 /* Under mu: is there anything to upload? */
 static bool behind(struct eng_replica *r)
 {
@@ -680,7 +692,8 @@ void *replica_thread(void *arg)
 			if (!r->pos_known)
 				rc = init_position(r, &next_snapshot);
 			pthread_mutex_lock(&d->mu);
-			bool snap = r->pos_known && (r->need_snapshot || strcmp(r->pos.generation, d->gen));
+			bool snap = r->pos_known && (r->need_snapshot || strcmp(r->pos.generation, d->gen) ||
+						     (r->snap_wait && !at_snap_index(r)));
 			/* past an oversize index, the snapshot waits for the checkpoint's new index */
 			bool wait_index = snap && r->oversize && !strcmp(r->pos.generation, d->gen) &&
 					  d->index <= r->oversize_index;
@@ -704,16 +717,13 @@ void *replica_thread(void *arg)
 		}
 		if (rc == 0 && do_snap) {
 			/*
-			 * Snapshots are named by their index: one more at an index that
-			 * has one would replace it, and its time with it, so a restore
-			 * to a time before the new one would find no snapshot (or an
-			 * older generation's). Ask for a new index instead and take the
-			 * snapshot there at the next interval; an idle database gets
-			 * none, having nothing new to capture.
+			 * Never at the index of the newest snapshot (at_snap_index):
+			 * there, ask for a new index instead and take the snapshot at
+			 * the next interval; an idle database gets none, having nothing
+			 * new to capture.
 			 */
 			pthread_mutex_lock(&d->mu);
-			bool same = r->snap_known && !strcmp(r->snap_gen, d->gen) &&
-				    r->snap_index == d->index;
+			bool same = at_snap_index(r);
 			if (same)
 				monitor_request_checkpoint(d);
 			pthread_mutex_unlock(&d->mu);
@@ -732,9 +742,27 @@ void *replica_thread(void *arg)
 			if (retention_enforce(r, &need) < 0) {
 				rc = -1;
 			} else if (need) {
-				rc = snapshot_take(r, false);
-				if (rc == 0)
-					rc = retention_enforce(r, &need);
+				/*
+				 * Never at the newest snapshot's index either (at_snap_index):
+				 * there, ask for a new index; the first sync after the
+				 * database moved on takes the snapshot (snap_wait), not the
+				 * next check, a retention-check-interval later. Until then
+				 * the old snapshot still covers the window: nothing is lost.
+				 */
+				pthread_mutex_lock(&d->mu);
+				bool same = at_snap_index(r);
+				uint32_t at = r->snap_index;
+				if (same) {
+					r->snap_wait = true;
+					monitor_request_checkpoint(d);
+				}
+				pthread_mutex_unlock(&d->mu);
+				if (!same)
+					rc = snapshot_take(r, false);
+				else
+					log_debug("replica", "retention's snapshot waits for a new WAL "
+						  "index", "db=%s replica=%s index=%u", d->stat.name,
+						  r->stat.name, at);
 			}
 			next_retention = clock_mono_ns() + every * NS_PER_MS;
 		}

@@ -384,6 +384,7 @@ static void snapshot_done(struct eng_replica *r, const char *gen, uint32_t index
 	r->snap_known = true;
 	memcpy(r->snap_gen, gen, sizeof(r->snap_gen));
 	r->snap_index = index;
+	r->snap_wait = false;
 	r->dropped = false;
 	r->behind_since_mono = 0;
 	r->gap = false;

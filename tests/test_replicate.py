@@ -1311,6 +1311,29 @@ def test_retention_keeps_every_moment_of_its_window_restorable(run, tmp_path, li
     assert len(objects(rep, "snapshots")) >= 2, r.text()  # retention did take a new one
 
 
+def test_retention_never_replaces_a_snapshot_at_its_index(run, tmp_path, litevisor_bin):
+    """Retention asks for a snapshot when none is younger than `retention`. With the
+    database still at the index of its newest snapshot, that one was written again
+    under the same name (an object replaced unasked, its time moved forward). Now
+    the snapshot waits for a new index (retention asks for a checkpoint into one)."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    r = run(config(tmp_path, db, [file_replica(rep, retention="1s", retention_grace="1h",
+                                               retention_check_interval="200ms")]))
+    wait_for(lambda: objects(rep, "snapshots"), what="the first snapshot")
+    first = snapshot_stats(rep)
+    write(db, 5, start=1)  # same index: far below any checkpoint threshold
+    time.sleep(2.5)  # retention found the snapshot older than 1 s, several times
+    assert snapshot_stats(rep) == first, r.text()
+    write(db, 5, start=100)  # the requested checkpoint lets this start a new index
+    wait_for(lambda: len(objects(rep, "snapshots")) == 2, what="a snapshot at a new index",
+             timeout=15)
+    assert r.stop() == 0
+    now = snapshot_stats(rep)
+    assert {k: v for k, v in now.items() if k in first} == first, r.text()
+    lv_check_restore(litevisor_bin, rep, db, tmp_path / "out.db")
+
+
 def test_replicate_exec_runs_the_service(litevisor_bin, tmp_path, litestream_bin):
     db, rep = tmp_path / "app.db", tmp_path / "rep"
     create(db)
