@@ -1124,6 +1124,19 @@ ADD_ROWS = (
     "    c.execute('INSERT INTO t VALUES (?)', ('%s-%d' % (sys.argv[2], i),))\n")
 
 
+def query(db, sql):
+    """Rows of sql on db, read only and closed before returning. A read-write
+    connection checkpoints and deletes the WAL when it closes last (the next run
+    then finds the files changed since its clean stop), and one left to the
+    garbage collector does so at a random moment, or holds its -shm locks while
+    the next run's engine waits and its service comes and goes."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
 def node_run(litevisor_bin, tmp_path, node, rep, rows=0, tag="", restore_keys=""):
     """One `run` on node (a directory of its own), sharing the file replica rep; the
     service adds rows and exits. Returns the database's rows after the run, and the
@@ -1138,7 +1151,7 @@ def node_run(litevisor_bin, tmp_path, node, rep, rows=0, tag="", restore_keys=""
     p = subprocess.run([litevisor_bin, "run", "-config", str(cfg), "--", SERVICE[0], "-c",
                         ADD_ROWS, str(rows), tag], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
-    got = sqlite3.connect(db).execute("SELECT v FROM t").fetchall() if rows or db.exists() else []
+    got = query(db, "SELECT v FROM t") if rows or db.exists() else []
     return [v for (v,) in got], sorted(os.listdir(db.parent)), p.stderr
 
 
@@ -1307,7 +1320,7 @@ def node_dies_with_unshipped_commits(litevisor_bin, tmp_path, rep):
         p.stdout.close()
         p.stderr.close()
     close_where_it_ends(litevisor_bin, rep, tmp_path / "end.db")
-    return [v for (v,) in sqlite3.connect(db).execute("SELECT v FROM t ORDER BY rowid")]
+    return [v for (v,) in query(db, "SELECT v FROM t ORDER BY rowid")]
 
 
 def test_a_file_put_in_place_while_stopped_is_not_taken_for_the_one_the_state_describes(
@@ -1653,7 +1666,7 @@ def test_a_replica_that_missed_the_other_nodes_session_restores_with_litestream(
                             TWO_SESSIONS, str(rows), name], capture_output=True, text=True,
                            timeout=60)
         assert p.returncode == 0, p.stderr
-        return [v for (v,) in sqlite3.connect(db).execute("SELECT v FROM t ORDER BY rowid")], p.stderr
+        return [v for (v,) in query(db, "SELECT v FROM t ORDER BY rowid")], p.stderr
 
     a1, _ = node("A", 30)
     b, _ = node("B", 20)
