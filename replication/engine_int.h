@@ -147,6 +147,7 @@ struct eng_db {
 	size_t own_n;
 	char gen_req[17];             /* a replica asks for a new generation instead of this one */
 	char gen_req_why[400];
+	bool older_req;               /* a replica found the database older than its data: stop */
 	struct restored_marker marker; /* from restore, while replicas consume it */
 	bool have_marker;
 	size_t marker_pending;        /* replicas that have not looked at it yet */
@@ -301,6 +302,13 @@ void monitor_request_restart(struct eng_db *d);
  * for a new generation, once, if gen is still the current one (under mu).
  */
 void monitor_request_generation(struct eng_db *d, const char *gen, const char *why);
+/*
+ * A replica found the database older than what it holds of its generation
+ * (another node continued it since; replica.c): stop replicating this
+ * database for the rest of the process, state "stopped: …", so no replica
+ * starts a generation that would hide the newer data. Under mu.
+ */
+void monitor_request_stop_older(struct eng_db *d);
 /* Wake every replica thread of d (under mu). */
 void monitor_wake_replicas(struct eng_db *d);
 

@@ -1011,8 +1011,20 @@ void *monitor_thread(void *arg)
 		if (d->replicas[i].st && d->replicas[i].cfg->sync_interval_ms / 4 < coalesce_ms)
 			coalesce_ms = d->replicas[i].cfg->sync_interval_ms / 4;
 
+	bool older = false;
 	while (!stopping(d)) {
-		if (stopped && db_file_is_wal(d->cfg->path) == 1) {
+		pthread_mutex_lock(&d->mu);
+		bool stop_older = d->older_req && !older;
+		pthread_mutex_unlock(&d->mu);
+		if (stop_older) {
+			/* for good: the database must be restored first (replica.c, refuse_older) */
+			if (d->open)
+				close_db(d);
+			older = stopped = true;
+			db_set_state(d, false, "stopped: the database is older than the replica's "
+				     "data; restore it");
+		}
+		if (stopped && !older && db_file_is_wal(d->cfg->path) == 1) {
 			/* the app put it back in WAL mode: what it wrote meanwhile is in no WAL */
 			log_warn("engine", "database back in WAL mode: replicating it again (new "
 				 "generation)", "db=%s", d->stat.name);
@@ -1120,6 +1132,13 @@ void *monitor_thread(void *arg)
 	if (d->open)
 		close_db_clean(d);
 	return NULL;
+}
+
+void monitor_request_stop_older(struct eng_db *d)
+{
+	/* under mu */
+	d->older_req = true;
+	watch_wake(&d->watch);
 }
 
 void monitor_request_generation(struct eng_db *d, const char *gen, const char *why)

@@ -192,24 +192,57 @@ int replica_close(struct eng_replica *r, const struct wal_pos *at)
 }
 
 /*
- * Did another node reopen g on r since this node closed it there? True when
- * our closed record names g and the replica's end (end) is no longer closed:
- * the other node deleted the marks to write on (reopen_generation) and may
- * be writing now, or died before writing. (Another node that continued g,
- * wrote nothing and closed it again leaves it closed at our end: no harm.)
- * why is set when true.
+ * This node's closed record for r names generation gen: *at is where it
+ * closed it there, and it has not written into it since (the record goes
+ * when it does).
  */
-static bool reopened_elsewhere(const struct eng_replica *r, const struct cat_generation *g,
-			       const struct wal_pos *end, char *why, size_t len)
+static bool closed_here(const struct eng_replica *r, const char *gen, struct wal_pos *at)
 {
-	struct wal_pos at;
-	if (localstate_read_closed(r->db->dir, r->stat.name, &at) < 0 ||
-	    strcmp(at.generation, g->id) != 0 || catalog_closed_at(g, end))
-		return false;
-	snprintf(why, len, "this node closed generation %s at %08x/%08x, and the replica's end "
-		 "%08x/%08x is not closed: another node took the generation over", g->id, at.index,
-		 at.offset, end->index, end->offset);
-	return true;
+	return localstate_read_closed(r->db->dir, r->stat.name, at) == 0 &&
+	       !strcmp(at->generation, gen);
+}
+
+/* Does a replica ending at end hold data past at (at's next index, offset 0, is at)? */
+static bool holds_past(const struct wal_pos *end, const struct wal_pos *at)
+{
+	if (end->index == at->index)
+		return end->offset > at->offset;
+	return end->index > at->index + 1 || (end->index == at->index + 1 && end->offset > 0);
+}
+
+/*
+ * This node shipped all of its database to r at its last clean stop, and
+ * closed generation at->generation there at *at (its closed record). Has
+ * another node written that generation further since? 1 (why set), 0, or a
+ * negative st_status. Whatever generation the database is in now: after
+ * the stop the files may have changed and the monitor started a new one,
+ * which would still be built on the older data.
+ */
+static int continued_since(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1], size_t n,
+			   const struct wal_pos *at, char *why, size_t len, const struct st_call *call,
+			   struct st_error *err)
+{
+	struct cat_generation g = { 0 };
+	struct wal_pos end;
+	bool listed = false;
+	for (size_t i = 0; i < n; i++)
+		listed = listed || !strcmp(ids[i], at->generation);
+	if (!listed)
+		return 0;
+	int rc = catalog_load(r->st, at->generation, &g, call, err);
+	if (rc == 0)
+		rc = catalog_end_position(r->st, &g, &end, call, err);
+	catalog_generation_release(&g);
+	if (rc == ST_NOT_FOUND)
+		return 0;
+	if (rc < 0)
+		return rc;
+	if (!holds_past(&end, at))
+		return 0;
+	snprintf(why, len, "this node closed generation %s at %08x/%08x at its last clean stop, "
+		 "and the replica holds it up to %08x/%08x: another node continued it since",
+		 at->generation, at->index, at->offset, end.index, end.offset);
+	return 1;
 }
 
 /*
@@ -267,6 +300,28 @@ int replica_put_lz4(struct eng_replica *r, const char *key, const struct st_sour
 	return rc;
 }
 
+/*
+ * The database is older than what the replica holds of its generation (this
+ * node shipped all of it at its clean stop, and another node continued the
+ * generation since) and restore.existing is newest-wins: replicating it
+ * would start a new generation that wins every later restore. The database
+ * is not replicated by this process any more (monitor_request_stop_older):
+ * it must be restored first, or the policy say keep-local.
+ */
+static void refuse_older(struct eng_replica *r, const char *why)
+{
+	log_error("replica", "this database is older than the replica's data: another node "
+		  "continued its generation since this node last wrote it. Not replicating it: a "
+		  "new generation from it would hide the newer data from every restore. Restore "
+		  "it (litevisor restore, or run's restore step), or set restore.existing: "
+		  "keep-local to start a new generation from it", "db=%s replica=%s why=\"%s\"",
+		  r->db->stat.name, r->stat.name, why);
+	replica_note_error(r, "database older than the replica", why);
+	pthread_mutex_lock(&r->db->mu);
+	monitor_request_stop_older(r->db);
+	pthread_mutex_unlock(&r->db->mu);
+}
+
 /* Where does the replica stand? Sets pos/need_snapshot. Returns 0 or -1 (noted). */
 static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 {
@@ -298,6 +353,20 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 	if (rc < 0)
 		goto fail;
 	writers_prime(r, ids, n);
+	struct wal_pos closed_at;
+	if (!in_marker && d->eng->cfg && d->eng->cfg->restore.existing == EXISTING_NEWEST_WINS &&
+	    localstate_read_closed(d->dir, r->stat.name, &closed_at) == 0) {
+		int old = continued_since(r, ids, n, &closed_at, why, sizeof(why), &call, &err);
+		if (old < 0) {
+			rc = old;
+			goto fail;
+		}
+		if (old) {
+			refuse_older(r, why);
+			free(ids);
+			return -1;
+		}
+	}
 	bool found = false;
 	for (size_t i = 0; i < n; i++)
 		if (!strcmp(ids[i], gen))
@@ -340,7 +409,20 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 		/* positions compare within a generation, but are they our history? */
 		if (!in_marker && (g.nsnapshots > 0 || g.nsegments > 0)) {
 			int lin = LINEAGE_UNKNOWN;
-			if (reopened_elsewhere(r, &g, &end, why, sizeof(why))) {
+			struct wal_pos at;
+			bool mine = closed_here(r, gen, &at);
+			if (mine && holds_past(&end, &at)) {
+				/* continued elsewhere since our clean stop (keep-local: see above) */
+				snprintf(why, sizeof(why), "this node closed generation %s at %08x/%08x and "
+					 "the replica holds it up to %08x/%08x: another node continued it",
+					 gen, at.index, at.offset, end.index, end.offset);
+				lin = LINEAGE_DIVERGED;
+			} else if (mine && !catalog_closed_at(&g, &end)) {
+				/* reopened elsewhere: that node may be writing it now, or died before */
+				snprintf(why, sizeof(why), "this node closed generation %s at %08x/%08x, "
+					 "and the replica's end %08x/%08x is not closed: another node took "
+					 "the generation over", gen, at.index, at.offset, end.index,
+					 end.offset);
 				lin = LINEAGE_DIVERGED;
 			} else if (pos.index > cur) {
 				snprintf(why, sizeof(why), "it holds index %08x of generation %s, "

@@ -1454,6 +1454,44 @@ def test_node_back_with_commits_it_never_shipped_takes_the_other_nodes_history(
     assert restored_rows(litestream_bin, rep, tmp_path / "ls.db") == a3
 
 
+def test_replicate_on_a_node_left_behind_does_not_hide_the_newer_data(
+        litevisor_bin, litestream_bin, tmp_path):
+    """A stopped cleanly; B restored A's generation, wrote to it and stopped. A then
+    runs `replicate` alone on its old database (no restore step): it holds nothing
+    the replica lacks, only less. A new generation from it, as before, was the
+    newest data anywhere, and every later restore brought back A's old rows
+    instead of B's (QA18). With restore.existing newest-wins (the default) A now
+    refuses to replicate it and says to restore; keep-local starts the new
+    generation on purpose."""
+    rep = tmp_path / "rep"
+    a, _, _ = node_run(litevisor_bin, tmp_path, "A", rep, 10, "a")
+    b, _, _ = node_run(litevisor_bin, tmp_path, "B", rep, 5, "b")
+    assert b == a + [f"b-{i}" for i in range(5)]
+    (gen,) = os.listdir(rep / "generations")
+
+    def replicate(cfg):
+        p = subprocess.Popen([litevisor_bin, "replicate", "-config", str(cfg)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(2)
+        p.terminate()
+        _, err = p.communicate(timeout=30)
+        return err
+
+    for _ in range(2):  # and again at the next start, whatever the files did meanwhile
+        err = replicate(tmp_path / "A.yml")  # written by node_run
+        assert "this database is older than the replica's data" in err, err
+        assert "stopped: the database is older" in err, err
+        assert os.listdir(rep / "generations") == [gen], err
+    assert restored_rows(litestream_bin, rep, tmp_path / "ls.db") == b
+    keep = tmp_path / "A-keep.yml"
+    keep.write_text("restore:\n  existing: keep-local\n" +
+                    (tmp_path / "A.yml").read_text().replace("restore:\n", ""))
+    err = replicate(keep)
+    assert "older than the replica" not in err, err
+    assert "new generation" in err, err
+    assert len(os.listdir(rep / "generations")) == 2, err
+    assert restored_rows(litevisor_bin, rep, tmp_path / "lv.db") == a
+
 def test_replicate_never_writes_into_a_generation_another_node_continued(
         litevisor_bin, litestream_bin, tmp_path):
     """The same split history, but A runs `replicate` alone (no restore step, as after
