@@ -215,6 +215,33 @@ static bool may_restart(const struct sup *s, int code)
 	       s->restarts < c->restart_limit;
 }
 
+/*
+ * Before a restart, what the failed run left behind (its process group, its
+ * children re-parented to litevisor) gets TERM now and, if still there when
+ * the backoff ends, KILL (respawn_leftovers): a leftover holding the port
+ * or writing the database beside the new run is what systemd's
+ * KillMode=control-group prevents too.
+ */
+static void term_leftovers(struct sup *s, pid_t old)
+{
+	unsigned n = reaper_term_new(0, 0);
+	pid_t grp = service_group(s, old);
+	if (grp > 0 && grp != getpgrp() && kill(-grp, SIGTERM) == 0) {
+		resume(-grp);
+		n++;
+	}
+	if (n)
+		log_info("supervisor", "terminating what the failed run left behind", "count=%u", n);
+}
+
+static void kill_leftovers(void)
+{
+	unsigned n = reaper_kill_tree();
+	if (n)
+		log_warn("supervisor", "killed what the failed run left behind before restarting",
+			 "count=%u", n);
+}
+
 static void on_service_exit(struct sup *s, int status)
 {
 	int code = reaper_exit_code(status);
@@ -255,6 +282,7 @@ static void on_service_exit(struct sup *s, int status)
 		s->backoff_ms = s->backoff_ms * 2 > c->restart_delay_max_ms ? c->restart_delay_max_ms
 									   : s->backoff_ms * 2;
 		set_phase(s, SUP_BACKOFF, why);
+		term_leftovers(s, old);
 		return;
 	}
 	begin_stop(s, "service exited");
@@ -296,6 +324,7 @@ static bool on_tick(struct sup *s, int64_t now)
 {
 	if (s->restart_at && now >= s->restart_at && !s->stopping) {
 		s->restart_at = 0;
+		kill_leftovers();
 		s->restarts++;
 		sup_state_add_restart(&s->state);
 		if (spawn(s) < 0)

@@ -693,6 +693,36 @@ def test_restart_limit_then_exit_with_service_code(litevisor_bin, tmp_path, runs
     assert read_lines(count) == ["3"]
 
 
+LEAVES_A_CHILD = (  # run 1 leaves a child that ignores nothing and exits 3; run 2 looks for it
+    "import os, subprocess, sys, time\n"
+    "d = sys.argv[1]\n"
+    "if not os.path.exists(d + '/child'):\n"
+    "    c = subprocess.Popen(['sleep', '600'], start_new_session=True)\n"
+    "    open(d + '/child', 'w').write(str(c.pid))\n"
+    "    sys.exit(3)\n"
+    "pid = int(open(d + '/child').read())\n"
+    "try:\n"
+    "    st = open('/proc/%d/stat' % pid).read().split(')')[1].split()[0]\n"
+    "except OSError:\n"
+    "    st = 'gone'\n"
+    "open(d + '/seen', 'w').write(st)\n")
+
+
+def test_a_restart_does_not_run_beside_what_the_failed_run_left(litevisor_bin, tmp_path):
+    """The failed run left a child behind (its own session, so not in its process
+    group). It kept running beside the restarted service, holding whatever it held
+    (the port, the database: QA19). It now gets TERM when the run fails and KILL if
+    still there when the backoff ends, before the restart."""
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("supervisor:\n  restart: on-failure\n  restart-limit: 1\n"
+                   "  restart-delay: 300ms\n")
+    p = subprocess.run([litevisor_bin, "run", "-config", str(cfg), "--", SERVICE[0], "-c",
+                        LEAVES_A_CHILD, str(tmp_path)], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    # gone, or a zombie not yet reaped: never still running
+    assert (tmp_path / "seen").read_text() in ("gone", "Z"), p.stderr
+    assert "terminating what the failed run left behind" in p.stderr, p.stderr
+
 def test_a_run_longer_than_the_longest_backoff_starts_the_restart_count_over(
         litevisor_bin, tmp_path, runs):
     """restart-limit counts consecutive restarts: a service that ran longer than
