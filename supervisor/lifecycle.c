@@ -261,6 +261,20 @@ static void on_service_exit(struct sup *s, int status)
 	 * and its next restart waits the first delay again.
 	 */
 	int64_t ran_ms = clock_mono_ms() - s->started_at;
+	/*
+	 * With new-process-group the service took the terminal (child.c), so a
+	 * ^C or ^\ reached it alone: the user asked everything to stop, not for
+	 * a restart. Take the terminal back either way.
+	 */
+	bool tty = s->cfg->supervisor.new_process_group && isatty(STDIN_FILENO);
+	if (tty)
+		(void)tcsetpgrp(STDIN_FILENO, getpgrp()); /* SIGTTOU is ignored (signals.h) */
+	if (tty && WIFSIGNALED(status) &&
+	    (WTERMSIG(status) == SIGINT || WTERMSIG(status) == SIGQUIT) && !s->stopping) {
+		log_info("supervisor", "the service was interrupted from the terminal: stopping, "
+			 "not restarting", "signal=%s", sig_name(WTERMSIG(status)));
+		begin_stop(s, "service interrupted from the terminal");
+	}
 	if (s->restarts > 0 && ran_ms > s->cfg->supervisor.restart_delay_max_ms) {
 		log_info("supervisor", "the service had run longer than restart-delay-max: "
 			 "restart count and delay start over", "ran_ms=%lld restarts=%d",

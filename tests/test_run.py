@@ -338,6 +338,39 @@ def test_a_terminal_signal_reaches_the_service_once(litevisor_bin, tmp_path):
     assert read_lines(rec) == ["QUIT", "USR1", "TERM"], out
 
 
+def test_ctrl_c_stops_a_service_with_its_own_group_instead_of_restarting_it(litevisor_bin,
+                                                                             tmp_path):
+    """With new-process-group the service takes the terminal, so ^C reaches it alone.
+    It died of SIGINT and restart: on-failure restarted it: the user's ^C only
+    restarted the service (QA19). It now stops litevisor, exit 130."""
+    import pty
+    runs = tmp_path / "runs"
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("supervisor:\n  new-process-group: true\n  restart: on-failure\n"
+                   "  restart-delay: 100ms\n")
+    pid, fd = pty.fork()
+    if pid == 0:
+        try:
+            os.execv(litevisor_bin, [litevisor_bin, "run", "-config", str(cfg), "--", "sh", "-c",
+                                     f"echo run >> {runs}; exec sleep 60"])
+        finally:
+            os._exit(127)
+    out = []
+    threading.Thread(target=lambda: out.append(_drain(fd)), daemon=True).start()
+    try:
+        poll(lambda: read_lines(runs) == ["run"])
+        time.sleep(0.3)  # the service has taken the terminal
+        os.write(fd, b"\x03")  # ^C
+        _, status = os.waitpid(pid, 0)
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except OSError:
+            pass
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 130, (status, out)
+    assert read_lines(runs) == ["run"], out
+
 # Signals litevisor left at their default action used to kill it when not PID 1 (Nomad
 # raw_exec): the service was orphaned and the final flush never ran. XFSZ, PIPE, TTIN and
 # TTOU are ignored instead (signals.h); the fault signals and KILL/STOP are never caught.
