@@ -824,6 +824,24 @@ static int await_handover(struct session *s, bool measure_all, const char *state
 	return 0;
 }
 
+/*
+ * A first deploy starts empty: the service creates the database, but one
+ * running as another user cannot create its directory where only root may
+ * (a fresh /data). The directories are made as a restore would make them
+ * (ensure_parent: the configured user's). A failure is only logged: the
+ * service may not need them, and says so itself if it does.
+ */
+static void parent_for_service(const struct config *cfg, const char *path)
+{
+	struct rs_apply_opts ao;
+	struct restore_result tmp = { 0 };
+	char made_top[PATH_MAX];
+	apply_opts_init(&ao, cfg, path, 0);
+	if (ensure_parent(&ao, &tmp, made_top) < 0)
+		log_warn("restore", "cannot create the database's directory for the service",
+			 "path=\"%s\" err=\"%s\"", path, tmp.message);
+}
+
 int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 		       struct restore_result *res)
 {
@@ -845,6 +863,8 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 	if (db->nreplicas == 0) {
 		/* nothing to restore from: the service runs on what is there */
 		result_set(res, exists ? RESTORE_EXISTS : RESTORE_EMPTY, "no replicas configured");
+		if (!exists)
+			parent_for_service(cfg, db->path);
 		rc = 0;
 		goto out;
 	}
@@ -906,6 +926,8 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 		rc = 0;
 	} else {
 		rc = settle_unrestored(&s, false, res);
+		if (rc == 0)
+			parent_for_service(cfg, db->path);
 	}
 out:
 	res->duration_ms = clock_mono_ms() - t0;

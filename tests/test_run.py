@@ -6,6 +6,7 @@ endpoints (/livez /readyz /healthz /metrics) checked with curl.
 """
 import json
 import os
+import pathlib
 import re
 import shutil
 import shlex
@@ -13,6 +14,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -1071,6 +1073,30 @@ def test_numeric_user_without_passwd_entry_runs_like_docker_user(litevisor_bin, 
     # no name to give: USER and LOGNAME are not left saying root (QA19)
     assert p.stdout.split() == [str(uid), str(os.getgid()), "/", "unset", "unset"], p.stdout
 
+
+def test_first_deploy_makes_the_database_directory_for_a_service_user(litevisor_bin, tmp_path):
+    """First deploy, no directory yet where only root may create one: the service
+    (user nobody) could not create its database (QA19). The restore step makes the
+    directories as a restore would, owned by the configured user."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch user")
+    import pwd
+    nobody = pwd.getpwnam("nobody")
+    base = pathlib.Path(tempfile.mkdtemp(prefix="lv-firstdeploy-", dir="/tmp"))
+    try:
+        os.chmod(base, 0o755)  # root's, as /data would be
+        db = base / "data" / "app" / "app.db"
+        cfg = tmp_path / "c.yml"
+        cfg.write_text(f"supervisor:\n  user: nobody\ndbs:\n  - path: {db}\n    replicas:\n"
+                       f"      - url: file://{tmp_path / 'rep'}\n")
+        p = subprocess.run([litevisor_bin, "run", "-config", str(cfg), "--", SERVICE[0], "-c",
+                            ADD_ROWS, "2", "x"], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        assert "first deploy" in p.stderr, p.stderr
+        assert os.stat(db.parent).st_uid == nobody.pw_uid, p.stderr
+        assert query(db, "SELECT v FROM t") == [("x-0",), ("x-1",)]
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 def _has_pw(pwd, uid):
     try:
