@@ -404,10 +404,12 @@ static int file_stat(struct storage *st, const char *key, struct st_object *out,
 }
 
 /*
- * dir holds no object any more, only temporary files: remove those of
- * writers that died mid-put (killed; untouched for TMP_STALE_S), which would
- * otherwise keep the directory, and a generation made of it, forever. A dir
- * still holding an object is left alone (its leftovers go with it later).
+ * Remove from dir the temporary files of writers that died mid-put (killed;
+ * untouched for TMP_STALE_S: a live put writes on, and renames within
+ * seconds of its last write). Left alone they would hold their space for
+ * ever (a killed snapshot's: the database's size) and keep their directory,
+ * and a generation made of it, alive. Called for each directory a delete
+ * touches, whatever else it still holds.
  */
 static void remove_stale_tmp(const char *dir)
 {
@@ -417,12 +419,6 @@ static void remove_stale_tmp(const char *dir)
 	time_t now = time(NULL);
 	if (!d)
 		return;
-	while ((e = readdir(d)) != NULL)
-		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && !is_tmp_name(e->d_name)) {
-			closedir(d);
-			return;
-		}
-	rewinddir(d);
 	while ((e = readdir(d)) != NULL)
 		if (is_tmp_name(e->d_name) && fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
 		    S_ISREG(sb.st_mode) && now - sb.st_mtime >= TMP_STALE_S)
@@ -475,6 +471,7 @@ static int file_del(struct storage *st, const char *const *keys, size_t nkeys,
 		if (i + 1 < nkeys && strncmp(keys[i + 1], keys[i], plen) == 0 &&
 		    !strchr(keys[i + 1] + plen, '/'))
 			continue;
+		remove_stale_tmp(dir);
 		prune_dirs(root_of(st), path);
 	}
 	return 0;

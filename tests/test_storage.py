@@ -284,10 +284,10 @@ def test_file_put_is_atomic_and_leaves_no_temp_files(tmp_path):
 
 
 def test_file_delete_removes_temp_files_of_dead_writers(tmp_path):
-    # A writer killed mid-put leaves "<key>.tmp-XXXXXX". Once its directory
-    # holds no object any more (retention deleted the index or generation),
-    # such a file, untouched for 10 minutes, goes with the directory; a fresh
-    # one (a put in progress) and a directory that still has objects stay.
+    # A writer killed mid-put leaves "<key>.tmp-XXXXXX". Such a file, untouched
+    # for 10 minutes, goes at the next delete in its directory (it stayed while
+    # the directory held objects, for ever without retention: QA19), and with
+    # the directory once that is empty; a fresh one (a put in progress) stays.
     root = tmp_path / "r"
     rep = Replica("file", ["-file", str(root)])
     src = tmp_path / "src"
@@ -300,8 +300,9 @@ def test_file_delete_removes_temp_files_of_dead_writers(tmp_path):
         t.write_bytes(b"partial")
         if d != "3":
             os.utime(t, (old, old))
-    rep.delete(["g/1/wal/a"]).ok()  # "b" is still there: nothing removed
-    assert (root / "g/1/wal/c.tmp-Ab12Cd").exists()
+    rep.delete(["g/1/wal/a"]).ok()  # "b" is still there: the dead writer's file goes anyway
+    assert not (root / "g/1/wal/c.tmp-Ab12Cd").exists()
+    assert (root / "g/1/wal/b").exists()
     rep.delete(["g/1/wal/b", "g/2/wal/a", "g/3/wal/a"]).ok()
     assert not (root / "g/1").exists() and not (root / "g/2").exists()
     assert (root / "g/3/wal/c.tmp-Ab12Cd").exists()  # may still be written
