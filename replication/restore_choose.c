@@ -8,8 +8,9 @@
  *    clock, so across servers a generation is newer only if its newest
  *    object is later by more than the clock-skew margin. Within the margin
  *    the order is ambiguous: a candidate that holds both generations orders
- *    them with its own (single) clock; failing that, the later time still
- *    wins and the decision says it was ambiguous.
+ *    them with its own (single) clock (servers holding both that disagree:
+ *    the one that started later, if they agree on that); failing that, the
+ *    later time still wins and the decision says it was ambiguous.
  * 3. Within that generation, the highest end position (index, offset) wins.
  * 4. Among equal positions, a replica without holes (missing segments)
  *    first, then the lowest round-trip time, then the configuration order.
@@ -68,11 +69,28 @@ static bool gen_newer(const struct rs_cand *c, size_t n, const char *a, int64_t 
 	 * a server whose clock runs an hour ahead makes its old generation look
 	 * an hour newer than another server's new one.
 	 */
+	int votes[2] = { 0, 0 }, starts[2] = { 0, 0 };
 	for (size_t i = 0; i < n; i++) {
 		const struct cat_generation *ga = gen_on(&c[i], a), *gb = gen_on(&c[i], b);
-		int o = ga && gb ? catalog_gen_order(ga, gb) : 0;
+		if (!ga || !gb)
+			continue;
+		int o = catalog_gen_order(ga, gb);
 		if (o)
-			return o > 0;
+			votes[o > 0]++;
+		if (ga->min_ns != gb->min_ns)
+			starts[ga->min_ns > gb->min_ns]++;
+	}
+	if (votes[0] + votes[1] > 0 && (!votes[0] || !votes[1]))
+		return votes[1] > 0;
+	/*
+	 * Servers holding both disagree (one got the older generation's tail
+	 * late, after the newer one began): the one that started later is the
+	 * successor, if they agree on that.
+	 */
+	if (votes[0] && votes[1]) {
+		*ambiguous = true;
+		if (starts[0] + starts[1] > 0 && (!starts[0] || !starts[1]))
+			return starts[1] > 0;
 	}
 	int64_t d = ta - tb;
 	if (d > skew_ns)

@@ -268,6 +268,30 @@ TEST(choose_same_second_on_two_servers_by_what_the_listings_tell)
 	c[0].gens = c[1].gens = NULL;
 }
 
+TEST(choose_servers_holding_both_that_disagree_by_which_started_later)
+{
+	struct rs_cand c[2];
+	struct rs_choice ch;
+	struct cat_generation ga[2], gb[2];
+	log_configure(LOG_ERROR, false);
+	/* G1 ran 1000-1050, G2 from 1040 on; "peer" got G1's tail late, at 1100 */
+	cand(&c[0], "peer", "1111111111111111", 0, 64, S(1100), 10);
+	cand(&c[1], "nas", "2222222222222222", 0, 64, S(1100), 10);
+	ga[0] = (struct cat_generation){ .id = "1111111111111111", .min_ns = S(1000), .max_ns = S(1100) };
+	ga[1] = (struct cat_generation){ .id = "2222222222222222", .min_ns = S(1040), .max_ns = S(1090) };
+	gb[0] = (struct cat_generation){ .id = "1111111111111111", .min_ns = S(1000), .max_ns = S(1050) };
+	gb[1] = (struct cat_generation){ .id = "2222222222222222", .min_ns = S(1040), .max_ns = S(1100) };
+	c[0].gens = ga;
+	c[0].ngens = 2;
+	c[1].gens = gb;
+	c[1].ngens = 2;
+	/* the first in the configuration no longer decides: G2 started later */
+	rs_choose(c, 2, 10000, "db", "freshest-reachable", 0, &ch);
+	CHECK_INT(ch.winner, 1);
+	CHECK(ch.ambiguous);
+	c[0].gens = c[1].gens = NULL;
+}
+
 TEST(choose_prefers_replica_without_holes)
 {
 	struct rs_cand c[2];
@@ -288,4 +312,5 @@ UNIT_MAIN(T(plan_newest_snapshot_and_following_segments), T(plan_index_bounds_an
 	  T(choose_newest_then_fastest), T(choose_generation_by_time_beyond_skew_only),
 	  T(choose_generation_by_a_server_holding_both_whatever_the_margin),
 	  T(choose_same_second_on_two_servers_by_what_the_listings_tell),
+	  T(choose_servers_holding_both_that_disagree_by_which_started_later),
 	  T(choose_prefers_replica_without_holes))
