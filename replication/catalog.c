@@ -269,8 +269,7 @@ bool catalog_closed_at(const struct cat_generation *g, const struct wal_pos *end
 	return false;
 }
 
-/* Is g's newest closed mark past its last segment (or is there no segment)? */
-static bool closed_at_end(const struct cat_generation *g)
+bool catalog_closed_at_end(const struct cat_generation *g)
 {
 	if (!g->nclosed)
 		return false;
@@ -285,7 +284,7 @@ int catalog_gen_order(const struct cat_generation *a, const struct cat_generatio
 {
 	if (a->max_ns != b->max_ns)
 		return a->max_ns > b->max_ns ? 1 : -1;
-	bool ca = closed_at_end(a), cb = closed_at_end(b);
+	bool ca = catalog_closed_at_end(a), cb = catalog_closed_at_end(b);
 	if (ca != cb)
 		return ca ? -1 : 1;
 	if (a->min_ns != b->min_ns)

@@ -114,6 +114,12 @@ int catalog_index_header(struct storage *st, const struct cat_generation *g, uin
 			 struct st_error *err);
 
 /*
+ * Did g's writer close it at its end: a closed mark past its last segment
+ * (or any mark when it has no segment)? Read from the listing alone.
+ */
+bool catalog_closed_at_end(const struct cat_generation *g);
+
+/*
  * Which of two generations was written later, from their listings: >0 a,
  * <0 b, 0 cannot tell. The newest object time decides; object times are
  * whole seconds on many S3 servers, so on a tie a generation whose closed

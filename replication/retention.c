@@ -9,7 +9,10 @@
  * 0.3 keeps only snapshots younger than retention and prunes below the
  * earliest of them: once a new one was taken, the moments between the cut and
  * it were lost.) A generation that is not the current one and whose objects
- * are all older than retention + retention-grace goes whole. The current one,
+ * are all older than retention + retention-grace goes whole; one its writer
+ * did not close at its end (another node's, maybe alive and idle: it
+ * snapshots again within a retention check) only once older than that by
+ * the longer of retention and the check interval as well. The current one,
  * when none of its snapshots is younger than retention, asks for a new one
  * (*need_snapshot), so that its older history can go once that one covers the
  * cut. The grace lets a restore that picked an object a moment ago finish
@@ -120,6 +123,11 @@ int retention_enforce(struct eng_replica *r, bool *need_snapshot)
 	if (__builtin_mul_overflow(c->retention_grace_ms, NS_PER_MS, &span) ||
 	    __builtin_sub_overflow(keep_cut, span, &del_cut))
 		del_cut = INT64_MIN;
+	/* an unclosed generation's extra time: the longer of retention and its check interval */
+	int64_t live_ms = c->retention_check_interval_ms > c->retention_ms
+				  ? c->retention_check_interval_ms : c->retention_ms, live_ns;
+	if (__builtin_mul_overflow(live_ms, NS_PER_MS, &live_ns))
+		live_ns = INT64_MAX;
 	pthread_mutex_lock(&d->mu);
 	memcpy(cur, d->gen, sizeof(cur));
 	pthread_mutex_unlock(&d->mu);
@@ -167,7 +175,15 @@ int retention_enforce(struct eng_replica *r, bool *need_snapshot)
 				*need_snapshot = true;
 			}
 		}
-		if (!current && g.max_ns < del_cut) {
+		/*
+		 * Not closed at its end, another node may still be writing it,
+		 * idle: it snapshots again within a retention check of its newest
+		 * snapshot growing older than retention, so it gets that much more.
+		 */
+		int64_t cut = del_cut;
+		if (!catalog_closed_at_end(&g) && __builtin_sub_overflow(del_cut, live_ns, &cut))
+			cut = INT64_MIN;
+		if (!current && g.max_ns < cut) {
 			log_info("retention", "deleting generation", "db=%s replica=%s generation=%s",
 				 d->stat.name, r->stat.name, ids[i]);
 			prc = prune(r, &g, UINT32_MAX, del_cut, b, &err);

@@ -1215,6 +1215,32 @@ def test_a_closed_replica_does_not_spin_while_another_still_flushes(run, tmp_pat
     assert "cannot mark the generation closed" in r.text()
 
 
+def test_retention_spares_another_nodes_unclosed_generation_a_while_longer(run, tmp_path):
+    # Node B's retention deleted node A's generation as soon as all of it was older
+    # than retention + grace, though A had not closed it: A alive and idle snapshots
+    # again only at its next retention check, and its replica was gone meanwhile
+    # (QA18). An unclosed generation now gets the longer of retention and the check
+    # interval on top; a closed one goes as before.
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    then = time.time() - 3.5  # older than retention + grace (3 s), not by 2 s more
+    for gen, closed in (("00000000000a11ce", False), ("00000000000c105e", True)):
+        g = rep / "generations" / gen
+        files = ["snapshots/00000000.snapshot.lz4"] + (["closed/00000000_00000000"] if closed else [])
+        for f in files:
+            (g / f).parent.mkdir(parents=True, exist_ok=True)
+            (g / f).write_bytes(b"")
+            os.utime(g / f, (then, then))
+    r = run(config(tmp_path, db, [file_replica(rep, retention="2s", retention_grace="1s",
+                                               retention_check_interval="500ms")]))
+    wait_for(lambda: not (rep / "generations" / "00000000000c105e").exists(), timeout=10,
+             what="the closed generation to go")
+    assert (rep / "generations" / "00000000000a11ce").exists(), r.text()
+    wait_for(lambda: not (rep / "generations" / "00000000000a11ce").exists(), timeout=10,
+             what="the unclosed one to go, 2 s later")
+    assert time.time() - then >= 5, r.text()
+    assert r.stop() == 0
+
 def test_retention_of_forever_keeps_everything(run, tmp_path):
     # retention and retention-grace of 100000d ("forever") overflowed their sum: the
     # cut wrapped into the future and an old generation was deleted at once (QA16;
