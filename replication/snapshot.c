@@ -437,28 +437,25 @@ static void put_placeholder(struct eng_replica *r, const char *gen, uint32_t ind
  * Bring r to u->covers before its snapshot is stored. Restoring the snapshot
  * with only the segments r held before would replay older frames of its
  * index over pages the file already holds newer: a mix of two moments that
- * no check is sure to catch (QA20; Litestream has the same window). Where r
- * has no history to ship from (a new generation, a gap), its position
- * restarts at the snapshot's index, offset 0 (as snapshot_done would), and
- * it still needs the snapshot: segments of a generation without its
- * snapshot make a restore fail loudly, never restore older data. Returns 0,
- * or -1 with msg set.
+ * no check is sure to catch (QA20; Litestream has the same window). Only
+ * where r continues its history in the snapshot's generation (an older
+ * snapshot there keeps every moment restorable meanwhile). A new generation,
+ * or one past a gap, gets its snapshot first, as before: its segments first
+ * would leave the generation unrestorable ("WAL but no snapshot") for the
+ * whole upload, for good if the node dies meanwhile, and every restore would
+ * fail where the older generation is whole (QA21). Returns 0, or -1 with msg
+ * set.
  */
 static int wal_first(struct eng_replica *r, const struct snap_used *u, bool flush, char *msg,
 		     size_t len)
 {
 	struct eng_db *d = r->db;
 	pthread_mutex_lock(&d->mu);
-	bool same = r->pos_known && !strcmp(r->pos.generation, u->gen);
-	if (!same || (r->gap && r->pos.index < u->index)) {
-		memset(&r->pos, 0, sizeof(r->pos));
-		memcpy(r->pos.generation, u->gen, sizeof(r->pos.generation));
-		r->pos.index = u->index;
-		r->segs_in_index = 0;
-		r->pos_known = true;
-		r->need_snapshot = true;
-	}
+	bool continues = r->pos_known && !strcmp(r->pos.generation, u->gen) && r->snap_known &&
+			 !strcmp(r->snap_gen, u->gen) && !(r->gap && r->pos.index < u->index);
 	pthread_mutex_unlock(&d->mu);
+	if (!continues)
+		return 0;
 	if (replica_ship(r, flush) < 0) {
 		snprintf(msg, len, "the WAL the snapshot reaches could not be shipped before it");
 		return -1;
