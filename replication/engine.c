@@ -115,6 +115,7 @@ int engine_start(struct engine *e)
 		struct eng_db *d = &e->dbs[i];
 		if (watch_init(&d->watch, d->cfg->path) < 0)
 			return -1;
+		replica_count_closed_records(d);
 		if (pthread_create(&d->thread, NULL, monitor_thread, d) != 0) {
 			log_error("engine", "cannot start thread", "db=%s", d->stat.name);
 			return -1;

@@ -61,6 +61,10 @@ struct eng_replica {
 	bool snap_known;              /* the replica's newest snapshot is at (snap_gen, snap_index) */
 	char snap_gen[17];
 	uint32_t snap_index;
+	bool refused;                 /* found the database older than its data: writes nothing
+				       * more, looks no more (replica.c, refuse_older) */
+	bool older_check;             /* has a closed record: counted in db->older_pending until
+				       * its first look at the replica (replica.c) */
 	bool snap_wait;               /* retention wants a snapshot once the database is past
 				       * snap_index (one there would replace the one it has) */
 	char await_gen[17];           /* holds another node's history of this generation:
@@ -148,6 +152,8 @@ struct eng_db {
 	char gen_req[17];             /* a replica asks for a new generation instead of this one */
 	char gen_req_why[400];
 	bool older_req;               /* a replica found the database older than its data: stop */
+	size_t older_pending;         /* replicas with a closed record not yet checked (replica.c) */
+	int64_t older_deadline_mono;  /* ... waited for until then at most */
 	struct restored_marker marker; /* from restore, while replicas consume it */
 	bool have_marker;
 	size_t marker_pending;        /* replicas that have not looked at it yet */
@@ -218,6 +224,15 @@ void replica_call_for(struct eng_replica *r, struct st_call *call, bool flush);
  * Call with r->closed already set, without mu. Returns 0 or -1 (logged).
  */
 int replica_close(struct eng_replica *r, const struct wal_pos *at);
+/*
+ * Before d's threads start: count the replicas holding this node's closed
+ * record (localstate.h). None of d's replicas writes anything until each of
+ * them has looked at its replica once (or REPLICA_OLDER_WAIT_MS passed): a
+ * replica that finds the database older than its data stops it
+ * (monitor_request_stop_older) before another, which holds only this
+ * node's history, writes a new generation from it (QA21).
+ */
+void replica_count_closed_records(struct eng_db *d);
 /* Log a failure of r and count it in r's status (takes mu). */
 void replica_note_error(struct eng_replica *r, const char *what, const char *msg);
 /* Compress plain into one LZ4 frame (of the given block mode) stored at key. Returns 0 or a negative st_status. */

@@ -210,39 +210,78 @@ static bool holds_past(const struct wal_pos *end, const struct wal_pos *at)
 	return end->index > at->index + 1 || (end->index == at->index + 1 && end->offset > 0);
 }
 
+/* The time of g's closed mark at at, or 0 if it has none there. */
+static int64_t mark_time(const struct cat_generation *g, const struct wal_pos *at)
+{
+	for (size_t i = 0; i < g->nclosed; i++)
+		if (g->closed[i].index == at->index && g->closed[i].offset == at->offset)
+			return g->closed[i].mtime_ns;
+	return 0;
+}
+
 /*
- * This node shipped all of its database to r at its last clean stop, and
+ * This node shipped all of its database to r at its last clean stop and
  * closed generation at->generation there at *at (its closed record). Has
- * another node written that generation further since? 1 (why set), 0, or a
- * negative st_status. Whatever generation the database is in now: after
- * the stop the files may have changed and the monitor started a new one,
- * which would still be built on the older data.
+ * another node written to r since? 1 (why set) when that generation now
+ * ends past *at; when another generation holds an object newer than that
+ * closed mark (the other node went on in a generation of its own: one
+ * server, one clock); or when it is gone while others remain (only another
+ * node's retention deletes a generation it did not write last). 0, or a
+ * negative st_status. Whatever generation the database is in now: after the
+ * stop its files may have changed and the monitor started a new one, built
+ * on the older data all the same.
  */
 static int continued_since(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1], size_t n,
 			   const struct wal_pos *at, char *why, size_t len, const struct st_call *call,
 			   struct st_error *err)
 {
-	struct cat_generation g = { 0 };
-	struct wal_pos end;
-	bool listed = false;
-	for (size_t i = 0; i < n; i++)
-		listed = listed || !strcmp(ids[i], at->generation);
-	if (!listed)
+	struct cat_generation *gens = n ? calloc(n, sizeof(*gens)) : NULL;
+	const struct cat_generation *own = NULL;
+	int found = 0;
+	if (!n)
 		return 0;
-	int rc = catalog_load(r->st, at->generation, &g, call, err);
-	if (rc == 0)
-		rc = catalog_end_position(r->st, &g, &end, call, err);
-	catalog_generation_release(&g);
-	if (rc == ST_NOT_FOUND)
-		return 0;
-	if (rc < 0)
+	if (!gens) {
+		st_error_set(err, ST_PERMANENT, 0, "out of memory");
+		return ST_PERMANENT;
+	}
+	int rc = catalog_load_many(r->st, ids, n, gens, CATALOG_MAX_PARALLEL, call, err);
+	if (rc < 0) {
+		free(gens);
 		return rc;
-	if (!holds_past(&end, at))
-		return 0;
-	snprintf(why, len, "this node closed generation %s at %08x/%08x at its last clean stop, "
-		 "and the replica holds it up to %08x/%08x: another node continued it since",
-		 at->generation, at->index, at->offset, end.index, end.offset);
-	return 1;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(gens[i].id, at->generation))
+			own = &gens[i];
+	if (!own) {
+		snprintf(why, len, "this node closed generation %s at its last clean stop, and the "
+			 "replica no longer holds it but holds %zu other generation(s): another node "
+			 "went on, and its retention deleted it", at->generation, n);
+		found = 1;
+	} else {
+		struct wal_pos end;
+		rc = catalog_end_position(r->st, own, &end, call, err);
+		if (rc == ST_NOT_FOUND)
+			rc = 0;
+		else if (rc == 0 && holds_past(&end, at)) {
+			snprintf(why, len, "this node closed generation %s at %08x/%08x at its last clean "
+				 "stop, and the replica holds it up to %08x/%08x: another node "
+				 "continued it since", at->generation, at->index, at->offset, end.index,
+				 end.offset);
+			found = 1;
+		}
+		int64_t closed_ns = mark_time(own, at);
+		for (size_t i = 0; i < n && rc == 0 && !found && closed_ns; i++)
+			if (&gens[i] != own && gens[i].max_ns > closed_ns) {
+				snprintf(why, len, "this node closed generation %s at its last clean stop, "
+					 "and generation %s was written after its closed mark: another "
+					 "node went on", at->generation, gens[i].id);
+				found = 1;
+			}
+	}
+	for (size_t i = 0; i < n; i++)
+		catalog_generation_release(&gens[i]);
+	free(gens);
+	return rc < 0 ? rc : found;
 }
 
 /*
@@ -300,6 +339,41 @@ int replica_put_lz4(struct eng_replica *r, const char *key, const struct st_sour
 	return rc;
 }
 
+#define REPLICA_OLDER_WAIT_MS 30000
+
+void replica_count_closed_records(struct eng_db *d)
+{
+	struct wal_pos at;
+	d->older_pending = 0;
+	for (size_t i = 0; i < d->nreplicas; i++) {
+		struct eng_replica *r = &d->replicas[i];
+		r->older_check = r->st && localstate_read_closed(d->dir, r->stat.name, &at) == 0;
+		if (r->older_check)
+			d->older_pending++;
+	}
+	d->older_deadline_mono = clock_mono_ns() + REPLICA_OLDER_WAIT_MS * NS_PER_MS;
+}
+
+/* r has looked at its replica once (whatever it found): one fewer to wait for. */
+static void older_checked(struct eng_replica *r)
+{
+	struct eng_db *d = r->db;
+	pthread_mutex_lock(&d->mu);
+	if (r->older_check) {
+		r->older_check = false;
+		if (d->older_pending > 0 && --d->older_pending == 0)
+			pthread_cond_broadcast(&d->cond);
+	}
+	pthread_mutex_unlock(&d->mu);
+}
+
+/* Under mu: must r wait for another replica's first look before writing? */
+static bool older_gate(const struct eng_replica *r)
+{
+	const struct eng_db *d = r->db;
+	return d->older_req || (d->older_pending > 0 && clock_mono_ns() < d->older_deadline_mono);
+}
+
 /*
  * The database is older than what the replica holds of its generation (this
  * node shipped all of it at its clean stop, and another node continued the
@@ -318,6 +392,7 @@ static void refuse_older(struct eng_replica *r, const char *why)
 		  r->db->stat.name, r->stat.name, why);
 	replica_note_error(r, "database older than the replica", why);
 	pthread_mutex_lock(&r->db->mu);
+	r->refused = true; /* once: no more listings, no more of these lines */
 	monitor_request_stop_older(r->db);
 	pthread_mutex_unlock(&r->db->mu);
 }
@@ -727,13 +802,14 @@ void *replica_thread(void *arg)
 		}
 		bool b = behind(r);
 		/* nothing to ship (a database never opened has nothing either): served */
-		if (flush && !r->await_gen[0] && (!b || !d->ready)) {
+		if (flush && (r->refused || d->older_req ||
+			      (!r->await_gen[0] && (!b || !d->ready)))) {
 			r->flush_seq = d->eng->flush_seq;
 			flush = false;
 		}
 		if (d->eng->stop && !flush)
 			break;
-		bool may = now >= next_retry && !r->closed;
+		bool may = now >= next_retry && !r->closed && !r->refused;
 		bool do_sync = d->ready && may && b && (flush || now >= next_sync);
 		bool do_ret = d->ready && may && r->pos_known && next_retention && now >= next_retention;
 		bool do_snap = d->ready && may && r->pos_known && c->snapshot_interval_ms > 0 &&
@@ -751,7 +827,7 @@ void *replica_thread(void *arg)
 			 * wake this thread at once, forever, holding mu (QA17 D1)
 			 */
 			int64_t at = next_retry > now ? next_retry : now;
-			bool sched = !r->closed;
+			bool sched = !r->closed && !r->refused;
 			if (sched && d->ready && r->pos_known && next_retention && next_retention < until)
 				until = next_retention > at ? next_retention : at;
 			if (sched && d->ready && r->pos_known && c->snapshot_interval_ms > 0 &&
@@ -771,9 +847,19 @@ void *replica_thread(void *arg)
 		int rc = 0;
 		int64_t started = clock_mono_ns();
 		if (do_sync) {
-			if (!r->pos_known)
+			if (!r->pos_known) {
 				rc = init_position(r, &next_snapshot);
+				older_checked(r);
+			}
 			pthread_mutex_lock(&d->mu);
+			/* another replica's first look may yet find the database older: write nothing */
+			if (rc == 0 && older_gate(r)) {
+				int64_t end = clock_mono_ns() + 100 * NS_PER_MS;
+				struct timespec ts = { .tv_sec = end / NS_PER_SEC,
+						       .tv_nsec = end % NS_PER_SEC };
+				pthread_cond_timedwait(&d->cond, &d->mu, &ts);
+				continue;
+			}
 			bool snap = r->pos_known && (r->need_snapshot || strcmp(r->pos.generation, d->gen) ||
 						     (r->snap_wait && !at_snap_index(r)));
 			/* past an oversize index, the snapshot waits for the checkpoint's new index */

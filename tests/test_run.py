@@ -1581,6 +1581,63 @@ def test_replicate_on_a_node_left_behind_does_not_hide_the_newer_data(
     assert len(os.listdir(rep / "generations")) == 2, err
     assert restored_rows(litevisor_bin, rep, tmp_path / "lv.db") == a
 
+
+def replicate_for(litevisor_bin, cfg, seconds=2.5):
+    """`replicate -config cfg` for a while, then TERM; returns (exit code, stderr)."""
+    p = subprocess.Popen([litevisor_bin, "replicate", "-config", str(cfg)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(seconds)
+    p.terminate()
+    _, err = p.communicate(timeout=30)
+    return p.returncode, err
+
+
+def test_a_node_left_behind_writes_no_replica_when_one_shows_it(litevisor_bin, tmp_path):
+    """A replicates to r1 and r2 and stops cleanly; B, with r1 only, continues A's
+    generation. A's file changes offline (its app wrote), then A runs `replicate`:
+    r1 refused, but r2, holding only A's own history, wrote a new generation from
+    the older database 3 ms later, the newest data anywhere (QA21). No replica
+    writes until each has looked once; the refusal is logged once, not each second."""
+    r1, r2 = tmp_path / "r1", tmp_path / "r2"
+
+    def cfg(node, reps):
+        (tmp_path / node).mkdir(exist_ok=True)
+        c = tmp_path / f"{node}.yml"
+        c.write_text(f"dbs:\n  - path: {tmp_path / node / 'app.db'}\n    replicas:\n" +
+                     "".join(f"      - name: {r.name}\n        url: file://{r}\n"
+                             "        sync-interval: 100ms\n" for r in reps))
+        return c
+
+    for node, reps, tag in (("A", [r1, r2], "a"), ("B", [r1], "b")):
+        p = subprocess.run([litevisor_bin, "run", "-config", str(cfg(node, reps)), "--",
+                            SERVICE[0], "-c", ADD_ROWS, "3", tag], capture_output=True, text=True,
+                           timeout=60)
+        assert p.returncode == 0, p.stderr
+    before = sorted(os.listdir(r2 / "generations"))
+    con = sqlite3.connect(tmp_path / "A" / "app.db")
+    con.execute("INSERT INTO t VALUES ('a-offline')")
+    con.commit()
+    con.close()
+    code, err = replicate_for(litevisor_bin, cfg("A", [r1, r2]))
+    assert "this database is older than the replica's data" in err, err
+    assert sorted(os.listdir(r2 / "generations")) == before, err
+    assert err.count("ERROR replica: this database is older") == 1, err
+    assert code != 0 and "replication of the database had stopped" in err, err  # not replicated
+
+
+def test_a_node_left_behind_is_told_by_a_generation_gone_from_the_replica(litevisor_bin,
+                                                                           tmp_path):
+    """A closed its generation on the replica; another node went on in a generation
+    of its own, and its retention deleted A's (QA21). A's record names a generation
+    the replica no longer lists while it lists others: A is older, and refuses."""
+    rep = tmp_path / "rep"
+    node_run(litevisor_bin, tmp_path, "A", rep, 3, "a")
+    (gen,) = os.listdir(rep / "generations")
+    os.rename(rep / "generations" / gen, rep / "generations" / "00000000000b0b00")
+    code, err = replicate_for(litevisor_bin, tmp_path / "A.yml")
+    assert "no longer holds it" in err, err
+    assert os.listdir(rep / "generations") == ["00000000000b0b00"], err
+
 def test_replicate_never_writes_into_a_generation_another_node_continued(
         litevisor_bin, litestream_bin, tmp_path):
     """The same split history, but A runs `replicate` alone (no restore step, as after
