@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #ifdef __linux__
 #include <linux/close_range.h>
@@ -435,6 +436,16 @@ static void __attribute__((noreturn)) in_child(const struct child_spec *spec, co
 	for (int sig = 1; sig < NSIG; sig++)
 		if (sig != SIGKILL && sig != SIGSTOP)
 			(void)sigaction(sig, &dfl, NULL); /* EINVAL for libc-reserved ones */
+	/*
+	 * glibc refuses those (32 .. SIGRTMIN-1), so one our own parent left
+	 * ignored would reach the service ignored (a CI runner did so with 32):
+	 * the kernel takes them directly.
+	 */
+	for (int sig = 32; sig < SIGRTMIN; sig++) {
+		struct { void (*handler)(int); unsigned long flags; void (*restorer)(void);
+			 uint64_t mask; } k = { SIG_DFL, 0, NULL, 0 };
+		(void)syscall(SYS_rt_sigaction, sig, &k, NULL, sizeof(k.mask));
+	}
 
 	if (spec->creds && spec->creds->set) {
 		const struct child_creds *c = spec->creds;
