@@ -235,11 +235,11 @@ static int continued_since(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1
 			   const struct wal_pos *at, char *why, size_t len, const struct st_call *call,
 			   struct st_error *err)
 {
-	struct cat_generation *gens = n ? calloc(n, sizeof(*gens)) : NULL;
-	const struct cat_generation *own = NULL;
-	int found = 0;
 	if (!n)
 		return 0;
+	struct cat_generation *gens = calloc(n, sizeof(*gens));
+	const struct cat_generation *own = NULL;
+	int found = 0;
 	if (!gens) {
 		st_error_set(err, ST_PERMANENT, 0, "out of memory");
 		return ST_PERMANENT;
