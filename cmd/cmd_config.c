@@ -13,6 +13,7 @@
 #include "supervisor/words.h"
 #include "common/config.h"
 #include "common/duration.h"
+#include "common/bech32.h"
 #include "common/banned.h"
 
 /* Where the effective config goes, and how its values must be written to load back. */
@@ -191,6 +192,18 @@ static void print_replica(struct printer *out, const struct cfg_replica *r)
 	kv_dur(out, i, "writer-check-interval", r->writer_check_interval_ms);
 	kv_str(out, i, "node", r->node);
 	kv_bool(out, i, "restore-only", r->restore_only);
+	if (r->age.set) {
+		/* identities are secrets: counted, never printed (nor their public keys) */
+		fprintf(out->f, "%*sage:\n%*s# identities: %zu, redacted\n", i, "", i + 2, "",
+			r->age.nidentities);
+		if (r->age.nrecipients)
+			fprintf(out->f, "%*srecipients:\n", i + 2, "");
+		for (size_t k = 0; k < r->age.nrecipients; k++) {
+			char rcpt[100];
+			if (bech32_encode("age", r->age.recipients[k], 32, false, rcpt, sizeof(rcpt)) > 0)
+				fprintf(out->f, "%*s- %s\n", i + 4, "", rcpt);
+		}
+	}
 }
 
 static void print_config(struct printer *out, const struct config *c)

@@ -111,6 +111,10 @@ void config_replica_release(struct cfg_replica *r)
 	secret_free(&r->session_token);
 	free(r->store);
 	free(r->node);
+	if (r->age.identities)
+		explicit_bzero(r->age.identities, r->age.nidentities * sizeof(*r->age.identities));
+	free(r->age.identities);
+	free(r->age.recipients);
 	memset(r, 0, sizeof(*r));
 }
 

@@ -33,6 +33,22 @@ struct cfg_secret {
 
 enum replica_type { REPLICA_FILE = 0, REPLICA_S3 };
 
+/*
+ * A replica's `age:` encryption (Litestream v0.3.13's keys, X25519 only):
+ * raw 32-byte keys decoded from AGE-SECRET-KEY-1… and age1… strings. Objects
+ * are written encrypted to every recipient and read with any identity.
+ * Config guarantees: set only with at least one identity (reading back a
+ * replica needs one, as in Litestream); recipients may be absent only for
+ * reading (the engine refuses to write without them).
+ */
+struct cfg_age {
+	bool set;                        /* the replica has an age: key */
+	unsigned char (*identities)[32]; /* X25519 secret scalars */
+	size_t nidentities;
+	unsigned char (*recipients)[32]; /* X25519 public keys */
+	size_t nrecipients;
+};
+
 struct cfg_replica {
 	char *name;              /* unique within its db; defaults to store name, else type */
 	enum replica_type type;
@@ -64,6 +80,7 @@ struct cfg_replica {
 	char *store;             /* name of the `stores` entry it came from, or NULL */
 	char *node;              /* node this replica's server lives on, or NULL */
 	bool restore_only;       /* a restore source only (also: store on this node) */
+	struct cfg_age age;      /* encryption; age.set false: plain LZ4 objects */
 	int line, column;        /* where it was defined */
 };
 

@@ -18,6 +18,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "common/bech32.h"
 #include "common/duration.h"
 #include "common/fsutil.h"
 #include "common/banned.h"
@@ -78,6 +79,149 @@ static int set_validation(struct walk *w, const struct field *f, const struct cf
 	return 0;
 }
 
+/*
+ * One key string of age: as age.ParseIdentities/ParseRecipients read it
+ * (Litestream passes each list item to them): one key per line, blank lines
+ * and "#" comments skipped, at least one key. hrp is "age-secret-key-" or
+ * "age"; case as age writes it (identities uppercase, recipients lowercase).
+ * Appends the keys to *keys. Returns 0 or -1 (error set, never quoting a
+ * secret).
+ */
+static int parse_age_keys(struct walk *w, const struct cfg_node *v, const char *path, bool secret,
+			  unsigned char (**keys)[32], size_t *n)
+{
+	const char *want = secret ? "age-secret-key-" : "age";
+	char *s = NULL, *rest, *line;
+	size_t found = 0;
+	int rc = -1, lineno = 0;
+	if (walk_required_ex(w, v, path, secret, &s) < 0)
+		return -1;
+	bool multi = strchr(s, '\n') != NULL;
+	for (rest = s; (line = strsep(&rest, "\n"));) {
+		char hrp[20];
+		unsigned char key[33];
+		const char *why = NULL;
+		size_t len = strlen(line);
+		lineno++;
+		if (len && line[len - 1] == '\r')
+			line[--len] = '\0';
+		if (len == 0 || line[0] == '#')
+			continue;
+		int k = bech32_decode(line, hrp, sizeof(hrp), key, sizeof(key), &why);
+		if (k >= 0 && strcmp(hrp, want) != 0) {
+			k = -1;
+			why = strcmp(hrp, secret ? "age" : "age-secret-key-") == 0
+				      ? (secret ? "a recipient (age1…) where an identity belongs"
+						: "an identity (AGE-SECRET-KEY-1…) where a recipient belongs")
+				      : "not an age X25519 key";
+		} else if (k >= 0 && k != 32) {
+			k = -1;
+			why = "not 32 bytes long";
+		} else if (k >= 0 && (secret ? line[0] != 'A' : line[0] != 'a')) {
+			k = -1;
+			why = secret ? "an identity is written in uppercase (AGE-SECRET-KEY-1…)"
+				     : "a recipient is written in lowercase (age1…)";
+		}
+		if (k < 0) {
+			if (strncmp(line, "ssh-", 4) == 0 || strncmp(line, "-----BEGIN", 10) == 0)
+				why = "SSH keys are not supported by litevisor (age X25519 keys only)";
+			char at[24] = "";
+			if (multi)
+				snprintf(at, sizeof(at), "line %d: ", lineno);
+			if (secret)
+				cfg_error(w->e, v, path, "%sinvalid age identity: %s (value redacted)", at, why);
+			else
+				cfg_error(w->e, v, path, "%sinvalid age recipient \"%.80s\": %s", at, line, why);
+			goto out;
+		}
+		unsigned char (*grown)[32] = realloc(*keys, (*n + 1) * sizeof(**keys));
+		if (!grown) {
+			cfg_error(w->e, v, path, "out of memory");
+			goto out;
+		}
+		*keys = grown;
+		memcpy((*keys)[(*n)++], key, 32);
+		explicit_bzero(key, sizeof(key));
+		found++;
+	}
+	if (!found) {
+		cfg_error(w->e, v, path, "no %s found", secret ? "identity (AGE-SECRET-KEY-1…)"
+							  : "recipient (age1…)");
+		goto out;
+	}
+	rc = 0;
+out:
+	if (s) {
+		explicit_bzero(s, strlen(s));
+		free(s);
+	}
+	return rc;
+}
+
+/* identities: / recipients: under age: (a list of key strings; a single string works too). */
+static int set_age_list(struct walk *w, const struct field *f, const struct cfg_node *v,
+			const char *path, void *target)
+{
+	struct cfg_age *a = target;
+	bool secret = strcmp(f->key, "identities") == 0;
+	unsigned char (**keys)[32] = secret ? &a->identities : &a->recipients;
+	size_t *n = secret ? &a->nidentities : &a->nrecipients;
+	char ip[360];
+	if (cfg_node_is_null(v))
+		return 0;
+	if (v->kind == CN_SCALAR)
+		return parse_age_keys(w, v, path, secret, keys, n);
+	if (v->kind != CN_SEQ) {
+		cfg_error(w->e, v, path, "expected a list of age %s, got %s",
+			  secret ? "identities (AGE-SECRET-KEY-1…)" : "recipients (age1…)",
+			  walk_kind_name(v));
+		return -1;
+	}
+	for (size_t i = 0; i < v->nitems; i++) {
+		snprintf(ip, sizeof(ip), "%s[%zu]", path, i);
+		if (parse_age_keys(w, v->items[i], ip, secret, keys, n) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+enum { AGE_IDENTITIES, AGE_RECIPIENTS, AGE_N };
+static const struct field age_tab[AGE_N] = {
+	[AGE_IDENTITIES] = { .key = "identities", .kind = F_CUSTOM, .fn = set_age_list },
+	[AGE_RECIPIENTS] = { .key = "recipients", .kind = F_CUSTOM, .fn = set_age_list },
+};
+
+/*
+ * age: { identities: […], recipients: […] }, as Litestream v0.3.13. It
+ * encrypts with the recipients and, at every start, decrypts the replica's
+ * last WAL segment with the identities (litevisor does too, and restore
+ * needs them): recipients without identities cannot work, and are refused
+ * here. Identities alone serve restore; the engine refuses to write then.
+ */
+static int set_age(struct walk *w, const struct field *f, const struct cfg_node *v,
+		   const char *path, void *target)
+{
+	struct cfg_replica *r = target;
+	const struct cfg_node *at[AGE_N] = { 0 };
+	if (cfg_node_is_null(v))
+		return 0;
+	if (v->kind != CN_MAP) {
+		cfg_error(w->e, v, path, "expected a map with identities: and recipients:, got %s",
+			  walk_kind_name(v));
+		return -1;
+	}
+	if (walk_map(w, v, path, age_tab, AGE_N, ON_ALL, &r->age, at) < 0)
+		return -1;
+	if (r->age.nrecipients && !r->age.nidentities) {
+		cfg_error(w->e, v, path,
+			  "recipients without identities: litevisor, like Litestream, decrypts the "
+			  "replica's last WAL segment at start-up and on restore; add identities:");
+		return -1;
+	}
+	r->age.set = r->age.nidentities > 0;
+	return 0;
+}
+
 #define R(field) offsetof(struct cfg_replica, field)
 static const char sftp_why[] = "SFTP replicas; litevisor writes to s3 and file replicas only";
 static const char abs_why[] = "Azure Blob Storage replicas; litevisor writes to s3 and file replicas only";
@@ -111,8 +255,7 @@ const struct field replica_tab[RF_N] = {
 	[RF_VALID] = { .key = "validation-interval", .kind = F_CUSTOM, .fn = set_validation, .where = ON_REPLICA },
 	[RF_STORE] = { .key = "store", .kind = F_STR, .off = R(store), .where = ON_REPLICA },
 	[RF_RESTORE_ONLY] = { .key = "restore-only", .kind = F_BOOL, .off = R(restore_only), .where = ON_REPLICA },
-	[RF_AGE] = { .key = "age", .kind = F_UNSUPPORTED,
-		     .why = "age encryption; replicas are written unencrypted as plain Litestream does, use the bucket's server-side encryption" },
+	[RF_AGE] = { .key = "age", .kind = F_CUSTOM, .fn = set_age, .where = ON_REPLICA },
 	[RF_ACCOUNT_NAME] = { .key = "account-name", .kind = F_UNSUPPORTED, .why = abs_why },
 	[RF_ACCOUNT_KEY] = { .key = "account-key", .kind = F_UNSUPPORTED, .why = abs_why },
 	[RF_HOST] = { .key = "host", .kind = F_UNSUPPORTED, .why = sftp_why },

@@ -21,6 +21,23 @@ static struct {
 	__typeof__(EVP_DigestFinal_ex) *EVP_DigestFinal_ex;
 	__typeof__(EVP_EncodeBlock) *EVP_EncodeBlock;
 	__typeof__(HMAC) *HMAC;
+	/* age encryption (replication/age.c) */
+	__typeof__(EVP_PKEY_new_raw_private_key) *EVP_PKEY_new_raw_private_key;
+	__typeof__(EVP_PKEY_new_raw_public_key) *EVP_PKEY_new_raw_public_key;
+	__typeof__(EVP_PKEY_get_raw_public_key) *EVP_PKEY_get_raw_public_key;
+	__typeof__(EVP_PKEY_free) *EVP_PKEY_free;
+	__typeof__(EVP_PKEY_CTX_new) *EVP_PKEY_CTX_new;
+	__typeof__(EVP_PKEY_CTX_free) *EVP_PKEY_CTX_free;
+	__typeof__(EVP_PKEY_derive_init) *EVP_PKEY_derive_init;
+	__typeof__(EVP_PKEY_derive_set_peer) *EVP_PKEY_derive_set_peer;
+	__typeof__(EVP_PKEY_derive) *EVP_PKEY_derive;
+	__typeof__(EVP_chacha20_poly1305) *EVP_chacha20_poly1305;
+	__typeof__(EVP_CIPHER_CTX_new) *EVP_CIPHER_CTX_new;
+	__typeof__(EVP_CIPHER_CTX_free) *EVP_CIPHER_CTX_free;
+	__typeof__(EVP_CIPHER_CTX_ctrl) *EVP_CIPHER_CTX_ctrl;
+	__typeof__(EVP_CipherInit_ex) *EVP_CipherInit_ex;
+	__typeof__(EVP_CipherUpdate) *EVP_CipherUpdate;
+	__typeof__(EVP_CipherFinal_ex) *EVP_CipherFinal_ex;
 } fn;
 
 #define SYM(n) LAZYLIB_SYM(fn, n)
@@ -29,6 +46,12 @@ static const struct lazylib_sym syms[] = {
 	SYM(EVP_MD_CTX_new),    SYM(EVP_MD_CTX_free),  SYM(EVP_DigestInit_ex),
 	SYM(EVP_DigestUpdate),  SYM(EVP_DigestFinal_ex), SYM(EVP_EncodeBlock),
 	SYM(HMAC),
+	SYM(EVP_PKEY_new_raw_private_key), SYM(EVP_PKEY_new_raw_public_key),
+	SYM(EVP_PKEY_get_raw_public_key), SYM(EVP_PKEY_free), SYM(EVP_PKEY_CTX_new),
+	SYM(EVP_PKEY_CTX_free), SYM(EVP_PKEY_derive_init), SYM(EVP_PKEY_derive_set_peer),
+	SYM(EVP_PKEY_derive), SYM(EVP_chacha20_poly1305), SYM(EVP_CIPHER_CTX_new),
+	SYM(EVP_CIPHER_CTX_free), SYM(EVP_CIPHER_CTX_ctrl), SYM(EVP_CipherInit_ex),
+	SYM(EVP_CipherUpdate), SYM(EVP_CipherFinal_ex),
 };
 
 static struct lazylib lib = LAZYLIB_INIT(LAZY_CRYPTO_SONAME, "libssl3", syms, NULL);
@@ -75,4 +98,56 @@ unsigned char *HMAC(const EVP_MD *evp_md, const void *key, int key_len, const un
 		    size_t n, unsigned char *md, unsigned int *md_len)
 {
 	return F(HMAC)(evp_md, key, key_len, d, n, md, md_len);
+}
+
+EVP_PKEY *EVP_PKEY_new_raw_private_key(int type, ENGINE *e, const unsigned char *priv, size_t len)
+{
+	return F(EVP_PKEY_new_raw_private_key)(type, e, priv, len);
+}
+
+EVP_PKEY *EVP_PKEY_new_raw_public_key(int type, ENGINE *e, const unsigned char *pub, size_t len)
+{
+	return F(EVP_PKEY_new_raw_public_key)(type, e, pub, len);
+}
+
+int EVP_PKEY_get_raw_public_key(const EVP_PKEY *pkey, unsigned char *pub, size_t *len)
+{
+	return F(EVP_PKEY_get_raw_public_key)(pkey, pub, len);
+}
+
+void EVP_PKEY_free(EVP_PKEY *pkey) { F(EVP_PKEY_free)(pkey); }
+EVP_PKEY_CTX *EVP_PKEY_CTX_new(EVP_PKEY *pkey, ENGINE *e) { return F(EVP_PKEY_CTX_new)(pkey, e); }
+void EVP_PKEY_CTX_free(EVP_PKEY_CTX *ctx) { F(EVP_PKEY_CTX_free)(ctx); }
+int EVP_PKEY_derive_init(EVP_PKEY_CTX *ctx) { return F(EVP_PKEY_derive_init)(ctx); }
+int EVP_PKEY_derive_set_peer(EVP_PKEY_CTX *ctx, EVP_PKEY *peer) { return F(EVP_PKEY_derive_set_peer)(ctx, peer); }
+
+int EVP_PKEY_derive(EVP_PKEY_CTX *ctx, unsigned char *key, size_t *keylen)
+{
+	return F(EVP_PKEY_derive)(ctx, key, keylen);
+}
+
+const EVP_CIPHER *EVP_chacha20_poly1305(void) { return F(EVP_chacha20_poly1305)(); }
+EVP_CIPHER_CTX *EVP_CIPHER_CTX_new(void) { return F(EVP_CIPHER_CTX_new)(); }
+void EVP_CIPHER_CTX_free(EVP_CIPHER_CTX *ctx) { F(EVP_CIPHER_CTX_free)(ctx); }
+
+int EVP_CIPHER_CTX_ctrl(EVP_CIPHER_CTX *ctx, int type, int arg, void *ptr)
+{
+	return F(EVP_CIPHER_CTX_ctrl)(ctx, type, arg, ptr);
+}
+
+int EVP_CipherInit_ex(EVP_CIPHER_CTX *ctx, const EVP_CIPHER *type, ENGINE *impl,
+		      const unsigned char *key, const unsigned char *iv, int enc)
+{
+	return F(EVP_CipherInit_ex)(ctx, type, impl, key, iv, enc);
+}
+
+int EVP_CipherUpdate(EVP_CIPHER_CTX *ctx, unsigned char *out, int *outl, const unsigned char *in,
+		     int inl)
+{
+	return F(EVP_CipherUpdate)(ctx, out, outl, in, inl);
+}
+
+int EVP_CipherFinal_ex(EVP_CIPHER_CTX *ctx, unsigned char *outm, int *outl)
+{
+	return F(EVP_CipherFinal_ex)(ctx, outm, outl);
 }

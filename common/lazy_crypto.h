@@ -1,7 +1,8 @@
 /*
  * lazy_crypto.h — OpenSSL's libcrypto, loaded on first use (see
- * common/lazylib.h). Only the S3 client hashes (SigV4's SHA-256 and HMAC,
- * Content-MD5); storage_s3_open loads it. The forwarded functions are those
+ * common/lazylib.h). The S3 client hashes (SigV4's SHA-256 and HMAC,
+ * Content-MD5) and age encryption (X25519, ChaCha20-Poly1305, HMAC) use it;
+ * storage_open loads it for an S3 replica and for any replica with age:. The forwarded functions are those
  * listed in common/lazy_crypto.c.
  */
 #ifndef LITEVISOR_LAZY_CRYPTO_H

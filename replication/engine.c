@@ -78,6 +78,13 @@ struct engine *engine_new(const struct config *cfg)
 					 rc->url ? rc->url : rc->path ? rc->path : "");
 				continue;
 			}
+			if (rc->age.set && rc->age.nrecipients == 0) {
+				/* Litestream would write it unencrypted, then fail to read it back */
+				log_error("engine", "cannot write to the replica: its age: has identities "
+					  "but no recipients to encrypt for (add recipients:, or make it "
+					  "restore-only)", "db=%s replica=%s", d->stat.name, r->stat.name);
+				goto fail;
+			}
 			r->st = storage_open(rc, &err);
 			if (!r->st) {
 				log_error("engine", "cannot open replica", "db=%s replica=%s err=\"%s\"",

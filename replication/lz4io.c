@@ -209,7 +209,12 @@ static int dec_write(void *ctx, const void *buf, size_t len)
 		size_t r = LZ4F_decompress(d->dctx, dst, &out, p, &in, &opts);
 		if (LZ4F_isError(r)) {
 			d->failed = true;
-			snprintf(d->error, sizeof(d->error), "corrupt LZ4 frame: %s", LZ4F_getErrorName(r));
+			if (!d->started && len >= 19 && memcmp(p, "age-encryption.org/", 19) == 0)
+				snprintf(d->error, sizeof(d->error), "the object is age-encrypted: give "
+					 "the replica's age: identities in the config");
+			else
+				snprintf(d->error, sizeof(d->error), "corrupt LZ4 frame: %s",
+					 LZ4F_getErrorName(r));
 			return -1;
 		}
 		d->started = true;

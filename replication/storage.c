@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/lazy_crypto.h"
+#include "replication/age.h"
 #include "common/banned.h"
 
 const char *st_status_name(enum st_status s)
@@ -225,21 +227,54 @@ struct storage *storage_open(const struct cfg_replica *r, struct st_error *err)
 	if (!err)
 		err = &local;
 	memset(err, 0, sizeof(*err));
+	struct storage *st = NULL;
+	char why[512];
+	if (r->age.set && lazy_crypto_load(why, sizeof(why)) < 0) {
+		st_error_set(err, ST_PERMANENT, 0, "open replica %s: age encryption needs libcrypto: %s",
+			     r->name ? r->name : "?", why);
+		return NULL;
+	}
 	switch (r->type) {
 	case REPLICA_FILE:
-		return storage_file_open(r, err);
+		st = storage_file_open(r, err);
+		break;
 	case REPLICA_S3:
-		return storage_s3_open(r, err);
+		st = storage_s3_open(r, err);
+		break;
+	default:
+		st_error_set(err, ST_PERMANENT, 0, "open replica %s: unknown type %d",
+			     r->name ? r->name : "?", (int)r->type);
+		return NULL;
 	}
-	st_error_set(err, ST_PERMANENT, 0, "open replica %s: unknown type %d",
-		     r->name ? r->name : "?", (int)r->type);
-	return NULL;
+	if (st && r->age.set) {
+		const struct cfg_age *a = &r->age;
+		size_t ni = a->nidentities * sizeof(*a->identities);
+		size_t nr = a->nrecipients * sizeof(*a->recipients);
+		st->age.identities = malloc(ni ? ni : 1);
+		st->age.recipients = malloc(nr ? nr : 1);
+		if (!st->age.identities || !st->age.recipients) {
+			storage_free(st);
+			st_error_set(err, ST_PERMANENT, 0, "out of memory");
+			return NULL;
+		}
+		memcpy(st->age.identities, a->identities, ni);
+		memcpy(st->age.recipients, a->recipients, nr);
+		st->age.nidentities = a->nidentities;
+		st->age.nrecipients = a->nrecipients;
+		st->age.set = true;
+	}
+	return st;
 }
 
 void storage_free(struct storage *st)
 {
-	if (st)
-		st->ops->destroy(st);
+	if (!st)
+		return;
+	if (st->age.identities)
+		explicit_bzero(st->age.identities, st->age.nidentities * sizeof(*st->age.identities));
+	free(st->age.identities);
+	free(st->age.recipients);
+	st->ops->destroy(st);
 }
 
 /* ---- counting wrappers ---- */
@@ -347,8 +382,82 @@ int storage_list(struct storage *st, const char *prefix, const char *delimiter,
 	return rc;
 }
 
+/* Whether key is an object that st encrypts: a snapshot or WAL segment of an age: replica. */
+static bool age_object(const struct storage *st, const char *key)
+{
+	size_t n = strlen(key);
+	return st->age.set && n > 4 && strcmp(key + n - 4, ".lz4") == 0;
+}
+
+static int plain_get(struct storage *st, const char *key, const struct st_sink *sink,
+		     const struct st_call *call, struct st_error *err);
+static int plain_put(struct storage *st, const char *key, const struct st_source *src,
+		     const struct st_call *call, struct st_error *err);
+
+/* get through the age decryptor: its failure is the object's, ST_PERMANENT. */
+static int age_get(struct storage *st, const char *key, const struct st_sink *sink,
+		   const struct st_call *call, struct st_error *err)
+{
+	struct age_dec dec;
+	struct st_sink dsink;
+	if (age_dec_init(&dec, &dsink, sink, &st->age) < 0) {
+		st_error_set(err, ST_PERMANENT, 0, "get %s: out of memory", key);
+		return ST_PERMANENT;
+	}
+	int rc = plain_get(st, key, &dsink, call, err);
+	if (rc == 0 && age_dec_finish(&dec) < 0) {
+		rc = ST_PERMANENT;
+		if (!dec.failed)
+			st_error_set(err, rc, 0, "get %s: the destination refused the data", key);
+	}
+	if (rc < 0 && dec.failed)
+		st_error_set(err, ST_PERMANENT, 0, "cannot decrypt %s: %s", key, dec.error);
+	age_dec_release(&dec);
+	return rc < 0 && dec.failed ? ST_PERMANENT : rc;
+}
+
+/* put through the age encryptor, for every recipient of the replica. */
+static int age_put(struct storage *st, const char *key, const struct st_source *src,
+		   const struct st_call *call, struct st_error *err)
+{
+	struct age_enc enc;
+	struct st_source esrc;
+	if (st->age.nrecipients == 0) {
+		st_error_set(err, ST_PERMANENT, 0, "put %s: age: no recipients to encrypt for (the "
+			     "replica has identities only)", key);
+		return ST_PERMANENT;
+	}
+	if (age_enc_init(&enc, &esrc, src, &st->age) < 0) {
+		st_error_set(err, ST_PERMANENT, 0, "put %s: out of memory", key);
+		return ST_PERMANENT;
+	}
+	int rc = plain_put(st, key, &esrc, call, err);
+	if (rc < 0 && enc.error[0])
+		st_error_set(err, ST_PERMANENT, 0, "cannot encrypt %s: %s", key, enc.error);
+	age_enc_release(&enc);
+	return rc;
+}
+
 int storage_get(struct storage *st, const char *key, const struct st_sink *sink,
 		const struct st_call *call, struct st_error *err)
+{
+	struct st_error local;
+	if (age_object(st, key))
+		return age_get(st, key, sink, call, prepare(err, &local));
+	return plain_get(st, key, sink, call, err);
+}
+
+int storage_put(struct storage *st, const char *key, const struct st_source *src,
+		const struct st_call *call, struct st_error *err)
+{
+	struct st_error local;
+	if (age_object(st, key))
+		return age_put(st, key, src, call, prepare(err, &local));
+	return plain_put(st, key, src, call, err);
+}
+
+static int plain_get(struct storage *st, const char *key, const struct st_sink *sink,
+		     const struct st_call *call, struct st_error *err)
 {
 	struct st_error local;
 	int64_t t0 = clock_mono_ns();
@@ -360,8 +469,8 @@ int storage_get(struct storage *st, const char *key, const struct st_sink *sink,
 	return rc;
 }
 
-int storage_put(struct storage *st, const char *key, const struct st_source *src,
-		const struct st_call *call, struct st_error *err)
+static int plain_put(struct storage *st, const char *key, const struct st_source *src,
+		     const struct st_call *call, struct st_error *err)
 {
 	struct st_error local;
 	int64_t t0 = clock_mono_ns();

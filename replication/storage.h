@@ -153,12 +153,20 @@ struct storage {
 	const char *type;          /* "file", "s3" */
 	char *description;         /* for logs: "s3 http://host:port/bucket/prefix" or the dir; no credentials */
 	struct st_op_stats stats[ST_OP__COUNT];
+	/*
+	 * The replica's age: keys (a copy, owned), set by storage_open. With
+	 * age.set, storage_put and storage_get encrypt and decrypt every
+	 * object whose key ends in ".lz4" (snapshots and WAL segments, as
+	 * Litestream does; see replication/age.h); the backends see only the
+	 * encrypted bytes.
+	 */
+	struct cfg_age age;
 };
 
 /*
  * Open the storage for a configured replica (file or S3). Does no I/O that
- * can block on the network. Returns a new storage (free with storage_free),
- * or NULL with err set.
+ * can block on the network; loads libcrypto for S3 and for age:. Returns a
+ * new storage (free with storage_free), or NULL with err set.
  */
 struct storage *storage_open(const struct cfg_replica *r, struct st_error *err);
 
@@ -168,8 +176,11 @@ void storage_free(struct storage *st);
 /*
  * Thin wrappers over st->ops that also count the call in st->stats.
  * list: prefix may be "" (everything); delimiter NULL or "/".
- * get: streams the object into sink; ST_NOT_FOUND if absent.
+ * get: streams the object into sink; ST_NOT_FOUND if absent. An object that
+ *      does not decrypt (st->age) fails ST_PERMANENT, "cannot decrypt KEY: why".
  * put: atomic: the key either keeps its old content or gets all of the new.
+ *      With st->age, an object is encrypted for the recipients (none: the
+ *      put fails ST_PERMANENT).
  * del: deletes keys (missing ones are not an error), batching as needed.
  * stat: size and mtime of one key; out->key is set to a copy of key.
  */

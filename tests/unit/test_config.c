@@ -825,14 +825,33 @@ static const struct bad_case bad_cases[] = {
 	  "    replicas:\n"
 	  "      - {url: s3://bkt//app/./x/../db/, name: other}\n",
 	  "bad.yml:7:9: dbs[1].replicas[0]: writes to the same place as dbs[0].replicas[0] (line 4): s3://bkt/app/db; give it its own path" },
-	{ "age_unsupported",
+	{ "age_bad_recipient",
 	  "dbs:\n"
 	  "  - path: /data/app.db\n"
 	  "    replicas:\n"
 	  "      - url: s3://bkt/app\n"
 	  "        age:\n"
 	  "          recipients: [age1xyz]\n",
-	  "bad.yml:5:9: dbs[0].replicas[0].age: not supported by litevisor (age encryption; replicas are written unencrypted as plain Litestream does, use the bucket's server-side encryption)" },
+	  "bad.yml:6:24: dbs[0].replicas[0].age.recipients[0]: invalid age recipient \"age1xyz\": no separator, or too short" },
+	{ "age_on_a_store",
+	  "stores:\n"
+	  "  bk:\n"
+	  "    url: s3://bkt/app\n"
+	  "    age:\n"
+	  "      recipients: [age1595xm0yhfwpcrkap3v9w3yx443uphwtl993d8npwq699099equkq5vzemr]\n"
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      - store: bk\n",
+	  "bad.yml:4:5: stores.bk.age: not allowed in a store (set it on each replica that uses the store)" },
+	{ "age_identity_as_recipient",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      - url: file:///b/app\n"
+	  "        age:\n"
+	  "          identities: [age1595xm0yhfwpcrkap3v9w3yx443uphwtl993d8npwq699099equkq5vzemr]\n",
+	  "bad.yml:6:24: dbs[0].replicas[0].age.identities[0]: invalid age identity: a recipient (age1…) where an identity belongs (value redacted)" },
 	{ "gcs_type_unsupported",
 	  "dbs:\n"
 	  "  - path: /data/app.db\n"
