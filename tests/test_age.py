@@ -1,0 +1,334 @@
+"""Replicas with `age:` encryption, as Litestream v0.3.13 writes and reads them.
+
+Every object (snapshot, WAL segment) is age(lz4(data)) under its usual name.
+Checked against two independent implementations: the `age` tool (Debian's
+age package) decrypts what litevisor wrote, and Litestream v0.3.13 restores
+litevisor's replicas and writes replicas litevisor restores. Keys come from
+`age-keygen`.
+"""
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from test_replicate import (config, content, create, file_replica, generations, integrity,
+                            objects, run, s3_replica, wait_for, write)  # noqa: F401 (run: fixture)
+
+LZ4_MAGIC = b"\x04\x22\x4d\x18"
+AGE_MAGIC = b"age-encryption.org/v1\n"
+
+
+def need_age():
+    if not shutil.which("age") or not shutil.which("age-keygen"):
+        pytest.fail("the age tool is missing: run scripts/deps.sh (Debian package age)")
+
+
+class Key:
+    """One age X25519 key pair made by age-keygen, in a key file."""
+
+    def __init__(self, path):
+        subprocess.run(["age-keygen", "-o", str(path)], check=True, capture_output=True)
+        self.path = str(path)
+        self.identity = next(l for l in open(path).read().splitlines()
+                             if l.startswith("AGE-SECRET-KEY-1"))
+        self.recipient = subprocess.run(["age-keygen", "-y", str(path)], check=True,
+                                        capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def keys(tmp_path):
+    need_age()
+    return [Key(tmp_path / f"key{i}.txt") for i in range(3)]
+
+
+def age_map(identities=(), recipients=()):
+    """The age: value as a YAML flow map (config() writes one line per key)."""
+    parts = []
+    if identities:
+        parts.append("identities: [" + ", ".join(k.identity for k in identities) + "]")
+    if recipients:
+        parts.append("recipients: [" + ", ".join(k.recipient for k in recipients) + "]")
+    return "{" + ", ".join(parts) + "}"
+
+
+def age_decrypt(key, path):
+    """The plain bytes of an age file, by the age tool (None if it refuses)."""
+    p = subprocess.run(["age", "-d", "-i", key.path, str(path)], capture_output=True)
+    return p.stdout if p.returncode == 0 else None
+
+
+def object_paths(rep):
+    return [os.path.join(rep, "generations", g, kind, f)
+            for kind in ("snapshots", "wal") for g, f in objects(rep, kind)]
+
+
+def assert_encrypted_for(rep, key, others=()):
+    """Every object of rep is an age file key opens to an LZ4 frame; others open none."""
+    paths = object_paths(rep)
+    assert paths, f"no objects in {rep}"
+    for p in paths:
+        with open(p, "rb") as f:
+            assert f.read(len(AGE_MAGIC)) == AGE_MAGIC, p
+        plain = age_decrypt(key, p)
+        assert plain is not None and plain[:4] == LZ4_MAGIC, p
+        for o in others:
+            assert age_decrypt(o, p) is None, p
+    snap = [p for p in paths if p.endswith(".snapshot.lz4")][0]
+    db = subprocess.run(["lz4", "-d", "-c"], input=age_decrypt(key, snap), capture_output=True,
+                        check=True).stdout
+    assert db[:16] == b"SQLite format 3\x00"
+
+
+def ls_config(tmp_path, target, replica_lines, name="ls.yml"):
+    p = tmp_path / name
+    p.write_text("dbs:\n  - path: %s\n    monitor-interval: 100ms\n    replicas:\n%s" % (
+        target, "".join(f"      {'- ' if i == 0 else '  '}{l}\n"
+                        for i, l in enumerate(replica_lines))))
+    return p
+
+
+def ls_restore_cfg(litestream_bin, cfg, target, out):
+    p = subprocess.run([litestream_bin, "restore", "-config", str(cfg), "-o", str(out),
+                        str(target)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    return p
+
+
+def lv(binary, *args, timeout=120):
+    return subprocess.run([binary, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def lv_restore_cfg(litevisor_bin, cfg, target, out):
+    return lv(litevisor_bin, "restore", "-config", str(cfg), "-o", str(out), str(target))
+
+
+def restore_config(tmp_path, rep, age, name="restore.yml"):
+    """A config naming the file replica rep (with age: value age) for `litevisor restore`."""
+    return ls_config(tmp_path, tmp_path / "target.db",
+                     [f"url: file://{rep}"] + ([f"age: {age}"] if age else []), name)
+
+
+# ---------------------------------------------------------------------------
+
+
+def test_encrypted_file_replica_restores_with_litestream_age_and_litevisor(
+        run, tmp_path, litestream_bin, litevisor_bin, keys):
+    k0, k1, other = keys
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    # two recipients: the first identity opens it, so does the second; a third does not
+    r = run(config(tmp_path, db, [file_replica(rep, age=age_map([k0], [k0, k1]))],
+                   min_checkpoint_page_count=300))
+    write(db, 2000, start=1, blob=300)
+    assert r.stop() == 0
+    assert_encrypted_for(rep, k0, [other])
+    assert_encrypted_for(rep, k1)
+    # Litestream v0.3.13 restores it, given the identity
+    cfg = ls_config(tmp_path, tmp_path / "target.db",
+                    [f"url: file://{rep}", f"age: {age_map([k1], [k1])}"])
+    out = tmp_path / "by-litestream.db"
+    ls_restore_cfg(litestream_bin, cfg, tmp_path / "target.db", out)
+    assert integrity(out) == "ok" and content(out) == content(db)
+    # so does litevisor, with identities only (restore needs no recipients)
+    out = tmp_path / "by-litevisor.db"
+    p = lv_restore_cfg(litevisor_bin, restore_config(tmp_path, rep, age_map([k0])),
+                       tmp_path / "target.db", out)
+    assert p.returncode == 0, p.stderr
+    assert integrity(out) == "ok" and content(out) == content(db)
+    # the listing commands read the encrypted replica too
+    lcfg = restore_config(tmp_path, rep, age_map([k0]))
+    for cmd in ("generations", "snapshots", "wal"):
+        p = lv(litevisor_bin, cmd, "-config", str(lcfg), str(tmp_path / "target.db"))
+        assert p.returncode == 0, p.stderr
+        assert generations(rep)[0] in p.stdout, p.stdout
+
+
+def test_encrypted_s3_replica_restores_with_litestream(run, tmp_path, litestream_bin,
+                                                       litevisor_bin, s3server, keys):
+    k0 = keys[0]
+    srv = s3server()
+    db = tmp_path / "app.db"
+    create(db)
+    rep = s3_replica(srv)
+    rep["age"] = age_map([k0], [k0])
+    r = run(config(tmp_path, db, [rep], min_checkpoint_page_count=300))
+    write(db, 1500, start=1, blob=500)
+    assert r.stop() == 0
+    # the objects as stored in the bucket are age files
+    stored = [os.path.join(d, f) for d, _, fs in os.walk(srv.directory) for f in fs
+              if f.endswith(".lz4") or f.endswith(".lz4._S3rver_object")]
+    assert stored, os.listdir(srv.directory)
+    for p in stored:
+        with open(p, "rb") as f:
+            assert f.read(len(AGE_MAGIC)) == AGE_MAGIC, p
+    lines = [f"type: s3", f"bucket: {srv.bucket}", "path: db", f"endpoint: {srv.endpoint}",
+             "region: us-east-1", "force-path-style: true", f"access-key-id: {srv.key}",
+             f'secret-access-key: "{srv.secret}"', f"age: {age_map([k0], [k0])}"]
+    cfg = ls_config(tmp_path, tmp_path / "target.db", lines)
+    out = tmp_path / "by-litestream.db"
+    ls_restore_cfg(litestream_bin, cfg, tmp_path / "target.db", out)
+    assert integrity(out) == "ok" and content(out) == content(db)
+    # litevisor reads it back the same way (libcrypto serves S3 and age alike)
+    out = tmp_path / "by-litevisor.db"
+    p = lv_restore_cfg(litevisor_bin, cfg, tmp_path / "target.db", out)
+    assert p.returncode == 0, p.stderr
+    assert integrity(out) == "ok" and content(out) == content(db)
+
+
+def test_litestream_written_encrypted_replica_restores_with_litevisor(
+        tmp_path, litestream_bin, litevisor_bin, keys):
+    k0, _, other = keys
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    write(db, 300, start=1, blob=200)
+    cfg = ls_config(tmp_path, db, [f"url: file://{rep}", "sync-interval: 100ms",
+                                   f"age: {age_map([k0], [k0])}"])
+    ls = subprocess.Popen([litestream_bin, "replicate", "-config", str(cfg)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: objects(rep, "snapshots") and objects(rep, "wal"), timeout=30,
+                 what="Litestream's first snapshot and segment")
+        write(db, 200, start=1000, blob=200)
+        time.sleep(1)
+    finally:
+        ls.terminate()  # its shutdown flush syncs the replica
+        ls.wait(timeout=30)
+    assert_encrypted_for(rep, k0, [other])  # Litestream's objects as the age tool sees them
+    out = tmp_path / "by-litevisor.db"
+    p = lv_restore_cfg(litevisor_bin, restore_config(tmp_path, rep, age_map([k0])),
+                       tmp_path / "target.db", out)
+    assert p.returncode == 0, p.stderr
+    assert integrity(out) == "ok" and content(out) == content(db)
+
+
+def test_restart_continues_the_generation_of_an_encrypted_replica(run, tmp_path, litestream_bin,
+                                                                  keys):
+    """At start-up the replica's last segment is decrypted to find where it ends, and
+    shipping continues there, in the same generation (as Litestream does)."""
+    k0 = keys[0]
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    cfg = config(tmp_path, db, [file_replica(rep, age=age_map([k0], [k0]))])
+    r = run(cfg)
+    write(db, 300, start=1)
+    assert r.stop() == 0
+    first = generations(rep)
+    nseg = len(objects(rep, "wal"))
+    r = run(cfg)
+    write(db, 300, start=1000)
+    assert r.stop() == 0
+    assert generations(rep) == first, r.text()
+    assert len(objects(rep, "wal")) > nseg
+    assert_encrypted_for(rep, k0)
+    lcfg = ls_config(tmp_path, tmp_path / "target.db",
+                     [f"url: file://{rep}", f"age: {age_map([k0], [k0])}"])
+    out = tmp_path / "by-litestream.db"
+    ls_restore_cfg(litestream_bin, lcfg, tmp_path / "target.db", out)
+    assert integrity(out) == "ok" and content(out) == content(db)
+
+
+def test_each_replica_encrypts_the_shared_snapshot_for_its_own_recipients(run, tmp_path, keys):
+    """The snapshot a new generation needs in every replica is compressed once; each
+    replica encrypts that for its own recipients."""
+    ka, kb, _ = keys
+    db, a, b = tmp_path / "app.db", tmp_path / "a", tmp_path / "b"
+    create(db)
+    write(db, 200, start=1, blob=2000)
+    r = run(config(tmp_path, db, [file_replica(a, "a", age=age_map([ka], [ka])),
+                                  file_replica(b, "b", age=age_map([kb], [kb]))]))
+    wait_for(lambda: r.text().count("snapshot written") >= 2, what="two snapshots")
+    assert r.stop() == 0
+    assert "how=shared-built" in r.text() and "how=shared-reused" in r.text(), r.text()
+    assert_encrypted_for(a, ka, [kb])
+    assert_encrypted_for(b, kb, [ka])
+
+
+def test_wrong_identity_is_a_clear_error_and_writes_nothing(run, tmp_path, litevisor_bin, keys):
+    k0, _, other = keys
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    r = run(config(tmp_path, db, [file_replica(rep, age=age_map([k0], [k0]))]))
+    write(db, 100, start=1)
+    assert r.stop() == 0
+    out = tmp_path / "out" / "r.db"
+    p = lv_restore_cfg(litevisor_bin, restore_config(tmp_path, rep, age_map([other])),
+                       tmp_path / "target.db", out)
+    assert p.returncode == 1, p.stderr
+    assert "cannot decrypt" in p.stderr and "no identity matches" in p.stderr, p.stderr
+    assert not (tmp_path / "out").exists(), os.listdir(tmp_path / "out")
+    # no age: at all: the message says what is missing
+    p = lv(litevisor_bin, "restore", "-o", str(out), f"file://{rep}")
+    assert p.returncode == 1, p.stderr
+    assert "age-encrypted: give the replica's age: identities" in p.stderr, p.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_damaged_encrypted_object_is_corrupt_and_falls_back(run, tmp_path, litevisor_bin, keys):
+    k0 = keys[0]
+    db, bad, good = tmp_path / "app.db", tmp_path / "peer-05", tmp_path / "nas"
+    create(db)
+    age = age_map([k0], [k0])
+    r = run(config(tmp_path, db, [file_replica(bad, "peer-05", age=age),
+                                  file_replica(good, "nas", age=age)]))
+    write(db, 500, start=1, blob=300)
+    assert r.stop() == 0
+    segs = [p for p in object_paths(bad) if p.endswith(".wal.lz4")]
+    assert len(segs) >= 3
+    seg = segs[len(segs) // 2]  # not the last: the probe reads that one (state=error)
+    data = bytearray(open(seg, "rb").read())
+    data[len(data) - 40] ^= 0x01  # in the payload: only the chunk's tag can tell
+    open(seg, "wb").write(bytes(data))
+    cfg = ls_config(tmp_path, tmp_path / "target.db",
+                    [f"name: peer-05", f"url: file://{bad}", f"age: {age}"])
+    # one damaged replica alone: a corrupt object, nothing restored
+    out = tmp_path / "out1.db"
+    p = lv_restore_cfg(litevisor_bin, cfg, tmp_path / "target.db", out)
+    assert p.returncode == 1, p.stderr
+    assert "does not authenticate" in p.stderr, p.stderr
+    assert not out.exists()
+    # with the good replica beside it (answering slower: the damaged one wins the tie),
+    # the restore falls back to it
+    for i in range(4000):
+        (good / "generations" / f"junk{i}").touch()
+    cfg.write_text(cfg.read_text() + f"      - name: nas\n        url: file://{good}\n"
+                   f"        age: {age}\n")
+    out = tmp_path / "out2.db"
+    p = lv_restore_cfg(litevisor_bin, cfg, tmp_path / "target.db", out)
+    assert p.returncode == 0, p.stderr
+    assert "does not authenticate" in p.stderr and "falling back" in p.stderr, p.stderr
+    assert integrity(out) == "ok" and content(out) == content(db)
+
+
+def test_identities_only_never_writes_unencrypted(tmp_path, litevisor_bin, keys):
+    """Litestream with identities and no recipients writes plain objects it then cannot
+    read back; litevisor refuses to write to such a replica."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    cfg = config(tmp_path, db, [file_replica(rep, age=age_map([keys[0]]))])
+    p = subprocess.run([litevisor_bin, "replicate", "-config", str(cfg)], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode != 0
+    assert "no recipients to encrypt for" in p.stderr, p.stderr
+    assert not rep.exists()
+
+
+def test_config_prints_recipients_and_hides_identities(tmp_path, litevisor_bin, keys):
+    k0, k1, _ = keys
+    cfg = restore_config(tmp_path, tmp_path / "rep", age_map([k0], [k0, k1]))
+    p = lv(litevisor_bin, "config", "-config", str(cfg))
+    assert p.returncode == 0, p.stderr
+    assert k0.recipient in p.stdout and k1.recipient in p.stdout
+    assert "AGE-SECRET-KEY" not in p.stdout and "identities: 1, redacted" in p.stdout
+    # env expansion as for any other value, and an identity never shows in an error
+    cfg.write_text(cfg.read_text().replace(k0.identity, "$AGE_ID"))
+    env = dict(os.environ, AGE_ID=k0.identity)
+    p = subprocess.run([litevisor_bin, "config", "-config", str(cfg)], capture_output=True,
+                       text=True, env=env)
+    assert p.returncode == 0, p.stderr
+    env["AGE_ID"] = k0.identity[:-1] + ("Q" if k0.identity[-1] != "Q" else "P")
+    p = subprocess.run([litevisor_bin, "config", "-config", str(cfg)], capture_output=True,
+                       text=True, env=env)
+    assert p.returncode == 100 and "bad checksum (value redacted)" in p.stderr, p.stderr
+    assert k0.identity[16:] not in p.stderr
