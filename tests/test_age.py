@@ -229,20 +229,32 @@ def test_restart_continues_the_generation_of_an_encrypted_replica(run, tmp_path,
     assert integrity(out) == "ok" and content(out) == content(db)
 
 
-def test_each_replica_encrypts_the_shared_snapshot_for_its_own_recipients(run, tmp_path, keys):
+def test_each_replica_encrypts_the_shared_snapshot_for_its_own_recipients(
+        run, tmp_path, litestream_bin, s3server, keys):
     """The snapshot a new generation needs in every replica is compressed once; each
-    replica encrypts that for its own recipients."""
-    ka, kb, _ = keys
+    replica encrypts that for its own recipients (to S3 with the exact length, which
+    the encrypted size of the shared file gives up front)."""
+    ka, kb, kc = keys
+    srv = s3server()
     db, a, b = tmp_path / "app.db", tmp_path / "a", tmp_path / "b"
     create(db)
     write(db, 200, start=1, blob=2000)
+    s3 = s3_replica(srv)
+    s3["age"] = age_map([kc], [kc])
     r = run(config(tmp_path, db, [file_replica(a, "a", age=age_map([ka], [ka])),
-                                  file_replica(b, "b", age=age_map([kb], [kb]))]))
-    wait_for(lambda: r.text().count("snapshot written") >= 2, what="two snapshots")
+                                  file_replica(b, "b", age=age_map([kb], [kb])), s3]))
+    wait_for(lambda: r.text().count("snapshot written") >= 3, what="three snapshots")
     assert r.stop() == 0
-    assert "how=shared-built" in r.text() and "how=shared-reused" in r.text(), r.text()
-    assert_encrypted_for(a, ka, [kb])
-    assert_encrypted_for(b, kb, [ka])
+    assert "how=shared-built" in r.text() and r.text().count("how=shared-reused") == 2, r.text()
+    assert_encrypted_for(a, ka, [kb, kc])
+    assert_encrypted_for(b, kb, [ka, kc])
+    lines = [f"type: s3", f"bucket: {srv.bucket}", "path: db", f"endpoint: {srv.endpoint}",
+             "region: us-east-1", "force-path-style: true", f"access-key-id: {srv.key}",
+             f'secret-access-key: "{srv.secret}"', f"age: {age_map([kc], [kc])}"]
+    cfg = ls_config(tmp_path, tmp_path / "target.db", lines)
+    out = tmp_path / "by-litestream.db"
+    ls_restore_cfg(litestream_bin, cfg, tmp_path / "target.db", out)
+    assert integrity(out) == "ok" and content(out) == content(db)
 
 
 def test_wrong_identity_is_a_clear_error_and_writes_nothing(run, tmp_path, litevisor_bin, keys):
