@@ -116,3 +116,25 @@ def test_unloadable_libmicrohttpd_is_a_clear_error(litevisor_bin, tmp_path):
     cfg.write_text("dbs: []\n")
     p = run(litevisor_bin, "run", "-config", str(cfg), "--", "sh", "-c", "exit 7", env=env)
     assert p.returncode == 7, p.stderr
+
+
+def test_a_file_replica_with_age_loads_libcrypto(litevisor_bin, tmp_path):
+    """age: encrypts with libcrypto: a file replica with it loads the library (and a
+    missing one is a clear error), one without it still does not."""
+    d = tmp_path / "replica"
+    d.mkdir()
+    db = tmp_path / "db.sqlite"
+    cfg = tmp_path / "lv.yml"
+    cfg.write_text(f"dbs:\n  - path: {db}\n    replicas:\n      - url: file://{d}\n"
+                   "        age: {identities: [AGE-SECRET-KEY-1ZK6J7HR06S8VERXYETW4F2VRDCH60D3N2"
+                   "F6UJ0PJQ0GHZFT25V3SLXQHPC]}\n")
+    p = run(litevisor_bin, "restore", "-if-replica-exists", "-config", str(cfg), str(db),
+            env={"LD_DEBUG": "files"})
+    assert p.returncode == 0, p.stderr
+    assert [n for n in loaded(p.stderr) if n.startswith("libcrypto.so")], p.stderr[-2000:]
+    p = run(litevisor_bin, "restore", "-if-replica-exists", "-config", str(cfg), str(db),
+            env=stand_in(tmp_path, "libcrypto.so.3"))
+    assert p.returncode != 0
+    assert "age encryption needs libcrypto" in p.stderr and "libcrypto.so.3 has no" in p.stderr, \
+        p.stderr
+    assert not db.exists()
