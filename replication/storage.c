@@ -257,8 +257,10 @@ struct storage *storage_open(const struct cfg_replica *r, struct st_error *err)
 			st_error_set(err, ST_PERMANENT, 0, "out of memory");
 			return NULL;
 		}
-		memcpy(st->age.identities, a->identities, ni);
-		memcpy(st->age.recipients, a->recipients, nr);
+		if (ni)
+			memcpy(st->age.identities, a->identities, ni);
+		if (nr) /* identities alone: a->recipients is NULL */
+			memcpy(st->age.recipients, a->recipients, nr);
 		st->age.nidentities = a->nidentities;
 		st->age.nrecipients = a->nrecipients;
 		st->age.set = true;
