@@ -92,11 +92,12 @@ static int parse_age_keys(struct walk *w, const struct cfg_node *v, const char *
 {
 	const char *want = secret ? "age-secret-key-" : "age";
 	char *s = NULL, *rest, *line;
-	size_t found = 0;
+	size_t found = 0, slen;
 	int rc = -1, lineno = 0;
 	if (walk_required_ex(w, v, path, secret, &s) < 0)
 		return -1;
 	bool multi = strchr(s, '\n') != NULL;
+	slen = strlen(s); /* strsep cuts it into lines: wipe all of it at the end */
 	for (rest = s; (line = strsep(&rest, "\n"));) {
 		char hrp[20];
 		unsigned char key[33];
@@ -123,6 +124,7 @@ static int parse_age_keys(struct walk *w, const struct cfg_node *v, const char *
 				     : "a recipient is written in lowercase (age1…)";
 		}
 		if (k < 0) {
+			explicit_bzero(key, sizeof(key));
 			if (strncmp(line, "ssh-", 4) == 0 || strncmp(line, "-----BEGIN", 10) == 0)
 				why = "SSH keys are not supported by litevisor (age X25519 keys only)";
 			char at[24] = "";
@@ -151,10 +153,8 @@ static int parse_age_keys(struct walk *w, const struct cfg_node *v, const char *
 	}
 	rc = 0;
 out:
-	if (s) {
-		explicit_bzero(s, strlen(s));
-		free(s);
-	}
+	explicit_bzero(s, slen);
+	free(s);
 	return rc;
 }
 

@@ -387,8 +387,10 @@ int storage_list(struct storage *st, const char *prefix, const char *delimiter,
 /* Whether key is an object that st encrypts: a snapshot or WAL segment of an age: replica. */
 static bool age_object(const struct storage *st, const char *key)
 {
+	if (!st->age.set) /* the plain path pays one test */
+		return false;
 	size_t n = strlen(key);
-	return st->age.set && n > 4 && strcmp(key + n - 4, ".lz4") == 0;
+	return n > 4 && strcmp(key + n - 4, ".lz4") == 0;
 }
 
 static int plain_get(struct storage *st, const char *key, const struct st_sink *sink,
