@@ -344,3 +344,23 @@ def test_config_prints_recipients_and_hides_identities(tmp_path, litevisor_bin, 
                        text=True, env=env)
     assert p.returncode == 100 and "bad checksum (value redacted)" in p.stderr, p.stderr
     assert k0.identity[16:] not in p.stderr
+
+
+def test_a_key_file_pasted_whole_is_one_identity(tmp_path, litevisor_bin, keys):
+    """As age.ParseIdentities reads it (Litestream hands it each item): one key per
+    line, age-keygen's "#" comment lines and blank lines skipped."""
+    k0 = keys[0]
+    body = "".join(f"              {l}\n" for l in open(k0.path).read().splitlines())
+    cfg = tmp_path / "lv.yml"
+    cfg.write_text(f"dbs:\n  - path: {tmp_path}/app.db\n    replicas:\n"
+                   f"      - url: file://{tmp_path}/rep\n        age:\n          identities:\n"
+                   f"            - |\n{body}\n          recipients: [{k0.recipient}]\n")
+    p = lv(litevisor_bin, "config", "-config", str(cfg))
+    assert p.returncode == 0, p.stderr
+    assert "identities: 1, redacted" in p.stdout, p.stdout
+    cfg.write_text(cfg.read_text().replace(k0.identity, k0.identity.lower()))
+    p = lv(litevisor_bin, "config", "-config", str(cfg))
+    assert p.returncode == 100
+    assert "line 3: invalid age identity: an identity is written in uppercase" in p.stderr, \
+        p.stderr
+    assert k0.identity.lower()[16:] not in p.stderr
