@@ -123,6 +123,19 @@ int age_x25519_public(const unsigned char id[32], unsigned char pub[32])
 	return ok ? 0 : -1;
 }
 
+bool age_keys_read_back(const struct cfg_age *keys)
+{
+	unsigned char pub[32];
+	for (size_t i = 0; i < keys->nidentities; i++) {
+		if (age_x25519_public(keys->identities[i], pub) < 0)
+			continue;
+		for (size_t j = 0; j < keys->nrecipients; j++)
+			if (memcmp(pub, keys->recipients[j], 32) == 0)
+				return true;
+	}
+	return false;
+}
+
 /*
  * One ChaCha20-Poly1305 seal (enc) or open of in[n] under key and a zero
  * nonce, as age wraps a file key. Open: in ends with the tag. Returns the

@@ -37,6 +37,13 @@
 /* The X25519 public key (recipient) of identity id. Returns 0 or -1. */
 int age_x25519_public(const unsigned char id[32], unsigned char pub[32]);
 
+/*
+ * Whether what is encrypted for keys->recipients can be read back with
+ * keys->identities: one identity's public key is among the recipients.
+ * False also when libcrypto fails.
+ */
+bool age_keys_read_back(const struct cfg_age *keys);
+
 /* The length of the age file of plain bytes for n recipients. */
 int64_t age_encrypted_size(int64_t plain, size_t nrecipients);
 

@@ -11,6 +11,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "replication/age.h"
 #include "replication/catalog.h"
 #include "replication/engine_int.h"
 #include "common/banned.h"
@@ -89,6 +90,14 @@ struct engine *engine_new(const struct config *cfg)
 			if (!r->st) {
 				log_error("engine", "cannot open replica", "db=%s replica=%s err=\"%s\"",
 					  d->stat.name, r->stat.name, err.message);
+				goto fail;
+			}
+			if (rc->age.set && !age_keys_read_back(&r->st->age)) {
+				/* it could write, but not read its last segment back at the next start */
+				log_error("engine", "cannot write to the replica: none of its age: "
+					  "identities belongs to one of its recipients, so what it writes "
+					  "could not be read back", "db=%s replica=%s", d->stat.name,
+					  r->stat.name);
 				goto fail;
 			}
 			snprintf(r->stat.description, sizeof(r->stat.description), "%s",

@@ -313,7 +313,7 @@ def test_damaged_encrypted_object_is_corrupt_and_falls_back(run, tmp_path, litev
     assert integrity(out) == "ok" and content(out) == content(db)
 
 
-def test_identities_only_never_writes_unencrypted(tmp_path, litevisor_bin, keys):
+def test_a_replica_it_could_not_read_back_is_never_written(tmp_path, litevisor_bin, keys):
     """Litestream with identities and no recipients writes plain objects it then cannot
     read back; litevisor refuses to write to such a replica."""
     db, rep = tmp_path / "app.db", tmp_path / "rep"
@@ -323,6 +323,13 @@ def test_identities_only_never_writes_unencrypted(tmp_path, litevisor_bin, keys)
                        text=True, timeout=60)
     assert p.returncode != 0
     assert "no recipients to encrypt for" in p.stderr, p.stderr
+    assert not rep.exists()
+    # nor to one whose identities open nothing it would write (the next start would fail)
+    cfg = config(tmp_path, db, [file_replica(rep, age=age_map([keys[1]], [keys[0]]))])
+    p = subprocess.run([litevisor_bin, "replicate", "-config", str(cfg)], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode != 0
+    assert "none of its age: identities belongs to one of its recipients" in p.stderr, p.stderr
     assert not rep.exists()
 
 
