@@ -96,22 +96,26 @@ out:
 	return rc;
 }
 
-/* X25519(scalar, point) into out; -1 also for a low-order point (an all-zero secret). */
+/* X25519(scalar, point) into out; -1 on failure, -2 for a low-order point (an all-zero secret). */
 static int x25519(const unsigned char scalar[32], const unsigned char point[32], unsigned char out[32])
 {
 	EVP_PKEY *priv = EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, NULL, scalar, 32);
 	EVP_PKEY *pub = EVP_PKEY_new_raw_public_key(EVP_PKEY_X25519, NULL, point, 32);
 	EVP_PKEY_CTX *ctx = priv ? EVP_PKEY_CTX_new(priv, NULL) : NULL;
 	size_t len = 32;
-	int ok = ctx && pub && EVP_PKEY_derive_init(ctx) > 0 && EVP_PKEY_derive_set_peer(ctx, pub) > 0 &&
-		 EVP_PKEY_derive(ctx, out, &len) > 0 && len == 32;
-	unsigned char any = 0;
-	for (size_t i = 0; ok && i < 32; i++)
-		any |= out[i];
+	int rc = -1;
+	if (ctx && pub && EVP_PKEY_derive_init(ctx) > 0 && EVP_PKEY_derive_set_peer(ctx, pub) > 0) {
+		/* OpenSSL fails the derivation itself when the secret is all zero */
+		unsigned char any = 0;
+		bool ok = EVP_PKEY_derive(ctx, out, &len) > 0 && len == 32;
+		for (size_t i = 0; ok && i < 32; i++)
+			any |= out[i];
+		rc = ok && any ? 0 : -2;
+	}
 	EVP_PKEY_CTX_free(ctx);
 	EVP_PKEY_free(pub);
 	EVP_PKEY_free(priv);
-	return ok && any ? 0 : -1;
+	return rc;
 }
 
 int age_x25519_public(const unsigned char id[32], unsigned char pub[32])
@@ -271,7 +275,11 @@ static int next_line(const unsigned char **p, const unsigned char *end, const ch
 	return 0;
 }
 
-/* Try every identity on one X25519 stanza. Returns 0 with file_key set, or -1. */
+/*
+ * Try every identity on one X25519 stanza. Returns 0 with file_key set, -1
+ * when none opens it, -2 for a low-order share: the age spec has the whole
+ * file refused then, as age and Litestream do.
+ */
 static int x25519_unwrap(const struct cfg_age *keys, const unsigned char share[32],
 			 const unsigned char *body, size_t blen, unsigned char file_key[16])
 {
@@ -279,9 +287,13 @@ static int x25519_unwrap(const struct cfg_age *keys, const unsigned char share[3
 	int rc = -1;
 	if (blen != 16 + AGE_TAG)
 		return -1;
-	for (size_t i = 0; i < keys->nidentities && rc < 0; i++) {
-		if (age_x25519_public(keys->identities[i], pub) < 0 ||
-		    x25519(keys->identities[i], share, shared) < 0)
+	for (size_t i = 0; i < keys->nidentities && rc == -1; i++) {
+		if (age_x25519_public(keys->identities[i], pub) < 0)
+			continue;
+		int x = x25519(keys->identities[i], share, shared);
+		if (x == -2)
+			rc = -2;
+		if (x < 0)
 			continue;
 		memcpy(salt, share, 32);
 		memcpy(salt + 32, pub, 32);
@@ -349,7 +361,13 @@ int age_header_open(const unsigned char *hdr, size_t len, const struct cfg_age *
 			if (alen != 7 + B64_32 || !body_ok ||
 			    b64_decode(args + 7, B64_32, share, sizeof(share)) != 32)
 				goto malformed;
-			if (!found && x25519_unwrap(keys, share, body, blen, file_key) == 0)
+			int u = found ? -1 : x25519_unwrap(keys, share, body, blen, file_key);
+			if (u == -2) {
+				snprintf(err, errlen, "an X25519 stanza has a low-order share (the age "
+					 "format says to refuse such a file)");
+				return -1;
+			}
+			if (u == 0)
 				found = true;
 		} else {
 			if (tlen == 6 && memcmp(args, "scrypt", 6) == 0)

@@ -349,6 +349,17 @@ TEST(not_age_or_other_stanzas_are_refused)
 		"Q5KlWYdpJy+iJnHtNfoDc/nEAfjzHd3WawTLqMsMfI8=\n"
 		"--- 7eKtmTLrGeeNL54bRjRmxmcY1bpFJsRx6j6tqMmYxhI\n";
 	expect_error((const unsigned char *)badbody, sizeof(badbody) - 1, "malformed age header");
+	/*
+	 * a low-order share (here the point 0): every identity derives an all-zero
+	 * secret, and the spec has the file refused, not the stanza skipped (QA23)
+	 */
+	static const char low[] =
+		"age-encryption.org/v1\n"
+		"-> X25519 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n"
+		"IuGBO7FNpbXh8Nc8sJ8C9wQjF1HtvxBn5WeqrUJGpL4\n"
+		"--- 7eKtmTLrGeeNL54bRjRmxmcY1bpFJsRx6j6tqMmYxhI\n"
+		"0123456789abcdef0123456789abcdef";
+	expect_error((const unsigned char *)low, sizeof(low) - 1, "low-order share");
 }
 
 UNIT_MAIN(T(bech32_bip173_vectors), T(identity_gives_its_recipient),
