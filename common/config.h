@@ -39,8 +39,10 @@ enum replica_type { REPLICA_FILE = 0, REPLICA_S3 };
  * are written encrypted to every recipient and read with any identity.
  * Config guarantees: set only with at least one identity (reading back a
  * replica needs one, as in Litestream); recipients may be absent only for
- * reading (the engine refuses to write without them).
+ * reading (the engine refuses to write without them); at most
+ * CFG_AGE_MAX_RECIPIENTS recipients (a header litevisor reads back).
  */
+#define CFG_AGE_MAX_RECIPIENTS 10000
 struct cfg_age {
 	bool set;                        /* the replica has an age: key */
 	unsigned char (*identities)[32]; /* X25519 secret scalars */

@@ -104,8 +104,13 @@ static int parse_age_keys(struct walk *w, const struct cfg_node *v, const char *
 		const char *why = NULL;
 		size_t len = strlen(line);
 		lineno++;
-		if (len && line[len - 1] == '\r')
+		/* blanks around a key: Litestream's YAML drops them from an expanded ${VAR} */
+		while (len && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t'))
 			line[--len] = '\0';
+		while (*line == ' ' || *line == '\t') {
+			line++;
+			len--;
+		}
 		if (len == 0 || line[0] == '#')
 			continue;
 		int k = bech32_decode(line, hrp, sizeof(hrp), key, sizeof(key), &why);
@@ -130,10 +135,14 @@ static int parse_age_keys(struct walk *w, const struct cfg_node *v, const char *
 			char at[24] = "";
 			if (multi)
 				snprintf(at, sizeof(at), "line %d: ", lineno);
-			if (secret)
-				cfg_error(w->e, v, path, "%sinvalid age identity: %s (value redacted)", at, why);
-			else
+			/* a recipient is public, but what stands in its place may be an identity */
+			bool show = !secret && (strncasecmp(line, "age1", 4) == 0 ||
+						strncmp(line, "ssh-", 4) == 0);
+			if (show)
 				cfg_error(w->e, v, path, "%sinvalid age recipient \"%.80s\": %s", at, line, why);
+			else
+				cfg_error(w->e, v, path, "%sinvalid age %s: %s (value redacted)", at,
+					  secret ? "identity" : "recipient", why);
 			goto out;
 		}
 		unsigned char (*grown)[32] = realloc(*keys, (*n + 1) * sizeof(**keys));
@@ -216,6 +225,11 @@ static int set_age(struct walk *w, const struct field *f, const struct cfg_node 
 		cfg_error(w->e, v, path,
 			  "recipients without identities: litevisor, like Litestream, decrypts the "
 			  "replica's last WAL segment at start-up and on restore; add identities:");
+		return -1;
+	}
+	if (r->age.nrecipients > CFG_AGE_MAX_RECIPIENTS) {
+		cfg_error(w->e, v, path, "%zu recipients: litevisor reads back age headers of at most "
+			  "%d", r->age.nrecipients, CFG_AGE_MAX_RECIPIENTS);
 		return -1;
 	}
 	r->age.set = r->age.nidentities > 0;

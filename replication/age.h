@@ -17,7 +17,7 @@
  *
  * Encryption is a struct st_source pulling plain bytes (the LZ4 frame) from
  * another source; decryption a struct st_sink in front of another sink (the
- * LZ4 decoder). Memory: one chunk plus the header (capped at AGE_HEADER_MAX),
+ * LZ4 decoder). Memory: one chunk plus the header (grown up to AGE_HEADER_MAX),
  * whatever the object's size. libcrypto must be loaded (lazy_crypto_load)
  * before any call here; storage_open does that for a replica with age:.
  */
@@ -32,7 +32,15 @@
 
 #define AGE_CHUNK (64 * 1024)
 #define AGE_TAG 16
-#define AGE_HEADER_MAX (64 * 1024) /* more is not an object litevisor or Litestream wrote */
+/*
+ * The largest header read: about 10,000 X25519 recipients (98 bytes each).
+ * The age tool sets no limit; config refuses more recipients than fit here,
+ * so litevisor always reads back what it writes.
+ */
+#define AGE_HEADER_MAX (1024 * 1024)
+/* "-> X25519 " + 43 + "\n" + 43 + "\n" a recipient, the magic and MAC lines */
+_Static_assert(CFG_AGE_MAX_RECIPIENTS * 98 + 128 <= AGE_HEADER_MAX,
+	       "config admits more age recipients than a header read back holds");
 
 /* The X25519 public key (recipient) of identity id. Returns 0 or -1. */
 int age_x25519_public(const unsigned char id[32], unsigned char pub[32]);
@@ -94,8 +102,8 @@ struct age_dec {
 	const struct st_sink *inner;
 	const struct cfg_age *keys;
 	void *cctx;               /* EVP_CIPHER_CTX */
-	unsigned char *buf;       /* header while state 0; then one sealed chunk */
-	size_t buf_len;
+	unsigned char *buf;       /* header while state 0 (grown up to AGE_HEADER_MAX); then one sealed chunk */
+	size_t buf_len, buf_cap;
 	unsigned char *plain;     /* one opened chunk */
 	unsigned char key[32];
 	unsigned char nonce[16];

@@ -209,8 +209,16 @@ static ssize_t dec_header(struct age_dec *d, const unsigned char *p, size_t len)
 {
 	size_t used = 0;
 	while (used < len) {
-		if (d->buf_len == AGE_HEADER_MAX)
-			return dec_fail(d, "age header over %d bytes", AGE_HEADER_MAX);
+		if (d->buf_len == d->buf_cap) {
+			if (d->buf_cap >= AGE_HEADER_MAX)
+				return dec_fail(d, "age header over %d bytes", AGE_HEADER_MAX);
+			size_t cap = d->buf_cap * 2 < AGE_HEADER_MAX ? d->buf_cap * 2 : AGE_HEADER_MAX;
+			unsigned char *grown = realloc(d->buf, cap);
+			if (!grown)
+				return dec_fail(d, "out of memory for an age header of %zu bytes", cap);
+			d->buf = grown;
+			d->buf_cap = cap;
+		}
 		unsigned char c = p[used++];
 		d->buf[d->buf_len++] = c;
 		if (d->buf_len <= sizeof(MAGIC) - 1 && c != (unsigned char)MAGIC[d->buf_len - 1]) {
@@ -293,7 +301,8 @@ int age_dec_init(struct age_dec *d, struct st_sink *sink, const struct st_sink *
 	memset(d, 0, sizeof(*d));
 	d->inner = inner;
 	d->keys = keys;
-	d->buf = malloc(AGE_HEADER_MAX > SEALED ? AGE_HEADER_MAX : SEALED);
+	d->buf_cap = SEALED; /* the header grows it if need be (many recipients) */
+	d->buf = malloc(d->buf_cap);
 	d->plain = malloc(AGE_CHUNK);
 	d->cctx = EVP_CIPHER_CTX_new();
 	if (!d->buf || !d->plain || !d->cctx) {

@@ -371,3 +371,96 @@ def test_a_key_file_pasted_whole_is_one_identity(tmp_path, litevisor_bin, keys):
     assert "line 3: invalid age identity: an identity is written in uppercase" in p.stderr, \
         p.stderr
     assert k0.identity.lower()[16:] not in p.stderr
+
+
+def test_an_identity_under_recipients_is_never_quoted(tmp_path, litevisor_bin, keys):
+    """Swapped lists, `recipients: [$AGE_IDENTITY]`, or a key file pasted as a recipient:
+    the error named the secret key in full (QA23)."""
+    k0 = keys[0]
+    cfg = restore_config(tmp_path, tmp_path / "rep", "{identities: [%s], recipients: [%s]}"
+                         % (k0.identity, k0.identity))
+    body = "".join(f"              {l}\n" for l in open(k0.path).read().splitlines())
+    pasted = tmp_path / "pasted.yml"
+    pasted.write_text(f"dbs:\n  - path: {tmp_path}/app.db\n    replicas:\n"
+                      f"      - url: file://{tmp_path}/rep\n        age:\n"
+                      f"          identities: [{k0.identity}]\n          recipients:\n"
+                      f"            - |\n{body}\n")
+    for c in (cfg, pasted):
+        p = lv(litevisor_bin, "config", "-config", str(c))
+        assert p.returncode == 100, p.stderr
+        assert "an identity (AGE-SECRET-KEY-1…) where a recipient belongs" in p.stderr, p.stderr
+        assert k0.identity[16:] not in p.stderr + p.stdout, p.stderr
+    # a mistyped recipient is still quoted, to be found
+    bad = k0.recipient[:-1] + ("q" if k0.recipient[-1] != "q" else "p")
+    cfg = restore_config(tmp_path, tmp_path / "rep", "{identities: [%s], recipients: [%s]}"
+                         % (k0.identity, bad), name="typo.yml")
+    p = lv(litevisor_bin, "config", "-config", str(cfg))
+    assert p.returncode == 100 and f'invalid age recipient "{bad}"' in p.stderr, p.stderr
+
+
+def test_blanks_around_an_expanded_key_are_dropped(run, tmp_path, litestream_bin, litevisor_bin,
+                                                    keys):
+    """Litestream expands ${VAR} in the file's text before YAML, which drops a value's
+    trailing blank (an env file's "KEY=value "); litevisor expands each value after
+    parsing, and refused the key as an invalid character (QA23)."""
+    k0 = keys[0]
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    r = run(config(tmp_path, db, [file_replica(rep, age=age_map([k0], [k0]))]))
+    write(db, 20, start=1)
+    assert r.stop() == 0
+    cfg = tmp_path / "env.yml"
+    cfg.write_text(f"dbs:\n  - path: {tmp_path}/target.db\n    replicas:\n"
+                   f"      - url: file://{rep}\n        age:\n          identities:\n"
+                   f"            - ${{AGE_IDENTITY}}\n")
+    env = dict(os.environ, AGE_IDENTITY=f" {k0.identity} ")
+    for tool, args in ((litestream_bin, []), (litevisor_bin, [])):
+        out = tmp_path / f"{os.path.basename(tool)}.db"
+        p = subprocess.run([tool, "restore", "-config", str(cfg), "-o", str(out),
+                            str(tmp_path / "target.db")], capture_output=True, text=True,
+                           env=env, timeout=120)
+        assert p.returncode == 0, (tool, p.stderr)
+        assert content(out) == content(db)
+
+
+def test_a_header_for_hundreds_of_recipients_reads_back(run, tmp_path, litestream_bin,
+                                                        litevisor_bin, keys):
+    """700 recipients make a header over 64 KiB: litevisor wrote such objects but its
+    restore refused them ("age header over 65536 bytes"), as it refused Litestream's
+    (QA23). The age tool sets no limit; litevisor reads headers of up to 10,000."""
+    k0 = keys[0]
+    subprocess.run(["age-keygen", "-o", str(tmp_path / "many.txt")], capture_output=True,
+                   check=True)
+    many = [k0.recipient]
+    for i in range(699):
+        p = subprocess.run(["age-keygen"], capture_output=True, text=True, check=True)
+        ident = next(l for l in p.stdout.splitlines() if l.startswith("AGE-SECRET-KEY-1"))
+        many.append(subprocess.run(["age-keygen", "-y"], input=ident, capture_output=True,
+                                   text=True, check=True).stdout.strip())
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    age = "{identities: [%s], recipients: [%s]}" % (k0.identity, ", ".join(many))
+    r = run(config(tmp_path, db, [file_replica(rep, age=age)]))
+    write(db, 20, start=1)
+    assert r.stop() == 0
+    snap = object_paths(rep)[0]
+    assert os.path.getsize(snap) > 66000  # the header alone: 700 stanzas of 98 bytes
+    assert age_decrypt(k0, snap)[:4] == LZ4_MAGIC
+    for tool in (litevisor_bin, litestream_bin):
+        out = tmp_path / f"{os.path.basename(tool)}.db"
+        p = subprocess.run([tool, "restore", "-config",
+                            str(restore_config(tmp_path, rep, age_map([k0]))), "-o", str(out),
+                            str(tmp_path / "target.db")], capture_output=True, text=True,
+                           timeout=120)
+        assert p.returncode == 0, (tool, p.stderr)
+        assert content(out) == content(db)
+
+
+def test_more_recipients_than_a_header_read_back_holds_are_refused(tmp_path, litevisor_bin,
+                                                                   keys):
+    k0 = keys[0]
+    cfg = restore_config(tmp_path, tmp_path / "rep", "{identities: [%s], recipients: [%s]}"
+                         % (k0.identity, ", ".join([k0.recipient] * 10001)))
+    p = lv(litevisor_bin, "config", "-config", str(cfg))
+    assert p.returncode == 100, p.stderr
+    assert "10001 recipients: litevisor reads back age headers of at most 10000" in p.stderr
