@@ -154,6 +154,8 @@ struct eng_db {
 	bool older_req;               /* a replica found the database older than its data: stop */
 	size_t older_pending;         /* replicas with a closed record not yet checked (replica.c) */
 	int64_t older_deadline_mono;  /* ... waited for until then at most */
+	bool older_wait_logged;       /* "replicas wait for …" said once */
+	bool older_late_logged;       /* "… did not answer in time" said once */
 	struct restored_marker marker; /* from restore, while replicas consume it */
 	bool have_marker;
 	size_t marker_pending;        /* replicas that have not looked at it yet */

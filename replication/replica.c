@@ -339,7 +339,16 @@ int replica_put_lz4(struct eng_replica *r, const char *key, const struct st_sour
 	return rc;
 }
 
-#define REPLICA_OLDER_WAIT_MS 30000
+/*
+ * How long the replicas wait for the first look of those holding a closed
+ * record. As long as a restore's probe gives a replica to answer (its
+ * connect timeout, a listing or two): one that takes longer is slow or not
+ * answering (a blackholed server retries its listing for half a minute),
+ * and holding every healthy replica for it lost the commits of a run
+ * stopped meanwhile (QA22). Its look goes on, and still stops the
+ * database if it finds it older.
+ */
+#define REPLICA_OLDER_WAIT_MS 3000
 
 void replica_count_closed_records(struct eng_db *d)
 {
@@ -367,11 +376,35 @@ static void older_checked(struct eng_replica *r)
 	pthread_mutex_unlock(&d->mu);
 }
 
-/* Under mu: must r wait for another replica's first look before writing? */
-static bool older_gate(const struct eng_replica *r)
+/*
+ * Under mu: must r wait for another replica's first look before writing?
+ * Never in a final flush: the run's commits would stay on this disk only
+ * (a database found older has older_req set, and its flush ships nothing).
+ */
+static bool older_gate(struct eng_replica *r, bool flush)
 {
-	const struct eng_db *d = r->db;
-	return d->older_req || (d->older_pending > 0 && clock_mono_ns() < d->older_deadline_mono);
+	struct eng_db *d = r->db;
+	if (d->older_req)
+		return true;
+	if (d->older_pending == 0 || flush)
+		return false;
+	if (clock_mono_ns() >= d->older_deadline_mono) {
+		if (!d->older_late_logged) {
+			d->older_late_logged = true;
+			log_warn("replica", "left-behind check: a replica holding this node's closed "
+				 "mark has not answered; the others replicate without its look",
+				 "db=%s waited_ms=%d pending=%zu", d->stat.name, REPLICA_OLDER_WAIT_MS,
+				 d->older_pending);
+		}
+		return false;
+	}
+	if (!d->older_wait_logged) {
+		d->older_wait_logged = true;
+		log_info("replica", "replicas wait for the left-behind check: each replica holding "
+			 "this node's closed mark looks first", "db=%s pending=%zu max_ms=%d",
+			 d->stat.name, d->older_pending, REPLICA_OLDER_WAIT_MS);
+	}
+	return true;
 }
 
 /*
@@ -853,7 +886,7 @@ void *replica_thread(void *arg)
 			}
 			pthread_mutex_lock(&d->mu);
 			/* another replica's first look may yet find the database older: write nothing */
-			if (rc == 0 && older_gate(r)) {
+			if (rc == 0 && older_gate(r, flush)) {
 				int64_t end = clock_mono_ns() + 100 * NS_PER_MS;
 				struct timespec ts = { .tv_sec = end / NS_PER_SEC,
 						       .tv_nsec = end % NS_PER_SEC };

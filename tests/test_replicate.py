@@ -1462,6 +1462,48 @@ def test_a_snapshot_never_reaches_the_replica_before_the_wal_it_needs(run, tmp_p
     assert r.stop() == 0
     check_restore(litestream_bin, rep, db, tmp_path / "out.db")
 
+def test_a_silent_replica_holds_the_others_briefly_and_never_the_final_flush(
+        run, tmp_path, litestream_bin, s3server):
+    # After a clean stop each replica keeps this node's closed mark, and at the next
+    # start no replica writes until each of them has looked (the left-behind check).
+    # A server that accepts and never answers took half a minute to look (its listing
+    # retried), and held the healthy replica all that time, final flush included: a
+    # run stopped meanwhile exited with its commits on the local disk only (QA22 D1).
+    import socket
+    srv = s3server()
+    db, nas = tmp_path / "app.db", tmp_path / "nas"
+    create(db)
+    peer = s3_replica(srv, name="peer")
+    r = run(config(tmp_path, db, [peer, file_replica(nas, name="nas")]))
+    write(db, 50, start=1)
+    assert r.stop() == 0
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    held = []
+    threading.Thread(target=lambda: [held.append(silent.accept()) for _ in range(64)],
+                     daemon=True).start()
+    try:
+        peer["endpoint"] = "http://127.0.0.1:%d" % silent.getsockname()[1]
+        cfg = config(tmp_path, db, [peer, file_replica(nas, name="nas")])
+        # the healthy replica gets the run's commits within seconds, not half a minute
+        r = run(cfg)
+        write(db, 30, start=100)
+        check_restore_eventually(litestream_bin, nas, db, tmp_path / "mid.db", timeout=12)
+        assert "replicas wait for the left-behind check" in r.text(), r.text()
+        assert "has not answered; the others replicate without its look" in r.text(), r.text()
+        r.stop()
+        # and a run stopped at once still flushes it
+        r = run(cfg)
+        write(db, 30, start=200)
+        r.stop()
+        text = r.text()
+        assert "final flush done db=app.db replica=nas" in text, text
+        check_restore(litestream_bin, nas, db, tmp_path / "out.db")
+    finally:
+        silent.close()
+
+
 def test_a_final_flush_whose_wal_sync_timed_out_marks_nothing_closed(run, tmp_path, litestream_bin):
     # The final flush could not copy the last commits into the shadow in time (a big
     # transaction just before the stop), yet the replicas, at the shadow's end, were
