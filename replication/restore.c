@@ -60,6 +60,7 @@ struct session {
 	size_t n;
 	struct rs_target t;
 	struct rs_choice ch;
+	bool quiet;  /* re-probes of a handover wait: their decision blocks are not logged */
 };
 
 static void session_release(struct session *s)
@@ -84,6 +85,12 @@ static size_t answers_needed(const struct session *s)
  * Open every candidate (optionally only the one named only), probe and choose;
  * measure_all: know every candidate's exact end (else only where it ranks). 0 or -1.
  */
+static void log_decision(const struct session *s)
+{
+	rs_log_decision(s->c, s->n, &s->ch, s->cfg->restore.clock_skew_ms, s->dbname,
+			mode_name(s->cfg->restore.mode));
+}
+
 static int session_probe(struct session *s, const char *only, bool measure_all,
 			 struct restore_result *res)
 {
@@ -129,6 +136,8 @@ static int session_probe(struct session *s, const char *only, bool measure_all,
 	}
 	rs_choose(s->c, s->n, rc->clock_skew_ms, s->dbname, mode_name(rc->mode),
 		  answers_needed(s), &s->ch);
+	if (!s->quiet)
+		log_decision(s);
 	return 0;
 }
 
@@ -798,6 +807,8 @@ static int await_handover(struct session *s, bool measure_all, const char *state
 				 "is still being written, its node still runs: both write until one stops",
 				 "db=\"%s\" waited_ms=%lld written_ms_ago=%lld", s->dbname,
 				 (long long)(clock_mono_ms() - t0), (long long)age);
+			if (waited)
+				log_decision(s);
 			return 0;
 		}
 		if (!waited)
@@ -814,13 +825,19 @@ static int await_handover(struct session *s, bool measure_all, const char *state
 			return -1;
 		}
 		session_release(s);
-		if (session_probe(s, NULL, measure_all, res) < 0)
+		/* one decision block per database: the re-probes' blocks are the same but for times */
+		s->quiet = true;
+		int rc = session_probe(s, NULL, measure_all, res);
+		s->quiet = false;
+		if (rc < 0)
 			return -1;
 	}
 	/* closed, or quiet for handover-wait: whether replication continues it is said below */
-	if (waited)
+	if (waited) {
 		log_info("restore", "done waiting for the newest generation's node: restoring",
 			 "db=\"%s\" waited_ms=%lld", s->dbname, (long long)(clock_mono_ms() - t0));
+		log_decision(s);
+	}
 	return 0;
 }
 

@@ -290,6 +290,13 @@ void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, const char *dbname,
 	else
 		snprintf(out->why, sizeof(out->why), "no candidate holds matching data");
 
+}
+
+void rs_log_decision(const struct rs_cand *c, size_t n, const struct rs_choice *out,
+		     int64_t skew_ms, const char *dbname, const char *mode)
+{
+	char pos[64], ts[40];
+
 	/* the decision block: a header, one line per candidate, the result */
 	log_info("restore", "decision", "db=\"%s\" mode=%s candidates=%zu answered=%zu with_data=%zu "
 		 "clock_skew_ms=%lld", dbname, mode, n, out->answered, out->with_data,

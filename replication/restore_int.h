@@ -165,14 +165,18 @@ struct rs_choice {
 };
 
 /*
- * Rank the candidates (fills rank, fallback_ok, verdict) and log the
- * decision block under component "restore". skew_ms: clock-skew margin.
- * need: the answers the mode needs before it settles (0 for
- * freshest-reachable); short of them the winner is still ranked, but the
- * block says it is not used.
+ * Rank the candidates (fills rank, fallback_ok, verdict) and out.
+ * skew_ms: clock-skew margin. need: the answers the mode needs before it
+ * settles (0 for freshest-reachable); short of them the winner is still
+ * ranked, but out->why says it is not used. Logs nothing: see
+ * rs_log_decision().
  */
 void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, const char *dbname,
 	       const char *mode, size_t need, struct rs_choice *out);
+
+/* Log rs_choose's decision block under component "restore": a header, one line per candidate, the result. */
+void rs_log_decision(const struct rs_cand *c, size_t n, const struct rs_choice *out,
+		     int64_t skew_ms, const char *dbname, const char *mode);
 
 /* Print the decision as a table on stdout (dry run). */
 void rs_print_decision(const struct rs_cand *c, size_t n, const struct rs_choice *ch,

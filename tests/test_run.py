@@ -1815,6 +1815,8 @@ def test_a_node_started_while_the_other_drains_takes_its_last_commits(
     assert b.returncode == 0, b.stderr
     assert "waiting for its node to finish stopping" in b.stderr, b.stderr
     assert "replica continues generation" in b.stderr, b.stderr
+    # one block as the wait begins, one as it ends: not one per re-probe (QA22 D2)
+    assert b.stderr.count("restore: decision db=") == 2, b.stderr
     a_rows = [v for (v,) in sqlite3.connect(tmp_path / "A" / "app.db").execute(
         "SELECT v FROM t ORDER BY rowid")]
     assert any(v.startswith("drain-") for v in a_rows)
