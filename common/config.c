@@ -230,6 +230,8 @@ int config_load(const char *path, const struct config_options *opt, struct confi
 out:
 	if (fd >= 0)
 		close(fd);
+	if (buf) /* it holds every secret written inline: none stays in freed memory */
+		explicit_bzero(buf, len);
 	free(buf);
 	return rc;
 }

@@ -222,6 +222,8 @@ int cfg_yaml_parse(const char *text, size_t len, struct cfg_doc *doc, struct cfg
 			goto out;
 		}
 		int r = on_event(&b, &ev, e);
+		if (ev.type == YAML_SCALAR_EVENT && ev.data.scalar.value)
+			explicit_bzero(ev.data.scalar.value, ev.data.scalar.length);
 		yaml_event_delete(&ev);
 		if (r < 0)
 			goto out;
@@ -233,6 +235,12 @@ out:
 	for (size_t i = 0; i < b.nanchors; i++)
 		free(b.anchors[i].name);
 	free(b.anchors);
+	/* libyaml's copies of the text: secrets (age identities, S3 keys) are wiped, not just freed */
+	if (parser.buffer.start)
+		explicit_bzero(parser.buffer.start, (size_t)(parser.buffer.end - parser.buffer.start));
+	if (parser.raw_buffer.start)
+		explicit_bzero(parser.raw_buffer.start,
+			       (size_t)(parser.raw_buffer.end - parser.raw_buffer.start));
 	yaml_parser_delete(&parser);
 	return rc;
 }
@@ -242,6 +250,8 @@ void cfg_doc_free(struct cfg_doc *doc)
 	struct cfg_node *n = doc->arena;
 	while (n) {
 		struct cfg_node *next = n->next_alloc;
+		if (n->value) /* values may be secrets */
+			explicit_bzero(n->value, strlen(n->value));
 		free(n->value);
 		free(n->items);
 		free(n);

@@ -464,3 +464,31 @@ def test_more_recipients_than_a_header_read_back_holds_are_refused(tmp_path, lit
     p = lv(litevisor_bin, "config", "-config", str(cfg))
     assert p.returncode == 100, p.stderr
     assert "10001 recipients: litevisor reads back age headers of at most 10000" in p.stderr
+
+
+def test_identities_do_not_stay_in_the_process_memory(run, tmp_path, keys):
+    """The config's text, libyaml's copies and the parsed values were freed without
+    being wiped: a core dump or swap of a running replicate held the identities'
+    text (QA23). Only their decoded 32 bytes stay, in the replica's storage."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    r = run(config(tmp_path, db, [file_replica(rep, age=age_map(keys, [keys[0]]))]))
+    write(db, 5, start=1)
+    wait_for(lambda: objects(rep, "wal"), what="the first segment")
+    found = {}
+    with open(f"/proc/{r.proc.pid}/maps") as maps, open(f"/proc/{r.proc.pid}/mem", "rb") as mem:
+        for line in maps:
+            addr, perms = line.split()[:2]
+            if not perms.startswith("rw"):
+                continue
+            lo, hi = (int(x, 16) for x in addr.split("-"))
+            try:
+                mem.seek(lo)
+                data = mem.read(hi - lo)
+            except OSError:
+                continue
+            for i, k in enumerate(keys):
+                # the key body: a freed chunk's first 16 bytes are the allocator's
+                found[i] = found.get(i, 0) + data.count(k.identity[16:].encode())
+    assert r.stop() == 0
+    assert not any(found.values()), found
