@@ -140,16 +140,10 @@ bool age_keys_read_back(const struct cfg_age *keys)
 	return false;
 }
 
-/*
- * One ChaCha20-Poly1305 seal (enc) or open of in[n] under key and a zero
- * nonce, as age wraps a file key. Open: in ends with the tag. Returns the
- * output length, or -1 (open: the tag does not match).
- */
-static int aead_zero_nonce(bool enc, const unsigned char key[32], const unsigned char *in, size_t n,
-			   unsigned char *out)
+int age_aead(void *ctx, bool enc, const unsigned char key[32], const unsigned char nonce[12],
+	     const unsigned char *in, size_t n, unsigned char *out)
 {
-	static const unsigned char nonce[12];
-	EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+	EVP_CIPHER_CTX *c = ctx ? ctx : EVP_CIPHER_CTX_new();
 	int len = 0, fin = 0, rc = -1;
 	size_t body = enc ? n : n - AGE_TAG;
 	if (!c || (!enc && n < AGE_TAG))
@@ -158,14 +152,24 @@ static int aead_zero_nonce(bool enc, const unsigned char key[32], const unsigned
 		goto out;
 	if (!enc && EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, AGE_TAG, (void *)(in + body)) <= 0)
 		goto out;
-	if (EVP_CipherUpdate(c, out, &len, in, (int)body) <= 0 || EVP_CipherFinal_ex(c, out + len, &fin) <= 0)
+	if ((body > 0 && EVP_CipherUpdate(c, out, &len, in, (int)body) <= 0) ||
+	    EVP_CipherFinal_ex(c, out + len, &fin) <= 0)
 		goto out;
 	if (enc && EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, AGE_TAG, out + body) <= 0)
 		goto out;
 	rc = (int)(enc ? body + AGE_TAG : body);
 out:
-	EVP_CIPHER_CTX_free(c);
+	if (c != ctx)
+		EVP_CIPHER_CTX_free(c);
 	return rc;
+}
+
+/* The file key's wrap or unwrap in a stanza: a zero nonce, its key used once. */
+static int aead_zero_nonce(bool enc, const unsigned char key[32], const unsigned char *in, size_t n,
+			   unsigned char *out)
+{
+	static const unsigned char zero[12];
+	return age_aead(NULL, enc, key, zero, in, n, out);
 }
 
 /* The header MAC over hdr[len] (up to and including "---"). Returns 0 or -1. */

@@ -70,6 +70,15 @@ int age_header_build(const struct cfg_age *keys, unsigned char file_key[16], uns
 int age_header_open(const unsigned char *hdr, size_t len, const struct cfg_age *keys,
 		    unsigned char file_key[16], char *err, size_t errlen);
 
+/*
+ * One ChaCha20-Poly1305 seal (enc) or open of in[n] into out under key and
+ * nonce, on ctx (an EVP_CIPHER_CTX kept for a stream's chunks) or, with NULL,
+ * a context of its own. Open: in ends with the tag. Returns the output
+ * length, or -1 (open: not authentic).
+ */
+int age_aead(void *ctx, bool enc, const unsigned char key[32], const unsigned char nonce[12],
+	     const unsigned char *in, size_t n, unsigned char *out);
+
 /* The payload key of a file key and the payload's nonce. Returns 0 or -1. */
 int age_payload_key(const unsigned char file_key[16], const unsigned char nonce[16],
 		    unsigned char key[32]);

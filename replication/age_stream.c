@@ -23,29 +23,13 @@ static void chunk_nonce(unsigned char nonce[12], uint64_t counter, bool last)
 	nonce[11] = last ? 1 : 0;
 }
 
-/*
- * Seal (enc) or open in[n] as chunk `counter` into out. Open: n includes the
- * tag. Returns the output length, or -1 (open: not authentic).
- */
+/* Seal (enc) or open in[n] as chunk `counter` into out: age_aead() with the STREAM nonce. */
 static int chunk_crypt(EVP_CIPHER_CTX *c, bool enc, const unsigned char key[32], uint64_t counter,
 		       bool last, const unsigned char *in, size_t n, unsigned char *out)
 {
 	unsigned char nonce[12];
-	int len = 0, fin = 0;
-	size_t body = enc ? n : n - AGE_TAG;
-	if (!enc && n < AGE_TAG)
-		return -1;
 	chunk_nonce(nonce, counter, last);
-	if (EVP_CipherInit_ex(c, EVP_chacha20_poly1305(), NULL, key, nonce, enc) <= 0)
-		return -1;
-	if (!enc && EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, AGE_TAG, (void *)(in + body)) <= 0)
-		return -1;
-	if ((body > 0 && EVP_CipherUpdate(c, out, &len, in, (int)body) <= 0) ||
-	    EVP_CipherFinal_ex(c, out + len, &fin) <= 0)
-		return -1;
-	if (enc && EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, AGE_TAG, out + body) <= 0)
-		return -1;
-	return (int)(enc ? body + AGE_TAG : body);
+	return age_aead(c, enc, key, nonce, in, n, out);
 }
 
 /* ---- encryption ---- */
