@@ -63,14 +63,10 @@ out:
 static int enc_chunk(struct age_enc *e)
 {
 	/* fill to one byte past a chunk: that byte tells this chunk is not the last */
-	while (e->in_len < AGE_CHUNK + 1) {
-		ssize_t r = e->inner->read(e->inner->ctx, e->in + e->in_len, AGE_CHUNK + 1 - e->in_len);
-		if (r < 0)
-			return -1;
-		if (r == 0)
-			break;
-		e->in_len += (size_t)r;
-	}
+	ssize_t r = st_read_full(e->inner, e->in + e->in_len, AGE_CHUNK + 1 - e->in_len);
+	if (r < 0)
+		return -1;
+	e->in_len += (size_t)r;
 	bool last = e->in_len <= AGE_CHUNK;
 	size_t n = last ? e->in_len : AGE_CHUNK;
 	int k = chunk_crypt(e->cctx, true, e->key, e->counter, last, e->in, n, e->out);

@@ -43,16 +43,11 @@ static int enc_refill(struct lz4_enc *e)
 	}
 	if (e->state == 2)
 		return 0;
-	/* read a whole block (or up to EOF) from the inner source */
-	size_t got = 0;
-	while (got < LZ4IO_BLOCK_SIZE) {
-		ssize_t r = e->inner->read(e->inner->ctx, e->in + got, LZ4IO_BLOCK_SIZE - got);
-		if (r < 0)
-			return -1;
-		if (r == 0)
-			break;
-		got += (size_t)r;
-	}
+	/* a whole block (or up to EOF) from the inner source */
+	ssize_t r = st_read_full(e->inner, e->in, LZ4IO_BLOCK_SIZE);
+	if (r < 0)
+		return -1;
+	size_t got = (size_t)r;
 	e->plain_bytes += got;
 	if (got > 0) {
 		n = LZ4F_compressUpdate(e->cctx, e->out, e->out_cap, e->in, got, NULL);

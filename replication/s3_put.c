@@ -449,16 +449,11 @@ int s3_put(struct storage *st, const char *key, const struct st_source *src,
 			st_error_set(err, rc, 0, "put %s/%s: out of memory", s3->bucket, full);
 			goto out;
 		}
-		while (have < (size_t)src->size) {
-			ssize_t n = src->read(src->ctx, body + have, (size_t)src->size - have);
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n < 0)
-				read_errno = errno;
-			if (n <= 0)
-				break;
-			have += (size_t)n;
-		}
+		ssize_t n = st_read_full(src, body, (size_t)src->size);
+		if (n < 0)
+			read_errno = errno;
+		else
+			have = (size_t)n;
 		ssize_t more = !read_errno && have == (size_t)src->size ? src->read(src->ctx, &extra, 1) : 0;
 		if (more < 0)
 			read_errno = errno;

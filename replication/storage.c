@@ -219,6 +219,22 @@ int st_fd_sink_write(void *ctx, const void *buf, size_t len)
 	return 0;
 }
 
+ssize_t st_read_full(const struct st_source *src, void *buf, size_t len)
+{
+	size_t got = 0;
+	while (got < len) {
+		ssize_t n = src->read(src->ctx, (unsigned char *)buf + got, len - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	return (ssize_t)got;
+}
+
 /* ---- open / free ---- */
 
 struct storage *storage_open(const struct cfg_replica *r, struct st_error *err)

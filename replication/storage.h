@@ -219,6 +219,12 @@ void st_fd_source_init(struct st_source *src, struct st_fd_source *f, int fd, in
 /* A sink writing to a file descriptor. */
 int st_fd_sink_write(void *ctx /* int* fd */, const void *buf, size_t len);
 
+/*
+ * Read src until len bytes or its end, retrying EINTR: the count read (less
+ * than len only at the end), or -1 (errno set) at the first failed read.
+ */
+ssize_t st_read_full(const struct st_source *src, void *buf, size_t len);
+
 /* Backends' constructors (storage_open dispatches on r->type). */
 struct storage *storage_file_open(const struct cfg_replica *r, struct st_error *err);
 struct storage *storage_s3_open(const struct cfg_replica *r, struct st_error *err);
