@@ -1,4 +1,4 @@
-/* cmd_listing.c — the replica walk shared by `snapshots` and `wal` (listing.h). */
+/* cmd_listing.c — the replica walk shared by `generations`, `snapshots` and `wal` (listing.h). */
 #include "cmd/listing.h"
 
 #include <stdio.h>

@@ -1,5 +1,5 @@
 /*
- * listing.h — the loop shared by `snapshots` and `wal`: parse -config,
+ * listing.h — the loop shared by `generations`, `snapshots` and `wal`: parse -config,
  * -no-expand-env, -replica (and -generation), then call print for every
  * generation of every matching replica.
  */
