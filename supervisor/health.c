@@ -3,11 +3,29 @@
 
 #include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/clock.h"
+#include "common/utf8.h"
 #include "common/version.h"
 #include "common/banned.h"
+
+/*
+ * A JSON string of text that may not be well-formed UTF-8 (a file name, a
+ * server's message cut by snprintf): jansson refuses those, and the key would
+ * silently go missing with them. Bad bytes become U+FFFD.
+ */
+static json_t *jstr(const char *s)
+{
+	if (utf8_valid(s))
+		return json_string(s);
+	size_t len = strlen(s) * 3 + 1; /* each byte at most one 3-byte U+FFFD */
+	char *fixed = malloc(len);
+	json_t *j = fixed ? json_string(utf8_repair(s, fixed, len)) : NULL;
+	free(fixed);
+	return j;
+}
 
 const char *health_status_name(enum health_status s)
 {
@@ -88,7 +106,7 @@ static void set_time(json_t *o, const char *key, int64_t wall_ns)
 {
 	char buf[40];
 	if (wall_ns > 0)
-		json_object_set_new(o, key, json_string(clock_rfc3339(wall_ns, buf, sizeof(buf))));
+		json_object_set_new(o, key, jstr(clock_rfc3339(wall_ns, buf, sizeof(buf))));
 }
 
 static json_t *pos_json(const struct wal_pos *p)
@@ -117,9 +135,9 @@ static json_t *service_check(const struct sup_snapshot *s, int64_t now_wall_ns, 
 {
 	bool running = s->phase == SUP_RUNNING && s->service_pid > 0;
 	json_t *c = json_object();
-	json_object_set_new(c, "componentType", json_string("system"));
-	json_object_set_new(c, "status", json_string(running ? "pass" : "fail"));
-	json_object_set_new(c, "phase", json_string(sup_phase_name(s->phase)));
+	json_object_set_new(c, "componentType", jstr("system"));
+	json_object_set_new(c, "status", jstr(running ? "pass" : "fail"));
+	json_object_set_new(c, "phase", jstr(sup_phase_name(s->phase)));
 	if (s->service_pid > 0)
 		json_object_set_new(c, "pid", json_integer(s->service_pid));
 	json_object_set_new(c, "restarts", json_integer((json_int_t)s->restarts));
@@ -128,7 +146,7 @@ static json_t *service_check(const struct sup_snapshot *s, int64_t now_wall_ns, 
 	set_time(c, "startedAt", s->service_started_wall_ns);
 	set_time(c, "time", now_wall_ns);
 	if (!running)
-		json_object_set_new(c, "output", json_string(why[0] ? why : sup_phase_name(s->phase)));
+		json_object_set_new(c, "output", jstr(why[0] ? why : sup_phase_name(s->phase)));
 	return c;
 }
 
@@ -136,13 +154,13 @@ static json_t *probe_check(const struct sup_snapshot *s, int64_t now_wall_ns)
 {
 	bool ok = s->probe == SUP_PROBE_OK;
 	json_t *c = json_object();
-	json_object_set_new(c, "componentType", json_string("component"));
-	json_object_set_new(c, "status", json_string(ok ? "pass" : "fail"));
+	json_object_set_new(c, "componentType", jstr("component"));
+	json_object_set_new(c, "status", jstr(ok ? "pass" : "fail"));
 	json_object_set_new(c, "observedValue", json_real((double)s->probe_latency_ms / 1000.0));
-	json_object_set_new(c, "observedUnit", json_string("s"));
+	json_object_set_new(c, "observedUnit", jstr("s"));
 	set_time(c, "time", now_wall_ns);
 	if (!ok)
-		json_object_set_new(c, "output", json_string(s->probe_error));
+		json_object_set_new(c, "output", jstr(s->probe_error));
 	return c;
 }
 
@@ -163,27 +181,27 @@ static json_t *db_check(const struct db_status *d, int64_t fail_after_ms, int64_
 			 (long long)(for_ms / 1000), d->sync_error);
 		*st = fail_after_ms > 0 && for_ms >= fail_after_ms ? HEALTH_FAIL : HEALTH_WARN;
 	}
-	json_object_set_new(c, "componentId", json_string(d->name));
-	json_object_set_new(c, "componentType", json_string("datastore"));
-	json_object_set_new(c, "status", json_string(health_status_name(*st)));
-	json_object_set_new(c, "path", json_string(d->path));
-	json_object_set_new(c, "state", json_string(d->state));
+	json_object_set_new(c, "componentId", jstr(d->name));
+	json_object_set_new(c, "componentType", jstr("datastore"));
+	json_object_set_new(c, "status", jstr(health_status_name(*st)));
+	json_object_set_new(c, "path", jstr(d->path));
+	json_object_set_new(c, "state", jstr(d->state));
 	json_object_set_new(c, "position", pos_json(&d->pos));
 	json_object_set_new(c, "dbSizeBytes", json_integer(d->db_size));
 	json_object_set_new(c, "walSizeBytes", json_integer(d->wal_size));
 	if (d->restore_result[0]) {
-		json_object_set_new(c, "restoreResult", json_string(d->restore_result));
-		json_object_set_new(c, "restoreSource", json_string(d->restore_source));
+		json_object_set_new(c, "restoreResult", jstr(d->restore_result));
+		json_object_set_new(c, "restoreSource", jstr(d->restore_source));
 		json_object_set_new(c, "restoreDurationSeconds",
 				    json_real((double)d->restore_duration_ms / 1000.0));
 		json_object_set_new(c, "restorePosition", pos_json(&d->restore_pos));
 	}
 	if (d->sync_failing_since_ns > 0) {
 		set_time(c, "syncFailingSince", d->sync_failing_since_ns);
-		json_object_set_new(c, "syncError", json_string(d->sync_error));
+		json_object_set_new(c, "syncError", jstr(d->sync_error));
 	}
 	if (why[0])
-		json_object_set_new(c, "output", json_string(why));
+		json_object_set_new(c, "output", jstr(why));
 	return c;
 }
 
@@ -195,13 +213,13 @@ static json_t *replica_check(const struct db_status *d, const struct replica_sta
 	*st = health_replica(r, fail_after_ms, now_wall_ns, why, whylen);
 	snprintf(id, sizeof(id), "%s/%s", d->name, r->name);
 	json_t *c = json_object();
-	json_object_set_new(c, "componentId", json_string(id));
-	json_object_set_new(c, "componentType", json_string("datastore"));
-	json_object_set_new(c, "status", json_string(health_status_name(*st)));
+	json_object_set_new(c, "componentId", jstr(id));
+	json_object_set_new(c, "componentType", jstr("datastore"));
+	json_object_set_new(c, "status", jstr(health_status_name(*st)));
 	json_object_set_new(c, "observedValue", json_real(r->lag_seconds));
-	json_object_set_new(c, "observedUnit", json_string("s"));
-	json_object_set_new(c, "type", json_string(r->type));
-	json_object_set_new(c, "replica", json_string(r->description));
+	json_object_set_new(c, "observedUnit", jstr("s"));
+	json_object_set_new(c, "type", jstr(r->type));
+	json_object_set_new(c, "replica", jstr(r->description));
 	if (r->restore_only)
 		json_object_set_new(c, "restoreOnly", json_true());
 	json_object_set_new(c, "position", pos_json(&r->pos));
@@ -210,15 +228,15 @@ static json_t *replica_check(const struct db_status *d, const struct replica_sta
 	set_time(c, "lastSnapshot", r->last_snapshot_ns);
 	set_time(c, "failingSince", r->failing_since_ns);
 	if (r->last_error[0]) {
-		json_object_set_new(c, "lastError", json_string(r->last_error));
+		json_object_set_new(c, "lastError", jstr(r->last_error));
 		set_time(c, "lastErrorTime", r->last_error_ns);
 	}
 	if (r->other_writer[0]) {
-		json_object_set_new(c, "otherWriter", json_string(r->other_writer));
+		json_object_set_new(c, "otherWriter", jstr(r->other_writer));
 		set_time(c, "otherWriterSince", r->other_writer_ns);
 	}
 	if (why[0])
-		json_object_set_new(c, "output", json_string(why));
+		json_object_set_new(c, "output", jstr(why));
 	return c;
 }
 
@@ -274,12 +292,12 @@ char *health_render(const struct health_view *v, int *http_status)
 			overall = worst(overall, st);
 		}
 	}
-	json_object_set_new(doc, "status", json_string(health_status_name(overall)));
-	json_object_set_new(doc, "version", json_string(litevisor_version()));
-	json_object_set_new(doc, "serviceId", json_string("litevisor"));
-	json_object_set_new(doc, "description", json_string("litevisor: supervisor and SQLite replication"));
+	json_object_set_new(doc, "status", jstr(health_status_name(overall)));
+	json_object_set_new(doc, "version", jstr(litevisor_version()));
+	json_object_set_new(doc, "serviceId", jstr("litevisor"));
+	json_object_set_new(doc, "description", jstr("litevisor: supervisor and SQLite replication"));
 	if (overall != HEALTH_PASS && first_problem)
-		json_object_set_new(doc, "output", json_string(first_problem));
+		json_object_set_new(doc, "output", jstr(first_problem));
 	json_object_set_new(doc, "checks", checks);
 	checks = NULL;
 	/* 15 digits: 0.03, not 0.029999999999999999 */

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/utf8.h"
 #include "replication/storage.h"
 #include "common/version.h"
 #include "common/banned.h"
@@ -59,15 +60,19 @@ int metrics_proc_read(struct metrics_proc *p)
 
 void metrics_label_value(struct text *out, const char *s)
 {
-	for (; s && *s; s++) {
-		if (*s == '\\')
+	size_t n = s ? strlen(s) : 0;
+	for (size_t i = 0, k; i < n; i += k ? k : 1) {
+		k = utf8_char_len(s + i, n - i);
+		if (s[i] == '\\')
 			text_append(out, "\\\\", 2);
-		else if (*s == '"')
+		else if (s[i] == '"')
 			text_append(out, "\\\"", 2);
-		else if (*s == '\n')
+		else if (s[i] == '\n')
 			text_append(out, "\\n", 2);
-		else
-			text_append(out, s, 1);
+		else if (k)
+			text_append(out, s + i, k);
+		else /* not UTF-8: Prometheus would refuse the whole scrape */
+			text_append(out, UTF8_REPLACEMENT, sizeof(UTF8_REPLACEMENT) - 1);
 	}
 }
 

@@ -7,6 +7,7 @@
 
 #include "common/clock.h"
 #include "common/envexpand.h"
+#include "common/utf8.h"
 #include "nomad/env.h"
 #include "supervisor/child.h"
 #include "supervisor/health.h"
@@ -281,6 +282,44 @@ TEST(metrics_text_rules)
 	text_release(&small);
 }
 
+/* Names and error texts are bytes: what is not UTF-8 is replaced, never dropped (QA25 D4, D5). */
+TEST(text_that_is_not_utf8)
+{
+	struct db_status d;
+	struct replica_status r[2];
+	struct engine_status e = fake_engine(&d, r);
+	struct sup_snapshot s = running();
+	snprintf(d.name, sizeof(d.name), "caf\xE9");   /* a Latin-1 file name */
+	snprintf(d.path, sizeof(d.path), "/data/caf\xE9.db");
+	/* a server's message cut by snprintf inside a two-byte character */
+	snprintf(r[1].last_error, sizeof(r[1].last_error), "HTTP 403: Zugriff verweigert \xC3");
+	struct health_view v = { &s, &e, NULL, clock_wall_ns(), false };
+	int code = 0;
+	char *body = health_render(&v, &code);
+	CHECK(body);
+	json_t *doc = json_loads(body, 0, NULL);
+	CHECK(doc);
+	CHECK_STR(json_string_value(json_object_get(doc, "output")),
+		  "caf\xEF\xBF\xBD/s3: failing for 1 s: HTTP 403: Zugriff verweigert \xEF\xBF\xBD");
+	json_t *lag = json_object_get(json_object_get(doc, "checks"), "replica:lag");
+	CHECK_STR(json_string_value(json_object_get(json_array_get(lag, 1), "lastError")),
+		  "HTTP 403: Zugriff verweigert \xEF\xBF\xBD");
+	json_t *db = json_array_get(json_object_get(json_object_get(doc, "checks"),
+						    "database:replication"), 0);
+	CHECK_STR(json_string_value(json_object_get(db, "componentId")), "caf\xEF\xBF\xBD");
+	CHECK_STR(json_string_value(json_object_get(db, "path")), "/data/caf\xEF\xBF\xBD.db");
+	json_decref(doc);
+	free(body);
+
+	struct metrics_proc p = { 1.5, 4096, 8192, 7, 3 };
+	struct metrics_view mv = { &s, &e, &p, 2, 1 };
+	struct text t = TEXT_INIT(1 << 20);
+	CHECK_INT(metrics_render(&mv, &t), 0);
+	CHECK(strstr(t.buf, "litevisor_replica_failing{db=\"caf\xEF\xBF\xBD\",replica=\"s3\"} 1\n"));
+	CHECK(utf8_valid(t.buf));
+	text_release(&t);
+}
+
 TEST(push_url_building)
 {
 	char buf[512];
@@ -412,4 +451,4 @@ TEST(words_quote_round_trips_through_expansion_and_split)
 UNIT_MAIN(T(nomad_port_labels), T(program_search), T(words_plain_and_quoted),
 	  T(words_from_variables_are_never_reparsed), T(words_errors), T(words_quote_round_trips_through_expansion_and_split), T(readiness_rules), T(liveness_rules),
 	  T(replica_warn_and_fail), T(health_document_warns_on_failing_replica),
-	  T(metrics_text_rules), T(push_url_building), T(db_env_names))
+	  T(metrics_text_rules), T(text_that_is_not_utf8), T(push_url_building), T(db_env_names))
