@@ -123,12 +123,8 @@ static void *probe_main(void *arg)
 		enum sup_probe now = code >= 200 && code < 300 ? SUP_PROBE_OK : SUP_PROBE_FAIL;
 		if (code > 0 && now == SUP_PROBE_FAIL)
 			snprintf(err, sizeof(err), "HTTP %ld", code);
-		/* A restart in between resets the probe to unknown: do not overwrite with a stale pass. */
-		struct sup_snapshot again;
-		sup_state_get(p->st, &again);
-		if (again.service_pid != s.service_pid)
-			continue;
-		sup_state_set_probe(p->st, now, took, now == SUP_PROBE_OK ? "" : err);
+		/* dropped if the service exited or restarted meanwhile: no stale pass */
+		sup_state_set_probe(p->st, s.service_pid, now, took, now == SUP_PROBE_OK ? "" : err);
 		if (now != last)
 			log_event(now == SUP_PROBE_OK ? LOG_INFO : LOG_WARN, "probe",
 				  now == SUP_PROBE_OK ? "service probe passes" : "service probe fails",
@@ -186,9 +182,9 @@ struct probe *probe_start(const struct cfg_health *h, struct sup_state *st)
 	}
 	p->h = h;
 	p->st = st;
-	sup_state_set_probe(st, SUP_PROBE_UNKNOWN, 0, "not probed yet");
+	sup_state_set_probe(st, 0, SUP_PROBE_UNKNOWN, 0, "not probed yet");
 	if (probe_worker_start(&p->k, "probe", probe_main, p) < 0) {
-		sup_state_set_probe(st, SUP_PROBE_NONE, 0, "");
+		sup_state_set_probe(st, 0, SUP_PROBE_NONE, 0, "");
 		free(p);
 		return NULL;
 	}

@@ -73,6 +73,12 @@ void sup_state_service_exited(struct sup_state *st, int code)
 	pthread_mutex_lock(&st->lock);
 	st->s.service_pid = 0;
 	st->s.last_exit_code = code;
+	if (st->s.probe != SUP_PROBE_NONE) {
+		/* its last answer died with it: no passing probe (or ping) for a process gone */
+		st->s.probe = SUP_PROBE_FAIL;
+		st->s.probe_latency_ms = 0;
+		snprintf(st->s.probe_error, sizeof(st->s.probe_error), "service not running");
+	}
 	pthread_mutex_unlock(&st->lock);
 }
 
@@ -91,10 +97,14 @@ void sup_state_add_restart(struct sup_state *st)
 	pthread_mutex_unlock(&st->lock);
 }
 
-void sup_state_set_probe(struct sup_state *st, enum sup_probe p, int64_t latency_ms,
+void sup_state_set_probe(struct sup_state *st, pid_t pid, enum sup_probe p, int64_t latency_ms,
 			 const char *error)
 {
 	pthread_mutex_lock(&st->lock);
+	if (pid && pid != st->s.service_pid) {
+		pthread_mutex_unlock(&st->lock);
+		return;
+	}
 	st->s.probe = p;
 	st->s.probe_latency_ms = latency_ms;
 	snprintf(st->s.probe_error, sizeof(st->s.probe_error), "%s", error ? error : "");

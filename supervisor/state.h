@@ -63,7 +63,12 @@ void sup_state_set_service(struct sup_state *st, pid_t pid, int64_t started_wall
 void sup_state_service_exited(struct sup_state *st, int code);
 void sup_state_set_restore(struct sup_state *st, bool done, int64_t duration_ms);
 void sup_state_add_restart(struct sup_state *st);
-void sup_state_set_probe(struct sup_state *st, enum sup_probe p, int64_t latency_ms,
+/*
+ * The probe's result for the service process pid; dropped when that process
+ * is no longer the service (it exited or was restarted meanwhile). pid 0:
+ * set whatever runs (the probe's configuration at start).
+ */
+void sup_state_set_probe(struct sup_state *st, pid_t pid, enum sup_probe p, int64_t latency_ms,
 			 const char *error);
 void sup_state_heartbeat(struct sup_state *st);
 

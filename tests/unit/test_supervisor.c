@@ -13,6 +13,7 @@
 #include "supervisor/health.h"
 #include "supervisor/metrics.h"
 #include "supervisor/push.h"
+#include "supervisor/state.h"
 #include "supervisor/svcenv.h"
 #include "supervisor/text.h"
 #include "supervisor/words.h"
@@ -320,6 +321,41 @@ TEST(text_that_is_not_utf8)
 	text_release(&t);
 }
 
+/* A service that exited has no passing probe, whatever it last answered (QA25 D3). */
+TEST(probe_result_dies_with_the_service)
+{
+	struct sup_state st;
+	struct sup_snapshot s;
+	CHECK_INT(sup_state_init(&st), 0);
+	sup_state_set_phase(&st, SUP_RUNNING, "");
+	sup_state_set_restore(&st, true, 0);
+	sup_state_set_probe(&st, 0, SUP_PROBE_UNKNOWN, 0, "not probed yet");
+	sup_state_set_service(&st, 4242, clock_wall_ns());
+	sup_state_set_probe(&st, 4242, SUP_PROBE_OK, 12, "");
+	sup_state_get(&st, &s);
+	CHECK(s.probe == SUP_PROBE_OK);
+	sup_state_service_exited(&st, 137);
+	sup_state_set_phase(&st, SUP_BACKOFF, "restarting in 6 s");
+	sup_state_set_probe(&st, 4242, SUP_PROBE_OK, 11, ""); /* answered just before it died */
+	sup_state_get(&st, &s);
+	CHECK(s.probe == SUP_PROBE_FAIL);
+	CHECK_INT(s.probe_latency_ms, 0);
+	CHECK_STR(s.probe_error, "service not running");
+	/* the next start must pass its probe again */
+	sup_state_set_service(&st, 4243, clock_wall_ns());
+	sup_state_get(&st, &s);
+	CHECK(s.probe == SUP_PROBE_UNKNOWN);
+	sup_state_release(&st);
+
+	/* no probe configured: nothing to report */
+	CHECK_INT(sup_state_init(&st), 0);
+	sup_state_set_service(&st, 4242, clock_wall_ns());
+	sup_state_service_exited(&st, 0);
+	sup_state_get(&st, &s);
+	CHECK(s.probe == SUP_PROBE_NONE);
+	sup_state_release(&st);
+}
+
 TEST(push_url_building)
 {
 	char buf[512];
@@ -451,4 +487,5 @@ TEST(words_quote_round_trips_through_expansion_and_split)
 UNIT_MAIN(T(nomad_port_labels), T(program_search), T(words_plain_and_quoted),
 	  T(words_from_variables_are_never_reparsed), T(words_errors), T(words_quote_round_trips_through_expansion_and_split), T(readiness_rules), T(liveness_rules),
 	  T(replica_warn_and_fail), T(health_document_warns_on_failing_replica),
-	  T(metrics_text_rules), T(text_that_is_not_utf8), T(push_url_building), T(db_env_names))
+	  T(metrics_text_rules), T(text_that_is_not_utf8), T(probe_result_dies_with_the_service),
+	  T(push_url_building), T(db_env_names))
