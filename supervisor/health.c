@@ -115,9 +115,13 @@ static json_t *pos_json(const struct wal_pos *p)
 			 (json_int_t)p->index, "offset", (json_int_t)p->offset);
 }
 
-/* Append one check object to checks[key]. */
+/* Append one check object to checks[key]; checks NULL: only the status is wanted. */
 static void add_check(json_t *checks, const char *key, json_t *entry)
 {
+	if (!checks) {
+		json_decref(entry);
+		return;
+	}
 	json_t *arr = json_object_get(checks, key);
 	if (!arr) {
 		arr = json_array();
@@ -240,7 +244,12 @@ static json_t *replica_check(const struct db_status *d, const struct replica_sta
 	return c;
 }
 
-char *health_render(const struct health_view *v, int *http_status)
+/*
+ * The overall status; each check added to checks (when not NULL); the text of
+ * the worst problem (the first of that status) into problem, "" when none.
+ */
+static enum health_status evaluate(const struct health_view *v, json_t *checks, char *problem,
+				   size_t plen)
 {
 	char why[256] = "";
 	bool ready;
@@ -254,14 +263,8 @@ char *health_render(const struct health_view *v, int *http_status)
 	}
 	int64_t fail_after = v->cfg ? v->cfg->health.fail_after_ms : 0;
 	enum health_status overall = ready ? HEALTH_PASS : HEALTH_FAIL;
-	char *out = NULL;
-	const char *first_problem = ready ? NULL : why;
-	char problem[512] = "";
+	snprintf(problem, plen, "%s", ready ? "" : why);
 
-	json_t *doc = json_object();
-	json_t *checks = json_object();
-	if (!doc || !checks)
-		goto out;
 	if (!v->no_service)
 		add_check(checks, "service:process",
 			  service_check(v->sup, v->now_wall_ns, why));
@@ -274,30 +277,43 @@ char *health_render(const struct health_view *v, int *http_status)
 		char dwhy[320];
 		add_check(checks, "database:replication",
 			  db_check(d, fail_after, v->now_wall_ns, &st, dwhy, sizeof(dwhy)));
-		if (st > HEALTH_PASS && (!first_problem || st > overall)) {
-			snprintf(problem, sizeof(problem), "%s: %s", d->name, dwhy);
-			first_problem = problem;
-		}
+		if (st > overall || (st > HEALTH_PASS && !problem[0]))
+			snprintf(problem, plen, "%s: %s", d->name, dwhy);
 		overall = worst(overall, st);
 		for (size_t j = 0; j < d->nreplicas; j++) {
 			char rwhy[256];
 			add_check(checks, "replica:lag",
 				  replica_check(d, &d->replicas[j], fail_after, v->now_wall_ns, &st,
 						rwhy, sizeof(rwhy)));
-			if (st > HEALTH_PASS && (!first_problem || st > overall)) {
-				snprintf(problem, sizeof(problem), "%s/%s: %s", d->name,
-					 d->replicas[j].name, rwhy);
-				first_problem = problem;
-			}
+			if (st > overall || (st > HEALTH_PASS && !problem[0]))
+				snprintf(problem, plen, "%s/%s: %s", d->name, d->replicas[j].name, rwhy);
 			overall = worst(overall, st);
 		}
 	}
+	return overall;
+}
+
+enum health_status health_overall(const struct health_view *v, char *why, size_t whylen)
+{
+	return evaluate(v, NULL, why, whylen);
+}
+
+char *health_render(const struct health_view *v, int *http_status)
+{
+	char problem[512];
+	char *out = NULL;
+	enum health_status overall = HEALTH_FAIL;
+	json_t *doc = json_object();
+	json_t *checks = json_object();
+	if (!doc || !checks)
+		goto out;
+	overall = evaluate(v, checks, problem, sizeof(problem));
 	json_object_set_new(doc, "status", jstr(health_status_name(overall)));
 	json_object_set_new(doc, "version", jstr(litevisor_version()));
 	json_object_set_new(doc, "serviceId", jstr("litevisor"));
 	json_object_set_new(doc, "description", jstr("litevisor: supervisor and SQLite replication"));
-	if (overall != HEALTH_PASS && first_problem)
-		json_object_set_new(doc, "output", jstr(first_problem));
+	if (overall != HEALTH_PASS && problem[0])
+		json_object_set_new(doc, "output", jstr(problem));
 	json_object_set_new(doc, "checks", checks);
 	checks = NULL;
 	/* 15 digits: 0.03, not 0.029999999999999999 */

@@ -51,6 +51,12 @@ struct health_view {
 };
 
 /*
+ * The status the /healthz document of v has, and unless pass its "output"
+ * (the worst problem, the first of that status) into why.
+ */
+enum health_status health_overall(const struct health_view *v, char *why, size_t whylen);
+
+/*
  * Render the application/health+json document (compact). Sets *http_status to
  * 200 (pass, warn) or 503 (fail). Returns a malloc'd NUL-terminated body, or
  * NULL on ENOMEM.

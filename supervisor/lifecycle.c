@@ -555,7 +555,7 @@ int sup_run(const struct config *cfg, char *const *argv, const struct sup_hooks 
 	if (cfg->health.probe_url)
 		s.probe = probe_start(&cfg->health, &s.state);
 	if (cfg->health.push_url)
-		s.push = push_start(&cfg->health, &s.state);
+		s.push = push_start(cfg, &s.state, dbs_status, s.dbs);
 	if (spawn(&s) < 0) {
 		code = s.code;
 		goto out;

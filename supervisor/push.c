@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "supervisor/health.h"
 #include "supervisor/probe.h"
@@ -15,8 +16,11 @@
 #define PUSH_TIMEOUT_MS 10000
 
 struct push {
+	const struct config *cfg;
 	const struct cfg_health *h;
 	struct sup_state *st;
+	push_status_fn status;
+	void *status_ctx;
 	struct probe_worker k;
 };
 
@@ -86,6 +90,28 @@ int push_url(const char *base, bool up, const char *msg, long long ping_ms, char
 	return n < 0 || (size_t)n >= len - o ? -1 : 0;
 }
 
+/*
+ * What /healthz says of replication, for a ready service: false with its
+ * output in why when it warns or fails (*up false then), true when it passes
+ * or cannot be known.
+ */
+static bool replication_health(struct push *p, const struct sup_snapshot *s, bool *up, char *why,
+			       size_t whylen)
+{
+	struct engine_status es;
+	if (!p->status)
+		return true;
+	memset(&es, 0, sizeof(es));
+	if (p->status(p->status_ctx, &es) != 0)
+		return true;
+	struct health_view v = { s, &es, p->cfg, clock_wall_ns(), false };
+	enum health_status hs = health_overall(&v, why, whylen);
+	engine_status_release(&es);
+	if (hs == HEALTH_FAIL)
+		*up = false;
+	return hs == HEALTH_PASS;
+}
+
 static void *push_main(void *arg)
 {
 	struct push *p = arg;
@@ -103,8 +129,11 @@ static void *push_main(void *arg)
 		/* a service still coming up (radarr answers /ping after a while) is no alert either */
 		if (!up && s.phase == SUP_RUNNING && ready_start != s.service_started_wall_ns)
 			continue;
+		const char *msg = up ? "OK" : why;
+		if (up && !replication_health(p, &s, &up, why, sizeof(why)))
+			msg = why;
 		long long ping = s.probe == SUP_PROBE_OK ? (long long)s.probe_latency_ms : -1;
-		if (push_url(p->h->push_url, up, up ? "OK" : why, ping, url, sizeof(url)) < 0) {
+		if (push_url(p->h->push_url, up, msg, ping, url, sizeof(url)) < 0) {
 			log_error("push", "push URL too long", NULL);
 			break;
 		}
@@ -123,15 +152,19 @@ static void *push_main(void *arg)
 	return NULL;
 }
 
-struct push *push_start(const struct cfg_health *h, struct sup_state *st)
+struct push *push_start(const struct config *cfg, struct sup_state *st, push_status_fn status,
+			void *ctx)
 {
 	struct push *p = calloc(1, sizeof(*p));
 	if (!p) {
 		log_error("push", "out of memory", NULL);
 		return NULL;
 	}
-	p->h = h;
+	p->cfg = cfg;
+	p->h = &cfg->health;
 	p->st = st;
+	p->status = status;
+	p->status_ctx = ctx;
 	if (probe_worker_start(&p->k, "push", push_main, p) < 0) {
 		free(p);
 		return NULL;

@@ -1021,6 +1021,59 @@ def test_uptime_kuma_push_heartbeat(litevisor_bin, tmp_path, runs):
         srv.shutdown()
 
 
+
+def test_push_goes_down_while_replication_fails_past_fail_after(litevisor_bin, tmp_path, runs):
+    """A push monitor is all a push setup has: while /healthz fails because a replica
+    has failed longer than health.fail-after, the push says down with that reason,
+    not "up, OK" (QA25 D1); while it only warns, up with the warning as the message."""
+    import urllib.parse
+    got = []
+
+    class H(BaseHTTPRequestHandler):
+        def do_GET(self):
+            got.append(urllib.parse.unquote(self.path))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    srv = HTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        (tmp_path / "data").mkdir()
+        port, refused = free_port(), free_port()  # nobody listens on the replica's port
+        ready = tmp_path / "ready"
+        cfg = (f"addr: 127.0.0.1:{port}\n"
+               f"health:\n  fail-after: 2s\n  push-interval: 200ms\n"
+               f"  push-url: http://127.0.0.1:{srv.server_port}/api/push/T\n"
+               f"dbs:\n  - path: {tmp_path}/data/app.db\n    name: app\n    optional: true\n"
+               f"    replicas:\n"
+               f"      - name: local\n        type: file\n        path: {tmp_path}/replica\n"
+               f"      - name: down\n        url: s3://bkt/app\n"
+               f"        endpoint: http://127.0.0.1:{refused}\n"
+               f"        access-key-id: x\n        secret-access-key: y\n"
+               f"        sync-interval: 100ms\n"
+               f"restore:\n  probe-timeout: 300ms\n")
+        r = start(runs, litevisor_bin, tmp_path,
+                  DB_SERVICE + ["--report", str(tmp_path / "report.json"), "--ready", str(ready),
+                                "--rows", "5"], config=cfg)
+        poll(lambda: ready.exists(), timeout=30)
+        base = f"http://127.0.0.1:{port}"
+        poll(lambda: curl(base + "/healthz")[0] == 503, timeout=20)
+        assert curl(base + "/readyz")[0] == 200  # ready: only replication fails
+        n = len(got)
+        poll(lambda: len(got) >= n + 3, timeout=10)
+        late = got[n:]
+        assert all("status=down" in p and "app/down: failing for" in p for p in late), late
+        # before fail-after it only warned: up, with the warning as the message
+        warned = [p for p in got[:n] if "status=up" in p]
+        assert all("msg=OK" in p or "app/down: failing for" in p for p in warned), warned
+        os.kill(r.pid, signal.SIGTERM)
+        assert r.wait(timeout=30) == 0
+    finally:
+        srv.shutdown()
+
 def test_bad_listen_address_fails_before_starting(litevisor_bin, tmp_path):
     busy = __import__("socket").socket()
     busy.bind(("127.0.0.1", 0))
