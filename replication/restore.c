@@ -153,7 +153,7 @@ static bool enough_answered(const struct session *s)
 static bool quorum_says_empty(const struct session *s)
 {
 	return s->cfg->restore.mode == RESTORE_QUORUM && s->ch.winner < 0 &&
-	       s->ch.with_data == 0 && enough_answered(s);
+	       s->ch.with_data == 0 && s->ch.unfinished == 0 && enough_answered(s);
 }
 
 /* Strict modes refuse to settle on data while too few candidates answered. */
@@ -724,7 +724,8 @@ static int settle_unrestored(struct session *s, bool exists, struct restore_resu
 	const struct cfg_restore *rc = &s->cfg->restore;
 	enum restore_outcome ok = exists ? RESTORE_EXISTS : RESTORE_EMPTY;
 	const char *what = exists ? "keeping the existing database" : "starting empty";
-	bool none = s->ch.winner < 0 && s->ch.with_data == 0;
+	/* one still listing when the wait ended answered: it is no "unreachable" to start without */
+	bool none = s->ch.winner < 0 && s->ch.with_data == 0 && s->ch.unfinished == 0;
 
 	if (none && s->ch.unreachable == 0) {
 		result_set(res, ok, "%severy candidate answered, none holds data; %s",

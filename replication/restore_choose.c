@@ -15,7 +15,9 @@
  * 4. Among equal positions, a replica without holes (missing segments)
  *    first, then the lowest round-trip time, then the configuration order.
  * Fallbacks are the other candidates holding exactly the winner's position
- * (same data); a candidate with less data is never used silently.
+ * (same data); a candidate with less data is never used silently. No winner
+ * while a candidate known to hold more could not be read (its last segment
+ * stalled) or was still listing when the wait ended: it may hold the newest.
  */
 #include "replication/restore_int.h"
 
@@ -123,6 +125,8 @@ static bool better(const struct rs_cand *x, size_t xi, const struct rs_cand *y, 
 
 static const char *state_text(const struct rs_cand *c)
 {
+	if (c->unfinished)
+		return "listing";
 	if (c->timed_out || c->no_answer)
 		return "unreachable";
 	if (c->state == RC_ERROR)
@@ -156,6 +160,8 @@ void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, const char *dbname,
 			out->answered++;
 		else
 			out->unreachable++;
+		if (c[i].state != RC_OK && c[i].unfinished)
+			out->unfinished++;
 		if (c[i].state == RC_OK && c[i].has_data)
 			out->with_data++;
 	}
@@ -218,7 +224,15 @@ void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, const char *dbname,
 		if (c[i].measure_failed && !strcmp(c[i].lower.generation, w->plan.generation) &&
 		    wal_pos_cmp(&c[i].lower, &w->plan.end) >= 0)
 			lost = &c[i];
-	if (lost)
+	/*
+	 * A candidate that answered and was still listing its objects when the
+	 * wait ended is alive and may hold more than any other: the same rule.
+	 */
+	const struct rs_cand *listing = NULL;
+	for (size_t i = 0; i < n && !lost && !listing; i++)
+		if (c[i].state != RC_OK && c[i].unfinished)
+			listing = &c[i];
+	if (lost || listing)
 		out->winner = -1;
 
 	char pos[64], wpos[64], ts[40];
@@ -232,6 +246,13 @@ void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, const char *dbname,
 		} else if (lost && x->rank >= 0) {
 			snprintf(x->verdict, sizeof(x->verdict), "not used: %s holds newer data",
 				 lost->name);
+		} else if (x->state != RC_OK && x->unfinished) {
+			snprintf(x->verdict, sizeof(x->verdict),
+				 "ANSWERED, listings not finished in %lld ms: it might hold newer data",
+				 (long long)x->probe_ms);
+		} else if (listing && x->rank >= 0) {
+			snprintf(x->verdict, sizeof(x->verdict), "not used: %s might hold newer data",
+				 listing->name);
 		} else if (x->timed_out || x->no_answer) {
 			snprintf(x->verdict, sizeof(x->verdict),
 				 "UNREACHABLE (no answer in %lld ms): it might hold newer data",
@@ -274,6 +295,12 @@ void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, const char *dbname,
 		snprintf(out->why, sizeof(out->why), "%s holds newer data than the candidates that "
 			 "could be read (%s at %s), but reading it failed: not restoring older data",
 			 lost->name, w->name, end_text(&w->plan, wpos, sizeof(wpos)));
+	else if (listing)
+		snprintf(out->why, sizeof(out->why), "%s answered but did not finish listing its "
+			 "objects within the wait (%lld ms; restore.wait-timeout): it might hold newer "
+			 "data than %s, not restoring without it", listing->name,
+			 (long long)listing->probe_ms,
+			 w ? w->name : "the others");
 	else if (w && out->answered < need)
 		snprintf(out->why, sizeof(out->why), "not settled: mode %s needs %zu answer(s), "
 			 "%zu answered (newest among them: %s at %s)", mode, need, out->answered,

@@ -79,6 +79,8 @@ struct rs_cand {
 	enum rs_state state;
 	bool timed_out;                /* the decision did not wait for its probe */
 	bool no_answer;                /* its probe failed at its own deadline */
+	bool unfinished;               /* answered, then did not finish its listings in time:
+					  alive and may hold the newest data (not unreachable) */
 	bool measure_failed;           /* answered, then its last segment could not be read: */
 	struct wal_pos lower;          /* where that segment starts (it holds at least this) */
 	char error[600];
@@ -159,6 +161,7 @@ int rs_plan_build(const struct cat_generation *gens, size_t ngens, const struct 
 struct rs_choice {
 	int winner;                    /* index into the candidates, or -1 */
 	size_t answered, unreachable, with_data;
+	size_t unfinished;             /* of the unreachable: answered, listings not finished */
 	char generation[LAYOUT_GEN_LEN + 1];
 	bool ambiguous;                /* generations within the clock-skew margin */
 	char why[512];

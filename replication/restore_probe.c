@@ -8,8 +8,9 @@
  * answers costs the probe timeout, not the storage client's retry budget.
  * Reachability is the first request answering within the probe timeout; a
  * candidate that did may take up to the wait timeout to finish (listing many
- * objects, measuring a large last segment), since it may hold the newest data.
- * The caller waits on a condition variable, never longer than the deadline
+ * objects, measuring a large last segment), since it may hold the newest data
+ * (quorum mode too); one still listing when that ends is "unfinished", not
+ * unreachable, and rs_choose refuses to restore without it. The caller waits on a condition variable, never longer than the deadline
  * (plus a small grace): a thread still stuck after that is abandoned and
  * frees its own results when it finally returns (the probe set is reference
  * counted for that reason).
@@ -50,6 +51,8 @@ struct probe_set {
 	int64_t start_ms, wait_end_ms;
 	int64_t measure_end_ms;  /* freshest mode: how long an answering candidate may take */
 	size_t measuring;        /* answered the first request, not finished yet */
+	int64_t *answered_us;    /* per candidate: its current attempt's first request
+				    answered in this many us; -1 while it has not */
 };
 
 struct probe_arg {
@@ -146,12 +149,41 @@ static int segment_length(struct storage *st, const char *gen, const struct cat_
 	return catalog_read_segment(st, gen, s->index, s->offset, &counter, call, err);
 }
 
-static void mark_live(struct probe_set *s, bool *live)
+/* Candidate i's attempt answered its first request in rtt_us: it is measured, not dropped. */
+static void mark_answered(struct probe_set *s, size_t i, int64_t rtt_us, bool *live)
 {
 	pthread_mutex_lock(&s->mu);
-	s->measuring++;
+	if (!*live)
+		s->measuring++;
+	s->answered_us[i] = rtt_us;
 	pthread_mutex_unlock(&s->mu);
 	*live = true;
+}
+
+/* A new attempt of candidate i: it has not answered yet. */
+static void mark_attempt(struct probe_set *s, size_t i)
+{
+	pthread_mutex_lock(&s->mu);
+	s->answered_us[i] = -1;
+	pthread_mutex_unlock(&s->mu);
+}
+
+/*
+ * Candidate c answered its first request, then did not finish its listings
+ * before the decision's deadline (many objects, a slow server): it is alive
+ * and may hold the newest data, so it is not "unreachable" (rs_choose then
+ * refuses to restore older data).
+ */
+static void mark_unfinished(struct rs_cand *c, int64_t rtt_us, int64_t waited_ms)
+{
+	char why[sizeof(c->error)];
+	snprintf(why, sizeof(why), "%s", c->error);
+	c->unfinished = true;
+	c->no_answer = false;
+	c->rtt_us = rtt_us;
+	snprintf(c->error, sizeof(c->error), "answered in %.1f ms, but its listings did not finish "
+		 "within %lld ms%s%.400s%s", rtt_us / 1000.0, (long long)waited_ms,
+		 why[0] ? " (" : "", why, why[0] ? ")" : "");
 }
 
 /*
@@ -160,8 +192,8 @@ static void mark_live(struct probe_set *s, bool *live)
  * may be large) may run until measure_end_ms. Returns 0 (answered) or -1
  * (error in c->error).
  */
-static int probe_once(struct probe_set *ps, struct rs_cand *c, const struct rs_target *t,
-		      int64_t end_ms, int64_t measure_end_ms, bool *live)
+static int probe_once(struct probe_set *ps, size_t idx, struct rs_cand *c,
+		      const struct rs_target *t, int64_t end_ms, int64_t measure_end_ms, bool *live)
 {
 	struct st_call call = { 0 };
 	struct st_error err = { 0 };
@@ -176,6 +208,7 @@ static int probe_once(struct probe_set *ps, struct rs_cand *c, const struct rs_t
 	c->ngens = 0;
 	rs_plan_release(&c->plan);
 	c->has_data = false;
+	c->unfinished = false;
 	c->nodata[0] = '\0';
 
 	int64_t t0 = clock_mono_ns();
@@ -184,8 +217,7 @@ static int probe_once(struct probe_set *ps, struct rs_cand *c, const struct rs_t
 	c->rtt_us = (clock_mono_ns() - t0) / 1000;
 	if (rc < 0)
 		goto fail;
-	if (!*live)
-		mark_live(ps, live);
+	mark_answered(ps, idx, c->rtt_us, live);
 	end_ms = measure_end_ms > end_ms ? measure_end_ms : end_ms;
 	if (n) {
 		c->gens = calloc(n, sizeof(*c->gens));
@@ -223,6 +255,7 @@ static void set_release(struct probe_set *s)
 	if (last) {
 		pthread_mutex_destroy(&s->mu);
 		pthread_cond_destroy(&s->cv);
+		free(s->answered_us);
 		free(s);
 	}
 }
@@ -258,7 +291,8 @@ static void *probe_thread(void *p)
 			int64_t measure_end = retry ? s->wait_end_ms : s->measure_end_ms;
 			if (end > measure_end)
 				end = measure_end;
-			if (probe_once(s, c, &s->t, end, measure_end, &live) == 0) {
+			mark_attempt(s, a->i);
+			if (probe_once(s, a->i, c, &s->t, end, measure_end, &live) == 0) {
 				c->state = RC_OK;
 				c->no_answer = false;
 				break;
@@ -269,7 +303,12 @@ static void *probe_thread(void *p)
 			 * call's deadline or the decision's: say so the same way in every mode.
 			 */
 			c->no_answer = clock_mono_ms() + 5 >= end; /* curl's clock rounds */
-			if (c->no_answer) {
+			pthread_mutex_lock(&s->mu);
+			int64_t answered = s->answered_us[a->i];
+			pthread_mutex_unlock(&s->mu);
+			if (c->no_answer && answered >= 0 && clock_mono_ms() + 5 >= measure_end) {
+				mark_unfinished(c, answered, clock_mono_ms() - t0);
+			} else if (c->no_answer) {
 				char why[sizeof(c->error)];
 				snprintf(why, sizeof(why), "%s", c->error);
 				snprintf(c->error, sizeof(c->error), "no answer within %lld ms (%.500s)",
@@ -320,7 +359,13 @@ static bool settled(const struct probe_set *s, int64_t now)
 		return now >= s->start_ms + s->o.probe_timeout_ms + PROBE_GRACE_MS &&
 		       s->measuring == 0;
 	case RESTORE_QUORUM:
-		if (s->ok >= (size_t)s->o.quorum && now >= s->start_ms + s->o.probe_timeout_ms)
+		/*
+		 * A quorum settles it, but not without the ones still listing: they
+		 * answered and may hold the newest data (a slow peer is measured,
+		 * only a silent one is dropped), up to the wait timeout.
+		 */
+		if (s->ok >= (size_t)s->o.quorum && now >= s->start_ms + s->o.probe_timeout_ms &&
+		    s->measuring == 0)
 			return true;
 		return now >= s->wait_end_ms + PROBE_GRACE_MS;
 	case RESTORE_ALL:
@@ -348,6 +393,19 @@ void rs_probe_all(struct rs_cand *c, size_t n, const struct rs_probe_opts *o)
 	s->refs = 1;
 	s->c = c;
 	s->n = n;
+	s->answered_us = malloc((n ? n : 1) * sizeof(*s->answered_us));
+	if (!s->answered_us) {
+		pthread_mutex_destroy(&s->mu);
+		pthread_cond_destroy(&s->cv);
+		free(s);
+		for (size_t i = 0; i < n; i++) {
+			c[i].state = RC_ERROR;
+			snprintf(c[i].error, sizeof(c[i].error), "out of memory");
+		}
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		s->answered_us[i] = -1;
 	s->o = *o;
 	s->t = *o->target;
 	if (o->target->generation) {
@@ -416,8 +474,12 @@ void rs_probe_all(struct rs_cand *c, size_t n, const struct rs_probe_opts *o)
 			c[i].st = NULL;
 			c[i].timed_out = true;
 			c[i].probe_ms = clock_mono_ms() - s->start_ms;
-			snprintf(c[i].error, sizeof(c[i].error), "no answer within %lld ms",
-				 (long long)(c[i].probe_ms));
+			c[i].error[0] = '\0';
+			if (s->answered_us[i] >= 0)
+				mark_unfinished(&c[i], s->answered_us[i], c[i].probe_ms);
+			else
+				snprintf(c[i].error, sizeof(c[i].error), "no answer within %lld ms",
+					 (long long)(c[i].probe_ms));
 		}
 	}
 	pthread_mutex_unlock(&s->mu);

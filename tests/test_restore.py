@@ -1647,6 +1647,58 @@ def test_s3_slow_peer_that_answered_is_measured_not_dropped(tmp_path, litevisor_
     assert rows(db) == history.states[-1][2]
 
 
+
+def test_s3_quorum_waits_for_a_peer_that_answered_and_is_still_listing(tmp_path, litevisor_bin,
+                                                                       s3server, history):
+    """QA24 D1: quorum settled once a quorum had finished and the probe timeout had
+    passed, dropping a fresh peer still going through its listings as "no answer"
+    (it had answered): the stale candidate was restored with exit 0."""
+    p05, nas = s3server(), s3server()
+    upload(history, p05, tmp_path, upto=2)  # stale, fast: a quorum of one by itself
+    upload(history, nas, tmp_path)          # fresh; each request 400 ms: its listing
+    slow = Proxy(nas.port, delay=0.4)       # ends past the 700 ms probe timeout
+    try:
+        db = tmp_path / "app.db"
+        cfg = write_config(tmp_path / "lv.yml", db, [s3_peer("peer-05", p05),
+                                                      s3_peer("nas", nas, slow.port)],
+                           restore={"probe-timeout": "700ms", "mode": "quorum", "quorum": 1})
+        p = lv(litevisor_bin, "restore", "-config", str(cfg), str(db))
+    finally:
+        slow.close()
+    assert p.returncode == 0, p.stderr
+    assert "WINNER" in candidate_line(p.stderr, "nas"), p.stderr
+    assert rows(db) == history.states[-1][2]
+
+
+@pytest.mark.parametrize("mode", ["freshest-reachable", "quorum"])
+def test_s3_peer_still_listing_when_the_wait_ends_is_not_passed_over(tmp_path, litevisor_bin,
+                                                                     s3server, history, mode):
+    """QA24 D2: a peer that answered and was still listing when restore.wait-timeout
+    ended was called "unreachable, no answer" and the stale candidate restored with
+    exit 0. It is alive and may hold newer data: refuse (111), say what it did, and
+    never start empty on it either."""
+    p05, nas = s3server(), s3server()
+    upload(history, p05, tmp_path, upto=2)
+    upload(history, nas, tmp_path)
+    slow = Proxy(nas.port, delay=0.7)  # answers at ~0.7 s; its listing ends past 1.4 s
+    try:
+        db = tmp_path / "app.db"
+        cfg = write_config(tmp_path / "lv.yml", db, [s3_peer("peer-05", p05),
+                                                      s3_peer("nas", nas, slow.port)],
+                           restore={"probe-timeout": "1200ms", "wait-timeout": "1200ms",
+                                    "mode": mode, "allow-empty-when-unreachable": "true",
+                                    **({"quorum": 1} if mode == "quorum" else {})})
+        p = lv(litevisor_bin, "restore", "-config", str(cfg), str(db))
+    finally:
+        slow.close()
+    assert p.returncode == 111, p.stderr
+    assert not db.exists()
+    line = candidate_line(p.stderr, "nas")
+    assert "state=listing" in line and "listings not finished" in line, p.stderr
+    assert re.search(r"rtt_ms=[1-9]", line), line  # it answered: its round trip is shown
+    assert "might hold newer data than peer-05" in p.stderr, p.stderr
+
+
 WRITER = r"""
 import sqlite3, sys
 con = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=10)
