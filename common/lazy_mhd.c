@@ -21,13 +21,14 @@ static struct {
 	__typeof__(MHD_queue_response) *MHD_queue_response;
 	__typeof__(MHD_destroy_response) *MHD_destroy_response;
 	__typeof__(MHD_get_version) *MHD_get_version;
+	__typeof__(MHD_lookup_connection_value) *MHD_lookup_connection_value;
 } fn;
 
 #define SYM(n) LAZYLIB_SYM(fn, n)
 static const struct lazylib_sym syms[] = {
 	SYM(MHD_start_daemon_va),         SYM(MHD_stop_daemon),         SYM(MHD_get_daemon_info),
 	SYM(MHD_create_response_from_buffer), SYM(MHD_add_response_header), SYM(MHD_queue_response),
-	SYM(MHD_destroy_response),       SYM(MHD_get_version),
+	SYM(MHD_destroy_response),       SYM(MHD_get_version),     SYM(MHD_lookup_connection_value),
 };
 
 static struct lazylib lib = LAZYLIB_INIT(LAZY_MHD_SONAME, "libmicrohttpd12", syms, NULL);
@@ -80,3 +81,9 @@ enum MHD_Result MHD_queue_response(struct MHD_Connection *connection, unsigned i
 void MHD_destroy_response(struct MHD_Response *response) { F(MHD_destroy_response)(response); }
 
 const char *MHD_get_version(void) { return F(MHD_get_version)(); }
+
+const char *MHD_lookup_connection_value(struct MHD_Connection *connection,
+					enum MHD_ValueKind kind, const char *key)
+{
+	return F(MHD_lookup_connection_value)(connection, kind, key);
+}

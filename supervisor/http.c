@@ -149,15 +149,36 @@ static bool ready(const struct http_server *srv, const struct sup_snapshot *snap
 	return true;
 }
 
+/*
+ * ?warn=CODE: the status code a "warn" document answers instead of 200, for
+ * checkers with a warning state of their own (Consul: 429 is "warning").
+ * 0 when absent; -1 when not a code from 200 to 599.
+ */
+static int warn_code(struct MHD_Connection *c)
+{
+	const char *w = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "warn");
+	if (!w)
+		return 0;
+	if (strlen(w) != 3 || strspn(w, "0123456789") != 3 || w[0] < '2' || w[0] > '5')
+		return -1;
+	return (w[0] - '0') * 100 + (w[1] - '0') * 10 + (w[2] - '0');
+}
+
 static enum MHD_Result serve_health(struct http_server *srv, struct MHD_Connection *c,
 				    const struct sup_snapshot *snap)
 {
 	struct engine_status st;
+	int warn = warn_code(c);
+	if (warn < 0)
+		return respond_text(c, 400, "", "warn: expected an HTTP status code from 200 to 599");
 	int have = get_status(srv, &st) == 0;
 	struct health_view v = { snap, have ? &st : NULL, srv->cfg, clock_wall_ns(),
 				 srv->mode == HTTP_NO_SERVICE };
 	int code = 503;
 	char *body = health_render(&v, &code);
+	char why[8];
+	if (body && warn && code == 200 && health_overall(&v, why, sizeof(why)) == HEALTH_WARN)
+		code = warn;
 	if (have)
 		engine_status_release(&st);
 	if (!body)

@@ -1074,6 +1074,36 @@ def test_push_goes_down_while_replication_fails_past_fail_after(litevisor_bin, t
     finally:
         srv.shutdown()
 
+
+def test_healthz_warn_code_for_consul(litevisor_bin, tmp_path, runs):
+    """/healthz answers 200 for warn (Nomad fails any other code); ?warn=429 makes a
+    warning Consul's "warning" state (it reads 429 so) while pass stays 200 and fail 503."""
+    (tmp_path / "data").mkdir()
+    port, refused = free_port(), free_port()
+    ready = tmp_path / "ready"
+    cfg = (f"addr: 127.0.0.1:{port}\n"
+           f"dbs:\n  - path: {tmp_path}/data/app.db\n    name: app\n    optional: true\n"
+           f"    replicas:\n"
+           f"      - name: local\n        type: file\n        path: {tmp_path}/replica\n"
+           f"      - name: down\n        url: s3://bkt/app\n"
+           f"        endpoint: http://127.0.0.1:{refused}\n"
+           f"        access-key-id: x\n        secret-access-key: y\n"
+           f"restore:\n  probe-timeout: 300ms\n")
+    r = start(runs, litevisor_bin, tmp_path,
+              DB_SERVICE + ["--report", str(tmp_path / "report.json"), "--ready", str(ready),
+                            "--rows", "3"], config=cfg)
+    poll(lambda: ready.exists(), timeout=30)
+    base = f"http://127.0.0.1:{port}"
+    poll(lambda: json.loads(curl(base + "/healthz")[2])["status"] == "warn", timeout=20)
+    status, ctype, body = curl(base + "/healthz?warn=429")
+    assert status == 429 and ctype.startswith("application/health+json"), (status, body)
+    assert json.loads(body)["status"] == "warn"
+    assert curl(base + "/healthz")[0] == 200
+    assert curl(base + "/healthz?warn=2x9")[0] == 400
+    assert curl(base + "/healthz?warn=600")[0] == 400
+    os.kill(r.pid, signal.SIGTERM)
+    assert r.wait(timeout=30) == 0
+
 def test_bad_listen_address_fails_before_starting(litevisor_bin, tmp_path):
     busy = __import__("socket").socket()
     busy.bind(("127.0.0.1", 0))
@@ -2213,6 +2243,7 @@ def test_health_and_metrics_show_databases(litevisor_bin, tmp_path, runs):
     status, ctype, body = curl(base + "/healthz")
     assert status == 200, body
     doc = json.loads(body)
+    assert curl(base + "/healthz?warn=429")[0] == 200  # a pass stays 200
     assert doc["checks"]["database:replication"][0]["componentId"] == "app"
     assert doc["checks"]["replica:lag"][0]["componentId"].startswith("app/")
     status, ctype, body = curl(base + "/metrics")
