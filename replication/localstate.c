@@ -1,4 +1,7 @@
-/* localstate.c — the state directory beside a database: generation, shadow WALs, restore marker. */
+/*
+ * localstate.c — the state directory beside a database: generation, shadow
+ * WALs, restore marker, closed and failure records (localstate.h).
+ */
 #include "replication/localstate.h"
 
 #include <ctype.h>
@@ -399,4 +402,91 @@ int localstate_clear_closed(const char *dir, const char *replica)
 	if (unlink(closed_path(dir, replica, path, sizeof(path))) < 0)
 		return errno == ENOENT ? 0 : -1;
 	return fs_fsync_dir(dir);
+}
+
+static char *failure_path(const char *dir, const char *replica, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/failing-%08x", dir, xxh32(replica, strlen(replica), 0));
+	return buf;
+}
+
+int localstate_write_failure(const char *dir, const char *replica,
+			     const struct failure_record *rec, uid_t uid, gid_t gid)
+{
+	char path[PATH_MAX], line[160];
+	int n = snprintf(line, sizeof(line), "%lld %lld %s\n", (long long)rec->failing_since_ns,
+			 (long long)rec->behind_since_ns, replica);
+	if (n < 0 || (size_t)n >= sizeof(line)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	return fs_write_atomic(failure_path(dir, replica, path, sizeof(path)), line, (size_t)n,
+			       0640, uid, gid);
+}
+
+int localstate_read_failure(const char *dir, const char *replica, struct failure_record *rec)
+{
+	char path[PATH_MAX], *text = NULL, *end;
+	int rc = -1;
+
+	memset(rec, 0, sizeof(*rec));
+	if (fs_read_small(failure_path(dir, replica, path, sizeof(path)), 256, &text, NULL) < 0)
+		return -1;
+	errno = 0;
+	long long since = strtoll(text, &end, 10);
+	if (errno || end == text || *end != ' ' || since <= 0)
+		goto bad;
+	char *p = end + 1;
+	long long behind = strtoll(p, &end, 10);
+	if (errno || end == p || *end != ' ' || behind < 0)
+		goto bad;
+	/* the name, so a record of another replica with the same hash is not taken for this one's */
+	size_t len = strlen(replica);
+	if (strncmp(end + 1, replica, len) != 0 || strcmp(end + 1 + len, "\n") != 0)
+		goto bad;
+	rec->failing_since_ns = since;
+	rec->behind_since_ns = behind;
+	rc = 0;
+	goto out;
+bad:
+	errno = EINVAL;
+out:
+	free(text);
+	return rc;
+}
+
+int localstate_clear_failure(const char *dir, const char *replica)
+{
+	char path[PATH_MAX];
+	if (unlink(failure_path(dir, replica, path, sizeof(path))) < 0)
+		return errno == ENOENT ? 0 : -1;
+	return fs_fsync_dir(dir);
+}
+
+int localstate_prune_failures(const char *dir, const char *const *names, size_t n)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	int removed = 0;
+
+	if (!d)
+		return 0;
+	while ((de = readdir(d))) {
+		unsigned int h;
+		char tail[2], path[PATH_MAX];
+		bool known = false;
+		if (strlen(de->d_name) != 16 || sscanf(de->d_name, "failing-%8x%1s", &h, tail) != 1)
+			continue;
+		for (size_t i = 0; i < n && !known; i++)
+			known = xxh32(names[i], strlen(names[i]), 0) == h;
+		if (known)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		if (unlink(path) == 0)
+			removed++;
+	}
+	closedir(d);
+	if (removed)
+		(void)fs_fsync_dir(dir);
+	return removed;
 }

@@ -27,6 +27,13 @@
  *                                 "gen index offset\n": this node marked
  *                                 gen closed there at (index, offset) when
  *                                 it last stopped (localstate_write_closed)
+ *   failing-<%08x xxh32 of a replica's name>
+ *                                 "failing-since behind-since name\n": that
+ *                                 replica fails since then (wall ns), and
+ *                                 lacks commits since then (0: none known);
+ *                                 kept while it fails, so a restart
+ *                                 (clean or not) carries its failure and
+ *                                 lag over (localstate_write_failure)
  *
  * Every file is written atomically (common/fsutil.h) and created with the
  * database's owner so an app running as another user is never locked out.
@@ -160,5 +167,34 @@ int localstate_write_closed(const char *dir, const char *replica, const struct w
 			    uid_t uid, gid_t gid);
 int localstate_read_closed(const char *dir, const char *replica, struct wal_pos *at);
 int localstate_clear_closed(const char *dir, const char *replica);
+
+
+/*
+ * The failure record of replica `replica`: written when it starts failing
+ * (and once more when it is first found lacking a commit meanwhile),
+ * removed when it succeeds again; never at each sync. A restart reads it
+ * back so the replica's failure keeps its start and its lag the oldest
+ * commit it lacked (failrec.c). Times are wall ns since the
+ * epoch: the monotonic clock does not survive a reboot.
+ */
+struct failure_record {
+	int64_t failing_since_ns;  /* first failure of the run of failures (> 0) */
+	int64_t behind_since_ns;   /* the oldest commit it lacked, 0 if it lacked none then */
+};
+
+/* Write / remove the record. 0, or -1 (errno set; clear: a missing record is 0). */
+int localstate_write_failure(const char *dir, const char *replica,
+			     const struct failure_record *rec, uid_t uid, gid_t gid);
+int localstate_clear_failure(const char *dir, const char *replica);
+/*
+ * Read the record. 0, or -1: errno ENOENT (none), EINVAL (garbage, or
+ * written for another name with the same hash: the caller ignores it).
+ */
+int localstate_read_failure(const char *dir, const char *replica, struct failure_record *rec);
+/*
+ * Remove the failure records of replicas not among names[0..n) (a replica
+ * removed from the config, or renamed). Returns how many it removed.
+ */
+int localstate_prune_failures(const char *dir, const char *const *names, size_t n);
 
 #endif

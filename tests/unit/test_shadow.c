@@ -16,6 +16,7 @@
 #include "replication/db.h"
 #include "replication/localstate.h"
 #include "replication/shadow.h"
+#include "replication/xxh32.h"
 
 #define GEN "0123456789abcdef"
 
@@ -469,7 +470,58 @@ TEST(a_restart_between_two_reads_of_a_sync_is_a_new_session)
 	teardown(&f);
 }
 
+static void put(const char *dir, const char *name, const char *text)
+{
+	char path[512];
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	FILE *fp = fopen(path, "w");
+	CHECK(fp != NULL);
+	fputs(text, fp);
+	fclose(fp);
+}
+
+TEST(a_failure_record_reads_back_and_garbage_is_refused)
+{
+	char dir[] = "/tmp/lv-failrec-XXXXXX", cmd[64];
+	struct failure_record w = { 1764000000123456789LL, 1763999990000000000LL }, r;
+	const char *keep[] = { "s3" };
+
+	CHECK(mkdtemp(dir) != NULL);
+	CHECK_INT(localstate_read_failure(dir, "s3", &r), -1);
+	CHECK_INT(errno, ENOENT);
+	CHECK_INT(localstate_write_failure(dir, "s3", &w, (uid_t)-1, (gid_t)-1), 0);
+	CHECK_INT(localstate_read_failure(dir, "s3", &r), 0);
+	CHECK_INT(r.failing_since_ns, w.failing_since_ns);
+	CHECK_INT(r.behind_since_ns, w.behind_since_ns);
+	/* another name is another file */
+	CHECK_INT(localstate_read_failure(dir, "nas", &r), -1);
+	CHECK_INT(errno, ENOENT);
+	/* what is not a record is refused, never half read */
+	static const char *bad[] = { "garbage\n", "", "12 34\n", "0 0 s3\n", "-5 0 s3\n",
+				     "12 -1 s3\n", "12 34 s3", "12 34 s3x\n", "12x 34 s3\n",
+				     "99999999999999999999 0 s3\n" };
+	char name[32];
+	snprintf(name, sizeof(name), "failing-%08x", xxh32("s3", 2, 0));
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		put(dir, name, bad[i]);
+		CHECK(localstate_read_failure(dir, "s3", &r) == -1 && errno == EINVAL);
+	}
+	/* only records of names not configured go */
+	CHECK_INT(localstate_write_failure(dir, "s3", &w, (uid_t)-1, (gid_t)-1), 0);
+	CHECK_INT(localstate_write_failure(dir, "gone", &w, (uid_t)-1, (gid_t)-1), 0);
+	put(dir, "closed-00000000", "x\n");
+	CHECK_INT(localstate_prune_failures(dir, keep, 1), 1);
+	CHECK_INT(localstate_read_failure(dir, "s3", &r), 0);
+	CHECK_INT(localstate_read_failure(dir, "gone", &r), -1);
+	CHECK_INT(localstate_clear_failure(dir, "s3"), 0);
+	CHECK_INT(localstate_clear_failure(dir, "s3"), 0);
+	CHECK_INT(localstate_read_failure(dir, "s3", &r), -1);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	CHECK_INT(system(cmd), 0);
+}
+
 UNIT_MAIN(T(copies_committed_frames_as_a_byte_exact_prefix),
+	  T(a_failure_record_reads_back_and_garbage_is_refused),
 	  T(a_restart_is_a_new_session_and_resume_continues),
 	  T(an_index_entered_with_no_file_is_resumed_from_its_record),
 	  T(overwritten_frames_are_detected),
