@@ -103,6 +103,8 @@ struct engine *engine_new(const struct config *cfg)
 			snprintf(r->stat.description, sizeof(r->stat.description), "%s",
 				 r->st->description ? r->st->description : "");
 		}
+		/* not at engine_start: the status shows it from its first copy (restore runs between) */
+		failrec_load(d);
 	}
 	return e;
 fail:

@@ -57,6 +57,13 @@ struct eng_replica {
 	int64_t behind_since_mono;    /* dropped: when the oldest commit it lacked was made */
 	bool gap;                     /* the next snapshot follows a gap in this replica's history */
 	bool skew_warned;             /* retention saw this replica's clock behind ours (logged once) */
+	/*
+	 * Carried over a restart from r's failure record (failrec.c):
+	 * the oldest commit it lacked before it, which the new process's lag
+	 * ring cannot know. Dropped once it syncs or takes a snapshot.
+	 */
+	bool carried;
+	int64_t carried_since_mono;
 	uint32_t segs_in_index;       /* segments written at pos.index */
 	bool snap_known;              /* the replica's newest snapshot is at (snap_gen, snap_index) */
 	char snap_gen[17];
@@ -91,6 +98,10 @@ struct eng_replica {
 	char (*writers_seen)[17];     /* generations listed on the replica so far */
 	size_t writers_nseen;
 	bool writers_primed;          /* the first listing (what was there before us) is in */
+
+	/* replica thread only (failrec.c; set by engine_new before it starts) */
+	bool failure_recorded;        /* r's failure record is on disk */
+	int64_t recorded_behind_ns;   /* ... with this behind-since (wall ns, 0 none) */
 };
 
 struct lag_entry {
@@ -235,7 +246,7 @@ int replica_close(struct eng_replica *r, const struct wal_pos *at);
  * node's history, writes a new generation from it (QA21).
  */
 void replica_count_closed_records(struct eng_db *d);
-/* Log a failure of r and count it in r's status (takes mu). */
+/* Log a failure of r and count it in r's status (takes mu; failrec_note). */
 void replica_note_error(struct eng_replica *r, const char *what, const char *msg);
 /* Compress plain into one LZ4 frame (of the given block mode) stored at key. Returns 0 or a negative st_status. */
 int replica_put_lz4(struct eng_replica *r, const char *key, const struct st_source *plain,
@@ -280,7 +291,8 @@ void replica_target(struct eng_db *d, struct wal_pos *pos);
  * Seconds since the oldest commit r lacks (0 if none), under mu: past its
  * position in the shadow; while copying into the shadow fails, at least the
  * time since it first failed; with its backlog dropped, at least since the
- * oldest commit it lacked then.
+ * oldest commit it lacked then; after a restart while it failed, at least
+ * since the oldest commit it lacked before (carried). Never negative.
  */
 double replica_lag_seconds(const struct eng_db *d, const struct eng_replica *r, int64_t now);
 
@@ -331,5 +343,22 @@ void monitor_wake_replicas(struct eng_db *d);
 
 /* backlog.c: shadow cleanup and the backlog cap (monitor thread). */
 void backlog_cleanup(struct eng_db *d);
+
+/*
+ * failrec.c: a replica's failure record (localstate.h), so a replica still
+ * failing after a restart keeps the start of its failure and a lag from the
+ * oldest commit it lacked before (eng_replica.carried).
+ * failrec_note: after r's failure was counted (first: it began a run of
+ * failures); writes the record then, and again if r is first found lacking
+ * a commit while the record says it lacked none. failrec_clear: r synced;
+ * removes the record. Both on r's thread, without mu; a write that fails is
+ * logged, and tried again at the next failure.
+ * failrec_load: in engine_new, before any thread: reads d's records (wall
+ * times, clamped to now and converted to monotonic); removes, with a log
+ * line, garbage ones and those of replicas no longer configured.
+ */
+void failrec_note(struct eng_replica *r, bool first);
+void failrec_clear(struct eng_replica *r);
+void failrec_load(struct eng_db *d);
 
 #endif

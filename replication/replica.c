@@ -80,9 +80,15 @@ static double shadow_lag(const struct eng_db *d, const struct wal_pos *pos, int6
 
 double replica_lag_seconds(const struct eng_db *d, const struct eng_replica *r, int64_t now)
 {
+	double lag = 0;
+	/* lacked before a restart: whether or not the database is open again yet */
+	if (r->carried && (double)(now - r->carried_since_mono) / NS_PER_SEC > lag)
+		lag = (double)(now - r->carried_since_mono) / NS_PER_SEC;
 	if (!d->ready)
-		return 0;
-	double lag = shadow_lag(d, &r->pos, now);
+		return lag;
+	double shadow = shadow_lag(d, &r->pos, now);
+	if (shadow > lag)
+		lag = shadow;
 	/* commits the shadow could not take since then reach no replica either */
 	if (d->sync_failing_mono && (double)(now - d->sync_failing_mono) / NS_PER_SEC > lag)
 		lag = (double)(now - d->sync_failing_mono) / NS_PER_SEC;
@@ -316,10 +322,12 @@ void replica_note_error(struct eng_replica *r, const char *what, const char *msg
 	pthread_mutex_lock(&d->mu);
 	r->stat.sync_errors_total++;
 	r->stat.last_error_ns = now;
-	if (!r->stat.failing_since_ns)
+	bool first = !r->stat.failing_since_ns;
+	if (first)
 		r->stat.failing_since_ns = now;
 	snprintf(r->stat.last_error, sizeof(r->stat.last_error), "%s: %s", what, msg);
 	pthread_mutex_unlock(&d->mu);
+	failrec_note(r, first);
 }
 
 /* Compress plain into one LZ4 frame stored at key. Returns 0 or a negative st_status. */
@@ -722,7 +730,9 @@ static void note_ok(struct eng_replica *r)
 	r->stat.last_sync_ns = now;
 	since = r->stat.failing_since_ns;
 	r->stat.failing_since_ns = 0;
+	r->carried = false; /* it holds everything the shadow held, older commits with it */
 	pthread_mutex_unlock(&d->mu);
+	failrec_clear(r);
 	/* the failures were logged one by one: say when they end, and how long it took */
 	if (since)
 		log_info("replica", "replica recovered", "db=%s replica=%s failing_s=%.1f",

@@ -855,6 +855,120 @@ def test_backlog_cap_drops_replica_then_snapshot(run, tmp_path, litestream_bin):
     check_restore(litestream_bin, good, db, tmp_path / "out2.db")
 
 
+def take_away(rep, tmp_path):
+    """Make a file replica fail: its path becomes a plain file, so every write fails."""
+    os.rename(rep, tmp_path / (rep.name + ".away"))
+    rep.write_text("not a directory")
+
+
+def bring_back(rep, tmp_path):
+    os.unlink(rep)
+    os.rename(tmp_path / (rep.name + ".away"), rep)
+
+
+@pytest.mark.parametrize("stop", ["TERM", "KILL"])
+def test_a_failing_replica_keeps_its_lag_and_failure_across_restarts(run, tmp_path,
+                                                                      litestream_bin, stop):
+    # A replica down for longer than health.fail-after must not look fresh after
+    # litevisor restarts (Nomad restarting the task, a crash loop): its lag still
+    # counts from the oldest commit it lacks, its failure from when it began, so
+    # /healthz fails at once. After a clean stop and after a kill alike. Once it
+    # syncs again, nothing of that is left over.
+    import urllib.error
+    import urllib.request
+    from conftest import free_port
+    db, good, down = tmp_path / "app.db", tmp_path / "good", tmp_path / "down"
+    create(db)
+    port = free_port()
+    cfg = config(tmp_path, db, [file_replica(good, "good"), file_replica(down, "down")])
+    cfg.write_text(f"addr: 127.0.0.1:{port}\nhealth:\n  fail-after: 3s\n" + cfg.read_text())
+
+    def get(path):
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5).read().decode()
+        except urllib.error.HTTPError as e:
+            return e.read().decode()
+
+    def lag(replica):
+        line = next(l for l in get("/metrics").splitlines()
+                    if l.startswith("litevisor_replica_lag_seconds{") and f'replica="{replica}"' in l)
+        return float(line.rsplit(" ", 1)[1])
+
+    def check(replica):
+        return next(c for c in json.loads(get("/healthz"))["checks"]["replica:lag"]
+                    if c["componentId"].endswith("/" + replica))
+
+    r = run(cfg)
+    wait_for(lambda: objects(down, "snapshots"), what="first snapshot")
+    take_away(down, tmp_path)
+    t0 = time.monotonic()
+    write(db, 5, start=1)
+    wait_for(lambda: "segment upload failed db=app.db replica=down" in r.text(), what="failure")
+    since = check("down")["failingSince"]
+    time.sleep(3.5)  # past fail-after
+    assert check("down")["status"] == "fail"
+    if stop == "TERM":
+        assert r.stop() == 1  # its final flush could not reach the replica
+    else:
+        r.proc.kill()
+        r.proc.wait()
+    r = run(cfg)
+    wait_for(lambda: "replica:lag" in get("/healthz"), what="health endpoint")
+    # right away, before the replica's first try in this process can say anything
+    c, l = check("down"), lag("down")
+    assert l >= time.monotonic() - t0 - 1.5, (l, r.text())
+    assert c["failingSince"] == since and c["status"] == "fail", c
+    assert lag("good") < 1 and check("good")["status"] == "pass"
+    assert "replica was failing before the restart" in r.text()
+    # it still fails: both keep counting
+    time.sleep(1)
+    assert lag("down") >= time.monotonic() - t0 - 1.5
+    bring_back(down, tmp_path)
+    wait_for(lambda: check("down")["status"] == "pass" and lag("down") == 0,
+             what="the replica to catch up")
+    assert "failingSince" not in check("down")
+    state = tmp_path / ".app.db-litevisor"
+    assert not list(state.glob("failing-*")), list(state.iterdir())
+    assert r.stop() == 0
+    # and the next start knows nothing of that failure
+    r = run(cfg)
+    wait_for(lambda: "replica:lag" in get("/healthz"), what="health endpoint")
+    assert check("down")["status"] == "pass" and lag("down") < 1
+    assert r.stop() == 0
+    check_restore(litestream_bin, down, db, tmp_path / "out.db")
+
+
+def test_a_garbage_or_unknown_failure_record_is_ignored(run, tmp_path):
+    # A failure record that cannot be read (a disk hiccup, a hand edit) is ignored
+    # with a warning; one of a replica no longer configured is removed.
+    db, down = tmp_path / "app.db", tmp_path / "down"
+    create(db)
+    cfg = config(tmp_path, db, [file_replica(down, "down")])
+    r = run(cfg)
+    wait_for(lambda: objects(down, "snapshots"), what="first snapshot")
+    take_away(down, tmp_path)
+    write(db, 5, start=1)
+    wait_for(lambda: "segment upload failed db=app.db replica=down" in r.text(), what="failure")
+    r.proc.kill()
+    r.proc.wait()
+    state = tmp_path / ".app.db-litevisor"
+    (rec,) = state.glob("failing-*")
+    rec.write_text("garbage\n")
+    r = run(cfg)
+    wait_for(lambda: "ignoring an unreadable failure record" in r.text(), what="warning")
+    assert "replica was failing before the restart" not in r.text()
+    wait_for(lambda: "db=app.db replica=down err=" in r.text(), what="failure")
+    wait_for(lambda: rec.exists() and rec.read_text() != "garbage\n", what="a fresh record")
+    r.proc.kill()
+    r.proc.wait()
+    cfg = config(tmp_path, db, [file_replica(tmp_path / "other", "other")])
+    r = run(cfg)
+    wait_for(lambda: "removed failure records of replicas no longer configured" in r.text(),
+             what="stale record removed")
+    assert not rec.exists()
+    assert r.stop() == 0
+
+
 def test_history_before_a_backlog_drop_stays_restorable(run, tmp_path, litevisor_bin,
                                                         litestream_bin):
     """A replica dropped by max-backlog comes back with a snapshot at a later index.
