@@ -108,13 +108,16 @@ void failrec_load(struct eng_db *d)
 		if (!r->st)
 			continue;
 		if (localstate_read_failure(d->dir, r->stat.name, &rec) < 0) {
-			if (errno != ENOENT) {
-				log_warn("replica", "ignoring an unreadable failure record: the "
-					 "replica's failure and lag count from now", "db=%s replica=%s "
-					 "dir=\"%s\" error=\"%s\"", d->stat.name, r->stat.name, d->dir,
-					 strerror(errno));
+			/* none; or no state directory (ENOTDIR: the monitor says what is wrong) */
+			if (errno == ENOENT || errno == ENOTDIR)
+				continue;
+			bool garbage = errno == EINVAL || errno == EFBIG;
+			log_warn("replica", garbage ? "ignoring a garbled failure record: the replica's "
+				 "failure and lag count from now" : "cannot read the failure record: the "
+				 "replica's failure and lag count from now", "db=%s replica=%s dir=\"%s\" "
+				 "error=\"%s\"", d->stat.name, r->stat.name, d->dir, strerror(errno));
+			if (garbage)
 				(void)localstate_clear_failure(d->dir, r->stat.name);
-			}
 			continue;
 		}
 		/* a wall clock stepped back since: never a time in the future, nor a negative lag */
