@@ -216,6 +216,31 @@ static bool holds_past(const struct wal_pos *end, const struct wal_pos *at)
 	return end->index > at->index + 1 || (end->index == at->index + 1 && end->offset > 0);
 }
 
+/*
+ * Litestream replicated this very database into generation g after this
+ * node's last clean stop (a switch back to Litestream and then to litevisor
+ * again): its state directory beside the database names g, and the replica
+ * holds no more of g than that state says this file has. Then g continues
+ * this file, not another node's history. 1 yes, 0 no, or a negative
+ * st_status (the end of g could not be read).
+ */
+static int litestream_wrote_here(struct eng_replica *r, const struct cat_generation *g,
+				 const struct st_call *call, struct st_error *err)
+{
+	char lsdir[PATH_MAX];
+	struct wal_pos local, end;
+	localstate_litestream_dir(r->db->cfg, lsdir, sizeof(lsdir));
+	if (!strcmp(lsdir, r->db->dir) || localstate_position(lsdir, &local) < 0 ||
+	    strcmp(local.generation, g->id) != 0)
+		return 0;
+	int rc = catalog_end_position(r->st, g, &end, call, err);
+	if (rc == ST_NOT_FOUND)
+		return 1; /* nothing of it there yet */
+	if (rc < 0)
+		return rc;
+	return !holds_past(&end, &local);
+}
+
 /* The time of g's closed mark at at, or 0 if it has none there. */
 static int64_t mark_time(const struct cat_generation *g, const struct wal_pos *at)
 {
@@ -276,13 +301,24 @@ static int continued_since(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1
 			found = 1;
 		}
 		int64_t closed_ns = mark_time(own, at);
-		for (size_t i = 0; i < n && rc == 0 && !found && closed_ns; i++)
-			if (&gens[i] != own && gens[i].max_ns > closed_ns) {
-				snprintf(why, len, "this node closed generation %s at its last clean stop, "
-					 "and generation %s was written after its closed mark: another "
-					 "node went on", at->generation, gens[i].id);
+		for (size_t i = 0; i < n && rc == 0 && !found && closed_ns; i++) {
+			if (&gens[i] == own || gens[i].max_ns <= closed_ns)
+				continue;
+			int here = litestream_wrote_here(r, &gens[i], call, err);
+			if (here < 0) {
+				rc = here;
+			} else if (here) {
+				log_info("replica", "generation written after this node's closed mark "
+					 "was Litestream's, from this database: not another node's",
+					 "db=%s replica=%s generation=%s", r->db->stat.name,
+					 r->stat.name, gens[i].id);
+			} else {
+				snprintf(why, len, "this node closed generation %s at its last clean "
+					 "stop, and generation %s was written after its closed mark: "
+					 "another node went on", at->generation, gens[i].id);
 				found = 1;
 			}
+		}
 	}
 	for (size_t i = 0; i < n; i++)
 		catalog_generation_release(&gens[i]);

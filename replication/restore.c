@@ -666,8 +666,8 @@ static bool replica_newer(const struct session *s, const struct wal_pos *lpos, i
 
 /*
  * Where the existing database stands: litevisor's state (shadow, index
- * record, restored marker), else Litestream's state directory (a node
- * migrating from it), else nothing is known but when the file was last
+ * record, restored marker) or Litestream's state directory (a node
+ * migrating from it), whichever was written last, else nothing is known but when the file was last
  * written (lpos->generation ""): the replicas are then compared by time,
  * so a stale file is never kept just for lack of state.
  */
@@ -687,16 +687,32 @@ static void local_position(const struct cfg_db *db, const char *statedir, struct
 		log_warn("restore", "the database file is not the one litevisor's state describes "
 			 "(replaced while litevisor was stopped)", "db=\"%s\" statedir=\"%s\"",
 			 db->path, statedir);
-	else if (rs_local_position(statedir, lpos, lt) == 0) {
+	struct wal_pos ls;
+	int64_t ls_t = 0;
+	bool have_ls = !other_file && strcmp(lsdir, statedir) != 0 &&
+		       localstate_position(lsdir, &ls) == 0;
+	if (have_ls) {
+		char path[PATH_MAX + 64];
+		ls_t = rs_file_mtime_ns(localstate_shadow_path(lsdir, ls.generation, ls.index, path,
+							       sizeof(path)));
+	}
+	/*
+	 * Both tools' states: the one written last describes the file (litevisor,
+	 * then Litestream for a while, then litevisor again: Litestream's newer
+	 * generation came from this very file, and litevisor's state predates it).
+	 */
+	if (!other_file && rs_local_position(statedir, lpos, lt) == 0 && !(have_ls && ls_t > *lt)) {
 		snprintf(from, PATH_MAX, "%s", statedir);
 		return;
 	}
-	if (!other_file && strcmp(lsdir, statedir) != 0 && localstate_position(lsdir, lpos) == 0) {
+	if (have_ls) {
+		bool newer = *lt > 0;
+		*lpos = ls;
+		*lt = ls_t;
 		snprintf(from, PATH_MAX, "%s", lsdir);
-		char path[PATH_MAX + 64];
-		*lt = rs_file_mtime_ns(localstate_shadow_path(lsdir, lpos->generation, lpos->index,
-							      path, sizeof(path)));
-		log_info("restore", "database exists with Litestream's state: comparing its position",
+		log_info("restore", newer ? "database exists; Litestream replicated it after "
+			 "litevisor last did: comparing Litestream's position"
+			 : "database exists with Litestream's state: comparing its position",
 			 "db=\"%s\" generation=%s index=%08x offset=%08x", db->path, lpos->generation,
 			 lpos->index, lpos->offset);
 		return;
@@ -899,8 +915,9 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 		if (lt == 0)
 			lt = rs_file_mtime_ns(db->path);
 		/* the local position is compared with the winner's: its end must be exact */
+		/* the local state compared is also the one whose last session is never waited for */
 		if (session_probe(&s, NULL, true, res) < 0 ||
-		    await_handover(&s, true, statedir, res) < 0)
+		    await_handover(&s, true, from[0] ? from : statedir, res) < 0)
 			goto out;
 		if (s.ch.winner < 0 || strict_unsettled(&s)) {
 			rc = settle_unrestored(&s, true, res);

@@ -970,6 +970,72 @@ def test_a_garbage_or_unknown_failure_record_is_ignored(run, tmp_path):
     assert r.stop() == 0
 
 
+
+def litestream_phase(litestream_bin, cfg, db, n, start, kill=False):
+    """Litestream v0.3.13 replicates db for a while: n commits, then a clean stop (INT),
+    or a kill right after them (commits its next sync would have shipped stay local)."""
+    ls = subprocess.Popen([litestream_bin, "replicate", "-config", str(cfg)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)  # its first look at the database
+        write(db, n, start=start)
+        if kill:
+            ls.kill()
+        else:
+            time.sleep(2.5)  # its sync interval is 1 s
+            ls.send_signal(signal.SIGINT)
+        _, err = ls.communicate(timeout=30)
+    finally:
+        if ls.poll() is None:
+            ls.kill()
+    assert kill or ls.returncode == 0, err
+
+
+def test_back_to_litevisor_after_litestream_replicates_again(run, tmp_path, litestream_bin):
+    """litevisor, then Litestream for a while (a roll-back), then litevisor again on the
+    same database: Litestream's generation, written after litevisor's closed mark, came
+    from this very file. It was taken for another node's, the database for one left
+    behind, and nothing was replicated any more (QA27 D1)."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    cfg = config(tmp_path, db, [file_replica(rep, sync="1s")])
+    r = run(cfg)
+    write(db, 10, start=1)
+    assert r.stop() == 0
+    litestream_phase(litestream_bin, cfg, db, 10, start=11)
+    assert len(generations(rep)) == 2
+    r = run(cfg)
+    write(db, 10, start=21)
+    assert r.stop() == 0, r.text()
+    assert "older than the replica" not in r.text()
+    assert "was Litestream's, from this database" in r.text()
+    check_restore(litestream_bin, rep, db, tmp_path / "out.db")
+
+
+def test_back_to_litevisor_after_litestream_was_killed_keeps_the_newer_database(
+        tmp_path, litestream_bin, litevisor_bin):
+    """The same roll-back with Litestream killed: the database holds commits no replica
+    has. run's restore step compared it by litevisor's own state from before
+    Litestream's time, took the replica for newer and moved the live database aside
+    (QA27 D2). The state written last (Litestream's) describes the file."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    cfg = config(tmp_path, db, [file_replica(rep, sync="1s")])
+    p = subprocess.run([litevisor_bin, "run", "-config", str(cfg), "--", PY, "-c",
+                        WRITER, json.dumps({"path": str(db), "n": 10, "start": 1})],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    litestream_phase(litestream_bin, cfg, db, 10, start=11)
+    litestream_phase(litestream_bin, cfg, db, 10, start=21, kill=True)
+    before = content(db)
+    p = subprocess.run([litevisor_bin, "run", "-config", str(cfg), "--", "true"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "Litestream replicated it after litevisor last did" in p.stderr, p.stderr
+    assert not list(tmp_path.glob("app.db.replaced-*")), p.stderr
+    assert content(db) == before
+    check_restore(litestream_bin, rep, db, tmp_path / "out.db")
+
 def test_history_before_a_backlog_drop_stays_restorable(run, tmp_path, litevisor_bin,
                                                         litestream_bin):
     """A replica dropped by max-backlog comes back with a snapshot at a later index.
