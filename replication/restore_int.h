@@ -79,8 +79,9 @@ struct rs_cand {
 	enum rs_state state;
 	bool timed_out;                /* the decision did not wait for its probe */
 	bool no_answer;                /* its probe failed at its own deadline */
-	bool unfinished;               /* answered, then did not finish its listings in time:
-					  alive and may hold the newest data (not unreachable) */
+	bool unfinished;               /* answered, then did not finish its listings in time
+					  (or they timed out): alive and may hold the newest data */
+	bool net_fail;                 /* its last probe failed without an HTTP answer */
 	bool measure_failed;           /* answered, then its last segment could not be read: */
 	struct wal_pos lower;          /* where that segment starts (it holds at least this) */
 	char error[600];

@@ -209,6 +209,7 @@ static int probe_once(struct probe_set *ps, size_t idx, struct rs_cand *c,
 	rs_plan_release(&c->plan);
 	c->has_data = false;
 	c->unfinished = false;
+	c->net_fail = false;
 	c->nodata[0] = '\0';
 
 	int64_t t0 = clock_mono_ns();
@@ -243,6 +244,8 @@ static int probe_once(struct probe_set *ps, size_t idx, struct rs_cand *c,
 fail:
 	free(ids);
 	snprintf(c->error, sizeof(c->error), "%s: %s", st_status_name(err.status), err.message);
+	/* no HTTP answer at all (a timeout, a stall, a cut connection): slow, not failing */
+	c->net_fail = err.status == ST_TRANSIENT && err.http_status == 0;
 	return -1;
 }
 
@@ -306,7 +309,12 @@ static void *probe_thread(void *p)
 			pthread_mutex_lock(&s->mu);
 			int64_t answered = s->answered_us[a->i];
 			pthread_mutex_unlock(&s->mu);
-			if (c->no_answer && answered >= 0 && clock_mono_ms() + 5 >= measure_end) {
+			/*
+			 * Answered, then its listings were cut by the wait's end, or timed
+			 * out page after page (each past the idle timeout, the retries spent
+			 * before the wait ended): a slow server, not a failing one.
+			 */
+			if (answered >= 0 && (clock_mono_ms() + 5 >= measure_end || c->net_fail)) {
 				mark_unfinished(c, answered, clock_mono_ms() - t0);
 			} else if (c->no_answer) {
 				char why[sizeof(c->error)];

@@ -1114,13 +1114,15 @@ def test_run_path_existing_db_policies(tmp_path, history):
 
 class Proxy:
     """A loopback TCP proxy in front of an S3 server. delay: seconds added
-    before each chunk the client sends (each request); cut: for a GET whose
+    before each chunk the client sends (each request; with delay_only, only
+    before requests whose request line holds that text); cut: for a GET whose
     path contains this text, pass the answer's headers and 10 bytes, then close
     (only the first cut_count such GETs, if given).
     requests: (connection number, request line) of each request, in order."""
 
-    def __init__(self, port, delay=0.0, cut=None, cut_count=None):
+    def __init__(self, port, delay=0.0, cut=None, cut_count=None, delay_only=None):
         self.target, self.delay, self.cut, self.cut_left = port, delay, cut, cut_count
+        self.delay_only = delay_only
         self.requests, self.nconn = [], 0
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -1149,7 +1151,8 @@ class Proxy:
                 data = c.recv(65536)
                 if not data:
                     break
-                if self.delay:
+                if self.delay and (not self.delay_only or
+                                   self.delay_only.encode() in data.split(b"\r\n", 1)[0]):
                     time.sleep(self.delay)
                 if data.split(b" ", 1)[0] in (b"GET", b"HEAD", b"PUT", b"POST", b"DELETE"):
                     self.requests.append((state["conn"], data.split(b"\r\n", 1)[0].decode()))
@@ -1697,6 +1700,32 @@ def test_s3_peer_still_listing_when_the_wait_ends_is_not_passed_over(tmp_path, l
     assert "state=listing" in line and "listings not finished" in line, p.stderr
     assert re.search(r"rtt_ms=[1-9]", line), line  # it answered: its round trip is shown
     assert "might hold newer data than peer-05" in p.stderr, p.stderr
+
+
+
+def test_s3_peer_whose_listing_pages_time_out_is_not_passed_over(tmp_path, litevisor_bin,
+                                                                 s3server, history):
+    """QA26 D2: a peer answered its first request, then each page of its generation's
+    listing took longer than its idle-timeout; once the retries were spent (before the
+    wait ended) it was called unreachable and the stale candidate restored with exit 0.
+    Timing out without any answer is slow, not failing: refuse (111) like a listing
+    still running when the wait ends."""
+    p05, nas = s3server(), s3server()
+    upload(history, p05, tmp_path, upto=2)
+    upload(history, nas, tmp_path)
+    slow = Proxy(nas.port, delay=2.5, delay_only=f"generations%2F{GEN}")
+    try:
+        db = tmp_path / "app.db"
+        peer = dict(s3_peer("nas", nas, slow.port), **{"idle-timeout": "1s"})
+        cfg = write_config(tmp_path / "lv.yml", db, [s3_peer("peer-05", p05), peer])
+        p = lv(litevisor_bin, "restore", "-config", str(cfg), str(db))
+    finally:
+        slow.close()
+    assert p.returncode == 111, p.stderr
+    assert not db.exists()
+    line = candidate_line(p.stderr, "nas")
+    assert "state=listing" in line and "idle-timeout" in line, p.stderr
+    assert "could not finish listing its objects" in p.stderr, p.stderr
 
 
 WRITER = r"""
