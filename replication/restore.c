@@ -800,6 +800,53 @@ static bool winner_open(struct session *s, int64_t window_ms, const char *stated
 					probe_wait_ms(s->cfg), why, sizeof(why)) == LINEAGE_SAME);
 }
 
+/* The newest data a probe of a handover wait saw, and who held it. */
+struct seen {
+	bool set;
+	char generation[LAYOUT_GEN_LEN + 1];
+	struct wal_pos end;
+	char name[64];
+};
+
+static bool seen_lost(const struct session *s, const struct seen *v);
+
+/* Note the probe's winner, unless this probe lost what an earlier one saw. */
+static void seen_note(struct seen *v, const struct session *s)
+{
+	if (s->ch.winner < 0 || seen_lost(s, v))
+		return;
+	const struct rs_cand *w = &s->c[s->ch.winner];
+	if (v->set && !strcmp(v->generation, w->plan.generation) &&
+	    wal_pos_cmp(&w->plan.end, &v->end) <= 0)
+		return;
+	v->set = true;
+	snprintf(v->generation, sizeof(v->generation), "%s", w->plan.generation);
+	v->end = w->plan.end;
+	snprintf(v->name, sizeof(v->name), "%s", w->name);
+}
+
+/*
+ * Did the last probe lose what an earlier one of this wait saw: the
+ * candidate that held it no longer answers, and the winner now holds less
+ * of that generation (or another one)? Restoring that would start the
+ * service on older data than is known to exist, and its new generation
+ * would hide the newer one from every later restore (QA26).
+ */
+static bool seen_lost(const struct session *s, const struct seen *v)
+{
+	if (!v->set)
+		return false;
+	if (s->ch.winner >= 0) {
+		const struct rs_cand *w = &s->c[s->ch.winner];
+		if (!strcmp(w->plan.generation, v->generation) && wal_pos_cmp(&w->plan.end, &v->end) >= 0)
+			return false;
+	}
+	for (size_t i = 0; i < s->n; i++)
+		if (!strcmp(s->c[i].name, v->name))
+			return s->c[i].state != RC_OK; /* still answering: its own data decided */
+	return true;
+}
+
 /*
  * The node that wrote the newest generation may still be stopping: a drain
  * starts the new task before the old one has finished, and its last
@@ -814,10 +861,23 @@ static bool winner_open(struct session *s, int64_t window_ms, const char *stated
 static int await_handover(struct session *s, bool measure_all, const char *statedir,
 			  struct restore_result *res)
 {
-	int64_t window = s->cfg->restore.handover_wait_ms, age, t0 = clock_mono_ms();
+	int64_t window = s->cfg->restore.handover_wait_ms, age = 0, t0 = clock_mono_ms();
 	bool waited = false;
+	struct seen seen = { 0 };
 
-	while (window > 0 && s->ch.winner >= 0 && winner_open(s, window, statedir, &age)) {
+	/* and while a probe lost what an earlier one saw: its holder may answer again */
+	while (window > 0 && ((s->ch.winner >= 0 && winner_open(s, window, statedir, &age)) ||
+			      seen_lost(s, &seen))) {
+		seen_note(&seen, s);
+		if (clock_mono_ms() - t0 >= window && seen_lost(s, &seen)) {
+			char pos[64];
+			log_decision(s);
+			result_set(res, RESTORE_UNREACHABLE, "%s held newer data (%s) when this restore "
+				   "began waiting for the handover, and did not answer again within "
+				   "restore.handover-wait: not restoring older data", seen.name,
+				   rs_pos_text(&seen.end, pos, sizeof(pos)));
+			return -1;
+		}
 		if (clock_mono_ms() - t0 >= window) {
 			log_warn("restore", "the newest generation's node did not close it in time: "
 				 "restoring what it holds, replication starts a new generation. If it "

@@ -1421,6 +1421,45 @@ def test_the_handover_wait_allows_for_a_server_clock_running_behind(litevisor_bi
     assert c == a, err
     assert "waiting for its node" not in err, err
 
+def test_the_handover_wait_never_forgets_newer_data_it_saw(litevisor_bin, tmp_path):
+    """B's first probe sees the peer replica holding A's open generation (A still
+    stopping) ahead of the NAS and waits. The peer then stops answering for B and A
+    never closes its generation. B restored the stale NAS copy with exit 0 and its new
+    generation hid A's commits from every later restore (QA26 D1). Newer data seen in
+    this restore is not forgotten: B does not start, and says why."""
+    peer, nas = tmp_path / "peer", tmp_path / "nas"
+    node_run(litevisor_bin, tmp_path, "A", peer, 10, "a1")
+    shutil.copytree(peer, nas)  # the NAS has A's first run only
+    a, _, _ = node_run(litevisor_bin, tmp_path, "A", peer, 20, "a2")
+    assert len(a) == 30
+    for mark in peer.glob("generations/*/closed/*"):
+        mark.unlink()  # A is still stopping: its generation is open, written just now
+    now = time.time()
+    for f in peer.rglob("*.lz4"):
+        os.utime(f, (now, now))
+    db = tmp_path / "B" / "app.db"
+    db.parent.mkdir()
+    marker, log = tmp_path / "started", tmp_path / "b.log"
+    cfg = tmp_path / "B.yml"
+    cfg.write_text("restore:\n  handover-wait: 3s\n"
+                   f"dbs:\n  - path: {db}\n    replicas:\n"
+                   f"      - name: peer\n        url: file://{peer}\n"
+                   f"      - name: nas\n        url: file://{nas}\n")
+    with open(log, "w") as err:
+        b = subprocess.Popen([litevisor_bin, "run", "-config", str(cfg), "--", "touch",
+                              str(marker)], stderr=err, stdout=subprocess.DEVNULL)
+    try:
+        poll(lambda: "waiting for its node to finish stopping" in log.read_text(), timeout=20)
+        os.rename(peer, tmp_path / "peer.away")  # gone for B: its listing fails
+        peer.write_text("not a directory")
+        assert b.wait(timeout=30) == 111, log.read_text()
+    finally:
+        if b.poll() is None:
+            b.kill()
+    text = log.read_text()
+    assert not marker.exists() and not db.exists(), text
+    assert "peer held newer data" in text and "not restoring older data" in text, text
+
 def restored_rows(tool, rep, out):
     """Restore the file replica rep with tool (litevisor or Litestream) into out."""
     p = subprocess.run([tool, "restore", "-o", str(out), f"file://{rep}"],
