@@ -193,7 +193,7 @@ static int run_replicate(int argc, char **argv)
 
 	const struct flag flags[] = {
 		{ "config", FLAG_STRING, &path, "PATH",
-		  "config file (default $LITEVISOR_CONFIG, $LITESTREAM_CONFIG, /etc/litevisor.yml)" },
+		  "config file (default $LITEVISOR_CONFIG, $LITESTREAM_CONFIG, /etc/litevisor.yml, /etc/litestream.yml)" },
 		{ "exec", FLAG_STRING, &exec, "CMD",
 		  "run CMD as a supervised service, as `run` does (overrides the config's exec)" },
 		{ "no-expand-env", FLAG_BOOL, &no_expand, NULL, "do not expand $VAR in config values" },

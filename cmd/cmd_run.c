@@ -36,7 +36,7 @@ static int run_run(int argc, char **argv)
 
 	const struct flag flags[] = {
 		{ "config", FLAG_STRING, &path, "PATH",
-		  "config file (default $LITEVISOR_CONFIG, $LITESTREAM_CONFIG, /etc/litevisor.yml;"
+		  "config file (default $LITEVISOR_CONFIG, $LITESTREAM_CONFIG, /etc/litevisor.yml, /etc/litestream.yml;"
 		  " optional when a command is given)" },
 		{ "no-expand-env", FLAG_BOOL, &no_expand, NULL, "do not expand $VAR in config values" },
 		{ 0 },

@@ -97,7 +97,7 @@ int cmd_config_only(const struct command *cmd, int argc, char **argv, struct con
 	*no_expand = false;
 	const struct flag flags[] = {
 		{ "config", FLAG_STRING, &path, "PATH",
-		  "config file (default $LITEVISOR_CONFIG, $LITESTREAM_CONFIG, /etc/litevisor.yml)" },
+		  "config file (default $LITEVISOR_CONFIG, $LITESTREAM_CONFIG, /etc/litevisor.yml, /etc/litestream.yml)" },
 		{ "no-expand-env", FLAG_BOOL, no_expand, NULL, "do not expand $VAR in config values" },
 		{ 0 },
 	};

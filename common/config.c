@@ -15,7 +15,21 @@
 #include "common/fsutil.h"
 #include "common/banned.h"
 
-static const char FALLBACK_PATH[] = "/etc/litevisor.yml";
+/*
+ * The files read when nothing names one: ours, else Litestream's (a node
+ * switching over). Arrays, not literals: config_path_is_fallback() tells
+ * them by address, and a caller's equal literal may share a literal's.
+ */
+static const char SYSTEM_PATH[] = "/etc/litevisor.yml";
+static const char LITESTREAM_PATH[] = "/etc/litestream.yml";
+static const char *system_path = SYSTEM_PATH;
+static const char *litestream_path = LITESTREAM_PATH;
+
+void config_set_system_paths(const char *litevisor, const char *litestream)
+{
+	system_path = litevisor ? litevisor : SYSTEM_PATH;
+	litestream_path = litestream ? litestream : LITESTREAM_PATH;
+}
 
 const char *config_default_path(const char *explicit_path)
 {
@@ -26,12 +40,15 @@ const char *config_default_path(const char *explicit_path)
 		return p;
 	if ((p = getenv("LITESTREAM_CONFIG")) && *p)
 		return p;
-	return FALLBACK_PATH;
+	if (access(system_path, F_OK) < 0 && errno == ENOENT && access(litestream_path, F_OK) == 0)
+		return litestream_path;
+	return system_path;
 }
 
 bool config_path_is_fallback(const char *explicit_path)
 {
-	return config_default_path(explicit_path) == FALLBACK_PATH;
+	const char *p = config_default_path(explicit_path);
+	return p == system_path || p == litestream_path;
 }
 
 void config_replica_defaults(struct cfg_replica *r)
@@ -196,7 +213,11 @@ int config_load(const char *path, const struct config_options *opt, struct confi
 	 */
 	fd = fs_open_regular(path, why, sizeof(why));
 	if (fd < 0) {
-		snprintf(err, errlen, "%s: cannot read the config file: %s", path, why);
+		/* the default, missing: say where else it was looked for and how to name one */
+		bool fallback = path == system_path && errno == ENOENT;
+		snprintf(err, errlen, "%s: cannot read the config file: %s%s%s%s", path, why,
+			 fallback ? " (nor is there " : "", fallback ? litestream_path : "",
+			 fallback ? "; name one with -config or $LITEVISOR_CONFIG)" : "");
 		goto out;
 	}
 	buf = malloc(CFG_MAX_FILE + 1);

@@ -174,14 +174,16 @@ struct config_options {
 
 /*
  * Find the config file: explicit (from -config) if given, else
- * $LITEVISOR_CONFIG, $LITESTREAM_CONFIG, /etc/litevisor.yml.
+ * $LITEVISOR_CONFIG, $LITESTREAM_CONFIG, /etc/litevisor.yml, or
+ * /etc/litestream.yml when only that one exists (Litestream's default).
  * Returns a static or environment string (do not free).
  */
 const char *config_default_path(const char *explicit_path);
 
 /*
  * True when nothing named a config file (no -config, neither variable set),
- * so config_default_path() falls back to /etc/litevisor.yml. A file named
+ * so config_default_path() falls back to /etc/litevisor.yml (or
+ * /etc/litestream.yml). A file named
  * on purpose must exist; only the fallback may be absent (run with a command).
  */
 bool config_path_is_fallback(const char *explicit_path);

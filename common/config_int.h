@@ -105,4 +105,12 @@ void cfg_url_release(struct cfg_url *u);
  */
 void cfg_clean_prefix(char *p);
 
+/*
+ * Where config_default_path() looks when nothing names a file (defaults
+ * /etc/litevisor.yml, then /etc/litestream.yml): the unit tests point them
+ * at files of their own (NULL: the default). The strings must outlive
+ * every use.
+ */
+void config_set_system_paths(const char *litevisor, const char *litestream);
+
 #endif

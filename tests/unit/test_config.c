@@ -566,6 +566,44 @@ TEST(anchors_and_aliases)
 	config_release(&c);
 }
 
+/* Litestream's default file is read when ours does not exist (QA27 D3). */
+TEST(default_path_falls_back_to_litestreams)
+{
+	char dir[] = "/tmp/lv-cfgpath-XXXXXX", ours[64], theirs[64], err[300];
+	CHECK(mkdtemp(dir));
+	snprintf(ours, sizeof(ours), "%s/litevisor.yml", dir);
+	snprintf(theirs, sizeof(theirs), "%s/litestream.yml", dir);
+	unsetenv("LITEVISOR_CONFIG");
+	unsetenv("LITESTREAM_CONFIG");
+	config_set_system_paths(ours, theirs);
+	/* neither: ours, and loading it says where else it looked */
+	CHECK_STR(config_default_path(NULL), ours);
+	struct config c = { 0 };
+	struct config_options o = { 0 };
+	CHECK_INT(config_load(config_default_path(NULL), &o, &c, err, sizeof(err)), -1);
+	CHECK(strstr(err, "nor is there") && strstr(err, theirs));
+	/* only Litestream's */
+	FILE *f = fopen(theirs, "w");
+	CHECK(f);
+	fputs("dbs:\n  - path: /data/app.db\n    replicas:\n      - url: file:///rep\n", f);
+	fclose(f);
+	CHECK_STR(config_default_path(NULL), theirs);
+	CHECK(config_path_is_fallback(NULL));
+	CHECK_INT(config_load(config_default_path(NULL), &o, &c, err, sizeof(err)), 0);
+	CHECK_INT(c.ndbs, 1);
+	config_release(&c);
+	/* both: ours wins */
+	f = fopen(ours, "w");
+	CHECK(f);
+	fclose(f);
+	CHECK_STR(config_default_path(NULL), ours);
+	CHECK(config_path_is_fallback(NULL));
+	unlink(ours);
+	unlink(theirs);
+	rmdir(dir);
+	config_set_system_paths(NULL, NULL);
+}
+
 TEST(default_path_order)
 {
 	unsetenv("LITEVISOR_CONFIG");
@@ -1491,7 +1529,7 @@ UNIT_MAIN(T(litestream_full_example), T(seed_topology_from_node_105), T(node_rul
 	  T(store_inheritance_and_overrides), T(url_shortcuts), T(urls_parse_like_go_net_url), T(url_parts_versus_explicit_keys),
 	  T(defaults_match_config_h), T(same_file_names_in_other_directories_get_distinct_default_names),
 	  T(litevisor_sections), T(env_expansion_in_values), T(anchors_and_aliases),
-	  T(default_path_order), T(file_errors_name_the_file), T(bad_configs_give_exact_errors), T(duplicates_through_symlinks),
+	  T(default_path_falls_back_to_litestreams), T(default_path_order), T(file_errors_name_the_file), T(bad_configs_give_exact_errors), T(duplicates_through_symlinks),
 	  T(credentials_never_in_errors), T(secret_files_are_checked_at_load),
 	  T(each_path_is_resolved_once), T(addr_forms), T(authority_forms),
 	  T(survives_mutated_input))
