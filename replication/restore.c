@@ -1094,6 +1094,12 @@ int restore_explicit(const struct config *cfg, const struct cfg_db *db,
 			result_set(res, RESTORE_NO_DATA, "no matching backups found");
 		goto out;
 	}
+	if (opt->dry_run && s.c[s.ch.winner].plan.truncated) {
+		/* the restore itself would fail at the hole: so does its dry run */
+		result_set(res, RESTORE_FAILED, "dry run: %s, but it has a hole: %s (missing segment)",
+			   s.ch.why, s.c[s.ch.winner].plan.note);
+		goto out;
+	}
 	if (opt->dry_run) {
 		result_set(res, RESTORE_RESTORED, "dry run: %s", s.ch.why);
 		rc = 0;

@@ -373,6 +373,9 @@ void rs_print_decision(const struct rs_cand *c, size_t n, const struct rs_choice
 		printf("plan: snapshot %08x, %zu WAL segment(s), %llu bytes to download, into %s\n",
 		       w->plan.snapshot.index, w->plan.nsegments,
 		       (unsigned long long)w->plan.bytes, output);
+		if (w->plan.truncated)
+			printf("hole: %s: the restore would fail there (missing segment)\n",
+			       w->plan.note[0] ? w->plan.note : "a segment is missing");
 	} else {
 		printf("decision: %s\n", ch->why);
 	}

@@ -742,6 +742,10 @@ def test_missing_segment_is_detected_not_replayed(tmp_path, litevisor_bin, histo
     assert p.returncode == 1, p.stderr
     assert "missing segment" in p.stderr
     assert not out.exists()
+    # its dry run says so too, on stdout, and does not answer 0 (QA26 D4)
+    p = lv(litevisor_bin, "restore", "-dry-run", "-o", str(out), f"file://{rep}")
+    assert p.returncode == 1, p.stderr
+    assert "hole: gap before segment 00000001/" in p.stdout, p.stdout
 
 
 def test_newest_generation_without_snapshot_is_not_silently_skipped(tmp_path, litevisor_bin,
