@@ -11,8 +11,9 @@
  * it were lost.) A generation that is not the current one and whose objects
  * are all older than retention + retention-grace goes whole; one its writer
  * did not close at its end (another node's, maybe alive and idle: it
- * snapshots again within a retention check) only once older than that by
- * the longer of retention and the check interval as well. The current one,
+ * snapshots again within a retention check of its own) only once older than
+ * that by the longer of retention, the check interval and a day as well. A
+ * current one left without any snapshot there gets a new one. The current one,
  * when none of its snapshots is younger than retention, asks for a new one
  * (*need_snapshot), so that its older history can go once that one covers the
  * cut. The grace lets a restore that picked an object a moment ago finish
@@ -29,6 +30,7 @@
 #include "common/banned.h"
 
 #define DELETE_BATCH 256
+#define RETENTION_UNCLOSED_MIN_MS (24 * 3600 * 1000LL)
 
 struct batch {
 	char keys[DELETE_BATCH][LAYOUT_KEY_MAX];
@@ -123,9 +125,15 @@ int retention_enforce(struct eng_replica *r, bool *need_snapshot)
 	if (__builtin_mul_overflow(c->retention_grace_ms, NS_PER_MS, &span) ||
 	    __builtin_sub_overflow(keep_cut, span, &del_cut))
 		del_cut = INT64_MIN;
-	/* an unclosed generation's extra time: the longer of retention and its check interval */
+	/*
+	 * An unclosed generation's extra time: the longer of retention and its
+	 * check interval, and a day at least: its writer's retention (and so
+	 * when it snapshots again, idle) may be longer than ours (QA26).
+	 */
 	int64_t live_ms = c->retention_check_interval_ms > c->retention_ms
 				  ? c->retention_check_interval_ms : c->retention_ms, live_ns;
+	if (live_ms < RETENTION_UNCLOSED_MIN_MS)
+		live_ms = RETENTION_UNCLOSED_MIN_MS;
 	if (__builtin_mul_overflow(live_ms, NS_PER_MS, &live_ns))
 		live_ns = INT64_MAX;
 	pthread_mutex_lock(&d->mu);
@@ -136,6 +144,7 @@ int retention_enforce(struct eng_replica *r, bool *need_snapshot)
 		goto out;
 	if (catalog_generations(r->st, &ids, &n, NULL, &err) < 0)
 		goto fail;
+	bool cur_listed = false;
 	for (size_t i = 0; i < n; i++) {
 		struct cat_generation g;
 		if (catalog_load(r->st, ids[i], &g, NULL, &err) < 0)
@@ -152,7 +161,8 @@ int retention_enforce(struct eng_replica *r, bool *need_snapshot)
 		}
 		int prc = 0;
 		bool current = !strcmp(ids[i], cur);
-		if (!young && current) {
+		cur_listed |= current && g.nsnapshots > 0;
+		if (!young && current && g.nsnapshots > 0) {
 			/*
 			 * A new snapshot, so the older history can go once it covers
 			 * the cut. Unless we wrote one within retention by our own
@@ -193,6 +203,22 @@ int retention_enforce(struct eng_replica *r, bool *need_snapshot)
 		catalog_generation_release(&g);
 		if (prc < 0)
 			goto fail;
+	}
+	/*
+	 * Our generation has no snapshot there any more (another writer's
+	 * retention took it, or a hand): whatever this process ships into it
+	 * restores nowhere until a new one is taken.
+	 */
+	pthread_mutex_lock(&d->mu);
+	bool lost = d->ready && r->pos_known && !strcmp(r->pos.generation, cur) && !cur_listed;
+	if (lost)
+		r->snap_known = false; /* none to overwrite: taken at once, at this very index */
+	pthread_mutex_unlock(&d->mu);
+	if (lost) {
+		log_warn("retention", "this generation has no snapshot on the replica any more "
+			 "(deleted by another writer's retention?): taking a new one",
+			 "db=%s replica=%s generation=%s", d->stat.name, r->stat.name, cur);
+		*need_snapshot = true;
 	}
 	rc = 0;
 	goto out;

@@ -1036,6 +1036,58 @@ def test_back_to_litevisor_after_litestream_was_killed_keeps_the_newer_database(
     assert content(db) == before
     check_restore(litestream_bin, rep, db, tmp_path / "out.db")
 
+
+def test_another_writers_retention_spares_an_idle_open_generation(run, tmp_path,
+                                                                   litestream_bin):
+    """Two writers on one replica by mistake (an overlap): A idle with a long retention,
+    B with a short one. B's retention deleted A's open generation after a few seconds
+    of idleness, and A's next commits went into a generation with no snapshot, which
+    no restore could use (QA26 D3). An unclosed generation of another writer now gets
+    a day at least before it may go, whatever our own retention."""
+    a_db, b_db, rep = tmp_path / "a.db", tmp_path / "b.db", tmp_path / "rep"
+    create(a_db)
+    create(b_db)
+    a_cfg = config(tmp_path, a_db, [file_replica(rep, "nas", retention="24h")])
+    a_cfg = a_cfg.rename(tmp_path / "a.yml")
+    b_cfg = config(tmp_path, b_db, [file_replica(rep, "nas", retention="2s",
+                                                 retention_check_interval="500ms",
+                                                 retention_grace="500ms")])
+    a = run(a_cfg)
+    write(a_db, 5, start=1)
+    wait_for(lambda: len(generations(rep)) == 1 and objects(rep, "wal"), what="A's generation")
+    (a_gen,) = generations(rep)
+    b = run(b_cfg)
+    wait_for(lambda: len(generations(rep)) == 2, what="B's generation")
+    end = time.monotonic() + 8
+    while time.monotonic() < end:  # B writes on; A stays idle
+        write(b_db, 1, start=100)
+        time.sleep(0.5)
+    assert a_gen in generations(rep), b.text()
+    assert os.listdir(rep / "generations" / a_gen / "snapshots"), b.text()
+    assert b.stop() == 0 and a.stop() == 0
+
+
+def test_a_generation_whose_snapshot_vanished_gets_a_new_one(run, tmp_path, litestream_bin):
+    """Our generation lost its snapshot on the replica (another writer's retention, a
+    hand): what is shipped into it restores nowhere. The retention check now sees it
+    and takes a new snapshot, instead of taking the old one for a clock skew."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    r = run(config(tmp_path, db, [file_replica(rep, retention="1h",
+                                               retention_check_interval="500ms")]))
+    write(db, 5, start=1)
+    wait_for(lambda: objects(rep, "snapshots") and objects(rep, "wal"), what="replicated")
+    (gen,) = generations(rep)
+    for f in os.listdir(rep / "generations" / gen / "snapshots"):
+        os.unlink(rep / "generations" / gen / "snapshots" / f)
+    write(db, 5, start=6)
+    wait_for(lambda: "has no snapshot on the replica any more" in r.text(), what="noticed")
+    wait_for(lambda: os.listdir(rep / "generations" / gen / "snapshots"), what="a new snapshot")
+    write(db, 5, start=11)
+    assert r.stop() == 0
+    assert "clock is behind ours" not in r.text()
+    check_restore(litestream_bin, rep, db, tmp_path / "out.db")
+
 def test_history_before_a_backlog_drop_stays_restorable(run, tmp_path, litevisor_bin,
                                                         litestream_bin):
     """A replica dropped by max-backlog comes back with a snapshot at a later index.
@@ -1410,25 +1462,29 @@ def test_retention_spares_another_nodes_unclosed_generation_a_while_longer(run, 
     # than retention + grace, though A had not closed it: A alive and idle snapshots
     # again only at its next retention check, and its replica was gone meanwhile
     # (QA18). An unclosed generation now gets the longer of retention and the check
-    # interval on top; a closed one goes as before.
+    # interval on top, and a day at least: A's own retention, which says when it
+    # snapshots again, may be longer than ours (QA26). A closed one goes as before.
     db, rep = tmp_path / "app.db", tmp_path / "rep"
     create(db)
-    then = time.time() - 3.5  # older than retention + grace (3 s), not by 2 s more
-    for gen, closed in (("00000000000a11ce", False), ("00000000000c105e", True)):
+    now = time.time()
+    then = now - 3.5  # older than retention + grace (3 s)
+    long_ago = now - 86400 - 10  # and than a day more
+    for gen, closed, t in (("00000000000a11ce", False, then), ("00000000000c105e", True, then),
+                           ("000000000000a9ed", False, long_ago)):
         g = rep / "generations" / gen
         files = ["snapshots/00000000.snapshot.lz4"] + (["closed/00000000_00000000"] if closed else [])
         for f in files:
             (g / f).parent.mkdir(parents=True, exist_ok=True)
             (g / f).write_bytes(b"")
-            os.utime(g / f, (then, then))
+            os.utime(g / f, (t, t))
     r = run(config(tmp_path, db, [file_replica(rep, retention="2s", retention_grace="1s",
                                                retention_check_interval="500ms")]))
     wait_for(lambda: not (rep / "generations" / "00000000000c105e").exists(), timeout=10,
              what="the closed generation to go")
+    wait_for(lambda: not (rep / "generations" / "000000000000a9ed").exists(), timeout=10,
+             what="the unclosed one idle for over a day to go")
+    time.sleep(2.5)  # several more checks: 6 s, where the old rule let it go at 5 s
     assert (rep / "generations" / "00000000000a11ce").exists(), r.text()
-    wait_for(lambda: not (rep / "generations" / "00000000000a11ce").exists(), timeout=10,
-             what="the unclosed one to go, 2 s later")
-    assert time.time() - then >= 5, r.text()
     assert r.stop() == 0
 
 def test_retention_of_forever_keeps_everything(run, tmp_path):
