@@ -531,6 +531,9 @@ static int copy_wal(struct eng_db *d)
 		switch (res) {
 		case SHADOW_GREW:
 			d->continuous = true;
+			pthread_mutex_lock(&d->mu);
+			d->stat.shadow_bytes_total += grew;
+			pthread_mutex_unlock(&d->mu);
 			if (!d->sh.unproven)
 				publish(d, grew); /* else once check_commits() vouches for it */
 			continue; /* drain a WAL that grew while copying */
@@ -1074,6 +1077,7 @@ void *monitor_thread(void *arg)
 			/* the new hold is taken before reading: see db_hold_rotate() */
 			if (db_hold_rotate(&d->conns) < 0)
 				d->continuous = false;
+			int64_t pass0 = clock_mono_ns();
 			int crc = copy_wal(d);
 			note_sync(d, crc);
 			if (crc == 0)
@@ -1083,6 +1087,8 @@ void *monitor_thread(void *arg)
 			serve_generation_request(d);
 			bool ckpt = maybe_checkpoint(d);
 			pthread_mutex_lock(&d->mu);
+			d->stat.syncs_total++;
+			d->stat.sync_ns_total += clock_mono_ns() - pass0;
 			if (d->ckpt_req && d->index != d->ckpt_req_index)
 				d->ckpt_req = false;
 			if (d->restart_req && d->index != d->ckpt_req_index)

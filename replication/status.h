@@ -53,6 +53,10 @@ struct db_status {
 	int64_t db_size, wal_size;
 	uint64_t checkpoints_total[3];      /* PASSIVE, RESTART, TRUNCATE */
 	uint64_t checkpoint_errors_total;
+	/* passes of the monitor: copy new commits, checkpoint when due (Litestream's Sync) */
+	uint64_t syncs_total;
+	int64_t sync_ns_total;              /* time they took, summed */
+	uint64_t shadow_bytes_total;        /* WAL bytes copied into the shadow WAL */
 	/*
 	 * Copying new commits into the shadow WAL (local state) fails: the
 	 * replicas then get nothing new, whatever their own health.
