@@ -5,6 +5,9 @@
  * litevisor_, values are in base units (_seconds, _bytes), counters end in
  * _total, each family has exactly one HELP and one TYPE line followed by all
  * of its series; labels are db, replica, operation, mode, source, phase.
+ * Alongside, from the same copies, the series of Litestream v0.3.13 whose
+ * meaning litevisor has, under Litestream's names, labels and units (db is
+ * the database's path there), so dashboards built on it keep working.
  * Rendering reads only copies (sup_snapshot, engine_status) and a sample of
  * /proc/self taken by metrics_proc_read, so it never waits on the data path.
  */
