@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/config_int.h"
 #include "common/pathnorm.h"
@@ -114,6 +115,10 @@ static int parse_s3_host(const char *hostport, struct cfg_url *u)
 	const char *scheme = "https";
 	const char *bucket = NULL, *region = NULL;
 
+	/* "[::1]" has colons but no port: Go's SplitHostPort fails and keeps it whole */
+	const char *close = strchr(hostport, ']');
+	if (colon && hostport[0] == '[' && close && colon < close)
+		colon = NULL;
 	snprintf(host, sizeof(host), "%.*s", colon ? (int)(colon - hostport) : (int)strlen(hostport),
 		 hostport);
 	if (colon)
@@ -157,8 +162,16 @@ static int parse_s3_host(const char *hostport, struct cfg_url *u)
 		snprintf(ep, sizeof(ep), "%s.linodeobjects.com", label);
 	}
 	if (!ep[0]) {
-		/* Any other host is an AWS bucket name. */
-		u->bucket = strdup(hostport);
+		/*
+		 * Any other host is an AWS bucket name, its port dropped as Go's
+		 * net.SplitHostPort drops it ("[::1]:9000" is "::1"): the bucket
+		 * Litestream wrote to. The endpoint comes from endpoint: alone.
+		 */
+		size_t hl = strlen(host);
+		if (port[0] && hl >= 2 && host[0] == '[' && host[hl - 1] == ']')
+			u->bucket = strndup(host + 1, hl - 2);
+		else
+			u->bucket = strdup(port[0] ? host : hostport);
 		return u->bucket ? 0 : -1;
 	}
 	char full[400];
@@ -273,13 +286,22 @@ struct url_parts {
 	size_t scheme_len, auth_len, path_len, query_len, frag_len;
 };
 
-/* Split scheme://authority/path?query#fragment. Returns 0, or -1 if there is no "://". */
+/*
+ * Split scheme://authority/path?query#fragment. Returns 0, or -1 if there is
+ * no "://". "file:/DIR" (no authority) splits too: Go's net/url reads it as
+ * the path /DIR, and Litestream replicates there.
+ */
 static int split_url(const char *url, struct url_parts *p)
 {
 	const char *sep = strstr(url, "://");
 	const char *end = url + strlen(url);
 	const char *hash = strchr(url, '#');
+	size_t seplen = 3;
 	memset(p, 0, sizeof(*p));
+	if (strncasecmp(url, "file:/", 6) == 0 && url[6] != '/') {
+		sep = url + 4;
+		seplen = 1;
+	}
 	if (!sep || (hash && hash < sep))
 		return -1;
 	if (hash) {
@@ -297,12 +319,26 @@ static int split_url(const char *url, struct url_parts *p)
 	}
 	p->scheme = url;
 	p->scheme_len = (size_t)(sep - url);
-	p->auth = sep + 3;
+	p->auth = sep + seplen;
 	const char *slash = memchr(p->auth, '/', (size_t)(end - p->auth));
-	p->auth_len = (size_t)((slash ? slash : end) - p->auth);
+	p->auth_len = seplen == 3 ? (size_t)((slash ? slash : end) - p->auth) : 0;
 	p->path = p->auth + p->auth_len;
 	p->path_len = (size_t)(end - p->path);
 	return 0;
+}
+
+/*
+ * Can a file:// URL's host stand as written as the first part of a directory?
+ * Letters, digits and "-._~" only: Go escapes or refuses anything else in a
+ * host (a port too, in a file URL), and we would rather refuse than guess.
+ */
+static bool host_is_dir_part(const char *a, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!((a[i] >= 'a' && a[i] <= 'z') || (a[i] >= 'A' && a[i] <= 'Z') ||
+		      (a[i] >= '0' && a[i] <= '9') || strchr("-._~", a[i])))
+			return false;
+	return true;
 }
 
 /*
@@ -318,7 +354,9 @@ static char *file_url_dir(const struct url_parts *p, char *why, size_t whylen)
 		goto out;
 	if (p->frag && !(frag = escaped_form(p->frag, p->frag_len, true, why, whylen)))
 		goto out;
-	if (asprintf(&dir, "%s%s%.*s%s%s", path, p->query ? "?" : "", (int)p->query_len,
+	/* file://HOST/DIR: URL.String gives "//HOST/DIR", which path.Clean makes "/HOST/DIR" */
+	if (asprintf(&dir, "%s%.*s%s%s%.*s%s%s", p->auth_len ? "/" : "", (int)p->auth_len,
+		     p->auth_len ? p->auth : "", path, p->query ? "?" : "", (int)p->query_len,
 		     p->query ? p->query : "", frag && *frag ? "#" : "", frag ? frag : "") < 0) {
 		dir = NULL;
 		snprintf(why, whylen, "out of memory");
@@ -388,8 +426,9 @@ int cfg_parse_url(const char *url, struct cfg_url *u, bool *unsupported, char *w
 			 url);
 		return -1;
 	}
-	bool is_file = p.scheme_len == 4 && strncmp(p.scheme, "file", 4) == 0;
-	bool is_s3 = p.scheme_len == 2 && strncmp(p.scheme, "s3", 2) == 0;
+	/* Go's net/url lowercases the scheme: Litestream replicates to "S3://" and "FILE://" */
+	bool is_file = p.scheme_len == 4 && strncasecmp(p.scheme, "file", 4) == 0;
+	bool is_s3 = p.scheme_len == 2 && strncasecmp(p.scheme, "s3", 2) == 0;
 	if (!is_file && !is_s3) {
 		*unsupported = true;
 		snprintf(why, whylen, "replica URL scheme \"%.*s\" is not supported by litevisor",
@@ -404,7 +443,11 @@ int cfg_parse_url(const char *url, struct cfg_url *u, bool *unsupported, char *w
 		return -1;
 	}
 	if (is_file) {
-		if (p.auth_len != 0 || p.path_len == 0) {
+		if (p.auth_len == 0 && p.path_len == 0) {
+			snprintf(why, whylen, "invalid file URL \"%s\" (expected file:///ABSOLUTE/DIR)", url);
+			return -1;
+		}
+		if (p.auth_len != 0 && !host_is_dir_part(p.auth, p.auth_len)) {
 			snprintf(why, whylen, "invalid file URL \"%s\" (expected file:///ABSOLUTE/DIR)", url);
 			return -1;
 		}

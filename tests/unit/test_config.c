@@ -296,7 +296,7 @@ TEST(url_shortcuts)
 		CHECK_INT(r.sync_interval_ms, 1000);
 		config_replica_release(&r);
 	}
-	static const char *const bad[] = { "gcs://b/p", "s3://", "ftp://x/y", "relative/dir", "file://host/p",
+	static const char *const bad[] = { "gcs://b/p", "s3://", "ftp://x/y", "relative/dir", "file://a:80/p",
 					   "s3://localhost:9000/p", "s3://user@bkt/p" };
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct cfg_replica r;
@@ -1525,8 +1525,61 @@ TEST(urls_parse_like_go_net_url)
 	}
 }
 
+/*
+ * Spellings Litestream v0.3.13 replicates to (checked with its binary): Go's
+ * net/url lowercases the scheme, reads "file:/DIR" as the path /DIR, and a
+ * file URL's host becomes the directory's first part (path.Clean("//h/p")).
+ * An AWS bucket's port is dropped (s3.ParseHost: net.SplitHostPort).
+ */
+TEST(url_spellings_litestream_accepts)
+{
+	static const struct {
+		const char *url, *bucket, *path;
+	} cases[] = {
+		{ "file:/var/b/r1", NULL, "/var/b/r1" },
+		{ "file://var/b/r2", NULL, "/var/b/r2" },
+		{ "file://host", NULL, "/host" },
+		{ "file://h/../x", NULL, "/x" },
+		{ "FILE:///var/b/r3", NULL, "/var/b/r3" },
+		{ "File:/var/b/q?x#y", NULL, "/var/b/q?x#y" },
+		{ "S3://bkt/p", "bkt", "p" },
+		{ "s3://bkt:9000/p", "bkt", "p" },
+		{ "s3://[::1]:9000/p", "::1", "p" },
+		{ "s3://[::1]/p", "[::1]", "p" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct cfg_replica r;
+		char err[256];
+		if (config_replica_from_url(cases[i].url, &r, err, sizeof(err)) != 0)
+			FAIL("%s: %s", cases[i].url, err);
+		if (strcmp(r.path, cases[i].path) != 0)
+			FAIL("%s: path \"%s\", expected \"%s\"", cases[i].url, r.path, cases[i].path);
+		CHECK_INT(r.type, cases[i].bucket ? REPLICA_S3 : REPLICA_FILE);
+		if (cases[i].bucket) {
+			CHECK_STR(r.bucket, cases[i].bucket);
+			CHECK(r.endpoint == NULL); /* the port is no endpoint: endpoint: says it */
+		}
+		config_replica_release(&r);
+	}
+	static const struct {
+		const char *url, *err;
+	} bad[] = {
+		{ "file://a:80/p", "invalid file URL \"file://a:80/p\" (expected file:///ABSOLUTE/DIR)" },
+		{ "file://a%41/p", "invalid file URL \"file://a%41/p\" (expected file:///ABSOLUTE/DIR)" },
+		{ "file:rel", "invalid replica URL \"file:rel\" (expected s3://BUCKET/PATH or file:///DIR)" },
+		{ "GS://b/p", "replica URL scheme \"GS\" is not supported by litevisor" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct cfg_replica r;
+		char err[256] = "";
+		if (config_replica_from_url(bad[i].url, &r, err, sizeof(err)) == 0)
+			FAIL("%s was accepted", bad[i].url);
+		CHECK_STR(err, bad[i].err);
+	}
+}
+
 UNIT_MAIN(T(litestream_full_example), T(seed_topology_from_node_105), T(node_rule_follows_top_level_node),
-	  T(store_inheritance_and_overrides), T(url_shortcuts), T(urls_parse_like_go_net_url), T(url_parts_versus_explicit_keys),
+	  T(store_inheritance_and_overrides), T(url_shortcuts), T(urls_parse_like_go_net_url), T(url_spellings_litestream_accepts), T(url_parts_versus_explicit_keys),
 	  T(defaults_match_config_h), T(same_file_names_in_other_directories_get_distinct_default_names),
 	  T(litevisor_sections), T(env_expansion_in_values), T(anchors_and_aliases),
 	  T(default_path_falls_back_to_litestreams), T(default_path_order), T(file_errors_name_the_file), T(bad_configs_give_exact_errors), T(duplicates_through_symlinks),
