@@ -433,8 +433,12 @@ static const struct field db_tab[DB_N] = {
 	[DB_NAME] = { .key = "name", .kind = F_STR, .off = offsetof(struct cfg_db, name) },
 	[DB_ENV] = { .key = "env", .kind = F_CUSTOM, .fn = set_db_env },
 	[DB_OPTIONAL] = { .key = "optional", .kind = F_BOOL, .off = offsetof(struct cfg_db, optional) },
-	[DB_MONITOR] = { .key = "monitor-interval", .kind = F_DUR, .off = offsetof(struct cfg_db, monitor_interval_ms), .min = 1 },
-	[DB_CKPT] = { .key = "checkpoint-interval", .kind = F_DUR, .off = offsetof(struct cfg_db, checkpoint_interval_ms), .min = 1 },
+	/* 0 makes Litestream v0.3.13 start no monitor: nothing replicates while it runs */
+	[DB_MONITOR] = { .key = "monitor-interval", .kind = F_DUR, .off = offsetof(struct cfg_db, monitor_interval_ms), .min = 1,
+			 .why = "Litestream v0.3.13 would not watch the database at all and replicate nothing "
+				"while it runs; remove the key for the 1s default" },
+	/* 0: no time-based checkpoints, as in Litestream (replication/monitor.c checks > 0) */
+	[DB_CKPT] = { .key = "checkpoint-interval", .kind = F_DUR, .off = offsetof(struct cfg_db, checkpoint_interval_ms) },
 	[DB_MINCK] = { .key = "min-checkpoint-page-count", .kind = F_INT64, .off = offsetof(struct cfg_db, min_checkpoint_page_count), .min = 1, .max = INT64_MAX },
 	[DB_MAXCK] = { .key = "max-checkpoint-page-count", .kind = F_INT64, .off = offsetof(struct cfg_db, max_checkpoint_page_count), .min = 0, .max = INT64_MAX },
 	[DB_TRUNC] = { .key = "truncate-page-count", .kind = F_INT64, .off = offsetof(struct cfg_db, truncate_page_count), .min = 0, .max = INT64_MAX },

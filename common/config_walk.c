@@ -288,7 +288,8 @@ static int set_value(struct walk *w, const struct field *f, const struct cfg_nod
 		}
 		/* min marks durations where 0 would mean a busy loop or an instant timeout. */
 		if (*(int64_t *)(void *)dst < f->min) {
-			cfg_error(w->e, v, path, "must be more than 0");
+			cfg_error(w->e, v, path, "must be more than 0%s%s%s", f->why ? " (" : "",
+				  f->why ? f->why : "", f->why ? ")" : "");
 			goto out;
 		}
 		break;

@@ -51,7 +51,7 @@ struct field {
 	int64_t min, max;          /* F_INT/F_INT64 range */
 	const char *const *names;  /* F_ENUM values, NULL-terminated */
 	field_fn fn;               /* F_CUSTOM */
-	const char *why;           /* F_UNSUPPORTED reason */
+	const char *why;           /* F_UNSUPPORTED reason; F_DUR: why 0 is refused */
 	bool s3_only;              /* meaningless for file replicas */
 };
 

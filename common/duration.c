@@ -36,6 +36,17 @@ int duration_parse(const char *s, int64_t *ms, char *why, size_t whylen)
 		*ms = 0;
 		return 0;
 	}
+	/*
+	 * Go's yaml reads a bare number into a time.Duration as nanoseconds: to
+	 * Litestream v0.3.13 "sync-interval: 10" is a 10ns busy loop, surely not
+	 * what was meant. Say so rather than guess a unit.
+	 */
+	if (*p && strspn(p, "0123456789") == strlen(p)) {
+		snprintf(why, whylen,
+			 "invalid duration \"%s\": a number needs a unit, e.g. \"%ss\" (Litestream v0.3.13 "
+			 "reads a bare number as nanoseconds)", s, p);
+		return -1;
+	}
 	while (*p) {
 		const char *num = p;
 		double v = 0, scale = 1;
@@ -79,7 +90,10 @@ int duration_parse(const char *s, int64_t *ms, char *why, size_t whylen)
 		return -1;
 	}
 	if (total_ns > 0 && total_ns < 1e6) {
-		snprintf(why, whylen, "invalid duration \"%s\": below the 1ms resolution", s);
+		/* Litestream would tick that often: a busy loop for an interval */
+		snprintf(why, whylen,
+			 "invalid duration \"%s\": below litevisor's 1ms resolution (Litestream v0.3.13 "
+			 "would run that often, close to a busy loop); write \"1ms\" or more", s);
 		return -1;
 	}
 	*ms = (int64_t)llround(total_ns / 1e6);

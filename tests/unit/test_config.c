@@ -696,7 +696,21 @@ static const struct bad_case bad_cases[] = {
 	  "dbs:\n"
 	  "  - path: /data/app.db\n"
 	  "    monitor-interval: 0\n",
-	  "bad.yml:3:23: dbs[0].monitor-interval: must be more than 0" },
+	  "bad.yml:3:23: dbs[0].monitor-interval: must be more than 0 (Litestream v0.3.13 would not watch the database at all and replicate nothing while it runs; remove the key for the 1s default)" },
+	{ "bare_number_duration",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      - url: s3://bkt/app\n"
+	  "        sync-interval: 10\n",
+	  "bad.yml:5:24: dbs[0].replicas[0].sync-interval: invalid duration \"10\": a number needs a unit, e.g. \"10s\" (Litestream v0.3.13 reads a bare number as nanoseconds)" },
+	{ "sub_millisecond_duration",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      - url: s3://bkt/app\n"
+	  "        retention: 500us\n",
+	  "bad.yml:5:20: dbs[0].replicas[0].retention: invalid duration \"500us\": below litevisor's 1ms resolution (Litestream v0.3.13 would run that often, close to a busy loop); write \"1ms\" or more" },
 	{ "zero_stop_grace",
 	  "supervisor:\n"
 	  "  stop-grace: 0s\n",
@@ -1578,8 +1592,21 @@ TEST(url_spellings_litestream_accepts)
 	}
 }
 
+/*
+ * Values Litestream v0.3.13 runs with and whose meaning is sane: loaded with
+ * that meaning (each checked with its binary, see docs/config.md).
+ */
+TEST(litestream_values_accepted)
+{
+	/* checkpoint-interval: 0 turns time-based checkpoints off */
+	struct config c = load_ok("dbs:\n  - path: /d/app.db\n    checkpoint-interval: 0s\n"
+				  "    replicas:\n      - url: s3://b/p\n");
+	CHECK_INT(c.dbs[0].checkpoint_interval_ms, 0);
+	config_release(&c);
+}
+
 UNIT_MAIN(T(litestream_full_example), T(seed_topology_from_node_105), T(node_rule_follows_top_level_node),
-	  T(store_inheritance_and_overrides), T(url_shortcuts), T(urls_parse_like_go_net_url), T(url_spellings_litestream_accepts), T(url_parts_versus_explicit_keys),
+	  T(store_inheritance_and_overrides), T(url_shortcuts), T(urls_parse_like_go_net_url), T(url_spellings_litestream_accepts), T(litestream_values_accepted), T(url_parts_versus_explicit_keys),
 	  T(defaults_match_config_h), T(same_file_names_in_other_directories_get_distinct_default_names),
 	  T(litevisor_sections), T(env_expansion_in_values), T(anchors_and_aliases),
 	  T(default_path_falls_back_to_litestreams), T(default_path_order), T(file_errors_name_the_file), T(bad_configs_give_exact_errors), T(duplicates_through_symlinks),
