@@ -470,14 +470,6 @@ static int walk_db(struct walk *w, const struct cfg_node *v, const char *path, s
 		cfg_error(w->e, v, path, "missing required key \"path\" (the database file)");
 		return -1;
 	}
-	if (db->max_checkpoint_page_count && db->max_checkpoint_page_count < db->min_checkpoint_page_count) {
-		walk_path(kp, sizeof(kp), path, "max-checkpoint-page-count");
-		cfg_error(w->e, at[DB_MAXCK] ? at[DB_MAXCK] : at[DB_MINCK], kp,
-			  "%lld is below min-checkpoint-page-count (%lld); use 0 to disable",
-			  (long long)db->max_checkpoint_page_count,
-			  (long long)db->min_checkpoint_page_count);
-		return -1;
-	}
 	const char *base = strrchr(db->path, '/');
 	base = base ? base + 1 : db->path;
 	if (db->name && walk_check_name(w, at[DB_NAME], path, db->name) < 0)

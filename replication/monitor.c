@@ -782,12 +782,13 @@ static bool maybe_checkpoint(struct eng_db *d)
 	d->seen_frames = frames;
 	bool soon = frames >= (uint64_t)c->min_checkpoint_page_count / 2 &&
 		    frames + grow >= (uint64_t)c->min_checkpoint_page_count;
-	bool due = req || soon || (int64_t)frames >= c->min_checkpoint_page_count ||
-		   (c->checkpoint_interval_ms > 0 && frames > 1 &&
-		    now - d->last_ckpt_mono >= c->checkpoint_interval_ms * NS_PER_MS);
 	/* retry soon when asked or when the WAL is past max-checkpoint-page-count */
 	bool urgent = req || (c->max_checkpoint_page_count > 0 &&
 			      (int64_t)frames >= c->max_checkpoint_page_count);
+	/* urgent is due even below the minimum (a max under min: Litestream checks max first) */
+	bool due = urgent || soon || (int64_t)frames >= c->min_checkpoint_page_count ||
+		   (c->checkpoint_interval_ms > 0 && frames > 1 &&
+		    now - d->last_ckpt_mono >= c->checkpoint_interval_ms * NS_PER_MS);
 	if (!due || now - d->last_ckpt_mono < (urgent ? CKPT_RETRY_NS / 10 : CKPT_RETRY_NS))
 		return false;
 	/* never write the frames of a WAL that was deleted under us into whatever is there now */

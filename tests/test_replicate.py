@@ -1363,6 +1363,22 @@ def test_database_out_of_wal_mode_and_back(run, tmp_path, litestream_bin, litevi
     lv_check_restore(litevisor_bin, rep, db, tmp_path / "lv.db")
 
 
+def test_max_checkpoint_page_count_below_the_minimum_checkpoints_at_the_max(run, tmp_path,
+                                                                           litestream_bin):
+    # Litestream v0.3.13 checks max-checkpoint-page-count before the minimum: a max
+    # below the min checkpoints (RESTART) from max pages on. No time-based one here,
+    # and the WAL never reaches the default minimum of 1000 pages.
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    r = run(config(tmp_path, db, [file_replica(rep)], max_checkpoint_page_count=30,
+                   checkpoint_interval="0s"))
+    write(db, 100, start=1, rate=200)
+    assert r.stop() == 0
+    wal = objects(rep, "wal")
+    assert len({f.split("_")[0] for _, f in wal}) > 2, f"expected checkpoints from 30 pages on: {wal}"
+    check_restore(litestream_bin, rep, db, tmp_path / "out.db")
+
+
 def test_own_truncate_checkpoint(run, tmp_path, litestream_bin):
     db, rep = tmp_path / "app.db", tmp_path / "rep"
     create(db)
