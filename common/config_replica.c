@@ -404,20 +404,56 @@ static int check_secret_pairs(struct walk *w, const struct cfg_replica *r, const
 	return 0;
 }
 
-/* S3 settings on a file replica or store are a mistake, not something to ignore. */
-static int check_file_keys(struct walk *w, const struct cfg_replica *r, const struct cfg_node **at,
+/*
+ * Litestream's own S3 keys, which its file replicas ignore: a litestream.yml
+ * may carry them on a replica that is plainly a file one (url: file://… or
+ * type: file), e.g. left behind when it moved off S3.
+ */
+static bool litestream_s3_key(int i)
+{
+	return i == RF_BUCKET || i == RF_ENDPOINT || i == RF_REGION || i == RF_FPS || i == RF_SKIPV ||
+	       i == RF_AKID || i == RF_SAK;
+}
+
+/*
+ * S3 settings on a file replica or store are a mistake, not something to
+ * ignore; except Litestream's own on a stand-alone replica whose type is
+ * given (by url: or type:), which are dropped as Litestream ignores them.
+ * Without a type, "bucket: b, path: p" was surely meant as S3: Litestream
+ * would have made it a local directory, and we say so.
+ */
+static int check_file_keys(struct walk *w, struct cfg_replica *r, const struct cfg_node **at,
 			   const char *path, const char *what)
 {
 	char kp[340];
+	bool explicit_file = !r->store && at[RF_TYPE] && strcmp(what, "replica") == 0;
 	if (r->type != REPLICA_FILE)
 		return 0;
 	for (int i = 0; i < RF_N; i++) {
-		if (replica_tab[i].s3_only && at[i]) {
-			walk_path(kp, sizeof(kp), path, replica_tab[i].key);
+		if (!replica_tab[i].s3_only || !at[i] || (explicit_file && litestream_s3_key(i)))
+			continue;
+		walk_path(kp, sizeof(kp), path, replica_tab[i].key);
+		if (litestream_s3_key(i) && !r->store && strcmp(what, "replica") == 0)
+			cfg_error(w->e, at[i], kp,
+				  "only for s3 replicas, and this one is type file: it has no url: or type:, "
+				  "so Litestream v0.3.13 would have replicated to the local directory path: "
+				  "and ignored this key; add type: s3 (or url: s3://BUCKET/PATH), or type: file "
+				  "to keep a file replica");
+		else
 			cfg_error(w->e, at[i], kp, "only for s3 %ss (this %s is type file)", what, what);
-			return -1;
-		}
+		return -1;
 	}
+	if (!explicit_file)
+		return 0;
+	/* dropped, so nothing reads them and the effective config does not show them */
+	free(r->bucket);
+	free(r->endpoint);
+	free(r->region);
+	r->bucket = r->endpoint = r->region = NULL;
+	r->force_path_style = r->skip_verify = false;
+	free(r->access_key_id.value);
+	free(r->secret_access_key.value);
+	r->access_key_id.value = r->secret_access_key.value = NULL;
 	return 0;
 }
 

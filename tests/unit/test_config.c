@@ -1039,7 +1039,14 @@ static const struct bad_case bad_cases[] = {
 	  "    replicas:\n"
 	  "      - path: /backup/app\n"
 	  "        bucket: bkt\n",
-	  "bad.yml:5:17: dbs[0].replicas[0].bucket: only for s3 replicas (this replica is type file)" },
+	  "bad.yml:5:17: dbs[0].replicas[0].bucket: only for s3 replicas, and this one is type file: it has no url: or type:, so Litestream v0.3.13 would have replicated to the local directory path: and ignored this key; add type: s3 (or url: s3://BUCKET/PATH), or type: file to keep a file replica" },
+	{ "litevisor_s3_key_on_file",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      - url: file:///backup/app\n"
+	  "        connect-timeout: 1s\n",
+	  "bad.yml:5:26: dbs[0].replicas[0].connect-timeout: only for s3 replicas (this replica is type file)" },
 	{ "yaml_syntax",
 	  "dbs:\n"
 	  "  - path: /data/app.db\n"
@@ -1602,6 +1609,20 @@ TEST(litestream_values_accepted)
 		    "    replicas:\n      - url: s3://b/p\n");
 	CHECK_INT(c.dbs[0].max_checkpoint_page_count, 100);
 	CHECK_INT(c.dbs[0].min_checkpoint_page_count, 1000);
+	config_release(&c);
+	/* Litestream's S3 keys on a replica that is plainly a file one: ignored there, dropped here */
+	c = load_ok("dbs:\n  - path: /d/app.db\n    replicas:\n      - url: file:///b/r\n"
+		    "        region: eu-west-1\n        endpoint: http://x:9000\n        skip-verify: true\n"
+		    "        force-path-style: true\n        access-key-id: AKIA\n"
+		    "        secret-access-key: s\n"
+		    "      - type: file\n        name: q\n        path: /b/q\n        region: eu-west-1\n        bucket: b\n");
+	for (size_t i = 0; i < 2; i++) {
+		const struct cfg_replica *r = &c.dbs[0].replicas[i];
+		CHECK_INT(r->type, REPLICA_FILE);
+		CHECK(!r->region && !r->endpoint && !r->bucket && !r->skip_verify && !r->force_path_style);
+		CHECK(!r->access_key_id.value && !r->secret_access_key.value);
+	}
+	CHECK_STR(c.dbs[0].replicas[0].path, "/b/r");
 	config_release(&c);
 }
 
