@@ -241,6 +241,7 @@ int walk_parse_bool(const char *s, bool *out)
 	return -1;
 }
 
+/* Set one field from v. Returns 0, 1 when v gives no value (the default stays), -1 on error. */
 static int set_value(struct walk *w, const struct field *f, const struct cfg_node *v,
 		     const char *path, void *target)
 {
@@ -268,12 +269,24 @@ static int set_value(struct walk *w, const struct field *f, const struct cfg_nod
 		*slot = s;
 		return 0;
 	}
-	if (v->kind == CN_SCALAR && cfg_node_is_null(v)) {
-		cfg_error(w->e, v, path, "no value given (remove the key to get the default)");
+	/*
+	 * Null ("retention:", "null", "~") leaves Litestream's *time.Duration or
+	 * *int nil: the default. So does a plain value that expands to nothing
+	 * (an unset $RETENTION): Litestream expands before parsing, leaving a null.
+	 * A quoted "" stays an error there (yaml.v2 cannot parse it) and here.
+	 */
+	if (v->kind == CN_SCALAR && cfg_node_is_null(v))
+		return 1;
+	if (v->kind == CN_SCALAR && v->plain) {
+		if (walk_scalar(w, v, path, false, &s) < 0)
+			return -1;
+		if (!*s) {
+			free(s);
+			return 1;
+		}
+	} else if (walk_required(w, v, path, &s) < 0) {
 		return -1;
 	}
-	if (walk_required(w, v, path, &s) < 0)
-		return -1;
 	switch (f->kind) {
 	case F_BOOL:
 		if (walk_parse_bool(s, (bool *)(void *)dst) < 0) {
@@ -478,9 +491,13 @@ int walk_map(struct walk *w, const struct cfg_node *m, const char *path, const s
 			cfg_error(w->e, k, kp, "not supported by litevisor (%s)", tab[f].why);
 			return -1;
 		}
+		const struct cfg_node *before = at[f];
 		at[f] = v;
-		if (set_value(w, &tab[f], v, kp, target) < 0)
+		int rc = set_value(w, &tab[f], v, kp, target);
+		if (rc < 0)
 			return -1;
+		if (rc > 0)
+			at[f] = before; /* no value: as if the key were absent */
 	}
 	return 0;
 }

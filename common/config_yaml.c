@@ -30,6 +30,7 @@ struct builder {
 	struct anchor *anchors;
 	size_t nanchors, capanchors;
 	int docs;
+	yaml_mark_t extra; /* where the second document starts */
 };
 
 static struct cfg_node *node_new(struct cfg_doc *doc, enum cfg_node_kind kind, const yaml_mark_t *m)
@@ -116,15 +117,28 @@ static int on_event(struct builder *b, const yaml_event_t *ev, struct cfg_err *e
 	struct cfg_node *n = NULL;
 	const char *anchor = NULL;
 
+	/*
+	 * Litestream (yaml.v2 Unmarshal) reads the first document only. An empty
+	 * one after it (a trailing "---") changes nothing; one with content would
+	 * be ignored there, so it is refused here.
+	 */
+	if (b->docs > 1 && (ev->type == YAML_SCALAR_EVENT || ev->type == YAML_ALIAS_EVENT ||
+			    ev->type == YAML_SEQUENCE_START_EVENT || ev->type == YAML_MAPPING_START_EVENT)) {
+		const char *v = (const char *)ev->data.scalar.value;
+		if (ev->type == YAML_SCALAR_EVENT && ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+		    !ev->data.scalar.anchor && (!*v || !strcmp(v, "~") || !strcmp(v, "null") ||
+						!strcmp(v, "Null") || !strcmp(v, "NULL")))
+			return 0;
+		err_at(e, &b->extra, "a second YAML document (\"---\") is not allowed in a config file "
+		       "(Litestream v0.3.13 would ignore it: it reads the first only)");
+		return -1;
+	}
 	switch (ev->type) {
 	case YAML_STREAM_END_EVENT:
 		return 1;
 	case YAML_DOCUMENT_START_EVENT:
-		if (++b->docs > 1) {
-			err_at(e, &ev->start_mark,
-			       "a second YAML document (\"---\") is not allowed in a config file");
-			return -1;
-		}
+		if (++b->docs == 2)
+			b->extra = ev->start_mark;
 		return 0;
 	case YAML_STREAM_START_EVENT:
 	case YAML_DOCUMENT_END_EVENT:

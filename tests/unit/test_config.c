@@ -1060,7 +1060,7 @@ static const struct bad_case bad_cases[] = {
 	  "addr: \":9090\"\n"
 	  "---\n"
 	  "addr: \":9091\"\n",
-	  "bad.yml:2:1: a second YAML document (\"---\") is not allowed in a config file" },
+	  "bad.yml:2:1: a second YAML document (\"---\") is not allowed in a config file (Litestream v0.3.13 would ignore it: it reads the first only)" },
 	{ "restart_limit_negative",
 	  "supervisor:\n"
 	  "  restart-limit: -1\n",
@@ -1143,13 +1143,18 @@ static const struct bad_case bad_cases[] = {
 	{ "unknown_alias",
 	  "addr: *port\n",
 	  "bad.yml:1:7: unknown alias \"*port\"" },
-	{ "null_duration",
+	{ "quoted_empty_duration",
 	  "dbs:\n"
 	  "  - path: /data/app.db\n"
 	  "    replicas:\n"
 	  "      - url: s3://bkt/app\n"
-	  "        retention:\n",
-	  "bad.yml:5:19: dbs[0].replicas[0].retention: no value given (remove the key to get the default)" },
+	  "        retention: \"\"\n",
+	  "bad.yml:5:20: dbs[0].replicas[0].retention: must not be empty" },
+	{ "null_quorum_is_no_quorum",
+	  "restore:\n"
+	  "  mode: quorum\n"
+	  "  quorum: null\n",
+	  "bad.yml:2:9: restore.mode: mode quorum needs restore.quorum (how many replicas must answer)" },
 	{ "store_not_map",
 	  "stores:\n"
 	  "  nas: file:///mnt/nas\n",
@@ -1623,6 +1628,21 @@ TEST(litestream_values_accepted)
 		CHECK(!r->access_key_id.value && !r->secret_access_key.value);
 	}
 	CHECK_STR(c.dbs[0].replicas[0].path, "/b/r");
+	config_release(&c);
+	/* no value (null, empty, an unset variable) is the default: yaml.v2 leaves the pointer nil */
+	unsetenv("LITEVISOR_TEST_UNSET_DB");
+	c = load_ok("dbs:\n  - path: /d/app.db\n    monitor-interval: ~\n    min-checkpoint-page-count:\n"
+		    "    replicas:\n      - url: s3://b/p\n        retention: $LITEVISOR_TEST_UNSET_DB\n"
+		    "        sync-interval: null\n        force-path-style:\n---\n");
+	CHECK_INT(c.dbs[0].monitor_interval_ms, 1000);
+	CHECK_INT(c.dbs[0].min_checkpoint_page_count, 1000);
+	CHECK_INT(c.dbs[0].replicas[0].retention_ms, 86400000);
+	CHECK_INT(c.dbs[0].replicas[0].sync_interval_ms, 1000);
+	CHECK(!c.dbs[0].replicas[0].force_path_style);
+	config_release(&c);
+	/* a trailing empty document changes nothing in Litestream either */
+	c = load_ok("dbs:\n  - path: /d/app.db\n---\n# nothing\n...\n---\nnull\n");
+	CHECK_INT(c.ndbs, 1);
 	config_release(&c);
 }
 
