@@ -297,9 +297,9 @@ void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, const char *dbname,
 			 lost->name, w->name, end_text(&w->plan, wpos, sizeof(wpos)));
 	else if (listing)
 		snprintf(out->why, sizeof(out->why), "%s answered but could not finish listing its "
-			 "objects in %lld ms (if its listings are that slow, raise restore.wait-timeout, "
-			 "or its idle-timeout when each page takes longer): it might hold newer data "
-			 "than %s, not restoring without it", listing->name,
+			 "objects in %lld ms (its error above; restore.wait-timeout bounds how long a "
+			 "replica that answered may take, idle-timeout how long one page may stall): "
+			 "it might hold newer data than %s, not restoring without it", listing->name,
 			 (long long)listing->probe_ms, w ? w->name : "the others");
 	else if (w && out->answered < need)
 		snprintf(out->why, sizeof(out->why), "not settled: mode %s needs %zu answer(s), "

@@ -278,6 +278,7 @@ static void *probe_thread(void *p)
 	struct rs_cand *c = &a->local;
 	int64_t t0 = clock_mono_ms();
 	bool retry = s->o.mode != RESTORE_FRESHEST_REACHABLE;
+	bool again = false; /* freshest mode: trying again one that answered, then was cut off */
 	bool live = false;
 
 	if (!c->st) {
@@ -289,12 +290,13 @@ static void *probe_thread(void *p)
 			 * all/quorum retry until the wait ends, so an attempt never outlives
 			 * the decision by more than one probe timeout.
 			 */
-			int64_t end = retry ? clock_mono_ms() + s->o.probe_timeout_ms
-					    : s->start_ms + s->o.probe_timeout_ms;
+			int64_t end = retry || again ? clock_mono_ms() + s->o.probe_timeout_ms
+						     : s->start_ms + s->o.probe_timeout_ms;
 			int64_t measure_end = retry ? s->wait_end_ms : s->measure_end_ms;
 			if (end > measure_end)
 				end = measure_end;
-			mark_attempt(s, a->i);
+			if (retry)
+				mark_attempt(s, a->i);
 			if (probe_once(s, a->i, c, &s->t, end, measure_end, &live) == 0) {
 				c->state = RC_OK;
 				c->no_answer = false;
@@ -309,6 +311,18 @@ static void *probe_thread(void *p)
 			pthread_mutex_lock(&s->mu);
 			int64_t answered = s->answered_us[a->i];
 			pthread_mutex_unlock(&s->mu);
+			/*
+			 * Freshest mode too gives one that answered the wait to finish:
+			 * cut off without an answer (connections reset, timeouts), it is
+			 * tried again while the wait lasts, as all/quorum try everyone.
+			 */
+			if (!retry && live && c->net_fail &&
+			    clock_mono_ms() + PROBE_RETRY_MS < measure_end && !is_closed(s)) {
+				again = true;
+				clock_sleep_ms(PROBE_RETRY_MS);
+				if (!is_closed(s))
+					continue;
+			}
 			/*
 			 * Answered, then its listings were cut by the wait's end, or timed
 			 * out page after page (each past the idle timeout, the retries spent

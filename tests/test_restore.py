@@ -1721,15 +1721,40 @@ def test_s3_peer_whose_listing_pages_time_out_is_not_passed_over(tmp_path, litev
     try:
         db = tmp_path / "app.db"
         peer = dict(s3_peer("nas", nas, slow.port), **{"idle-timeout": "1s"})
-        cfg = write_config(tmp_path / "lv.yml", db, [s3_peer("peer-05", p05), peer])
+        cfg = write_config(tmp_path / "lv.yml", db, [s3_peer("peer-05", p05), peer],
+                           restore={"wait-timeout": "6s"})
         p = lv(litevisor_bin, "restore", "-config", str(cfg), str(db))
     finally:
         slow.close()
     assert p.returncode == 111, p.stderr
     assert not db.exists()
     line = candidate_line(p.stderr, "nas")
-    assert "state=listing" in line and "idle-timeout" in line, p.stderr
+    assert "state=listing" in line and "listings not finished" in line, p.stderr
     assert "could not finish listing its objects" in p.stderr, p.stderr
+
+
+
+def test_s3_peer_cut_off_for_a_while_after_answering_is_tried_again(tmp_path, litevisor_bin,
+                                                                    s3server, history):
+    """QA28 D1: in the default mode, a peer that answered and then had its listing
+    cut a few times in a row (connections reset for two seconds) spent its storage
+    retries in 2 s and the restore refused, with 100 s of wait-timeout left. The wait
+    is the peer's, as in all/quorum modes: it is tried again and wins."""
+    p05, nas = s3server(), s3server()
+    upload(history, p05, tmp_path, upto=2)
+    upload(history, nas, tmp_path)
+    cut = Proxy(nas.port, cut=f"generations%2F{GEN}", cut_count=8)
+    try:
+        db = tmp_path / "app.db"
+        cfg = write_config(tmp_path / "lv.yml", db, [s3_peer("peer-05", p05),
+                                                      s3_peer("nas", nas, cut.port)])
+        p = lv(litevisor_bin, "restore", "-config", str(cfg), str(db))
+    finally:
+        cut.close()
+    assert cut.cuts == 8, (cut.cuts, p.stderr)
+    assert p.returncode == 0, p.stderr
+    assert "WINNER" in candidate_line(p.stderr, "nas"), p.stderr
+    assert rows(db) == history.states[-1][2]
 
 
 WRITER = r"""
