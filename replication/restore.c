@@ -805,6 +805,7 @@ struct seen {
 	bool set;
 	char generation[LAYOUT_GEN_LEN + 1];
 	struct wal_pos end;
+	int64_t newest_ns;   /* its generation's newest object, by its server's clock */
 	char name[64];
 };
 
@@ -822,13 +823,15 @@ static void seen_note(struct seen *v, const struct session *s)
 	v->set = true;
 	snprintf(v->generation, sizeof(v->generation), "%s", w->plan.generation);
 	v->end = w->plan.end;
+	v->newest_ns = w->plan.newest_ns;
 	snprintf(v->name, sizeof(v->name), "%s", w->name);
 }
 
 /*
  * Did the last probe lose what an earlier one of this wait saw: the
  * candidate that held it no longer answers, and the winner now holds less
- * of that generation (or another one)? Restoring that would start the
+ * of that generation, or another generation written no later than it
+ * (decision rule 2)? Restoring that would start the
  * service on older data than is known to exist, and its new generation
  * would hide the newer one from every later restore (QA26).
  */
@@ -838,8 +841,12 @@ static bool seen_lost(const struct session *s, const struct seen *v)
 		return false;
 	if (s->ch.winner >= 0) {
 		const struct rs_cand *w = &s->c[s->ch.winner];
-		if (!strcmp(w->plan.generation, v->generation) && wal_pos_cmp(&w->plan.end, &v->end) >= 0)
+		bool same = !strcmp(w->plan.generation, v->generation);
+		if (same && wal_pos_cmp(&w->plan.end, &v->end) >= 0)
 			return false;
+		if (!same && w->plan.newest_ns > v->newest_ns)
+			return false; /* written since: the newer one, as rule 2 has it (even within
+					 the clock-skew margin, where the later time wins) */
 	}
 	for (size_t i = 0; i < s->n; i++)
 		if (!strcmp(s->c[i].name, v->name))

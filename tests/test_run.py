@@ -1462,6 +1462,47 @@ def test_the_handover_wait_never_forgets_newer_data_it_saw(litevisor_bin, tmp_pa
     assert not marker.exists() and not db.exists(), text
     assert "peer held newer data" in text and "not restoring older data" in text, text
 
+def test_the_handover_wait_takes_a_generation_written_since_the_one_it_lost(litevisor_bin,
+                                                                           tmp_path):
+    """The other side of the rule above (QA28 D2): what the NAS holds after the peer
+    stopped answering is a generation written later than the one the wait saw (A went
+    on in a new one). That one is the newer, and B restores it."""
+    peer, nas, other = tmp_path / "peer", tmp_path / "nas", tmp_path / "other"
+    node_run(litevisor_bin, tmp_path, "A", peer, 10, "a1")
+    shutil.copytree(peer, nas)
+    node_run(litevisor_bin, tmp_path, "A", peer, 20, "a2")
+    for mark in peer.glob("generations/*/closed/*"):
+        mark.unlink()
+    now = time.time()
+    for f in peer.rglob("*.lz4"):
+        os.utime(f, (now, now))
+    c, _, _ = node_run(litevisor_bin, tmp_path, "C", other, 40, "c")  # a generation of its own
+    (gen_c,) = os.listdir(other / "generations")
+    db = tmp_path / "B" / "app.db"
+    db.parent.mkdir()
+    log = tmp_path / "b.log"
+    cfg = tmp_path / "B.yml"
+    cfg.write_text("restore:\n  handover-wait: 3s\n"
+                   f"dbs:\n  - path: {db}\n    replicas:\n"
+                   f"      - name: peer\n        url: file://{peer}\n"
+                   f"      - name: nas\n        url: file://{nas}\n")
+    with open(log, "w") as err:
+        b = subprocess.Popen([litevisor_bin, "run", "-config", str(cfg), "--", "true"],
+                             stderr=err, stdout=subprocess.DEVNULL)
+    try:
+        poll(lambda: "waiting for its node to finish stopping" in log.read_text(), timeout=20)
+        os.rename(peer, tmp_path / "peer.away")
+        peer.write_text("not a directory")
+        later = time.time() + 1
+        shutil.copytree(other / "generations" / gen_c, nas / "generations" / gen_c)
+        for f in (nas / "generations" / gen_c).rglob("*"):
+            os.utime(f, (later, later))
+        assert b.wait(timeout=30) == 0, log.read_text()
+    finally:
+        if b.poll() is None:
+            b.kill()
+    assert [v for (v,) in query(db, "SELECT v FROM t")] == c, log.read_text()
+
 def restored_rows(tool, rep, out):
     """Restore the file replica rep with tool (litevisor or Litestream) into out."""
     p = subprocess.run([tool, "restore", "-o", str(out), f"file://{rep}"],
