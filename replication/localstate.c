@@ -396,12 +396,18 @@ out:
 	return rc;
 }
 
+/* Remove the record at path in dir, durably; a missing one is 0. */
+static int remove_record(const char *dir, const char *path)
+{
+	if (unlink(path) < 0)
+		return errno == ENOENT ? 0 : -1;
+	return fs_fsync_dir(dir);
+}
+
 int localstate_clear_closed(const char *dir, const char *replica)
 {
 	char path[PATH_MAX];
-	if (unlink(closed_path(dir, replica, path, sizeof(path))) < 0)
-		return errno == ENOENT ? 0 : -1;
-	return fs_fsync_dir(dir);
+	return remove_record(dir, closed_path(dir, replica, path, sizeof(path)));
 }
 
 static char *failure_path(const char *dir, const char *replica, char *buf, size_t len)
@@ -458,9 +464,7 @@ out:
 int localstate_clear_failure(const char *dir, const char *replica)
 {
 	char path[PATH_MAX];
-	if (unlink(failure_path(dir, replica, path, sizeof(path))) < 0)
-		return errno == ENOENT ? 0 : -1;
-	return fs_fsync_dir(dir);
+	return remove_record(dir, failure_path(dir, replica, path, sizeof(path)));
 }
 
 int localstate_prune_failures(const char *dir, const char *const *names, size_t n)

@@ -1024,6 +1024,20 @@ def test_uptime_kuma_push_heartbeat(litevisor_bin, tmp_path, runs):
 
 
 
+def one_replica_down(tmp_path, port, refused, health="", sync=""):
+    """Config text: health on port, database app (optional) with a file replica
+    "local" and an S3 replica "down" whose port refuses connections."""
+    return (f"addr: 127.0.0.1:{port}\n"
+            + (f"health:\n{health}" if health else "")
+            + f"dbs:\n  - path: {tmp_path}/data/app.db\n    name: app\n    optional: true\n"
+            f"    replicas:\n"
+            f"      - name: local\n        type: file\n        path: {tmp_path}/replica\n"
+            f"      - name: down\n        url: s3://bkt/app\n"
+            f"        endpoint: http://127.0.0.1:{refused}\n"
+            f"        access-key-id: x\n        secret-access-key: y\n"
+            + (f"        sync-interval: {sync}\n" if sync else "")
+            + f"restore:\n  probe-timeout: 300ms\n")
+
 def test_push_goes_down_while_replication_fails_past_fail_after(litevisor_bin, tmp_path, runs):
     """A push monitor is all a push setup has: while /healthz fails because a replica
     has failed longer than health.fail-after, the push says down with that reason,
@@ -1046,17 +1060,10 @@ def test_push_goes_down_while_replication_fails_past_fail_after(litevisor_bin, t
         (tmp_path / "data").mkdir()
         port, refused = free_port(), free_port()  # nobody listens on the replica's port
         ready = tmp_path / "ready"
-        cfg = (f"addr: 127.0.0.1:{port}\n"
-               f"health:\n  fail-after: 2s\n  push-interval: 200ms\n"
-               f"  push-url: http://127.0.0.1:{srv.server_port}/api/push/T\n"
-               f"dbs:\n  - path: {tmp_path}/data/app.db\n    name: app\n    optional: true\n"
-               f"    replicas:\n"
-               f"      - name: local\n        type: file\n        path: {tmp_path}/replica\n"
-               f"      - name: down\n        url: s3://bkt/app\n"
-               f"        endpoint: http://127.0.0.1:{refused}\n"
-               f"        access-key-id: x\n        secret-access-key: y\n"
-               f"        sync-interval: 100ms\n"
-               f"restore:\n  probe-timeout: 300ms\n")
+        cfg = one_replica_down(tmp_path, port, refused,
+                               health=f"  fail-after: 2s\n  push-interval: 200ms\n"
+                                      f"  push-url: http://127.0.0.1:{srv.server_port}/api/push/T\n",
+                               sync="100ms")
         r = start(runs, litevisor_bin, tmp_path,
                   DB_SERVICE + ["--report", str(tmp_path / "report.json"), "--ready", str(ready),
                                 "--rows", "5"], config=cfg)
@@ -1083,14 +1090,7 @@ def test_healthz_warn_code_for_consul(litevisor_bin, tmp_path, runs):
     (tmp_path / "data").mkdir()
     port, refused = free_port(), free_port()
     ready = tmp_path / "ready"
-    cfg = (f"addr: 127.0.0.1:{port}\n"
-           f"dbs:\n  - path: {tmp_path}/data/app.db\n    name: app\n    optional: true\n"
-           f"    replicas:\n"
-           f"      - name: local\n        type: file\n        path: {tmp_path}/replica\n"
-           f"      - name: down\n        url: s3://bkt/app\n"
-           f"        endpoint: http://127.0.0.1:{refused}\n"
-           f"        access-key-id: x\n        secret-access-key: y\n"
-           f"restore:\n  probe-timeout: 300ms\n")
+    cfg = one_replica_down(tmp_path, port, refused)
     r = start(runs, litevisor_bin, tmp_path,
               DB_SERVICE + ["--report", str(tmp_path / "report.json"), "--ready", str(ready),
                             "--rows", "3"], config=cfg)

@@ -1476,6 +1476,22 @@ TEST(each_path_is_resolved_once)
 	rmdir(dir);
 }
 
+/* A replica URL refused with exactly this error. */
+struct bad_url {
+	const char *url, *err;
+};
+
+static void check_bad_urls(const struct bad_url *bad, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct cfg_replica r;
+		char err[256] = "";
+		if (config_replica_from_url(bad[i].url, &r, err, sizeof(err)) == 0)
+			FAIL("%s was accepted", bad[i].url);
+		CHECK_STR(err, bad[i].err);
+	}
+}
+
 /*
  * Litestream v0.3.13 reads URLs with Go's net/url: an s3:// key prefix is the
  * decoded, cleaned path (no query, no fragment: it reads no query parameter);
@@ -1524,9 +1540,7 @@ TEST(urls_parse_like_go_net_url)
 		}
 		config_replica_release(&r);
 	}
-	static const struct {
-		const char *url, *err;
-	} bad[] = {
+	static const struct bad_url bad[] = {
 		{ "s3://bkt/x%zz", "invalid replica URL \"s3://bkt/x%zz\": invalid URL escape \"%zz\"" },
 		{ "s3://bkt/x%4", "invalid replica URL \"s3://bkt/x%4\": invalid URL escape \"%4\"" },
 		{ "s3://bkt/x#%g1", "invalid replica URL \"s3://bkt/x#%g1\": invalid URL escape \"%g1\"" },
@@ -1536,13 +1550,7 @@ TEST(urls_parse_like_go_net_url)
 		{ "s3://bkt/a\tb", "invalid replica URL: it contains a control character" },
 		{ "s3://u:p@bkt/x?y", "a replica URL must not carry credentials (user@host); use access-key-id and secret-access-key" },
 	};
-	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		struct cfg_replica r;
-		char err[256] = "";
-		if (config_replica_from_url(bad[i].url, &r, err, sizeof(err)) == 0)
-			FAIL("%s was accepted", bad[i].url);
-		CHECK_STR(err, bad[i].err);
-	}
+	check_bad_urls(bad, sizeof(bad) / sizeof(bad[0]));
 }
 
 /*
@@ -1581,21 +1589,13 @@ TEST(url_spellings_litestream_accepts)
 		}
 		config_replica_release(&r);
 	}
-	static const struct {
-		const char *url, *err;
-	} bad[] = {
+	static const struct bad_url bad[] = {
 		{ "file://a:80/p", "invalid file URL \"file://a:80/p\" (expected file:///ABSOLUTE/DIR)" },
 		{ "file://a%41/p", "invalid file URL \"file://a%41/p\" (expected file:///ABSOLUTE/DIR)" },
 		{ "file:rel", "invalid replica URL \"file:rel\" (expected s3://BUCKET/PATH or file:///DIR)" },
 		{ "GS://b/p", "replica URL scheme \"GS\" is not supported by litevisor" },
 	};
-	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		struct cfg_replica r;
-		char err[256] = "";
-		if (config_replica_from_url(bad[i].url, &r, err, sizeof(err)) == 0)
-			FAIL("%s was accepted", bad[i].url);
-		CHECK_STR(err, bad[i].err);
-	}
+	check_bad_urls(bad, sizeof(bad) / sizeof(bad[0]));
 }
 
 /*
