@@ -9,8 +9,10 @@
  * Reachability is the first request answering within the probe timeout; a
  * candidate that did may take up to the wait timeout to finish (listing many
  * objects, measuring a large last segment), since it may hold the newest data
- * (quorum mode too); one still listing when that ends is "unfinished", not
- * unreachable, and rs_choose refuses to restore without it. The caller waits on a condition variable, never longer than the deadline
+ * (quorum mode too), and is tried again meanwhile if it is cut off; one still
+ * listing when that ends is "unfinished", not unreachable, and rs_choose
+ * refuses to restore without it. The caller waits on a condition variable,
+ * never longer than the deadline
  * (plus a small grace): a thread still stuck after that is abandoned and
  * frees its own results when it finally returns (the probe set is reference
  * counted for that reason).
