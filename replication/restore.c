@@ -667,9 +667,10 @@ static bool replica_newer(const struct session *s, const struct wal_pos *lpos, i
 /*
  * Where the existing database stands: litevisor's state (shadow, index
  * record, restored marker) or Litestream's state directory (a node
- * migrating from it), whichever was written last, else nothing is known but when the file was last
- * written (lpos->generation ""): the replicas are then compared by time,
- * so a stale file is never kept just for lack of state.
+ * migrating from it), whichever was written last, else nothing is known
+ * but when the file was last written (lpos->generation ""): the replicas
+ * are then compared by time, so a stale file is never kept just for lack
+ * of state.
  */
 static void local_position(const struct cfg_db *db, const char *statedir, struct wal_pos *lpos,
 			   int64_t *lt, char from[PATH_MAX])
@@ -981,8 +982,11 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 		local_position(db, statedir, &lpos, &lt, from);
 		if (lt == 0)
 			lt = rs_file_mtime_ns(db->path);
-		/* the local position is compared with the winner's: its end must be exact */
-		/* the local state compared is also the one whose last session is never waited for */
+		/*
+		 * The local position is compared with the winner's: its end must be
+		 * exact. The state it came from is the one whose last session a
+		 * handover wait never waits for.
+		 */
 		if (session_probe(&s, NULL, true, res) < 0 ||
 		    await_handover(&s, true, from[0] ? from : statedir, res) < 0)
 			goto out;

@@ -144,7 +144,7 @@ int retention_enforce(struct eng_replica *r, bool *need_snapshot)
 		goto out;
 	if (catalog_generations(r->st, &ids, &n, NULL, &err) < 0)
 		goto fail;
-	bool cur_listed = false;
+	bool cur_has_snapshot = false;
 	for (size_t i = 0; i < n; i++) {
 		struct cat_generation g;
 		if (catalog_load(r->st, ids[i], &g, NULL, &err) < 0)
@@ -161,7 +161,7 @@ int retention_enforce(struct eng_replica *r, bool *need_snapshot)
 		}
 		int prc = 0;
 		bool current = !strcmp(ids[i], cur);
-		cur_listed |= current && g.nsnapshots > 0;
+		cur_has_snapshot |= current && g.nsnapshots > 0;
 		if (!young && current && g.nsnapshots > 0) {
 			/*
 			 * A new snapshot, so the older history can go once it covers
@@ -210,7 +210,7 @@ int retention_enforce(struct eng_replica *r, bool *need_snapshot)
 	 * restores nowhere until a new one is taken.
 	 */
 	pthread_mutex_lock(&d->mu);
-	bool lost = d->ready && r->pos_known && !strcmp(r->pos.generation, cur) && !cur_listed;
+	bool lost = d->ready && r->pos_known && !strcmp(r->pos.generation, cur) && !cur_has_snapshot;
 	if (lost)
 		r->snap_known = false; /* none to overwrite: taken at once, at this very index */
 	pthread_mutex_unlock(&d->mu);
