@@ -12,6 +12,7 @@
 #include "supervisor/child.h"
 #include "supervisor/words.h"
 #include "common/config.h"
+#include "common/secret.h"
 #include "common/duration.h"
 #include "common/bech32.h"
 #include "common/banned.h"
@@ -149,6 +150,20 @@ static void kv_size(struct printer *out, int ind, const char *key, int64_t n)
 	kv_int(out, ind, key, n);
 }
 
+/* A flow list, ["a", "b"]; nothing for NULL. */
+static void kv_list(struct printer *out, int ind, const char *key, char **l)
+{
+	if (!l)
+		return;
+	fprintf(out->f, "%*s%s: [", ind, "", key);
+	for (char **p = l; *p; p++) {
+		if (p != l)
+			fputs(", ", out->f);
+		put_str(out, *p);
+	}
+	fprintf(out->f, "]\n");
+}
+
 static void kv_secret(struct printer *out, int ind, const char *key, const struct cfg_secret *s)
 {
 	char fkey[64];
@@ -206,6 +221,43 @@ static void print_replica(struct printer *out, const struct cfg_replica *r)
 	}
 }
 
+/* Only when something of it is in use: its defaults alone say nothing. */
+static void print_consul(struct printer *out, const struct cfg_consul *c)
+{
+	if (!c->service_name && !c->lock_key && !c->addr && !secret_is_set(&c->token) && !c->ca_file)
+		return;
+	fprintf(out->f, "consul:\n");
+	kv_str(out, 2, "addr", c->addr);
+	kv_secret(out, 2, "token", &c->token);
+	kv_str(out, 2, "ca-file", c->ca_file);
+	kv_dur(out, 2, "timeout", c->timeout_ms);
+	if (c->service_name) {
+		fprintf(out->f, "  service:\n");
+		kv_str(out, 4, "name", c->service_name);
+		kv_str(out, 4, "id", c->service_id);
+		kv_str(out, 4, "address", c->service_address);
+		if (c->service_port)
+			kv_int(out, 4, "port", c->service_port);
+		else
+			kv_str(out, 4, "port", c->service_port_label);
+		kv_list(out, 4, "tags", c->service_tags);
+		if (c->service_meta) {
+			fprintf(out->f, "    meta:\n");
+			for (char **m = c->service_meta; m[0] && m[1]; m += 2)
+				kv_str(out, 6, m[0], m[1]);
+		}
+		kv_dur(out, 4, "check-ttl", c->check_ttl_ms);
+		kv_dur(out, 4, "deregister-critical-after", c->deregister_after_ms);
+	}
+	if (c->lock_key) {
+		fprintf(out->f, "  lock:\n");
+		kv_str(out, 4, "key", c->lock_key);
+		kv_dur(out, 4, "ttl", c->lock_ttl_ms);
+		kv_dur(out, 4, "lock-delay", c->lock_delay_ms);
+		kv_dur(out, 4, "wait", c->lock_wait_ms);
+	}
+}
+
 static void print_config(struct printer *out, const struct config *c)
 {
 	static const char *const levels[] = { "debug", "info", "warn", "error" };
@@ -244,15 +296,7 @@ static void print_config(struct printer *out, const struct config *c)
 	fprintf(out->f, "supervisor:\n");
 	kv_str(out, 2, "user", s->user);
 	kv_str(out, 2, "group", s->group);
-	if (s->groups) {
-		fprintf(out->f, "  groups: [");
-		for (char **g = s->groups; *g; g++) {
-			if (g != s->groups)
-				fputs(", ", out->f);
-			put_str(out, *g);
-		}
-		fprintf(out->f, "]\n");
-	}
+	kv_list(out, 2, "groups", s->groups);
 	kv_dur(out, 2, "stop-grace", s->stop_grace_ms);
 	kv_dur(out, 2, "flush-timeout", s->flush_timeout_ms);
 	kv_bool(out, 2, "signal-group", s->signal_group);
@@ -274,6 +318,7 @@ static void print_config(struct printer *out, const struct config *c)
 		fprintf(out->f, "  push-url: \"<redacted>\"\n");
 	kv_dur(out, 2, "push-interval", h->push_interval_ms);
 
+	print_consul(out, &c->consul);
 	fprintf(out->f, "dbs:%s\n", c->ndbs ? "" : " []");
 	for (size_t i = 0; i < c->ndbs; i++) {
 		const struct cfg_db *d = &c->dbs[i];

@@ -101,6 +101,12 @@ void config_defaults(struct config *cfg)
 	cfg->health.probe_timeout_ms = 2000;
 	cfg->health.fail_after_ms = 0;
 	cfg->health.push_interval_ms = 60000;
+	cfg->consul.timeout_ms = 5000;
+	cfg->consul.check_ttl_ms = 30000;
+	cfg->consul.deregister_after_ms = 600000;
+	cfg->consul.lock_ttl_ms = 15000;
+	cfg->consul.lock_delay_ms = 15000;
+	cfg->consul.lock_wait_ms = 300000;
 }
 
 static void secret_free(struct cfg_secret *s)
@@ -135,6 +141,28 @@ void config_replica_release(struct cfg_replica *r)
 	memset(r, 0, sizeof(*r));
 }
 
+static void free_list(char **l)
+{
+	if (l)
+		for (char **p = l; *p; p++)
+			free(*p);
+	free(l);
+}
+
+static void consul_release(struct cfg_consul *c)
+{
+	free(c->addr);
+	secret_free(&c->token);
+	free(c->ca_file);
+	free(c->service_name);
+	free(c->service_id);
+	free(c->service_address);
+	free(c->service_port_label);
+	free_list(c->service_tags);
+	free_list(c->service_meta);
+	free(c->lock_key);
+}
+
 void config_release(struct config *cfg)
 {
 	for (size_t i = 0; i < cfg->ndbs; i++) {
@@ -155,13 +183,11 @@ void config_release(struct config *cfg)
 	free(cfg->node);
 	free(cfg->supervisor.user);
 	free(cfg->supervisor.group);
-	if (cfg->supervisor.groups)
-		for (char **g = cfg->supervisor.groups; *g; g++)
-			free(*g);
-	free(cfg->supervisor.groups);
+	free_list(cfg->supervisor.groups);
 	free(cfg->health.port_label);
 	free(cfg->health.probe_url);
 	free(cfg->health.push_url);
+	consul_release(&cfg->consul);
 	memset(cfg, 0, sizeof(*cfg));
 }
 

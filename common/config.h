@@ -147,6 +147,35 @@ struct cfg_health {
 	int64_t push_interval_ms;   /* default 60s */
 };
 
+/*
+ * The `consul:` section (litevisor's own; consul/ uses it). Registration is
+ * on when service_name is set, the single-writer lock when lock_key is set.
+ * addr, token and ca_file left unset fall back at use time to Consul's own
+ * variables ($CONSUL_HTTP_ADDR, $CONSUL_HTTP_TOKEN(_FILE), $CONSUL_CACERT).
+ * Config guarantees: lock_ttl_ms within Consul's 10 s..24 h, lock_delay_ms
+ * within 0..60 s, deregister_after_ms 0 or at least Consul's 1 min.
+ */
+struct cfg_consul {
+	char *addr;                  /* "http(s)://host:port" or "host:port", or NULL */
+	struct cfg_secret token;     /* ACL token (X-Consul-Token), or unset */
+	char *ca_file;               /* CA bundle for https, or NULL */
+	int64_t timeout_ms;          /* one request; default 5s */
+	/* registration */
+	char *service_name;          /* NULL: no registration */
+	char *service_id;            /* NULL: <name>-<$NOMAD_ALLOC_ID>, else <name>-<hostname> */
+	char *service_address;       /* NULL: $NOMAD_IP_<label> with a port label, else the agent's */
+	int service_port;            /* 0: none (or from the label) */
+	char *service_port_label;    /* Nomad port label: $NOMAD_HOST_PORT_<l>, else $NOMAD_PORT_<l> */
+	char **service_tags;         /* NULL-terminated, or NULL */
+	char **service_meta;         /* key, value, key, value, …, NULL; or NULL */
+	int64_t check_ttl_ms;        /* TTL check driven from /healthz; default 30s */
+	int64_t deregister_after_ms; /* DeregisterCriticalServiceAfter; default 10m; 0 = never */
+	/* single-writer lock */
+	char *lock_key;              /* KV key; NULL: no lock */
+	int64_t lock_ttl_ms;         /* session TTL; default 15s */
+	int64_t lock_delay_ms;       /* session LockDelay; default 15s */
+	int64_t lock_wait_ms;        /* how long to wait for the lock; default 5m; 0 = no limit */
+};
 struct config {
 	char *file;                 /* path it was loaded from, or NULL */
 	char *addr;                 /* HTTP listen address ("127.0.0.1:9090", ":9090"), or NULL */
@@ -158,6 +187,7 @@ struct config {
 	struct cfg_restore restore;
 	struct cfg_supervisor supervisor;
 	struct cfg_health health;
+	struct cfg_consul consul;
 	struct cfg_db *dbs;
 	size_t ndbs;
 	/*

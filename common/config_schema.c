@@ -138,30 +138,8 @@ static const char *const restart_policies[] = { "never", "on-failure", NULL };
 static int set_groups(struct walk *w, const struct field *f, const struct cfg_node *v,
 		      const char *path, void *target)
 {
-	struct cfg_supervisor *s = target;
-	char ip[340];
-	if (cfg_node_is_null(v))
-		return 0;
-	if (v->kind != CN_SEQ) {
-		cfg_error(w->e, v, path, "expected a list of group names, got %s", walk_kind_name(v));
-		return -1;
-	}
-	char **g = calloc(v->nitems + 1, sizeof(*g));
-	if (!g) {
-		cfg_error(w->e, v, path, "out of memory");
-		return -1;
-	}
-	if (s->groups) /* set before through a merge key */
-		for (char **o = s->groups; *o; o++)
-			free(*o);
-	free(s->groups);
-	s->groups = g;
-	for (size_t i = 0; i < v->nitems; i++) {
-		snprintf(ip, sizeof(ip), "%s[%zu]", path, i);
-		if (walk_required(w, v->items[i], ip, &g[i]) < 0)
-			return -1;
-	}
-	return 0;
+	return walk_string_list(w, v, path, "a list of group names",
+				&((struct cfg_supervisor *)target)->groups);
 }
 
 enum { SV_USER, SV_GROUP, SV_GROUPS, SV_GRACE, SV_FLUSH, SV_SIGGROUP, SV_NEWPG, SV_RESTART,
@@ -361,7 +339,7 @@ static int set_top_secret(struct walk *w, const struct field *f, const struct cf
 }
 
 enum { TOP_ADDR, TOP_EXEC, TOP_NODE, TOP_AKID, TOP_AKID_FILE, TOP_SAK, TOP_SAK_FILE, TOP_LOGGING,
-       TOP_DBS, TOP_STORES, TOP_RESTORE, TOP_SUPERVISOR, TOP_HEALTH, TOP_N };
+       TOP_DBS, TOP_STORES, TOP_RESTORE, TOP_SUPERVISOR, TOP_HEALTH, TOP_CONSUL, TOP_N };
 static const struct field top_tab[TOP_N] = {
 	[TOP_ADDR] = { .key = "addr", .kind = F_CUSTOM, .fn = set_addr },
 	[TOP_EXEC] = { .key = "exec", .kind = F_WORDS, .off = offsetof(struct config, exec) },
@@ -376,6 +354,7 @@ static const struct field top_tab[TOP_N] = {
 	[TOP_RESTORE] = { .key = "restore", .kind = F_CUSTOM, .fn = set_restore },
 	[TOP_SUPERVISOR] = { .key = "supervisor", .kind = F_CUSTOM, .fn = set_supervisor },
 	[TOP_HEALTH] = { .key = "health", .kind = F_CUSTOM, .fn = set_health },
+	[TOP_CONSUL] = { .key = "consul", .kind = F_CUSTOM, .fn = cfg_set_consul },
 };
 
 /* ---- dbs ---- */

@@ -555,3 +555,31 @@ char *config_abs_path(const char *p, char *err, size_t errlen)
 			 errno == ERANGE || errno == 0 ? "too long" : strerror(errno));
 	return abs;
 }
+
+int walk_string_list(struct walk *w, const struct cfg_node *v, const char *path, const char *what,
+		     char ***slot)
+{
+	char ip[340];
+	if (cfg_node_is_null(v))
+		return 0;
+	if (v->kind != CN_SEQ) {
+		cfg_error(w->e, v, path, "expected %s, got %s", what, walk_kind_name(v));
+		return -1;
+	}
+	char **l = calloc(v->nitems + 1, sizeof(*l));
+	if (!l) {
+		cfg_error(w->e, v, path, "out of memory");
+		return -1;
+	}
+	if (*slot) /* set before through a merge key */
+		for (char **o = *slot; *o; o++)
+			free(*o);
+	free(*slot);
+	*slot = l;
+	for (size_t i = 0; i < v->nitems; i++) {
+		snprintf(ip, sizeof(ip), "%s[%zu]", path, i);
+		if (walk_required(w, v->items[i], ip, &l[i]) < 0)
+			return -1;
+	}
+	return 0;
+}

@@ -106,6 +106,18 @@ int walk_required(struct walk *w, const struct cfg_node *v, const char *path, ch
 int walk_required_ex(struct walk *w, const struct cfg_node *v, const char *path, bool secret,
 		     char **out);
 
+/*
+ * A list of non-empty strings into *slot (NULL-terminated, replacing what was
+ * there); YAML null leaves it. what names the expected value in messages
+ * ("a list of group names"). Returns 0 or -1.
+ */
+int walk_string_list(struct walk *w, const struct cfg_node *v, const char *path, const char *what,
+		     char ***slot);
+
+/* The `consul:` section into ((struct config *)target)->consul (config_consul.c). */
+int cfg_set_consul(struct walk *w, const struct field *f, const struct cfg_node *v,
+		   const char *path, void *target);
+
 /* "a map", "a list", "a value": for type-mismatch messages. */
 const char *walk_kind_name(const struct cfg_node *n);
 

@@ -1,0 +1,264 @@
+/*
+ * config_consul.c — the `consul:` section: where the agent is, the service
+ * registration and the single-writer lock (consul/README.md). Bounds are
+ * Consul's own (api-docs/session.mdx, agent/service.mdx), so a value Consul
+ * would refuse at start is refused here, naming the key.
+ */
+#include "common/config_walk.h"
+
+#include <ctype.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/banned.h"
+
+#define C(field) offsetof(struct cfg_consul, field)
+
+static int set_addr_url(struct walk *w, const struct field *f, const struct cfg_node *v,
+			const char *path, void *target)
+{
+	struct cfg_consul *c = target;
+	char *s = NULL;
+	if (walk_required(w, v, path, &s) < 0)
+		return -1;
+	const char *hp = s;
+	if (strncmp(s, "http://", 7) == 0)
+		hp = s + 7;
+	else if (strncmp(s, "https://", 8) == 0)
+		hp = s + 8;
+	else if (strstr(s, "://")) {
+		/* unix:// would need a socket path option: not offered */
+		cfg_error(w->e, v, path, "expected http://HOST:PORT, https://HOST:PORT or HOST:PORT, got \"%s\"",
+			  s);
+		free(s);
+		return -1;
+	}
+	if (!*hp || strchr(hp, '/') || strchr(hp, '?') || strchr(hp, '@')) {
+		cfg_error(w->e, v, path, "expected the agent's address only (HOST:PORT), got \"%s\"", s);
+		free(s);
+		return -1;
+	}
+	free(c->addr);
+	c->addr = s;
+	return 0;
+}
+
+/* A number, or a Nomad port label whose port the environment gives at start. */
+static int set_port(struct walk *w, const struct field *f, const struct cfg_node *v,
+		    const char *path, void *target)
+{
+	struct cfg_consul *c = target;
+	char *s = NULL;
+	if (walk_required(w, v, path, &s) < 0)
+		return -1;
+	if (strspn(s, "0123456789") == strlen(s)) {
+		long n = strlen(s) <= 5 ? strtol(s, NULL, 10) : 0;
+		if (n < 1 || n > 65535) {
+			cfg_error(w->e, v, path, "%s is not a port (1 to 65535)", s);
+			free(s);
+			return -1;
+		}
+		c->service_port = (int)n;
+		free(c->service_port_label);
+		c->service_port_label = NULL;
+		free(s);
+		return 0;
+	}
+	for (const char *p = s; *p; p++) {
+		if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-') {
+			cfg_error(w->e, v, path,
+				  "\"%s\" is neither a port number nor a Nomad port label (letters, digits, _ and -)", s);
+			free(s);
+			return -1;
+		}
+	}
+	c->service_port = 0;
+	free(c->service_port_label);
+	c->service_port_label = s;
+	return 0;
+}
+
+static int set_tags(struct walk *w, const struct field *f, const struct cfg_node *v,
+		    const char *path, void *target)
+{
+	return walk_string_list(w, v, path, "a list of tags", &((struct cfg_consul *)target)->service_tags);
+}
+
+/* Consul's rules for service meta keys (agent/structs: ValidateServiceMetadata). */
+#define META_MAX_PAIRS 64
+#define META_KEY_MAX 128
+#define META_VALUE_MAX 512
+
+static int set_meta(struct walk *w, const struct field *f, const struct cfg_node *v,
+		    const char *path, void *target)
+{
+	struct cfg_consul *c = target;
+	char kp[340];
+	if (cfg_node_is_null(v))
+		return 0;
+	if (v->kind != CN_MAP) {
+		cfg_error(w->e, v, path, "expected a map of key → value, got %s", walk_kind_name(v));
+		return -1;
+	}
+	size_t n = v->nitems / 2;
+	if (n > META_MAX_PAIRS) {
+		cfg_error(w->e, v, path, "%zu keys: Consul takes at most %d", n, META_MAX_PAIRS);
+		return -1;
+	}
+	char **l = calloc(2 * n + 1, sizeof(*l));
+	if (!l) {
+		cfg_error(w->e, v, path, "out of memory");
+		return -1;
+	}
+	if (c->service_meta)
+		for (char **o = c->service_meta; *o; o++)
+			free(*o);
+	free(c->service_meta);
+	c->service_meta = l;
+	for (size_t i = 0; i < n; i++) {
+		const struct cfg_node *k = v->items[2 * i], *val = v->items[2 * i + 1];
+		const char *key = k->value ? k->value : "";
+		walk_path(kp, sizeof(kp), path, key);
+		size_t kl = strlen(key);
+		if (kl == 0 || kl > META_KEY_MAX || strspn(key, "abcdefghijklmnopqrstuvwxyz"
+					"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") != kl) {
+			cfg_error(w->e, k, kp, "a meta key is 1 to %d letters, digits, _ and - (Consul's rule)",
+				  META_KEY_MAX);
+			return -1;
+		}
+		if (strncmp(key, "consul-", 7) == 0) {
+			cfg_error(w->e, k, kp, "the \"consul-\" prefix is reserved by Consul");
+			return -1;
+		}
+		l[2 * i] = strdup(key);
+		if (!l[2 * i]) {
+			cfg_error(w->e, k, kp, "out of memory");
+			return -1;
+		}
+		if (walk_scalar(w, val, kp, false, &l[2 * i + 1]) < 0)
+			return -1;
+		if (!l[2 * i + 1] && !(l[2 * i + 1] = strdup(""))) {
+			cfg_error(w->e, val, kp, "out of memory");
+			return -1;
+		}
+		if (strlen(l[2 * i + 1]) > META_VALUE_MAX) {
+			cfg_error(w->e, val, kp, "a meta value is at most %d bytes (Consul's rule)", META_VALUE_MAX);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+enum { SE_NAME, SE_ID, SE_ADDRESS, SE_PORT, SE_TAGS, SE_META, SE_TTL, SE_DEREG, SE_N };
+static const struct field service_tab[SE_N] = {
+	[SE_NAME] = { .key = "name", .kind = F_STR, .off = C(service_name) },
+	[SE_ID] = { .key = "id", .kind = F_STR, .off = C(service_id) },
+	[SE_ADDRESS] = { .key = "address", .kind = F_STR, .off = C(service_address) },
+	[SE_PORT] = { .key = "port", .kind = F_CUSTOM, .fn = set_port },
+	[SE_TAGS] = { .key = "tags", .kind = F_CUSTOM, .fn = set_tags },
+	[SE_META] = { .key = "meta", .kind = F_CUSTOM, .fn = set_meta },
+	[SE_TTL] = { .key = "check-ttl", .kind = F_DUR, .off = C(check_ttl_ms), .min = 1000,
+		     .why = "at least 1s: litevisor updates the check at a third of it" },
+	[SE_DEREG] = { .key = "deregister-critical-after", .kind = F_DUR, .off = C(deregister_after_ms) },
+};
+
+enum { LK_KEY, LK_TTL, LK_DELAY, LK_WAIT, LK_N };
+static const struct field lock_tab[LK_N] = {
+	[LK_KEY] = { .key = "key", .kind = F_STR, .off = C(lock_key) },
+	[LK_TTL] = { .key = "ttl", .kind = F_DUR, .off = C(lock_ttl_ms) },
+	[LK_DELAY] = { .key = "lock-delay", .kind = F_DUR, .off = C(lock_delay_ms) },
+	[LK_WAIT] = { .key = "wait", .kind = F_DUR, .off = C(lock_wait_ms) },
+};
+
+/* A name Consul would take as part of a URL path or DNS label: no '/', '?', '#', blanks. */
+static int check_id_text(struct walk *w, const struct cfg_node *n, const char *path, const char *s)
+{
+	if (!*s || strpbrk(s, "/?#% \t\r\n")) {
+		cfg_error(w->e, n, path, "\"%s\": use letters, digits, '-', '_' and '.'", s);
+		return -1;
+	}
+	return 0;
+}
+
+static int set_service(struct walk *w, const struct field *f, const struct cfg_node *v,
+		       const char *path, void *target)
+{
+	struct cfg_consul *c = target;
+	const struct cfg_node *at[SE_N] = { 0 };
+	if (walk_map(w, v, path, service_tab, SE_N, ON_ALL, c, at) < 0)
+		return -1;
+	if (cfg_node_is_null(v))
+		return 0;
+	if (!c->service_name) {
+		cfg_error(w->e, v, path, "needs name: the service's name in Consul");
+		return -1;
+	}
+	if (check_id_text(w, at[SE_NAME], "consul.service.name", c->service_name) < 0)
+		return -1;
+	if (c->service_id && check_id_text(w, at[SE_ID], "consul.service.id", c->service_id) < 0)
+		return -1;
+	if (c->deregister_after_ms && c->deregister_after_ms < 60000) {
+		cfg_error(w->e, at[SE_DEREG], "consul.service.deregister-critical-after",
+			  "Consul's minimum is 1m (its reaper runs every 30s); 0 never deregisters");
+		return -1;
+	}
+	return 0;
+}
+
+static int set_lock(struct walk *w, const struct field *f, const struct cfg_node *v,
+		    const char *path, void *target)
+{
+	struct cfg_consul *c = target;
+	const struct cfg_node *at[LK_N] = { 0 };
+	if (walk_map(w, v, path, lock_tab, LK_N, ON_ALL, c, at) < 0)
+		return -1;
+	if (cfg_node_is_null(v))
+		return 0;
+	if (!c->lock_key) {
+		cfg_error(w->e, v, path, "needs key: the KV key every writer of these databases locks");
+		return -1;
+	}
+	const char *k = c->lock_key;
+	if (*k == '/' || strpbrk(k, "?#% \t\r\n") || strstr(k, "//") || k[strlen(k) - 1] == '/') {
+		cfg_error(w->e, at[LK_KEY], "consul.lock.key",
+			  "\"%s\": a KV key such as litevisor/radarr (no leading or trailing '/', no '?', '#', '%%' or blanks)",
+			  k);
+		return -1;
+	}
+	if (c->lock_ttl_ms < 10000 || c->lock_ttl_ms > 86400000) {
+		cfg_error(w->e, at[LK_TTL], "consul.lock.ttl", "Consul takes a session TTL of 10s to 24h");
+		return -1;
+	}
+	if (c->lock_delay_ms > 60000) {
+		cfg_error(w->e, at[LK_DELAY], "consul.lock.lock-delay", "Consul takes a lock delay of 0s to 60s");
+		return -1;
+	}
+	return 0;
+}
+
+enum { CO_ADDR, CO_TOKEN, CO_TOKEN_FILE, CO_CA, CO_TIMEOUT, CO_SERVICE, CO_LOCK, CO_N };
+static const struct field consul_tab[CO_N] = {
+	[CO_ADDR] = { .key = "addr", .kind = F_CUSTOM, .fn = set_addr_url },
+	[CO_TOKEN] = { .key = "token", .kind = F_SECRET, .off = C(token.value) },
+	[CO_TOKEN_FILE] = { .key = "token-file", .kind = F_SECRET_FILE, .off = C(token.file) },
+	[CO_CA] = { .key = "ca-file", .kind = F_STR, .off = C(ca_file) },
+	[CO_TIMEOUT] = { .key = "timeout", .kind = F_DUR, .off = C(timeout_ms), .min = 1 },
+	[CO_SERVICE] = { .key = "service", .kind = F_CUSTOM, .fn = set_service },
+	[CO_LOCK] = { .key = "lock", .kind = F_CUSTOM, .fn = set_lock },
+};
+
+int cfg_set_consul(struct walk *w, const struct field *f, const struct cfg_node *v,
+		   const char *path, void *target)
+{
+	struct config *cfg = target;
+	const struct cfg_node *at[CO_N] = { 0 };
+	if (walk_map(w, v, path, consul_tab, CO_N, ON_ALL, &cfg->consul, at) < 0)
+		return -1;
+	if (cfg->consul.token.value && cfg->consul.token.file) {
+		cfg_error(w->e, at[CO_TOKEN_FILE], "consul.token-file", "give token or token-file, not both");
+		return -1;
+	}
+	return 0;
+}
