@@ -27,6 +27,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "replication/engine.h"
+#include "supervisor/consul_link.h"
 #include "supervisor/http.h"
 #include "supervisor/lifecycle.h"
 #include "supervisor/signals.h"
@@ -100,12 +101,18 @@ static void engine_free_main(void *e)
  * thread and reads copies of the state and of the engine's status. From the
  * stop signal to the exit takes at most flush-timeout + SUP_STOP_THREADS_MS.
  */
+static void heartbeat_tick(void *state)
+{
+	sup_state_heartbeat(state);
+}
+
 static int replicate_loop(const struct config *cfg)
 {
 	struct engine *e = NULL;
 	struct http_server *http = NULL;
+	struct sup_consul *consul = NULL;
 	struct sup_state state;
-	bool state_ok = false;
+	bool state_ok = false, lock_lost = false;
 	int sfd = -1, code = EXIT_TEMPFAIL;
 
 	/* jansson hashes with a random seed; seed it before any thread can race on it. */
@@ -119,6 +126,9 @@ static int replicate_loop(const struct config *cfg)
 	state_ok = true;
 	if ((code = http_serve_configured(cfg, &state, HTTP_NO_SERVICE, &http)) != 0)
 		goto out;
+	consul = sup_consul_new(cfg);
+	if ((code = sup_consul_take_lock(consul, sfd, &state, heartbeat_tick, &state)) != 0)
+		goto out;
 	code = EXIT_TEMPFAIL;
 	if (!(e = engine_new(cfg)) || engine_start(e) < 0)
 		goto out;
@@ -126,10 +136,20 @@ static int replicate_loop(const struct config *cfg)
 	sup_state_set_phase(&state, SUP_RUNNING, "");
 	log_info("replicate", "replicating", "databases=%zu", cfg->ndbs);
 	for (;;) {
-		struct pollfd p = { .fd = sfd, .events = POLLIN };
-		if (poll(&p, 1, TICK_MS) < 0 && errno != EINTR)
+		struct pollfd p[2] = { { .fd = sfd, .events = POLLIN },
+				       { .fd = sup_consul_lock_fd(consul), .events = POLLIN } };
+		int rc = poll(p, 2, TICK_MS);
+		if (rc < 0 && errno != EINTR)
 			break;
 		sup_state_heartbeat(&state);
+		char why[512];
+		if (rc > 0 && (p[1].revents & POLLIN) &&
+		    sup_consul_lock_state(consul, why, sizeof(why)) == CONSUL_LOCK_LOST) {
+			log_error("replicate", "the writer lock is lost: flushing, then exiting 111",
+				  "key=\"%s\" error=\"%s\"", cfg->consul.lock_key, why);
+			lock_lost = true;
+			break;
+		}
 		int sig = sig_read(sfd);
 		if (sig < 0)
 			break;
@@ -154,6 +174,11 @@ static int replicate_loop(const struct config *cfg)
 		log_warn("replicate", "final flush incomplete: see above; exiting 1", NULL);
 		code = 1;
 	}
+	if (lock_lost)
+		code = EXIT_TEMPFAIL;
+	/* after the final flush: the next writer restores all of it */
+	sup_consul_close(consul, SUP_CONSUL_CLOSE_MS);
+	consul = NULL;
 	sup_state_set_phase(&state, SUP_EXITING, "exiting");
 	http_stop(http); /* before the engine it reads from goes */
 	http = NULL;
@@ -169,6 +194,7 @@ static int replicate_loop(const struct config *cfg)
 	}
 	e = NULL;
 out:
+	sup_consul_close(consul, SUP_CONSUL_CLOSE_MS);
 	http_stop(http); /* before the engine it reads from goes */
 	engine_free(e);
 	if (state_ok)
@@ -236,6 +262,12 @@ static int run_replicate(int argc, char **argv)
 			goto out;
 		}
 		code = run_supervised(&cfg, words);
+		goto out;
+	}
+	if (cfg.consul.service_name) {
+		code = cli_usage_error(&cmd_replicate, "consul.service registers the service litevisor "
+				       "supervises, and `replicate` without -exec has none: use `run`, "
+				       "or give -exec (consul.lock alone works here)");
 		goto out;
 	}
 	code = replicate_loop(&cfg);

@@ -14,6 +14,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "supervisor/child.h"
+#include "supervisor/consul_link.h"
 #include "supervisor/dbs.h"
 #include "supervisor/http.h"
 #include "supervisor/probe.h"
@@ -36,7 +37,6 @@
 struct sup {
 	const struct config *cfg;
 	char *const *argv;
-	const struct sup_hooks *hooks;
 	char **envp;
 	struct child_creds creds;
 	struct sup_state state;
@@ -45,6 +45,8 @@ struct sup {
 	struct sup_dbs *dbs;
 	struct probe *probe;
 	struct push *push;
+	struct sup_consul *consul; /* NULL without a consul: section */
+	bool lock_lost;          /* the writer lock went while the service ran: exit 111 */
 	int sfd;
 
 	pid_t pid;               /* the service, 0 when none runs */
@@ -153,6 +155,7 @@ static void begin_stop(struct sup *s, const char *why)
 	log_info("supervisor", "stopping", "reason=\"%s\" grace_ms=%lld", why,
 		 (long long)s->cfg->supervisor.stop_grace_ms);
 	set_phase(s, SUP_STOPPING, why);
+	sup_consul_leave(s->consul);
 }
 
 /*
@@ -386,13 +389,33 @@ static int64_t next_timeout(const struct sup *s, int64_t now)
 	return t;
 }
 
+/* The writer lock changed while the service runs: lost (consul/lock.h), so stop. */
+static void on_lock_change(struct sup *s)
+{
+	char why[512];
+	enum consul_lock_state st = sup_consul_lock_state(s->consul, why, sizeof(why));
+	if (st != CONSUL_LOCK_LOST || s->lock_lost)
+		return;
+	s->lock_lost = true;
+	log_error("supervisor", "the writer lock is lost: stopping the service, exiting 111 after the final flush",
+		  "key=\"%s\" error=\"%s\"", s->cfg->consul.lock_key, why);
+	if (!s->stopping && s->pid > 0) {
+		forward(s, SIGTERM);
+		resume(signal_target(s));
+	}
+	begin_stop(s, "the writer lock is lost");
+}
+
 /* The run loop: from the first spawn until every child is gone. */
 static void loop(struct sup *s)
 {
 	for (;;) {
 		int64_t now = clock_mono_ms();
-		struct pollfd pfd = { .fd = s->sfd, .events = POLLIN };
-		int rc = poll(&pfd, 1, (int)next_timeout(s, now));
+		struct pollfd pfd[2] = { { .fd = s->sfd, .events = POLLIN },
+					 { .fd = sup_consul_lock_fd(s->consul), .events = POLLIN } };
+		int rc = poll(pfd, 2, (int)next_timeout(s, now));
+		if (rc > 0 && (pfd[1].revents & POLLIN))
+			on_lock_change(s);
 		if (rc < 0 && errno != EINTR) {
 			log_error("supervisor", "poll failed", "error=\"%s\"", strerror(errno));
 			clock_sleep_ms(100);
@@ -412,6 +435,15 @@ static void loop(struct sup *s)
 			return;
 		sweep(s, clock_mono_ms());
 	}
+}
+
+/* A turn of a wait before the service exists: the heartbeat, and strays reaped (PID 1 inherits them). */
+static void unserved_tick(void *arg)
+{
+	struct sup *s = arg;
+	struct reap_result r;
+	sup_state_heartbeat(&s->state);
+	reaper_reap(0, &r);
 }
 
 /* Steps before the service exists. Returns 0, or the exit code to leave with. */
@@ -446,9 +478,8 @@ static int prepare(struct sup *s)
 	int code = http_serve_configured(s->cfg, &s->state, HTTP_SERVICE, &s->http);
 	if (code)
 		return code; /* 100 or 111: SUP_EXIT_CONFIG, SUP_EXIT_TEMPFAIL */
-	if (s->hooks && s->hooks->before_restore && s->hooks->before_restore(s->hooks->ctx) < 0)
-		return SUP_EXIT_TEMPFAIL;
-	return 0;
+	s->consul = sup_consul_new(s->cfg);
+	return sup_consul_take_lock(s->consul, s->sfd, &s->state, unserved_tick, s);
 }
 
 /*
@@ -481,33 +512,14 @@ static int restore_all(struct sup *s)
 	set_phase(s, SUP_RESTORING, "restoring databases");
 	/* On a failed start the fd still fires once the started ones are done; finish fails then. */
 	(void)dbs_restore_start(s->dbs);
-	for (;;) {
-		struct pollfd pfd[2] = { { .fd = s->sfd, .events = POLLIN },
-					 { .fd = dbs_restore_fd(s->dbs), .events = POLLIN } };
-		int rc = poll(pfd, 2, TICK_MS);
-		if (rc < 0 && errno != EINTR) {
-			log_error("supervisor", "poll failed", "error=\"%s\"", strerror(errno));
-			clock_sleep_ms(100);
-		}
-		sup_state_heartbeat(&s->state);
-		int sig;
-		while ((sig = sig_read(s->sfd)) > 0) {
-			if (sig_is_stop(sig)) {
-				log_warn("supervisor", "stopped while restoring; the service was not started",
-					 "signal=%s", sig_name(sig));
-				stop_restores(s, sig);
-				_exit(128 + sig);
-			}
-			if (sig == SIGTSTP)
-				sig_job_stop();
-			else if (sig != SIGCHLD)
-				log_info("supervisor", "signal dropped: no service running yet",
-					 "signal=%s", sig_name(sig));
-		}
-		struct reap_result r;
-		reaper_reap(0, &r); /* nothing of ours yet, but PID 1 inherits strays */
-		if (rc > 0 && (pfd[1].revents & POLLIN))
-			break;
+	int sig = sig_wait_fd(s->sfd, dbs_restore_fd(s->dbs), unserved_tick, s);
+	if (sig) {
+		log_warn("supervisor", "stopped while restoring; the service was not started",
+			 "signal=%s", sig_name(sig));
+		stop_restores(s, sig);
+		/* the next writer need not wait out our session's TTL */
+		sup_consul_close(s->consul, SUP_CONSUL_CLOSE_MS);
+		_exit(128 + sig);
 	}
 	int code = dbs_restore_finish(s->dbs, &duration);
 	sup_state_set_restore(&s->state, code == 0, duration);
@@ -519,13 +531,12 @@ static int restore_all(struct sup *s)
 	return code;
 }
 
-int sup_run(const struct config *cfg, char *const *argv, const struct sup_hooks *hooks)
+int sup_run(const struct config *cfg, char *const *argv)
 {
 	struct sup s;
 	memset(&s, 0, sizeof(s));
 	s.cfg = cfg;
 	s.argv = argv;
-	s.hooks = hooks;
 	s.sfd = -1;
 	int64_t stop_end = 0; /* mono ms, once the service ran: the exit is due then */
 	int code;
@@ -556,6 +567,9 @@ int sup_run(const struct config *cfg, char *const *argv, const struct sup_hooks 
 		s.probe = probe_start(&cfg->health, &s.state);
 	if (cfg->health.push_url)
 		s.push = push_start(cfg, &s.state, dbs_status, s.dbs);
+	code = sup_consul_register(s.consul, &s.state, dbs_status, s.dbs);
+	if (code)
+		goto out;
 	if (spawn(&s) < 0) {
 		code = s.code;
 		goto out;
@@ -574,9 +588,12 @@ int sup_run(const struct config *cfg, char *const *argv, const struct sup_hooks 
 		flush_ms = cfg->supervisor.flush_timeout_ms;
 	set_phase(&s, SUP_FLUSHING, "final flush");
 	dbs_flush(s.dbs, flush_ms > 0 ? flush_ms : 0);
-	if (hooks && hooks->at_stop)
-		hooks->at_stop(hooks->ctx);
+	if (s.lock_lost)
+		code = SUP_EXIT_TEMPFAIL;
 out:
+	/* after the final flush: the next writer restores all of it */
+	sup_consul_close(s.consul, SUP_CONSUL_CLOSE_MS);
+	s.consul = NULL;
 	if (s.state_ok)
 		set_phase(&s, SUP_EXITING, "exiting");
 	push_stop(s.push);
@@ -607,5 +624,5 @@ int run_supervised(const struct config *cfg, char *const *argv)
 		return SUP_EXIT_TEMPFAIL;
 	/* jansson hashes with a random seed; seed it before any thread can race on it. */
 	json_object_seed(0);
-	return sup_run(cfg, argv, NULL);
+	return sup_run(cfg, argv);
 }

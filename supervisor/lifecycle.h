@@ -1,10 +1,10 @@
 /*
  * lifecycle.h — `litevisor run`: the whole life of a supervised service.
  *
- *   load config (caller) → [before_restore hook] → restore every database →
+ *   load config (caller) → [take the Consul writer lock] → restore every database →
  *   start replication → spawn the service → run: forward signals, reap
  *   everything → stop: grace, then SIGKILL the service (and its group) →
- *   wait for ALL children → final flush (own deadline) → [at_stop hook] →
+ *   wait for ALL children → final flush (own deadline) → [release the lock] →
  *   exit with the service's code (128+signal when it was killed).
  *
  * One thread, the caller's, runs the loop: it waits on a signalfd (SIGCHLD
@@ -24,8 +24,9 @@
  *                   |                    | TSTP)         |                           |
  *   (no children left in STOPPING) → FLUSHING → EXITING
  *
- * Hooks let a later step (Consul registration, single-writer lock) run before
- * the restore and after the final flush without touching the loop.
+ * With a `consul:` section, the writer lock is taken before the restore and
+ * released after the final flush, and the service is registered while it
+ * runs (supervisor/consul_link.h).
  */
 #ifndef LITEVISOR_SUP_LIFECYCLE_H
 #define LITEVISOR_SUP_LIFECYCLE_H
@@ -46,20 +47,12 @@
 #define SUP_STOP_THREADS_MS 2000
 #define SUP_EXIT_MARGIN_MS 100
 
-struct sup_hooks {
-	/* Before any restore (e.g. register, take the writer lock). 0, or -1 → exit 111. */
-	int (*before_restore)(void *ctx);
-	/* After the final flush (e.g. release the lock, deregister). */
-	void (*at_stop)(void *ctx);
-	void *ctx;
-};
-
 /*
  * Run the lifecycle for cfg (borrowed) and the service command argv
- * (NULL-terminated, argv[0] searched in $PATH). hooks may be NULL.
+ * (NULL-terminated, argv[0] searched in $PATH).
  * Requires sig_block() to have run before any thread was created. Returns the exit code for the process.
  */
-int sup_run(const struct config *cfg, char *const *argv, const struct sup_hooks *hooks);
+int sup_run(const struct config *cfg, char *const *argv);
 
 /*
  * Everything `run` does after loading its config: block signals (if not done

@@ -129,6 +129,31 @@ bool sig_wait_done(int sfd, int done_fd, int grace_ms, bool (*is_stop)(int sig))
 	return false;
 }
 
+int sig_wait_fd(int sfd, int fd, void (*tick)(void *arg), void *arg)
+{
+	for (;;) {
+		struct pollfd pfd[2] = { { .fd = sfd, .events = POLLIN }, { .fd = fd, .events = POLLIN } };
+		int rc = poll(pfd, 2, 1000);
+		if (rc < 0 && errno != EINTR) {
+			log_error("signals", "poll failed", "error=\"%s\"", strerror(errno));
+			clock_sleep_ms(100);
+		}
+		tick(arg);
+		int sig;
+		while ((sig = sig_read(sfd)) > 0) {
+			if (sig_is_stop(sig))
+				return sig;
+			if (sig == SIGTSTP)
+				sig_job_stop();
+			else if (sig != SIGCHLD)
+				log_info("signals", "signal dropped: no service running yet", "signal=%s",
+					 sig_name(sig));
+		}
+		if (rc > 0 && (pfd[1].revents & POLLIN))
+			return 0;
+	}
+}
+
 bool sig_is_forwarded(int sig)
 {
 	return sig > 0 && sig != SIGCHLD && sigismember(&handled, sig) == 1;

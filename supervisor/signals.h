@@ -79,6 +79,15 @@ bool sig_is_stop(int sig);
  */
 bool sig_wait_done(int sfd, int done_fd, int grace_ms, bool (*is_stop)(int sig));
 
+/*
+ * Before there is a service: wait for fd to become readable while reading
+ * signals from sfd. A stop signal (TERM, INT) ends the wait; TSTP stops
+ * litevisor (sig_job_stop); the others are dropped with a note, as nobody is
+ * there to get them. tick(arg) runs at every turn, at least once a second
+ * (the heartbeat, reaping strays). Returns 0 once fd fired, or the stop signal.
+ */
+int sig_wait_fd(int sfd, int fd, void (*tick)(void *arg), void *arg);
+
 /* "TERM", "USR1", "RTMIN+5"…; "SIG?" for others. Static storage. */
 const char *sig_name(int sig);
 

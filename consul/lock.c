@@ -1,0 +1,455 @@
+/*
+ * lock.c — the single-writer lock's thread (consul/lock.h).
+ */
+#include "consul/lock.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/duration.h"
+#include "common/log.h"
+#include "consul/client.h"
+#include "common/banned.h"
+
+#define RETRY_MS 1000       /* after a failed request, and while a lock delay lasts */
+#define RETRY_MAX_MS 5000
+
+struct consul_lock {
+	const struct cfg_consul *cfg;
+	struct consul_client *cl;
+	char holder[256];
+	char key[1024];            /* the key, escaped for a URL path */
+	char session[64];          /* our session's ID, "" when none */
+	int64_t ttl_ms;            /* the session's TTL, as Consul last gave it */
+	int64_t renewed;           /* mono ms of the last successful create or renew */
+	uint64_t index;            /* of the key, for blocking queries */
+	int efd;
+	pthread_t thread;
+	bool started;
+	struct consul_stop stop;
+	pthread_mutex_t mu;        /* guards state and why */
+	enum consul_lock_state state;
+	char why[512];
+};
+
+static void set_state(struct consul_lock *l, enum consul_lock_state st, const char *why)
+{
+	pthread_mutex_lock(&l->mu);
+	l->state = st;
+	snprintf(l->why, sizeof(l->why), "%s", why ? why : "");
+	pthread_mutex_unlock(&l->mu);
+	uint64_t one = 1;
+	if (write(l->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		log_warn("consul", "eventfd write failed", "error=\"%s\"", strerror(errno));
+}
+
+static int create_session(struct consul_lock *l, char *why, size_t whylen)
+{
+	char ttl[32], delay[32], err[256];
+	struct consul_reply r;
+	int rc = -1;
+	snprintf(ttl, sizeof(ttl), "%llds", (long long)(l->cfg->lock_ttl_ms / 1000));
+	snprintf(delay, sizeof(delay), "%lldms", (long long)l->cfg->lock_delay_ms);
+	json_t *req = json_pack("{s:s, s:s, s:s, s:s}", "Name", l->holder, "TTL", ttl, "LockDelay",
+				delay, "Behavior", "release");
+	char *body = req ? json_dumps(req, JSON_COMPACT) : NULL;
+	json_decref(req);
+	if (!body) {
+		snprintf(why, whylen, "out of memory");
+		return -1;
+	}
+	int crc = consul_call(l->cl, "PUT", "/v1/session/create", body, l->cfg->timeout_ms, &r, err,
+			      sizeof(err));
+	free(body);
+	if (crc < 0 || r.status != 200) {
+		consul_call_error(crc, &r, err, why, whylen);
+		rc = crc == 0 && r.status == 403 ? -2 : -1;
+		goto out;
+	}
+	json_t *doc = json_loads(r.body, 0, NULL);
+	const char *id = json_string_value(json_object_get(doc, "ID"));
+	if (id && *id && strlen(id) < sizeof(l->session) && !strpbrk(id, "/?#% ")) {
+		snprintf(l->session, sizeof(l->session), "%s", id);
+		l->ttl_ms = l->cfg->lock_ttl_ms;
+		l->renewed = clock_mono_ms();
+		rc = 0;
+	} else {
+		snprintf(why, whylen, "session create answered without an ID");
+	}
+	json_decref(doc);
+out:
+	consul_reply_release(&r);
+	return rc;
+}
+
+/* Renew our session. 0; -1 failed (try again); -2 the session is gone (404). */
+static int renew(struct consul_lock *l, char *why, size_t whylen)
+{
+	char path[128], err[256];
+	struct consul_reply r;
+	snprintf(path, sizeof(path), "/v1/session/renew/%s", l->session);
+	int crc = consul_call(l->cl, "PUT", path, NULL, l->cfg->timeout_ms, &r, err, sizeof(err));
+	int rc = 0;
+	if (crc < 0 || r.status != 200) {
+		consul_call_error(crc, &r, err, why, whylen);
+		rc = crc == 0 && r.status == 404 ? -2 : -1;
+	} else {
+		l->renewed = clock_mono_ms();
+		/* "the returned TTL ... should be used to determine the renewal period" (session.mdx) */
+		json_t *doc = json_loads(r.body, 0, NULL);
+		const char *ttl = json_string_value(json_object_get(json_array_get(doc, 0), "TTL"));
+		int64_t ms;
+		char bad[64];
+		if (ttl && duration_parse(ttl, &ms, bad, sizeof(bad)) == 0 && ms >= l->cfg->lock_ttl_ms)
+			l->ttl_ms = ms;
+		json_decref(doc);
+	}
+	consul_reply_release(&r);
+	return rc;
+}
+
+struct kv_look {
+	bool exists;
+	char session[64];   /* holder's session, "" when free */
+};
+
+/*
+ * GET the key, blocking up to wait_ms for a change past l->index when
+ * wait_ms > 0. Returns 0 with *k filled, or -1 (why set).
+ */
+static int look(struct consul_lock *l, int64_t wait_ms, struct kv_look *k, char *why, size_t whylen)
+{
+	char path[1200], err[256];
+	struct consul_reply r;
+	memset(k, 0, sizeof(*k));
+	if (wait_ms > 0 && l->index > 0)
+		snprintf(path, sizeof(path), "/v1/kv/%s?index=%llu&wait=%lldms", l->key,
+			 (unsigned long long)l->index, (long long)wait_ms);
+	else
+		snprintf(path, sizeof(path), "/v1/kv/%s", l->key);
+	/* a blocking query may be answered up to wait/16 late (blocking.mdx) */
+	int64_t timeout = l->cfg->timeout_ms + (wait_ms > 0 && l->index > 0 ? wait_ms + wait_ms / 16 : 0);
+	int crc = consul_call(l->cl, "GET", path, NULL, timeout, &r, err, sizeof(err));
+	int rc = -1;
+	if (crc < 0 || (r.status != 200 && r.status != 404)) {
+		consul_call_error(crc, &r, err, why, whylen);
+		goto out;
+	}
+	/* blocking.mdx: an index that went backwards starts over at 0; never keep 0 */
+	l->index = r.index < l->index ? 0 : r.index;
+	if (l->index == 0 && r.index > 0)
+		l->index = 1;
+	rc = 0;
+	if (r.status == 404)
+		goto out;
+	k->exists = true;
+	json_t *doc = json_loads(r.body, 0, NULL);
+	const char *s = json_string_value(json_object_get(json_array_get(doc, 0), "Session"));
+	if (s)
+		snprintf(k->session, sizeof(k->session), "%s", s);
+	json_decref(doc);
+out:
+	consul_reply_release(&r);
+	return rc;
+}
+
+/* PUT ?acquire. 1 acquired, 0 refused, -1 failed, -2 ACL refused, -3 our session is invalid. */
+static int acquire(struct consul_lock *l, char *why, size_t whylen)
+{
+	char path[1300], err[256], since[40];
+	struct consul_reply r;
+	snprintf(path, sizeof(path), "/v1/kv/%s?acquire=%s", l->key, l->session);
+	json_t *v = json_pack("{s:s, s:i, s:s}", "holder", l->holder, "pid", (json_int_t)getpid(),
+			      "since", clock_rfc3339(clock_wall_ns(), since, sizeof(since)));
+	char *body = v ? json_dumps(v, JSON_COMPACT) : NULL;
+	json_decref(v);
+	if (!body) {
+		snprintf(why, whylen, "out of memory");
+		return -1;
+	}
+	int crc = consul_call(l->cl, "PUT", path, body, l->cfg->timeout_ms, &r, err, sizeof(err));
+	free(body);
+	int rc;
+	if (crc == 0 && r.status == 200)
+		rc = strncmp(r.body, "true", 4) == 0 ? 1 : 0;
+	else {
+		consul_call_error(crc, &r, err, why, whylen);
+		rc = crc == 0 && r.status == 403 ? -2 : -1;
+		/* kvs_endpoint / state store: "invalid session" for one that expired or was destroyed */
+		if (crc == 0 && r.status == 500 && strstr(r.body, "session"))
+			rc = -3;
+	}
+	consul_reply_release(&r);
+	return rc;
+}
+
+/* The name of the session holding the key, for the log ("litevisor: node2 …"). */
+static void holder_name(struct consul_lock *l, const char *session, char *buf, size_t len)
+{
+	char path[128], err[256];
+	struct consul_reply r;
+	snprintf(buf, len, "session %s", session);
+	snprintf(path, sizeof(path), "/v1/session/info/%s", session);
+	if (consul_call(l->cl, "GET", path, NULL, l->cfg->timeout_ms, &r, err, sizeof(err)) == 0 &&
+	    r.status == 200) {
+		json_t *doc = json_loads(r.body, 0, NULL);
+		const char *name = json_string_value(json_object_get(json_array_get(doc, 0), "Name"));
+		if (name && *name)
+			snprintf(buf, len, "%s (session %s)", name, session);
+		json_decref(doc);
+	}
+	consul_reply_release(&r);
+}
+
+static bool renew_due(const struct consul_lock *l)
+{
+	return clock_mono_ms() - l->renewed >= l->ttl_ms / 2;
+}
+
+/* The waiting phase. Returns true once held; false when stopped or failed (state set). */
+static bool take(struct consul_lock *l)
+{
+	int64_t start = clock_mono_ms(), backoff = RETRY_MS;
+	char why[512] = "", last[512] = "", seen[64] = "";
+	for (;;) {
+		int64_t now = clock_mono_ms();
+		if (l->cfg->lock_wait_ms && now - start >= l->cfg->lock_wait_ms) {
+			char d[32], msg[700];
+			snprintf(msg, sizeof(msg), "not acquired within consul.lock.wait (%s): %s",
+				 duration_format(l->cfg->lock_wait_ms, d, sizeof(d)),
+				 last[0] ? last : "still held by another writer");
+			set_state(l, CONSUL_LOCK_FAILED, msg);
+			return false;
+		}
+		if (atomic_load(&l->stop.flag))
+			return false;
+		int rc = 0;
+		if (!l->session[0])
+			rc = create_session(l, why, sizeof(why));
+		else if (renew_due(l))
+			rc = renew(l, why, sizeof(why));
+		if (rc == -2 && !l->session[0]) {
+			char msg[700];
+			snprintf(msg, sizeof(msg), "Consul refused the session: %s", why);
+			set_state(l, CONSUL_LOCK_FAILED, msg);
+			return false;
+		}
+		if (rc == -2) { /* our waiting session expired: make another */
+			l->session[0] = '\0';
+			continue;
+		}
+		if (rc == 0 && l->session[0]) {
+			rc = acquire(l, why, sizeof(why));
+			if (rc == 1)
+				return true;
+			if (rc == -2) {
+				char msg[700];
+				snprintf(msg, sizeof(msg), "Consul refused the lock: %s", why);
+				set_state(l, CONSUL_LOCK_FAILED, msg);
+				return false;
+			}
+			if (rc == -3) {
+				l->session[0] = '\0';
+				continue;
+			}
+		}
+		if (rc < 0) {
+			if (strcmp(why, last) != 0)
+				log_warn("consul", "cannot reach the agent for the writer lock; trying again",
+					 "agent=%s key=\"%s\" error=\"%s\"", consul_client_addr(l->cl),
+					 l->cfg->lock_key, why);
+			snprintf(last, sizeof(last), "%s", why);
+			if (consul_stop_nap(&l->stop, backoff))
+				return false;
+			backoff = backoff * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : backoff * 2;
+			continue;
+		}
+		backoff = RETRY_MS;
+		last[0] = '\0';
+		/* refused: held by another session, or free but in its lock delay */
+		struct kv_look k;
+		if (look(l, 0, &k, why, sizeof(why)) < 0)
+			continue;
+		if (!k.session[0]) {
+			if (consul_stop_nap(&l->stop, RETRY_MS))
+				return false;
+			continue;
+		}
+		if (strcmp(k.session, seen) != 0) {
+			char who[300];
+			holder_name(l, k.session, who, sizeof(who));
+			log_info("consul", "waiting for the writer lock", "key=\"%s\" held_by=\"%s\"",
+				 l->cfg->lock_key, who);
+			snprintf(seen, sizeof(seen), "%s", k.session);
+		}
+		/* wait for the key to change, but wake to renew our own session in time */
+		int64_t wait = l->ttl_ms / 2 - (clock_mono_ms() - l->renewed);
+		if (l->cfg->lock_wait_ms) {
+			int64_t left = l->cfg->lock_wait_ms - (clock_mono_ms() - start);
+			if (left < wait)
+				wait = left;
+		}
+		if (wait >= 1000)
+			(void)look(l, wait, &k, why, sizeof(why));
+	}
+}
+
+/* The held phase, until lost or stopped. */
+static void hold(struct consul_lock *l)
+{
+	char why[512] = "", msg[700];
+	for (;;) {
+		if (atomic_load(&l->stop.flag))
+			return;
+		if (renew_due(l)) {
+			int rc = renew(l, why, sizeof(why));
+			if (rc == -2) {
+				snprintf(msg, sizeof(msg), "Consul no longer knows the session (%s)", why);
+				set_state(l, CONSUL_LOCK_LOST, msg);
+				return;
+			}
+		}
+		if (clock_mono_ms() - l->renewed >= l->ttl_ms) {
+			char d[32];
+			snprintf(msg, sizeof(msg), "the session could not be renewed for its whole TTL (%s): %s",
+				 duration_format(l->ttl_ms, d, sizeof(d)), why);
+			set_state(l, CONSUL_LOCK_LOST, msg);
+			return;
+		}
+		int64_t wait = l->ttl_ms / 2 - (clock_mono_ms() - l->renewed);
+		struct kv_look k;
+		if (wait < 1000 || look(l, wait, &k, why, sizeof(why)) < 0) {
+			if (atomic_load(&l->stop.flag) || consul_stop_nap(&l->stop, RETRY_MS))
+				return;
+			continue;
+		}
+		if (atomic_load(&l->stop.flag))
+			return;
+		if (strcmp(k.session, l->session) != 0) {
+			snprintf(msg, sizeof(msg), "the key %s (released or deleted by someone else)",
+				 !k.exists ? "was deleted" : k.session[0] ? "is held by another session" : "is no longer held");
+			set_state(l, CONSUL_LOCK_LOST, msg);
+			return;
+		}
+	}
+}
+
+static void *lock_main(void *arg)
+{
+	struct consul_lock *l = arg;
+	if (!take(l))
+		return NULL;
+	set_state(l, CONSUL_LOCK_HELD, NULL);
+	hold(l);
+	return NULL;
+}
+
+struct consul_lock *consul_lock_start(const struct cfg_consul *cfg, const char *holder, char *err,
+				      size_t errlen)
+{
+	struct consul_lock *l = calloc(1, sizeof(*l));
+	if (!l) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	l->cfg = cfg;
+	l->efd = -1;
+	pthread_mutex_init(&l->mu, NULL);
+	consul_stop_init(&l->stop);
+	snprintf(l->holder, sizeof(l->holder), "litevisor: %s", holder);
+	if (consul_escape(cfg->lock_key, true, l->key, sizeof(l->key)) < 0) {
+		snprintf(err, errlen, "lock key too long");
+		goto fail;
+	}
+	if (!(l->cl = consul_client_new(cfg, err, errlen)))
+		goto fail;
+	consul_client_abort_on(l->cl, &l->stop.flag);
+	l->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (l->efd < 0) {
+		snprintf(err, errlen, "eventfd: %s", strerror(errno));
+		goto fail;
+	}
+	int rc = pthread_create(&l->thread, NULL, lock_main, l);
+	if (rc != 0) {
+		snprintf(err, errlen, "cannot start thread: %s", strerror(rc));
+		goto fail;
+	}
+	l->started = true;
+	log_info("consul", "taking the writer lock", "agent=%s key=\"%s\"", consul_client_addr(l->cl),
+		 cfg->lock_key);
+	return l;
+fail:
+	consul_lock_release(l, 0);
+	return NULL;
+}
+
+int consul_lock_fd(const struct consul_lock *l)
+{
+	return l->efd;
+}
+
+enum consul_lock_state consul_lock_state(struct consul_lock *l, char *why, size_t whylen)
+{
+	uint64_t n;
+	if (read(l->efd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+		log_warn("consul", "eventfd read failed", "error=\"%s\"", strerror(errno));
+	pthread_mutex_lock(&l->mu);
+	enum consul_lock_state st = l->state;
+	if (why)
+		snprintf(why, whylen, "%s", l->why);
+	pthread_mutex_unlock(&l->mu);
+	return st;
+}
+
+void consul_lock_release(struct consul_lock *l, int64_t budget_ms)
+{
+	if (!l)
+		return;
+	if (l->started) {
+		consul_stop_request(&l->stop);
+		pthread_join(l->thread, NULL);
+	}
+	if (l->cl && l->session[0]) {
+		char path[1300], err[256], why[300];
+		struct consul_reply r;
+		int64_t end = clock_mono_ms() + budget_ms;
+		consul_client_abort_on(l->cl, NULL);
+		if (l->state == CONSUL_LOCK_HELD) {
+			snprintf(path, sizeof(path), "/v1/kv/%s?release=%s", l->key, l->session);
+			int rc = consul_call(l->cl, "PUT", path, NULL, budget_ms, &r, err, sizeof(err));
+			if (rc == 0 && r.status == 200)
+				log_info("consul", "writer lock released", "key=\"%s\"", l->cfg->lock_key);
+			else {
+				consul_call_error(rc, &r, err, why, sizeof(why));
+				log_warn("consul", "cannot release the writer lock; it goes with the session's TTL",
+					 "key=\"%s\" error=\"%s\"", l->cfg->lock_key, why);
+			}
+			consul_reply_release(&r);
+		}
+		int64_t left = end - clock_mono_ms();
+		snprintf(path, sizeof(path), "/v1/session/destroy/%s", l->session);
+		if (left > 0) {
+			int rc = consul_call(l->cl, "PUT", path, NULL, left, &r, err, sizeof(err));
+			if (rc < 0 || r.status != 200) {
+				consul_call_error(rc, &r, err, why, sizeof(why));
+				log_warn("consul", "cannot destroy the lock's session; Consul drops it after its TTL",
+					 "error=\"%s\"", why);
+			}
+			consul_reply_release(&r);
+		}
+	}
+	consul_client_free(l->cl);
+	if (l->efd >= 0)
+		close(l->efd);
+	consul_stop_destroy(&l->stop);
+	pthread_mutex_destroy(&l->mu);
+	free(l);
+}

@@ -1,0 +1,176 @@
+/*
+ * consul_link.c — `run`'s use of the writer lock and the registration
+ * (supervisor/consul_link.h): names from Nomad's environment, health from
+ * the same evaluation as /healthz.
+ */
+#include "supervisor/consul_link.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "consul/register.h"
+#include "nomad/env.h"
+#include "replication/status.h"
+#include "supervisor/health.h"
+#include "supervisor/lifecycle.h"
+#include "supervisor/signals.h"
+#include "common/banned.h"
+
+struct sup_consul {
+	const struct config *cfg;
+	struct consul_lock *lock;
+	struct consul_reg *reg;
+	struct sup_state *st;
+	http_status_fn status;
+	void *status_ctx;
+};
+
+struct sup_consul *sup_consul_new(const struct config *cfg)
+{
+	if (!cfg->consul.lock_key && !cfg->consul.service_name)
+		return NULL;
+	struct sup_consul *c = calloc(1, sizeof(*c));
+	if (c)
+		c->cfg = cfg;
+	else
+		log_error("consul", "out of memory", NULL);
+	return c;
+}
+
+/* Who holds the lock, for the other waiters: node (or host), Nomad allocation, pid. */
+static void holder(const struct config *cfg, char *buf, size_t len)
+{
+	char host[256] = "";
+	if (gethostname(host, sizeof(host) - 1) < 0)
+		snprintf(host, sizeof(host), "?");
+	const char *alloc = nomad_alloc_id();
+	snprintf(buf, len, "%s%s%s pid %d", cfg->node ? cfg->node : host, alloc ? " alloc " : "",
+		 alloc ? alloc : "", (int)getpid());
+}
+
+int sup_consul_take_lock(struct sup_consul *c, int sfd, struct sup_state *st,
+			 void (*tick)(void *arg), void *arg)
+{
+	char who[512], why[512];
+	if (!c || !c->cfg->consul.lock_key)
+		return 0;
+	const char *key = c->cfg->consul.lock_key;
+	holder(c->cfg, who, sizeof(who));
+	c->lock = consul_lock_start(&c->cfg->consul, who, why, sizeof(why));
+	if (!c->lock) {
+		log_error("consul", "cannot take the writer lock", "error=\"%s\"", why);
+		return SUP_EXIT_TEMPFAIL;
+	}
+	sup_state_set_phase(st, SUP_STARTING, "waiting for the writer lock");
+	for (;;) {
+		int sig = sig_wait_fd(sfd, consul_lock_fd(c->lock), tick, arg);
+		if (sig) {
+			log_warn("consul", "stopped while waiting for the writer lock; nothing was started",
+				 "signal=%s", sig_name(sig));
+			return 128 + sig;
+		}
+		enum consul_lock_state ls = consul_lock_state(c->lock, why, sizeof(why));
+		if (ls == CONSUL_LOCK_HELD) {
+			log_info("consul", "writer lock held", "key=\"%s\"", key);
+			return 0;
+		}
+		if (ls != CONSUL_LOCK_WAITING) {
+			log_error("consul", "no writer lock: nothing restored or replicated, no service started",
+				  "key=\"%s\" error=\"%s\"", key, why);
+			return SUP_EXIT_TEMPFAIL;
+		}
+	}
+}
+
+int sup_consul_lock_fd(const struct sup_consul *c)
+{
+	return c && c->lock ? consul_lock_fd(c->lock) : -1;
+}
+
+enum consul_lock_state sup_consul_lock_state(struct sup_consul *c, char *why, size_t whylen)
+{
+	return consul_lock_state(c->lock, why, whylen);
+}
+
+/* The TTL check's status: /healthz's, from the same evaluation. */
+static enum consul_check health_now(void *ctx, char *out, size_t len)
+{
+	struct sup_consul *c = ctx;
+	struct sup_snapshot snap;
+	struct engine_status es;
+	memset(&es, 0, sizeof(es));
+	sup_state_get(c->st, &snap);
+	bool have = c->status && c->status(c->status_ctx, &es) == 0;
+	struct health_view v = { &snap, have ? &es : NULL, c->cfg, clock_wall_ns(), false };
+	enum health_status hs = health_overall(&v, out, len);
+	if (have)
+		engine_status_release(&es);
+	if (hs == HEALTH_PASS)
+		snprintf(out, len, "OK");
+	return hs == HEALTH_PASS ? CONSUL_PASSING : hs == HEALTH_WARN ? CONSUL_WARNING : CONSUL_CRITICAL;
+}
+
+int sup_consul_register(struct sup_consul *c, struct sup_state *st, http_status_fn status, void *ctx)
+{
+	const struct cfg_consul *cc;
+	char id[512], host[256] = "", err[512];
+	if (!c || !c->cfg->consul.service_name)
+		return 0;
+	cc = &c->cfg->consul;
+	c->st = st;
+	c->status = status;
+	c->status_ctx = ctx;
+	struct consul_service svc = { .name = cc->service_name, .address = cc->service_address,
+				      .port = cc->service_port };
+	if (cc->service_port_label) {
+		/* the port clients reach: the host's side of a mapped (Docker) port first */
+		const char *hp = nomad_label_env("NOMAD_HOST_PORT_", cc->service_port_label);
+		long p = hp ? strtol(hp, NULL, 10) : nomad_port(cc->service_port_label);
+		if (p <= 0 || p > 65535) {
+			log_error("consul", "consul.service.port names a Nomad port label with no port in the environment",
+				  "label=\"%s\" expected=\"NOMAD_HOST_PORT_%s or NOMAD_PORT_%s\"",
+				  cc->service_port_label, cc->service_port_label, cc->service_port_label);
+			return SUP_EXIT_CONFIG;
+		}
+		svc.port = (int)p;
+		if (!svc.address)
+			svc.address = nomad_ip(cc->service_port_label);
+	}
+	if (cc->service_id) {
+		snprintf(id, sizeof(id), "%s", cc->service_id);
+	} else {
+		/* unique per allocation, as Nomad names the services it registers */
+		const char *alloc = nomad_alloc_id();
+		if (!alloc && gethostname(host, sizeof(host) - 1) < 0)
+			snprintf(host, sizeof(host), "local");
+		snprintf(id, sizeof(id), "%s-%s", cc->service_name, alloc ? alloc : host);
+	}
+	svc.id = id;
+	c->reg = consul_reg_start(cc, &svc, health_now, c, err, sizeof(err));
+	if (!c->reg) {
+		log_error("consul", "cannot register the service", "error=\"%s\"", err);
+		return SUP_EXIT_TEMPFAIL;
+	}
+	return 0;
+}
+
+void sup_consul_leave(struct sup_consul *c)
+{
+	if (c)
+		consul_reg_leave(c->reg);
+}
+
+void sup_consul_close(struct sup_consul *c, int64_t budget_ms)
+{
+	if (!c)
+		return;
+	int64_t end = clock_mono_ms() + budget_ms;
+	consul_reg_stop(c->reg, budget_ms / 2);
+	int64_t left = end - clock_mono_ms();
+	consul_lock_release(c->lock, left > 0 ? left : 0);
+	free(c);
+}
