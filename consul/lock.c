@@ -262,6 +262,8 @@ static bool take(struct consul_lock *l)
 			}
 		}
 		if (rc < 0) {
+			if (atomic_load(&l->stop.flag))
+				return false; /* the request was abandoned for it: nothing to report */
 			if (strcmp(why, last) != 0)
 				log_warn("consul", "cannot reach the agent for the writer lock; trying again",
 					 "agent=%s key=\"%s\" error=\"%s\"", consul_client_addr(l->cl),

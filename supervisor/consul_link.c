@@ -5,6 +5,7 @@
  */
 #include "supervisor/consul_link.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,7 @@ struct sup_consul {
 	struct consul_lock *lock;
 	struct consul_reg *reg;
 	struct sup_state *st;
+	pthread_mutex_t mu;        /* guards status and status_ctx: set once replication exists */
 	http_status_fn status;
 	void *status_ctx;
 };
@@ -34,10 +36,12 @@ struct sup_consul *sup_consul_new(const struct config *cfg)
 	if (!cfg->consul.lock_key && !cfg->consul.service_name)
 		return NULL;
 	struct sup_consul *c = calloc(1, sizeof(*c));
-	if (c)
-		c->cfg = cfg;
-	else
+	if (!c) {
 		log_error("consul", "out of memory", NULL);
+		return NULL;
+	}
+	c->cfg = cfg;
+	pthread_mutex_init(&c->mu, NULL);
 	return c;
 }
 
@@ -104,7 +108,9 @@ static enum consul_check health_now(void *ctx, char *out, size_t len)
 	struct engine_status es;
 	memset(&es, 0, sizeof(es));
 	sup_state_get(c->st, &snap);
+	pthread_mutex_lock(&c->mu);
 	bool have = c->status && c->status(c->status_ctx, &es) == 0;
+	pthread_mutex_unlock(&c->mu);
 	struct health_view v = { &snap, have ? &es : NULL, c->cfg, clock_wall_ns(), false };
 	enum health_status hs = health_overall(&v, out, len);
 	if (have)
@@ -114,7 +120,17 @@ static enum consul_check health_now(void *ctx, char *out, size_t len)
 	return hs == HEALTH_PASS ? CONSUL_PASSING : hs == HEALTH_WARN ? CONSUL_WARNING : CONSUL_CRITICAL;
 }
 
-int sup_consul_register(struct sup_consul *c, struct sup_state *st, http_status_fn status, void *ctx)
+void sup_consul_set_status_source(struct sup_consul *c, http_status_fn status, void *ctx)
+{
+	if (!c)
+		return;
+	pthread_mutex_lock(&c->mu);
+	c->status = status;
+	c->status_ctx = ctx;
+	pthread_mutex_unlock(&c->mu);
+}
+
+int sup_consul_register(struct sup_consul *c, struct sup_state *st)
 {
 	const struct cfg_consul *cc;
 	char id[512], host[256] = "", err[512];
@@ -122,8 +138,6 @@ int sup_consul_register(struct sup_consul *c, struct sup_state *st, http_status_
 		return 0;
 	cc = &c->cfg->consul;
 	c->st = st;
-	c->status = status;
-	c->status_ctx = ctx;
 	struct consul_service svc = { .name = cc->service_name, .address = cc->service_address,
 				      .port = cc->service_port };
 	if (cc->service_port_label) {
@@ -172,5 +186,6 @@ void sup_consul_close(struct sup_consul *c, int64_t budget_ms)
 	consul_reg_stop(c->reg, budget_ms / 2);
 	int64_t left = end - clock_mono_ms();
 	consul_lock_release(c->lock, left > 0 ? left : 0);
+	pthread_mutex_destroy(&c->mu);
 	free(c);
 }

@@ -2,12 +2,13 @@
  * consul_link.h — what `run` does with Consul (consul/), when the config's
  * `consul:` section asks for it:
  *
+ *   at start             register the service (consul.service) with a TTL
+ *                        check that follows /healthz (pass → passing, warn →
+ *                        warning, fail → critical, output = /healthz's): it
+ *                        stays critical, saying why, until the service is ready;
  *   before the restore   take the writer lock (consul.lock): no restore, no
  *                        replication, no service until it is held; given up
  *                        after consul.lock.wait → exit 111;
- *   before the service   register it (consul.service) with a TTL check that
- *                        follows /healthz (pass → passing, warn → warning,
- *                        fail → critical, output = /healthz's);
  *   stop begins          deregister at once, so no client is sent to a
  *                        service that is going;
  *   after the final      release the lock and destroy its session, so the
@@ -53,11 +54,15 @@ int sup_consul_lock_fd(const struct sup_consul *c);
 enum consul_lock_state sup_consul_lock_state(struct sup_consul *c, char *why, size_t whylen);
 
 /*
- * Register the service, if configured; health from st and status(ctx).
- * Returns 0, or 100 (SUP_EXIT_CONFIG) when its port label names no port in
- * the environment, 111 when it cannot start.
+ * Register the service, if configured, with a check that follows st (and
+ * replication, once sup_consul_set_status_source gave it). Returns 0, or 100
+ * (SUP_EXIT_CONFIG) when its port label names no port in the environment,
+ * 111 when it cannot start.
  */
-int sup_consul_register(struct sup_consul *c, struct sup_state *st, http_status_fn status, void *ctx);
+int sup_consul_register(struct sup_consul *c, struct sup_state *st);
+
+/* Where the check reads replication's status from from now on. NULL c is fine. */
+void sup_consul_set_status_source(struct sup_consul *c, http_status_fn status, void *ctx);
 
 /* The stop sequence began: deregister now (without waiting). NULL is fine. */
 void sup_consul_leave(struct sup_consul *c);

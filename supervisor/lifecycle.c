@@ -479,6 +479,8 @@ static int prepare(struct sup *s)
 	if (code)
 		return code; /* 100 or 111: SUP_EXIT_CONFIG, SUP_EXIT_TEMPFAIL */
 	s->consul = sup_consul_new(s->cfg);
+	if ((code = sup_consul_register(s->consul, &s->state)) != 0)
+		return code;
 	return sup_consul_take_lock(s->consul, s->sfd, &s->state, unserved_tick, s);
 }
 
@@ -556,6 +558,7 @@ int sup_run(const struct config *cfg, char *const *argv)
 		goto out;
 	}
 	http_set_status_source(s.http, dbs_status, s.dbs);
+	sup_consul_set_status_source(s.consul, dbs_status, s.dbs);
 	code = restore_all(&s);
 	if (code)
 		goto out;
@@ -567,9 +570,6 @@ int sup_run(const struct config *cfg, char *const *argv)
 		s.probe = probe_start(&cfg->health, &s.state);
 	if (cfg->health.push_url)
 		s.push = push_start(cfg, &s.state, dbs_status, s.dbs);
-	code = sup_consul_register(s.consul, &s.state, dbs_status, s.dbs);
-	if (code)
-		goto out;
 	if (spawn(&s) < 0) {
 		code = s.code;
 		goto out;

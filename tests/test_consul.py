@@ -1,0 +1,290 @@
+"""Consul: the writer lock and the service registration (consul/, supervisor/consul_link.h).
+
+Consul cannot be installed here: these tests run litevisor against
+tests/tools/consul_server.py, a loopback stand-in for a Consul agent that
+follows Consul's documented HTTP API (api-docs/agent/service.mdx, agent/check.mdx,
+session.mdx, kv.mdx, features/blocking.mdx) and its Go source for status codes
+and messages; tests/test_consul_server.py checks the stand-in against those rules.
+"""
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools"))
+from consul_server import ConsulServer  # noqa: E402
+from conftest import free_port  # noqa: E402
+from test_run import DB_SERVICE, curl, one_replica_down, poll, runs, start  # noqa: E402,F401
+
+
+@pytest.fixture
+def consul():
+    srv = ConsulServer().start()
+    yield srv
+    srv.stop()
+
+
+def http(srv, method, path, body=None, token=None):
+    req = urllib.request.Request(srv.url + path, method=method,
+                                 data=body.encode() if isinstance(body, str) else body)
+    if token:
+        req.add_header("X-Consul-Token", token)
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return json.loads(r.read() or b"null")
+
+
+def hold_lock_elsewhere(srv, key):
+    """Another writer: a session of its own holding key, made through the API."""
+    sid = http(srv, "PUT", "/v1/session/create",
+               json.dumps({"Name": "litevisor: other-node", "TTL": "60s"}))["ID"]
+    assert http(srv, "PUT", f"/v1/kv/{key}?acquire={sid}", "{}") is True
+    return sid
+
+
+def lock_cfg(tmp, node, consul, key="litevisor/app", extra=""):
+    """A node's config: its own database path, one file replica shared by every node."""
+    return (f"node: {node}\n"
+            f"dbs:\n  - path: {tmp}/{node}/app.db\n    name: app\n"
+            f"    replicas:\n      - name: shared\n        type: file\n        path: {tmp}/replica\n"
+            f"        sync-interval: 100ms\n"
+            f"restore:\n  handover-wait: 0s\n"
+            f"consul:\n  addr: {consul.addr}\n  lock:\n    key: {key}\n{extra}")
+
+
+def node_run(runs, binary, tmp, node, cfg, rows=3, env=None):
+    d = tmp / node
+    d.mkdir(exist_ok=True)
+    (d / "cfg").mkdir(exist_ok=True)
+    return start(runs, binary, d / "cfg",
+                 DB_SERVICE + ["--report", str(d / "report.json"), "--ready", str(d / "ready"),
+                               "--rows", str(rows)], config=cfg, env=env)
+
+
+def holder_session(srv, key):
+    e = srv.kv(key)
+    return e.get("Session") if e else None
+
+
+def test_the_next_writer_waits_for_the_lock_and_restores_the_final_commits(litevisor_bin,
+                                                                           tmp_path, runs, consul):
+    """A rolling deploy: B starts while A still runs. B restores nothing and starts nothing
+    until A has stopped, flushed its last commit (its TERM handler's row) and released the
+    lock; then B restores all of it. Without the lock B would restore at once, without
+    A's last commits."""
+    a = node_run(runs, litevisor_bin, tmp_path, "a", lock_cfg(tmp_path, "a", consul))
+    poll(lambda: (tmp_path / "a" / "ready").exists(), timeout=30)
+    sa = holder_session(consul, "litevisor/app")
+    (sess,) = consul.sessions().values()
+    assert sa == sess["ID"] and sess["Name"].startswith("litevisor: a pid "), sess
+    assert sess["TTL"] == "15s" and sess["Behavior"] == "release", sess
+    b = node_run(runs, litevisor_bin, tmp_path, "b", lock_cfg(tmp_path, "b", consul))
+    poll(lambda: "waiting for the writer lock" in b.stderr(), timeout=10)
+    assert 'held_by="litevisor: a pid ' in b.stderr(), b.stderr()
+    time.sleep(1.5)
+    assert not (tmp_path / "b" / "report.json").exists()  # B's service never started
+    assert not (tmp_path / "b" / "app.db").exists()       # and nothing was restored
+    os.kill(a.pid, signal.SIGTERM)
+    assert a.wait(timeout=30) == 0
+    assert "writer lock released" in a.stderr()
+    poll(lambda: (tmp_path / "b" / "ready").exists(), timeout=30)
+    report = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert report["rows"] == ["row-0", "row-1", "row-2", "term-handler"], report
+    assert holder_session(consul, "litevisor/app") not in (None, sa)
+    os.kill(b.pid, signal.SIGTERM)
+    assert b.wait(timeout=30) == 0
+    assert holder_session(consul, "litevisor/app") is None
+    assert not consul.sessions()  # destroyed, not left to expire
+
+
+def test_a_lock_not_taken_within_its_wait_starts_nothing_and_exits_111(litevisor_bin, tmp_path,
+                                                                       runs, consul):
+    hold_lock_elsewhere(consul, "litevisor/app")
+    r = node_run(runs, litevisor_bin, tmp_path, "b",
+                 lock_cfg(tmp_path, "b", consul, extra="    wait: 2s\n"))
+    assert r.wait(timeout=20) == 111
+    err = r.stderr()
+    assert "not acquired within consul.lock.wait (2s)" in err, err
+    assert 'held_by="litevisor: other-node' in err, err
+    assert not (tmp_path / "b" / "app.db").exists()
+    assert not (tmp_path / "b" / "report.json").exists()
+    assert len(consul.sessions()) == 1  # ours destroyed; the holder's untouched
+
+
+def test_a_stop_while_waiting_for_the_lock_exits_at_once(litevisor_bin, tmp_path, runs, consul):
+    """While it waits, the allocation is in Consul, critical, saying why; a stop ends the
+    wait at once, deregisters it and destroys its session."""
+    hold_lock_elsewhere(consul, "litevisor/app")
+    r = node_run(runs, litevisor_bin, tmp_path, "b",
+                 lock_cfg(tmp_path, "b", consul) + "  service:\n    name: app\n    id: app-b\n")
+    poll(lambda: "waiting for the writer lock" in r.stderr(), timeout=10)
+    chk = poll(lambda: consul.checks().get("service:app-b"), timeout=10)
+    poll(lambda: consul.checks()["service:app-b"]["Output"] == "waiting for the writer lock")
+    assert chk["Status"] == "critical"
+    t0 = time.monotonic()
+    os.kill(r.pid, signal.SIGTERM)
+    assert r.wait(timeout=10) == 128 + signal.SIGTERM
+    assert time.monotonic() - t0 < 3
+    assert len(consul.sessions()) == 1
+    assert not consul.services()
+    assert not (tmp_path / "b" / "report.json").exists()
+
+
+def test_a_lost_lock_stops_the_service_flushes_and_exits_111(litevisor_bin, tmp_path, runs,
+                                                              consul):
+    """An operator (or Consul) ends the session: another writer may take the key after
+    the lock delay, so the service is stopped, its last commits flushed, and 111 tells
+    the orchestrator to start it again (that start waits for the lock)."""
+    r = node_run(runs, litevisor_bin, tmp_path, "a",
+                 lock_cfg(tmp_path, "a", consul, extra="    lock-delay: 1s\n"))
+    poll(lambda: (tmp_path / "a" / "ready").exists(), timeout=30)
+    sid = holder_session(consul, "litevisor/app")
+    assert http(consul, "PUT", f"/v1/session/destroy/{sid}") is True
+    assert r.wait(timeout=30) == 111
+    err = r.stderr()
+    assert "the writer lock is lost" in err, err
+    # the service got its TERM and its last row reached the replica
+    b = node_run(runs, litevisor_bin, tmp_path, "b", lock_cfg(tmp_path, "b", consul))
+    poll(lambda: (tmp_path / "b" / "ready").exists(), timeout=30)
+    rows = json.loads((tmp_path / "b" / "report.json").read_text())["rows"]
+    assert rows[-1] == "term-handler", rows
+    os.kill(b.pid, signal.SIGTERM)
+    assert b.wait(timeout=30) == 0
+
+
+def test_an_agent_down_at_start_is_waited_for(litevisor_bin, tmp_path, runs, consul):
+    consul.down()
+    r = node_run(runs, litevisor_bin, tmp_path, "a", lock_cfg(tmp_path, "a", consul))
+    poll(lambda: "cannot reach the agent for the writer lock" in r.stderr(), timeout=10)
+    assert not (tmp_path / "a" / "report.json").exists()
+    consul.up()
+    poll(lambda: (tmp_path / "a" / "ready").exists(), timeout=30)
+    os.kill(r.pid, signal.SIGTERM)
+    assert r.wait(timeout=30) == 0
+
+
+def test_an_acl_refusal_fails_at_once(litevisor_bin, tmp_path, runs):
+    srv = ConsulServer(token="right").start()
+    try:
+        cfg = lock_cfg(tmp_path, "a", srv).replace("consul:\n", "consul:\n  token: wrong\n")
+        r = node_run(runs, litevisor_bin, tmp_path, "a", cfg)
+        assert r.wait(timeout=10) == 111
+        err = r.stderr()
+        assert "Consul refused the session: HTTP 403: ACL not found" in err, err
+        assert "wrong" not in err  # a token is never logged
+        assert not (tmp_path / "a" / "report.json").exists()
+    finally:
+        srv.stop()
+
+
+def test_registered_with_a_ttl_check_that_follows_healthz(litevisor_bin, tmp_path, runs):
+    """Registration from Nomad's environment (port label → host port and IP, ID from the
+    allocation), the token from a file as X-Consul-Token, a TTL check kept passing past
+    its TTL, and deregistration as soon as the stop begins, before the service is gone."""
+    srv = ConsulServer(token="t0k3n").start()
+    try:
+        (tmp_path / "token").write_text("t0k3n\n")
+        gone = tmp_path / "gone"
+        cfg = (f"consul:\n  addr: http://{srv.addr}\n  token-file: {tmp_path}/token\n"
+               f"  service:\n    name: web\n    port: http\n    tags: [primary, v1]\n"
+               f"    meta:\n      owner: homelab\n    check-ttl: 3s\n"
+               f"    deregister-critical-after: 5m\n")
+        env = {"NOMAD_ALLOC_ID": "8f3c-alloc", "NOMAD_HOST_PORT_http": "28123",
+               "NOMAD_IP_http": "127.0.0.9", "NOMAD_PORT_http": "8123"}
+        r = start(runs, litevisor_bin, tmp_path,
+                  ["sh", "-c", f'trap "sleep 1; touch {gone}; exit 0" TERM; '
+                               f'while :; do sleep 0.1; done'], config=cfg, env=env)
+        poll(lambda: "web-8f3c-alloc" in srv.services(), timeout=10)
+        svc = srv.services()["web-8f3c-alloc"]
+        assert (svc["Name"], svc["Port"], svc["Address"], svc["Tags"], svc["Meta"]) == \
+            ("web", 28123, "127.0.0.9", ["primary", "v1"], {"owner": "homelab"}), svc
+        cid = "service:web-8f3c-alloc"
+        poll(lambda: srv.checks().get(cid, {}).get("Status") == "passing", timeout=10)
+        chk = srv.checks()[cid]
+        assert chk["Output"] == "OK" and chk["ServiceID"] == "web-8f3c-alloc", chk
+        reg = [q for q in srv.requests if q[1].startswith("/v1/agent/service/register")]
+        body = json.loads(reg[0][3])
+        assert body["Check"]["TTL"] == "3000ms" and body["Check"]["Status"] == "critical"
+        assert body["Check"]["DeregisterCriticalServiceAfter"] == "300000ms", body
+        time.sleep(4.5)  # past the TTL: updates keep it passing
+        assert srv.history(cid) == ["critical", "passing"], srv.history(cid)
+        assert all(h.get("X-Consul-Token") == "t0k3n" for _, _, h, _ in srv.requests)
+        os.kill(r.pid, signal.SIGTERM)
+        poll(lambda: "web-8f3c-alloc" not in srv.services(), timeout=5)
+        assert not gone.exists()  # deregistered while the service was still stopping
+        assert r.wait(timeout=20) == 0
+        assert gone.exists()
+        assert "t0k3n" not in r.stderr()
+    finally:
+        srv.stop()
+
+
+def test_the_check_warns_while_a_replica_fails(litevisor_bin, tmp_path, runs, consul):
+    (tmp_path / "data").mkdir()
+    port, refused = free_port(), free_port()
+    cfg = one_replica_down(tmp_path, port, refused) + (
+        f"consul:\n  addr: {consul.addr}\n  service:\n    name: app\n    id: app-1\n")
+    ready = tmp_path / "ready"
+    r = start(runs, litevisor_bin, tmp_path,
+              DB_SERVICE + ["--report", str(tmp_path / "report.json"), "--ready", str(ready),
+                            "--rows", "3"], config=cfg)
+    poll(lambda: ready.exists(), timeout=30)
+    chk = poll(lambda: (lambda c: c if "app/down" in c.get("Output", "") else None)(
+        consul.checks().get("service:app-1", {})), timeout=20)
+    assert chk["Status"] == "warning", chk
+    health = json.loads(curl(f"http://127.0.0.1:{port}/healthz")[2])
+    assert health["status"] == "warn" and "app/down" in health["output"], health
+    os.kill(r.pid, signal.SIGTERM)
+    assert r.wait(timeout=30) == 0
+
+
+def test_replicate_holds_the_lock_and_refuses_a_service_registration(litevisor_bin, tmp_path,
+                                                                      consul):
+    (tmp_path / "a").mkdir()
+    cfg = tmp_path / "replicate.yml"
+    cfg.write_text(lock_cfg(tmp_path, "a", consul))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LITEVISOR_", "LITESTREAM_"))}
+    log = tmp_path / "replicate.log"
+    p = subprocess.Popen([litevisor_bin, "replicate", "-config", str(cfg)], env=env,
+                         stderr=log.open("w"))
+    try:
+        poll(lambda: "replicating" in log.read_text(), timeout=10)
+        assert holder_session(consul, "litevisor/app")
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=20) == 0
+        assert holder_session(consul, "litevisor/app") is None and not consul.sessions()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    cfg.write_text(lock_cfg(tmp_path, "a", consul) + "  service:\n    name: app\n")
+    q = subprocess.run([litevisor_bin, "replicate", "-config", str(cfg)], env=env,
+                       capture_output=True, text=True, timeout=20)
+    assert q.returncode == 100 and "consul.service registers the service" in q.stderr, q.stderr
+
+
+@pytest.mark.parametrize("section,message", [
+    ("  lock:\n    key: k\n    ttl: 5s\n", "consul.lock.ttl: Consul takes a session TTL of 10s to 24h"),
+    ("  lock:\n    key: k\n    lock-delay: 61s\n", "Consul takes a lock delay of 0s to 60s"),
+    ("  lock:\n    key: /k\n", "no leading or trailing '/'"),
+    ("  lock:\n    ttl: 20s\n", "needs key"),
+    ("  service:\n    port: 80\n", "needs name"),
+    ("  service:\n    name: a b\n", "consul.service.name"),
+    ("  service:\n    name: a\n    deregister-critical-after: 30s\n", "Consul's minimum is 1m"),
+    ("  service:\n    name: a\n    port: 70000\n", "not a port"),
+    ("  service:\n    name: a\n    meta:\n      consul-x: y\n", "reserved by Consul"),
+    ("  addr: unix:///run/consul.sock\n", "expected http://HOST:PORT"),
+    ("  token: a\n  token-file: /f\n", "not both"),
+])
+def test_consul_settings_consul_would_refuse_are_refused_at_load(litevisor_bin, tmp_path, section,
+                                                                 message):
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("dbs: []\nconsul:\n" + section)
+    p = subprocess.run([litevisor_bin, "config", "-config", str(cfg)], capture_output=True,
+                       text=True, timeout=10)
+    assert p.returncode == 100 and message in p.stderr, p.stderr
