@@ -31,6 +31,7 @@ struct consul_lock {
 	int64_t ttl_ms;            /* the session's TTL, as Consul last gave it */
 	int64_t renewed;           /* mono ms of the last successful create or renew */
 	uint64_t index;            /* of the key, for blocking queries */
+	bool held;                 /* from acquisition on: no request may outlast the lease */
 	int efd;
 	pthread_t thread;
 	bool started;
@@ -90,13 +91,27 @@ out:
 	return rc;
 }
 
+/*
+ * The deadline of one request: timeout, but while the lock is held never past
+ * the end of the session's lease (its TTL from the last renewal), so a hanging
+ * agent cannot keep the thread from declaring the lock lost in time.
+ */
+static int64_t bounded(const struct consul_lock *l, int64_t timeout)
+{
+	if (!l->held)
+		return timeout;
+	int64_t left = l->ttl_ms - (clock_mono_ms() - l->renewed);
+	return left < timeout ? (left > 1 ? left : 1) : timeout;
+}
+
 /* Renew our session. 0; -1 failed (try again); -2 the session is gone (404). */
 static int renew(struct consul_lock *l, char *why, size_t whylen)
 {
 	char path[128], err[256];
 	struct consul_reply r;
 	snprintf(path, sizeof(path), "/v1/session/renew/%s", l->session);
-	int crc = consul_call(l->cl, "PUT", path, NULL, l->cfg->timeout_ms, &r, err, sizeof(err));
+	int crc = consul_call(l->cl, "PUT", path, NULL, bounded(l, l->cfg->timeout_ms), &r, err,
+			      sizeof(err));
 	int rc = 0;
 	if (crc < 0 || r.status != 200) {
 		consul_call_error(crc, &r, err, why, whylen);
@@ -137,7 +152,7 @@ static int look(struct consul_lock *l, int64_t wait_ms, struct kv_look *k, char 
 		snprintf(path, sizeof(path), "/v1/kv/%s", l->key);
 	/* a blocking query may be answered up to wait/16 late (blocking.mdx) */
 	int64_t timeout = l->cfg->timeout_ms + (wait_ms > 0 && l->index > 0 ? wait_ms + wait_ms / 16 : 0);
-	int crc = consul_call(l->cl, "GET", path, NULL, timeout, &r, err, sizeof(err));
+	int crc = consul_call(l->cl, "GET", path, NULL, bounded(l, timeout), &r, err, sizeof(err));
 	int rc = -1;
 	if (crc < 0 || (r.status != 200 && r.status != 404)) {
 		consul_call_error(crc, &r, err, why, whylen);
@@ -278,8 +293,11 @@ static bool take(struct consul_lock *l)
 		last[0] = '\0';
 		/* refused: held by another session, or free but in its lock delay */
 		struct kv_look k;
-		if (look(l, 0, &k, why, sizeof(why)) < 0)
+		if (look(l, 0, &k, why, sizeof(why)) < 0) {
+			if (consul_stop_nap(&l->stop, RETRY_MS))
+				return false;
 			continue;
+		}
 		if (!k.session[0]) {
 			if (consul_stop_nap(&l->stop, RETRY_MS))
 				return false;
@@ -329,7 +347,9 @@ static void hold(struct consul_lock *l)
 		int64_t wait = l->ttl_ms / 2 - (clock_mono_ms() - l->renewed);
 		struct kv_look k;
 		if (wait < 1000 || look(l, wait, &k, why, sizeof(why)) < 0) {
-			if (atomic_load(&l->stop.flag) || consul_stop_nap(&l->stop, RETRY_MS))
+			/* not past the lease's end: the top of the loop declares it lost right then */
+			int64_t pause = bounded(l, RETRY_MS);
+			if (atomic_load(&l->stop.flag) || consul_stop_nap(&l->stop, pause))
 				return;
 			continue;
 		}
@@ -349,6 +369,7 @@ static void *lock_main(void *arg)
 	struct consul_lock *l = arg;
 	if (!take(l))
 		return NULL;
+	l->held = true;
 	set_state(l, CONSUL_LOCK_HELD, NULL);
 	hold(l);
 	return NULL;
@@ -409,6 +430,12 @@ enum consul_lock_state consul_lock_state(struct consul_lock *l, char *why, size_
 		snprintf(why, whylen, "%s", l->why);
 	pthread_mutex_unlock(&l->mu);
 	return st;
+}
+
+void consul_lock_halt(struct consul_lock *l)
+{
+	if (l && l->started)
+		consul_stop_request(&l->stop);
 }
 
 void consul_lock_release(struct consul_lock *l, int64_t budget_ms)

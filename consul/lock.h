@@ -19,6 +19,7 @@
  *    key is no longer held by it (an operator released or deleted it), or when
  *    no renewal succeeded for a whole TTL (Consul may invalidate the session
  *    from then on; its lock delay keeps a new writer out for a while after).
+ *    No request outlasts the lease, so a hanging agent is LOST within a TTL.
  * An ACL refusal (403) is FAILED at once: waiting does not grant permissions.
  *
  * Every change of state makes consul_lock_fd() readable.
@@ -54,6 +55,13 @@ int consul_lock_fd(const struct consul_lock *l);
 
 /* The state now; unless WAITING or HELD, why into why. */
 enum consul_lock_state consul_lock_state(struct consul_lock *l, char *why, size_t whylen);
+
+/*
+ * Ask the thread to stop (a request under way is abandoned within about a
+ * second) without waiting: lets the caller stop several things at once
+ * before consul_lock_release. NULL is fine.
+ */
+void consul_lock_halt(struct consul_lock *l);
 
 /*
  * Stop the thread, then, if the lock is held, release the key and destroy

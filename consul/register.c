@@ -271,6 +271,12 @@ void consul_reg_leave(struct consul_reg *r)
 	consul_stop_wake(&r->stop);
 }
 
+void consul_reg_halt(struct consul_reg *r)
+{
+	if (r && r->started)
+		consul_stop_request(&r->stop);
+}
+
 void consul_reg_stop(struct consul_reg *r, int64_t budget_ms)
 {
 	if (!r)

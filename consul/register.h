@@ -55,6 +55,9 @@ struct consul_reg *consul_reg_start(const struct cfg_consul *cfg, const struct c
 /* Deregister now, without waiting (the thread does it). NULL is fine. */
 void consul_reg_leave(struct consul_reg *r);
 
+/* Ask the thread to stop, without waiting (see consul_lock_halt). NULL is fine. */
+void consul_reg_halt(struct consul_reg *r);
+
 /*
  * Deregister if not done yet, within budget_ms, stop the thread and free.
  * NULL is fine.

@@ -183,6 +183,9 @@ void sup_consul_close(struct sup_consul *c, int64_t budget_ms)
 	if (!c)
 		return;
 	int64_t end = clock_mono_ms() + budget_ms;
+	/* both threads abandon what they are doing at once, not one after the other */
+	consul_reg_halt(c->reg);
+	consul_lock_halt(c->lock);
 	consul_reg_stop(c->reg, budget_ms / 2);
 	int64_t left = end - clock_mono_ms();
 	consul_lock_release(c->lock, left > 0 ? left : 0);

@@ -288,3 +288,19 @@ def test_consul_settings_consul_would_refuse_are_refused_at_load(litevisor_bin, 
     p = subprocess.run([litevisor_bin, "config", "-config", str(cfg)], capture_output=True,
                        text=True, timeout=10)
     assert p.returncode == 100 and message in p.stderr, p.stderr
+
+
+def test_an_agent_that_stops_answering_loses_the_lock_within_its_ttl(litevisor_bin, tmp_path,
+                                                                      runs, consul):
+    """Held, then the agent hangs (accepts, never answers): Consul may end the session one
+    TTL after its last renewal, and no request may keep litevisor from noticing by then."""
+    r = node_run(runs, litevisor_bin, tmp_path, "a",
+                 lock_cfg(tmp_path, "a", consul, extra="    ttl: 10s\n"))
+    poll(lambda: (tmp_path / "a" / "ready").exists(), timeout=30)
+    consul.hang(True)
+    t0 = time.monotonic()
+    poll(lambda: "the writer lock is lost" in r.stderr(), timeout=15, interval=0.1)
+    assert time.monotonic() - t0 <= 10.5, time.monotonic() - t0
+    assert "could not be renewed for its whole TTL (10s)" in r.stderr()
+    assert r.wait(timeout=20) == 111
+    consul.hang(False)
