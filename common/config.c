@@ -105,7 +105,7 @@ void config_defaults(struct config *cfg)
 	cfg->consul.check_ttl_ms = 30000;
 	cfg->consul.deregister_after_ms = 600000;
 	cfg->consul.lock_ttl_ms = 15000;
-	cfg->consul.lock_delay_ms = 15000;
+	cfg->consul.lock_delay_ms = -1; /* from the supervisor's stop budget, after load */
 	cfg->consul.lock_wait_ms = 300000;
 }
 

@@ -152,9 +152,14 @@ struct cfg_health {
  * on when service_name is set, the single-writer lock when lock_key is set.
  * addr, token and ca_file left unset fall back at use time to Consul's own
  * variables ($CONSUL_HTTP_ADDR, $CONSUL_HTTP_TOKEN(_FILE), $CONSUL_CACERT).
- * Config guarantees: lock_ttl_ms within Consul's 10 s..24 h, lock_delay_ms
- * within 0..60 s, deregister_after_ms 0 or at least Consul's 1 min.
+ * Config guarantees: lock_key at most CFG_CONSUL_KEY_MAX bytes, without
+ * empty, "." or ".." segments; lock_ttl_ms within Consul's 10 s..24 h;
+ * lock_delay_ms within 0..60 s and at least supervisor stop-grace +
+ * flush-timeout (a lost lock's stop ends inside the delay that keeps the next
+ * writer out; default that sum + 1 s); check_ttl_ms at least 5 s;
+ * deregister_after_ms 0 or at least Consul's 1 min.
  */
+#define CFG_CONSUL_KEY_MAX 512
 struct cfg_consul {
 	char *addr;                  /* "http(s)://host:port" or "host:port", or NULL */
 	struct cfg_secret token;     /* ACL token (X-Consul-Token), or unset */
@@ -168,12 +173,12 @@ struct cfg_consul {
 	char *service_port_label;    /* Nomad port label: $NOMAD_HOST_PORT_<l>, else $NOMAD_PORT_<l> */
 	char **service_tags;         /* NULL-terminated, or NULL */
 	char **service_meta;         /* key, value, key, value, …, NULL; or NULL */
-	int64_t check_ttl_ms;        /* TTL check driven from /healthz; default 30s */
+	int64_t check_ttl_ms;        /* TTL check driven from /healthz; default 30s, at least 5s */
 	int64_t deregister_after_ms; /* DeregisterCriticalServiceAfter; default 10m; 0 = never */
 	/* single-writer lock */
 	char *lock_key;              /* KV key; NULL: no lock */
 	int64_t lock_ttl_ms;         /* session TTL; default 15s */
-	int64_t lock_delay_ms;       /* session LockDelay; default 15s */
+	int64_t lock_delay_ms;       /* session LockDelay; default stop-grace + flush-timeout + 1s */
 	int64_t lock_wait_ms;        /* how long to wait for the lock; default 5m; 0 = no limit */
 };
 struct config {

@@ -8,10 +8,12 @@
 
 #include <ctype.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/duration.h"
 #include "common/banned.h"
 
 #define C(field) offsetof(struct cfg_consul, field)
@@ -159,8 +161,7 @@ static const struct field service_tab[SE_N] = {
 	[SE_PORT] = { .key = "port", .kind = F_CUSTOM, .fn = set_port },
 	[SE_TAGS] = { .key = "tags", .kind = F_CUSTOM, .fn = set_tags },
 	[SE_META] = { .key = "meta", .kind = F_CUSTOM, .fn = set_meta },
-	[SE_TTL] = { .key = "check-ttl", .kind = F_DUR, .off = C(check_ttl_ms), .min = 1000,
-		     .why = "at least 1s: litevisor updates the check at a third of it" },
+	[SE_TTL] = { .key = "check-ttl", .kind = F_DUR, .off = C(check_ttl_ms) },
 	[SE_DEREG] = { .key = "deregister-critical-after", .kind = F_DUR, .off = C(deregister_after_ms) },
 };
 
@@ -171,6 +172,21 @@ static const struct field lock_tab[LK_N] = {
 	[LK_DELAY] = { .key = "lock-delay", .kind = F_DUR, .off = C(lock_delay_ms) },
 	[LK_WAIT] = { .key = "wait", .kind = F_DUR, .off = C(lock_wait_ms) },
 };
+
+/* Not a key whose URL path libcurl or Consul would change: "a//b", "/a", "a/", "a/../b". */
+static bool bad_key(const char *k)
+{
+	if (!*k || strpbrk(k, "?#% \t\r\n"))
+		return true;
+	for (const char *p = k;; p++) {
+		size_t n = strcspn(p, "/");
+		if (n == 0 || (n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.'))
+			return true;
+		p += n;
+		if (!*p)
+			return false;
+	}
+}
 
 /* A name Consul would take as part of a URL path or DNS label: no '/', '?', '#', blanks. */
 static int check_id_text(struct walk *w, const struct cfg_node *n, const char *path, const char *s)
@@ -199,6 +215,13 @@ static int set_service(struct walk *w, const struct field *f, const struct cfg_n
 		return -1;
 	if (c->service_id && check_id_text(w, at[SE_ID], "consul.service.id", c->service_id) < 0)
 		return -1;
+	if (c->check_ttl_ms < 5000) {
+		/* updates come each second at best, plus the request: a shorter TTL flaps */
+		cfg_error(w->e, at[SE_TTL], "consul.service.check-ttl",
+			  "at least 5s: litevisor looks at its health each second and updates the check "
+			  "at least every third of the TTL");
+		return -1;
+	}
 	if (c->deregister_after_ms && c->deregister_after_ms < 60000) {
 		cfg_error(w->e, at[SE_DEREG], "consul.service.deregister-critical-after",
 			  "Consul's minimum is 1m (its reaper runs every 30s); 0 never deregisters");
@@ -221,10 +244,14 @@ static int set_lock(struct walk *w, const struct field *f, const struct cfg_node
 		return -1;
 	}
 	const char *k = c->lock_key;
-	if (*k == '/' || strpbrk(k, "?#% \t\r\n") || strstr(k, "//") || k[strlen(k) - 1] == '/') {
+	if (strlen(k) > CFG_CONSUL_KEY_MAX) {
+		cfg_error(w->e, at[LK_KEY], "consul.lock.key", "longer than %d bytes", CFG_CONSUL_KEY_MAX);
+		return -1;
+	}
+	if (bad_key(k)) {
 		cfg_error(w->e, at[LK_KEY], "consul.lock.key",
-			  "\"%s\": a KV key such as litevisor/radarr (no leading or trailing '/', no '?', '#', '%%' or blanks)",
-			  k);
+			  "\"%s\": a KV key such as litevisor/radarr (no leading or trailing '/', no empty, "
+			  "\".\" or \"..\" part, no '?', '#', '%%' or blanks)", k);
 		return -1;
 	}
 	if (c->lock_ttl_ms < 10000 || c->lock_ttl_ms > 86400000) {
@@ -235,7 +262,35 @@ static int set_lock(struct walk *w, const struct field *f, const struct cfg_node
 		cfg_error(w->e, at[LK_DELAY], "consul.lock.lock-delay", "Consul takes a lock delay of 0s to 60s");
 		return -1;
 	}
+	w->lock_node = v;
+	w->lock_delay_node = at[LK_DELAY];
 	return 0;
+}
+
+/*
+ * A lost lock stops the service and flushes; Consul keeps the next writer out
+ * only for the lock delay after it ends the session, so that stop must fit in
+ * it, or the next writer restores without the last commits (or runs beside
+ * us). Once supervisor: is read too. The default is the stop's time + 1 s.
+ */
+int cfg_check_consul(struct walk *w)
+{
+	struct cfg_consul *c = &w->cfg->consul;
+	const struct cfg_supervisor *sv = &w->cfg->supervisor;
+	int64_t stop = sv->stop_grace_ms + sv->flush_timeout_ms;
+	char a[32], b[32], d[32];
+	if (c->lock_delay_ms < 0)
+		c->lock_delay_ms = stop + 1000 > 60000 ? 60000 : stop + 1000;
+	if (!c->lock_key || c->lock_delay_ms >= stop)
+		return 0;
+	cfg_error(w->e, w->lock_delay_node ? w->lock_delay_node : w->lock_node,
+		  w->lock_delay_node ? "consul.lock.lock-delay" : "consul.lock",
+		  "the lock delay (%s) must cover supervisor.stop-grace + supervisor.flush-timeout "
+		  "(%s + %s): a lost lock stops the service and flushes within that time, and Consul "
+		  "keeps the next writer out only for the lock delay (at most 60s)",
+		  duration_format(c->lock_delay_ms, d, sizeof(d)), duration_format(sv->stop_grace_ms, a, sizeof(a)),
+		  duration_format(sv->flush_timeout_ms, b, sizeof(b)));
+	return -1;
 }
 
 enum { CO_ADDR, CO_TOKEN, CO_TOKEN_FILE, CO_CA, CO_TIMEOUT, CO_SERVICE, CO_LOCK, CO_N };

@@ -590,7 +590,7 @@ int cfg_schema_load(const struct cfg_doc *doc, const struct config_options *opt,
 	if ((w.top_akid.file && cfg_check_readable(&w, at[TOP_AKID_FILE], "access-key-id-file", w.top_akid.file) < 0) ||
 	    (w.top_sak.file && cfg_check_readable(&w, at[TOP_SAK_FILE], "secret-access-key-file", w.top_sak.file) < 0))
 		goto out;
-	if (walk_stores(&w) < 0 || walk_dbs(&w) < 0 || check_quorum(&w) < 0)
+	if (walk_stores(&w) < 0 || walk_dbs(&w) < 0 || check_quorum(&w) < 0 || cfg_check_consul(&w) < 0)
 		goto out;
 	/* shell-like: an unset variable is no word, often on purpose ($EXTRA_ARGS); said at use */
 	if (cfg->exec && walk_unset_var(&w, at[TOP_EXEC]) &&

@@ -74,6 +74,7 @@ struct walk {
 	struct config *cfg;
 	const struct cfg_node *stores_node, *dbs_node, *restore_node;
 	const struct cfg_node *quorum_node, *mode_node;
+	const struct cfg_node *lock_node, *lock_delay_node; /* consul.lock, its lock-delay */
 	struct store *stores;
 	size_t nstores;
 	/* top-level credentials, copied into S3 replicas lacking them */
@@ -117,6 +118,8 @@ int walk_string_list(struct walk *w, const struct cfg_node *v, const char *path,
 /* The `consul:` section into ((struct config *)target)->consul (config_consul.c). */
 int cfg_set_consul(struct walk *w, const struct field *f, const struct cfg_node *v,
 		   const char *path, void *target);
+/* After every section: consul.lock.lock-delay against the supervisor's stop. */
+int cfg_check_consul(struct walk *w);
 
 /* "a map", "a list", "a value": for type-mismatch messages. */
 const char *walk_kind_name(const struct cfg_node *n);

@@ -26,12 +26,13 @@ struct consul_lock {
 	const struct cfg_consul *cfg;
 	struct consul_client *cl;
 	char holder[256];
-	char key[1024];            /* the key, escaped for a URL path */
+	char key[3 * CFG_CONSUL_KEY_MAX + 1]; /* the key, escaped for a URL path */
 	char session[64];          /* our session's ID, "" when none */
 	int64_t ttl_ms;            /* the session's TTL, as Consul last gave it */
 	int64_t renewed;           /* mono ms of the last successful create or renew */
 	uint64_t index;            /* of the key, for blocking queries */
 	bool held;                 /* from acquisition on: no request may outlast the lease */
+	int64_t give_up;           /* mono ms: the end of consul.lock.wait while waiting, 0 = none */
 	int efd;
 	pthread_t thread;
 	bool started;
@@ -52,12 +53,28 @@ static void set_state(struct consul_lock *l, enum consul_lock_state st, const ch
 		log_warn("consul", "eventfd write failed", "error=\"%s\"", strerror(errno));
 }
 
+/*
+ * The deadline of one request: timeout, but never past the end of
+ * consul.lock.wait while waiting, and while the lock is held never past the
+ * end of the session's lease (its TTL from the last renewal sent), so a
+ * hanging agent cannot keep the thread from giving up or from declaring the
+ * lock lost in time.
+ */
+static int64_t bounded(const struct consul_lock *l, int64_t timeout)
+{
+	int64_t end = l->held ? l->renewed + l->ttl_ms : l->give_up;
+	if (!end)
+		return timeout;
+	int64_t left = end - clock_mono_ms();
+	return left < timeout ? (left > 1 ? left : 1) : timeout;
+}
+
 static int create_session(struct consul_lock *l, char *why, size_t whylen)
 {
 	char ttl[32], delay[32], err[256];
 	struct consul_reply r;
 	int rc = -1;
-	snprintf(ttl, sizeof(ttl), "%llds", (long long)(l->cfg->lock_ttl_ms / 1000));
+	snprintf(ttl, sizeof(ttl), "%lldms", (long long)l->cfg->lock_ttl_ms);
 	snprintf(delay, sizeof(delay), "%lldms", (long long)l->cfg->lock_delay_ms);
 	json_t *req = json_pack("{s:s, s:s, s:s, s:s}", "Name", l->holder, "TTL", ttl, "LockDelay",
 				delay, "Behavior", "release");
@@ -67,8 +84,10 @@ static int create_session(struct consul_lock *l, char *why, size_t whylen)
 		snprintf(why, whylen, "out of memory");
 		return -1;
 	}
-	int crc = consul_call(l->cl, "PUT", "/v1/session/create", body, l->cfg->timeout_ms, &r, err,
-			      sizeof(err));
+	/* the lease counts from the request: Consul starts the TTL when it gets it */
+	int64_t sent = clock_mono_ms();
+	int crc = consul_call(l->cl, "PUT", "/v1/session/create", body, bounded(l, l->cfg->timeout_ms),
+			      &r, err, sizeof(err));
 	free(body);
 	if (crc < 0 || r.status != 200) {
 		consul_call_error(crc, &r, err, why, whylen);
@@ -80,7 +99,7 @@ static int create_session(struct consul_lock *l, char *why, size_t whylen)
 	if (id && *id && strlen(id) < sizeof(l->session) && !strpbrk(id, "/?#% ")) {
 		snprintf(l->session, sizeof(l->session), "%s", id);
 		l->ttl_ms = l->cfg->lock_ttl_ms;
-		l->renewed = clock_mono_ms();
+		l->renewed = sent;
 		rc = 0;
 	} else {
 		snprintf(why, whylen, "session create answered without an ID");
@@ -91,25 +110,13 @@ out:
 	return rc;
 }
 
-/*
- * The deadline of one request: timeout, but while the lock is held never past
- * the end of the session's lease (its TTL from the last renewal), so a hanging
- * agent cannot keep the thread from declaring the lock lost in time.
- */
-static int64_t bounded(const struct consul_lock *l, int64_t timeout)
-{
-	if (!l->held)
-		return timeout;
-	int64_t left = l->ttl_ms - (clock_mono_ms() - l->renewed);
-	return left < timeout ? (left > 1 ? left : 1) : timeout;
-}
-
 /* Renew our session. 0; -1 failed (try again); -2 the session is gone (404). */
 static int renew(struct consul_lock *l, char *why, size_t whylen)
 {
 	char path[128], err[256];
 	struct consul_reply r;
 	snprintf(path, sizeof(path), "/v1/session/renew/%s", l->session);
+	int64_t sent = clock_mono_ms();
 	int crc = consul_call(l->cl, "PUT", path, NULL, bounded(l, l->cfg->timeout_ms), &r, err,
 			      sizeof(err));
 	int rc = 0;
@@ -117,7 +124,7 @@ static int renew(struct consul_lock *l, char *why, size_t whylen)
 		consul_call_error(crc, &r, err, why, whylen);
 		rc = crc == 0 && r.status == 404 ? -2 : -1;
 	} else {
-		l->renewed = clock_mono_ms();
+		l->renewed = sent;
 		/* "the returned TTL ... should be used to determine the renewal period" (session.mdx) */
 		json_t *doc = json_loads(r.body, 0, NULL);
 		const char *ttl = json_string_value(json_object_get(json_array_get(doc, 0), "TTL"));
@@ -142,7 +149,7 @@ struct kv_look {
  */
 static int look(struct consul_lock *l, int64_t wait_ms, struct kv_look *k, char *why, size_t whylen)
 {
-	char path[1200], err[256];
+	char path[3 * CFG_CONSUL_KEY_MAX + 100], err[256];
 	struct consul_reply r;
 	memset(k, 0, sizeof(*k));
 	if (wait_ms > 0 && l->index > 0)
@@ -179,7 +186,7 @@ out:
 /* PUT ?acquire. 1 acquired, 0 refused, -1 failed, -2 ACL refused, -3 our session is invalid. */
 static int acquire(struct consul_lock *l, char *why, size_t whylen)
 {
-	char path[1300], err[256], since[40];
+	char path[3 * CFG_CONSUL_KEY_MAX + 200], err[256], since[40];
 	struct consul_reply r;
 	snprintf(path, sizeof(path), "/v1/kv/%s?acquire=%s", l->key, l->session);
 	json_t *v = json_pack("{s:s, s:i, s:s}", "holder", l->holder, "pid", (json_int_t)getpid(),
@@ -190,7 +197,8 @@ static int acquire(struct consul_lock *l, char *why, size_t whylen)
 		snprintf(why, whylen, "out of memory");
 		return -1;
 	}
-	int crc = consul_call(l->cl, "PUT", path, body, l->cfg->timeout_ms, &r, err, sizeof(err));
+	int crc = consul_call(l->cl, "PUT", path, body, bounded(l, l->cfg->timeout_ms), &r, err,
+			      sizeof(err));
 	free(body);
 	int rc;
 	if (crc == 0 && r.status == 200)
@@ -213,7 +221,7 @@ static void holder_name(struct consul_lock *l, const char *session, char *buf, s
 	struct consul_reply r;
 	snprintf(buf, len, "session %s", session);
 	snprintf(path, sizeof(path), "/v1/session/info/%s", session);
-	if (consul_call(l->cl, "GET", path, NULL, l->cfg->timeout_ms, &r, err, sizeof(err)) == 0 &&
+	if (consul_call(l->cl, "GET", path, NULL, bounded(l, l->cfg->timeout_ms), &r, err, sizeof(err)) == 0 &&
 	    r.status == 200) {
 		json_t *doc = json_loads(r.body, 0, NULL);
 		const char *name = json_string_value(json_object_get(json_array_get(doc, 0), "Name"));
@@ -233,6 +241,7 @@ static bool renew_due(const struct consul_lock *l)
 static bool take(struct consul_lock *l)
 {
 	int64_t start = clock_mono_ms(), backoff = RETRY_MS;
+	l->give_up = l->cfg->lock_wait_ms ? start + l->cfg->lock_wait_ms : 0;
 	char why[512] = "", last[512] = "", seen[64] = "";
 	for (;;) {
 		int64_t now = clock_mono_ms();
@@ -284,7 +293,7 @@ static bool take(struct consul_lock *l)
 					 "agent=%s key=\"%s\" error=\"%s\"", consul_client_addr(l->cl),
 					 l->cfg->lock_key, why);
 			snprintf(last, sizeof(last), "%s", why);
-			if (consul_stop_nap(&l->stop, backoff))
+			if (consul_stop_nap(&l->stop, bounded(l, backoff)))
 				return false;
 			backoff = backoff * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : backoff * 2;
 			continue;
@@ -299,7 +308,7 @@ static bool take(struct consul_lock *l)
 			continue;
 		}
 		if (!k.session[0]) {
-			if (consul_stop_nap(&l->stop, RETRY_MS))
+			if (consul_stop_nap(&l->stop, bounded(l, RETRY_MS)))
 				return false;
 			continue;
 		}
@@ -447,7 +456,7 @@ void consul_lock_release(struct consul_lock *l, int64_t budget_ms)
 		pthread_join(l->thread, NULL);
 	}
 	if (l->cl && l->session[0]) {
-		char path[1300], err[256], why[300];
+		char path[3 * CFG_CONSUL_KEY_MAX + 200], err[256], why[300];
 		struct consul_reply r;
 		int64_t end = clock_mono_ms() + budget_ms;
 		consul_client_abort_on(l->cl, NULL);

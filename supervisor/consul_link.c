@@ -100,6 +100,11 @@ enum consul_lock_state sup_consul_lock_state(struct sup_consul *c, char *why, si
 	return consul_lock_state(c->lock, why, whylen);
 }
 
+bool sup_consul_lock_held(struct sup_consul *c, char *why, size_t whylen)
+{
+	return !c || !c->lock || consul_lock_state(c->lock, why, whylen) == CONSUL_LOCK_HELD;
+}
+
 /* The TTL check's status: /healthz's, from the same evaluation. */
 static enum consul_check health_now(void *ctx, char *out, size_t len)
 {
@@ -157,11 +162,19 @@ int sup_consul_register(struct sup_consul *c, struct sup_state *st)
 	if (cc->service_id) {
 		snprintf(id, sizeof(id), "%s", cc->service_id);
 	} else {
-		/* unique per allocation, as Nomad names the services it registers */
+		/*
+		 * Unique per allocation, as Nomad names the services it registers;
+		 * outside Nomad per process, so a second instance on the same host
+		 * (waiting for the lock) never takes over the first one's entry.
+		 */
 		const char *alloc = nomad_alloc_id();
-		if (!alloc && gethostname(host, sizeof(host) - 1) < 0)
-			snprintf(host, sizeof(host), "local");
-		snprintf(id, sizeof(id), "%s-%s", cc->service_name, alloc ? alloc : host);
+		if (alloc)
+			snprintf(id, sizeof(id), "%s-%s", cc->service_name, alloc);
+		else {
+			if (gethostname(host, sizeof(host) - 1) < 0)
+				snprintf(host, sizeof(host), "local");
+			snprintf(id, sizeof(id), "%s-%s-%d", cc->service_name, host, (int)getpid());
+		}
 	}
 	svc.id = id;
 	c->reg = consul_reg_start(cc, &svc, health_now, c, err, sizeof(err));

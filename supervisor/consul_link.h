@@ -54,6 +54,12 @@ int sup_consul_lock_fd(const struct sup_consul *c);
 enum consul_lock_state sup_consul_lock_state(struct sup_consul *c, char *why, size_t whylen);
 
 /*
+ * True when no lock is configured or it is still held; else why (lost while
+ * the databases were restored: nothing may be replicated or started then).
+ */
+bool sup_consul_lock_held(struct sup_consul *c, char *why, size_t whylen);
+
+/*
  * Register the service, if configured, with a check that follows st (and
  * replication, once sup_consul_set_status_source gave it). Returns 0, or 100
  * (SUP_EXIT_CONFIG) when its port label names no port in the environment,

@@ -562,6 +562,14 @@ int sup_run(const struct config *cfg, char *const *argv)
 	code = restore_all(&s);
 	if (code)
 		goto out;
+	char why[512];
+	if (!sup_consul_lock_held(s.consul, why, sizeof(why))) {
+		/* another writer may hold it now: not one commit of ours may reach the replicas */
+		log_error("supervisor", "the writer lock was lost during the restore: nothing replicated, "
+			  "the service was not started", "key=\"%s\" error=\"%s\"", cfg->consul.lock_key, why);
+		code = SUP_EXIT_TEMPFAIL;
+		goto out;
+	}
 	if (dbs_start(s.dbs) < 0) {
 		code = SUP_EXIT_TEMPFAIL;
 		goto out;

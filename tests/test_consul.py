@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -82,7 +83,8 @@ def test_the_next_writer_waits_for_the_lock_and_restores_the_final_commits(litev
     sa = holder_session(consul, "litevisor/app")
     (sess,) = consul.sessions().values()
     assert sa == sess["ID"] and sess["Name"].startswith("litevisor: a pid "), sess
-    assert sess["TTL"] == "15s" and sess["Behavior"] == "release", sess
+    assert sess["TTL"] == "15000ms" and sess["Behavior"] == "release", sess
+    assert sess["LockDelay"] in ("16s", 16 * 10**9, "16000ms"), sess  # stop-grace + flush + 1s
     b = node_run(runs, litevisor_bin, tmp_path, "b", lock_cfg(tmp_path, "b", consul))
     poll(lambda: "waiting for the writer lock" in b.stderr(), timeout=10)
     assert 'held_by="litevisor: a pid ' in b.stderr(), b.stderr()
@@ -140,8 +142,9 @@ def test_a_lost_lock_stops_the_service_flushes_and_exits_111(litevisor_bin, tmp_
     """An operator (or Consul) ends the session: another writer may take the key after
     the lock delay, so the service is stopped, its last commits flushed, and 111 tells
     the orchestrator to start it again (that start waits for the lock)."""
+    quick = "supervisor:\n  stop-grace: 500ms\n  flush-timeout: 500ms\n"
     r = node_run(runs, litevisor_bin, tmp_path, "a",
-                 lock_cfg(tmp_path, "a", consul, extra="    lock-delay: 1s\n"))
+                 quick + lock_cfg(tmp_path, "a", consul, extra="    lock-delay: 1s\n"))
     poll(lambda: (tmp_path / "a" / "ready").exists(), timeout=30)
     sid = holder_session(consul, "litevisor/app")
     assert http(consul, "PUT", f"/v1/session/destroy/{sid}") is True
@@ -192,7 +195,7 @@ def test_registered_with_a_ttl_check_that_follows_healthz(litevisor_bin, tmp_pat
         gone = tmp_path / "gone"
         cfg = (f"consul:\n  addr: http://{srv.addr}\n  token-file: {tmp_path}/token\n"
                f"  service:\n    name: web\n    port: http\n    tags: [primary, v1]\n"
-               f"    meta:\n      owner: homelab\n    check-ttl: 3s\n"
+               f"    meta:\n      owner: homelab\n    check-ttl: 5s\n"
                f"    deregister-critical-after: 5m\n")
         env = {"NOMAD_ALLOC_ID": "8f3c-alloc", "NOMAD_HOST_PORT_http": "28123",
                "NOMAD_IP_http": "127.0.0.9", "NOMAD_PORT_http": "8123"}
@@ -209,9 +212,9 @@ def test_registered_with_a_ttl_check_that_follows_healthz(litevisor_bin, tmp_pat
         assert chk["Output"] == "OK" and chk["ServiceID"] == "web-8f3c-alloc", chk
         reg = [q for q in srv.requests if q[1].startswith("/v1/agent/service/register")]
         body = json.loads(reg[0][3])
-        assert body["Check"]["TTL"] == "3000ms" and body["Check"]["Status"] == "critical"
+        assert body["Check"]["TTL"] == "5000ms" and body["Check"]["Status"] == "critical"
         assert body["Check"]["DeregisterCriticalServiceAfter"] == "300000ms", body
-        time.sleep(4.5)  # past the TTL: updates keep it passing
+        time.sleep(6.5)  # past the TTL: updates keep it passing
         assert srv.history(cid) == ["critical", "passing"], srv.history(cid)
         assert all(h.get("X-Consul-Token") == "t0k3n" for _, _, h, _ in srv.requests)
         os.kill(r.pid, signal.SIGTERM)
@@ -228,14 +231,18 @@ def test_the_check_warns_while_a_replica_fails(litevisor_bin, tmp_path, runs, co
     (tmp_path / "data").mkdir()
     port, refused = free_port(), free_port()
     cfg = one_replica_down(tmp_path, port, refused) + (
-        f"consul:\n  addr: {consul.addr}\n  service:\n    name: app\n    id: app-1\n")
+        f"consul:\n  addr: {consul.addr}\n  service:\n    name: app\n")
     ready = tmp_path / "ready"
+    env = {k: "" for k in os.environ if k.startswith("NOMAD_")}
     r = start(runs, litevisor_bin, tmp_path,
               DB_SERVICE + ["--report", str(tmp_path / "report.json"), "--ready", str(ready),
-                            "--rows", "3"], config=cfg)
+                            "--rows", "3"], config=cfg, env=env)
     poll(lambda: ready.exists(), timeout=30)
+    # outside Nomad the ID is per process: a second instance on this host never takes it over
+    sid = f"app-{socket.gethostname()}-{r.pid}"
+    assert list(consul.services()) == [sid], consul.services()
     chk = poll(lambda: (lambda c: c if "app/down" in c.get("Output", "") else None)(
-        consul.checks().get("service:app-1", {})), timeout=20)
+        consul.checks().get(f"service:{sid}", {})), timeout=20)
     assert chk["Status"] == "warning", chk
     health = json.loads(curl(f"http://127.0.0.1:{port}/healthz")[2])
     assert health["status"] == "warn" and "app/down" in health["output"], health
@@ -272,6 +279,13 @@ def test_replicate_holds_the_lock_and_refuses_a_service_registration(litevisor_b
     ("  lock:\n    key: k\n    ttl: 5s\n", "consul.lock.ttl: Consul takes a session TTL of 10s to 24h"),
     ("  lock:\n    key: k\n    lock-delay: 61s\n", "Consul takes a lock delay of 0s to 60s"),
     ("  lock:\n    key: /k\n", "no leading or trailing '/'"),
+    ("  lock:\n    key: team-a/../app\n", "no empty, \".\" or \"..\" part"),
+    ("  lock:\n    key: " + "k" * 513 + "\n", "longer than 512 bytes"),
+    ("  lock:\n    key: k\n    lock-delay: 10s\n",
+     "the lock delay (10s) must cover supervisor.stop-grace + supervisor.flush-timeout (10s + 5s)"),
+    ("  lock:\n    key: k\nsupervisor:\n  stop-grace: 1m\n",
+     "consul.lock: the lock delay (1m0s) must cover"),
+    ("  service:\n    name: a\n    check-ttl: 3s\n", "consul.service.check-ttl: at least 5s"),
     ("  lock:\n    ttl: 20s\n", "needs key"),
     ("  service:\n    port: 80\n", "needs name"),
     ("  service:\n    name: a b\n", "consul.service.name"),
@@ -303,4 +317,38 @@ def test_an_agent_that_stops_answering_loses_the_lock_within_its_ttl(litevisor_b
     assert time.monotonic() - t0 <= 10.5, time.monotonic() - t0
     assert "could not be renewed for its whole TTL (10s)" in r.stderr()
     assert r.wait(timeout=20) == 111
+    consul.hang(False)
+
+
+def test_a_lock_lost_during_the_restore_starts_nothing(litevisor_bin, tmp_path, runs, consul):
+    """The restore waits (handover-wait) for a SIGKILLed writer's open generation; an
+    operator deletes the key meanwhile (no lock delay: the next writer may take it at
+    once). Nothing of ours may then reach the replica, and the service must not start."""
+    x = node_run(runs, litevisor_bin, tmp_path, "x", lock_cfg(tmp_path, "x", consul, key="other"))
+    poll(lambda: (tmp_path / "x" / "ready").exists(), timeout=30)
+    time.sleep(1)
+    x.kill()  # its generation stays open: the next restore waits for it
+    gens = sorted(os.listdir(tmp_path / "replica" / "generations"))
+    cfg = lock_cfg(tmp_path, "a", consul).replace("handover-wait: 0s", "handover-wait: 6s")
+    a = node_run(runs, litevisor_bin, tmp_path, "a", cfg)
+    poll(lambda: "writer lock held" in a.stderr(), timeout=15)
+    time.sleep(0.5)
+    assert "restore done" not in a.stderr()
+    urllib.request.urlopen(urllib.request.Request(consul.url + "/v1/kv/litevisor/app",
+                                                  method="DELETE"), timeout=5).read()
+    assert a.wait(timeout=30) == 111
+    assert "the writer lock was lost during the restore" in a.stderr(), a.stderr()
+    assert not (tmp_path / "a" / "report.json").exists()
+    assert sorted(os.listdir(tmp_path / "replica" / "generations")) == gens
+
+
+def test_a_lock_wait_ends_on_time_with_an_agent_that_never_answers(litevisor_bin, tmp_path,
+                                                                   runs, consul):
+    consul.hang(True)
+    r = node_run(runs, litevisor_bin, tmp_path, "a",
+                 lock_cfg(tmp_path, "a", consul, extra="    wait: 2s\n"))
+    t0 = time.monotonic()
+    assert r.wait(timeout=20) == 111
+    assert time.monotonic() - t0 < 3.5, time.monotonic() - t0
+    assert "not acquired within consul.lock.wait (2s)" in r.stderr()
     consul.hang(False)
