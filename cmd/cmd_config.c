@@ -13,6 +13,7 @@
 #include "supervisor/words.h"
 #include "common/config.h"
 #include "common/secret.h"
+#include "consul/client.h"
 #include "common/duration.h"
 #include "common/bech32.h"
 #include "common/banned.h"
@@ -358,6 +359,13 @@ static int run_config(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	child_creds_release(&creds);
+	/* and a Consul agent address or token file it could not use (CONSUL_HTTP_* included) */
+	if ((cfg.consul.lock_key || cfg.consul.service_name) &&
+	    consul_agent_check(&cfg.consul, err, sizeof(err)) < 0) {
+		fprintf(stderr, "litevisor config: %s: %s\n", file, err);
+		config_release(&cfg);
+		return EXIT_USAGE;
+	}
 	/* Printed to load back the same way it was loaded (with or without expansion). */
 	struct printer out = { .f = stdout, .expand_env = !no_expand };
 	print_config(&out, &cfg);

@@ -126,8 +126,8 @@ static int replicate_loop(const struct config *cfg)
 	state_ok = true;
 	if ((code = http_serve_configured(cfg, &state, HTTP_NO_SERVICE, &http)) != 0)
 		goto out;
-	consul = sup_consul_new(cfg);
-	if ((code = sup_consul_take_lock(consul, sfd, &state, heartbeat_tick, &state)) != 0)
+	consul = sup_consul_new(cfg, &code);
+	if (code || (code = sup_consul_take_lock(consul, sfd, &state, heartbeat_tick, &state)) != 0)
 		goto out;
 	code = EXIT_TEMPFAIL;
 	if (!(e = engine_new(cfg)) || engine_start(e) < 0)

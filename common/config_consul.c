@@ -315,5 +315,9 @@ int cfg_set_consul(struct walk *w, const struct field *f, const struct cfg_node 
 		cfg_error(w->e, at[CO_TOKEN_FILE], "consul.token-file", "give token or token-file, not both");
 		return -1;
 	}
+	/* as the S3 key files: a missing one is a mistake to name now, not a wait of lock.wait */
+	if (cfg->consul.token.file &&
+	    cfg_check_readable(w, at[CO_TOKEN_FILE], "consul.token-file", cfg->consul.token.file) < 0)
+		return -1;
 	return 0;
 }

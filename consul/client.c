@@ -6,6 +6,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <time.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +50,14 @@ static int resolve_base(struct consul_client *cl, char *err, size_t errlen)
 	size_t n = strlen(a);
 	while (n && a[n - 1] == '/')
 		n--;
+	const char *hp = strstr(a, "://") ? strstr(a, "://") + 3 : a;
+	size_t hl = n - (size_t)(hp - a);
+	if (!hl || memchr(hp, '/', hl) || memchr(hp, '?', hl) || memchr(hp, '@', hl)) {
+		/* a password in it would be sent and logged; a path would be joined to ours */
+		snprintf(err, errlen, "%s: expected the agent's address only (HOST:PORT or http(s)://HOST:PORT)",
+			 from);
+		return -1;
+	}
 	int w = snprintf(cl->base, sizeof(cl->base), "%s%.*s", scheme, (int)n, a);
 	if (w < 0 || (size_t)w >= sizeof(cl->base)) {
 		snprintf(err, errlen, "%s is too long", from);
@@ -160,6 +169,33 @@ static int on_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, c
 	return atomic_load(flag) != 0;
 }
 
+int consul_agent_check(const struct cfg_consul *c, char *err, size_t errlen)
+{
+	char tok[SECRET_MAX + 1], why[256];
+	struct consul_client *cl = calloc(1, sizeof(*cl));
+	int rc = -1;
+	if (!cl) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	cl->cfg = c;
+	if (resolve_base(cl, err, errlen) < 0)
+		goto out;
+	const char *f = getenv("CONSUL_HTTP_TOKEN_FILE"), *t = getenv("CONSUL_HTTP_TOKEN");
+	struct cfg_secret env = { .file = (char *)(uintptr_t)f };
+	const struct cfg_secret *s = secret_is_set(&c->token) ? &c->token
+				     : (!t || !*t) && f && *f ? &env : NULL;
+	if (s && s->file && secret_get(s, tok, sizeof(tok), why, sizeof(why)) < 0) {
+		snprintf(err, errlen, "%s: %s", s == &env ? "CONSUL_HTTP_TOKEN_FILE" : "consul.token-file", why);
+		goto out;
+	}
+	rc = 0;
+out:
+	explicit_bzero(tok, sizeof(tok));
+	free(cl);
+	return rc;
+}
+
 const char *consul_client_addr(const struct consul_client *cl)
 {
 	return cl->base;
@@ -234,6 +270,12 @@ int consul_call(struct consul_client *cl, const char *method, const char *path, 
 	token[0] = '\0';
 	if (secret_is_set(tok) && secret_get(tok, token, sizeof(token), why, sizeof(why)) < 0) {
 		snprintf(err, errlen, "Consul token: %s", why);
+		goto out;
+	}
+	if (strpbrk(token, "\r\n")) {
+		/* it would end the header and start another: never sent */
+		snprintf(err, errlen, "Consul token: it contains a line break");
+		explicit_bzero(token, sizeof(token));
 		goto out;
 	}
 	if (token[0]) {

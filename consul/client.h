@@ -46,6 +46,14 @@ struct consul_client *consul_client_new(const struct cfg_consul *c, char *err, s
 void consul_client_free(struct consul_client *cl);
 
 /*
+ * What consul_client_new would refuse, found before anything starts: the
+ * agent's address (config or CONSUL_HTTP_ADDR: http(s) only, no password or
+ * path in it) and a token file that cannot be read. Returns 0, or -1 with err
+ * naming the setting (a configuration error: waiting does not mend it).
+ */
+int consul_agent_check(const struct cfg_consul *c, char *err, size_t errlen);
+
+/*
  * A stop request for a thread that talks to Consul: the flag its client
  * checks (consul_client_abort_on) and a wake-up for its pauses.
  */

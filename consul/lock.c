@@ -289,7 +289,7 @@ static bool take(struct consul_lock *l)
 			if (atomic_load(&l->stop.flag))
 				return false; /* the request was abandoned for it: nothing to report */
 			if (strcmp(why, last) != 0)
-				log_warn("consul", "cannot reach the agent for the writer lock; trying again",
+				log_warn("consul", "writer lock: request failed; trying again",
 					 "agent=%s key=\"%s\" error=\"%s\"", consul_client_addr(l->cl),
 					 l->cfg->lock_key, why);
 			snprintf(last, sizeof(last), "%s", why);
@@ -303,7 +303,7 @@ static bool take(struct consul_lock *l)
 		/* refused: held by another session, or free but in its lock delay */
 		struct kv_look k;
 		if (look(l, 0, &k, why, sizeof(why)) < 0) {
-			if (consul_stop_nap(&l->stop, RETRY_MS))
+			if (consul_stop_nap(&l->stop, bounded(l, RETRY_MS)))
 				return false;
 			continue;
 		}
@@ -338,6 +338,14 @@ static void hold(struct consul_lock *l)
 	for (;;) {
 		if (atomic_load(&l->stop.flag))
 			return;
+		/* first: a renewal answered after the lease's end may come too late */
+		if (clock_mono_ms() - l->renewed >= l->ttl_ms) {
+			char d[32];
+			snprintf(msg, sizeof(msg), "the session could not be renewed for its whole TTL (%s): %s",
+				 duration_format(l->ttl_ms, d, sizeof(d)), why);
+			set_state(l, CONSUL_LOCK_LOST, msg);
+			return;
+		}
 		if (renew_due(l)) {
 			int rc = renew(l, why, sizeof(why));
 			if (rc == -2) {
@@ -345,13 +353,12 @@ static void hold(struct consul_lock *l)
 				set_state(l, CONSUL_LOCK_LOST, msg);
 				return;
 			}
-		}
-		if (clock_mono_ms() - l->renewed >= l->ttl_ms) {
-			char d[32];
-			snprintf(msg, sizeof(msg), "the session could not be renewed for its whole TTL (%s): %s",
-				 duration_format(l->ttl_ms, d, sizeof(d)), why);
-			set_state(l, CONSUL_LOCK_LOST, msg);
-			return;
+			if (rc < 0) {
+				/* again in a second, or lost at the lease's end just above */
+				if (consul_stop_nap(&l->stop, bounded(l, RETRY_MS)))
+					return;
+				continue;
+			}
 		}
 		int64_t wait = l->ttl_ms / 2 - (clock_mono_ms() - l->renewed);
 		struct kv_look k;

@@ -211,6 +211,10 @@ static void *reg_main(void *arg)
 					continue;
 				}
 			}
+			/* look each second, but never miss the third of the TTL by that second */
+			int64_t due = last_update + r->cfg->check_ttl_ms / 3 - clock_mono_ms();
+			if (due < wait)
+				wait = due > 10 ? due : 10;
 		}
 		if (consul_stop_nap(&r->stop, wait))
 			break;

@@ -13,6 +13,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "consul/client.h"
 #include "consul/register.h"
 #include "nomad/env.h"
 #include "replication/status.h"
@@ -31,13 +32,21 @@ struct sup_consul {
 	void *status_ctx;
 };
 
-struct sup_consul *sup_consul_new(const struct config *cfg)
+struct sup_consul *sup_consul_new(const struct config *cfg, int *code)
 {
+	char err[512];
+	*code = 0;
 	if (!cfg->consul.lock_key && !cfg->consul.service_name)
 		return NULL;
+	if (consul_agent_check(&cfg->consul, err, sizeof(err)) < 0) {
+		log_error("consul", "cannot use the Consul agent", "error=\"%s\"", err);
+		*code = SUP_EXIT_CONFIG;
+		return NULL;
+	}
 	struct sup_consul *c = calloc(1, sizeof(*c));
 	if (!c) {
 		log_error("consul", "out of memory", NULL);
+		*code = SUP_EXIT_TEMPFAIL;
 		return NULL;
 	}
 	c->cfg = cfg;

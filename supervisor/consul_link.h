@@ -35,8 +35,12 @@
 
 struct sup_consul;
 
-/* For cfg (borrowed). NULL when the config asks nothing of Consul. */
-struct sup_consul *sup_consul_new(const struct config *cfg);
+/*
+ * For cfg (borrowed): NULL with *code 0 when the config asks nothing of
+ * Consul; NULL with *code 100 (SUP_EXIT_CONFIG, logged) when the agent's
+ * address or token file cannot be used (consul_agent_check), or 111.
+ */
+struct sup_consul *sup_consul_new(const struct config *cfg, int *code);
 
 /*
  * Take the writer lock, if configured, waiting for it while reading signals

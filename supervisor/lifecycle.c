@@ -396,10 +396,16 @@ static void on_lock_change(struct sup *s)
 	enum consul_lock_state st = sup_consul_lock_state(s->consul, why, sizeof(why));
 	if (st != CONSUL_LOCK_LOST || s->lock_lost)
 		return;
+	if (s->stopping) {
+		/* the stop was asked for anyway: its flush still ends inside the lock delay */
+		log_warn("supervisor", "the writer lock is lost while stopping", "key=\"%s\" error=\"%s\"",
+			 s->cfg->consul.lock_key, why);
+		return;
+	}
 	s->lock_lost = true;
 	log_error("supervisor", "the writer lock is lost: stopping the service, exiting 111 after the final flush",
 		  "key=\"%s\" error=\"%s\"", s->cfg->consul.lock_key, why);
-	if (!s->stopping && s->pid > 0) {
+	if (s->pid > 0) {
 		forward(s, SIGTERM);
 		resume(signal_target(s));
 	}
@@ -478,8 +484,8 @@ static int prepare(struct sup *s)
 	int code = http_serve_configured(s->cfg, &s->state, HTTP_SERVICE, &s->http);
 	if (code)
 		return code; /* 100 or 111: SUP_EXIT_CONFIG, SUP_EXIT_TEMPFAIL */
-	s->consul = sup_consul_new(s->cfg);
-	if ((code = sup_consul_register(s->consul, &s->state)) != 0)
+	s->consul = sup_consul_new(s->cfg, &code);
+	if (code || (code = sup_consul_register(s->consul, &s->state)) != 0)
 		return code;
 	return sup_consul_take_lock(s->consul, s->sfd, &s->state, unserved_tick, s);
 }

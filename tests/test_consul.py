@@ -163,7 +163,7 @@ def test_a_lost_lock_stops_the_service_flushes_and_exits_111(litevisor_bin, tmp_
 def test_an_agent_down_at_start_is_waited_for(litevisor_bin, tmp_path, runs, consul):
     consul.down()
     r = node_run(runs, litevisor_bin, tmp_path, "a", lock_cfg(tmp_path, "a", consul))
-    poll(lambda: "cannot reach the agent for the writer lock" in r.stderr(), timeout=10)
+    poll(lambda: "writer lock: request failed; trying again" in r.stderr(), timeout=10)
     assert not (tmp_path / "a" / "report.json").exists()
     consul.up()
     poll(lambda: (tmp_path / "a" / "ready").exists(), timeout=30)
@@ -294,6 +294,8 @@ def test_replicate_holds_the_lock_and_refuses_a_service_registration(litevisor_b
     ("  service:\n    name: a\n    meta:\n      consul-x: y\n", "reserved by Consul"),
     ("  addr: unix:///run/consul.sock\n", "expected http://HOST:PORT"),
     ("  token: a\n  token-file: /f\n", "not both"),
+    ("  token-file: /nonexistent/token\n  lock:\n    key: k\n",
+     'consul.token-file: cannot read "/nonexistent/token"'),
 ])
 def test_consul_settings_consul_would_refuse_are_refused_at_load(litevisor_bin, tmp_path, section,
                                                                  message):
@@ -352,3 +354,35 @@ def test_a_lock_wait_ends_on_time_with_an_agent_that_never_answers(litevisor_bin
     assert time.monotonic() - t0 < 3.5, time.monotonic() - t0
     assert "not acquired within consul.lock.wait (2s)" in r.stderr()
     consul.hang(False)
+
+
+@pytest.mark.parametrize("addr,message", [
+    ("http://user:pa55w0rd@127.0.0.1:8500", "CONSUL_HTTP_ADDR: expected the agent's address only"),
+    ("unix:///run/consul.sock", "litevisor talks to the agent over http(s) only"),
+])
+def test_a_consul_http_addr_it_cannot_use_is_a_config_error(litevisor_bin, tmp_path, addr, message):
+    """Not a retry loop of temporary failures, and never a password in the log."""
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("dbs: []\nconsul:\n  lock:\n    key: k\n")
+    env = dict(os.environ, CONSUL_HTTP_ADDR=addr)
+    for cmd in (["config"], ["run"]):
+        p = subprocess.run([litevisor_bin] + cmd + ["-config", str(cfg)] + (["--", "true"] if cmd == ["run"] else []),
+                           capture_output=True, text=True, timeout=20, env=env)
+        assert p.returncode == 100 and message in p.stderr, (cmd, p.stderr)
+        assert "pa55w0rd" not in p.stderr
+
+
+def test_a_lock_lost_while_already_stopping_keeps_the_services_code(litevisor_bin, tmp_path, runs,
+                                                                    consul):
+    """The stop was asked for anyway and its flush ends inside the lock delay: the
+    orchestrator sees what the service did, not a temporary failure."""
+    cfg = f"dbs: []\nconsul:\n  addr: {consul.addr}\n  lock:\n    key: litevisor/app\n"
+    r = start(runs, litevisor_bin, tmp_path,
+              ["sh", "-c", 'trap "sleep 2; exit 0" TERM; while :; do sleep 0.1; done'], config=cfg)
+    sid = poll(lambda: holder_session(consul, "litevisor/app"), timeout=10)
+    poll(lambda: "service started" in r.stderr(), timeout=10)
+    os.kill(r.pid, signal.SIGTERM)
+    time.sleep(0.5)
+    assert http(consul, "PUT", f"/v1/session/destroy/{sid}") is True
+    assert r.wait(timeout=20) == 0
+    assert "the writer lock is lost while stopping" in r.stderr(), r.stderr()
