@@ -207,8 +207,14 @@ static void *reg_main(void *arg)
 					last_status = (int)st;
 					snprintf(last_output, sizeof(last_output), "%s", output);
 					last_update = now;
+					backoff = POLL_MS;
 				} else if (rc == -2) {
 					continue;
+				} else {
+					/* the agent is away: not a request every few milliseconds */
+					wait = backoff;
+					backoff = backoff * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : backoff * 2;
+					goto nap;
 				}
 			}
 			/* look each second, but never miss the third of the TTL by that second */
@@ -216,6 +222,7 @@ static void *reg_main(void *arg)
 			if (due < wait)
 				wait = due > 10 ? due : 10;
 		}
+nap:
 		if (consul_stop_nap(&r->stop, wait))
 			break;
 	}

@@ -386,3 +386,16 @@ def test_a_lock_lost_while_already_stopping_keeps_the_services_code(litevisor_bi
     assert http(consul, "PUT", f"/v1/session/destroy/{sid}") is True
     assert r.wait(timeout=20) == 0
     assert "the writer lock is lost while stopping" in r.stderr(), r.stderr()
+
+
+def test_a_failing_agent_is_not_hammered_with_check_updates(litevisor_bin, tmp_path, runs, consul):
+    cfg = (f"consul:\n  addr: {consul.addr}\n  service:\n    name: app\n    id: app-1\n"
+           f"    check-ttl: 5s\n")
+    r = start(runs, litevisor_bin, tmp_path, ["sleep", "60"], config=cfg)
+    poll(lambda: consul.checks().get("service:app-1", {}).get("Status") == "passing", timeout=10)
+    n = len(consul.requests)
+    consul.fail_next(100000, 500, "rpc error: no leader")
+    time.sleep(4)
+    updates = [q for q in consul.requests[n:] if q[1].startswith("/v1/agent/check/update/")]
+    assert 1 <= len(updates) <= 4, len(updates)  # backing off: 1 s, 2 s, …
+    assert "cannot update the check; trying again" in r.stderr()
