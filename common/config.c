@@ -105,7 +105,8 @@ void config_defaults(struct config *cfg)
 	cfg->consul.check_ttl_ms = 30000;
 	cfg->consul.deregister_after_ms = 600000;
 	cfg->consul.lock_ttl_ms = 15000;
-	cfg->consul.lock_delay_ms = -1; /* from the supervisor's stop budget, after load */
+	/* the stop's time + 1 s; recomputed at load from the supervisor's settings */
+	cfg->consul.lock_delay_ms = cfg->supervisor.stop_grace_ms + cfg->supervisor.flush_timeout_ms + 1000;
 	cfg->consul.lock_wait_ms = 300000;
 }
 

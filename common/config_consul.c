@@ -279,7 +279,7 @@ int cfg_check_consul(struct walk *w)
 	const struct cfg_supervisor *sv = &w->cfg->supervisor;
 	int64_t stop = sv->stop_grace_ms + sv->flush_timeout_ms;
 	char a[32], b[32], d[32];
-	if (c->lock_delay_ms < 0)
+	if (!w->lock_delay_node)
 		c->lock_delay_ms = stop + 1000 > 60000 ? 60000 : stop + 1000;
 	if (!c->lock_key || c->lock_delay_ms >= stop)
 		return 0;

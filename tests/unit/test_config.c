@@ -369,6 +369,13 @@ TEST(defaults_match_config_h)
 	CHECK_INT(c.health.probe_timeout_ms, 2000);
 	CHECK_INT(c.health.fail_after_ms, 0);
 	CHECK_INT(c.health.push_interval_ms, 60000);
+	CHECK(!c.consul.addr && !c.consul.service_name && !c.consul.lock_key);
+	CHECK_INT(c.consul.timeout_ms, 5000);
+	CHECK_INT(c.consul.check_ttl_ms, 30000);
+	CHECK_INT(c.consul.deregister_after_ms, 600000);
+	CHECK_INT(c.consul.lock_ttl_ms, 15000);
+	CHECK_INT(c.consul.lock_delay_ms, 16000); /* stop-grace + flush-timeout + 1s */
+	CHECK_INT(c.consul.lock_wait_ms, 300000);
 	const struct cfg_db *d = &c.dbs[0];
 	CHECK_STR(d->name, "app.db");
 	CHECK_STR(d->meta_path, "/d/.app.db-litevisor");
