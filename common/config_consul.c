@@ -14,9 +14,11 @@
 #include <string.h>
 
 #include "common/duration.h"
+#include "common/utf8.h"
 #include "common/banned.h"
 
 #define C(field) offsetof(struct cfg_consul, field)
+#define SERVICE_TEXT_MAX 256 /* name, ID: leaves room for "-<host>-<pid>" in CONSUL_ID_MAX */
 
 static int set_addr_url(struct walk *w, const struct field *f, const struct cfg_node *v,
 			const char *path, void *target)
@@ -198,6 +200,38 @@ static int check_id_text(struct walk *w, const struct cfg_node *n, const char *p
 	return 0;
 }
 
+/*
+ * What goes into the registration's JSON must be UTF-8 (jansson refuses
+ * anything else), and name and ID short enough to stay whole once the ID
+ * gets its default suffix (consul/register.h: CONSUL_ID_MAX).
+ */
+static int check_utf8(struct walk *w, const struct cfg_consul *c, const struct cfg_node **at)
+{
+	const char *one[] = { c->service_name, c->service_id, c->service_address };
+	const int idx[] = { SE_NAME, SE_ID, SE_ADDRESS };
+	static const char *const keys[] = { "consul.service.name", "consul.service.id",
+					    "consul.service.address" };
+	for (int i = 0; i < 3; i++) {
+		if (one[i] && (!utf8_valid(one[i]) || (i < 2 && strlen(one[i]) > SERVICE_TEXT_MAX))) {
+			cfg_error(w->e, at[idx[i]], keys[i], "must be UTF-8 text of at most %d bytes",
+				  SERVICE_TEXT_MAX);
+			return -1;
+		}
+	}
+	for (char **t = c->service_tags; t && *t; t++)
+		if (!utf8_valid(*t)) {
+			cfg_error(w->e, at[SE_TAGS], "consul.service.tags", "a tag is not UTF-8 text");
+			return -1;
+		}
+	for (char **m = c->service_meta; m && m[0] && m[1]; m += 2)
+		if (!utf8_valid(m[1])) {
+			cfg_error(w->e, at[SE_META], "consul.service.meta", "the value of %s is not UTF-8 text",
+				  m[0]);
+			return -1;
+		}
+	return 0;
+}
+
 static int set_service(struct walk *w, const struct field *f, const struct cfg_node *v,
 		       const char *path, void *target)
 {
@@ -214,6 +248,8 @@ static int set_service(struct walk *w, const struct field *f, const struct cfg_n
 	if (check_id_text(w, at[SE_NAME], "consul.service.name", c->service_name) < 0)
 		return -1;
 	if (c->service_id && check_id_text(w, at[SE_ID], "consul.service.id", c->service_id) < 0)
+		return -1;
+	if (check_utf8(w, c, at) < 0)
 		return -1;
 	if (c->check_ttl_ms < 5000) {
 		/* updates come each second at best, plus the request: a shorter TTL flaps */

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/utf8.h"
 #include "common/banned.h"
 
 #define LOG_LINE_MAX 4096
@@ -225,9 +226,11 @@ void log_eventv(enum log_level level, const char *component, const char *msg,
 		return;
 	clock_rfc3339(clock_wall_ns(), ts, sizeof(ts));
 	if (kvfmt) {
-		char raw[sizeof(kv)];
+		char raw[sizeof(kv)], clean[sizeof(kv)];
 		vsnprintf(raw, sizeof(raw), kvfmt, ap);
-		kv_normalise(raw, kv, sizeof(kv));
+		/* a server's Latin-1 message, or text cut mid-character: never an invalid line */
+		utf8_repair(raw, clean, sizeof(clean));
+		kv_normalise(clean, kv, sizeof(kv));
 	}
 
 	if (atomic_load(&json_mode)) {

@@ -117,7 +117,13 @@ void consul_stop_init(struct consul_stop *s)
 	atomic_init(&s->flag, 0);
 	s->wakes = 0;
 	pthread_mutex_init(&s->mu, NULL);
-	pthread_cond_init(&s->cv, NULL);
+	/* pauses time out on the monotonic clock: a wall clock stepped back must not
+	 * make the lock's thread sleep through its lease */
+	pthread_condattr_t a;
+	pthread_condattr_init(&a);
+	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+	pthread_cond_init(&s->cv, &a);
+	pthread_condattr_destroy(&a);
 }
 
 void consul_stop_destroy(struct consul_stop *s)
@@ -145,7 +151,9 @@ void consul_stop_wake(struct consul_stop *s)
 bool consul_stop_nap(struct consul_stop *s, int64_t ms)
 {
 	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
+	if (ms < 0)
+		ms = 0;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
 	int64_t ns = ts.tv_nsec + (ms % 1000) * 1000000;
 	ts.tv_sec += ms / 1000 + ns / 1000000000;
 	ts.tv_nsec = ns % 1000000000;

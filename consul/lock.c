@@ -16,6 +16,7 @@
 #include "common/clock.h"
 #include "common/duration.h"
 #include "common/log.h"
+#include "common/utf8.h"
 #include "consul/client.h"
 #include "common/banned.h"
 
@@ -328,6 +329,8 @@ static bool take(struct consul_lock *l)
 		}
 		if (wait >= 1000)
 			(void)look(l, wait, &k, why, sizeof(why));
+		else if (consul_stop_nap(&l->stop, bounded(l, RETRY_MS)))
+			return false; /* not another acquire at once: each refused one is a write */
 	}
 }
 
@@ -403,7 +406,9 @@ struct consul_lock *consul_lock_start(const struct cfg_consul *cfg, const char *
 	l->efd = -1;
 	pthread_mutex_init(&l->mu, NULL);
 	consul_stop_init(&l->stop);
-	snprintf(l->holder, sizeof(l->holder), "litevisor: %s", holder);
+	char name[sizeof(l->holder)];
+	snprintf(name, sizeof(name), "litevisor: %s", holder);
+	utf8_repair(name, l->holder, sizeof(l->holder)); /* a cut or Latin-1 host name: jansson refuses it */
 	if (consul_escape(cfg->lock_key, true, l->key, sizeof(l->key)) < 0) {
 		snprintf(err, errlen, "lock key too long");
 		goto fail;
@@ -470,8 +475,11 @@ void consul_lock_release(struct consul_lock *l, int64_t budget_ms)
 		if (l->state == CONSUL_LOCK_HELD) {
 			snprintf(path, sizeof(path), "/v1/kv/%s?release=%s", l->key, l->session);
 			int rc = consul_call(l->cl, "PUT", path, NULL, budget_ms, &r, err, sizeof(err));
-			if (rc == 0 && r.status == 200)
+			if (rc == 0 && r.status == 200 && strncmp(r.body, "true", 4) == 0)
 				log_info("consul", "writer lock released", "key=\"%s\"", l->cfg->lock_key);
+			else if (rc == 0 && r.status == 200)
+				log_warn("consul", "the writer lock was no longer ours to release",
+					 "key=\"%s\"", l->cfg->lock_key);
 			else {
 				consul_call_error(rc, &r, err, why, sizeof(why));
 				log_warn("consul", "cannot release the writer lock; it goes with the session's TTL",

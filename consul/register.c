@@ -11,20 +11,22 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/utf8.h"
 #include "consul/client.h"
 #include "common/banned.h"
 
 #define POLL_MS 1000
 #define RETRY_MAX_MS 10000
 #define OUTPUT_MAX 1024 /* of the check's output: the first problem is enough */
+#define ESC_MAX (3 * (CONSUL_ID_MAX + 8) + 1) /* a check ID, percent-encoded */
 
 struct consul_reg {
 	const struct cfg_consul *cfg;
 	struct consul_client *cl;
-	char id[256], name[256], address[256];
+	char id[CONSUL_ID_MAX], name[CONSUL_ID_MAX], address[256];
 	int port;
-	char check_id[300];
-	char id_path[800], check_path[900]; /* escaped, for the URL */
+	char check_id[CONSUL_ID_MAX + 8];
+	char id_path[ESC_MAX + 64], check_path[ESC_MAX + 64]; /* escaped, for the URL */
 	consul_health_fn health;
 	void *ctx;
 	struct consul_stop stop;
@@ -122,7 +124,10 @@ static int update(struct consul_reg *r, enum consul_check st, const char *output
 {
 	char err[256], why[300];
 	struct consul_reply rep;
-	json_t *j = json_pack("{s:s, s:s}", "Status", consul_check_name(st), "Output", output);
+	/* /healthz's text may quote a server's non-UTF-8 bytes; jansson refuses those */
+	char text[OUTPUT_MAX];
+	utf8_repair(output, text, sizeof(text));
+	json_t *j = json_pack("{s:s, s:s}", "Status", consul_check_name(st), "Output", text);
 	char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
 	json_decref(j);
 	if (!body) {
@@ -233,7 +238,7 @@ struct consul_reg *consul_reg_start(const struct cfg_consul *cfg, const struct c
 				    consul_health_fn health, void *ctx, char *err, size_t errlen)
 {
 	struct consul_reg *r = calloc(1, sizeof(*r));
-	char esc[700];
+	char esc[ESC_MAX];
 	if (!r) {
 		snprintf(err, errlen, "out of memory");
 		return NULL;
@@ -243,6 +248,12 @@ struct consul_reg *consul_reg_start(const struct cfg_consul *cfg, const struct c
 	r->ctx = ctx;
 	r->port = svc->port;
 	consul_stop_init(&r->stop);
+	if (strlen(svc->id) >= sizeof(r->id) || strlen(svc->name) >= sizeof(r->name) ||
+	    (svc->address && strlen(svc->address) >= sizeof(r->address))) {
+		/* cut, two instances could share one entry and deregister each other */
+		snprintf(err, errlen, "service ID, name or address too long");
+		goto fail;
+	}
 	snprintf(r->id, sizeof(r->id), "%s", svc->id);
 	snprintf(r->name, sizeof(r->name), "%s", svc->name);
 	snprintf(r->address, sizeof(r->address), "%s", svc->address ? svc->address : "");

@@ -34,6 +34,9 @@ enum consul_check { CONSUL_PASSING = 0, CONSUL_WARNING, CONSUL_CRITICAL };
 /* The health now, with its text into output (may be left ""). Called from the thread. */
 typedef enum consul_check (*consul_health_fn)(void *ctx, char *output, size_t len);
 
+/* Longest service ID and name (with its NUL) consul_reg_start takes. */
+#define CONSUL_ID_MAX 512
+
 /* What is registered, resolved by the caller (IDs from Nomad's environment, ports). */
 struct consul_service {
 	const char *id;           /* unique on the agent */
@@ -47,7 +50,8 @@ struct consul_reg;
 /*
  * Start registering svc (copied) with cfg's tags, meta, check-ttl and
  * deregister-critical-after (cfg borrowed, must outlive it). Returns the
- * registration, or NULL with err set (no libcurl, memory, thread).
+ * registration, or NULL with err set (no libcurl, memory, thread, an ID or
+ * name of CONSUL_ID_MAX bytes or more).
  */
 struct consul_reg *consul_reg_start(const struct cfg_consul *cfg, const struct consul_service *svc,
 				    consul_health_fn health, void *ctx, char *err, size_t errlen);

@@ -147,7 +147,7 @@ void sup_consul_set_status_source(struct sup_consul *c, http_status_fn status, v
 int sup_consul_register(struct sup_consul *c, struct sup_state *st)
 {
 	const struct cfg_consul *cc;
-	char id[512], host[256] = "", err[512];
+	char id[CONSUL_ID_MAX + 1], host[256] = "", err[512];
 	if (!c || !c->cfg->consul.service_name)
 		return 0;
 	cc = &c->cfg->consul;

@@ -9,7 +9,8 @@
  *   before the restore   take the writer lock (consul.lock): no restore, no
  *                        replication, no service until it is held; given up
  *                        after consul.lock.wait → exit 111;
- *   stop begins          deregister at once, so no client is sent to a
+ *   stop begins          deregister at once (beside the service's signal,
+ *                        without waiting), so clients stop being sent to a
  *                        service that is going;
  *   after the final      release the lock and destroy its session, so the
  *   flush                next writer restores everything without waiting out

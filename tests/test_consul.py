@@ -10,11 +10,14 @@ import base64
 import json
 import os
 import signal
+import sqlite3
+import threading
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -294,6 +297,7 @@ def test_replicate_holds_the_lock_and_refuses_a_service_registration(litevisor_b
     ("  service:\n    name: a\n    meta:\n      consul-x: y\n", "reserved by Consul"),
     ("  addr: unix:///run/consul.sock\n", "expected http://HOST:PORT"),
     ("  token: a\n  token-file: /f\n", "not both"),
+    ("  service:\n    name: " + "a" * 257 + "\n", "must be UTF-8 text of at most 256 bytes"),
     ("  token-file: /nonexistent/token\n  lock:\n    key: k\n",
      'consul.token-file: cannot read "/nonexistent/token"'),
 ])
@@ -329,7 +333,11 @@ def test_a_lock_lost_during_the_restore_starts_nothing(litevisor_bin, tmp_path, 
     x = node_run(runs, litevisor_bin, tmp_path, "x", lock_cfg(tmp_path, "x", consul, key="other"))
     poll(lambda: (tmp_path / "x" / "ready").exists(), timeout=30)
     time.sleep(1)
-    x.kill()  # its generation stays open: the next restore waits for it
+    # SIGKILL, its generation left open: the next restore waits for it (its service too,
+    # or it would outlive the test)
+    service = int(open(f"/proc/{x.pid}/task/{x.pid}/children").read().split()[0])
+    x.kill()
+    os.kill(service, signal.SIGKILL)
     gens = sorted(os.listdir(tmp_path / "replica" / "generations"))
     cfg = lock_cfg(tmp_path, "a", consul).replace("handover-wait: 0s", "handover-wait: 6s")
     a = node_run(runs, litevisor_bin, tmp_path, "a", cfg)
@@ -399,3 +407,59 @@ def test_a_failing_agent_is_not_hammered_with_check_updates(litevisor_bin, tmp_p
     updates = [q for q in consul.requests[n:] if q[1].startswith("/v1/agent/check/update/")]
     assert 1 <= len(updates) <= 4, len(updates)  # backing off: 1 s, 2 s, …
     assert "cannot update the check; trying again" in r.stderr()
+
+
+class LatinS3(BaseHTTPRequestHandler):
+    """An S3 server that lists an empty bucket and refuses every write with a French
+    error message in Latin-1 (not UTF-8)."""
+
+    def do_GET(self):
+        self._answer(200, b'<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>b'
+                          b'</Name><KeyCount>0</KeyCount><IsTruncated>false</IsTruncated>'
+                          b'</ListBucketResult>')
+
+    def _refuse(self):
+        self._answer(500, b'<?xml version="1.0"?><Error><Code>InternalError</Code>'
+                          b'<Message>Erreur interne \xe9</Message></Error>')
+
+    do_PUT = do_POST = do_HEAD = do_DELETE = _refuse
+
+    def _answer(self, code, body):
+        self.send_response(code)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def log_message(self, *a):
+        pass
+
+
+def test_a_check_output_that_is_not_utf8_still_reaches_consul(litevisor_bin, tmp_path, runs,
+                                                               consul):
+    """/healthz quotes the server's message; jansson refuses non-UTF-8 text, so the check
+    went unupdated (critical at its TTL) while /healthz said warn (QA31 D1)."""
+    s3 = ThreadingHTTPServer(("127.0.0.1", 0), LatinS3)
+    threading.Thread(target=s3.serve_forever, daemon=True).start()
+    try:
+        db = tmp_path / "app.db"
+        c = sqlite3.connect(db)
+        c.execute("PRAGMA journal_mode=WAL")
+        c.execute("CREATE TABLE t (x)")
+        c.execute("INSERT INTO t VALUES (1)")
+        c.commit()
+        c.close()
+        cfg = (f"dbs:\n  - path: {db}\n    name: app\n    replicas:\n"
+               f"      - name: down\n        url: s3://b/app\n"
+               f"        endpoint: http://127.0.0.1:{s3.server_address[1]}\n"
+               f"        access-key-id: x\n        secret-access-key: y\n        sync-interval: 200ms\n"
+               f"restore:\n  probe-timeout: 300ms\n"
+               f"consul:\n  addr: {consul.addr}\n  service:\n    name: app\n    id: app-1\n")
+        r = start(runs, litevisor_bin, tmp_path, ["sleep", "60"], config=cfg)
+        chk = poll(lambda: (lambda c: c if c.get("Status") == "warning" else None)(
+            consul.checks().get("service:app-1", {})), timeout=25)
+        assert "Erreur interne \ufffd" in chk["Output"], chk
+        assert "out of memory" not in r.stderr()
+    finally:
+        s3.shutdown()
