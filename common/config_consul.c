@@ -178,7 +178,9 @@ static const struct field lock_tab[LK_N] = {
 /* Not a key whose URL path libcurl or Consul would change: "a//b", "/a", "a/", "a/../b". */
 static bool bad_key(const char *k)
 {
-	if (!*k || strpbrk(k, "?#% \t\r\n"))
+	/* Consul 1.21.5 (hashicorp/consul#22682) takes only these in a key name */
+	if (!*k || strspn(k, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./,-") !=
+			   strlen(k))
 		return true;
 	for (const char *p = k;; p++) {
 		size_t n = strcspn(p, "/");
@@ -251,6 +253,15 @@ static int set_service(struct walk *w, const struct field *f, const struct cfg_n
 		return -1;
 	if (check_utf8(w, c, at) < 0)
 		return -1;
+	if (c->service_address && (strcmp(c->service_address, "0.0.0.0") == 0 ||
+				   strcmp(c->service_address, "::") == 0 ||
+				   strcmp(c->service_address, "[::]") == 0)) {
+		/* agent_endpoint.go AgentRegisterService: "Invalid service address" */
+		cfg_error(w->e, at[SE_ADDRESS], "consul.service.address",
+			  "\"%s\" is every interface, not an address clients can reach: Consul refuses it",
+			  c->service_address);
+		return -1;
+	}
 	if (c->check_ttl_ms < 5000) {
 		/* updates come each second at best, plus the request: a shorter TTL flaps */
 		cfg_error(w->e, at[SE_TTL], "consul.service.check-ttl",
@@ -286,8 +297,9 @@ static int set_lock(struct walk *w, const struct field *f, const struct cfg_node
 	}
 	if (bad_key(k)) {
 		cfg_error(w->e, at[LK_KEY], "consul.lock.key",
-			  "\"%s\": a KV key such as litevisor/radarr (no leading or trailing '/', no empty, "
-			  "\".\" or \"..\" part, no '?', '#', '%%' or blanks)", k);
+			  "\"%s\": a KV key such as litevisor/radarr: letters, digits, '_', '.', ',', '-' "
+			  "and '/' (what every Consul version takes), no leading or trailing '/', no empty, "
+			  "\".\" or \"..\" part", k);
 		return -1;
 	}
 	if (c->lock_ttl_ms < 10000 || c->lock_ttl_ms > 86400000) {

@@ -153,11 +153,14 @@ static int look(struct consul_lock *l, int64_t wait_ms, struct kv_look *k, char 
 	char path[3 * CFG_CONSUL_KEY_MAX + 100], err[256];
 	struct consul_reply r;
 	memset(k, 0, sizeof(*k));
+	/* held: as Consul's api/lock.go monitorLock, never a stale answer from a past leader */
+	const char *mode = l->held ? "consistent&" : "";
 	if (wait_ms > 0 && l->index > 0)
-		snprintf(path, sizeof(path), "/v1/kv/%s?index=%llu&wait=%lldms", l->key,
+		snprintf(path, sizeof(path), "/v1/kv/%s?%sindex=%llu&wait=%lldms", l->key, mode,
 			 (unsigned long long)l->index, (long long)wait_ms);
 	else
-		snprintf(path, sizeof(path), "/v1/kv/%s", l->key);
+		snprintf(path, sizeof(path), "/v1/kv/%s%s%.*s", l->key, *mode ? "?" : "",
+			 *mode ? (int)strlen(mode) - 1 : 0, mode);
 	/* a blocking query may be answered up to wait/16 late (blocking.mdx) */
 	int64_t timeout = l->cfg->timeout_ms + (wait_ms > 0 && l->index > 0 ? wait_ms + wait_ms / 16 : 0);
 	int crc = consul_call(l->cl, "GET", path, NULL, bounded(l, timeout), &r, err, sizeof(err));
@@ -184,7 +187,10 @@ out:
 	return rc;
 }
 
-/* PUT ?acquire. 1 acquired, 0 refused, -1 failed, -2 ACL refused, -3 our session is invalid. */
+/*
+ * PUT ?acquire. 1 acquired, 0 refused, -1 failed, -2 ACL refused, -3 our session
+ * is invalid, -4 the key is refused.
+ */
 static int acquire(struct consul_lock *l, char *why, size_t whylen)
 {
 	char path[3 * CFG_CONSUL_KEY_MAX + 200], err[256], since[40];
@@ -207,9 +213,12 @@ static int acquire(struct consul_lock *l, char *why, size_t whylen)
 	else {
 		consul_call_error(crc, &r, err, why, whylen);
 		rc = crc == 0 && r.status == 403 ? -2 : -1;
-		/* kvs_endpoint / state store: "invalid session" for one that expired or was destroyed */
-		if (crc == 0 && r.status == 500 && strstr(r.body, "session"))
+		/* state/kvs.go kvsLockTxn: `invalid session "<id>"` for one that expired or was destroyed */
+		if (crc == 0 && r.status == 500 && strstr(r.body, "invalid session"))
 			rc = -3;
+		/* a key name this Consul refuses (1.21.5: "invalid key name"): waiting will not mend it */
+		if (crc == 0 && (r.status == 400 || (r.status == 500 && strstr(r.body, "invalid key"))))
+			rc = -4;
 	}
 	consul_reply_release(&r);
 	return rc;
@@ -275,7 +284,7 @@ static bool take(struct consul_lock *l)
 			rc = acquire(l, why, sizeof(why));
 			if (rc == 1)
 				return true;
-			if (rc == -2) {
+			if (rc == -2 || rc == -4) {
 				char msg[700];
 				snprintf(msg, sizeof(msg), "Consul refused the lock: %s", why);
 				set_state(l, CONSUL_LOCK_FAILED, msg);

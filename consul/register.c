@@ -140,8 +140,14 @@ static int update(struct consul_reg *r, enum consul_check st, const char *output
 		r->last_err[0] = '\0';
 	} else {
 		consul_call_error(rc, &rep, err, why, sizeof(why));
-		/* agent_endpoint.go: an unknown check is a 404 (an agent restarted without its data) */
-		if (rc == 0 && rep.status == 404) {
+		/*
+		 * agent/acl.go: an unknown check is a 404 (an agent restarted without its
+		 * data); older agents answered 500 "Unknown check" or, from
+		 * updateTTLCheck, "... does not have associated TTL"
+		 */
+		if (rc == 0 && (rep.status == 404 ||
+				(rep.status == 500 && (strstr(rep.body, "Unknown check") ||
+						       strstr(rep.body, "does not have associated TTL"))))) {
 			log_warn("consul", "the agent no longer knows the check; registering again",
 				 "service_id=\"%s\" error=\"%s\"", r->id, why);
 			r->registered = false;
@@ -160,8 +166,10 @@ static int deregister(struct consul_reg *r, int64_t timeout_ms)
 	char err[256], why[300];
 	struct consul_reply rep;
 	int rc = consul_call(r->cl, "PUT", r->id_path, NULL, timeout_ms, &rep, err, sizeof(err));
-	/* 404: the agent has it no more (its reaper, or never registered): the same outcome */
-	if (rc == 0 && (rep.status == 200 || rep.status == 404)) {
+	/* 404 (older agents: 500 "Unknown service"): it has it no more (its reaper, or never
+	 * registered): the same outcome */
+	if (rc == 0 && (rep.status == 200 || rep.status == 404 ||
+			(rep.status == 500 && strstr(rep.body, "Unknown service")))) {
 		log_info("consul", "service deregistered", "service_id=\"%s\"", r->id);
 		r->gone = true;
 	} else {

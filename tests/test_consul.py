@@ -94,6 +94,9 @@ def test_the_next_writer_waits_for_the_lock_and_restores_the_final_commits(litev
     time.sleep(1.5)
     assert not (tmp_path / "b" / "report.json").exists()  # B's service never started
     assert not (tmp_path / "b" / "app.db").exists()       # and nothing was restored
+    # the holder watches its key with consistent reads, as Consul's api/lock.go does
+    assert any(m == "GET" and p.startswith("/v1/kv/litevisor/app?consistent")
+               for m, p, _, _ in consul.requests), [q[1] for q in consul.requests]
     os.kill(a.pid, signal.SIGTERM)
     assert a.wait(timeout=30) == 0
     assert "writer lock released" in a.stderr()
@@ -283,6 +286,8 @@ def test_replicate_holds_the_lock_and_refuses_a_service_registration(litevisor_b
     ("  lock:\n    key: k\n    lock-delay: 61s\n", "Consul takes a lock delay of 0s to 60s"),
     ("  lock:\n    key: /k\n", "no leading or trailing '/'"),
     ("  lock:\n    key: team-a/../app\n", "no empty, \".\" or \"..\" part"),
+    ("  lock:\n    key: \"litevisor:radarr\"\n", "(what every Consul version takes)"),
+    ("  service:\n    name: a\n    address: 0.0.0.0\n", "Consul refuses it"),
     ("  lock:\n    key: " + "k" * 513 + "\n", "longer than 512 bytes"),
     ("  lock:\n    key: k\n    lock-delay: 10s\n",
      "the lock delay (10s) must cover supervisor.stop-grace + supervisor.flush-timeout (10s + 5s)"),
