@@ -6,7 +6,6 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <time.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +65,35 @@ static int resolve_base(struct consul_client *cl, char *err, size_t errlen)
 	return 0;
 }
 
+/*
+ * Everything of a client but its curl handle: the agent's URL, the token
+ * (config, else CONSUL_HTTP_TOKEN, else CONSUL_HTTP_TOKEN_FILE) and the CA
+ * bundle. Shared by consul_client_new and consul_agent_check, so both read
+ * the environment the same way. Returns 0, or -1 with err set.
+ */
+static int client_setup(struct consul_client *cl, const struct cfg_consul *c, char *err, size_t errlen)
+{
+	cl->cfg = c;
+	if (resolve_base(cl, err, errlen) < 0)
+		return -1;
+	if (!secret_is_set(&c->token)) {
+		const char *t = getenv("CONSUL_HTTP_TOKEN"), *f = getenv("CONSUL_HTTP_TOKEN_FILE");
+		if ((t && *t && !(cl->env_token.value = strdup(t))) ||
+		    ((!t || !*t) && f && *f && !(cl->env_token.file = strdup(f)))) {
+			snprintf(err, errlen, "out of memory");
+			return -1;
+		}
+	}
+	cl->ca_file = c->ca_file ? c->ca_file : getenv("CONSUL_CACERT");
+	return 0;
+}
+
+/* The token a request sends: the config's, else the environment's (may be unset). */
+static const struct cfg_secret *client_token(const struct consul_client *cl)
+{
+	return secret_is_set(&cl->cfg->token) ? &cl->cfg->token : &cl->env_token;
+}
+
 struct consul_client *consul_client_new(const struct cfg_consul *c, char *err, size_t errlen)
 {
 	struct consul_client *cl = calloc(1, sizeof(*cl));
@@ -73,26 +101,13 @@ struct consul_client *consul_client_new(const struct cfg_consul *c, char *err, s
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-	cl->cfg = c;
-	if (resolve_base(cl, err, errlen) < 0)
-		goto fail;
-	if (!secret_is_set(&c->token)) {
-		const char *t = getenv("CONSUL_HTTP_TOKEN"), *f = getenv("CONSUL_HTTP_TOKEN_FILE");
-		if (t && *t && !(cl->env_token.value = strdup(t)))
-			goto oom;
-		else if ((!t || !*t) && f && *f && !(cl->env_token.file = strdup(f)))
-			goto oom;
-	}
-	cl->ca_file = c->ca_file ? c->ca_file : getenv("CONSUL_CACERT");
-	if (lazy_curl_load(err, errlen) < 0)
+	if (client_setup(cl, c, err, errlen) < 0 || lazy_curl_load(err, errlen) < 0)
 		goto fail;
 	if (!(cl->curl = curl_easy_init())) {
 		snprintf(err, errlen, "curl_easy_init failed");
 		goto fail;
 	}
 	return cl;
-oom:
-	snprintf(err, errlen, "out of memory");
 fail:
 	consul_client_free(cl);
 	return NULL;
@@ -186,21 +201,18 @@ int consul_agent_check(const struct cfg_consul *c, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	cl->cfg = c;
-	if (resolve_base(cl, err, errlen) < 0)
+	if (client_setup(cl, c, err, errlen) < 0)
 		goto out;
-	const char *f = getenv("CONSUL_HTTP_TOKEN_FILE"), *t = getenv("CONSUL_HTTP_TOKEN");
-	struct cfg_secret env = { .file = (char *)(uintptr_t)f };
-	const struct cfg_secret *s = secret_is_set(&c->token) ? &c->token
-				     : (!t || !*t) && f && *f ? &env : NULL;
-	if (s && s->file && secret_get(s, tok, sizeof(tok), why, sizeof(why)) < 0) {
-		snprintf(err, errlen, "%s: %s", s == &env ? "CONSUL_HTTP_TOKEN_FILE" : "consul.token-file", why);
+	const struct cfg_secret *s = client_token(cl);
+	if (s->file && secret_get(s, tok, sizeof(tok), why, sizeof(why)) < 0) {
+		snprintf(err, errlen, "%s: %s", s == &cl->env_token ? "CONSUL_HTTP_TOKEN_FILE" : "consul.token-file",
+			 why);
 		goto out;
 	}
 	rc = 0;
 out:
 	explicit_bzero(tok, sizeof(tok));
-	free(cl);
+	consul_client_free(cl); /* no curl handle: frees the environment's token only */
 	return rc;
 }
 
@@ -274,7 +286,7 @@ int consul_call(struct consul_client *cl, const char *method, const char *path, 
 		snprintf(err, errlen, "request path too long");
 		return -1;
 	}
-	const struct cfg_secret *tok = secret_is_set(&cl->cfg->token) ? &cl->cfg->token : &cl->env_token;
+	const struct cfg_secret *tok = client_token(cl);
 	token[0] = '\0';
 	if (secret_is_set(tok) && secret_get(tok, token, sizeof(token), why, sizeof(why)) < 0) {
 		snprintf(err, errlen, "Consul token: %s", why);

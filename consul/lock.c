@@ -250,12 +250,11 @@ static bool renew_due(const struct consul_lock *l)
 /* The waiting phase. Returns true once held; false when stopped or failed (state set). */
 static bool take(struct consul_lock *l)
 {
-	int64_t start = clock_mono_ms(), backoff = RETRY_MS;
-	l->give_up = l->cfg->lock_wait_ms ? start + l->cfg->lock_wait_ms : 0;
+	int64_t backoff = RETRY_MS;
+	l->give_up = l->cfg->lock_wait_ms ? clock_mono_ms() + l->cfg->lock_wait_ms : 0;
 	char why[512] = "", last[512] = "", seen[64] = "";
 	for (;;) {
-		int64_t now = clock_mono_ms();
-		if (l->cfg->lock_wait_ms && now - start >= l->cfg->lock_wait_ms) {
+		if (l->give_up && clock_mono_ms() >= l->give_up) {
 			char d[32], msg[700];
 			snprintf(msg, sizeof(msg), "not acquired within consul.lock.wait (%s): %s",
 				 duration_format(l->cfg->lock_wait_ms, d, sizeof(d)),
@@ -330,12 +329,7 @@ static bool take(struct consul_lock *l)
 			snprintf(seen, sizeof(seen), "%s", k.session);
 		}
 		/* wait for the key to change, but wake to renew our own session in time */
-		int64_t wait = l->ttl_ms / 2 - (clock_mono_ms() - l->renewed);
-		if (l->cfg->lock_wait_ms) {
-			int64_t left = l->cfg->lock_wait_ms - (clock_mono_ms() - start);
-			if (left < wait)
-				wait = left;
-		}
+		int64_t wait = bounded(l, l->ttl_ms / 2 - (clock_mono_ms() - l->renewed));
 		if (wait >= 1000)
 			(void)look(l, wait, &k, why, sizeof(why));
 		else if (consul_stop_nap(&l->stop, bounded(l, RETRY_MS)))
