@@ -950,10 +950,13 @@ def test_a_garbage_or_unknown_failure_record_is_ignored(run, tmp_path):
     take_away(down, tmp_path)
     write(db, 5, start=1)
     wait_for(lambda: "segment upload failed db=app.db replica=down" in r.text(), what="failure")
+    # the record is written just after that line, through a temporary file: killed
+    # before its rename, only the temporary file would be there
+    state = tmp_path / ".app.db-litevisor"
+    wait_for(lambda: list(state.glob("failing-????????")), what="the failure record")
     r.proc.kill()
     r.proc.wait()
-    state = tmp_path / ".app.db-litevisor"
-    (rec,) = state.glob("failing-*")
+    (rec,) = state.glob("failing-????????")
     rec.write_text("garbage\n")
     r = run(cfg)
     wait_for(lambda: "ignoring a garbled failure record" in r.text(), what="warning")
