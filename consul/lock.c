@@ -22,6 +22,8 @@
 
 #define RETRY_MS 1000       /* after a failed request, and while a lock delay lasts */
 #define RETRY_MAX_MS 5000
+#define PACE_MS 1000        /* blocking queries: one a second on average (pace()) */
+#define PACE_BURST 2        /* and two at once */
 
 struct consul_lock {
 	const struct cfg_consul *cfg;
@@ -32,6 +34,7 @@ struct consul_lock {
 	int64_t ttl_ms;            /* the session's TTL, as Consul last gave it */
 	int64_t renewed;           /* mono ms of the last successful create or renew */
 	uint64_t index;            /* of the key, for blocking queries */
+	int64_t credit, credit_at; /* the blocking queries' token bucket, in ms (pace()) */
 	bool held;                 /* from acquisition on: no request may outlast the lease */
 	int64_t give_up;           /* mono ms: the end of consul.lock.wait while waiting, 0 = none */
 	int efd;
@@ -145,14 +148,45 @@ struct kv_look {
 };
 
 /*
+ * The token bucket blocking.mdx asks of a client: one blocking query a
+ * second, a burst of two. A key written again and again (a script PUTting
+ * it without ?acquire, which Consul allows while it is held) answers each
+ * query at once; without this, the lock would send a query and, while
+ * waiting, an acquire (a Raft write) per write of it. Naps until a token is
+ * there and takes it; the nap comes off *wait_ms. False when stopped.
+ */
+static bool pace(struct consul_lock *l, int64_t *wait_ms)
+{
+	int64_t now = clock_mono_ms();
+	l->credit += now - l->credit_at;
+	l->credit_at = now;
+	if (l->credit > PACE_BURST * PACE_MS)
+		l->credit = PACE_BURST * PACE_MS;
+	if (l->credit < PACE_MS) {
+		int64_t need = PACE_MS - l->credit;
+		if (consul_stop_nap(&l->stop, need))
+			return false;
+		l->credit = PACE_MS;
+		l->credit_at = clock_mono_ms();
+		*wait_ms -= need;
+	}
+	l->credit -= PACE_MS;
+	return true;
+}
+
+/*
  * GET the key, blocking up to wait_ms for a change past l->index when
- * wait_ms > 0. Returns 0 with *k filled, or -1 (why set).
+ * wait_ms > 0 (paced, see pace()). Returns 0 with *k filled, or -1 (why set).
  */
 static int look(struct consul_lock *l, int64_t wait_ms, struct kv_look *k, char *why, size_t whylen)
 {
 	char path[3 * CFG_CONSUL_KEY_MAX + 100], err[256];
 	struct consul_reply r;
 	memset(k, 0, sizeof(*k));
+	if (wait_ms > 0 && l->index > 0 && !pace(l, &wait_ms)) {
+		snprintf(why, whylen, "stopped");
+		return -1;
+	}
 	/* held: as Consul's api/lock.go monitorLock, never a stale answer from a past leader */
 	const char *mode = l->held ? "consistent&" : "";
 	if (wait_ms > 0 && l->index > 0)
@@ -407,6 +441,8 @@ struct consul_lock *consul_lock_start(const struct cfg_consul *cfg, const char *
 	}
 	l->cfg = cfg;
 	l->efd = -1;
+	l->credit = PACE_BURST * PACE_MS;
+	l->credit_at = clock_mono_ms();
 	pthread_mutex_init(&l->mu, NULL);
 	consul_stop_init(&l->stop);
 	char name[sizeof(l->holder)];

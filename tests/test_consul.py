@@ -416,6 +416,48 @@ def test_a_failing_agent_is_not_hammered_with_check_updates(litevisor_bin, tmp_p
     assert r.wait(timeout=20) == 128 + signal.SIGTERM  # sleep's own death by TERM
 
 
+def rewrite_key_for(srv, key, seconds, per_second=40):
+    """Someone PUTs the key again and again without ?acquire, which Consul allows while a
+    session holds it (kv.mdx): each write wakes every blocking query on it."""
+    end = time.monotonic() + seconds
+    i = 0
+    while time.monotonic() < end:
+        assert http(srv, "PUT", f"/v1/kv/{key}", f"write {i}") is True
+        i += 1
+        time.sleep(1 / per_second)
+    return i
+
+
+@pytest.mark.parametrize("phase", ["held", "waiting"])
+def test_a_key_written_again_and_again_is_not_queried_in_a_loop(litevisor_bin, tmp_path, runs,
+                                                                consul, phase):
+    """blocking.mdx asks clients to pace their blocking queries with a token bucket (burst
+    2): a key rewritten 40 times a second must not get 40 queries a second from the holder,
+    nor 40 acquires (Raft writes) a second from a writer waiting for it."""
+    key = "litevisor/app"
+    if phase == "waiting":
+        sid = hold_lock_elsewhere(consul, key)
+        r = node_run(runs, litevisor_bin, tmp_path, "b", lock_cfg(tmp_path, "b", consul))
+        poll(lambda: "waiting for the writer lock" in r.stderr(), timeout=10)
+    else:
+        r = node_run(runs, litevisor_bin, tmp_path, "a", lock_cfg(tmp_path, "a", consul))
+        poll(lambda: (tmp_path / "a" / "ready").exists(), timeout=30)
+        sid = holder_session(consul, key)
+    time.sleep(1.5)  # settled into its blocking query
+    n = len(consul.requests)
+    writes = rewrite_key_for(consul, key, 4)
+    ours = [q for q in consul.requests[n:] if q[1].startswith(f"/v1/kv/{key}?")]
+    queries = [q for q in ours if "index=" in q[1]]
+    acquires = [q for q in ours if "acquire=" in q[1]]
+    assert writes >= 60, writes
+    assert 2 <= len(queries) <= 8, (len(queries), writes)  # 4 s at 1/s, a burst of 2
+    assert len(acquires) <= 8, len(acquires)
+    assert holder_session(consul, key) == sid  # the writes kept the holder
+    assert r.p.poll() is None, r.stderr()
+    os.kill(r.pid, signal.SIGTERM)
+    assert r.wait(timeout=30) in (0, 128 + signal.SIGTERM)
+
+
 class LatinS3(BaseHTTPRequestHandler):
     """An S3 server that lists an empty bucket and refuses every write with a French
     error message in Latin-1 (not UTF-8)."""
