@@ -416,6 +416,21 @@ def test_a_failing_agent_is_not_hammered_with_check_updates(litevisor_bin, tmp_p
     assert r.wait(timeout=20) == 128 + signal.SIGTERM  # sleep's own death by TERM
 
 
+@pytest.mark.parametrize("status,body", [(400, "Missing key name"),
+                                         (500, 'invalid key name "litevisor/app"')])
+def test_a_key_the_agent_refuses_fails_at_once(litevisor_bin, tmp_path, runs, consul, status,
+                                               body):
+    """A key this Consul will never accept (a 400, or a newer Consul's key-name check, a
+    500 naming it): waiting cannot mend it, so the start fails at once with 111, not at
+    the end of lock.wait."""
+    consul.fail_next(1, status, body, path="/v1/kv/litevisor/app?acquire=")
+    r = node_run(runs, litevisor_bin, tmp_path, "b", lock_cfg(tmp_path, "b", consul))
+    assert r.wait(timeout=10) == 111
+    err = r.stderr()
+    assert "Consul refused the lock" in err and body in err, err
+    assert not (tmp_path / "b" / "report.json").exists()
+
+
 def rewrite_key_for(srv, key, seconds, per_second=40):
     """Someone PUTs the key again and again without ?acquire, which Consul allows while a
     session holds it (kv.mdx): each write wakes every blocking query on it."""

@@ -357,6 +357,13 @@ def test_fail_next(c):
     assert c.req("GET", "/v1/agent/self")[0] == 200
 
 
+def test_fail_next_on_a_path(c):
+    c.srv.fail_next(1, 400, "bad key", path="/v1/kv/")
+    assert c.req("GET", "/v1/agent/self")[0] == 200
+    assert c.req("GET", "/v1/kv/x")[:3:2] == (400, b"bad key")
+    assert c.req("GET", "/v1/kv/x")[0] == 404
+
+
 def test_hang(c, srv):
     srv.hang(True)
     with pytest.raises(socket.timeout):

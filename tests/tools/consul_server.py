@@ -130,7 +130,7 @@ class ConsulServer:
         self._requests = []
         self._hang = False
         self._hang_release = threading.Event()
-        self._fail = []                 # pending (status, body) answers
+        self._fail = []                 # pending (status, body, path prefix) answers
         self._httpd = None
         self._serve_thread = None
         self._conns = set()
@@ -182,10 +182,11 @@ class ConsulServer:
                 self._hang_release.set()
             self._hang = bool(on)
 
-    def fail_next(self, n, status=500, body="injected failure"):
-        """The next n requests get this answer instead of being handled."""
+    def fail_next(self, n, status=500, body="injected failure", path=None):
+        """The next n requests (those whose path starts with path, when given) get
+        this answer instead of being handled."""
         with self._lock:
-            self._fail.extend([(status, body)] * n)
+            self._fail.extend([(status, body, path)] * n)
 
     def _open(self):
         server = self
@@ -928,7 +929,11 @@ class _Handler(BaseHTTPRequestHandler):
         with c._lock:
             c._requests.append((self.command, self.path, dict(self.headers.items()), body))
             hanging, release = c._hang, c._hang_release
-            fail = c._fail.pop(0) if (not hanging and c._fail) else None
+            fail = None
+            if not hanging:
+                i = next((i for i, f in enumerate(c._fail)
+                          if f[2] is None or self.path.startswith(f[2])), None)
+                fail = c._fail.pop(i) if i is not None else None
         if hanging:
             release.wait()
             self.close_connection = True
