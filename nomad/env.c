@@ -19,7 +19,8 @@ bool nomad_present(void)
 	return nonempty("NOMAD_ALLOC_ID") != NULL;
 }
 
-const char *nomad_label_env(const char *prefix, const char *label)
+/* A per-label variable: prefix + label as written, then cleaned as Nomad does; or NULL. */
+static const char *nomad_label_env(const char *prefix, const char *label)
 {
 	char name[256];
 	int n = snprintf(name, sizeof(name), "%s%s", prefix, label);
@@ -40,17 +41,27 @@ const char *nomad_label_env(const char *prefix, const char *label)
 	return changed ? nonempty(name) : NULL;
 }
 
-int nomad_port(const char *label)
+static int label_port(const char *prefix, const char *label)
 {
-	const char *v = nomad_label_env("NOMAD_PORT_", label);
+	const char *v = nomad_label_env(prefix, label);
 	if (!v)
 		return 0;
 	char *end;
 	errno = 0;
 	long port = strtol(v, &end, 10);
-	if (errno || *end || port < 1 || port > 65535)
+	if (errno || end == v || *end || port < 1 || port > 65535)
 		return -1;
 	return (int)port;
+}
+
+int nomad_port(const char *label)
+{
+	return label_port("NOMAD_PORT_", label);
+}
+
+int nomad_host_port(const char *label)
+{
+	return label_port("NOMAD_HOST_PORT_", label);
 }
 
 const char *nomad_ip(const char *label)

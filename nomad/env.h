@@ -21,6 +21,12 @@ bool nomad_present(void);
  */
 int nomad_port(const char *label);
 
+/*
+ * The host's side of that port ($NOMAD_HOST_PORT_<label>; differs from
+ * nomad_port under Docker's port mapping), the same way.
+ */
+int nomad_host_port(const char *label);
+
 /* The IP Nomad chose for a port label ($NOMAD_IP_<label>), or NULL. */
 const char *nomad_ip(const char *label);
 
@@ -29,11 +35,5 @@ const char *nomad_alloc_dir(void);
 const char *nomad_task_dir(void);
 const char *nomad_secrets_dir(void);
 const char *nomad_alloc_id(void);
-
-/*
- * Look up a per-label variable: prefix "NOMAD_PORT_" + label (as written,
- * then cleaned). Returns the value or NULL.
- */
-const char *nomad_label_env(const char *prefix, const char *label);
 
 #endif

@@ -156,10 +156,13 @@ int sup_consul_register(struct sup_consul *c, struct sup_state *st)
 				      .port = cc->service_port };
 	if (cc->service_port_label) {
 		/* the port clients reach: the host's side of a mapped (Docker) port first */
-		const char *hp = nomad_label_env("NOMAD_HOST_PORT_", cc->service_port_label);
-		long p = hp ? strtol(hp, NULL, 10) : nomad_port(cc->service_port_label);
-		if (p <= 0 || p > 65535) {
-			log_error("consul", "consul.service.port names a Nomad port label with no port in the environment",
+		int p = nomad_host_port(cc->service_port_label);
+		if (p == 0)
+			p = nomad_port(cc->service_port_label);
+		if (p <= 0) {
+			log_error("consul", p < 0 ? "consul.service.port names a Nomad port label whose "
+				  "variable is not a port number" : "consul.service.port names a Nomad "
+				  "port label with no port in the environment",
 				  "label=\"%s\" expected=\"NOMAD_HOST_PORT_%s or NOMAD_PORT_%s\"",
 				  cc->service_port_label, cc->service_port_label, cc->service_port_label);
 			return SUP_EXIT_CONFIG;

@@ -464,6 +464,12 @@ TEST(nomad_port_labels)
 	CHECK_INT(nomad_port("bad"), -1);
 	setenv("NOMAD_PORT_big", "70000", 1);
 	CHECK_INT(nomad_port("big"), -1);
+	setenv("NOMAD_PORT_empty", "", 1);
+	CHECK_INT(nomad_port("empty"), 0); /* empty is unset */
+	setenv("NOMAD_HOST_PORT_sup_http", "80x80", 1);
+	CHECK_INT(nomad_host_port("sup-http"), -1);
+	setenv("NOMAD_HOST_PORT_sup_http", "28080", 1);
+	CHECK_INT(nomad_host_port("sup-http"), 28080);
 	setenv("NOMAD_IP_sup_http", "10.0.0.5", 1);
 	CHECK_STR(nomad_ip("sup-http"), "10.0.0.5");
 	unsetenv("NOMAD_ALLOC_ID");
