@@ -331,6 +331,34 @@ def test_an_agent_that_stops_answering_loses_the_lock_within_its_ttl(litevisor_b
     consul.hang(False)
 
 
+def clockshift_env(seconds, arm):
+    """Environment loading tests/tools/preload/clockshift.c: the wall clock moves by
+    seconds once the file arm exists."""
+    tools = os.environ.get("LITEVISOR_TOOLS_DIR") or os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "build", "tests", "tools")
+    return {"LD_PRELOAD": os.path.join(tools, "clockshift.so"), "CLOCKSHIFT_S": str(seconds),
+            "CLOCKSHIFT_ARM": str(arm), "ASAN_OPTIONS": "verify_asan_link_order=0"}
+
+
+def test_a_wall_clock_step_does_not_stretch_the_pauses_of_a_held_lock(litevisor_bin, tmp_path,
+                                                                      runs, consul):
+    """NTP steps the clock of a node that booted with a wrong one while the lock is held,
+    then the agent starts failing: the retry pauses must still end on time, so the loss
+    is declared within the TTL. Pauses timed on the wall clock would sleep an hour."""
+    arm = tmp_path / "stepped"
+    r = node_run(runs, litevisor_bin, tmp_path, "a",
+                 lock_cfg(tmp_path, "a", consul, extra="    ttl: 10s\n"),
+                 env=clockshift_env(3600, arm))
+    poll(lambda: (tmp_path / "a" / "ready").exists(), timeout=30)
+    arm.touch()
+    consul.fail_next(100000, 500, "rpc error making call: No cluster leader")
+    t0 = time.monotonic()
+    poll(lambda: "the writer lock is lost" in r.stderr(), timeout=15, interval=0.1)
+    assert time.monotonic() - t0 <= 10.5, time.monotonic() - t0
+    assert "could not be renewed for its whole TTL (10s)" in r.stderr()
+    assert r.wait(timeout=20) == 111
+
+
 def test_a_lock_lost_during_the_restore_starts_nothing(litevisor_bin, tmp_path, runs, consul):
     """The restore waits (handover-wait) for a SIGKILLed writer's open generation; an
     operator deletes the key meanwhile (no lock delay: the next writer may take it at

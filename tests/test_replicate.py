@@ -1673,6 +1673,29 @@ def faulty_env(**fault):
                 **{f"FAULT_{k.upper()}": str(v) for k, v in fault.items()})
 
 
+@pytest.mark.parametrize("step", [3600, -3600])
+def test_a_wall_clock_step_keeps_replication_going(run, tmp_path, litestream_bin, step):
+    # NTP steps the clock of a node that booted with a wrong one (or an operator sets
+    # the date) while litevisor runs: every pause and interval is timed on the
+    # monotonic clock, so commits made after the step still ship at their interval.
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    arm = tmp_path / "stepped"
+    tools = os.environ.get("LITEVISOR_TOOLS_DIR") or os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "build", "tests", "tools")
+    env = dict(os.environ, LD_PRELOAD=os.path.join(tools, "clockshift.so"),
+               CLOCKSHIFT_S=str(step), CLOCKSHIFT_ARM=str(arm),
+               ASAN_OPTIONS="verify_asan_link_order=0")
+    r = run(config(tmp_path, db, [file_replica(rep, sync="1s")]), env=env)
+    write(db, 10, start=1)
+    check_restore_eventually(litestream_bin, rep, db, tmp_path / "before.db", timeout=10)
+    arm.touch()
+    time.sleep(1.5)  # a pause begun before the step ends after it
+    write(db, 10, start=11)
+    check_restore_eventually(litestream_bin, rep, db, tmp_path / "after.db", timeout=10)
+    assert r.stop() == 0
+
+
 def test_a_failed_fsync_on_a_file_replica_leaks_no_descriptor(run, tmp_path, litestream_bin):
     # file_put skipped close() when fsync failed: each retry leaked a descriptor to a
     # deleted temp object, pinning its disk space on the replica's file system (QA16).
