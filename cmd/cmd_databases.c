@@ -9,6 +9,7 @@
 
 #include "cmd/commands.h"
 #include "cmd/source.h"
+#include "cmd/table.h"
 #include "common/config.h"
 #include "common/banned.h"
 
@@ -34,17 +35,15 @@ static int run_databases(int argc, char **argv)
 	int code;
 	if (cmd_config_only(&cmd_databases, argc, argv, &cfg, &file, &no_expand, &code) < 0)
 		return code;
-	/* columns as Litestream's tabwriter sets them: the widest cell, two spaces */
-	size_t w = strlen("path");
-	for (size_t d = 0; d < cfg.ndbs; d++)
-		if (strlen(cfg.dbs[d].path) > w)
-			w = strlen(cfg.dbs[d].path);
-	printf("%-*s  %s\n", (int)w, "path", "replicas");
+	struct table t = TABLE_INIT(2);
+	table_row(&t, (const char *[]){ "path", "replicas" });
 	for (size_t d = 0; d < cfg.ndbs; d++) {
 		char names[4096];
 		replica_names(&cfg.dbs[d], names, sizeof(names));
-		printf("%-*s  %s\n", (int)w, cfg.dbs[d].path, names);
+		table_row(&t, (const char *[]){ cfg.dbs[d].path, names });
 	}
+	table_print(&t, stdout);
+	table_release(&t);
 	config_release(&cfg);
 	return 0;
 }

@@ -27,24 +27,24 @@ static void lag_text(int64_t ns, char *buf, size_t len)
 		snprintf(buf, len, "%llds", (long long)s);
 }
 
-static void print_generation(const char *replica, const struct cat_generation *g, void *ctx)
+static void print_generation(struct table *t, const char *replica,
+			     const struct cat_generation *g, void *ctx)
 {
 	int64_t now = *(const int64_t *)ctx;
 	char a[40], b[40], lag[32];
 	if (!g->nsnapshots && !g->nsegments)
 		return;
 	lag_text(now - g->max_ns, lag, sizeof(lag));
-	printf("%-16s %-16s  %-10s %-24s %-24s\n", replica, g->id, lag,
-	       clock_rfc3339_exact(g->min_ns, a, sizeof(a)), clock_rfc3339_exact(g->max_ns, b, sizeof(b)));
+	clock_rfc3339_exact(g->min_ns, a, sizeof(a));
+	clock_rfc3339_exact(g->max_ns, b, sizeof(b));
+	table_row(t, (const char *[]){ replica, g->id, lag, a, b });
 }
 
 static int run_generations(int argc, char **argv)
 {
-	char header[128];
+	static const char *const header[] = { "name", "generation", "lag", "start", "end" };
 	int64_t now = clock_wall_ns();
-	snprintf(header, sizeof(header), "%-16s %-16s  %-10s %-24s %-24s", "name", "generation", "lag",
-		 "start", "end");
-	return listing_run(&cmd_generations, argc, argv, false, header, print_generation, &now);
+	return listing_run(&cmd_generations, argc, argv, false, header, 5, print_generation, &now);
 }
 
 const struct command cmd_generations = {

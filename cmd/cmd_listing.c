@@ -12,7 +12,7 @@
 #define LIST_DEADLINE_MS 15000
 
 int listing_run(const struct command *cmd, int argc, char **argv, bool with_generation,
-		const char *header, listing_print_fn print, void *ctx)
+		const char *const *header, size_t ncols, listing_print_fn print, void *ctx)
 {
 	const char *config = NULL, *replica = NULL, *generation = NULL;
 	bool no_expand = false, help;
@@ -45,7 +45,8 @@ int listing_run(const struct command *cmd, int argc, char **argv, bool with_gene
 	}
 
 	struct st_call call = { .deadline_ms = LIST_DEADLINE_MS };
-	printf("%s\n", header);
+	struct table t = TABLE_INIT(ncols);
+	table_row(&t, header);
 	for (size_t r = 0; r < src.db->nreplicas; r++) {
 		const struct cfg_replica *rep = &src.db->replicas[r];
 		const char *name = rep->name ? rep->name : "replica";
@@ -71,12 +72,14 @@ int listing_run(const struct command *cmd, int argc, char **argv, bool with_gene
 				rc = listing_failed(rc, &err);
 				continue;
 			}
-			print(name, &cg, ctx);
+			print(&t, name, &cg, ctx);
 			catalog_generation_release(&cg);
 		}
 		free(ids);
 		storage_free(st);
 	}
+	table_print(&t, stdout);
+	table_release(&t);
 	cmd_source_release(&src);
 	return rc;
 }

@@ -11,21 +11,23 @@
 #include "common/clock.h"
 #include "common/banned.h"
 
-static void print_snapshots(const char *replica, const struct cat_generation *g, void *ctx)
+static void print_snapshots(struct table *t, const char *replica,
+			    const struct cat_generation *g, void *ctx)
 {
-	char t[40];
+	char index[16], size[24], created[40];
 	(void)ctx;
-	for (size_t i = 0; i < g->nsnapshots; i++)
-		printf("%-16s %-16s  %-10u %-12lld %s\n", replica, g->id, g->snapshots[i].index,
-		       (long long)g->snapshots[i].size,
-		       clock_rfc3339_exact(g->snapshots[i].mtime_ns, t, sizeof(t)));
+	for (size_t i = 0; i < g->nsnapshots; i++) {
+		snprintf(index, sizeof(index), "%u", g->snapshots[i].index);
+		snprintf(size, sizeof(size), "%lld", (long long)g->snapshots[i].size);
+		clock_rfc3339_exact(g->snapshots[i].mtime_ns, created, sizeof(created));
+		table_row(t, (const char *[]){ replica, g->id, index, size, created });
+	}
 }
 
 static int run_snapshots(int argc, char **argv)
 {
-	return listing_run(&cmd_snapshots, argc, argv, false,
-			   "replica          generation        index      size         created",
-			   print_snapshots, NULL);
+	static const char *const header[] = { "replica", "generation", "index", "size", "created" };
+	return listing_run(&cmd_snapshots, argc, argv, false, header, 5, print_snapshots, NULL);
 }
 
 const struct command cmd_snapshots = {

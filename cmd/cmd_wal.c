@@ -12,21 +12,25 @@
 #include "common/clock.h"
 #include "common/banned.h"
 
-static void print_wal(const char *replica, const struct cat_generation *g, void *ctx)
+static void print_wal(struct table *t, const char *replica, const struct cat_generation *g,
+		      void *ctx)
 {
-	char t[40];
+	char index[16], offset[16], size[24], created[40];
 	(void)ctx;
-	for (size_t i = 0; i < g->nsegments; i++)
-		printf("%-16s %-16s  %-10u %-10u %-12lld %s\n", replica, g->id, g->segments[i].index,
-		       g->segments[i].offset, (long long)g->segments[i].size,
-		       clock_rfc3339_exact(g->segments[i].mtime_ns, t, sizeof(t)));
+	for (size_t i = 0; i < g->nsegments; i++) {
+		snprintf(index, sizeof(index), "%u", g->segments[i].index);
+		snprintf(offset, sizeof(offset), "%u", g->segments[i].offset);
+		snprintf(size, sizeof(size), "%lld", (long long)g->segments[i].size);
+		clock_rfc3339_exact(g->segments[i].mtime_ns, created, sizeof(created));
+		table_row(t, (const char *[]){ replica, g->id, index, offset, size, created });
+	}
 }
 
 static int run_wal(int argc, char **argv)
 {
-	return listing_run(&cmd_wal, argc, argv, true,
-			   "replica          generation        index      offset     size         created",
-			   print_wal, NULL);
+	static const char *const header[] = { "replica", "generation", "index", "offset", "size",
+					      "created" };
+	return listing_run(&cmd_wal, argc, argv, true, header, 6, print_wal, NULL);
 }
 
 const struct command cmd_wal = {

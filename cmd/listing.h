@@ -9,18 +9,22 @@
 #include <stdbool.h>
 
 #include "cmd/cli.h"
+#include "cmd/table.h"
 #include "replication/catalog.h"
 
-typedef void (*listing_print_fn)(const char *replica, const struct cat_generation *g, void *ctx);
+/* Adds the rows of one generation of replica to t. */
+typedef void (*listing_print_fn)(struct table *t, const char *replica,
+				 const struct cat_generation *g, void *ctx);
 
 /*
- * Run the command: prints header, then rows through print. with_generation
- * adds the -generation flag. Returns the exit code (0; 100 usage; 111 or 1
+ * Run the command: a table of ncols columns under header, its rows added by
+ * print, printed once every replica has been listed (aligned as Litestream's
+ * tabwriter does). with_generation adds the -generation flag. Returns the exit code (0; 100 usage; 111 or 1
  * when a replica could not be listed, see listing_failed; the others are
  * still printed).
  */
 int listing_run(const struct command *cmd, int argc, char **argv, bool with_generation,
-		const char *header, listing_print_fn print, void *ctx);
+		const char *const *header, size_t ncols, listing_print_fn print, void *ctx);
 
 /*
  * The exit code once a replica could not be listed with err, given the one

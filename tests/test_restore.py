@@ -436,6 +436,29 @@ def test_freshest_wins_over_stale_and_listing_commands(tmp_path, litevisor_bin, 
     assert p.returncode == 100
 
 
+def test_listings_are_laid_out_as_litestreams(tmp_path, litevisor_bin, litestream_bin, history):
+    # Columns as Go's tabwriter sets Litestream's: each as wide as its widest cell plus
+    # two spaces. The times keep their nanoseconds (Litestream prints whole seconds),
+    # so a time copied from the listing into restore -timestamp includes that object.
+    import re
+    rep = tmp_path / "a-replica-with-a-long-name"
+    history.write(str(rep))
+    url = f"file://{rep}"
+    whole = lambda text: re.sub(r"\.[0-9]+Z", "Z", text)  # noqa: E731
+    for command in ("snapshots", "wal"):
+        ours, theirs = lv(litevisor_bin, command, url), lv(litestream_bin, command, url)
+        assert ours.returncode == 0 and theirs.returncode == 0, ours.stderr + theirs.stderr
+        assert len(ours.stdout.splitlines()) > 1
+        assert whole(ours.stdout) == theirs.stdout, (ours.stdout, theirs.stdout)
+    ours, theirs = lv(litevisor_bin, "generations", url), lv(litestream_bin, "generations", url)
+    assert ours.returncode == 0 and theirs.returncode == 0, ours.stderr + theirs.stderr
+    head, row = ours.stdout.splitlines()
+    assert head.split() == theirs.stdout.splitlines()[0].split() and len(head) <= len(row)
+    assert head.index("generation") == row.index(GEN) and head.index("end") == row.rindex(" ") + 1
+    assert whole(row).split()[:2] + whole(row).split()[3:] == \
+        theirs.stdout.splitlines()[1].split()[:2] + theirs.stdout.splitlines()[1].split()[3:]
+
+
 def test_segment_lengths_decide_between_replicas_of_one_generation(tmp_path, litevisor_bin,
                                                                    history):
     """Replicas synced at different intervals cut the same WAL into different segments: one
