@@ -286,7 +286,7 @@ const struct command cmd_replicate = {
 		"every replica on its own schedule, in the Litestream v0.3 layout. SIGTERM or\n"
 		"SIGINT flushes everything committed to every reachable replica (within\n"
 		"supervisor.flush-timeout) and exits 0, or 1 if some could not be shipped.\n"
-		"Serves /livez /readyz /metrics on \"addr\".\n"
+		"Serves /livez /readyz /healthz /metrics on \"addr\".\n"
 		"DB_PATH may be relative. With -exec CMD (or `exec` in the config) it behaves like\n"
 		"`run` with that command.",
 	.run = run_replicate,

@@ -309,7 +309,6 @@ struct http_server *http_start_mode(const struct sockaddr_storage *sa, struct su
 				       MHD_OPTION_PER_IP_CONNECTION_LIMIT,
 				       (unsigned)HTTP_PER_IP_CONNECTION_LIMIT,
 				       MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_CONNECTION_TIMEOUT_S,
-				       MHD_OPTION_LISTENING_ADDRESS_REUSE, 1,
 				       MHD_OPTION_END);
 	if (!srv->daemon) {
 		int e = errno;

@@ -2787,6 +2787,31 @@ def test_replicate_addr_errors(litevisor_bin, tmp_path):
         busy.close()
 
 
+def test_a_second_litevisor_on_the_same_addr_is_address_in_use(litevisor_bin, tmp_path, runs):
+    """Two services given one addr (a copy-pasted config, a second instance on the node):
+    the second must exit 111, not share the port with the first, which would send each
+    health check and scrape to either of them at random (SO_REUSEPORT)."""
+    port = free_port()
+    (tmp_path / "a").mkdir()
+    a = start(runs, litevisor_bin, tmp_path / "a", ["sleep", "30"], config=f"addr: 127.0.0.1:{port}\n")
+    poll(lambda: f"listening addr=127.0.0.1:{port}" in a.stderr(), timeout=10)
+    p = subprocess.run([litevisor_bin, "run", "--", "sleep", "30"], capture_output=True, text=True,
+                       timeout=20, env={**os.environ, "LITEVISOR_CONFIG": str(tmp_path / "a" / "litevisor.yml")})
+    assert p.returncode == 111, p.stderr
+    assert "cannot listen" in p.stderr and "Address already in use" in p.stderr, p.stderr
+    help_text = subprocess.run([litevisor_bin, "replicate", "-help"], capture_output=True,
+                               text=True, timeout=10)
+    assert "/healthz" in help_text.stdout + help_text.stderr
+    assert curl(f"http://127.0.0.1:{port}/livez")[0] == 200  # a connection left in TIME_WAIT
+    os.kill(a.pid, signal.SIGTERM)
+    assert a.wait() == 128 + signal.SIGTERM
+    # its port is free again at once for the next start (SO_REUSEADDR)
+    b = start(runs, litevisor_bin, tmp_path / "a", ["sleep", "30"], config=f"addr: 127.0.0.1:{port}\n")
+    poll(lambda: f"listening addr=127.0.0.1:{port}" in b.stderr(), timeout=10)
+    os.kill(b.pid, signal.SIGTERM)
+    b.wait()
+
+
 @pytest.mark.skipif(not os.access(LITESTREAM, os.X_OK), reason="Litestream binary missing (scripts/deps.sh)")
 def test_replicate_relative_db_path_without_config(litevisor_bin, tmp_path, runs):
     """`replicate DB_PATH REPLICA_URL` takes a relative DB_PATH against the working
