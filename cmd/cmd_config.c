@@ -351,6 +351,10 @@ static int run_config(int argc, char **argv)
 	char err[1024];
 	if (cmd_config_only(&cmd_config, argc, argv, &cfg, &file, &no_expand, &code) < 0)
 		return code;
+	if ((code = cmd_refuse_blank_dbs(&cmd_config, &cfg, file))) {
+		config_release(&cfg);
+		return code;
+	}
 	/* what run refuses before starting, on this machine: users and groups that do not exist */
 	struct child_creds creds;
 	if (child_creds_resolve(&cfg.supervisor, &creds, err, sizeof(err)) < 0) {

@@ -56,14 +56,8 @@ static int run_run(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	log_configure(cfg.log_level, cfg.log_json);
-	if (cfg.file && cfg.dbs_blank) {
-		/* what an empty template renders (a Nomad variable missing): never start unrestored */
-		code = cli_usage_error(&cmd_run, "%s is empty or its \"dbs:\" has no value, so the "
-				       "service would start without its restore (a template whose data "
-				       "is missing?); write \"dbs: []\" to supervise it without databases",
-				       file);
+	if ((code = cmd_refuse_blank_dbs(&cmd_run, &cfg, file)))
 		goto out;
-	}
 
 	if (!command) {
 		if (!cfg.exec || !*cfg.exec) {

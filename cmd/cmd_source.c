@@ -136,3 +136,13 @@ void cmd_source_release(struct cmd_source *src)
 	config_release(&src->cfg);
 	memset(src, 0, sizeof(*src));
 }
+
+int cmd_refuse_blank_dbs(const struct command *cmd, const struct config *cfg, const char *file)
+{
+	if (!cfg->file || !cfg->dbs_blank)
+		return 0;
+	/* what an empty template renders (a Nomad variable missing): never start unrestored */
+	return cli_usage_error(cmd, "%s is empty or its \"dbs:\" has no value, so the service "
+			       "would start without its restore (a template whose data is missing?); "
+			       "write \"dbs: []\" to supervise it without databases", file);
+}

@@ -52,6 +52,14 @@ int cmd_config_only(const struct command *cmd, int argc, char **argv, struct con
  */
 void cmd_note_exec(const struct config *cfg);
 
+/*
+ * A config file that is empty or whose "dbs:" has no value (what a template
+ * renders when its data is missing) would start a service unrestored: `run`
+ * refuses it, and `config` with it. Prints the usage error and returns
+ * EXIT_USAGE; 0 for any other config (an explicit "dbs: []" included).
+ */
+int cmd_refuse_blank_dbs(const struct command *cmd, const struct config *cfg, const char *file);
+
 /* True if s looks like a replica URL (scheme://...). */
 bool cmd_source_is_url(const char *s);
 

@@ -504,6 +504,18 @@ static int check_endpoint(struct walk *w, const struct cfg_replica *r, const str
 			  "[IPV6]:PORT)", (int)alen, auth);
 		return -1;
 	}
+	/* the path a MinIO behind a proxy is served at: as the S3 client takes it (s3.c) */
+	const char *ep_path = auth + alen;
+	size_t plen = strcspn(ep_path, "?#");
+	if (ep_path[plen]) {
+		cfg_error(w->e, at[RF_ENDPOINT], kp, "must not carry a query or fragment");
+		return -1;
+	}
+	if (strspn(ep_path, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~/") < plen) {
+		cfg_error(w->e, at[RF_ENDPOINT], kp, "path \"%.*s\" may hold only letters, digits, "
+			  "'-', '.', '_', '~' and '/'", (int)plen, ep_path);
+		return -1;
+	}
 	return 0;
 }
 

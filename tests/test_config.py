@@ -184,6 +184,25 @@ def test_missing_file_and_usage_errors(litevisor_bin, tmp_path):
     assert "-no-expand-env" in p.stdout
 
 
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "dbs:\n", "addr: :9090\n"])
+def test_a_blank_config_is_refused_as_run_refuses_it(litevisor_bin, tmp_path, text):
+    # `config` validates "exactly as run would": run refuses an empty file or a bare
+    # "dbs:" (what a template renders when its data is missing), so config does too.
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(text)
+    for argv in (["-config", str(cfg)], None):
+        p = run(litevisor_bin, *argv) if argv else subprocess.run(
+            [litevisor_bin, "run", "-config", str(cfg), "--", "/bin/true"], capture_output=True,
+            text=True, timeout=20)
+        if text.startswith("addr"):
+            assert p.returncode == 0, p.stderr
+            continue
+        assert p.returncode == 100, p.stderr
+        assert 'is empty or its "dbs:" has no value' in p.stderr, p.stderr
+    cfg.write_text("dbs: []\n")
+    assert run(litevisor_bin, "-config", str(cfg)).returncode == 0
+
+
 # Each command that loads a config, as the QA report ran it.
 LOADERS = {
     "config": [],
