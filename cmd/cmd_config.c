@@ -90,7 +90,7 @@ static void print_url_redacted(struct printer *out, int ind, const char *key, co
 		return;
 	}
 	char buf[2048];
-	snprintf(buf, sizeof(buf), "%.*s<redacted>%s", (int)(scheme + 3 - url), url, at);
+	snprintf(buf, sizeof(buf), "%.*s" CFG_REDACTED "%s", (int)(scheme + 3 - url), url, at);
 	kv_str(out, ind, key, buf);
 }
 
@@ -169,7 +169,7 @@ static void kv_secret(struct printer *out, int ind, const char *key, const struc
 {
 	char fkey[64];
 	if (s->value)
-		fprintf(out->f, "%*s%s: \"<redacted>\"\n", ind, "", key);
+		fprintf(out->f, "%*s%s: \"" CFG_REDACTED "\"\n", ind, "", key);
 	snprintf(fkey, sizeof(fkey), "%s-file", key);
 	kv_str(out, ind, fkey, s->file);
 }
@@ -316,7 +316,7 @@ static void print_config(struct printer *out, const struct config *c)
 	kv_dur(out, 2, "fail-after", h->fail_after_ms);
 	/* The push URL ends in a token that lets anyone report "up": keep it out of the output. */
 	if (h->push_url)
-		fprintf(out->f, "  push-url: \"<redacted>\"\n");
+		fprintf(out->f, "  push-url: \"" CFG_REDACTED "\"\n");
 	kv_dur(out, 2, "push-interval", h->push_interval_ms);
 
 	print_consul(out, &c->consul);

@@ -43,6 +43,13 @@ enum replica_type { REPLICA_FILE = 0, REPLICA_S3 };
  * CFG_AGE_MAX_RECIPIENTS recipients (a header litevisor reads back).
  */
 #define CFG_AGE_MAX_RECIPIENTS 10000
+
+/*
+ * What `litevisor config` prints in place of a secret (and of a URL's
+ * user:password). Loading it back is refused, naming the key: the secret
+ * would otherwise be this text.
+ */
+#define CFG_REDACTED "<redacted>"
 struct cfg_age {
 	bool set;                        /* the replica has an age: key */
 	unsigned char (*identities)[32]; /* X25519 secret scalars */

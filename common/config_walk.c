@@ -55,6 +55,13 @@ static int expand(struct walk *w, const struct cfg_node *v, const char *path, bo
 	}
 	if (cfg_node_is_null(v))
 		return 0;
+	/* `litevisor config` output loaded back as it is: a credential would be that text */
+	if (strcmp(v->value, CFG_REDACTED) == 0 || strstr(v->value, "://" CFG_REDACTED "@")) {
+		cfg_error(w->e, v, path, "\"%s\" is what `litevisor config` prints in place of a "
+			  "secret: put the real value back before loading it",
+			  CFG_REDACTED);
+		return -1;
+	}
 	if (w->opt && w->opt->no_expand_env) {
 		*out = strdup(v->value);
 	} else if ((words ? envexpand_words : envexpand)(v->value, NULL, NULL, out, unset, why,

@@ -75,11 +75,16 @@ def test_seed_topology_effective_config(litevisor_bin):
     assert "minioadmin" not in p.stdout
 
 
+def put_secrets_back(text):
+    """What the docs ask before loading config's output: the redacted secrets put back."""
+    return text.replace('"<redacted>"', '"the-secret"')
+
+
 def test_output_loads_again_unchanged(litevisor_bin, tmp_path):
     first = run(litevisor_bin, "-config", os.path.join(GOOD, "seed-topology.yml"))
     assert first.returncode == 0, first.stderr
     again = tmp_path / "effective.yml"
-    again.write_text(first.stdout)
+    again.write_text(put_secrets_back(first.stdout))
     second = run(litevisor_bin, "-config", str(again))
     assert second.returncode == 0, second.stderr
     strip = lambda s: [l for l in s.splitlines() if not l.lstrip().startswith("#")]
@@ -201,6 +206,25 @@ def test_a_blank_config_is_refused_as_run_refuses_it(litevisor_bin, tmp_path, te
         assert 'is empty or its "dbs:" has no value' in p.stderr, p.stderr
     cfg.write_text("dbs: []\n")
     assert run(litevisor_bin, "-config", str(cfg)).returncode == 0
+
+
+@pytest.mark.parametrize("section,key", [
+    ("dbs:\n  - path: /srv/a.db\n    replicas:\n      - url: s3://b/app\n        ", "access-key-id"),
+    ("dbs:\n  - path: /srv/a.db\n    replicas:\n      - url: s3://b/app\n        ", "secret-access-key"),
+    ("dbs: []\nhealth:\n  ", "push-url"),
+    ("dbs: []\nconsul:\n  addr: 127.0.0.1:8500\n  lock:\n    key: a\n  ", "token"),
+])
+def test_redacted_output_loaded_back_is_refused_not_used(litevisor_bin, tmp_path, section, key):
+    # config prints secrets as "<redacted>"; loaded back as it is, that text would
+    # become the secret (an S3 403 much later) or fail with a puzzling message.
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(section + f'{key}: "<redacted>"\n')
+    p = run(litevisor_bin, "-config", str(cfg))
+    assert p.returncode == 100, p.stdout
+    assert f'{key}: "<redacted>" is what `litevisor config` prints in place of a secret' in p.stderr
+    cfg.write_text('dbs: []\nhealth:\n  probe-url: "http://<redacted>@127.0.0.1:8080/ping"\n')
+    p = run(litevisor_bin, "-config", str(cfg))
+    assert p.returncode == 100 and "health.probe-url" in p.stderr, p.stderr
 
 
 # Each command that loads a config, as the QA report ran it.
@@ -335,7 +359,7 @@ def test_dollar_in_values_round_trips(litevisor_bin, tmp_path):
     assert cfg["dbs"][0]["replicas"][0]["path"] == "/data/srv/v$$ar/r$$x"
     assert cfg["dbs"][0]["replicas"][1]["path"] == "p$$q"
     again = tmp_path / "effective.yml"
-    again.write_text(first.stdout)
+    again.write_text(put_secrets_back(first.stdout))
     second = run(litevisor_bin, "-config", str(again))  # no variable needed any more
     assert second.returncode == 0, second.stderr
     assert strip(second.stdout) == strip(first.stdout)
@@ -347,7 +371,7 @@ def test_dollar_in_values_round_trips(litevisor_bin, tmp_path):
     assert cfg["dbs"][0]["path"] == "/tmp/a$$b.db"
     # As Litestream (Go net/url) does, a file URL's directory has "{" and "}" escaped.
     assert cfg["dbs"][0]["replicas"][0]["path"] == "/data$%7BLITEVISOR_TEST_DIR%7D/r$$x"
-    again.write_text(raw.stdout)
+    again.write_text(put_secrets_back(raw.stdout))
     raw2 = run(litevisor_bin, "-no-expand-env", "-config", str(again))
     assert raw2.returncode == 0, raw2.stderr
     assert strip(raw2.stdout) == strip(raw.stdout)
