@@ -350,7 +350,8 @@ static int apply_url(struct walk *w, struct cfg_replica *r, const struct cfg_nod
 		cfg_error(w->e, at[RF_PATH], kp, "give either url or path, not both");
 		goto out;
 	}
-	if (at[RF_BUCKET]) {
+	/* on a file url, bucket is one of the S3 keys Litestream ignores there */
+	if (at[RF_BUCKET] && u.type == REPLICA_S3) {
 		walk_path(kp, sizeof(kp), path, "bucket");
 		cfg_error(w->e, at[RF_BUCKET], kp, "give either url or bucket, not both");
 		goto out;

@@ -1626,7 +1626,7 @@ TEST(litestream_values_accepted)
 	c = load_ok("dbs:\n  - path: /d/app.db\n    replicas:\n      - url: file:///b/r\n"
 		    "        region: eu-west-1\n        endpoint: http://x:9000\n        skip-verify: true\n"
 		    "        force-path-style: true\n        access-key-id: AKIA\n"
-		    "        secret-access-key: s\n"
+		    "        secret-access-key: s\n        bucket: b\n"
 		    "      - type: file\n        name: q\n        path: /b/q\n        region: eu-west-1\n        bucket: b\n");
 	for (size_t i = 0; i < 2; i++) {
 		const struct cfg_replica *r = &c.dbs[0].replicas[i];
