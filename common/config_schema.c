@@ -172,6 +172,22 @@ static int set_supervisor(struct walk *w, const struct field *f, const struct cf
 			  "restart-delay-max must not be less than restart-delay");
 		return -1;
 	}
+	/* a run longer than restart-delay-max ends a series of restarts: every run would */
+	if (s->restart == RESTART_ON_FAILURE && s->restart_delay_max_ms == 0) {
+		const struct cfg_node *n = at[SV_DELAYMAX] ? at[SV_DELAYMAX] : at[SV_DELAY];
+		cfg_error(w->e, n, at[SV_DELAYMAX] ? "supervisor.restart-delay-max" : "supervisor.restart-delay",
+			  "0s with restart: on-failure: a run longer than restart-delay-max starts a "
+			  "new series of restarts, so every run would, and restart-limit would never "
+			  "apply; give it a duration");
+		return -1;
+	}
+	/* forwarded to the group of a service in litevisor's own would signal litevisor too */
+	if (s->signal_group && !s->new_process_group) {
+		cfg_error(w->e, at[SV_SIGGROUP], "supervisor.signal-group",
+			  "needs new-process-group: true (the service's own process group to signal); "
+			  "set both");
+		return -1;
+	}
 	return 0;
 }
 

@@ -473,9 +473,6 @@ static int prepare(struct sup *s)
 		log_error("supervisor", "out of memory", NULL);
 		return SUP_EXIT_TEMPFAIL;
 	}
-	if (s->cfg->supervisor.signal_group && !s->cfg->supervisor.new_process_group)
-		log_warn("supervisor",
-			 "signal-group needs new-process-group; forwarding to the service only", NULL);
 	reaper_setup();
 	s->sfd = sig_open_fd();
 	if (s->sfd < 0)

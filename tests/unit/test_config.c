@@ -1113,6 +1113,16 @@ static const struct bad_case bad_cases[] = {
 	  "  restart-delay: 2m\n"
 	  "  restart-delay-max: 30s\n",
 	  "bad.yml:3:22: supervisor.restart-delay-max: restart-delay-max must not be less than restart-delay" },
+	{ "restart_delay_max_zero_on_failure",
+	  "supervisor:\n"
+	  "  restart: on-failure\n"
+	  "  restart-delay: 0s\n"
+	  "  restart-delay-max: 0s\n",
+	  "bad.yml:4:22: supervisor.restart-delay-max: 0s with restart: on-failure: a run longer than restart-delay-max starts a new series of restarts, so every run would, and restart-limit would never apply; give it a duration" },
+	{ "signal_group_alone",
+	  "supervisor:\n"
+	  "  signal-group: true\n",
+	  "bad.yml:2:17: supervisor.signal-group: needs new-process-group: true (the service's own process group to signal); set both" },
 	{ "type_contradicts_url",
 	  "dbs:\n"
 	  "  - path: /data/app.db\n"
