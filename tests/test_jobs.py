@@ -1,9 +1,11 @@
 """Nomad job files in jobs/: parsed with a real HCL parser (@cdktf/hcl2json,
 HashiCorp's HCL compiled to WebAssembly), and the litevisor config each one
-renders is validated by the real binary (`litevisor config`) on each node."""
+renders is validated by the real binary (`litevisor config`) on each node,
+then held against the job: topology, stop budget, ports, credential files."""
 import json
 import os
 import subprocess
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -50,6 +52,27 @@ def render(template, node):
     return template.replace('{{ env "node.unique.name" }}', node)
 
 
+def task_ports(group, task):
+    """Port label -> the port the task itself binds for it. A docker task
+    binds the mapped port (`to`, else the static one); raw_exec binds the host
+    port, static or the one Nomad picks (a stand-in here). Nomad passes each
+    as NOMAD_PORT_<label>."""
+    ports = {}
+    for net in group.get("network", []):
+        for i, (label, spec) in enumerate(sorted(net.get("port", {}).items())):
+            spec = spec[0] if spec else {}
+            if task["driver"] == "docker" and "to" in spec:
+                ports[label] = spec["to"]
+            else:
+                ports[label] = spec.get("static", 25001 + i)
+    return ports
+
+
+def url_port(url):
+    u = urlsplit(url)
+    return u.hostname, u.port or (443 if u.scheme == "https" else 80)
+
+
 @pytest.mark.parametrize("name", JOBS)
 def test_job_parses_and_runs_litevisor(name):
     job = parse_job(name)
@@ -81,8 +104,9 @@ def test_job_config_is_valid_on_each_node(name, node, litevisor_bin, tmp_path):
         (secrets / "s3_secret").write_text("do-not-print-me\n")
         conf = tmp_path / "litevisor.yml"
         conf.write_text(render(litevisor_template(task), node))
-        env = dict(os.environ, NOMAD_SECRETS_DIR=str(secrets), NOMAD_PORT_sup="25001",
-                   NOMAD_TASK_DIR=str(tmp_path))
+        ports = task_ports(group, task)
+        env = dict(os.environ, NOMAD_SECRETS_DIR=str(secrets), NOMAD_TASK_DIR=str(tmp_path),
+                   **{f"NOMAD_PORT_{label}": str(port) for label, port in ports.items()})
         p = subprocess.run([litevisor_bin, "config", "-config", str(conf)], env=env,
                            capture_output=True, text=True, timeout=30)
         assert p.returncode == 0, p.stderr
@@ -111,3 +135,24 @@ def test_job_config_is_valid_on_each_node(name, node, litevisor_bin, tmp_path):
         assert kill <= 30
         # + up to 2 s for the replication threads to stop, + a second of margin
         assert duration_s(sup["stop-grace"]) + duration_s(sup["flush-timeout"]) + 3 <= kill
+
+        # Ports: litevisor listens on the port the /readyz check is sent to,
+        # and probes the service on another port of the group, over loopback
+        # (the service's own health URL). A docker task maps every port.
+        services = group.get("service", [])
+        ready = [s["port"] for s in services if any(c["path"] == "/readyz" for c in s.get("check", []))]
+        assert len(ready) == 1, services
+        assert int(eff["addr"].rsplit(":", 1)[1]) == ports[ready[0]], (eff["addr"], ports)
+        host, port = url_port(eff["health"]["probe-url"])
+        assert host in ("127.0.0.1", "localhost", "::1"), eff["health"]
+        assert port in [n for label, n in ports.items() if label != ready[0]], (port, ports)
+        if task["driver"] == "docker":
+            assert sorted(task["config"][0].get("ports", [])) == sorted(ports), task["config"]
+
+        # Credentials given as files are files a template of the task writes.
+        written = {os.path.basename(tp["destination"]) for tp in task.get("template", [])}
+        for db in eff["dbs"]:
+            for r in db["replicas"]:
+                for key in ("access-key-id-file", "secret-access-key-file"):
+                    if key in r:
+                        assert os.path.basename(r[key]) in written, (key, r[key], written)
