@@ -386,10 +386,27 @@ struct aside_ctx {
 	size_t mlen;
 };
 
-static int move_local_cb(void *p)
+/* Before the rename: the restored file must be this database; then the local one goes aside. */
+static int move_local_cb(void *p, const char *tmp, char *why, size_t len)
 {
 	struct aside_ctx *x = p;
-	return rs_move_local_aside(x->target, x->statedir, x->moved, x->mlen);
+	char how[400] = "";
+	int same = rs_same_database(x->target, tmp, how, sizeof(how));
+	if (same == 0) {
+		snprintf(why, len, "the replica's database is not this database: %s. Two databases "
+			 "must not share a replica location (a path copied from another database's "
+			 "config?): the local database is kept and nothing is restored", how);
+		return -1;
+	}
+	if (same < 0)
+		log_warn("restore", "cannot compare the replica's database with the local one; "
+			 "replacing it", "db=\"%s\" error=\"%s\"", x->target, how);
+	if (rs_move_local_aside(x->target, x->statedir, x->moved, x->mlen) < 0) {
+		snprintf(why, len, "could not make room at %s: moving the local database aside "
+			 "failed: %s", x->target, strerror(errno));
+		return -2;
+	}
+	return 0;
 }
 
 static void apply_opts_init(struct rs_apply_opts *ao, const struct config *cfg, const char *target,

@@ -469,9 +469,10 @@ int rs_install(struct apply *a)
 		return -1;
 	}
 	close(fd);
-	if (a->o->before_rename && a->o->before_rename(a->o->before_ctx) < 0) {
-		rs_fail(a, RS_CAUSE_LOCAL, "could not make room at %s: moving the local database aside "
-			"failed: %s", a->o->target, strerror(errno));
+	char why[512] = "";
+	int brc = a->o->before_rename ? a->o->before_rename(a->o->before_ctx, a->tmp, why, sizeof(why)) : 0;
+	if (brc < 0) {
+		rs_fail(a, brc == -1 ? RS_CAUSE_REPLICA : RS_CAUSE_LOCAL, "%s", why);
 		return -1;
 	}
 	if (rename_noreplace(a->tmp, a->o->target) < 0) {

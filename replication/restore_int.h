@@ -194,10 +194,12 @@ struct rs_apply_opts {
 	gid_t gid;
 	mode_t mode;
 	/*
-	 * called after verification, just before the rename (e.g. move the old
-	 * file aside); 0 or -1 (errno set)
+	 * called after verification, just before the rename, with the verified
+	 * temp file (e.g. check it, then move the old file aside); 0; -1 with
+	 * why set when the data will not do (the replica's fault: another
+	 * candidate with the same data may); -2 with why set for a local failure
 	 */
-	int (*before_rename)(void *ctx);
+	int (*before_rename)(void *ctx, const char *tmp, char *why, size_t len);
 	void *before_ctx;
 };
 
@@ -252,6 +254,18 @@ int rs_move_local_aside(const char *target, const char *statedir, char *moved, s
  * effort (logged).
  */
 void rs_prune_aside(const char *target, const char *statedir, int keep, const char *just_moved);
+
+/*
+ * Before the local database is replaced by a replica's (run, newest-wins):
+ * is the restored file (complete, not yet in place) the same database, or
+ * another one whose history sits at this replica's location (a path copied
+ * from another job's config, two databases' paths swapped)? 1 the same as
+ * far as can be told; 0 another database, why says how they differ (their
+ * application_ids differ, or they share fewer than half the tables of the
+ * one with more); -1 one of them could not be read (why). A local database
+ * without tables tells nothing: 1.
+ */
+int rs_same_database(const char *local, const char *restored, char *why, size_t len);
 
 /* The local position from the state dir (shadow WAL, else the restored marker) and its time. */
 int rs_local_position(const char *statedir, struct wal_pos *pos, int64_t *mtime_ns);

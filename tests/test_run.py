@@ -1612,6 +1612,56 @@ def test_a_file_put_in_place_while_stopped_is_not_taken_for_the_one_the_state_de
     assert any(f.startswith("app.db.replaced-") for f in files), files
 
 
+def test_another_databases_replica_never_replaces_the_local_database(litevisor_bin, tmp_path):
+    """The two databases' replica paths swapped between restarts (an edit mix-up; the
+    config check cannot see it: no two replicas share a place). logs.db's history, newer,
+    now sits where radarr.db's is expected: restoring it over radarr.db would start the
+    service on the wrong database. Their tables show they are different databases: the
+    local radarr.db is kept, nothing is started, and the error says why."""
+    import sqlite3
+    data = tmp_path / "data"
+    data.mkdir()
+    radarr, logs = data / "radarr.db", data / "logs.db"
+    for path, tables in ((radarr, ["Movies", "History", "Config", "VersionInfo"]),
+                         (logs, ["Logs", "VersionInfo"])):
+        c = sqlite3.connect(str(path))
+        c.execute("PRAGMA journal_mode=WAL")
+        for t in tables:
+            c.execute(f"CREATE TABLE {t}(id INTEGER PRIMARY KEY, v TEXT)")
+            c.execute(f"INSERT INTO {t}(v) VALUES ('{path.name}')")
+        c.commit()
+        c.close()
+
+    def cfg(name, rp, lp):
+        f = tmp_path / f"{name}.yml"
+        f.write_text(f"restore:\n  clock-skew: 1s\n  handover-wait: 0s\n"
+                     f"stores:\n  nas: {{url: file://{tmp_path}/nas}}\n"
+                     f"dbs:\n  - path: {radarr}\n    replicas:\n      - {{store: nas, path: {rp}}}\n"
+                     f"  - path: {logs}\n    replicas:\n      - {{store: nas, path: {lp}}}\n")
+        return str(f)
+
+    def run(cfgf, *cmd):
+        return subprocess.run([litevisor_bin, "run", "-config", cfgf, "--", *cmd],
+                              capture_output=True, text=True, timeout=60)
+
+    good = cfg("good", "radarr.db", "logs.db")
+    p = run(good, "true")
+    assert p.returncode == 0, p.stderr
+    time.sleep(2.5)  # logs.db is written later than radarr.db, as a log database is
+    p = run(good, "sqlite3", str(logs), "INSERT INTO Logs(v) VALUES ('later')")
+    assert p.returncode == 0, p.stderr
+    started = tmp_path / "started"
+    p = run(cfg("swapped", "logs.db", "radarr.db"), "touch", str(started))
+    assert p.returncode == 111, p.stderr
+    assert not started.exists()
+    assert "the replica's database is not this database" in p.stderr, p.stderr
+    assert '"Logs", which the local one has not' in p.stderr, p.stderr
+    c = sqlite3.connect(str(radarr))
+    assert c.execute("SELECT v FROM Movies").fetchall() == [("radarr.db",)]
+    c.close()
+    assert not [f for f in os.listdir(data) if ".replaced-" in f], os.listdir(data)
+
+
 def test_moved_aside_copies_are_bounded_by_keep_replaced(litevisor_bin, tmp_path):
     """Each return of a job to a node whose database another node moved ahead keeps
     the old file aside. Without restore.keep-replaced none is ever deleted, and a

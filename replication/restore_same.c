@@ -1,0 +1,113 @@
+/*
+ * restore_same.c — is the replica's database this database at all?
+ *
+ * The on-storage format names no database: a replica path copied from
+ * another job's config, or two databases' paths swapped in one config, puts
+ * another database's history where this one's is expected, and its newer
+ * data would replace the live database (restore_int.h, rs_same_database).
+ * Before that replacement, the two files' tables are compared: a database
+ * migrated since keeps most of its tables, another application's shares few.
+ */
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "replication/restore_int.h"
+#include "common/banned.h"
+
+#define SAME_MAX_TABLES 4096
+#define SAME_NAME_MAX 128
+
+struct tables {
+	char (*name)[SAME_NAME_MAX];
+	size_t n;
+	unsigned app_id;
+};
+
+static int by_name(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+/* The tables of path (SQLite's own left out), sorted, and its application_id. 0, or -1 (why). */
+static int read_tables(const char *path, struct tables *t, char *why, size_t len)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *q = NULL;
+	int rc = -1;
+	memset(t, 0, sizeof(*t));
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(db, "SELECT name FROM sqlite_master WHERE type = 'table' AND "
+			       "name NOT LIKE 'sqlite\\_%' ESCAPE '\\' LIMIT 4096", -1, &q, NULL) != SQLITE_OK) {
+		snprintf(why, len, "%s: %s", path, db ? sqlite3_errmsg(db) : "out of memory");
+		goto out;
+	}
+	if (!(t->name = calloc(SAME_MAX_TABLES, sizeof(*t->name)))) {
+		snprintf(why, len, "out of memory");
+		goto out;
+	}
+	int step;
+	while ((step = sqlite3_step(q)) == SQLITE_ROW && t->n < SAME_MAX_TABLES) {
+		const unsigned char *s = sqlite3_column_text(q, 0);
+		snprintf(t->name[t->n++], SAME_NAME_MAX, "%s", s ? (const char *)s : "");
+	}
+	if (step != SQLITE_DONE && step != SQLITE_ROW) {
+		snprintf(why, len, "%s: %s", path, sqlite3_errmsg(db));
+		goto out;
+	}
+	sqlite3_finalize(q);
+	q = NULL;
+	if (sqlite3_prepare_v2(db, "PRAGMA application_id", -1, &q, NULL) == SQLITE_OK &&
+	    sqlite3_step(q) == SQLITE_ROW)
+		t->app_id = (unsigned)sqlite3_column_int64(q, 0);
+	qsort(t->name, t->n, sizeof(*t->name), by_name);
+	rc = 0;
+out:
+	sqlite3_finalize(q);
+	sqlite3_close(db);
+	if (rc < 0) {
+		free(t->name);
+		t->name = NULL;
+	}
+	return rc;
+}
+
+int rs_same_database(const char *local, const char *restored, char *why, size_t len)
+{
+	struct tables a, b;
+	if (read_tables(local, &a, why, len) < 0)
+		return -1;
+	if (read_tables(restored, &b, why, len) < 0) {
+		free(a.name);
+		return -1;
+	}
+	int same = 1;
+	size_t shared = 0;
+	for (size_t i = 0, j = 0; i < a.n && j < b.n;) {
+		int c = strcmp(a.name[i], b.name[j]);
+		shared += c == 0;
+		i += c <= 0;
+		j += c >= 0;
+	}
+	size_t most = a.n > b.n ? a.n : b.n;
+	if (a.app_id && b.app_id && a.app_id != b.app_id) {
+		snprintf(why, len, "its application_id is %u, the local database's %u", b.app_id, a.app_id);
+		same = 0;
+	} else if (a.n > 0 && shared * 2 < most) {
+		/* a local database without tables has nothing to tell (an app's first start) */
+		size_t k = 0;
+		while (k < b.n && bsearch(b.name[k], a.name, a.n, sizeof(*a.name), by_name))
+			k++;
+		if (k < b.n)
+			snprintf(why, len, "it shares %zu of its %zu tables with the local database's %zu "
+				 "(it has \"%s\", which the local one has not)", shared, b.n, a.n,
+				 b.name[k]);
+		else
+			snprintf(why, len, "it has %zu tables, the local database %zu", b.n, a.n);
+		same = 0;
+	}
+	free(a.name);
+	free(b.name);
+	return same;
+}
