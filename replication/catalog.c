@@ -326,8 +326,12 @@ int catalog_read_segment(struct storage *st, const char *gen, uint32_t index, ui
 		st_error_set(err, ST_PERMANENT, 0, "%s: %s", key, dec.error);
 		rc = ST_PERMANENT;
 	}
-	if (rc < 0 && dec.failed && err->message[0] == '\0')
+	/* the decoder knows why it refused the bytes; the storage only that they were refused */
+	if (rc < 0 && dec.failed) {
 		st_error_set(err, ST_PERMANENT, 0, "%s: %s", key, dec.error);
+		err->foreign_form = dec.age_encrypted;
+		rc = ST_PERMANENT;
+	}
 	lz4_dec_release(&dec);
 	return rc;
 }

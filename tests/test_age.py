@@ -495,3 +495,102 @@ def test_identities_do_not_stay_in_the_process_memory(run, tmp_path, keys):
                     found[i] = found.get(i, 0) + data.count(k.identity[16:].encode())
     assert r.stop() == 0
     assert not any(found.values()), found
+
+
+def object_bytes(rep, gen):
+    """{path: bytes} of every object of generation gen."""
+    root = os.path.join(rep, "generations", gen)
+    out = {}
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            with open(os.path.join(dirpath, f), "rb") as fh:
+                out[os.path.join(dirpath, f)] = fh.read()
+    return out
+
+
+@pytest.mark.parametrize("change", ["plain-to-age", "age-to-plain", "rotate-dropping-old-key"])
+def test_changing_a_replicas_age_settings_starts_a_new_generation(run, tmp_path, litevisor_bin,
+                                                                  keys, change):
+    """QA32 #4: a replica whose age: settings changed while it holds data (encryption
+    turned on or off, keys rotated without the old identity) continues in a new
+    generation in the new form, said once in the log; the old generation's objects stay
+    as they were; another replica of the database is not harmed (it gets the new
+    generation's snapshot). The old code retried reading the replica's position for ever
+    and shipped nothing to it."""
+    k0, k1, _ = keys
+    before, after = {
+        "plain-to-age": (None, age_map([k0], [k0])),
+        "age-to-plain": (age_map([k0], [k0]), None),
+        "rotate-dropping-old-key": (age_map([k0], [k0]), age_map([k1], [k1])),
+    }[change]
+    db, rep, other = tmp_path / "app.db", tmp_path / "rep", tmp_path / "other"
+    create(db)
+
+    def cfg(age):
+        extra = {"age": age} if age else {}
+        return config(tmp_path, db, [file_replica(rep, "changed", **extra),
+                                     file_replica(other, "other")])
+
+    r = run(cfg(before))
+    write(db, 100, start=1)
+    assert r.stop() == 0, r.text()
+    [old] = generations(rep)
+    old_objects = object_bytes(rep, old)
+    r = run(cfg(after))
+    write(db, 100, start=1000)
+    assert r.stop() == 0, r.text()
+    log = r.text()
+    assert "cannot read replica position" not in log, log
+    assert log.count("age: settings changed since it wrote this generation") == 1, log
+    if change == "age-to-plain":  # QA32 #7: the cause is named, not "refused the data"
+        assert "the object is age-encrypted" in log, log
+    gens = generations(rep)
+    assert len(gens) == 2 and old in gens, gens
+    [new] = [g for g in gens if g != old]
+    assert object_bytes(rep, old) == old_objects  # the old generation is left as it was
+    new_objects = [p for p in object_bytes(rep, new) if p.endswith(".lz4")]
+    assert new_objects
+    for p in new_objects:
+        with open(p, "rb") as f:
+            magic = LZ4_MAGIC if after is None else AGE_MAGIC
+            assert f.read(len(magic)) == magic, p
+    if after:
+        key = k1 if change.startswith("rotate") else k0
+        assert all(age_decrypt(key, p) is not None for p in new_objects)
+    # the new settings restore everything; the untouched replica too
+    for target_rep, age in ((rep, after), (other, None)):
+        out = tmp_path / f"out-{os.path.basename(target_rep)}.db"
+        p = lv_restore_cfg(litevisor_bin, restore_config(tmp_path, target_rep, age),
+                           tmp_path / "target.db", out)
+        assert p.returncode == 0, p.stderr
+        assert integrity(out) == "ok" and content(out) == content(db)
+    # the old generation still restores with the settings that wrote it
+    out = tmp_path / "out-old.db"
+    p = lv(litevisor_bin, "restore", "-config", str(restore_config(tmp_path, rep, before)),
+           "-generation", old, "-o", str(out), str(tmp_path / "target.db"))
+    assert p.returncode == 0, p.stderr
+    assert integrity(out) == "ok"
+
+
+def test_a_damaged_object_is_no_settings_change(run, tmp_path, keys):
+    """Only an object in another form than the settings expect starts a new
+    generation: a damaged one (here its header MAC) stays an error, retried, and the
+    generation is not given up on."""
+    k0 = keys[0]
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    cfg = config(tmp_path, db, [file_replica(rep, age=age_map([k0], [k0]))])
+    r = run(cfg)
+    write(db, 50, start=1)
+    assert r.stop() == 0
+    first = generations(rep)
+    last = sorted(p for p in object_paths(rep) if "/wal/" in p)[-1]
+    data = bytearray(open(last, "rb").read())
+    mac = data.index(b"\n--- ") + 5
+    data[mac] = ord("A") if data[mac] != ord("A") else ord("B")
+    open(last, "wb").write(bytes(data))
+    r = run(cfg)
+    wait_for(lambda: "cannot read replica position" in r.text(), what="the error")
+    r.stop()
+    assert "header MAC mismatch" in r.text(), r.text()
+    assert "settings changed" not in r.text() and generations(rep) == first, r.text()
