@@ -582,6 +582,21 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 			goto form;
 		if (rc < 0 && rc != ST_NOT_FOUND)
 			goto fail;
+		/*
+		 * An end read from a segment proved its form; one from the newest
+		 * snapshot alone (nothing written since it, e.g. an idle app) did not,
+		 * and what comes next must not go into gen in another form.
+		 */
+		if (rc == 0 && g.nsnapshots > 0 &&
+		    (g.nsegments == 0 || g.segments[g.nsegments - 1].index <
+					 g.snapshots[g.nsnapshots - 1].index)) {
+			rc = catalog_snapshot_form(r->st, gen, g.snapshots[g.nsnapshots - 1].index,
+						   &call, &err);
+			if (rc < 0 && err.foreign_form)
+				goto form;
+			if (rc < 0)
+				goto fail;
+		}
 		end = pos;
 		if (rc == 0 && g.nsnapshots > 0) {
 			const struct cat_snapshot *last = &g.snapshots[g.nsnapshots - 1];

@@ -594,3 +594,32 @@ def test_a_damaged_object_is_no_settings_change(run, tmp_path, keys):
     r.stop()
     assert "header MAC mismatch" in r.text(), r.text()
     assert "settings changed" not in r.text() and generations(rep) == first, r.text()
+
+
+def test_age_turned_on_for_a_generation_holding_only_a_snapshot(run, tmp_path, litevisor_bin,
+                                                                keys):
+    """A generation whose end is its snapshot (nothing written since: an idle app) has no
+    segment whose reading would show its form: its snapshot's first bytes are read, and
+    the age: change starts a new generation rather than adding encrypted segments to a
+    plain generation."""
+    k0 = keys[0]
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    r = run(config(tmp_path, db, [file_replica(rep)]))
+    wait_for(lambda: "snapshot written" in r.text(), what="the snapshot")
+    assert r.stop() == 0, r.text()
+    [old] = generations(rep)
+    assert not objects(rep, "wal"), "precondition: a snapshot alone"
+    r = run(config(tmp_path, db, [file_replica(rep, age=age_map([k0], [k0]))]))
+    write(db, 20, start=1)
+    assert r.stop() == 0, r.text()
+    assert "age: settings changed since it wrote this generation" in r.text(), r.text()
+    assert len(generations(rep)) == 2, generations(rep)
+    for p in object_paths(rep):  # no encrypted object went into the plain generation
+        with open(p, "rb") as f:
+            assert f.read(4) == (LZ4_MAGIC if f"/{old}/" in p else AGE_MAGIC[:4]), p
+    out = tmp_path / "out.db"
+    p = lv_restore_cfg(litevisor_bin, restore_config(tmp_path, rep, age_map([k0], [k0])),
+                       tmp_path / "target.db", out)
+    assert p.returncode == 0, p.stderr
+    assert content(out) == content(db)
