@@ -13,8 +13,11 @@ import time
 
 import pytest
 
-from test_replicate import (config, content, create, file_replica, generations, integrity,
-                            objects, run, s3_replica, wait_for, write)  # noqa: F401 (run: fixture)
+import json
+
+from test_replicate import (PY, WRITER, config, content, create, file_replica, generations,
+                            integrity, objects, run, s3_replica, wait_for,
+                            write)  # noqa: F401 (run: fixture)
 
 LZ4_MAGIC = b"\x04\x22\x4d\x18"
 AGE_MAGIC = b"age-encryption.org/v1\n"
@@ -622,4 +625,91 @@ def test_age_turned_on_for_a_generation_holding_only_a_snapshot(run, tmp_path, l
     p = lv_restore_cfg(litevisor_bin, restore_config(tmp_path, rep, age_map([k0], [k0])),
                        tmp_path / "target.db", out)
     assert p.returncode == 0, p.stderr
+    assert content(out) == content(db)
+
+
+def lv_run(litevisor_bin, cfg, db, start):
+    """`litevisor run` whose service commits 10 transactions (restore step first)."""
+    return subprocess.run([litevisor_bin, "run", "-config", str(cfg), "--", PY, "-c", WRITER,
+                           json.dumps({"path": str(db), "n": 10, "start": start})],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_run_starts_after_its_clean_stop_when_age_is_turned_on(tmp_path, litevisor_bin, keys):
+    """QA32 #4, run: its only replica's last segment cannot be read with the new age:
+    settings, but this node stopped writing it cleanly there (its closed record and the
+    replica's closed mark agree): the local database is current, the service starts and
+    replication goes on in a new, encrypted generation. The old code refused to start
+    (unreachable, exit 111)."""
+    k0 = keys[0]
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    p = lv_run(litevisor_bin, config(tmp_path, db, [file_replica(rep)]), db, 1)
+    assert p.returncode == 0, p.stderr
+    assert objects(rep, "wal")
+    [old] = generations(rep)
+    cfg = config(tmp_path, db, [file_replica(rep, age=age_map([k0], [k0]))])
+    p = lv_run(litevisor_bin, cfg, db, 100)
+    assert p.returncode == 0, p.stderr
+    assert "it ends where this node stopped writing it cleanly" in p.stderr, p.stderr
+    assert "outcome=exists" in p.stderr, p.stderr
+    assert len(generations(rep)) == 2 and old in generations(rep)
+    out = tmp_path / "out.db"
+    r = lv_restore_cfg(litevisor_bin, restore_config(tmp_path, rep, age_map([k0], [k0])),
+                       tmp_path / "target.db", out)
+    assert r.returncode == 0, r.stderr
+    assert content(out) == content(db)
+
+
+def test_run_refuses_an_unreadable_replica_it_did_not_close_and_says_why(run, tmp_path,
+                                                                          litevisor_bin, keys):
+    """Without this node's clean stop as the replica's last writer (here: killed), a
+    replica written with other age: settings might hold newer data: run does not start,
+    and says why and what to do. Both ways out work: a clean run with the old settings
+    then the new ones; or keep-local once. Replication continues in a new generation."""
+    k0 = keys[0]
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    r = run(config(tmp_path, db, [file_replica(rep)]))
+    write(db, 20, start=1)
+    wait_for(lambda: len(objects(rep, "wal")) > 0, what="a segment")
+    time.sleep(0.5)
+    r.kill()
+    cfg = config(tmp_path, db, [file_replica(rep, age=age_map([k0], [k0]))])
+    p = subprocess.run([litevisor_bin, "run", "-config", str(cfg), "--", "true"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 111, p.stderr
+    assert "UNREADABLE with its age: settings" in p.stderr, p.stderr
+    assert "restore.existing: keep-local" in p.stderr, p.stderr
+    assert "Start once with the settings that wrote it and stop cleanly" in p.stderr, p.stderr
+    # way out 1: once with the old settings, stopping cleanly, then the new ones
+    enc = cfg.read_text()
+    p = lv_run(litevisor_bin, config(tmp_path, db, [file_replica(rep)]), db, 100)
+    assert p.returncode == 0, p.stderr
+    cfg.write_text(enc)
+    p = lv_run(litevisor_bin, cfg, db, 200)
+    assert p.returncode == 0, p.stderr
+    assert "age: settings changed since it wrote this generation" in p.stderr, p.stderr
+    assert len(generations(rep)) == 2
+    # way out 2: keep-local once (killed again, with the encryption turned off now)
+    r = run(config(tmp_path, db, [file_replica(rep, age=age_map([k0], [k0]))]))
+    write(db, 5, start=300)
+    wait_for(lambda: "replica continues generation" in r.text(), what="the start")
+    time.sleep(0.5)
+    r.kill()
+    plain = config(tmp_path, db, [file_replica(rep)]).read_text()
+    cfg.write_text(plain)
+    p = subprocess.run([litevisor_bin, "run", "-config", str(cfg), "--", "true"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 111, p.stderr
+    assert "UNREADABLE with its age: settings" in p.stderr, p.stderr
+    cfg.write_text("restore:\n  existing: keep-local\n" + plain)
+    p = lv_run(litevisor_bin, cfg, db, 400)
+    assert p.returncode == 0, p.stderr
+    assert "age: settings changed since it wrote this generation" in p.stderr, p.stderr
+    assert len(generations(rep)) == 3
+    out = tmp_path / "out.db"
+    r = lv_restore_cfg(litevisor_bin, restore_config(tmp_path, rep, None),
+                       tmp_path / "target.db", out)
+    assert r.returncode == 0, r.stderr
     assert content(out) == content(db)
