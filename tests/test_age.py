@@ -713,3 +713,23 @@ def test_run_refuses_an_unreadable_replica_it_did_not_close_and_says_why(run, tm
                        tmp_path / "target.db", out)
     assert r.returncode == 0, r.stderr
     assert content(out) == content(db)
+
+
+def test_rotating_keys_keeping_the_old_identity_continues_the_generation(run, tmp_path, keys):
+    """The way to rotate without a new generation (docs/config.md): the old identity
+    stays under identities:, only the new key under recipients:. The generation goes
+    on; new objects are for the new key only."""
+    k0, k1, _ = keys
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    r = run(config(tmp_path, db, [file_replica(rep, age=age_map([k0], [k0]))]))
+    write(db, 50, start=1)
+    assert r.stop() == 0
+    first = set(object_paths(rep))
+    r = run(config(tmp_path, db, [file_replica(rep, age=age_map([k0, k1], [k1]))]))
+    write(db, 50, start=1000)
+    assert r.stop() == 0, r.text()
+    assert "settings changed" not in r.text() and len(generations(rep)) == 1, r.text()
+    new = [p for p in object_paths(rep) if p not in first]
+    assert new and all(age_decrypt(k1, p) is not None and age_decrypt(k0, p) is None
+                       for p in new)
