@@ -393,7 +393,7 @@ int age_header_open(const unsigned char *hdr, size_t len, const struct cfg_age *
 		else
 			snprintf(err, errlen, "no identity matches (the object is for %zu other X25519 "
 				 "recipient(s))", nx);
-		return -1;
+		return -2;
 	}
 	/* MAC line: "--- " and 43 characters; the MAC covers the header up to "---" */
 	size_t upto = (size_t)((const unsigned char *)line - hdr) + 3;

@@ -64,8 +64,10 @@ int age_header_build(const struct cfg_age *keys, unsigned char file_key[16], uns
 
 /*
  * Parse a whole header (hdr[len], ending with the MAC line's newline), unwrap
- * the file key with one of keys->identities and check the MAC. Returns 0, or
- * -1 with err set ("no identity matches …", "header MAC mismatch", …).
+ * the file key with one of keys->identities and check the MAC. Returns 0,
+ * -2 with err set when the header is well formed but for none of the
+ * identities ("no identity matches …": another key wrote it), or -1 with err
+ * set ("header MAC mismatch", "malformed age header", …).
  */
 int age_header_open(const unsigned char *hdr, size_t len, const struct cfg_age *keys,
 		    unsigned char file_key[16], char *err, size_t errlen);
@@ -120,6 +122,8 @@ struct age_dec {
 	uint64_t counter;
 	int state;                /* 0 = header, 1 = nonce, 2 = chunks */
 	bool failed;              /* the object does not decrypt: error says why */
+	bool foreign;             /* ... because it is plain LZ4, or for none of the
+				   * identities: not damage, other age: settings wrote it */
 	bool inner_failed;        /* the inner sink refused data (its own error) */
 	char error[256];
 };

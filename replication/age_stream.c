@@ -203,9 +203,11 @@ static ssize_t dec_header(struct age_dec *d, const unsigned char *p, size_t len)
 		d->buf[d->buf_len++] = c;
 		if (d->buf_len <= sizeof(MAGIC) - 1 && c != (unsigned char)MAGIC[d->buf_len - 1]) {
 			static const unsigned char lz4[4] = { 0x04, 0x22, 0x4d, 0x18 };
-			if (d->buf_len == 1 && c == lz4[0])
+			if (d->buf_len == 1 && c == lz4[0]) {
+				d->foreign = true;
 				return dec_fail(d, "not encrypted (a plain LZ4 object where the replica's "
 						"age: settings expect age-encrypted ones)");
+			}
 			return dec_fail(d, "not an age-encrypted object (no \"%s\" header)", MAGIC);
 		}
 		if (c != '\n')
@@ -221,6 +223,7 @@ static ssize_t dec_header(struct age_dec *d, const unsigned char *p, size_t len)
 		int rc = age_header_open(d->buf, d->buf_len, d->keys, file_key, why, sizeof(why));
 		if (rc < 0) {
 			d->failed = true;
+			d->foreign = rc == -2;
 			snprintf(d->error, sizeof(d->error), "%s", why);
 			return -1;
 		}

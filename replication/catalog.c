@@ -326,10 +326,52 @@ int catalog_read_segment(struct storage *st, const char *gen, uint32_t index, ui
 		st_error_set(err, ST_PERMANENT, 0, "%s: %s", key, dec.error);
 		rc = ST_PERMANENT;
 	}
-	if (rc < 0 && dec.failed && err->message[0] == '\0')
+	/* the decoder knows why it refused the bytes; the storage only that they were refused */
+	if (rc < 0 && dec.failed) {
 		st_error_set(err, ST_PERMANENT, 0, "%s: %s", key, dec.error);
+		err->foreign_form = dec.age_encrypted;
+		rc = ST_PERMANENT;
+	}
 	lz4_dec_release(&dec);
 	return rc;
+}
+
+struct form_sink {
+	unsigned char head[19];
+	size_t have;
+};
+
+/* Keep the first bytes, then refuse the rest: they tell the form. */
+static int form_write(void *ctx, const void *buf, size_t len)
+{
+	struct form_sink *f = ctx;
+	size_t take = len < sizeof(f->head) - f->have ? len : sizeof(f->head) - f->have;
+	memcpy(f->head + f->have, buf, take);
+	f->have += take;
+	return f->have == sizeof(f->head) ? -1 : 0;
+}
+
+int catalog_snapshot_form(struct storage *st, const char *gen, uint32_t index,
+			  const struct st_call *call, struct st_error *err)
+{
+	static const unsigned char lz4[4] = { 0x04, 0x22, 0x4d, 0x18 };
+	char key[LAYOUT_KEY_MAX];
+	struct form_sink f = { .have = 0 };
+	struct st_sink sink = { form_write, &f };
+	layout_snapshot_key(key, gen, index);
+	int rc = storage_get(st, key, &sink, call, err);
+	if (rc < 0 && (err->foreign_form || f.have < sizeof(lz4)))
+		return rc; /* the other form under age:, or the get failed */
+	if (f.have >= sizeof(lz4) && memcmp(f.head, lz4, sizeof(lz4)) == 0)
+		return 0; /* an LZ4 frame, decrypted or not: the form expected */
+	if (f.have == sizeof(f.head) && memcmp(f.head, "age-encryption.org/", 19) == 0) {
+		st_error_set(err, ST_PERMANENT, 0, "%s: the object is age-encrypted: give the "
+			     "replica's age: identities in the config", key);
+		err->foreign_form = true;
+		return ST_PERMANENT;
+	}
+	st_error_set(err, ST_PERMANENT, 0, "%s: corrupt LZ4 frame (no LZ4 magic)", key);
+	return ST_PERMANENT;
 }
 
 int catalog_end_position(struct storage *st, const struct cat_generation *g, struct wal_pos *pos,

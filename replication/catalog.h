@@ -87,6 +87,17 @@ int catalog_end_position(struct storage *st, const struct cat_generation *g, str
 			 const struct st_call *call, struct st_error *err);
 
 /*
+ * Is snapshot `index` of generation gen in the form st's age: settings read
+ * (age-encrypted with an age: replica, plain LZ4 without)? Reads only its
+ * first bytes (an encrypted one: its header and first chunk). Returns 0, or
+ * a negative st_status: ST_PERMANENT with err->foreign_form when it is in the
+ * other form, or for none of the identities. For a replica's end position
+ * found from a snapshot alone (catalog_end_position reads no segment then).
+ */
+int catalog_snapshot_form(struct storage *st, const char *gen, uint32_t index,
+			  const struct st_call *call, struct st_error *err);
+
+/*
  * Did the node writing g close it at end, g's end position on this replica
  * (as catalog_end_position gives it)? True when a closed mark names end, or
  * names (end.index + 1, 0): the writer had entered the next index and

@@ -204,7 +204,9 @@ static int dec_write(void *ctx, const void *buf, size_t len)
 		size_t r = LZ4F_decompress(d->dctx, dst, &out, p, &in, &opts);
 		if (LZ4F_isError(r)) {
 			d->failed = true;
-			if (!d->started && len >= 19 && memcmp(p, "age-encryption.org/", 19) == 0)
+			d->age_encrypted = !d->started && len >= 19 &&
+					   memcmp(p, "age-encryption.org/", 19) == 0;
+			if (d->age_encrypted)
 				snprintf(d->error, sizeof(d->error), "the object is age-encrypted: give "
 					 "the replica's age: identities in the config");
 			else

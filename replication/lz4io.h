@@ -73,6 +73,7 @@ struct lz4_dec {
 	size_t out_cap;
 	size_t hint;           /* 0 once a frame has fully ended */
 	bool started, failed;
+	bool age_encrypted;    /* failed: the object is age-encrypted (the replica has no age:) */
 	bool want_deferred;    /* lz4_dec_defer_checksum() was called */
 	bool checksum_deferred; /* ...and this frame's checksum is the caller's to check */
 	unsigned char tail[4]; /* last 4 bytes of the frame so far */

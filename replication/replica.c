@@ -236,6 +236,8 @@ static int litestream_wrote_here(struct eng_replica *r, const struct cat_generat
 	int rc = catalog_end_position(r->st, g, &end, call, err);
 	if (rc == ST_NOT_FOUND)
 		return 1; /* nothing of it there yet */
+	if (rc < 0 && err->foreign_form)
+		return 0; /* other age: settings wrote it: cannot tell, so not proven ours */
 	if (rc < 0)
 		return rc;
 	return !holds_past(&end, &local);
@@ -290,17 +292,33 @@ static int continued_since(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1
 		found = 1;
 	} else {
 		struct wal_pos end;
+		int64_t closed_ns = mark_time(own, at);
 		rc = catalog_end_position(r->st, own, &end, call, err);
-		if (rc == ST_NOT_FOUND)
+		if (rc == ST_NOT_FOUND) {
 			rc = 0;
-		else if (rc == 0 && holds_past(&end, at)) {
+		} else if (rc < 0 && err->foreign_form) {
+			/*
+			 * Written with other age: settings than r has now (init_position
+			 * starts a new generation for that): its end cannot be read, so
+			 * ask the listing. A node that went on in it removed the closed
+			 * mark (reopen_generation) and wrote objects after it.
+			 */
+			rc = 0;
+			if (!closed_ns || own->max_ns > closed_ns) {
+				snprintf(why, len, "this node closed generation %s at %08x/%08x at its "
+					 "last clean stop, and the replica's listing shows it written "
+					 "since (%s): another node continued it", at->generation,
+					 at->index, at->offset, closed_ns ? "objects newer than the "
+					 "closed mark" : "the closed mark is gone");
+				found = 1;
+			}
+		} else if (rc == 0 && holds_past(&end, at)) {
 			snprintf(why, len, "this node closed generation %s at %08x/%08x at its last clean "
 				 "stop, and the replica holds it up to %08x/%08x: another node "
 				 "continued it since", at->generation, at->index, at->offset, end.index,
 				 end.offset);
 			found = 1;
 		}
-		int64_t closed_ns = mark_time(own, at);
 		for (size_t i = 0; i < n && rc == 0 && !found && closed_ns; i++) {
 			if (&gens[i] == own || gens[i].max_ns <= closed_ns)
 				continue;
@@ -474,6 +492,38 @@ static void refuse_older(struct eng_replica *r, const char *why)
 	pthread_mutex_unlock(&r->db->mu);
 }
 
+/*
+ * The replica holds generation gen, the database's current one, in another
+ * form than r's age: settings write now (encryption turned on or off, or the
+ * keys rotated without keeping an identity for the old objects), as err
+ * found reading one of its objects. Plain and encrypted objects never mix
+ * in one generation (an age: replica refuses plain objects), so instead of
+ * writing into gen, ask the monitor for a new generation, as for another
+ * node's history: every replica gets a snapshot of it, and gen's objects
+ * stay as they are, readable with the settings that wrote them, until
+ * retention removes them with the other older generations. Logged once:
+ * the replica then waits for the new generation and reads gen no more.
+ */
+static void form_changed(struct eng_replica *r, const char *gen, const struct st_error *err)
+{
+	struct eng_db *d = r->db;
+	char why[400];
+	log_warn("replica", "the replica's age: settings changed since it wrote this generation: "
+		 "starting a new generation in the new form (plain and encrypted objects never mix "
+		 "in one generation); the old generation stays as it is, readable with the settings "
+		 "that wrote it, until retention removes it", "db=%s replica=%s generation=%s "
+		 "encrypted=%s found=\"%s\"", d->stat.name, r->stat.name, gen,
+		 r->cfg->age.set ? "yes" : "no", err->message);
+	snprintf(why, sizeof(why), "replica %.60s: the age: settings changed (%.290s)", r->stat.name,
+		 err->message);
+	pthread_mutex_lock(&d->mu);
+	memcpy(r->await_gen, gen, sizeof(r->await_gen));
+	r->pos_known = false;
+	monitor_request_generation(d, gen, why);
+	pthread_mutex_unlock(&d->mu);
+	(void)localstate_clear_closed(d->dir, r->stat.name);
+}
+
 /* Where does the replica stand? Sets pos/need_snapshot. Returns 0 or -1 (noted). */
 static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 {
@@ -528,8 +578,25 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 		if (rc < 0)
 			goto fail;
 		rc = catalog_end_position(r->st, &g, &pos, &call, &err);
+		if (rc < 0 && err.foreign_form)
+			goto form;
 		if (rc < 0 && rc != ST_NOT_FOUND)
 			goto fail;
+		/*
+		 * An end read from a segment proved its form; one from the newest
+		 * snapshot alone (nothing written since it, e.g. an idle app) did not,
+		 * and what comes next must not go into gen in another form.
+		 */
+		if (rc == 0 && g.nsnapshots > 0 &&
+		    (g.nsegments == 0 || g.segments[g.nsegments - 1].index <
+					 g.snapshots[g.nsnapshots - 1].index)) {
+			rc = catalog_snapshot_form(r->st, gen, g.snapshots[g.nsnapshots - 1].index,
+						   &call, &err);
+			if (rc < 0 && err.foreign_form)
+				goto form;
+			if (rc < 0)
+				goto fail;
+		}
 		end = pos;
 		if (rc == 0 && g.nsnapshots > 0) {
 			const struct cat_snapshot *last = &g.snapshots[g.nsnapshots - 1];
@@ -585,6 +652,8 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 				lin = lineage_check(r->st, &g, pos.index, d->dir, why, sizeof(why),
 						    &call, &err);
 			}
+			if (lin < 0 && err.foreign_form)
+				goto form;
 			if (lin < 0) {
 				rc = lin;
 				goto fail;
@@ -632,6 +701,11 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 	log_info("replica", need ? "replica needs a snapshot" : "replica continues generation",
 		 "db=%s replica=%s generation=%s index=%u offset=%u", d->stat.name, r->stat.name, gen,
 		 pos.index, pos.offset);
+	free(ids);
+	catalog_generation_release(&g);
+	return 0;
+form:
+	form_changed(r, gen, &err);
 	free(ids);
 	catalog_generation_release(&g);
 	return 0;

@@ -61,6 +61,7 @@ struct session {
 	struct rs_target t;
 	struct rs_choice ch;
 	bool quiet;  /* re-probes of a handover wait: their decision blocks are not logged */
+	const char *statedir; /* the local database's state, when it exists (rs_probe_opts) */
 };
 
 static void session_release(struct session *s)
@@ -126,6 +127,7 @@ static int session_probe(struct session *s, const char *only, bool measure_all,
 		.quorum = rc->quorum > 0 ? rc->quorum : 1,
 		.wait_timeout_ms = rc->wait_timeout_ms,
 		.target = &s->t,
+		.statedir = s->statedir,
 	};
 	rs_probe_all(s->c, s->n, &po);
 	if (!restore_aborted())
@@ -623,7 +625,8 @@ static bool replica_newer(const struct session *s, const struct wal_pos *lpos, i
 				return false;
 			}
 		}
-		if (cmp <= 0 && lsdir[0]) {
+		/* an end from this node's own closed mark is its own history (end_by_mark) */
+		if (cmp <= 0 && lsdir[0] && !w->end_by_mark) {
 			/* not ahead by position: but is its last index our session at all? */
 			char lw[300] = "";
 			int lin = rs_lineage(w, lpos->generation, w->plan.end.index, lsdir,
@@ -783,6 +786,27 @@ static int settle_unrestored(struct session *s, bool exists, struct restore_resu
 						"database: not starting on it; "
 					      : "; they might hold data: not starting empty; ",
 		   s->ch.winner >= 0 ? "" : s->ch.why);
+	for (size_t i = 0; i < s->n; i++)
+		if (s->c[i].state == RC_ERROR && s->c[i].foreign_form) {
+			log_error("restore", exists ?
+				  "a replica's age: settings changed since its newest generation was "
+				  "written (encryption turned on or off, or keys rotated without the "
+				  "old identity), and this node is not the one that last stopped "
+				  "writing it cleanly, so where it ends is unknown: it might hold newer "
+				  "data than the local database. Start once with the settings that "
+				  "wrote it and stop cleanly (its generation is then closed where this "
+				  "node stopped, and the new settings start a new one from there), or "
+				  "keep the old identity under identities:; if the local database is "
+				  "current, start once with restore.existing: keep-local (replication "
+				  "then starts a new generation in the new form)" :
+				  "a replica's age: settings changed since its newest generation was "
+				  "written (encryption turned on or off, or keys rotated without the "
+				  "old identity): it cannot be read with them. Restore with the "
+				  "settings that wrote it (litevisor restore -config OLD.yml), or keep "
+				  "the old identity under identities:", "db=\"%s\" replica=%s",
+				  s->dbname, s->c[i].name);
+			break;
+		}
 	return -1;
 }
 
@@ -997,6 +1021,7 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 			goto out;
 		}
 		local_position(db, statedir, &lpos, &lt, from);
+		s.statedir = statedir;
 		if (lt == 0)
 			lt = rs_file_mtime_ns(db->path);
 		/*

@@ -257,6 +257,10 @@ void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, const char *dbname,
 			snprintf(x->verdict, sizeof(x->verdict),
 				 "UNREACHABLE (no answer in %lld ms): it might hold newer data",
 				 (long long)x->probe_ms);
+		} else if (x->state == RC_ERROR && x->foreign_form) {
+			snprintf(x->verdict, sizeof(x->verdict),
+				 "UNREADABLE with its age: settings (they changed since it was "
+				 "written): it might hold newer data");
 		} else if (x->state == RC_ERROR) {
 			snprintf(x->verdict, sizeof(x->verdict),
 				 "UNREACHABLE or failing: it might hold newer data");

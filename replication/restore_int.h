@@ -84,6 +84,10 @@ struct rs_cand {
 	bool net_fail;                 /* its last probe failed without an HTTP answer */
 	bool measure_failed;           /* answered, then its last segment could not be read: */
 	struct wal_pos lower;          /* where that segment starts (it holds at least this) */
+	bool foreign_form;             /* its last segment is in another form than its age:
+					  settings read (st_error.foreign_form): they changed */
+	bool end_by_mark;              /* ... and its end was taken from this node's closed
+					  mark instead (measure_one) */
 	char error[600];
 	int64_t rtt_us;                /* first request's round trip */
 	int64_t probe_ms;              /* whole probe */
@@ -105,6 +109,15 @@ struct rs_probe_opts {
 	int quorum;
 	int64_t wait_timeout_ms;
 	const struct rs_target *target;
+	/*
+	 * The local database's state directory when it exists, else NULL. A
+	 * candidate whose last segment is in another form than its age:
+	 * settings read (encryption turned on or off, keys rotated) ends, for
+	 * rs_measure_ends, where this node's closed record for it says this
+	 * node stopped writing it, if its listing is closed right there: no one
+	 * wrote it since. Otherwise it cannot be measured (RC_ERROR).
+	 */
+	const char *statedir;
 };
 
 /*
@@ -123,7 +136,7 @@ void rs_probe_all(struct rs_cand *c, size_t n, const struct rs_probe_opts *o);
  * A candidate alone in its generation needs no measuring: its end is only
  * compared with itself, and applying its plan finds it. Downloads in
  * parallel, each under the probe's wait timeout; a candidate whose segment
- * cannot be read becomes RC_ERROR.
+ * cannot be read becomes RC_ERROR (but see o->statedir).
  */
 void rs_measure_ends(struct rs_cand *c, size_t n, bool all, const struct rs_probe_opts *o);
 

@@ -32,6 +32,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "replication/lineage.h"
+#include "replication/localstate.h"
 #include "common/banned.h"
 
 #define PROBE_GRACE_MS 150   /* waiting beyond the deadline for threads to report */
@@ -528,9 +529,37 @@ void rs_probe_all(struct rs_cand *c, size_t n, const struct rs_probe_opts *o)
 struct measure_arg {
 	struct rs_cand *c;
 	int64_t end_ms;
+	const char *statedir;
 	pthread_t th;
 	bool started;
 };
+
+/*
+ * c's last segment is in another form than its age: settings read now: does
+ * this node's closed record say where it ends? Only if the generation's
+ * listing ends in a closed mark at exactly that position: this node stopped
+ * there cleanly, and a node that wrote the generation since would have
+ * removed the mark before (replica.c, reopen_generation). Sets *end.
+ */
+static bool end_by_closed_record(const struct rs_cand *c, const char *statedir,
+				 struct wal_pos *end)
+{
+	struct wal_pos at;
+	if (!statedir || localstate_read_closed(statedir, c->name, &at) < 0 ||
+	    strcmp(at.generation, c->plan.generation) != 0)
+		return false;
+	for (size_t g = 0; g < c->ngens; g++) {
+		const struct cat_generation *gen = &c->gens[g];
+		if (strcmp(gen->id, at.generation) != 0 || !catalog_closed_at_end(gen))
+			continue;
+		const struct cat_closed *last = &gen->closed[gen->nclosed - 1];
+		if (last->index != at.index || last->offset != at.offset)
+			return false;
+		*end = at;
+		return true;
+	}
+	return false;
+}
 
 static void *measure_one(void *p)
 {
@@ -544,6 +573,17 @@ static void *measure_one(void *p)
 
 	set_remaining(&call, a->end_ms);
 	if (segment_length(c->st, c->plan.generation, last, &len, &call, &err) < 0) {
+		c->foreign_form = err.foreign_form;
+		if (err.foreign_form && end_by_closed_record(c, a->statedir, &c->plan.end)) {
+			log_info("restore", "the replica's age: settings changed since it wrote its "
+				 "last segment: it ends where this node stopped writing it cleanly "
+				 "(its closed mark)", "replica=%s position=%s/%08x/%08x err=\"%s\"",
+				 c->name, c->plan.end.generation, c->plan.end.index,
+				 c->plan.end.offset, err.message);
+			c->end_by_mark = true;
+			c->plan.end_open = false;
+			return NULL;
+		}
 		c->measure_failed = true;
 		c->lower = c->plan.end; /* rs_choose: a candidate past it may not be passed over */
 		c->state = RC_ERROR;
@@ -630,6 +670,7 @@ void rs_measure_ends(struct rs_cand *c, size_t n, bool all, const struct rs_prob
 			continue;
 		}
 		m[need].c = &c[i];
+		m[need].statedir = o->statedir;
 		m[need++].end_ms = end_ms;
 	}
 	/* one (the usual case) is measured here; several in parallel */

@@ -45,6 +45,7 @@ void st_error_set(struct st_error *err, enum st_status status, int http_status,
 		return;
 	err->status = status;
 	err->http_status = http_status;
+	err->foreign_form = false;
 	va_start(ap, fmt);
 	vsnprintf(err->message, sizeof(err->message), fmt, ap);
 	va_end(ap);
@@ -430,8 +431,10 @@ static int age_get(struct storage *st, const char *key, const struct st_sink *si
 		if (!dec.failed)
 			st_error_set(err, rc, 0, "get %s: the destination refused the data", key);
 	}
-	if (rc < 0 && dec.failed)
+	if (rc < 0 && dec.failed) {
 		st_error_set(err, ST_PERMANENT, 0, "cannot decrypt %s: %s", key, dec.error);
+		err->foreign_form = dec.foreign;
+	}
 	age_dec_release(&dec);
 	return rc < 0 && dec.failed ? ST_PERMANENT : rc;
 }

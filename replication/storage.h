@@ -45,6 +45,15 @@ struct st_error {
 	enum st_status status;
 	int http_status;   /* 0 if not HTTP */
 	char message[512];
+	/*
+	 * ST_PERMANENT from a get whose object was read far enough to see it is
+	 * not in the form the replica's age: settings expect: plain LZ4 where
+	 * age-encrypted objects are expected, age-encrypted where plain ones
+	 * are, or encrypted for none of its identities. The object is fine: the
+	 * settings changed since it was written. Never set for a network or
+	 * storage failure. st_error_set clears it.
+	 */
+	bool foreign_form;
 };
 
 /* Name of a status class: "not found", "auth", "transient", "permanent". */
@@ -177,7 +186,8 @@ void storage_free(struct storage *st);
  * Thin wrappers over st->ops that also count the call in st->stats.
  * list: prefix may be "" (everything); delimiter NULL or "/".
  * get: streams the object into sink; ST_NOT_FOUND if absent. An object that
- *      does not decrypt (st->age) fails ST_PERMANENT, "cannot decrypt KEY: why".
+ *      does not decrypt (st->age) fails ST_PERMANENT, "cannot decrypt KEY: why",
+ *      with err->foreign_form when it is plain or for other identities.
  * put: atomic: the key either keeps its old content or gets all of the new.
  *      With st->age, an object is encrypted for the recipients (none: the
  *      put fails ST_PERMANENT).

@@ -13,8 +13,11 @@ import time
 
 import pytest
 
-from test_replicate import (config, content, create, file_replica, generations, integrity,
-                            objects, run, s3_replica, wait_for, write)  # noqa: F401 (run: fixture)
+import json
+
+from test_replicate import (PY, WRITER, config, content, create, file_replica, generations,
+                            integrity, objects, run, s3_replica, wait_for,
+                            write)  # noqa: F401 (run: fixture)
 
 LZ4_MAGIC = b"\x04\x22\x4d\x18"
 AGE_MAGIC = b"age-encryption.org/v1\n"
@@ -495,3 +498,238 @@ def test_identities_do_not_stay_in_the_process_memory(run, tmp_path, keys):
                     found[i] = found.get(i, 0) + data.count(k.identity[16:].encode())
     assert r.stop() == 0
     assert not any(found.values()), found
+
+
+def object_bytes(rep, gen):
+    """{path: bytes} of every object of generation gen."""
+    root = os.path.join(rep, "generations", gen)
+    out = {}
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            with open(os.path.join(dirpath, f), "rb") as fh:
+                out[os.path.join(dirpath, f)] = fh.read()
+    return out
+
+
+@pytest.mark.parametrize("change", ["plain-to-age", "age-to-plain", "rotate-dropping-old-key"])
+def test_changing_a_replicas_age_settings_starts_a_new_generation(run, tmp_path, litevisor_bin,
+                                                                  keys, change):
+    """QA32 #4: a replica whose age: settings changed while it holds data (encryption
+    turned on or off, keys rotated without the old identity) continues in a new
+    generation in the new form, said once in the log; the old generation's objects stay
+    as they were; another replica of the database is not harmed (it gets the new
+    generation's snapshot). The old code retried reading the replica's position for ever
+    and shipped nothing to it."""
+    k0, k1, _ = keys
+    before, after = {
+        "plain-to-age": (None, age_map([k0], [k0])),
+        "age-to-plain": (age_map([k0], [k0]), None),
+        "rotate-dropping-old-key": (age_map([k0], [k0]), age_map([k1], [k1])),
+    }[change]
+    db, rep, other = tmp_path / "app.db", tmp_path / "rep", tmp_path / "other"
+    create(db)
+
+    def cfg(age):
+        extra = {"age": age} if age else {}
+        return config(tmp_path, db, [file_replica(rep, "changed", **extra),
+                                     file_replica(other, "other")])
+
+    r = run(cfg(before))
+    write(db, 100, start=1)
+    assert r.stop() == 0, r.text()
+    [old] = generations(rep)
+    old_objects = object_bytes(rep, old)
+    r = run(cfg(after))
+    write(db, 100, start=1000)
+    assert r.stop() == 0, r.text()
+    log = r.text()
+    assert "cannot read replica position" not in log, log
+    assert log.count("age: settings changed since it wrote this generation") == 1, log
+    if change == "age-to-plain":  # QA32 #7: the cause is named, not "refused the data"
+        assert "the object is age-encrypted" in log, log
+    gens = generations(rep)
+    assert len(gens) == 2 and old in gens, gens
+    [new] = [g for g in gens if g != old]
+    assert object_bytes(rep, old) == old_objects  # the old generation is left as it was
+    new_objects = [p for p in object_bytes(rep, new) if p.endswith(".lz4")]
+    assert new_objects
+    for p in new_objects:
+        with open(p, "rb") as f:
+            magic = LZ4_MAGIC if after is None else AGE_MAGIC
+            assert f.read(len(magic)) == magic, p
+    if after:
+        key = k1 if change.startswith("rotate") else k0
+        assert all(age_decrypt(key, p) is not None for p in new_objects)
+    # the new settings restore everything; the untouched replica too
+    for target_rep, age in ((rep, after), (other, None)):
+        out = tmp_path / f"out-{os.path.basename(target_rep)}.db"
+        p = lv_restore_cfg(litevisor_bin, restore_config(tmp_path, target_rep, age),
+                           tmp_path / "target.db", out)
+        assert p.returncode == 0, p.stderr
+        assert integrity(out) == "ok" and content(out) == content(db)
+    # the old generation still restores with the settings that wrote it
+    out = tmp_path / "out-old.db"
+    p = lv(litevisor_bin, "restore", "-config", str(restore_config(tmp_path, rep, before)),
+           "-generation", old, "-o", str(out), str(tmp_path / "target.db"))
+    assert p.returncode == 0, p.stderr
+    assert integrity(out) == "ok"
+
+
+def test_a_damaged_object_is_no_settings_change(run, tmp_path, keys):
+    """Only an object in another form than the settings expect starts a new
+    generation: a damaged one (here its header MAC) stays an error, retried, and the
+    generation is not given up on."""
+    k0 = keys[0]
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    cfg = config(tmp_path, db, [file_replica(rep, age=age_map([k0], [k0]))])
+    r = run(cfg)
+    write(db, 50, start=1)
+    assert r.stop() == 0
+    first = generations(rep)
+    last = sorted(p for p in object_paths(rep) if "/wal/" in p)[-1]
+    data = bytearray(open(last, "rb").read())
+    mac = data.index(b"\n--- ") + 5
+    data[mac] = ord("A") if data[mac] != ord("A") else ord("B")
+    open(last, "wb").write(bytes(data))
+    r = run(cfg)
+    wait_for(lambda: "cannot read replica position" in r.text(), what="the error")
+    r.stop()
+    assert "header MAC mismatch" in r.text(), r.text()
+    assert "settings changed" not in r.text() and generations(rep) == first, r.text()
+
+
+def test_age_turned_on_for_a_generation_holding_only_a_snapshot(run, tmp_path, litevisor_bin,
+                                                                keys):
+    """A generation whose end is its snapshot (nothing written since: an idle app) has no
+    segment whose reading would show its form: its snapshot's first bytes are read, and
+    the age: change starts a new generation rather than adding encrypted segments to a
+    plain generation."""
+    k0 = keys[0]
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    r = run(config(tmp_path, db, [file_replica(rep)]))
+    wait_for(lambda: "snapshot written" in r.text(), what="the snapshot")
+    assert r.stop() == 0, r.text()
+    [old] = generations(rep)
+    assert not objects(rep, "wal"), "precondition: a snapshot alone"
+    r = run(config(tmp_path, db, [file_replica(rep, age=age_map([k0], [k0]))]))
+    write(db, 20, start=1)
+    assert r.stop() == 0, r.text()
+    assert "age: settings changed since it wrote this generation" in r.text(), r.text()
+    assert len(generations(rep)) == 2, generations(rep)
+    for p in object_paths(rep):  # no encrypted object went into the plain generation
+        with open(p, "rb") as f:
+            assert f.read(4) == (LZ4_MAGIC if f"/{old}/" in p else AGE_MAGIC[:4]), p
+    out = tmp_path / "out.db"
+    p = lv_restore_cfg(litevisor_bin, restore_config(tmp_path, rep, age_map([k0], [k0])),
+                       tmp_path / "target.db", out)
+    assert p.returncode == 0, p.stderr
+    assert content(out) == content(db)
+
+
+def lv_run(litevisor_bin, cfg, db, start):
+    """`litevisor run` whose service commits 10 transactions (restore step first)."""
+    return subprocess.run([litevisor_bin, "run", "-config", str(cfg), "--", PY, "-c", WRITER,
+                           json.dumps({"path": str(db), "n": 10, "start": start})],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_run_starts_after_its_clean_stop_when_age_is_turned_on(tmp_path, litevisor_bin, keys):
+    """QA32 #4, run: its only replica's last segment cannot be read with the new age:
+    settings, but this node stopped writing it cleanly there (its closed record and the
+    replica's closed mark agree): the local database is current, the service starts and
+    replication goes on in a new, encrypted generation. The old code refused to start
+    (unreachable, exit 111)."""
+    k0 = keys[0]
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    p = lv_run(litevisor_bin, config(tmp_path, db, [file_replica(rep)]), db, 1)
+    assert p.returncode == 0, p.stderr
+    assert objects(rep, "wal")
+    [old] = generations(rep)
+    cfg = config(tmp_path, db, [file_replica(rep, age=age_map([k0], [k0]))])
+    p = lv_run(litevisor_bin, cfg, db, 100)
+    assert p.returncode == 0, p.stderr
+    assert "it ends where this node stopped writing it cleanly" in p.stderr, p.stderr
+    assert "outcome=exists" in p.stderr, p.stderr
+    assert len(generations(rep)) == 2 and old in generations(rep)
+    out = tmp_path / "out.db"
+    r = lv_restore_cfg(litevisor_bin, restore_config(tmp_path, rep, age_map([k0], [k0])),
+                       tmp_path / "target.db", out)
+    assert r.returncode == 0, r.stderr
+    assert content(out) == content(db)
+
+
+def test_run_refuses_an_unreadable_replica_it_did_not_close_and_says_why(run, tmp_path,
+                                                                          litevisor_bin, keys):
+    """Without this node's clean stop as the replica's last writer (here: killed), a
+    replica written with other age: settings might hold newer data: run does not start,
+    and says why and what to do. Both ways out work: a clean run with the old settings
+    then the new ones; or keep-local once. Replication continues in a new generation."""
+    k0 = keys[0]
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    r = run(config(tmp_path, db, [file_replica(rep)]))
+    write(db, 20, start=1)
+    wait_for(lambda: len(objects(rep, "wal")) > 0, what="a segment")
+    time.sleep(0.5)
+    r.kill()
+    cfg = config(tmp_path, db, [file_replica(rep, age=age_map([k0], [k0]))])
+    p = subprocess.run([litevisor_bin, "run", "-config", str(cfg), "--", "true"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 111, p.stderr
+    assert "UNREADABLE with its age: settings" in p.stderr, p.stderr
+    assert "restore.existing: keep-local" in p.stderr, p.stderr
+    assert "Start once with the settings that wrote it and stop cleanly" in p.stderr, p.stderr
+    # way out 1: once with the old settings, stopping cleanly, then the new ones
+    enc = cfg.read_text()
+    p = lv_run(litevisor_bin, config(tmp_path, db, [file_replica(rep)]), db, 100)
+    assert p.returncode == 0, p.stderr
+    cfg.write_text(enc)
+    p = lv_run(litevisor_bin, cfg, db, 200)
+    assert p.returncode == 0, p.stderr
+    assert "age: settings changed since it wrote this generation" in p.stderr, p.stderr
+    assert len(generations(rep)) == 2
+    # way out 2: keep-local once (killed again, with the encryption turned off now)
+    r = run(config(tmp_path, db, [file_replica(rep, age=age_map([k0], [k0]))]))
+    write(db, 5, start=300)
+    wait_for(lambda: "replica continues generation" in r.text(), what="the start")
+    time.sleep(0.5)
+    r.kill()
+    plain = config(tmp_path, db, [file_replica(rep)]).read_text()
+    cfg.write_text(plain)
+    p = subprocess.run([litevisor_bin, "run", "-config", str(cfg), "--", "true"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 111, p.stderr
+    assert "UNREADABLE with its age: settings" in p.stderr, p.stderr
+    cfg.write_text("restore:\n  existing: keep-local\n" + plain)
+    p = lv_run(litevisor_bin, cfg, db, 400)
+    assert p.returncode == 0, p.stderr
+    assert "age: settings changed since it wrote this generation" in p.stderr, p.stderr
+    assert len(generations(rep)) == 3
+    out = tmp_path / "out.db"
+    r = lv_restore_cfg(litevisor_bin, restore_config(tmp_path, rep, None),
+                       tmp_path / "target.db", out)
+    assert r.returncode == 0, r.stderr
+    assert content(out) == content(db)
+
+
+def test_rotating_keys_keeping_the_old_identity_continues_the_generation(run, tmp_path, keys):
+    """The way to rotate without a new generation (docs/config.md): the old identity
+    stays under identities:, only the new key under recipients:. The generation goes
+    on; new objects are for the new key only."""
+    k0, k1, _ = keys
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    r = run(config(tmp_path, db, [file_replica(rep, age=age_map([k0], [k0]))]))
+    write(db, 50, start=1)
+    assert r.stop() == 0
+    first = set(object_paths(rep))
+    r = run(config(tmp_path, db, [file_replica(rep, age=age_map([k0, k1], [k1]))]))
+    write(db, 50, start=1000)
+    assert r.stop() == 0, r.text()
+    assert "settings changed" not in r.text() and len(generations(rep)) == 1, r.text()
+    new = [p for p in object_paths(rep) if p not in first]
+    assert new and all(age_decrypt(k1, p) is not None and age_decrypt(k0, p) is None
+                       for p in new)

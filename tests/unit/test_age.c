@@ -82,6 +82,9 @@ static int collect_write(void *ctx, const void *buf, size_t len)
 	return 0;
 }
 
+/* The last decrypt() failed for the object's form (age_dec.foreign), not damage. */
+static bool dec_foreign;
+
 /*
  * Decrypt data[len] fed in pieces of `step` bytes. Returns 0 with the plain
  * bytes in *out, or -1 with the decoder's error in why.
@@ -101,6 +104,7 @@ static int decrypt(const struct cfg_age *keys, const unsigned char *data, size_t
 	snprintf(why, whylen, "%s", d.error);
 	if (rc < 0)
 		CHECK(d.failed);
+	dec_foreign = d.foreign;
 	age_dec_release(&d);
 	return rc;
 }
@@ -262,6 +266,7 @@ TEST(several_recipients_each_open_it)
 		} else {
 			CHECK_INT(rc, -1);
 			CHECK_STR(why, "no identity matches (the object is for 2 other X25519 recipient(s))");
+			CHECK(dec_foreign); /* other keys wrote it: a settings change, not damage */
 		}
 		free(dec.data);
 	}
@@ -281,6 +286,9 @@ static void expect_error(const unsigned char *data, size_t len, const char *want
 		FAIL("decrypted, expected \"%s\"", want);
 	if (!strstr(why, want))
 		FAIL("error \"%s\", expected \"%s\"", why, want);
+	/* only another form (plain, other keys) is foreign: damage never is */
+	if (dec_foreign != (strstr(why, "no identity matches") || strstr(why, "not encrypted")))
+		FAIL("error \"%s\": foreign %d", why, dec_foreign);
 	free(out.data);
 }
 
