@@ -94,7 +94,7 @@ static int gen_order(const struct cat_generation *a, const struct cat_generation
 static void note_tied(const struct cat_generation *gens, size_t ngens,
 		      const struct cat_generation *g, const struct rs_target *t, struct rs_plan *p)
 {
-	for (size_t i = 0; i < ngens && t->skew_ns > 0; i++) {
+	for (size_t i = 0; i < ngens; i++) {
 		const struct cat_generation *h = &gens[i];
 		int64_t d = h->max_ns - g->max_ns;
 		if (h == g || !gen_usable(h, t) || d > t->skew_ns || d < -t->skew_ns)
