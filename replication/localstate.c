@@ -362,28 +362,50 @@ static char *closed_path(const char *dir, const char *replica, char *buf, size_t
 	return buf;
 }
 
-int localstate_write_closed(const char *dir, const char *replica, const struct wal_pos *at,
-			    uid_t uid, gid_t gid)
+int localstate_write_closed(const char *dir, const char *replica, const char *location,
+			    const struct wal_pos *at, uid_t uid, gid_t gid)
 {
-	char path[PATH_MAX], line[64];
-	int n = snprintf(line, sizeof(line), "%s %08x %08x\n", at->generation, at->index,
-			 at->offset);
-	return fs_write_atomic(closed_path(dir, replica, path, sizeof(path)), line, (size_t)n, 0640,
-			       uid, gid);
+	char path[PATH_MAX], *line = NULL;
+	int n = asprintf(&line, "%s %08x %08x %s\n", at->generation, at->index, at->offset,
+			 location ? location : "");
+	if (n < 0)
+		return -1;
+	int rc = fs_write_atomic(closed_path(dir, replica, path, sizeof(path)), line, (size_t)n,
+				 0640, uid, gid);
+	free(line);
+	return rc;
 }
 
-int localstate_read_closed(const char *dir, const char *replica, struct wal_pos *at)
+int localstate_read_closed(const char *dir, const char *replica, const char *location,
+			   struct wal_pos *at)
 {
 	char path[PATH_MAX], *text = NULL, gen[32];
 	unsigned idx, off;
-	char extra;
-	int rc = -1;
+	int rest = 0, rc = -1;
 
 	memset(at, 0, sizeof(*at));
-	if (fs_read_small(closed_path(dir, replica, path, sizeof(path)), 256, &text, NULL) < 0)
+	if (fs_read_small(closed_path(dir, replica, path, sizeof(path)), PATH_MAX + 256, &text,
+			  NULL) < 0)
 		return -1;
-	if (sscanf(text, "%31s %8x %8x %c", gen, &idx, &off, &extra) != 3 ||
+	if (sscanf(text, "%31s %8x %8x%n", gen, &idx, &off, &rest) != 3 || !rest ||
 	    !layout_generation_valid(gen)) {
+		errno = EINVAL;
+		goto out;
+	}
+	/* the location: the rest of the line after one space; none in an old record */
+	const char *loc = text + rest, *nl = strchr(loc, '\n');
+	if (!nl || nl[1] != '\0') {
+		errno = EINVAL;
+		goto out;
+	}
+	if (*loc == ' ' && nl > loc + 1) {
+		loc++;
+		if (!location || strlen(location) != (size_t)(nl - loc) ||
+		    strncmp(loc, location, (size_t)(nl - loc)) != 0) {
+			errno = EXDEV;
+			goto out;
+		}
+	} else if (loc != nl && !(loc[0] == ' ' && loc + 1 == nl)) {
 		errno = EINVAL;
 		goto out;
 	}

@@ -24,9 +24,12 @@
  *                                 (localstate_next_index) instead of
  *                                 starting a new one
  *   closed-<%08x xxh32 of a replica's name>
- *                                 "gen index offset\n": this node marked
- *                                 gen closed there at (index, offset) when
- *                                 it last stopped (localstate_write_closed)
+ *                                 "gen index offset location\n": this node
+ *                                 marked gen closed at (index, offset) in
+ *                                 the replica's storage at location (its
+ *                                 description, no credentials) when it
+ *                                 last stopped (localstate_write_closed);
+ *                                 records before 2026-12 have no location
  *   failing-<%08x xxh32 of a replica's name>
  *                                 "failing-since behind-since name\n": that
  *                                 replica fails since then (wall ns), and
@@ -160,12 +163,21 @@ int localstate_clear_restored(const char *dir);
  * there again. A restart that finds the record but not the mark knows
  * another node reopened the generation since (it restored it and deletes
  * the marks before writing): continuing it here would write a second
- * history under the same object names. read: 0, or -1 (ENOENT: none;
- * EINVAL: corrupt). clear: 0, or -1.
+ * history under the same object names.
+ *
+ * The record names the location it was written to (location: the storage's
+ * description, never a credential): a replica's name stays when its url
+ * changes (a file replica is named "file" whatever its directory), and a
+ * mark written elsewhere says nothing of what this location holds. read
+ * returns it only for the same location, or when it names none (written by
+ * an older version: taken as this location's, as before). read: 0, or -1
+ * (ENOENT: none; EXDEV: written for another location; EINVAL: corrupt).
+ * clear: 0, or -1.
  */
-int localstate_write_closed(const char *dir, const char *replica, const struct wal_pos *at,
-			    uid_t uid, gid_t gid);
-int localstate_read_closed(const char *dir, const char *replica, struct wal_pos *at);
+int localstate_write_closed(const char *dir, const char *replica, const char *location,
+			    const struct wal_pos *at, uid_t uid, gid_t gid);
+int localstate_read_closed(const char *dir, const char *replica, const char *location,
+			   struct wal_pos *at);
 int localstate_clear_closed(const char *dir, const char *replica);
 
 

@@ -190,11 +190,23 @@ int replica_close(struct eng_replica *r, const struct wal_pos *at)
 	uid_t uid;
 	gid_t gid;
 	localstate_owner(r->db->cfg, &uid, &gid);
-	if (localstate_write_closed(r->db->dir, r->stat.name, at, uid, gid) < 0)
+	if (localstate_write_closed(r->db->dir, r->stat.name, r->st->description, at, uid, gid) <
+	    0)
 		log_warn("replica", "cannot record the closed mark locally: if another node takes "
 			 "the generation over, a restart here cannot tell", "db=%s replica=%s "
 			 "error=\"%s\"", r->db->stat.name, r->stat.name, strerror(errno));
 	return 0;
+}
+
+/*
+ * This node's closed record for r, if it was written for the location r now
+ * points at (a url changed and changed back must not make a mark written
+ * elsewhere read as one this location lost). 0, or -1 (none usable).
+ */
+static int read_closed(const struct eng_replica *r, struct wal_pos *at)
+{
+	return localstate_read_closed(r->db->dir, r->stat.name, r->st ? r->st->description : NULL,
+				      at);
 }
 
 /*
@@ -204,7 +216,7 @@ int replica_close(struct eng_replica *r, const struct wal_pos *at)
  */
 static bool closed_here(const struct eng_replica *r, const char *gen, struct wal_pos *at)
 {
-	return localstate_read_closed(r->db->dir, r->stat.name, at) == 0 &&
+	return read_closed(r, at) == 0 &&
 	       !strcmp(at->generation, gen);
 }
 
@@ -418,7 +430,12 @@ void replica_count_closed_records(struct eng_db *d)
 	d->older_pending = 0;
 	for (size_t i = 0; i < d->nreplicas; i++) {
 		struct eng_replica *r = &d->replicas[i];
-		r->older_check = r->st && localstate_read_closed(d->dir, r->stat.name, &at) == 0;
+		r->older_check = r->st && read_closed(r, &at) == 0;
+		if (r->st && !r->older_check && errno == EXDEV)
+			log_info("replica", "the closed record of this replica was written for "
+				 "another location: not used to tell whether another node went on",
+				 "db=%s replica=%s location=\"%s\"", d->stat.name, r->stat.name,
+				 r->st->description ? r->st->description : "");
 		if (r->older_check)
 			d->older_pending++;
 	}
@@ -557,7 +574,7 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 	writers_prime(r, ids, n);
 	struct wal_pos closed_at;
 	if (!in_marker && d->eng->cfg && d->eng->cfg->restore.existing == EXISTING_NEWEST_WINS &&
-	    localstate_read_closed(d->dir, r->stat.name, &closed_at) == 0) {
+	    read_closed(r, &closed_at) == 0) {
 		int old = continued_since(r, ids, n, &closed_at, why, sizeof(why), &call, &err);
 		if (old < 0) {
 			rc = old;

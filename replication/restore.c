@@ -655,7 +655,30 @@ static bool replica_newer(const struct session *s, const struct wal_pos *lpos, i
 				gl = &c->gens[g];
 		}
 		if (gw && gl) {
-			/* one server, one clock; a tie to the second: catalog_gen_order */
+			/*
+			 * One server, one clock, but newest objects within the clock-skew
+			 * margin cannot be told apart (a replica copied object by object
+			 * gives every object the copy's time, in whatever order it went):
+			 * only a generation still open where the local one was closed
+			 * (handed over) is newer then. An ambiguous order never replaces
+			 * the database.
+			 */
+			int64_t skew = s->cfg->restore.clock_skew_ms * NS_PER_MS;
+			int64_t d = gw->max_ns - gl->max_ns;
+			if (d <= skew && d >= -skew &&
+			    !(catalog_closed_at_end(gl) && !catalog_closed_at_end(gw))) {
+				snprintf(why, len, "%s holds generation %s and the local %s with newest "
+					 "objects %+.3f s apart, within the clock-skew margin: which is "
+					 "newer is ambiguous, keeping the local database", c->name,
+					 w->plan.generation, lpos->generation, (double)d / 1e9);
+				log_warn("restore", "the replica's generations cannot be told apart by "
+					 "their object times: not replacing the local database on an "
+					 "ambiguous order", "replica=%s generation=%s local=%s "
+					 "diff_s=%+.3f margin_s=%.1f", c->name, w->plan.generation,
+					 lpos->generation, (double)d / 1e9, (double)skew / 1e9);
+				return false;
+			}
+			/* a tie to the second: catalog_gen_order */
 			bool newer = catalog_gen_order(gw, gl) > 0;
 			snprintf(why, len, "%s holds generation %s written %s the local %s",
 				 c->name, w->plan.generation, newer ? "after" : "no later than",
@@ -1115,6 +1138,7 @@ int restore_explicit(const struct config *cfg, const struct cfg_db *db,
 	s.t.has_index = opt->has_index;
 	s.t.index = opt->index;
 	s.t.timestamp_ns = opt->timestamp_ns;
+	s.t.skew_ns = cfg->restore.clock_skew_ms * NS_PER_MS;
 
 	if (lstat(out_path, &st) == 0) {
 		if (opt->if_db_not_exists) {

@@ -10,7 +10,9 @@
  *    the order is ambiguous: a candidate that holds both generations orders
  *    them with its own (single) clock (servers holding both that disagree:
  *    the one that started later, if they agree on that); failing that, the
- *    later time still wins and the decision says it was ambiguous.
+ *    later time still wins and the decision says it was ambiguous. So does
+ *    a winner whose own replica holds generations it could not tell apart
+ *    from it by time (rs_plan.tied: a replica copied object by object).
  * 3. Within that generation, the highest end position (index, offset) wins.
  * 4. Among equal positions, a replica without holes (missing segments)
  *    first, then the lowest round-trip time, then the configuration order.
@@ -211,6 +213,9 @@ void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, const char *dbname,
 		for (size_t i = 0; i < n; i++)
 			if (c[i].rank >= 0 && wal_pos_cmp(&c[i].plan.end, &w->plan.end) == 0)
 				same++;
+		/* its own replica could not tell its generation from others by time */
+		if (w->plan.ntied)
+			out->ambiguous = true;
 	}
 
 	/*
@@ -352,6 +357,14 @@ void rs_log_decision(const struct rs_cand *c, size_t n, const struct rs_choice *
 				  "verdict=\"%s\"", dbname, x->name, state_text(x), x->rtt_us / 1000.0, (long long)x->probe_ms,
 				  x->state == RC_OK ? "" : x->error, x->verdict);
 	}
+	const struct rs_cand *w = out->winner >= 0 ? &c[out->winner] : NULL;
+	if (w && w->plan.ntied)
+		log_warn("restore", "the replica's generations cannot be told apart by their object "
+			 "times (within the clock-skew margin; a replica copied object by object gets "
+			 "the copy's times): which is newest is ambiguous", "db=\"%s\" replica=%s "
+			 "picked=%s tied=%s%s rule=\"newest object, then not closed at its end, then "
+			 "started later, then the highest position, then the greater name\"", dbname,
+			 w->name, w->plan.generation, w->plan.tied, w->plan.ntied > 3 ? ",..." : "");
 	log_event(out->ambiguous ? LOG_WARN : LOG_INFO, "restore", "decided",
 		  "db=\"%s\" result=\"%s\"%s", dbname, out->why,
 		  out->ambiguous ? " warning=\"generations within the clock-skew margin\"" : "");
@@ -374,6 +387,10 @@ void rs_print_decision(const struct rs_cand *c, size_t n, const struct rs_choice
 	if (ch->winner >= 0) {
 		const struct rs_cand *w = &c[ch->winner];
 		printf("decision: %s\n", ch->why);
+		if (w->plan.ntied)
+			printf("ambiguous: generation %s cannot be told apart by time from %s%s "
+			       "(within the clock-skew margin)\n", w->plan.generation, w->plan.tied,
+			       w->plan.ntied > 3 ? ",..." : "");
 		printf("plan: snapshot %08x, %zu WAL segment(s), %llu bytes to download, into %s\n",
 		       w->plan.snapshot.index, w->plan.nsegments,
 		       (unsigned long long)w->plan.bytes, output);

@@ -40,6 +40,9 @@ struct rs_target {
 	bool has_index;
 	uint32_t index;
 	int64_t timestamp_ns;    /* 0: none */
+	int64_t skew_ns;         /* restore.clock-skew: one replica's generations whose newest
+				    objects are closer than this cannot be told apart by time
+				    (a replica copied object by object gives all the copy's) */
 };
 
 static inline bool rs_target_pit(const struct rs_target *t)
@@ -62,6 +65,10 @@ struct rs_plan {
 	bool truncated;                /* a gap: applying will fail at it (missing segment) */
 	char note[160];                /* where the gap is, or "" */
 	char ignored[160];             /* an object the plan leaves out as inconsistent, or "" */
+	size_t ntied;                  /* other generations of this replica its time cannot be
+					  told from (rs_target.skew_ns); the pick among them is
+					  rs_plan_build's rule, an ambiguous order */
+	char tied[4 * (LAYOUT_GEN_LEN + 1)]; /* the first three of them, comma-separated */
 };
 
 void rs_plan_release(struct rs_plan *p);

@@ -3,8 +3,12 @@
  * apply: generation, snapshot, then WAL segments in (index, offset) order.
  *
  * Rules (Litestream v0.3 semantics, minus its bugs, see docs/restore.md):
- * - generation: the one asked for, else the newest (catalog_gen_order)
- *   among those that started (have a snapshot) at or before the timestamp;
+ * - generation: the one asked for, else the newest (catalog_gen_order; a
+ *   full tie: the one ending at the highest position, then the greater
+ *   name, so the pick never depends on listing order) among those that
+ *   started (have a snapshot) at or before the timestamp; others whose
+ *   newest object is within the clock-skew margin of its own are noted as
+ *   tied (a copied replica: every object has the copy's time);
  *   a newer generation without a snapshot, or (with -timestamp) one holding
  *   WAL from before the timestamp but only later snapshots, makes the data
  *   asked for unrestorable: an error, not a silent restore of older data;
@@ -55,6 +59,53 @@ static uint32_t last_index(const struct cat_generation *g)
 	return m;
 }
 
+/* Where g ends as its names tell: its last segment's start, else its last snapshot. */
+static struct wal_pos named_end(const struct cat_generation *g)
+{
+	struct wal_pos p = { 0 };
+	if (g->nsnapshots)
+		p.index = g->snapshots[g->nsnapshots - 1].index;
+	if (g->nsegments) {
+		const struct cat_segment *s = &g->segments[g->nsegments - 1];
+		if (s->index >= p.index) {
+			p.index = s->index;
+			p.offset = s->offset;
+		}
+	}
+	return p;
+}
+
+/* catalog_gen_order, and a total order where it ties: more data, then the name. */
+static int gen_order(const struct cat_generation *a, const struct cat_generation *b)
+{
+	int o = catalog_gen_order(a, b);
+	if (o)
+		return o;
+	struct wal_pos ea = named_end(a), eb = named_end(b);
+	if (ea.index != eb.index)
+		return ea.index > eb.index ? 1 : -1;
+	if (ea.offset != eb.offset)
+		return ea.offset > eb.offset ? 1 : -1;
+	o = strcmp(a->id, b->id);
+	return o > 0 ? 1 : o < 0 ? -1 : 0;
+}
+
+/* Note in p the generations other than g whose times cannot be told from g's. */
+static void note_tied(const struct cat_generation *gens, size_t ngens,
+		      const struct cat_generation *g, const struct rs_target *t, struct rs_plan *p)
+{
+	for (size_t i = 0; i < ngens; i++) {
+		const struct cat_generation *h = &gens[i];
+		int64_t d = h->max_ns - g->max_ns;
+		if (h == g || !gen_usable(h, t) || d > t->skew_ns || d < -t->skew_ns)
+			continue;
+		if (p->ntied++ < 3) {
+			size_t l = strlen(p->tied);
+			snprintf(p->tied + l, sizeof(p->tied) - l, "%s%s", l ? "," : "", h->id);
+		}
+	}
+}
+
 int rs_plan_build(const struct cat_generation *gens, size_t ngens, const struct rs_target *t,
 		  struct rs_plan *p, char *nodata, size_t len)
 {
@@ -70,9 +121,11 @@ int rs_plan_build(const struct cat_generation *gens, size_t ngens, const struct 
 		}
 		if (!gen_usable(&gens[i], t))
 			continue;
-		if (!g || catalog_gen_order(&gens[i], g) > 0)
+		if (!g || gen_order(&gens[i], g) > 0)
 			g = &gens[i];
 	}
+	if (g && !t->generation)
+		note_tied(gens, ngens, g, t, p);
 	/*
 	 * A newer generation that holds WAL but no snapshot cannot be restored
 	 * (its snapshot was deleted, or is still being uploaded); nor can one

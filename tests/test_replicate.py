@@ -1015,6 +1015,40 @@ def test_back_to_litevisor_after_litestream_replicates_again(run, tmp_path, lite
     check_restore(litestream_bin, rep, db, tmp_path / "out.db")
 
 
+def test_a_replica_pointed_back_at_its_older_location_goes_on(run, tmp_path, litestream_bin):
+    """A replica pointed at a new location for one run (the database in a new generation
+    meanwhile), then back at its old one, which holds only the older generation. The
+    closed record of the replica's name had been written for the new location: read
+    against the old one, its generation missing there meant "another node went on, and
+    its retention deleted it", and the database stopped replicating to every replica at
+    every start (QA32 #3). A mark written elsewhere is no evidence of that."""
+    db, main, old, new = (tmp_path / "app.db", tmp_path / "main", tmp_path / "nas-old",
+                          tmp_path / "nas-new")
+    create(db)
+
+    def cfg(nas):
+        return config(tmp_path, db, [file_replica(main, "main"), file_replica(nas, "nas")])
+
+    r = run(cfg(old))
+    write(db, 10, start=1)
+    assert r.stop() == 0
+    write(db, 5, start=100, ops={"102": "truncate"})  # WAL changed while down: new generation
+    r = run(cfg(new))
+    write(db, 10, start=200)
+    assert r.stop() == 0, r.text()
+    assert len(generations(main)) == 2 and len(generations(old)) == 1
+    for i in range(2):  # at every start after it
+        r = run(cfg(old))
+        write(db, 10, start=300 + 100 * i)
+        assert r.stop() == 0, r.text()
+        assert "older than the replica" not in r.text(), r.text()
+        if i == 0:
+            assert "written for another location" in r.text(), r.text()
+    for rep in (main, old):
+        out = tmp_path / f"out-{rep.name}.db"
+        check_restore(litestream_bin, rep, db, out)
+
+
 def test_back_to_litevisor_after_litestream_was_killed_keeps_the_newer_database(
         tmp_path, litestream_bin, litevisor_bin):
     """The same roll-back with Litestream killed: the database holds commits no replica

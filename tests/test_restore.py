@@ -1657,6 +1657,68 @@ def test_run_path_newer_generation_written_elsewhere(tmp_path, history):
     assert rows(res[0]["moved_aside"]) == local
 
 
+def copy_times(rep, gens, t0, step=0.2):
+    """As `cp -r` or `aws s3 sync` leave a replica: every object gets the copy's time,
+    generation after generation in the order given."""
+    for k, g in enumerate(gens):
+        for d, _, files in os.walk(rep / "generations" / g):
+            for f in files:
+                os.utime(os.path.join(d, f), (t0 + k * step, t0 + k * step))
+
+
+@pytest.mark.parametrize("gen2_closed,outcome", [(True, "exists"), (False, "restored")])
+def test_run_path_a_copied_replica_does_not_replace_the_local_database(tmp_path, history,
+                                                                       gen2_closed, outcome):
+    """A replica moved by copying its objects: every object has the copy's time, and the
+    older generation, copied last, looked newer on the replica's one clock. `run`
+    replaced the live database (whose own generation the replica holds at exactly its
+    position) with it (QA32 #2). Times that close cannot be told apart: the database is
+    kept, with a warning. A generation still open where the local one was closed (handed
+    over) is newer whatever the times."""
+    rep = tmp_path / "rep"
+    db = tmp_path / "app" / "app.db"
+    db.parent.mkdir()
+    cfg = write_config(tmp_path / "lv.yml", db, [{"name": "nas", "url": f"file://{rep}"}])
+    history.write(str(rep), upto=3)
+    p, res = restore_tool(cfg)
+    assert res[0]["outcome"] == "restored", p.stderr
+    local = rows(db)
+    history.write(str(rep), gen=GEN2, upto=1, closed=gen2_closed)
+    copy_times(rep, [GEN, GEN2], time.time() - 60)
+    p, res = restore_tool(cfg)
+    assert res[0]["outcome"] == outcome, p.stderr
+    if outcome == "exists":
+        assert "cannot be told apart by their object times" in p.stderr, p.stderr
+        assert rows(db) == local
+    else:
+        assert res[0]["generation"] == GEN2, p.stderr
+        assert rows(db) == history.states[0][2]
+
+
+def test_generations_a_copy_left_in_one_second_are_reported_and_picked_by_position(
+        tmp_path, litevisor_bin, history):
+    """Generations whose objects all have the same time (uploaded to S3 in one second)
+    were picked in listing order, silently (QA32 #2). The tie is reported, naming them,
+    and the pick is the one ending furthest, whatever the names or listing order."""
+    rep = tmp_path / "rep"
+    history.write(str(rep), gen=GEN, upto=3)
+    history.write(str(rep), gen=GEN2, upto=1)
+    t = int(time.time()) - 60
+    copy_times(rep, [GEN, GEN2], t, step=0)
+    db = tmp_path / "app.db"
+    cfg = write_config(tmp_path / "lv.yml", db, [{"name": "nas", "url": f"file://{rep}"}])
+    p = lv(litevisor_bin, "restore", "-config", str(cfg), "-dry-run", str(db))
+    assert p.returncode == 0, p.stderr
+    assert f"ambiguous: generation {GEN} cannot be told apart by time from {GEN2}" in p.stdout, \
+        p.stdout
+    p = lv(litevisor_bin, "restore", "-config", str(cfg), str(db))
+    assert p.returncode == 0, p.stderr
+    warn = [l for l in p.stderr.splitlines() if "cannot be told apart" in l]
+    assert warn and "WARN" in warn[0] and f"picked={GEN} tied={GEN2}" in warn[0], p.stderr
+    assert 'warning="generations within the clock-skew margin"' in p.stderr, p.stderr
+    assert rows(db) == history.states[2][2]
+
+
 def test_s3_slow_peer_that_answered_is_measured_not_dropped(tmp_path, litevisor_bin, s3server,
                                                             history):
     p05, nas = s3server(), s3server()
