@@ -1586,9 +1586,9 @@ def test_run_path_existing_db_without_state_is_compared_by_time(tmp_path, histor
     db.parent.mkdir()
     cfg = write_config(tmp_path / "lv.yml", db, [{"name": "nas", "url": f"file://{rep}"}])
     history.write(str(rep), upto=2, t0=time.time() - 7200)  # objects two hours old
-    stale = sqlite3.connect(db)
-    stale.execute("CREATE TABLE local(x)")
-    stale.execute("INSERT INTO local VALUES ('written here, after the replica')")
+    stale = sqlite3.connect(db)  # the same database's tables (restore_same.c)
+    stale.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    stale.execute("INSERT INTO t(v) VALUES ('written here, after the replica')")
     stale.commit()
     stale.close()
     p, res = restore_tool(cfg)
@@ -1601,7 +1601,8 @@ def test_run_path_existing_db_without_state_is_compared_by_time(tmp_path, histor
     assert res[0]["outcome"] == "restored", p.stderr
     assert rows(db) == history.states[1][2]
     moved = res[0]["moved_aside"]
-    assert sqlite3.connect(moved).execute("SELECT x FROM local").fetchall()  # kept
+    assert sqlite3.connect(moved).execute("SELECT v FROM t").fetchall() == \
+        [("written here, after the replica",)]  # kept
 
 
 @pytest.mark.parametrize("local_after_s,outcome", [(-3, "restored"), (3, "exists")])
@@ -1620,8 +1621,8 @@ def test_run_path_without_state_within_the_clock_skew_margin_the_later_wins(
     for d, _, files in os.walk(rep):
         for f in files:
             os.utime(os.path.join(d, f), (t_rep, t_rep))
-    stale = sqlite3.connect(db)
-    stale.execute("CREATE TABLE local(x)")
+    stale = sqlite3.connect(db)  # the same database's tables (restore_same.c)
+    stale.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
     stale.commit()
     stale.close()
     os.utime(db, (t_rep + local_after_s, t_rep + local_after_s))
@@ -1630,7 +1631,7 @@ def test_run_path_without_state_within_the_clock_skew_margin_the_later_wins(
     assert "within the clock-skew margin: the later time wins" in p.stderr, p.stderr
     if outcome == "restored":
         assert rows(db) == history.states[1][2]
-        assert sqlite3.connect(res[0]["moved_aside"]).execute("SELECT * FROM local").fetchall() == []
+        assert sqlite3.connect(res[0]["moved_aside"]).execute("SELECT * FROM t").fetchall() == []
 
 
 def test_run_path_newer_generation_written_elsewhere(tmp_path, history):
