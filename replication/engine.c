@@ -8,12 +8,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/clock.h"
 #include "common/log.h"
 #include "replication/age.h"
 #include "replication/catalog.h"
 #include "replication/engine_int.h"
+#include "replication/statelock.h"
 #include "common/banned.h"
 
 /* Condition variables wait on the monotonic clock (deadlines are monotonic). */
@@ -44,6 +46,7 @@ struct engine *engine_new(const struct config *cfg)
 		d->eng = e;
 		d->cfg = &cfg->dbs[i];
 		d->wal_fd = -1;
+		d->state_fd = -1;
 		d->sh.fd = -1;
 		d->share.fd = -1;
 		d->watch.ifd = d->watch.efd = -1;
@@ -125,6 +128,38 @@ void engine_note_restore(struct engine *e, size_t db_index, const char *source,
 	if (pos)
 		d->stat.restore_pos = *pos;
 	pthread_mutex_unlock(&d->mu);
+}
+
+int eng_take_state(struct eng_db *d, char *holder, size_t holderlen)
+{
+	if (d->state_fd >= 0)
+		return 0;
+	switch (statelock_take(d->cfg, d->dir, &d->state_fd, holder, holderlen)) {
+	case STATELOCK_TAKEN:
+	case STATELOCK_NO_DIR:
+		return 0;
+	case STATELOCK_HELD:
+		return 1;
+	default:
+		return -1;
+	}
+}
+
+int engine_lock(struct engine *e)
+{
+	for (size_t i = 0; i < e->ndbs; i++) {
+		struct eng_db *d = &e->dbs[i];
+		char holder[320];
+		int rc = eng_take_state(d, holder, sizeof(holder));
+		if (rc > 0)
+			log_error("engine", "the database's state directory is in use by another litevisor "
+				  "process (two jobs with one meta-path, or a second litevisor on this "
+				  "database): not restoring or replicating; exiting 111", "db=%s dir=\"%s\" "
+				  "holder=\"%s\"", d->stat.name, d->dir, holder[0] ? holder : "unknown");
+		if (rc != 0)
+			return -1;
+	}
+	return 0;
 }
 
 int engine_start(struct engine *e)
@@ -373,6 +408,8 @@ void engine_free(struct engine *e)
 			pthread_cond_destroy(&d->replicas[j].cond);
 		}
 		snapshot_share_close(d);
+		if (d->state_fd >= 0)
+			close(d->state_fd); /* the lock goes with it */
 		free(d->replicas);
 		watch_release(&d->watch);
 		pthread_cond_destroy(&d->cond);

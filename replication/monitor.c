@@ -337,6 +337,26 @@ static int open_db(struct eng_db *d, bool fresh)
 		return 1;
 	}
 	/*
+	 * A database that appeared after the start: its state directory was not
+	 * taken then (engine_lock). Before we touch anything; looked at again
+	 * each round, the other process may stop.
+	 */
+	char holder[320];
+	int taken = eng_take_state(d, holder, sizeof(holder));
+	if (taken > 0) {
+		if (!d->state_held_logged)
+			log_error("engine", "the database's state directory is in use by another litevisor "
+				  "process: not replicating it until that one stops", "db=%s dir=\"%s\" "
+				  "holder=\"%s\"", d->stat.name, d->dir, holder[0] ? holder : "unknown");
+		d->state_held_logged = true;
+		db_set_state(d, false, "waiting: state directory in use by another litevisor process");
+		return 1;
+	}
+	if (taken < 0) {
+		db_set_state(d, false, "error: local state");
+		return -1;
+	}
+	/*
 	 * Before we touch it (setting WAL mode writes the header). Its ctime, not
 	 * only its mtime: `cp -p`, `rsync -a` or a rename put back an old mtime,
 	 * never an old ctime.
@@ -374,6 +394,9 @@ static int open_db(struct eng_db *d, bool fresh)
 	localstate_owner(d->cfg, &uid, &gid);
 	fix_owner(d, uid, gid);
 	if (localstate_ensure(d->cfg, d->dir) < 0)
+		goto fail;
+	/* a meta-path whose directory was missing above exists now: nobody else can hold it yet */
+	if (eng_take_state(d, holder, sizeof(holder)) != 0 || d->state_fd < 0)
 		goto fail;
 	if (stat(d->cfg->path, &st) < 0)
 		goto fail;
