@@ -28,6 +28,36 @@ static void cond_init_mono(pthread_cond_t *c)
 	pthread_condattr_destroy(&a);
 }
 
+/*
+ * A database whose replicas are all restore-only (a config change: its job
+ * moved to the node hosting its only store) is backed up nowhere, though it
+ * replicates "fine": say so at the start and in its status (health warns).
+ */
+static void note_no_writable_replica(struct eng_db *d)
+{
+	const struct config *cfg = d->eng->cfg;
+	char *w = d->stat.no_writable_replica;
+	size_t len = sizeof(d->stat.no_writable_replica), at;
+
+	if (d->nreplicas == 0)
+		return; /* none configured: nothing was meant to be backed up */
+	for (size_t j = 0; j < d->nreplicas; j++)
+		if (!d->replicas[j].cfg->restore_only)
+			return;
+	at = (size_t)snprintf(w, len, "no replica is written to, every one is restore-only:");
+	for (size_t j = 0; j < d->nreplicas && at < len; j++) {
+		const struct cfg_replica *rc = d->replicas[j].cfg;
+		bool here = cfg->node && rc->node && strcmp(cfg->node, rc->node) == 0;
+		int n = here ? snprintf(w + at, len - at, "%s %s on this node (%s)", j ? ";" : "",
+					d->replicas[j].stat.name, rc->node)
+			     : snprintf(w + at, len - at, "%s %s has restore-only: true", j ? ";" : "",
+					d->replicas[j].stat.name);
+		at += n > 0 ? (size_t)n : 0;
+	}
+	log_warn("engine", "the database is backed up nowhere: no replica is written to (a node "
+		 "hosting its own store only restores from it)", "db=%s why=\"%s\"", d->stat.name, w);
+}
+
 struct engine *engine_new(const struct config *cfg)
 {
 	struct engine *e = calloc(1, sizeof(*e));
@@ -106,6 +136,7 @@ struct engine *engine_new(const struct config *cfg)
 			snprintf(r->stat.description, sizeof(r->stat.description), "%s",
 				 r->st->description ? r->st->description : "");
 		}
+		note_no_writable_replica(d);
 		/* not at engine_start: the status shows it from its first copy (restore runs between) */
 		failrec_load(d);
 	}

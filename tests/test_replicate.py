@@ -2360,6 +2360,45 @@ def test_database_never_replicated_is_no_final_flush_done(tmp_path, litevisor_bi
     assert "final flush done" not in text, text
 
 
+@pytest.mark.parametrize("why", ["node", "restore-only"])
+def test_a_database_with_no_writable_replica_warns(run, tmp_path, why):
+    # After a config change (its job moved to the node hosting its only store, or
+    # restore-only: true) the database was "replicating", /healthz passed with lag 0:
+    # backed up nowhere, and nothing said so. A warning, never a failure: a node
+    # hosting its store may rightly only restore from it.
+    import urllib.request
+    from conftest import free_port
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    port = free_port()
+    if why == "node":
+        cfg = config(tmp_path, db, [file_replica(rep, node="node-105")])
+        head, want = "node: node-105\n", "file on this node (node-105)"
+    else:
+        cfg = config(tmp_path, db, [file_replica(rep, restore_only="true")])
+        head, want = "", "file has restore-only: true"
+    cfg.write_text(f"{head}addr: 127.0.0.1:{port}\n" + cfg.read_text())
+    r = run(cfg)
+
+    def get(path):
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5).read().decode()
+        except OSError:
+            return ""
+
+    wait_for(lambda: '"state":"replicating"' in get("/healthz"), what="replicating")
+    health = json.loads(get("/healthz"))
+    assert health["status"] == "warn", health
+    check = health["checks"]["database:replication"][0]
+    assert check["status"] == "warn" and want in check["output"], check
+    assert "no replica is written to" in health["output"], health
+    assert 'litevisor_db_writable_replicas{db="app.db"} 0' in get("/metrics")
+    lines = [l for l in r.text().splitlines() if "backed up nowhere" in l]
+    assert len(lines) == 1 and " WARN " in lines[0] and "db=app.db" in lines[0], r.text()
+    assert want in lines[0], lines
+    assert r.stop() == 0
+
+
 def test_a_database_whose_state_directory_another_litevisor_holds_waits(run, tmp_path,
                                                                          litestream_bin):
     # A database that appears after the start (its directory too) has its state

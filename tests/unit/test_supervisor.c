@@ -270,6 +270,7 @@ TEST(metrics_text_rules)
 	CHECK(strstr(t.buf, "litevisor_restore_duration_seconds{db=\"app\\\"db\",source=\"nas\"} 1.5\n"));
 	CHECK(strstr(t.buf, "litevisor_replica_failing{db=\"app\\\"db\",replica=\"s3\"} 1\n"));
 	CHECK(strstr(t.buf, "litevisor_replica_other_writer{db=\"app\\\"db\",replica=\"s3\"} 0\n"));
+	CHECK(strstr(t.buf, "litevisor_db_writable_replicas{db=\"app\\\"db\"} 2\n"));
 	CHECK(strstr(t.buf, "litevisor_process_cpu_seconds_total 1.5\n"));
 	/* each HELP exactly once */
 	const char *needle = "# HELP litevisor_replica_lag_seconds ";
