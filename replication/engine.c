@@ -178,10 +178,20 @@ int eng_take_state(struct eng_db *d, char *holder, size_t holderlen)
 
 int engine_lock(struct engine *e)
 {
+	int64_t end = clock_mono_ns() + ENG_LOCK_WAIT_MS * NS_PER_MS;
 	for (size_t i = 0; i < e->ndbs; i++) {
 		struct eng_db *d = &e->dbs[i];
 		char holder[320];
 		int rc = eng_take_state(d, holder, sizeof(holder));
+		/*
+		 * The holder may be on its way out: a hand-over on one host (the next
+		 * writer gets the Consul lock after the last one's flush, before its
+		 * threads have stopped and it has exited). Give it that long.
+		 */
+		while (rc > 0 && clock_mono_ns() < end) {
+			usleep(100 * 1000);
+			rc = eng_take_state(d, holder, sizeof(holder));
+		}
 		if (rc > 0)
 			log_error("engine", "the database's state directory is in use by another litevisor "
 				  "process (two jobs with one meta-path, or a second litevisor on this "

@@ -40,9 +40,11 @@ void engine_note_restore(struct engine *e, size_t db_index, const char *source,
  * (replication/statelock.h), before anything reads or writes there: the
  * restore step included. One whose directory does not exist yet (a new
  * node: the restore creates the database's directory with its owner) is
- * taken by its monitor once the database is there. Returns 0, or -1
- * (logged, naming the directory and the other process) when another process
- * holds one, or a lock file cannot be made: exit 111 (the other may stop).
+ * taken by its monitor once the database is there. One held by another
+ * process is waited for a few seconds (ENG_LOCK_WAIT_MS: a process handing
+ * over on this host may still be exiting). Returns 0, or -1 (logged, naming
+ * the directory and the other process) when another process still holds
+ * one, or a lock file cannot be made: exit 111 (the other may stop).
  */
 int engine_lock(struct engine *e);
 

@@ -226,6 +226,8 @@ struct engine {
 };
 
 /* engine.c */
+/* How long engine_lock waits for another process to let go of a state directory. */
+#define ENG_LOCK_WAIT_MS 3000
 /*
  * Take d's state directory for this process unless held already
  * (statelock.h). 0: held, or its directory does not exist yet; 1: another

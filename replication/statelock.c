@@ -53,7 +53,8 @@ enum statelock_result statelock_take(const struct cfg_db *db, const char *dir, i
 	}
 	int f = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
 	if (f < 0) {
-		if (errno == ENOENT)
+		/* no directory there (yet): nobody holds it; the monitor says what is wrong with the path */
+		if (errno == ENOENT || errno == ENOTDIR)
 			return STATELOCK_NO_DIR;
 		log_error("state", "cannot open the state directory's lock file", "path=\"%s\" err=\"%s\"",
 			  path, strerror(errno));

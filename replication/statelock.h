@@ -27,7 +27,8 @@
 
 enum statelock_result {
 	STATELOCK_TAKEN,   /* *fd holds the lock */
-	STATELOCK_NO_DIR,  /* the directory to hold the lock file does not exist yet: nobody holds
+	STATELOCK_NO_DIR,  /* the directory to hold the lock file does not exist (yet; or a file
+			      is in its way): nobody holds
 			      it; take it again once it does (never created here: the restore
 			      creates a database's directory with its owner) */
 	STATELOCK_HELD,    /* another process holds it; holder: "pid 123 on host h" (or "") */
