@@ -38,9 +38,9 @@ void engine_note_restore(struct engine *e, size_t db_index, const char *source,
 /*
  * Take each database's state directory for this process
  * (replication/statelock.h), before anything reads or writes there: the
- * restore step included. One whose directory does not exist yet (a new
- * node: the restore creates the database's directory with its owner) is
- * taken by its monitor once the database is there. One held by another
+ * restore step included. A state directory that does not exist yet (a new
+ * node) is taken by the database's monitor when it makes it, before it
+ * reads it. One held by another
  * process is waited for a few seconds (ENG_LOCK_WAIT_MS: a process handing
  * over on this host may still be exiting). Returns 0, or -1 (logged, naming
  * the directory and the other process) when another process still holds

@@ -51,11 +51,17 @@ enum statelock_result statelock_take(const struct cfg_db *db, const char *dir, i
 		log_error("state", "state directory path too long for its lock file", "dir=\"%s\"", dir);
 		return STATELOCK_ERROR;
 	}
+	/*
+	 * No state directory yet: nobody uses it, and no lock file is left
+	 * beside a database that was never replicated (a stopped restore leaves
+	 * its directory as it found it). Whoever creates it takes it then.
+	 */
+	if (stat(phys, &st) < 0 && (errno == ENOENT || errno == ENOTDIR))
+		return STATELOCK_NO_DIR;
 	int f = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
 	if (f < 0) {
-		/* no directory there (yet): nobody holds it; the monitor says what is wrong with the path */
 		if (errno == ENOENT || errno == ENOTDIR)
-			return STATELOCK_NO_DIR;
+			return STATELOCK_NO_DIR; /* removed meanwhile */
 		log_error("state", "cannot open the state directory's lock file", "path=\"%s\" err=\"%s\"",
 			  path, strerror(errno));
 		return STATELOCK_ERROR;

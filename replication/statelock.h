@@ -27,10 +27,10 @@
 
 enum statelock_result {
 	STATELOCK_TAKEN,   /* *fd holds the lock */
-	STATELOCK_NO_DIR,  /* the directory to hold the lock file does not exist (yet; or a file
-			      is in its way): nobody holds
-			      it; take it again once it does (never created here: the restore
-			      creates a database's directory with its owner) */
+	STATELOCK_NO_DIR,  /* the state directory does not exist (yet): nobody uses it; take it
+			      again once it does, before reading it. Nothing is created here
+			      (a restore creates a database's directory with its owner, and one
+			      that stops leaves nothing behind) */
 	STATELOCK_HELD,    /* another process holds it; holder: "pid 123 on host h" (or "") */
 	STATELOCK_ERROR,   /* the lock file cannot be made or locked (logged) */
 };

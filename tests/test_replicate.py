@@ -2402,9 +2402,9 @@ def test_a_database_with_no_writable_replica_warns(run, tmp_path, why):
 def test_a_database_whose_state_directory_another_litevisor_holds_waits(run, tmp_path,
                                                                          litestream_bin):
     # A database that appears after the start (its directory too) has its state
-    # directory taken when it appears: while another process holds it, it is not
-    # touched (that one's generation would be taken for its own), and it is
-    # replicated once that one lets go.
+    # directory taken when it is made: while another process holds it, nothing is
+    # read or written there (that one's generation would be taken for its own),
+    # and the database is replicated once that one lets go.
     d = tmp_path / "later"
     db, rep = d / "app.db", tmp_path / "rep"
     r = run(config(tmp_path, db, [file_replica(rep)]))
@@ -2420,7 +2420,8 @@ def test_a_database_whose_state_directory_another_litevisor_holds_waits(run, tmp
         assert len(lines) == 1 and " ERROR " in lines[0], r.text()
         assert 'holder="pid 4242 on host otherhost"' in lines[0], lines
         assert f'dir="{d}/.app.db-litevisor"' in lines[0], lines
-        assert not (d / ".app.db-litevisor").exists()
+        state = d / ".app.db-litevisor"
+        assert not state.exists() or os.listdir(state) == [], os.listdir(state)
         assert not rep.exists()
     write(db, 20, start=1)
     check_restore_eventually(litestream_bin, rep, db, tmp_path / "out.db")
