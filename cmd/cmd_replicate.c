@@ -130,7 +130,8 @@ static int replicate_loop(const struct config *cfg)
 	if (code || (code = sup_consul_take_lock(consul, sfd, &state, heartbeat_tick, &state)) != 0)
 		goto out;
 	code = EXIT_TEMPFAIL;
-	if (!(e = engine_new(cfg)) || engine_start(e) < 0)
+	/* a state directory another litevisor uses: 111, the other may stop */
+	if (!(e = engine_new(cfg)) || engine_lock(e) < 0 || engine_start(e) < 0)
 		goto out;
 	http_set_status_source(http, engine_status_source, e);
 	sup_state_set_phase(&state, SUP_RUNNING, "");

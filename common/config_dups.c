@@ -1,6 +1,7 @@
 /*
  * config_dups.c — what must be unique across the whole config: each
- * database's file, name and env variable, and each replica's destination.
+ * database's file, name, env variable and state directory (meta-path), and
+ * each replica's destination.
  *
  * Paths are compared as files (symlinks followed, pathnorm_resolve), so each
  * is resolved once and duplicates are found by sorting the keys: n log n.
@@ -152,32 +153,37 @@ int cfg_check_same_dbs(struct walk *w, const struct cfg_node *seq)
 	struct config *cfg = w->cfg;
 	size_t n = cfg->ndbs;
 	struct key *keys = NULL;
-	size_t *first[3] = { 0 };
+	size_t *first[4] = { 0 };
 	char **res = NULL;
 	int rc = -1;
 
 	if (n == 0)
 		return 0;
 	keys = calloc(n, sizeof(*keys));
-	res = calloc(n, sizeof(*res));
-	for (int f = 0; f < 3; f++)
+	res = calloc(2 * n, sizeof(*res)); /* resolved paths, then resolved meta-paths */
+	for (int f = 0; f < 4; f++)
 		first[f] = calloc(n, sizeof(*first[f]));
-	if (!keys || !res || !first[0] || !first[1] || !first[2])
+	if (!keys || !res || !first[0] || !first[1] || !first[2] || !first[3])
 		goto oom;
 	for (size_t i = 0; i < n; i++)
-		if (!(res[i] = resolved(cfg->dbs[i].path)))
+		if (!(res[i] = resolved(cfg->dbs[i].path)) ||
+		    !(res[n + i] = resolved(cfg->dbs[i].meta_path)))
 			goto oom;
-	/* the same file (spelled differently or through a symlink), name, env variable */
-	for (int f = 0; f < 3; f++) {
+	/*
+	 * the same file (spelled differently or through a symlink), name, env
+	 * variable, state directory (shared, each database's replication would
+	 * take the other's generation and shadow WAL for its own)
+	 */
+	for (int f = 0; f < 4; f++) {
 		for (size_t i = 0; i < n; i++)
 			keys[i] = (struct key){ .s = { f == 0 ? res[i] : f == 1 ? cfg->dbs[i].name
-									  : cfg->dbs[i].env },
+							 : f == 2 ? cfg->dbs[i].env : res[n + i] },
 						.i = i };
 		first_equal(keys, n, first[f]);
 	}
 	for (size_t i = 0; i < n; i++) {
 		size_t j = NONE;
-		for (int f = 0; f < 3; f++)
+		for (int f = 0; f < 4; f++)
 			if (first[f][i] < j)
 				j = first[f][i];
 		if (j == NONE)
@@ -185,11 +191,16 @@ int cfg_check_same_dbs(struct walk *w, const struct cfg_node *seq)
 		/* dbs[i] is dbs[j] again: say how, path first */
 		const struct cfg_db *db = &cfg->dbs[i], *o = &cfg->dbs[j];
 		const char *what = strcmp(res[i], res[j]) == 0 ? "path"
-				 : strcmp(db->name, o->name) == 0 ? "name" : "env";
+				 : strcmp(db->name, o->name) == 0 ? "name"
+				 : strcmp(db->env, o->env) == 0 ? "env" : "meta-path";
 		char kp[96];
 		snprintf(kp, sizeof(kp), "dbs[%zu].%s", i, what);
 		const struct cfg_node *at = walk_map_get(seq->items[i], what);
-		if (what[0] != 'p')
+		if (what[0] == 'm')
+			cfg_error(w->e, at ? at : seq->items[i], kp,
+				  "same state directory as dbs[%zu] (line %d): %s; give each database its own "
+				  "\"meta-path\"", j, o->line, db->meta_path);
+		else if (what[0] != 'p')
 			cfg_error(w->e, at ? at : seq->items[i], kp,
 				  "same %s as dbs[%zu] (line %d); give each database its own \"name\" and \"env\"",
 				  what, j, o->line);
@@ -207,9 +218,9 @@ int cfg_check_same_dbs(struct walk *w, const struct cfg_node *seq)
 oom:
 	cfg_error(w->e, seq, "dbs", "out of memory");
 out:
-	free_all(res, n);
+	free_all(res, 2 * n);
 	free(keys);
-	for (int f = 0; f < 3; f++)
+	for (int f = 0; f < 4; f++)
 		free(first[f]);
 	return rc;
 }

@@ -8,12 +8,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/clock.h"
 #include "common/log.h"
 #include "replication/age.h"
 #include "replication/catalog.h"
 #include "replication/engine_int.h"
+#include "replication/statelock.h"
 #include "common/banned.h"
 
 /* Condition variables wait on the monotonic clock (deadlines are monotonic). */
@@ -24,6 +26,36 @@ static void cond_init_mono(pthread_cond_t *c)
 	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
 	pthread_cond_init(c, &a);
 	pthread_condattr_destroy(&a);
+}
+
+/*
+ * A database whose replicas are all restore-only (a config change: its job
+ * moved to the node hosting its only store) is backed up nowhere, though it
+ * replicates "fine": say so at the start and in its status (health warns).
+ */
+static void note_no_writable_replica(struct eng_db *d)
+{
+	const struct config *cfg = d->eng->cfg;
+	char *w = d->stat.no_writable_replica;
+	size_t len = sizeof(d->stat.no_writable_replica), at;
+
+	if (d->nreplicas == 0)
+		return; /* none configured: nothing was meant to be backed up */
+	for (size_t j = 0; j < d->nreplicas; j++)
+		if (!d->replicas[j].cfg->restore_only)
+			return;
+	at = (size_t)snprintf(w, len, "no replica is written to, every one is restore-only:");
+	for (size_t j = 0; j < d->nreplicas && at < len; j++) {
+		const struct cfg_replica *rc = d->replicas[j].cfg;
+		bool here = cfg->node && rc->node && strcmp(cfg->node, rc->node) == 0;
+		int n = here ? snprintf(w + at, len - at, "%s %s on this node (%s)", j ? ";" : "",
+					d->replicas[j].stat.name, rc->node)
+			     : snprintf(w + at, len - at, "%s %s has restore-only: true", j ? ";" : "",
+					d->replicas[j].stat.name);
+		at += n > 0 ? (size_t)n : 0;
+	}
+	log_warn("engine", "the database is backed up nowhere: no replica is written to (a node "
+		 "hosting its own store only restores from it)", "db=%s why=\"%s\"", d->stat.name, w);
 }
 
 struct engine *engine_new(const struct config *cfg)
@@ -44,6 +76,7 @@ struct engine *engine_new(const struct config *cfg)
 		d->eng = e;
 		d->cfg = &cfg->dbs[i];
 		d->wal_fd = -1;
+		d->state_fd = -1;
 		d->sh.fd = -1;
 		d->share.fd = -1;
 		d->watch.ifd = d->watch.efd = -1;
@@ -103,6 +136,7 @@ struct engine *engine_new(const struct config *cfg)
 			snprintf(r->stat.description, sizeof(r->stat.description), "%s",
 				 r->st->description ? r->st->description : "");
 		}
+		note_no_writable_replica(d);
 		/* not at engine_start: the status shows it from its first copy (restore runs between) */
 		failrec_load(d);
 	}
@@ -125,6 +159,48 @@ void engine_note_restore(struct engine *e, size_t db_index, const char *source,
 	if (pos)
 		d->stat.restore_pos = *pos;
 	pthread_mutex_unlock(&d->mu);
+}
+
+int eng_take_state(struct eng_db *d, char *holder, size_t holderlen)
+{
+	if (d->state_fd >= 0)
+		return 0;
+	switch (statelock_take(d->cfg, d->dir, &d->state_fd, holder, holderlen)) {
+	case STATELOCK_TAKEN:
+	case STATELOCK_NO_DIR:
+		return 0;
+	case STATELOCK_HELD:
+		return 1;
+	default:
+		return -1;
+	}
+}
+
+int engine_lock(struct engine *e)
+{
+	int64_t end = clock_mono_ns() + ENG_LOCK_WAIT_MS * NS_PER_MS;
+	for (size_t i = 0; i < e->ndbs; i++) {
+		struct eng_db *d = &e->dbs[i];
+		char holder[320];
+		int rc = eng_take_state(d, holder, sizeof(holder));
+		/*
+		 * The holder may be on its way out: a hand-over on one host (the next
+		 * writer gets the Consul lock after the last one's flush, before its
+		 * threads have stopped and it has exited). Give it that long.
+		 */
+		while (rc > 0 && clock_mono_ns() < end) {
+			usleep(100 * 1000);
+			rc = eng_take_state(d, holder, sizeof(holder));
+		}
+		if (rc > 0)
+			log_error("engine", "the database's state directory is in use by another litevisor "
+				  "process (two jobs with one meta-path, or a second litevisor on this "
+				  "database): not restoring or replicating; exiting 111", "db=%s dir=\"%s\" "
+				  "holder=\"%s\"", d->stat.name, d->dir, holder[0] ? holder : "unknown");
+		if (rc != 0)
+			return -1;
+	}
+	return 0;
 }
 
 int engine_start(struct engine *e)
@@ -373,6 +449,8 @@ void engine_free(struct engine *e)
 			pthread_cond_destroy(&d->replicas[j].cond);
 		}
 		snapshot_share_close(d);
+		if (d->state_fd >= 0)
+			close(d->state_fd); /* the lock goes with it */
 		free(d->replicas);
 		watch_release(&d->watch);
 		pthread_cond_destroy(&d->cond);

@@ -8,6 +8,7 @@
  *
  * Lifecycle (the supervisor's step 3 and step 6):
  *   e = engine_new(cfg)        validate, open storages; no threads yet
+ *   engine_lock(e)             take every database's state directory (before a restore)
  *   engine_start(e)            threads start; databases that do not exist yet are waited for
  *   engine_status_get(e, &st)  any time, from any thread, never blocks on I/O
  *   engine_flush(e, ms)        final flush: ship everything committed to every
@@ -33,6 +34,19 @@ struct engine *engine_new(const struct config *cfg);
 /* Record what the restore step did for db index i (shown in status). */
 void engine_note_restore(struct engine *e, size_t db_index, const char *source,
 			 const char *result, int64_t duration_ms, const struct wal_pos *pos);
+
+/*
+ * Take each database's state directory for this process
+ * (replication/statelock.h), before anything reads or writes there: the
+ * restore step included. A state directory that does not exist yet (a new
+ * node) is taken by the database's monitor when it makes it, before it
+ * reads it. One held by another
+ * process is waited for a few seconds (ENG_LOCK_WAIT_MS: a process handing
+ * over on this host may still be exiting). Returns 0, or -1 (logged, naming
+ * the directory and the other process) when another process still holds
+ * one, or a lock file cannot be made: exit 111 (the other may stop).
+ */
+int engine_lock(struct engine *e);
 
 /* Start replication threads. Returns 0, or -1 (logged). */
 int engine_start(struct engine *e);

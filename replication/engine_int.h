@@ -130,6 +130,8 @@ struct eng_db {
 	struct engine *eng;
 	const struct cfg_db *cfg;
 	char dir[PATH_MAX];           /* state directory */
+	int state_fd;                 /* holds its lock (statelock.h), -1 not yet */
+	bool state_held_logged;       /* "in use by another process" said once (monitor) */
 	pthread_t thread;
 	bool started;
 	struct watch watch;
@@ -222,6 +224,16 @@ struct engine {
 	uint64_t max_offset;
 	bool started;
 };
+
+/* engine.c */
+/* How long engine_lock waits for another process to let go of a state directory. */
+#define ENG_LOCK_WAIT_MS 3000
+/*
+ * Take d's state directory for this process unless held already
+ * (statelock.h). 0: held, or its directory does not exist yet; 1: another
+ * process holds it (holder: who, or ""); -1: error (logged).
+ */
+int eng_take_state(struct eng_db *d, char *holder, size_t holderlen);
 
 /* replica.c */
 void *replica_thread(void *arg);

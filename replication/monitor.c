@@ -318,6 +318,28 @@ static bool wal_cut_short(struct eng_db *d)
 }
 
 /*
+ * Take d's state directory unless held already (engine_lock took those that
+ * existed at the start). 0: held, or no directory yet; 1: another process
+ * holds it (said once, state set); -1: error (logged, state set).
+ */
+static int take_state(struct eng_db *d)
+{
+	char holder[320];
+	int taken = eng_take_state(d, holder, sizeof(holder));
+	if (taken > 0) {
+		if (!d->state_held_logged)
+			log_error("engine", "the database's state directory is in use by another litevisor "
+				  "process: not replicating it until that one stops", "db=%s dir=\"%s\" "
+				  "holder=\"%s\"", d->stat.name, d->dir, holder[0] ? holder : "unknown");
+		d->state_held_logged = true;
+		db_set_state(d, false, "waiting: state directory in use by another litevisor process");
+	} else if (taken < 0) {
+		db_set_state(d, false, "error: local state");
+	}
+	return taken;
+}
+
+/*
  * Open the database and local state. Returns 0 when replicating, 1 to try
  * again later (waiting for the database), -1 on a local error.
  */
@@ -336,6 +358,13 @@ static int open_db(struct eng_db *d, bool fresh)
 		db_set_state(d, false, ready < 0 ? why : ENG_STATE_WAITING);
 		return 1;
 	}
+	/*
+	 * A state directory that did not exist at the start was not taken then
+	 * (engine_lock): before we touch anything; looked at again each round,
+	 * the other process may stop.
+	 */
+	if (take_state(d) != 0)
+		return 1;
 	/*
 	 * Before we touch it (setting WAL mode writes the header). Its ctime, not
 	 * only its mtime: `cp -p`, `rsync -a` or a rename put back an old mtime,
@@ -374,6 +403,14 @@ static int open_db(struct eng_db *d, bool fresh)
 	localstate_owner(d->cfg, &uid, &gid);
 	fix_owner(d, uid, gid);
 	if (localstate_ensure(d->cfg, d->dir) < 0)
+		goto fail;
+	/* a state directory that was missing above exists now: take it before reading it */
+	int taken = take_state(d);
+	if (taken > 0) {
+		close_db(d);
+		return 1;
+	}
+	if (taken < 0 || d->state_fd < 0)
 		goto fail;
 	if (stat(d->cfg->path, &st) < 0)
 		goto fail;

@@ -65,6 +65,13 @@ struct db_status {
 	char sync_error[256];               /* its cause, "" if fine */
 	uint64_t sync_errors_total;
 	uint64_t generations_total;         /* generations started by this process */
+	/*
+	 * Why no replica is written to, "" when one is: every replica is
+	 * restore-only (its node is this node, or restore-only: true), so
+	 * nothing of the database is backed up. A warning, never an error: a
+	 * node hosting its own store may rightly only restore from it.
+	 */
+	char no_writable_replica[256];
 	int64_t backlog_bytes;              /* local state kept for replicas that are behind */
 
 	/* restore that preceded replication (0/"" if none ran) */

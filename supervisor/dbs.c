@@ -61,6 +61,11 @@ struct sup_dbs *dbs_open(const struct config *cfg)
 	return d;
 }
 
+int dbs_lock(struct sup_dbs *d)
+{
+	return d->engine ? engine_lock(d->engine) : 0;
+}
+
 static void *restore_main(void *arg)
 {
 	struct restore_job *j = arg;

@@ -21,6 +21,13 @@ struct sup_dbs;
 /* Create the engine for cfg (borrowed): validates, opens storages, no thread yet. NULL (logged) on error. */
 struct sup_dbs *dbs_open(const struct config *cfg);
 
+/*
+ * Take every database's state directory for this process, before the
+ * restore (engine_lock). Returns 0, or -1 (logged): another process uses
+ * one (exit 111).
+ */
+int dbs_lock(struct sup_dbs *d);
+
 /* Start restoring every database. Returns 0, or -1 (logged). */
 int dbs_restore_start(struct sup_dbs *d);
 

@@ -171,7 +171,8 @@ static json_t *probe_check(const struct sup_snapshot *s, int64_t now_wall_ns)
 /*
  * A database: warn while replication is not running for it (waiting for the
  * file, stopped), and while copying its new commits fails — then fail once
- * that lasted fail_after_ms, as a replica's failure does. why: the output.
+ * that lasted fail_after_ms, as a replica's failure does; warn (only) while
+ * no replica is written to. why: the output.
  */
 static json_t *db_check(const struct db_status *d, int64_t fail_after_ms, int64_t now_wall_ns,
 			enum health_status *st, char *why, size_t whylen)
@@ -184,6 +185,10 @@ static json_t *db_check(const struct db_status *d, int64_t fail_after_ms, int64_
 		snprintf(why, whylen, "cannot copy new commits for %lld s: %s",
 			 (long long)(for_ms / 1000), d->sync_error);
 		*st = fail_after_ms > 0 && for_ms >= fail_after_ms ? HEALTH_FAIL : HEALTH_WARN;
+	} else if (d->replicating && d->no_writable_replica[0]) {
+		/* replication trouble: warn, never fail (a node hosting its store may only restore) */
+		snprintf(why, whylen, "%s", d->no_writable_replica);
+		*st = HEALTH_WARN;
 	}
 	json_object_set_new(c, "componentId", jstr(d->name));
 	json_object_set_new(c, "componentType", jstr("datastore"));

@@ -562,6 +562,12 @@ int sup_run(const struct config *cfg, char *const *argv)
 	}
 	http_set_status_source(s.http, dbs_status, s.dbs);
 	sup_consul_set_status_source(s.consul, dbs_status, s.dbs);
+	if (dbs_lock(s.dbs) < 0) {
+		/* another litevisor uses a state directory: it may stop, so temporary */
+		set_phase(&s, SUP_EXITING, "a state directory is in use by another litevisor process");
+		code = SUP_EXIT_TEMPFAIL;
+		goto out;
+	}
 	code = restore_all(&s);
 	if (code)
 		goto out;

@@ -223,6 +223,14 @@ static void render_process(const struct metrics_view *v, struct text *t)
 				}                                                             \
 	} while (0)
 
+static size_t writable_replicas(const struct db_status *d)
+{
+	size_t n = 0;
+	for (size_t j = 0; j < d->nreplicas; j++)
+		n += !d->replicas[j].restore_only;
+	return n;
+}
+
 static void render_engine(const struct engine_status *e, struct text *t)
 {
 	static const char *const modes[3] = { "passive", "restart", "truncate" };
@@ -246,6 +254,7 @@ static void render_engine(const struct engine_status *e, struct text *t)
 		text_printf(t, "\"} 1\n");
 	}
 	DB_FAMILY("litevisor_db_replicating", "gauge", "1 while replication runs for the database.", d->replicating);
+	DB_FAMILY("litevisor_db_writable_replicas", "gauge", "Replicas the database is written to (restore-only ones do not count): 0 = backed up nowhere.", writable_replicas(d));
 	DB_FAMILY("litevisor_db_size_bytes", "gauge", "Size of the database file.", d->db_size);
 	DB_FAMILY("litevisor_db_wal_size_bytes", "gauge", "Size of the database's WAL file.", d->wal_size);
 	DB_FAMILY("litevisor_db_wal_index", "gauge", "Local shadow WAL index.", d->pos.index);

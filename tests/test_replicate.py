@@ -2392,3 +2392,92 @@ def test_database_never_replicated_is_no_final_flush_done(tmp_path, litevisor_bi
     text = log.read_text()
     assert "final flush incomplete: the database was not being replicated" in text, text
     assert "final flush done" not in text, text
+
+
+@pytest.mark.parametrize("why", ["node", "restore-only"])
+def test_a_database_with_no_writable_replica_warns(run, tmp_path, why):
+    # After a config change (its job moved to the node hosting its only store, or
+    # restore-only: true) the database was "replicating", /healthz passed with lag 0:
+    # backed up nowhere, and nothing said so. A warning, never a failure: a node
+    # hosting its store may rightly only restore from it.
+    import urllib.request
+    from conftest import free_port
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    port = free_port()
+    if why == "node":
+        cfg = config(tmp_path, db, [file_replica(rep, node="node-105")])
+        head, want = "node: node-105\n", "file on this node (node-105)"
+    else:
+        cfg = config(tmp_path, db, [file_replica(rep, restore_only="true")])
+        head, want = "", "file has restore-only: true"
+    cfg.write_text(f"{head}addr: 127.0.0.1:{port}\n" + cfg.read_text())
+    r = run(cfg)
+
+    def get(path):
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5).read().decode()
+        except OSError:
+            return ""
+
+    wait_for(lambda: '"state":"replicating"' in get("/healthz"), what="replicating")
+    health = json.loads(get("/healthz"))
+    assert health["status"] == "warn", health
+    check = health["checks"]["database:replication"][0]
+    assert check["status"] == "warn" and want in check["output"], check
+    assert "no replica is written to" in health["output"], health
+    assert 'litevisor_db_writable_replicas{db="app.db"} 0' in get("/metrics")
+    lines = [l for l in r.text().splitlines() if "backed up nowhere" in l]
+    assert len(lines) == 1 and " WARN " in lines[0] and "db=app.db" in lines[0], r.text()
+    assert want in lines[0], lines
+    assert r.stop() == 0
+
+
+def test_a_database_whose_state_directory_another_litevisor_holds_waits(run, tmp_path,
+                                                                         litestream_bin):
+    # A database that appears after the start (its directory too) has its state
+    # directory taken when it is made: while another process holds it, nothing is
+    # read or written there (that one's generation would be taken for its own),
+    # and the database is replicated once that one lets go.
+    d = tmp_path / "later"
+    db, rep = d / "app.db", tmp_path / "rep"
+    r = run(config(tmp_path, db, [file_replica(rep)]))
+    d.mkdir()
+    with open(d / ".app.db-litevisor.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        lock.write("4242 otherhost\n")
+        lock.flush()
+        create(db)
+        wait_for(lambda: "state directory is in use" in r.text(), what="the refusal")
+        time.sleep(1)  # a few monitor rounds: still said once, nothing touched
+        lines = [l for l in r.text().splitlines() if "state directory is in use" in l]
+        assert len(lines) == 1 and " ERROR " in lines[0], r.text()
+        assert 'holder="pid 4242 on host otherhost"' in lines[0], lines
+        assert f'dir="{d}/.app.db-litevisor"' in lines[0], lines
+        state = d / ".app.db-litevisor"
+        assert not state.exists() or os.listdir(state) == [], os.listdir(state)
+        assert not rep.exists()
+    write(db, 20, start=1)
+    check_restore_eventually(litestream_bin, rep, db, tmp_path / "out.db")
+    assert r.stop() == 0
+
+
+def test_a_second_replicate_of_the_database_exits_111(run, tmp_path, litestream_bin,
+                                                       litevisor_bin):
+    # Two replicate processes on one database raced on its state directory: one
+    # took the other's generation for its own, and its commits stopped reaching
+    # the replica. The second is refused (111: the first may stop); the first goes on.
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    cfg = config(tmp_path, db, [file_replica(rep)])
+    first = run(cfg)
+    wait_for(lambda: 'state="replicating"' in first.text(), what="replicating")
+    p = subprocess.run([litevisor_bin, "replicate", "-config", str(cfg)], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 111, p.stderr
+    line = next(l for l in p.stderr.splitlines() if "state directory is in use" in l)
+    assert f"pid {first.proc.pid} on host" in line and "db=app.db" in line, line
+    assert "new generation" not in p.stderr and "resuming" not in p.stderr, p.stderr
+    write(db, 20, start=1)
+    check_restore_eventually(litestream_bin, rep, db, tmp_path / "out.db")
+    assert first.stop() == 0

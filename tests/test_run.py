@@ -2703,6 +2703,48 @@ def test_user_switch_without_root_is_refused_before_anything_starts(litevisor_bi
     assert "needs litevisor to run as root" in p.stderr
 
 
+def test_a_second_litevisor_on_the_database_exits_111_before_restoring(litevisor_bin, tmp_path,
+                                                                       runs):
+    """Two litevisors on one database (a job started twice on a host, two jobs whose
+    configs share a meta-path) raced on one state directory: one took the other's
+    generation for its own. The second is refused before its restore and its
+    service, naming the directory and the first; it may start once the first is gone
+    (however it went: its lock goes with it, SIGKILL too)."""
+    (tmp_path / "data").mkdir()
+    db = tmp_path / "data" / "app.db"
+    c = sqlite3.connect(db)
+    c.execute("PRAGMA journal_mode=wal")
+    c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    c.close()
+    cfg = tmp_path / "lv.yml"
+    # no hand-over wait for the killed first's open generation
+    cfg.write_text(db_config(tmp_path, top="restore:\n  handover-wait: 0s\n"))
+    log = open(tmp_path / "first.log", "w")
+    first = subprocess.Popen([litevisor_bin, "replicate", "-config", str(cfg)],
+                             stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        poll(lambda: "database state" in (tmp_path / "first.log").read_text(), timeout=30)
+        marker = tmp_path / "started"
+        p = subprocess.run([litevisor_bin, "run", "-config", str(cfg), "--", "touch", str(marker)],
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 111, p.stderr
+        assert not marker.exists()
+        line = next(l for l in p.stderr.splitlines() if "state directory is in use" in l)
+        assert " ERROR " in line and f'dir="{tmp_path}/data/.app.db-litevisor"' in line, line
+        assert f"pid {first.pid} on host" in line, line
+        assert "restoring database" not in p.stderr, p.stderr
+        first.kill()
+        first.wait()
+        p = subprocess.run([litevisor_bin, "run", "-config", str(cfg), "--", "touch", str(marker)],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0 and marker.exists(), p.stderr
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+        log.close()
+
+
 # ---------------------------------------------------------------- exec: missing interpreter
 
 def _elf_with_missing_loader(tmp):

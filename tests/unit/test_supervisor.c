@@ -253,6 +253,30 @@ TEST(health_document_warns_on_failing_replica)
 	free(body);
 }
 
+/* Backed up nowhere (every replica restore-only): a warning with the reason, never a failure (QA32 #6). */
+TEST(health_warns_when_no_replica_is_written_to)
+{
+	struct db_status d;
+	struct replica_status r[2];
+	struct engine_status e = fake_engine(&d, r);
+	struct sup_snapshot s = running();
+	struct health_view v = { &s, &e, NULL, clock_wall_ns(), false };
+	int code = 0;
+	r[1].failing_since_ns = 0;
+	r[0].restore_only = r[1].restore_only = true;
+	char *body = health_render(&v, &code);
+	CHECK_INT(code, 200);
+	CHECK(strncmp(body, "{\"status\":\"pass\"", 16) == 0); /* nothing says why yet */
+	free(body);
+	snprintf(d.no_writable_replica, sizeof(d.no_writable_replica),
+		 "no replica is written to, every one is restore-only: nas on this node (n1)");
+	body = health_render(&v, &code);
+	CHECK_INT(code, 200);
+	CHECK(strncmp(body, "{\"status\":\"warn\"", 16) == 0);
+	CHECK(strstr(body, "\"output\":\"app\\\"db: no replica is written to, every one is restore-only: nas on this node (n1)\""));
+	free(body);
+}
+
 TEST(metrics_text_rules)
 {
 	struct db_status d;
@@ -270,6 +294,7 @@ TEST(metrics_text_rules)
 	CHECK(strstr(t.buf, "litevisor_restore_duration_seconds{db=\"app\\\"db\",source=\"nas\"} 1.5\n"));
 	CHECK(strstr(t.buf, "litevisor_replica_failing{db=\"app\\\"db\",replica=\"s3\"} 1\n"));
 	CHECK(strstr(t.buf, "litevisor_replica_other_writer{db=\"app\\\"db\",replica=\"s3\"} 0\n"));
+	CHECK(strstr(t.buf, "litevisor_db_writable_replicas{db=\"app\\\"db\"} 2\n"));
 	CHECK(strstr(t.buf, "litevisor_process_cpu_seconds_total 1.5\n"));
 	/* each HELP exactly once */
 	const char *needle = "# HELP litevisor_replica_lag_seconds ";
@@ -556,5 +581,5 @@ TEST(words_quote_round_trips_through_expansion_and_split)
 UNIT_MAIN(T(nomad_port_labels), T(program_search), T(words_plain_and_quoted),
 	  T(words_from_variables_are_never_reparsed), T(words_errors), T(words_quote_round_trips_through_expansion_and_split), T(readiness_rules), T(liveness_rules),
 	  T(replica_warn_and_fail), T(health_document_warns_on_failing_replica),
-	  T(metrics_text_rules), T(metrics_litestream_series), T(text_that_is_not_utf8), T(probe_result_dies_with_the_service),
+	  T(health_warns_when_no_replica_is_written_to), T(metrics_text_rules), T(metrics_litestream_series), T(text_that_is_not_utf8), T(probe_result_dies_with_the_service),
 	  T(push_url_building), T(db_env_names))

@@ -1,0 +1,94 @@
+/* statelock.c — one litevisor process per state directory (see statelock.h). */
+#include "replication/statelock.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/fsutil.h"
+#include "common/pathnorm.h"
+#include "common/log.h"
+#include "replication/localstate.h"
+#include "common/banned.h"
+
+/* "pid 123 on host h" from the holder's "123 h\n" (what it wrote may not be there yet). */
+static void read_holder(int fd, char *holder, size_t len)
+{
+	char buf[320];
+	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+	long pid = 0;
+	char host[300] = "";
+
+	holder[0] = '\0';
+	if (n <= 0)
+		return;
+	buf[n] = '\0';
+	if (sscanf(buf, "%ld %299s", &pid, host) >= 1 && pid > 0)
+		snprintf(holder, len, host[0] ? "pid %ld on host %s" : "pid %ld", pid, host);
+}
+
+enum statelock_result statelock_take(const struct cfg_db *db, const char *dir, int *fd,
+				     char *holder, size_t holderlen)
+{
+	char path[PATH_MAX + 8], phys[PATH_MAX], host[256] = "", line[320];
+	struct stat st;
+	uid_t uid;
+	gid_t gid;
+
+	*fd = -1;
+	if (holderlen)
+		holder[0] = '\0';
+	/* a meta-path through a symlink and its target are one directory: one lock file */
+	if (pathnorm_resolve(dir, phys, sizeof(phys)) < 0)
+		snprintf(phys, sizeof(phys), "%s", dir);
+	if ((size_t)snprintf(path, sizeof(path), "%s.lock", phys) >= sizeof(path)) {
+		log_error("state", "state directory path too long for its lock file", "dir=\"%s\"", dir);
+		return STATELOCK_ERROR;
+	}
+	/*
+	 * No state directory yet: nobody uses it, and no lock file is left
+	 * beside a database that was never replicated (a stopped restore leaves
+	 * its directory as it found it). Whoever creates it takes it then.
+	 */
+	if (stat(phys, &st) < 0 && (errno == ENOENT || errno == ENOTDIR))
+		return STATELOCK_NO_DIR;
+	int f = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
+	if (f < 0) {
+		if (errno == ENOENT || errno == ENOTDIR)
+			return STATELOCK_NO_DIR; /* removed meanwhile */
+		log_error("state", "cannot open the state directory's lock file", "path=\"%s\" err=\"%s\"",
+			  path, strerror(errno));
+		return STATELOCK_ERROR;
+	}
+	if (flock(f, LOCK_EX | LOCK_NB) < 0) {
+		int e = errno;
+		if (e == EWOULDBLOCK) {
+			read_holder(f, holder, holderlen);
+			close(f);
+			return STATELOCK_HELD;
+		}
+		log_error("state", "cannot lock the state directory's lock file", "path=\"%s\" err=\"%s\"",
+			  path, strerror(e));
+		close(f);
+		return STATELOCK_ERROR;
+	}
+	/* ours: say who holds it (best effort, the lock is what counts) */
+	gethostname(host, sizeof(host) - 1);
+	int n = snprintf(line, sizeof(line), "%ld %s\n", (long)getpid(), host[0] ? host : "-");
+	if (ftruncate(f, 0) < 0 || fs_pwrite_all(f, line, (size_t)n, 0) < 0)
+		log_warn("state", "cannot write the lock file", "path=\"%s\" err=\"%s\"", path,
+			 strerror(errno));
+	localstate_owner(db, &uid, &gid);
+	if ((uid != (uid_t)-1 || gid != (gid_t)-1) && fstat(f, &st) == 0 &&
+	    (st.st_uid != uid || st.st_gid != gid) && fchown(f, uid, gid) < 0)
+		log_warn("state", "cannot chown the lock file", "path=\"%s\" err=\"%s\"", path,
+			 strerror(errno));
+	*fd = f;
+	return STATELOCK_TAKEN;
+}
