@@ -656,26 +656,28 @@ static bool replica_newer(const struct session *s, const struct wal_pos *lpos, i
 		}
 		if (gw && gl) {
 			/*
-			 * One server, one clock, but newest objects within the clock-skew
-			 * margin cannot be told apart (a replica copied object by object
-			 * gives every object the copy's time, in whatever order it went):
-			 * only a generation still open where the local one was closed
-			 * (handed over) is newer then. An ambiguous order never replaces
-			 * the database.
+			 * One server, one clock, but newest objects closer than
+			 * RS_COPY_TIE_NS cannot be told apart (a replica copied object
+			 * by object gives every object the copy's time, in whatever
+			 * order it went). Tied, and both generations closed at their
+			 * end (the local one by this node's clean stop, which a copy
+			 * keeps): an ambiguous order, which never replaces the
+			 * database. A local generation left open (this node died) or
+			 * another still open (a node that took over) is the usual
+			 * order: the later wins.
 			 */
-			int64_t skew = s->cfg->restore.clock_skew_ms * NS_PER_MS;
 			int64_t d = gw->max_ns - gl->max_ns;
-			if (d <= skew && d >= -skew &&
-			    !(catalog_closed_at_end(gl) && !catalog_closed_at_end(gw))) {
-				snprintf(why, len, "%s holds generation %s and the local %s with newest "
-					 "objects %+.3f s apart, within the clock-skew margin: which is "
-					 "newer is ambiguous, keeping the local database", c->name,
+			if (d <= RS_COPY_TIE_NS && d >= -RS_COPY_TIE_NS && catalog_closed_at_end(gl) &&
+			    catalog_closed_at_end(gw)) {
+				snprintf(why, len, "%s holds generation %s and the local %s, both closed, "
+					 "with newest objects %+.3f s apart: which is newer is ambiguous "
+					 "(a copied replica?), keeping the local database", c->name,
 					 w->plan.generation, lpos->generation, (double)d / 1e9);
 				log_warn("restore", "the replica's generations cannot be told apart by "
 					 "their object times: not replacing the local database on an "
 					 "ambiguous order", "replica=%s generation=%s local=%s "
-					 "diff_s=%+.3f margin_s=%.1f", c->name, w->plan.generation,
-					 lpos->generation, (double)d / 1e9, (double)skew / 1e9);
+					 "diff_s=%+.3f", c->name, w->plan.generation, lpos->generation,
+					 (double)d / 1e9);
 				return false;
 			}
 			/* a tie to the second: catalog_gen_order */
@@ -1138,7 +1140,7 @@ int restore_explicit(const struct config *cfg, const struct cfg_db *db,
 	s.t.has_index = opt->has_index;
 	s.t.index = opt->index;
 	s.t.timestamp_ns = opt->timestamp_ns;
-	s.t.skew_ns = cfg->restore.clock_skew_ms * NS_PER_MS;
+	s.t.skew_ns = RS_COPY_TIE_NS;
 
 	if (lstat(out_path, &st) == 0) {
 		if (opt->if_db_not_exists) {

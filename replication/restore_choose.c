@@ -360,14 +360,15 @@ void rs_log_decision(const struct rs_cand *c, size_t n, const struct rs_choice *
 	const struct rs_cand *w = out->winner >= 0 ? &c[out->winner] : NULL;
 	if (w && w->plan.ntied)
 		log_warn("restore", "the replica's generations cannot be told apart by their object "
-			 "times (within the clock-skew margin; a replica copied object by object gets "
-			 "the copy's times): which is newest is ambiguous", "db=\"%s\" replica=%s "
+			 "times (within a second on its one clock: a replica copied object by object "
+			 "gets the copy's times): which is newest is ambiguous", "db=\"%s\" replica=%s "
 			 "picked=%s tied=%s%s rule=\"newest object, then not closed at its end, then "
 			 "started later, then the highest position, then the greater name\"", dbname,
 			 w->name, w->plan.generation, w->plan.tied, w->plan.ntied > 3 ? ",..." : "");
 	log_event(out->ambiguous ? LOG_WARN : LOG_INFO, "restore", "decided",
 		  "db=\"%s\" result=\"%s\"%s", dbname, out->why,
-		  out->ambiguous ? " warning=\"generations within the clock-skew margin\"" : "");
+		  out->ambiguous ? " warning=\"an ambiguous order: generations whose times cannot "
+				   "be told apart\"" : "");
 }
 
 void rs_print_decision(const struct rs_cand *c, size_t n, const struct rs_choice *ch,
@@ -389,7 +390,7 @@ void rs_print_decision(const struct rs_cand *c, size_t n, const struct rs_choice
 		printf("decision: %s\n", ch->why);
 		if (w->plan.ntied)
 			printf("ambiguous: generation %s cannot be told apart by time from %s%s "
-			       "(within the clock-skew margin)\n", w->plan.generation, w->plan.tied,
+			       "(within a second: a copied replica?)\n", w->plan.generation, w->plan.tied,
 			       w->plan.ntied > 3 ? ",..." : "");
 		printf("plan: snapshot %08x, %zu WAL segment(s), %llu bytes to download, into %s\n",
 		       w->plan.snapshot.index, w->plan.nsegments,

@@ -40,10 +40,20 @@ struct rs_target {
 	bool has_index;
 	uint32_t index;
 	int64_t timestamp_ns;    /* 0: none */
-	int64_t skew_ns;         /* restore.clock-skew: one replica's generations whose newest
-				    objects are closer than this cannot be told apart by time
-				    (a replica copied object by object gives all the copy's) */
+	int64_t skew_ns;         /* one replica's generations whose newest objects are closer
+				    than this cannot be told apart by time (a replica copied
+				    object by object gives all the copy's): RS_COPY_TIE_NS */
 };
+
+/*
+ * One server's clock orders its own objects; what it cannot order is a copy
+ * (cp -r, an S3 sync or mc mirror), which gives every object the copy's
+ * time, all within a second or so. Generations of one replica whose newest
+ * objects lie closer than this are tied. Not restore.clock-skew: that is
+ * for two servers' clocks, and two writers one after the other (a node
+ * taking over within seconds) are seconds apart on one clock, not tied.
+ */
+#define RS_COPY_TIE_NS (1000LL * 1000 * 1000)
 
 static inline bool rs_target_pit(const struct rs_target *t)
 {
@@ -66,7 +76,7 @@ struct rs_plan {
 	char note[160];                /* where the gap is, or "" */
 	char ignored[160];             /* an object the plan leaves out as inconsistent, or "" */
 	size_t ntied;                  /* other generations of this replica its time cannot be
-					  told from (rs_target.skew_ns); the pick among them is
+					  told from (RS_COPY_TIE_NS); the pick among them is
 					  rs_plan_build's rule, an ambiguous order */
 	char tied[4 * (LAYOUT_GEN_LEN + 1)]; /* the first three of them, comma-separated */
 };
