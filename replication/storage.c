@@ -333,6 +333,7 @@ static int settle(int rc, struct st_error *err, const char *op)
 struct counting_sink {
 	const struct st_sink *inner;
 	uint64_t bytes;
+	bool stopped;  /* the reader stopped the get (enough read, or its own failure) */
 };
 
 static int counting_write(void *ctx, const void *buf, size_t len)
@@ -341,6 +342,8 @@ static int counting_write(void *ctx, const void *buf, size_t len)
 	int rc = c->inner->write(c->inner->ctx, buf, len);
 	if (rc == 0)
 		c->bytes += len;
+	else
+		c->stopped = true;
 	return rc;
 }
 
@@ -484,11 +487,17 @@ static int plain_get(struct storage *st, const char *key, const struct st_sink *
 {
 	struct st_error local;
 	int64_t t0 = clock_mono_ns();
-	struct counting_sink cs = { sink, 0 };
+	struct counting_sink cs = { sink, 0, false };
 	struct st_sink wrapped = { counting_write, &cs };
 	err = prepare(err, &local);
 	int rc = settle(st->ops->get(st, key, &wrapped, call, err), err, "get");
-	account(st, ST_OP_GET, t0, cs.bytes, rc);
+	/*
+	 * A get its reader stopped is no failure of the storage: a form check
+	 * that needs the first bytes only (catalog_snapshot_form), a local disk
+	 * that refused them, an object that does not decode (each reported where
+	 * it happened). Counted, it would raise the error metric at every start.
+	 */
+	account(st, ST_OP_GET, t0, cs.bytes, cs.stopped ? 0 : rc);
 	return rc;
 }
 

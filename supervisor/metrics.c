@@ -286,7 +286,7 @@ static void render_engine(const struct engine_status *e, struct text *t)
 	REPLICA_FAMILY("litevisor_replica_retention_deleted_total", "counter", "Objects deleted by retention.", r->retention_deleted_total);
 
 	OP_FAMILY("litevisor_storage_operations_total", "Storage calls, by operation.", count, 1.0);
-	OP_FAMILY("litevisor_storage_operation_errors_total", "Storage calls that failed (an answer that the object or replica is not there is no failure).", errors, 1.0);
+	OP_FAMILY("litevisor_storage_operation_errors_total", "Storage calls that failed (an answer that the object or replica is not there is no failure, nor a download its reader stopped).", errors, 1.0);
 	OP_FAMILY("litevisor_storage_operation_bytes_total", "Payload bytes moved by storage calls.", bytes, 1.0);
 	OP_FAMILY("litevisor_storage_operation_seconds_total", "Time spent in storage calls.", latency_ns, 1e9);
 }

@@ -1707,6 +1707,34 @@ def faulty_env(**fault):
                 **{f"FAULT_{k.upper()}": str(v) for k, v in fault.items()})
 
 
+def test_a_restart_on_a_generation_ending_in_its_snapshot_counts_no_storage_error(run, tmp_path):
+    # Continuing a generation whose end is its snapshot (an idle app) reads that
+    # snapshot's first bytes only, to see its form, and stops the download there: a
+    # stop of its own, not a failed storage call, or the error counter would rise at
+    # every start and set off alerts on it.
+    import urllib.request
+    from conftest import free_port
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    port = free_port()
+    cfg = config(tmp_path, db, [file_replica(rep)])
+    cfg.write_text(f"addr: 127.0.0.1:{port}\n" + cfg.read_text())
+    r = run(cfg)
+    wait_for(lambda: "snapshot written" in r.text(), what="the snapshot")
+    assert r.stop() == 0, r.text()
+    assert not objects(rep, "wal"), "precondition: a snapshot alone"
+    r = run(cfg)
+    wait_for(lambda: "replica continues generation" in r.text(), what="the replica's look")
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    gets = [ln for ln in body.splitlines() if ln.startswith("litevisor_storage_operations_total{")
+            and 'operation="get"' in ln]
+    errors = [ln for ln in body.splitlines()
+              if ln.startswith("litevisor_storage_operation_errors_total{")]
+    assert gets and not all(ln.endswith(" 0") for ln in gets), gets  # the snapshot was read
+    assert errors and all(ln.endswith(" 0") for ln in errors), errors
+    assert r.stop() == 0
+
+
 @pytest.mark.parametrize("step", [3600, -3600])
 def test_a_wall_clock_step_keeps_replication_going(run, tmp_path, litestream_bin, step):
     # NTP steps the clock of a node that booted with a wrong one (or an operator sets
