@@ -195,7 +195,7 @@ int engine_lock(struct engine *e)
 		if (rc > 0)
 			log_error("engine", "the database's state directory is in use by another litevisor "
 				  "process (two jobs with one meta-path, or a second litevisor on this "
-				  "database): not restoring or replicating; exiting 111", "db=%s dir=\"%s\" "
+				  "database): not restoring or replicating it", "db=%s dir=\"%s\" "
 				  "holder=\"%s\"", d->stat.name, d->dir, holder[0] ? holder : "unknown");
 		if (rc != 0)
 			return -1;
