@@ -376,16 +376,25 @@ int localstate_write_closed(const char *dir, const char *replica, const char *lo
 	return rc;
 }
 
-int localstate_read_closed(const char *dir, const char *replica, const char *location,
-			   struct wal_pos *at)
+/* Is the text [s, s + n) the string want? */
+static bool names(const char *s, size_t n, const char *want)
 {
-	char path[PATH_MAX], *text = NULL, gen[32];
+	return want && strlen(want) == n && strncmp(s, want, n) == 0;
+}
+
+/*
+ * The closed record at path, if it names location or alias (or, unless
+ * named_only, no location at all). 0, or -1 (errno as localstate_read_closed).
+ */
+static int read_closed_file(const char *path, const char *location, const char *alias,
+			    bool named_only, struct wal_pos *at)
+{
+	char *text = NULL, gen[32];
 	unsigned idx, off;
 	int rest = 0, rc = -1;
 
 	memset(at, 0, sizeof(*at));
-	if (fs_read_small(closed_path(dir, replica, path, sizeof(path)), PATH_MAX + 256, &text,
-			  NULL) < 0)
+	if (fs_read_small(path, PATH_MAX + 256, &text, NULL) < 0)
 		return -1;
 	if (sscanf(text, "%31s %8x %8x%n", gen, &idx, &off, &rest) != 3 || !rest ||
 	    !layout_generation_valid(gen)) {
@@ -400,13 +409,16 @@ int localstate_read_closed(const char *dir, const char *replica, const char *loc
 	}
 	if (*loc == ' ' && nl > loc + 1) {
 		loc++;
-		if (!location || strlen(location) != (size_t)(nl - loc) ||
-		    strncmp(loc, location, (size_t)(nl - loc)) != 0) {
+		if (!names(loc, (size_t)(nl - loc), location) &&
+		    !names(loc, (size_t)(nl - loc), alias)) {
 			errno = EXDEV;
 			goto out;
 		}
 	} else if (loc != nl && !(loc[0] == ' ' && loc + 1 == nl)) {
 		errno = EINVAL;
+		goto out;
+	} else if (named_only) {
+		errno = EXDEV;
 		goto out;
 	}
 	memcpy(at->generation, gen, sizeof(at->generation));
@@ -415,6 +427,46 @@ int localstate_read_closed(const char *dir, const char *replica, const char *loc
 	rc = 0;
 out:
 	free(text);
+	return rc;
+}
+
+int localstate_read_closed(const char *dir, const char *replica, const char *location,
+			   const char *alias, struct wal_pos *at)
+{
+	char own[PATH_MAX], other[PATH_MAX];
+	closed_path(dir, replica, own, sizeof(own));
+	if (read_closed_file(own, location, alias, false, at) == 0)
+		return 0;
+	if (errno != ENOENT || !location)
+		return -1;
+	/*
+	 * None under this name: a replica renamed in the config (given a name:,
+	 * or another one) is still the same place, and its record, written
+	 * under the old name, is found by the location it names. It is taken
+	 * over (renamed to this name's), so that clearing it by name once the
+	 * engine writes here again leaves no stale record behind.
+	 */
+	DIR *dh = opendir(dir);
+	if (!dh) {
+		errno = ENOENT;
+		return -1;
+	}
+	struct dirent *e;
+	int rc = -1;
+	while (rc < 0 && (e = readdir(dh))) {
+		if (strncmp(e->d_name, "closed-", 7) != 0 || strlen(e->d_name) != 15 ||
+		    (size_t)snprintf(other, sizeof(other), "%s/%s", dir, e->d_name) >= sizeof(other) ||
+		    !strcmp(other, own) || read_closed_file(other, location, alias, true, at) < 0)
+			continue;
+		if (rename(other, own) == 0 && fs_fsync_dir(dir) == 0) {
+			log_info("state", "closed record of a renamed replica taken over", "replica=%s "
+				 "location=\"%s\"", replica, location);
+			rc = 0;
+		}
+	}
+	closedir(dh);
+	if (rc < 0)
+		errno = ENOENT;
 	return rc;
 }
 

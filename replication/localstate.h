@@ -27,7 +27,7 @@
  *                                 "gen index offset location\n": this node
  *                                 marked gen closed at (index, offset) in
  *                                 the replica's storage at location (its
- *                                 description, no credentials) when it
+ *                                 location, storage.h, no credentials) when it
  *                                 last stopped (localstate_write_closed);
  *                                 records before 2026-12 have no location
  *   failing-<%08x xxh32 of a replica's name>
@@ -166,18 +166,21 @@ int localstate_clear_restored(const char *dir);
  * history under the same object names.
  *
  * The record names the location it was written to (location: the storage's
- * description, never a credential): a replica's name stays when its url
- * changes (a file replica is named "file" whatever its directory), and a
+ * location, storage.h, never a credential): a replica's name stays when its
+ * url changes (a file replica is named "file" whatever its directory), and a
  * mark written elsewhere says nothing of what this location holds. read
- * returns it only for the same location, or when it names none (written by
- * an older version: taken as this location's, as before). read: 0, or -1
- * (ENOENT: none; EXDEV: written for another location; EINVAL: corrupt).
- * clear: 0, or -1.
+ * returns it only for the same location or its alias (the spelling an
+ * earlier version wrote: the storage's description), or when it names none
+ * (written by an older version: taken as this location's, as before). With
+ * no record under this name, one written under another name for this very
+ * location (the replica renamed in the config) is taken over: renamed to
+ * this name's and returned. read: 0, or -1 (ENOENT: none; EXDEV: written
+ * for another location; EINVAL: corrupt). clear: 0, or -1.
  */
 int localstate_write_closed(const char *dir, const char *replica, const char *location,
 			    const struct wal_pos *at, uid_t uid, gid_t gid);
 int localstate_read_closed(const char *dir, const char *replica, const char *location,
-			   struct wal_pos *at);
+			   const char *alias, struct wal_pos *at);
 int localstate_clear_closed(const char *dir, const char *replica);
 
 

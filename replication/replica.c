@@ -190,8 +190,7 @@ int replica_close(struct eng_replica *r, const struct wal_pos *at)
 	uid_t uid;
 	gid_t gid;
 	localstate_owner(r->db->cfg, &uid, &gid);
-	if (localstate_write_closed(r->db->dir, r->stat.name, r->st->description, at, uid, gid) <
-	    0)
+	if (localstate_write_closed(r->db->dir, r->stat.name, r->st->location, at, uid, gid) < 0)
 		log_warn("replica", "cannot record the closed mark locally: if another node takes "
 			 "the generation over, a restart here cannot tell", "db=%s replica=%s "
 			 "error=\"%s\"", r->db->stat.name, r->stat.name, strerror(errno));
@@ -205,8 +204,8 @@ int replica_close(struct eng_replica *r, const struct wal_pos *at)
  */
 static int read_closed(const struct eng_replica *r, struct wal_pos *at)
 {
-	return localstate_read_closed(r->db->dir, r->stat.name, r->st ? r->st->description : NULL,
-				      at);
+	return localstate_read_closed(r->db->dir, r->stat.name, r->st ? r->st->location : NULL,
+				      r->st ? r->st->description : NULL, at);
 }
 
 /*
@@ -552,6 +551,7 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 	struct wal_pos pos = { 0 }, end = { 0 };
 	char gen[17], why[400];
 	bool need = true, in_marker = false;
+	int64_t local_has = -1; /* bytes this node has of the replica's end index (-1: unknown) */
 	size_t n = 0;
 	int rc;
 
@@ -636,8 +636,11 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 			} else if (pos.index < cur) {
 				/* the local shadow must still hold everything after pos */
 				int64_t sz = shadow_size(d, gen, pos.index);
+				if (pos.index >= min_index && sz >= 0)
+					local_has = sz;
 				need = !(pos.index >= min_index && sz >= 0 && (uint64_t)sz >= pos.offset);
 			} else if (pos.index == cur) {
+				local_has = (int64_t)cur_size;
 				need = pos.offset > cur_size;
 			}
 		}
@@ -646,7 +649,7 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 		if (!in_marker && (g.nsnapshots > 0 || g.nsegments > 0)) {
 			int lin = LINEAGE_UNKNOWN;
 			struct wal_pos at;
-			bool mine = closed_here(r, gen, &at);
+			bool mine = closed_here(r, gen, &at), ahead = false;
 			if (mine && holds_past(&end, &at)) {
 				/* continued elsewhere since our clean stop (keep-local: see above) */
 				snprintf(why, sizeof(why), "this node closed generation %s at %08x/%08x and "
@@ -665,6 +668,21 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 					 "past the local %08x: the generation was continued elsewhere",
 					 pos.index, gen, cur);
 				lin = LINEAGE_DIVERGED;
+				ahead = true;
+			} else if (local_has >= 0 && pos.offset > (uint64_t)local_has) {
+				/*
+				 * Bytes of an index this node never had cannot be its own
+				 * (what it ships comes from that shadow file, which keeps
+				 * them): another node wrote them, even when no closed record
+				 * of ours applies here (the replica renamed or respelled).
+				 * Written into, the generation would hold two histories.
+				 */
+				snprintf(why, sizeof(why), "it holds index %08x of generation %s up to "
+					 "offset %08x, and this node has %lld bytes of that index: the "
+					 "generation was continued elsewhere", pos.index, gen, pos.offset,
+					 (long long)local_has);
+				lin = LINEAGE_DIVERGED;
+				ahead = true;
 			} else {
 				lin = lineage_check(r->st, &g, pos.index, d->dir, why, sizeof(why),
 						    &call, &err);
@@ -674,6 +692,21 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 			if (lin < 0) {
 				rc = lin;
 				goto fail;
+			}
+			/*
+			 * The replica holds more of the generation than this file ever
+			 * had, and the file is as this node left it (else the monitor
+			 * would be in a generation of its own by now): another node went
+			 * on from it, as the closed record tells when one applies (not
+			 * when the replica was renamed or its location respelled). Under
+			 * newest-wins a new generation from the older file would hide
+			 * that node's data from every restore (QA18).
+			 */
+			if (ahead && d->eng->cfg && d->eng->cfg->restore.existing == EXISTING_NEWEST_WINS) {
+				refuse_older(r, why);
+				free(ids);
+				catalog_generation_release(&g);
+				return -1;
 			}
 			if (lin == LINEAGE_DIVERGED) {
 				log_warn("replica", "replica holds another history of this generation: "

@@ -546,7 +546,8 @@ static bool end_by_closed_record(const struct rs_cand *c, const char *statedir,
 {
 	struct wal_pos at;
 	if (!statedir ||
-	    localstate_read_closed(statedir, c->name, c->st ? c->st->description : NULL, &at) < 0 ||
+	    localstate_read_closed(statedir, c->name, c->st ? c->st->location : NULL,
+				   c->st ? c->st->description : NULL, &at) < 0 ||
 	    strcmp(at.generation, c->plan.generation) != 0)
 		return false;
 	for (size_t g = 0; g < c->ngens; g++) {

@@ -6,6 +6,7 @@
  */
 #include "replication/s3.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -376,6 +377,7 @@ static void s3_destroy(struct storage *st)
 	free(s3->path_prefix);
 	free(s3->ca_file);
 	free(s3->base.description);
+	free(s3->base.location);
 	free(s3);
 }
 
@@ -533,6 +535,12 @@ struct storage *storage_s3_open(const struct cfg_replica *r, struct st_error *er
 		s3->base.description = NULL;
 		goto nomem;
 	}
+	/* host names are case-insensitive: the scheme and host, in lower case */
+	if (!(s3->base.location = strdup(s3->base.description)))
+		goto nomem;
+	char *host = s3->base.location + strlen("s3 ");
+	for (size_t i = 0, n = strlen(s3->base_url); i < n; i++)
+		host[i] = (char)tolower((unsigned char)host[i]);
 	s3->base.ops = &s3_ops;
 	s3->base.type = "s3";
 	return &s3->base;

@@ -161,6 +161,15 @@ struct storage {
 	const struct storage_ops *ops;
 	const char *type;          /* "file", "s3" */
 	char *description;         /* for logs: "s3 http://host:port/bucket/prefix" or the dir; no credentials */
+	/*
+	 * The place, as independent of its spelling as can be told without I/O
+	 * to the server: "file <root, symlinks resolved>" (the existing part of
+	 * it), or the S3 description with its scheme and host in lower case.
+	 * Records that hold for one place only (localstate.h, the closed record)
+	 * name it. Two spellings of one server (a name and its address) still
+	 * differ.
+	 */
+	char *location;
 	struct st_op_stats stats[ST_OP__COUNT];
 	/*
 	 * The replica's age: keys (a copy, owned), set by storage_open. With

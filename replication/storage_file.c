@@ -15,6 +15,7 @@
  */
 #include "replication/storage.h"
 #include "common/fsutil.h"
+#include "common/pathnorm.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -600,6 +601,7 @@ static void file_destroy(struct storage *st)
 	struct file_storage *fs = (struct file_storage *)st;
 	free(fs->root);
 	free(fs->base.description);
+	free(fs->base.location);
 	free(fs);
 }
 
@@ -638,14 +640,19 @@ struct storage *storage_file_open(const struct cfg_replica *r, struct st_error *
 		fs->base.description = NULL;
 		goto oom;
 	}
+	/* a symlinked mount and its target are one place (a relative root is left as is) */
+	char real[PATH_MAX];
+	if (asprintf(&fs->base.location, "file %s",
+		     pathnorm_resolve(fs->root, real, sizeof(real)) == 0 ? real : fs->root) < 0) {
+		fs->base.location = NULL;
+		goto oom;
+	}
 	fs->base.ops = &file_ops;
 	fs->base.type = "file";
 	return &fs->base;
 oom:
-	if (fs) {
-		free(fs->root);
-		free(fs);
-	}
+	if (fs)
+		file_destroy(&fs->base);
 	st_error_set(err, ST_PERMANENT, 0, "replica %s: out of memory", r->name ? r->name : "file");
 	return NULL;
 }

@@ -1511,6 +1511,54 @@ def restored_rows(tool, rep, out):
     return [v for (v,) in sqlite3.connect(out).execute("SELECT v FROM t ORDER BY rowid")]
 
 
+def test_a_node_without_its_closed_record_never_writes_into_a_continued_index(
+        litevisor_bin, litestream_bin, tmp_path):
+    """A replicated its database (its last index empty: nothing but the snapshot) and
+    stopped; B restored it and wrote into that very index. A's closed record is gone
+    (its state copied from a backup, say), and A runs `replicate` on its unchanged
+    file. Its position compared with the replica's alone: the replica holding more
+    of A's index than A's shadow needed only a snapshot. A wrote its snapshot over
+    the generation's, took its next commit as shipped (it ended where B's did) and
+    appended the one after behind B's frames: the generation no longer restored
+    ("WAL salt mismatch", QA34 #1). Bytes of an index A never had are another node's:
+    under newest-wins A refuses, as with the record."""
+    rep = tmp_path / "rep"
+    for node in "AB":
+        (tmp_path / node).mkdir()
+        (tmp_path / f"{node}.yml").write_text(
+            f"dbs:\n  - path: {tmp_path / node / 'app.db'}\n    replicas:\n"
+            f"      - url: file://{rep}\n        sync-interval: 100ms\n")
+    a_db = tmp_path / "A" / "app.db"
+    c = sqlite3.connect(a_db)
+    c.execute("PRAGMA journal_mode=WAL")
+    c.execute("CREATE TABLE t (v TEXT)")
+    c.execute("INSERT INTO t VALUES ('a1')")
+    c.commit()
+    c.close()
+    for node, svc in (("A", ["true"]),
+                      ("B", [SERVICE[0], "-c", ADD_ROWS, "1", "b"])):
+        p = subprocess.run([litevisor_bin, "run", "-config", str(tmp_path / f"{node}.yml"),
+                            "--", *svc], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+    b = restored_rows(litevisor_bin, rep, tmp_path / "b.db")
+    assert b == ["a1", "b-0"], b
+    for f in (tmp_path / "A" / ".app.db-litevisor").glob("closed-*"):
+        f.unlink()
+    p = subprocess.Popen([litevisor_bin, "replicate", "-config", str(tmp_path / "A.yml")],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    for v in ("a2", "a3"):
+        with sqlite3.connect(a_db) as c:
+            c.execute("INSERT INTO t VALUES (?)", (v,))
+        time.sleep(0.5)
+    p.terminate()
+    _, err = p.communicate(timeout=30)
+    assert "this database is older than the replica's data" in err, err
+    assert "this node has 0 bytes of that index" in err, err
+    assert restored_rows(litevisor_bin, rep, tmp_path / "lv.db") == b
+    assert restored_rows(litestream_bin, rep, tmp_path / "ls.db") == b
+
+
 def test_idle_restarts_and_hand_offs_continue_the_generation(litevisor_bin, litestream_bin,
                                                             tmp_path):
     """Runs that write nothing, on either node, neither start a new generation nor
@@ -1770,20 +1818,34 @@ def test_node_back_with_commits_it_never_shipped_takes_the_other_nodes_history(
     assert restored_rows(litestream_bin, rep, tmp_path / "ls.db") == a3
 
 
+@pytest.mark.parametrize("spelling", ["same", "symlink", "renamed"])
+@pytest.mark.parametrize("a_rows", [10, 0])
 def test_replicate_on_a_node_left_behind_does_not_hide_the_newer_data(
-        litevisor_bin, litestream_bin, tmp_path):
+        litevisor_bin, litestream_bin, tmp_path, spelling, a_rows):
     """A stopped cleanly; B restored A's generation, wrote to it and stopped. A then
     runs `replicate` alone on its old database (no restore step): it holds nothing
     the replica lacks, only less. A new generation from it, as before, was the
     newest data anywhere, and every later restore brought back A's old rows
     instead of B's (QA18). With restore.existing newest-wins (the default) A now
     refuses to replicate it and says to restore; keep-local starts the new
-    generation on purpose."""
+    generation on purpose.
+    The same when A's config spells the replica another way: through a symlink to
+    its directory (A's closed record is for the place, not the spelling), or under
+    another name (no record applies: the replica holding more of the generation
+    than A's file ever had tells). With a_rows 0 A's last index held no WAL and B
+    wrote into that very index: A then wrote into it after B's frames, its own commit
+    taken as shipped, and the generation no longer restored (QA34 #1)."""
     rep = tmp_path / "rep"
-    a, _, _ = node_run(litevisor_bin, tmp_path, "A", rep, 10, "a")
+    a, _, _ = node_run(litevisor_bin, tmp_path, "A", rep, a_rows, "a")
     b, _, _ = node_run(litevisor_bin, tmp_path, "B", rep, 5, "b")
     assert b == a + [f"b-{i}" for i in range(5)]
     (gen,) = os.listdir(rep / "generations")
+    a_cfg = tmp_path / "A.yml"
+    if spelling == "symlink":
+        (tmp_path / "mnt").symlink_to(rep)
+        a_cfg.write_text(a_cfg.read_text().replace(f"file://{rep}\n", f"file://{tmp_path}/mnt\n"))
+    elif spelling == "renamed":
+        a_cfg.write_text(a_cfg.read_text().replace("      - url:", "      - name: nas\n        url:"))
 
     def replicate(cfg):
         p = subprocess.Popen([litevisor_bin, "replicate", "-config", str(cfg)],
@@ -1794,14 +1856,15 @@ def test_replicate_on_a_node_left_behind_does_not_hide_the_newer_data(
         return err
 
     for _ in range(2):  # and again at the next start, whatever the files did meanwhile
-        err = replicate(tmp_path / "A.yml")  # written by node_run
+        err = replicate(a_cfg)  # written by node_run
         assert "this database is older than the replica's data" in err, err
         assert "stopped: the database is older" in err, err
         assert os.listdir(rep / "generations") == [gen], err
     assert restored_rows(litestream_bin, rep, tmp_path / "ls.db") == b
+    assert restored_rows(litevisor_bin, rep, tmp_path / "lv-b.db") == b
     keep = tmp_path / "A-keep.yml"
     keep.write_text("restore:\n  existing: keep-local\n" +
-                    (tmp_path / "A.yml").read_text().replace("restore:\n", ""))
+                    a_cfg.read_text().replace("restore:\n", ""))
     err = replicate(keep)
     assert "older than the replica" not in err, err
     assert "new generation" in err, err
