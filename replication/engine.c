@@ -76,7 +76,7 @@ struct engine *engine_new(const struct config *cfg)
 		d->eng = e;
 		d->cfg = &cfg->dbs[i];
 		d->wal_fd = -1;
-		d->state_fd = -1;
+		d->state_fd[0] = d->state_fd[1] = -1;
 		d->sh.fd = -1;
 		d->share.fd = -1;
 		d->watch.ifd = d->watch.efd = -1;
@@ -163,9 +163,9 @@ void engine_note_restore(struct engine *e, size_t db_index, const char *source,
 
 int eng_take_state(struct eng_db *d, char *holder, size_t holderlen)
 {
-	if (d->state_fd >= 0)
+	if (d->state_fd[1] >= 0)
 		return 0;
-	switch (statelock_take(d->cfg, d->dir, &d->state_fd, holder, holderlen)) {
+	switch (statelock_take(d->cfg, d->dir, d->state_fd, holder, holderlen)) {
 	case STATELOCK_TAKEN:
 	case STATELOCK_NO_DIR:
 		return 0;
@@ -449,8 +449,9 @@ void engine_free(struct engine *e)
 			pthread_cond_destroy(&d->replicas[j].cond);
 		}
 		snapshot_share_close(d);
-		if (d->state_fd >= 0)
-			close(d->state_fd); /* the lock goes with it */
+		for (int k = 0; k < 2; k++)
+			if (d->state_fd[k] >= 0)
+				close(d->state_fd[k]); /* the lock goes with it */
 		free(d->replicas);
 		watch_release(&d->watch);
 		pthread_cond_destroy(&d->cond);

@@ -19,20 +19,29 @@
 
 #include "common/fsutil.h"
 #include "common/log.h"
+#include "common/pathnorm.h"
 #include "replication/layout.h"
 #include "replication/xxh32.h"
 #include "common/banned.h"
 
 char *localstate_dir(const struct cfg_db *db, char *buf, size_t len)
 {
+	char spelled[PATH_MAX], tmp[PATH_MAX], tmp2[PATH_MAX];
 	if (db->meta_path) {
-		snprintf(buf, len, "%s", db->meta_path);
-		return buf;
+		snprintf(spelled, sizeof(spelled), "%s", db->meta_path);
+	} else {
+		snprintf(tmp, sizeof(tmp), "%s", db->path);
+		snprintf(tmp2, sizeof(tmp2), "%s", db->path);
+		snprintf(spelled, sizeof(spelled), "%s/.%s-litevisor", dirname(tmp), basename(tmp2));
 	}
-	char tmp[PATH_MAX], tmp2[PATH_MAX];
-	snprintf(tmp, sizeof(tmp), "%s", db->path);
-	snprintf(tmp2, sizeof(tmp2), "%s", db->path);
-	snprintf(buf, len, "%s/.%s-litevisor", dirname(tmp), basename(tmp2));
+	/*
+	 * Its physical path: a meta-path symlinked to another volume stays
+	 * there when a restore moves the stale directory aside and makes a new
+	 * one (the link would go aside instead, and the new directory be made
+	 * beside it, off the volume and away from the lock: statelock.h).
+	 */
+	if (pathnorm_resolve(spelled, buf, len) < 0)
+		snprintf(buf, len, "%s", spelled);
 	return buf;
 }
 

@@ -55,7 +55,7 @@
 
 #define LOCALSTATE_MAX_REPLICAS 32
 
-/* The state directory of db into buf. Returns buf. */
+/* The state directory of db (its physical path: symlinks resolved) into buf. Returns buf. */
 char *localstate_dir(const struct cfg_db *db, char *buf, size_t len);
 
 /*

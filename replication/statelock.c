@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,15 +34,56 @@ static void read_holder(int fd, char *holder, size_t len)
 		snprintf(holder, len, host[0] ? "pid %ld on host %s" : "pid %ld", pid, host);
 }
 
-enum statelock_result statelock_take(const struct cfg_db *db, const char *dir, int *fd,
-				     char *holder, size_t holderlen)
+/*
+ * flock f (exclusive, no wait). STATELOCK_TAKEN, STATELOCK_HELD (f closed,
+ * holder read from it if it is the file) or STATELOCK_ERROR (f closed, logged).
+ */
+static enum statelock_result lock_fd(int f, const char *path, bool file, char *holder,
+				     size_t holderlen)
 {
-	char path[PATH_MAX + 8], phys[PATH_MAX], host[256] = "", line[320];
+	if (flock(f, LOCK_EX | LOCK_NB) == 0)
+		return STATELOCK_TAKEN;
+	int e = errno;
+	if (e == EWOULDBLOCK) {
+		if (file)
+			read_holder(f, holder, holderlen);
+		close(f);
+		return STATELOCK_HELD;
+	}
+	log_error("state", "cannot lock the state directory", "path=\"%s\" err=\"%s\"", path,
+		  strerror(e));
+	close(f);
+	return STATELOCK_ERROR;
+}
+
+/* ours: say who holds it (best effort, the lock is what counts), with the database's owner */
+static void mark_holder(const struct cfg_db *db, int f, const char *path)
+{
+	char host[256] = "", line[320];
 	struct stat st;
 	uid_t uid;
 	gid_t gid;
 
-	*fd = -1;
+	gethostname(host, sizeof(host) - 1);
+	int n = snprintf(line, sizeof(line), "%ld %s\n", (long)getpid(), host[0] ? host : "-");
+	if (ftruncate(f, 0) < 0 || fs_pwrite_all(f, line, (size_t)n, 0) < 0)
+		log_warn("state", "cannot write the lock file", "path=\"%s\" err=\"%s\"", path,
+			 strerror(errno));
+	localstate_owner(db, &uid, &gid);
+	if ((uid != (uid_t)-1 || gid != (gid_t)-1) && fstat(f, &st) == 0 &&
+	    (st.st_uid != uid || st.st_gid != gid) && fchown(f, uid, gid) < 0)
+		log_warn("state", "cannot chown the lock file", "path=\"%s\" err=\"%s\"", path,
+			 strerror(errno));
+}
+
+enum statelock_result statelock_take(const struct cfg_db *db, const char *dir, int fds[2],
+				     char *holder, size_t holderlen)
+{
+	char path[PATH_MAX + 8], phys[PATH_MAX];
+	struct stat st;
+	enum statelock_result rc;
+
+	fds[0] = fds[1] = -1;
 	if (holderlen)
 		holder[0] = '\0';
 	/* a meta-path through a symlink and its target are one directory: one lock file */
@@ -59,36 +101,40 @@ enum statelock_result statelock_take(const struct cfg_db *db, const char *dir, i
 	if (stat(phys, &st) < 0 && (errno == ENOENT || errno == ENOTDIR))
 		return STATELOCK_NO_DIR;
 	int f = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
-	if (f < 0) {
-		if (errno == ENOENT || errno == ENOTDIR)
-			return STATELOCK_NO_DIR; /* removed meanwhile */
+	if (f < 0 && (errno == ENOENT || errno == ENOTDIR))
+		return STATELOCK_NO_DIR; /* removed meanwhile */
+	if (f < 0 && errno != EACCES && errno != EPERM && errno != EROFS) {
 		log_error("state", "cannot open the state directory's lock file", "path=\"%s\" err=\"%s\"",
 			  path, strerror(errno));
 		return STATELOCK_ERROR;
 	}
-	if (flock(f, LOCK_EX | LOCK_NB) < 0) {
+	if (f >= 0) {
+		if ((rc = lock_fd(f, path, true, holder, holderlen)) != STATELOCK_TAKEN)
+			return rc;
+		mark_holder(db, f, path);
+	} else {
+		/* a volume mounted at the meta-path, a parent the service user cannot write */
+		log_info("state", "no lock file beside the state directory (its directory is not "
+			 "writable): locking the state directory alone", "path=\"%s\" err=\"%s\"", path,
+			 strerror(errno));
+	}
+	int d = open(phys, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (d < 0) {
 		int e = errno;
-		if (e == EWOULDBLOCK) {
-			read_holder(f, holder, holderlen);
+		if (f >= 0)
 			close(f);
-			return STATELOCK_HELD;
-		}
-		log_error("state", "cannot lock the state directory's lock file", "path=\"%s\" err=\"%s\"",
-			  path, strerror(e));
-		close(f);
+		if (e == ENOENT || e == ENOTDIR)
+			return STATELOCK_NO_DIR;
+		log_error("state", "cannot open the state directory", "path=\"%s\" err=\"%s\"", phys,
+			  strerror(e));
 		return STATELOCK_ERROR;
 	}
-	/* ours: say who holds it (best effort, the lock is what counts) */
-	gethostname(host, sizeof(host) - 1);
-	int n = snprintf(line, sizeof(line), "%ld %s\n", (long)getpid(), host[0] ? host : "-");
-	if (ftruncate(f, 0) < 0 || fs_pwrite_all(f, line, (size_t)n, 0) < 0)
-		log_warn("state", "cannot write the lock file", "path=\"%s\" err=\"%s\"", path,
-			 strerror(errno));
-	localstate_owner(db, &uid, &gid);
-	if ((uid != (uid_t)-1 || gid != (gid_t)-1) && fstat(f, &st) == 0 &&
-	    (st.st_uid != uid || st.st_gid != gid) && fchown(f, uid, gid) < 0)
-		log_warn("state", "cannot chown the lock file", "path=\"%s\" err=\"%s\"", path,
-			 strerror(errno));
-	*fd = f;
+	if ((rc = lock_fd(d, phys, false, holder, holderlen)) != STATELOCK_TAKEN) {
+		if (f >= 0)
+			close(f);
+		return rc;
+	}
+	fds[0] = f;
+	fds[1] = d;
 	return STATELOCK_TAKEN;
 }

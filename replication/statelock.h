@@ -15,8 +15,13 @@
  * The file is beside the directory, not in it: a restore moves a stale
  * state directory aside (restore_local.c), and a lock inside it would go
  * with it. It holds "<pid> <host>\n" of its holder, for the message of the
- * process refused. Its descriptor is close-on-exec: the service never
- * inherits it (a service outliving litevisor must not keep the next one out).
+ * process refused. The directory itself is flock'ed too: where its parent
+ * cannot be written (a volume mounted at the meta-path, a directory the
+ * service user owns under one it does not), no file can be made beside it,
+ * and the directory's own lock is then the one that counts (it names no
+ * holder; such a directory cannot be moved aside either). Both descriptors
+ * are close-on-exec: the service never inherits them (a service outliving
+ * litevisor must not keep the next one out).
  */
 #ifndef LITEVISOR_STATELOCK_H
 #define LITEVISOR_STATELOCK_H
@@ -36,12 +41,14 @@ enum statelock_result {
 };
 
 /*
- * Take the lock of db's state directory dir. On STATELOCK_TAKEN *fd is the
- * descriptor to keep open for as long as the directory is used; the file is
- * given the database's owner. holder gets who holds it on STATELOCK_HELD
- * (not logged here: the caller says what it does about it).
+ * Take the lock of db's state directory dir. On STATELOCK_TAKEN fds[0] (the
+ * lock file's, -1 when none could be made) and fds[1] (the directory's) are
+ * the descriptors to keep open for as long as the directory is used; the
+ * file is given the database's owner. Otherwise both are -1. holder gets who
+ * holds it on STATELOCK_HELD (not logged here: the caller says what it does
+ * about it).
  */
-enum statelock_result statelock_take(const struct cfg_db *db, const char *dir, int *fd,
+enum statelock_result statelock_take(const struct cfg_db *db, const char *dir, int fds[2],
 				     char *holder, size_t holderlen);
 
 #endif

@@ -2523,3 +2523,107 @@ def test_a_second_replicate_of_the_database_exits_111(run, tmp_path, litestream_
     write(db, 20, start=1)
     check_restore_eventually(litestream_bin, rep, db, tmp_path / "out.db")
     assert first.stop() == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another user needs root")
+def test_a_state_directory_whose_parent_the_user_cannot_write_is_locked_all_the_same(
+        tmp_path, litevisor_bin, litestream_bin):
+    # The lock file goes beside the state directory, where a service user who owns
+    # the directory but not its parent (a volume mounted at the meta-path in a
+    # container run as non-root, a pre-made /var/lib/x/state) cannot make it: every
+    # start exited 111 (QA34 #4). The directory itself is locked then, and still
+    # keeps a second process out.
+    import pwd
+    nobody = pwd.getpwnam("nobody")
+    # pytest's own directories are root's alone: a directory nobody can reach
+    base = pathlib.Path(tempfile.mkdtemp(prefix="lv-nobody-"))
+    try:
+        os.chmod(base, 0o755)
+        as_nobody_run(base, litevisor_bin, litestream_bin, nobody)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def as_nobody_run(tmp_path, litevisor_bin, litestream_bin, nobody):
+    data, parent, rep = tmp_path / "data", tmp_path / "var-lib", tmp_path / "rep"
+    for d in (data, parent / "state", rep):
+        d.mkdir(parents=True)
+        os.chown(d, nobody.pw_uid, nobody.pw_gid)
+    db = data / "app.db"
+    cfg = tmp_path / "lv.yml"
+    cfg.write_text(f"dbs:\n  - path: {db}\n    meta-path: {parent}/state\n"
+                   f"    replicas:\n      - path: {rep}\n        sync-interval: 100ms\n")
+    os.chmod(cfg, 0o644)
+    as_nobody = ["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}",
+                 "--clear-groups"]
+
+    def start():
+        return subprocess.Popen(as_nobody + [litevisor_bin, "replicate", "-config", str(cfg)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    subprocess.run(as_nobody + ["/usr/bin/python3", "-c",
+                                "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+                                "c.execute('PRAGMA journal_mode=WAL'); "
+                                "c.execute('CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)'); "
+                                "c.execute(\"INSERT INTO t (v) VALUES ('x')\"); c.commit()",
+                                str(db)], check=True, timeout=30)
+    first = start()
+    try:
+        wait_for(lambda: (rep / "generations").exists(), what="the first snapshot")
+        second = start()
+        _, err = second.communicate(timeout=30)
+        assert second.returncode == 111, err
+        assert "state directory is in use" in err, err
+        assert not (parent / "state.lock").exists()
+    finally:
+        first.terminate()
+        _, err = first.communicate(timeout=30)
+    assert first.returncode == 0, err
+    assert "locking the state directory alone" in err, err
+    check_restore(litestream_bin, rep, db, tmp_path / "out.db")
+
+
+def test_a_symlinked_meta_path_stays_locked_and_in_place_after_a_restore_moves_it_aside(
+        tmp_path, litevisor_bin):
+    # A meta-path symlinked to another volume: `run`, replacing the database with a
+    # replica's newer data, moved the state directory aside by renaming the link and
+    # made a plain directory in its place, off that volume; the lock stayed with the
+    # link's target, so the same job started twice on the host then ran twice on one
+    # state directory (QA34 #5). The state directory is its physical path now.
+    rep, vol = tmp_path / "rep", tmp_path / "ssd" / "state"
+    vol.mkdir(parents=True)
+    nodes = {}
+    for node in "AB":
+        (tmp_path / node).mkdir()
+        db = tmp_path / node / "app.db"
+        meta = f"    meta-path: {tmp_path / node / 'state'}\n" if node == "A" else ""
+        nodes[node] = tmp_path / f"{node}.yml"
+        nodes[node].write_text(f"dbs:\n  - path: {db}\n{meta}    replicas:\n"
+                               f"      - path: {rep}\n        sync-interval: 100ms\n")
+    (tmp_path / "A" / "state").symlink_to(vol)
+    create(tmp_path / "A" / "app.db")
+    p = subprocess.run([litevisor_bin, "run", "-config", str(nodes["A"]), "--", "true"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    time.sleep(1.2)  # B's generation newer by the clock
+    create(tmp_path / "B" / "app.db")
+    write(tmp_path / "B" / "app.db", 5, start=1)
+    p = subprocess.run([litevisor_bin, "run", "-config", str(nodes["B"]), "--", "true"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    ready = tmp_path / "ready"
+    a = subprocess.Popen([litevisor_bin, "run", "-config", str(nodes["A"]), "--", "sh", "-c",
+                          f"touch {ready}; exec sleep 60"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(ready.exists, timeout=30, what="A's service")
+        assert (tmp_path / "A" / "state").is_symlink()
+        assert any(f.name.startswith("state.old-") for f in (tmp_path / "ssd").iterdir())
+        q = subprocess.run([litevisor_bin, "replicate", "-config", str(nodes["A"])],
+                           capture_output=True, text=True, timeout=30)
+        assert q.returncode == 111, q.stderr
+        assert "state directory is in use" in q.stderr, q.stderr
+    finally:
+        a.terminate()
+        _, err = a.communicate(timeout=30)
+    assert a.returncode in (0, 143, -15), err
