@@ -62,6 +62,7 @@ struct session {
 	struct rs_choice ch;
 	bool quiet;  /* re-probes of a handover wait: their decision blocks are not logged */
 	const char *statedir; /* the local database's state, when it exists (rs_probe_opts) */
+	const struct rs_cand *applying; /* the candidate apply_with_fallback is restoring */
 };
 
 static void session_release(struct session *s)
@@ -210,6 +211,7 @@ static int apply_with_fallback(struct session *s, struct rs_apply_opts *ao,
 				 "replica=%s previous_error=\"%s\"", c->name, err);
 		tried++;
 		enum rs_cause cause;
+		s->applying = c;
 		if (rs_apply(c, ao, &res->pos, err, sizeof(err), &cause) == 0) {
 			/* applying found the end exactly (the marker compares with it) */
 			c->plan.end = res->pos;
@@ -386,6 +388,8 @@ struct aside_ctx {
 	const char *target, *statedir;
 	char *moved;
 	size_t mlen;
+	const struct session *s;
+	const struct wal_pos *lpos; /* the local database's position */
 };
 
 /* Before the rename: the restored file must be this database; then the local one goes aside. */
@@ -393,7 +397,14 @@ static int move_local_cb(void *p, const char *tmp, char *why, size_t len)
 {
 	struct aside_ctx *x = p;
 	char how[400] = "";
-	int same = rs_same_database(x->target, tmp, how, sizeof(how));
+	/*
+	 * The replica's data continues the local database's own generation: its
+	 * history, whatever its app did to the schema since (an upgrade on the
+	 * other node that added full-text tables, a new application_id).
+	 */
+	bool own = x->s->applying && x->lpos->generation[0] &&
+		   !strcmp(x->s->applying->plan.generation, x->lpos->generation);
+	int same = own ? 1 : rs_same_database(x->target, tmp, how, sizeof(how));
 	if (same == 0) {
 		snprintf(why, len, "the replica's database is not this database: %s. Two databases "
 			 "must not share a replica location (a path copied from another database's "
@@ -1068,7 +1079,8 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 		}
 		log_warn("restore", "a replica holds newer data than the local database",
 			 "db=\"%s\" why=\"%s\"", s.dbname, why);
-		struct aside_ctx ax = { db->path, statedir, res->moved_aside, sizeof(res->moved_aside) };
+		struct aside_ctx ax = { db->path, statedir, res->moved_aside, sizeof(res->moved_aside),
+					&s, &lpos };
 		struct rs_apply_opts ao;
 		apply_opts_init(&ao, cfg, db->path, 0);
 		ao.before_rename = move_local_cb;

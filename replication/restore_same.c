@@ -6,7 +6,10 @@
  * another database's history where this one's is expected, and its newer
  * data would replace the live database (restore_int.h, rs_same_database).
  * Before that replacement, the two files' tables are compared: a database
- * migrated since keeps most of its tables, another application's shares few.
+ * migrated since keeps most of its tables (or all of them, adding more:
+ * full-text indexes bring five each), another application's shares few.
+ * Only when the replica's data continues the local generation is this not
+ * asked (restore.c): that is the database's own history.
  */
 #include <sqlite3.h>
 #include <stdio.h>
@@ -16,7 +19,7 @@
 #include "replication/restore_int.h"
 #include "common/banned.h"
 
-#define SAME_MAX_TABLES 4096
+#define SAME_MAX_TABLES 65536 /* more is read as a failure to compare (-1) */
 #define SAME_NAME_MAX 128
 
 struct tables {
@@ -39,20 +42,28 @@ static int read_tables(const char *path, struct tables *t, char *why, size_t len
 	memset(t, 0, sizeof(*t));
 	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(db, "SELECT name FROM sqlite_master WHERE type = 'table' AND "
-			       "name NOT LIKE 'sqlite\\_%' ESCAPE '\\' LIMIT 4096", -1, &q, NULL) != SQLITE_OK) {
+			       "name NOT LIKE 'sqlite\\_%' ESCAPE '\\'", -1, &q, NULL) != SQLITE_OK) {
 		snprintf(why, len, "%s: %s", path, db ? sqlite3_errmsg(db) : "out of memory");
 		goto out;
 	}
-	if (!(t->name = calloc(SAME_MAX_TABLES, sizeof(*t->name)))) {
-		snprintf(why, len, "out of memory");
-		goto out;
-	}
+	size_t cap = 0;
 	int step;
-	while ((step = sqlite3_step(q)) == SQLITE_ROW && t->n < SAME_MAX_TABLES) {
+	while ((step = sqlite3_step(q)) == SQLITE_ROW) {
+		if (t->n == cap) {
+			size_t ncap = cap ? cap * 2 : 64;
+			void *p = ncap <= SAME_MAX_TABLES ? realloc(t->name, ncap * sizeof(*t->name)) : NULL;
+			if (!p) {
+				snprintf(why, len, "%s: %s", path, ncap > SAME_MAX_TABLES ?
+					 "more than 65536 tables" : "out of memory");
+				goto out;
+			}
+			t->name = p;
+			cap = ncap;
+		}
 		const unsigned char *s = sqlite3_column_text(q, 0);
 		snprintf(t->name[t->n++], SAME_NAME_MAX, "%s", s ? (const char *)s : "");
 	}
-	if (step != SQLITE_DONE && step != SQLITE_ROW) {
+	if (step != SQLITE_DONE) {
 		snprintf(why, len, "%s: %s", path, sqlite3_errmsg(db));
 		goto out;
 	}
@@ -91,11 +102,16 @@ int rs_same_database(const char *local, const char *restored, char *why, size_t 
 		j += c >= 0;
 	}
 	size_t most = a.n > b.n ? a.n : b.n;
-	if (a.app_id && b.app_id && a.app_id != b.app_id) {
+	if (shared == a.n) {
+		/*
+		 * every local table is there: the same database, migrated (an
+		 * upgrade adds tables, and a new version may set application_id),
+		 * or one without tables, which tells nothing (an app's first start)
+		 */
+	} else if (a.app_id && b.app_id && a.app_id != b.app_id) {
 		snprintf(why, len, "its application_id is %u, the local database's %u", b.app_id, a.app_id);
 		same = 0;
-	} else if (a.n > 0 && shared * 2 < most) {
-		/* a local database without tables has nothing to tell (an app's first start) */
+	} else if (shared * 2 < most) {
 		size_t k = 0;
 		while (k < b.n && bsearch(b.name[k], a.name, a.n, sizeof(*a.name), by_name))
 			k++;

@@ -1710,6 +1710,52 @@ def test_another_databases_replica_never_replaces_the_local_database(litevisor_b
     assert not [f for f in os.listdir(data) if ".replaced-" in f], os.listdir(data)
 
 
+def test_the_same_databases_history_replaces_it_whatever_its_schema_became(litevisor_bin,
+                                                                            tmp_path):
+    """A ran app v1; B restored A's generation, and app v2 there rebuilt the schema (a
+    table dropped, others renamed, full-text tables added, an application_id set) and
+    went on in that generation. Back on A, the tables compare as another database's,
+    and `run` refused on every start, keeping v1's stale data (QA34 #3, #5). A replica
+    continuing the local database's own generation is its history: it is restored."""
+    rep = tmp_path / "rep"
+    v1 = ("import os, sqlite3\n"
+          "c = sqlite3.connect(os.environ['LITESTREAM_DB_PATH'], isolation_level=None)\n"
+          "c.execute('PRAGMA journal_mode=wal')\n"
+          "for t in ('users', 'notes', 'settings'):\n"
+          "    c.execute(f'CREATE TABLE IF NOT EXISTS {t}(v TEXT)')\n"
+          "c.execute(\"INSERT INTO notes VALUES ('v1')\")\n")
+    v2 = ("import os, sqlite3\n"
+          "c = sqlite3.connect(os.environ['LITESTREAM_DB_PATH'], isolation_level=None)\n"
+          "c.execute('DROP TABLE settings')\n"
+          "c.execute('ALTER TABLE users RENAME TO accounts')\n"
+          "c.execute('ALTER TABLE notes RENAME TO posts')\n"
+          "c.execute('CREATE VIRTUAL TABLE posts_fts USING fts5(v)')\n"
+          "c.execute('CREATE TABLE audit(v TEXT)')\n"
+          "c.execute('PRAGMA application_id = 1196444487')\n"
+          "c.execute(\"INSERT INTO posts VALUES ('v2')\")\n")
+
+    def node(name, code):
+        db = tmp_path / name / "app.db"
+        db.parent.mkdir(exist_ok=True)
+        cfg = tmp_path / f"{name}.yml"
+        cfg.write_text("restore:\n  handover-wait: 1s\n"
+                       f"dbs:\n  - path: {db}\n    replicas:\n      - url: file://{rep}\n"
+                       "        sync-interval: 100ms\n")
+        p = subprocess.run([litevisor_bin, "run", "-config", str(cfg), "--", SERVICE[0], "-c",
+                            code], capture_output=True, text=True, timeout=60)
+        return p, db
+
+    p, _ = node("A", v1)
+    assert p.returncode == 0, p.stderr
+    p, _ = node("B", v2)
+    assert p.returncode == 0, p.stderr
+    assert len(os.listdir(rep / "generations")) == 1, p.stderr  # B went on in A's generation
+    p, db = node("A", "pass")
+    assert p.returncode == 0, p.stderr
+    assert "not this database" not in p.stderr, p.stderr
+    assert query(db, "SELECT v FROM posts") == [("v1",), ("v2",)], p.stderr
+
+
 def test_moved_aside_copies_are_bounded_by_keep_replaced(litevisor_bin, tmp_path):
     """Each return of a job to a node whose database another node moved ahead keeps
     the old file aside. Without restore.keep-replaced none is ever deleted, and a
