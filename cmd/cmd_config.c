@@ -306,6 +306,7 @@ static void print_config(struct printer *out, const struct config *c)
 	kv_int(out, 2, "restart-limit", s->restart_limit);
 	kv_dur(out, 2, "restart-delay", s->restart_delay_ms);
 	kv_dur(out, 2, "restart-delay-max", s->restart_delay_max_ms);
+	kv_dur(out, 2, "restart-reset", s->restart_reset_ms);
 
 	const struct cfg_health *h = &c->health;
 	fprintf(out->f, "health:\n");

@@ -97,6 +97,7 @@ void config_defaults(struct config *cfg)
 	cfg->supervisor.restart_limit = 5;
 	cfg->supervisor.restart_delay_ms = 1000;
 	cfg->supervisor.restart_delay_max_ms = 60000;
+	cfg->supervisor.restart_reset_ms = 10000;
 	cfg->health.probe_interval_ms = 5000;
 	cfg->health.probe_timeout_ms = 2000;
 	cfg->health.fail_after_ms = 0;

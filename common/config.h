@@ -142,6 +142,7 @@ struct cfg_supervisor {
 	int restart_limit;          /* default 5 */
 	int64_t restart_delay_ms;   /* first backoff; default 1s, doubled up to restart_delay_max */
 	int64_t restart_delay_max_ms; /* default 60s */
+	int64_t restart_reset_ms;   /* a run at least this long ends a series of restarts; 10s */
 };
 
 struct cfg_health {

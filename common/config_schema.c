@@ -143,7 +143,7 @@ static int set_groups(struct walk *w, const struct field *f, const struct cfg_no
 }
 
 enum { SV_USER, SV_GROUP, SV_GROUPS, SV_GRACE, SV_FLUSH, SV_SIGGROUP, SV_NEWPG, SV_RESTART,
-       SV_LIMIT, SV_DELAY, SV_DELAYMAX, SV_N };
+       SV_LIMIT, SV_DELAY, SV_DELAYMAX, SV_RESET, SV_N };
 static const struct field supervisor_tab[SV_N] = {
 	[SV_USER] = { .key = "user", .kind = F_STR, .off = offsetof(struct cfg_supervisor, user) },
 	[SV_GROUP] = { .key = "group", .kind = F_STR, .off = offsetof(struct cfg_supervisor, group) },
@@ -156,6 +156,7 @@ static const struct field supervisor_tab[SV_N] = {
 	[SV_LIMIT] = { .key = "restart-limit", .kind = F_INT, .off = offsetof(struct cfg_supervisor, restart_limit), .min = 0, .max = INT_MAX },
 	[SV_DELAY] = { .key = "restart-delay", .kind = F_DUR, .off = offsetof(struct cfg_supervisor, restart_delay_ms) },
 	[SV_DELAYMAX] = { .key = "restart-delay-max", .kind = F_DUR, .off = offsetof(struct cfg_supervisor, restart_delay_max_ms) },
+	[SV_RESET] = { .key = "restart-reset", .kind = F_DUR, .off = offsetof(struct cfg_supervisor, restart_reset_ms) },
 };
 
 static int set_supervisor(struct walk *w, const struct field *f, const struct cfg_node *v,
@@ -172,13 +173,11 @@ static int set_supervisor(struct walk *w, const struct field *f, const struct cf
 			  "restart-delay-max must not be less than restart-delay");
 		return -1;
 	}
-	/* a run longer than restart-delay-max ends a series of restarts: every run would */
-	if (s->restart == RESTART_ON_FAILURE && s->restart_delay_max_ms == 0) {
-		const struct cfg_node *n = at[SV_DELAYMAX] ? at[SV_DELAYMAX] : at[SV_DELAY];
-		cfg_error(w->e, n, at[SV_DELAYMAX] ? "supervisor.restart-delay-max" : "supervisor.restart-delay",
-			  "0s with restart: on-failure: a run longer than restart-delay-max starts a "
-			  "new series of restarts, so every run would, and restart-limit would never "
-			  "apply; give it a duration");
+	/* a run at least restart-reset long ends a series of restarts: every run would */
+	if (s->restart_reset_ms <= 0) {
+		cfg_error(w->e, at[SV_RESET], "supervisor.restart-reset",
+			  "must be longer than 0s: a run at least this long starts a new series of "
+			  "restarts, so every run would, and restart-limit would never apply");
 		return -1;
 	}
 	/* forwarded to the group of a service in litevisor's own would signal litevisor too */

@@ -278,8 +278,8 @@ static void on_service_exit(struct sup *s, int status)
 			 "not restarting", "signal=%s", sig_name(WTERMSIG(status)));
 		begin_stop(s, "service interrupted from the terminal");
 	}
-	if (s->restarts > 0 && ran_ms > s->cfg->supervisor.restart_delay_max_ms) {
-		log_info("supervisor", "the service had run longer than restart-delay-max: "
+	if (s->restarts > 0 && ran_ms >= s->cfg->supervisor.restart_reset_ms) {
+		log_info("supervisor", "the service had run at least restart-reset: "
 			 "restart count and delay start over", "ran_ms=%lld restarts=%d",
 			 (long long)ran_ms, s->restarts);
 		s->restarts = 0;

@@ -758,11 +758,11 @@ def test_a_restart_does_not_run_beside_what_the_failed_run_left(litevisor_bin, t
     assert (tmp_path / "seen").read_text() in ("gone", "Z"), p.stderr
     assert "terminating what the failed run left behind" in p.stderr, p.stderr
 
-def test_a_run_longer_than_the_longest_backoff_starts_the_restart_count_over(
+def test_a_run_at_least_restart_reset_long_starts_the_restart_count_over(
         litevisor_bin, tmp_path, runs):
-    """restart-limit counts consecutive restarts: a service that ran longer than
-    restart-delay-max before failing was a fresh start. Each run here lasts 0.4 s
-    (restart-delay-max 100ms) and fails, five times, then exits 0: litevisor gave
+    """restart-limit counts consecutive restarts: a service that ran at least
+    restart-reset before failing was a fresh start. Each run here lasts 0.4 s
+    (restart-reset 300ms) and fails, five times, then exits 0: litevisor gave
     up at the third failure (restart-limit 2) with the service's code."""
     count = tmp_path / "count"
     script = ("import os, sys, time\n"
@@ -773,10 +773,29 @@ def test_a_run_longer_than_the_longest_backoff_starts_the_restart_count_over(
               "sys.exit(1 if n <= 5 else 0)\n")
     r = start(runs, litevisor_bin, tmp_path, [SERVICE[0], "-c", script],
               config="supervisor:\n  restart: on-failure\n  restart-limit: 2\n"
-                     "  restart-delay: 50ms\n  restart-delay-max: 100ms\n")
+                     "  restart-delay: 50ms\n  restart-delay-max: 100ms\n  restart-reset: 300ms\n")
     assert r.wait(timeout=30) == 0, r.stderr()
     assert read_lines(count) == [str(i) for i in range(1, 7)]
     assert "restart count and delay start over" in r.stderr()
+
+
+def test_runs_longer_than_the_longest_backoff_but_short_still_reach_the_restart_limit(
+        litevisor_bin, tmp_path, runs):
+    """A run longer than restart-delay-max ended the series of restarts, so with a
+    small restart-delay-max a service failing 0.2 s after each start was restarted
+    for ever, never reaching restart-limit (QA34 #8). Such runs are failed starts
+    now: shorter than restart-reset (10 s by default, as Docker's)."""
+    count = tmp_path / "count"
+    script = ("import os, sys, time\n"
+              f"p = {str(count)!r}\n"
+              "open(p, 'a').write('x\\n')\n"
+              "time.sleep(0.2)\n"
+              "sys.exit(3)\n")
+    r = start(runs, litevisor_bin, tmp_path, [SERVICE[0], "-c", script],
+              config="supervisor:\n  restart: on-failure\n  restart-limit: 2\n"
+                     "  restart-delay: 1ms\n  restart-delay-max: 100ms\n")
+    assert r.wait(timeout=30) == 3, r.stderr()
+    assert len(read_lines(count)) == 3, r.stderr()
 
 
 def test_a_stderr_nobody_reads_does_not_hold_up_the_stop(litevisor_bin, tmp_path):

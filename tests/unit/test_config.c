@@ -1113,12 +1113,11 @@ static const struct bad_case bad_cases[] = {
 	  "  restart-delay: 2m\n"
 	  "  restart-delay-max: 30s\n",
 	  "bad.yml:3:22: supervisor.restart-delay-max: restart-delay-max must not be less than restart-delay" },
-	{ "restart_delay_max_zero_on_failure",
+	{ "restart_reset_zero",
 	  "supervisor:\n"
 	  "  restart: on-failure\n"
-	  "  restart-delay: 0s\n"
-	  "  restart-delay-max: 0s\n",
-	  "bad.yml:4:22: supervisor.restart-delay-max: 0s with restart: on-failure: a run longer than restart-delay-max starts a new series of restarts, so every run would, and restart-limit would never apply; give it a duration" },
+	  "  restart-reset: 0s\n",
+	  "bad.yml:3:18: supervisor.restart-reset: must be longer than 0s: a run at least this long starts a new series of restarts, so every run would, and restart-limit would never apply" },
 	{ "signal_group_alone",
 	  "supervisor:\n"
 	  "  signal-group: true\n",
