@@ -761,8 +761,8 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 	/*
 	 * The generation this node continues names the database it belongs to
 	 * (a restore on another node wrote no local id, or this node's state
-	 * predates ids: its label, if any, is ours); one written before labels
-	 * existed gets ours now, with nothing else to write (an idle database).
+	 * predates ids: its label, if any, is ours). One without our label gets
+	 * it at this sync (label_current), once the replicas may write.
 	 */
 	char dbid[LAYOUT_DBID_LEN + 1];
 	if (replica_database_id(d, found ? g.database_id : NULL, dbid) < 0) {
@@ -773,13 +773,9 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 	bool labelled = false;
 	for (size_t i = 0; found && i < g.nlabels && !labelled; i++)
 		labelled = !strcmp(g.labels[i], dbid);
-	if (labelled) {
+	r->labelled_gen[0] = '\0';
+	if (labelled)
 		snprintf(r->labelled_gen, sizeof(r->labelled_gen), "%s", gen);
-	} else if (found && (g.nsnapshots > 0 || g.nsegments > 0)) {
-		rc = replica_label(r, gen, &call, &err);
-		if (rc < 0)
-			goto fail;
-	}
 	/* from now on this node writes here: its closed record is history */
 	if (localstate_clear_closed(d->dir, r->stat.name) < 0)
 		log_warn("replica", "cannot remove the local closed record", "db=%s replica=%s "
@@ -815,6 +811,34 @@ fail:
 	free(ids);
 	catalog_generation_release(&g);
 	return -1;
+}
+
+/*
+ * Label the generation r continues if it holds data of it but not our label
+ * (written by a litevisor without database ids, or by Litestream): at the
+ * first sync, even with nothing else to write. A new generation is labelled
+ * by its first snapshot instead. Returns 0 or -1 (noted).
+ */
+static int label_current(struct eng_replica *r, bool flush)
+{
+	struct eng_db *d = r->db;
+	struct st_error err = { 0 };
+	struct st_call call;
+	char gen[17];
+
+	pthread_mutex_lock(&d->mu);
+	memcpy(gen, r->pos.generation, sizeof(gen));
+	bool holds = r->pos_known && gen[0] && !strcmp(gen, d->gen) && r->snap_known &&
+		     !strcmp(r->snap_gen, gen);
+	pthread_mutex_unlock(&d->mu);
+	if (!holds || !strcmp(r->labelled_gen, gen))
+		return 0;
+	replica_call_for(r, &call, flush);
+	if (replica_label(r, gen, &call, &err) < 0) {
+		replica_note_error(r, "cannot label the generation", err.message);
+		return -1;
+	}
+	return 0;
 }
 
 /* Is (gen, index, from) the key of the segment whose upload last failed? */
@@ -1138,6 +1162,8 @@ void *replica_thread(void *arg)
 				if (rc == 0 && c->snapshot_interval_ms > 0)
 					next_snapshot = clock_mono_ns() + c->snapshot_interval_ms * NS_PER_MS;
 			}
+			if (rc == 0 && r->pos_known)
+				rc = label_current(r, flush);
 			if (rc == 0 && r->pos_known)
 				rc = replica_ship(r, flush);
 			if (rc == 0)
