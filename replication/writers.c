@@ -22,6 +22,13 @@
 #include "replication/engine_int.h"
 #include "common/banned.h"
 
+/*
+ * A generation without a label whose newest object is younger than this (by
+ * our clock) may be waiting for it (it follows the first snapshot): it is
+ * looked at again at the next check before it is reported.
+ */
+#define LABEL_WAIT_NS (5 * NS_PER_SEC)
+
 static bool seen(const struct eng_replica *r, const char *id)
 {
 	for (size_t i = 0; i < r->writers_nseen; i++)
@@ -94,17 +101,23 @@ void writers_check(struct eng_replica *r)
 		char writing[17];
 		memcpy(writing, d->gen, sizeof(writing));
 		pthread_mutex_unlock(&d->mu);
+		/* its label tells another database from another node of this one */
+		struct cat_generation g;
+		char theirs[LAYOUT_DBID_LEN + 1] = "", ours[LAYOUT_DBID_LEN + 1];
+		if (!mine && catalog_load(r->st, ids[i], &g, &call, &err) == 0) {
+			memcpy(theirs, g.database_id, sizeof(theirs));
+			int64_t age = clock_wall_ns() - g.max_ns;
+			bool young = g.nlabels == 0 && g.max_ns && age > -LABEL_WAIT_NS &&
+				     age < LABEL_WAIT_NS;
+			catalog_generation_release(&g);
+			/* its label follows its first snapshot: look again next time */
+			if (young)
+				continue;
+		}
 		if (!remember(r, ids[i]))
 			break;
 		if (mine)
 			continue;
-		/* its label tells another database from another node of this one */
-		struct cat_generation g;
-		char theirs[LAYOUT_DBID_LEN + 1] = "", ours[LAYOUT_DBID_LEN + 1];
-		if (catalog_load(r->st, ids[i], &g, &call, &err) == 0) {
-			memcpy(theirs, g.database_id, sizeof(theirs));
-			catalog_generation_release(&g);
-		}
 		pthread_mutex_lock(&d->mu);
 		memcpy(ours, d->dbid, sizeof(ours));
 		pthread_mutex_unlock(&d->mu);

@@ -1195,6 +1195,28 @@ def test_another_databases_closed_generation_is_spared_by_retention(run, tmp_pat
     assert integrity(out) == "ok" and content(out) == content(b_db)
 
 
+def test_another_database_writing_the_location_is_named_as_such(run, tmp_path):
+    """While both run, the other database's new generation is reported as another
+    database's (its label names another id), not as another node of this one."""
+    a_db, b_db, rep = tmp_path / "a.db", tmp_path / "b.db", tmp_path / "rep"
+    create(a_db)
+    create(b_db)
+    a_cfg = config(tmp_path, a_db, [file_replica(rep, "nas", writer_check_interval="300ms")])
+    a_cfg = a_cfg.rename(tmp_path / "a.yml")
+    b_cfg = config(tmp_path, b_db, [file_replica(rep, "nas")])
+    a = run(a_cfg)
+    write(a_db, 5, start=1)
+    wait_for(lambda: len(generations(rep)) == 1 and objects(rep, "wal"), what="A's generation")
+    b = run(b_cfg)
+    write(b_db, 5, start=1)
+    wait_for(lambda: "another writer" in a.text(), what="the other writer noticed")
+    line = next(l for l in a.text().splitlines() if "another writer" in l)
+    assert "another database writes to this replica location" in line, line
+    b_id = (tmp_path / ".b.db-litevisor" / "database-id").read_text().strip()
+    assert f"database_id={b_id}" in line
+    assert b.stop() == 0 and a.stop() == 0
+
+
 def test_an_unlabelled_current_generation_gets_its_label(run, tmp_path, litestream_bin):
     """Upgrade: a replica and a local state written by a litevisor without database ids.
     The first sync labels the generation it continues (with nothing else to write),
