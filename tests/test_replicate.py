@@ -1217,6 +1217,41 @@ def test_another_database_writing_the_location_is_named_as_such(run, tmp_path):
     assert b.stop() == 0 and a.stop() == 0
 
 
+def test_a_generation_holding_only_a_label(run, tmp_path, litestream_bin, litevisor_bin):
+    """A generation whose data is gone but for its label (deleted by hand, or a crash
+    between): listings and restores go past it, with either tool, and retention deletes
+    it like an empty generation when the label is ours, keeps it when it is another's."""
+    from conftest import free_port
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    port = free_port()
+    cfg = config(tmp_path, db, [file_replica(rep, "nas", retention="2s",
+                                             retention_check_interval="500ms",
+                                             retention_grace="500ms")])
+    cfg.write_text(f"addr: 127.0.0.1:{port}\n" + cfg.read_text())
+    r = run(cfg)
+    write(db, 10, start=1)
+    wait_for(lambda: objects(rep, "wal"), what="replicated")
+    dbid = (tmp_path / ".app.db-litevisor" / "database-id").read_text().strip()
+    other = "ffeeddccbbaa99887766554433221100"
+    for gen, label in (("00000000000000aa", dbid), ("00000000000000bb", other)):
+        (rep / "generations" / gen / "database").mkdir(parents=True)
+        (rep / "generations" / gen / "database" / label).write_bytes(b"")
+    p = subprocess.run([litevisor_bin, "generations", f"file://{rep}"], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    check_restore_eventually(litestream_bin, rep, db, tmp_path / "out-ls.db")
+    out = tmp_path / "out-lv.db"
+    p = subprocess.run([litevisor_bin, "restore", "-o", str(out), f"file://{rep}"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    wait_for(lambda: "00000000000000aa" not in generations(rep), what="ours deleted")
+    wait_for(lambda: metric(port, "litevisor_replica_foreign_generations", "nas") == 1,
+             what="the other counted")
+    assert "00000000000000bb" in generations(rep)
+    assert r.stop() == 0
+
+
 def test_an_unlabelled_current_generation_gets_its_label(run, tmp_path, litestream_bin):
     """Upgrade: a replica and a local state written by a litevisor without database ids.
     The first sync labels the generation it continues (with nothing else to write),
