@@ -17,7 +17,9 @@
  * when none of its snapshots is younger than retention, asks for a new one
  * (*need_snapshot), so that its older history can go once that one covers the
  * cut. The grace lets a restore that picked an object a moment ago finish
- * reading it (#1307).
+ * reading it (#1307). A generation labelled with another database id than
+ * ours (layout.h) is never touched: another database's history at this
+ * location, or ours from before a lost local state; only a person can tell.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -251,8 +253,6 @@ int retention_enforce(struct eng_replica *r, bool *need_snapshot)
 	bool lost = d->ready && r->pos_known && !strcmp(r->pos.generation, cur) && !cur_has_snapshot;
 	if (lost)
 		r->snap_known = false; /* none to overwrite: taken at once, at this very index */
-	pthread_mutex_unlock(&d->mu);
-	pthread_mutex_lock(&d->mu);
 	r->stat.foreign_generations = foreign;
 	pthread_mutex_unlock(&d->mu);
 	if (lost) {
