@@ -121,7 +121,8 @@ int catalog_load(struct storage *st, const char *gen, struct cat_generation *g,
 	g->snapshots = calloc(l.nobjects + 1, sizeof(*g->snapshots));
 	g->segments = calloc(l.nobjects + 1, sizeof(*g->segments));
 	g->closed = calloc(l.nobjects + 1, sizeof(*g->closed));
-	if (!g->snapshots || !g->segments || !g->closed) {
+	g->labels = calloc(l.nobjects + 1, sizeof(*g->labels));
+	if (!g->snapshots || !g->segments || !g->closed || !g->labels) {
 		st_error_set(err, ST_PERMANENT, 0, "out of memory listing generation %s", gen);
 		rc = ST_PERMANENT;
 		goto out;
@@ -151,6 +152,10 @@ int catalog_load(struct storage *st, const char *gen, struct cat_generation *g,
 				g->nclosed++;
 			}
 			continue; /* a mark, not data: it does not date the generation */
+		} else if ((name = folder_entry(rel, "database/")) != NULL) {
+			if (layout_parse_database(name, g->labels[g->nlabels]) == 0)
+				g->nlabels++;
+			continue; /* a label, not data, likewise */
 		} else {
 			continue; /* not part of the layout: skipped, as Litestream does */
 		}
@@ -159,6 +164,15 @@ int catalog_load(struct storage *st, const char *gen, struct cat_generation *g,
 	qsort(g->snapshots, g->nsnapshots, sizeof(*g->snapshots), cmp_snap);
 	qsort(g->segments, g->nsegments, sizeof(*g->segments), cmp_seg);
 	qsort(g->closed, g->nclosed, sizeof(*g->closed), cmp_closed);
+	/* one label, or several of one id (a listing cannot list a key twice, but be safe) */
+	for (size_t i = 0; i < g->nlabels; i++) {
+		if (i == 0) {
+			memcpy(g->database_id, g->labels[0], sizeof(g->database_id));
+		} else if (strcmp(g->labels[i], g->database_id) != 0) {
+			g->database_id[0] = '\0';
+			break;
+		}
+	}
 out:
 	st_list_release(&l);
 	if (rc < 0)
@@ -252,10 +266,13 @@ void catalog_generation_release(struct cat_generation *g)
 	free(g->snapshots);
 	free(g->segments);
 	free(g->closed);
+	free(g->labels);
 	g->snapshots = NULL;
 	g->segments = NULL;
 	g->closed = NULL;
-	g->nsnapshots = g->nsegments = g->nclosed = 0;
+	g->labels = NULL;
+	g->nsnapshots = g->nsegments = g->nclosed = g->nlabels = 0;
+	g->database_id[0] = '\0';
 }
 
 bool catalog_closed_at(const struct cat_generation *g, const struct wal_pos *end)

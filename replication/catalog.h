@@ -42,6 +42,14 @@ struct cat_generation {
 	struct cat_closed *closed;      /* sorted by (index, offset) */
 	size_t nclosed;
 	int64_t min_ns, max_ns;         /* time window of its snapshots and segments (0 if none) */
+	/*
+	 * The database id its label names (layout.h), "" when it has no label
+	 * or labels naming different ids (taken as unlabelled: nobody's in
+	 * particular). labels: every label's id, for deleting them.
+	 */
+	char database_id[LAYOUT_DBID_LEN + 1];
+	char (*labels)[LAYOUT_DBID_LEN + 1];
+	size_t nlabels;
 };
 
 /*

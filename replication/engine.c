@@ -81,6 +81,7 @@ struct engine *engine_new(const struct config *cfg)
 		d->share.fd = -1;
 		d->watch.ifd = d->watch.efd = -1;
 		pthread_mutex_init(&d->mu, NULL);
+		pthread_mutex_init(&d->id_mu, NULL);
 		cond_init_mono(&d->cond);
 	}
 	for (size_t i = 0; i < cfg->ndbs; i++) {
@@ -446,6 +447,7 @@ void engine_free(struct engine *e)
 		for (size_t j = 0; j < d->nreplicas; j++) {
 			storage_free(d->replicas[j].st);
 			free(d->replicas[j].writers_seen);
+			free(d->replicas[j].foreign_warned);
 			pthread_cond_destroy(&d->replicas[j].cond);
 		}
 		snapshot_share_close(d);
@@ -456,6 +458,7 @@ void engine_free(struct engine *e)
 		watch_release(&d->watch);
 		pthread_cond_destroy(&d->cond);
 		pthread_mutex_destroy(&d->mu);
+		pthread_mutex_destroy(&d->id_mu);
 	}
 	free(e->dbs);
 	free(e);

@@ -21,6 +21,7 @@
 #include "common/config.h"
 #include "replication/commits.h"
 #include "replication/db.h"
+#include "replication/layout.h"
 #include "replication/localstate.h"
 #include "replication/lz4io.h"
 #include "replication/shadow.h"
@@ -98,6 +99,11 @@ struct eng_replica {
 	char (*writers_seen)[17];     /* generations listed on the replica so far */
 	size_t writers_nseen;
 	bool writers_primed;          /* the first listing (what was there before us) is in */
+
+	/* replica thread only (replica_label, retention.c) */
+	char labelled_gen[17];        /* the generation known to carry our label here, "" none */
+	char (*foreign_warned)[17];   /* generations of another database id, warned of once */
+	size_t foreign_nwarned;
 
 	/* replica thread only (failrec.c; set by engine_new before it starts) */
 	bool failure_recorded;        /* r's failure record is on disk */
@@ -204,6 +210,15 @@ struct eng_db {
 	char sync_logged[256];        /* ... as last logged, and when */
 	int64_t sync_logged_mono;
 
+	/*
+	 * The database id (layout.h: what our generations' labels name), ""
+	 * until known: read from the local state by the monitor when it opens
+	 * the database, else chosen by the first replica that needs it
+	 * (replica_database_id). mu; id_mu serialises choosing and writing it.
+	 */
+	char dbid[LAYOUT_DBID_LEN + 1];
+	pthread_mutex_t id_mu;
+
 	struct eng_replica *replicas;
 	size_t nreplicas;
 };
@@ -258,6 +273,22 @@ int replica_close(struct eng_replica *r, const struct wal_pos *at);
  * node's history, writes a new generation from it (QA21).
  */
 void replica_count_closed_records(struct eng_db *d);
+/*
+ * d's database id into id[33], choosing it first if d has none yet: adopt
+ * (a label found on the generation d continues, or NULL/""), else a new
+ * random one; a chosen one is written to the local state (a failure there
+ * is logged: it is chosen again after a restart, the same way). Replica
+ * thread, mu not held. Returns 0, or -1 (no random bytes: logged).
+ */
+int replica_database_id(struct eng_db *d, const char *adopt, char id[LAYOUT_DBID_LEN + 1]);
+/*
+ * Put our label into generation gen of r's replica unless r put it or found
+ * it there already in this process (labelled_gen): at most one PUT per
+ * generation. Replica thread, mu not held. Returns 0 or a negative
+ * st_status with err set.
+ */
+int replica_label(struct eng_replica *r, const char *gen, const struct st_call *call,
+		  struct st_error *err);
 /* Log a failure of r and count it in r's status (takes mu; failrec_note). */
 void replica_note_error(struct eng_replica *r, const char *what, const char *msg);
 /* Compress plain into one LZ4 frame (of the given block mode) stored at key. Returns 0 or a negative st_status. */

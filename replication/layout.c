@@ -45,6 +45,26 @@ int layout_generation_new(char out[LAYOUT_GEN_LEN + 1])
 	return 0;
 }
 
+bool layout_database_id_valid(const char *s)
+{
+	if (strlen(s) != LAYOUT_DBID_LEN)
+		return false;
+	for (int i = 0; i < LAYOUT_DBID_LEN; i++)
+		if (!is_lower_hex(s[i]))
+			return false;
+	return true;
+}
+
+int layout_database_id_new(char out[LAYOUT_DBID_LEN + 1])
+{
+	unsigned char b[LAYOUT_DBID_LEN / 2];
+	if (getrandom(b, sizeof(b), 0) != (ssize_t)sizeof(b))
+		return -1;
+	for (size_t i = 0; i < sizeof(b); i++)
+		snprintf(out + 2 * i, 3, "%02x", b[i]);
+	return 0;
+}
+
 char *layout_generation_prefix(char *buf, const char *gen)
 {
 	snprintf(buf, LAYOUT_KEY_MAX, "generations/%s/", gen);
@@ -81,6 +101,12 @@ char *layout_closed_key(char *buf, const char *gen, uint32_t index, uint32_t off
 	return buf;
 }
 
+char *layout_database_key(char *buf, const char *gen, const char *dbid)
+{
+	snprintf(buf, LAYOUT_KEY_MAX, "generations/%s/database/%s", gen, dbid);
+	return buf;
+}
+
 int layout_parse_snapshot(const char *name, uint32_t *index)
 {
 	if (strlen(name) != 8 + strlen(".snapshot.lz4") || strcmp(name + 8, ".snapshot.lz4") != 0)
@@ -106,4 +132,12 @@ int layout_parse_wal(const char *name, uint32_t *index, uint32_t *offset)
 int layout_parse_closed(const char *name, uint32_t *index, uint32_t *offset)
 {
 	return parse_position(name, "", index, offset);
+}
+
+int layout_parse_database(const char *name, char id[LAYOUT_DBID_LEN + 1])
+{
+	if (!layout_database_id_valid(name))
+		return -1;
+	memcpy(id, name, LAYOUT_DBID_LEN + 1);
+	return 0;
 }

@@ -132,6 +132,34 @@ int localstate_write_generation(const char *dir, const char *gen, uid_t uid, gid
 	return fs_write_atomic(path, line, (size_t)n, 0640, uid, gid);
 }
 
+int localstate_read_database_id(const char *dir, char id[33])
+{
+	char path[PATH_MAX], *text = NULL;
+	size_t len;
+
+	snprintf(path, sizeof(path), "%s/database-id", dir);
+	if (fs_read_small(path, 128, &text, &len) < 0)
+		return -1;
+	while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r'))
+		text[--len] = '\0';
+	if (!layout_database_id_valid(text)) {
+		free(text);
+		errno = EINVAL;
+		return -1;
+	}
+	memcpy(id, text, LAYOUT_DBID_LEN + 1);
+	free(text);
+	return 0;
+}
+
+int localstate_write_database_id(const char *dir, const char *id, uid_t uid, gid_t gid)
+{
+	char path[PATH_MAX], line[64];
+	int n = snprintf(line, sizeof(line), "%s\n", id);
+	snprintf(path, sizeof(path), "%s/database-id", dir);
+	return fs_write_atomic(path, line, (size_t)n, 0640, uid, gid);
+}
+
 char *localstate_shadow_path(const char *dir, const char *gen, uint32_t index, char *buf,
 			     size_t len)
 {

@@ -6,6 +6,12 @@
  * can be tried side by side). It holds:
  *
  *   generation                    current generation name + "\n"
+ *   database-id                   this database's id (32 hex digits) + "\n":
+ *                                 what the label of each generation it
+ *                                 writes names (layout.h); written by the
+ *                                 engine when it chooses one, and by a
+ *                                 restore with the label of the generation
+ *                                 it restored
  *   generations/<gen>/wal/<%08x>.wal
  *                                 shadow WALs: for each index, a byte-exact
  *                                 prefix of the real -wal file of that WAL
@@ -85,6 +91,13 @@ int localstate_read_generation(const char *dir, char gen[17]);
  */
 int localstate_clean_file_id(const char *dir, dev_t *dev, ino_t *ino);
 int localstate_write_generation(const char *dir, const char *gen, uid_t uid, gid_t gid);
+
+/*
+ * Read the database id into id[33]. 0, or -1 (errno ENOENT: none; EINVAL:
+ * not an id). write: 0 or -1.
+ */
+int localstate_read_database_id(const char *dir, char id[33]);
+int localstate_write_database_id(const char *dir, const char *id, uid_t uid, gid_t gid);
 
 /* The highest index with a shadow WAL file in gen into *index. false if none. */
 bool localstate_last_shadow(const char *dir, const char *gen, uint32_t *index);

@@ -414,7 +414,12 @@ static int open_db(struct eng_db *d, bool fresh)
 		goto fail;
 	if (stat(d->cfg->path, &st) < 0)
 		goto fail;
+	/* the id a restore wrote, or this node chose before (replica_database_id) */
+	char dbid[LAYOUT_DBID_LEN + 1];
+	bool have_id = localstate_read_database_id(d->dir, dbid) == 0;
 	pthread_mutex_lock(&d->mu);
+	if (have_id)
+		memcpy(d->dbid, dbid, sizeof(dbid));
 	d->dev = st.st_dev;
 	d->ino = st.st_ino;
 	pthread_mutex_unlock(&d->mu);

@@ -197,6 +197,68 @@ int replica_close(struct eng_replica *r, const struct wal_pos *at)
 	return 0;
 }
 
+int replica_database_id(struct eng_db *d, const char *adopt, char id[LAYOUT_DBID_LEN + 1])
+{
+	int rc = 0;
+	/* id_mu, not mu: choosing writes a file, and two replicas must not both choose */
+	pthread_mutex_lock(&d->id_mu);
+	pthread_mutex_lock(&d->mu);
+	memcpy(id, d->dbid, LAYOUT_DBID_LEN + 1);
+	pthread_mutex_unlock(&d->mu);
+	if (id[0])
+		goto out;
+	const char *how = "adopted from the generation it continues";
+	if (adopt && layout_database_id_valid(adopt)) {
+		memcpy(id, adopt, LAYOUT_DBID_LEN + 1);
+	} else if (layout_database_id_new(id) == 0) {
+		how = "new";
+	} else {
+		log_error("engine", "cannot draw a database id", "db=%s err=\"%s\"", d->stat.name,
+			  strerror(errno));
+		id[0] = '\0';
+		rc = -1;
+		goto out;
+	}
+	uid_t uid;
+	gid_t gid;
+	localstate_owner(d->cfg, &uid, &gid);
+	if (localstate_write_database_id(d->dir, id, uid, gid) < 0)
+		log_warn("engine", "cannot write the database id to the local state: chosen again "
+			 "at the next start", "db=%s dir=\"%s\" err=\"%s\"", d->stat.name, d->dir,
+			 strerror(errno));
+	log_info("engine", "database id chosen", "db=%s database_id=%s how=%s", d->stat.name, id,
+		 how);
+	pthread_mutex_lock(&d->mu);
+	memcpy(d->dbid, id, LAYOUT_DBID_LEN + 1);
+	pthread_mutex_unlock(&d->mu);
+out:
+	pthread_mutex_unlock(&d->id_mu);
+	return rc;
+}
+
+int replica_label(struct eng_replica *r, const char *gen, const struct st_call *call,
+		  struct st_error *err)
+{
+	char id[LAYOUT_DBID_LEN + 1], key[LAYOUT_KEY_MAX];
+	struct st_mem_source m;
+	struct st_source src;
+
+	if (!strcmp(r->labelled_gen, gen))
+		return 0;
+	if (replica_database_id(r->db, NULL, id) < 0) {
+		st_error_set(err, ST_PERMANENT, 0, "no database id to label generation %s with", gen);
+		return ST_PERMANENT;
+	}
+	st_mem_source_init(&src, &m, "", 0);
+	int rc = storage_put(r->st, layout_database_key(key, gen, id), &src, call, err);
+	if (rc < 0)
+		return rc;
+	log_debug("replica", "generation labelled", "db=%s replica=%s generation=%s "
+		  "database_id=%s", r->db->stat.name, r->stat.name, gen, id);
+	snprintf(r->labelled_gen, sizeof(r->labelled_gen), "%s", gen);
+	return 0;
+}
+
 /*
  * This node's closed record for r, if it was written for the location r now
  * points at (a url changed and changed back must not make a mark written
@@ -729,6 +791,24 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 		if (rc < 0)
 			goto fail;
 	}
+	/*
+	 * The generation this node continues names the database it belongs to
+	 * (a restore on another node wrote no local id, or this node's state
+	 * predates ids: its label, if any, is ours). One without our label gets
+	 * it at this sync (label_current), once the replicas may write.
+	 */
+	char dbid[LAYOUT_DBID_LEN + 1];
+	if (replica_database_id(d, found ? g.database_id : NULL, dbid) < 0) {
+		st_error_set(&err, ST_PERMANENT, 0, "no database id");
+		rc = ST_PERMANENT;
+		goto fail;
+	}
+	bool labelled = false;
+	for (size_t i = 0; found && i < g.nlabels && !labelled; i++)
+		labelled = !strcmp(g.labels[i], dbid);
+	r->labelled_gen[0] = '\0';
+	if (labelled)
+		snprintf(r->labelled_gen, sizeof(r->labelled_gen), "%s", gen);
 	/* from now on this node writes here: its closed record is history */
 	if (localstate_clear_closed(d->dir, r->stat.name) < 0)
 		log_warn("replica", "cannot remove the local closed record", "db=%s replica=%s "
@@ -766,6 +846,34 @@ fail:
 	return -1;
 }
 
+/*
+ * Label the generation r continues if it holds data of it but not our label
+ * (written by a litevisor without database ids, or by Litestream): at the
+ * first sync, even with nothing else to write. A new generation is labelled
+ * by its first snapshot instead. Returns 0 or -1 (noted).
+ */
+static int label_current(struct eng_replica *r, bool flush)
+{
+	struct eng_db *d = r->db;
+	struct st_error err = { 0 };
+	struct st_call call;
+	char gen[17];
+
+	pthread_mutex_lock(&d->mu);
+	memcpy(gen, r->pos.generation, sizeof(gen));
+	bool holds = r->pos_known && gen[0] && !strcmp(gen, d->gen) && r->snap_known &&
+		     !strcmp(r->snap_gen, gen);
+	pthread_mutex_unlock(&d->mu);
+	if (!holds || !strcmp(r->labelled_gen, gen))
+		return 0;
+	replica_call_for(r, &call, flush);
+	if (replica_label(r, gen, &call, &err) < 0) {
+		replica_note_error(r, "cannot label the generation", err.message);
+		return -1;
+	}
+	return 0;
+}
+
 /* Is (gen, index, from) the key of the segment whose upload last failed? */
 static bool is_unsure(const struct eng_replica *r, const char *gen, uint32_t index, uint64_t from)
 {
@@ -794,7 +902,14 @@ static int put_segment(struct eng_replica *r, const char *gen, uint32_t index, u
 	}
 	range_src_init(&plain, &rs, fd, from, to);
 	layout_wal_key(key, gen, index, (uint32_t)from);
-	int rc = replica_put_lz4(r, key, &plain, LZ4_BLOCKS_LINKED, &call, &plain_bytes, &err);
+	/* its snapshot went first and labelled it, unless that label's PUT failed */
+	int rc = replica_label(r, gen, &call, &err);
+	if (rc < 0) {
+		close(fd);
+		replica_note_error(r, "cannot label the generation", err.message);
+		return -1;
+	}
+	rc = replica_put_lz4(r, key, &plain, LZ4_BLOCKS_LINKED, &call, &plain_bytes, &err);
 	close(fd);
 	bool was_unsure = is_unsure(r, gen, index, from);
 	if (rc < 0) {
@@ -1080,6 +1195,8 @@ void *replica_thread(void *arg)
 				if (rc == 0 && c->snapshot_interval_ms > 0)
 					next_snapshot = clock_mono_ns() + c->snapshot_interval_ms * NS_PER_MS;
 			}
+			if (rc == 0 && r->pos_known)
+				rc = label_current(r, flush);
 			if (rc == 0 && r->pos_known)
 				rc = replica_ship(r, flush);
 			if (rc == 0)

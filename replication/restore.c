@@ -91,6 +91,17 @@ static void log_decision(const struct session *s)
 {
 	rs_log_decision(s->c, s->n, &s->ch, s->cfg->restore.clock_skew_ms, s->dbname,
 			mode_name(s->cfg->restore.mode));
+	/* the local database's id against the chosen generation's label: the choice stays */
+	char local[LAYOUT_DBID_LEN + 1];
+	const struct rs_cand *w = s->ch.winner >= 0 ? &s->c[s->ch.winner] : NULL;
+	if (w && w->has_data && w->plan.database_id[0] && s->statedir &&
+	    localstate_read_database_id(s->statedir, local) == 0 &&
+	    strcmp(local, w->plan.database_id) != 0)
+		log_warn("restore", "the chosen generation is labelled with another database id than "
+			 "the local database's: another database's replica may point at this location "
+			 "(a path copied from another job's config?)", "db=\"%s\" replica=%s "
+			 "generation=%s database_id=%s local_database_id=%s", s->dbname, w->name,
+			 w->plan.generation, w->plan.database_id, local);
 }
 
 static int session_probe(struct session *s, const char *only, bool measure_all,
@@ -363,6 +374,27 @@ static void write_marker(struct session *s, const struct wal_pos *pos)
 	uid_t uid;
 	gid_t gid;
 
+	/*
+	 * The restored generation's label names this database from now on
+	 * (localstate.h), whether or not replication continues that generation:
+	 * its next generations carry the same id, and retention here never takes
+	 * the older ones for another database's. The state directory is new (the
+	 * old one went aside), so nothing older stands in for it.
+	 */
+	localstate_dir(s->db, dir, sizeof(dir));
+	localstate_owner(s->db, &uid, &gid);
+	for (size_t i = 0; i < s->n; i++) {
+		const struct rs_cand *c = &s->c[i];
+		if (c->state != RC_OK || !c->has_data || !c->plan.database_id[0] ||
+		    strcmp(c->plan.generation, pos->generation) != 0)
+			continue;
+		if (localstate_ensure(s->db, dir) < 0 ||
+		    localstate_write_database_id(dir, c->plan.database_id, uid, gid) < 0)
+			log_warn("restore", "cannot write the database id to the local state: "
+				 "replication labels its generations with a new one", "db=\"%s\" "
+				 "dir=\"%s\" err=\"%s\"", s->dbname, dir, strerror(errno));
+		break;
+	}
 	if (!may_continue(s, pos, why, sizeof(why))) {
 		log_warn("restore", "replication will not continue the restored generation: it "
 			 "starts a new one", "db=\"%s\" why=\"%s\"", s->dbname, why);
@@ -374,8 +406,6 @@ static void write_marker(struct session *s, const struct wal_pos *pos)
 		    strcmp(c->plan.generation, pos->generation) == 0)
 			snprintf(m.replicas[m.nreplicas++], sizeof(m.replicas[0]), "%s", c->name);
 	}
-	localstate_dir(s->db, dir, sizeof(dir));
-	localstate_owner(s->db, &uid, &gid);
 	if (localstate_ensure(s->db, dir) < 0 || localstate_write_restored(dir, &m, uid, gid) < 0) {
 		int e = errno;
 		localstate_clear_restored(dir); /* no older one may stand in for it */

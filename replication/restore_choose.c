@@ -343,10 +343,11 @@ void rs_log_decision(const struct rs_cand *c, size_t n, const struct rs_choice *
 		if (x->state == RC_OK && x->has_data)
 			log_event(lvl, "restore", "  candidate",
 				  "db=\"%s\" name=%s state=%s pos=%s newest=%s rtt_ms=%.1f probe_ms=%lld "
-				  "bytes=%llu%s%s%s%s%s%s verdict=\"%s\"",
+				  "bytes=%llu%s%s%s%s%s%s%s%s verdict=\"%s\"",
 				  dbname, x->name, state_text(x), end_text(&x->plan, pos, sizeof(pos)),
 				  clock_rfc3339(x->plan.newest_ns, ts, sizeof(ts)), x->rtt_us / 1000.0,
 				  (long long)x->probe_ms, (unsigned long long)x->plan.bytes,
+				  x->plan.database_id[0] ? " database_id=" : "", x->plan.database_id,
 				  x->plan.truncated ? " hole=\"" : "",
 				  x->plan.truncated ? x->plan.note : "", x->plan.truncated ? "\"" : "",
 				  x->plan.ignored[0] ? " ignored=\"" : "", x->plan.ignored,
@@ -384,6 +385,13 @@ void rs_print_decision(const struct rs_cand *c, size_t n, const struct rs_choice
 		       data ? end_text(&x->plan, pos, sizeof(pos)) : "-",
 		       data ? clock_rfc3339(x->plan.newest_ns, ts, sizeof(ts)) : "-",
 		       x->rtt_us / 1000.0, x->verdict);
+	}
+	/* which database each history is (its label), when it says */
+	for (size_t i = 0; i < n; i++) {
+		const struct rs_cand *x = &c[i];
+		if (x->state == RC_OK && x->has_data && x->plan.database_id[0])
+			printf("database id: %s generation %s: %s\n", x->name, x->plan.generation,
+			       x->plan.database_id);
 	}
 	if (ch->winner >= 0) {
 		const struct rs_cand *w = &c[ch->winner];

@@ -79,6 +79,7 @@ struct rs_plan {
 					  told from (RS_COPY_TIE_NS); the pick among them is
 					  rs_plan_build's rule, an ambiguous order */
 	char tied[4 * (LAYOUT_GEN_LEN + 1)]; /* the first three of them, comma-separated */
+	char database_id[LAYOUT_DBID_LEN + 1]; /* its generation's label (catalog.h), "" none */
 };
 
 void rs_plan_release(struct rs_plan *p);

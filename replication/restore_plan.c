@@ -189,6 +189,7 @@ int rs_plan_build(const struct cat_generation *gens, size_t ngens, const struct 
 	}
 
 	memcpy(p->generation, g->id, sizeof(p->generation));
+	memcpy(p->database_id, g->database_id, sizeof(p->database_id));
 	p->snapshot = *snap;
 	p->bytes = (uint64_t)snap->size;
 	p->newest_ns = g->max_ns;

@@ -17,7 +17,9 @@
  * when none of its snapshots is younger than retention, asks for a new one
  * (*need_snapshot), so that its older history can go once that one covers the
  * cut. The grace lets a restore that picked an object a moment ago finish
- * reading it (#1307).
+ * reading it (#1307). A generation labelled with another database id than
+ * ours (layout.h) is never touched: another database's history at this
+ * location, or ours from before a lost local state; only a person can tell.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -100,7 +102,36 @@ static int prune(struct eng_replica *r, const struct cat_generation *g, uint32_t
 		    add_key(r, b, layout_closed_key(key, g->id, c->index, c->offset), err) < 0)
 			return -1;
 	}
+	/* a whole generation's labels go last, in the same batch or after it */
+	for (size_t i = 0; below == UINT32_MAX && stop == UINT32_MAX && i < g->nlabels; i++)
+		if (add_key(r, b, layout_database_key(key, g->id, g->labels[i]), err) < 0)
+			return -1;
 	return flush_batch(r, b, err);
+}
+
+/*
+ * Generation gen is labelled with another database id than ours: say so
+ * once per generation in this process (it is kept, and counted at every
+ * check in the replica's foreign_generations).
+ */
+static void warn_foreign(struct eng_replica *r, const char *gen, const char *theirs,
+			 const char *ours)
+{
+	for (size_t i = 0; i < r->foreign_nwarned; i++)
+		if (!strcmp(r->foreign_warned[i], gen))
+			return;
+	char (*v)[17] = realloc(r->foreign_warned, (r->foreign_nwarned + 1) * sizeof(*v));
+	if (v) { /* out of memory: said again next time */
+		r->foreign_warned = v;
+		memcpy(v[r->foreign_nwarned++], gen, 17);
+	}
+	log_warn("retention", "the replica holds a generation of another database id: retention "
+		 "keeps it. Either another database's replica points at this location (give one "
+		 "of them another path), or this database's local state (meta-path) was lost: "
+		 "then these are its own older generations, to delete by hand once not needed",
+		 "db=%s replica=%s location=\"%s\" generation=%s database_id=%s ours=%s",
+		 r->db->stat.name, r->stat.name, r->st->description ? r->st->description : "", gen,
+		 theirs, ours);
 }
 
 int retention_enforce(struct eng_replica *r, bool *need_snapshot)
@@ -111,7 +142,8 @@ int retention_enforce(struct eng_replica *r, bool *need_snapshot)
 	struct st_error err = { 0 };
 	struct batch *b = NULL;
 	size_t n = 0;
-	char cur[17];
+	char cur[17], dbid[LAYOUT_DBID_LEN + 1];
+	uint64_t foreign = 0;
 	int rc = -1;
 
 	*need_snapshot = false;
@@ -138,6 +170,7 @@ int retention_enforce(struct eng_replica *r, bool *need_snapshot)
 		live_ns = INT64_MAX;
 	pthread_mutex_lock(&d->mu);
 	memcpy(cur, d->gen, sizeof(cur));
+	memcpy(dbid, d->dbid, sizeof(dbid));
 	pthread_mutex_unlock(&d->mu);
 
 	if (!(b = calloc(1, sizeof(*b))))
@@ -161,6 +194,13 @@ int retention_enforce(struct eng_replica *r, bool *need_snapshot)
 		}
 		int prc = 0;
 		bool current = !strcmp(ids[i], cur);
+		if (!current && g.database_id[0] && dbid[0] && strcmp(g.database_id, dbid) != 0) {
+			/* another database's history, or ours from before a lost local state */
+			foreign++;
+			warn_foreign(r, ids[i], g.database_id, dbid);
+			catalog_generation_release(&g);
+			continue;
+		}
 		cur_has_snapshot |= current && g.nsnapshots > 0;
 		if (!young && current && g.nsnapshots > 0) {
 			/*
@@ -213,6 +253,7 @@ int retention_enforce(struct eng_replica *r, bool *need_snapshot)
 	bool lost = d->ready && r->pos_known && !strcmp(r->pos.generation, cur) && !cur_has_snapshot;
 	if (lost)
 		r->snap_known = false; /* none to overwrite: taken at once, at this very index */
+	r->stat.foreign_generations = foreign;
 	pthread_mutex_unlock(&d->mu);
 	if (lost) {
 		log_warn("retention", "this generation has no snapshot on the replica any more "

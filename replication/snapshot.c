@@ -539,6 +539,16 @@ int snapshot_take(struct eng_replica *r, bool flush)
 		 (long long)((clock_mono_ns() - t0) / NS_PER_MS), how_name[how]);
 	if (past_gap)
 		put_placeholder(r, u.gen, u.index, u.page_size, &call);
+	/*
+	 * The label right after the generation's first snapshot, not before:
+	 * the generation is restorable from its first object on (QA21), and a
+	 * label alone would only be a generation without data. Failing here
+	 * costs no snapshot: the next segment's upload labels it first.
+	 */
+	if (replica_label(r, u.gen, &call, &err) < 0)
+		log_warn("replica", "cannot label the generation with the database id: tried again "
+			 "before its next segment", "db=%s replica=%s generation=%s err=\"%s\"",
+			 d->stat.name, r->stat.name, u.gen, err.message);
 	snapshot_done(r, u.gen, u.index, u.plain);
 	rc = 0;
 out:

@@ -37,6 +37,8 @@ struct replica_status {
 	uint64_t syncs_total, sync_errors_total, snapshots_total;
 	uint64_t wal_bytes_total, snapshot_bytes_total;
 	uint64_t retention_deleted_total;
+	/* generations labelled with another database id, kept by retention (last check) */
+	uint64_t foreign_generations;
 	char other_writer[17];     /* a generation another process writes here, "" if none seen */
 	int64_t other_writer_ns;   /* when it was first seen */
 	struct st_op_stats_copy {

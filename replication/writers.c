@@ -22,6 +22,13 @@
 #include "replication/engine_int.h"
 #include "common/banned.h"
 
+/*
+ * A generation without a label whose newest object is younger than this (by
+ * our clock) may be waiting for it (it follows the first snapshot): it is
+ * looked at again at the next check before it is reported.
+ */
+#define LABEL_WAIT_NS (5 * NS_PER_SEC)
+
 static bool seen(const struct eng_replica *r, const char *id)
 {
 	for (size_t i = 0; i < r->writers_nseen; i++)
@@ -94,15 +101,39 @@ void writers_check(struct eng_replica *r)
 		char writing[17];
 		memcpy(writing, d->gen, sizeof(writing));
 		pthread_mutex_unlock(&d->mu);
+		/* its label tells another database from another node of this one */
+		struct cat_generation g;
+		char theirs[LAYOUT_DBID_LEN + 1] = "", ours[LAYOUT_DBID_LEN + 1];
+		if (!mine && catalog_load(r->st, ids[i], &g, &call, &err) == 0) {
+			memcpy(theirs, g.database_id, sizeof(theirs));
+			int64_t age = clock_wall_ns() - g.max_ns;
+			bool young = g.nlabels == 0 && g.max_ns && age > -LABEL_WAIT_NS &&
+				     age < LABEL_WAIT_NS;
+			catalog_generation_release(&g);
+			/* its label follows its first snapshot: look again next time */
+			if (young)
+				continue;
+		}
 		if (!remember(r, ids[i]))
 			break;
 		if (mine)
 			continue;
-		log_error("engine", "another writer: a generation this process did not write appeared "
-			  "on the replica; two processes replicate this database (a node cut off from "
-			  "its orchestrator, a second task?). The history written last wins the next "
-			  "restore: stop one of them", "db=%s replica=%s generation=%s writing=%s",
-			  d->stat.name, r->stat.name, ids[i], writing);
+		pthread_mutex_lock(&d->mu);
+		memcpy(ours, d->dbid, sizeof(ours));
+		pthread_mutex_unlock(&d->mu);
+		if (theirs[0] && ours[0] && strcmp(theirs, ours) != 0)
+			log_error("engine", "another writer: another database writes to this replica "
+				  "location (its generation is labelled with another database id): two "
+				  "databases' replicas point at one location, a path copied from another "
+				  "job's config? Give one of them another path", "db=%s replica=%s "
+				  "generation=%s database_id=%s ours=%s writing=%s", d->stat.name,
+				  r->stat.name, ids[i], theirs, ours, writing);
+		else
+			log_error("engine", "another writer: a generation this process did not write "
+				  "appeared on the replica; two processes replicate this database (a node "
+				  "cut off from its orchestrator, a second task?). The history written "
+				  "last wins the next restore: stop one of them", "db=%s replica=%s "
+				  "generation=%s writing=%s", d->stat.name, r->stat.name, ids[i], writing);
 		pthread_mutex_lock(&d->mu);
 		memcpy(r->stat.other_writer, ids[i], sizeof(r->stat.other_writer));
 		r->stat.other_writer_ns = clock_wall_ns();

@@ -284,6 +284,7 @@ static void render_engine(const struct engine_status *e, struct text *t)
 	REPLICA_FAMILY("litevisor_replica_wal_bytes_total", "counter", "WAL bytes shipped (before compression).", r->wal_bytes_total);
 	REPLICA_FAMILY("litevisor_replica_snapshot_bytes_total", "counter", "Snapshot bytes shipped.", r->snapshot_bytes_total);
 	REPLICA_FAMILY("litevisor_replica_retention_deleted_total", "counter", "Objects deleted by retention.", r->retention_deleted_total);
+	REPLICA_FAMILY("litevisor_replica_foreign_generations", "gauge", "Generations labelled with another database id, which retention keeps: another database's replica points at this location, or this database lost its local state (meta-path). Counted at each retention check.", r->foreign_generations);
 
 	OP_FAMILY("litevisor_storage_operations_total", "Storage calls, by operation.", count, 1.0);
 	OP_FAMILY("litevisor_storage_operation_errors_total", "Storage calls that failed (an answer that the object or replica is not there is no failure, nor a download its reader stopped).", errors, 1.0);

@@ -640,6 +640,31 @@ def test_replicate_to_s3(run, tmp_path, litestream_bin, s3server):
     assert content(out) == content(db)
 
 
+def test_litestream_restores_labelled_replicas(run, tmp_path, litestream_bin, s3server):
+    """Each generation carries an empty label object, generations/<gen>/database/<id>
+    (layout.h). Litestream v0.3.13 lists only snapshots/ and wal/: it restores both a
+    file and an S3 replica holding labels, and lists the labelled generation."""
+    srv = s3server()
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    r = run(config(tmp_path, db, [file_replica(rep), s3_replica(srv)]))
+    write(db, 200, start=1)
+    assert r.stop() == 0
+    dbid = (tmp_path / ".app.db-litevisor" / "database-id").read_text().strip()
+    (gen,) = generations(rep)
+    assert labels(rep, gen) == [dbid]
+    stored = [os.path.relpath(os.path.join(d, f), srv.directory)
+              for d, _, fs in os.walk(srv.directory) for f in fs]
+    assert any(f"generations/{gen}/database/{dbid}" in k for k in stored), stored
+    check_restore(litestream_bin, rep, db, tmp_path / "out-file.db")
+    out = tmp_path / "out-s3.db"
+    s3_restore(litestream_bin, srv, tmp_path, out)
+    assert integrity(out) == "ok" and content(out) == content(db)
+    p = subprocess.run([litestream_bin, "generations", f"file://{rep}"], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0 and gen in p.stdout, p.stderr
+
+
 def test_stalled_s3_never_delays_the_file_replica_and_catches_up(run, tmp_path, litestream_bin,
                                                                   s3server):
     srv = s3server()
@@ -1102,6 +1127,214 @@ def test_another_writers_retention_spares_an_idle_open_generation(run, tmp_path,
     assert a_gen in generations(rep), b.text()
     assert os.listdir(rep / "generations" / a_gen / "snapshots"), b.text()
     assert b.stop() == 0 and a.stop() == 0
+
+
+def labels(rep, gen):
+    """The database ids a generation's labels name (layout.h), on a file replica."""
+    d = rep / "generations" / gen / "database"
+    return sorted(os.listdir(d)) if d.is_dir() else []
+
+
+def metric(port, name, replica):
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    line = next(l for l in text.splitlines()
+                if l.startswith(name + "{") and f'replica="{replica}"' in l)
+    return float(line.rsplit(" ", 1)[1])
+
+
+def test_another_databases_closed_generation_is_spared_by_retention(run, tmp_path,
+                                                                    litevisor_bin):
+    """Two databases whose replica paths point at one location (a path copied from
+    another job's config): B's job stopped cleanly, its generation closed; A's short
+    retention deleted B's whole history once it was older than retention + grace, and
+    B's next start on an empty disk had nothing to restore (QA32 #1). Each generation
+    now carries its database's id: A keeps B's, says so once, and counts it."""
+    from conftest import free_port
+    a_db, b_db, rep = tmp_path / "a.db", tmp_path / "b.db", tmp_path / "rep"
+    create(a_db)
+    create(b_db)
+    b_cfg = config(tmp_path, b_db, [file_replica(rep, "nas")]).rename(tmp_path / "b.yml")
+    port = free_port()
+    a_cfg = config(tmp_path, a_db, [file_replica(rep, "nas", retention="2s",
+                                                 retention_check_interval="500ms",
+                                                 retention_grace="500ms")])
+    a_cfg.write_text(f"addr: 127.0.0.1:{port}\n" + a_cfg.read_text())
+    b = run(b_cfg)
+    write(b_db, 20, start=1)
+    wait_for(lambda: objects(rep, "wal"), what="B's segments")
+    assert b.stop() == 0, b.text()
+    (b_gen,) = generations(rep)
+    b_id = (tmp_path / ".b.db-litevisor" / "database-id").read_text().strip()
+    assert labels(rep, b_gen) == [b_id]
+    assert os.listdir(rep / "generations" / b_gen / "closed"), "precondition: B closed it"
+    a = run(a_cfg)
+    write(a_db, 5, start=1)
+    wait_for(lambda: len(generations(rep)) == 2, what="A's generation")
+    end = time.monotonic() + 6  # past B's objects' retention + grace, several checks
+    while time.monotonic() < end:
+        write(a_db, 1, start=100)
+        time.sleep(0.5)
+    wait_for(lambda: metric(port, "litevisor_replica_foreign_generations", "nas") == 1,
+             what="the gauge")
+    text = a.text()
+    assert b_gen in generations(rep), text
+    assert os.listdir(rep / "generations" / b_gen / "snapshots"), text
+    a_id = (tmp_path / ".a.db-litevisor" / "database-id").read_text().strip()
+    assert a_id != b_id
+    warns = [l for l in text.splitlines() if "generation of another database id" in l]
+    assert len(warns) == 1, text
+    assert f"generation={b_gen} database_id={b_id} ours={a_id}" in warns[0]
+    assert "replica=nas" in warns[0] and "meta-path" in warns[0] and "WARN" in warns[0].upper()
+    assert a.stop() == 0
+    # B gets its own data back, by generation
+    out = tmp_path / "b-out.db"
+    p = subprocess.run([litevisor_bin, "restore", "-generation", b_gen, "-o", str(out),
+                        f"file://{rep}"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert integrity(out) == "ok" and content(out) == content(b_db)
+
+
+def test_another_database_writing_the_location_is_named_as_such(run, tmp_path):
+    """While both run, the other database's new generation is reported as another
+    database's (its label names another id), not as another node of this one."""
+    a_db, b_db, rep = tmp_path / "a.db", tmp_path / "b.db", tmp_path / "rep"
+    create(a_db)
+    create(b_db)
+    a_cfg = config(tmp_path, a_db, [file_replica(rep, "nas", writer_check_interval="300ms")])
+    a_cfg = a_cfg.rename(tmp_path / "a.yml")
+    b_cfg = config(tmp_path, b_db, [file_replica(rep, "nas")])
+    a = run(a_cfg)
+    write(a_db, 5, start=1)
+    wait_for(lambda: len(generations(rep)) == 1 and objects(rep, "wal"), what="A's generation")
+    b = run(b_cfg)
+    write(b_db, 5, start=1)
+    wait_for(lambda: "another writer" in a.text(), what="the other writer noticed")
+    line = next(l for l in a.text().splitlines() if "another writer" in l)
+    assert "another database writes to this replica location" in line, line
+    b_id = (tmp_path / ".b.db-litevisor" / "database-id").read_text().strip()
+    assert f"database_id={b_id}" in line
+    assert b.stop() == 0 and a.stop() == 0
+
+
+def test_a_generation_holding_only_a_label(run, tmp_path, litestream_bin, litevisor_bin):
+    """A generation whose data is gone but for its label (deleted by hand, or a crash
+    between): listings and restores go past it, with either tool, and retention deletes
+    it like an empty generation when the label is ours, keeps it when it is another's."""
+    from conftest import free_port
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    port = free_port()
+    cfg = config(tmp_path, db, [file_replica(rep, "nas", retention="2s",
+                                             retention_check_interval="500ms",
+                                             retention_grace="500ms")])
+    cfg.write_text(f"addr: 127.0.0.1:{port}\n" + cfg.read_text())
+    r = run(cfg)
+    write(db, 10, start=1)
+    wait_for(lambda: objects(rep, "wal"), what="replicated")
+    dbid = (tmp_path / ".app.db-litevisor" / "database-id").read_text().strip()
+    other = "ffeeddccbbaa99887766554433221100"
+    for gen, label in (("00000000000000aa", dbid), ("00000000000000bb", other)):
+        (rep / "generations" / gen / "database").mkdir(parents=True)
+        (rep / "generations" / gen / "database" / label).write_bytes(b"")
+    p = subprocess.run([litevisor_bin, "generations", f"file://{rep}"], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    check_restore_eventually(litestream_bin, rep, db, tmp_path / "out-ls.db")
+    out = tmp_path / "out-lv.db"
+    p = subprocess.run([litevisor_bin, "restore", "-o", str(out), f"file://{rep}"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    wait_for(lambda: "00000000000000aa" not in generations(rep), what="ours deleted")
+    wait_for(lambda: metric(port, "litevisor_replica_foreign_generations", "nas") == 1,
+             what="the other counted")
+    assert "00000000000000bb" in generations(rep)
+    assert r.stop() == 0
+
+
+def test_an_unlabelled_current_generation_gets_its_label(run, tmp_path, litestream_bin):
+    """Upgrade: a replica and a local state written by a litevisor without database ids.
+    The first sync labels the generation it continues (with nothing else to write),
+    once; a restart finds the label and writes none again."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    cfg = config(tmp_path, db, [file_replica(rep)])
+    r = run(cfg)
+    write(db, 10, start=1)
+    wait_for(lambda: objects(rep, "wal"), what="replicated")
+    assert r.stop() == 0
+    (gen,) = generations(rep)
+    state = tmp_path / ".app.db-litevisor"
+    old = (state / "database-id").read_text().strip()
+    shutil.rmtree(rep / "generations" / gen / "database")  # as an older litevisor left it
+    (state / "database-id").unlink()
+    r = run(cfg)
+    wait_for(lambda: labels(rep, gen), what="the label")
+    assert "replica continues generation" in r.text()
+    assert generations(rep) == [gen]
+    new = (state / "database-id").read_text().strip()
+    assert labels(rep, gen) == [new] and new != old
+    assert r.stop() == 0
+    r = run(cfg)
+    write(db, 5, start=11)
+    wait_for(lambda: objects(rep, "wal") and "replica continues generation" in r.text(),
+             what="continued")
+    assert r.stop() == 0
+    assert labels(rep, gen) == [new]
+    assert (state / "database-id").read_text().strip() == new
+    check_restore(litestream_bin, rep, db, tmp_path / "out.db")
+
+
+def test_a_database_keeps_its_id_across_a_restore_on_another_node(run, tmp_path,
+                                                                 litevisor_bin):
+    """Node A replicates; node B (its own state directory) restores the database, and
+    the new generation it writes carries A's database id: the same database. A's
+    retention takes it for its own database's (another node's, not another database's)."""
+    from conftest import free_port
+    rep = tmp_path / "rep"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a_db, b_db = tmp_path / "a" / "app.db", tmp_path / "b" / "app.db"
+    create(a_db)
+    port = free_port()
+    a_cfg = config(tmp_path / "a", a_db, [file_replica(rep, "nas", retention="2s",
+                                                       retention_check_interval="500ms",
+                                                       retention_grace="500ms")])
+    a_cfg.write_text(f"addr: 127.0.0.1:{port}\n" + a_cfg.read_text())
+    b_cfg = config(tmp_path / "b", b_db, [file_replica(rep, "nas")])
+    a = run(a_cfg)
+    write(a_db, 20, start=1)
+    wait_for(lambda: objects(rep, "wal"), what="A's generation")
+    (a_gen,) = generations(rep)
+    a_id = (tmp_path / "a" / ".app.db-litevisor" / "database-id").read_text().strip()
+    wait_for(lambda: labels(rep, a_gen) == [a_id], what="A's label")
+    p = subprocess.run([litevisor_bin, "restore", "-config", str(b_cfg), "-dry-run", str(b_db)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert f"database id: nas generation {a_gen}: {a_id}" in p.stdout, p.stdout
+    p = subprocess.run([litevisor_bin, "restore", "-config", str(b_cfg), str(b_db)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert f"database_id={a_id}" in p.stderr
+    b_state = tmp_path / "b" / ".app.db-litevisor"
+    assert (b_state / "database-id").read_text().strip() == a_id
+    # B's copy changes before replication starts there: a generation of its own
+    write(b_db, 1, start=1000)
+    b = run(b_cfg)
+    wait_for(lambda: len(generations(rep)) == 2, what="B's generation")
+    (b_gen,) = [g for g in generations(rep) if g != a_gen]
+    wait_for(lambda: labels(rep, b_gen), what="B's label")
+    assert labels(rep, b_gen) == [a_id], b.text()
+    assert b.stop() == 0
+    end = time.monotonic() + 5  # B's closed generation grows older than A's retention
+    while time.monotonic() < end:
+        write(a_db, 1, start=100)
+        time.sleep(0.5)
+    assert metric(port, "litevisor_replica_foreign_generations", "nas") == 0
+    text = a.text()
+    assert "another database id" not in text
+    assert "another database writes to this replica location" not in text
+    assert a.stop() == 0
 
 
 def test_a_generation_whose_snapshot_vanished_gets_a_new_one(run, tmp_path, litestream_bin):

@@ -1137,6 +1137,45 @@ def test_run_path_existing_db_policies(tmp_path, history):
     assert rows(moved) == history.states[2][2]  # kept, never deleted
 
 
+def test_run_path_takes_the_restored_generations_database_id(tmp_path, history):
+    """The restored generation's label (generations/<gen>/database/<id>) names the
+    database from then on: the restore writes it into the new local state. A local
+    database whose id differs from the chosen generation's label gets a WARN in the
+    decision block (another database's replica at this location?); the choice stays."""
+    rep = tmp_path / "rep"
+    history.write(str(rep), upto=3)
+    ours, other = "0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"
+    (rep / "generations" / GEN / "database").mkdir()
+    (rep / "generations" / GEN / "database" / ours).write_bytes(b"")
+    db = tmp_path / "app" / "app.db"
+    db.parent.mkdir()
+    state = db.parent / ".app.db-litevisor"
+    cfg = write_config(tmp_path / "lv.yml", db, [{"name": "nas", "url": f"file://{rep}"}])
+    p, res = restore_tool(cfg)
+    assert res[0]["outcome"] == "restored", p.stderr
+    assert (state / "database-id").read_text() == ours + "\n"
+    assert f"database_id={ours}" in candidate_line(p.stderr, "nas")
+    assert "another database id" not in p.stderr
+    # the replica moves ahead, labelled with the id the local state does not hold
+    shutil.rmtree(rep)
+    history.write(str(rep))
+    (rep / "generations" / GEN / "database").mkdir()
+    (rep / "generations" / GEN / "database" / other).write_bytes(b"")
+    p, res = restore_tool(cfg)
+    assert res[0]["outcome"] == "restored", p.stderr
+    warn = [l for l in p.stderr.splitlines() if "another database id" in l]
+    assert len(warn) == 1 and "WARN" in warn[0].upper(), p.stderr
+    assert f"database_id={other} local_database_id={ours}" in warn[0]
+    assert (state / "database-id").read_text() == other + "\n"
+    # unlabelled (Litestream's, an older litevisor's): nothing is said, no id written
+    shutil.rmtree(rep / "generations" / GEN / "database")
+    db.unlink()
+    p, res = restore_tool(cfg)
+    assert res[0]["outcome"] == "restored", p.stderr
+    assert "database_id=" not in p.stderr
+    assert not (state / "database-id").exists()
+
+
 # ---------------------------------------------------------------- S3 peers
 
 class Proxy:

@@ -63,6 +63,17 @@ static int fake_list(struct storage *st, const char *prefix, const char *delimit
 	CHECK_INT(st_list_add_object(out, key, 0, t + 5), 0);
 	snprintf(key, sizeof(key), "%sclosed/00000000_1038", prefix);
 	CHECK_INT(st_list_add_object(out, key, 0, t + 5), 0); /* not a mark's name: skipped */
+	/* labels: generation 2 has one, 3 has two naming different databases */
+	if (!strncmp(id, "0000000000000002/", 17) || !strncmp(id, "0000000000000003/", 17)) {
+		snprintf(key, sizeof(key), "%sdatabase/00112233445566778899aabbccddeeff", prefix);
+		CHECK_INT(st_list_add_object(out, key, 0, t + 9), 0);
+		snprintf(key, sizeof(key), "%sdatabase/00112233445566778899AABBCCDDEEFF", prefix);
+		CHECK_INT(st_list_add_object(out, key, 0, t + 9), 0); /* not an id: skipped */
+	}
+	if (!strncmp(id, "0000000000000003/", 17)) {
+		snprintf(key, sizeof(key), "%sdatabase/ffeeddccbbaa99887766554433221100", prefix);
+		CHECK_INT(st_list_add_object(out, key, 0, t + 9), 0);
+	}
 	return 0;
 }
 
@@ -156,6 +167,23 @@ TEST(closed_marks_are_listed_apart_and_say_where_the_writer_stopped)
 	teardown(&x);
 }
 
+TEST(a_label_names_the_database_two_names_none)
+{
+	struct fixture x;
+	setup(&x, 3);
+	CHECK_INT(load(&x, 2, NULL), 0);
+	CHECK_STR(x.g[0].database_id, "");
+	CHECK_INT(x.g[0].nlabels, 0);
+	CHECK_STR(x.g[1].database_id, "00112233445566778899aabbccddeeff");
+	CHECK_INT(x.g[1].nlabels, 1);
+	/* a label is not data either */
+	CHECK_INT(x.g[1].max_ns, x.g[1].segments[0].mtime_ns);
+	/* two databases claim it: nobody's in particular, both kept for deleting */
+	CHECK_STR(x.g[2].database_id, "");
+	CHECK_INT(x.g[2].nlabels, 2);
+	teardown(&x);
+}
+
 TEST(one_at_a_time_when_asked)
 {
 	struct fixture x;
@@ -210,4 +238,5 @@ TEST(no_generation_is_nothing_to_do)
 UNIT_MAIN(T(loads_every_generation_in_order_several_at_once), T(one_at_a_time_when_asked),
 	  T(a_failed_listing_fails_the_whole_and_frees_the_rest),
 	  T(later_listings_get_what_is_left_of_the_deadline), T(no_generation_is_nothing_to_do),
-	  T(closed_marks_are_listed_apart_and_say_where_the_writer_stopped))
+	  T(closed_marks_are_listed_apart_and_say_where_the_writer_stopped),
+	  T(a_label_names_the_database_two_names_none))

@@ -32,6 +32,18 @@ TEST(layout_names)
 	CHECK_INT(o, 0x1038);
 	CHECK_INT(layout_parse_closed("00000002_00001038.wal.lz4", &i, &o), -1);
 	CHECK_INT(layout_parse_closed("00000002-00001038", &i, &o), -1);
+	char id[LAYOUT_DBID_LEN + 1], id2[LAYOUT_DBID_LEN + 1];
+	CHECK_STR(layout_database_key(key, "0123456789abcdef", "00112233445566778899aabbccddeeff"),
+		  "generations/0123456789abcdef/database/00112233445566778899aabbccddeeff");
+	CHECK_INT(layout_parse_database("00112233445566778899aabbccddeeff", id), 0);
+	CHECK_STR(id, "00112233445566778899aabbccddeeff");
+	CHECK_INT(layout_parse_database("00112233445566778899AABBCCDDEEFF", id), -1);
+	CHECK_INT(layout_parse_database("00112233445566778899aabbccddeef", id), -1);
+	CHECK_INT(layout_parse_database("00112233445566778899aabbccddeeff0", id), -1);
+	CHECK_INT(layout_database_id_new(id), 0);
+	CHECK_INT(layout_database_id_new(id2), 0);
+	CHECK(layout_database_id_valid(id));
+	CHECK(strcmp(id, id2) != 0);
 	CHECK_INT(layout_generation_new(gen), 0);
 	CHECK(layout_generation_valid(gen));
 	CHECK(!layout_generation_valid("0123456789ABCDEF"));
