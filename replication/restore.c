@@ -432,9 +432,17 @@ static int move_local_cb(void *p, const char *tmp, char *why, size_t len)
 	 * history, whatever its app did to the schema since (an upgrade on the
 	 * other node that added full-text tables, a new application_id).
 	 */
-	bool own = x->s->applying && x->lpos->generation[0] &&
-		   !strcmp(x->s->applying->plan.generation, x->lpos->generation);
-	int same = own ? 1 : rs_same_database(x->target, tmp, how, sizeof(how));
+	const struct rs_cand *c = x->s->applying;
+	bool own = c && x->lpos->generation[0] && !strcmp(c->plan.generation, x->lpos->generation);
+	/* the generation's label against the local database's id (layout.h): the same id is
+	 * the same database; another one, most likely another database's */
+	char local_id[LAYOUT_DBID_LEN + 1];
+	bool ids = c && c->plan.database_id[0] &&
+		   localstate_read_database_id(x->statedir, local_id) == 0;
+	if (ids && !strcmp(local_id, c->plan.database_id))
+		own = true;
+	int same = own ? 1 : rs_same_database(x->target, tmp, ids ? c->plan.database_id : NULL,
+					      how, sizeof(how));
 	if (same == 0) {
 		snprintf(why, len, "the replica's database is not this database: %s. Two databases "
 			 "must not share a replica location (a path copied from another database's "

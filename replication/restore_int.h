@@ -295,9 +295,14 @@ void rs_prune_aside(const char *target, const char *statedir, int keep, const ch
  * adds tables; a local database without tables tells nothing), or neither
  * of the following; 0 another database, why says how they differ (their
  * application_ids differ, or they share fewer than half the tables of the
- * one with more); -1 one of them could not be read (why).
+ * one with more); -1 one of them could not be read (why). other_id: the
+ * restored file's generation is labelled with another database id than the
+ * local database's (layout.h): then only every local table being in it makes
+ * it the same (the local state lost on a node, which drew a new id; two apps
+ * of one code base share most of their tables, but not all).
  */
-int rs_same_database(const char *local, const char *restored, char *why, size_t len);
+int rs_same_database(const char *local, const char *restored, const char *other_id, char *why,
+		     size_t len);
 
 /* The local position from the state dir (shadow WAL, else the restored marker) and its time. */
 int rs_local_position(const char *statedir, struct wal_pos *pos, int64_t *mtime_ns);

@@ -84,7 +84,8 @@ out:
 	return rc;
 }
 
-int rs_same_database(const char *local, const char *restored, char *why, size_t len)
+int rs_same_database(const char *local, const char *restored, const char *other_id, char *why,
+		     size_t len)
 {
 	struct tables a, b;
 	if (read_tables(local, &a, why, len) < 0)
@@ -108,6 +109,13 @@ int rs_same_database(const char *local, const char *restored, char *why, size_t 
 		 * upgrade adds tables, and a new version may set application_id),
 		 * or one without tables, which tells nothing (an app's first start)
 		 */
+	} else if (other_id) {
+		size_t k = 0;
+		while (k < a.n && bsearch(a.name[k], b.name, b.n, sizeof(*b.name), by_name))
+			k++;
+		snprintf(why, len, "its generation is labelled with another database id (%s), and it "
+			 "lacks the local database's table \"%s\"", other_id, a.name[k]);
+		same = 0;
 	} else if (a.app_id && b.app_id && a.app_id != b.app_id) {
 		snprintf(why, len, "its application_id is %u, the local database's %u", b.app_id, a.app_id);
 		same = 0;

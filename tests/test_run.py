@@ -1722,11 +1722,66 @@ def test_another_databases_replica_never_replaces_the_local_database(litevisor_b
     assert p.returncode == 111, p.stderr
     assert not started.exists()
     assert "the replica's database is not this database" in p.stderr, p.stderr
-    assert '"Logs", which the local one has not' in p.stderr, p.stderr
+    # each generation's database id differs, and logs.db lacks radarr.db's tables
+    assert 'another database id' in p.stderr and 'table "Config"' in p.stderr, p.stderr
     c = sqlite3.connect(str(radarr))
     assert c.execute("SELECT v FROM Movies").fetchall() == [("radarr.db",)]
     c.close()
     assert not [f for f in os.listdir(data) if ".replaced-" in f], os.listdir(data)
+
+
+SONARR_TABLES = ("Config RootFolders ScheduledTasks Indexers Notifications Metadata "
+                 "DownloadClients SceneMappings History Series EpisodeFiles Episodes "
+                 "QualityDefinitions Profiles LanguageProfiles NamingConfig Blacklist MetadataFiles "
+                 "SubtitleFiles ExtraFiles PendingReleases RemotePathMappings Tags Restrictions "
+                 "DelayProfiles Users Commands IndexerStatus DownloadClientStatus VersionInfo").split()
+RADARR_TABLES = ("Config RootFolders ScheduledTasks Indexers ImportLists Notifications Metadata "
+                 "DownloadClients History MovieFiles Movies ImportListMovies AlternativeTitles "
+                 "MovieTranslations Credits ImportExclusions QualityDefinitions CustomFormats "
+                 "Profiles NamingConfig Blocklist MetadataFiles SubtitleFiles ExtraFiles "
+                 "PendingReleases RemotePathMappings Tags Restrictions DelayProfiles Users Commands "
+                 "IndexerStatus DownloadClientStatus ImportListStatus CustomFilters DownloadHistory "
+                 "UpdateHistory VersionInfo").split()
+
+
+def test_a_sibling_applications_replica_never_replaces_the_local_database(litevisor_bin,
+                                                                          tmp_path):
+    """Sonarr's job given Radarr's replica path (copied from the radarr job). The two
+    apps come from one code base and share 24 of Radarr's 38 table names, so the table
+    comparison took Radarr's newer database for Sonarr's, and Sonarr started on it
+    (QA34 #2). Each generation's database id tells them apart: the local sonarr.db is
+    kept and nothing starts."""
+    dbs = {}
+    for app, tables in (("sonarr", SONARR_TABLES), ("radarr", RADARR_TABLES)):
+        (tmp_path / app).mkdir()
+        db = dbs[app] = tmp_path / app / f"{app}.db"
+        c = sqlite3.connect(db)
+        c.execute("PRAGMA journal_mode=WAL")
+        for t in tables:
+            c.execute(f'CREATE TABLE "{t}"(Id INTEGER PRIMARY KEY, v TEXT)')
+        c.execute("INSERT INTO Config(v) VALUES (?)", (app,))
+        c.commit()
+        c.close()
+
+    def run(app, rep, *cmd):
+        cfg = tmp_path / f"{app}.yml"
+        cfg.write_text(f"dbs:\n  - path: {dbs[app]}\n    replicas:\n"
+                       f"      - path: {tmp_path / ('rep-' + rep)}\n")
+        return subprocess.run([litevisor_bin, "run", "-config", str(cfg), "--", *cmd],
+                              capture_output=True, text=True, timeout=60)
+
+    p = run("sonarr", "sonarr", "true")
+    assert p.returncode == 0, p.stderr
+    time.sleep(1.2)  # Radarr's data is newer
+    p = run("radarr", "radarr", "true")
+    assert p.returncode == 0, p.stderr
+    started = tmp_path / "started"
+    p = run("sonarr", "radarr", "touch", str(started))
+    assert p.returncode == 111, p.stderr
+    assert not started.exists()
+    assert "another database id" in p.stderr, p.stderr
+    assert query(dbs["sonarr"], "SELECT v FROM Config") == [("sonarr",)]
+    assert not [f for f in os.listdir(tmp_path / "sonarr") if ".replaced-" in f]
 
 
 def test_the_same_databases_history_replaces_it_whatever_its_schema_became(litevisor_bin,

@@ -44,7 +44,7 @@ static char *make_db(const char *tables, unsigned app_id, int extra_tables)
 static int same(const char *local, unsigned la, const char *restored, unsigned ra, char *why)
 {
 	char *a = make_db(local, la, 0), *b = make_db(restored, ra, 0);
-	int rc = rs_same_database(a, b, why, 400);
+	int rc = rs_same_database(a, b, NULL, why, 400);
 	unlink(a);
 	unlink(b);
 	free(a);
@@ -83,6 +83,24 @@ TEST(another_application_id_and_lost_tables_are_another_database)
 	CHECK(strstr(why, "application_id") != NULL);
 }
 
+TEST(another_database_id_needs_every_local_table)
+{
+	/* two apps of one code base (Sonarr's tables against Radarr's) share most tables */
+	char why[400] = "";
+	char *a = make_db("Config,History,Series,Episodes,Tags,Users,Commands", 0, 0);
+	char *b = make_db("Config,History,Movies,Tags,Users,Commands,Credits", 0, 0);
+	char *c = make_db("Config,History,Series,Episodes,Tags,Users,Commands,Blocklist", 0, 0);
+	CHECK_INT(rs_same_database(a, b, NULL, why, sizeof(why)), 1);
+	CHECK_INT(rs_same_database(a, b, "0123456789abcdef0123456789abcdef", why, sizeof(why)), 0);
+	CHECK(strstr(why, "another database id") && strstr(why, "\"Episodes\""));
+	/* the same database under a new id (its local state was lost on a node) */
+	CHECK_INT(rs_same_database(a, c, "0123456789abcdef0123456789abcdef", why, sizeof(why)), 1);
+	for (char **p = (char *[]){ a, b, c, NULL }; *p; p++) {
+		unlink(*p);
+		free(*p);
+	}
+}
+
 TEST(more_than_4096_tables_compare_whole)
 {
 	/* QA34 #7: the same 6501 names, 4000 of them recreated (moved to the end), are the
@@ -93,7 +111,7 @@ TEST(more_than_4096_tables_compare_whole)
 	CHECK(sqlite3_open(b, &db) == SQLITE_OK);
 	CHECK(sqlite3_exec(db, "CREATE TABLE meta(x)", NULL, NULL, NULL) == SQLITE_OK);
 	sqlite3_close(db);
-	CHECK_INT(rs_same_database(a, b, why, sizeof(why)), 1);
+	CHECK_INT(rs_same_database(a, b, NULL, why, sizeof(why)), 1);
 	unlink(a);
 	unlink(b);
 	free(a);
@@ -104,4 +122,5 @@ UNIT_MAIN(T(another_applications_tables_are_another_database),
 	  T(an_upgrade_adding_more_tables_than_there_were_is_the_same_database),
 	  T(a_new_application_id_with_every_table_kept_is_the_same_database),
 	  T(another_application_id_and_lost_tables_are_another_database),
+	  T(another_database_id_needs_every_local_table),
 	  T(more_than_4096_tables_compare_whole))
