@@ -103,19 +103,28 @@ int rs_same_database(const char *local, const char *restored, const char *other_
 		j += c >= 0;
 	}
 	size_t most = a.n > b.n ? a.n : b.n;
-	if (shared == a.n) {
+	if (a.n > 0 && shared == a.n && shared * 2 >= most) {
 		/*
-		 * every local table is there: the same database, migrated (an
-		 * upgrade adds tables, and a new version may set application_id),
-		 * or one without tables, which tells nothing (an app's first start)
+		 * every local table is there, and they are most of its: the same
+		 * database, migrated (an upgrade adds a few tables, a new version
+		 * may set another application_id). A local database of one table
+		 * that another app's database also has (an app's first start that
+		 * died in its first migration) tells nothing of the kind.
 		 */
 	} else if (other_id) {
 		size_t k = 0;
 		while (k < a.n && bsearch(a.name[k], b.name, b.n, sizeof(*b.name), by_name))
 			k++;
-		snprintf(why, len, "its generation is labelled with another database id (%s), and it "
-			 "lacks the local database's table \"%s\"", other_id, a.name[k]);
+		if (k < a.n)
+			snprintf(why, len, "its generation is labelled with another database id (%s), "
+				 "and it lacks the local database's table \"%s\"", other_id, a.name[k]);
+		else
+			snprintf(why, len, "its generation is labelled with another database id (%s), "
+				 "and the local database's %zu table(s) are few of its %zu", other_id,
+				 a.n, b.n);
 		same = 0;
+	} else if (a.n == 0) {
+		/* a local database without tables has nothing to tell (an app's first start) */
 	} else if (a.app_id && b.app_id && a.app_id != b.app_id) {
 		snprintf(why, len, "its application_id is %u, the local database's %u", b.app_id, a.app_id);
 		same = 0;
