@@ -38,8 +38,28 @@ char *localstate_dir(const struct cfg_db *db, char *buf, size_t len)
 	 * Its physical path: a meta-path symlinked to another volume stays
 	 * there when a restore moves the stale directory aside and makes a new
 	 * one (the link would go aside instead, and the new directory be made
-	 * beside it, off the volume and away from the lock: statelock.h).
+	 * beside it, off the volume and away from the lock: statelock.h). A
+	 * link left dangling (its directory moved aside by a restore, or not
+	 * made yet) names where the directory is to be made.
 	 */
+	struct stat st;
+	for (int hops = 0; hops < 8 && lstat(spelled, &st) == 0 && S_ISLNK(st.st_mode) &&
+			   stat(spelled, &st) < 0 && errno == ENOENT; hops++) {
+		char to[PATH_MAX];
+		ssize_t n = readlink(spelled, to, sizeof(to) - 1);
+		if (n <= 0)
+			break;
+		to[n] = '\0';
+		if (to[0] == '/') {
+			snprintf(spelled, sizeof(spelled), "%s", to);
+		} else {
+			snprintf(tmp, sizeof(tmp), "%s", spelled);
+			if ((size_t)snprintf(tmp2, sizeof(tmp2), "%s/%s", dirname(tmp), to) >= sizeof(tmp2))
+				break;
+			snprintf(spelled, sizeof(spelled), "%s", tmp2);
+		}
+		pathnorm_clean(spelled);
+	}
 	if (pathnorm_resolve(spelled, buf, len) < 0)
 		snprintf(buf, len, "%s", spelled);
 	return buf;

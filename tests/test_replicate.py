@@ -2860,3 +2860,43 @@ def test_a_symlinked_meta_path_stays_locked_and_in_place_after_a_restore_moves_i
         a.terminate()
         _, err = a.communicate(timeout=30)
     assert a.returncode in (0, 143, -15), err
+
+
+def test_a_symlinked_meta_path_left_dangling_by_a_restore_is_made_again(tmp_path, litevisor_bin,
+                                                                         litestream_bin):
+    # `restore` moves a stale state directory aside by its physical path: a meta-path
+    # symlinked to another volume then dangles, and every `replicate` after it failed
+    # to make its state directory, replicating nothing (QA35 #3). The link names where
+    # the directory is to be made.
+    data, vol, rep = tmp_path / "data", tmp_path / "ssd" / "state", tmp_path / "rep"
+    data.mkdir()
+    vol.mkdir(parents=True)
+    (data / "state").symlink_to(vol)
+    db = data / "app.db"
+    cfg = tmp_path / "lv.yml"
+    cfg.write_text(f"dbs:\n  - path: {db}\n    meta-path: {data / 'state'}\n"
+                   f"    replicas:\n      - path: {rep}\n        sync-interval: 100ms\n")
+    create(db)
+
+    def replicate(rows, start):
+        p = subprocess.Popen([litevisor_bin, "replicate", "-config", str(cfg)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(1)
+        write(db, rows, start=start)
+        time.sleep(1)
+        p.terminate()
+        _, err = p.communicate(timeout=30)
+        assert p.returncode == 0, err
+        return err
+
+    replicate(10, 1)
+    for f in data.glob("app.db*"):
+        f.unlink()
+    p = subprocess.run([litevisor_bin, "restore", "-config", str(cfg), str(db)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "cannot write the restored marker" not in p.stderr, p.stderr
+    err = replicate(10, 100)
+    assert "cannot create state directory" not in err, err
+    assert (data / "state").is_symlink() and vol.is_dir()
+    check_restore(litestream_bin, rep, db, tmp_path / "out.db")
