@@ -494,18 +494,21 @@ int localstate_read_closed(const char *dir, const char *replica, const char *loc
 	closed_path(dir, replica, own, sizeof(own));
 	if (read_closed_file(own, location, alias, false, at) == 0)
 		return 0;
-	if (errno != ENOENT || !location)
+	int why = errno;
+	if ((why != ENOENT && why != EXDEV) || !location)
 		return -1;
 	/*
-	 * None under this name: a replica renamed in the config (given a name:,
-	 * or another one) is still the same place, and its record, written
-	 * under the old name, is found by the location it names. It is taken
-	 * over (renamed to this name's), so that clearing it by name once the
-	 * engine writes here again leaves no stale record behind.
+	 * None for this place under this name: a replica renamed in the config
+	 * (given a name:, or another one), or two replicas' names swapped, is
+	 * still the same place, and its record, written under another name, is
+	 * found by the location it names. It is taken over (renamed to this
+	 * name's; the one this name held, for another place, goes to that name),
+	 * so that clearing it by name once the engine writes here again leaves
+	 * no stale record behind.
 	 */
 	DIR *dh = opendir(dir);
 	if (!dh) {
-		errno = ENOENT;
+		errno = why;
 		return -1;
 	}
 	struct dirent *e;
@@ -515,15 +518,21 @@ int localstate_read_closed(const char *dir, const char *replica, const char *loc
 		    (size_t)snprintf(other, sizeof(other), "%s/%s", dir, e->d_name) >= sizeof(other) ||
 		    !strcmp(other, own) || read_closed_file(other, location, alias, true, at) < 0)
 			continue;
-		if (rename(other, own) == 0 && fs_fsync_dir(dir) == 0) {
-			log_info("state", "closed record of a renamed replica taken over", "replica=%s "
-				 "location=\"%s\"", replica, location);
+		char swap[PATH_MAX + 8];
+		snprintf(swap, sizeof(swap), "%s.swap", own);
+		bool swapped = why == EXDEV;
+		if (swapped ? rename(other, swap) == 0 && rename(own, other) == 0 &&
+			      rename(swap, own) == 0 && fs_fsync_dir(dir) == 0
+			    : rename(other, own) == 0 && fs_fsync_dir(dir) == 0) {
+			log_info("state", swapped ? "closed records of two replicas whose names were "
+				 "swapped exchanged" : "closed record of a renamed replica taken over",
+				 "replica=%s location=\"%s\"", replica, location);
 			rc = 0;
 		}
 	}
 	closedir(dh);
 	if (rc < 0)
-		errno = ENOENT;
+		errno = why;
 	return rc;
 }
 

@@ -1530,6 +1530,47 @@ def restored_rows(tool, rep, out):
     return [v for (v,) in sqlite3.connect(out).execute("SELECT v FROM t ORDER BY rowid")]
 
 
+def test_a_node_left_behind_with_its_replicas_names_swapped_still_refuses(litevisor_bin,
+                                                                            tmp_path):
+    """Two replicas whose names were swapped in A's config: each name's closed record
+    named the other place and was not used, and A's app had written while A was down,
+    so A was in a new generation, built on older data, that hid B's commit from every
+    restore (QA35 #2). The records are found by the place they name and exchanged."""
+    r1, r2 = tmp_path / "r1", tmp_path / "r2"
+
+    def cfg(node, first, second):
+        db = tmp_path / node / "app.db"
+        db.parent.mkdir(exist_ok=True)
+        f = tmp_path / f"{node}.yml"
+        f.write_text(f"dbs:\n  - path: {db}\n    replicas:\n"
+                     f"      - name: {first}\n        path: {r1}\n"
+                     f"      - name: {second}\n        path: {r2}\n")
+        return f, db
+
+    (a_cfg, a_db), (b_cfg, b_db) = cfg("A", "a", "b"), cfg("B", "a", "b")
+    with sqlite3.connect(a_db) as c:
+        c.execute("PRAGMA journal_mode=WAL")
+        c.execute("CREATE TABLE t(v TEXT)")
+    for c, db, v in ((a_cfg, a_db, "a1"), (b_cfg, b_db, "b1")):
+        p = subprocess.run([litevisor_bin, "run", "-config", str(c), "--", "sqlite3", str(db),
+                            f"INSERT INTO t(v) VALUES ('{v}')"],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        time.sleep(1.2)
+    with sqlite3.connect(a_db) as c:  # A's app wrote before its sidecar came back
+        c.execute("INSERT INTO t(v) VALUES ('a2')")
+    a_cfg, _ = cfg("A", "b", "a")
+    p = subprocess.Popen([litevisor_bin, "replicate", "-config", str(a_cfg)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    p.terminate()
+    _, err = p.communicate(timeout=30)
+    assert "this database is older than the replica's data" in err, err
+    assert "whose names were swapped exchanged" in err, err
+    for rep in (r1, r2):
+        assert restored_rows(litevisor_bin, rep, tmp_path / f"{rep.name}.db") == ["a1", "b1"]
+
+
 def test_a_node_without_its_closed_record_never_writes_into_a_continued_index(
         litevisor_bin, litestream_bin, tmp_path):
     """A replicated its database (its last index empty: nothing but the snapshot) and
