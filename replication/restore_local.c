@@ -6,6 +6,7 @@
  */
 #include "replication/restore_int.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <grp.h>
 #include <libgen.h>
@@ -17,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/fsutil.h"
 #include "common/log.h"
 #include "replication/localstate.h"
@@ -142,12 +144,70 @@ int rs_move_empty_aside(const char *target)
 	return 1;
 }
 
+/*
+ * A state directory that cannot be renamed (a volume mounted at the
+ * meta-path; a parent the service user cannot write): its entries go into
+ * "<statedir>/.old-<time>" instead, where nothing reads them (an earlier
+ * one's stay where they are). 0, or -1 (logged).
+ */
+static int aside_within(const char *statedir, const char *why, int rename_errno)
+{
+	char ts[40], sub[PATH_MAX], from[PATH_MAX], to[PATH_MAX];
+	clock_rfc3339(clock_wall_ns(), ts, sizeof(ts));
+	if ((size_t)snprintf(sub, sizeof(sub), "%s/.old-%s", statedir, ts) >= sizeof(sub) ||
+	    (mkdir(sub, 0750) < 0 && errno != EEXIST))
+		goto fail;
+	DIR *d = opendir(statedir);
+	if (!d)
+		goto fail;
+	struct dirent *e;
+	int rc = 0;
+	while (rc == 0 && (e = readdir(d))) {
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
+		    !strncmp(e->d_name, ".old-", 5))
+			continue;
+		if ((size_t)snprintf(from, sizeof(from), "%s/%s", statedir, e->d_name) >= sizeof(from) ||
+		    (size_t)snprintf(to, sizeof(to), "%s/%s", sub, e->d_name) >= sizeof(to) ||
+		    rename(from, to) < 0)
+			rc = -1;
+	}
+	closedir(d);
+	if (rc < 0 || fs_fsync_dir(sub) < 0 || fs_fsync_dir(statedir) < 0)
+		goto fail;
+	log_warn("restore", "moved aside within the state directory (kept, not deleted): it cannot "
+		 "be renamed", "path=\"%s\" to=\"%s\" rename_err=\"%s\" why=\"%s\"", statedir, sub,
+		 strerror(rename_errno), why);
+	return 0;
+fail:;
+	int e2 = errno;
+	log_error("restore", "cannot move the state directory aside, nor its contents within it",
+		  "path=\"%s\" err=\"%s\" rename_err=\"%s\"", statedir, strerror(e2),
+		  strerror(rename_errno));
+	errno = e2;
+	return -1;
+}
+
 int rs_move_state_aside(const char *statedir, const char *why)
 {
 	struct stat st;
+	char *to = NULL;
 	if (lstat(statedir, &st) < 0)
 		return 0;
-	return aside(statedir, "old", why, NULL, 0);
+	if (fs_move_aside(statedir, "old", &to) == 0) {
+		log_warn("restore", "moved aside (kept, not deleted)", "path=\"%s\" to=\"%s\" "
+			 "why=\"%s\"", statedir, to ? to : "?", why);
+		free(to);
+		return 0;
+	}
+	int e = errno;
+	if (e == ENOENT)
+		return 0;
+	if (S_ISDIR(st.st_mode) && (e == EBUSY || e == EACCES || e == EPERM || e == EXDEV || e == EROFS))
+		return aside_within(statedir, why, e);
+	log_error("restore", "cannot move a file aside", "path=\"%s\" err=\"%s\"", statedir,
+		  strerror(e));
+	errno = e;
+	return -1;
 }
 
 /*
@@ -184,13 +244,18 @@ int rs_move_local_aside(const char *target, const char *statedir, char *moved, s
 	const char *why = "a replica holds newer data";
 	if (moved && mlen)
 		moved[0] = '\0';
+	/*
+	 * The state first: if it cannot go, the database stays where it is (a
+	 * database without its state is compared with the replicas again; a
+	 * state without its database left none at the path at all).
+	 */
+	if (statedir && rs_move_state_aside(statedir, "it described the database moved aside") < 0)
+		return -1;
 	if (aside(target, "replaced", why, to, sizeof(to)) < 0)
 		return -1;
 	if (moved && mlen)
 		snprintf(moved, mlen, "%s", to);
 	if (aside_beside(target, to, "-wal", why) < 0 || aside_beside(target, to, "-shm", why) < 0)
-		return -1;
-	if (statedir && rs_move_state_aside(statedir, "it described the database moved aside") < 0)
 		return -1;
 	return 0;
 }

@@ -2900,3 +2900,47 @@ def test_a_symlinked_meta_path_left_dangling_by_a_restore_is_made_again(tmp_path
     assert "cannot create state directory" not in err, err
     assert (data / "state").is_symlink() and vol.is_dir()
     check_restore(litestream_bin, rep, db, tmp_path / "out.db")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another user needs root")
+def test_a_state_directory_that_cannot_be_renamed_is_emptied_when_run_replaces_the_database(
+        litevisor_bin):
+    # A state directory under a parent its user cannot write (or a volume mounted at
+    # the meta-path) cannot be renamed aside: run, taking another node's newer data,
+    # had already moved the database aside when that failed, and left none at its
+    # path, at every start (QA35 #4). Its contents go aside within it now, and the
+    # state goes before the database, so a failure leaves the database in place.
+    import pwd
+    nobody = pwd.getpwnam("nobody")
+    base = pathlib.Path(tempfile.mkdtemp(prefix="lv-nobody-"))
+    try:
+        os.chmod(base, 0o755)
+        data, state, rep, b = base / "data", base / "var-lib" / "state", base / "rep", base / "b"
+        for d in (data, state, rep, b):
+            d.mkdir(parents=True)
+            os.chown(d, nobody.pw_uid, nobody.pw_gid)
+        as_nobody = ["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}",
+                     "--clear-groups"]
+        a_cfg, b_cfg = base / "a.yml", base / "b.yml"
+        a_cfg.write_text(f"dbs:\n  - path: {data}/app.db\n    meta-path: {state}\n"
+                         f"    replicas:\n      - path: {rep}\n")
+        b_cfg.write_text(f"dbs:\n  - path: {b}/app.db\n    replicas:\n      - path: {rep}\n")
+
+        def run(cfg, sql):
+            p = subprocess.run(as_nobody + [litevisor_bin, "run", "-config", str(cfg), "--",
+                                            "sqlite3", str(cfg.parent / ("data" if cfg == a_cfg
+                                                                         else "b") / "app.db"),
+                                            sql], capture_output=True, text=True, timeout=60)
+            assert p.returncode == 0, p.stderr
+            return p.stderr
+
+        run(a_cfg, "PRAGMA journal_mode=WAL; CREATE TABLE t(v TEXT); INSERT INTO t VALUES ('a1')")
+        time.sleep(1.2)
+        run(b_cfg, "INSERT INTO t VALUES ('b1')")
+        err = run(a_cfg, "SELECT 1")
+        assert "moved aside within the state directory" in err, err
+        assert [v for (v,) in sqlite3.connect(data / "app.db").execute("SELECT v FROM t")] == \
+            ["a1", "b1"], err
+        assert any(f.name.startswith(".old-") for f in state.iterdir()), err
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
