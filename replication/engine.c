@@ -164,7 +164,7 @@ void engine_note_restore(struct engine *e, size_t db_index, const char *source,
 
 int eng_take_state(struct eng_db *d, char *holder, size_t holderlen)
 {
-	if (d->state_fd[1] >= 0)
+	if (d->state_fd[0] >= 0 || d->state_fd[1] >= 0)
 		return 0;
 	switch (statelock_take(d->cfg, d->dir, d->state_fd, holder, holderlen)) {
 	case STATELOCK_TAKEN:

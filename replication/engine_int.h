@@ -136,7 +136,7 @@ struct eng_db {
 	struct engine *eng;
 	const struct cfg_db *cfg;
 	char dir[PATH_MAX];           /* state directory */
-	int state_fd[2];              /* hold its locks (statelock.h); [1] -1: not yet */
+	int state_fd[2];              /* hold its locks (statelock.h); both -1: not yet */
 	bool state_held_logged;       /* "in use by another process" said once (monitor) */
 	pthread_t thread;
 	bool started;

@@ -410,7 +410,7 @@ static int open_db(struct eng_db *d, bool fresh)
 		close_db(d);
 		return 1;
 	}
-	if (taken < 0 || d->state_fd[1] < 0)
+	if (taken < 0 || (d->state_fd[0] < 0 && d->state_fd[1] < 0))
 		goto fail;
 	if (stat(d->cfg->path, &st) < 0)
 		goto fail;

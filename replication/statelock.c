@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdbool.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,18 +34,16 @@ static void read_holder(int fd, char *holder, size_t len)
 }
 
 /*
- * flock f (exclusive, no wait). STATELOCK_TAKEN, STATELOCK_HELD (f closed,
- * holder read from it if it is the file) or STATELOCK_ERROR (f closed, logged).
+ * flock the lock file f (exclusive, no wait). STATELOCK_TAKEN, STATELOCK_HELD
+ * (f closed, holder read from it) or STATELOCK_ERROR (f closed, logged).
  */
-static enum statelock_result lock_fd(int f, const char *path, bool file, char *holder,
-				     size_t holderlen)
+static enum statelock_result lock_fd(int f, const char *path, char *holder, size_t holderlen)
 {
 	if (flock(f, LOCK_EX | LOCK_NB) == 0)
 		return STATELOCK_TAKEN;
 	int e = errno;
 	if (e == EWOULDBLOCK) {
-		if (file)
-			read_holder(f, holder, holderlen);
+		read_holder(f, holder, holderlen);
 		close(f);
 		return STATELOCK_HELD;
 	}
@@ -109,7 +106,7 @@ enum statelock_result statelock_take(const struct cfg_db *db, const char *dir, i
 		return STATELOCK_ERROR;
 	}
 	if (f >= 0) {
-		if ((rc = lock_fd(f, path, true, holder, holderlen)) != STATELOCK_TAKEN)
+		if ((rc = lock_fd(f, path, holder, holderlen)) != STATELOCK_TAKEN)
 			return rc;
 		mark_holder(db, f, path);
 	} else {
@@ -129,10 +126,26 @@ enum statelock_result statelock_take(const struct cfg_db *db, const char *dir, i
 			  strerror(e));
 		return STATELOCK_ERROR;
 	}
-	if ((rc = lock_fd(d, phys, false, holder, holderlen)) != STATELOCK_TAKEN) {
+	int e = flock(d, LOCK_EX | LOCK_NB) == 0 ? 0 : errno;
+	if (e && e != EWOULDBLOCK && f >= 0) {
+		/*
+		 * NFS takes flock as a POSIX lock, which needs a descriptor open for
+		 * writing, and a directory's never is: the file's lock is the one.
+		 */
+		log_info("state", "the state directory itself cannot be locked here: its lock file "
+			 "alone keeps other processes out", "path=\"%s\" err=\"%s\"", phys,
+			 strerror(e));
+		close(d);
+		d = -1;
+	} else if (e) {
 		if (f >= 0)
 			close(f);
-		return rc;
+		close(d);
+		if (e == EWOULDBLOCK)
+			return STATELOCK_HELD;
+		log_error("state", "cannot lock the state directory", "path=\"%s\" err=\"%s\"", phys,
+			  strerror(e));
+		return STATELOCK_ERROR;
 	}
 	fds[0] = f;
 	fds[1] = d;

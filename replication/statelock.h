@@ -42,8 +42,9 @@ enum statelock_result {
 
 /*
  * Take the lock of db's state directory dir. On STATELOCK_TAKEN fds[0] (the
- * lock file's, -1 when none could be made) and fds[1] (the directory's) are
- * the descriptors to keep open for as long as the directory is used; the
+ * lock file's, -1 when none could be made) and fds[1] (the directory's, -1
+ * where a directory cannot be flock'ed, NFS: then the file's counts), one
+ * at least >= 0, are the descriptors to keep open for as long as the directory is used; the
  * file is given the database's owner. Otherwise both are -1. holder gets who
  * holds it on STATELOCK_HELD (not logged here: the caller says what it does
  * about it).

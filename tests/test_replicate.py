@@ -2944,3 +2944,25 @@ def test_a_state_directory_that_cannot_be_renamed_is_emptied_when_run_replaces_t
         assert any(f.name.startswith(".old-") for f in state.iterdir()), err
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_state_directory_that_cannot_be_flocked_is_locked_by_its_file(run, tmp_path,
+                                                                         litevisor_bin,
+                                                                         litestream_bin):
+    # On NFS flock is a POSIX lock, which needs a descriptor open for writing; a
+    # directory's never is, so locking the state directory itself fails (EBADF) where
+    # the lock file beside it works: that one alone keeps a second process out then,
+    # instead of exit 111 at every start (QA35). Here the second flock, the
+    # directory's, fails as on NFS.
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    cfg = config(tmp_path, db, [file_replica(rep)])
+    first = run(cfg, env=faulty_env(op="flock", path="-litevisor", n=2, errno=9))
+    wait_for(lambda: 'state="replicating"' in first.text(), what="replicating")
+    assert "its lock file alone keeps other processes out" in first.text(), first.text()
+    p = subprocess.run([litevisor_bin, "replicate", "-config", str(cfg)], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 111, p.stderr
+    write(db, 20, start=1)
+    check_restore_eventually(litestream_bin, rep, db, tmp_path / "out.db")
+    assert first.stop() == 0

@@ -2,9 +2,9 @@
  * faultinject.c — an LD_PRELOAD library that makes one system call fail, so
  * tests can check what litevisor does when the disk does (EIO, ENOSPC …).
  *
- *   FAULT_OP     fsync | fdatasync | pread | write | pwrite | rename | unlink
- *                (pread covers pread64; pwrite pwrite64; rename renameat/2;
- *                unlink unlinkat)
+ *   FAULT_OP     fsync | fdatasync | pread | write | pwrite | rename | unlink |
+ *                flock (pread covers pread64; pwrite pwrite64; rename
+ *                renameat/2; unlink unlinkat)
  *   FAULT_PATH   substring the call's path must hold (for fd calls: the
  *                file /proc/self/fd/N names)
  *   FAULT_N      the Nth matching call fails, counted from 1 (default 1)
@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -122,6 +123,11 @@ ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
 ssize_t pwrite64(int fd, const void *buf, size_t n, off_t off)
 {
 	return fd_fails("pwrite", fd) ? -1 : NEXT(pwrite64)(fd, buf, n, off);
+}
+
+int flock(int fd, int op)
+{
+	return fd_fails("flock", fd) ? -1 : NEXT(flock)(fd, op);
 }
 
 int rename(const char *from, const char *to)
