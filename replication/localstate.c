@@ -172,6 +172,38 @@ int localstate_read_database_id(const char *dir, char id[33])
 	return 0;
 }
 
+int localstate_write_previous(const char *dir, const struct wal_pos *end, uid_t uid, gid_t gid)
+{
+	char path[PATH_MAX], line[64];
+	int n = snprintf(line, sizeof(line), "%s %08x %08x\n", end->generation, end->index,
+			 end->offset);
+	snprintf(path, sizeof(path), "%s/previous", dir);
+	return fs_write_atomic(path, line, (size_t)n, 0640, uid, gid);
+}
+
+int localstate_read_previous(const char *dir, struct wal_pos *end)
+{
+	char path[PATH_MAX], *text = NULL, gen[32];
+	unsigned idx, off;
+	int rest = 0;
+
+	memset(end, 0, sizeof(*end));
+	snprintf(path, sizeof(path), "%s/previous", dir);
+	if (fs_read_small(path, 128, &text, NULL) < 0)
+		return -1;
+	int ok = sscanf(text, "%31s %8x %8x%n", gen, &idx, &off, &rest) == 3 &&
+		 layout_generation_valid(gen) && !strcmp(text + rest, "\n");
+	free(text);
+	if (!ok) {
+		errno = EINVAL;
+		return -1;
+	}
+	memcpy(end->generation, gen, sizeof(end->generation));
+	end->index = idx;
+	end->offset = off;
+	return 0;
+}
+
 int localstate_write_database_id(const char *dir, const char *id, uid_t uid, gid_t gid)
 {
 	char path[PATH_MAX], line[64];

@@ -12,6 +12,9 @@
  *                                 engine when it chooses one, and by a
  *                                 restore with the label of the generation
  *                                 it restored
+ *   previous                      "gen index offset\n": where the file stood
+ *                                 in the generation it last left for a new
+ *                                 one (localstate_write_previous)
  *   generations/<gen>/wal/<%08x>.wal
  *                                 shadow WALs: for each index, a byte-exact
  *                                 prefix of the real -wal file of that WAL
@@ -91,6 +94,17 @@ int localstate_read_generation(const char *dir, char gen[17]);
  */
 int localstate_clean_file_id(const char *dir, dev_t *dev, ino_t *ino);
 int localstate_write_generation(const char *dir, const char *gen, uid_t uid, gid_t gid);
+
+/*
+ * The "previous" record: where this node's file stood in the generation it
+ * left when it started another one ("gen index offset\n": the end of its
+ * shadow there). A restart whose closed record does not apply (the replica
+ * respelled or moved) still tells from it that another node went on in that
+ * generation: a replica holding it past that end. read: 0, or -1 (ENOENT:
+ * none; EINVAL: corrupt).
+ */
+int localstate_write_previous(const char *dir, const struct wal_pos *end, uid_t uid, gid_t gid);
+int localstate_read_previous(const char *dir, struct wal_pos *end);
 
 /*
  * Read the database id into id[33]. 0, or -1 (errno ENOENT: none; EINVAL:

@@ -119,7 +119,22 @@ static int start_generation(struct eng_db *d, const char *reason)
 	char gen[17];
 	struct stat st;
 
-	if (layout_generation_new(gen) < 0 || shadow_start(&d->sh, gen, 0, -1) < 0)
+	/* where the file stood in the generation it leaves (localstate.h, "previous") */
+	/* (an index with no shadow file yet holds nothing of this file's) */
+	struct wal_pos left = { .index = d->sh.index,
+				.offset = d->sh.fd >= 0 ? (uint32_t)d->sh.size : 0 };
+	memcpy(left.generation, d->sh.gen, sizeof(left.generation));
+	if (layout_generation_new(gen) < 0)
+		return -1;
+	if (left.generation[0] && d->sh.size <= UINT32_MAX) {
+		uid_t uid;
+		gid_t gid;
+		localstate_owner(d->cfg, &uid, &gid);
+		if (localstate_write_previous(d->dir, &left, uid, gid) < 0)
+			log_warn("engine", "cannot record where the file stood in the generation it "
+				 "leaves", "db=%s err=\"%s\"", d->stat.name, strerror(errno));
+	}
+	if (shadow_start(&d->sh, gen, 0, -1) < 0)
 		return -1;
 	log_info("engine", "new generation", "db=%s generation=%s reason=\"%s\"", d->stat.name, gen,
 		 reason);

@@ -316,6 +316,44 @@ static int litestream_wrote_here(struct eng_replica *r, const struct cat_generat
 	return !holds_past(&end, &local);
 }
 
+/*
+ * Without a closed record that applies here (the replica respelled, or moved
+ * to another path of the same place): the database left generation
+ * prev->generation, its file standing at *prev there (its "previous"
+ * record), for one of its own, as when its app wrote while nothing watched.
+ * Does r hold that generation past *prev? Then another node went on in it
+ * (nothing of this node's went there past its file's end). 1 (why set), 0,
+ * or a negative st_status.
+ */
+static int went_on_past(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1], size_t n,
+			const struct wal_pos *prev, char *why, size_t len,
+			const struct st_call *call, struct st_error *err)
+{
+	bool listed = false;
+	for (size_t i = 0; i < n && !listed; i++)
+		listed = !strcmp(ids[i], prev->generation);
+	if (!listed)
+		return 0;
+	struct cat_generation g = { 0 };
+	struct wal_pos end;
+	int rc = catalog_load(r->st, prev->generation, &g, call, err);
+	if (rc < 0)
+		return rc;
+	rc = catalog_end_position(r->st, &g, &end, call, err);
+	catalog_generation_release(&g);
+	if (rc == ST_NOT_FOUND || (rc < 0 && err->foreign_form))
+		return 0;
+	if (rc < 0)
+		return rc;
+	if (!holds_past(&end, prev))
+		return 0;
+	snprintf(why, len, "this database's file stood at %08x/%08x of generation %s when it left "
+		 "it for a new one, and the replica holds that generation up to %08x/%08x: another "
+		 "node went on in it", prev->index, prev->offset, prev->generation, end.index,
+		 end.offset);
+	return 1;
+}
+
 /* The time of g's closed mark at at, or 0 if it has none there. */
 static int64_t mark_time(const struct cat_generation *g, const struct wal_pos *at)
 {
@@ -634,19 +672,23 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 	if (rc < 0)
 		goto fail;
 	writers_prime(r, ids, n);
-	struct wal_pos closed_at;
-	if (!in_marker && d->eng->cfg && d->eng->cfg->restore.existing == EXISTING_NEWEST_WINS &&
-	    read_closed(r, &closed_at) == 0) {
-		int old = continued_since(r, ids, n, &closed_at, why, sizeof(why), &call, &err);
-		if (old < 0) {
-			rc = old;
-			goto fail;
-		}
-		if (old) {
-			refuse_older(r, why);
-			free(ids);
-			return -1;
-		}
+	struct wal_pos closed_at, prev;
+	bool newest_wins = !in_marker && d->eng->cfg &&
+			   d->eng->cfg->restore.existing == EXISTING_NEWEST_WINS;
+	int old = 0;
+	if (newest_wins && read_closed(r, &closed_at) == 0)
+		old = continued_since(r, ids, n, &closed_at, why, sizeof(why), &call, &err);
+	else if (newest_wins && localstate_read_previous(d->dir, &prev) == 0 &&
+		 strcmp(prev.generation, gen) != 0)
+		old = went_on_past(r, ids, n, &prev, why, sizeof(why), &call, &err);
+	if (old < 0) {
+		rc = old;
+		goto fail;
+	}
+	if (old) {
+		refuse_older(r, why);
+		free(ids);
+		return -1;
 	}
 	bool found = false;
 	for (size_t i = 0; i < n; i++)

@@ -1979,7 +1979,7 @@ def test_node_back_with_commits_it_never_shipped_takes_the_other_nodes_history(
     assert restored_rows(litestream_bin, rep, tmp_path / "ls.db") == a3
 
 
-@pytest.mark.parametrize("spelling", ["same", "symlink", "renamed"])
+@pytest.mark.parametrize("spelling", ["same", "symlink", "renamed", "no-record"])
 @pytest.mark.parametrize("a_rows", [10, 0])
 def test_replicate_on_a_node_left_behind_does_not_hide_the_newer_data(
         litevisor_bin, litestream_bin, tmp_path, spelling, a_rows):
@@ -1995,7 +1995,11 @@ def test_replicate_on_a_node_left_behind_does_not_hide_the_newer_data(
     another name (no record applies: the replica holding more of the generation
     than A's file ever had tells). With a_rows 0 A's last index held no WAL and B
     wrote into that very index: A then wrote into it after B's frames, its own commit
-    taken as shipped, and the generation no longer restored (QA34 #1)."""
+    taken as shipped, and the generation no longer restored (QA34 #1). With no
+    record that applies at all (an S3 server's name for its address, a bind mount:
+    here the records are removed), A's app having written while A was down, A is in
+    a generation of its own at once: where its file stood in the one it left tells
+    (QA35 #2)."""
     rep = tmp_path / "rep"
     a, _, _ = node_run(litevisor_bin, tmp_path, "A", rep, a_rows, "a")
     b, _, _ = node_run(litevisor_bin, tmp_path, "B", rep, 5, "b")
@@ -2007,6 +2011,9 @@ def test_replicate_on_a_node_left_behind_does_not_hide_the_newer_data(
         a_cfg.write_text(a_cfg.read_text().replace(f"file://{rep}\n", f"file://{tmp_path}/mnt\n"))
     elif spelling == "renamed":
         a_cfg.write_text(a_cfg.read_text().replace("      - url:", "      - name: nas\n        url:"))
+    elif spelling == "no-record":
+        for f in (tmp_path / "A" / ".app.db-litevisor").glob("closed-*"):
+            f.unlink()
 
     def replicate(cfg):
         p = subprocess.Popen([litevisor_bin, "replicate", "-config", str(cfg)],
