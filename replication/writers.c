@@ -23,9 +23,10 @@
 #include "common/banned.h"
 
 /*
- * A generation without a label whose newest object is younger than this (by
- * our clock) may be waiting for it (it follows the first snapshot): it is
- * looked at again at the next check before it is reported.
+ * A generation without a label or segments whose newest object is younger
+ * than this (by our clock) may be waiting for its label (it follows the
+ * first snapshot): it is looked at again at the next check before it is
+ * reported.
  */
 #define LABEL_WAIT_NS (5 * NS_PER_SEC)
 
@@ -107,8 +108,13 @@ void writers_check(struct eng_replica *r)
 		if (!mine && catalog_load(r->st, ids[i], &g, &call, &err) == 0) {
 			memcpy(theirs, g.database_id, sizeof(theirs));
 			int64_t age = clock_wall_ns() - g.max_ns;
-			bool young = g.nlabels == 0 && g.max_ns && age > -LABEL_WAIT_NS &&
-				     age < LABEL_WAIT_NS;
+			/*
+			 * Our label goes up right after a generation's first snapshot,
+			 * and before its first segment: one with segments and none is
+			 * written by a tool without labels (Litestream), never waited for
+			 */
+			bool young = g.nlabels == 0 && g.nsegments == 0 && g.max_ns &&
+				     age > -LABEL_WAIT_NS && age < LABEL_WAIT_NS;
 			catalog_generation_release(&g);
 			/* its label follows its first snapshot: look again next time */
 			if (young)

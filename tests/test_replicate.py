@@ -1217,6 +1217,36 @@ def test_another_database_writing_the_location_is_named_as_such(run, tmp_path):
     assert b.stop() == 0 and a.stop() == 0
 
 
+def test_a_second_writer_without_labels_is_reported_while_it_ships(run, tmp_path,
+                                                                     litestream_bin):
+    """Litestream, which writes no labels, replicating a copy of the database to the same
+    place and shipping at every sync: its young generation was taken, at each check,
+    for one whose label was still to come, and never reported (QA36 #4). Ours has its
+    label before its first segment: one with segments and none is reported."""
+    a_db, b_db, rep = tmp_path / "a.db", tmp_path / "b.db", tmp_path / "rep"
+    create(a_db)
+    a = run(config(tmp_path, a_db, [file_replica(rep, "nas", writer_check_interval="300ms")]))
+    write(a_db, 5, start=1)
+    wait_for(lambda: len(generations(rep)) == 1 and objects(rep, "wal"), what="A's generation")
+    shutil.copy(a_db, b_db)
+    b_cfg = config(tmp_path, b_db, [file_replica(rep, "nas", sync="1s")]).rename(
+        tmp_path / "b.yml")
+    ls = subprocess.Popen([litestream_bin, "replicate", "-config", str(b_cfg)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        end = time.monotonic() + 20
+        i = 0
+        while "another writer" not in a.text() and time.monotonic() < end:
+            write(b_db, 1, start=100 + i)
+            i += 1
+            time.sleep(0.5)
+    finally:
+        ls.kill()
+        ls.wait()
+    assert "another writer" in a.text(), a.text()
+    assert a.stop() == 0
+
+
 def test_a_generation_holding_only_a_label(run, tmp_path, litestream_bin, litevisor_bin):
     """A generation whose data is gone but for its label (deleted by hand, or a crash
     between): listings and restores go past it, with either tool, and retention deletes
