@@ -291,16 +291,15 @@ void rs_prune_aside(const char *target, const char *statedir, int keep, const ch
  * is the restored file (complete, not yet in place) the same database, or
  * another one whose history sits at this replica's location (a path copied
  * from another job's config, two databases' paths swapped)? 1 the same as
- * far as can be told: every table of the local one is in it and they are at
- * least half of its (a migration adds a few tables), or neither of the
+ * far as can be told: every table of the local one is in it (a migration
+ * adds tables), they being at least three or half of its, or neither of the
  * following; 0 another database, why says how they differ (their
  * application_ids differ, or they share fewer than half the tables of the
  * one with more); -1 one of them could not be read (why). A local database
  * without tables tells nothing: 1. other_id: the restored file's generation
  * is labelled with another database id than the local database's
- * (layout.h): then only the first rule makes it the same (the local state
- * lost on a node, which drew a new id; two apps of one code base share most
- * of their tables, but not all).
+ * (layout.h): another database, 0, whatever the tables (two instances of
+ * one app have the same).
  */
 int rs_same_database(const char *local, const char *restored, const char *other_id, char *why,
 		     size_t len);

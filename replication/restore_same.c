@@ -20,6 +20,7 @@
 #include "common/banned.h"
 
 #define SAME_MAX_TABLES 65536 /* more is read as a failure to compare (-1) */
+#define SAME_FEW_TABLES 3     /* fewer local tables, all in another file, tell little */
 #define SAME_NAME_MAX 128
 
 struct tables {
@@ -87,6 +88,18 @@ out:
 int rs_same_database(const char *local, const char *restored, const char *other_id, char *why,
 		     size_t len)
 {
+	if (other_id) {
+		/*
+		 * Another database id: two instances of one app (radarr and
+		 * radarr-4k) have the very same tables, so tables cannot vouch here.
+		 */
+		snprintf(why, len, "its generation is labelled with another database id (%s) than the "
+			 "local database's (another instance's replica at this location?; if it is "
+			 "this very database, whose local state was lost on the node that wrote it, "
+			 "move the local database aside and start again: it is restored then)",
+			 other_id);
+		return 0;
+	}
 	struct tables a, b;
 	if (read_tables(local, &a, why, len) < 0)
 		return -1;
@@ -103,26 +116,15 @@ int rs_same_database(const char *local, const char *restored, const char *other_
 		j += c >= 0;
 	}
 	size_t most = a.n > b.n ? a.n : b.n;
-	if (a.n > 0 && shared == a.n && shared * 2 >= most) {
+	if (a.n > 0 && shared == a.n && (shared * 2 >= most || a.n >= SAME_FEW_TABLES)) {
 		/*
-		 * every local table is there, and they are most of its: the same
-		 * database, migrated (an upgrade adds a few tables, a new version
-		 * may set another application_id). A local database of one table
-		 * that another app's database also has (an app's first start that
-		 * died in its first migration) tells nothing of the kind.
+		 * every local table is there: the same database, migrated (an
+		 * upgrade adds tables, full-text indexes five each; a new version
+		 * may set another application_id). A local database of a table or
+		 * two that another app's database also has (an app's first start
+		 * that died in its first migration) tells nothing of the kind
+		 * unless they are most of its.
 		 */
-	} else if (other_id) {
-		size_t k = 0;
-		while (k < a.n && bsearch(a.name[k], b.name, b.n, sizeof(*b.name), by_name))
-			k++;
-		if (k < a.n)
-			snprintf(why, len, "its generation is labelled with another database id (%s), "
-				 "and it lacks the local database's table \"%s\"", other_id, a.name[k]);
-		else
-			snprintf(why, len, "its generation is labelled with another database id (%s), "
-				 "and the local database's %zu table(s) are few of its %zu", other_id,
-				 a.n, b.n);
-		same = 0;
 	} else if (a.n == 0) {
 		/* a local database without tables has nothing to tell (an app's first start) */
 	} else if (a.app_id && b.app_id && a.app_id != b.app_id) {

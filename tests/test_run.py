@@ -1763,8 +1763,8 @@ def test_another_databases_replica_never_replaces_the_local_database(litevisor_b
     assert p.returncode == 111, p.stderr
     assert not started.exists()
     assert "the replica's database is not this database" in p.stderr, p.stderr
-    # each generation's database id differs, and logs.db lacks radarr.db's tables
-    assert 'another database id' in p.stderr and 'table "Config"' in p.stderr, p.stderr
+    # each generation's database id differs (and their tables)
+    assert 'another database id' in p.stderr, p.stderr
     c = sqlite3.connect(str(radarr))
     assert c.execute("SELECT v FROM Movies").fetchall() == [("radarr.db",)]
     c.close()
