@@ -244,19 +244,34 @@ int rs_move_local_aside(const char *target, const char *statedir, char *moved, s
 	const char *why = "a replica holds newer data";
 	if (moved && mlen)
 		moved[0] = '\0';
-	/*
-	 * The state first: if it cannot go, the database stays where it is (a
-	 * database without its state is compared with the replicas again; a
-	 * state without its database left none at the path at all).
-	 */
-	if (statedir && rs_move_state_aside(statedir, "it described the database moved aside") < 0)
-		return -1;
 	if (aside(target, "replaced", why, to, sizeof(to)) < 0)
 		return -1;
 	if (moved && mlen)
 		snprintf(moved, mlen, "%s", to);
 	if (aside_beside(target, to, "-wal", why) < 0 || aside_beside(target, to, "-shm", why) < 0)
 		return -1;
+	if (statedir && rs_move_state_aside(statedir, "it described the database moved aside") < 0) {
+		/*
+		 * The database goes back with its -wal and -shm: neither a path
+		 * without a database nor a database without the state that makes
+		 * its replica's history its own (the next start would compare
+		 * tables, and could refuse that history for good).
+		 */
+		int e = errno;
+		char from[PATH_MAX], back[PATH_MAX];
+		for (const char *sfx = ""; sfx; sfx = !*sfx ? "-wal" : !strcmp(sfx, "-wal") ? "-shm" : NULL) {
+			snprintf(from, sizeof(from), "%s%s", to, sfx);
+			snprintf(back, sizeof(back), "%s%s", target, sfx);
+			if (rename(from, back) < 0 && errno != ENOENT)
+				log_error("restore", "cannot move a file back", "path=\"%s\" to=\"%s\" "
+					  "err=\"%s\"", from, back, strerror(errno));
+		}
+		(void)fs_fsync_parent(target);
+		if (moved && mlen)
+			moved[0] = '\0';
+		errno = e;
+		return -1;
+	}
 	return 0;
 }
 

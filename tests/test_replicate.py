@@ -2996,3 +2996,43 @@ def test_a_state_directory_that_cannot_be_flocked_is_locked_by_its_file(run, tmp
     write(db, 20, start=1)
     check_restore_eventually(litestream_bin, rep, db, tmp_path / "out.db")
     assert first.stop() == 0
+
+
+@pytest.mark.parametrize("failing", [".app.db-litevisor.old-", "app.db.replaced-"])
+def test_a_state_directory_that_cannot_go_aside_leaves_the_database_in_place(tmp_path,
+                                                                              litevisor_bin,
+                                                                              failing):
+    # run replacing the database with another node's newer data moves the database
+    # aside, then its state directory. When the second move failed, the database was
+    # gone from its path and every start failed (QA35 #4); with the state moved first,
+    # a failing database move lost the state that makes the replica's history its own
+    # (QA36 #6). The database now comes back when its state cannot go, and the next
+    # start takes the newer data.
+    rep = tmp_path / "rep"
+    cfgs = {}
+    for n in "AB":
+        (tmp_path / n).mkdir()
+        cfgs[n] = tmp_path / f"{n}.yml"
+        cfgs[n].write_text(f"dbs:\n  - path: {tmp_path / n / 'app.db'}\n    replicas:\n"
+                           f"      - path: {rep}\n")
+    a_db = tmp_path / "A" / "app.db"
+    create(a_db)
+    write(a_db, 3, start=1)
+
+    def run_node(n, sql, env=None):
+        return subprocess.run([litevisor_bin, "run", "-config", str(cfgs[n]), "--", "sqlite3",
+                               str(tmp_path / n / "app.db"), sql], capture_output=True,
+                              text=True, timeout=60, env=env)
+
+    assert run_node("A", "SELECT 1").returncode == 0
+    time.sleep(1.1)
+    p = run_node("B", "INSERT INTO t(v) VALUES ('b1')")
+    assert p.returncode == 0, p.stderr
+    p = run_node("A", "SELECT 1", env=faulty_env(op="rename", path=failing))
+    assert p.returncode == 111, p.stderr
+    assert a_db.exists() and (tmp_path / "A" / ".app.db-litevisor").is_dir(), p.stderr
+    assert not [f for f in os.listdir(tmp_path / "A") if ".replaced-" in f or ".old-" in f], \
+        os.listdir(tmp_path / "A")
+    p = run_node("A", "SELECT 1")
+    assert p.returncode == 0, p.stderr
+    assert [v for (v,) in sqlite3.connect(a_db).execute("SELECT v FROM t ORDER BY id")][-1] == "b1"
