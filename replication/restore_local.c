@@ -22,6 +22,7 @@
 #include "common/fsutil.h"
 #include "common/log.h"
 #include "replication/localstate.h"
+#include "replication/statelock.h"
 #include "common/banned.h"
 
 /* The umask, read without changing it (umask(2) would race with other threads). */
@@ -164,7 +165,7 @@ static int aside_within(const char *statedir, const char *why, int rename_errno)
 	int rc = 0;
 	while (rc == 0 && (e = readdir(d))) {
 		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
-		    !strncmp(e->d_name, ".old-", 5))
+		    !strncmp(e->d_name, ".old-", 5) || !strcmp(e->d_name, STATELOCK_INNER))
 			continue;
 		if ((size_t)snprintf(from, sizeof(from), "%s/%s", statedir, e->d_name) >= sizeof(from) ||
 		    (size_t)snprintf(to, sizeof(to), "%s/%s", sub, e->d_name) >= sizeof(to) ||

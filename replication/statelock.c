@@ -137,15 +137,32 @@ enum statelock_result statelock_take(const struct cfg_db *db, const char *dir, i
 			 strerror(e));
 		close(d);
 		d = -1;
+	} else if (e && e != EWOULDBLOCK) {
+		/*
+		 * Neither a file beside it nor the directory itself (NFS, its parent
+		 * not writable): a file inside it, which a state directory that
+		 * cannot be renamed keeps in place when it goes aside (restore_local.c)
+		 */
+		close(d);
+		d = -1;
+		char inner[PATH_MAX + 16];
+		snprintf(inner, sizeof(inner), "%s/" STATELOCK_INNER, phys);
+		f = open(inner, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
+		if (f < 0) {
+			log_error("state", "cannot lock the state directory, nor make a lock file beside "
+				  "it or in it", "path=\"%s\" err=\"%s\" flock_err=\"%s\"", phys,
+				  strerror(errno), strerror(e));
+			return STATELOCK_ERROR;
+		}
+		if ((rc = lock_fd(f, inner, holder, holderlen)) != STATELOCK_TAKEN)
+			return rc;
+		mark_holder(db, f, inner);
+		log_info("state", "the state directory is locked by a file in it", "path=\"%s\"", inner);
 	} else if (e) {
 		if (f >= 0)
 			close(f);
 		close(d);
-		if (e == EWOULDBLOCK)
-			return STATELOCK_HELD;
-		log_error("state", "cannot lock the state directory", "path=\"%s\" err=\"%s\"", phys,
-			  strerror(e));
-		return STATELOCK_ERROR;
+		return STATELOCK_HELD;
 	}
 	fds[0] = f;
 	fds[1] = d;

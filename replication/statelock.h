@@ -19,7 +19,9 @@
  * cannot be written (a volume mounted at the meta-path, a directory the
  * service user owns under one it does not), no file can be made beside it,
  * and the directory's own lock is then the one that counts (it names no
- * holder; such a directory cannot be moved aside either). Both descriptors
+ * holder; such a directory cannot be moved aside either), and where that
+ * cannot be flock'ed either (NFS), a file STATELOCK_INNER inside it, which
+ * stays in place when the directory's contents go aside. The descriptors
  * are close-on-exec: the service never inherits them (a service outliving
  * litevisor must not keep the next one out).
  */
@@ -29,6 +31,10 @@
 #include <stddef.h>
 
 #include "common/config.h"
+
+/* the lock file inside the state directory, where none can be made beside it nor the
+ * directory itself be flock'ed (NFS, a parent the user cannot write) */
+#define STATELOCK_INNER ".lock"
 
 enum statelock_result {
 	STATELOCK_TAKEN,   /* *fd holds the lock */

@@ -2789,8 +2789,9 @@ def test_a_second_replicate_of_the_database_exits_111(run, tmp_path, litestream_
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another user needs root")
+@pytest.mark.parametrize("nfs", [False, True])
 def test_a_state_directory_whose_parent_the_user_cannot_write_is_locked_all_the_same(
-        tmp_path, litevisor_bin, litestream_bin):
+        tmp_path, litevisor_bin, litestream_bin, nfs):
     # The lock file goes beside the state directory, where a service user who owns
     # the directory but not its parent (a volume mounted at the meta-path in a
     # container run as non-root, a pre-made /var/lib/x/state) cannot make it: every
@@ -2802,12 +2803,14 @@ def test_a_state_directory_whose_parent_the_user_cannot_write_is_locked_all_the_
     base = pathlib.Path(tempfile.mkdtemp(prefix="lv-nobody-"))
     try:
         os.chmod(base, 0o755)
-        as_nobody_run(base, litevisor_bin, litestream_bin, nobody)
+        as_nobody_run(base, litevisor_bin, litestream_bin, nobody, nfs)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def as_nobody_run(tmp_path, litevisor_bin, litestream_bin, nobody):
+def as_nobody_run(tmp_path, litevisor_bin, litestream_bin, nobody, nfs):
+    # nfs: the directory's flock fails as on NFS (a POSIX lock needs a descriptor open
+    # for writing): a lock file in the directory keeps the second process out then
     data, parent, rep = tmp_path / "data", tmp_path / "var-lib", tmp_path / "rep"
     for d in (data, parent / "state", rep):
         d.mkdir(parents=True)
@@ -2820,9 +2823,13 @@ def as_nobody_run(tmp_path, litevisor_bin, litestream_bin, nobody):
     as_nobody = ["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}",
                  "--clear-groups"]
 
+    env = faulty_env(op="flock", path=str(parent), suffix="/state", errno=9,
+                     count=1000) if nfs else None
+
     def start():
         return subprocess.Popen(as_nobody + [litevisor_bin, "replicate", "-config", str(cfg)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                env=env)
 
     subprocess.run(as_nobody + ["/usr/bin/python3", "-c",
                                 "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
@@ -2843,6 +2850,7 @@ def as_nobody_run(tmp_path, litevisor_bin, litestream_bin, nobody):
         _, err = first.communicate(timeout=30)
     assert first.returncode == 0, err
     assert "locking the state directory alone" in err, err
+    assert ("locked by a file in it" in err) == nfs, err
     check_restore(litestream_bin, rep, db, tmp_path / "out.db")
 
 

@@ -7,6 +7,7 @@
  *                renameat/2; unlink unlinkat)
  *   FAULT_PATH   substring the call's path must hold (for fd calls: the
  *                file /proc/self/fd/N names)
+ *   FAULT_SUFFIX optional: what the call's path must end with
  *   FAULT_N      the Nth matching call fails, counted from 1 (default 1)
  *   FAULT_ERRNO  the errno it fails with, a number (default EIO)
  *   FAULT_COUNT  how many matching calls from the Nth on are hit (default 1)
@@ -48,6 +49,9 @@ static int should_fail(const char *op, const char *path)
 {
 	const char *want = getenv("FAULT_OP"), *pat = getenv("FAULT_PATH"), *arm = getenv("FAULT_ARM");
 	if (!want || strcmp(want, op) || !path || (pat && !strstr(path, pat)))
+		return 0;
+	const char *suf = getenv("FAULT_SUFFIX");
+	if (suf && (strlen(path) < strlen(suf) || strcmp(path + strlen(path) - strlen(suf), suf)))
 		return 0;
 	if (arm && access(arm, F_OK) < 0)
 		return 0;
