@@ -418,10 +418,13 @@ def test_a_lock_lost_while_already_stopping_keeps_the_services_code(litevisor_bi
     """The stop was asked for anyway and its flush ends inside the lock delay: the
     orchestrator sees what the service did, not a temporary failure."""
     cfg = f"dbs: []\nconsul:\n  addr: {consul.addr}\n  lock:\n    key: litevisor/app\n"
+    trapped = tmp_path / "trapped"
+    # the TERM must find the trap set: "service started" is logged at the fork
     r = start(runs, litevisor_bin, tmp_path,
-              ["sh", "-c", 'trap "sleep 2; exit 0" TERM; while :; do sleep 0.1; done'], config=cfg)
+              ["sh", "-c", f'trap "sleep 2; exit 0" TERM; touch {trapped}; '
+                           'while :; do sleep 0.1; done'], config=cfg)
     sid = poll(lambda: holder_session(consul, "litevisor/app"), timeout=10)
-    poll(lambda: "service started" in r.stderr(), timeout=10)
+    poll(trapped.exists, timeout=10)
     os.kill(r.pid, signal.SIGTERM)
     time.sleep(0.5)
     assert http(consul, "PUT", f"/v1/session/destroy/{sid}") is True

@@ -2876,10 +2876,10 @@ def test_a_symlinked_meta_path_stays_locked_and_in_place_after_a_restore_moves_i
     p = subprocess.run([litevisor_bin, "run", "-config", str(nodes["A"]), "--", "true"],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
-    time.sleep(1.2)  # B's generation newer by the clock
-    create(tmp_path / "B" / "app.db")
-    write(tmp_path / "B" / "app.db", 5, start=1)
-    p = subprocess.run([litevisor_bin, "run", "-config", str(nodes["B"]), "--", "true"],
+    time.sleep(1.2)
+    # B restores A's database and writes more to it
+    p = subprocess.run([litevisor_bin, "run", "-config", str(nodes["B"]), "--", "sqlite3",
+                        str(tmp_path / "B" / "app.db"), "INSERT INTO t(v) VALUES ('b1')"],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     ready = tmp_path / "ready"
