@@ -287,9 +287,17 @@ def test_damaged_encrypted_object_is_corrupt_and_falls_back(run, tmp_path, litev
     age = age_map([k0], [k0])
     r = run(config(tmp_path, db, [file_replica(bad, "peer-05", age=age),
                                   file_replica(good, "nas", age=age)]))
-    write(db, 500, start=1, blob=300)
+
+    def segments():
+        return [p for p in object_paths(bad) if p.endswith(".wal.lz4")]
+    # in batches, each shipped before the next: one burst may go up as one or two
+    # segments (a slow build ships less often), and the damaged one must not be the last
+    for batch in range(5):
+        had = len(segments())
+        write(db, 100, start=1 + 100 * batch, blob=300)
+        wait_for(lambda: len(segments()) > had, what="the batch's segment")
     assert r.stop() == 0
-    segs = [p for p in object_paths(bad) if p.endswith(".wal.lz4")]
+    segs = segments()
     assert len(segs) >= 3
     seg = segs[len(segs) // 2]  # not the last: the probe reads that one (state=error)
     data = bytearray(open(seg, "rb").read())
