@@ -5,8 +5,10 @@
  * database (with its -wal/-shm) and its state directory are moved aside
  * (restore_local.c). A job that moves between nodes leaves one more copy on
  * each return. restore.keep-replaced bounds that: only the newest N copies
- * are kept. Without it nothing is deleted, and a warning says how much the
- * copies take once there are more than a few.
+ * are kept, of the database and of the state directory (renamed beside it,
+ * or "<statedir>/.old-<time>" within one that cannot be renamed). Without
+ * it nothing is deleted, and a warning says how much the copies take once
+ * there are more than a few.
  */
 #include "replication/restore_int.h"
 
@@ -222,6 +224,12 @@ void rs_prune_aside(const char *target, const char *statedir, int keep, const ch
 		copies = prune(dir, prefix, keep, "database", protect, &bytes);
 	if (statedir && split(statedir, "old", dir, sizeof(dir), prefix, sizeof(prefix)) == 0)
 		states = prune(dir, prefix, keep, "state", NULL, &sbytes);
+	/* a state directory that cannot be renamed keeps its old contents inside it */
+	if (statedir) {
+		unsigned long long within = 0;
+		states += prune(statedir, ".old-", keep, "state", NULL, &within);
+		sbytes += within;
+	}
 	/* state directories alone pile up too: one per restore of a database that was gone */
 	if (keep == 0 && (copies > WARN_ABOVE || states > WARN_ABOVE))
 		log_warn("restore", "old copies of the database pile up: restore.keep-replaced "

@@ -2960,8 +2960,8 @@ def test_a_state_directory_that_cannot_be_renamed_is_emptied_when_run_replaces_t
         as_nobody = ["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}",
                      "--clear-groups"]
         a_cfg, b_cfg = base / "a.yml", base / "b.yml"
-        a_cfg.write_text(f"dbs:\n  - path: {data}/app.db\n    meta-path: {state}\n"
-                         f"    replicas:\n      - path: {rep}\n")
+        a_cfg.write_text(f"restore:\n  keep-replaced: 1\ndbs:\n  - path: {data}/app.db\n"
+                         f"    meta-path: {state}\n    replicas:\n      - path: {rep}\n")
         b_cfg.write_text(f"dbs:\n  - path: {b}/app.db\n    replicas:\n      - path: {rep}\n")
 
         def run(cfg, sql):
@@ -2980,6 +2980,15 @@ def test_a_state_directory_that_cannot_be_renamed_is_emptied_when_run_replaces_t
         assert [v for (v,) in sqlite3.connect(data / "app.db").execute("SELECT v FROM t")] == \
             ["a1", "b1"], err
         assert any(f.name.startswith(".old-") for f in state.iterdir()), err
+        # once more: keep-replaced bounds the copies inside it too (QA36 #7)
+        run(a_cfg, "INSERT INTO t VALUES ('a2')")
+        time.sleep(1.2)
+        run(b_cfg, "INSERT INTO t VALUES ('b2')")
+        err = run(a_cfg, "SELECT 1")
+        assert [v for (v,) in sqlite3.connect(data / "app.db").execute("SELECT v FROM t")] == \
+            ["a1", "b1", "a2", "b2"], err
+        olds = [f for f in state.iterdir() if f.name.startswith(".old-")]
+        assert len(olds) == 1, (olds, err)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
