@@ -95,25 +95,37 @@ void rs_owner_for(const struct config *cfg, const char *target, uid_t *uid, gid_
 	}
 }
 
-/* Move path aside if it exists; log where it went. 0 = moved or absent, -1 = error. */
-static int aside(const char *path, const char *tag, const char *why, char *moved, size_t mlen)
+/*
+ * Move path aside if it exists and log where it went. 0 = moved or absent;
+ * -1 with errno set and nothing logged, for the caller to try otherwise.
+ */
+static int aside_or_errno(const char *path, const char *tag, const char *why, char *moved,
+			  size_t mlen)
 {
 	char *to = NULL;
-	if (fs_move_aside(path, tag, &to) < 0) {
-		if (errno == ENOENT)
-			return 0;
-		int e = errno;
-		log_error("restore", "cannot move a file aside", "path=\"%s\" err=\"%s\"", path,
-			  strerror(e));
-		errno = e;
-		return -1;
-	}
+	if (fs_move_aside(path, tag, &to) < 0)
+		return errno == ENOENT ? 0 : -1;
 	log_warn("restore", "moved aside (kept, not deleted)", "path=\"%s\" to=\"%s\" why=\"%s\"",
 		 path, to ? to : "?", why);
 	if (moved && mlen && to && moved[0] == '\0')
 		snprintf(moved, mlen, "%s", to);
 	free(to);
 	return 0;
+}
+
+static int aside_failed(const char *path)
+{
+	int e = errno;
+	log_error("restore", "cannot move a file aside", "path=\"%s\" err=\"%s\"", path,
+		  strerror(e));
+	errno = e;
+	return -1;
+}
+
+/* Move path aside if it exists; log where it went. 0 = moved or absent, -1 = error (logged). */
+static int aside(const char *path, const char *tag, const char *why, char *moved, size_t mlen)
+{
+	return aside_or_errno(path, tag, why, moved, mlen) == 0 ? 0 : aside_failed(path);
 }
 
 int rs_move_strays(const char *target)
@@ -191,24 +203,12 @@ fail:;
 int rs_move_state_aside(const char *statedir, const char *why)
 {
 	struct stat st;
-	char *to = NULL;
-	if (lstat(statedir, &st) < 0)
+	if (lstat(statedir, &st) < 0 || aside_or_errno(statedir, "old", why, NULL, 0) == 0)
 		return 0;
-	if (fs_move_aside(statedir, "old", &to) == 0) {
-		log_warn("restore", "moved aside (kept, not deleted)", "path=\"%s\" to=\"%s\" "
-			 "why=\"%s\"", statedir, to ? to : "?", why);
-		free(to);
-		return 0;
-	}
 	int e = errno;
-	if (e == ENOENT)
-		return 0;
 	if (S_ISDIR(st.st_mode) && (e == EBUSY || e == EACCES || e == EPERM || e == EXDEV || e == EROFS))
 		return aside_within(statedir, why, e);
-	log_error("restore", "cannot move a file aside", "path=\"%s\" err=\"%s\"", statedir,
-		  strerror(e));
-	errno = e;
-	return -1;
+	return aside_failed(statedir);
 }
 
 /*
