@@ -109,12 +109,9 @@ enum statelock_result statelock_take(const struct cfg_db *db, const char *dir, i
 		if ((rc = lock_fd(f, path, holder, holderlen)) != STATELOCK_TAKEN)
 			return rc;
 		mark_holder(db, f, path);
-	} else {
-		/* a volume mounted at the meta-path, a parent the service user cannot write */
-		log_info("state", "no lock file beside the state directory (its directory is not "
-			 "writable): locking the state directory alone", "path=\"%s\" err=\"%s\"", path,
-			 strerror(errno));
 	}
+	/* f < 0: a volume mounted at the meta-path, a parent the service user cannot write */
+	int beside_err = f < 0 ? errno : 0;
 	int d = open(phys, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (d < 0) {
 		int e = errno;
@@ -157,13 +154,19 @@ enum statelock_result statelock_take(const struct cfg_db *db, const char *dir, i
 		if ((rc = lock_fd(f, inner, holder, holderlen)) != STATELOCK_TAKEN)
 			return rc;
 		mark_holder(db, f, inner);
-		log_info("state", "the state directory is locked by a file in it", "path=\"%s\"", inner);
+		log_info("state", "the state directory is locked by a file in it: none can be made "
+			 "beside it, nor the directory itself be locked here", "path=\"%s\" err=\"%s\" "
+			 "flock_err=\"%s\"", inner, strerror(beside_err), strerror(e));
 	} else if (e) {
 		if (f >= 0)
 			close(f);
 		close(d);
 		return STATELOCK_HELD;
 	}
+	if (beside_err && d >= 0)
+		log_info("state", "no lock file beside the state directory (its directory is not "
+			 "writable): locking the state directory alone", "path=\"%s\" err=\"%s\"", path,
+			 strerror(beside_err));
 	fds[0] = f;
 	fds[1] = d;
 	return STATELOCK_TAKEN;
