@@ -36,8 +36,9 @@ static int set_type(struct walk *w, const struct field *f, const struct cfg_node
 	struct cfg_replica *r = target;
 	char *s = NULL;
 	int rc = -1;
-	if (walk_required(w, v, path, &s) < 0)
-		return -1;
+	int o = walk_optional(w, v, path, &s);
+	if (o)
+		return o; /* no value: the default */
 	if (strcmp(s, "file") == 0) {
 		r->type = REPLICA_FILE;
 	} else if (strcmp(s, "s3") == 0) {
@@ -62,8 +63,9 @@ static int set_validation(struct walk *w, const struct field *f, const struct cf
 {
 	char *s = NULL, why[200];
 	int64_t ms = 0;
-	if (walk_required(w, v, path, &s) < 0)
-		return -1;
+	int o = walk_optional(w, v, path, &s);
+	if (o)
+		return o; /* no value: the default */
 	if (duration_parse(s, &ms, why, sizeof(why)) < 0) {
 		cfg_error(w->e, v, path, "%s", why);
 		free(s);

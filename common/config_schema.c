@@ -25,8 +25,9 @@ static int set_log_level(struct walk *w, const struct field *f, const struct cfg
 {
 	struct config *cfg = target;
 	char *s = NULL;
-	if (walk_required(w, v, path, &s) < 0)
-		return -1;
+	int o = walk_optional(w, v, path, &s);
+	if (o)
+		return o; /* no value: the default */
 	int rc = log_parse_level(s, &cfg->log_level);
 	if (rc < 0)
 		cfg_error(w->e, v, path, "invalid level \"%s\" (one of: debug, info, warn, error)", s);
@@ -40,8 +41,9 @@ static int set_log_type(struct walk *w, const struct field *f, const struct cfg_
 	struct config *cfg = target;
 	char *s = NULL;
 	int rc = 0;
-	if (walk_required(w, v, path, &s) < 0)
-		return -1;
+	int o = walk_optional(w, v, path, &s);
+	if (o)
+		return o; /* no value: the default */
 	if (strcasecmp(s, "json") == 0) {
 		cfg->log_json = true;
 	} else if (strcasecmp(s, "text") == 0) {
@@ -59,8 +61,9 @@ static int set_log_stderr(struct walk *w, const struct field *f, const struct cf
 {
 	char *s = NULL;
 	bool b = true;
-	if (walk_required(w, v, path, &s) < 0)
-		return -1;
+	int o = walk_optional(w, v, path, &s);
+	if (o)
+		return o; /* no value: the default */
 	int rc = walk_parse_bool(s, &b);
 	if (rc < 0)
 		cfg_error(w->e, v, path, "invalid boolean \"%s\" (use true or false)", s);
@@ -379,8 +382,11 @@ static int set_db_path(struct walk *w, const struct field *f, const struct cfg_n
 {
 	char **slot = (char **)(void *)((char *)target + f->off);
 	char *s = NULL;
-	if (walk_required(w, v, path, &s) < 0)
-		return -1;
+	/* a meta-path that expands to nothing is Litestream's default one, as unset */
+	bool optional = f->off == offsetof(struct cfg_db, meta_path);
+	int o = optional ? walk_optional(w, v, path, &s) : walk_required(w, v, path, &s);
+	if (o)
+		return o;
 	char *abs = cfg_abs_path(s);
 	if (!abs) {
 		cfg_error(w->e, v, path, "cannot make \"%s\" an absolute path", s);

@@ -232,6 +232,30 @@ int walk_required_ex(struct walk *w, const struct cfg_node *v, const char *path,
 	return 0;
 }
 
+int walk_optional(struct walk *w, const struct cfg_node *v, const char *path, char **out)
+{
+	/*
+	 * Null ("retention:", "null", "~") leaves Litestream's *time.Duration or
+	 * *int nil: the default. So does a plain value that expands to nothing
+	 * (an unset $RETENTION): Litestream expands before parsing, leaving a null.
+	 * A quoted "" stays an error there (yaml.v2 cannot parse it) and here.
+	 */
+	*out = NULL;
+	if (v->kind == CN_SCALAR && cfg_node_is_null(v))
+		return 1;
+	if (v->kind == CN_SCALAR && v->plain) {
+		if (walk_scalar(w, v, path, false, out) < 0)
+			return -1;
+		if (!*out || !**out) {
+			free(*out);
+			*out = NULL;
+			return 1;
+		}
+		return 0;
+	}
+	return walk_required(w, v, path, out) < 0 ? -1 : 0;
+}
+
 int walk_parse_bool(const char *s, bool *out)
 {
 	static const char *const yes[] = { "true", "yes", "on" }, *const no[] = { "false", "no", "off" };
@@ -276,24 +300,9 @@ static int set_value(struct walk *w, const struct field *f, const struct cfg_nod
 		*slot = s;
 		return 0;
 	}
-	/*
-	 * Null ("retention:", "null", "~") leaves Litestream's *time.Duration or
-	 * *int nil: the default. So does a plain value that expands to nothing
-	 * (an unset $RETENTION): Litestream expands before parsing, leaving a null.
-	 * A quoted "" stays an error there (yaml.v2 cannot parse it) and here.
-	 */
-	if (v->kind == CN_SCALAR && cfg_node_is_null(v))
-		return 1;
-	if (v->kind == CN_SCALAR && v->plain) {
-		if (walk_scalar(w, v, path, false, &s) < 0)
-			return -1;
-		if (!*s) {
-			free(s);
-			return 1;
-		}
-	} else if (walk_required(w, v, path, &s) < 0) {
-		return -1;
-	}
+	if ((rc = walk_optional(w, v, path, &s)) != 0)
+		return rc;
+	rc = -1;
 	switch (f->kind) {
 	case F_BOOL:
 		if (walk_parse_bool(s, (bool *)(void *)dst) < 0) {

@@ -102,6 +102,15 @@ int walk_map(struct walk *w, const struct cfg_node *m, const char *path, const s
 int walk_scalar(struct walk *w, const struct cfg_node *v, const char *path, bool secret,
 		char **out);
 
+/*
+ * A value that may be absent, as Litestream reads a duration, number,
+ * boolean or choice: a YAML null ("key:", "~") or a plain scalar expanding
+ * to nothing (an unset $VAR) gives no value, and the default stays; a quoted
+ * "" is an error. Returns 0 with the text in *out (malloc'd), 1 for no value,
+ * -1 on error.
+ */
+int walk_optional(struct walk *w, const struct cfg_node *v, const char *path, char **out);
+
 /* Like walk_scalar but an empty result is an error naming the unset variable. */
 int walk_required(struct walk *w, const struct cfg_node *v, const char *path, char **out);
 int walk_required_ex(struct walk *w, const struct cfg_node *v, const char *path, bool secret,

@@ -162,6 +162,29 @@ def test_env_expansion_and_no_expand_env(litevisor_bin, tmp_path):
     assert cfg["dbs"][0]["path"].endswith("/${LITEVISOR_TEST_DIR}/a.db")
 
 
+@pytest.mark.parametrize("value", ["$LITEVISOR_TEST_UNSET", "~", ""])
+def test_a_choice_or_duration_with_no_value_takes_its_default(litevisor_bin, tmp_path, value):
+    # docs/config.md: a null value, or a plain one expanding to nothing, is the
+    # default, as Litestream reads it (`level: ${LOG_LEVEL}` with LOG_LEVEL unset).
+    # logging.level/type/stderr, a replica's type and validation-interval and
+    # meta-path were refused (QA39 #1).
+    cfgfile = tmp_path / "c.yml"
+    cfgfile.write_text(f"logging:\n  level: {value}\n  type: {value}\n  stderr: {value}\n"
+                       f"dbs:\n  - path: {tmp_path}/a.db\n    meta-path: {value}\n"
+                       f"    replicas:\n      - url: file://{tmp_path}/r\n"
+                       f"        type: {value}\n        validation-interval: {value}\n")
+    p = run(litevisor_bin, "-config", str(cfgfile))
+    assert p.returncode == 0, p.stderr
+    cfg = yaml.safe_load(p.stdout)
+    assert cfg["logging"]["level"] == "info" and cfg["logging"]["type"] == "text", cfg
+    assert cfg["dbs"][0]["meta-path"] == f"{tmp_path}/.a.db-litevisor", cfg
+    assert cfg["dbs"][0]["replicas"][0]["type"] == "file", cfg
+    # a quoted "" is no null: an error, as in Litestream (yaml cannot parse it there)
+    cfgfile.write_text('logging:\n  level: ""\ndbs:\n  - path: /srv/a.db\n')
+    p = run(litevisor_bin, "-config", str(cfgfile))
+    assert p.returncode == 100 and "logging.level" in p.stderr, p.stderr
+
+
 def test_config_path_from_environment(litevisor_bin, tmp_path):
     a, b = tmp_path / "a.yml", tmp_path / "b.yml"
     a.write_text("addr: \":1111\"\n")
