@@ -7,6 +7,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,18 @@ struct http_server {
 	int port;
 };
 
+/* Can this host take IPv6 and IPv4 on one socket? (ipv6.disable=1 kernels cannot) */
+static bool ipv6_available(void)
+{
+	int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return false;
+	int off = 0;
+	bool ok = setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off)) == 0;
+	close(fd);
+	return ok;
+}
+
 int http_resolve_addr(const struct config *cfg, struct sockaddr_storage *sa, socklen_t *salen,
 		      char *desc, size_t desclen, char *err, size_t errlen)
 {
@@ -60,14 +73,27 @@ int http_resolve_addr(const struct config *cfg, struct sockaddr_storage *sa, soc
 	}
 	memset(sa, 0, sizeof(*sa));
 	if (!*host) {
-		/* ":9090" means every interface, as Litestream users expect. */
-		struct sockaddr_in *in = (struct sockaddr_in *)sa;
+		/*
+		 * ":9090" means every interface, IPv6 too, as Go's listener (and so
+		 * Litestream) takes it: one dual-stack socket on [::], or 0.0.0.0
+		 * where the kernel has no IPv6.
+		 */
 		char *end;
 		long p = strtol(port, &end, 10);
 		if (*end || p < 0 || p > 65535) {
 			snprintf(err, errlen, "invalid port \"%s\"", port);
 			return -1;
 		}
+		if (ipv6_available()) {
+			struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)sa;
+			in6->sin6_family = AF_INET6;
+			in6->sin6_port = htons((uint16_t)p);
+			in6->sin6_addr = in6addr_any;
+			*salen = sizeof(*in6);
+			snprintf(desc, desclen, "[::]:%s", port);
+			return 1;
+		}
+		struct sockaddr_in *in = (struct sockaddr_in *)sa;
 		in->sin_family = AF_INET;
 		in->sin_port = htons((uint16_t)p);
 		in->sin_addr.s_addr = htonl(INADDR_ANY);
@@ -299,7 +325,8 @@ struct http_server *http_start_mode(const struct sockaddr_storage *sa, struct su
 	pthread_mutex_init(&srv->lock, NULL);
 	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG;
 	if (sa->ss_family == AF_INET6)
-		flags |= MHD_USE_IPv6;
+		flags |= IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)sa)->sin6_addr)
+			 ? MHD_USE_DUAL_STACK : MHD_USE_IPv6;
 	uint16_t port = sa->ss_family == AF_INET6 ? ntohs(((const struct sockaddr_in6 *)sa)->sin6_port)
 						  : ntohs(((const struct sockaddr_in *)sa)->sin_port);
 	srv->daemon = MHD_start_daemon(flags, port, NULL, NULL, handler, srv,

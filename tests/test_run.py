@@ -3149,6 +3149,27 @@ def test_a_second_litevisor_on_the_same_addr_is_address_in_use(litevisor_bin, tm
     b.wait()
 
 
+def test_a_bare_port_listens_on_ipv4_and_ipv6(litevisor_bin, tmp_path):
+    """addr ":PORT" is every interface as Go (and so Litestream) listens: IPv6 too, on one
+    dual-stack socket. It was 0.0.0.0 alone, so a checker reaching the host over IPv6 got
+    no answer (QA39 #2). Checked in a network namespace of the test's own, where the
+    loopback is the only interface (127.0.0.1 and ::1)."""
+    (tmp_path / "a.yml").write_text("addr: :9099\n")
+    script = ('ip link set lo up || exit 99; '
+              '"$1" run -config "$2" -- sleep 30 & pid=$!; '
+              'for i in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:9099/livez && break; '
+              'sleep 0.05; done; '
+              'curl -s -m 5 -o /dev/null -w "v4 %{http_code}\\n" http://127.0.0.1:9099/livez; '
+              'curl -s -m 5 -o /dev/null -w "v6 %{http_code}\\n" "http://[::1]:9099/livez"; '
+              'kill -TERM $pid; wait $pid')
+    p = subprocess.run(["unshare", "-rn", "sh", "-c", script, "sh", litevisor_bin,
+                        str(tmp_path / "a.yml")], capture_output=True, text=True, timeout=60)
+    if p.returncode == 99 or "unshare" in p.stderr:
+        pytest.skip(f"no network namespace here: {p.stderr.strip()}")
+    assert "v4 200" in p.stdout and "v6 200" in p.stdout, (p.stdout, p.stderr)
+    assert "listening addr=[::]:9099" in p.stderr, p.stderr
+
+
 @pytest.mark.skipif(not os.access(LITESTREAM, os.X_OK), reason="Litestream binary missing (scripts/deps.sh)")
 def test_replicate_relative_db_path_without_config(litevisor_bin, tmp_path, runs):
     """`replicate DB_PATH REPLICA_URL` takes a relative DB_PATH against the working
