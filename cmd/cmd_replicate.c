@@ -4,7 +4,8 @@
  * then flush everything committed to every reachable replica and exit 0
  * (1 when the flush could not ship everything, as Litestream exits 1).
  * With `addr` (or health.port-label) it serves supervisor/http.h's server
- * without a service (/livez, /readyz, /metrics), as Litestream serves /metrics.
+ * without a service (/livez, /readyz, /healthz, /status, /metrics), as
+ * Litestream serves /metrics.
  *
  * With -exec (or the config's `exec`) it is `run` with that command: restore,
  * supervise, replicate, flush (supervisor/lifecycle.h), as Litestream's
