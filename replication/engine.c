@@ -270,6 +270,71 @@ bool engine_wait_looked(struct engine *e, int64_t timeout_ms)
 	return all;
 }
 
+/* How often a final flush looks at every database while it waits (ms). */
+#define FLUSH_POLL_MS 50
+
+/*
+ * Is d's WAL being shipped, so its replicas can be brought to its end? An
+ * error is logged and *rc set when not (mu held).
+ */
+static bool flush_shippable(struct eng_db *d, int *rc)
+{
+	if (!d->ready) {
+		/* nothing to ship is fine only when there is no database yet */
+		if (strcmp(d->stat.state, ENG_STATE_WAITING) != 0) {
+			log_error("engine", "final flush incomplete: the database was not being "
+				  "replicated", "db=%s state=\"%s\"", d->stat.name, d->stat.state);
+			*rc = -1;
+		}
+		return false;
+	}
+	if (!d->stat.replicating && strcmp(d->stat.state, ENG_STATE_WAITING) != 0) {
+		/*
+		 * Replication of it stopped (it left WAL mode, say) while the
+		 * database lives on: what it holds since is on no replica, and
+		 * no replica may be marked closed at where it stopped.
+		 */
+		log_error("engine", "final flush incomplete: replication of the database had "
+			  "stopped; its replicas hold it only up to where it stopped",
+			  "db=%s state=\"%s\"", d->stat.name, d->stat.state);
+		*rc = -1;
+		return false;
+	}
+	return true;
+}
+
+/* Does r hold target? whole: and owes no snapshot either (mu held). */
+static bool flush_reached(const struct eng_replica *r, const struct wal_pos *target, bool whole)
+{
+	return r->pos_known && !(whole && r->need_snapshot) &&
+	       strcmp(r->pos.generation, target->generation) == 0 &&
+	       wal_pos_cmp(&r->pos, target) >= 0;
+}
+
+/*
+ * r holds all of d's flush target: say so and write its closed mark, unless
+ * the shadow's end is not the database's (mu held; dropped for the PUT).
+ */
+static void flush_done(struct eng_db *d, struct eng_replica *r)
+{
+	const struct wal_pos *t = &d->flush_target;
+	r->flush_handled = true;
+	if (d->sync_failing_mono || d->flush_unsynced) {
+		/* the shadow's end is not the database's: no closed mark (a hand-over) here */
+		log_warn("engine", "final flush: the replica holds all that was copied, not "
+			 "the commits that could not be", "db=%s replica=%s position=%s/%08x/%08x",
+			 d->stat.name, r->stat.name, t->generation, t->index, t->offset);
+		return;
+	}
+	log_info("engine", "final flush done", "db=%s replica=%s position=%s/%08x/%08x",
+		 d->stat.name, r->stat.name, t->generation, t->index, t->offset);
+	r->closed = true;
+	struct wal_pos at = r->pos;
+	pthread_mutex_unlock(&d->mu);
+	replica_close(r, &at);
+	pthread_mutex_lock(&d->mu);
+}
+
 int engine_flush(struct engine *e, int64_t deadline_ms)
 {
 	int64_t end = clock_mono_ns() + deadline_ms * NS_PER_MS;
@@ -312,74 +377,70 @@ int engine_flush(struct engine *e, int64_t deadline_ms)
 	for (size_t i = 0; i < e->ndbs; i++) {
 		struct eng_db *d = &e->dbs[i];
 		pthread_mutex_lock(&d->mu);
-		if (!d->ready) {
-			/* nothing to ship is fine only when there is no database yet */
-			if (strcmp(d->stat.state, ENG_STATE_WAITING) != 0) {
-				log_error("engine", "final flush incomplete: the database was not being "
-					  "replicated", "db=%s state=\"%s\"", d->stat.name, d->stat.state);
-				rc = -1;
+		d->flush_skip = !flush_shippable(d, &rc);
+		if (!d->flush_skip)
+			replica_target(d, &d->flush_target);
+		for (size_t j = 0; j < d->nreplicas; j++)
+			d->replicas[j].flush_handled = !d->replicas[j].st;
+		pthread_mutex_unlock(&d->mu);
+	}
+	/*
+	 * 3. each replica that holds everything says so at once (its thread
+	 * writes no more): one that cannot be reached must not leave the others
+	 * unmarked, their closed mark's PUT left with no time at the deadline
+	 */
+	for (;;) {
+		struct eng_db *wait_on = NULL;
+		for (size_t i = 0; i < e->ndbs; i++) {
+			struct eng_db *d = &e->dbs[i];
+			if (d->flush_skip)
+				continue;
+			pthread_mutex_lock(&d->mu);
+			for (size_t j = 0; j < d->nreplicas; j++) {
+				struct eng_replica *r = &d->replicas[j];
+				if (r->flush_handled)
+					continue;
+				if (!flush_reached(r, &d->flush_target, true)) {
+					wait_on = wait_on ? wait_on : d;
+					continue;
+				}
+				flush_done(d, r);
 			}
 			pthread_mutex_unlock(&d->mu);
-			continue;
 		}
-		if (!d->stat.replicating && strcmp(d->stat.state, ENG_STATE_WAITING) != 0) {
-			/*
-			 * Replication of it stopped (it left WAL mode, say) while the
-			 * database lives on: what it holds since is on no replica, and
-			 * no replica may be marked closed at where it stopped.
-			 */
-			log_error("engine", "final flush incomplete: replication of the database had "
-				  "stopped; its replicas hold it only up to where it stopped",
-				  "db=%s state=\"%s\"", d->stat.name, d->stat.state);
-			rc = -1;
-			pthread_mutex_unlock(&d->mu);
+		if (!wait_on || remaining_ms(end) <= 0)
+			break;
+		/* woken by its replicas; another database's are looked at within the slice */
+		int64_t slice = remaining_ms(end);
+		pthread_mutex_lock(&wait_on->mu);
+		timed_wait(&wait_on->cond, &wait_on->mu, slice < FLUSH_POLL_MS ? slice : FLUSH_POLL_MS);
+		pthread_mutex_unlock(&wait_on->mu);
+	}
+	/* at the deadline: what a replica holds decides, not whether it still owes a snapshot */
+	for (size_t i = 0; i < e->ndbs; i++) {
+		struct eng_db *d = &e->dbs[i];
+		if (d->flush_skip)
 			continue;
-		}
-		struct wal_pos target;
-		replica_target(d, &target);
+		pthread_mutex_lock(&d->mu);
 		for (size_t j = 0; j < d->nreplicas; j++) {
 			struct eng_replica *r = &d->replicas[j];
-			if (!r->st)
+			if (r->flush_handled)
 				continue;
-			while (!(r->pos_known && !r->need_snapshot &&
-				 strcmp(r->pos.generation, target.generation) == 0 &&
-				 wal_pos_cmp(&r->pos, &target) >= 0) &&
-			       remaining_ms(end) > 0)
-				timed_wait(&d->cond, &d->mu, remaining_ms(end));
-			if (!(r->pos_known && strcmp(r->pos.generation, target.generation) == 0 &&
-			      wal_pos_cmp(&r->pos, &target) >= 0)) {
-				char have[64] = "nothing";
-				if (r->pos_known && r->pos.generation[0])
-					snprintf(have, sizeof(have), "%s/%08x/%08x", r->pos.generation,
-						 r->pos.index, r->pos.offset);
-				log_error("engine", "final flush incomplete", "db=%s replica=%s have=%s want=%s/%08x/%08x",
-					  d->stat.name, r->stat.name, have, target.generation, target.index,
-					  target.offset);
-				rc = -1;
-			} else if (d->sync_failing_mono || d->flush_unsynced) {
-				/* the shadow's end is not the database's: no closed mark (a hand-over) here */
-				log_warn("engine", "final flush: the replica holds all that was copied, not "
-					 "the commits that could not be", "db=%s replica=%s position=%s/%08x/%08x",
-					 d->stat.name, r->stat.name, target.generation, target.index,
-					 target.offset);
-			} else {
-				log_info("engine", "final flush done", "db=%s replica=%s position=%s/%08x/%08x",
-					 d->stat.name, r->stat.name, target.generation, target.index,
-					 target.offset);
-				r->closed = true;
+			if (flush_reached(r, &d->flush_target, false)) {
+				flush_done(d, r);
+				continue;
 			}
+			char have[64] = "nothing";
+			if (r->pos_known && r->pos.generation[0])
+				snprintf(have, sizeof(have), "%s/%08x/%08x", r->pos.generation,
+					 r->pos.index, r->pos.offset);
+			log_error("engine", "final flush incomplete", "db=%s replica=%s have=%s want=%s/%08x/%08x",
+				  d->stat.name, r->stat.name, have, d->flush_target.generation,
+				  d->flush_target.index, d->flush_target.offset);
+			r->flush_handled = true;
+			rc = -1;
 		}
 		pthread_mutex_unlock(&d->mu);
-		/* 3. the replicas that hold everything say so (the replica threads write no more) */
-		for (size_t j = 0; j < d->nreplicas; j++) {
-			struct eng_replica *r = &d->replicas[j];
-			pthread_mutex_lock(&d->mu);
-			bool closed = r->closed;
-			struct wal_pos at = r->pos;
-			pthread_mutex_unlock(&d->mu);
-			if (closed)
-				replica_close(r, &at);
-		}
 	}
 	return rc;
 }

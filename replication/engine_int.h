@@ -79,6 +79,7 @@ struct eng_replica {
 				       * idle until the monitor starts a new one */
 	uint64_t flush_seq;           /* last flush request served */
 	bool closed;                  /* the final flush closed the generation here: write no more */
+	bool flush_handled;           /* the final flush has judged it (engine_flush) */
 	bool oversize;                /* index oversize_index grew past max_offset: snapshot */
 	uint32_t oversize_index;      /* after it, at a later index (see ship()) */
 	struct replica_status stat;
@@ -162,6 +163,8 @@ struct eng_db {
 	bool restart_req;             /* ... now, without waiting for the app's next write */
 	int64_t flush_deadline_ns;    /* monotonic end of the current final flush */
 	bool flush_unsynced;          /* the final flush could not sync the WAL in time */
+	bool flush_skip;              /* the final flush has nothing of it to ship */
+	struct wal_pos flush_target;  /* where the final flush brings its replicas */
 	struct lag_entry lag[ENG_LAG_RING];
 	size_t lag_n;
 	int64_t sync_failing_mono;    /* the shadow copy fails since (0: it works); counts as lag */

@@ -2403,6 +2403,35 @@ def test_final_flush_reports_unreachable_replica_within_deadline(run, tmp_path, 
     check_restore(litestream_bin, good, db, tmp_path / "out.db")
 
 
+@pytest.mark.parametrize("order", ["down-first", "good-first"])
+def test_a_replica_down_at_the_final_flush_costs_the_others_no_closed_mark(run, tmp_path,
+                                                                          s3server, order):
+    # The closed marks were written after waiting for every replica: a replica that
+    # could not be reached took the whole flush-timeout, and the S3 replica that held
+    # everything had a 1 ms deadline left for its mark's PUT. Without the mark the next
+    # node waited restore.handover-wait (20 s) and began a new generation (QA37 #1).
+    from conftest import free_port
+    srv = s3server()
+    db = tmp_path / "app.db"
+    create(db)
+    refused = {"name": "down", "type": "s3", "bucket": "b", "path": "db",
+               "endpoint": f"http://127.0.0.1:{free_port()}", "region": "us-east-1",
+               "force-path-style": "true", "access-key-id": "a", "secret-access-key": "b",
+               "sync-interval": "200ms"}
+    good = s3_replica(srv, "good", sync="1s")
+    cfg = config(tmp_path, db, [refused, good] if order == "down-first" else [good, refused])
+    cfg.write_text("supervisor:\n  flush-timeout: 2s\n" + cfg.read_text())
+    r = run(cfg)
+    wait_for(lambda: "snapshot written db=app.db replica=good" in r.text(),
+             what="the reachable replica's snapshot")
+    write(db, 30, start=1)
+    assert r.stop() == 1  # the unreachable one lacks the last commits
+    text = r.text()
+    assert "generation closed db=app.db replica=good" in text, text
+    assert "cannot mark the generation closed" not in text, text
+    assert "final flush incomplete db=app.db replica=down" in text, text
+
+
 def test_replica_stuck_in_a_request_does_not_hold_up_shutdown(run, tmp_path):
     """An S3 replica that accepts connections and never answers: TERM still exits (1:
     that replica lacks the last commits) within flush-timeout + 2 s (docs/supervisor.md), the stuck request abandoned."""
