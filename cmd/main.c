@@ -4,8 +4,11 @@
  * Signal handling is set up by the commands that need it (run, replicate),
  * first thing and before any thread exists (see supervisor/).
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cmd/cli.h"
 #include "cmd/commands.h"
@@ -38,8 +41,31 @@ static void usage(FILE *out)
 		     "`run` exits with the service's own code once it has started.\n");
 }
 
+/*
+ * Started with stdin, stdout or stderr closed (`2>&-`, a supervisor that
+ * closes them), the next descriptor litevisor opened would take that number:
+ * its log lines would go into an eventfd (adding to its counter) or into
+ * whatever file landed there, a database or a replica object. /dev/null
+ * holds each closed one instead, as catatonit does; the service inherits it.
+ */
+static void stdio_hold(void)
+{
+	for (int fd = 0; fd <= 2; fd++) {
+		if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+			continue;
+		int n = open("/dev/null", O_RDWR | O_NOCTTY);
+		if (n < 0) /* no /dev in a bare chroot: any descriptor that takes no data */
+			n = open("/", O_RDONLY | O_DIRECTORY);
+		if (n >= 0 && n != fd) { /* lowest first, so n == fd unless it failed */
+			(void)dup2(n, fd);
+			close(n);
+		}
+	}
+}
+
 int main(int argc, char **argv)
 {
+	stdio_hold();
 	child_note_inherited_fds(); /* before anything opens one */
 	if (argc < 2) {
 		usage(stderr);

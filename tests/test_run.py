@@ -152,6 +152,20 @@ def start(runs, *a, **kw):
 
 # ---------------------------------------------------------------- exit codes
 
+def test_closed_stdio_is_held_by_dev_null(litevisor_bin, tmp_path):
+    """Started with stdout and stderr closed, litevisor's signalfd and eventfd took
+    descriptors 1 and 2 and its log lines were written into them (QA38); a file opened
+    there would have taken them instead. /dev/null holds them now, for the service too."""
+    out, svc = tmp_path / "fds", tmp_path / "svc.py"
+    svc.write_text("import os, sys\nopen(sys.argv[1], 'w').write("
+                   "' '.join(os.readlink(f'/proc/self/fd/{i}') for i in range(3)))\n")
+    p = subprocess.run(["sh", "-c", 'exec "$0" run -- /usr/bin/python3 "$1" "$2" <&- 1>&- 2>&-',
+                        litevisor_bin, str(svc), str(out)], capture_output=True, text=True,
+                       timeout=20, env={"PATH": os.environ["PATH"]})
+    assert p.returncode == 0, p.stderr
+    assert out.read_text().split() == ["/dev/null"] * 3, out.read_text()
+
+
 @pytest.mark.parametrize("code", [0, 1, 42, 255])
 def test_exit_code_propagates(litevisor_bin, tmp_path, code):
     p = subprocess.run([litevisor_bin, "run", "--", "sh", "-c", f"exit {code}"],
