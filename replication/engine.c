@@ -303,36 +303,23 @@ static bool flush_shippable(struct eng_db *d, int *rc)
 	return true;
 }
 
-/* Does r hold target? whole: and owes no snapshot either (mu held). */
-static bool flush_reached(const struct eng_replica *r, const struct wal_pos *target, bool whole)
-{
-	return r->pos_known && !(whole && r->need_snapshot) &&
-	       strcmp(r->pos.generation, target->generation) == 0 &&
-	       wal_pos_cmp(&r->pos, target) >= 0;
-}
-
 /*
- * r holds all of d's flush target: say so and write its closed mark, unless
- * the shadow's end is not the database's (mu held; dropped for the PUT).
+ * Has the final flush settled r (mu held)? Its own thread writes the closed
+ * mark (replica.c) and says when it has; where no mark is due (the shadow's
+ * end is not the database's) holding the target is enough.
  */
-static void flush_done(struct eng_db *d, struct eng_replica *r)
+static bool flush_settled(struct eng_db *d, struct eng_replica *r)
 {
+	if (d->flush_closing)
+		return r->close_done;
+	if (!replica_holds(r, &d->flush_target, true))
+		return false;
 	const struct wal_pos *t = &d->flush_target;
-	r->flush_handled = true;
-	if (d->sync_failing_mono || d->flush_unsynced) {
-		/* the shadow's end is not the database's: no closed mark (a hand-over) here */
-		log_warn("engine", "final flush: the replica holds all that was copied, not "
-			 "the commits that could not be", "db=%s replica=%s position=%s/%08x/%08x",
-			 d->stat.name, r->stat.name, t->generation, t->index, t->offset);
-		return;
-	}
-	log_info("engine", "final flush done", "db=%s replica=%s position=%s/%08x/%08x",
+	/* the shadow's end is not the database's: no closed mark (a hand-over) here */
+	log_warn("engine", "final flush: the replica holds all that was copied, not "
+		 "the commits that could not be", "db=%s replica=%s position=%s/%08x/%08x",
 		 d->stat.name, r->stat.name, t->generation, t->index, t->offset);
-	r->closed = true;
-	struct wal_pos at = r->pos;
-	pthread_mutex_unlock(&d->mu);
-	replica_close(r, &at);
-	pthread_mutex_lock(&d->mu);
+	return true;
 }
 
 int engine_flush(struct engine *e, int64_t deadline_ms)
@@ -365,30 +352,27 @@ int engine_flush(struct engine *e, int64_t deadline_ms)
 		}
 		pthread_mutex_unlock(&d->mu);
 	}
-	/* 2. every replica ships up to that point, in parallel (each its own thread) */
+	/*
+	 * 2. every replica ships up to that point, in parallel (each its own
+	 * thread), and then, where the shadow's end is the database's, writes its
+	 * closed mark (replica.c: not from here, where it could land before a
+	 * segment still on its way)
+	 */
 	atomic_fetch_add(&e->flush_seq, 1);
 	for (size_t i = 0; i < e->ndbs; i++) {
 		struct eng_db *d = &e->dbs[i];
 		pthread_mutex_lock(&d->mu);
 		d->flush_deadline_ns = end;
-		monitor_wake_replicas(d);
-		pthread_mutex_unlock(&d->mu);
-	}
-	for (size_t i = 0; i < e->ndbs; i++) {
-		struct eng_db *d = &e->dbs[i];
-		pthread_mutex_lock(&d->mu);
 		d->flush_skip = !flush_shippable(d, &rc);
 		if (!d->flush_skip)
 			replica_target(d, &d->flush_target);
+		d->flush_closing = !d->flush_skip && !d->sync_failing_mono && !d->flush_unsynced;
 		for (size_t j = 0; j < d->nreplicas; j++)
 			d->replicas[j].flush_handled = !d->replicas[j].st;
+		monitor_wake_replicas(d);
 		pthread_mutex_unlock(&d->mu);
 	}
-	/*
-	 * 3. each replica that holds everything says so at once (its thread
-	 * writes no more): one that cannot be reached must not leave the others
-	 * unmarked, their closed mark's PUT left with no time at the deadline
-	 */
+	/* 3. wait for every replica of every database, until the deadline */
 	for (;;) {
 		struct eng_db *wait_on = NULL;
 		for (size_t i = 0; i < e->ndbs; i++) {
@@ -398,13 +382,8 @@ int engine_flush(struct engine *e, int64_t deadline_ms)
 			pthread_mutex_lock(&d->mu);
 			for (size_t j = 0; j < d->nreplicas; j++) {
 				struct eng_replica *r = &d->replicas[j];
-				if (r->flush_handled)
-					continue;
-				if (!flush_reached(r, &d->flush_target, true)) {
+				if (!r->flush_handled && !(r->flush_handled = flush_settled(d, r)))
 					wait_on = wait_on ? wait_on : d;
-					continue;
-				}
-				flush_done(d, r);
 			}
 			pthread_mutex_unlock(&d->mu);
 		}
@@ -416,7 +395,11 @@ int engine_flush(struct engine *e, int64_t deadline_ms)
 		timed_wait(&wait_on->cond, &wait_on->mu, slice < FLUSH_POLL_MS ? slice : FLUSH_POLL_MS);
 		pthread_mutex_unlock(&wait_on->mu);
 	}
-	/* at the deadline: what a replica holds decides, not whether it still owes a snapshot */
+	/*
+	 * 4. at the deadline: a replica that holds every commit but was still
+	 * busy (a snapshot it owed) has them all and no mark; one whose mark is
+	 * on its way reports its own outcome; the others lack commits
+	 */
 	for (size_t i = 0; i < e->ndbs; i++) {
 		struct eng_db *d = &e->dbs[i];
 		if (d->flush_skip)
@@ -424,10 +407,14 @@ int engine_flush(struct engine *e, int64_t deadline_ms)
 		pthread_mutex_lock(&d->mu);
 		for (size_t j = 0; j < d->nreplicas; j++) {
 			struct eng_replica *r = &d->replicas[j];
-			if (r->flush_handled)
+			const struct wal_pos *t = &d->flush_target;
+			if (r->flush_handled || r->closed)
 				continue;
-			if (flush_reached(r, &d->flush_target, false)) {
-				flush_done(d, r);
+			if (replica_holds(r, t, false)) {
+				log_warn("engine", "final flush: the replica holds every commit, but no "
+					 "closed mark could be written in time", "db=%s replica=%s "
+					 "position=%s/%08x/%08x", d->stat.name, r->stat.name,
+					 r->pos.generation, r->pos.index, r->pos.offset);
 				continue;
 			}
 			char have[64] = "nothing";
@@ -435,9 +422,7 @@ int engine_flush(struct engine *e, int64_t deadline_ms)
 				snprintf(have, sizeof(have), "%s/%08x/%08x", r->pos.generation,
 					 r->pos.index, r->pos.offset);
 			log_error("engine", "final flush incomplete", "db=%s replica=%s have=%s want=%s/%08x/%08x",
-				  d->stat.name, r->stat.name, have, d->flush_target.generation,
-				  d->flush_target.index, d->flush_target.offset);
-			r->flush_handled = true;
+				  d->stat.name, r->stat.name, have, t->generation, t->index, t->offset);
 			rc = -1;
 		}
 		pthread_mutex_unlock(&d->mu);

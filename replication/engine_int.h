@@ -80,6 +80,7 @@ struct eng_replica {
 	uint64_t flush_seq;           /* last flush request served */
 	bool closed;                  /* the final flush closed the generation here: write no more */
 	bool flush_handled;           /* the final flush has judged it (engine_flush) */
+	bool close_done;              /* its own thread has tried the closed mark's PUT */
 	bool oversize;                /* index oversize_index grew past max_offset: snapshot */
 	uint32_t oversize_index;      /* after it, at a later index (see ship()) */
 	struct replica_status stat;
@@ -164,6 +165,7 @@ struct eng_db {
 	int64_t flush_deadline_ns;    /* monotonic end of the current final flush */
 	bool flush_unsynced;          /* the final flush could not sync the WAL in time */
 	bool flush_skip;              /* the final flush has nothing of it to ship */
+	bool flush_closing;           /* replicas close themselves on reaching flush_target */
 	struct wal_pos flush_target;  /* where the final flush brings its replicas */
 	struct lag_entry lag[ENG_LAG_RING];
 	size_t lag_n;
@@ -264,9 +266,16 @@ void replica_call_for(struct eng_replica *r, struct st_call *call, bool flush);
 /*
  * Mark r's generation closed at `at`, r's position once the final flush
  * reached it (layout.h), so another node that restores it may continue it.
- * Call with r->closed already set, without mu. Returns 0 or -1 (logged).
+ * Call with r->closed already set, without mu, from r's own thread: between
+ * two of its uploads, so that no segment lands after the mark. Returns 0 or
+ * -1 (logged).
  */
 int replica_close(struct eng_replica *r, const struct wal_pos *at);
+
+/*
+ * Does r hold target (and, whole, owe no snapshot either)? mu held.
+ */
+bool replica_holds(const struct eng_replica *r, const struct wal_pos *target, bool whole);
 /*
  * Before d's threads start: count the replicas holding this node's closed
  * record (localstate.h). None of d's replicas writes anything until each of

@@ -197,6 +197,41 @@ int replica_close(struct eng_replica *r, const struct wal_pos *at)
 	return 0;
 }
 
+bool replica_holds(const struct eng_replica *r, const struct wal_pos *target, bool whole)
+{
+	return r->pos_known && !(whole && r->need_snapshot) &&
+	       strcmp(r->pos.generation, target->generation) == 0 &&
+	       wal_pos_cmp(&r->pos, target) >= 0;
+}
+
+/*
+ * The final flush's closed mark is this thread's to write, once the replica
+ * holds the flush target and between two uploads: written from the engine's
+ * thread it could land while this one still shipped commits made after the
+ * flush began (`replicate` beside a running app), a segment after the mark,
+ * and the same node refused its own replica at the next start (QA40). Each
+ * replica's thread writes its own, so a slow one holds up no other's.
+ * mu held; dropped for the PUT.
+ */
+static bool close_due(const struct eng_replica *r)
+{
+	return r->db->flush_closing && !r->closed && replica_holds(r, &r->db->flush_target, true);
+}
+
+static void close_now(struct eng_replica *r)
+{
+	struct eng_db *d = r->db;
+	struct wal_pos at = r->pos;
+	r->closed = true;
+	log_info("engine", "final flush done", "db=%s replica=%s position=%s/%08x/%08x",
+		 d->stat.name, r->stat.name, at.generation, at.index, at.offset);
+	pthread_mutex_unlock(&d->mu);
+	replica_close(r, &at);
+	pthread_mutex_lock(&d->mu);
+	r->close_done = true;
+	pthread_cond_broadcast(&d->cond);
+}
+
 int replica_database_id(struct eng_db *d, const char *adopt, char id[LAYOUT_DBID_LEN + 1])
 {
 	int rc = 0;
@@ -1166,6 +1201,10 @@ void *replica_thread(void *arg)
 			      (!r->await_gen[0] && (!b || !d->ready)))) {
 			r->flush_seq = d->eng->flush_seq;
 			flush = false;
+		}
+		if (close_due(r)) {
+			close_now(r);
+			continue;
 		}
 		if (d->eng->stop && !flush)
 			break;
