@@ -666,3 +666,24 @@ int localstate_prune_failures(const char *dir, const char *const *names, size_t 
 		(void)fs_fsync_dir(dir);
 	return removed;
 }
+
+bool localstate_is_own_entry(const char *name)
+{
+	static const char *const whole[] = { "generation", "generations", "database-id", "clean",
+					     "previous", "restored" };
+	static const char *const prefixed[] = { "closed-", "failing-" };
+	size_t n = strlen(name);
+	if (n > 4 && !strcmp(name + n - 4, ".tmp")) /* fs_write_atomic's */
+		n -= 4;
+	else if (n > 5 && !strcmp(name + n - 5, ".swap")) /* two closed records exchanged */
+		n -= 5;
+	for (size_t i = 0; i < sizeof(whole) / sizeof(whole[0]); i++)
+		if (strlen(whole[i]) == n && !strncmp(name, whole[i], n))
+			return true;
+	for (size_t i = 0; i < sizeof(prefixed) / sizeof(prefixed[0]); i++) {
+		size_t pl = strlen(prefixed[i]);
+		if (n == pl + 8 && !strncmp(name, prefixed[i], pl) && strspn(name + pl, "0123456789abcdef") >= 8)
+			return true;
+	}
+	return false;
+}

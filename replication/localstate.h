@@ -116,6 +116,14 @@ int localstate_write_database_id(const char *dir, const char *id, uid_t uid, gid
 /* The highest index with a shadow WAL file in gen into *index. false if none. */
 bool localstate_last_shadow(const char *dir, const char *gen, uint32_t *index);
 
+/*
+ * Is name (an entry of a state directory) one of the files and directories
+ * listed above, or the temporary file one of them is written through? What
+ * else a state directory may hold (a volume's lost+found, a user's files,
+ * another database's meta-path, the lock file, old copies) is not the state.
+ */
+bool localstate_is_own_entry(const char *name);
+
 /* Path of a shadow WAL file. Returns buf. */
 char *localstate_shadow_path(const char *dir, const char *gen, uint32_t index, char *buf,
 			     size_t len);

@@ -416,8 +416,8 @@ static void write_marker(struct session *s, const struct wal_pos *pos)
 
 struct aside_ctx {
 	const char *target, *statedir;
-	char *moved;
-	size_t mlen;
+	char *moved, *smoved;
+	size_t mlen, slen;
 	const struct session *s;
 	const struct wal_pos *lpos; /* the local database's position */
 };
@@ -452,7 +452,7 @@ static int move_local_cb(void *p, const char *tmp, char *why, size_t len)
 	if (same < 0)
 		log_warn("restore", "cannot compare the replica's database with the local one; "
 			 "replacing it", "db=\"%s\" error=\"%s\"", x->target, how);
-	if (rs_move_local_aside(x->target, x->statedir, x->moved, x->mlen) < 0) {
+	if (rs_move_local_aside(x->target, x->statedir, x->moved, x->mlen, x->smoved, x->slen) < 0) {
 		snprintf(why, len, "could not make room at %s: moving the local database aside "
 			 "failed: %s", x->target, strerror(errno));
 		return -2;
@@ -1117,8 +1117,9 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 		}
 		log_warn("restore", "a replica holds newer data than the local database",
 			 "db=\"%s\" why=\"%s\"", s.dbname, why);
-		struct aside_ctx ax = { db->path, statedir, res->moved_aside, sizeof(res->moved_aside),
-					&s, &lpos };
+		struct aside_ctx ax = { db->path, statedir, res->moved_aside,
+					res->state_moved_aside, sizeof(res->moved_aside),
+					sizeof(res->state_moved_aside), &s, &lpos };
 		struct rs_apply_opts ao;
 		apply_opts_init(&ao, cfg, db->path, 0);
 		ao.before_rename = move_local_cb;
@@ -1134,7 +1135,7 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 	if (check_parent(db->path, res) < 0)
 		goto out;
 	if (rs_move_strays(db->path) < 0 ||
-	    rs_move_state_aside(statedir, "state of a database that is gone") < 0) {
+	    rs_move_state_aside(statedir, "state of a database that is gone", NULL, 0) < 0) {
 		result_set(res, RESTORE_FAILED, "cannot move stray files beside %s aside", db->path);
 		goto out;
 	}
@@ -1170,7 +1171,8 @@ out:
 		  res->moved_aside[0] ? " moved_aside=\"" : "", res->moved_aside,
 		  res->moved_aside[0] ? "\"" : "");
 	if (rc == 0)
-		rs_prune_aside(db->path, statedir, cfg->restore.keep_replaced, res->moved_aside);
+		rs_prune_aside(db->path, statedir, cfg->restore.keep_replaced, res->moved_aside,
+			       res->state_moved_aside);
 	session_release(&s);
 	return rc;
 }
@@ -1247,7 +1249,7 @@ int restore_explicit(const struct config *cfg, const struct cfg_db *db,
 		/* the db's own path restored to the end: replication may continue the generation */
 		char statedir[PATH_MAX];
 		localstate_dir(db, statedir, sizeof(statedir));
-		rs_move_state_aside(statedir, "state of a database that was not there");
+		rs_move_state_aside(statedir, "state of a database that was not there", NULL, 0);
 		write_marker(&s, &res->pos);
 	}
 out:

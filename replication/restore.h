@@ -35,6 +35,7 @@ struct restore_result {
 	char message[512];     /* why, for logs and status */
 	bool temporary;        /* RESTORE_FAILED only: every failure looked transient (network) */
 	char moved_aside[512]; /* where an existing local database was moved, or "" */
+	char state_moved_aside[512]; /* where its state went, or "" */
 };
 
 /*

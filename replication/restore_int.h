@@ -268,23 +268,30 @@ int rs_move_strays(const char *target);
  */
 int rs_move_empty_aside(const char *target);
 
-/* Move a state directory aside (if present). 0 or -1. */
-int rs_move_state_aside(const char *statedir, const char *why);
+/*
+ * Move a state directory aside (if present); *moved (may be NULL) gets where
+ * its state went, or "". 0 or -1.
+ */
+int rs_move_state_aside(const char *statedir, const char *why, char *moved, size_t mlen);
 
 /*
  * Move an existing database, its -wal/-shm and its state directory (may be
- * NULL) aside; *moved gets the database's new name. 0 or -1 (logged, errno set).
+ * NULL) aside; *moved gets the database's new name, *smoved where its state
+ * went. 0 or -1 (logged, errno set).
  */
-int rs_move_local_aside(const char *target, const char *statedir, char *moved, size_t mlen);
+int rs_move_local_aside(const char *target, const char *statedir, char *moved, size_t mlen,
+			char *smoved, size_t slen);
 
 /*
  * Keep only the newest `keep` moved-aside copies of target (with their
  * -wal/-shm) and of its state directory statedir (may be NULL); keep 0
- * deletes nothing and warns when copies pile up. just_moved (may be NULL or
- * ""): the copy this restore made, kept first whatever the clock said. Best
- * effort (logged).
+ * deletes nothing and warns when copies pile up. just_moved and
+ * state_moved (may be NULL or ""): the copies of the database and of its
+ * state this restore made, kept first whatever the clock said. Best effort
+ * (logged).
  */
-void rs_prune_aside(const char *target, const char *statedir, int keep, const char *just_moved);
+void rs_prune_aside(const char *target, const char *statedir, int keep, const char *just_moved,
+		    const char *state_moved);
 
 /*
  * Before the local database is replaced by a replica's (run, newest-wins):

@@ -157,57 +157,116 @@ int rs_move_empty_aside(const char *target)
 	return 1;
 }
 
-/*
- * A state directory that cannot be renamed (a volume mounted at the
- * meta-path; a parent the service user cannot write): its entries go into
- * "<statedir>/.old-<time>" instead, where nothing reads them (an earlier
- * one's stay where they are). 0, or -1 (logged).
- */
-static int aside_within(const char *statedir, const char *why, int rename_errno)
+/* Entries of sub back into statedir, where none of that name is (rollback). */
+static size_t move_back(const char *sub, const char *statedir)
 {
-	char ts[40], sub[PATH_MAX], from[PATH_MAX], to[PATH_MAX];
-	clock_rfc3339(clock_wall_ns(), ts, sizeof(ts));
-	if ((size_t)snprintf(sub, sizeof(sub), "%s/.old-%s", statedir, ts) >= sizeof(sub) ||
-	    (mkdir(sub, 0750) < 0 && errno != EEXIST))
-		goto fail;
-	DIR *d = opendir(statedir);
+	char from[PATH_MAX], to[PATH_MAX];
+	struct stat st;
+	size_t n = 0;
+	DIR *d = opendir(sub);
 	if (!d)
-		goto fail;
+		return 0;
 	struct dirent *e;
-	int rc = 0;
-	while (rc == 0 && (e = readdir(d))) {
-		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
-		    !strncmp(e->d_name, ".old-", 5) || !strcmp(e->d_name, STATELOCK_INNER))
+	while ((e = readdir(d))) {
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
 			continue;
-		if ((size_t)snprintf(from, sizeof(from), "%s/%s", statedir, e->d_name) >= sizeof(from) ||
-		    (size_t)snprintf(to, sizeof(to), "%s/%s", sub, e->d_name) >= sizeof(to) ||
-		    rename(from, to) < 0)
-			rc = -1;
+		if ((size_t)snprintf(from, sizeof(from), "%s/%s", sub, e->d_name) < sizeof(from) &&
+		    (size_t)snprintf(to, sizeof(to), "%s/%s", statedir, e->d_name) < sizeof(to) &&
+		    lstat(to, &st) < 0 && errno == ENOENT && rename(from, to) == 0)
+			n++;
 	}
 	closedir(d);
-	if (rc < 0 || fs_fsync_dir(sub) < 0 || fs_fsync_dir(statedir) < 0)
-		goto fail;
-	log_warn("restore", "moved aside within the state directory (kept, not deleted): it cannot "
-		 "be renamed", "path=\"%s\" to=\"%s\" rename_err=\"%s\" why=\"%s\"", statedir, sub,
-		 strerror(rename_errno), why);
-	return 0;
-fail:;
-	int e2 = errno;
-	log_error("restore", "cannot move the state directory aside, nor its contents within it",
-		  "path=\"%s\" err=\"%s\" rename_err=\"%s\"", statedir, strerror(e2),
-		  strerror(rename_errno));
-	errno = e2;
+	(void)rmdir(sub); /* empty unless something could not go back: then it stays, kept */
+	(void)fs_fsync_dir(statedir);
+	return n;
+}
+
+/* A new "<statedir>/.old-<ts>[.k]": never one that exists (two moves within a ms). */
+static int make_sub(const char *statedir, const char *ts, char *sub, size_t len)
+{
+	for (int k = 0; k < 10; k++) {
+		int w = k ? snprintf(sub, len, "%s/.old-%s.%d", statedir, ts, k)
+			  : snprintf(sub, len, "%s/.old-%s", statedir, ts);
+		if (w < 0 || (size_t)w >= len) {
+			errno = ENAMETOOLONG;
+			return -1;
+		}
+		if (mkdir(sub, 0750) == 0)
+			return 0;
+		if (errno != EEXIST)
+			return -1;
+	}
 	return -1;
 }
 
-int rs_move_state_aside(const char *statedir, const char *why)
+/*
+ * A state directory that cannot be renamed (a volume mounted at the
+ * meta-path; a parent the service user cannot write): litevisor's own
+ * entries in it (localstate_is_own_entry) go into "<statedir>/.old-<time>"
+ * instead, where nothing reads them. Anything else stays where it is: a
+ * volume's lost+found, a user's files, another database's meta-path, the
+ * lock file, earlier copies. All of them or none: a move that fails half way
+ * is undone. *moved gets the new directory ("" when nothing was there).
+ * 0, or -1 (logged).
+ */
+static int aside_within(const char *statedir, const char *why, int rename_errno, char *moved,
+			size_t mlen)
+{
+	char ts[40], sub[PATH_MAX], from[PATH_MAX], to[PATH_MAX];
+	size_t n = 0;
+	int rc = 0;
+	clock_rfc3339(clock_wall_ns(), ts, sizeof(ts));
+	DIR *d = opendir(statedir);
+	if (!d) {
+		rc = -1;
+		goto out;
+	}
+	struct dirent *e;
+	while (rc == 0 && (e = readdir(d))) {
+		if (!localstate_is_own_entry(e->d_name))
+			continue;
+		/* made for the first entry: nothing of litevisor's, no copy */
+		if ((n == 0 && make_sub(statedir, ts, sub, sizeof(sub)) < 0) ||
+		    (size_t)snprintf(from, sizeof(from), "%s/%s", statedir, e->d_name) >= sizeof(from) ||
+		    (size_t)snprintf(to, sizeof(to), "%s/%s", sub, e->d_name) >= sizeof(to) ||
+		    rename(from, to) < 0)
+			rc = -1;
+		else
+			n++;
+	}
+	closedir(d);
+	if (rc == 0 && n && (fs_fsync_dir(sub) < 0 || fs_fsync_dir(statedir) < 0))
+		rc = -1;
+out:
+	if (rc < 0) {
+		int e2 = errno;
+		size_t back = n ? move_back(sub, statedir) : 0;
+		log_error("restore", "cannot move the state directory aside, nor its state within it",
+			  "path=\"%s\" err=\"%s\" rename_err=\"%s\" moved_back=%zu moved=%zu", statedir,
+			  strerror(e2), strerror(rename_errno), back, n);
+		errno = e2;
+		return -1;
+	}
+	if (n == 0)
+		return 0; /* nothing of litevisor's in it */
+	log_warn("restore", "moved aside within the state directory (kept, not deleted): it cannot "
+		 "be renamed", "path=\"%s\" to=\"%s\" entries=%zu rename_err=\"%s\" why=\"%s\"",
+		 statedir, sub, n, strerror(rename_errno), why);
+	if (moved && mlen)
+		snprintf(moved, mlen, "%s", sub);
+	return 0;
+}
+
+int rs_move_state_aside(const char *statedir, const char *why, char *moved, size_t mlen)
 {
 	struct stat st;
-	if (lstat(statedir, &st) < 0 || aside_or_errno(statedir, "old", why, NULL, 0) == 0)
+	if (moved && mlen)
+		moved[0] = '\0';
+	if (lstat(statedir, &st) < 0 || aside_or_errno(statedir, "old", why, moved, mlen) == 0)
 		return 0;
 	int e = errno;
 	if (S_ISDIR(st.st_mode) && (e == EBUSY || e == EACCES || e == EPERM || e == EXDEV || e == EROFS))
-		return aside_within(statedir, why, e);
+		return aside_within(statedir, why, e, moved, mlen);
 	return aside_failed(statedir);
 }
 
@@ -239,7 +298,8 @@ static int aside_beside(const char *target, const char *to, const char *suffix, 
 	return 0;
 }
 
-int rs_move_local_aside(const char *target, const char *statedir, char *moved, size_t mlen)
+int rs_move_local_aside(const char *target, const char *statedir, char *moved, size_t mlen,
+			char *smoved, size_t slen)
 {
 	char to[PATH_MAX] = "";
 	const char *why = "a replica holds newer data";
@@ -251,7 +311,8 @@ int rs_move_local_aside(const char *target, const char *statedir, char *moved, s
 		snprintf(moved, mlen, "%s", to);
 	if (aside_beside(target, to, "-wal", why) < 0 || aside_beside(target, to, "-shm", why) < 0)
 		return -1;
-	if (statedir && rs_move_state_aside(statedir, "it described the database moved aside") < 0) {
+	if (statedir && rs_move_state_aside(statedir, "it described the database moved aside",
+					    smoved, slen) < 0) {
 		/*
 		 * The database goes back with its -wal and -shm: neither a path
 		 * without a database nor a database without the state that makes
@@ -260,14 +321,21 @@ int rs_move_local_aside(const char *target, const char *statedir, char *moved, s
 		 */
 		int e = errno;
 		char from[PATH_MAX], back[PATH_MAX];
+		bool all = true;
 		for (const char *sfx = ""; sfx; sfx = !*sfx ? "-wal" : !strcmp(sfx, "-wal") ? "-shm" : NULL) {
 			snprintf(from, sizeof(from), "%s%s", to, sfx);
 			snprintf(back, sizeof(back), "%s%s", target, sfx);
-			if (rename(from, back) < 0 && errno != ENOENT)
+			if (rename(from, back) < 0 && errno != ENOENT) {
+				all = false;
 				log_error("restore", "cannot move a file back", "path=\"%s\" to=\"%s\" "
 					  "err=\"%s\"", from, back, strerror(errno));
+			}
 		}
 		(void)fs_fsync_parent(target);
+		if (all)
+			log_warn("restore", "moved back: the local database stays in place with its "
+				 "state, nothing restored", "path=\"%s\" from=\"%s\" why=\"its state "
+				 "directory could not be moved aside\"", target, to);
 		if (moved && mlen)
 			moved[0] = '\0';
 		errno = e;

@@ -102,25 +102,29 @@ fail:
 	return -1;
 }
 
-/* Bytes under path (a file, or a directory's files one level down). */
-static unsigned long long size_of(const char *path)
+/*
+ * Bytes under path: a file, or a directory's files down to depth levels (a
+ * state copy's shadow WALs are generations/<gen>/wal/<index>.wal).
+ */
+static unsigned long long size_of(const char *path, int depth)
 {
 	struct stat st;
 	unsigned long long total = 0;
 	if (lstat(path, &st) < 0)
 		return 0;
-	if (!S_ISDIR(st.st_mode))
+	if (S_ISREG(st.st_mode))
 		return (unsigned long long)st.st_size;
+	if (!S_ISDIR(st.st_mode) || depth <= 0)
+		return 0;
 	DIR *d = opendir(path);
 	struct dirent *de;
 	char p[PATH_MAX];
 	if (!d)
 		return 0;
 	while ((de = readdir(d)))
-		if (de->d_name[0] != '.' &&
-		    snprintf(p, sizeof(p), "%s/%s", path, de->d_name) < (int)sizeof(p) &&
-		    lstat(p, &st) == 0 && S_ISREG(st.st_mode))
-			total += (unsigned long long)st.st_size;
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") &&
+		    snprintf(p, sizeof(p), "%s/%s", path, de->d_name) < (int)sizeof(p))
+			total += size_of(p, depth - 1);
 	closedir(d);
 	return total;
 }
@@ -135,7 +139,7 @@ static unsigned long long copy_bytes(const char *dir, const char *name)
 	unsigned long long bytes = 0;
 	for (size_t i = 0; i < NPARTS; i++)
 		if (snprintf(p, sizeof(p), "%s/%s%s", dir, name, parts[i]) < (int)sizeof(p))
-			bytes += size_of(p);
+			bytes += size_of(p, 4);
 	return bytes;
 }
 
@@ -210,24 +214,31 @@ static int split(const char *path, const char *tag, char *dir, size_t dl, char *
 	return 0;
 }
 
-void rs_prune_aside(const char *target, const char *statedir, int keep, const char *just_moved)
+/* The last part of path (copied into buf), or NULL for none. */
+static const char *base_of(const char *path, char *buf, size_t len)
 {
-	char dir[PATH_MAX], prefix[NAME_MAX + 32], moved[PATH_MAX];
+	if (!path || !path[0] || snprintf(buf, len, "%s", path) >= (int)len)
+		return NULL;
+	return basename(buf);
+}
+
+void rs_prune_aside(const char *target, const char *statedir, int keep, const char *just_moved,
+		    const char *state_moved)
+{
+	char dir[PATH_MAX], prefix[NAME_MAX + 32], moved[PATH_MAX], smoved[PATH_MAX];
 	unsigned long long bytes = 0, sbytes = 0;
 	size_t copies = 0, states = 0;
-	const char *protect = NULL;
+	const char *protect = base_of(just_moved, moved, sizeof(moved));
+	const char *sprotect = base_of(state_moved, smoved, sizeof(smoved));
 
-	if (just_moved && just_moved[0] &&
-	    snprintf(moved, sizeof(moved), "%s", just_moved) < (int)sizeof(moved))
-		protect = basename(moved);
 	if (split(target, "replaced", dir, sizeof(dir), prefix, sizeof(prefix)) == 0)
 		copies = prune(dir, prefix, keep, "database", protect, &bytes);
 	if (statedir && split(statedir, "old", dir, sizeof(dir), prefix, sizeof(prefix)) == 0)
-		states = prune(dir, prefix, keep, "state", NULL, &sbytes);
+		states = prune(dir, prefix, keep, "state", sprotect, &sbytes);
 	/* a state directory that cannot be renamed keeps its old contents inside it */
 	if (statedir) {
 		unsigned long long within = 0;
-		states += prune(statedir, ".old-", keep, "state", NULL, &within);
+		states += prune(statedir, ".old-", keep, "state", sprotect, &within);
 		sbytes += within;
 	}
 	/* state directories alone pile up too: one per restore of a database that was gone */

@@ -3032,22 +3032,38 @@ def test_a_state_directory_that_cannot_be_renamed_is_emptied_when_run_replaces_t
                          f"    meta-path: {state}\n    replicas:\n      - path: {rep}\n")
         b_cfg.write_text(f"dbs:\n  - path: {b}/app.db\n    replicas:\n      - path: {rep}\n")
 
-        def run(cfg, sql):
+        def run(cfg, sql, code=0, env=None):
             p = subprocess.run(as_nobody + [litevisor_bin, "run", "-config", str(cfg), "--",
                                             "sqlite3", str(cfg.parent / ("data" if cfg == a_cfg
                                                                          else "b") / "app.db"),
-                                            sql], capture_output=True, text=True, timeout=60)
-            assert p.returncode == 0, p.stderr
+                                            sql], capture_output=True, text=True, timeout=60,
+                               env=env)
+            assert p.returncode == code, p.stderr
             return p.stderr
 
+        def rows():
+            return [v for (v,) in sqlite3.connect(data / "app.db").execute("SELECT v FROM t")]
+
         run(a_cfg, "PRAGMA journal_mode=WAL; CREATE TABLE t(v TEXT); INSERT INTO t VALUES ('a1')")
+        # what is not litevisor's state stays where it is, untouched (QA41 #1, #2): a
+        # volume's lost+found its user cannot move, a user's file, another database's
+        # meta-path
+        (state / "lost+found").mkdir(mode=0o700)
+        (state / "notes.txt").write_text("mine")
+        (state / "other-db").mkdir()
+        (state / "other-db" / "generation").write_text("x\n")
+        for f in ("notes.txt", "other-db", "other-db/generation"):
+            os.chown(state / f, nobody.pw_uid, nobody.pw_gid)
+        others = {"lost+found", "notes.txt", "other-db"}
         time.sleep(1.2)
         run(b_cfg, "INSERT INTO t VALUES ('b1')")
         err = run(a_cfg, "SELECT 1")
         assert "moved aside within the state directory" in err, err
-        assert [v for (v,) in sqlite3.connect(data / "app.db").execute("SELECT v FROM t")] == \
-            ["a1", "b1"], err
+        assert rows() == ["a1", "b1"], err
         assert any(f.name.startswith(".old-") for f in state.iterdir()), err
+        assert others <= {f.name for f in state.iterdir()}, err
+        assert (state / "notes.txt").read_text() == "mine"
+        assert not [f for f in state.glob(".old-*/*") if f.name in others], err
         # once more: keep-replaced bounds the copies inside it too (QA36 #7)
         run(a_cfg, "INSERT INTO t VALUES ('a2')")
         time.sleep(1.2)
@@ -3057,6 +3073,18 @@ def test_a_state_directory_that_cannot_be_renamed_is_emptied_when_run_replaces_t
             ["a1", "b1", "a2", "b2"], err
         olds = [f for f in state.iterdir() if f.name.startswith(".old-")]
         assert len(olds) == 1, (olds, err)
+        # a move within that fails half way is undone, and the database goes back with
+        # its whole state: none of it left in a copy (QA41 #2, #4)
+        time.sleep(1.2)
+        run(b_cfg, "INSERT INTO t VALUES ('b3')")
+        before = sorted(f.name for f in state.iterdir())
+        err = run(a_cfg, "SELECT 1", code=111, env=faulty_env(op="rename", path="/.old-", n=2))
+        assert "moved_back=1 moved=1" in err and "moved back: the local database stays" in err, err
+        assert sorted(f.name for f in state.iterdir()) == before, err
+        assert rows() == ["a1", "b1", "a2", "b2"], err
+        run(a_cfg, "SELECT 1")
+        assert rows() == ["a1", "b1", "a2", "b2", "b3"]
+        assert others <= {f.name for f in state.iterdir()}
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
@@ -3115,6 +3143,8 @@ def test_a_state_directory_that_cannot_go_aside_leaves_the_database_in_place(tmp
     assert p.returncode == 0, p.stderr
     p = run_node("A", "SELECT 1", env=faulty_env(op="rename", path=failing))
     assert p.returncode == 111, p.stderr
+    if failing.startswith(".app"):  # and the log says the database went back (QA41 #4)
+        assert "moved back: the local database stays in place" in p.stderr, p.stderr
     assert a_db.exists() and (tmp_path / "A" / ".app.db-litevisor").is_dir(), p.stderr
     assert not [f for f in os.listdir(tmp_path / "A") if ".replaced-" in f or ".old-" in f], \
         os.listdir(tmp_path / "A")

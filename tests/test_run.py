@@ -1942,16 +1942,23 @@ def test_keep_replaced_never_deletes_the_copy_it_just_made(litevisor_bin, tmp_pa
     rep = tmp_path / "rep"
     node_run(litevisor_bin, tmp_path, "A", rep, 5, "a1")
     node_run(litevisor_bin, tmp_path, "B", rep)
-    node_run(litevisor_bin, tmp_path, "A", rep, 5, "a2")  # B's first copy is made
+    node_run(litevisor_bin, tmp_path, "A", rep, 5, "a2")
+    node_run(litevisor_bin, tmp_path, "B", rep)  # B's first copies (database, state)
+    node_run(litevisor_bin, tmp_path, "A", rep, 5, "a3")
+    first = [f for f in os.listdir(tmp_path / "B") if ".replaced-" in f or ".old-" in f]
+    assert {f.split("-20")[0] for f in first} >= {"app.db.replaced", ".app.db-litevisor.old"}, first
     for f in os.listdir(tmp_path / "B"):
-        if f.startswith("app.db.replaced-"):
+        if f.startswith(("app.db.replaced-", ".app.db-litevisor.old-")):
             stem = f.split("Z", 1)
-            os.rename(tmp_path / "B" / f, tmp_path / "B" / ("app.db.replaced-2099-01-01T00:00:00.000" + "Z" + stem[1]))
+            os.rename(tmp_path / "B" / f, tmp_path / "B" / (f[:f.index("-20") + 1] + "2099-01-01T00:00:00.000" + "Z" + stem[1]))
     (tmp_path / "B" / "app.db.replaced-mybackup").write_text("a user's own file")
     b, files, err = node_run(litevisor_bin, tmp_path, "B", rep, restore_keys="  keep-replaced: 1\n")
     assert "app.db.replaced-mybackup" in files  # not litevisor's: never counted, never deleted
     (moved,) = re.findall(r'moved aside \(kept, not deleted\) path="[^"]*/app.db" to="[^"]*/(app.db.replaced-[^"]*)"', err)
     assert moved in files, (moved, files, err)
+    # the state copy that goes with it too, not the one whose name says 2099 (QA41 #3)
+    (smoved,) = re.findall(r'moved aside \(kept, not deleted\) path="[^"]*/.app.db-litevisor" to="[^"]*/(.app.db-litevisor.old-[^"]*)"', err)
+    assert smoved in files, (smoved, files, err)
     assert not [f for f in files if "2099" in f], files
 
 
