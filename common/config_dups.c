@@ -148,6 +148,15 @@ out:
 	return rc;
 }
 
+/* Is path dir itself or under it? */
+static bool within(const char *dir, const char *path)
+{
+	size_t l = strlen(dir);
+	if (l == 1 && dir[0] == '/')
+		return true;
+	return strncmp(dir, path, l) == 0 && (path[l] == '/' || path[l] == '\0');
+}
+
 int cfg_check_same_dbs(struct walk *w, const struct cfg_node *seq)
 {
 	struct config *cfg = w->cfg;
@@ -212,6 +221,29 @@ int cfg_check_same_dbs(struct walk *w, const struct cfg_node *seq)
 				  "%s is the same file as dbs[%zu].path %s (line %d), through a symlink",
 				  db->path, j, o->path, o->line);
 		goto out;
+	}
+	/*
+	 * A state directory is moved aside whole when a replica's newer data
+	 * replaces its database: one that holds a database (its own, set to the
+	 * database's directory) or another database's state directory would take
+	 * that along (QA41, QA42)
+	 */
+	for (size_t i = 0; i < n; i++) {
+		for (size_t j = 0; j < n; j++) {
+			const char *held = within(res[n + i], res[j]) ? res[j]
+					 : j != i && within(res[n + i], res[n + j]) ? res[n + j] : NULL;
+			if (!held)
+				continue;
+			char kp[96];
+			snprintf(kp, sizeof(kp), "dbs[%zu].meta-path", i);
+			const struct cfg_node *at = walk_map_get(seq->items[i], "meta-path");
+			cfg_error(w->e, at ? at : seq->items[i], kp,
+				  "%s holds %s (%s of dbs[%zu]): a state directory is moved aside whole "
+				  "when a replica's data replaces its database; give it a directory of "
+				  "its own", cfg->dbs[i].meta_path, held, held == res[j] ? "the database"
+				  : "the state directory", j);
+			goto out;
+		}
 	}
 	rc = 0;
 	goto out;
