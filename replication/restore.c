@@ -1134,9 +1134,15 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 	/* no database: whatever is beside it belongs to no database any more */
 	if (check_parent(db->path, res) < 0)
 		goto out;
-	if (rs_move_strays(db->path) < 0 ||
-	    rs_move_state_aside(statedir, "state of a database that is gone", NULL, 0) < 0) {
+	if (rs_move_strays(db->path) < 0) {
 		result_set(res, RESTORE_FAILED, "cannot move stray files beside %s aside", db->path);
+		goto out;
+	}
+	/* its name kept, so that keep-replaced never deletes the copy just made */
+	if (rs_move_state_aside(statedir, "state of a database that is gone",
+				res->state_moved_aside, sizeof(res->state_moved_aside)) < 0) {
+		result_set(res, RESTORE_FAILED, "cannot move the state directory %s aside (its "
+			   "database is gone)", statedir);
 		goto out;
 	}
 	if (session_probe(&s, NULL, false, res) < 0 || await_handover(&s, false, NULL, res) < 0)

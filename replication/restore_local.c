@@ -215,6 +215,7 @@ static int aside_within(const char *statedir, const char *why, int rename_errno,
 	char ts[40], sub[PATH_MAX], from[PATH_MAX], to[PATH_MAX];
 	size_t n = 0;
 	int rc = 0;
+	bool made = false;
 	clock_rfc3339(clock_wall_ns(), ts, sizeof(ts));
 	DIR *d = opendir(statedir);
 	if (!d) {
@@ -226,8 +227,12 @@ static int aside_within(const char *statedir, const char *why, int rename_errno,
 		if (!localstate_is_own_entry(e->d_name))
 			continue;
 		/* made for the first entry: nothing of litevisor's, no copy */
-		if ((n == 0 && make_sub(statedir, ts, sub, sizeof(sub)) < 0) ||
-		    (size_t)snprintf(from, sizeof(from), "%s/%s", statedir, e->d_name) >= sizeof(from) ||
+		if (!made && make_sub(statedir, ts, sub, sizeof(sub)) < 0) {
+			rc = -1;
+			break;
+		}
+		made = true;
+		if ((size_t)snprintf(from, sizeof(from), "%s/%s", statedir, e->d_name) >= sizeof(from) ||
 		    (size_t)snprintf(to, sizeof(to), "%s/%s", sub, e->d_name) >= sizeof(to) ||
 		    rename(from, to) < 0)
 			rc = -1;
@@ -241,6 +246,8 @@ out:
 	if (rc < 0) {
 		int e2 = errno;
 		size_t back = n ? move_back(sub, statedir) : 0;
+		if (n == 0 && made)
+			(void)rmdir(sub); /* an empty copy would count as one, and push a real one out */
 		log_error("restore", "cannot move the state directory aside, nor its state within it",
 			  "path=\"%s\" err=\"%s\" rename_err=\"%s\" moved_back=%zu moved=%zu", statedir,
 			  strerror(e2), strerror(rename_errno), back, n);
@@ -298,6 +305,32 @@ static int aside_beside(const char *target, const char *to, const char *suffix, 
 	return 0;
 }
 
+/*
+ * The database moved aside as to, and its -wal/-shm beside it, back at
+ * target: neither a path without a database nor a database without its WAL
+ * or the state that makes its replica's history its own (the next start
+ * would compare tables, and could refuse that history for good).
+ */
+static void put_back(const char *target, const char *to, const char *why)
+{
+	char from[PATH_MAX], back[PATH_MAX];
+	bool all = true;
+	for (const char *sfx = ""; sfx; sfx = !*sfx ? "-wal" : !strcmp(sfx, "-wal") ? "-shm" : NULL) {
+		snprintf(from, sizeof(from), "%s%s", to, sfx);
+		snprintf(back, sizeof(back), "%s%s", target, sfx);
+		if (rename(from, back) < 0 && errno != ENOENT) {
+			all = false;
+			log_error("restore", "cannot move a file back", "path=\"%s\" to=\"%s\" "
+				  "err=\"%s\"", from, back, strerror(errno));
+		}
+	}
+	(void)fs_fsync_parent(target);
+	if (all)
+		log_warn("restore", "moved back: the local database stays in place with its "
+			 "state, nothing restored", "path=\"%s\" from=\"%s\" why=\"%s\"", target, to,
+			 why);
+}
+
 int rs_move_local_aside(const char *target, const char *statedir, char *moved, size_t mlen,
 			char *smoved, size_t slen)
 {
@@ -307,40 +340,20 @@ int rs_move_local_aside(const char *target, const char *statedir, char *moved, s
 		moved[0] = '\0';
 	if (aside(target, "replaced", why, to, sizeof(to)) < 0)
 		return -1;
-	if (moved && mlen)
-		snprintf(moved, mlen, "%s", to);
+	const char *fail = NULL;
 	if (aside_beside(target, to, "-wal", why) < 0 || aside_beside(target, to, "-shm", why) < 0)
-		return -1;
-	if (statedir && rs_move_state_aside(statedir, "it described the database moved aside",
-					    smoved, slen) < 0) {
-		/*
-		 * The database goes back with its -wal and -shm: neither a path
-		 * without a database nor a database without the state that makes
-		 * its replica's history its own (the next start would compare
-		 * tables, and could refuse that history for good).
-		 */
+		fail = "its -wal or -shm could not be moved aside with it";
+	else if (statedir && rs_move_state_aside(statedir, "it described the database moved aside",
+						 smoved, slen) < 0)
+		fail = "its state directory could not be moved aside";
+	if (fail) {
 		int e = errno;
-		char from[PATH_MAX], back[PATH_MAX];
-		bool all = true;
-		for (const char *sfx = ""; sfx; sfx = !*sfx ? "-wal" : !strcmp(sfx, "-wal") ? "-shm" : NULL) {
-			snprintf(from, sizeof(from), "%s%s", to, sfx);
-			snprintf(back, sizeof(back), "%s%s", target, sfx);
-			if (rename(from, back) < 0 && errno != ENOENT) {
-				all = false;
-				log_error("restore", "cannot move a file back", "path=\"%s\" to=\"%s\" "
-					  "err=\"%s\"", from, back, strerror(errno));
-			}
-		}
-		(void)fs_fsync_parent(target);
-		if (all)
-			log_warn("restore", "moved back: the local database stays in place with its "
-				 "state, nothing restored", "path=\"%s\" from=\"%s\" why=\"its state "
-				 "directory could not be moved aside\"", target, to);
-		if (moved && mlen)
-			moved[0] = '\0';
+		put_back(target, to, fail);
 		errno = e;
 		return -1;
 	}
+	if (moved && mlen)
+		snprintf(moved, mlen, "%s", to);
 	return 0;
 }
 

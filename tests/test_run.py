@@ -1962,6 +1962,23 @@ def test_keep_replaced_never_deletes_the_copy_it_just_made(litevisor_bin, tmp_pa
     assert not [f for f in files if "2099" in f], files
 
 
+def test_keep_replaced_keeps_the_state_copy_of_a_database_that_is_gone(litevisor_bin, tmp_path):
+    """A database deleted while its state stayed: the state goes aside before the restore,
+    and keep-replaced: 1 deleted that very copy when an older one's name said 2099 (QA42 #3)."""
+    rep = tmp_path / "rep"
+    node_run(litevisor_bin, tmp_path, "A", rep, 5, "a1")
+    old = tmp_path / "A" / ".app.db-litevisor.old-2099-01-01T00:00:00.000Z"
+    old.mkdir()
+    (old / "generation").write_text("x\n")
+    for f in ("app.db", "app.db-wal", "app.db-shm"):
+        if (tmp_path / "A" / f).exists():
+            (tmp_path / "A" / f).unlink()
+    rows, files, err = node_run(litevisor_bin, tmp_path, "A", rep, restore_keys="  keep-replaced: 1\n")
+    assert len(rows) == 5, err
+    (smoved,) = re.findall(r'moved aside \(kept, not deleted\) path="[^"]*/.app.db-litevisor" to="[^"]*/(.app.db-litevisor.old-[^"]*)"', err)
+    assert smoved in files and old.name not in files, (smoved, files, err)
+
+
 def close_where_it_ends(litevisor_bin, rep, scratch):
     """Put the closed mark of a clean stop where the file replica rep's newest
     generation ends (found by restoring it into scratch)."""
