@@ -5,7 +5,6 @@
  * first thing and before any thread exists (see supervisor/).
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -42,31 +41,24 @@ static void usage(FILE *out)
 }
 
 /*
- * Started with stdin, stdout or stderr closed (`2>&-`, a supervisor that
- * closes them), the next descriptor litevisor opened would take that number:
- * its log lines would go into an eventfd (adding to its counter) or into
- * whatever file landed there, a database or a replica object. /dev/null
- * holds each closed one instead, as catatonit does; the service inherits it.
+ * What a command printed must have reached its stdout (`> /dev/full`, a
+ * closed pipe or descriptor): else the command fails, whatever it returned.
+ * litevisor logs only to stderr, so only output and -help pass here.
  */
-static void stdio_hold(void)
+static int output_done(const char *name, int rc)
 {
-	for (int fd = 0; fd <= 2; fd++) {
-		if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
-			continue;
-		int n = open("/dev/null", O_RDWR | O_NOCTTY);
-		if (n < 0) /* no /dev in a bare chroot: any descriptor that takes no data */
-			n = open("/", O_RDONLY | O_DIRECTORY);
-		if (n >= 0 && n != fd) { /* lowest first, so n == fd unless it failed */
-			(void)dup2(n, fd);
-			close(n);
-		}
-	}
+	errno = 0;
+	if (fflush(stdout) == 0 && !ferror(stdout))
+		return rc;
+	fprintf(stderr, "litevisor %s: writing standard output: %s\n", name,
+		errno ? strerror(errno) : "a write failed");
+	return rc == 0 ? EXIT_TEMPFAIL : rc;
 }
 
 int main(int argc, char **argv)
 {
-	stdio_hold();
-	child_note_inherited_fds(); /* before anything opens one */
+	child_hold_closed_stdio(); /* first: before anything opens a descriptor */
+	child_note_inherited_fds();
 	if (argc < 2) {
 		usage(stderr);
 		return EXIT_USAGE;
@@ -78,20 +70,20 @@ int main(int argc, char **argv)
 			for (int i = 0; cli_commands[i]; i++) {
 				if (!strcmp(cli_commands[i]->name, argv[2])) {
 					char *args[] = { argv[2], "-help", NULL };
-					return cli_commands[i]->run(2, args);
+					return output_done(argv[2], cli_commands[i]->run(2, args));
 				}
 			}
 			fprintf(stderr, "litevisor: unknown command \"%s\"\n", argv[2]);
 			return EXIT_USAGE;
 		}
 		usage(stdout);
-		return 0;
+		return output_done("help", 0);
 	}
 	if (!strcmp(name, "-version") || !strcmp(name, "--version"))
 		name = "version";
 	for (int i = 0; cli_commands[i]; i++)
 		if (!strcmp(cli_commands[i]->name, name))
-			return cli_commands[i]->run(argc - 1, argv + 1);
+			return output_done(name, cli_commands[i]->run(argc - 1, argv + 1));
 	fprintf(stderr, "litevisor: unknown command \"%s\"\nRun 'litevisor help' for the list.\n", name);
 	return EXIT_USAGE;
 }

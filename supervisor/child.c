@@ -388,6 +388,41 @@ static void explain_missing_interpreter(const char *file, int depth, char *out, 
 	}
 }
 
+/* Which of descriptors 0-2 were closed at start (child_hold_closed_stdio). */
+static unsigned held_stdio;
+
+void child_hold_closed_stdio(void)
+{
+	for (int fd = 0; fd <= 2; fd++) {
+		if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+			continue;
+		int n = open("/dev/null", O_RDONLY | O_NOCTTY);
+		if (n < 0) /* no /dev in a bare chroot: any descriptor that takes no writes */
+			n = open("/", O_RDONLY | O_DIRECTORY);
+		if (n < 0)
+			continue;
+		if (n != fd) { /* lowest first, so n == fd unless an open failed */
+			(void)dup2(n, fd);
+			close(n);
+		}
+		held_stdio |= 1u << fd;
+	}
+}
+
+/* In the child: a held stdout or stderr becomes /dev/null it can write to. */
+static void open_held_stdio(void)
+{
+	for (int fd = 1; fd <= 2; fd++) {
+		if (!(held_stdio & (1u << fd)))
+			continue;
+		int n = open("/dev/null", O_RDWR | O_NOCTTY);
+		if (n >= 0 && n != fd) {
+			(void)dup2(n, fd);
+			close(n);
+		}
+	}
+}
+
 /* Descriptors below INHERIT_MAX open at start (child_note_inherited_fds). */
 #define INHERIT_MAX 1024
 static unsigned char inherited[INHERIT_MAX / 8];
@@ -463,6 +498,7 @@ static void __attribute__((noreturn)) in_child(const struct child_spec *spec, co
 		}
 	}
 	cloexec_own_fds();
+	open_held_stdio();
 	if (sigprocmask(SIG_SETMASK, spec->mask, NULL) < 0) {
 		rec.stage = STAGE_MASK;
 		goto fail;

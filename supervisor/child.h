@@ -70,6 +70,19 @@ struct child_failure {
 pid_t child_spawn(const struct child_spec *spec, struct child_failure *fail);
 
 /*
+ * Started with stdin, stdout or stderr closed (`2>&-`, a supervisor that
+ * closes them), the next descriptor litevisor opened would take that number:
+ * its log lines would go into an eventfd (adding to its counter) or into
+ * whatever file landed there, a database or a replica object. This puts
+ * /dev/null in each closed one, read-only: litevisor's own writes there
+ * still fail (EBADF) as they would have, so `litevisor config >&-` reports
+ * its output lost. A child gets /dev/null open for reading and writing in
+ * its place, as catatonit gives it (a service's print must not fail where
+ * it would have gone nowhere). Call first thing in main(), before any thread.
+ */
+void child_hold_closed_stdio(void);
+
+/*
  * Note the descriptors (3 and up) this process inherited, so that a child
  * gets those and none of litevisor's own: libraries open some without
  * close-on-exec (libcurl 7.88's socketpairs). Call first thing in main(),

@@ -48,6 +48,25 @@ def test_bad_fixture_exits_100_with_exact_error(litevisor_bin, path):
     assert p.stderr == f"litevisor config: {want}\n"
 
 
+@pytest.mark.parametrize("command", [["config"], ["databases"], ["version"], ["help"],
+                                     ["generations", "-h"], ["generations", "REPLICA"]])
+@pytest.mark.parametrize("redirect", ["1>&-", ">/dev/full"])
+def test_output_that_cannot_be_written_fails_the_command(litevisor_bin, tmp_path, command,
+                                                         redirect):
+    """Output lost to a full disk or a closed stdout is an error, as in coreutils: a
+    script must not read exit 0 as "printed". A closed stdout exited 0 (QA41 #6), and
+    databases, version, help and the listings ignored write errors."""
+    command = [f"file://{tmp_path}/r" if a == "REPLICA" else a for a in command]
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(f"dbs:\n  - path: {tmp_path}/db\n    replicas:\n      - url: file://{tmp_path}/r\n")
+    args = command + (["-config", str(cfg)] if command[0] in ("config", "databases") else [])
+    p = subprocess.run(["sh", "-c", f'exec "$@" {redirect}', "sh", litevisor_bin, *args],
+                       capture_output=True, text=True, timeout=30, env={"PATH": os.environ["PATH"]})
+    why = "Bad file descriptor" if redirect == "1>&-" else "No space left on device"
+    assert p.returncode == 111, (p.returncode, p.stderr)
+    assert f"writing standard output: {why}" in p.stderr, p.stderr
+
+
 def test_seed_topology_effective_config(litevisor_bin):
     p = run(litevisor_bin, "-config", os.path.join(GOOD, "seed-topology.yml"))
     assert p.returncode == 0, p.stderr

@@ -155,9 +155,12 @@ def start(runs, *a, **kw):
 def test_closed_stdio_is_held_by_dev_null(litevisor_bin, tmp_path):
     """Started with stdout and stderr closed, litevisor's signalfd and eventfd took
     descriptors 1 and 2 and its log lines were written into them (QA38); a file opened
-    there would have taken them instead. /dev/null holds them now, for the service too."""
+    there would have taken them instead. /dev/null holds them now; the service gets one it
+    can write to (litevisor's own is read-only, so its output is reported lost)."""
     out, svc = tmp_path / "fds", tmp_path / "svc.py"
-    svc.write_text("import os, sys\nopen(sys.argv[1], 'w').write("
+    svc.write_text("import os, sys\nprint('the service may print', flush=True)\n"
+                   "os.write(2, b'and write to stderr')\n"
+                   "open(sys.argv[1], 'w').write("
                    "' '.join(os.readlink(f'/proc/self/fd/{i}') for i in range(3)))\n")
     p = subprocess.run(["sh", "-c", 'exec "$0" run -- /usr/bin/python3 "$1" "$2" <&- 1>&- 2>&-',
                         litevisor_bin, str(svc), str(out)], capture_output=True, text=True,
