@@ -374,10 +374,10 @@ def test_each_tick_ships_everything_committed_before_it(run, tmp_path, litestrea
     # The monitor gathers commits for a quarter interval before copying them to the
     # shadow WAL, so without the copy a tick asks for first, the commits of that last
     # quarter missed the tick and waited a whole interval more (lag up to 1.25 s).
-    # Lag here: the file time of the segment that first holds a commit, minus the
-    # time the commit returned; 100 ms of margin for copying and writing the segment.
-    # (Without the copy at the tick, a tick overshoots this margin about 60 % of the
-    # time; five ticks are checked.)
+    # Checked against the segment before the one that holds a commit: that segment's
+    # file time is its tick's start plus one monitor pass and its writing, so a commit
+    # made more than 100 ms before it belonged in it. (A bound on the lag itself also
+    # counted how late a loaded machine ran the tick: flaky.) Five ticks are checked.
     db, rep = tmp_path / "app.db", tmp_path / "rep"
     create(db)
     # no checkpoint while we write: one WAL index, so offsets name positions
@@ -406,16 +406,17 @@ def test_each_tick_ships_everything_committed_before_it(run, tmp_path, litestrea
     segs = sorted((int(off, 16), os.stat(os.path.join(waldir, f"{index}_{off}.wal.lz4")).st_mtime)
                   for index, off in names if index == last)
     assert len(segs) >= 6, segs
-    lags = []
+    late, checked = [], 0
     for size, t in commits:
         # the segment holding a commit's last byte: the last one starting before it
         k = max(j for j, (off, _) in enumerate(segs) if off < size)
-        if k == len(segs) - 1:
-            continue  # the last segment's end is not known from its name
-        lags.append((segs[k][1] - t, size))
-    assert len(lags) > 300, len(lags)
-    worst = max(lags)
-    assert worst[0] < 1.1, (worst, segs)
+        if k == 0 or k == len(segs) - 1:
+            continue  # before the first tick written here; the last one's end is unknown
+        checked += 1
+        if t < segs[k - 1][1] - 0.1:
+            late.append((round(segs[k - 1][1] - t, 3), size))
+    assert checked > 300, checked
+    assert not late, (late, segs)
     assert r.stop() == 0
     check_restore(litestream_bin, rep, db, tmp_path / "out.db")
 
