@@ -409,5 +409,4 @@ void rs_print_decision(const struct rs_cand *c, size_t n, const struct rs_choice
 	} else {
 		printf("decision: %s\n", ch->why);
 	}
-	fflush(stdout);
 }

@@ -409,14 +409,21 @@ void child_hold_closed_stdio(void)
 	}
 }
 
-/* In the child: a held stdout or stderr becomes /dev/null it can write to. */
+/*
+ * In the child: a held stdout or stderr becomes /dev/null it can write to;
+ * without /dev/null, each held one is closed again, as the service would
+ * have had it (the directory held in its place stops a python or node
+ * service).
+ */
 static void open_held_stdio(void)
 {
-	for (int fd = 1; fd <= 2; fd++) {
+	for (int fd = 0; fd <= 2; fd++) {
 		if (!(held_stdio & (1u << fd)))
 			continue;
-		int n = open("/dev/null", O_RDWR | O_NOCTTY);
-		if (n >= 0 && n != fd) {
+		int n = open("/dev/null", (fd == 0 ? O_RDONLY : O_RDWR) | O_NOCTTY);
+		if (n < 0)
+			close(fd);
+		else if (n != fd) {
 			(void)dup2(n, fd);
 			close(n);
 		}

@@ -78,7 +78,7 @@ pid_t child_spawn(const struct child_spec *spec, struct child_failure *fail);
  * still fail (EBADF) as they would have, so `litevisor config >&-` reports
  * its output lost. A child gets /dev/null open for reading and writing in
  * its place, as catatonit gives it (a service's print must not fail where
- * it would have gone nowhere). Call first thing in main(), before any thread.
+ * it would have gone nowhere); without /dev/null, the closed descriptor. Call first thing in main(), before any thread.
  */
 void child_hold_closed_stdio(void);
 

@@ -49,14 +49,18 @@ def test_bad_fixture_exits_100_with_exact_error(litevisor_bin, path):
 
 
 @pytest.mark.parametrize("command", [["config"], ["databases"], ["version"], ["help"],
-                                     ["generations", "-h"], ["generations", "REPLICA"]])
+                                     ["generations", "-h"], ["generations", "REPLICA"],
+                                     ["restore", "-dry-run", "-if-replica-exists", "-o", "OUT",
+                                      "REPLICA"]])
 @pytest.mark.parametrize("redirect", ["1>&-", ">/dev/full"])
 def test_output_that_cannot_be_written_fails_the_command(litevisor_bin, tmp_path, command,
                                                          redirect):
     """Output lost to a full disk or a closed stdout is an error, as in coreutils: a
-    script must not read exit 0 as "printed". A closed stdout exited 0 (QA41 #6), and
-    databases, version, help and the listings ignored write errors."""
-    command = [f"file://{tmp_path}/r" if a == "REPLICA" else a for a in command]
+    script must not read exit 0 as "printed". A closed stdout exited 0 (QA41 #6),
+    databases, version, help and the listings ignored write errors, and a dry run named
+    no cause (QA45 #6)."""
+    sub = {"REPLICA": f"file://{tmp_path}/r", "OUT": str(tmp_path / "out.db")}
+    command = [sub.get(a, a) for a in command]
     cfg = tmp_path / "c.yml"
     cfg.write_text(f"dbs:\n  - path: {tmp_path}/db\n    replicas:\n      - url: file://{tmp_path}/r\n")
     args = command + (["-config", str(cfg)] if command[0] in ("config", "databases") else [])

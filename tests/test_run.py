@@ -169,6 +169,25 @@ def test_closed_stdio_is_held_by_dev_null(litevisor_bin, tmp_path):
     assert out.read_text().split() == ["/dev/null"] * 3, out.read_text()
 
 
+def test_closed_stdio_without_dev_null_stays_closed_for_the_service(litevisor_bin, tmp_path):
+    """Where no /dev/null exists (a bare chroot, /dev not mounted) litevisor holds a
+    closed descriptor with "/"; the service got that directory as its stdout and a python
+    one could not start (QA45 #5). It gets the closed descriptor it was started with."""
+    out, svc = tmp_path / "fds", tmp_path / "svc.py"
+    svc.write_text("import os, sys\nprint('printed nowhere')\n"
+                   "fds = ' '.join(str(os.path.exists(f'/proc/self/fd/{i}')) for i in range(3))\n"
+                   "open(sys.argv[1], 'w').write(fds)\n")
+    script = ('mount -t tmpfs tmpfs /dev || exit 99; '
+              'exec "$0" run -- /usr/bin/python3 "$1" "$2" <&- 1>&- 2>"$3"')
+    p = subprocess.run(["unshare", "-rm", "sh", "-c", script, litevisor_bin, str(svc), str(out),
+                        str(tmp_path / "err")], capture_output=True, text=True, timeout=30,
+                       env={"PATH": os.environ["PATH"]})
+    if p.returncode == 99 or "unshare" in p.stderr:
+        pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip()}")
+    assert p.returncode == 0, (p.stderr, (tmp_path / "err").read_text())
+    assert out.read_text().split() == ["False", "False", "True"], out.read_text()
+
+
 @pytest.mark.parametrize("code", [0, 1, 42, 255])
 def test_exit_code_propagates(litevisor_bin, tmp_path, code):
     p = subprocess.run([litevisor_bin, "run", "--", "sh", "-c", f"exit {code}"],
