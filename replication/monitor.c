@@ -840,8 +840,9 @@ static bool maybe_checkpoint(struct eng_db *d)
 	bool soon = frames >= (uint64_t)c->min_checkpoint_page_count / 2 &&
 		    frames + grow >= (uint64_t)c->min_checkpoint_page_count;
 	/* retry soon when asked or when the WAL is past max-checkpoint-page-count */
-	bool urgent = req || (c->max_checkpoint_page_count > 0 &&
-			      (int64_t)frames >= c->max_checkpoint_page_count);
+	bool forced = c->max_checkpoint_page_count > 0 &&
+		      (int64_t)frames >= c->max_checkpoint_page_count;
+	bool urgent = req || forced;
 	/* urgent is due even below the minimum (a max under min: Litestream checks max first) */
 	bool due = urgent || soon || (int64_t)frames >= c->min_checkpoint_page_count ||
 		   (c->checkpoint_interval_ms > 0 && frames > 1 &&
@@ -857,8 +858,14 @@ static bool maybe_checkpoint(struct eng_db *d)
 	if (d->conns.cur < 0)
 		d->continuous = false;
 	pthread_mutex_lock(&d->mu);
+	/*
+	 * Counted by what Litestream runs at that point, so its dashboards read the
+	 * same: past max-checkpoint-page-count a RESTART. Ours is the PASSIVE one
+	 * under the writer lock above, to the same end: the WAL restarts at the
+	 * app's next write (no RESTART, which would wait on the app's readers).
+	 */
 	if (rc == 0)
-		d->stat.checkpoints_total[DB_CKPT_PASSIVE]++;
+		d->stat.checkpoints_total[forced ? DB_CKPT_RESTART : DB_CKPT_PASSIVE]++;
 	else if (rc < 0)
 		d->stat.checkpoint_errors_total++;
 	pthread_mutex_unlock(&d->mu);

@@ -11,6 +11,7 @@ import json
 import os
 import pathlib
 import random
+import re
 import shutil
 import signal
 import socket
@@ -1668,12 +1669,24 @@ def test_max_checkpoint_page_count_below_the_minimum_checkpoints_at_the_max(run,
                                                                            litestream_bin):
     # Litestream v0.3.13 checks max-checkpoint-page-count before the minimum: a max
     # below the min checkpoints (RESTART) from max pages on. No time-based one here,
-    # and the WAL never reaches the default minimum of 1000 pages.
+    # and the WAL never reaches the default minimum of 1000 pages. Those count as
+    # RESTART in /metrics, as Litestream's do: they counted as PASSIVE (QA45 #4).
+    import urllib.request
+    from conftest import free_port
     db, rep = tmp_path / "app.db", tmp_path / "rep"
     create(db)
-    r = run(config(tmp_path, db, [file_replica(rep)], max_checkpoint_page_count=30,
-                   checkpoint_interval="0s"))
+    port = free_port()
+    cfg = config(tmp_path, db, [file_replica(rep)], max_checkpoint_page_count=30,
+                 checkpoint_interval="0s")
+    cfg.write_text(f"addr: 127.0.0.1:{port}\n" + cfg.read_text())
+    r = run(cfg)
     write(db, 100, start=1, rate=200)
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    counts = dict(re.findall(r'^litestream_checkpoint_count\{db="[^"]*",mode="(\w+)"\} (\d+)$',
+                             body, re.M))
+    own = dict(re.findall(r'^litevisor_db_checkpoints_total\{db="app.db",mode="(\w+)"\} (\d+)$',
+                          body, re.M))
+    assert int(counts["RESTART"]) > 0 and counts["RESTART"] == own["restart"], (counts, own)
     assert r.stop() == 0
     wal = objects(rep, "wal")
     assert len({f.split("_")[0] for _, f in wal}) > 2, f"expected checkpoints from 30 pages on: {wal}"
