@@ -69,6 +69,7 @@ struct eng_replica {
 	bool snap_known;              /* the replica's newest snapshot is at (snap_gen, snap_index) */
 	char snap_gen[17];
 	uint32_t snap_index;
+	int64_t snap_written_ns;      /* by our clock, the last snapshot this process wrote (0 none) */
 	bool refused;                 /* found the database older than its data: writes nothing
 				       * more, looks no more (replica.c, refuse_older) */
 	bool older_check;             /* has a closed record: counted in db->older_pending until

@@ -898,6 +898,9 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 	if (r->snap_known) {
 		memcpy(r->snap_gen, gen, sizeof(gen));
 		r->snap_index = g.snapshots[g.nsnapshots - 1].index;
+		/* the one it holds, by the replica's clock: not "never" after a restart */
+		if (!r->stat.last_snapshot_ns)
+			r->stat.last_snapshot_ns = g.snapshots[g.nsnapshots - 1].mtime_ns;
 	}
 	r->pos = found ? pos : (struct wal_pos){ 0 };
 	r->need_snapshot = need;

@@ -211,7 +211,7 @@ int retention_enforce(struct eng_replica *r, bool *need_snapshot)
 			 * snapshot would look just as old, at every check, for ever.
 			 */
 			pthread_mutex_lock(&d->mu);
-			int64_t ours = r->stat.last_snapshot_ns;
+			int64_t ours = r->snap_written_ns;
 			pthread_mutex_unlock(&d->mu);
 			if (ours > keep_cut) {
 				if (!r->skew_warned)

@@ -393,7 +393,7 @@ static void snapshot_done(struct eng_replica *r, const char *gen, uint32_t index
 	r->carried = false;           /* ... and holds the database (note_ok drops its record) */
 	r->stat.snapshots_total++;
 	r->stat.snapshot_bytes_total += plain_bytes;
-	r->stat.last_snapshot_ns = clock_wall_ns();
+	r->stat.last_snapshot_ns = r->snap_written_ns = clock_wall_ns();
 	int unused = snapshot_share_settle(d);
 	pthread_mutex_unlock(&d->mu);
 	if (unused >= 0)

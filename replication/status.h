@@ -28,7 +28,8 @@ struct replica_status {
 	bool restore_only;         /* not replicated to (e.g. the store on this node) */
 	struct wal_pos pos;        /* what the replica holds */
 	int64_t last_sync_ns;      /* last successful sync */
-	int64_t last_snapshot_ns;  /* last snapshot written */
+	int64_t last_snapshot_ns;  /* last snapshot written, or at start the replica's newest
+				    * in the generation it continues (its object time); 0 none */
 	int64_t failing_since_ns;  /* first failure of the current run of failures, 0 if healthy */
 	int64_t last_error_ns;
 	char last_error[256];      /* "" if none */

@@ -277,7 +277,7 @@ static void render_engine(const struct engine_status *e, struct text *t)
 	REPLICA_FAMILY("litevisor_replica_wal_index", "gauge", "WAL index the replica holds.", r->pos.index);
 	REPLICA_FAMILY("litevisor_replica_wal_offset_bytes", "gauge", "WAL offset the replica holds.", r->pos.offset);
 	REPLICA_FAMILY("litevisor_replica_last_sync_timestamp_seconds", "gauge", "Last successful sync, seconds since the epoch (0 = never).", seconds(r->last_sync_ns));
-	REPLICA_FAMILY("litevisor_replica_last_snapshot_timestamp_seconds", "gauge", "Last snapshot written, seconds since the epoch (0 = never).", seconds(r->last_snapshot_ns));
+	REPLICA_FAMILY("litevisor_replica_last_snapshot_timestamp_seconds", "gauge", "Newest snapshot of the replica's generation (written, or found at start), seconds since the epoch (0 = none).", seconds(r->last_snapshot_ns));
 	REPLICA_FAMILY("litevisor_replica_syncs_total", "counter", "Successful syncs.", r->syncs_total);
 	REPLICA_FAMILY("litevisor_replica_sync_errors_total", "counter", "Failed syncs.", r->sync_errors_total);
 	REPLICA_FAMILY("litevisor_replica_snapshots_total", "counter", "Snapshots written.", r->snapshots_total);

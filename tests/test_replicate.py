@@ -841,6 +841,35 @@ def test_continues_restored_generation(run, tmp_path, litestream_bin, litevisor_
     check_restore(litestream_bin, rep, db, tmp_path / "out.db")
 
 
+def test_last_snapshot_time_survives_a_restart(run, tmp_path):
+    """After a restart that continues the generation, the replica's newest snapshot is
+    the one it holds: the gauge read 0 ("never") and /healthz had no lastSnapshot until
+    the next snapshot, up to a day later (QA45 #3)."""
+    import urllib.request
+    from conftest import free_port
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    port = free_port()
+    cfg = config(tmp_path, db, [file_replica(rep, "r", sync="100ms")])
+    cfg.write_text(f"addr: 127.0.0.1:{port}\n" + cfg.read_text())
+
+    def gauge():
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        return float(re.search(r'^litevisor_replica_last_snapshot_timestamp_seconds'
+                               r'\{db="app.db",replica="r"\} (\S+)$', body, re.M).group(1))
+    r = run(cfg)
+    wait_for(lambda: objects(rep, "snapshots"), what="the first snapshot")
+    assert r.stop() == 0
+    (gen, name), = objects(rep, "snapshots")
+    made = os.stat(os.path.join(rep, "generations", gen, "snapshots", name)).st_mtime
+    r = run(cfg)
+    write(db, 5, start=1)
+    wait_for(lambda: "replica continues generation" in r.text(), what="the replica to resume")
+    assert objects(rep, "snapshots") == [(gen, name)]  # no new one
+    assert abs(gauge() - made) < 1, (gauge(), made)
+    assert r.stop() == 0
+
+
 def test_backlog_cap_drops_replica_then_snapshot(run, tmp_path, litestream_bin):
     import urllib.request
     from conftest import free_port
