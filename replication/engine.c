@@ -102,6 +102,7 @@ struct engine *engine_new(const struct config *cfg)
 			r->db = d;
 			r->cfg = rc;
 			cond_init_mono(&r->cond);
+			pthread_mutex_init(&r->rec_mu, NULL);
 			snprintf(r->stat.name, sizeof(r->stat.name), "%s", rc->name ? rc->name : "");
 			snprintf(r->stat.type, sizeof(r->stat.type), "%s",
 				 rc->type == REPLICA_S3 ? "s3" : "file");
@@ -423,9 +424,14 @@ int engine_flush(struct engine *e, int64_t deadline_ms)
 					 r->pos.index, r->pos.offset);
 			log_error("engine", "final flush incomplete", "db=%s replica=%s have=%s want=%s/%08x/%08x",
 				  d->stat.name, r->stat.name, have, t->generation, t->index, t->offset);
+			r->flush_failed_ns = clock_wall_ns();
 			rc = -1;
 		}
 		pthread_mutex_unlock(&d->mu);
+		/* now, not in engine_free: the exit may not wait for a thread stuck in a request */
+		for (size_t j = 0; j < d->nreplicas; j++)
+			if (d->replicas[j].flush_failed_ns)
+				failrec_note_flush_failed(&d->replicas[j]);
 	}
 	return rc;
 }
@@ -495,6 +501,7 @@ void engine_free(struct engine *e)
 			free(d->replicas[j].writers_seen);
 			free(d->replicas[j].foreign_warned);
 			pthread_cond_destroy(&d->replicas[j].cond);
+			pthread_mutex_destroy(&d->replicas[j].rec_mu);
 		}
 		snapshot_share_close(d);
 		for (int k = 0; k < 2; k++)

@@ -81,6 +81,7 @@ struct eng_replica {
 	uint64_t flush_seq;           /* last flush request served */
 	bool closed;                  /* the final flush closed the generation here: write no more */
 	bool flush_handled;           /* the final flush has judged it (engine_flush) */
+	int64_t flush_failed_ns;      /* wall time the final flush gave up on it, 0 if it did not */
 	bool close_done;              /* its own thread has tried the closed mark's PUT */
 	bool oversize;                /* index oversize_index grew past max_offset: snapshot */
 	uint32_t oversize_index;      /* after it, at a later index (see ship()) */
@@ -108,7 +109,11 @@ struct eng_replica {
 	char (*foreign_warned)[17];   /* generations of another database id, warned of once */
 	size_t foreign_nwarned;
 
-	/* replica thread only (failrec.c; set by engine_new before it starts) */
+	/*
+	 * failrec.c, under rec_mu: r's thread, and engine_flush when it gives up
+	 * on r (set by engine_new before either runs)
+	 */
+	pthread_mutex_t rec_mu;
 	bool failure_recorded;        /* r's failure record is on disk */
 	int64_t recorded_behind_ns;   /* ... with this behind-since (wall ns, 0 none) */
 };
@@ -407,8 +412,8 @@ void backlog_cleanup(struct eng_db *d);
  * failrec_note: after r's failure was counted (first: it began a run of
  * failures); writes the record then, and again if r is first found lacking
  * a commit while the record says it lacked none. failrec_clear: r synced;
- * removes the record. Both on r's thread, without mu; a write that fails is
- * logged, and tried again at the next failure.
+ * removes the record. Both on r's thread, without mu (they take rec_mu); a
+ * write that fails is logged, and tried again at the next failure.
  * failrec_load: in engine_new, before any thread: reads d's records (wall
  * times, clamped to now and converted to monotonic); removes, with a log
  * line, garbage ones and those of replicas no longer configured.
@@ -416,5 +421,14 @@ void backlog_cleanup(struct eng_db *d);
 void failrec_note(struct eng_replica *r, bool first);
 void failrec_clear(struct eng_replica *r);
 void failrec_load(struct eng_db *d);
+
+/*
+ * engine_flush, without mu: the final flush gave up on r (flush_failed_ns).
+ * That is a failure even if none of r's requests had ended in one yet (a
+ * server that accepts and never answers fails a request only after its
+ * retries, about half a minute): it is recorded with the oldest commit r
+ * lacks, so a restart sooner goes on counting both.
+ */
+void failrec_note_flush_failed(struct eng_replica *r);
 
 #endif

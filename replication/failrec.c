@@ -45,7 +45,7 @@ static int64_t lacks_since(const struct eng_db *d, const struct eng_replica *r, 
 	return t;
 }
 
-void failrec_note(struct eng_replica *r, bool first)
+static void note_locked(struct eng_replica *r, bool first)
 {
 	struct eng_db *d = r->db;
 	struct failure_record rec = { 0 };
@@ -72,7 +72,25 @@ void failrec_note(struct eng_replica *r, bool first)
 	r->recorded_behind_ns = rec.behind_since_ns;
 }
 
-void failrec_clear(struct eng_replica *r)
+void failrec_note(struct eng_replica *r, bool first)
+{
+	pthread_mutex_lock(&r->rec_mu);
+	note_locked(r, first);
+	pthread_mutex_unlock(&r->rec_mu);
+}
+
+void failrec_note_flush_failed(struct eng_replica *r)
+{
+	struct eng_db *d = r->db;
+	pthread_mutex_lock(&d->mu);
+	bool first = !r->stat.failing_since_ns;
+	if (first)
+		r->stat.failing_since_ns = r->flush_failed_ns;
+	pthread_mutex_unlock(&d->mu);
+	failrec_note(r, first);
+}
+
+static void clear_locked(struct eng_replica *r)
 {
 	struct eng_db *d = r->db;
 	if (!r->failure_recorded)
@@ -85,6 +103,13 @@ void failrec_clear(struct eng_replica *r)
 	}
 	r->failure_recorded = false;
 	r->recorded_behind_ns = 0;
+}
+
+void failrec_clear(struct eng_replica *r)
+{
+	pthread_mutex_lock(&r->rec_mu);
+	clear_locked(r);
+	pthread_mutex_unlock(&r->rec_mu);
 }
 
 void failrec_load(struct eng_db *d)

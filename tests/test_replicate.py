@@ -995,6 +995,58 @@ def test_a_failing_replica_keeps_its_lag_and_failure_across_restarts(run, tmp_pa
     check_restore(litestream_bin, down, db, tmp_path / "out.db")
 
 
+def test_a_replica_that_never_answered_keeps_its_lag_across_quick_restarts(run, tmp_path):
+    """A server that accepts and never answers fails a request only after its retries,
+    about half a minute: stopped sooner, nothing recorded it, and each start of a crash
+    loop counted that replica's lag from its own start, never failing (QA45 #1). The
+    final flush giving up on it is its failure now, recorded with the oldest commit it
+    lacks."""
+    import socket
+    import urllib.request
+    from conftest import free_port
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    held = []
+
+    def hold():
+        try:
+            for _ in range(64):
+                held.append(silent.accept())
+        except OSError:
+            pass  # closed at the end of the test
+
+    threading.Thread(target=hold, daemon=True).start()
+    db, good = tmp_path / "app.db", tmp_path / "good"
+    create(db)
+    port = free_port()
+    dead = {"name": "dead", "type": "s3", "bucket": "b",
+            "endpoint": f"http://127.0.0.1:{silent.getsockname()[1]}",
+            "access-key-id": "AK", "secret-access-key": "SK", "sync-interval": "1s"}
+    cfg = config(tmp_path, db, [file_replica(good, "good"), dead])
+    cfg.write_text(f"addr: 127.0.0.1:{port}\nsupervisor:\n  flush-timeout: 1s\n" + cfg.read_text())
+
+    def metric(name):
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        line = next(l for l in body.splitlines() if l.startswith(name + "{") and 'replica="dead"' in l)
+        return float(line.rsplit(" ", 1)[1])
+    try:
+        r = run(cfg)
+        t0 = time.monotonic()
+        write(db, 5, start=1)
+        time.sleep(2)
+        assert metric("litevisor_replica_failing") == 0  # its request has not given up yet
+        assert r.stop() == 1
+        assert list((tmp_path / ".app.db-litevisor").glob("failing-*")), r.text()
+        r = run(cfg)
+        time.sleep(1)
+        assert metric("litevisor_replica_failing") == 1, r.text()
+        assert metric("litevisor_replica_lag_seconds") >= time.monotonic() - t0 - 1.5, r.text()
+        assert r.stop() == 1
+    finally:
+        silent.close()
+
+
 def test_a_garbage_or_unknown_failure_record_is_ignored(run, tmp_path):
     # A failure record that cannot be read (a disk hiccup, a hand edit) is ignored
     # with a warning; one of a replica no longer configured is removed.
