@@ -31,6 +31,7 @@
 #include "supervisor/consul_link.h"
 #include "supervisor/http.h"
 #include "supervisor/lifecycle.h"
+#include "supervisor/push.h"
 #include "supervisor/signals.h"
 #include "supervisor/state.h"
 #include "supervisor/words.h"
@@ -112,6 +113,7 @@ static int replicate_loop(const struct config *cfg)
 	struct engine *e = NULL;
 	struct http_server *http = NULL;
 	struct sup_consul *consul = NULL;
+	struct push *push = NULL;
 	struct sup_state state;
 	bool state_ok = false, lock_lost = false;
 	int sfd = -1, code = EXIT_TEMPFAIL;
@@ -135,6 +137,8 @@ static int replicate_loop(const struct config *cfg)
 	if (!(e = engine_new(cfg)) || engine_lock(e) < 0 || engine_start(e) < 0)
 		goto out;
 	http_set_status_source(http, engine_status_source, e);
+	if (cfg->health.push_url)
+		push = push_start(cfg, &state, false, engine_status_source, e);
 	sup_state_set_phase(&state, SUP_RUNNING, "");
 	log_info("replicate", "replicating", "databases=%zu", cfg->ndbs);
 	for (;;) {
@@ -182,7 +186,9 @@ static int replicate_loop(const struct config *cfg)
 	sup_consul_close(consul, SUP_CONSUL_CLOSE_MS);
 	consul = NULL;
 	sup_state_set_phase(&state, SUP_EXITING, "exiting");
-	http_stop(http); /* before the engine it reads from goes */
+	push_stop(push); /* both before the engine they read from goes */
+	push = NULL;
+	http_stop(http);
 	http = NULL;
 	int64_t left = stop_end - clock_mono_ms();
 	if (left > SUP_STOP_THREADS_MS)
@@ -197,6 +203,7 @@ static int replicate_loop(const struct config *cfg)
 	e = NULL;
 out:
 	sup_consul_close(consul, SUP_CONSUL_CLOSE_MS);
+	push_stop(push);
 	http_stop(http); /* before the engine it reads from goes */
 	engine_free(e);
 	if (state_ok)
@@ -272,6 +279,12 @@ static int run_replicate(int argc, char **argv)
 				       "or give -exec (consul.lock alone works here)");
 		goto out;
 	}
+	if (cfg.health.probe_url) {
+		code = cli_usage_error(&cmd_replicate, "health.probe-url checks the service litevisor "
+				       "supervises, and `replicate` without -exec has none: use `run`, "
+				       "or give -exec (health.push-url alone works here)");
+		goto out;
+	}
 	code = replicate_loop(&cfg);
 out:
 	words_free(words);
@@ -288,7 +301,7 @@ const struct command cmd_replicate = {
 		"every replica on its own schedule, in the Litestream v0.3 layout. SIGTERM or\n"
 		"SIGINT flushes everything committed to every reachable replica (within\n"
 		"supervisor.flush-timeout) and exits 0, or 1 if some could not be shipped.\n"
-		"Serves /livez /readyz /healthz /metrics on \"addr\".\n"
+		"Serves /livez /readyz /healthz /metrics on \"addr\"; pushes to health.push-url.\n"
 		"DB_PATH may be relative. With -exec CMD (or `exec` in the config) it behaves like\n"
 		"`run` with that command.",
 	.run = run_replicate,

@@ -586,7 +586,7 @@ int sup_run(const struct config *cfg, char *const *argv)
 	if (cfg->health.probe_url)
 		s.probe = probe_start(&cfg->health, &s.state);
 	if (cfg->health.push_url)
-		s.push = push_start(cfg, &s.state, dbs_status, s.dbs);
+		s.push = push_start(cfg, &s.state, true, dbs_status, s.dbs);
 	if (spawn(&s) < 0) {
 		code = s.code;
 		goto out;

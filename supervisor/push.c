@@ -19,6 +19,7 @@ struct push {
 	const struct config *cfg;
 	const struct cfg_health *h;
 	struct sup_state *st;
+	bool service;                /* false: `replicate`, replication alone */
 	push_status_fn status;
 	void *status_ctx;
 	struct probe_worker k;
@@ -104,7 +105,7 @@ static bool replication_health(struct push *p, const struct sup_snapshot *s, boo
 	memset(&es, 0, sizeof(es));
 	if (p->status(p->status_ctx, &es) != 0)
 		return true;
-	struct health_view v = { s, &es, p->cfg, clock_wall_ns(), false };
+	struct health_view v = { s, &es, p->cfg, clock_wall_ns(), !p->service };
 	enum health_status hs = health_overall(&v, why, whylen);
 	engine_status_release(&es);
 	if (hs == HEALTH_FAIL)
@@ -123,7 +124,7 @@ static void *push_main(void *arg)
 		sup_state_get(p->st, &s);
 		if (s.phase != SUP_RUNNING && s.phase != SUP_BACKOFF)
 			continue; /* starting, restoring, stopping: no alert for a deploy */
-		bool up = health_ready(&s, why, sizeof(why));
+		bool up = !p->service || health_ready(&s, why, sizeof(why));
 		if (up)
 			ready_start = s.service_started_wall_ns;
 		/* a service still coming up (radarr answers /ping after a while) is no alert either */
@@ -152,8 +153,8 @@ static void *push_main(void *arg)
 	return NULL;
 }
 
-struct push *push_start(const struct config *cfg, struct sup_state *st, push_status_fn status,
-			void *ctx)
+struct push *push_start(const struct config *cfg, struct sup_state *st, bool service,
+			push_status_fn status, void *ctx)
 {
 	struct push *p = calloc(1, sizeof(*p));
 	if (!p) {
@@ -163,6 +164,7 @@ struct push *push_start(const struct config *cfg, struct sup_state *st, push_sta
 	p->cfg = cfg;
 	p->h = &cfg->health;
 	p->st = st;
+	p->service = service;
 	p->status = status;
 	p->status_ctx = ctx;
 	if (probe_worker_start(&p->k, "push", push_main, p) < 0) {

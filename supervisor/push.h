@@ -16,6 +16,7 @@
 #ifndef LITEVISOR_SUP_PUSH_H
 #define LITEVISOR_SUP_PUSH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "common/config.h"
@@ -29,11 +30,13 @@ typedef int (*push_status_fn)(void *ctx, struct engine_status *out);
 
 /*
  * Start pushing to cfg->health.push_url (must be set); replication's health
- * from status(ctx) (NULL: the service's readiness alone). Returns the pusher,
+ * from status(ctx) (NULL: the service's readiness alone). Without a service
+ * (`replicate`, service false) up is replication running and /healthz not
+ * failing; down with /healthz's reason when it fails. Returns the pusher,
  * or NULL (logged).
  */
-struct push *push_start(const struct config *cfg, struct sup_state *st, push_status_fn status,
-			void *ctx);
+struct push *push_start(const struct config *cfg, struct sup_state *st, bool service,
+			push_status_fn status, void *ctx);
 
 /* Stop and free. NULL is fine. */
 void push_stop(struct push *p);

@@ -1047,6 +1047,49 @@ def test_a_replica_that_never_answered_keeps_its_lag_across_quick_restarts(run, 
         silent.close()
 
 
+def test_replicate_pushes_to_uptime_kuma(run, tmp_path, litevisor_bin):
+    """`replicate` without a service (a sidecar) took health.push-url and never pushed,
+    so its Kuma monitor stayed down for good (QA45 #2): up while it replicates, down
+    with the reason once /healthz fails. probe-url, with no service to probe, is refused."""
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+    got = []
+
+    class Kuma(BaseHTTPRequestHandler):
+        def do_GET(self):
+            got.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    kuma = HTTPServer(("127.0.0.1", 0), Kuma)
+    threading.Thread(target=kuma.serve_forever, daemon=True).start()
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    cfg = config(tmp_path, db, [file_replica(rep, "rep")])
+    head = (f"health:\n  push-url: http://127.0.0.1:{kuma.server_port}/api/push/T?status=up\n"
+            f"  push-interval: 100ms\n  fail-after: 1s\n")
+    probe = tmp_path / "probe.yml"
+    probe.write_text(head + "  probe-url: http://127.0.0.1:1/ping\n" + cfg.read_text())
+    p = subprocess.run([litevisor_bin, "replicate", "-config", str(probe)], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 100 and "health.probe-url" in p.stderr, p.stderr
+    cfg.write_text(head + cfg.read_text())
+    try:
+        r = run(cfg)
+        wait_for(lambda: any(u.startswith("/api/push/T?status=up&msg=OK") for u in got),
+                 what="an up push")
+        take_away(rep, tmp_path)
+        write(db, 5, start=1)
+        wait_for(lambda: any("status=down" in u for u in got), what="a down push", timeout=20)
+        down = next(u for u in got if "status=down" in u)
+        assert "msg=app.db%2Frep%3A%20failing" in down and "status=up" not in down, down
+        assert r.stop() == 1
+    finally:
+        kuma.shutdown()
+
+
 def test_a_garbage_or_unknown_failure_record_is_ignored(run, tmp_path):
     # A failure record that cannot be read (a disk hiccup, a hand edit) is ignored
     # with a warning; one of a replica no longer configured is removed.
