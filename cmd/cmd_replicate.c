@@ -63,6 +63,10 @@ static int config_from_args(struct config *cfg, int argc, char **argv, char *err
 		snprintf(err, errlen, "DB_PATH: \"%s\" is a directory, not a database file", argv[0]);
 		return -1;
 	}
+	if (config_db_path_check(db->path, why, sizeof(why)) < 0) {
+		snprintf(err, errlen, "DB_PATH: %s", why);
+		return -1;
+	}
 	if (!(db->name = strdup(base)))
 		goto oom;
 	db->replicas = calloc((size_t)argc - 1, sizeof(*db->replicas));

@@ -280,6 +280,16 @@ int config_addr_split(const char *addr, char *host, size_t hostlen, char *port, 
  */
 char *config_abs_path(const char *p, char *err, size_t errlen);
 
+/*
+ * A database path that is a symlink to the file itself: SQLite follows the
+ * link and keeps the -wal and -shm beside its target, so litevisor would
+ * watch a WAL nobody writes and ship nothing after the first snapshot. Such
+ * a path is refused, naming the target to give instead (a symlinked
+ * directory is fine: the -wal is beside the link either way). Returns 0, or
+ * -1 with why set ("… is a symlink to …").
+ */
+int config_db_path_check(const char *path, char *why, size_t len);
+
 /* Release everything *cfg owns and zero it. Safe on a zeroed struct. */
 void config_release(struct config *cfg);
 void config_replica_release(struct cfg_replica *r);

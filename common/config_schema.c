@@ -394,6 +394,12 @@ static int set_db_path(struct walk *w, const struct field *f, const struct cfg_n
 		return -1;
 	}
 	free(s);
+	char why[3 * PATH_MAX + 200];
+	if (!optional && config_db_path_check(abs, why, sizeof(why)) < 0) {
+		cfg_error(w->e, v, path, "%s", why);
+		free(abs);
+		return -1;
+	}
 	free(*slot);
 	*slot = abs;
 	return 0;

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/duration.h"
@@ -570,6 +571,23 @@ char *config_abs_path(const char *p, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot make \"%s\" an absolute path: %s", p,
 			 errno == ERANGE || errno == 0 ? "too long" : strerror(errno));
 	return abs;
+}
+
+int config_db_path_check(const char *path, char *why, size_t len)
+{
+	struct stat st;
+	if (lstat(path, &st) < 0 || !S_ISLNK(st.st_mode))
+		return 0;
+	char real[PATH_MAX];
+	if (!realpath(path, real)) {
+		/* dangling: SQLite would create the file at the link's target */
+		ssize_t n = readlink(path, real, sizeof(real) - 1);
+		real[n > 0 ? n : 0] = '\0';
+	}
+	snprintf(why, len, "%s is a symlink to %s: SQLite keeps the database's -wal and -shm "
+		 "beside %s, where litevisor would not look; give %s as the path", path, real,
+		 real, real);
+	return -1;
 }
 
 int walk_string_list(struct walk *w, const struct cfg_node *v, const char *path, const char *what,

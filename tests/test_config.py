@@ -7,6 +7,7 @@ Bad fixtures live in tests/config/bad/*.yml; the first line of each is
 import glob
 import json
 import os
+import sqlite3
 import subprocess
 
 import pytest
@@ -69,6 +70,32 @@ def test_output_that_cannot_be_written_fails_the_command(litevisor_bin, tmp_path
     why = "Bad file descriptor" if redirect == "1>&-" else "No space left on device"
     assert p.returncode == 111, (p.returncode, p.stderr)
     assert f"writing standard output: {why}" in p.stderr, p.stderr
+
+
+def test_a_database_path_that_is_a_symlink_is_refused(litevisor_bin, tmp_path):
+    """SQLite follows a symlinked database file and keeps its -wal beside the target:
+    litevisor watched the -wal beside the link, shipped nothing after the first snapshot
+    and reported every flush done (QA43 #2). A symlinked directory is fine."""
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    conn = sqlite3.connect(vol / "app.db")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.close()
+    (tmp_path / "app.db").symlink_to(vol / "app.db")
+    (tmp_path / "data").symlink_to(vol)
+    cfg = tmp_path / "c.yml"
+    want = (f"is a symlink to {vol}/app.db: SQLite keeps the database's -wal and -shm beside "
+            f"{vol}/app.db, where litevisor would not look; give {vol}/app.db as the path")
+    cfg.write_text(f"dbs:\n  - path: {tmp_path}/app.db\n    replicas:\n      - url: file://{tmp_path}/r\n")
+    p = run(litevisor_bin, "-config", str(cfg))
+    assert p.returncode == 100 and f"c.yml:2:11: dbs[0].path: {tmp_path}/app.db {want}" in p.stderr, \
+        p.stderr
+    p = subprocess.run([litevisor_bin, "replicate", str(tmp_path / "app.db"), f"file://{tmp_path}/r"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 100 and want in p.stderr, p.stderr
+    cfg.write_text(f"dbs:\n  - path: {tmp_path}/data/app.db\n    replicas:\n      - url: file://{tmp_path}/r\n")
+    p = run(litevisor_bin, "-config", str(cfg))
+    assert p.returncode == 0, p.stderr
 
 
 def test_seed_topology_effective_config(litevisor_bin):
