@@ -115,7 +115,9 @@ static bool from_shared_file(struct s3_creds *out)
 /*
  * From the config (inline or files); else the environment as Litestream sees
  * it (it copies LITESTREAM_* into AWS_* only where those are unset, so AWS_*
- * win, variable by variable); else the AWS shared credentials file.
+ * win, variable by variable; aws-sdk-go's environment provider then takes
+ * the older AWS_ACCESS_KEY / AWS_SECRET_KEY where those are still unset);
+ * else the AWS shared credentials file.
  */
 int s3_credentials(const struct s3 *s3, struct s3_creds *out, struct st_error *err)
 {
@@ -129,9 +131,11 @@ int s3_credentials(const struct s3 *s3, struct s3_creds *out, struct st_error *e
 		    (rc = secret(&s3->token, "session-token", out->token, sizeof(out->token), err)))
 			goto fail;
 	} else if ((from_env("AWS_ACCESS_KEY_ID", out->akid, sizeof(out->akid)) ||
-		    from_env("LITESTREAM_ACCESS_KEY_ID", out->akid, sizeof(out->akid))) &&
+		    from_env("LITESTREAM_ACCESS_KEY_ID", out->akid, sizeof(out->akid)) ||
+		    from_env("AWS_ACCESS_KEY", out->akid, sizeof(out->akid))) &&
 		   (from_env("AWS_SECRET_ACCESS_KEY", out->secret, sizeof(out->secret)) ||
-		    from_env("LITESTREAM_SECRET_ACCESS_KEY", out->secret, sizeof(out->secret)))) {
+		    from_env("LITESTREAM_SECRET_ACCESS_KEY", out->secret, sizeof(out->secret)) ||
+		    from_env("AWS_SECRET_KEY", out->secret, sizeof(out->secret)))) {
 		from_env("AWS_SESSION_TOKEN", out->token, sizeof(out->token));
 	} else {
 		memset(out, 0, sizeof(*out));

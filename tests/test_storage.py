@@ -417,6 +417,13 @@ def test_s3_credentials_from_config_and_aws_env(s3server, tmp_path):
     both.env = dict(clean, AWS_ACCESS_KEY_ID=srv.key, AWS_SECRET_ACCESS_KEY=srv.secret,
                     LITESTREAM_ACCESS_KEY_ID="STALE", LITESTREAM_SECRET_ACCESS_KEY="stale")
     assert both.list("").ok().keys == ["from-config"]
+    # then aws-sdk-go's older names, where neither is set (QA43 #4); they lose to both
+    old = Replica("s3", ["-s3", srv.bucket, "-endpoint", srv.endpoint])
+    old.env = dict(clean, AWS_ACCESS_KEY=srv.key, AWS_SECRET_KEY=srv.secret)
+    assert old.list("").ok().keys == ["from-config"]
+    old.env = dict(clean, AWS_ACCESS_KEY="STALE", AWS_SECRET_KEY="stale",
+                   LITESTREAM_ACCESS_KEY_ID=srv.key, LITESTREAM_SECRET_ACCESS_KEY=srv.secret)
+    assert old.list("").ok().keys == ["from-config"]
     # else the shared credentials file, profile $AWS_PROFILE or default
     home = tmp_path / "home"
     (home / ".aws").mkdir(parents=True)
