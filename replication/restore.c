@@ -128,9 +128,13 @@ static int session_probe(struct session *s, const char *only, bool measure_all,
 			snprintf(c->error, sizeof(c->error), "%s", err.message);
 		}
 	}
+	if (s->n == 0 && only) {
+		result_set(res, RESTORE_FAILED, "no replica named \"%s\"", only);
+		return -1;
+	}
 	if (s->n == 0) {
-		result_set(res, RESTORE_FAILED, only ? "no replica named \"%s\"" : "no replicas%s",
-			   only ? only : " configured");
+		/* none holds data, as Litestream reads it: -if-replica-exists passes */
+		result_set(res, RESTORE_NO_DATA, "no replicas configured");
 		return -1;
 	}
 	struct rs_probe_opts po = {

@@ -848,6 +848,15 @@ def test_no_replica_has_data(tmp_path, litevisor_bin):
     p = lv(litevisor_bin, "restore", "-if-replica-exists", "-o", str(out), f"file://{empty}")
     assert p.returncode == 0, p.stderr
     assert not out.exists()
+    # a database without replicas (a template with replication off) has no backup either:
+    # Litestream skips it under -if-replica-exists, and exited 1 here (QA43 #7)
+    cfg = tmp_path / "none.yml"
+    cfg.write_text(f"dbs:\n  - path: {out}\n    replicas: []\n")
+    p = lv(litevisor_bin, "restore", "-if-replica-exists", "-config", str(cfg), str(out))
+    assert p.returncode == 0 and "no replicas configured" in p.stderr, p.stderr
+    p = lv(litevisor_bin, "restore", "-config", str(cfg), str(out))
+    assert p.returncode == 1 and "no replicas configured" in p.stderr, p.stderr
+    assert not out.exists()
 
 
 def test_asked_generation_without_snapshot_says_so(tmp_path, litevisor_bin, history):
