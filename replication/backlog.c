@@ -27,6 +27,9 @@ static uint32_t needed_index(struct eng_db *d, bool *unknown)
 		struct eng_replica *r = &d->replicas[i];
 		if (!r->st || r->dropped)
 			continue;
+		/* a snapshot on its way restarts the replica at its index (a slow upload) */
+		if (!strcmp(r->snap_hold_gen, d->gen) && r->snap_hold_index < min)
+			min = r->snap_hold_index;
 		if (!r->pos_known) {
 			*unknown = true;
 			continue;

@@ -70,6 +70,13 @@ struct eng_replica {
 	char snap_gen[17];
 	uint32_t snap_index;
 	int64_t snap_written_ns;      /* by our clock, the last snapshot this process wrote (0 none) */
+	/*
+	 * A snapshot of its own in progress at (snap_hold_gen, snap_hold_index):
+	 * it ships from that index once stored, so backlog.c keeps the index's
+	 * shadow WAL meanwhile, as for the shared one. "" none.
+	 */
+	char snap_hold_gen[17];
+	uint32_t snap_hold_index;
 	bool refused;                 /* found the database older than its data: writes nothing
 				       * more, looks no more (replica.c, refuse_older) */
 	bool older_check;             /* has a closed record: counted in db->older_pending until

@@ -498,6 +498,10 @@ int snapshot_take(struct eng_replica *r, bool flush)
 		u.page_size = s.page_size;
 		u.covers = s.covers;
 	}
+	pthread_mutex_lock(&d->mu);
+	memcpy(r->snap_hold_gen, u.gen, sizeof(r->snap_hold_gen));
+	r->snap_hold_index = u.index;
+	pthread_mutex_unlock(&d->mu);
 	if (how == SNAP_BUILD) {
 		char why[300] = "";
 		int fd = spool_build(d, &s, &u.packed, &u.plain, why, sizeof(why));
@@ -552,6 +556,9 @@ int snapshot_take(struct eng_replica *r, bool flush)
 	snapshot_done(r, u.gen, u.index, u.plain);
 	rc = 0;
 out:
+	pthread_mutex_lock(&d->mu);
+	r->snap_hold_gen[0] = '\0';
+	pthread_mutex_unlock(&d->mu);
 	if (u.fd >= 0)
 		close(u.fd);
 	snap_db_close(&s);

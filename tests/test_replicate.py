@@ -2108,6 +2108,35 @@ def faulty_env(**fault):
                 **{f"FAULT_{k.upper()}": str(v) for k, v in fault.items()})
 
 
+def test_a_slow_first_snapshot_is_not_taken_twice(run, tmp_path, litestream_bin):
+    """While a replica's own snapshot uploaded slowly, the WAL moved to the next index and
+    the snapshot's index was cleaned from the shadow: the replica then found its history
+    gone, took a second full snapshot and left the first without its WAL, which Litestream
+    cannot restore when both carry the same second (QA44 #2). The index is kept now."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    # the WAL all in the file but still there: the app's next write starts it over
+    # (a new index) while the snapshot uploads, as after the app's own autocheckpoint
+    app = sqlite3.connect(db)  # open throughout: the last close would remove the WAL
+    app.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    write(db, 40, start=1)
+    busy, log, done = app.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    assert busy == 0 and log == done > 0, (busy, log, done)
+    env = faulty_env(op="write", path="/snapshots/", delay_ms=2000, count=1)
+    r = run(config(tmp_path, db, [file_replica(rep, sync="200ms")], min_checkpoint_page_count=10),
+            env=env)
+    write(db, 30, start=100, rate=10, blob=8000)
+    wait_for(lambda: objects(rep, "wal"), what="the first segment")
+    assert r.stop() == 0
+    text = r.text()
+    assert text.count("snapshot written") == 1, text
+    assert "local history no longer covers the replica" not in text, text
+    assert len({f.split("_")[0] for _, f in objects(rep, "wal")}) > 1, "precondition: the WAL " \
+        "moved to another index"
+    app.close()
+    check_restore(litestream_bin, rep, db, tmp_path / "out.db")
+
+
 def test_a_restart_on_a_generation_ending_in_its_snapshot_counts_no_storage_error(run, tmp_path):
     # Continuing a generation whose end is its snapshot (an idle app) reads that
     # snapshot's first bytes only, to see its form, and stops the download there: a
