@@ -7,6 +7,7 @@
 #include "replication/s3.h"
 
 #include <ctype.h>
+#include <stdarg.h>
 #include <errno.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -84,9 +85,11 @@ struct list_page {
 	size_t rootlen;
 	char *key;                 /* current <Contents> */
 	int64_t size, mtime_ns;
+	bool have_mtime;
 	bool truncated;
 	char *next_token;
 	int failed;                /* out of memory */
+	char bad[200];             /* the first value that cannot be read, "" none */
 	char root_elem[40];        /* the document's element: must be ListBucketResult */
 };
 
@@ -100,6 +103,45 @@ static char *dup_text(const char *t, size_t len)
 	return s;
 }
 
+/* text without the blanks around it, into buf (cut to fit). */
+static const char *trimmed(const char *text, size_t len, char *buf, size_t buflen)
+{
+	while (len && isspace((unsigned char)*text))
+		text++, len--;
+	while (len && isspace((unsigned char)text[len - 1]))
+		len--;
+	snprintf(buf, buflen, "%.*s", (int)len, text);
+	return buf;
+}
+
+/*
+ * <IsTruncated> as Go's strconv.ParseBool reads it (aws-sdk-go, so
+ * Litestream): 1 t T TRUE true True, 0 f F FALSE false False. -1 otherwise:
+ * read as "false", a page that is not the last would end the listing.
+ */
+static int parse_bool(const char *s)
+{
+	static const char *const yes[] = { "1", "t", "T", "TRUE", "true", "True" };
+	static const char *const no[] = { "0", "f", "F", "FALSE", "false", "False" };
+	for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+		if (!strcmp(s, yes[i]))
+			return 1;
+		if (!strcmp(s, no[i]))
+			return 0;
+	}
+	return -1;
+}
+
+static void __attribute__((format(printf, 2, 3))) list_bad(struct list_page *p, const char *fmt, ...)
+{
+	if (p->bad[0])
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(p->bad, sizeof(p->bad), fmt, ap);
+	va_end(ap);
+}
+
 static int list_cb(void *ctx, enum s3_xml_event ev, const char *path, const char *text, size_t len)
 {
 	struct list_page *p = ctx;
@@ -110,9 +152,11 @@ static int list_cb(void *ctx, enum s3_xml_event ev, const char *path, const char
 			free(p->key);
 			p->key = NULL;
 			p->size = p->mtime_ns = 0;
+			p->have_mtime = false;
 		}
 		return 0;
 	}
+	char v[64];
 	if (!strcmp(path, "ListBucketResult/Contents/Key")) {
 		free(p->key);
 		if (!(p->key = dup_text(text, len)))
@@ -120,9 +164,16 @@ static int list_cb(void *ctx, enum s3_xml_event ev, const char *path, const char
 	} else if (!strcmp(path, "ListBucketResult/Contents/Size")) {
 		p->size = strtoll(text, NULL, 10);
 	} else if (!strcmp(path, "ListBucketResult/Contents/LastModified")) {
-		if (clock_parse_rfc3339(text, &p->mtime_ns) < 0)
-			p->mtime_ns = 0;
+		/*
+		 * An object's time decides retention, -timestamp and which
+		 * generation is newest: one that cannot be read is no 1970
+		 */
+		p->have_mtime = clock_parse_rfc3339(trimmed(text, len, v, sizeof(v)), &p->mtime_ns) == 0;
+		if (!p->have_mtime)
+			list_bad(p, "<LastModified>%s</LastModified> is not a time", v);
 	} else if (!strcmp(path, "ListBucketResult/Contents")) {
+		if (p->key && !p->have_mtime)
+			list_bad(p, "object \"%.100s\" without <LastModified>", p->key);
 		/* keys outside the replica's prefix cannot appear, but never trust that */
 		if (p->key && !strncmp(p->key, p->root, p->rootlen) &&
 		    st_list_add_object(p->out, p->key + p->rootlen, p->size, p->mtime_ns) < 0)
@@ -132,7 +183,10 @@ static int list_cb(void *ctx, enum s3_xml_event ev, const char *path, const char
 		    st_list_add_prefix(p->out, text + p->rootlen) < 0)
 			return p->failed = 1;
 	} else if (!strcmp(path, "ListBucketResult/IsTruncated")) {
-		p->truncated = len == 4 && !strncmp(text, "true", 4);
+		int b = parse_bool(trimmed(text, len, v, sizeof(v)));
+		p->truncated = b == 1;
+		if (b < 0)
+			list_bad(p, "<IsTruncated>%s</IsTruncated> is neither true nor false", v);
 	} else if (!strcmp(path, "ListBucketResult/NextContinuationToken")) {
 		free(p->next_token);
 		if (!(p->next_token = dup_text(text, len)))
@@ -148,7 +202,7 @@ static int s3_list(struct storage *st, const char *prefix, const char *delimiter
 	struct s3_ctl ctl;
 	struct s3_resp resp;
 	char *full = s3_full_key(s3, prefix), *token = NULL;
-	char why[128];
+	char why[256];
 	int rc = 0;
 
 	if (!full)
@@ -188,6 +242,10 @@ static int s3_list(struct storage *st, const char *prefix, const char *delimiter
 		struct list_page p = { .out = out, .root = s3->prefix, .rootlen = strlen(s3->prefix) };
 		int prc = s3_xml_parse(resp.body.data, resp.body.len, list_cb, &p, why, sizeof(why));
 		free(p.key);
+		if (prc == 0 && p.bad[0]) {
+			snprintf(why, sizeof(why), "%s", p.bad);
+			prc = -1;
+		}
 		if (prc == 0 && strcmp(p.root_elem, "ListBucketResult") != 0) {
 			/*
 			 * Another document (ListAllMyBuckets from a server without

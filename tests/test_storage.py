@@ -488,6 +488,59 @@ def test_s3_listing_answered_with_another_document_is_an_error(s3server, body):
     assert "is this the S3 API endpoint" in r.res["message"], r.res
 
 
+def _contents(key, when="2026-12-05T08:00:00.000Z"):
+    stamp = f"<LastModified>{when}</LastModified>" if when is not None else ""
+    return f"<Contents><Key>{key}</Key>{stamp}<Size>1</Size></Contents>"
+
+
+@pytest.mark.parametrize("flag, when, want", [
+    # Go's ParseBool spellings, as Litestream reads them: more pages follow
+    ("True", "2026-12-05T08:00:00.000Z", ["a", "b"]),
+    (" 1\n", "2026-12-05T08:00:00.000Z", ["a", "b"]),
+    ("yes", "2026-12-05T08:00:00.000Z", "<IsTruncated>yes</IsTruncated> is neither true nor false"),
+    ("true", "2026-12-05 08:00:00", "<LastModified>2026-12-05 08:00:00</LastModified> is not a time"),
+    ("true", None, 'object "db1/a" without <LastModified>')])
+def test_s3_listing_values_are_read_as_aws_sdk_go_reads_them(s3server, flag, when, want):
+    """<IsTruncated> other than exactly "true" ended the listing there, and a restore
+    exited 0 with the snapshot alone (QA44 #3); a <LastModified> that could not be read
+    was 1970, so retention deleted a generation written seconds before and -timestamp
+    restored the latest state (QA44 #1). Both are read as Litestream reads them, and what
+    cannot be read fails the listing."""
+    import http.server
+    import urllib.parse
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            q = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
+            if "continuation-token" in q:
+                inner = _contents("db1/b") + "<IsTruncated>false</IsTruncated>"
+            else:
+                inner = (_contents("db1/a", when) + f"<IsTruncated>{flag}</IsTruncated>"
+                         "<NextContinuationToken>page2</NextContinuationToken>")
+            body = f'<?xml version="1.0"?><ListBucketResult>{inner}</ListBucketResult>'.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        srv = s3server()
+        r = s3_replica(srv, endpoint=f"http://127.0.0.1:{httpd.server_address[1]}").list("")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    if isinstance(want, list):
+        assert r.ok().keys == want, r.res
+    else:
+        assert r.rc == EXIT["permanent"] and want in r.res["message"], r.res
+
+
 def test_s3_server_down_fails_within_deadline(s3server):
     srv = s3server()
     dead = f"http://127.0.0.1:{free_port()}"
