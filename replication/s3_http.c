@@ -358,6 +358,9 @@ static void classify_http(const struct s3_req *req, const struct s3_resp *resp, 
 		o->status = ST_EXISTS; /* the key is taken: what a create-only put asked about */
 	} else if (st == 404 || code_is(code, "NoSuchKey") || code_is(code, "NoSuchBucket")) {
 		o->status = ST_NOT_FOUND;
+	} else if (code_is(code, "RequestTimeTooSkewed")) {
+		/* before the 403 AWS sends it with: our clock, so retrying now will not help, later might */
+		o->status = ST_TRANSIENT;
 	} else if (st == 401 || st == 403 || code_is(code, "InvalidAccessKeyId") ||
 		   code_is(code, "SignatureDoesNotMatch") || code_is(code, "ExpiredToken") ||
 		   code_is(code, "InvalidToken") || code_is(code, "AccessDenied")) {
@@ -371,8 +374,6 @@ static void classify_http(const struct s3_req *req, const struct s3_resp *resp, 
 		if (st == 507 || code_is(code, "XMinioStorageFull"))
 			snprintf(o->cause, sizeof(o->cause), "HTTP %ld %s: replica storage full", st,
 				 code[0] ? code : "InsufficientStorage");
-	} else if (code_is(code, "RequestTimeTooSkewed")) {
-		o->status = ST_TRANSIENT; /* our clock: retrying now will not help, later might */
 	} else {
 		o->status = ST_PERMANENT;
 	}

@@ -541,6 +541,38 @@ def test_s3_listing_values_are_read_as_aws_sdk_go_reads_them(s3server, flag, whe
         assert r.rc == EXIT["permanent"] and want in r.res["message"], r.res
 
 
+def test_s3_request_time_too_skewed_is_temporary_not_auth(s3server):
+    """AWS answers a clock off by over 15 minutes with 403 RequestTimeTooSkewed: our clock,
+    not the credentials, so a later try may work (exit 111). The 403 was read as auth
+    first and the code never looked at (QA44 #6)."""
+    import http.server
+    body = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>RequestTimeTooSkewed</Code>'
+            b'<Message>The difference between the request time and the current time is too '
+            b'large.</Message></Error>')
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(403)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        srv = s3server()
+        r = s3_replica(srv, endpoint=f"http://127.0.0.1:{httpd.server_address[1]}").list(
+            "", extra=["-no-retry"])
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert r.rc == EXIT["transient"] and "RequestTimeTooSkewed" in r.res["message"], r.res
+
+
 def test_s3_server_down_fails_within_deadline(s3server):
     srv = s3server()
     dead = f"http://127.0.0.1:{free_port()}"
