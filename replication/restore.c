@@ -225,6 +225,10 @@ static int apply_with_fallback(struct session *s, struct rs_apply_opts *ao,
 			log_warn("restore", "falling back to the next candidate with the same data",
 				 "replica=%s previous_error=\"%s\"", c->name, err);
 		tried++;
+		ao->last_candidate = true;
+		for (size_t i = 0; i < s->n; i++)
+			if (s->c[i].rank > rank && s->c[i].fallback_ok)
+				ao->last_candidate = false;
 		enum rs_cause cause;
 		s->applying = c;
 		if (rs_apply(c, ao, &res->pos, err, sizeof(err), &cause) == 0) {

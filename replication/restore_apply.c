@@ -66,9 +66,6 @@
 #define WRITEBACK_STEP (8u << 20)
 #define FLUSH_STEP WRITEBACK_STEP
 
-/* A stalled download falls back to the next candidate (RS_STALL_S). */
-static const struct st_call transfer_call = { .stall_s = RS_STALL_S };
-
 char *rs_job_path(const struct apply *a, const struct idx_job *j, char *buf, size_t len)
 {
 	snprintf(buf, len, "%s-%08x.lz4", a->tmp, j->index);
@@ -213,7 +210,7 @@ static int download_job(struct apply *a, struct idx_job *j)
 		struct counting cnt = { a, &fsink, false };
 		struct st_sink sink = { counting_write, &cnt };
 		layout_wal_key(key, gen, s->index, s->offset);
-		if (storage_get(st, key, &sink, &transfer_call, &err) < 0) {
+		if (storage_get(st, key, &sink, &a->transfer, &err) < 0) {
 			close(fd);
 			if (f.werr)
 				rs_fail(a, RS_CAUSE_LOCAL, "write %s: %s", path, strerror(f.werr));
@@ -304,7 +301,7 @@ static int fetch_snapshot(struct apply *a, uint32_t *page_size)
 	struct counting cnt = { a, &dsink, true };
 	struct st_sink sink = { counting_write, &cnt };
 	layout_snapshot_key(key, a->c->plan.generation, a->c->plan.snapshot.index);
-	if (storage_get(a->c->st, key, &sink, &transfer_call, &err) < 0) {
+	if (storage_get(a->c->st, key, &sink, &a->transfer, &err) < 0) {
 		int werr = fw_error(fw);
 		if (werr) /* our disk, not the replica: e.g. ENOSPC */
 			rs_fail(a, RS_CAUSE_LOCAL, "write %s: %s", a->tmp, strerror(werr));
@@ -408,7 +405,8 @@ static int make_jobs(struct apply *a)
 int rs_apply(struct rs_cand *c, const struct rs_apply_opts *o, struct wal_pos *restored,
 	     char *errbuf, size_t errlen, enum rs_cause *cause)
 {
-	struct apply a = { .c = c, .o = o };
+	/* a stall falls back to the next candidate; from the last one, it is resumed */
+	struct apply a = { .c = c, .o = o, .transfer = { .stall_s = o->last_candidate ? 0 : RS_STALL_S } };
 	struct rs_active node = { .a = &a, .lock_fd = -1 };
 	bool registered = false;
 	struct stat tst;

@@ -40,6 +40,7 @@ struct idx_job {
 struct apply {
 	struct rs_cand *c;
 	const struct rs_apply_opts *o;
+	struct st_call transfer;     /* the downloads' call: how a stall ends (rs_apply_opts) */
 	char tmp[PATH_MAX], tmp_wal[PATH_MAX + 8], tmp_shm[PATH_MAX + 8];
 
 	pthread_mutex_t mu;

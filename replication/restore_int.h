@@ -30,7 +30,8 @@
  * A service waits for the restore: a transfer stalled for this long (under
  * 1 KiB/s) fails at once (st_call.stall_s) when another candidate can take
  * over, instead of waiting out (and retrying) the 30 s window that suits
- * uploads to a busy server.
+ * uploads to a busy server. From the last candidate it is resumed instead
+ * (rs_apply_opts.last_candidate).
  */
 #define RS_STALL_S 10
 
@@ -219,6 +220,12 @@ void rs_print_decision(const struct rs_cand *c, size_t n, const struct rs_choice
 
 struct rs_apply_opts {
 	const char *target;            /* final path; must not exist */
+	/*
+	 * no other candidate holds this data: a stalled download is resumed
+	 * (retried from where it stands, as a cut connection is) instead of
+	 * failing at once (RS_STALL_S), which would end the whole restore
+	 */
+	bool last_candidate;
 	int parallelism;
 	enum restore_verify verify;
 	uid_t uid;                     /* owner to give the file (-1: leave) */

@@ -1441,6 +1441,32 @@ def test_s3_peer_failing_mid_download_falls_back(tmp_path, litevisor_bin, s3serv
         assert 9 < elapsed < 16, elapsed
 
 
+def test_a_stall_on_the_only_candidate_is_resumed_not_fatal(tmp_path, litevisor_bin, s3server,
+                                                           history):
+    """With nobody else holding the data, a download that stalls once failed the whole
+    restore (exit 111; `run` would not start the service) where a cut connection at the
+    same point is resumed (QA44 #4). It is resumed too, with a Range from where it stood."""
+    srv = s3server()
+    upload(history, srv, tmp_path)
+    hung = Throttle(srv.port, interval=0, hold="/snapshots/")
+    hung.cut_left = 1  # the first snapshot GET only
+    try:
+        db = tmp_path / "app.db"
+        cfg = write_config(tmp_path / "lv.yml", db, [s3_peer("nas", srv, hung.port)],
+                           restore={"probe-timeout": "5s"})
+        t0 = time.monotonic()
+        p = lv(litevisor_bin, "restore", "-config", str(cfg), str(db), timeout=120)
+        elapsed = time.monotonic() - t0
+    finally:
+        hung.close()
+    assert p.returncode == 0, p.stderr
+    assert hung.cuts == 1 and "request retried" in p.stderr, p.stderr
+    gets = [line for _, line in hung.requests if line.startswith("GET ") and "/snapshots/" in line]
+    assert len(gets) == 2, hung.requests
+    assert rows(db) == history.states[-1][2]
+    assert elapsed < 30, elapsed
+
+
 @pytest.mark.parametrize("peer", ["same", "more"])
 def test_a_peer_stalling_while_its_end_is_measured_costs_only_the_stall_window(
         tmp_path, litevisor_bin, s3server, history, peer):
