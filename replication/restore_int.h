@@ -318,7 +318,13 @@ void rs_prune_aside(const char *target, const char *statedir, int keep, const ch
 int rs_same_database(const char *local, const char *restored, const char *other_id, char *why,
 		     size_t len);
 
-/* The local position from the state dir (shadow WAL, else the restored marker) and its time. */
+/*
+ * The local position from the state dir (shadow WAL, else the restored
+ * marker) and its time: the newest of the shadow WAL of that index, the
+ * generation record and the restored and clean records (a state that a
+ * restore just wrote has no shadow WAL yet, and must not read as older than
+ * a Litestream state beside it that predates that restore).
+ */
 int rs_local_position(const char *statedir, struct wal_pos *pos, int64_t *mtime_ns);
 
 /* mtime of a file in ns, 0 if absent. */

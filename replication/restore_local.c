@@ -364,9 +364,15 @@ int rs_local_position(const char *statedir, struct wal_pos *pos, int64_t *mtime_
 
 	*mtime_ns = 0;
 	if (localstate_position(statedir, pos) == 0) {
+		static const char *const records[] = { "generation", "restored", "clean" };
 		localstate_shadow_path(statedir, pos->generation, pos->index, path, sizeof(path));
-		if (stat(path, &st) == 0)
-			*mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+		*mtime_ns = rs_file_mtime_ns(path);
+		for (size_t i = 0; i < sizeof(records) / sizeof(records[0]); i++) {
+			snprintf(path, sizeof(path), "%s/%s", statedir, records[i]);
+			int64_t t = rs_file_mtime_ns(path);
+			if (t > *mtime_ns)
+				*mtime_ns = t;
+		}
 		return 0;
 	}
 	struct restored_marker m;

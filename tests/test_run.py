@@ -2572,6 +2572,17 @@ def test_node_migrating_from_litestream_is_compared_with_litestreams_state(
     assert "Litestream's state" in p.stderr, p.stderr
     got = [v for (v,) in sqlite3.connect(x).execute("SELECT v FROM t").fetchall()]
     assert got == y, p.stderr
+    # Litestream's old state stays beside the database: the state that restore just
+    # wrote (no shadow WAL yet, the service idle) counted as written at time 0, so the
+    # old one won at every later start, and the current database was moved aside and
+    # restored again each time (QA43 #3)
+    for _ in range(2):
+        p = subprocess.run([litevisor_bin, "run", "-config", str(cfgx), "--", "true"],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        assert "Litestream's state" not in p.stderr and "moved aside" not in p.stderr, p.stderr
+    copies = [n for n in os.listdir(x.parent) if ".replaced-" in n and n.endswith("Z")]
+    assert len(copies) == 1, os.listdir(x.parent)  # the first restore's, of the stale file
 
 
 def test_first_deploy_starts_on_an_empty_database(litevisor_bin, tmp_path, runs):
