@@ -803,8 +803,12 @@ static void local_position(const struct cfg_db *db, const char *statedir, struct
 	 * Both tools' states: the one written last describes the file (litevisor,
 	 * then Litestream for a while, then litevisor again: Litestream's newer
 	 * generation came from this very file, and litevisor's state predates it).
+	 * litevisor's counts from its records too: one a restore just wrote has
+	 * no shadow WAL yet (QA43 #3).
 	 */
-	if (!other_file && rs_local_position(statedir, lpos, lt) == 0 && !(have_ls && ls_t > *lt)) {
+	int64_t state_t = 0;
+	if (!other_file && rs_local_position(statedir, lpos, lt, &state_t) == 0 &&
+	    !(have_ls && ls_t > state_t)) {
 		snprintf(from, PATH_MAX, "%s", statedir);
 		return;
 	}

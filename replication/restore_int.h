@@ -320,12 +320,14 @@ int rs_same_database(const char *local, const char *restored, const char *other_
 
 /*
  * The local position from the state dir (shadow WAL, else the restored
- * marker) and its time: the newest of the shadow WAL of that index, the
- * generation record and the restored and clean records (a state that a
- * restore just wrote has no shadow WAL yet, and must not read as older than
- * a Litestream state beside it that predates that restore).
+ * marker) and its time (*mtime_ns: the shadow WAL's, else the marker's; 0
+ * unknown). *state_ns: when the state was last written, the newest of that
+ * and of the generation, restored and clean records (a state a restore just
+ * wrote has no shadow WAL yet, and is still newer than a Litestream state
+ * beside it from before that restore). NULL: not wanted.
  */
-int rs_local_position(const char *statedir, struct wal_pos *pos, int64_t *mtime_ns);
+int rs_local_position(const char *statedir, struct wal_pos *pos, int64_t *mtime_ns,
+		      int64_t *state_ns);
 
 /* mtime of a file in ns, 0 if absent. */
 int64_t rs_file_mtime_ns(const char *path);

@@ -357,33 +357,40 @@ int rs_move_local_aside(const char *target, const char *statedir, char *moved, s
 	return 0;
 }
 
-int rs_local_position(const char *statedir, struct wal_pos *pos, int64_t *mtime_ns)
+/* When statedir was last written: t or one of its records, whichever is newer. */
+static int64_t state_written_ns(const char *statedir, int64_t t)
+{
+	static const char *const records[] = { "generation", "restored", "clean" };
+	char path[PATH_MAX];
+	for (size_t i = 0; i < sizeof(records) / sizeof(records[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", statedir, records[i]);
+		int64_t r = rs_file_mtime_ns(path);
+		if (r > t)
+			t = r;
+	}
+	return t;
+}
+
+int rs_local_position(const char *statedir, struct wal_pos *pos, int64_t *mtime_ns,
+		      int64_t *state_ns)
 {
 	char path[PATH_MAX];
-	struct stat st;
+	struct restored_marker m;
 
 	*mtime_ns = 0;
 	if (localstate_position(statedir, pos) == 0) {
-		static const char *const records[] = { "generation", "restored", "clean" };
 		localstate_shadow_path(statedir, pos->generation, pos->index, path, sizeof(path));
 		*mtime_ns = rs_file_mtime_ns(path);
-		for (size_t i = 0; i < sizeof(records) / sizeof(records[0]); i++) {
-			snprintf(path, sizeof(path), "%s/%s", statedir, records[i]);
-			int64_t t = rs_file_mtime_ns(path);
-			if (t > *mtime_ns)
-				*mtime_ns = t;
-		}
-		return 0;
-	}
-	struct restored_marker m;
-	if (localstate_read_restored(statedir, &m) == 0) {
+	} else if (localstate_read_restored(statedir, &m) == 0) {
 		*pos = m.pos;
 		snprintf(path, sizeof(path), "%s/restored", statedir);
-		if (stat(path, &st) == 0)
-			*mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
-		return 0;
+		*mtime_ns = rs_file_mtime_ns(path);
+	} else {
+		return -1;
 	}
-	return -1;
+	if (state_ns)
+		*state_ns = state_written_ns(statedir, *mtime_ns);
+	return 0;
 }
 
 int64_t rs_file_mtime_ns(const char *path)
