@@ -65,8 +65,23 @@ char *localstate_dir(const struct cfg_db *db, char *buf, size_t len)
 	return buf;
 }
 
+/* Was meta-path given (the config fills in <dir>/.<file>-litevisor when not)? */
+static bool meta_path_given(const struct cfg_db *db)
+{
+	if (!db->meta_path)
+		return false;
+	const char *slash = strrchr(db->path, '/'), *base = slash ? slash + 1 : db->path;
+	size_t dl = (size_t)(base - db->path), bl = strlen(base);
+	return !(strlen(db->meta_path) == dl + 1 + bl + strlen("-litevisor") &&
+		 !strncmp(db->meta_path, db->path, dl) && db->meta_path[dl] == '.' &&
+		 !strncmp(db->meta_path + dl + 1, base, bl) &&
+		 !strcmp(db->meta_path + dl + 1 + bl, "-litevisor"));
+}
+
 char *localstate_litestream_dir(const struct cfg_db *db, char *buf, size_t len)
 {
+	if (meta_path_given(db))
+		return localstate_dir(db, buf, len);
 	char tmp[PATH_MAX], tmp2[PATH_MAX];
 	snprintf(tmp, sizeof(tmp), "%s", db->path);
 	snprintf(tmp2, sizeof(tmp2), "%s", db->path);

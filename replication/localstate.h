@@ -68,9 +68,10 @@
 char *localstate_dir(const struct cfg_db *db, char *buf, size_t len);
 
 /*
- * Litestream v0.3's default state directory of db (<dir>/.<file>-litestream)
- * into buf: where a node migrating from Litestream keeps its position.
- * Returns buf.
+ * Litestream v0.3's state directory of db into buf: where a node migrating
+ * from Litestream keeps its position. Its default <dir>/.<file>-litestream,
+ * or, with meta-path set (the same litestream.yml), that directory, which
+ * litevisor then shares with it (localstate_dir). Returns buf.
  */
 char *localstate_litestream_dir(const struct cfg_db *db, char *buf, size_t len);
 

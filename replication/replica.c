@@ -327,10 +327,14 @@ static bool holds_past(const struct wal_pos *end, const struct wal_pos *at)
 /*
  * Litestream replicated this very database into generation g after this
  * node's last clean stop (a switch back to Litestream and then to litevisor
- * again): its state directory beside the database names g, and the replica
- * holds no more of g than that state says this file has. Then g continues
- * this file, not another node's history. 1 yes, 0 no, or a negative
- * st_status (the end of g could not be read).
+ * again): its state directory names g, and the replica holds no more of g
+ * than that state says this file has. Then g continues this file, not
+ * another node's history. With meta-path set, that directory is litevisor's
+ * own: Litestream may have gone on in the generation litevisor closed. (A
+ * state litevisor wrote itself names a generation on the replica only if
+ * this node wrote it: a restore moves the closed record aside with the old
+ * state.) 1 yes, 0 no, or a negative st_status (the end of g could not be
+ * read).
  */
 static int litestream_wrote_here(struct eng_replica *r, const struct cat_generation *g,
 				 const struct st_call *call, struct st_error *err)
@@ -338,8 +342,7 @@ static int litestream_wrote_here(struct eng_replica *r, const struct cat_generat
 	char lsdir[PATH_MAX];
 	struct wal_pos local, end;
 	localstate_litestream_dir(r->db->cfg, lsdir, sizeof(lsdir));
-	if (!strcmp(lsdir, r->db->dir) || localstate_position(lsdir, &local) < 0 ||
-	    strcmp(local.generation, g->id) != 0)
+	if (localstate_position(lsdir, &local) < 0 || strcmp(local.generation, g->id) != 0)
 		return 0;
 	int rc = catalog_end_position(r->st, g, &end, call, err);
 	if (rc == ST_NOT_FOUND)
@@ -428,10 +431,28 @@ static int continued_since(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1
 		free(gens);
 		return rc;
 	}
-	for (size_t i = 0; i < n; i++)
+	const struct cat_generation *newest = NULL;
+	for (size_t i = 0; i < n; i++) {
 		if (!strcmp(gens[i].id, at->generation))
 			own = &gens[i];
-	if (!own) {
+		if (!newest || gens[i].max_ns > newest->max_ns)
+			newest = &gens[i];
+	}
+	/*
+	 * The replica's newest generation is Litestream's, written from this
+	 * database after this node's stop (litevisor, Litestream for a while,
+	 * litevisor again): this file holds the newest data there, whatever
+	 * Litestream made before it (a generation per restart) or its retention
+	 * deleted (this node's closed generation)
+	 */
+	int ours = newest && newest != own ? litestream_wrote_here(r, newest, call, err) : 0;
+	if (ours) {
+		if (ours > 0)
+			log_info("replica", "the replica's newest generation is Litestream's, from this "
+				 "database: no other node went on", "db=%s replica=%s generation=%s",
+				 r->db->stat.name, r->stat.name, newest->id);
+		rc = ours > 0 ? 0 : ours;
+	} else if (!own) {
 		snprintf(why, len, "this node closed generation %s at its last clean stop, and the "
 			 "replica no longer holds it but holds %zu other generation(s): another node "
 			 "went on, and its retention deleted it", at->generation, n);
@@ -459,11 +480,22 @@ static int continued_since(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1
 				found = 1;
 			}
 		} else if (rc == 0 && holds_past(&end, at)) {
-			snprintf(why, len, "this node closed generation %s at %08x/%08x at its last clean "
-				 "stop, and the replica holds it up to %08x/%08x: another node "
-				 "continued it since", at->generation, at->index, at->offset, end.index,
-				 end.offset);
-			found = 1;
+			/* Litestream sharing the meta-path went on in it, from this file */
+			int ls = litestream_wrote_here(r, own, call, err);
+			if (ls > 0) {
+				log_info("replica", "generation continued after this node's closed mark "
+					 "by Litestream, from this database: not another node's",
+					 "db=%s replica=%s generation=%s", r->db->stat.name,
+					 r->stat.name, own->id);
+			} else if (ls < 0) {
+				rc = ls;
+			} else {
+				snprintf(why, len, "this node closed generation %s at %08x/%08x at its "
+					 "last clean stop, and the replica holds it up to %08x/%08x: "
+					 "another node continued it since", at->generation, at->index,
+					 at->offset, end.index, end.offset);
+				found = 1;
+			}
 		}
 		for (size_t i = 0; i < n && rc == 0 && !found && closed_ns; i++) {
 			if (&gens[i] == own || gens[i].max_ns <= closed_ns)

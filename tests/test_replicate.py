@@ -1125,9 +1125,10 @@ def test_a_garbage_or_unknown_failure_record_is_ignored(run, tmp_path):
 
 
 
-def litestream_phase(litestream_bin, cfg, db, n, start, kill=False):
-    """Litestream v0.3.13 replicates db for a while: n commits, then a clean stop (INT),
-    or a kill right after them (commits its next sync would have shipped stay local)."""
+def litestream_phase(litestream_bin, cfg, db, n, start, kill=False, linger=2.5):
+    """Litestream v0.3.13 replicates db for a while: n commits, then a clean stop (INT)
+    after linger seconds, or a kill right after them (commits its next sync would have
+    shipped stay local)."""
     ls = subprocess.Popen([litestream_bin, "replicate", "-config", str(cfg)],
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -1136,7 +1137,7 @@ def litestream_phase(litestream_bin, cfg, db, n, start, kill=False):
         if kill:
             ls.kill()
         else:
-            time.sleep(2.5)  # its sync interval is 1 s
+            time.sleep(linger)  # its sync interval is 1 s
             ls.send_signal(signal.SIGINT)
         _, err = ls.communicate(timeout=30)
     finally:
@@ -1145,24 +1146,39 @@ def litestream_phase(litestream_bin, cfg, db, n, start, kill=False):
     assert kill or ls.returncode == 0, err
 
 
-def test_back_to_litevisor_after_litestream_replicates_again(run, tmp_path, litestream_bin):
+@pytest.mark.parametrize("how", ["plain", "two-generations", "retention", "meta-path"])
+def test_back_to_litevisor_after_litestream_replicates_again(run, tmp_path, litestream_bin, how):
     """litevisor, then Litestream for a while (a roll-back), then litevisor again on the
     same database: Litestream's generation, written after litevisor's closed mark, came
     from this very file. It was taken for another node's, the database for one left
-    behind, and nothing was replicated any more (QA27 D1)."""
+    behind, and nothing was replicated any more (QA27 D1). The same when Litestream made
+    two generations (a restart after a checkpoint nobody watched), when its retention
+    deleted litevisor's generation, and when both share a meta-path, where Litestream
+    goes on in the generation litevisor closed (QA43 #1)."""
     db, rep = tmp_path / "app.db", tmp_path / "rep"
     create(db)
-    cfg = config(tmp_path, db, [file_replica(rep, sync="1s")])
+    kw = {"retention": "2s", "retention_check_interval": "1s", "snapshot_interval": "1s"} \
+        if how == "retention" else {}
+    dbkw = {"meta_path": tmp_path / "meta"} if how == "meta-path" else {}
+    cfg = config(tmp_path, db, [file_replica(rep, sync="1s", **kw)], **dbkw)
     r = run(cfg)
     write(db, 10, start=1)
     assert r.stop() == 0
-    litestream_phase(litestream_bin, cfg, db, 10, start=11)
-    assert len(generations(rep)) == 2
+    litestream_phase(litestream_bin, cfg, db, 10, start=11,
+                     linger=6 if how == "retention" else 2.5)
+    if how == "two-generations":
+        conn = sqlite3.connect(db)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        conn.close()
+        litestream_phase(litestream_bin, cfg, db, 10, start=51)
+    want = {"plain": 2, "two-generations": 3, "retention": 1, "meta-path": 1}[how]
+    assert len(generations(rep)) == want, generations(rep)
     r = run(cfg)
     write(db, 10, start=21)
     assert r.stop() == 0, r.text()
     assert "older than the replica" not in r.text()
-    assert "was Litestream's, from this database" in r.text()
+    assert ("by Litestream, from this database" if how == "meta-path"
+            else "newest generation is Litestream's, from this database") in r.text(), r.text()
     check_restore(litestream_bin, rep, db, tmp_path / "out.db")
 
 
