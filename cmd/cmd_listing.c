@@ -44,6 +44,7 @@ int listing_run(const struct command *cmd, int argc, char **argv, bool with_gene
 		return rc;
 	}
 
+	struct listing_of of = { .db_path = src.from_url ? NULL : src.db->path };
 	struct st_call call = { .deadline_ms = LIST_DEADLINE_MS };
 	struct table t = TABLE_INIT(ncols);
 	table_row(&t, header);
@@ -72,7 +73,7 @@ int listing_run(const struct command *cmd, int argc, char **argv, bool with_gene
 				rc = listing_failed(rc, &err);
 				continue;
 			}
-			print(&t, name, &cg, ctx);
+			print(&t, name, &cg, &of, ctx);
 			catalog_generation_release(&cg);
 		}
 		free(ids);

@@ -13,9 +13,10 @@
 #include "common/banned.h"
 
 static void print_wal(struct table *t, const char *replica, const struct cat_generation *g,
-		      void *ctx)
+		      const struct listing_of *of, void *ctx)
 {
 	char index[16], offset[16], size[24], created[40];
+	(void)of;
 	(void)ctx;
 	for (size_t i = 0; i < g->nsegments; i++) {
 		snprintf(index, sizeof(index), "%u", g->segments[i].index);

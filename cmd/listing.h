@@ -12,9 +12,15 @@
 #include "cmd/table.h"
 #include "replication/catalog.h"
 
+/* What is listed: db_path the database's file, NULL for a replica URL. */
+struct listing_of {
+	const char *db_path;
+};
+
 /* Adds the rows of one generation of replica to t. */
 typedef void (*listing_print_fn)(struct table *t, const char *replica,
-				 const struct cat_generation *g, void *ctx);
+				 const struct cat_generation *g, const struct listing_of *of,
+				 void *ctx);
 
 /*
  * Run the command: a table of ncols columns under header, its rows added by

@@ -457,6 +457,21 @@ def test_listings_are_laid_out_as_litestreams(tmp_path, litevisor_bin, litestrea
     assert head.index("generation") == row.index(GEN) and head.index("end") == row.rindex(" ") + 1
     assert whole(row).split()[:2] + whole(row).split()[3:] == \
         theirs.stdout.splitlines()[1].split()[:2] + theirs.stdout.splitlines()[1].split()[3:]
+    # DB_PATH: the lag is how far the replica's end lies behind the database's last write,
+    # as Litestream prints it (a Go duration). It was the time since the replica's end, so
+    # an idle database fully replicated read a lag growing by the second (QA43 #5).
+    db = tmp_path / "app.db"
+    db.write_bytes(b"")
+    end = os.path.getmtime(max(rep.rglob("*.lz4"), key=os.path.getmtime))
+    for ahead in (3.25, 0.004, 75, -20):
+        os.utime(db, (end + ahead, end + ahead))
+        cfg = tmp_path / "ls.yml"
+        cfg.write_text(f"dbs:\n  - path: {db}\n    replicas:\n      - url: {url}\n")
+        ours = lv(litevisor_bin, "generations", "-config", str(cfg), str(db))
+        theirs = lv(litestream_bin, "generations", "-config", str(cfg), str(db))
+        assert ours.returncode == 0 and theirs.returncode == 0, ours.stderr + theirs.stderr
+        assert ours.stdout.splitlines()[1].split()[2] == theirs.stdout.splitlines()[1].split()[2], \
+            (ahead, ours.stdout, theirs.stdout)
 
 
 def test_segment_lengths_decide_between_replicas_of_one_generation(tmp_path, litevisor_bin,
