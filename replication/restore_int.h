@@ -186,7 +186,8 @@ void rs_cand_release(struct rs_cand *c);
  * *p filled, 0 when nothing matches (why in nodata), -1 on a user error
  * (index past the end: message in nodata), -2 when the replica's newest
  * data cannot be restored (a newer generation without a snapshot: the
- * replica is failing, not empty or stale; message in nodata).
+ * replica is failing, not empty or stale; message in nodata). A -timestamp
+ * whose snapshot retention removed is 0: gone for good, with the reason.
  */
 int rs_plan_build(const struct cat_generation *gens, size_t ngens, const struct rs_target *t,
 		  struct rs_plan *p, char *nodata, size_t len);

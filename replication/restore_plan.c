@@ -150,7 +150,12 @@ int rs_plan_build(const struct cat_generation *gens, size_t ngens, const struct 
 		if (g && k > 0 && (size_t)k < len)
 			snprintf(nodata + k, len - (size_t)k, "; for the older one: -generation %s",
 				 g->id);
-		return -2;
+		/*
+		 * Gone for good: nothing here matches the timestamp (exit 1, as
+		 * Litestream), not a failing replica that a later try may find
+		 * whole (111). One without any snapshot may still be uploading it.
+		 */
+		return h->nsnapshots ? 0 : -2;
 	}
 	if (!g) {
 		if (t->generation)

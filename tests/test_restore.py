@@ -368,6 +368,26 @@ def test_point_in_time_by_index_and_timestamp(tmp_path, litevisor_bin, history):
         assert rows(out) == history.states[k][2], listed[k]
 
 
+def test_timestamp_whose_snapshot_retention_removed_matches_nothing(tmp_path, litevisor_bin,
+                                                                     history):
+    """Retention removed every snapshot at or before the timestamp while WAL from before it
+    remains: the state then is gone for good. That exited 111 ("retrying may help", a
+    restore script loops on it) where Litestream exits 1, no matching backups (QA43 #6)."""
+    rep = tmp_path / "rep"
+    t0 = int(time.time()) - 7200
+    history.write(str(rep), t0=t0, step=100)
+    snaps = rep / "generations" / GEN / "snapshots"
+    later = snaps / "00000002.snapshot.lz4"
+    (snaps / "00000000.snapshot.lz4").rename(later)  # only a later snapshot is left
+    os.utime(later, (t0 + 1000, t0 + 1000))
+    ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0 + 150))
+    out = tmp_path / "out.db"
+    p = lv(litevisor_bin, "restore", "-timestamp", ts, "-o", str(out), f"file://{rep}")
+    assert p.returncode == 1, p.stderr
+    assert "no snapshot at or before it (retention removed it)" in p.stderr, p.stderr
+    assert not out.exists()
+
+
 def test_databases_lists_the_config_as_litestream_does(tmp_path, litevisor_bin, litestream_bin):
     cfg = tmp_path / "lv.yml"
     cfg.write_text(f"dbs:\n  - path: {tmp_path}/app.db\n    replicas:\n"
