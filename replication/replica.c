@@ -431,32 +431,32 @@ static int continued_since(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1
 		free(gens);
 		return rc;
 	}
-	const struct cat_generation *newest = NULL;
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < n; i++)
 		if (!strcmp(gens[i].id, at->generation))
 			own = &gens[i];
-		if (!newest || gens[i].max_ns > newest->max_ns)
-			newest = &gens[i];
-	}
-	/*
-	 * The replica's newest generation is Litestream's, written from this
-	 * database after this node's stop (litevisor, Litestream for a while,
-	 * litevisor again): this file holds the newest data there, whatever
-	 * Litestream made before it (a generation per restart) or its retention
-	 * deleted (this node's closed generation)
-	 */
-	int ours = newest && newest != own ? litestream_wrote_here(r, newest, call, err) : 0;
-	if (ours) {
-		if (ours > 0)
-			log_info("replica", "the replica's newest generation is Litestream's, from this "
-				 "database: no other node went on", "db=%s replica=%s generation=%s",
-				 r->db->stat.name, r->stat.name, newest->id);
-		rc = ours > 0 ? 0 : ours;
-	} else if (!own) {
-		snprintf(why, len, "this node closed generation %s at its last clean stop, and the "
-			 "replica no longer holds it but holds %zu other generation(s): another node "
-			 "went on, and its retention deleted it", at->generation, n);
-		found = 1;
+	if (!own) {
+		/*
+		 * Deleted by a retention: another node's, unless every generation
+		 * left is Litestream's, written here from this database (its
+		 * retention deleted the one litevisor closed). Each on its own: one
+		 * that is not proven ours may be another node's.
+		 */
+		int ours = 1;
+		for (size_t i = 0; i < n && ours > 0; i++)
+			ours = litestream_wrote_here(r, &gens[i], call, err);
+		if (ours < 0) {
+			rc = ours;
+		} else if (ours) {
+			log_info("replica", "the generation this node closed is gone, and what the "
+				 "replica holds is Litestream's, from this database: not another node's",
+				 "db=%s replica=%s closed=%s", r->db->stat.name, r->stat.name,
+				 at->generation);
+		} else {
+			snprintf(why, len, "this node closed generation %s at its last clean stop, and "
+				 "the replica no longer holds it but holds %zu other generation(s): "
+				 "another node went on, and its retention deleted it", at->generation, n);
+			found = 1;
+		}
 	} else {
 		struct wal_pos end;
 		int64_t closed_ns = mark_time(own, at);

@@ -1151,10 +1151,12 @@ def test_back_to_litevisor_after_litestream_replicates_again(run, tmp_path, lite
     """litevisor, then Litestream for a while (a roll-back), then litevisor again on the
     same database: Litestream's generation, written after litevisor's closed mark, came
     from this very file. It was taken for another node's, the database for one left
-    behind, and nothing was replicated any more (QA27 D1). The same when Litestream made
-    two generations (a restart after a checkpoint nobody watched), when its retention
-    deleted litevisor's generation, and when both share a meta-path, where Litestream
-    goes on in the generation litevisor closed (QA43 #1)."""
+    behind, and nothing was replicated any more (QA27 D1). The same when Litestream's
+    retention deleted litevisor's generation, and when both share a meta-path, where
+    Litestream goes on in the generation litevisor closed (QA43 #1). Two Litestream
+    generations (a restart after a checkpoint nobody watched) are still refused: only
+    the current one is named by its state, and the other cannot be told from another
+    node's (QA46 #1; the next test)."""
     db, rep = tmp_path / "app.db", tmp_path / "rep"
     create(db)
     kw = {"retention": "2s", "retention_check_interval": "1s", "snapshot_interval": "1s"} \
@@ -1175,11 +1177,56 @@ def test_back_to_litevisor_after_litestream_replicates_again(run, tmp_path, lite
     assert len(generations(rep)) == want, generations(rep)
     r = run(cfg)
     write(db, 10, start=21)
+    if how == "two-generations":
+        assert r.stop() == 1, r.text()
+        assert "older than the replica" in r.text(), r.text()
+        return
     assert r.stop() == 0, r.text()
     assert "older than the replica" not in r.text()
-    assert ("by Litestream, from this database" if how == "meta-path"
-            else "newest generation is Litestream's, from this database") in r.text(), r.text()
+    assert {"plain": "was Litestream's, from this database",
+            "retention": "what the replica holds is Litestream's, from this database",
+            "meta-path": "by Litestream, from this database"}[how] in r.text(), r.text()
     check_restore(litestream_bin, rep, db, tmp_path / "out.db")
+
+
+def test_another_nodes_generation_during_a_litestream_interlude_is_not_hidden(
+        run, tmp_path, litestream_bin):
+    """While this node ran Litestream for a while (a roll-back), another node restored and
+    wrote a generation of its own; this node's Litestream then wrote the newest one. Back
+    on litevisor, the rule "the newest generation is Litestream's, from this database"
+    skipped every other check and replicated on: the other node's commits were in no
+    restore, and nothing said so (QA46 #1). Each generation written after this node's
+    closed mark is checked again."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    cfg = config(tmp_path, db, [file_replica(rep, sync="1s")])
+    r = run(cfg)
+    write(db, 10, start=1)
+    assert r.stop() == 0
+    time.sleep(1.1)  # the other node's objects carry a later second than the closed mark
+    ls_a = subprocess.Popen([litestream_bin, "replicate", "-config", str(cfg)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)
+        b_db = tmp_path / "b" / "app.db"
+        b_db.parent.mkdir()
+        b_cfg = tmp_path / "b.yml"
+        b_cfg.write_text(f"dbs:\n  - path: {b_db}\n    replicas:\n      - url: file://{rep}\n"
+                         "        sync-interval: 100ms\n")
+        p = subprocess.run([litestream_bin, "restore", "-config", str(b_cfg), str(b_db)],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        litestream_phase(litestream_bin, b_cfg, b_db, 5, start=500)
+        write(db, 10, start=11)  # this node's Litestream writes after the other node
+        time.sleep(2.5)
+    finally:
+        ls_a.send_signal(signal.SIGINT)
+        ls_a.communicate(timeout=30)
+    assert len(generations(rep)) == 3, generations(rep)
+    r = run(cfg)
+    assert r.stop() == 1, r.text()
+    assert "older than the replica" in r.text(), r.text()
+    assert "was written after its closed mark: another node went on" in r.text(), r.text()
 
 
 def test_a_replica_pointed_back_at_its_older_location_goes_on(run, tmp_path, litestream_bin):
