@@ -1330,9 +1330,20 @@ TEST(duplicates_through_symlinks)
 	CHECK_INT(symlink(a, b), 0);
 	snprintf(y, sizeof(y), "dbs:\n  - {path: %s, name: a, env: A}\n  - {path: %s, name: b, env: B}\n", a,
 		 b);
+	/* a symlink to the file itself is refused on its own (SQLite's -wal is beside the target) */
 	CHECK_INT(config_load_string(y, "t.yml", NULL, &c, err, sizeof(err)), -1);
 	CHECK(strstr(err, "t.yml:3:12: dbs[1].path: ") == err);
-	CHECK(strstr(err, "l.db is the same file as dbs[0].path ") != NULL);
+	CHECK(strstr(err, "l.db is a symlink to ") != NULL);
+	/* the same file through a symlinked directory */
+	char ld[PATH_MAX];
+	snprintf(ld, sizeof(ld), "%s/ld", dir);
+	CHECK_INT(symlink(dir, ld), 0);
+	snprintf(y, sizeof(y), "dbs:\n  - {path: %s, name: a, env: A}\n  - {path: %s/a.db, name: b, env: B}\n",
+		 a, ld);
+	CHECK_INT(config_load_string(y, "t.yml", NULL, &c, err, sizeof(err)), -1);
+	CHECK(strstr(err, "t.yml:3:12: dbs[1].path: ") == err);
+	CHECK(strstr(err, "ld/a.db is the same file as dbs[0].path ") != NULL);
+	unlink(ld);
 
 	snprintf(a, sizeof(a), "%s/real", dir);
 	CHECK_INT(mkdir(a, 0700), 0);
