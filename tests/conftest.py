@@ -21,6 +21,31 @@ def free_port(host="127.0.0.1"):
         return s.getsockname()[1]
 
 
+def kuma_stand_in(unquote=False):
+    """An Uptime-Kuma push endpoint on loopback: answers every GET 200 {"ok":true} and
+    records its path (percent-decoded with unquote) in got. Returns (server, got);
+    server.server_port is its port; server.shutdown() ends it."""
+    import threading
+    import urllib.parse
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+    got = []
+
+    class Kuma(BaseHTTPRequestHandler):
+        def do_GET(self):
+            got.append(urllib.parse.unquote(self.path) if unquote else self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"ok":true}')
+
+        def log_message(self, *a):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Kuma)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, got
+
+
 @pytest.fixture(scope="session")
 def litevisor_bin():
     path = os.environ.get("LITEVISOR_BIN") or os.path.join(ROOT, "litevisor")

@@ -911,6 +911,26 @@ def test_backlog_cap_drops_replica_then_snapshot(run, tmp_path, litestream_bin):
     check_restore(litestream_bin, good, db, tmp_path / "out2.db")
 
 
+def silent_listener(port=0):
+    """A loopback socket that accepts connections and never answers (a hung server, a
+    blackholed route), on port (0: a free one). Close it to end the test's use."""
+    silent = socket.socket()
+    silent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    silent.bind(("127.0.0.1", port))
+    silent.listen(64)
+    held = []
+
+    def hold():
+        try:
+            for _ in range(64):
+                held.append(silent.accept())
+        except OSError:
+            pass  # closed at the end of the test
+
+    threading.Thread(target=hold, daemon=True).start()
+    return silent
+
+
 def take_away(rep, tmp_path):
     """Make a file replica fail: its path becomes a plain file, so every write fails."""
     os.rename(rep, tmp_path / (rep.name + ".away"))
@@ -1001,22 +1021,9 @@ def test_a_replica_that_never_answered_keeps_its_lag_across_quick_restarts(run, 
     loop counted that replica's lag from its own start, never failing (QA45 #1). The
     final flush giving up on it is its failure now, recorded with the oldest commit it
     lacks."""
-    import socket
     import urllib.request
     from conftest import free_port
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(64)
-    held = []
-
-    def hold():
-        try:
-            for _ in range(64):
-                held.append(silent.accept())
-        except OSError:
-            pass  # closed at the end of the test
-
-    threading.Thread(target=hold, daemon=True).start()
+    silent = silent_listener()
     db, good = tmp_path / "app.db", tmp_path / "good"
     create(db)
     port = free_port()
@@ -1051,20 +1058,8 @@ def test_replicate_pushes_to_uptime_kuma(run, tmp_path, litevisor_bin):
     """`replicate` without a service (a sidecar) took health.push-url and never pushed,
     so its Kuma monitor stayed down for good (QA45 #2): up while it replicates, down
     with the reason once /healthz fails. probe-url, with no service to probe, is refused."""
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-    got = []
-
-    class Kuma(BaseHTTPRequestHandler):
-        def do_GET(self):
-            got.append(self.path)
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *a):
-            pass
-
-    kuma = HTTPServer(("127.0.0.1", 0), Kuma)
-    threading.Thread(target=kuma.serve_forever, daemon=True).start()
+    from conftest import kuma_stand_in
+    kuma, got = kuma_stand_in()
     db, rep = tmp_path / "app.db", tmp_path / "rep"
     create(db)
     cfg = config(tmp_path, db, [file_replica(rep, "rep")])
@@ -2314,7 +2309,6 @@ def test_a_silent_replica_holds_the_others_briefly_and_never_the_final_flush(
     # A server that accepts and never answers took half a minute to look (its listing
     # retried), and held the healthy replica all that time, final flush included: a
     # run stopped meanwhile exited with its commits on the local disk only (QA22 D1).
-    import socket
     srv = s3server()
     db, nas = tmp_path / "app.db", tmp_path / "nas"
     create(db)
@@ -2325,20 +2319,7 @@ def test_a_silent_replica_holds_the_others_briefly_and_never_the_final_flush(
     # the same server, gone silent: its address now accepts and never answers (the
     # closed record is bound to the replica's location, endpoint included)
     srv.stop()
-    silent = socket.socket()
-    silent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    silent.bind(("127.0.0.1", srv.port))
-    silent.listen(64)
-    held = []
-
-    def hold():
-        try:
-            for _ in range(64):
-                held.append(silent.accept())
-        except OSError:
-            pass  # closed at the end of the test
-
-    threading.Thread(target=hold, daemon=True).start()
+    silent = silent_listener(srv.port)
     try:
         cfg = config(tmp_path, db, [peer, file_replica(nas, name="nas")])
         # the healthy replica gets the run's commits within seconds, not half a minute

@@ -17,11 +17,10 @@ import sys
 import tempfile
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from conftest import free_port
+from conftest import free_port, kuma_stand_in
 
 TOOLS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools")
 SERVICE = [sys.executable if os.path.basename(sys.executable).startswith("python") else "/usr/bin/python3",
@@ -682,19 +681,7 @@ def test_orphans_reaped_and_signals_forwarded_as_pid1(litevisor_bin, tmp_path, r
 def test_health_endpoints_follow_the_service_probe(litevisor_bin, tmp_path, runs):
     port, svc_port = free_port(), free_port()
     go = tmp_path / "go"
-    got = []
-
-    class Kuma(BaseHTTPRequestHandler):
-        def do_GET(self):
-            got.append(self.path)
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *a):
-            pass
-
-    kuma = HTTPServer(("127.0.0.1", 0), Kuma)
-    threading.Thread(target=kuma.serve_forever, daemon=True).start()
+    kuma, got = kuma_stand_in()
     r = start(runs, litevisor_bin, tmp_path,
               SERVICE + ["--serve", str(svc_port), "--go", str(go)],
               config=f"addr: 127.0.0.1:{port}\n"
@@ -1043,21 +1030,7 @@ def test_listens_on_nomad_port_label(litevisor_bin, tmp_path, runs):
 
 
 def test_uptime_kuma_push_heartbeat(litevisor_bin, tmp_path, runs):
-    got = []
-
-    class H(BaseHTTPRequestHandler):
-        def do_GET(self):
-            got.append(self.path)
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(b'{"ok":true}')
-
-        def log_message(self, *a):
-            pass
-
-    srv = HTTPServer(("127.0.0.1", 0), H)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    srv, got = kuma_stand_in()
     try:
         token = "s3cr3tT0k3n"
         ready = tmp_path / "ready"
@@ -1100,20 +1073,7 @@ def test_push_goes_down_while_replication_fails_past_fail_after(litevisor_bin, t
     """A push monitor is all a push setup has: while /healthz fails because a replica
     has failed longer than health.fail-after, the push says down with that reason,
     not "up, OK" (QA25 D1); while it only warns, up with the warning as the message."""
-    import urllib.parse
-    got = []
-
-    class H(BaseHTTPRequestHandler):
-        def do_GET(self):
-            got.append(urllib.parse.unquote(self.path))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *a):
-            pass
-
-    srv = HTTPServer(("127.0.0.1", 0), H)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    srv, got = kuma_stand_in(unquote=True)
     try:
         (tmp_path / "data").mkdir()
         port, refused = free_port(), free_port()  # nobody listens on the replica's port

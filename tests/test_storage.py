@@ -455,20 +455,16 @@ def test_s3_missing_bucket_is_an_error_not_an_empty_listing(s3server):
     assert r.keys == [], r.res
 
 
-@pytest.mark.parametrize("body", [
-    b'<?xml version="1.0"?><ListAllMyBucketsResult><Buckets><Bucket><Name>b</Name></Bucket>'
-    b'</Buckets></ListAllMyBucketsResult>',  # a server without virtual hosts answering the host
-    b"<!doctype html><html><body>MinIO Console</body></html>",  # the console port
-    b""])
-def test_s3_listing_answered_with_another_document_is_an_error(s3server, body):
-    # A 200 to the listing that is no <ListBucketResult> is not an empty replica:
-    # read as one, a restore would start the service on an empty database.
+def list_through(s3server, answer):
+    """A listing of replica db1 from a loopback server that answers each GET with
+    answer(path) -> (status, content type, body); returns the storage tool's result."""
     import http.server
 
     class Answer(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html" if b"html" in body else "application/xml")
+            status, ctype, body = answer(self.path)
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -480,10 +476,23 @@ def test_s3_listing_answered_with_another_document_is_an_error(s3server, body):
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         srv = s3server()
-        r = s3_replica(srv, endpoint=f"http://127.0.0.1:{httpd.server_address[1]}").list("")
+        return s3_replica(srv, endpoint=f"http://127.0.0.1:{httpd.server_address[1]}").list(
+            "", extra=["-no-retry"])
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+@pytest.mark.parametrize("body", [
+    b'<?xml version="1.0"?><ListAllMyBucketsResult><Buckets><Bucket><Name>b</Name></Bucket>'
+    b'</Buckets></ListAllMyBucketsResult>',  # a server without virtual hosts answering the host
+    b"<!doctype html><html><body>MinIO Console</body></html>",  # the console port
+    b""])
+def test_s3_listing_answered_with_another_document_is_an_error(s3server, body):
+    # A 200 to the listing that is no <ListBucketResult> is not an empty replica:
+    # read as one, a restore would start the service on an empty database.
+    ctype = "text/html" if b"html" in body else "application/xml"
+    r = list_through(s3server, lambda path: (200, ctype, body))
     assert r.rc == EXIT["permanent"], r.res
     assert "is this the S3 API endpoint" in r.res["message"], r.res
 
@@ -506,35 +515,18 @@ def test_s3_listing_values_are_read_as_aws_sdk_go_reads_them(s3server, flag, whe
     was 1970, so retention deleted a generation written seconds before and -timestamp
     restored the latest state (QA44 #1). Both are read as Litestream reads them, and what
     cannot be read fails the listing."""
-    import http.server
     import urllib.parse
 
-    class Answer(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            q = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
-            if "continuation-token" in q:
-                inner = _contents("db1/b") + "<IsTruncated>false</IsTruncated>"
-            else:
-                inner = (_contents("db1/a", when) + f"<IsTruncated>{flag}</IsTruncated>"
-                         "<NextContinuationToken>page2</NextContinuationToken>")
-            body = f'<?xml version="1.0"?><ListBucketResult>{inner}</ListBucketResult>'.encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/xml")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *a):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        srv = s3server()
-        r = s3_replica(srv, endpoint=f"http://127.0.0.1:{httpd.server_address[1]}").list("")
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    def answer(path):
+        q = urllib.parse.parse_qs(urllib.parse.urlparse(path).query)
+        if "continuation-token" in q:
+            inner = _contents("db1/b") + "<IsTruncated>false</IsTruncated>"
+        else:
+            inner = (_contents("db1/a", when) + f"<IsTruncated>{flag}</IsTruncated>"
+                     "<NextContinuationToken>page2</NextContinuationToken>")
+        return 200, "application/xml", \
+            f'<?xml version="1.0"?><ListBucketResult>{inner}</ListBucketResult>'.encode()
+    r = list_through(s3server, answer)
     if isinstance(want, list):
         assert r.ok().keys == want, r.res
     else:
@@ -545,31 +537,10 @@ def test_s3_request_time_too_skewed_is_temporary_not_auth(s3server):
     """AWS answers a clock off by over 15 minutes with 403 RequestTimeTooSkewed: our clock,
     not the credentials, so a later try may work (exit 111). The 403 was read as auth
     first and the code never looked at (QA44 #6)."""
-    import http.server
     body = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>RequestTimeTooSkewed</Code>'
             b'<Message>The difference between the request time and the current time is too '
             b'large.</Message></Error>')
-
-    class Answer(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(403)
-            self.send_header("Content-Type", "application/xml")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *a):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        srv = s3server()
-        r = s3_replica(srv, endpoint=f"http://127.0.0.1:{httpd.server_address[1]}").list(
-            "", extra=["-no-retry"])
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    r = list_through(s3server, lambda path: (403, "application/xml", body))
     assert r.rc == EXIT["transient"] and "RequestTimeTooSkewed" in r.res["message"], r.res
 
 
