@@ -152,7 +152,9 @@ out:
 	return rc;
 }
 
-/* Upload the spool as one PUT (the whole object, or one part when upload_id is set). */
+/* Upload the spool as one PUT (the whole object, or one part when upload_id is set).
+ * A whole object keeps ctl->create_only (If-None-Match: *); a part cannot carry it:
+ * the multipart upload's completion does. */
 static int put_spool(struct s3 *s3, const char *full, struct spool *s, const char *upload_id, int part,
 		     struct s3_resp *resp, const struct s3_ctl *ctl, struct st_error *err)
 {
@@ -163,7 +165,7 @@ static int put_spool(struct s3 *s3, const char *full, struct spool *s, const cha
 		.op = upload_id ? "upload part" : "put", .method = "PUT", .key = full,
 		.query = upload_id ? q : NULL, .nquery = upload_id ? 2 : 0,
 		.read = spool_read, .rewind = spool_rewind, .read_ctx = s, .read_len = s->len,
-		.payload_hash = s->hash, .big = true,
+		.payload_hash = s->hash, .big = true, .if_none_match = !upload_id && ctl->create_only,
 	};
 	s->pos = 0;
 	return s3_request(s3, &req, resp, ctl, err);

@@ -157,15 +157,19 @@ def test_overwrite_replaces_content(replica, tmp_path):
 
 
 @pytest.mark.parametrize("size", [100, 1 * MiB, 6 * MiB], ids=["inline", "streamed", "multipart"])
-def test_create_only_put_never_replaces(replica, tmp_path, size):
+@pytest.mark.parametrize("sized", [True, False], ids=["known-size", "unknown-size"])
+def test_create_only_put_never_replaces(replica, tmp_path, size, sized):
     # A create-only put (the placeholder segment) never replaces an object: a PUT
     # that was given up on and lands late must not overwrite the real segment.
     # S3: If-None-Match: * (AWS, MinIO; the test server's workaround (f)); file: link(2).
+    # Every LZ4 upload has an unknown size: under 5 MiB S3 spools it and sends one PUT,
+    # which must carry the condition too (QA47 #1).
     a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
     digest = write_random(a, size)
     write_random(b, size)
-    replica.put(a, "x/y", extra=["-create-only"]).ok()
-    r = replica.put(b, "x/y", extra=["-create-only"])
+    create = ["-create-only"] + ([] if sized else ["-unknown-size"])
+    replica.put(a, "x/y", extra=create).ok()
+    r = replica.put(b, "x/y", extra=create)
     assert r.rc == 6 and r.res["status"] == "exists", (r.res, r.stderr)
     replica.get("x/y", out).ok()
     assert sha256_file(out) == digest
