@@ -17,14 +17,32 @@ void s3_creds_wipe(struct s3_creds *c)
 	explicit_bzero(c, sizeof(*c));
 }
 
-/* Copy an environment variable; returns true if it was set and fit. */
-static bool from_env(const char *name, char *out, size_t outlen)
+/* An environment variable into out: 1 if set, 0 if unset or empty, -1 (err set) if its
+ * value does not fit, which is never cut short: a cut key or token only fails to sign. */
+static int from_env(const char *name, char *out, size_t outlen, struct st_error *err)
 {
 	const char *v = getenv(name);
-	if (!v || !*v || strlen(v) >= outlen)
-		return false;
-	memcpy(out, v, strlen(v) + 1);
-	return true;
+	if (!v || !*v)
+		return 0;
+	size_t n = strlen(v);
+	if (n >= outlen) {
+		st_error_set(err, ST_AUTH, 0, "S3 credentials: $%s is %zu bytes long, more than the %zu "
+			     "litevisor takes", name, n, outlen - 1);
+		return -1;
+	}
+	memcpy(out, v, n + 1);
+	return 1;
+}
+
+/* The first of the NULL-terminated names that is set, as from_env(). */
+static int first_env(const char *const *names, char *out, size_t outlen, struct st_error *err)
+{
+	for (; *names; names++) {
+		int r = from_env(*names, out, outlen, err);
+		if (r)
+			return r;
+	}
+	return 0;
 }
 
 static int secret(const struct cfg_secret *s, const char *what, char *out, size_t outlen,
@@ -38,39 +56,47 @@ static int secret(const struct cfg_secret *s, const char *what, char *out, size_
 	return 0;
 }
 
-/* The value of key in an INI line "key = value" (trimmed) into out. true if it matched. */
-static bool ini_value(const char *line, const char *key, char *out, size_t outlen)
+/* The value of key in an INI line "key = value" (trimmed) into out: 1 if the line sets
+ * key, 0 if not, -1 (err set) if the value does not fit. */
+static int ini_value(const char *line, const char *key, char *out, size_t outlen, const char *path,
+		     struct st_error *err)
 {
 	size_t kl = strlen(key);
 	while (*line == ' ' || *line == '\t')
 		line++;
 	if (strncmp(line, key, kl) != 0)
-		return false;
+		return 0;
 	line += kl;
 	while (*line == ' ' || *line == '\t')
 		line++;
 	if (*line++ != '=')
-		return false;
+		return 0;
 	while (*line == ' ' || *line == '\t')
 		line++;
 	size_t n = strcspn(line, "\r\n");
 	while (n && (line[n - 1] == ' ' || line[n - 1] == '\t'))
 		n--;
-	if (n == 0 || n >= outlen)
-		return false;
+	if (n == 0)
+		return 0;
+	if (n >= outlen) {
+		st_error_set(err, ST_AUTH, 0, "S3 credentials: %s in %s is %zu bytes long, more than "
+			     "the %zu litevisor takes", key, path, n, outlen - 1);
+		return -1;
+	}
 	memcpy(out, line, n);
 	out[n] = '\0';
-	return true;
+	return 1;
 }
 
 /*
  * The AWS shared credentials file, as the AWS SDK behind Litestream reads it:
  * $AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials, profile $AWS_PROFILE or
- * "default". true when it gave a key and a secret.
+ * "default". 1 when it gave a key and a secret, 0 when not, -1 (err set) when a
+ * value of the profile does not fit (lines of any length are read whole).
  */
-static bool from_shared_file(struct s3_creds *out)
+static int from_shared_file(struct s3_creds *out, struct st_error *err)
 {
-	char path[4096], want[256], line[1024];
+	char path[4096], want[256];
 	const char *f = getenv("AWS_SHARED_CREDENTIALS_FILE"), *home = getenv("HOME");
 	const char *profile = getenv("AWS_PROFILE");
 	if (f && *f)
@@ -78,7 +104,7 @@ static bool from_shared_file(struct s3_creds *out)
 	else if (home && *home)
 		snprintf(path, sizeof(path), "%s/.aws/credentials", home);
 	else
-		return false;
+		return 0;
 	snprintf(want, sizeof(want), "[%s]", profile && *profile ? profile : "default");
 	char why[256];
 	int fd = fs_open_regular(path, why, sizeof(why)); /* never a FIFO's endless wait */
@@ -89,26 +115,35 @@ static bool from_shared_file(struct s3_creds *out)
 		else if (errno != ENOENT)
 			log_warn("s3", "shared credentials file not read", "path=\"%s\" err=\"%s\"",
 				 path, why);
-		return false;
+		return 0;
 	}
 	bool in = false;
-	while (fgets(line, sizeof(line), fp)) {
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t len;
+	int r = 0;
+	while (r >= 0 && (len = getline(&line, &cap, fp)) >= 0) {
 		char *p = line + strspn(line, " \t");
 		if (*p == '[') {
 			p[strcspn(p, "\r\n")] = '\0';
 			for (size_t n = strlen(p); n && (p[n - 1] == ' ' || p[n - 1] == '\t'); n--)
 				p[n - 1] = '\0';
 			in = strcmp(p, want) == 0;
-			continue;
+		} else if (in) {
+			r = ini_value(p, "aws_access_key_id", out->akid, sizeof(out->akid), path, err);
+			if (!r)
+				r = ini_value(p, "aws_secret_access_key", out->secret, sizeof(out->secret),
+					      path, err);
+			if (!r)
+				r = ini_value(p, "aws_session_token", out->token, sizeof(out->token), path,
+					      err);
 		}
-		if (!in)
-			continue;
-		(void)(ini_value(p, "aws_access_key_id", out->akid, sizeof(out->akid)) ||
-		       ini_value(p, "aws_secret_access_key", out->secret, sizeof(out->secret)) ||
-		       ini_value(p, "aws_session_token", out->token, sizeof(out->token)));
+		explicit_bzero(line, (size_t)len);
 	}
-	explicit_bzero(line, sizeof(line));
+	free(line);
 	fclose(fp);
+	if (r < 0)
+		return -1;
 	return out->akid[0] && out->secret[0];
 }
 
@@ -130,17 +165,30 @@ int s3_credentials(const struct s3 *s3, struct s3_creds *out, struct st_error *e
 		if (secret_is_set(&s3->token) &&
 		    (rc = secret(&s3->token, "session-token", out->token, sizeof(out->token), err)))
 			goto fail;
-	} else if ((from_env("AWS_ACCESS_KEY_ID", out->akid, sizeof(out->akid)) ||
-		    from_env("LITESTREAM_ACCESS_KEY_ID", out->akid, sizeof(out->akid)) ||
-		    from_env("AWS_ACCESS_KEY", out->akid, sizeof(out->akid))) &&
-		   (from_env("AWS_SECRET_ACCESS_KEY", out->secret, sizeof(out->secret)) ||
-		    from_env("LITESTREAM_SECRET_ACCESS_KEY", out->secret, sizeof(out->secret)) ||
-		    from_env("AWS_SECRET_KEY", out->secret, sizeof(out->secret)))) {
-		from_env("AWS_SESSION_TOKEN", out->token, sizeof(out->token));
 	} else {
-		memset(out, 0, sizeof(*out));
-		if (!from_shared_file(out))
+		static const char *const akids[] = { "AWS_ACCESS_KEY_ID", "LITESTREAM_ACCESS_KEY_ID",
+						     "AWS_ACCESS_KEY", NULL };
+		static const char *const secrets[] = { "AWS_SECRET_ACCESS_KEY",
+						       "LITESTREAM_SECRET_ACCESS_KEY", "AWS_SECRET_KEY",
+						       NULL };
+		int a = first_env(akids, out->akid, sizeof(out->akid), err);
+		int s = a > 0 ? first_env(secrets, out->secret, sizeof(out->secret), err) : 0;
+		if (a > 0 && s > 0 && from_env("AWS_SESSION_TOKEN", out->token, sizeof(out->token), err) < 0)
+			s = -1;
+		if (a < 0 || s < 0) {
+			rc = ST_AUTH;
+			goto fail;
+		}
+		if (!a || !s) {
 			memset(out, 0, sizeof(*out));
+			int f = from_shared_file(out, err);
+			if (f < 0) {
+				rc = ST_AUTH;
+				goto fail;
+			}
+			if (!f)
+				memset(out, 0, sizeof(*out));
+		}
 	}
 	if (!out->akid[0] || !out->secret[0]) {
 		rc = ST_AUTH;

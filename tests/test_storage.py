@@ -446,6 +446,38 @@ def test_s3_credentials_from_config_and_aws_env(s3server, tmp_path):
     assert r.rc == EXIT["auth"] and "no S3 credentials" in r.res["message"]
 
 
+def test_s3_long_credentials_are_sent_whole_or_refused(s3server, tmp_path):
+    # STS and SSO session tokens are often over 1,000 characters. One in the shared
+    # credentials file was cut at 1,023 and signed cut (QA47 #2): every request then
+    # failed with InvalidToken and no hint why. A value too long to hold is refused,
+    # naming where it came from, never cut or dropped.
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "LITESTREAM_"))}
+    denied = lambda path: (403, "application/xml",
+                           b"<Error><Code>InvalidToken</Code><Message>x</Message></Error>")
+    token = "IQoJb3JpZ2luX2VjE" + "Ab9/+" * 400
+    creds = tmp_path / "credentials"
+    creds.write_text("[default]\naws_access_key_id = AKIAEXAMPLE\n"
+                     f"aws_secret_access_key = s3cr3t\naws_session_token = {token}\n")
+    seen = []
+    list_through(s3server, denied, env=dict(clean, AWS_SHARED_CREDENTIALS_FILE=str(creds)),
+                 seen=seen)
+    assert seen and seen[0]["x-amz-security-token"] == token
+    huge = "T" * 9000
+    creds.write_text("[default]\naws_access_key_id = AKIAEXAMPLE\n"
+                     f"aws_secret_access_key = s3cr3t\naws_session_token = {huge}\n")
+    seen = []
+    r = list_through(s3server, denied, env=dict(clean, AWS_SHARED_CREDENTIALS_FILE=str(creds)),
+                     seen=seen)
+    assert r.rc == EXIT["auth"] and not seen, r.res
+    assert f"aws_session_token in {creds} is 9000 bytes long" in r.res["message"], r.res
+    r = list_through(s3server, denied, env=dict(clean, AWS_ACCESS_KEY_ID="AKIAEXAMPLE",
+                                                 AWS_SECRET_ACCESS_KEY="s3cr3t",
+                                                 AWS_SESSION_TOKEN=huge), seen=seen)
+    assert r.rc == EXIT["auth"] and not seen, r.res
+    assert "$AWS_SESSION_TOKEN is 9000 bytes long" in r.res["message"], r.res
+    assert huge not in r.stderr + json.dumps(r.res)
+
+
 def test_s3_missing_bucket_is_an_error_not_an_empty_listing(s3server):
     # an empty prefix lists as nothing; a missing bucket is a config error that
     # must not read as an empty replica (a restore would start empty)
@@ -459,13 +491,16 @@ def test_s3_missing_bucket_is_an_error_not_an_empty_listing(s3server):
     assert r.keys == [], r.res
 
 
-def list_through(s3server, answer):
+def list_through(s3server, answer, env=None, seen=None):
     """A listing of replica db1 from a loopback server that answers each GET with
-    answer(path) -> (status, content type, body); returns the storage tool's result."""
+    answer(path) -> (status, content type, body); returns the storage tool's result.
+    env replaces the replica's environment; seen, a list, gets each request's headers."""
     import http.server
 
     class Answer(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
+            if seen is not None:
+                seen.append(self.headers)
             status, ctype, body = answer(self.path)
             self.send_response(status)
             self.send_header("Content-Type", ctype)
@@ -480,8 +515,10 @@ def list_through(s3server, answer):
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         srv = s3server()
-        return s3_replica(srv, endpoint=f"http://127.0.0.1:{httpd.server_address[1]}").list(
-            "", extra=["-no-retry"])
+        rep = s3_replica(srv, endpoint=f"http://127.0.0.1:{httpd.server_address[1]}")
+        if env is not None:
+            rep.env = env
+        return rep.list("", extra=["-no-retry"])
     finally:
         httpd.shutdown()
         httpd.server_close()
