@@ -77,13 +77,9 @@ static int config_from_args(struct config *cfg, int argc, char **argv, char *err
 		if (config_replica_from_url(argv[i], r, err, errlen) < 0)
 			return -1;
 		db->nreplicas++;
-		if (!r->name) {
-			char name[32];
-			snprintf(name, sizeof(name), "%s%d", r->type == REPLICA_S3 ? "s3" : "file", i);
-			if (!(r->name = strdup(name)))
-				goto oom;
-		}
 	}
+	if (config_unique_replica_names(db) < 0)
+		goto oom;
 	return 0;
 oom:
 	snprintf(err, errlen, "out of memory");

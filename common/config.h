@@ -59,7 +59,9 @@ struct cfg_age {
 };
 
 struct cfg_replica {
-	char *name;              /* unique within its db; defaults to store name, else type */
+	char *name;              /* unique within its db; defaults to store name, else type,
+				  * then "-<position>" where that is taken */
+	bool name_given;         /* name was set on the replica itself */
 	enum replica_type type;
 	char *url;               /* as written, or NULL (for messages; never has credentials) */
 	char *path;              /* file: directory; s3: key prefix without leading '/' */
@@ -261,6 +263,15 @@ void config_db_env_name(const char *name, char *buf, size_t len);
  * commands that take a replica URL. Returns 0 or -1 with err set.
  */
 int config_replica_from_url(const char *url, struct cfg_replica *r, char *err, size_t errlen);
+
+/*
+ * Litestream names a replica by its type and lets two share it (an S3 peer and an
+ * S3 NAS, neither named). Names here key logs, metrics, -replica and the failure
+ * records, so a default name already taken (by a given name, or an earlier replica)
+ * becomes "<default>-<position>" (s3, s3-2), or the next free number past that.
+ * Names given on the replica (name_given) are kept. Returns 0, or -1 out of memory.
+ */
+int config_unique_replica_names(struct cfg_db *db);
 
 /*
  * Split an addr value into host and port: "HOST:PORT", "[IPV6]:PORT" (host

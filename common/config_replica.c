@@ -773,6 +773,38 @@ oom:
 	return -1;
 }
 
+/* Whether name is taken in db by a given name, or by a replica before `before`. */
+static bool name_taken(const struct cfg_db *db, size_t before, const char *name)
+{
+	for (size_t j = 0; j < db->nreplicas; j++)
+		if ((j < before || db->replicas[j].name_given) && strcmp(db->replicas[j].name, name) == 0)
+			return true;
+	return false;
+}
+
+int config_unique_replica_names(struct cfg_db *db)
+{
+	for (size_t i = 0; i < db->nreplicas; i++) {
+		struct cfg_replica *r = &db->replicas[i];
+		if (r->name_given || !name_taken(db, i, r->name))
+			continue;
+		char cand[CFG_NAME_MAX + 1];
+		for (size_t n = i + 1;; n++) {
+			char num[24];
+			int nl = snprintf(num, sizeof(num), "-%zu", n);
+			snprintf(cand, sizeof(cand), "%.*s%s", CFG_NAME_MAX - nl, r->name, num);
+			if (!name_taken(db, i, cand))
+				break;
+		}
+		char *dup = strdup(cand);
+		if (!dup)
+			return -1;
+		free(r->name);
+		r->name = dup;
+	}
+	return 0;
+}
+
 int walk_replicas(struct walk *w, const struct cfg_node *seq, const char *path, struct cfg_db *db)
 {
 	char rp[360], kp[400];
@@ -805,16 +837,21 @@ int walk_replicas(struct walk *w, const struct cfg_node *seq, const char *path, 
 			return -1;
 		if (walk_check_name(w, at[RF_NAME] ? at[RF_NAME] : m, rp, r->name) < 0)
 			return -1;
-		for (size_t j = 0; j < i; j++) {
+		r->name_given = at[RF_NAME] != NULL;
+		for (size_t j = 0; r->name_given && j < i; j++) {
 			const struct cfg_replica *o = &db->replicas[j];
-			if (strcmp(o->name, r->name) == 0) {
+			if (o->name_given && strcmp(o->name, r->name) == 0) {
 				walk_path(kp, sizeof(kp), rp, "name");
-				cfg_error(w->e, at[RF_NAME] ? at[RF_NAME] : m, kp,
+				cfg_error(w->e, at[RF_NAME], kp,
 					  "duplicate replica name \"%s\" (also %s[%zu], line %d); give each replica its own \"name\"",
 					  r->name, path, j, o->line);
 				return -1;
 			}
 		}
+	}
+	if (config_unique_replica_names(db) < 0) {
+		cfg_error(w->e, seq, path, "out of memory");
+		return -1;
 	}
 	/* replicas writing to one place: cfg_check_replica_dests, once every db is read */
 	return 0;

@@ -2157,6 +2157,49 @@ def test_two_databases_each_independent(run, tmp_path, litestream_bin):
     assert content(tmp_path / "outa.db") != content(tmp_path / "outb.db")
 
 
+def test_unnamed_replicas_of_one_type_each_get_their_own_name(run, tmp_path, litestream_bin,
+                                                               litevisor_bin):
+    # Litestream names both of these "file" (an S3 peer and an S3 NAS, both "s3"), and
+    # such a litestream.yml was refused at start. The names key the logs, metrics,
+    # -replica and the failure records, so the second is "file-2".
+    db = tmp_path / "app.db"
+    create(db)
+    cfg = tmp_path / "litestream.yml"
+    cfg.write_text(f"""dbs:
+  - path: {db}
+    replicas:
+      - url: file://{tmp_path}/peer
+        sync-interval: 200ms
+      - path: {tmp_path}/nas
+""")
+    r = run(cfg)
+    write(db, 50, start=1)
+    assert r.stop() == 0
+    text = r.text()
+    assert "replica=file " in text and "replica=file-2 " in text, text
+    for rep in ("peer", "nas"):
+        check_restore(litestream_bin, tmp_path / rep, db, tmp_path / f"out-{rep}.db")
+    out = tmp_path / "out.db"
+    p = subprocess.run([litevisor_bin, "restore", "-config", str(cfg), "-replica", "file-2",
+                        "-o", str(out), str(db)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert content(out) == content(db)
+    p = subprocess.run([litevisor_bin, "databases", "-config", str(cfg)], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 0 and "file,file-2" in p.stdout, p.stdout + p.stderr
+    # `replicate DB_PATH URL URL` named both "file" as well
+    log = tmp_path / "cli.log"
+    with open(log, "w") as f:
+        p = subprocess.Popen([litevisor_bin, "replicate", str(db), f"file://{tmp_path}/c1",
+                              f"file://{tmp_path}/c2"], stderr=f)
+    try:
+        wait_for(lambda: log.read_text().count("snapshot written") == 2, what="both snapshots")
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=30) == 0
+    assert "replica=file " in log.read_text() and "replica=file-2 " in log.read_text()
+
+
 def faulty_env(**fault):
     """Environment loading tests/tools/preload/faultinject.c with FAULT_<KEY>=value."""
     tools = os.environ.get("LITEVISOR_TOOLS_DIR") or os.path.join(

@@ -428,6 +428,39 @@ TEST(same_file_names_in_other_directories_get_distinct_default_names)
 	config_release(&c);
 }
 
+TEST(replicas_sharing_a_default_name_get_distinct_names)
+{
+	/* Litestream accepts two unnamed S3 replicas (both "s3"): the homelab's peer and NAS */
+	struct config c = load_ok("stores:\n"
+				  "  nas: { type: s3, bucket: b, endpoint: http://127.0.0.1:9000 }\n"
+				  "dbs:\n"
+				  "  - path: /data/app.db\n"
+				  "    replicas:\n"
+				  "      - url: s3://peer/app\n"
+				  "      - url: s3://nas/app\n"
+				  "      - url: s3://third/app\n"
+				  "        name: s3-3\n"
+				  "      - url: s3://fourth/app\n"
+				  "      - { store: nas, path: a }\n"
+				  "      - { store: nas, path: b }\n"
+				  "      - url: file:///backup/app\n"
+				  "  - path: /data/other.db\n"
+				  "    replicas:\n"
+				  "      - url: s3://x/other\n"
+				  "      - url: s3://y/other\n"
+				  "        name: s3\n");
+	CHECK_STR(c.dbs[0].replicas[0].name, "s3");
+	CHECK_STR(c.dbs[0].replicas[1].name, "s3-2");
+	CHECK_STR(c.dbs[0].replicas[2].name, "s3-3"); /* given names never change */
+	CHECK_STR(c.dbs[0].replicas[3].name, "s3-4");
+	CHECK_STR(c.dbs[0].replicas[4].name, "nas");
+	CHECK_STR(c.dbs[0].replicas[5].name, "nas-6");
+	CHECK_STR(c.dbs[0].replicas[6].name, "file");
+	CHECK_STR(c.dbs[1].replicas[0].name, "s3-1"); /* a given "s3" later in the list wins */
+	CHECK_STR(c.dbs[1].replicas[1].name, "s3");
+	config_release(&c);
+}
+
 TEST(litevisor_sections)
 {
 	struct config c = load_ok(
@@ -855,8 +888,10 @@ static const struct bad_case bad_cases[] = {
 	  "  - path: /data/app.db\n"
 	  "    replicas:\n"
 	  "      - url: s3://bkt/app\n"
-	  "      - url: s3://other/app\n",
-	  "bad.yml:5:9: dbs[0].replicas[1].name: duplicate replica name \"s3\" (also dbs[0].replicas[0], line 4); give each replica its own \"name\"" },
+	  "        name: peer\n"
+	  "      - url: s3://other/app\n"
+	  "        name: peer\n",
+	  "bad.yml:7:15: dbs[0].replicas[1].name: duplicate replica name \"peer\" (also dbs[0].replicas[0], line 4); give each replica its own \"name\"" },
 	{ "same_destination",
 	  "dbs:\n"
 	  "  - path: /data/a.db\n"
@@ -1676,6 +1711,7 @@ TEST(litestream_values_accepted)
 UNIT_MAIN(T(litestream_full_example), T(seed_topology_from_node_105), T(node_rule_follows_top_level_node),
 	  T(store_inheritance_and_overrides), T(url_shortcuts), T(urls_parse_like_go_net_url), T(url_spellings_litestream_accepts), T(litestream_values_accepted), T(url_parts_versus_explicit_keys),
 	  T(defaults_match_config_h), T(same_file_names_in_other_directories_get_distinct_default_names),
+	  T(replicas_sharing_a_default_name_get_distinct_names),
 	  T(litevisor_sections), T(env_expansion_in_values), T(anchors_and_aliases),
 	  T(default_path_falls_back_to_litestreams), T(default_path_order), T(file_errors_name_the_file), T(bad_configs_give_exact_errors), T(duplicates_through_symlinks),
 	  T(credentials_never_in_errors), T(secret_files_are_checked_at_load),
