@@ -35,6 +35,7 @@ struct cfg_node {
 	int line, column;          /* 1-based position of the node's start */
 	char *value;               /* scalar text as written (before env expansion) */
 	bool plain;                /* scalar was unquoted (so "~", "null", "" mean null) */
+	bool aliased;              /* an alias (*name) elsewhere refers to this node */
 	struct cfg_node **items;   /* map: key,value,key,value…; seq: items */
 	size_t nitems;             /* number of pointers in items */
 	size_t cap;

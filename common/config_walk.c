@@ -493,6 +493,10 @@ int walk_map(struct walk *w, const struct cfg_node *m, const char *path, const s
 				cfg_error(w->e, k, kp, "not allowed here");
 			return -1;
 		}
+		/* A top-level value that is there for its anchor (x-defaults: &d {…}, used as
+		 * <<: *d or *d below) is no setting: Litestream ignores such a key too. */
+		if (f == n && !path[0] && v->aliased)
+			continue;
 		if (f == n) {
 			const char *hint = suggest(k->value, tab, n, where);
 			const char *elsewhere = hint ? NULL : cfg_other_place(k->value, tab);

@@ -157,6 +157,7 @@ static int on_event(struct builder *b, const yaml_event_t *ev, struct cfg_err *e
 				return -1;
 			}
 		}
+		n->aliased = true;
 		return attach(b, n) ? (err_at(e, &ev->start_mark, "out of memory"), -1) : 0;
 	}
 	case YAML_SCALAR_EVENT:

@@ -604,6 +604,30 @@ TEST(anchors_and_aliases)
 	CHECK_INT(r->sync_interval_ms, 7000);
 	CHECK_INT(r->retention_ms, 3 * 3600 * 1000LL);
 	config_release(&c);
+
+	/* A top-level key that only holds an anchor is no setting (Litestream ignores it) */
+	c = load_ok(
+		"x-defaults: &defaults {sync-interval: 5s, retention: 7d}\n"
+		"x-interval: &every 2m\n"
+		"dbs:\n"
+		"  - path: /d/a.db\n"
+		"    checkpoint-interval: *every\n"
+		"    replicas:\n"
+		"      - <<: *defaults\n"
+		"        url: s3://b/a\n");
+	CHECK_INT(c.dbs[0].checkpoint_interval_ms, 120000);
+	CHECK_INT(c.dbs[0].replicas[0].sync_interval_ms, 5000);
+	CHECK_INT(c.dbs[0].replicas[0].retention_ms, 7 * 24 * 3600 * 1000LL);
+	config_release(&c);
+	/* ...but one no alias uses is an unknown key, as is an anchor holder below the top */
+	char err[1024];
+	CHECK_INT(config_load_string("x-defaults: &defaults {sync-interval: 5s}\n"
+				     "dbs:\n  - path: /d/a.db\n", "t.yml", NULL, &c, err, sizeof(err)), -1);
+	CHECK_STR(err, "t.yml:1:1: x-defaults: unknown key (docs/config.md lists the keys)");
+	CHECK_INT(config_load_string("dbs:\n  - path: /d/a.db\n    retension: &r 1h\n"
+				     "    replicas:\n      - {url: \"s3://b/a\", retention: *r}\n",
+				     "t.yml", NULL, &c, err, sizeof(err)), -1);
+	CHECK_STR(err, "t.yml:3:5: dbs[0].retension: unknown key (docs/config.md lists the keys)");
 }
 
 /* Litestream's default file is read when ours does not exist (QA27 D3). */
