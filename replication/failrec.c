@@ -84,8 +84,10 @@ void failrec_note_flush_failed(struct eng_replica *r)
 	struct eng_db *d = r->db;
 	pthread_mutex_lock(&d->mu);
 	bool first = !r->stat.failing_since_ns;
-	if (first)
+	if (first) {
 		r->stat.failing_since_ns = r->flush_failed_ns;
+		r->stat.failing_since_mono_ns = clock_mono_ns();
+	}
 	pthread_mutex_unlock(&d->mu);
 	failrec_note(r, first);
 }
@@ -152,6 +154,7 @@ void failrec_load(struct eng_db *d)
 			rec.behind_since_ns = wall;
 		pthread_mutex_lock(&d->mu);
 		r->stat.failing_since_ns = rec.failing_since_ns;
+		r->stat.failing_since_mono_ns = mono - (wall - rec.failing_since_ns);
 		r->carried = rec.behind_since_ns > 0;
 		r->carried_since_mono = r->carried ? mono - (wall - rec.behind_since_ns) : 0;
 		pthread_mutex_unlock(&d->mu);

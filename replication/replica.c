@@ -555,8 +555,10 @@ void replica_note_error(struct eng_replica *r, const char *what, const char *msg
 	r->stat.sync_errors_total++;
 	r->stat.last_error_ns = now;
 	bool first = !r->stat.failing_since_ns;
-	if (first)
+	if (first) {
 		r->stat.failing_since_ns = now;
+		r->stat.failing_since_mono_ns = clock_mono_ns();
+	}
 	snprintf(r->stat.last_error, sizeof(r->stat.last_error), "%s: %s", what, msg);
 	pthread_mutex_unlock(&d->mu);
 	failrec_note(r, first);
@@ -1111,19 +1113,19 @@ int replica_ship(struct eng_replica *r, bool flush)
 static void note_ok(struct eng_replica *r)
 {
 	struct eng_db *d = r->db;
-	int64_t now = clock_wall_ns(), since;
+	int64_t now = clock_wall_ns(), mono = clock_mono_ns(), since;
 	pthread_mutex_lock(&d->mu);
 	r->stat.syncs_total++;
 	r->stat.last_sync_ns = now;
-	since = r->stat.failing_since_ns;
-	r->stat.failing_since_ns = 0;
+	since = r->stat.failing_since_ns ? r->stat.failing_since_mono_ns : 0;
+	r->stat.failing_since_ns = r->stat.failing_since_mono_ns = 0;
 	r->carried = false; /* it holds everything the shadow held, older commits with it */
 	pthread_mutex_unlock(&d->mu);
 	failrec_clear(r);
 	/* the failures were logged one by one: say when they end, and how long it took */
 	if (since)
 		log_info("replica", "replica recovered", "db=%s replica=%s failing_s=%.1f",
-			 d->stat.name, r->stat.name, (double)(now - since) / NS_PER_SEC);
+			 d->stat.name, r->stat.name, (double)(mono - since) / NS_PER_SEC);
 }
 
 /*

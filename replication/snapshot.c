@@ -389,7 +389,7 @@ static void snapshot_done(struct eng_replica *r, const char *gen, uint32_t index
 	r->behind_since_mono = 0;
 	r->gap = false;
 	r->oversize = false;
-	r->stat.failing_since_ns = 0; /* it took a snapshot: it answers again */
+	r->stat.failing_since_ns = r->stat.failing_since_mono_ns = 0; /* it took a snapshot: it answers again */
 	r->carried = false;           /* ... and holds the database (note_ok drops its record) */
 	r->stat.snapshots_total++;
 	r->stat.snapshot_bytes_total += plain_bytes;

@@ -31,6 +31,8 @@ struct replica_status {
 	int64_t last_snapshot_ns;  /* last snapshot written, or at start the replica's newest
 				    * in the generation it continues (its object time); 0 none */
 	int64_t failing_since_ns;  /* first failure of the current run of failures, 0 if healthy */
+	int64_t failing_since_mono_ns; /* the same on the monotonic clock, for how long it has
+					* failed: a step of the wall clock moves neither */
 	int64_t last_error_ns;
 	char last_error[256];      /* "" if none */
 	double lag_seconds;        /* age of the oldest commit not yet on this replica (0 = caught up) */
@@ -65,6 +67,7 @@ struct db_status {
 	 * replicas then get nothing new, whatever their own health.
 	 */
 	int64_t sync_failing_since_ns;      /* first failure of the current run, 0 if fine */
+	int64_t sync_failing_since_mono_ns; /* the same on the monotonic clock (for durations) */
 	char sync_error[256];               /* its cause, "" if fine */
 	uint64_t sync_errors_total;
 	uint64_t generations_total;         /* generations started by this process */

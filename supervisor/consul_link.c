@@ -125,7 +125,8 @@ static enum consul_check health_now(void *ctx, char *out, size_t len)
 	pthread_mutex_lock(&c->mu);
 	bool have = c->status && c->status(c->status_ctx, &es) == 0;
 	pthread_mutex_unlock(&c->mu);
-	struct health_view v = { &snap, have ? &es : NULL, c->cfg, clock_wall_ns(), false };
+	struct health_view v = { &snap, have ? &es : NULL, c->cfg, clock_wall_ns(), clock_mono_ns(),
+				 false };
 	enum health_status hs = health_overall(&v, out, len);
 	if (have)
 		engine_status_release(&es);

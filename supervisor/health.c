@@ -66,15 +66,21 @@ bool health_ready(const struct sup_snapshot *s, char *why, size_t whylen)
 	return true;
 }
 
+/* How long since a failure that began at since_mono (0 if that is in the future). */
+static int64_t failed_ms(int64_t now_mono_ns, int64_t since_mono_ns)
+{
+	return now_mono_ns > since_mono_ns ? (now_mono_ns - since_mono_ns) / NS_PER_MS : 0;
+}
+
 enum health_status health_replica(const struct replica_status *r, int64_t fail_after_ms,
-				  int64_t now_wall_ns, char *why, size_t whylen)
+				  int64_t now_mono_ns, char *why, size_t whylen)
 {
 	if (why && whylen)
 		why[0] = '\0';
 	if (r->restore_only)
 		return HEALTH_PASS;
 	if (r->failing_since_ns > 0) {
-		int64_t for_ms = (now_wall_ns - r->failing_since_ns) / NS_PER_MS;
+		int64_t for_ms = failed_ms(now_mono_ns, r->failing_since_mono_ns);
 		snprintf(why, whylen, "failing for %lld s: %s", (long long)(for_ms / 1000),
 			 r->last_error[0] ? r->last_error : "sync errors");
 		if (fail_after_ms > 0 && for_ms >= fail_after_ms)
@@ -174,14 +180,14 @@ static json_t *probe_check(const struct sup_snapshot *s, int64_t now_wall_ns)
  * that lasted fail_after_ms, as a replica's failure does; warn (only) while
  * no replica is written to. why: the output.
  */
-static json_t *db_check(const struct db_status *d, int64_t fail_after_ms, int64_t now_wall_ns,
+static json_t *db_check(const struct db_status *d, int64_t fail_after_ms, int64_t now_mono_ns,
 			enum health_status *st, char *why, size_t whylen)
 {
 	json_t *c = json_object();
 	*st = d->replicating ? HEALTH_PASS : HEALTH_WARN;
 	snprintf(why, whylen, "%s", d->replicating ? "" : d->state);
 	if (d->replicating && d->sync_failing_since_ns > 0) {
-		int64_t for_ms = (now_wall_ns - d->sync_failing_since_ns) / NS_PER_MS;
+		int64_t for_ms = failed_ms(now_mono_ns, d->sync_failing_since_mono_ns);
 		snprintf(why, whylen, "cannot copy new commits for %lld s: %s",
 			 (long long)(for_ms / 1000), d->sync_error);
 		*st = fail_after_ms > 0 && for_ms >= fail_after_ms ? HEALTH_FAIL : HEALTH_WARN;
@@ -215,11 +221,11 @@ static json_t *db_check(const struct db_status *d, int64_t fail_after_ms, int64_
 }
 
 static json_t *replica_check(const struct db_status *d, const struct replica_status *r,
-			     int64_t fail_after_ms, int64_t now_wall_ns, enum health_status *st,
-			     char *why, size_t whylen)
+			     int64_t fail_after_ms, int64_t now_wall_ns, int64_t now_mono_ns,
+			     enum health_status *st, char *why, size_t whylen)
 {
 	char id[160];
-	*st = health_replica(r, fail_after_ms, now_wall_ns, why, whylen);
+	*st = health_replica(r, fail_after_ms, now_mono_ns, why, whylen);
 	snprintf(id, sizeof(id), "%s/%s", d->name, r->name);
 	json_t *c = json_object();
 	json_object_set_new(c, "componentId", jstr(id));
@@ -281,14 +287,15 @@ static enum health_status evaluate(const struct health_view *v, json_t *checks, 
 		enum health_status st;
 		char dwhy[320];
 		add_check(checks, "database:replication",
-			  db_check(d, fail_after, v->now_wall_ns, &st, dwhy, sizeof(dwhy)));
+			  db_check(d, fail_after, v->now_mono_ns, &st, dwhy, sizeof(dwhy)));
 		if (st > overall || (st > HEALTH_PASS && !problem[0]))
 			snprintf(problem, plen, "%s: %s", d->name, dwhy);
 		overall = worst(overall, st);
 		for (size_t j = 0; j < d->nreplicas; j++) {
 			char rwhy[256];
 			add_check(checks, "replica:lag",
-				  replica_check(d, &d->replicas[j], fail_after, v->now_wall_ns, &st,
+				  replica_check(d, &d->replicas[j], fail_after, v->now_wall_ns,
+					       v->now_mono_ns, &st,
 						rwhy, sizeof(rwhy)));
 			if (st > overall || (st > HEALTH_PASS && !problem[0]))
 				snprintf(problem, plen, "%s/%s: %s", d->name, d->replicas[j].name, rwhy);

@@ -38,15 +38,16 @@ bool health_alive(const struct sup_snapshot *s, int64_t now_mono_ns, char *why, 
 /* True when ready; else why ("restoring databases", "service not running", "probe: …"). */
 bool health_ready(const struct sup_snapshot *s, char *why, size_t whylen);
 
-/* Status of one replica (restore-only replicas always pass). */
+/* Status of one replica (restore-only replicas always pass); now_mono_ns from clock_mono_ns(). */
 enum health_status health_replica(const struct replica_status *r, int64_t fail_after_ms,
-				  int64_t now_wall_ns, char *why, size_t whylen);
+				  int64_t now_mono_ns, char *why, size_t whylen);
 
 struct health_view {
 	const struct sup_snapshot *sup;
 	const struct engine_status *eng;  /* NULL when no engine runs */
 	const struct config *cfg;         /* NULL: defaults */
-	int64_t now_wall_ns;
+	int64_t now_wall_ns;              /* for the times shown */
+	int64_t now_mono_ns;              /* for how long something has failed */
 	bool no_service;                  /* `replicate`: no service:* checks; ready when running */
 };
 

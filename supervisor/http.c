@@ -198,7 +198,7 @@ static enum MHD_Result serve_health(struct http_server *srv, struct MHD_Connecti
 	if (warn < 0)
 		return respond_text(c, 400, "", "warn: expected an HTTP status code from 200 to 599");
 	int have = get_status(srv, &st) == 0;
-	struct health_view v = { snap, have ? &st : NULL, srv->cfg, clock_wall_ns(),
+	struct health_view v = { snap, have ? &st : NULL, srv->cfg, clock_wall_ns(), clock_mono_ns(),
 				 srv->mode == HTTP_NO_SERVICE };
 	int code = 503;
 	char *body = health_render(&v, &code);

@@ -105,7 +105,8 @@ static bool replication_health(struct push *p, const struct sup_snapshot *s, boo
 	memset(&es, 0, sizeof(es));
 	if (p->status(p->status_ctx, &es) != 0)
 		return true;
-	struct health_view v = { s, &es, p->cfg, clock_wall_ns(), !p->service };
+	struct health_view v = { s, &es, p->cfg, clock_wall_ns(), clock_mono_ns(),
+				 !p->service };
 	enum health_status hs = health_overall(&v, why, whylen);
 	engine_status_release(&es);
 	if (hs == HEALTH_FAIL)

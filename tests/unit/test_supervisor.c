@@ -167,12 +167,17 @@ TEST(replica_warn_and_fail)
 	CHECK_INT(health_replica(&r, 0, now, why, sizeof(why)), HEALTH_WARN);
 	CHECK(strstr(why, "lag"));
 	r.lag_seconds = 0;
-	r.failing_since_ns = now - 120 * NS_PER_SEC;
+	/* how long it has failed is on the monotonic clock: the wall time (shown) is not used */
+	r.failing_since_ns = 1;
+	r.failing_since_mono_ns = now - 120 * NS_PER_SEC;
 	snprintf(r.last_error, sizeof(r.last_error), "connect timeout");
 	CHECK_INT(health_replica(&r, 0, now, why, sizeof(why)), HEALTH_WARN);
-	CHECK(strstr(why, "connect timeout"));
+	CHECK(strstr(why, "failing for 120 s: connect timeout"));
 	CHECK_INT(health_replica(&r, 300000, now, why, sizeof(why)), HEALTH_WARN);
 	CHECK_INT(health_replica(&r, 60000, now, why, sizeof(why)), HEALTH_FAIL);
+	/* never a negative time */
+	CHECK_INT(health_replica(&r, 60000, now - 3600 * NS_PER_SEC, why, sizeof(why)), HEALTH_WARN);
+	CHECK(strstr(why, "failing for 0 s"));
 	r.restore_only = true;
 	CHECK_INT(health_replica(&r, 60000, now, why, sizeof(why)), HEALTH_PASS);
 	/* another writer warns, and never fails (which node to stop is not ours to say) */
@@ -198,6 +203,7 @@ static struct engine_status fake_engine(struct db_status *d, struct replica_stat
 	snprintf(r[0].name, sizeof(r[0].name), "nas");
 	snprintf(r[1].name, sizeof(r[1].name), "s3");
 	r[1].failing_since_ns = clock_wall_ns() - NS_PER_SEC;
+	r[1].failing_since_mono_ns = clock_mono_ns() - NS_PER_SEC;
 	snprintf(r[1].last_error, sizeof(r[1].last_error), "HTTP 503");
 	r[0].ops[ST_OP_PUT].count = 7;
 	r[0].ops[ST_OP_PUT].latency_ns = 1500000000ULL;
@@ -213,7 +219,7 @@ TEST(health_document_warns_on_failing_replica)
 	struct replica_status r[2];
 	struct engine_status e = fake_engine(&d, r);
 	struct sup_snapshot s = running();
-	struct health_view v = { &s, &e, NULL, clock_wall_ns(), false };
+	struct health_view v = { &s, &e, NULL, clock_wall_ns(), clock_mono_ns(), false };
 	int code = 0;
 	char *body = health_render(&v, &code);
 	CHECK(body);
@@ -260,7 +266,7 @@ TEST(health_warns_when_no_replica_is_written_to)
 	struct replica_status r[2];
 	struct engine_status e = fake_engine(&d, r);
 	struct sup_snapshot s = running();
-	struct health_view v = { &s, &e, NULL, clock_wall_ns(), false };
+	struct health_view v = { &s, &e, NULL, clock_wall_ns(), clock_mono_ns(), false };
 	int code = 0;
 	r[1].failing_since_ns = 0;
 	r[0].restore_only = r[1].restore_only = true;
@@ -382,7 +388,7 @@ TEST(text_that_is_not_utf8)
 	snprintf(d.path, sizeof(d.path), "/data/caf\xE9.db");
 	/* a server's message cut by snprintf inside a two-byte character */
 	snprintf(r[1].last_error, sizeof(r[1].last_error), "HTTP 403: Zugriff verweigert \xC3");
-	struct health_view v = { &s, &e, NULL, clock_wall_ns(), false };
+	struct health_view v = { &s, &e, NULL, clock_wall_ns(), clock_mono_ns(), false };
 	int code = 0;
 	char *body = health_render(&v, &code);
 	CHECK(body);
