@@ -791,6 +791,12 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 		if (rc == 0 && g.nsnapshots > 0) {
 			const struct cat_snapshot *last = &g.snapshots[g.nsnapshots - 1];
 			int64_t age_ms = (clock_wall_ns() - last->mtime_ns) / NS_PER_MS;
+			/* a server clock ahead of ours must not put the next one off past an
+			 * interval (QA48 D6), nor one behind bring it before now */
+			if (age_ms < 0)
+				age_ms = 0;
+			if (age_ms > r->cfg->snapshot_interval_ms)
+				age_ms = r->cfg->snapshot_interval_ms;
 			if (r->cfg->snapshot_interval_ms > 0)
 				*next_snapshot = clock_mono_ns() +
 						 (r->cfg->snapshot_interval_ms - age_ms) * NS_PER_MS;

@@ -2051,6 +2051,28 @@ def test_periodic_snapshots_never_replace_one_a_point_in_time_restore_needs(
     assert content(out) == at_t
 
 
+def test_a_replica_clock_ahead_does_not_put_off_the_next_snapshot(run, tmp_path):
+    """At a start the next snapshot is due an interval after the replica's newest one, by its
+    object time. A server (or a NAS stamping a file replica) 10 minutes ahead put it off
+    10 minutes past the interval, at every restart (QA48 D6)."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    cfg = config(tmp_path, db, [file_replica(rep, snapshot_interval="2s")])
+    r = run(cfg)
+    wait_for(lambda: objects(rep, "snapshots"), what="the first snapshot")
+    write(db, 10, start=1)
+    wait_for(lambda: objects(rep, "wal"), what="the commits")
+    assert r.stop() == 0
+    (g, f), = objects(rep, "snapshots")
+    ahead = time.time() + 600
+    os.utime(os.path.join(rep, "generations", g, "snapshots", f), (ahead, ahead))
+    r = run(cfg)
+    # writes over a few intervals: the first one due asks for a new WAL index, the next takes it
+    write(db, 25, start=100, rate=5)
+    wait_for(lambda: len(objects(rep, "snapshots")) >= 2, what="the next snapshot", timeout=10)
+    assert r.stop() == 0
+
+
 def snapshot_stats(rep):
     """{(generation, snapshot name): (inode, mtime_ns)} of a file replica."""
     out = {}
