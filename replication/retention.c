@@ -33,6 +33,8 @@
 
 #define DELETE_BATCH 256
 #define RETENTION_UNCLOSED_MIN_MS (24 * 3600 * 1000LL)
+/* Behind by less is the snapshot's own upload time, not worth a word. */
+#define RETENTION_SKEW_LOG_NS (60 * NS_PER_SEC)
 
 struct batch {
 	char keys[DELETE_BATCH][LAYOUT_KEY_MAX];
@@ -134,6 +136,43 @@ static void warn_foreign(struct eng_replica *r, const char *gen, const char *the
 		 theirs, ours);
 }
 
+/*
+ * The cuts are our clock's; the object times the replica's (the server's, or a
+ * NAS's for a file replica). Where the replica's clock is behind, its objects
+ * look that much older and their history would go early: a snapshot this
+ * process wrote in g, by its object time against ours of writing it, tells by
+ * how much (at least; the upload's own time adds to it, which keeps more), and
+ * the cuts move back by that. A replica ahead keeps more, and is left so.
+ */
+static void behind_shift(struct eng_replica *r, const struct cat_generation *g, int64_t *keep_cut,
+			 int64_t *del_cut)
+{
+	struct eng_db *d = r->db;
+	pthread_mutex_lock(&d->mu);
+	int64_t ours = r->snap_written_ns;
+	bool mine = r->snap_known && !strcmp(r->snap_gen, g->id);
+	uint32_t index = r->snap_index;
+	pthread_mutex_unlock(&d->mu);
+	if (!ours || !mine)
+		return;
+	for (size_t k = 0; k < g->nsnapshots; k++) {
+		int64_t behind = ours - g->snapshots[k].mtime_ns;
+		if (g->snapshots[k].index != index || behind <= 0)
+			continue;
+		if (__builtin_sub_overflow(*keep_cut, behind, keep_cut))
+			*keep_cut = INT64_MIN;
+		if (__builtin_sub_overflow(*del_cut, behind, del_cut))
+			*del_cut = INT64_MIN;
+		if (behind >= RETENTION_SKEW_LOG_NS && !r->skew_warned) {
+			log_warn("retention", "the replica's clock is behind ours: retention keeps that "
+				 "much more history", "db=%s replica=%s behind_s=%.0f", d->stat.name,
+				 r->stat.name, (double)behind / NS_PER_SEC);
+			r->skew_warned = true;
+		}
+		return;
+	}
+}
+
 int retention_enforce(struct eng_replica *r, bool *need_snapshot)
 {
 	struct eng_db *d = r->db;
@@ -178,10 +217,17 @@ int retention_enforce(struct eng_replica *r, bool *need_snapshot)
 	if (catalog_generations(r->st, &ids, &n, NULL, &err) < 0)
 		goto fail;
 	bool cur_has_snapshot = false;
-	for (size_t i = 0; i < n; i++) {
+	size_t ci = n; /* the current generation first: it tells the replica's clock */
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(ids[i], cur))
+			ci = i;
+	for (size_t step = 0; step < n; step++) {
+		size_t i = ci == n ? step : step == 0 ? ci : step <= ci ? step - 1 : step;
 		struct cat_generation g;
 		if (catalog_load(r->st, ids[i], &g, NULL, &err) < 0)
 			goto fail;
+		if (i == ci)
+			behind_shift(r, &g, &keep_cut, &del_cut);
 		/* the newest snapshot at or before the cut: a restore to the cut starts there */
 		uint32_t cover = UINT32_MAX;
 		bool young = false;
