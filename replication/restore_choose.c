@@ -358,6 +358,16 @@ void rs_log_decision(const struct rs_cand *c, size_t n, const struct rs_choice *
 				  "verdict=\"%s\"", dbname, x->name, state_text(x), x->rtt_us / 1000.0, (long long)x->probe_ms,
 				  x->state == RC_OK ? "" : x->error, x->verdict);
 	}
+	/* object times are on our clock (the S3 client reads each server's Date): one still
+	 * in the future was stamped by a clock that has stepped back since */
+	int64_t now = clock_wall_ns();
+	for (size_t i = 0; i < n; i++)
+		if (c[i].state == RC_OK && c[i].has_data &&
+		    c[i].plan.newest_ns - now > skew_ms * NS_PER_MS)
+			log_warn("restore", "a candidate's newest object is dated in the future: the "
+				 "clock that stamped it has stepped back since, and the order of "
+				 "generations by time may be wrong", "db=\"%s\" name=%s ahead_s=%.0f",
+				 dbname, c[i].name, (double)(c[i].plan.newest_ns - now) / NS_PER_SEC);
 	const struct rs_cand *w = out->winner >= 0 ? &c[out->winner] : NULL;
 	if (w && w->plan.ntied)
 		log_warn("restore", "the replica's generations cannot be told apart by their object "

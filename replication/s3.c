@@ -55,6 +55,27 @@ static int s3_get(struct storage *st, const char *key, const struct st_sink *sin
 	return rc;
 }
 
+int64_t s3_clock_correction(struct s3 *s3, const struct s3_resp *resp)
+{
+	int64_t off = resp->clock_offset_ns;
+	if (off > -S3_CLOCK_OFFSET_MIN_NS && off < S3_CLOCK_OFFSET_MIN_NS)
+		off = 0;
+	pthread_mutex_lock(&s3->lock);
+	int64_t was = s3->offset_logged_ns;
+	bool say = off != was && (off - was >= S3_CLOCK_OFFSET_MIN_NS || was - off >= S3_CLOCK_OFFSET_MIN_NS);
+	if (say)
+		s3->offset_logged_ns = off;
+	pthread_mutex_unlock(&s3->lock);
+	if (say && off)
+		log_warn("s3", "the server's clock differs from ours: its object times are read on "
+			 "our clock", "host=%s bucket=%s offset_s=%+.1f", s3->host, s3->bucket,
+			 (double)off / NS_PER_SEC);
+	else if (say)
+		log_info("s3", "the server's clock agrees with ours again", "host=%s bucket=%s",
+			 s3->host, s3->bucket);
+	return off;
+}
+
 static int s3_stat(struct storage *st, const char *key, struct st_object *out,
 		   const struct st_call *call, struct st_error *err)
 {
@@ -71,6 +92,8 @@ static int s3_stat(struct storage *st, const char *key, struct st_object *out,
 	if (rc == 0) {
 		out->size = resp.content_length >= 0 ? resp.content_length : 0;
 		out->mtime_ns = resp.last_modified_ns;
+		if (out->mtime_ns)
+			out->mtime_ns -= s3_clock_correction(s3, &resp);
 	}
 	s3_resp_release(&resp);
 	free(full);
@@ -240,7 +263,13 @@ static int s3_list(struct storage *st, const char *prefix, const char *delimiter
 			break;
 		}
 		struct list_page p = { .out = out, .root = s3->prefix, .rootlen = strlen(s3->prefix) };
+		size_t had = out->nobjects;
 		int prc = s3_xml_parse(resp.body.data, resp.body.len, list_cb, &p, why, sizeof(why));
+		if (prc == 0) {
+			int64_t fix = s3_clock_correction(s3, &resp);
+			for (size_t i = had; fix && i < out->nobjects; i++)
+				out->objects[i].mtime_ns -= fix;
+		}
 		free(p.key);
 		if (prc == 0 && p.bad[0]) {
 			snprintf(why, sizeof(why), "%s", p.bad);

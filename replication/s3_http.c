@@ -309,6 +309,7 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud)
 		x->resp->etag[0] = '\0';
 		x->resp->content_length = -1;
 		x->resp->last_modified_ns = 0;
+		x->resp->clock_offset_ns = 0;
 		x->range_start = -1;
 	} else if (len > 14 && !strncasecmp(buf, "Content-Range:", 14)) {
 		/* "bytes START-END/TOTAL" */
@@ -320,6 +321,12 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud)
 	} else if (len > 15 && !strncasecmp(buf, "Content-Length:", 15)) {
 		header_value(tmp, sizeof(tmp), buf + 15, len - 15);
 		x->resp->content_length = strtoll(tmp, NULL, 10);
+	} else if (len > 5 && !strncasecmp(buf, "Date:", 5)) {
+		header_value(tmp, sizeof(tmp), buf + 5, len - 5);
+		time_t t = curl_getdate(tmp, NULL);
+		if (t > 0)
+			x->resp->clock_offset_ns = (int64_t)t * NS_PER_SEC + NS_PER_SEC / 2 -
+						   clock_wall_ns();
 	} else if (len > 14 && !strncasecmp(buf, "Last-Modified:", 14)) {
 		header_value(tmp, sizeof(tmp), buf + 14, len - 14);
 		time_t t = curl_getdate(tmp, NULL);

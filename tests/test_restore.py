@@ -1360,6 +1360,98 @@ def test_listing_exit_code_says_whether_retrying_can_help(tmp_path, litevisor_bi
     assert p.returncode == 1, p.stderr
 
 
+class SkewProxy:
+    """A loopback HTTP proxy that makes an S3 server's clock run `skew` seconds ahead
+    (behind if negative), as it answers: its Date and Last-Modified headers and the
+    listing's <LastModified> times are shifted. Requests pass unchanged (the real
+    server checks their signatures and times)."""
+
+    def __init__(self, port, skew):
+        import email.utils
+        import http.client
+        import http.server
+        from datetime import datetime, timedelta, timezone
+
+        def http_date(v):
+            t = email.utils.parsedate_to_datetime(v) + timedelta(seconds=skew)
+            return email.utils.format_datetime(t.astimezone(timezone.utc), usegmt=True)
+
+        def iso(m):
+            t = datetime.strptime(m.group(1).decode(), "%Y-%m-%dT%H:%M:%S.%fZ")
+            t += timedelta(seconds=skew)
+            return b"<LastModified>" + t.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3].encode() + \
+                b"Z</LastModified>"
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def relay(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else None
+                up = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                try:
+                    up.request(self.command, self.path, body=body, headers=dict(self.headers))
+                    r = up.getresponse()
+                    data = re.sub(rb"<LastModified>([^<]+)</LastModified>", iso, r.read())
+                    self.send_response_only(r.status, r.reason)
+                    for k, v in r.getheaders():
+                        if k.lower() in ("date", "last-modified"):
+                            v = http_date(v)
+                        if k.lower() in ("transfer-encoding", "connection") or \
+                                (k.lower() == "content-length" and self.command != "HEAD"):
+                            continue
+                        self.send_header(k, v)
+                    if self.command != "HEAD":
+                        self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(data)
+                finally:
+                    up.close()
+
+            do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = relay
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize("skewed,skew", [("old", 300), ("new", -300)],
+                         ids=["old-server-ahead", "new-server-behind"])
+def test_a_server_clock_off_does_not_make_stale_data_the_newest(tmp_path, litevisor_bin,
+                                                                s3server, history, skewed, skew):
+    """Across servers the newest generation is the one with the latest object time. A
+    server 5 minutes ahead made its old generation the newest (or one 5 minutes behind
+    hid the new one), and the restore brought back stale data saying "newest data"
+    (QA48 D1); `run`'s handover wait and its check of a local database read those times
+    too. Each server's Date header tells its clock: object times are read on ours."""
+    old, new = s3server(), s3server()
+    upload(history, old, tmp_path, upto=3, gen=GEN2)  # the node before wrote this
+    time.sleep(1.5)
+    upload(history, new, tmp_path)  # ...and the next one this, after it
+    proxy = SkewProxy((old if skewed == "old" else new).port, skew)
+    try:
+        db = tmp_path / "app.db"
+        cfg = write_config(tmp_path / "lv.yml", db, [
+            s3_peer("old", old, proxy.port if skewed == "old" else None),
+            s3_peer("new", new, proxy.port if skewed == "new" else None)])
+        p = lv(litevisor_bin, "restore", "-config", str(cfg), str(db))
+    finally:
+        proxy.close()
+    assert p.returncode == 0, p.stderr
+    assert "WINNER" in candidate_line(p.stderr, "new"), p.stderr
+    assert rows(db) == history.states[-1][2]
+    m = re.search(r"the server's clock differs from ours.*offset_s=([-+]\d+\.\d)", p.stderr)
+    assert m and abs(float(m.group(1)) - skew) < 1.5, p.stderr
+
+
 def test_s3_freshest_wins_and_ties_go_to_the_fastest(tmp_path, litevisor_bin, s3server, history):
     p05, p06, nas = s3server(), s3server(), s3server()
     upload(history, p05, tmp_path, upto=3)  # stale
