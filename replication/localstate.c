@@ -376,7 +376,9 @@ int localstate_position(const char *dir, struct wal_pos *pos)
 		if (stat(localstate_shadow_path(dir, gen, best, path, sizeof(path)), &st) < 0)
 			return -1;
 		pos->index = best;
-		pos->offset = (uint32_t)st.st_size;
+		/* past 4 GiB (an app's huge transaction): the furthest offset there is, never
+		 * the size wrapped to something that looks older than a replica (QA49 #1) */
+		pos->offset = st.st_size > UINT32_MAX ? UINT32_MAX : (uint32_t)st.st_size;
 		return 0;
 	}
 	if (have_rec) {

@@ -2085,7 +2085,7 @@ def test_retention_keeps_what_a_replica_clock_behind_makes_look_old(run, tmp_pat
     r = run(config(tmp_path, db, [file_replica(rep, snapshot_interval="1s", retention="1h",
                                                retention_grace="1h",
                                                retention_check_interval="1s")]),
-            env=faulty_env(wall_offset_s=3 * 3600))
+            env=clockshift_env(3 * 3600))
     write(db, 25, start=1, rate=5)  # several snapshots, each at a new WAL index
     wait_for(lambda: len(objects(rep, "snapshots")) >= 3, what="three snapshots")
     time.sleep(2.5)  # two retention checks at least
@@ -2245,6 +2245,16 @@ def test_unnamed_replicas_of_one_type_each_get_their_own_name(run, tmp_path, lit
     assert "replica=file " in log.read_text() and "replica=file-2 " in log.read_text()
 
 
+def clockshift_env(seconds, arm=None):
+    """Environment loading tests/tools/preload/clockshift.c: litevisor's wall clock runs
+    seconds ahead (behind if negative), from the start or once the file arm exists."""
+    tools = os.environ.get("LITEVISOR_TOOLS_DIR") or os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "build", "tests", "tools")
+    return dict(os.environ, LD_PRELOAD=os.path.join(tools, "clockshift.so"),
+                CLOCKSHIFT_S=str(seconds), ASAN_OPTIONS="verify_asan_link_order=0",
+                **({"CLOCKSHIFT_ARM": str(arm)} if arm else {}))
+
+
 def faulty_env(**fault):
     """Environment loading tests/tools/preload/faultinject.c with FAULT_<KEY>=value."""
     tools = os.environ.get("LITEVISOR_TOOLS_DIR") or os.path.join(
@@ -2319,12 +2329,7 @@ def test_a_wall_clock_step_keeps_replication_going(run, tmp_path, litestream_bin
     db, rep = tmp_path / "app.db", tmp_path / "rep"
     create(db)
     arm = tmp_path / "stepped"
-    tools = os.environ.get("LITEVISOR_TOOLS_DIR") or os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), "..", "build", "tests", "tools")
-    env = dict(os.environ, LD_PRELOAD=os.path.join(tools, "clockshift.so"),
-               CLOCKSHIFT_S=str(step), CLOCKSHIFT_ARM=str(arm),
-               ASAN_OPTIONS="verify_asan_link_order=0")
-    r = run(config(tmp_path, db, [file_replica(rep, sync="1s")]), env=env)
+    r = run(config(tmp_path, db, [file_replica(rep, sync="1s")]), env=clockshift_env(step, arm))
     write(db, 10, start=1)
     check_restore_eventually(litestream_bin, rep, db, tmp_path / "before.db", timeout=10)
     arm.touch()

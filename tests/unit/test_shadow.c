@@ -193,6 +193,17 @@ TEST(an_index_entered_with_no_file_is_resumed_from_its_record)
 	CHECK_INT(localstate_position(f.state, &lp), 0);
 	CHECK_INT(lp.index, 0);
 	CHECK_INT(lp.offset, first);
+	/* a shadow WAL past 4 GiB is as far as an offset goes, not its size wrapped */
+	char wal1[512];
+	snprintf(wal1, sizeof(wal1), "%s/generations/%s/wal/00000001.wal", f.state, GEN);
+	int big = open(wal1, O_WRONLY | O_CREAT, 0600);
+	CHECK(big >= 0);
+	CHECK_INT(ftruncate(big, ((off_t)5 << 30) + 4096), 0);
+	close(big);
+	CHECK_INT(localstate_position(f.state, &lp), 0);
+	CHECK_INT(lp.index, 1);
+	CHECK(lp.offset == UINT32_MAX);
+	CHECK_INT(unlink(wal1), 0);
 
 	shadow_init(&r, f.state, (uid_t)-1, (gid_t)-1);
 	CHECK_INT(shadow_resume(&r, GEN), 0);

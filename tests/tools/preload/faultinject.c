@@ -14,9 +14,6 @@
  *   FAULT_DELAY_MS  instead of failing, a hit call waits this long, then runs
  *   FAULT_ARM    optional file: calls are counted and hit only while it exists
  *   FAULT_LOG    optional file: one line per call hit
- *   FAULT_WALL_OFFSET_S  CLOCK_REALTIME reads this many seconds ahead (negative:
- *                behind), as after a step of the wall clock: the monotonic
- *                clock and the times the kernel gives files are untouched
  *
  * Only the process that loads it counts; children exec'd with the variable
  * still set count for themselves. Test-only: never installed, never linked
@@ -160,13 +157,4 @@ int unlink(const char *path)
 int unlinkat(int dirfd, const char *path, int flags)
 {
 	return should_fail("unlink", path) ? -1 : NEXT(unlinkat)(dirfd, path, flags);
-}
-
-int clock_gettime(clockid_t id, struct timespec *ts)
-{
-	int rc = NEXT(clock_gettime)(id, ts);
-	const char *off = getenv("FAULT_WALL_OFFSET_S");
-	if (rc == 0 && off && (id == CLOCK_REALTIME || id == CLOCK_REALTIME_COARSE))
-		ts->tv_sec += atol(off);
-	return rc;
 }
