@@ -212,8 +212,10 @@ int engine_start(struct engine *e)
 		if (watch_init(&d->watch, d->cfg->path) < 0)
 			return -1;
 		replica_count_closed_records(d);
-		if (pthread_create(&d->thread, NULL, monitor_thread, d) != 0) {
-			log_error("engine", "cannot start thread", "db=%s", d->stat.name);
+		int rc = pthread_create(&d->thread, NULL, monitor_thread, d);
+		if (rc != 0) {
+			log_error("engine", "cannot start thread", "db=%s err=\"%s\"", d->stat.name,
+				  strerror(rc));
 			return -1;
 		}
 		d->started = true;
@@ -221,9 +223,9 @@ int engine_start(struct engine *e)
 			struct eng_replica *r = &d->replicas[j];
 			if (!r->st)
 				continue;
-			if (pthread_create(&r->thread, NULL, replica_thread, r) != 0) {
-				log_error("engine", "cannot start thread", "db=%s replica=%s", d->stat.name,
-					  r->stat.name);
+			if ((rc = pthread_create(&r->thread, NULL, replica_thread, r)) != 0) {
+				log_error("engine", "cannot start thread", "db=%s replica=%s err=\"%s\"",
+					  d->stat.name, r->stat.name, strerror(rc));
 				return -1;
 			}
 			r->started = true;

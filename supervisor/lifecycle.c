@@ -580,6 +580,8 @@ int sup_run(const struct config *cfg, char *const *argv)
 		goto out;
 	}
 	if (dbs_start(s.dbs) < 0) {
+		log_error("supervisor", "replication could not start (above); not starting the service",
+			  NULL);
 		code = SUP_EXIT_TEMPFAIL;
 		goto out;
 	}
