@@ -59,6 +59,7 @@ int main(int argc, char **argv)
 {
 	child_hold_closed_stdio(); /* first: before anything opens a descriptor */
 	child_note_inherited_fds();
+	child_raise_fd_limit();
 	if (argc < 2) {
 		usage(stderr);
 		return EXIT_USAGE;

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -443,6 +444,20 @@ void child_note_inherited_fds(void)
 	inherited_known = true;
 }
 
+/* The soft RLIMIT_NOFILE litevisor started with, when it raised it (child_raise_fd_limit). */
+static struct rlimit nofile_start;
+static bool nofile_raised;
+
+void child_raise_fd_limit(void)
+{
+	struct rlimit r;
+	if (getrlimit(RLIMIT_NOFILE, &r) < 0 || r.rlim_cur >= r.rlim_max)
+		return;
+	nofile_start = r;
+	r.rlim_cur = r.rlim_max;
+	nofile_raised = setrlimit(RLIMIT_NOFILE, &r) == 0;
+}
+
 /* In the child: every descriptor litevisor opened itself closes on exec. */
 static void cloexec_own_fds(void)
 {
@@ -505,6 +520,8 @@ static void __attribute__((noreturn)) in_child(const struct child_spec *spec, co
 		}
 	}
 	cloexec_own_fds();
+	if (nofile_raised)
+		(void)setrlimit(RLIMIT_NOFILE, &nofile_start); /* lowering a soft limit cannot fail */
 	open_held_stdio();
 	if (sigprocmask(SIG_SETMASK, spec->mask, NULL) < 0) {
 		rec.stage = STAGE_MASK;

@@ -92,6 +92,16 @@ void child_hold_closed_stdio(void);
 void child_note_inherited_fds(void);
 
 /*
+ * Raise this process's soft RLIMIT_NOFILE to its hard limit, as Go programs
+ * (Litestream) do at start: a database with two replicas holds about 17
+ * descriptors, and systemd's usual soft limit of 1024 would stop replication
+ * at some 55 databases. A child gets the soft limit litevisor started with
+ * back (programs using select(2) break past 1024). Call early in main(),
+ * before any thread.
+ */
+void child_raise_fd_limit(void);
+
+/*
  * Find cmd as execvp would, in $PATH (default /usr/local/bin:/usr/bin:/bin);
  * a name with '/' is used as is. Returns a malloc'd path: the first
  * executable regular file, else the first existing file (so exec reports

@@ -266,14 +266,51 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 	return serve_metrics(srv, c, &snap); /* the last known path */
 }
 
+/*
+ * libmicrohttpd's own messages, at most MHD_LOG_BURST per MHD_LOG_WINDOW_MS: out of
+ * descriptors, it retries accept() in a busy loop and says so at every turn (QA49 #2:
+ * 13 GB of log in 10 minutes from one health check). The rest are counted, and the
+ * count is logged when the next window opens.
+ */
+#define MHD_LOG_BURST 10
+#define MHD_LOG_WINDOW_MS 60000
+
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
+	static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+	static int64_t window_start;
+	static unsigned in_window;
+	static unsigned long long dropped;
+	(void)cls;
+	int64_t now = clock_mono_ms();
+	unsigned long long said_dropped = 0;
+	pthread_mutex_lock(&mu);
+	if (!window_start || now - window_start >= MHD_LOG_WINDOW_MS) {
+		window_start = now;
+		in_window = 0;
+		said_dropped = dropped;
+		dropped = 0;
+	}
+	bool say = in_window < MHD_LOG_BURST;
+	if (say)
+		in_window++;
+	else
+		dropped++;
+	bool last = say && in_window == MHD_LOG_BURST;
+	pthread_mutex_unlock(&mu);
+	if (said_dropped)
+		log_warn("http", "libmicrohttpd messages not logged", "count=%llu window_s=%d",
+			 said_dropped, MHD_LOG_WINDOW_MS / 1000);
+	if (!say)
+		return;
 	char msg[512];
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	size_t n = strlen(msg);
 	while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
 		msg[--n] = '\0';
-	log_warn("http", "libmicrohttpd", "detail=\"%s\"", msg);
+	log_warn("http", "libmicrohttpd", "detail=\"%s\"%s", msg,
+		 last ? " more=\"further messages this minute are counted, "
+					    "not logged\"" : "");
 }
 
 int http_serve_configured(const struct config *cfg, struct sup_state *state, enum http_mode mode,

@@ -2901,6 +2901,22 @@ def test_no_descriptor_leaks_into_the_service(litevisor_bin, tmp_path, runs):
         assert bad not in open(out).read(), open(out).read()
 
 
+def test_descriptor_limit_raised_for_litevisor_and_given_back_to_the_service(litevisor_bin,
+                                                                           tmp_path, runs):
+    """Litestream (a Go program) raises its soft RLIMIT_NOFILE to the hard limit; litevisor
+    kept it, so some 55 databases ran out of descriptors under systemd's 1024 (QA49 #3).
+    It raises it now, and the service gets the soft limit it was started with back."""
+    (tmp_path / "data").mkdir()
+    out = tmp_path / "limits"
+    r = start(runs, litevisor_bin, tmp_path,
+              ["sh", "-c", f"{{ ulimit -Sn; grep 'open files' /proc/$PPID/limits; }} > {out}"],
+              config=db_config(tmp_path), wrap=["prlimit", "--nofile=64:4096"])
+    assert r.wait(timeout=30) == 0, r.stderr()
+    service, litevisor = out.read_text().splitlines()
+    assert service == "64"
+    assert litevisor.split()[3:5] == ["4096", "4096"], litevisor
+
+
 def test_no_connection_of_an_s3_replica_leaks_into_a_restarted_service(litevisor_bin, tmp_path,
                                                                       runs, s3server):
     """libcurl opens its connections and socketpairs without close-on-exec: a service
