@@ -47,6 +47,8 @@
 /* how long a session that followed with a salt-1 jump may wait for check_commits() to vouch for it */
 #define UNPROVEN_MAX_NS (10 * NS_PER_SEC)
 
+#define STATE_HELD "waiting: state directory in use by another litevisor process"
+
 static void db_set_state(struct eng_db *d, bool replicating, const char *state)
 {
 	pthread_mutex_lock(&d->mu);
@@ -55,6 +57,12 @@ static void db_set_state(struct eng_db *d, bool replicating, const char *state)
 			  "db=%s state=\"%s\"", d->stat.name, state);
 	d->stat.replicating = replicating;
 	snprintf(d->stat.state, sizeof(d->stat.state), "%s", state);
+	bool stuck = !replicating && strcmp(state, ENG_STATE_WAITING) != 0 &&
+		     strcmp(state, STATE_HELD) != 0;
+	if (!stuck)
+		d->stat.stuck_since_mono_ns = 0;
+	else if (!d->stat.stuck_since_mono_ns)
+		d->stat.stuck_since_mono_ns = clock_mono_ns();
 	pthread_mutex_unlock(&d->mu);
 }
 
@@ -347,7 +355,7 @@ static int take_state(struct eng_db *d)
 				  "process: not replicating it until that one stops", "db=%s dir=\"%s\" "
 				  "holder=\"%s\"", d->stat.name, d->dir, holder[0] ? holder : "unknown");
 		d->state_held_logged = true;
-		db_set_state(d, false, "waiting: state directory in use by another litevisor process");
+		db_set_state(d, false, STATE_HELD);
 	} else if (taken < 0) {
 		db_set_state(d, false, "error: local state");
 	}

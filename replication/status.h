@@ -54,6 +54,11 @@ struct db_status {
 	char path[512];
 	bool replicating;          /* engine running for it (false: waiting for the file, stopped) */
 	char state[256];           /* "waiting for database", "replicating", "stopped: not in WAL mode", … */
+	/* Since when (monotonic) it has not replicated for a reason that does not pass by
+	 * itself (an error, stopped, WAL mode or a lock it cannot get), 0 otherwise: this
+	 * counts as failing for health.fail-after. Waiting for the file to exist, or for
+	 * another litevisor that holds its state directory, does not. */
+	int64_t stuck_since_mono_ns;
 	struct wal_pos pos;        /* local position (shadow WAL) */
 	int64_t db_size, wal_size;
 	uint64_t checkpoints_total[3];      /* PASSIVE, RESTART, TRUNCATE */

@@ -191,6 +191,11 @@ static json_t *db_check(const struct db_status *d, int64_t fail_after_ms, int64_
 		snprintf(why, whylen, "cannot copy new commits for %lld s: %s",
 			 (long long)(for_ms / 1000), d->sync_error);
 		*st = fail_after_ms > 0 && for_ms >= fail_after_ms ? HEALTH_FAIL : HEALTH_WARN;
+	} else if (!d->replicating && d->stuck_since_mono_ns > 0) {
+		int64_t for_ms = failed_ms(now_mono_ns, d->stuck_since_mono_ns);
+		snprintf(why, whylen, "not replicating for %lld s: %s", (long long)(for_ms / 1000),
+			 d->state);
+		*st = fail_after_ms > 0 && for_ms >= fail_after_ms ? HEALTH_FAIL : HEALTH_WARN;
 	} else if (d->replicating && d->no_writable_replica[0]) {
 		/* replication trouble: warn, never fail (a node hosting its store may only restore) */
 		snprintf(why, whylen, "%s", d->no_writable_replica);

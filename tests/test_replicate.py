@@ -1772,11 +1772,30 @@ def test_database_held_in_exclusive_locking_mode_is_said_so(run, tmp_path, lites
     app = sqlite3.connect(db, isolation_level=None)
     app.execute("PRAGMA locking_mode=EXCLUSIVE")
     app.execute("INSERT INTO t(v) VALUES ('held')")  # takes the exclusive lock for good
-    r = run(config(tmp_path, db, [file_replica(rep)]))
+    import urllib.error
+    import urllib.request
+    from conftest import free_port
+    port = free_port()
+    cfg = config(tmp_path, db, [file_replica(rep)])
+    cfg.write_text(f"addr: 127.0.0.1:{port}\nhealth:\n  fail-after: 2s\n" + cfg.read_text())
+    r = run(cfg)
+
+    def database_check():
+        try:
+            doc = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).read()
+        except urllib.error.HTTPError as e:
+            doc = e.read()
+        return json.loads(doc)["checks"]["database:replication"][0]
+
     wait_for(lambda: "waiting: database locked by another process" in r.text(),
              what="the lock named")
     assert "cannot set WAL mode" not in r.text()
     assert generations(rep) == []
+    # nothing of it can be replicated: that fails past fail-after, as a failing replica
+    # does; it stayed "warn" for ever (QA49 #4)
+    wait_for(lambda: database_check()["status"] == "fail", what="the database check failing",
+             timeout=10)
+    assert "not replicating for" in database_check()["output"]
     app.close()
     wait_for(lambda: len(generations(rep)) == 1, what="replication once the lock is gone")
     assert r.stop() == 0
