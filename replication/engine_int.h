@@ -70,6 +70,10 @@ struct eng_replica {
 	char snap_gen[17];
 	uint32_t snap_index;
 	int64_t snap_written_ns;      /* by our clock, the last snapshot this process wrote (0 none) */
+	/* by our clock, the last WAL segment this process wrote (0 none), and where */
+	int64_t seg_written_ns;
+	char seg_written_gen[17];
+	uint32_t seg_written_index, seg_written_offset;
 	/*
 	 * A snapshot of its own in progress at (snap_hold_gen, snap_hold_index):
 	 * it ships from that index once stored, so backlog.c keeps the index's

@@ -1051,6 +1051,10 @@ static int put_segment(struct eng_replica *r, const char *gen, uint32_t index, u
 	}
 	r->segs_in_index++;
 	r->stat.wal_bytes_total += plain_bytes;
+	r->seg_written_ns = clock_wall_ns();
+	memcpy(r->seg_written_gen, gen, sizeof(r->seg_written_gen));
+	r->seg_written_index = index;
+	r->seg_written_offset = (uint32_t)from;
 	if (r->segs_in_index >= ENG_MAX_SEGMENTS_PER_INDEX && index == d->index)
 		monitor_request_checkpoint(d);
 	pthread_mutex_unlock(&d->mu);

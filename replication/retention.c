@@ -139,38 +139,51 @@ static void warn_foreign(struct eng_replica *r, const char *gen, const char *the
 /*
  * The cuts are our clock's; the object times the replica's (the server's, or a
  * NAS's for a file replica). Where the replica's clock is behind, its objects
- * look that much older and their history would go early: a snapshot this
- * process wrote in g, by its object time against ours of writing it, tells by
- * how much (at least; the upload's own time adds to it, which keeps more), and
- * the cuts move back by that. A replica ahead keeps more, and is left so.
+ * look that much older and their history would go early. An object this
+ * process wrote in g (its last snapshot, else its last WAL segment), by its
+ * object time against ours of writing it, tells by how much (at least: the
+ * upload's own time adds to it, which keeps more), and the cuts move back by
+ * that. A replica ahead keeps more, and is left so. Returns false when g holds
+ * no object this process wrote (a check right after a start, before any
+ * upload): the replica's clock is then unknown, and nothing is deleted yet.
  */
-static void behind_shift(struct eng_replica *r, const struct cat_generation *g, int64_t *keep_cut,
+static bool behind_shift(struct eng_replica *r, const struct cat_generation *g, int64_t *keep_cut,
 			 int64_t *del_cut)
 {
 	struct eng_db *d = r->db;
 	pthread_mutex_lock(&d->mu);
-	int64_t ours = r->snap_written_ns;
-	bool mine = r->snap_known && !strcmp(r->snap_gen, g->id);
-	uint32_t index = r->snap_index;
+	int64_t snap_ns = r->snap_known && !strcmp(r->snap_gen, g->id) ? r->snap_written_ns : 0;
+	uint32_t snap_index = r->snap_index;
+	int64_t seg_ns = !strcmp(r->seg_written_gen, g->id) ? r->seg_written_ns : 0;
+	uint32_t seg_index = r->seg_written_index, seg_offset = r->seg_written_offset;
 	pthread_mutex_unlock(&d->mu);
-	if (!ours || !mine)
-		return;
-	for (size_t k = 0; k < g->nsnapshots; k++) {
-		int64_t behind = ours - g->snapshots[k].mtime_ns;
-		if (g->snapshots[k].index != index || behind <= 0)
-			continue;
-		if (__builtin_sub_overflow(*keep_cut, behind, keep_cut))
-			*keep_cut = INT64_MIN;
-		if (__builtin_sub_overflow(*del_cut, behind, del_cut))
-			*del_cut = INT64_MIN;
-		if (behind >= RETENTION_SKEW_LOG_NS && !r->skew_warned) {
-			log_warn("retention", "the replica's clock is behind ours: retention keeps that "
-				 "much more history", "db=%s replica=%s behind_s=%.0f", d->stat.name,
-				 r->stat.name, (double)behind / NS_PER_SEC);
-			r->skew_warned = true;
+	int64_t ours = 0, theirs = 0;
+	for (size_t k = 0; snap_ns && k < g->nsnapshots; k++)
+		if (g->snapshots[k].index == snap_index) {
+			ours = snap_ns;
+			theirs = g->snapshots[k].mtime_ns;
 		}
-		return;
+	for (size_t k = 0; !ours && seg_ns && k < g->nsegments; k++)
+		if (g->segments[k].index == seg_index && g->segments[k].offset == seg_offset) {
+			ours = seg_ns;
+			theirs = g->segments[k].mtime_ns;
+		}
+	if (!ours)
+		return false;
+	int64_t behind = ours - theirs;
+	if (behind <= 0)
+		return true;
+	if (__builtin_sub_overflow(*keep_cut, behind, keep_cut))
+		*keep_cut = INT64_MIN;
+	if (__builtin_sub_overflow(*del_cut, behind, del_cut))
+		*del_cut = INT64_MIN;
+	if (behind >= RETENTION_SKEW_LOG_NS && !r->skew_warned) {
+		log_warn("retention", "the replica's clock is behind ours: retention keeps that "
+			 "much more history", "db=%s replica=%s behind_s=%.0f", d->stat.name,
+			 r->stat.name, (double)behind / NS_PER_SEC);
+		r->skew_warned = true;
 	}
+	return true;
 }
 
 int retention_enforce(struct eng_replica *r, bool *need_snapshot)
@@ -221,13 +234,19 @@ int retention_enforce(struct eng_replica *r, bool *need_snapshot)
 	for (size_t i = 0; i < n; i++)
 		if (!strcmp(ids[i], cur))
 			ci = i;
+	if (ci == n)
+		del_cut = INT64_MIN; /* nothing of ours there to tell its clock by */
 	for (size_t step = 0; step < n; step++) {
 		size_t i = ci == n ? step : step == 0 ? ci : step <= ci ? step - 1 : step;
 		struct cat_generation g;
 		if (catalog_load(r->st, ids[i], &g, NULL, &err) < 0)
 			goto fail;
-		if (i == ci)
-			behind_shift(r, &g, &keep_cut, &del_cut);
+		if (i == ci && !behind_shift(r, &g, &keep_cut, &del_cut)) {
+			log_debug("retention", "no object of this process on the replica yet: its clock "
+				  "is unknown, nothing deleted in this check", "db=%s replica=%s",
+				  d->stat.name, r->stat.name);
+			del_cut = INT64_MIN;
+		}
 		/* the newest snapshot at or before the cut: a restore to the cut starts there */
 		uint32_t cover = UINT32_MAX;
 		bool young = false;
