@@ -55,22 +55,31 @@ static int s3_get(struct storage *st, const char *key, const struct st_sink *sin
 	return rc;
 }
 
+/* The offset applied for offset_ns: nothing below what a whole-second Date explains. */
+static int64_t applied(int64_t offset_ns)
+{
+	return offset_ns > -S3_CLOCK_OFFSET_MIN_NS && offset_ns < S3_CLOCK_OFFSET_MIN_NS ? 0 : offset_ns;
+}
+
 int64_t s3_clock_correction(struct s3 *s3, const struct s3_resp *resp)
 {
-	int64_t off = resp->clock_offset_ns;
-	if (off > -S3_CLOCK_OFFSET_MIN_NS && off < S3_CLOCK_OFFSET_MIN_NS)
-		off = 0;
+	/* whole seconds, rounded half away from zero */
+	int64_t est = resp->clock_offset_ns;
+	est = (est >= 0 ? est + NS_PER_SEC / 2 : est - NS_PER_SEC / 2) / NS_PER_SEC * NS_PER_SEC;
 	pthread_mutex_lock(&s3->lock);
-	int64_t was = s3->offset_logged_ns;
-	bool say = off != was && (off - was >= S3_CLOCK_OFFSET_MIN_NS || was - off >= S3_CLOCK_OFFSET_MIN_NS);
-	if (say)
-		s3->offset_logged_ns = off;
+	int64_t was = s3->offset_known ? applied(s3->offset_ns) : 0;
+	if (resp->have_date && (!s3->offset_known || est - s3->offset_ns >= S3_CLOCK_OFFSET_MIN_NS ||
+				s3->offset_ns - est >= S3_CLOCK_OFFSET_MIN_NS)) {
+		s3->offset_ns = est;
+		s3->offset_known = true;
+	}
+	int64_t off = s3->offset_known ? applied(s3->offset_ns) : 0;
 	pthread_mutex_unlock(&s3->lock);
-	if (say && off)
+	if (off != was && off)
 		log_warn("s3", "the server's clock differs from ours: its object times are read on "
-			 "our clock", "host=%s bucket=%s offset_s=%+.1f", s3->host, s3->bucket,
-			 (double)off / NS_PER_SEC);
-	else if (say)
+			 "our clock", "host=%s bucket=%s offset_s=%+lld", s3->host, s3->bucket,
+			 (long long)(off / NS_PER_SEC));
+	else if (off != was)
 		log_info("s3", "the server's clock agrees with ours again", "host=%s bucket=%s",
 			 s3->host, s3->bucket);
 	return off;

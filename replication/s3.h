@@ -48,7 +48,8 @@ struct s3 {
 	pthread_mutex_t lock;
 	struct s3_conn *idle[S3_POOL_MAX];
 	int nidle;
-	int64_t offset_logged_ns;  /* under lock: the clock offset last logged (0 none) */
+	int64_t offset_ns;         /* under lock: the server's clock offset, whole seconds */
+	bool offset_known;         /* under lock: offset_ns was measured */
 };
 
 /*
@@ -106,17 +107,22 @@ struct s3_resp {
 	int64_t content_length;          /* -1 if not sent */
 	int64_t last_modified_ns;        /* 0 if not sent */
 	/* The server's clock against ours: its Date (whole seconds, so + 0.5 s) minus our
-	 * wall clock when the header arrived. 0 when it sent no Date. */
+	 * wall clock when the header arrived; have_date false when it sent none. */
 	int64_t clock_offset_ns;
+	bool have_date;
 };
 
 /*
- * By how much to move the times a server gave in resp onto our clock (subtract it):
- * its clock_offset_ns once it is past what the Date's whole seconds and the trip
- * explain (S3_CLOCK_OFFSET_MIN_NS), else 0. Each object a replica holds carries the
- * server's time; read on ours, "newest", "written a moment ago" and retention hold
- * across servers whose clocks differ (S3 itself accepts 15 minutes of skew). Logs a
- * WARN the first time a server's offset is seen, and when it changes.
+ * By how much to move the times a server gave in resp onto our clock (subtract it).
+ * Each object a replica holds carries the server's time; read on ours, "newest",
+ * "written a moment ago" and retention hold across servers whose clocks differ (S3
+ * itself accepts 15 minutes of skew). The offset is whole seconds, kept per server
+ * (s3->offset_ns) until an answer's Date says it moved by S3_CLOCK_OFFSET_MIN_NS or
+ * more (a clock stepped), so listed times stay the same from one call to the next
+ * and one printed can be given back to -timestamp; applied once it reaches
+ * S3_CLOCK_OFFSET_MIN_NS (less is what the Date's whole seconds and the trip
+ * explain), else 0. Logs a WARN when a server's applied offset is first seen, and
+ * when it changes.
  */
 #define S3_CLOCK_OFFSET_MIN_NS (2 * NS_PER_SEC)
 int64_t s3_clock_correction(struct s3 *s3, const struct s3_resp *resp);

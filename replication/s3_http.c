@@ -310,6 +310,7 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud)
 		x->resp->content_length = -1;
 		x->resp->last_modified_ns = 0;
 		x->resp->clock_offset_ns = 0;
+		x->resp->have_date = false;
 		x->range_start = -1;
 	} else if (len > 14 && !strncasecmp(buf, "Content-Range:", 14)) {
 		/* "bytes START-END/TOTAL" */
@@ -324,9 +325,11 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud)
 	} else if (len > 5 && !strncasecmp(buf, "Date:", 5)) {
 		header_value(tmp, sizeof(tmp), buf + 5, len - 5);
 		time_t t = curl_getdate(tmp, NULL);
-		if (t > 0)
+		if (t > 0) {
 			x->resp->clock_offset_ns = (int64_t)t * NS_PER_SEC + NS_PER_SEC / 2 -
 						   clock_wall_ns();
+			x->resp->have_date = true;
+		}
 	} else if (len > 14 && !strncasecmp(buf, "Last-Modified:", 14)) {
 		header_value(tmp, sizeof(tmp), buf + 14, len - 14);
 		time_t t = curl_getdate(tmp, NULL);
