@@ -34,15 +34,17 @@ static int from_env(const char *name, char *out, size_t outlen, struct st_error 
 	return 1;
 }
 
-/* The first of the NULL-terminated names that is set, as from_env(). */
-static int first_env(const char *const *names, char *out, size_t outlen, struct st_error *err)
+/*
+ * One credential from the environment, as Litestream and aws-sdk-go read it:
+ * Litestream copies LITESTREAM_<x> into AWS_<x> only where that is unset (set
+ * but empty stays empty), then the SDK takes AWS_<x>, or the older name where
+ * that is empty. As from_env().
+ */
+static int env_credential(const char *aws, const char *litestream, const char *older, char *out,
+			  size_t outlen, struct st_error *err)
 {
-	for (; *names; names++) {
-		int r = from_env(*names, out, outlen, err);
-		if (r)
-			return r;
-	}
-	return 0;
+	int r = from_env(getenv(aws) ? aws : litestream, out, outlen, err);
+	return r ? r : from_env(older, out, outlen, err);
 }
 
 static int secret(const struct cfg_secret *s, const char *what, char *out, size_t outlen,
@@ -74,8 +76,20 @@ static int ini_value(const char *line, const char *key, char *out, size_t outlen
 	while (*line == ' ' || *line == '\t')
 		line++;
 	size_t n = strcspn(line, "\r\n");
-	while (n && (line[n - 1] == ' ' || line[n - 1] == '\t'))
-		n--;
+	if (*line == '"' && n >= 2 && memchr(line + 1, '"', n - 1)) {
+		/* a quoted value, as aws-sdk-go reads one: what lies between the quotes */
+		n = (size_t)((const char *)memchr(line + 1, '"', n - 1) - (line + 1));
+		line++;
+	} else {
+		/* a comment after the value: '#' or ';' after a space */
+		for (size_t i = 1; i < n; i++)
+			if ((line[i] == '#' || line[i] == ';') && (line[i - 1] == ' ' || line[i - 1] == '\t')) {
+				n = i;
+				break;
+			}
+		while (n && (line[n - 1] == ' ' || line[n - 1] == '\t'))
+			n--;
+	}
 	if (n == 0)
 		return 0;
 	if (n >= outlen) {
@@ -105,7 +119,7 @@ static int from_shared_file(struct s3_creds *out, struct st_error *err)
 		snprintf(path, sizeof(path), "%s/.aws/credentials", home);
 	else
 		return 0;
-	snprintf(want, sizeof(want), "[%s]", profile && *profile ? profile : "default");
+	snprintf(want, sizeof(want), "%s", profile && *profile ? profile : "default");
 	char why[256];
 	int fd = fs_open_regular(path, why, sizeof(why)); /* never a FIFO's endless wait */
 	FILE *fp = fd >= 0 ? fdopen(fd, "r") : NULL;
@@ -125,10 +139,12 @@ static int from_shared_file(struct s3_creds *out, struct st_error *err)
 	while (r >= 0 && (len = getline(&line, &cap, fp)) >= 0) {
 		char *p = line + strspn(line, " \t");
 		if (*p == '[') {
-			p[strcspn(p, "\r\n")] = '\0';
-			for (size_t n = strlen(p); n && (p[n - 1] == ' ' || p[n - 1] == '\t'); n--)
-				p[n - 1] = '\0';
-			in = strcmp(p, want) == 0;
+			/* "[ name ]", maybe with a comment after it */
+			char *name = p + 1 + strspn(p + 1, " \t"), *end = strchr(name, ']');
+			size_t n = end ? (size_t)(end - name) : 0;
+			while (n && (name[n - 1] == ' ' || name[n - 1] == '\t'))
+				n--;
+			in = end && n == strlen(want) && !strncmp(name, want, n);
 		} else if (in) {
 			r = ini_value(p, "aws_access_key_id", out->akid, sizeof(out->akid), path, err);
 			if (!r)
@@ -150,9 +166,10 @@ static int from_shared_file(struct s3_creds *out, struct st_error *err)
 /*
  * From the config (inline or files); else the environment as Litestream sees
  * it (it copies LITESTREAM_* into AWS_* only where those are unset, so AWS_*
- * win, variable by variable; aws-sdk-go's environment provider then takes
- * the older AWS_ACCESS_KEY / AWS_SECRET_KEY where those are still unset);
- * else the AWS shared credentials file.
+ * win, variable by variable, even set but empty; aws-sdk-go's environment
+ * provider then takes the older AWS_ACCESS_KEY / AWS_SECRET_KEY where those
+ * are empty); else the AWS shared credentials file, read as aws-sdk-go reads
+ * it ("[ name ]" headers, quoted values, a '#' or ';' comment after a value).
  */
 int s3_credentials(const struct s3 *s3, struct s3_creds *out, struct st_error *err)
 {
@@ -166,13 +183,11 @@ int s3_credentials(const struct s3 *s3, struct s3_creds *out, struct st_error *e
 		    (rc = secret(&s3->token, "session-token", out->token, sizeof(out->token), err)))
 			goto fail;
 	} else {
-		static const char *const akids[] = { "AWS_ACCESS_KEY_ID", "LITESTREAM_ACCESS_KEY_ID",
-						     "AWS_ACCESS_KEY", NULL };
-		static const char *const secrets[] = { "AWS_SECRET_ACCESS_KEY",
-						       "LITESTREAM_SECRET_ACCESS_KEY", "AWS_SECRET_KEY",
-						       NULL };
-		int a = first_env(akids, out->akid, sizeof(out->akid), err);
-		int s = a > 0 ? first_env(secrets, out->secret, sizeof(out->secret), err) : 0;
+		int a = env_credential("AWS_ACCESS_KEY_ID", "LITESTREAM_ACCESS_KEY_ID", "AWS_ACCESS_KEY",
+				       out->akid, sizeof(out->akid), err);
+		int s = a > 0 ? env_credential("AWS_SECRET_ACCESS_KEY", "LITESTREAM_SECRET_ACCESS_KEY",
+					       "AWS_SECRET_KEY", out->secret, sizeof(out->secret), err)
+			      : 0;
 		if (a > 0 && s > 0 && from_env("AWS_SESSION_TOKEN", out->token, sizeof(out->token), err) < 0)
 			s = -1;
 		if (a < 0 || s < 0) {

@@ -446,6 +446,29 @@ def test_s3_credentials_from_config_and_aws_env(s3server, tmp_path):
     assert r.rc == EXIT["auth"] and "no S3 credentials" in r.res["message"]
 
 
+@pytest.mark.parametrize("form", [
+    "[default] # mine\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n",
+    "[ default ]\naws_access_key_id={key}\naws_secret_access_key={secret}\n",
+    "[default]\naws_access_key_id = {key} # ci\naws_secret_access_key = {secret} ; rotated\n",
+    "[default]\naws_access_key_id = \"{key}\"\naws_secret_access_key = \"{secret}\"\n",
+], ids=["header-comment", "spaced-header", "value-comments", "quoted"])
+def test_s3_shared_credentials_file_read_as_aws_sdk_go_reads_it(s3server, tmp_path, form):
+    # Forms Litestream v0.3.13 (aws-sdk-go) reads were refused or signed with the
+    # comment or quotes kept in the key (QA50 D3).
+    srv = s3server()
+    creds = tmp_path / "credentials"
+    creds.write_text(form.format(key=srv.key, secret=srv.secret))
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "LITESTREAM_"))}
+    rep = Replica("s3", ["-s3", srv.bucket, "-endpoint", srv.endpoint])
+    rep.env = dict(clean, AWS_SHARED_CREDENTIALS_FILE=str(creds))
+    assert rep.list("").ok().keys == []
+    # an AWS_* variable set but empty is not replaced by LITESTREAM_*: Litestream copies
+    # those only where AWS_* is unset, and aws-sdk-go then goes on to the file
+    rep.env.update(AWS_ACCESS_KEY_ID="", AWS_SECRET_ACCESS_KEY="",
+                   LITESTREAM_ACCESS_KEY_ID="STALE", LITESTREAM_SECRET_ACCESS_KEY="stale")
+    assert rep.list("").ok().keys == []
+
+
 def test_s3_long_credentials_are_sent_whole_or_refused(s3server, tmp_path):
     # STS and SSO session tokens are often over 1,000 characters. One in the shared
     # credentials file was cut at 1,023 and signed cut (QA47 #2): every request then
