@@ -494,8 +494,11 @@ int walk_map(struct walk *w, const struct cfg_node *m, const char *path, const s
 			return -1;
 		}
 		/* A top-level value that is there for its anchor (x-defaults: &d {…}, used as
-		 * <<: *d or *d below) is no setting: Litestream ignores such a key too. */
-		if (f == n && !path[0] && v->aliased)
+		 * <<: *d or *d below) is no setting: Litestream ignores such a key too. Only
+		 * the key that holds it: an alias shares the node, which it finds defined
+		 * before itself (a misspelt key given *d is still unknown). */
+		if (f == n && !path[0] && v->aliased &&
+		    (v->line > k->line || (v->line == k->line && v->column > k->column)))
 			continue;
 		if (f == n) {
 			const char *hint = suggest(k->value, tab, n, where);

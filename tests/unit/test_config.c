@@ -619,8 +619,14 @@ TEST(anchors_and_aliases)
 	CHECK_INT(c.dbs[0].replicas[0].sync_interval_ms, 5000);
 	CHECK_INT(c.dbs[0].replicas[0].retention_ms, 7 * 24 * 3600 * 1000LL);
 	config_release(&c);
-	/* ...but one no alias uses is an unknown key, as is an anchor holder below the top */
+	/* ...but one no alias uses is an unknown key, as is an anchor holder below the top,
+	 * and a misspelt key that takes an alias */
 	char err[1024];
+	CHECK_INT(config_load_string("x-secret: &s abc\nsecret-acess-key: *s\n"
+				     "dbs:\n  - path: /d/a.db\n    replicas:\n"
+				     "      - {url: \"s3://b/a\", secret-access-key: *s}\n",
+				     "t.yml", NULL, &c, err, sizeof(err)), -1);
+	CHECK_STR(err, "t.yml:2:1: secret-acess-key: unknown key; did you mean \"secret-access-key\"?");
 	CHECK_INT(config_load_string("x-defaults: &defaults {sync-interval: 5s}\n"
 				     "dbs:\n  - path: /d/a.db\n", "t.yml", NULL, &c, err, sizeof(err)), -1);
 	CHECK_STR(err, "t.yml:1:1: x-defaults: unknown key (docs/config.md lists the keys)");
