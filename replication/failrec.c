@@ -27,6 +27,16 @@
  * every commit of this process, the oldest in the ring (kept while a
  * replica's position is unknown, backlog.c), and what it lacked before.
  */
+/*
+ * What a replica's record is filed under: its location, so the record follows the
+ * replica when unnamed ones are reordered (their default names are positions) or
+ * one is renamed; the name where it has none.
+ */
+static const char *rec_key(const struct eng_replica *r)
+{
+	return r->stat.description[0] ? r->stat.description : r->stat.name;
+}
+
 static int64_t lacks_since(const struct eng_db *d, const struct eng_replica *r, int64_t now)
 {
 	int64_t t = 0;
@@ -62,7 +72,7 @@ static void note_locked(struct eng_replica *r, bool first)
 	uid_t uid;
 	gid_t gid;
 	localstate_owner(d->cfg, &uid, &gid);
-	if (localstate_write_failure(d->dir, r->stat.name, &rec, uid, gid) < 0) {
+	if (localstate_write_failure(d->dir, rec_key(r), &rec, uid, gid) < 0) {
 		log_warn("replica", "cannot record the failure locally: a restart would count its "
 			 "failure and lag from the restart", "db=%s replica=%s error=\"%s\"",
 			 d->stat.name, r->stat.name, strerror(errno));
@@ -97,7 +107,7 @@ static void clear_locked(struct eng_replica *r)
 	struct eng_db *d = r->db;
 	if (!r->failure_recorded)
 		return;
-	if (localstate_clear_failure(d->dir, r->stat.name) < 0) {
+	if (localstate_clear_failure(d->dir, rec_key(r)) < 0) {
 		log_warn("replica", "cannot remove the failure record: a restart would count the "
 			 "replica as failing until its first sync", "db=%s replica=%s error=\"%s\"",
 			 d->stat.name, r->stat.name, strerror(errno));
@@ -123,7 +133,7 @@ void failrec_load(struct eng_db *d)
 	/* without the list (out of memory), keep them all: pruning is only tidying */
 	for (size_t i = 0; names && i < d->nreplicas; i++)
 		if (d->replicas[i].st)
-			names[n++] = d->replicas[i].stat.name;
+			names[n++] = rec_key(&d->replicas[i]);
 	int gone = names ? localstate_prune_failures(d->dir, names, n) : 0;
 	free(names);
 	if (gone > 0)
@@ -134,7 +144,7 @@ void failrec_load(struct eng_db *d)
 		struct failure_record rec;
 		if (!r->st)
 			continue;
-		if (localstate_read_failure(d->dir, r->stat.name, &rec) < 0) {
+		if (localstate_read_failure(d->dir, rec_key(r), &rec) < 0) {
 			/* none; or no state directory (ENOTDIR: the monitor says what is wrong) */
 			if (errno == ENOENT || errno == ENOTDIR)
 				continue;
@@ -144,7 +154,7 @@ void failrec_load(struct eng_db *d)
 				 "replica's failure and lag count from now", "db=%s replica=%s dir=\"%s\" "
 				 "error=\"%s\"", d->stat.name, r->stat.name, d->dir, strerror(errno));
 			if (garbage)
-				(void)localstate_clear_failure(d->dir, r->stat.name);
+				(void)localstate_clear_failure(d->dir, rec_key(r));
 			continue;
 		}
 		/* a wall clock stepped back since: never a time in the future, nor a negative lag */

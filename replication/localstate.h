@@ -221,7 +221,8 @@ int localstate_clear_closed(const char *dir, const char *replica);
 
 
 /*
- * The failure record of replica `replica`: written when it starts failing
+ * The failure record of replica `replica` (the engine files it under the
+ * replica's location, failrec.c): written when it starts failing
  * (and once more when it is first found lacking a commit meanwhile),
  * removed when it succeeds again; never at each sync. A restart reads it
  * back so the replica's failure keeps its start and its lag the oldest

@@ -365,8 +365,10 @@ void rs_log_decision(const struct rs_cand *c, size_t n, const struct rs_choice *
 		if (c[i].state == RC_OK && c[i].has_data &&
 		    c[i].plan.newest_ns - now > skew_ms * NS_PER_MS)
 			log_warn("restore", "a candidate's newest object is dated in the future: the "
-				 "clock that stamped it has stepped back since, and the order of "
-				 "generations by time may be wrong", "db=\"%s\" name=%s ahead_s=%.0f",
+				 "clock that stamped it is ahead of ours (a file replica's filesystem, "
+				 "such as a NAS, is not corrected) or has stepped back since, and the "
+				 "order of generations by time may be wrong there",
+				 "db=\"%s\" name=%s ahead_s=%.0f",
 				 dbname, c[i].name, (double)(c[i].plan.newest_ns - now) / NS_PER_SEC);
 	const struct rs_cand *w = out->winner >= 0 ? &c[out->winner] : NULL;
 	if (w && w->plan.ntied)

@@ -2271,6 +2271,34 @@ def test_unnamed_replicas_of_one_type_each_get_their_own_name(run, tmp_path, lit
     assert "replica=file " in log.read_text() and "replica=file-2 " in log.read_text()
 
 
+def test_a_failure_record_follows_its_replica_when_unnamed_ones_are_reordered(run, tmp_path):
+    """A failing replica's record carries its failure over a restart. It was filed under
+    the name, and unnamed replicas are named by position (file, file-2): swapping them
+    in the config moved the record onto the healthy one, and the failing one counted
+    from zero again (QA50 D5). It is filed under the replica's location now."""
+    db = tmp_path / "app.db"
+    create(db)
+    (tmp_path / "notadir").touch()  # the bad replica's parent is a file: every write fails
+    good, bad = f"file://{tmp_path}/good", f"file://{tmp_path}/notadir/rep"
+
+    def cfg(first, second):
+        p = tmp_path / "c.yml"
+        p.write_text(f"dbs:\n  - path: {db}\n    replicas:\n"
+                     f"      - {{url: \"{first}\", sync-interval: 200ms}}\n"
+                     f"      - {{url: \"{second}\", sync-interval: 200ms}}\n")
+        return p
+
+    r = run(cfg(good, bad))
+    write(db, 5, start=1)
+    wait_for(lambda: "replica=file-2 err=" in r.text(), what="the bad replica failing")
+    r.stop()
+    r = run(cfg(bad, good))
+    wait_for(lambda: "failing before the restart" in r.text(), what="the record read back")
+    r.stop()
+    said = [l for l in r.text().splitlines() if "failing before the restart" in l]
+    assert len(said) == 1 and "replica=file " in said[0], said
+
+
 def clockshift_env(seconds, arm=None):
     """Environment loading tests/tools/preload/clockshift.c: litevisor's wall clock runs
     seconds ahead (behind if negative), from the start or once the file arm exists."""
