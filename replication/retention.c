@@ -33,7 +33,7 @@
 
 #define DELETE_BATCH 256
 #define RETENTION_UNCLOSED_MIN_MS (24 * 3600 * 1000LL)
-/* Behind by less is the snapshot's own upload time, not worth a word. */
+/* Behind by less is an upload's own time, not worth a word. */
 #define RETENTION_SKEW_LOG_NS (60 * NS_PER_SEC)
 
 struct batch {
@@ -140,7 +140,7 @@ static void warn_foreign(struct eng_replica *r, const char *gen, const char *the
  * The cuts are our clock's; the object times the replica's (the server's, or a
  * NAS's for a file replica). Where the replica's clock is behind, its objects
  * look that much older and their history would go early. An object this
- * process wrote in g (its last snapshot, else its last WAL segment), by its
+ * process wrote in g (its last WAL segment, else its last snapshot), by its
  * object time against ours of writing it, tells by how much (at least: the
  * upload's own time adds to it, which keeps more), and the cuts move back by
  * that. A replica ahead keeps more, and is left so. Returns false when g holds
@@ -158,15 +158,16 @@ static bool behind_shift(struct eng_replica *r, const struct cat_generation *g, 
 	uint32_t seg_index = r->seg_written_index, seg_offset = r->seg_written_offset;
 	pthread_mutex_unlock(&d->mu);
 	int64_t ours = 0, theirs = 0;
-	for (size_t k = 0; snap_ns && k < g->nsnapshots; k++)
-		if (g->snapshots[k].index == snap_index) {
-			ours = snap_ns;
-			theirs = g->snapshots[k].mtime_ns;
-		}
-	for (size_t k = 0; !ours && seg_ns && k < g->nsegments; k++)
+	/* a segment first: one PUT, where a multipart snapshot's time is when it began */
+	for (size_t k = 0; seg_ns && k < g->nsegments; k++)
 		if (g->segments[k].index == seg_index && g->segments[k].offset == seg_offset) {
 			ours = seg_ns;
 			theirs = g->segments[k].mtime_ns;
+		}
+	for (size_t k = 0; !ours && snap_ns && k < g->nsnapshots; k++)
+		if (g->snapshots[k].index == snap_index) {
+			ours = snap_ns;
+			theirs = g->snapshots[k].mtime_ns;
 		}
 	if (!ours)
 		return false;
