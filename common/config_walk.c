@@ -392,6 +392,19 @@ out:
 	return rc;
 }
 
+/* Whether text could be a key someone meant (every key is a short name): else it is
+ * most likely a value, and is not repeated in an error. */
+static bool key_like(const char *text)
+{
+	size_t n = strlen(text);
+	if (n == 0 || n > 40)
+		return false;
+	for (const char *p = text; *p; p++)
+		if (!isalnum((unsigned char)*p) && !strchr("-_. ", *p))
+			return false;
+	return true;
+}
+
 /* The closest valid key within a small edit distance, or NULL. */
 static const char *suggest(const char *key, const struct field *tab, size_t n, unsigned where)
 {
@@ -470,6 +483,14 @@ int walk_map(struct walk *w, const struct cfg_node *m, const char *path, const s
 			continue;
 		if (k->kind != CN_SCALAR) {
 			cfg_error(w->e, k, path, "a key must be a plain name, got %s", walk_kind_name(k));
+			return -1;
+		}
+		if (!key_like(k->value)) {
+			/* never echoed: a value where a key belongs may be a secret (a second
+			 * age identity after "identities: KEY1, " without brackets) */
+			walk_path(kp, sizeof(kp), path, "…");
+			cfg_error(w->e, k, kp, "a value where a key belongs (not shown: it may be a "
+				  "secret); several values make a list: [a, b], or lines starting with \"- \"");
 			return -1;
 		}
 		walk_path(kp, sizeof(kp), path, k->value);

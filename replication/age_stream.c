@@ -208,7 +208,8 @@ static ssize_t dec_header(struct age_dec *d, const unsigned char *p, size_t len)
 				return dec_fail(d, "not encrypted (a plain LZ4 object where the replica's "
 						"age: settings expect age-encrypted ones)");
 			}
-			return dec_fail(d, "not an age-encrypted object (no \"%s\" header)", MAGIC);
+			return dec_fail(d, "not an age-encrypted object (no \"%.*s\" header)",
+					(int)sizeof(MAGIC) - 2, MAGIC);
 		}
 		if (c != '\n')
 			continue;

@@ -333,7 +333,8 @@ TEST(not_age_or_other_stanzas_are_refused)
 	static const unsigned char lz4[] = { 0x04, 0x22, 0x4d, 0x18, 0x64, 0x40, 0xa7 };
 	expect_error(lz4, sizeof(lz4), "not encrypted (a plain LZ4 object");
 	static const char v2[] = "age-encryption.org/v2\n";
-	expect_error((const unsigned char *)v2, sizeof(v2) - 1, "not an age-encrypted object");
+	expect_error((const unsigned char *)v2, sizeof(v2) - 1,
+		     "not an age-encrypted object (no \"age-encryption.org/v1\" header)");
 	/* a passphrase file: the scrypt stanza is named, not a generic failure */
 	static const char scrypt[] =
 		"age-encryption.org/v1\n"

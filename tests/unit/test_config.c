@@ -1282,6 +1282,11 @@ TEST(credentials_never_in_errors)
 		"dbs:\n  - path: /d/a.db\n    replicas:\n      - url: s3://AK:hunter2@bkt/p\n",
 		"dbs:\n  - path: /d/a.db\n    replicas:\n      - url: sftp://me:hunter2@host/p\n",
 		"dbs:\n  - path: /d/a.db\n    replicas:\n      - url: \"hunter2@bkt\"\n",
+		/* a second identity without brackets is read as a key (QA51 #1) */
+		"dbs:\n  - path: /d/a.db\n    replicas:\n      - url: s3://b/p\n        age: "
+		"{identities: AGE-SECRET-KEY-1QQQ, AGE-SECRET-KEY-1hunter2HUNTER2HUNTER2HUNTER2HUNTER2, "
+		"recipients: [age1x]}\n",
+		"hunter2/HUNTER2+hunter2/HUNTER2=: 1\n",
 	};
 	for (size_t i = 0; i < sizeof(yamls) / sizeof(yamls[0]); i++) {
 		struct config c;
