@@ -134,6 +134,10 @@ static int parse_age_keys(struct walk *w, const struct cfg_node *v, const char *
 			explicit_bzero(key, sizeof(key));
 			if (strncmp(line, "ssh-", 4) == 0 || strncmp(line, "-----BEGIN", 10) == 0)
 				why = "SSH keys are not supported by litevisor (age X25519 keys only)";
+			else if (strncasecmp(line, "AGE-PLUGIN-", 11) == 0 ||
+				 /* age1<plugin>1…: bech32's data part holds no '1' */
+				 (strncasecmp(line, "age1", 4) == 0 && strrchr(line, '1') > line + 3))
+				why = "age plugins are not supported by litevisor (age X25519 keys only)";
 			char at[24] = "";
 			if (multi)
 				snprintf(at, sizeof(at), "line %d: ", lineno);

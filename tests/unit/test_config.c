@@ -957,6 +957,14 @@ static const struct bad_case bad_cases[] = {
 	  "        age:\n"
 	  "          recipients: [age1xyz]\n",
 	  "bad.yml:6:24: dbs[0].replicas[0].age.recipients[0]: invalid age recipient \"age1xyz\": no separator, or too short" },
+	{ "age_plugin_recipient",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      - url: s3://bkt/app\n"
+	  "        age:\n"
+	  "          recipients: [age1yubikey1qwqwqwqwqwqwqwqw]\n",
+	  "bad.yml:6:24: dbs[0].replicas[0].age.recipients[0]: invalid age recipient \"age1yubikey1qwqwqwqwqwqwqwqw\": age plugins are not supported by litevisor (age X25519 keys only)" },
 	{ "age_on_a_store",
 	  "stores:\n"
 	  "  bk:\n"
