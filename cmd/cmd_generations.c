@@ -89,9 +89,10 @@ static void print_generation(struct table *t, const char *replica,
 		return;
 	if (!*base)
 		*base = lag_base(of);
-	lag_text(*base - g->max_ns, lag, sizeof(lag));
-	clock_rfc3339_exact(g->min_ns, a, sizeof(a));
-	clock_rfc3339_exact(g->max_ns, b, sizeof(b));
+	/* the server's own times, as Litestream prints them (struct st_list) */
+	lag_text(*base - (g->max_ns + g->clock_offset_ns), lag, sizeof(lag));
+	clock_rfc3339_exact(g->min_ns + g->clock_offset_ns, a, sizeof(a));
+	clock_rfc3339_exact(g->max_ns + g->clock_offset_ns, b, sizeof(b));
 	table_row(t, (const char *[]){ replica, g->id, lag, a, b });
 }
 

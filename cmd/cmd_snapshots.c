@@ -20,7 +20,9 @@ static void print_snapshots(struct table *t, const char *replica,
 	for (size_t i = 0; i < g->nsnapshots; i++) {
 		snprintf(index, sizeof(index), "%u", g->snapshots[i].index);
 		snprintf(size, sizeof(size), "%lld", (long long)g->snapshots[i].size);
-		clock_rfc3339_exact(g->snapshots[i].mtime_ns, created, sizeof(created));
+		/* the server's own time (struct st_list), which -timestamp is read against */
+		clock_rfc3339_exact(g->snapshots[i].mtime_ns + g->clock_offset_ns, created,
+				    sizeof(created));
 		table_row(t, (const char *[]){ replica, g->id, index, size, created });
 	}
 }

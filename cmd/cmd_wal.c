@@ -22,7 +22,9 @@ static void print_wal(struct table *t, const char *replica, const struct cat_gen
 		snprintf(index, sizeof(index), "%u", g->segments[i].index);
 		snprintf(offset, sizeof(offset), "%u", g->segments[i].offset);
 		snprintf(size, sizeof(size), "%lld", (long long)g->segments[i].size);
-		clock_rfc3339_exact(g->segments[i].mtime_ns, created, sizeof(created));
+		/* the server's own time (struct st_list), which -timestamp is read against */
+		clock_rfc3339_exact(g->segments[i].mtime_ns + g->clock_offset_ns, created,
+				    sizeof(created));
 		table_row(t, (const char *[]){ replica, g->id, index, offset, size, created });
 	}
 }

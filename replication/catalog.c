@@ -117,6 +117,7 @@ int catalog_load(struct storage *st, const char *gen, struct cat_generation *g,
 	if (rc < 0 && rc != ST_NOT_FOUND)
 		goto out;
 	rc = 0;
+	g->clock_offset_ns = l.clock_offset_ns;
 	/* each object is at most one of the two; sizing both arrays for all is simplest */
 	g->snapshots = calloc(l.nobjects + 1, sizeof(*g->snapshots));
 	g->segments = calloc(l.nobjects + 1, sizeof(*g->segments));

@@ -42,6 +42,7 @@ struct cat_generation {
 	struct cat_closed *closed;      /* sorted by (index, offset) */
 	size_t nclosed;
 	int64_t min_ns, max_ns;         /* time window of its snapshots and segments (0 if none) */
+	int64_t clock_offset_ns;        /* its listing's (struct st_list): + a time = the server's */
 	/*
 	 * The database id its label names (layout.h), "" when it has no label
 	 * or labels naming different ids (taken as unlabelled: nobody's in

@@ -44,7 +44,7 @@ void rs_plan_release(struct rs_plan *p)
 static bool gen_usable(const struct cat_generation *g, const struct rs_target *t)
 {
 	for (size_t i = 0; i < g->nsnapshots; i++)
-		if (!t->timestamp_ns || g->snapshots[i].mtime_ns <= t->timestamp_ns)
+		if (!t->timestamp_ns || g->snapshots[i].mtime_ns + g->clock_offset_ns <= t->timestamp_ns)
 			return true;
 	return false;
 }
@@ -137,7 +137,7 @@ int rs_plan_build(const struct cat_generation *gens, size_t ngens, const struct 
 	for (size_t i = 0; i < ngens && !t->generation; i++) {
 		const struct cat_generation *h = &gens[i];
 		if (gen_usable(h, t) || !h->nsegments || (g && catalog_gen_order(h, g) <= 0) ||
-		    (t->timestamp_ns && h->min_ns > t->timestamp_ns))
+		    (t->timestamp_ns && h->min_ns + h->clock_offset_ns > t->timestamp_ns))
 			continue;
 		int k;
 		if (h->nsnapshots)
@@ -178,7 +178,7 @@ int rs_plan_build(const struct cat_generation *gens, size_t ngens, const struct 
 		const struct cat_snapshot *s = &g->snapshots[i];
 		if (t->has_index && s->index > t->index)
 			continue;
-		if (t->timestamp_ns && s->mtime_ns > t->timestamp_ns)
+		if (t->timestamp_ns && s->mtime_ns + g->clock_offset_ns > t->timestamp_ns)
 			continue;
 		if (g->nsegments && s->index > wal_last + 1) {
 			snprintf(p->ignored, sizeof(p->ignored), "snapshot %08x: past the generation's "
@@ -216,7 +216,7 @@ int rs_plan_build(const struct cat_generation *gens, size_t ngens, const struct 
 			continue;
 		if (t->has_index && s->index > t->index)
 			break;
-		if (t->timestamp_ns && s->mtime_ns > t->timestamp_ns)
+		if (t->timestamp_ns && s->mtime_ns + g->clock_offset_ns > t->timestamp_ns)
 			break;
 		/* a gap is noted, not skipped: applying fails there and falls back */
 		if (!p->truncated) {

@@ -278,6 +278,7 @@ static int s3_list(struct storage *st, const char *prefix, const char *delimiter
 			int64_t fix = s3_clock_correction(s3, &resp);
 			for (size_t i = had; fix && i < out->nobjects; i++)
 				out->objects[i].mtime_ns -= fix;
+			out->clock_offset_ns = fix;
 		}
 		free(p.key);
 		if (prc == 0 && p.bad[0]) {

@@ -71,6 +71,11 @@ struct st_list {
 	size_t nobjects;
 	char **prefixes;           /* with a delimiter: common prefixes, ending in it; sorted */
 	size_t nprefixes;
+	/* S3: how far the server's clock is ahead of ours, by which the objects' times were
+	 * moved onto our clock (s3_clock_correction); added back, the server's own times,
+	 * which a listing prints and -timestamp is read against, as Litestream does: whole
+	 * seconds measured by one process, they might differ by one in the next. 0: none. */
+	int64_t clock_offset_ns;
 };
 
 /* Release a listing's contents and zero it. */
