@@ -392,17 +392,21 @@ out:
 	return rc;
 }
 
-/* Whether text could be a key someone meant (every key is a short name): else it is
- * most likely a value, and is not repeated in an error. */
+/* Whether text reads like a name (every key is a short lower-case one, few digits):
+ * else it is most likely a value, perhaps a secret or token, never repeated in an
+ * error unless it is a near miss of a key (walk_map). */
 static bool key_like(const char *text)
 {
-	size_t n = strlen(text);
-	if (n == 0 || n > 40)
+	size_t n = strlen(text), digits = 0;
+	if (n == 0 || n > 32)
 		return false;
-	for (const char *p = text; *p; p++)
-		if (!isalnum((unsigned char)*p) && !strchr("-_. ", *p))
+	for (const char *p = text; *p; p++) {
+		if (isdigit((unsigned char)*p))
+			digits++;
+		else if (!islower((unsigned char)*p) && !strchr("-_. ", *p))
 			return false;
-	return true;
+	}
+	return digits <= 4;
 }
 
 /* The closest valid key within a small edit distance, or NULL. */
@@ -485,7 +489,8 @@ int walk_map(struct walk *w, const struct cfg_node *m, const char *path, const s
 			cfg_error(w->e, k, path, "a key must be a plain name, got %s", walk_kind_name(k));
 			return -1;
 		}
-		if (!key_like(k->value)) {
+		if (!key_like(k->value) && !suggest(k->value, tab, n, where) &&
+		    !cfg_other_place(k->value, tab)) {
 			/* never echoed: a value where a key belongs may be a secret (a second
 			 * age identity after "identities: KEY1, " without brackets) */
 			walk_path(kp, sizeof(kp), path, "…");

@@ -957,6 +957,13 @@ static const struct bad_case bad_cases[] = {
 	  "        age:\n"
 	  "          recipients: [age1xyz]\n",
 	  "bad.yml:6:24: dbs[0].replicas[0].age.recipients[0]: invalid age recipient \"age1xyz\": no separator, or too short" },
+	{ "near_miss_with_punctuation",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      - url: s3://bkt/app\n"
+	  "        sync-interval/: 1s\n",
+	  "bad.yml:5:9: dbs[0].replicas[0].sync-interval/: unknown key; did you mean \"sync-interval\"?" },
 	{ "age_plugin_recipient",
 	  "dbs:\n"
 	  "  - path: /data/app.db\n"
@@ -1295,6 +1302,10 @@ TEST(credentials_never_in_errors)
 		"{identities: AGE-SECRET-KEY-1QQQ, AGE-SECRET-KEY-1hunter2HUNTER2HUNTER2HUNTER2HUNTER2, "
 		"recipients: [age1x]}\n",
 		"hunter2/HUNTER2+hunter2/HUNTER2=: 1\n",
+		/* a comma for a colon: a Consul token (a UUID) read as a key (QA52 D2) */
+		"consul: {lock: {key: a}, token, 3f2504e0-4f89-hunter2-9a0c-0305e82c3301}\n",
+		"dbs:\n  - path: /d/a.db\n    replicas:\n      - {url: \"s3://b/p\", "
+		"secret-access-key, Hunter2Hunter2Hunter2}\n",
 	};
 	for (size_t i = 0; i < sizeof(yamls) / sizeof(yamls[0]); i++) {
 		struct config c;
