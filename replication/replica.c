@@ -1334,14 +1334,18 @@ void *replica_thread(void *arg)
 		if (rc == 0 && do_snap) {
 			/*
 			 * Never at the index of the newest snapshot (at_snap_index):
-			 * there, ask for a new index instead and take the snapshot at
-			 * the next interval; an idle database gets none, having nothing
-			 * new to capture.
+			 * there, ask for a new index instead; the first sync after the
+			 * database moved on takes the snapshot (snap_wait), as for
+			 * retention, not the next interval (which made it every other
+			 * one on a busy database); an idle database gets none, having
+			 * nothing new to capture.
 			 */
 			pthread_mutex_lock(&d->mu);
 			bool same = at_snap_index(r);
-			if (same)
+			if (same) {
+				r->snap_wait = true;
 				monitor_request_checkpoint(d);
+			}
 			pthread_mutex_unlock(&d->mu);
 			if (!same)
 				rc = snapshot_take(r, false);

@@ -268,29 +268,13 @@ int retention_enforce(struct eng_replica *r, bool *need_snapshot)
 			continue;
 		}
 		cur_has_snapshot |= current && g.nsnapshots > 0;
-		if (!young && current && g.nsnapshots > 0) {
-			/*
-			 * A new snapshot, so the older history can go once it covers
-			 * the cut. Unless we wrote one within retention by our own
-			 * clock: then the replica's clock is behind (its times are the
-			 * server's, or a NAS's for a file replica), and another
-			 * snapshot would look just as old, at every check, for ever.
-			 */
-			pthread_mutex_lock(&d->mu);
-			int64_t ours = r->snap_written_ns;
-			pthread_mutex_unlock(&d->mu);
-			if (ours > keep_cut) {
-				if (!r->skew_warned)
-					log_warn("retention", "the replica's newest snapshot looks older "
-						 "than retention, but one was written here recently: its "
-						 "clock is behind ours; no new snapshot for that",
-						 "db=%s replica=%s written_s_ago=%.0f", d->stat.name,
-						 r->stat.name, (double)(now - ours) / NS_PER_SEC);
-				r->skew_warned = true;
-			} else {
-				*need_snapshot = true;
-			}
-		}
+		/*
+		 * A new snapshot, so the older history can go once it covers the cut.
+		 * (A replica whose clock is behind does not ask for one at every check:
+		 * behind_shift moved the cut back by at least that much.)
+		 */
+		if (!young && current && g.nsnapshots > 0)
+			*need_snapshot = true;
 		/*
 		 * Not closed at its end, another node may still be writing it,
 		 * idle: it snapshots again within a retention check of its newest
