@@ -34,6 +34,9 @@
  */
 static const char *rec_key(const struct eng_replica *r)
 {
+	/* whole: the status copy is cut at 255 bytes, and two long ones may share those */
+	if (r->st && r->st->description && r->st->description[0])
+		return r->st->description;
 	return r->stat.description[0] ? r->stat.description : r->stat.name;
 }
 

@@ -608,7 +608,7 @@ static char *failure_path(const char *dir, const char *replica, char *buf, size_
 int localstate_write_failure(const char *dir, const char *replica,
 			     const struct failure_record *rec, uid_t uid, gid_t gid)
 {
-	char path[PATH_MAX], line[512];
+	char path[PATH_MAX], line[PATH_MAX + 64];
 	int n = snprintf(line, sizeof(line), "%lld %lld %s\n", (long long)rec->failing_since_ns,
 			 (long long)rec->behind_since_ns, replica);
 	if (n < 0 || (size_t)n >= sizeof(line)) {
@@ -625,7 +625,7 @@ int localstate_read_failure(const char *dir, const char *replica, struct failure
 	int rc = -1;
 
 	memset(rec, 0, sizeof(*rec));
-	if (fs_read_small(failure_path(dir, replica, path, sizeof(path)), 512, &text, NULL) < 0)
+	if (fs_read_small(failure_path(dir, replica, path, sizeof(path)), PATH_MAX + 64, &text, NULL) < 0)
 		return -1;
 	errno = 0;
 	long long since = strtoll(text, &end, 10);
