@@ -71,25 +71,40 @@ static int ini_value(const char *line, const char *key, char *out, size_t outlen
 	line += kl;
 	while (*line == ' ' || *line == '\t')
 		line++;
-	if (*line++ != '=')
+	if (*line != '=' && *line != ':') /* aws-sdk-go takes ':' as '=' */
 		return 0;
+	line++;
 	while (*line == ' ' || *line == '\t')
 		line++;
 	size_t n = strcspn(line, "\r\n");
-	if (*line == '"' && n >= 2 && memchr(line + 1, '"', n - 1)) {
-		/* a quoted value, as aws-sdk-go reads one: what lies between the quotes */
-		n = (size_t)((const char *)memchr(line + 1, '"', n - 1) - (line + 1));
-		line++;
-	} else {
-		/* a comment after the value: '#' or ';' after a space */
-		for (size_t i = 1; i < n; i++)
-			if ((line[i] == '#' || line[i] == ';') && (line[i - 1] == ' ' || line[i - 1] == '\t')) {
-				n = i;
-				break;
+	if (*line == '"') {
+		/* a quoted value, as aws-sdk-go reads one: up to the closing quote, \" and \\
+		 * escaped */
+		size_t o = 0, i = 1;
+		for (; i < n && line[i] != '"'; i++) {
+			if (line[i] == '\\' && i + 1 < n)
+				i++;
+			if (o + 1 >= outlen) {
+				st_error_set(err, ST_AUTH, 0, "S3 credentials: %s in %s is longer "
+					     "than the %zu bytes litevisor takes", key, path, outlen - 1);
+				return -1;
 			}
-		while (n && (line[n - 1] == ' ' || line[n - 1] == '\t'))
-			n--;
+			out[o++] = line[i];
+		}
+		if (i < n) {
+			out[o] = '\0';
+			return o > 0;
+		}
+		/* no closing quote: the text as it stands */
 	}
+	/* a comment after the value: '#' or ';' after a space */
+	for (size_t i = 1; i < n; i++)
+		if ((line[i] == '#' || line[i] == ';') && (line[i - 1] == ' ' || line[i - 1] == '\t')) {
+			n = i;
+			break;
+		}
+	while (n && (line[n - 1] == ' ' || line[n - 1] == '\t'))
+		n--;
 	if (n == 0)
 		return 0;
 	if (n >= outlen) {
@@ -144,7 +159,16 @@ static int from_shared_file(struct s3_creds *out, struct st_error *err)
 			size_t n = end ? (size_t)(end - name) : 0;
 			while (n && (name[n - 1] == ' ' || name[n - 1] == '\t'))
 				n--;
+			/* aws-sdk-go takes "[profile NAME]" here too; the last section of a name
+			 * counts, whole */
+			if (n > 8 && !strncmp(name, "profile", 7) && (name[7] == ' ' || name[7] == '\t')) {
+				size_t skip = 8 + strspn(name + 8, " \t");
+				name += skip;
+				n -= skip;
+			}
 			in = end && n == strlen(want) && !strncmp(name, want, n);
+			if (in)
+				memset(out, 0, sizeof(*out));
 		} else if (in) {
 			r = ini_value(p, "aws_access_key_id", out->akid, sizeof(out->akid), path, err);
 			if (!r)

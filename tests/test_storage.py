@@ -451,13 +451,19 @@ def test_s3_credentials_from_config_and_aws_env(s3server, tmp_path):
     "[ default ]\naws_access_key_id={key}\naws_secret_access_key={secret}\n",
     "[default]\naws_access_key_id = {key} # ci\naws_secret_access_key = {secret} ; rotated\n",
     "[default]\naws_access_key_id = \"{key}\"\naws_secret_access_key = \"{secret}\"\n",
-], ids=["header-comment", "spaced-header", "value-comments", "quoted"])
+    "[profile default]\naws_access_key_id: {key}\naws_secret_access_key: {secret}\n",
+    "[default]\naws_access_key_id = STALE\n[default]\naws_access_key_id = {key}\n"
+    "aws_secret_access_key = \"{secret_escaped}\"\n",
+], ids=["header-comment", "spaced-header", "value-comments", "quoted", "profile-colon",
+        "last-section-escaped"])
 def test_s3_shared_credentials_file_read_as_aws_sdk_go_reads_it(s3server, tmp_path, form):
     # Forms Litestream v0.3.13 (aws-sdk-go) reads were refused or signed with the
     # comment or quotes kept in the key (QA50 D3).
     srv = s3server()
     creds = tmp_path / "credentials"
-    creds.write_text(form.format(key=srv.key, secret=srv.secret))
+    creds.write_text(form.format(key=srv.key, secret=srv.secret,
+                                 secret_escaped=srv.secret.replace("\\", "\\\\")
+                                 .replace('"', '\\"')))
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "LITESTREAM_"))}
     rep = Replica("s3", ["-s3", srv.bucket, "-endpoint", srv.endpoint])
     rep.env = dict(clean, AWS_SHARED_CREDENTIALS_FILE=str(creds))
