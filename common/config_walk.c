@@ -392,6 +392,27 @@ out:
 	return rc;
 }
 
+/* Is node n written after key k (not a node an alias of k's value refers back to)? */
+static bool after(const struct cfg_node *n, const struct cfg_node *k)
+{
+	return n->line > k->line || (n->line == k->line && n->column > k->column);
+}
+
+/* Does the value v of key k hold, within itself, a node an alias uses elsewhere?
+ * (x-defaults: &d {…}, or x-creds: {key: &k …}.) Nodes an alias in it refers back
+ * to, written before k, are not looked into. */
+static bool holds_anchor(const struct cfg_node *v, const struct cfg_node *k)
+{
+	if (!after(v, k))
+		return false;
+	if (v->aliased)
+		return true;
+	for (size_t i = 0; (v->kind == CN_MAP || v->kind == CN_SEQ) && i < v->nitems; i++)
+		if (holds_anchor(v->items[i], k))
+			return true;
+	return false;
+}
+
 /* Whether text reads like a name (every key is a short lower-case one, few digits):
  * else it is most likely a value, perhaps a secret or token, never repeated in an
  * error unless it is a near miss of a key (walk_map). */
@@ -523,8 +544,7 @@ int walk_map(struct walk *w, const struct cfg_node *m, const char *path, const s
 		 * <<: *d or *d below) is no setting: Litestream ignores such a key too. Only
 		 * the key that holds it: an alias shares the node, which it finds defined
 		 * before itself (a misspelt key given *d is still unknown). */
-		if (f == n && !path[0] && v->aliased &&
-		    (v->line > k->line || (v->line == k->line && v->column > k->column)))
+		if (f == n && !path[0] && holds_anchor(v, k))
 			continue;
 		if (f == n) {
 			const char *hint = suggest(k->value, tab, n, where);

@@ -609,13 +609,16 @@ TEST(anchors_and_aliases)
 	c = load_ok(
 		"x-defaults: &defaults {sync-interval: 5s, retention: 7d}\n"
 		"x-interval: &every 2m\n"
+		"x-nested: {a: &grace 2h, b: [&unused 1]}\n"
 		"dbs:\n"
 		"  - path: /d/a.db\n"
 		"    checkpoint-interval: *every\n"
 		"    replicas:\n"
 		"      - <<: *defaults\n"
-		"        url: s3://b/a\n");
+		"        url: s3://b/a\n"
+		"        retention-grace: *grace\n");
 	CHECK_INT(c.dbs[0].checkpoint_interval_ms, 120000);
+	CHECK_INT(c.dbs[0].replicas[0].retention_grace_ms, 2 * 3600 * 1000LL);
 	CHECK_INT(c.dbs[0].replicas[0].sync_interval_ms, 5000);
 	CHECK_INT(c.dbs[0].replicas[0].retention_ms, 7 * 24 * 3600 * 1000LL);
 	config_release(&c);
