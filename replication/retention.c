@@ -147,16 +147,34 @@ static void warn_foreign(struct eng_replica *r, const char *gen, const char *the
  * no object this process wrote (a check right after a start, before any
  * upload): the replica's clock is then unknown, and nothing is deleted yet.
  */
-static bool behind_shift(struct eng_replica *r, const struct cat_generation *g, int64_t *keep_cut,
-			 int64_t *del_cut)
+struct written {
+	int64_t snap_ns, seg_ns;      /* by our clock, 0 none */
+	char snap_gen[17], seg_gen[17];
+	uint32_t snap_index, seg_index, seg_offset;
+};
+
+/* What r wrote last, taken before the listing, so the listing holds it. */
+static void written_get(struct eng_replica *r, struct written *w)
+{
+	pthread_mutex_lock(&r->db->mu);
+	w->snap_ns = r->snap_known ? r->snap_written_ns : 0;
+	memcpy(w->snap_gen, r->snap_gen, sizeof(w->snap_gen));
+	w->snap_index = r->snap_index;
+	w->seg_ns = r->seg_written_ns;
+	memcpy(w->seg_gen, r->seg_written_gen, sizeof(w->seg_gen));
+	w->seg_index = r->seg_written_index;
+	w->seg_offset = r->seg_written_offset;
+	pthread_mutex_unlock(&r->db->mu);
+}
+
+static bool behind_shift(struct eng_replica *r, const struct written *w,
+			 const struct cat_generation *g, int64_t *keep_cut, int64_t *del_cut)
 {
 	struct eng_db *d = r->db;
-	pthread_mutex_lock(&d->mu);
-	int64_t snap_ns = r->snap_known && !strcmp(r->snap_gen, g->id) ? r->snap_written_ns : 0;
-	uint32_t snap_index = r->snap_index;
-	int64_t seg_ns = !strcmp(r->seg_written_gen, g->id) ? r->seg_written_ns : 0;
-	uint32_t seg_index = r->seg_written_index, seg_offset = r->seg_written_offset;
-	pthread_mutex_unlock(&d->mu);
+	int64_t snap_ns = !strcmp(w->snap_gen, g->id) ? w->snap_ns : 0;
+	uint32_t snap_index = w->snap_index;
+	int64_t seg_ns = !strcmp(w->seg_gen, g->id) ? w->seg_ns : 0;
+	uint32_t seg_index = w->seg_index, seg_offset = w->seg_offset;
 	int64_t ours = 0, theirs = 0;
 	/* a segment first: one PUT, where a multipart snapshot's time is when it began */
 	for (size_t k = 0; seg_ns && k < g->nsegments; k++)
@@ -228,6 +246,8 @@ int retention_enforce(struct eng_replica *r, bool *need_snapshot)
 
 	if (!(b = calloc(1, sizeof(*b))))
 		goto out;
+	struct written wr;
+	written_get(r, &wr);
 	if (catalog_generations(r->st, &ids, &n, NULL, &err) < 0)
 		goto fail;
 	bool cur_has_snapshot = false;
@@ -242,7 +262,7 @@ int retention_enforce(struct eng_replica *r, bool *need_snapshot)
 		struct cat_generation g;
 		if (catalog_load(r->st, ids[i], &g, NULL, &err) < 0)
 			goto fail;
-		if (i == ci && !behind_shift(r, &g, &keep_cut, &del_cut)) {
+		if (i == ci && !behind_shift(r, &wr, &g, &keep_cut, &del_cut)) {
 			log_debug("retention", "no object of this process on the replica yet: its clock "
 				  "is unknown, nothing deleted in this check", "db=%s replica=%s",
 				  d->stat.name, r->stat.name);

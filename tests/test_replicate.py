@@ -1796,6 +1796,8 @@ def test_database_held_in_exclusive_locking_mode_is_said_so(run, tmp_path, lites
     wait_for(lambda: database_check()["status"] == "fail", what="the database check failing",
              timeout=10)
     assert "not replicating for" in database_check()["output"]
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert re.search(r'^litevisor_db_stuck\{db="app.db"\} 1$', metrics, re.M), metrics
     app.close()
     wait_for(lambda: len(generations(rep)) == 1, what="replication once the lock is gone")
     assert r.stop() == 0
