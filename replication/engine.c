@@ -346,7 +346,7 @@ int engine_flush(struct engine *e, int64_t deadline_ms)
 			log_error("engine", "final flush: the WAL could not be synced in time", "db=%s",
 				  d->stat.name);
 			rc = -1;
-		} else if (d->sync_failing_mono) {
+		} else if (d->stat.sync_failing_since_mono_ns) {
 			/* the replicas can reach the shadow's end, but that is not the WAL's */
 			log_error("engine", "final flush incomplete: new commits could not be copied into "
 				  "the shadow WAL, no replica has them", "db=%s error=\"%s\"",
@@ -369,7 +369,7 @@ int engine_flush(struct engine *e, int64_t deadline_ms)
 		d->flush_skip = !flush_shippable(d, &rc);
 		if (!d->flush_skip)
 			replica_target(d, &d->flush_target);
-		d->flush_closing = !d->flush_skip && !d->sync_failing_mono && !d->flush_unsynced;
+		d->flush_closing = !d->flush_skip && !d->stat.sync_failing_since_mono_ns && !d->flush_unsynced;
 		for (size_t j = 0; j < d->nreplicas; j++)
 			d->replicas[j].flush_handled = !d->replicas[j].st;
 		monitor_wake_replicas(d);

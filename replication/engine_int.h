@@ -186,7 +186,6 @@ struct eng_db {
 	struct wal_pos flush_target;  /* where the final flush brings its replicas */
 	struct lag_entry lag[ENG_LAG_RING];
 	size_t lag_n;
-	int64_t sync_failing_mono;    /* the shadow copy fails since (0: it works); counts as lag */
 	int64_t gen_start_mono;
 	char own_gens[ENG_OWN_GENS][17]; /* generations this process wrote, newest last (writers.c) */
 	size_t own_n;

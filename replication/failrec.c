@@ -49,8 +49,8 @@ static int64_t lacks_since(const struct eng_db *d, const struct eng_replica *r, 
 	}
 	if (d->ready && d->lag_n)
 		t = d->lag[0].mono_ns;
-	if (d->sync_failing_mono && (!t || d->sync_failing_mono < t))
-		t = d->sync_failing_mono;
+	if (d->stat.sync_failing_since_mono_ns && (!t || d->stat.sync_failing_since_mono_ns < t))
+		t = d->stat.sync_failing_since_mono_ns;
 	if (r->dropped && r->behind_since_mono && (!t || r->behind_since_mono < t))
 		t = r->behind_since_mono;
 	if (r->carried && (!t || r->carried_since_mono < t))

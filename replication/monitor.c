@@ -209,7 +209,7 @@ static void clean_path(struct eng_db *d, char *buf, size_t len)
 /* The shadow copy works (again): no failure to report (under mu). */
 static void clear_sync_failure(struct eng_db *d)
 {
-	d->sync_failing_mono = d->stat.sync_failing_since_mono_ns = 0;
+	d->stat.sync_failing_since_mono_ns = 0;
 	d->stat.sync_failing_since_ns = 0;
 	d->stat.sync_error[0] = '\0';
 }
@@ -666,13 +666,13 @@ static void note_sync(struct eng_db *d, int rc)
 {
 	int64_t now = clock_mono_ns();
 	pthread_mutex_lock(&d->mu);
-	int64_t since = d->sync_failing_mono;
+	int64_t since = d->stat.sync_failing_since_mono_ns;
 	if (rc == 0) {
 		clear_sync_failure(d);
 	} else {
 		d->stat.sync_errors_total++;
 		if (!since) {
-			d->sync_failing_mono = d->stat.sync_failing_since_mono_ns = now;
+			d->stat.sync_failing_since_mono_ns = now;
 			d->stat.sync_failing_since_ns = clock_wall_ns();
 		}
 		snprintf(d->stat.sync_error, sizeof(d->stat.sync_error), "%s", d->sync_why);

@@ -90,8 +90,8 @@ double replica_lag_seconds(const struct eng_db *d, const struct eng_replica *r, 
 	if (shadow > lag)
 		lag = shadow;
 	/* commits the shadow could not take since then reach no replica either */
-	if (d->sync_failing_mono && (double)(now - d->sync_failing_mono) / NS_PER_SEC > lag)
-		lag = (double)(now - d->sync_failing_mono) / NS_PER_SEC;
+	if (d->stat.sync_failing_since_mono_ns && (double)(now - d->stat.sync_failing_since_mono_ns) / NS_PER_SEC > lag)
+		lag = (double)(now - d->stat.sync_failing_since_mono_ns) / NS_PER_SEC;
 	/* its backlog dropped: what it lacks is older than the shadow remembers */
 	if (r->dropped && r->behind_since_mono &&
 	    (double)(now - r->behind_since_mono) / NS_PER_SEC > lag)

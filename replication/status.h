@@ -72,7 +72,8 @@ struct db_status {
 	 * replicas then get nothing new, whatever their own health.
 	 */
 	int64_t sync_failing_since_ns;      /* first failure of the current run, 0 if fine */
-	int64_t sync_failing_since_mono_ns; /* the same on the monotonic clock (for durations) */
+	int64_t sync_failing_since_mono_ns; /* the same on the monotonic clock (for durations);
+					     * it counts as lag for every replica */
 	char sync_error[256];               /* its cause, "" if fine */
 	uint64_t sync_errors_total;
 	uint64_t generations_total;         /* generations started by this process */
