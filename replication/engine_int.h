@@ -69,6 +69,12 @@ struct eng_replica {
 	bool snap_known;              /* the replica's newest snapshot is at (snap_gen, snap_index) */
 	char snap_gen[17];
 	uint32_t snap_index;
+	/*
+	 * The WAL that newest snapshot reaches, when this process wrote it
+	 * (snap_covers.generation "" otherwise): a database past it has
+	 * something new for the next one.
+	 */
+	struct wal_pos snap_covers;
 	int64_t snap_written_ns;      /* by our clock, the last snapshot this process wrote (0 none) */
 	/* by our clock, the last WAL segment this process wrote (0 none), and where */
 	int64_t seg_written_ns;

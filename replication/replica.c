@@ -938,6 +938,7 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 	if (r->snap_known) {
 		memcpy(r->snap_gen, gen, sizeof(gen));
 		r->snap_index = g.snapshots[g.nsnapshots - 1].index;
+		r->snap_covers.generation[0] = '\0'; /* another process's: unknown */
 		/* the one it holds, by the replica's clock: not "never" after a restart */
 		if (!r->stat.last_snapshot_ns)
 			r->stat.last_snapshot_ns = g.snapshots[g.nsnapshots - 1].mtime_ns;
@@ -1150,6 +1151,31 @@ static bool at_snap_index(const struct eng_replica *r)
 	return r->snap_known && !strcmp(r->snap_gen, d->gen) && r->snap_index == d->index;
 }
 
+/*
+ * Under mu: a snapshot is wanted while r's newest is at the database's index
+ * (at_snap_index), where a new one would replace it. Ask the monitor for a
+ * new index and take the snapshot at the first sync past it (snap_wait).
+ * The app's next write starts that index after the checkpoint; but when the
+ * database holds something that snapshot lacks (or what it reaches is
+ * unknown), the monitor starts it itself: an app that wrote and then went
+ * quiet would otherwise leave those commits out of every snapshot until its
+ * next write, and a replica synced seldom without them for as long. A
+ * database with nothing new gets no snapshot: there is nothing to capture.
+ */
+static void want_new_index(struct eng_replica *r)
+{
+	struct eng_db *d = r->db;
+	struct wal_pos t;
+	replica_target(d, &t);
+	bool news = strcmp(r->snap_covers.generation, d->gen) != 0 ||
+		    wal_pos_cmp(&t, &r->snap_covers) > 0;
+	r->snap_wait = true;
+	if (news)
+		monitor_request_restart(d);
+	else
+		monitor_request_checkpoint(d);
+}
+
 /* Under mu: is there anything to upload? */
 static bool behind(struct eng_replica *r)
 {
@@ -1334,18 +1360,15 @@ void *replica_thread(void *arg)
 		if (rc == 0 && do_snap) {
 			/*
 			 * Never at the index of the newest snapshot (at_snap_index):
-			 * there, ask for a new index instead; the first sync after the
-			 * database moved on takes the snapshot (snap_wait), as for
-			 * retention, not the next interval (which made it every other
-			 * one on a busy database); an idle database gets none, having
-			 * nothing new to capture.
+			 * there, ask for a new index instead (want_new_index); the
+			 * first sync past it takes the snapshot (snap_wait), as for
+			 * retention, or else the next interval (waiting for the
+			 * interval alone made it every other one on a busy database).
 			 */
 			pthread_mutex_lock(&d->mu);
 			bool same = at_snap_index(r);
-			if (same) {
-				r->snap_wait = true;
-				monitor_request_checkpoint(d);
-			}
+			if (same)
+				want_new_index(r);
 			pthread_mutex_unlock(&d->mu);
 			if (!same)
 				rc = snapshot_take(r, false);
@@ -1364,18 +1387,16 @@ void *replica_thread(void *arg)
 			} else if (need) {
 				/*
 				 * Never at the newest snapshot's index either (at_snap_index):
-				 * there, ask for a new index; the first sync after the
-				 * database moved on takes the snapshot (snap_wait), not the
+				 * there, ask for a new index (want_new_index); the first sync
+				 * past it takes the snapshot (snap_wait), not the
 				 * next check, a retention-check-interval later. Until then
 				 * the old snapshot still covers the window: nothing is lost.
 				 */
 				pthread_mutex_lock(&d->mu);
 				bool same = at_snap_index(r);
 				uint32_t at = r->snap_index;
-				if (same) {
-					r->snap_wait = true;
-					monitor_request_checkpoint(d);
-				}
+				if (same)
+					want_new_index(r);
 				pthread_mutex_unlock(&d->mu);
 				if (!same)
 					rc = snapshot_take(r, false);

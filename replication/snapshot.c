@@ -359,7 +359,7 @@ fail:
 
 /* r's snapshot is at (gen, index): move its position there and count it. */
 static void snapshot_done(struct eng_replica *r, const char *gen, uint32_t index,
-			  uint64_t plain_bytes)
+			  const struct wal_pos *covers, uint64_t plain_bytes)
 {
 	struct eng_db *d = r->db;
 	pthread_mutex_lock(&d->mu);
@@ -384,6 +384,7 @@ static void snapshot_done(struct eng_replica *r, const char *gen, uint32_t index
 	r->snap_known = true;
 	memcpy(r->snap_gen, gen, sizeof(r->snap_gen));
 	r->snap_index = index;
+	r->snap_covers = *covers;
 	r->snap_wait = false;
 	r->dropped = false;
 	r->behind_since_mono = 0;
@@ -553,7 +554,7 @@ int snapshot_take(struct eng_replica *r, bool flush)
 		log_warn("replica", "cannot label the generation with the database id: tried again "
 			 "before its next segment", "db=%s replica=%s generation=%s err=\"%s\"",
 			 d->stat.name, r->stat.name, u.gen, err.message);
-	snapshot_done(r, u.gen, u.index, u.plain);
+	snapshot_done(r, u.gen, u.index, &u.covers, u.plain);
 	rc = 0;
 out:
 	pthread_mutex_lock(&d->mu);
