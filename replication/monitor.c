@@ -917,6 +917,34 @@ static int db_file_changed(struct eng_db *d)
 }
 
 /*
+ * While yielding, no pass runs, and a pass asked for (a snapshot pinning
+ * what it reaches, a replica's tick, the final flush) would wait for the
+ * yield's end: up to YIELD_MAX_NS, and a snapshot whose own read
+ * transaction is what the checkpoint waits for gave up first (its 5 s),
+ * every time. The yield copies the WAL whenever its end moves, so serve
+ * them here: when a look taken after the request finds the WAL index as it
+ * was before the last good copy (seen; NULL: none yet), not one commit
+ * came since, and the shadow holds everything committed. The look needs
+ * no hold: it reads SQLite's header, not the WAL.
+ */
+static void serve_sync_requests(struct eng_db *d, const struct db_wal_index *seen)
+{
+	if (!seen)
+		return;
+	pthread_mutex_lock(&d->mu);
+	if (d->sync_req > d->sync_seq) {
+		struct db_wal_index now;
+		sqlite3 *look = d->conns.cur >= 0 ? d->conns.hold[d->conns.cur] : d->conns.ck;
+		if (db_wal_index(look, &now) == 0 && now.consistent && now.change == seen->change &&
+		    now.max_frame == seen->max_frame && !memcmp(now.salts, seen->salts, 8)) {
+			d->sync_seq = d->sync_req;
+			pthread_cond_broadcast(&d->cond);
+		}
+	}
+	pthread_mutex_unlock(&d->mu);
+}
+
+/*
  * Another process's checkpoint. A FULL, RESTART or TRUNCATE one (uptime-kuma
  * runs wal_checkpoint(TRUNCATE) on close) holds the writer lock and waits
  * (busy handler) for readers twice: for each reader whose mark is below the
@@ -954,6 +982,8 @@ static void yield_to_checkpoint(struct eng_db *d)
 	int64_t t0 = clock_mono_ns(), alone_since = 0;
 	uint32_t at = 0;
 	bool moved = false, let_go = false;
+	struct db_wal_index seen = { 0 }; /* the look before the last good copy */
+	bool copied = false;
 	struct timespec ts = { 0, YIELD_POLL_NS };
 	while (!stopping(d) && clock_mono_ns() - t0 < YIELD_MAX_NS &&
 	       db_foreign_blocking_checkpoint(&d->conns) == 1) {
@@ -967,7 +997,10 @@ static void yield_to_checkpoint(struct eng_db *d)
 				d->continuous = false;
 				return;
 			}
-			note_sync(d, copy_wal(d));
+			int crc = copy_wal(d);
+			note_sync(d, crc);
+			copied = crc == 0 && have && wi.consistent;
+			seen = wi;
 			moved = true;
 			let_go = false;
 			alone_since = 0;
@@ -986,6 +1019,7 @@ static void yield_to_checkpoint(struct eng_db *d)
 				let_go = true;
 			}
 		}
+		serve_sync_requests(d, copied ? &seen : NULL);
 		nanosleep(&ts, NULL);
 	}
 	if (d->conns.cur < 0) {

@@ -2709,6 +2709,44 @@ def test_an_app_reader_holding_up_its_checkpoints_costs_no_generation(run, tmp_p
     assert len(generations(rep)) == 1, r.text()
 
 
+def test_the_final_flush_is_not_held_up_by_an_app_checkpoint_waiting_for_its_reader(
+        run, tmp_path, litestream_bin):
+    """While another process's FULL checkpoint runs, the monitor yields to it and runs
+    no pass; whatever asked for one (the final flush, a snapshot pinning the WAL it
+    reaches, a replica's tick) waited for the yield's end. With the app's own reader
+    keeping that checkpoint waiting, the flush gave up after flush-timeout ("could not
+    be synced in time", exit 1), and a snapshot whose read transaction was what the
+    checkpoint waited for failed after 5 s, every try (the reader test above failed 1
+    run in 4 under ASan). The yield copies the WAL whenever it moves, so it now serves
+    those requests itself once SQLite's header shows no commit since its copy."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    r = run(config(tmp_path, db, [file_replica(rep, sync="100ms")]))
+    write(db, 20, start=1)
+    reader = sqlite3.connect(str(db), isolation_level=None)
+    writer = sqlite3.connect(str(db), isolation_level=None, timeout=60, check_same_thread=False)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM t").fetchone()
+        writer.execute("INSERT INTO t(v) VALUES ('after the reader began')")
+        # FULL waits (busy handler) for the reader, holding the writer lock all along
+        ckpt = threading.Thread(target=lambda: writer.execute("PRAGMA wal_checkpoint(FULL)"))
+        ckpt.start()
+        time.sleep(1.5)  # the monitor has seen it and yields
+        assert ckpt.is_alive()
+        code = r.stop()
+        text = r.text()
+        assert code == 0, text
+        assert "could not be synced in time" not in text, text
+        assert "final flush done" in text, text
+    finally:
+        reader.execute("COMMIT")
+        reader.close()
+        ckpt.join()
+        writer.close()
+    check_restore(litestream_bin, rep, db, tmp_path / "out.db")
+
+
 def test_hold_stays_off_the_first_read_slot(run, tmp_path, litestream_bin):
     # Each of the app's commits begins with a read, which tries to lock SQLite's
     # read-mark slot 1 first (byte 124 of the -shm: WAL_READ_LOCK(1)). While our
