@@ -150,6 +150,7 @@ struct xfer {
 	int64_t skip;          /* a 200 answer to a resume: its bytes the sink already has */
 	int64_t range_start;   /* a 206's Content-Range start, -1 if none */
 	bool bad_range;        /* the 206 does not start where we asked */
+	bool chunked;          /* the answer's body is chunked (its end is marked) */
 	char etag[256];        /* of the first answer that reached the sink */
 };
 
@@ -312,6 +313,10 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud)
 		x->resp->clock_offset_ns = 0;
 		x->resp->have_date = false;
 		x->range_start = -1;
+		x->chunked = false;
+	} else if (len > 18 && !strncasecmp(buf, "Transfer-Encoding:", 18)) {
+		header_value(tmp, sizeof(tmp), buf + 18, len - 18);
+		x->chunked = strcasestr(tmp, "chunked") != NULL;
 	} else if (len > 14 && !strncasecmp(buf, "Content-Range:", 14)) {
 		/* "bytes START-END/TOTAL" */
 		header_value(tmp, sizeof(tmp), buf + 14, len - 14);
@@ -700,6 +705,39 @@ out:
 	free(url);
 }
 
+/*
+ * A GET answered with neither Content-Length nor chunked encoding ends where
+ * the server closed the connection (HTTP/1.1 allows it: some proxies, an
+ * HTTP/1.0 server): a connection dropped midway looks the same to curl, and
+ * the object then only looked corrupt to its reader (QA44 #5). Ask the
+ * object's size (HEAD): short of it, o is a transient failure, which
+ * s3_request resumes from where the sink stands. A HEAD that fails leaves
+ * the answer as it came (what reads it still checks it).
+ */
+static void check_close_delimited(struct s3 *s3, const struct s3_req *req, const struct s3_ctl *ctl,
+				  const struct xfer *x, struct outcome *o)
+{
+	struct s3_resp head;
+	struct st_error herr = { 0 };
+	struct s3_req hreq = { .op = "head", .method = "HEAD", .key = req->key, .read_len = -1,
+			       .head = true };
+	s3_resp_init(&head);
+	int rc = s3_request(s3, &hreq, &head, ctl, &herr);
+	int64_t size = head.content_length;
+	s3_resp_release(&head);
+	if (rc != 0 || size < 0) {
+		log_debug("s3", "cannot check a download without Content-Length", "key=\"%s\" err=\"%s\"",
+			  req->key, rc ? herr.message : "no size");
+		return;
+	}
+	if (x->delivered >= size)
+		return;
+	o->status = ST_TRANSIENT;
+	o->retry = true;
+	snprintf(o->cause, sizeof(o->cause), "the answer, without Content-Length, ended at byte %lld "
+		 "of %lld: connection closed early", (long long)x->delivered, (long long)size);
+}
+
 int s3_request(struct s3 *s3, const struct s3_req *req, struct s3_resp *resp,
 	       const struct s3_ctl *ctl, struct st_error *err)
 {
@@ -728,6 +766,9 @@ int s3_request(struct s3 *s3, const struct s3_req *req, struct s3_resp *resp,
 				break; /* the body is gone: report the last failure */
 		}
 		attempt(s3, req, resp, left, ctl->stall_s, &x, &o, err);
+		if (o.status == 0 && req->sink && !strcmp(req->method, "GET") &&
+		    resp->status / 100 == 2 && resp->content_length < 0 && !x.chunked)
+			check_close_delimited(s3, req, ctl, &x, &o);
 		if (o.status == 0) {
 			if (resp->body.overflow && !req->sink) {
 				o.status = ST_PERMANENT;
