@@ -923,13 +923,15 @@ static int db_file_changed(struct eng_db *d)
  * transaction is what the checkpoint waits for gave up first (its 5 s),
  * every time. The yield copies the WAL whenever its end moves, so serve
  * them here: when a look taken after the request finds the WAL index as it
- * was before the last good copy (seen; NULL: none yet), not one commit
- * came since, and the shadow holds everything committed. The look needs
- * no hold: it reads SQLite's header, not the WAL.
+ * was before the last good copy (seen; NULL: none yet, or that copy left a
+ * session unproven or commits unaccounted: check_commits() has the pass
+ * after the yield settle it), not one commit came since, and the shadow
+ * holds everything committed. The look needs no hold: it reads SQLite's
+ * header, not the WAL.
  */
 static void serve_sync_requests(struct eng_db *d, const struct db_wal_index *seen)
 {
-	if (!seen)
+	if (!seen || d->sh.unproven)
 		return;
 	pthread_mutex_lock(&d->mu);
 	if (d->sync_req > d->sync_seq) {
@@ -997,9 +999,13 @@ static void yield_to_checkpoint(struct eng_db *d)
 				d->continuous = false;
 				return;
 			}
+			uint64_t epoch = d->gen_epoch;
 			int crc = copy_wal(d);
 			note_sync(d, crc);
-			copied = crc == 0 && have && wi.consistent;
+			if (crc == 0)
+				check_commits(d); /* as a pass does: a session slipped past is no copy */
+			copied = crc == 0 && have && wi.consistent && d->continuous && !d->sh.unproven &&
+				 d->gen_epoch == epoch;
 			seen = wi;
 			moved = true;
 			let_go = false;
