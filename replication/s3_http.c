@@ -149,6 +149,8 @@ struct xfer {
 	int64_t resume_from;   /* delivered when this attempt began; 0: from the start */
 	int64_t skip;          /* a 200 answer to a resume: its bytes the sink already has */
 	int64_t range_start;   /* a 206's Content-Range start, -1 if none */
+	int64_t range_total;   /* its total (a 416's "bytes * /N" too), -1 if none */
+	bool changed;          /* a later answer's ETag is not the first one's */
 	bool bad_range;        /* the 206 does not start where we asked */
 	bool chunked;          /* the answer's body is chunked (its end is marked) */
 	char etag[256];        /* of the first answer that reached the sink */
@@ -228,8 +230,13 @@ static size_t on_write(char *buf, size_t size, size_t n, void *ud)
 			if (len == 0)
 				return size * n;
 		}
-		if (!x->etag[0])
+		if (!x->etag[0]) {
 			snprintf(x->etag, sizeof(x->etag), "%s", x->resp->etag);
+		} else if (x->resp->etag[0] && strcmp(x->etag, x->resp->etag) != 0) {
+			/* a resume answered by another version (a server ignoring If-Match) */
+			x->changed = true;
+			return 0;
+		}
 		if (x->req->sink->write(x->req->sink->ctx, buf, len) < 0) {
 			x->sink_failed = true;
 			return 0;
@@ -312,7 +319,7 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud)
 		x->resp->last_modified_ns = 0;
 		x->resp->clock_offset_ns = 0;
 		x->resp->have_date = false;
-		x->range_start = -1;
+		x->range_start = x->range_total = -1;
 		x->chunked = false;
 	} else if (len > 18 && !strncasecmp(buf, "Transfer-Encoding:", 18)) {
 		header_value(tmp, sizeof(tmp), buf + 18, len - 18);
@@ -320,8 +327,11 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud)
 	} else if (len > 14 && !strncasecmp(buf, "Content-Range:", 14)) {
 		/* "bytes START-END/TOTAL" */
 		header_value(tmp, sizeof(tmp), buf + 14, len - 14);
-		if (!strncasecmp(tmp, "bytes ", 6))
+		if (!strncasecmp(tmp, "bytes ", 6) && tmp[6] != '*')
 			x->range_start = strtoll(tmp + 6, NULL, 10);
+		const char *slash = strchr(tmp, '/');
+		if (slash && slash[1] >= '0' && slash[1] <= '9')
+			x->range_total = strtoll(slash + 1, NULL, 10);
 	} else if (len > 5 && !strncasecmp(buf, "ETag:", 5)) {
 		header_value(x->resp->etag, sizeof(x->resp->etag), buf + 5, len - 5);
 	} else if (len > 15 && !strncasecmp(buf, "Content-Length:", 15)) {
@@ -407,6 +417,12 @@ static void classify_curl(CURLcode rc, const char *errbuf, const struct xfer *x,
 		o->status = ST_PERMANENT;
 		snprintf(o->cause, sizeof(o->cause), "reading the source: %s",
 			 strerror_r(x->read_errno, eb, sizeof(eb)));
+		return;
+	}
+	if (x->changed) {
+		o->status = ST_TRANSIENT;
+		snprintf(o->cause, sizeof(o->cause), "the object changed during the download (ETag %.100s, "
+			 "then %.100s)", x->etag, x->resp->etag);
 		return;
 	}
 	if (x->bad_range) {
@@ -706,28 +722,57 @@ out:
 }
 
 /*
+ * The size and ETag of req's object (HEAD), bounded like a small request:
+ * one attempt, the replica's idle-timeout (the GET's stall window is for a
+ * transfer). Returns 0, or -1 with why set.
+ */
+static int object_size(struct s3 *s3, const struct s3_req *req, const struct s3_ctl *ctl,
+		       int64_t *size, char *etag, size_t etaglen, char *why, size_t whylen)
+{
+	struct s3_resp head;
+	struct st_error herr = { 0 };
+	struct s3_ctl hctl = *ctl;
+	struct s3_req hreq = { .op = "head", .method = "HEAD", .key = req->key, .read_len = -1,
+			       .head = true };
+	hctl.stall_s = 0;
+	hctl.no_retry = true;
+	s3_resp_init(&head);
+	int rc = s3_request(s3, &hreq, &head, &hctl, &herr);
+	*size = head.content_length;
+	snprintf(etag, etaglen, "%s", head.etag);
+	s3_resp_release(&head);
+	if (rc != 0 || *size < 0) {
+		snprintf(why, whylen, "%.290s", rc ? herr.message : "the HEAD gave no size");
+		return -1;
+	}
+	return 0;
+}
+
+/*
  * A GET answered with neither Content-Length nor chunked encoding ends where
- * the server closed the connection (HTTP/1.1 allows it: some proxies, an
+ * the server closes the connection (HTTP/1.1 allows it: some proxies, an
  * HTTP/1.0 server): a connection dropped midway looks the same to curl, and
  * the object then only looked corrupt to its reader (QA44 #5). Ask the
  * object's size (HEAD): short of it, o is a transient failure, which
- * s3_request resumes from where the sink stands. A HEAD that fails leaves
- * the answer as it came (what reads it still checks it).
+ * s3_request resumes from where the sink stands; another ETag, the object
+ * changed meanwhile. A HEAD that fails leaves the answer as it came, with a
+ * warning: what reads it still checks it.
  */
 static void check_close_delimited(struct s3 *s3, const struct s3_req *req, const struct s3_ctl *ctl,
 				  const struct xfer *x, struct outcome *o)
 {
-	struct s3_resp head;
-	struct st_error herr = { 0 };
-	struct s3_req hreq = { .op = "head", .method = "HEAD", .key = req->key, .read_len = -1,
-			       .head = true };
-	s3_resp_init(&head);
-	int rc = s3_request(s3, &hreq, &head, ctl, &herr);
-	int64_t size = head.content_length;
-	s3_resp_release(&head);
-	if (rc != 0 || size < 0) {
-		log_debug("s3", "cannot check a download without Content-Length", "key=\"%s\" err=\"%s\"",
-			  req->key, rc ? herr.message : "no size");
+	int64_t size;
+	char etag[256], why[300];
+	if (object_size(s3, req, ctl, &size, etag, sizeof(etag), why, sizeof(why)) < 0) {
+		log_warn("s3", "cannot check a download that came without Content-Length against the "
+			 "object's size: its content checks decide", "host=%s key=\"%s\" bytes=%lld "
+			 "err=\"%s\"", s3->host, req->key, (long long)x->delivered, why);
+		return;
+	}
+	if (x->etag[0] && etag[0] && strcmp(x->etag, etag) != 0) {
+		o->status = ST_TRANSIENT;
+		snprintf(o->cause, sizeof(o->cause), "the object changed during the download (ETag "
+			 "%.100s, then %.100s)", x->etag, etag);
 		return;
 	}
 	if (x->delivered >= size)
@@ -736,6 +781,23 @@ static void check_close_delimited(struct s3 *s3, const struct s3_req *req, const
 	o->retry = true;
 	snprintf(o->cause, sizeof(o->cause), "the answer, without Content-Length, ended at byte %lld "
 		 "of %lld: connection closed early", (long long)x->delivered, (long long)size);
+}
+
+/*
+ * A resume (Range from what the sink holds) answered 416: the range starts
+ * at or past the end. When the object's size (the 416's Content-Range, else
+ * a HEAD) is what the sink holds, the first answer was whole after all: its
+ * framing had promised more (a chunked body's last chunk lost, a length too
+ * large). Returns true then.
+ */
+static bool resume_was_at_end(struct s3 *s3, const struct s3_req *req, const struct s3_ctl *ctl,
+			      const struct xfer *x)
+{
+	int64_t size = x->range_total;
+	char etag[256] = "", why[300];
+	if (size < 0 && object_size(s3, req, ctl, &size, etag, sizeof(etag), why, sizeof(why)) < 0)
+		return false;
+	return size == x->delivered && (!etag[0] || !x->etag[0] || !strcmp(etag, x->etag));
 }
 
 int s3_request(struct s3 *s3, const struct s3_req *req, struct s3_resp *resp,
@@ -766,9 +828,22 @@ int s3_request(struct s3 *s3, const struct s3_req *req, struct s3_resp *resp,
 				break; /* the body is gone: report the last failure */
 		}
 		attempt(s3, req, resp, left, ctl->stall_s, &x, &o, err);
-		if (o.status == 0 && req->sink && !strcmp(req->method, "GET") &&
-		    resp->status / 100 == 2 && resp->content_length < 0 && !x.chunked)
+		bool unsized = resp->status / 100 == 2 && resp->content_length < 0 && !x.chunked &&
+			       !req->head;
+		if (o.status == 0 && unsized && req->sink && !strcmp(req->method, "GET"))
 			check_close_delimited(s3, req, ctl, &x, &o);
+		if (o.status != 0 && resp->status == 416 && x.resume_from > 0 && req->sink &&
+		    resume_was_at_end(s3, req, ctl, &x))
+			return 0;
+		if (o.status == 0 && unsized && !req->sink && req->answer != S3_ANSWER_ANY &&
+		    !resp->body.overflow && !(req->answer == S3_ANSWER_XML_OR_EMPTY && !resp->body.len) &&
+		    !s3_xml_whole(resp->body.data, resp->body.len)) {
+			o.status = ST_TRANSIENT;
+			o.retry = true;
+			snprintf(o.cause, sizeof(o.cause), "the answer, without Content-Length, ended "
+				 "after %zu bytes, before its XML document did: connection closed early",
+				 resp->body.len);
+		}
 		if (o.status == 0) {
 			if (resp->body.overflow && !req->sink) {
 				o.status = ST_PERMANENT;

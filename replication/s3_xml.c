@@ -273,6 +273,17 @@ int s3_xml_parse(const char *xml, size_t len, s3_xml_cb cb, void *ctx, char *why
 	return rc;
 }
 
+static int whole_cb(void *ctx, enum s3_xml_event ev, const char *path, const char *text, size_t len)
+{
+	(void)ctx, (void)ev, (void)path, (void)text, (void)len;
+	return 0;
+}
+
+bool s3_xml_whole(const char *xml, size_t len)
+{
+	return xml && len && s3_xml_parse(xml, len, whole_cb, NULL, NULL, 0) == 0;
+}
+
 struct error_ctx {
 	char *code, *msg;
 	size_t codelen, msglen;

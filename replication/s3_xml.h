@@ -13,6 +13,7 @@
 #ifndef LITEVISOR_S3_XML_H
 #define LITEVISOR_S3_XML_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "replication/s3_buf.h"
@@ -29,6 +30,9 @@ typedef int (*s3_xml_cb)(void *ctx, enum s3_xml_event ev, const char *path,
 
 /* Parse a document. Returns 0, -1 if malformed (why set, if given), or the callback's value. */
 int s3_xml_parse(const char *xml, size_t len, s3_xml_cb cb, void *ctx, char *why, size_t whylen);
+
+/* Is xml/len one whole document (it parses, root element closed)? */
+bool s3_xml_whole(const char *xml, size_t len);
 
 /*
  * Find <Error><Code>…</Code><Message>…</Message></Error> (S3's error shape).
