@@ -253,7 +253,8 @@ static int s3_list(struct storage *st, const char *prefix, const char *delimiter
 		if (token)
 			q[nq++] = (struct s3_kv){ "continuation-token", token };
 		struct s3_req req = { .op = "list", .method = "GET", .key = NULL, .query = q, .nquery = nq,
-				      .read_len = -1, .body_cap = S3_LIST_BODY_CAP, .answer = S3_ANSWER_XML };
+				      .read_len = -1, .body_cap = S3_LIST_BODY_CAP,
+				      .xml_root = "ListBucketResult" };
 		if ((rc = s3_request(s3, &req, &resp, &ctl, err)) != 0) {
 			/*
 			 * Listing a prefix that holds nothing answers an empty list:
@@ -400,7 +401,7 @@ static int delete_batch(struct s3 *s3, const char *const *keys, size_t n, const 
 	struct s3_req req = { .op = "delete", .method = "POST", .key = NULL, .query = q, .nquery = 1,
 			      .content_md5 = md5, .content_type = "application/xml",
 			      .body = body.data, .body_len = body.len, .read_len = -1,
-			      .body_cap = S3_LIST_BODY_CAP, .answer = S3_ANSWER_XML_OR_EMPTY };
+			      .body_cap = S3_LIST_BODY_CAP, .xml_root = "DeleteResult" };
 	if ((rc = s3_request(s3, &req, &resp, ctl, err)) != 0)
 		goto out;
 	if (resp.body.len && s3_xml_parse(resp.body.data, resp.body.len, delete_cb, &d, why, sizeof(why)) != 0) {

@@ -99,13 +99,14 @@ struct s3_req {
 	size_t body_cap;                 /* collected body cap; 0 = S3_ERROR_BODY_CAP */
 	bool if_none_match;              /* send If-None-Match: *; 412 is then ST_EXISTS */
 	/*
-	 * What a 2xx answer's collected body must be (not for a sink): a whole
-	 * XML document, or that or nothing. An answer without Content-Length
-	 * (nor chunked) ends where the connection closes, so one cut midway
-	 * came whole to curl: such a body that is not a whole document is a
-	 * transient failure, retried (s3_xml_whole()).
+	 * The root element of the XML document a 2xx answer carries (not for a
+	 * sink), NULL for any body. An answer without Content-Length (nor
+	 * chunked) ends where the connection closes, so one cut midway came
+	 * whole to curl: such a body that is that document (or an <Error>, or
+	 * nothing yet) cut short is a transient failure, retried
+	 * (s3_xml_cut_short()). Another kind of page is left to the caller.
 	 */
-	enum { S3_ANSWER_ANY, S3_ANSWER_XML, S3_ANSWER_XML_OR_EMPTY } answer;
+	const char *xml_root;
 };
 
 struct s3_resp {

@@ -221,6 +221,11 @@ static size_t on_write(char *buf, size_t size, size_t n, void *ud)
 			x->bad_range = true;
 			return 0;
 		}
+		if (x->etag[0] && x->resp->etag[0] && strcmp(x->etag, x->resp->etag) != 0) {
+			/* a resume answered by another version (a server ignoring If-Match) */
+			x->changed = true;
+			return 0;
+		}
 		if (x->resume_from > 0 && code != 206 && x->skip > 0) {
 			/* the server ignored the Range: the whole object again */
 			size_t drop = (int64_t)len < x->skip ? len : (size_t)x->skip;
@@ -230,13 +235,8 @@ static size_t on_write(char *buf, size_t size, size_t n, void *ud)
 			if (len == 0)
 				return size * n;
 		}
-		if (!x->etag[0]) {
+		if (!x->etag[0])
 			snprintf(x->etag, sizeof(x->etag), "%s", x->resp->etag);
-		} else if (x->resp->etag[0] && strcmp(x->etag, x->resp->etag) != 0) {
-			/* a resume answered by another version (a server ignoring If-Match) */
-			x->changed = true;
-			return 0;
-		}
 		if (x->req->sink->write(x->req->sink->ctx, buf, len) < 0) {
 			x->sink_failed = true;
 			return 0;
@@ -795,6 +795,7 @@ static bool resume_was_at_end(struct s3 *s3, const struct s3_req *req, const str
 {
 	int64_t size = x->range_total;
 	char etag[256] = "", why[300];
+	snprintf(etag, sizeof(etag), "%s", x->resp->etag); /* the 416's own, if it sent one */
 	if (size < 0 && object_size(s3, req, ctl, &size, etag, sizeof(etag), why, sizeof(why)) < 0)
 		return false;
 	return size == x->delivered && (!etag[0] || !x->etag[0] || !strcmp(etag, x->etag));
@@ -832,12 +833,18 @@ int s3_request(struct s3 *s3, const struct s3_req *req, struct s3_resp *resp,
 			       !req->head;
 		if (o.status == 0 && unsized && req->sink && !strcmp(req->method, "GET"))
 			check_close_delimited(s3, req, ctl, &x, &o);
-		if (o.status != 0 && resp->status == 416 && x.resume_from > 0 && req->sink &&
-		    resume_was_at_end(s3, req, ctl, &x))
-			return 0;
-		if (o.status == 0 && unsized && !req->sink && req->answer != S3_ANSWER_ANY &&
-		    !resp->body.overflow && !(req->answer == S3_ANSWER_XML_OR_EMPTY && !resp->body.len) &&
-		    !s3_xml_whole(resp->body.data, resp->body.len)) {
+		if (o.status != 0 && resp->status == 416 && x.resume_from > 0 && req->sink) {
+			if (resume_was_at_end(s3, req, ctl, &x))
+				return 0;
+			if (x.etag[0] && resp->etag[0] && strcmp(x.etag, resp->etag) != 0) {
+				o.status = ST_TRANSIENT;
+				o.retry = false;
+				snprintf(o.cause, sizeof(o.cause), "the object changed during the download "
+					 "(ETag %.100s, then %.100s)", x.etag, resp->etag);
+			}
+		}
+		if (o.status == 0 && unsized && !req->sink && req->xml_root && !resp->body.overflow &&
+		    s3_xml_cut_short(resp->body.data, resp->body.len, req->xml_root)) {
 			o.status = ST_TRANSIENT;
 			o.retry = true;
 			snprintf(o.cause, sizeof(o.cause), "the answer, without Content-Length, ended "

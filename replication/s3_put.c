@@ -195,7 +195,8 @@ static int initiate(struct s3 *s3, const char *full, char *id, size_t idlen, con
 	struct upload_id_ctx u = { .found = false };
 	struct s3_kv q[] = { { "uploads", "" } };
 	struct s3_req req = { .op = "initiate multipart upload", .method = "POST", .key = full,
-			      .query = q, .nquery = 1, .read_len = -1, .answer = S3_ANSWER_XML };
+			      .query = q, .nquery = 1, .read_len = -1,
+			      .xml_root = "InitiateMultipartUploadResult" };
 	int rc;
 	s3_resp_init(&resp);
 	rc = s3_request(s3, &req, &resp, ctl, err);
@@ -231,7 +232,7 @@ static int complete(struct s3 *s3, const char *full, const char *id, char **etag
 			      .query = q, .nquery = 1, .content_type = "application/xml",
 			      .body = body.data, .body_len = body.len, .read_len = -1,
 			      .slow_answer = true, .if_none_match = ctl->create_only,
-			      .answer = S3_ANSWER_XML };
+			      .xml_root = "CompleteMultipartUploadResult" };
 	rc = s3_request(s3, &req, &resp, ctl, err);
 	/* S3 may answer 200 and still fail: the error is then in the body */
 	if (rc == 0 && s3_xml_error(resp.body.data, resp.body.len, code, sizeof(code), msg, sizeof(msg)) == 0) {

@@ -1,6 +1,7 @@
 /* s3_xml.c — a small, strict XML reader for S3 responses. */
 #include "replication/s3_xml.h"
 
+#include <ctype.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -279,9 +280,36 @@ static int whole_cb(void *ctx, enum s3_xml_event ev, const char *path, const cha
 	return 0;
 }
 
-bool s3_xml_whole(const char *xml, size_t len)
+/* The first element's name ("" when the text ends before one), in out. */
+static void first_element(const char *xml, size_t len, char *out, size_t outlen)
 {
-	return xml && len && s3_xml_parse(xml, len, whole_cb, NULL, NULL, 0) == 0;
+	const char *p = xml, *end = xml + len;
+	out[0] = '\0';
+	while (p < end && (p = memchr(p, '<', (size_t)(end - p)))) {
+		p++;
+		if (p < end && (*p == '?' || *p == '!'))
+			continue; /* a declaration, comment or doctype */
+		size_t n = 0;
+		while (p + n < end && n + 1 < outlen &&
+		       (isalnum((unsigned char)p[n]) || strchr("_:.-", p[n])))
+			n++;
+		if (p + n == end)
+			return; /* cut inside the name: nothing to tell by */
+		if (n == 0)
+			n = 1; /* "</", "< ": no document of ours; its one character names it */
+		memcpy(out, p, n);
+		out[n] = '\0';
+		return;
+	}
+}
+
+bool s3_xml_cut_short(const char *xml, size_t len, const char *root)
+{
+	char first[64];
+	if (xml && len && s3_xml_parse(xml, len, whole_cb, NULL, NULL, 0) == 0)
+		return false;
+	first_element(xml ? xml : "", xml ? len : 0, first, sizeof(first));
+	return !first[0] || !strcmp(first, root) || !strcmp(first, "Error");
 }
 
 struct error_ctx {

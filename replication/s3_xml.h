@@ -31,8 +31,13 @@ typedef int (*s3_xml_cb)(void *ctx, enum s3_xml_event ev, const char *path,
 /* Parse a document. Returns 0, -1 if malformed (why set, if given), or the callback's value. */
 int s3_xml_parse(const char *xml, size_t len, s3_xml_cb cb, void *ctx, char *why, size_t whylen);
 
-/* Is xml/len one whole document (it parses, root element closed)? */
-bool s3_xml_whole(const char *xml, size_t len);
+/*
+ * Does xml/len look like the start of a document with root element root (or
+ * an S3 <Error>), cut short: it does not parse whole, and its first element,
+ * if it got that far, is one of those? A whole document, or another kind of
+ * page (a web server's HTML), is not.
+ */
+bool s3_xml_cut_short(const char *xml, size_t len, const char *root);
 
 /*
  * Find <Error><Code>…</Code><Message>…</Message></Error> (S3's error shape).

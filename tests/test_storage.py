@@ -1137,6 +1137,43 @@ def test_s3_listing_without_content_length_cut_is_retried(s3server, tmp_path):
     assert "before its XML document did" in r.stderr, r.stderr
 
 
+def test_s3_another_page_without_content_length_is_not_taken_for_a_cut_listing(s3server):
+    """Only a listing cut short is retried: a web page served without Content-Length
+    (an endpoint that is no S3 API) keeps its permanent error and its hint (QA55 #1)."""
+    srv = s3server()
+    page = (b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n\r\n"
+            b"<!doctype html><html><head><meta charset=utf-8></head><body>Console</body></html>")
+    proxy, rep = reframed(srv, lambda m, t, n: ("raw", page))
+    try:
+        r = rep.list("")
+    finally:
+        proxy.close()
+    assert r.rc == EXIT["permanent"], r.stderr
+    assert "is this the S3 API endpoint" in json.dumps(r.res), r.res
+    assert len(proxy.requests) == 1, proxy.requests
+
+
+def test_s3_batch_delete_answered_empty_without_content_length_is_retried(s3server, tmp_path):
+    """An empty 200 to a batch delete, without Content-Length, is a DeleteResult cut
+    before it began: taken as "every key deleted", its per-key errors were lost (QA55
+    #3). It is retried."""
+    srv = s3server()
+    src = tmp_path / "src"
+    write_random(src, 10)
+    direct = s3_replica(srv)
+    keys = [f"k{i}" for i in range(5)]
+    for k in keys:
+        direct.put(src, k).ok()
+    proxy, rep = reframed(srv, lambda m, t, n: ("unsized", lambda size: 0)
+                          if m == "POST" and n == 0 else None)
+    try:
+        rep.delete(keys).ok()
+    finally:
+        proxy.close()
+    assert [m for m, _ in proxy.requests].count("POST") == 2, proxy.requests
+    assert direct.list("").ok().keys == []
+
+
 def test_s3_multipart_completion_cut_before_its_result_is_no_success(s3server, tmp_path):
     """S3 answers CompleteMultipartUpload 200 at once and its result (or an error) when
     done. Without Content-Length and cut before the result, that 200 was taken as
