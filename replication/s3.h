@@ -119,6 +119,7 @@ struct s3_resp {
 	 * wall clock when the header arrived; have_date false when it sent none. */
 	int64_t clock_offset_ns;
 	bool have_date;
+	int64_t date_ns;                 /* the server's Date itself, 0 if not sent */
 };
 
 /*

@@ -319,6 +319,7 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud)
 		x->resp->last_modified_ns = 0;
 		x->resp->clock_offset_ns = 0;
 		x->resp->have_date = false;
+		x->resp->date_ns = 0;
 		x->range_start = x->range_total = -1;
 		x->chunked = false;
 	} else if (len > 18 && !strncasecmp(buf, "Transfer-Encoding:", 18)) {
@@ -344,6 +345,7 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud)
 			x->resp->clock_offset_ns = (int64_t)t * NS_PER_SEC + NS_PER_SEC / 2 -
 						   clock_wall_ns();
 			x->resp->have_date = true;
+			x->resp->date_ns = (int64_t)t * NS_PER_SEC;
 		}
 	} else if (len > 14 && !strncasecmp(buf, "Last-Modified:", 14)) {
 		header_value(tmp, sizeof(tmp), buf + 14, len - 14);

@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "common/fsutil.h"
@@ -188,8 +189,8 @@ static int upload_id_cb(void *ctx, enum s3_xml_event ev, const char *path, const
 	return 0;
 }
 
-static int initiate(struct s3 *s3, const char *full, char *id, size_t idlen, const struct s3_ctl *ctl,
-		    struct st_error *err)
+static int initiate(struct s3 *s3, const char *full, char *id, size_t idlen, int64_t *date_ns,
+		    const struct s3_ctl *ctl, struct st_error *err)
 {
 	struct s3_resp resp;
 	struct upload_id_ctx u = { .found = false };
@@ -207,12 +208,94 @@ static int initiate(struct s3 *s3, const char *full, char *id, size_t idlen, con
 	}
 	if (rc == 0)
 		snprintf(id, idlen, "%s", u.id);
+	*date_ns = resp.date_ns;
 	s3_resp_release(&resp);
 	return rc;
 }
 
+/* A hex digit's value, or -1. */
+static int hexval(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 :
+	       c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/*
+ * The ETag S3 gives the object completed from these parts: the MD5 of their
+ * MD5s, "-N" (AWS, MinIO; parts whose ETag is no plain MD5, as under
+ * SSE-KMS, give none). Returns 0 with out set ("<32 hex>-N"), or -1.
+ */
+static int multipart_etag(char **etags, int nparts, char *out, size_t outlen)
+{
+	EVP_MD_CTX *m5 = EVP_MD_CTX_new();
+	unsigned char d[16];
+	int rc = -1;
+	if (!m5 || !EVP_DigestInit_ex(m5, EVP_md5(), NULL))
+		goto out;
+	for (int i = 0; i < nparts; i++) {
+		const char *e = etags[i] + (etags[i][0] == '"');
+		size_t n = strlen(e) - (e[0] && e[strlen(e) - 1] == '"');
+		if (n != 32)
+			goto out;
+		for (int k = 0; k < 16; k++) {
+			int hi = hexval(e[2 * k]), lo = hexval(e[2 * k + 1]);
+			if (hi < 0 || lo < 0)
+				goto out;
+			d[k] = (unsigned char)(hi << 4 | lo);
+		}
+		if (!EVP_DigestUpdate(m5, d, sizeof(d)))
+			goto out;
+	}
+	if (!EVP_DigestFinal_ex(m5, d, NULL))
+		goto out;
+	char hex[33];
+	for (int k = 0; k < 16; k++)
+		snprintf(hex + 2 * k, 3, "%02x", d[k]);
+	snprintf(out, outlen, "%s-%d", hex, nparts);
+	rc = 0;
+out:
+	EVP_MD_CTX_free(m5);
+	return rc;
+}
+
+/*
+ * A completion that failed may have been done all the same: its answer was
+ * lost or cut (S3 answers 200 at once and its result when done), and the
+ * retry found the upload gone (NoSuchUpload; a 500 on some servers). The
+ * object is ours when it has the upload's size and either
+ * the ETag its parts give (AWS, MinIO) or a Last-Modified no older than the
+ * upload's start by the server's own Date (servers whose ETag is the whole
+ * object's MD5). One HEAD, on a failure path only.
+ */
+static bool completed_anyway(struct s3 *s3, const char *full, char **etags, int nparts,
+			     int64_t total, int64_t started_ns, const struct s3_ctl *ctl)
+{
+	char want[64] = "";
+	struct s3_resp resp;
+	struct st_error err = { 0 };
+	struct s3_ctl hctl = *ctl;
+	struct s3_req req = { .op = "head", .method = "HEAD", .key = full, .read_len = -1, .head = true };
+	if (multipart_etag(etags, nparts, want, sizeof(want)) < 0)
+		want[0] = '\0';
+	hctl.no_retry = true;
+	hctl.stall_s = 0;
+	s3_resp_init(&resp);
+	bool ours = false;
+	if (s3_request(s3, &req, &resp, &hctl, &err) == 0 && resp.content_length == total) {
+		const char *e = resp.etag + (resp.etag[0] == '"');
+		size_t n = strlen(e) - (e[0] && e[strlen(e) - 1] == '"');
+		ours = (want[0] && n == strlen(want) && !strncasecmp(e, want, n)) ||
+		       (started_ns > 0 && resp.last_modified_ns >= started_ns);
+	}
+	s3_resp_release(&resp);
+	if (ours)
+		log_info("s3", "the multipart upload's completion failed, but the object is there, whole: "
+			 "done", "bucket=%s key=\"%s\" bytes=%lld", s3->bucket, full, (long long)total);
+	return ours;
+}
+
 static int complete(struct s3 *s3, const char *full, const char *id, char **etags, int nparts,
-		    const struct s3_ctl *ctl, struct st_error *err)
+		    int64_t total, int64_t started_ns, const struct s3_ctl *ctl, struct st_error *err)
 {
 	struct s3_buf body = S3_BUF_INIT(4 * 1024 * 1024);
 	struct s3_resp resp;
@@ -239,6 +322,12 @@ static int complete(struct s3 *s3, const char *full, const char *id, char **etag
 		rc = !strcmp(code, "InternalError") || !strcmp(code, "SlowDown") ? ST_TRANSIENT : ST_PERMANENT;
 		st_error_set(err, rc, (int)resp.status, "complete multipart upload %s/%s: %s: %s", s3->bucket,
 			     full, code, msg);
+	}
+	/* (not after If-None-Match's 412: the object there may be another's, of the same size) */
+	if (rc != 0 && rc != ST_AUTH && rc != ST_EXISTS &&
+	    completed_anyway(s3, full, etags, nparts, total, started_ns, ctl)) {
+		rc = 0;
+		st_error_set(err, 0, 0, "%s", "");
 	}
 	goto out;
 nomem:
@@ -285,7 +374,7 @@ static int put_multipart(struct s3 *s3, const char *full, const char *key, const
 	unsigned char *buf = malloc(COPY_CHUNK);
 	char **etags = NULL, upload_id[1024] = "", eb[128];
 	int nparts = 0, rc;
-	int64_t total = 0;
+	int64_t total = 0, started_ns = 0; /* the server's Date when the upload began */
 	bool eof = false;
 
 	s3_resp_init(&resp);
@@ -311,7 +400,7 @@ static int put_multipart(struct s3 *s3, const char *full, const char *key, const
 		rc = put_spool(s3, full, &sp, NULL, 0, &resp, ctl, err);
 		goto out;
 	}
-	if ((rc = initiate(s3, full, upload_id, sizeof(upload_id), ctl, err)) != 0)
+	if ((rc = initiate(s3, full, upload_id, sizeof(upload_id), &started_ns, ctl, err)) != 0)
 		goto out;
 	for (;;) {
 		if (nparts >= MAX_PARTS) {
@@ -345,7 +434,7 @@ static int put_multipart(struct s3 *s3, const char *full, const char *key, const
 	}
 	if (src->size >= 0 && total != src->size)
 		goto short_source;
-	if ((rc = complete(s3, full, upload_id, etags, nparts, ctl, err)) != 0)
+	if ((rc = complete(s3, full, upload_id, etags, nparts, total, started_ns, ctl, err)) != 0)
 		goto abort;
 	goto out;
 short_source:

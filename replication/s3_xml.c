@@ -84,8 +84,10 @@ static int add_text(struct parser *x, const char *p, const char *end)
 		if (!amp)
 			break;
 		const char *semi = memchr(amp, ';', (size_t)(end - amp));
-		if (!semi || semi - amp > 12)
+		if (!semi)
 			return malformed(x, "unterminated entity");
+		if (semi - amp > 12)
+			return malformed(x, "entity name too long");
 		size_t n = (size_t)(semi - amp - 1);
 		const char *name = amp + 1;
 		char c = 0;
@@ -305,10 +307,28 @@ static void first_element(const char *xml, size_t len, char *out, size_t outlen)
 
 bool s3_xml_cut_short(const char *xml, size_t len, const char *root)
 {
-	char first[64];
-	if (xml && len && s3_xml_parse(xml, len, whole_cb, NULL, NULL, 0) == 0)
+	/* what the parser says when the text ends inside a construct */
+	static const char *const at_end[] = {
+		"unclosed element", "no element", "unterminated tag", "unterminated closing tag",
+		"unterminated CDATA", "unterminated declaration or comment", "unterminated entity",
+	};
+	char first[64], why[128] = "";
+	if (!xml || !len)
+		return true; /* nothing yet */
+	if (s3_xml_parse(xml, len, whole_cb, NULL, why, sizeof(why)) == 0)
 		return false;
-	first_element(xml ? xml : "", xml ? len : 0, first, sizeof(first));
+	const char *what = strncmp(why, "malformed XML: ", 15) ? why : why + 15;
+	bool ended = false;
+	for (size_t i = 0; i < sizeof(at_end) / sizeof(at_end[0]) && !ended; i++)
+		ended = !strcmp(what, at_end[i]);
+	/* or it ends inside a tag that had barely begun ("<", "</", "<Na": other messages) */
+	const char *gt = xml + len;
+	while (gt > xml && gt[-1] != '>')
+		gt--;
+	ended = ended || memchr(gt, '<', (size_t)(xml + len - gt)) != NULL;
+	if (!ended)
+		return false; /* whole, and malformed: the caller's error */
+	first_element(xml, len, first, sizeof(first));
 	return !first[0] || !strcmp(first, root) || !strcmp(first, "Error");
 }
 

@@ -33,9 +33,10 @@ int s3_xml_parse(const char *xml, size_t len, s3_xml_cb cb, void *ctx, char *why
 
 /*
  * Does xml/len look like the start of a document with root element root (or
- * an S3 <Error>), cut short: it does not parse whole, and its first element,
- * if it got that far, is one of those? A whole document, or another kind of
- * page (a web server's HTML), is not.
+ * an S3 <Error>), cut short: nothing, or text that ends inside an element,
+ * tag, comment or entity, whose first element (if it got that far) is one
+ * of those? A whole document, one malformed before its end, or another kind
+ * of page (a web server's HTML) is not.
  */
 bool s3_xml_cut_short(const char *xml, size_t len, const char *root);
 

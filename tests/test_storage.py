@@ -1153,6 +1153,45 @@ def test_s3_another_page_without_content_length_is_not_taken_for_a_cut_listing(s
     assert len(proxy.requests) == 1, proxy.requests
 
 
+def test_s3_listing_malformed_before_its_end_without_content_length_is_not_retried(s3server):
+    """A whole listing that is malformed is the server's error, whatever its framing:
+    without Content-Length it got five tries and "connection closed early" (QA56 #2)."""
+    srv = s3server()
+    page = (b"HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nConnection: close\r\n\r\n"
+            b'<?xml version="1.0"?><ListBucketResult><Name>b</Nme><IsTruncated>false'
+            b"</IsTruncated></ListBucketResult>")
+    proxy, rep = reframed(srv, lambda m, t, n: ("raw", page))
+    try:
+        r = rep.list("")
+    finally:
+        proxy.close()
+    assert r.rc == EXIT["permanent"], r.stderr
+    assert "mismatched closing tag" in json.dumps(r.res), r.res
+    assert len(proxy.requests) == 1, proxy.requests
+
+
+def test_s3_multipart_completion_done_whose_answer_was_cut_is_success(s3server, tmp_path):
+    """The completion reached the server and the object is whole, but its answer was cut
+    after the XML declaration: the retry finds the upload gone, and the put failed
+    though the object was there (QA56 #1). A failed completion now looks at the object
+    (its size, and its ETag or time) before calling the put failed."""
+    srv = s3server()
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    digest = write_random(src, 12 * MiB)
+    for extra in ([], ["-create-only"]):
+        key = "big" + ("-co" if extra else "")
+        proxy, rep = reframed(srv, lambda m, t, n: ("unsized", lambda size: 40)
+                              if m == "POST" and "uploadId=" in t and n == 1 else None)
+        try:
+            r = rep.put(src, key, extra=extra).ok()
+        finally:
+            proxy.close()
+        completions = [t for m, t in proxy.requests if m == "POST" and "uploadId=" in t]
+        assert len(completions) >= 2, (proxy.requests, r.stderr)
+        s3_replica(srv).get(key, dst).ok()
+        assert sha256_file(dst) == digest
+
+
 def test_s3_batch_delete_answered_empty_without_content_length_is_retried(s3server, tmp_path):
     """An empty 200 to a batch delete, without Content-Length, is a DeleteResult cut
     before it began: taken as "every key deleted", its per-key errors were lost (QA55

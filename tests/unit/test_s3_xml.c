@@ -129,6 +129,30 @@ TEST(buffer_cap_enforced)
 	s3_buf_release(&b);
 }
 
+#define CUT(s, root) s3_xml_cut_short(s, strlen(s), root)
+
+TEST(cut_short_only_for_the_expected_document_ending_early)
+{
+	const char *whole = "<?xml version=\"1.0\"?><ListBucketResult><Name>b</Name></ListBucketResult>";
+	/* every prefix of the expected document is cut short; the whole one is not */
+	for (size_t n = 0; n < strlen(whole); n++)
+		if (!s3_xml_cut_short(whole, n, "ListBucketResult"))
+			FAIL("prefix of %zu bytes not taken for cut", n);
+	CHECK(!CUT(whole, "ListBucketResult"));
+	CHECK(!CUT("<DeleteResult/>", "DeleteResult"));
+	CHECK(!CUT("\xEF\xBB\xBF<!-- c --><R><![CDATA[x]]></R>  \n", "R"));
+	/* an <Error> cut short counts too */
+	CHECK(CUT("<Error><Code>Internal", "R"));
+	CHECK(CUT("<?xml version=\"1.0\"?>\n  ", "R"));
+	CHECK(CUT("<R>&am", "R"));
+	/* malformed before its end, or another kind of page: the caller's error */
+	CHECK(!CUT("<R><Name>b</Nme></R>", "R"));
+	CHECK(!CUT("<!doctype html><html><head><meta charset=utf-8></head><body>x", "R"));
+	CHECK(!CUT("<html><body>x", "R"));
+	CHECK(!CUT("{\"json\": true}", "R"));
+	CHECK(!CUT("</R>", "R"));
+}
+
 UNIT_MAIN(T(list_bucket_result), T(error_document), T(namespace_prefixes_dropped),
 	  T(malformed_rejected), T(too_deep_rejected), T(callback_stops_parse), T(escape_round_trip),
-	  T(buffer_cap_enforced))
+	  T(buffer_cap_enforced), T(cut_short_only_for_the_expected_document_ending_early))
