@@ -141,6 +141,14 @@ void s3_resp_init(struct s3_resp *r);
 void s3_resp_release(struct s3_resp *r);
 
 /*
+ * HEAD of full key into resp, once: a look on a failure path (is the object
+ * whole, is it ours), bounded by the replica's idle-timeout within ctl's
+ * deadline, never retried. Returns as s3_request().
+ */
+int s3_head_once(struct s3 *s3, const char *key, const struct s3_ctl *ctl, struct s3_resp *resp,
+		 struct st_error *err);
+
+/*
  * Perform one S3 request (with retries, within ctl's deadline). An attempt on
  * which nothing moves for the replica's idle-timeout is abandoned and retried;
  * a GET into a sink cut short is retried for the rest only (Range), so the

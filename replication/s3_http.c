@@ -723,23 +723,24 @@ out:
 	free(url);
 }
 
-/*
- * The size and ETag of req's object (HEAD), bounded like a small request:
- * one attempt, the replica's idle-timeout (the GET's stall window is for a
- * transfer). Returns 0, or -1 with why set.
- */
+int s3_head_once(struct s3 *s3, const char *key, const struct s3_ctl *ctl, struct s3_resp *resp,
+		 struct st_error *err)
+{
+	struct s3_ctl hctl = *ctl;
+	struct s3_req req = { .op = "head", .method = "HEAD", .key = key, .read_len = -1, .head = true };
+	hctl.stall_s = 0; /* the stall window is for a transfer: the idle-timeout applies */
+	hctl.no_retry = true;
+	return s3_request(s3, &req, resp, &hctl, err);
+}
+
+/* The size and ETag of req's object (s3_head_once()). Returns 0, or -1 with why set. */
 static int object_size(struct s3 *s3, const struct s3_req *req, const struct s3_ctl *ctl,
 		       int64_t *size, char *etag, size_t etaglen, char *why, size_t whylen)
 {
 	struct s3_resp head;
 	struct st_error herr = { 0 };
-	struct s3_ctl hctl = *ctl;
-	struct s3_req hreq = { .op = "head", .method = "HEAD", .key = req->key, .read_len = -1,
-			       .head = true };
-	hctl.stall_s = 0;
-	hctl.no_retry = true;
 	s3_resp_init(&head);
-	int rc = s3_request(s3, &hreq, &head, &hctl, &herr);
+	int rc = s3_head_once(s3, req->key, ctl, &head, &herr);
 	*size = head.content_length;
 	snprintf(etag, etaglen, "%s", head.etag);
 	s3_resp_release(&head);

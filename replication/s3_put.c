@@ -273,15 +273,11 @@ static bool completed_anyway(struct s3 *s3, const char *full, char **etags, int 
 	char want[64] = "";
 	struct s3_resp resp;
 	struct st_error err = { 0 };
-	struct s3_ctl hctl = *ctl;
-	struct s3_req req = { .op = "head", .method = "HEAD", .key = full, .read_len = -1, .head = true };
 	if (multipart_etag(etags, nparts, want, sizeof(want)) < 0)
 		want[0] = '\0';
-	hctl.no_retry = true;
-	hctl.stall_s = 0;
 	s3_resp_init(&resp);
 	bool ours = false;
-	if (s3_request(s3, &req, &resp, &hctl, &err) == 0 && resp.content_length == total) {
+	if (s3_head_once(s3, full, ctl, &resp, &err) == 0 && resp.content_length == total) {
 		const char *e = resp.etag + (resp.etag[0] == '"');
 		size_t n = strlen(e) - (e[0] && e[strlen(e) - 1] == '"');
 		ours = (want[0] && n == strlen(want) && !strncasecmp(e, want, n)) ||

@@ -1287,6 +1287,10 @@ class Proxy:
     def _after_cut(self):
         """Once a cut answer's first bytes went: here the connection dies at once."""
 
+    def _cut_head(self, head):
+        """The cut answer's header block (without its blank line), as sent."""
+        return head
+
     def _down(self, s, c, state):
         try:
             while not self.closed:
@@ -1296,7 +1300,8 @@ class Proxy:
                 if state["cut"]:
                     # the headers and a few bytes of the body, then _after_cut()
                     end = data.find(b"\r\n\r\n")
-                    c.sendall(data[:end + 4 + 10] if end >= 0 else data)
+                    c.sendall(self._cut_head(data[:end]) + data[end:end + 4 + 10]
+                              if end >= 0 else data)
                     if end >= 0:
                         self.cuts += 1
                         self._after_cut()
@@ -1611,30 +1616,10 @@ class Unsized(Proxy):
     close put in: its body then ends where the connection closes, as HTTP/1.1 allows
     (some proxies answer so), and the client cannot tell that it was cut."""
 
-    def _down(self, s, c, state):
-        try:
-            while not self.closed:
-                data = s.recv(65536)
-                if not data:
-                    break
-                end = data.find(b"\r\n\r\n")
-                if state["cut"] and end >= 0:
-                    head = [h for h in data[:end].split(b"\r\n")
-                            if not h.lower().startswith((b"content-length:", b"connection:"))]
-                    c.sendall(b"\r\n".join(head) + b"\r\nConnection: close\r\n\r\n" +
-                              data[end + 4:end + 4 + 10])
-                    self.cuts += 1
-                    break
-                c.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for x in (c, s):
-                try:
-                    x.shutdown(socket.SHUT_RDWR)
-                    x.close()
-                except OSError:
-                    pass
+    def _cut_head(self, head):
+        lines = [h for h in head.split(b"\r\n")
+                 if not h.lower().startswith((b"content-length:", b"connection:"))]
+        return b"\r\n".join(lines + [b"Connection: close"])
 
 
 def test_a_download_without_content_length_closed_early_is_resumed_not_corrupt(

@@ -1137,36 +1137,27 @@ def test_s3_listing_without_content_length_cut_is_retried(s3server, tmp_path):
     assert "before its XML document did" in r.stderr, r.stderr
 
 
-def test_s3_another_page_without_content_length_is_not_taken_for_a_cut_listing(s3server):
-    """Only a listing cut short is retried: a web page served without Content-Length
-    (an endpoint that is no S3 API) keeps its permanent error and its hint (QA55 #1)."""
+@pytest.mark.parametrize("body,error", [
+    # an endpoint that is no S3 API (QA55 #1)
+    (b"<!doctype html><html><head><meta charset=utf-8></head><body>Console</body></html>",
+     "is this the S3 API endpoint"),
+    # a whole listing, malformed before its end (QA56 #2)
+    (b'<?xml version="1.0"?><ListBucketResult><Name>b</Nme><IsTruncated>false'
+     b"</IsTruncated></ListBucketResult>", "mismatched closing tag")], ids=["html", "malformed"])
+def test_s3_whole_page_without_content_length_is_not_taken_for_a_cut_listing(s3server, body,
+                                                                             error):
+    """Only a listing cut short is retried: a whole page served without Content-Length
+    keeps its permanent error and its hint; it had five tries and "connection closed
+    early"."""
     srv = s3server()
-    page = (b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n\r\n"
-            b"<!doctype html><html><head><meta charset=utf-8></head><body>Console</body></html>")
+    page = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n\r\n" + body
     proxy, rep = reframed(srv, lambda m, t, n: ("raw", page))
     try:
         r = rep.list("")
     finally:
         proxy.close()
     assert r.rc == EXIT["permanent"], r.stderr
-    assert "is this the S3 API endpoint" in json.dumps(r.res), r.res
-    assert len(proxy.requests) == 1, proxy.requests
-
-
-def test_s3_listing_malformed_before_its_end_without_content_length_is_not_retried(s3server):
-    """A whole listing that is malformed is the server's error, whatever its framing:
-    without Content-Length it got five tries and "connection closed early" (QA56 #2)."""
-    srv = s3server()
-    page = (b"HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nConnection: close\r\n\r\n"
-            b'<?xml version="1.0"?><ListBucketResult><Name>b</Nme><IsTruncated>false'
-            b"</IsTruncated></ListBucketResult>")
-    proxy, rep = reframed(srv, lambda m, t, n: ("raw", page))
-    try:
-        r = rep.list("")
-    finally:
-        proxy.close()
-    assert r.rc == EXIT["permanent"], r.stderr
-    assert "mismatched closing tag" in json.dumps(r.res), r.res
+    assert error in json.dumps(r.res), r.res
     assert len(proxy.requests) == 1, proxy.requests
 
 
