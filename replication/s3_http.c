@@ -157,6 +157,21 @@ struct xfer {
 };
 
 /*
+ * Whether two ETags name different versions. Both must be known; a weak
+ * one ("W/" prefix, as a proxy that re-encodes may answer) compares by its
+ * opaque tag, the weak comparison of RFC 9110 8.8.3.2.
+ */
+static const char *etag_tag(const char *e)
+{
+	return !strncmp(e, "W/", 2) ? e + 2 : e;
+}
+
+static bool etag_differs(const char *a, const char *b)
+{
+	return a[0] && b[0] && strcmp(etag_tag(a), etag_tag(b)) != 0;
+}
+
+/*
  * curl rewinds a body itself when a reused connection turns out dead after
  * the request went out (the answer lost): without this it gave up with
  * "necessary data rewind wasn't possible", failing a multipart upload's
@@ -221,7 +236,7 @@ static size_t on_write(char *buf, size_t size, size_t n, void *ud)
 			x->bad_range = true;
 			return 0;
 		}
-		if (x->etag[0] && x->resp->etag[0] && strcmp(x->etag, x->resp->etag) != 0) {
+		if (etag_differs(x->etag, x->resp->etag)) {
 			/* a resume answered by another version (a server ignoring If-Match) */
 			x->changed = true;
 			return 0;
@@ -623,7 +638,9 @@ static void attempt(struct s3 *s3, const struct s3_req *req, struct s3_resp *res
 	if (x->resume_from > 0) {
 		snprintf(range, sizeof(range), "%lld-", (long long)x->resume_from);
 		curl_easy_setopt(h, CURLOPT_RANGE, range);
-		if (x->etag[0])
+		/* If-Match compares strongly: a weak tag would never match, so the
+		 * answer's own ETag is checked instead (on_write) */
+		if (x->etag[0] && strncmp(x->etag, "W/", 2) != 0)
 			hdrs = add_header(hdrs, &oom, "If-Match: %s", x->etag);
 		if (oom) {
 			o->status = ST_TRANSIENT;
@@ -772,7 +789,7 @@ static void check_close_delimited(struct s3 *s3, const struct s3_req *req, const
 			 "err=\"%s\"", s3->host, req->key, (long long)x->delivered, why);
 		return;
 	}
-	if (x->etag[0] && etag[0] && strcmp(x->etag, etag) != 0) {
+	if (etag_differs(x->etag, etag)) {
 		o->status = ST_TRANSIENT;
 		snprintf(o->cause, sizeof(o->cause), "the object changed during the download (ETag "
 			 "%.100s, then %.100s)", x->etag, etag);
@@ -801,7 +818,7 @@ static bool resume_was_at_end(struct s3 *s3, const struct s3_req *req, const str
 	snprintf(etag, sizeof(etag), "%s", x->resp->etag); /* the 416's own, if it sent one */
 	if (size < 0 && object_size(s3, req, ctl, &size, etag, sizeof(etag), why, sizeof(why)) < 0)
 		return false;
-	return size == x->delivered && (!etag[0] || !x->etag[0] || !strcmp(etag, x->etag));
+	return size == x->delivered && !etag_differs(etag, x->etag);
 }
 
 int s3_request(struct s3 *s3, const struct s3_req *req, struct s3_resp *resp,
@@ -839,7 +856,7 @@ int s3_request(struct s3 *s3, const struct s3_req *req, struct s3_resp *resp,
 		if (o.status != 0 && resp->status == 416 && x.resume_from > 0 && req->sink) {
 			if (resume_was_at_end(s3, req, ctl, &x))
 				return 0;
-			if (x.etag[0] && resp->etag[0] && strcmp(x.etag, resp->etag) != 0) {
+			if (etag_differs(x.etag, resp->etag)) {
 				o.status = ST_TRANSIENT;
 				o.retry = false;
 				snprintf(o.cause, sizeof(o.cause), "the object changed during the download "
