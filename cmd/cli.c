@@ -43,14 +43,28 @@ int cli_check_replica(const struct command *cmd, const struct cfg_db *db, const 
 	return EXIT_USAGE;
 }
 
+/* Whether v is one of the space-separated words of list. */
+static bool word_in(const char *v, const char *list)
+{
+	size_t n = strlen(v);
+	for (const char *p = list; n && *p;) {
+		size_t len = strcspn(p, " ");
+		if (len == n && !strncmp(p, v, n))
+			return true;
+		p += len + (p[len] == ' ');
+	}
+	return false;
+}
+
 static int set_value(const struct command *cmd, const struct flag *f, const char *v)
 {
 	char *end;
 	switch (f->type) {
 	case FLAG_BOOL:
-		if (!strcmp(v, "true") || !strcmp(v, "1"))
+		/* Go's strconv.ParseBool, as Litestream's flags read them */
+		if (word_in(v, "1 t T true TRUE True"))
 			*(bool *)f->dst = true;
-		else if (!strcmp(v, "false") || !strcmp(v, "0"))
+		else if (word_in(v, "0 f F false FALSE False"))
 			*(bool *)f->dst = false;
 		else
 			return cli_usage_error(cmd, "-%s: invalid boolean \"%s\"", f->name, v), -1;

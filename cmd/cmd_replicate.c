@@ -260,11 +260,12 @@ static int run_replicate(int argc, char **argv)
 		code = cli_usage_error(&cmd_replicate, "no databases configured");
 		goto out;
 	}
-	if (!exec && cfg.exec && *cfg.exec) {
+	/* `-exec ""` is no -exec, as in Litestream (a wrapper's "$APP_CMD" left unset) */
+	if ((!exec || !*exec) && cfg.exec && *cfg.exec) {
 		exec = cfg.exec;
 		cmd_note_exec(&cfg);
 	}
-	if (exec) {
+	if (exec && *exec) {
 		int n = words_split(exec, &words, err, sizeof(err));
 		if (n <= 0) {
 			code = cli_usage_error(&cmd_replicate, "exec: %s", n == 0 ? "empty command" : err);

@@ -23,17 +23,6 @@ bool cmd_source_is_url(const char *s)
 	return true;
 }
 
-/* arg made absolute against the working directory and cleaned, as the config's paths are. */
-static void absolute(const char *arg, char *buf, size_t len)
-{
-	char cwd[PATH_MAX];
-	if (arg[0] == '/' || !getcwd(cwd, sizeof(cwd)))
-		snprintf(buf, len, "%s", arg);
-	else if (snprintf(buf, len, "%s/%s", cwd, arg) >= (int)len)
-		snprintf(buf, len, "%s", arg);
-	pathnorm_clean(buf);
-}
-
 int cmd_source_check(const struct command *cmd, const char *config_path, const char *arg)
 {
 	/* As Litestream v0.3.13: the URL's replica would be restored with none of the file's settings */
@@ -73,16 +62,18 @@ int cmd_source_open(const struct command *cmd, const char *config_path, bool no_
 		return EXIT_USAGE;
 	}
 	log_configure(src->cfg.log_level, src->cfg.log_json);
-	char abs[PATH_MAX];
-	absolute(arg, abs, sizeof(abs));
-	for (size_t i = 0; i < src->cfg.ndbs; i++) {
-		struct cfg_db *d = &src->cfg.dbs[i];
-		if (strcmp(d->path, abs) == 0 || strcmp(d->path, arg) == 0 ||
-		    (d->name && strcmp(d->name, arg) == 0)) {
-			src->db = d;
-			return 0;
+	/* As Litestream: the path made absolute as the config's are ("~/" too); a
+	 * database's name is litevisor's shortcut, when no path is arg */
+	char *abs = config_abs_path(arg, err, sizeof(err));
+	for (int by_name = 0; abs && !src->db && by_name < 2; by_name++)
+		for (size_t i = 0; i < src->cfg.ndbs && !src->db; i++) {
+			struct cfg_db *d = &src->cfg.dbs[i];
+			if (by_name ? d->name && strcmp(d->name, arg) == 0 : strcmp(d->path, abs) == 0)
+				src->db = d;
 		}
-	}
+	free(abs);
+	if (src->db)
+		return 0;
 	fprintf(stderr, "litevisor %s: database not found in config %s: %s\n", cmd->name, path, arg);
 	config_release(&src->cfg);
 	return EXIT_USAGE;

@@ -235,11 +235,19 @@ int config_load(const char *path, const struct config_options *opt, struct confi
 	char why[160];
 
 	memset(cfg, 0, sizeof(*cfg));
+	/* "~/c.yml", as Litestream expands a config file's name (messages keep it as given) */
+	char *home = NULL;
+	if (path[0] == '~' && (path[1] == '/' || !path[1]) &&
+	    !(home = config_abs_path(path, why, sizeof(why)))) {
+		snprintf(err, errlen, "%s: %s", path, why);
+		return -1;
+	}
 	/*
 	 * A regular file only: a FIFO or a terminal can block the read for good,
 	 * and run, replicate and restore load the config with TERM already blocked.
 	 */
-	fd = fs_open_regular(path, why, sizeof(why));
+	fd = fs_open_regular(home ? home : path, why, sizeof(why));
+	free(home);
 	if (fd < 0) {
 		/* the default, missing: say where else it was looked for and how to name one */
 		bool fallback = path == system_path && errno == ENOENT;

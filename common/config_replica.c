@@ -344,12 +344,6 @@ static int apply_url(struct walk *w, struct cfg_replica *r, const struct cfg_nod
 		cfg_error(w->e, un, kp, "%s%s%s", why, unsupported ? " (s3 and file only)" : "", note);
 		return -1;
 	}
-	if (at[RF_TYPE] && r->type != u.type) {
-		walk_path(kp, sizeof(kp), path, "type");
-		cfg_error(w->e, at[RF_TYPE], kp, "type %s contradicts the url's scheme (%s); drop one",
-			  r->type == REPLICA_S3 ? "s3" : "file", u.type == REPLICA_S3 ? "s3" : "file");
-		goto out;
-	}
 	/* As Litestream: a url and the parts it already names cannot both be given. */
 	if (at[RF_PATH] && u.path) {
 		walk_path(kp, sizeof(kp), path, "path");
@@ -362,6 +356,7 @@ static int apply_url(struct walk *w, struct cfg_replica *r, const struct cfg_nod
 		cfg_error(w->e, at[RF_BUCKET], kp, "give either url or bucket, not both");
 		goto out;
 	}
+	/* the url's scheme wins over a `type` that says otherwise, as in Litestream */
 	r->type = u.type;
 	at[RF_TYPE] = un;
 #define TAKE(field, idx)                            \
@@ -376,7 +371,9 @@ static int apply_url(struct walk *w, struct cfg_replica *r, const struct cfg_nod
 	TAKE(endpoint, RF_ENDPOINT)
 	TAKE(region, RF_REGION)
 #undef TAKE
-	if (u.force_path_style && !at[RF_FPS]) {
+	/* a host shortcut's path-style holds even against `force-path-style: false`, as in
+	 * Litestream: a litestream.yml that works there means the same here */
+	if (u.force_path_style) {
 		r->force_path_style = true;
 		at[RF_FPS] = un;
 	}

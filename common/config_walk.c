@@ -43,6 +43,18 @@ const char *walk_kind_name(const struct cfg_node *n)
 	}
 }
 
+/* Drop the spaces, tabs and line breaks that start or end s, in place. */
+static void trim_blanks(char *s)
+{
+	size_t n = strlen(s), a = 0;
+	while (n > 0 && strchr(" \t\r\n", s[n - 1]))
+		n--;
+	while (a < n && strchr(" \t\r\n", s[a]))
+		a++;
+	memmove(s, s + a, n - a);
+	s[n - a] = '\0';
+}
+
 /* Expand one scalar; *unset gets the first unset variable (malloc'd) or NULL. */
 static int expand(struct walk *w, const struct cfg_node *v, const char *path, bool secret,
 		  bool words, char **out, char **unset)
@@ -77,6 +89,14 @@ static int expand(struct walk *w, const struct cfg_node *v, const char *path, bo
 		cfg_error(w->e, v, path, "out of memory");
 		return -1;
 	}
+	/*
+	 * Litestream expands the whole file before YAML reads it, and YAML trims
+	 * the blanks and line breaks around a plain scalar: a value taken from a
+	 * file or an env file ("bkt\n", "/data/app.db\r") means the same here.
+	 * A quoted value keeps what it holds.
+	 */
+	if (v->plain && !words)
+		trim_blanks(*out);
 	return 0;
 }
 
@@ -259,8 +279,10 @@ int walk_optional(struct walk *w, const struct cfg_node *v, const char *path, ch
 
 int walk_parse_bool(const char *s, bool *out)
 {
-	static const char *const yes[] = { "true", "yes", "on" }, *const no[] = { "false", "no", "off" };
-	for (size_t i = 0; i < 3; i++) {
+	/* YAML 1.1's booleans, as Litestream's yaml.v2 reads them ("y" and "n" too) */
+	static const char *const yes[] = { "true", "yes", "on", "y" },
+			  *const no[] = { "false", "no", "off", "n" };
+	for (size_t i = 0; i < 4; i++) {
 		if (strcasecmp(s, yes[i]) == 0) {
 			*out = true;
 			return 0;
@@ -271,6 +293,50 @@ int walk_parse_bool(const char *s, bool *out)
 		}
 	}
 	return -1;
+}
+
+/* s (digits of base, nothing else) into *out. Returns 0, or -1. */
+static int parse_digits(const char *s, int base, bool neg, long long *out)
+{
+	char *end;
+	if (!*s || *s == '+' || *s == '-' || isspace((unsigned char)*s))
+		return -1;
+	errno = 0;
+	unsigned long long u = strtoull(s, &end, base);
+	if (*end || errno || u > (unsigned long long)LLONG_MAX + neg)
+		return -1;
+	*out = neg ? (long long)(0 - u) : (long long)u;
+	return 0;
+}
+
+int walk_parse_int(const char *s, long long *out)
+{
+	char buf[64], *d = buf;
+	for (; *s; s++) /* yaml.v2 drops every '_' first */
+		if (*s != '_') {
+			if (d == buf + sizeof(buf) - 1)
+				return -1;
+			*d++ = *s;
+		}
+	*d = '\0';
+	bool neg = buf[0] == '-';
+	const char *p = buf + (buf[0] == '-' || buf[0] == '+');
+	if (p[0] == '0' && p[1] && strchr("xXoObB", p[1]))
+		return parse_digits(p + 2, strchr("xX", p[1]) ? 16 : strchr("oO", p[1]) ? 8 : 2, neg, out);
+	if (p[0] == '0' && p[1] && parse_digits(p, 8, neg, out) == 0)
+		return 0; /* a leading zero is octal, as Go's ParseInt(s, 0) reads it */
+	if (parse_digits(p, 10, neg, out) == 0)
+		return 0;
+	/* else a float that is a whole number ("1e4", "09", "1000.0"), as yaml.v2 sets an int */
+	if (!(isdigit((unsigned char)p[0]) || p[0] == '.') || p[strspn(p, "0123456789.eE+-")])
+		return -1;
+	char *end;
+	errno = 0;
+	double f = strtod(p, &end);
+	if (*end || errno || end == p || f >= 9.2e18 || f != (double)(long long)f)
+		return -1;
+	*out = neg ? -(long long)f : (long long)f;
+	return 0;
 }
 
 /* Set one field from v. Returns 0, 1 when v gives no value (the default stays), -1 on error. */
@@ -331,10 +397,8 @@ static int set_value(struct walk *w, const struct field *f, const struct cfg_nod
 		break;
 	case F_INT:
 	case F_INT64: {
-		char *end;
-		errno = 0;
-		long long n = strtoll(s, &end, 10);
-		if (end == s || *end || errno) {
+		long long n;
+		if (walk_parse_int(s, &n) < 0) {
 			cfg_error(w->e, v, path, "invalid number \"%s\"", s);
 			goto out;
 		}
@@ -583,6 +647,23 @@ const struct cfg_node *walk_map_get(const struct cfg_node *m, const char *key)
 	return NULL;
 }
 
+/*
+ * The working directory as Go's os.Getwd gives it: $PWD when it is absolute
+ * and names this directory (a path through a symlink stays as the shell
+ * has it), else getcwd's.
+ */
+static char *working_dir(char *buf, size_t len)
+{
+	const char *pwd = getenv("PWD");
+	struct stat a, b;
+	if (pwd && pwd[0] == '/' && strlen(pwd) < len && stat(pwd, &a) == 0 && stat(".", &b) == 0 &&
+	    a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
+		snprintf(buf, len, "%s", pwd);
+		return buf;
+	}
+	return getcwd(buf, len);
+}
+
 char *cfg_abs_path(const char *p)
 {
 	char buf[4096];
@@ -596,7 +677,7 @@ char *cfg_abs_path(const char *p)
 		n = snprintf(buf, sizeof(buf), "%s%s", home, p + 1);
 	} else {
 		char cwd[2048];
-		if (!getcwd(cwd, sizeof(cwd)))
+		if (!working_dir(cwd, sizeof(cwd)))
 			return NULL;
 		n = snprintf(buf, sizeof(buf), "%s/%s", cwd, p);
 	}

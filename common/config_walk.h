@@ -159,8 +159,15 @@ void cfg_name_fit(char *name);
 /* Free what the walk itself holds. */
 void walk_release(struct walk *w);
 
-/* Parse true/false, yes/no, on/off (any case). Returns 0 or -1. */
+/* Parse true/false, yes/no, on/off, y/n (any case: YAML 1.1, as yaml.v2). Returns 0 or -1. */
 int walk_parse_bool(const char *s, bool *out);
+
+/*
+ * Parse an integer as Litestream's yaml.v2 reads one: '_' ignored, 0x/0o/0b
+ * prefixes, a leading 0 octal ("01750" is 1000), else a float that is a whole
+ * number ("1e4"). Returns 0, or -1.
+ */
+int walk_parse_int(const char *s, long long *out);
 
 /* The value of key in map m, or NULL. */
 const struct cfg_node *walk_map_get(const struct cfg_node *m, const char *key);
@@ -172,7 +179,8 @@ const char *cfg_other_place(const char *key, const struct field *here);
 int cfg_check_readable(struct walk *w, const struct cfg_node *v, const char *path, const char *file);
 
 /*
- * Make p absolute ("~/" → $HOME, relative → cwd) and clean it lexically
+ * Make p absolute ("~/" → $HOME, relative → the working directory, $PWD when
+ * it names it, as Go's os.Getwd) and clean it lexically
  * (pathnorm_clean, as Litestream does). Returns malloc'd or NULL.
  */
 char *cfg_abs_path(const char *p);

@@ -507,3 +507,97 @@ def test_printed_exec_runs_the_same_argv(litevisor_bin, tmp_path):
     assert service_argv(effective) == want
     second = run(litevisor_bin, "-config", str(effective))
     assert second.stdout.splitlines()[1:] == first.stdout.splitlines()[1:]
+
+
+# ---- a litestream.yml and Litestream's command lines, read as Litestream v0.3.13 reads them ----
+
+def lv(binary, *args, env=None, cwd=None):
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("LITEVISOR_", "LITESTREAM_"))}
+    e.update(env or {})
+    return subprocess.run([binary, *args], capture_output=True, text=True, env=e, cwd=cwd,
+                          timeout=60)
+
+
+def test_db_path_argument_and_config_name_are_found_as_litestream_finds_them(litevisor_bin,
+                                                                               tmp_path):
+    """DB_PATH is made absolute as Litestream's expand() does: "~/" (QA57 D1) and a
+    symlinked working directory as the shell has it ($PWD, as Go's os.Getwd). A path
+    beats a database named like it: the name was matched first, in list order, and
+    `restore -if-replica-exists` exited 0 restoring nothing from the wrong one (QA57
+    D8). The config file's own name may start with "~/" too."""
+    real = tmp_path / "real"
+    (real / "other").mkdir(parents=True)
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    (real / "c.yml").write_text(
+        "dbs:\n"
+        f"  - path: {real}/other/other.db\n    name: app.db\n"
+        f"    replicas:\n      - url: file://{real}/rep-other\n        name: r-other\n"
+        "  - path: app.db\n"
+        f"    replicas:\n      - url: file://{real}/rep-app\n        name: r-app\n"
+        f"  - path: {real}/third.db\n    name: third\n"
+        f"    replicas:\n      - url: file://{real}/rep-third\n        name: r-third\n")
+    home = {"HOME": str(real)}
+    for cwd, pwd, cfg, arg in ((real, real, "c.yml", "app.db"),
+                               (real, real, "~/c.yml", "~/app.db"),
+                               (link, link, f"{link}/c.yml", f"{link}/app.db")):
+        p = lv(litevisor_bin, "generations", "-config", cfg, "-replica", "r-app", arg,
+               env=dict(home, PWD=str(pwd)), cwd=cwd)
+        assert p.returncode == 0, (cwd, cfg, arg, p.stderr)
+    p = lv(litevisor_bin, "generations", "-replica", "r-app", "app.db",
+           env=dict(home, PWD=str(real), LITESTREAM_CONFIG="~/c.yml"), cwd=real)
+    assert p.returncode == 0, p.stderr
+    # the name still finds its database when no path is the argument
+    p = lv(litevisor_bin, "generations", "-config", "c.yml", "-replica", "r-third", "third",
+           env=dict(home, PWD=str(real)), cwd=real)
+    assert p.returncode == 0, p.stderr
+
+
+def test_go_boolean_flag_spellings_are_accepted(litevisor_bin, tmp_path):
+    """Flags are read as Go's flag package reads them: strconv.ParseBool's spellings
+    (QA57 D2); anything else stays a usage error."""
+    cfgfile = tmp_path / "c.yml"
+    cfgfile.write_text("dbs:\n  - path: /srv/$X.db\n")
+    for v, literal in (("t", True), ("T", True), ("TRUE", True), ("True", True), ("1", True),
+                       ("f", False), ("F", False), ("FALSE", False), ("False", False)):
+        p = run(litevisor_bin, "-config", str(cfgfile), f"-no-expand-env={v}", env={"X": "x"})
+        assert p.returncode == 0, (v, p.stderr)
+        assert ("/srv/$X.db" if literal else "/srv/x.db") in p.stdout, (v, p.stdout)
+    p = run(litevisor_bin, "-config", str(cfgfile), "-no-expand-env=yes")
+    assert p.returncode == 100 and 'invalid boolean "yes"' in p.stderr, p.stderr
+
+
+def test_yaml_values_are_read_as_litestreams_yaml_reads_them(litevisor_bin, tmp_path):
+    """yaml.v2's spellings: y/n booleans (QA57 D3), a leading-zero integer is octal
+    (QA57 D7: 01750 was 1750 pages here and 1000 in Litestream), a type that the url
+    contradicts gives way to its scheme (QA57 D6), a host shortcut keeps path-style
+    against force-path-style: false (QA57 D4), and blanks an env value brings around
+    a plain value are dropped (QA57 D9: "/data/app.db " was waited for in silence)."""
+    cfgfile = tmp_path / "c.yml"
+    cfgfile.write_text("dbs:\n  - path: $DB_PATH\n    min-checkpoint-page-count: 01750\n"
+                       "    max-checkpoint-page-count: 0x2710\n"
+                       "    replicas:\n"
+                       "      - url: s3://bkt.localhost:9000/app\n        force-path-style: n\n"
+                       "        skip-verify: y\n        access-key-id: $KEY\n"
+                       "      - url: file:///backups/app\n        type: s3\n")
+    p = run(litevisor_bin, "-config", str(cfgfile),
+            env={"DB_PATH": "/data/app.db \r\n", "KEY": "AKIDEXAMPLE\n"})
+    assert p.returncode == 0, p.stderr
+    cfg = yaml.safe_load(p.stdout)
+    db = cfg["dbs"][0]
+    assert db["path"] == "/data/app.db"
+    assert db["min-checkpoint-page-count"] == 1000 and db["max-checkpoint-page-count"] == 10000
+    s3, f = db["replicas"]
+    assert s3["force-path-style"] is True and s3["skip-verify"] is True, s3
+    assert f["type"] == "file" and f["path"] == "/backups/app", f
+
+
+def test_an_empty_exec_flag_leaves_the_configs_exec(litevisor_bin, tmp_path):
+    """`replicate -exec "$APP_CMD"` with APP_CMD unset runs the config's exec, as in
+    Litestream; it was a usage error, "exec: empty command" (QA57 D5)."""
+    cfgfile = tmp_path / "c.yml"
+    cfgfile.write_text("exec: sh -c 'exit 7'\n"
+                       f"dbs:\n  - path: {tmp_path}/a.db\n"
+                       f"    replicas:\n      - url: file://{tmp_path}/rep\n")
+    p = lv(litevisor_bin, "replicate", "-exec", "", "-config", str(cfgfile))
+    assert p.returncode == 7, p.stderr

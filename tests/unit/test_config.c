@@ -9,6 +9,7 @@
 
 #include "common/config.h"
 #include "common/config_int.h"
+#include "common/config_walk.h"
 #include "tests/unit/unit.h"
 
 static struct config load_ok(const char *yaml)
@@ -326,7 +327,11 @@ TEST(url_parts_versus_explicit_keys)
 		"        endpoint: http://127.0.0.1:9000\n"
 		"        force-path-style: false\n"
 		"        name: c\n"
-		"      - url: file:///var/backups/a/\n");
+		"      - url: file:///var/backups/a/\n"
+		"        type: s3\n"
+		"      - url: s3://bkt.localhost:9000/q\n"
+		"        force-path-style: false\n"
+		"        name: e\n");
 	const struct cfg_replica *r = c.dbs[0].replicas;
 	CHECK_STR(r[0].endpoint, "http://localhost:9000");
 	CHECK_STR(r[0].region, "eu-west-1");
@@ -336,9 +341,10 @@ TEST(url_parts_versus_explicit_keys)
 	CHECK_STR(r[1].bucket, "bkt");
 	CHECK_STR(r[1].region, "us-east-1");
 	CHECK(!r[2].force_path_style); /* explicit false wins over "endpoint means path style" */
-	CHECK_INT(r[3].type, REPLICA_FILE);
+	CHECK_INT(r[3].type, REPLICA_FILE); /* the url's scheme wins over type, as Litestream */
 	CHECK_STR(r[3].path, "/var/backups/a");
 	CHECK_STR(r[3].name, "file");
+	CHECK(r[4].force_path_style); /* a shortcut's path-style holds, as in Litestream (QA57 D4) */
 	config_release(&c);
 }
 
@@ -562,6 +568,54 @@ TEST(env_expansion_in_values)
 	CHECK_STR(c.exec, "echo $$HOME ${LVT_UNSET:-fallback} $LVT_BUCKET");
 	CHECK_STR(c.dbs[0].replicas[0].bucket, "${LVT_BUCKET}");
 	config_release(&c);
+}
+
+/* Litestream expands the whole file, then YAML trims a plain value (QA57 D9). */
+TEST(env_values_trimmed_in_plain_scalars_as_litestream)
+{
+	setenv("LVT_PATH", " /d/app.db \r\n", 1);
+	setenv("LVT_BUCKET", "bkt\n", 1);
+	setenv("LVT_NAME", " nas ", 1);
+	const char *y = "dbs:\n"
+			"  - path: $LVT_PATH\n"
+			"    replicas:\n"
+			"      - type: s3\n"
+			"        bucket: ${LVT_BUCKET}\n"
+			"        name: \"${LVT_NAME}\"\n";
+	struct config c = load_ok(y);
+	CHECK_STR(c.dbs[0].path, "/d/app.db");
+	CHECK_STR(c.dbs[0].replicas[0].bucket, "bkt");
+	CHECK_STR(c.dbs[0].replicas[0].name, " nas "); /* quoted: kept as it is */
+	config_release(&c);
+}
+
+/* Integers and booleans as Litestream's yaml.v2 reads them (QA57 D3, D7). */
+TEST(yaml11_integers_and_booleans)
+{
+	static const struct {
+		const char *s;
+		long long want;
+	} ints[] = { { "1750", 1750 }, { "01750", 1000 }, { "0x3e8", 1000 }, { "0o1750", 1000 },
+		     { "0b11", 3 }, { "1_000", 1000 }, { "1e4", 10000 }, { "09", 9 },
+		     { "-12", -12 }, { "+7", 7 }, { "1000.0", 1000 } };
+	for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
+		long long n = 0;
+		if (walk_parse_int(ints[i].s, &n) < 0 || n != ints[i].want)
+			FAIL("%s: got %lld, want %lld", ints[i].s, n, ints[i].want);
+	}
+	static const char *const bad[] = { "", "abc", "1.5", "0x", "1e30", " 5", "--5", "0x1p3",
+					   "inf", "nan", "5k", "1e", "9223372036854775808" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		long long n;
+		if (walk_parse_int(bad[i], &n) == 0)
+			FAIL("\"%s\" was read as %lld", bad[i], n);
+	}
+	bool b = false;
+	CHECK_INT(walk_parse_bool("y", &b), 0);
+	CHECK(b);
+	CHECK_INT(walk_parse_bool("N", &b), 0);
+	CHECK(!b);
+	CHECK_INT(walk_parse_bool("yep", &b), -1);
 }
 
 TEST(anchors_and_aliases)
@@ -1205,13 +1259,6 @@ static const struct bad_case bad_cases[] = {
 	  "supervisor:\n"
 	  "  signal-group: true\n",
 	  "bad.yml:2:17: supervisor.signal-group: needs new-process-group: true (the service's own process group to signal); set both" },
-	{ "type_contradicts_url",
-	  "dbs:\n"
-	  "  - path: /data/app.db\n"
-	  "    replicas:\n"
-	  "      - type: file\n"
-	  "        url: s3://bkt/app\n",
-	  "bad.yml:4:15: dbs[0].replicas[0].type: type file contradicts the url's scheme (s3); drop one" },
 	{ "url_and_bucket",
 	  "dbs:\n"
 	  "  - path: /data/app.db\n"
@@ -1769,7 +1816,9 @@ UNIT_MAIN(T(litestream_full_example), T(seed_topology_from_node_105), T(node_rul
 	  T(store_inheritance_and_overrides), T(url_shortcuts), T(urls_parse_like_go_net_url), T(url_spellings_litestream_accepts), T(litestream_values_accepted), T(url_parts_versus_explicit_keys),
 	  T(defaults_match_config_h), T(same_file_names_in_other_directories_get_distinct_default_names),
 	  T(replicas_sharing_a_default_name_get_distinct_names),
-	  T(litevisor_sections), T(env_expansion_in_values), T(anchors_and_aliases),
+	  T(litevisor_sections), T(env_expansion_in_values),
+	  T(env_values_trimmed_in_plain_scalars_as_litestream), T(yaml11_integers_and_booleans),
+	  T(anchors_and_aliases),
 	  T(default_path_falls_back_to_litestreams), T(default_path_order), T(file_errors_name_the_file), T(bad_configs_give_exact_errors), T(duplicates_through_symlinks),
 	  T(credentials_never_in_errors), T(secret_files_are_checked_at_load),
 	  T(each_path_is_resolved_once), T(addr_forms), T(authority_forms),
