@@ -245,8 +245,16 @@ int fs_move_aside(const char *path, const char *tag, char **moved_to)
 	}
 	if (rename(path, dst) < 0)
 		return -1;
-	if (fs_fsync_parent(path) < 0)
-		return -1;
+	if (fs_fsync_parent(path) < 0) {
+		/* a move that may not outlive a crash is taken back: the caller sees it as not
+		 * made, and the file stays where it is known to be */
+		int e = errno;
+		if (rename(dst, path) == 0) {
+			(void)fs_fsync_parent(path);
+			errno = e;
+			return -1;
+		}
+	}
 	if (moved_to)
 		*moved_to = strdup(dst);
 	return 0;

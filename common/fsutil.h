@@ -60,6 +60,8 @@ int fs_open_regular(const char *path, char *why, size_t whylen);
  * Move path aside to "<path>.<tag>-<UTC timestamp>" (keeping it, never
  * deleting), fsyncing the directory. *moved_to gets the new name
  * (malloc'd; may be NULL). Returns 0, or -1 (errno set). ENOENT if absent.
+ * When the directory's fsync fails the move is taken back (-1, the fsync's
+ * errno); only if that rename fails too is the move kept (0).
  */
 int fs_move_aside(const char *path, const char *tag, char **moved_to);
 

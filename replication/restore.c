@@ -468,6 +468,15 @@ static int move_local_cb(void *p, const char *tmp, char *why, size_t len)
 	return 0;
 }
 
+/* The restored file could not take the local database's place: the local one goes back. */
+static void put_local_back_cb(void *p)
+{
+	struct aside_ctx *x = p;
+	rs_put_local_back(x->target, x->moved, x->statedir, x->smoved,
+			  "the restored database could not take its place");
+	x->moved[0] = x->smoved[0] = '\0';
+}
+
 static void apply_opts_init(struct rs_apply_opts *ao, const struct config *cfg, const char *target,
 			    int parallelism)
 {
@@ -1135,6 +1144,7 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 		struct rs_apply_opts ao;
 		apply_opts_init(&ao, cfg, db->path, 0);
 		ao.before_rename = move_local_cb;
+		ao.rename_failed = put_local_back_cb;
 		ao.before_ctx = &ax;
 		if (apply_with_fallback(&s, &ao, res) < 0)
 			goto out;

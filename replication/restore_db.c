@@ -477,13 +477,18 @@ int rs_install(struct apply *a)
 	}
 	if (rename_noreplace(a->tmp, a->o->target) < 0) {
 		rs_fail(a, RS_CAUSE_LOCAL, "rename %s to %s: %s", a->tmp, a->o->target, strerror(errno));
+		if (a->o->rename_failed)
+			a->o->rename_failed(a->o->before_ctx);
 		return -1;
 	}
 	if (fs_fsync_parent(a->o->target) < 0) {
-		/* the rename may not outlive a crash: take it back, a failure leaves nothing there */
+		/* the rename may not outlive a crash: take it back, a failure leaves nothing there
+		 * (or what was there before, put back) */
 		int e = errno;
 		unlink(a->o->target);
 		rs_fail(a, RS_CAUSE_LOCAL, "fsync the directory of %s: %s", a->o->target, strerror(e));
+		if (a->o->rename_failed)
+			a->o->rename_failed(a->o->before_ctx);
 		return -1;
 	}
 	return 0;

@@ -239,6 +239,9 @@ struct rs_apply_opts {
 	 * candidate with the same data may); -2 with why set for a local failure
 	 */
 	int (*before_rename)(void *ctx, const char *tmp, char *why, size_t len);
+	/* called when the rename (or its directory's fsync) failed after before_rename
+	 * returned 0: undo what it did (the restored file is already gone) */
+	void (*rename_failed)(void *ctx);
 	void *before_ctx;
 };
 
@@ -289,6 +292,15 @@ int rs_move_state_aside(const char *statedir, const char *why, char *moved, size
  */
 int rs_move_local_aside(const char *target, const char *statedir, char *moved, size_t mlen,
 			char *smoved, size_t slen);
+
+/*
+ * Undo rs_move_local_aside once the restored file could not take the
+ * target's place: the database (from moved, with its -wal/-shm) and its
+ * state (from smoved) back where they were, each step logged. Empty or NULL
+ * moved/smoved: nothing of that to put back.
+ */
+void rs_put_local_back(const char *target, const char *moved, const char *statedir,
+		       const char *smoved, const char *why);
 
 /*
  * Keep only the newest `keep` moved-aside copies of target (with their

@@ -357,6 +357,24 @@ int rs_move_local_aside(const char *target, const char *statedir, char *moved, s
 	return 0;
 }
 
+void rs_put_local_back(const char *target, const char *moved, const char *statedir,
+			const char *smoved, const char *why)
+{
+	size_t n = statedir ? strlen(statedir) : 0;
+	if (statedir && smoved && smoved[0]) {
+		if (!strncmp(smoved, statedir, n) && smoved[n] == '/') {
+			(void)move_back(smoved, statedir); /* moved within: its entries go back */
+		} else if (rename(smoved, statedir) < 0) {
+			log_error("restore", "cannot move the state directory back", "path=\"%s\" "
+				  "to=\"%s\" err=\"%s\"", smoved, statedir, strerror(errno));
+		} else {
+			(void)fs_fsync_parent(statedir);
+		}
+	}
+	if (moved && moved[0])
+		put_back(target, moved, why);
+}
+
 /* When statedir was last written: t or one of its records, whichever is newer. */
 static int64_t state_written_ns(const char *statedir, int64_t t)
 {

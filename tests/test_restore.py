@@ -1181,6 +1181,40 @@ def test_run_path_existing_db_policies(tmp_path, history):
     assert rows(moved) == history.states[2][2]  # kept, never deleted
 
 
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_a_failed_move_aside_leaves_the_database_in_place_with_its_state(tmp_path, history, n):
+    """The directory's fsync fails after the nth rename of a newest-wins restore: the
+    database's move aside (1), its state directory's (2), the restored file's into
+    place (3). The move counted as failed though the rename was made, so the path was
+    left without its database (1), the database without its state (2), or the
+    restored file was taken back and the old one not put back (3) (QA59 #1). Now a
+    move that may not outlive a crash is taken back, and so is the whole move aside
+    when the restored file cannot take its place."""
+    rep = tmp_path / "rep"
+    history.write(str(rep), upto=3)
+    db = tmp_path / "app" / "app.db"
+    db.parent.mkdir()
+    state = db.parent / ".app.db-litevisor"
+    cfg = write_config(tmp_path / "lv.yml", db, [{"name": "nas", "url": f"file://{rep}"}])
+    p, res = restore_tool(cfg)
+    assert res[0]["outcome"] == "restored", p.stderr
+    shutil.rmtree(rep)
+    history.write(str(rep))  # the replica moves ahead, written elsewhere
+    before = db.read_bytes()
+    records = sorted(os.listdir(state))
+    log = tmp_path / "faults"
+    tool = os.path.join(TOOLS, "restore_tool")
+    env = faulty("fsync", db.parent, n)
+    env.update(FAULT_SUFFIX=f"/{db.parent.name}", FAULT_LOG=str(log))
+    p = subprocess.run([tool, str(cfg)], capture_output=True, text=True, timeout=60, env=env)
+    assert log.exists(), p.stderr  # the fault happened
+    res = [json.loads(ln) for ln in p.stdout.splitlines() if ln.startswith("{")]
+    assert res[0]["outcome"] == "failed" and "Input/output error" in res[0]["message"], res
+    assert db.read_bytes() == before, p.stderr
+    assert sorted(os.listdir(state)) == records, p.stderr
+    assert sorted(os.listdir(db.parent)) == [".app.db-litevisor", "app.db"], p.stderr
+
+
 def test_run_path_takes_the_restored_generations_database_id(tmp_path, history):
     """The restored generation's label (generations/<gen>/database/<id>) names the
     database from then on: the restore writes it into the new local state. A local
