@@ -237,11 +237,40 @@ static void close_db(struct eng_db *d)
 	d->sync_logged[0] = '\0';
 }
 
+/*
+ * The shadow this process writes, deleted under it (its state directory
+ * removed by a cleaner or a hand): replicas read it by name, so nothing
+ * written into it would reach them. Why, in why; false while it is there.
+ */
+static bool shadow_gone(const struct eng_db *d, char *why, size_t len)
+{
+	struct stat st;
+	char dir[PATH_MAX + 64];
+	if (!d->sh.gen[0])
+		return false;
+	if (d->sh.fd >= 0) {
+		if (fstat(d->sh.fd, &st) < 0 || st.st_nlink > 0)
+			return false;
+		snprintf(why, len, "the shadow WAL of index %08x was deleted while in use (was the "
+			 "state directory %.150s removed?)", d->sh.index, d->sh.dir);
+		return true;
+	}
+	snprintf(dir, sizeof(dir), "%s/generations/%s/wal", d->sh.dir, d->sh.gen);
+	if (stat(dir, &st) == 0 || errno != ENOENT)
+		return false;
+	snprintf(why, len, "the shadow directory %.150s was deleted (was the state directory "
+		 "removed?)", dir);
+	return true;
+}
+
 /* Close at shutdown, recording the files' state for the next start. */
 static void close_db_clean(struct eng_db *d)
 {
 	char line[512], path[PATH_MAX + 16];
-	bool ok = d->continuous && d->sh.gen[0] && !d->sh.unproven;
+	char gone[200];
+	/* a shadow deleted under us is no history to resume: the next start must not trust it */
+	bool ok = d->continuous && d->sh.gen[0] && !d->sh.unproven &&
+		  !shadow_gone(d, gone, sizeof(gone));
 	uid_t uid = d->sh.uid;
 	gid_t gid = d->sh.gid;
 	/* our connections change nothing when closed */
@@ -584,6 +613,26 @@ static int copy_wal(struct eng_db *d)
 	char why[sizeof(d->sync_why)];
 	int rc = 0;
 
+	if (d->continuous && shadow_gone(d, why, sizeof(why))) {
+		/* the local history is lost: a new generation, from a snapshot, in a state
+		 * directory made again with the records it had (where the file stood, its id) */
+		log_error("engine", "the local history was deleted: starting a new generation",
+			  "db=%s why=\"%s\"", d->stat.name, why);
+		char id[sizeof(d->dbid)];
+		pthread_mutex_lock(&d->mu);
+		memcpy(id, d->dbid, sizeof(id));
+		pthread_mutex_unlock(&d->mu);
+		uid_t uid;
+		gid_t gid;
+		localstate_owner(d->cfg, &uid, &gid);
+		if (localstate_ensure(d->cfg, d->dir) < 0 || (rc = start_generation(d, why)) < 0) {
+			rc = -1;
+			goto out;
+		}
+		if (id[0] && localstate_write_database_id(d->dir, id, uid, gid) < 0)
+			log_warn("engine", "cannot write the database id to the local state again",
+				 "db=%s dir=\"%s\" err=\"%s\"", d->stat.name, d->dir, strerror(errno));
+	}
 	if (wal_open(d) < 0) {
 		/* no WAL file (yet): nothing committed since the last checkpoint */
 		if (!d->continuous && d->sh.fd >= 0)

@@ -6,6 +6,7 @@ sqlite3 module), never by litevisor. Content is compared table by table
 (a hash of the ordered rows) between the source and the restored copy.
 """
 import fcntl
+import glob
 import hashlib
 import json
 import os
@@ -355,6 +356,38 @@ def test_wal_changed_while_down_starts_new_generation(run, tmp_path, litestream_
     assert r2.stop() == 0
     assert len(generations(rep)) == 2
     check_restore(litestream_bin, rep, db, tmp_path / "out.db")
+
+
+@pytest.mark.parametrize("what", ["state", "shadow"])
+def test_a_state_directory_deleted_while_running_costs_a_generation_not_the_commits(
+        run, tmp_path, litestream_bin, what):
+    """The state directory (a tmp cleaner, a hand) or only its shadow WAL deleted while
+    replicate runs: the engine wrote on into the deleted file, replicas could not open
+    it, and no later commit reached them, with a WARN loop naming no path (QA59 #2). A
+    restart then called the replica's history another node's and stopped replicating
+    (QA59 #3). The loss is seen now: a new generation, its state made again."""
+    db, rep, meta = tmp_path / "app.db", tmp_path / "rep", tmp_path / "meta"
+    create(db)
+    cfg = config(tmp_path, db, [file_replica(rep, sync="100ms")], meta_path=meta)
+    r = run(cfg)
+    write(db, 50, start=1)
+    check_restore_eventually(litestream_bin, rep, db, tmp_path / "a.db")
+    if what == "state":
+        shutil.rmtree(meta)
+    else:
+        for f in glob.glob(str(meta / "generations" / "*" / "wal" / "*.wal")):
+            os.unlink(f)
+    write(db, 50, start=1000)
+    check_restore_eventually(litestream_bin, rep, db, tmp_path / "b.db")
+    assert "the local history was deleted: starting a new generation" in r.text()
+    assert (meta / "database-id").exists()
+    assert r.stop() == 0
+    r2 = run(cfg)
+    write(db, 10, start=2000)
+    check_restore_eventually(litestream_bin, rep, db, tmp_path / "c.db")
+    assert r2.stop() == 0
+    assert "ERROR" not in r2.text(), r2.text()
+    assert len(generations(rep)) == 2
 
 
 def test_two_replicas_with_different_intervals(run, tmp_path, litestream_bin):
