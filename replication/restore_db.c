@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "common/clock.h"
@@ -144,6 +145,30 @@ static int close_tmp(struct apply *a, sqlite3 *db)
  * a file that rs_install() fsyncs once before the rename and that is
  * discarded if we crash.
  */
+/*
+ * Why SQLite could not make the temp database's -wal or -shm when the
+ * filesystem is full: its read-only retry leaves ENOENT as the error, for a
+ * file that is there (QA59 #5). "" when the filesystem has room.
+ */
+static const char *full_fs(const char *path)
+{
+	char dir[PATH_MAX];
+	struct statvfs v;
+	snprintf(dir, sizeof(dir), "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (slash)
+		*(slash == dir ? slash + 1 : slash) = '\0';
+	else
+		snprintf(dir, sizeof(dir), ".");
+	if (statvfs(dir, &v) < 0)
+		return "";
+	if (v.f_files > 0 && v.f_ffree == 0)
+		return "; its filesystem has no free inodes left (No space left on device)";
+	if (v.f_bfree == 0)
+		return "; its filesystem is full (No space left on device)";
+	return "";
+}
+
 static sqlite3 *open_tmp(struct apply *a)
 {
 	sqlite3 *db = NULL;
@@ -154,10 +179,11 @@ static sqlite3 *open_tmp(struct apply *a)
 		int e = read_err ? read_err : db ? sqlite3_system_errno(db) : 0;
 		/* a snapshot that is no database (NOTADB, CORRUPT) is the replica's fault,
 		 * unless one of our reads failed */
-		rs_fail(a, db && !read_err ? sqlite_cause(sqlite3_errcode(db) & 0xff) : RS_CAUSE_LOCAL,
-			"open %s: %s%s%s%s", a->tmp,
-		     db ? sqlite3_errmsg(db) : "out of memory", e ? " (" : "", e ? strerror(e) : "",
-		     e ? ")" : "");
+		const char *full = full_fs(a->tmp);
+		rs_fail(a, db && !read_err && !full[0] ? sqlite_cause(sqlite3_errcode(db) & 0xff)
+						       : RS_CAUSE_LOCAL,
+			"open %s: %s%s%s%s%s", a->tmp, db ? sqlite3_errmsg(db) : "out of memory",
+			e ? " (" : "", e ? strerror(e) : "", e ? ")" : "", full);
 		sqlite3_close(db);
 		return NULL;
 	}

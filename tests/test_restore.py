@@ -1079,6 +1079,33 @@ def test_full_local_disk_is_our_error_not_the_replicas(tmp_path, litevisor_bin, 
     assert failed >= 3 and failed < 10, p.stdout  # and the largest disk holds it
 
 
+def test_a_target_out_of_inodes_is_said_as_such(tmp_path, litevisor_bin, history):
+    """A filesystem with no free inode at each step in turn: SQLite, failing to make
+    the temp database's -shm, retries read-only and leaves ENOENT, and the restore
+    said "No such file or directory" for a file that was there (QA59 #5). Every
+    failure names the full filesystem now."""
+    rep = tmp_path / "rep"
+    history.write(str(rep))
+    small = tmp_path / "small"
+    small.mkdir()
+    script = ('for n in "$@"; do mount -t tmpfs -o size=40m,nr_inodes=$n tmpfs "$S" || exit 99; '
+              '"$LV" restore -o "$S/r.db" "file://$REP" 2>"$S.err"; '
+              'echo "$n $? $(tail -1 "$S.err")"; umount "$S"; done')
+    p = subprocess.run(["unshare", "-rm", "sh", "-c", script, "sh"] +
+                       [str(n) for n in range(3, 10)],
+                       env=dict(os.environ, S=str(small), LV=litevisor_bin, REP=str(rep)),
+                       capture_output=True, text=True, timeout=120)
+    if p.returncode == 99 or "unshare" in p.stderr:
+        pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip()}")
+    lines = p.stdout.splitlines()
+    assert len(lines) == 7, p.stdout + p.stderr
+    failed = [ln for ln in lines if ln.split()[1] != "0"]
+    assert failed and len(failed) < 7, p.stdout  # some fail, the most inodes restore
+    for ln in failed:
+        assert ln.split()[1] == "1" and "No space left on device" in ln, ln
+        assert "No such file or directory" not in ln or "no free inodes" in ln, ln
+
+
 def test_existing_output_is_never_overwritten(tmp_path, litevisor_bin, history):
     rep = tmp_path / "rep"
     history.write(str(rep))
