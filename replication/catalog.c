@@ -3,6 +3,7 @@
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -318,6 +319,45 @@ const struct cat_snapshot *catalog_snapshot_at_or_before(const struct cat_genera
 		if (g->snapshots[i].index <= max_index)
 			best = &g->snapshots[i];
 	return best;
+}
+
+bool catalog_continuable(const struct cat_generation *g, char *why, size_t len)
+{
+	uint32_t end = 0;
+	for (size_t i = 0; i < g->nsnapshots; i++)
+		end = g->snapshots[i].index > end ? g->snapshots[i].index : end;
+	if (g->nsegments && g->segments[g->nsegments - 1].index > end)
+		end = g->segments[g->nsegments - 1].index;
+	const struct cat_snapshot *s = catalog_snapshot_at_or_before(g, end);
+	if (!s && g->nsegments) {
+		/* a snapshot still to come (its upload failed after its WAL's) goes at this
+		 * index or a later one: this index must hold its start */
+		size_t k = g->nsegments - 1;
+		while (k > 0 && g->segments[k - 1].index == end)
+			k--;
+		if (g->segments[k].offset == 0)
+			return true;
+		snprintf(why, len, "in generation %s, with no snapshot, WAL index %08x has lost its "
+			 "first segment (offset 0)", g->id, end);
+		return false;
+	}
+	if (!s || (s->index == end && (!g->nsegments || g->segments[g->nsegments - 1].index < end)))
+		return true; /* nothing, or the snapshot alone */
+	/* each index from the snapshot's on, each from its offset-0 segment */
+	uint32_t want = s->index;
+	for (size_t i = 0; i < g->nsegments; i++) {
+		const struct cat_segment *c = &g->segments[i];
+		if (c->index < s->index || (i > 0 && g->segments[i - 1].index == c->index))
+			continue;
+		if (c->index != want || c->offset != 0) {
+			snprintf(why, len, "in generation %s, WAL index %08x %s", g->id,
+				 c->index != want ? want : c->index,
+				 c->index != want ? "is missing" : "has lost its first segment (offset 0)");
+			return false;
+		}
+		want++;
+	}
+	return true;
 }
 
 /* A sink that only counts bytes. */

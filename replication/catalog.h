@@ -87,6 +87,17 @@ const struct cat_snapshot *catalog_snapshot_at_or_before(const struct cat_genera
 							 uint32_t max_index);
 
 /*
+ * Can a writer go on in g, as its listing shows it? With a snapshot: g
+ * restores to its end, every index from the newest snapshot's on present,
+ * each from its offset-0 segment, as both Litestream and litevisor require.
+ * Without one (its upload failed after its WAL's): the last index starts at
+ * offset 0, so a snapshot taken there or later makes g whole. False with why
+ * set when not: objects deleted under the writer (a replica emptied, then
+ * written into again; a hand), which no snapshot at the current index mends.
+ */
+bool catalog_continuable(const struct cat_generation *g, char *why, size_t len);
+
+/*
  * The replica's end position in generation g: just past the last byte of its
  * newest WAL segment (whose decompressed length is found by downloading it),
  * or the newest snapshot's index at offset 0 when no segment is newer.

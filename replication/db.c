@@ -73,9 +73,8 @@ static const char *conn_err(sqlite3 *conn, char *buf, size_t len)
 	return buf;
 }
 
-int db_conns_open(struct db_conns *c, const char *path)
+int db_conns_open(struct db_conns *c, const char *path, char *why, size_t whylen)
 {
-	char why[300];
 	char mode[32] = "";
 	int rc;
 
@@ -83,22 +82,26 @@ int db_conns_open(struct db_conns *c, const char *path)
 	c->cur = -1;
 	c->shm_fd = -1;
 	snprintf(c->path, sizeof(c->path), "%s", path);
-	if (!(c->ck = db_open_conn(path, 0)))
+	why[0] = '\0';
+	if (!(c->ck = db_open_conn(path, 0))) {
+		snprintf(why, whylen, "cannot open the database (see above)");
 		goto fail;
+	}
 	rc = journal_mode(c->ck, "PRAGMA journal_mode", mode, sizeof(mode));
 	if (rc != SQLITE_OK) {
 		/* the app creating its schema holds the lock: normal at start, tried again */
-		log_event(busy(rc) ? LOG_DEBUG : LOG_WARN, "db", "cannot read journal mode",
-			  "path=\"%s\" err=\"%s\"", path, conn_err(c->ck, why, sizeof(why)));
+		char e[300];
+		snprintf(why, whylen, "cannot read the journal mode: %s",
+			 conn_err(c->ck, e, sizeof(e)));
 		db_conns_close(c);
 		return busy(rc) ? -3 : -2;
 	}
 	if (strcmp(mode, "wal") != 0) {
 		rc = journal_mode(c->ck, "PRAGMA journal_mode = wal", mode, sizeof(mode));
 		if (rc != SQLITE_OK || strcmp(mode, "wal") != 0) {
-			log_event(busy(rc) ? LOG_DEBUG : LOG_WARN, "db",
-				  "cannot put database in WAL mode yet", "path=\"%s\" err=\"%s\"",
-				  path, rc != SQLITE_OK ? conn_err(c->ck, why, sizeof(why)) : mode);
+			char e[300];
+			snprintf(why, whylen, "cannot put the database in WAL mode yet: %s",
+				 rc != SQLITE_OK ? conn_err(c->ck, e, sizeof(e)) : mode);
 			db_conns_close(c);
 			return -2;
 		}
@@ -110,8 +113,10 @@ int db_conns_open(struct db_conns *c, const char *path)
 		db_txn_end(c->ck);
 	}
 	for (int i = 0; i < 2; i++)
-		if (!(c->hold[i] = db_open_conn(path, BUSY_MS_HOLD)))
+		if (!(c->hold[i] = db_open_conn(path, BUSY_MS_HOLD))) {
+			snprintf(why, whylen, "cannot open the database (see above)");
 			goto fail;
+		}
 	return 0;
 fail:
 	db_conns_close(c);

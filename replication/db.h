@@ -49,12 +49,12 @@ sqlite3 *db_open_conn(const char *path, int busy_ms);
 
 /*
  * Open all of the engine's connections and put the database in WAL mode if it
- * is not (logged). Returns 0; -1 (logged) on error; -2 when WAL mode cannot be
- * set right now; -3 when the database cannot even be read, another process
+ * is not (logged). Returns 0; -1 on error; -2 when WAL mode cannot be set
+ * right now (why says what failed, for the caller to log); -3 when the database cannot even be read, another process
  * holding it locked (an app creating its schema, or one in
  * locking_mode=EXCLUSIVE): try again later.
  */
-int db_conns_open(struct db_conns *c, const char *path);
+int db_conns_open(struct db_conns *c, const char *path, char *why, size_t whylen);
 void db_conns_close(struct db_conns *c);
 
 /*

@@ -214,6 +214,7 @@ struct eng_db {
 	bool side_known;              /* side_dev/side_ino hold the -wal and -shm our connections use */
 	int64_t locked_since;         /* monotonic: first failed open on another process's lock, 0 none */
 	bool locked_warned;
+	char open_why[320];           /* the failure to open last said (open_failed), "" none */
 	dev_t side_dev[2];
 	ino_t side_ino[2];
 	bool continuous;              /* the read hold has not lapsed since the last sync */
@@ -325,6 +326,13 @@ int replica_label(struct eng_replica *r, const char *gen, const struct st_call *
 		  struct st_error *err);
 /* Log a failure of r and count it in r's status (takes mu; failrec_note). */
 void replica_note_error(struct eng_replica *r, const char *what, const char *msg);
+
+/*
+ * r will not write into gen (the database's current generation) any more:
+ * ask the monitor for a new one, which every replica then takes a snapshot
+ * of; r waits for it. Takes d->mu.
+ */
+void replica_leave_generation(struct eng_replica *r, const char *gen, const char *why);
 /* Compress plain into one LZ4 frame (of the given block mode) stored at key. Returns 0 or a negative st_status. */
 int replica_put_lz4(struct eng_replica *r, const char *key, const struct st_source *plain,
 		    enum lz4_blocks blocks, const struct st_call *call, uint64_t *plain_bytes,

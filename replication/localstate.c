@@ -113,12 +113,7 @@ int localstate_ensure(const struct cfg_db *db, const char *dir)
 	uid_t uid;
 	gid_t gid;
 	localstate_owner(db, &uid, &gid);
-	if (fs_mkdir_p(dir, 0750, uid, gid) < 0) {
-		log_error("state", "cannot create state directory", "dir=\"%s\" err=\"%s\"", dir,
-			  strerror(errno));
-		return -1;
-	}
-	return 0;
+	return fs_mkdir_p(dir, 0750, uid, gid) < 0 ? -1 : 0;
 }
 
 int localstate_read_generation(const char *dir, char gen[17])

@@ -77,7 +77,8 @@ char *localstate_litestream_dir(const struct cfg_db *db, char *buf, size_t len);
 
 /*
  * Create the state directory if missing, owned like the database file (or,
- * if it does not exist yet, like its directory). Returns 0 or -1 (logged).
+ * if it does not exist yet, like its directory). Returns 0 or -1 (errno set;
+ * the caller logs).
  */
 int localstate_ensure(const struct cfg_db *db, const char *dir);
 

@@ -392,6 +392,20 @@ static int take_state(struct eng_db *d)
 }
 
 /*
+ * A failure to open the database or its state: said at level while it is a
+ * new one, at debug while it stays the same (open_db runs again at every
+ * poll, and a directory this user cannot write stays so: QA59 #4).
+ */
+static void open_failed(struct eng_db *d, enum log_level level, const char *what, const char *why)
+{
+	char line[sizeof(d->open_why)];
+	snprintf(line, sizeof(line), "%s: %s", what, why);
+	bool again = strcmp(line, d->open_why) == 0;
+	log_event(again ? LOG_DEBUG : level, "engine", what, "db=%s err=\"%s\"", d->stat.name, why);
+	memcpy(d->open_why, line, sizeof(line));
+}
+
+/*
  * Open the database and local state. Returns 0 when replicating, 1 to try
  * again later (waiting for the database), -1 on a local error.
  */
@@ -428,7 +442,8 @@ static int open_db(struct eng_db *d, bool fresh)
 		int64_t ct = st.st_ctim.tv_sec * NS_PER_SEC + st.st_ctim.tv_nsec;
 		db_touched = mt > ct ? mt : ct;
 	}
-	int rc = db_conns_open(&d->conns, d->cfg->path);
+	char owhy[300];
+	int rc = db_conns_open(&d->conns, d->cfg->path, owhy, sizeof(owhy));
 	if (rc == -3) {
 		/* a moment is normal (an app creating its schema); for good it is an exclusive lock */
 		int64_t now = clock_mono_ns();
@@ -449,13 +464,28 @@ static int open_db(struct eng_db *d, bool fresh)
 	d->locked_since = 0;
 	d->locked_warned = false;
 	if (rc < 0) {
-		db_set_state(d, false, rc == -2 ? "waiting: cannot set WAL mode" : "error: cannot open");
+		/* SQLite makes the -wal and -shm beside the database: its directory must be writable */
+		const char *hint = strstr(owhy, "readonly") || strstr(owhy, "Permission denied") ||
+					   strstr(owhy, "unable to open")
+					   ? " (SQLite creates the -wal and -shm beside the database: can "
+					     "this user write to its directory?)" : "";
+		char full[sizeof(owhy) + 120];
+		snprintf(full, sizeof(full), "%s%s", owhy, hint);
+		open_failed(d, LOG_WARN, rc == -2 ? "cannot use the database in WAL mode"
+						  : "cannot open the database", full);
+		char state[sizeof(d->stat.state)];
+		snprintf(state, sizeof(state), "%s: %.200s", rc == -2 ? "waiting" : "error", owhy);
+		db_set_state(d, false, state);
 		return 1;
 	}
 	localstate_owner(d->cfg, &uid, &gid);
 	fix_owner(d, uid, gid);
-	if (localstate_ensure(d->cfg, d->dir) < 0)
+	if (localstate_ensure(d->cfg, d->dir) < 0) {
+		char e[PATH_MAX + 80];
+		snprintf(e, sizeof(e), "%s: %s", d->dir, strerror(errno));
+		open_failed(d, LOG_ERROR, "cannot create the state directory", e);
 		goto fail;
+	}
 	/* a state directory that was missing above exists now: take it before reading it */
 	int taken = take_state(d);
 	if (taken > 0) {
@@ -574,6 +604,9 @@ static int open_db(struct eng_db *d, bool fresh)
 		goto fail;
 	}
 	db_set_state(d, true, "replicating");
+	if (d->open_why[0])
+		log_info("engine", "the database opens again", "db=%s", d->stat.name);
+	d->open_why[0] = '\0';
 	return 0;
 fail:
 	close_db(d);
@@ -625,10 +658,14 @@ static int copy_wal(struct eng_db *d)
 		uid_t uid;
 		gid_t gid;
 		localstate_owner(d->cfg, &uid, &gid);
-		if (localstate_ensure(d->cfg, d->dir) < 0 || (rc = start_generation(d, why)) < 0) {
+		if (localstate_ensure(d->cfg, d->dir) < 0) {
+			log_error("engine", "cannot create the state directory", "db=%s dir=\"%s\" "
+				  "err=\"%s\"", d->stat.name, d->dir, strerror(errno));
 			rc = -1;
 			goto out;
 		}
+		if ((rc = start_generation(d, why)) < 0)
+			goto out;
 		if (id[0] && localstate_write_database_id(d->dir, id, uid, gid) < 0)
 			log_warn("engine", "cannot write the database id to the local state again",
 				 "db=%s dir=\"%s\" err=\"%s\"", d->stat.name, d->dir, strerror(errno));

@@ -709,6 +709,17 @@ static void form_changed(struct eng_replica *r, const char *gen, const struct st
 	(void)localstate_clear_closed(d->dir, r->stat.name);
 }
 
+void replica_leave_generation(struct eng_replica *r, const char *gen, const char *why)
+{
+	struct eng_db *d = r->db;
+	pthread_mutex_lock(&d->mu);
+	memcpy(r->await_gen, gen, sizeof(r->await_gen));
+	r->pos_known = false;
+	monitor_request_generation(d, gen, why);
+	pthread_mutex_unlock(&d->mu);
+	(void)localstate_clear_closed(d->dir, r->stat.name);
+}
+
 /* Where does the replica stand? Sets pos/need_snapshot. Returns 0 or -1 (noted). */
 static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 {
@@ -788,6 +799,20 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 				goto fail;
 		}
 		end = pos;
+		/*
+		 * Objects deleted under this generation (the replica emptied, then
+		 * written into again; a hand): a snapshot at this index would sit on
+		 * an index whose first segments are gone, restorable by neither tool.
+		 */
+		if (rc == 0 && !in_marker && !catalog_continuable(&g, why, sizeof(why))) {
+			log_warn("replica", "the replica's copy of this generation cannot be restored "
+				 "(objects deleted under it?): starting a new generation", "db=%s "
+				 "replica=%s why=\"%s\"", d->stat.name, r->stat.name, why);
+			replica_leave_generation(r, gen, why);
+			free(ids);
+			catalog_generation_release(&g);
+			return 0;
+		}
 		if (rc == 0 && g.nsnapshots > 0) {
 			const struct cat_snapshot *last = &g.snapshots[g.nsnapshots - 1];
 			int64_t age_ms = (clock_wall_ns() - last->mtime_ns) / NS_PER_MS;

@@ -3,9 +3,10 @@
  * apply: generation, snapshot, then WAL segments in (index, offset) order.
  *
  * Rules (Litestream v0.3 semantics, minus its bugs, see docs/restore.md):
- * - generation: the one asked for, else the newest (catalog_gen_order; a
- *   full tie: the one ending at the highest position, then the greater
- *   name, so the pick never depends on listing order) among those that
+ * - generation: the one asked for, else the newest (catalog_gen_order; with
+ *   -timestamp, first the one whose newest object at or before it is the
+ *   latest; a full tie: the one ending at the highest position, then the
+ *   greater name, so the pick never depends on listing order) among those that
  *   started (have a snapshot) at or before the timestamp; others whose
  *   newest object is within the clock-skew margin of its own are noted as
  *   tied (a copied replica: every object has the copy's time);
@@ -75,9 +76,39 @@ static struct wal_pos named_end(const struct cat_generation *g)
 	return p;
 }
 
-/* catalog_gen_order, and a total order where it ties: more data, then the name. */
-static int gen_order(const struct cat_generation *a, const struct cat_generation *b)
+/* The time of g's newest object at or before ts (the server's clock), 0 if none. */
+static int64_t newest_by(const struct cat_generation *g, int64_t ts)
 {
+	int64_t m = 0;
+	for (size_t i = 0; i < g->nsnapshots; i++) {
+		int64_t at = g->snapshots[i].mtime_ns + g->clock_offset_ns;
+		if (at <= ts && at > m)
+			m = at;
+	}
+	for (size_t i = 0; i < g->nsegments; i++) {
+		int64_t at = g->segments[i].mtime_ns + g->clock_offset_ns;
+		if (at <= ts && at > m)
+			m = at;
+	}
+	return m;
+}
+
+/*
+ * catalog_gen_order, and a total order where it ties: more data, then the
+ * name. With -timestamp, first the generation written last before it: two
+ * writers taking turns on one replica (litevisor, Litestream for a while,
+ * litevisor again, each going on in a generation of its own) leave windows
+ * that overlap, and the one newest overall was not the one written at the
+ * timestamp (QA58).
+ */
+static int gen_order(const struct cat_generation *a, const struct cat_generation *b,
+		     const struct rs_target *t)
+{
+	if (t->timestamp_ns) {
+		int64_t na = newest_by(a, t->timestamp_ns), nb = newest_by(b, t->timestamp_ns);
+		if (na != nb)
+			return na > nb ? 1 : -1;
+	}
 	int o = catalog_gen_order(a, b);
 	if (o)
 		return o;
@@ -121,7 +152,7 @@ int rs_plan_build(const struct cat_generation *gens, size_t ngens, const struct 
 		}
 		if (!gen_usable(&gens[i], t))
 			continue;
-		if (!g || gen_order(&gens[i], g) > 0)
+		if (!g || gen_order(&gens[i], g, t) > 0)
 			g = &gens[i];
 	}
 	if (g && !t->generation)

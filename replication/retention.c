@@ -21,6 +21,7 @@
  * ours (layout.h) is never touched: another database's history at this
  * location, or ours from before a lost local state; only a person can tell.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -251,6 +252,7 @@ int retention_enforce(struct eng_replica *r, bool *need_snapshot)
 	if (catalog_generations(r->st, &ids, &n, NULL, &err) < 0)
 		goto fail;
 	bool cur_has_snapshot = false;
+	char broken[300] = ""; /* why our generation can no longer be continued here, or "" */
 	size_t ci = n; /* the current generation first: it tells the replica's clock */
 	for (size_t i = 0; i < n; i++)
 		if (!strcmp(ids[i], cur))
@@ -288,6 +290,8 @@ int retention_enforce(struct eng_replica *r, bool *need_snapshot)
 			continue;
 		}
 		cur_has_snapshot |= current && g.nsnapshots > 0;
+		if (current && catalog_continuable(&g, broken, sizeof(broken)))
+			broken[0] = '\0';
 		/*
 		 * A new snapshot, so the older history can go once it covers the cut.
 		 * (A replica whose clock is behind does not ask for one at every check:
@@ -319,6 +323,19 @@ int retention_enforce(struct eng_replica *r, bool *need_snapshot)
 	 * retention took it, or a hand): whatever this process ships into it
 	 * restores nowhere until a new one is taken.
 	 */
+	pthread_mutex_lock(&d->mu);
+	bool ours = d->ready && r->pos_known && !strcmp(r->pos.generation, cur);
+	pthread_mutex_unlock(&d->mu);
+	if (ours && broken[0]) {
+		/* objects deleted under it (the replica emptied while we wrote): no snapshot at
+		 * this index mends an index whose first segments are gone */
+		log_warn("retention", "this generation cannot be restored from the replica any more "
+			 "(objects deleted under it?): starting a new generation", "db=%s replica=%s "
+			 "why=\"%s\"", d->stat.name, r->stat.name, broken);
+		replica_leave_generation(r, cur, broken);
+		rc = 0;
+		goto out;
+	}
 	pthread_mutex_lock(&d->mu);
 	bool lost = d->ready && r->pos_known && !strcmp(r->pos.generation, cur) && !cur_has_snapshot;
 	if (lost)

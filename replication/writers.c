@@ -78,6 +78,47 @@ static bool own(struct eng_db *d, const char *id)
 	return yes;
 }
 
+/*
+ * The replica lost what this process wrote of the current generation (a NAS
+ * share remounted empty, a bucket prefix cleaned): its segments would go on
+ * into a generation with no snapshot, restorable by neither tool, and a
+ * snapshot at this index would not mend an index whose start is gone. The
+ * generation is in the listing ids, and its newest snapshot answers a stat,
+ * or r leaves it for a new one. Only once r wrote a snapshot of it.
+ */
+static void check_ours(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1], size_t n,
+		       const struct st_call *call)
+{
+	struct eng_db *d = r->db;
+	char gen[17], key[LAYOUT_KEY_MAX], why[300];
+	struct st_object o = { 0 };
+	struct st_error err = { 0 };
+	pthread_mutex_lock(&d->mu);
+	bool wrote = r->pos_known && r->snap_known && !strcmp(r->snap_gen, d->gen) &&
+		     !strcmp(r->pos.generation, d->gen) && !r->await_gen[0];
+	memcpy(gen, d->gen, sizeof(gen));
+	uint32_t index = r->snap_index;
+	pthread_mutex_unlock(&d->mu);
+	if (!wrote)
+		return;
+	bool listed = false;
+	for (size_t i = 0; i < n && !listed; i++)
+		listed = !strcmp(ids[i], gen);
+	layout_snapshot_key(key, gen, index);
+	int rc = listed ? storage_stat(r->st, key, &o, call, &err) : ST_NOT_FOUND;
+	free(o.key);
+	if (rc != ST_NOT_FOUND)
+		return; /* there, or no answer: the next check looks again */
+	if (!listed)
+		snprintf(why, sizeof(why), "the replica no longer lists generation %s", gen);
+	else
+		snprintf(why, sizeof(why), "the replica no longer holds snapshot %s", key);
+	log_warn("engine", "the replica lost this generation's objects (emptied or unmounted under "
+		 "us?): starting a new generation, so that it is restorable again", "db=%s "
+		 "replica=%s why=\"%s\"", d->stat.name, r->stat.name, why);
+	replica_leave_generation(r, gen, why);
+}
+
 void writers_check(struct eng_replica *r)
 {
 	struct eng_db *d = r->db;
@@ -94,6 +135,7 @@ void writers_check(struct eng_replica *r)
 			  "db=%s replica=%s err=\"%s\"", d->stat.name, r->stat.name, err.message);
 		return;
 	}
+	check_ours(r, ids, n, &call);
 	for (size_t i = 0; i < n; i++) {
 		if (seen(r, ids[i]))
 			continue;

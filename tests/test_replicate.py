@@ -5,6 +5,7 @@ The database is always written by a separate process (Debian's python3
 sqlite3 module), never by litevisor. Content is compared table by table
 (a hash of the ordered rows) between the source and the restored copy.
 """
+import datetime
 import fcntl
 import glob
 import hashlib
@@ -388,6 +389,38 @@ def test_a_state_directory_deleted_while_running_costs_a_generation_not_the_comm
     assert r2.stop() == 0
     assert "ERROR" not in r2.text(), r2.text()
     assert len(generations(rep)) == 2
+
+
+@pytest.mark.parametrize("when", ["running", "restart"])
+def test_a_replica_emptied_under_the_writer_is_made_restorable_again(run, tmp_path,
+                                                                     litestream_bin, when):
+    """A replica's objects vanish while replicate runs (a NAS share remounted empty, a
+    cleaned prefix): the segments shipped after it were a generation with no snapshot,
+    and a restart put a snapshot in the middle of an index whose first segments were
+    gone; neither tool could restore it, and nothing said so (QA59). The writers' look
+    (running) or the start (restart) now sees it and starts a new generation."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    look = "1s" if when == "running" else "0s"
+    cfg = config(tmp_path, db, [file_replica(rep, sync="100ms", writer_check_interval=look)])
+    r = run(cfg)
+    write(db, 100, start=1)
+    check_restore_eventually(litestream_bin, rep, db, tmp_path / "a.db")
+    for entry in os.listdir(rep):
+        shutil.rmtree(rep / entry)
+    write(db, 30, start=1000)
+    if when == "running":
+        wait_for(lambda: "lost this generation's objects" in r.text(), log=r.text,
+                 what="the loss to be seen")
+    else:
+        time.sleep(1)  # its segments shipped into the emptied replica
+        assert r.stop() == 0
+        r = run(cfg)
+        wait_for(lambda: "cannot be restored (objects deleted under it?)" in r.text(),
+                 log=r.text, what="the loss to be seen")
+    write(db, 10, start=2000)
+    check_restore_eventually(litestream_bin, rep, db, tmp_path / "b.db")
+    assert r.stop() == 0
 
 
 def test_two_replicas_with_different_intervals(run, tmp_path, litestream_bin):
@@ -1218,6 +1251,36 @@ def test_back_to_litevisor_after_litestream_replicates_again(run, tmp_path, lite
             "retention": "what the replica holds is Litestream's, from this database",
             "meta-path": "by Litestream, from this database"}[how] in r.text(), r.text()
     check_restore(litestream_bin, rep, db, tmp_path / "out.db")
+
+
+def test_a_timestamp_restores_the_generation_written_at_that_time(run, tmp_path, litestream_bin,
+                                                                  litevisor_bin):
+    """litevisor, Litestream, litevisor again, Litestream again on one replica: each goes
+    on in its own generation, so their time windows overlap. -timestamp took the
+    generation newest overall and cut it at the time: Litestream's state from before
+    litevisor's second run, exit 0 (QA58 #1). The generation written last before the
+    timestamp is taken now."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    cfg = config(tmp_path, db, [file_replica(rep, sync="100ms")])
+    r = run(cfg)
+    write(db, 20, start=1)
+    assert r.stop() == 0
+    litestream_phase(litestream_bin, cfg, db, 20, start=100)
+    r = run(cfg)
+    write(db, 20, start=200)
+    check_restore_eventually(litestream_bin, rep, db, tmp_path / "now.db")
+    time.sleep(1.1)  # object times are whole seconds on some stores: T after them
+    at = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    want = content(db)
+    time.sleep(1.1)
+    assert r.stop() == 0
+    litestream_phase(litestream_bin, cfg, db, 20, start=300)
+    out = tmp_path / "at.db"
+    p = subprocess.run([litevisor_bin, "restore", "-timestamp", at, "-o", str(out),
+                        f"file://{rep}"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert content(out) == want, p.stderr
 
 
 def test_another_nodes_generation_during_a_litestream_interlude_is_not_hidden(
@@ -3618,3 +3681,46 @@ def test_a_state_directory_that_cannot_go_aside_leaves_the_database_in_place(tmp
     p = run_node("A", "SELECT 1")
     assert p.returncode == 0, p.stderr
     assert [v for (v,) in sqlite3.connect(a_db).execute("SELECT v FROM t ORDER BY id")][-1] == "b1"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another user needs root")
+def test_a_database_directory_the_user_cannot_write_is_said_once(litevisor_bin):
+    """A replicator that can read the database but not write its directory (SQLite
+    cannot make the -shm there) logged a WARN at every poll, 40 a second, under a
+    state "cannot set WAL mode" for a database already in WAL mode (QA59 #4). One
+    WARN now, naming the directory as the likely cause; the state says what failed."""
+    import pwd
+    nobody = pwd.getpwnam("nobody")
+    base = pathlib.Path(tempfile.mkdtemp(prefix="lv-nobody-"))
+    try:
+        os.chmod(base, 0o755)
+        data, meta, rep = base / "data", base / "meta", base / "rep"
+        for d in (data, meta, rep):
+            d.mkdir()
+        for d in (meta, rep):
+            os.chown(d, nobody.pw_uid, nobody.pw_gid)
+        db = data / "app.db"
+        write(db, 5, start=1)
+        conn = sqlite3.connect(db)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        conn.close()  # no -wal nor -shm left: SQLite must make them
+        for f in data.iterdir():
+            os.chmod(f, 0o644)
+        cfg = base / "lv.yml"
+        cfg.write_text(f"dbs:\n  - path: {db}\n    meta-path: {meta}\n"
+                       "    monitor-interval: 100ms\n"
+                       f"    replicas:\n      - path: {rep}\n        sync-interval: 100ms\n")
+        os.chmod(cfg, 0o644)
+        p = subprocess.Popen(["setpriv", f"--reuid={nobody.pw_uid}",
+                              f"--regid={nobody.pw_gid}", "--clear-groups", litevisor_bin,
+                              "replicate", "-config", str(cfg)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(4)
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=30)
+        said = [ln for ln in err.splitlines() if " WARN " in ln or " ERROR " in ln]
+        assert len(said) <= 3, err
+        assert "can this user write to its directory?" in err, err
+        assert "readonly database" in err and "cannot set WAL mode" not in err, err
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

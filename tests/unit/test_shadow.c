@@ -364,10 +364,11 @@ TEST(the_read_hold_blocks_a_wal_restart)
 {
 	struct fixture f;
 	struct db_conns c;
+	char why[300];
 
 	setup(&f);
 	insert(f.app, 5);
-	CHECK_INT(db_conns_open(&c, f.db), 0);
+	CHECK_INT(db_conns_open(&c, f.db, why, sizeof(why)), 0);
 	CHECK_INT(db_hold_rotate(&c), 0);
 	insert(f.app, 5); /* the hold's mark is now behind the end of the WAL */
 	CHECK_INT(db_hold_rotate(&c), 0);
@@ -393,11 +394,12 @@ TEST(a_hold_on_slot_0_pins_what_is_written_after_it)
 {
 	struct fixture f;
 	struct db_conns c;
+	char why[300];
 
 	setup(&f);
 	insert(f.app, 5);
 	exec(f.app, "PRAGMA wal_checkpoint(PASSIVE)");
-	CHECK_INT(db_conns_open(&c, f.db), 0);
+	CHECK_INT(db_conns_open(&c, f.db, why, sizeof(why)), 0);
 	CHECK_INT(db_hold_rotate(&c), 0);
 	CHECK(c.db_only);
 	insert(f.app, 3); /* restarts the WAL: slot 0 does not keep it */
