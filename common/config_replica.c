@@ -344,14 +344,15 @@ static int apply_url(struct walk *w, struct cfg_replica *r, const struct cfg_nod
 		cfg_error(w->e, un, kp, "%s%s%s", why, unsupported ? " (s3 and file only)" : "", note);
 		return -1;
 	}
-	/* As Litestream: a url and the parts it already names cannot both be given. */
-	if (at[RF_PATH] && u.path) {
+	/* As Litestream: a url and the parts it already names cannot both be given (a key
+	 * with no value, `path: $UNSET`, gives none) */
+	if (r->path && *r->path && u.path) {
 		walk_path(kp, sizeof(kp), path, "path");
 		cfg_error(w->e, at[RF_PATH], kp, "give either url or path, not both");
 		goto out;
 	}
 	/* on a file url, bucket is one of the S3 keys Litestream ignores there */
-	if (at[RF_BUCKET] && u.type == REPLICA_S3) {
+	if (r->bucket && *r->bucket && u.type == REPLICA_S3) {
 		walk_path(kp, sizeof(kp), path, "bucket");
 		cfg_error(w->e, at[RF_BUCKET], kp, "give either url or bucket, not both");
 		goto out;
@@ -360,7 +361,7 @@ static int apply_url(struct walk *w, struct cfg_replica *r, const struct cfg_nod
 	r->type = u.type;
 	at[RF_TYPE] = un;
 #define TAKE(field, idx)                            \
-	if (u.field && !at[idx]) {                  \
+	if (u.field && !(r->field && *r->field)) {  \
 		free(r->field);                     \
 		r->field = u.field;                 \
 		u.field = NULL;                     \

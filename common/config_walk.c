@@ -97,6 +97,9 @@ static int expand(struct walk *w, const struct cfg_node *v, const char *path, bo
 	 */
 	if (v->plain && !words)
 		trim_blanks(*out);
+	/* an exec of blanks only ("$APP_CMD" from a CRLF env file) is none, as an empty one */
+	if (v->plain && words && !(*out)[strspn(*out, " \t\r\n")])
+		(*out)[0] = '\0';
 	return 0;
 }
 

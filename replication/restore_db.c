@@ -164,7 +164,7 @@ static const char *full_fs(const char *path)
 		return "";
 	if (v.f_files > 0 && v.f_ffree == 0)
 		return "; its filesystem has no free inodes left (No space left on device)";
-	if (v.f_bfree == 0)
+	if (v.f_blocks > 0 && v.f_bfree == 0) /* ramfs and some FUSE count no blocks at all */
 		return "; its filesystem is full (No space left on device)";
 	return "";
 }

@@ -157,8 +157,12 @@ int rs_move_empty_aside(const char *target)
 	return 1;
 }
 
-/* Entries of sub back into statedir, where none of that name is (rollback). */
-static size_t move_back(const char *sub, const char *statedir)
+/*
+ * Entries of sub back into statedir, where none of that name is (rollback).
+ * Returns how many went back; *left (may be NULL) is true when some could
+ * not (sub then stays, holding them, kept).
+ */
+static size_t move_back(const char *sub, const char *statedir, bool *left)
 {
 	char from[PATH_MAX], to[PATH_MAX];
 	struct stat st;
@@ -176,8 +180,12 @@ static size_t move_back(const char *sub, const char *statedir)
 			n++;
 	}
 	closedir(d);
-	(void)rmdir(sub); /* empty unless something could not go back: then it stays, kept */
-	(void)fs_fsync_dir(statedir);
+	/* empty unless something could not go back: then it stays, kept */
+	bool stays = rmdir(sub) < 0 && errno != ENOENT;
+	if (fs_fsync_dir(statedir) < 0)
+		stays = true; /* the moves back may not outlive a crash */
+	if (left)
+		*left = stays;
 	return n;
 }
 
@@ -210,7 +218,7 @@ static int make_sub(const char *statedir, const char *ts, char *sub, size_t len)
  * 0, or -1 (logged).
  */
 static int aside_within(const char *statedir, const char *why, int rename_errno, char *moved,
-			size_t mlen)
+			size_t mlen, bool *left)
 {
 	char ts[40], sub[PATH_MAX], from[PATH_MAX], to[PATH_MAX];
 	size_t n = 0;
@@ -245,12 +253,16 @@ static int aside_within(const char *statedir, const char *why, int rename_errno,
 out:
 	if (rc < 0) {
 		int e2 = errno;
-		size_t back = n ? move_back(sub, statedir) : 0;
+		bool stays = false;
+		size_t back = n ? move_back(sub, statedir, &stays) : 0;
 		if (n == 0 && made)
 			(void)rmdir(sub); /* an empty copy would count as one, and push a real one out */
 		log_error("restore", "cannot move the state directory aside, nor its state within it",
-			  "path=\"%s\" err=\"%s\" rename_err=\"%s\" moved_back=%zu moved=%zu", statedir,
-			  strerror(e2), strerror(rename_errno), back, n);
+			  "path=\"%s\" err=\"%s\" rename_err=\"%s\" moved_back=%zu moved=%zu%s%s%s",
+			  statedir, strerror(e2), strerror(rename_errno), back, n,
+			  stays ? " left_in=\"" : "", stays ? sub : "", stays ? "\"" : "");
+		if (left)
+			*left = stays;
 		errno = e2;
 		return -1;
 	}
@@ -264,17 +276,26 @@ out:
 	return 0;
 }
 
-int rs_move_state_aside(const char *statedir, const char *why, char *moved, size_t mlen)
+/* rs_move_state_aside; *left: a failed move within left some state where it went. */
+static int move_state_aside(const char *statedir, const char *why, char *moved, size_t mlen,
+			    bool *left)
 {
 	struct stat st;
+	*left = false;
 	if (moved && mlen)
 		moved[0] = '\0';
 	if (lstat(statedir, &st) < 0 || aside_or_errno(statedir, "old", why, moved, mlen) == 0)
 		return 0;
 	int e = errno;
 	if (S_ISDIR(st.st_mode) && (e == EBUSY || e == EACCES || e == EPERM || e == EXDEV || e == EROFS))
-		return aside_within(statedir, why, e, moved, mlen);
+		return aside_within(statedir, why, e, moved, mlen, left);
 	return aside_failed(statedir);
+}
+
+int rs_move_state_aside(const char *statedir, const char *why, char *moved, size_t mlen)
+{
+	bool left;
+	return move_state_aside(statedir, why, moved, mlen, &left);
 }
 
 /*
@@ -311,7 +332,7 @@ static int aside_beside(const char *target, const char *to, const char *suffix, 
  * or the state that makes its replica's history its own (the next start
  * would compare tables, and could refuse that history for good).
  */
-static void put_back(const char *target, const char *to, const char *why)
+static bool put_back(const char *target, const char *to, const char *why, bool with_state)
 {
 	char from[PATH_MAX], back[PATH_MAX];
 	bool all = true;
@@ -322,13 +343,22 @@ static void put_back(const char *target, const char *to, const char *why)
 			all = false;
 			log_error("restore", "cannot move a file back", "path=\"%s\" to=\"%s\" "
 				  "err=\"%s\"", from, back, strerror(errno));
+			if (!*sfx)
+				break; /* its -wal and -shm stay beside it, where SQLite finds them */
 		}
 	}
-	(void)fs_fsync_parent(target);
+	if (fs_fsync_parent(target) < 0) {
+		all = false;
+		log_error("restore", "cannot sync the directory after moving the database back: "
+			  "the move back may not outlive a crash", "path=\"%s\" err=\"%s\"", target,
+			  strerror(errno));
+	}
 	if (all)
-		log_warn("restore", "moved back: the local database stays in place with its "
-			 "state, nothing restored", "path=\"%s\" from=\"%s\" why=\"%s\"", target, to,
-			 why);
+		log_warn("restore", with_state ? "moved back: the local database stays in place with "
+			 "its state, nothing restored" : "moved back: the local database stays in place, "
+			 "nothing restored, but its state could not be put back (see above)",
+			 "path=\"%s\" from=\"%s\" why=\"%s\"", target, to, why);
+	return all;
 }
 
 int rs_move_local_aside(const char *target, const char *statedir, char *moved, size_t mlen,
@@ -341,14 +371,15 @@ int rs_move_local_aside(const char *target, const char *statedir, char *moved, s
 	if (aside(target, "replaced", why, to, sizeof(to)) < 0)
 		return -1;
 	const char *fail = NULL;
+	bool left = false;
 	if (aside_beside(target, to, "-wal", why) < 0 || aside_beside(target, to, "-shm", why) < 0)
 		fail = "its -wal or -shm could not be moved aside with it";
-	else if (statedir && rs_move_state_aside(statedir, "it described the database moved aside",
-						 smoved, slen) < 0)
+	else if (statedir && move_state_aside(statedir, "it described the database moved aside",
+					      smoved, slen, &left) < 0)
 		fail = "its state directory could not be moved aside";
 	if (fail) {
 		int e = errno;
-		put_back(target, to, fail);
+		(void)put_back(target, to, fail, !left);
 		errno = e;
 		return -1;
 	}
@@ -361,18 +392,28 @@ void rs_put_local_back(const char *target, const char *moved, const char *stated
 			const char *smoved, const char *why)
 {
 	size_t n = statedir ? strlen(statedir) : 0;
+	bool state_ok = true;
 	if (statedir && smoved && smoved[0]) {
+		bool left = false;
 		if (!strncmp(smoved, statedir, n) && smoved[n] == '/') {
-			(void)move_back(smoved, statedir); /* moved within: its entries go back */
+			(void)move_back(smoved, statedir, &left); /* moved within: its entries go back */
+			if (left)
+				log_error("restore", "cannot move the state back: some of it stays where it "
+					  "was moved", "path=\"%s\" to=\"%s\"", smoved, statedir);
 		} else if (rename(smoved, statedir) < 0) {
+			left = true;
 			log_error("restore", "cannot move the state directory back", "path=\"%s\" "
 				  "to=\"%s\" err=\"%s\"", smoved, statedir, strerror(errno));
-		} else {
-			(void)fs_fsync_parent(statedir);
+		} else if (fs_fsync_parent(statedir) < 0) {
+			left = true;
+			log_error("restore", "cannot sync the directory after moving the state back: "
+				  "the move back may not outlive a crash", "path=\"%s\" err=\"%s\"",
+				  statedir, strerror(errno));
 		}
+		state_ok = !left;
 	}
 	if (moved && moved[0])
-		put_back(target, moved, why);
+		(void)put_back(target, moved, why, state_ok);
 }
 
 /* When statedir was last written: t or one of its records, whichever is newer. */

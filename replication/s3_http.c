@@ -236,8 +236,11 @@ static size_t on_write(char *buf, size_t size, size_t n, void *ud)
 			x->bad_range = true;
 			return 0;
 		}
-		if (etag_differs(x->etag, x->resp->etag)) {
-			/* a resume answered by another version (a server ignoring If-Match) */
+		if (etag_differs(x->etag, x->resp->etag) ||
+		    (x->resume_from > 0 && x->etag[0] && !x->resp->etag[0])) {
+			/* a resume answered by another version (a server ignoring If-Match), or
+			 * by one that names none: with no If-Match sent (a weak tag), nothing
+			 * else would tell the two apart */
 			x->changed = true;
 			return 0;
 		}
@@ -439,7 +442,7 @@ static void classify_curl(CURLcode rc, const char *errbuf, const struct xfer *x,
 	if (x->changed) {
 		o->status = ST_TRANSIENT;
 		snprintf(o->cause, sizeof(o->cause), "the object changed during the download (ETag %.100s, "
-			 "then %.100s)", x->etag, x->resp->etag);
+			 "then %.100s)", x->etag, x->resp->etag[0] ? x->resp->etag : "none");
 		return;
 	}
 	if (x->bad_range) {

@@ -601,3 +601,23 @@ def test_an_empty_exec_flag_leaves_the_configs_exec(litevisor_bin, tmp_path):
                        f"    replicas:\n      - url: file://{tmp_path}/rep\n")
     p = lv(litevisor_bin, "replicate", "-exec", "", "-config", str(cfgfile))
     assert p.returncode == 7, p.stderr
+
+
+def test_values_an_env_leaves_blank_count_as_none(litevisor_bin, tmp_path):
+    """As Litestream reads them after its whole-file expansion: an exec of blanks only
+    ("$APP_CMD" from a CRLF env file) is no exec, and `path:` or `bucket:` beside a url
+    with no value is none: both were refused (QA61 #3, #4). A host shortcut's region
+    holds when `region:` has no value."""
+    cfgfile = tmp_path / "c.yml"
+    cfgfile.write_text("exec: $APP_CMD\n"
+                       "dbs:\n  - path: /srv/a.db\n    replicas:\n"
+                       "      - url: file:///backups/a\n        path: $UNSET_PATH\n"
+                       "      - url: s3://bkt.s3.us-west-000.backblazeb2.com/a\n"
+                       "        bucket: $UNSET_BUCKET\n        region: $UNSET_REGION\n")
+    p = run(litevisor_bin, "-config", str(cfgfile), env={"APP_CMD": " \r\n"})
+    assert p.returncode == 0, p.stderr
+    cfg = yaml.safe_load(p.stdout)
+    assert not cfg.get("exec"), cfg
+    f, s3 = cfg["dbs"][0]["replicas"]
+    assert f["path"] == "/backups/a", f
+    assert s3["bucket"] == "bkt" and s3["region"] == "us-west-000", s3

@@ -1106,6 +1106,32 @@ def test_a_target_out_of_inodes_is_said_as_such(tmp_path, litevisor_bin, history
         assert "No such file or directory" not in ln or "no free inodes" in ln, ln
 
 
+def test_an_io_error_on_a_filesystem_that_counts_no_blocks_is_not_called_full(
+        tmp_path, litevisor_bin, history):
+    """ramfs (and FUSE filesystems without statfs) report 0 blocks and 0 free: every
+    failed open of the temp database was called "its filesystem is full" (QA61 #2)."""
+    rep = tmp_path / "rep"
+    history.write(str(rep))
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    out = mnt / "out.db"
+    script = ('mount -t ramfs ramfs "$M" || exit 99; '
+              'LD_PRELOAD="$SO" FAULT_OP=pread FAULT_PATH="$M/out.db.litevisor-restore" FAULT_N=2 '
+              'ASAN_OPTIONS=verify_asan_link_order=0 "$LV" restore -o "$M/out.db" "file://$REP"; '
+              'echo "rc=$?"; umount "$M"')
+    p = subprocess.run(["unshare", "-rm", "sh", "-c", script],
+                       env=dict(os.environ, M=str(mnt), LV=litevisor_bin, REP=str(rep),
+                                SO=os.path.join(TOOLS, "faultinject.so")),
+                       capture_output=True, text=True, timeout=120)
+    if p.returncode == 99 or "unshare" in p.stderr:
+        pytest.skip(f"cannot mount a ramfs here: {p.stderr.strip()}")
+    assert "rc=1" in p.stdout, p.stdout + p.stderr
+    last = p.stderr.strip().splitlines()[-1]
+    assert "Input/output error" in last, last
+    assert "full" not in last and "No space left" not in last, last
+    assert not out.exists()
+
+
 def test_existing_output_is_never_overwritten(tmp_path, litevisor_bin, history):
     rep = tmp_path / "rep"
     history.write(str(rep))
@@ -1240,6 +1266,38 @@ def test_a_failed_move_aside_leaves_the_database_in_place_with_its_state(tmp_pat
     assert db.read_bytes() == before, p.stderr
     assert sorted(os.listdir(state)) == records, p.stderr
     assert sorted(os.listdir(db.parent)) == [".app.db-litevisor", "app.db"], p.stderr
+
+
+def test_a_failed_move_back_is_not_called_done(tmp_path, history):
+    """Two faults: the restored file cannot take its place, and the state directory's
+    move back fails too. The log said "the local database stays in place with its
+    state" while the state stayed aside (QA61 #1). It says what stayed where now."""
+    rep = tmp_path / "rep"
+    history.write(str(rep), upto=3)
+    db = tmp_path / "app" / "app.db"
+    db.parent.mkdir()
+    state = db.parent / ".app.db-litevisor"
+    cfg = write_config(tmp_path / "lv.yml", db, [{"name": "nas", "url": f"file://{rep}"}])
+    p, res = restore_tool(cfg)
+    assert res[0]["outcome"] == "restored", p.stderr
+    shutil.rmtree(rep)
+    history.write(str(rep))  # the replica moves ahead
+    before = sorted(os.listdir(state))
+    # renames: the database aside (its -wal/-shm), the state directory aside, then the
+    # restored file into place and the state's move back: both fail
+    k = sum(os.path.exists(f"{db}{x}") for x in ("-wal", "-shm"))
+    log = tmp_path / "faults"
+    env = faulty("rename", f"{db.parent}/", 3 + k)
+    env.update(FAULT_COUNT="2", FAULT_LOG=str(log))
+    tool = os.path.join(TOOLS, "restore_tool")
+    p = subprocess.run([tool, str(cfg)], capture_output=True, text=True, timeout=60, env=env)
+    assert log.exists() and len(log.read_text().splitlines()) == 2, p.stderr
+    assert "cannot move the state directory back" in p.stderr, p.stderr
+    assert "stays in place with its state" not in p.stderr, p.stderr
+    assert "but its state could not be put back" in p.stderr, p.stderr
+    assert not state.exists()
+    olds = [n for n in os.listdir(db.parent) if n.startswith(".app.db-litevisor.old-")]
+    assert len(olds) == 1 and sorted(os.listdir(db.parent / olds[0])) == before
 
 
 def test_run_path_takes_the_restored_generations_database_id(tmp_path, history):

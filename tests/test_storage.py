@@ -986,7 +986,8 @@ class ReframeProxy(FaultProxy):
     None as it came; ("unsized", keep): without Content-Length nor chunked, the body
     then ending where the connection closes (HTTP/1.1 allows it; some proxies answer
     so), only keep(len) bytes of it; ("noend",): chunked, the whole body in one chunk
-    but not the last, empty chunk; ("raw", bytes): bytes instead of forwarding; a
+    but not the last, empty chunk; ("noetag",): whole, its ETag removed; ("raw",
+    bytes): bytes instead of forwarding; a
     callable: called first, then as None; a last element "weak" also makes the answer's
     ETag weak (W/"..."), as a re-encoding proxy may. requests: (method, target) in order."""
 
@@ -1038,7 +1039,10 @@ class ReframeProxy(FaultProxy):
             if action[-1] == "weak":
                 headers = [b"ETag: W/" + ln.split(b":", 1)[1].strip()
                            if ln.lower().startswith(b"etag:") else ln for ln in headers]
-            if action[0] == "unsized":
+            if action[0] == "noetag":
+                out = [h for h in headers if not h.lower().startswith(b"etag:")] + [
+                    b"Content-Length: %d" % len(body), b"Connection: close"]
+            elif action[0] == "unsized":
                 out = headers + [b"Connection: close"]
                 body = body[:action[1](len(body))]
             else:
@@ -1093,6 +1097,35 @@ def test_s3_download_resumed_across_a_weak_etag_is_the_same_object(s3server, tmp
     assert sha256_file(dst) == digest
     assert [m for m, _ in proxy.requests] == ["GET", "HEAD", "GET"], proxy.requests
     assert "without Content-Length, ended at byte" in r.stderr, r.stderr
+
+
+def test_s3_resume_that_names_no_version_is_not_spliced(s3server, tmp_path):
+    """After a weak ETag no If-Match goes with the resume, and a 206 without an ETag
+    was taken as it came: a replaced object came back as the old one's first third
+    and the new one's rest, called success (QA61 #5). A resumed answer must name its
+    version when the first one did."""
+    srv = s3server()
+    src, new, dst = tmp_path / "src", tmp_path / "new", tmp_path / "dst"
+    write_random(src, 2 * MiB + 3)
+    write_random(new, 2 * MiB + 3)
+    direct = s3_replica(srv)
+    direct.put(src, "obj").ok()
+
+    def rule(m, t, n):
+        if m == "GET" and n == 0:
+            return ("unsized", lambda size: size // 3, "weak")
+        if m == "GET" and n == 1:
+            direct.put(new, "obj").ok()  # another writer replaced it meanwhile
+            return ("noetag",)
+        return None
+
+    proxy, rep = reframed(srv, rule)
+    try:
+        r = rep.get("obj", dst)
+    finally:
+        proxy.close()
+    assert r.rc == EXIT["transient"], r.stderr
+    assert "the object changed during the download" in r.stderr + json.dumps(r.res), r.res
 
 
 def test_s3_download_whose_framing_promised_more_than_the_object_is_whole(s3server, tmp_path):
