@@ -82,12 +82,12 @@ static bool own(struct eng_db *d, const char *id)
  * The replica lost what this process wrote of the current generation (a NAS
  * share remounted empty, a bucket prefix cleaned): its segments would go on
  * into a generation with no snapshot, restorable by neither tool, and a
- * snapshot at this index would not mend an index whose start is gone. The
- * generation is in the listing ids, and its newest snapshot answers a stat,
- * or r leaves it for a new one. Only once r wrote a snapshot of it.
+ * snapshot at this index would not mend an index whose start is gone. Its
+ * newest snapshot must answer a stat (read-after-write consistent where
+ * listings may lag: QA60); missing at two looks in a row, r leaves the
+ * generation for a new one. Only once r wrote a snapshot of it.
  */
-static void check_ours(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1], size_t n,
-		       const struct st_call *call)
+static void check_ours(struct eng_replica *r, const struct st_call *call)
 {
 	struct eng_db *d = r->db;
 	char gen[17], key[LAYOUT_KEY_MAX], why[300];
@@ -99,20 +99,26 @@ static void check_ours(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1], s
 	memcpy(gen, d->gen, sizeof(gen));
 	uint32_t index = r->snap_index;
 	pthread_mutex_unlock(&d->mu);
-	if (!wrote)
+	if (!wrote) {
+		r->snap_missing[0] = '\0';
 		return;
-	bool listed = false;
-	for (size_t i = 0; i < n && !listed; i++)
-		listed = !strcmp(ids[i], gen);
+	}
 	layout_snapshot_key(key, gen, index);
-	int rc = listed ? storage_stat(r->st, key, &o, call, &err) : ST_NOT_FOUND;
+	int rc = storage_stat(r->st, key, &o, call, &err);
 	free(o.key);
-	if (rc != ST_NOT_FOUND)
-		return; /* there, or no answer: the next check looks again */
-	if (!listed)
-		snprintf(why, sizeof(why), "the replica no longer lists generation %s", gen);
-	else
-		snprintf(why, sizeof(why), "the replica no longer holds snapshot %s", key);
+	if (rc != ST_NOT_FOUND) {
+		r->snap_missing[0] = '\0'; /* there, or no answer: the next check looks again */
+		return;
+	}
+	if (strcmp(r->snap_missing, key) != 0) {
+		log_debug("engine", "the replica's newest snapshot did not answer a stat: looked at "
+			  "again at the next check", "db=%s replica=%s key=%s", d->stat.name,
+			  r->stat.name, key);
+		snprintf(r->snap_missing, sizeof(r->snap_missing), "%s", key);
+		return;
+	}
+	r->snap_missing[0] = '\0';
+	snprintf(why, sizeof(why), "the replica no longer holds snapshot %s", key);
 	log_warn("engine", "the replica lost this generation's objects (emptied or unmounted under "
 		 "us?): starting a new generation, so that it is restorable again", "db=%s "
 		 "replica=%s why=\"%s\"", d->stat.name, r->stat.name, why);
@@ -130,12 +136,12 @@ void writers_check(struct eng_replica *r)
 	if (!r->writers_primed)
 		return; /* the replica's position is not known yet: nothing to compare with */
 	replica_call_for(r, &call, false);
+	check_ours(r, &call);
 	if (catalog_generations(r->st, &ids, &n, &call, &err) < 0) {
 		log_debug("engine", "cannot list generations to look for another writer",
 			  "db=%s replica=%s err=\"%s\"", d->stat.name, r->stat.name, err.message);
 		return;
 	}
-	check_ours(r, ids, n, &call);
 	for (size_t i = 0; i < n; i++) {
 		if (seen(r, ids[i]))
 			continue;
