@@ -664,6 +664,17 @@ static int copy_wal(struct eng_db *d)
 			rc = -1;
 			goto out;
 		}
+		/* the lock went with the deleted files: taken again on the new ones, or another
+		 * process that took them meanwhile is left alone (QA60 #2) */
+		for (int k = 0; k < 2; k++) {
+			if (d->state_fd[k] >= 0)
+				close(d->state_fd[k]);
+			d->state_fd[k] = -1;
+		}
+		if (take_state(d) != 0) {
+			rc = -1;
+			goto out;
+		}
 		if ((rc = start_generation(d, why)) < 0)
 			goto out;
 		if (id[0] && localstate_write_database_id(d->dir, id, uid, gid) < 0)

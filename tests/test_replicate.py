@@ -359,21 +359,26 @@ def test_wal_changed_while_down_starts_new_generation(run, tmp_path, litestream_
     check_restore(litestream_bin, rep, db, tmp_path / "out.db")
 
 
-@pytest.mark.parametrize("what", ["state", "shadow"])
+@pytest.mark.parametrize("what", ["state", "shadow", "parent"])
 def test_a_state_directory_deleted_while_running_costs_a_generation_not_the_commits(
-        run, tmp_path, litestream_bin, what):
+        run, tmp_path, litestream_bin, litevisor_bin, what):
     """The state directory (a tmp cleaner, a hand) or only its shadow WAL deleted while
     replicate runs: the engine wrote on into the deleted file, replicas could not open
     it, and no later commit reached them, with a WARN loop naming no path (QA59 #2). A
     restart then called the replica's history another node's and stopped replicating
-    (QA59 #3). The loss is seen now: a new generation, its state made again."""
-    db, rep, meta = tmp_path / "app.db", tmp_path / "rep", tmp_path / "meta"
+    (QA59 #3). The loss is seen now: a new generation, its state made again, and
+    locked again: with the lock file gone too (its parent deleted), a second
+    replicate of the database started beside the first (QA60 #2)."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    meta = tmp_path / "var" / "meta" if what == "parent" else tmp_path / "meta"
     create(db)
     cfg = config(tmp_path, db, [file_replica(rep, sync="100ms")], meta_path=meta)
     r = run(cfg)
     write(db, 50, start=1)
     check_restore_eventually(litestream_bin, rep, db, tmp_path / "a.db")
-    if what == "state":
+    if what == "parent":
+        shutil.rmtree(meta.parent)
+    elif what == "state":
         shutil.rmtree(meta)
     else:
         for f in glob.glob(str(meta / "generations" / "*" / "wal" / "*.wal")):
@@ -382,6 +387,9 @@ def test_a_state_directory_deleted_while_running_costs_a_generation_not_the_comm
     check_restore_eventually(litestream_bin, rep, db, tmp_path / "b.db")
     assert "the local history was deleted: starting a new generation" in r.text()
     assert (meta / "database-id").exists()
+    second = subprocess.run([litevisor_bin, "replicate", "-config", str(cfg)],
+                            capture_output=True, text=True, timeout=60)
+    assert second.returncode == 111 and "in use by another" in second.stderr, second.stderr
     assert r.stop() == 0
     r2 = run(cfg)
     write(db, 10, start=2000)
