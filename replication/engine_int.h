@@ -216,6 +216,7 @@ struct eng_db {
 	int64_t locked_since;         /* monotonic: first failed open on another process's lock, 0 none */
 	bool locked_warned;
 	char open_why[320];           /* the failure to open last said (open_failed), "" none */
+	bool gone_said;               /* "the local history was deleted" said, not yet mended */
 	dev_t side_dev[2];
 	ino_t side_ino[2];
 	bool continuous;              /* the read hold has not lapsed since the last sync */

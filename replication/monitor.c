@@ -649,8 +649,11 @@ static int copy_wal(struct eng_db *d)
 	if (d->continuous && shadow_gone(d, why, sizeof(why))) {
 		/* the local history is lost: a new generation, from a snapshot, in a state
 		 * directory made again with the records it had (where the file stood, its id) */
-		log_error("engine", "the local history was deleted: starting a new generation",
-			  "db=%s why=\"%s\"", d->stat.name, why);
+		/* said once: until it succeeds, each pass tries again (QA62 #3) */
+		if (!d->gone_said)
+			log_error("engine", "the local history was deleted: starting a new generation",
+				  "db=%s why=\"%s\"", d->stat.name, why);
+		d->gone_said = true;
 		char id[sizeof(d->dbid)];
 		pthread_mutex_lock(&d->mu);
 		memcpy(id, d->dbid, sizeof(id));
@@ -659,8 +662,9 @@ static int copy_wal(struct eng_db *d)
 		gid_t gid;
 		localstate_owner(d->cfg, &uid, &gid);
 		if (localstate_ensure(d->cfg, d->dir) < 0) {
-			log_error("engine", "cannot create the state directory", "db=%s dir=\"%s\" "
-				  "err=\"%s\"", d->stat.name, d->dir, strerror(errno));
+			char e[PATH_MAX + 80];
+			snprintf(e, sizeof(e), "%s: %s", d->dir, strerror(errno));
+			open_failed(d, LOG_ERROR, "cannot create the state directory", e);
 			rc = -1;
 			goto out;
 		}
@@ -680,6 +684,11 @@ static int copy_wal(struct eng_db *d)
 		if (id[0] && localstate_write_database_id(d->dir, id, uid, gid) < 0)
 			log_warn("engine", "cannot write the database id to the local state again",
 				 "db=%s dir=\"%s\" err=\"%s\"", d->stat.name, d->dir, strerror(errno));
+		/* replicating again: what the waits said is over (QA62 #4) */
+		d->gone_said = false;
+		d->open_why[0] = '\0';
+		d->state_held_logged = false;
+		db_set_state(d, true, "replicating");
 	}
 	if (wal_open(d) < 0) {
 		/* no WAL file (yet): nothing committed since the last checkpoint */

@@ -168,8 +168,11 @@ static size_t move_back(const char *sub, const char *statedir, bool *left)
 	struct stat st;
 	size_t n = 0;
 	DIR *d = opendir(sub);
-	if (!d)
+	if (!d) {
+		if (left)
+			*left = errno != ENOENT; /* what it holds cannot be known: said to stay */
 		return 0;
+	}
 	struct dirent *e;
 	while ((e = readdir(d))) {
 		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
@@ -183,7 +186,9 @@ static size_t move_back(const char *sub, const char *statedir, bool *left)
 	/* empty unless something could not go back: then it stays, kept */
 	bool stays = rmdir(sub) < 0 && errno != ENOENT;
 	if (fs_fsync_dir(statedir) < 0)
-		stays = true; /* the moves back may not outlive a crash */
+		log_warn("restore", "cannot sync the state directory after moving its state back: "
+			 "the move back may not outlive a crash", "path=\"%s\" err=\"%s\"", statedir,
+			 strerror(errno));
 	if (left)
 		*left = stays;
 	return n;
@@ -332,33 +337,43 @@ static int aside_beside(const char *target, const char *to, const char *suffix, 
  * or the state that makes its replica's history its own (the next start
  * would compare tables, and could refuse that history for good).
  */
+/* base+sfx renamed to dst+sfx; absent is fine. false (logged) when it could not go. */
+static bool move_one(const char *base, const char *dst, const char *sfx)
+{
+	char from[PATH_MAX], to[PATH_MAX];
+	snprintf(from, sizeof(from), "%s%s", base, sfx);
+	snprintf(to, sizeof(to), "%s%s", dst, sfx);
+	if (rename(from, to) == 0 || errno == ENOENT)
+		return true;
+	log_error("restore", "cannot move a file back", "path=\"%s\" to=\"%s\" err=\"%s\"", from,
+		  to, strerror(errno));
+	return false;
+}
+
 static bool put_back(const char *target, const char *to, const char *why, bool with_state)
 {
-	char from[PATH_MAX], back[PATH_MAX];
-	bool all = true;
-	for (const char *sfx = ""; sfx; sfx = !*sfx ? "-wal" : !strcmp(sfx, "-wal") ? "-shm" : NULL) {
-		snprintf(from, sizeof(from), "%s%s", to, sfx);
-		snprintf(back, sizeof(back), "%s%s", target, sfx);
-		if (rename(from, back) < 0 && errno != ENOENT) {
-			all = false;
-			log_error("restore", "cannot move a file back", "path=\"%s\" to=\"%s\" "
-				  "err=\"%s\"", from, back, strerror(errno));
-			if (!*sfx)
-				break; /* its -wal and -shm stay beside it, where SQLite finds them */
-		}
+	/* its -wal first: the database never goes back without it (its last commits) */
+	bool all = move_one(to, target, "-wal");
+	if (all) {
+		(void)move_one(to, target, "-shm"); /* an index SQLite rebuilds: no data in it */
+		all = move_one(to, target, "");
+		if (!all) /* the -wal goes back beside it */
+			(void)move_one(target, to, "-wal");
 	}
-	if (fs_fsync_parent(target) < 0) {
-		all = false;
-		log_error("restore", "cannot sync the directory after moving the database back: "
-			  "the move back may not outlive a crash", "path=\"%s\" err=\"%s\"", target,
-			  strerror(errno));
+	if (!all) {
+		log_error("restore", "the local database stays where it was moved aside, with its "
+			  "-wal: put it back by hand", "path=\"%s\" at=\"%s\"", target, to);
+		return false;
 	}
-	if (all)
-		log_warn("restore", with_state ? "moved back: the local database stays in place with "
-			 "its state, nothing restored" : "moved back: the local database stays in place, "
-			 "nothing restored, but its state could not be put back (see above)",
-			 "path=\"%s\" from=\"%s\" why=\"%s\"", target, to, why);
-	return all;
+	if (fs_fsync_parent(target) < 0)
+		log_warn("restore", "cannot sync the directory after moving the database back: the "
+			 "move back may not outlive a crash", "path=\"%s\" err=\"%s\"", target,
+			 strerror(errno));
+	log_warn("restore", with_state ? "moved back: the local database stays in place with its "
+		 "state, nothing restored" : "moved back: the local database stays in place, nothing "
+		 "restored, but its state could not be put back (see above)", "path=\"%s\" "
+		 "from=\"%s\" why=\"%s\"", target, to, why);
+	return true;
 }
 
 int rs_move_local_aside(const char *target, const char *statedir, char *moved, size_t mlen,
@@ -405,10 +420,9 @@ void rs_put_local_back(const char *target, const char *moved, const char *stated
 			log_error("restore", "cannot move the state directory back", "path=\"%s\" "
 				  "to=\"%s\" err=\"%s\"", smoved, statedir, strerror(errno));
 		} else if (fs_fsync_parent(statedir) < 0) {
-			left = true;
-			log_error("restore", "cannot sync the directory after moving the state back: "
-				  "the move back may not outlive a crash", "path=\"%s\" err=\"%s\"",
-				  statedir, strerror(errno));
+			log_warn("restore", "cannot sync the directory after moving the state back: "
+				 "the move back may not outlive a crash", "path=\"%s\" err=\"%s\"",
+				 statedir, strerror(errno));
 		}
 		state_ok = !left;
 	}

@@ -431,6 +431,45 @@ def test_a_replica_emptied_under_the_writer_is_made_restorable_again(run, tmp_pa
     assert r.stop() == 0
 
 
+def test_a_rebuilt_state_another_process_holds_waits_quietly_then_goes_on(run, tmp_path,
+                                                                            litestream_bin):
+    """The state directory deleted, and its new lock taken by another process before the
+    engine could: an ERROR at every pass (60 in 3 s), and once the other let go, the
+    new generation came but the state stayed "in use by another" (QA62 #3, #4). Said
+    once now, and the state is "replicating" again when it goes on."""
+    import urllib.request
+    from conftest import free_port
+    db, rep, meta = tmp_path / "app.db", tmp_path / "rep", tmp_path / "meta"
+    create(db)
+    port = free_port()
+    cfg = config(tmp_path, db, [file_replica(rep, sync="100ms")], meta_path=meta / "st")
+    cfg.write_text(f"addr: 127.0.0.1:{port}\n" + cfg.read_text())
+
+    def state():
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        return re.search(rb'^litevisor_db_replicating\{[^}]*\} (\S+)$', body, re.M).group(1)
+    r = run(cfg)
+    write(db, 10, start=1)
+    check_restore_eventually(litestream_bin, rep, db, tmp_path / "a.db")
+    fresh = tmp_path / "meta.new"
+    (fresh / "st").mkdir(parents=True)
+    lock = open(fresh / "st.lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        shutil.rmtree(meta)
+        fresh.rename(meta)
+        for i in range(30):
+            write(db, 1, start=100 + i)
+            time.sleep(0.1)
+        assert r.text().count("the local history was deleted") == 1, r.text()
+    finally:
+        lock.close()
+    write(db, 10, start=200)
+    check_restore_eventually(litestream_bin, rep, db, tmp_path / "b.db")
+    wait_for(lambda: state() == b"1", what="the state to say replicating", log=r.text)
+    assert r.stop() == 0
+
+
 def test_two_replicas_with_different_intervals(run, tmp_path, litestream_bin):
     db, fast, slow = tmp_path / "app.db", tmp_path / "fast", tmp_path / "slow"
     create(db)

@@ -1300,6 +1300,41 @@ def test_a_failed_move_back_is_not_called_done(tmp_path, history):
     assert len(olds) == 1 and sorted(os.listdir(db.parent / olds[0])) == before
 
 
+def test_a_database_never_goes_back_without_its_wal(tmp_path, history):
+    """The move aside fails at its -wal and the move back of that -wal fails too: the
+    database went back first and its -wal stayed beside no database, the app seeing
+    its last commit gone (QA62 #1). The -wal goes first now; the database stays with
+    it, where the log says."""
+    rep = tmp_path / "rep"
+    history.write(str(rep), upto=3)
+    db = tmp_path / "app" / "app.db"
+    db.parent.mkdir()
+    cfg = write_config(tmp_path / "lv.yml", db, [{"name": "nas", "url": f"file://{rep}"}])
+    p, res = restore_tool(cfg)
+    assert res[0]["outcome"] == "restored", p.stderr
+    shutil.rmtree(rep)
+    history.write(str(rep))  # the replica moves ahead
+    subprocess.run(["/usr/bin/python3", "-c", "import os, sqlite3, sys\n"
+                    "c = sqlite3.connect(sys.argv[1]); c.execute('PRAGMA journal_mode=wal')\n"
+                    "c.execute('PRAGMA wal_autocheckpoint=0')\n"
+                    "c.execute('INSERT INTO t (v) VALUES (1)'); c.commit(); os._exit(0)", str(db)],
+                   check=True, timeout=30)
+    assert os.path.exists(f"{db}-wal")
+    want = rows(db)
+    log = tmp_path / "faults"
+    env = faulty("rename", "app.db-", 1)
+    env.update(FAULT_COUNT="2", FAULT_LOG=str(log))
+    p = subprocess.run([os.path.join(TOOLS, "restore_tool"), str(cfg)], capture_output=True,
+                       text=True, timeout=60, env=env)
+    assert log.exists(), p.stderr
+    assert "stays where it was moved aside, with its -wal" in p.stderr, p.stderr
+    moved = [n for n in os.listdir(db.parent) if n.startswith("app.db.replaced-") and
+             not n.endswith(("-wal", "-shm"))]
+    assert len(moved) == 1 and os.path.exists(db.parent / f"{moved[0]}-wal"), os.listdir(db.parent)
+    assert moved[0] in p.stderr
+    assert rows(db.parent / moved[0]) == want
+
+
 def test_run_path_takes_the_restored_generations_database_id(tmp_path, history):
     """The restored generation's label (generations/<gen>/database/<id>) names the
     database from then on: the restore writes it into the new local state. A local
