@@ -677,6 +677,17 @@ static void refuse_older(struct eng_replica *r, const char *why)
 	pthread_mutex_unlock(&r->db->mu);
 }
 
+void replica_leave_generation(struct eng_replica *r, const char *gen, const char *why)
+{
+	struct eng_db *d = r->db;
+	pthread_mutex_lock(&d->mu);
+	memcpy(r->await_gen, gen, sizeof(r->await_gen));
+	r->pos_known = false;
+	monitor_request_generation(d, gen, why);
+	pthread_mutex_unlock(&d->mu);
+	(void)localstate_clear_closed(d->dir, r->stat.name);
+}
+
 /*
  * The replica holds generation gen, the database's current one, in another
  * form than r's age: settings write now (encryption turned on or off, or the
@@ -701,24 +712,9 @@ static void form_changed(struct eng_replica *r, const char *gen, const struct st
 		 r->cfg->age.set ? "yes" : "no", err->message);
 	snprintf(why, sizeof(why), "replica %.60s: the age: settings changed (%.290s)", r->stat.name,
 		 err->message);
-	pthread_mutex_lock(&d->mu);
-	memcpy(r->await_gen, gen, sizeof(r->await_gen));
-	r->pos_known = false;
-	monitor_request_generation(d, gen, why);
-	pthread_mutex_unlock(&d->mu);
-	(void)localstate_clear_closed(d->dir, r->stat.name);
+	replica_leave_generation(r, gen, why);
 }
 
-void replica_leave_generation(struct eng_replica *r, const char *gen, const char *why)
-{
-	struct eng_db *d = r->db;
-	pthread_mutex_lock(&d->mu);
-	memcpy(r->await_gen, gen, sizeof(r->await_gen));
-	r->pos_known = false;
-	monitor_request_generation(d, gen, why);
-	pthread_mutex_unlock(&d->mu);
-	(void)localstate_clear_closed(d->dir, r->stat.name);
-}
 
 /* Where does the replica stand? Sets pos/need_snapshot. Returns 0 or -1 (noted). */
 static int init_position(struct eng_replica *r, int64_t *next_snapshot)
@@ -916,12 +912,7 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 				log_warn("replica", "replica holds another history of this generation: "
 					 "starting a new generation rather than writing into it",
 					 "db=%s replica=%s why=\"%s\"", d->stat.name, r->stat.name, why);
-				pthread_mutex_lock(&d->mu);
-				memcpy(r->await_gen, gen, sizeof(gen));
-				r->pos_known = false;
-				monitor_request_generation(d, gen, why);
-				pthread_mutex_unlock(&d->mu);
-				(void)localstate_clear_closed(d->dir, r->stat.name);
+				replica_leave_generation(r, gen, why);
 				free(ids);
 				catalog_generation_release(&g);
 				return 0;

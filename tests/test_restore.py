@@ -1234,6 +1234,21 @@ def test_run_path_existing_db_policies(tmp_path, history):
     assert rows(moved) == history.states[2][2]  # kept, never deleted
 
 
+def local_behind_replica(tmp_path, history):
+    """A database restored from a file replica, which then moves ahead (written
+    elsewhere): (db, cfg) for a newest-wins restore onto it."""
+    rep = tmp_path / "rep"
+    history.write(str(rep), upto=3)
+    db = tmp_path / "app" / "app.db"
+    db.parent.mkdir()
+    cfg = write_config(tmp_path / "lv.yml", db, [{"name": "nas", "url": f"file://{rep}"}])
+    p, res = restore_tool(cfg)
+    assert res[0]["outcome"] == "restored", p.stderr
+    shutil.rmtree(rep)
+    history.write(str(rep))
+    return db, cfg
+
+
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_a_failed_move_aside_leaves_the_database_in_place_with_its_state(tmp_path, history, n):
     """The directory's fsync fails after the nth rename of a newest-wins restore: the
@@ -1243,16 +1258,8 @@ def test_a_failed_move_aside_leaves_the_database_in_place_with_its_state(tmp_pat
     restored file was taken back and the old one not put back (3) (QA59 #1). Now a
     move that may not outlive a crash is taken back, and so is the whole move aside
     when the restored file cannot take its place."""
-    rep = tmp_path / "rep"
-    history.write(str(rep), upto=3)
-    db = tmp_path / "app" / "app.db"
-    db.parent.mkdir()
+    db, cfg = local_behind_replica(tmp_path, history)
     state = db.parent / ".app.db-litevisor"
-    cfg = write_config(tmp_path / "lv.yml", db, [{"name": "nas", "url": f"file://{rep}"}])
-    p, res = restore_tool(cfg)
-    assert res[0]["outcome"] == "restored", p.stderr
-    shutil.rmtree(rep)
-    history.write(str(rep))  # the replica moves ahead, written elsewhere
     before = db.read_bytes()
     records = sorted(os.listdir(state))
     log = tmp_path / "faults"
@@ -1272,16 +1279,8 @@ def test_a_failed_move_back_is_not_called_done(tmp_path, history):
     """Two faults: the restored file cannot take its place, and the state directory's
     move back fails too. The log said "the local database stays in place with its
     state" while the state stayed aside (QA61 #1). It says what stayed where now."""
-    rep = tmp_path / "rep"
-    history.write(str(rep), upto=3)
-    db = tmp_path / "app" / "app.db"
-    db.parent.mkdir()
+    db, cfg = local_behind_replica(tmp_path, history)
     state = db.parent / ".app.db-litevisor"
-    cfg = write_config(tmp_path / "lv.yml", db, [{"name": "nas", "url": f"file://{rep}"}])
-    p, res = restore_tool(cfg)
-    assert res[0]["outcome"] == "restored", p.stderr
-    shutil.rmtree(rep)
-    history.write(str(rep))  # the replica moves ahead
     before = sorted(os.listdir(state))
     # renames: the database aside (its -wal/-shm), the state directory aside, then the
     # restored file into place and the state's move back: both fail
@@ -1305,15 +1304,7 @@ def test_a_database_never_goes_back_without_its_wal(tmp_path, history):
     database went back first and its -wal stayed beside no database, the app seeing
     its last commit gone (QA62 #1). The -wal goes first now; the database stays with
     it, where the log says."""
-    rep = tmp_path / "rep"
-    history.write(str(rep), upto=3)
-    db = tmp_path / "app" / "app.db"
-    db.parent.mkdir()
-    cfg = write_config(tmp_path / "lv.yml", db, [{"name": "nas", "url": f"file://{rep}"}])
-    p, res = restore_tool(cfg)
-    assert res[0]["outcome"] == "restored", p.stderr
-    shutil.rmtree(rep)
-    history.write(str(rep))  # the replica moves ahead
+    db, cfg = local_behind_replica(tmp_path, history)
     subprocess.run(["/usr/bin/python3", "-c", "import os, sqlite3, sys\n"
                     "c = sqlite3.connect(sys.argv[1]); c.execute('PRAGMA journal_mode=wal')\n"
                     "c.execute('PRAGMA wal_autocheckpoint=0')\n"
