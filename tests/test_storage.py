@@ -1048,7 +1048,10 @@ class ReframeProxy(FaultProxy):
             else:
                 out = headers + [b"Transfer-Encoding: chunked", b"Connection: close"]
                 body = b"%x\r\n" % len(body) + body + b"\r\n"
-            c.sendall(b"\r\n".join([status] + out) + b"\r\n\r\n" + body)
+            try:
+                c.sendall(b"\r\n".join([status] + out) + b"\r\n\r\n" + body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client may hang up once it has seen enough (a changed ETag)
 
 
 def reframed(srv, rule):
