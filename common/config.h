@@ -284,10 +284,11 @@ int config_addr_split(const char *addr, char *host, size_t hostlen, char *port, 
 
 /*
  * Make a database or file replica path absolute exactly as config_load does:
- * "~/" against $HOME, a relative path against the working directory ($PWD
- * when it names it, as Go's os.Getwd; no symlink resolution), cleaned lexically as Litestream's filepath.Abs does
- * ("/a//b/./c/../" is "/a/b"). Returns a malloc'd path, or
- * NULL with err set (empty path, $HOME unset, no working directory, too long).
+ * "~/" against $HOME (else the password file's home), a relative path
+ * against the working directory ($PWD when it names it, as Go's os.Getwd; no
+ * symlink resolution), cleaned lexically as Litestream's filepath.Abs does
+ * ("/a//b/./c/../" is "/a/b"). Returns a malloc'd path, or NULL with err set
+ * (empty path, no home, no working directory, too long).
  */
 char *config_abs_path(const char *p, char *err, size_t errlen);
 

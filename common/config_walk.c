@@ -9,6 +9,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -667,6 +668,20 @@ static char *working_dir(char *buf, size_t len)
 	return getcwd(buf, len);
 }
 
+/*
+ * "~": $HOME, else the password file's home for our uid (Litestream asks
+ * user.Current(), which reads the password file; a service started by
+ * systemd or Nomad often has no $HOME). NULL when neither names one.
+ */
+static const char *home_dir(void)
+{
+	const char *home = getenv("HOME");
+	if (home && *home)
+		return home;
+	struct passwd *pw = getpwuid(getuid());
+	return pw && pw->pw_dir && *pw->pw_dir ? pw->pw_dir : NULL;
+}
+
 char *cfg_abs_path(const char *p)
 {
 	char buf[4096];
@@ -674,8 +689,8 @@ char *cfg_abs_path(const char *p)
 	if (p[0] == '/') {
 		n = snprintf(buf, sizeof(buf), "%s", p);
 	} else if (p[0] == '~' && (p[1] == '/' || !p[1])) {
-		const char *home = getenv("HOME");
-		if (!home || !*home)
+		const char *home = home_dir();
+		if (!home)
 			return NULL;
 		n = snprintf(buf, sizeof(buf), "%s%s", home, p + 1);
 	} else {
@@ -693,13 +708,13 @@ char *cfg_abs_path(const char *p)
 
 char *config_abs_path(const char *p, char *err, size_t errlen)
 {
-	const char *home = getenv("HOME");
 	if (!*p) {
 		snprintf(err, errlen, "empty path");
 		return NULL;
 	}
-	if (p[0] == '~' && (p[1] == '/' || !p[1]) && (!home || !*home)) {
-		snprintf(err, errlen, "cannot expand \"~\" in \"%s\": $HOME is not set", p);
+	if (p[0] == '~' && (p[1] == '/' || !p[1]) && !home_dir()) {
+		snprintf(err, errlen, "cannot expand \"~\" in \"%s\": $HOME is not set and the "
+			 "password file names no home for uid %u", p, (unsigned)getuid());
 		return NULL;
 	}
 	errno = 0;

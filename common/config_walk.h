@@ -179,9 +179,9 @@ const char *cfg_other_place(const char *key, const struct field *here);
 int cfg_check_readable(struct walk *w, const struct cfg_node *v, const char *path, const char *file);
 
 /*
- * Make p absolute ("~/" → $HOME, relative → the working directory, $PWD when
- * it names it, as Go's os.Getwd) and clean it lexically
- * (pathnorm_clean, as Litestream does). Returns malloc'd or NULL.
+ * Make p absolute ("~/" → $HOME, else the password file's home; relative →
+ * the working directory, $PWD when it names it, as Go's os.Getwd) and clean
+ * it lexically (pathnorm_clean, as Litestream does). Returns malloc'd or NULL.
  */
 char *cfg_abs_path(const char *p);
 

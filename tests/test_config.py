@@ -553,6 +553,24 @@ def test_db_path_argument_and_config_name_are_found_as_litestream_finds_them(lit
     assert p.returncode == 0, p.stderr
 
 
+def test_a_tilde_without_home_is_the_password_files_home(litevisor_bin, tmp_path):
+    """A service started by systemd or Nomad may have no $HOME: "~/" is then the
+    password file's home for the user, as Litestream's user.Current() finds it; it was
+    "cannot make an absolute path"."""
+    import pwd
+    home = pwd.getpwuid(os.getuid()).pw_dir
+    cfgfile = tmp_path / "c.yml"
+    cfgfile.write_text("dbs:\n  - path: ~/app.db\n")
+    e = {k: v for k, v in os.environ.items()
+         if k != "HOME" and not k.startswith(("LITEVISOR_", "LITESTREAM_"))}
+    p = subprocess.run([litevisor_bin, "config", "-config", str(cfgfile)], capture_output=True,
+                       text=True, env=e, timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert yaml.safe_load(p.stdout)["dbs"][0]["path"] == os.path.join(home, "app.db")
+    p = run(litevisor_bin, "-config", str(cfgfile), env={"HOME": str(tmp_path)})
+    assert yaml.safe_load(p.stdout)["dbs"][0]["path"] == str(tmp_path / "app.db"), p.stderr
+
+
 def test_go_boolean_flag_spellings_are_accepted(litevisor_bin, tmp_path):
     """Flags are read as Go's flag package reads them: strconv.ParseBool's spellings
     (QA57 D2); anything else stays a usage error."""
