@@ -152,8 +152,8 @@ static int session_probe(struct session *s, const char *only, bool measure_all,
 		result_set(res, RESTORE_FAILED, "interrupted before writing anything");
 		return -1;
 	}
-	rs_choose(s->c, s->n, rc->clock_skew_ms, s->dbname, mode_name(rc->mode),
-		  answers_needed(s), &s->ch);
+	rs_choose(s->c, s->n, rc->clock_skew_ms, s->t.timestamp_ns, s->dbname,
+		  mode_name(rc->mode), answers_needed(s), &s->ch);
 	if (!s->quiet)
 		log_decision(s);
 	return 0;
@@ -185,6 +185,8 @@ static bool strict_unsettled(const struct session *s)
 /* The first user error a candidate reported (e.g. -index past the end), or NULL. */
 static const char *plan_error(const struct session *s)
 {
+	if (s->ch.blocked >= 0 && strstr(s->c[s->ch.blocked].nodata, "past the end"))
+		return s->c[s->ch.blocked].nodata;
 	for (size_t i = 0; i < s->n; i++)
 		if (s->c[i].state == RC_OK && !s->c[i].has_data && strstr(s->c[i].nodata, "past the end"))
 			return s->c[i].nodata;
@@ -198,6 +200,8 @@ static const char *plan_error(const struct session *s)
  */
 static const char *no_data_why(const struct session *s)
 {
+	if (s->ch.blocked >= 0)
+		return s->c[s->ch.blocked].nodata;
 	if (!s->t.generation && !rs_target_pit(&s->t))
 		return NULL;
 	for (size_t i = 0; i < s->n; i++)
@@ -1242,6 +1246,8 @@ int restore_explicit(const struct config *cfg, const struct cfg_db *db,
 		const char *pe = plan_error(&s);
 		if (pe)
 			result_set(res, RESTORE_NO_DATA, "%s", pe);
+		else if (s.ch.blocked >= 0)
+			result_set(res, RESTORE_NO_DATA, "no matching backups found (%s)", no_data_why(&s));
 		else if (s.ch.answered == 0 ||
 			 (s.ch.unreachable && s.ch.winner < 0 && !quorum_says_empty(&s)) ||
 			 strict_unsettled(&s))

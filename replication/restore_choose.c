@@ -13,6 +13,11 @@
  *    later time still wins and the decision says it was ambiguous. So does
  *    a winner whose own replica holds generations it could not tell apart
  *    from it by time (rs_plan.tied: a replica copied object by object).
+ *    With -timestamp, a generation's time is its newest object at or before
+ *    it (rs_gen_time_at), and a replica holding both orders them so too.
+ *    A candidate whose generation newer than the winner's cannot serve the
+ *    request (rs_plan.blocked: -index past its end, no snapshot by the
+ *    -timestamp) means no winner: the data asked for is in that generation.
  * 3. Within that generation, the highest end position (index, offset) wins.
  * 4. Among equal positions, a replica without holes (missing segments)
  *    first, then the lowest round-trip time, then the configuration order.
@@ -64,9 +69,12 @@ static const struct cat_generation *gen_any(const struct rs_cand *c, size_t n, c
 	return g;
 }
 
-/* Is generation a newer than b? Sets *ambiguous when the clocks could not tell. */
+/*
+ * Is generation a newer than b (times ta, tb: rs_gen_time_at by ts, a
+ * -timestamp or 0)? Sets *ambiguous when the clocks could not tell.
+ */
 static bool gen_newer(const struct rs_cand *c, size_t n, const char *a, int64_t ta, const char *b,
-		      int64_t tb, int64_t skew_ns, bool *ambiguous)
+		      int64_t tb, int64_t ts, int64_t skew_ns, bool *ambiguous)
 {
 	/*
 	 * A server holding both orders them with one clock, whatever the margin:
@@ -78,7 +86,7 @@ static bool gen_newer(const struct rs_cand *c, size_t n, const char *a, int64_t 
 		const struct cat_generation *ga = gen_on(&c[i], a), *gb = gen_on(&c[i], b);
 		if (!ga || !gb)
 			continue;
-		int o = catalog_gen_order(ga, gb);
+		int o = rs_gen_order_at(ga, gb, ts);
 		if (o)
 			votes[o > 0]++;
 		if (ga->min_ns != gb->min_ns)
@@ -106,7 +114,7 @@ static bool gen_newer(const struct rs_cand *c, size_t n, const char *a, int64_t 
 		return ta > tb;
 	/* the same second on two servers: what the listings tell (closed, started later) */
 	const struct cat_generation *ga = gen_any(c, n, a), *gb = gen_any(c, n, b);
-	int o = ga && gb ? catalog_gen_order(ga, gb) : 0;
+	int o = ga && gb ? rs_gen_order_at(ga, gb, ts) : 0;
 	if (o)
 		return o > 0;
 	return strcmp(a, b) > 0;
@@ -145,7 +153,7 @@ static const struct rs_cand *first_error(const struct rs_cand *c, size_t n)
 	return NULL;
 }
 
-void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, const char *dbname,
+void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, int64_t ts, const char *dbname,
 	       const char *mode, size_t need, struct rs_choice *out)
 {
 	int64_t skew_ns = skew_ms * NS_PER_MS;
@@ -154,6 +162,7 @@ void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, const char *dbname,
 
 	memset(out, 0, sizeof(*out));
 	out->winner = -1;
+	out->blocked = -1;
 	for (size_t i = 0; i < n; i++) {
 		c[i].rank = -1;
 		c[i].fallback_ok = false;
@@ -179,9 +188,26 @@ void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, const char *dbname,
 				best_t = t;
 			continue;
 		}
-		if (!best_gen || gen_newer(c, n, g, t, best_gen, best_t, skew_ns, &out->ambiguous)) {
+		if (!best_gen ||
+		    gen_newer(c, n, g, t, best_gen, best_t, ts, skew_ns, &out->ambiguous)) {
 			best_gen = g;
 			best_t = t;
+		}
+	}
+	/*
+	 * A candidate whose newest generation for the target cannot serve it
+	 * (an -index past its end, no snapshot by the -timestamp) tells where
+	 * the data asked for is: an older generation elsewhere is not it.
+	 */
+	for (size_t i = 0; best_gen && i < n; i++) {
+		const struct rs_plan *p = &c[i].plan;
+		bool ignored = false;
+		if (c[i].state == RC_OK && !c[i].has_data && p->blocked[0] &&
+		    strcmp(p->blocked, best_gen) != 0 &&
+		    gen_newer(c, n, p->blocked, p->blocked_ns, best_gen, best_t, ts, skew_ns,
+			      &ignored)) {
+			out->blocked = (int)i;
+			break;
 		}
 	}
 
@@ -237,10 +263,11 @@ void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, const char *dbname,
 	for (size_t i = 0; i < n && !lost && !listing; i++)
 		if (c[i].state != RC_OK && c[i].unfinished)
 			listing = &c[i];
-	if (lost || listing)
+	if (lost || listing || out->blocked >= 0)
 		out->winner = -1;
+	const struct rs_cand *blocker = out->blocked >= 0 ? &c[out->blocked] : NULL;
 
-	char pos[64], wpos[64], ts[40];
+	char pos[64], wpos[64], when[40];
 	for (size_t i = 0; i < n; i++) {
 		struct rs_cand *x = &c[i];
 		if (x == lost) {
@@ -255,6 +282,10 @@ void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, const char *dbname,
 			snprintf(x->verdict, sizeof(x->verdict),
 				 "ANSWERED, listings not finished in %lld ms: it might hold newer data",
 				 (long long)x->probe_ms);
+		} else if (blocker && x->rank >= 0) {
+			snprintf(x->verdict, sizeof(x->verdict), "not used: %s holds a newer "
+				 "generation (%s) that cannot serve this restore", blocker->name,
+				 blocker->plan.blocked);
 		} else if (listing && x->rank >= 0) {
 			snprintf(x->verdict, sizeof(x->verdict), "not used: %s might hold newer data",
 				 listing->name);
@@ -295,7 +326,7 @@ void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, const char *dbname,
 		} else {
 			snprintf(x->verdict, sizeof(x->verdict),
 				 "older generation (newest object %s%s)",
-				 clock_rfc3339(x->plan.newest_ns, ts, sizeof(ts)),
+				 clock_rfc3339(x->plan.newest_ns, when, sizeof(when)),
 				 out->ambiguous ? ", within the clock-skew margin" : "");
 		}
 	}
@@ -304,6 +335,10 @@ void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, const char *dbname,
 		snprintf(out->why, sizeof(out->why), "%s holds newer data than the candidates that "
 			 "could be read (%s at %s), but reading it failed: not restoring older data",
 			 lost->name, w->name, end_text(&w->plan, wpos, sizeof(wpos)));
+	else if (blocker)
+		snprintf(out->why, sizeof(out->why), "%s holds a newer generation than %s's (%s): %s; "
+			 "not restoring an older one", blocker->name, w->name, w->plan.generation,
+			 blocker->nodata);
 	else if (listing)
 		snprintf(out->why, sizeof(out->why), "%s answered but could not finish listing its "
 			 "objects in %lld ms (its error above; restore.wait-timeout bounds how long a "

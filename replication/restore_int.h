@@ -68,7 +68,8 @@ struct rs_plan {
 	struct cat_segment *segments;  /* malloc'd, sorted by (index, offset) */
 	size_t nsegments;
 	uint64_t bytes;                /* compressed bytes to download */
-	int64_t newest_ns;             /* newest object time in the generation */
+	int64_t newest_ns;             /* newest object time in the generation (with
+					  -timestamp, at or before it: rs_gen_time_at) */
 	int64_t oldest_ns;             /* oldest object time in the generation */
 	struct wal_pos end;            /* position after applying it all */
 	bool end_open;                 /* end.offset is where the last segment starts: its
@@ -81,6 +82,14 @@ struct rs_plan {
 					  rs_plan_build's rule, an ambiguous order */
 	char tied[4 * (LAYOUT_GEN_LEN + 1)]; /* the first three of them, comma-separated */
 	char database_id[LAYOUT_DBID_LEN + 1]; /* its generation's label (catalog.h), "" none */
+	/*
+	 * No plan (rs_plan_build 0 or -1) because the generation newest for the
+	 * target cannot serve it (an -index past its end; written at -timestamp
+	 * without a snapshot by then): its id and time (rs_gen_time_at), so
+	 * that another replica's older generation does not win instead. "" none.
+	 */
+	char blocked[LAYOUT_GEN_LEN + 1];
+	int64_t blocked_ns;
 };
 
 void rs_plan_release(struct rs_plan *p);
@@ -114,12 +123,12 @@ struct rs_cand {
 	size_t ngens;
 	bool has_data;                 /* a plan matching the target */
 	struct rs_plan plan;
-	char nodata[256];              /* why no plan, when answered without data */
+	char nodata[512];              /* why no plan, when answered without data */
 
 	/* filled by choose */
 	int rank;                      /* 0 = winner, 1.. order to try; -1 = not usable */
 	bool fallback_ok;              /* holds the same data as the winner */
-	char verdict[200];
+	char verdict[600];
 };
 
 struct rs_probe_opts {
@@ -180,6 +189,21 @@ int rs_lineage(struct rs_cand *c, const char *gen, uint32_t index, const char *s
 void rs_cand_release(struct rs_cand *c);
 
 /*
+ * A generation's time on our clock: its newest object, or with ts (a
+ * -timestamp, the server's time as Litestream reads it) its newest object at
+ * or before ts (0 if none).
+ */
+int64_t rs_gen_time_at(const struct cat_generation *g, int64_t ts);
+
+/*
+ * Order two generations by time (>0: a is newer): catalog_gen_order, or with
+ * ts first by rs_gen_time_at, then the one that started later (two writers
+ * taking turns on one replica leave windows that overlap: the one newest
+ * overall need not be the one written at ts; QA58, QA65).
+ */
+int rs_gen_order_at(const struct cat_generation *a, const struct cat_generation *b, int64_t ts);
+
+/*
  * Build the plan for target from a replica's catalog: pick the generation
  * (target->generation, else the newest by object time among those that
  * cover the target time), the snapshot and the segments. Returns 1 with
@@ -198,17 +222,19 @@ struct rs_choice {
 	size_t unfinished;             /* of the unreachable: answered, listings not finished */
 	char generation[LAYOUT_GEN_LEN + 1];
 	bool ambiguous;                /* generations within the clock-skew margin */
-	char why[512];
+	int blocked;                   /* a candidate whose newer generation cannot serve the
+					  target (rs_plan.blocked): no winner; or -1 */
+	char why[1024];
 };
 
 /*
  * Rank the candidates (fills rank, fallback_ok, verdict) and out.
- * skew_ms: clock-skew margin. need: the answers the mode needs before it
+ * skew_ms: clock-skew margin; ts: the -timestamp (server time), 0 none. need: the answers the mode needs before it
  * settles (0 for freshest-reachable); short of them the winner is still
  * ranked, but out->why says it is not used. Logs nothing: see
  * rs_log_decision().
  */
-void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, const char *dbname,
+void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, int64_t ts, const char *dbname,
 	       const char *mode, size_t need, struct rs_choice *out);
 
 /* Log rs_choose's decision block under component "restore": a header, one line per candidate, the result. */

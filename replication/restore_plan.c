@@ -3,16 +3,18 @@
  * apply: generation, snapshot, then WAL segments in (index, offset) order.
  *
  * Rules (Litestream v0.3 semantics, minus its bugs, see docs/restore.md):
- * - generation: the one asked for, else the newest (catalog_gen_order; with
- *   -timestamp, first the one whose newest object at or before it is the
- *   latest; a full tie: the one ending at the highest position, then the
- *   greater name, so the pick never depends on listing order) among those that
- *   started (have a snapshot) at or before the timestamp; others whose
- *   newest object is within the clock-skew margin of its own are noted as
- *   tied (a copied replica: every object has the copy's time);
- *   a newer generation without a snapshot, or (with -timestamp) one holding
- *   WAL from before the timestamp but only later snapshots, makes the data
- *   asked for unrestorable: an error, not a silent restore of older data;
+ * - generation: the one asked for, else the newest (rs_gen_order_at: with
+ *   -timestamp, by its newest object at or before it; a full tie: the one
+ *   ending at the highest position, then the greater name, so the pick never
+ *   depends on listing order) among those that started (have a snapshot) at
+ *   or before the timestamp; others whose time is within the clock-skew
+ *   margin of its own are noted as tied (a copied replica: every object has
+ *   the copy's time);
+ *   a newer generation without a snapshot, or (with -timestamp) one written
+ *   later by that time, holding WAL from before it but only later snapshots,
+ *   makes the data asked for unrestorable: an error, not a silent restore of
+ *   older data (p->blocked names it, so that another replica's older
+ *   generation does not win instead either);
  * - snapshot: the highest index <= -index whose time is <= -timestamp,
  *   and at most one past the generation's newest WAL index (neither tool
  *   writes one further: a misnamed object, which Litestream ignores too);
@@ -93,23 +95,32 @@ static int64_t newest_by(const struct cat_generation *g, int64_t ts)
 	return m;
 }
 
-/*
- * catalog_gen_order, and a total order where it ties: more data, then the
- * name. With -timestamp, first the generation written last before it: two
- * writers taking turns on one replica (litevisor, Litestream for a while,
- * litevisor again, each going on in a generation of its own) leave windows
- * that overlap, and the one newest overall was not the one written at the
- * timestamp (QA58).
- */
+int64_t rs_gen_time_at(const struct cat_generation *g, int64_t ts)
+{
+	if (!ts)
+		return g->max_ns;
+	int64_t m = newest_by(g, ts);
+	return m ? m - g->clock_offset_ns : 0;
+}
+
+int rs_gen_order_at(const struct cat_generation *a, const struct cat_generation *b, int64_t ts)
+{
+	if (ts) {
+		int64_t na = rs_gen_time_at(a, ts), nb = rs_gen_time_at(b, ts);
+		if (na != nb)
+			return na > nb ? 1 : -1;
+		/* written in the same second (S3 keeps whole seconds): the successor started later */
+		if (a->min_ns != b->min_ns)
+			return a->min_ns > b->min_ns ? 1 : -1;
+	}
+	return catalog_gen_order(a, b);
+}
+
+/* rs_gen_order_at, and a total order where it ties: more data, then the name. */
 static int gen_order(const struct cat_generation *a, const struct cat_generation *b,
 		     const struct rs_target *t)
 {
-	if (t->timestamp_ns) {
-		int64_t na = newest_by(a, t->timestamp_ns), nb = newest_by(b, t->timestamp_ns);
-		if (na != nb)
-			return na > nb ? 1 : -1;
-	}
-	int o = catalog_gen_order(a, b);
+	int o = rs_gen_order_at(a, b, t->timestamp_ns);
 	if (o)
 		return o;
 	struct wal_pos ea = named_end(a), eb = named_end(b);
@@ -127,7 +138,7 @@ static void note_tied(const struct cat_generation *gens, size_t ngens,
 {
 	for (size_t i = 0; i < ngens; i++) {
 		const struct cat_generation *h = &gens[i];
-		int64_t d = h->max_ns - g->max_ns;
+		int64_t d = rs_gen_time_at(h, t->timestamp_ns) - rs_gen_time_at(g, t->timestamp_ns);
 		if (h == g || !gen_usable(h, t) || d > t->skew_ns || d < -t->skew_ns)
 			continue;
 		if (p->ntied++ < 3) {
@@ -135,6 +146,13 @@ static void note_tied(const struct cat_generation *gens, size_t ngens,
 			snprintf(p->tied + l, sizeof(p->tied) - l, "%s%s", l ? "," : "", h->id);
 		}
 	}
+}
+
+/* Note in p that generation g, the newest for t here, cannot serve t. */
+static void block(struct rs_plan *p, const struct cat_generation *g, const struct rs_target *t)
+{
+	memcpy(p->blocked, g->id, sizeof(p->blocked));
+	p->blocked_ns = rs_gen_time_at(g, t->timestamp_ns);
 }
 
 int rs_plan_build(const struct cat_generation *gens, size_t ngens, const struct rs_target *t,
@@ -160,27 +178,31 @@ int rs_plan_build(const struct cat_generation *gens, size_t ngens, const struct 
 	/*
 	 * A newer generation that holds WAL but no snapshot cannot be restored
 	 * (its snapshot was deleted, or is still being uploaded); nor can one
-	 * whose WAL reaches back before -timestamp but whose snapshots are all
-	 * later (retention removed the one that covered it): the database was
-	 * in that generation then. Restoring an older one instead would
-	 * silently bring back stale data.
+	 * written later by -timestamp, whose WAL reaches back before it but whose
+	 * snapshots are all later (retention removed the one that covered it, or
+	 * Litestream's snapshot-interval replaced it under its name): the
+	 * database was in that generation then. Restoring an older one instead
+	 * would silently bring back stale data.
 	 */
 	for (size_t i = 0; i < ngens && !t->generation; i++) {
 		const struct cat_generation *h = &gens[i];
-		if (gen_usable(h, t) || !h->nsegments || (g && catalog_gen_order(h, g) <= 0) ||
+		if (gen_usable(h, t) || !h->nsegments ||
+		    (g && rs_gen_order_at(h, g, t->timestamp_ns) <= 0) ||
 		    (t->timestamp_ns && h->min_ns + h->clock_offset_ns > t->timestamp_ns))
 			continue;
 		int k;
 		if (h->nsnapshots)
-			k = snprintf(nodata, len, "generation %s holds WAL from before the timestamp "
-				     "but no snapshot at or before it (retention removed it): the "
-				     "state at the timestamp is not restorable", h->id);
+			k = snprintf(nodata, len, "generation %s, the one written at the timestamp, "
+				     "holds WAL from before it but no snapshot at or before it "
+				     "(retention removed it, or a later snapshot replaced it under its "
+				     "name): the state at the timestamp is not restorable", h->id);
 		else
 			k = snprintf(nodata, len, "newest generation %s has WAL but no snapshot "
 				     "(deleted, or still uploading): not restorable", h->id);
 		if (g && k > 0 && (size_t)k < len)
-			snprintf(nodata + k, len - (size_t)k, "; for the older one: -generation %s",
-				 g->id);
+			snprintf(nodata + k, len - (size_t)k, "; for the generation written before "
+				 "it: -generation %s", g->id);
+		block(p, h, t);
 		/*
 		 * Gone for good: nothing here matches the timestamp (exit 1, as
 		 * Litestream), not a failing replica that a later try may find
@@ -200,6 +222,8 @@ int rs_plan_build(const struct cat_generation *gens, size_t ngens, const struct 
 	if (t->has_index && t->index > last_index(g)) {
 		snprintf(nodata, len, "index %08x is past the end of generation %s (last index %08x)",
 			 t->index, g->id, last_index(g));
+		if (!t->generation)
+			block(p, g, t);
 		return -1;
 	}
 
@@ -228,7 +252,7 @@ int rs_plan_build(const struct cat_generation *gens, size_t ngens, const struct 
 	memcpy(p->database_id, g->database_id, sizeof(p->database_id));
 	p->snapshot = *snap;
 	p->bytes = (uint64_t)snap->size;
-	p->newest_ns = g->max_ns;
+	p->newest_ns = rs_gen_time_at(g, t->timestamp_ns);
 	p->oldest_ns = g->min_ns;
 	p->end.index = snap->index;
 	p->end.offset = 0;

@@ -113,7 +113,7 @@ TEST(plan_timestamp_in_a_generation_whose_covering_snapshot_is_gone)
 	g[1].max_ns = S(2000);
 	struct rs_target t = { .timestamp_ns = S(1960) };
 	struct rs_plan p;
-	char why[300];
+	char why[512];
 	/* the database was in b at 1960: a's end is not the state then */
 	CHECK_INT(rs_plan_build(g, 2, &t, &p, why, sizeof(why)), 0); /* gone for good: no match */
 	CHECK(strstr(why, "bbbbbbbbbbbbbbbb") != NULL);
@@ -185,7 +185,7 @@ TEST(choose_newest_then_fastest)
 	c[3].state = RC_PENDING;
 	c[3].timed_out = true;
 	c[3].has_data = false;
-	rs_choose(c, 4, 10000, "db", "freshest-reachable", 0, &ch);
+	rs_choose(c, 4, 10000, 0, "db", "freshest-reachable", 0, &ch);
 	CHECK_INT(ch.winner, 2);
 	CHECK_INT(c[1].rank, 1);
 	CHECK(c[1].fallback_ok);
@@ -194,12 +194,12 @@ TEST(choose_newest_then_fastest)
 	CHECK_INT(ch.unreachable, 1);
 	CHECK(strstr(c[3].verdict, "UNREACHABLE") != NULL);
 	/* mode all, one short of its answers: still ranked, but never called the winner */
-	rs_choose(c, 4, 10000, "db", "all", 4, &ch);
+	rs_choose(c, 4, 10000, 0, "db", "all", 4, &ch);
 	CHECK_INT(ch.winner, 2);
 	CHECK(strstr(c[2].verdict, "WINNER") == NULL);
 	CHECK(strstr(c[2].verdict, "not used: mode all needs 4") != NULL);
 	CHECK(strstr(ch.why, "not settled") != NULL);
-	rs_choose(c, 4, 10000, "db", "quorum", 3, &ch);
+	rs_choose(c, 4, 10000, 0, "db", "quorum", 3, &ch);
 	CHECK(strstr(c[2].verdict, "WINNER") != NULL);
 }
 
@@ -211,12 +211,12 @@ TEST(choose_generation_by_time_beyond_skew_only)
 	/* b is newer by 60 s: beyond a 10 s margin, so its generation wins despite a lower position */
 	cand(&c[0], "a", "0123456789abcdef", 9, 0, S(1000), 10);
 	cand(&c[1], "b", "fedcba9876543210", 0, 32, S(1060), 10);
-	rs_choose(c, 2, 10000, "db", "freshest-reachable", 0, &ch);
+	rs_choose(c, 2, 10000, 0, "db", "freshest-reachable", 0, &ch);
 	CHECK_INT(ch.winner, 1);
 	CHECK(!ch.ambiguous);
 	/* within the margin: ambiguous, still the later one, and said so */
 	c[1].plan.newest_ns = S(1005);
-	rs_choose(c, 2, 10000, "db", "freshest-reachable", 0, &ch);
+	rs_choose(c, 2, 10000, 0, "db", "freshest-reachable", 0, &ch);
 	CHECK(ch.ambiguous);
 	CHECK_INT(ch.winner, 1);
 }
@@ -238,7 +238,7 @@ TEST(choose_generation_by_a_server_holding_both_whatever_the_margin)
 	c[1].gens = gb;
 	c[1].ngens = 2;
 	/* b holds both and orders them with one clock: G2 is newer */
-	rs_choose(c, 2, 10000, "db", "freshest-reachable", 0, &ch);
+	rs_choose(c, 2, 10000, 0, "db", "freshest-reachable", 0, &ch);
 	CHECK_INT(ch.winner, 1);
 	CHECK(!ch.ambiguous);
 	c[0].gens = c[1].gens = NULL;
@@ -262,7 +262,7 @@ TEST(choose_same_second_on_two_servers_by_what_the_listings_tell)
 	c[0].ngens = 1;
 	c[1].gens = gb;
 	c[1].ngens = 1;
-	rs_choose(c, 2, 10000, "db", "freshest-reachable", 0, &ch);
+	rs_choose(c, 2, 10000, 0, "db", "freshest-reachable", 0, &ch);
 	CHECK_INT(ch.winner, 1);
 	CHECK(ch.ambiguous);
 	c[0].gens = c[1].gens = NULL;
@@ -286,7 +286,7 @@ TEST(choose_servers_holding_both_that_disagree_by_which_started_later)
 	c[1].gens = gb;
 	c[1].ngens = 2;
 	/* the first in the configuration no longer decides: G2 started later */
-	rs_choose(c, 2, 10000, "db", "freshest-reachable", 0, &ch);
+	rs_choose(c, 2, 10000, 0, "db", "freshest-reachable", 0, &ch);
 	CHECK_INT(ch.winner, 1);
 	CHECK(ch.ambiguous);
 	c[0].gens = c[1].gens = NULL;
@@ -300,7 +300,7 @@ TEST(choose_prefers_replica_without_holes)
 	cand(&c[0], "holed", "0123456789abcdef", 3, 50, S(1000), 10);
 	c[0].plan.truncated = true;
 	cand(&c[1], "whole", "0123456789abcdef", 3, 50, S(1000), 5000);
-	rs_choose(c, 2, 10000, "db", "freshest-reachable", 0, &ch);
+	rs_choose(c, 2, 10000, 0, "db", "freshest-reachable", 0, &ch);
 	CHECK_INT(ch.winner, 1);
 	CHECK(c[0].fallback_ok);
 }
