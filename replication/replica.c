@@ -850,6 +850,19 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 			int lin = LINEAGE_UNKNOWN;
 			struct wal_pos at;
 			bool mine = closed_here(r, gen, &at), ahead = false;
+			if (mine && (holds_past(&end, &at) || !catalog_closed_at(&g, &end))) {
+				/*
+				 * Litestream sharing the meta-path went on in it from this
+				 * file (continued_since said so): this file's history, whose
+				 * position the checks below compare as any other.
+				 */
+				int ls = litestream_wrote_here(r, &g, &call, &err);
+				if (ls < 0) {
+					rc = ls;
+					goto fail;
+				}
+				mine = ls == 0;
+			}
 			if (mine && holds_past(&end, &at)) {
 				/* continued elsewhere since our clean stop (keep-local: see above) */
 				snprintf(why, sizeof(why), "this node closed generation %s at %08x/%08x and "

@@ -1299,6 +1299,11 @@ def test_back_to_litevisor_after_litestream_replicates_again(run, tmp_path, lite
     assert {"plain": "was Litestream's, from this database",
             "retention": "what the replica holds is Litestream's, from this database",
             "meta-path": "by Litestream, from this database"}[how] in r.text(), r.text()
+    if how == "meta-path":
+        # and it goes on in that generation: the lineage check took Litestream's
+        # continuation for another node's, a new generation and a full snapshot (QA63 #1)
+        assert "another history" not in r.text(), r.text()
+        assert len(generations(rep)) == 1, generations(rep)
     check_restore(litestream_bin, rep, db, tmp_path / "out.db")
 
 
