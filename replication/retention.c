@@ -68,18 +68,22 @@ static int add_key(struct eng_replica *r, struct batch *b, const char *key, stru
  * cutoff. An index's segments go all together or not at all, lowest index
  * first, stopping at the first that cannot go whole: Litestream's restore
  * rejects a generation in which any index lacks its offset-0 segment, or
- * in which an index is missing between others.
+ * in which an index is missing between others. So that a process killed
+ * midway leaves neither, every other segment goes in requests before those
+ * of the offset-0 segments (a batch delete's order within one request is
+ * the server's).
  */
 static int prune(struct eng_replica *r, const struct cat_generation *g, uint32_t below,
 		 int64_t cutoff, struct batch *b, struct st_error *err)
 {
 	char key[LAYOUT_KEY_MAX];
 	uint32_t stop = below;
+	size_t upto = 0; /* segments [0, upto) go */
 
-	for (size_t i = 0; i < g->nsegments;) {
-		size_t j = i;
+	while (upto < g->nsegments) {
+		size_t j = upto;
 		bool old = true;
-		uint32_t idx = g->segments[i].index;
+		uint32_t idx = g->segments[upto].index;
 		for (; j < g->nsegments && g->segments[j].index == idx; j++)
 			old = old && g->segments[j].mtime_ns < cutoff;
 		if (below != UINT32_MAX && idx >= below)
@@ -88,10 +92,18 @@ static int prune(struct eng_replica *r, const struct cat_generation *g, uint32_t
 			stop = idx;
 			break;
 		}
-		/* segments first: a snapshot never outlives the segments its restore needs */
-		for (; i < j; i++)
-			if (add_key(r, b, layout_wal_key(key, g->id, idx, g->segments[i].offset), err) < 0)
+		upto = j;
+	}
+	/* segments first: a snapshot never outlives the segments its restore needs */
+	for (int first = 0; first < 2; first++) {
+		for (size_t i = 0; i < upto; i++) {
+			const struct cat_segment *s = &g->segments[i];
+			if ((s->offset == 0) == (first == 1) &&
+			    add_key(r, b, layout_wal_key(key, g->id, s->index, s->offset), err) < 0)
 				return -1;
+		}
+		if (flush_batch(r, b, err) < 0)
+			return -1;
 	}
 	for (size_t i = 0; i < g->nsnapshots; i++) {
 		const struct cat_snapshot *s = &g->snapshots[i];

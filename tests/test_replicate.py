@@ -2084,6 +2084,31 @@ def test_retention_keeps_a_restorable_window(run, tmp_path, litestream_bin):
     check_restore(litestream_bin, rep, db, tmp_path / "out.db")
 
 
+def test_retention_stopped_midway_leaves_every_index_its_first_segment(run, tmp_path,
+                                                                       litestream_bin):
+    """Retention deleted an index's segments lowest offset first: a process killed (or a
+    delete failing) after the first one left an index without its offset-0 segment, and
+    Litestream refuses such a replica ("missing initial wal segment") until a later
+    retention check clears it, an hour later by default (QA63 #3). The other segments
+    go first now. Here every delete after the first fails, as a kill would stop them."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    cfg = config(tmp_path, db, [file_replica(rep, snapshot_interval="1s", retention="2s",
+                                             retention_grace="0s",
+                                             retention_check_interval="1s")],
+                 min_checkpoint_page_count=50)
+    arm = tmp_path / "arm"
+    r = run(cfg, env=faulty_env(op="unlink", path=f"{rep}/generations", suffix=".wal.lz4",
+                                n=2, count=10 ** 6, arm=arm))
+    write(db, 600, start=1, rate=300)
+    wait_for(lambda: len(objects(rep, "snapshots")) >= 3, what="a few snapshots", timeout=30)
+    arm.touch()
+    wait_for(lambda: "retention check failed" in r.text(), log=r.text, timeout=30,
+             what="retention to be stopped midway")
+    r.kill()
+    check_restore(litestream_bin, rep, db, tmp_path / "out.db")
+
+
 def test_a_wal_index_past_the_largest_nameable_offset_continues_at_a_snapshot(
         run, tmp_path, litestream_bin, litevisor_bin):
     # Segment names hold offsets in 8 hex digits (Litestream parses no more). One
