@@ -245,8 +245,11 @@ static enum snap_how share_acquire(struct eng_replica *r, struct snap_used *u)
 	while (sh->state == SHARE_BUILDING && !strcmp(sh->gen, d->gen) && !d->eng->stop)
 		pthread_cond_wait(&d->cond, &d->mu);
 	int stale = snapshot_share_settle(d);
+	/* one past an oversize index must be past it (its WAL cannot be shipped) */
+	bool too_early = r->oversize && sh->index <= r->oversize_index;
 	/* an older share restarts a replica that needs one; a scheduled snapshot must be current */
-	if (sh->state == SHARE_READY && (needs_snapshot(d, r) || sh->index == d->index)) {
+	if (sh->state == SHARE_READY && !too_early &&
+	    (needs_snapshot(d, r) || sh->index == d->index)) {
 		u->fd = fcntl(sh->fd, F_DUPFD_CLOEXEC, 0);
 		if (u->fd >= 0) {
 			memcpy(u->gen, sh->gen, sizeof(u->gen));

@@ -2109,6 +2109,36 @@ def test_retention_stopped_midway_leaves_every_index_its_first_segment(run, tmp_
     check_restore(litestream_bin, rep, db, tmp_path / "out.db")
 
 
+def test_two_replicas_past_an_oversize_first_index_snapshot_at_a_later_one(
+        run, tmp_path, litestream_bin):
+    """A new generation whose first index is already past the largest offset, with two
+    replicas: the snapshot shared at that index was taken again at every try, its WAL
+    could not be shipped, and neither replica ever shipped anything: final flush
+    incomplete, exit 1 (QA63 #5). A replica past an oversize index does not take a
+    shared snapshot at or before it."""
+    db, a, b = tmp_path / "app.db", tmp_path / "a", tmp_path / "b"
+    create(db)
+    hold = sqlite3.connect(db)  # the last connection's close would checkpoint the WAL away
+    hold.execute("PRAGMA wal_autocheckpoint=0")
+    hold.execute("CREATE TABLE big (b BLOB)")
+    hold.executemany("INSERT INTO big VALUES (randomblob(1000))", [()] * 2000)  # ~2.5 MB
+    hold.commit()
+    env = dict(os.environ, LITEVISOR_TEST_MAX_WAL_OFFSET=str(1 << 20))
+    try:
+        r = run(config(tmp_path, db, [file_replica(a, name="a"), file_replica(b, name="b")]),
+                env=env)
+        wait_for(lambda: "WAL index past the largest offset" in r.text(), log=r.text,
+                 what="the oversize index")
+        wait_for(lambda: len(objects(a, "snapshots")) >= 2 and len(objects(b, "snapshots")) >= 2,
+                 timeout=30, log=r.text, what="snapshots at a later index")
+        write(db, 10, start=100)
+        assert r.stop() == 0, r.text()
+    finally:
+        hold.close()
+    for rep in (a, b):
+        check_restore(litestream_bin, rep, db, tmp_path / f"{rep.name}.db")
+
+
 def test_a_wal_index_past_the_largest_nameable_offset_continues_at_a_snapshot(
         run, tmp_path, litestream_bin, litevisor_bin):
     # Segment names hold offsets in 8 hex digits (Litestream parses no more). One
