@@ -201,8 +201,9 @@ static void render_process(const struct metrics_view *v, struct text *t)
 		for (size_t i = 0; i < e->ndbs; i++)                                       \
 			for (size_t j = 0; j < e->dbs[i].nreplicas; j++) {                 \
 				const struct replica_status *r = &e->dbs[i].replicas[j];   \
-				sample(t, NAME_, e->dbs[i].name, r->name, NULL, NULL,       \
-				       (double)(EXPR_));                                    \
+				if (!r->restore_only)                                      \
+					sample(t, NAME_, e->dbs[i].name, r->name, NULL,    \
+					       NULL, (double)(EXPR_));                     \
 			}                                                                  \
 	} while (0)
 
@@ -271,6 +272,13 @@ static void render_engine(const struct engine_status *e, struct text *t)
 			sample(t, "litevisor_db_checkpoints_total", e->dbs[i].name, NULL, "mode", modes[m],
 			       (double)e->dbs[i].checkpoints_total[m]);
 
+	/* every replica; the series below only for those written to (a restore-only one
+	 * would read as caught up at 0/0) */
+	family(t, "litevisor_replica_restore_only", "gauge", "1 for a replica only restored from (on this node, or restore-only: true): it is never written, and has none of the litevisor_replica_ series below.");
+	for (size_t i = 0; i < e->ndbs; i++)
+		for (size_t j = 0; j < e->dbs[i].nreplicas; j++)
+			sample(t, "litevisor_replica_restore_only", e->dbs[i].name,
+			       e->dbs[i].replicas[j].name, NULL, NULL, e->dbs[i].replicas[j].restore_only);
 	REPLICA_FAMILY("litevisor_replica_lag_seconds", "gauge", "Age of the oldest commit not yet on the replica (0 = caught up).", r->lag_seconds);
 	REPLICA_FAMILY("litevisor_replica_max_lag_seconds", "gauge", "Lag allowed before the replica counts as behind.", (double)r->max_lag_ms / 1000.0);
 	REPLICA_FAMILY("litevisor_replica_failing", "gauge", "1 while the replica's syncs fail.", r->failing_since_ns > 0);
@@ -323,8 +331,9 @@ static void lsample(struct text *t, const char *name, const char *k1, const char
 		for (size_t i = 0; i < e->ndbs; i++)                                      \
 			for (size_t j = 0; j < e->dbs[i].nreplicas; j++) {                \
 				const struct replica_status *r = &e->dbs[i].replicas[j];  \
-				lsample(t, NAME_, "db", e->dbs[i].path, "name", r->name,  \
-					NULL, NULL, (double)(EXPR_));                     \
+				if (!r->restore_only)                                     \
+					lsample(t, NAME_, "db", e->dbs[i].path, "name",   \
+						r->name, NULL, NULL, (double)(EXPR_));    \
 			}                                                                 \
 	} while (0)
 
