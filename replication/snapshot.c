@@ -393,6 +393,7 @@ static void snapshot_done(struct eng_replica *r, const char *gen, uint32_t index
 	r->behind_since_mono = 0;
 	r->gap = false;
 	r->oversize = false;
+	int64_t since = r->stat.failing_since_ns ? r->stat.failing_since_mono_ns : 0;
 	r->stat.failing_since_ns = r->stat.failing_since_mono_ns = 0; /* it took a snapshot: it answers again */
 	r->carried = false;           /* ... and holds the database (note_ok drops its record) */
 	r->stat.snapshots_total++;
@@ -402,6 +403,11 @@ static void snapshot_done(struct eng_replica *r, const char *gen, uint32_t index
 	pthread_mutex_unlock(&d->mu);
 	if (unused >= 0)
 		close(unused);
+	/* as note_ok() says it, which finds nothing failing after this */
+	if (since)
+		log_info("replica", "replica recovered", "db=%s replica=%s failing_s=%.1f",
+			 d->stat.name, r->stat.name,
+			 (double)(clock_mono_ns() - since) / NS_PER_SEC);
 }
 
 /*

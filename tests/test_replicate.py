@@ -674,6 +674,25 @@ def test_shared_snapshot_on_a_full_disk_is_streamed_directly(tmp_path, litevisor
     check_restore(litestream_bin, b, src, tmp_path / "out-b.db")
 
 
+def test_a_replica_back_through_a_snapshot_says_it_recovered(run, tmp_path):
+    """The end of a replica's failures is logged ("replica recovered"); when the first
+    thing to work again was a snapshot, which clears the failure itself, nothing was
+    said (QA64)."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    arm = tmp_path / "arm"
+    r = run(config(tmp_path, db, [file_replica(rep, sync="1h", snapshot_interval="1s")]),
+            env=faulty_env(op="rename", path=str(rep), count=10 ** 6, arm=arm))
+    wait_for(lambda: objects(rep, "snapshots"), what="the first snapshot")
+    arm.touch()
+    write(db, 20, start=1)
+    wait_for(lambda: "snapshot failed" in r.text(), log=r.text, what="a failing snapshot")
+    arm.unlink()
+    wait_for(lambda: "replica recovered db=app.db replica=file" in r.text(), log=r.text,
+             what="the recovery to be said")
+    assert r.stop() == 0
+
+
 def test_replica_down_then_back_catches_up(run, tmp_path, litestream_bin):
     db, good, flaky = tmp_path / "app.db", tmp_path / "good", tmp_path / "flaky"
     create(db)
@@ -3432,7 +3451,13 @@ def test_a_database_with_no_writable_replica_warns(run, tmp_path, why):
     check = health["checks"]["database:replication"][0]
     assert check["status"] == "warn" and want in check["output"], check
     assert "no replica is written to" in health["output"], health
-    assert 'litevisor_db_writable_replicas{db="app.db"} 0' in get("/metrics")
+    metrics = get("/metrics")
+    assert 'litevisor_db_writable_replicas{db="app.db"} 0' in metrics
+    # it is never written: no lag, position or sync series that would read as caught up
+    # at 0/0 (QA64 D1), and a series saying what it is
+    assert 'litevisor_replica_restore_only{db="app.db",replica="file"} 1' in metrics, metrics
+    assert not re.search(r'^(litevisor|litestream)_replica_(lag|wal_index|wal_offset|last_sync)'
+                         r'\S*\{[^}]*"file"', metrics, re.M), metrics
     lines = [l for l in r.text().splitlines() if "backed up nowhere" in l]
     assert len(lines) == 1 and " WARN " in lines[0] and "db=app.db" in lines[0], r.text()
     assert want in lines[0], lines
