@@ -341,6 +341,19 @@ bool catalog_continuable(const struct cat_generation *g, char *why, size_t len)
 			 "first segment (offset 0)", g->id, end);
 		return false;
 	}
+	/*
+	 * Below it too, each index kept starts at offset 0: Litestream reads every
+	 * segment of the generation and refuses it all for one index without its
+	 * start (retention deletes an index's offset-0 segment last).
+	 */
+	for (size_t i = 0; s && i < g->nsegments && g->segments[i].index < s->index; i++) {
+		const struct cat_segment *c = &g->segments[i];
+		if ((i == 0 || g->segments[i - 1].index != c->index) && c->offset != 0) {
+			snprintf(why, len, "in generation %s, WAL index %08x (below the newest "
+				 "snapshot's) has lost its first segment (offset 0)", g->id, c->index);
+			return false;
+		}
+	}
 	if (!s || (s->index == end && (!g->nsegments || g->segments[g->nsegments - 1].index < end)))
 		return true; /* nothing, or the snapshot alone */
 	/* each index from the snapshot's on, each from its offset-0 segment */

@@ -89,7 +89,9 @@ const struct cat_snapshot *catalog_snapshot_at_or_before(const struct cat_genera
 /*
  * Can a writer go on in g, as its listing shows it? With a snapshot: g
  * restores to its end, every index from the newest snapshot's on present,
- * each from its offset-0 segment, as both Litestream and litevisor require.
+ * each from its offset-0 segment, as both Litestream and litevisor require,
+ * and every index kept below it from its offset-0 segment too (Litestream
+ * reads them all).
  * Without one (its upload failed after its WAL's): the last index starts at
  * offset 0, so a snapshot taken there or later makes g whole. False with why
  * set when not: objects deleted under the writer (a replica emptied, then

@@ -121,6 +121,7 @@ struct eng_replica {
 	size_t writers_nseen;
 	bool writers_primed;          /* the first listing (what was there before us) is in */
 	char snap_missing[LAYOUT_KEY_MAX]; /* the newest snapshot's key, missing at the last look */
+	char snap_looked[LAYOUT_KEY_MAX];  /* the newest snapshot's key at the last look */
 
 	/* replica thread only (replica_label, retention.c) */
 	char labelled_gen[17];        /* the generation known to carry our label here, "" none */

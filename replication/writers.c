@@ -78,6 +78,15 @@ static bool own(struct eng_db *d, const char *id)
 	return yes;
 }
 
+/* r lost objects of generation gen (why): a new generation, said loudly. */
+static void lost(struct eng_replica *r, const char *gen, const char *why)
+{
+	log_warn("engine", "the replica lost this generation's objects (emptied or unmounted under "
+		 "us?): starting a new generation, so that it is restorable again", "db=%s "
+		 "replica=%s why=\"%s\"", r->db->stat.name, r->stat.name, why);
+	replica_leave_generation(r, gen, why);
+}
+
 /*
  * The replica lost what this process wrote of the current generation (a NAS
  * share remounted empty, a bucket prefix cleaned): its segments would go on
@@ -85,12 +94,16 @@ static bool own(struct eng_db *d, const char *id)
  * snapshot at this index would not mend an index whose start is gone. Its
  * newest snapshot must answer a stat (read-after-write consistent where
  * listings may lag: QA60); missing at two looks in a row, r leaves the
- * generation for a new one. Only once r wrote a snapshot of it.
+ * generation for a new one. When a newer snapshot came since the last look
+ * (a periodic one), the one seen then must answer too, or the listing
+ * decides whether an index lost its start (catalog_continuable: Litestream
+ * refuses the whole generation for one; retention deletes an index's start
+ * last). Only once r wrote a snapshot of it.
  */
 static void check_ours(struct eng_replica *r, const struct st_call *call)
 {
 	struct eng_db *d = r->db;
-	char gen[17], key[LAYOUT_KEY_MAX], why[300];
+	char gen[17], key[LAYOUT_KEY_MAX], prev[LAYOUT_KEY_MAX], why[300];
 	struct st_object o = { 0 };
 	struct st_error err = { 0 };
 	pthread_mutex_lock(&d->mu);
@@ -99,15 +112,32 @@ static void check_ours(struct eng_replica *r, const struct st_call *call)
 	memcpy(gen, d->gen, sizeof(gen));
 	uint32_t index = r->snap_index;
 	pthread_mutex_unlock(&d->mu);
+	memcpy(prev, r->snap_looked, sizeof(prev));
+	r->snap_looked[0] = '\0';
 	if (!wrote) {
 		r->snap_missing[0] = '\0';
 		return;
 	}
 	layout_snapshot_key(key, gen, index);
+	memcpy(r->snap_looked, key, sizeof(r->snap_looked));
 	int rc = storage_stat(r->st, key, &o, call, &err);
 	free(o.key);
+	o.key = NULL;
 	if (rc != ST_NOT_FOUND) {
 		r->snap_missing[0] = '\0'; /* there, or no answer: the next check looks again */
+		/* the same generation's snapshot of the last look, when a newer one came since */
+		bool newer = rc == 0 && prev[0] && strcmp(prev, key) && strstr(prev, gen);
+		if (!newer || storage_stat(r->st, prev, &o, call, &err) != ST_NOT_FOUND) {
+			free(o.key);
+			return;
+		}
+		struct cat_generation g = { 0 };
+		if (catalog_load(r->st, gen, &g, call, &err) < 0)
+			return;
+		bool whole = catalog_continuable(&g, why, sizeof(why));
+		catalog_generation_release(&g);
+		if (!whole)
+			lost(r, gen, why);
 		return;
 	}
 	if (strcmp(r->snap_missing, key) != 0) {
@@ -119,10 +149,7 @@ static void check_ours(struct eng_replica *r, const struct st_call *call)
 	}
 	r->snap_missing[0] = '\0';
 	snprintf(why, sizeof(why), "the replica no longer holds snapshot %s", key);
-	log_warn("engine", "the replica lost this generation's objects (emptied or unmounted under "
-		 "us?): starting a new generation, so that it is restorable again", "db=%s "
-		 "replica=%s why=\"%s\"", d->stat.name, r->stat.name, why);
-	replica_leave_generation(r, gen, why);
+	lost(r, gen, why);
 }
 
 void writers_check(struct eng_replica *r)

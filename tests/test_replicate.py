@@ -433,6 +433,45 @@ def test_a_replica_emptied_under_the_writer_is_made_restorable_again(run, tmp_pa
     assert r.stop() == 0
 
 
+def test_a_replica_emptied_just_before_a_periodic_snapshot_is_seen(run, tmp_path,
+                                                                   litestream_bin):
+    """Emptied, then a periodic snapshot at a new index before the writers' next look:
+    the look found that newest snapshot and nothing else was asked, while the index
+    written into the emptied replica had lost its start, and Litestream refused the
+    whole replica ("missing initial wal segment") until retention took that index,
+    25 h later by default (QA63 #2). The snapshot seen at the last look must answer
+    too, else the listing decides."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    cfg = config(tmp_path, db, [file_replica(rep, sync="100ms", snapshot_interval="1s",
+                                             writer_check_interval="3s")])
+    r = run(cfg)
+    writer = threading.Thread(target=write, args=(db, 250), kwargs=dict(start=1, rate=20))
+    writer.start()
+    try:
+        # past the writers' first look (3 s): it saw a snapshot the emptying takes away
+        wait_for(lambda: len(objects(rep, "snapshots")) >= 5, what="periodic snapshots")
+
+        def mid_index():
+            """a segment past the start of the newest snapshot's index: the next one
+            shipped into the emptied replica starts there, not at offset 0"""
+            snaps, wal = objects(rep, "snapshots"), objects(rep, "wal")
+            top = max(f for _, f in snaps)[:8] if snaps else None
+            return any(f.startswith(top + "_") and not f.startswith(top + "_00000000")
+                       for _, f in wal)
+        wait_for(mid_index, what="a segment inside the current index")
+        for entry in os.listdir(rep):
+            shutil.rmtree(rep / entry)
+        wait_for(lambda: "lost this generation's objects" in r.text(), log=r.text, timeout=20,
+                 what="the loss to be seen")
+    finally:
+        writer.join()
+    wait_for(lambda: "snapshot written" in r.text().partition("lost this generation")[2],
+             log=r.text, what="the new generation's snapshot")
+    check_restore_eventually(litestream_bin, rep, db, tmp_path / "out.db")
+    assert r.stop() == 0
+
+
 def test_a_rebuilt_state_another_process_holds_waits_quietly_then_goes_on(run, tmp_path,
                                                                             litestream_bin):
     """The state directory deleted, and its new lock taken by another process before the
