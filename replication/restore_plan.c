@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "common/banned.h"
 
 void rs_plan_release(struct rs_plan *p)
@@ -148,6 +149,19 @@ static void note_tied(const struct cat_generation *gens, size_t ngens,
 	}
 }
 
+/*
+ * Did the writer leave h for g? h has no snapshot at all, began before g and
+ * ends in g's last second: the segments shipped into a replica emptied under
+ * the writer, which then started g (replica_leave_generation), both ending
+ * in one whole second on S3 (QA63 #4). A generation still uploading its
+ * first snapshot began after the one before it.
+ */
+static bool left_for(const struct cat_generation *h, const struct cat_generation *g)
+{
+	int64_t d = h->max_ns - g->max_ns;
+	return !h->nsnapshots && h->min_ns < g->min_ns && d < NS_PER_SEC && d > -NS_PER_SEC;
+}
+
 /* Note in p that generation g, the newest for t here, cannot serve t. */
 static void block(struct rs_plan *p, const struct cat_generation *g, const struct rs_target *t)
 {
@@ -188,7 +202,8 @@ int rs_plan_build(const struct cat_generation *gens, size_t ngens, const struct 
 		const struct cat_generation *h = &gens[i];
 		if (gen_usable(h, t) || !h->nsegments ||
 		    (g && rs_gen_order_at(h, g, t->timestamp_ns) <= 0) ||
-		    (t->timestamp_ns && h->min_ns + h->clock_offset_ns > t->timestamp_ns))
+		    (t->timestamp_ns && h->min_ns + h->clock_offset_ns > t->timestamp_ns) ||
+		    (g && left_for(h, g)))
 			continue;
 		int k;
 		if (h->nsnapshots)

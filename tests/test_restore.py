@@ -496,6 +496,27 @@ def test_index_past_the_newest_generation_is_an_error_with_an_older_one_elsewher
     assert p.returncode == 0 and rows(out) == g1.states[-1][2], p.stderr
 
 
+def test_segments_left_behind_in_an_emptied_replica_do_not_hide_the_new_generation(
+        tmp_path, litevisor_bin):
+    """The replica emptied under the writer: the segments shipped into it before the loss
+    was seen form a generation without a snapshot, and the writer starts a new one. On S3
+    (whole seconds) both can end in one second, and the one without a snapshot counted as
+    the newest: "not restorable", exit 111 (QA63 #4). One that began before the other
+    was left for it; one still uploading its first snapshot begins after."""
+    g1, left = turns(tmp_path)
+    base = int(time.time()) - 7200
+    rep = tmp_path / "rep"
+    g1.write(str(rep), gen=GEN2, t0=base + 60, step=10)   # the new one: base+60 … base+110
+    left.write(str(rep), gen=GEN, t0=base + 50, step=0, closed=False)  # its snapshot gone
+    os.unlink(rep / "generations" / GEN / "snapshots" / "00000000.snapshot.lz4")
+    last = sorted(rep.glob(f"generations/{GEN}/wal/*"))[-1]
+    os.utime(last, (base + 110, base + 110))               # ending in the same second
+    out = tmp_path / "out.db"
+    p = lv(litevisor_bin, "restore", "-o", str(out), f"file://{rep}")
+    assert p.returncode == 0, p.stderr
+    assert rows(out) == g1.states[-1][2], p.stderr
+
+
 def test_databases_lists_the_config_as_litestream_does(tmp_path, litevisor_bin, litestream_bin):
     cfg = tmp_path / "lv.yml"
     cfg.write_text(f"dbs:\n  - path: {tmp_path}/app.db\n    replicas:\n"
