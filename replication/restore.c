@@ -1246,13 +1246,13 @@ int restore_explicit(const struct config *cfg, const struct cfg_db *db,
 		const char *pe = plan_error(&s);
 		if (pe)
 			result_set(res, RESTORE_NO_DATA, "%s", pe);
-		else if (s.ch.blocked >= 0)
-			result_set(res, RESTORE_NO_DATA, "no matching backups found (%s)", no_data_why(&s));
 		else if (s.ch.answered == 0 ||
 			 (s.ch.unreachable && s.ch.winner < 0 && !quorum_says_empty(&s)) ||
 			 strict_unsettled(&s))
 			result_set(res, RESTORE_UNREACHABLE, "%zu of %zu candidates unreachable or failing; %s",
 				   s.ch.unreachable, s.n, s.ch.why);
+		else if (s.ch.blocked >= 0)
+			result_set(res, RESTORE_NO_DATA, "no matching backups found (%s)", no_data_why(&s));
 		else if (no_data_why(&s))
 			result_set(res, RESTORE_NO_DATA, "no matching backups found (%s)", no_data_why(&s));
 		else

@@ -110,13 +110,25 @@ static bool gen_newer(const struct rs_cand *c, size_t n, const char *a, int64_t 
 	if (d < -skew_ns)
 		return false;
 	*ambiguous = true;
+	/*
+	 * Within one second, where either time is a whole second (S3 keeps no
+	 * more: the object was stored up to a second later), the times do not
+	 * order them: what the listings tell (closed at its end is the older,
+	 * then the one that started later is the newer).
+	 */
+	bool whole = ta % NS_PER_SEC == 0 || tb % NS_PER_SEC == 0;
+	if (ta != tb && !(whole && d < NS_PER_SEC && d > -NS_PER_SEC))
+		return ta > tb;
+	const struct cat_generation *ga = gen_any(c, n, a), *gb = gen_any(c, n, b);
+	if (ga && gb) {
+		bool ca = catalog_closed_at_end(ga), cb = catalog_closed_at_end(gb);
+		if (ca != cb)
+			return cb;
+		if (ga->min_ns != gb->min_ns)
+			return ga->min_ns > gb->min_ns;
+	}
 	if (ta != tb)
 		return ta > tb;
-	/* the same second on two servers: what the listings tell (closed, started later) */
-	const struct cat_generation *ga = gen_any(c, n, a), *gb = gen_any(c, n, b);
-	int o = ga && gb ? rs_gen_order_at(ga, gb, ts) : 0;
-	if (o)
-		return o > 0;
 	return strcmp(a, b) > 0;
 }
 
@@ -202,7 +214,8 @@ void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, int64_t ts, const c
 	for (size_t i = 0; best_gen && i < n; i++) {
 		const struct rs_plan *p = &c[i].plan;
 		bool ignored = false;
-		if (c[i].state == RC_OK && !c[i].has_data && p->blocked[0] &&
+		/* an RC_ERROR one too: its newest generation has WAL but no snapshot (yet) */
+		if (!c[i].has_data && p->blocked[0] &&
 		    strcmp(p->blocked, best_gen) != 0 &&
 		    gen_newer(c, n, p->blocked, p->blocked_ns, best_gen, best_t, ts, skew_ns,
 			      &ignored)) {

@@ -517,6 +517,75 @@ def test_segments_left_behind_in_an_emptied_replica_do_not_hide_the_new_generati
     assert rows(out) == g1.states[-1][2], p.stderr
 
 
+def test_a_newer_generation_without_a_snapshot_elsewhere_is_not_replaced_by_an_older_one(
+        tmp_path, litevisor_bin):
+    """Replica B's newest generation holds WAL but no snapshot (deleted, or still
+    uploading), replica A only the older one: with B alone the restore fails (111), but
+    with both A's older state was restored, exit 0, by restore and run alike (QA66 D2)."""
+    g1, g2 = turns(tmp_path)
+    base = time.time() - 7200
+    a, b = tmp_path / "A", tmp_path / "B"
+    g1.write(str(a), t0=base, step=10)
+    g1.write(str(b), t0=base, step=10)
+    g2.write(str(b), gen=GEN2, t0=base + 100, step=10, closed=False)
+    os.unlink(b / "generations" / GEN2 / "snapshots" / "00000000.snapshot.lz4")
+    cfg = write_config(tmp_path / "lv.yml", tmp_path / "app.db",
+                       [{"name": "A", "url": f"file://{a}"}, {"name": "B", "url": f"file://{b}"}])
+    out = tmp_path / "out.db"
+    p = lv(litevisor_bin, "restore", "-config", str(cfg), "-o", str(out),
+           str(tmp_path / "app.db"))
+    assert p.returncode == 111 and not out.exists(), p.stderr
+    assert f"newest generation {GEN2} has WAL but no snapshot" in p.stderr, p.stderr
+
+
+def test_a_blocked_point_in_time_with_a_candidate_unreachable_may_be_retried(
+        tmp_path, litevisor_bin):
+    """The generation written at -timestamp lost its snapshot by then on B, C holds only the
+    older one, and A did not answer (it may hold that snapshot, with longer retention):
+    exit 1, "no matching backups", where a retry could find A (QA66 D1). 111 now."""
+    g1, ls = turns(tmp_path)
+    base = time.time() - 7200
+    b, c = tmp_path / "B", tmp_path / "C"
+    g1.write(str(b), t0=base, step=100)
+    g1.write(str(c), t0=base, step=100)
+    ls.write(str(b), gen=GEN2, t0=base + 110, step=20)
+    snap = b / "generations" / GEN2 / "snapshots" / "00000000.snapshot.lz4"
+    os.utime(snap, (base + 300, base + 300))
+    a = tmp_path / "A"
+    a.write_text("not a directory")  # a replica that fails when listed
+    cfg = write_config(tmp_path / "lv.yml", tmp_path / "app.db",
+                       [{"name": "A", "url": f"file://{a}"}, {"name": "B", "url": f"file://{b}"},
+                        {"name": "C", "url": f"file://{c}"}],
+                       restore={"mode": "all", "wait-timeout": "2s"})
+    out = tmp_path / "out.db"
+    p = lv(litevisor_bin, "restore", "-config", str(cfg), "-timestamp", at_text(base + 160),
+           "-o", str(out), str(tmp_path / "app.db"))
+    assert p.returncode == 111 and not out.exists(), p.stderr
+
+
+def test_a_handover_within_one_second_across_a_whole_second_server(tmp_path, litevisor_bin):
+    """A handover within one second, each generation on its own server: A's times carry
+    fractions (a file replica), B's are whole seconds (S3). S+0.2 beat B's S (stored up to
+    a second later), and the older, closed generation was restored, exit 0 (QA66 D3).
+    Within a second of a whole-second time, the listings decide: the one that started
+    later is the successor."""
+    g1, ls = turns(tmp_path)
+    s = int(time.time()) - 7200
+    a, b = tmp_path / "A", tmp_path / "B"
+    g1.write(str(a), t0=s - 500 + 0.2, step=100)   # its last segment at S+0.2, closed
+    ls.write(str(b), gen=GEN2, t0=s, step=0, closed=False)  # started in S, listed as S
+    cfg = write_config(tmp_path / "lv.yml", tmp_path / "app.db",
+                       [{"name": "A", "url": f"file://{a}"}, {"name": "B", "url": f"file://{b}"}])
+    for args in ([], ["-timestamp", at_text(s + 0.9)]):
+        out = tmp_path / "out.db"
+        if out.exists():
+            out.unlink()
+        p = lv(litevisor_bin, "restore", "-config", str(cfg), *args, "-o", str(out),
+               str(tmp_path / "app.db"))
+        assert p.returncode == 0, (args, p.stderr)
+        assert rows(out) == ls.states[-1][2], (args, p.stderr)
+
+
 def test_databases_lists_the_config_as_litestream_does(tmp_path, litevisor_bin, litestream_bin):
     cfg = tmp_path / "lv.yml"
     cfg.write_text(f"dbs:\n  - path: {tmp_path}/app.db\n    replicas:\n"
