@@ -194,9 +194,11 @@ static const char *plan_error(const struct session *s)
 }
 
 /*
- * For a restore asked for a generation or a point: why the first candidate
- * that answered has nothing for it ("generation G has no snapshot …"), or
- * NULL. Without such a request, none has data is the first deploy's plain case.
+ * Why a candidate's newer generation blocked the winner (rs_choice.blocked);
+ * else, for a restore asked for a generation or a point: why the first
+ * candidate that answered has nothing for it ("generation G has no snapshot
+ * …"), or NULL. Without such a request, none has data is the first deploy's
+ * plain case.
  */
 static const char *no_data_why(const struct session *s)
 {
@@ -1251,8 +1253,6 @@ int restore_explicit(const struct config *cfg, const struct cfg_db *db,
 			 strict_unsettled(&s))
 			result_set(res, RESTORE_UNREACHABLE, "%zu of %zu candidates unreachable or failing; %s",
 				   s.ch.unreachable, s.n, s.ch.why);
-		else if (s.ch.blocked >= 0)
-			result_set(res, RESTORE_NO_DATA, "no matching backups found (%s)", no_data_why(&s));
 		else if (no_data_why(&s))
 			result_set(res, RESTORE_NO_DATA, "no matching backups found (%s)", no_data_why(&s));
 		else

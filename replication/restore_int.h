@@ -229,10 +229,10 @@ struct rs_choice {
 
 /*
  * Rank the candidates (fills rank, fallback_ok, verdict) and out.
- * skew_ms: clock-skew margin; ts: the -timestamp (server time), 0 none. need: the answers the mode needs before it
- * settles (0 for freshest-reachable); short of them the winner is still
- * ranked, but out->why says it is not used. Logs nothing: see
- * rs_log_decision().
+ * skew_ms: clock-skew margin; ts: the -timestamp (server time), 0 none.
+ * need: the answers the mode needs before it settles (0 for
+ * freshest-reachable); short of them the winner is still ranked, but
+ * out->why says it is not used. Logs nothing: see rs_log_decision().
  */
 void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, int64_t ts, const char *dbname,
 	       const char *mode, size_t need, struct rs_choice *out);
