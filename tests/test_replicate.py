@@ -2319,6 +2319,10 @@ def test_periodic_snapshots_never_replace_one_a_point_in_time_restore_needs(
     wait_for(lambda: objects(rep, "snapshots"), what="the first snapshot")
     write(db, 20, start=1)
     wait_for(lambda: objects(rep, "wal"), what="the commits")
+    # the app goes quiet: its commits get a snapshot of their own, at a new index
+    # (looked at too early, a slow machine's one came during the idle check below)
+    wait_for(lambda: len(objects(rep, "snapshots")) == 2, what="the commits' snapshot",
+             timeout=15)
     time.sleep(1)
     t = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".%03dZ" % (time.time() % 1 * 1000)
     at_t = content(db)
@@ -2328,7 +2332,7 @@ def test_periodic_snapshots_never_replace_one_a_point_in_time_restore_needs(
     assert {f: os.stat(os.path.join(rep, "generations", g, "snapshots", f)).st_mtime_ns
             for g, f in objects(rep, "snapshots")} == first
     write(db, 5, start=100)  # a change: the next snapshot goes to a new index
-    wait_for(lambda: len(objects(rep, "snapshots")) == 2, what="a snapshot at a new index",
+    wait_for(lambda: len(objects(rep, "snapshots")) == 3, what="a snapshot at a new index",
              timeout=15)
     assert r.stop() == 0
     out = tmp_path / "pit.db"
