@@ -406,6 +406,15 @@ static int set_value(struct walk *w, const struct field *f, const struct cfg_nod
 			cfg_error(w->e, v, path, "invalid number \"%s\"", s);
 			goto out;
 		}
+		/* yaml.v2 refuses a quoted number; a quoted leading zero is no clear octal either */
+		const char *digits = s + (*s == '-' || *s == '+');
+		if (!v->plain && digits[0] == '0' && isdigit((unsigned char)digits[1])) {
+			cfg_error(w->e, v, path,
+				  "quoted number \"%s\" has a leading zero: write it unquoted for "
+				  "octal (%lld), as Litestream reads it, or without the zero",
+				  s, n);
+			goto out;
+		}
 		if (n < f->min || n > f->max) {
 			if (f->max == INT_MAX || f->max == INT64_MAX)
 				cfg_error(w->e, v, path, "%lld is out of range (at least %lld)", n,

@@ -610,6 +610,24 @@ def test_yaml_values_are_read_as_litestreams_yaml_reads_them(litevisor_bin, tmp_
     assert f["type"] == "file" and f["path"] == "/backups/app", f
 
 
+def test_a_quoted_number_with_a_leading_zero_is_refused(litevisor_bin, tmp_path):
+    """A plain 010 is octal, as yaml.v2 reads it; a quoted "010" was read as 8 too,
+    silently, where Litestream refuses any quoted number. A quoted decimal is still
+    taken; a quoted leading zero is refused with both readings named."""
+    cfgfile = tmp_path / "c.yml"
+    for value, ok in (('"010"', False), ("'-010'", False), ('"${PAGES}"', False),
+                      ('"1000"', True), ("010", True), ('"0"', True), ('"0x10"', True)):
+        cfgfile.write_text(f"dbs:\n  - path: /srv/a.db\n    min-checkpoint-page-count: {value}\n"
+                           "    replicas:\n      - url: file:///backups/a\n")
+        p = run(litevisor_bin, "-config", str(cfgfile), env={"PAGES": "010"})
+        if ok:
+            assert p.returncode == 0 or "out of range" in p.stderr, (value, p.stderr)
+            continue
+        assert p.returncode == 100, (value, p.stdout)
+        assert "min-checkpoint-page-count" in p.stderr and "leading zero" in p.stderr, p.stderr
+        assert "octal (" in p.stderr, p.stderr
+
+
 def test_an_empty_exec_flag_leaves_the_configs_exec(litevisor_bin, tmp_path):
     """`replicate -exec "$APP_CMD"` with APP_CMD unset runs the config's exec, as in
     Litestream; it was a usage error, "exec: empty command" (QA57 D5)."""
