@@ -405,7 +405,7 @@ static void render_litestream(const struct engine_status *e, struct text *t)
 	family(t, "litestream_replica_validation_total", "counter", "Validations run (none: validation-interval is 0).");
 	for (size_t i = 0; i < e->ndbs; i++)
 		for (size_t j = 0; j < e->dbs[i].nreplicas; j++)
-			for (int k = 0; k < 2; k++)
+			for (int k = 0; k < 2 && !e->dbs[i].replicas[j].restore_only; k++)
 				lsample(t, "litestream_replica_validation_total", "db", e->dbs[i].path,
 					"name", e->dbs[i].replicas[j].name, "status", validation[k], 0);
 	render_litestream_ops(e, t, false);

@@ -3506,9 +3506,9 @@ def test_a_database_with_no_writable_replica_warns(run, tmp_path, why):
     metrics = get("/metrics")
     assert 'litevisor_db_writable_replicas{db="app.db"} 0' in metrics
     # it is never written: no lag, position or sync series that would read as caught up
-    # at 0/0 (QA64 D1), and a series saying what it is
+    # at 0/0 (QA64 D1), no validation count (QA66 O2), and a series saying what it is
     assert 'litevisor_replica_restore_only{db="app.db",replica="file"} 1' in metrics, metrics
-    assert not re.search(r'^(litevisor|litestream)_replica_(lag|wal_index|wal_offset|last_sync)'
+    assert not re.search(r'^(litevisor|litestream)_replica_(lag|wal_index|wal_offset|last_sync|valid)'
                          r'\S*\{[^}]*"file"', metrics, re.M), metrics
     lines = [l for l in r.text().splitlines() if "backed up nowhere" in l]
     assert len(lines) == 1 and " WARN " in lines[0] and "db=app.db" in lines[0], r.text()
