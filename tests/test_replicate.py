@@ -573,7 +573,8 @@ def test_each_tick_ships_everything_committed_before_it(run, tmp_path, litestrea
         checked += 1
         if t < segs[k - 1][1] - 0.1:
             late.append((round(segs[k - 1][1] - t, 3), size))
-    assert checked > 300, checked
+    # most commits fall in the ticks checked (not a count: a loaded machine commits fewer)
+    assert checked > len(commits) // 3, (checked, len(commits))
     assert not late, (late, segs)
     assert r.stop() == 0
     check_restore(litestream_bin, rep, db, tmp_path / "out.db")
