@@ -102,12 +102,16 @@ deps:
 deps-build:
 	@scripts/deps.sh --build
 
-# The test runner is Debian's pytest (the python3 first on PATH lacks it).
+# The test runner is Debian's pytest (the python3 first on PATH lacks it), its
+# tests spread over TEST_JOBS processes (pytest-xdist): most of a test's time is
+# spent waiting on the processes it drives, so three keep two cores busy and
+# take the suite from about 17 to about 9 minutes. TEST_JOBS=0: one process.
+TEST_JOBS ?= 3
 check: deps
 	$(MAKE) all unit tools
 	LITEVISOR_BIN=$(abspath $(BIN)) LITEVISOR_UNIT_DIR=$(abspath $(O)/tests) \
 	  LITEVISOR_TOOLS_DIR=$(abspath $(O)/tests/tools) \
-	  /usr/bin/python3 -m pytest -q -p no:cacheprovider tests $(PYTEST_ARGS)
+	  /usr/bin/python3 -m pytest -q -p no:cacheprovider -n $(TEST_JOBS) tests $(PYTEST_ARGS)
 
 demo: deps-build all
 	@scripts/demo.sh $(abspath $(BIN))

@@ -15,7 +15,7 @@ build_only=false
 if [ "${1:-}" = --build ]; then
 	build_only=true
 else
-	PKGS="$PKGS lz4 age python3-pytest python3-botocore python3-yaml nodejs gnuplot-nox procps iproute2"
+	PKGS="$PKGS lz4 age python3-pytest python3-pytest-xdist python3-botocore python3-yaml nodejs gnuplot-nox procps iproute2"
 fi
 
 missing=""
