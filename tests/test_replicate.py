@@ -1252,6 +1252,8 @@ def test_replicate_pushes_to_uptime_kuma(run, tmp_path, litevisor_bin):
         r = run(cfg)
         wait_for(lambda: any(u.startswith("/api/push/T?status=up&msg=OK") for u in got),
                  what="an up push")
+        # the first push can come before the first snapshot made the replica's directory
+        wait_for(lambda: objects(rep, "snapshots"), what="the first snapshot")
         take_away(rep, tmp_path)
         write(db, 5, start=1)
         wait_for(lambda: any("status=down" in u for u in got), what="a down push", timeout=20)
