@@ -45,7 +45,7 @@
  * whose kill timeout is exactly that sum finds litevisor gone.
  */
 #define SUP_STOP_THREADS_MS 2000
-#define SUP_EXIT_MARGIN_MS 100
+#define SUP_EXIT_MARGIN_MS 300
 
 /*
  * Run the lifecycle for cfg (borrowed) and the service command argv
