@@ -203,9 +203,13 @@ static int look(struct consul_lock *l, int64_t wait_ms, struct kv_look *k, char 
 		consul_call_error(crc, &r, err, why, whylen);
 		goto out;
 	}
-	/* blocking.mdx: an index that went backwards starts over at 0; never keep 0 */
+	/*
+	 * blocking.mdx: an index that went backwards starts over; one of 0 (a Consul
+	 * bug it warns of, or no header at all) is taken as 1, or every blocking
+	 * query would return at once, unpaced.
+	 */
 	l->index = r.index < l->index ? 0 : r.index;
-	if (l->index == 0 && r.index > 0)
+	if (l->index == 0)
 		l->index = 1;
 	rc = 0;
 	if (r.status == 404)

@@ -504,6 +504,36 @@ def test_a_key_written_again_and_again_is_not_queried_in_a_loop(litevisor_bin, t
     assert r.wait(timeout=30) in (0, 128 + signal.SIGTERM)
 
 
+@pytest.mark.parametrize("phase", ["held", "waiting"])
+def test_an_index_of_zero_is_no_busy_loop(litevisor_bin, tmp_path, runs, consul, phase):
+    """blocking.mdx: an X-Consul-Index of 0 (a Consul bug it warns of) must be taken as 1,
+    or blocking queries return at once and loop. The index stayed 0 and the pacing was
+    skipped: 105 reads in 5 s from the holder, 36 acquires (Raft writes) from a waiting
+    writer (QA69 D1)."""
+    key = "litevisor/app"
+    if phase == "waiting":
+        hold_lock_elsewhere(consul, key)
+        r = node_run(runs, litevisor_bin, tmp_path, "b", lock_cfg(tmp_path, "b", consul))
+        poll(lambda: "waiting for the writer lock" in r.stderr(), timeout=10)
+    else:
+        r = node_run(runs, litevisor_bin, tmp_path, "a", lock_cfg(tmp_path, "a", consul))
+        poll(lambda: (tmp_path / "a" / "ready").exists(), timeout=30)
+    consul.index_zero = True
+    assert http(consul, "PUT", f"/v1/kv/{key}", "poke") is True  # ends the query under way
+    time.sleep(1.5)
+    n = len(consul.requests)
+    time.sleep(4)
+    ours = [q for q in consul.requests[n:] if q[1].startswith(f"/v1/kv/{key}")]
+    acquires = [q for q in ours if "acquire=" in q[1]]
+    # paced at one blocking query a second (a burst of two), each with at most an
+    # acquire and a plain read before it while waiting
+    assert len(ours) <= (8 if phase == "held" else 18), [q[1] for q in ours]
+    assert len(acquires) <= 6, len(acquires)
+    assert r.p.poll() is None, r.stderr()
+    os.kill(r.pid, signal.SIGTERM)
+    assert r.wait(timeout=30) in (0, 128 + signal.SIGTERM)
+
+
 class LatinS3(BaseHTTPRequestHandler):
     """An S3 server that lists an empty bucket and refuses every write with a French
     error message in Latin-1 (not UTF-8)."""

@@ -21,7 +21,8 @@ Usage:
     ...                                       # srv.kv("k"), srv.checks(), ...
     srv.stop()
 
-Fault switches: hang(on), fail_next(n, status, body), down() / up().
+Fault switches: hang(on), fail_next(n, status, body), down() / up(),
+index_zero (every X-Consul-Index is 0: the Consul bug blocking.mdx warns of).
 Not covered: ?recurse and ?keys on KV, catalog/health endpoints, non-TTL
 checks are stored but never run, blocking-query jitter (see _kv_get).
 """
@@ -131,6 +132,7 @@ class ConsulServer:
         self._hang = False
         self._hang_release = threading.Event()
         self._fail = []                 # pending (status, body, path prefix) answers
+        self.index_zero = False         # blocking.mdx: "this has happened a few times"
         self._httpd = None
         self._serve_thread = None
         self._conns = set()
@@ -382,9 +384,12 @@ class ConsulServer:
         query = parse_qs(parts.query, keep_blank_values=True)
         try:
             self._auth(query, headers)
-            return self._route(method, path, query, body)
+            status, hdrs, out = self._route(method, path, query, body)
         except _Reply as r:
-            return r.status, r.headers, r.body
+            status, hdrs, out = r.status, r.headers, r.body
+        if self.index_zero:
+            hdrs = [(k, "0" if k == "X-Consul-Index" else v) for k, v in hdrs]
+        return status, hdrs, out
 
     # (path prefix, exact?, allowed methods, handler)
     _ROUTES = [
