@@ -33,6 +33,7 @@ struct consul_lock {
 	char session[64];          /* our session's ID, "" when none */
 	int64_t ttl_ms;            /* the session's TTL, as Consul last gave it */
 	int64_t renewed;           /* mono ms of the last successful create or renew */
+	int64_t read_for;          /* held: the renewal (its `renewed`) a plain read of the key followed */
 	uint64_t index;            /* of the key, for blocking queries */
 	int64_t credit, credit_at; /* the blocking queries' token bucket, in ms (pace()) */
 	bool held;                 /* from acquisition on: no request may outlast the lease */
@@ -405,14 +406,22 @@ static void hold(struct consul_lock *l)
 			}
 		}
 		int64_t wait = l->ttl_ms / 2 - (clock_mono_ms() - l->renewed);
+		/*
+		 * No time left for a blocking query before the next renewal (an agent
+		 * slow to answer): a plain read instead, once per renewal, or a
+		 * released or deleted key would never be seen.
+		 */
+		bool plain = wait < 1000 && l->read_for != l->renewed;
 		struct kv_look k;
-		if (wait < 1000 || look(l, wait, &k, why, sizeof(why)) < 0) {
+		if ((wait < 1000 && !plain) || look(l, plain ? 0 : wait, &k, why, sizeof(why)) < 0) {
 			/* not past the lease's end: the top of the loop declares it lost right then */
 			int64_t pause = bounded(l, RETRY_MS);
 			if (atomic_load(&l->stop.flag) || consul_stop_nap(&l->stop, pause))
 				return;
 			continue;
 		}
+		if (plain)
+			l->read_for = l->renewed;
 		if (atomic_load(&l->stop.flag))
 			return;
 		if (strcmp(k.session, l->session) != 0) {

@@ -22,7 +22,8 @@ Usage:
     srv.stop()
 
 Fault switches: hang(on), fail_next(n, status, body), down() / up(),
-index_zero (every X-Consul-Index is 0: the Consul bug blocking.mdx warns of).
+index_zero (every X-Consul-Index is 0: the Consul bug blocking.mdx warns of),
+delay (seconds every answer takes: a loaded agent).
 Not covered: ?recurse and ?keys on KV, catalog/health endpoints, non-TTL
 checks are stored but never run, blocking-query jitter (see _kv_get).
 """
@@ -133,6 +134,7 @@ class ConsulServer:
         self._hang_release = threading.Event()
         self._fail = []                 # pending (status, body, path prefix) answers
         self.index_zero = False         # blocking.mdx: "this has happened a few times"
+        self.delay = 0.0                # seconds before each request is handled
         self._httpd = None
         self._serve_thread = None
         self._conns = set()
@@ -382,6 +384,8 @@ class ConsulServer:
         parts = urlsplit(target)
         path = parts.path
         query = parse_qs(parts.query, keep_blank_values=True)
+        if self.delay:
+            time.sleep(self.delay)
         try:
             self._auth(query, headers)
             status, hdrs, out = self._route(method, path, query, body)
