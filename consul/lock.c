@@ -37,6 +37,7 @@ struct consul_lock {
 	uint64_t index;            /* of the key, for blocking queries */
 	int64_t credit, credit_at; /* the blocking queries' token bucket, in ms (pace()) */
 	bool held;                 /* from acquisition on: no request may outlast the lease */
+	bool warned;               /* held: a failed renewal was logged (once per run of them) */
 	int64_t give_up;           /* mono ms: the end of consul.lock.wait while waiting, 0 = none */
 	int efd;
 	pthread_t thread;
@@ -399,11 +400,23 @@ static void hold(struct consul_lock *l)
 				return;
 			}
 			if (rc < 0) {
+				if (!l->warned && !atomic_load(&l->stop.flag)) {
+					char d[32];
+					int64_t left = l->renewed + l->ttl_ms - clock_mono_ms();
+					log_warn("consul", "writer lock: renewal failed; trying again, the lock is "
+						 "lost if none succeeds within the session's TTL",
+						 "key=\"%s\" error=\"%s\" left=%s", l->cfg->lock_key, why,
+						 duration_format(left > 0 ? left : 0, d, sizeof(d)));
+					l->warned = true;
+				}
 				/* again in a second, or lost at the lease's end just above */
 				if (consul_stop_nap(&l->stop, bounded(l, RETRY_MS)))
 					return;
 				continue;
 			}
+			if (l->warned)
+				log_info("consul", "writer lock: renewed again", "key=\"%s\"", l->cfg->lock_key);
+			l->warned = false;
 		}
 		int64_t wait = l->ttl_ms / 2 - (clock_mono_ms() - l->renewed);
 		/*

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/duration.h"
 #include "common/log.h"
 #include "consul/client.h"
 #include "consul/register.h"
@@ -65,6 +66,32 @@ static void holder(const struct config *cfg, char *buf, size_t len)
 		 alloc ? alloc : "", (int)getpid());
 }
 
+/*
+ * Consul may end the session while this process cannot reach its agent (its
+ * node left, or failed serfHealth); the lock delay then starts, but the lost
+ * lock is learned only up to a TTL later, and the stop and the final flush
+ * come on top. The next writer's restore waits for that flush only within
+ * restore.handover-wait (docs/restore.md); say so when the two cannot cover it.
+ */
+static void warn_detection_lag(const struct config *cfg)
+{
+	const struct cfg_consul *k = &cfg->consul;
+	int64_t need = k->lock_ttl_ms + cfg->supervisor.stop_grace_ms + cfg->supervisor.flush_timeout_ms;
+	int64_t have = k->lock_delay_ms + cfg->restore.handover_wait_ms;
+	if (have >= need)
+		return;
+	char a[32], b[32], t[32], g[32], f[32];
+	log_warn("consul", "a lost lock is learned up to its TTL late when the agent cannot be "
+		 "reached: the next writer may then restore before this one's final flush (its last "
+		 "commits lost); make lock-delay + restore.handover-wait cover ttl + stop-grace + "
+		 "flush-timeout", "lock_delay=%s handover_wait=%s ttl=%s stop_grace=%s flush_timeout=%s",
+		 duration_format(k->lock_delay_ms, a, sizeof(a)),
+		 duration_format(cfg->restore.handover_wait_ms, b, sizeof(b)),
+		 duration_format(k->lock_ttl_ms, t, sizeof(t)),
+		 duration_format(cfg->supervisor.stop_grace_ms, g, sizeof(g)),
+		 duration_format(cfg->supervisor.flush_timeout_ms, f, sizeof(f)));
+}
+
 int sup_consul_take_lock(struct sup_consul *c, int sfd, struct sup_state *st,
 			 void (*tick)(void *arg), void *arg)
 {
@@ -72,6 +99,7 @@ int sup_consul_take_lock(struct sup_consul *c, int sfd, struct sup_state *st,
 	if (!c || !c->cfg->consul.lock_key)
 		return 0;
 	const char *key = c->cfg->consul.lock_key;
+	warn_detection_lag(c->cfg);
 	holder(c->cfg, who, sizeof(who));
 	c->lock = consul_lock_start(&c->cfg->consul, who, why, sizeof(why));
 	if (!c->lock) {
