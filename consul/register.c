@@ -34,6 +34,7 @@ struct consul_reg {
 	bool registered;           /* the agent has it, as far as we know */
 	bool tried;                /* a registration was sent (it may have landed unanswered) */
 	bool gone;                 /* deregistered: nothing more to do */
+	int forgot;                /* check updates in a row answered "unknown check" */
 	pthread_t thread;
 	bool started;
 	char last_err[300];        /* the last error logged, to log each once */
@@ -106,8 +107,10 @@ static int do_register(struct consul_reg *r)
 			     body, r->cfg->timeout_ms, &rep, err, sizeof(err));
 	free(body);
 	if (rc == 0 && rep.status == 200) {
-		log_info("consul", "service registered", "agent=%s service=\"%s\" service_id=\"%s\" check_id=\"%s\"",
-			 consul_client_addr(r->cl), r->name, r->id, r->check_id);
+		/* forgotten again and again: that was said once (update) */
+		if (r->forgot < 2)
+			log_info("consul", "service registered", "agent=%s service=\"%s\" service_id=\"%s\" check_id=\"%s\"",
+				 consul_client_addr(r->cl), r->name, r->id, r->check_id);
 		r->registered = true;
 		r->last_err[0] = '\0';
 	} else {
@@ -119,7 +122,10 @@ static int do_register(struct consul_reg *r)
 	return rc;
 }
 
-/* 0 updated; -1 failed; -2 the agent does not know the check. */
+/*
+ * 0 updated; -1 failed; -2 the agent does not know the check (r->forgot
+ * counts those in a row: the first is logged, and the second, once).
+ */
 static int update(struct consul_reg *r, enum consul_check st, const char *output)
 {
 	char err[256], why[300];
@@ -138,6 +144,7 @@ static int update(struct consul_reg *r, enum consul_check st, const char *output
 	free(body);
 	if (rc == 0 && rep.status == 200) {
 		r->last_err[0] = '\0';
+		r->forgot = 0;
 	} else {
 		consul_call_error(rc, &rep, err, why, sizeof(why));
 		/*
@@ -148,8 +155,15 @@ static int update(struct consul_reg *r, enum consul_check st, const char *output
 		if (rc == 0 && (rep.status == 404 ||
 				(rep.status == 500 && (strstr(rep.body, "Unknown check") ||
 						       strstr(rep.body, "does not have associated TTL"))))) {
-			log_warn("consul", "the agent no longer knows the check; registering again",
-				 "service_id=\"%s\" error=\"%s\"", r->id, why);
+			if (r->forgot == 0)
+				log_warn("consul", "the agent no longer knows the check; registering again",
+					 "service_id=\"%s\" error=\"%s\"", r->id, why);
+			else if (r->forgot == 1)
+				log_warn("consul", "the agent forgot the check again right after its registration "
+					 "(several agents behind one address?); registering again after a pause, "
+					 "up to 10s", "agent=%s service_id=\"%s\" error=\"%s\"",
+					 consul_client_addr(r->cl), r->id, why);
+			r->forgot++;
 			r->registered = false;
 			rc = -2;
 		} else {
@@ -202,7 +216,8 @@ static void *reg_main(void *arg)
 				wait = backoff;
 				backoff = backoff * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : backoff * 2;
 			} else {
-				backoff = POLL_MS;
+				if (!r->forgot)
+					backoff = POLL_MS;
 				last_status = -1;
 				continue;
 			}
@@ -221,10 +236,14 @@ static void *reg_main(void *arg)
 					snprintf(last_output, sizeof(last_output), "%s", output);
 					last_update = now;
 					backoff = POLL_MS;
-				} else if (rc == -2) {
+				} else if (rc == -2 && r->forgot == 1) {
+					/* an agent restarted without its data: register again now */
 					continue;
 				} else {
-					/* the agent is away: not a request every few milliseconds */
+					/*
+					 * the agent is away, or forgets the check as soon as it is
+					 * registered: not a request every few milliseconds
+					 */
 					wait = backoff;
 					backoff = backoff * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : backoff * 2;
 					goto nap;

@@ -14,7 +14,10 @@
  *  - asks health() every second and updates the check
  *    (PUT /v1/agent/check/update/:id) when its status changes, and at least
  *    every third of the TTL; an agent that forgot the check (404: restarted
- *    without its data) gets the registration again;
+ *    without its data) gets the registration again at once, but one that
+ *    forgets it again right after (several agents behind one address, an
+ *    agent restarting in a loop) only after a pause, 1 s doubling to 10 s,
+ *    logged once;
  *  - on consul_reg_leave(), deregisters at once (the service is stopping:
  *    clients must stop being sent to it before it goes), then idles.
  * The agent being unreachable never stops or delays the service: it is

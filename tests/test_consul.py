@@ -472,6 +472,36 @@ def test_a_failing_agent_is_not_hammered_with_check_updates(litevisor_bin, tmp_p
     assert r.wait(timeout=20) == 128 + signal.SIGTERM  # sleep's own death by TERM
 
 
+def test_a_check_forgotten_right_after_its_registration_is_registered_again_after_a_pause(
+        litevisor_bin, tmp_path, runs, consul):
+    """An agent that forgot the check (restarted without its data) gets the registration
+    again at once; one that answers "unknown check" again right after it (several agents
+    behind one address) gets it after a pause, 1 s doubling, and one warning, not a
+    registration and a warning per round trip (QA69 D4: 66 of each in 5 s)."""
+    cfg = (f"consul:\n  addr: {consul.addr}\n  service:\n    name: app\n    id: app-1\n"
+           f"    check-ttl: 6s\n")
+    r = start(runs, litevisor_bin, tmp_path, ["sleep", "60"], config=cfg)
+    poll(lambda: consul.checks().get("service:app-1", {}).get("Status") == "passing", timeout=10)
+    n = len(consul.requests)
+    # agent/acl.go's answer for a check it does not have; the 4th update after it lands
+    consul.fail_next(4, 404, 'Unknown check ID "service:app-1". Ensure that the check ID is '
+                     "passed, not the check name.", path="/v1/agent/check/update/")
+
+    def regs():
+        return [q for q in consul.requests[n:] if q[1].startswith("/v1/agent/service/register")]
+    poll(regs, timeout=10)  # the next update (a third of the TTL) found the check forgotten
+    time.sleep(2)
+    assert len(regs()) <= 3, len(regs())  # at once, then 1 s later; the next 2 s after that
+    # the 4th registration's update lands, 4 s after the 3rd
+    poll(lambda: len(regs()) == 4 and
+         consul.checks().get("service:app-1", {}).get("Status") == "passing", timeout=15)
+    err = r.stderr()
+    assert err.count("the agent no longer knows the check") == 1, err
+    assert err.count("the agent forgot the check again") == 1, err
+    os.kill(r.pid, signal.SIGTERM)
+    assert r.wait(timeout=20) == 128 + signal.SIGTERM
+
+
 @pytest.mark.parametrize("status,body", [(400, "Missing key name"),
                                          (500, 'invalid key name "litevisor/app"')])
 def test_a_key_the_agent_refuses_fails_at_once(litevisor_bin, tmp_path, runs, consul, status,
