@@ -363,6 +363,12 @@ int cfg_set_consul(struct walk *w, const struct field *f, const struct cfg_node 
 		cfg_error(w->e, at[CO_TOKEN_FILE], "consul.token-file", "give token or token-file, not both");
 		return -1;
 	}
+	/* never sent (it would end the X-Consul-Token header) and it cannot change: say so now */
+	if (cfg->consul.token.value && strpbrk(cfg->consul.token.value, "\r\n")) {
+		cfg_error(w->e, at[CO_TOKEN], "consul.token",
+			  "contains a line break: it cannot be sent as the X-Consul-Token header");
+		return -1;
+	}
 	/* as the S3 key files: a missing one is a mistake to name now, not a wait of lock.wait */
 	if (cfg->consul.token.file &&
 	    cfg_check_readable(w, at[CO_TOKEN_FILE], "consul.token-file", cfg->consul.token.file) < 0)

@@ -204,9 +204,17 @@ int consul_agent_check(const struct cfg_consul *c, char *err, size_t errlen)
 	if (client_setup(cl, c, err, errlen) < 0)
 		goto out;
 	const struct cfg_secret *s = client_token(cl);
-	if (s->file && secret_get(s, tok, sizeof(tok), why, sizeof(why)) < 0) {
-		snprintf(err, errlen, "%s: %s", s == &cl->env_token ? "CONSUL_HTTP_TOKEN_FILE" : "consul.token-file",
-			 why);
+	const char *name = s == &cl->env_token ? (s->file ? "CONSUL_HTTP_TOKEN_FILE" : "CONSUL_HTTP_TOKEN")
+					       : (s->file ? "consul.token-file" : "consul.token");
+	tok[0] = '\0';
+	if (secret_is_set(s) && secret_get(s, tok, sizeof(tok), why, sizeof(why)) < 0) {
+		snprintf(err, errlen, "%s: %s", name, why);
+		goto out;
+	}
+	if (strpbrk(tok, "\r\n")) {
+		/* consul_call would refuse every request: a wait of lock.wait, then 111, forever */
+		snprintf(err, errlen, "%s: the token contains a line break: it cannot be sent as the "
+			 "X-Consul-Token header", name);
 		goto out;
 	}
 	rc = 0;

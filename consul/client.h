@@ -48,8 +48,10 @@ void consul_client_free(struct consul_client *cl);
 /*
  * What consul_client_new would refuse, found before anything starts: the
  * agent's address (config or CONSUL_HTTP_ADDR: http(s) only, no password or
- * path in it) and a token file that cannot be read. Returns 0, or -1 with err
- * naming the setting (a configuration error: waiting does not mend it).
+ * path in it), a token file that cannot be read, and a token (config,
+ * CONSUL_HTTP_TOKEN or the file's current content) with a line break, which
+ * consul_call never sends. Returns 0, or -1 with err naming the setting,
+ * never the token (a configuration error: waiting does not mend it).
  */
 int consul_agent_check(const struct cfg_consul *c, char *err, size_t errlen);
 

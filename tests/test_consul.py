@@ -326,6 +326,8 @@ def test_replicate_holds_the_lock_and_refuses_a_service_registration(litevisor_b
     ("  service:\n    name: " + "a" * 257 + "\n", "must be UTF-8 text of at most 256 bytes"),
     ("  token-file: /nonexistent/token\n  lock:\n    key: k\n",
      'consul.token-file: cannot read "/nonexistent/token"'),
+    # never sent, so every request would fail until lock.wait ran out (QA69 D5)
+    ('  token: "abc\\ndef"\n  lock:\n    key: k\n', "consul.token: contains a line break"),
 ])
 def test_consul_settings_consul_would_refuse_are_refused_at_load(litevisor_bin, tmp_path, section,
                                                                  message):
@@ -436,6 +438,27 @@ def test_a_consul_http_addr_it_cannot_use_is_a_config_error(litevisor_bin, tmp_p
                            capture_output=True, text=True, timeout=20, env=env)
         assert p.returncode == 100 and message in p.stderr, (cmd, p.stderr)
         assert "pa55w0rd" not in p.stderr
+
+
+@pytest.mark.parametrize("var,value", [("CONSUL_HTTP_TOKEN", "s3cr3t\nX-Other: 1"),
+                                       ("CONSUL_HTTP_TOKEN_FILE", None)])
+def test_a_consul_token_with_a_line_break_is_a_config_error(litevisor_bin, tmp_path, var, value):
+    """A token consul_call never sends (it would end the header) failed every request:
+    `run` waited for lock.wait, then exited 111, forever (QA69 D5). The token file is
+    read as at start: rotated later to such a value, requests fail until it is fixed."""
+    if value is None:
+        (tmp_path / "token").write_text("s3cr3t\r\nX-Other: 1\n")
+        value = str(tmp_path / "token")
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("dbs: []\nconsul:\n  addr: 127.0.0.1:1\n  lock:\n    key: k\n")
+    env = dict(os.environ, **{var: value})
+    for cmd in (["config"], ["run"]):
+        p = subprocess.run([litevisor_bin] + cmd + ["-config", str(cfg)] +
+                           (["--", "true"] if cmd == ["run"] else []),
+                           capture_output=True, text=True, timeout=20, env=env)
+        assert p.returncode == 100, (cmd, p.returncode, p.stderr)
+        assert f"{var}: the token contains a line break" in p.stderr, (cmd, p.stderr)
+        assert "s3cr3t" not in p.stderr
 
 
 def test_a_lock_lost_while_already_stopping_keeps_the_services_code(litevisor_bin, tmp_path, runs,
