@@ -19,6 +19,14 @@
 #define RETRY_MAX_MS 10000
 #define OUTPUT_MAX 1024 /* of the check's output: the first problem is enough */
 #define ESC_MAX (3 * (CONSUL_ID_MAX + 8) + 1) /* a check ID, percent-encoded */
+/*
+ * Why the request under way is abandoned: the thread stops, or the service
+ * leaves and an update or a registration stands between it and the
+ * deregistration. The thread clears CANCEL_LEAVE before deregistering, so
+ * only a stop abandons that.
+ */
+#define CANCEL_STOP 1
+#define CANCEL_LEAVE 2
 
 struct consul_reg {
 	const struct cfg_consul *cfg;
@@ -31,6 +39,7 @@ struct consul_reg {
 	void *ctx;
 	struct consul_stop stop;
 	atomic_int leave;          /* deregister now */
+	atomic_int cancel;         /* CANCEL_*: abandon the request under way (the client's abort flag) */
 	bool registered;           /* the agent has it, as far as we know */
 	bool tried;                /* a registration was sent (it may have landed unanswered) */
 	bool gone;                 /* deregistered: nothing more to do */
@@ -106,7 +115,9 @@ static int do_register(struct consul_reg *r)
 	int rc = consul_call(r->cl, "PUT", "/v1/agent/service/register?replace-existing-checks=true",
 			     body, r->cfg->timeout_ms, &rep, err, sizeof(err));
 	free(body);
-	if (rc == 0 && rep.status == 200) {
+	if (rc < 0 && atomic_load(&r->leave)) {
+		rc = -1; /* abandoned for the deregistration: nothing to say */
+	} else if (rc == 0 && rep.status == 200) {
 		/* forgotten again and again: that was said once (update) */
 		if (r->forgot < 2)
 			log_info("consul", "service registered", "agent=%s service=\"%s\" service_id=\"%s\" check_id=\"%s\"",
@@ -142,7 +153,9 @@ static int update(struct consul_reg *r, enum consul_check st, const char *output
 	}
 	int rc = consul_call(r->cl, "PUT", r->check_path, body, r->cfg->timeout_ms, &rep, err, sizeof(err));
 	free(body);
-	if (rc == 0 && rep.status == 200) {
+	if (rc < 0 && atomic_load(&r->leave)) {
+		rc = -1; /* abandoned for the deregistration: nothing to say */
+	} else if (rc == 0 && rep.status == 200) {
 		r->last_err[0] = '\0';
 		r->forgot = 0;
 	} else {
@@ -204,7 +217,9 @@ static void *reg_main(void *arg)
 	char last_output[OUTPUT_MAX] = "";
 	while (!atomic_load(&r->stop.flag)) {
 		int64_t wait = POLL_MS;
-		if (atomic_load(&r->leave)) {
+		bool leaving = atomic_load(&r->leave);
+		if (leaving) {
+			atomic_fetch_and(&r->cancel, ~CANCEL_LEAVE);
 			if (!r->gone && deregister(r, r->cfg->timeout_ms) < 0) {
 				wait = backoff;
 				backoff = backoff * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : backoff * 2;
@@ -255,6 +270,9 @@ static void *reg_main(void *arg)
 				wait = due > 10 ? due : 10;
 		}
 nap:
+		/* a leave during this round's request woke no nap: deregister now */
+		if (!leaving && atomic_load(&r->leave))
+			continue;
 		if (consul_stop_nap(&r->stop, wait))
 			break;
 	}
@@ -298,7 +316,7 @@ struct consul_reg *consul_reg_start(const struct cfg_consul *cfg, const struct c
 	snprintf(r->check_path, sizeof(r->check_path), "/v1/agent/check/update/%s", esc);
 	if (!(r->cl = consul_client_new(cfg, err, errlen)))
 		goto fail;
-	consul_client_abort_on(r->cl, &r->stop.flag);
+	consul_client_abort_on(r->cl, &r->cancel);
 	int rc = pthread_create(&r->thread, NULL, reg_main, r);
 	if (rc != 0) {
 		snprintf(err, errlen, "cannot start thread: %s", strerror(rc));
@@ -316,14 +334,20 @@ void consul_reg_leave(struct consul_reg *r)
 	if (!r)
 		return;
 	atomic_store(&r->leave, 1);
-	/* now rather than at its next second: the stop sequence has begun */
+	/*
+	 * now rather than at its next second or the end of an update under way:
+	 * the stop sequence has begun, clients must stop being sent here
+	 */
+	atomic_fetch_or(&r->cancel, CANCEL_LEAVE);
 	consul_stop_wake(&r->stop);
 }
 
 void consul_reg_halt(struct consul_reg *r)
 {
-	if (r && r->started)
+	if (r && r->started) {
+		atomic_fetch_or(&r->cancel, CANCEL_STOP);
 		consul_stop_request(&r->stop);
+	}
 }
 
 void consul_reg_stop(struct consul_reg *r, int64_t budget_ms)
@@ -331,6 +355,7 @@ void consul_reg_stop(struct consul_reg *r, int64_t budget_ms)
 	if (!r)
 		return;
 	if (r->started) {
+		atomic_fetch_or(&r->cancel, CANCEL_STOP);
 		consul_stop_request(&r->stop);
 		pthread_join(r->thread, NULL);
 	}

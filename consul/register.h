@@ -19,7 +19,9 @@
  *    agent restarting in a loop) only after a pause, 1 s doubling to 10 s,
  *    logged once;
  *  - on consul_reg_leave(), deregisters at once (the service is stopping:
- *    clients must stop being sent to it before it goes), then idles.
+ *    clients must stop being sent to it before it goes), abandoning an
+ *    update or a registration under way (libcurl notices within a second)
+ *    rather than waiting up to consul.timeout for it, then idles.
  * The agent being unreachable never stops or delays the service: it is
  * logged once per distinct error and tried again.
  */
@@ -59,7 +61,10 @@ struct consul_reg;
 struct consul_reg *consul_reg_start(const struct cfg_consul *cfg, const struct consul_service *svc,
 				    consul_health_fn health, void *ctx, char *err, size_t errlen);
 
-/* Deregister now, without waiting (the thread does it). NULL is fine. */
+/*
+ * Deregister now, without waiting (the thread does it, abandoning the
+ * request under way first). NULL is fine.
+ */
 void consul_reg_leave(struct consul_reg *r);
 
 /* Ask the thread to stop, without waiting (see consul_lock_halt). NULL is fine. */

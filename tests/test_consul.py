@@ -525,6 +525,50 @@ def test_a_check_forgotten_right_after_its_registration_is_registered_again_afte
     assert r.wait(timeout=20) == 128 + signal.SIGTERM
 
 
+class SlowCheckUpdates(ConsulServer):
+    """An agent slow to answer check updates (a loaded agent, one waiting on its servers);
+    every other request is answered at once."""
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.slow = 0.0
+        self.updating = threading.Event()
+
+    def dispatch(self, method, target, headers, body):
+        if self.slow and target.startswith("/v1/agent/check/update/"):
+            self.updating.set()
+            time.sleep(self.slow)
+        return super().dispatch(method, target, headers, body)
+
+
+def test_the_deregistration_does_not_wait_for_a_check_update_under_way(litevisor_bin, tmp_path,
+                                                                       runs):
+    """The stop begins while a check update waits for its answer: that update is abandoned
+    for the deregistration, not waited for up to consul.timeout, while Consul keeps sending
+    clients, check passing, to a service already stopping (QA69 D6: 3.9 s)."""
+    srv = SlowCheckUpdates().start()
+    try:
+        cfg = (f"consul:\n  addr: {srv.addr}\n  service:\n    name: app\n    id: app-1\n"
+               f"    check-ttl: 6s\n")
+        trapped = tmp_path / "trapped"
+        r = start(runs, litevisor_bin, tmp_path,
+                  ["sh", "-c", f'trap "sleep 4; exit 0" TERM; touch {trapped}; '
+                               'while :; do sleep 0.1; done'], config=cfg)
+        poll(lambda: srv.checks().get("service:app-1", {}).get("Status") == "passing",
+             timeout=10)
+        poll(trapped.exists, timeout=10)
+        srv.slow = 4.5
+        assert srv.updating.wait(timeout=10)  # the next one, a third of the TTL later
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        os.kill(r.pid, signal.SIGTERM)
+        poll(lambda: "app-1" not in srv.services(), timeout=10, interval=0.02)
+        assert time.monotonic() - t0 < 2, time.monotonic() - t0  # libcurl looks each second
+        assert r.wait(timeout=20) == 0
+        assert "cannot update the check" not in r.stderr(), r.stderr()  # abandoned, not failed
+    finally:
+        srv.stop()
+
+
 @pytest.mark.parametrize("status,body", [(400, "Missing key name"),
                                          (500, 'invalid key name "litevisor/app"')])
 def test_a_key_the_agent_refuses_fails_at_once(litevisor_bin, tmp_path, runs, consul, status,
