@@ -162,8 +162,10 @@ struct cfg_health {
  * on when service_name is set, the single-writer lock when lock_key is set.
  * addr, token and ca_file left unset fall back at use time to Consul's own
  * variables ($CONSUL_HTTP_ADDR, $CONSUL_HTTP_TOKEN(_FILE), $CONSUL_CACERT).
- * Config guarantees: an inline token without a line break (it could never
- * be sent as a header); lock_key at most CFG_CONSUL_KEY_MAX bytes, without
+ * Config guarantees: addr with a port of 1..65535 (none only after a
+ * scheme); an inline token without a line break (it could never be sent as
+ * a header); token_file and ca_file readable at load; service_port_label
+ * [A-Za-z0-9_]+ (Nomad's port labels); lock_key at most CFG_CONSUL_KEY_MAX bytes, without
  * empty, "." or ".." segments; lock_ttl_ms within Consul's 10 s..24 h;
  * lock_delay_ms within 0..60 s and at least supervisor stop-grace +
  * flush-timeout (a lost lock's stop ends inside the delay that keeps the next

@@ -44,6 +44,27 @@ static int set_addr_url(struct walk *w, const struct field *f, const struct cfg_
 		free(s);
 		return -1;
 	}
+	/* the port: after "[v6]", else after the last ':' */
+	const char *port = NULL, *rb = *hp == '[' ? strchr(hp, ']') : NULL;
+	if (rb)
+		port = rb[1] == ':' ? rb + 2 : rb[1] ? rb + 1 : NULL;
+	else if (strrchr(hp, ':'))
+		port = strrchr(hp, ':') + 1;
+	if (port) {
+		size_t n = strspn(port, "0123456789");
+		long p = n && n <= 5 && !port[n] ? strtol(port, NULL, 10) : 0;
+		if (p < 1 || p > 65535) {
+			cfg_error(w->e, v, path, "\"%s\": the port is not a number from 1 to 65535", s);
+			free(s);
+			return -1;
+		}
+	} else if (hp == s) {
+		/* libcurl would try port 80; an agent listens on 8500 */
+		cfg_error(w->e, v, path, "\"%s\" has no port: HOST:PORT (the agent's HTTP port, 8500 by "
+			  "default), or http(s)://HOST for the scheme's own port", s);
+		free(s);
+		return -1;
+	}
 	free(c->addr);
 	c->addr = s;
 	return 0;
@@ -70,10 +91,11 @@ static int set_port(struct walk *w, const struct field *f, const struct cfg_node
 		free(s);
 		return 0;
 	}
+	/* a Nomad port label: [a-zA-Z0-9_]+, what its jobspec takes ("-5" is no label) */
 	for (const char *p = s; *p; p++) {
-		if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-') {
+		if (!isalnum((unsigned char)*p) && *p != '_') {
 			cfg_error(w->e, v, path,
-				  "\"%s\" is neither a port number nor a Nomad port label (letters, digits, _ and -)", s);
+				  "\"%s\" is neither a port number nor a Nomad port label (letters, digits and _)", s);
 			free(s);
 			return -1;
 		}
@@ -372,6 +394,10 @@ int cfg_set_consul(struct walk *w, const struct field *f, const struct cfg_node 
 	/* as the S3 key files: a missing one is a mistake to name now, not a wait of lock.wait */
 	if (cfg->consul.token.file &&
 	    cfg_check_readable(w, at[CO_TOKEN_FILE], "consul.token-file", cfg->consul.token.file) < 0)
+		return -1;
+	/* libcurl would fail every https request, as Consul's own client refuses to start */
+	if (cfg->consul.ca_file && *cfg->consul.ca_file &&
+	    cfg_check_readable(w, at[CO_CA], "consul.ca-file", cfg->consul.ca_file) < 0)
 		return -1;
 	return 0;
 }

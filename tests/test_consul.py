@@ -328,6 +328,12 @@ def test_replicate_holds_the_lock_and_refuses_a_service_registration(litevisor_b
      'consul.token-file: cannot read "/nonexistent/token"'),
     # never sent, so every request would fail until lock.wait ran out (QA69 D5)
     ('  token: "abc\\ndef"\n  lock:\n    key: k\n', "consul.token: contains a line break"),
+    # each was found only at run, by a request that failed (QA69 O2)
+    ("  addr: 127.0.0.1:99999\n", "the port is not a number from 1 to 65535"),
+    ("  addr: \"[::1]:0\"\n", "the port is not a number from 1 to 65535"),
+    ("  addr: 127.0.0.1\n", "has no port"),
+    ("  ca-file: /nonexistent/ca.pem\n", 'consul.ca-file: cannot read "/nonexistent/ca.pem"'),
+    ("  service:\n    name: a\n    port: \"-5\"\n", "neither a port number nor a Nomad port label"),
 ])
 def test_consul_settings_consul_would_refuse_are_refused_at_load(litevisor_bin, tmp_path, section,
                                                                  message):
@@ -336,6 +342,21 @@ def test_consul_settings_consul_would_refuse_are_refused_at_load(litevisor_bin, 
     p = subprocess.run([litevisor_bin, "config", "-config", str(cfg)], capture_output=True,
                        text=True, timeout=10)
     assert p.returncode == 100 and message in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("section", [
+    "  addr: http://consul.example\n",          # the scheme's own port
+    "  addr: \"[::1]:8500\"\n",
+    "  addr: https://[::1]\n",
+    "  service:\n    name: a\n    port: http_2\n",
+])
+def test_consul_addresses_and_port_labels_consul_and_nomad_take_load(litevisor_bin, tmp_path,
+                                                                      section):
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("dbs: []\nconsul:\n" + section)
+    p = subprocess.run([litevisor_bin, "config", "-config", str(cfg)], capture_output=True,
+                       text=True, timeout=10)
+    assert p.returncode == 0, p.stderr
 
 
 def test_an_agent_that_stops_answering_loses_the_lock_within_its_ttl(litevisor_bin, tmp_path,
