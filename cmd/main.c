@@ -5,7 +5,9 @@
  * first thing and before any thread exists (see supervisor/).
  */
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -55,9 +57,27 @@ static int output_done(const char *name, int rc)
 	return rc == 0 ? EXIT_TEMPFAIL : rc;
 }
 
+/*
+ * One malloc arena. glibc gives each thread that allocates an arena of its
+ * own, up to 8 per core, and never trims them: with 5 databases of two
+ * replicas each (17 threads) 6.5 of the 10.8 MB malloc held was free, in 15
+ * arenas, and the private memory stood at 11-12 MiB where one arena keeps
+ * 7-8 MiB (QA68). The threads mostly wait, and the byte paths (restore,
+ * snapshots, segments) use buffers made once, so they hardly contend for it.
+ * An operator's own choice (MALLOC_ARENA_MAX, GLIBC_TUNABLES) wins.
+ */
+static void one_arena(void)
+{
+#ifdef M_ARENA_MAX
+	if (!getenv("MALLOC_ARENA_MAX") && !getenv("GLIBC_TUNABLES"))
+		(void)mallopt(M_ARENA_MAX, 1);
+#endif
+}
+
 int main(int argc, char **argv)
 {
 	child_hold_closed_stdio(); /* first: before anything opens a descriptor */
+	one_arena();
 	child_note_inherited_fds();
 	child_raise_fd_limit();
 	if (argc < 2) {
