@@ -21,6 +21,7 @@
 #include "common/config.h"
 #include "replication/commits.h"
 #include "replication/db.h"
+#include "replication/lagring.h"
 #include "replication/layout.h"
 #include "replication/localstate.h"
 #include "replication/lz4io.h"
@@ -34,8 +35,6 @@
 /* The database state while its file does not exist (yet): nothing to replicate. */
 #define ENG_STATE_WAITING "waiting for database"
 
-/* Commit times remembered for the lag gauge. */
-#define ENG_LAG_RING 64
 /* Generations of this process remembered as its own (writers.c); older ones were seen listed. */
 #define ENG_OWN_GENS 16
 
@@ -137,12 +136,6 @@ struct eng_replica {
 	int64_t recorded_behind_ns;   /* ... with this behind-since (wall ns, 0 none) */
 };
 
-struct lag_entry {
-	uint32_t index;
-	uint64_t end;
-	int64_t mono_ns;
-};
-
 /*
  * One compressed snapshot shared by the replicas of a database that need the
  * same one (snapshot.c). All fields under the database's mu.
@@ -192,7 +185,7 @@ struct eng_db {
 	bool flush_skip;              /* the final flush has nothing of it to ship */
 	bool flush_closing;           /* replicas close themselves on reaching flush_target */
 	struct wal_pos flush_target;  /* where the final flush brings its replicas */
-	struct lag_entry lag[ENG_LAG_RING];
+	struct lag_entry lag[LAG_RING];  /* lagring.h */
 	size_t lag_n;
 	int64_t gen_start_mono;
 	char own_gens[ENG_OWN_GENS][17]; /* generations this process wrote, newest last (writers.c) */

@@ -70,12 +70,8 @@ static double shadow_lag(const struct eng_db *d, const struct wal_pos *pos, int6
 {
 	if (strcmp(pos->generation, d->gen) != 0)
 		return d->gen_start_mono ? (double)(now - d->gen_start_mono) / NS_PER_SEC : 0;
-	for (size_t i = 0; i < d->lag_n; i++) {
-		const struct lag_entry *l = &d->lag[i];
-		if (l->index > pos->index || (l->index == pos->index && l->end > pos->offset))
-			return (double)(now - l->mono_ns) / NS_PER_SEC;
-	}
-	return 0;
+	int64_t t = lagring_oldest_past(d->lag, d->lag_n, pos->index, pos->offset);
+	return t ? (double)(now - t) / NS_PER_SEC : 0;
 }
 
 double replica_lag_seconds(const struct eng_db *d, const struct eng_replica *r, int64_t now)

@@ -2119,6 +2119,59 @@ def test_max_checkpoint_page_count_below_the_minimum_checkpoints_at_the_max(run,
     check_restore(litestream_bin, rep, db, tmp_path / "out.db")
 
 
+def test_a_checkpoint_a_reader_holds_up_does_not_make_a_pass_per_commit(run, tmp_path,
+                                                                          litestream_bin):
+    """64 segments in one WAL index ask for a checkpoint; an app reader keeping its read
+    transaction keeps the WAL from restarting, so the request stays. Each commit then
+    made a monitor pass (800-1,400 a second, 13 times the CPU) instead of being gathered
+    for a quarter of the sync interval (QA67 D1); the checkpoint is still tried every
+    100 ms."""
+    import threading
+    import urllib.request
+    from conftest import free_port
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    port = free_port()
+    cfg = config(tmp_path, db, [file_replica(rep, sync="200ms")], checkpoint_interval="0s",
+                 min_checkpoint_page_count=1000000, max_checkpoint_page_count=0)
+    cfg.write_text(f"addr: 127.0.0.1:{port}\n" + cfg.read_text())
+    r = run(cfg)
+    reader = sqlite3.connect(str(db), isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM t").fetchall()  # pins the WAL from here on
+    stop, commits = threading.Event(), [0]
+
+    def app():
+        c = sqlite3.connect(str(db), isolation_level=None, timeout=30)
+        while not stop.is_set():
+            c.execute("INSERT INTO t(v) VALUES ('x')")
+            commits[0] += 1
+        c.close()
+
+    def passes():
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        return int(re.search(r'^litestream_sync_count\{db="[^"]*"\} (\d+)$', body, re.M).group(1))
+
+    t = threading.Thread(target=app)
+    t.start()
+    try:
+        wait_for(lambda: len(objects(rep, "wal")) > 64, timeout=60, log=r.text,
+                 what="64 segments in the first index")
+        time.sleep(0.5)
+        p0, c0 = passes(), commits[0]
+        time.sleep(3)
+        p1, c1 = passes(), commits[0]
+    finally:
+        stop.set()
+        t.join()
+        reader.close()
+    assert c1 - c0 > 600, (c1 - c0)  # the app did commit back to back meanwhile
+    # gathered for 50 ms (a quarter of 200 ms) plus the retries every 100 ms: ~30/s
+    assert p1 - p0 < 250, (p1 - p0, c1 - c0)
+    assert r.stop() == 0, r.text()
+    check_restore(litestream_bin, rep, db, tmp_path / "out.db")
+
+
 def test_own_truncate_checkpoint(run, tmp_path, litestream_bin):
     db, rep = tmp_path / "app.db", tmp_path / "rep"
     create(db)
