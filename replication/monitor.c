@@ -685,6 +685,14 @@ static int copy_wal(struct eng_db *d)
 	}
 	for (int round = 0; round < 8; round++) {
 		uint64_t grew = 0;
+		/* read before the WAL: what it publishes is written there first (shadow.h) */
+		struct db_wal_index wi;
+		sqlite3 *look = d->conns.cur >= 0 ? d->conns.hold[d->conns.cur] : d->conns.ck;
+		d->sh.bound_set = look && db_wal_index(look, &wi) == 0 && wi.consistent;
+		if (d->sh.bound_set) {
+			memcpy(d->sh.bound_salts, wi.salts, sizeof(d->sh.bound_salts));
+			d->sh.bound_frames = wi.max_frame;
+		}
 		enum shadow_result res = shadow_sync(&d->sh, d->wal_fd, &grew, why, sizeof(why));
 		switch (res) {
 		case SHADOW_GREW:

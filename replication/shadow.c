@@ -373,8 +373,13 @@ enum shadow_result shadow_sync(struct shadow *s, int wal, uint64_t *grew, char *
 		res = SHADOW_ERROR;
 		goto out;
 	}
-	for (uint64_t off = start;;) {
-		ssize_t n = pread(wal, buf, COPY_CHUNK, (off_t)off);
+	/* no further than SQLite's index publishes, for the session it describes */
+	uint64_t limit = UINT64_MAX;
+	if (s->bound_set && memcmp(hdr + 16, s->bound_salts, 8) == 0)
+		limit = WAL_HEADER_SIZE + (uint64_t)s->bound_frames * wal_frame_size(h.page_size);
+	for (uint64_t off = start; off < limit;) {
+		size_t want = limit - off < COPY_CHUNK ? (size_t)(limit - off) : COPY_CHUNK;
+		ssize_t n = pread(wal, buf, want, (off_t)off);
 		if (n < 0) {
 			snprintf(why, whylen, "read the WAL: %s", strerror(errno));
 			res = SHADOW_ERROR;

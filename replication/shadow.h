@@ -51,6 +51,17 @@ struct shadow {
 	bool unproven;
 	char unproven_why[96];
 	int64_t prev_end;            /* where index-1 ended (its committed size), -1 unknown */
+	/*
+	 * What SQLite's WAL index publishes, set by the caller before each
+	 * shadow_sync (none: bound_set false): frames of the session with these
+	 * salts past bound_frames are not copied. A writer killed inside its
+	 * commit leaves frames that validate, commit flag and all, but that no
+	 * connection sees and the next checkpoint drops: copied, a replica held
+	 * a transaction the database never had.
+	 */
+	bool bound_set;
+	uint8_t bound_salts[8];
+	uint32_t bound_frames;
 	uid_t uid;
 	gid_t gid;
 };
@@ -92,7 +103,8 @@ void shadow_drop_unproven(struct shadow *s);
 void shadow_next_index(struct shadow *s);
 
 /*
- * Copy newly committed frames of the real WAL (fd wal) into the shadow.
+ * Copy newly committed frames of the real WAL (fd wal) into the shadow, no
+ * further than the bound when it names the WAL's session (bound_set).
  * *grew gets the bytes appended. On SHADOW_NEW_SESSION nothing is copied:
  * call shadow_next_index() (or start a new generation) and sync again.
  */

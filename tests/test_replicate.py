@@ -2172,6 +2172,55 @@ def test_a_checkpoint_a_reader_holds_up_does_not_make_a_pass_per_commit(run, tmp
     check_restore(litestream_bin, rep, db, tmp_path / "out.db")
 
 
+def test_frames_past_what_sqlite_publishes_are_not_shipped(run, tmp_path, litevisor_bin):
+    """A writer killed inside its commit leaves frames in the -wal that validate, commit
+    flag and all, but that the WAL index never published: no connection sees them and
+    the next checkpoint drops them. They were shipped, so a replica restored a row the
+    database never had, and two replicas of one closed generation disagreed (QA68 #1).
+    Made here as such a writer leaves them: the same commit made in a copy, its frames
+    written into the live -wal under the writer lock."""
+    import shutil
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    app = sqlite3.connect(str(db), isolation_level=None, timeout=10)
+    app.execute("PRAGMA journal_mode=WAL")
+    app.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    for i in range(1, 6):
+        app.execute("INSERT INTO t VALUES(?, 'x')", (i,))
+    r = run(config(tmp_path, db, [file_replica(rep)]))
+    wait_for(lambda: objects(rep, "snapshots"), what="the first snapshot")
+    app.execute("INSERT INTO t VALUES(6, 'x')")
+    lock = sqlite3.connect(str(db), isolation_level=None, timeout=10)
+    lock.execute("BEGIN IMMEDIATE")  # nobody commits meanwhile
+    wal = str(db) + "-wal"
+    size = os.path.getsize(wal)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    shutil.copy(db, scratch / "app.db")
+    shutil.copy(wal, scratch / "app.db-wal")
+    c = sqlite3.connect(str(scratch / "app.db"), isolation_level=None)
+    c.execute("PRAGMA wal_autocheckpoint=0")
+    c.execute("INSERT INTO t VALUES(999999, 'never committed here')")
+    theirs = (scratch / "app.db-wal").read_bytes()  # before the close checkpoints it away
+    c.close()
+    with open(wal, "r+b") as f:
+        assert f.read(32) == theirs[:32] and len(theirs) > size  # the same WAL session
+        f.seek(size)
+        f.write(theirs[size:])
+    lock.execute("ROLLBACK")
+    lock.close()
+    time.sleep(1)  # sync-interval 0s: what there is to ship is shipped
+    assert r.stop() == 0, r.text()  # its checkpoint follows the index: the frames are gone
+    app.close()
+    want = [row[0] for row in sqlite3.connect(str(db)).execute("SELECT id FROM t ORDER BY id")]
+    assert want == [1, 2, 3, 4, 5, 6], want
+    out = tmp_path / "out.db"
+    p = subprocess.run([litevisor_bin, "restore", "-o", str(out), f"file://{rep}"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    got = [row[0] for row in sqlite3.connect(str(out)).execute("SELECT id FROM t ORDER BY id")]
+    assert got == want, (got, want)
+
+
 def test_own_truncate_checkpoint(run, tmp_path, litestream_bin):
     db, rep = tmp_path / "app.db", tmp_path / "rep"
     create(db)
