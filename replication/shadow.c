@@ -312,6 +312,7 @@ enum shadow_result shadow_sync(struct shadow *s, int wal, uint64_t *grew, char *
 
 	*grew = 0;
 	why[0] = '\0';
+	s->bound_held = false;
 	if (fstat(wal, &st) < 0) {
 		snprintf(why, whylen, "stat the WAL: %s", strerror(errno));
 		return SHADOW_ERROR;
@@ -375,8 +376,10 @@ enum shadow_result shadow_sync(struct shadow *s, int wal, uint64_t *grew, char *
 	}
 	/* no further than SQLite's index publishes, for the session it describes */
 	uint64_t limit = UINT64_MAX;
-	if (s->bound_set && memcmp(hdr + 16, s->bound_salts, 8) == 0)
-		limit = WAL_HEADER_SIZE + (uint64_t)s->bound_frames * wal_frame_size(h.page_size);
+	for (int k = 0; k < 2 && limit == UINT64_MAX; k++)
+		if (s->bound[k].set && memcmp(hdr + 16, s->bound[k].salts, 8) == 0)
+			limit = WAL_HEADER_SIZE + (uint64_t)s->bound[k].frames * wal_frame_size(h.page_size);
+	s->bound_held = (uint64_t)st.st_size > limit;
 	for (uint64_t off = start; off < limit;) {
 		size_t want = limit - off < COPY_CHUNK ? (size_t)(limit - off) : COPY_CHUNK;
 		ssize_t n = pread(wal, buf, want, (off_t)off);

@@ -53,15 +53,25 @@ struct shadow {
 	int64_t prev_end;            /* where index-1 ended (its committed size), -1 unknown */
 	/*
 	 * What SQLite's WAL index publishes, set by the caller before each
-	 * shadow_sync (none: bound_set false): frames of the session with these
-	 * salts past bound_frames are not copied. A writer killed inside its
-	 * commit leaves frames that validate, commit flag and all, but that no
-	 * connection sees and the next checkpoint drops: copied, a replica held
-	 * a transaction the database never had.
+	 * shadow_sync (unset ones ignored): frames of the session with a bound's
+	 * salts past its frames are not copied; a WAL whose session no bound
+	 * names is copied as it validates. Two, so the session an index that
+	 * already restarted (new salts) left in the file keeps its own. A writer
+	 * killed inside its commit leaves frames that validate, commit flag and
+	 * all, but that no connection sees and the next checkpoint drops:
+	 * copied, a replica held a transaction the database never had.
 	 */
-	bool bound_set;
-	uint8_t bound_salts[8];
-	uint32_t bound_frames;
+	struct shadow_bound {
+		bool set;
+		uint8_t salts[8];
+		uint32_t frames;
+	} bound[2];
+	/*
+	 * Set by shadow_sync: the WAL holds bytes past the bound. Most often a
+	 * commit that SQLite has written and not yet published (its fsync, then
+	 * the index, which no file event announces): the caller looks again soon.
+	 */
+	bool bound_held;
 	uid_t uid;
 	gid_t gid;
 };

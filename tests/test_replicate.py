@@ -2221,6 +2221,42 @@ def test_frames_past_what_sqlite_publishes_are_not_shipped(run, tmp_path, litevi
     assert got == want, (got, want)
 
 
+def test_a_commit_published_after_its_fsync_is_shipped_at_once(run, tmp_path):
+    """The copy stops at what the WAL index publishes, and SQLite publishes a commit only
+    after its frames are written and synced (synchronous=FULL): a pass woken by the
+    write found nothing published, and no file event announces the publication, so the
+    commit waited for the app's next write, or for the 10 s idle look (QA70 D1). The
+    monitor now looks again soon while the WAL holds more than is published. The app's
+    fdatasync is slowed to 300 ms here to open that window every time."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    r = run(config(tmp_path, db, [file_replica(rep)]))
+    wait_for(lambda: objects(rep, "snapshots"), what="the first snapshot")
+    app = subprocess.Popen(
+        [PY, "-c", "import sqlite3, sys, time\n"
+                   "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+                   "c.execute('PRAGMA synchronous=FULL')\n"
+                   "for i, _ in enumerate(sys.stdin):\n"
+                   "    c.execute('INSERT INTO t(v) VALUES (?)', ('slow %d' % i,))\n"
+                   "    print(time.time(), flush=True)\n", str(db)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env=faulty_env(op="fdatasync", path="-wal", delay_ms=300, count=1000))
+    lags = []
+    for i in range(3):
+        time.sleep(2.5)  # quiet: nothing else wakes the monitor
+        n = len(objects(rep, "wal"))
+        app.stdin.write("go\n")
+        app.stdin.flush()
+        committed = float(app.stdout.readline())
+        shipped = wait_for(lambda: len(objects(rep, "wal")) > n and time.time(), timeout=15,
+                           what="the commit's segment", log=r.text)
+        lags.append(round(shipped - committed, 2))
+    app.stdin.close()
+    assert app.wait(timeout=30) == 0
+    assert len(lags) == 3 and max(lags) < 1.5, lags
+    assert r.stop() == 0, r.text()
+
+
 def test_own_truncate_checkpoint(run, tmp_path, litestream_bin):
     db, rep = tmp_path / "app.db", tmp_path / "rep"
     create(db)
