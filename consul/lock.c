@@ -33,7 +33,7 @@ struct consul_lock {
 	char session[64];          /* our session's ID, "" when none */
 	int64_t ttl_ms;            /* the session's TTL, as Consul last gave it */
 	int64_t renewed;           /* mono ms of the last successful create or renew */
-	int64_t read_for;          /* held: the renewal (its `renewed`) a plain read of the key followed */
+	bool too_slow;             /* held: the agent leaves no time to watch the key (logged once) */
 	uint64_t index;            /* of the key, for blocking queries */
 	int64_t credit, credit_at; /* the blocking queries' token bucket, in ms (pace()) */
 	bool held;                 /* from acquisition on: no request may outlast the lease */
@@ -420,21 +420,33 @@ static void hold(struct consul_lock *l)
 		}
 		int64_t wait = l->ttl_ms / 2 - (clock_mono_ms() - l->renewed);
 		/*
-		 * No time left for a blocking query before the next renewal (an agent
-		 * slow to answer): a plain read instead, once per renewal, or a
-		 * released or deleted key would never be seen.
+		 * No time left for a blocking query before the next renewal: an agent
+		 * that takes most of TTL/2 to answer. A read of the key in between
+		 * would push the renewal past the lease's end and lose a lock that
+		 * renewals alone keep, so renewals come first; a released or deleted
+		 * key goes unseen until the agent is quicker, which is said once.
 		 */
-		bool plain = wait < 1000 && l->read_for != l->renewed;
+		if (wait < 1000 && !l->too_slow) {
+			char d[32];
+			log_warn("consul", "writer lock: the agent answers too slowly to watch the key "
+				 "between renewals; a key released or deleted by someone else goes "
+				 "unseen until it is quicker", "key=\"%s\" renewal_took=%s ttl=%s",
+				 l->cfg->lock_key, duration_format(clock_mono_ms() - l->renewed, d, sizeof(d)),
+				 duration_format(l->ttl_ms, why, sizeof(why)));
+			l->too_slow = true;
+		} else if (wait >= 1000 && l->too_slow) {
+			log_info("consul", "writer lock: watching the key again", "key=\"%s\"",
+				 l->cfg->lock_key);
+			l->too_slow = false;
+		}
 		struct kv_look k;
-		if ((wait < 1000 && !plain) || look(l, plain ? 0 : wait, &k, why, sizeof(why)) < 0) {
+		if (wait < 1000 || look(l, wait, &k, why, sizeof(why)) < 0) {
 			/* not past the lease's end: the top of the loop declares it lost right then */
 			int64_t pause = bounded(l, RETRY_MS);
 			if (atomic_load(&l->stop.flag) || consul_stop_nap(&l->stop, pause))
 				return;
 			continue;
 		}
-		if (plain)
-			l->read_for = l->renewed;
 		if (atomic_load(&l->stop.flag))
 			return;
 		if (strcmp(k.session, l->session) != 0) {

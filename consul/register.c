@@ -333,12 +333,14 @@ void consul_reg_leave(struct consul_reg *r)
 {
 	if (!r)
 		return;
-	atomic_store(&r->leave, 1);
 	/*
 	 * now rather than at its next second or the end of an update under way:
-	 * the stop sequence has begun, clients must stop being sent here
+	 * the stop sequence has begun, clients must stop being sent here. The
+	 * cancel first: the thread clears it once it sees leave, before it
+	 * deregisters, so it never aborts the deregistration itself.
 	 */
 	atomic_fetch_or(&r->cancel, CANCEL_LEAVE);
+	atomic_store(&r->leave, 1);
 	consul_stop_wake(&r->stop);
 }
 

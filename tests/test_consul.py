@@ -677,19 +677,27 @@ def test_an_index_of_zero_is_no_busy_loop(litevisor_bin, tmp_path, runs, consul,
     assert r.wait(timeout=30) in (0, 128 + signal.SIGTERM)
 
 
-def test_a_slow_agent_still_has_the_key_watched(litevisor_bin, tmp_path, runs, consul):
-    """With an agent answering in 4.2 s (ttl 10s, timeout 8s), each half TTL went to the
-    renewal and the key was never read: a key an operator deleted went unseen and
-    litevisor went on writing (QA69 D3). A plain read follows each renewal then."""
+def test_a_slow_agent_keeps_the_lock_and_the_unwatched_key_is_said(litevisor_bin, tmp_path,
+                                                                    runs, consul):
+    """With an agent answering in 4.2 s (ttl 10s, timeout 8s), each half TTL goes to the
+    renewal and no blocking query on the key fits between them: a deleted key went unseen,
+    in silence (QA69 D3). A read in between would push the renewal past the lease's end
+    and lose a lock renewals alone keep (QA70 D3), so the lock is kept and the unwatched
+    key is said once; once the agent is quick again the key is watched again."""
     key = "litevisor/app"
     cfg = lock_cfg(tmp_path, "a", consul, extra="    ttl: 10s\n").replace(
         "consul:\n", "consul:\n  timeout: 8s\n")
     r = node_run(runs, litevisor_bin, tmp_path, "a", cfg)
     poll(lambda: (tmp_path / "a" / "ready").exists(), timeout=30)
     consul.delay = 4.2
-    time.sleep(6)  # past the blocking query under way, into renewals that take 4.2 s
+    poll(lambda: "answers too slowly to watch the key" in r.stderr(), timeout=20)
+    time.sleep(8)  # renewals of 4.2 s keep the lock
     assert r.p.poll() is None, r.stderr()
-    consul._kv_delete(key, {})  # DELETE /v1/kv/<key>, without the slow agent's 4.2 s
+    assert r.stderr().count("answers too slowly to watch the key") == 1, r.stderr()
+    consul.delay = 0
+    poll(lambda: "watching the key again" in r.stderr(), timeout=20)
+    time.sleep(0.5)
+    consul._kv_delete(key, {})
     assert r.wait(timeout=30) == 111, r.stderr()
     assert "the key was deleted" in r.stderr(), r.stderr()
 
