@@ -69,7 +69,8 @@ static int output_done(const char *name, int rc)
 static void one_arena(void)
 {
 #ifdef M_ARENA_MAX
-	if (!getenv("MALLOC_ARENA_MAX") && !getenv("GLIBC_TUNABLES"))
+	const char *t = getenv("GLIBC_TUNABLES");
+	if (!getenv("MALLOC_ARENA_MAX") && !(t && strstr(t, "malloc.arena_max")))
 		(void)mallopt(M_ARENA_MAX, 1);
 #endif
 }

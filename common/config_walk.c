@@ -407,12 +407,16 @@ static int set_value(struct walk *w, const struct field *f, const struct cfg_nod
 			goto out;
 		}
 		/* yaml.v2 refuses a quoted number; a quoted leading zero is no clear octal either */
-		const char *digits = s + (*s == '-' || *s == '+');
+		char bare[64] = "", *b = bare; /* s without its '_', as yaml.v2 reads it */
+		for (const char *c = s; *c && b < bare + sizeof(bare) - 1; c++)
+			if (*c != '_')
+				*b++ = *c;
+		*b = '\0';
+		const char *digits = bare + (bare[0] == '-' || bare[0] == '+');
 		if (!v->plain && digits[0] == '0' && isdigit((unsigned char)digits[1])) {
 			cfg_error(w->e, v, path,
-				  "quoted number \"%s\" has a leading zero: write it unquoted for "
-				  "octal (%lld), as Litestream reads it, or without the zero",
-				  s, n);
+				  "quoted number \"%s\" has a leading zero: unquoted, Litestream reads "
+				  "it as %lld; write it unquoted, or without the zero", s, n);
 			goto out;
 		}
 		if (n < f->min || n > f->max) {
