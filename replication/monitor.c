@@ -625,10 +625,6 @@ static int wal_open(struct eng_db *d)
 }
 
 /*
- * Copy everything committed into the shadow, following index changes.
- * Returns 0, or -1 with the cause in d->sync_why.
- */
-/*
  * What SQLite's WAL index publishes, for shadow_sync's bound (shadow.h):
  * read before the WAL, since SQLite writes a commit's frames first. A torn
  * read (a writer mid-update) is tried again; still torn, the bounds known
@@ -657,6 +653,10 @@ static void read_bound(struct eng_db *d)
 	b[0].frames = wi.max_frame;
 }
 
+/*
+ * Copy everything committed into the shadow, following index changes.
+ * Returns 0, or -1 with the cause in d->sync_why.
+ */
 static int copy_wal(struct eng_db *d)
 {
 	char why[sizeof(d->sync_why)];

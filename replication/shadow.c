@@ -379,7 +379,13 @@ enum shadow_result shadow_sync(struct shadow *s, int wal, uint64_t *grew, char *
 	for (int k = 0; k < 2 && limit == UINT64_MAX; k++)
 		if (s->bound[k].set && memcmp(hdr + 16, s->bound[k].salts, 8) == 0)
 			limit = WAL_HEADER_SIZE + (uint64_t)s->bound[k].frames * wal_frame_size(h.page_size);
-	s->bound_held = (uint64_t)st.st_size > limit;
+	/* a frame of this session past it: one written and not yet published (not a stale one
+	 * of an older session that a WAL reused without truncating it still holds there) */
+	if (limit != UINT64_MAX && (uint64_t)st.st_size >= limit + WAL_FRAME_HEADER_SIZE) {
+		uint8_t fh[WAL_FRAME_HEADER_SIZE];
+		s->bound_held = pread(wal, fh, sizeof(fh), (off_t)limit) == (ssize_t)sizeof(fh) &&
+				memcmp(fh + 8, hdr + 16, 8) == 0;
+	}
 	for (uint64_t off = start; off < limit;) {
 		size_t want = limit - off < COPY_CHUNK ? (size_t)(limit - off) : COPY_CHUNK;
 		ssize_t n = pread(wal, buf, want, (off_t)off);

@@ -67,9 +67,10 @@ struct shadow {
 		uint32_t frames;
 	} bound[2];
 	/*
-	 * Set by shadow_sync: the WAL holds bytes past the bound. Most often a
-	 * commit that SQLite has written and not yet published (its fsync, then
-	 * the index, which no file event announces): the caller looks again soon.
+	 * Set by shadow_sync: the WAL holds a frame of the bound's session past
+	 * it. Most often a commit that SQLite has written and not yet published
+	 * (its fsync, then the index, which no file event announces): the caller
+	 * looks again soon.
 	 */
 	bool bound_held;
 	uid_t uid;
