@@ -427,12 +427,12 @@ static void hold(struct consul_lock *l)
 		 * key goes unseen until the agent is quicker, which is said once.
 		 */
 		if (wait < 1000 && !l->too_slow) {
-			char d[32];
+			char d[32], t[32];
 			log_warn("consul", "writer lock: the agent answers too slowly to watch the key "
 				 "between renewals; a key released or deleted by someone else goes "
-				 "unseen until it is quicker", "key=\"%s\" renewal_took=%s ttl=%s",
+				 "unseen until it is quicker", "key=\"%s\" since_renewal=%s ttl=%s",
 				 l->cfg->lock_key, duration_format(clock_mono_ms() - l->renewed, d, sizeof(d)),
-				 duration_format(l->ttl_ms, why, sizeof(why)));
+				 duration_format(l->ttl_ms, t, sizeof(t)));
 			l->too_slow = true;
 		} else if (wait >= 1000 && l->too_slow) {
 			log_info("consul", "writer lock: watching the key again", "key=\"%s\"",
