@@ -186,7 +186,6 @@ struct eng_db {
 	bool flush_closing;           /* replicas close themselves on reaching flush_target */
 	struct wal_pos flush_target;  /* where the final flush brings its replicas */
 	struct lag_entry lag[LAG_RING];  /* lagring.h */
-	int64_t held_ms;              /* monitor: the next look while a commit waits to be published */
 	size_t lag_n;
 	int64_t gen_start_mono;
 	char own_gens[ENG_OWN_GENS][17]; /* generations this process wrote, newest last (writers.c) */

@@ -625,35 +625,6 @@ static int wal_open(struct eng_db *d)
 }
 
 /*
- * What SQLite's WAL index publishes, for shadow_sync's bound (shadow.h):
- * read before the WAL, since SQLite writes a commit's frames first. A torn
- * read (a writer mid-update) is tried again; still torn, the bounds known
- * stay. A new session's bound keeps the last one of the session before it,
- * for what of it the file still holds. No mapping (nothing read yet): none.
- */
-static void read_bound(struct eng_db *d)
-{
-	struct db_wal_index wi;
-	sqlite3 *look = d->conns.cur >= 0 ? d->conns.hold[d->conns.cur] : d->conns.ck;
-	struct shadow_bound *b = d->sh.bound;
-	for (int tries = 0; tries < 3; tries++) {
-		if (!look || db_wal_index(look, &wi) < 0) {
-			b[0].set = b[1].set = false;
-			return;
-		}
-		if (wi.consistent)
-			break;
-	}
-	if (!wi.consistent)
-		return;
-	if (b[0].set && memcmp(b[0].salts, wi.salts, 8) != 0)
-		b[1] = b[0];
-	b[0].set = true;
-	memcpy(b[0].salts, wi.salts, 8);
-	b[0].frames = wi.max_frame;
-}
-
-/*
  * Copy everything committed into the shadow, following index changes.
  * Returns 0, or -1 with the cause in d->sync_why.
  */
@@ -714,7 +685,6 @@ static int copy_wal(struct eng_db *d)
 	}
 	for (int round = 0; round < 8; round++) {
 		uint64_t grew = 0;
-		read_bound(d);
 		enum shadow_result res = shadow_sync(&d->sh, d->wal_fd, &grew, why, sizeof(why));
 		switch (res) {
 		case SHADOW_GREW:
@@ -1353,20 +1323,6 @@ void *monitor_thread(void *arg)
 		bool again = d->sync_req > d->sync_seq;
 		pthread_mutex_unlock(&d->mu);
 		int64_t wait = wait_ms(d, poll_ms);
-		/*
-		 * A commit written and not yet published (shadow.h, bound_held): no
-		 * file event announces its publication, so look again soon, 1 ms
-		 * doubling to 500 ms (frames a killed writer left stay so until
-		 * the app's next write).
-		 */
-		if (d->sh.bound_held) {
-			int64_t step = d->held_ms > 0 ? d->held_ms : 1;
-			if (wait > step)
-				wait = step;
-			d->held_ms = step * 2 > 500 ? 500 : step * 2;
-		} else {
-			d->held_ms = 1;
-		}
 		bool grew = d->sh.index != index0 || d->sh.size != size0;
 		if (again || (d->open && follow_checkpoint(d, db_mtime, grew, &wait)))
 			continue;

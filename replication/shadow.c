@@ -312,7 +312,6 @@ enum shadow_result shadow_sync(struct shadow *s, int wal, uint64_t *grew, char *
 
 	*grew = 0;
 	why[0] = '\0';
-	s->bound_held = false;
 	if (fstat(wal, &st) < 0) {
 		snprintf(why, whylen, "stat the WAL: %s", strerror(errno));
 		return SHADOW_ERROR;
@@ -374,21 +373,8 @@ enum shadow_result shadow_sync(struct shadow *s, int wal, uint64_t *grew, char *
 		res = SHADOW_ERROR;
 		goto out;
 	}
-	/* no further than SQLite's index publishes, for the session it describes */
-	uint64_t limit = UINT64_MAX;
-	for (int k = 0; k < 2 && limit == UINT64_MAX; k++)
-		if (s->bound[k].set && memcmp(hdr + 16, s->bound[k].salts, 8) == 0)
-			limit = WAL_HEADER_SIZE + (uint64_t)s->bound[k].frames * wal_frame_size(h.page_size);
-	/* a frame of this session past it: one written and not yet published (not a stale one
-	 * of an older session that a WAL reused without truncating it still holds there) */
-	if (limit != UINT64_MAX && (uint64_t)st.st_size >= limit + WAL_FRAME_HEADER_SIZE) {
-		uint8_t fh[WAL_FRAME_HEADER_SIZE];
-		s->bound_held = pread(wal, fh, sizeof(fh), (off_t)limit) == (ssize_t)sizeof(fh) &&
-				memcmp(fh + 8, hdr + 16, 8) == 0;
-	}
-	for (uint64_t off = start; off < limit;) {
-		size_t want = limit - off < COPY_CHUNK ? (size_t)(limit - off) : COPY_CHUNK;
-		ssize_t n = pread(wal, buf, want, (off_t)off);
+	for (uint64_t off = start;;) {
+		ssize_t n = pread(wal, buf, COPY_CHUNK, (off_t)off);
 		if (n < 0) {
 			snprintf(why, whylen, "read the WAL: %s", strerror(errno));
 			res = SHADOW_ERROR;

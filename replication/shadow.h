@@ -51,28 +51,6 @@ struct shadow {
 	bool unproven;
 	char unproven_why[96];
 	int64_t prev_end;            /* where index-1 ended (its committed size), -1 unknown */
-	/*
-	 * What SQLite's WAL index publishes, set by the caller before each
-	 * shadow_sync (unset ones ignored): frames of the session with a bound's
-	 * salts past its frames are not copied; a WAL whose session no bound
-	 * names is copied as it validates. Two, so the session an index that
-	 * already restarted (new salts) left in the file keeps its own. A writer
-	 * killed inside its commit leaves frames that validate, commit flag and
-	 * all, but that no connection sees and the next checkpoint drops:
-	 * copied, a replica held a transaction the database never had.
-	 */
-	struct shadow_bound {
-		bool set;
-		uint8_t salts[8];
-		uint32_t frames;
-	} bound[2];
-	/*
-	 * Set by shadow_sync: the WAL holds a frame of the bound's session past
-	 * it. Most often a commit that SQLite has written and not yet published
-	 * (its fsync, then the index, which no file event announces): the caller
-	 * looks again soon.
-	 */
-	bool bound_held;
 	uid_t uid;
 	gid_t gid;
 };
@@ -114,8 +92,7 @@ void shadow_drop_unproven(struct shadow *s);
 void shadow_next_index(struct shadow *s);
 
 /*
- * Copy newly committed frames of the real WAL (fd wal) into the shadow, no
- * further than the bound when it names the WAL's session (bound_set).
+ * Copy newly committed frames of the real WAL (fd wal) into the shadow.
  * *grew gets the bytes appended. On SHADOW_NEW_SESSION nothing is copied:
  * call shadow_next_index() (or start a new generation) and sync again.
  */

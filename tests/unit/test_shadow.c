@@ -533,58 +533,6 @@ TEST(a_failure_record_reads_back_and_garbage_is_refused)
 	CHECK_INT(system(cmd), 0);
 }
 
-/* Bound s by what the WAL index of f's database publishes now, as the monitor does. */
-static void bound_by_index(struct shadow *s, sqlite3 *look)
-{
-	struct db_wal_index wi;
-	exec(look, "SELECT count(*) FROM t");
-	CHECK_INT(db_wal_index(look, &wi), 0);
-	CHECK(wi.consistent);
-	s->bound[0].set = true;
-	memcpy(s->bound[0].salts, wi.salts, 8);
-	s->bound[0].frames = wi.max_frame;
-}
-
-TEST(frames_past_what_the_index_publishes_are_held_back)
-{
-	struct fixture f;
-	struct shadow s;
-	sqlite3 *look;
-	uint64_t grew;
-	char why[128];
-
-	setup(&f);
-	insert(f.app, 10);
-	CHECK_INT(sqlite3_open(f.db, &look), SQLITE_OK);
-	shadow_init(&s, f.state, (uid_t)-1, (gid_t)-1);
-	CHECK_INT(shadow_start(&s, GEN, 0, -1), 0);
-	int wal = open(f.wal, O_RDONLY);
-	bound_by_index(&s, look);
-	uint64_t published = (uint64_t)fsize(f.wal);
-	insert(f.app, 5); /* as if not published yet: the bound is the older one */
-	CHECK_INT(shadow_sync(&s, wal, &grew, why, sizeof(why)), SHADOW_GREW);
-	CHECK_INT(s.size, published);
-	CHECK(s.bound_held); /* a frame of this session waits past it */
-	bound_by_index(&s, look);
-	CHECK_INT(shadow_sync(&s, wal, &grew, why, sizeof(why)), SHADOW_GREW);
-	CHECK_INT(s.size, fsize(f.wal));
-	CHECK(!s.bound_held);
-	/* a restarted WAL keeps its size and the older session's frames: not held */
-	exec(f.app, "PRAGMA wal_checkpoint(PASSIVE)");
-	insert(f.app, 1);
-	CHECK_INT(shadow_sync(&s, wal, &grew, why, sizeof(why)), SHADOW_NEW_SESSION);
-	shadow_next_index(&s);
-	bound_by_index(&s, look);
-	CHECK_INT(shadow_sync(&s, wal, &grew, why, sizeof(why)), SHADOW_GREW);
-	CHECK(s.size < (uint64_t)fsize(f.wal));
-	CHECK(!s.bound_held);
-	close(wal);
-	shadow_close(&s);
-	sqlite3_close(look);
-	sqlite3_close(f.app);
-	teardown(&f);
-}
-
 UNIT_MAIN(T(copies_committed_frames_as_a_byte_exact_prefix),
 	  T(a_failure_record_reads_back_and_garbage_is_refused),
 	  T(a_restart_is_a_new_session_and_resume_continues),
@@ -593,5 +541,4 @@ UNIT_MAIN(T(copies_committed_frames_as_a_byte_exact_prefix),
 	  T(a_write_that_fails_half_way_leaves_no_torn_frame),
 	  T(a_session_overwritten_before_it_was_copied_is_detected),
 	  T(the_read_hold_blocks_a_wal_restart), T(a_hold_on_slot_0_pins_what_is_written_after_it),
-	  T(a_restart_between_two_reads_of_a_sync_is_a_new_session),
-	  T(frames_past_what_the_index_publishes_are_held_back))
+	  T(a_restart_between_two_reads_of_a_sync_is_a_new_session))
