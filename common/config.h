@@ -261,6 +261,14 @@ void config_replica_defaults(struct cfg_replica *r);
 void config_db_env_name(const char *name, char *buf, size_t len);
 
 /*
+ * The value of a variable the service gets from litevisor (supervisor/svcenv.h):
+ * a database's `env` (its path), and LITESTREAM_DB_PATH when exactly one database
+ * is configured. NULL for any other name. `exec` expands these before the
+ * environment, so `exec: app --db $LITEVISOR_DB_APP` gets what the service sees.
+ */
+const char *config_service_var(const struct config *cfg, const char *name);
+
+/*
  * Build a replica from a URL (file:///path, /path, s3://bucket/prefix, with
  * Litestream's host shortcuts such as bkt.localhost:9000). Used by CLI
  * commands that take a replica URL. Returns 0 or -1 with err set.

@@ -292,7 +292,6 @@ static int field_copy(const struct field *f, void *dst, const void *src)
 	char *d = (char *)dst + f->off;
 	switch (f->kind) {
 	case F_STR:
-	case F_WORDS:
 	case F_SECRET:
 	case F_SECRET_FILE: {
 		char *const *from = (char *const *)(const void *)s;

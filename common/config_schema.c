@@ -323,6 +323,19 @@ static int set_addr(struct walk *w, const struct field *f, const struct cfg_node
 	return 0;
 }
 
+/* exec is expanded once the databases are known (service_lookup): only checked here */
+static int note_exec(struct walk *w, const struct field *f, const struct cfg_node *v,
+		     const char *path, void *target)
+{
+	(void)f;
+	(void)target;
+	if (v->kind != CN_SCALAR) {
+		cfg_error(w->e, v, path, "expected a single value, got %s", walk_kind_name(v));
+		return -1;
+	}
+	return cfg_node_is_null(v) ? 1 : 0;
+}
+
 static int note_node(struct walk *w, const struct field *f, const struct cfg_node *v,
 		     const char *path, void *target)
 {
@@ -360,7 +373,7 @@ enum { TOP_ADDR, TOP_EXEC, TOP_NODE, TOP_AKID, TOP_AKID_FILE, TOP_SAK, TOP_SAK_F
        TOP_DBS, TOP_STORES, TOP_RESTORE, TOP_SUPERVISOR, TOP_HEALTH, TOP_CONSUL, TOP_N };
 static const struct field top_tab[TOP_N] = {
 	[TOP_ADDR] = { .key = "addr", .kind = F_CUSTOM, .fn = set_addr },
-	[TOP_EXEC] = { .key = "exec", .kind = F_WORDS, .off = offsetof(struct config, exec) },
+	[TOP_EXEC] = { .key = "exec", .kind = F_CUSTOM, .fn = note_exec },
 	[TOP_NODE] = { .key = "node", .kind = F_STR, .off = offsetof(struct config, node) },
 	[TOP_AKID] = { .key = "access-key-id", .kind = F_CUSTOM, .fn = set_top_secret },
 	[TOP_AKID_FILE] = { .key = "access-key-id-file", .kind = F_CUSTOM, .fn = set_top_secret },
@@ -507,6 +520,23 @@ oom:
 	return -1;
 }
 
+const char *config_service_var(const struct config *cfg, const char *name)
+{
+	for (size_t i = 0; i < cfg->ndbs; i++)
+		if (cfg->dbs[i].env && strcmp(cfg->dbs[i].env, name) == 0)
+			return cfg->dbs[i].path;
+	if (cfg->ndbs == 1 && strcmp(name, "LITESTREAM_DB_PATH") == 0)
+		return cfg->dbs[0].path;
+	return NULL;
+}
+
+/* exec's lookup: what the service gets from litevisor first, then the environment */
+static const char *service_lookup(const char *name, void *ctx)
+{
+	const char *v = config_service_var(ctx, name);
+	return v ? v : getenv(name);
+}
+
 void config_db_env_name(const char *name, char *buf, size_t len)
 {
 	size_t k = (size_t)snprintf(buf, len, "LITEVISOR_DB_");
@@ -619,6 +649,14 @@ int cfg_schema_load(const struct cfg_doc *doc, const struct config_options *opt,
 		goto out;
 	if (walk_stores(&w) < 0 || walk_dbs(&w) < 0 || check_quorum(&w) < 0 || cfg_check_consul(&w) < 0)
 		goto out;
+	if (at[TOP_EXEC]) {
+		w.lookup = service_lookup;
+		w.lookup_ctx = cfg;
+		int xrc = walk_words(&w, at[TOP_EXEC], "exec", &cfg->exec);
+		w.lookup = NULL;
+		if (xrc < 0)
+			goto out;
+	}
 	/* shell-like: an unset variable is no word, often on purpose ($EXTRA_ARGS); said at use */
 	if (cfg->exec && walk_unset_var(&w, at[TOP_EXEC]) &&
 	    !(cfg->exec_unset = strdup(walk_unset_var(&w, at[TOP_EXEC])))) {

@@ -78,8 +78,8 @@ static int expand(struct walk *w, const struct cfg_node *v, const char *path, bo
 	}
 	if (w->opt && w->opt->no_expand_env) {
 		*out = strdup(v->value);
-	} else if ((words ? envexpand_words : envexpand)(v->value, NULL, NULL, out, unset, why,
-							 sizeof(why)) < 0) {
+	} else if ((words ? envexpand_words : envexpand)(v->value, w->lookup, w->lookup_ctx, out,
+							 unset, why, sizeof(why)) < 0) {
 		if (secret)
 			cfg_error(w->e, v, path, "%s (value redacted)", why);
 		else
@@ -231,6 +231,22 @@ int walk_scalar(struct walk *w, const struct cfg_node *v, const char *path, bool
 	return rc;
 }
 
+int walk_words(struct walk *w, const struct cfg_node *v, const char *path, char **out)
+{
+	char *unset = NULL;
+	if (expand(w, v, path, false, true, out, &unset) < 0) {
+		free(unset);
+		return -1;
+	}
+	note_unset(w, v, unset);
+	/* an empty value (e.g. from an unset variable) means "not set", as in Litestream */
+	if (*out && !**out) {
+		free(*out);
+		*out = NULL;
+	}
+	return 0;
+}
+
 int walk_required(struct walk *w, const struct cfg_node *v, const char *path, char **out)
 {
 	return walk_required_ex(w, v, path, false, out);
@@ -353,10 +369,9 @@ static int set_value(struct walk *w, const struct field *f, const struct cfg_nod
 
 	if (f->kind == F_CUSTOM)
 		return f->fn(w, f, v, path, target);
-	if (f->kind == F_STR || f->kind == F_WORDS || f->kind == F_SECRET ||
-	    f->kind == F_SECRET_FILE) {
+	if (f->kind == F_STR || f->kind == F_SECRET || f->kind == F_SECRET_FILE) {
 		char *unset = NULL;
-		if (expand(w, v, path, f->kind == F_SECRET, f->kind == F_WORDS, &s, &unset) < 0) {
+		if (expand(w, v, path, f->kind == F_SECRET, false, &s, &unset) < 0) {
 			free(unset);
 			return -1;
 		}

@@ -16,10 +16,10 @@
 #include <stdint.h>
 
 #include "common/config_int.h"
+#include "common/envexpand.h"
 
 enum fkind {
 	F_STR,         /* char * */
-	F_WORDS,       /* char * split into shell words later: $VAR expanded as a shell would */
 	F_SECRET,      /* char * holding a credential (never shown in messages) */
 	F_SECRET_FILE, /* char * path of a credential file */
 	F_BOOL,        /* bool */
@@ -79,6 +79,9 @@ struct walk {
 	size_t nstores;
 	/* top-level credentials, copied into S3 replicas lacking them */
 	struct cfg_secret top_akid, top_sak;
+	/* variables looked up before the environment (NULL: getenv only) */
+	envexpand_lookup lookup;
+	void *lookup_ctx;
 	int merge_depth;           /* "<<" merge keys being walked */
 	int merges;                /* "<<" merge keys walked so far */
 	struct walk_unset {        /* values that named an unset variable */
@@ -110,6 +113,13 @@ int walk_scalar(struct walk *w, const struct cfg_node *v, const char *path, bool
  * -1 on error.
  */
 int walk_optional(struct walk *w, const struct cfg_node *v, const char *path, char **out);
+
+/*
+ * A value split into shell words later (`exec`): expanded as envexpand_words()
+ * does, with w->lookup; an empty result or one of blanks only is NULL.
+ * Returns 0 or -1.
+ */
+int walk_words(struct walk *w, const struct cfg_node *v, const char *path, char **out);
 
 /* Like walk_scalar but an empty result is an error naming the unset variable. */
 int walk_required(struct walk *w, const struct cfg_node *v, const char *path, char **out);

@@ -1282,6 +1282,38 @@ def litestream_rows(tmp, replica):
         db.close()
 
 
+def test_exec_expands_the_variables_the_service_gets(litevisor_bin, tmp_path):
+    """`exec: app --db $LITEVISOR_DB_APP` expanded from litevisor's own environment,
+    where the variable the service gets is not (an empty argument, and a warning
+    blaming an unset variable): it now reads the database's path, as the service's
+    environment has it, before litevisor's own environment."""
+    out = tmp_path / "argv.json"
+    (tmp_path / "data").mkdir()
+    script = "import json,sys; json.dump(sys.argv[1:], open(sys.argv[1], 'w'))"
+    env = dict(os.environ, LITEVISOR_DB_APP="/stale/from/the/environment")
+    env.pop("LITESTREAM_DB_PATH", None)
+
+    def argv(args, dbs):
+        cfg = tmp_path / "c.yml"
+        cfg.write_text(f"exec: {SERVICE[0]} -c \"{script}\" {out} {args}\n"
+                       "dbs:\n" + "".join(
+                           f"  - path: {tmp_path}/data/{n}.db\n    name: {n}\n"
+                           f"    replicas:\n      - path: {tmp_path}/rep-{n}\n"
+                           for n in dbs))
+        p = subprocess.run([litevisor_bin, "run", "-config", str(cfg)], capture_output=True,
+                           text=True, timeout=30, env=env)
+        assert p.returncode == 0, p.stderr
+        assert "variable=" not in p.stderr, p.stderr  # no unset variable
+        return json.load(open(out))[1:]
+
+    app, logs = str(tmp_path / "data" / "app.db"), str(tmp_path / "data" / "logs.db")
+    # one database: LITESTREAM_DB_PATH too
+    assert argv("$LITEVISOR_DB_APP \"$LITESTREAM_DB_PATH\"", ["app"]) == [app, app]
+    # two: no LITESTREAM_DB_PATH for the service, so none here either
+    assert argv("$LITEVISOR_DB_APP \"${LITEVISOR_DB_LOGS}\" ${LITESTREAM_DB_PATH:-none}",
+                ["app", "logs"]) == [app, logs, "none"]
+
+
 def wipe_local(tmp):
     shutil.rmtree(tmp / "data", ignore_errors=True)
     (tmp / "data").mkdir()
