@@ -50,6 +50,13 @@ struct s3 {
 	int nidle;
 	int64_t offset_ns;         /* under lock: the server's clock offset, whole seconds */
 	bool offset_known;         /* under lock: offset_ns was measured */
+	/*
+	 * under lock: the last call gave up on a transient failure (the server
+	 * down, or failing). Until a call gets an answer, each retry is logged at
+	 * debug level: the caller logs the failure it reports, so an outage does
+	 * not add a WARN per attempt (QA68).
+	 */
+	bool failing;
 };
 
 /*

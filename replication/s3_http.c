@@ -824,6 +824,22 @@ static bool resume_was_at_end(struct s3 *s3, const struct s3_req *req, const str
 	return size == x->delivered && !etag_differs(etag, x->etag);
 }
 
+/* A call ended: failing (gave up on a transient failure) or answered. Logs the changes. */
+static void note_failing(struct s3 *s3, bool failing, const char *op, const char *cause)
+{
+	pthread_mutex_lock(&s3->lock);
+	bool was = s3->failing;
+	s3->failing = failing;
+	pthread_mutex_unlock(&s3->lock);
+	if (failing && !was)
+		log_warn("s3", "the server keeps failing: retries are logged at debug level until it "
+			 "answers again", "op=%s host=%s bucket=%s cause=\"%s\"", op, s3->host,
+			 s3->bucket, cause);
+	else if (!failing && was)
+		log_info("s3", "the server answers again", "op=%s host=%s bucket=%s", op, s3->host,
+			 s3->bucket);
+}
+
 int s3_request(struct s3 *s3, const struct s3_req *req, struct s3_resp *resp,
 	       const struct s3_ctl *ctl, struct st_error *err)
 {
@@ -880,6 +896,7 @@ int s3_request(struct s3 *s3, const struct s3_req *req, struct s3_resp *resp,
 				snprintf(o.cause, sizeof(o.cause), "answer larger than %zu bytes", resp->body.cap);
 				break;
 			}
+			note_failing(s3, false, req->op, NULL);
 			return 0;
 		}
 		/* a GET cut short resumes where its sink stands (attempt() asks for the rest) */
@@ -894,11 +911,17 @@ int s3_request(struct s3 *s3, const struct s3_req *req, struct s3_resp *resp,
 		if (ctl->deadline_ms && clock_mono_ms() + sleep_ms >= ctl->deadline_ms)
 			break;
 		/* the server by name: two MinIOs often share bucket and keys */
-		log_warn("s3", "request retried", "op=%s host=%s bucket=%s key=\"%s\" attempt=%d "
-			 "backoff_ms=%lld cause=\"%s\"", req->op, s3->host, s3->bucket, key, n + 1,
-			 (long long)sleep_ms, o.cause);
+		pthread_mutex_lock(&s3->lock);
+		bool quiet = s3->failing;
+		pthread_mutex_unlock(&s3->lock);
+		log_event(quiet ? LOG_DEBUG : LOG_WARN, "s3", "request retried",
+			  "op=%s host=%s bucket=%s key=\"%s\" attempt=%d backoff_ms=%lld cause=\"%s\"",
+			  req->op, s3->host, s3->bucket, key, n + 1, (long long)sleep_ms, o.cause);
 		clock_sleep_ms(sleep_ms);
 	}
+	/* a call that may not retry (a restore's probe) says nothing about the retries' noise */
+	if (o.status != ST_TRANSIENT || max > 1)
+		note_failing(s3, o.status == ST_TRANSIENT, req->op, o.cause);
 	st_error_set(err, (enum st_status)o.status, (int)resp->status, "%s %s/%s: %s", req->op,
 		     s3->bucket, key, o.cause);
 	return o.status;

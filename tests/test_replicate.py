@@ -923,6 +923,73 @@ def test_one_silent_s3_request_delays_the_replica_only_idle_timeout(run, tmp_pat
         proxy.close()
 
 
+def test_an_s3_outage_logs_its_retries_once_not_at_every_call(run, tmp_path, litestream_bin,
+                                                                s3server):
+    """Each failed attempt of every call was a WARN of its own: an outage of the NAS
+    filled the log with them (QA68). The first call that gives up says so; until a
+    call gets an answer, the retries are logged at debug level only."""
+    from test_storage import FaultProxy
+
+    class PerRequest(FaultProxy):
+        """Decides each request on its own (a kept-alive connection too): while
+        `left`, an error; else forwarded."""
+
+        def _serve(self, c):
+            buf = b""
+            with c:
+                while True:
+                    req, buf = self._read_request(c, buf)
+                    if req is None:
+                        return
+                    with self.lock:
+                        fail = self.left > 0
+                        if fail:
+                            self.left -= 1
+                            self.failed += 1
+                    if fail:
+                        self._error(c, self.status, self.code, "injected")
+                        continue
+                    with self._send_closing(req) as up:
+                        answer = self._read_all(up)
+                    head = answer.split(b"\r\n\r\n", 1)[0].lower()
+                    c.sendall(answer)
+                    if b"content-length:" not in head:
+                        return  # the answer ends with the connection
+
+    srv = s3server()
+    proxy = PerRequest(srv.port, fail=0)
+    try:
+        db = tmp_path / "app.db"
+        create(db)
+        rep = s3_replica(srv, sync="100ms")
+        rep["endpoint"] = f"http://127.0.0.1:{proxy.port}"
+        r = run(config(tmp_path, db, [rep]))
+        write(db, 5, start=1)
+        wait_for(lambda: glob.glob(f"{srv.directory}/**/wal/*", recursive=True),
+                 what="a first segment", log=r.text)
+        with proxy.lock:
+            proxy.left = 10 ** 6  # every request fails from here: 500 InternalError
+        failed = proxy.failed
+        for i in range(6):
+            write(db, 1, start=100 + i)
+            time.sleep(0.5)
+        # two calls' worth of attempts (5 each) at least, whatever the replica's backoff
+        wait_for(lambda: proxy.failed - failed >= 12, timeout=60, what="failing calls",
+                 log=r.text)
+        assert "the server keeps failing" in r.text(), r.text()
+        assert r.text().count("request retried") <= 4, r.text()  # the first call's only
+        with proxy.lock:
+            proxy.left = 0
+        wait_for(lambda: "the server answers again" in r.text(), timeout=60,
+                 what="the server's recovery", log=r.text)
+        assert r.stop() == 0
+        out = tmp_path / "out.db"
+        s3_restore(litestream_bin, srv, tmp_path, out)
+        assert content(out) == content(db)
+    finally:
+        proxy.close()
+
+
 def test_a_segment_upload_that_lands_late_never_cuts_the_replica(run, tmp_path, litestream_bin,
                                                                   litevisor_bin, s3server):
     """A WAL segment's PUT that reaches the server after litevisor gave up on it (a proxy
