@@ -127,6 +127,12 @@ struct engine *engine_new(const struct config *cfg)
 					  d->stat.name, r->stat.name, err.message);
 				goto fail;
 			}
+			/* a file replica's objects as readable as the database, by its owner */
+			if (storage_set_like(r->st, c->path) < 0) {
+				log_error("engine", "cannot open replica", "db=%s replica=%s err=\"out of "
+					  "memory\"", d->stat.name, r->stat.name);
+				goto fail;
+			}
 			if (rc->age.set && !age_keys_read_back(&r->st->age)) {
 				/* it could write, but not read its last segment back at the next start */
 				log_error("engine", "cannot write to the replica: none of its age: "

@@ -293,7 +293,18 @@ void storage_free(struct storage *st)
 		explicit_bzero(st->age.identities, st->age.nidentities * sizeof(*st->age.identities));
 	free(st->age.identities);
 	free(st->age.recipients);
+	free(st->like);
 	st->ops->destroy(st);
+}
+
+int storage_set_like(struct storage *st, const char *path)
+{
+	char *copy = strdup(path);
+	if (!copy)
+		return -1;
+	free(st->like);
+	st->like = copy;
+	return 0;
 }
 
 /* ---- counting wrappers ---- */

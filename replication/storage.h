@@ -184,6 +184,15 @@ struct storage {
 	 * encrypted bytes.
 	 */
 	struct cfg_age age;
+	/*
+	 * Set by the engine (storage_set_like): a file replica gives each object
+	 * it creates this file's mode (owner read/write added) and owner, and
+	 * each directory it creates those of this file's directory, as
+	 * Litestream does with the database's: a restore run as the app's user
+	 * can read what was written as root. NULL (restores, listings): 0600 and
+	 * 0755, owned by this process. S3 ignores it.
+	 */
+	char *like;
 };
 
 /*
@@ -195,6 +204,9 @@ struct storage *storage_open(const struct cfg_replica *r, struct st_error *err);
 
 /* Close and free; NULL is fine. */
 void storage_free(struct storage *st);
+
+/* Set st->like to a copy of path. 0, or -1 out of memory. */
+int storage_set_like(struct storage *st, const char *path);
 
 /*
  * Thin wrappers over st->ops that also count the call in st->stats.

@@ -150,11 +150,45 @@ static void parent_of(char *buf, size_t len, const char *path)
 	buf[n] = '\0';
 }
 
+/* What the objects and directories a put creates take after (storage.h, like). */
+struct owner {
+	bool file_ok, dir_ok;
+	struct stat file, dir;
+};
+
+static void owner_of(const struct storage *st, struct owner *o)
+{
+	char dir[PATH_MAX];
+	memset(o, 0, sizeof(*o));
+	if (!st->like)
+		return;
+	o->file_ok = stat(st->like, &o->file) == 0 && S_ISREG(o->file.st_mode);
+	parent_of(dir, sizeof(dir), st->like);
+	o->dir_ok = stat(dir, &o->dir) == 0 && S_ISDIR(o->dir.st_mode);
+}
+
+/*
+ * Give the new file or directory fd the mode and owner of like. The mode
+ * keeps the owner's read and write (search for a directory), so this process
+ * can still read back and prune what it wrote. A failed chown is ignored, as
+ * Litestream does: only root can give a file away. 0 or -1 (errno).
+ */
+static int take_after(int fd, const struct stat *like, bool dir)
+{
+	mode_t mode = dir ? (like->st_mode & 0777) | 0700 : (like->st_mode & 0666) | 0600;
+	if (fchmod(fd, mode) < 0)
+		return -1;
+	if (like->st_uid != geteuid() || like->st_gid != getegid())
+		(void)!fchown(fd, like->st_uid, like->st_gid);
+	return 0;
+}
+
 /*
  * mkdir -p for dir; every directory created is fsynced into its parent so the
- * file about to be renamed into it survives a crash. Returns 0 or -1 (errno).
+ * file about to be renamed into it survives a crash, and takes the mode and
+ * owner of o's directory (if known). Returns 0 or -1 (errno).
  */
-static int make_dirs(const char *dir)
+static int make_dirs(const char *dir, const struct owner *o)
 {
 	char buf[PATH_MAX], parent[PATH_MAX];
 	size_t n = strlen(dir);
@@ -169,6 +203,16 @@ static int make_dirs(const char *dir)
 		char c = buf[i];
 		buf[i] = '\0';
 		if (mkdir(buf, 0755) == 0) {
+			if (o->dir_ok) {
+				int fd = open(buf, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+				int rc = fd < 0 ? -1 : take_after(fd, &o->dir, true);
+				int e = errno;
+				if (fd >= 0)
+					close(fd);
+				errno = e;
+				if (rc < 0)
+					return -1;
+			}
 			parent_of(parent, sizeof(parent), buf);
 			if (fs_fsync_dir(parent) < 0)
 				return -1;
@@ -211,12 +255,16 @@ static int place_fail(struct st_error *err, int e, const char *key, const char *
  * unlinkable file, no /proc): the caller copies; <0 failed (err set).
  */
 static int link_unnamed(int wfd, int64_t size, const char *path, char *tmp, size_t tmplen,
-			const char *dir, const char *key, bool create_only, struct st_error *err)
+			const char *dir, const char *key, bool create_only, const struct owner *o,
+			struct st_error *err)
 {
 	char proc[64];
 	struct stat sb;
 	if (fstat(wfd, &sb) < 0 || !S_ISREG(sb.st_mode) || sb.st_size != size)
 		return 1;
+	/* the file is shared with the other replicas, which take it as it is */
+	if (o->file_ok && take_after(wfd, &o->file, false) < 0)
+		return sys_fail(err, errno, "put", key, path);
 	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", wfd);
 	for (int attempt = 0;; attempt++) {
 		snprintf(tmp, tmplen, "%s" TMP_SUFFIX "%06lx", path,
@@ -254,12 +302,14 @@ static int file_put(struct storage *st, const char *key, const struct st_source 
 	if (join(path, sizeof(path), root_of(st), key) < 0)
 		return sys_fail(err, ENAMETOOLONG, "put", key, root_of(st));
 	parent_of(dir, sizeof(dir), path);
+	struct owner o;
+	owner_of(st, &o);
 	int wfd = src->unnamed_file ? src->unnamed_file(src->ctx) : -1;
 	if (wfd >= 0) {
-		if (make_dirs(dir) < 0)
+		if (make_dirs(dir, &o) < 0)
 			return sys_fail(err, errno, "put", key, dir);
 		rc = link_unnamed(wfd, src->size, path, tmp, sizeof(tmp), dir, key,
-				  call && call->create_only, err);
+				  call && call->create_only, &o, err);
 		if (rc <= 0)
 			return rc;
 	}
@@ -270,7 +320,7 @@ static int file_put(struct storage *st, const char *key, const struct st_source 
 	}
 	/* A concurrent delete may prune the directory between mkdir and open: retry. */
 	for (int attempt = 0; fd < 0; attempt++) {
-		if (make_dirs(dir) < 0) {
+		if (make_dirs(dir, &o) < 0) {
 			rc = sys_fail(err, errno, "put", key, dir);
 			goto out;
 		}
@@ -280,6 +330,10 @@ static int file_put(struct storage *st, const char *key, const struct st_source 
 			rc = sys_fail(err, errno, "put", key, dir);
 			goto out;
 		}
+	}
+	if (o.file_ok && take_after(fd, &o.file, false) < 0) {
+		rc = sys_fail(err, errno, "put", key, tmp);
+		goto fail;
 	}
 	for (;;) {
 		ssize_t n = src->read(src->ctx, buf, FILE_IO_CHUNK);

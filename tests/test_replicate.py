@@ -599,6 +599,55 @@ def snapshot_files(rep):
             for g, f in objects(rep, "snapshots")]
 
 
+def test_file_replica_objects_take_the_databases_mode_and_owner(run, tmp_path, litestream_bin,
+                                                                litevisor_bin):
+    """Litestream gives a file replica's objects the database's mode and owner, and its
+    directories those of the database's directory. litevisor made them 0600 and 0755,
+    its own (root's, as ENTRYPOINT or raw_exec), so a restore run as the app's user,
+    by either tool, failed: permission denied (QA71 D2)."""
+    # pytest's own directories are root's, 0700: the app's user could not reach a replica there
+    base = pathlib.Path(tempfile.mkdtemp(prefix="lv-owner-", dir="/tmp"))
+    try:
+        os.chmod(base, 0o755)
+        data, rep, out = base / "data", base / "rep", base / "out"
+        data.mkdir(mode=0o750)
+        out.mkdir(mode=0o777)
+        os.chmod(out, 0o777)
+        db = data / "app.db"
+        create(db)
+        os.chmod(data, 0o750)
+        os.chmod(db, 0o640)
+        root = os.geteuid() == 0
+        app = (65534, 65534) if root else (os.geteuid(), os.getegid())
+        if root:
+            for f in (data, db, db.with_name("app.db-wal"), db.with_name("app.db-shm")):
+                if f.exists():
+                    os.chown(f, *app)
+        r = run(config(tmp_path, db, [file_replica(rep, sync="100ms")]))
+        write(db, 20, start=1)
+        wait_for(lambda: objects(rep, "wal"), what="a segment", log=r.text)
+        assert r.stop() == 0
+        for d, dirs, files in os.walk(rep):
+            st = os.stat(d)
+            assert (st.st_mode & 0o777, st.st_uid, st.st_gid) == (0o750, *app), d
+            for f in files:
+                st = os.stat(os.path.join(d, f))
+                assert (st.st_mode & 0o777, st.st_uid, st.st_gid) == (0o640, *app), f
+        if not root:
+            return
+        # the app's user restores it, with either tool
+        p = subprocess.run([litestream_bin, "restore", "-o", str(out / "ls.db"), f"file://{rep}"],
+                           capture_output=True, text=True, timeout=60, user=app[0], group=app[1])
+        assert p.returncode == 0, p.stderr
+        assert content(out / "ls.db") == content(db)
+        p = subprocess.run([litevisor_bin, "restore", "-o", str(out / "lv.db"), f"file://{rep}"],
+                           capture_output=True, text=True, timeout=60, user=app[0], group=app[1])
+        assert p.returncode == 0, p.stderr
+        assert content(out / "lv.db") == content(db)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def test_replicas_share_one_compressed_snapshot(run, tmp_path, litestream_bin, s3server):
     """A new generation needs a snapshot in every replica: the database is read and
     compressed once, into an unnamed file in the state directory, and each replica
@@ -621,7 +670,7 @@ def test_replicas_share_one_compressed_snapshot(run, tmp_path, litestream_bin, s
     # on the state directory's filesystem a file replica links the shared file in: no copy
     st_a, st_b = os.stat(sa), os.stat(sb)
     assert st_a.st_ino == st_b.st_ino and st_a.st_nlink == 2
-    assert st_a.st_mode & 0o777 == 0o600
+    assert st_a.st_mode & 0o777 == os.stat(db).st_mode & 0o666 | 0o600  # the database's
     # the shared file had no name: nothing is left in the state directory but its own files
     state = tmp_path / ".app.db-litevisor"
     assert not [p for p in state.rglob("*") if "snapshot" in p.name], list(state.rglob("*"))
