@@ -209,6 +209,37 @@ static int on_event(struct builder *b, const yaml_event_t *ev, struct cfg_err *e
 	return -1;
 }
 
+/* Does the line holding byte at of text contain "${"? */
+static bool line_has_brace_var(const char *text, size_t len, size_t at)
+{
+	if (at > len)
+		return false;
+	size_t a = at, z = at;
+	while (a > 0 && text[a - 1] != '\n')
+		a--;
+	while (z < len && text[z] != '\n')
+		z++;
+	for (size_t i = a; i + 1 < z; i++)
+		if (text[i] == '$' && text[i + 1] == '{')
+			return true;
+	return false;
+}
+
+/*
+ * Litestream expands variables over the whole text before YAML reads it;
+ * here each value is expanded after (config.h), so in a flow collection
+ * ("[...]", "{...}") the braces of an unquoted ${VAR} are YAML's own.
+ */
+static const char *flow_brace_hint(const yaml_parser_t *p, const char *text, size_t len)
+{
+	if (!p->context || !strstr(p->context, "flow") ||
+	    (!line_has_brace_var(text, len, p->problem_mark.index) &&
+	     !line_has_brace_var(text, len, p->context_mark.index)))
+		return "";
+	return " (inside [ ] or { } write a variable as \"${VAR}\" or $VAR: variables are "
+	       "expanded after the YAML is read, not before as in Litestream)";
+}
+
 int cfg_yaml_parse(const char *text, size_t len, struct cfg_doc *doc, struct cfg_err *e)
 {
 	yaml_parser_t parser;
@@ -229,8 +260,10 @@ int cfg_yaml_parse(const char *text, size_t len, struct cfg_doc *doc, struct cfg
 			/* The commonest cause by far deserves its own words. */
 			bool tab = m->index < len && text[m->index] == '\t';
 			if (parser.context)
-				err_at(e, m, "invalid YAML: %s %s%s", parser.problem ? parser.problem : "error",
-				       parser.context, tab ? " (YAML does not allow tabs for indentation)" : "");
+				err_at(e, m, "invalid YAML: %s %s%s%s",
+				       parser.problem ? parser.problem : "error", parser.context,
+				       tab ? " (YAML does not allow tabs for indentation)" : "",
+				       flow_brace_hint(&parser, text, len));
 			else
 				err_at(e, m, "invalid YAML: %s%s", parser.problem ? parser.problem : "error",
 				       tab ? " (YAML does not allow tabs for indentation)" : "");

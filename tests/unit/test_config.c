@@ -1200,6 +1200,13 @@ static const struct bad_case bad_cases[] = {
 	  "dbs:\n"
 	  "\t- path: /data/app.db\n",
 	  "bad.yml:2:1: invalid YAML: found character that cannot start any token while scanning for the next token (YAML does not allow tabs for indentation)" },
+	/* Litestream expands before YAML reads the text: there this is a URL (QA71 D3) */
+	{ "yaml_flow_brace_var",
+	  "dbs:\n"
+	  "  - path: /data/app.db\n"
+	  "    replicas:\n"
+	  "      - {url: ${REPLICA_URL}, sync-interval: 1s}\n",
+	  "bad.yml:4:16: invalid YAML: did not find expected ',' or '}' while parsing a flow mapping (inside [ ] or { } write a variable as \"${VAR}\" or $VAR: variables are expanded after the YAML is read, not before as in Litestream)" },
 	{ "second_document",
 	  "addr: \":9090\"\n"
 	  "---\n"
