@@ -127,6 +127,7 @@ struct s3_resp {
 	int64_t clock_offset_ns;
 	bool have_date;
 	int64_t date_ns;                 /* the server's Date itself, 0 if not sent */
+	char bucket_region[64];          /* AWS's x-amz-bucket-region, "" if not sent */
 };
 
 /*

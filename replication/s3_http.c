@@ -338,6 +338,7 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud)
 		x->resp->clock_offset_ns = 0;
 		x->resp->have_date = false;
 		x->resp->date_ns = 0;
+		x->resp->bucket_region[0] = '\0';
 		x->range_start = x->range_total = -1;
 		x->chunked = false;
 	} else if (len > 18 && !strncasecmp(buf, "Transfer-Encoding:", 18)) {
@@ -351,6 +352,8 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud)
 		const char *slash = strchr(tmp, '/');
 		if (slash && slash[1] >= '0' && slash[1] <= '9')
 			x->range_total = strtoll(slash + 1, NULL, 10);
+	} else if (len > 20 && !strncasecmp(buf, "x-amz-bucket-region:", 20)) {
+		header_value(x->resp->bucket_region, sizeof(x->resp->bucket_region), buf + 20, len - 20);
 	} else if (len > 5 && !strncasecmp(buf, "ETag:", 5)) {
 		header_value(x->resp->etag, sizeof(x->resp->etag), buf + 5, len - 5);
 	} else if (len > 15 && !strncasecmp(buf, "Content-Length:", 15)) {
@@ -398,6 +401,16 @@ static void classify_http(const struct s3_req *req, const struct s3_resp *resp, 
 		snprintf(o->cause, sizeof(o->cause), "HTTP %ld %s%s%s", st, code, msg[0] ? ": " : "", msg);
 	else
 		snprintf(o->cause, sizeof(o->cause), "HTTP %ld", st);
+	/* AWS names the bucket's region when it was asked in another one (a 301, or a 400) */
+	const char *br = resp->bucket_region;
+	if (br[0] && strspn(br, "abcdefghijklmnopqrstuvwxyz0123456789-") == strlen(br) &&
+	    (st == 301 || code_is(code, "PermanentRedirect") ||
+				       code_is(code, "AuthorizationHeaderMalformed"))) {
+		size_t k = strlen(o->cause);
+		snprintf(o->cause + k, sizeof(o->cause) - k, " (the bucket is in region %s: set the "
+			 "replica's region: %s, or AWS_REGION for a replica URL)", resp->bucket_region,
+			 resp->bucket_region);
+	}
 
 	if (req->if_none_match && (st == 412 || code_is(code, "PreconditionFailed"))) {
 		o->status = ST_EXISTS; /* the key is taken: what a create-only put asked about */

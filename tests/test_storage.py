@@ -1318,6 +1318,40 @@ def test_s3_connections_are_reused(s3server):
         proxy.close()
 
 
+def test_s3_a_bucket_in_another_region_is_named_in_the_error(s3server):
+    """AWS answers a request signed for the wrong region with 301 PermanentRedirect and the
+    bucket's region in x-amz-bucket-region; the error quoted only AWS's text ("must be
+    addressed using the specified endpoint"), which says nothing of the region (QA71 D1)."""
+    import http.server
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = (b"<?xml version=\"1.0\"?><Error><Code>PermanentRedirect</Code><Message>The "
+                    b"bucket you are attempting to access must be addressed using the specified "
+                    b"endpoint.</Message></Error>")
+            self.send_response(301)
+            self.send_header("x-amz-bucket-region", "eu-west-1")
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = s3server()
+    aws = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=aws.serve_forever, daemon=True).start()
+    try:
+        r = s3_replica(srv, endpoint=f"http://127.0.0.1:{aws.server_port}").list("")
+        assert r.rc != 0
+        assert "the bucket is in region eu-west-1: set the replica's region: eu-west-1" in \
+            r.res["message"], r.res
+    finally:
+        aws.shutdown()
+        aws.server_close()
+
+
 def test_s3_gives_up_after_retries(s3server, tmp_path):
     srv = s3server()
     proxy = FaultProxy(srv.port, fail=100)
