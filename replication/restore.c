@@ -672,10 +672,11 @@ static int apply_in_place(struct session *s, struct rs_apply_opts *ao,
  * lt_ns; its shadow files in lsdir, "" if none)?
  */
 static bool replica_newer(const struct session *s, const struct wal_pos *lpos, int64_t lt_ns,
-			  const char *lsdir, char *why, size_t len)
+			  const char *lsdir, bool *at_next, char *why, size_t len)
 {
 	struct rs_cand *w = &s->c[s->ch.winner];
 	char a[64], b[64], err[300];
+	*at_next = false;
 	if (strcmp(w->plan.generation, lpos->generation) == 0) {
 		int cmp = wal_pos_cmp(&w->plan.end, lpos);
 		snprintf(why, len, "%s holds %s, local %s", w->name,
@@ -694,6 +695,7 @@ static bool replica_newer(const struct session *s, const struct wal_pos *lpos, i
 					 "database ends (%s)", w->name,
 					 rs_pos_text(&w->plan.end, a, sizeof(a)),
 					 rs_pos_text(lpos, b, sizeof(b)));
+				*at_next = true;
 				return false;
 			}
 		}
@@ -1086,6 +1088,40 @@ static void parent_for_service(const struct config *cfg, const char *path)
 			 "path=\"%s\" err=\"%s\"", path, tmp.message);
 }
 
+/*
+ * The winner's only news is a snapshot at the next index, taken where the
+ * local database ends: another node continued the generation and wrote
+ * nothing but that. The same data, so the database stays; but replication
+ * must go on at that index, as after a restore to it. Resumed at its own
+ * index, it would find the generation continued elsewhere and stop for good,
+ * with the service running on (QA72 D1). So the database is left as a
+ * restore to that snapshot leaves it: its WAL checkpointed into the file
+ * (the service has not started), the old state aside, and the marker naming
+ * the replicas that hold the snapshot. 0, or -1 (logged): the caller
+ * restores the snapshot instead.
+ */
+static int continue_at_snapshot(struct session *s, const char *statedir,
+				struct restore_result *res)
+{
+	char err[400];
+	if (rs_checkpoint_whole(s->db->path, err, sizeof(err)) < 0) {
+		log_warn("restore", "cannot checkpoint the local database to continue the replica's "
+			 "snapshot: restoring that snapshot instead", "db=\"%s\" err=\"%s\"",
+			 s->dbname, err);
+		return -1;
+	}
+	if (rs_move_state_aside(statedir, "state of a database another node continued",
+				res->state_moved_aside, sizeof(res->state_moved_aside)) < 0) {
+		log_warn("restore", "cannot move the state directory aside to continue the replica's "
+			 "snapshot: restoring that snapshot instead", "db=\"%s\" dir=\"%s\"",
+			 s->dbname, statedir);
+		return -1;
+	}
+	res->pos = s->c[s->ch.winner].plan.end;
+	write_marker(s, &res->pos);
+	return 0;
+}
+
 int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 		       struct restore_result *res)
 {
@@ -1137,8 +1173,13 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 			rc = settle_unrestored(&s, true, res);
 			goto out;
 		}
-		if (!replica_newer(&s, &lpos, lt, from, why, sizeof(why))) {
-			result_set(res, RESTORE_EXISTS, "local database is current (%s)", why);
+		bool at_next;
+		bool newer = replica_newer(&s, &lpos, lt, from, &at_next, why, sizeof(why));
+		if (!newer && at_next && continue_at_snapshot(&s, statedir, res) < 0)
+			newer = true; /* the same data, restored: replication then goes on there */
+		if (!newer) {
+			result_set(res, RESTORE_EXISTS, "local database is current (%s)%s", why,
+				   at_next ? "; replication goes on at that snapshot" : "");
 			rc = 0;
 			goto out;
 		}

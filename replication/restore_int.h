@@ -312,6 +312,13 @@ int rs_move_empty_aside(const char *target);
 int rs_move_state_aside(const char *statedir, const char *why, char *moved, size_t mlen);
 
 /*
+ * Checkpoint the existing database at target whole into its file and empty
+ * its WAL (TRUNCATE): what a restore leaves, a single file. Fails rather than
+ * wait when another process holds the database. 0, or -1 with err set.
+ */
+int rs_checkpoint_whole(const char *target, char *err, size_t len);
+
+/*
  * Move an existing database, its -wal/-shm and its state directory (may be
  * NULL) aside; *moved gets the database's new name, *smoved where its state
  * went. 0 or -1 (logged, errno set).

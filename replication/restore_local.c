@@ -18,6 +18,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sqlite3.h>
+
 #include "common/clock.h"
 #include "common/fsutil.h"
 #include "common/log.h"
@@ -464,6 +466,45 @@ int rs_local_position(const char *statedir, struct wal_pos *pos, int64_t *mtime_
 	if (state_ns)
 		*state_ns = state_written_ns(statedir, *mtime_ns);
 	return 0;
+}
+
+int rs_checkpoint_whole(const char *target, char *err, size_t len)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	char wal[PATH_MAX + 8];
+	struct stat sb;
+	int rc = -1;
+
+	if (sqlite3_open_v2(target, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+		snprintf(err, len, "open %s: %s", target, db ? sqlite3_errmsg(db) : "out of memory");
+		goto out;
+	}
+	sqlite3_busy_timeout(db, 1000);
+	if (sqlite3_prepare_v2(db, "PRAGMA wal_checkpoint(TRUNCATE)", -1, &st, NULL) != SQLITE_OK ||
+	    sqlite3_step(st) != SQLITE_ROW) {
+		snprintf(err, len, "checkpoint of %s: %s", target, sqlite3_errmsg(db));
+		goto out;
+	}
+	if (sqlite3_column_int(st, 0) != 0) {
+		snprintf(err, len, "checkpoint of %s: busy (another process holds the database)",
+			 target);
+		goto out;
+	}
+	snprintf(wal, sizeof(wal), "%s-wal", target);
+	if (stat(wal, &sb) == 0 && sb.st_size > 0) {
+		snprintf(err, len, "checkpoint of %s left %lld bytes in its WAL", target,
+			 (long long)sb.st_size);
+		goto out;
+	}
+	rc = 0;
+out:
+	sqlite3_finalize(st);
+	if (db && sqlite3_close(db) != SQLITE_OK && rc == 0) {
+		snprintf(err, len, "close %s: %s", target, sqlite3_errmsg(db));
+		rc = -1;
+	}
+	return rc;
 }
 
 int64_t rs_file_mtime_ns(const char *path)

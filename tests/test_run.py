@@ -2433,11 +2433,17 @@ def test_a_snapshot_the_other_node_took_where_we_ended_keeps_the_local_file(
     assert p.returncode == 0, p.stderr
     gen = os.listdir(rep / "generations")[0]
     assert "00000001.snapshot.lz4" in os.listdir(rep / "generations" / gen / "snapshots"), p.stderr
-    a, files, err = node_run(litevisor_bin, tmp_path, "A", rep)
-    assert a == a1, err
+    # A's service writes on the file it kept: replication goes on at B's snapshot. Resumed
+    # at its own index, it found the generation continued elsewhere and stopped, the
+    # service running on: every commit of the run (and of each later one) lost (QA72 D1)
+    a, files, err = node_run(litevisor_bin, tmp_path, "A", rep, 10, "a2")
+    assert a == a1 + [f"a2-{i}" for i in range(10)], err
     assert "taken where the local database ends" in err, err
     assert "outcome=exists" in err, err
+    assert "older than the replica" not in err and "final flush done" in err, err
     assert not [f for f in files if "replaced" in f], files
+    b, _, err = node_run(litevisor_bin, tmp_path, "B", rep)
+    assert b == a, err
 
 
 def test_stale_source_restored_while_a_fresher_replica_was_out_of_reach_is_a_new_generation(
