@@ -1232,6 +1232,9 @@ void *monitor_thread(void *arg)
 			older = stopped = true;
 			db_set_state(d, false, "stopped: the database is older than the replica's "
 				     "data; restore it");
+			pthread_mutex_lock(&d->mu);
+			d->stat.stopped_older = true;
+			pthread_mutex_unlock(&d->mu);
 		}
 		if (stopped && !older && db_file_is_wal(d->cfg->path) == 1) {
 			/* the app put it back in WAL mode: what it wrote meanwhile is in no WAL */

@@ -59,6 +59,12 @@ struct db_status {
 	 * counts as failing for health.fail-after. Waiting for the file to exist, or for
 	 * another litevisor that holds its state directory, does not. */
 	int64_t stuck_since_mono_ns;
+	/*
+	 * Replication stopped for good: the database is older than what a replica
+	 * holds of its generation (replica.c, refuse_older). Nothing passes it but
+	 * a restore, so health fails at once, whatever fail-after says.
+	 */
+	bool stopped_older;
 	struct wal_pos pos;        /* local position (shadow WAL) */
 	int64_t db_size, wal_size;
 	uint64_t checkpoints_total[3];      /* PASSIVE, RESTART, TRUNCATE */

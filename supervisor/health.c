@@ -177,8 +177,9 @@ static json_t *probe_check(const struct sup_snapshot *s, int64_t now_wall_ns)
 /*
  * A database: warn while replication is not running for it (waiting for the
  * file, stopped), and while copying its new commits fails — then fail once
- * that lasted fail_after_ms, as a replica's failure does; warn (only) while
- * no replica is written to. why: the output.
+ * that lasted fail_after_ms, as a replica's failure does; fail at once when it
+ * stopped for good (older than a replica); warn (only) while no replica is
+ * written to. why: the output.
  */
 static json_t *db_check(const struct db_status *d, int64_t fail_after_ms, int64_t now_mono_ns,
 			enum health_status *st, char *why, size_t whylen)
@@ -191,6 +192,10 @@ static json_t *db_check(const struct db_status *d, int64_t fail_after_ms, int64_
 		snprintf(why, whylen, "cannot copy new commits for %lld s: %s",
 			 (long long)(for_ms / 1000), d->sync_error);
 		*st = fail_after_ms > 0 && for_ms >= fail_after_ms ? HEALTH_FAIL : HEALTH_WARN;
+	} else if (d->stopped_older) {
+		/* stopped for good, the service's commits replicated nowhere: only a restore helps */
+		snprintf(why, whylen, "%s", d->state);
+		*st = HEALTH_FAIL;
 	} else if (!d->replicating && d->stuck_since_mono_ns > 0) {
 		int64_t for_ms = failed_ms(now_mono_ns, d->stuck_since_mono_ns);
 		snprintf(why, whylen, "not replicating for %lld s: %s", (long long)(for_ms / 1000),

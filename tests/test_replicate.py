@@ -1562,7 +1562,26 @@ def test_another_nodes_generation_during_a_litestream_interlude_is_not_hidden(
         ls_a.send_signal(signal.SIGINT)
         ls_a.communicate(timeout=30)
     assert len(generations(rep)) == 3, generations(rep)
+    import urllib.error
+    import urllib.request
+    from conftest import free_port
+    port = free_port()
+    cfg.write_text(f"addr: 127.0.0.1:{port}\n" + cfg.read_text())
     r = run(cfg)
+    wait_for(lambda: "older than the replica" in r.text(), what="the stop", log=r.text)
+
+    def healthz():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as h:
+                return h.status, json.loads(h.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+    # stopped for good: /healthz fails at once, not only after a fail-after that the
+    # jobs do not set (a warning there let the app's commits go unreplicated, QA72)
+    code, body = wait_for(lambda: (lambda h: h if h[0] == 503 else None)(healthz()),
+                          what="a failing /healthz", log=r.text)
+    db_check = next(iter(body["checks"]["database:replication"]))
+    assert db_check["status"] == "fail" and "older than the replica" in db_check["output"], body
     assert r.stop() == 1, r.text()
     assert "older than the replica" in r.text(), r.text()
     assert "was written after its closed mark: another node went on" in r.text(), r.text()
