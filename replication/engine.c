@@ -110,8 +110,13 @@ struct engine *engine_new(const struct config *cfg)
 			int64_t si = rc->sync_interval_ms;
 			r->stat.max_lag_ms = (si * 3 > 2000 ? si * 3 : 2000) + d->cfg->monitor_interval_ms;
 			if (rc->restore_only) {
+				/* described as a written replica is (its server, bucket and path);
+				 * opening one does no I/O */
+				struct storage *st = storage_open(rc, &err);
 				snprintf(r->stat.description, sizeof(r->stat.description), "%s",
-					 rc->url ? rc->url : rc->path ? rc->path : "");
+					 st && st->description ? st->description
+					 : rc->url ? rc->url : rc->path ? rc->path : "");
+				storage_free(st);
 				continue;
 			}
 			if (rc->age.set && rc->age.nrecipients == 0) {

@@ -3695,7 +3695,9 @@ def test_a_database_with_no_writable_replica_warns(run, tmp_path, why):
         cfg = config(tmp_path, db, [file_replica(rep, node="node-105")])
         head, want = "node: node-105\n", "file on this node (node-105)"
     else:
-        cfg = config(tmp_path, db, [file_replica(rep, restore_only="true")])
+        # written as a store's replica is (type and path, no url)
+        cfg = config(tmp_path, db, [{"name": "file", "type": "file", "path": str(rep),
+                                     "restore-only": "true"}])
         head, want = "", "file has restore-only: true"
     cfg.write_text(f"{head}addr: 127.0.0.1:{port}\n" + cfg.read_text())
     r = run(cfg)
@@ -3712,6 +3714,10 @@ def test_a_database_with_no_writable_replica_warns(run, tmp_path, why):
     check = health["checks"]["database:replication"][0]
     assert check["status"] == "warn" and want in check["output"], check
     assert "no replica is written to" in health["output"], health
+    # described as a written replica is, with its place: it was only the path (a
+    # store's S3 replica: its key prefix, no server, QA72 D2)
+    lag = health["checks"]["replica:lag"][0]
+    assert lag["restoreOnly"] and lag["replica"] == f"file {rep}", lag
     metrics = get("/metrics")
     assert 'litevisor_db_writable_replicas{db="app.db"} 0' in metrics
     # it is never written: no lag, position or sync series that would read as caught up
