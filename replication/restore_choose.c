@@ -329,9 +329,17 @@ void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, int64_t ts, const c
 				snprintf(x->verdict, sizeof(x->verdict), "WINNER: the only candidate with data");
 		} else if (x->rank > 0 && wal_pos_cmp(&x->plan.end, &w->plan.end) == 0) {
 			x->fallback_ok = true;
-			snprintf(x->verdict, sizeof(x->verdict),
-				 "fallback #%d: same data, slower (rtt %.1f ms vs %.1f ms)", x->rank,
-				 x->rtt_us / 1000.0, w->rtt_us / 1000.0);
+			if (x->plan.truncated != w->plan.truncated)
+				snprintf(x->verdict, sizeof(x->verdict),
+					 "fallback #%d: same data, but with a hole", x->rank);
+			else if (x->rtt_us != w->rtt_us)
+				snprintf(x->verdict, sizeof(x->verdict),
+					 "fallback #%d: same data, slower (rtt %.2f ms vs %.2f ms)",
+					 x->rank, x->rtt_us / 1000.0, w->rtt_us / 1000.0);
+			else
+				snprintf(x->verdict, sizeof(x->verdict),
+					 "fallback #%d: same data, as fast, later in the configuration",
+					 x->rank);
 		} else if (x->rank > 0) {
 			snprintf(x->verdict, sizeof(x->verdict), "stale: behind the winner (%s < %s)",
 				 end_text(&x->plan, pos, sizeof(pos)),
@@ -400,11 +408,18 @@ void rs_log_decision(const struct rs_cand *c, size_t n, const struct rs_choice *
 				  x->plan.truncated ? x->plan.note : "", x->plan.truncated ? "\"" : "",
 				  x->plan.ignored[0] ? " ignored=\"" : "", x->plan.ignored,
 				  x->plan.ignored[0] ? "\"" : "", x->verdict);
+		else if (x->timed_out || x->no_answer) /* no round trip to show */
+			log_event(lvl, "restore", "  candidate",
+				  "db=\"%s\" name=%s state=%s probe_ms=%lld error=\"%s\" verdict=\"%s\"",
+				  dbname, x->name, state_text(x), (long long)x->probe_ms, x->error,
+				  x->verdict);
 		else
 			log_event(lvl, "restore", "  candidate",
-				  "db=\"%s\" name=%s state=%s rtt_ms=%.1f probe_ms=%lld error=\"%s\" "
-				  "verdict=\"%s\"", dbname, x->name, state_text(x), x->rtt_us / 1000.0, (long long)x->probe_ms,
-				  x->state == RC_OK ? "" : x->error, x->verdict);
+				  "db=\"%s\" name=%s state=%s rtt_ms=%.1f probe_ms=%lld%s%s%s "
+				  "verdict=\"%s\"", dbname, x->name, state_text(x), x->rtt_us / 1000.0,
+				  (long long)x->probe_ms, x->state == RC_OK ? "" : " error=\"",
+				  x->state == RC_OK ? "" : x->error, x->state == RC_OK ? "" : "\"",
+				  x->verdict);
 	}
 	/* object times are on our clock (the S3 client reads each server's Date): one still
 	 * in the future was stamped by a clock that has stepped back since */

@@ -768,7 +768,7 @@ def restore_bad_first(litevisor_bin, tmp_path, cfg, out, tries=5):
     under ASan in CI: 24.2 against 25.0 ms), and the damaged one was never read."""
     for _ in range(tries):
         p = restore_to(litevisor_bin, tmp_path, cfg, out)
-        if "same data, slower" not in candidate_line(p.stderr, "peer-05"):
+        if "fallback #" not in candidate_line(p.stderr, "peer-05"):
             return p
         if out.exists():
             out.unlink()
