@@ -699,3 +699,49 @@ bool localstate_is_own_entry(const char *name)
 	}
 	return false;
 }
+
+int localstate_files_line(const char *dbpath, char *buf, size_t len)
+{
+	struct stat st;
+	char walpath[PATH_MAX + 8], hex[2 * WAL_HEADER_SIZE + 1] = "-";
+	uint8_t hdr[WAL_HEADER_SIZE];
+	long long wsize = -1;
+
+	if (stat(dbpath, &st) < 0)
+		return -1;
+	snprintf(walpath, sizeof(walpath), "%s-wal", dbpath);
+	int fd = open(walpath, O_RDONLY | O_CLOEXEC); /* SQLite holds no lock on -wal itself */
+	if (fd >= 0) {
+		struct stat ws;
+		if (fstat(fd, &ws) == 0)
+			wsize = ws.st_size;
+		if (wsize >= WAL_HEADER_SIZE && pread(fd, hdr, sizeof(hdr), 0) == (ssize_t)sizeof(hdr))
+			for (size_t i = 0; i < sizeof(hdr); i++)
+				snprintf(hex + 2 * i, 3, "%02x", hdr[i]);
+		close(fd);
+	}
+	int k = snprintf(buf, len, "%llu %llu %lld %lld.%09ld %lld %s\n",
+			 (unsigned long long)st.st_dev, (unsigned long long)st.st_ino,
+			 (long long)st.st_size, (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec, wsize,
+			 hex);
+	return k < 0 || (size_t)k >= len ? -1 : 0;
+}
+
+bool localstate_clean_unchanged(const char *statedir, const char *dbpath)
+{
+	char path[PATH_MAX + 8], now[512];
+	char *was = NULL;
+	snprintf(path, sizeof(path), "%s/clean", statedir);
+	if (fs_read_small(path, 512, &was, NULL) < 0)
+		return false;
+	/* past "gen index shadow-size ": the files' part */
+	const char *p = was;
+	for (int i = 0; i < 3 && p; i++) {
+		p = strchr(p, ' ');
+		if (p)
+			p++;
+	}
+	bool same = p && localstate_files_line(dbpath, now, sizeof(now)) == 0 && strcmp(p, now) == 0;
+	free(was);
+	return same;
+}

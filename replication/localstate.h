@@ -64,6 +64,20 @@
 
 #define LOCALSTATE_MAX_REPLICAS 32
 
+/*
+ * The database's files as the record of a clean stop (<state>/clean, "gen
+ * index shadow-size " then this) keeps them: the database file's device,
+ * inode, size and mtime, the -wal's size and header. Into buf. 0, or -1 when
+ * the database cannot be stat'ed.
+ */
+int localstate_files_line(const char *dbpath, char *buf, size_t len);
+
+/*
+ * Did nothing touch the database's files since the clean stop recorded in
+ * statedir (its "clean" file)? False when there is no such record.
+ */
+bool localstate_clean_unchanged(const char *statedir, const char *dbpath);
+
 /* The state directory of db (its physical path: symlinks resolved) into buf. Returns buf. */
 char *localstate_dir(const struct cfg_db *db, char *buf, size_t len);
 

@@ -163,29 +163,13 @@ static int start_generation(struct eng_db *d, const char *reason)
  */
 static int files_state(struct eng_db *d, char *buf, size_t len)
 {
-	struct stat st;
-	char walpath[PATH_MAX + 8], hex[2 * WAL_HEADER_SIZE + 1] = "-";
-	uint8_t hdr[WAL_HEADER_SIZE];
-	long long wsize = -1;
-
-	if (!d->sh.gen[0] || stat(d->cfg->path, &st) < 0)
+	if (!d->sh.gen[0])
 		return -1;
-	snprintf(walpath, sizeof(walpath), "%s-wal", d->cfg->path);
-	int fd = open(walpath, O_RDONLY | O_CLOEXEC); /* SQLite holds no lock on -wal itself */
-	if (fd >= 0) {
-		struct stat ws;
-		if (fstat(fd, &ws) == 0)
-			wsize = ws.st_size;
-		if (wsize >= WAL_HEADER_SIZE && pread(fd, hdr, sizeof(hdr), 0) == (ssize_t)sizeof(hdr))
-			for (size_t i = 0; i < sizeof(hdr); i++)
-				snprintf(hex + 2 * i, 3, "%02x", hdr[i]);
-		close(fd);
-	}
-	snprintf(buf, len, "%s %08x %llu %llu %llu %lld %lld.%09ld %lld %s\n", d->sh.gen, d->sh.index,
-		 (unsigned long long)d->sh.size, (unsigned long long)st.st_dev,
-		 (unsigned long long)st.st_ino, (long long)st.st_size, (long long)st.st_mtim.tv_sec,
-		 st.st_mtim.tv_nsec, wsize, hex);
-	return 0;
+	int k = snprintf(buf, len, "%s %08x %llu ", d->sh.gen, d->sh.index,
+			 (unsigned long long)d->sh.size);
+	if (k < 0 || (size_t)k >= len)
+		return -1;
+	return localstate_files_line(d->cfg->path, buf + k, len - (size_t)k);
 }
 
 static void clean_path(struct eng_db *d, char *buf, size_t len)

@@ -381,7 +381,7 @@ static bool may_continue(struct session *s, const struct wal_pos *pos, char *why
  * that cannot be written costs a new generation (one snapshot), never the
  * restore: the database is in place and right.
  */
-static void write_marker(struct session *s, const struct wal_pos *pos)
+static bool write_marker(struct session *s, const struct wal_pos *pos)
 {
 	char dir[PATH_MAX], why[400];
 	struct restored_marker m = { .pos = *pos };
@@ -412,7 +412,7 @@ static void write_marker(struct session *s, const struct wal_pos *pos)
 	if (!may_continue(s, pos, why, sizeof(why))) {
 		log_warn("restore", "replication will not continue the restored generation: it "
 			 "starts a new one", "db=\"%s\" why=\"%s\"", s->dbname, why);
-		return;
+		return false;
 	}
 	for (size_t i = 0; i < s->n && m.nreplicas < LOCALSTATE_MAX_REPLICAS; i++) {
 		const struct rs_cand *c = &s->c[i];
@@ -425,7 +425,9 @@ static void write_marker(struct session *s, const struct wal_pos *pos)
 		localstate_clear_restored(dir); /* no older one may stand in for it */
 		log_warn("restore", "cannot write the restored marker: replication will start a new "
 			 "generation", "db=\"%s\" dir=\"%s\" err=\"%s\"", s->dbname, dir, strerror(e));
+		return false;
 	}
+	return true;
 }
 
 struct aside_ctx {
@@ -1101,9 +1103,21 @@ static void parent_for_service(const struct config *cfg, const char *path)
  * restores the snapshot instead.
  */
 static int continue_at_snapshot(struct session *s, const char *statedir,
-				struct restore_result *res)
+				struct restore_result *res, bool *marked)
 {
 	char err[400];
+	/*
+	 * Only the very files this node left at its clean stop are the data at
+	 * the local position: a write since (an operator's sqlite3, a migration)
+	 * is not in that snapshot, and the marker written after our checkpoint
+	 * would make replication build on it over the other node's snapshot.
+	 */
+	if (!localstate_clean_unchanged(statedir, s->db->path)) {
+		log_info("restore", "the local database is not as this node's clean stop left it: "
+			 "restoring the replica's snapshot of the same position instead", "db=\"%s\"",
+			 s->dbname);
+		return -1;
+	}
 	if (rs_checkpoint_whole(s->db->path, err, sizeof(err)) < 0) {
 		log_warn("restore", "cannot checkpoint the local database to continue the replica's "
 			 "snapshot: restoring that snapshot instead", "db=\"%s\" err=\"%s\"",
@@ -1118,7 +1132,7 @@ static int continue_at_snapshot(struct session *s, const char *statedir,
 		return -1;
 	}
 	res->pos = s->c[s->ch.winner].plan.end;
-	write_marker(s, &res->pos);
+	*marked = write_marker(s, &res->pos);
 	return 0;
 }
 
@@ -1173,13 +1187,14 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 			rc = settle_unrestored(&s, true, res);
 			goto out;
 		}
-		bool at_next;
+		bool at_next, marked = false;
 		bool newer = replica_newer(&s, &lpos, lt, from, &at_next, why, sizeof(why));
-		if (!newer && at_next && continue_at_snapshot(&s, statedir, res) < 0)
+		if (!newer && at_next && continue_at_snapshot(&s, statedir, res, &marked) < 0)
 			newer = true; /* the same data, restored: replication then goes on there */
 		if (!newer) {
 			result_set(res, RESTORE_EXISTS, "local database is current (%s)%s", why,
-				   at_next ? "; replication goes on at that snapshot" : "");
+				   !at_next ? "" : marked ? "; replication goes on at that snapshot"
+							: "; replication starts a new generation from it");
 			rc = 0;
 			goto out;
 		}

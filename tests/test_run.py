@@ -2446,6 +2446,45 @@ def test_a_snapshot_the_other_node_took_where_we_ended_keeps_the_local_file(
     assert b == a, err
 
 
+def test_a_database_written_while_down_is_not_continued_at_the_other_nodes_snapshot(
+        litevisor_bin, litestream_bin, tmp_path):
+    """As above, but A's file was written while litevisor was down (an operator's
+    sqlite3): it is not the data at A's position any more. Continued at B's snapshot
+    (checkpointed, with the restored marker), replication built on a file B's snapshot
+    does not hold, and every later restore of the replica failed its check (QA74 #1).
+    The snapshot is restored instead; A's file is kept aside."""
+    rep = tmp_path / "rep"
+    node_run(litevisor_bin, tmp_path, "A", rep, 1, "a0")
+    a1, _, _ = node_run(litevisor_bin, tmp_path, "A", rep, 30, "a1")
+    db = tmp_path / "B" / "app.db"
+    db.parent.mkdir()
+    cfg = tmp_path / "B-snap.yml"
+    cfg.write_text(f"dbs:\n  - path: {db}\n    replicas:\n      - url: file://{rep}\n"
+                   "        snapshot-interval: 1s\n")
+    p = subprocess.run([litevisor_bin, "run", "-config", str(cfg), "--", "sleep", "2.5"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    c = sqlite3.connect(tmp_path / "A" / "app.db", isolation_level=None)
+    c.execute("INSERT INTO t VALUES ('by hand')")
+    c.execute("CREATE TABLE big(x)")
+    c.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50) "
+              "INSERT INTO big SELECT randomblob(3000) FROM n")
+    c.close()
+    a, files, err = node_run(litevisor_bin, tmp_path, "A", rep, 10, "a2")
+    assert a == a1 + [f"a2-{i}" for i in range(10)], err
+    assert "not as this node's clean stop left it" in err and "outcome=restored" in err, err
+    aside = [f for f in files if f.startswith("app.db.replaced-") and "-wal" not in f
+             and "-shm" not in f]
+    assert len(aside) == 1, files
+    assert "by hand" in [v for (v,) in query(tmp_path / "A" / aside[0], "SELECT v FROM t")]
+    out = tmp_path / "check.db"
+    p = subprocess.run([litestream_bin, "restore", "-o", str(out), f"file://{rep}"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert query(out, "PRAGMA integrity_check") == [("ok",)]
+    assert [v for (v,) in query(out, "SELECT v FROM t")] == a
+
+
 def test_stale_source_restored_while_a_fresher_replica_was_out_of_reach_is_a_new_generation(
         litevisor_bin, tmp_path):
     """Node A shipped its generation to minio (fast) and the NAS (1 min), then died.
