@@ -179,6 +179,20 @@ int fs_open_regular(const char *path, char *why, size_t whylen)
 	return fd;
 }
 
+mode_t fs_umask(void)
+{
+	FILE *f = fopen("/proc/self/status", "re");
+	char line[128];
+	mode_t m = 022;
+	if (!f)
+		return m;
+	while (fgets(line, sizeof(line), f))
+		if (strncmp(line, "Umask:", 6) == 0)
+			m = (mode_t)strtoul(line + 6, NULL, 8);
+	fclose(f);
+	return m;
+}
+
 int fs_read_small(const char *path, size_t max, char **out, size_t *len)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);

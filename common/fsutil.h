@@ -41,6 +41,9 @@ int fs_mkdir_p(const char *path, mode_t mode, uid_t uid, gid_t gid);
 int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode, uid_t uid,
 		    gid_t gid);
 
+/* The process's umask, read without changing it (umask(2) would race with other threads). */
+mode_t fs_umask(void);
+
 /*
  * Read a whole small file (at most max bytes) into a NUL-terminated malloc'd
  * buffer. Returns 0, or -1 (errno set; ENOENT if absent, EFBIG if larger).

@@ -27,21 +27,6 @@
 #include "replication/statelock.h"
 #include "common/banned.h"
 
-/* The umask, read without changing it (umask(2) would race with other threads). */
-static mode_t current_umask(void)
-{
-	FILE *f = fopen("/proc/self/status", "re");
-	char line[128];
-	mode_t m = 022;
-	if (!f)
-		return m;
-	while (fgets(line, sizeof(line), f))
-		if (strncmp(line, "Umask:", 6) == 0)
-			m = (mode_t)strtoul(line + 6, NULL, 8);
-	fclose(f);
-	return m;
-}
-
 void rs_owner_for(const struct config *cfg, const char *target, uid_t *uid, gid_t *gid,
 		  mode_t *mode)
 {
@@ -50,7 +35,7 @@ void rs_owner_for(const struct config *cfg, const char *target, uid_t *uid, gid_
 
 	*uid = (uid_t)-1;
 	*gid = (gid_t)-1;
-	*mode = 0644 & ~current_umask();
+	*mode = 0644 & ~fs_umask();
 	if (geteuid() != 0)
 		return; /* we can only create files as ourselves */
 	if (cfg && cfg->supervisor.user) {

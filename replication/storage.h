@@ -186,11 +186,11 @@ struct storage {
 	struct cfg_age age;
 	/*
 	 * Set by the engine (storage_set_like): a file replica gives each object
-	 * it creates this file's mode (owner read/write added) and owner, and
-	 * each directory it creates those of this file's directory, as
-	 * Litestream does with the database's: a restore run as the app's user
-	 * can read what was written as root. NULL (restores, listings): 0600 and
-	 * 0755, owned by this process. S3 ignores it.
+	 * it creates this file's owner and read bits, read-only (storage_file.c),
+	 * as Litestream gives the database's mode and owner: a restore run as the
+	 * app's user can read what was written as root. Its directories stay
+	 * this process's. NULL (restores, listings): 0600, this process's. S3
+	 * ignores it.
 	 */
 	char *like;
 };

@@ -150,45 +150,49 @@ static void parent_of(char *buf, size_t len, const char *path)
 	buf[n] = '\0';
 }
 
-/* What the objects and directories a put creates take after (storage.h, like). */
+/* What the objects a put creates take after (storage.h, like): 0 none, else its stat. */
 struct owner {
-	bool file_ok, dir_ok;
-	struct stat file, dir;
+	bool ok;
+	struct stat file;
+	mode_t umask;
 };
 
 static void owner_of(const struct storage *st, struct owner *o)
 {
-	char dir[PATH_MAX];
 	memset(o, 0, sizeof(*o));
 	if (!st->like)
 		return;
-	o->file_ok = stat(st->like, &o->file) == 0 && S_ISREG(o->file.st_mode);
-	parent_of(dir, sizeof(dir), st->like);
-	o->dir_ok = stat(dir, &o->dir) == 0 && S_ISDIR(o->dir.st_mode);
+	o->ok = stat(st->like, &o->file) == 0 && S_ISREG(o->file.st_mode);
+	o->umask = o->ok ? fs_umask() : 0;
 }
 
 /*
- * Give the new file or directory fd the mode and owner of like. The mode
- * keeps the owner's read and write (search for a directory), so this process
- * can still read back and prune what it wrote. A failed chown is ignored, as
- * Litestream does: only root can give a file away. 0 or -1 (errno).
+ * Give the new object fd the database's read bits (less the umask, the
+ * owner's always) and owner, as Litestream gives the database's mode and
+ * owner, but read-only: an object is never written again (a new one is
+ * renamed over it), so the app's user, owning it, cannot rewrite its backups;
+ * deleting needs the directories, which stay ours. Best effort, as
+ * Litestream's: a filesystem without modes (vfat, some CIFS mounts) keeps its
+ * own. Only root gives a file away; another user gives it the database's
+ * group if it is a member, else no group bits.
  */
-static int take_after(int fd, const struct stat *like, bool dir)
+static void take_after(int fd, const struct owner *o)
 {
-	mode_t mode = dir ? (like->st_mode & 0777) | 0700 : (like->st_mode & 0666) | 0600;
-	if (fchmod(fd, mode) < 0)
-		return -1;
-	if (like->st_uid != geteuid() || like->st_gid != getegid())
+	const struct stat *like = &o->file;
+	mode_t mode = (like->st_mode & 0444 & ~o->umask) | 0400;
+	bool root = geteuid() == 0;
+	if (root && (like->st_uid != geteuid() || like->st_gid != getegid()))
 		(void)!fchown(fd, like->st_uid, like->st_gid);
-	return 0;
+	else if (!root && like->st_gid != getegid() && fchown(fd, (uid_t)-1, like->st_gid) < 0)
+		mode &= ~(mode_t)0070;
+	(void)!fchmod(fd, mode);
 }
 
 /*
  * mkdir -p for dir; every directory created is fsynced into its parent so the
- * file about to be renamed into it survives a crash, and takes the mode and
- * owner of o's directory (if known). Returns 0 or -1 (errno).
+ * file about to be renamed into it survives a crash. Returns 0 or -1 (errno).
  */
-static int make_dirs(const char *dir, const struct owner *o)
+static int make_dirs(const char *dir)
 {
 	char buf[PATH_MAX], parent[PATH_MAX];
 	size_t n = strlen(dir);
@@ -203,16 +207,6 @@ static int make_dirs(const char *dir, const struct owner *o)
 		char c = buf[i];
 		buf[i] = '\0';
 		if (mkdir(buf, 0755) == 0) {
-			if (o->dir_ok) {
-				int fd = open(buf, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-				int rc = fd < 0 ? -1 : take_after(fd, &o->dir, true);
-				int e = errno;
-				if (fd >= 0)
-					close(fd);
-				errno = e;
-				if (rc < 0)
-					return -1;
-			}
 			parent_of(parent, sizeof(parent), buf);
 			if (fs_fsync_dir(parent) < 0)
 				return -1;
@@ -263,8 +257,8 @@ static int link_unnamed(int wfd, int64_t size, const char *path, char *tmp, size
 	if (fstat(wfd, &sb) < 0 || !S_ISREG(sb.st_mode) || sb.st_size != size)
 		return 1;
 	/* the file is shared with the other replicas, which take it as it is */
-	if (o->file_ok && take_after(wfd, &o->file, false) < 0)
-		return sys_fail(err, errno, "put", key, path);
+	if (o->ok)
+		take_after(wfd, o);
 	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", wfd);
 	for (int attempt = 0;; attempt++) {
 		snprintf(tmp, tmplen, "%s" TMP_SUFFIX "%06lx", path,
@@ -306,7 +300,7 @@ static int file_put(struct storage *st, const char *key, const struct st_source 
 	owner_of(st, &o);
 	int wfd = src->unnamed_file ? src->unnamed_file(src->ctx) : -1;
 	if (wfd >= 0) {
-		if (make_dirs(dir, &o) < 0)
+		if (make_dirs(dir) < 0)
 			return sys_fail(err, errno, "put", key, dir);
 		rc = link_unnamed(wfd, src->size, path, tmp, sizeof(tmp), dir, key,
 				  call && call->create_only, &o, err);
@@ -320,7 +314,7 @@ static int file_put(struct storage *st, const char *key, const struct st_source 
 	}
 	/* A concurrent delete may prune the directory between mkdir and open: retry. */
 	for (int attempt = 0; fd < 0; attempt++) {
-		if (make_dirs(dir, &o) < 0) {
+		if (make_dirs(dir) < 0) {
 			rc = sys_fail(err, errno, "put", key, dir);
 			goto out;
 		}
@@ -331,10 +325,8 @@ static int file_put(struct storage *st, const char *key, const struct st_source 
 			goto out;
 		}
 	}
-	if (o.file_ok && take_after(fd, &o.file, false) < 0) {
-		rc = sys_fail(err, errno, "put", key, tmp);
-		goto fail;
-	}
+	if (o.ok)
+		take_after(fd, &o);
 	for (;;) {
 		ssize_t n = src->read(src->ctx, buf, FILE_IO_CHUNK);
 		if (n < 0) {

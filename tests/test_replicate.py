@@ -601,10 +601,12 @@ def snapshot_files(rep):
 
 def test_file_replica_objects_take_the_databases_mode_and_owner(run, tmp_path, litestream_bin,
                                                                 litevisor_bin):
-    """Litestream gives a file replica's objects the database's mode and owner, and its
-    directories those of the database's directory. litevisor made them 0600 and 0755,
-    its own (root's, as ENTRYPOINT or raw_exec), so a restore run as the app's user,
-    by either tool, failed: permission denied (QA71 D2)."""
+    """Litestream gives a file replica's objects the database's mode and owner.
+    litevisor made them 0600, its own (root's, as ENTRYPOINT or raw_exec), so a restore
+    run as the app's user, by either tool, failed: permission denied (QA71 D2). They
+    now take the database's owner and read bits, read-only (never written again); the
+    directories stay litevisor's (0755 less the umask): the app's user can read its
+    backups, not rewrite or delete them (QA74)."""
     # pytest's own directories are root's, 0700: the app's user could not reach a replica there
     base = pathlib.Path(tempfile.mkdtemp(prefix="lv-owner-", dir="/tmp"))
     try:
@@ -627,12 +629,14 @@ def test_file_replica_objects_take_the_databases_mode_and_owner(run, tmp_path, l
         write(db, 20, start=1)
         wait_for(lambda: objects(rep, "wal"), what="a segment", log=r.text)
         assert r.stop() == 0
+        umask = os.umask(0)
+        os.umask(umask)
         for d, dirs, files in os.walk(rep):
             st = os.stat(d)
-            assert (st.st_mode & 0o777, st.st_uid, st.st_gid) == (0o750, *app), d
+            assert (st.st_mode & 0o777, st.st_uid) == (0o755 & ~umask, os.geteuid()), d
             for f in files:
                 st = os.stat(os.path.join(d, f))
-                assert (st.st_mode & 0o777, st.st_uid, st.st_gid) == (0o640, *app), f
+                assert (st.st_mode & 0o777, st.st_uid, st.st_gid) == (0o440, *app), f
         if not root:
             return
         # the app's user restores it, with either tool
@@ -670,7 +674,10 @@ def test_replicas_share_one_compressed_snapshot(run, tmp_path, litestream_bin, s
     # on the state directory's filesystem a file replica links the shared file in: no copy
     st_a, st_b = os.stat(sa), os.stat(sb)
     assert st_a.st_ino == st_b.st_ino and st_a.st_nlink == 2
-    assert st_a.st_mode & 0o777 == os.stat(db).st_mode & 0o666 | 0o600  # the database's
+    # the database's read bits, read-only (less the umask)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert st_a.st_mode & 0o777 == os.stat(db).st_mode & 0o444 & ~umask | 0o400
     # the shared file had no name: nothing is left in the state directory but its own files
     state = tmp_path / ".app.db-litevisor"
     assert not [p for p in state.rglob("*") if "snapshot" in p.name], list(state.rglob("*"))
