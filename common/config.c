@@ -51,17 +51,6 @@ bool config_path_is_fallback(const char *explicit_path)
 	return p == system_path || p == litestream_path;
 }
 
-const char *config_default_region(bool aws)
-{
-	const char *names[] = { "AWS_REGION", "AWS_DEFAULT_REGION" };
-	for (size_t i = 0; aws && i < 2; i++) {
-		const char *v = getenv(names[i]);
-		if (v && v[0])
-			return v;
-	}
-	return "us-east-1";
-}
-
 void config_replica_defaults(struct cfg_replica *r)
 {
 	memset(r, 0, sizeof(*r));

@@ -254,13 +254,6 @@ void config_db_defaults(struct cfg_db *db);
 void config_replica_defaults(struct cfg_replica *r);
 
 /*
- * The signing region of an S3 replica that names none: for AWS itself (no
- * endpoint) $AWS_REGION, else $AWS_DEFAULT_REGION, as AWS's own tools read
- * them; else, and for any other endpoint (MinIO's default), "us-east-1".
- */
-const char *config_default_region(bool aws);
-
-/*
  * The default environment variable of a database named name into buf:
  * LITEVISOR_DB_<NAME>, ASCII letters upper-cased, digits kept, any other
  * character (a UTF-8 sequence counts as one) turned into one '_'.

@@ -747,7 +747,7 @@ static int finish(struct walk *w, struct cfg_replica *r, const struct cfg_node *
 			if (!at[RF_FPS])
 				r->force_path_style = true;
 		}
-		if (!r->region && !(r->region = strdup(config_default_region(!r->endpoint))))
+		if (!r->region && !(r->region = strdup("us-east-1")))
 			goto oom;
 		if (!r->access_key_id.value && !r->access_key_id.file) {
 			if (w->top_akid.value && !(r->access_key_id.value = strdup(w->top_akid.value)))

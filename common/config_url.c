@@ -504,8 +504,7 @@ int config_replica_from_url(const char *url, struct cfg_replica *r, char *err, s
 	r->force_path_style = u.force_path_style || u.endpoint;
 	if (!(r->url = strdup(url)) || !(r->name = strdup(u.type == REPLICA_S3 ? "s3" : "file")))
 		goto oom;
-	if (u.type == REPLICA_S3 && !r->region &&
-	    !(r->region = strdup(config_default_region(!r->endpoint))))
+	if (u.type == REPLICA_S3 && !r->region && !(r->region = strdup("us-east-1")))
 		goto oom;
 	return 0;
 oom:

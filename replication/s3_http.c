@@ -408,8 +408,7 @@ static void classify_http(const struct s3_req *req, const struct s3_resp *resp, 
 				       code_is(code, "AuthorizationHeaderMalformed"))) {
 		size_t k = strlen(o->cause);
 		snprintf(o->cause + k, sizeof(o->cause) - k, " (the bucket is in region %s: set the "
-			 "replica's region: %s, or AWS_REGION for a replica URL)", resp->bucket_region,
-			 resp->bucket_region);
+			 "replica's region: %s, in a config file for a replica URL)", br, br);
 	}
 
 	if (req->if_none_match && (st == 412 || code_is(code, "PreconditionFailed"))) {

@@ -212,31 +212,6 @@ def test_env_expansion_and_no_expand_env(litevisor_bin, tmp_path):
     assert cfg["dbs"][0]["path"].endswith("/${LITEVISOR_TEST_DIR}/a.db")
 
 
-def test_aws_region_from_the_environment(litevisor_bin, tmp_path):
-    """A replica of an AWS bucket outside us-east-1 that names no region: Litestream asks
-    AWS for it; litevisor signed for us-east-1, and a replica URL
-    (`restore -o X s3://bkt/db`) had no way to say otherwise (QA71 D1). $AWS_REGION,
-    else $AWS_DEFAULT_REGION, now gives it, for AWS only: a MinIO endpoint's region
-    stays us-east-1 whatever other tools have set."""
-    cfgfile = tmp_path / "c.yml"
-    cfgfile.write_text("dbs:\n  - path: /srv/a.db\n    replicas:\n"
-                       "      - url: s3://bkt/db\n"
-                       "      - url: s3://bkt/db2\n        endpoint: http://127.0.0.1:9\n"
-                       "      - url: s3://bkt/db3\n        region: ap-south-1\n")
-
-    def regions(env):
-        p = run(litevisor_bin, "-config", str(cfgfile), env=env)
-        assert p.returncode == 0, p.stderr
-        return [r["region"] for r in yaml.safe_load(p.stdout)["dbs"][0]["replicas"]]
-
-    env = {k: "" for k in ("AWS_REGION", "AWS_DEFAULT_REGION")}
-    assert regions(env) == ["us-east-1", "us-east-1", "ap-south-1"]
-    assert regions({**env, "AWS_DEFAULT_REGION": "eu-central-1"}) == \
-        ["eu-central-1", "us-east-1", "ap-south-1"]
-    assert regions({"AWS_DEFAULT_REGION": "eu-central-1", "AWS_REGION": "eu-west-1"}) == \
-        ["eu-west-1", "us-east-1", "ap-south-1"]
-
-
 @pytest.mark.parametrize("value", ["$LITEVISOR_TEST_UNSET", "~", ""])
 def test_a_choice_or_duration_with_no_value_takes_its_default(litevisor_bin, tmp_path, value):
     # docs/config.md: a null value, or a plain one expanding to nothing, is the
