@@ -116,7 +116,8 @@ int walk_optional(struct walk *w, const struct cfg_node *v, const char *path, ch
 
 /*
  * A value split into shell words later (`exec`): expanded as envexpand_words()
- * does, with w->lookup; an empty result or one of blanks only is NULL.
+ * does, with w->lookup; an empty result is NULL (an unquoted value of
+ * blanks only is empty: expand()).
  * Returns 0 or -1.
  */
 int walk_words(struct walk *w, const struct cfg_node *v, const char *path, char **out);

@@ -863,6 +863,7 @@ int s3_request(struct s3 *s3, const struct s3_req *req, struct s3_resp *resp,
 		if (!strcmp(req->query[i].name, "prefix") && req->query[i].value)
 			key = req->query[i].value;
 	int max = ctl->no_retry ? 1 : MAX_ATTEMPTS;
+	bool retried = false;
 
 	for (int n = 1;; n++) {
 		int64_t left = 0;
@@ -930,10 +931,17 @@ int s3_request(struct s3 *s3, const struct s3_req *req, struct s3_resp *resp,
 			  "op=%s host=%s bucket=%s key=\"%s\" attempt=%d backoff_ms=%lld cause=\"%s\"",
 			  req->op, s3->host, s3->bucket, key, n + 1, (long long)sleep_ms, o.cause);
 		clock_sleep_ms(sleep_ms);
+		retried = true;
 	}
-	/* a call that may not retry (a restore's probe) says nothing about the retries' noise */
-	if (o.status != ST_TRANSIENT || max > 1)
-		note_failing(s3, o.status == ST_TRANSIENT, req->op, o.cause);
+	/*
+	 * Down: it was retried and failed each time (not a local cause, not one
+	 * answer that no retry would help, not a probe that may not retry). Up
+	 * again: the server answered, whatever it said.
+	 */
+	if (o.status == ST_TRANSIENT && retried)
+		note_failing(s3, true, req->op, o.cause);
+	else if (o.status != ST_TRANSIENT && resp->status > 0)
+		note_failing(s3, false, req->op, NULL);
 	st_error_set(err, (enum st_status)o.status, (int)resp->status, "%s %s/%s: %s", req->op,
 		     s3->bucket, key, o.cause);
 	return o.status;
