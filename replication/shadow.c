@@ -76,6 +76,7 @@ int shadow_resume(struct shadow *s, const char *gen)
 
 	shadow_close(s);
 	s->unproven = false;
+	s->published = 0; /* nothing looked at yet: the first look after the hold proves it */
 	snprintf(s->gen, sizeof(s->gen), "%s", gen);
 	found = localstate_last_shadow(s->dir, gen, &best);
 	bool have_rec = localstate_read_index(s->dir, gen, &rec) == 0;
@@ -174,6 +175,7 @@ int shadow_start(struct shadow *s, const char *gen, uint32_t index, int64_t prev
 	snprintf(s->gen, sizeof(s->gen), "%s", gen);
 	s->index = index;
 	s->size = 0;
+	s->published = 0;
 	s->prev_end = prev_end;
 	s->have_prev = false;
 	s->unproven = false;
@@ -220,6 +222,7 @@ void shadow_next_index(struct shadow *s)
 	shadow_close(s);
 	s->index++;
 	s->size = 0;
+	s->published = 0;
 	record_index(s);
 }
 
@@ -245,6 +248,7 @@ static void drop_current(struct shadow *s)
 	shadow_close(s);
 	unlink(path_of(s, s->index, path, sizeof(path)));
 	s->size = 0;
+	s->published = 0;
 	s->unproven = false;
 }
 
@@ -408,6 +412,13 @@ enum shadow_result shadow_sync(struct shadow *s, int wal, uint64_t *grew, char *
 		}
 		*grew = r.commit_end - start;
 		s->size = r.commit_end;
+		/* read after the last look: frames it saw published are (shadow.h) */
+		if (s->look.set && memcmp(s->look.salts, hdr + 16, 8) == 0) {
+			uint64_t pub = WAL_HEADER_SIZE +
+				       (uint64_t)s->look.frames * wal_frame_size(h.page_size);
+			if (pub > start && pub > s->published)
+				s->published = pub < s->size ? pub : s->size;
+		}
 		s->s1 = r.commit_s1;
 		s->s2 = r.commit_s2;
 		s->commit_pages = r.commit_pages;
@@ -438,6 +449,45 @@ out:
 	free(buf);
 	wal_reader_release(&r);
 	return res;
+}
+
+bool shadow_unpublished(const struct shadow *s)
+{
+	return s->fd >= 0 && s->size > WAL_HEADER_SIZE && s->published < s->size;
+}
+
+enum shadow_result shadow_note_index(struct shadow *s, int wal, const uint8_t salts[8],
+				     uint32_t frames, char *why, size_t whylen)
+{
+	uint8_t mine[WAL_FRAME_HEADER_SIZE], theirs[WAL_FRAME_HEADER_SIZE];
+
+	s->look.set = true;
+	memcpy(s->look.salts, salts, 8);
+	s->look.frames = frames;
+	if (!shadow_unpublished(s) || memcmp(salts, s->hdr_raw + 16, 8) != 0 || frames == 0)
+		return SHADOW_NONE;
+	uint64_t fsz = wal_frame_size(s->hdr.page_size);
+	uint64_t at = WAL_HEADER_SIZE + (uint64_t)frames * fsz;
+	if (at > s->size)
+		at = s->size;
+	if (at <= s->published)
+		return SHADOW_NONE;
+	if (at == s->size)
+		memcpy(mine, s->last_fh, sizeof(mine));
+	else if (pread(s->fd, mine, sizeof(mine), (off_t)(at - fsz)) != (ssize_t)sizeof(mine))
+		return SHADOW_NONE;
+	if (pread(wal, theirs, sizeof(theirs), (off_t)(at - fsz)) != (ssize_t)sizeof(theirs))
+		return SHADOW_NONE; /* cut short: not ours to judge (wal_cut_short) */
+	if (memcmp(mine, theirs, sizeof(mine)) == 0) {
+		s->published = at;
+		return SHADOW_NONE;
+	}
+	if (reread_header(s, wal) != SHADOW_BROKEN)
+		return SHADOW_NONE; /* a restart wrote there since the look */
+	snprintf(why, whylen, "frame %llu of the WAL, which SQLite publishes, is not the one copied "
+		 "there: frames past what it published were dropped and written over (a writer "
+		 "killed inside its commit?)", (unsigned long long)((at - WAL_HEADER_SIZE) / fsz));
+	return SHADOW_BROKEN;
 }
 
 uint32_t shadow_lowest_index(const struct shadow *s)

@@ -51,6 +51,29 @@ struct shadow {
 	bool unproven;
 	char unproven_why[96];
 	int64_t prev_end;            /* where index-1 ended (its committed size), -1 unknown */
+	/*
+	 * The current index's frames up to here (bytes) are, as a look at
+	 * SQLite's WAL index proved, the ones it publishes (shadow_note_index).
+	 * Past it: frames copied before their commit was published. Most often
+	 * a commit that SQLite publishes a moment later (after its fsync). But a
+	 * writer killed between its fsync and the index update leaves frames
+	 * that validate, commit flag and all, which SQLite never counts while
+	 * any connection keeps the -shm (ours do): the next writer starts at the
+	 * index's last frame and writes over them, or a checkpoint backfills up
+	 * to it and the next write restarts the WAL. Those are still shipped,
+	 * because when every connection closes first, the next opener's recovery
+	 * counts them (a durable commit). So the caller must notice when they are
+	 * dropped: written over (shadow_note_index says SHADOW_BROKEN), or left
+	 * behind by a restart or a truncation (shadow_unpublished() at the end of
+	 * the session). Either way the replica holds a commit the database never
+	 * got, from the first such frame on: a new generation.
+	 */
+	uint64_t published;
+	struct shadow_look {          /* the last look at the WAL index, for shadow_sync */
+		bool set;
+		uint8_t salts[8];
+		uint32_t frames;
+	} look;
 	uid_t uid;
 	gid_t gid;
 };
@@ -94,10 +117,42 @@ void shadow_next_index(struct shadow *s);
 /*
  * Copy newly committed frames of the real WAL (fd wal) into the shadow.
  * *grew gets the bytes appended. On SHADOW_NEW_SESSION nothing is copied:
- * call shadow_next_index() (or start a new generation) and sync again.
+ * call shadow_next_index() (or start a new generation: see
+ * shadow_unpublished()) and sync again. Frames it copies at positions the
+ * last look (shadow_note_index) saw published are published: that look came
+ * before this read, a published frame stays in place for as long as its
+ * session does, and each frame's checksum covers every frame before it.
  */
 enum shadow_result shadow_sync(struct shadow *s, int wal, uint64_t *grew, char *why,
 			       size_t whylen);
+
+/*
+ * Tell the shadow what SQLite's WAL index publishes now (its header, read
+ * through a connection of ours, consistent): the session with salts holds
+ * frames 1..frames. Read before this call looks at the WAL file, since
+ * SQLite writes a commit's frames before it publishes them. When salts are
+ * the current index's session, the WAL file's header of frame
+ * min(frames, the shadow's) is compared with the shadow's: the same, and
+ * s->published moves there (the checksum in a frame header covers every
+ * frame before it). Another one while the WAL's own header is still the
+ * session's: SQLite published a frame written over one the shadow holds, so
+ * the shadow holds frames the database dropped (a writer killed inside its
+ * commit, then the next writer's): SHADOW_BROKEN, why set. Otherwise
+ * SHADOW_NONE (a restart meanwhile: shadow_sync tells). No error is
+ * returned: a failed read proves nothing and leaves published where it was.
+ */
+enum shadow_result shadow_note_index(struct shadow *s, int wal, const uint8_t salts[8],
+				     uint32_t frames, char *why, size_t whylen);
+
+/*
+ * Does the current index hold frames no look saw published? At the end of
+ * its session (SHADOW_NEW_SESSION, or a TRUNCATE of ours) such frames were
+ * dropped: while the read hold stays, SQLite can restart the WAL only once
+ * it backfilled every frame it published, and never past the hold's read
+ * mark, which a look right after the hold began has seen (the caller's
+ * part). Only the first of them can be where the history breaks.
+ */
+bool shadow_unpublished(const struct shadow *s);
 
 /* Delete this generation's shadow files with an index below min. */
 void shadow_remove_below(struct shadow *s, uint32_t min);

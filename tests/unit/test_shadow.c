@@ -268,6 +268,130 @@ TEST(overwritten_frames_are_detected)
 	teardown(&f);
 }
 
+/* Tell s what the WAL index of f's database publishes now, as the monitor does. */
+static enum shadow_result note_index(struct shadow *s, struct fixture *f, int wal, char *why,
+				     size_t whylen)
+{
+	struct db_wal_index wi;
+	exec(f->app, "SELECT count(*) FROM t");
+	CHECK_INT(db_wal_index(f->app, &wi), 0);
+	CHECK(wi.consistent);
+	return shadow_note_index(s, wal, wi.salts, wi.max_frame, why, whylen);
+}
+
+/*
+ * Leave in f's WAL the frames of a commit the WAL index never publishes, as
+ * a writer killed between its fsync and its index update does: the commit
+ * is made in a copy, its frames appended to the live WAL. Returns how many.
+ */
+static uint64_t leave_unpublished_commit(struct fixture *f, int rows)
+{
+	char cmd[1400], copy[330], cwal[340];
+	sqlite3 *c;
+	snprintf(copy, sizeof(copy), "%s/copy.db", f->dir);
+	snprintf(cwal, sizeof(cwal), "%s-wal", copy);
+	snprintf(cmd, sizeof(cmd), "cp '%s' '%s' && cp '%s' '%s'", f->db, copy, f->wal, cwal);
+	CHECK_INT(system(cmd), 0);
+	int64_t live = fsize(f->wal);
+	CHECK_INT(sqlite3_open(copy, &c), SQLITE_OK);
+	exec(c, "PRAGMA wal_autocheckpoint=0");
+	insert(c, rows);
+	int64_t theirs = fsize(cwal);
+	CHECK(theirs > live);
+	static unsigned char buf[1 << 20];
+	CHECK(theirs - live <= (int64_t)sizeof(buf));
+	int from = open(cwal, O_RDONLY), to = open(f->wal, O_WRONLY);
+	CHECK(from >= 0 && to >= 0);
+	CHECK_INT(pread(from, buf, (size_t)(theirs - live), live), theirs - live);
+	CHECK_INT(pwrite(to, buf, (size_t)(theirs - live), live), theirs - live);
+	close(from);
+	close(to);
+	sqlite3_close(c);
+	return (uint64_t)(theirs - live);
+}
+
+/*
+ * Frames copied before SQLite published them are held as unpublished until
+ * a look at the WAL index proves them; frames a killed writer left, which
+ * the index never publishes, stay so, and the app's next commit written over
+ * them is told, however short (QA68 #1).
+ */
+TEST(frames_the_index_never_published_are_told_when_written_over)
+{
+	struct fixture f;
+	struct shadow s;
+	uint64_t grew;
+	char why[256];
+
+	setup(&f);
+	insert(f.app, 10);
+	shadow_init(&s, f.state, (uid_t)-1, (gid_t)-1);
+	CHECK_INT(shadow_start(&s, GEN, 0, -1), 0);
+	int wal = open(f.wal, O_RDONLY);
+	/* a look before the copy proves what the copy reads */
+	CHECK_INT(note_index(&s, &f, wal, why, sizeof(why)), SHADOW_NONE);
+	CHECK_INT(shadow_sync(&s, wal, &grew, why, sizeof(why)), SHADOW_GREW);
+	CHECK(!shadow_unpublished(&s));
+	/* copied before it was published (as if): a later look proves it */
+	insert(f.app, 3);
+	CHECK_INT(shadow_sync(&s, wal, &grew, why, sizeof(why)), SHADOW_GREW);
+	CHECK(shadow_unpublished(&s));
+	CHECK_INT(note_index(&s, &f, wal, why, sizeof(why)), SHADOW_NONE);
+	CHECK(!shadow_unpublished(&s));
+	uint64_t published = s.size;
+
+	uint64_t left = leave_unpublished_commit(&f, 8);
+	CHECK_INT(shadow_sync(&s, wal, &grew, why, sizeof(why)), SHADOW_GREW);
+	CHECK_INT(grew, left);
+	CHECK_INT(note_index(&s, &f, wal, why, sizeof(why)), SHADOW_NONE);
+	CHECK(shadow_unpublished(&s));
+	CHECK_INT(s.published, published);
+	/* the app's next commit starts at the index's last frame, over them */
+	insert(f.app, 1);
+	CHECK_INT(fsize(f.wal), (int64_t)s.size); /* shorter: the last frame still matches */
+	CHECK_INT(shadow_sync(&s, wal, &grew, why, sizeof(why)), SHADOW_NONE);
+	CHECK_INT(note_index(&s, &f, wal, why, sizeof(why)), SHADOW_BROKEN);
+	CHECK(strstr(why, "written over") != NULL);
+	close(wal);
+	shadow_close(&s);
+	sqlite3_close(f.app);
+	teardown(&f);
+}
+
+/* ... and a restart that leaves them behind ends a session that holds them. */
+TEST(a_session_that_ends_with_unpublished_frames_says_so)
+{
+	struct fixture f;
+	struct shadow s;
+	uint64_t grew;
+	char why[256];
+
+	setup(&f);
+	insert(f.app, 10);
+	shadow_init(&s, f.state, (uid_t)-1, (gid_t)-1);
+	CHECK_INT(shadow_start(&s, GEN, 0, -1), 0);
+	int wal = open(f.wal, O_RDONLY);
+	CHECK_INT(note_index(&s, &f, wal, why, sizeof(why)), SHADOW_NONE);
+	CHECK_INT(shadow_sync(&s, wal, &grew, why, sizeof(why)), SHADOW_GREW);
+	leave_unpublished_commit(&f, 8);
+	CHECK_INT(shadow_sync(&s, wal, &grew, why, sizeof(why)), SHADOW_GREW);
+	CHECK_INT(note_index(&s, &f, wal, why, sizeof(why)), SHADOW_NONE);
+	CHECK(shadow_unpublished(&s));
+	exec(f.app, "PRAGMA wal_checkpoint(PASSIVE)");
+	insert(f.app, 1); /* fully backfilled as far as the index goes: a restart */
+	CHECK_INT(note_index(&s, &f, wal, why, sizeof(why)), SHADOW_NONE);
+	CHECK_INT(shadow_sync(&s, wal, &grew, why, sizeof(why)), SHADOW_NEW_SESSION);
+	CHECK(shadow_unpublished(&s));
+	/* the next session, copied after a look, is published as far as the look saw */
+	shadow_next_index(&s);
+	CHECK_INT(shadow_sync(&s, wal, &grew, why, sizeof(why)), SHADOW_GREW);
+	CHECK(!shadow_unpublished(&s));
+	close(wal);
+	shadow_close(&s);
+	sqlite3_close(f.app);
+	teardown(&f);
+}
+
 /*
  * A write into the shadow file that fails half-way (a full disk; here the
  * file size limit, which cuts a write the same way) must not leave part of a
@@ -538,6 +662,8 @@ UNIT_MAIN(T(copies_committed_frames_as_a_byte_exact_prefix),
 	  T(a_restart_is_a_new_session_and_resume_continues),
 	  T(an_index_entered_with_no_file_is_resumed_from_its_record),
 	  T(overwritten_frames_are_detected),
+	  T(frames_the_index_never_published_are_told_when_written_over),
+	  T(a_session_that_ends_with_unpublished_frames_says_so),
 	  T(a_write_that_fails_half_way_leaves_no_torn_frame),
 	  T(a_session_overwritten_before_it_was_copied_is_detected),
 	  T(the_read_hold_blocks_a_wal_restart), T(a_hold_on_slot_0_pins_what_is_written_after_it),
