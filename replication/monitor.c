@@ -234,14 +234,22 @@ static bool shadow_gone(const struct eng_db *d, char *why, size_t len)
 	return true;
 }
 
+static enum shadow_result note_index(struct eng_db *d, char *why, size_t len);
+
 /* Close at shutdown, recording the files' state for the next start. */
 static void close_db_clean(struct eng_db *d)
 {
 	char line[512], path[PATH_MAX + 16];
 	char gone[200];
-	/* a shadow deleted under us is no history to resume: the next start must not trust it */
+	/*
+	 * A shadow deleted under us is no history to resume: the next start must
+	 * not trust it. Nor one holding frames SQLite never published (shadow.h):
+	 * the files' state cannot tell whether the app dropped them meanwhile (a
+	 * TRUNCATE on close empties the WAL); the WAL itself must prove it then.
+	 */
+	(void)note_index(d, gone, sizeof(gone));
 	bool ok = d->continuous && d->sh.gen[0] && !d->sh.unproven &&
-		  !shadow_gone(d, gone, sizeof(gone));
+		  !shadow_unpublished(&d->sh) && !shadow_gone(d, gone, sizeof(gone));
 	uid_t uid = d->sh.uid;
 	gid_t gid = d->sh.gid;
 	/* our connections change nothing when closed */
@@ -555,8 +563,10 @@ static int open_db(struct eng_db *d, bool fresh)
 		clean_path(d, path, sizeof(path));
 		if (fs_read_small(path, sizeof(now), &was, NULL) == 0 &&
 		    files_state(d, now, sizeof(now)) == 0 && strcmp(was, now) == 0) {
-			/* ... unless nothing touched the files since our clean stop */
+			/* ... unless nothing touched the files since our clean stop, which
+			 * held no frame SQLite had not published (close_db_clean) */
 			d->continuous = true;
+			d->sh.published = d->sh.size;
 			log_info("engine", "clean restart: files unchanged since the last stop", "db=%s",
 				 d->stat.name);
 		}
@@ -607,6 +617,44 @@ static int wal_open(struct eng_db *d)
 	d->wal_fd = open(path, O_RDONLY | O_CLOEXEC);
 	return d->wal_fd >= 0 ? 0 : -1;
 }
+
+/*
+ * Tell the shadow what SQLite's WAL index publishes (shadow_note_index). A
+ * torn read (a writer mid-update) is tried again; still torn, or no mapping
+ * yet, no look this time (SHADOW_NONE). Else what shadow_note_index says.
+ */
+static enum shadow_result note_index(struct eng_db *d, char *why, size_t len)
+{
+	struct db_wal_index wi = { 0 };
+	sqlite3 *look = d->conns.cur >= 0 ? d->conns.hold[d->conns.cur] : d->conns.ck;
+	for (int tries = 0; tries < 3 && !wi.consistent; tries++)
+		if (!look || d->wal_fd < 0 || db_wal_index(look, &wi) < 0)
+			return SHADOW_NONE;
+	if (!wi.consistent)
+		return SHADOW_NONE;
+	return shadow_note_index(&d->sh, d->wal_fd, wi.salts, wi.max_frame, why, len);
+}
+
+/*
+ * The look copy_wal takes before each copy, so that it proves what the copy
+ * reads, and after the last one. Taken right after the hold began, it sees
+ * at least the hold's read mark; SQLite restarts the WAL only once it
+ * backfilled every frame it published, never past that mark. So at the end
+ * of a session, the frames no look saw published were never published
+ * (shadow_unpublished()). Frames SQLite published over frames the shadow
+ * holds: a new generation. Returns 0, or -1 when it could not start.
+ */
+static int look_at_index(struct eng_db *d)
+{
+	char why[200];
+	if (note_index(d, why, sizeof(why)) != SHADOW_BROKEN)
+		return 0;
+	return start_generation(d, why);
+}
+
+/* Why a session that ended with frames no look saw published cannot be followed. */
+#define DROPPED_WHY "the WAL moved on without frames SQLite never published, which were " \
+		    "copied (a writer killed inside its commit?)"
 
 /*
  * Copy everything committed into the shadow, following index changes.
@@ -668,7 +716,11 @@ static int copy_wal(struct eng_db *d)
 		goto out;
 	}
 	for (int round = 0; round < 8; round++) {
-		uint64_t grew = 0;
+		uint64_t grew = 0, epoch = d->gen_epoch;
+		if ((rc = look_at_index(d)) < 0)
+			goto out;
+		if (d->gen_epoch != epoch)
+			continue; /* a new generation: copy into it */
 		enum shadow_result res = shadow_sync(&d->sh, d->wal_fd, &grew, why, sizeof(why));
 		switch (res) {
 		case SHADOW_GREW:
@@ -689,7 +741,10 @@ static int copy_wal(struct eng_db *d)
 				}
 			}
 			d->continuous = true;
-			goto out;
+			/* the last look: the index may have published frames over ours since */
+			if ((rc = look_at_index(d)) < 0 || d->gen_epoch == epoch)
+				goto out;
+			continue;
 		case SHADOW_NEW_SESSION:
 			if (!d->continuous) {
 				if ((rc = start_generation(d, "wal header changed while not watching")) < 0)
@@ -702,6 +757,12 @@ static int copy_wal(struct eng_db *d)
 				snprintf(gwhy, sizeof(gwhy), "a WAL session may never have been copied: %s",
 					 d->sh.unproven_why);
 				if ((rc = start_generation(d, gwhy)) < 0)
+					goto out;
+				continue;
+			}
+			if (shadow_unpublished(&d->sh)) {
+				/* the replica holds a commit the database never got */
+				if ((rc = start_generation(d, DROPPED_WHY)) < 0)
 					goto out;
 				continue;
 			}
@@ -872,6 +933,12 @@ static void truncate_wal(struct eng_db *d)
 	d->stat.checkpoints_total[DB_CKPT_TRUNCATE]++;
 	pthread_mutex_unlock(&d->mu);
 	log_info("engine", "WAL truncated", "db=%s index=%u", d->stat.name, d->sh.index);
+	/* our copy under the writer lock saw the index's last word: frames past it are gone now */
+	if (shadow_unpublished(&d->sh)) {
+		if (start_generation(d, DROPPED_WHY) < 0)
+			d->continuous = false;
+		return;
+	}
 	shadow_next_index(&d->sh);
 	publish(d, 0);
 }

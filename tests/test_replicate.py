@@ -2328,6 +2328,113 @@ def test_a_checkpoint_a_reader_holds_up_does_not_make_a_pass_per_commit(run, tmp
     check_restore(litestream_bin, rep, db, tmp_path / "out.db")
 
 
+UNPUBLISHED = r'''
+import os, shutil, sqlite3, struct, sys
+db, scratch, blob = sys.argv[1], sys.argv[2], int(sys.argv[3])
+wal = db + "-wal"
+lock = sqlite3.connect(db, isolation_level=None, timeout=10)
+lock.execute("BEGIN IMMEDIATE")  # nobody commits meanwhile
+with open(wal, "rb") as f:
+    mine = f.read()
+os.mkdir(scratch)
+shutil.copy(db, os.path.join(scratch, "app.db"))
+shutil.copy(wal, os.path.join(scratch, "app.db-wal"))
+c = sqlite3.connect(os.path.join(scratch, "app.db"), isolation_level=None)
+c.execute("PRAGMA wal_autocheckpoint=0")
+c.execute("INSERT INTO t(id, v, b) VALUES (999999, 'phantom', ?)", (os.urandom(blob),))
+with open(os.path.join(scratch, "app.db-wal"), "rb") as f:
+    theirs = f.read()  # before the close checkpoints it away
+c.close()
+# the same session, and no stale frames past the live WAL's end: the copy's recovery
+# would have stopped before them, and its commit written over them
+assert len(theirs) > len(mine) and theirs[:len(mine)] == mine
+with open(wal, "r+b") as f:
+    f.seek(len(mine))
+    f.write(theirs[len(mine):])
+    os.fsync(f.fileno())
+lock.execute("ROLLBACK")
+page = struct.unpack(">I", mine[8:12])[0]
+print((len(theirs) - len(mine)) // (24 + page))
+'''
+
+
+def leave_unpublished_commit(db, tmp_path, blob):
+    """Leave in the live -wal the frames of one more commit that the WAL index never
+    publishes, as a writer SIGKILLed between its fsync and its index update leaves them:
+    the commit is made in a copy of the database and its WAL, and its frames are written
+    past the live WAL's end under the writer lock (nobody commits meanwhile). In a process
+    of its own: closing a descriptor of the database drops the POSIX locks its process's
+    SQLite connections hold there. Returns how many frames it wrote."""
+    scratch = tmp_path / f"scratch-{time.monotonic_ns()}"
+    p = subprocess.run([PY, "-c", UNPUBLISHED, str(db), str(scratch), str(blob)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return int(p.stdout)
+
+def restored_ids(litestream_bin, rep, out):
+    if os.path.exists(out):
+        os.unlink(out)
+    ls_restore(litestream_bin, f"file://{rep}", out)
+    return {r[0] for r in sqlite3.connect(str(out)).execute("SELECT id FROM t")}
+
+
+@pytest.mark.parametrize("then", ["write over", "checkpoint"])
+def test_a_commit_sqlite_never_published_is_taken_back_when_the_app_drops_it(
+        run, tmp_path, litestream_bin, litevisor_bin, then):
+    """A writer killed after the fsync of its commit but before it published it in the WAL
+    index leaves frames that validate, commit flag and all. They are shipped (were every
+    connection to close now, the next opener's recovery would count them), but while our
+    connections keep the -shm, SQLite never counts them: the app's next writer writes over
+    them from the index's last frame on, or a checkpoint backfills up to it and the next
+    write restarts the WAL. The shadow only compared its last frame, so a shorter write
+    went unseen, and a restart moved to the next index: the replica kept a row the
+    database never had and missed the app's writes made over it (QA68 #1). Now frames the
+    index published over ours, or a session that ended with frames it never published,
+    start a new generation."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    write(db, 20)
+    app = sqlite3.connect(str(db))  # the app's, open throughout as a live app's is
+    app.execute("SELECT count(*) FROM t").fetchone()
+    r = run(config(tmp_path, db, [file_replica(rep)]))
+    wait_for(lambda: objects(rep, "snapshots"), what="the first snapshot")
+    write(db, 5, start=20)
+    wait_for(lambda: len(restored_ids(litestream_bin, rep, tmp_path / "look.db")) ==
+             len({r[0] for r in app.execute("SELECT id FROM t")}), what="the rows shipped",
+             log=r.text)
+    frames = leave_unpublished_commit(db, tmp_path, blob=40000)
+    assert frames > 4, frames
+    # shipped: as far as the WAL file tells, it is committed
+    wait_for(lambda: 999999 in restored_ids(litestream_bin, rep, tmp_path / "look.db"),
+             what="the unpublished commit shipped", log=r.text)
+    gens = generations(rep)
+    if then == "checkpoint":
+        # backfills up to the index's last frame: the next write restarts the WAL (or,
+        # while our hold keeps a read slot, writes over the frames left there)
+        for tries in range(50):  # SQLite refuses at once while our own checkpoint runs
+            busy, log, done = app.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if not busy:
+                break
+            time.sleep(0.02)
+        assert busy == 0 and log == done, (busy, log, done)
+    write(db, 1, start=100)  # two or three frames: fewer than the commit left behind
+    assert 999999 not in {r[0] for r in app.execute("SELECT id FROM t")}
+    check_restore_eventually(litestream_bin, rep, db, tmp_path / "out.db")
+    assert len(generations(rep)) > len(gens), r.text()
+    assert "dropped" in r.text() or "moved on without" in r.text(), r.text()
+    # the app goes on, past where the frames left behind ended, and checkpoints
+    write(db, 30, start=200, blob=3000, ops={"215": "passive"})
+    write(db, 10, start=300)
+    check_restore_eventually(litestream_bin, rep, db, tmp_path / "out2.db")
+    assert r.stop() == 0, r.text()
+    app.close()
+    out = tmp_path / "out3.db"
+    p = subprocess.run([litevisor_bin, "restore", "-o", str(out), f"file://{rep}"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert integrity(out) == "ok"
+    assert content(out) == content(db)
+
+
 def test_own_truncate_checkpoint(run, tmp_path, litestream_bin):
     db, rep = tmp_path / "app.db", tmp_path / "rep"
     create(db)
