@@ -1191,6 +1191,21 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 		bool newer = replica_newer(&s, &lpos, lt, from, &at_next, why, sizeof(why));
 		if (!newer && at_next && continue_at_snapshot(&s, statedir, res, &marked) < 0)
 			newer = true; /* the same data, restored: replication then goes on there */
+		/*
+		 * Kept on what litevisor's own state does not say (a file put in its
+		 * place while stopped, or Litestream's newer state): that state, left
+		 * where it is, would make replication resume a generation the file
+		 * is not, find its closed record overtaken and stop for good with the
+		 * service running on (QA75 D4, D6). Aside, replication starts a new
+		 * generation from the file kept.
+		 */
+		if (!newer && !at_next && strcmp(from, statedir) != 0 &&
+		    rs_move_state_aside(statedir, "state that does not describe the database kept",
+					res->state_moved_aside, sizeof(res->state_moved_aside)) < 0) {
+			result_set(res, RESTORE_FAILED, "cannot move the state directory %s aside (it "
+				   "does not describe the database kept)", statedir);
+			goto out;
+		}
 		if (!newer) {
 			result_set(res, RESTORE_EXISTS, "local database is current (%s)%s", why,
 				   !at_next ? "" : marked ? "; replication goes on at that snapshot"

@@ -43,7 +43,9 @@ static int read_tables(const char *path, struct tables *t, char *why, size_t len
 	memset(t, 0, sizeof(*t));
 	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(db, "SELECT name FROM sqlite_master WHERE type = 'table' AND "
-			       "name NOT LIKE 'sqlite\\_%' ESCAPE '\\'", -1, &q, NULL) != SQLITE_OK) {
+			       "name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND "
+			       /* Litestream's own (_litestream_seq, _litestream_lock), not the app's */
+			       "name NOT LIKE '\\_litestream\\_%' ESCAPE '\\'", -1, &q, NULL) != SQLITE_OK) {
 		snprintf(why, len, "%s: %s", path, db ? sqlite3_errmsg(db) : "out of memory");
 		goto out;
 	}

@@ -2485,6 +2485,69 @@ def test_a_database_written_while_down_is_not_continued_at_the_other_nodes_snaps
     assert [v for (v,) in query(out, "SELECT v FROM t")] == a
 
 
+def test_a_copy_put_in_place_while_stopped_is_replicated_not_refused(litevisor_bin, tmp_path):
+    """A's file replaced while the job was stopped (an operator copied B's database over
+    it): the restore step set A's state aside as another file's and kept the file, but
+    the state stayed in place, and replication read its closed record as this file's:
+    "another node continued it since", nothing replicated, the run's commits lost (QA75
+    D6). The state is moved aside: replication starts a new generation from the file."""
+    rep = tmp_path / "rep"
+    node_run(litevisor_bin, tmp_path, "A", rep, 30, "a1")
+    b, _, _ = node_run(litevisor_bin, tmp_path, "B", rep, 5, "b1")
+    time.sleep(1)
+    a = tmp_path / "A" / "app.db"
+    for f in (a.with_name("app.db-wal"), a.with_name("app.db-shm")):
+        if f.exists():
+            f.unlink()
+    src = sqlite3.connect(tmp_path / "B" / "app.db")
+    dst = sqlite3.connect(tmp_path / "A" / "copy.db")
+    src.backup(dst)
+    src.close()
+    dst.close()
+    os.rename(tmp_path / "A" / "copy.db", a)
+    got, _, err = node_run(litevisor_bin, tmp_path, "A", rep, 3, "a2")
+    assert got == b + ["a2-0", "a2-1", "a2-2"], err
+    assert "older than the replica" not in err and "final flush done" in err, err
+    out = tmp_path / "next.db"
+    p = subprocess.run([litevisor_bin, "restore", "-o", str(out), f"file://{rep}"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert [v for (v,) in query(out, "SELECT v FROM t")] == got
+
+
+def test_litestreams_own_tables_do_not_make_another_database(litevisor_bin, litestream_bin,
+                                                              tmp_path):
+    """The same-database check before replacing a local database counted Litestream's
+    tables (_litestream_seq, _litestream_lock: it adds them to every database it
+    replicates): a one-table app's database that went through Litestream on the other
+    node shared "1 of its 3 tables", was "not this database", and run exited 111 (QA75
+    D5)."""
+    rep = tmp_path / "rep"
+    b, _, _ = node_run(litevisor_bin, tmp_path, "B", rep, 3, "b")
+    a = tmp_path / "A" / "app.db"
+    a.parent.mkdir()
+    p = subprocess.run([litevisor_bin, "restore", "-o", str(a), f"file://{rep}"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    ls_cfg = tmp_path / "ls.yml"
+    ls_cfg.write_text(f"dbs:\n  - path: {a}\n    replicas:\n      - url: file://{rep}\n"
+                      "        sync-interval: 100ms\n")
+    ls = subprocess.Popen([litestream_bin, "replicate", "-config", str(ls_cfg)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)
+        c = sqlite3.connect(a, isolation_level=None)
+        for i in range(5):
+            c.execute("INSERT INTO t VALUES (?)", (f"ls-{i}",))
+        c.close()
+        time.sleep(1.5)
+    finally:
+        ls.send_signal(signal.SIGTERM)
+        ls.communicate(timeout=30)
+    got, _, err = node_run(litevisor_bin, tmp_path, "B", rep)
+    assert got == b + [f"ls-{i}" for i in range(5)], err
+
+
 def test_stale_source_restored_while_a_fresher_replica_was_out_of_reach_is_a_new_generation(
         litevisor_bin, tmp_path):
     """Node A shipped its generation to minio (fast) and the NAS (1 min), then died.
