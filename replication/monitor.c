@@ -638,11 +638,14 @@ static enum shadow_result note_index(struct eng_db *d, char *why, size_t len)
 /*
  * The look copy_wal takes before each copy, so that it proves what the copy
  * reads, and after the last one. Taken right after the hold began, it sees
- * at least the hold's read mark; SQLite restarts the WAL only once it
- * backfilled every frame it published, never past that mark. So at the end
- * of a session, the frames no look saw published were never published
- * (shadow_unpublished()). Frames SQLite published over frames the shadow
- * holds: a new generation. Returns 0, or -1 when it could not start.
+ * every frame published before the hold. A frame published after it cannot
+ * be backfilled while the hold stays (a hold on slot 1..N bounds the
+ * backfill at its mark; one on slot 0 makes the checkpoint's lock of slot 0
+ * fail), and SQLite restarts the WAL only once it backfilled every frame it
+ * published; db_hold_rotate() takes the new hold before the old one ends. So
+ * at the end of a session, the frames no look saw published were never
+ * published (shadow_unpublished()). Frames SQLite published over frames the
+ * shadow holds: a new generation. Returns 0, or -1 when it could not start.
  */
 static int look_at_index(struct eng_db *d)
 {

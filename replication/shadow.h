@@ -147,10 +147,12 @@ enum shadow_result shadow_note_index(struct shadow *s, int wal, const uint8_t sa
 /*
  * Does the current index hold frames no look saw published? At the end of
  * its session (SHADOW_NEW_SESSION, or a TRUNCATE of ours) such frames were
- * dropped: while the read hold stays, SQLite can restart the WAL only once
- * it backfilled every frame it published, and never past the hold's read
- * mark, which a look right after the hold began has seen (the caller's
- * part). Only the first of them can be where the history breaks.
+ * dropped: SQLite restarts the WAL only once it backfilled every frame it
+ * published, and it cannot backfill a frame published after the read hold
+ * began while the hold stays (slot 1..N: past its mark; slot 0: the
+ * checkpoint's lock of slot 0 fails), and a look right after the hold began
+ * saw every frame published before it (the caller's part). Only the first of
+ * them can be where the history breaks.
  */
 bool shadow_unpublished(const struct shadow *s);
 
