@@ -2435,6 +2435,39 @@ def test_a_commit_sqlite_never_published_is_taken_back_when_the_app_drops_it(
     assert content(out) == content(db)
 
 
+def test_a_commit_sqlite_never_published_and_truncated_away_is_not_resumed_after_a_stop(
+        run, tmp_path, litestream_bin):
+    """The app's own TRUNCATE drops frames SQLite never published (they were shipped) and
+    litevisor then stops cleanly: a clean-stop record would make the next start resume the
+    generation as it was, the dropped commit in it, with nothing left in the WAL to show
+    it. No clean stop is recorded while copied frames are unproven (QA76)."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    write(db, 20)
+    app = sqlite3.connect(str(db), isolation_level=None, timeout=10)
+    app.execute("SELECT count(*) FROM t").fetchone()
+    cfg = config(tmp_path, db, [file_replica(rep)])
+    r = run(cfg)
+    wait_for(lambda: objects(rep, "snapshots"), what="the first snapshot")
+    write(db, 5, start=20)
+    leave_unpublished_commit(db, tmp_path, blob=40000)
+    wait_for(lambda: 999999 in restored_ids(litestream_bin, rep, tmp_path / "look.db"),
+             what="the unpublished commit shipped", log=r.text)
+    for tries in range(100):  # SQLite refuses at once while our own checkpoint runs
+        busy = app.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        if not busy:
+            break
+        time.sleep(0.02)
+    assert busy == 0 and os.path.getsize(f"{db}-wal") == 0
+    time.sleep(1)
+    assert r.stop() == 0, r.text()
+    r = run(cfg)
+    write(db, 3, start=100)
+    check_restore_eventually(litestream_bin, rep, db, tmp_path / "out.db")
+    assert 999999 not in restored_ids(litestream_bin, rep, tmp_path / "look.db")
+    assert r.stop() == 0, r.text()
+    app.close()
+
+
 def test_own_truncate_checkpoint(run, tmp_path, litestream_bin):
     db, rep = tmp_path / "app.db", tmp_path / "rep"
     create(db)
