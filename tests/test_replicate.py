@@ -985,35 +985,8 @@ def test_an_s3_outage_logs_its_retries_once_not_at_every_call(run, tmp_path, lit
     filled the log with them (QA68). The first call that gives up says so; until a
     call gets an answer, the retries are logged at debug level only."""
     from test_storage import FaultProxy
-
-    class PerRequest(FaultProxy):
-        """Decides each request on its own (a kept-alive connection too): while
-        `left`, an error; else forwarded."""
-
-        def _serve(self, c):
-            buf = b""
-            with c:
-                while True:
-                    req, buf = self._read_request(c, buf)
-                    if req is None:
-                        return
-                    with self.lock:
-                        fail = self.left > 0
-                        if fail:
-                            self.left -= 1
-                            self.failed += 1
-                    if fail:
-                        self._error(c, self.status, self.code, "injected")
-                        continue
-                    with self._send_closing(req) as up:
-                        answer = self._read_all(up)
-                    head = answer.split(b"\r\n\r\n", 1)[0].lower()
-                    c.sendall(answer)
-                    if b"content-length:" not in head:
-                        return  # the answer ends with the connection
-
     srv = s3server()
-    proxy = PerRequest(srv.port, fail=0)
+    proxy = FaultProxy(srv.port, fail=0, per_request=True)
     try:
         db = tmp_path / "app.db"
         create(db)

@@ -2414,13 +2414,9 @@ def test_node_idle_after_a_restore_is_behind_the_other_nodes_same_index(liteviso
     assert b == a2, eb
 
 
-def test_a_snapshot_the_other_node_took_where_we_ended_keeps_the_local_file(
-        litevisor_bin, tmp_path):
-    """B continues A's generation, writes nothing and snapshots (snapshot-interval)
-    at the next index. When A comes back, that snapshot holds exactly A's data:
-    A's replica index ends where A's shadow does, so A keeps its file instead
-    of restoring the same data and moving an identical copy aside."""
-    rep = tmp_path / "rep"
+def a_then_b_snapshots_only(litevisor_bin, tmp_path, rep):
+    """A writes 31 rows and stops; B continues A's generation, writes nothing and
+    snapshots (snapshot-interval) at the next index. Returns A's rows."""
     node_run(litevisor_bin, tmp_path, "A", rep, 1, "a0")
     a1, _, _ = node_run(litevisor_bin, tmp_path, "A", rep, 30, "a1")
     db = tmp_path / "B" / "app.db"
@@ -2433,6 +2429,17 @@ def test_a_snapshot_the_other_node_took_where_we_ended_keeps_the_local_file(
     assert p.returncode == 0, p.stderr
     gen = os.listdir(rep / "generations")[0]
     assert "00000001.snapshot.lz4" in os.listdir(rep / "generations" / gen / "snapshots"), p.stderr
+    return a1
+
+
+def test_a_snapshot_the_other_node_took_where_we_ended_keeps_the_local_file(
+        litevisor_bin, tmp_path):
+    """B continues A's generation, writes nothing and snapshots (snapshot-interval)
+    at the next index. When A comes back, that snapshot holds exactly A's data:
+    A's replica index ends where A's shadow does, so A keeps its file instead
+    of restoring the same data and moving an identical copy aside."""
+    rep = tmp_path / "rep"
+    a1 = a_then_b_snapshots_only(litevisor_bin, tmp_path, rep)
     # A's service writes on the file it kept: replication goes on at B's snapshot. Resumed
     # at its own index, it found the generation continued elsewhere and stopped, the
     # service running on: every commit of the run (and of each later one) lost (QA72 D1)
@@ -2454,16 +2461,7 @@ def test_a_database_written_while_down_is_not_continued_at_the_other_nodes_snaps
     does not hold, and every later restore of the replica failed its check (QA74 #1).
     The snapshot is restored instead; A's file is kept aside."""
     rep = tmp_path / "rep"
-    node_run(litevisor_bin, tmp_path, "A", rep, 1, "a0")
-    a1, _, _ = node_run(litevisor_bin, tmp_path, "A", rep, 30, "a1")
-    db = tmp_path / "B" / "app.db"
-    db.parent.mkdir()
-    cfg = tmp_path / "B-snap.yml"
-    cfg.write_text(f"dbs:\n  - path: {db}\n    replicas:\n      - url: file://{rep}\n"
-                   "        snapshot-interval: 1s\n")
-    p = subprocess.run([litevisor_bin, "run", "-config", str(cfg), "--", "sleep", "2.5"],
-                       capture_output=True, text=True, timeout=60)
-    assert p.returncode == 0, p.stderr
+    a1 = a_then_b_snapshots_only(litevisor_bin, tmp_path, rep)
     c = sqlite3.connect(tmp_path / "A" / "app.db", isolation_level=None)
     c.execute("INSERT INTO t VALUES ('by hand')")
     c.execute("CREATE TABLE big(x)")

@@ -645,11 +645,13 @@ def test_s3_silent_server_fails_within_deadline(s3server):
 
 class FaultProxy:
     """Loopback HTTP proxy: answers the first `fail` requests with an error
-    status (reading each request fully first), then forwards byte-for-byte."""
+    status (reading each request fully first), then forwards byte-for-byte.
+    per_request: every request is decided on its own, a kept-alive connection's
+    too (`left` may be raised again), each forwarded one on a connection of its own."""
 
-    def __init__(self, upstream_port, fail, status=500, code="InternalError"):
+    def __init__(self, upstream_port, fail, status=500, code="InternalError", per_request=False):
         self.upstream_port, self.left, self.failed, self.connections = upstream_port, fail, 0, 0
-        self.status, self.code = status, code
+        self.status, self.code, self.per_request = status, code, per_request
         self.lock = threading.Lock()
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -705,6 +707,13 @@ class FaultProxy:
                     if fail:
                         self.left -= 1
                         self.failed += 1
+                if not fail and self.per_request:
+                    with self._send_closing(req) as up:
+                        answer = self._read_all(up)
+                    c.sendall(answer)
+                    if b"content-length:" not in answer.split(b"\r\n\r\n", 1)[0].lower():
+                        return  # the answer ends with the connection
+                    continue
                 if not fail:
                     break
                 self._error(c, self.status, self.code, "injected")
