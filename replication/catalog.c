@@ -445,6 +445,20 @@ int catalog_snapshot_form(struct storage *st, const char *gen, uint32_t index,
 	return ST_PERMANENT;
 }
 
+/* Just past the last byte of segment *seg, its plain length found by downloading it. */
+static int segment_end(struct storage *st, const char *gen, const struct cat_segment *seg,
+		       uint32_t *end, const struct st_call *call, struct st_error *err)
+{
+	uint64_t plain = 0;
+	struct st_sink counter = { count_write, &plain };
+	int rc = catalog_read_segment(st, gen, seg->index, seg->offset, &counter, call, err);
+	if (rc < 0)
+		return rc;
+	/* a WAL header alone (a placeholder, wal.h) holds nothing: the index ends at 0 */
+	*end = seg->offset == 0 && plain == WAL_HEADER_SIZE ? 0 : seg->offset + (uint32_t)plain;
+	return 0;
+}
+
 int catalog_end_position(struct storage *st, const struct cat_generation *g, struct wal_pos *pos,
 			 const struct st_call *call, struct st_error *err)
 {
@@ -461,16 +475,25 @@ int catalog_end_position(struct storage *st, const struct cat_generation *g, str
 	const struct cat_segment *last = &g->segments[g->nsegments - 1];
 	if (last->index < pos->index)
 		return 0;
+	int rc = segment_end(st, g->id, last, &pos->offset, call, err);
+	if (rc == 0)
+		pos->index = last->index;
+	return rc;
+}
 
-	uint64_t plain = 0;
-	struct st_sink counter = { count_write, &plain };
-	int rc = catalog_read_segment(st, g->id, last->index, last->offset, &counter, call, err);
-	if (rc < 0)
-		return rc;
-	pos->index = last->index;
-	/* a WAL header alone (a placeholder, wal.h) holds nothing: the index ends at 0 */
-	pos->offset = last->offset == 0 && plain == WAL_HEADER_SIZE ? 0 : last->offset + (uint32_t)plain;
-	return 0;
+int catalog_index_end(struct storage *st, const struct cat_generation *g, uint32_t index,
+		      uint32_t *end, const struct st_call *call, struct st_error *err)
+{
+	const struct cat_segment *last = NULL;
+	for (size_t i = 0; i < g->nsegments; i++)
+		if (g->segments[i].index == index)
+			last = &g->segments[i];
+	if (!last) {
+		st_error_set(err, ST_NOT_FOUND, 0, "generation %s holds no segment of index %08x",
+			     g->id, index);
+		return ST_NOT_FOUND;
+	}
+	return segment_end(st, g->id, last, end, call, err);
 }
 
 struct head_sink {

@@ -109,6 +109,14 @@ int catalog_end_position(struct storage *st, const struct cat_generation *g, str
 			 const struct st_call *call, struct st_error *err);
 
 /*
+ * Where index `index` of g ends on the replica: just past the last byte of
+ * its newest segment (downloaded to find its length; 0 for a header alone).
+ * Returns 0, or a negative st_status (ST_NOT_FOUND: no segment of index).
+ */
+int catalog_index_end(struct storage *st, const struct cat_generation *g, uint32_t index,
+		      uint32_t *end, const struct st_call *call, struct st_error *err);
+
+/*
  * Is snapshot `index` of generation gen in the form st's age: settings read
  * (age-encrypted with an age: replica, plain LZ4 without)? Reads only its
  * first bytes (an encrypted one: its header and first chunk). Returns 0, or

@@ -712,6 +712,46 @@ static void form_changed(struct eng_replica *r, const char *gen, const struct st
 }
 
 
+/*
+ * The replica holds generation g past this database's index cur, which ends
+ * at cur_size bytes here: is all it holds past it a snapshot at cur + 1 of
+ * data this file holds? Yes when g ends at (cur + 1, 0) closed there (the
+ * node that went on stopped cleanly, having shipped whatever it wrote:
+ * nothing, as no segment lies past cur) and its index cur is this node's own
+ * session (lineage) ending no further than this node has of it. That node
+ * restored this data and only snapshotted it: a new generation from this
+ * file hides nothing (QA75 D2; run's restore step keeps the file for the
+ * same reason, restore.c replica_newer). 1 (why set), 0, or a negative
+ * st_status.
+ */
+static int snapshot_of_ours(struct eng_replica *r, const struct cat_generation *g,
+			    const struct wal_pos *end, uint32_t cur, uint64_t cur_size, char *why,
+			    size_t len, const struct st_call *call, struct st_error *err)
+{
+	uint32_t at;
+	char lw[300];
+	if (cur == UINT32_MAX || end->index != cur + 1 || end->offset != 0 ||
+	    !catalog_closed_at(g, end))
+		return 0;
+	int rc = catalog_index_end(r->st, g, cur, &at, call, err);
+	if (rc == ST_NOT_FOUND)
+		return 0;
+	if (rc < 0)
+		return rc;
+	if (at > cur_size)
+		return 0;
+	rc = lineage_check(r->st, g, cur, r->db->dir, lw, sizeof(lw), call, err);
+	if (rc < 0)
+		return rc;
+	if (rc != LINEAGE_SAME)
+		return 0;
+	snprintf(why, len, "the replica's only data past this database is a snapshot at "
+		 "%08x/00000000 of generation %s, taken where its index %08x ends (%08x, this "
+		 "node has %08llx bytes of it): another node restored this data and only "
+		 "snapshotted it", end->index, g->id, cur, at, (unsigned long long)cur_size);
+	return 1;
+}
+
 /* Where does the replica stand? Sets pos/need_snapshot. Returns 0 or -1 (noted). */
 static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 {
@@ -896,12 +936,6 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 				lin = lineage_check(r->st, &g, pos.index, d->dir, why, sizeof(why),
 						    &call, &err);
 			}
-			if (lin < 0 && err.foreign_form)
-				goto form;
-			if (lin < 0) {
-				rc = lin;
-				goto fail;
-			}
 			/*
 			 * The replica holds more of the generation than this file ever
 			 * had, and the file is as this node left it (else the monitor
@@ -909,18 +943,40 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 			 * on from it, as the closed record tells when one applies (not
 			 * when the replica was renamed or its location respelled). Under
 			 * newest-wins a new generation from the older file would hide
-			 * that node's data from every restore (QA18).
+			 * that node's data from every restore (QA18), unless all the
+			 * replica holds past it is a snapshot of this very data.
 			 */
+			bool of_ours = false;
 			if (ahead && d->eng->cfg && d->eng->cfg->restore.existing == EXISTING_NEWEST_WINS) {
-				refuse_older(r, why);
-				free(ids);
-				catalog_generation_release(&g);
-				return -1;
+				int ours = snapshot_of_ours(r, &g, &end, cur, cur_size, why, sizeof(why),
+							    &call, &err);
+				if (ours == 0) {
+					refuse_older(r, why);
+					free(ids);
+					catalog_generation_release(&g);
+					return -1;
+				}
+				of_ours = ours > 0;
+				if (ours < 0)
+					lin = ours;
+			}
+			if (lin < 0 && err.foreign_form)
+				goto form;
+			if (lin < 0) {
+				rc = lin;
+				goto fail;
 			}
 			if (lin == LINEAGE_DIVERGED) {
-				log_warn("replica", "replica holds another history of this generation: "
-					 "starting a new generation rather than writing into it",
-					 "db=%s replica=%s why=\"%s\"", d->stat.name, r->stat.name, why);
+				if (of_ours)
+					log_info("replica", "the replica's snapshot at the next index holds "
+						 "this data: starting a new generation from this database "
+						 "(nothing of the other node's is hidden)", "db=%s replica=%s "
+						 "why=\"%s\"", d->stat.name, r->stat.name, why);
+				else
+					log_warn("replica", "replica holds another history of this "
+						 "generation: starting a new generation rather than writing "
+						 "into it", "db=%s replica=%s why=\"%s\"", d->stat.name,
+						 r->stat.name, why);
 				replica_leave_generation(r, gen, why);
 				free(ids);
 				catalog_generation_release(&g);

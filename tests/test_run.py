@@ -2414,9 +2414,10 @@ def test_node_idle_after_a_restore_is_behind_the_other_nodes_same_index(liteviso
     assert b == a2, eb
 
 
-def a_then_b_snapshots_only(litevisor_bin, tmp_path, rep):
-    """A writes 31 rows and stops; B continues A's generation, writes nothing and
-    snapshots (snapshot-interval) at the next index. Returns A's rows."""
+def a_then_b_snapshots_only(litevisor_bin, tmp_path, rep, b_rows=0):
+    """A writes 31 rows and stops; B continues A's generation, writes nothing (or
+    b_rows rows) and snapshots (snapshot-interval) at the next index. Returns A's
+    rows."""
     node_run(litevisor_bin, tmp_path, "A", rep, 1, "a0")
     a1, _, _ = node_run(litevisor_bin, tmp_path, "A", rep, 30, "a1")
     db = tmp_path / "B" / "app.db"
@@ -2424,7 +2425,8 @@ def a_then_b_snapshots_only(litevisor_bin, tmp_path, rep):
     cfg = tmp_path / "B-snap.yml"
     cfg.write_text(f"dbs:\n  - path: {db}\n    replicas:\n      - url: file://{rep}\n"
                    "        snapshot-interval: 1s\n")
-    p = subprocess.run([litevisor_bin, "run", "-config", str(cfg), "--", "sleep", "2.5"],
+    service = [SERVICE[0], "-c", ADD_ROWS + "import time\ntime.sleep(2.5)\n", str(b_rows), "b"]
+    p = subprocess.run([litevisor_bin, "run", "-config", str(cfg), "--"] + service,
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     gen = os.listdir(rep / "generations")[0]
@@ -2451,6 +2453,49 @@ def test_a_snapshot_the_other_node_took_where_we_ended_keeps_the_local_file(
     assert not [f for f in files if "replaced" in f], files
     b, _, err = node_run(litevisor_bin, tmp_path, "B", rep)
     assert b == a, err
+
+
+@pytest.mark.parametrize("b_rows", [0, 1])
+def test_replicate_alone_goes_on_from_a_file_the_other_nodes_snapshot_holds(
+        litevisor_bin, tmp_path, b_rows):
+    """As above, but A comes back as a sidecar: `replicate` alone (no restore
+    step), its app a process of its own. A's file holds all B's snapshot holds, so
+    refusing it as "older than the replica's data" stopped replication for good
+    while the app ran on, and every commit of the run was lost (QA75 D2). A new
+    generation from the file loses nothing: B's snapshot is this very data. When B
+    wrote a row, A's file is older, and still refused."""
+    rep = tmp_path / "rep"
+    a1 = a_then_b_snapshots_only(litevisor_bin, tmp_path, rep, b_rows)
+    db = tmp_path / "A" / "app.db"
+    cfg = tmp_path / "A-sidecar.yml"
+    cfg.write_text(f"dbs:\n  - path: {db}\n    replicas:\n      - url: file://{rep}\n"
+                   "        sync-interval: 100ms\n")
+    log = tmp_path / "sidecar.log"
+    with open(log, "w") as out:
+        r = subprocess.Popen([litevisor_bin, "replicate", "-config", str(cfg)],
+                             stdout=out, stderr=subprocess.STDOUT)
+    try:
+        poll(lambda: any(w in log.read_text() for w in (
+            "replica continues generation", "snapshot written", "older than the replica")),
+             timeout=30)
+        subprocess.run([sys.executable, "-c", ADD_ROWS, "10", "a2"], check=True, timeout=30,
+                       env=dict(os.environ, LITESTREAM_DB_PATH=str(db)))
+    finally:
+        r.send_signal(signal.SIGTERM)
+        code = r.wait(timeout=30)
+    err = log.read_text()
+    if b_rows:
+        assert code == 1 and "older than the replica" in err, err
+        assert "snapshot at the next index holds this data" not in err, err
+        b, _, err = node_run(litevisor_bin, tmp_path, "B", rep)
+        assert b == a1 + ["b-0"], err
+        return
+    assert code == 0, err
+    assert "older than the replica" not in err, err
+    assert "snapshot at the next index holds this data" in err, err
+    assert "final flush done" in err, err
+    b, _, err = node_run(litevisor_bin, tmp_path, "B", rep)
+    assert b == a1 + [f"a2-{i}" for i in range(10)], err
 
 
 def test_a_database_written_while_down_is_not_continued_at_the_other_nodes_snapshot(
