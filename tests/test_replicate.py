@@ -2951,6 +2951,9 @@ def test_a_slow_first_snapshot_is_not_taken_twice(run, tmp_path, litestream_bin)
     env = faulty_env(op="write", path="/snapshots/", delay_ms=2000, count=1)
     r = run(config(tmp_path, db, [file_replica(rep, sync="200ms")], min_checkpoint_page_count=10),
             env=env)
+    # the app's next write must come after the engine's first look: before it, the WAL
+    # would start over before litevisor saw it, all of it one index (a flake under load)
+    wait_for(lambda: "replica needs a snapshot" in r.text(), what="the first look", log=r.text)
     write(db, 30, start=100, rate=10, blob=8000)
     wait_for(lambda: objects(rep, "wal"), what="the first segment")
     assert r.stop() == 0
