@@ -31,6 +31,7 @@
 #define SMALL_TIMEOUT_MS 30000   /* a non-streaming request with no deadline */
 #define STALL_BYTES_PER_SEC 1024 /* big transfers: slower than this … */
 #define STALL_SECONDS 30         /* … for this long is a stall */
+#define STALL_RING 64            /* seconds of byte counts kept (> every stall window) */
 #define EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 int s3_global_init(char *err, size_t errlen)
@@ -144,6 +145,11 @@ struct xfer {
 	int64_t last_move_ms;  /* mono ms when a byte last moved (or the attempt began) */
 	curl_off_t moved;      /* body bytes up + down seen by on_progress */
 	bool idle;             /* on_progress abandoned the attempt */
+	int stall_s;           /* big transfers: the stall window (0: none) */
+	bool stalled;          /* on_progress abandoned it: under the rate for stall_s */
+	int64_t start_ms;      /* mono ms the attempt began */
+	int64_t sec_seen;      /* the last whole second of the attempt sampled in at_sec */
+	curl_off_t at_sec[STALL_RING]; /* moved at each whole second since start_ms */
 	long outq;             /* bytes the socket still held for the server at the last look, -1 */
 	/* resuming a GET cut short: ask for the rest (Range), of the same object (If-Match) */
 	int64_t resume_from;   /* delivered when this attempt began; 0: from the start */
@@ -282,9 +288,29 @@ static long unsent(struct xfer *x)
 }
 
 /*
+ * Has the transfer moved under STALL_BYTES_PER_SEC over its last stall_s
+ * seconds? Sampled at each whole second of the attempt (curl calls
+ * on_progress at least once a second). curl's own low-speed check first
+ * averages over about 5 s, so a download that stopped dead was dropped after
+ * 16 s, not the 10 s the restore documents (QA79 D1).
+ */
+static bool stalled_now(struct xfer *x, int64_t now, curl_off_t moved)
+{
+	int64_t sec = (now - x->start_ms) / 1000;
+	while (x->sec_seen < sec) {
+		x->sec_seen++;
+		x->at_sec[x->sec_seen % STALL_RING] = moved;
+	}
+	if (sec < x->stall_s)
+		return false;
+	curl_off_t then = x->at_sec[(sec - x->stall_s) % STALL_RING];
+	return moved - then < (curl_off_t)STALL_BYTES_PER_SEC * x->stall_s;
+}
+
+/*
  * libcurl calls this at least once a second, also while nothing moves: the
  * idle timeout. A slow transfer that keeps moving is never cut here (big
- * ones have the low-speed limit), nor one whose sent body is still
+ * ones have the stall window, stalled_now), nor one whose sent body is still
  * draining from the socket; the call's deadline bounds the total.
  */
 static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
@@ -294,6 +320,10 @@ static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
 	int64_t now = clock_mono_ms();
 	(void)dltotal;
 	(void)ultotal;
+	if (x->stall_s > 0 && stalled_now(x, now, dlnow + ulnow)) {
+		x->stalled = true;
+		return 1; /* CURLE_ABORTED_BY_CALLBACK */
+	}
 	if (dlnow + ulnow != x->moved) {
 		x->moved = dlnow + ulnow;
 		x->last_move_ms = now;
@@ -466,6 +496,13 @@ static void classify_curl(CURLcode rc, const char *errbuf, const struct xfer *x,
 	if (x->source_short) {
 		o->status = ST_PERMANENT;
 		snprintf(o->cause, sizeof(o->cause), "the source ended before its stated size");
+		return;
+	}
+	if (rc == CURLE_ABORTED_BY_CALLBACK && x->stalled) {
+		o->status = ST_TRANSIENT;
+		o->retry = true; /* attempt() says when the caller has somewhere else to go */
+		snprintf(o->cause, sizeof(o->cause), "transfer stalled: under %d bytes/s for %d s",
+			 STALL_BYTES_PER_SEC, x->stall_s);
 		return;
 	}
 	if (rc == CURLE_ABORTED_BY_CALLBACK && x->idle) {
@@ -645,6 +682,13 @@ static void attempt(struct s3 *s3, const struct s3_req *req, struct s3_resp *res
 	x->last_move_ms = clock_mono_ms();
 	x->moved = 0;
 	x->idle = false;
+	x->stall_s = !req->big ? 0 : stall_s > 0 ? stall_s : STALL_SECONDS;
+	if (x->stall_s >= STALL_RING)
+		x->stall_s = STALL_RING - 1;
+	x->stalled = false;
+	x->start_ms = x->last_move_ms;
+	x->sec_seen = 0;
+	x->at_sec[0] = 0;
 	x->outq = -1;
 	x->resume_from = x->skip = x->delivered;
 	x->range_start = -1;
@@ -697,10 +741,6 @@ static void attempt(struct s3 *s3, const struct s3_req *req, struct s3_resp *res
 		curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
 	else if (!req->big)
 		curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)SMALL_TIMEOUT_MS);
-	if (req->big) {
-		curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, (long)STALL_BYTES_PER_SEC);
-		curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)(stall_s > 0 ? stall_s : STALL_SECONDS));
-	}
 	bool has_body = req->read_len >= 0 || req->body_len > 0 ||
 			!strcmp(req->method, "PUT") || !strcmp(req->method, "POST");
 	curl_off_t body_len = req->read_len >= 0 ? (curl_off_t)req->read_len : (curl_off_t)req->body_len;
@@ -733,17 +773,12 @@ static void attempt(struct s3 *s3, const struct s3_req *req, struct s3_resp *res
 		}
 	} else {
 		classify_curl(rc, errbuf, x, o);
-		/* the same code for both: the low-speed limit fires before the deadline */
 		bool deadline = timeout_ms > 0 && clock_mono_ms() - t0 >= timeout_ms - 100;
-		if (rc == CURLE_OPERATION_TIMEDOUT && (deadline || (timeout_ms > 0 && !stall_s))) {
+		if (rc == CURLE_OPERATION_TIMEDOUT && (deadline || (timeout_ms > 0 && !stall_s)))
 			snprintf(o->cause, sizeof(o->cause), "deadline of the call reached (%s)",
 				 errbuf[0] ? errbuf : "timed out");
-		} else if (rc == CURLE_OPERATION_TIMEDOUT && stall_s > 0) {
-			/* the low-speed limit. The caller has somewhere else to go */
-			o->retry = false;
-			snprintf(o->cause, sizeof(o->cause), "transfer stalled: under %d bytes/s for "
-				 "%d s", STALL_BYTES_PER_SEC, stall_s);
-		}
+		else if (x->stalled && stall_s > 0)
+			o->retry = false; /* a caller's stall window: it has somewhere else to go */
 	}
 out:
 	memset(authz, 0, sizeof(authz));

@@ -1569,12 +1569,13 @@ class Proxy:
     """A loopback TCP proxy in front of an S3 server. delay: seconds added
     before each chunk the client sends (each request; with delay_only, only
     before requests whose request line holds that text); cut: for a GET whose
-    path contains this text, pass the answer's headers and 10 bytes, then close
-    (only the first cut_count such GETs, if given).
+    path contains this text, pass the answer's headers and cut_after bytes of
+    its body, then close (only the first cut_count such GETs, if given).
     requests: (connection number, request line) of each request, in order."""
 
-    def __init__(self, port, delay=0.0, cut=None, cut_count=None, delay_only=None):
+    def __init__(self, port, delay=0.0, cut=None, cut_count=None, delay_only=None, cut_after=10):
         self.target, self.delay, self.cut, self.cut_left = port, delay, cut, cut_count
+        self.cut_after = cut_after
         self.delay_only = delay_only
         self.requests, self.nconn = [], 0
         self.sock = socket.socket()
@@ -1641,11 +1642,18 @@ class Proxy:
                 if not data:
                     break
                 if state["cut"]:
-                    # the headers and a few bytes of the body, then _after_cut()
-                    end = data.find(b"\r\n\r\n")
-                    c.sendall(self._cut_head(data[:end]) + data[end:end + 4 + 10]
-                              if end >= 0 else data)
-                    if end >= 0:
+                    # the headers and cut_after bytes of the body, then _after_cut()
+                    if "body" not in state:
+                        end = data.find(b"\r\n\r\n")
+                        if end < 0:
+                            c.sendall(data)
+                            continue
+                        c.sendall(self._cut_head(data[:end]) + b"\r\n\r\n")
+                        state["body"], data = 0, data[end + 4:]
+                    take = data[:self.cut_after - state["body"]]
+                    c.sendall(take)
+                    state["body"] += len(take)
+                    if state["body"] >= self.cut_after:
                         self.cuts += 1
                         self._after_cut()
                         break
@@ -1926,6 +1934,34 @@ def test_s3_peer_failing_mid_download_falls_back(tmp_path, litevisor_bin, s3serv
         assert failing.cuts == 1, "a stall is not retried on the same peer"
         assert "stalled" in p.stderr, p.stderr
         assert 9 < elapsed < 16, elapsed
+
+
+def test_a_download_stopping_after_a_fast_start_is_dropped_within_the_stall_window(
+        tmp_path, litevisor_bin, s3server, big_history):
+    # peer-05 sends 20 KB of the snapshot at once, then nothing. curl's own low-speed
+    # check averaged the rate over about 5 s before its 10 s began: the stall was
+    # seen after about 16 s, not after restore's documented 10 s (QA79 D1).
+    p05, nas = s3server(), s3server()
+    upload(big_history, p05, tmp_path)
+    upload(big_history, nas, tmp_path)
+    failing = Throttle(p05.port, interval=0, hold="/snapshots/", hold_after=20000)
+    slow = Proxy(nas.port, delay=0.15)
+    try:
+        db = tmp_path / "app.db"
+        cfg = write_config(tmp_path / "lv.yml", db, [
+            s3_peer("peer-05", p05, failing.port), s3_peer("nas", nas, slow.port)],
+            restore={"probe-timeout": "5s"})
+        t0 = time.monotonic()
+        p = lv(litevisor_bin, "restore", "-config", str(cfg), str(db), timeout=120)
+        elapsed = time.monotonic() - t0
+    finally:
+        failing.close()
+        slow.close()
+    assert p.returncode == 0, p.stderr
+    assert "WINNER" in candidate_line(p.stderr, "peer-05"), p.stderr
+    assert failing.cuts == 1 and "stalled" in p.stderr, p.stderr
+    assert rows(db) == big_history.states[-1][2]
+    assert 9 < elapsed < 14, elapsed
 
 
 def test_a_stall_on_the_only_candidate_is_resumed_not_fatal(tmp_path, litevisor_bin, s3server,
@@ -2720,12 +2756,12 @@ def test_created_directories_take_the_owner_and_mode_of_the_nearest_one(tmp_path
 
 class Throttle(Proxy):
     """A loopback proxy that slows every answer down to `chunk` bytes per `interval`
-    seconds; for a GET whose path contains `hold`: the headers and 10 bytes of the
-    body, then nothing more, the connection left open (a peer that hangs)."""
+    seconds; for a GET whose path contains `hold`: the headers and hold_after bytes
+    of the body, then nothing more, the connection left open (a peer that hangs)."""
 
-    def __init__(self, port, chunk=1024, interval=0.125, hold=None):
+    def __init__(self, port, chunk=1024, interval=0.125, hold=None, hold_after=10):
         self.chunk, self.interval = chunk, interval
-        super().__init__(port, cut=hold)
+        super().__init__(port, cut=hold, cut_after=hold_after)
 
     def _forward(self, c, data):
         for i in range(0, len(data), self.chunk):
