@@ -633,11 +633,17 @@ static bool older_gate(struct eng_replica *r, bool flush)
 		return false;
 	if (clock_mono_ns() >= d->older_deadline_mono) {
 		if (!d->older_late_logged) {
+			char names[256] = "";
+			size_t used = 0;
+			for (size_t i = 0; i < d->nreplicas && used < sizeof(names); i++)
+				if (d->replicas[i].older_check)
+					used += (size_t)snprintf(names + used, sizeof(names) - used, "%s%s",
+								 used ? "," : "", d->replicas[i].stat.name);
 			d->older_late_logged = true;
 			log_warn("replica", "left-behind check: a replica holding this node's closed "
 				 "mark has not answered; the others replicate without its look",
-				 "db=%s waited_ms=%d pending=%zu", d->stat.name, REPLICA_OLDER_WAIT_MS,
-				 d->older_pending);
+				 "db=%s waited_ms=%d pending=%zu replicas=\"%s\"", d->stat.name,
+				 REPLICA_OLDER_WAIT_MS, d->older_pending, names);
 		}
 		return false;
 	}
@@ -1402,7 +1408,9 @@ void *replica_thread(void *arg)
 		if (do_sync) {
 			if (!r->pos_known) {
 				rc = init_position(r, &next_snapshot);
-				older_checked(r);
+				/* a look that failed (a server refusing) has not looked (QA77 D1) */
+				if (rc == 0)
+					older_checked(r);
 			}
 			pthread_mutex_lock(&d->mu);
 			/* another replica's first look may yet find the database older: write nothing */

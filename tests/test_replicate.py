@@ -3095,13 +3095,16 @@ def test_a_periodic_snapshot_takes_the_commits_of_an_app_gone_quiet(run, tmp_pat
     assert r.stop() == 0
 
 
+@pytest.mark.parametrize("down", ["silent", "refusing"])
 def test_a_silent_replica_holds_the_others_briefly_and_never_the_final_flush(
-        run, tmp_path, litestream_bin, s3server):
+        run, tmp_path, litestream_bin, s3server, down):
     # After a clean stop each replica keeps this node's closed mark, and at the next
     # start no replica writes until each of them has looked (the left-behind check).
     # A server that accepts and never answers took half a minute to look (its listing
     # retried), and held the healthy replica all that time, final flush included: a
     # run stopped meanwhile exited with its commits on the local disk only (QA22 D1).
+    # One refusing connections gave up its listing within the wait, and that failed
+    # look counted as a look: the others went on unannounced (QA77 D1).
     srv = s3server()
     db, nas = tmp_path / "app.db", tmp_path / "nas"
     create(db)
@@ -3112,7 +3115,7 @@ def test_a_silent_replica_holds_the_others_briefly_and_never_the_final_flush(
     # the same server, gone silent: its address now accepts and never answers (the
     # closed record is bound to the replica's location, endpoint included)
     srv.stop()
-    silent = silent_listener(srv.port)
+    silent = silent_listener(srv.port) if down == "silent" else None
     try:
         cfg = config(tmp_path, db, [peer, file_replica(nas, name="nas")])
         # the healthy replica gets the run's commits within seconds, not half a minute
@@ -3121,6 +3124,7 @@ def test_a_silent_replica_holds_the_others_briefly_and_never_the_final_flush(
         check_restore_eventually(litestream_bin, nas, db, tmp_path / "mid.db", timeout=12)
         assert "replicas wait for the left-behind check" in r.text(), r.text()
         assert "has not answered; the others replicate without its look" in r.text(), r.text()
+        assert 'replicas="peer"' in r.text(), r.text()
         r.stop()
         # and a run stopped at once still flushes it
         r = run(cfg)
@@ -3130,7 +3134,8 @@ def test_a_silent_replica_holds_the_others_briefly_and_never_the_final_flush(
         assert "final flush done db=app.db replica=nas" in text, text
         check_restore(litestream_bin, nas, db, tmp_path / "out.db")
     finally:
-        silent.close()
+        if silent:
+            silent.close()
 
 
 def test_a_final_flush_whose_wal_sync_timed_out_marks_nothing_closed(run, tmp_path, litestream_bin):
