@@ -60,6 +60,7 @@ struct sup {
 	pid_t termed_pgrp;       /* the service's own process group, once it got its TERM */
 	int64_t next_sweep;      /* mono ms: next look for leftovers while stopping */
 	int64_t restart_at;      /* mono ms when in backoff, else 0 */
+	int64_t leftovers_termed; /* mono ms the failed run's leftovers got TERM (backoff), else 0 */
 	int64_t backoff_ms;
 	int restarts;            /* consecutive restarts (the policy's limit counts these) */
 	int64_t started_at;      /* mono ms when the service was last started */
@@ -151,9 +152,16 @@ static void begin_stop(struct sup *s, const char *why)
 	s->stopping = true;
 	s->restart_at = 0;
 	s->stop_began = clock_mono_ms();
-	s->grace_deadline = s->stop_began + s->cfg->supervisor.stop_grace_ms;
+	/*
+	 * Stopped during a backoff: what the failed run left behind had its TERM
+	 * then, and its grace runs from there. A new one would hold the stop a
+	 * whole stop-grace for processes that already ignored one (QA77 D2).
+	 */
+	int64_t from = s->pid <= 0 && s->leftovers_termed ? s->leftovers_termed : s->stop_began;
+	s->grace_deadline = from + s->cfg->supervisor.stop_grace_ms;
+	int64_t grace = s->grace_deadline - s->stop_began;
 	log_info("supervisor", "stopping", "reason=\"%s\" grace_ms=%lld", why,
-		 (long long)s->cfg->supervisor.stop_grace_ms);
+		 (long long)(grace > 0 ? grace : 0));
 	set_phase(s, SUP_STOPPING, why);
 	sup_consul_leave(s->consul);
 }
@@ -233,6 +241,7 @@ static void term_leftovers(struct sup *s, pid_t old)
 		resume(-grp);
 		n++;
 	}
+	s->leftovers_termed = n ? clock_mono_ms() : 0;
 	if (n)
 		log_info("supervisor", "terminating what the failed run left behind", "count=%u", n);
 }
@@ -341,6 +350,7 @@ static bool on_tick(struct sup *s, int64_t now)
 {
 	if (s->restart_at && now >= s->restart_at && !s->stopping) {
 		s->restart_at = 0;
+		s->leftovers_termed = 0;
 		kill_leftovers();
 		s->restarts++;
 		sup_state_add_restart(&s->state);
@@ -349,8 +359,11 @@ static bool on_tick(struct sup *s, int64_t now)
 		return false;
 	}
 	if (s->stopping && !s->killed && now >= s->grace_deadline) {
-		log_warn("supervisor", "grace period over; killing remaining processes",
-			 "service_pid=%d", (int)s->pid);
+		if (s->pid > 0)
+			log_warn("supervisor", "grace period over; killing remaining processes",
+				 "service_pid=%d", (int)s->pid);
+		else
+			log_warn("supervisor", "grace period over; killing remaining processes", NULL);
 		if (s->pid > 0) {
 			kill(s->pid, SIGKILL); /* also where /proc cannot be read */
 			if (s->cfg->supervisor.new_process_group)

@@ -872,6 +872,42 @@ def test_term_during_backoff_stops_without_restart(litevisor_bin, tmp_path, runs
     assert read_lines(count) == ["1"]
 
 
+IGNORES_TERM_LEAVES_A_CHILD = (  # a child in a session of its own, ignoring TERM; exits 3
+    "import os, signal, sys, time\n"
+    "if os.fork() == 0:\n"
+    "    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "    os.setsid()\n"
+    "    open(sys.argv[1], 'w').write(str(os.getpid()))\n"
+    "    time.sleep(600)\n"
+    "    os._exit(0)\n"
+    "time.sleep(0.3)\n"
+    "sys.exit(3)\n")
+
+
+def test_term_during_backoff_gives_leftovers_only_what_is_left_of_their_grace(
+        litevisor_bin, tmp_path, runs):
+    """What the failed run left behind got its TERM when the run failed. A TERM to
+    litevisor during the backoff gave it a whole new stop-grace, so a leftover
+    ignoring TERM held the stop that long again (QA77 D2): its grace runs from its
+    TERM."""
+    child = tmp_path / "child"
+    r = start(runs, litevisor_bin, tmp_path, [SERVICE[0], "-c", IGNORES_TERM_LEAVES_A_CHILD,
+                                              str(child)],
+              config="supervisor:\n  restart: on-failure\n  restart-delay: 30s\n"
+                     "  stop-grace: 4s\n")
+    poll(lambda: "terminating what the failed run left behind" in r.stderr(), timeout=10)
+    time.sleep(2.5)
+    t0 = time.monotonic()
+    os.kill(r.pid, signal.SIGTERM)
+    assert r.wait(timeout=10) == 128 + signal.SIGTERM, r.stderr()
+    elapsed = time.monotonic() - t0
+    assert elapsed < 3, (elapsed, r.stderr())
+    assert "killing remaining processes" in r.stderr() and "service_pid=0" not in r.stderr()
+    pid = int(child.read_text())
+    poll(lambda: not os.path.exists(f"/proc/{pid}") or
+         open(f"/proc/{pid}/stat").read().split(")")[1].split()[0] == "Z")
+
+
 def parse_prometheus(text):
     """Parse the 0.0.4 text format strictly enough to enforce the naming rules."""
     assert text.endswith("\n")
