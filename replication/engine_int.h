@@ -34,6 +34,13 @@
 #define ENG_MAX_SEGMENTS_PER_INDEX 64
 /* The database state while its file does not exist (yet): nothing to replicate. */
 #define ENG_STATE_WAITING "waiting for database"
+/*
+ * The same once a database this process had open was removed: an app that
+ * still has it open commits into a file no replica will see, so this one is
+ * stuck (health: warn, fail after fail-after), not merely waiting.
+ */
+#define ENG_STATE_REMOVED "waiting for database: its file was removed while in use; commits " \
+			  "made to it since reach no replica"
 
 /* Generations of this process remembered as its own (writers.c); older ones were seen listed. */
 #define ENG_OWN_GENS 16
@@ -206,6 +213,7 @@ struct eng_db {
 	/* monitor only */
 	struct db_conns conns;
 	bool open;
+	bool removed;                 /* its file was removed while open, and is not back (monitor) */
 	bool side_known;              /* side_dev/side_ino hold the -wal and -shm our connections use */
 	int64_t locked_since;         /* monotonic: first failed open on another process's lock, 0 none */
 	bool locked_warned;

@@ -400,9 +400,11 @@ static int open_db(struct eng_db *d, bool fresh)
 	int ready = db_file_check(d->cfg->path, why, sizeof(why));
 	if (ready <= 0) {
 		/* an unusable path is said once, loudly; it is looked at again, it may be fixed */
-		db_set_state(d, false, ready < 0 ? why : ENG_STATE_WAITING);
+		db_set_state(d, false, ready < 0 ? why : d->removed ? ENG_STATE_REMOVED
+							       : ENG_STATE_WAITING);
 		return 1;
 	}
+	d->removed = false;
 	/*
 	 * A state directory that did not exist at the start was not taken then
 	 * (engine_lock): before we touch anything; looked at again each round,
@@ -1311,6 +1313,8 @@ void *monitor_thread(void *arg)
 		if (d->open) {
 			int ch = db_file_changed(d);
 			if (ch == 1 || ch == 3) {
+				d->removed = ch == 1 && access(d->cfg->path, F_OK) < 0 &&
+					     errno == ENOENT;
 				if (ch == 1)
 					log_warn("engine", "database file replaced or removed", "db=%s",
 						 d->stat.name);
@@ -1321,7 +1325,7 @@ void *monitor_thread(void *arg)
 						 "db=%s", d->stat.name);
 				close_db(d);
 				fresh = true;
-				db_set_state(d, false, ENG_STATE_WAITING);
+				db_set_state(d, false, d->removed ? ENG_STATE_REMOVED : ENG_STATE_WAITING);
 				continue;
 			}
 			if (ch == 2) {

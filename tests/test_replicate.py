@@ -1271,7 +1271,8 @@ def test_a_failing_replica_keeps_its_lag_and_failure_across_restarts(run, tmp_pa
                     if c["componentId"].endswith("/" + replica))
 
     r = run(cfg)
-    wait_for(lambda: objects(down, "snapshots"), what="first snapshot")
+    wait_for(lambda: "snapshot written db=app.db replica=down" in r.text(), what="first snapshot",
+             log=r.text)
     take_away(down, tmp_path)
     t0 = time.monotonic()
     write(db, 5, start=1)
@@ -3550,6 +3551,44 @@ def test_replica_stuck_in_a_request_does_not_hold_up_shutdown(run, tmp_path):
         assert code == 1, r.text()  # the silent replica did not get the last commits
         assert took < 1 + 2 + 0.5, (took, r.text())
         assert "final flush done db=app.db replica=good" in r.text()
+
+
+def test_a_database_removed_under_its_app_fails_health_after_fail_after(run, tmp_path):
+    # The app deletes its database files (or an operator does) and goes on committing
+    # into the unlinked file: no replica sees those commits. It read "waiting for
+    # database", as a database not made yet, /healthz warned forever and nothing was
+    # stuck (QA77). Now it is stuck: warn, then fail past fail-after, until it is back.
+    import urllib.error
+    import urllib.request
+    from conftest import free_port
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    port = free_port()
+    cfg = config(tmp_path, db, [file_replica(rep)])
+    cfg.write_text(f"addr: 127.0.0.1:{port}\nhealth:\n  fail-after: 1s\n" + cfg.read_text())
+
+    def get(path):
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5).read().decode()
+        except urllib.error.HTTPError as e:
+            return e.read().decode()
+
+    def db_check():
+        return json.loads(get("/healthz"))["checks"]["database:replication"][0]
+
+    r = run(cfg)
+    wait_for(lambda: "snapshot written" in r.text(), what="first snapshot", log=r.text)
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(f"{db}{suffix}"):
+            os.unlink(f"{db}{suffix}")
+    wait_for(lambda: "its file was removed while in use" in r.text(), what="the state", log=r.text)
+    time.sleep(1.5)  # past fail-after
+    c = db_check()
+    assert c["status"] == "fail" and "removed while in use" in c["output"], c
+    assert "litevisor_db_stuck{db=\"app.db\"} 1" in get("/metrics")
+    create(db)  # back: replicated again, health passes
+    wait_for(lambda: db_check()["status"] == "pass", what="pass again", log=r.text)
+    assert r.stop() == 0, r.text()
 
 
 def test_database_not_there_yet_does_not_hold_up_shutdown(run, tmp_path):
