@@ -752,6 +752,8 @@ def test_restart_limit_then_exit_with_service_code(litevisor_bin, tmp_path, runs
                      "  restart-delay: 50ms\n  restart-delay-max: 100ms\n")
     assert r.wait() == 1, r.stderr()
     assert read_lines(count) == ["3"]
+    # giving up is said, not only "stopping" (QA77)
+    assert "restart-limit reached, not restarting code=1 restarts=2 limit=2" in r.stderr()
 
 
 LEAVES_A_CHILD = (  # run 1 leaves a child that ignores nothing and exits 3; run 2 looks for it
