@@ -310,6 +310,11 @@ void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, int64_t ts, const c
 			snprintf(x->verdict, sizeof(x->verdict),
 				 "UNREADABLE with its age: settings (they changed since it was "
 				 "written): it might hold newer data");
+		} else if (x->state == RC_ERROR && x->measure_failed && x->measure_answered) {
+			/* it answered; reading its last segment failed (corrupt, refused) */
+			snprintf(x->verdict, sizeof(x->verdict),
+				 "FAILING (its last segment could not be read): it might hold newer "
+				 "data");
 		} else if (x->state == RC_ERROR) {
 			snprintf(x->verdict, sizeof(x->verdict),
 				 "UNREACHABLE or failing: it might hold newer data");

@@ -112,6 +112,7 @@ struct rs_cand {
 	bool net_fail;                 /* its last probe failed without an HTTP answer */
 	bool measure_failed;           /* answered, then its last segment could not be read: */
 	struct wal_pos lower;          /* where that segment starts (it holds at least this) */
+	bool measure_answered;         /* ... the server answered that read (corrupt, refused) */
 	bool foreign_form;             /* its last segment is in another form than its age:
 					  settings read (st_error.foreign_form): they changed */
 	bool end_by_mark;              /* ... and its end was taken from this node's closed

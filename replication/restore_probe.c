@@ -587,6 +587,7 @@ static void *measure_one(void *p)
 			return NULL;
 		}
 		c->measure_failed = true;
+		c->measure_answered = !(err.status == ST_TRANSIENT && err.http_status == 0);
 		c->lower = c->plan.end; /* rs_choose: a candidate past it may not be passed over */
 		c->state = RC_ERROR;
 		c->has_data = false;

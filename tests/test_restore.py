@@ -803,6 +803,22 @@ def test_corrupt_segment_falls_back_to_replica_with_same_data(tmp_path, liteviso
     assert (tmp_path / "out").is_dir()
 
 
+def test_a_corrupt_last_segment_is_reported_as_failing_not_unreachable(
+        tmp_path, litevisor_bin, history):
+    # Both hold the generation, so each one's last segment is read before deciding.
+    # peer-05's is corrupt: it answered, so "UNREACHABLE or failing" misled (QA79).
+    bad, good, cfg, out = two_peers_bad_one_wins(tmp_path, history)
+    seg = history.seg_path(str(bad), len(history.segments) - 1)
+    data = bytearray(open(seg, "rb").read())
+    for i in range(len(data) // 2, len(data) // 2 + 8):
+        data[i] ^= 0xFF
+    open(seg, "wb").write(bytes(data))
+    p = restore_bad_first(litevisor_bin, tmp_path, cfg, out)
+    line = candidate_line(p.stderr, "peer-05")
+    assert "FAILING (its last segment could not be read)" in line, p.stderr
+    assert "UNREACHABLE" not in line, p.stderr
+
+
 def test_truncated_segment_is_corrupt_not_a_shorter_index(tmp_path, litevisor_bin, history):
     # The last segment of an index (a later index follows, so the generation's end
     # is unchanged) lost its tail inside a frame: a valid LZ4 object with fewer
