@@ -405,8 +405,13 @@ static int make_jobs(struct apply *a)
 int rs_apply(struct rs_cand *c, const struct rs_apply_opts *o, struct wal_pos *restored,
 	     char *errbuf, size_t errlen, enum rs_cause *cause)
 {
-	/* a stall falls back to the next candidate; from the last one, it is resumed */
-	struct apply a = { .c = c, .o = o, .transfer = { .stall_s = o->last_candidate ? 0 : RS_STALL_S } };
+	/*
+	 * A stall falls back to the next candidate; from the last one, it is
+	 * resumed. So does a refused connection (its server went down mid-way),
+	 * as the probe takes one: not after four retries, about 2 s (QA79).
+	 */
+	struct apply a = { .c = c, .o = o, .transfer = { .stall_s = o->last_candidate ? 0 : RS_STALL_S,
+							 .fail_refused = !o->last_candidate } };
 	struct rs_active node = { .a = &a, .lock_fd = -1 };
 	bool registered = false;
 	struct stat tst;

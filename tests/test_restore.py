@@ -1980,6 +1980,38 @@ def test_a_download_stopping_after_a_fast_start_is_dropped_within_the_stall_wind
     assert 9 < elapsed < 14, elapsed
 
 
+class CutThenGone(Proxy):
+    """Proxy's cut, and then its port closed: the server went down mid-download."""
+
+    def _after_cut(self):
+        self.sock.close()
+
+
+def test_a_server_gone_mid_download_is_left_at_once(tmp_path, litevisor_bin, s3server, history):
+    # A refused connection ends a candidate's probe at once, but a download's resume
+    # was retried four times (about 2 s) before falling back (QA79).
+    p05, nas = s3server(), s3server()
+    upload(history, p05, tmp_path)
+    upload(history, nas, tmp_path)
+    gone = CutThenGone(p05.port, cut="/snapshots/")
+    slow = Proxy(nas.port, delay=0.15)
+    try:
+        db = tmp_path / "app.db"
+        cfg = write_config(tmp_path / "lv.yml", db, [
+            s3_peer("peer-05", p05, gone.port), s3_peer("nas", nas, slow.port)],
+            restore={"probe-timeout": "5s"})
+        p = lv(litevisor_bin, "restore", "-config", str(cfg), str(db), timeout=120)
+    finally:
+        gone.close()
+        slow.close()
+    assert p.returncode == 0, p.stderr
+    assert "WINNER" in candidate_line(p.stderr, "peer-05"), p.stderr
+    assert gone.cuts == 1 and "falling back" in p.stderr, p.stderr
+    retried = [l for l in p.stderr.splitlines() if "request retried" in l and "onnect" in l]
+    assert not retried, p.stderr
+    assert rows(db) == history.states[-1][2]
+
+
 def test_a_stall_on_the_only_candidate_is_resumed_not_fatal(tmp_path, litevisor_bin, s3server,
                                                            history):
     """With nobody else holding the data, a download that stalls once failed the whole
