@@ -169,6 +169,24 @@ static const char *full_fs(const char *path)
 	return "";
 }
 
+/*
+ * What SQLite's CORRUPT or NOTADB on the temp database says of the replica:
+ * its objects validated one by one, but together they are no database; name
+ * them, not only the temp files SQLite read (QA79). "" for other codes.
+ * index: how far the WAL was applied (UINT32_MAX: only the snapshot).
+ */
+static void damaged_note(const struct apply *a, int code, uint32_t index, char *buf, size_t len)
+{
+	buf[0] = '\0';
+	if (code != SQLITE_CORRUPT && code != SQLITE_NOTADB)
+		return;
+	char upto[32] = "";
+	if (index != UINT32_MAX)
+		snprintf(upto, sizeof(upto), " up to index %08x", index);
+	snprintf(buf, len, " (generation %s from %s%s is no database: its snapshot or a segment "
+		 "is damaged)", a->c->plan.generation, a->c->name, upto);
+}
+
 static sqlite3 *open_tmp(struct apply *a)
 {
 	sqlite3 *db = NULL;
@@ -180,10 +198,14 @@ static sqlite3 *open_tmp(struct apply *a)
 		/* a snapshot that is no database (NOTADB, CORRUPT) is the replica's fault,
 		 * unless one of our reads failed */
 		const char *full = full_fs(a->tmp);
+		char damaged[200] = "";
+		if (db && !read_err && !full[0])
+			damaged_note(a, sqlite3_errcode(db) & 0xff, UINT32_MAX, damaged,
+				     sizeof(damaged));
 		rs_fail(a, db && !read_err && !full[0] ? sqlite_cause(sqlite3_errcode(db) & 0xff)
 						       : RS_CAUSE_LOCAL,
-			"open %s: %s%s%s%s%s", a->tmp, db ? sqlite3_errmsg(db) : "out of memory",
-			e ? " (" : "", e ? strerror(e) : "", e ? ")" : "", full);
+			"open %s: %s%s%s%s%s%s", a->tmp, db ? sqlite3_errmsg(db) : "out of memory",
+			e ? " (" : "", e ? strerror(e) : "", e ? ")" : "", full, damaged);
 		sqlite3_close(db);
 		return NULL;
 	}
@@ -199,7 +221,7 @@ static sqlite3 *open_tmp(struct apply *a)
 	return db;
 }
 
-static int checkpoint_index(struct apply *a, uint64_t frames)
+static int checkpoint_index(struct apply *a, uint32_t index, uint64_t frames)
 {
 	sqlite3 *db = NULL;
 	char err[300];
@@ -210,7 +232,10 @@ static int checkpoint_index(struct apply *a, uint64_t frames)
 		goto out;
 	/* PASSIVE first: SQLite must see every frame the validator accepted */
 	if ((code = pragma_row(db, "PRAGMA wal_checkpoint(PASSIVE)", r, NULL, 0, err, sizeof(err)))) {
-		rs_fail(a, sqlite_cause(code), "checkpoint of %s into %s: %s", a->tmp_wal, a->tmp, err);
+		char damaged[200];
+		damaged_note(a, code, index, damaged, sizeof(damaged));
+		rs_fail(a, sqlite_cause(code), "checkpoint of %s into %s: %s%s", a->tmp_wal, a->tmp,
+			err, damaged);
 		goto out;
 	}
 	if (r[0] != 0 || (uint64_t)r[1] != frames || r[2] != r[1]) {
@@ -345,7 +370,7 @@ int rs_apply_index(struct apply *a, struct idx_job *j, uint32_t page_size, struc
 	uint64_t frames = w.r.commit_end > WAL_HEADER_SIZE
 				  ? (w.r.commit_end - WAL_HEADER_SIZE) / wal_frame_size(page_size)
 				  : 0;
-	if (checkpoint_index(a, frames) < 0)
+	if (checkpoint_index(a, j->index, frames) < 0)
 		goto out;
 	pos->index = j->index;
 	/* a WAL header alone (a placeholder, wal.h) holds nothing: the index ends at 0 */

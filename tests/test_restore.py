@@ -999,6 +999,8 @@ def test_snapshot_that_is_no_database_falls_back(tmp_path, litevisor_bin):
     assert p.returncode == 0, p.stderr
     assert "WINNER" in candidate_line(p.stderr, "peer-05"), p.stderr
     assert "falling back" in p.stderr and "cannot restore into" not in p.stderr, p.stderr
+    # which objects to look at, not only the temp files SQLite read (QA79)
+    assert f"(generation {GEN} from peer-05 is no database" in p.stderr, p.stderr
     assert rows(out) == history.states[-1][2]
     assert dir_leftovers(out.parent, ["r.db"]) == []
 
