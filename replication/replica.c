@@ -965,6 +965,33 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 				of_ours = ours > 0;
 				if (ours < 0)
 					lin = ours;
+				/*
+				 * Not before every other replica holding this node's closed
+				 * mark has looked: one that cannot be read yet may show the
+				 * other node went on there, and a new generation would hide
+				 * that from every restore (QA80 D1). The deadline that lets
+				 * a continuation go on without a silent replica's look does
+				 * not apply here: this replica waits, failing, until then.
+				 */
+				pthread_mutex_lock(&d->mu);
+				size_t others = d->older_pending - (r->older_check ? 1 : 0);
+				bool stopped = d->older_req;
+				if (of_ours && stopped)
+					r->refused = true; /* another replica's look stopped it */
+				pthread_mutex_unlock(&d->mu);
+				if (of_ours && stopped) {
+					free(ids);
+					catalog_generation_release(&g);
+					return -1;
+				}
+				if (of_ours && others > 0) {
+					st_error_set(&err, ST_TRANSIENT, 0, "the replica's snapshot at the "
+						     "next index holds this data, but %zu other replica(s) "
+						     "holding this node's closed mark have not looked yet: "
+						     "no new generation before they have", others);
+					rc = ST_TRANSIENT;
+					goto fail;
+				}
 			}
 			if (lin < 0 && err.foreign_form)
 				goto form;

@@ -2536,6 +2536,60 @@ def test_replicate_alone_goes_on_from_a_file_the_other_nodes_snapshot_holds(
     assert b == a1 + [f"a2-{i}" for i in range(10)], err
 
 
+def test_replicate_alone_waits_for_every_replicas_look_before_going_on_from_that_snapshot(
+        litevisor_bin, tmp_path):
+    """Two replicas. B snapshots at the next index on both and stops, then writes 5
+    rows to r2 alone. A's sidecar starts while r2 cannot be read: r1 holds only B's
+    snapshot of A's data, and went on in a new generation once the 3 s left-behind
+    wait ran out; r2 then refused the file as older, too late: the new generation,
+    newer, hid B's rows from every restore (QA80 D1). r1 waits for r2's look."""
+    r1, r2 = tmp_path / "r1", tmp_path / "r2"
+
+    def cfg_for(node, reps, extra=""):
+        db = tmp_path / node / "app.db"
+        db.parent.mkdir(exist_ok=True)
+        cfg = tmp_path / f"{node}-{len(reps)}.yml"
+        reps_yml = "".join(f"      - url: file://{r}\n        sync-interval: 100ms\n{extra}"
+                           for r in reps)
+        cfg.write_text("restore:\n  handover-wait: 1s\n"
+                       f"dbs:\n  - path: {db}\n    replicas:\n{reps_yml}")
+        return cfg, db
+
+    def node(name, reps, rows, tag, extra=""):
+        cfg, db = cfg_for(name, reps, extra)
+        service = [SERVICE[0], "-c", ADD_ROWS + "import time\ntime.sleep(2.5)\n", str(rows), tag]
+        p = subprocess.run([litevisor_bin, "run", "-config", str(cfg), "--"] + service,
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        return p.stderr
+
+    node("A", [r1, r2], 30, "a1")
+    err = node("B", [r1, r2], 0, "b", extra="        snapshot-interval: 1s\n")
+    assert err.count("snapshot written") >= 2, err
+    node("B", [r2], 5, "b")
+    os.rename(r2, tmp_path / "r2.away")  # unreadable a moment: a server refusing, a mount gone
+    r2.write_text("")
+    cfg, db = cfg_for("A", [r1, r2])
+    log = tmp_path / "sidecar.log"
+    with open(log, "w") as out:
+        r = subprocess.Popen([litevisor_bin, "replicate", "-config", str(cfg)], stdout=out,
+                             stderr=subprocess.STDOUT)
+    try:
+        poll(lambda: "have not looked yet" in log.read_text(), timeout=30)
+        time.sleep(3.5)  # past the left-behind wait: r1 still waits
+        assert "engine: new generation" not in log.read_text(), log.read_text()
+        r2.unlink()
+        os.rename(tmp_path / "r2.away", r2)
+        poll(lambda: "older than the replica" in log.read_text(), timeout=30)
+    finally:
+        r.send_signal(signal.SIGTERM)
+        r.wait(timeout=30)
+    text = log.read_text()
+    assert "engine: new generation" not in text and "snapshot written" not in text, text
+    c, _, err = node_run(litevisor_bin, tmp_path, "C", r2)
+    assert [v for v in c if v.startswith("b-")] == [f"b-{i}" for i in range(5)], err
+
+
 def test_a_database_written_while_down_is_not_continued_at_the_other_nodes_snapshot(
         litevisor_bin, litestream_bin, tmp_path):
     """As above, but A's file was written while litevisor was down (an operator's
