@@ -147,7 +147,8 @@ struct xfer {
 	bool idle;             /* on_progress abandoned the attempt */
 	int stall_s;           /* big transfers: the stall window (0: none) */
 	bool stalled;          /* on_progress abandoned it: under the rate for stall_s */
-	int64_t start_ms;      /* mono ms the attempt began */
+	int64_t start_ms;      /* mono ms the stall window began (the attempt, or a late call) */
+	int64_t last_cb_ms;    /* mono ms of on_progress's last call */
 	int64_t sec_seen;      /* the last whole second of the attempt sampled in at_sec */
 	curl_off_t at_sec[STALL_RING]; /* moved at each whole second since start_ms */
 	long outq;             /* bytes the socket still held for the server at the last look, -1 */
@@ -296,6 +297,17 @@ static long unsent(struct xfer *x)
  */
 static bool stalled_now(struct xfer *x, int64_t now, curl_off_t moved)
 {
+	/*
+	 * Called late: our own side held the transfer (a slow write in the sink,
+	 * the process stopped). The seconds missed say nothing of the server:
+	 * the window starts over (QA80 D2).
+	 */
+	if (now - x->last_cb_ms > 2000) {
+		x->start_ms = now;
+		x->sec_seen = 0;
+		x->at_sec[0] = moved;
+	}
+	x->last_cb_ms = now;
 	int64_t sec = (now - x->start_ms) / 1000;
 	while (x->sec_seen < sec) {
 		x->sec_seen++;
@@ -686,7 +698,7 @@ static void attempt(struct s3 *s3, const struct s3_req *req, struct s3_resp *res
 	if (x->stall_s >= STALL_RING)
 		x->stall_s = STALL_RING - 1;
 	x->stalled = false;
-	x->start_ms = x->last_move_ms;
+	x->start_ms = x->last_cb_ms = x->last_move_ms;
 	x->sec_seen = 0;
 	x->at_sec[0] = 0;
 	x->outq = -1;

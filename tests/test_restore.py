@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import socket
+import signal
 import sqlite3
 import struct
 import subprocess
@@ -2012,6 +2013,65 @@ def test_a_server_gone_mid_download_is_left_at_once(tmp_path, litevisor_bin, s3s
     retried = [l for l in p.stderr.splitlines() if "request retried" in l and "onnect" in l]
     assert not retried, p.stderr
     assert rows(db) == history.states[-1][2]
+
+
+def test_a_pause_on_our_side_is_no_stall_of_the_server(tmp_path, litevisor_bin, s3server):
+    # A write of the restore's temp database held 16 s (a slow disk): the ring fills,
+    # the download's sink blocks, and no progress call comes meanwhile. The first one
+    # after it took the seconds it missed for seconds of nothing from the server and
+    # dropped a healthy download as stalled (QA80 D2): the window starts over.
+    p05, nas = s3server(), s3server()
+    src = tmp_path / "src.db"
+    con = sqlite3.connect(src, isolation_level=None)
+    con.execute("PRAGMA journal_mode=wal")
+    con.execute("CREATE TABLE t(x BLOB)")
+    con.execute("BEGIN")
+    for _ in range(500):  # 25 MB: more than the ring and the socket buffers hold
+        con.execute("INSERT INTO t VALUES (randomblob(50000))")
+    con.execute("COMMIT")
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    for srv in (p05, nas):
+        cfg = write_config(tmp_path / "rep.yml", src, [s3_peer("s3", srv)])
+        r = subprocess.Popen([litevisor_bin, "replicate", "-config", str(cfg)],
+                             stderr=subprocess.PIPE, text=True)
+        try:
+            for line in r.stderr:
+                if "snapshot written" in line:
+                    break
+        finally:
+            r.send_signal(signal.SIGTERM)
+            r.communicate(timeout=60)
+    paced = Throttle(p05.port, chunk=65536, interval=0.02)  # about 3 MB/s
+    slow = Proxy(nas.port, delay=0.15)
+    db = tmp_path / "out" / "app.db"
+    db.parent.mkdir()
+    arm = tmp_path / "arm"
+    env = dict(os.environ, LD_PRELOAD=os.path.join(TOOLS, "faultinject.so"), FAULT_OP="write",
+               FAULT_PATH="app.db.litevisor-restore", FAULT_SUFFIX="app.db.litevisor-restore",
+               FAULT_ARM=str(arm), FAULT_DELAY_MS="16000", FAULT_COUNT="1",
+               ASAN_OPTIONS="verify_asan_link_order=0")
+    cfg = write_config(tmp_path / "lv.yml", db, [
+        s3_peer("peer-05", p05, paced.port), s3_peer("nas", nas, slow.port)],
+        restore={"probe-timeout": "5s"})
+    try:
+        proc = subprocess.Popen([litevisor_bin, "restore", "-config", str(cfg), str(db)],
+                                stderr=subprocess.PIPE, text=True, env=env)
+        tmp = tmp_path / "out" / "app.db.litevisor-restore"
+        end = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < end:
+            if tmp.exists() and tmp.stat().st_size >= 4 << 20:
+                arm.touch()
+                break
+            time.sleep(0.05)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        paced.close()
+        slow.close()
+    assert arm.exists(), err
+    assert proc.returncode == 0, err
+    assert "stalled" not in err and "falling back" not in err, err
+    assert "WINNER" in candidate_line(err, "peer-05"), err
 
 
 def test_a_stall_on_the_only_candidate_is_resumed_not_fatal(tmp_path, litevisor_bin, s3server,
