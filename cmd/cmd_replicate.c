@@ -247,8 +247,10 @@ static int run_replicate(int argc, char **argv)
 			return cli_usage_error(&cmd_replicate, "%s", err);
 		}
 	} else {
-		const char *file = config_default_path(path);
+		const char *file;
 		struct config_options opt = { .no_expand_env = no_expand };
+		if ((code = cmd_config_path(&cmd_replicate, path, &file)))
+			return code;
 		if (config_load(file, &opt, &cfg, err, sizeof(err)) < 0) {
 			fprintf(stderr, "litevisor replicate: %s\n", err);
 			return EXIT_USAGE;

@@ -46,8 +46,10 @@ static int run_run(int argc, char **argv)
 		return help ? 0 : EXIT_USAGE;
 	char *const *command = i < argc ? argv + i : NULL;
 
-	const char *file = config_default_path(path);
+	const char *file;
 	struct config_options opt = { .no_expand_env = no_expand };
+	if ((code = cmd_config_path(&cmd_run, path, &file)))
+		return code;
 	/* no config at all is fine with a command; a file named by flag or variable must exist */
 	if (command && config_path_is_fallback(path) && access(file, F_OK) < 0 && errno == ENOENT) {
 		config_defaults(&cfg);

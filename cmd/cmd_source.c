@@ -23,6 +23,14 @@ bool cmd_source_is_url(const char *s)
 	return true;
 }
 
+int cmd_config_path(const struct command *cmd, const char *config_path, const char **file)
+{
+	char why[160];
+	if (!(*file = config_default_path(config_path, why, sizeof(why))))
+		return cli_usage_error(cmd, "%s", why);
+	return 0;
+}
+
 int cmd_source_check(const struct command *cmd, const char *config_path, const char *arg)
 {
 	/* As Litestream v0.3.13: the URL's replica would be restored with none of the file's settings */
@@ -56,7 +64,9 @@ int cmd_source_open(const struct command *cmd, const char *config_path, bool no_
 	}
 
 	struct config_options opt = { .no_expand_env = no_expand_env };
-	const char *path = config_default_path(config_path);
+	const char *path;
+	if ((rc = cmd_config_path(cmd, config_path, &path)))
+		return rc;
 	if (config_load(path, &opt, &src->cfg, err, sizeof(err)) < 0) {
 		fprintf(stderr, "litevisor %s: %s\n", cmd->name, err);
 		return EXIT_USAGE;
@@ -102,7 +112,8 @@ int cmd_config_only(const struct command *cmd, int argc, char **argv, struct con
 		return -1;
 	}
 	struct config_options opt = { .no_expand_env = *no_expand };
-	*file = config_default_path(path);
+	if ((*code = cmd_config_path(cmd, path, file)))
+		return -1;
 	if (config_load(*file, &opt, cfg, err, sizeof(err)) < 0) {
 		fprintf(stderr, "litevisor %s: %s\n", cmd->name, err);
 		*code = EXIT_USAGE;

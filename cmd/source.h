@@ -20,8 +20,16 @@ struct cmd_source {
 };
 
 /*
+ * The config file a command reads: config_default_path(config_path) into
+ * *file. Returns 0, or prints the usage error naming the empty -config or
+ * variable and returns EXIT_USAGE.
+ */
+int cmd_config_path(const struct command *cmd, const char *config_path, const char **file);
+
+/*
  * A replica URL with -config (config_path neither NULL nor ""), which
  * Litestream refuses: prints the usage error and returns EXIT_USAGE; else 0.
+ * An empty -config beside a URL is fine, as in Litestream: no file is read.
  */
 int cmd_source_check(const struct command *cmd, const char *config_path, const char *arg);
 

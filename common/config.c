@@ -31,15 +31,36 @@ void config_set_system_paths(const char *litevisor, const char *litestream)
 	litestream_path = litestream ? litestream : LITESTREAM_PATH;
 }
 
-const char *config_default_path(const char *explicit_path)
+/*
+ * A variable consulted for the file's name: unset is "look further", set but
+ * empty is an error (a Nomad env block or `docker run -e` that rendered empty).
+ */
+static int from_env(const char *var, const char **path, char *why, size_t len)
 {
-	const char *p;
-	if (explicit_path && *explicit_path)
+	const char *p = getenv(var);
+	if (!p)
+		return 0;
+	if (!*p) {
+		snprintf(why, len, "$%s is set but empty: name the config file in it, or unset it", var);
+		return -1;
+	}
+	*path = p;
+	return 1;
+}
+
+const char *config_default_path(const char *explicit_path, char *why, size_t len)
+{
+	const char *p = NULL;
+	int rc;
+	if (explicit_path && !*explicit_path) {
+		snprintf(why, len, "-config: a config file is required (the path is empty)");
+		return NULL;
+	}
+	if (explicit_path)
 		return explicit_path;
-	if ((p = getenv("LITEVISOR_CONFIG")) && *p)
-		return p;
-	if ((p = getenv("LITESTREAM_CONFIG")) && *p)
-		return p;
+	if ((rc = from_env("LITEVISOR_CONFIG", &p, why, len)) ||
+	    (rc = from_env("LITESTREAM_CONFIG", &p, why, len)))
+		return rc < 0 ? NULL : p;
 	if (access(system_path, F_OK) < 0 && errno == ENOENT && access(litestream_path, F_OK) == 0)
 		return litestream_path;
 	return system_path;
@@ -47,7 +68,8 @@ const char *config_default_path(const char *explicit_path)
 
 bool config_path_is_fallback(const char *explicit_path)
 {
-	const char *p = config_default_path(explicit_path);
+	char why[160];
+	const char *p = config_default_path(explicit_path, why, sizeof(why));
 	return p == system_path || p == litestream_path;
 }
 

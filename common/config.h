@@ -224,15 +224,20 @@ struct config_options {
  * Find the config file: explicit (from -config) if given, else
  * $LITEVISOR_CONFIG, $LITESTREAM_CONFIG, /etc/litevisor.yml, or
  * /etc/litestream.yml when only that one exists (Litestream's default).
- * Returns a static or environment string (do not free).
+ * An empty -config (explicit_path "") or a variable set but empty is an
+ * error, never a fallback: a wrapper's `-config "$CFG"` with CFG unset
+ * must not start the service without its config and restore.
+ * Returns a static or environment string (do not free), or NULL with why
+ * set, naming the flag or the variable.
  */
-const char *config_default_path(const char *explicit_path);
+const char *config_default_path(const char *explicit_path, char *why, size_t len);
 
 /*
  * True when nothing named a config file (no -config, neither variable set),
  * so config_default_path() falls back to /etc/litevisor.yml (or
  * /etc/litestream.yml). A file named
  * on purpose must exist; only the fallback may be absent (run with a command).
+ * False when the name is an error (empty flag or variable).
  */
 bool config_path_is_fallback(const char *explicit_path);
 

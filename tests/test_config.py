@@ -658,3 +658,35 @@ def test_values_an_env_leaves_blank_count_as_none(litevisor_bin, tmp_path):
     f, s3 = cfg["dbs"][0]["replicas"]
     assert f["path"] == "/backups/a", f
     assert s3["bucket"] == "bkt" and s3["region"] == "us-west-000", s3
+
+
+@pytest.mark.parametrize("command", [["config"], ["databases"], ["run", "--", "TOUCH", "STARTED"],
+                                     ["replicate", "-exec", "TOUCH STARTED"],
+                                     ["restore", "-o", "OUT", "DB"], ["generations", "DB"],
+                                     ["snapshots", "DB"], ["wal", "DB"]])
+@pytest.mark.parametrize("how", ["-config", "LITEVISOR_CONFIG", "LITESTREAM_CONFIG"])
+def test_an_empty_config_name_is_a_usage_error(litevisor_bin, tmp_path, command, how):
+    """A wrapper's `-config "$CFG"` with CFG unset, or LITEVISOR_CONFIG rendered empty,
+    fell back to "no config": `run` started the service with no restore and nothing
+    replicated, exit 0 (QA78 D1). Each command that reads a config refuses it, naming
+    the flag or the variable; a set variable is not passed over for the next one."""
+    sub = {"TOUCH": "/usr/bin/touch", "STARTED": str(tmp_path / "started"),
+           "TOUCH STARTED": f"/usr/bin/touch {tmp_path}/started",
+           "OUT": str(tmp_path / "out.db"), "DB": str(tmp_path / "a.db")}
+    args = [sub.get(a, a) for a in command]
+    other = tmp_path / "other.yml"
+    other.write_text(f"dbs:\n  - path: {tmp_path}/a.db\n    replicas:\n"
+                     f"      - url: file://{tmp_path}/r\n")
+    if how == "-config":
+        args[1:1] = ["-config", ""]
+        env, want = {"LITEVISOR_CONFIG": str(other)}, "-config: a config file is required (the path is empty)"
+    else:
+        env = {how: ""}
+        if how == "LITEVISOR_CONFIG":
+            env["LITESTREAM_CONFIG"] = str(other)
+        want = f"${how} is set but empty: name the config file in it, or unset it"
+    p = lv(litevisor_bin, *args, env=env)
+    assert p.returncode == 100, (p.returncode, p.stderr)
+    assert f"litevisor {command[0]}: {want}\n" in p.stderr, p.stderr
+    assert not (tmp_path / "started").exists()
+

@@ -704,26 +704,26 @@ TEST(default_path_falls_back_to_litestreams)
 	unsetenv("LITESTREAM_CONFIG");
 	config_set_system_paths(ours, theirs);
 	/* neither: ours, and loading it says where else it looked */
-	CHECK_STR(config_default_path(NULL), ours);
+	CHECK_STR(config_default_path(NULL, err, sizeof(err)), ours);
 	struct config c = { 0 };
 	struct config_options o = { 0 };
-	CHECK_INT(config_load(config_default_path(NULL), &o, &c, err, sizeof(err)), -1);
+	CHECK_INT(config_load(config_default_path(NULL, err, sizeof(err)), &o, &c, err, sizeof(err)), -1);
 	CHECK(strstr(err, "nor is there") && strstr(err, theirs));
 	/* only Litestream's */
 	FILE *f = fopen(theirs, "w");
 	CHECK(f);
 	fputs("dbs:\n  - path: /data/app.db\n    replicas:\n      - url: file:///rep\n", f);
 	fclose(f);
-	CHECK_STR(config_default_path(NULL), theirs);
+	CHECK_STR(config_default_path(NULL, err, sizeof(err)), theirs);
 	CHECK(config_path_is_fallback(NULL));
-	CHECK_INT(config_load(config_default_path(NULL), &o, &c, err, sizeof(err)), 0);
+	CHECK_INT(config_load(config_default_path(NULL, err, sizeof(err)), &o, &c, err, sizeof(err)), 0);
 	CHECK_INT(c.ndbs, 1);
 	config_release(&c);
 	/* both: ours wins */
 	f = fopen(ours, "w");
 	CHECK(f);
 	fclose(f);
-	CHECK_STR(config_default_path(NULL), ours);
+	CHECK_STR(config_default_path(NULL, err, sizeof(err)), ours);
 	CHECK(config_path_is_fallback(NULL));
 	unlink(ours);
 	unlink(theirs);
@@ -733,21 +733,42 @@ TEST(default_path_falls_back_to_litestreams)
 
 TEST(default_path_order)
 {
+	char err[200];
 	unsetenv("LITEVISOR_CONFIG");
 	unsetenv("LITESTREAM_CONFIG");
-	CHECK_STR(config_default_path(NULL), "/etc/litevisor.yml");
+	CHECK_STR(config_default_path(NULL, err, sizeof(err)), "/etc/litevisor.yml");
 	CHECK(config_path_is_fallback(NULL));
-	CHECK(config_path_is_fallback(""));
 	CHECK(!config_path_is_fallback("/etc/litevisor.yml")); /* named, even if it is that one */
 	setenv("LITESTREAM_CONFIG", "/ls.yml", 1);
-	CHECK_STR(config_default_path(NULL), "/ls.yml");
+	CHECK_STR(config_default_path(NULL, err, sizeof(err)), "/ls.yml");
 	CHECK(!config_path_is_fallback(NULL));
 	setenv("LITEVISOR_CONFIG", "/lv.yml", 1);
-	CHECK_STR(config_default_path(NULL), "/lv.yml");
-	CHECK_STR(config_default_path("/flag.yml"), "/flag.yml");
-	CHECK_STR(config_default_path(""), "/lv.yml");
+	CHECK_STR(config_default_path(NULL, err, sizeof(err)), "/lv.yml");
+	CHECK_STR(config_default_path("/flag.yml", err, sizeof(err)), "/flag.yml");
 	CHECK(!config_path_is_fallback(NULL));
 	unsetenv("LITEVISOR_CONFIG");
+	unsetenv("LITESTREAM_CONFIG");
+}
+
+/* An empty -config or variable is an error, never the next place (QA78 D1). */
+TEST(default_path_empty_is_an_error)
+{
+	char err[200];
+	unsetenv("LITEVISOR_CONFIG");
+	unsetenv("LITESTREAM_CONFIG");
+	CHECK(!config_default_path("", err, sizeof(err)));
+	CHECK_STR(err, "-config: a config file is required (the path is empty)");
+	CHECK(!config_path_is_fallback(""));
+	setenv("LITEVISOR_CONFIG", "", 1);
+	setenv("LITESTREAM_CONFIG", "/ls.yml", 1);
+	CHECK(!config_default_path(NULL, err, sizeof(err)));
+	CHECK_STR(err, "$LITEVISOR_CONFIG is set but empty: name the config file in it, or unset it");
+	CHECK(!config_path_is_fallback(NULL));
+	CHECK_STR(config_default_path("/flag.yml", err, sizeof(err)), "/flag.yml");
+	unsetenv("LITEVISOR_CONFIG");
+	setenv("LITESTREAM_CONFIG", "", 1);
+	CHECK(!config_default_path(NULL, err, sizeof(err)));
+	CHECK_STR(err, "$LITESTREAM_CONFIG is set but empty: name the config file in it, or unset it");
 	unsetenv("LITESTREAM_CONFIG");
 }
 
@@ -1826,7 +1847,7 @@ UNIT_MAIN(T(litestream_full_example), T(seed_topology_from_node_105), T(node_rul
 	  T(litevisor_sections), T(env_expansion_in_values),
 	  T(env_values_trimmed_in_plain_scalars_as_litestream), T(yaml11_integers_and_booleans),
 	  T(anchors_and_aliases),
-	  T(default_path_falls_back_to_litestreams), T(default_path_order), T(file_errors_name_the_file), T(bad_configs_give_exact_errors), T(duplicates_through_symlinks),
+	  T(default_path_falls_back_to_litestreams), T(default_path_order), T(default_path_empty_is_an_error), T(file_errors_name_the_file), T(bad_configs_give_exact_errors), T(duplicates_through_symlinks),
 	  T(credentials_never_in_errors), T(secret_files_are_checked_at_load),
 	  T(each_path_is_resolved_once), T(addr_forms), T(authority_forms),
 	  T(survives_mutated_input))
