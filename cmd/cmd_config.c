@@ -10,7 +10,7 @@
 #include "cmd/commands.h"
 #include "cmd/source.h"
 #include "supervisor/child.h"
-#include "supervisor/words.h"
+#include "common/words.h"
 #include "common/config.h"
 #include "common/secret.h"
 #include "consul/client.h"
@@ -110,7 +110,7 @@ static void kv_exec(struct printer *out, const char *exec)
 		return;
 	if (!out->expand_env || words_split(exec, &argv, err, sizeof(err)) < 0 ||
 	    !(quoted = words_quote(argv))) {
-		/* An exec that does not split (run refuses it) is shown as it was given. */
+		/* out of memory (the load refused an exec that does not split): as given */
 		kv_str(out, 0, "exec", exec);
 		goto out;
 	}

@@ -34,7 +34,7 @@
 #include "supervisor/push.h"
 #include "supervisor/signals.h"
 #include "supervisor/state.h"
-#include "supervisor/words.h"
+#include "common/words.h"
 #include "common/banned.h"
 
 /* The main loop turns at least this often (heartbeat for /livez). */

@@ -18,7 +18,7 @@
 #include "common/log.h"
 #include "supervisor/lifecycle.h"
 #include "supervisor/signals.h"
-#include "supervisor/words.h"
+#include "common/words.h"
 #include "common/banned.h"
 
 static int run_run(int argc, char **argv)

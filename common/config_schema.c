@@ -16,6 +16,7 @@
 
 #include "common/duration.h"
 #include "common/envexpand.h"
+#include "common/words.h"
 #include "common/banned.h"
 
 /* ---- logging ---- */
@@ -621,6 +622,19 @@ static int check_quorum(struct walk *w)
 	return 0;
 }
 
+/* An exec run could not split (an unterminated quote…) is refused here, where its line is known. */
+static int check_exec(struct walk *w, const struct cfg_node *v)
+{
+	char **argv = NULL, why[128];
+	int n = words_split(w->cfg->exec, &argv, why, sizeof(why));
+	words_free(argv);
+	if (n < 0) {
+		cfg_error(w->e, v, "exec", "%s", why);
+		return -1;
+	}
+	return 0;
+}
+
 int cfg_schema_load(const struct cfg_doc *doc, const struct config_options *opt,
 		    struct config *cfg, struct cfg_err *e)
 {
@@ -654,7 +668,7 @@ int cfg_schema_load(const struct cfg_doc *doc, const struct config_options *opt,
 		w.lookup_ctx = cfg;
 		int xrc = walk_words(&w, at[TOP_EXEC], "exec", &cfg->exec);
 		w.lookup = NULL;
-		if (xrc < 0)
+		if (xrc < 0 || (cfg->exec && check_exec(&w, at[TOP_EXEC]) < 0))
 			goto out;
 	}
 	/* shell-like: an unset variable is no word, often on purpose ($EXTRA_ARGS); said at use */

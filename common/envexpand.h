@@ -35,7 +35,7 @@ int envexpand(const char *s, envexpand_lookup lookup, void *ctx, char **out, cha
 
 /*
  * The same for a value split into shell words afterwards (`exec`, see
- * supervisor/words.h), expanding as a shell would: nothing inside '…' or
+ * common/words.h), expanding as a shell would: nothing inside '…' or
  * after a backslash, and a value's own quotes, backslashes (and inside "…"
  * its $ and `) escaped so the split reads it back as written: "$X" stays one
  * word whatever X holds; an unquoted $X is split at its blanks, never

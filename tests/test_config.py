@@ -690,3 +690,18 @@ def test_an_empty_config_name_is_a_usage_error(litevisor_bin, tmp_path, command,
     assert f"litevisor {command[0]}: {want}\n" in p.stderr, p.stderr
     assert not (tmp_path / "started").exists()
 
+
+
+@pytest.mark.parametrize("exec_,why", [('"sh -c \\"echo hi"', "unterminated double quote"),
+                                       ("\"sh -c 'echo hi\"", "unterminated single quote"),
+                                       ('"echo hi \\\\"', "trailing backslash")])
+@pytest.mark.parametrize("command", [["config"], ["run"], ["replicate"]])
+def test_an_exec_run_cannot_split_is_refused_at_load(litevisor_bin, tmp_path, exec_, why, command):
+    """`config` passed an exec that `run` then refused, and run's message had no line
+    or column (QA78 D2): the load splits it once, so each command names its place."""
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(f"exec: {exec_}\ndbs:\n  - path: {tmp_path}/a.db\n    replicas:\n"
+                   f"      - url: file://{tmp_path}/r\n")
+    p = lv(litevisor_bin, *command, "-config", str(cfg))
+    assert p.returncode == 100, p.stderr
+    assert p.stderr == f"litevisor {command[0]}: {cfg}:1:7: exec: {why}\n"

@@ -16,7 +16,7 @@
 #include "supervisor/state.h"
 #include "supervisor/svcenv.h"
 #include "supervisor/text.h"
-#include "supervisor/words.h"
+#include "common/words.h"
 
 static char **split_ok(const char *s, int want)
 {

@@ -1,5 +1,5 @@
 /* words.c — shell-words splitting without a shell (see words.h). */
-#include "supervisor/words.h"
+#include "common/words.h"
 
 #include <stdbool.h>
 #include <stdio.h>

@@ -6,9 +6,11 @@
  * command expansion, no redirection, no pipes ($VAR in `exec` is expanded
  * by the config loader before, quote-aware: envexpand_words() escapes each
  * value so that this split reads it back as data, never as quoting).
+ * The config loader splits `exec` once to refuse, with its line and column,
+ * what `run` could not split; run, replicate and `config` split it again.
  */
-#ifndef LITEVISOR_SUP_WORDS_H
-#define LITEVISOR_SUP_WORDS_H
+#ifndef LITEVISOR_WORDS_H
+#define LITEVISOR_WORDS_H
 
 #include <stddef.h>
 
