@@ -72,7 +72,7 @@ struct cfg_replica {
 	char *region;            /* default us-east-1 */
 	bool force_path_style;   /* path-style addressing (forced on when endpoint is set) */
 	bool skip_verify;        /* do not verify TLS certificates */
-	char *ca_file;           /* extra CA bundle, or NULL */
+	char *ca_file;           /* extra CA bundle (readable at load), or NULL */
 	struct cfg_secret access_key_id;
 	struct cfg_secret secret_access_key;
 	struct cfg_secret session_token;
@@ -164,7 +164,8 @@ struct cfg_health {
  * variables ($CONSUL_HTTP_ADDR, $CONSUL_HTTP_TOKEN(_FILE), $CONSUL_CACERT).
  * Config guarantees: addr with a port of 1..65535 (none only after a
  * scheme); an inline token without a line break (it could never be sent as
- * a header); token_file and ca_file readable at load; service_port_label
+ * a header); token_file and ca_file (or, when it is unset and Consul is used,
+ * $CONSUL_CACERT's file) readable at load; service_port_label
  * [A-Za-z0-9_]+ (Nomad's port labels); lock_key at most CFG_CONSUL_KEY_MAX bytes, without
  * empty, "." or ".." segments; lock_ttl_ms within Consul's 10 s..24 h;
  * lock_delay_ms within 0..60 s and at least supervisor stop-grace +

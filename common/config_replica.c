@@ -387,10 +387,19 @@ static const struct {
 	int value, file;
 } secret_pairs[] = { { RF_AKID, RF_AKID_FILE }, { RF_SAK, RF_SAK_FILE }, { RF_TOKEN, RF_TOKEN_FILE } };
 
-static int check_secret_pairs(struct walk *w, const struct cfg_replica *r, const struct cfg_node **at,
-			      const char *path)
+/*
+ * The files an entity names are readable now: each credential's -file, and an S3
+ * one's ca-file (else every request fails at run, exit 111 for "try again", for a
+ * typo in a path). Each credential is given inline or as a file, not both.
+ */
+static int check_files(struct walk *w, const struct cfg_replica *r, const struct cfg_node **at,
+		       const char *path)
 {
 	char kp[340];
+	walk_path(kp, sizeof(kp), path, "ca-file");
+	if (r->type == REPLICA_S3 && r->ca_file && *r->ca_file &&
+	    cfg_check_readable(w, at[RF_CAFILE], kp, r->ca_file) < 0)
+		return -1;
 	for (size_t i = 0; i < 3; i++) {
 		const struct field *fv = &replica_tab[secret_pairs[i].value];
 		const struct field *ff = &replica_tab[secret_pairs[i].file];
@@ -572,7 +581,7 @@ int walk_stores(struct walk *w)
 		}
 		if (walk_entity(w, v, path, ON_STORE, &s->r, s->at) < 0 ||
 		    check_file_keys(w, &s->r, s->at, path, "store") < 0 ||
-		    check_secret_pairs(w, &s->r, s->at, path) < 0)
+		    check_files(w, &s->r, s->at, path) < 0)
 			return -1;
 		char note[160];
 		if (check_endpoint(w, &s->r, s->at, path) < 0)
@@ -834,7 +843,7 @@ int walk_replicas(struct walk *w, const struct cfg_node *seq, const char *path, 
 			return -1;
 		if (r->store && inherit(w, r, at, rp, m) < 0)
 			return -1;
-		if (check_secret_pairs(w, r, at, rp) < 0 || finish(w, r, at, rp, m) < 0)
+		if (check_files(w, r, at, rp) < 0 || finish(w, r, at, rp, m) < 0)
 			return -1;
 		if (walk_check_name(w, at[RF_NAME] ? at[RF_NAME] : m, rp, r->name) < 0)
 			return -1;

@@ -705,3 +705,23 @@ def test_an_exec_run_cannot_split_is_refused_at_load(litevisor_bin, tmp_path, ex
     p = lv(litevisor_bin, *command, "-config", str(cfg))
     assert p.returncode == 100, p.stderr
     assert p.stderr == f"litevisor {command[0]}: {cfg}:1:7: exec: {why}\n"
+
+
+def test_consul_cacert_from_the_environment_must_be_readable(litevisor_bin, tmp_path):
+    """consul.ca-file is checked at load; its default, $CONSUL_CACERT, was not, so a typo
+    there passed `config` and failed every request at run (QA78 D4). It counts only when
+    Consul is used (a lock or a service) and the key is unset."""
+    cfg = tmp_path / "c.yml"
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not read for its content here\n")
+    missing = tmp_path / "no-ca.pem"
+    cfg.write_text("consul:\n  lock: {key: app}\ndbs: []\n")
+    p = run(litevisor_bin, "-config", str(cfg), env={"CONSUL_CACERT": str(missing)})
+    assert p.returncode == 100, p.stderr
+    assert p.stderr == (f"litevisor config: {cfg}:2:3: consul.ca-file ($CONSUL_CACERT): cannot read "
+                        f"\"{missing}\": No such file or directory\n")
+    assert run(litevisor_bin, "-config", str(cfg), env={"CONSUL_CACERT": str(ca)}).returncode == 0
+    cfg.write_text(f"consul:\n  ca-file: {ca}\n  lock: {{key: app}}\ndbs: []\n")
+    assert run(litevisor_bin, "-config", str(cfg), env={"CONSUL_CACERT": str(missing)}).returncode == 0
+    cfg.write_text("consul:\n  timeout: 2s\ndbs: []\n")
+    assert run(litevisor_bin, "-config", str(cfg), env={"CONSUL_CACERT": str(missing)}).returncode == 0

@@ -207,7 +207,7 @@ TEST(store_inheritance_and_overrides)
 		"    bucket: bkt\n"
 		"    endpoint: minio.lan:9000\n"
 		"    region: eu-west-1\n"
-		"    ca-file: /etc/ssl/lan.pem\n"
+		"    ca-file: /etc/hostname\n" /* readable: checked at load */
 		"    connect-timeout: 3s\n"
 		"    idle-timeout: 2s\n"
 		"    access-key-id: AK\n"
@@ -229,7 +229,7 @@ TEST(store_inheritance_and_overrides)
 	CHECK_STR(a->endpoint, "https://minio.lan:9000");
 	CHECK(a->force_path_style);
 	CHECK_STR(a->region, "eu-west-1");
-	CHECK_STR(a->ca_file, "/etc/ssl/lan.pem");
+	CHECK_STR(a->ca_file, "/etc/hostname");
 	CHECK_INT(a->connect_timeout_ms, 3000);
 	CHECK_INT(a->idle_timeout_ms, 2000);
 	CHECK_STR(a->access_key_id.value, "AK");
