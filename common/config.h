@@ -162,8 +162,8 @@ struct cfg_health {
  * on when service_name is set, the single-writer lock when lock_key is set.
  * addr, token and ca_file left unset fall back at use time to Consul's own
  * variables ($CONSUL_HTTP_ADDR, $CONSUL_HTTP_TOKEN(_FILE), $CONSUL_CACERT).
- * Config guarantees: addr with a port of 1..65535 (none only after a
- * scheme); an inline token without a line break (it could never be sent as
+ * Config guarantees: addr with a host and a port of 1..65535 (none only
+ * after a scheme); an inline token without a line break (it could never be sent as
  * a header); token_file and ca_file (or, when it is unset and Consul is used,
  * $CONSUL_CACERT's file) readable at load; service_port_label
  * [A-Za-z0-9_]+ (Nomad's port labels); lock_key at most CFG_CONSUL_KEY_MAX bytes, without

@@ -65,6 +65,13 @@ static int set_addr_url(struct walk *w, const struct field *f, const struct cfg_
 		free(s);
 		return -1;
 	}
+	/* ":8500" (a "${CONSUL_HOST}:8500" left unset) fails every request, for lock.wait, then 111 */
+	const char *why = cfg_authority_problem(hp, strlen(hp));
+	if (why) {
+		cfg_error(w->e, v, path, "\"%s\" %s (HOST:PORT, [IPV6]:PORT or http(s)://HOST[:PORT])", s, why);
+		free(s);
+		return -1;
+	}
 	free(c->addr);
 	c->addr = s;
 	return 0;

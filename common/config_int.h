@@ -98,6 +98,14 @@ int cfg_parse_url(const char *url, struct cfg_url *u, bool *unsupported, char *w
  * decimal digits? Brackets and ':' in the host only as [IPV6].
  */
 bool cfg_authority_ok(const char *a, size_t len);
+
+/*
+ * What is wrong with a[0..len) as the authority of an http(s) URL (user@
+ * already taken off or refused): NULL when cfg_authority_ok would take it,
+ * else a reason that never quotes a[] ("has no host", "the port is not a
+ * number from 1 to 65535", …), so a URL carrying a token is not echoed.
+ */
+const char *cfg_authority_problem(const char *a, size_t len);
 void cfg_url_release(struct cfg_url *u);
 
 /*

@@ -65,43 +65,73 @@ static void split_last_label(char *s, char *label, size_t len)
 		s[0] = '\0';
 }
 
-bool cfg_authority_ok(const char *a, size_t len)
+/*
+ * a[0..len) as HOST[:PORT] or [IPV6][:PORT]: the host (without brackets) and
+ * the port (NULL when there is none). False when a bracket is out of place.
+ */
+static bool authority_split(const char *a, size_t len, const char **host, size_t *hl,
+			    const char **port, size_t *pl)
 {
-	const char *host = a, *end = a + len, *port = NULL;
-	size_t hl;
+	const char *end = a + len;
+	*host = a;
+	*port = NULL;
 	if (len > 0 && a[0] == '[') {
 		const char *close = memchr(a, ']', len);
 		if (!close || close == a + 1)
 			return false;
-		host = a + 1;
-		hl = (size_t)(close - host);
+		*host = a + 1;
+		*hl = (size_t)(close - *host);
 		if (close + 1 < end) {
 			if (close[1] != ':')
 				return false;
-			port = close + 2;
+			*port = close + 2;
 		}
-		if (memchr(host, '[', hl))
+		if (memchr(*host, '[', *hl))
 			return false;
 	} else {
 		const char *colon = memchr(a, ':', len);
-		hl = colon ? (size_t)(colon - a) : len;
+		*hl = colon ? (size_t)(colon - a) : len;
 		if (colon)
-			port = colon + 1;
-		if (hl == 0 || memchr(host, '[', hl) || memchr(host, ']', hl))
+			*port = colon + 1;
+		if (memchr(a, '[', *hl) || memchr(a, ']', *hl))
 			return false;
 	}
-	if (!port)
-		return true;
-	size_t pl = (size_t)(end - port);
+	*pl = *port ? (size_t)(end - *port) : 0;
+	return true;
+}
+
+/* A port: 1 to 65535 in decimal digits. */
+static bool port_ok(const char *p, size_t pl)
+{
+	long v = 0;
 	if (pl == 0 || pl > 5)
 		return false;
-	long v = 0;
 	for (size_t i = 0; i < pl; i++) {
-		if (port[i] < '0' || port[i] > '9')
+		if (p[i] < '0' || p[i] > '9')
 			return false;
-		v = v * 10 + (port[i] - '0');
+		v = v * 10 + (p[i] - '0');
 	}
 	return v >= 1 && v <= 65535;
+}
+
+bool cfg_authority_ok(const char *a, size_t len)
+{
+	const char *host, *port;
+	size_t hl, pl;
+	return authority_split(a, len, &host, &hl, &port, &pl) && hl > 0 && (!port || port_ok(port, pl));
+}
+
+const char *cfg_authority_problem(const char *a, size_t len)
+{
+	const char *host, *port;
+	size_t hl, pl;
+	if (!authority_split(a, len, &host, &hl, &port, &pl))
+		return "is not HOST, HOST:PORT or [IPV6]:PORT";
+	if (hl == 0)
+		return "has no host";
+	if (port && !port_ok(port, pl))
+		return "the port is not a number from 1 to 65535";
+	return NULL;
 }
 
 /*

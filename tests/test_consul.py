@@ -332,6 +332,12 @@ def test_replicate_holds_the_lock_and_refuses_a_service_registration(litevisor_b
     ("  addr: 127.0.0.1:99999\n", "the port is not a number from 1 to 65535"),
     ("  addr: \"[::1]:0\"\n", "the port is not a number from 1 to 65535"),
     ("  addr: 127.0.0.1\n", "has no port"),
+    # no host: every request failed, and run exited 111 after lock.wait (QA78 D6)
+    ("  addr: \":8500\"\n", 'consul.addr: ":8500" has no host'),
+    ("  addr: \"http://:8500\"\n", 'consul.addr: "http://:8500" has no host'),
+    ("  addr: \"${LITEVISOR_TEST_UNSET_HOST}:8500\"\n",
+     "has no host (HOST:PORT, [IPV6]:PORT or http(s)://HOST[:PORT]) (environment variable "
+     "LITEVISOR_TEST_UNSET_HOST is not set)"),
     ("  ca-file: /nonexistent/ca.pem\n", 'consul.ca-file: cannot read "/nonexistent/ca.pem"'),
     ("  service:\n    name: a\n    port: \"-5\"\n", "neither a port number nor a Nomad port label"),
 ])
