@@ -27,6 +27,13 @@ static int set_addr_url(struct walk *w, const struct field *f, const struct cfg_
 	char *s = NULL;
 	if (walk_required(w, v, path, &s) < 0)
 		return -1;
+	/* user:password@ is a credential: refused before any message could echo the value */
+	if (strchr(s, '@')) {
+		cfg_error(w->e, v, path, "must not carry credentials (user@HOST): the agent's address "
+			  "only, HOST:PORT or http(s)://HOST:PORT; give the ACL token as token or token-file");
+		free(s);
+		return -1;
+	}
 	const char *hp = s;
 	if (strncmp(s, "http://", 7) == 0)
 		hp = s + 7;
@@ -39,7 +46,7 @@ static int set_addr_url(struct walk *w, const struct field *f, const struct cfg_
 		free(s);
 		return -1;
 	}
-	if (!*hp || strchr(hp, '/') || strchr(hp, '?') || strchr(hp, '@')) {
+	if (!*hp || strchr(hp, '/') || strchr(hp, '?')) {
 		cfg_error(w->e, v, path, "expected the agent's address only (HOST:PORT), got \"%s\"", s);
 		free(s);
 		return -1;

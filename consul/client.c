@@ -43,7 +43,8 @@ static int resolve_base(struct consul_client *cl, char *err, size_t errlen)
 	if (strncmp(a, "http://", 7) == 0 || strncmp(a, "https://", 8) == 0)
 		scheme = "";
 	else if (strstr(a, "://")) {
-		snprintf(err, errlen, "%s \"%s\": litevisor talks to the agent over http(s) only", from, a);
+		snprintf(err, errlen, "%s \"%s\": litevisor talks to the agent over http(s) only", from,
+			 strchr(a, '@') ? "(not shown: it contains user@)" : a);
 		return -1;
 	}
 	size_t n = strlen(a);

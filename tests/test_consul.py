@@ -350,6 +350,27 @@ def test_consul_settings_consul_would_refuse_are_refused_at_load(litevisor_bin, 
     assert p.returncode == 100 and message in p.stderr, p.stderr
 
 
+@pytest.mark.parametrize("addr", ["http://admin:Pa55w0rd-T@127.0.0.1:8500",
+                                  "admin:Pa55w0rd-T@127.0.0.1:8500",
+                                  "unix://admin:Pa55w0rd-T@/run/consul.sock"])
+@pytest.mark.parametrize("where", ["consul.addr", "CONSUL_HTTP_ADDR"])
+def test_an_agent_address_with_a_password_is_refused_unechoed(litevisor_bin, tmp_path, addr, where):
+    """consul.addr with user:password@ was refused with the whole value, password and all,
+    in the message (QA78 D5); a unix:// $CONSUL_HTTP_ADDR echoed it too."""
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("dbs: []\nconsul:\n" + (f"  addr: \"{addr}\"\n" if where == "consul.addr" else "")
+                   + "  lock:\n    key: k\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_")}
+    if where == "CONSUL_HTTP_ADDR":
+        env["CONSUL_HTTP_ADDR"] = addr
+    p = subprocess.run([litevisor_bin, "config", "-config", str(cfg)], capture_output=True,
+                       text=True, timeout=10, env=env)
+    assert p.returncode == 100, p.stderr
+    assert where in p.stderr and "Pa55w0rd-T" not in p.stderr, p.stderr
+    if where == "consul.addr":
+        assert "consul.addr: must not carry credentials (user@HOST)" in p.stderr, p.stderr
+
+
 @pytest.mark.parametrize("section", [
     "  addr: http://consul.example\n",          # the scheme's own port
     "  addr: \"[::1]:8500\"\n",
