@@ -196,10 +196,21 @@ static int set_supervisor(struct walk *w, const struct field *f, const struct cf
 
 /* ---- health ---- */
 
+/* An http(s) URL whose host and port a request can use; never echoed (a push URL holds a token). */
 static int check_http_url(struct walk *w, const struct cfg_node *v, const char *path, const char *s)
 {
 	if (strncmp(s, "http://", 7) != 0 && strncmp(s, "https://", 8) != 0) {
 		cfg_error(w->e, v, path, "expected an http:// or https:// URL");
+		return -1;
+	}
+	const char *auth = strstr(s, "://") + 3;
+	size_t alen = strcspn(auth, "/?#");
+	/* user:password@ is libcurl's to send (a probe behind basic auth) */
+	for (const char *at; (at = memchr(auth, '@', alen)); auth = at + 1)
+		alen -= (size_t)(at + 1 - auth);
+	const char *why = cfg_authority_problem(auth, alen);
+	if (why) {
+		cfg_error(w->e, v, path, "invalid URL: %s", why);
 		return -1;
 	}
 	return 0;
