@@ -21,6 +21,7 @@
 #include "common/bech32.h"
 #include "common/duration.h"
 #include "common/fsutil.h"
+#include "common/pathnorm.h"
 #include "common/banned.h"
 
 struct store {
@@ -634,6 +635,25 @@ static char *join_prefix(const char *a, const char *b)
 	return p;
 }
 
+/*
+ * Whether a replica's path, placed below its store's, climbs above it with
+ * "..": the effect is another location (another job's prefix in the same
+ * bucket), which the duplicate checks of one config cannot see. Returns 1
+ * if it does, 0 if not, -1 out of memory.
+ */
+static int leaves_store(const char *path)
+{
+	while (*path == '/') /* dropped by join_prefix: below the store's path either way */
+		path++;
+	char *c = strdup(path);
+	if (!c)
+		return -1;
+	pathnorm_clean(c);
+	int up = strcmp(c, "..") == 0 || strncmp(c, "../", 3) == 0;
+	free(c);
+	return up;
+}
+
 /* Fill what the replica does not set from its store. */
 static int inherit(struct walk *w, struct cfg_replica *r, const struct cfg_node **at,
 		   const char *path, const struct cfg_node *m)
@@ -689,6 +709,15 @@ static int inherit(struct walk *w, struct cfg_replica *r, const struct cfg_node 
 		if (field_copy(f, r, &s->r) < 0)
 			goto oom;
 		at[i] = s->at[i];
+	}
+	int up = r->path ? leaves_store(r->path) : 0;
+	if (up < 0)
+		goto oom;
+	if (up) {
+		walk_path(kp, sizeof(kp), path, "path");
+		cfg_error(w->e, at[RF_PATH], kp, "\"%s\" climbs above the path of store \"%s\" (its \"..\"): "
+			  "a replica using a store stays below the store's path", r->path, r->store);
+		return -1;
 	}
 	if (s->r.path) {
 		char *joined = join_prefix(s->r.path, r->path ? r->path : "");
