@@ -100,6 +100,15 @@ int cfg_parse_url(const char *url, struct cfg_url *u, bool *unsupported, char *w
 bool cfg_authority_ok(const char *a, size_t len);
 
 /*
+ * Can host[0..len) be connected to or listened on: an IPv4 address (a host
+ * of digits and dots must be one: "1.2.3.4.5" is not), an IPv6 address
+ * (brackets taken off; a %zone allowed), or a DNS name (labels of ASCII
+ * letters, digits, '-' and '_', 1 to 63 bytes each, 253 in all, a final
+ * '.' allowed)? Not whether it resolves: that is for the time of use.
+ */
+bool cfg_host_ok(const char *host, size_t len);
+
+/*
  * What is wrong with a[0..len) as the authority of an http(s) URL (user@
  * already taken off or refused): NULL when cfg_authority_ok would take it,
  * else a reason that never quotes a[] ("has no host", "the port is not a

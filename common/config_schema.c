@@ -330,6 +330,13 @@ static int set_addr(struct walk *w, const struct field *f, const struct cfg_node
 		free(s);
 		return -1;
 	}
+	/* whether a name resolves is for run to find; "a b" or "1.2.3.4.5" never can */
+	if (*host && !cfg_host_ok(host, strlen(host))) {
+		cfg_error(w->e, v, path, "invalid address \"%s\": \"%s\" is neither an IP address nor a "
+			  "DNS name", s, host);
+		free(s);
+		return -1;
+	}
 	free(cfg->addr);
 	cfg->addr = s;
 	return 0;

@@ -5,6 +5,7 @@
  */
 #include "common/config.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,6 +122,34 @@ bool cfg_authority_ok(const char *a, size_t len)
 	return authority_split(a, len, &host, &hl, &port, &pl) && hl > 0 && (!port || port_ok(port, pl));
 }
 
+bool cfg_host_ok(const char *host, size_t len)
+{
+	char buf[256];
+	unsigned char addr[sizeof(struct in6_addr)];
+	if (len == 0 || len >= sizeof(buf))
+		return false;
+	memcpy(buf, host, len);
+	buf[len] = '\0';
+	if (memchr(buf, ':', len)) {
+		buf[strcspn(buf, "%")] = '\0'; /* a zone: fe80::1%eth0 */
+		return inet_pton(AF_INET6, buf, addr) == 1;
+	}
+	if (strspn(buf, "0123456789.") == len)
+		return inet_pton(AF_INET, buf, addr) == 1;
+	if (buf[len - 1] == '.') /* the root: "host.example." */
+		buf[--len] = '\0';
+	if (len == 0 || len > 253)
+		return false;
+	for (const char *p = buf;; p++) {
+		size_t n = strspn(p, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_");
+		if (n == 0 || n > 63 || (p[n] && p[n] != '.'))
+			return false;
+		if (!p[n])
+			return true;
+		p += n;
+	}
+}
+
 const char *cfg_authority_problem(const char *a, size_t len)
 {
 	const char *host, *port;
@@ -131,6 +160,8 @@ const char *cfg_authority_problem(const char *a, size_t len)
 		return "has no host";
 	if (port && !port_ok(port, pl))
 		return "the port is not a number from 1 to 65535";
+	if (!cfg_host_ok(host, hl))
+		return "the host is neither an IP address nor a DNS name";
 	return NULL;
 }
 

@@ -725,3 +725,15 @@ def test_consul_cacert_from_the_environment_must_be_readable(litevisor_bin, tmp_
     assert run(litevisor_bin, "-config", str(cfg), env={"CONSUL_CACERT": str(missing)}).returncode == 0
     cfg.write_text("consul:\n  timeout: 2s\ndbs: []\n")
     assert run(litevisor_bin, "-config", str(cfg), env={"CONSUL_CACERT": str(missing)}).returncode == 0
+
+
+@pytest.mark.parametrize("addr", ["127.0.0.1:9090", "localhost:0", "\"[::1]:9090\"", "\"::1:9090\"",
+                                  "\":9090\"", "app.service.consul.:9090", "my_app:9090",
+                                  "\"[fe80::1%lo]:9090\""])
+def test_addr_hosts_that_can_be_listened_on_load(litevisor_bin, tmp_path, addr):
+    """The host check that refuses "a b" and "1.2.3.4.5" (QA78 D11) takes every form run
+    can listen on: IPv4, IPv6 (bracketed, bare, with a zone), DNS names, every interface."""
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(f"addr: {addr}\ndbs: []\n")
+    p = run(litevisor_bin, "-config", str(cfg))
+    assert p.returncode == 0, p.stderr
