@@ -358,8 +358,8 @@ static int run_config(int argc, char **argv)
 	}
 	/* what run refuses before starting, on this machine: users and groups that do not exist */
 	struct child_creds creds;
-	if (child_creds_resolve(&cfg.supervisor, &creds, err, sizeof(err)) < 0) {
-		fprintf(stderr, "litevisor config: %s: %s\n", file, err);
+	if (child_creds_resolve(&cfg, &creds, err, sizeof(err)) < 0) {
+		fprintf(stderr, "litevisor config: %s\n", err);
 		config_release(&cfg);
 		return EXIT_USAGE;
 	}

@@ -208,6 +208,7 @@ void config_release(struct config *cfg)
 	free(cfg->supervisor.user);
 	free(cfg->supervisor.group);
 	free_list(cfg->supervisor.groups);
+	free(cfg->supervisor.groups_at);
 	free(cfg->health.port_label);
 	free(cfg->health.probe_url);
 	free(cfg->health.push_url);

@@ -132,10 +132,17 @@ struct cfg_restore {
 
 enum restart_policy { RESTART_NEVER = 0, RESTART_ON_FAILURE };
 
+/* Where a value was written in the file (1-based), for messages about it after load. */
+struct cfg_where {
+	int line, column;
+};
+
 struct cfg_supervisor {
 	char *user;                 /* run the service as this user, or NULL */
 	char *group;                /* primary group, or NULL (the user's) */
 	char **groups;              /* supplementary groups; NULL-terminated, or NULL */
+	/* where user, group and each groups entry were written: names are looked up at start */
+	struct cfg_where user_at, group_at, *groups_at;
 	int64_t stop_grace_ms;      /* TERM → KILL; default 10s */
 	int64_t flush_timeout_ms;   /* final flush deadline; default 5s */
 	bool signal_group;          /* forward signals to the service's process group */

@@ -139,11 +139,28 @@ static int set_restore(struct walk *w, const struct field *f, const struct cfg_n
 
 static const char *const restart_policies[] = { "never", "on-failure", NULL };
 
+static struct cfg_where where_of(const struct cfg_node *n)
+{
+	return n ? (struct cfg_where){ n->line, n->column } : (struct cfg_where){ 0, 0 };
+}
+
 static int set_groups(struct walk *w, const struct field *f, const struct cfg_node *v,
 		      const char *path, void *target)
 {
-	return walk_string_list(w, v, path, "a list of group names",
-				&((struct cfg_supervisor *)target)->groups);
+	struct cfg_supervisor *s = target;
+	if (walk_string_list(w, v, path, "a list of group names", &s->groups) < 0)
+		return -1;
+	free(s->groups_at);
+	s->groups_at = NULL;
+	if (!s->groups)
+		return 0;
+	if (!(s->groups_at = calloc(v->nitems ? v->nitems : 1, sizeof(*s->groups_at)))) {
+		cfg_error(w->e, v, path, "out of memory");
+		return -1;
+	}
+	for (size_t i = 0; i < v->nitems; i++)
+		s->groups_at[i] = where_of(v->items[i]);
+	return 0;
 }
 
 enum { SV_USER, SV_GROUP, SV_GROUPS, SV_GRACE, SV_FLUSH, SV_SIGGROUP, SV_NEWPG, SV_RESTART,
@@ -171,6 +188,8 @@ static int set_supervisor(struct walk *w, const struct field *f, const struct cf
 	struct cfg_supervisor *s = &cfg->supervisor;
 	if (walk_map(w, v, path, supervisor_tab, SV_N, ON_ALL, s, at) < 0)
 		return -1;
+	s->user_at = where_of(at[SV_USER]);
+	s->group_at = where_of(at[SV_GROUP]);
 	if (s->restart_delay_max_ms < s->restart_delay_ms) {
 		const struct cfg_node *n = at[SV_DELAYMAX] ? at[SV_DELAYMAX] : at[SV_DELAY];
 		cfg_error(w->e, n, at[SV_DELAYMAX] ? "supervisor.restart-delay-max" : "supervisor.restart-delay",

@@ -61,8 +61,15 @@ static bool parse_id(const char *s, unsigned long *out)
 	return true;
 }
 
-/* Resolve a group name or number to a gid. 0 or -1 (err set). */
-static int resolve_group(const char *name, gid_t *gid, char *err, size_t errlen)
+/* "FILE:LINE:COLUMN: KEY", as the loader's errors start, for a name written at `at`. */
+static void key_at(const struct config *cfg, struct cfg_where at, const char *key, char *buf,
+		   size_t len)
+{
+	snprintf(buf, len, "%s:%d:%d: %s", cfg->file ? cfg->file : "<config>", at.line, at.column, key);
+}
+
+/* Resolve a group name or number to a gid. 0 or -1 (err set, starting with `key`). */
+static int resolve_group(const char *name, const char *key, gid_t *gid, char *err, size_t errlen)
 {
 	unsigned long id;
 	struct group gr, *res = NULL;
@@ -81,7 +88,7 @@ static int resolve_group(const char *name, gid_t *gid, char *err, size_t errlen)
 		*gid = (gid_t)id;
 		rc = 0;
 	} else {
-		snprintf(err, errlen, "supervisor: unknown group \"%s\"%s%s", name,
+		snprintf(err, errlen, "%s: unknown group \"%s\"%s%s", key, name,
 			 e ? ": " : "", e ? strerror(e) : "");
 	}
 	free(buf);
@@ -101,11 +108,11 @@ static int add_group(struct child_creds *c, gid_t g)
 	return 0;
 }
 
-int child_creds_resolve(const struct cfg_supervisor *sup, struct child_creds *out,
-			char *err, size_t errlen)
+int child_creds_resolve(const struct config *cfg, struct child_creds *out, char *err, size_t errlen)
 {
+	const struct cfg_supervisor *sup = &cfg->supervisor;
 	struct passwd pw, *pres = NULL;
-	char *buf = NULL;
+	char *buf = NULL, key[PATH_MAX + 64];
 	int rc = -1;
 	memset(out, 0, sizeof(*out));
 	if (!sup->user && !sup->group && !sup->groups)
@@ -147,18 +154,26 @@ int child_creds_resolve(const struct cfg_supervisor *sup, struct child_creds *ou
 				goto out;
 			}
 		} else {
-			snprintf(err, errlen, "supervisor: unknown user \"%s\"%s%s", sup->user,
+			key_at(cfg, sup->user_at, "supervisor.user", key, sizeof(key));
+			snprintf(err, errlen, "%s: unknown user \"%s\"%s%s", key, sup->user,
 				 e ? ": " : "", e ? strerror(e) : "");
 			goto out;
 		}
 	}
-	if (sup->group && resolve_group(sup->group, &out->gid, err, errlen) < 0)
-		goto out;
+	if (sup->group) {
+		key_at(cfg, sup->group_at, "supervisor.group", key, sizeof(key));
+		if (resolve_group(sup->group, key, &out->gid, err, errlen) < 0)
+			goto out;
+	}
 
 	if (sup->groups) {
-		for (char **g = sup->groups; *g; g++) {
+		for (size_t i = 0; sup->groups[i]; i++) {
+			char gk[32];
 			gid_t gid;
-			if (resolve_group(*g, &gid, err, errlen) < 0)
+			snprintf(gk, sizeof(gk), "supervisor.groups[%zu]", i);
+			key_at(cfg, sup->groups_at ? sup->groups_at[i] : (struct cfg_where){ 0, 0 }, gk, key,
+			       sizeof(key));
+			if (resolve_group(sup->groups[i], key, &gid, err, errlen) < 0)
 				goto out;
 			if (add_group(out, gid) < 0) {
 				snprintf(err, errlen, "supervisor: out of memory");

@@ -34,12 +34,13 @@ struct child_creds {
 };
 
 /*
- * Resolve user (name or number), group (default: the user's primary group)
- * and supplementary groups (default: the user's groups from /etc/group).
- * Returns 0, or -1 with a message naming the unknown user or group in err.
+ * Resolve cfg's supervisor user (name or number), group (default: the
+ * user's primary group) and supplementary groups (default: the user's groups
+ * from /etc/group). Returns 0, or -1 with a message in err naming the
+ * unknown user or group as the loader's errors do
+ * ("FILE:LINE:COLUMN: supervisor.user: unknown user \"x\"").
  */
-int child_creds_resolve(const struct cfg_supervisor *sup, struct child_creds *out,
-			char *err, size_t errlen);
+int child_creds_resolve(const struct config *cfg, struct child_creds *out, char *err, size_t errlen);
 
 /* Free what creds own and zero it. */
 void child_creds_release(struct child_creds *c);

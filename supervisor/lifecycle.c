@@ -476,7 +476,7 @@ static int prepare(struct sup *s)
 {
 	char err[512];
 
-	if (child_creds_resolve(&s->cfg->supervisor, &s->creds, err, sizeof(err)) < 0) {
+	if (child_creds_resolve(s->cfg, &s->creds, err, sizeof(err)) < 0) {
 		log_error("supervisor", "invalid service identity", "error=\"%s\"", err);
 		return SUP_EXIT_CONFIG;
 	}

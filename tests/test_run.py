@@ -1264,6 +1264,26 @@ def test_unknown_user_is_a_config_error(litevisor_bin, tmp_path):
     assert p.returncode == 100 and 'unknown user "no-such-user-xyz"' in p.stderr, p.stderr
 
 
+@pytest.mark.parametrize("text,want", [
+    ("supervisor:\n  user: no-such-user-xyz\n", '2:9: supervisor.user: unknown user "no-such-user-xyz"'),
+    ("supervisor:\n  group: no-such-group-xyz\n",
+     '2:10: supervisor.group: unknown group "no-such-group-xyz"'),
+    ("supervisor:\n  groups: [root, no-such-group-xyz]\n",
+     '2:18: supervisor.groups[1]: unknown group "no-such-group-xyz"'),
+])
+def test_unknown_user_or_group_names_its_place(litevisor_bin, tmp_path, text, want):
+    """An unknown user or group said "c.yml: supervisor: unknown user", without the line,
+    column or key every other config error has (QA78 D10)."""
+    cfgf = tmp_path / "c.yml"
+    cfgf.write_text(text + "dbs: []\n")
+    p = subprocess.run([litevisor_bin, "config", "-config", str(cfgf)], capture_output=True,
+                       text=True, timeout=20)
+    assert p.returncode == 100 and p.stderr == f"litevisor config: {cfgf}:{want}\n", p.stderr
+    p = subprocess.run([litevisor_bin, "run", "-config", str(cfgf), "--", "true"],
+                       capture_output=True, text=True, timeout=20)
+    assert p.returncode == 100 and f"{cfgf}:{want}" in p.stderr, p.stderr
+
+
 def _ignore_signal_32():
     """In the child before exec: ignore signal 32, as a CI runner's environment did.
     glibc refuses it (reserved for itself), so through the raw x86-64 system call."""
