@@ -456,6 +456,32 @@ static int set_db_path(struct walk *w, const struct field *f, const struct cfg_n
 	return 0;
 }
 
+/*
+ * What a variable the service needs from its environment is for, or NULL
+ * when name is free: a database's path put in PATH, HOME or LD_PRELOAD
+ * breaks the service far from the cause ("ls: not found").
+ */
+static const char *service_needs(const char *name)
+{
+	static const struct {
+		const char *name, *what;
+	} needed[] = {
+		{ "PATH", "where it finds the programs it runs" },
+		{ "HOME", "its home directory" },
+		{ "USER", "its user's name" },
+		{ "LOGNAME", "its user's name" },
+		{ "SHELL", "its shell" },
+		{ "PWD", "its working directory" },
+		{ "TMPDIR", "where it keeps temporary files" },
+	};
+	if (strncmp(name, "LD_", 3) == 0)
+		return "the dynamic loader's settings";
+	for (size_t i = 0; i < sizeof(needed) / sizeof(needed[0]); i++)
+		if (strcmp(name, needed[i].name) == 0)
+			return needed[i].what;
+	return NULL;
+}
+
 static int set_db_env(struct walk *w, const struct field *f, const struct cfg_node *v,
 		      const char *path, void *target)
 {
@@ -467,7 +493,15 @@ static int set_db_env(struct walk *w, const struct field *f, const struct cfg_no
 	for (const char *p = s; *p && ok; p++)
 		ok = isalnum((unsigned char)*p) || *p == '_';
 	if (!ok) {
-		cfg_error(w->e, v, path, "invalid environment variable name \"%s\"", s);
+		cfg_error(w->e, v, path, "invalid environment variable name \"%s\" (letters, digits and _, "
+			  "not starting with a digit)", s);
+		free(s);
+		return -1;
+	}
+	const char *needed = service_needs(s);
+	if (needed) {
+		cfg_error(w->e, v, path, "\"%s\" is %s, which the service needs: the database's path "
+			  "would replace it; give another name (the default is LITEVISOR_DB_<NAME>)", s, needed);
 		free(s);
 		return -1;
 	}

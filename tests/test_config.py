@@ -737,3 +737,21 @@ def test_addr_hosts_that_can_be_listened_on_load(litevisor_bin, tmp_path, addr):
     cfg.write_text(f"addr: {addr}\ndbs: []\n")
     p = run(litevisor_bin, "-config", str(cfg))
     assert p.returncode == 0, p.stderr
+
+
+@pytest.mark.parametrize("name,what", [("PATH", "where it finds the programs it runs"),
+                                       ("HOME", "its home directory"),
+                                       ("LD_PRELOAD", "the dynamic loader's settings"),
+                                       ("LD_LIBRARY_PATH", "the dynamic loader's settings")])
+def test_a_db_env_the_service_needs_is_refused(litevisor_bin, tmp_path, name, what):
+    """`env: PATH` replaced the service's PATH with the database's path: every program
+    it ran by name was "not found", with no word of the cause (QA78 D8)."""
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(f"dbs:\n  - path: {tmp_path}/a.db\n    env: {name}\n")
+    p = run(litevisor_bin, "-config", str(cfg))
+    assert p.returncode == 100, p.stderr
+    assert p.stderr == (f"litevisor config: {cfg}:3:10: dbs[0].env: \"{name}\" is {what}, which "
+                        "the service needs: the database's path would replace it; give another "
+                        "name (the default is LITEVISOR_DB_<NAME>)\n")
+    cfg.write_text(f"dbs:\n  - path: {tmp_path}/a.db\n    env: APP_{name}\n")
+    assert run(litevisor_bin, "-config", str(cfg)).returncode == 0

@@ -1307,7 +1307,8 @@ static const struct bad_case bad_cases[] = {
 	  "dbs:\n"
 	  "  - path: /data/app.db\n"
 	  "    env: 1BAD-NAME\n",
-	  "bad.yml:3:10: dbs[0].env: invalid environment variable name \"1BAD-NAME\"" },
+	  "bad.yml:3:10: dbs[0].env: invalid environment variable name \"1BAD-NAME\" (letters, digits and _, "
+	  "not starting with a digit)" },
 	{ "s3_url_no_bucket",
 	  "dbs:\n"
 	  "  - path: /data/app.db\n"
