@@ -106,7 +106,7 @@ struct cfg_db {
 	int64_t min_checkpoint_page_count; /* default 1000 */
 	int64_t max_checkpoint_page_count; /* default 10000; 0 disables RESTART */
 	int64_t truncate_page_count;       /* default 500000 */
-	int64_t max_backlog_bytes;         /* default 1 GiB: local backlog cap per db */
+	int64_t max_backlog_bytes;         /* default 1 GiB: local backlog cap per db; 0 = no cap */
 	struct cfg_replica *replicas;
 	size_t nreplicas;
 	int line, column;

@@ -755,3 +755,17 @@ def test_a_db_env_the_service_needs_is_refused(litevisor_bin, tmp_path, name, wh
                         "name (the default is LITEVISOR_DB_<NAME>)\n")
     cfg.write_text(f"dbs:\n  - path: {tmp_path}/a.db\n    env: APP_{name}\n")
     assert run(litevisor_bin, "-config", str(cfg)).returncode == 0
+
+
+def test_max_backlog_zero_is_no_cap_and_documented_so(litevisor_bin, tmp_path):
+    """`max-backlog: 0` loads and the engine then keeps no cap at all, which the docs did
+    not say: "a cap of 0" reads as the opposite (QA78 D9). Like the page counts' 0, it
+    is "off", and docs/config.md's row says so."""
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(f"dbs:\n  - path: {tmp_path}/a.db\n    max-backlog: 0\n")
+    p = run(litevisor_bin, "-config", str(cfg))
+    assert p.returncode == 0, p.stderr
+    assert yaml.safe_load(p.stdout)["dbs"][0]["max-backlog"] == 0, p.stdout
+    with open(os.path.join(TESTS, "..", "docs", "config.md")) as f:
+        row = next(line for line in f if line.startswith("| `max-backlog`"))
+    assert "`0` means no cap" in row, row
