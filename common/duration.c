@@ -146,8 +146,12 @@ int size_parse(const char *s, int64_t *bytes, char *why, size_t whylen)
 			return 0;
 		}
 	}
-	snprintf(why, whylen, "invalid size \"%s\": unknown unit \"%s\" (use B, KiB, MiB, GiB, KB, MB, GB)",
-		 s, p);
+	/* the hint lists the table, so it names every unit that is accepted */
+	char hint[128] = "";
+	size_t k = 0;
+	for (size_t i = 1; i < sizeof(units) / sizeof(units[0]) && k < sizeof(hint); i++)
+		k += (size_t)snprintf(hint + k, sizeof(hint) - k, "%s%s", i > 1 ? ", " : "", units[i].name);
+	snprintf(why, whylen, "invalid size \"%s\": unknown unit \"%s\" (use %s)", s, p, hint);
 	return -1;
 }
 

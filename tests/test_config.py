@@ -769,3 +769,19 @@ def test_max_backlog_zero_is_no_cap_and_documented_so(litevisor_bin, tmp_path):
     with open(os.path.join(TESTS, "..", "docs", "config.md")) as f:
         row = next(line for line in f if line.startswith("| `max-backlog`"))
     assert "`0` means no cap" in row, row
+
+
+def test_the_size_unit_hint_lists_exactly_the_units_accepted(litevisor_bin, tmp_path):
+    """The hint for a bad unit listed B, KiB, MiB, GiB, KB, MB, GB, while K, M, G (the
+    docs' own), kB, T, TiB and TB were accepted too (QA78 observation)."""
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(f"dbs:\n  - path: {tmp_path}/a.db\n    max-backlog: 10kb\n")
+    p = run(litevisor_bin, "-config", str(cfg))
+    assert p.returncode == 100, p.stderr
+    units = p.stderr.rsplit("(use ", 1)[1].rstrip(")\n").split(", ")
+    assert set(units) >= {"B", "K", "KiB", "KB", "kB", "M", "MiB", "MB", "G", "GiB", "GB", "T",
+                          "TiB", "TB"}, units
+    for unit in units:
+        cfg.write_text(f"dbs:\n  - path: {tmp_path}/a.db\n    max-backlog: 2{unit}\n")
+        p = run(litevisor_bin, "-config", str(cfg))
+        assert p.returncode == 0, (unit, p.stderr)

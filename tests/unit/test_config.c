@@ -1302,7 +1302,7 @@ static const struct bad_case bad_cases[] = {
 	  "dbs:\n"
 	  "  - path: /data/app.db\n"
 	  "    max-backlog: 1 lot\n",
-	  "bad.yml:3:18: dbs[0].max-backlog: invalid size \"1 lot\": unknown unit \"lot\" (use B, KiB, MiB, GiB, KB, MB, GB)" },
+	  "bad.yml:3:18: dbs[0].max-backlog: invalid size \"1 lot\": unknown unit \"lot\" (use B, K, KiB, KB, kB, M, MiB, MB, G, GiB, GB, T, TiB, TB)" },
 	{ "bad_env_name",
 	  "dbs:\n"
 	  "  - path: /data/app.db\n"
