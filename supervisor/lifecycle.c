@@ -156,8 +156,17 @@ static void begin_stop(struct sup *s, const char *why)
 	 * Stopped during a backoff: what the failed run left behind had its TERM
 	 * then, and its grace runs from there. A new one would hold the stop a
 	 * whole stop-grace for processes that already ignored one (QA77 D2).
+	 * Unless some came since (a grandchild re-parented once its parent obeyed
+	 * that TERM): they get theirs now, and a whole grace (QA80 D3).
 	 */
-	int64_t from = s->pid <= 0 && s->leftovers_termed ? s->leftovers_termed : s->stop_began;
+	int64_t from = s->stop_began;
+	if (s->pid <= 0 && s->leftovers_termed) {
+		unsigned fresh = reaper_term_new(0, 0);
+		if (fresh)
+			log_info("supervisor", "terminating leftover processes", "count=%u", fresh);
+		else
+			from = s->leftovers_termed;
+	}
 	s->grace_deadline = from + s->cfg->supervisor.stop_grace_ms;
 	int64_t grace = s->grace_deadline - s->stop_began;
 	log_info("supervisor", "stopping", "reason=\"%s\" grace_ms=%lld", why,

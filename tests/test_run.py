@@ -910,6 +910,30 @@ def test_term_during_backoff_gives_leftovers_only_what_is_left_of_their_grace(
          open(f"/proc/{pid}/stat").read().split(")")[1].split()[0] == "Z")
 
 
+def test_term_during_backoff_terms_a_leftover_that_came_since(litevisor_bin, tmp_path, runs):
+    """A grandchild is re-parented to litevisor only once its parent obeyed the TERM
+    the failed run's leftovers got: it never had one. Stopped during the backoff past
+    stop-grace since that TERM, litevisor SIGKILLed it without any (QA80 D3): it gets
+    its TERM now, and a whole stop-grace."""
+    log = tmp_path / "log"
+    script = tmp_path / "svc.sh"
+    script.write_text("#!/bin/bash\n"
+                      "bash -c 'trap \"exit 0\" TERM\n"
+                      f"  bash -c \"trap \\\"echo got-TERM >> {log}; exit 0\\\" TERM; "
+                      "while :; do sleep 0.1; done\" &\n"
+                      "  while :; do sleep 0.1; done' &\n"
+                      "sleep 0.5\nexit 1\n")
+    script.chmod(0o755)
+    r = start(runs, litevisor_bin, tmp_path, [str(script)],
+              config="supervisor:\n  restart: on-failure\n  restart-delay: 30s\n"
+                     "  stop-grace: 2s\n")
+    poll(lambda: "terminating what the failed run left behind" in r.stderr(), timeout=10)
+    time.sleep(3)  # past stop-grace since that TERM
+    os.kill(r.pid, signal.SIGTERM)
+    assert r.wait(timeout=10) == 128 + signal.SIGTERM, r.stderr()
+    assert log.exists() and "got-TERM" in log.read_text(), r.stderr()
+
+
 def parse_prometheus(text):
     """Parse the 0.0.4 text format strictly enough to enforce the naming rules."""
     assert text.endswith("\n")
