@@ -324,7 +324,7 @@ static void on_service_exit(struct sup *s, int status)
 	bool gave_up = !s->stopping && sc->restart == RESTART_ON_FAILURE && code != 0 &&
 		       !s->exec_failed && s->restarts >= sc->restart_limit;
 	if (gave_up)
-		log_error("supervisor", "service failed again: restart-limit reached, not restarting",
+		log_error("supervisor", "service failed: restart-limit reached, not restarting",
 			  "code=%d restarts=%d limit=%d", code, s->restarts, sc->restart_limit);
 	begin_stop(s, gave_up ? "service failed: restart-limit reached" : "service exited");
 	if (s->killed) {
