@@ -39,8 +39,8 @@
  * still has it open commits into a file no replica will see, so this one is
  * stuck (health: warn, fail after fail-after), not merely waiting.
  */
-#define ENG_STATE_REMOVED "waiting for database: its file was removed while in use; commits " \
-			  "made to it since reach no replica"
+#define ENG_STATE_REMOVED "removed: its file was removed while in use, and commits made to it " \
+			  "since reach no replica"
 
 /* Generations of this process remembered as its own (writers.c); older ones were seen listed. */
 #define ENG_OWN_GENS 16

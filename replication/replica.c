@@ -633,7 +633,7 @@ static bool older_gate(struct eng_replica *r, bool flush)
 		return false;
 	if (clock_mono_ns() >= d->older_deadline_mono) {
 		if (!d->older_late_logged) {
-			char names[256] = "";
+			char names[512] = "";
 			size_t used = 0;
 			for (size_t i = 0; i < d->nreplicas && used < sizeof(names); i++)
 				if (d->replicas[i].older_check)
