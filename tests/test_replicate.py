@@ -261,6 +261,20 @@ def check_restore_eventually(litestream_bin, rep, src, out, timeout=30):
     assert got == want
 
 
+def http_body(port, path, timeout=5):
+    """The body of GET 127.0.0.1:port/path, whatever its status; "" when nothing
+    answers (not up yet, or gone)."""
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
+            return r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.read().decode()
+    except OSError:
+        return ""
+
+
 def create(db, **kw):
     write(db, 1, **kw)
 
@@ -1256,10 +1270,7 @@ def test_a_failing_replica_keeps_its_lag_and_failure_across_restarts(run, tmp_pa
     cfg.write_text(f"addr: 127.0.0.1:{port}\nhealth:\n  fail-after: 3s\n" + cfg.read_text())
 
     def get(path):
-        try:
-            return urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5).read().decode()
-        except urllib.error.HTTPError as e:
-            return e.read().decode()
+        return http_body(port, path)
 
     def lag(replica):
         line = next(l for l in get("/metrics").splitlines()
@@ -3561,8 +3572,6 @@ def test_a_database_removed_under_its_app_fails_health_after_fail_after(run, tmp
     # into the unlinked file: no replica sees those commits. It read "waiting for
     # database", as a database not made yet, /healthz warned forever and nothing was
     # stuck (QA77). Now it is stuck: warn, then fail past fail-after, until it is back.
-    import urllib.error
-    import urllib.request
     from conftest import free_port
     db, rep = tmp_path / "app.db", tmp_path / "rep"
     create(db)
@@ -3571,10 +3580,7 @@ def test_a_database_removed_under_its_app_fails_health_after_fail_after(run, tmp
     cfg.write_text(f"addr: 127.0.0.1:{port}\nhealth:\n  fail-after: 1s\n" + cfg.read_text())
 
     def get(path):
-        try:
-            return urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5).read().decode()
-        except urllib.error.HTTPError as e:
-            return e.read().decode()
+        return http_body(port, path)
 
     def db_check():
         return json.loads(get("/healthz"))["checks"]["database:replication"][0]
@@ -3726,12 +3732,7 @@ def test_full_state_directory_is_an_error_of_the_database_until_it_has_room(tmp_
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     def get(path):
-        try:
-            return urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2).read().decode()
-        except urllib.error.HTTPError as e:
-            return e.read().decode()
-        except OSError:
-            return ""
+        return http_body(port, path)
 
     def metric(name):
         for line in get("/metrics").splitlines():
@@ -3884,10 +3885,7 @@ def test_a_database_with_no_writable_replica_warns(run, tmp_path, why):
     r = run(cfg)
 
     def get(path):
-        try:
-            return urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5).read().decode()
-        except OSError:
-            return ""
+        return http_body(port, path)
 
     wait_for(lambda: '"state":"replicating"' in get("/healthz"), what="replicating")
     health = json.loads(get("/healthz"))
