@@ -880,6 +880,15 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 				int64_t sz = shadow_size(d, gen, pos.index);
 				if (pos.index >= min_index && sz >= 0)
 					local_has = sz;
+				else if (pos.index + 1 == cur && prev_end >= 0)
+					/*
+					 * Its shadow gone (a restore's index): the index record
+					 * says where it ended. Bytes past that are another
+					 * node's, which went on in that index after this node
+					 * had left it; a snapshot of this file at cur would
+					 * hide them from every restore (QA81 D4).
+					 */
+					local_has = prev_end;
 				need = !(pos.index >= min_index && sz >= 0 && (uint64_t)sz >= pos.offset);
 			} else if (pos.index == cur) {
 				local_has = (int64_t)cur_size;

@@ -2634,6 +2634,60 @@ def test_replicate_alone_waits_for_every_replicas_look_before_going_on_from_that
     assert [v for v in c if v.startswith("b-")] == [f"b-{i}" for i in range(5)], err
 
 
+def test_sidecars_idle_handover_back_and_forth_never_hide_the_first_nodes_rows(
+        litevisor_bin, tmp_path):
+    """Sidecars (restore -if-db-not-exists, then replicate beside the app), clean stops
+    only. A writes; B restores, writes nothing (it enters index 1); A comes back and
+    goes on in its own index 0; B comes back with its file from before A's rows. The
+    replica's end, in index 0, lay behind B's index 1, so B snapshotted its older file
+    there, and A's rows were gone from every restore (QA81 D4). B's index record says
+    where its index 0 ended: the replica's bytes past that are another node's, and B
+    refuses its file as older."""
+    rep = tmp_path / "rep"
+
+    def sidecar(node, rows, tag):
+        db = tmp_path / node / "app.db"
+        db.parent.mkdir(exist_ok=True)
+        cfg = tmp_path / f"{node}.yml"
+        cfg.write_text(f"dbs:\n  - path: {db}\n    replicas:\n      - url: file://{rep}\n"
+                       "        sync-interval: 100ms\n")
+        p = subprocess.run([litevisor_bin, "restore", "-if-db-not-exists", "-config", str(cfg),
+                            str(db)], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        log = tmp_path / f"{node}.log"
+        with open(log, "a") as out:
+            r = subprocess.Popen([litevisor_bin, "replicate", "-config", str(cfg)], stdout=out,
+                                 stderr=subprocess.STDOUT)
+        try:
+            poll(lambda: any(w in log.read_text() for w in (
+                "replica continues generation", "snapshot written", "older than the replica")),
+                 timeout=30)
+            if rows:
+                subprocess.run([sys.executable, "-c", ADD_ROWS, str(rows), tag], check=True,
+                               timeout=30, env=dict(os.environ, LITESTREAM_DB_PATH=str(db)))
+            time.sleep(0.5)
+        finally:
+            r.send_signal(signal.SIGTERM)
+            code = r.wait(timeout=30)
+        return code, log.read_text()
+
+    (tmp_path / "A").mkdir()
+    subprocess.run([sys.executable, "-c", ADD_ROWS, "1", "a0"], check=True, timeout=30,
+                   env=dict(os.environ, LITESTREAM_DB_PATH=str(tmp_path / "A" / "app.db")))
+    assert sidecar("A", 5, "a1")[0] == 0
+    assert sidecar("B", 0, "")[0] == 0
+    assert sidecar("A", 10, "a2")[0] == 0
+    code, text = sidecar("B", 0, "")
+    assert code == 1 and "older than the replica" in text, text
+    out = tmp_path / "out.db"
+    p = subprocess.run([litevisor_bin, "restore", "-o", str(out), f"file://{rep}"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    got = [v for (v,) in query(out, "SELECT v FROM t")]
+    assert got == ["a0-0"] + [f"a1-{i}" for i in range(5)] + [f"a2-{i}" for i in range(10)], \
+        p.stderr
+
+
 def test_a_database_written_while_down_is_not_continued_at_the_other_nodes_snapshot(
         litevisor_bin, litestream_bin, tmp_path):
     """As above, but A's file was written while litevisor was down (an operator's
