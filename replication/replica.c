@@ -351,6 +351,28 @@ static int litestream_wrote_here(struct eng_replica *r, const struct cat_generat
 }
 
 /*
+ * Does g on r, ending at end, hold data past *at? As holds_past, and also
+ * when it ends at (at's next index, 0) having more of at's index than *at:
+ * another node went on in that index (a generation that ended on its
+ * snapshot, continued at the snapshot's own index), then moved to the next
+ * one (QA81 D2). 1, 0, or a negative st_status.
+ */
+static int past_mark(struct eng_replica *r, const struct cat_generation *g,
+		     const struct wal_pos *end, const struct wal_pos *at,
+		     const struct st_call *call, struct st_error *err)
+{
+	if (holds_past(end, at))
+		return 1;
+	if (at->index == UINT32_MAX || end->index != at->index + 1 || end->offset != 0)
+		return 0;
+	uint32_t e;
+	int rc = catalog_index_end(r->st, g, at->index, &e, call, err);
+	if (rc == ST_NOT_FOUND)
+		return 0;
+	return rc < 0 ? rc : e > at->offset;
+}
+
+/*
  * Without a closed record that applies here (the replica respelled, or moved
  * to another path of the same place): the database left generation
  * prev->generation, its file standing at *prev there (its "previous"
@@ -475,7 +497,8 @@ static int continued_since(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1
 					 "closed mark" : "the closed mark is gone");
 				found = 1;
 			}
-		} else if (rc == 0 && holds_past(&end, at)) {
+		} else if (rc == 0 && (rc = past_mark(r, own, &end, at, call, err)) > 0) {
+			rc = 0;
 			/* Litestream sharing the meta-path went on in it, from this file */
 			int ls = litestream_wrote_here(r, own, call, err);
 			if (ls > 0) {

@@ -2634,58 +2634,91 @@ def test_replicate_alone_waits_for_every_replicas_look_before_going_on_from_that
     assert [v for v in c if v.startswith("b-")] == [f"b-{i}" for i in range(5)], err
 
 
-def test_sidecars_idle_handover_back_and_forth_never_hide_the_first_nodes_rows(
-        litevisor_bin, tmp_path):
-    """Sidecars (restore -if-db-not-exists, then replicate beside the app), clean stops
-    only. A writes; B restores, writes nothing (it enters index 1); A comes back and
-    goes on in its own index 0; B comes back with its file from before A's rows. The
-    replica's end, in index 0, lay behind B's index 1, so B snapshotted its older file
-    there, and A's rows were gone from every restore (QA81 D4). B's index record says
-    where its index 0 ended: the replica's bytes past that are another node's, and B
-    refuses its file as older."""
-    rep = tmp_path / "rep"
+def sidecar(litevisor_bin, tmp_path, rep, node, rows=0, tag="", extra="", until=None):
+    """One start of a sidecar node: `restore -if-db-not-exists`, then `replicate`
+    beside the app, a process of its own adding rows, then SIGTERM (after the log
+    shows `until`, if given). Returns replicate's exit code and log."""
+    db = tmp_path / node / "app.db"
+    db.parent.mkdir(exist_ok=True)
+    cfg = tmp_path / f"{node}.yml"
+    cfg.write_text(f"dbs:\n  - path: {db}\n    replicas:\n      - url: file://{rep}\n"
+                   f"        sync-interval: 100ms\n{extra}")
+    p = subprocess.run([litevisor_bin, "restore", "-if-db-not-exists", "-config", str(cfg),
+                        str(db)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    log = tmp_path / f"{node}.log"
+    log.write_text("")
+    with open(log, "a") as out:
+        r = subprocess.Popen([litevisor_bin, "replicate", "-config", str(cfg)], stdout=out,
+                             stderr=subprocess.STDOUT)
+    try:
+        poll(lambda: any(w in log.read_text() for w in (
+            "replica continues generation", "snapshot written", "older than the replica")),
+             timeout=30)
+        if rows:
+            app_rows(db, rows, tag)
+        if until:
+            poll(lambda: until in log.read_text(), timeout=30)
+        time.sleep(0.5)
+    finally:
+        r.send_signal(signal.SIGTERM)
+        code = r.wait(timeout=30)
+    return code, log.read_text()
 
-    def sidecar(node, rows, tag):
-        db = tmp_path / node / "app.db"
-        db.parent.mkdir(exist_ok=True)
-        cfg = tmp_path / f"{node}.yml"
-        cfg.write_text(f"dbs:\n  - path: {db}\n    replicas:\n      - url: file://{rep}\n"
-                       "        sync-interval: 100ms\n")
-        p = subprocess.run([litevisor_bin, "restore", "-if-db-not-exists", "-config", str(cfg),
-                            str(db)], capture_output=True, text=True, timeout=60)
-        assert p.returncode == 0, p.stderr
-        log = tmp_path / f"{node}.log"
-        with open(log, "a") as out:
-            r = subprocess.Popen([litevisor_bin, "replicate", "-config", str(cfg)], stdout=out,
-                                 stderr=subprocess.STDOUT)
-        try:
-            poll(lambda: any(w in log.read_text() for w in (
-                "replica continues generation", "snapshot written", "older than the replica")),
-                 timeout=30)
-            if rows:
-                subprocess.run([sys.executable, "-c", ADD_ROWS, str(rows), tag], check=True,
-                               timeout=30, env=dict(os.environ, LITESTREAM_DB_PATH=str(db)))
-            time.sleep(0.5)
-        finally:
-            r.send_signal(signal.SIGTERM)
-            code = r.wait(timeout=30)
-        return code, log.read_text()
 
-    (tmp_path / "A").mkdir()
-    subprocess.run([sys.executable, "-c", ADD_ROWS, "1", "a0"], check=True, timeout=30,
-                   env=dict(os.environ, LITESTREAM_DB_PATH=str(tmp_path / "A" / "app.db")))
-    assert sidecar("A", 5, "a1")[0] == 0
-    assert sidecar("B", 0, "")[0] == 0
-    assert sidecar("A", 10, "a2")[0] == 0
-    code, text = sidecar("B", 0, "")
-    assert code == 1 and "older than the replica" in text, text
+def app_rows(db, rows, tag):
+    """The app, a process of its own, adds rows to db."""
+    subprocess.run([sys.executable, "-c", ADD_ROWS, str(rows), tag], check=True, timeout=30,
+                   env=dict(os.environ, LITESTREAM_DB_PATH=str(db)))
+
+
+def restored_rows(litevisor_bin, tmp_path, rep):
     out = tmp_path / "out.db"
     p = subprocess.run([litevisor_bin, "restore", "-o", str(out), f"file://{rep}"],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
-    got = [v for (v,) in query(out, "SELECT v FROM t")]
-    assert got == ["a0-0"] + [f"a1-{i}" for i in range(5)] + [f"a2-{i}" for i in range(10)], \
-        p.stderr
+    return [v for (v,) in query(out, "SELECT v FROM t")]
+
+
+def test_sidecars_idle_handover_back_and_forth_never_hide_the_first_nodes_rows(
+        litevisor_bin, tmp_path):
+    """Sidecars, clean stops only. A writes; B restores, writes nothing (it enters
+    index 1); A comes back and goes on in its own index 0; B comes back with its file
+    from before A's rows. The replica's end, in index 0, lay behind B's index 1, so B
+    snapshotted its older file there, and A's rows were gone from every restore (QA81
+    D4). B's index record says where its index 0 ended: the replica's bytes past that
+    are another node's, and B refuses its file as older."""
+    rep = tmp_path / "rep"
+    (tmp_path / "A").mkdir()
+    app_rows(tmp_path / "A" / "app.db", 1, "a0")
+    assert sidecar(litevisor_bin, tmp_path, rep, "A", 5, "a1")[0] == 0
+    assert sidecar(litevisor_bin, tmp_path, rep, "B")[0] == 0
+    assert sidecar(litevisor_bin, tmp_path, rep, "A", 10, "a2")[0] == 0
+    code, text = sidecar(litevisor_bin, tmp_path, rep, "B")
+    assert code == 1 and "older than the replica" in text, text
+    assert restored_rows(litevisor_bin, tmp_path, rep) == \
+        ["a0-0"] + [f"a1-{i}" for i in range(5)] + [f"a2-{i}" for i in range(10)]
+
+
+def test_a_sidecar_sees_rows_written_into_its_last_index_before_the_next_snapshot(
+        litevisor_bin, tmp_path):
+    """A's generation ends on its snapshot (closed at 0/0). B restores it, goes on in
+    that same index 0 (a snapshot's own index), commits rows and snapshots at index 1.
+    A's app writes while A's replicate is down, and A's sidecar started a new
+    generation from its older file: "next index, offset 0" read as nothing past A's
+    mark, though B wrote into index 0 (QA81 D2). It is refused as older."""
+    rep = tmp_path / "rep"
+    (tmp_path / "A").mkdir()
+    app_rows(tmp_path / "A" / "app.db", 3, "a0")
+    assert sidecar(litevisor_bin, tmp_path, rep, "A")[0] == 0
+    assert sidecar(litevisor_bin, tmp_path, rep, "B", 5, "b1",
+                   extra="        snapshot-interval: 2s\n",
+                   until="snapshots/00000001.snapshot.lz4")[0] == 0
+    app_rows(tmp_path / "A" / "app.db", 2, "a2")
+    code, text = sidecar(litevisor_bin, tmp_path, rep, "A")
+    assert code == 1 and "older than the replica" in text, text
+    assert restored_rows(litevisor_bin, tmp_path, rep) == \
+        [f"a0-{i}" for i in range(3)] + [f"b1-{i}" for i in range(5)]
 
 
 def test_a_database_written_while_down_is_not_continued_at_the_other_nodes_snapshot(
