@@ -2672,14 +2672,6 @@ def app_rows(db, rows, tag):
                    env=dict(os.environ, LITESTREAM_DB_PATH=str(db)))
 
 
-def restored_rows(litevisor_bin, tmp_path, rep):
-    out = tmp_path / "out.db"
-    p = subprocess.run([litevisor_bin, "restore", "-o", str(out), f"file://{rep}"],
-                       capture_output=True, text=True, timeout=60)
-    assert p.returncode == 0, p.stderr
-    return [v for (v,) in query(out, "SELECT v FROM t")]
-
-
 def test_sidecars_idle_handover_back_and_forth_never_hide_the_first_nodes_rows(
         litevisor_bin, tmp_path):
     """Sidecars, clean stops only. A writes; B restores, writes nothing (it enters
@@ -2696,7 +2688,7 @@ def test_sidecars_idle_handover_back_and_forth_never_hide_the_first_nodes_rows(
     assert sidecar(litevisor_bin, tmp_path, rep, "A", 10, "a2")[0] == 0
     code, text = sidecar(litevisor_bin, tmp_path, rep, "B")
     assert code == 1 and "older than the replica" in text, text
-    assert restored_rows(litevisor_bin, tmp_path, rep) == \
+    assert restored_rows(litevisor_bin, rep, tmp_path / "out.db") == \
         ["a0-0"] + [f"a1-{i}" for i in range(5)] + [f"a2-{i}" for i in range(10)]
 
 
@@ -2717,7 +2709,7 @@ def test_a_sidecar_sees_rows_written_into_its_last_index_before_the_next_snapsho
     app_rows(tmp_path / "A" / "app.db", 2, "a2")
     code, text = sidecar(litevisor_bin, tmp_path, rep, "A")
     assert code == 1 and "older than the replica" in text, text
-    assert restored_rows(litevisor_bin, tmp_path, rep) == \
+    assert restored_rows(litevisor_bin, rep, tmp_path / "out.db") == \
         [f"a0-{i}" for i in range(3)] + [f"b1-{i}" for i in range(5)]
 
 
