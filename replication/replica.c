@@ -410,6 +410,60 @@ static int went_on_past(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1], 
 	return 1;
 }
 
+/*
+ * Without a closed record (this node was killed, or never stopped cleanly
+ * here): has another node gone on in a generation of its own since this node
+ * last wrote generation base? Yes when another generation holds an object
+ * newer than base's newest (one server, one clock), unless it is current
+ * (this node's own, when it left base for it) or Litestream wrote it here
+ * from this file. A node that restored base after this node's kill started a
+ * new generation (base was not closed), which base continued, or a new
+ * generation from this older file, would hide from every restore (QA81 D1).
+ * 1 (why set), 0, or a negative st_status.
+ */
+static int newer_elsewhere(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1], size_t n,
+			   const char *base, const char *current, char *why, size_t len,
+			   const struct st_call *call, struct st_error *err)
+{
+	bool listed = false;
+	for (size_t i = 0; i < n && !listed; i++)
+		listed = !strcmp(ids[i], base);
+	if (!listed || n < 2)
+		return 0;
+	struct cat_generation *gens = calloc(n, sizeof(*gens));
+	if (!gens) {
+		st_error_set(err, ST_PERMANENT, 0, "out of memory");
+		return ST_PERMANENT;
+	}
+	int rc = catalog_load_many(r->st, ids, n, gens, CATALOG_MAX_PARALLEL, call, err);
+	if (rc < 0) {
+		free(gens);
+		return rc;
+	}
+	const struct cat_generation *own = NULL;
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(gens[i].id, base))
+			own = &gens[i];
+	int found = 0;
+	for (size_t i = 0; own && i < n && rc == 0 && !found; i++) {
+		if (&gens[i] == own || gens[i].max_ns <= own->max_ns || !strcmp(gens[i].id, current))
+			continue;
+		int here = litestream_wrote_here(r, &gens[i], call, err);
+		if (here < 0) {
+			rc = here;
+		} else if (!here) {
+			snprintf(why, len, "generation %s, which this node wrote last, was not closed "
+				 "by a clean stop, and generation %s was written after it: another node "
+				 "went on", base, gens[i].id);
+			found = 1;
+		}
+	}
+	for (size_t i = 0; i < n; i++)
+		catalog_generation_release(&gens[i]);
+	free(gens);
+	return rc < 0 ? rc : found;
+}
+
 /* The time of g's closed mark at at, or 0 if it has none there. */
 static int64_t mark_time(const struct cat_generation *g, const struct wal_pos *at)
 {
@@ -820,8 +874,14 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 	if (newest_wins && read_closed(r, &closed_at) == 0)
 		old = continued_since(r, ids, n, &closed_at, why, sizeof(why), &call, &err);
 	else if (newest_wins && localstate_read_previous(d->dir, &prev) == 0 &&
-		 strcmp(prev.generation, gen) != 0)
+		 strcmp(prev.generation, gen) != 0) {
 		old = went_on_past(r, ids, n, &prev, why, sizeof(why), &call, &err);
+		if (old == 0)
+			old = newer_elsewhere(r, ids, n, prev.generation, gen, why, sizeof(why), &call,
+					      &err);
+	} else if (newest_wins) {
+		old = newer_elsewhere(r, ids, n, gen, gen, why, sizeof(why), &call, &err);
+	}
 	if (old < 0) {
 		rc = old;
 		goto fail;

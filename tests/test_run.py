@@ -2713,6 +2713,45 @@ def test_a_sidecar_sees_rows_written_into_its_last_index_before_the_next_snapsho
         [f"a0-{i}" for i in range(3)] + [f"b1-{i}" for i in range(5)]
 
 
+def test_a_killed_sidecar_back_does_not_hide_the_other_nodes_generation(litevisor_bin,
+                                                                        tmp_path):
+    """A's replicate is killed (no clean stop, no closed record); B restores A's
+    generation, which is not closed, so B goes on in one of its own, commits and stops.
+    A came back and went on from its older file, which hid B's rows from every restore
+    (QA81 D1). A generation written after the one A wrote last, not by Litestream from
+    this file, is another node's: A's file is refused as older."""
+    rep = tmp_path / "rep"
+    a = tmp_path / "A" / "app.db"
+    a.parent.mkdir()
+    app_rows(a, 1, "a0")
+    cfg = tmp_path / "A.yml"
+    cfg.write_text(f"dbs:\n  - path: {a}\n    replicas:\n      - url: file://{rep}\n"
+                   "        sync-interval: 100ms\n")
+    log = tmp_path / "A-killed.log"
+    with open(log, "w") as out:
+        r = subprocess.Popen([litevisor_bin, "replicate", "-config", str(cfg)], stdout=out,
+                             stderr=subprocess.STDOUT)
+    want = ["a0-0"] + [f"a1-{i}" for i in range(20)]
+
+    def shipped():
+        out = tmp_path / "shipped.db"
+        out.unlink(missing_ok=True)
+        return restored_rows(litevisor_bin, rep, out) == want
+    try:
+        poll(lambda: "snapshot written" in log.read_text(), timeout=30)
+        app_rows(a, 20, "a1")
+        poll(shipped, timeout=30)
+    finally:
+        r.kill()
+        r.wait(timeout=30)
+    code, text = sidecar(litevisor_bin, tmp_path, rep, "B", 10, "b")
+    assert code == 0 and "new generation" in text, text
+    code, text = sidecar(litevisor_bin, tmp_path, rep, "A", 5, "a2")
+    assert code == 1 and "older than the replica" in text, text
+    assert restored_rows(litevisor_bin, rep, tmp_path / "out.db") == \
+        want + [f"b-{i}" for i in range(10)]
+
+
 def test_a_database_written_while_down_is_not_continued_at_the_other_nodes_snapshot(
         litevisor_bin, litestream_bin, tmp_path):
     """As above, but A's file was written while litevisor was down (an operator's
