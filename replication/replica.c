@@ -350,6 +350,15 @@ static int litestream_wrote_here(struct eng_replica *r, const struct cat_generat
 	return !holds_past(&end, &local);
 }
 
+/* The time of g's closed mark at at, or 0 if it has none there. */
+static int64_t mark_time(const struct cat_generation *g, const struct wal_pos *at)
+{
+	for (size_t i = 0; i < g->nclosed; i++)
+		if (g->closed[i].index == at->index && g->closed[i].offset == at->offset)
+			return g->closed[i].mtime_ns;
+	return 0;
+}
+
 /*
  * Does g on r, ending at end, hold data past *at? As holds_past, and also
  * when it ends at (at's next index, 0) having more of at's index than *at:
@@ -367,8 +376,14 @@ static int past_mark(struct eng_replica *r, const struct cat_generation *g,
 		return 0;
 	uint32_t e;
 	int rc = catalog_index_end(r->st, g, at->index, &e, call, err);
+	/*
+	 * Its segments gone (another node's retention, past its snapshot at the
+	 * next index): what was written there cannot be measured. With this
+	 * node's mark gone too, another node reopened the generation and may
+	 * have: not proven nothing (QA82 D5).
+	 */
 	if (rc == ST_NOT_FOUND)
-		return 0;
+		return !mark_time(g, at);
 	return rc < 0 ? rc : e > at->offset;
 }
 
@@ -462,15 +477,6 @@ static int newer_elsewhere(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1
 		catalog_generation_release(&gens[i]);
 	free(gens);
 	return rc < 0 ? rc : found;
-}
-
-/* The time of g's closed mark at at, or 0 if it has none there. */
-static int64_t mark_time(const struct cat_generation *g, const struct wal_pos *at)
-{
-	for (size_t i = 0; i < g->nclosed; i++)
-		if (g->closed[i].index == at->index && g->closed[i].offset == at->offset)
-			return g->closed[i].mtime_ns;
-	return 0;
 }
 
 /*
@@ -1065,8 +1071,14 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 				 * a continuation go on without a silent replica's look does
 				 * not apply here: this replica waits, failing, until then.
 				 */
+				/*
+				 * This look succeeded: it counts, whatever comes of it. Else
+				 * two replicas that both hold the snapshot waited for each
+				 * other for good (QA82 D1).
+				 */
+				older_checked(r);
 				pthread_mutex_lock(&d->mu);
-				size_t others = d->older_pending - (r->older_check ? 1 : 0);
+				size_t others = d->older_pending;
 				bool stopped = d->older_req;
 				if (of_ours && stopped)
 					r->refused = true; /* another replica's look stopped it */
