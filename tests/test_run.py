@@ -2610,6 +2610,21 @@ def test_replicate_alone_waits_for_every_replicas_look_before_going_on_from_that
     node("A", [r1, r2], 30, "a1")
     err = node("B", [r1, r2], 0, "b", extra="        snapshot-interval: 1s\n")
     assert err.count("snapshot written") >= 2, err
+    # both replicas hold only B's snapshot of A's data: each waited for the other's
+    # look, which never counted, and neither replicated again (QA82 D1)
+    cfg, db = cfg_for("A", [r1, r2])
+    log = tmp_path / "both.log"
+    with open(log, "w") as out:
+        r = subprocess.Popen([litevisor_bin, "replicate", "-config", str(cfg)], stdout=out,
+                             stderr=subprocess.STDOUT)
+    try:
+        poll(lambda: log.read_text().count("snapshot written") >= 2, timeout=30)
+    finally:
+        r.send_signal(signal.SIGTERM)
+        assert r.wait(timeout=30) == 0, log.read_text()
+    assert "starting a new generation from this database" in log.read_text()
+    # then again, but B writes to r2 alone, and r2 cannot be read when A starts
+    node("B", [r1, r2], 0, "b", extra="        snapshot-interval: 1s\n")
     node("B", [r2], 5, "b")
     os.rename(r2, tmp_path / "r2.away")  # unreadable a moment: a server refusing, a mount gone
     r2.write_text("")
@@ -2692,20 +2707,26 @@ def test_sidecars_idle_handover_back_and_forth_never_hide_the_first_nodes_rows(
         ["a0-0"] + [f"a1-{i}" for i in range(5)] + [f"a2-{i}" for i in range(10)]
 
 
+@pytest.mark.parametrize("retention", [False, True])
 def test_a_sidecar_sees_rows_written_into_its_last_index_before_the_next_snapshot(
-        litevisor_bin, tmp_path):
+        litevisor_bin, tmp_path, retention):
     """A's generation ends on its snapshot (closed at 0/0). B restores it, goes on in
     that same index 0 (a snapshot's own index), commits rows and snapshots at index 1.
     A's app writes while A's replicate is down, and A's sidecar started a new
     generation from its older file: "next index, offset 0" read as nothing past A's
-    mark, though B wrote into index 0 (QA81 D2). It is refused as older."""
+    mark, though B wrote into index 0 (QA81 D2). It is refused as older. Also when B's
+    retention deleted index 0's segments: with A's mark gone too, nothing proves B
+    wrote nothing there (QA82 D5)."""
     rep = tmp_path / "rep"
     (tmp_path / "A").mkdir()
     app_rows(tmp_path / "A" / "app.db", 3, "a0")
     assert sidecar(litevisor_bin, tmp_path, rep, "A")[0] == 0
+    keep = ("        retention: 1s\n        retention-check-interval: 1s\n"
+            "        retention-grace: 0s\n") if retention else ""
     assert sidecar(litevisor_bin, tmp_path, rep, "B", 5, "b1",
-                   extra="        snapshot-interval: 2s\n",
-                   until="snapshots/00000001.snapshot.lz4")[0] == 0
+                   extra="        snapshot-interval: 2s\n" + keep,
+                   until="objects deleted" if retention
+                   else "snapshots/00000001.snapshot.lz4")[0] == 0
     app_rows(tmp_path / "A" / "app.db", 2, "a2")
     code, text = sidecar(litevisor_bin, tmp_path, rep, "A")
     assert code == 1 and "older than the replica" in text, text
