@@ -426,6 +426,34 @@ static int went_on_past(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1], 
 }
 
 /*
+ * Every one of the n generations ids[] of r, listed (catalog_load_many), and
+ * *own: the one named base, or NULL. Returns the array (release each, then
+ * free it), or NULL with *rc a negative st_status (err set).
+ */
+static struct cat_generation *load_all(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1],
+				       size_t n, const char *base,
+				       const struct cat_generation **own, int *rc,
+				       const struct st_call *call, struct st_error *err)
+{
+	struct cat_generation *gens = calloc(n, sizeof(*gens));
+	*own = NULL;
+	if (!gens) {
+		st_error_set(err, ST_PERMANENT, 0, "out of memory");
+		*rc = ST_PERMANENT;
+		return NULL;
+	}
+	*rc = catalog_load_many(r->st, ids, n, gens, CATALOG_MAX_PARALLEL, call, err);
+	if (*rc < 0) {
+		free(gens);
+		return NULL;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(gens[i].id, base))
+			*own = &gens[i];
+	return gens;
+}
+
+/*
  * Without a closed record (this node was killed, or never stopped cleanly
  * here): has another node gone on in a generation of its own since this node
  * last wrote generation base? Yes when another generation holds an object
@@ -445,21 +473,11 @@ static int newer_elsewhere(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1
 		listed = !strcmp(ids[i], base);
 	if (!listed || n < 2)
 		return 0;
-	struct cat_generation *gens = calloc(n, sizeof(*gens));
-	if (!gens) {
-		st_error_set(err, ST_PERMANENT, 0, "out of memory");
-		return ST_PERMANENT;
-	}
-	int rc = catalog_load_many(r->st, ids, n, gens, CATALOG_MAX_PARALLEL, call, err);
-	if (rc < 0) {
-		free(gens);
+	const struct cat_generation *own;
+	int rc, found = 0;
+	struct cat_generation *gens = load_all(r, ids, n, base, &own, &rc, call, err);
+	if (!gens)
 		return rc;
-	}
-	const struct cat_generation *own = NULL;
-	for (size_t i = 0; i < n; i++)
-		if (!strcmp(gens[i].id, base))
-			own = &gens[i];
-	int found = 0;
 	for (size_t i = 0; own && i < n && rc == 0 && !found; i++) {
 		if (&gens[i] == own || gens[i].max_ns <= own->max_ns || !strcmp(gens[i].id, current))
 			continue;
@@ -497,21 +515,11 @@ static int continued_since(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1
 {
 	if (!n)
 		return 0;
-	struct cat_generation *gens = calloc(n, sizeof(*gens));
-	const struct cat_generation *own = NULL;
-	int found = 0;
-	if (!gens) {
-		st_error_set(err, ST_PERMANENT, 0, "out of memory");
-		return ST_PERMANENT;
-	}
-	int rc = catalog_load_many(r->st, ids, n, gens, CATALOG_MAX_PARALLEL, call, err);
-	if (rc < 0) {
-		free(gens);
+	const struct cat_generation *own;
+	int rc, found = 0;
+	struct cat_generation *gens = load_all(r, ids, n, at->generation, &own, &rc, call, err);
+	if (!gens)
 		return rc;
-	}
-	for (size_t i = 0; i < n; i++)
-		if (!strcmp(gens[i].id, at->generation))
-			own = &gens[i];
 	if (!own) {
 		/*
 		 * Deleted by a retention: another node's, unless every generation
