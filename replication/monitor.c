@@ -952,13 +952,19 @@ static void truncate_wal(struct eng_db *d)
  * Fully backfilled already at about this size: the app's next write restarts
  * the WAL, unless that write had begun (and was waiting for our writer lock)
  * before the backfill ended, or an app reader holds the WAL. Worth another
- * checkpoint only once it grew by a quarter of the threshold, not at every pass.
+ * checkpoint only once it grew by a quarter of the threshold, not at every
+ * pass; the threshold is max-checkpoint-page-count when that is the lower
+ * (a max of 30 under the default min of 1000 would otherwise let a WAL whose
+ * restart was missed grow to 280 frames before the next try).
  */
 static bool ckpt_settled(const struct eng_db *d, uint64_t frames)
 {
+	int64_t threshold = d->cfg->min_checkpoint_page_count;
+	if (d->cfg->max_checkpoint_page_count > 0 && d->cfg->max_checkpoint_page_count < threshold)
+		threshold = d->cfg->max_checkpoint_page_count;
 	return d->ckpt_done && d->ckpt_done_epoch == d->gen_epoch &&
 	       d->ckpt_done_index == d->sh.index &&
-	       (int64_t)(frames - d->ckpt_done_frames) < d->cfg->min_checkpoint_page_count / 4;
+	       (int64_t)(frames - d->ckpt_done_frames) < threshold / 4;
 }
 
 /* Checkpoint when due. Returns true when it ran one (the database file may have been written). */

@@ -2271,6 +2271,50 @@ def test_max_checkpoint_page_count_below_the_minimum_checkpoints_at_the_max(run,
     check_restore(litestream_bin, rep, db, tmp_path / "out.db")
 
 
+def test_max_checkpoint_page_count_tries_again_when_a_reader_kept_the_wal_from_restarting(
+        run, tmp_path):
+    """A checkpoint backfilled the whole WAL, but an app reader that began at its end kept
+    the app's next write from restarting it. The next try waited for 250 more frames (a
+    quarter of the minimum of 1000), far past a max of 30: the WAL stayed in index 0 (a
+    CI flake of the test above). It now waits for a quarter of the max."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    cfg = config(tmp_path, db, [file_replica(rep)], max_checkpoint_page_count=30,
+                 checkpoint_interval="0s")
+    cfg.write_text("logging:\n  level: debug\n" + cfg.read_text())
+    r = run(cfg)
+    wait_for(lambda: objects(rep, "snapshots"), what="the first snapshot", log=r.text)
+    time.sleep(0.5)  # idle: no checkpoint of ours under way
+    full = lambda: len(re.findall(r"checkpoint db=app.db rc=0 full=1 index=0 ", r.text()))
+    before = full()
+    app = sqlite3.connect(db, isolation_level=None, timeout=30)
+    reader = sqlite3.connect(db, isolation_level=None, timeout=30)
+    # stopped, so the reader surely begins before our checkpoint, at the WAL's end
+    os.kill(r.proc.pid, signal.SIGSTOP)
+    try:
+        app.execute("BEGIN")
+        for i in range(60):
+            app.execute("INSERT INTO t(v, b) VALUES (?, ?)", (f"big {i}", os.urandom(3000)))
+        app.execute("COMMIT")
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM t").fetchone()
+    finally:
+        os.kill(r.proc.pid, signal.SIGCONT)
+    wait_for(lambda: full() > before, what="a checkpoint of the whole WAL", log=r.text)
+    app.execute("INSERT INTO t(v) VALUES ('the reader keeps the WAL from restarting')")
+    reader.execute("COMMIT")
+    reader.close()
+    indexes = lambda: {f.split("_")[0] for _, f in objects(rep, "wal")}
+    assert indexes() == {"00000000"}, objects(rep, "wal")
+    for i in range(40):
+        app.execute("INSERT INTO t(v) VALUES (?)", (f"after {i}",))
+        time.sleep(0.02)
+    app.close()
+    wait_for(lambda: len(indexes()) > 1, timeout=10,
+             what="the WAL restarted (a checkpoint within max/4 more frames)", log=r.text)
+    assert r.stop() == 0
+
+
 def test_a_checkpoint_a_reader_holds_up_does_not_make_a_pass_per_commit(run, tmp_path,
                                                                           litestream_bin):
     """64 segments in one WAL index ask for a checkpoint; an app reader keeping its read
