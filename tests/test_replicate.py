@@ -1680,9 +1680,10 @@ def test_another_writers_retention_spares_an_idle_open_generation(run, tmp_path,
 
 
 def labels(rep, gen):
-    """The database ids a generation's labels name (layout.h), on a file replica."""
+    """The database ids a generation's labels name (layout.h), on a file replica; a label
+    still being written (its temp file, renamed into place when whole) is not one yet."""
     d = rep / "generations" / gen / "database"
-    return sorted(os.listdir(d)) if d.is_dir() else []
+    return sorted(f for f in os.listdir(d) if ".tmp-" not in f) if d.is_dir() else []
 
 
 def metric(port, name, replica):
