@@ -710,6 +710,17 @@ static void older_checked(struct eng_replica *r)
 	pthread_mutex_unlock(&d->mu);
 }
 
+/* Under mu: the names of the replicas that have not looked yet, comma-separated. */
+static void pending_names(const struct eng_db *d, char *names, size_t len)
+{
+	size_t used = 0;
+	names[0] = '\0';
+	for (size_t i = 0; i < d->nreplicas && used < len; i++)
+		if (d->replicas[i].older_check)
+			used += (size_t)snprintf(names + used, len - used, "%s%s", used ? "," : "",
+						 d->replicas[i].stat.name);
+}
+
 /*
  * Under mu: must r wait for another replica's first look before writing?
  * Never in a final flush: the run's commits would stay on this disk only
@@ -724,12 +735,8 @@ static bool older_gate(struct eng_replica *r, bool flush)
 		return false;
 	if (clock_mono_ns() >= d->older_deadline_mono) {
 		if (!d->older_late_logged) {
-			char names[512] = "";
-			size_t used = 0;
-			for (size_t i = 0; i < d->nreplicas && used < sizeof(names); i++)
-				if (d->replicas[i].older_check)
-					used += (size_t)snprintf(names + used, sizeof(names) - used, "%s%s",
-								 used ? "," : "", d->replicas[i].stat.name);
+			char names[512];
+			pending_names(d, names, sizeof(names));
 			d->older_late_logged = true;
 			log_warn("replica", "left-behind check: a replica holding this node's closed "
 				 "mark has not answered; the others replicate without its look",
@@ -1087,6 +1094,8 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 				older_checked(r);
 				pthread_mutex_lock(&d->mu);
 				size_t others = d->older_pending;
+				char names[512];
+				pending_names(d, names, sizeof(names));
 				bool stopped = d->older_req;
 				if (of_ours && stopped)
 					r->refused = true; /* another replica's look stopped it */
@@ -1099,8 +1108,10 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 				if (of_ours && others > 0) {
 					st_error_set(&err, ST_TRANSIENT, 0, "the replica's snapshot at the "
 						     "next index holds this data, but %zu other replica(s) "
-						     "holding this node's closed mark have not looked yet: "
-						     "no new generation before they have", others);
+						     "holding this node's closed mark have not looked yet "
+						     "(%s): no new generation before they have (a replica "
+						     "that cannot be read must be fixed or removed from "
+						     "the config)", others, names);
 					rc = ST_TRANSIENT;
 					goto fail;
 				}
