@@ -311,9 +311,11 @@ static void on_service_exit(struct sup *s, int status)
 		log_warn("supervisor", "service failed; restarting after backoff",
 			 "code=%d delay_ms=%lld restart=%d limit=%d", code, (long long)s->backoff_ms,
 			 s->restarts + 1, c->restart_limit);
-		char why[128];
-		snprintf(why, sizeof(why), "backoff: service exited with code %d, restarting in %lld ms",
-			 code, (long long)s->backoff_ms);
+		/* the restart's time, not a countdown: true whenever /readyz is read */
+		char why[160], at[40];
+		clock_rfc3339(clock_wall_ns() + s->backoff_ms * NS_PER_MS, at, sizeof(at));
+		snprintf(why, sizeof(why), "backoff: service exited with code %d, restarting at %s "
+			 "(after %lld ms)", code, at, (long long)s->backoff_ms);
 		s->backoff_ms = s->backoff_ms * 2 > c->restart_delay_max_ms ? c->restart_delay_max_ms
 									   : s->backoff_ms * 2;
 		set_phase(s, SUP_BACKOFF, why);
