@@ -28,6 +28,7 @@ struct sup_consul {
 	struct consul_lock *lock;
 	struct consul_reg *reg;
 	struct sup_state *st;
+	struct sup_state *lock_st; /* where the lock's state is shown (/metrics) */
 	pthread_mutex_t mu;        /* guards status and status_ctx: set once replication exists */
 	http_status_fn status;
 	void *status_ctx;
@@ -106,6 +107,8 @@ int sup_consul_take_lock(struct sup_consul *c, int sfd, struct sup_state *st,
 		log_error("consul", "cannot take the writer lock", "error=\"%s\"", why);
 		return SUP_EXIT_TEMPFAIL;
 	}
+	c->lock_st = st;
+	sup_state_set_lock(st, SUP_LOCK_WAITING);
 	sup_state_set_phase(st, SUP_STARTING, "waiting for the writer lock");
 	for (;;) {
 		int sig = sig_wait_fd(sfd, consul_lock_fd(c->lock), tick, arg);
@@ -116,10 +119,12 @@ int sup_consul_take_lock(struct sup_consul *c, int sfd, struct sup_state *st,
 		}
 		enum consul_lock_state ls = consul_lock_state(c->lock, why, sizeof(why));
 		if (ls == CONSUL_LOCK_HELD) {
+			sup_state_set_lock(st, SUP_LOCK_HELD);
 			log_info("consul", "writer lock held", "key=\"%s\"", key);
 			return 0;
 		}
 		if (ls != CONSUL_LOCK_WAITING) {
+			sup_state_set_lock(st, SUP_LOCK_LOST);
 			log_error("consul", "no writer lock: nothing restored or replicated, no service started",
 				  "key=\"%s\" error=\"%s\"", key, why);
 			return SUP_EXIT_TEMPFAIL;
@@ -134,7 +139,10 @@ int sup_consul_lock_fd(const struct sup_consul *c)
 
 enum consul_lock_state sup_consul_lock_state(struct sup_consul *c, char *why, size_t whylen)
 {
-	return consul_lock_state(c->lock, why, whylen);
+	enum consul_lock_state ls = consul_lock_state(c->lock, why, whylen);
+	if (ls == CONSUL_LOCK_LOST && c->lock_st)
+		sup_state_set_lock(c->lock_st, SUP_LOCK_LOST);
+	return ls;
 }
 
 bool sup_consul_lock_held(struct sup_consul *c, char *why, size_t whylen)

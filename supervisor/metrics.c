@@ -181,6 +181,10 @@ static void render_process(const struct metrics_view *v, struct text *t)
 		family(t, "litevisor_probe_duration_seconds", "gauge", "Duration of the last probe.");
 		sample0(t, "litevisor_probe_duration_seconds", (double)s->probe_latency_ms / 1000.0);
 	}
+	if (s->lock != SUP_LOCK_NONE) {
+		family(t, "litevisor_consul_lock_held", "gauge", "1 while this process holds the Consul writer lock (consul.lock-key); 0 while it waits for it or after it was lost.");
+		sample0(t, "litevisor_consul_lock_held", s->lock == SUP_LOCK_HELD);
+	}
 	family(t, "litevisor_restore_seconds", "gauge", "Duration of the whole restore step before the service started.");
 	sample0(t, "litevisor_restore_seconds", (double)s->restore_duration_ms / 1000.0);
 }

@@ -97,6 +97,13 @@ void sup_state_add_restart(struct sup_state *st)
 	pthread_mutex_unlock(&st->lock);
 }
 
+void sup_state_set_lock(struct sup_state *st, enum sup_lock lock)
+{
+	pthread_mutex_lock(&st->lock);
+	st->s.lock = lock;
+	pthread_mutex_unlock(&st->lock);
+}
+
 void sup_state_set_probe(struct sup_state *st, pid_t pid, enum sup_probe p, int64_t latency_ms,
 			 const char *error)
 {

@@ -29,6 +29,9 @@ const char *sup_phase_name(enum sup_phase p);
 
 enum sup_probe { SUP_PROBE_NONE = 0, SUP_PROBE_UNKNOWN, SUP_PROBE_OK, SUP_PROBE_FAIL };
 
+/* The Consul writer lock (consul.lock-key): none configured, waited for, held, lost. */
+enum sup_lock { SUP_LOCK_NONE = 0, SUP_LOCK_WAITING, SUP_LOCK_HELD, SUP_LOCK_LOST };
+
 struct sup_snapshot {
 	enum sup_phase phase;
 	pid_t service_pid;          /* 0 when none runs */
@@ -43,6 +46,7 @@ struct sup_snapshot {
 	int64_t service_started_wall_ns; /* last (re)start of the service, 0 if never */
 	int64_t restore_duration_ms;     /* whole restore step */
 	int64_t heartbeat_mono_ns;  /* last turn of the main loop */
+	enum sup_lock lock;         /* the Consul writer lock */
 };
 
 struct sup_state {
@@ -63,6 +67,7 @@ void sup_state_set_service(struct sup_state *st, pid_t pid, int64_t started_wall
 void sup_state_service_exited(struct sup_state *st, int code);
 void sup_state_set_restore(struct sup_state *st, bool done, int64_t duration_ms);
 void sup_state_add_restart(struct sup_state *st);
+void sup_state_set_lock(struct sup_state *st, enum sup_lock lock);
 /*
  * The probe's result for the service process pid; dropped when that process
  * is no longer the service (it exited or was restarted meanwhile). pid 0:

@@ -110,6 +110,39 @@ def test_the_next_writer_waits_for_the_lock_and_restores_the_final_commits(litev
     assert not consul.sessions()  # destroyed, not left to expire
 
 
+def test_the_lock_is_shown_in_metrics(litevisor_bin, tmp_path, runs, consul):
+    """litevisor_consul_lock_held: 1 on the node holding the writer lock, 0 on the one
+    waiting for it (an alert on the standby node waiting far longer than a handover);
+    no such series without consul.lock-key."""
+    def held(port):
+        _, _, body = curl(f"http://127.0.0.1:{port}/metrics")
+        found = [l for l in body.splitlines() if l.startswith("litevisor_consul_lock_held")]
+        return found[0].split()[1] if found else None
+
+    pa, pb = free_port(), free_port()
+    a = node_run(runs, litevisor_bin, tmp_path, "a",
+                 f"addr: 127.0.0.1:{pa}\n" + lock_cfg(tmp_path, "a", consul))
+    poll(lambda: (tmp_path / "a" / "ready").exists(), timeout=30)
+    assert held(pa) == "1"
+    b = node_run(runs, litevisor_bin, tmp_path, "b",
+                 f"addr: 127.0.0.1:{pb}\n" + lock_cfg(tmp_path, "b", consul))
+    poll(lambda: "waiting for the writer lock" in b.stderr(), timeout=10)
+    poll(lambda: held(pb) == "0", timeout=10)
+    os.kill(a.pid, signal.SIGTERM)
+    assert a.wait(timeout=30) == 0
+    poll(lambda: (tmp_path / "b" / "ready").exists(), timeout=30)
+    assert held(pb) == "1"
+    os.kill(b.pid, signal.SIGTERM)
+    assert b.wait(timeout=30) == 0
+    pc = free_port()
+    c = node_run(runs, litevisor_bin, tmp_path, "c", f"addr: 127.0.0.1:{pc}\n" +
+                 lock_cfg(tmp_path, "c", consul).split("consul:")[0])
+    poll(lambda: (tmp_path / "c" / "ready").exists(), timeout=30)
+    assert held(pc) is None
+    os.kill(c.pid, signal.SIGTERM)
+    assert c.wait(timeout=30) == 0
+
+
 def test_a_lock_not_taken_within_its_wait_starts_nothing_and_exits_111(litevisor_bin, tmp_path,
                                                                        runs, consul):
     hold_lock_elsewhere(consul, "litevisor/app")
