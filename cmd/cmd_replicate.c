@@ -108,6 +108,18 @@ static void heartbeat_tick(void *state)
 	sup_state_heartbeat(state);
 }
 
+struct flush_job {
+	struct engine *e;
+	int64_t ms;
+	int rc;
+};
+
+static void flush_main(void *arg)
+{
+	struct flush_job *j = arg;
+	j->rc = engine_flush(j->e, j->ms);
+}
+
 static int replicate_loop(const struct config *cfg)
 {
 	struct engine *e = NULL;
@@ -175,7 +187,9 @@ static int replicate_loop(const struct config *cfg)
 			   SUP_EXIT_MARGIN_MS;
 	sup_state_set_phase(&state, SUP_FLUSHING, "final flush");
 	code = 0;
-	if (engine_flush(e, cfg->supervisor.flush_timeout_ms) < 0) {
+	struct flush_job fj = { e, cfg->supervisor.flush_timeout_ms, 0 };
+	sig_run_noting(sfd, "the final flush", flush_main, &fj, heartbeat_tick, &state);
+	if (fj.rc < 0) {
 		/* a wrapper or init system must see that the last commits are not out */
 		log_warn("replicate", "final flush incomplete: see above; exiting 1", NULL);
 		code = 1;

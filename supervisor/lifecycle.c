@@ -482,6 +482,17 @@ static void unserved_tick(void *arg)
 	reaper_reap(0, &r);
 }
 
+struct flush_job {
+	struct sup_dbs *dbs;
+	int64_t ms;
+};
+
+static void flush_main(void *arg)
+{
+	struct flush_job *j = arg;
+	dbs_flush(j->dbs, j->ms);
+}
+
 /* Steps before the service exists. Returns 0, or the exit code to leave with. */
 static int prepare(struct sup *s)
 {
@@ -636,7 +647,8 @@ int sup_run(const struct config *cfg, char *const *argv)
 	if (flush_ms > cfg->supervisor.flush_timeout_ms)
 		flush_ms = cfg->supervisor.flush_timeout_ms;
 	set_phase(&s, SUP_FLUSHING, "final flush");
-	dbs_flush(s.dbs, flush_ms > 0 ? flush_ms : 0);
+	struct flush_job fj = { s.dbs, flush_ms > 0 ? flush_ms : 0 };
+	sig_run_noting(s.sfd, "the final flush", flush_main, &fj, unserved_tick, &s);
 	if (s.lock_lost)
 		code = SUP_EXIT_TEMPFAIL;
 out:

@@ -3,8 +3,10 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -152,6 +154,57 @@ int sig_wait_fd(int sfd, int fd, void (*tick)(void *arg), void *arg)
 		if (rc > 0 && (pfd[1].revents & POLLIN))
 			return 0;
 	}
+}
+
+struct noting {
+	void (*fn)(void *arg);
+	void *arg;
+	int efd;
+};
+
+static void *noting_main(void *p)
+{
+	struct noting *n = p;
+	n->fn(n->arg);
+	uint64_t one = 1;
+	ssize_t w = write(n->efd, &one, sizeof(one));
+	(void)w; /* an eventfd counter cannot overflow from one write */
+	return NULL;
+}
+
+void sig_run_noting(int sfd, const char *what, void (*fn)(void *arg), void *arg,
+		    void (*tick)(void *targ), void *targ)
+{
+	struct noting n = { fn, arg, eventfd(0, EFD_CLOEXEC) };
+	pthread_t t;
+	if (n.efd < 0 || pthread_create(&t, NULL, noting_main, &n) != 0) {
+		if (n.efd >= 0)
+			close(n.efd);
+		fn(arg);
+		return;
+	}
+	for (bool done = false; !done;) {
+		struct pollfd pfd[2] = { { .fd = n.efd, .events = POLLIN }, { .fd = sfd, .events = POLLIN } };
+		int rc = poll(pfd, sfd >= 0 ? 2 : 1, 1000);
+		if (rc < 0 && errno != EINTR) {
+			log_error("signals", "poll failed", "error=\"%s\"", strerror(errno));
+			clock_sleep_ms(100);
+		}
+		done = rc > 0 && (pfd[0].revents & POLLIN);
+		if (tick)
+			tick(targ);
+		int sig;
+		while (sfd >= 0 && (sig = sig_read(sfd)) > 0) {
+			if (sig_is_stop(sig))
+				log_warn("signals", "signal received while stopping: the stop goes on; only "
+					 "SIGKILL cuts it short, losing what is not done", "signal=%s "
+					 "doing=\"%s\"", sig_name(sig), what);
+			else if (sig == SIGTSTP)
+				sig_job_stop();
+		}
+	}
+	pthread_join(t, NULL);
+	close(n.efd);
 }
 
 bool sig_is_forwarded(int sig)

@@ -88,6 +88,17 @@ bool sig_wait_done(int sfd, int done_fd, int grace_ms, bool (*is_stop)(int sig))
  */
 int sig_wait_fd(int sfd, int fd, void (*tick)(void *arg), void *arg);
 
+/*
+ * Run fn(arg) to its end on a thread of its own (inline if none can be
+ * made) while this thread reads sfd, so a signal that comes meanwhile is not
+ * left unread: a stop signal (a second TERM, a ^C during the final flush) is
+ * logged, saying that what (e.g. "the final flush") goes on and that only
+ * KILL cuts it short; TSTP stops litevisor; others are dropped. tick(arg) runs
+ * at every turn, at least once a second (the heartbeat, reaping strays).
+ */
+void sig_run_noting(int sfd, const char *what, void (*fn)(void *arg), void *arg,
+		    void (*tick)(void *targ), void *targ);
+
 /* "TERM", "USR1", "RTMIN+5"…; "SIG?" for others. Static storage. */
 const char *sig_name(int sig);
 

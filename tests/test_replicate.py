@@ -2996,6 +2996,28 @@ def faulty_env(**fault):
                 **{f"FAULT_{k.upper()}": str(v) for k, v in fault.items()})
 
 
+def test_a_second_term_during_the_final_flush_is_logged_and_the_flush_goes_on(
+        run, tmp_path, litestream_bin):
+    """A second TERM (or ^C) while the final flush ships the last commits went unread: the
+    operator saw nothing. It is logged, and the flush still ships everything (QA77)."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    arm = tmp_path / "arm"
+    env = faulty_env(op="write", path="/wal/", delay_ms=2500, count=1, arm=arm)
+    r = run(config(tmp_path, db, [file_replica(rep, sync="1h")]), env=env)
+    wait_for(lambda: objects(rep, "snapshots"), what="the first snapshot", log=r.text)
+    write(db, 20, start=1)
+    arm.write_text("")
+    r.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: "flushing" in r.text(), what="the final flush", log=r.text)
+    time.sleep(0.5)  # inside the slow write of the flush
+    assert r.stop() == 0, r.text()
+    text = r.text()
+    assert re.search(r"signal received while stopping: the stop goes on.* signal=TERM "
+                     r'doing="the final flush"', text), text
+    check_restore(litestream_bin, rep, db, tmp_path / "out.db")
+
+
 def test_a_slow_first_snapshot_is_not_taken_twice(run, tmp_path, litestream_bin):
     """While a replica's own snapshot uploaded slowly, the WAL moved to the next index and
     the snapshot's index was cleaned from the shadow: the replica then found its history
