@@ -311,6 +311,16 @@ int catalog_gen_order(const struct cat_generation *a, const struct cat_generatio
 	return 0;
 }
 
+bool catalog_written_after(const struct cat_generation *g, int64_t mark_ns)
+{
+	if (!g->max_ns || !mark_ns)
+		return false;
+	if (g->max_ns > mark_ns)
+		return true;
+	bool whole = g->max_ns % NS_PER_SEC == 0 || mark_ns % NS_PER_SEC == 0;
+	return whole && g->max_ns / NS_PER_SEC == mark_ns / NS_PER_SEC;
+}
+
 const struct cat_snapshot *catalog_snapshot_at_or_before(const struct cat_generation *g,
 							 uint32_t max_index)
 {

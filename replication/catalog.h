@@ -172,6 +172,19 @@ bool catalog_closed_at_end(const struct cat_generation *g);
  */
 int catalog_gen_order(const struct cat_generation *a, const struct cat_generation *b);
 
+/*
+ * Was g written after a closed mark stamped mark_ns on the same server (one
+ * clock)? True when g holds a data object (snapshot or segment) stamped
+ * later; where either time is a whole second (S3 servers that keep no
+ * more: each object was stored up to a second after its stamp), one in the
+ * same second counts as later: the mark cannot be shown to come after it.
+ * The one rule by which both a restart's engine (another node went on since
+ * this node's clean stop: refuse the file) and `run`'s restore step (restore
+ * that generation over the file) read "after this node stopped", so the
+ * two never disagree (QA84 D3, D5). False when either time is unknown (0).
+ */
+bool catalog_written_after(const struct cat_generation *g, int64_t mark_ns);
+
 /* Compare positions within one generation: <0, 0, >0. */
 int wal_pos_cmp(const struct wal_pos *a, const struct wal_pos *b);
 

@@ -457,7 +457,8 @@ static struct cat_generation *load_all(struct eng_replica *r, char (*ids)[LAYOUT
  * Without a closed record (this node was killed, or never stopped cleanly
  * here): has another node gone on in a generation of its own since this node
  * last wrote generation base? Yes when another generation holds an object
- * newer than base's newest (one server, one clock), unless it is current
+ * newer than base's newest (one server, one clock; the same whole second
+ * counts, catalog_written_after), unless it is current
  * (this node's own, when it left base for it) or Litestream wrote it here
  * from this file. A node that restored base after this node's kill started a
  * new generation (base was not closed), which base continued, or a new
@@ -479,7 +480,8 @@ static int newer_elsewhere(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1
 	if (!gens)
 		return rc;
 	for (size_t i = 0; own && i < n && rc == 0 && !found; i++) {
-		if (&gens[i] == own || gens[i].max_ns <= own->max_ns || !strcmp(gens[i].id, current))
+		if (&gens[i] == own || !catalog_written_after(&gens[i], own->max_ns) ||
+		    !strcmp(gens[i].id, current))
 			continue;
 		int here = litestream_wrote_here(r, &gens[i], call, err);
 		if (here < 0) {
@@ -503,7 +505,8 @@ static int newer_elsewhere(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1
  * another node written to r since? 1 (why set) when that generation now
  * ends past *at; when another generation holds an object newer than that
  * closed mark (the other node went on in a generation of its own: one
- * server, one clock); or when it is gone while others remain (only another
+ * server, one clock; the same whole second counts, catalog_written_after);
+ * or when it is gone while others remain (only another
  * node's retention deletes a generation it did not write last). 0, or a
  * negative st_status. Whatever generation the database is in now: after the
  * stop its files may have changed and the monitor started a new one, built
@@ -585,7 +588,8 @@ static int continued_since(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1
 			}
 		}
 		for (size_t i = 0; i < n && rc == 0 && !found && closed_ns; i++) {
-			if (&gens[i] == own || gens[i].max_ns <= closed_ns)
+			/* restore.c's replica_newer reads "after" by the same rule */
+			if (&gens[i] == own || !catalog_written_after(&gens[i], closed_ns))
 				continue;
 			int here = litestream_wrote_here(r, &gens[i], call, err);
 			if (here < 0) {

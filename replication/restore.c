@@ -670,6 +670,27 @@ static int apply_in_place(struct session *s, struct rs_apply_opts *ao,
 }
 
 /*
+ * The time of this node's closed mark for generation gl on candidate c: its
+ * closed record there (written at its last clean stop) names gl and the
+ * mark is still listed. 0 when not (no record, another generation, the
+ * mark gone).
+ */
+static int64_t own_mark_time(const struct session *s, const struct rs_cand *c,
+			     const struct cat_generation *gl)
+{
+	struct wal_pos at;
+	if (!s->statedir ||
+	    localstate_read_closed(s->statedir, c->name, c->st ? c->st->location : NULL,
+				   c->st ? c->st->description : NULL, &at) < 0 ||
+	    strcmp(at.generation, gl->id) != 0)
+		return 0;
+	for (size_t i = 0; i < gl->nclosed; i++)
+		if (gl->closed[i].index == at.index && gl->closed[i].offset == at.offset)
+			return gl->closed[i].mtime_ns;
+	return 0;
+}
+
+/*
  * Does the winner hold newer data than the local database at lpos (written at
  * lt_ns; its shadow files in lsdir, "" if none)?
  */
@@ -731,6 +752,24 @@ static bool replica_newer(const struct session *s, const struct wal_pos *lpos, i
 				gl = &c->gens[g];
 		}
 		if (gw && gl) {
+			/*
+			 * This node stopped cleanly in gl and its mark is there: the
+			 * winner's generation is newer when it was written after that
+			 * stop, by the rule the engine refuses this file on
+			 * (catalog_written_after; replica.c, continued_since). Keeping
+			 * the file there left the service with replication stopped
+			 * at every start (QA84 D3); the file goes aside, kept.
+			 */
+			int64_t mark = s->statedir && !strcmp(lsdir, s->statedir)
+					       ? own_mark_time(s, c, gl) : 0;
+			if (mark) {
+				bool after = catalog_written_after(gw, mark);
+				snprintf(why, len, "%s holds generation %s, written %s this node's "
+					 "clean stop of the local %s (its closed mark)", c->name,
+					 w->plan.generation, after ? "after" : "before",
+					 lpos->generation);
+				return after;
+			}
 			/*
 			 * One server, one clock, but newest objects closer than
 			 * RS_COPY_TIE_NS cannot be told apart (a replica copied object

@@ -2660,6 +2660,51 @@ def test_replicate_alone_waits_for_every_replicas_look_before_going_on_from_that
     assert [v for v in c if v.startswith("b-")] == [f"b-{i}" for i in range(5)], err
 
 
+def test_run_restores_the_generation_another_node_wrote_right_after_its_clean_stop(
+        litevisor_bin, litestream_bin, tmp_path):
+    """A runs and stops cleanly; at once a sidecar B restores, its app writes a row and
+    B's `replicate` starts a generation of its own and stops. Both generations closed,
+    their newest objects 0.2 s apart: A's restore step kept its file on an "ambiguous
+    order", and its engine then refused that file as older than the replica (B's
+    generation came after A's closed mark): replication stopped at every start (QA84
+    D3). Both read "after this node's stop" by one rule now: B's generation is
+    restored (A's file kept aside) and replication goes on."""
+    rep = tmp_path / "rep"
+    node_run(litevisor_bin, tmp_path, "A", rep, 3, "a1")
+    (ga,) = os.listdir(rep / "generations")
+    db = tmp_path / "B" / "app.db"
+    db.parent.mkdir()
+    cfg = tmp_path / "B.yml"
+    cfg.write_text(f"dbs:\n  - path: {db}\n    replicas:\n      - url: file://{rep}\n"
+                   "        sync-interval: 100ms\n")
+    p = subprocess.run([litevisor_bin, "restore", "-if-db-not-exists", "-config", str(cfg),
+                        str(db)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    app_rows(db, 1, "b1")  # before B's replicate: it starts a generation of its own
+    log = tmp_path / "B.log"
+    with open(log, "w") as out:
+        r = subprocess.Popen([litevisor_bin, "replicate", "-config", str(cfg)], stdout=out,
+                             stderr=subprocess.STDOUT)
+    try:
+        poll(lambda: "snapshot written" in log.read_text(), timeout=30)
+    finally:
+        r.send_signal(signal.SIGTERM)
+        assert r.wait(timeout=30) == 0, log.read_text()
+    (gb,) = [g for g in os.listdir(rep / "generations") if g != ga]
+    # B's objects 0.2 s after A's closed mark, whatever this machine's pace
+    (mark,) = (rep / "generations" / ga / "closed").iterdir()
+    t = mark.stat().st_mtime_ns + 200 * 10**6
+    for f in (rep / "generations" / gb).rglob("*"):
+        if f.is_file():
+            os.utime(f, ns=(t, t))
+    a, files, err = node_run(litevisor_bin, tmp_path, "A", rep, 1, "a2")
+    assert "older than the replica" not in err, err
+    assert "written after this node's clean stop" in err, err
+    assert a == ["a1-0", "a1-1", "a1-2", "b1-0", "a2-0"], err
+    assert any(".replaced-" in f for f in files), files  # A's own file kept aside
+    assert restored_rows(litestream_bin, rep, tmp_path / "ls.db") == a
+
+
 def sidecar(litevisor_bin, tmp_path, rep, node, rows=0, tag="", extra="", until=None):
     """One start of a sidecar node: `restore -if-db-not-exists`, then `replicate`
     beside the app, a process of its own adding rows, then SIGTERM (after the log

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "replication/catalog.h"
 
 /*
@@ -235,8 +236,33 @@ TEST(no_generation_is_nothing_to_do)
 	CHECK_INT(atomic_load(&f.calls), 0);
 }
 
+/* catalog_written_after: the one reading of "after this node's clean stop" (QA84 D3, D5) */
+TEST(written_after_a_mark_counts_the_same_whole_second)
+{
+	struct cat_generation g = { 0 };
+	const int64_t s = 1700000000LL * NS_PER_SEC;
+	/* exact times (a file replica, MinIO's milliseconds): strictly later only */
+	g.max_ns = s + 500 * NS_PER_MS;
+	CHECK(catalog_written_after(&g, s + 400 * NS_PER_MS));
+	CHECK(!catalog_written_after(&g, s + 500 * NS_PER_MS));
+	CHECK(!catalog_written_after(&g, s + 600 * NS_PER_MS));
+	/* whole seconds (s3rver): the same second cannot be ordered, so it counts */
+	g.max_ns = s;
+	CHECK(catalog_written_after(&g, s));
+	CHECK(!catalog_written_after(&g, s + NS_PER_SEC));
+	CHECK(catalog_written_after(&g, s - NS_PER_SEC));
+	/* one whole, one exact: the whole one's second holds the other */
+	CHECK(catalog_written_after(&g, s + 700 * NS_PER_MS));
+	CHECK(!catalog_written_after(&g, s + NS_PER_SEC + 1));
+	/* unknown times order nothing */
+	CHECK(!catalog_written_after(&g, 0));
+	g.max_ns = 0;
+	CHECK(!catalog_written_after(&g, s));
+}
+
 UNIT_MAIN(T(loads_every_generation_in_order_several_at_once), T(one_at_a_time_when_asked),
 	  T(a_failed_listing_fails_the_whole_and_frees_the_rest),
 	  T(later_listings_get_what_is_left_of_the_deadline), T(no_generation_is_nothing_to_do),
 	  T(closed_marks_are_listed_apart_and_say_where_the_writer_stopped),
-	  T(a_label_names_the_database_two_names_none))
+	  T(a_label_names_the_database_two_names_none),
+	  T(written_after_a_mark_counts_the_same_whole_second))
