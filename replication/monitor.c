@@ -118,6 +118,16 @@ static int start_generation(struct eng_db *d, const char *reason)
 	/* (an index with no shadow file yet holds nothing of this file's) */
 	struct wal_pos left = { .index = d->sh.index,
 				.offset = d->sh.fd >= 0 ? (uint32_t)d->sh.size : 0 };
+	/*
+	 * An index entered with nothing in it (a restore's, an idle run's): the
+	 * file stood where the index before ended, as localstate_position says.
+	 * Said so, a replica holding more of that index is another node's
+	 * writing (replica.c, continued_since; QA84 N1).
+	 */
+	if (d->sh.fd < 0 && d->sh.index > 0 && d->sh.prev_end >= 0 && d->sh.prev_end <= UINT32_MAX) {
+		left.index = d->sh.index - 1;
+		left.offset = (uint32_t)d->sh.prev_end;
+	}
 	memcpy(left.generation, d->sh.gen, sizeof(left.generation));
 	if (layout_generation_new(gen) < 0)
 		return -1;

@@ -500,6 +500,34 @@ static int newer_elsewhere(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1
 }
 
 /*
+ * This node closed g at *at, the start of an index it never wrote to (a
+ * restore's, an idle run's), and its mark is gone: another node reopened g.
+ * Its file stood where the index before ended, which its "previous" record
+ * says when the database has left g since (its app wrote while nothing
+ * watched). g on r ending past that, in that index, is the other node's
+ * writing: a new generation from this file would hide it from every
+ * restore (QA84 N1). 1 (why set), 0, or a negative st_status.
+ */
+static int past_previous(struct eng_replica *r, const struct cat_generation *g,
+			 const struct wal_pos *end, const struct wal_pos *at, char *why, size_t len,
+			 const struct st_call *call, struct st_error *err)
+{
+	struct wal_pos prev;
+	if (localstate_read_previous(r->db->dir, &prev) < 0 ||
+	    strcmp(prev.generation, at->generation) != 0 || prev.index + 1 != at->index ||
+	    end->index != prev.index || end->offset <= prev.offset)
+		return 0;
+	int ls = litestream_wrote_here(r, g, call, err);
+	if (ls != 0)
+		return ls < 0 ? ls : 0;
+	snprintf(why, len, "this node closed generation %s at %08x/%08x, where its file stood at "
+		 "%08x/%08x, and the replica holds that index up to %08x/%08x: another node "
+		 "continued it since", at->generation, at->index, at->offset, prev.index,
+		 prev.offset, end->index, end->offset);
+	return 1;
+}
+
+/*
  * This node shipped all of its database to r at its last clean stop and
  * closed generation at->generation there at *at (its closed record). Has
  * another node written to r since? 1 (why set) when that generation now
@@ -568,6 +596,10 @@ static int continued_since(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1
 					 "closed mark" : "the closed mark is gone");
 				found = 1;
 			}
+		} else if (rc == 0 && !closed_ns && at->offset == 0 && at->index > 0 &&
+			   (rc = past_previous(r, own, &end, at, why, len, call, err)) != 0) {
+			found = rc > 0;
+			rc = rc > 0 ? 0 : rc;
 		} else if (rc == 0 && (rc = past_mark(r, own, &end, at, call, err)) > 0) {
 			rc = 0;
 			/* Litestream sharing the meta-path went on in it, from this file */

@@ -2743,6 +2743,30 @@ def app_rows(db, rows, tag):
                    env=dict(os.environ, LITESTREAM_DB_PATH=str(db)))
 
 
+def test_sidecar_whose_app_wrote_while_it_was_down_after_an_idle_handover_refuses(
+        litevisor_bin, litestream_bin, tmp_path):
+    """Sidecars, clean stops only. A writes; B restores and idles into index 1; A comes
+    back, goes on in index 0 and deletes B's mark; B's app writes while B's `replicate`
+    is down. B's sidecar then started a new generation from its older file, and A's
+    rows were gone from every restore, with no warning (QA84 N1). Where B's file stood
+    in that generation (its "previous" record: the end of index 0, not the start of
+    index 1) shows the replica holds more of index 0: B refuses its file."""
+    rep = tmp_path / "rep"
+    (tmp_path / "A").mkdir()
+    app_rows(tmp_path / "A" / "app.db", 1, "a0")
+    assert sidecar(litevisor_bin, tmp_path, rep, "A", 5, "a1")[0] == 0
+    assert sidecar(litevisor_bin, tmp_path, rep, "B")[0] == 0
+    assert sidecar(litevisor_bin, tmp_path, rep, "A", 10, "a2")[0] == 0
+    a = [v for (v,) in query(tmp_path / "A" / "app.db", "SELECT v FROM t ORDER BY rowid")]
+    assert len(a) == 16, a
+    app_rows(tmp_path / "B" / "app.db", 1, "b-while-down")
+    code, log = sidecar(litevisor_bin, tmp_path, rep, "B")
+    assert code == 1 and "older than the replica" in log, log
+    assert "where its file stood at 00000000/" in log, log
+    assert restored_rows(litevisor_bin, rep, tmp_path / "lv.db") == a
+    assert restored_rows(litestream_bin, rep, tmp_path / "ls.db") == a
+
+
 def test_sidecars_idle_handover_back_and_forth_never_hide_the_first_nodes_rows(
         litevisor_bin, tmp_path):
     """Sidecars, clean stops only. A writes; B restores, writes nothing (it enters
