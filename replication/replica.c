@@ -803,8 +803,11 @@ static void refuse_older(struct eng_replica *r, const char *why)
 	log_error("replica", "this database is older than the replica's data: another node "
 		  "continued its generation since this node last wrote it. Not replicating it: a "
 		  "new generation from it would hide the newer data from every restore. Restore "
-		  "it (litevisor restore, or run's restore step), or set restore.existing: "
-		  "keep-local to start a new generation from it", "db=%s replica=%s why=\"%s\"",
+		  "it: start it under `litevisor run`, whose restore step moves it aside and "
+		  "restores, or stop the app, move the database and its -wal/-shm aside and run "
+		  "`litevisor restore` (it never overwrites a database); or set "
+		  "restore.existing: keep-local to start a new generation from it",
+		  "db=%s replica=%s why=\"%s\"",
 		  r->db->stat.name, r->stat.name, why);
 	replica_note_error(r, "database older than the replica", why);
 	pthread_mutex_lock(&r->db->mu);
