@@ -1,4 +1,4 @@
-/* bounded.c — a call waited for no longer than a deadline (see bounded.h). */
+/* bounded.c — a call on a thread of its own, waited for no longer than a deadline (see bounded.h). */
 #include "common/bounded.h"
 
 #include <errno.h>
@@ -16,6 +16,7 @@ struct bounded {
 	void (*fn)(void *arg);
 	void *arg;
 	int efd;
+	pthread_t thread;
 };
 
 static void *bounded_main(void *p)
@@ -24,22 +25,43 @@ static void *bounded_main(void *p)
 	b->fn(b->arg);
 	uint64_t one = 1;
 	ssize_t n = write(b->efd, &one, sizeof(one));
-	(void)n;
+	(void)n; /* an eventfd counter cannot overflow from one write */
 	return NULL;
+}
+
+struct bounded *bounded_start(void (*fn)(void *arg), void *arg)
+{
+	struct bounded *b = malloc(sizeof(*b));
+	if (!b)
+		return NULL;
+	*b = (struct bounded){ .fn = fn, .arg = arg, .efd = eventfd(0, EFD_CLOEXEC) };
+	if (b->efd < 0 || pthread_create(&b->thread, NULL, bounded_main, b) != 0) {
+		if (b->efd >= 0)
+			close(b->efd);
+		free(b);
+		return NULL;
+	}
+	return b;
+}
+
+int bounded_done_fd(const struct bounded *b)
+{
+	return b->efd;
+}
+
+void bounded_finish(struct bounded *b)
+{
+	pthread_join(b->thread, NULL);
+	close(b->efd);
+	free(b);
 }
 
 int bounded_run(void (*fn)(void *arg), void *arg, int64_t deadline_ms)
 {
-	struct bounded *b = malloc(sizeof(*b));
-	pthread_t t;
+	struct bounded *b = bounded_start(fn, arg);
 	int rc;
 
-	if (b)
-		*b = (struct bounded){ fn, arg, eventfd(0, EFD_CLOEXEC) };
-	if (!b || b->efd < 0 || pthread_create(&t, NULL, bounded_main, b) != 0) {
-		if (b && b->efd >= 0)
-			close(b->efd);
-		free(b);
+	if (!b) {
 		fn(arg);
 		return 0;
 	}
@@ -51,8 +73,6 @@ int bounded_run(void (*fn)(void *arg), void *arg, int64_t deadline_ms)
 	} while (rc < 0 && errno == EINTR);
 	if (rc <= 0)
 		return -1;
-	pthread_join(t, NULL);
-	close(b->efd);
-	free(b);
+	bounded_finish(b);
 	return 0;
 }

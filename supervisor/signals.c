@@ -3,13 +3,12 @@
 
 #include <errno.h>
 #include <poll.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "common/bounded.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/banned.h"
@@ -156,35 +155,17 @@ int sig_wait_fd(int sfd, int fd, void (*tick)(void *arg), void *arg)
 	}
 }
 
-struct noting {
-	void (*fn)(void *arg);
-	void *arg;
-	int efd;
-};
-
-static void *noting_main(void *p)
-{
-	struct noting *n = p;
-	n->fn(n->arg);
-	uint64_t one = 1;
-	ssize_t w = write(n->efd, &one, sizeof(one));
-	(void)w; /* an eventfd counter cannot overflow from one write */
-	return NULL;
-}
-
 void sig_run_noting(int sfd, const char *what, void (*fn)(void *arg), void *arg,
 		    void (*tick)(void *targ), void *targ)
 {
-	struct noting n = { fn, arg, eventfd(0, EFD_CLOEXEC) };
-	pthread_t t;
-	if (n.efd < 0 || pthread_create(&t, NULL, noting_main, &n) != 0) {
-		if (n.efd >= 0)
-			close(n.efd);
+	struct bounded *b = bounded_start(fn, arg);
+	if (!b) {
 		fn(arg);
 		return;
 	}
 	for (bool done = false; !done;) {
-		struct pollfd pfd[2] = { { .fd = n.efd, .events = POLLIN }, { .fd = sfd, .events = POLLIN } };
+		struct pollfd pfd[2] = { { .fd = bounded_done_fd(b), .events = POLLIN },
+					 { .fd = sfd, .events = POLLIN } };
 		int rc = poll(pfd, sfd >= 0 ? 2 : 1, 1000);
 		if (rc < 0 && errno != EINTR) {
 			log_error("signals", "poll failed", "error=\"%s\"", strerror(errno));
@@ -203,8 +184,7 @@ void sig_run_noting(int sfd, const char *what, void (*fn)(void *arg), void *arg,
 				sig_job_stop();
 		}
 	}
-	pthread_join(t, NULL);
-	close(n.efd);
+	bounded_finish(b);
 }
 
 bool sig_is_forwarded(int sig)

@@ -2672,24 +2672,10 @@ def test_run_restores_the_generation_another_node_wrote_right_after_its_clean_st
     rep = tmp_path / "rep"
     node_run(litevisor_bin, tmp_path, "A", rep, 3, "a1")
     (ga,) = os.listdir(rep / "generations")
-    db = tmp_path / "B" / "app.db"
-    db.parent.mkdir()
-    cfg = tmp_path / "B.yml"
-    cfg.write_text(f"dbs:\n  - path: {db}\n    replicas:\n      - url: file://{rep}\n"
-                   "        sync-interval: 100ms\n")
-    p = subprocess.run([litevisor_bin, "restore", "-if-db-not-exists", "-config", str(cfg),
-                        str(db)], capture_output=True, text=True, timeout=60)
-    assert p.returncode == 0, p.stderr
-    app_rows(db, 1, "b1")  # before B's replicate: it starts a generation of its own
-    log = tmp_path / "B.log"
-    with open(log, "w") as out:
-        r = subprocess.Popen([litevisor_bin, "replicate", "-config", str(cfg)], stdout=out,
-                             stderr=subprocess.STDOUT)
-    try:
-        poll(lambda: "snapshot written" in log.read_text(), timeout=30)
-    finally:
-        r.send_signal(signal.SIGTERM)
-        assert r.wait(timeout=30) == 0, log.read_text()
+    # the row before B's replicate: it starts a generation of its own
+    code, log = sidecar(litevisor_bin, tmp_path, rep, "B", before=(1, "b1"),
+                        until="snapshot written")
+    assert code == 0, log
     (gb,) = [g for g in os.listdir(rep / "generations") if g != ga]
     # B's objects 0.2 s after A's closed mark, whatever this machine's pace
     (mark,) = (rep / "generations" / ga / "closed").iterdir()
@@ -2705,10 +2691,12 @@ def test_run_restores_the_generation_another_node_wrote_right_after_its_clean_st
     assert restored_rows(litestream_bin, rep, tmp_path / "ls.db") == a
 
 
-def sidecar(litevisor_bin, tmp_path, rep, node, rows=0, tag="", extra="", until=None):
+def sidecar(litevisor_bin, tmp_path, rep, node, rows=0, tag="", extra="", until=None,
+            before=None):
     """One start of a sidecar node: `restore -if-db-not-exists`, then `replicate`
     beside the app, a process of its own adding rows, then SIGTERM (after the log
-    shows `until`, if given). Returns replicate's exit code and log."""
+    shows `until`, if given). before=(rows, tag): the app adds those between the
+    restore and `replicate`. Returns replicate's exit code and log."""
     db = tmp_path / node / "app.db"
     db.parent.mkdir(exist_ok=True)
     cfg = tmp_path / f"{node}.yml"
@@ -2717,6 +2705,8 @@ def sidecar(litevisor_bin, tmp_path, rep, node, rows=0, tag="", extra="", until=
     p = subprocess.run([litevisor_bin, "restore", "-if-db-not-exists", "-config", str(cfg),
                         str(db)], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
+    if before:
+        app_rows(db, *before)
     log = tmp_path / f"{node}.log"
     log.write_text("")
     with open(log, "a") as out:
