@@ -1288,7 +1288,8 @@ def test_a_failing_replica_keeps_its_lag_and_failure_across_restarts(run, tmp_pa
     t0 = time.monotonic()
     write(db, 5, start=1)
     t1 = time.monotonic()  # the oldest commit it lacks was made between t0 and t1
-    wait_for(lambda: "segment upload failed db=app.db replica=down" in r.text(), what="failure")
+    wait_for(lambda: "segment upload failed db=app.db replica=down" in r.text(), what="failure",
+             log=r.text)
     since = check("down")["failingSince"]
     time.sleep(3.5)  # past fail-after
     assert check("down")["status"] == "fail"
@@ -3474,7 +3475,8 @@ def test_hold_stays_off_the_first_read_slot(run, tmp_path, litestream_bin):
     warm = time.monotonic() + 1  # judge the steady state
     end = warm + 6
     i = 0
-    while time.monotonic() < end:
+    # 6 s, longer while fewer than 800 samples came (a loaded machine: ASan beside QA runs)
+    while time.monotonic() < end or (samples <= 800 and time.monotonic() < end + 30):
         conn.execute("INSERT INTO t(v) VALUES (?)", (f"commit {i}",))
         i += 1
         if time.monotonic() > warm:
