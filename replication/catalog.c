@@ -20,6 +20,13 @@ int wal_pos_cmp(const struct wal_pos *a, const struct wal_pos *b)
 	return 0;
 }
 
+bool wal_pos_past(const struct wal_pos *end, const struct wal_pos *at)
+{
+	if (end->index == at->index)
+		return end->offset > at->offset;
+	return end->index > at->index + 1 || (end->index == at->index + 1 && end->offset > 0);
+}
+
 int catalog_generations(struct storage *st, char (**ids)[LAYOUT_GEN_LEN + 1], size_t *n,
 			const struct st_call *call, struct st_error *err)
 {

@@ -188,4 +188,10 @@ bool catalog_written_after(const struct cat_generation *g, int64_t mark_ns);
 /* Compare positions within one generation: <0, 0, >0. */
 int wal_pos_cmp(const struct wal_pos *a, const struct wal_pos *b);
 
+/*
+ * Does a generation ending at end hold data past at? at's next index at
+ * offset 0 is at itself (a WAL restarted after a checkpoint: nothing new).
+ */
+bool wal_pos_past(const struct wal_pos *end, const struct wal_pos *at);
+
 #endif

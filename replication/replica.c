@@ -312,14 +312,6 @@ static bool closed_here(const struct eng_replica *r, const char *gen, struct wal
 	       !strcmp(at->generation, gen);
 }
 
-/* Does a replica ending at end hold data past at (at's next index, offset 0, is at)? */
-static bool holds_past(const struct wal_pos *end, const struct wal_pos *at)
-{
-	if (end->index == at->index)
-		return end->offset > at->offset;
-	return end->index > at->index + 1 || (end->index == at->index + 1 && end->offset > 0);
-}
-
 /*
  * Litestream replicated this very database into generation g after this
  * node's last clean stop (a switch back to Litestream and then to litevisor
@@ -347,7 +339,7 @@ static int litestream_wrote_here(struct eng_replica *r, const struct cat_generat
 		return 0; /* other age: settings wrote it: cannot tell, so not proven ours */
 	if (rc < 0)
 		return rc;
-	return !holds_past(&end, &local);
+	return !wal_pos_past(&end, &local);
 }
 
 /* The time of g's closed mark at at, or 0 if it has none there. */
@@ -360,7 +352,7 @@ static int64_t mark_time(const struct cat_generation *g, const struct wal_pos *a
 }
 
 /*
- * Does g on r, ending at end, hold data past *at? As holds_past, and also
+ * Does g on r, ending at end, hold data past *at? As wal_pos_past, and also
  * when it ends at (at's next index, 0) having more of at's index than *at:
  * another node went on in that index (a generation that ended on its
  * snapshot, continued at the snapshot's own index), then moved to the next
@@ -370,7 +362,7 @@ static int past_mark(struct eng_replica *r, const struct cat_generation *g,
 		     const struct wal_pos *end, const struct wal_pos *at,
 		     const struct st_call *call, struct st_error *err)
 {
-	if (holds_past(end, at))
+	if (wal_pos_past(end, at))
 		return 1;
 	if (at->index == UINT32_MAX || end->index != at->index + 1 || end->offset != 0)
 		return 0;
@@ -385,6 +377,31 @@ static int past_mark(struct eng_replica *r, const struct cat_generation *g,
 	if (rc == ST_NOT_FOUND)
 		return !mark_time(g, at);
 	return rc < 0 ? rc : e > at->offset;
+}
+
+/*
+ * g, listed, is the generation the database left for one of its own, its
+ * file standing at *prev there (its "previous" record). Does r hold g past
+ * *prev? Then another node went on in it (nothing of this node's went there
+ * past its file's end). 1 (why set), 0, or a negative st_status.
+ */
+static int left_went_on(struct eng_replica *r, const struct cat_generation *g,
+			const struct wal_pos *prev, char *why, size_t len,
+			const struct st_call *call, struct st_error *err)
+{
+	struct wal_pos end;
+	int rc = catalog_end_position(r->st, g, &end, call, err);
+	if (rc == ST_NOT_FOUND || (rc < 0 && err->foreign_form))
+		return 0;
+	if (rc < 0)
+		return rc;
+	if (!wal_pos_past(&end, prev))
+		return 0;
+	snprintf(why, len, "this database's file stood at %08x/%08x of generation %s when it left "
+		 "it for a new one, and the replica holds that generation up to %08x/%08x: another "
+		 "node went on in it", prev->index, prev->offset, prev->generation, end.index,
+		 end.offset);
+	return 1;
 }
 
 /*
@@ -406,23 +423,12 @@ static int went_on_past(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1], 
 	if (!listed)
 		return 0;
 	struct cat_generation g = { 0 };
-	struct wal_pos end;
 	int rc = catalog_load(r->st, prev->generation, &g, call, err);
 	if (rc < 0)
 		return rc;
-	rc = catalog_end_position(r->st, &g, &end, call, err);
+	rc = left_went_on(r, &g, prev, why, len, call, err);
 	catalog_generation_release(&g);
-	if (rc == ST_NOT_FOUND || (rc < 0 && err->foreign_form))
-		return 0;
-	if (rc < 0)
-		return rc;
-	if (!holds_past(&end, prev))
-		return 0;
-	snprintf(why, len, "this database's file stood at %08x/%08x of generation %s when it left "
-		 "it for a new one, and the replica holds that generation up to %08x/%08x: another "
-		 "node went on in it", prev->index, prev->offset, prev->generation, end.index,
-		 end.offset);
-	return 1;
+	return rc;
 }
 
 /*
@@ -619,9 +625,28 @@ static int continued_since(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1
 				found = 1;
 			}
 		}
+		/* the generation this node left for the one it closed: its own */
+		struct wal_pos prev;
+		bool left = localstate_read_previous(r->db->dir, &prev) == 0 &&
+			    strcmp(prev.generation, at->generation) != 0;
 		for (size_t i = 0; i < n && rc == 0 && !found && closed_ns; i++) {
+			if (&gens[i] == own)
+				continue;
+			if (left && !strcmp(gens[i].id, prev.generation)) {
+				/*
+				 * Written before this node's mark, whatever the times
+				 * say (its objects may share the mark's whole second,
+				 * QA85 D1): another node's only past where the file
+				 * stood there. restore.c's replica_newer reads it so.
+				 */
+				int past = left_went_on(r, &gens[i], &prev, why, len, call, err);
+				if (past < 0)
+					rc = past;
+				found = past > 0;
+				continue;
+			}
 			/* restore.c's replica_newer reads "after" by the same rule */
-			if (&gens[i] == own || !catalog_written_after(&gens[i], closed_ns))
+			if (!catalog_written_after(&gens[i], closed_ns))
 				continue;
 			int here = litestream_wrote_here(r, &gens[i], call, err);
 			if (here < 0) {
@@ -1044,7 +1069,7 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 			int lin = LINEAGE_UNKNOWN;
 			struct wal_pos at;
 			bool mine = closed_here(r, gen, &at), ahead = false;
-			if (mine && (holds_past(&end, &at) || !catalog_closed_at(&g, &end))) {
+			if (mine && (wal_pos_past(&end, &at) || !catalog_closed_at(&g, &end))) {
 				/*
 				 * Litestream sharing the meta-path went on in it from this
 				 * file (continued_since said so): this file's history, whose
@@ -1057,7 +1082,7 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 				}
 				mine = ls == 0;
 			}
-			if (mine && holds_past(&end, &at)) {
+			if (mine && wal_pos_past(&end, &at)) {
 				/* continued elsewhere since our clean stop (keep-local: see above) */
 				snprintf(why, sizeof(why), "this node closed generation %s at %08x/%08x and "
 					 "the replica holds it up to %08x/%08x: another node continued it",

@@ -760,8 +760,26 @@ static bool replica_newer(const struct session *s, const struct wal_pos *lpos, i
 			 * the file there left the service with replication stopped
 			 * at every start (QA84 D3); the file goes aside, kept.
 			 */
-			int64_t mark = s->statedir && !strcmp(lsdir, s->statedir)
-					       ? own_mark_time(s, c, gl) : 0;
+			bool ours = s->statedir && !strcmp(lsdir, s->statedir);
+			/*
+			 * The winner is the generation this node left for the local
+			 * one (its "previous" record): written before, whatever its
+			 * times say (a copy restamps every object, QA85 D2), and
+			 * newer only where another node went on in it past where
+			 * this file stood: as the engine reads it (continued_since).
+			 */
+			struct wal_pos prev;
+			if (ours && localstate_read_previous(s->statedir, &prev) == 0 &&
+			    !strcmp(prev.generation, gw->id) && strcmp(prev.generation, gl->id) != 0) {
+				bool past = wal_pos_past(&w->plan.end, &prev);
+				snprintf(why, len, "%s holds generation %s, which the local database left "
+					 "for %s at %s, %s", c->name, gw->id, gl->id,
+					 rs_pos_text(&prev, a, sizeof(a)),
+					 past ? "continued since: another node went on in it"
+					      : "and no further");
+				return past;
+			}
+			int64_t mark = ours ? own_mark_time(s, c, gl) : 0;
 			if (mark) {
 				bool after = catalog_written_after(gw, mark);
 				snprintf(why, len, "%s holds generation %s, written %s this node's "

@@ -2733,6 +2733,51 @@ def app_rows(db, rows, tag):
                    env=dict(os.environ, LITESTREAM_DB_PATH=str(db)))
 
 
+@pytest.mark.parametrize("times", ["one_whole_second", "copied"])
+def test_a_nodes_own_earlier_generation_is_not_another_nodes_whatever_its_times(
+        litevisor_bin, tmp_path, times):
+    """One node: a clean stop in G0, its app writes while it is down, the next start goes
+    on in G1 and stops. Read by times alone, G0 could be "written after" G1's closed
+    mark: on S3 after a sub-second cycle (whole seconds: G0's last objects in the mark's
+    second), the next start refused the file as older, at every start (QA85 D1); with
+    the replica copied back into place object by object (G0 copied after G1), `run`
+    restored the older G0 over the file (QA85 D2). G0 is the generation this node left
+    for G1 (its "previous" record): another node's only if it goes on past where the
+    file stood there."""
+    rep = tmp_path / "rep"
+    db = tmp_path / "A" / "app.db"
+    db.parent.mkdir()
+    app_rows(db, 1, "init")
+    assert sidecar(litevisor_bin, tmp_path, rep, "A", 3, "a1")[0] == 0
+    app_rows(db, 1, "while-down")
+    code, log = sidecar(litevisor_bin, tmp_path, rep, "A", until="snapshot written")
+    assert code == 0 and "new generation" in log, log
+    gdir = rep / "generations"
+    files = lambda g: [f for f in (gdir / g).rglob("*") if f.is_file()]
+    g0, g1 = sorted(os.listdir(gdir), key=lambda g: min(f.stat().st_mtime_ns for f in files(g)))
+    stamp = lambda f, t: os.utime(f, ns=(t, t))
+    t = (int(time.time()) - 60) * 10**9
+    if times == "one_whole_second":
+        data = sorted((f for f in files(g0) if "/closed/" not in str(f)),
+                      key=lambda f: f.stat().st_mtime_ns)
+        for f in files(g0):
+            stamp(f, t if f == data[-1] or "/closed/" in str(f) else t - 10 * 10**9)
+        for f in files(g1):
+            stamp(f, t)
+        code, log = sidecar(litevisor_bin, tmp_path, rep, "A")
+        assert code == 0 and "older than the replica" not in log, log
+        assert "replica continues generation" in log, log
+    else:
+        for g, at in ((g1, t + 200 * 10**6), (g0, t + 500 * 10**6)):
+            for f in files(g):
+                stamp(f, at)
+        p = subprocess.run([litevisor_bin, "run", "-config", str(tmp_path / "A.yml"), "--",
+                            "true"], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0 and "older than the replica" not in p.stderr, p.stderr
+        assert "which the local database left" in p.stderr, p.stderr
+        assert "while-down-0" in [v for (v,) in query(db, "SELECT v FROM t")]
+
+
 @pytest.mark.parametrize("b_wrote_while_down", [False, True])
 def test_sidecars_idle_handover_back_and_forth_never_hide_the_first_nodes_rows(
         litevisor_bin, litestream_bin, tmp_path, b_wrote_while_down):
