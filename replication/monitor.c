@@ -972,9 +972,11 @@ static bool ckpt_settled(const struct eng_db *d, uint64_t frames)
 	int64_t threshold = d->cfg->min_checkpoint_page_count;
 	if (d->cfg->max_checkpoint_page_count > 0 && d->cfg->max_checkpoint_page_count < threshold)
 		threshold = d->cfg->max_checkpoint_page_count;
+	/* at least one frame: a threshold under 4 would checkpoint an unchanged WAL at every pass */
+	int64_t slack = threshold / 4 > 0 ? threshold / 4 : 1;
 	return d->ckpt_done && d->ckpt_done_epoch == d->gen_epoch &&
 	       d->ckpt_done_index == d->sh.index &&
-	       (int64_t)(frames - d->ckpt_done_frames) < threshold / 4;
+	       (int64_t)(frames - d->ckpt_done_frames) < slack;
 }
 
 /* Checkpoint when due. Returns true when it ran one (the database file may have been written). */

@@ -181,7 +181,9 @@ void sig_run_noting(int sfd, const char *what, void (*fn)(void *arg), void *arg,
 					 "SIGKILL cuts it short, losing what is not done", "signal=%s "
 					 "doing=\"%s\"", sig_name(sig), what);
 			else if (sig == SIGTSTP)
-				sig_job_stop();
+				/* stopped, the flush's deadline and the orchestrator's would run on */
+				log_info("signals", "signal dropped while stopping", "signal=%s doing=\"%s\"",
+					 sig_name(sig), what);
 		}
 	}
 	bounded_finish(b);

@@ -93,7 +93,8 @@ int sig_wait_fd(int sfd, int fd, void (*tick)(void *arg), void *arg);
  * made) while this thread reads sfd, so a signal that comes meanwhile is not
  * left unread: a stop signal (a second TERM, a ^C during the final flush) is
  * logged, saying that what (e.g. "the final flush") goes on and that only
- * KILL cuts it short; TSTP stops litevisor; others are dropped. tick(arg) runs
+ * KILL cuts it short; TSTP is dropped with a note (stopped, the flush's
+ * deadline would run on); others are dropped. tick(arg) runs
  * at every turn, at least once a second (the heartbeat, reaping strays).
  */
 void sig_run_noting(int sfd, const char *what, void (*fn)(void *arg), void *arg,
