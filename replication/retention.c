@@ -111,9 +111,17 @@ static int prune(struct eng_replica *r, const struct cat_generation *g, uint32_t
 		    add_key(r, b, layout_snapshot_key(key, g->id, s->index), err) < 0)
 			return -1;
 	}
+	/*
+	 * A whole generation's marks go whatever their age: a mark is no data
+	 * (its generation was chosen by its data's age), and one left alone (a
+	 * node that took the generation over idle closed it after its data)
+	 * kept the generation listed, so the node that wrote it, back with its
+	 * older file, wrote into it again instead of finding it deleted by
+	 * another node's retention (QA86 D6).
+	 */
 	for (size_t i = 0; i < g->nclosed; i++) {
 		const struct cat_closed *c = &g->closed[i];
-		if ((stop == UINT32_MAX || c->index < stop) && c->mtime_ns < cutoff &&
+		if ((stop == UINT32_MAX || (c->index < stop && c->mtime_ns < cutoff)) &&
 		    add_key(r, b, layout_closed_key(key, g->id, c->index, c->offset), err) < 0)
 			return -1;
 	}

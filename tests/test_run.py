@@ -2778,6 +2778,32 @@ def test_a_nodes_own_earlier_generation_is_not_another_nodes_whatever_its_times(
         assert "while-down-0" in [v for (v,) in query(db, "SELECT v FROM t")]
 
 
+def test_retention_deletes_a_whole_generation_with_its_marks_whatever_their_age(
+        litevisor_bin, tmp_path):
+    """A generation past retention went, but a closed mark written after its data (a node
+    that took it over idle closed it later) stayed, alone: the generation was still
+    listed, and the node that wrote it, back with its older file, wrote into it again
+    instead of finding it deleted by another node's retention (QA86 D6)."""
+    rep = tmp_path / "rep"
+    db = tmp_path / "A" / "app.db"
+    db.parent.mkdir()
+    app_rows(db, 1, "a0")
+    assert sidecar(litevisor_bin, tmp_path, rep, "A", 3, "a1")[0] == 0
+    (old,) = os.listdir(rep / "generations")
+    (mark,) = (rep / "generations" / old / "closed").iterdir()
+    later = time.time() + 30  # closed long after its data
+    os.utime(mark, (later, later))
+    time.sleep(2.6)  # its data past retention + grace
+    app_rows(db, 1, "down")  # while nothing replicates: the next start is a new generation
+    code, log = sidecar(litevisor_bin, tmp_path, rep, "A", 60, "a2", until="deleting generation",
+                        extra="        retention: 2s\n        retention-check-interval: 500ms\n"
+                              "        retention-grace: 500ms\n    min-checkpoint-page-count: 20\n")
+    assert code == 0, log
+    left = [f for f in (rep / "generations" / old).rglob("*") if f.is_file()] \
+        if (rep / "generations" / old).exists() else []
+    assert not left, left
+
+
 @pytest.mark.parametrize("b_wrote_while_down", [False, True])
 def test_sidecars_idle_handover_back_and_forth_never_hide_the_first_nodes_rows(
         litevisor_bin, litestream_bin, tmp_path, b_wrote_while_down):
