@@ -214,6 +214,50 @@ int localstate_read_previous(const char *dir, struct wal_pos *end)
 	return 0;
 }
 
+int localstate_write_refused(const char *dir, const char *dbpath, const char *why, uid_t uid,
+			     gid_t gid)
+{
+	char path[PATH_MAX], *line = NULL;
+	struct stat st;
+	if (stat(dbpath, &st) < 0)
+		return -1;
+	int n = asprintf(&line, "%llu %llu %s\n", (unsigned long long)st.st_dev,
+			 (unsigned long long)st.st_ino, why);
+	if (n < 0)
+		return -1;
+	for (int i = 0; i < n - 1; i++)
+		if (line[i] == '\n')
+			line[i] = ' ';
+	snprintf(path, sizeof(path), "%s/refused", dir);
+	int rc = fs_write_atomic(path, line, (size_t)n, 0640, uid, gid);
+	free(line);
+	return rc;
+}
+
+int localstate_read_refused(const char *dir, const char *dbpath, char *why, size_t len)
+{
+	char path[PATH_MAX], *text = NULL;
+	unsigned long long dev, ino;
+	int rest = 0;
+	struct stat st;
+	snprintf(path, sizeof(path), "%s/refused", dir);
+	if (fs_read_small(path, 4096, &text, NULL) < 0)
+		return -1;
+	int ok = sscanf(text, "%llu %llu %n", &dev, &ino, &rest) == 2 && rest > 0;
+	if (ok && stat(dbpath, &st) == 0 && (unsigned long long)st.st_dev == dev &&
+	    (unsigned long long)st.st_ino == ino) {
+		char *nl = strchr(text + rest, '\n');
+		if (nl)
+			*nl = '\0';
+		snprintf(why, len, "%s", text + rest);
+		free(text);
+		return 0;
+	}
+	free(text);
+	errno = ok ? ESTALE : EINVAL;
+	return -1;
+}
+
 int localstate_write_database_id(const char *dir, const char *id, uid_t uid, gid_t gid)
 {
 	char path[PATH_MAX], line[64];

@@ -39,6 +39,9 @@
  *                                 location, storage.h, no credentials) when it
  *                                 last stopped (localstate_write_closed);
  *                                 records before 2026-12 have no location
+ *   refused                       "dev ino why\n": replication refused this
+ *                                 file as older than a replica's data
+ *                                 (localstate_write_refused)
  *   failing-<%08x xxh32 of a replica's name>
  *                                 "failing-since behind-since name\n": that
  *                                 replica fails since then (wall ns), and
@@ -207,6 +210,20 @@ int localstate_write_restored(const char *dir, const struct restored_marker *m, 
 			      gid_t gid);
 int localstate_read_restored(const char *dir, struct restored_marker *m);
 int localstate_clear_restored(const char *dir);
+
+/*
+ * The refusal record (<state>/refused, "dev ino why\n"): replication stopped
+ * this database as older than a replica's data (replica.c, refuse_older).
+ * Read back at every later start while the database file is the same one
+ * (device and inode): its state may have moved on meanwhile (a new local
+ * generation, never written anywhere), and the file is no newer for that
+ * (QA86 D2). A restore moves the state directory aside, and the record with
+ * it. read: 0 with why set, or -1 (ENOENT: none; ESTALE: another file is
+ * there now; EINVAL: corrupt).
+ */
+int localstate_write_refused(const char *dir, const char *dbpath, const char *why, uid_t uid,
+			     gid_t gid);
+int localstate_read_refused(const char *dir, const char *dbpath, char *why, size_t len);
 
 /*
  * The closed record of replica `replica`: written once this node's closed

@@ -821,9 +821,10 @@ static bool older_gate(struct eng_replica *r, bool flush)
  * generation since) and restore.existing is newest-wins: replicating it
  * would start a new generation that wins every later restore. The database
  * is not replicated by this process any more (monitor_request_stop_older):
- * it must be restored first, or the policy say keep-local.
+ * it must be restored first, or the policy say keep-local. record: also for
+ * the later starts (localstate_write_refused).
  */
-static void refuse_older(struct eng_replica *r, const char *why)
+static void refuse_older_as(struct eng_replica *r, const char *why, bool record)
 {
 	log_error("replica", "this database is older than the replica's data: another node "
 		  "continued its generation since this node last wrote it. Not replicating it: a "
@@ -835,10 +836,22 @@ static void refuse_older(struct eng_replica *r, const char *why)
 		  "db=%s replica=%s why=\"%s\"",
 		  r->db->stat.name, r->stat.name, why);
 	replica_note_error(r, "database older than the replica", why);
+	/* for the next starts too: by then the state may have moved on, the file has not */
+	uid_t uid;
+	gid_t gid;
+	localstate_owner(r->db->cfg, &uid, &gid);
+	if (record && localstate_write_refused(r->db->dir, r->db->cfg->path, why, uid, gid) < 0)
+		log_warn("replica", "cannot record the refusal locally: a restart may not refuse "
+			 "the file again", "db=%s error=\"%s\"", r->db->stat.name, strerror(errno));
 	pthread_mutex_lock(&r->db->mu);
 	r->refused = true; /* once: no more listings, no more of these lines */
 	monitor_request_stop_older(r->db);
 	pthread_mutex_unlock(&r->db->mu);
+}
+
+static void refuse_older(struct eng_replica *r, const char *why)
+{
+	refuse_older_as(r, why, true);
 }
 
 void replica_leave_generation(struct eng_replica *r, const char *gen, const char *why)
@@ -956,6 +969,20 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 	bool newest_wins = !in_marker && d->eng->cfg &&
 			   d->eng->cfg->restore.existing == EXISTING_NEWEST_WINS;
 	int old = 0;
+	char before[300];
+	if (newest_wins && localstate_read_refused(d->dir, d->cfg->path, before, sizeof(before)) == 0) {
+		/*
+		 * Refused at an earlier start and not restored since: the state
+		 * may have moved on meanwhile (a new local generation, written
+		 * nowhere), which hid the refusal's cause from every check below,
+		 * and the older file was replicated at the next start (QA86 D2).
+		 */
+		snprintf(why, sizeof(why), "refused at an earlier start and not restored since: %s",
+			 before);
+		refuse_older_as(r, why, false);
+		free(ids);
+		return -1;
+	}
 	if (newest_wins && read_closed(r, &closed_at) == 0)
 		old = continued_since(r, ids, n, &closed_at, why, sizeof(why), &call, &err);
 	else if (newest_wins && localstate_read_previous(d->dir, &prev) == 0 &&

@@ -698,8 +698,16 @@ static bool replica_newer(const struct session *s, const struct wal_pos *lpos, i
 			  const char *lsdir, bool *at_next, char *why, size_t len)
 {
 	struct rs_cand *w = &s->c[s->ch.winner];
-	char a[64], b[64], err[300];
+	char a[64], b[64], err[300], before[200];
 	*at_next = false;
+	/* replication refused this very file at an earlier start: the engine would again */
+	if (s->statedir && !strcmp(lsdir, s->statedir) &&
+	    localstate_read_refused(s->statedir, s->db->path, before, sizeof(before)) == 0) {
+		snprintf(why, len, "replication refused this database as older than the replica's "
+			 "data at an earlier start (%s); %s holds %s", before, w->name,
+			 rs_pos_text(&w->plan.end, a, sizeof(a)));
+		return true;
+	}
 	if (strcmp(w->plan.generation, lpos->generation) == 0) {
 		int cmp = wal_pos_cmp(&w->plan.end, lpos);
 		snprintf(why, len, "%s holds %s, local %s", w->name,

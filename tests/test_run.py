@@ -2833,6 +2833,18 @@ def test_sidecars_idle_handover_back_and_forth_never_hide_the_first_nodes_rows(
         assert "where its file stood at 00000000/" in text, text
     assert restored_rows(litevisor_bin, rep, tmp_path / "lv.db") == a
     assert restored_rows(litestream_bin, rep, tmp_path / "ls.db") == a
+    # and at the next start, whatever the refused run did to the state (a new local
+    # generation, written nowhere, hid the refusal's cause: QA86 D2)
+    app_rows(tmp_path / "B" / "app.db", 1, "b-again")
+    code, text = sidecar(litevisor_bin, tmp_path, rep, "B")
+    assert code == 1 and "refused at an earlier start and not restored since" in text, text
+    assert restored_rows(litevisor_bin, rep, tmp_path / "lv2.db") == a
+    # `run`'s restore step restores it, the file kept aside
+    p = subprocess.run([litevisor_bin, "run", "-config", str(tmp_path / "B.yml"), "--", "true"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "refused this database as older" in p.stderr, p.stderr
+    assert [v for (v,) in query(tmp_path / "B" / "app.db", "SELECT v FROM t ORDER BY rowid")] == a
+    assert "ERROR replica: this database is older" not in p.stderr, p.stderr
 
 
 @pytest.mark.parametrize("retention", [False, True])
