@@ -99,9 +99,13 @@ int clock_parse_rfc3339(const char *s, int64_t *wall_ns)
 	    (tm.tm_min = digits(&p, 2)) < 0 || *p++ != ':' ||
 	    (tm.tm_sec = digits(&p, 2)) < 0)
 		return -1;
-	/* timegm() would quietly turn 2025-02-29 into March 1st */
+	/*
+	 * timegm() would quietly turn 2025-02-29 into March 1st, and second 60
+	 * into the next minute's 0 (Unix time has no leap second: Go's parser,
+	 * Litestream's, refuses it too)
+	 */
 	if (tm.tm_mon > 12 || tm.tm_mday > days_in_month(tm.tm_year, tm.tm_mon) ||
-	    tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 60)
+	    tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 59)
 		return -1;
 	if (*p == '.') {
 		int64_t scale = NS_PER_SEC;

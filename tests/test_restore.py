@@ -2682,6 +2682,7 @@ def test_many_indexes_apply_in_order_whatever_the_parallelism(tmp_path, liteviso
     ("2025-02-29T00:00:00Z", "real date"),               # not a leap year
     ("1900-02-29T00:00:00Z", "real date"),               # a century, not a leap year
     ("2026-04-31T00:00:00Z", "real date"),
+    ("2026-12-06T08:00:60Z", "real date"),               # no leap second: not 08:01:00 (QA83)
 ])
 def test_timestamp_outside_the_calendar_or_range_is_a_usage_error(tmp_path, litevisor_bin,
                                                                   history, ts, why):

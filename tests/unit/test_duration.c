@@ -89,6 +89,10 @@ TEST(rfc3339)
 	CHECK_INT(ns, 1795328858LL * 1000000000LL + 500000000LL);
 	CHECK_INT(clock_parse_rfc3339("2026-11-22 06:27:38", &ns), -1);
 	CHECK_INT(clock_parse_rfc3339("yesterday", &ns), -1);
+	/* second 60 named the next minute's first (QA83): no leap second in Unix time */
+	CHECK_INT(clock_parse_rfc3339("2026-12-06T08:00:60Z", &ns), -1);
+	CHECK_INT(clock_parse_rfc3339("2026-12-31T23:59:60Z", &ns), -1);
+	CHECK_INT(clock_parse_rfc3339("2026-12-06T08:00:59Z", &ns), 0);
 }
 
 /* what a listing prints parses back to the very time (QA17: milliseconds cut it short) */
