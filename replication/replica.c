@@ -469,11 +469,15 @@ static struct cat_generation *load_all(struct eng_replica *r, char (*ids)[LAYOUT
  * from this file. A node that restored base after this node's kill started a
  * new generation (base was not closed), which base continued, or a new
  * generation from this older file, would hide from every restore (QA81 D1).
+ * restored: base is the generation this file was restored from, to its end
+ * (the restored marker): the restore took the newest there was, so one
+ * written later is another node's since (QA86 D1); its ties were weighed
+ * then, so a later object only counts, not one in the same whole second.
  * 1 (why set), 0, or a negative st_status.
  */
 static int newer_elsewhere(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1], size_t n,
-			   const char *base, const char *current, char *why, size_t len,
-			   const struct st_call *call, struct st_error *err)
+			   const char *base, const char *current, bool restored, char *why,
+			   size_t len, const struct st_call *call, struct st_error *err)
 {
 	bool listed = false;
 	for (size_t i = 0; i < n && !listed; i++)
@@ -486,12 +490,18 @@ static int newer_elsewhere(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1
 	if (!gens)
 		return rc;
 	for (size_t i = 0; own && i < n && rc == 0 && !found; i++) {
-		if (&gens[i] == own || !catalog_written_after(&gens[i], own->max_ns) ||
-		    !strcmp(gens[i].id, current))
+		bool after = restored ? gens[i].max_ns > own->max_ns
+				      : catalog_written_after(&gens[i], own->max_ns);
+		if (&gens[i] == own || !after || !strcmp(gens[i].id, current))
 			continue;
 		int here = litestream_wrote_here(r, &gens[i], call, err);
 		if (here < 0) {
 			rc = here;
+		} else if (!here && restored) {
+			snprintf(why, len, "this database was restored from generation %s, and "
+				 "generation %s was written after it: another node went on since the "
+				 "restore", base, gens[i].id);
+			found = 1;
 		} else if (!here) {
 			snprintf(why, len, "generation %s, which this node wrote last, was not closed "
 				 "by a clean stop, and generation %s was written after it: another node "
@@ -503,6 +513,29 @@ static int newer_elsewhere(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1
 		catalog_generation_release(&gens[i]);
 	free(gens);
 	return rc < 0 ? rc : found;
+}
+
+/*
+ * Does g on r hold more of index than the had bytes this node's file held
+ * of it when it went on to the next index (its index record)? 1 (why set),
+ * 0 (no, or its segments are gone), or a negative st_status.
+ */
+static int index_grew(struct eng_replica *r, const struct cat_generation *g, uint32_t index,
+		      int64_t had, char *why, size_t len, const struct st_call *call,
+		      struct st_error *err)
+{
+	uint32_t e;
+	int rc = catalog_index_end(r->st, g, index, &e, call, err);
+	if (rc == ST_NOT_FOUND)
+		return 0;
+	if (rc < 0)
+		return rc;
+	if ((int64_t)e <= had)
+		return 0;
+	snprintf(why, len, "it holds index %08x of generation %s up to offset %08x, and this "
+		 "node's file had %lld bytes of it when it went on to the next index: another "
+		 "node wrote into it since", index, g->id, e, (long long)had);
+	return 1;
 }
 
 /*
@@ -989,10 +1022,13 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 		 strcmp(prev.generation, gen) != 0) {
 		old = went_on_past(r, ids, n, &prev, why, sizeof(why), &call, &err);
 		if (old == 0)
-			old = newer_elsewhere(r, ids, n, prev.generation, gen, why, sizeof(why), &call,
-					      &err);
+			old = newer_elsewhere(r, ids, n, prev.generation, gen, false, why,
+					      sizeof(why), &call, &err);
 	} else if (newest_wins) {
-		old = newer_elsewhere(r, ids, n, gen, gen, why, sizeof(why), &call, &err);
+		old = newer_elsewhere(r, ids, n, gen, gen, false, why, sizeof(why), &call, &err);
+	} else if (in_marker && d->eng->cfg && d->eng->cfg->restore.existing == EXISTING_NEWEST_WINS) {
+		/* restored to its end: continued there, unless another node went on since */
+		old = newer_elsewhere(r, ids, n, gen, "", true, why, sizeof(why), &call, &err);
 	}
 	if (old < 0) {
 		rc = old;
@@ -1128,6 +1164,20 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 					 pos.index, gen, cur);
 				lin = LINEAGE_DIVERGED;
 				ahead = true;
+			} else if (pos.index == cur && cur > 0 && prev_end >= 0 &&
+				   (lin = index_grew(r, &g, cur - 1, prev_end, why, sizeof(why),
+						     &call, &err)) != 0) {
+				/*
+				 * It ends where this node is, but holds more of the index
+				 * before than this node's file had when it went on from
+				 * it: another node went on in that index behind this
+				 * node's mark, and a snapshot of its took the end to the
+				 * very position of that mark (QA86 D5).
+				 */
+				if (lin > 0) {
+					lin = LINEAGE_DIVERGED;
+					ahead = true;
+				}
 			} else if (local_has >= 0 && pos.offset > (uint64_t)local_has) {
 				/*
 				 * Bytes of an index this node never had cannot be its own

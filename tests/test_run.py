@@ -2692,11 +2692,12 @@ def test_run_restores_the_generation_another_node_wrote_right_after_its_clean_st
 
 
 def sidecar(litevisor_bin, tmp_path, rep, node, rows=0, tag="", extra="", until=None,
-            before=None):
+            before=None, then=None):
     """One start of a sidecar node: `restore -if-db-not-exists`, then `replicate`
     beside the app, a process of its own adding rows, then SIGTERM (after the log
     shows `until`, if given). before=(rows, tag): the app adds those between the
-    restore and `replicate`. Returns replicate's exit code and log."""
+    restore and `replicate`; then(db): what the app does after its rows. Returns
+    replicate's exit code and log."""
     db = tmp_path / node / "app.db"
     db.parent.mkdir(exist_ok=True)
     cfg = tmp_path / f"{node}.yml"
@@ -2718,6 +2719,8 @@ def sidecar(litevisor_bin, tmp_path, rep, node, rows=0, tag="", extra="", until=
              timeout=30)
         if rows:
             app_rows(db, rows, tag)
+        if then:
+            then(db)
         if until:
             poll(lambda: until in log.read_text(), timeout=30)
         time.sleep(0.5)
@@ -2802,6 +2805,67 @@ def test_retention_deletes_a_whole_generation_with_its_marks_whatever_their_age(
     left = [f for f in (rep / "generations" / old).rglob("*") if f.is_file()] \
         if (rep / "generations" / old).exists() else []
     assert not left, left
+
+
+def test_a_restored_node_whose_replicate_starts_after_the_other_went_on_refuses(
+        litevisor_bin, litestream_bin, tmp_path):
+    """B restores A's closed generation by hand (`litevisor restore`: the restored
+    marker), but its `replicate` starts only later; meanwhile A's app wrote while A was
+    down and A went on in a new generation. B continued the restored generation, the
+    marker turning every left-behind check off, and A's rows were gone from every
+    restore, with no warning (QA86 D1). A generation newer than the one restored is
+    another node's since: B refuses."""
+    rep = tmp_path / "rep"
+    a_db, b_db = tmp_path / "A" / "app.db", tmp_path / "B" / "app.db"
+    a_db.parent.mkdir()
+    b_db.parent.mkdir()
+    app_rows(a_db, 1, "a0")
+    assert sidecar(litevisor_bin, tmp_path, rep, "A", 3, "a1")[0] == 0
+    (tmp_path / "B.yml").write_text(f"dbs:\n  - path: {b_db}\n    replicas:\n      - url: "
+                                    f"file://{rep}\n        sync-interval: 100ms\n")
+    p = subprocess.run([litevisor_bin, "restore", "-config", str(tmp_path / "B.yml"), str(b_db)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    app_rows(a_db, 2, "a-down")
+    code, log = sidecar(litevisor_bin, tmp_path, rep, "A", 1, "a2")
+    assert code == 0 and "new generation" in log, log
+    a = [v for (v,) in query(a_db, "SELECT v FROM t ORDER BY rowid")]
+    code, log = sidecar(litevisor_bin, tmp_path, rep, "B", 1, "b1")
+    assert code == 1 and "another node went on since the restore" in log, log
+    assert restored_rows(litevisor_bin, rep, tmp_path / "lv.db") == a
+    assert restored_rows(litestream_bin, rep, tmp_path / "ls.db") == a
+
+
+def test_a_node_back_behind_the_other_nodes_mark_and_snapshotting_onto_it_is_refused_there(
+        litevisor_bin, litestream_bin, tmp_path):
+    """A closes its generation at index 1 (after its app's own TRUNCATE checkpoint); B
+    restores it and idles into index 2, closed at 2/0; A comes back, goes on in index 1
+    behind B's mark, and its snapshot interval ends the generation at 2/0, the very
+    position of B's mark. B, back, took that mark for its own and wrote its WAL over
+    A's snapshot: A's rows were gone from every restore (QA86 D5). The replica holds
+    more of index 1 than B's file had when B went on to index 2: B refuses."""
+    rep = tmp_path / "rep"
+    db = tmp_path / "A" / "app.db"
+    db.parent.mkdir()
+    app_rows(db, 1, "a0")
+
+    def truncate_then_write(path):
+        c = sqlite3.connect(path, isolation_level=None, timeout=30)
+        c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        c.close()
+        app_rows(path, 2, "a1b")
+
+    assert sidecar(litevisor_bin, tmp_path, rep, "A", 3, "a1", then=truncate_then_write)[0] == 0
+    assert sidecar(litevisor_bin, tmp_path, rep, "B")[0] == 0
+    code, log = sidecar(litevisor_bin, tmp_path, rep, "A", 5, "a2",
+                        extra="        snapshot-interval: 1s\n",
+                        until="snapshots/00000002.snapshot")
+    assert code == 0, log
+    a = [v for (v,) in query(db, "SELECT v FROM t ORDER BY rowid")]
+    code, log = sidecar(litevisor_bin, tmp_path, rep, "B", 3, "b1")
+    assert code == 1 and "another node wrote into it since" in log, log
+    assert restored_rows(litevisor_bin, rep, tmp_path / "lv.db") == a
+    assert restored_rows(litestream_bin, rep, tmp_path / "ls.db") == a
 
 
 @pytest.mark.parametrize("b_wrote_while_down", [False, True])
