@@ -1264,12 +1264,32 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 		 * service running on (QA75 D4, D6). Aside, replication starts a new
 		 * generation from the file kept.
 		 */
+		/*
+		 * A state of nothing but a database id (a hand restore of a
+		 * generation not closed: no marker) names this very file's
+		 * database: kept, or replication labelled it with a new id and
+		 * the other node's run refused its own database as another's
+		 * at every start (QA86 D3).
+		 */
+		char gen_id[17], dbid[33];
+		bool id_only = localstate_read_generation(statedir, gen_id) < 0 &&
+			       localstate_read_database_id(statedir, dbid) == 0;
 		if (!newer && !at_next && strcmp(from, statedir) != 0 &&
 		    rs_move_state_aside(statedir, "state that does not describe the database kept",
 					res->state_moved_aside, sizeof(res->state_moved_aside)) < 0) {
 			result_set(res, RESTORE_FAILED, "cannot move the state directory %s aside (it "
 				   "does not describe the database kept)", statedir);
 			goto out;
+		}
+		if (!newer && !at_next && strcmp(from, statedir) != 0 && id_only) {
+			uid_t uid;
+			gid_t gid;
+			localstate_owner(db, &uid, &gid);
+			if (localstate_ensure(db, statedir) < 0 ||
+			    localstate_write_database_id(statedir, dbid, uid, gid) < 0)
+				log_warn("restore", "cannot keep the database id of the state moved "
+					 "aside: replication labels its generations with a new one",
+					 "db=\"%s\" err=\"%s\"", s.dbname, strerror(errno));
 		}
 		if (!newer) {
 			result_set(res, RESTORE_EXISTS, "local database is current (%s)%s", why,

@@ -2868,6 +2868,51 @@ def test_a_node_back_behind_the_other_nodes_mark_and_snapshotting_onto_it_is_ref
     assert restored_rows(litestream_bin, rep, tmp_path / "ls.db") == a
 
 
+def test_a_hand_restore_of_a_generation_not_closed_keeps_the_database_id_under_run(
+        litevisor_bin, tmp_path):
+    """A's sidecar is killed (its generation not closed); B restores it by hand
+    (`litevisor restore`: the database id, no marker), then runs. B's restore step moved
+    that state aside (it describes no position), the id with it: replication drew a new
+    id, and A's `run` then refused its own database as another's, exit 111, at every
+    start (QA86 D3). A state of nothing but an id is kept."""
+    rep = tmp_path / "rep"
+    a_db, b_db = tmp_path / "A" / "app.db", tmp_path / "B" / "app.db"
+    a_db.parent.mkdir()
+    b_db.parent.mkdir()
+    app_rows(a_db, 1, "a0")
+    cfg = tmp_path / "A-kill.yml"
+    cfg.write_text(f"dbs:\n  - path: {a_db}\n    replicas:\n      - url: file://{rep}\n"
+                   "        sync-interval: 100ms\n")
+    r = subprocess.Popen([litevisor_bin, "replicate", "-config", str(cfg)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        poll(lambda: list(rep.glob("generations/*/snapshots/*.lz4")), timeout=30)
+        app_rows(a_db, 3, "a1")
+        poll(lambda: list(rep.glob("generations/*/wal/*.lz4")), timeout=30)
+        time.sleep(0.5)  # shipped, not closed
+    finally:
+        r.kill()
+        r.wait()
+    b_cfg = tmp_path / "B.yml"
+    b_cfg.write_text(f"restore:\n  handover-wait: 1s\ndbs:\n  - path: {b_db}\n    replicas:\n"
+                     f"      - url: file://{rep}\n        sync-interval: 100ms\n")
+    p = subprocess.run([litevisor_bin, "restore", "-config", str(b_cfg), str(b_db)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    a_id = (tmp_path / "A" / ".app.db-litevisor" / "database-id").read_text()
+    p = subprocess.run([litevisor_bin, "run", "-config", str(b_cfg), "--", SERVICE[0], "-c",
+                        ADD_ROWS, "2", "b1"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "B" / ".app.db-litevisor" / "database-id").read_text() == a_id
+    a_cfg = tmp_path / "A-run.yml"
+    a_cfg.write_text(b_cfg.read_text().replace(str(b_db), str(a_db)))
+    p = subprocess.run([litevisor_bin, "run", "-config", str(a_cfg), "--", "true"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "not this database" not in p.stderr, p.stderr
+    rows = [v for (v,) in query(a_db, "SELECT v FROM t ORDER BY rowid")]
+    assert rows == ["a0-0", "a1-0", "a1-1", "a1-2", "b1-0", "b1-1"], rows
+
+
 @pytest.mark.parametrize("b_wrote_while_down", [False, True])
 def test_sidecars_idle_handover_back_and_forth_never_hide_the_first_nodes_rows(
         litevisor_bin, litestream_bin, tmp_path, b_wrote_while_down):
