@@ -2286,18 +2286,26 @@ def test_max_checkpoint_page_count_below_the_minimum_checkpoints_at_the_max(run,
     check_restore(litestream_bin, rep, db, tmp_path / "out.db")
 
 
+def checkpoints_logged(run, tmp_path, db, rep, max_pages):
+    """A replicator on a new db with max-checkpoint-page-count max_pages, no time-based
+    checkpoint, and its checkpoints in its debug log; started once the first snapshot
+    is there."""
+    create(db)
+    cfg = config(tmp_path, db, [file_replica(rep)], max_checkpoint_page_count=max_pages,
+                 checkpoint_interval="0s")
+    cfg.write_text("logging:\n  level: debug\n" + cfg.read_text())
+    r = run(cfg)
+    wait_for(lambda: objects(rep, "snapshots"), what="the first snapshot", log=r.text)
+    return r
+
+
 def test_a_max_checkpoint_page_count_under_4_does_not_checkpoint_an_unchanged_wal_again(
         run, tmp_path):
     """With max-checkpoint-page-count 2, a quarter of it was 0 frames: a backfilled WAL
     the app left idle was checkpointed again at every pass (about 15 times after one
     burst, each under the writer lock; QA85 D3). At least one more frame is waited for."""
     db, rep = tmp_path / "app.db", tmp_path / "rep"
-    create(db)
-    cfg = config(tmp_path, db, [file_replica(rep)], max_checkpoint_page_count=2,
-                 checkpoint_interval="0s")
-    cfg.write_text("logging:\n  level: debug\n" + cfg.read_text())
-    r = run(cfg)
-    wait_for(lambda: objects(rep, "snapshots"), what="the first snapshot", log=r.text)
+    r = checkpoints_logged(run, tmp_path, db, rep, 2)
     app = sqlite3.connect(db, isolation_level=None, timeout=30)
     for i in range(5):
         app.execute("INSERT INTO t(v) VALUES (?)", (f"row {i}",))
@@ -2316,12 +2324,7 @@ def test_max_checkpoint_page_count_tries_again_when_a_reader_kept_the_wal_from_r
     quarter of the minimum of 1000), far past a max of 30: the WAL stayed in index 0 (a
     CI flake of the test above). It now waits for a quarter of the max."""
     db, rep = tmp_path / "app.db", tmp_path / "rep"
-    create(db)
-    cfg = config(tmp_path, db, [file_replica(rep)], max_checkpoint_page_count=30,
-                 checkpoint_interval="0s")
-    cfg.write_text("logging:\n  level: debug\n" + cfg.read_text())
-    r = run(cfg)
-    wait_for(lambda: objects(rep, "snapshots"), what="the first snapshot", log=r.text)
+    r = checkpoints_logged(run, tmp_path, db, rep, 30)
     time.sleep(0.5)  # idle: no checkpoint of ours under way
     full = lambda: len(re.findall(r"checkpoint db=app.db rc=0 full=1 index=0 ", r.text()))
     before = full()

@@ -2730,6 +2730,16 @@ def sidecar(litevisor_bin, tmp_path, rep, node, rows=0, tag="", extra="", until=
     return code, log.read_text()
 
 
+def b_refused_a_kept(litevisor_bin, litestream_bin, tmp_path, rep, a_db, says):
+    """B's sidecar, its app adding a row, refuses its file (saying `says`), and a fresh
+    restore by either tool holds exactly A's rows."""
+    a = [v for (v,) in query(a_db, "SELECT v FROM t ORDER BY rowid")]
+    code, log = sidecar(litevisor_bin, tmp_path, rep, "B", 1, "b1")
+    assert code == 1 and says in log, log
+    assert restored_rows(litevisor_bin, rep, tmp_path / "lv.db") == a
+    assert restored_rows(litestream_bin, rep, tmp_path / "ls.db") == a
+
+
 def app_rows(db, rows, tag):
     """The app, a process of its own, adds rows to db."""
     subprocess.run([sys.executable, "-c", ADD_ROWS, str(rows), tag], check=True, timeout=30,
@@ -2829,11 +2839,8 @@ def test_a_restored_node_whose_replicate_starts_after_the_other_went_on_refuses(
     app_rows(a_db, 2, "a-down")
     code, log = sidecar(litevisor_bin, tmp_path, rep, "A", 1, "a2")
     assert code == 0 and "new generation" in log, log
-    a = [v for (v,) in query(a_db, "SELECT v FROM t ORDER BY rowid")]
-    code, log = sidecar(litevisor_bin, tmp_path, rep, "B", 1, "b1")
-    assert code == 1 and "another node went on since the restore" in log, log
-    assert restored_rows(litevisor_bin, rep, tmp_path / "lv.db") == a
-    assert restored_rows(litestream_bin, rep, tmp_path / "ls.db") == a
+    b_refused_a_kept(litevisor_bin, litestream_bin, tmp_path, rep, a_db,
+                     "another node went on since the restore")
 
 
 def test_a_node_back_behind_the_other_nodes_mark_and_snapshotting_onto_it_is_refused_there(
@@ -2861,11 +2868,8 @@ def test_a_node_back_behind_the_other_nodes_mark_and_snapshotting_onto_it_is_ref
                         extra="        snapshot-interval: 1s\n",
                         until="snapshots/00000002.snapshot")
     assert code == 0, log
-    a = [v for (v,) in query(db, "SELECT v FROM t ORDER BY rowid")]
-    code, log = sidecar(litevisor_bin, tmp_path, rep, "B", 3, "b1")
-    assert code == 1 and "another node wrote into it since" in log, log
-    assert restored_rows(litevisor_bin, rep, tmp_path / "lv.db") == a
-    assert restored_rows(litestream_bin, rep, tmp_path / "ls.db") == a
+    b_refused_a_kept(litevisor_bin, litestream_bin, tmp_path, rep, db,
+                     "another node wrote into it since")
 
 
 def test_a_hand_restore_of_a_generation_not_closed_keeps_the_database_id_under_run(
