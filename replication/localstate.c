@@ -258,6 +258,15 @@ int localstate_read_refused(const char *dir, const char *dbpath, char *why, size
 	return -1;
 }
 
+int localstate_clear_refused(const char *dir)
+{
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s/refused", dir);
+	if (unlink(path) < 0)
+		return errno == ENOENT ? 0 : -1;
+	return fs_fsync_dir(dir);
+}
+
 int localstate_write_database_id(const char *dir, const char *id, uid_t uid, gid_t gid)
 {
 	char path[PATH_MAX], line[64];

@@ -218,12 +218,15 @@ int localstate_clear_restored(const char *dir);
  * (device and inode): its state may have moved on meanwhile (a new local
  * generation, never written anywhere), and the file is no newer for that
  * (QA86 D2). A restore moves the state directory aside, and the record with
- * it. read: 0 with why set, or -1 (ENOENT: none; ESTALE: another file is
+ * it; replication writing the file to a replica (keep-local, or a replica
+ * emptied) removes it. read: 0 with why set, or -1 (ENOENT: none; ESTALE: another file is
  * there now; EINVAL: corrupt).
  */
 int localstate_write_refused(const char *dir, const char *dbpath, const char *why, uid_t uid,
 			     gid_t gid);
 int localstate_read_refused(const char *dir, const char *dbpath, char *why, size_t len);
+/* Remove the refusal record (replication writes this file to a replica again). 0, or -1. */
+int localstate_clear_refused(const char *dir);
 
 /*
  * The closed record of replica `replica`: written once this node's closed

@@ -1003,7 +1003,9 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 			   d->eng->cfg->restore.existing == EXISTING_NEWEST_WINS;
 	int old = 0;
 	char before[300];
-	if (newest_wins && localstate_read_refused(d->dir, d->cfg->path, before, sizeof(before)) == 0) {
+	/* (a replica holding nothing has nothing to hide: it may be written again) */
+	if (newest_wins && n > 0 &&
+	    localstate_read_refused(d->dir, d->cfg->path, before, sizeof(before)) == 0) {
 		/*
 		 * Refused at an earlier start and not restored since: the state
 		 * may have moved on meanwhile (a new local generation, written
@@ -1068,6 +1070,29 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 				goto fail;
 		}
 		end = pos;
+		/*
+		 * Restored to m.pos, and the replica holds the generation past it:
+		 * the other node resumed it since and wrote on; a snapshot of this
+		 * older file there would hide that (QA87 F2).
+		 */
+		if (rc == 0 && in_marker && wal_pos_past(&end, &m.pos)) {
+			snprintf(why, sizeof(why), "this database was restored from generation %s at "
+				 "%08x/%08x, and the replica holds it up to %08x/%08x: another node "
+				 "continued it since the restore", gen, m.pos.index, m.pos.offset,
+				 end.index, end.offset);
+			catalog_generation_release(&g);
+			if (d->eng->cfg && d->eng->cfg->restore.existing == EXISTING_NEWEST_WINS) {
+				refuse_older(r, why);
+				free(ids);
+				return -1;
+			}
+			log_warn("replica", "replica holds more of the restored generation: starting a "
+				 "new generation rather than writing into it (keep-local)", "db=%s "
+				 "replica=%s why=\"%s\"", d->stat.name, r->stat.name, why);
+			replica_leave_generation(r, gen, why);
+			free(ids);
+			return 0;
+		}
 		/*
 		 * Objects deleted under this generation (the replica emptied, then
 		 * written into again; a hand): a snapshot at this index would sit on
@@ -1304,7 +1329,10 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 	r->labelled_gen[0] = '\0';
 	if (labelled)
 		snprintf(r->labelled_gen, sizeof(r->labelled_gen), "%s", gen);
-	/* from now on this node writes here: its closed record is history */
+	/* from now on this node writes here: its closed record is history, a refusal too */
+	if (localstate_clear_refused(d->dir) < 0)
+		log_warn("replica", "cannot remove the local refusal record", "db=%s error=\"%s\"",
+			 d->stat.name, strerror(errno));
 	if (localstate_clear_closed(d->dir, r->stat.name) < 0)
 		log_warn("replica", "cannot remove the local closed record", "db=%s replica=%s "
 			 "error=\"%s\"", d->stat.name, r->stat.name, strerror(errno));

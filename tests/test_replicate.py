@@ -2216,7 +2216,11 @@ def test_wal_cut_short_in_place_does_not_lock_the_app_out(run, tmp_path, litestr
         c.close()
     wait_for(lambda: len(generations(rep)) == 2, what="new generation")
     assert r.stop() == 0
-    check_restore(litestream_bin, rep, db, tmp_path / "ls.db")
+    try:
+        check_restore(litestream_bin, rep, db, tmp_path / "ls.db")
+    except Exception as e:  # seen once under ASan in CI: say what the source and log were
+        raise AssertionError(f"{e!r}; source integrity: {integrity(db)}; objects: "
+                             f"{objects(rep, 'snapshots') + objects(rep, 'wal')}\n{r.text()}")
     r = run(cfg)  # the next start takes what the app has, not the emptied history
     assert r.stop() == 0
     lv_check_restore(litevisor_bin, rep, db, tmp_path / "lv.db")

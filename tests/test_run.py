@@ -2817,14 +2817,17 @@ def test_retention_deletes_a_whole_generation_with_its_marks_whatever_their_age(
     assert not left, left
 
 
+@pytest.mark.parametrize("a_wrote_while_down", [True, False])
 def test_a_restored_node_whose_replicate_starts_after_the_other_went_on_refuses(
-        litevisor_bin, litestream_bin, tmp_path):
+        litevisor_bin, litestream_bin, tmp_path, a_wrote_while_down):
     """B restores A's closed generation by hand (`litevisor restore`: the restored
-    marker), but its `replicate` starts only later; meanwhile A's app wrote while A was
-    down and A went on in a new generation. B continued the restored generation, the
-    marker turning every left-behind check off, and A's rows were gone from every
-    restore, with no warning (QA86 D1). A generation newer than the one restored is
-    another node's since: B refuses."""
+    marker), but its `replicate` starts only later; meanwhile A went on: in a new
+    generation (its app wrote while A was down), or in that very generation. B continued
+    the restored generation, the marker turning every left-behind check off, or
+    snapshotted its older file into it, and A's rows were gone from every restore, with
+    no warning (QA86 D1, QA87 F2): B refuses. Then `keep-local` once (the refusal's
+    other remedy) and back: the refusal record did not go, and B was refused at every
+    start though nothing was newer than its file (QA87 F1)."""
     rep = tmp_path / "rep"
     a_db, b_db = tmp_path / "A" / "app.db", tmp_path / "B" / "app.db"
     a_db.parent.mkdir()
@@ -2836,11 +2839,19 @@ def test_a_restored_node_whose_replicate_starts_after_the_other_went_on_refuses(
     p = subprocess.run([litevisor_bin, "restore", "-config", str(tmp_path / "B.yml"), str(b_db)],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
-    app_rows(a_db, 2, "a-down")
+    if a_wrote_while_down:
+        app_rows(a_db, 2, "a-down")
     code, log = sidecar(litevisor_bin, tmp_path, rep, "A", 1, "a2")
-    assert code == 0 and "new generation" in log, log
+    assert code == 0 and ("new generation" in log) == a_wrote_while_down, log
     b_refused_a_kept(litevisor_bin, litestream_bin, tmp_path, rep, a_db,
-                     "another node went on since the restore")
+                     "another node went on since the restore" if a_wrote_while_down
+                     else "another node continued it since the restore")
+    code, log = sidecar(litevisor_bin, tmp_path, rep, "B", 1, "b2",
+                        extra="restore:\n  existing: keep-local\n")
+    assert code == 0 and "new generation" in log, log
+    # newest-wins again: the refusal record went with the keep-local start
+    code, log = sidecar(litevisor_bin, tmp_path, rep, "B", 1, "b3")
+    assert "refused at an earlier start" not in log, log
 
 
 def test_a_node_back_behind_the_other_nodes_mark_and_snapshotting_onto_it_is_refused_there(
