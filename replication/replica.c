@@ -516,7 +516,7 @@ static int newer_elsewhere(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1
 }
 
 /*
- * Does g on r hold more of index than the had bytes this node's file held
+ * Does g on r hold more of index than the `had` bytes this node's file held
  * of it when it went on to the next index (its index record)? 1 (why set),
  * 0 (no, or its segments are gone), or a negative st_status.
  */
