@@ -590,9 +590,15 @@ static int open_db(struct eng_db *d, bool fresh)
 			if (start_generation(d, "files changed since the last stop, no shadow file "
 						"to compare the WAL with") < 0)
 				goto fail;
-		} else {
+		} else if (d->continuous) {
 			publish(d, 0);
 		}
+		/*
+		 * Else the replicas hear of the generation once copy_wal() has seen the
+		 * WAL go on from the shadow. Told before, one reopened it (its closed
+		 * mark deleted) and the WAL then disowned it: left unclosed, by a node
+		 * that wrote nothing there, it looked live to retention and to others.
+		 */
 	} else if (start_generation(d, fresh ? "database file replaced" : "no usable local state") < 0) {
 		goto fail;
 	}
@@ -755,6 +761,8 @@ static int copy_wal(struct eng_db *d)
 					goto out;
 				}
 			}
+			if (!d->continuous && !d->sh.unproven)
+				publish(d, 0); /* the resumed generation, proven (open_db) */
 			d->continuous = true;
 			/* the last look: the index may have published frames over ours since */
 			if ((rc = look_at_index(d)) < 0 || d->gen_epoch == epoch)

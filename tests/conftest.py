@@ -46,6 +46,15 @@ def kuma_stand_in(unquote=False):
     return server, got
 
 
+def faulty_env(**fault):
+    """Environment loading tests/tools/preload/faultinject.c with FAULT_<KEY>=value."""
+    tools = os.environ.get("LITEVISOR_TOOLS_DIR") or os.path.join(ROOT, "build", "tests",
+                                                                  "tools")
+    return dict(os.environ, LD_PRELOAD=os.path.join(tools, "faultinject.so"),
+                ASAN_OPTIONS="verify_asan_link_order=0",
+                **{f"FAULT_{k.upper()}": str(v) for k, v in fault.items()})
+
+
 @pytest.fixture(scope="session")
 def litevisor_bin():
     path = os.environ.get("LITEVISOR_BIN") or os.path.join(ROOT, "litevisor")

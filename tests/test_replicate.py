@@ -27,6 +27,8 @@ import time
 
 import pytest
 
+from conftest import faulty_env
+
 PY = "/usr/bin/python3"
 
 WRITER = r'''
@@ -3029,15 +3031,6 @@ def clockshift_env(seconds, arm=None):
     return dict(os.environ, LD_PRELOAD=os.path.join(tools, "clockshift.so"),
                 CLOCKSHIFT_S=str(seconds), ASAN_OPTIONS="verify_asan_link_order=0",
                 **({"CLOCKSHIFT_ARM": str(arm)} if arm else {}))
-
-
-def faulty_env(**fault):
-    """Environment loading tests/tools/preload/faultinject.c with FAULT_<KEY>=value."""
-    tools = os.environ.get("LITEVISOR_TOOLS_DIR") or os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), "..", "build", "tests", "tools")
-    return dict(os.environ, LD_PRELOAD=os.path.join(tools, "faultinject.so"),
-                ASAN_OPTIONS="verify_asan_link_order=0",
-                **{f"FAULT_{k.upper()}": str(v) for k, v in fault.items()})
 
 
 def test_a_second_term_during_the_final_flush_is_logged_and_the_flush_goes_on(

@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from conftest import free_port, kuma_stand_in
+from conftest import faulty_env, free_port, kuma_stand_in
 
 TOOLS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools")
 SERVICE = [sys.executable if os.path.basename(sys.executable).startswith("python") else "/usr/bin/python3",
@@ -36,15 +36,17 @@ def ends_with_stop(lines, before, stop="TERM"):
     return lines in (before + [stop], before + [stop, "CONT"], before + ["CONT", stop])
 
 
-def poll(fn, timeout=10.0, interval=0.02):
-    """Call fn until it returns something truthy; fail after timeout."""
+def poll(fn, timeout=10.0, interval=0.02, log=None):
+    """Call fn until it returns something truthy; fail after timeout, showing the
+    file `log` if given."""
     end = time.monotonic() + timeout
     while True:
         v = fn()
         if v:
             return v
         if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {getattr(fn, '__name__', fn)}")
+            shown = f"\n{log.read_text()}" if log else ""
+            raise AssertionError(f"timed out waiting for {getattr(fn, '__name__', fn)}{shown}")
         time.sleep(interval)
 
 
@@ -2567,7 +2569,7 @@ def test_replicate_alone_goes_on_from_a_file_the_other_nodes_snapshot_holds(
     try:
         poll(lambda: any(w in log.read_text() for w in (
             "replica continues generation", "snapshot written", "older than the replica")),
-             timeout=30)
+             timeout=30, log=log)
         subprocess.run([sys.executable, "-c", ADD_ROWS, "10", "a2"], check=True, timeout=30,
                        env=dict(os.environ, LITESTREAM_DB_PATH=str(db)))
     finally:
@@ -2642,7 +2644,7 @@ def test_replicate_alone_waits_for_every_replicas_look_before_going_on_from_that
         r = subprocess.Popen([litevisor_bin, "replicate", "-config", str(cfg)], stdout=out,
                              stderr=subprocess.STDOUT)
     try:
-        poll(lambda: "have not looked yet" in log.read_text(), timeout=30)
+        poll(lambda: "have not looked yet" in log.read_text(), timeout=30, log=log)
         # the log names the replica waited for (QA82 D2)
         waited = re.findall(r"have not looked yet \(([^)]*)\)", log.read_text())
         assert waited and set(waited) == {"file-2"}, log.read_text()
@@ -2650,7 +2652,7 @@ def test_replicate_alone_waits_for_every_replicas_look_before_going_on_from_that
         assert "engine: new generation" not in log.read_text(), log.read_text()
         r2.unlink()
         os.rename(tmp_path / "r2.away", r2)
-        poll(lambda: "older than the replica" in log.read_text(), timeout=30)
+        poll(lambda: "older than the replica" in log.read_text(), timeout=30, log=log)
     finally:
         r.send_signal(signal.SIGTERM)
         r.wait(timeout=30)
@@ -2692,12 +2694,12 @@ def test_run_restores_the_generation_another_node_wrote_right_after_its_clean_st
 
 
 def sidecar(litevisor_bin, tmp_path, rep, node, rows=0, tag="", extra="", until=None,
-            before=None, then=None):
+            before=None, then=None, env=None):
     """One start of a sidecar node: `restore -if-db-not-exists`, then `replicate`
     beside the app, a process of its own adding rows, then SIGTERM (after the log
     shows `until`, if given). before=(rows, tag): the app adds those between the
-    restore and `replicate`; then(db): what the app does after its rows. Returns
-    replicate's exit code and log."""
+    restore and `replicate`; then(db): what the app does after its rows; env:
+    `replicate`'s environment. Returns replicate's exit code and log."""
     db = tmp_path / node / "app.db"
     db.parent.mkdir(exist_ok=True)
     cfg = tmp_path / f"{node}.yml"
@@ -2712,17 +2714,17 @@ def sidecar(litevisor_bin, tmp_path, rep, node, rows=0, tag="", extra="", until=
     log.write_text("")
     with open(log, "a") as out:
         r = subprocess.Popen([litevisor_bin, "replicate", "-config", str(cfg)], stdout=out,
-                             stderr=subprocess.STDOUT)
+                             stderr=subprocess.STDOUT, env=env)
     try:
         poll(lambda: any(w in log.read_text() for w in (
             "replica continues generation", "snapshot written", "older than the replica")),
-             timeout=30)
+             timeout=30, log=log)
         if rows:
             app_rows(db, rows, tag)
         if then:
             then(db)
         if until:
-            poll(lambda: until in log.read_text(), timeout=30)
+            poll(lambda: until in log.read_text(), timeout=30, log=log)
         time.sleep(0.5)
     finally:
         r.send_signal(signal.SIGTERM)
@@ -2815,6 +2817,31 @@ def test_retention_deletes_a_whole_generation_with_its_marks_whatever_their_age(
     left = [f for f in (rep / "generations" / old).rglob("*") if f.is_file()] \
         if (rep / "generations" / old).exists() else []
     assert not left, left
+
+
+def test_a_resumed_generation_the_wal_disowns_keeps_its_closed_mark(litevisor_bin, tmp_path):
+    """The app wrote while nothing replicated, and its close cut the WAL: the next start
+    resumes its generation, then finds the WAL cut short and starts a new one. The
+    replicas were told of the resumed generation first, and one that looked in that
+    moment reopened it, deleting its closed mark, though nothing was written there again:
+    left unclosed, retention kept it a day longer and other nodes took it for one a live
+    node may still write (a CI flake of the retention test below). The engine now tells
+    them once the WAL proves it goes on from the shadow. The engine's reads of the
+    database are slowed here to widen that moment."""
+    rep = tmp_path / "rep"
+    db = tmp_path / "A" / "app.db"
+    db.parent.mkdir()
+    app_rows(db, 1, "a0")
+    assert sidecar(litevisor_bin, tmp_path, rep, "A", 3, "a1")[0] == 0
+    (old,) = os.listdir(rep / "generations")
+    app_rows(db, 1, "down")  # checkpointed and cut at its close
+    code, log = sidecar(litevisor_bin, tmp_path, rep, "A", 2, "a2", env=faulty_env(
+        op="pread", path=str(db), suffix="app.db", n=11, count=3, delay_ms=700))
+    assert code == 0 and "wal truncated while not watching" in log, log
+    assert f"replica continues generation db=app.db replica=file generation={old}" not in log, log
+    assert list((rep / "generations" / old / "closed").iterdir()), log
+    assert restored_rows(litevisor_bin, rep, tmp_path / "lv.db") == \
+        ["a0-0", "a1-0", "a1-1", "a1-2", "down-0", "a2-0", "a2-1"]
 
 
 @pytest.mark.parametrize("a_wrote_while_down", [True, False])
@@ -3023,7 +3050,7 @@ def test_a_killed_sidecar_back_does_not_hide_the_other_nodes_generation(liteviso
         out.unlink(missing_ok=True)
         return restored_rows(litevisor_bin, rep, out) == want
     try:
-        poll(lambda: "snapshot written" in log.read_text(), timeout=30)
+        poll(lambda: "snapshot written" in log.read_text(), timeout=30, log=log)
         app_rows(a, 20, "a1")
         poll(shipped, timeout=30)
     finally:
@@ -3964,3 +3991,4 @@ def test_replicate_relative_db_path_without_config(litevisor_bin, tmp_path, runs
     p = subprocess.run([litevisor_bin, "replicate", "", f"file://{replica}"], capture_output=True,
                        text=True, timeout=20, cwd=tmp_path)
     assert p.returncode == 100 and "DB_PATH: empty path" in p.stderr, p.stderr
+
