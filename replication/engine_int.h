@@ -95,8 +95,9 @@ struct eng_replica {
 	uint32_t snap_hold_index;
 	bool refused;                 /* found the database older than its data: writes nothing
 				       * more, looks no more (replica.c, refuse_older) */
-	bool older_check;             /* has a closed record: counted in db->older_pending until
-				       * its first look at the replica (replica.c) */
+	bool older_check;             /* has a closed record, or the restored marker names it:
+				       * counted in db->older_pending until its first look at
+				       * the replica (replica.c) */
 	bool snap_wait;               /* retention wants a snapshot once the database is past
 				       * snap_index (one there would replace the one it has) */
 	char await_gen[17];           /* holds another node's history of this generation:
@@ -200,7 +201,7 @@ struct eng_db {
 	char gen_req[17];             /* a replica asks for a new generation instead of this one */
 	char gen_req_why[400];
 	bool older_req;               /* a replica found the database older than its data: stop */
-	size_t older_pending;         /* replicas with a closed record not yet checked (replica.c) */
+	size_t older_pending;         /* replicas with older_check not yet checked (replica.c) */
 	int64_t older_deadline_mono;  /* ... waited for until then at most */
 	bool older_wait_logged;       /* "replicas wait for …" said once */
 	bool older_late_logged;       /* "… did not answer in time" said once */
@@ -305,11 +306,13 @@ int replica_close(struct eng_replica *r, const struct wal_pos *at);
 bool replica_holds(const struct eng_replica *r, const struct wal_pos *target, bool whole);
 /*
  * Before d's threads start: count the replicas holding this node's closed
- * record (localstate.h). None of d's replicas writes anything until each of
- * them has looked at its replica once (or REPLICA_OLDER_WAIT_MS passed): a
+ * record, and under newest-wins those the restored marker names
+ * (localstate.h). None of d's replicas writes anything until each of them
+ * has looked at its replica once (or REPLICA_OLDER_WAIT_MS passed): a
  * replica that finds the database older than its data stops it
  * (monitor_request_stop_older) before another, which holds only this
- * node's history, writes a new generation from it (QA21).
+ * node's history, writes a new generation from it (QA21) or goes on in
+ * the restored one (QA87 F3).
  */
 void replica_count_closed_records(struct eng_db *d);
 /*

@@ -764,7 +764,7 @@ int replica_put_lz4(struct eng_replica *r, const char *key, const struct st_sour
 
 /*
  * How long the replicas wait for the first look of those holding a closed
- * record. As long as a restore's probe gives a replica to answer (its
+ * record or named by the restored marker. As long as a restore's probe gives a replica to answer (its
  * connect timeout, a listing or two): one that takes longer is slow or not
  * answering (a blackholed server retries its listing for half a minute),
  * and holding every healthy replica for it lost the commits of a run
@@ -776,6 +776,10 @@ int replica_put_lz4(struct eng_replica *r, const char *key, const struct st_sour
 void replica_count_closed_records(struct eng_db *d)
 {
 	struct wal_pos at;
+	struct restored_marker m;
+	/* a replica the restored marker names looks for a newer generation too (QA87 F3) */
+	bool marker = d->eng->cfg && d->eng->cfg->restore.existing == EXISTING_NEWEST_WINS &&
+		      localstate_read_restored(d->dir, &m) == 0;
 	d->older_pending = 0;
 	for (size_t i = 0; i < d->nreplicas; i++) {
 		struct eng_replica *r = &d->replicas[i];
@@ -785,6 +789,9 @@ void replica_count_closed_records(struct eng_db *d)
 				 "another location: not used to tell whether another node went on",
 				 "db=%s replica=%s location=\"%s\"", d->stat.name, r->stat.name,
 				 r->st->description ? r->st->description : "");
+		for (size_t k = 0; marker && r->st && k < m.nreplicas; k++)
+			if (!strcmp(m.replicas[k], r->stat.name))
+				r->older_check = true;
 		if (r->older_check)
 			d->older_pending++;
 	}
@@ -833,7 +840,8 @@ static bool older_gate(struct eng_replica *r, bool flush)
 			pending_names(d, names, sizeof(names));
 			d->older_late_logged = true;
 			log_warn("replica", "left-behind check: a replica holding this node's closed "
-				 "mark has not answered; the others replicate without its look",
+				 "mark or restored position has not answered; the others replicate "
+				 "without its look",
 				 "db=%s waited_ms=%d pending=%zu replicas=\"%s\"", d->stat.name,
 				 REPLICA_OLDER_WAIT_MS, d->older_pending, names);
 		}
@@ -842,7 +850,7 @@ static bool older_gate(struct eng_replica *r, bool flush)
 	if (!d->older_wait_logged) {
 		d->older_wait_logged = true;
 		log_info("replica", "replicas wait for the left-behind check: each replica holding "
-			 "this node's closed mark looks first", "db=%s pending=%zu max_ms=%d",
+			 "this node's closed mark or restored position looks first", "db=%s pending=%zu max_ms=%d",
 			 d->stat.name, d->older_pending, REPLICA_OLDER_WAIT_MS);
 	}
 	return true;

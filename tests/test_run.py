@@ -2881,6 +2881,46 @@ def test_a_restored_node_whose_replicate_starts_after_the_other_went_on_refuses(
     assert "refused at an earlier start" not in log, log
 
 
+def test_a_restored_node_writes_nothing_before_every_replica_of_its_marker_looked(
+        litevisor_bin, tmp_path):
+    """B restored A's closed generation by hand (both replicas named in its marker); its
+    `replicate` started after A had gone on in a new generation on the second replica
+    only (the first was down then). B's first replica, holding nothing newer, went on
+    in the restored generation at once, and B's rows were in it before the second
+    replica's look stopped the database: there, a fork later than A's last generation
+    on the other replica. The replicas the marker names now wait for each other's first
+    look (3 s at most), as those holding a closed mark do (QA87 F3)."""
+    r1, r2 = tmp_path / "r1", tmp_path / "r2"
+    second = f"      - url: file://{r2}\n        sync-interval: 100ms\n"
+    a_db, b_db = tmp_path / "A" / "app.db", tmp_path / "B" / "app.db"
+    a_db.parent.mkdir()
+    b_db.parent.mkdir()
+    app_rows(a_db, 1, "a0")
+    assert sidecar(litevisor_bin, tmp_path, r1, "A", 2, "a1", extra=second)[0] == 0
+    (tmp_path / "B.yml").write_text(f"dbs:\n  - path: {b_db}\n    replicas:\n      - url: "
+                                    f"file://{r1}\n        sync-interval: 100ms\n{second}")
+    p = subprocess.run([litevisor_bin, "restore", "-config", str(tmp_path / "B.yml"), str(b_db)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    app_rows(a_db, 1, "a-down")
+    code, log = sidecar(litevisor_bin, tmp_path, r2, "A", 1, "a2")  # the second replica only
+    assert code == 0 and "new generation" in log, log
+    gens, away = r2 / "generations", tmp_path / "r2-generations"
+    os.rename(gens, away)
+    os.symlink(gens, gens)  # a loop: listing it fails (ELOOP) until it is put back
+
+    def put_back(db):
+        time.sleep(0.3)  # the first replica's sync-interval, thrice over
+        gens.unlink()
+        os.rename(away, gens)
+
+    code, log = sidecar(litevisor_bin, tmp_path, r1, "B", 1, "b1", extra=second, then=put_back,
+                        until="older than the replica")
+    assert code == 1 and "another node went on since the restore" in log, log
+    assert restored_rows(litevisor_bin, r1, tmp_path / "r1.db") == ["a0-0", "a1-0", "a1-1"], log
+    assert "replicas wait for the left-behind check" in log, log
+
+
 def test_a_node_back_behind_the_other_nodes_mark_and_snapshotting_onto_it_is_refused_there(
         litevisor_bin, litestream_bin, tmp_path):
     """A closes its generation at index 1 (after its app's own TRUNCATE checkpoint); B
