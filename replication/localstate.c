@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "common/fsutil.h"
@@ -214,15 +215,38 @@ int localstate_read_previous(const char *dir, struct wal_pos *end)
 	return 0;
 }
 
+/*
+ * The file's identity for the refusal record: device, inode and, where the
+ * filesystem keeps one, its birth time ("b<s>.<ns>", else "-"). A file that
+ * got a freed inode number again is another file (QA87 F7).
+ */
+struct file_id {
+	unsigned long long dev, ino;
+	char born[40];
+};
+
+static int file_identity(const char *dbpath, struct file_id *f)
+{
+	struct statx sx;
+	if (statx(AT_FDCWD, dbpath, 0, STATX_INO | STATX_BTIME, &sx) < 0)
+		return -1;
+	f->dev = makedev(sx.stx_dev_major, sx.stx_dev_minor);
+	f->ino = sx.stx_ino;
+	snprintf(f->born, sizeof(f->born), "-");
+	if (sx.stx_mask & STATX_BTIME)
+		snprintf(f->born, sizeof(f->born), "b%lld.%09u", (long long)sx.stx_btime.tv_sec,
+			 sx.stx_btime.tv_nsec);
+	return 0;
+}
+
 int localstate_write_refused(const char *dir, const char *dbpath, const char *why, uid_t uid,
 			     gid_t gid)
 {
 	char path[PATH_MAX], *line = NULL;
-	struct stat st;
-	if (stat(dbpath, &st) < 0)
+	struct file_id f;
+	if (file_identity(dbpath, &f) < 0)
 		return -1;
-	int n = asprintf(&line, "%llu %llu %s\n", (unsigned long long)st.st_dev,
-			 (unsigned long long)st.st_ino, why);
+	int n = asprintf(&line, "%llu %llu %s %s\n", f.dev, f.ino, f.born, why);
 	if (n < 0)
 		return -1;
 	for (int i = 0; i < n - 1; i++)
@@ -237,15 +261,20 @@ int localstate_write_refused(const char *dir, const char *dbpath, const char *wh
 int localstate_read_refused(const char *dir, const char *dbpath, char *why, size_t len)
 {
 	char path[PATH_MAX], *text = NULL;
-	unsigned long long dev, ino;
+	struct file_id was = { 0 }, now;
 	int rest = 0;
-	struct stat st;
 	snprintf(path, sizeof(path), "%s/refused", dir);
 	if (fs_read_small(path, 4096, &text, NULL) < 0)
 		return -1;
-	int ok = sscanf(text, "%llu %llu %n", &dev, &ino, &rest) == 2 && rest > 0;
-	if (ok && stat(dbpath, &st) == 0 && (unsigned long long)st.st_dev == dev &&
-	    (unsigned long long)st.st_ino == ino) {
+	/* "dev ino born why"; a record before 2026-12-06 has no birth time: "dev ino why" */
+	bool ok = sscanf(text, "%llu %llu %39s %n", &was.dev, &was.ino, was.born, &rest) == 3 &&
+		  rest > 0 && (was.born[0] == 'b' || !strcmp(was.born, "-"));
+	if (!ok) {
+		was.born[0] = '\0';
+		ok = sscanf(text, "%llu %llu %n", &was.dev, &was.ino, &rest) == 2 && rest > 0;
+	}
+	if (ok && file_identity(dbpath, &now) == 0 && now.dev == was.dev && now.ino == was.ino &&
+	    (!was.born[0] || !strcmp(now.born, was.born))) {
 		char *nl = strchr(text + rest, '\n');
 		if (nl)
 			*nl = '\0';

@@ -39,9 +39,11 @@
  *                                 location, storage.h, no credentials) when it
  *                                 last stopped (localstate_write_closed);
  *                                 records before 2026-12 have no location
- *   refused                       "dev ino why\n": replication refused this
- *                                 file as older than a replica's data
- *                                 (localstate_write_refused)
+ *   refused                       "dev ino born why\n": replication refused
+ *                                 this file as older than a replica's data
+ *                                 (localstate_write_refused); born: its
+ *                                 birth time "b<s>.<ns>", or "-"; records
+ *                                 before 2026-12-06 have none: "dev ino why"
  *   failing-<%08x xxh32 of a replica's name>
  *                                 "failing-since behind-since name\n": that
  *                                 replica fails since then (wall ns), and
@@ -212,15 +214,17 @@ int localstate_read_restored(const char *dir, struct restored_marker *m);
 int localstate_clear_restored(const char *dir);
 
 /*
- * The refusal record (<state>/refused, "dev ino why\n"): replication stopped
- * this database as older than a replica's data (replica.c, refuse_older).
- * Read back at every later start while the database file is the same one
- * (device and inode): its state may have moved on meanwhile (a new local
- * generation, never written anywhere), and the file is no newer for that
- * (QA86 D2). A restore moves the state directory aside, and the record with
- * it; replication writing the file to a replica (keep-local, or a replica
- * emptied) removes it. read: 0 with why set, or -1 (ENOENT: none; ESTALE: another file is
- * there now; EINVAL: corrupt).
+ * The refusal record (<state>/refused, "dev ino born why\n"): replication
+ * stopped this database as older than a replica's data (replica.c,
+ * refuse_older). Read back at every later start while the database file is
+ * the same one (device, inode, and birth time where the filesystem keeps
+ * one: not another file given the freed inode number, QA87 F7): its state
+ * may have moved on meanwhile (a new local generation, never written
+ * anywhere), and the file is no newer for that (QA86 D2). A restore moves
+ * the state directory aside, and the record with it; replication writing
+ * the file to a replica (keep-local, or a replica emptied) removes it.
+ * read: 0 with why set, or -1 (ENOENT: none; ESTALE: another file is there
+ * now; EINVAL: corrupt).
  */
 int localstate_write_refused(const char *dir, const char *dbpath, const char *why, uid_t uid,
 			     gid_t gid);

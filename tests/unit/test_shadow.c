@@ -12,6 +12,7 @@
 #include <sys/resource.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 #include "replication/db.h"
 #include "replication/localstate.h"
@@ -657,8 +658,60 @@ TEST(a_failure_record_reads_back_and_garbage_is_refused)
 	CHECK_INT(system(cmd), 0);
 }
 
+/*
+ * The refusal record holds for the very file it was written for: the same
+ * device, inode and birth time. A file given the freed inode number again is
+ * another (QA87 F7); a record from before birth times still matches.
+ */
+TEST(a_refusal_record_holds_for_its_file_only)
+{
+	char dir[] = "/tmp/lv-refused-XXXXXX", db[64], aside[80], why[128], text[256], cmd[64];
+	struct statx sx;
+	CHECK(mkdtemp(dir) != NULL);
+	snprintf(db, sizeof(db), "%s/app.db", dir);
+	snprintf(aside, sizeof(aside), "%s/app.db.aside", dir);
+	put(dir, "app.db", "x");
+	CHECK(localstate_read_refused(dir, db, why, sizeof(why)) == -1 && errno == ENOENT);
+	CHECK_INT(localstate_write_refused(dir, db, "older\nthan B", (uid_t)-1, (gid_t)-1), 0);
+	CHECK_INT(localstate_read_refused(dir, db, why, sizeof(why)), 0);
+	CHECK_STR(why, "older than B");
+	/* another file in its place */
+	CHECK_INT(rename(db, aside), 0);
+	put(dir, "app.db", "y");
+	CHECK(localstate_read_refused(dir, db, why, sizeof(why)) == -1 && errno == ESTALE);
+	CHECK_INT(rename(aside, db), 0);
+	CHECK_INT(localstate_read_refused(dir, db, why, sizeof(why)), 0);
+	CHECK_INT(statx(AT_FDCWD, db, 0, STATX_INO | STATX_BTIME, &sx), 0);
+	unsigned long long dev = makedev(sx.stx_dev_major, sx.stx_dev_minor);
+	if (sx.stx_mask & STATX_BTIME) {
+		/* its device and inode, another birth: the inode number given again */
+		snprintf(text, sizeof(text), "%llu %llu b%lld.%09u older\n", dev,
+			 (unsigned long long)sx.stx_ino, (long long)sx.stx_btime.tv_sec - 5,
+			 sx.stx_btime.tv_nsec);
+		put(dir, "refused", text);
+		CHECK(localstate_read_refused(dir, db, why, sizeof(why)) == -1 && errno == ESTALE);
+	}
+	/* a record written before birth times: device and inode decide */
+	snprintf(text, sizeof(text), "%llu %llu refused at an earlier start\n", dev,
+		 (unsigned long long)sx.stx_ino);
+	put(dir, "refused", text);
+	CHECK_INT(localstate_read_refused(dir, db, why, sizeof(why)), 0);
+	CHECK_STR(why, "refused at an earlier start");
+	snprintf(text, sizeof(text), "%llu %llu - no birth time here\n", dev,
+		 (unsigned long long)sx.stx_ino);
+	put(dir, "refused", text);
+	CHECK(localstate_read_refused(dir, db, why, sizeof(why)) == (sx.stx_mask & STATX_BTIME ? -1 : 0));
+	put(dir, "refused", "garbage\n");
+	CHECK(localstate_read_refused(dir, db, why, sizeof(why)) == -1 && errno == EINVAL);
+	CHECK_INT(localstate_clear_refused(dir), 0);
+	CHECK(localstate_read_refused(dir, db, why, sizeof(why)) == -1 && errno == ENOENT);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	CHECK_INT(system(cmd), 0);
+}
+
 UNIT_MAIN(T(copies_committed_frames_as_a_byte_exact_prefix),
 	  T(a_failure_record_reads_back_and_garbage_is_refused),
+	  T(a_refusal_record_holds_for_its_file_only),
 	  T(a_restart_is_a_new_session_and_resume_continues),
 	  T(an_index_entered_with_no_file_is_resumed_from_its_record),
 	  T(overwritten_frames_are_detected),
