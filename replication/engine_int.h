@@ -247,7 +247,8 @@ struct eng_db {
 	 * The database id (layout.h: what our generations' labels name), ""
 	 * until known: read from the local state by the monitor when it opens
 	 * the database, else chosen by the first replica that needs it
-	 * (replica_database_id). mu; id_mu serialises choosing and writing it.
+	 * (replica_database_id). mu; id_mu serialises choosing and writing it,
+	 * and writing and clearing the refusal record (replica.c).
 	 */
 	char dbid[LAYOUT_DBID_LEN + 1];
 	pthread_mutex_t id_mu;

@@ -877,17 +877,29 @@ static void refuse_older_as(struct eng_replica *r, const char *why, bool record)
 		  "db=%s replica=%s why=\"%s\"",
 		  r->db->stat.name, r->stat.name, why);
 	replica_note_error(r, "database older than the replica", why);
-	/* for the next starts too: by then the state may have moved on, the file has not */
+	/*
+	 * For the next starts too: by then the state may have moved on, the file
+	 * has not. Written by the first replica to refuse, under id_mu as the
+	 * clearing in init_position is: two refusing at once raced on one temp
+	 * file, and a clearing one could delete what a refusing one had just
+	 * written (QA87 F6).
+	 */
+	struct eng_db *d = r->db;
 	uid_t uid;
 	gid_t gid;
-	localstate_owner(r->db->cfg, &uid, &gid);
-	if (record && localstate_write_refused(r->db->dir, r->db->cfg->path, why, uid, gid) < 0)
+	localstate_owner(d->cfg, &uid, &gid);
+	pthread_mutex_lock(&d->id_mu);
+	pthread_mutex_lock(&d->mu);
+	bool first = !d->older_req;
+	pthread_mutex_unlock(&d->mu);
+	if (record && first && localstate_write_refused(d->dir, d->cfg->path, why, uid, gid) < 0)
 		log_warn("replica", "cannot record the refusal locally: a restart may not refuse "
-			 "the file again", "db=%s error=\"%s\"", r->db->stat.name, strerror(errno));
-	pthread_mutex_lock(&r->db->mu);
+			 "the file again", "db=%s error=\"%s\"", d->stat.name, strerror(errno));
+	pthread_mutex_lock(&d->mu);
 	r->refused = true; /* once: no more listings, no more of these lines */
-	monitor_request_stop_older(r->db);
-	pthread_mutex_unlock(&r->db->mu);
+	monitor_request_stop_older(d);
+	pthread_mutex_unlock(&d->mu);
+	pthread_mutex_unlock(&d->id_mu);
 }
 
 static void refuse_older(struct eng_replica *r, const char *why)
@@ -1337,10 +1349,16 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 	r->labelled_gen[0] = '\0';
 	if (labelled)
 		snprintf(r->labelled_gen, sizeof(r->labelled_gen), "%s", gen);
-	/* from now on this node writes here: its closed record is history, a refusal too */
-	if (localstate_clear_refused(d->dir) < 0)
+	/* from now on this node writes here: its closed record is history, a refusal too,
+	 * unless another replica refused the database meanwhile (refuse_older_as) */
+	pthread_mutex_lock(&d->id_mu);
+	pthread_mutex_lock(&d->mu);
+	bool refused = d->older_req;
+	pthread_mutex_unlock(&d->mu);
+	if (!refused && localstate_clear_refused(d->dir) < 0)
 		log_warn("replica", "cannot remove the local refusal record", "db=%s error=\"%s\"",
 			 d->stat.name, strerror(errno));
+	pthread_mutex_unlock(&d->id_mu);
 	if (localstate_clear_closed(d->dir, r->stat.name) < 0)
 		log_warn("replica", "cannot remove the local closed record", "db=%s replica=%s "
 			 "error=\"%s\"", d->stat.name, r->stat.name, strerror(errno));

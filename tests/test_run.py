@@ -2921,6 +2921,36 @@ def test_a_restored_node_writes_nothing_before_every_replica_of_its_marker_looke
     assert "replicas wait for the left-behind check" in log, log
 
 
+def test_replicas_refusing_at_once_write_the_refusal_record_once(litevisor_bin, tmp_path):
+    """Both replicas refuse B's database at once (A went on since B's hand restore):
+    each wrote the refusal record through the same temp file, and one of them failed
+    ("cannot record the refusal locally"), or a replica clearing the record as it went
+    on could delete what the other had just written (QA87 F6). The first refusal writes
+    it, alone; its rename is slowed here so that the two would overlap."""
+    r1, r2 = tmp_path / "r1", tmp_path / "r2"
+    second = f"      - url: file://{r2}\n        sync-interval: 100ms\n"
+    a_db, b_db = tmp_path / "A" / "app.db", tmp_path / "B" / "app.db"
+    a_db.parent.mkdir()
+    b_db.parent.mkdir()
+    app_rows(a_db, 1, "a0")
+    assert sidecar(litevisor_bin, tmp_path, r1, "A", 2, "a1", extra=second)[0] == 0
+    (tmp_path / "B.yml").write_text(f"dbs:\n  - path: {b_db}\n    replicas:\n      - url: "
+                                    f"file://{r1}\n        sync-interval: 100ms\n{second}")
+    p = subprocess.run([litevisor_bin, "restore", "-config", str(tmp_path / "B.yml"), str(b_db)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    app_rows(a_db, 1, "a-down")
+    code, log = sidecar(litevisor_bin, tmp_path, r1, "A", 1, "a2", extra=second)
+    assert code == 0 and "new generation" in log, log
+    code, log = sidecar(litevisor_bin, tmp_path, r1, "B", extra=second,
+                        until="older than the replica", env=faulty_env(
+                            op="rename", path="refused", delay_ms=500, count=2))
+    assert code == 1 and "another node went on since the restore" in log, log
+    assert "cannot record the refusal" not in log, log
+    code, log = sidecar(litevisor_bin, tmp_path, r1, "B", extra=second)
+    assert code == 1 and "refused at an earlier start" in log, log
+
+
 def test_a_node_back_behind_the_other_nodes_mark_and_snapshotting_onto_it_is_refused_there(
         litevisor_bin, litestream_bin, tmp_path):
     """A closes its generation at index 1 (after its app's own TRUNCATE checkpoint); B
