@@ -830,6 +830,30 @@ static bool replica_newer(const struct session *s, const struct wal_pos *lpos, i
 		}
 	}
 	/*
+	 * This node stopped cleanly in the local generation, and the replica its
+	 * closed record is for holds it no more but holds others: another node
+	 * went on, and its retention deleted it, as the engine reads it
+	 * (replica.c, continued_since). Times cannot overrule that; kept, the
+	 * file was refused by replication (QA86 D7).
+	 */
+	bool own_state = s->statedir && !strcmp(lsdir, s->statedir);
+	for (size_t i = 0; own_state && lpos->generation[0] && i < s->n; i++) {
+		const struct rs_cand *c = &s->c[i];
+		struct wal_pos at;
+		bool held = false;
+		for (size_t g = 0; g < c->ngens && !held; g++)
+			held = !strcmp(c->gens[g].id, lpos->generation);
+		if (c->state != RC_OK || !c->ngens || held ||
+		    localstate_read_closed(s->statedir, c->name, c->st ? c->st->location : NULL,
+					   c->st ? c->st->description : NULL, &at) < 0 ||
+		    strcmp(at.generation, lpos->generation) != 0)
+			continue;
+		snprintf(why, len, "this node closed generation %s at its last clean stop, and %s "
+			 "no longer holds it but holds %zu other generation(s): another node went "
+			 "on, and its retention deleted it", lpos->generation, c->name, c->ngens);
+		return true;
+	}
+	/*
 	 * The replica's server clock against ours: within the clock-skew margin
 	 * the order is ambiguous and, as between replicas (section 2 of
 	 * docs/restore.md), the later time still wins. Keeping the file there

@@ -2951,6 +2951,31 @@ def test_replicas_refusing_at_once_write_the_refusal_record_once(litevisor_bin, 
     assert code == 1 and "refused at an earlier start" in log, log
 
 
+def test_a_forked_file_whose_closed_generation_the_other_node_deleted_is_restored(
+        litevisor_bin, tmp_path):
+    """A stopped cleanly in G1; B restored it, went on in a generation of its own, and
+    its retention deleted G1; A's app then wrote while A was down. A's restore step,
+    finding G1 on no replica, compared times: B's newest object and A's write fell
+    within the clock-skew margin, the later (A's) won and the file was kept, and the
+    engine then refused it (its closed generation gone while others remain: another
+    node went on), leaving the service unreplicated for that start (QA86 D7). The
+    restore step now reads the closed record as the engine does: B's data is restored,
+    A's file kept aside."""
+    rep = tmp_path / "rep"
+    a1, _, err = node_run(litevisor_bin, tmp_path, "A", rep, 2, "a1")
+    (g1,) = os.listdir(rep / "generations")
+    code, log = sidecar(litevisor_bin, tmp_path, rep, "B", 1, "b1", before=(1, "b0"),
+                        until=f"deleting generation db=app.db replica=file generation={g1}",
+                        extra="        retention: 2s\n        retention-check-interval: 500ms\n"
+                              "        retention-grace: 500ms\n")
+    assert code == 0 and "new generation" in log, log
+    app_rows(tmp_path / "A" / "app.db", 1, "a-down")
+    a, files, err = node_run(litevisor_bin, tmp_path, "A", rep, 1, "a2")
+    assert "no longer holds it" in err, err
+    assert a == a1 + ["b0-0", "b1-0", "a2-0"], err
+    assert any(".replaced-" in f for f in files), files
+
+
 def test_a_node_back_behind_the_other_nodes_mark_and_snapshotting_onto_it_is_refused_there(
         litevisor_bin, litestream_bin, tmp_path):
     """A closes its generation at index 1 (after its app's own TRUNCATE checkpoint); B
