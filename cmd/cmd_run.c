@@ -51,7 +51,7 @@ static int run_run(int argc, char **argv)
 	if ((code = cmd_config_path(&cmd_run, path, &file)))
 		return code;
 	/* no config at all is fine with a command; a file named by flag or variable must exist */
-	if (command && config_path_is_fallback(path) && access(file, F_OK) < 0 && errno == ENOENT) {
+	if (command && config_path_is_fallback(path) && config_path_absent(file)) {
 		config_defaults(&cfg);
 	} else if (config_load(file, &opt, &cfg, err, sizeof(err)) < 0) {
 		fprintf(stderr, "litevisor run: %s\n", err);

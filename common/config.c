@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/config_int.h"
@@ -61,9 +62,15 @@ const char *config_default_path(const char *explicit_path, char *why, size_t len
 	if ((rc = from_env("LITEVISOR_CONFIG", &p, why, len)) ||
 	    (rc = from_env("LITESTREAM_CONFIG", &p, why, len)))
 		return rc < 0 ? NULL : p;
-	if (access(system_path, F_OK) < 0 && errno == ENOENT && access(litestream_path, F_OK) == 0)
+	if (config_path_absent(system_path) && access(litestream_path, F_OK) == 0)
 		return litestream_path;
 	return system_path;
+}
+
+bool config_path_absent(const char *path)
+{
+	struct stat st;
+	return lstat(path, &st) < 0 && errno == ENOENT;
 }
 
 bool config_path_is_fallback(const char *explicit_path)
@@ -273,7 +280,7 @@ int config_load(const char *path, const struct config_options *opt, struct confi
 	free(home);
 	if (fd < 0) {
 		/* the default, missing: say where else it was looked for and how to name one */
-		bool fallback = path == system_path && errno == ENOENT;
+		bool fallback = path == system_path && errno == ENOENT && config_path_absent(path);
 		snprintf(err, errlen, "%s: cannot read the config file: %s%s%s%s", path, why,
 			 fallback ? " (nor is there " : "", fallback ? litestream_path : "",
 			 fallback ? "; name one with -config or $LITEVISOR_CONFIG)" : "");

@@ -250,6 +250,13 @@ const char *config_default_path(const char *explicit_path, char *why, size_t len
 bool config_path_is_fallback(const char *explicit_path);
 
 /*
+ * True when nothing at all is at path. A symbolic link to nowhere (a config
+ * on a volume not mounted yet) is not absent: a config was meant there, and
+ * loading it names the missing target rather than starting without it.
+ */
+bool config_path_absent(const char *path);
+
+/*
  * Load and validate a config file into *cfg (which must be zeroed or fresh).
  * On failure returns -1, leaves *cfg released, and writes one message into
  * err (file:line:col: key: what is wrong [; did you mean "x"?]).

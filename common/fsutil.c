@@ -156,9 +156,14 @@ int fs_open_regular(const char *path, char *why, size_t whylen)
 
 	if (fd < 0) {
 		int e = errno;
+		char to[PATH_MAX];
+		ssize_t n;
 		/* a socket cannot be opened (ENXIO): say what it is */
 		if (e == ENXIO && stat(path, &st) == 0 && !S_ISREG(st.st_mode))
 			snprintf(why, whylen, "not a regular file but %s", kind_name(st.st_mode));
+		else if (e == ENOENT && (n = readlink(path, to, sizeof(to) - 1)) > 0)
+			snprintf(why, whylen, "a symbolic link to %.*s, which does not exist", (int)n,
+				 to);
 		else
 			snprintf(why, whylen, "%s", strerror(e));
 		errno = e;

@@ -692,6 +692,40 @@ def test_an_empty_config_name_is_a_usage_error(litevisor_bin, tmp_path, command,
 
 
 
+@pytest.mark.parametrize("where", ["default", "-config"])
+def test_a_config_path_that_is_a_symlink_to_nowhere_is_refused(litevisor_bin, tmp_path, where):
+    """/etc/litevisor.yml linked to a volume not mounted yet was taken for "no config":
+    `run -- CMD` started the service with no restore and nothing replicated, exit 0
+    (QA89 D1), or /etc/litestream.yml was read instead. A link there shows a config was
+    meant: it is refused, naming where it points. The default path is tried in a mount
+    namespace of the test's own, over a copy of /etc."""
+    started = tmp_path / "started"
+    link_to = "/nonexistent-volume/litevisor.yml"
+    if where == "-config":
+        (tmp_path / "c.yml").symlink_to(link_to)
+        p = lv(litevisor_bin, "run", "-config", str(tmp_path / "c.yml"), "--",
+               "/usr/bin/touch", str(started))
+        rc, err = p.returncode, p.stderr
+    else:
+        etc = tmp_path / "etc"
+        subprocess.run(["cp", "-a", "/etc", str(etc)], capture_output=True, timeout=60)
+        for name in ("litevisor.yml", "litestream.yml"):
+            (etc / name).unlink(missing_ok=True)
+        (etc / "litevisor.yml").symlink_to(link_to)
+        (etc / "litestream.yml").write_text(f"dbs:\n  - path: {tmp_path}/a.db\n    replicas:\n"
+                                            f"      - url: file://{tmp_path}/r\n")
+        script = (f'mount --bind "{etc}" /etc || exit 99; '
+                  f'"{litevisor_bin}" run -- /usr/bin/touch "{started}"')
+        p = lv("unshare", "-rm", "sh", "-c", script)
+        if p.returncode == 99 or "unshare" in p.stderr:
+            pytest.skip(f"cannot make a mount namespace here: {p.stderr.strip()}")
+        rc, err = p.returncode, p.stderr
+    assert rc == 100, err
+    assert f"a symbolic link to {link_to}, which does not exist" in err, err
+    assert "nor is there" not in err, err
+    assert not started.exists()
+
+
 @pytest.mark.parametrize("exec_,why", [('"sh -c \\"echo hi"', "unterminated double quote"),
                                        ("\"sh -c 'echo hi\"", "unterminated single quote"),
                                        ('"echo hi \\\\"', "trailing backslash")])
