@@ -2,6 +2,8 @@
 #define CURL_DISABLE_TYPECHECK /* our definitions must not be macro-expanded */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <curl/curl.h>
 
@@ -41,6 +43,34 @@ static struct lazylib lib = LAZYLIB_INIT(LAZY_CURL_SONAME, "libcurl4", syms, glo
 
 #define F(n) LAZYLIB_FN(lib, fn, n)
 
+/* The hosts no request goes to through a proxy (lazy_curl_defaults), set once at load. */
+static char *noproxy;
+#define LOOPBACK_HOSTS "localhost,127.0.0.0/8,::1"
+
+/*
+ * The user's no_proxy (libcurl reads it first) or NO_PROXY, and loopback:
+ * as Go's ProxyFromEnvironment (Litestream, Nomad, Consul), a loopback host
+ * is never proxied. Set, CURLOPT_NOPROXY replaces the variables, so it
+ * carries theirs on. ("*": nothing is proxied; CIDR needs libcurl 7.86.)
+ */
+static int noproxy_init(char *err, size_t errlen)
+{
+	const char *env = getenv("no_proxy");
+	if (!env || !*env)
+		env = getenv("NO_PROXY");
+	if (env && !strcmp(env, "*"))
+		noproxy = strdup("*");
+	else if (env && *env && asprintf(&noproxy, "%s,%s", env, LOOPBACK_HOSTS) < 0)
+		noproxy = NULL;
+	else if (!env || !*env)
+		noproxy = strdup(LOOPBACK_HOSTS);
+	if (!noproxy) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	return 0;
+}
+
 static int global_init(char *err, size_t errlen)
 {
 	/*
@@ -53,7 +83,7 @@ static int global_init(char *err, size_t errlen)
 		snprintf(err, errlen, "libcurl initialisation failed (code %d)", (int)rc);
 		return -1;
 	}
-	return 0;
+	return noproxy_init(err, errlen);
 }
 
 int lazy_curl_load(char *err, size_t errlen)
@@ -114,7 +144,8 @@ static curl_socket_t open_cloexec(void *ctx, curlsocktype purpose, struct curl_s
 	return fd < 0 ? CURL_SOCKET_BAD : fd;
 }
 
-void lazy_curl_cloexec(void *h)
+void lazy_curl_defaults(void *h)
 {
 	curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, open_cloexec);
+	curl_easy_setopt(h, CURLOPT_NOPROXY, noproxy);
 }

@@ -322,7 +322,7 @@ int consul_call(struct consul_client *cl, const char *method, const char *path, 
 		goto out;
 	}
 	curl_easy_reset(h);
-	lazy_curl_cloexec(h);
+	lazy_curl_defaults(h);
 	curl_easy_setopt(h, CURLOPT_URL, url);
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);

@@ -82,7 +82,7 @@ long probe_http_get(void *curl, const char *url, int64_t timeout_ms, char *err, 
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	lazy_curl_cloexec(c);
+	lazy_curl_defaults(c);
 	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)timeout_ms);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);

@@ -23,7 +23,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools"))
 from consul_server import ConsulServer  # noqa: E402
-from conftest import free_port  # noqa: E402
+from conftest import free_port, kuma_stand_in  # noqa: E402
 from test_run import DB_SERVICE, curl, one_replica_down, poll, runs, start  # noqa: E402,F401
 
 
@@ -141,6 +141,25 @@ def test_the_lock_is_shown_in_metrics(litevisor_bin, tmp_path, runs, consul):
     assert held(pc) is None
     os.kill(c.pid, signal.SIGTERM)
     assert c.wait(timeout=30) == 0
+
+
+def test_a_local_agent_is_never_reached_through_http_proxy(litevisor_bin, tmp_path, runs,
+                                                          consul):
+    """With $http_proxy set, the requests to a loopback agent went through the proxy, its
+    ACL token with them (QA89 D2); Consul's own Go client never proxies loopback. The
+    stand-in proxy, on loopback too, would answer every request 200 with JSON."""
+    proxy, got = kuma_stand_in()
+    try:
+        a = node_run(runs, litevisor_bin, tmp_path, "a", lock_cfg(tmp_path, "a", consul),
+                     env={"http_proxy": f"http://127.0.0.1:{proxy.server_port}", "no_proxy": "",
+                          "NO_PROXY": "", "CONSUL_HTTP_TOKEN": "not-for-a-proxy"})
+        poll(lambda: (tmp_path / "a" / "ready").exists(), timeout=30)
+        assert holder_session(consul, "litevisor/app"), a.stderr()
+        os.kill(a.pid, signal.SIGTERM)
+        assert a.wait(timeout=30) == 0, a.stderr()
+    finally:
+        proxy.shutdown()
+    assert not got, got
 
 
 def test_a_lock_not_taken_within_its_wait_starts_nothing_and_exits_111(litevisor_bin, tmp_path,

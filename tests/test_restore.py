@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from conftest import free_port
+from conftest import free_port, kuma_stand_in
 
 TOOLS = os.environ.get("LITEVISOR_TOOLS_DIR") or os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "..", "build", "tests", "tools")
@@ -1858,6 +1858,27 @@ def test_s3_freshest_wins_and_ties_go_to_the_fastest(tmp_path, litevisor_bin, s3
     assert "WINNER" in candidate_line(p.stderr, "nas"), p.stderr
     assert "fallback" in candidate_line(p.stderr, "peer-06")
     assert "stale" in candidate_line(p.stderr, "peer-05")
+    assert rows(db) == history.states[-1][2]
+
+
+def test_s3_on_loopback_is_never_reached_through_http_proxy(tmp_path, litevisor_bin, s3server,
+                                                           history):
+    """$http_proxy sent the S3 requests to a loopback endpoint (a node's own MinIO at
+    localhost) through the proxy, where Litestream goes direct (QA89 D2). The stand-in
+    proxy, on loopback too, would answer every request 200 with JSON."""
+    srv = s3server()
+    upload(history, srv, tmp_path)
+    proxy, got = kuma_stand_in()
+    try:
+        db = tmp_path / "app.db"
+        cfg = write_config(tmp_path / "lv.yml", db, [s3_peer("nas", srv)])
+        p = subprocess.run([litevisor_bin, "restore", "-config", str(cfg), str(db)],
+                           capture_output=True, text=True, timeout=60, env=dict(
+                               os.environ, http_proxy=f"http://127.0.0.1:{proxy.server_port}",
+                               no_proxy="", NO_PROXY=""))
+    finally:
+        proxy.shutdown()
+    assert p.returncode == 0 and not got, (got, p.stderr)
     assert rows(db) == history.states[-1][2]
 
 

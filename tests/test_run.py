@@ -681,6 +681,36 @@ def test_orphans_reaped_and_signals_forwarded_as_pid1(litevisor_bin, tmp_path, r
 
 # ---------------------------------------------------------------- HTTP
 
+@pytest.mark.parametrize("target", ["loopback", "elsewhere"])
+def test_a_loopback_probe_never_goes_through_http_proxy(litevisor_bin, tmp_path, runs, target):
+    """With $http_proxy set (Docker hands its client's proxy to containers), libcurl
+    sent the readiness probe of the local service through it: a proxy answering for a
+    service that was not even listening made /readyz 200 (QA89 D2); the Consul and S3
+    clients sent loopback requests (the Consul token too) the same way. Loopback is
+    never proxied, as in Go's clients (Litestream, Nomad, Consul); other hosts still are.
+    The "proxy" is a stand-in on loopback: nothing leaves this machine."""
+    port, dead = free_port(), free_port()
+    proxy, got = kuma_stand_in()
+    url = f"http://127.0.0.1:{dead}/ping" if target == "loopback" else "http://svc.invalid/ping"
+    start(runs, litevisor_bin, tmp_path, ["sleep", "30"],
+          config=f"addr: 127.0.0.1:{port}\ndbs: []\nhealth:\n  probe-url: {url}\n"
+                 "  probe-interval: 100ms\n  probe-timeout: 1s\n",
+          env={"http_proxy": f"http://127.0.0.1:{proxy.server_port}", "no_proxy": "",
+               "NO_PROXY": ""})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        poll(lambda: subprocess.run(["curl", "-s", base + "/livez"],
+                                    capture_output=True).returncode == 0)
+        if target == "loopback":
+            time.sleep(1.0)  # ten probes
+            assert curl(base + "/readyz")[0] == 503 and not got, got
+        else:
+            poll(lambda: curl(base + "/readyz")[0] == 200)
+            assert "http://svc.invalid/ping" in got, got
+    finally:
+        proxy.shutdown()
+
+
 def test_health_endpoints_follow_the_service_probe(litevisor_bin, tmp_path, runs):
     port, svc_port = free_port(), free_port()
     go = tmp_path / "go"
