@@ -228,7 +228,30 @@ void child_creds_release(struct child_creds *c)
 	memset(c, 0, sizeof(*c));
 }
 
-char *child_find_program(const char *cmd)
+/* May the identity as (NULL: litevisor's own) search dir and run the file st? */
+static bool may_run(const struct child_creds *as, const char *dir, const struct stat *st)
+{
+	if (!as || !as->set)
+		return true; /* access() above asked as litevisor */
+	if (as->uid == 0)
+		return st->st_mode & (S_IXUSR | S_IXGRP | S_IXOTH);
+	struct stat ds;
+	const struct stat *both[2] = { &ds, st };
+	if (stat(*dir ? dir : ".", &ds) < 0)
+		return false;
+	for (int k = 0; k < 2; k++) {
+		const struct stat *x = both[k];
+		bool group = x->st_gid == as->gid;
+		for (size_t g = 0; !group && g < as->ngroups; g++)
+			group = x->st_gid == as->groups[g];
+		mode_t bit = x->st_uid == as->uid ? S_IXUSR : group ? S_IXGRP : S_IXOTH;
+		if (!(x->st_mode & bit))
+			return false;
+	}
+	return true;
+}
+
+char *child_find_program(const char *cmd, const struct child_creds *as)
 {
 	if (strchr(cmd, '/') || !*cmd)
 		return strdup(cmd);
@@ -236,23 +259,31 @@ char *child_find_program(const char *cmd)
 	if (!path || !*path)
 		path = "/usr/local/bin:/usr/bin:/bin";
 	char *existing = NULL;
-	char cand[PATH_MAX];
-	while (*path) {
-		const char *colon = strchr(path, ':');
-		size_t dlen = colon ? (size_t)(colon - path) : strlen(path);
-		/* An empty PATH element means the current directory. */
-		int n = dlen ? snprintf(cand, sizeof(cand), "%.*s/%s", (int)dlen, path, cmd)
-			     : snprintf(cand, sizeof(cand), "%s", cmd);
-		path += dlen + (colon ? 1 : 0);
-		struct stat st;
-		if (n < 0 || (size_t)n >= sizeof(cand) || stat(cand, &st) < 0 || !S_ISREG(st.st_mode))
-			continue;
-		if (access(cand, X_OK) == 0) {
-			free(existing);
-			return strdup(cand);
+	char cand[PATH_MAX], dir[PATH_MAX];
+	/* each element, the empty one after a final ':' too (QA89 D4) */
+	for (const char *p = path, *colon;; p = colon + 1) {
+		colon = strchr(p, ':');
+		size_t dlen = colon ? (size_t)(colon - p) : strlen(p);
+		int n = -1;
+		if (dlen < sizeof(dir)) {
+			memcpy(dir, p, dlen);
+			dir[dlen] = '\0';
+			/* An empty PATH element means the current directory. */
+			n = dlen ? snprintf(cand, sizeof(cand), "%s/%s", dir, cmd)
+				 : snprintf(cand, sizeof(cand), "%s", cmd);
 		}
-		if (!existing && !(existing = strdup(cand)))
-			return NULL;
+		struct stat st;
+		if (n >= 0 && (size_t)n < sizeof(cand) && stat(cand, &st) == 0 && S_ISREG(st.st_mode)) {
+			/* as the service's user, not as litevisor (QA89 D5) */
+			if (access(cand, X_OK) == 0 && may_run(as, dir, &st)) {
+				free(existing);
+				return strdup(cand);
+			}
+			if (!existing && !(existing = strdup(cand)))
+				return NULL;
+		}
+		if (!colon)
+			break;
 	}
 	/* not cmd: execve would take a bare name relative to the working directory */
 	return existing ? existing : strdup("");
@@ -560,7 +591,7 @@ pid_t child_spawn(const struct child_spec *spec, struct child_failure *fail)
 	char *path = NULL;
 	memset(fail, 0, sizeof(*fail));
 
-	path = child_find_program(spec->argv[0]);
+	path = child_find_program(spec->argv[0], spec->creds);
 	if (!path) {
 		log_error("child", "out of memory", NULL);
 		goto out;

@@ -103,13 +103,15 @@ void child_note_inherited_fds(void);
 void child_raise_fd_limit(void);
 
 /*
- * Find cmd as execvp would, in $PATH (default /usr/local/bin:/usr/bin:/bin);
- * a name with '/' is used as is. Returns a malloc'd path: the first
- * executable regular file, else the first existing file (so exec reports
- * EACCES), else "" (exec reports ENOENT: a name not found in $PATH is never
- * looked for in the working directory, unless $PATH has an empty element).
- * NULL only on ENOMEM.
+ * Find cmd as execvp would, in $PATH (default /usr/local/bin:/usr/bin:/bin),
+ * run as the identity as (NULL or unset: litevisor's own); a name with '/'
+ * is used as is. Returns a malloc'd path: the first regular file that
+ * identity may run (for another user, by the execute bits of the file and
+ * of its $PATH directory: ACLs are not read), else the first existing file
+ * (so exec reports EACCES), else "" (exec reports ENOENT: a name not found
+ * in $PATH is never looked for in the working directory, unless $PATH has an
+ * empty element, leading, inner or trailing). NULL only on ENOMEM.
  */
-char *child_find_program(const char *cmd);
+char *child_find_program(const char *cmd, const struct child_creds *as);
 
 #endif

@@ -3,6 +3,7 @@
 #include "tests/unit/unit.h"
 
 #include <jansson.h>
+#include <limits.h>
 #include <sys/stat.h>
 
 #include "common/clock.h"
@@ -526,18 +527,67 @@ TEST(program_search)
 	chmod(plain, 0644);
 	snprintf(path, sizeof(path), "/nonexistent:%s", dir);
 	setenv("PATH", path, 1);
-	char *p = child_find_program("tool");
+	char *p = child_find_program("tool", NULL);
 	CHECK_STR(p, exe);
 	free(p);
-	p = child_find_program("data"); /* exists, not executable: exec will say EACCES */
+	p = child_find_program("data", NULL); /* exists, not executable: exec will say EACCES */
 	CHECK_STR(p, plain);
 	free(p);
-	p = child_find_program("missing"); /* never ./missing: the working directory is not in PATH */
+	p = child_find_program("missing", NULL); /* never ./missing: the working directory is not in PATH */
 	CHECK_STR(p, "");
 	free(p);
-	p = child_find_program("./rel/x");
+	p = child_find_program("./rel/x", NULL);
 	CHECK_STR(p, "./rel/x");
 	free(p);
+	/* a trailing empty element is the working directory, as a leading one (QA89 D4) */
+	char cwd[PATH_MAX];
+	CHECK(getcwd(cwd, sizeof(cwd)) != NULL);
+	CHECK_INT(chdir(dir), 0);
+	setenv("PATH", "/nonexistent:", 1);
+	p = child_find_program("tool", NULL);
+	CHECK_STR(p, "tool");
+	free(p);
+	CHECK_INT(chdir(cwd), 0);
+	/*
+	 * As the service's user: a copy only its owner may run, first in $PATH, is
+	 * passed over for the next (QA89 D5); as root (any x bit), or as its owner, taken.
+	 */
+	char dir2[] = "/tmp/lv-unit-XXXXXX", mine[128], theirs[128];
+	CHECK(mkdtemp(dir2));
+	chmod(dir2, 0755);
+	chmod(dir, 0755);
+	snprintf(mine, sizeof(mine), "%s/both", dir);
+	snprintf(theirs, sizeof(theirs), "%s/both", dir2);
+	fclose(fopen(mine, "w"));
+	chmod(mine, 0700);
+	fclose(fopen(theirs, "w"));
+	chmod(theirs, 0755);
+	snprintf(path, sizeof(path), "%s:%s", dir, dir2);
+	setenv("PATH", path, 1);
+	struct stat st;
+	CHECK_INT(stat(mine, &st), 0);
+	gid_t none[1] = { 0 };
+	struct child_creds other = { .set = true, .uid = st.st_uid + 4242, .gid = st.st_gid + 4242,
+				     .groups = none, .ngroups = 0 };
+	struct child_creds owner = { .set = true, .uid = st.st_uid, .gid = st.st_gid };
+	struct child_creds root = { .set = true, .uid = 0, .gid = 0 };
+	p = child_find_program("both", &other);
+	CHECK_STR(p, theirs);
+	free(p);
+	p = child_find_program("both", st.st_uid ? &owner : &root);
+	CHECK_STR(p, mine);
+	free(p);
+	/* its group may, others not: a member of the group takes it */
+	chmod(mine, 0710);
+	gid_t member[1] = { st.st_gid };
+	other.groups = member;
+	other.ngroups = 1;
+	p = child_find_program("both", &other);
+	CHECK_STR(p, mine);
+	free(p);
+	unlink(mine);
+	unlink(theirs);
+	rmdir(dir2);
 	unlink(exe);
 	unlink(plain);
 	rmdir(dir);
