@@ -244,7 +244,7 @@ static bool may_restart(const struct sup *s, int code)
  */
 static void term_leftovers(struct sup *s, pid_t old)
 {
-	unsigned n = reaper_term_new(0, 0);
+	unsigned n = reaper_term_leftovers();
 	pid_t grp = service_group(s, old);
 	if (grp > 0 && grp != getpgrp() && kill(-grp, SIGTERM) == 0) {
 		resume(-grp);
@@ -257,7 +257,7 @@ static void term_leftovers(struct sup *s, pid_t old)
 
 static void kill_leftovers(void)
 {
-	unsigned n = reaper_kill_tree();
+	unsigned n = reaper_kill_leftovers();
 	if (n)
 		log_warn("supervisor", "killed what the failed run left behind before restarting",
 			 "count=%u", n);

@@ -20,8 +20,11 @@
 
 static atomic_uint_fast64_t orphans_total;
 
+static void note_inherited(void);
+
 int reaper_setup(void)
 {
+	note_inherited();
 	if (getpid() == 1)
 		return 0;
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0) {
@@ -127,6 +130,34 @@ static ssize_t proc_list(struct proc **out)
 	return (ssize_t)n;
 }
 
+/*
+ * Children litevisor had before it started any (`helper & exec litevisor run`
+ * in an entrypoint): a restart's sweep spares them and theirs (QA89 D3).
+ */
+static struct proc *inherited;
+static size_t ninherited;
+
+static void note_inherited(void)
+{
+	if (inherited)
+		return;
+	struct proc *v;
+	ssize_t n = proc_list(&v);
+	pid_t self = getpid();
+	for (ssize_t i = 0; i < n; i++)
+		if (v[i].ppid == self)
+			v[ninherited++] = v[i];
+	inherited = v;
+}
+
+static bool was_inherited(const struct proc *p)
+{
+	for (size_t i = 0; i < ninherited; i++)
+		if (inherited[i].pid == p->pid && inherited[i].start == p->start)
+			return true;
+	return false;
+}
+
 /* Direct children already sent TERM by reaper_term_new (only ever grows: one stop sequence). */
 static struct proc *termed;
 static size_t ntermed, captermed;
@@ -139,7 +170,7 @@ static bool was_termed(const struct proc *p)
 	return false;
 }
 
-unsigned reaper_term_new(pid_t skip_pid, pid_t skip_pgrp)
+static unsigned term_new(pid_t skip_pid, pid_t skip_pgrp, bool spare_inherited)
 {
 	struct proc *v;
 	ssize_t n = proc_list(&v);
@@ -148,7 +179,7 @@ unsigned reaper_term_new(pid_t skip_pid, pid_t skip_pgrp)
 	for (ssize_t i = 0; i < n; i++) {
 		const struct proc *p = &v[i];
 		if (p->ppid != self || p->pid == skip_pid || (skip_pgrp > 0 && p->pgrp == skip_pgrp) ||
-		    was_termed(p))
+		    was_termed(p) || (spare_inherited && was_inherited(p)))
 			continue;
 		if (ntermed == captermed) {
 			size_t nc = captermed ? captermed * 2 : 16;
@@ -169,7 +200,17 @@ unsigned reaper_term_new(pid_t skip_pid, pid_t skip_pgrp)
 	return count;
 }
 
-unsigned reaper_kill_tree(void)
+unsigned reaper_term_new(pid_t skip_pid, pid_t skip_pgrp)
+{
+	return term_new(skip_pid, skip_pgrp, false);
+}
+
+unsigned reaper_term_leftovers(void)
+{
+	return term_new(0, 0, true);
+}
+
+static unsigned kill_tree(bool spare_inherited)
 {
 	struct proc *v;
 	ssize_t n = proc_list(&v);
@@ -190,7 +231,7 @@ unsigned reaper_kill_tree(void)
 		for (ssize_t i = 0; i < n; i++) {
 			if (in[i])
 				continue;
-			bool child = v[i].ppid == self;
+			bool child = v[i].ppid == self && !(spare_inherited && was_inherited(&v[i]));
 			for (ssize_t j = 0; !child && j < n; j++)
 				child = in[j] && v[j].pid == v[i].ppid;
 			if (child)
@@ -207,6 +248,16 @@ unsigned reaper_kill_tree(void)
 	free(in);
 	free(v);
 	return count;
+}
+
+unsigned reaper_kill_tree(void)
+{
+	return kill_tree(false);
+}
+
+unsigned reaper_kill_leftovers(void)
+{
+	return kill_tree(true);
 }
 
 uint64_t reaper_orphans_total(void)

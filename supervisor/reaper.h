@@ -12,9 +12,11 @@
 #include <sys/types.h>
 
 /*
- * Become a child subreaper unless PID 1 (then nothing is needed). Returns 0,
- * or -1 (logged as a warning: orphans will go to init instead, no zombies are
- * left by litevisor itself).
+ * Become a child subreaper unless PID 1 (then nothing is needed), and note
+ * the children litevisor already has (an entrypoint's `helper & exec
+ * litevisor run …`): the sweeps before a restart spare them. Call before
+ * starting any child. Returns 0, or -1 (logged as a warning: orphans will go
+ * to init instead, no zombies are left by litevisor itself).
  */
 int reaper_setup(void);
 
@@ -50,6 +52,15 @@ void reaper_reap(pid_t service, struct reap_result *r);
  */
 unsigned reaper_term_new(pid_t skip_pid, pid_t skip_pgrp);
 unsigned reaper_kill_tree(void);
+
+/*
+ * The same two sweeps before a restart: what the failed run left behind,
+ * sparing the children litevisor had before it started any, and theirs
+ * (reaper_setup): they are not the service's (QA89 D3). At the final stop
+ * they get their TERM and KILL with the rest.
+ */
+unsigned reaper_term_leftovers(void);
+unsigned reaper_kill_leftovers(void);
 
 /* Total orphans reaped since start (for metrics). */
 uint64_t reaper_orphans_total(void);

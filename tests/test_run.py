@@ -819,6 +819,37 @@ def test_a_restart_does_not_run_beside_what_the_failed_run_left(litevisor_bin, t
     assert (tmp_path / "seen").read_text() in ("gone", "Z"), p.stderr
     assert "terminating what the failed run left behind" in p.stderr, p.stderr
 
+def test_a_restart_spares_the_children_litevisor_had_before_the_service(litevisor_bin, tmp_path):
+    """An entrypoint's `helper & exec litevisor run …` (cron, a log shipper): the helper
+    is litevisor's child from the start. Before a restart every direct child was taken
+    for what the failed run left behind and got TERM, then KILL (QA89 D3). It is spared
+    now, it and its own child, while the service restarts; at the final stop it is
+    stopped with the rest."""
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("dbs: []\nsupervisor:\n  restart: on-failure\n  restart-limit: 1\n"
+                   "  restart-delay: 300ms\n  stop-grace: 2s\n")
+    svc = tmp_path / "svc.sh"
+    svc.write_text("#!/bin/sh\n"
+                   "if [ -e ran-once ]; then\n"
+                   "  sleep 0.5\n"
+                   "  for f in helper grandchild; do\n"
+                   "    kill -0 $(cat $f.pid) 2>/dev/null && echo $f >> alive\n"
+                   "  done\n"
+                   "  exit 0\n"
+                   "fi\n"
+                   "touch ran-once; sleep 0.3; exit 3\n")
+    svc.chmod(0o755)
+    entry = ('sh -c \'echo $$ > helper.pid; '
+             '(sh -c "echo \\$\\$ > grandchild.pid; exec sleep 60") & '
+             'while :; do sleep 0.1; done\' & '
+             f'exec "{litevisor_bin}" run -config "{cfg}" -- ./svc.sh')
+    p = subprocess.run(["sh", "-c", entry], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert "restarting after backoff" in p.stderr, p.stderr
+    assert (tmp_path / "alive").read_text() == "helper\ngrandchild\n", p.stderr
+
+
 def test_a_run_at_least_restart_reset_long_starts_the_restart_count_over(
         litevisor_bin, tmp_path, runs):
     """restart-limit counts consecutive restarts: a service that ran at least
