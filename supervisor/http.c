@@ -334,9 +334,12 @@ int http_serve_configured(const struct config *cfg, struct sup_state *state, enu
 	}
 	errno = 0;
 	if (!(*srv = http_start_mode(&sa, state, cfg, mode))) {
-		log_error("http", "cannot listen", "addr=%s error=\"%s\"", where,
-			  strerror(errno ? errno : EADDRINUSE));
-		return 111;
+		int e = errno ? errno : EADDRINUSE;
+		/* a port below 1024 without the right: no retry will get it (QA89 O3) */
+		log_error("http", "cannot listen", "addr=%s error=\"%s\"%s", where, strerror(e),
+			  e == EACCES ? " hint=\"a port below 1024 needs root or "
+					"CAP_NET_BIND_SERVICE\"" : "");
+		return e == EACCES ? 100 : 111;
 	}
 	log_info("http", "listening", "addr=%s port=%d", where, http_port(*srv));
 	return 0;

@@ -4081,6 +4081,25 @@ def test_replicate_addr_errors(litevisor_bin, tmp_path):
         busy.close()
 
 
+def test_a_port_litevisor_may_not_bind_is_a_config_error(litevisor_bin, tmp_path):
+    """A port below 1024 without root or CAP_NET_BIND_SERVICE exited 111, "temporary
+    failure", so an orchestrator retried it for good (QA89 O3): no retry gets it. It is
+    100, with a hint. Run as root with that capability dropped."""
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("addr: 127.0.0.1:81\ndbs: []\n")
+    unpriv = pathlib.Path("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+    if os.geteuid() != 0 or not shutil.which("setpriv") or \
+            (unpriv.exists() and int(unpriv.read_text()) <= 81):
+        pytest.skip("needs root, setpriv, and port 81 to be privileged here")
+    p = subprocess.run(["setpriv", "--inh-caps=-net_bind_service",
+                        "--bounding-set=-net_bind_service", litevisor_bin, "run", "-config",
+                        str(cfg), "--", "true"], capture_output=True, text=True, timeout=20)
+    if "setpriv" in p.stderr:
+        pytest.skip(f"setpriv cannot drop the capability here: {p.stderr.strip()}")
+    assert p.returncode == 100, p.stderr
+    assert "Permission denied" in p.stderr and "CAP_NET_BIND_SERVICE" in p.stderr, p.stderr
+
+
 def test_a_second_litevisor_on_the_same_addr_is_address_in_use(litevisor_bin, tmp_path, runs):
     """Two services given one addr (a copy-pasted config, a second instance on the node):
     the second must exit 111, not share the port with the first, which would send each
