@@ -64,6 +64,8 @@ struct sup {
 	int64_t backoff_ms;
 	int restarts;            /* consecutive restarts (the policy's limit counts these) */
 	int64_t started_at;      /* mono ms when the service was last started */
+	uint64_t sent;           /* bit n-1: signal n reached this run from outside (forwarded,
+				  * or the terminal's to the shared group) */
 };
 
 static void set_phase(struct sup *s, enum sup_phase p, const char *reason)
@@ -89,6 +91,7 @@ static int spawn(struct sup *s)
 	}
 	s->pid = pid;
 	s->started_at = clock_mono_ms();
+	s->sent = 0;
 	s->exec_failed = fail.failed;
 	sup_state_set_service(&s->state, pid, clock_wall_ns());
 	if (fail.failed) {
@@ -205,6 +208,8 @@ static void on_signal(struct sup *s, int sig, bool kernel)
 		log_info("supervisor", "signal dropped while stopping", "signal=TSTP");
 		return;
 	}
+	if (s->pid > 0 && sig >= 1 && sig <= 64)
+		s->sent |= 1ULL << (sig - 1);
 	if (delivered_by_terminal(s, sig, kernel)) {
 		log_info("supervisor", "signal from the terminal: the service got it too, not forwarded",
 			 "signal=%s pid=%d", sig_name(sig), (int)s->pid);
@@ -295,6 +300,18 @@ static void on_service_exit(struct sup *s, int status)
 		log_info("supervisor", "the service was interrupted from the terminal: stopping, "
 			 "not restarting", "signal=%s", sig_name(WTERMSIG(status)));
 		begin_stop(s, "service interrupted from the terminal");
+	}
+	/*
+	 * Killed by a signal sent to it from outside (a STOPSIGNAL SIGQUIT, a
+	 * Nomad kill_signal other than TERM, `docker kill -s HUP`): someone asked
+	 * it to end. Restarted, it ran on until the orchestrator's SIGKILL, and
+	 * the final flush never ran (QA89 O1).
+	 */
+	int died_of = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+	if (died_of >= 1 && died_of <= 64 && (s->sent & (1ULL << (died_of - 1))) && !s->stopping) {
+		log_info("supervisor", "the service died of a signal sent to it from outside: "
+			 "stopping, not restarting", "signal=%s", sig_name(died_of));
+		begin_stop(s, "service killed by a signal from outside");
 	}
 	if (s->restarts > 0 && ran_ms >= s->cfg->supervisor.restart_reset_ms) {
 		log_info("supervisor", "the service had run at least restart-reset: "

@@ -819,6 +819,29 @@ def test_a_restart_does_not_run_beside_what_the_failed_run_left(litevisor_bin, t
     assert (tmp_path / "seen").read_text() in ("gone", "Z"), p.stderr
     assert "terminating what the failed run left behind" in p.stderr, p.stderr
 
+@pytest.mark.parametrize("sig", [signal.SIGQUIT, signal.SIGHUP])
+def test_a_service_killed_by_a_signal_from_outside_is_stopped_not_restarted(
+        litevisor_bin, tmp_path, runs, sig):
+    """A stop signal other than TERM/INT (Docker STOPSIGNAL SIGQUIT, a Nomad kill_signal,
+    `docker kill -s HUP`) is forwarded, and the service died of it: with restart:
+    on-failure it was restarted, again and again, until the orchestrator's SIGKILL, and
+    the final flush never ran (QA89 O1). Someone asked it to end: litevisor stops. A
+    service killed by the same signal on its own is still restarted."""
+    cfg = "dbs: []\nsupervisor:\n  restart: on-failure\n  restart-limit: 1\n  restart-delay: 200ms\n"
+    r = start(runs, litevisor_bin, tmp_path, ["sleep", "30"], config=cfg)
+    poll(lambda: "service started" in r.stderr(), timeout=10)
+    os.kill(r.pid, sig)
+    assert r.wait(timeout=20) == 128 + sig, r.stderr()
+    err = r.stderr()
+    assert "died of a signal sent to it from outside" in err, err
+    assert "restarting after backoff" not in err and err.count("service started") == 1, err
+    (tmp_path / "own").mkdir()
+    r = start(runs, litevisor_bin, tmp_path / "own",
+              ["sh", "-c", f"sleep 0.2; kill -{sig.name[3:]} $$"], config=cfg)
+    assert r.wait(timeout=20) == 128 + sig, r.stderr()
+    assert "restarting after backoff" in r.stderr(), r.stderr()
+
+
 def test_a_restart_spares_the_children_litevisor_had_before_the_service(litevisor_bin, tmp_path):
     """An entrypoint's `helper & exec litevisor run …` (cron, a log shipper): the helper
     is litevisor's child from the start. Before a restart every direct child was taken
