@@ -174,6 +174,14 @@ struct eng_db {
 	pthread_cond_t cond;          /* monitor progress (flush waits on it) */
 	/* mu: published by the monitor */
 	bool ready;                   /* gen/index valid */
+	/*
+	 * A resumed generation the WAL has not yet shown to go on from the
+	 * shadow (monitor.c, open_db): published (lag, flush and health read
+	 * it), but no replica looks at its replica or writes until the monitor
+	 * proves it or starts a new generation. A replica that looked first
+	 * reopened (unclosed) a generation the WAL then disowned.
+	 */
+	bool resume_pending;
 	bool looked;                  /* the monitor's first look at the files is done */
 	char gen[17];
 	uint32_t index;               /* current shadow index */
@@ -202,9 +210,11 @@ struct eng_db {
 	char gen_req_why[400];
 	bool older_req;               /* a replica found the database older than its data: stop */
 	size_t older_pending;         /* replicas with older_check not yet checked (replica.c) */
-	int64_t older_deadline_mono;  /* ... waited for until then at most */
+	int64_t older_deadline_mono;  /* ... waited for until then at most (set once the
+				       * replicas may first look: replica_older_clock_start) */
 	bool older_wait_logged;       /* "replicas wait for …" said once */
 	bool older_late_logged;       /* "… did not answer in time" said once */
+	bool older_clock_started;     /* older_deadline_mono set (replica_older_clock_start) */
 	struct restored_marker marker; /* from restore, while replicas consume it */
 	bool have_marker;
 	size_t marker_pending;        /* replicas that have not looked at it yet */
@@ -316,6 +326,17 @@ bool replica_holds(const struct eng_replica *r, const struct wal_pos *target, bo
  * the restored one (QA87 F3).
  */
 void replica_count_closed_records(struct eng_db *d);
+/*
+ * The replicas may look now (the first position published, a resume
+ * proven): REPLICA_OLDER_WAIT_MS count from here, not from the engine's
+ * start, which a long first copy would have used up. Once; mu held.
+ */
+void replica_older_clock_start(struct eng_db *d);
+/* May r's replicas look and write at d's position? (ready, no resume pending) mu held. */
+static inline bool replica_pos_ready(const struct eng_db *d)
+{
+	return d->ready && !d->resume_pending;
+}
 /*
  * d's database id into id[33], choosing it first if d has none yet: adopt
  * (a label found on the generation d continues, or NULL/""), else a new

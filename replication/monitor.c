@@ -106,6 +106,23 @@ static void publish(struct eng_db *d, uint64_t grew)
 		monitor_wake_replicas(d);
 	}
 	d->ready = true;
+	if (!d->resume_pending)
+		replica_older_clock_start(d);
+	pthread_mutex_unlock(&d->mu);
+}
+
+/*
+ * The resumed generation is the database's (the WAL goes on from the shadow,
+ * every commit copied), or a new one started: the replicas may look now.
+ */
+static void resume_settled(struct eng_db *d)
+{
+	pthread_mutex_lock(&d->mu);
+	if (d->resume_pending) {
+		d->resume_pending = false;
+		replica_older_clock_start(d);
+		monitor_wake_replicas(d);
+	}
 	pthread_mutex_unlock(&d->mu);
 }
 
@@ -159,6 +176,7 @@ static int start_generation(struct eng_db *d, const char *reason)
 	/* the hold taken before this call protects the current WAL from its first byte */
 	d->continuous = true;
 	publish(d, 0);
+	resume_settled(d); /* a resume the WAL disowned ends here */
 	pthread_mutex_lock(&d->mu);
 	monitor_wake_replicas(d);
 	pthread_mutex_unlock(&d->mu);
@@ -543,6 +561,7 @@ static int open_db(struct eng_db *d, bool fresh)
 		pthread_mutex_lock(&d->mu);
 		d->marker = m;
 		d->have_marker = true;
+		d->resume_pending = false;
 		d->marker_pending = 0;
 		for (size_t i = 0; i < d->nreplicas; i++)
 			if (d->replicas[i].st)
@@ -590,15 +609,19 @@ static int open_db(struct eng_db *d, bool fresh)
 			if (start_generation(d, "files changed since the last stop, no shadow file "
 						"to compare the WAL with") < 0)
 				goto fail;
-		} else if (d->continuous) {
+		} else {
+			/*
+			 * Not yet proven, the replicas wait (resume_pending) until
+			 * copy_wal() sees the WAL go on from the shadow. One that looked
+			 * first reopened the generation (its closed mark deleted), and the
+			 * WAL then disowned it: left unclosed by a node that wrote nothing
+			 * there, it looked live to retention and to other nodes.
+			 */
+			pthread_mutex_lock(&d->mu);
+			d->resume_pending = !d->continuous;
+			pthread_mutex_unlock(&d->mu);
 			publish(d, 0);
 		}
-		/*
-		 * Else the replicas hear of the generation once copy_wal() has seen the
-		 * WAL go on from the shadow. Told before, one reopened it (its closed
-		 * mark deleted) and the WAL then disowned it: left unclosed, by a node
-		 * that wrote nothing there, it looked live to retention and to others.
-		 */
 	} else if (start_generation(d, fresh ? "database file replaced" : "no usable local state") < 0) {
 		goto fail;
 	}
@@ -749,8 +772,10 @@ static int copy_wal(struct eng_db *d)
 			pthread_mutex_lock(&d->mu);
 			d->stat.shadow_bytes_total += grew;
 			pthread_mutex_unlock(&d->mu);
-			if (!d->sh.unproven)
+			if (!d->sh.unproven) {
 				publish(d, grew); /* else once check_commits() vouches for it */
+				resume_settled(d);
+			}
 			continue; /* drain a WAL that grew while copying */
 		case SHADOW_NONE:
 			if (!d->continuous && d->sh.fd >= 0) {
@@ -761,9 +786,9 @@ static int copy_wal(struct eng_db *d)
 					goto out;
 				}
 			}
-			if (!d->continuous && !d->sh.unproven)
-				publish(d, 0); /* the resumed generation, proven (open_db) */
 			d->continuous = true;
+			if (!d->sh.unproven)
+				resume_settled(d);
 			/* the last look: the index may have published frames over ours since */
 			if ((rc = look_at_index(d)) < 0 || d->gen_epoch == epoch)
 				goto out;
@@ -901,6 +926,7 @@ static void check_commits(struct eng_db *d)
 		d->sh.unproven = false;
 		d->unproven_mono = 0;
 		publish(d, d->sh.size);
+		resume_settled(d);
 		return;
 	} else if (v == COMMITS_WAIT &&
 		   (!d->unproven_mono || clock_mono_ns() - d->unproven_mono < UNPROVEN_MAX_NS)) {

@@ -795,6 +795,15 @@ void replica_count_closed_records(struct eng_db *d)
 		if (r->older_check)
 			d->older_pending++;
 	}
+	d->older_deadline_mono = INT64_MAX; /* from when the replicas may look */
+	d->older_clock_started = false;
+}
+
+void replica_older_clock_start(struct eng_db *d)
+{
+	if (d->older_clock_started)
+		return;
+	d->older_clock_started = true;
 	d->older_deadline_mono = clock_mono_ns() + REPLICA_OLDER_WAIT_MS * NS_PER_MS;
 }
 
@@ -1703,7 +1712,7 @@ void *replica_thread(void *arg)
 		bool b = behind(r);
 		/* nothing to ship (a database never opened has nothing either): served */
 		if (flush && (r->refused || d->older_req ||
-			      (!r->await_gen[0] && (!b || !d->ready)))) {
+			      (!r->await_gen[0] && (!b || !replica_pos_ready(d))))) {
 			r->flush_seq = d->eng->flush_seq;
 			flush = false;
 		}
@@ -1714,9 +1723,10 @@ void *replica_thread(void *arg)
 		if (d->eng->stop && !flush)
 			break;
 		bool may = now >= next_retry && !r->closed && !r->refused;
-		bool do_sync = d->ready && may && b && (flush || now >= next_sync);
-		bool do_ret = d->ready && may && r->pos_known && next_retention && now >= next_retention;
-		bool do_snap = d->ready && may && r->pos_known && c->snapshot_interval_ms > 0 &&
+		bool ready = replica_pos_ready(d);
+		bool do_sync = ready && may && b && (flush || now >= next_sync);
+		bool do_ret = ready && may && r->pos_known && next_retention && now >= next_retention;
+		bool do_snap = ready && may && r->pos_known && c->snapshot_interval_ms > 0 &&
 			       next_snapshot && now >= next_snapshot;
 		bool do_writers = may && !flush && !d->eng->stop && next_writers && now >= next_writers;
 		if (!do_sync && !do_ret && !do_snap && !do_writers) {
@@ -1732,9 +1742,9 @@ void *replica_thread(void *arg)
 			 */
 			int64_t at = next_retry > now ? next_retry : now;
 			bool sched = !r->closed && !r->refused;
-			if (sched && d->ready && r->pos_known && next_retention && next_retention < until)
+			if (sched && ready && r->pos_known && next_retention && next_retention < until)
 				until = next_retention > at ? next_retention : at;
-			if (sched && d->ready && r->pos_known && c->snapshot_interval_ms > 0 &&
+			if (sched && ready && r->pos_known && c->snapshot_interval_ms > 0 &&
 			    next_snapshot && next_snapshot < until)
 				until = next_snapshot > at ? next_snapshot : at;
 			if (sched && next_writers && next_writers < until)

@@ -320,10 +320,16 @@ enum shadow_result shadow_sync(struct shadow *s, int wal, uint64_t *grew, char *
 		snprintf(why, whylen, "stat the WAL: %s", strerror(errno));
 		return SHADOW_ERROR;
 	}
-	if (st.st_size < WAL_HEADER_SIZE ||
-	    pread(wal, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr) ||
-	    wal_header_parse(hdr, &h, reason, sizeof(reason)) < 0)
+	if (st.st_size < WAL_HEADER_SIZE)
 		return SHADOW_NONE; /* empty (truncated) or header not written yet */
+	ssize_t got = pread(wal, hdr, sizeof(hdr), 0);
+	if (got < 0) {
+		/* not "empty": taken so, commits no replica has counted as copied (QA90 O1) */
+		snprintf(why, whylen, "read the WAL header: %s", strerror(errno));
+		return SHADOW_ERROR;
+	}
+	if (got != (ssize_t)sizeof(hdr) || wal_header_parse(hdr, &h, reason, sizeof(reason)) < 0)
+		return SHADOW_NONE; /* cut short meanwhile, or header not written yet */
 
 	if (s->fd >= 0) {
 		if (memcmp(hdr, s->hdr_raw, WAL_HEADER_SIZE) != 0)
@@ -337,8 +343,12 @@ enum shadow_result shadow_sync(struct shadow *s, int wal, uint64_t *grew, char *
 		if (s->size > WAL_HEADER_SIZE) {
 			uint8_t fh[WAL_FRAME_HEADER_SIZE];
 			off_t at = (off_t)(s->size - wal_frame_size(s->hdr.page_size));
-			if (pread(wal, fh, sizeof(fh), at) != (ssize_t)sizeof(fh) ||
-			    memcmp(fh, s->last_fh, sizeof(fh)) != 0) {
+			ssize_t n = pread(wal, fh, sizeof(fh), at);
+			if (n < 0) {
+				snprintf(why, whylen, "read the WAL: %s", strerror(errno));
+				return SHADOW_ERROR;
+			}
+			if (n != (ssize_t)sizeof(fh) || memcmp(fh, s->last_fh, sizeof(fh)) != 0) {
 				if ((res = reread_header(s, wal)) != SHADOW_BROKEN)
 					return res;
 				snprintf(why, whylen, "wal overwritten by another process");

@@ -3005,6 +3005,94 @@ def test_a_restored_node_writes_nothing_before_every_replica_of_its_marker_looke
     assert "replicas wait for the left-behind check" in log, log
 
 
+def test_the_left_behind_wait_counts_from_when_the_replicas_may_look(litevisor_bin, tmp_path):
+    """The replicas wait (3 s at most) for each other's first look, so that the one
+    holding only this node's history does not write before the one holding the other
+    node's newer data stops the database. The wait counted from the engine's start, but
+    a resumed generation reaches the replicas only once the first copy proves it: a
+    first copy longer than 3 s (a large WAL written while litevisor was down; here its
+    shadow write is slowed) used the wait up, and the first replica shipped this node's
+    rows into a fork (QA90 D1). It counts from when the replicas may look."""
+    r1, r2 = tmp_path / "r1", tmp_path / "r2"
+    second = f"      - url: file://{r2}\n        sync-interval: 100ms\n"
+    a_db = tmp_path / "A" / "app.db"
+    a_db.parent.mkdir()
+    app_rows(a_db, 1, "a0")
+    assert sidecar(litevisor_bin, tmp_path, r1, "A", 2, "a1", extra=second)[0] == 0
+    assert sidecar(litevisor_bin, tmp_path, r2, "B", 2, "b1")[0] == 0  # B: the second only
+    app = subprocess.Popen([sys.executable, "-c", ADD_ROWS + "import time\nprint('ok', flush=True)\n"
+                            "time.sleep(120)\n", "3", "down"], stdout=subprocess.PIPE, text=True,
+                           env=dict(os.environ, LITESTREAM_DB_PATH=str(a_db)))
+    try:
+        assert app.stdout.readline() == "ok\n"  # its connection kept: the WAL goes on
+        gens, away = r2 / "generations", tmp_path / "r2-generations"
+        os.rename(gens, away)
+        os.symlink(gens, gens)  # listing it fails (ELOOP) until it is put back
+
+        def put_back(db):
+            time.sleep(0.3)
+            gens.unlink()
+            os.rename(away, gens)
+
+        code, log = sidecar(litevisor_bin, tmp_path, r1, "A", extra=second, then=put_back,
+                            until="older than the replica", env=faulty_env(
+                                op="pwrite", delay_ms=4000,
+                                path=str(tmp_path / "A" / ".app.db-litevisor" / "generations")))
+    finally:
+        app.kill()
+        app.wait()
+    assert code == 1, log
+    assert restored_rows(litevisor_bin, r1, tmp_path / "r1.db") == ["a0-0", "a1-0", "a1-1"], log
+
+
+@pytest.mark.parametrize("fault", ["shadow-full", "wal-unreadable"])
+def test_a_resume_whose_first_copy_fails_shows_the_replica_lagging(litevisor_bin, tmp_path,
+                                                                   fault):
+    """A resumed generation whose copy fails from the first pass. The shadow's disk full:
+    while it was held back from the replicas until a copy proved it, the database counted
+    as not ready, so the replica's lag read 0 and the max-lag check stayed silent while
+    no commit reached any replica (QA90 D3); it is published as before, only the
+    replicas' looks wait for the proof. The WAL unreadable (EIO): a failed read of its
+    header was taken for an empty WAL, the resume counted as proven, nothing was said,
+    and the final flush said "done" and closed the generation short of commits no
+    replica had (QA90 O1)."""
+    db, port = tmp_path / "A" / "app.db", free_port()
+    db.parent.mkdir()
+    app_rows(db, 1, "a0")
+    assert sidecar(litevisor_bin, tmp_path, tmp_path / "rep", "A", 2, "a1")[0] == 0
+    app = subprocess.Popen([sys.executable, "-c", ADD_ROWS + "import time\nprint('ok', flush=True)\n"
+                            "time.sleep(120)\n", "3", "down"], stdout=subprocess.PIPE, text=True,
+                           env=dict(os.environ, LITESTREAM_DB_PATH=str(db)))
+    cfg = tmp_path / "A.yml"
+    cfg.write_text(f"addr: 127.0.0.1:{port}\n" + cfg.read_text())
+    log = tmp_path / "second.log"
+    try:
+        assert app.stdout.readline() == "ok\n"  # its connection kept: the WAL goes on
+        with open(log, "w") as out:
+            r = subprocess.Popen([litevisor_bin, "replicate", "-config", str(cfg)], stdout=out,
+                                 stderr=subprocess.STDOUT, env=faulty_env(
+                                     count=1000000, **(
+                                         dict(op="pwrite", errno=28, path=str(
+                                             db.parent / ".app.db-litevisor" / "generations"))
+                                         if fault == "shadow-full" else
+                                         dict(op="pread", errno=5, path=f"{db}-wal"))))
+        try:
+            poll(lambda: "cannot copy new commits" in log.read_text(), timeout=20, log=log)
+            time.sleep(3)
+
+            def lag():
+                body = curl(f"http://127.0.0.1:{port}/metrics")[2]
+                m = re.search(r"^litevisor_replica_lag_seconds\{[^}]*\} (\S+)", body, re.M)
+                return float(m.group(1)) if m else None
+            assert (lag() or 0) >= 2.0, (lag(), log.read_text())
+        finally:
+            r.send_signal(signal.SIGTERM)
+            assert r.wait(timeout=30) == 1, log.read_text()
+    finally:
+        app.kill()
+        app.wait()
+
+
 def test_replicas_refusing_at_once_write_the_refusal_record_once(litevisor_bin, tmp_path):
     """Both replicas refuse B's database at once (A went on since B's hand restore):
     each wrote the refusal record through the same temp file, and one of them failed
