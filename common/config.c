@@ -62,7 +62,8 @@ const char *config_default_path(const char *explicit_path, char *why, size_t len
 	if ((rc = from_env("LITEVISOR_CONFIG", &p, why, len)) ||
 	    (rc = from_env("LITESTREAM_CONFIG", &p, why, len)))
 		return rc < 0 ? NULL : p;
-	if (config_path_absent(system_path) && access(litestream_path, F_OK) == 0)
+	/* Litestream's default, there (a link to nowhere too: the load names it, QA90 D2) */
+	if (config_path_absent(system_path) && !config_path_absent(litestream_path))
 		return litestream_path;
 	return system_path;
 }

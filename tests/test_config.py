@@ -692,13 +692,14 @@ def test_an_empty_config_name_is_a_usage_error(litevisor_bin, tmp_path, command,
 
 
 
-@pytest.mark.parametrize("where", ["default", "-config"])
+@pytest.mark.parametrize("where", ["default", "litestream-default", "-config"])
 def test_a_config_path_that_is_a_symlink_to_nowhere_is_refused(litevisor_bin, tmp_path, where):
     """/etc/litevisor.yml linked to a volume not mounted yet was taken for "no config":
     `run -- CMD` started the service with no restore and nothing replicated, exit 0
-    (QA89 D1), or /etc/litestream.yml was read instead. A link there shows a config was
-    meant: it is refused, naming where it points. The default path is tried in a mount
-    namespace of the test's own, over a copy of /etc."""
+    (QA89 D1), or /etc/litestream.yml was read instead; so was a dangling
+    /etc/litestream.yml with no /etc/litevisor.yml (QA90 D2). A link there shows a
+    config was meant: it is refused, naming where it points. The default paths are
+    tried in a mount namespace of the test's own, over a copy of /etc."""
     started = tmp_path / "started"
     link_to = "/nonexistent-volume/litevisor.yml"
     if where == "-config":
@@ -711,9 +712,12 @@ def test_a_config_path_that_is_a_symlink_to_nowhere_is_refused(litevisor_bin, tm
         subprocess.run(["cp", "-a", "/etc", str(etc)], capture_output=True, timeout=60)
         for name in ("litevisor.yml", "litestream.yml"):
             (etc / name).unlink(missing_ok=True)
-        (etc / "litevisor.yml").symlink_to(link_to)
-        (etc / "litestream.yml").write_text(f"dbs:\n  - path: {tmp_path}/a.db\n    replicas:\n"
-                                            f"      - url: file://{tmp_path}/r\n")
+        if where == "default":
+            (etc / "litevisor.yml").symlink_to(link_to)
+            (etc / "litestream.yml").write_text(f"dbs:\n  - path: {tmp_path}/a.db\n"
+                                                f"    replicas:\n      - url: file://{tmp_path}/r\n")
+        else:
+            (etc / "litestream.yml").symlink_to(link_to)
         script = (f'mount --bind "{etc}" /etc || exit 99; '
                   f'"{litevisor_bin}" run -- /usr/bin/touch "{started}"')
         p = lv("unshare", "-rm", "sh", "-c", script)
