@@ -228,27 +228,42 @@ void child_creds_release(struct child_creds *c)
 	memset(c, 0, sizeof(*c));
 }
 
-/* May the identity as (NULL: litevisor's own) search dir and run the file st? */
+/* Does the identity as hold the execute (search) right on x? */
+static bool may_exec(const struct child_creds *as, const struct stat *x)
+{
+	bool group = x->st_gid == as->gid;
+	for (size_t g = 0; !group && g < as->ngroups; g++)
+		group = x->st_gid == as->groups[g];
+	mode_t bit = x->st_uid == as->uid ? S_IXUSR : group ? S_IXGRP : S_IXOTH;
+	return x->st_mode & bit;
+}
+
+/*
+ * May the identity as (NULL: litevisor's own) run the file st in dir ("" the
+ * working directory)? For another user: the file's execute bit and the
+ * search bit of dir and of every directory above it (QA90 D4).
+ */
 static bool may_run(const struct child_creds *as, const char *dir, const struct stat *st)
 {
 	if (!as || !as->set)
 		return true; /* access() above asked as litevisor */
 	if (as->uid == 0)
 		return st->st_mode & (S_IXUSR | S_IXGRP | S_IXOTH);
-	struct stat ds;
-	const struct stat *both[2] = { &ds, st };
-	if (stat(*dir ? dir : ".", &ds) < 0)
+	if (!may_exec(as, st))
 		return false;
-	for (int k = 0; k < 2; k++) {
-		const struct stat *x = both[k];
-		bool group = x->st_gid == as->gid;
-		for (size_t g = 0; !group && g < as->ngroups; g++)
-			group = x->st_gid == as->groups[g];
-		mode_t bit = x->st_uid == as->uid ? S_IXUSR : group ? S_IXGRP : S_IXOTH;
-		if (!(x->st_mode & bit))
+	char abs[PATH_MAX];
+	if (!realpath(*dir ? dir : ".", abs))
+		return false;
+	for (size_t len = strlen(abs);;) {
+		struct stat ds;
+		if (stat(abs, &ds) < 0 || !may_exec(as, &ds))
 			return false;
+		char *slash = strrchr(abs, '/');
+		if (!slash || len <= 1)
+			return true;
+		len = slash == abs ? 1 : (size_t)(slash - abs);
+		abs[len] = '\0';
 	}
-	return true;
 }
 
 char *child_find_program(const char *cmd, const struct child_creds *as)

@@ -585,6 +585,27 @@ TEST(program_search)
 	p = child_find_program("both", &other);
 	CHECK_STR(p, mine);
 	free(p);
+	/* a copy under a directory the user may not enter, one level up, is passed over (QA90 D4) */
+	char dir3[] = "/tmp/lv-unit-XXXXXX", sub[128], deep[160];
+	CHECK(mkdtemp(dir3));
+	chmod(dir3, 0700);
+	snprintf(sub, sizeof(sub), "%s/bin", dir3);
+	CHECK_INT(mkdir(sub, 0755), 0);
+	snprintf(deep, sizeof(deep), "%s/both", sub);
+	fclose(fopen(deep, "w"));
+	chmod(deep, 0755);
+	snprintf(path, sizeof(path), "%s:%s", sub, dir2);
+	setenv("PATH", path, 1);
+	other.ngroups = 0;
+	p = child_find_program("both", &other);
+	CHECK_STR(p, theirs);
+	free(p);
+	p = child_find_program("both", NULL);
+	CHECK_STR(p, deep);
+	free(p);
+	unlink(deep);
+	rmdir(sub);
+	rmdir(dir3);
 	unlink(mine);
 	unlink(theirs);
 	rmdir(dir2);
