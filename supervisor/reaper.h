@@ -55,9 +55,11 @@ unsigned reaper_kill_tree(void);
 
 /*
  * The same two sweeps before a restart: what the failed run left behind,
- * sparing the children litevisor had before it started any, and theirs
- * (reaper_setup): they are not the service's (QA89 D3). At the final stop
- * they get their TERM and KILL with the rest.
+ * sparing the children litevisor had before it started any, and their
+ * descendants while these stay theirs (reaper_setup): they are not the
+ * service's (QA89 D3). One re-parented to litevisor since cannot be told
+ * from the failed run's. At the final stop they get their TERM and KILL
+ * with the rest.
  */
 unsigned reaper_term_leftovers(void);
 unsigned reaper_kill_leftovers(void);
