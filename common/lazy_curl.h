@@ -24,9 +24,10 @@ int lazy_curl_load(char *err, size_t errlen);
  * curl_easy_reset: its sockets close-on-exec from their creation (libcurl
  * 7.88 opens them without it: a service started by fork/exec must not
  * inherit litevisor's connections, docs/supervisor.md), and no proxy for a
- * loopback host whatever $http_proxy says, as Go's clients (Litestream,
- * Nomad, Consul) do: a proxy must not answer a health probe of the local
- * service, nor receive a local Consul agent's token ($no_proxy still holds).
+ * loopback host (or a subdomain of localhost) whatever $http_proxy says, as
+ * Go's clients (Litestream, Nomad, Consul) do for loopback: a proxy must not
+ * answer a health probe of the local service, nor receive a local Consul
+ * agent's token ($no_proxy still holds).
  */
 void lazy_curl_defaults(void *h);
 

@@ -2993,12 +2993,16 @@ def test_a_restored_node_writes_nothing_before_every_replica_of_its_marker_looke
     os.rename(gens, away)
     os.symlink(gens, gens)  # a loop: listing it fails (ELOOP) until it is put back
 
-    def put_back(db):
+    def write_then_put_back(db):
+        # in this process: a second's start of an app under load could outlast the wait
+        c = sqlite3.connect(db, isolation_level=None, timeout=30)
+        c.execute("INSERT INTO t VALUES ('b1-0')")
+        c.close()
         time.sleep(0.3)  # the first replica's sync-interval, thrice over
         gens.unlink()
         os.rename(away, gens)
 
-    code, log = sidecar(litevisor_bin, tmp_path, r1, "B", 1, "b1", extra=second, then=put_back,
+    code, log = sidecar(litevisor_bin, tmp_path, r1, "B", extra=second, then=write_then_put_back,
                         until="older than the replica")
     assert code == 1 and "another node went on since the restore" in log, log
     assert restored_rows(litevisor_bin, r1, tmp_path / "r1.db") == ["a0-0", "a1-0", "a1-1"], log
