@@ -546,6 +546,11 @@ static int open_db(struct eng_db *d, bool fresh)
 			log_warn("engine", "database changed since it was restored (its file is newer than "
 				 "the restore, in content or metadata: a chown counts): not continuing that "
 				 "generation, a new one starts", "db=%s", d->stat.name);
+			/* it leaves the restored generation where the restore put it (QA88 F1) */
+			if (m.pos.generation[0] &&
+			    localstate_write_previous(d->dir, &m.pos, uid, gid) < 0)
+				log_warn("engine", "cannot record where the file stood in the generation "
+					 "it leaves", "db=%s err=\"%s\"", d->stat.name, strerror(errno));
 			localstate_clear_restored(d->dir);
 			marker = false;
 		}

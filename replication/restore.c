@@ -377,6 +377,25 @@ static bool may_continue(struct session *s, const struct wal_pos *pos, char *why
  * replication starts a new generation.
  */
 /*
+ * Replication will start a new generation from the restored file: its
+ * "previous" record says where the file stood in the restored one, as if
+ * the engine had left it (localstate.h). Without it the restored generation
+ * was nobody's past: its objects in the same whole second as this node's
+ * later closed mark read as another node going on, and this node refused
+ * its own file at its next start (QA88 F1).
+ */
+static void note_left(const struct session *s, const char *dir, const struct wal_pos *pos,
+		      uid_t uid, gid_t gid)
+{
+	if (!pos->generation[0])
+		return;
+	if (localstate_ensure(s->db, dir) < 0 || localstate_write_previous(dir, pos, uid, gid) < 0)
+		log_warn("restore", "cannot record where the restored file stands in the restored "
+			 "generation", "db=\"%s\" dir=\"%s\" err=\"%s\"", s->dbname, dir,
+			 strerror(errno));
+}
+
+/*
  * Let replication continue the restored generation where it may. A marker
  * that cannot be written costs a new generation (one snapshot), never the
  * restore: the database is in place and right.
@@ -412,6 +431,7 @@ static bool write_marker(struct session *s, const struct wal_pos *pos)
 	if (!may_continue(s, pos, why, sizeof(why))) {
 		log_warn("restore", "replication will not continue the restored generation: it "
 			 "starts a new one", "db=\"%s\" why=\"%s\"", s->dbname, why);
+		note_left(s, dir, pos, uid, gid);
 		return false;
 	}
 	for (size_t i = 0; i < s->n && m.nreplicas < LOCALSTATE_MAX_REPLICAS; i++) {
@@ -425,6 +445,7 @@ static bool write_marker(struct session *s, const struct wal_pos *pos)
 		localstate_clear_restored(dir); /* no older one may stand in for it */
 		log_warn("restore", "cannot write the restored marker: replication will start a new "
 			 "generation", "db=\"%s\" dir=\"%s\" err=\"%s\"", s->dbname, dir, strerror(e));
+		note_left(s, dir, pos, uid, gid);
 		return false;
 	}
 	return true;

@@ -3152,6 +3152,51 @@ def test_a_forked_file_whose_closed_generation_the_other_node_deleted_is_restore
     assert any(".replaced-" in f for f in files), files
 
 
+def test_a_node_that_left_the_restored_generation_does_not_refuse_its_own_file_for_it(
+        litevisor_bin, tmp_path):
+    """B restored A's generation G1 while its second replica did not answer: no restored
+    marker, so replication started a generation of its own, G2, and closed it. On a
+    server keeping whole seconds, G1's last objects in the second of G2's closed mark
+    read as another node going on after B's stop, and B refused its own file at the next
+    start: the run's commits reached no replica, and the start after moved them aside
+    (QA88 F1, critical). The restore now records where the file stood in G1 (its
+    "previous" record), as the engine does when it leaves a generation. The times are
+    set here to one whole second on a file replica."""
+    r1, r2 = tmp_path / "r1", tmp_path / "r2"
+    a_db, b_db = tmp_path / "A" / "app.db", tmp_path / "B" / "app.db"
+
+    def run(node, db, rows, tag):
+        db.parent.mkdir(exist_ok=True)
+        cfg = tmp_path / f"{node}.yml"
+        cfg.write_text(f"dbs:\n  - path: {db}\n    replicas:\n      - url: file://{r1}\n"
+                       f"        sync-interval: 100ms\n      - url: file://{r2}\n"
+                       "        sync-interval: 100ms\n")
+        p = subprocess.run([litevisor_bin, "run", "-config", str(cfg), "--", SERVICE[0], "-c",
+                            ADD_ROWS, str(rows), tag], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        return p.stderr
+
+    run("A", a_db, 2, "a1")
+    (g1,) = os.listdir(r1 / "generations")
+    os.rename(r2, tmp_path / "r2.away")
+    r2.write_text("not a directory: this replica cannot be read\n")
+    err = run("B", b_db, 2, "b1")
+    assert "will not continue the restored generation" in err, err
+    r2.unlink()
+    os.rename(tmp_path / "r2.away", r2)
+    (g2,) = set(os.listdir(r1 / "generations")) - {g1}
+    second = (int(time.time()) - 5) * 10**9  # G1's objects and G2's mark: one whole second
+    for f in (r1 / "generations" / g1).rglob("*"):
+        if f.is_file():
+            os.utime(f, ns=(second, second))
+    (mark,) = (r1 / "generations" / g2 / "closed").iterdir()
+    os.utime(mark, ns=(second, second))
+    err = run("B", b_db, 3, "b2")
+    assert "older than the replica" not in err, err
+    assert restored_rows(litevisor_bin, r1, tmp_path / "lv.db") == \
+        ["a1-0", "a1-1", "b1-0", "b1-1", "b2-0", "b2-1", "b2-2"], err
+
+
 def test_a_node_back_behind_the_other_nodes_mark_and_snapshotting_onto_it_is_refused_there(
         litevisor_bin, litestream_bin, tmp_path):
     """A closes its generation at index 1 (after its app's own TRUNCATE checkpoint); B
