@@ -712,6 +712,27 @@ static int64_t own_mark_time(const struct session *s, const struct rs_cand *c,
 }
 
 /*
+ * Did this node close generation gl (its closed record for candidate c, at
+ * *at), and does c hold a segment of gl from there on (another node's
+ * writing: this node's data ended at its mark)?
+ */
+static bool closed_here_then_continued(const struct session *s, const struct rs_cand *c,
+				       const struct cat_generation *gl, struct wal_pos *at)
+{
+	if (!s->statedir ||
+	    localstate_read_closed(s->statedir, c->name, c->st ? c->st->location : NULL,
+				   c->st ? c->st->description : NULL, at) < 0 ||
+	    strcmp(at->generation, gl->id) != 0)
+		return false;
+	for (size_t k = 0; k < gl->nsegments; k++) {
+		const struct cat_segment *g = &gl->segments[k];
+		if (g->index > at->index || (g->index == at->index && g->offset >= at->offset))
+			return true;
+	}
+	return false;
+}
+
+/*
  * Does the winner hold newer data than the local database at lpos (written at
  * lt_ns; its shadow files in lsdir, "" if none)?
  */
@@ -807,6 +828,21 @@ static bool replica_newer(const struct session *s, const struct wal_pos *lpos, i
 					 past ? "continued since: another node went on in it"
 					      : "and no further");
 				return past;
+			}
+			/*
+			 * This node closed the local generation at `at` and the
+			 * replica holds a segment of it from there on: another node
+			 * continued it (its marks replaced this node's), as the engine
+			 * reads it (continued_since). That node's later generation is
+			 * newer whatever the times; the copy tie below kept the stale
+			 * file, and replication refused it (QA88 F2).
+			 */
+			struct wal_pos at;
+			if (ours && closed_here_then_continued(s, c, gl, &at)) {
+				snprintf(why, len, "%s holds generation %s, which this node closed at "
+					 "%s, continued past that by another node, and %s after it",
+					 c->name, gl->id, rs_pos_text(&at, a, sizeof(a)), gw->id);
+				return true;
 			}
 			int64_t mark = ours ? own_mark_time(s, c, gl) : 0;
 			if (mark) {

@@ -3152,6 +3152,34 @@ def test_a_forked_file_whose_closed_generation_the_other_node_deleted_is_restore
     assert any(".replaced-" in f for f in files), files
 
 
+def test_a_generation_continued_past_this_nodes_mark_is_newer_whatever_the_times(
+        litevisor_bin, tmp_path):
+    """B closed G1; A restored and continued it past B's mark (replacing B's mark with
+    its own), then went on in G2 (its app wrote while A was down). With G1 and G2 both
+    closed and their newest objects within a second, B's restore step took the order
+    for ambiguous ("a copied replica?") and kept its stale file: the service ran without
+    A's rows, and replication refused it, so its commits reached no replica (QA88 F2,
+    critical). A replica holding a segment of G1 past this node's closed position is
+    another node's going on, as the engine reads it: A's data is restored."""
+    rep = tmp_path / "rep"
+    b1, _, _ = node_run(litevisor_bin, tmp_path, "B", rep, 2, "b1")
+    (g1,) = os.listdir(rep / "generations")
+    a1, _, err = node_run(litevisor_bin, tmp_path, "A", rep, 2, "a1")
+    assert a1 == b1 + ["a1-0", "a1-1"] and os.listdir(rep / "generations") == [g1], err
+    app_rows(tmp_path / "A" / "app.db", 1, "down")
+    a2, _, err = node_run(litevisor_bin, tmp_path, "A", rep, 1, "a2")
+    (g2,) = set(os.listdir(rep / "generations")) - {g1}
+    t = (int(time.time()) - 5) * 10**9
+    for g, at in ((g1, t), (g2, t + 400 * 10**6)):  # newest objects 0.4 s apart
+        for f in (rep / "generations" / g).rglob("*"):
+            if f.is_file():
+                os.utime(f, ns=(at, at))
+    b, files, err = node_run(litevisor_bin, tmp_path, "B", rep, 1, "b2")
+    assert "continued past that by another node" in err, err
+    assert b == a2 + ["b2-0"], err
+    assert any(".replaced-" in f for f in files), files
+
+
 def test_a_node_that_left_the_restored_generation_does_not_refuse_its_own_file_for_it(
         litevisor_bin, tmp_path):
     """B restored A's generation G1 while its second replica did not answer: no restored
