@@ -2965,15 +2965,10 @@ def test_a_restored_node_whose_replicate_starts_after_the_other_went_on_refuses(
     assert "refused at an earlier start" not in log, log
 
 
-def test_a_restored_node_writes_nothing_before_every_replica_of_its_marker_looked(
-        litevisor_bin, tmp_path):
-    """B restored A's closed generation by hand (both replicas named in its marker); its
-    `replicate` started after A had gone on in a new generation on the second replica
-    only (the first was down then). B's first replica, holding nothing newer, went on
-    in the restored generation at once, and B's rows were in it before the second
-    replica's look stopped the database: there, a fork later than A's last generation
-    on the other replica. The replicas the marker names now wait for each other's first
-    look (3 s at most), as those holding a closed mark do (QA87 F3)."""
+def b_restored_from_two(litevisor_bin, tmp_path):
+    """A's sidecar writes G1 to two file replicas and stops; B restores it by hand from
+    both (its restored marker names both). Returns r1, r2, the config lines of r2 (for
+    sidecar's extra) and A's database."""
     r1, r2 = tmp_path / "r1", tmp_path / "r2"
     second = f"      - url: file://{r2}\n        sync-interval: 100ms\n"
     a_db, b_db = tmp_path / "A" / "app.db", tmp_path / "B" / "app.db"
@@ -2986,6 +2981,19 @@ def test_a_restored_node_writes_nothing_before_every_replica_of_its_marker_looke
     p = subprocess.run([litevisor_bin, "restore", "-config", str(tmp_path / "B.yml"), str(b_db)],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
+    return r1, r2, second, a_db
+
+
+def test_a_restored_node_writes_nothing_before_every_replica_of_its_marker_looked(
+        litevisor_bin, tmp_path):
+    """B restored A's closed generation by hand (both replicas named in its marker); its
+    `replicate` started after A had gone on in a new generation on the second replica
+    only (the first was down then). B's first replica, holding nothing newer, went on
+    in the restored generation at once, and B's rows were in it before the second
+    replica's look stopped the database: there, a fork later than A's last generation
+    on the other replica. The replicas the marker names now wait for each other's first
+    look (3 s at most), as those holding a closed mark do (QA87 F3)."""
+    r1, r2, second, a_db = b_restored_from_two(litevisor_bin, tmp_path)
     app_rows(a_db, 1, "a-down")
     code, log = sidecar(litevisor_bin, tmp_path, r2, "A", 1, "a2")  # the second replica only
     assert code == 0 and "new generation" in log, log
@@ -3103,18 +3111,7 @@ def test_replicas_refusing_at_once_write_the_refusal_record_once(litevisor_bin, 
     ("cannot record the refusal locally"), or a replica clearing the record as it went
     on could delete what the other had just written (QA87 F6). The first refusal writes
     it, alone; its rename is slowed here so that the two would overlap."""
-    r1, r2 = tmp_path / "r1", tmp_path / "r2"
-    second = f"      - url: file://{r2}\n        sync-interval: 100ms\n"
-    a_db, b_db = tmp_path / "A" / "app.db", tmp_path / "B" / "app.db"
-    a_db.parent.mkdir()
-    b_db.parent.mkdir()
-    app_rows(a_db, 1, "a0")
-    assert sidecar(litevisor_bin, tmp_path, r1, "A", 2, "a1", extra=second)[0] == 0
-    (tmp_path / "B.yml").write_text(f"dbs:\n  - path: {b_db}\n    replicas:\n      - url: "
-                                    f"file://{r1}\n        sync-interval: 100ms\n{second}")
-    p = subprocess.run([litevisor_bin, "restore", "-config", str(tmp_path / "B.yml"), str(b_db)],
-                       capture_output=True, text=True, timeout=60)
-    assert p.returncode == 0, p.stderr
+    r1, r2, second, a_db = b_restored_from_two(litevisor_bin, tmp_path)
     app_rows(a_db, 1, "a-down")
     code, log = sidecar(litevisor_bin, tmp_path, r1, "A", 1, "a2", extra=second)
     assert code == 0 and "new generation" in log, log
