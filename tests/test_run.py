@@ -2877,18 +2877,25 @@ def test_a_nodes_own_earlier_generation_is_not_another_nodes_whatever_its_times(
         assert "while-down-0" in [v for (v,) in query(db, "SELECT v FROM t")]
 
 
-def test_retention_deletes_a_whole_generation_with_its_marks_whatever_their_age(
-        litevisor_bin, tmp_path):
-    """A generation past retention went, but a closed mark written after its data (a node
-    that took it over idle closed it later) stayed, alone: the generation was still
-    listed, and the node that wrote it, back with its older file, wrote into it again
-    instead of finding it deleted by another node's retention (QA86 D6)."""
+def one_closed_generation(litevisor_bin, tmp_path):
+    """Node A's app writes, its sidecar replicates and stops cleanly: one generation,
+    closed, on the file replica. Returns the replica, A's database and the generation."""
     rep = tmp_path / "rep"
     db = tmp_path / "A" / "app.db"
     db.parent.mkdir()
     app_rows(db, 1, "a0")
     assert sidecar(litevisor_bin, tmp_path, rep, "A", 3, "a1")[0] == 0
     (old,) = os.listdir(rep / "generations")
+    return rep, db, old
+
+
+def test_retention_deletes_a_whole_generation_with_its_marks_whatever_their_age(
+        litevisor_bin, tmp_path):
+    """A generation past retention went, but a closed mark written after its data (a node
+    that took it over idle closed it later) stayed, alone: the generation was still
+    listed, and the node that wrote it, back with its older file, wrote into it again
+    instead of finding it deleted by another node's retention (QA86 D6)."""
+    rep, db, old = one_closed_generation(litevisor_bin, tmp_path)
     (mark,) = (rep / "generations" / old / "closed").iterdir()
     later = time.time() + 30  # closed long after its data
     os.utime(mark, (later, later))
@@ -2909,15 +2916,10 @@ def test_a_resumed_generation_the_wal_disowns_keeps_its_closed_mark(litevisor_bi
     replicas were told of the resumed generation first, and one that looked in that
     moment reopened it, deleting its closed mark, though nothing was written there again:
     left unclosed, retention kept it a day longer and other nodes took it for one a live
-    node may still write (a CI flake of the retention test below). The engine now tells
-    them once the WAL proves it goes on from the shadow. The engine's reads of the
-    database are slowed here to widen that moment."""
-    rep = tmp_path / "rep"
-    db = tmp_path / "A" / "app.db"
-    db.parent.mkdir()
-    app_rows(db, 1, "a0")
-    assert sidecar(litevisor_bin, tmp_path, rep, "A", 3, "a1")[0] == 0
-    (old,) = os.listdir(rep / "generations")
+    node may still write (a CI flake of the retention test above). The replicas now wait
+    until the WAL proves it goes on from the shadow. The engine's reads of the database
+    are slowed here to widen that moment."""
+    rep, db, old = one_closed_generation(litevisor_bin, tmp_path)
     app_rows(db, 1, "down")  # checkpointed and cut at its close
     code, log = sidecar(litevisor_bin, tmp_path, rep, "A", 2, "a2", env=faulty_env(
         op="pread", path=str(db), suffix="app.db", n=11, count=3, delay_ms=700))
