@@ -387,7 +387,21 @@ static bool may_continue(struct session *s, const struct wal_pos *pos, char *why
 static void note_left(const struct session *s, const char *dir, const struct wal_pos *pos,
 		      uid_t uid, gid_t gid)
 {
-	if (!pos->generation[0])
+	/*
+	 * Only for a generation its writer closed right there. One still open
+	 * (its node killed, or alive and writing: a handover-wait that ran out)
+	 * may go on past pos with no fault of this file's: a generation of this
+	 * node's own then, as replication.md says, not a refusal.
+	 */
+	bool closed = false;
+	for (size_t i = 0; i < s->n && !closed && pos->generation[0]; i++)
+		for (size_t g = 0; s->c[i].state == RC_OK && g < s->c[i].ngens; g++) {
+			const struct cat_generation *cg = &s->c[i].gens[g];
+			for (size_t k = 0; !strcmp(cg->id, pos->generation) && k < cg->nclosed; k++)
+				closed |= cg->closed[k].index == pos->index &&
+					  cg->closed[k].offset == pos->offset;
+		}
+	if (!closed)
 		return;
 	if (localstate_ensure(s->db, dir) < 0 || localstate_write_previous(dir, pos, uid, gid) < 0)
 		log_warn("restore", "cannot record where the restored file stands in the restored "
