@@ -704,6 +704,14 @@ static int apply_in_place(struct session *s, struct rs_apply_opts *ao,
 	return 0;
 }
 
+/* This node's closed record for candidate c (its last clean stop there), into *at. */
+static bool own_closed(const struct session *s, const struct rs_cand *c, struct wal_pos *at)
+{
+	return s->statedir &&
+	       localstate_read_closed(s->statedir, c->name, c->st ? c->st->location : NULL,
+				      c->st ? c->st->description : NULL, at) == 0;
+}
+
 /*
  * The time of this node's closed mark for generation gl on candidate c: its
  * closed record there (written at its last clean stop) names gl and the
@@ -714,10 +722,7 @@ static int64_t own_mark_time(const struct session *s, const struct rs_cand *c,
 			     const struct cat_generation *gl)
 {
 	struct wal_pos at;
-	if (!s->statedir ||
-	    localstate_read_closed(s->statedir, c->name, c->st ? c->st->location : NULL,
-				   c->st ? c->st->description : NULL, &at) < 0 ||
-	    strcmp(at.generation, gl->id) != 0)
+	if (!own_closed(s, c, &at) || strcmp(at.generation, gl->id) != 0)
 		return 0;
 	for (size_t i = 0; i < gl->nclosed; i++)
 		if (gl->closed[i].index == at.index && gl->closed[i].offset == at.offset)
@@ -733,10 +738,7 @@ static int64_t own_mark_time(const struct session *s, const struct rs_cand *c,
 static bool closed_here_then_continued(const struct session *s, const struct rs_cand *c,
 				       const struct cat_generation *gl, struct wal_pos *at)
 {
-	if (!s->statedir ||
-	    localstate_read_closed(s->statedir, c->name, c->st ? c->st->location : NULL,
-				   c->st ? c->st->description : NULL, at) < 0 ||
-	    strcmp(at->generation, gl->id) != 0)
+	if (!own_closed(s, c, at) || strcmp(at->generation, gl->id) != 0)
 		return false;
 	for (size_t k = 0; k < gl->nsegments; k++) {
 		const struct cat_segment *g = &gl->segments[k];
@@ -914,9 +916,7 @@ static bool replica_newer(const struct session *s, const struct wal_pos *lpos, i
 		bool held = false;
 		for (size_t g = 0; g < c->ngens && !held; g++)
 			held = !strcmp(c->gens[g].id, lpos->generation);
-		if (c->state != RC_OK || !c->ngens || held ||
-		    localstate_read_closed(s->statedir, c->name, c->st ? c->st->location : NULL,
-					   c->st ? c->st->description : NULL, &at) < 0 ||
+		if (c->state != RC_OK || !c->ngens || held || !own_closed(s, c, &at) ||
 		    strcmp(at.generation, lpos->generation) != 0)
 			continue;
 		snprintf(why, len, "this node closed generation %s at its last clean stop, and %s "
