@@ -764,8 +764,8 @@ int replica_put_lz4(struct eng_replica *r, const char *key, const struct st_sour
 
 /*
  * How long the replicas wait for the first look of those holding a closed
- * record or named by the restored marker. As long as a restore's probe gives a replica to answer (its
- * connect timeout, a listing or two): one that takes longer is slow or not
+ * record or named by the restored marker. As long as a restore's probe gives
+ * a replica to answer (its connect timeout, a listing or two): one that takes longer is slow or not
  * answering (a blackholed server retries its listing for half a minute),
  * and holding every healthy replica for it lost the commits of a run
  * stopped meanwhile (QA22). Its look goes on, and still stops the
@@ -859,8 +859,9 @@ static bool older_gate(struct eng_replica *r, bool flush)
 	if (!d->older_wait_logged) {
 		d->older_wait_logged = true;
 		log_info("replica", "replicas wait for the left-behind check: each replica holding "
-			 "this node's closed mark or restored position looks first", "db=%s pending=%zu max_ms=%d",
-			 d->stat.name, d->older_pending, REPLICA_OLDER_WAIT_MS);
+			 "this node's closed mark or restored position looks first",
+			 "db=%s pending=%zu max_ms=%d", d->stat.name, d->older_pending,
+			 REPLICA_OLDER_WAIT_MS);
 	}
 	return true;
 }

@@ -372,11 +372,6 @@ static bool may_continue(struct session *s, const struct wal_pos *pos, char *why
 }
 
 /*
- * Names of the candidates holding exactly pos (for the engine to continue
- * there), when it may continue the generation at all; else no marker, and
- * replication starts a new generation.
- */
-/*
  * Replication will start a new generation from the restored file: its
  * "previous" record says where the file stood in the restored one, as if
  * the engine had left it (localstate.h). Without it the restored generation
@@ -393,15 +388,7 @@ static void note_left(const struct session *s, const char *dir, const struct wal
 	 * may go on past pos with no fault of this file's: a generation of this
 	 * node's own then, as replication.md says, not a refusal.
 	 */
-	bool closed = false;
-	for (size_t i = 0; i < s->n && !closed && pos->generation[0]; i++)
-		for (size_t g = 0; s->c[i].state == RC_OK && g < s->c[i].ngens; g++) {
-			const struct cat_generation *cg = &s->c[i].gens[g];
-			for (size_t k = 0; !strcmp(cg->id, pos->generation) && k < cg->nclosed; k++)
-				closed |= cg->closed[k].index == pos->index &&
-					  cg->closed[k].offset == pos->offset;
-		}
-	if (!closed)
+	if (!pos->generation[0] || !closed_somewhere(s, pos))
 		return;
 	if (localstate_ensure(s->db, dir) < 0 || localstate_write_previous(dir, pos, uid, gid) < 0)
 		log_warn("restore", "cannot record where the restored file stands in the restored "
@@ -410,9 +397,11 @@ static void note_left(const struct session *s, const char *dir, const struct wal
 }
 
 /*
- * Let replication continue the restored generation where it may. A marker
- * that cannot be written costs a new generation (one snapshot), never the
- * restore: the database is in place and right.
+ * Let replication continue the restored generation where it may: a marker
+ * naming the candidates holding exactly pos, when it may continue the
+ * generation at all; else no marker, and replication starts a new
+ * generation. A marker that cannot be written costs a new generation (one
+ * snapshot), never the restore: the database is in place and right.
  */
 static bool write_marker(struct session *s, const struct wal_pos *pos)
 {
