@@ -532,9 +532,28 @@ static void cloexec_own_fds(void)
 #endif
 }
 
+/*
+ * execve refused path as no format it knows (ENOEXEC): unless it is an ELF
+ * binary (another architecture: sh would only print its bytes as errors),
+ * run it with /bin/sh as execvp does, the way tini, dumb-init and shells
+ * start a script without a "#!" line. Returns only if that exec failed too.
+ */
+static void exec_as_script(const char *path, char *const *sh_argv, char *const *envp)
+{
+	char magic[4];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	ssize_t n = read(fd, magic, sizeof(magic));
+	close(fd);
+	if (n == (ssize_t)sizeof(magic) && !memcmp(magic, "\x7f" "ELF", sizeof(magic)))
+		return;
+	execve(sh_argv[0], sh_argv, envp);
+}
+
 /* Only async-signal-safe calls from here to execve. */
 static void __attribute__((noreturn)) in_child(const struct child_spec *spec, const char *path,
-					       int wfd)
+					       char *const *sh_argv, int wfd)
 {
 	struct failure_record rec = { 0, 0 };
 	struct sigaction dfl;
@@ -589,6 +608,10 @@ static void __attribute__((noreturn)) in_child(const struct child_spec *spec, co
 		goto fail;
 	}
 	execve(path, spec->argv, spec->envp);
+	if (errno == ENOEXEC) {
+		exec_as_script(path, sh_argv, spec->envp);
+		errno = ENOEXEC; /* the script's failure, not the shell's */
+	}
 	rec.stage = STAGE_EXEC;
 fail:
 	rec.err = errno;
@@ -604,13 +627,22 @@ pid_t child_spawn(const struct child_spec *spec, struct child_failure *fail)
 	int pfd[2] = { -1, -1 };
 	pid_t pid = -1;
 	char *path = NULL;
+	char **sh_argv = NULL;
+	size_t argc = 0;
 	memset(fail, 0, sizeof(*fail));
 
 	path = child_find_program(spec->argv[0], spec->creds);
-	if (!path) {
+	while (spec->argv[argc])
+		argc++;
+	sh_argv = calloc(argc + 2, sizeof(*sh_argv));
+	if (!path || !sh_argv) {
 		log_error("child", "out of memory", NULL);
 		goto out;
 	}
+	sh_argv[0] = (char *)"/bin/sh";
+	sh_argv[1] = path;
+	for (size_t i = 1; i < argc; i++)
+		sh_argv[i + 1] = spec->argv[i];
 	if (pipe2(pfd, O_CLOEXEC) < 0) {
 		log_error("child", "pipe failed", "error=\"%s\"", strerror(errno));
 		goto out;
@@ -621,7 +653,7 @@ pid_t child_spawn(const struct child_spec *spec, struct child_failure *fail)
 		goto out;
 	}
 	if (pid == 0)
-		in_child(spec, path, pfd[1]);
+		in_child(spec, path, sh_argv, pfd[1]);
 
 	close(pfd[1]);
 	pfd[1] = -1;
@@ -661,6 +693,7 @@ out:
 		close(pfd[0]);
 	if (pfd[1] >= 0)
 		close(pfd[1]);
+	free(sh_argv);
 	free(path);
 	return pid;
 }

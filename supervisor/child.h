@@ -7,7 +7,9 @@
  * In the child: own process group if asked, every signal disposition back to
  * the default (an ignored SIGPIPE would survive execve), supplementary groups,
  * group, user, the original signal mask (so nothing litevisor blocks or
- * ignores, signals.h, stays blocked or ignored in the service), execve. A failure in the child is
+ * ignores, signals.h, stays blocked or ignored in the service), execve; a
+ * file execve takes for no known format (ENOEXEC) that is not ELF is run
+ * with /bin/sh, as execvp runs a script without "#!". A failure in the child is
  * sent to the parent as {stage, errno} through a close-on-exec pipe and the
  * child exits 127 (ENOENT: not found) or 126 (anything else: not executable,
  * permission denied, identity switch refused) — the codes shells and tini use.

@@ -316,6 +316,32 @@ def test_exec_failure_codes(litevisor_bin, tmp_path, kind, code):
     assert f'cannot run "{cmd}": {want}' in p.stderr
 
 
+def test_a_script_without_a_shebang_runs_with_sh_but_a_foreign_binary_does_not(litevisor_bin,
+                                                                             tmp_path):
+    """execve refuses a file with no "#!" and no binary format (ENOEXEC); execvp, tini,
+    dumb-init and shells run it with /bin/sh, and so does run: its arguments and its
+    exit code go through. An ELF binary for another machine is not fed to sh (it would
+    print its bytes as errors): 126 and "Exec format error"."""
+    script, out = tmp_path / "start", tmp_path / "out"
+    script.write_text(f'printf "%s|" "$0" "$@" > {out}\nexit 7\n')
+    script.chmod(0o755)
+    p = subprocess.run([litevisor_bin, "run", "--", str(script), "a b", "c"],
+                       capture_output=True, text=True, timeout=20,
+                       env={"PATH": os.environ["PATH"]})
+    assert p.returncode == 7, p.stderr
+    assert out.read_text() == f"{script}|a b|c|"
+    elf = bytearray(open("/bin/true", "rb").read())
+    assert elf[:4] == b"\x7fELF"
+    elf[18:20] = (0xB7 if elf[18:20] != b"\xb7\x00" else 0x3E).to_bytes(2, "little")
+    foreign = tmp_path / "foreign"
+    foreign.write_bytes(bytes(elf))
+    foreign.chmod(0o755)
+    p = subprocess.run([litevisor_bin, "run", "--", str(foreign)], capture_output=True,
+                       text=True, timeout=20, env={"PATH": os.environ["PATH"]})
+    assert p.returncode == 126, p.stderr
+    assert f'cannot run "{foreign}": Exec format error' in p.stderr, p.stderr
+
+
 # ---------------------------------------------------------------- signals
 
 def test_each_forwarded_signal_reaches_the_service(litevisor_bin, tmp_path, runs):
