@@ -314,6 +314,7 @@ static void print_config(struct printer *out, const struct config *c)
 	print_url_redacted(out, 2, "probe-url", h->probe_url);
 	kv_dur(out, 2, "probe-interval", h->probe_interval_ms);
 	kv_dur(out, 2, "probe-timeout", h->probe_timeout_ms);
+	kv_bool(out, 2, "probe-skip-verify", h->probe_skip_verify);
 	kv_dur(out, 2, "fail-after", h->fail_after_ms);
 	/* The push URL ends in a token that lets anyone report "up": keep it out of the output. */
 	if (h->push_url)

@@ -159,6 +159,7 @@ struct cfg_health {
 	char *probe_url;            /* service's own readiness URL (e.g. radarr /ping), or NULL */
 	int64_t probe_interval_ms;  /* default 5s */
 	int64_t probe_timeout_ms;   /* default 2s */
+	bool probe_skip_verify;     /* do not verify the probe's TLS certificate (self-signed) */
 	int64_t fail_after_ms;      /* replication failing this long → fail; 0 = never; default 0 */
 	char *push_url;             /* Uptime-Kuma push URL (…/api/push/<token>), or NULL */
 	int64_t push_interval_ms;   /* default 60s */

@@ -279,12 +279,14 @@ static int set_port_label(struct walk *w, const struct field *f, const struct cf
 	return 0;
 }
 
-enum { HE_LABEL, HE_PROBE_URL, HE_PROBE_INT, HE_PROBE_TO, HE_FAIL, HE_PUSH_URL, HE_PUSH_INT, HE_N };
+enum { HE_LABEL, HE_PROBE_URL, HE_PROBE_INT, HE_PROBE_TO, HE_PROBE_SKIPV, HE_FAIL, HE_PUSH_URL,
+       HE_PUSH_INT, HE_N };
 static const struct field health_tab[HE_N] = {
 	[HE_LABEL] = { .key = "port-label", .kind = F_CUSTOM, .fn = set_port_label },
 	[HE_PROBE_URL] = { .key = "probe-url", .kind = F_CUSTOM, .off = offsetof(struct cfg_health, probe_url), .fn = set_url_field },
 	[HE_PROBE_INT] = { .key = "probe-interval", .kind = F_DUR, .off = offsetof(struct cfg_health, probe_interval_ms), .min = 1 },
 	[HE_PROBE_TO] = { .key = "probe-timeout", .kind = F_DUR, .off = offsetof(struct cfg_health, probe_timeout_ms), .min = 1 },
+	[HE_PROBE_SKIPV] = { .key = "probe-skip-verify", .kind = F_BOOL, .off = offsetof(struct cfg_health, probe_skip_verify) },
 	[HE_FAIL] = { .key = "fail-after", .kind = F_DUR, .off = offsetof(struct cfg_health, fail_after_ms) },
 	[HE_PUSH_URL] = { .key = "push-url", .kind = F_CUSTOM, .off = offsetof(struct cfg_health, push_url), .fn = set_url_field },
 	[HE_PUSH_INT] = { .key = "push-interval", .kind = F_DUR, .off = offsetof(struct cfg_health, push_interval_ms), .min = 1 },

@@ -74,7 +74,8 @@ static size_t discard(char *ptr, size_t size, size_t n, void *ctx)
 	return size * n;
 }
 
-long probe_http_get(void *curl, const char *url, int64_t timeout_ms, char *err, size_t errlen)
+long probe_http_get(void *curl, const char *url, int64_t timeout_ms, bool skip_verify, char *err,
+		    size_t errlen)
 {
 	CURL *c = curl;
 	char ebuf[CURL_ERROR_SIZE] = "";
@@ -88,6 +89,8 @@ long probe_http_get(void *curl, const char *url, int64_t timeout_ms, char *err, 
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, ebuf);
 	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, skip_verify ? 0L : 1L);
+	curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, skip_verify ? 0L : 2L);
 	char ua[96];
 	snprintf(ua, sizeof(ua), "litevisor/%s", litevisor_version());
 	curl_easy_setopt(c, CURLOPT_USERAGENT, ua);
@@ -117,8 +120,8 @@ static void *probe_main(void *arg)
 		}
 		char err[256] = "";
 		int64_t t0 = clock_mono_ms();
-		long code = probe_http_get(p->k.curl, p->h->probe_url, p->h->probe_timeout_ms, err,
-					   sizeof(err));
+		long code = probe_http_get(p->k.curl, p->h->probe_url, p->h->probe_timeout_ms,
+					   p->h->probe_skip_verify, err, sizeof(err));
 		int64_t took = clock_mono_ms() - t0;
 		enum sup_probe now = code >= 200 && code < 300 ? SUP_PROBE_OK : SUP_PROBE_FAIL;
 		if (code > 0 && now == SUP_PROBE_FAIL)

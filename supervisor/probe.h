@@ -10,6 +10,7 @@
 #ifndef LITEVISOR_SUP_PROBE_H
 #define LITEVISOR_SUP_PROBE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -28,11 +29,13 @@ struct probe *probe_start(const struct cfg_health *h, struct sup_state *st);
 void probe_stop(struct probe *p);
 
 /*
- * One GET of url with a total timeout, body discarded. Returns the HTTP
- * status (>0), or -1 with err set (connection refused, timeout, …). Used by
- * the probe and the Uptime-Kuma push. The URL is never put into err.
+ * One GET of url with a total timeout, body discarded; an https URL's
+ * certificate is verified unless skip_verify. Returns the HTTP status (>0),
+ * or -1 with err set (connection refused, timeout, …). Used by the probe and
+ * the Uptime-Kuma push. The URL is never put into err.
  */
-long probe_http_get(void *curl, const char *url, int64_t timeout_ms, char *err, size_t errlen);
+long probe_http_get(void *curl, const char *url, int64_t timeout_ms, bool skip_verify, char *err,
+		    size_t errlen);
 
 /* A wait that ends early when stop is set; shared by probe and push threads. */
 struct probe_waiter {

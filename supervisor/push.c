@@ -141,7 +141,7 @@ static void *push_main(void *arg)
 		}
 		int64_t timeout = p->h->push_interval_ms < PUSH_TIMEOUT_MS ? p->h->push_interval_ms
 									    : PUSH_TIMEOUT_MS;
-		long code = probe_http_get(p->k.curl, url, timeout, err, sizeof(err));
+		long code = probe_http_get(p->k.curl, url, timeout, false, err, sizeof(err));
 		int ok = code >= 200 && code < 300;
 		if (code > 0 && !ok)
 			snprintf(err, sizeof(err), "HTTP %ld", code);

@@ -737,6 +737,57 @@ def test_a_loopback_probe_never_goes_through_http_proxy(litevisor_bin, tmp_path,
         proxy.shutdown()
 
 
+@pytest.mark.parametrize("skip", [False, True])
+def test_an_https_probe_of_a_self_signed_service_passes_only_with_skip_verify(
+        litevisor_bin, tmp_path, runs, skip):
+    """A service serving TLS with its own certificate (vaultwarden's ROCKET_TLS): the
+    probe verifies it and fails, naming why, unless health.probe-skip-verify (Nomad's
+    and Consul's tls_skip_verify)."""
+    import http.server
+    import ssl
+    import threading
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+
+    class Ping(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *a):
+            pass
+
+    svc = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ping)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    svc.socket = ctx.wrap_socket(svc.socket, server_side=True)
+    threading.Thread(target=svc.serve_forever, daemon=True).start()
+    port = free_port()
+    try:
+        start(runs, litevisor_bin, tmp_path, ["sleep", "30"],
+              config=f"addr: 127.0.0.1:{port}\ndbs: []\nhealth:\n"
+                     f"  probe-url: https://127.0.0.1:{svc.server_port}/ping\n"
+                     f"  probe-interval: 100ms\n  probe-timeout: 1s\n"
+                     f"  probe-skip-verify: {'true' if skip else 'false'}\n")
+        base = f"http://127.0.0.1:{port}"
+        poll(lambda: subprocess.run(["curl", "-s", base + "/livez"],
+                                    capture_output=True).returncode == 0)
+        if skip:
+            poll(lambda: curl(base + "/readyz")[0] == 200)
+        else:
+            poll(lambda: "certificate" in curl(base + "/healthz")[2])
+            probe = json.loads(curl(base + "/healthz")[2])["checks"]["service:probe"][0]
+            assert probe["status"] == "fail", probe
+            time.sleep(0.5)
+            assert curl(base + "/readyz")[0] == 503
+    finally:
+        svc.shutdown()
+
+
 def test_health_endpoints_follow_the_service_probe(litevisor_bin, tmp_path, runs):
     port, svc_port = free_port(), free_port()
     go = tmp_path / "go"
