@@ -183,16 +183,17 @@ int localstate_read_database_id(const char *dir, char id[33])
 	return 0;
 }
 
-int localstate_write_previous(const char *dir, const struct wal_pos *end, uid_t uid, gid_t gid)
+int localstate_write_previous(const char *dir, const struct wal_pos *end, bool open, uid_t uid,
+			      gid_t gid)
 {
 	char path[PATH_MAX], line[64];
-	int n = snprintf(line, sizeof(line), "%s %08x %08x\n", end->generation, end->index,
-			 end->offset);
+	int n = snprintf(line, sizeof(line), "%s %08x %08x%s\n", end->generation, end->index,
+			 end->offset, open ? " open" : "");
 	snprintf(path, sizeof(path), "%s/previous", dir);
 	return fs_write_atomic(path, line, (size_t)n, 0640, uid, gid);
 }
 
-int localstate_read_previous(const char *dir, struct wal_pos *end)
+int localstate_read_previous(const char *dir, struct wal_pos *end, bool *open)
 {
 	char path[PATH_MAX], *text = NULL, gen[32];
 	unsigned idx, off;
@@ -202,8 +203,10 @@ int localstate_read_previous(const char *dir, struct wal_pos *end)
 	snprintf(path, sizeof(path), "%s/previous", dir);
 	if (fs_read_small(path, 128, &text, NULL) < 0)
 		return -1;
+	bool is_open = false;
 	int ok = sscanf(text, "%31s %8x %8x%n", gen, &idx, &off, &rest) == 3 &&
-		 layout_generation_valid(gen) && !strcmp(text + rest, "\n");
+		 layout_generation_valid(gen) &&
+		 (!strcmp(text + rest, "\n") || (is_open = !strcmp(text + rest, " open\n")));
 	free(text);
 	if (!ok) {
 		errno = EINVAL;
@@ -212,6 +215,8 @@ int localstate_read_previous(const char *dir, struct wal_pos *end)
 	memcpy(end->generation, gen, sizeof(end->generation));
 	end->index = idx;
 	end->offset = off;
+	if (open)
+		*open = is_open;
 	return 0;
 }
 

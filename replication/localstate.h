@@ -121,11 +121,17 @@ int localstate_write_generation(const char *dir, const char *gen, uid_t uid, gid
  * left when it started another one ("gen index offset\n": the end of its
  * shadow there). A restart whose closed record does not apply (the replica
  * respelled or moved) still tells from it that another node went on in that
- * generation: a replica holding it past that end. read: 0, or -1 (ENOENT:
- * none; EINVAL: corrupt).
+ * generation: a replica holding it past that end. "gen index offset open\n"
+ * (open): a restore's, of a generation no node had closed there (its node
+ * killed, or alive and writing on: a handover-wait that ran out): that
+ * generation ending there is this node's past whatever the times, but going
+ * on past it is no proof of writing after this node (replica.c,
+ * continued_since). read: 0, or -1 (ENOENT: none; EINVAL: corrupt); open
+ * may be NULL.
  */
-int localstate_write_previous(const char *dir, const struct wal_pos *end, uid_t uid, gid_t gid);
-int localstate_read_previous(const char *dir, struct wal_pos *end);
+int localstate_write_previous(const char *dir, const struct wal_pos *end, bool open, uid_t uid,
+			      gid_t gid);
+int localstate_read_previous(const char *dir, struct wal_pos *end, bool *open);
 
 /*
  * Read the database id into id[33]. 0, or -1 (errno ENOENT: none; EINVAL:

@@ -552,7 +552,7 @@ static int past_previous(struct eng_replica *r, const struct cat_generation *g,
 			 const struct st_call *call, struct st_error *err)
 {
 	struct wal_pos prev;
-	if (localstate_read_previous(r->db->dir, &prev) < 0 ||
+	if (localstate_read_previous(r->db->dir, &prev, NULL) < 0 ||
 	    strcmp(prev.generation, at->generation) != 0 || prev.index + 1 != at->index ||
 	    end->index != prev.index || end->offset <= prev.offset)
 		return 0;
@@ -660,7 +660,8 @@ static int continued_since(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1
 		}
 		/* the generation this node left for the one it closed: its own */
 		struct wal_pos prev;
-		bool left = localstate_read_previous(r->db->dir, &prev) == 0 &&
+		bool open = false;
+		bool left = localstate_read_previous(r->db->dir, &prev, &open) == 0 &&
 			    strcmp(prev.generation, at->generation) != 0;
 		for (size_t i = 0; i < n && rc == 0 && !found && closed_ns; i++) {
 			if (&gens[i] == own)
@@ -675,8 +676,15 @@ static int continued_since(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1
 				int past = left_went_on(r, &gens[i], &prev, why, len, call, err);
 				if (past < 0)
 					rc = past;
-				found = past > 0;
-				continue;
+				if (past <= 0 || !open) {
+					found = past > 0;
+					continue;
+				}
+				/*
+				 * Left open at a restore and gone on past there: its
+				 * node may have written on beside this one
+				 * (localstate.h): the times tell, as for any other.
+				 */
 			}
 			/* restore.c's replica_newer reads "after" by the same rule */
 			if (!catalog_written_after(&gens[i], closed_ns))
@@ -1029,6 +1037,7 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 		goto fail;
 	writers_prime(r, ids, n);
 	struct wal_pos closed_at, prev;
+	bool prev_open = false;
 	bool newest_wins = !in_marker && d->eng->cfg &&
 			   d->eng->cfg->restore.existing == EXISTING_NEWEST_WINS;
 	int old = 0;
@@ -1050,9 +1059,15 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 	}
 	if (newest_wins && read_closed(r, &closed_at) == 0)
 		old = continued_since(r, ids, n, &closed_at, why, sizeof(why), &call, &err);
-	else if (newest_wins && localstate_read_previous(d->dir, &prev) == 0 &&
+	else if (newest_wins && localstate_read_previous(d->dir, &prev, &prev_open) == 0 &&
 		 strcmp(prev.generation, gen) != 0) {
-		old = went_on_past(r, ids, n, &prev, why, sizeof(why), &call, &err);
+		/*
+		 * A generation the restore left open: its node, if alive, writes
+		 * on in it beside this one (replication.md): no proof against
+		 * this file before this node has stopped once.
+		 */
+		if (!prev_open)
+			old = went_on_past(r, ids, n, &prev, why, sizeof(why), &call, &err);
 		if (old == 0)
 			old = newer_elsewhere(r, ids, n, prev.generation, gen, false, why,
 					      sizeof(why), &call, &err);

@@ -377,20 +377,20 @@ static bool may_continue(struct session *s, const struct wal_pos *pos, char *why
  * the engine had left it (localstate.h). Without it the restored generation
  * was nobody's past: its objects in the same whole second as this node's
  * later closed mark read as another node going on, and this node refused
- * its own file at its next start (QA88 F1).
+ * its own file at its next start (QA88 F1). A generation not closed right
+ * there (its node killed, or alive and writing: a handover-wait that ran
+ * out) is recorded "open": it may go on past pos with no fault of this
+ * file's, a generation of this node's own then, as replication.md says, not
+ * a refusal; only its times tell whether that was after this node's stop.
  */
 static void note_left(const struct session *s, const char *dir, const struct wal_pos *pos,
 		      uid_t uid, gid_t gid)
 {
-	/*
-	 * Only for a generation its writer closed right there. One still open
-	 * (its node killed, or alive and writing: a handover-wait that ran out)
-	 * may go on past pos with no fault of this file's: a generation of this
-	 * node's own then, as replication.md says, not a refusal.
-	 */
-	if (!pos->generation[0] || !closed_somewhere(s, pos))
+	if (!pos->generation[0])
 		return;
-	if (localstate_ensure(s->db, dir) < 0 || localstate_write_previous(dir, pos, uid, gid) < 0)
+	bool open = !closed_somewhere(s, pos);
+	if (localstate_ensure(s->db, dir) < 0 ||
+	    localstate_write_previous(dir, pos, open, uid, gid) < 0)
 		log_warn("restore", "cannot record where the restored file stands in the restored "
 			 "generation", "db=\"%s\" dir=\"%s\" err=\"%s\"", s->dbname, dir,
 			 strerror(errno));
@@ -824,9 +824,10 @@ static bool replica_newer(const struct session *s, const struct wal_pos *lpos, i
 			 * this file stood: as the engine reads it (continued_since).
 			 */
 			struct wal_pos prev;
-			if (ours && localstate_read_previous(s->statedir, &prev) == 0 &&
-			    !strcmp(prev.generation, gw->id) && strcmp(prev.generation, gl->id) != 0) {
-				bool past = wal_pos_past(&w->plan.end, &prev);
+			bool open = false, past = false;
+			if (ours && localstate_read_previous(s->statedir, &prev, &open) == 0 &&
+			    !strcmp(prev.generation, gw->id) && strcmp(prev.generation, gl->id) != 0 &&
+			    (!(past = wal_pos_past(&w->plan.end, &prev)) || !open)) {
 				snprintf(why, len, "%s holds generation %s, which the local database left "
 					 "for %s at %s, %s", c->name, gw->id, gl->id,
 					 rs_pos_text(&prev, a, sizeof(a)),
@@ -834,6 +835,12 @@ static bool replica_newer(const struct session *s, const struct wal_pos *lpos, i
 					      : "and no further");
 				return past;
 			}
+			/*
+			 * Left open at the restore (its node may have written on
+			 * beside this one, replication.md) and gone on past where
+			 * this file stood: newer only if written after this node's
+			 * stop, which the rules below tell.
+			 */
 			/*
 			 * This node closed the local generation at `at` and the
 			 * replica holds a segment of it from there on: another node

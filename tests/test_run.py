@@ -3301,6 +3301,92 @@ def test_a_node_that_left_the_restored_generation_does_not_refuse_its_own_file_f
         ["a1-0", "a1-1", "b1-0", "b1-1", "b2-0", "b2-1", "b2-2"], err
 
 
+def test_a_node_restored_from_a_killed_nodes_generation_does_not_refuse_its_own_file_for_it(
+        litevisor_bin, tmp_path):
+    """A was killed: its generation G1 is not closed. B, with handover-wait 0s, restored
+    G1 and started G2 of its own (G1's node may still write into it), then stopped
+    cleanly. On whole-second times, G1's last objects in the second of G2's closed mark
+    read as A going on after B's stop: B refused its own file at its next start, and
+    that run's commits reached no replica (QA88 F1, after-a-kill trigger). The restore
+    records where the file stood in G1 as an open generation's: G1 ending there is B's
+    past whatever the times; G1 going on past it counts by its times (A may have been
+    alive, the documented cost of 0s). The kill is a removed closed mark; the times are
+    set to one whole second on a file replica."""
+    rep = tmp_path / "rep"
+    a_db, b_db = tmp_path / "A" / "app.db", tmp_path / "B" / "app.db"
+
+    def run(node, db, rows, tag):
+        db.parent.mkdir(exist_ok=True)
+        cfg = tmp_path / f"{node}.yml"
+        cfg.write_text("restore:\n  handover-wait: 0s\n"
+                       f"dbs:\n  - path: {db}\n    replicas:\n      - url: file://{rep}\n"
+                       "        sync-interval: 100ms\n")
+        p = subprocess.run([litevisor_bin, "run", "-config", str(cfg), "--", SERVICE[0], "-c",
+                            ADD_ROWS, str(rows), tag], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        return p.stderr
+
+    run("A", a_db, 2, "a1")
+    (g1,) = os.listdir(rep / "generations")
+    shutil.rmtree(rep / "generations" / g1 / "closed")  # A died before its final flush
+    err = run("B", b_db, 2, "b1")
+    assert "will not continue the restored generation" in err, err
+    (g2,) = set(os.listdir(rep / "generations")) - {g1}
+    second = (int(time.time()) - 5) * 10**9  # G1's objects and G2's mark: one whole second
+    for f in (rep / "generations" / g1).rglob("*"):
+        if f.is_file():
+            os.utime(f, ns=(second, second))
+    (mark,) = (rep / "generations" / g2 / "closed").iterdir()
+    os.utime(mark, ns=(second, second))
+    err = run("B", b_db, 3, "b2")
+    assert "older than the replica" not in err, err
+    assert restored_rows(litevisor_bin, rep, tmp_path / "lv.db") == \
+        ["a1-0", "a1-1", "b1-0", "b1-1", "b2-0", "b2-1", "b2-2"], err
+
+
+def test_a_generation_left_open_at_a_restore_and_written_on_after_the_nodes_stop_wins(
+        litevisor_bin, tmp_path):
+    """The other side of the record above: A still ran (handover-wait 0s). B restored
+    A's open generation G1, wrote G2 of its own and stopped; A wrote on in G1 after
+    B's stop. At B's next start G1 is the newest data: B's file goes aside and G1 is
+    restored, its rows after B's stop with it, and replication goes on (no refusal)."""
+    rep = tmp_path / "rep"
+
+    def cfg(node):
+        db = tmp_path / node / "app.db"
+        db.parent.mkdir(exist_ok=True)
+        c = tmp_path / f"{node}.yml"
+        c.write_text("restore:\n  handover-wait: 0s\n"
+                     f"dbs:\n  - path: {db}\n    replicas:\n      - url: file://{rep}\n"
+                     "        sync-interval: 100ms\n")
+        return c
+
+    a = subprocess.Popen([litevisor_bin, "run", "-config", str(cfg("A")), "--", SERVICE[0],
+                          "-c", WRITE_UNTIL_TERM, "A"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        poll(lambda: list(rep.glob("generations/*/wal/*")), timeout=20)
+        p = subprocess.run([litevisor_bin, "run", "-config", str(cfg("B")), "--", SERVICE[0],
+                            "-c", ADD_ROWS, "2", "b1"], capture_output=True, text=True,
+                           timeout=60)
+        assert p.returncode == 0, p.stderr
+        assert "will not continue the restored generation" in p.stderr, p.stderr
+        time.sleep(1.5)  # A writes on in G1, seconds after B's closed mark
+    finally:
+        a.terminate()
+        _, ea = a.communicate(timeout=30)
+    assert a.returncode == 0, ea
+    last_a = query(tmp_path / "A" / "app.db", "SELECT v FROM t ORDER BY rowid DESC LIMIT 1")
+    p = subprocess.run([litevisor_bin, "run", "-config", str(cfg("B")), "--", SERVICE[0],
+                        "-c", ADD_ROWS, "1", "b2"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "older than the replica" not in p.stderr, p.stderr
+    rows = query(tmp_path / "B" / "app.db", "SELECT v FROM t ORDER BY rowid")
+    assert rows[-2:] == [last_a[0], ("b2-0",)], (rows[-3:], p.stderr)
+    assert ("b1-0",) not in rows
+    assert list((tmp_path / "B").glob("app.db.replaced-*")), os.listdir(tmp_path / "B")
+
+
 def test_a_node_back_behind_the_other_nodes_mark_and_snapshotting_onto_it_is_refused_there(
         litevisor_bin, litestream_bin, tmp_path):
     """A closes its generation at index 1 (after its app's own TRUNCATE checkpoint); B
