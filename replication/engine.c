@@ -15,6 +15,7 @@
 #include "replication/age.h"
 #include "replication/catalog.h"
 #include "replication/engine_int.h"
+#include "replication/opstats.h"
 #include "replication/statelock.h"
 #include "common/banned.h"
 
@@ -107,6 +108,7 @@ struct engine *engine_new(const struct config *cfg)
 			snprintf(r->stat.type, sizeof(r->stat.type), "%s",
 				 rc->type == REPLICA_S3 ? "s3" : "file");
 			r->stat.restore_only = rc->restore_only;
+			r->restore_ops = opstats_slot(c, rc);
 			int64_t si = rc->sync_interval_ms;
 			r->stat.max_lag_ms = (si * 3 > 2000 ? si * 3 : 2000) + d->cfg->monitor_interval_ms;
 			if (rc->restore_only) {
@@ -449,6 +451,18 @@ int engine_flush(struct engine *e, int64_t deadline_ms)
 	return rc;
 }
 
+/* Add the counters st[0..ST_OP__COUNT) (NULL: none) to rs's. */
+static void add_ops(struct replica_status *rs, const struct st_op_stats *st)
+{
+	for (int k = 0; st && k < ST_OP__COUNT; k++) {
+		rs->ops[k].count += atomic_load(&st[k].count);
+		rs->ops[k].errors += atomic_load(&st[k].errors);
+		rs->ops[k].answered += atomic_load(&st[k].answered);
+		rs->ops[k].bytes += atomic_load(&st[k].bytes);
+		rs->ops[k].latency_ns += atomic_load(&st[k].latency_ns);
+	}
+}
+
 int engine_status_get(struct engine *e, struct engine_status *out)
 {
 	memset(out, 0, sizeof(*out));
@@ -474,15 +488,10 @@ int engine_status_get(struct engine *e, struct engine_status *out)
 			struct eng_replica *r = &d->replicas[j];
 			reps[j] = r->stat;
 			reps[j].pos = r->pos;
-			if (r->st) {
+			if (r->st)
 				reps[j].lag_seconds = replica_lag_seconds(d, r, now);
-				for (int k = 0; k < ST_OP__COUNT; k++) {
-					reps[j].ops[k].count = r->st->stats[k].count;
-					reps[j].ops[k].errors = r->st->stats[k].errors;
-					reps[j].ops[k].bytes = r->st->stats[k].bytes;
-					reps[j].ops[k].latency_ns = r->st->stats[k].latency_ns;
-				}
-			}
+			add_ops(&reps[j], r->st ? r->st->stats : NULL);
+			add_ops(&reps[j], r->restore_ops);
 		}
 		pthread_mutex_unlock(&d->mu);
 		o->replicas = reps;

@@ -51,6 +51,7 @@ struct eng_replica {
 	struct eng_db *db;
 	const struct cfg_replica *cfg;
 	struct storage *st;
+	struct st_op_stats *restore_ops; /* the restore's calls to it (opstats.h), or NULL */
 	pthread_t thread;
 	bool started;
 	pthread_cond_t cond;          /* woken on new data, flush, stop */

@@ -21,6 +21,7 @@
 #include "common/log.h"
 #include "replication/lineage.h"
 #include "replication/localstate.h"
+#include "replication/opstats.h"
 #include "common/banned.h"
 
 const char *restore_outcome_name(enum restore_outcome o)
@@ -122,6 +123,7 @@ static int session_probe(struct session *s, const char *only, bool measure_all,
 		struct st_error err = { 0 };
 		c->rep = r;
 		snprintf(c->name, sizeof(c->name), "%s", name);
+		c->carried = opstats_slot(s->db, r);
 		c->st = storage_open(r, &err);
 		if (!c->st) {
 			c->state = RC_ERROR;

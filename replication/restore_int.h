@@ -104,6 +104,8 @@ struct rs_cand {
 	const struct cfg_replica *rep;
 	char name[64];                 /* a copy: an abandoned probe may outlive the config */
 	struct storage *st;            /* owned; NULL if it could not be opened or timed out */
+	struct st_op_stats *carried;   /* where its calls are counted when it is released
+					  (opstats.h), or NULL */
 	enum rs_state state;
 	bool timed_out;                /* the decision did not wait for its probe */
 	bool no_answer;                /* its probe failed at its own deadline */

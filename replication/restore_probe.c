@@ -33,6 +33,7 @@
 #include "common/log.h"
 #include "replication/lineage.h"
 #include "replication/localstate.h"
+#include "replication/opstats.h"
 #include "common/banned.h"
 
 #define PROBE_GRACE_MS 150   /* waiting beyond the deadline for threads to report */
@@ -111,6 +112,8 @@ void rs_cand_release(struct rs_cand *c)
 	c->gens = NULL;
 	c->ngens = 0;
 	rs_plan_release(&c->plan);
+	if (c->st)
+		opstats_add(c->carried, c->st->stats);
 	storage_free(c->st);
 	c->st = NULL;
 }

@@ -45,8 +45,8 @@ struct replica_status {
 	char other_writer[17];     /* a generation another process writes here, "" if none seen */
 	int64_t other_writer_ns;   /* when it was first seen */
 	struct st_op_stats_copy {
-		uint64_t count, errors, bytes, latency_ns;
-	} ops[ST_OP__COUNT];
+		uint64_t count, errors, answered, bytes, latency_ns;
+	} ops[ST_OP__COUNT];              /* the engine's calls and the restore's (opstats.h) */
 };
 
 struct db_status {

@@ -317,6 +317,8 @@ static void account(struct storage *st, enum st_op op, int64_t t0, uint64_t byte
 	atomic_fetch_add(&s->latency_ns, (uint64_t)(clock_mono_ns() - t0));
 	if (rc != 0 && rc != ST_NOT_FOUND) /* "not there" is an answer (a first listing, a HEAD) */
 		atomic_fetch_add(&s->errors, 1);
+	else
+		atomic_fetch_add(&s->answered, 1);
 }
 
 /* Every wrapper hands the backend a cleared error so messages never leak across calls. */

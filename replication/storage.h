@@ -142,6 +142,8 @@ const char *st_op_name(enum st_op op);
 struct st_op_stats {
 	atomic_uint_fast64_t count;      /* calls */
 	atomic_uint_fast64_t errors;     /* calls that failed */
+	atomic_uint_fast64_t answered;   /* calls that did not: counted apart, so a reader
+					    never sees count - errors go back mid-call */
 	atomic_uint_fast64_t bytes;      /* payload bytes moved */
 	atomic_uint_fast64_t latency_ns; /* summed duration of calls */
 };

@@ -372,7 +372,7 @@ static void render_litestream_ops(const struct engine_status *e, struct text *t,
 				for (size_t j = 0; j < e->dbs[i].nreplicas; j++) {
 					const struct st_op_stats_copy *o = &e->dbs[i].replicas[j].ops[ops[k]];
 					if (strcmp(e->dbs[i].replicas[j].type, types[n]) == 0)
-						sum += bytes ? o->bytes : o->count - o->errors;
+						sum += bytes ? o->bytes : o->answered;
 				}
 			lsample(t, name, "replica_type", types[n], "operation", names[k], NULL, NULL,
 				(double)sum);

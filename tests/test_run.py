@@ -3952,6 +3952,50 @@ def test_health_and_metrics_show_databases(litevisor_bin, tmp_path, runs):
     assert r.wait(timeout=30) == 0
 
 
+def test_the_restores_storage_calls_are_counted_in_metrics(litevisor_bin, tmp_path, runs):
+    """The restore opens storage of its own: its listings and downloads were never in
+    /metrics, and a restore-only replica's counters stayed 0 whatever the restore read
+    from it (QA93 D1); docs/supervisor.md says they count as any other's. Litestream's
+    operation counter counts them too."""
+    db = tmp_path / "data" / "app.db"
+    db.parent.mkdir()
+    with sqlite3.connect(db) as c:
+        c.execute("PRAGMA journal_mode=wal")
+        c.execute("CREATE TABLE t(v)")
+        c.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(500)])
+    c.close()
+    first = tmp_path / "first.yml"
+    first.write_text(f"dbs:\n  - path: {db}\n    replicas:\n"
+                     f"      - {{ url: 'file://{tmp_path}/a', name: a }}\n")
+    p = subprocess.run([litevisor_bin, "run", "-config", str(first), "--", "true"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    shutil.rmtree(db.parent)  # a new node's empty disk
+    port = free_port()
+    r = start(runs, litevisor_bin, tmp_path, ["sleep", "30"],
+              config=f"addr: 127.0.0.1:{port}\ndbs:\n  - path: {db}\n    replicas:\n"
+                     f"      - {{ url: 'file://{tmp_path}/a', name: a, restore-only: true }}\n"
+                     f"      - {{ url: 'file://{tmp_path}/b', name: b }}\n")
+    base = f"http://127.0.0.1:{port}"
+    poll(lambda: subprocess.run(["curl", "-sf", base + "/readyz"],
+                                capture_output=True).returncode == 0, timeout=20)
+    body = curl(base + "/metrics")[2]
+    assert 'litevisor_restore_info{db="app.db",source="a",result="restored"} 1' in body, body
+
+    def ops(replica, op):
+        m = re.search(rf'^litevisor_storage_operations_total\{{db="app.db",replica="{replica}",'
+                      rf'operation="{op}"\}} (\S+)$', body, re.M)
+        assert m, (replica, op, body)
+        return float(m.group(1))
+    assert ops("a", "list") >= 1 and ops("a", "get") >= 1, body
+    assert ops("a", "put") == 0  # restore-only: never written
+    m = re.search(r'^litestream_replica_operation_total\{replica_type="file",operation="GET"\} (\S+)$',
+                  body, re.M)
+    assert m and float(m.group(1)) >= ops("a", "get"), body
+    os.kill(r.pid, signal.SIGTERM)
+    assert r.wait(timeout=30) == 143  # sleep's own death by TERM
+
+
 def silent_server(backlog):
     """A 127.0.0.1 socket that accepts connections and never answers (a blackholed
     server), and the list of connections it accepted; close it at the end of the test."""
