@@ -245,7 +245,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 		known = !strcmp(url, paths[i]);
 	if (!known)
 		return respond_text(c, 404, "",
-				    "not found (try /livez, /readyz, /healthz, /metrics)");
+				    "not found (try /livez, /readyz, /healthz, /status, /metrics)");
 	if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
 		return respond_text(c, 405, "", "method not allowed (GET or HEAD)");
 	struct sup_snapshot snap;

@@ -182,7 +182,7 @@ static void render_process(const struct metrics_view *v, struct text *t)
 		sample0(t, "litevisor_probe_duration_seconds", (double)s->probe_latency_ms / 1000.0);
 	}
 	if (s->lock != SUP_LOCK_NONE) {
-		family(t, "litevisor_consul_lock_held", "gauge", "1 while this process holds the Consul writer lock (consul.lock-key); 0 while it waits for it or after it was lost.");
+		family(t, "litevisor_consul_lock_held", "gauge", "1 while this process holds the Consul writer lock (consul.lock.key); 0 while it waits for it or after it was lost.");
 		sample0(t, "litevisor_consul_lock_held", s->lock == SUP_LOCK_HELD);
 	}
 	family(t, "litevisor_restore_seconds", "gauge", "Duration of the whole restore step before the service started.");
@@ -289,13 +289,13 @@ static void render_engine(const struct engine_status *e, struct text *t)
 	REPLICA_FAMILY("litevisor_replica_other_writer", "gauge", "1 once a generation this process did not write appeared on the replica: another process replicates this database there.", r->other_writer[0] != 0);
 	REPLICA_FAMILY("litevisor_replica_wal_index", "gauge", "WAL index the replica holds.", r->pos.index);
 	REPLICA_FAMILY("litevisor_replica_wal_offset_bytes", "gauge", "WAL offset the replica holds.", r->pos.offset);
-	REPLICA_FAMILY("litevisor_replica_last_sync_timestamp_seconds", "gauge", "Last successful sync, seconds since the epoch (0 = never).", seconds(r->last_sync_ns));
+	REPLICA_FAMILY("litevisor_replica_last_sync_timestamp_seconds", "gauge", "Last sync that shipped something, seconds since the epoch (0 = never); it stands still while nothing is written: alert on litevisor_replica_lag_seconds.", seconds(r->last_sync_ns));
 	REPLICA_FAMILY("litevisor_replica_last_snapshot_timestamp_seconds", "gauge", "Newest snapshot of the replica's generation (written, or found at start), seconds since the epoch (0 = none).", seconds(r->last_snapshot_ns));
 	REPLICA_FAMILY("litevisor_replica_syncs_total", "counter", "Successful syncs.", r->syncs_total);
 	REPLICA_FAMILY("litevisor_replica_sync_errors_total", "counter", "Failed syncs.", r->sync_errors_total);
 	REPLICA_FAMILY("litevisor_replica_snapshots_total", "counter", "Snapshots written.", r->snapshots_total);
 	REPLICA_FAMILY("litevisor_replica_wal_bytes_total", "counter", "WAL bytes shipped (before compression).", r->wal_bytes_total);
-	REPLICA_FAMILY("litevisor_replica_snapshot_bytes_total", "counter", "Snapshot bytes shipped.", r->snapshot_bytes_total);
+	REPLICA_FAMILY("litevisor_replica_snapshot_bytes_total", "counter", "Snapshot bytes shipped (before compression).", r->snapshot_bytes_total);
 	REPLICA_FAMILY("litevisor_replica_retention_deleted_total", "counter", "Objects deleted by retention.", r->retention_deleted_total);
 	REPLICA_FAMILY("litevisor_replica_foreign_generations", "gauge", "Generations labelled with another database id, which retention keeps: another database's replica points at this location, or this database lost its local state (meta-path). Counted at each retention check.", r->foreign_generations);
 

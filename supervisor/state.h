@@ -29,7 +29,7 @@ const char *sup_phase_name(enum sup_phase p);
 
 enum sup_probe { SUP_PROBE_NONE = 0, SUP_PROBE_UNKNOWN, SUP_PROBE_OK, SUP_PROBE_FAIL };
 
-/* The Consul writer lock (consul.lock-key): none configured, waited for, held, lost. */
+/* The Consul writer lock (consul.lock.key): none configured, waited for, held, lost. */
 enum sup_lock { SUP_LOCK_NONE = 0, SUP_LOCK_WAITING, SUP_LOCK_HELD, SUP_LOCK_LOST };
 
 struct sup_snapshot {
