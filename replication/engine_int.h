@@ -183,6 +183,14 @@ struct eng_db {
 	 * reopened (unclosed) a generation the WAL then disowned.
 	 */
 	bool resume_pending;
+	/*
+	 * Litestream's state directory's position (localstate_position) as the
+	 * monitor first found it, before this process wrote into it (with
+	 * meta-path, the directory both share): ls_rc 0, or -1 (none).
+	 */
+	bool ls_captured;
+	int ls_rc;
+	struct wal_pos ls_pos;
 	bool looked;                  /* the monitor's first look at the files is done */
 	char gen[17];
 	uint32_t index;               /* current shadow index */

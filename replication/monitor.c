@@ -413,6 +413,29 @@ static void open_failed(struct eng_db *d, enum log_level level, const char *what
 }
 
 /*
+ * Where Litestream's state directory stood before this process wrote into
+ * it: with meta-path the directory is litevisor's own too, and a new
+ * generation's state replaced the one Litestream had gone on in, so a
+ * replica's first look took Litestream's going on, from this very file, for
+ * another node's (QA92 D1; replica.c, litestream_wrote_here). Once per
+ * engine: a reopen finds this process's own state there.
+ */
+static void capture_litestream_state(struct eng_db *d)
+{
+	char lsdir[PATH_MAX];
+	struct wal_pos pos;
+	if (d->ls_captured)
+		return;
+	localstate_litestream_dir(d->cfg, lsdir, sizeof(lsdir));
+	int rc = localstate_position(lsdir, &pos);
+	pthread_mutex_lock(&d->mu);
+	d->ls_captured = true;
+	d->ls_rc = rc < 0 ? -1 : 0;
+	d->ls_pos = pos;
+	pthread_mutex_unlock(&d->mu);
+}
+
+/*
  * Open the database and local state. Returns 0 when replicating, 1 to try
  * again later (waiting for the database), -1 on a local error.
  */
@@ -503,6 +526,7 @@ static int open_db(struct eng_db *d, bool fresh)
 	}
 	if (taken < 0 || (d->state_fd[0] < 0 && d->state_fd[1] < 0))
 		goto fail;
+	capture_litestream_state(d);
 	if (stat(d->cfg->path, &st) < 0)
 		goto fail;
 	/* the id a restore wrote, or this node chose before (replica_database_id) */

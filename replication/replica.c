@@ -322,15 +322,19 @@ static bool closed_here(const struct eng_replica *r, const char *gen, struct wal
  * state litevisor wrote itself names a generation on the replica only if
  * this node wrote it: a restore moves the closed record aside with the old
  * state.) 1 yes, 0 no, or a negative st_status (the end of g could not be
- * read).
+ * read). The state is Litestream's as it stood when the engine opened it.
  */
 static int litestream_wrote_here(struct eng_replica *r, const struct cat_generation *g,
 				 const struct st_call *call, struct st_error *err)
 {
-	char lsdir[PATH_MAX];
+	struct eng_db *d = r->db;
 	struct wal_pos local, end;
-	localstate_litestream_dir(r->db->cfg, lsdir, sizeof(lsdir));
-	if (localstate_position(lsdir, &local) < 0 || strcmp(local.generation, g->id) != 0)
+	/* as the monitor found it before writing there (monitor.c, capture_litestream_state) */
+	pthread_mutex_lock(&d->mu);
+	bool known = d->ls_captured && d->ls_rc == 0;
+	local = d->ls_pos;
+	pthread_mutex_unlock(&d->mu);
+	if (!known || strcmp(local.generation, g->id) != 0)
 		return 0;
 	int rc = catalog_end_position(r->st, g, &end, call, err);
 	if (rc == ST_NOT_FOUND)

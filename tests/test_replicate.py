@@ -1458,7 +1458,8 @@ def litestream_phase(litestream_bin, cfg, db, n, start, kill=False, linger=2.5):
     assert kill or ls.returncode == 0, err
 
 
-@pytest.mark.parametrize("how", ["plain", "two-generations", "retention", "meta-path"])
+@pytest.mark.parametrize("how", ["plain", "two-generations", "retention", "meta-path",
+                                 "meta-path-checkpointed"])
 def test_back_to_litevisor_after_litestream_replicates_again(run, tmp_path, litestream_bin, how):
     """litevisor, then Litestream for a while (a roll-back), then litevisor again on the
     same database: Litestream's generation, written after litevisor's closed mark, came
@@ -1468,12 +1469,15 @@ def test_back_to_litevisor_after_litestream_replicates_again(run, tmp_path, lite
     Litestream goes on in the generation litevisor closed (QA43 #1). Two Litestream
     generations (a restart after a checkpoint nobody watched) are still refused: only
     the current one is named by its state, and the other cannot be told from another
-    node's (QA46 #1; the next test)."""
+    node's (QA46 #1; the next test). With a shared meta-path and the WAL checkpointed
+    away while neither ran, litevisor's new generation replaced Litestream's state
+    before a replica asked whether Litestream had written here, and the database was
+    refused (QA92 D1)."""
     db, rep = tmp_path / "app.db", tmp_path / "rep"
     create(db)
     kw = {"retention": "2s", "retention_check_interval": "1s", "snapshot_interval": "1s"} \
         if how == "retention" else {}
-    dbkw = {"meta_path": tmp_path / "meta"} if how == "meta-path" else {}
+    dbkw = {"meta_path": tmp_path / "meta"} if how.startswith("meta-path") else {}
     cfg = config(tmp_path, db, [file_replica(rep, sync="1s", **kw)], **dbkw)
     r = run(cfg)
     write(db, 10, start=1)
@@ -1485,7 +1489,13 @@ def test_back_to_litevisor_after_litestream_replicates_again(run, tmp_path, lite
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         conn.close()
         litestream_phase(litestream_bin, cfg, db, 10, start=51)
-    want = {"plain": 2, "two-generations": 3, "retention": 1, "meta-path": 1}[how]
+    if how == "meta-path-checkpointed":
+        write(db, 1, start=31)  # an app run while neither watched, checkpointing at its close
+        conn = sqlite3.connect(db)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        conn.close()
+    want = {"plain": 2, "two-generations": 3, "retention": 1, "meta-path": 1,
+            "meta-path-checkpointed": 1}[how]
     assert len(generations(rep)) == want, generations(rep)
     r = run(cfg)
     write(db, 10, start=21)
@@ -1497,7 +1507,9 @@ def test_back_to_litevisor_after_litestream_replicates_again(run, tmp_path, lite
     assert "older than the replica" not in r.text()
     assert {"plain": "was Litestream's, from this database",
             "retention": "what the replica holds is Litestream's, from this database",
-            "meta-path": "by Litestream, from this database"}[how] in r.text(), r.text()
+            "meta-path": "by Litestream, from this database",
+            "meta-path-checkpointed": "by Litestream, from this database"}[how] in r.text(), \
+        r.text()
     if how == "meta-path":
         # and it goes on in that generation: the lineage check took Litestream's
         # continuation for another node's, a new generation and a full snapshot (QA63 #1)
