@@ -697,17 +697,19 @@ static char *working_dir(char *buf, size_t len)
 }
 
 /*
- * "~": $HOME, else the password file's home for our uid (Litestream asks
- * user.Current(), which reads the password file; a service started by
- * systemd or Nomad often has no $HOME). NULL when neither names one.
+ * "~": the password file's home for our uid, else $HOME, as Litestream's
+ * expand() finds it (Go's user.Current() reads the password file and falls
+ * back to $HOME for a uid it does not list). $HOME first sent the same
+ * litestream.yml to another database and replica wherever it differs (an
+ * image's ENV HOME, su without -: QA92 D2). NULL when neither names one.
  */
 static const char *home_dir(void)
 {
-	const char *home = getenv("HOME");
-	if (home && *home)
-		return home;
 	struct passwd *pw = getpwuid(getuid());
-	return pw && pw->pw_dir && *pw->pw_dir ? pw->pw_dir : NULL;
+	if (pw && pw->pw_dir && *pw->pw_dir)
+		return pw->pw_dir;
+	const char *home = getenv("HOME");
+	return home && *home ? home : NULL;
 }
 
 char *cfg_abs_path(const char *p)
@@ -741,8 +743,8 @@ char *config_abs_path(const char *p, char *err, size_t errlen)
 		return NULL;
 	}
 	if (p[0] == '~' && (p[1] == '/' || !p[1]) && !home_dir()) {
-		snprintf(err, errlen, "cannot expand \"~\" in \"%s\": $HOME is not set and the "
-			 "password file names no home for uid %u", p, (unsigned)getuid());
+		snprintf(err, errlen, "cannot expand \"~\" in \"%s\": the password file names no "
+			 "home for uid %u and $HOME is not set", p, (unsigned)getuid());
 		return NULL;
 	}
 	errno = 0;

@@ -7,6 +7,8 @@ Bad fixtures live in tests/config/bad/*.yml; the first line of each is
 import glob
 import json
 import os
+import pathlib
+import shutil
 import sqlite3
 import subprocess
 
@@ -524,7 +526,19 @@ def test_db_path_argument_and_config_name_are_found_as_litestream_finds_them(lit
     symlinked working directory as the shell has it ($PWD, as Go's os.Getwd). A path
     beats a database named like it: the name was matched first, in list order, and
     `restore -if-replica-exists` exited 0 restoring nothing from the wrong one (QA57
-    D8). The config file's own name may start with "~/" too."""
+    D8). The config file's own name may start with "~/" too: the password file's home,
+    whatever $HOME says, as Litestream's user.Current() (QA92 D2)."""
+    import pwd
+    import tempfile
+    pw_home = pwd.getpwuid(os.getuid()).pw_dir
+    under_home = pathlib.Path(tempfile.mkdtemp(dir=pw_home, prefix=".litevisor-test-"))
+    try:
+        _found_as_litestream_finds_them(litevisor_bin, tmp_path, under_home)
+    finally:
+        shutil.rmtree(under_home)
+
+
+def _found_as_litestream_finds_them(litevisor_bin, tmp_path, under_home):
     real = tmp_path / "real"
     (real / "other").mkdir(parents=True)
     link = tmp_path / "link"
@@ -537,15 +551,18 @@ def test_db_path_argument_and_config_name_are_found_as_litestream_finds_them(lit
         f"    replicas:\n      - url: file://{real}/rep-app\n        name: r-app\n"
         f"  - path: {real}/third.db\n    name: third\n"
         f"    replicas:\n      - url: file://{real}/rep-third\n        name: r-third\n")
-    home = {"HOME": str(real)}
+    home = {"HOME": str(tmp_path / "not-the-home")}
+    tilde = "~/" + under_home.name
+    (under_home / "c.yml").write_text((real / "c.yml").read_text().replace(
+        "  - path: app.db\n", f"  - path: {tilde}/app.db\n"))
     for cwd, pwd, cfg, arg in ((real, real, "c.yml", "app.db"),
-                               (real, real, "~/c.yml", "~/app.db"),
+                               (real, real, f"{tilde}/c.yml", f"{tilde}/app.db"),
                                (link, link, f"{link}/c.yml", f"{link}/app.db")):
         p = lv(litevisor_bin, "generations", "-config", cfg, "-replica", "r-app", arg,
                env=dict(home, PWD=str(pwd)), cwd=cwd)
         assert p.returncode == 0, (cwd, cfg, arg, p.stderr)
-    p = lv(litevisor_bin, "generations", "-replica", "r-app", "app.db",
-           env=dict(home, PWD=str(real), LITESTREAM_CONFIG="~/c.yml"), cwd=real)
+    p = lv(litevisor_bin, "generations", "-replica", "r-app", f"{tilde}/app.db",
+           env=dict(home, PWD=str(real), LITESTREAM_CONFIG=f"{tilde}/c.yml"), cwd=real)
     assert p.returncode == 0, p.stderr
     # the name still finds its database when no path is the argument
     p = lv(litevisor_bin, "generations", "-config", "c.yml", "-replica", "r-third", "third",
@@ -567,8 +584,9 @@ def test_a_tilde_without_home_is_the_password_files_home(litevisor_bin, tmp_path
                        text=True, env=e, timeout=30)
     assert p.returncode == 0, p.stderr
     assert yaml.safe_load(p.stdout)["dbs"][0]["path"] == os.path.join(home, "app.db")
+    # and with one: still the password file's, as Litestream reads the same file (QA92 D2)
     p = run(litevisor_bin, "-config", str(cfgfile), env={"HOME": str(tmp_path)})
-    assert yaml.safe_load(p.stdout)["dbs"][0]["path"] == str(tmp_path / "app.db"), p.stderr
+    assert yaml.safe_load(p.stdout)["dbs"][0]["path"] == os.path.join(home, "app.db"), p.stderr
 
 
 def test_go_boolean_flag_spellings_are_accepted(litevisor_bin, tmp_path):
