@@ -606,6 +606,12 @@ int walk_map(struct walk *w, const struct cfg_node *m, const char *path, const s
 			cfg_error(w->e, k, path, "a key must be a plain name, got %s", walk_kind_name(k));
 			return -1;
 		}
+		if (k->value[0] == '$' && k->plain) {
+			walk_path(kp, sizeof(kp), path, k->value);
+			cfg_error(w->e, k, kp, "a variable where a key belongs: keys are not expanded, "
+				  "only values (Litestream expands the whole file); write the key");
+			return -1;
+		}
 		if (!key_like(k->value) && !suggest(k->value, tab, n, where) &&
 		    !cfg_other_place(k->value, tab)) {
 			/* never echoed: a value where a key belongs may be a secret (a second
