@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "common/pathnorm.h"
+#include "common/utf8.h"
 #include "common/banned.h"
 
 #define NONE SIZE_MAX
@@ -67,6 +68,14 @@ static char *resolved(const char *path)
 {
 	char buf[PATH_MAX];
 	return strdup(pathnorm_resolve(path, buf, sizeof(buf)) == 0 ? buf : path);
+}
+
+/* s as logs, health and metrics show it (utf8_repair; malloc'd), or NULL: no memory. */
+static char *shown(const char *s)
+{
+	size_t len = strlen(s) * 3 + 1; /* each byte at most one U+FFFD */
+	char *out = malloc(len);
+	return out ? utf8_repair(s, out, len) : NULL;
 }
 
 static void free_all(char **v, size_t n)
@@ -162,37 +171,46 @@ int cfg_check_same_dbs(struct walk *w, const struct cfg_node *seq)
 	struct config *cfg = w->cfg;
 	size_t n = cfg->ndbs;
 	struct key *keys = NULL;
-	size_t *first[4] = { 0 };
+	size_t *first[6] = { 0 };
 	char **res = NULL;
 	int rc = -1;
 
 	if (n == 0)
 		return 0;
 	keys = calloc(n, sizeof(*keys));
-	res = calloc(2 * n, sizeof(*res)); /* resolved paths, then resolved meta-paths */
-	for (int f = 0; f < 4; f++)
-		first[f] = calloc(n, sizeof(*first[f]));
-	if (!keys || !res || !first[0] || !first[1] || !first[2] || !first[3])
+	/* resolved paths, resolved meta-paths, names and paths as shown (utf8.h) */
+	res = calloc(4 * n, sizeof(*res));
+	for (int f = 0; f < 6; f++)
+		if (!(first[f] = calloc(n, sizeof(*first[f]))))
+			goto oom;
+	if (!keys || !res)
 		goto oom;
 	for (size_t i = 0; i < n; i++)
 		if (!(res[i] = resolved(cfg->dbs[i].path)) ||
-		    !(res[n + i] = resolved(cfg->dbs[i].meta_path)))
+		    !(res[n + i] = resolved(cfg->dbs[i].meta_path)) ||
+		    !(res[2 * n + i] = shown(cfg->dbs[i].name)) ||
+		    !(res[3 * n + i] = shown(cfg->dbs[i].path)))
 			goto oom;
 	/*
 	 * the same file (spelled differently or through a symlink), name, env
 	 * variable, state directory (shared, each database's replication would
-	 * take the other's generation and shadow WAL for its own)
+	 * take the other's generation and shadow WAL for its own); the same name
+	 * or path once shown (bytes that are not UTF-8 all read U+FFFD: two
+	 * databases in one series of /metrics, which Prometheus refuses, and one
+	 * in the logs and /healthz: QA93 D2)
 	 */
-	for (int f = 0; f < 4; f++) {
-		for (size_t i = 0; i < n; i++)
-			keys[i] = (struct key){ .s = { f == 0 ? res[i] : f == 1 ? cfg->dbs[i].name
-							 : f == 2 ? cfg->dbs[i].env : res[n + i] },
-						.i = i };
+	for (int f = 0; f < 6; f++) {
+		for (size_t i = 0; i < n; i++) {
+			const char *k = f == 0 ? res[i] : f == 1 ? cfg->dbs[i].name
+				      : f == 2 ? cfg->dbs[i].env : f == 3 ? res[n + i]
+				      : f == 4 ? res[2 * n + i] : res[3 * n + i];
+			keys[i] = (struct key){ .s = { k }, .i = i };
+		}
 		first_equal(keys, n, first[f]);
 	}
 	for (size_t i = 0; i < n; i++) {
 		size_t j = NONE;
-		for (int f = 0; f < 4; f++)
+		for (int f = 0; f < 6; f++)
 			if (first[f][i] < j)
 				j = first[f][i];
 		if (j == NONE)
@@ -201,11 +219,23 @@ int cfg_check_same_dbs(struct walk *w, const struct cfg_node *seq)
 		const struct cfg_db *db = &cfg->dbs[i], *o = &cfg->dbs[j];
 		const char *what = strcmp(res[i], res[j]) == 0 ? "path"
 				 : strcmp(db->name, o->name) == 0 ? "name"
-				 : strcmp(db->env, o->env) == 0 ? "env" : "meta-path";
+				 : strcmp(db->env, o->env) == 0 ? "env"
+				 : strcmp(res[n + i], res[n + j]) == 0 ? "meta-path"
+				 : strcmp(res[2 * n + i], res[2 * n + j]) == 0 ? "name" : "path";
+		bool as_shown = strcmp(res[i], res[j]) != 0 && strcmp(db->name, o->name) != 0 &&
+				strcmp(db->env, o->env) != 0 && strcmp(res[n + i], res[n + j]) != 0;
 		char kp[96];
 		snprintf(kp, sizeof(kp), "dbs[%zu].%s", i, what);
 		const struct cfg_node *at = walk_map_get(seq->items[i], what);
-		if (what[0] == 'm')
+		if (as_shown)
+			cfg_error(w->e, at ? at : seq->items[i], kp,
+				  "shows as the same %s as dbs[%zu] (line %d) in logs, /healthz and "
+				  "/metrics, %s: bytes that are not UTF-8 all read as U+FFFD; %s", what, j,
+				  o->line, what[0] == 'n' ? res[2 * n + i] : res[3 * n + i],
+				  what[0] == 'n' ? "give each database its own \"name\""
+						 : "Litestream's series name a database by its path: "
+						   "rename one of the files");
+		else if (what[0] == 'm')
 			cfg_error(w->e, at ? at : seq->items[i], kp,
 				  "same state directory as dbs[%zu] (line %d): %s; give each database its own "
 				  "\"meta-path\"", j, o->line, db->meta_path);
@@ -250,9 +280,9 @@ int cfg_check_same_dbs(struct walk *w, const struct cfg_node *seq)
 oom:
 	cfg_error(w->e, seq, "dbs", "out of memory");
 out:
-	free_all(res, 2 * n);
+	free_all(res, 4 * n);
 	free(keys);
-	for (int f = 0; f < 4; f++)
+	for (int f = 0; f < 6; f++)
 		free(first[f]);
 	return rc;
 }
