@@ -207,6 +207,7 @@ static struct engine_status fake_engine(struct db_status *d, struct replica_stat
 	r[1].failing_since_mono_ns = clock_mono_ns() - NS_PER_SEC;
 	snprintf(r[1].last_error, sizeof(r[1].last_error), "HTTP 503");
 	r[0].ops[ST_OP_PUT].count = 7;
+	r[0].ops[ST_OP_PUT].answered = 7;
 	r[0].ops[ST_OP_PUT].latency_ns = 1500000000ULL;
 	d->replicas = r;
 	d->nreplicas = 2;
@@ -338,9 +339,12 @@ TEST(metrics_litestream_series)
 	r[0].ops[ST_OP_PUT].bytes = 2048;
 	r[1].ops[ST_OP_PUT].count = 5;
 	r[1].ops[ST_OP_PUT].errors = 2;
+	r[1].ops[ST_OP_PUT].answered = 3;
 	r[1].ops[ST_OP_GET].count = 1;
+	r[1].ops[ST_OP_GET].answered = 1;
 	r[1].ops[ST_OP_GET].bytes = 10;
 	r[1].ops[ST_OP_HEAD].count = 9;
+	r[1].ops[ST_OP_HEAD].answered = 9;
 	struct metrics_proc p = { 1.5, 4096, 8192, 7, 3 };
 	struct metrics_view v = { &s, &e, &p, 2, 1 };
 	struct text t = TEXT_INIT(1 << 20);
