@@ -5,6 +5,12 @@
 # vaultwarden #4418), runs vaultwarden as PID 1's child, forwards SIGUSR1
 # (vaultwarden's backup trigger), reaps zombies, and flushes on stop.
 #
+# Vaultwarden's facts (dani-garcia/vaultwarden: src/config.rs, src/main.rs,
+# src/api/web.rs, docker/Dockerfile): one SQLite database, DATA_FOLDER/db.sqlite3
+# (/data in the image) unless DATABASE_URL names another, which litevisor sets
+# here (dbs[].env); WAL mode; the image listens on port 80 (ROCKET_PORT) and
+# answers GET /alive once it serves.
+#
 # Stop budget: docker stop with kill_timeout 20 s: stop-grace 10 s + flush 6 s
 # + up to 2 s for the replication threads = 18 s.
 job "vaultwarden" {
@@ -42,6 +48,13 @@ job "vaultwarden" {
         path     = "/readyz"
         interval = "10s"
         timeout  = "2s"
+
+        # a restore of a large vault from the NAS may take a while before the
+        # first /readyz 200
+        check_restart {
+          limit = 3
+          grace = "120s"
+        }
       }
     }
 
@@ -57,11 +70,20 @@ job "vaultwarden" {
         args       = ["run", "-config", "/local/litevisor.yml", "--", "/start.sh"]
       }
 
+      # MinIO credentials from Nomad Variables, written under secrets/
+      # (/secrets in the container, $NOMAD_SECRETS_DIR), not into the task's
+      # environment, which vaultwarden would inherit. litevisor re-reads the
+      # files when they change, so no restart is needed.
       template {
-        destination = "secrets/s3.env"
-        env         = true
-        change_mode = "restart"
-        data        = "{{ with nomadVar \"nomad/jobs/vaultwarden\" }}LITESTREAM_ACCESS_KEY_ID={{ .s3_key | toJSON }}\nLITESTREAM_SECRET_ACCESS_KEY={{ .s3_secret | toJSON }}{{ end }}"
+        destination = "secrets/s3_key"
+        change_mode = "noop"
+        data        = "{{ with nomadVar \"nomad/jobs/vaultwarden\" }}{{ .s3_key }}{{ end }}"
+      }
+
+      template {
+        destination = "secrets/s3_secret"
+        change_mode = "noop"
+        data        = "{{ with nomadVar \"nomad/jobs/vaultwarden\" }}{{ .s3_secret }}{{ end }}"
       }
 
       template {
@@ -70,6 +92,8 @@ job "vaultwarden" {
         data        = <<LITEVISOR
 node: {{ env "node.unique.name" }}
 addr: ":9090"
+access-key-id-file: ${NOMAD_SECRETS_DIR}/s3_key
+secret-access-key-file: ${NOMAD_SECRETS_DIR}/s3_secret
 stores:
   minio-105: { type: s3, endpoint: "http://10.99.1.105:9100", bucket: litevisor, node: node-105 }
   minio-106: { type: s3, endpoint: "http://10.99.1.106:9100", bucket: litevisor, node: node-106 }

@@ -4,6 +4,7 @@ renders is validated by the real binary (`litevisor config`) on each node,
 then held against the job: topology, stop budget, ports, credential files."""
 import json
 import os
+import re
 import subprocess
 from urllib.parse import urlsplit
 
@@ -89,6 +90,13 @@ def test_job_parses_and_runs_litevisor(name):
         # the health check Nomad runs is litevisor's readiness endpoint
         checks = [c for s in group.get("service", []) for c in s.get("check", [])]
         assert any(c["path"] == "/readyz" for c in checks), checks
+        # and a task that never gets ready is restarted (QA93 O5)
+        assert all(c.get("check_restart") for c in checks if c["path"] == "/readyz"), checks
+        # litevisor's S3 credentials go to files under secrets/, never into the task's
+        # environment, which the service inherits (QA93 O5); the service's own keys may
+        for tp in task.get("template", []):
+            assert not (tp.get("env") and re.search(r"(?i)access_key|s3_key|s3_secret",
+                                                    tp["data"])), tp
         found = True
     assert found
 
