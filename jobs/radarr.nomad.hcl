@@ -6,6 +6,12 @@
 # The MinIO on the node the job runs on is a restore source only: the config
 # names each store's node and litevisor skips the local one for replication.
 #
+# Radarr's facts (Radarr/Radarr, src/NzbDrone.Common/Extensions/
+# PathExtensions.cs, Datastore/ConnectionStringFactory.cs,
+# Radarr.Http/Ping/PingController.cs), as for Sonarr, from which it forked:
+# radarr.db and logs.db in the -data= directory, both in WAL mode; port 7878;
+# GET /ping answers 200 once it can read its config table.
+#
 # Stop budget: Nomad sends SIGTERM, waits kill_timeout (25 s, within the
 # client's default max_kill_timeout of 30 s), then SIGKILLs. litevisor gives
 # Radarr stop-grace (15 s), then flushes for at most flush-timeout (7 s),
