@@ -48,6 +48,39 @@ static bool ipv6_available(void)
 	return ok;
 }
 
+/*
+ * Every interface on port: ":9090" as Go's listener (and so Litestream)
+ * takes it, IPv6 too: one dual-stack socket on [::], or 0.0.0.0 where the
+ * kernel has no IPv6. 1, or -1 (err set).
+ */
+static int any_addr(const char *port, struct sockaddr_storage *sa, socklen_t *salen, char *desc,
+		    size_t desclen, char *err, size_t errlen)
+{
+	char *end;
+	long p = strtol(port, &end, 10);
+	if (*end || p < 0 || p > 65535) {
+		snprintf(err, errlen, "invalid port \"%s\"", port);
+		return -1;
+	}
+	memset(sa, 0, sizeof(*sa));
+	if (ipv6_available()) {
+		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)sa;
+		in6->sin6_family = AF_INET6;
+		in6->sin6_port = htons((uint16_t)p);
+		in6->sin6_addr = in6addr_any;
+		*salen = sizeof(*in6);
+		snprintf(desc, desclen, "[::]:%s", port);
+		return 1;
+	}
+	struct sockaddr_in *in = (struct sockaddr_in *)sa;
+	in->sin_family = AF_INET;
+	in->sin_port = htons((uint16_t)p);
+	in->sin_addr.s_addr = htonl(INADDR_ANY);
+	*salen = sizeof(*in);
+	snprintf(desc, desclen, "0.0.0.0:%s", port);
+	return 1;
+}
+
 int http_resolve_addr(const struct config *cfg, struct sockaddr_storage *sa, socklen_t *salen,
 		      char *desc, size_t desclen, char *err, size_t errlen)
 {
@@ -72,35 +105,8 @@ int http_resolve_addr(const struct config *cfg, struct sockaddr_storage *sa, soc
 		return 0;
 	}
 	memset(sa, 0, sizeof(*sa));
-	if (!*host) {
-		/*
-		 * ":9090" means every interface, IPv6 too, as Go's listener (and so
-		 * Litestream) takes it: one dual-stack socket on [::], or 0.0.0.0
-		 * where the kernel has no IPv6.
-		 */
-		char *end;
-		long p = strtol(port, &end, 10);
-		if (*end || p < 0 || p > 65535) {
-			snprintf(err, errlen, "invalid port \"%s\"", port);
-			return -1;
-		}
-		if (ipv6_available()) {
-			struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)sa;
-			in6->sin6_family = AF_INET6;
-			in6->sin6_port = htons((uint16_t)p);
-			in6->sin6_addr = in6addr_any;
-			*salen = sizeof(*in6);
-			snprintf(desc, desclen, "[::]:%s", port);
-			return 1;
-		}
-		struct sockaddr_in *in = (struct sockaddr_in *)sa;
-		in->sin_family = AF_INET;
-		in->sin_port = htons((uint16_t)p);
-		in->sin_addr.s_addr = htonl(INADDR_ANY);
-		*salen = sizeof(*in);
-		snprintf(desc, desclen, "0.0.0.0:%s", port);
-		return 1;
-	}
+	if (!*host)
+		return any_addr(port, sa, salen, desc, desclen, err, errlen);
 	struct addrinfo hints, *res = NULL;
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
@@ -333,7 +339,26 @@ int http_serve_configured(const struct config *cfg, struct sup_state *state, enu
 		return 0;
 	}
 	errno = 0;
-	if (!(*srv = http_start_mode(&sa, state, cfg, mode))) {
+	*srv = http_start_mode(&sa, state, cfg, mode);
+	const char *label = cfg->health.port_label;
+	char port[16];
+	if (!*srv && errno == EADDRNOTAVAIL && label && nomad_port(label) > 0 && nomad_ip(label)) {
+		/*
+		 * NOMAD_IP_<label> is the host's address: a Docker task (its own
+		 * network namespace, the port mapped to NOMAD_PORT_<label>) has no
+		 * such address, and the Docker port map reaches every interface of
+		 * the container (QA93 O4).
+		 */
+		snprintf(port, sizeof(port), "%d", nomad_port(label));
+		log_info("http", "NOMAD_IP_<label> is not an address here (a task in its own network "
+			 "namespace, as under Docker): listening on every interface",
+			 "label=%s ip=%s port=%s", label, nomad_ip(label), port);
+		if (any_addr(port, &sa, &salen, where, sizeof(where), err, sizeof(err)) > 0) {
+			errno = 0;
+			*srv = http_start_mode(&sa, state, cfg, mode);
+		}
+	}
+	if (!*srv) {
 		int e = errno ? errno : EADDRINUSE;
 		/* a port below 1024 without the right: no retry will get it (QA89 O3) */
 		log_error("http", "cannot listen", "addr=%s error=\"%s\"%s", where, strerror(e),

@@ -1262,6 +1262,34 @@ def test_listens_on_nomad_port_label(litevisor_bin, tmp_path, runs):
     assert r.wait() == 0
 
 
+def test_a_host_nomad_ip_that_is_not_here_listens_on_every_interface(litevisor_bin, tmp_path):
+    """Under Docker, NOMAD_IP_<label> is the host's address, which the container's own
+    network namespace does not have: run exited 111 (QA93 O4). It listens on every
+    interface then, which the port map reaches. In a network namespace of the test's
+    own (2001:db8::1 is an address nowhere; nothing leaves the namespace)."""
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("health:\n  port-label: sup\n")
+    log = tmp_path / "log"
+    script = (
+        "ip link set lo up || exit 99\n"
+        f"NOMAD_PORT_sup=9090 NOMAD_IP_sup=2001:db8::1 {litevisor_bin} run -config {cfg} "
+        f"-- sleep 30 2>{log} & pid=$!\n"
+        "i=0; while ! curl -s -o /dev/null http://127.0.0.1:9090/livez; do\n"
+        "  i=$((i+1)); [ $i -gt 100 ] && break; sleep 0.1; done\n"
+        "code=$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:9090/livez)\n"
+        "kill $pid; wait $pid; echo \"code=$code\"\n")
+    p = subprocess.run(["unshare", "-rn", "sh", "-c", script], capture_output=True, text=True,
+                       timeout=60)
+    if p.returncode == 99 or "unshare" in p.stderr:
+        pytest.skip(f"no network namespace here: {p.stderr.strip()}")
+    text = log.read_text()
+    if "Address family not supported" in text:
+        pytest.skip("no IPv6 in this kernel")
+    assert "code=200" in p.stdout, (p.stdout, p.stderr, text)
+    assert "NOMAD_IP_<label> is not an address here" in text, text
+    assert re.search(r"listening addr=(\[::\]|0\.0\.0\.0):9090", text), text
+
+
 def test_uptime_kuma_push_heartbeat(litevisor_bin, tmp_path, runs):
     srv, got = kuma_stand_in()
     try:
