@@ -69,21 +69,6 @@ const char *nomad_ip(const char *label)
 	return nomad_label_env("NOMAD_IP_", label);
 }
 
-const char *nomad_alloc_dir(void)
-{
-	return nonempty("NOMAD_ALLOC_DIR");
-}
-
-const char *nomad_task_dir(void)
-{
-	return nonempty("NOMAD_TASK_DIR");
-}
-
-const char *nomad_secrets_dir(void)
-{
-	return nonempty("NOMAD_SECRETS_DIR");
-}
-
 const char *nomad_alloc_id(void)
 {
 	return nonempty("NOMAD_ALLOC_ID");

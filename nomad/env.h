@@ -1,7 +1,7 @@
 /*
  * env.h — what Nomad tells a task through its environment
- * (hashicorp/nomad client/taskenv/env.go): the ports to bind, the allocation's
- * directories. Everything here only reads the environment; nothing fails
+ * (hashicorp/nomad client/taskenv/env.go): the ports to bind, the
+ * allocation's id. Everything here only reads the environment; nothing fails
  * outside Nomad, it just answers "not set".
  */
 #ifndef LITEVISOR_NOMAD_ENV_H
@@ -30,10 +30,7 @@ int nomad_host_port(const char *label);
 /* The IP Nomad chose for a port label ($NOMAD_IP_<label>), or NULL. */
 const char *nomad_ip(const char *label);
 
-/* $NOMAD_ALLOC_DIR, $NOMAD_TASK_DIR, $NOMAD_SECRETS_DIR, $NOMAD_ALLOC_ID; NULL when unset or empty. */
-const char *nomad_alloc_dir(void);
-const char *nomad_task_dir(void);
-const char *nomad_secrets_dir(void);
+/* $NOMAD_ALLOC_ID; NULL when unset or empty. */
 const char *nomad_alloc_id(void);
 
 #endif

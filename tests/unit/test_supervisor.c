@@ -512,8 +512,7 @@ TEST(nomad_port_labels)
 	CHECK(!nomad_present());
 	setenv("NOMAD_ALLOC_ID", "5f2c", 1);
 	CHECK(nomad_present());
-	setenv("NOMAD_ALLOC_DIR", "/alloc", 1);
-	CHECK_STR(nomad_alloc_dir(), "/alloc");
+	CHECK_STR(nomad_alloc_id(), "5f2c");
 }
 
 TEST(program_search)
