@@ -29,6 +29,7 @@ struct consul_lock {
 	const struct cfg_consul *cfg;
 	struct consul_client *cl;
 	char holder[256];
+	char value[512];           /* what the key holds while ours (holder, pid, since) */
 	char key[3 * CFG_CONSUL_KEY_MAX + 1]; /* the key, escaped for a URL path */
 	char session[64];          /* our session's ID, "" when none */
 	int64_t ttl_ms;            /* the session's TTL, as Consul last gave it */
@@ -246,11 +247,12 @@ static int acquire(struct consul_lock *l, char *why, size_t whylen)
 	}
 	int crc = consul_call(l->cl, "PUT", path, body, bounded(l, l->cfg->timeout_ms), &r, err,
 			      sizeof(err));
-	free(body);
 	int rc;
-	if (crc == 0 && r.status == 200)
+	if (crc == 0 && r.status == 200) {
 		rc = strncmp(r.body, "true", 4) == 0 ? 1 : 0;
-	else {
+		if (rc == 1)
+			snprintf(l->value, sizeof(l->value), "%s", body);
+	} else {
 		consul_call_error(crc, &r, err, why, whylen);
 		rc = crc == 0 && r.status == 403 ? -2 : -1;
 		/* state/kvs.go kvsLockTxn: `invalid session "<id>"` for one that expired or was destroyed */
@@ -260,6 +262,7 @@ static int acquire(struct consul_lock *l, char *why, size_t whylen)
 		if (crc == 0 && (r.status == 400 || (r.status == 500 && strstr(r.body, "invalid key"))))
 			rc = -4;
 	}
+	free(body);
 	consul_reply_release(&r);
 	return rc;
 }
@@ -551,7 +554,9 @@ void consul_lock_release(struct consul_lock *l, int64_t budget_ms)
 		consul_client_abort_on(l->cl, NULL);
 		if (l->state == CONSUL_LOCK_HELD) {
 			snprintf(path, sizeof(path), "/v1/kv/%s?release=%s", l->key, l->session);
-			int rc = consul_call(l->cl, "PUT", path, NULL, budget_ms, &r, err, sizeof(err));
+			/* the key keeps its text, as Consul's own api.Lock leaves it (QA93 O7) */
+			int rc = consul_call(l->cl, "PUT", path, l->value[0] ? l->value : NULL,
+					     budget_ms, &r, err, sizeof(err));
 			if (rc == 0 && r.status == 200 && strncmp(r.body, "true", 4) == 0)
 				log_info("consul", "writer lock released", "key=\"%s\"", l->cfg->lock_key);
 			else if (rc == 0 && r.status == 200)

@@ -107,6 +107,9 @@ def test_the_next_writer_waits_for_the_lock_and_restores_the_final_commits(litev
     os.kill(b.pid, signal.SIGTERM)
     assert b.wait(timeout=30) == 0
     assert holder_session(consul, "litevisor/app") is None
+    # the key keeps who held it last, as Consul's api.Lock leaves it (QA93 O7)
+    held = json.loads(bytes(consul.kv("litevisor/app")["Value"]))
+    assert held["pid"] == b.pid and held["holder"] and held["since"], held
     assert not consul.sessions()  # destroyed, not left to expire
 
 
