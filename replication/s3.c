@@ -390,7 +390,8 @@ static int delete_batch(struct s3 *s3, const char *const *keys, size_t n, const 
 			       "<Delete xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Quiet>true</Quiet>") < 0)
 		goto nomem;
 	for (size_t i = 0; i < n; i++) {
-		if (s3_buf_adds(&body, "<Object><Key>") < 0 || s3_buf_adds(&body, s3->prefix) < 0 ||
+		/* the prefix too: "&" or "<" in a replica's path was MalformedXML (QA91 D1) */
+		if (s3_buf_adds(&body, "<Object><Key>") < 0 || s3_xml_escape(&body, s3->prefix) < 0 ||
 		    s3_xml_escape(&body, keys[i]) < 0 || s3_buf_adds(&body, "</Key></Object>") < 0)
 			goto nomem;
 	}
@@ -404,7 +405,24 @@ static int delete_batch(struct s3 *s3, const char *const *keys, size_t n, const 
 			      .body_cap = S3_LIST_BODY_CAP, .xml_root = "DeleteResult" };
 	if ((rc = s3_request(s3, &req, &resp, ctl, err)) != 0)
 		goto out;
-	if (resp.body.len && s3_xml_parse(resp.body.data, resp.body.len, delete_cb, &d, why, sizeof(why)) != 0) {
+	/* 200 and no DeleteResult: an <Error>, a proxy's page, nothing: not deleted (QA91 D2) */
+	char code[96], msg[200];
+	if (s3_xml_error(resp.body.data, resp.body.len, code, sizeof(code), msg, sizeof(msg)) == 0) {
+		rc = !strcmp(code, "AccessDenied") ? ST_AUTH
+		     : !strcmp(code, "InternalError") || !strcmp(code, "SlowDown") ||
+				       !strcmp(code, "ServiceUnavailable") ? ST_TRANSIENT : ST_PERMANENT;
+		st_error_set(err, rc, (int)resp.status, "delete %s (%zu keys): %s: %s", s3->bucket, n,
+			     code, msg);
+		goto out;
+	}
+	if (!s3_xml_root_is(resp.body.data, resp.body.len, "DeleteResult")) {
+		rc = ST_TRANSIENT;
+		st_error_set(err, rc, (int)resp.status, "delete %s (%zu keys): HTTP %ld without a "
+			     "DeleteResult (%zu bytes): nothing known deleted", s3->bucket, n,
+			     resp.status, resp.body.len);
+		goto out;
+	}
+	if (s3_xml_parse(resp.body.data, resp.body.len, delete_cb, &d, why, sizeof(why)) != 0) {
 		rc = ST_PERMANENT;
 		st_error_set(err, rc, (int)resp.status, "delete %s (%zu keys): %s in the answer", s3->bucket, n, why);
 		goto out;

@@ -318,6 +318,13 @@ static int complete(struct s3 *s3, const char *full, const char *id, char **etag
 		rc = !strcmp(code, "InternalError") || !strcmp(code, "SlowDown") ? ST_TRANSIENT : ST_PERMANENT;
 		st_error_set(err, rc, (int)resp.status, "complete multipart upload %s/%s: %s: %s", s3->bucket,
 			     full, code, msg);
+	} else if (rc == 0 && !s3_xml_root_is(resp.body.data, resp.body.len,
+					      "CompleteMultipartUploadResult")) {
+		/* nor is anything else the object written: whether it is, completed_anyway asks (QA91 D3) */
+		rc = ST_TRANSIENT;
+		st_error_set(err, rc, (int)resp.status, "complete multipart upload %s/%s: HTTP %ld "
+			     "without a CompleteMultipartUploadResult (%zu bytes)", s3->bucket, full,
+			     resp.status, resp.body.len);
 	}
 	/* (not after If-None-Match's 412: the object there may be another's, of the same size) */
 	if (rc != 0 && rc != ST_AUTH && rc != ST_EXISTS &&

@@ -374,6 +374,22 @@ int s3_xml_error(const char *xml, size_t len, char *code, size_t codelen, char *
 	return 0;
 }
 
+/* The first element's name: the root's. */
+static int root_cb(void *ctx, enum s3_xml_event ev, const char *path, const char *text, size_t len)
+{
+	const char **want = ctx;
+	(void)text;
+	(void)len;
+	if (ev != S3_XML_OPEN)
+		return 0;
+	return strcmp(path, *want) == 0 ? 1 : 2;
+}
+
+bool s3_xml_root_is(const char *xml, size_t len, const char *root)
+{
+	return xml && len && s3_xml_parse(xml, len, root_cb, &root, NULL, 0) == 1;
+}
+
 int s3_xml_escape(struct s3_buf *b, const char *s)
 {
 	for (; *s; s++) {

@@ -47,6 +47,13 @@ bool s3_xml_cut_short(const char *xml, size_t len, const char *root);
  */
 int s3_xml_error(const char *xml, size_t len, char *code, size_t codelen, char *msg, size_t msglen);
 
+/*
+ * Is xml/len a document whose root element is root? (An answer of 200 may
+ * be anything: an <Error>, a proxy's HTML page, nothing at all.) Only the
+ * start is read: the rest of a document that answers yes is not checked.
+ */
+bool s3_xml_root_is(const char *xml, size_t len, const char *root);
+
 /* Append s with & < > " ' escaped. Returns 0 or -1 (buffer full). */
 int s3_xml_escape(struct s3_buf *b, const char *s);
 
