@@ -26,6 +26,12 @@
 #include "common/banned.h"
 
 #define MAX_ATTEMPTS 5
+/*
+ * A download cut short that moved bytes before it broke starts the count
+ * of attempts again (a link that drops every few MB still gets a large
+ * snapshot down: QA91 O1), at most this many times per call.
+ */
+#define MAX_PROGRESS_RESUMES 1000
 #define BACKOFF_BASE_MS 200
 #define BACKOFF_MAX_MS 5000
 #define SMALL_TIMEOUT_MS 30000   /* a non-streaming request with no deadline */
@@ -910,6 +916,7 @@ int s3_request(struct s3 *s3, const struct s3_req *req, struct s3_resp *resp,
 		if (!strcmp(req->query[i].name, "prefix") && req->query[i].value)
 			key = req->query[i].value;
 	int max = ctl->no_retry ? 1 : MAX_ATTEMPTS;
+	int progress_resumes = 0;
 	bool retried = false;
 
 	for (int n = 1;; n++) {
@@ -927,6 +934,7 @@ int s3_request(struct s3 *s3, const struct s3_req *req, struct s3_resp *resp,
 			if (!req->rewind || req->rewind(req->read_ctx) < 0)
 				break; /* the body is gone: report the last failure */
 		}
+		int64_t had = x.delivered;
 		attempt(s3, req, resp, left, ctl->stall_s, &x, &o, err);
 		bool unsized = resp->status / 100 == 2 && resp->content_length < 0 && !x.chunked &&
 			       !req->head;
@@ -960,6 +968,11 @@ int s3_request(struct s3 *s3, const struct s3_req *req, struct s3_resp *resp,
 			return 0;
 		}
 		/* a GET cut short resumes where its sink stands (attempt() asks for the rest) */
+		if (o.retry && max > 1 && x.delivered > had && req->sink && !strcmp(req->method, "GET") &&
+		    progress_resumes < MAX_PROGRESS_RESUMES) {
+			progress_resumes++;
+			n = 1;
+		}
 		if (!o.retry || n >= max || (o.refused && ctl->fail_refused) ||
 		    (x.delivered > 0 && (!req->sink || strcmp(req->method, "GET"))))
 			break;

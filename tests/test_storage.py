@@ -989,6 +989,23 @@ def test_s3_download_cut_short_resumes(s3server, tmp_path, ignore_range):
             proxy.close()
 
 
+def test_s3_download_cut_short_again_and_again_goes_on_while_it_moves(s3server, tmp_path):
+    """Each resume that moved bytes starts the count of attempts again: a link that
+    drops every few MB stopped a large restore after 5 resumes, each one forward
+    (QA91 O1). Eight cuts in a row, each halfway, and the object comes down whole."""
+    srv = s3server()
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    digest = write_random(src, 3 * MiB + 17)
+    s3_replica(srv).put(src, "big").ok()
+    proxy = CutProxy(srv.port, cut=8)
+    try:
+        r = s3_replica(srv, endpoint=f"http://127.0.0.1:{proxy.port}").get("big", dst).ok()
+    finally:
+        proxy.close()
+    assert sha256_file(dst) == digest
+    assert r.stderr.count("request retried") == 8, r.stderr
+
+
 class ReframeProxy(FaultProxy):
     """Forwards each request on a connection of its own and re-frames the answer as
     rule(method, target, n) says (n: how many requests of that method came before):
