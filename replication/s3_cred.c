@@ -229,6 +229,15 @@ int s3_credentials(const struct s3 *s3, struct s3_creds *out, struct st_error *e
 				memset(out, 0, sizeof(*out));
 		}
 	}
+	if (secret_is_set(&s3->akid) != secret_is_set(&s3->secret)) {
+		/* half a pair in the config: the environment's are not used then, as in Litestream */
+		rc = ST_AUTH;
+		st_error_set(err, rc, 0, "S3 credentials for bucket %s: %s is set in the config but "
+			     "%s is not (the environment's are used only when neither is set)",
+			     s3->bucket, secret_is_set(&s3->akid) ? "access-key-id" : "secret-access-key",
+			     secret_is_set(&s3->akid) ? "secret-access-key" : "access-key-id");
+		goto fail;
+	}
 	if (!out->akid[0] || !out->secret[0]) {
 		rc = ST_AUTH;
 		st_error_set(err, rc, 0,

@@ -444,6 +444,12 @@ def test_s3_credentials_from_config_and_aws_env(s3server, tmp_path):
     none.env = dict(clean, HOME=str(tmp_path / "nohome"))
     r = none.list("")
     assert r.rc == EXIT["auth"] and "no S3 credentials" in r.res["message"]
+    # half a pair in the config is named, and the environment's are not taken (QA91 O3)
+    half = Replica("s3", ["-s3", srv.bucket, "-endpoint", srv.endpoint, "-access-key-id", srv.key])
+    half.env = dict(clean, AWS_ACCESS_KEY_ID=srv.key, AWS_SECRET_ACCESS_KEY=srv.secret)
+    r = half.list("")
+    assert r.rc == EXIT["auth"], r.res
+    assert "access-key-id is set in the config but secret-access-key is not" in r.res["message"]
 
 
 @pytest.mark.parametrize("form", [
