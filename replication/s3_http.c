@@ -531,6 +531,10 @@ static void classify_curl(CURLcode rc, const char *errbuf, const struct xfer *x,
 		return;
 	}
 	snprintf(o->cause, sizeof(o->cause), "%s", what);
+	/* OpenSSL's words for a plain HTTP answer to its hello (QA91 O6) */
+	if (rc == CURLE_SSL_CONNECT_ERROR && strstr(what, "wrong version number"))
+		snprintf(o->cause, sizeof(o->cause), "%.300s (the server answered in plain HTTP? an "
+			 "endpoint without a scheme is https://: write http:// in endpoint)", what);
 	o->refused = rc == CURLE_COULDNT_CONNECT;
 	switch (rc) {
 	case CURLE_COULDNT_RESOLVE_HOST:

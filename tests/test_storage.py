@@ -452,6 +452,16 @@ def test_s3_credentials_from_config_and_aws_env(s3server, tmp_path):
     assert "access-key-id is set in the config but secret-access-key is not" in r.res["message"]
 
 
+def test_s3_an_endpoint_without_a_scheme_at_a_plain_http_server_says_so(s3server):
+    """An endpoint without a scheme is https://: at a plain HTTP server the error was
+    OpenSSL's bare "wrong version number" (QA91 O6). It says what to write now."""
+    srv = s3server()
+    rep = s3_replica(srv, endpoint=f"127.0.0.1:{srv.port}")
+    r = rep.list("", extra=["-no-retry"])
+    assert r.rc == EXIT["transient"], r.res
+    assert "write http:// in endpoint" in r.res["message"], r.res
+
+
 @pytest.mark.parametrize("form", [
     "[default] # mine\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n",
     "[ default ]\naws_access_key_id={key}\naws_secret_access_key={secret}\n",
