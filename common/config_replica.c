@@ -767,6 +767,21 @@ static int finish(struct walk *w, struct cfg_replica *r, const struct cfg_node *
 		}
 		if (!r->path && !(r->path = strdup("")))
 			goto oom;
+		/*
+		 * "../x" climbs above the bucket: cleaned, it was quietly "x" here,
+		 * another job's prefix, and Litestream cannot use it at all (QA91 O2).
+		 * "/../x" is "/x", as in a URL's path.
+		 */
+		int up = r->path[0] != '/' ? leaves_store(r->path) : 0;
+		if (up < 0)
+			goto oom;
+		if (up) {
+			walk_path(kp, sizeof(kp), path, "path");
+			cfg_error(w->e, at[RF_PATH] ? at[RF_PATH] : m, kp, "\"%s\" climbs above the "
+				  "bucket (its \"..\"): a replica's path is a prefix within its bucket",
+				  r->path);
+			return -1;
+		}
 		cfg_clean_prefix(r->path);
 		if (r->endpoint) {
 			if (check_endpoint(w, r, at, path) < 0)
