@@ -27,10 +27,13 @@
 
 #define MAX_ATTEMPTS 5
 /*
- * A download cut short that moved bytes before it broke starts the count
- * of attempts again (a link that drops every few MB still gets a large
- * snapshot down: QA91 O1), at most this many times per call.
+ * A download cut short that moved at least PROGRESS_RESUME_BYTES before it
+ * broke starts the count of attempts again (a link that drops every few MB
+ * still gets a large snapshot down: QA91 O1), at most MAX_PROGRESS_RESUMES
+ * times per call. One that gives a few bytes a connection is a broken
+ * server: five tries, and a restore goes to another candidate.
  */
+#define PROGRESS_RESUME_BYTES (1024 * 1024)
 #define MAX_PROGRESS_RESUMES 1000
 #define BACKOFF_BASE_MS 200
 #define BACKOFF_MAX_MS 5000
@@ -972,7 +975,8 @@ int s3_request(struct s3 *s3, const struct s3_req *req, struct s3_resp *resp,
 			return 0;
 		}
 		/* a GET cut short resumes where its sink stands (attempt() asks for the rest) */
-		if (o.retry && max > 1 && x.delivered > had && req->sink && !strcmp(req->method, "GET") &&
+		if (o.retry && max > 1 && x.delivered - had >= PROGRESS_RESUME_BYTES && req->sink &&
+		    !strcmp(req->method, "GET") &&
 		    progress_resumes < MAX_PROGRESS_RESUMES) {
 			progress_resumes++;
 			n = 1;

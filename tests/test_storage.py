@@ -958,8 +958,8 @@ class CutProxy(FaultProxy):
     mid-transfer). With ignore_range the Range header is dropped, as by a server that
     ignores it. `ranges` records the Range headers seen."""
 
-    def __init__(self, upstream_port, cut, ignore_range=False):
-        self.cut, self.ignore_range, self.ranges = cut, ignore_range, []
+    def __init__(self, upstream_port, cut, ignore_range=False, keep=None):
+        self.cut, self.ignore_range, self.ranges, self.keep = cut, ignore_range, [], keep
         super().__init__(upstream_port, fail=0)
 
     def _serve(self, c):
@@ -980,7 +980,7 @@ class CutProxy(FaultProxy):
                 answer = self._read_all(up)
             if cut:
                 h, b = answer.split(b"\r\n\r\n", 1)
-                answer = h + b"\r\n\r\n" + b[:len(b) // 2]
+                answer = h + b"\r\n\r\n" + b[:self.keep or len(b) // 2]
             c.sendall(answer)
 
 
@@ -1006,14 +1006,14 @@ def test_s3_download_cut_short_resumes(s3server, tmp_path, ignore_range):
 
 
 def test_s3_download_cut_short_again_and_again_goes_on_while_it_moves(s3server, tmp_path):
-    """Each resume that moved bytes starts the count of attempts again: a link that
-    drops every few MB stopped a large restore after 5 resumes, each one forward
-    (QA91 O1). Eight cuts in a row, each halfway, and the object comes down whole."""
+    """Each resume that moved a MiB or more starts the count of attempts again: a link
+    that drops every few MB stopped a large restore after 5 resumes, each one forward
+    (QA91 O1). Eight cuts in a row, each 1.5 MiB in, and the object comes down whole."""
     srv = s3server()
     src, dst = tmp_path / "src", tmp_path / "dst"
-    digest = write_random(src, 3 * MiB + 17)
+    digest = write_random(src, 13 * MiB + 17)
     s3_replica(srv).put(src, "big").ok()
-    proxy = CutProxy(srv.port, cut=8)
+    proxy = CutProxy(srv.port, cut=8, keep=3 * MiB // 2)
     try:
         r = s3_replica(srv, endpoint=f"http://127.0.0.1:{proxy.port}").get("big", dst).ok()
     finally:
