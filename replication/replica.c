@@ -1072,9 +1072,18 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 		 */
 		if (!prev_open)
 			old = went_on_past(r, ids, n, &prev, why, sizeof(why), &call, &err);
+		/*
+		 * Newer than what this node wrote last: its current generation
+		 * once the replica holds it (it was killed in it), else the one
+		 * it left. The one it left alone made a generation written
+		 * beside it, before its own last commits, newer (QA94 D1).
+		 */
+		bool cur_listed = false;
+		for (size_t i = 0; i < n && !cur_listed; i++)
+			cur_listed = !strcmp(ids[i], gen);
 		if (old == 0)
-			old = newer_elsewhere(r, ids, n, prev.generation, gen, false, why,
-					      sizeof(why), &call, &err);
+			old = newer_elsewhere(r, ids, n, cur_listed ? gen : prev.generation, gen,
+					      false, why, sizeof(why), &call, &err);
 	} else if (newest_wins) {
 		old = newer_elsewhere(r, ids, n, gen, gen, false, why, sizeof(why), &call, &err);
 	} else if (in_marker && d->eng->cfg && d->eng->cfg->restore.existing == EXISTING_NEWEST_WINS) {

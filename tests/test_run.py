@@ -3415,6 +3415,60 @@ def test_a_generation_left_open_at_a_restore_and_written_on_after_the_nodes_stop
     assert list((tmp_path / "B").glob("app.db.replaced-*")), os.listdir(tmp_path / "B")
 
 
+def test_a_node_killed_in_its_own_generation_is_not_refused_for_one_written_before_its_end(
+        litevisor_bin, tmp_path):
+    """A killed; B took over with handover-wait 0s (G1 -> G2, its restore recording G1 as
+    an open past) and kept writing; A came back beside B, restored G2 and wrote G3; B
+    wrote on, well after G3, and was killed. At B's next start its file is the newest
+    data, but replication measured "newer" against G1, the generation it left, not G2,
+    the one it wrote last: G3 read as another node going on, and B refused its own file
+    while its restore step called it current (QA94 D1)."""
+    rep = tmp_path / "rep"
+
+    def cfg(node):
+        db = tmp_path / node / "app.db"
+        db.parent.mkdir(exist_ok=True)
+        c = tmp_path / f"{node}.yml"
+        c.write_text("restore:\n  handover-wait: 0s\n"
+                     f"dbs:\n  - path: {db}\n    replicas:\n      - url: file://{rep}\n"
+                     "        sync-interval: 100ms\n")
+        return c
+
+    def run(node, rows, tag):
+        p = subprocess.run([litevisor_bin, "run", "-config", str(cfg(node)), "--", SERVICE[0],
+                            "-c", ADD_ROWS, str(rows), tag], capture_output=True, text=True,
+                           timeout=60)
+        assert p.returncode == 0, p.stderr
+        return p.stderr
+
+    def gens():
+        return set(os.listdir(rep / "generations"))
+
+    run("A", 2, "a1")
+    (g1,) = gens()
+    shutil.rmtree(rep / "generations" / g1 / "closed")  # A died before its final flush
+    b = subprocess.Popen([litevisor_bin, "run", "-config", str(cfg("B")), "--", SERVICE[0],
+                          "-c", WRITE_UNTIL_TERM, "b"], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        poll(lambda: [g for g in gens() - {g1}
+                      if list((rep / "generations" / g).glob("wal/*"))], timeout=20)
+        (g2,) = gens() - {g1}
+        err = run("A", 2, "a2")
+        assert "will not continue the restored generation" in err, err
+        (g3,) = gens() - {g1, g2}
+        time.sleep(2.5)  # B writes on in G2, seconds after G3's last object
+    finally:
+        os.killpg(b.pid, signal.SIGKILL)  # B killed: no closed record
+        b.wait()
+    err = run("B", 1, "b2")
+    assert "older than the replica" not in err, err
+    assert "local database is current" in err, err
+    rows = query(tmp_path / "B" / "app.db", "SELECT v FROM t ORDER BY rowid")
+    assert rows[-1] == ("b2-0",) and ("a1-0",) in rows, rows[-3:]
+    assert restored_rows(litevisor_bin, rep, tmp_path / "lv.db")[-1] == "b2-0"
+
+
 def test_a_node_back_behind_the_other_nodes_mark_and_snapshotting_onto_it_is_refused_there(
         litevisor_bin, litestream_bin, tmp_path):
     """A closes its generation at index 1 (after its app's own TRUNCATE checkpoint); B
