@@ -22,6 +22,7 @@
 #include "common/duration.h"
 #include "common/fsutil.h"
 #include "common/pathnorm.h"
+#include "common/utf8.h"
 #include "common/banned.h"
 
 struct store {
@@ -836,6 +837,17 @@ static bool name_taken(const struct cfg_db *db, size_t before, const char *name)
 	return false;
 }
 
+/*
+ * a and b as logs, /healthz and /metrics show them (a byte that is not
+ * UTF-8 reads U+FFFD): names that differ only there are one there, and
+ * twice one series of /metrics, which Prometheus refuses whole (QA94 D2).
+ */
+static bool same_shown(const char *a, const char *b)
+{
+	char sa[3 * CFG_NAME_MAX + 1], sb[3 * CFG_NAME_MAX + 1];
+	return strcmp(utf8_repair(a, sa, sizeof(sa)), utf8_repair(b, sb, sizeof(sb))) == 0;
+}
+
 int config_unique_replica_names(struct cfg_db *db)
 {
 	for (size_t i = 0; i < db->nreplicas; i++) {
@@ -899,6 +911,14 @@ int walk_replicas(struct walk *w, const struct cfg_node *seq, const char *path, 
 				cfg_error(w->e, at[RF_NAME], kp,
 					  "duplicate replica name \"%s\" (also %s[%zu], line %d); give each replica its own \"name\"",
 					  r->name, path, j, o->line);
+				return -1;
+			}
+			if (o->name_given && same_shown(o->name, r->name)) {
+				walk_path(kp, sizeof(kp), rp, "name");
+				cfg_error(w->e, at[RF_NAME], kp,
+					  "shows as the same replica name as %s[%zu] (line %d) in logs, "
+					  "/healthz and /metrics: bytes that are not UTF-8 all read as "
+					  "U+FFFD; give each replica its own \"name\"", path, j, o->line);
 				return -1;
 			}
 		}

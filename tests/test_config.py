@@ -872,3 +872,25 @@ def test_names_that_differ_only_in_bytes_that_are_not_utf8_are_refused(litevisor
     p = subprocess.run([litevisor_bin, "config", "-config", str(cfg)], capture_output=True,
                        env=env, timeout=30)
     assert p.returncode == 0, p.stderr
+
+
+def test_replica_names_that_differ_only_in_bytes_that_are_not_utf8_are_refused(litevisor_bin,
+                                                                              tmp_path):
+    """The same for two replicas of one database named from variables (QA94 D2)."""
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(f"dbs:\n  - path: {tmp_path}/app.db\n    replicas:\n"
+                   f"      - {{ url: 'file://{tmp_path}/r1', name: \"r${{R1}}\" }}\n"
+                   f"      - {{ url: 'file://{tmp_path}/r2', name: \"r${{R2}}\" }}\n")
+    env = {k: v for k, v in os.environb.items()
+           if not k.startswith((b"LITEVISOR_", b"LITESTREAM_"))}
+    env.update({b"R1": b"\xe9", b"R2": b"\xe8"})
+    p = subprocess.run([litevisor_bin, "config", "-config", str(cfg)], capture_output=True,
+                       env=env, timeout=30)
+    err = p.stderr.decode(errors="replace")
+    assert p.returncode == 100, err
+    assert ("dbs[0].replicas[1].name: shows as the same replica name as dbs[0].replicas[0] "
+            "(line 4) in logs, /healthz and /metrics") in err, err
+    env[b"R2"] = b"e"
+    p = subprocess.run([litevisor_bin, "config", "-config", str(cfg)], capture_output=True,
+                       env=env, timeout=30)
+    assert p.returncode == 0, p.stderr
