@@ -296,7 +296,19 @@ static int set_health(struct walk *w, const struct field *f, const struct cfg_no
 		      const char *path, void *target)
 {
 	struct config *cfg = target;
-	return walk_map(w, v, path, health_tab, HE_N, ON_ALL, &cfg->health, NULL);
+	if (walk_map(w, v, path, health_tab, HE_N, ON_ALL, &cfg->health, NULL) < 0)
+		return -1;
+	const struct cfg_health *h = &cfg->health;
+	if (h->probe_skip_verify && (!h->probe_url || strncasecmp(h->probe_url, "https://", 8) != 0)) {
+		/* a key that exists works: alone it would do nothing (QA94 O6) */
+		const struct cfg_node *at = walk_map_get(v, "probe-skip-verify");
+		char kp[96];
+		snprintf(kp, sizeof(kp), "%s.probe-skip-verify", path);
+		cfg_error(w->e, at ? at : v, kp, "needs an https:// probe-url (it skips that URL's "
+			  "certificate check)%s", h->probe_url ? "" : ": there is no probe-url");
+		return -1;
+	}
+	return 0;
 }
 
 /* ---- top level ---- */

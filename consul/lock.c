@@ -29,7 +29,7 @@ struct consul_lock {
 	const struct cfg_consul *cfg;
 	struct consul_client *cl;
 	char holder[256];
-	char value[512];           /* what the key holds while ours (holder, pid, since) */
+	char *value;               /* what the key holds while ours (holder, pid, since), or NULL */
 	char key[3 * CFG_CONSUL_KEY_MAX + 1]; /* the key, escaped for a URL path */
 	char session[64];          /* our session's ID, "" when none */
 	int64_t ttl_ms;            /* the session's TTL, as Consul last gave it */
@@ -250,8 +250,11 @@ static int acquire(struct consul_lock *l, char *why, size_t whylen)
 	int rc;
 	if (crc == 0 && r.status == 200) {
 		rc = strncmp(r.body, "true", 4) == 0 ? 1 : 0;
-		if (rc == 1)
-			snprintf(l->value, sizeof(l->value), "%s", body);
+		if (rc == 1) {
+			free(l->value);
+			l->value = body; /* kept for the release */
+			body = NULL;
+		}
 	} else {
 		consul_call_error(crc, &r, err, why, whylen);
 		rc = crc == 0 && r.status == 403 ? -2 : -1;
@@ -555,8 +558,8 @@ void consul_lock_release(struct consul_lock *l, int64_t budget_ms)
 		if (l->state == CONSUL_LOCK_HELD) {
 			snprintf(path, sizeof(path), "/v1/kv/%s?release=%s", l->key, l->session);
 			/* the key keeps its text, as Consul's own api.Lock leaves it (QA93 O7) */
-			int rc = consul_call(l->cl, "PUT", path, l->value[0] ? l->value : NULL,
-					     budget_ms, &r, err, sizeof(err));
+			int rc = consul_call(l->cl, "PUT", path, l->value, budget_ms, &r, err,
+					     sizeof(err));
 			if (rc == 0 && r.status == 200 && strncmp(r.body, "true", 4) == 0)
 				log_info("consul", "writer lock released", "key=\"%s\"", l->cfg->lock_key);
 			else if (rc == 0 && r.status == 200)
@@ -582,6 +585,7 @@ void consul_lock_release(struct consul_lock *l, int64_t budget_ms)
 		}
 	}
 	consul_client_free(l->cl);
+	free(l->value);
 	if (l->efd >= 0)
 		close(l->efd);
 	consul_stop_destroy(&l->stop);
