@@ -843,6 +843,17 @@ def test_the_size_unit_hint_lists_exactly_the_units_accepted(litevisor_bin, tmp_
         assert p.returncode == 0, (unit, p.stderr)
 
 
+def config_with_bytes(litevisor_bin, cfg, **values):
+    """`litevisor config -config cfg` with the variables values (bytes) set: (exit code,
+    stderr as text)."""
+    env = {k: v for k, v in os.environb.items()
+           if not k.startswith((b"LITEVISOR_", b"LITESTREAM_"))}
+    env.update({k.encode(): v for k, v in values.items()})
+    p = subprocess.run([litevisor_bin, "config", "-config", str(cfg)], capture_output=True,
+                       env=env, timeout=30)
+    return p.returncode, p.stderr.decode(errors="replace")
+
+
 def test_names_that_differ_only_in_bytes_that_are_not_utf8_are_refused(litevisor_bin, tmp_path):
     """Logs, /healthz and /metrics show a byte that is not UTF-8 as U+FFFD: two databases
     whose file names differed only there were one in the logs and twice one series in
@@ -851,27 +862,17 @@ def test_names_that_differ_only_in_bytes_that_are_not_utf8_are_refused(litevisor
     cfg = tmp_path / "c.yml"
     cfg.write_text(f"dbs:\n  - path: {tmp_path}/${{A}}.db\n    env: A_DB\n"
                    f"  - path: {tmp_path}/${{E}}.db\n    env: E_DB\n")
-    env = {k: v for k, v in os.environb.items()
-           if not k.startswith((b"LITEVISOR_", b"LITESTREAM_"))}
-    env.update({b"A": b"\xe9", b"E": b"\xe8"})
-    p = subprocess.run([litevisor_bin, "config", "-config", str(cfg)], capture_output=True,
-                       env=env, timeout=30)
-    err = p.stderr.decode(errors="replace")
-    assert p.returncode == 100, err
+    rc, err = config_with_bytes(litevisor_bin, cfg, A=b"\xe9", E=b"\xe8")
+    assert rc == 100, err
     assert ("dbs[1].name: shows as the same name as dbs[0] (line 2) in logs, /healthz and "
             "/metrics, \ufffd.db: bytes that are not UTF-8 all read as U+FFFD; give each "
             'database its own "name"') in err, err
     cfg.write_text(cfg.read_text().replace("env: A_DB", "env: A_DB\n    name: acute")
                    .replace("env: E_DB", "env: E_DB\n    name: grave"))
-    p = subprocess.run([litevisor_bin, "config", "-config", str(cfg)], capture_output=True,
-                       env=env, timeout=30)
-    err = p.stderr.decode(errors="replace")
-    assert p.returncode == 100 and "dbs[1].path: shows as the same path as dbs[0]" in err, err
+    rc, err = config_with_bytes(litevisor_bin, cfg, A=b"\xe9", E=b"\xe8")
+    assert rc == 100 and "dbs[1].path: shows as the same path as dbs[0]" in err, err
     assert "rename one of the files" in err
-    env[b"E"] = b"e"
-    p = subprocess.run([litevisor_bin, "config", "-config", str(cfg)], capture_output=True,
-                       env=env, timeout=30)
-    assert p.returncode == 0, p.stderr
+    assert config_with_bytes(litevisor_bin, cfg, A=b"\xe9", E=b"e")[0] == 0
 
 
 def test_replica_names_that_differ_only_in_bytes_that_are_not_utf8_are_refused(litevisor_bin,
@@ -881,16 +882,8 @@ def test_replica_names_that_differ_only_in_bytes_that_are_not_utf8_are_refused(l
     cfg.write_text(f"dbs:\n  - path: {tmp_path}/app.db\n    replicas:\n"
                    f"      - {{ url: 'file://{tmp_path}/r1', name: \"r${{R1}}\" }}\n"
                    f"      - {{ url: 'file://{tmp_path}/r2', name: \"r${{R2}}\" }}\n")
-    env = {k: v for k, v in os.environb.items()
-           if not k.startswith((b"LITEVISOR_", b"LITESTREAM_"))}
-    env.update({b"R1": b"\xe9", b"R2": b"\xe8"})
-    p = subprocess.run([litevisor_bin, "config", "-config", str(cfg)], capture_output=True,
-                       env=env, timeout=30)
-    err = p.stderr.decode(errors="replace")
-    assert p.returncode == 100, err
+    rc, err = config_with_bytes(litevisor_bin, cfg, R1=b"\xe9", R2=b"\xe8")
+    assert rc == 100, err
     assert ("dbs[0].replicas[1].name: shows as the same replica name as dbs[0].replicas[0] "
             "(line 4) in logs, /healthz and /metrics") in err, err
-    env[b"R2"] = b"e"
-    p = subprocess.run([litevisor_bin, "config", "-config", str(cfg)], capture_output=True,
-                       env=env, timeout=30)
-    assert p.returncode == 0, p.stderr
+    assert config_with_bytes(litevisor_bin, cfg, R1=b"\xe9", R2=b"e")[0] == 0

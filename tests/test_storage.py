@@ -1285,17 +1285,23 @@ def test_s3_multipart_completion_done_whose_answer_was_cut_is_success(s3server, 
         assert sha256_file(dst) == digest
 
 
+def stored_keys(srv, tmp_path, n):
+    """n small objects k0.. put straight into srv. (the replica, their keys)"""
+    src = tmp_path / "src"
+    write_random(src, 10)
+    direct = s3_replica(srv)
+    keys = [f"k{i}" for i in range(n)]
+    for k in keys:
+        direct.put(src, k).ok()
+    return direct, keys
+
+
 def test_s3_batch_delete_answered_empty_without_content_length_is_retried(s3server, tmp_path):
     """An empty 200 to a batch delete, without Content-Length, is a DeleteResult cut
     before it began: taken as "every key deleted", its per-key errors were lost (QA55
     #3). It is retried."""
     srv = s3server()
-    src = tmp_path / "src"
-    write_random(src, 10)
-    direct = s3_replica(srv)
-    keys = [f"k{i}" for i in range(5)]
-    for k in keys:
-        direct.put(src, k).ok()
+    direct, keys = stored_keys(srv, tmp_path, 5)
     proxy, rep = reframed(srv, lambda m, t, n: ("unsized", lambda size: 0)
                           if m == "POST" and n == 0 else None)
     try:
@@ -1355,12 +1361,7 @@ def test_s3_batch_delete_answered_200_without_a_delete_result_is_no_success(s3se
     "every key deleted": retention logged objects deleted that were all still there
     (QA91 D2)."""
     srv = s3server()
-    src = tmp_path / "src"
-    write_random(src, 10)
-    direct = s3_replica(srv)
-    keys = [f"k{i}" for i in range(3)]
-    for k in keys:
-        direct.put(src, k).ok()
+    direct, keys = stored_keys(srv, tmp_path, 3)
     page = (b"HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nConnection: close\r\n"
             b"Content-Length: %d\r\n\r\n" % len(body)) + body
     proxy, rep = reframed(srv, lambda m, t, n: ("raw", page) if m == "POST" else None)
