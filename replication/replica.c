@@ -469,8 +469,9 @@ static struct cat_generation *load_all(struct eng_replica *r, char (*ids)[LAYOUT
  * last wrote generation base? Yes when another generation holds an object
  * newer than base's newest (one server, one clock; the same whole second
  * counts, catalog_written_after), unless it is current
- * (this node's own, when it left base for it) or Litestream wrote it here
- * from this file. A node that restored base after this node's kill started a
+ * (this node's own, when it left base for it), left (one this node left,
+ * ending where its file stood there: its past, whatever the times; "" for
+ * none) or Litestream wrote it here from this file. A node that restored base after this node's kill started a
  * new generation (base was not closed), which base continued, or a new
  * generation from this older file, would hide from every restore (QA81 D1).
  * restored: base is the generation this file was restored from, to its end
@@ -480,8 +481,8 @@ static struct cat_generation *load_all(struct eng_replica *r, char (*ids)[LAYOUT
  * 1 (why set), 0, or a negative st_status.
  */
 static int newer_elsewhere(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1], size_t n,
-			   const char *base, const char *current, bool restored, char *why,
-			   size_t len, const struct st_call *call, struct st_error *err)
+			   const char *base, const char *current, const char *left, bool restored,
+			   char *why, size_t len, const struct st_call *call, struct st_error *err)
 {
 	bool listed = false;
 	for (size_t i = 0; i < n && !listed; i++)
@@ -496,7 +497,8 @@ static int newer_elsewhere(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1
 	for (size_t i = 0; own && i < n && rc == 0 && !found; i++) {
 		bool after = restored ? gens[i].max_ns > own->max_ns
 				      : catalog_written_after(&gens[i], own->max_ns);
-		if (&gens[i] == own || !after || !strcmp(gens[i].id, current))
+		if (&gens[i] == own || !after || !strcmp(gens[i].id, current) ||
+		    !strcmp(gens[i].id, left))
 			continue;
 		int here = litestream_wrote_here(r, &gens[i], call, err);
 		if (here < 0) {
@@ -1066,29 +1068,34 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 	else if (newest_wins && localstate_read_previous(d->dir, &prev, &prev_open) == 0 &&
 		 strcmp(prev.generation, gen) != 0) {
 		/*
-		 * A generation the restore left open: its node, if alive, writes
-		 * on in it beside this one (replication.md): no proof against
-		 * this file before this node has stopped once.
+		 * The generation this node left, gone on past where its file
+		 * stood there: another node's writing. Unless the restore left
+		 * it open: its node, if alive, writes on in it beside this one
+		 * (replication.md), and only its times tell, below.
 		 */
-		if (!prev_open)
-			old = went_on_past(r, ids, n, &prev, why, sizeof(why), &call, &err);
+		int past = went_on_past(r, ids, n, &prev, why, sizeof(why), &call, &err);
 		/*
 		 * Newer than what this node wrote last: its current generation
 		 * once the replica holds it (it was killed in it), else the one
 		 * it left. The one it left alone made a generation written
-		 * beside it, before its own last commits, newer (QA94 D1).
+		 * beside it, before its own last commits, newer (QA94 D1). The
+		 * one it left, ending where its file stood, is its own past
+		 * whatever its times (QA96 D1).
 		 */
 		bool cur_listed = false;
 		for (size_t i = 0; i < n && !cur_listed; i++)
 			cur_listed = !strcmp(ids[i], gen);
-		if (old == 0)
+		if (past < 0 || (past > 0 && !prev_open))
+			old = past;
+		else
 			old = newer_elsewhere(r, ids, n, cur_listed ? gen : prev.generation, gen,
-					      false, why, sizeof(why), &call, &err);
+					      past ? "" : prev.generation, false, why, sizeof(why),
+					      &call, &err);
 	} else if (newest_wins) {
-		old = newer_elsewhere(r, ids, n, gen, gen, false, why, sizeof(why), &call, &err);
+		old = newer_elsewhere(r, ids, n, gen, gen, "", false, why, sizeof(why), &call, &err);
 	} else if (in_marker && d->eng->cfg && d->eng->cfg->restore.existing == EXISTING_NEWEST_WINS) {
 		/* restored to its end: continued there, unless another node went on since */
-		old = newer_elsewhere(r, ids, n, gen, "", true, why, sizeof(why), &call, &err);
+		old = newer_elsewhere(r, ids, n, gen, "", "", true, why, sizeof(why), &call, &err);
 	}
 	if (old < 0) {
 		rc = old;

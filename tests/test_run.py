@@ -3438,6 +3438,47 @@ def test_a_node_killed_in_its_own_generation_is_not_refused_for_one_written_befo
     assert restored_rows(litevisor_bin, rep, tmp_path / "lv.db")[-1] == "b2-0"
 
 
+def test_a_killed_node_whose_left_generation_shares_a_second_with_its_own_is_not_refused(
+        litevisor_bin, tmp_path):
+    """B was killed in P; A took P over with handover-wait 0s (P left open), wrote G and
+    was killed. On a server keeping whole seconds P's and G's last objects shared one;
+    measured against G (QA94 D1's fix), P, which ends where A's file stood, read as
+    written after it: A refused its newest file, and the next start served P without
+    A's rows (QA96 D1, critical). P ending there is A's past, whatever its times."""
+    rep = tmp_path / "rep"
+    hw0 = "restore:\n  handover-wait: 0s\n"
+    a, b = hw_node(tmp_path, "A", [rep], hw0), hw_node(tmp_path, "B", [rep], hw0)
+
+    def gens():
+        return set(os.listdir(rep / "generations"))
+
+    def objects(g):
+        return [f for f in (rep / "generations" / g).rglob("*") if f.is_file()]
+
+    add_rows_on(litevisor_bin, b, 3, "b")
+    (p,) = gens()
+    shutil.rmtree(rep / "generations" / p / "closed")  # B died before its final flush
+    proc = subprocess.Popen([litevisor_bin, "run", "-config", str(a), "--", SERVICE[0], "-c",
+                             WRITE_UNTIL_TERM, "a"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        poll(lambda: [g for g in gens() - {p} if list((rep / "generations" / g).glob("wal/*"))],
+             timeout=20)
+        time.sleep(1)  # A ships rows of its own
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # A killed: no closed record
+        proc.wait()
+    (g,) = gens() - {p}
+    second = int(max(f.stat().st_mtime for f in objects(g)))
+    for f in objects(p) + objects(g):
+        os.utime(f, (second, second))
+    err = add_rows_on(litevisor_bin, a, 1, "a2")
+    assert "older than the replica" not in err and "another node went on" not in err, err
+    assert "local database is current" in err, err
+    rows = query(tmp_path / "A" / "app.db", "SELECT v FROM t ORDER BY rowid")
+    assert rows[-1] == ("a2-0",) and ("a-0",) in rows and ("b-0",) in rows, rows[-3:]
+
+
 def test_a_node_back_behind_the_other_nodes_mark_and_snapshotting_onto_it_is_refused_there(
         litevisor_bin, litestream_bin, tmp_path):
     """A closes its generation at index 1 (after its app's own TRUNCATE checkpoint); B
