@@ -310,11 +310,11 @@ int catalog_gen_order(const struct cat_generation *a, const struct cat_generatio
 {
 	if (a->max_ns != b->max_ns)
 		return a->max_ns > b->max_ns ? 1 : -1;
+	if (a->min_ns != b->min_ns)
+		return a->min_ns > b->min_ns ? 1 : -1;
 	bool ca = catalog_closed_at_end(a), cb = catalog_closed_at_end(b);
 	if (ca != cb)
 		return ca ? -1 : 1;
-	if (a->min_ns != b->min_ns)
-		return a->min_ns > b->min_ns ? 1 : -1;
 	return 0;
 }
 

@@ -3479,6 +3479,39 @@ def test_a_killed_node_whose_left_generation_shares_a_second_with_its_own_is_not
     assert rows[-1] == ("a2-0",) and ("a-0",) in rows and ("b-0",) in rows, rows[-3:]
 
 
+def test_a_killed_generation_ending_in_the_second_its_successor_closed_is_the_older(
+        litevisor_bin, tmp_path):
+    """A was killed in G1 (open); B, with handover-wait 0s, restored it, wrote G2 and
+    stopped cleanly, all in the second G1 ended. On whole-second times the tie went to
+    "a closed generation is the older": every restore served G1 without B's rows, which
+    B's run had reported replicated (QA95 D2, critical). A successor starts after the
+    generation it came from: the later start decides first now."""
+    rep = tmp_path / "rep"
+    hw0 = "restore:\n  handover-wait: 0s\n"
+    a, b = hw_node(tmp_path, "A", [rep], hw0), hw_node(tmp_path, "B", [rep], hw0)
+    proc = subprocess.Popen([litevisor_bin, "run", "-config", str(a), "--", SERVICE[0], "-c",
+                             WRITE_UNTIL_TERM, "a"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        poll(lambda: list(rep.glob("generations/*/wal/*")), timeout=20)
+        time.sleep(0.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # A killed: G1 stays open
+        proc.wait()
+    (g1,) = os.listdir(rep / "generations")
+    err = add_rows_on(litevisor_bin, b, 5, "b")
+    assert "will not continue the restored generation" in err, err
+    (g2,) = set(os.listdir(rep / "generations")) - {g1}
+    second = int(time.time()) - 30  # G1's end and all of G2 in one whole second
+    for g in (g1, g2):
+        for f in (rep / "generations" / g).rglob("*"):
+            if f.is_file():
+                t = second - 3 if g == g1 and f.parent.name == "snapshots" else second
+                os.utime(f, (t, t))
+    rows = restored_rows(litevisor_bin, rep, tmp_path / "lv.db")
+    assert rows[-5:] == [f"b-{i}" for i in range(5)], rows[-7:]
+
+
 def test_a_node_back_behind_the_other_nodes_mark_and_snapshotting_onto_it_is_refused_there(
         litevisor_bin, litestream_bin, tmp_path):
     """A closes its generation at index 1 (after its app's own TRUNCATE checkpoint); B

@@ -159,6 +159,32 @@ TEST(plan_same_second_generations_the_closed_one_is_older)
 		catalog_generation_release(&g[i]);
 }
 
+/*
+ * A killed node's generation (open) and the one a node that took it over wrote and
+ * closed, both ending in one whole second: the successor started later and is the
+ * newer; closed-is-older first picked the killed one and hid its rows (QA95 D2).
+ */
+TEST(plan_same_second_a_killed_generation_loses_to_the_closed_successor)
+{
+	struct cat_generation g[2];
+	struct cat_closed mark = { 2, 300, S(1060) };
+	g[0] = gen("0000000000000000", snaps01, 2, segs, 5, S(1000)); /* the killed one */
+	g[1] = gen("ffffffffffffffff", snaps01, 1, segs, 0, S(1059)); /* its successor */
+	g[1].closed = &mark;
+	g[1].nclosed = 1;
+	g[1].max_ns = g[0].max_ns;
+	struct rs_target t = { 0 };
+	struct rs_plan p;
+	char why[300];
+	CHECK_INT(rs_plan_build(g, 2, &t, &p, why, sizeof(why)), 1);
+	CHECK(strcmp(p.generation, "ffffffffffffffff") == 0);
+	CHECK(catalog_gen_order(&g[1], &g[0]) > 0);
+	rs_plan_release(&p);
+	g[1].closed = NULL;
+	for (int i = 0; i < 2; i++)
+		catalog_generation_release(&g[i]);
+}
+
 static void cand(struct rs_cand *c, const char *name, const char *g, uint32_t idx, uint32_t off,
 		 int64_t newest, int64_t rtt_us)
 {
@@ -309,6 +335,7 @@ UNIT_MAIN(T(plan_newest_snapshot_and_following_segments), T(plan_index_bounds_an
 	  T(plan_timestamp_picks_snapshot_and_stops), T(plan_notes_a_hole),
 	  T(plan_timestamp_in_a_generation_whose_covering_snapshot_is_gone),
 	  T(plan_same_second_generations_the_closed_one_is_older),
+	  T(plan_same_second_a_killed_generation_loses_to_the_closed_successor),
 	  T(choose_newest_then_fastest), T(choose_generation_by_time_beyond_skew_only),
 	  T(choose_generation_by_a_server_holding_both_whatever_the_margin),
 	  T(choose_same_second_on_two_servers_by_what_the_listings_tell),
