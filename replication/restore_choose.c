@@ -113,19 +113,19 @@ static bool gen_newer(const struct rs_cand *c, size_t n, const char *a, int64_t 
 	/*
 	 * Within one second, where either time is a whole second (S3 keeps no
 	 * more: the object was stored up to a second later), the times do not
-	 * order them: what the listings tell (closed at its end is the older,
-	 * then the one that started later is the newer).
+	 * order them: what the listings tell (the one that started later is
+	 * the newer, then closed at its end is the older: catalog_gen_order).
 	 */
 	bool whole = ta % NS_PER_SEC == 0 || tb % NS_PER_SEC == 0;
 	if (ta != tb && !(whole && d < NS_PER_SEC && d > -NS_PER_SEC))
 		return ta > tb;
 	const struct cat_generation *ga = gen_any(c, n, a), *gb = gen_any(c, n, b);
 	if (ga && gb) {
+		if (ga->min_ns != gb->min_ns)
+			return ga->min_ns > gb->min_ns;
 		bool ca = catalog_closed_at_end(ga), cb = catalog_closed_at_end(gb);
 		if (ca != cb)
 			return cb;
-		if (ga->min_ns != gb->min_ns)
-			return ga->min_ns > gb->min_ns;
 	}
 	if (ta != tb)
 		return ta > tb;

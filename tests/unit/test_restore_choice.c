@@ -291,6 +291,10 @@ TEST(choose_same_second_on_two_servers_by_what_the_listings_tell)
 	rs_choose(c, 2, 10000, 0, "db", "freshest-reachable", 0, &ch);
 	CHECK_INT(ch.winner, 1);
 	CHECK(ch.ambiguous);
+	/* but a closed one that started later is the successor of an open one (QA95 D2) */
+	ga[0].min_ns = S(995);
+	rs_choose(c, 2, 10000, 0, "db", "freshest-reachable", 0, &ch);
+	CHECK_INT(ch.winner, 0);
 	c[0].gens = c[1].gens = NULL;
 }
 
