@@ -509,9 +509,9 @@ static int newer_elsewhere(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1
 				 "restore", base, gens[i].id);
 			found = 1;
 		} else if (!here) {
-			snprintf(why, len, "generation %s, which this node wrote last, was not closed "
-				 "by a clean stop, and generation %s was written after it: another node "
-				 "went on", base, gens[i].id);
+			snprintf(why, len, "generation %s, where this database last stood (written or "
+				 "restored here), has no clean stop of this node's since, and generation "
+				 "%s was written after it: another node went on", base, gens[i].id);
 			found = 1;
 		}
 	}
