@@ -471,9 +471,10 @@ static struct cat_generation *load_all(struct eng_replica *r, char (*ids)[LAYOUT
  * counts, catalog_written_after), unless it is current
  * (this node's own, when it left base for it), left (one this node left,
  * ending where its file stood there: its past, whatever the times; "" for
- * none) or Litestream wrote it here from this file. A node that restored base after this node's kill started a
- * new generation (base was not closed), which base continued, or a new
- * generation from this older file, would hide from every restore (QA81 D1).
+ * none) or Litestream wrote it here from this file. A node that restored
+ * base after this node's kill started a new generation (base was not
+ * closed), which base continued, or a new generation from this older file,
+ * would hide from every restore (QA81 D1).
  * restored: base is the generation this file was restored from, to its end
  * (the restored marker): the restore took the newest there was, so one
  * written later is another node's since (QA86 D1); its ties were weighed
