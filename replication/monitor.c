@@ -426,6 +426,7 @@ static void capture_litestream_state(struct eng_db *d)
 	struct wal_pos pos;
 	if (d->ls_captured)
 		return;
+	memset(&pos, 0, sizeof(pos));
 	localstate_litestream_dir(d->cfg, lsdir, sizeof(lsdir));
 	int rc = localstate_position(lsdir, &pos);
 	pthread_mutex_lock(&d->mu);
