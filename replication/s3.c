@@ -343,6 +343,17 @@ static void copy_text(char *dst, size_t dstlen, const char *t, size_t len)
 	dst[len] = '\0';
 }
 
+/* What an S3 error code in a delete's answer means: denied, worth again, or not. */
+static int delete_code_status(const char *code)
+{
+	if (!strcmp(code, "AccessDenied"))
+		return ST_AUTH;
+	if (!strcmp(code, "InternalError") || !strcmp(code, "SlowDown") ||
+	    !strcmp(code, "ServiceUnavailable"))
+		return ST_TRANSIENT;
+	return ST_PERMANENT;
+}
+
 static int delete_cb(void *ctx, enum s3_xml_event ev, const char *path, const char *text, size_t len)
 {
 	struct delete_result *d = ctx;
@@ -358,10 +369,7 @@ static int delete_cb(void *ctx, enum s3_xml_event ev, const char *path, const ch
 	else if (!strcmp(path, "DeleteResult/Error/Message"))
 		copy_text(d->msg, sizeof(d->msg), text, len);
 	else if (!strcmp(path, "DeleteResult/Error") && strcmp(d->code, "NoSuchKey") != 0 && !d->status) {
-		bool auth = !strcmp(d->code, "AccessDenied");
-		bool transient = !strcmp(d->code, "InternalError") || !strcmp(d->code, "SlowDown") ||
-				 !strcmp(d->code, "ServiceUnavailable");
-		d->status = auth ? ST_AUTH : transient ? ST_TRANSIENT : ST_PERMANENT;
+		d->status = delete_code_status(d->code);
 		snprintf(d->first, sizeof(d->first), "%s: %s %s", d->key, d->code, d->msg);
 	}
 	return 0;
@@ -415,9 +423,7 @@ static int delete_batch(struct s3 *s3, const char *const *keys, size_t n, const 
 		goto out;
 	char code[96], msg[200];
 	if (s3_xml_error(resp.body.data, resp.body.len, code, sizeof(code), msg, sizeof(msg)) == 0) {
-		rc = !strcmp(code, "AccessDenied") ? ST_AUTH
-		     : !strcmp(code, "InternalError") || !strcmp(code, "SlowDown") ||
-				       !strcmp(code, "ServiceUnavailable") ? ST_TRANSIENT : ST_PERMANENT;
+		rc = delete_code_status(code);
 		st_error_set(err, rc, (int)resp.status, "delete %s (%zu keys): %s: %s", s3->bucket, n,
 			     code, msg);
 		goto out;
