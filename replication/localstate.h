@@ -126,7 +126,10 @@ int localstate_write_generation(const char *dir, const char *gen, uid_t uid, gid
  * killed, or alive and writing on: a handover-wait that ran out): that
  * generation ending there is this node's past whatever the times, but going
  * on past it is no proof of writing after this node (replica.c,
- * continued_since). read: 0, or -1 (ENOENT: none; EINVAL: corrupt); open
+ * continued_since). A restore that moved this node's file aside for another
+ * generation records where that file stood, closed or open as the replicas
+ * show it: the fork it was in is the restored file's past (QA95 D3).
+ * read: 0, or -1 (ENOENT: none; EINVAL: corrupt); open
  * may be NULL.
  */
 int localstate_write_previous(const char *dir, const struct wal_pos *end, bool open, uid_t uid,

@@ -63,6 +63,7 @@ struct session {
 	struct rs_choice ch;
 	bool quiet;  /* re-probes of a handover wait: their decision blocks are not logged */
 	const char *statedir; /* the local database's state, when it exists (rs_probe_opts) */
+	struct rs_local_past past; /* its "previous" record, when its state is litevisor's */
 	const struct rs_cand *applying; /* the candidate apply_with_fallback is restoring */
 };
 
@@ -154,8 +155,9 @@ static int session_probe(struct session *s, const char *only, bool measure_all,
 		result_set(res, RESTORE_FAILED, "interrupted before writing anything");
 		return -1;
 	}
-	rs_choose(s->c, s->n, rc->clock_skew_ms, s->t.timestamp_ns, s->dbname,
-		  mode_name(rc->mode), answers_needed(s), &s->ch);
+	rs_choose(s->c, s->n, rc->clock_skew_ms, s->t.timestamp_ns,
+		  s->past.current[0] ? &s->past : NULL, s->dbname, mode_name(rc->mode),
+		  answers_needed(s), &s->ch);
 	if (!s->quiet)
 		log_decision(s);
 	return 0;
@@ -454,6 +456,31 @@ static bool write_marker(struct session *s, const struct wal_pos *pos)
 		return false;
 	}
 	return true;
+}
+
+/*
+ * The restore replaced a file of this node's own (its state in from) that
+ * stood at *lpos in another generation: that generation is now the past of
+ * the file restored, and the new state's "previous" record says so. A
+ * replica holding it newer than its own copy of the restored generation
+ * (this node's fork there, which the restore ranked older) made replication
+ * refuse the restored file at every start (QA95 D3). It stays another
+ * node's, and newer, if a replica holds it past *lpos.
+ */
+static void note_set_aside(const struct session *s, const struct wal_pos *lpos, const char *from)
+{
+	char dir[PATH_MAX];
+	uid_t uid;
+	gid_t gid;
+	if (!lpos->generation[0] || !s->statedir || strcmp(from, s->statedir) != 0 ||
+	    !strcmp(lpos->generation, s->ch.generation))
+		return;
+	localstate_dir(s->db, dir, sizeof(dir));
+	localstate_owner(s->db, &uid, &gid);
+	if (localstate_write_previous(dir, lpos, !closed_somewhere(s, lpos), uid, gid) < 0)
+		log_warn("restore", "cannot record where the database moved aside stood: a replica "
+			 "holding its generation newer than the restored one may be refused",
+			 "db=\"%s\" dir=\"%s\" err=\"%s\"", s->dbname, dir, strerror(errno));
 }
 
 struct aside_ctx {
@@ -1331,6 +1358,11 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 		}
 		local_position(db, statedir, &lpos, &lt, from);
 		s.statedir = statedir;
+		/* the local generation's past, as replication will read it (rs_local_past) */
+		if (!strcmp(from, statedir) && lpos.generation[0] &&
+		    localstate_read_previous(statedir, &s.past.left, &s.past.open) == 0 &&
+		    strcmp(s.past.left.generation, lpos.generation) != 0)
+			memcpy(s.past.current, lpos.generation, sizeof(s.past.current));
 		if (lt == 0)
 			lt = rs_file_mtime_ns(db->path);
 		/*
@@ -1403,7 +1435,8 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 		ao.before_ctx = &ax;
 		if (apply_with_fallback(&s, &ao, res) < 0)
 			goto out;
-		write_marker(&s, &res->pos);
+		if (write_marker(&s, &res->pos))
+			note_set_aside(&s, &lpos, from);
 		rc = 0;
 		goto out;
 	}

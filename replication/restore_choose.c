@@ -4,7 +4,12 @@
  *
  * The rule (docs/restore.md):
  * 1. Only candidates that answered and hold a plan count.
- * 2. The newest generation wins. Object times come from each server's own
+ * 2. The newest generation wins. The local database's own record first
+ *    (struct rs_local_past): the generation its file left for its current
+ *    one is newer than that one exactly when a candidate holds it past
+ *    where the file stood, as replication's refusal rules read it (else the
+ *    restore kept a file replication then refused at every start: QA95 D3).
+ *    Otherwise: object times come from each server's own
  *    clock, so across servers a generation is newer only if its newest
  *    object is later by more than the clock-skew margin. Within the margin
  *    the order is ambiguous: a candidate that holds both generations orders
@@ -70,12 +75,65 @@ static const struct cat_generation *gen_any(const struct rs_cand *c, size_t n, c
 }
 
 /*
+ * Does a candidate hold generation at->generation past *at? Its measured
+ * end when its plan is in that generation; else its listing: a segment
+ * starting at or past at (a segment is never empty), a snapshot two
+ * indexes on (one at the next index is where at ends, nothing new).
+ */
+static bool held_past(const struct rs_cand *c, size_t n, const struct wal_pos *at)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (c[i].has_data && !strcmp(c[i].plan.generation, at->generation) &&
+		    wal_pos_past(&c[i].plan.end, at))
+			return true;
+		const struct cat_generation *g = gen_on(&c[i], at->generation);
+		for (size_t k = 0; g && k < g->nsegments; k++)
+			if (g->segments[k].index > at->index ||
+			    (g->segments[k].index == at->index && g->segments[k].offset >= at->offset))
+				return true;
+		for (size_t k = 0; g && k < g->nsnapshots; k++)
+			if (g->snapshots[k].index > at->index + 1)
+				return true;
+	}
+	return false;
+}
+
+/*
+ * The local record's order of a and b (struct rs_local_past): >0 a is the
+ * newer, <0 b, 0 it does not tell (not the two it names; left open and
+ * gone on: the times decide). Explains itself in why when it tells.
+ */
+static int record_order(const struct rs_cand *c, size_t n, const struct rs_local_past *lp,
+			const char *a, const char *b, char *why, size_t len)
+{
+	if (!lp || !lp->left.generation[0] || !lp->current[0])
+		return 0;
+	bool a_left = !strcmp(a, lp->left.generation) && !strcmp(b, lp->current);
+	if (!a_left && !(!strcmp(b, lp->left.generation) && !strcmp(a, lp->current)))
+		return 0;
+	bool went_on = held_past(c, n, &lp->left);
+	if (went_on && lp->open)
+		return 0;
+	char at[64];
+	snprintf(why, len, "the local database left generation %s at %s for %s, and %s", 
+		 lp->left.generation, rs_pos_text(&lp->left, at, sizeof(at)), lp->current,
+		 went_on ? "a candidate holds it past that: another node went on in it, newer"
+			 : "no candidate holds it past that: it is this database's own past");
+	return went_on == a_left ? 1 : -1;
+}
+
+/*
  * Is generation a newer than b (times ta, tb: rs_gen_time_at by ts, a
- * -timestamp or 0)? Sets *ambiguous when the clocks could not tell.
+ * -timestamp or 0)? Sets *ambiguous when the clocks could not tell; why
+ * when the local record (lp) told.
  */
 static bool gen_newer(const struct rs_cand *c, size_t n, const char *a, int64_t ta, const char *b,
-		      int64_t tb, int64_t ts, int64_t skew_ns, bool *ambiguous)
+		      int64_t tb, int64_t ts, int64_t skew_ns, const struct rs_local_past *lp,
+		      bool *ambiguous, char *why, size_t len)
 {
+	int r = ts ? 0 : record_order(c, n, lp, a, b, why, len);
+	if (r)
+		return r > 0;
 	/*
 	 * A server holding both orders them with one clock, whatever the margin:
 	 * a server whose clock runs an hour ahead makes its old generation look
@@ -165,8 +223,9 @@ static const struct rs_cand *first_error(const struct rs_cand *c, size_t n)
 	return NULL;
 }
 
-void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, int64_t ts, const char *dbname,
-	       const char *mode, size_t need, struct rs_choice *out)
+void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, int64_t ts,
+	       const struct rs_local_past *past, const char *dbname, const char *mode, size_t need,
+	       struct rs_choice *out)
 {
 	int64_t skew_ns = skew_ms * NS_PER_MS;
 	const char *best_gen = NULL;
@@ -201,7 +260,8 @@ void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, int64_t ts, const c
 			continue;
 		}
 		if (!best_gen ||
-		    gen_newer(c, n, g, t, best_gen, best_t, ts, skew_ns, &out->ambiguous)) {
+		    gen_newer(c, n, g, t, best_gen, best_t, ts, skew_ns, past, &out->ambiguous,
+			      out->by_record, sizeof(out->by_record))) {
 			best_gen = g;
 			best_t = t;
 		}
@@ -214,11 +274,12 @@ void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, int64_t ts, const c
 	for (size_t i = 0; best_gen && i < n; i++) {
 		const struct rs_plan *p = &c[i].plan;
 		bool ignored = false;
+		char told[sizeof(out->by_record)];
 		/* an RC_ERROR one too: its newest generation has WAL but no snapshot (yet) */
 		if (!c[i].has_data && p->blocked[0] &&
 		    strcmp(p->blocked, best_gen) != 0 &&
-		    gen_newer(c, n, p->blocked, p->blocked_ns, best_gen, best_t, ts, skew_ns,
-			      &ignored)) {
+		    gen_newer(c, n, p->blocked, p->blocked_ns, best_gen, best_t, ts, skew_ns, past,
+			      &ignored, told, sizeof(told))) {
 			out->blocked = (int)i;
 			break;
 		}
@@ -349,6 +410,12 @@ void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, int64_t ts, const c
 			snprintf(x->verdict, sizeof(x->verdict), "stale: behind the winner (%s < %s)",
 				 end_text(&x->plan, pos, sizeof(pos)),
 				 end_text(&w->plan, wpos, sizeof(wpos)));
+		} else if (out->by_record[0] && past && (!strcmp(x->plan.generation, past->current) ||
+							   !strcmp(x->plan.generation,
+								   past->left.generation))) {
+			snprintf(x->verdict, sizeof(x->verdict),
+				 "older generation by the local database's own record (newest object "
+				 "%s)", clock_rfc3339(x->plan.newest_ns, when, sizeof(when)));
 		} else {
 			snprintf(x->verdict, sizeof(x->verdict),
 				 "older generation (newest object %s%s)",
@@ -446,6 +513,9 @@ void rs_log_decision(const struct rs_cand *c, size_t n, const struct rs_choice *
 			 "picked=%s tied=%s%s rule=\"newest object, then not closed at its end, then "
 			 "started later, then the highest position, then the greater name\"", dbname,
 			 w->name, w->plan.generation, w->plan.tied, w->plan.ntied > 3 ? ",..." : "");
+	if (out->by_record[0])
+		log_info("restore", "generations ordered by the local database's own record, as "
+			 "replication reads it", "db=\"%s\" record=\"%s\"", dbname, out->by_record);
 	log_event(out->ambiguous ? LOG_WARN : LOG_INFO, "restore", "decided",
 		  "db=\"%s\" result=\"%s\"%s", dbname, out->why,
 		  out->ambiguous ? " warning=\"an ambiguous order: generations whose times cannot "

@@ -219,6 +219,22 @@ int rs_gen_order_at(const struct cat_generation *a, const struct cat_generation 
 int rs_plan_build(const struct cat_generation *gens, size_t ngens, const struct rs_target *t,
 		  struct rs_plan *p, char *nodata, size_t len);
 
+/*
+ * What this node's own state says of its file's past (its "previous"
+ * record, localstate.h): the file is in generation current, and left
+ * generation left.generation for it, standing at left there; open: that
+ * one was not closed there (restored from a killed node's). rs_choose
+ * orders those two generations as replication's refusal rules read the
+ * record (replica.c): the one left is newer exactly when a candidate holds
+ * it past where the file stood (another node went on in it; for one left
+ * open, its times decide then), else it is this file's own past.
+ */
+struct rs_local_past {
+	char current[LAYOUT_GEN_LEN + 1];
+	struct wal_pos left;
+	bool open;
+};
+
 struct rs_choice {
 	int winner;                    /* index into the candidates, or -1 */
 	size_t answered, unreachable, with_data;
@@ -228,17 +244,20 @@ struct rs_choice {
 	int blocked;                   /* a candidate whose newer generation cannot serve the
 					  target (rs_plan.blocked): no winner; or -1 */
 	char why[1024];
+	char by_record[400];           /* set when the local record ordered two generations */
 };
 
 /*
  * Rank the candidates (fills rank, fallback_ok, verdict) and out.
- * skew_ms: clock-skew margin; ts: the -timestamp (server time), 0 none.
+ * skew_ms: clock-skew margin; ts: the -timestamp (server time), 0 none;
+ * past: the local database's record (struct rs_local_past), NULL if none.
  * need: the answers the mode needs before it settles (0 for
  * freshest-reachable); short of them the winner is still ranked, but
  * out->why says it is not used. Logs nothing: see rs_log_decision().
  */
-void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, int64_t ts, const char *dbname,
-	       const char *mode, size_t need, struct rs_choice *out);
+void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, int64_t ts,
+	       const struct rs_local_past *past, const char *dbname, const char *mode, size_t need,
+	       struct rs_choice *out);
 
 /* Log rs_choose's decision block under component "restore": a header, one line per candidate, the result. */
 void rs_log_decision(const struct rs_cand *c, size_t n, const struct rs_choice *out,

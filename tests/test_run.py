@@ -3368,6 +3368,43 @@ def test_a_node_restored_from_a_killed_nodes_generation_does_not_refuse_its_own_
         ["a1-0", "a1-1", "b1-0", "b1-1", "b2-0", "b2-1", "b2-2"], err
 
 
+def replica_down(rep, tmp_path):
+    """Make the file replica rep unreadable (a file where its directory was)."""
+    os.rename(rep, tmp_path / (rep.name + ".away"))
+    rep.write_text("not a directory: this replica cannot be read\n")
+
+
+def replica_up(rep, tmp_path):
+    rep.unlink()
+    os.rename(tmp_path / (rep.name + ".away"), rep)
+
+
+def test_a_generation_gone_on_past_where_this_node_left_it_wins_over_its_own_fork(
+        litevisor_bin, tmp_path):
+    """Two outages split the replicas. B ran with r1 down: it restored A's G1 from r2 and
+    wrote G2 of its own there. A then ran with r2 down and went on in G1 on r1, past
+    where B's file left G1. At B's next start r2, holding both generations, ranks its
+    G2 over G1 by its one clock, and the restore kept B's file; but replication, which
+    reads B's "previous" record, found G1 gone on past it on r1 and refused the file at
+    every start (QA95 D3, high). The restore weighs that record as replication does: G1
+    gone on past where B left it is newer than B's own fork; B's file goes aside, kept."""
+    r1, r2 = tmp_path / "r1", tmp_path / "r2"
+    a, b = hw_node(tmp_path, "A", [r1, r2]), hw_node(tmp_path, "B", [r1, r2])
+    add_rows_on(litevisor_bin, a, 2, "a1")
+    replica_down(r1, tmp_path)
+    add_rows_on(litevisor_bin, b, 2, "b1")
+    replica_up(r1, tmp_path)
+    replica_down(r2, tmp_path)
+    add_rows_on(litevisor_bin, a, 2, "a2")
+    replica_up(r2, tmp_path)
+    err = add_rows_on(litevisor_bin, b, 1, "b2")
+    assert "older than the replica" not in err, err
+    assert "a replica holds newer data than the local database" in err, err
+    for rep in (r1, r2):
+        assert restored_rows(litevisor_bin, rep, tmp_path / f"{rep.name}.db") == \
+            ["a1-0", "a1-1", "a2-0", "a2-1", "b2-0"], err
+
+
 def test_a_generation_left_open_at_a_restore_and_written_on_after_the_nodes_stop_wins(
         litevisor_bin, tmp_path):
     """The other side of the record above: A still ran (handover-wait 0s). B restored

@@ -211,7 +211,7 @@ TEST(choose_newest_then_fastest)
 	c[3].state = RC_PENDING;
 	c[3].timed_out = true;
 	c[3].has_data = false;
-	rs_choose(c, 4, 10000, 0, "db", "freshest-reachable", 0, &ch);
+	rs_choose(c, 4, 10000, 0, NULL, "db", "freshest-reachable", 0, &ch);
 	CHECK_INT(ch.winner, 2);
 	CHECK_INT(c[1].rank, 1);
 	CHECK(c[1].fallback_ok);
@@ -220,12 +220,12 @@ TEST(choose_newest_then_fastest)
 	CHECK_INT(ch.unreachable, 1);
 	CHECK(strstr(c[3].verdict, "UNREACHABLE") != NULL);
 	/* mode all, one short of its answers: still ranked, but never called the winner */
-	rs_choose(c, 4, 10000, 0, "db", "all", 4, &ch);
+	rs_choose(c, 4, 10000, 0, NULL, "db", "all", 4, &ch);
 	CHECK_INT(ch.winner, 2);
 	CHECK(strstr(c[2].verdict, "WINNER") == NULL);
 	CHECK(strstr(c[2].verdict, "not used: mode all needs 4") != NULL);
 	CHECK(strstr(ch.why, "not settled") != NULL);
-	rs_choose(c, 4, 10000, 0, "db", "quorum", 3, &ch);
+	rs_choose(c, 4, 10000, 0, NULL, "db", "quorum", 3, &ch);
 	CHECK(strstr(c[2].verdict, "WINNER") != NULL);
 }
 
@@ -237,12 +237,12 @@ TEST(choose_generation_by_time_beyond_skew_only)
 	/* b is newer by 60 s: beyond a 10 s margin, so its generation wins despite a lower position */
 	cand(&c[0], "a", "0123456789abcdef", 9, 0, S(1000), 10);
 	cand(&c[1], "b", "fedcba9876543210", 0, 32, S(1060), 10);
-	rs_choose(c, 2, 10000, 0, "db", "freshest-reachable", 0, &ch);
+	rs_choose(c, 2, 10000, 0, NULL, "db", "freshest-reachable", 0, &ch);
 	CHECK_INT(ch.winner, 1);
 	CHECK(!ch.ambiguous);
 	/* within the margin: ambiguous, still the later one, and said so */
 	c[1].plan.newest_ns = S(1005);
-	rs_choose(c, 2, 10000, 0, "db", "freshest-reachable", 0, &ch);
+	rs_choose(c, 2, 10000, 0, NULL, "db", "freshest-reachable", 0, &ch);
 	CHECK(ch.ambiguous);
 	CHECK_INT(ch.winner, 1);
 }
@@ -264,7 +264,7 @@ TEST(choose_generation_by_a_server_holding_both_whatever_the_margin)
 	c[1].gens = gb;
 	c[1].ngens = 2;
 	/* b holds both and orders them with one clock: G2 is newer */
-	rs_choose(c, 2, 10000, 0, "db", "freshest-reachable", 0, &ch);
+	rs_choose(c, 2, 10000, 0, NULL, "db", "freshest-reachable", 0, &ch);
 	CHECK_INT(ch.winner, 1);
 	CHECK(!ch.ambiguous);
 	c[0].gens = c[1].gens = NULL;
@@ -288,12 +288,12 @@ TEST(choose_same_second_on_two_servers_by_what_the_listings_tell)
 	c[0].ngens = 1;
 	c[1].gens = gb;
 	c[1].ngens = 1;
-	rs_choose(c, 2, 10000, 0, "db", "freshest-reachable", 0, &ch);
+	rs_choose(c, 2, 10000, 0, NULL, "db", "freshest-reachable", 0, &ch);
 	CHECK_INT(ch.winner, 1);
 	CHECK(ch.ambiguous);
 	/* but a closed one that started later is the successor of an open one (QA95 D2) */
 	ga[0].min_ns = S(995);
-	rs_choose(c, 2, 10000, 0, "db", "freshest-reachable", 0, &ch);
+	rs_choose(c, 2, 10000, 0, NULL, "db", "freshest-reachable", 0, &ch);
 	CHECK_INT(ch.winner, 0);
 	c[0].gens = c[1].gens = NULL;
 }
@@ -316,9 +316,55 @@ TEST(choose_servers_holding_both_that_disagree_by_which_started_later)
 	c[1].gens = gb;
 	c[1].ngens = 2;
 	/* the first in the configuration no longer decides: G2 started later */
-	rs_choose(c, 2, 10000, 0, "db", "freshest-reachable", 0, &ch);
+	rs_choose(c, 2, 10000, 0, NULL, "db", "freshest-reachable", 0, &ch);
 	CHECK_INT(ch.winner, 1);
 	CHECK(ch.ambiguous);
+	c[0].gens = c[1].gens = NULL;
+}
+
+TEST(choose_by_the_local_record_where_it_names_both_generations)
+{
+	struct rs_cand c[2];
+	struct rs_choice ch;
+	struct cat_generation ga[1], gb[2];
+	struct cat_segment on = { 0, 64, 50, S(1100) };
+	struct rs_local_past lp = { .current = "2222222222222222",
+				    .left = { "1111111111111111", 0, 64 } };
+	log_configure(LOG_ERROR, false);
+	/*
+	 * The file left G1 at 0/64 for its own G2 (on "file"); "s3" holds G1 gone on
+	 * past that, written last, but "file", holding both, ranks G2 newer (QA95 D3)
+	 */
+	cand(&c[0], "s3", "1111111111111111", 0, 128, S(1100), 10);
+	cand(&c[1], "file", "2222222222222222", 0, 64, S(1050), 10);
+	ga[0] = (struct cat_generation){ .id = "1111111111111111", .min_ns = S(1000),
+					 .max_ns = S(1100), .segments = &on, .nsegments = 1 };
+	gb[0] = (struct cat_generation){ .id = "1111111111111111", .min_ns = S(1000),
+					 .max_ns = S(1000) };
+	gb[1] = (struct cat_generation){ .id = "2222222222222222", .min_ns = S(1040),
+					 .max_ns = S(1050) };
+	c[0].gens = ga;
+	c[0].ngens = 1;
+	c[1].gens = gb;
+	c[1].ngens = 2;
+	rs_choose(c, 2, 10000, 0, NULL, "db", "freshest-reachable", 0, &ch);
+	CHECK_INT(ch.winner, 1); /* by "file"'s one clock */
+	rs_choose(c, 2, 10000, 0, &lp, "db", "freshest-reachable", 0, &ch);
+	CHECK_INT(ch.winner, 0); /* gone on past where the file left it: newer */
+	CHECK(strstr(ch.by_record, "another node went on") != NULL);
+	/* ending where the file stood (its plan measured, no segment past it): its own past */
+	c[0].plan.end.offset = 64;
+	ga[0].nsegments = 0;
+	ga[0].max_ns = S(2000);
+	rs_choose(c, 2, 10000, 0, &lp, "db", "freshest-reachable", 0, &ch);
+	CHECK_INT(ch.winner, 1);
+	CHECK(strstr(ch.by_record, "own past") != NULL);
+	/* left open and gone on: the times decide, not the record */
+	c[0].plan.end.offset = 128;
+	lp.open = true;
+	rs_choose(c, 2, 10000, 0, &lp, "db", "freshest-reachable", 0, &ch);
+	CHECK_INT(ch.winner, 1);
+	CHECK(ch.by_record[0] == '\0');
 	c[0].gens = c[1].gens = NULL;
 }
 
@@ -330,12 +376,13 @@ TEST(choose_prefers_replica_without_holes)
 	cand(&c[0], "holed", "0123456789abcdef", 3, 50, S(1000), 10);
 	c[0].plan.truncated = true;
 	cand(&c[1], "whole", "0123456789abcdef", 3, 50, S(1000), 5000);
-	rs_choose(c, 2, 10000, 0, "db", "freshest-reachable", 0, &ch);
+	rs_choose(c, 2, 10000, 0, NULL, "db", "freshest-reachable", 0, &ch);
 	CHECK_INT(ch.winner, 1);
 	CHECK(c[0].fallback_ok);
 }
 
-UNIT_MAIN(T(plan_newest_snapshot_and_following_segments), T(plan_index_bounds_and_past_the_end),
+UNIT_MAIN(T(plan_newest_snapshot_and_following_segments),
+	  T(choose_by_the_local_record_where_it_names_both_generations), T(plan_index_bounds_and_past_the_end),
 	  T(plan_timestamp_picks_snapshot_and_stops), T(plan_notes_a_hole),
 	  T(plan_timestamp_in_a_generation_whose_covering_snapshot_is_gone),
 	  T(plan_same_second_generations_the_closed_one_is_older),
