@@ -183,24 +183,25 @@ int localstate_read_database_id(const char *dir, char id[33])
 	return 0;
 }
 
-int localstate_write_previous(const char *dir, const struct wal_pos *end, bool open, uid_t uid,
-			      gid_t gid)
+/* A past position record, <dir>/<name>: "gen index offset[ open]\n" ("previous", "aside"). */
+static int write_past(const char *dir, const char *name, const struct wal_pos *end, bool open,
+		      uid_t uid, gid_t gid)
 {
 	char path[PATH_MAX], line[64];
 	int n = snprintf(line, sizeof(line), "%s %08x %08x%s\n", end->generation, end->index,
 			 end->offset, open ? " open" : "");
-	snprintf(path, sizeof(path), "%s/previous", dir);
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
 	return fs_write_atomic(path, line, (size_t)n, 0640, uid, gid);
 }
 
-int localstate_read_previous(const char *dir, struct wal_pos *end, bool *open)
+static int read_past(const char *dir, const char *name, struct wal_pos *end, bool *open)
 {
 	char path[PATH_MAX], *text = NULL, gen[32];
 	unsigned idx, off;
 	int rest = 0;
 
 	memset(end, 0, sizeof(*end));
-	snprintf(path, sizeof(path), "%s/previous", dir);
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
 	if (fs_read_small(path, 128, &text, NULL) < 0)
 		return -1;
 	bool is_open = false;
@@ -218,6 +219,28 @@ int localstate_read_previous(const char *dir, struct wal_pos *end, bool *open)
 	if (open)
 		*open = is_open;
 	return 0;
+}
+
+int localstate_write_previous(const char *dir, const struct wal_pos *end, bool open, uid_t uid,
+			      gid_t gid)
+{
+	return write_past(dir, "previous", end, open, uid, gid);
+}
+
+int localstate_read_previous(const char *dir, struct wal_pos *end, bool *open)
+{
+	return read_past(dir, "previous", end, open);
+}
+
+int localstate_write_aside(const char *dir, const struct wal_pos *end, bool open, uid_t uid,
+			   gid_t gid)
+{
+	return write_past(dir, "aside", end, open, uid, gid);
+}
+
+int localstate_read_aside(const char *dir, struct wal_pos *end, bool *open)
+{
+	return read_past(dir, "aside", end, open);
 }
 
 /*
@@ -777,7 +800,7 @@ int localstate_prune_failures(const char *dir, const char *const *names, size_t 
 bool localstate_is_own_entry(const char *name)
 {
 	static const char *const whole[] = { "generation", "generations", "database-id", "clean",
-					     "previous", "restored" };
+					     "previous", "aside", "restored" };
 	static const char *const prefixed[] = { "closed-", "failing-" };
 	size_t n = strlen(name);
 	if (n > 4 && !strcmp(name + n - 4, ".tmp")) /* fs_write_atomic's */

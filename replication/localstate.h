@@ -126,15 +126,25 @@ int localstate_write_generation(const char *dir, const char *gen, uid_t uid, gid
  * killed, or alive and writing on: a handover-wait that ran out): that
  * generation ending there is this node's past whatever the times, but going
  * on past it is no proof of writing after this node (replica.c,
- * continued_since). A restore that moved this node's file aside for another
- * generation records where that file stood, closed or open as the replicas
- * show it: the fork it was in is the restored file's past (QA95 D3).
- * read: 0, or -1 (ENOENT: none; EINVAL: corrupt); open
+ * continued_since). read: 0, or -1 (ENOENT: none; EINVAL: corrupt); open
  * may be NULL.
  */
 int localstate_write_previous(const char *dir, const struct wal_pos *end, bool open, uid_t uid,
 			      gid_t gid);
 int localstate_read_previous(const char *dir, struct wal_pos *end, bool *open);
+
+/*
+ * The "aside" record, in the same form: where this node's file stood, in
+ * its own generation, when a restore moved it aside for another one (open:
+ * not closed there as the replicas showed it). That generation is the
+ * restored file's past, as the one a "previous" record names: a replica
+ * holding it newer than its own copy of the restored generation (this
+ * node's fork, which the restore ranked older) is not another node going
+ * on, unless it holds it past there (QA95 D1, D3).
+ */
+int localstate_write_aside(const char *dir, const struct wal_pos *end, bool open, uid_t uid,
+			   gid_t gid);
+int localstate_read_aside(const char *dir, struct wal_pos *end, bool *open);
 
 /*
  * Read the database id into id[33]. 0, or -1 (errno ENOENT: none; EINVAL:

@@ -385,12 +385,14 @@ static int past_mark(struct eng_replica *r, const struct cat_generation *g,
 
 /*
  * g, listed, is the generation the database left for one of its own, its
- * file standing at *prev there (its "previous" record). Does r hold g past
- * *prev? Then another node went on in it (nothing of this node's went there
- * past its file's end). 1 (why set), 0, or a negative st_status.
+ * file standing at *prev there (its "previous" record; how: "it left it for
+ * a new one", or for the "aside" record "a restore moved it aside"). Does r
+ * hold g past *prev? Then another node went on in it (nothing of this
+ * node's went there past its file's end). 1 (why set), 0, or a negative
+ * st_status.
  */
-static int left_went_on(struct eng_replica *r, const struct cat_generation *g,
-			const struct wal_pos *prev, char *why, size_t len,
+static int went_on_from(struct eng_replica *r, const struct cat_generation *g,
+			const struct wal_pos *prev, const char *how, char *why, size_t len,
 			const struct st_call *call, struct st_error *err)
 {
 	struct wal_pos end;
@@ -401,11 +403,38 @@ static int left_went_on(struct eng_replica *r, const struct cat_generation *g,
 		return rc;
 	if (!wal_pos_past(&end, prev))
 		return 0;
-	snprintf(why, len, "this database's file stood at %08x/%08x of generation %s when it left "
-		 "it for a new one, and the replica holds that generation up to %08x/%08x: another "
-		 "node went on in it", prev->index, prev->offset, prev->generation, end.index,
-		 end.offset);
+	snprintf(why, len, "this database's file stood at %08x/%08x of generation %s when %s, "
+		 "and the replica holds that generation up to %08x/%08x: another node went on in "
+		 "it", prev->index, prev->offset, prev->generation, how, end.index, end.offset);
 	return 1;
+}
+
+static int left_went_on(struct eng_replica *r, const struct cat_generation *g,
+			const struct wal_pos *prev, char *why, size_t len,
+			const struct st_call *call, struct st_error *err)
+{
+	return went_on_from(r, g, prev, "it left it for a new one", why, len, call, err);
+}
+
+/*
+ * Is g the generation a restore moved this node's file aside from (its
+ * "aside" record, localstate.h)? 1: this node's own past, ending where the
+ * file stood there: no other node's writing, whatever its times; 2 (why
+ * set): r holds it past there and it was closed there: another node went on
+ * in it; 0: not that generation, or left open and gone on (its times tell,
+ * as for any other); or a negative st_status.
+ */
+static int set_aside(struct eng_replica *r, const struct cat_generation *g, char *why, size_t len,
+		     const struct st_call *call, struct st_error *err)
+{
+	struct wal_pos at;
+	bool open = false;
+	if (localstate_read_aside(r->db->dir, &at, &open) < 0 || strcmp(at.generation, g->id) != 0)
+		return 0;
+	int past = went_on_from(r, g, &at, "a restore moved it aside", why, len, call, err);
+	if (past < 0)
+		return past;
+	return !past ? 1 : open ? 0 : 2;
 }
 
 /*
@@ -501,6 +530,12 @@ static int newer_elsewhere(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1
 		if (&gens[i] == own || !after || !strcmp(gens[i].id, current) ||
 		    !strcmp(gens[i].id, left))
 			continue;
+		int aside = set_aside(r, &gens[i], why, len, call, err);
+		if (aside) {
+			rc = aside < 0 ? aside : 0;
+			found = aside == 2;
+			continue;
+		}
 		int here = litestream_wrote_here(r, &gens[i], call, err);
 		if (here < 0) {
 			rc = here;
@@ -696,6 +731,12 @@ static int continued_since(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1
 			/* restore.c's replica_newer reads "after" by the same rule */
 			if (!catalog_written_after(&gens[i], closed_ns))
 				continue;
+			int aside = set_aside(r, &gens[i], why, len, call, err);
+			if (aside) {
+				rc = aside < 0 ? aside : 0;
+				found = aside == 2;
+				continue;
+			}
 			int here = litestream_wrote_here(r, &gens[i], call, err);
 			if (here < 0) {
 				rc = here;

@@ -63,7 +63,7 @@ struct session {
 	struct rs_choice ch;
 	bool quiet;  /* re-probes of a handover wait: their decision blocks are not logged */
 	const char *statedir; /* the local database's state, when it exists (rs_probe_opts) */
-	struct rs_local_past past; /* its "previous" record, when its state is litevisor's */
+	struct rs_local_past past; /* its records, when its state is litevisor's */
 	const struct rs_cand *applying; /* the candidate apply_with_fallback is restoring */
 };
 
@@ -105,6 +105,8 @@ static void log_decision(const struct session *s)
 			 "generation=%s database_id=%s local_database_id=%s", s->dbname, w->name,
 			 w->plan.generation, w->plan.database_id, local);
 }
+
+static void note_own_marks(struct session *s);
 
 static int session_probe(struct session *s, const char *only, bool measure_all,
 			 struct restore_result *res)
@@ -155,6 +157,7 @@ static int session_probe(struct session *s, const char *only, bool measure_all,
 		result_set(res, RESTORE_FAILED, "interrupted before writing anything");
 		return -1;
 	}
+	note_own_marks(s);
 	rs_choose(s->c, s->n, rc->clock_skew_ms, s->t.timestamp_ns,
 		  s->past.current[0] ? &s->past : NULL, s->dbname, mode_name(rc->mode),
 		  answers_needed(s), &s->ch);
@@ -461,10 +464,10 @@ static bool write_marker(struct session *s, const struct wal_pos *pos)
 /*
  * The restore replaced a file of this node's own (its state in from) that
  * stood at *lpos in another generation: that generation is now the past of
- * the file restored, and the new state's "previous" record says so. A
- * replica holding it newer than its own copy of the restored generation
- * (this node's fork there, which the restore ranked older) made replication
- * refuse the restored file at every start (QA95 D3). It stays another
+ * the file restored, and the new state's "aside" record says so. A replica
+ * holding it newer than its own copy of the restored generation (this
+ * node's fork there, which the restore ranked older) made replication
+ * refuse the restored file at every start (QA95 D1, D3). It stays another
  * node's, and newer, if a replica holds it past *lpos.
  */
 static void note_set_aside(const struct session *s, const struct wal_pos *lpos, const char *from)
@@ -477,7 +480,8 @@ static void note_set_aside(const struct session *s, const struct wal_pos *lpos, 
 		return;
 	localstate_dir(s->db, dir, sizeof(dir));
 	localstate_owner(s->db, &uid, &gid);
-	if (localstate_write_previous(dir, lpos, !closed_somewhere(s, lpos), uid, gid) < 0)
+	if (localstate_ensure(s->db, dir) < 0 ||
+	    localstate_write_aside(dir, lpos, !closed_somewhere(s, lpos), uid, gid) < 0)
 		log_warn("restore", "cannot record where the database moved aside stood: a replica "
 			 "holding its generation newer than the restored one may be refused",
 			 "db=\"%s\" dir=\"%s\" err=\"%s\"", s->dbname, dir, strerror(errno));
@@ -748,6 +752,18 @@ static int64_t own_mark_time(const struct session *s, const struct rs_cand *c,
 	return 0;
 }
 
+/* rs_cand.own_mark_ns of each candidate, for the local file's generation (rs_local_past). */
+static void note_own_marks(struct session *s)
+{
+	for (size_t i = 0; i < s->n; i++) {
+		struct rs_cand *c = &s->c[i];
+		c->own_mark_ns = 0;
+		for (size_t k = 0; s->past.current[0] && c->state == RC_OK && k < c->ngens; k++)
+			if (!strcmp(c->gens[k].id, s->past.current))
+				c->own_mark_ns = own_mark_time(s, c, &c->gens[k]);
+	}
+}
+
 /*
  * Did this node close generation gl (its closed record for candidate c, at
  * *at), and does c hold a segment of gl from there on (another node's
@@ -852,17 +868,20 @@ static bool replica_newer(const struct session *s, const struct wal_pos *lpos, i
 			 * newer only where another node went on in it past where
 			 * this file stood: as the engine reads it (continued_since).
 			 */
-			struct wal_pos prev;
-			bool open = false, past = false;
-			if (ours && localstate_read_previous(s->statedir, &prev, &open) == 0 &&
-			    !strcmp(prev.generation, gw->id) && strcmp(prev.generation, gl->id) != 0 &&
-			    (!(past = wal_pos_past(&w->plan.end, &prev)) || !open)) {
-				snprintf(why, len, "%s holds generation %s, which the local database left "
-					 "for %s at %s, %s", c->name, gw->id, gl->id,
-					 rs_pos_text(&prev, a, sizeof(a)),
-					 past ? "continued since: another node went on in it"
-					      : "and no further");
-				return past;
+			for (size_t k = 0; ours && k < 2; k++) {
+				const struct rs_past *p = &s->past.past[k];
+				bool past = false;
+				if (!strcmp(s->past.current, gl->id) &&
+				    !strcmp(p->at.generation, gw->id) &&
+				    (!(past = wal_pos_past(&w->plan.end, &p->at)) || !p->open)) {
+					snprintf(why, len, "%s holds generation %s, which the local "
+						 "database %s for %s at %s, %s", c->name, gw->id,
+						 k ? "was moved aside from" : "left", gl->id,
+						 rs_pos_text(&p->at, a, sizeof(a)),
+						 past ? "continued since: another node went on in it"
+						      : "and no further");
+					return past;
+				}
 			}
 			/*
 			 * Left open at the restore (its node may have written on
@@ -1359,10 +1378,13 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 		local_position(db, statedir, &lpos, &lt, from);
 		s.statedir = statedir;
 		/* the local generation's past, as replication will read it (rs_local_past) */
-		if (!strcmp(from, statedir) && lpos.generation[0] &&
-		    localstate_read_previous(statedir, &s.past.left, &s.past.open) == 0 &&
-		    strcmp(s.past.left.generation, lpos.generation) != 0)
+		if (!strcmp(from, statedir) && lpos.generation[0]) {
 			memcpy(s.past.current, lpos.generation, sizeof(s.past.current));
+			(void)localstate_read_previous(statedir, &s.past.past[0].at,
+						       &s.past.past[0].open);
+			(void)localstate_read_aside(statedir, &s.past.past[1].at,
+						    &s.past.past[1].open);
+		}
 		if (lt == 0)
 			lt = rs_file_mtime_ns(db->path);
 		/*
@@ -1435,8 +1457,8 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 		ao.before_ctx = &ax;
 		if (apply_with_fallback(&s, &ao, res) < 0)
 			goto out;
-		if (write_marker(&s, &res->pos))
-			note_set_aside(&s, &lpos, from);
+		write_marker(&s, &res->pos);
+		note_set_aside(&s, &lpos, from);
 		rc = 0;
 		goto out;
 	}

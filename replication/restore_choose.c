@@ -99,27 +99,60 @@ static bool held_past(const struct rs_cand *c, size_t n, const struct wal_pos *a
 }
 
 /*
- * The local record's order of a and b (struct rs_local_past): >0 a is the
- * newer, <0 b, 0 it does not tell (not the two it names; left open and
- * gone on: the times decide). Explains itself in why when it tells.
+ * The local records' order of a and b (struct rs_local_past): >0 a is the
+ * newer, <0 b, 0 they do not tell (not two they name; left open and gone
+ * on: the times decide). Explains itself in why when they tell.
  */
 static int record_order(const struct rs_cand *c, size_t n, const struct rs_local_past *lp,
 			const char *a, const char *b, char *why, size_t len)
 {
-	if (!lp || !lp->left.generation[0] || !lp->current[0])
+	for (size_t k = 0; lp && lp->current[0] && k < 2; k++) {
+		const struct rs_past *p = &lp->past[k];
+		if (!p->at.generation[0] || !strcmp(p->at.generation, lp->current))
+			continue;
+		bool a_past = !strcmp(a, p->at.generation) && !strcmp(b, lp->current);
+		if (!a_past && !(!strcmp(b, p->at.generation) && !strcmp(a, lp->current)))
+			continue;
+		bool went_on = held_past(c, n, &p->at);
+		if (went_on && p->open)
+			return 0;
+		char at[64], what[200];
+		snprintf(what, sizeof(what), "%s generation %s at %s for %s",
+			 k ? "was moved aside from" : "left", p->at.generation,
+			 rs_pos_text(&p->at, at, sizeof(at)), lp->current);
+		snprintf(why, len, "the local database %s, and %s", what,
+			 went_on ? "a candidate holds it past that: another node went on in it, "
+				   "newer" : "no candidate holds it past that: it is this database's "
+				   "own past");
+		return went_on == a_past ? 1 : -1;
+	}
+	return 0;
+}
+
+/*
+ * This node's clean stop of the local file's generation (its closed mark,
+ * rs_cand.own_mark_ns): another generation written after it on the same
+ * server, the same whole second counting (catalog_written_after), is the
+ * newer, as replication reads it (replica.c, continued_since): else the
+ * restore kept a file replication then refused at every start (QA95 D1).
+ * >0 a, <0 b, 0 no candidate tells.
+ */
+static int mark_order(const struct rs_cand *c, size_t n, const struct rs_local_past *lp,
+		      const char *a, const char *b, char *why, size_t len)
+{
+	if (!lp || !lp->current[0])
 		return 0;
-	bool a_left = !strcmp(a, lp->left.generation) && !strcmp(b, lp->current);
-	if (!a_left && !(!strcmp(b, lp->left.generation) && !strcmp(a, lp->current)))
-		return 0;
-	bool went_on = held_past(c, n, &lp->left);
-	if (went_on && lp->open)
-		return 0;
-	char at[64];
-	snprintf(why, len, "the local database left generation %s at %s for %s, and %s", 
-		 lp->left.generation, rs_pos_text(&lp->left, at, sizeof(at)), lp->current,
-		 went_on ? "a candidate holds it past that: another node went on in it, newer"
-			 : "no candidate holds it past that: it is this database's own past");
-	return went_on == a_left ? 1 : -1;
+	const char *x = !strcmp(a, lp->current) ? b : !strcmp(b, lp->current) ? a : NULL;
+	for (size_t i = 0; x && i < n; i++) {
+		const struct cat_generation *g = c[i].own_mark_ns ? gen_on(&c[i], x) : NULL;
+		if (!g || !catalog_written_after(g, c[i].own_mark_ns))
+			continue;
+		snprintf(why, len, "%s holds generation %s written after this node's clean stop of "
+			 "the local %s (its closed mark; within the mark's whole second on a server "
+			 "that keeps no more)", c[i].name, x, lp->current);
+		return x == a ? 1 : -1;
+	}
+	return 0;
 }
 
 /*
@@ -132,6 +165,8 @@ static bool gen_newer(const struct rs_cand *c, size_t n, const char *a, int64_t 
 		      bool *ambiguous, char *why, size_t len)
 {
 	int r = ts ? 0 : record_order(c, n, lp, a, b, why, len);
+	if (!r && !ts)
+		r = mark_order(c, n, lp, a, b, why, len);
 	if (r)
 		return r > 0;
 	/*
@@ -410,9 +445,8 @@ void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, int64_t ts,
 			snprintf(x->verdict, sizeof(x->verdict), "stale: behind the winner (%s < %s)",
 				 end_text(&x->plan, pos, sizeof(pos)),
 				 end_text(&w->plan, wpos, sizeof(wpos)));
-		} else if (out->by_record[0] && past && (!strcmp(x->plan.generation, past->current) ||
-							   !strcmp(x->plan.generation,
-								   past->left.generation))) {
+		} else if (out->by_record[0] && past && !strcmp(out->generation, past->current) !=
+							!strcmp(x->plan.generation, past->current)) {
 			snprintf(x->verdict, sizeof(x->verdict),
 				 "older generation by the local database's own record (newest object "
 				 "%s)", clock_rfc3339(x->plan.newest_ns, when, sizeof(when)));

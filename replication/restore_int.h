@@ -119,6 +119,9 @@ struct rs_cand {
 					  settings read (st_error.foreign_form): they changed */
 	bool end_by_mark;              /* ... and its end was taken from this node's closed
 					  mark instead (measure_one) */
+	int64_t own_mark_ns;           /* this node's closed mark of the local file's
+					  generation here, listed (its last clean stop): its
+					  time, or 0 (rs_local_past) */
 	char error[600];
 	int64_t rtt_us;                /* first request's round trip */
 	int64_t probe_ms;              /* whole probe */
@@ -219,20 +222,27 @@ int rs_gen_order_at(const struct cat_generation *a, const struct cat_generation 
 int rs_plan_build(const struct cat_generation *gens, size_t ngens, const struct rs_target *t,
 		  struct rs_plan *p, char *nodata, size_t len);
 
+/* Where the local file stood in a generation of its past; open: not closed there. */
+struct rs_past {
+	struct wal_pos at;             /* at.generation "": no record */
+	bool open;
+};
+
 /*
- * What this node's own state says of its file's past (its "previous"
- * record, localstate.h): the file is in generation current, and left
- * generation left.generation for it, standing at left there; open: that
- * one was not closed there (restored from a killed node's). rs_choose
- * orders those two generations as replication's refusal rules read the
- * record (replica.c): the one left is newer exactly when a candidate holds
- * it past where the file stood (another node went on in it; for one left
- * open, its times decide then), else it is this file's own past.
+ * What this node's own state says of its file's past (localstate.h): the
+ * file is in generation current; past[0] is its "previous" record (the
+ * generation it left for current), past[1] its "aside" record (a restore
+ * moved its file aside from that generation). rs_choose orders each of
+ * those against current as replication's refusal rules read the records
+ * (replica.c): the past one is newer exactly when a candidate holds it past
+ * where the file stood (another node went on in it; for one left open, the
+ * times decide then), else it is this file's own past. And a generation
+ * written after this node's clean stop of current (rs_cand.own_mark_ns) on
+ * the same server is newer, the same whole second counting.
  */
 struct rs_local_past {
 	char current[LAYOUT_GEN_LEN + 1];
-	struct wal_pos left;
-	bool open;
+	struct rs_past past[2];
 };
 
 struct rs_choice {

@@ -3405,6 +3405,54 @@ def test_a_generation_gone_on_past_where_this_node_left_it_wins_over_its_own_for
             ["a1-0", "a1-1", "a2-0", "a2-1", "b2-0"], err
 
 
+def stamp_generation(rep, gen, start, end):
+    """The oldest object of generation gen on the file replica rep at start (ns), every
+    other one at end."""
+    files = sorted((f for f in (rep / "generations" / gen).rglob("*") if f.is_file()),
+                   key=lambda f: f.stat().st_mtime_ns)
+    for i, f in enumerate(files):
+        os.utime(f, ns=(start, start) if i == 0 else (end, end))
+
+
+@pytest.mark.parametrize("a_stops", ["TERM", "KILL"])
+def test_a_fork_ending_in_one_second_is_ordered_alike_by_the_restore_and_replication(
+        litevisor_bin, tmp_path, a_stops):
+    """handover-wait 0s: B restored A's open G1 while A wrote on, wrote G2 of its own and
+    stopped cleanly; A stopped (or was killed) within the same second. On a server
+    keeping whole seconds ("s3") both end in one second, and G2, which started later,
+    ranked newer; on one keeping nanoseconds ("file") G1 ended last. The restore kept
+    B's file while replication, reading G1 in the second of B's closed mark as written
+    after it, refused it on both replicas at every start (QA95 D1, high). The restore
+    now reads B's clean stop by replication's rule, and the file it moves aside for G1
+    stays B's own past (its "aside" record) when G1 is not continued but forked again."""
+    s3, f = tmp_path / "s3", tmp_path / "file"
+    hw0 = "restore:\n  handover-wait: 0s\n"
+    b_cfg = hw_node(tmp_path, "B", [s3, f], hw0)
+    a = subprocess.Popen([litevisor_bin, "run", "-config", str(hw_node(tmp_path, "A", [s3, f], hw0)),
+                          "--", SERVICE[0], "-c", WRITE_UNTIL_TERM, "A"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    try:
+        poll(lambda: all(list(r.glob("generations/*/wal/*")) for r in (s3, f)), timeout=20)
+        (g1,) = os.listdir(s3 / "generations")
+        err = add_rows_on(litevisor_bin, b_cfg, 2, "b1")
+        assert "will not continue the restored generation" in err, err
+    finally:
+        os.killpg(a.pid, signal.SIGTERM if a_stops == "TERM" else signal.SIGKILL)
+        a.wait(timeout=30)
+    (g2,) = set(os.listdir(s3 / "generations")) - {g1}
+    second = (int(time.time()) - 5) * 10**9
+    stamp_generation(s3, g1, second - 3 * 10**9, second)
+    stamp_generation(s3, g2, second - 10**9, second)
+    stamp_generation(f, g1, second - 29 * 10**8, second + 8 * 10**8)
+    stamp_generation(f, g2, second - 9 * 10**8, second + 3 * 10**8)
+    err = add_rows_on(litevisor_bin, b_cfg, 1, "b2")
+    assert "older than the replica" not in err, err
+    for rep in (s3, f):
+        rows = restored_rows(litevisor_bin, rep, tmp_path / f"{rep.name}.db")
+        assert rows[-1] == "b2-0" and "b1-0" not in rows and len(rows) > 3, (rows, err)
+
+
 def test_a_generation_left_open_at_a_restore_and_written_on_after_the_nodes_stop_wins(
         litevisor_bin, tmp_path):
     """The other side of the record above: A still ran (handover-wait 0s). B restored

@@ -329,7 +329,7 @@ TEST(choose_by_the_local_record_where_it_names_both_generations)
 	struct cat_generation ga[1], gb[2];
 	struct cat_segment on = { 0, 64, 50, S(1100) };
 	struct rs_local_past lp = { .current = "2222222222222222",
-				    .left = { "1111111111111111", 0, 64 } };
+				    .past = { { .at = { "1111111111111111", 0, 64 } } } };
 	log_configure(LOG_ERROR, false);
 	/*
 	 * The file left G1 at 0/64 for its own G2 (on "file"); "s3" holds G1 gone on
@@ -361,7 +361,7 @@ TEST(choose_by_the_local_record_where_it_names_both_generations)
 	CHECK(strstr(ch.by_record, "own past") != NULL);
 	/* left open and gone on: the times decide, not the record */
 	c[0].plan.end.offset = 128;
-	lp.open = true;
+	lp.past[0].open = true;
 	rs_choose(c, 2, 10000, 0, &lp, "db", "freshest-reachable", 0, &ch);
 	CHECK_INT(ch.winner, 1);
 	CHECK(ch.by_record[0] == '\0');
