@@ -22,6 +22,7 @@ import time
 import pytest
 
 from conftest import faulty_env, free_port, kuma_stand_in
+from test_replicate import bring_back, take_away
 
 TOOLS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools")
 SERVICE = [sys.executable if os.path.basename(sys.executable).startswith("python") else "/usr/bin/python3",
@@ -3368,17 +3369,6 @@ def test_a_node_restored_from_a_killed_nodes_generation_does_not_refuse_its_own_
         ["a1-0", "a1-1", "b1-0", "b1-1", "b2-0", "b2-1", "b2-2"], err
 
 
-def replica_down(rep, tmp_path):
-    """Make the file replica rep unreadable (a file where its directory was)."""
-    os.rename(rep, tmp_path / (rep.name + ".away"))
-    rep.write_text("not a directory: this replica cannot be read\n")
-
-
-def replica_up(rep, tmp_path):
-    rep.unlink()
-    os.rename(tmp_path / (rep.name + ".away"), rep)
-
-
 def test_a_generation_gone_on_past_where_this_node_left_it_wins_over_its_own_fork(
         litevisor_bin, tmp_path):
     """Two outages split the replicas. B ran with r1 down: it restored A's G1 from r2 and
@@ -3391,12 +3381,12 @@ def test_a_generation_gone_on_past_where_this_node_left_it_wins_over_its_own_for
     r1, r2 = tmp_path / "r1", tmp_path / "r2"
     a, b = hw_node(tmp_path, "A", [r1, r2]), hw_node(tmp_path, "B", [r1, r2])
     add_rows_on(litevisor_bin, a, 2, "a1")
-    replica_down(r1, tmp_path)
+    take_away(r1, tmp_path)
     add_rows_on(litevisor_bin, b, 2, "b1")
-    replica_up(r1, tmp_path)
-    replica_down(r2, tmp_path)
+    bring_back(r1, tmp_path)
+    take_away(r2, tmp_path)
     add_rows_on(litevisor_bin, a, 2, "a2")
-    replica_up(r2, tmp_path)
+    bring_back(r2, tmp_path)
     err = add_rows_on(litevisor_bin, b, 1, "b2")
     assert "older than the replica" not in err, err
     assert "a replica holds newer data than the local database" in err, err
