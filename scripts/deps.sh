@@ -15,7 +15,8 @@ build_only=false
 if [ "${1:-}" = --build ]; then
 	build_only=true
 else
-	PKGS="$PKGS lz4 age python3-pytest python3-pytest-xdist python3-botocore python3-yaml nodejs gnuplot-nox procps iproute2"
+	# prometheus: its promtool checks jobs/litevisor.rules.yml (tests/test_alerts.py)
+	PKGS="$PKGS lz4 age python3-pytest python3-pytest-xdist python3-botocore python3-yaml nodejs gnuplot-nox procps iproute2 prometheus"
 fi
 
 missing=""
