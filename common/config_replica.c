@@ -20,6 +20,7 @@
 
 #include "common/bech32.h"
 #include "common/duration.h"
+#include "common/secret.h"
 #include "common/fsutil.h"
 #include "common/pathnorm.h"
 #include "common/utf8.h"
@@ -814,6 +815,16 @@ static int finish(struct walk *w, struct cfg_replica *r, const struct cfg_node *
 				goto oom;
 			if (w->top_sak.file && !(r->secret_access_key.file = strdup(w->top_sak.file)))
 				goto oom;
+		}
+		/* half a pair: the environment's are not used then (Litestream), and no call signs */
+		bool akid = secret_is_set(&r->access_key_id), sak = secret_is_set(&r->secret_access_key);
+		if (akid != sak) {
+			cfg_error(w->e, m, path, "%s is set (here or at the top level) but %s is not: "
+				  "give both, or neither to use AWS_ACCESS_KEY_ID/"
+				  "AWS_SECRET_ACCESS_KEY or ~/.aws/credentials",
+				  akid ? "access-key-id" : "secret-access-key",
+				  akid ? "secret-access-key" : "access-key-id");
+			return -1;
 		}
 	}
 	if (r->retention_ms > 0 && r->retention_check_interval_ms > r->retention_ms)

@@ -615,9 +615,10 @@ def test_yaml_values_are_read_as_litestreams_yaml_reads_them(litevisor_bin, tmp_
                        "    replicas:\n"
                        "      - url: s3://bkt.localhost:9000/app\n        force-path-style: n\n"
                        "        skip-verify: y\n        access-key-id: $KEY\n"
+                       "        secret-access-key: $SECRET\n"
                        "      - url: file:///backups/app\n        type: s3\n")
     p = run(litevisor_bin, "-config", str(cfgfile),
-            env={"DB_PATH": "/data/app.db \r\n", "KEY": "AKIDEXAMPLE\n"})
+            env={"DB_PATH": "/data/app.db \r\n", "KEY": "AKIDEXAMPLE\n", "SECRET": "s3cr3t"})
     assert p.returncode == 0, p.stderr
     cfg = yaml.safe_load(p.stdout)
     db = cfg["dbs"][0]
