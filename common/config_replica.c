@@ -543,6 +543,8 @@ static const char *unset_note(const struct walk *w, const struct cfg_node **at, 
 	return buf;
 }
 
+static int leaves_store(const char *path);
+
 int walk_stores(struct walk *w)
 {
 	const struct cfg_node *m = w->stores_node;
@@ -597,6 +599,21 @@ int walk_stores(struct walk *w)
 		if (s->r.type == REPLICA_FILE && !s->r.path) {
 			cfg_error(w->e, v, path, "missing path: a file store needs url: file:///DIR or path: /DIR%s",
 				  unset_note(w, s->at, note, sizeof(note)));
+			return -1;
+		}
+		/* "../x" climbs above the bucket, as a replica's would (finish) */
+		int up = s->r.type == REPLICA_S3 && s->r.path && s->r.path[0] != '/' ?
+			 leaves_store(s->r.path) : 0;
+		if (up < 0) {
+			cfg_error(w->e, v, path, "out of memory");
+			return -1;
+		}
+		if (up) {
+			char kp[340];
+			walk_path(kp, sizeof(kp), path, "path");
+			cfg_error(w->e, s->at[RF_PATH] ? s->at[RF_PATH] : s->at[RF_URL] ? s->at[RF_URL] : v,
+				  kp, "\"%s\" climbs above the bucket (its \"..\"): a store's path is a "
+				  "prefix within its bucket", s->r.path);
 			return -1;
 		}
 	}
