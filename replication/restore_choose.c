@@ -4,11 +4,13 @@
  *
  * The rule (docs/restore.md):
  * 1. Only candidates that answered and hold a plan count.
- * 2. The newest generation wins. The local database's own record first
- *    (struct rs_local_past): the generation its file left for its current
- *    one is newer than that one exactly when a candidate holds it past
- *    where the file stood, as replication's refusal rules read it (else the
- *    restore kept a file replication then refused at every start: QA95 D3).
+ * 2. The newest generation wins. The local database's own state first
+ *    (struct rs_local_past), as replication's refusal rules read it (else
+ *    the restore kept a file replication then refused at every start): the
+ *    generation its file left for its current one, or was moved aside from,
+ *    is newer than that one exactly when a candidate holds it past where
+ *    the file stood (QA95 D3); one written after this node's clean stop of
+ *    the current one, on the same server, is newer (QA95 D1).
  *    Otherwise: object times come from each server's own
  *    clock, so across servers a generation is newer only if its newest
  *    object is later by more than the clock-skew margin. Within the margin

@@ -254,7 +254,8 @@ struct rs_choice {
 	int blocked;                   /* a candidate whose newer generation cannot serve the
 					  target (rs_plan.blocked): no winner; or -1 */
 	char why[1024];
-	char by_record[400];           /* set when the local record ordered two generations */
+	char by_record[400];           /* why, when the local database's own state (its records,
+					  its closed mark: rs_local_past) ordered two generations */
 };
 
 /*
