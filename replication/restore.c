@@ -64,6 +64,8 @@ struct session {
 	bool quiet;  /* re-probes of a handover wait: their decision blocks are not logged */
 	const char *statedir; /* the local database's state, when it exists (rs_probe_opts) */
 	struct rs_local_past past; /* its records, when its state is litevisor's */
+	char superseded[400];      /* why that state ranks another generation above the local
+				      file's: the newest of the others is restored (t.exclude) */
 	const struct rs_cand *applying; /* the candidate apply_with_fallback is restoring */
 };
 
@@ -752,15 +754,45 @@ static int64_t own_mark_time(const struct session *s, const struct rs_cand *c,
 	return 0;
 }
 
-/* rs_cand.own_mark_ns of each candidate, for the local file's generation (rs_local_past). */
+/*
+ * What rs_choose weighs the local state's records with, for each candidate
+ * (rs_local_past): rs_cand.own_end_ns of the local file's generation, where
+ * replication's refusal rules measure "written after this node" from
+ * (replica.c: continued_since with a closed record, newer_elsewhere without
+ * one), and rs_cand.past_end, where each record's generation ends there, as
+ * they measure it (went_on_from).
+ */
 static void note_own_marks(struct session *s)
 {
 	for (size_t i = 0; i < s->n; i++) {
 		struct rs_cand *c = &s->c[i];
-		c->own_mark_ns = 0;
-		for (size_t k = 0; s->past.current[0] && c->state == RC_OK && k < c->ngens; k++)
-			if (!strcmp(c->gens[k].id, s->past.current))
-				c->own_mark_ns = own_mark_time(s, c, &c->gens[k]);
+		struct wal_pos at;
+		char err[300];
+		c->own_end_ns = 0;
+		c->own_killed = false;
+		for (size_t k = 0; k < 2; k++) {
+			const struct wal_pos *p = &s->past.past[k].at;
+			c->past_known[k] = false;
+			if (!s->past.current[0] || !p->generation[0] || c->state != RC_OK)
+				continue;
+			if (c->has_data && !strcmp(c->plan.generation, p->generation) &&
+			    !c->plan.end_open) {
+				c->past_end[k] = c->plan.end;
+				c->past_known[k] = true;
+			} else if (rs_gen_end(c, p->generation, probe_wait_ms(s->cfg), &c->past_end[k],
+					      err, sizeof(err)) == 0) {
+				c->past_known[k] = true;
+			}
+		}
+		for (size_t k = 0; s->past.current[0] && c->state == RC_OK && k < c->ngens; k++) {
+			if (strcmp(c->gens[k].id, s->past.current) != 0)
+				continue;
+			/* no closed record here and not closed at its end: killed in it */
+			c->own_killed = !own_closed(s, c, &at) &&
+					!catalog_closed_at_end(&c->gens[k]);
+			c->own_end_ns = c->own_killed ? c->gens[k].max_ns
+						      : own_mark_time(s, c, &c->gens[k]);
+		}
 	}
 }
 
@@ -842,6 +874,16 @@ static bool replica_newer(const struct session *s, const struct wal_pos *lpos, i
 		return cmp > 0;
 	}
 	/* another generation: was it written after the local one? */
+	if (s->superseded[0] && strcmp(w->plan.generation, lpos->generation) != 0) {
+		snprintf(why, len, "the local generation is superseded by this node's own state: %.320s",
+			 s->superseded);
+		return true;
+	}
+	if (!strcmp(s->ch.local_newer, w->plan.generation)) {
+		/* by the local state, as replication reads it (rs_choose: rs_local_past) */
+		snprintf(why, len, "%s", s->ch.by_record);
+		return true;
+	}
 	for (size_t i = 0; i < s->n; i++) {
 		const struct rs_cand *c = &s->c[i];
 		const struct cat_generation *gw = NULL, *gl = NULL;
@@ -1395,6 +1437,26 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 		if (session_probe(&s, NULL, true, res) < 0 ||
 		    await_handover(&s, true, from[0] ? from : statedir, res) < 0)
 			goto out;
+		/*
+		 * The replicas rank the local file's generation newest, but this
+		 * node's own state, as replication reads it, ranks another one
+		 * they list above it: the local one is superseded and the newest
+		 * of the others is restored, or replication refused the file kept
+		 * at every start (QA95 D1, QA100 D1, D2).
+		 */
+		char over[LAYOUT_GEN_LEN + 1];
+		if (s.ch.winner >= 0 && s.past.current[0] &&
+		    !strcmp(s.c[s.ch.winner].plan.generation, s.past.current) &&
+		    rs_local_newer(s.c, s.n, &s.past, over, s.superseded, sizeof(s.superseded))) {
+			log_warn("restore", "the replicas rank the local generation newest, but this "
+				 "node's own state ranks another above it, as replication reads it: "
+				 "restoring the newest of the others", "db=\"%s\" local=%s above=%s "
+				 "why=\"%s\"", s.dbname, s.past.current, over, s.superseded);
+			session_release(&s);
+			s.t.exclude = s.past.current;
+			if (session_probe(&s, NULL, true, res) < 0)
+				goto out;
+		}
 		if (s.ch.winner < 0 || strict_unsettled(&s)) {
 			rc = settle_unrestored(&s, true, res);
 			goto out;

@@ -77,23 +77,28 @@ static const struct cat_generation *gen_any(const struct rs_cand *c, size_t n, c
 }
 
 /*
- * Does a candidate hold generation at->generation past *at? Its measured
- * end when its plan is in that generation; else its listing: a segment
- * starting at or past at (a segment is never empty), a snapshot two
- * indexes on (one at the next index is where at ends, nothing new).
+ * Does a candidate hold generation at->generation, the one of the local
+ * state's record k, past *at? Its end as replication measures it
+ * (rs_cand.past_end: wal_pos_past, as replica.c's went_on_from); unmeasured
+ * (the download failed), its listing, erring towards "past": a segment
+ * starting at or past at, a snapshot two indexes on.
  */
-static bool held_past(const struct rs_cand *c, size_t n, const struct wal_pos *at)
+static bool held_past(const struct rs_cand *c, size_t n, const struct wal_pos *at, size_t rec)
 {
 	for (size_t i = 0; i < n; i++) {
-		if (c[i].has_data && !strcmp(c[i].plan.generation, at->generation) &&
-		    wal_pos_past(&c[i].plan.end, at))
-			return true;
 		const struct cat_generation *g = gen_on(&c[i], at->generation);
-		for (size_t k = 0; g && k < g->nsegments; k++)
+		if (!g)
+			continue;
+		if (c[i].past_known[rec]) {
+			if (wal_pos_past(&c[i].past_end[rec], at))
+				return true;
+			continue;
+		}
+		for (size_t k = 0; k < g->nsegments; k++)
 			if (g->segments[k].index > at->index ||
 			    (g->segments[k].index == at->index && g->segments[k].offset >= at->offset))
 				return true;
-		for (size_t k = 0; g && k < g->nsnapshots; k++)
+		for (size_t k = 0; k < g->nsnapshots; k++)
 			if (g->snapshots[k].index > at->index + 1)
 				return true;
 	}
@@ -115,7 +120,7 @@ static int record_order(const struct rs_cand *c, size_t n, const struct rs_local
 		bool a_past = !strcmp(a, p->at.generation) && !strcmp(b, lp->current);
 		if (!a_past && !(!strcmp(b, p->at.generation) && !strcmp(a, lp->current)))
 			continue;
-		bool went_on = held_past(c, n, &p->at);
+		bool went_on = held_past(c, n, &p->at, k);
 		if (went_on && p->open)
 			return 0;
 		char at[64], what[200];
@@ -132,26 +137,27 @@ static int record_order(const struct rs_cand *c, size_t n, const struct rs_local
 }
 
 /*
- * This node's clean stop of the local file's generation (its closed mark,
- * rs_cand.own_mark_ns): another generation written after it on the same
+ * This node's clean stop of the local file's generation (its closed mark),
+ * or its last object there when this node was killed in it
+ * (rs_cand.own_end_ns): another generation written after that on the same
  * server, the same whole second counting (catalog_written_after), is the
- * newer, as replication reads it (replica.c, continued_since): else the
- * restore kept a file replication then refused at every start (QA95 D1).
- * >0 a, <0 b, 0 no candidate tells.
+ * newer, as replication reads it (replica.c, continued_since and
+ * newer_elsewhere): else the restore kept a file replication then refused
+ * at every start (QA95 D1). >0 a, <0 b, 0 no candidate tells.
  */
-static int mark_order(const struct rs_cand *c, size_t n, const struct rs_local_past *lp,
+static int end_order(const struct rs_cand *c, size_t n, const struct rs_local_past *lp,
 		      const char *a, const char *b, char *why, size_t len)
 {
 	if (!lp || !lp->current[0])
 		return 0;
 	const char *x = !strcmp(a, lp->current) ? b : !strcmp(b, lp->current) ? a : NULL;
 	for (size_t i = 0; x && i < n; i++) {
-		const struct cat_generation *g = c[i].own_mark_ns ? gen_on(&c[i], x) : NULL;
-		if (!g || !catalog_written_after(g, c[i].own_mark_ns))
+		const struct cat_generation *g = c[i].own_end_ns ? gen_on(&c[i], x) : NULL;
+		if (!g || !catalog_written_after(g, c[i].own_end_ns))
 			continue;
-		snprintf(why, len, "%s holds generation %s written after this node's clean stop of "
-			 "the local %s (its closed mark; within the mark's whole second on a server "
-			 "that keeps no more)", c[i].name, x, lp->current);
+		snprintf(why, len, "%s holds generation %s written after this node's %s of the local "
+			 "%s (within its whole second on a server that keeps no more)", c[i].name, x,
+			 c[i].own_killed ? "last object" : "clean stop", lp->current);
 		return x == a ? 1 : -1;
 	}
 	return 0;
@@ -168,7 +174,7 @@ static bool gen_newer(const struct rs_cand *c, size_t n, const char *a, int64_t 
 {
 	int r = ts ? 0 : record_order(c, n, lp, a, b, why, len);
 	if (!r && !ts)
-		r = mark_order(c, n, lp, a, b, why, len);
+		r = end_order(c, n, lp, a, b, why, len);
 	if (r)
 		return r > 0;
 	/*
@@ -225,6 +231,34 @@ static bool gen_newer(const struct rs_cand *c, size_t n, const char *a, int64_t 
 	if (ta != tb)
 		return ta > tb;
 	return strcmp(a, b) > 0;
+}
+
+bool rs_local_newer(const struct rs_cand *c, size_t n, const struct rs_local_past *past,
+		    char gen[LAYOUT_GEN_LEN + 1], char *why, size_t len)
+{
+	for (size_t i = 0; past && past->current[0] && i < n; i++) {
+		for (size_t k = 0; c[i].state == RC_OK && k < c[i].ngens; k++) {
+			const char *x = c[i].gens[k].id;
+			if (!strcmp(x, past->current))
+				continue;
+			int r = record_order(c, n, past, x, past->current, why, len);
+			if (r == 0)
+				r = end_order(c, n, past, x, past->current, why, len);
+			if (r <= 0)
+				continue;
+			/* restorable there: a plan for it */
+			struct rs_target t = { .generation = x, .skew_ns = RS_COPY_TIE_NS };
+			struct rs_plan p;
+			char nodata[512];
+			int ok = rs_plan_build(c[i].gens, c[i].ngens, &t, &p, nodata, sizeof(nodata));
+			rs_plan_release(&p);
+			if (ok == 1) {
+				memcpy(gen, x, LAYOUT_GEN_LEN + 1);
+				return true;
+			}
+		}
+	}
+	return false;
 }
 
 /* Candidate order within the winning generation: position desc, rtt asc, config order. */
@@ -296,12 +330,34 @@ void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, int64_t ts,
 				best_t = t;
 			continue;
 		}
-		if (!best_gen ||
-		    gen_newer(c, n, g, t, best_gen, best_t, ts, skew_ns, past, &out->ambiguous,
-			      out->by_record, sizeof(out->by_record))) {
+		char told[sizeof(out->by_record)];
+		if (!best_gen || gen_newer(c, n, g, t, best_gen, best_t, ts, skew_ns, past,
+					   &out->ambiguous, told, sizeof(told))) {
 			best_gen = g;
 			best_t = t;
 		}
+	}
+	/*
+	 * The local state's word on the winner against the local file's
+	 * generation (by_record: only where it ordered the winner): the winner
+	 * above it (local_newer), or, the winner being it, above another plan's.
+	 */
+	for (size_t i = 0; best_gen && past && !ts && i < n && !out->by_record[0]; i++) {
+		bool won = strcmp(best_gen, past->current) != 0;
+		const char *x = won ? best_gen : c[i].plan.generation;
+		if (!won && (c[i].state != RC_OK || !c[i].has_data || !strcmp(x, past->current)))
+			continue;
+		int r = record_order(c, n, past, x, past->current, out->by_record,
+				     sizeof(out->by_record));
+		if (!r)
+			r = end_order(c, n, past, x, past->current, out->by_record,
+				      sizeof(out->by_record));
+		if (won && r > 0)
+			memcpy(out->local_newer, best_gen, sizeof(out->local_newer));
+		if (r == 0 || (r > 0) != won)
+			out->by_record[0] = '\0'; /* it did not order the winner so */
+		if (won)
+			break;
 	}
 	/*
 	 * A candidate whose newest generation for the target cannot serve it
@@ -450,7 +506,7 @@ void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, int64_t ts,
 		} else if (out->by_record[0] && past && !strcmp(out->generation, past->current) !=
 							!strcmp(x->plan.generation, past->current)) {
 			snprintf(x->verdict, sizeof(x->verdict),
-				 "older generation by the local database's own record (newest object "
+				 "older generation by the local database's own state (newest object "
 				 "%s)", clock_rfc3339(x->plan.newest_ns, when, sizeof(when)));
 		} else {
 			snprintf(x->verdict, sizeof(x->verdict),
@@ -550,8 +606,8 @@ void rs_log_decision(const struct rs_cand *c, size_t n, const struct rs_choice *
 			 "started later, then the highest position, then the greater name\"", dbname,
 			 w->name, w->plan.generation, w->plan.tied, w->plan.ntied > 3 ? ",..." : "");
 	if (out->by_record[0])
-		log_info("restore", "generations ordered by the local database's own record, as "
-			 "replication reads it", "db=\"%s\" record=\"%s\"", dbname, out->by_record);
+		log_info("restore", "generations ordered by the local database's own state, as "
+			 "replication reads it", "db=\"%s\" why=\"%s\"", dbname, out->by_record);
 	log_event(out->ambiguous ? LOG_WARN : LOG_INFO, "restore", "decided",
 		  "db=\"%s\" result=\"%s\"%s", dbname, out->why,
 		  out->ambiguous ? " warning=\"an ambiguous order: generations whose times cannot "

@@ -38,6 +38,8 @@
 /* What the restore aims for: the end of the newest generation, or a point in time. */
 struct rs_target {
 	const char *generation;  /* NULL: newest */
+	const char *exclude;     /* a generation never picked as the newest (run: the local
+				    file's, which its own state ranks below another): NULL */
 	bool has_index;
 	uint32_t index;
 	int64_t timestamp_ns;    /* 0: none */
@@ -119,9 +121,15 @@ struct rs_cand {
 					  settings read (st_error.foreign_form): they changed */
 	bool end_by_mark;              /* ... and its end was taken from this node's closed
 					  mark instead (measure_one) */
-	int64_t own_mark_ns;           /* this node's closed mark of the local file's
-					  generation here, listed (its last clean stop): its
-					  time, or 0 (rs_local_past) */
+	int64_t own_end_ns;            /* the local file's generation here: the time of this
+					  node's closed mark of it, listed (its last clean
+					  stop); with no closed record for this candidate at
+					  all (killed), its newest object; else 0
+					  (rs_local_past) */
+	bool own_killed;               /* own_end_ns is the newest object's */
+	struct wal_pos past_end[2];    /* where the generation of the local state's record k
+					  (rs_local_past.past[k]) ends here, measured */
+	bool past_known[2];            /* ... when it holds it and that was measured */
 	char error[600];
 	int64_t rtt_us;                /* first request's round trip */
 	int64_t probe_ms;              /* whole probe */
@@ -173,6 +181,16 @@ void rs_probe_all(struct rs_cand *c, size_t n, const struct rs_probe_opts *o);
  * cannot be read becomes RC_ERROR (but see o->statedir).
  */
 void rs_measure_ends(struct rs_cand *c, size_t n, bool all, const struct rs_probe_opts *o);
+
+/*
+ * Where generation gen ends on candidate c (a probed one: its catalog is
+ * loaded), as replication measures it (catalog_end_position: its last
+ * segment downloaded; a placeholder ends where its index starts), within
+ * timeout_ms. 0 with *end; -1 (err set) when c does not hold gen or the
+ * download fails.
+ */
+int rs_gen_end(struct rs_cand *c, const char *gen, int64_t timeout_ms, struct wal_pos *end,
+	       char *err, size_t errlen);
 
 /*
  * Where index of generation gen ends on candidate c (a probed one: its
@@ -237,8 +255,9 @@ struct rs_past {
  * (replica.c): the past one is newer exactly when a candidate holds it past
  * where the file stood (another node went on in it; for one left open, the
  * times decide then), else it is this file's own past. And a generation
- * written after this node's clean stop of current (rs_cand.own_mark_ns) on
- * the same server is newer, the same whole second counting.
+ * written after this node's last clean stop of current, or after its last
+ * object when this node was killed in it (rs_cand.own_end_ns), on the same
+ * server is newer, the same whole second counting.
  */
 struct rs_local_past {
 	char current[LAYOUT_GEN_LEN + 1];
@@ -255,7 +274,12 @@ struct rs_choice {
 					  target (rs_plan.blocked): no winner; or -1 */
 	char why[1024];
 	char by_record[400];           /* why, when the local database's own state (its records,
-					  its closed mark: rs_local_past) ordered two generations */
+					  its closed mark: rs_local_past) ordered the winner
+					  against the local file's generation, or that one
+					  (the winner) against another candidate's */
+	char local_newer[LAYOUT_GEN_LEN + 1]; /* the winner's generation, when that state ranks
+					  it above the local file's (by_record says why):
+					  restore.c's replica_newer follows it; else "" */
 };
 
 /*
@@ -269,6 +293,18 @@ struct rs_choice {
 void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, int64_t ts,
 	       const struct rs_local_past *past, const char *dbname, const char *mode, size_t need,
 	       struct rs_choice *out);
+
+/*
+ * A generation some candidate lists, which the candidates' own orders rank
+ * below the local file's generation (it is no candidate's plan), but which
+ * the local database's own state ranks above it as replication reads that
+ * state (struct rs_local_past: a generation written on a server in the
+ * whole second of this node's last object there, QA95 D1), and which a
+ * candidate can restore: replication would refuse the local file for it.
+ * Into gen (why set), or false.
+ */
+bool rs_local_newer(const struct rs_cand *c, size_t n, const struct rs_local_past *past,
+		    char gen[LAYOUT_GEN_LEN + 1], char *why, size_t len);
 
 /* Log rs_choose's decision block under component "restore": a header, one line per candidate, the result. */
 void rs_log_decision(const struct rs_cand *c, size_t n, const struct rs_choice *out,

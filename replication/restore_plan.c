@@ -182,7 +182,7 @@ int rs_plan_build(const struct cat_generation *gens, size_t ngens, const struct 
 				g = &gens[i];
 			continue;
 		}
-		if (!gen_usable(&gens[i], t))
+		if (!gen_usable(&gens[i], t) || (t->exclude && !strcmp(gens[i].id, t->exclude)))
 			continue;
 		if (!g || gen_order(&gens[i], g, t) > 0)
 			g = &gens[i];
@@ -200,7 +200,7 @@ int rs_plan_build(const struct cat_generation *gens, size_t ngens, const struct 
 	 */
 	for (size_t i = 0; i < ngens && !t->generation; i++) {
 		const struct cat_generation *h = &gens[i];
-		if (gen_usable(h, t) || !h->nsegments ||
+		if (gen_usable(h, t) || !h->nsegments || (t->exclude && !strcmp(h->id, t->exclude)) ||
 		    (g && rs_gen_order_at(h, g, t->timestamp_ns) <= 0) ||
 		    (t->timestamp_ns && h->min_ns + h->clock_offset_ns > t->timestamp_ns) ||
 		    (g && left_for(h, g)))

@@ -603,6 +603,25 @@ static void *measure_one(void *p)
 	return NULL;
 }
 
+int rs_gen_end(struct rs_cand *c, const char *gen, int64_t timeout_ms, struct wal_pos *end,
+	       char *err, size_t errlen)
+{
+	struct st_call call = { 0 };
+	struct st_error e = { 0 };
+	for (size_t g = 0; c->st && g < c->ngens; g++) {
+		if (strcmp(c->gens[g].id, gen) != 0)
+			continue;
+		set_remaining(&call, clock_mono_ms() + timeout_ms);
+		if (catalog_end_position(c->st, &c->gens[g], end, &call, &e) < 0) {
+			snprintf(err, errlen, "%s: %s", st_status_name(e.status), e.message);
+			return -1;
+		}
+		return 0;
+	}
+	snprintf(err, errlen, "%s does not hold generation %s", c->name, gen);
+	return -1;
+}
+
 int rs_index_end(struct rs_cand *c, const char *gen, uint32_t index, int64_t timeout_ms,
 		 uint64_t *end, char *err, size_t errlen)
 {

@@ -3404,43 +3404,95 @@ def stamp_generation(rep, gen, start, end):
         os.utime(f, ns=(start, start) if i == 0 else (end, end))
 
 
-@pytest.mark.parametrize("a_stops", ["TERM", "KILL"])
+@pytest.mark.parametrize("a_stops,b_stops,last", [
+    ("TERM", "clean", "A"), ("KILL", "clean", "A"), ("TERM", "clean", "B"),
+    ("TERM", "killed", "A"), ("TERM", "killed", "B"), ("KILL", "killed", "B")])
 def test_a_fork_ending_in_one_second_is_ordered_alike_by_the_restore_and_replication(
-        litevisor_bin, tmp_path, a_stops):
-    """handover-wait 0s: B restored A's open G1 while A wrote on, wrote G2 of its own and
-    stopped cleanly; A stopped (or was killed) within the same second. On a server
-    keeping whole seconds ("s3") both end in one second, and G2, which started later,
-    ranked newer; on one keeping nanoseconds ("file") G1 ended last. The restore kept
-    B's file while replication, reading G1 in the second of B's closed mark as written
-    after it, refused it on both replicas at every start (QA95 D1, high). The restore
-    now reads B's clean stop by replication's rule, and the file it moves aside for G1
-    stays B's own past (its "aside" record) when G1 is not continued but forked again."""
+        litevisor_bin, tmp_path, a_stops, b_stops, last):
+    """handover-wait 0s: B restored A's open G1 while A wrote on, and wrote G2 of its own;
+    B stopped cleanly or was killed, A stopped or was killed, in one second. On a server
+    keeping whole seconds ("s3") both end in that second, and G2, which started later,
+    ranked newer; on one keeping nanoseconds ("file") `last` ended last. The restore kept
+    B's file while replication, reading G1 in the second of B's clean stop (or of its last
+    object, killed) as written after it, refused it at every start (QA95 D1, high; QA100
+    D1 with B last). The restore now reads B's own state by replication's rules: G1 in
+    that second supersedes B's file, which goes aside, and the file's generation stays
+    B's own past for replication (its "aside" record)."""
     s3, f = tmp_path / "s3", tmp_path / "file"
     hw0 = "restore:\n  handover-wait: 0s\n"
     b_cfg = hw_node(tmp_path, "B", [s3, f], hw0)
-    a = subprocess.Popen([litevisor_bin, "run", "-config", str(hw_node(tmp_path, "A", [s3, f], hw0)),
-                          "--", SERVICE[0], "-c", WRITE_UNTIL_TERM, "A"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True)
+
+    def start(cfg, tag):
+        return subprocess.Popen([litevisor_bin, "run", "-config", str(cfg), "--", SERVICE[0],
+                                 "-c", WRITE_UNTIL_TERM, tag], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+
+    a = start(hw_node(tmp_path, "A", [s3, f], hw0), "A")
+    b = None
     try:
         poll(lambda: all(list(r.glob("generations/*/wal/*")) for r in (s3, f)), timeout=20)
         (g1,) = os.listdir(s3 / "generations")
-        err = add_rows_on(litevisor_bin, b_cfg, 2, "b1")
-        assert "will not continue the restored generation" in err, err
+        if b_stops == "clean":
+            err = add_rows_on(litevisor_bin, b_cfg, 2, "b1")
+            assert "will not continue the restored generation" in err, err
+        else:
+            b = start(b_cfg, "b1")
+            poll(lambda: all(len(list(r.glob("generations/*/wal/*"))) >= 2 for r in (s3, f)),
+                 timeout=20)
+            time.sleep(0.5)
     finally:
+        if b:
+            os.killpg(b.pid, signal.SIGKILL)
+            b.wait(timeout=30)
         os.killpg(a.pid, signal.SIGTERM if a_stops == "TERM" else signal.SIGKILL)
         a.wait(timeout=30)
     (g2,) = set(os.listdir(s3 / "generations")) - {g1}
     second = (int(time.time()) - 5) * 10**9
     stamp_generation(s3, g1, second - 3 * 10**9, second)
     stamp_generation(s3, g2, second - 10**9, second)
-    stamp_generation(f, g1, second - 29 * 10**8, second + 8 * 10**8)
-    stamp_generation(f, g2, second - 9 * 10**8, second + 3 * 10**8)
+    a_end, b_end = (8, 3) if last == "A" else (3, 8)
+    stamp_generation(f, g1, second - 29 * 10**8, second + a_end * 10**8)
+    stamp_generation(f, g2, second - 9 * 10**8, second + b_end * 10**8)
     err = add_rows_on(litevisor_bin, b_cfg, 1, "b2")
     assert "older than the replica" not in err, err
-    for rep in (s3, f):
-        rows = restored_rows(litevisor_bin, rep, tmp_path / f"{rep.name}.db")
-        assert rows[-1] == "b2-0" and "b1-0" not in rows and len(rows) > 3, (rows, err)
+    rows = [restored_rows(litevisor_bin, rep, tmp_path / f"{rep.name}.db") for rep in (s3, f)]
+    assert rows[0] == rows[1] and rows[0][-1] == "b2-0" and len(rows[0]) > 3, (rows, err)
+    assert not any(v.startswith("b1-") for v in rows[0]), (rows, err)
+    assert list((tmp_path / "B").glob("app.db.replaced-*")), os.listdir(tmp_path / "B")
+
+
+def test_the_generation_a_node_left_supersedes_its_fork_though_no_replica_ranks_it_newest(
+        litevisor_bin, tmp_path):
+    """The two-outage split above, and then A's app wrote while A was down: A went on in
+    a generation of its own, G3, on r1, whose clock runs 60 s behind r2's. r1 holds G1
+    gone on past where B's file left it and G3; r2 holds G1 up to there and B's fork G2.
+    No replica's newest is G1, so the restore never set it against G2 by B's "previous"
+    record, ranked r1's G3 below r2's G2 by the clocks and kept B's file; replication
+    refused it on r1 at every start (QA100 D2, high). B's own state supersedes its
+    file's generation, and the newest of the others, A's G3, is restored."""
+    r1, r2 = tmp_path / "r1", tmp_path / "r2"
+    a, b = hw_node(tmp_path, "A", [r1, r2]), hw_node(tmp_path, "B", [r1, r2])
+    add_rows_on(litevisor_bin, a, 2, "a1")
+    take_away(r1, tmp_path)
+    add_rows_on(litevisor_bin, b, 2, "b1")
+    bring_back(r1, tmp_path)
+    take_away(r2, tmp_path)
+    add_rows_on(litevisor_bin, a, 2, "a2")
+    con = sqlite3.connect(tmp_path / "A" / "app.db", isolation_level=None)
+    con.execute("INSERT INTO t VALUES ('a-offline')")  # while litevisor is down
+    con.close()
+    add_rows_on(litevisor_bin, a, 1, "a3")
+    bring_back(r2, tmp_path)
+    assert len(os.listdir(r1 / "generations")) == 2
+    for obj in r1.rglob("*"):
+        if obj.is_file():
+            t = obj.stat().st_mtime_ns - 60 * 10**9
+            os.utime(obj, ns=(t, t))
+    err = add_rows_on(litevisor_bin, b, 1, "b2")
+    assert "older than the replica" not in err, err
+    assert "superseded" in err, err
+    rows = restored_rows(litevisor_bin, r1, tmp_path / "r1.db")
+    assert rows == ["a1-0", "a1-1", "a2-0", "a2-1", "a-offline", "a3-0", "b2-0"], (rows, err)
 
 
 def test_a_generation_left_open_at_a_restore_and_written_on_after_the_nodes_stop_wins(

@@ -352,6 +352,12 @@ TEST(choose_by_the_local_record_where_it_names_both_generations)
 	rs_choose(c, 2, 10000, 0, &lp, "db", "freshest-reachable", 0, &ch);
 	CHECK_INT(ch.winner, 0); /* gone on past where the file left it: newer */
 	CHECK(strstr(ch.by_record, "another node went on") != NULL);
+	/* measured as replication measures it: a placeholder past it holds nothing */
+	c[0].past_known[0] = true;
+	c[0].past_end[0] = (struct wal_pos){ "1111111111111111", 0, 64 };
+	rs_choose(c, 2, 10000, 0, &lp, "db", "freshest-reachable", 0, &ch);
+	CHECK_INT(ch.winner, 1);
+	c[0].past_known[0] = false;
 	/* ending where the file stood (its plan measured, no segment past it): its own past */
 	c[0].plan.end.offset = 64;
 	ga[0].nsegments = 0;
@@ -359,13 +365,47 @@ TEST(choose_by_the_local_record_where_it_names_both_generations)
 	rs_choose(c, 2, 10000, 0, &lp, "db", "freshest-reachable", 0, &ch);
 	CHECK_INT(ch.winner, 1);
 	CHECK(strstr(ch.by_record, "own past") != NULL);
-	/* left open and gone on: the times decide, not the record */
+	/* left open and gone on (measured: restore.c takes a plan's end): the times decide */
 	c[0].plan.end.offset = 128;
+	c[0].past_known[0] = true;
+	c[0].past_end[0] = c[0].plan.end;
 	lp.past[0].open = true;
 	rs_choose(c, 2, 10000, 0, &lp, "db", "freshest-reachable", 0, &ch);
 	CHECK_INT(ch.winner, 1);
 	CHECK(ch.by_record[0] == '\0');
 	c[0].gens = c[1].gens = NULL;
+}
+
+TEST(local_newer_finds_a_generation_in_the_second_of_this_nodes_last_object)
+{
+	struct rs_cand c[1];
+	struct cat_generation g[2];
+	struct cat_snapshot snap = { 0, 100, S(990) };
+	struct rs_local_past lp = { .current = "2222222222222222" };
+	char gen[LAYOUT_GEN_LEN + 1], why[400];
+	log_configure(LOG_ERROR, false);
+	/* whole seconds: G1 ends in the second of this node's last object of G2 (killed) */
+	cand(&c[0], "s3", "2222222222222222", 0, 64, S(1000), 10);
+	g[0] = (struct cat_generation){ .id = "1111111111111111", .min_ns = S(990),
+					.max_ns = S(1000), .snapshots = &snap, .nsnapshots = 1 };
+	g[1] = (struct cat_generation){ .id = "2222222222222222", .min_ns = S(995),
+					.max_ns = S(1000) };
+	c[0].gens = g;
+	c[0].ngens = 2;
+	CHECK(!rs_local_newer(c, 1, &lp, gen, why, sizeof(why))); /* no end of its own known */
+	c[0].own_end_ns = S(1000);
+	c[0].own_killed = true;
+	CHECK(rs_local_newer(c, 1, &lp, gen, why, sizeof(why)));
+	CHECK(!strcmp(gen, "1111111111111111"));
+	CHECK(strstr(why, "last object") != NULL);
+	/* G1 its own past by the previous record (not gone on): not newer */
+	lp.past[0].at = (struct wal_pos){ "1111111111111111", 0, 0 };
+	CHECK(!rs_local_newer(c, 1, &lp, gen, why, sizeof(why)));
+	/* newer, but nothing to restore it from (no snapshot): not offered */
+	lp.past[0].at.generation[0] = '\0';
+	g[0].nsnapshots = 0;
+	CHECK(!rs_local_newer(c, 1, &lp, gen, why, sizeof(why)));
+	c[0].gens = NULL;
 }
 
 TEST(choose_prefers_replica_without_holes)
@@ -382,7 +422,8 @@ TEST(choose_prefers_replica_without_holes)
 }
 
 UNIT_MAIN(T(plan_newest_snapshot_and_following_segments),
-	  T(choose_by_the_local_record_where_it_names_both_generations), T(plan_index_bounds_and_past_the_end),
+	  T(choose_by_the_local_record_where_it_names_both_generations),
+	  T(local_newer_finds_a_generation_in_the_second_of_this_nodes_last_object), T(plan_index_bounds_and_past_the_end),
 	  T(plan_timestamp_picks_snapshot_and_stops), T(plan_notes_a_hole),
 	  T(plan_timestamp_in_a_generation_whose_covering_snapshot_is_gone),
 	  T(plan_same_second_generations_the_closed_one_is_older),
