@@ -242,6 +242,8 @@ struct eng_db {
 	dev_t side_dev[2];
 	ino_t side_ino[2];
 	bool continuous;              /* the read hold has not lapsed since the last sync */
+	bool gave_up_hold;            /* copies failed too long: the hold is let go after each
+					 (monitor.c, give_up_hold); cleared when one works */
 	struct shadow sh;
 	int wal_fd;
 	int64_t last_ckpt_mono;

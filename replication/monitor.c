@@ -44,6 +44,16 @@
  * least every 100 ms, so a wait longer than that is for us.
  */
 #define YIELD_STUCK_NS (250 * 1000 * 1000)
+/*
+ * How long copies into the shadow may keep failing (a full state disk)
+ * before the read hold stops keeping the WAL for them: held, the app's WAL
+ * is never restarted and grows without bound (50-100 MB in a minute of a
+ * busy app), larger than the state disk, so the copy could never catch up
+ * once there is room again (QA97 D1). Let go, the app's checkpoints restart
+ * it; the frames not copied are lost to the replicas, and the first copy
+ * that works again, finding a new WAL session, starts a new generation.
+ */
+#define SYNC_GIVE_UP_NS (10 * NS_PER_SEC)
 /* how long a session that followed with a salt-1 jump may wait for check_commits() to vouch for it */
 #define UNPROVEN_MAX_NS (10 * NS_PER_SEC)
 
@@ -211,6 +221,7 @@ static void clear_sync_failure(struct eng_db *d)
 	d->stat.sync_failing_since_mono_ns = 0;
 	d->stat.sync_failing_since_ns = 0;
 	d->stat.sync_error[0] = '\0';
+	d->gave_up_hold = false;
 }
 
 static void close_db(struct eng_db *d)
@@ -1271,6 +1282,29 @@ static void yield_to_checkpoint(struct eng_db *d)
 }
 
 /*
+ * After a failed copy: once copies have failed for SYNC_GIVE_UP_NS, the hold
+ * taken for each copy is let go after it, so the app's checkpoints can
+ * restart its WAL (SYNC_GIVE_UP_NS says why). Said once per failure.
+ */
+static void give_up_hold(struct eng_db *d)
+{
+	pthread_mutex_lock(&d->mu);
+	int64_t since = d->stat.sync_failing_since_mono_ns;
+	pthread_mutex_unlock(&d->mu);
+	if (!since || clock_mono_ns() - since < SYNC_GIVE_UP_NS || d->conns.cur < 0)
+		return;
+	if (!d->gave_up_hold)
+		log_warn("engine", "copying new commits has failed too long: no longer keeping the "
+			 "WAL for it, so the app's checkpoints can restart it; the commits not "
+			 "copied are lost to the replicas, and replication goes on in a new "
+			 "generation once copying works again", "db=%s failing_s=%.0f err=\"%s\"",
+			 d->stat.name, (double)(clock_mono_ns() - since) / NS_PER_SEC, d->sync_why);
+	d->gave_up_hold = true;
+	db_hold_release(&d->conns);
+	d->continuous = false;
+}
+
+/*
  * Called after each pass (grew: the pass copied something). Returns true
  * when a pass should run now (to take the hold again); otherwise *wait is
  * shortened while following.
@@ -1431,6 +1465,8 @@ void *monitor_thread(void *arg)
 			note_sync(d, crc);
 			if (crc == 0)
 				check_commits(d);
+			else
+				give_up_hold(d);
 			if (d->conns.cur < 0)
 				d->continuous = false;
 			serve_generation_request(d);

@@ -98,7 +98,11 @@ static void snap_db_close(struct snap_db *s)
  * can copy into the file every frame our read transaction sees, and no
  * further, while we read it. Those frames may not be in the shadow yet, so
  * have the monitor copy the WAL once more, from a pass that starts now, and
- * take the shadow's end after it. Returns 0, or -1 with msg set.
+ * take the shadow's end after it. That copy must have worked: if it failed
+ * (a full state disk), the file may hold frames no segment will ever carry,
+ * and the snapshot, alone, would be a mix no restore can use; the newest on
+ * the replica, it hid the whole older generation (QA97 D1). Returns 0, or
+ * -1 with msg set.
  */
 static int pin_covers(struct eng_db *d, struct snap_db *s, bool flush, char *msg, size_t len)
 {
@@ -115,11 +119,19 @@ static int pin_covers(struct eng_db *d, struct snap_db *s, bool flush, char *msg
 		pthread_cond_timedwait(&d->cond, &d->mu, &ts);
 	}
 	bool done = d->sync_seq >= want;
+	bool failing = d->stat.sync_failing_since_mono_ns != 0;
+	char err[sizeof(d->stat.sync_error)];
+	memcpy(err, d->stat.sync_error, sizeof(err));
 	replica_target(d, &s->covers);
 	pthread_mutex_unlock(&d->mu);
 	if (!done) {
 		snprintf(msg, len, "the WAL was not copied within %d ms of the snapshot's start",
 			 COVERS_WAIT_MS);
+		return -1;
+	}
+	if (failing) {
+		snprintf(msg, len, "new commits cannot be copied into the state directory (%.200s): "
+			 "a snapshot now could not be made whole", err);
 		return -1;
 	}
 	return 0;

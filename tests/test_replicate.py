@@ -4478,3 +4478,71 @@ def test_a_database_directory_the_user_cannot_write_is_said_once(litevisor_bin):
         assert "readonly database" in err and "cannot set WAL mode" not in err, err
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_state_disk_full_for_long_lets_the_wal_restart_and_replication_resumes(
+        run, tmp_path, litestream_bin, litevisor_bin):
+    """The state directory's disk full (every write of the shadow WAL fails with ENOSPC)
+    while the app commits: the read hold kept the WAL for the copies, so the app's WAL
+    was never restarted and grew without bound, past what the state disk could ever take
+    once freed; replication never resumed, and after a restart the new generation's
+    first snapshot, a raw copy of the half-checkpointed file whose segments could never
+    follow, became the replica's newest and no tool could restore it (QA97 D1,
+    critical). After SYNC_GIVE_UP_NS of failed copies the hold is let go after each, the
+    WAL restarts (its checkpoint sequence moves on), no snapshot is taken while copies
+    fail (also across a restart), and once the disk has room a new generation carries
+    every commit."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    arm = tmp_path / "disk-full"
+    env = faulty_env(op="pwrite", errno=28, count=10**9, arm=arm,
+                     path=str(tmp_path / ".app.db-litevisor" / "generations"))
+    cfg = config(tmp_path, db, [file_replica(rep, sync="100ms")])
+    r = run(cfg, env)
+    wait_for(lambda: list(rep.glob("generations/*/snapshots/*")), what="first snapshot",
+             log=r.text)
+    stop = threading.Event()
+
+    def writer():
+        con = sqlite3.connect(db, isolation_level=None)
+        con.execute("PRAGMA wal_autocheckpoint=100")
+        while not stop.is_set():
+            con.execute("INSERT INTO t(v) VALUES (randomblob(2000))")
+            time.sleep(0.004)
+        con.close()
+
+    def ckpt_seq():
+        with open(f"{db}-wal", "rb") as f:
+            return f.read(16)[12:16]
+
+    w = threading.Thread(target=writer)
+    w.start()
+    try:
+        time.sleep(1)
+        arm.write_text("")
+        wait_for(lambda: "cannot copy new commits" in r.text(), what="failing copies",
+                 log=r.text)
+        seq = ckpt_seq()
+        wait_for(lambda: "no longer keeping the WAL" in r.text(), timeout=30,
+                 what="the hold let go", log=r.text)
+        wait_for(lambda: ckpt_seq() != seq, timeout=20, what="the WAL restarted", log=r.text)
+        # a restart while it still fails: no lone snapshot of a new generation
+        gens = set(os.listdir(rep / "generations"))
+        assert r.stop() in (0, 1)
+        r = run(cfg, env)
+        wait_for(lambda: "cannot copy new commits" in r.text(), what="failing copies again",
+                 log=r.text)
+        time.sleep(3)
+        assert set(os.listdir(rep / "generations")) == gens, r.text()
+        out = tmp_path / "while-full.db"
+        p = subprocess.run([litevisor_bin, "restore", "-o", str(out), f"file://{rep}"],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0 and integrity(out) == "ok", p.stderr
+        arm.unlink()
+        time.sleep(1)
+    finally:
+        stop.set()
+        w.join()
+    wait_for(lambda: "copying new commits works again" in r.text(), what="copies again",
+             log=r.text)
+    check_restore_eventually(litestream_bin, rep, db, tmp_path / "ls.db")
