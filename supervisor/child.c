@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -22,7 +23,8 @@
 #include "common/log.h"
 #include "common/banned.h"
 
-enum stage { STAGE_PGRP = 1, STAGE_GROUPS, STAGE_GID, STAGE_UID, STAGE_MASK, STAGE_EXEC };
+enum stage { STAGE_PGRP = 1, STAGE_GROUPS, STAGE_GID, STAGE_UID, STAGE_PARENT, STAGE_MASK,
+	     STAGE_EXEC };
 
 struct failure_record {
 	int stage;
@@ -36,6 +38,7 @@ static const char *stage_text(int stage)
 	case STAGE_GROUPS: return "cannot set supplementary groups for";
 	case STAGE_GID: return "cannot switch group for";
 	case STAGE_UID: return "cannot switch user for";
+	case STAGE_PARENT: return "cannot set the parent-death signal for";
 	case STAGE_MASK: return "cannot restore the signal mask for";
 	default: return "cannot run";
 	}
@@ -553,7 +556,7 @@ static void exec_as_script(const char *path, char *const *sh_argv, char *const *
 
 /* Only async-signal-safe calls from here to execve. */
 static void __attribute__((noreturn)) in_child(const struct child_spec *spec, const char *path,
-					       char *const *sh_argv, int wfd)
+					       char *const *sh_argv, int wfd, pid_t parent)
 {
 	struct failure_record rec = { 0, 0 };
 	struct sigaction dfl;
@@ -603,6 +606,16 @@ static void __attribute__((noreturn)) in_child(const struct child_spec *spec, co
 	if (nofile_raised)
 		(void)setrlimit(RLIMIT_NOFILE, &nofile_start); /* lowering a soft limit cannot fail */
 	open_held_stdio();
+	/*
+	 * litevisor killed (SIGKILL, a crash) when it is not PID 1 must not leave
+	 * the service writing with nothing replicating it, nor let the next run
+	 * start a second one on the same database (QA97 O3): it gets a TERM.
+	 * After setuid, which clears it; a parent already gone is one to follow.
+	 */
+	if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || (getppid() != parent && (errno = ESRCH))) {
+		rec.stage = STAGE_PARENT;
+		goto fail;
+	}
 	if (sigprocmask(SIG_SETMASK, spec->mask, NULL) < 0) {
 		rec.stage = STAGE_MASK;
 		goto fail;
@@ -647,13 +660,14 @@ pid_t child_spawn(const struct child_spec *spec, struct child_failure *fail)
 		log_error("child", "pipe failed", "error=\"%s\"", strerror(errno));
 		goto out;
 	}
+	pid_t self = getpid();
 	pid = fork();
 	if (pid < 0) {
 		log_error("child", "fork failed", "error=\"%s\"", strerror(errno));
 		goto out;
 	}
 	if (pid == 0)
-		in_child(spec, path, sh_argv, pfd[1]);
+		in_child(spec, path, sh_argv, pfd[1], self);
 
 	close(pfd[1]);
 	pfd[1] = -1;

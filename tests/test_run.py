@@ -4813,3 +4813,31 @@ def test_replicate_relative_db_path_without_config(litevisor_bin, tmp_path, runs
                        text=True, timeout=20, cwd=tmp_path)
     assert p.returncode == 100 and "DB_PATH: empty path" in p.stderr, p.stderr
 
+
+
+def test_a_service_does_not_outlive_a_killed_litevisor(litevisor_bin, tmp_path):
+    """litevisor killed (SIGKILL, a crash) when it is not PID 1 (a hand start, systemd
+    without its cgroup kill) left the service running with nothing replicating it, and
+    the next run started a second copy on the same database beside it (QA97 O3). The
+    service gets a TERM when litevisor dies (the parent-death signal), and its handler
+    runs."""
+    db, done = tmp_path / "app.db", tmp_path / "termed"
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(f"dbs:\n  - path: {db}\n    replicas:\n      - url: file://{tmp_path / 'rep'}\n")
+    script = ("import signal, sys, time\n"
+              "signal.signal(signal.SIGTERM, lambda *a: (open(sys.argv[1], 'w').close(), "
+              "sys.exit(0)))\n"
+              "print('up', flush=True)\n"
+              "time.sleep(60)\n")
+    p = subprocess.Popen([litevisor_bin, "run", "-config", str(cfg), "--", SERVICE[0], "-c",
+                          script, str(done)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                         text=True)
+    try:
+        assert p.stdout.readline() == "up\n"
+        p.kill()
+        p.wait(timeout=10)
+        poll(lambda: done.exists(), timeout=10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.stdout.close()
