@@ -71,11 +71,17 @@ static int spool_rewind(void *ctx)
 	return s->fd >= 0 ? 0 : s->src->seek(s->src->ctx, s->start);
 }
 
-/* A spool in $TMPDIR (or /tmp) with no name: nothing is left behind. */
-static int spool_open(void)
+/* Where spools go: $TMPDIR, or /tmp. */
+static const char *spool_dir(void)
 {
 	const char *dir = getenv("TMPDIR");
-	return fs_open_unnamed(dir && *dir ? dir : "/tmp", "litevisor-s3-");
+	return dir && *dir ? dir : "/tmp";
+}
+
+/* A spool in spool_dir() with no name: nothing is left behind. */
+static int spool_open(void)
+{
+	return fs_open_unnamed(spool_dir(), "litevisor-s3-");
 }
 
 /*
@@ -130,7 +136,8 @@ static int spool_fill(struct spool *s, const struct st_source *src, int64_t want
 			if (w < 0) {
 				/* a full local disk is worth retrying later, like a full replica */
 				st_error_set(err, errno == ENOSPC ? ST_TRANSIENT : ST_PERMANENT, 0,
-					     "put %s: spool file in $TMPDIR: %s", key, strerror_r(errno, eb, sizeof(eb)));
+					     "put %s: spool file in %s ($TMPDIR, or /tmp): %s", key,
+					     spool_dir(), strerror_r(errno, eb, sizeof(eb)));
 				goto out;
 			}
 			off += w;
@@ -389,8 +396,8 @@ static int put_multipart(struct s3 *s3, const char *full, const char *key, const
 	sp.src = src;
 	if (!(src->seek && src->size >= 0) && (sp.fd = spool_open()) < 0) {
 		rc = ST_TRANSIENT;
-		st_error_set(err, rc, 0, "put %s/%s: cannot create a spool file in $TMPDIR: %s", s3->bucket,
-			     full, strerror_r(errno, eb, sizeof(eb)));
+		st_error_set(err, rc, 0, "put %s/%s: cannot create a spool file in %s ($TMPDIR, or "
+			     "/tmp): %s", s3->bucket, full, spool_dir(), strerror_r(errno, eb, sizeof(eb)));
 		goto out;
 	}
 	if (spool_fill(&sp, src, part_size(src, 1), buf, &eof, key, err) < 0) {
