@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "common/clock.h"
@@ -513,6 +514,24 @@ static int open_db(struct eng_db *d, bool fresh)
 					   strstr(owhy, "unable to open")
 					   ? " (SQLite creates the -wal and -shm beside the database: can "
 					     "this user write to its directory?)" : "";
+		/* ... or it has no room for them (SQLite reports no ENOSPC then, QA97 O2) */
+		char dir[PATH_MAX];
+		struct statvfs vfs;
+		snprintf(dir, sizeof(dir), "%s", d->cfg->path);
+		char *slash = strrchr(dir, '/');
+		if (slash)
+			*(slash == dir ? slash + 1 : slash) = '\0';
+		bool no_inode = false, no_space = false;
+		if (*hint && statvfs(slash ? dir : ".", &vfs) == 0) {
+			/* (a filesystem without inode counts, btrfs, shows 0 of 0) */
+			no_inode = vfs.f_files > 0 && vfs.f_favail == 0;
+			no_space = vfs.f_blocks > 0 && vfs.f_bavail == 0;
+		}
+		if (no_inode || no_space)
+			hint = no_inode ? " (SQLite creates the -wal and -shm beside the "
+						   "database, and its filesystem has no free inode)"
+						 : " (SQLite creates the -wal and -shm beside the "
+						   "database, and its filesystem has no free space)";
 		char full[sizeof(owhy) + 120];
 		snprintf(full, sizeof(full), "%s%s", owhy, hint);
 		open_failed(d, LOG_WARN, rc == -2 ? "cannot use the database in WAL mode"

@@ -4546,3 +4546,23 @@ def test_a_state_disk_full_for_long_lets_the_wal_restart_and_replication_resumes
     wait_for(lambda: "copying new commits works again" in r.text(), what="copies again",
              log=r.text)
     check_restore_eventually(litestream_bin, rep, db, tmp_path / "ls.db")
+
+
+def test_a_database_directory_without_free_inodes_is_named_as_such(litevisor_bin, tmp_path):
+    """The database's directory has no free inode: SQLite cannot create the -wal, reports
+    "unable to open database file" with ENOENT, and the hint asked whether this user may
+    write to the directory (QA97 O2). The hint now says the filesystem has no free inode.
+    A tmpfs with 6 inodes, in a mount namespace of the test's own (unshare -rm)."""
+    mnt, rep = tmp_path / "m", tmp_path / "rep"
+    mnt.mkdir()
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(f"dbs:\n  - path: {mnt}/app.db\n    replicas:\n      - url: file://{rep}\n")
+    script = (f"mount -t tmpfs -o size=2m,nr_inodes=6 tmpfs {mnt} && "
+              f"/usr/bin/python3 -c 'import sqlite3; sqlite3.connect(\"{mnt}/app.db\")"
+              f".execute(\"CREATE TABLE t(x)\")' && "
+              f"i=0; while touch {mnt}/f$i 2>/dev/null; do i=$((i+1)); done; "
+              f"exec timeout -s TERM 3 {litevisor_bin} replicate -config {cfg}")
+    p = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True,
+                       timeout=60)
+    assert "its filesystem has no free inode" in p.stderr, p.stderr
+    assert "can this user write" not in p.stderr, p.stderr
