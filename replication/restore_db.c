@@ -204,8 +204,10 @@ static sqlite3 *open_tmp(struct apply *a)
 				     sizeof(damaged));
 		rs_fail(a, db && !read_err && !full[0] ? sqlite_cause(sqlite3_errcode(db) & 0xff)
 						       : RS_CAUSE_LOCAL,
-			"open %s: %s%s%s%s%s%s", a->tmp, db ? sqlite3_errmsg(db) : "out of memory",
-			e ? " (" : "", e ? strerror(e) : "", e ? ")" : "", full, damaged);
+			"open %s%s: %s%s%s%s%s%s", a->tmp,
+			a->c->plan.nsegments ? " and read its -wal" : "",
+			db ? sqlite3_errmsg(db) : "out of memory", e ? " (" : "", e ? strerror(e) : "",
+			e ? ")" : "", full, damaged);
 		sqlite3_close(db);
 		return NULL;
 	}
