@@ -183,18 +183,22 @@ int localstate_read_database_id(const char *dir, char id[33])
 	return 0;
 }
 
-/* A past position record, <dir>/<name>: "gen index offset[ open]\n" ("previous", "aside"). */
+/*
+ * A past position record, <dir>/<name>: "gen index offset[ open][ restored]\n"
+ * ("previous", "aside").
+ */
 static int write_past(const char *dir, const char *name, const struct wal_pos *end, bool open,
-		      uid_t uid, gid_t gid)
+		      bool restored, uid_t uid, gid_t gid)
 {
-	char path[PATH_MAX], line[64];
-	int n = snprintf(line, sizeof(line), "%s %08x %08x%s\n", end->generation, end->index,
-			 end->offset, open ? " open" : "");
+	char path[PATH_MAX], line[80];
+	int n = snprintf(line, sizeof(line), "%s %08x %08x%s%s\n", end->generation, end->index,
+			 end->offset, open ? " open" : "", restored ? " restored" : "");
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
 	return fs_write_atomic(path, line, (size_t)n, 0640, uid, gid);
 }
 
-static int read_past(const char *dir, const char *name, struct wal_pos *end, bool *open)
+static int read_past(const char *dir, const char *name, struct wal_pos *end, bool *open,
+		     bool *restored)
 {
 	char path[PATH_MAX], *text = NULL, gen[32];
 	unsigned idx, off;
@@ -204,10 +208,17 @@ static int read_past(const char *dir, const char *name, struct wal_pos *end, boo
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
 	if (fs_read_small(path, 128, &text, NULL) < 0)
 		return -1;
-	bool is_open = false;
+	bool is_open = false, by_restore = false;
 	int ok = sscanf(text, "%31s %8x %8x%n", gen, &idx, &off, &rest) == 3 &&
-		 layout_generation_valid(gen) &&
-		 (!strcmp(text + rest, "\n") || (is_open = !strcmp(text + rest, " open\n")));
+		 layout_generation_valid(gen);
+	if (ok) {
+		const char *t = text + rest;
+		if (!strncmp(t, " open", 5) && (is_open = true))
+			t += 5;
+		if (!strncmp(t, " restored", 9) && (by_restore = true))
+			t += 9;
+		ok = !strcmp(t, "\n");
+	}
 	free(text);
 	if (!ok) {
 		errno = EINVAL;
@@ -218,29 +229,42 @@ static int read_past(const char *dir, const char *name, struct wal_pos *end, boo
 	end->offset = off;
 	if (open)
 		*open = is_open;
+	if (restored)
+		*restored = by_restore;
 	return 0;
 }
 
 int localstate_write_previous(const char *dir, const struct wal_pos *end, bool open, uid_t uid,
 			      gid_t gid)
 {
-	return write_past(dir, "previous", end, open, uid, gid);
+	return write_past(dir, "previous", end, open, false, uid, gid);
+}
+
+int localstate_write_restored_previous(const char *dir, const struct wal_pos *end, bool open,
+				       uid_t uid, gid_t gid)
+{
+	return write_past(dir, "previous", end, open, true, uid, gid);
 }
 
 int localstate_read_previous(const char *dir, struct wal_pos *end, bool *open)
 {
-	return read_past(dir, "previous", end, open);
+	return read_past(dir, "previous", end, open, NULL);
+}
+
+int localstate_read_previous_by(const char *dir, struct wal_pos *end, bool *open, bool *restored)
+{
+	return read_past(dir, "previous", end, open, restored);
 }
 
 int localstate_write_aside(const char *dir, const struct wal_pos *end, bool open, uid_t uid,
 			   gid_t gid)
 {
-	return write_past(dir, "aside", end, open, uid, gid);
+	return write_past(dir, "aside", end, open, false, uid, gid);
 }
 
 int localstate_read_aside(const char *dir, struct wal_pos *end, bool *open)
 {
-	return read_past(dir, "aside", end, open);
+	return read_past(dir, "aside", end, open, NULL);
 }
 
 /*

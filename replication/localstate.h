@@ -134,6 +134,18 @@ int localstate_write_previous(const char *dir, const struct wal_pos *end, bool o
 int localstate_read_previous(const char *dir, struct wal_pos *end, bool *open);
 
 /*
+ * The "previous" record a restore writes (" restored" after it): the file
+ * was restored to end, the newest there was, the restore having weighed
+ * every generation then listed, ties to the second included. Replication
+ * then counts another generation as written after it only when it holds an
+ * object strictly later, as after a restored marker (QA99 D1, D2).
+ * read_previous_by: restored (may be NULL) tells which kind it is.
+ */
+int localstate_write_restored_previous(const char *dir, const struct wal_pos *end, bool open,
+				       uid_t uid, gid_t gid);
+int localstate_read_previous_by(const char *dir, struct wal_pos *end, bool *open, bool *restored);
+
+/*
  * The "aside" record, in the same form: where this node's file stood, in
  * its own generation, when a restore moved it aside for another one (open:
  * not closed there as the replicas showed it). That generation is the

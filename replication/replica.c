@@ -1085,7 +1085,7 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 		goto fail;
 	writers_prime(r, ids, n);
 	struct wal_pos closed_at, prev;
-	bool prev_open = false;
+	bool prev_open = false, prev_restored = false;
 	bool newest_wins = !in_marker && d->eng->cfg &&
 			   d->eng->cfg->restore.existing == EXISTING_NEWEST_WINS;
 	int old = 0;
@@ -1107,7 +1107,7 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 	}
 	if (newest_wins && read_closed(r, &closed_at) == 0)
 		old = continued_since(r, ids, n, &closed_at, why, sizeof(why), &call, &err);
-	else if (newest_wins && localstate_read_previous(d->dir, &prev, &prev_open) == 0 &&
+	else if (newest_wins && localstate_read_previous_by(d->dir, &prev, &prev_open, &prev_restored) == 0 &&
 		 strcmp(prev.generation, gen) != 0) {
 		/*
 		 * The generation this node left, gone on past where its file
@@ -1127,11 +1127,17 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 		bool cur_listed = false;
 		for (size_t i = 0; i < n && !cur_listed; i++)
 			cur_listed = !strcmp(ids[i], gen);
+		/*
+		 * A restore's record, measured from the generation restored (its
+		 * ties weighed by the restore): only a strictly later object is
+		 * another node's since (QA99 D1, D2), as after a restored marker.
+		 */
 		if (past < 0 || (past > 0 && !prev_open))
 			old = past;
 		else
 			old = newer_elsewhere(r, ids, n, cur_listed ? gen : prev.generation, gen,
-					      past ? "" : prev.generation, false, why, sizeof(why),
+					      past ? "" : prev.generation,
+					      prev_restored && !cur_listed && !past, why, sizeof(why),
 					      &call, &err);
 	} else if (newest_wins) {
 		old = newer_elsewhere(r, ids, n, gen, gen, "", false, why, sizeof(why), &call, &err);

@@ -66,6 +66,8 @@ struct session {
 	struct rs_local_past past; /* its records, when its state is litevisor's */
 	char superseded[400];      /* why that state ranks another generation above the local
 				      file's: the newest of the others is restored (t.exclude) */
+	char only_gen[LAYOUT_GEN_LEN + 1]; /* t.generation of a probe again for the winner's
+					      generation alone (more_elsewhere) */
 	const struct rs_cand *applying; /* the candidate apply_with_fallback is restoring */
 };
 
@@ -109,6 +111,34 @@ static void log_decision(const struct session *s)
 }
 
 static void note_own_marks(struct session *s);
+
+/*
+ * Does a candidate whose plan is another generation list the winner's
+ * generation past the winner's end (a segment starting there or later; at
+ * an end only known as a lower bound, later)?
+ */
+static bool more_elsewhere(const struct session *s)
+{
+	const struct rs_cand *w = &s->c[s->ch.winner];
+	for (size_t i = 0; i < s->n; i++) {
+		const struct rs_cand *c = &s->c[i];
+		if (c == w || c->state != RC_OK ||
+		    (c->has_data && !strcmp(c->plan.generation, w->plan.generation)))
+			continue;
+		for (size_t k = 0; k < c->ngens; k++) {
+			const struct cat_generation *g = &c->gens[k];
+			if (strcmp(g->id, w->plan.generation) != 0 || !g->nsegments)
+				continue;
+			const struct cat_segment *l = &g->segments[g->nsegments - 1];
+			struct wal_pos at = { .index = l->index, .offset = l->offset };
+			memcpy(at.generation, g->id, sizeof(at.generation));
+			int cmp = wal_pos_cmp(&at, &w->plan.end);
+			if (cmp > 0 || (cmp == 0 && !w->plan.end_open))
+				return true;
+		}
+	}
+	return false;
+}
 
 static int session_probe(struct session *s, const char *only, bool measure_all,
 			 struct restore_result *res)
@@ -163,6 +193,24 @@ static int session_probe(struct session *s, const char *only, bool measure_all,
 	rs_choose(s->c, s->n, rc->clock_skew_ms, s->t.timestamp_ns,
 		  s->past.current[0] ? &s->past : NULL, s->dbname, mode_name(rc->mode),
 		  answers_needed(s), &s->ch);
+	/*
+	 * A candidate whose own newest is another generation may hold more of the
+	 * winner's than the winner does: planned on its own newest, its copy was
+	 * never weighed, and the restore took less than there is (and replication
+	 * then found the rest written "after" it). Probed again for that
+	 * generation alone, every copy of it counts.
+	 */
+	if (s->ch.winner >= 0 && !s->t.generation && more_elsewhere(s)) {
+		memcpy(s->only_gen, s->c[s->ch.winner].plan.generation, sizeof(s->only_gen));
+		log_info("restore", "another candidate holds more of the newest generation than "
+			 "the one that listed it newest: weighing every copy of it", "db=\"%s\" "
+			 "generation=%s", s->dbname, s->only_gen);
+		session_release(s);
+		s->t.generation = s->only_gen;
+		int rc2 = session_probe(s, only, measure_all, res);
+		s->t.generation = NULL;
+		return rc2;
+	}
 	if (!s->quiet)
 		log_decision(s);
 	return 0;
@@ -399,7 +447,7 @@ static void note_left(const struct session *s, const char *dir, const struct wal
 		return;
 	bool open = !closed_somewhere(s, pos);
 	if (localstate_ensure(s->db, dir) < 0 ||
-	    localstate_write_previous(dir, pos, open, uid, gid) < 0)
+	    localstate_write_restored_previous(dir, pos, open, uid, gid) < 0)
 		log_warn("restore", "cannot record where the restored file stands in the restored "
 			 "generation", "db=\"%s\" dir=\"%s\" err=\"%s\"", s->dbname, dir,
 			 strerror(errno));
@@ -1454,8 +1502,28 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 				 "why=\"%s\"", s.dbname, s.past.current, over, s.superseded);
 			session_release(&s);
 			s.t.exclude = s.past.current;
-			if (session_probe(&s, NULL, true, res) < 0)
+			/* the newest of the others, written seconds ago, gets its handover wait too */
+			if (session_probe(&s, NULL, true, res) < 0 ||
+			    await_handover(&s, true, from[0] ? from : statedir, res) < 0)
 				goto out;
+			/*
+			 * ... unless that is the file's own past by its records (the
+			 * generation it left, ending where it stood): older than the
+			 * file, never restored over it (QA101 D2). The file is kept,
+			 * as before the supersede.
+			 */
+			if (s.ch.winner >= 0 && rs_local_order(s.c, s.n, &s.past,
+							       s.c[s.ch.winner].plan.generation) < 0) {
+				log_warn("restore", "the newest of the others is the local database's own "
+					 "past: keeping it", "db=\"%s\" generation=%s", s.dbname,
+					 s.c[s.ch.winner].plan.generation);
+				session_release(&s);
+				s.t.exclude = NULL;
+				s.superseded[0] = '\0';
+				if (session_probe(&s, NULL, true, res) < 0 ||
+				    await_handover(&s, true, from[0] ? from : statedir, res) < 0)
+					goto out;
+			}
 		}
 		if (s.ch.winner < 0 || strict_unsettled(&s)) {
 			rc = settle_unrestored(&s, true, res);

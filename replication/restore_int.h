@@ -306,6 +306,14 @@ void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, int64_t ts,
 bool rs_local_newer(const struct rs_cand *c, size_t n, const struct rs_local_past *past,
 		    char gen[LAYOUT_GEN_LEN + 1], char *why, size_t len);
 
+/*
+ * How the local database's own state ranks generation gen against the
+ * local file's (struct rs_local_past): >0 above it, <0 below (the file's own
+ * past), 0 it does not tell.
+ */
+int rs_local_order(const struct rs_cand *c, size_t n, const struct rs_local_past *past,
+		   const char *gen);
+
 /* Log rs_choose's decision block under component "restore": a header, one line per candidate, the result. */
 void rs_log_decision(const struct rs_cand *c, size_t n, const struct rs_choice *out,
 		     int64_t skew_ms, const char *dbname, const char *mode);

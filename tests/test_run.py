@@ -3461,6 +3461,86 @@ def test_a_fork_ending_in_one_second_is_ordered_alike_by_the_restore_and_replica
     assert list((tmp_path / "B").glob("app.db.replaced-*")), os.listdir(tmp_path / "B")
 
 
+def test_a_fresh_node_is_not_refused_for_the_parent_of_the_generation_it_restored(
+        litevisor_bin, tmp_path):
+    """Sequential runs: B closed G1; with "file" down, A restored G1 from "s3" (no restored
+    marker: a replica did not answer), wrote and closed G2, in the second G1 ended. A
+    fresh node C, "file" still down, restored G2 (on "s3" both end in one second, and G2
+    started later) and started G3; replication then took G1, G2's own parent, in G2's
+    last second for another node's going on and refused C at every start (QA99 D1,
+    high). The restore's record says it weighed that tie: only a strictly later object
+    counts after it."""
+    f, s3 = tmp_path / "file", tmp_path / "s3"
+    b = hw_node(tmp_path, "B", [f, s3])
+    a = hw_node(tmp_path, "A", [f, s3])
+    c = hw_node(tmp_path, "C", [f, s3])
+    p = subprocess.Popen([litevisor_bin, "run", "-config", str(b), "--", SERVICE[0], "-c",
+                          WRITE_UNTIL_TERM, "b1"], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    try:
+        poll(lambda: len(list(s3.glob("generations/*/wal/*"))) >= 2, timeout=20)
+    finally:
+        p.terminate()
+        assert p.wait(timeout=30) == 0
+    (g1,) = os.listdir(s3 / "generations")
+    take_away(f, tmp_path)
+    err = add_rows_on(litevisor_bin, a, 2, "a1")
+    assert "will not continue the restored generation" in err, err
+    (g2,) = set(os.listdir(s3 / "generations")) - {g1}
+    second = (int(time.time()) - 5) * 10**9
+    stamp_generation(s3, g1, second - 3 * 10**9, second)
+    stamp_generation(s3, g2, second - 10**9, second)
+    err = add_rows_on(litevisor_bin, c, 1, "c1")
+    assert "older than the replica" not in err, err
+    rows = restored_rows(litevisor_bin, s3, tmp_path / "s3.db")
+    assert rows[-3:] == ["a1-0", "a1-1", "c1-0"] and rows[0] == "b1-0", (rows, err)
+
+
+def test_two_killed_forks_in_one_second_are_ordered_by_the_clock_that_can_tell(
+        litevisor_bin, tmp_path):
+    """handover-wait 0s and both nodes killed: G1 (A's) and G2 (B's, from G1) both open.
+    On "s3" both end in one second and G2 started later; on "file" G1 ends half a second
+    after G2. The restore let "started later" outvote the clock that could tell, picked
+    G2, and replication, for which G1's later nanoseconds are later, refused every node
+    at every start, a fresh one too (QA99 D2, high). The clock that can tell decides."""
+    s3, f = tmp_path / "s3", tmp_path / "file"
+    hw0 = "restore:\n  handover-wait: 0s\n"
+
+    def start(node, tag):
+        return subprocess.Popen([litevisor_bin, "run", "-config",
+                                 str(hw_node(tmp_path, node, [s3, f], hw0)), "--", SERVICE[0],
+                                 "-c", WRITE_UNTIL_TERM, tag], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+
+    a = start("A", "A")
+    b = None
+    try:
+        poll(lambda: all(list(r.glob("generations/*/wal/*")) for r in (s3, f)), timeout=20)
+        (g1,) = os.listdir(s3 / "generations")
+        b = start("B", "B")
+        # G2 begun, with WAL of its own, on both replicas
+        poll(lambda: all(len(os.listdir(r / "generations")) == 2 and
+                         all(list(g.glob("wal/*")) for g in (r / "generations").iterdir())
+                         for r in (s3, f)), timeout=20)
+        time.sleep(0.5)
+    finally:
+        for p in (a, b):
+            if p:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(timeout=30)
+    (g2,) = set(os.listdir(s3 / "generations")) - {g1}
+    second = (int(time.time()) - 5) * 10**9
+    stamp_generation(s3, g1, second - 3 * 10**9, second)
+    stamp_generation(s3, g2, second - 10**9, second)
+    stamp_generation(f, g1, second - 29 * 10**8, second + 8 * 10**8)
+    stamp_generation(f, g2, second - 9 * 10**8, second + 3 * 10**8)
+    err = add_rows_on(litevisor_bin, hw_node(tmp_path, "C", [s3, f], hw0), 1, "c1")
+    assert "older than the replica" not in err, err
+    rows = [restored_rows(litevisor_bin, rep, tmp_path / f"{rep.name}.db") for rep in (s3, f)]
+    assert rows[0] == rows[1] and rows[0][-1] == "c1-0", (rows, err)
+    assert not any(v.startswith("B-") for v in rows[0]), rows
+
+
 def test_the_generation_a_node_left_supersedes_its_fork_though_no_replica_ranks_it_newest(
         litevisor_bin, tmp_path):
     """The two-outage split above, and then A's app wrote while A was down: A went on in

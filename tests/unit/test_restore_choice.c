@@ -401,11 +401,42 @@ TEST(local_newer_finds_a_generation_in_the_second_of_this_nodes_last_object)
 	/* G1 its own past by the previous record (not gone on): not newer */
 	lp.past[0].at = (struct wal_pos){ "1111111111111111", 0, 0 };
 	CHECK(!rs_local_newer(c, 1, &lp, gen, why, sizeof(why)));
+	CHECK(rs_local_order(c, 1, &lp, "1111111111111111") < 0); /* never restored over it */
+	CHECK(rs_local_order(c, 1, &lp, "2222222222222222") == 0);
 	/* newer, but nothing to restore it from (no snapshot): not offered */
 	lp.past[0].at.generation[0] = '\0';
 	g[0].nsnapshots = 0;
 	CHECK(!rs_local_newer(c, 1, &lp, gen, why, sizeof(why)));
 	c[0].gens = NULL;
+}
+
+TEST(choose_by_the_server_whose_clock_can_tell_over_a_tie_to_the_second)
+{
+	struct rs_cand c[2];
+	struct rs_choice ch;
+	struct cat_generation ga[2], gb[2];
+	log_configure(LOG_ERROR, false);
+	/* "s3": both end in second 1000, G2 started later; "file": G1 ends 0.5 s after G2 */
+	cand(&c[0], "s3", "2222222222222222", 0, 64, S(1000), 10);
+	cand(&c[1], "file", "1111111111111111", 0, 64, S(1000) + 800000000, 10);
+	ga[0] = (struct cat_generation){ .id = "1111111111111111", .min_ns = S(990), .max_ns = S(1000) };
+	ga[1] = (struct cat_generation){ .id = "2222222222222222", .min_ns = S(995), .max_ns = S(1000) };
+	gb[0] = (struct cat_generation){ .id = "1111111111111111", .min_ns = S(990) + 100000000,
+					 .max_ns = S(1000) + 800000000 };
+	gb[1] = (struct cat_generation){ .id = "2222222222222222", .min_ns = S(995) + 100000000,
+					 .max_ns = S(1000) + 300000000 };
+	c[0].gens = ga;
+	c[0].ngens = 2;
+	c[1].gens = gb;
+	c[1].ngens = 2;
+	rs_choose(c, 2, 10000, 0, NULL, "db", "freshest-reachable", 0, &ch);
+	CHECK_INT(ch.winner, 1); /* "file"'s clock, not "s3"'s tie-break (QA99 D2) */
+	CHECK(ch.ambiguous);
+	/* both clocks telling, and disagreeing: the one that started later */
+	ga[1].max_ns = S(1001);
+	rs_choose(c, 2, 10000, 0, NULL, "db", "freshest-reachable", 0, &ch);
+	CHECK_INT(ch.winner, 0);
+	c[0].gens = c[1].gens = NULL;
 }
 
 TEST(choose_prefers_replica_without_holes)
@@ -423,7 +454,8 @@ TEST(choose_prefers_replica_without_holes)
 
 UNIT_MAIN(T(plan_newest_snapshot_and_following_segments),
 	  T(choose_by_the_local_record_where_it_names_both_generations),
-	  T(local_newer_finds_a_generation_in_the_second_of_this_nodes_last_object), T(plan_index_bounds_and_past_the_end),
+	  T(local_newer_finds_a_generation_in_the_second_of_this_nodes_last_object),
+	  T(choose_by_the_server_whose_clock_can_tell_over_a_tie_to_the_second), T(plan_index_bounds_and_past_the_end),
 	  T(plan_timestamp_picks_snapshot_and_stops), T(plan_notes_a_hole),
 	  T(plan_timestamp_in_a_generation_whose_covering_snapshot_is_gone),
 	  T(plan_same_second_generations_the_closed_one_is_older),
