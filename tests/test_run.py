@@ -3369,6 +3369,21 @@ def test_a_node_restored_from_a_killed_nodes_generation_does_not_refuse_its_own_
         ["a1-0", "a1-1", "b1-0", "b1-1", "b2-0", "b2-1", "b2-2"], err
 
 
+def split_by_two_outages(litevisor_bin, tmp_path):
+    """Nodes A and B on file replicas r1, r2: A writes G1 (a1); B, with r1 down, restores
+    it from r2 and forks G2 there (b1); A, with r2 down, goes on in G1 on r1 (a2). r2 is
+    left down. Returns (r1, r2, A's config, B's config)."""
+    r1, r2 = tmp_path / "r1", tmp_path / "r2"
+    a, b = hw_node(tmp_path, "A", [r1, r2]), hw_node(tmp_path, "B", [r1, r2])
+    add_rows_on(litevisor_bin, a, 2, "a1")
+    take_away(r1, tmp_path)
+    add_rows_on(litevisor_bin, b, 2, "b1")
+    bring_back(r1, tmp_path)
+    take_away(r2, tmp_path)
+    add_rows_on(litevisor_bin, a, 2, "a2")
+    return r1, r2, a, b
+
+
 def test_a_generation_gone_on_past_where_this_node_left_it_wins_over_its_own_fork(
         litevisor_bin, tmp_path):
     """Two outages split the replicas. B ran with r1 down: it restored A's G1 from r2 and
@@ -3378,14 +3393,7 @@ def test_a_generation_gone_on_past_where_this_node_left_it_wins_over_its_own_for
     reads B's "previous" record, found G1 gone on past it on r1 and refused the file at
     every start (QA95 D3, high). The restore weighs that record as replication does: G1
     gone on past where B left it is newer than B's own fork; B's file goes aside, kept."""
-    r1, r2 = tmp_path / "r1", tmp_path / "r2"
-    a, b = hw_node(tmp_path, "A", [r1, r2]), hw_node(tmp_path, "B", [r1, r2])
-    add_rows_on(litevisor_bin, a, 2, "a1")
-    take_away(r1, tmp_path)
-    add_rows_on(litevisor_bin, b, 2, "b1")
-    bring_back(r1, tmp_path)
-    take_away(r2, tmp_path)
-    add_rows_on(litevisor_bin, a, 2, "a2")
+    r1, r2, a, b = split_by_two_outages(litevisor_bin, tmp_path)
     bring_back(r2, tmp_path)
     err = add_rows_on(litevisor_bin, b, 1, "b2")
     assert "older than the replica" not in err, err
@@ -3550,14 +3558,7 @@ def test_the_generation_a_node_left_supersedes_its_fork_though_no_replica_ranks_
     record, ranked r1's G3 below r2's G2 by the clocks and kept B's file; replication
     refused it on r1 at every start (QA100 D2, high). B's own state supersedes its
     file's generation, and the newest of the others, A's G3, is restored."""
-    r1, r2 = tmp_path / "r1", tmp_path / "r2"
-    a, b = hw_node(tmp_path, "A", [r1, r2]), hw_node(tmp_path, "B", [r1, r2])
-    add_rows_on(litevisor_bin, a, 2, "a1")
-    take_away(r1, tmp_path)
-    add_rows_on(litevisor_bin, b, 2, "b1")
-    bring_back(r1, tmp_path)
-    take_away(r2, tmp_path)
-    add_rows_on(litevisor_bin, a, 2, "a2")
+    r1, r2, a, b = split_by_two_outages(litevisor_bin, tmp_path)
     con = sqlite3.connect(tmp_path / "A" / "app.db", isolation_level=None)
     con.execute("INSERT INTO t VALUES ('a-offline')")  # while litevisor is down
     con.close()
