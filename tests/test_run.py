@@ -3447,7 +3447,11 @@ def test_a_fork_ending_in_one_second_is_ordered_alike_by_the_restore_and_replica
             b = start(b_cfg, "b1")
             poll(lambda: all(len(list(r.glob("generations/*/wal/*"))) >= 2 for r in (s3, f)),
                  timeout=20)
-            time.sleep(0.5)
+        # A writes on in G1 after B's fork, and both replicas get it
+        had = [len(list((r / "generations" / g1).glob("wal/*"))) for r in (s3, f)]
+        poll(lambda: all(len(list((r / "generations" / g1).glob("wal/*"))) > n
+                         for r, n in zip((s3, f), had)), timeout=20)
+        time.sleep(0.3)
     finally:
         if b:
             os.killpg(b.pid, signal.SIGKILL)
