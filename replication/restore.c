@@ -1470,6 +1470,7 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 		/* the local generation's past, as replication will read it (rs_local_past) */
 		if (!strcmp(from, statedir) && lpos.generation[0]) {
 			memcpy(s.past.current, lpos.generation, sizeof(s.past.current));
+			s.past.local = lpos;
 			(void)localstate_read_previous(statedir, &s.past.past[0].at,
 						       &s.past.past[0].open);
 			(void)localstate_read_aside(statedir, &s.past.past[1].at,

@@ -106,6 +106,28 @@ static bool held_past(const struct rs_cand *c, size_t n, const struct wal_pos *a
 }
 
 /*
+ * Does a candidate hold the local file's generation past where the file
+ * stands (its measured end, or a segment starting there or later)?
+ */
+static bool current_went_on(const struct rs_cand *c, size_t n, const struct rs_local_past *lp)
+{
+	if (!lp->local.generation[0])
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		if (c[i].has_data && !strcmp(c[i].plan.generation, lp->current) &&
+		    wal_pos_past(&c[i].plan.end, &lp->local))
+			return true;
+		const struct cat_generation *g = gen_on(&c[i], lp->current);
+		for (size_t k = 0; g && k < g->nsegments; k++)
+			if (g->segments[k].index > lp->local.index + 1 ||
+			    (g->segments[k].index == lp->local.index &&
+			     g->segments[k].offset >= lp->local.offset && lp->local.offset > 0))
+				return true;
+	}
+	return false;
+}
+
+/*
  * The local records' order of a and b (struct rs_local_past): >0 a is the
  * newer, <0 b, 0 they do not tell (not two they name; left open and gone
  * on: the times decide). Explains itself in why when they tell.
@@ -122,6 +144,13 @@ static int record_order(const struct rs_cand *c, size_t n, const struct rs_local
 			continue;
 		bool went_on = held_past(c, n, &p->at, k);
 		if (went_on && p->open)
+			return 0;
+		/*
+		 * Another node went on in the file's own generation too (it
+		 * restored it and wrote on): that is no fork of this file's any
+		 * more, and the record does not order the two (QA102 D1).
+		 */
+		if (went_on && current_went_on(c, n, lp))
 			return 0;
 		char at[64], what[200];
 		snprintf(what, sizeof(what), "%s generation %s at %s for %s",

@@ -261,6 +261,7 @@ struct rs_past {
  */
 struct rs_local_past {
 	char current[LAYOUT_GEN_LEN + 1];
+	struct wal_pos local;          /* where the file stands in current */
 	struct rs_past past[2];
 };
 

@@ -3473,6 +3473,38 @@ def test_a_fork_ending_in_one_second_is_ordered_alike_by_the_restore_and_replica
     assert list((tmp_path / "B").glob("app.db.replaced-*")), os.listdir(tmp_path / "B")
 
 
+def test_the_left_generation_does_not_outrank_a_fork_another_node_went_on_in(
+        litevisor_bin, tmp_path):
+    """Two outages split the history: B's file is in its fork G2, having left G1 at X; A
+    went on in G1 past X with r2 down, then, its disk wiped, restored G2 and went on in
+    it on both replicas. At B's next start the restore took G1 ("gone on past where the
+    file left it") over G2, the newest on both replicas, and replication refused the
+    restored file (QA102 D1, high, a regression of d5d6b9c). Once another node went on
+    in the file's own generation too, the record does not order the two."""
+    r1, r2 = tmp_path / "r1", tmp_path / "r2"
+    a, b = hw_node(tmp_path, "A", [r1, r2]), hw_node(tmp_path, "B", [r1, r2])
+
+    def wipe_a():
+        shutil.rmtree(tmp_path / "A")
+        (tmp_path / "A").mkdir()
+
+    add_rows_on(litevisor_bin, a, 2, "a1")
+    take_away(r1, tmp_path)
+    wipe_a()
+    add_rows_on(litevisor_bin, a, 2, "a2")   # G1, on r2
+    add_rows_on(litevisor_bin, b, 2, "b3")   # B restores G1, forks G2
+    bring_back(r1, tmp_path)
+    take_away(r2, tmp_path)
+    add_rows_on(litevisor_bin, a, 300, "a4")  # A goes on in G1 on r1
+    bring_back(r2, tmp_path)
+    wipe_a()
+    add_rows_on(litevisor_bin, a, 2, "a5")   # A restores G2 and goes on in it
+    err = add_rows_on(litevisor_bin, b, 1, "b6")
+    assert "older than the replica" not in err, err
+    rows = restored_rows(litevisor_bin, r1, tmp_path / "r1.db")
+    assert rows[-3:] == ["a5-0", "a5-1", "b6-0"], (rows[-5:], err)
+
+
 def test_a_fresh_node_is_not_refused_for_the_parent_of_the_generation_it_restored(
         litevisor_bin, tmp_path):
     """Sequential runs: B closed G1; with "file" down, A restored G1 from "s3" (no restored
