@@ -1892,6 +1892,10 @@ void *replica_thread(void *arg)
 			 * first sync past it takes the snapshot (snap_wait), as for
 			 * retention, or else the next interval (waiting for the
 			 * interval alone made it every other one on a busy database).
+			 * A snapshot that failed stays due: it is tried again after
+			 * the failure's backoff, not an interval later (QA101 O1: one
+			 * refused while copies failed for a moment waited a whole
+			 * snapshot-interval).
 			 */
 			pthread_mutex_lock(&d->mu);
 			bool same = at_snap_index(r);
@@ -1904,7 +1908,8 @@ void *replica_thread(void *arg)
 				log_debug("replica", "periodic snapshot waits for a new WAL index",
 					  "db=%s replica=%s index=%u", d->stat.name, r->stat.name,
 					  r->snap_index);
-			next_snapshot = clock_mono_ns() + c->snapshot_interval_ms * NS_PER_MS;
+			if (rc == 0)
+				next_snapshot = clock_mono_ns() + c->snapshot_interval_ms * NS_PER_MS;
 		}
 		if (rc == 0 && do_ret) {
 			bool need = false;

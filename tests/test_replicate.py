@@ -4553,6 +4553,58 @@ def test_a_state_disk_full_for_long_lets_the_wal_restart_and_replication_resumes
     check_restore_eventually(litestream_bin, rep, db, tmp_path / "ls.db")
 
 
+def test_a_periodic_snapshot_refused_while_copies_fail_is_taken_once_they_work(
+        run, tmp_path, litestream_bin):
+    """A periodic snapshot came due while copies into the state directory failed for a
+    moment (its disk full): it was refused, rightly (QA97 D1), but then waited a whole
+    snapshot-interval more (QA101 O1). It stays due now and is tried again after the
+    failure's backoff: taken within seconds of the copies working again, in the same
+    generation (the copies failed for less than the give-up time)."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    arm = tmp_path / "disk-full"
+    env = faulty_env(op="pwrite", errno=28, count=10**9, arm=arm,
+                     path=str(tmp_path / ".app.db-litevisor" / "generations"))
+    cfg = config(tmp_path, db, [file_replica(rep, sync="100ms", snapshot_interval="10s")])
+    r = run(cfg, env)
+    wait_for(lambda: list(rep.glob("generations/*/snapshots/*")), what="first snapshot",
+             log=r.text)
+    first = time.monotonic()
+    [gen] = os.listdir(rep / "generations")
+    snaps = rep / "generations" / gen / "snapshots"
+    stop = threading.Event()
+
+    def writer():
+        con = sqlite3.connect(db, isolation_level=None)
+        con.execute("PRAGMA wal_autocheckpoint=50")
+        while not stop.is_set():
+            con.execute("INSERT INTO t(v) VALUES (randomblob(2000))")
+            time.sleep(0.01)
+        con.close()
+
+    w = threading.Thread(target=writer)
+    w.start()
+    try:
+        time.sleep(max(0, first + 7 - time.monotonic()))
+        before = len(os.listdir(snaps))
+        arm.write_text("")
+        wait_for(lambda: "could not be made whole" in r.text(), timeout=20,
+                 what="the periodic snapshot refused", log=r.text)
+        refused = time.monotonic()
+        assert len(os.listdir(snaps)) == before, r.text()
+        time.sleep(1)
+        arm.unlink()
+        wait_for(lambda: len(os.listdir(snaps)) > before, timeout=20,
+                 what="the snapshot once copies work", log=r.text)
+        took = time.monotonic() - refused
+        assert took < 6, f"{took:.1f} s after the refusal: it waited for the next interval"
+        assert os.listdir(rep / "generations") == [gen], r.text()
+    finally:
+        stop.set()
+        w.join()
+    check_restore_eventually(litestream_bin, rep, db, tmp_path / "ls.db")
+
+
 def test_a_database_directory_without_free_inodes_is_named_as_such(litevisor_bin, tmp_path):
     """The database's directory has no free inode: SQLite cannot create the -wal, reports
     "unable to open database file" with ENOENT, and the hint asked whether this user may
