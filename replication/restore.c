@@ -53,6 +53,20 @@ static void result_set(struct restore_result *res, enum restore_outcome o, const
 	va_end(ap);
 }
 
+/*
+ * The end of a record's generation on one replica, measured by downloading
+ * its last segment (rs_gen_end), kept for the session's later probes (a
+ * handover wait probes every second): the same last object (key, size,
+ * time) ends at the same place.
+ */
+#define END_MEMO_MAX 16
+struct end_memo {
+	char replica[64];
+	char generation[LAYOUT_GEN_LEN + 1];
+	struct cat_segment last; /* the generation's last segment, or its snapshot's index alone */
+	struct wal_pos end;
+};
+
 struct session {
 	const struct config *cfg;
 	const struct cfg_db *db;
@@ -68,6 +82,8 @@ struct session {
 				      file's: the newest of the others is restored (t.exclude) */
 	char only_gen[LAYOUT_GEN_LEN + 1]; /* t.generation of a probe again for the winner's
 					      generation alone (more_elsewhere) */
+	struct end_memo memo[END_MEMO_MAX]; /* record generations' ends measured (past_end_of) */
+	size_t nmemo;
 	const struct rs_cand *applying; /* the candidate apply_with_fallback is restoring */
 };
 
@@ -803,6 +819,46 @@ static int64_t own_mark_time(const struct session *s, const struct rs_cand *c,
 }
 
 /*
+ * Where candidate c's generation gen ends (rs_gen_end), from the session's
+ * memo when its last object is the one measured before. 0 or -1 (err set).
+ */
+static int past_end_of(struct session *s, struct rs_cand *c, const char *gen,
+		       struct wal_pos *end, char *err, size_t len)
+{
+	struct cat_segment last = { 0 };
+	for (size_t g = 0; g < c->ngens; g++) {
+		const struct cat_generation *cg = &c->gens[g];
+		if (strcmp(cg->id, gen) != 0)
+			continue;
+		if (cg->nsegments)
+			last = cg->segments[cg->nsegments - 1];
+		if (cg->nsnapshots && cg->snapshots[cg->nsnapshots - 1].index > last.index)
+			last = (struct cat_segment){ .index = cg->snapshots[cg->nsnapshots - 1].index,
+						     .size = -1 };
+	}
+	for (size_t i = 0; i < s->nmemo && i < END_MEMO_MAX; i++) {
+		const struct end_memo *m = &s->memo[i];
+		if (!strcmp(m->replica, c->name) && !strcmp(m->generation, gen) &&
+		    m->last.index == last.index && m->last.offset == last.offset &&
+		    m->last.size == last.size && m->last.mtime_ns == last.mtime_ns) {
+			*end = m->end;
+			return 0;
+		}
+	}
+	if (rs_gen_end(c, gen, probe_wait_ms(s->cfg), end, err, len) < 0)
+		return -1;
+	log_debug("restore", "measured where a generation the local state records ends",
+		  "db=\"%s\" replica=%s generation=%s index=%08x offset=%08x", s->dbname, c->name,
+		  gen, end->index, end->offset);
+	struct end_memo *m = &s->memo[s->nmemo++ % END_MEMO_MAX];
+	snprintf(m->replica, sizeof(m->replica), "%s", c->name);
+	snprintf(m->generation, sizeof(m->generation), "%s", gen);
+	m->last = last;
+	m->end = *end;
+	return 0;
+}
+
+/*
  * What rs_choose weighs the local state's records with, for each candidate
  * (rs_local_past): rs_cand.own_end_ns of the local file's generation, where
  * replication's refusal rules measure "written after this node" from
@@ -827,8 +883,8 @@ static void note_own_marks(struct session *s)
 			    !c->plan.end_open) {
 				c->past_end[k] = c->plan.end;
 				c->past_known[k] = true;
-			} else if (rs_gen_end(c, p->generation, probe_wait_ms(s->cfg), &c->past_end[k],
-					      err, sizeof(err)) == 0) {
+			} else if (past_end_of(s, c, p->generation, &c->past_end[k], err,
+					       sizeof(err)) == 0) {
 				c->past_known[k] = true;
 			}
 		}

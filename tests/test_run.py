@@ -3303,6 +3303,45 @@ def add_rows_on(litevisor_bin, cfg, rows, tag):
     return p.stderr
 
 
+def test_a_handover_wait_measures_the_local_records_generations_once(litevisor_bin, tmp_path):
+    """B's file left G1 (its `previous` record) for G2; A now runs, writing on, so B's
+    start waits for A's handover and probes again every second. Where G1 ends on the
+    replica (its last segment downloaded) was measured again on every probe (QA101 O2);
+    it is measured once now, the same last object ending at the same place."""
+    rep = tmp_path / "rep"
+    top = "logging:\n  level: debug\nrestore:\n  handover-wait: 3s\n"
+    a, b = hw_node(tmp_path, "A", [rep], top), hw_node(tmp_path, "B", [rep], top)
+    add_rows_on(litevisor_bin, a, 5, "a1")
+    (g1,) = os.listdir(rep / "generations")
+    add_rows_on(litevisor_bin, b, 5, "b0")
+    # a write while B is stopped: B's next start forks G2, recording G1 as left
+    con = sqlite3.connect(tmp_path / "B" / "app.db")
+    con.execute("INSERT INTO t VALUES ('by hand')")
+    con.commit()
+    con.close()
+    add_rows_on(litevisor_bin, b, 5, "b1")
+    (g2,) = set(os.listdir(rep / "generations")) - {g1}
+
+    def objects():
+        return len([f for f in (rep / "generations" / g2).rglob("*") if f.is_file()])
+    n = objects()
+    log = tmp_path / "a.log"
+    with open(log, "w") as f:
+        pa = subprocess.Popen([litevisor_bin, "run", "-config", str(a), "--", SERVICE[0], "-c",
+                               WRITE_UNTIL_TERM, "a2"], stderr=f)
+    try:
+        # A goes on in G2, past B's clean stop
+        poll(lambda: objects() > n + 1, timeout=30, log=log)
+        err = add_rows_on(litevisor_bin, b, 1, "b2")
+    finally:
+        pa.send_signal(signal.SIGTERM)
+        pa.wait(timeout=30)
+    assert "waiting for its node to finish stopping" in err, err
+    measured = [l for l in err.splitlines()
+                if "measured where a generation the local state records ends" in l]
+    assert len(measured) == 1, err
+
+
 def in_one_second(rep, old, new):
     """Every object of generation old and the closed mark of new: one whole second, as a
     server keeping whole seconds (S3) may show them."""
