@@ -1557,29 +1557,33 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 				 "node's own state ranks another above it, as replication reads it: "
 				 "restoring the newest of the others", "db=\"%s\" local=%s above=%s "
 				 "why=\"%s\"", s.dbname, s.past.current, over, s.superseded);
-			session_release(&s);
-			s.t.exclude = s.past.current;
+			/* a second session: the first one's result stands if this one is dropped */
+			struct session o = s;
+			o.c = NULL;
+			o.n = 0;
+			o.t.exclude = s.past.current;
 			/* the newest of the others, written seconds ago, gets its handover wait too */
-			if (session_probe(&s, NULL, true, res) < 0 ||
-			    await_handover(&s, true, from[0] ? from : statedir, res) < 0)
+			if (session_probe(&o, NULL, true, res) < 0 ||
+			    await_handover(&o, true, from[0] ? from : statedir, res) < 0) {
+				session_release(&o);
 				goto out;
+			}
 			/*
 			 * ... unless that is the file's own past by its records (the
 			 * generation it left, ending where it stood): older than the
 			 * file, never restored over it (QA101 D2). The file is kept,
-			 * as before the supersede.
+			 * on the first probe, as before the supersede.
 			 */
-			if (s.ch.winner >= 0 && rs_local_order(s.c, s.n, &s.past,
-							       s.c[s.ch.winner].plan.generation) < 0) {
+			if (o.ch.winner >= 0 && rs_local_order(o.c, o.n, &o.past,
+							       o.c[o.ch.winner].plan.generation) < 0) {
 				log_warn("restore", "the newest of the others is the local database's own "
 					 "past: keeping it", "db=\"%s\" generation=%s", s.dbname,
-					 s.c[s.ch.winner].plan.generation);
-				session_release(&s);
-				s.t.exclude = NULL;
+					 o.c[o.ch.winner].plan.generation);
+				session_release(&o);
 				s.superseded[0] = '\0';
-				if (session_probe(&s, NULL, true, res) < 0 ||
-				    await_handover(&s, true, from[0] ? from : statedir, res) < 0)
-					goto out;
+			} else {
+				session_release(&s);
+				s = o;
 			}
 		}
 		if (s.ch.winner < 0 || strict_unsettled(&s)) {
