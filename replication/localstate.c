@@ -185,45 +185,36 @@ int localstate_read_database_id(const char *dir, char id[33])
 
 /*
  * A past position record, <dir>/<name>: "gen index offset[ open][ restored]\n"
- * ("previous", "aside").
+ * ("previous", "aside"; "earlier" holds several such lines).
  */
-static int write_past(const char *dir, const char *name, const struct wal_pos *end, bool open,
-		      bool restored, uid_t uid, gid_t gid)
+static int format_past(char *line, size_t len, const struct wal_pos *end, bool open,
+		       bool restored)
 {
-	char path[PATH_MAX], line[80];
-	int n = snprintf(line, sizeof(line), "%s %08x %08x%s%s\n", end->generation, end->index,
-			 end->offset, open ? " open" : "", restored ? " restored" : "");
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	return fs_write_atomic(path, line, (size_t)n, 0640, uid, gid);
+	return snprintf(line, len, "%s %08x %08x%s%s\n", end->generation, end->index, end->offset,
+			open ? " open" : "", restored ? " restored" : "");
 }
 
-static int read_past(const char *dir, const char *name, struct wal_pos *end, bool *open,
-		     bool *restored)
+/* One record's line at text; *next: just past its "\n". 0, or -1 (malformed). */
+static int parse_past(const char *text, const char **next, struct wal_pos *end, bool *open,
+		      bool *restored)
 {
-	char path[PATH_MAX], *text = NULL, gen[32];
+	char gen[32];
 	unsigned idx, off;
 	int rest = 0;
 
 	memset(end, 0, sizeof(*end));
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	if (fs_read_small(path, 128, &text, NULL) < 0)
+	if (sscanf(text, "%31s %8x %8x%n", gen, &idx, &off, &rest) != 3 ||
+	    !layout_generation_valid(gen))
 		return -1;
+	const char *t = text + rest;
 	bool is_open = false, by_restore = false;
-	int ok = sscanf(text, "%31s %8x %8x%n", gen, &idx, &off, &rest) == 3 &&
-		 layout_generation_valid(gen);
-	if (ok) {
-		const char *t = text + rest;
-		if (!strncmp(t, " open", 5) && (is_open = true))
-			t += 5;
-		if (!strncmp(t, " restored", 9) && (by_restore = true))
-			t += 9;
-		ok = !strcmp(t, "\n");
-	}
-	free(text);
-	if (!ok) {
-		errno = EINVAL;
+	if (!strncmp(t, " open", 5) && (is_open = true))
+		t += 5;
+	if (!strncmp(t, " restored", 9) && (by_restore = true))
+		t += 9;
+	if (*t != '\n')
 		return -1;
-	}
+	*next = t + 1;
 	memcpy(end->generation, gen, sizeof(end->generation));
 	end->index = idx;
 	end->offset = off;
@@ -232,6 +223,76 @@ static int read_past(const char *dir, const char *name, struct wal_pos *end, boo
 	if (restored)
 		*restored = by_restore;
 	return 0;
+}
+
+static int read_past(const char *dir, const char *name, struct wal_pos *end, bool *open,
+		     bool *restored)
+{
+	char path[PATH_MAX], *text = NULL;
+	const char *next;
+
+	memset(end, 0, sizeof(*end));
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	if (fs_read_small(path, 128, &text, NULL) < 0)
+		return -1;
+	bool ok = parse_past(text, &next, end, open, restored) == 0 && !*next;
+	free(text);
+	if (!ok) {
+		memset(end, 0, sizeof(*end));
+		errno = EINVAL;
+		return -1;
+	}
+	return 0;
+}
+
+#define EARLIER_LINE_MAX 64 /* a record's line: 16 + 2 * 9 + " open restored\n" */
+
+/*
+ * Before a new "previous" record for end: the one it replaces goes first in
+ * "earlier" (newest first, at most LOCALSTATE_EARLIER_MAX). None, a corrupt
+ * one, or one of end's own generation (written again): nothing moves. 0 or
+ * -1 (errno set).
+ */
+static int push_earlier(const char *dir, const struct wal_pos *end, uid_t uid, gid_t gid)
+{
+	struct wal_pos old;
+	bool open = false, restored = false;
+	if (read_past(dir, "previous", &old, &open, &restored) < 0)
+		return errno == ENOENT || errno == EINVAL ? 0 : -1;
+	if (!strcmp(old.generation, end->generation))
+		return 0;
+	char path[PATH_MAX], buf[EARLIER_LINE_MAX * LOCALSTATE_EARLIER_MAX], *text = NULL;
+	size_t len = (size_t)format_past(buf, sizeof(buf), &old, open, restored);
+	snprintf(path, sizeof(path), "%s/earlier", dir);
+	if (fs_read_small(path, sizeof(buf), &text, NULL) < 0 && errno != ENOENT &&
+	    errno != EFBIG)
+		return -1;
+	const char *t = text, *next;
+	struct wal_pos p;
+	for (size_t kept = 1; t && kept < LOCALSTATE_EARLIER_MAX &&
+			      parse_past(t, &next, &p, NULL, NULL) == 0; kept++, t = next) {
+		if (len + (size_t)(next - t) > sizeof(buf))
+			break;
+		memcpy(buf + len, t, (size_t)(next - t));
+		len += (size_t)(next - t);
+	}
+	free(text);
+	return fs_write_atomic(path, buf, len, 0640, uid, gid);
+}
+
+static int write_past(const char *dir, const char *name, const struct wal_pos *end, bool open,
+		      bool restored, uid_t uid, gid_t gid)
+{
+	char path[PATH_MAX], line[EARLIER_LINE_MAX];
+	int n = format_past(line, sizeof(line), end, open, restored);
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	/* the record replaced stays known, in "earlier": a crash between leaves it in both */
+	int pushed = strcmp(name, "previous") ? 0 : push_earlier(dir, end, uid, gid);
+	int e = errno;
+	if (fs_write_atomic(path, line, (size_t)n, 0640, uid, gid) < 0)
+		return -1;
+	errno = e;
+	return pushed;
 }
 
 int localstate_write_previous(const char *dir, const struct wal_pos *end, bool open, uid_t uid,
@@ -254,6 +315,21 @@ int localstate_read_previous(const char *dir, struct wal_pos *end, bool *open)
 int localstate_read_previous_by(const char *dir, struct wal_pos *end, bool *open, bool *restored)
 {
 	return read_past(dir, "previous", end, open, restored);
+}
+
+size_t localstate_read_earlier(const char *dir, struct wal_pos *at, bool *open, size_t max)
+{
+	char path[PATH_MAX], *text = NULL;
+	const char *t, *next;
+	size_t n = 0;
+
+	snprintf(path, sizeof(path), "%s/earlier", dir);
+	if (fs_read_small(path, EARLIER_LINE_MAX * LOCALSTATE_EARLIER_MAX, &text, NULL) < 0)
+		return 0;
+	for (t = text; n < max && parse_past(t, &next, &at[n], &open[n], NULL) == 0; t = next)
+		n++;
+	free(text);
+	return n;
 }
 
 int localstate_write_aside(const char *dir, const struct wal_pos *end, bool open, uid_t uid,
@@ -824,7 +900,7 @@ int localstate_prune_failures(const char *dir, const char *const *names, size_t 
 bool localstate_is_own_entry(const char *name)
 {
 	static const char *const whole[] = { "generation", "generations", "database-id", "clean",
-					     "previous", "aside", "restored" };
+					     "previous", "earlier", "aside", "restored" };
 	static const char *const prefixed[] = { "closed-", "failing-" };
 	size_t n = strlen(name);
 	if (n > 4 && !strcmp(name + n - 4, ".tmp")) /* fs_write_atomic's */

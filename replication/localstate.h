@@ -15,6 +15,8 @@
  *   previous                      "gen index offset\n": where the file stood
  *                                 in the generation it last left for a new
  *                                 one (localstate_write_previous)
+ *   earlier                       the "previous" records before it, newest
+ *                                 first (localstate_read_earlier)
  *   generations/<gen>/wal/<%08x>.wal
  *                                 shadow WALs: for each index, a byte-exact
  *                                 prefix of the real -wal file of that WAL
@@ -144,6 +146,21 @@ int localstate_read_previous(const char *dir, struct wal_pos *end, bool *open);
 int localstate_write_restored_previous(const char *dir, const struct wal_pos *end, bool open,
 				       uid_t uid, gid_t gid);
 int localstate_read_previous_by(const char *dir, struct wal_pos *end, bool *open, bool *restored);
+
+/*
+ * The "earlier" record: the "previous" records this file had before its
+ * current one, newest first, one line each in the same form, at most
+ * LOCALSTATE_EARLIER_MAX: the generations it descends from beyond the one
+ * it left last. Writing a "previous" record moves the one it replaces there
+ * first (a crash between the two leaves it in both). A chain of forks
+ * within one whole second (S3 keeps no more) made the generation two back
+ * read as another node's going on, the file being its descendant (QA101
+ * D2): each is this file's own past unless a replica holds it past where
+ * the file stood there, as for "previous". read: how many records it put in
+ * at[] and open[] (up to max; a malformed line ends the list; none: 0).
+ */
+#define LOCALSTATE_EARLIER_MAX 8
+size_t localstate_read_earlier(const char *dir, struct wal_pos *at, bool *open, size_t max);
 
 /*
  * The "aside" record, in the same form: where this node's file stood, in

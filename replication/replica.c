@@ -417,24 +417,35 @@ static int left_went_on(struct eng_replica *r, const struct cat_generation *g,
 }
 
 /*
- * Is g the generation a restore moved this node's file aside from (its
- * "aside" record, localstate.h)? 1: this node's own past, ending where the
- * file stood there: no other node's writing, whatever its times; 2 (why
- * set): r holds it past there and it was closed there: another node went on
- * in it; 0: not that generation, or left open and gone on (its times tell,
- * as for any other); or a negative st_status.
+ * Is g a generation this node's file descends from by a record other than
+ * "previous", which the callers weigh themselves: its "aside" record (a
+ * restore moved its file aside from g) or an "earlier" one (it left g
+ * before the generation "previous" names; localstate.h, QA101 D2)? 1: this
+ * node's own past, ending where the file stood there: no other node's
+ * writing, whatever its times; 2 (why set): r holds it past there and it
+ * was closed there: another node went on in it; 0: none of those, or left
+ * open and gone on (its times tell, as for any other); or a negative
+ * st_status.
  */
-static int set_aside(struct eng_replica *r, const struct cat_generation *g, char *why, size_t len,
-		     const struct st_call *call, struct st_error *err)
+static int recorded_past(struct eng_replica *r, const struct cat_generation *g, char *why,
+			 size_t len, const struct st_call *call, struct st_error *err)
 {
-	struct wal_pos at;
-	bool open = false;
-	if (localstate_read_aside(r->db->dir, &at, &open) < 0 || strcmp(at.generation, g->id) != 0)
-		return 0;
-	int past = went_on_from(r, g, &at, "a restore moved it aside", why, len, call, err);
-	if (past < 0)
-		return past;
-	return !past ? 1 : open ? 0 : 2;
+	struct wal_pos at[1 + LOCALSTATE_EARLIER_MAX];
+	bool open[1 + LOCALSTATE_EARLIER_MAX] = { false };
+	size_t asides = localstate_read_aside(r->db->dir, &at[0], &open[0]) == 0 ? 1 : 0;
+	size_t n = asides + localstate_read_earlier(r->db->dir, &at[asides], &open[asides],
+						    LOCALSTATE_EARLIER_MAX);
+	for (size_t k = 0; k < n; k++) {
+		if (strcmp(at[k].generation, g->id) != 0)
+			continue;
+		int past = went_on_from(r, g, &at[k], k < asides ? "a restore moved it aside" :
+				       "it left it, before the generation it left last", why, len,
+				       call, err);
+		if (past < 0)
+			return past;
+		return !past ? 1 : open[k] ? 0 : 2;
+	}
+	return 0;
 }
 
 /*
@@ -530,7 +541,7 @@ static int newer_elsewhere(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1
 		if (&gens[i] == own || !after || !strcmp(gens[i].id, current) ||
 		    !strcmp(gens[i].id, left))
 			continue;
-		int aside = set_aside(r, &gens[i], why, len, call, err);
+		int aside = recorded_past(r, &gens[i], why, len, call, err);
 		if (aside) {
 			rc = aside < 0 ? aside : 0;
 			found = aside == 2;
@@ -731,7 +742,7 @@ static int continued_since(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1
 			/* restore.c's replica_newer reads "after" by the same rule */
 			if (!catalog_written_after(&gens[i], closed_ns))
 				continue;
-			int aside = set_aside(r, &gens[i], why, len, call, err);
+			int aside = recorded_past(r, &gens[i], why, len, call, err);
 			if (aside) {
 				rc = aside < 0 ? aside : 0;
 				found = aside == 2;

@@ -59,7 +59,7 @@ static void result_set(struct restore_result *res, enum restore_outcome o, const
  * handover wait probes every second): the same last object (key, size,
  * time) ends at the same place.
  */
-#define END_MEMO_MAX 16
+#define END_MEMO_MAX 32
 struct end_memo {
 	char replica[64];
 	char generation[LAYOUT_GEN_LEN + 1];
@@ -874,7 +874,7 @@ static void note_own_marks(struct session *s)
 		char err[300];
 		c->own_end_ns = 0;
 		c->own_killed = false;
-		for (size_t k = 0; k < 2; k++) {
+		for (size_t k = 0; k < RS_PAST_MAX; k++) {
 			const struct wal_pos *p = &s->past.past[k].at;
 			c->past_known[k] = false;
 			if (!s->past.current[0] || !p->generation[0] || c->state != RC_OK)
@@ -1014,7 +1014,7 @@ static bool replica_newer(const struct session *s, const struct wal_pos *lpos, i
 			 * newer only where another node went on in it past where
 			 * this file stood: as the engine reads it (continued_since).
 			 */
-			for (size_t k = 0; ours && k < 2; k++) {
+			for (size_t k = 0; ours && k < RS_PAST_MAX; k++) {
 				const struct rs_past *p = &s->past.past[k];
 				bool past = false;
 				if (!strcmp(s->past.current, gl->id) &&
@@ -1022,7 +1022,7 @@ static bool replica_newer(const struct session *s, const struct wal_pos *lpos, i
 				    (!(past = wal_pos_past(&w->plan.end, &p->at)) || !p->open)) {
 					snprintf(why, len, "%s holds generation %s, which the local "
 						 "database %s for %s at %s, %s", c->name, gw->id,
-						 k ? "was moved aside from" : "left", gl->id,
+						 rs_past_how(k), gl->id,
 						 rs_pos_text(&p->at, a, sizeof(a)),
 						 past ? "continued since: another node went on in it"
 						      : "and no further");
@@ -1531,6 +1531,12 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 						       &s.past.past[0].open);
 			(void)localstate_read_aside(statedir, &s.past.past[1].at,
 						    &s.past.past[1].open);
+			struct wal_pos at[LOCALSTATE_EARLIER_MAX];
+			bool open[LOCALSTATE_EARLIER_MAX];
+			size_t n = localstate_read_earlier(statedir, at, open, LOCALSTATE_EARLIER_MAX);
+			for (size_t k = 0; k < n; k++)
+				s.past.past[2 + k] = (struct rs_past){ .at = at[k], .open = open[k] };
+
 		}
 		if (lt == 0)
 			lt = rs_file_mtime_ns(db->path);

@@ -76,6 +76,12 @@ static const struct cat_generation *gen_any(const struct rs_cand *c, size_t n, c
 	return g;
 }
 
+const char *rs_past_how(size_t k)
+{
+	return k == 0 ? "left" : k == 1 ? "was moved aside from" : "had left, before the last it "
+								    "left,";
+}
+
 /*
  * Does a candidate hold generation at->generation, the one of the local
  * state's record k, past *at? Its end as replication measures it
@@ -135,7 +141,7 @@ static bool current_went_on(const struct rs_cand *c, size_t n, const struct rs_l
 static int record_order(const struct rs_cand *c, size_t n, const struct rs_local_past *lp,
 			const char *a, const char *b, char *why, size_t len)
 {
-	for (size_t k = 0; lp && lp->current[0] && k < 2; k++) {
+	for (size_t k = 0; lp && lp->current[0] && k < RS_PAST_MAX; k++) {
 		const struct rs_past *p = &lp->past[k];
 		if (!p->at.generation[0] || !strcmp(p->at.generation, lp->current))
 			continue;
@@ -153,8 +159,8 @@ static int record_order(const struct rs_cand *c, size_t n, const struct rs_local
 		if (went_on && current_went_on(c, n, lp))
 			return 0;
 		char at[64], what[200];
-		snprintf(what, sizeof(what), "%s generation %s at %s for %s",
-			 k ? "was moved aside from" : "left", p->at.generation,
+		snprintf(what, sizeof(what), "%s generation %s at %s for %s", rs_past_how(k),
+			 p->at.generation,
 			 rs_pos_text(&p->at, at, sizeof(at)), lp->current);
 		snprintf(why, len, "the local database %s, and %s", what,
 			 went_on ? "a candidate holds it past that: another node went on in it, "

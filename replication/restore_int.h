@@ -24,6 +24,7 @@
 #include <sys/types.h>
 
 #include "replication/catalog.h"
+#include "replication/localstate.h"
 #include "replication/restore.h"
 
 /*
@@ -102,6 +103,9 @@ enum rs_state {
 	RC_ERROR,       /* answered with an error, or could not be opened */
 };
 
+/* The local state's records of its file's past (struct rs_local_past) */
+#define RS_PAST_MAX (2 + LOCALSTATE_EARLIER_MAX)
+
 struct rs_cand {
 	const struct cfg_replica *rep;
 	char name[64];                 /* a copy: an abandoned probe may outlive the config */
@@ -127,9 +131,10 @@ struct rs_cand {
 					  all (killed), its newest object; else 0
 					  (rs_local_past) */
 	bool own_killed;               /* own_end_ns is the newest object's */
-	struct wal_pos past_end[2];    /* where the generation of the local state's record k
-					  (rs_local_past.past[k]) ends here, measured */
-	bool past_known[2];            /* ... when it holds it and that was measured */
+	struct wal_pos past_end[RS_PAST_MAX]; /* where the generation of the local state's
+						 record k (rs_local_past.past[k]) ends here,
+						 measured */
+	bool past_known[RS_PAST_MAX];  /* ... when it holds it and that was measured */
 	char error[600];
 	int64_t rtt_us;                /* first request's round trip */
 	int64_t probe_ms;              /* whole probe */
@@ -250,7 +255,9 @@ struct rs_past {
  * What this node's own state says of its file's past (localstate.h): the
  * file is in generation current; past[0] is its "previous" record (the
  * generation it left for current), past[1] its "aside" record (a restore
- * moved its file aside from that generation). rs_choose orders each of
+ * moved its file aside from that generation), past[2...] its "earlier"
+ * records (the generations it left before; "" after the last one).
+ * rs_choose orders each of
  * those against current as replication's refusal rules read the records
  * (replica.c): the past one is newer exactly when a candidate holds it past
  * where the file stood (another node went on in it; for one left open, the
@@ -262,8 +269,11 @@ struct rs_past {
 struct rs_local_past {
 	char current[LAYOUT_GEN_LEN + 1];
 	struct wal_pos local;          /* where the file stands in current */
-	struct rs_past past[2];
+	struct rs_past past[RS_PAST_MAX];
 };
+
+/* How a record of rs_local_past.past[k] came to be, for the log: "left", ... */
+const char *rs_past_how(size_t k);
 
 struct rs_choice {
 	int winner;                    /* index into the candidates, or -1 */

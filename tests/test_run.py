@@ -3624,6 +3624,57 @@ def test_two_killed_forks_in_one_second_are_ordered_by_the_clock_that_can_tell(
     assert not any(v.startswith("B-") for v in rows[0]), rows
 
 
+def test_a_file_two_forks_on_from_a_generation_in_one_second_is_not_refused_for_it(
+        litevisor_bin, litestream_bin, tmp_path):
+    """B's file forked twice (its app wrote while litevisor was down): G1 -> G2 -> G3,
+    and B was killed in G3. On a server keeping whole seconds, all three end in one
+    second. The state kept one `previous` record (G2), so G1 was no record's: read as
+    written after B's last object, another node going on, and replication refused B's
+    own file at every start (QA101 D2, high; B's restore kept it). The state now keeps
+    every generation the file left ("earlier"): G1 is B's own past, not gone on."""
+    rep = tmp_path / "rep"
+    a, b = hw_node(tmp_path, "A", [rep]), hw_node(tmp_path, "B", [rep])
+    add_rows_on(litevisor_bin, a, 2, "a1")
+    (g1,) = os.listdir(rep / "generations")
+    add_rows_on(litevisor_bin, b, 2, "b0")
+
+    def by_hand(v):  # the app writes while litevisor is down: the next start forks
+        con = sqlite3.connect(tmp_path / "B" / "app.db")
+        con.execute("INSERT INTO t VALUES (?)", (v,))
+        con.commit()
+        con.close()
+
+    by_hand("h1")
+    add_rows_on(litevisor_bin, b, 1, "b1")
+    (g2,) = set(os.listdir(rep / "generations")) - {g1}
+    by_hand("h2")
+    p = subprocess.Popen([litevisor_bin, "run", "-config", str(b), "--", SERVICE[0], "-c",
+                          WRITE_UNTIL_TERM, "b2"], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        poll(lambda: [g for g in set(os.listdir(rep / "generations")) - {g1, g2}
+                      if list((rep / "generations" / g).glob("wal/*"))], timeout=20)
+        time.sleep(0.5)
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait(timeout=30)
+    (g3,) = set(os.listdir(rep / "generations")) - {g1, g2}
+    second = (int(time.time()) - 5) * 10**9
+    for gen, start in ((g1, 3), (g2, 2), (g3, 1)):  # each started later, all end at once
+        for f in (rep / "generations" / gen).rglob("*"):
+            if f.is_file():
+                t = second - start * 10**9 if f.parent.name == "snapshots" else second
+                os.utime(f, ns=(t, t))
+    rows = query(tmp_path / "B" / "app.db", "SELECT v FROM t ORDER BY rowid")
+    err = add_rows_on(litevisor_bin, b, 1, "b3")
+    assert "older than the replica" not in err, err
+    assert "local database is current" in err, err
+    assert query(tmp_path / "B" / "app.db", "SELECT v FROM t ORDER BY rowid") == \
+        rows + [("b3-0",)]
+    assert [(v,) for v in restored_rows(litestream_bin, rep, tmp_path / "ls.db")] == \
+        rows + [("b3-0",)]
+
+
 def test_the_generation_a_node_left_supersedes_its_fork_though_no_replica_ranks_it_newest(
         litevisor_bin, tmp_path):
     """The two-outage split above, and then A's app wrote while A was down: A went on in
