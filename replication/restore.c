@@ -128,30 +128,42 @@ static void log_decision(const struct session *s)
 
 static void note_own_marks(struct session *s);
 
+/* The last segment of generation gen as candidate c lists it, or NULL. */
+static const struct cat_segment *last_segment(const struct rs_cand *c, const char *gen)
+{
+	for (size_t k = 0; k < c->ngens; k++)
+		if (!strcmp(c->gens[k].id, gen) && c->gens[k].nsegments)
+			return &c->gens[k].segments[c->gens[k].nsegments - 1];
+	return NULL;
+}
+
 /*
  * Does a candidate whose plan is another generation list the winner's
  * generation past the winner's end (a segment starting there or later; at
- * an end only known as a lower bound, later)?
+ * an end only known as a lower bound, later), or a last segment starting
+ * where the winner's does but of another size (one replica shipped more of
+ * that segment before its node died: only its length tells)?
  */
 static bool more_elsewhere(const struct session *s)
 {
 	const struct rs_cand *w = &s->c[s->ch.winner];
+	const struct cat_segment *wl = last_segment(w, w->plan.generation);
 	for (size_t i = 0; i < s->n; i++) {
 		const struct rs_cand *c = &s->c[i];
 		if (c == w || c->state != RC_OK ||
 		    (c->has_data && !strcmp(c->plan.generation, w->plan.generation)))
 			continue;
-		for (size_t k = 0; k < c->ngens; k++) {
-			const struct cat_generation *g = &c->gens[k];
-			if (strcmp(g->id, w->plan.generation) != 0 || !g->nsegments)
-				continue;
-			const struct cat_segment *l = &g->segments[g->nsegments - 1];
-			struct wal_pos at = { .index = l->index, .offset = l->offset };
-			memcpy(at.generation, g->id, sizeof(at.generation));
-			int cmp = wal_pos_cmp(&at, &w->plan.end);
-			if (cmp > 0 || (cmp == 0 && !w->plan.end_open))
-				return true;
-		}
+		const struct cat_segment *l = last_segment(c, w->plan.generation);
+		if (!l)
+			continue;
+		struct wal_pos at = { .index = l->index, .offset = l->offset };
+		memcpy(at.generation, w->plan.generation, sizeof(at.generation));
+		int cmp = wal_pos_cmp(&at, &w->plan.end);
+		if (cmp > 0 || (cmp == 0 && !w->plan.end_open))
+			return true;
+		if (wl && !rs_target_pit(&s->t) && wl->index == l->index && wl->offset == l->offset &&
+		    wl->size != l->size)
+			return true;
 	}
 	return false;
 }
