@@ -1548,7 +1548,6 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 			size_t n = localstate_read_earlier(statedir, at, open, LOCALSTATE_EARLIER_MAX);
 			for (size_t k = 0; k < n; k++)
 				s.past.past[2 + k] = (struct rs_past){ .at = at[k], .open = open[k] };
-
 		}
 		if (lt == 0)
 			lt = rs_file_mtime_ns(db->path);
