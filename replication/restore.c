@@ -540,29 +540,35 @@ static bool write_marker(struct session *s, const struct wal_pos *pos)
 }
 
 /*
- * The restore replaced a file of this node's own (its state in from) that
+ * The restore replaces a file of this node's own (its state in from) that
  * stood at *lpos in another generation: that generation is now the past of
  * the file restored, and the new state's "aside" record says so. A replica
  * holding it newer than its own copy of the restored generation (this
  * node's fork there, which the restore ranked older) made replication
  * refuse the restored file at every start (QA95 D1, D3). It stays another
- * node's, and newer, if a replica holds it past *lpos.
+ * node's, and newer, if a replica holds it past *lpos. Written once the old
+ * state is aside and before the restored file takes its place: written
+ * after, a crash or a full state disk lost it, replication refused the
+ * restored file, and the next start restored this node's stale fork (QA104
+ * D2). 0 (*wrote: a record was written), or -1 (errno set).
  */
-static void note_set_aside(const struct session *s, const struct wal_pos *lpos, const char *from)
+static int note_set_aside(const struct session *s, const struct wal_pos *lpos, const char *from,
+			  bool *wrote)
 {
 	char dir[PATH_MAX];
 	uid_t uid;
 	gid_t gid;
+	*wrote = false;
 	if (!lpos->generation[0] || !s->statedir || strcmp(from, s->statedir) != 0 ||
 	    !strcmp(lpos->generation, s->ch.generation))
-		return;
+		return 0;
 	localstate_dir(s->db, dir, sizeof(dir));
 	localstate_owner(s->db, &uid, &gid);
 	if (localstate_ensure(s->db, dir) < 0 ||
 	    localstate_write_aside(dir, lpos, !closed_somewhere(s, lpos), uid, gid) < 0)
-		log_warn("restore", "cannot record where the database moved aside stood: a replica "
-			 "holding its generation newer than the restored one may be refused",
-			 "db=\"%s\" dir=\"%s\" err=\"%s\"", s->dbname, dir, strerror(errno));
+		return -1;
+	*wrote = true;
+	return 0;
 }
 
 struct aside_ctx {
@@ -571,7 +577,21 @@ struct aside_ctx {
 	size_t mlen, slen;
 	const struct session *s;
 	const struct wal_pos *lpos; /* the local database's position */
+	const char *from;           /* the state it came from (local_position) */
+	bool wrote_aside;           /* the new state's "aside" record (note_set_aside) */
 };
+
+/* The "aside" record written for a restore that did not take place: gone again. */
+static void unnote_set_aside(struct aside_ctx *x)
+{
+	char path[PATH_MAX];
+	if (!x->wrote_aside)
+		return;
+	snprintf(path, sizeof(path), "%s/aside", x->statedir);
+	(void)unlink(path);
+	(void)rmdir(x->statedir); /* made for it (not a mount point, nothing else in it) */
+	x->wrote_aside = false;
+}
 
 /* Before the rename: the restored file must be this database; then the local one goes aside. */
 static int move_local_cb(void *p, const char *tmp, char *why, size_t len)
@@ -608,6 +628,17 @@ static int move_local_cb(void *p, const char *tmp, char *why, size_t len)
 			 "failed: %s", x->target, strerror(errno));
 		return -2;
 	}
+	if (note_set_aside(x->s, x->lpos, x->from, &x->wrote_aside) < 0) {
+		snprintf(why, len, "cannot record in %s where the database moved aside stood (%s): "
+			 "without it, replication would take that generation for another node's and "
+			 "refuse the restored file; the local database is put back", x->statedir,
+			 strerror(errno));
+		unnote_set_aside(x);
+		rs_put_local_back(x->target, x->moved, x->statedir, x->smoved,
+				  "the state directory could not take a record");
+		x->moved[0] = x->smoved[0] = '\0';
+		return -2;
+	}
 	return 0;
 }
 
@@ -615,6 +646,7 @@ static int move_local_cb(void *p, const char *tmp, char *why, size_t len)
 static void put_local_back_cb(void *p)
 {
 	struct aside_ctx *x = p;
+	unnote_set_aside(x);
 	rs_put_local_back(x->target, x->moved, x->statedir, x->smoved,
 			  "the restored database could not take its place");
 	x->moved[0] = x->smoved[0] = '\0';
@@ -1657,7 +1689,7 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 			 "db=\"%s\" why=\"%s\"", s.dbname, why);
 		struct aside_ctx ax = { db->path, statedir, res->moved_aside,
 					res->state_moved_aside, sizeof(res->moved_aside),
-					sizeof(res->state_moved_aside), &s, &lpos };
+					sizeof(res->state_moved_aside), &s, &lpos, from, false };
 		struct rs_apply_opts ao;
 		apply_opts_init(&ao, cfg, db->path, 0);
 		ao.before_rename = move_local_cb;
@@ -1666,7 +1698,6 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 		if (apply_with_fallback(&s, &ao, res) < 0)
 			goto out;
 		write_marker(&s, &res->pos);
-		note_set_aside(&s, &lpos, from);
 		rc = 0;
 		goto out;
 	}

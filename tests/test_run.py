@@ -3442,6 +3442,37 @@ def test_a_generation_gone_on_past_where_this_node_left_it_wins_over_its_own_for
             ["a1-0", "a1-1", "a2-0", "a2-1", "b2-0"], err
 
 
+def test_a_restore_that_cannot_record_the_file_it_set_aside_puts_it_back(litevisor_bin,
+                                                                         tmp_path):
+    """B's restore moves its fork G2 aside for G1 (QA95 D3) and records that in the new
+    state ("aside"). That record was written after the restored file took its place, and a
+    failure (a full state disk) was only a warning: replication then took G2 for another
+    node's, refused the restored file, and the next start restored B's stale fork (QA104 D2,
+    critical). It is written before the rename now; when it cannot be, the restore fails
+    and B's file and state go back, as they were. The next start, with room, restores."""
+    r1, r2, a, b = split_by_two_outages(litevisor_bin, tmp_path)
+    bring_back(r2, tmp_path)
+    bdb = tmp_path / "B" / "app.db"
+    before = query(bdb, "SELECT v FROM t ORDER BY rowid")
+    state = sorted(os.listdir(tmp_path / "B" / ".app.db-litevisor"))
+    env = faulty_env(op="rename", suffix="/aside", errno=28)
+    p = subprocess.run([litevisor_bin, "run", "-config", str(b), "--", SERVICE[0], "-c",
+                        ADD_ROWS, "1", "b2"], capture_output=True, text=True, timeout=60,
+                       env=env)
+    assert p.returncode == 111, p.stderr
+    assert "cannot record in" in p.stderr and "the local database is put back" in p.stderr
+    assert query(bdb, "SELECT v FROM t ORDER BY rowid") == before
+    assert sorted(os.listdir(tmp_path / "B" / ".app.db-litevisor")) == state
+    assert not list((tmp_path / "B").glob("app.db.replaced-*"))
+    err = add_rows_on(litevisor_bin, b, 1, "b3")
+    assert "older than the replica" not in err, err
+    err = add_rows_on(litevisor_bin, b, 1, "b4")
+    assert "older than the replica" not in err, err
+    rows = ["a1-0", "a1-1", "a2-0", "a2-1", "b3-0", "b4-0"]
+    for rep in (r1, r2):
+        assert restored_rows(litevisor_bin, rep, tmp_path / f"{rep.name}.db") == rows, err
+
+
 def stamp_generation(rep, gen, start, end):
     """The oldest object of generation gen on the file replica rep at start (ns), every
     other one at end."""
