@@ -134,9 +134,34 @@ static bool current_went_on(const struct rs_cand *c, size_t n, const struct rs_l
 }
 
 /*
+ * Is generation gen written after this node's own end of the local file's
+ * generation (rs_cand.own_end_ns) on a candidate that holds both? 1 yes on
+ * one, 0 no on every one that can tell, -1 none can tell.
+ */
+static int after_own_end(const struct rs_cand *c, size_t n, const char *gen)
+{
+	int r = -1;
+	for (size_t i = 0; i < n; i++) {
+		const struct cat_generation *g = c[i].own_end_ns ? gen_on(&c[i], gen) : NULL;
+		if (!g)
+			continue;
+		if (catalog_written_after(g, c[i].own_end_ns))
+			return 1;
+		r = 0;
+	}
+	return r;
+}
+
+/*
  * The local records' order of a and b (struct rs_local_past): >0 a is the
  * newer, <0 b, 0 they do not tell (not two they name; left open and gone
- * on: the times decide). Explains itself in why when they tell.
+ * on: the times decide). Explains itself in why when they tell. The
+ * "previous" record (k 0) is another node's newer writing whenever a
+ * candidate holds it past where the file stood; the others ("aside",
+ * "earlier") only when that was written after this node's own end of the
+ * local generation, as replication reads them (replica.c, recorded_past,
+ * asked only of a generation written after it): gone on before, the file
+ * went on after it, and replication keeps it (QA104 D5).
  */
 static int record_order(const struct rs_cand *c, size_t n, const struct rs_local_past *lp,
 			const char *a, const char *b, char *why, size_t len)
@@ -158,14 +183,23 @@ static int record_order(const struct rs_cand *c, size_t n, const struct rs_local
 		 */
 		if (went_on && current_went_on(c, n, lp))
 			return 0;
+		bool before = false;
+		if (went_on && k > 0) {
+			int after = after_own_end(c, n, p->at.generation);
+			if (after < 0)
+				return 0;
+			before = !after;
+			went_on = after;
+		}
 		char at[64], what[200];
 		snprintf(what, sizeof(what), "%s generation %s at %s for %s", rs_past_how(k),
 			 p->at.generation,
 			 rs_pos_text(&p->at, at, sizeof(at)), lp->current);
 		snprintf(why, len, "the local database %s, and %s", what,
 			 went_on ? "a candidate holds it past that: another node went on in it, "
-				   "newer" : "no candidate holds it past that: it is this database's "
-				   "own past");
+				   "newer" : before ? "another node went on in it before this node's "
+				   "last stop of the local one: older" : "no candidate holds it past "
+				   "that: it is this database's own past");
 		return went_on == a_past ? 1 : -1;
 	}
 	return 0;

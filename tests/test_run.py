@@ -3442,6 +3442,44 @@ def test_a_generation_gone_on_past_where_this_node_left_it_wins_over_its_own_for
             ["a1-0", "a1-1", "a2-0", "a2-1", "b2-0"], err
 
 
+def test_a_fork_another_node_went_on_in_before_this_nodes_stop_does_not_supersede_the_file(
+        litevisor_bin, tmp_path):
+    """Two outages split the history; B's restore took G1 and recorded its own fork G2 as
+    set aside. While B ran on, C (on r2 only) restored G2 and went on in it; then B wrote
+    on and stopped cleanly. Replication asks about G2 only if it was written after B's
+    clean stop, and it was not: it keeps B's file. The restore took G2 gone on past B's
+    aside record for newer whenever that happened and replaced B's newest file by C's
+    older fork (QA104 D5, critical). The aside record now counts only what was written
+    after this node's own end, as replication reads it."""
+    r1, r2, a, b = split_by_two_outages(litevisor_bin, tmp_path)
+    bring_back(r2, tmp_path)
+    c_cfg = hw_node(tmp_path, "C", [r2], "restore:\n  existing: keep-local\n")
+    p = subprocess.run([litevisor_bin, "restore", "-config", str(c_cfg),
+                        str(tmp_path / "C" / "app.db")], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    bdb = tmp_path / "B" / "app.db"
+    log = tmp_path / "b.log"
+    with open(log, "w") as f:
+        w = subprocess.Popen([litevisor_bin, "run", "-config", str(b), "--", SERVICE[0], "-c",
+                              WRITE_UNTIL_TERM, "B"], stderr=f)
+    try:
+        poll(lambda: "aside" in os.listdir(tmp_path / "B" / ".app.db-litevisor") and
+             query(bdb, "SELECT count(*) FROM t WHERE v LIKE 'B-%'")[0][0] > 3,
+             timeout=30, log=log)
+        err = add_rows_on(litevisor_bin, c_cfg, 3, "c")  # C goes on in G2 on r2
+        assert "continuing restored generation" in err, err
+        time.sleep(1.5)  # B writes on, after C's rows
+    finally:
+        w.terminate()
+        assert w.wait(timeout=30) == 0, log.read_text()
+    before = query(bdb, "SELECT v FROM t ORDER BY rowid")
+    err = add_rows_on(litevisor_bin, b, 1, "b2")
+    assert "older than the replica" not in err, err
+    assert "local database is current" in err, err
+    assert query(bdb, "SELECT v FROM t ORDER BY rowid") == before + [("b2-0",)]
+
+
 def test_a_restore_that_cannot_record_the_file_it_set_aside_puts_it_back(litevisor_bin,
                                                                          tmp_path):
     """B's restore moves its fork G2 aside for G1 (QA95 D3) and records that in the new
