@@ -830,8 +830,9 @@ int replica_put_lz4(struct eng_replica *r, const char *key, const struct st_sour
 }
 
 /*
- * How long the replicas wait for the first look of those holding a closed
- * record or named by the restored marker. As long as a restore's probe gives
+ * How long the replicas wait for each other's first look (every replica's
+ * under restore.existing newest-wins; else those holding a closed record or
+ * named by the restored marker). As long as a restore's probe gives
  * a replica to answer (its connect timeout, a listing or two): one that takes longer is slow or not
  * answering (a blackholed server retries its listing for half a minute),
  * and holding every healthy replica for it lost the commits of a run
@@ -847,11 +848,20 @@ void replica_count_closed_records(struct eng_db *d)
 	/* a replica the restored marker names looks for a newer generation too (QA87 F3) */
 	bool marker = d->eng->cfg && d->eng->cfg->restore.existing == EXISTING_NEWEST_WINS &&
 		      localstate_read_restored(d->dir, &m) == 0;
+	/*
+	 * Any replica may find the database older (its previous record, a
+	 * generation written after its last object: newer_elsewhere), not only
+	 * those its records name: while one has not looked, a new generation
+	 * written to another hid the newer data the refusal protects, and won
+	 * the next restore (QA104 D7).
+	 */
+	bool newest = d->eng->cfg && d->eng->cfg->restore.existing == EXISTING_NEWEST_WINS;
 	d->older_pending = 0;
 	for (size_t i = 0; i < d->nreplicas; i++) {
 		struct eng_replica *r = &d->replicas[i];
-		r->older_check = r->st && read_closed(r, &at) == 0;
-		if (r->st && !r->older_check && errno == EXDEV)
+		bool closed = r->st && read_closed(r, &at) == 0;
+		r->older_check = r->st && (closed || newest);
+		if (r->st && !closed && errno == EXDEV)
 			log_info("replica", "the closed record of this replica was written for "
 				 "another location: not used to tell whether another node went on",
 				 "db=%s replica=%s location=\"%s\"", d->stat.name, r->stat.name,
@@ -915,9 +925,8 @@ static bool older_gate(struct eng_replica *r, bool flush)
 			char names[512];
 			pending_names(d, names, sizeof(names));
 			d->older_late_logged = true;
-			log_warn("replica", "left-behind check: a replica holding this node's closed "
-				 "mark or restored position has not answered; the others replicate "
-				 "without its look",
+			log_warn("replica", "left-behind check: a replica has not looked at its "
+				 "data yet; the others replicate without its look",
 				 "db=%s waited_ms=%d pending=%zu replicas=\"%s\"", d->stat.name,
 				 REPLICA_OLDER_WAIT_MS, d->older_pending, names);
 		}
@@ -925,8 +934,8 @@ static bool older_gate(struct eng_replica *r, bool flush)
 	}
 	if (!d->older_wait_logged) {
 		d->older_wait_logged = true;
-		log_info("replica", "replicas wait for the left-behind check: each replica holding "
-			 "this node's closed mark or restored position looks first",
+		log_info("replica", "replicas wait for the left-behind check: each replica looks "
+			 "at its data first",
 			 "db=%s pending=%zu max_ms=%d", d->stat.name, d->older_pending,
 			 REPLICA_OLDER_WAIT_MS);
 	}

@@ -3236,6 +3236,47 @@ def test_a_periodic_snapshot_takes_the_commits_of_an_app_gone_quiet(run, tmp_pat
     assert r.stop() == 0
 
 
+def test_no_replica_writes_before_one_that_refuses_without_a_closed_record_has_looked(
+        run, litevisor_bin, tmp_path):
+    """B was killed (no closed mark anywhere). Another node A then restored B's generation
+    from r2 alone and went on in a generation of its own there. At B's next start r2 finds
+    a generation written after B's last object and refuses the database; r1, holding only
+    B's history, did not wait for that look (only replicas with a closed record or named by
+    a restored marker were waited for) and wrote B's stale commits, which hid A's data from
+    restores of r1 (QA104 D7, high). Every replica looks first now."""
+    db, r1, r2 = tmp_path / "B" / "app.db", tmp_path / "r1", tmp_path / "r2"
+    db.parent.mkdir()
+    create(db)
+    cfg = config(tmp_path, db, [file_replica(r1, name="r1", sync="100ms"),
+                                file_replica(r2, name="r2", sync="100ms")])
+    r = run(cfg)
+    write(db, 20, start=1)
+    wait_for(lambda: all(list(rep.glob("generations/*/wal/*")) for rep in (r1, r2)),
+             what="B's commits on both", log=r.text)
+    time.sleep(0.5)
+    r.stop(signal.SIGKILL)
+    # A: a fresh node on r2 alone restores B's open generation and goes on in its own
+    a = tmp_path / "A.yml"
+    a.write_text(f"restore:\n  handover-wait: 0s\ndbs:\n  - path: {tmp_path / 'A' / 'app.db'}\n"
+                 f"    replicas:\n      - url: file://{r2}\n")
+    time.sleep(1.1)  # A's objects in a later second than B's last
+    p = subprocess.run([litevisor_bin, "run", "-config", str(a), "--", PY, "-c",
+                        "import os, sqlite3; c = sqlite3.connect(os.environ["
+                        "'LITESTREAM_DB_PATH']); c.execute('INSERT INTO t(v) VALUES (1)'); "
+                        "c.commit()"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert len(os.listdir(r2 / "generations")) == 2, p.stderr
+    write(db, 5, start=100)  # B's app wrote while litevisor was down
+    on_r1 = sorted(str(f) for f in r1.rglob("*"))
+    r = run(cfg)
+    wait_for(lambda: "database older than the replica" in r.text(), what="r2's refusal",
+             log=r.text)
+    time.sleep(1.5)
+    r.stop()
+    assert "replica=r2" in r.text().partition("database older than the replica")[2], r.text()
+    assert sorted(str(f) for f in r1.rglob("*")) == on_r1, r.text()
+
+
 @pytest.mark.parametrize("down", ["silent", "refusing"])
 def test_a_silent_replica_holds_the_others_briefly_and_never_the_final_flush(
         run, tmp_path, litestream_bin, s3server, down):
@@ -3264,7 +3305,8 @@ def test_a_silent_replica_holds_the_others_briefly_and_never_the_final_flush(
         write(db, 30, start=100)
         check_restore_eventually(litestream_bin, nas, db, tmp_path / "mid.db", timeout=12)
         assert "replicas wait for the left-behind check" in r.text(), r.text()
-        assert "has not answered; the others replicate without its look" in r.text(), r.text()
+        assert "has not looked at its data yet; the others replicate without its look" in \
+            r.text(), r.text()
         assert 'replicas="peer"' in r.text(), r.text()
         r.stop()
         # and a run stopped at once still flushes it
