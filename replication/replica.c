@@ -1575,9 +1575,31 @@ static int put_segment(struct eng_replica *r, const char *gen, uint32_t index, u
 		replica_note_error(r, "cannot label the generation", err.message);
 		return -1;
 	}
+	/*
+	 * Create-only past an index's start: a key already there is a segment the
+	 * replica holds that r's position did not know of (a listing lagging
+	 * behind writes when the position was read, or another process writing
+	 * it). Written again with other bounds, it left overlapping segments
+	 * that Litestream restored to a malformed database (QA105 D1). Not at
+	 * offset 0: an index's first segment replaces its placeholder.
+	 */
+	call.create_only = from > 0;
 	rc = replica_put_lz4(r, key, &plain, LZ4_BLOCKS_LINKED, &call, &plain_bytes, &err);
 	close(fd);
 	bool was_unsure = is_unsure(r, gen, index, from);
+	if (rc == ST_EXISTS && was_unsure) {
+		rc = 0; /* the upload that failed had landed: the same bytes are there */
+	} else if (rc == ST_EXISTS) {
+		log_warn("replica", "the replica already holds a segment where its position said "
+			 "it ends: its listing lagged behind what it holds (or another process "
+			 "writes it); reading its position again, nothing overwritten",
+			 "db=%s replica=%s key=%s", d->stat.name, r->stat.name, key);
+		pthread_mutex_lock(&d->mu);
+		r->pos_known = false;
+		pthread_mutex_unlock(&d->mu);
+		replica_note_error(r, "segment already on the replica", err.message);
+		return -1;
+	}
 	if (rc < 0) {
 		if (!was_unsure) {
 			snprintf(r->unsure.gen, sizeof(r->unsure.gen), "%s", gen);

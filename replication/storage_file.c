@@ -221,16 +221,27 @@ static int make_dirs(const char *dir)
 /*
  * Put the complete temp file tmp in place at path: rename(2), or for a
  * create-only put link(2), which never replaces (the temp name is then
- * removed). 0, or -1 with errno (EEXIST: create-only and path is taken).
+ * removed). A filesystem without hard links (a FAT or SMB mount) gets a
+ * look first, then the rename: not atomic, but a key seen taken is never
+ * replaced. 0, or -1 with errno (EEXIST: create-only and path is taken).
  */
 static int place(const char *tmp, const char *path, bool create_only)
 {
 	if (!create_only)
 		return rename(tmp, path);
-	if (link(tmp, path) < 0)
+	if (link(tmp, path) == 0) {
+		unlink(tmp);
+		return 0;
+	}
+	if (errno != EPERM && errno != ENOTSUP && errno != EOPNOTSUPP && errno != ENOSYS &&
+	    errno != EMLINK)
 		return -1;
-	unlink(tmp);
-	return 0;
+	struct stat st;
+	if (lstat(path, &st) == 0) {
+		errno = EEXIST;
+		return -1;
+	}
+	return rename(tmp, path);
 }
 
 /* The error of a failed place(): a taken key is ST_EXISTS, not an I/O error. */

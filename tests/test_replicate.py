@@ -1004,6 +1004,116 @@ def test_one_silent_s3_request_delays_the_replica_only_idle_timeout(run, tmp_pat
         proxy.close()
 
 
+class ListHider:
+    """A loopback proxy to an S3 server whose listings leave out every object whose key
+    holds one of the strings in `hidden` (a listing lagging behind writes, as some S3
+    gateways' do); everything else is forwarded as is, one request per connection."""
+
+    def __init__(self, upstream_port):
+        self.upstream, self.hidden = upstream_port, set()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self):
+        self.sock.close()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        with c:
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                d = c.recv(65536)
+                if not d:
+                    return
+                buf += d
+            head, body = buf.split(b"\r\n\r\n", 1)
+            lines = head.split(b"\r\n")
+            keep = [l for l in lines[1:] if l.split(b":")[0].strip().lower() != b"connection"]
+            n = next((int(l.split(b":")[1]) for l in keep
+                      if l.split(b":")[0].strip().lower() == b"content-length"), 0)
+            while len(body) < n:
+                d = c.recv(65536)
+                if not d:
+                    return
+                body += d
+            with socket.create_connection(("127.0.0.1", self.upstream)) as u:
+                u.sendall(b"\r\n".join([lines[0]] + keep + [b"Connection: close"]) +
+                          b"\r\n\r\n" + body)
+                ans = b""
+                while d := u.recv(65536):
+                    ans += d
+            method, target = lines[0].split()[:2]
+            hidden = set(self.hidden)
+            if method == b"GET" and b"list-type=2" in target and hidden:
+                ahead, _, abody = ans.partition(b"\r\n\r\n")
+                abody = re.sub(rb"<Contents>.*?</Contents>",
+                               lambda m: b"" if any(h.encode() in m.group(0) for h in hidden)
+                               else m.group(0), abody, flags=re.S)
+                ahead = re.sub(rb"(?im)^content-length:.*$",
+                               b"Content-Length: %d" % len(abody), ahead)
+                ans = ahead + b"\r\n\r\n" + abody
+            c.sendall(ans)
+
+
+def test_a_restart_on_a_lagging_listing_never_rewrites_a_segment_the_replica_holds(
+        run, tmp_path, litestream_bin, s3server):
+    """replicate restarted while the S3 listing lagged behind its last writes: it took
+    the listing's end for the replica's, and wrote the next segment again with other
+    bounds over the ones it held; Litestream restored the overlapping segments to a
+    malformed database, exit 0 (QA105 D1). Segments past an index's start are
+    create-only now: a key already there makes the replica read its position again,
+    until the listing shows what it holds."""
+    srv = s3server()
+    proxy = ListHider(srv.port)
+    try:
+        db = tmp_path / "app.db"
+        create(db)
+        rep = s3_replica(srv, sync="100ms")
+        rep["endpoint"] = f"http://127.0.0.1:{proxy.port}"
+        cfg = config(tmp_path, db, [rep])
+        r = run(cfg)
+
+        def segments():
+            return sorted(glob.glob(f"{srv.directory}/**/wal/*_*.wal.lz4*", recursive=True))
+
+        for i in range(4):
+            write(db, 20, start=1 + 100 * i)
+            n = len(segments())
+            wait_for(lambda: len(segments()) > n, what="a segment", log=r.text)
+        r.stop(signal.SIGKILL)
+        held = {f: open(f, "rb").read() for f in segments()}
+        last = sorted({os.path.basename(f).split(".")[0] for f in held})[-2:]
+        proxy.hidden = set(last)  # the listing lags: the last two segments are not listed
+        r = run(cfg)
+        wait_for(lambda: "replica continues generation" in r.text(), what="the position",
+                 log=r.text)
+        time.sleep(1.5)  # its first pass ships from where the lagging listing ends
+        proxy.hidden = set()
+        write(db, 20, start=1000)
+        want = content(db)
+
+        def restored():
+            out = tmp_path / f"ls-{time.monotonic_ns()}.db"
+            s3_restore(litestream_bin, srv, tmp_path, out)
+            return integrity(out) == "ok" and content(out) == want
+
+        wait_for(restored, timeout=30, what="Litestream's restore of every row", log=r.text)
+        assert r.stop() == 0
+        for f, data in held.items():
+            assert open(f, "rb").read() == data, f
+        assert "already holds a segment where its position said it ends" in r.text(), r.text()
+    finally:
+        proxy.close()
+
+
 def test_an_s3_outage_logs_its_retries_once_not_at_every_call(run, tmp_path, litestream_bin,
                                                                 s3server):
     """Each failed attempt of every call was a WARN of its own: an outage of the NAS
@@ -1049,7 +1159,8 @@ def test_a_segment_upload_that_lands_late_never_cuts_the_replica(run, tmp_path, 
     """A WAL segment's PUT that reaches the server after litevisor gave up on it (a proxy
     or a busy server answering late) replaced the retry made under the same key with
     more frames: a hole, and neither tool could restore the replica (QA13). A key is
-    now written again only with the same bytes; what came since is the next segment."""
+    now written again only with the same bytes; what came since is the next segment.
+    (Past an index's start the late PUT is refused now: those keys are create-only.)"""
     from test_storage import FaultProxy
 
     class LateProxy(FaultProxy):
@@ -1081,7 +1192,10 @@ def test_a_segment_upload_that_lands_late_never_cuts_the_replica(run, tmp_path, 
         def release(self):
             for req in self.held:
                 with self._send_closing(req) as up:
-                    assert self._read_all(up).startswith(b"HTTP/1.1 200"), "late PUT refused"
+                    # 412: the retry made the key first, and a segment past an index's
+                    # start is create-only (If-None-Match: *): the late one is refused
+                    ans = self._read_all(up)
+                    assert ans.startswith((b"HTTP/1.1 200", b"HTTP/1.1 412")), ans[:200]
 
     srv = s3server()
     proxy = LateProxy(srv.port)
