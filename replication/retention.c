@@ -358,10 +358,35 @@ int retention_enforce(struct eng_replica *r, bool *need_snapshot)
 	}
 	pthread_mutex_lock(&d->mu);
 	bool lost = d->ready && r->pos_known && !strcmp(r->pos.generation, cur) && !cur_has_snapshot;
-	if (lost)
-		r->snap_known = false; /* none to overwrite: taken at once, at this very index */
+	bool mine = lost && r->snap_known && !strcmp(r->snap_gen, cur);
+	uint32_t snap_index = r->snap_index;
 	r->stat.foreign_generations = foreign;
 	pthread_mutex_unlock(&d->mu);
+	/*
+	 * The listing alone may lag behind the writes (some S3 gateways): the
+	 * snapshot this process wrote is looked at first, as the writers check
+	 * does. Taken again from the listing alone, under its own name, it moved
+	 * that name's time on, and a -timestamp before it found no snapshot
+	 * (QA105 D3).
+	 */
+	if (mine) {
+		char key[LAYOUT_KEY_MAX];
+		struct st_object o = { 0 };
+		layout_snapshot_key(key, cur, snap_index);
+		int src = storage_stat(r->st, key, &o, NULL, &err);
+		free(o.key);
+		if (src != ST_NOT_FOUND) {
+			log_debug("retention", "the listing shows no snapshot of this generation, but "
+				  "the one this process wrote is there (or did not answer): the listing "
+				  "lags", "db=%s replica=%s key=%s", d->stat.name, r->stat.name, key);
+			lost = false;
+		}
+	}
+	if (lost) {
+		pthread_mutex_lock(&d->mu);
+		r->snap_known = false; /* none to overwrite: taken at once, at this very index */
+		pthread_mutex_unlock(&d->mu);
+	}
 	if (lost) {
 		log_warn("retention", "this generation has no snapshot on the replica any more "
 			 "(deleted by another writer's retention?): taking a new one",

@@ -1114,6 +1114,40 @@ def test_a_restart_on_a_lagging_listing_never_rewrites_a_segment_the_replica_hol
         proxy.close()
 
 
+def test_a_listing_that_lags_does_not_make_retention_take_the_snapshot_again(
+        run, tmp_path, s3server):
+    """Listings that lag behind writes (some S3 gateways) showed the current generation
+    without its snapshot: every retention check warned "deleted by another writer's
+    retention?" and wrote the snapshot again under its own name, moving that name's time
+    on, so a -timestamp before it found no snapshot (QA105 D3). The snapshot this
+    process wrote is looked at first."""
+    srv = s3server()
+    proxy = ListHider(srv.port)
+    try:
+        db = tmp_path / "app.db"
+        create(db)
+        rep = s3_replica(srv, sync="100ms")
+        rep.update({"endpoint": f"http://127.0.0.1:{proxy.port}", "retention": "10m",
+                    "retention-check-interval": "1s"})
+        r = run(config(tmp_path, db, [rep]))
+
+        def snapshots():
+            return {f: os.stat(f).st_mtime_ns for f in
+                    glob.glob(f"{srv.directory}/**/snapshots/*", recursive=True)}
+
+        wait_for(snapshots, what="the first snapshot", log=r.text)
+        first = snapshots()
+        proxy.hidden = {"/snapshots/"}
+        for i in range(4):
+            write(db, 5, start=10 + 10 * i)
+            time.sleep(1)
+        assert "no snapshot on the replica any more" not in r.text(), r.text()
+        assert snapshots() == first
+        assert r.stop() == 0
+    finally:
+        proxy.close()
+
+
 def test_an_s3_outage_logs_its_retries_once_not_at_every_call(run, tmp_path, litestream_bin,
                                                                 s3server):
     """Each failed attempt of every call was a WARN of its own: an outage of the NAS
