@@ -199,7 +199,16 @@ static int look(struct consul_lock *l, int64_t wait_ms, struct kv_look *k, char 
 		snprintf(path, sizeof(path), "/v1/kv/%s%s%.*s", l->key, *mode ? "?" : "",
 			 *mode ? (int)strlen(mode) - 1 : 0, mode);
 	/* a blocking query may be answered up to wait/16 late (blocking.mdx) */
-	int64_t timeout = l->cfg->timeout_ms + (wait_ms > 0 && l->index > 0 ? wait_ms + wait_ms / 16 : 0);
+	bool blocking = wait_ms > 0 && l->index > 0;
+	int64_t timeout = l->cfg->timeout_ms + (blocking ? wait_ms + wait_ms / 16 : 0);
+	/*
+	 * Held, the blocking query ends by then, when the renewal is due: one
+	 * sent just as the agent turned slow took its wait plus the agent's delay,
+	 * and the renewal after it came too late for the lease (a lock that
+	 * renewals alone keep, lost).
+	 */
+	if (blocking && l->held)
+		timeout = wait_ms + wait_ms / 16;
 	int crc = consul_call(l->cl, "GET", path, NULL, bounded(l, timeout), &r, err, sizeof(err));
 	int rc = -1;
 	if (crc < 0 || (r.status != 200 && r.status != 404)) {
@@ -447,6 +456,9 @@ static void hold(struct consul_lock *l)
 		}
 		struct kv_look k;
 		if (wait < 1000 || look(l, wait, &k, why, sizeof(why)) < 0) {
+			/* a look cut short for the renewal: that renewal now, no pause */
+			if (wait >= 1000 && renew_due(l) && !atomic_load(&l->stop.flag))
+				continue;
 			/* not past the lease's end: the top of the loop declares it lost right then */
 			int64_t pause = bounded(l, RETRY_MS);
 			if (atomic_load(&l->stop.flag) || consul_stop_nap(&l->stop, pause))
