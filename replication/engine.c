@@ -286,6 +286,24 @@ bool engine_wait_looked(struct engine *e, int64_t timeout_ms)
 	return all;
 }
 
+bool engine_wait_checked(struct engine *e, int64_t timeout_ms)
+{
+	int64_t end = clock_mono_ns() + timeout_ms * NS_PER_MS;
+	bool refused = false;
+	for (size_t i = 0; i < e->ndbs; i++) {
+		struct eng_db *d = &e->dbs[i];
+		if (!d->started)
+			continue;
+		pthread_mutex_lock(&d->mu);
+		while (d->ready && d->older_pending > 0 && !d->older_req &&
+		       clock_mono_ns() < d->older_deadline_mono && remaining_ms(end) > 0)
+			timed_wait(&d->cond, &d->mu, remaining_ms(end));
+		refused = refused || d->older_req;
+		pthread_mutex_unlock(&d->mu);
+	}
+	return refused;
+}
+
 /* How often a final flush looks at every database while it waits (ms). */
 #define FLUSH_POLL_MS 50
 

@@ -62,6 +62,16 @@ int engine_start(struct engine *e);
 bool engine_wait_looked(struct engine *e, int64_t timeout_ms);
 
 /*
+ * After engine_wait_looked: wait, at most timeout_ms, until each open
+ * database's replicas have looked at their data once (the left-behind check,
+ * which ends on its own after a few seconds for a replica that does not
+ * answer). Returns whether one of them refused a database as older than a
+ * replica's data (another node went on since this node's file; recorded in
+ * its state, so a restore now restores the newer data).
+ */
+bool engine_wait_checked(struct engine *e, int64_t timeout_ms);
+
+/*
  * Final flush: sync every database's WAL and ship it to every replica that is
  * reachable, in parallel, for at most deadline_ms. Returns 0 when every
  * replica holds everything committed, -1 otherwise (each miss logged).

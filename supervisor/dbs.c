@@ -28,6 +28,7 @@ struct restore_job {
 
 struct sup_dbs {
 	const struct config *cfg;
+	pthread_mutex_t mu;      /* engine, against dbs_status's readers while dbs_reset */
 	struct engine *engine;   /* NULL when no database is configured */
 	struct restore_job *jobs;
 	atomic_size_t left;
@@ -44,9 +45,11 @@ struct sup_dbs *dbs_open(const struct config *cfg)
 		return NULL;
 	}
 	d->cfg = cfg;
+	pthread_mutex_init(&d->mu, NULL);
 	d->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (d->efd < 0) {
 		log_error("supervisor", "eventfd failed", "error=\"%s\"", strerror(errno));
+		pthread_mutex_destroy(&d->mu);
 		free(d);
 		return NULL;
 	}
@@ -169,12 +172,36 @@ int dbs_start(struct sup_dbs *d)
 	return 0;
 }
 
+bool dbs_refused(struct sup_dbs *d)
+{
+	/* as long as the restore's probe gives a replica to answer: a slow one is not waited for */
+	int64_t wait = d->cfg->restore.probe_timeout_ms > 0 ? d->cfg->restore.probe_timeout_ms : 1000;
+	return d->engine && d->replicating && engine_wait_checked(d->engine, wait);
+}
+
+int dbs_reset(struct sup_dbs *d)
+{
+	if (!d->engine)
+		return 0;
+	struct engine *e = engine_new(d->cfg);
+	if (!e)
+		return -1;
+	pthread_mutex_lock(&d->mu);
+	struct engine *old = d->engine;
+	d->engine = e;
+	d->replicating = false;
+	pthread_mutex_unlock(&d->mu);
+	engine_free(old); /* its locks go with it, and are taken again below */
+	return engine_lock(d->engine);
+}
+
 int dbs_status(void *ctx, struct engine_status *out)
 {
 	struct sup_dbs *d = ctx;
-	if (!d->engine)
-		return 1;
-	return engine_status_get(d->engine, out);
+	pthread_mutex_lock(&d->mu);
+	int rc = d->engine ? engine_status_get(d->engine, out) : 1;
+	pthread_mutex_unlock(&d->mu);
+	return rc;
 }
 
 int dbs_flush(struct sup_dbs *d, int64_t deadline_ms)
@@ -203,6 +230,7 @@ void dbs_free(struct sup_dbs *d)
 	free(d->jobs);
 	if (d->efd >= 0)
 		close(d->efd);
+	pthread_mutex_destroy(&d->mu);
 	free(d);
 }
 

@@ -11,6 +11,7 @@
 #ifndef LITEVISOR_SUP_DBS_H
 #define LITEVISOR_SUP_DBS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "common/config.h"
@@ -58,6 +59,23 @@ int dbs_restore_finish(struct sup_dbs *d, int64_t *duration_ms);
  */
 #define DBS_LOOK_TIMEOUT_MS 5000
 int dbs_start(struct sup_dbs *d);
+
+/*
+ * After dbs_start: did replication refuse a database at its first look, as
+ * older than a replica's data (another node went on since this node's
+ * file)? Waits for the replicas' first looks, at most restore.probe-timeout.
+ * The service has not started: dbs_reset, then the restore step again,
+ * restores the newer data before it does.
+ */
+bool dbs_refused(struct sup_dbs *d);
+
+/*
+ * Stop replicating (nothing flushed: the service never ran) and make a new
+ * engine, its state directories taken again, for the restore step to run
+ * again. Returns 0, or -1 (logged: the engine could not be made, or another
+ * process took a state directory meanwhile).
+ */
+int dbs_reset(struct sup_dbs *d);
 
 /* Copy the engine's status (an http_status_fn). 0, 1 when there is no engine, -1 on ENOMEM. */
 int dbs_status(void *d, struct engine_status *out);

@@ -594,6 +594,19 @@ static int restore_all(struct sup *s)
 	return code;
 }
 
+/* After a restore step: 0 while the writer lock is still held, else the exit code (logged). */
+static int lock_kept(struct sup *s)
+{
+	char why[512];
+	if (sup_consul_lock_held(s->consul, why, sizeof(why)))
+		return 0;
+	/* another writer may hold it now: not one commit of ours may reach the replicas */
+	log_error("supervisor", "the writer lock was lost during the restore: nothing replicated, "
+		  "the service was not started", "key=\"%s\" error=\"%s\"", s->cfg->consul.lock_key,
+		  why);
+	return SUP_EXIT_TEMPFAIL;
+}
+
 int sup_run(const struct config *cfg, char *const *argv)
 {
 	struct sup s;
@@ -627,21 +640,42 @@ int sup_run(const struct config *cfg, char *const *argv)
 		goto out;
 	}
 	code = restore_all(&s);
-	if (code)
+	if (code || (code = lock_kept(&s)) != 0)
 		goto out;
-	char why[512];
-	if (!sup_consul_lock_held(s.consul, why, sizeof(why))) {
-		/* another writer may hold it now: not one commit of ours may reach the replicas */
-		log_error("supervisor", "the writer lock was lost during the restore: nothing replicated, "
-			  "the service was not started", "key=\"%s\" error=\"%s\"", cfg->consul.lock_key, why);
-		code = SUP_EXIT_TEMPFAIL;
-		goto out;
-	}
 	if (dbs_start(s.dbs) < 0) {
 		log_error("supervisor", "replication could not start (above); not starting the service",
 			  NULL);
 		code = SUP_EXIT_TEMPFAIL;
 		goto out;
+	}
+	/*
+	 * Replication refused a database the restore step kept: another node
+	 * went on since this node's file. The service has not written yet: the
+	 * newer data is restored now, once (the refusal is recorded, so the
+	 * restore step takes it), instead of a whole run on a file whose
+	 * commits reach no replica and go aside at the next start.
+	 */
+	if (dbs_refused(s.dbs)) {
+		log_warn("supervisor", "replication refused a database the restore step kept (another "
+			 "node went on since): restoring again before the service starts", NULL);
+		if (dbs_reset(s.dbs) < 0) {
+			set_phase(&s, SUP_EXITING, "replication could not be started again");
+			code = SUP_EXIT_TEMPFAIL;
+			goto out;
+		}
+		code = restore_all(&s);
+		if (code || (code = lock_kept(&s)) != 0)
+			goto out;
+		if (dbs_start(s.dbs) < 0) {
+			log_error("supervisor", "replication could not start (above); not starting the "
+				  "service", NULL);
+			code = SUP_EXIT_TEMPFAIL;
+			goto out;
+		}
+		if (dbs_refused(s.dbs))
+			log_error("supervisor", "replication refused the database again after the second "
+				  "restore: the service starts, and its commits reach no replica until "
+				  "the database is restored or restore.existing is keep-local", NULL);
 	}
 	if (cfg->health.probe_url)
 		s.probe = probe_start(&cfg->health, &s.state);

@@ -3511,6 +3511,55 @@ def test_a_restore_that_cannot_record_the_file_it_set_aside_puts_it_back(litevis
         assert restored_rows(litevisor_bin, rep, tmp_path / f"{rep.name}.db") == rows, err
 
 
+def test_a_database_replication_refuses_at_its_first_look_is_restored_before_the_service_starts(
+        litevisor_bin, tmp_path):
+    """One-second fork: A writes G1, B restores it while A runs, forks G2 and stops
+    cleanly; A stops in the same whole second. The replica then moves (B's config names
+    the new path), so B's closed record names another location and is not used. B's
+    restore kept its file; replication, with no closed record, counted G1 in the same
+    second as written after B's last object and refused it (QA104 D1), and the service
+    ran a whole run whose commits reached no replica and went aside at the next start.
+    Replication's first look now comes before the service: refused, the database is
+    restored again (the refusal recorded) and the service starts on what replication
+    takes, its commits replicated."""
+    rep = tmp_path / "rep"
+    hw0 = "restore:\n  handover-wait: 0s\n"
+    b = hw_node(tmp_path, "B", [rep], hw0)
+    a = subprocess.Popen([litevisor_bin, "run", "-config", str(hw_node(tmp_path, "A", [rep], hw0)),
+                          "--", SERVICE[0], "-c", WRITE_UNTIL_TERM, "A"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        poll(lambda: list(rep.glob("generations/*/wal/*")), timeout=20)
+        (g1,) = os.listdir(rep / "generations")
+        err = add_rows_on(litevisor_bin, b, 2, "b1")
+        assert "will not continue the restored generation" in err, err
+        had = len(list((rep / "generations" / g1).glob("wal/*")))
+        poll(lambda: len(list((rep / "generations" / g1).glob("wal/*"))) > had, timeout=20)
+        time.sleep(0.3)
+    finally:
+        a.terminate()
+        assert a.wait(timeout=30) == 0
+    (g2,) = set(os.listdir(rep / "generations")) - {g1}
+    second = (int(time.time()) - 5) * 10**9
+    for gen, start in ((g1, 3), (g2, 1)):  # both end in one whole second, as on S3
+        for f in (rep / "generations" / gen).rglob("*"):
+            if f.is_file():
+                t = second - start * 10**9 if f.parent.name == "snapshots" else second
+                os.utime(f, ns=(t, t))
+    moved = tmp_path / "rep-moved"
+    os.rename(rep, moved)
+    b = hw_node(tmp_path, "B", [moved], hw0)
+    err = add_rows_on(litevisor_bin, b, 1, "b2")
+    assert "restoring again before the service starts" in err, err
+    assert "refused the database again" not in err, err
+    start = err.index("restoring again before the service starts")
+    assert "service started" in err[start:] and "service started" not in err[:start], err
+    err = add_rows_on(litevisor_bin, b, 1, "b3")
+    assert "older than the replica" not in err, err
+    rows = restored_rows(litevisor_bin, moved, tmp_path / "r.db")
+    assert rows[-2:] == ["b2-0", "b3-0"], (rows, err)
+
+
 def stamp_generation(rep, gen, start, end):
     """The oldest object of generation gen on the file replica rep at start (ns), every
     other one at end."""
