@@ -607,6 +607,16 @@ static int lock_kept(struct sup *s)
 	return SUP_EXIT_TEMPFAIL;
 }
 
+/* Start replicating (dbs_start): 0, or the exit code (logged). */
+static int start_replication(struct sup *s)
+{
+	if (dbs_start(s->dbs) == 0)
+		return 0;
+	log_error("supervisor", "replication could not start (above); not starting the service",
+		  NULL);
+	return SUP_EXIT_TEMPFAIL;
+}
+
 int sup_run(const struct config *cfg, char *const *argv)
 {
 	struct sup s;
@@ -642,12 +652,8 @@ int sup_run(const struct config *cfg, char *const *argv)
 	code = restore_all(&s);
 	if (code || (code = lock_kept(&s)) != 0)
 		goto out;
-	if (dbs_start(s.dbs) < 0) {
-		log_error("supervisor", "replication could not start (above); not starting the service",
-			  NULL);
-		code = SUP_EXIT_TEMPFAIL;
+	if ((code = start_replication(&s)) != 0)
 		goto out;
-	}
 	/*
 	 * Replication refused a database the restore step kept: another node
 	 * went on since this node's file. The service has not written yet: the
@@ -666,12 +672,8 @@ int sup_run(const struct config *cfg, char *const *argv)
 		code = restore_all(&s);
 		if (code || (code = lock_kept(&s)) != 0)
 			goto out;
-		if (dbs_start(s.dbs) < 0) {
-			log_error("supervisor", "replication could not start (above); not starting the "
-				  "service", NULL);
-			code = SUP_EXIT_TEMPFAIL;
+		if ((code = start_replication(&s)) != 0)
 			goto out;
-		}
 		if (dbs_refused(s.dbs))
 			log_error("supervisor", "replication refused the database again after the second "
 				  "restore: the service starts, and its commits reach no replica until "

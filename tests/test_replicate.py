@@ -4675,6 +4675,18 @@ def test_a_database_directory_the_user_cannot_write_is_said_once(litevisor_bin):
         shutil.rmtree(base, ignore_errors=True)
 
 
+def blob_writer(db, stop, autocheckpoint, pause):
+    """A thread body: commits 2 kB rows to db every `pause` s until stop is set."""
+    def writer():
+        con = sqlite3.connect(db, isolation_level=None)
+        con.execute(f"PRAGMA wal_autocheckpoint={autocheckpoint}")
+        while not stop.is_set():
+            con.execute("INSERT INTO t(v) VALUES (randomblob(2000))")
+            time.sleep(pause)
+        con.close()
+    return writer
+
+
 def test_a_state_disk_full_for_long_lets_the_wal_restart_and_replication_resumes(
         run, tmp_path, litestream_bin, litevisor_bin):
     """The state directory's disk full (every write of the shadow WAL fails with ENOSPC)
@@ -4697,14 +4709,7 @@ def test_a_state_disk_full_for_long_lets_the_wal_restart_and_replication_resumes
     wait_for(lambda: list(rep.glob("generations/*/snapshots/*")), what="first snapshot",
              log=r.text)
     stop = threading.Event()
-
-    def writer():
-        con = sqlite3.connect(db, isolation_level=None)
-        con.execute("PRAGMA wal_autocheckpoint=100")
-        while not stop.is_set():
-            con.execute("INSERT INTO t(v) VALUES (randomblob(2000))")
-            time.sleep(0.004)
-        con.close()
+    writer = blob_writer(db, stop, autocheckpoint=100, pause=0.004)
 
     def ckpt_seq():
         with open(f"{db}-wal", "rb") as f:
@@ -4763,14 +4768,7 @@ def test_a_periodic_snapshot_refused_while_copies_fail_is_taken_once_they_work(
     [gen] = os.listdir(rep / "generations")
     snaps = rep / "generations" / gen / "snapshots"
     stop = threading.Event()
-
-    def writer():
-        con = sqlite3.connect(db, isolation_level=None)
-        con.execute("PRAGMA wal_autocheckpoint=50")
-        while not stop.is_set():
-            con.execute("INSERT INTO t(v) VALUES (randomblob(2000))")
-            time.sleep(0.01)
-        con.close()
+    writer = blob_writer(db, stop, autocheckpoint=50, pause=0.01)
 
     w = threading.Thread(target=writer)
     w.start()
