@@ -649,19 +649,25 @@ int sup_run(const struct config *cfg, char *const *argv)
 		code = SUP_EXIT_TEMPFAIL;
 		goto out;
 	}
-	code = restore_all(&s);
-	if (code || (code = lock_kept(&s)) != 0)
-		goto out;
-	if ((code = start_replication(&s)) != 0)
-		goto out;
 	/*
-	 * Replication refused a database the restore step kept: another node
-	 * went on since this node's file. The service has not written yet: the
-	 * newer data is restored now, once (the refusal is recorded, so the
-	 * restore step takes it), instead of a whole run on a file whose
-	 * commits reach no replica and go aside at the next start.
+	 * Replication refusing a database the restore step kept (another node
+	 * went on since this node's file) is known before the service has
+	 * written: the newer data is restored then, once (the refusal is
+	 * recorded, so the restore step takes it), instead of a whole run on a
+	 * file whose commits reach no replica and go aside at the next start.
 	 */
-	if (dbs_refused(s.dbs)) {
+	for (int round = 0;; round++) {
+		code = restore_all(&s);
+		if (code || (code = lock_kept(&s)) != 0 || (code = start_replication(&s)) != 0)
+			goto out;
+		if (!dbs_refused(s.dbs))
+			break;
+		if (round > 0) {
+			log_error("supervisor", "replication refused the database again after the second "
+				  "restore: the service starts, and its commits reach no replica until "
+				  "the database is restored or restore.existing is keep-local", NULL);
+			break;
+		}
 		log_warn("supervisor", "replication refused a database the restore step kept (another "
 			 "node went on since): restoring again before the service starts", NULL);
 		if (dbs_reset(s.dbs) < 0) {
@@ -669,15 +675,6 @@ int sup_run(const struct config *cfg, char *const *argv)
 			code = SUP_EXIT_TEMPFAIL;
 			goto out;
 		}
-		code = restore_all(&s);
-		if (code || (code = lock_kept(&s)) != 0)
-			goto out;
-		if ((code = start_replication(&s)) != 0)
-			goto out;
-		if (dbs_refused(s.dbs))
-			log_error("supervisor", "replication refused the database again after the second "
-				  "restore: the service starts, and its commits reach no replica until "
-				  "the database is restored or restore.existing is keep-local", NULL);
 	}
 	if (cfg->health.probe_url)
 		s.probe = probe_start(&cfg->health, &s.state);
