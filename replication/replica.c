@@ -519,11 +519,18 @@ static struct cat_generation *load_all(struct eng_replica *r, char (*ids)[LAYOUT
  * (the restored marker): the restore took the newest there was, so one
  * written later is another node's since (QA86 D1); its ties were weighed
  * then, so a later object only counts, not one in the same whole second.
+ * restored_at: where the restore left the file in base (a restore's
+ * "previous" record), or NULL: a replica holding less of base than that
+ * (the restore took it from another) had its objects written where its
+ * clock did not see; it cannot tell what came after the restore, and says
+ * nothing (QA104 D6: a fresh node refused at every start on the replica
+ * whose copy was cut short).
  * 1 (why set), 0, or a negative st_status.
  */
 static int newer_elsewhere(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1], size_t n,
 			   const char *base, const char *current, const char *left, bool restored,
-			   char *why, size_t len, const struct st_call *call, struct st_error *err)
+			   const struct wal_pos *restored_at, char *why, size_t len,
+			   const struct st_call *call, struct st_error *err)
 {
 	bool listed = false;
 	for (size_t i = 0; i < n && !listed; i++)
@@ -535,6 +542,20 @@ static int newer_elsewhere(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1
 	struct cat_generation *gens = load_all(r, ids, n, base, &own, &rc, call, err);
 	if (!gens)
 		return rc;
+	if (own && restored_at) {
+		struct wal_pos end;
+		int e = catalog_end_position(r->st, own, &end, call, err);
+		if (e == 0 && wal_pos_cmp(&end, restored_at) < 0) {
+			log_info("replica", "this replica holds less of the restored generation than was "
+				 "restored (from another replica): its times cannot tell what came after "
+				 "the restore", "db=%s replica=%s generation=%s end=%08x/%08x "
+				 "restored=%08x/%08x", r->db->stat.name, r->stat.name, base, end.index,
+				 end.offset, restored_at->index, restored_at->offset);
+			own = NULL;
+		} else if (e < 0 && e != ST_NOT_FOUND && !err->foreign_form) {
+			rc = e;
+		}
+	}
 	for (size_t i = 0; own && i < n && rc == 0 && !found; i++) {
 		bool after = restored ? gens[i].max_ns > own->max_ns
 				      : catalog_written_after(&gens[i], own->max_ns);
@@ -1157,13 +1178,16 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 		else
 			old = newer_elsewhere(r, ids, n, cur_listed ? gen : prev.generation, gen,
 					      past ? "" : prev.generation,
-					      prev_restored && !cur_listed && !past, why, sizeof(why),
-					      &call, &err);
+					      prev_restored && !cur_listed && !past,
+					      prev_restored && !cur_listed && !past ? &prev : NULL, why,
+					      sizeof(why), &call, &err);
 	} else if (newest_wins) {
-		old = newer_elsewhere(r, ids, n, gen, gen, "", false, why, sizeof(why), &call, &err);
+		old = newer_elsewhere(r, ids, n, gen, gen, "", false, NULL, why, sizeof(why), &call,
+				      &err);
 	} else if (in_marker && d->eng->cfg && d->eng->cfg->restore.existing == EXISTING_NEWEST_WINS) {
 		/* restored to its end: continued there, unless another node went on since */
-		old = newer_elsewhere(r, ids, n, gen, "", "", true, why, sizeof(why), &call, &err);
+		old = newer_elsewhere(r, ids, n, gen, "", "", true, NULL, why, sizeof(why), &call,
+				      &err);
 	}
 	if (old < 0) {
 		rc = old;

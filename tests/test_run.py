@@ -3560,6 +3560,55 @@ def test_a_database_replication_refuses_at_its_first_look_is_restored_before_the
     assert rows[-2:] == ["b2-0", "b3-0"], (rows, err)
 
 
+def test_a_fresh_node_is_not_refused_on_a_replica_whose_copy_of_the_restored_fork_is_short(
+        litevisor_bin, tmp_path):
+    """A writes X on r1 and r2; B starts beside it, restores X and forks G on both; B
+    then loses r2 (a partition) while A writes on in X on both; A is killed, B writes on
+    in G on r1 only and is killed. A fresh node C restores G (it started later: the
+    servers disagree) from r1. Replication on r2 measured "written after the restore"
+    from r2's own copy of G, cut short at the partition, found X newer and refused C at
+    every start, each run's commits moved aside at the next (QA104 D6). A replica
+    holding less of the restored generation than was restored says nothing of what came
+    after the restore."""
+    r1, r2 = tmp_path / "r1", tmp_path / "r2"
+    r2.mkdir()
+    link = tmp_path / "r2-via-link"
+    os.symlink(r2, link)
+    hw0 = "restore:\n  handover-wait: 0s\n"
+
+    def writer(cfg, tag):
+        return subprocess.Popen([litevisor_bin, "run", "-config", str(cfg), "--", SERVICE[0],
+                                 "-c", WRITE_UNTIL_TERM, tag], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+
+    a = writer(hw_node(tmp_path, "A", [r1, r2], hw0), "A")
+    b = None
+    try:
+        poll(lambda: all(list(r.glob("generations/*/wal/*")) for r in (r1, r2)), timeout=20)
+        b = writer(hw_node(tmp_path, "B", [r1, link], hw0), "B")
+        poll(lambda: all(len(os.listdir(r / "generations")) == 2 and
+                         all(list(g.glob("wal/*")) for g in (r / "generations").iterdir())
+                         for r in (r1, r2)), timeout=20)
+        time.sleep(0.3)
+        os.unlink(link)  # B is cut off from r2
+        link.write_text("unreachable from B\n")
+        time.sleep(1.5)  # A writes on in X on both
+        os.killpg(a.pid, signal.SIGKILL)
+        a.wait()
+        time.sleep(1.5)  # B writes on in G on r1 only
+    finally:
+        for p in (a, b):
+            if p and p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+    c = hw_node(tmp_path, "C", [r1, r2], hw0)
+    for i in range(2):
+        err = add_rows_on(litevisor_bin, c, 1, f"c{i}")
+        assert "older than the replica" not in err, err
+    rows = query(tmp_path / "C" / "app.db", "SELECT v FROM t ORDER BY rowid")
+    assert rows[-2:] == [("c0-0",), ("c1-0",)], rows[-4:]
+
+
 def stamp_generation(rep, gen, start, end):
     """The oldest object of generation gen on the file replica rep at start (ns), every
     other one at end."""
