@@ -256,28 +256,12 @@ static int read_past(const char *dir, const char *name, struct wal_pos *end, boo
 static int push_earlier(const char *dir, const struct wal_pos *end, uid_t uid, gid_t gid)
 {
 	struct wal_pos old;
-	bool open = false, restored = false;
-	if (read_past(dir, "previous", &old, &open, &restored) < 0)
+	bool open = false;
+	if (read_past(dir, "previous", &old, &open, NULL) < 0)
 		return errno == ENOENT || errno == EINVAL ? 0 : -1;
 	if (!strcmp(old.generation, end->generation))
 		return 0;
-	char path[PATH_MAX], buf[EARLIER_LINE_MAX * LOCALSTATE_EARLIER_MAX], *text = NULL;
-	size_t len = (size_t)format_past(buf, sizeof(buf), &old, open, restored);
-	snprintf(path, sizeof(path), "%s/earlier", dir);
-	if (fs_read_small(path, sizeof(buf), &text, NULL) < 0 && errno != ENOENT &&
-	    errno != EFBIG)
-		return -1;
-	const char *t = text, *next;
-	struct wal_pos p;
-	for (size_t kept = 1; t && kept < LOCALSTATE_EARLIER_MAX &&
-			      parse_past(t, &next, &p, NULL, NULL) == 0; kept++, t = next) {
-		if (len + (size_t)(next - t) > sizeof(buf))
-			break;
-		memcpy(buf + len, t, (size_t)(next - t));
-		len += (size_t)(next - t);
-	}
-	free(text);
-	return fs_write_atomic(path, buf, len, 0640, uid, gid);
+	return localstate_add_earlier(dir, &old, open, uid, gid);
 }
 
 static int write_past(const char *dir, const char *name, const struct wal_pos *end, bool open,
@@ -315,6 +299,28 @@ int localstate_read_previous(const char *dir, struct wal_pos *end, bool *open)
 int localstate_read_previous_by(const char *dir, struct wal_pos *end, bool *open, bool *restored)
 {
 	return read_past(dir, "previous", end, open, restored);
+}
+
+int localstate_add_earlier(const char *dir, const struct wal_pos *at, bool open, uid_t uid,
+			   gid_t gid)
+{
+	char path[PATH_MAX], buf[EARLIER_LINE_MAX * LOCALSTATE_EARLIER_MAX], *text = NULL;
+	size_t len = (size_t)format_past(buf, sizeof(buf), at, open, false);
+	snprintf(path, sizeof(path), "%s/earlier", dir);
+	if (fs_read_small(path, sizeof(buf), &text, NULL) < 0 && errno != ENOENT &&
+	    errno != EFBIG)
+		return -1;
+	const char *t = text, *next;
+	struct wal_pos p;
+	for (size_t kept = 1; t && kept < LOCALSTATE_EARLIER_MAX &&
+			      parse_past(t, &next, &p, NULL, NULL) == 0; kept++, t = next) {
+		if (len + (size_t)(next - t) > sizeof(buf))
+			break;
+		memcpy(buf + len, t, (size_t)(next - t));
+		len += (size_t)(next - t);
+	}
+	free(text);
+	return fs_write_atomic(path, buf, len, 0640, uid, gid);
 }
 
 size_t localstate_read_earlier(const char *dir, struct wal_pos *at, bool *open, size_t max)

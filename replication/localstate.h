@@ -15,8 +15,10 @@
  *   previous                      "gen index offset\n": where the file stood
  *                                 in the generation it last left for a new
  *                                 one (localstate_write_previous)
- *   earlier                       the "previous" records before it, newest
- *                                 first (localstate_read_earlier)
+ *   earlier                       the "previous" records before it, and the
+ *                                 generations a restore ranked below the one
+ *                                 it restored, newest first
+ *                                 (localstate_read_earlier)
  *   generations/<gen>/wal/<%08x>.wal
  *                                 shadow WALs: for each index, a byte-exact
  *                                 prefix of the real -wal file of that WAL
@@ -156,11 +158,23 @@ int localstate_read_previous_by(const char *dir, struct wal_pos *end, bool *open
  * within one whole second (S3 keeps no more) made the generation two back
  * read as another node's going on, the file being its descendant (QA101
  * D2): each is this file's own past unless a replica holds it past where
- * the file stood there, as for "previous". read: how many records it put in
+ * the file stood there, as for "previous". A restore adds the generations
+ * it weighed and ranked below the one it restored, at their ends then
+ * (localstate_add_earlier): older, unless a replica holds one past that.
+ * read: how many records it put in
  * at[] and open[] (up to max; a malformed line ends the list; none: 0).
  */
 #define LOCALSTATE_EARLIER_MAX 8
 size_t localstate_read_earlier(const char *dir, struct wal_pos *at, bool *open, size_t max);
+
+/*
+ * Put a record first in "earlier" (the oldest beyond LOCALSTATE_EARLIER_MAX
+ * goes): also a restore's, for a generation it weighed and ranked below the
+ * one it restored, where that one ended then (restore.c, note_weighed). 0 or
+ * -1 (errno set).
+ */
+int localstate_add_earlier(const char *dir, const struct wal_pos *at, bool open, uid_t uid,
+			   gid_t gid);
 
 /*
  * The "aside" record, in the same form: where this node's file stood, in

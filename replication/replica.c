@@ -420,7 +420,8 @@ static int left_went_on(struct eng_replica *r, const struct cat_generation *g,
  * Is g a generation this node's file descends from by a record other than
  * "previous", which the callers weigh themselves: its "aside" record (a
  * restore moved its file aside from g) or an "earlier" one (it left g
- * before the generation "previous" names; localstate.h, QA101 D2)? 1: this
+ * before the generation "previous" names, QA101 D2, or a restore ranked g
+ * below the one it restored, QA103 D1; localstate.h)? 1: this
  * node's own past, ending where the file stood there: no other node's
  * writing, whatever its times; 2 (why set): r holds it past there and it
  * was closed there: another node went on in it; 0: none of those, or left
@@ -439,8 +440,8 @@ static int recorded_past(struct eng_replica *r, const struct cat_generation *g, 
 		if (strcmp(at[k].generation, g->id) != 0)
 			continue;
 		int past = went_on_from(r, g, &at[k], k < asides ? "a restore moved it aside" :
-				       "it left it, before the generation it left last", why, len,
-				       call, err);
+				       "it was left, or ranked older by a restore (its earlier "
+				       "records)", why, len, call, err);
 		if (past < 0)
 			return past;
 		return !past ? 1 : open[k] ? 0 : 2;

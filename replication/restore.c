@@ -488,6 +488,68 @@ static void note_left(const struct session *s, const char *dir, const struct wal
  * generation. A marker that cannot be written costs a new generation (one
  * snapshot), never the restore: the database is in place and right.
  */
+/*
+ * The generations the restore weighed and ranked below the one it restored
+ * (pos), which a replica holding both lists as written after it (its
+ * newest object later, or in the same whole second): each goes into the
+ * new state's "earlier" records at its end then (the furthest any
+ * candidate held). Replication measured "written after the restore" from
+ * each replica's own copy alone: two killed forks that two servers ordered
+ * each its own way made it refuse whichever the restore took, at every
+ * start (QA103 D1). Recorded, such a generation is older, unless a replica
+ * holds it past that end: another node went on in it since.
+ */
+static void note_weighed(struct session *s, const char *dir, const struct wal_pos *pos,
+			 uid_t uid, gid_t gid)
+{
+	char seen[LOCALSTATE_EARLIER_MAX][LAYOUT_GEN_LEN + 1];
+	size_t nseen = 0;
+	for (size_t i = 0; i < s->n && nseen < LOCALSTATE_EARLIER_MAX; i++) {
+		const struct rs_cand *c = &s->c[i];
+		const struct cat_generation *w = NULL;
+		for (size_t k = 0; c->state == RC_OK && k < c->ngens; k++)
+			if (!strcmp(c->gens[k].id, pos->generation))
+				w = &c->gens[k];
+		for (size_t k = 0; w && k < c->ngens && nseen < LOCALSTATE_EARLIER_MAX; k++) {
+			const struct cat_generation *g = &c->gens[k];
+			bool dup = false;
+			for (size_t j = 0; j < nseen && !dup; j++)
+				dup = !strcmp(seen[j], g->id);
+			if (g == w || dup || !catalog_written_after(g, w->max_ns))
+				continue;
+			memcpy(seen[nseen++], g->id, sizeof(seen[0]));
+			struct wal_pos end = { 0 }, e;
+			bool known = false, open = true;
+			char err[300];
+			for (size_t j = 0; j < s->n; j++) {
+				struct rs_cand *o = &s->c[j];
+				if (o->state != RC_OK || rs_gen_end(o, g->id, probe_wait_ms(s->cfg), &e, err,
+								     sizeof(err)) < 0)
+					continue;
+				if (!known || wal_pos_cmp(&e, &end) > 0)
+					end = e;
+				known = true;
+				for (size_t x = 0; x < o->ngens; x++)
+					if (!strcmp(o->gens[x].id, g->id) &&
+					    catalog_closed_at_end(&o->gens[x]))
+						open = false;
+			}
+			if (!known)
+				continue;
+			if (localstate_ensure(s->db, dir) < 0 ||
+			    localstate_add_earlier(dir, &end, open, uid, gid) < 0)
+				log_warn("restore", "cannot record a generation the restore ranked below the "
+					 "restored one: replication may take it for another node's writing "
+					 "since", "db=\"%s\" generation=%s err=\"%s\"", s->dbname, g->id,
+					 strerror(errno));
+			else
+				log_info("restore", "recorded a generation ranked below the restored one, "
+					 "where it ends", "db=\"%s\" generation=%s index=%08x offset=%08x",
+					 s->dbname, g->id, end.index, end.offset);
+		}
+	}
+}
+
 static bool write_marker(struct session *s, const struct wal_pos *pos)
 {
 	char dir[PATH_MAX], why[400];
@@ -516,6 +578,7 @@ static bool write_marker(struct session *s, const struct wal_pos *pos)
 				 "dir=\"%s\" err=\"%s\"", s->dbname, dir, strerror(errno));
 		break;
 	}
+	note_weighed(s, dir, pos, uid, gid);
 	if (!may_continue(s, pos, why, sizeof(why))) {
 		log_warn("restore", "replication will not continue the restored generation: it "
 			 "starts a new one", "db=\"%s\" why=\"%s\"", s->dbname, why);

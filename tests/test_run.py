@@ -3862,6 +3862,31 @@ def test_a_file_two_forks_on_from_a_generation_in_one_second_is_not_refused_for_
         rows + [("b3-0",)]
 
 
+def test_a_fresh_node_is_not_refused_for_a_fork_two_servers_order_each_their_own_way(
+        litevisor_bin, tmp_path):
+    """Two killed forks (two_killed_forks), stamped as QA103's fuzz found them: on "s3" G1
+    ends a whole second before G2, on "file" 0.1 s after it. Each server's clock can
+    tell, and they disagree: whichever fork a fresh node restored, replication on the
+    other server found the other fork written after the restored one and refused the
+    database, at every start (QA103 D1). The restore records the fork it ranked below,
+    where it ended then: older, unless a replica holds it past that."""
+    s3, f, hw0, g1 = two_killed_forks(litevisor_bin, tmp_path)
+    (g2,) = set(os.listdir(s3 / "generations")) - {g1}
+    second = (int(time.time()) - 5) * 10**9
+    stamp_generation(s3, g1, second - 3 * 10**9, second - 10**9)
+    stamp_generation(s3, g2, second - 2 * 10**9, second)
+    stamp_generation(f, g1, second - 29 * 10**8, second + 4 * 10**8)
+    stamp_generation(f, g2, second - 19 * 10**8, second + 3 * 10**8)
+    c = hw_node(tmp_path, "C", [s3, f], hw0)
+    err = add_rows_on(litevisor_bin, c, 1, "c1")
+    assert "older than the replica" not in err, err
+    assert "recorded a generation ranked below the restored one" in err, err
+    err = add_rows_on(litevisor_bin, c, 1, "c2")
+    assert "older than the replica" not in err, err
+    rows = [restored_rows(litevisor_bin, rep, tmp_path / f"{rep.name}.db") for rep in (s3, f)]
+    assert rows[0] == rows[1] and rows[0][-2:] == ["c1-0", "c2-0"], (rows, err)
+
+
 def test_a_restore_takes_the_longer_copy_of_a_last_segment_another_replica_ranks_older(
         litevisor_bin, tmp_path):
     """Two killed forks (two_killed_forks), and "file", whose clock ranks G1 newest, holds
