@@ -1615,14 +1615,15 @@ static int put_segment(struct eng_replica *r, const char *gen, uint32_t index, u
 	if (rc == ST_EXISTS && was_unsure) {
 		rc = 0; /* the upload that failed had landed: the same bytes are there */
 	} else if (rc == ST_EXISTS) {
+		/* not a failure of the replica: it is read again at once */
 		log_warn("replica", "the replica already holds a segment where its position said "
-			 "it ends: its listing lagged behind what it holds (or another process "
-			 "writes it); reading its position again, nothing overwritten",
-			 "db=%s replica=%s key=%s", d->stat.name, r->stat.name, key);
+			 "it ends (an attempt of this upload that landed unanswered, a listing that "
+			 "lagged behind, or another process writing it): reading its position "
+			 "again, nothing overwritten", "db=%s replica=%s key=%s", d->stat.name,
+			 r->stat.name, key);
 		pthread_mutex_lock(&d->mu);
 		r->pos_known = false;
 		pthread_mutex_unlock(&d->mu);
-		replica_note_error(r, "segment already on the replica", err.message);
 		return -1;
 	}
 	if (rc < 0) {

@@ -696,6 +696,7 @@ static int move_local_cb(void *p, const char *tmp, char *why, size_t len)
 			 "without it, replication would take that generation for another node's and "
 			 "refuse the restored file; the local database is put back", x->statedir,
 			 strerror(errno));
+		x->wrote_aside = true; /* it may be in place all the same (its directory's sync failed) */
 		unnote_set_aside(x);
 		rs_put_local_back(x->target, x->moved, x->statedir, x->smoved,
 				  "the state directory could not take a record");

@@ -35,6 +35,7 @@ struct sup_dbs {
 	int efd;
 	int64_t t0;
 	bool replicating;
+	bool abandoned;          /* an engine dbs_reset could not free in time: _exit only */
 };
 
 struct sup_dbs *dbs_open(const struct config *cfg)
@@ -84,6 +85,10 @@ static void *restore_main(void *arg)
 
 int dbs_restore_start(struct sup_dbs *d)
 {
+	/* a restore step again (dbs_reset): the last one's count must not fire at once */
+	uint64_t v;
+	while (read(d->efd, &v, sizeof(v)) == sizeof(v))
+		;
 	d->t0 = clock_mono_ms();
 	atomic_store(&d->left, d->cfg->ndbs);
 	if (d->cfg->ndbs == 0) {
@@ -179,20 +184,35 @@ bool dbs_refused(struct sup_dbs *d)
 	return d->engine && d->replicating && engine_wait_checked(d->engine, wait);
 }
 
+static void engine_free_main(void *e)
+{
+	engine_free(e);
+}
+
 int dbs_reset(struct sup_dbs *d)
 {
 	if (!d->engine)
 		return 0;
+	pthread_mutex_lock(&d->mu);
+	struct engine *old = d->engine;
+	d->engine = NULL;
+	d->replicating = false;
+	pthread_mutex_unlock(&d->mu);
+	/* its locks go with it, and are taken again below; a replica stuck in a call is not waited for */
+	if (bounded_run(engine_free_main, old, DBS_RESET_TIMEOUT_MS) < 0) {
+		log_error("supervisor", "replication did not stop in time to restore again (a replica "
+			  "that does not answer?): the refusal is recorded, the next start restores",
+			  "waited_ms=%d", DBS_RESET_TIMEOUT_MS);
+		d->abandoned = true;
+		return -1;
+	}
 	struct engine *e = engine_new(d->cfg);
 	if (!e)
 		return -1;
 	pthread_mutex_lock(&d->mu);
-	struct engine *old = d->engine;
 	d->engine = e;
-	d->replicating = false;
 	pthread_mutex_unlock(&d->mu);
-	engine_free(old); /* its locks go with it, and are taken again below */
-	return engine_lock(d->engine);
+	return engine_lock(e);
 }
 
 int dbs_status(void *ctx, struct engine_status *out)
@@ -243,6 +263,8 @@ int dbs_close(struct sup_dbs *d, int64_t deadline_ms)
 {
 	if (!d)
 		return 0;
+	if (d->abandoned)
+		return -1;
 	if (!d->engine) {
 		dbs_free(d);
 		return 0;

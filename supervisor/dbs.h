@@ -70,11 +70,14 @@ int dbs_start(struct sup_dbs *d);
 bool dbs_refused(struct sup_dbs *d);
 
 /*
- * Stop replicating (nothing flushed: the service never ran) and make a new
- * engine, its state directories taken again, for the restore step to run
- * again. Returns 0, or -1 (logged: the engine could not be made, or another
- * process took a state directory meanwhile).
+ * Stop replicating (nothing flushed: the service never ran), within
+ * DBS_RESET_TIMEOUT_MS, and make a new engine, its state directories taken
+ * again, for the restore step to run again. Returns 0, or -1 (logged: the
+ * old engine did not stop in time, then dbs_close says the process must
+ * _exit; the new one could not be made; or another process took a state
+ * directory meanwhile).
  */
+#define DBS_RESET_TIMEOUT_MS 5000
 int dbs_reset(struct sup_dbs *d);
 
 /* Copy the engine's status (an http_status_fn). 0, 1 when there is no engine, -1 on ENOMEM. */

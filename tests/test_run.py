@@ -3511,17 +3511,13 @@ def test_a_restore_that_cannot_record_the_file_it_set_aside_puts_it_back(litevis
         assert restored_rows(litevisor_bin, rep, tmp_path / f"{rep.name}.db") == rows, err
 
 
-def test_a_database_replication_refuses_at_its_first_look_is_restored_before_the_service_starts(
-        litevisor_bin, tmp_path):
+def one_second_fork_moved(litevisor_bin, tmp_path):
     """One-second fork: A writes G1, B restores it while A runs, forks G2 and stops
     cleanly; A stops in the same whole second. The replica then moves (B's config names
-    the new path), so B's closed record names another location and is not used. B's
-    restore kept its file; replication, with no closed record, counted G1 in the same
-    second as written after B's last object and refused it (QA104 D1), and the service
-    ran a whole run whose commits reached no replica and went aside at the next start.
-    Replication's first look now comes before the service: refused, the database is
-    restored again (the refusal recorded) and the service starts on what replication
-    takes, its commits replicated."""
+    the new path), so B's closed record names another location and is not used: B's
+    restore keeps its file, and replication, with no closed record, counts G1 in the
+    same second as written after B's last object and refuses it (QA104 D1). Returns
+    (B's config, the moved replica)."""
     rep = tmp_path / "rep"
     hw0 = "restore:\n  handover-wait: 0s\n"
     b = hw_node(tmp_path, "B", [rep], hw0)
@@ -3548,7 +3544,18 @@ def test_a_database_replication_refuses_at_its_first_look_is_restored_before_the
                 os.utime(f, ns=(t, t))
     moved = tmp_path / "rep-moved"
     os.rename(rep, moved)
-    b = hw_node(tmp_path, "B", [moved], hw0)
+    return hw_node(tmp_path, "B", [moved], hw0), moved
+
+
+def test_a_database_replication_refuses_at_its_first_look_is_restored_before_the_service_starts(
+        litevisor_bin, tmp_path):
+    """A one-second fork whose replica moved (one_second_fork_moved): B's restore kept
+    its file, replication refused it (QA104 D1), and the service ran a whole run whose
+    commits reached no replica and went aside at the next start. Replication's first
+    look now comes before the service: refused, the database is restored again (the
+    refusal recorded) and the service starts on what replication takes, its commits
+    replicated."""
+    b, moved = one_second_fork_moved(litevisor_bin, tmp_path)
     err = add_rows_on(litevisor_bin, b, 1, "b2")
     assert "restoring again before the service starts" in err, err
     assert "refused the database again" not in err, err
@@ -3558,6 +3565,32 @@ def test_a_database_replication_refuses_at_its_first_look_is_restored_before_the
     assert "older than the replica" not in err, err
     rows = restored_rows(litevisor_bin, moved, tmp_path / "r.db")
     assert rows[-2:] == ["b2-0", "b3-0"], (rows, err)
+
+
+def test_a_stop_during_the_second_restore_stops_before_the_service(litevisor_bin, tmp_path):
+    """A TERM while the restore step ran again after a refusal: the restore's event
+    counter still held the first restore's count, so the wait returned at once, the
+    signal went unread, and the service started anyway (QA106 D1). It ends litevisor
+    with 143 now, the service never started, as during the first restore."""
+    b, _ = one_second_fork_moved(litevisor_bin, tmp_path)
+    fault = tmp_path / "fault.log"
+    # the first restore keeps the file: the only rename onto app.db is the second one's
+    env = faulty_env(op="rename", path=str(tmp_path / "B"), suffix="/app.db", delay_ms=4000,
+                     log=str(fault))
+    log = tmp_path / "b.log"
+    with open(log, "w") as f:
+        p = subprocess.Popen([litevisor_bin, "run", "-config", str(b), "--", SERVICE[0], "-c",
+                              ADD_ROWS, "1", "b2"], stderr=f, env=env)
+    try:
+        poll(fault.exists, timeout=30, log=log)
+        time.sleep(0.5)
+        p.terminate()
+        assert p.wait(timeout=30) == 143, log.read_text()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert "service started" not in log.read_text(), log.read_text()
 
 
 def test_a_fresh_node_is_not_refused_on_a_replica_whose_copy_of_the_restored_fork_is_short(
