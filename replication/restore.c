@@ -1682,22 +1682,30 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 				goto out;
 			}
 			/*
-			 * ... unless that is the file's own past by its records (the
-			 * generation it left, ending where it stood): older than the
-			 * file, never restored over it (QA101 D2). The file is kept,
-			 * on the first probe, as before the supersede.
+			 * ... if it ranks above the file (rs_local_outranked_by): by
+			 * time across servers it may be the file's own past, or
+			 * another node's older fork, neither of which replication
+			 * takes over the file (QA101 D2, QA104 D3). Then the one the
+			 * state ranks above the file is restored itself.
 			 */
-			if (o.ch.winner >= 0 && rs_local_order(o.c, o.n, &o.past,
-							       o.c[o.ch.winner].plan.generation) < 0) {
-				log_warn("restore", "the newest of the others is the local database's own "
-					 "past: keeping it", "db=\"%s\" generation=%s", s.dbname,
-					 o.c[o.ch.winner].plan.generation);
+			if (o.ch.winner >= 0 &&
+			    !rs_local_outranked_by(o.c, o.n, &o.past, o.c[o.ch.winner].plan.generation)) {
+				log_warn("restore", "the newest of the others does not rank above the local "
+					 "generation: restoring the one this node's state ranks above it",
+					 "db=\"%s\" newest=%s restoring=%s", s.dbname,
+					 o.c[o.ch.winner].plan.generation, over);
 				session_release(&o);
-				s.superseded[0] = '\0';
-			} else {
-				session_release(&s);
-				s = o;
+				o.t.exclude = NULL;
+				o.t.generation = over;
+				if (session_probe(&o, NULL, true, res) < 0 ||
+				    await_handover(&o, true, from[0] ? from : statedir, res) < 0) {
+					session_release(&o);
+					goto out;
+				}
+				o.t.generation = NULL;
 			}
+			session_release(&s);
+			s = o;
 		}
 		if (s.ch.winner < 0 || strict_unsettled(&s)) {
 			rc = settle_unrestored(&s, true, res);

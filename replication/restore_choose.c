@@ -339,6 +339,51 @@ int rs_local_order(const struct rs_cand *c, size_t n, const struct rs_local_past
 	return r ? r : end_order(c, n, past, gen, past->current, why, sizeof(why));
 }
 
+#define ABOVE_MAX 32
+
+/* Is gen among the n ids of above? */
+static bool among(char (*above)[LAYOUT_GEN_LEN + 1], size_t n, const char *gen)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(above[i], gen))
+			return true;
+	return false;
+}
+
+bool rs_local_outranked_by(const struct rs_cand *c, size_t n, const struct rs_local_past *past,
+			   const char *gen)
+{
+	char above[ABOVE_MAX][LAYOUT_GEN_LEN + 1];
+	size_t na = 0;
+	if (!past || !past->current[0])
+		return false;
+	for (size_t i = 0; i < n; i++)
+		for (size_t k = 0; c[i].state == RC_OK && k < c[i].ngens && na < ABOVE_MAX; k++) {
+			const char *x = c[i].gens[k].id;
+			if (strcmp(x, past->current) != 0 && !among(above, na, x) &&
+			    rs_local_order(c, n, past, x) > 0)
+				memcpy(above[na++], x, sizeof(above[0]));
+		}
+	/* and upwards, one server's clock at a time, until nothing more is added */
+	for (bool grew = true; grew && na < ABOVE_MAX;) {
+		grew = false;
+		for (size_t i = 0; i < n && na < ABOVE_MAX; i++)
+			for (size_t k = 0; c[i].state == RC_OK && k < c[i].ngens && na < ABOVE_MAX; k++) {
+				const struct cat_generation *g = &c[i].gens[k];
+				if (!strcmp(g->id, past->current) || among(above, na, g->id))
+					continue;
+				for (size_t j = 0; j < c[i].ngens; j++)
+					if (among(above, na, c[i].gens[j].id) &&
+					    rs_gen_order_at(g, &c[i].gens[j], 0) > 0) {
+						memcpy(above[na++], g->id, sizeof(above[0]));
+						grew = true;
+						break;
+					}
+			}
+	}
+	return among(above, na, gen);
+}
+
 bool rs_local_newer(const struct rs_cand *c, size_t n, const struct rs_local_past *past,
 		    char gen[LAYOUT_GEN_LEN + 1], char *why, size_t len)
 {

@@ -325,6 +325,16 @@ bool rs_local_newer(const struct rs_cand *c, size_t n, const struct rs_local_pas
 int rs_local_order(const struct rs_cand *c, size_t n, const struct rs_local_past *past,
 		   const char *gen);
 
+/*
+ * Does generation gen rank above the local file's: the local state ranks it
+ * above (rs_local_order > 0), or a server holding it and such a generation
+ * orders it later by its one clock (another node went on from there, in a
+ * generation of its own)? What a supersede restores must (QA104 D3: the
+ * newest of the others by time across servers was an older fork).
+ */
+bool rs_local_outranked_by(const struct rs_cand *c, size_t n, const struct rs_local_past *past,
+			   const char *gen);
+
 /* Log rs_choose's decision block under component "restore": a header, one line per candidate, the result. */
 void rs_log_decision(const struct rs_cand *c, size_t n, const struct rs_choice *out,
 		     int64_t skew_ms, const char *dbname, const char *mode);

@@ -3642,6 +3642,69 @@ def test_a_fresh_node_is_not_refused_on_a_replica_whose_copy_of_the_restored_for
     assert rows[-2:] == [("c0-0",), ("c1-0",)], rows[-4:]
 
 
+@pytest.mark.parametrize("newest", ["own-past", "older-fork"])
+def test_a_supersede_restores_what_ranks_above_the_file_not_the_newest_by_time(
+        litevisor_bin, tmp_path, newest):
+    """B left G1 (on d only) for G2 (on c and d) and stopped cleanly; c, keeping whole
+    seconds, also holds X, another node's generation ending in the second of B's closed
+    mark: B's state ranks X above G2 (as replication does). The restore then took the
+    newest of the others by time across servers: d's clock runs 4 s ahead, so that was
+    G1, B's own past (the file was kept and replication refused it for X), or Z, another
+    node's fork on d that ended before G2 began there, restored over B's newer file
+    (QA104 D3). What it restores must rank above the file: X here."""
+    c, d = tmp_path / "c", tmp_path / "d"
+    add_rows_on(litevisor_bin, hw_node(tmp_path, "B", [d]), 2, "b1")  # G1, on d only
+    (g1,) = os.listdir(d / "generations")
+    b = hw_node(tmp_path, "B", [c, d])
+    con = sqlite3.connect(tmp_path / "B" / "app.db", isolation_level=None)
+    con.execute("INSERT INTO t VALUES ('b-offline')")  # while litevisor is stopped
+    con.close()
+    assert "new generation" in add_rows_on(litevisor_bin, b, 2, "b2")  # G2, on c and d
+    (g2,) = set(os.listdir(d / "generations")) - {g1}
+    (bid,) = os.listdir(d / "generations" / g2 / "database")
+
+    def other_node(name, rep, tags):
+        """Another node's generation of this database, moved into rep."""
+        own = tmp_path / f"{name}-rep"
+        cfg = hw_node(tmp_path, name, [own])
+        for tag in tags:
+            add_rows_on(litevisor_bin, cfg, 2, tag)
+        (g,) = os.listdir(own / "generations")
+        os.rename(own / "generations" / g, rep / "generations" / g)
+        for f in (rep / "generations" / g / "database").iterdir():
+            f.unlink()
+        (rep / "generations" / g / "database" / bid).write_bytes(b"")
+        return g
+
+    gx = other_node("X", c, ["x", "y"])
+    gz = other_node("Z", d, ["z", "zz"]) if newest == "older-fork" else None
+    second = (int(time.time()) - 30) * 10**9
+
+    def stamp(rep, gen, start, end):
+        for f in (rep / "generations" / gen).rglob("*"):
+            if f.is_file():
+                if f.stat().st_nlink > 1:  # one inode shared by both file replicas
+                    shutil.copyfile(f, str(f) + ".copy")
+                    os.rename(str(f) + ".copy", f)
+                t = start if f.parent.name == "snapshots" else end
+                os.utime(f, ns=(t, t))
+
+    stamp(c, g2, second - 2 * 10**9, second)  # c: whole seconds, G2 and X end in one
+    stamp(c, gx, second - 3 * 10**9, second)
+    ahead = 4 * 10**9  # d: nanoseconds, 4 s ahead
+    stamp(d, g2, second - 2 * 10**9 + ahead + 789, second + ahead + 321)
+    if gz:
+        stamp(d, g1, second - 8 * 10**9 + ahead + 123, second - 7 * 10**9 + ahead + 456)
+        stamp(d, gz, second - 6 * 10**9 + ahead + 123, second - 25 * 10**8 + ahead + 456)
+    else:
+        stamp(d, g1, second - 5 * 10**9 + ahead + 123, second - 25 * 10**8 + ahead + 456)
+    err = add_rows_on(litevisor_bin, b, 1, "b3")
+    rows = [v for (v,) in query(tmp_path / "B" / "app.db", "SELECT v FROM t ORDER BY rowid")]
+    assert rows == ["x-0", "x-1", "y-0", "y-1", "b3-0"], (rows, err)
+    assert "older than the replica" not in err, err
+    assert "does not rank above the local generation" in err, err
+
+
 def stamp_generation(rep, gen, start, end):
     """The oldest object of generation gen on the file replica rep at start (ns), every
     other one at end."""
