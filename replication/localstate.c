@@ -313,11 +313,15 @@ int localstate_add_earlier(const char *dir, const struct wal_pos *at, bool open,
 	const char *t = text, *next;
 	struct wal_pos p;
 	for (size_t kept = 1; t && kept < LOCALSTATE_EARLIER_MAX &&
-			      parse_past(t, &next, &p, NULL, NULL) == 0; kept++, t = next) {
+			      parse_past(t, &next, &p, NULL, NULL) == 0; t = next) {
+		/* one record per generation: the one put first replaces an older one */
+		if (!strcmp(p.generation, at->generation))
+			continue;
 		if (len + (size_t)(next - t) > sizeof(buf))
 			break;
 		memcpy(buf + len, t, (size_t)(next - t));
 		len += (size_t)(next - t);
+		kept++;
 	}
 	free(text);
 	return fs_write_atomic(path, buf, len, 0640, uid, gid);

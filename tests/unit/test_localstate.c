@@ -105,5 +105,23 @@ TEST(corrupt_records_are_not_carried)
 	rm_dir(dir);
 }
 
+/* One record per generation: a generation put again replaces its older record. */
+TEST(earlier_keeps_one_record_per_generation)
+{
+	char dir[64];
+	tmpdir(dir, sizeof(dir));
+	struct wal_pos g1 = pos("1111111111111111", 0, 0x10), g2 = pos("2222222222222222", 0, 0);
+	struct wal_pos g1b = pos("1111111111111111", 1, 0x20), at[4];
+	bool open[4];
+	CHECK_INT(localstate_add_earlier(dir, &g1, false, getuid(), getgid()), 0);
+	CHECK_INT(localstate_add_earlier(dir, &g2, false, getuid(), getgid()), 0);
+	CHECK_INT(localstate_add_earlier(dir, &g1b, true, getuid(), getgid()), 0);
+	CHECK_INT(localstate_read_earlier(dir, at, open, 4), 2);
+	CHECK(!strcmp(at[0].generation, g1.generation) && at[0].index == 1 && open[0]);
+	CHECK(!strcmp(at[1].generation, g2.generation));
+	rm_dir(dir);
+}
+
 UNIT_MAIN(T(previous_records_replaced_go_to_earlier_newest_first),
-	  T(earlier_keeps_the_newest_records), T(corrupt_records_are_not_carried))
+	  T(earlier_keeps_the_newest_records), T(corrupt_records_are_not_carried),
+	  T(earlier_keeps_one_record_per_generation))
