@@ -925,6 +925,9 @@ int s3_request(struct s3 *s3, const struct s3_req *req, struct s3_resp *resp,
 	int max = ctl->no_retry ? 1 : MAX_ATTEMPTS;
 	int progress_resumes = 0;
 	bool retried = false;
+	/* an attempt sent the whole body and got no answer: it may have landed */
+	bool whole_unanswered = false;
+	int64_t body_len = req->read_len >= 0 ? req->read_len : (int64_t)req->body_len;
 
 	for (int n = 1;; n++) {
 		int64_t left = 0;
@@ -965,6 +968,19 @@ int s3_request(struct s3 *s3, const struct s3_req *req, struct s3_resp *resp,
 				 "after %zu bytes, before its XML document did: connection closed early",
 				 resp->body.len);
 		}
+		/*
+		 * A create-only PUT refused (412) after an attempt of its own that
+		 * sent everything and got no answer: that attempt landed, and the
+		 * key holds this very body (QA106 D3: the replica took it for a
+		 * segment it did not know of and read its position again).
+		 */
+		if (o.status == ST_EXISTS && req->if_none_match && whole_unanswered) {
+			log_debug("s3", "an earlier attempt of this create-only put landed unanswered",
+				  "op=%s bucket=%s key=\"%s\" attempt=%d", req->op, s3->bucket, key, n);
+			o.status = 0;
+		}
+		if (o.status != 0 && resp->status == 0 && body_len > 0 && x.sent >= body_len)
+			whole_unanswered = true;
 		if (o.status == 0) {
 			if (resp->body.overflow && !req->sink) {
 				o.status = ST_PERMANENT;

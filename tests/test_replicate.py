@@ -1114,6 +1114,68 @@ def test_a_restart_on_a_lagging_listing_never_rewrites_a_segment_the_replica_hol
         proxy.close()
 
 
+def test_a_segment_put_whose_answer_was_lost_is_not_taken_for_another_writers(
+        run, tmp_path, litestream_bin, s3server):
+    """A segment's PUT reached the server and its answer was lost: the client's own retry
+    of that create-only PUT got 412, and the replica took the key for a segment it did
+    not know of (a lagging listing, another process), warned, and read its position
+    again (QA106 D3). A 412 after an attempt that sent the whole body and got no answer
+    is that attempt's landing: done."""
+    from test_storage import FaultProxy
+
+    class LostAnswer(FaultProxy):
+        """Forwards everything; the first WAL segment PUT past an index's start reaches
+        the server, and its answer is dropped (the connection closed instead)."""
+
+        def __init__(self, upstream_port):
+            self.dropped = []
+            super().__init__(upstream_port, fail=0)
+
+        def _serve(self, c):
+            with c:
+                while True:
+                    req, _ = self._read_request(c, b"")
+                    if req is None:
+                        return
+                    line = req.split(b"\r\n", 1)[0]
+                    with self.lock:
+                        drop = (not self.dropped and line.startswith(b"PUT ") and
+                                b"/wal/" in line and b"_00000000.wal" not in line)
+                        if drop:
+                            self.dropped.append(line)
+                    with self._send_closing(req) as up:
+                        if drop:
+                            self._read_all(up)  # landed; the answer goes nowhere
+                            return
+                        self._relay(up, c)
+                    return
+
+    srv = s3server()
+    proxy = LostAnswer(srv.port)
+    try:
+        db = tmp_path / "app.db"
+        create(db)
+        rep = s3_replica(srv, sync="100ms")
+        rep["endpoint"] = f"http://127.0.0.1:{proxy.port}"
+        r = run(config(tmp_path, db, [rep]))
+        for i in range(5):
+            write(db, 5, start=100 + 10 * i)
+            time.sleep(0.3)
+        wait_for(lambda: proxy.dropped, what="a dropped answer", log=r.text)
+        want = content(db)
+
+        def restored():
+            out = tmp_path / f"ls-{time.monotonic_ns()}.db"
+            s3_restore(litestream_bin, srv, tmp_path, out)
+            return integrity(out) == "ok" and content(out) == want
+
+        wait_for(restored, timeout=30, what="Litestream's restore of every row", log=r.text)
+        assert r.stop() == 0
+        assert "already holds a segment" not in r.text(), r.text()
+    finally:
+        proxy.close()
+
+
 def test_a_listing_that_lags_does_not_make_retention_take_the_snapshot_again(
         run, tmp_path, s3server):
     """Listings that lag behind writes (some S3 gateways) showed the current generation
