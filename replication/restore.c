@@ -1670,7 +1670,7 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 				 "node's own state ranks another above it, as replication reads it: "
 				 "restoring the newest of the others", "db=\"%s\" local=%s above=%s "
 				 "why=\"%s\"", s.dbname, s.past.current, over, s.superseded);
-			/* a second session: the first one's result stands if this one is dropped */
+			/* a session of its own, which replaces the first one's result */
 			struct session o = s;
 			o.c = NULL;
 			o.n = 0;
