@@ -882,6 +882,18 @@ def s3_replica(srv, name="s3", sync="0s"):
             "sync-interval": sync}
 
 
+def s3_restores_eventually(litestream_bin, srv, tmp_path, db, log):
+    """Litestream restores the S3 replica on srv to db's content, intact, within 30 s."""
+    want = content(db)
+
+    def restored():
+        out = tmp_path / f"ls-{time.monotonic_ns()}.db"
+        s3_restore(litestream_bin, srv, tmp_path, out)
+        return integrity(out) == "ok" and content(out) == want
+
+    wait_for(restored, timeout=30, what="Litestream's restore of every row", log=log)
+
+
 def s3_restore(litestream_bin, srv, tmp_path, out):
     lsc = tmp_path / "ls.yml"
     lsc.write_text(f"""dbs:
@@ -1098,14 +1110,7 @@ def test_a_restart_on_a_lagging_listing_never_rewrites_a_segment_the_replica_hol
         time.sleep(1.5)  # its first pass ships from where the lagging listing ends
         proxy.hidden = set()
         write(db, 20, start=1000)
-        want = content(db)
-
-        def restored():
-            out = tmp_path / f"ls-{time.monotonic_ns()}.db"
-            s3_restore(litestream_bin, srv, tmp_path, out)
-            return integrity(out) == "ok" and content(out) == want
-
-        wait_for(restored, timeout=30, what="Litestream's restore of every row", log=r.text)
+        s3_restores_eventually(litestream_bin, srv, tmp_path, db, r.text)
         assert r.stop() == 0
         for f, data in held.items():
             assert open(f, "rb").read() == data, f
@@ -1162,14 +1167,7 @@ def test_a_segment_put_whose_answer_was_lost_is_not_taken_for_another_writers(
             write(db, 5, start=100 + 10 * i)
             time.sleep(0.3)
         wait_for(lambda: proxy.dropped, what="a dropped answer", log=r.text)
-        want = content(db)
-
-        def restored():
-            out = tmp_path / f"ls-{time.monotonic_ns()}.db"
-            s3_restore(litestream_bin, srv, tmp_path, out)
-            return integrity(out) == "ok" and content(out) == want
-
-        wait_for(restored, timeout=30, what="Litestream's restore of every row", log=r.text)
+        s3_restores_eventually(litestream_bin, srv, tmp_path, db, r.text)
         assert r.stop() == 0
         assert "already holds a segment" not in r.text(), r.text()
     finally:

@@ -3285,6 +3285,14 @@ def test_a_generation_continued_past_this_nodes_mark_is_newer_whatever_the_times
     assert any(".replaced-" in f for f in files), files
 
 
+def start_writer(litevisor_bin, cfg, tag):
+    """`run -config cfg` whose service writes rows tagged tag until TERM, in a session of
+    its own (os.killpg kills litevisor and the service at once)."""
+    return subprocess.Popen([litevisor_bin, "run", "-config", str(cfg), "--", SERVICE[0], "-c",
+                             WRITE_UNTIL_TERM, tag], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
 def hw_node(tmp_path, node, reps, top=""):
     """<node>.yml for <node>/app.db, replicating to the file replicas reps (100 ms)."""
     db = tmp_path / node / "app.db"
@@ -3609,16 +3617,11 @@ def test_a_fresh_node_is_not_refused_on_a_replica_whose_copy_of_the_restored_for
     os.symlink(r2, link)
     hw0 = "restore:\n  handover-wait: 0s\n"
 
-    def writer(cfg, tag):
-        return subprocess.Popen([litevisor_bin, "run", "-config", str(cfg), "--", SERVICE[0],
-                                 "-c", WRITE_UNTIL_TERM, tag], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
-
-    a = writer(hw_node(tmp_path, "A", [r1, r2], hw0), "A")
+    a = start_writer(litevisor_bin, hw_node(tmp_path, "A", [r1, r2], hw0), "A")
     b = None
     try:
         poll(lambda: all(list(r.glob("generations/*/wal/*")) for r in (r1, r2)), timeout=20)
-        b = writer(hw_node(tmp_path, "B", [r1, link], hw0), "B")
+        b = start_writer(litevisor_bin, hw_node(tmp_path, "B", [r1, link], hw0), "B")
         poll(lambda: all(len(os.listdir(r / "generations")) == 2 and
                          all(list(g.glob("wal/*")) for g in (r / "generations").iterdir())
                          for r in (r1, r2)), timeout=20)
@@ -3732,12 +3735,7 @@ def test_a_fork_ending_in_one_second_is_ordered_alike_by_the_restore_and_replica
     hw0 = "restore:\n  handover-wait: 0s\n"
     b_cfg = hw_node(tmp_path, "B", [s3, f], hw0)
 
-    def start(cfg, tag):
-        return subprocess.Popen([litevisor_bin, "run", "-config", str(cfg), "--", SERVICE[0],
-                                 "-c", WRITE_UNTIL_TERM, tag], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
-
-    a = start(hw_node(tmp_path, "A", [s3, f], hw0), "A")
+    a = start_writer(litevisor_bin, hw_node(tmp_path, "A", [s3, f], hw0), "A")
     b = None
     try:
         poll(lambda: all(list(r.glob("generations/*/wal/*")) for r in (s3, f)), timeout=20)
@@ -3746,7 +3744,7 @@ def test_a_fork_ending_in_one_second_is_ordered_alike_by_the_restore_and_replica
             err = add_rows_on(litevisor_bin, b_cfg, 2, "b1")
             assert "will not continue the restored generation" in err, err
         else:
-            b = start(b_cfg, "b1")
+            b = start_writer(litevisor_bin, b_cfg, "b1")
             poll(lambda: all(len(list(r.glob("generations/*/wal/*"))) >= 2 for r in (s3, f)),
                  timeout=20)
         # A writes on in G1 after B's fork, and both replicas get it
