@@ -875,14 +875,20 @@ void replica_count_closed_records(struct eng_db *d)
 	 * generation written after its last object: newer_elsewhere), not only
 	 * those its records name: while one has not looked, a new generation
 	 * written to another hid the newer data the refusal protects, and won
-	 * the next restore (QA104 D7).
+	 * the next restore (QA104 D7). Not at a first start (no generation, no
+	 * previous record in the state): a new generation, listed nowhere, is
+	 * older than nothing, and a replica down then held the others 3 s.
 	 */
 	bool newest = d->eng->cfg && d->eng->cfg->restore.existing == EXISTING_NEWEST_WINS;
+	/* with no history in the state (a first start), a new generation: nothing to refuse */
+	char gen[LAYOUT_GEN_LEN + 1];
+	bool history = localstate_read_generation(d->dir, gen) == 0 ||
+		       localstate_read_previous(d->dir, &at, NULL) == 0;
 	d->older_pending = 0;
 	for (size_t i = 0; i < d->nreplicas; i++) {
 		struct eng_replica *r = &d->replicas[i];
 		bool closed = r->st && read_closed(r, &at) == 0;
-		r->older_check = r->st && (closed || newest);
+		r->older_check = r->st && (closed || (newest && history));
 		if (r->st && !closed && errno == EXDEV)
 			log_info("replica", "the closed record of this replica was written for "
 				 "another location: not used to tell whether another node went on",
