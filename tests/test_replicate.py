@@ -1126,34 +1126,26 @@ def test_a_segment_put_whose_answer_was_lost_is_not_taken_for_another_writers(
     not know of (a lagging listing, another process), warned, and read its position
     again (QA106 D3). A 412 after an attempt that sent the whole body and got no answer
     is that attempt's landing: done."""
-    from test_storage import FaultProxy
+    from test_storage import OneRequestProxy
 
-    class LostAnswer(FaultProxy):
+    class LostAnswer(OneRequestProxy):
         """Forwards everything; the first WAL segment PUT past an index's start reaches
         the server, and its answer is dropped (the connection closed instead)."""
 
         def __init__(self, upstream_port):
             self.dropped = []
-            super().__init__(upstream_port, fail=0)
+            super().__init__(upstream_port)
 
-        def _serve(self, c):
-            with c:
-                while True:
-                    req, _ = self._read_request(c, b"")
-                    if req is None:
-                        return
-                    line = req.split(b"\r\n", 1)[0]
-                    with self.lock:
-                        drop = (not self.dropped and line.startswith(b"PUT ") and
-                                b"/wal/" in line and b"_00000000.wal" not in line)
-                        if drop:
-                            self.dropped.append(line)
-                    with self._send_closing(req) as up:
-                        if drop:
-                            self._read_all(up)  # landed; the answer goes nowhere
-                            return
-                        self._relay(up, c)
-                    return
+        def decide(self, req, c):
+            line = req.split(b"\r\n", 1)[0]
+            with self.lock:
+                if (self.dropped or not line.startswith(b"PUT ") or b"/wal/" not in line or
+                        b"_00000000.wal" in line):
+                    return False
+                self.dropped.append(line)
+            with self._send_closing(req) as up:
+                self._read_all(up)  # landed; the answer goes nowhere
+            return True
 
     srv = s3server()
     proxy = LostAnswer(srv.port)
@@ -1255,33 +1247,25 @@ def test_a_segment_upload_that_lands_late_never_cuts_the_replica(run, tmp_path, 
     more frames: a hole, and neither tool could restore the replica (QA13). A key is
     now written again only with the same bytes; what came since is the next segment.
     (Past an index's start the late PUT is refused now: those keys are create-only.)"""
-    from test_storage import FaultProxy
+    from test_storage import OneRequestProxy
 
-    class LateProxy(FaultProxy):
+    class LateProxy(OneRequestProxy):
         """While `hold` is set, WAL segment PUTs are read whole and left unanswered;
         release() then delivers them to the server, in the order they came."""
 
         def __init__(self, upstream_port):
             self.hold, self.held = False, []
-            super().__init__(upstream_port, fail=0)
+            super().__init__(upstream_port)
 
-        def _serve(self, c):
-            with c:
-                while True:
-                    req, _ = self._read_request(c, b"")
-                    if req is None:
-                        return
-                    with self.lock:
-                        hold = self.hold and req.startswith(b"PUT ") and b"/wal/" in req.split(b"\r\n", 1)[0]
-                        if hold:
-                            self.held.append(req)
-                    if hold:
-                        while not self.stopping and c.recv(65536):
-                            pass  # no answer: the client gives up and closes
-                        return
-                    with self._send_closing(req) as up:
-                        self._relay(up, c)
-                    return
+        def decide(self, req, c):
+            with self.lock:
+                if not (self.hold and req.startswith(b"PUT ") and
+                        b"/wal/" in req.split(b"\r\n", 1)[0]):
+                    return False
+                self.held.append(req)
+            while not self.stopping and c.recv(65536):
+                pass  # no answer: the client gives up and closes
+            return True
 
         def release(self):
             for req in self.held:

@@ -925,6 +925,25 @@ def test_s3_upload_draining_slowly_is_not_cut_by_idle_timeout(s3server, tmp_path
     assert sha256_file(dst) == digest
 
 
+class OneRequestProxy(FaultProxy):
+    """A FaultProxy whose connections carry one request each: decide(req, c) may deal
+    with it (answer, or not) and return True; else it is forwarded and answered."""
+
+    def __init__(self, upstream_port):
+        super().__init__(upstream_port, fail=0)
+
+    def decide(self, req, c):
+        return False
+
+    def _serve(self, c):
+        with c:
+            req, _ = self._read_request(c, b"")
+            if req is None or self.decide(req, c):
+                return
+            with self._send_closing(req) as up:
+                self._relay(up, c)
+
+
 class HangProxy(FaultProxy):
     """Looks at every request: while `hang` > 0 the next one gets no answer at all (its
     connection stays open); the others go upstream one connection each, answered with
