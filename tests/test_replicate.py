@@ -1184,10 +1184,13 @@ def test_a_listing_that_lags_does_not_make_retention_take_the_snapshot_again(
         r = run(config(tmp_path, db, [rep]))
 
         def snapshots():
+            # s3rver writes an object under a ".part-…" name first: only finished objects
             return {f: os.stat(f).st_mtime_ns for f in
-                    glob.glob(f"{srv.directory}/**/snapshots/*", recursive=True)}
+                    glob.glob(f"{srv.directory}/**/snapshots/*", recursive=True)
+                    if ".part-" not in f}
 
-        wait_for(snapshots, what="the first snapshot", log=r.text)
+        wait_for(lambda: any(f.endswith("_S3rver_metadata.json") for f in snapshots()),
+                 what="the first snapshot", log=r.text)
         first = snapshots()
         proxy.hidden = {"/snapshots/"}
         for i in range(4):
