@@ -44,6 +44,8 @@
 
 /* Generations of this process remembered as its own (writers.c); older ones were seen listed. */
 #define ENG_OWN_GENS 16
+/* Segments written between two writer checks that the next one looks for (writers.c). */
+#define ENG_SHIPPED_MAX 1024
 
 struct eng_db;
 
@@ -130,6 +132,14 @@ struct eng_replica {
 	bool writers_primed;          /* the first listing (what was there before us) is in */
 	char snap_missing[LAYOUT_KEY_MAX]; /* the newest snapshot's key, missing at the last look */
 	char snap_looked[LAYOUT_KEY_MAX];  /* the newest snapshot's key at the last look */
+	/*
+	 * The segments of shipped_gen this process wrote and the next look
+	 * checks for (writers.c, check_segments), oldest first. Past
+	 * ENG_SHIPPED_MAX between two looks, the oldest go unchecked.
+	 */
+	char shipped_gen[17];
+	struct eng_seg_ref { uint32_t index, offset; } shipped[ENG_SHIPPED_MAX];
+	size_t nshipped;
 
 	/* replica thread only (replica_label, retention.c) */
 	char labelled_gen[17];        /* the generation known to carry our label here, "" none */
@@ -435,10 +445,16 @@ int retention_enforce(struct eng_replica *r, bool *need_snapshot);
  * since and that this process did not write means another process writes
  * this database to this replica (a second node in a network partition, a
  * second task): logged once as an error and shown in the replica's status.
- * A listing that fails is tried again next time. Replica thread, mu not held.
+ * The same look checks that what this process wrote of the current
+ * generation is still there: its newest snapshot, and the segments written
+ * since the last look (writers_note_segment); a replica that lost them gets a
+ * new generation. A listing that fails is tried again next time. Replica
+ * thread, mu not held.
  */
 void writers_prime(struct eng_replica *r, char (*ids)[17], size_t n);
 void writers_check(struct eng_replica *r);
+/* The server took segment (gen, index, offset): the next writers_check looks for it. Replica thread. */
+void writers_note_segment(struct eng_replica *r, const char *gen, uint32_t index, uint32_t offset);
 /* Note gen as written by this process. Under d->mu (the monitor, on a new generation). */
 void writers_note_own(struct eng_db *d, const char *gen);
 

@@ -1658,6 +1658,7 @@ static int put_segment(struct eng_replica *r, const char *gen, uint32_t index, u
 	if (r->segs_in_index >= ENG_MAX_SEGMENTS_PER_INDEX && index == d->index)
 		monitor_request_checkpoint(d);
 	pthread_mutex_unlock(&d->mu);
+	writers_note_segment(r, gen, index, (uint32_t)from);
 	return 0;
 }
 

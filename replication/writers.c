@@ -82,7 +82,8 @@ static bool own(struct eng_db *d, const char *id)
 static void lost(struct eng_replica *r, const char *gen, const char *why)
 {
 	log_warn("engine", "the replica lost this generation's objects (emptied or unmounted under "
-		 "us?): starting a new generation, so that it is restorable again", "db=%s "
+		 "us, or a server that answered a write it did not keep?): starting a new "
+		 "generation, so that it is restorable again", "db=%s "
 		 "replica=%s why=\"%s\"", r->db->stat.name, r->stat.name, why);
 	replica_leave_generation(r, gen, why);
 }
@@ -152,6 +153,118 @@ static void check_ours(struct eng_replica *r, const struct st_call *call)
 	lost(r, gen, why);
 }
 
+void writers_note_segment(struct eng_replica *r, const char *gen, uint32_t index, uint32_t offset)
+{
+	if (strcmp(r->shipped_gen, gen) != 0) {
+		snprintf(r->shipped_gen, sizeof(r->shipped_gen), "%s", gen);
+		r->nshipped = 0;
+	}
+	if (r->nshipped == ENG_SHIPPED_MAX) {
+		memmove(r->shipped, r->shipped + 1, (ENG_SHIPPED_MAX - 1) * sizeof(r->shipped[0]));
+		r->nshipped--;
+	}
+	r->shipped[r->nshipped].index = index;
+	r->shipped[r->nshipped++].offset = offset;
+}
+
+/* Whether the listing l holds key (l is sorted by key). */
+static bool listed(const struct st_list *l, const char *key)
+{
+	size_t lo = 0, hi = l->nobjects;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(l->objects[mid].key, key);
+		if (c == 0)
+			return true;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return false;
+}
+
+/*
+ * Check the segments of one WAL index, r->shipped[from, to), against a
+ * listing of that index's keys (a few dozen at most:
+ * ENG_MAX_SEGMENTS_PER_INDEX). A key the listing lacks must answer a stat:
+ * listings may lag behind writes. Those still unsure (no answer) are kept at
+ * r->shipped[*keep...]. Returns false when one is gone (why says which).
+ */
+static bool index_there(struct eng_replica *r, size_t from, size_t to, size_t *keep,
+			const struct st_call *call, char *why, size_t len)
+{
+	char key[LAYOUT_KEY_MAX];
+	struct st_list l = { 0 };
+	struct st_error err = { 0 };
+	layout_wal_key(key, r->shipped_gen, r->shipped[from].index, 0);
+	*strrchr(key, '_') = '\0';
+	int rc = storage_list(r->st, key, NULL, &l, call, &err);
+	bool ok = true;
+	for (size_t k = from; k < to; k++) {
+		struct eng_seg_ref s = r->shipped[k];
+		layout_wal_key(key, r->shipped_gen, s.index, s.offset);
+		if (rc == 0 && listed(&l, key))
+			continue;
+		struct st_object o = { 0 };
+		int src = rc == 0 || rc == ST_NOT_FOUND ? storage_stat(r->st, key, &o, call, &err) : -1;
+		free(o.key);
+		if (src == ST_NOT_FOUND) {
+			snprintf(why, len, "segment %s was written (the server answered) but the "
+				 "replica does not hold it", key);
+			ok = false;
+			break;
+		}
+		if (src < 0)
+			r->shipped[(*keep)++] = s; /* no answer: looked for again next time */
+	}
+	st_list_release(&l);
+	return ok;
+}
+
+/*
+ * The segments this process wrote since the last look must be there. A
+ * server that answered a PUT and did not keep it left a hole that every
+ * restore of the generation fails on, Litestream's too, until the next
+ * snapshot (QA105 D2); a new generation starts one at once. Segments below
+ * the index of the newest snapshot r wrote are needed by no restore any more
+ * (and retention may take them). At most CHECK_INDEXES indexes are looked at
+ * each time; the others wait for the next look.
+ */
+#define CHECK_INDEXES 8
+static void check_segments(struct eng_replica *r, const struct st_call *call)
+{
+	struct eng_db *d = r->db;
+	char why[LAYOUT_KEY_MAX + 80];
+	pthread_mutex_lock(&d->mu);
+	bool current = r->pos_known && !strcmp(r->shipped_gen, d->gen) &&
+		       !strcmp(r->pos.generation, d->gen) && !r->await_gen[0];
+	uint32_t below = r->snap_known && !strcmp(r->snap_gen, d->gen) ? r->snap_index : 0;
+	pthread_mutex_unlock(&d->mu);
+	if (!current) {
+		r->nshipped = 0;
+		return;
+	}
+	size_t keep = 0, looked = 0;
+	for (size_t i = 0, end; i < r->nshipped; i = end) {
+		for (end = i; end < r->nshipped && r->shipped[end].index == r->shipped[i].index;)
+			end++;
+		if (r->shipped[i].index < below)
+			continue;
+		if (looked++ == CHECK_INDEXES) {
+			memmove(r->shipped + keep, r->shipped + i, (r->nshipped - i) * sizeof(r->shipped[0]));
+			keep += r->nshipped - i;
+			break;
+		}
+		if (!index_there(r, i, end, &keep, call, why, sizeof(why))) {
+			r->nshipped = 0;
+			lost(r, r->shipped_gen, why);
+			return;
+		}
+	}
+	r->nshipped = keep;
+}
+
 void writers_check(struct eng_replica *r)
 {
 	struct eng_db *d = r->db;
@@ -164,6 +277,7 @@ void writers_check(struct eng_replica *r)
 		return; /* the replica's position is not known yet: nothing to compare with */
 	replica_call_for(r, &call, false);
 	check_ours(r, &call);
+	check_segments(r, &call);
 	if (catalog_generations(r->st, &ids, &n, &call, &err) < 0) {
 		log_debug("engine", "cannot list generations to look for another writer",
 			  "db=%s replica=%s err=\"%s\"", d->stat.name, r->stat.name, err.message);

@@ -1203,6 +1203,81 @@ def test_a_listing_that_lags_does_not_make_retention_take_the_snapshot_again(
         proxy.close()
 
 
+def test_a_segment_the_server_answered_for_and_did_not_keep_starts_a_new_generation(
+        run, tmp_path, litestream_bin, s3server):
+    """An S3 server answered 200 to a segment's PUT and did not keep it: the hole went
+    unnoticed until the next snapshot, and every restore of the replica failed meanwhile,
+    Litestream's too (QA105 D2). The writer check looks for the segments written since
+    its last look, and a missing one starts a new generation."""
+    from test_storage import OneRequestProxy
+
+    class Liar(OneRequestProxy):
+        """The first WAL segment PUT past an index's start is answered 200, unstored."""
+
+        def __init__(self, upstream_port):
+            self.swallowed = []
+            super().__init__(upstream_port)
+
+        def decide(self, req, c):
+            line = req.split(b"\r\n", 1)[0]
+            with self.lock:
+                if (self.swallowed or not line.startswith(b"PUT ") or b"/wal/" not in line or
+                        b"_00000000.wal" in line):
+                    return False
+                self.swallowed.append(line)
+            c.sendall(b'HTTP/1.1 200 OK\r\nETag: "0123456789abcdef0123456789abcdef"\r\n'
+                      b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+            return True
+
+    srv = s3server()
+    proxy = Liar(srv.port)
+    try:
+        db = tmp_path / "app.db"
+        create(db)
+        rep = s3_replica(srv, sync="100ms")
+        rep.update({"endpoint": f"http://127.0.0.1:{proxy.port}", "writer-check-interval": "1s"})
+        r = run(config(tmp_path, db, [rep]))
+        for i in range(5):
+            write(db, 5, start=100 + 10 * i)
+            time.sleep(0.3)
+        wait_for(lambda: proxy.swallowed, what="a swallowed segment", log=r.text)
+        wait_for(lambda: "a server that answered a write it did not keep" in r.text(),
+                 what="the lost segment found", log=r.text)
+        assert "does not hold it" in r.text(), r.text()
+        s3_restores_eventually(litestream_bin, srv, tmp_path, db, r.text)
+        assert r.stop() == 0
+    finally:
+        proxy.close()
+
+
+def test_segments_a_lagging_listing_leaves_out_are_looked_at_before_they_count_as_lost(
+        run, tmp_path, s3server):
+    """The writer check's look for the segments written since the last one reads a
+    listing, which may lag behind writes: a key it leaves out is looked at (a stat)
+    before the generation is left."""
+    srv = s3server()
+    proxy = ListHider(srv.port)
+    try:
+        db = tmp_path / "app.db"
+        create(db)
+        rep = s3_replica(srv, sync="100ms")
+        rep.update({"endpoint": f"http://127.0.0.1:{proxy.port}", "writer-check-interval": "1s"})
+        r = run(config(tmp_path, db, [rep]))
+        wait_for(lambda: glob.glob(f"{srv.directory}/**/snapshots/*_S3rver_metadata.json",
+                                   recursive=True), what="the first snapshot", log=r.text)
+        proxy.hidden = {"/wal/"}
+        for i in range(5):
+            write(db, 5, start=10 + 10 * i)
+            time.sleep(0.5)
+        time.sleep(1.5)
+        assert "starting a new generation" not in r.text(), r.text()
+        gens = glob.glob(f"{srv.directory}/**/generations/*/", recursive=True)
+        assert len(gens) == 1, gens
+        assert r.stop() == 0
+    finally:
+        proxy.close()
+
+
 def test_an_s3_outage_logs_its_retries_once_not_at_every_call(run, tmp_path, litestream_bin,
                                                                 s3server):
     """Each failed attempt of every call was a WARN of its own: an outage of the NAS
