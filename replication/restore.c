@@ -71,6 +71,11 @@ struct session {
 	const struct config *cfg;
 	const struct cfg_db *db;
 	const char *dbname;
+	/*
+	 * The candidates: the one thing a session owns (session_release).
+	 * session_again copies everything else; an owned field added here
+	 * must be handled in both.
+	 */
 	struct rs_cand *c;
 	size_t n;
 	struct rs_target t;
@@ -94,6 +99,16 @@ static void session_release(struct session *s)
 	free(s->c);
 	s->c = NULL;
 	s->n = 0;
+}
+
+/* A session over the same database, records and memo as s, with no candidates yet. */
+static struct session session_again(const struct session *s)
+{
+	struct session o = *s;
+	o.c = NULL;
+	o.n = 0;
+	o.applying = NULL;
+	return o;
 }
 
 /* How many answers the mode needs before it settles: 0 for freshest-reachable. */
@@ -1671,9 +1686,7 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 				 "restoring the newest of the others", "db=\"%s\" local=%s above=%s "
 				 "why=\"%s\"", s.dbname, s.past.current, over, s.superseded);
 			/* a session of its own, which replaces the first one's result */
-			struct session o = s;
-			o.c = NULL;
-			o.n = 0;
+			struct session o = session_again(&s);
 			o.t.exclude = s.past.current;
 			/* the newest of the others, written seconds ago, gets its handover wait too */
 			if (session_probe(&o, NULL, true, res) < 0 ||
