@@ -1579,7 +1579,7 @@ def test_a_failing_replica_keeps_its_lag_and_failure_across_restarts(run, tmp_pa
     assert time.monotonic() - t1 - 1 <= l <= time.monotonic() - t0 + 0.5, (l, r.text())
     assert c["failingSince"] == since and c["status"] == "fail", c
     assert lag("good") < 1 and check("good")["status"] == "pass"
-    assert "replica was failing before the restart" in r.text()
+    assert "replica was failing when replication last stopped" in r.text()
     # it still fails: both keep counting
     time.sleep(1)
     assert lag("down") >= time.monotonic() - t1 - 1
@@ -1693,7 +1693,7 @@ def test_a_garbage_or_unknown_failure_record_is_ignored(run, tmp_path):
     rec.write_text("garbage\n")
     r = run(cfg)
     wait_for(lambda: "ignoring a garbled failure record" in r.text(), what="warning")
-    assert "replica was failing before the restart" not in r.text()
+    assert "replica was failing when replication last stopped" not in r.text()
     wait_for(lambda: "db=app.db replica=down err=" in r.text(), what="failure")
     wait_for(lambda: rec.exists() and rec.read_text() != "garbage\n", what="a fresh record")
     r.proc.kill()
@@ -3301,9 +3301,10 @@ def test_a_failure_record_follows_its_replica_when_unnamed_ones_are_reordered(ru
     wait_for(lambda: "replica=file-2 err=" in r.text(), what="the bad replica failing")
     r.stop()
     r = run(cfg(bad, good))
-    wait_for(lambda: "failing before the restart" in r.text(), what="the record read back")
+    wait_for(lambda: "failing when replication last stopped" in r.text(),
+             what="the record read back")
     r.stop()
-    said = [l for l in r.text().splitlines() if "failing before the restart" in l]
+    said = [l for l in r.text().splitlines() if "failing when replication last stopped" in l]
     assert len(said) == 1 and "replica=file " in said[0], said
 
 
