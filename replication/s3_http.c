@@ -968,17 +968,6 @@ int s3_request(struct s3 *s3, const struct s3_req *req, struct s3_resp *resp,
 				 "after %zu bytes, before its XML document did: connection closed early",
 				 resp->body.len);
 		}
-		/*
-		 * A create-only PUT refused (412) after an attempt of its own that
-		 * sent everything and got no answer: that attempt landed, and the
-		 * key holds this very body (QA106 D3: the replica took it for a
-		 * segment it did not know of and read its position again).
-		 */
-		if (o.status == ST_EXISTS && req->if_none_match && whole_unanswered) {
-			log_debug("s3", "an earlier attempt of this create-only put landed unanswered",
-				  "op=%s bucket=%s key=\"%s\" attempt=%d", req->op, s3->bucket, key, n);
-			o.status = 0;
-		}
 		if (o.status != 0 && resp->status == 0 && body_len > 0 && x.sent >= body_len)
 			whole_unanswered = true;
 		if (o.status == 0) {
@@ -1028,5 +1017,14 @@ int s3_request(struct s3 *s3, const struct s3_req *req, struct s3_resp *resp,
 		note_failing(s3, false, req->op, NULL);
 	st_error_set(err, (enum st_status)o.status, (int)resp->status, "%s %s/%s: %s", req->op,
 		     s3->bucket, key, o.cause);
+	/*
+	 * A create-only PUT refused (412) after an attempt of its own that sent
+	 * everything and got no answer: that attempt may have landed, and the
+	 * key hold this very body (QA106 D3). Or it never reached the server,
+	 * and the key is another's: "sent" is what curl was handed, not what
+	 * the server took (QA107 D1). The caller looks.
+	 */
+	if (err && o.status == ST_EXISTS && req->if_none_match && whole_unanswered)
+		err->maybe_own = true;
 	return o.status;
 }

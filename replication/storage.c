@@ -46,6 +46,7 @@ void st_error_set(struct st_error *err, enum st_status status, int http_status,
 	err->status = status;
 	err->http_status = http_status;
 	err->foreign_form = false;
+	err->maybe_own = false;
 	va_start(ap, fmt);
 	vsnprintf(err->message, sizeof(err->message), fmt, ap);
 	va_end(ap);

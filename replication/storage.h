@@ -54,6 +54,13 @@ struct st_error {
 	 * storage failure. st_error_set clears it.
 	 */
 	bool foreign_form;
+	/*
+	 * ST_EXISTS from a create-only put of which an earlier attempt sent
+	 * the whole body and got no answer: the key may hold this very body
+	 * (that attempt landed), or another's (it never reached the server).
+	 * Only a look at the key tells. st_error_set clears it.
+	 */
+	bool maybe_own;
 };
 
 /* Name of a status class: "not found", "auth", "transient", "permanent". */

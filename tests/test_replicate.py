@@ -1023,12 +1023,18 @@ class ListHider:
 
     def __init__(self, upstream_port):
         self.upstream, self.hidden = upstream_port, set()
+        self.lock = threading.Lock()
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
 
     def close(self):
         self.sock.close()
+
+    def refuse(self, line, c):
+        """A request read whole (its request line: line) that this proxy deals with
+        itself: True when it did (answered on c, or not at all)."""
+        return False
 
     def _accept(self):
         while True:
@@ -1056,6 +1062,8 @@ class ListHider:
                 if not d:
                     return
                 body += d
+            if self.refuse(lines[0], c):
+                return
             with socket.create_connection(("127.0.0.1", self.upstream)) as u:
                 u.sendall(b"\r\n".join([lines[0]] + keep + [b"Connection: close"]) +
                           b"\r\n\r\n" + body)
@@ -1162,6 +1170,75 @@ def test_a_segment_put_whose_answer_was_lost_is_not_taken_for_another_writers(
         s3_restores_eventually(litestream_bin, srv, tmp_path, db, r.text)
         assert r.stop() == 0
         assert "already holds a segment" not in r.text(), r.text()
+    finally:
+        proxy.close()
+
+
+@pytest.mark.parametrize("fault", ["unanswered", "slowdown"])
+def test_a_key_taken_after_an_upload_that_did_not_land_is_never_taken_for_it(
+        run, tmp_path, litestream_bin, s3server, fault):
+    """A segment's upload did not land, and its key holds a segment with other bounds that
+    an earlier run wrote (a listing lagging behind when the position was read): the next
+    try got 412. It was taken for the landing of the upload that failed, when that
+    upload's one attempt was sent whole and got no answer (curl had the body, the server
+    never did: QA107 D1) or when every attempt was answered 503 (QA107 D2). The WAL
+    between the key's end and the next segment was then on no object: Litestream
+    restored without those commits, and litevisor's restore failed. A taken key now
+    always makes the replica read its position again."""
+
+    class Refuser(ListHider):
+        def __init__(self, upstream_port):
+            self.armed, self.refused = False, 0
+            super().__init__(upstream_port)
+
+        def refuse(self, line, c):
+            with self.lock:
+                if (not self.armed or self.refused >= (1 if fault == "unanswered" else 5) or
+                        not line.startswith(b"PUT ") or b"/wal/" not in line or
+                        b"_00000000.wal" in line):
+                    return False
+                self.refused += 1
+            if fault == "slowdown":
+                body = b"<?xml version=\"1.0\"?><Error><Code>SlowDown</Code></Error>"
+                c.sendall(b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
+                          b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+            return True  # "unanswered": read whole, closed without a word
+
+    srv = s3server()
+    proxy = Refuser(srv.port)
+    try:
+        db = tmp_path / "app.db"
+        create(db)
+        hold = sqlite3.connect(str(db), isolation_level=None)  # the WAL outlives the kill
+        hold.execute("SELECT count(*) FROM t").fetchone()
+        rep = s3_replica(srv, sync="100ms")
+        rep["endpoint"] = f"http://127.0.0.1:{proxy.port}"
+        cfg = config(tmp_path, db, [rep])
+        r = run(cfg)
+
+        def segments():
+            return sorted(glob.glob(f"{srv.directory}/**/wal/*_*.wal.lz4._S3rver_object",
+                                    recursive=True))
+
+        for i in range(4):
+            n = len(segments())
+            write(db, 20, start=1 + 100 * i)
+            wait_for(lambda: len(segments()) > n, what="a segment", log=r.text)
+        r.stop(signal.SIGKILL)
+        held = sorted(os.path.basename(f).split(".")[0] for f in segments())
+        for i in range(30):  # commits while replicate is down
+            hold.execute("INSERT INTO t(v) VALUES (?)", ("down %d" % i * 20,))
+        proxy.hidden = set(held[-2:])  # the listing lags by two segments
+        proxy.armed = True
+        r = run(cfg)
+        wait_for(lambda: proxy.refused >= (1 if fault == "unanswered" else 5),
+                 what="the upload that did not land", log=r.text)
+        time.sleep(2.5)  # its next try (412), and what follows, the listing still lagging
+        proxy.hidden = set()
+        write(db, 20, start=1000)
+        s3_restores_eventually(litestream_bin, srv, tmp_path, db, r.text)
+        assert r.stop() == 0
+        hold.close()
     finally:
         proxy.close()
 
