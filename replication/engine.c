@@ -526,6 +526,7 @@ void engine_free(struct engine *e)
 	for (size_t i = 0; i < e->ndbs; i++) {
 		pthread_mutex_lock(&e->dbs[i].mu);
 		monitor_wake_replicas(&e->dbs[i]);
+		pthread_cond_broadcast(&e->dbs[i].cond); /* waits for a monitor pass (pin_covers) */
 		pthread_mutex_unlock(&e->dbs[i].mu);
 		watch_wake(&e->dbs[i].watch);
 	}

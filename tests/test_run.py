@@ -3575,6 +3575,38 @@ def test_a_database_replication_refuses_at_its_first_look_is_restored_before_the
     assert rows[-2:] == ["b2-0", "b3-0"], (rows, err)
 
 
+def test_the_engine_stop_before_a_second_restore_does_not_wait_out_a_snapshot(
+        litevisor_bin, tmp_path):
+    """The refused database of one_second_fork_moved, with six more databases in the
+    config, each starting a new generation (a snapshot) as replication first looks: the
+    old engine's stop before the second restore waited out a snapshot's 5 s wait for a
+    monitor pass that never came. The start took 5 s longer, or tripped the stop's 5 s
+    bound: exit 111, "a replica that does not answer?" with every replica a local
+    directory (QA107 D3). A stop now ends that wait."""
+    for attempt in range(3):  # the race: about one start in two before
+        base = tmp_path / f"a{attempt}"
+        base.mkdir()
+        b, _ = one_second_fork_moved(litevisor_bin, base)
+        extra = ""
+        for k in range(6):
+            db2 = base / "B" / f"two{k}.db"
+            extra += (f"  - path: {db2}\n    replicas:\n      - url: file://{base}/rep2-{k}\n"
+                      "        sync-interval: 100ms\n")
+            c = sqlite3.connect(db2, isolation_level=None)
+            c.execute("PRAGMA journal_mode=wal")
+            c.execute("CREATE TABLE t(v TEXT)")
+            c.executemany("INSERT INTO t VALUES (?)", [("x" * 1000,)] * 200)
+            c.close()
+        b.write_text(b.read_text() + extra)
+        t0 = time.monotonic()
+        p = subprocess.run([litevisor_bin, "run", "-config", str(b), "--", SERVICE[0], "-c",
+                            "pass"], capture_output=True, text=True, timeout=90)
+        took = time.monotonic() - t0
+        assert "restoring again before the service starts" in p.stderr, p.stderr
+        assert p.returncode == 0 and "did not stop in time" not in p.stderr, p.stderr
+        assert took < 4, (took, p.stderr)
+
+
 def test_a_stop_during_the_second_restore_stops_before_the_service(litevisor_bin, tmp_path):
     """A TERM while the restore step ran again after a refusal: the restore's event
     counter still held the first restore's count, so the wait returned at once, the
