@@ -1438,7 +1438,7 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 				if (of_ours && others > 0) {
 					st_error_set(&err, ST_TRANSIENT, 0, "the replica's snapshot at the "
 						     "next index holds this data, but %zu other replica(s) "
-						     "holding this node's closed mark have not looked yet "
+						     "have not looked at their data yet "
 						     "(%s): no new generation before they have (a replica "
 						     "that cannot be read must be fixed or removed from "
 						     "the config)", others, names);
