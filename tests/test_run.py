@@ -3908,7 +3908,8 @@ def two_killed_forks(litevisor_bin, tmp_path, shorten=False):
         wal = f / "generations" / g1 / "wal"
         shutil.rmtree(wal)
         shutil.copytree(s3 / "generations" / g1 / "wal", wal)
-        last = sorted(wal.iterdir())[-1]
+        # not a put's temporary file, left by the kill ("<key>.tmp-…" sorts after <key>)
+        last = sorted(p for p in wal.iterdir() if p.name.endswith(".wal.lz4"))[-1]
         data = subprocess.run(["lz4", "-dc", str(last)], capture_output=True,
                               check=True).stdout
         frame = 24 + 4096
