@@ -1853,6 +1853,19 @@ static void copy_before_tick(struct eng_replica *r)
 	}
 }
 
+/*
+ * When the periodic snapshot after one due at due is: an interval later, on
+ * the same cadence, or an interval from now when that is past already. Timed
+ * from when each was written, every one that waited for a new WAL index (up
+ * to a sync-interval) or took long to upload put the next off as much
+ * (QA110 D1: 1 s snapshots with a 4 s sync-interval came every 5 s).
+ */
+static int64_t snapshot_next(int64_t due, int64_t interval_ms)
+{
+	int64_t now = clock_mono_ns(), next = due + interval_ms * NS_PER_MS;
+	return next > now ? next : now + interval_ms * NS_PER_MS;
+}
+
 void *replica_thread(void *arg)
 {
 	struct eng_replica *r = arg;
@@ -1860,6 +1873,7 @@ void *replica_thread(void *arg)
 	const struct cfg_replica *c = r->cfg;
 	int64_t next_sync = 0, next_retry = 0, backoff_ms = BACKOFF_MIN_MS;
 	int64_t next_retention = 0, next_snapshot = 0;
+	bool periodic_waits = false; /* the periodic snapshot waits for a new WAL index */
 	uint64_t seen_flush = 0;
 	int64_t sync_ns = c->sync_interval_ms * NS_PER_MS;
 	int64_t writers_ns = c->writer_check_interval_ms * NS_PER_MS;
@@ -1894,7 +1908,9 @@ void *replica_thread(void *arg)
 			break;
 		bool may = now >= next_retry && !r->closed && !r->refused;
 		bool ready = replica_pos_ready(d);
-		bool do_sync = ready && may && b && (flush || now >= next_sync);
+		/* the periodic snapshot that waited for a new index: at once, not a sync-interval on */
+		bool do_sync = ready && may && b && (flush || now >= next_sync ||
+						     (periodic_waits && r->snap_wait && !at_snap_index(r)));
 		bool do_ret = ready && may && r->pos_known && next_retention && now >= next_retention;
 		bool do_snap = ready && may && r->pos_known && c->snapshot_interval_ms > 0 &&
 			       next_snapshot && now >= next_snapshot;
@@ -1960,8 +1976,11 @@ void *replica_thread(void *arg)
 				rc = -1;
 			} else if (rc == 0 && snap) {
 				rc = snapshot_take(r, flush);
-				if (rc == 0 && c->snapshot_interval_ms > 0)
+				/* the periodic one that waited for a new index keeps its cadence */
+				if (rc == 0 && c->snapshot_interval_ms > 0 && !periodic_waits)
 					next_snapshot = clock_mono_ns() + c->snapshot_interval_ms * NS_PER_MS;
+				if (rc == 0)
+					periodic_waits = false;
 			}
 			if (rc == 0 && r->pos_known)
 				rc = label_current(r, flush);
@@ -1995,7 +2014,8 @@ void *replica_thread(void *arg)
 					  "db=%s replica=%s index=%u", d->stat.name, r->stat.name,
 					  r->snap_index);
 			if (rc == 0)
-				next_snapshot = clock_mono_ns() + c->snapshot_interval_ms * NS_PER_MS;
+				next_snapshot = snapshot_next(next_snapshot, c->snapshot_interval_ms);
+			periodic_waits = rc == 0 && same;
 		}
 		if (rc == 0 && do_ret) {
 			bool need = false;

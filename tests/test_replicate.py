@@ -3154,6 +3154,27 @@ def test_periodic_snapshots_never_replace_one_a_point_in_time_restore_needs(
     assert content(out) == at_t
 
 
+def test_periodic_snapshots_keep_their_interval_whatever_the_sync_interval(run, tmp_path):
+    """A database that keeps changing: each periodic snapshot waited for a new WAL index
+    (a snapshot never replaces one at its own index) until the next sync, and the next
+    was timed from when it was written, so 1 s snapshots with a 3 s sync-interval came
+    every 4 s (QA110 D1; Litestream keeps the interval). They keep their cadence now, and
+    one that waits for a new index is taken as soon as there is one."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    r = run(config(tmp_path, db, [file_replica(rep, sync="3s", snapshot_interval="1s")]))
+    wait_for(lambda: objects(rep, "snapshots"), what="the first snapshot")
+    start, end = len(objects(rep, "snapshots")), time.monotonic() + 8
+    i = 0
+    while time.monotonic() < end:
+        write(db, 1, start=1000 + i)
+        i += 1
+        time.sleep(0.2)
+    taken = len(objects(rep, "snapshots")) - start
+    assert r.stop() == 0
+    assert taken >= 5, (taken, r.text())  # 8 s of 1 s snapshots; at 4 s each, 2 or 3
+
+
 def test_a_replica_clock_ahead_does_not_put_off_the_next_snapshot(run, tmp_path):
     """At a start the next snapshot is due an interval after the replica's newest one, by its
     object time. A server (or a NAS stamping a file replica) 10 minutes ahead put it off
