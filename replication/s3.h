@@ -57,6 +57,12 @@ struct s3 {
 	 * not add a WARN per attempt (QA68).
 	 */
 	bool failing;
+	/*
+	 * under lock: the server rejected If-None-Match (501 NotImplemented, as
+	 * AWS did before 2024 and gateways without conditional writes do): PUTs
+	 * go without it from then on, as to a server that ignores it.
+	 */
+	bool no_conditional;
 };
 
 /*

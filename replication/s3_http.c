@@ -434,6 +434,7 @@ struct outcome {
 	int status;            /* 0 or negative st_status */
 	bool retry;            /* worth another attempt */
 	bool refused;          /* the connection itself failed: nobody listens there */
+	bool no_conditional;   /* the server rejected If-None-Match: try again without it */
 	char cause[512];       /* for the message and the retry log */
 };
 
@@ -464,6 +465,9 @@ static void classify_http(const struct s3_req *req, const struct s3_resp *resp, 
 
 	if (req->if_none_match && (st == 412 || code_is(code, "PreconditionFailed"))) {
 		o->status = ST_EXISTS; /* the key is taken: what a create-only put asked about */
+	} else if (req->if_none_match && (st == 501 || code_is(code, "NotImplemented"))) {
+		o->status = ST_TRANSIENT;
+		o->retry = o->no_conditional = true;
 	} else if (st == 404 || code_is(code, "NoSuchKey") || code_is(code, "NoSuchBucket")) {
 		o->status = ST_NOT_FOUND;
 	} else if (code_is(code, "RequestTimeTooSkewed")) {
@@ -677,7 +681,10 @@ static void attempt(struct s3 *s3, const struct s3_req *req, struct s3_resp *res
 		hdrs = add_header(hdrs, &oom, "x-amz-security-token: %s", cr.token);
 	if (req->content_md5)
 		hdrs = add_header(hdrs, &oom, "Content-MD5: %s", req->content_md5);
-	if (req->if_none_match)
+	pthread_mutex_lock(&s3->lock);
+	bool conditional = req->if_none_match && !s3->no_conditional;
+	pthread_mutex_unlock(&s3->lock);
+	if (conditional)
 		hdrs = add_header(hdrs, &oom, "If-None-Match: *");
 	hdrs = add_header(hdrs, &oom, "Content-Type:%s%s", req->content_type ? " " : "",
 			  req->content_type ? req->content_type : "");
@@ -927,6 +934,7 @@ int s3_request(struct s3 *s3, const struct s3_req *req, struct s3_resp *resp,
 	bool retried = false;
 	/* an attempt sent the whole body and got no answer: it may have landed */
 	bool whole_unanswered = false;
+	bool unconditional = false; /* tried again without If-None-Match (no_conditional) */
 	int64_t body_len = req->read_len >= 0 ? req->read_len : (int64_t)req->body_len;
 
 	for (int n = 1;; n++) {
@@ -967,6 +975,28 @@ int s3_request(struct s3 *s3, const struct s3_req *req, struct s3_resp *resp,
 			snprintf(o.cause, sizeof(o.cause), "the answer, without Content-Length, ended "
 				 "after %zu bytes, before its XML document did: connection closed early",
 				 resp->body.len);
+		}
+		if (o.no_conditional) {
+			/* at once, without the header: nothing landed */
+			pthread_mutex_lock(&s3->lock);
+			bool first = !s3->no_conditional;
+			s3->no_conditional = true;
+			pthread_mutex_unlock(&s3->lock);
+			if (first)
+				log_warn("s3", "the server does not take conditional writes (If-None-Match): "
+					 "objects are put without it from now on, so an upload given up on "
+					 "and landing late, or a restart on a listing that lags, may "
+					 "replace a segment (docs/replication.md)", "host=%s bucket=%s "
+					 "cause=\"%s\"", s3->host, s3->bucket, o.cause);
+			o.no_conditional = false;
+			if (!unconditional) {
+				unconditional = true;
+				n--; /* not an attempt of the call's: the same one again */
+				if (req->read_len >= 0 && x.sent > 0 &&
+				    (!req->rewind || req->rewind(req->read_ctx) < 0))
+					break;
+				continue;
+			}
 		}
 		if (o.status != 0 && resp->status == 0 && body_len > 0 && x.sent >= body_len)
 			whole_unanswered = true;

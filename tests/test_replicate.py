@@ -1243,6 +1243,53 @@ def test_a_key_taken_after_an_upload_that_did_not_land_is_never_taken_for_it(
         proxy.close()
 
 
+def test_a_server_that_rejects_conditional_writes_gets_every_segment_without_them(
+        run, tmp_path, litestream_bin, s3server):
+    """An S3 server that rejects If-None-Match (501 NotImplemented, as AWS did before 2024
+    and gateways without conditional writes do) rather than ignoring it: every segment
+    past an index's start, put create-only, failed and was retried for ever, and nothing
+    after each index's first segment reached the replica (QA107 D5). The header is
+    dropped for that server, said once."""
+    from test_storage import OneRequestProxy
+
+    class NoConditional(OneRequestProxy):
+        def __init__(self, upstream_port):
+            self.rejected = 0
+            super().__init__(upstream_port)
+
+        def decide(self, req, c):
+            head = req.split(b"\r\n\r\n", 1)[0].lower()
+            if b"\r\nif-none-match:" not in head:
+                return False
+            with self.lock:
+                self.rejected += 1
+            body = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>NotImplemented</Code>'
+                    b"<Message>A header you provided implies functionality that is not "
+                    b"implemented</Message><Header>If-None-Match</Header></Error>")
+            c.sendall(b"HTTP/1.1 501 Not Implemented\r\nContent-Type: application/xml\r\n"
+                      b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+            return True
+
+    srv = s3server()
+    proxy = NoConditional(srv.port)
+    try:
+        db = tmp_path / "app.db"
+        create(db)
+        rep = s3_replica(srv, sync="100ms")
+        rep["endpoint"] = f"http://127.0.0.1:{proxy.port}"
+        r = run(config(tmp_path, db, [rep]))
+        for i in range(4):
+            write(db, 20, start=1 + 100 * i)
+            time.sleep(0.3)
+        s3_restores_eventually(litestream_bin, srv, tmp_path, db, r.text)
+        assert r.stop() == 0
+        assert proxy.rejected >= 1
+        assert r.text().count("does not take conditional writes") == 1, r.text()
+        assert "segment upload failed" not in r.text(), r.text()
+    finally:
+        proxy.close()
+
+
 def test_a_listing_that_lags_does_not_make_retention_take_the_snapshot_again(
         run, tmp_path, s3server):
     """Listings that lag behind writes (some S3 gateways) showed the current generation
