@@ -1578,6 +1578,33 @@ static bool is_unsure(const struct eng_replica *r, const char *gen, uint32_t ind
 	       r->unsure.from == from;
 }
 
+struct head_only {
+	uint8_t hdr[WAL_HEADER_SIZE];
+	size_t n;
+};
+
+/* A sink that keeps a WAL header and refuses anything longer. */
+static int head_only_write(void *ctx, const void *buf, size_t len)
+{
+	struct head_only *h = ctx;
+	if (len > sizeof(h->hdr) - h->n)
+		return -1;
+	memcpy(h->hdr + h->n, buf, len);
+	h->n += len;
+	return 0;
+}
+
+/* Is segment (gen, index, 0) on r the index's placeholder (snapshot.c): a WAL header alone? */
+static bool holds_placeholder(struct eng_replica *r, const char *gen, uint32_t index,
+			      const struct st_call *call)
+{
+	struct head_only h = { .n = 0 };
+	struct st_sink sink = { head_only_write, &h };
+	struct st_error err = { 0 };
+	return catalog_read_segment(r->st, gen, index, 0, &sink, call, &err) == 0 &&
+	       h.n == WAL_HEADER_SIZE && wal_header_is_placeholder(h.hdr);
+}
+
 /* Upload one segment [from, to) of shadow index. Returns 0 or -1 (noted). */
 static int put_segment(struct eng_replica *r, const char *gen, uint32_t index, uint64_t from,
 		       uint64_t to, bool flush)
@@ -1607,15 +1634,27 @@ static int put_segment(struct eng_replica *r, const char *gen, uint32_t index, u
 		return -1;
 	}
 	/*
-	 * Create-only past an index's start: a key already there is a segment the
-	 * replica holds that r's position did not know of (a listing lagging
-	 * behind writes when the position was read, or another process writing
-	 * it). Written again with other bounds, it left overlapping segments
-	 * that Litestream restored to a malformed database (QA105 D1). Not at
-	 * offset 0: an index's first segment replaces its placeholder.
+	 * Create-only: a key already there is a segment the replica holds that
+	 * r's position did not know of (a listing lagging behind writes when the
+	 * position was read, or another process writing it). Written again with
+	 * other bounds, it left overlapping segments that Litestream restored to
+	 * a malformed database, or without the newest commits (QA105 D1; at an
+	 * index's start, QA107 D4). The one key an index's first segment
+	 * replaces is its placeholder, looked at first.
 	 */
-	call.create_only = from > 0;
+	call.create_only = true;
 	rc = replica_put_lz4(r, key, &plain, LZ4_BLOCKS_LINKED, &call, &plain_bytes, &err);
+	if (rc == ST_EXISTS && from == 0 && holds_placeholder(r, gen, index, &call)) {
+		call.create_only = false;
+		if (plain.rewind(plain.ctx) < 0) {
+			st_error_set(&err, ST_PERMANENT, 0, "cannot read the shadow WAL again: %s",
+				     strerror(errno));
+			rc = ST_PERMANENT;
+		} else {
+			rc = replica_put_lz4(r, key, &plain, LZ4_BLOCKS_LINKED, &call, &plain_bytes,
+					     &err);
+		}
+	}
 	close(fd);
 	bool was_unsure = is_unsure(r, gen, index, from);
 	if (rc == ST_EXISTS) {

@@ -1243,6 +1243,56 @@ def test_a_key_taken_after_an_upload_that_did_not_land_is_never_taken_for_it(
         proxy.close()
 
 
+def test_a_restart_on_a_listing_that_lags_a_whole_index_never_rewrites_its_first_segment(
+        run, tmp_path, litestream_bin, s3server):
+    """The listing lagged behind a whole WAL index when replicate restarted: the replica
+    took the previous index's end for its position and put the index's first segment
+    again, with other bounds, over the one it held (only segments past an index's start
+    were create-only). Litestream restored 94 rows of 114 with exit 0 (QA107 D4). An
+    index's first segment is create-only too; the one key it replaces is the index's
+    placeholder, looked at first."""
+    srv = s3server()
+    proxy = ListHider(srv.port)
+    try:
+        db = tmp_path / "app.db"
+        create(db)
+        hold = sqlite3.connect(str(db), isolation_level=None)  # the WAL outlives the kill
+        hold.execute("SELECT count(*) FROM t").fetchone()
+        rep = s3_replica(srv, sync="100ms")
+        rep["endpoint"] = f"http://127.0.0.1:{proxy.port}"
+        cfg = config(tmp_path, db, [rep])
+        r = run(cfg)
+
+        def names():
+            return sorted(os.path.basename(f).split(".")[0] for f in glob.glob(
+                f"{srv.directory}/**/wal/*_*.wal.lz4._S3rver_object", recursive=True))
+
+        n = len(names())
+        write(db, 20, start=1)
+        wait_for(lambda: len(names()) > n, what="a segment", log=r.text)
+        write(db, 5, start=50, ops={"50": "truncate"})  # the app starts a new index
+        wait_for(lambda: any(not x.startswith("00000000_") for x in names()),
+                 what="a segment of a new index", log=r.text)
+        idx = max(x.split("_")[0] for x in names())
+        for i in range(2):
+            n = len(names())
+            write(db, 20, start=100 + 100 * i)
+            wait_for(lambda: len(names()) > n, what="a segment", log=r.text)
+        r.stop(signal.SIGKILL)
+        for i in range(30):  # commits while replicate is down
+            hold.execute("INSERT INTO t(v) VALUES (?)", ("down %d" % i * 20,))
+        proxy.hidden = {x for x in names() if x.startswith(idx + "_")}
+        r = run(cfg)
+        time.sleep(2.5)  # its first passes, the listing still lagging
+        proxy.hidden = set()
+        write(db, 20, start=1000)
+        s3_restores_eventually(litestream_bin, srv, tmp_path, db, r.text)
+        assert r.stop() == 0
+        hold.close()
+    finally:
+        proxy.close()
+
+
 def test_a_server_that_rejects_conditional_writes_gets_every_segment_without_them(
         run, tmp_path, litestream_bin, s3server):
     """An S3 server that rejects If-None-Match (501 NotImplemented, as AWS did before 2024
