@@ -411,12 +411,12 @@ int cfg_set_consul(struct walk *w, const struct field *f, const struct cfg_node 
 		return -1;
 	/* libcurl would fail every https request, as Consul's own client refuses to start */
 	if (cfg->consul.ca_file && *cfg->consul.ca_file &&
-	    cfg_check_readable(w, at[CO_CA], "consul.ca-file", cfg->consul.ca_file) < 0)
+	    cfg_check_ca_file(w, at[CO_CA], "consul.ca-file", cfg->consul.ca_file) < 0)
 		return -1;
 	/* and its default, which consul/client.c reads when the key is unset and Consul is used */
 	const char *env_ca = getenv("CONSUL_CACERT");
 	if (!cfg->consul.ca_file && env_ca && *env_ca && (cfg->consul.lock_key || cfg->consul.service_name) &&
-	    cfg_check_readable(w, v, "consul.ca-file ($CONSUL_CACERT)", env_ca) < 0)
+	    cfg_check_ca_file(w, v, "consul.ca-file ($CONSUL_CACERT)", env_ca) < 0)
 		return -1;
 	return 0;
 }

@@ -329,6 +329,47 @@ int cfg_check_readable(struct walk *w, const struct cfg_node *v, const char *pat
 	return 0;
 }
 
+#define CA_FILE_MAX (16 << 20) /* a bundle of every public CA is about 200 KiB */
+
+int cfg_check_ca_file(struct walk *w, const struct cfg_node *v, const char *path, const char *file)
+{
+	char why[160];
+	int fd = fs_open_regular(file, why, sizeof(why));
+	if (fd < 0) {
+		cfg_error(w->e, v, path, "cannot read \"%s\": %s", file, why);
+		return -1;
+	}
+	char *buf = malloc(CA_FILE_MAX + 1);
+	size_t n = 0;
+	ssize_t got = 1;
+	while (buf && n < CA_FILE_MAX && (got = read(fd, buf + n, CA_FILE_MAX - n)) != 0) {
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0)
+			break;
+		n += (size_t)got;
+	}
+	int err = errno;
+	close(fd);
+	if (!buf || got < 0) {
+		cfg_error(w->e, v, path, "cannot read \"%s\": %s", file,
+			  buf ? strerror(err) : "out of memory");
+		free(buf);
+		return -1;
+	}
+	buf[n] = '\0';
+	bool pem = memmem(buf, n, "-----BEGIN CERTIFICATE-----", 27) ||
+		   memmem(buf, n, "-----BEGIN TRUSTED CERTIFICATE-----", 35);
+	free(buf);
+	if (!pem) {
+		cfg_error(w->e, v, path, "\"%s\" holds no PEM certificate (a \"-----BEGIN "
+			  "CERTIFICATE-----\" block): the CA file must be PEM (a DER one converts with "
+			  "`openssl x509 -inform der -in FILE -out FILE.pem`)", file);
+		return -1;
+	}
+	return 0;
+}
+
 /* Apply a url: key (already in r->url) to r. at[] gets the url node for derived fields. */
 static int apply_url(struct walk *w, struct cfg_replica *r, const struct cfg_node **at,
 		     const char *path)
@@ -401,7 +442,7 @@ static int check_files(struct walk *w, const struct cfg_replica *r, const struct
 	char kp[340];
 	walk_path(kp, sizeof(kp), path, "ca-file");
 	if (r->type == REPLICA_S3 && r->ca_file && *r->ca_file &&
-	    cfg_check_readable(w, at[RF_CAFILE], kp, r->ca_file) < 0)
+	    cfg_check_ca_file(w, at[RF_CAFILE], kp, r->ca_file) < 0)
 		return -1;
 	for (size_t i = 0; i < 3; i++) {
 		const struct field *fv = &replica_tab[secret_pairs[i].value];

@@ -190,6 +190,13 @@ const char *cfg_other_place(const char *key, const struct field *here);
 int cfg_check_readable(struct walk *w, const struct cfg_node *v, const char *path, const char *file);
 
 /*
+ * Check that a ca-file opens and holds a PEM certificate: libcurl reads
+ * nothing else there, and every request would fail at run (exit 111, "try
+ * again", a restart loop) for a DER file or a key named by mistake.
+ */
+int cfg_check_ca_file(struct walk *w, const struct cfg_node *v, const char *path, const char *file);
+
+/*
  * Make p absolute ("~/" → $HOME, else the password file's home; relative →
  * the working directory, $PWD when it names it, as Go's os.Getwd) and clean
  * it lexically (pathnorm_clean, as Litestream does). Returns malloc'd or NULL.

@@ -770,7 +770,7 @@ def test_consul_cacert_from_the_environment_must_be_readable(litevisor_bin, tmp_
     Consul is used (a lock or a service) and the key is unset."""
     cfg = tmp_path / "c.yml"
     ca = tmp_path / "ca.pem"
-    ca.write_text("not read for its content here\n")
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
     missing = tmp_path / "no-ca.pem"
     cfg.write_text("consul:\n  lock: {key: app}\ndbs: []\n")
     p = run(litevisor_bin, "-config", str(cfg), env={"CONSUL_CACERT": str(missing)})
@@ -782,6 +782,28 @@ def test_consul_cacert_from_the_environment_must_be_readable(litevisor_bin, tmp_
     assert run(litevisor_bin, "-config", str(cfg), env={"CONSUL_CACERT": str(missing)}).returncode == 0
     cfg.write_text("consul:\n  timeout: 2s\ndbs: []\n")
     assert run(litevisor_bin, "-config", str(cfg), env={"CONSUL_CACERT": str(missing)}).returncode == 0
+
+
+@pytest.mark.parametrize("content", [b"", b"not a certificate\n", b"0\x82\x01\x0a\x02\x82",
+                                     b"-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"])
+@pytest.mark.parametrize("where", ["replica", "consul"])
+def test_a_ca_file_without_a_pem_certificate_is_refused_at_load(litevisor_bin, tmp_path, content,
+                                                                  where):
+    """A readable ca-file that holds no PEM certificate (a DER file, the key named by
+    mistake, an empty file) passed the load check, and every request failed at run:
+    exit 111, "try again", at every start (QA110 D2). It is refused at load."""
+    ca = tmp_path / "ca.crt"
+    ca.write_bytes(content)
+    cfg = tmp_path / "c.yml"
+    if where == "replica":
+        cfg.write_text(f"dbs:\n  - path: {tmp_path}/a.db\n    replicas:\n      - url: s3://b/x\n"
+                       f"        endpoint: https://127.0.0.1:9\n        access-key-id: k\n"
+                       f"        secret-access-key: s\n        ca-file: {ca}\n")
+    else:
+        cfg.write_text(f"consul:\n  ca-file: {ca}\n  lock: {{key: app}}\ndbs: []\n")
+    p = run(litevisor_bin, "-config", str(cfg))
+    assert p.returncode == 100, p.stderr
+    assert "ca-file: " in p.stderr and "holds no PEM certificate" in p.stderr, p.stderr
 
 
 @pytest.mark.parametrize("addr", ["127.0.0.1:9090", "localhost:0", "\"[::1]:9090\"", "\"::1:9090\"",

@@ -200,14 +200,21 @@ TEST(node_rule_follows_top_level_node)
 /* A replica may override what its store sets, and a store's credentials come along. */
 TEST(store_inheritance_and_overrides)
 {
-	struct config c = load_ok(
+	/* a CA file is checked at load: readable, and PEM */
+	char ca[] = "/tmp/litevisor-unit-ca-XXXXXX", yaml[1024];
+	int fd = mkstemp(ca);
+	CHECK(fd >= 0);
+	static const char pem[] = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+	CHECK(write(fd, pem, sizeof(pem) - 1) == (ssize_t)(sizeof(pem) - 1));
+	close(fd);
+	snprintf(yaml, sizeof(yaml),
 		"stores:\n"
 		"  s:\n"
 		"    type: s3\n"
 		"    bucket: bkt\n"
 		"    endpoint: minio.lan:9000\n"
 		"    region: eu-west-1\n"
-		"    ca-file: /etc/hostname\n" /* readable: checked at load */
+		"    ca-file: %s\n"
 		"    connect-timeout: 3s\n"
 		"    idle-timeout: 2s\n"
 		"    access-key-id: AK\n"
@@ -222,14 +229,16 @@ TEST(store_inheritance_and_overrides)
 		"        path: fast\n"
 		"        region: eu-central-1\n"
 		"        secret-access-key: inline\n"
-		"        sync-interval: 100ms\n");
+		"        sync-interval: 100ms\n", ca);
+	struct config c = load_ok(yaml);
+	unlink(ca);
 	const struct cfg_replica *a = &c.dbs[0].replicas[0], *b = &c.dbs[0].replicas[1];
 	CHECK_STR(a->name, "s");
 	CHECK_STR(a->path, "");
 	CHECK_STR(a->endpoint, "https://minio.lan:9000");
 	CHECK(a->force_path_style);
 	CHECK_STR(a->region, "eu-west-1");
-	CHECK_STR(a->ca_file, "/etc/hostname");
+	CHECK_STR(a->ca_file, ca);
 	CHECK_INT(a->connect_timeout_ms, 3000);
 	CHECK_INT(a->idle_timeout_ms, 2000);
 	CHECK_STR(a->access_key_id.value, "AK");
