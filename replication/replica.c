@@ -1893,6 +1893,34 @@ static void copy_before_tick(struct eng_replica *r)
 }
 
 /*
+ * Before the first object of a new generation on an S3 replica: a whole
+ * second past r's last object of the generation it leaves. S3 keeps whole
+ * seconds: both stamped alike, the generation a clean stop closed ranked
+ * below the one the app's replacement of the file had left, for litevisor
+ * and Litestream alike (QA109 D1). At most a second, once per generation,
+ * and never past a final flush's deadline.
+ */
+static void past_the_left_second(struct eng_replica *r, const char *left, bool flush)
+{
+	struct eng_db *d = r->db;
+	if (r->cfg->type != REPLICA_S3)
+		return;
+	pthread_mutex_lock(&d->mu);
+	int64_t last = !strcmp(r->seg_written_gen, left) ? r->seg_written_ns : 0;
+	if (!strcmp(r->snap_gen, left) && r->snap_written_ns > last)
+		last = r->snap_written_ns;
+	int64_t left_ns = flush ? d->flush_deadline_ns - clock_mono_ns() - NS_PER_SEC : INT64_MAX;
+	pthread_mutex_unlock(&d->mu);
+	int64_t wait = last + NS_PER_SEC + 20 * NS_PER_MS - clock_wall_ns();
+	if (!last || wait <= 0 || wait > NS_PER_SEC + 20 * NS_PER_MS || wait > left_ns)
+		return;
+	log_debug("replica", "the new generation's first object waits for the next whole second",
+		  "db=%s replica=%s left=%s wait_ms=%lld", d->stat.name, r->stat.name, left,
+		  (long long)(wait / NS_PER_MS));
+	clock_sleep_ms(wait / NS_PER_MS + 1);
+}
+
+/*
  * When the periodic snapshot after one due at due is: an interval later, on
  * the same cadence, or an interval from now when that is past already. Timed
  * from when each was written, every one that waited for a new WAL index (up
@@ -2003,6 +2031,9 @@ void *replica_thread(void *arg)
 			}
 			bool snap = r->pos_known && (r->need_snapshot || strcmp(r->pos.generation, d->gen) ||
 						     (r->snap_wait && !at_snap_index(r)));
+			char left[17] = "";
+			if (snap && strcmp(r->pos.generation, d->gen) != 0)
+				memcpy(left, r->pos.generation, sizeof(left));
 			/* past an oversize index, the snapshot waits for the checkpoint's new index */
 			bool wait_index = snap && r->oversize && !strcmp(r->pos.generation, d->gen) &&
 					  d->index <= r->oversize_index;
@@ -2014,6 +2045,8 @@ void *replica_thread(void *arg)
 						   "waiting for a new index");
 				rc = -1;
 			} else if (rc == 0 && snap) {
+				if (left[0])
+					past_the_left_second(r, left, flush);
 				rc = snapshot_take(r, flush);
 				/* the periodic one that waited for a new index keeps its cadence */
 				if (rc == 0 && c->snapshot_interval_ms > 0 && !periodic_waits)

@@ -1340,6 +1340,49 @@ def test_a_server_that_rejects_conditional_writes_gets_every_segment_without_the
         proxy.close()
 
 
+def test_a_file_replaced_twice_and_a_clean_stop_in_one_second_restore_the_last_one(
+        run, tmp_path, litestream_bin, litevisor_bin, s3server):
+    """The app replaced its database file (a new generation each time) and replicate
+    stopped cleanly, all in one whole second: S3 stamped every object of both last
+    generations alike, and litevisor and Litestream both restored the replaced one, exit
+    0 (QA109 D1). A new generation's first object on S3 now waits for the second after
+    the last object of the one it leaves."""
+    srv = s3server()
+    db = tmp_path / "app.db"
+
+    def remake(n, tag):
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(f"{db}{suffix}"):
+                os.unlink(f"{db}{suffix}")
+        c = sqlite3.connect(db, isolation_level=None)
+        c.execute("PRAGMA journal_mode=wal")
+        c.execute("CREATE TABLE t(v TEXT)")
+        c.executemany("INSERT INTO t VALUES (?)", [(tag,)] * n)
+        c.close()
+
+    remake(5, "first")
+    cfg = config(tmp_path, db, [s3_replica(srv)])
+    r = run(cfg)
+    wait_for(lambda: glob.glob(f"{srv.directory}/**/snapshots/*_S3rver_metadata.json",
+                               recursive=True), what="the first snapshot", log=r.text)
+    time.sleep(1.3)
+    time.sleep(1.02 - time.time() % 1)
+    remake(7, "second")
+    time.sleep(0.3)
+    remake(9, "third")
+    time.sleep(0.3)
+    assert r.stop() == 0
+    want = content(db)
+    out = tmp_path / "lv.db"
+    p = subprocess.run([litevisor_bin, "restore", "-config", str(cfg), "-o", str(out), str(db)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert content(out) == want, (p.stderr, r.text())
+    ls = tmp_path / "ls.db"
+    s3_restore(litestream_bin, srv, tmp_path, ls)
+    assert content(ls) == want, r.text()
+
+
 def test_a_listing_that_lags_does_not_make_retention_take_the_snapshot_again(
         run, tmp_path, s3server):
     """Listings that lag behind writes (some S3 gateways) showed the current generation
