@@ -28,7 +28,7 @@
 #include "common/banned.h"
 
 /*
- * After INT/TERM/HUP, how long the restore gets to stop and remove its temp
+ * After INT/TERM/HUP/QUIT, how long the restore gets to stop and remove its temp
  * files itself (a download stops at its next bytes: milliseconds) before
  * they are removed under it and the command exits anyway (a peer that sends
  * nothing calls no sink; a probe runs to its deadline).
@@ -57,11 +57,11 @@ static void *job_main(void *p)
 static const char *stop_name(int sig)
 {
 	return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM"
-					: sig == SIGHUP ? "SIGHUP" : "signal";
+					: sig == SIGHUP ? "SIGHUP" : sig == SIGQUIT ? "SIGQUIT" : "signal";
 }
 
 /*
- * Run the restore while reading INT/TERM/HUP from sfd (signals are data: no
+ * Run the restore while reading INT/TERM/HUP/QUIT from sfd (signals are data: no
  * handler runs). The first one asks the restore to stop (restore_abort);
  * if it has not ended ABORT_GRACE_MS later, or a second signal comes, its
  * temp files are removed under it and the process exits 128+signal.
@@ -183,6 +183,7 @@ static int run_restore(int argc, char **argv)
 	sigaddset(&stops, SIGINT);
 	sigaddset(&stops, SIGTERM);
 	sigaddset(&stops, SIGHUP);
+	sigaddset(&stops, SIGQUIT);
 	if (pthread_sigmask(SIG_BLOCK, &stops, NULL) != 0 ||
 	    (sfd = signalfd(-1, &stops, SFD_NONBLOCK | SFD_CLOEXEC)) < 0 ||
 	    (job.done_fd = eventfd(0, EFD_CLOEXEC)) < 0) {
@@ -285,6 +286,6 @@ const struct command cmd_restore = {
 		"if a download fails or an object is corrupt. Never overwrites an existing file.\n"
 		"Exit codes: 0 restored (or skipped by -if-*), 1 no matching backup or output exists,\n"
 		"100 usage or configuration error, 111 no replica reachable or network failure,\n"
-		"128+N stopped by signal N (INT 130, TERM 143, HUP 129; temp files removed).",
+		"128+N stopped by signal N (INT 130, TERM 143, HUP 129, QUIT 131; temp files removed).",
 	.run = run_restore,
 };

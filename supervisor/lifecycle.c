@@ -217,14 +217,15 @@ static void on_signal(struct sup *s, int sig, bool kernel)
 		log_info("supervisor", "forwarding signal", "signal=%s pid=%d", sig_name(sig),
 			 (int)s->pid);
 		forward(s, sig);
-	} else if (!sig_is_stop(sig) && sig != SIGTSTP) {
+	} else if (!sig_ends_idle(sig) && sig != SIGTSTP) {
 		log_info("supervisor", "signal dropped: no service running", "signal=%s", sig_name(sig));
 	}
 	if (sig_is_stop(sig) && s->pid > 0)
 		resume(signal_target(s));
 	if (sig == SIGTSTP)
 		sig_job_stop();
-	if (sig_is_stop(sig)) {
+	/* no service to forward QUIT or HUP to (a restart's backoff): a stop, not dropped */
+	if (sig_is_stop(sig) || (s->pid <= 0 && sig_ends_idle(sig))) {
 		char why[64];
 		snprintf(why, sizeof(why), "received SIG%s", sig_name(sig));
 		if (!s->stopping && s->pid <= 0)

@@ -142,7 +142,7 @@ int sig_wait_fd(int sfd, int fd, void (*tick)(void *arg), void *arg)
 		tick(arg);
 		int sig;
 		while ((sig = sig_read(sfd)) > 0) {
-			if (sig_is_stop(sig))
+			if (sig_ends_idle(sig))
 				return sig;
 			if (sig == SIGTSTP)
 				sig_job_stop();
@@ -207,6 +207,11 @@ void sig_job_stop(void)
 bool sig_is_stop(int sig)
 {
 	return sig == SIGTERM || sig == SIGINT;
+}
+
+bool sig_ends_idle(int sig)
+{
+	return sig_is_stop(sig) || sig == SIGQUIT || sig == SIGHUP;
 }
 
 /* "RTMIN+n" for n up to 32 (Linux has SIGRTMAX - SIGRTMIN = 30). */

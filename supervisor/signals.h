@@ -71,6 +71,14 @@ void sig_job_stop(void);
 bool sig_is_stop(int sig);
 
 /*
+ * With no service to forward it to (a restore, a restart's backoff): does sig
+ * end litevisor? TERM and INT, and QUIT and HUP, whose default action ends a
+ * process and which orchestrators send to stop (a `STOPSIGNAL SIGQUIT`, a
+ * Nomad kill_signal, a closed terminal).
+ */
+bool sig_ends_idle(int sig);
+
+/*
  * After a first stop signal has asked something to stop: wait up to grace_ms
  * for done_fd to become readable (it stopped). A further signal read from
  * sfd for which is_stop is true (NULL: any signal) ends the wait at once;

@@ -2974,7 +2974,8 @@ def test_concurrent_restores_to_one_target_one_runs_the_others_fail_fast(
     assert dir_leftovers(db.parent, ["app.db", ".app.db-litevisor"]) == []  # no temp, no lock
 
 
-@pytest.mark.parametrize("sig,code", [("SIGINT", 130), ("SIGTERM", 143), ("SIGHUP", 129)])
+@pytest.mark.parametrize("sig,code", [("SIGINT", 130), ("SIGTERM", 143), ("SIGHUP", 129),
+                                      ("SIGQUIT", 131)])
 def test_signal_during_restore_removes_temp_files_and_exits_128_plus_signal(
         tmp_path, litevisor_bin, s3server, big_history, sig, code):
     import signal

@@ -920,6 +920,23 @@ def test_a_service_killed_by_a_signal_from_outside_is_stopped_not_restarted(
     assert "restarting after backoff" in r.stderr(), r.stderr()
 
 
+@pytest.mark.parametrize("sig", [signal.SIGQUIT, signal.SIGHUP])
+def test_a_stop_signal_in_a_restart_backoff_stops_instead_of_the_restart(
+        litevisor_bin, tmp_path, runs, sig):
+    """QUIT or HUP (a `STOPSIGNAL SIGQUIT`, a Nomad kill_signal) while the service waits
+    for its restart: with no service to forward it to, it was dropped and the service
+    restarted after the stop was asked for (QA110 O1). It stops litevisor, 128+n; USR1
+    is still dropped."""
+    cfg = "dbs: []\nsupervisor:\n  restart: on-failure\n  restart-limit: 3\n  restart-delay: 3s\n"
+    r = start(runs, litevisor_bin, tmp_path, ["sh", "-c", "exit 3"], config=cfg)
+    poll(lambda: "restarting after backoff" in r.stderr(), timeout=10)
+    os.kill(r.pid, signal.SIGUSR1)
+    poll(lambda: "signal dropped: no service running" in r.stderr(), timeout=10)
+    os.kill(r.pid, sig)
+    assert r.wait(timeout=10) == 128 + sig, r.stderr()
+    assert r.stderr().count("service started") == 1, r.stderr()
+
+
 def test_a_restart_spares_the_children_litevisor_had_before_the_service(litevisor_bin, tmp_path):
     """An entrypoint's `helper & exec litevisor run …` (cron, a log shipper): the helper
     is litevisor's child from the start. Before a restart every direct child was taken
@@ -4839,9 +4856,13 @@ def silent_server(backlog):
     return silent, held
 
 
-def test_term_during_a_slow_restore_exits_at_once_without_starting(litevisor_bin, tmp_path, runs):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP])
+def test_term_during_a_slow_restore_exits_at_once_without_starting(litevisor_bin, tmp_path, runs,
+                                                                    sig):
     """A replica that accepts connections but never answers keeps the restore busy;
-    TERM must still end litevisor promptly (the control path never waits on restore)."""
+    TERM must still end litevisor promptly (the control path never waits on restore).
+    So must QUIT and HUP, an orchestrator's stop signal, which were dropped ("no service
+    running yet") and the service started after the stop was asked for (QA110 O1)."""
     silent, held = silent_server(16)
     try:
         (tmp_path / "data").mkdir()
@@ -4860,8 +4881,8 @@ def test_term_during_a_slow_restore_exits_at_once_without_starting(litevisor_bin
         assert status == 503 and "restoring" in body, body
         assert curl(base + "/livez")[0] == 200
         t0 = time.monotonic()
-        os.kill(r.pid, signal.SIGTERM)
-        assert r.wait(timeout=10) == 128 + signal.SIGTERM, r.stderr()
+        os.kill(r.pid, sig)
+        assert r.wait(timeout=10) == 128 + sig, r.stderr()
         assert time.monotonic() - t0 < 2
         assert not marker.exists()
     finally:
