@@ -129,7 +129,8 @@ void backlog_cleanup(struct eng_db *d)
 	if (unknown && backlog > d->cfg->max_backlog_bytes && d->cfg->max_backlog_bytes > 0) {
 		for (size_t i = 0; i < d->nreplicas; i++) {
 			struct eng_replica *r = &d->replicas[i];
-			if (r->st && !r->dropped && !r->pos_known) {
+			/* one that has not looked yet (a start) is not unreachable: it may answer at once */
+			if (r->st && !r->dropped && !r->pos_known && r->stat.failing_since_ns != 0) {
 				drop_backlog(d, r);
 				log_error("engine", "unreachable replica over the backlog cap: it gets a fresh snapshot when reached",
 					  "db=%s replica=%s backlog_bytes=%lld cap=%lld", d->stat.name,

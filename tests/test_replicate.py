@@ -1669,6 +1669,46 @@ def test_last_snapshot_time_survives_a_restart(run, tmp_path):
     assert r.stop() == 0
 
 
+def test_the_backlog_cap_drops_only_replicas_that_failed_not_one_still_looking(
+        run, tmp_path, s3server):
+    """Over max-backlog before every replica's first look: each replica whose position was
+    unknown was dropped and named "unreachable" at ERROR, a healthy one whose first look
+    was still under way too (QA110 O2). Only a replica that failed is."""
+    from test_storage import OneRequestProxy
+
+    class SlowFirst(OneRequestProxy):
+        def __init__(self, upstream_port):
+            self.first = True
+            super().__init__(upstream_port)
+
+        def decide(self, req, c):
+            with self.lock:
+                first, self.first = self.first, False
+            if first:
+                time.sleep(3)  # the first look takes a while, then is answered
+            return False
+
+    srv = s3server()
+    proxy = SlowFirst(srv.port)
+    try:
+        db, down = tmp_path / "app.db", tmp_path / "down"
+        create(db)
+        down.write_text("not a directory")
+        slow = s3_replica(srv, "slow")
+        slow["endpoint"] = f"http://127.0.0.1:{proxy.port}"
+        r = run(config(tmp_path, db, [slow, file_replica(down, "down")], max_backlog="200000"))
+        write(db, 800, start=1)
+        wait_for(lambda: "unreachable replica over the backlog cap" in r.text(),
+                 what="the down replica dropped", log=r.text)
+        wait_for(lambda: "replica=slow" in r.text() and "snapshot written" in r.text(),
+                 timeout=30, what="the slow replica's snapshot", log=r.text)
+        dropped = [l for l in r.text().splitlines() if "over the backlog cap" in l]
+        assert dropped and all("replica=down " in l for l in dropped), dropped
+        r.stop()  # 1: the final flush cannot reach "down"
+    finally:
+        proxy.close()
+
+
 def test_backlog_cap_drops_replica_then_snapshot(run, tmp_path, litestream_bin):
     import urllib.request
     from conftest import free_port
