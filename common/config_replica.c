@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/bech32.h"
@@ -457,6 +458,28 @@ static int check_files(struct walk *w, const struct cfg_replica *r, const struct
 		}
 		if (*file && cfg_check_readable(w, fn, kp, *file) < 0)
 			return -1;
+		/* a line break would end the header it goes in, or change the signature: every
+		 * request failed with a bare HTTP 400 or SignatureDoesNotMatch, exit 111 */
+		if (*val && strpbrk(*val, "\r\n")) {
+			walk_path(kp, sizeof(kp), path, fv->key);
+			cfg_error(w->e, at[secret_pairs[i].value], kp, "contains a line break: a "
+				  "credential is one line");
+			return -1;
+		}
+		/* its content too, unless empty: a file filled a moment after the start is read then */
+		struct stat sb;
+		if (*file && stat(*file, &sb) == 0 && sb.st_size > 2) {
+			struct cfg_secret one = { .file = (char *)*file };
+			char *buf = malloc(SECRET_MAX + 1), why[600] = "out of memory";
+			int rc = buf ? secret_get(&one, buf, SECRET_MAX + 1, why, sizeof(why)) : -1;
+			if (buf)
+				explicit_bzero(buf, SECRET_MAX + 1);
+			free(buf);
+			if (rc < 0) {
+				cfg_error(w->e, fn, kp, "%s", why);
+				return -1;
+			}
+		}
 	}
 	return 0;
 }

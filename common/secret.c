@@ -103,6 +103,12 @@ static int read_file(const char *path, char **out, size_t *outlen, struct stat *
 		snprintf(err, errlen, "secret file \"%s\" contains a NUL byte", path);
 		goto out;
 	}
+	/* one line: a line break would end the header it is sent in, or change a signature */
+	if (memchr(buf, '\n', len) || memchr(buf, '\r', len)) {
+		snprintf(err, errlen, "secret file \"%s\" holds more than one line (a blank line "
+			 "after the value?): a credential is one line", path);
+		goto out;
+	}
 	*out = buf;
 	*outlen = len;
 	buf = NULL;

@@ -27,8 +27,8 @@ bool secret_is_set(const struct cfg_secret *s);
 
 /*
  * Copy the current value into out (NUL-terminated). An unset secret gives "".
- * Returns 0, or -1 with err set (file unreadable, empty, too large, or the
- * value does not fit in outlen); out is then "".
+ * Returns 0, or -1 with err set (file unreadable, empty, too large, of more
+ * than one line, or the value does not fit in outlen); out is then "".
  */
 int secret_get(const struct cfg_secret *s, char *out, size_t outlen, char *err, size_t errlen);
 

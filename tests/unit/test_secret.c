@@ -70,8 +70,13 @@ TEST(file_newline_stripped)
 	write_file(path, "crlf\r\n");
 	expect(&s, "crlf");
 	secret_cache_clear();
-	write_file(path, "two\nlines\n"); /* only the final newline goes */
-	expect(&s, "two\nlines");
+	/* only the final newline goes: a value of two lines (a blank one after it) is refused,
+	 * as it would end the header it is sent in (QA110 O5) */
+	write_file(path, "two\n\n");
+	char out[64], err[256];
+	CHECK(secret_get(&s, out, sizeof(out), err, sizeof(err)) < 0);
+	CHECK(strstr(err, "more than one line") != NULL);
+	CHECK(strstr(err, "two") == NULL); /* never the content */
 	done(path);
 }
 
