@@ -62,6 +62,12 @@ static int run_run(int argc, char **argv)
 		goto out;
 
 	if (!command) {
+		if ((!cfg.exec || !*cfg.exec) && cfg.exec_unset) {
+			/* `exec: $APP_CMD` whose variable did not come: name it (QA110 O3) */
+			code = cli_usage_error(&cmd_run, "%s: exec: empty: environment variable %s is "
+					       "not set", file, cfg.exec_unset);
+			goto out;
+		}
 		if (!cfg.exec || !*cfg.exec) {
 			code = cli_usage_error(&cmd_run, "no command: give one after \"--\" or set \"exec\" in %s",
 					       file);

@@ -757,7 +757,7 @@ int cfg_schema_load(const struct cfg_doc *doc, const struct config_options *opt,
 			goto out;
 	}
 	/* shell-like: an unset variable is no word, often on purpose ($EXTRA_ARGS); said at use */
-	if (cfg->exec && walk_unset_var(&w, at[TOP_EXEC]) &&
+	if (at[TOP_EXEC] && walk_unset_var(&w, at[TOP_EXEC]) &&
 	    !(cfg->exec_unset = strdup(walk_unset_var(&w, at[TOP_EXEC])))) {
 		cfg_error(e, at[TOP_EXEC], "exec", "out of memory");
 		goto out;

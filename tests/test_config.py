@@ -659,6 +659,17 @@ def test_an_empty_exec_flag_leaves_the_configs_exec(litevisor_bin, tmp_path):
     assert p.returncode == 7, p.stderr
 
 
+def test_run_names_the_unset_variable_an_empty_exec_came_from(litevisor_bin, tmp_path):
+    """`exec: $APP_CMD` with APP_CMD unset (a Nomad env block that did not render): run
+    said "no command: give one after -- or set exec", though exec was set; every other
+    value names the variable (QA110 O3)."""
+    cfgfile = tmp_path / "c.yml"
+    cfgfile.write_text("exec: $QA110_UNSET_CMD\ndbs: []\n")
+    p = lv(litevisor_bin, "run", "-config", str(cfgfile))
+    assert p.returncode == 100, p.stderr
+    assert "exec: empty: environment variable QA110_UNSET_CMD is not set" in p.stderr, p.stderr
+
+
 def test_values_an_env_leaves_blank_count_as_none(litevisor_bin, tmp_path):
     """As Litestream reads them after its whole-file expansion: an exec of blanks only
     ("$APP_CMD" from a CRLF env file) is no exec, and `path:` or `bucket:` beside a url
