@@ -43,6 +43,7 @@ struct consul_reg {
 	bool registered;           /* the agent has it, as far as we know */
 	bool tried;                /* a registration was sent (it may have landed unanswered) */
 	bool gone;                 /* deregistered: nothing more to do */
+	bool dereg_warned;         /* a failed deregistration was logged (WARN once) */
 	int forgot;                /* check updates in a row answered "unknown check" */
 	pthread_t thread;
 	bool started;
@@ -201,8 +202,11 @@ static int deregister(struct consul_reg *r, int64_t timeout_ms)
 		r->gone = true;
 	} else {
 		consul_call_error(rc, &rep, err, why, sizeof(why));
-		log_warn("consul", "cannot deregister the service; the agent removes it after deregister-critical-after",
-			 "service_id=\"%s\" error=\"%s\"", r->id, why);
+		/* once: the stop's last try after the thread's would say it again (QA110 O4) */
+		log_event(r->dereg_warned ? LOG_DEBUG : LOG_WARN, "consul", "cannot deregister the "
+			  "service; the agent removes it after deregister-critical-after",
+			  "service_id=\"%s\" error=\"%s\"", r->id, why);
+		r->dereg_warned = true;
 		rc = -1;
 	}
 	consul_reply_release(&rep);

@@ -675,6 +675,18 @@ def test_the_deregistration_does_not_wait_for_a_check_update_under_way(litevisor
         srv.stop()
 
 
+def test_a_failed_deregistration_is_warned_of_once(litevisor_bin, tmp_path, runs, consul):
+    """The agent refused the deregistration at the stop: the registration thread's try and
+    the stop's last one each logged the same WARN (QA110 O4). Once."""
+    cfg = f"consul:\n  addr: {consul.addr}\n  service:\n    name: app\n    id: app-1\n"
+    r = start(runs, litevisor_bin, tmp_path, ["sleep", "30"], config=cfg)
+    poll(lambda: "app-1" in consul.services(), timeout=10)
+    consul.fail_next(100, 500, "agent trouble", path="/v1/agent/service/deregister/app-1")
+    os.kill(r.pid, signal.SIGTERM)
+    assert r.wait(timeout=20) == 143
+    assert r.stderr().count("cannot deregister the service") == 1, r.stderr()
+
+
 @pytest.mark.parametrize("status,body", [(400, "Missing key name"),
                                          (500, 'invalid key name "litevisor/app"')])
 def test_a_key_the_agent_refuses_fails_at_once(litevisor_bin, tmp_path, runs, consul, status,
