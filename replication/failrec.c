@@ -175,7 +175,7 @@ void failrec_load(struct eng_db *d)
 		r->recorded_behind_ns = rec.behind_since_ns;
 		char since[40];
 		log_info("replica", "replica was failing when replication last stopped (a restart, "
-			 "or a restore again before the service started): its failure and lag go on",
+			 "or a restore again before the service starts): its failure and lag go on",
 			 "db=%s replica=%s failing_since=%s lag_s=%.1f", d->stat.name, r->stat.name,
 			 clock_rfc3339(rec.failing_since_ns, since, sizeof(since)),
 			 rec.behind_since_ns ? (double)(wall - rec.behind_since_ns) / NS_PER_SEC : 0.0);

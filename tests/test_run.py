@@ -2851,9 +2851,9 @@ def test_replicate_alone_waits_for_every_replicas_look_before_going_on_from_that
         r = subprocess.Popen([litevisor_bin, "replicate", "-config", str(cfg)], stdout=out,
                              stderr=subprocess.STDOUT)
     try:
-        poll(lambda: "have not looked yet" in log.read_text(), timeout=30, log=log)
+        poll(lambda: "have not looked at their data yet" in log.read_text(), timeout=30, log=log)
         # the log names the replica waited for (QA82 D2)
-        waited = re.findall(r"have not looked yet \(([^)]*)\)", log.read_text())
+        waited = re.findall(r"have not looked at their data yet \(([^)]*)\)", log.read_text())
         assert waited and set(waited) == {"file-2"}, log.read_text()
         time.sleep(3.5)  # past the left-behind wait: r1 still waits
         assert "engine: new generation" not in log.read_text(), log.read_text()
