@@ -306,25 +306,10 @@ bool catalog_closed_at_end(const struct cat_generation *g)
 	return c->index > s->index || (c->index == s->index && c->offset > s->offset);
 }
 
-/* When g's writer closed it at its end (its last closed mark's time), or 0. */
-static int64_t closed_end_ns(const struct cat_generation *g)
-{
-	return catalog_closed_at_end(g) ? g->closed[g->nclosed - 1].mtime_ns : 0;
-}
-
 int catalog_gen_order(const struct cat_generation *a, const struct cat_generation *b)
 {
 	if (a->max_ns != b->max_ns)
 		return a->max_ns > b->max_ns ? 1 : -1;
-	/*
-	 * A writer that closed its generation after every object of the other
-	 * was written stopped last: the app replaced the file (a new generation)
-	 * and the clean stop came a second later, both generations' objects in
-	 * one whole second (QA109 D1: the older one was restored).
-	 */
-	int64_t ea = closed_end_ns(a), eb = closed_end_ns(b);
-	if ((ea > b->max_ns) != (eb > a->max_ns))
-		return ea > b->max_ns ? 1 : -1;
 	if (a->min_ns != b->min_ns)
 		return a->min_ns > b->min_ns ? 1 : -1;
 	bool ca = catalog_closed_at_end(a), cb = catalog_closed_at_end(b);

@@ -163,11 +163,9 @@ bool catalog_closed_at_end(const struct cat_generation *g);
 /*
  * Which of two generations was written later, from their listings: >0 a,
  * <0 b, 0 cannot tell. The newest object time decides; object times are
- * whole seconds on many S3 servers, so on a tie one closed at its end
- * after every object of the other (its writer stopped last) is newer,
- * then the one whose oldest
+ * whole seconds on many S3 servers, so on a tie the one whose oldest
  * object is later (it started later: a successor starts after the one it
- * came from), then a generation whose closed mark lies past its
+ * came from) is newer, then a generation whose closed mark lies past its
  * last segment (its writer stopped: it handed over) is the older. Closed
  * first hid the rows of a node that took over a killed node's generation
  * and stopped in the second that one ended (QA95 D2). Meant for two generations on one server (one clock); across

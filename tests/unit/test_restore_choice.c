@@ -185,39 +185,6 @@ TEST(plan_same_second_a_killed_generation_loses_to_the_closed_successor)
 		catalog_generation_release(&g[i]);
 }
 
-/*
- * The app replaced the file (a new generation), and the clean stop closed the new one a
- * second later, both generations' objects in one whole second: the one closed after
- * every object of the other was written is the newer (QA109 D1: closed-is-older picked
- * the replaced one).
- */
-TEST(plan_same_second_the_one_closed_after_the_others_last_object_is_newer)
-{
-	struct cat_generation g[2];
-	struct cat_closed mark = { 2, 300, 0 };
-	g[0] = gen("ffffffffffffffff", snaps01, 2, segs, 5, S(1000)); /* replaced, open */
-	g[1] = gen("0000000000000000", snaps01, 2, segs, 5, S(1000)); /* closed a second on */
-	mark.mtime_ns = g[0].max_ns + S(1);
-	g[1].closed = &mark;
-	g[1].nclosed = 1;
-	g[1].max_ns = g[0].max_ns;
-	g[1].min_ns = g[0].min_ns;
-	struct rs_target t = { 0 };
-	struct rs_plan p;
-	char why[300];
-	CHECK_INT(rs_plan_build(g, 2, &t, &p, why, sizeof(why)), 1);
-	CHECK(strcmp(p.generation, "0000000000000000") == 0);
-	CHECK(catalog_gen_order(&g[1], &g[0]) > 0);
-	CHECK(catalog_gen_order(&g[0], &g[1]) < 0);
-	rs_plan_release(&p);
-	/* closed within that second: no later than the other's last object, closed is older */
-	mark.mtime_ns = g[0].max_ns;
-	CHECK(catalog_gen_order(&g[1], &g[0]) < 0);
-	g[1].closed = NULL;
-	for (int i = 0; i < 2; i++)
-		catalog_generation_release(&g[i]);
-}
-
 static void cand(struct rs_cand *c, const char *name, const char *g, uint32_t idx, uint32_t off,
 		 int64_t newest, int64_t rtt_us)
 {
@@ -493,7 +460,6 @@ UNIT_MAIN(T(plan_newest_snapshot_and_following_segments),
 	  T(plan_timestamp_in_a_generation_whose_covering_snapshot_is_gone),
 	  T(plan_same_second_generations_the_closed_one_is_older),
 	  T(plan_same_second_a_killed_generation_loses_to_the_closed_successor),
-	  T(plan_same_second_the_one_closed_after_the_others_last_object_is_newer),
 	  T(choose_newest_then_fastest), T(choose_generation_by_time_beyond_skew_only),
 	  T(choose_generation_by_a_server_holding_both_whatever_the_margin),
 	  T(choose_same_second_on_two_servers_by_what_the_listings_tell),
