@@ -224,7 +224,7 @@ static void on_signal(struct sup *s, int sig, bool kernel)
 		resume(signal_target(s));
 	if (sig == SIGTSTP)
 		sig_job_stop();
-	/* no service to forward QUIT or HUP to (a restart's backoff): a stop, not dropped */
+	/* no service to forward QUIT to (a restart's backoff): a stop, not dropped */
 	if (sig_is_stop(sig) || (s->pid <= 0 && sig_ends_idle(sig))) {
 		char why[64];
 		snprintf(why, sizeof(why), "received SIG%s", sig_name(sig));

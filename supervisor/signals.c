@@ -211,7 +211,7 @@ bool sig_is_stop(int sig)
 
 bool sig_ends_idle(int sig)
 {
-	return sig_is_stop(sig) || sig == SIGQUIT || sig == SIGHUP;
+	return sig_is_stop(sig) || sig == SIGQUIT;
 }
 
 /* "RTMIN+n" for n up to 32 (Linux has SIGRTMAX - SIGRTMIN = 30). */

@@ -71,10 +71,11 @@ void sig_job_stop(void);
 bool sig_is_stop(int sig);
 
 /*
- * With no service to forward it to (a restore, a restart's backoff): does sig
- * end litevisor? TERM and INT, and QUIT and HUP, whose default action ends a
- * process and which orchestrators send to stop (a `STOPSIGNAL SIGQUIT`, a
- * Nomad kill_signal, a closed terminal).
+ * With no service to forward it to (a restore, a restart's backoff, the wait
+ * for the writer lock): does sig end litevisor? TERM and INT, and QUIT, which
+ * orchestrators send to stop (a `STOPSIGNAL SIGQUIT`, a Nomad kill_signal).
+ * Not HUP: Nomad sends it at every template re-render (change_signal), a
+ * reload for the service, and a standby waiting for the lock must live on.
  */
 bool sig_ends_idle(int sig);
 

@@ -675,6 +675,22 @@ def test_the_deregistration_does_not_wait_for_a_check_update_under_way(litevisor
         srv.stop()
 
 
+def test_a_standby_waiting_for_the_lock_lives_through_a_hup_and_stops_on_quit(
+        litevisor_bin, tmp_path, runs, consul):
+    """A HUP (Nomad's template change_signal, at every re-render) ended a standby waiting
+    for the writer lock for a few commits (QA111 D3): it is dropped. QUIT, a stop signal
+    (a `STOPSIGNAL SIGQUIT`), ends the wait, 131."""
+    hold_lock_elsewhere(consul, "litevisor/app")
+    r = node_run(runs, litevisor_bin, tmp_path, "b", lock_cfg(tmp_path, "b", consul))
+    poll(lambda: "waiting for the writer lock" in r.stderr(), timeout=10)
+    os.kill(r.pid, signal.SIGHUP)
+    poll(lambda: "signal dropped: no service running yet signal=HUP" in r.stderr(), timeout=10)
+    time.sleep(0.5)
+    assert r.p.poll() is None, r.stderr()
+    os.kill(r.pid, signal.SIGQUIT)
+    assert r.wait(timeout=10) == 128 + signal.SIGQUIT, r.stderr()
+
+
 def test_a_failed_deregistration_is_warned_of_once(litevisor_bin, tmp_path, runs, consul):
     """The agent refused the deregistration at the stop: the registration thread's try and
     the stop's last one each logged the same WARN (QA110 O4). Once."""
