@@ -129,8 +129,9 @@ void backlog_cleanup(struct eng_db *d)
 	if (unknown && backlog > d->cfg->max_backlog_bytes && d->cfg->max_backlog_bytes > 0) {
 		for (size_t i = 0; i < d->nreplicas; i++) {
 			struct eng_replica *r = &d->replicas[i];
-			/* one that has not looked yet (a start) is not unreachable: it may answer at once */
-			if (r->st && !r->dropped && !r->pos_known && r->stat.failing_since_ns != 0) {
+			/* one that has not looked yet (a start) is not unreachable: it may answer at
+			 * once; nor is one failing only by the record of the last run (QA111 D1) */
+			if (r->st && !r->dropped && !r->pos_known && r->look_failed) {
 				drop_backlog(d, r);
 				log_error("engine", "unreachable replica over the backlog cap: it gets a fresh snapshot when reached",
 					  "db=%s replica=%s backlog_bytes=%lld cap=%lld", d->stat.name,

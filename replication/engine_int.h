@@ -61,6 +61,7 @@ struct eng_replica {
 	/* mu */
 	bool wake;
 	bool pos_known;               /* pos is the replica's real end position */
+	bool look_failed;             /* !pos_known: this process's last look at it failed */
 	struct wal_pos pos;
 	bool need_snapshot;           /* next upload starts with a snapshot */
 	bool dropped;                 /* backlog cap exceeded: ignore for shadow cleanup */

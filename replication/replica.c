@@ -2021,6 +2021,7 @@ void *replica_thread(void *arg)
 					older_checked(r);
 			}
 			pthread_mutex_lock(&d->mu);
+			r->look_failed = !r->pos_known && rc < 0;
 			/* another replica's first look may yet find the database older: write nothing */
 			if (rc == 0 && older_gate(r, flush)) {
 				int64_t end = clock_mono_ns() + 100 * NS_PER_MS;

@@ -1709,6 +1709,55 @@ def test_the_backlog_cap_drops_only_replicas_that_failed_not_one_still_looking(
         proxy.close()
 
 
+def test_a_replica_failing_only_by_the_last_runs_record_is_not_dropped_while_looking(
+        run, tmp_path, s3server):
+    """The cap's drop took a failure carried over from the last run (its record) for a
+    failed first look: a replica that had refused the last run (a 403 while keys
+    rotated) was dropped and named unreachable while its first look of this run was
+    under way, and would answer (QA111 D1)."""
+    from test_storage import OneRequestProxy
+
+    class Proxy(OneRequestProxy):
+        def __init__(self, upstream_port):
+            self.mode, self.first = "deny", True
+            super().__init__(upstream_port)
+
+        def decide(self, req, c):
+            with self.lock:
+                mode, first = self.mode, self.first
+                if mode == "slow":
+                    self.first = False
+            if mode == "deny":
+                self._error(c, 403, "AccessDenied", "injected")
+                return True
+            if first:
+                time.sleep(3)  # this run's first look takes a while, then is answered
+            return False
+
+    srv = s3server()
+    proxy = Proxy(srv.port)
+    try:
+        db = tmp_path / "app.db"
+        create(db)
+        rep = s3_replica(srv, "slow")
+        rep["endpoint"] = f"http://127.0.0.1:{proxy.port}"
+        cfg = config(tmp_path, db, [rep], max_backlog="200000")
+        r = run(cfg)
+        wait_for(lambda: "AccessDenied" in r.text(), what="the replica failing", log=r.text)
+        r.stop()
+        with proxy.lock:
+            proxy.mode = "slow"
+        r = run(cfg)
+        assert "was failing when replication last stopped" in r.text(), r.text()
+        write(db, 800, start=1)
+        wait_for(lambda: "snapshot written" in r.text(), timeout=30,
+                 what="the slow replica's snapshot", log=r.text)
+        assert "over the backlog cap" not in r.text(), r.text()
+        assert r.stop() == 0
+    finally:
+        proxy.close()
+
+
 def test_backlog_cap_drops_replica_then_snapshot(run, tmp_path, litestream_bin):
     import urllib.request
     from conftest import free_port
