@@ -360,7 +360,8 @@ int cfg_check_ca_file(struct walk *w, const struct cfg_node *v, const char *path
 	}
 	buf[n] = '\0';
 	bool pem = memmem(buf, n, "-----BEGIN CERTIFICATE-----", 27) ||
-		   memmem(buf, n, "-----BEGIN TRUSTED CERTIFICATE-----", 35);
+		   memmem(buf, n, "-----BEGIN TRUSTED CERTIFICATE-----", 35) ||
+		   memmem(buf, n, "-----BEGIN X509 CERTIFICATE-----", 32); /* the old form */
 	free(buf);
 	if (!pem) {
 		cfg_error(w->e, v, path, "\"%s\" holds no PEM certificate (a \"-----BEGIN "

@@ -434,6 +434,7 @@ struct outcome {
 	int status;            /* 0 or negative st_status */
 	bool retry;            /* worth another attempt */
 	bool refused;          /* the connection itself failed: nobody listens there */
+	bool conditional;      /* this attempt sent If-None-Match: * */
 	bool no_conditional;   /* the server rejected If-None-Match: try again without it */
 	char cause[512];       /* for the message and the retry log */
 };
@@ -465,7 +466,7 @@ static void classify_http(const struct s3_req *req, const struct s3_resp *resp, 
 
 	if (req->if_none_match && (st == 412 || code_is(code, "PreconditionFailed"))) {
 		o->status = ST_EXISTS; /* the key is taken: what a create-only put asked about */
-	} else if (req->if_none_match && (st == 501 || code_is(code, "NotImplemented"))) {
+	} else if (o->conditional && (st == 501 || code_is(code, "NotImplemented"))) {
 		o->status = ST_TRANSIENT;
 		o->retry = o->no_conditional = true;
 	} else if (st == 404 || code_is(code, "NoSuchKey") || code_is(code, "NoSuchBucket")) {
@@ -682,9 +683,9 @@ static void attempt(struct s3 *s3, const struct s3_req *req, struct s3_resp *res
 	if (req->content_md5)
 		hdrs = add_header(hdrs, &oom, "Content-MD5: %s", req->content_md5);
 	pthread_mutex_lock(&s3->lock);
-	bool conditional = req->if_none_match && !s3->no_conditional;
+	o->conditional = req->if_none_match && !s3->no_conditional;
 	pthread_mutex_unlock(&s3->lock);
-	if (conditional)
+	if (o->conditional)
 		hdrs = add_header(hdrs, &oom, "If-None-Match: *");
 	hdrs = add_header(hdrs, &oom, "Content-Type:%s%s", req->content_type ? " " : "",
 			  req->content_type ? req->content_type : "");

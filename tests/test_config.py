@@ -838,6 +838,9 @@ def test_a_ca_file_without_a_pem_certificate_is_refused_at_load(litevisor_bin, t
     p = run(litevisor_bin, "-config", str(cfg))
     assert p.returncode == 100, p.stderr
     assert "ca-file: " in p.stderr and "holds no PEM certificate" in p.stderr, p.stderr
+    # the old "X509 CERTIFICATE" form, which OpenSSL still reads, is taken (QA111 O4)
+    ca.write_bytes(b"-----BEGIN X509 CERTIFICATE-----\nMIIB\n-----END X509 CERTIFICATE-----\n")
+    assert run(litevisor_bin, "-config", str(cfg)).returncode == 0
 
 
 @pytest.mark.parametrize("addr", ["127.0.0.1:9090", "localhost:0", "\"[::1]:9090\"", "\"::1:9090\"",
