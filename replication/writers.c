@@ -191,8 +191,18 @@ static bool listed(const struct st_list *l, const char *key)
  * listings may lag behind writes. Those still unsure (no answer) are kept at
  * r->shipped[*keep...]. Returns false when one is gone (why says which).
  */
+/* Should a look give way to the replica's own work: a stop, or a final flush asked for? */
+static bool give_way(struct eng_replica *r)
+{
+	struct eng_db *d = r->db;
+	pthread_mutex_lock(&d->mu);
+	bool yes = d->eng->stop || d->eng->flush_seq != r->flush_seq;
+	pthread_mutex_unlock(&d->mu);
+	return yes;
+}
+
 static bool index_there(struct eng_replica *r, size_t from, size_t to, size_t *keep,
-			const struct st_call *call, char *why, size_t len)
+			int *stats, const struct st_call *call, char *why, size_t len)
 {
 	char key[LAYOUT_KEY_MAX];
 	struct st_list l = { 0 };
@@ -206,6 +216,11 @@ static bool index_there(struct eng_replica *r, size_t from, size_t to, size_t *k
 		layout_wal_key(key, r->shipped_gen, s.index, s.offset);
 		if (rc == 0 && listed(&l, key))
 			continue;
+		if (*stats == 0 || give_way(r)) {
+			r->shipped[(*keep)++] = s; /* the next look's */
+			continue;
+		}
+		(*stats)--;
 		struct st_object o = { 0 };
 		int src = rc == 0 || rc == ST_NOT_FOUND ? storage_stat(r->st, key, &o, call, &err) : -1;
 		free(o.key);
@@ -228,10 +243,15 @@ static bool index_there(struct eng_replica *r, size_t from, size_t to, size_t *k
  * restore of the generation fails on, Litestream's too, until the next
  * snapshot (QA105 D2); a new generation starts one at once. Segments below
  * the index of the newest snapshot r wrote are needed by no restore any more
- * (and retention may take them). At most CHECK_INDEXES indexes are looked at
- * each time; the others wait for the next look.
+ * (and retention may take them). At most CHECK_INDEXES indexes are listed and
+ * CHECK_STATS keys the listings leave out looked at each time (one after the
+ * other on the replica's thread, which ships nothing meanwhile: a listing
+ * lagging behind every key cost 9-12 s of shipping per look, and a stop
+ * then missed its flush, QA111 D4); the others wait for the next look, as
+ * they do for a stop or a final flush.
  */
 #define CHECK_INDEXES 8
+#define CHECK_STATS 8
 static void check_segments(struct eng_replica *r, const struct st_call *call)
 {
 	struct eng_db *d = r->db;
@@ -246,17 +266,18 @@ static void check_segments(struct eng_replica *r, const struct st_call *call)
 		return;
 	}
 	size_t keep = 0, looked = 0;
+	int stats = CHECK_STATS;
 	for (size_t i = 0, end; i < r->nshipped; i = end) {
 		for (end = i; end < r->nshipped && r->shipped[end].index == r->shipped[i].index;)
 			end++;
 		if (r->shipped[i].index < below)
 			continue;
-		if (looked++ == CHECK_INDEXES) {
+		if (looked++ == CHECK_INDEXES || give_way(r)) {
 			memmove(r->shipped + keep, r->shipped + i, (r->nshipped - i) * sizeof(r->shipped[0]));
 			keep += r->nshipped - i;
 			break;
 		}
-		if (!index_there(r, i, end, &keep, call, why, sizeof(why))) {
+		if (!index_there(r, i, end, &keep, &stats, call, why, sizeof(why))) {
 			r->nshipped = 0;
 			lost(r, r->shipped_gen, why);
 			return;

@@ -1293,6 +1293,50 @@ def test_a_restart_on_a_listing_that_lags_a_whole_index_never_rewrites_its_first
         proxy.close()
 
 
+def test_the_look_for_written_segments_does_not_stall_shipping(run, tmp_path, s3server):
+    """With a listing that lags behind every write, each writer check looked at every
+    segment written since the last one that the listing left out, one stat after the
+    other on the replica's thread: no segment shipped for 9-12 s per look, and a stop
+    during one missed its flush (QA111 D4). A look takes eight stats at most."""
+
+    class Slow(ListHider):
+        """Listings leave out every segment; a HEAD takes 20 ms more (a real region)."""
+
+        def __init__(self, port):
+            self.heads, self.puts = 0, []
+            super().__init__(port)
+
+        def refuse(self, line, c):
+            if line.startswith(b"HEAD "):
+                with self.lock:
+                    self.heads += 1
+                time.sleep(0.02)
+            elif line.startswith(b"PUT ") and b"/wal/" in line:
+                with self.lock:
+                    self.puts.append(time.monotonic())
+            return False
+
+    srv = s3server()
+    proxy = Slow(srv.port)
+    try:
+        db = tmp_path / "app.db"
+        create(db)
+        rep = s3_replica(srv)
+        rep.update({"endpoint": f"http://127.0.0.1:{proxy.port}", "writer-check-interval": "2s"})
+        r = run(config(tmp_path, db, [rep]))
+        time.sleep(1)
+        proxy.hidden = {"/wal/"}
+        t0 = time.monotonic()
+        write(db, 900, start=1, rate=150)
+        t1 = time.monotonic()
+        assert r.stop() == 0
+        puts = [p for p in proxy.puts if t0 + 0.5 < p < t1]
+        gap = max(b - a for a, b in zip(puts, puts[1:]))
+        assert gap < 1.5, (gap, proxy.heads)
+    finally:
+        proxy.close()
+
+
 def test_a_server_that_rejects_conditional_writes_gets_every_segment_without_them(
         run, tmp_path, litestream_bin, s3server):
     """An S3 server that rejects If-None-Match (501 NotImplemented, as AWS did before 2024
