@@ -457,29 +457,38 @@ static int check_files(struct walk *w, const struct cfg_replica *r, const struct
 			cfg_error(w->e, fn, kp, "give %s or %s, not both", fv->key, ff->key);
 			return -1;
 		}
-		if (*file && cfg_check_readable(w, fn, kp, *file) < 0)
+		char vp[340];
+		walk_path(vp, sizeof(vp), path, fv->key);
+		struct cfg_secret one = { .value = (char *)*val, .file = (char *)*file };
+		if (cfg_check_secret(w, &one, at[secret_pairs[i].value], vp, fn, kp) < 0)
 			return -1;
-		/* a line break would end the header it goes in, or change the signature: every
-		 * request failed with a bare HTTP 400 or SignatureDoesNotMatch, exit 111 */
-		if (*val && strpbrk(*val, "\r\n")) {
-			walk_path(kp, sizeof(kp), path, fv->key);
-			cfg_error(w->e, at[secret_pairs[i].value], kp, "contains a line break: a "
-				  "credential is one line");
+	}
+	return 0;
+}
+
+int cfg_check_secret(struct walk *w, const struct cfg_secret *s, const struct cfg_node *vn,
+		     const char *vpath, const struct cfg_node *fn, const char *fpath)
+{
+	if (s->file && cfg_check_readable(w, fn, fpath, s->file) < 0)
+		return -1;
+	/* a line break would end the header it goes in, or change the signature: every
+	 * request failed with a bare HTTP 400 or SignatureDoesNotMatch, exit 111 */
+	if (s->value && strpbrk(s->value, "\r\n")) {
+		cfg_error(w->e, vn, vpath, "contains a line break: a credential is one line");
+		return -1;
+	}
+	/* its content too, unless empty: a file filled a moment after the start is read then */
+	struct stat sb;
+	if (s->file && stat(s->file, &sb) == 0 && sb.st_size > 2) {
+		struct cfg_secret file = { .file = s->file };
+		char *buf = malloc(SECRET_MAX + 1), why[600] = "out of memory";
+		int rc = buf ? secret_get(&file, buf, SECRET_MAX + 1, why, sizeof(why)) : -1;
+		if (buf)
+			explicit_bzero(buf, SECRET_MAX + 1);
+		free(buf);
+		if (rc < 0) {
+			cfg_error(w->e, fn, fpath, "%s", why);
 			return -1;
-		}
-		/* its content too, unless empty: a file filled a moment after the start is read then */
-		struct stat sb;
-		if (*file && stat(*file, &sb) == 0 && sb.st_size > 2) {
-			struct cfg_secret one = { .file = (char *)*file };
-			char *buf = malloc(SECRET_MAX + 1), why[600] = "out of memory";
-			int rc = buf ? secret_get(&one, buf, SECRET_MAX + 1, why, sizeof(why)) : -1;
-			if (buf)
-				explicit_bzero(buf, SECRET_MAX + 1);
-			free(buf);
-			if (rc < 0) {
-				cfg_error(w->e, fn, kp, "%s", why);
-				return -1;
-			}
 		}
 	}
 	return 0;

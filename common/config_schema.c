@@ -743,8 +743,10 @@ int cfg_schema_load(const struct cfg_doc *doc, const struct config_options *opt,
 			  "give secret-access-key or secret-access-key-file, not both");
 		goto out;
 	}
-	if ((w.top_akid.file && cfg_check_readable(&w, at[TOP_AKID_FILE], "access-key-id-file", w.top_akid.file) < 0) ||
-	    (w.top_sak.file && cfg_check_readable(&w, at[TOP_SAK_FILE], "secret-access-key-file", w.top_sak.file) < 0))
+	if (cfg_check_secret(&w, &w.top_akid, at[TOP_AKID], "access-key-id", at[TOP_AKID_FILE],
+			     "access-key-id-file") < 0 ||
+	    cfg_check_secret(&w, &w.top_sak, at[TOP_SAK], "secret-access-key", at[TOP_SAK_FILE],
+			     "secret-access-key-file") < 0)
 		goto out;
 	if (walk_stores(&w) < 0 || walk_dbs(&w) < 0 || check_quorum(&w) < 0 || cfg_check_consul(&w) < 0)
 		goto out;

@@ -190,6 +190,14 @@ const char *cfg_other_place(const char *key, const struct field *here);
 int cfg_check_readable(struct walk *w, const struct cfg_node *v, const char *path, const char *file);
 
 /*
+ * Check a credential at load: its file opens, and the value (inline, or the
+ * file's unless empty: it may be filled after the start) is one line; errors
+ * at vn/vpath for the value, fn/fpath for the file.
+ */
+int cfg_check_secret(struct walk *w, const struct cfg_secret *s, const struct cfg_node *vn,
+		     const char *vpath, const struct cfg_node *fn, const char *fpath);
+
+/*
  * Check that a ca-file opens and holds a PEM certificate: libcurl reads
  * nothing else there, and every request would fail at run (exit 111, "try
  * again", a restart loop) for a DER file or a key named by mistake.

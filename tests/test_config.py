@@ -795,7 +795,7 @@ def test_consul_cacert_from_the_environment_must_be_readable(litevisor_bin, tmp_
     assert run(litevisor_bin, "-config", str(cfg), env={"CONSUL_CACERT": str(missing)}).returncode == 0
 
 
-@pytest.mark.parametrize("where", ["inline", "file"])
+@pytest.mark.parametrize("where", ["inline", "file", "top-inline", "top-file"])
 def test_an_s3_credential_of_more_than_one_line_is_refused_at_load(litevisor_bin, tmp_path, where):
     """A key file rendered with a blank line after the key (one trailing newline is
     dropped, not two) or an inline value with a line break: accepted at load, and every
@@ -804,15 +804,18 @@ def test_an_s3_credential_of_more_than_one_line_is_refused_at_load(litevisor_bin
     (it may be filled a moment after the start)."""
     key = tmp_path / "akid"
     key.write_text("AKIDQA\n\n")
-    value = f"access-key-id-file: {key}" if where == "file" else 'access-key-id: "AKIDQA\\n"'
+    value = (f"access-key-id-file: {key}" if where.endswith("file")
+             else 'access-key-id: "AKIDQA\\n"')
     cfg = tmp_path / "c.yml"
-    cfg.write_text(f"dbs:\n  - path: {tmp_path}/a.db\n    replicas:\n      - url: s3://b/x\n"
-                   f"        endpoint: http://127.0.0.1:9\n        {value}\n"
-                   f"        secret-access-key: s\n")
+    # the top-level keys (Litestream's) were checked before they reach the replicas (QA111 D5)
+    top = f"{value}\nsecret-access-key: s\n" if where.startswith("top") else ""
+    mine = "" if top else f"        {value}\n        secret-access-key: s\n"
+    cfg.write_text(f"{top}dbs:\n  - path: {tmp_path}/a.db\n    replicas:\n      - url: s3://b/x\n"
+                   f"        endpoint: http://127.0.0.1:9\n{mine}")
     p = run(litevisor_bin, "-config", str(cfg))
     assert p.returncode == 100, p.stderr
-    assert ("more than one line" if where == "file" else "contains a line break") in p.stderr, \
-        p.stderr
+    assert ("more than one line" if where.endswith("file") else "contains a line break") \
+        in p.stderr, p.stderr
     key.write_text("")
     cfg.write_text(cfg.read_text().replace(value, f"access-key-id-file: {key}"))
     assert run(litevisor_bin, "-config", str(cfg)).returncode == 0
