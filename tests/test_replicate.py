@@ -1105,8 +1105,8 @@ def test_a_restart_on_a_lagging_listing_never_rewrites_a_segment_the_replica_hol
             return sorted(glob.glob(f"{srv.directory}/**/wal/*_*.wal.lz4*", recursive=True))
 
         for i in range(4):
+            n = len(segments())  # before the write: its segment may ship at once
             write(db, 20, start=1 + 100 * i)
-            n = len(segments())
             wait_for(lambda: len(segments()) > n, what="a segment", log=r.text)
         r.stop(signal.SIGKILL)
         held = {f: open(f, "rb").read() for f in segments()}
