@@ -1083,6 +1083,40 @@ class ListHider:
             c.sendall(ans)
 
 
+def segment_names(srv):
+    """The WAL segments the S3 server srv holds (finished objects), by name, sorted."""
+    return sorted(os.path.basename(f).split(".")[0] for f in glob.glob(
+        f"{srv.directory}/**/wal/*_*.wal.lz4._S3rver_object", recursive=True))
+
+
+def replicate_through(run, tmp_path, srv, proxy, hold=False):
+    """app.db replicated to srv through proxy (sync 100ms). hold: a connection kept open,
+    so that its WAL outlives a kill of replicate. Returns (db, cfg, r, that connection)."""
+    db = tmp_path / "app.db"
+    create(db)
+    con = None
+    if hold:
+        con = sqlite3.connect(str(db), isolation_level=None)
+        con.execute("SELECT count(*) FROM t").fetchone()
+    rep = s3_replica(srv, sync="100ms")
+    rep["endpoint"] = f"http://127.0.0.1:{proxy.port}"
+    cfg = config(tmp_path, db, [rep])
+    return db, cfg, run(cfg), con
+
+
+def ship_rounds(db, srv, r, rounds, start=1):
+    """rounds writes of 20 rows, each waited for until a new segment is on srv."""
+    for i in range(rounds):
+        n = len(segment_names(srv))  # before the write: its segment may ship at once
+        write(db, 20, start=start + 100 * i)
+        wait_for(lambda: len(segment_names(srv)) > n, what="a segment", log=r.text)
+
+
+def commit_while_down(con, n=30):
+    for i in range(n):
+        con.execute("INSERT INTO t(v) VALUES (?)", ("down %d" % i * 20,))
+
+
 def test_a_restart_on_a_lagging_listing_never_rewrites_a_segment_the_replica_holds(
         run, tmp_path, litestream_bin, s3server):
     """replicate restarted while the S3 listing lagged behind its last writes: it took
@@ -1094,24 +1128,12 @@ def test_a_restart_on_a_lagging_listing_never_rewrites_a_segment_the_replica_hol
     srv = s3server()
     proxy = ListHider(srv.port)
     try:
-        db = tmp_path / "app.db"
-        create(db)
-        rep = s3_replica(srv, sync="100ms")
-        rep["endpoint"] = f"http://127.0.0.1:{proxy.port}"
-        cfg = config(tmp_path, db, [rep])
-        r = run(cfg)
-
-        def segments():
-            return sorted(glob.glob(f"{srv.directory}/**/wal/*_*.wal.lz4*", recursive=True))
-
-        for i in range(4):
-            n = len(segments())  # before the write: its segment may ship at once
-            write(db, 20, start=1 + 100 * i)
-            wait_for(lambda: len(segments()) > n, what="a segment", log=r.text)
+        db, cfg, r, _ = replicate_through(run, tmp_path, srv, proxy)
+        ship_rounds(db, srv, r, 4)
         r.stop(signal.SIGKILL)
-        held = {f: open(f, "rb").read() for f in segments()}
-        last = sorted({os.path.basename(f).split(".")[0] for f in held})[-2:]
-        proxy.hidden = set(last)  # the listing lags: the last two segments are not listed
+        held = {f: open(f, "rb").read() for f in
+                glob.glob(f"{srv.directory}/**/wal/*_*.wal.lz4*", recursive=True)}
+        proxy.hidden = set(segment_names(srv)[-2:])  # the listing lags by two segments
         r = run(cfg)
         wait_for(lambda: "replica continues generation" in r.text(), what="the position",
                  log=r.text)
@@ -1207,28 +1229,11 @@ def test_a_key_taken_after_an_upload_that_did_not_land_is_never_taken_for_it(
     srv = s3server()
     proxy = Refuser(srv.port)
     try:
-        db = tmp_path / "app.db"
-        create(db)
-        hold = sqlite3.connect(str(db), isolation_level=None)  # the WAL outlives the kill
-        hold.execute("SELECT count(*) FROM t").fetchone()
-        rep = s3_replica(srv, sync="100ms")
-        rep["endpoint"] = f"http://127.0.0.1:{proxy.port}"
-        cfg = config(tmp_path, db, [rep])
-        r = run(cfg)
-
-        def segments():
-            return sorted(glob.glob(f"{srv.directory}/**/wal/*_*.wal.lz4._S3rver_object",
-                                    recursive=True))
-
-        for i in range(4):
-            n = len(segments())
-            write(db, 20, start=1 + 100 * i)
-            wait_for(lambda: len(segments()) > n, what="a segment", log=r.text)
+        db, cfg, r, hold = replicate_through(run, tmp_path, srv, proxy, hold=True)
+        ship_rounds(db, srv, r, 4)
         r.stop(signal.SIGKILL)
-        held = sorted(os.path.basename(f).split(".")[0] for f in segments())
-        for i in range(30):  # commits while replicate is down
-            hold.execute("INSERT INTO t(v) VALUES (?)", ("down %d" % i * 20,))
-        proxy.hidden = set(held[-2:])  # the listing lags by two segments
+        commit_while_down(hold)
+        proxy.hidden = set(segment_names(srv)[-2:])  # the listing lags by two segments
         proxy.armed = True
         r = run(cfg)
         wait_for(lambda: proxy.refused >= (1 if fault == "unanswered" else 5),
@@ -1254,34 +1259,16 @@ def test_a_restart_on_a_listing_that_lags_a_whole_index_never_rewrites_its_first
     srv = s3server()
     proxy = ListHider(srv.port)
     try:
-        db = tmp_path / "app.db"
-        create(db)
-        hold = sqlite3.connect(str(db), isolation_level=None)  # the WAL outlives the kill
-        hold.execute("SELECT count(*) FROM t").fetchone()
-        rep = s3_replica(srv, sync="100ms")
-        rep["endpoint"] = f"http://127.0.0.1:{proxy.port}"
-        cfg = config(tmp_path, db, [rep])
-        r = run(cfg)
-
-        def names():
-            return sorted(os.path.basename(f).split(".")[0] for f in glob.glob(
-                f"{srv.directory}/**/wal/*_*.wal.lz4._S3rver_object", recursive=True))
-
-        n = len(names())
-        write(db, 20, start=1)
-        wait_for(lambda: len(names()) > n, what="a segment", log=r.text)
+        db, cfg, r, hold = replicate_through(run, tmp_path, srv, proxy, hold=True)
+        ship_rounds(db, srv, r, 1)
         write(db, 5, start=50, ops={"50": "truncate"})  # the app starts a new index
-        wait_for(lambda: any(not x.startswith("00000000_") for x in names()),
+        wait_for(lambda: any(not x.startswith("00000000_") for x in segment_names(srv)),
                  what="a segment of a new index", log=r.text)
-        idx = max(x.split("_")[0] for x in names())
-        for i in range(2):
-            n = len(names())
-            write(db, 20, start=100 + 100 * i)
-            wait_for(lambda: len(names()) > n, what="a segment", log=r.text)
+        idx = max(x.split("_")[0] for x in segment_names(srv))
+        ship_rounds(db, srv, r, 2, start=100)
         r.stop(signal.SIGKILL)
-        for i in range(30):  # commits while replicate is down
-            hold.execute("INSERT INTO t(v) VALUES (?)", ("down %d" % i * 20,))
-        proxy.hidden = {x for x in names() if x.startswith(idx + "_")}
+        commit_while_down(hold)
+        proxy.hidden = {x for x in segment_names(srv) if x.startswith(idx + "_")}
         r = run(cfg)
         time.sleep(2.5)  # its first passes, the listing still lagging
         proxy.hidden = set()
