@@ -1155,27 +1155,16 @@ def test_a_segment_put_whose_answer_was_lost_is_not_taken_for_another_writers(
     of that create-only PUT got 412, and the replica took the key for a segment it did
     not know of (a lagging listing, another process), warned, and read its position
     again (QA106 D3). A 412 after an attempt that sent the whole body and got no answer
-    is that attempt's landing: done."""
-    from test_storage import OneRequestProxy
+    is expected: the position is read again all the same (the key may be another's,
+    QA107 D1), said at INFO, not warned of."""
+    from test_storage import OnFirstSegmentPut
 
-    class LostAnswer(OneRequestProxy):
-        """Forwards everything; the first WAL segment PUT past an index's start reaches
-        the server, and its answer is dropped (the connection closed instead)."""
+    class LostAnswer(OnFirstSegmentPut):
+        """That PUT reaches the server, and its answer is dropped (the connection closed)."""
 
-        def __init__(self, upstream_port):
-            self.dropped = []
-            super().__init__(upstream_port)
-
-        def decide(self, req, c):
-            line = req.split(b"\r\n", 1)[0]
-            with self.lock:
-                if (self.dropped or not line.startswith(b"PUT ") or b"/wal/" not in line or
-                        b"_00000000.wal" in line):
-                    return False
-                self.dropped.append(line)
+        def act(self, req, c):
             with self._send_closing(req) as up:
                 self._read_all(up)  # landed; the answer goes nowhere
-            return True
 
     srv = s3server()
     proxy = LostAnswer(srv.port)
@@ -1188,7 +1177,7 @@ def test_a_segment_put_whose_answer_was_lost_is_not_taken_for_another_writers(
         for i in range(5):
             write(db, 5, start=100 + 10 * i)
             time.sleep(0.3)
-        wait_for(lambda: proxy.dropped, what="a dropped answer", log=r.text)
+        wait_for(lambda: proxy.taken, what="a dropped answer", log=r.text)
         s3_restores_eventually(litestream_bin, srv, tmp_path, db, r.text)
         assert r.stop() == 0
         assert "already holds a segment" not in r.text(), r.text()
@@ -1457,25 +1446,14 @@ def test_a_segment_the_server_answered_for_and_did_not_keep_starts_a_new_generat
     unnoticed until the next snapshot, and every restore of the replica failed meanwhile,
     Litestream's too (QA105 D2). The writer check looks for the segments written since
     its last look, and a missing one starts a new generation."""
-    from test_storage import OneRequestProxy
+    from test_storage import OnFirstSegmentPut
 
-    class Liar(OneRequestProxy):
-        """The first WAL segment PUT past an index's start is answered 200, unstored."""
+    class Liar(OnFirstSegmentPut):
+        """That PUT is answered 200, and never stored."""
 
-        def __init__(self, upstream_port):
-            self.swallowed = []
-            super().__init__(upstream_port)
-
-        def decide(self, req, c):
-            line = req.split(b"\r\n", 1)[0]
-            with self.lock:
-                if (self.swallowed or not line.startswith(b"PUT ") or b"/wal/" not in line or
-                        b"_00000000.wal" in line):
-                    return False
-                self.swallowed.append(line)
+        def act(self, req, c):
             c.sendall(b'HTTP/1.1 200 OK\r\nETag: "0123456789abcdef0123456789abcdef"\r\n'
                       b"Content-Length: 0\r\nConnection: close\r\n\r\n")
-            return True
 
     srv = s3server()
     proxy = Liar(srv.port)
@@ -1488,7 +1466,7 @@ def test_a_segment_the_server_answered_for_and_did_not_keep_starts_a_new_generat
         for i in range(5):
             write(db, 5, start=100 + 10 * i)
             time.sleep(0.3)
-        wait_for(lambda: proxy.swallowed, what="a swallowed segment", log=r.text)
+        wait_for(lambda: proxy.taken, what="a swallowed segment", log=r.text)
         wait_for(lambda: "a server that answered a write it did not keep" in r.text(),
                  what="the lost segment found", log=r.text)
         assert "does not hold it" in r.text(), r.text()

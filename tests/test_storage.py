@@ -944,6 +944,28 @@ class OneRequestProxy(FaultProxy):
                 self._relay(up, c)
 
 
+class OnFirstSegmentPut(OneRequestProxy):
+    """Forwards everything but the first WAL segment PUT past an index's start, which
+    act(req, c) deals with instead; its request line goes into `taken`."""
+
+    def __init__(self, upstream_port):
+        self.taken = []
+        super().__init__(upstream_port)
+
+    def act(self, req, c):
+        raise NotImplementedError
+
+    def decide(self, req, c):
+        line = req.split(b"\r\n", 1)[0]
+        with self.lock:
+            if (self.taken or not line.startswith(b"PUT ") or b"/wal/" not in line or
+                    b"_00000000.wal" in line):
+                return False
+            self.taken.append(line)
+        self.act(req, c)
+        return True
+
+
 class HangProxy(FaultProxy):
     """Looks at every request: while `hang` > 0 the next one gets no answer at all (its
     connection stays open); the others go upstream one connection each, answered with
