@@ -1089,9 +1089,10 @@ def segment_names(srv):
         f"{srv.directory}/**/wal/*_*.wal.lz4._S3rver_object", recursive=True))
 
 
-def replicate_through(run, tmp_path, srv, proxy, hold=False):
-    """app.db replicated to srv through proxy (sync 100ms). hold: a connection kept open,
-    so that its WAL outlives a kill of replicate. Returns (db, cfg, r, that connection)."""
+def replicate_through(run, tmp_path, srv, proxy, hold=False, **keys):
+    """app.db replicated to srv through proxy (sync 100ms, and the replica keys given as
+    writer_check_interval="1s"). hold: a connection kept open, so that its WAL outlives
+    a kill of replicate. Returns (db, cfg, r, that connection)."""
     db = tmp_path / "app.db"
     create(db)
     con = None
@@ -1100,6 +1101,7 @@ def replicate_through(run, tmp_path, srv, proxy, hold=False):
         con.execute("SELECT count(*) FROM t").fetchone()
     rep = s3_replica(srv, sync="100ms")
     rep["endpoint"] = f"http://127.0.0.1:{proxy.port}"
+    rep.update({k.replace("_", "-"): v for k, v in keys.items()})
     cfg = config(tmp_path, db, [rep])
     return db, cfg, run(cfg), con
 
@@ -1169,11 +1171,7 @@ def test_a_segment_put_whose_answer_was_lost_is_not_taken_for_another_writers(
     srv = s3server()
     proxy = LostAnswer(srv.port)
     try:
-        db = tmp_path / "app.db"
-        create(db)
-        rep = s3_replica(srv, sync="100ms")
-        rep["endpoint"] = f"http://127.0.0.1:{proxy.port}"
-        r = run(config(tmp_path, db, [rep]))
+        db, _, r, _ = replicate_through(run, tmp_path, srv, proxy)
         for i in range(5):
             write(db, 5, start=100 + 10 * i)
             time.sleep(0.3)
@@ -1343,11 +1341,7 @@ def test_a_server_that_rejects_conditional_writes_gets_every_segment_without_the
     srv = s3server()
     proxy = NoConditional(srv.port)
     try:
-        db = tmp_path / "app.db"
-        create(db)
-        rep = s3_replica(srv, sync="100ms")
-        rep["endpoint"] = f"http://127.0.0.1:{proxy.port}"
-        r = run(config(tmp_path, db, [rep]))
+        db, _, r, _ = replicate_through(run, tmp_path, srv, proxy)
         for i in range(4):
             write(db, 20, start=1 + 100 * i)
             time.sleep(0.3)
@@ -1458,11 +1452,7 @@ def test_a_segment_the_server_answered_for_and_did_not_keep_starts_a_new_generat
     srv = s3server()
     proxy = Liar(srv.port)
     try:
-        db = tmp_path / "app.db"
-        create(db)
-        rep = s3_replica(srv, sync="100ms")
-        rep.update({"endpoint": f"http://127.0.0.1:{proxy.port}", "writer-check-interval": "1s"})
-        r = run(config(tmp_path, db, [rep]))
+        db, _, r, _ = replicate_through(run, tmp_path, srv, proxy, writer_check_interval="1s")
         for i in range(5):
             write(db, 5, start=100 + 10 * i)
             time.sleep(0.3)
@@ -1484,11 +1474,7 @@ def test_segments_a_lagging_listing_leaves_out_are_looked_at_before_they_count_a
     srv = s3server()
     proxy = ListHider(srv.port)
     try:
-        db = tmp_path / "app.db"
-        create(db)
-        rep = s3_replica(srv, sync="100ms")
-        rep.update({"endpoint": f"http://127.0.0.1:{proxy.port}", "writer-check-interval": "1s"})
-        r = run(config(tmp_path, db, [rep]))
+        db, _, r, _ = replicate_through(run, tmp_path, srv, proxy, writer_check_interval="1s")
         wait_for(lambda: glob.glob(f"{srv.directory}/**/snapshots/*_S3rver_metadata.json",
                                    recursive=True), what="the first snapshot", log=r.text)
         proxy.hidden = {"/wal/"}
@@ -1513,11 +1499,7 @@ def test_an_s3_outage_logs_its_retries_once_not_at_every_call(run, tmp_path, lit
     srv = s3server()
     proxy = FaultProxy(srv.port, fail=0, per_request=True)
     try:
-        db = tmp_path / "app.db"
-        create(db)
-        rep = s3_replica(srv, sync="100ms")
-        rep["endpoint"] = f"http://127.0.0.1:{proxy.port}"
-        r = run(config(tmp_path, db, [rep]))
+        db, _, r, _ = replicate_through(run, tmp_path, srv, proxy)
         write(db, 5, start=1)
         wait_for(lambda: glob.glob(f"{srv.directory}/**/wal/*", recursive=True),
                  what="a first segment", log=r.text)
