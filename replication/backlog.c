@@ -92,7 +92,9 @@ void backlog_cleanup(struct eng_db *d)
 	for (size_t i = 0; i < d->nreplicas && n < LOCALSTATE_MAX_REPLICAS; i++) {
 		struct eng_replica *r = &d->replicas[i];
 		if (r->st && !r->dropped && r->pos_known && !strcmp(r->pos.generation, d->gen)) {
-			failing[n] = r->stat.failing_since_ns != 0;
+			/* failing in this process: a record carried from the last run says
+			 * nothing of a replica catching up now (QA112 D1) */
+			failing[n] = r->failed_here;
 			pos[n++] = r->pos;
 		}
 	}
@@ -131,7 +133,7 @@ void backlog_cleanup(struct eng_db *d)
 			struct eng_replica *r = &d->replicas[i];
 			/* one that has not looked yet (a start) is not unreachable: it may answer at
 			 * once; nor is one failing only by the record of the last run (QA111 D1) */
-			if (r->st && !r->dropped && !r->pos_known && r->look_failed) {
+			if (r->st && !r->dropped && !r->pos_known && r->failed_here) {
 				drop_backlog(d, r);
 				log_error("engine", "unreachable replica over the backlog cap: it gets a fresh snapshot when reached",
 					  "db=%s replica=%s backlog_bytes=%lld cap=%lld", d->stat.name,
@@ -147,7 +149,7 @@ void backlog_cleanup(struct eng_db *d)
 		for (size_t i = 0; i < d->nreplicas && !worst; i++) {
 			struct eng_replica *r = &d->replicas[i];
 			if (r->st && !r->dropped && r->pos_known && !strcmp(r->pos.generation, d->gen) &&
-			    r->stat.failing_since_ns != 0 && wal_pos_cmp(&r->pos, &worst_pos) == 0)
+			    r->failed_here && wal_pos_cmp(&r->pos, &worst_pos) == 0)
 				worst = r;
 		}
 		if (worst) {

@@ -61,7 +61,8 @@ struct eng_replica {
 	/* mu */
 	bool wake;
 	bool pos_known;               /* pos is the replica's real end position */
-	bool look_failed;             /* !pos_known: this process's last look at it failed */
+	bool failed_here;             /* a call of this process's failed since the replica's last
+				       * success (failing_since_ns may be the last run's record) */
 	struct wal_pos pos;
 	bool need_snapshot;           /* next upload starts with a snapshot */
 	bool dropped;                 /* backlog cap exceeded: ignore for shadow cleanup */

@@ -824,6 +824,7 @@ void replica_note_error(struct eng_replica *r, const char *what, const char *msg
 	pthread_mutex_lock(&d->mu);
 	r->stat.sync_errors_total++;
 	r->stat.last_error_ns = now;
+	r->failed_here = true;
 	bool first = !r->stat.failing_since_ns;
 	if (first) {
 		r->stat.failing_since_ns = now;
@@ -1780,6 +1781,7 @@ static void note_ok(struct eng_replica *r)
 	r->stat.last_sync_ns = now;
 	since = r->stat.failing_since_ns ? r->stat.failing_since_mono_ns : 0;
 	r->stat.failing_since_ns = r->stat.failing_since_mono_ns = 0;
+	r->failed_here = false;
 	r->carried = false; /* it holds everything the shadow held, older commits with it */
 	pthread_mutex_unlock(&d->mu);
 	failrec_clear(r);
@@ -2021,7 +2023,6 @@ void *replica_thread(void *arg)
 					older_checked(r);
 			}
 			pthread_mutex_lock(&d->mu);
-			r->look_failed = !r->pos_known && rc < 0;
 			/* another replica's first look may yet find the database older: write nothing */
 			if (rc == 0 && older_gate(r, flush)) {
 				int64_t end = clock_mono_ns() + 100 * NS_PER_MS;

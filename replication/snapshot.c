@@ -413,6 +413,7 @@ static void snapshot_done(struct eng_replica *r, const char *gen, uint32_t index
 	r->oversize = false;
 	int64_t since = r->stat.failing_since_ns ? r->stat.failing_since_mono_ns : 0;
 	r->stat.failing_since_ns = r->stat.failing_since_mono_ns = 0; /* it took a snapshot: it answers again */
+	r->failed_here = false;
 	r->carried = false;           /* ... and holds the database (note_ok drops its record) */
 	r->stat.snapshots_total++;
 	r->stat.snapshot_bytes_total += plain_bytes;

@@ -1748,6 +1748,60 @@ def test_a_replica_failing_only_by_the_last_runs_record_is_not_dropped_while_loo
         proxy.close()
 
 
+def test_a_replica_that_answers_after_failing_at_the_last_stop_is_not_dropped(
+        run, tmp_path, s3server):
+    """The cap's drop of a replica whose position is known also took the failure the last
+    run recorded for one failing now: a replica that answered its first look and was
+    catching up (slow PUTs) was dropped with a gap in its history (QA112 D1)."""
+    from test_storage import OneRequestProxy
+
+    class Proxy(OneRequestProxy):
+        def __init__(self, upstream_port):
+            self.mode, self.slow_puts = "pass", 0
+            super().__init__(upstream_port)
+
+        def decide(self, req, c):
+            with self.lock:
+                mode = self.mode
+                slow = mode == "slowput" and req.startswith(b"PUT ") and self.slow_puts < 3
+                self.slow_puts += slow
+            if mode == "deny":
+                self._error(c, 403, "AccessDenied", "injected")
+                return True
+            if slow:
+                time.sleep(3)  # answered, slowly: the replica is catching up
+            return False
+
+    srv = s3server()
+    proxy = Proxy(srv.port)
+    try:
+        db = tmp_path / "app.db"
+        create(db)
+        rep = s3_replica(srv, "slow")
+        rep["endpoint"] = f"http://127.0.0.1:{proxy.port}"
+        cfg = config(tmp_path, db, [rep], max_backlog="200000")
+        r = run(cfg)
+        write(db, 5, start=1)
+        wait_for(lambda: "snapshot written" in r.text(), what="a first snapshot", log=r.text)
+        proxy.mode = "deny"
+        write(db, 5, start=100)
+        wait_for(lambda: "AccessDenied" in r.text(), what="the replica failing", log=r.text)
+        r.stop()
+        proxy.mode = "slowput"
+        r = run(cfg)
+        assert "was failing when replication last stopped" in r.text(), r.text()
+        wait_for(lambda: "replica continues generation" in r.text(), what="its first look",
+                 log=r.text)
+        write(db, 800, start=1000)
+        wait_for(lambda: "replica recovered" in r.text(), timeout=30,
+                 what="a slow PUT answered", log=r.text)
+        time.sleep(2)  # the monitor's backlog passes ran meanwhile
+        assert "over the cap" not in r.text(), r.text()
+        assert r.stop() == 0
+    finally:
+        proxy.close()
+
+
 def test_backlog_cap_drops_replica_then_snapshot(run, tmp_path, litestream_bin):
     import urllib.request
     from conftest import free_port
