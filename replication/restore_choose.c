@@ -753,8 +753,8 @@ void rs_log_decision(const struct rs_cand *c, size_t n, const struct rs_choice *
 		log_warn("restore", "the replica's generations cannot be told apart by their object "
 			 "times (within a second on its one clock: a replica copied object by object "
 			 "gets the copy's times): which is newest is ambiguous", "db=\"%s\" replica=%s "
-			 "picked=%s tied=%s%s rule=\"newest object, then not closed at its end, then "
-			 "started later, then the highest position, then the greater name\"", dbname,
+			 "picked=%s tied=%s%s rule=\"newest object, then started later, then not "
+			 "closed at its end, then the highest position, then the greater name\"", dbname,
 			 w->name, w->plan.generation, w->plan.tied, w->plan.ntied > 3 ? ",..." : "");
 	if (out->by_record[0])
 		log_info("restore", "generations ordered by the local database's own state, as "
