@@ -173,7 +173,8 @@ static int replicate_loop(const struct config *cfg)
 			break;
 		if (sig == 0)
 			continue;
-		if (sig_is_stop(sig)) {
+		/* QUIT too: a stop signal (STOPSIGNAL SIGQUIT), as while waiting for the lock */
+		if (sig_ends_idle(sig)) {
 			log_info("replicate", "signal received, flushing", "signal=%s", sig_name(sig));
 			break;
 		}

@@ -1802,6 +1802,21 @@ def test_a_replica_that_answers_after_failing_at_the_last_stop_is_not_dropped(
         proxy.close()
 
 
+def test_replicate_without_a_service_flushes_and_ends_on_quit_and_ignores_hup(run, tmp_path):
+    """`litevisor replicate` with no service: QUIT (a `STOPSIGNAL SIGQUIT`) was ignored
+    once replicating, though it ended the wait for the writer lock (QA112 O3). It starts
+    the final flush, as TERM does; HUP is still logged and ignored."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    r = run(config(tmp_path, db, [file_replica(rep, sync="1h")]))
+    write(db, 5, start=1)
+    r.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "signal ignored signal=HUP" in r.text(), what="the HUP", log=r.text)
+    assert r.stop(signal.SIGQUIT) == 0, r.text()
+    assert "signal received, flushing signal=QUIT" in r.text(), r.text()
+    assert "final flush done" in r.text(), r.text()
+
+
 def test_backlog_cap_drops_replica_then_snapshot(run, tmp_path, litestream_bin):
     import urllib.request
     from conftest import free_port
