@@ -18,6 +18,9 @@
 #include "replication/layout.h"
 #include "common/banned.h"
 
+/* A first look at a replica under way this long counts as failed for the cap. */
+#define LOOK_SLOW_NS (10 * NS_PER_SEC)
+
 /* Replicas' lowest index still needed (UINT32_MAX: none known). Under mu. */
 static uint32_t needed_index(struct eng_db *d, bool *unknown)
 {
@@ -131,9 +134,16 @@ void backlog_cleanup(struct eng_db *d)
 	if (unknown && backlog > d->cfg->max_backlog_bytes && d->cfg->max_backlog_bytes > 0) {
 		for (size_t i = 0; i < d->nreplicas; i++) {
 			struct eng_replica *r = &d->replicas[i];
-			/* one that has not looked yet (a start) is not unreachable: it may answer at
-			 * once; nor is one failing only by the record of the last run (QA111 D1) */
-			if (r->st && !r->dropped && !r->pos_known && r->failed_here) {
+			/*
+			 * One that has not looked yet (a start) is not unreachable: it may
+			 * answer at once; nor is one failing only by the record of the last
+			 * run (QA111 D1). One whose look has gone on for LOOK_SLOW_NS is:
+			 * a server that never answers takes its retries' half minute to
+			 * fail, a hung hard NFS mount for ever (QA112 O4).
+			 */
+			bool slow = r->look_since_mono &&
+				    clock_mono_ns() - r->look_since_mono > LOOK_SLOW_NS;
+			if (r->st && !r->dropped && !r->pos_known && (r->failed_here || slow)) {
 				drop_backlog(d, r);
 				log_error("engine", "unreachable replica over the backlog cap: it gets a fresh snapshot when reached",
 					  "db=%s replica=%s backlog_bytes=%lld cap=%lld", d->stat.name,

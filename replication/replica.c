@@ -2017,12 +2017,16 @@ void *replica_thread(void *arg)
 		int64_t started = clock_mono_ns();
 		if (do_sync) {
 			if (!r->pos_known) {
+				pthread_mutex_lock(&d->mu);
+				r->look_since_mono = clock_mono_ns();
+				pthread_mutex_unlock(&d->mu);
 				rc = init_position(r, &next_snapshot);
 				/* a look that failed (a server refusing) has not looked (QA77 D1) */
 				if (rc == 0)
 					older_checked(r);
 			}
 			pthread_mutex_lock(&d->mu);
+			r->look_since_mono = 0;
 			/* another replica's first look may yet find the database older: write nothing */
 			if (rc == 0 && older_gate(r, flush)) {
 				int64_t end = clock_mono_ns() + 100 * NS_PER_MS;

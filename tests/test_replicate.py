@@ -1699,6 +1699,31 @@ def test_the_backlog_cap_drops_only_replicas_that_failed_not_one_still_looking(
         proxy.close()
 
 
+def test_the_backlog_cap_drops_a_replica_whose_first_look_never_ends(run, tmp_path, s3server):
+    """Only a replica whose first look failed was dropped over the cap, and a look at a
+    server that never answers (or a hung NFS mount) may not end for a long time: the
+    backlog grew meanwhile, which the cap is there to stop (QA111 O5, QA112 O4). A look
+    under way for 10 s counts as failed."""
+    from test_storage import HangProxy
+    srv = s3server()
+    proxy = HangProxy(srv.port)
+    proxy.hang = 1  # the first request, the first look's listing, gets no answer
+    try:
+        db = tmp_path / "app.db"
+        create(db)
+        rep = s3_replica(srv, "hung")
+        rep.update({"endpoint": f"http://127.0.0.1:{proxy.port}", "idle-timeout": "60s"})
+        r = run(config(tmp_path, db, [rep], max_backlog="200000"))
+        t0 = time.monotonic()
+        write(db, 800, start=1)
+        wait_for(lambda: "unreachable replica over the backlog cap" in r.text(), timeout=25,
+                 what="the hung replica dropped", log=r.text)
+        assert time.monotonic() - t0 > 8, r.text()  # not before its look took 10 s
+        r.stop()
+    finally:
+        proxy.close()
+
+
 def test_a_replica_failing_only_by_the_last_runs_record_is_not_dropped_while_looking(
         run, tmp_path, s3server):
     """The cap's drop took a failure carried over from the last run (its record) for a
