@@ -1521,6 +1521,8 @@ static int init_position(struct eng_replica *r, int64_t *next_snapshot)
 			r->stat.last_snapshot_ns = g.snapshots[g.nsnapshots - 1].mtime_ns;
 	}
 	r->pos = found ? pos : (struct wal_pos){ 0 };
+	/* dropped over the backlog cap while it looked: the WAL since its end is gone (QA113 D1) */
+	need = need || r->dropped;
 	r->need_snapshot = need;
 	r->gap = need && found;
 	r->pos_known = true;

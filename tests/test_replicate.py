@@ -1699,27 +1699,51 @@ def test_the_backlog_cap_drops_only_replicas_that_failed_not_one_still_looking(
         proxy.close()
 
 
-def test_the_backlog_cap_drops_a_replica_whose_first_look_never_ends(run, tmp_path, s3server):
+def test_the_backlog_cap_drops_a_replica_whose_first_look_takes_long_then_snapshots_it(
+        run, tmp_path, s3server):
     """Only a replica whose first look failed was dropped over the cap, and a look at a
     server that never answers (or a hung NFS mount) may not end for a long time: the
     backlog grew meanwhile, which the cap is there to stop (QA111 O5, QA112 O4). A look
-    under way for 10 s counts as failed."""
-    from test_storage import HangProxy
+    under way for 10 s counts as failed. When it ends, the drop holds: the look's own
+    "continues" undid it, and no snapshot came (QA113 D1)."""
+    from test_storage import OneRequestProxy
+
+    class SlowFirst(OneRequestProxy):
+        def __init__(self, upstream_port):
+            self.slow = 0
+            super().__init__(upstream_port)
+
+        def decide(self, req, c):
+            with self.lock:
+                slow, self.slow = self.slow > 0, max(self.slow - 1, 0)
+            if slow:
+                time.sleep(13)  # answered, slowly: a far, slow NAS
+            return False
+
     srv = s3server()
-    proxy = HangProxy(srv.port)
-    proxy.hang = 1  # the first request, the first look's listing, gets no answer
+    proxy = SlowFirst(srv.port)
     try:
         db = tmp_path / "app.db"
         create(db)
-        rep = s3_replica(srv, "hung")
+        rep = s3_replica(srv, "slow")
         rep.update({"endpoint": f"http://127.0.0.1:{proxy.port}", "idle-timeout": "60s"})
-        r = run(config(tmp_path, db, [rep], max_backlog="200000"))
+        cfg = config(tmp_path, db, [rep], max_backlog="200000")
+        r = run(cfg)
+        write(db, 5, start=1)
+        wait_for(lambda: "snapshot written" in r.text(), what="a first snapshot", log=r.text)
+        assert r.stop() == 0
+        proxy.slow = 1  # the next run's first request, its first look, takes 13 s
+        r = run(cfg)
         t0 = time.monotonic()
-        write(db, 800, start=1)
+        write(db, 800, start=1000)
         wait_for(lambda: "unreachable replica over the backlog cap" in r.text(), timeout=25,
-                 what="the hung replica dropped", log=r.text)
+                 what="the drop during the slow look", log=r.text)
         assert time.monotonic() - t0 > 8, r.text()  # not before its look took 10 s
-        r.stop()
+        drop = r.text().index("unreachable replica over the backlog cap")
+        wait_for(lambda: "snapshot written" in r.text()[drop:], timeout=25,
+                 what="the snapshot the drop promised", log=r.text)
+        assert "replica needs a snapshot" in r.text()[drop:], r.text()
+        assert r.stop() == 0
     finally:
         proxy.close()
 
