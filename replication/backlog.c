@@ -146,9 +146,10 @@ void backlog_cleanup(struct eng_db *d)
 			if (r->st && !r->dropped && !r->pos_known && (r->failed_here || slow)) {
 				drop_backlog(d, r);
 				log_error("engine", "unreachable replica over the backlog cap: it gets a fresh snapshot when reached",
-					  "db=%s replica=%s backlog_bytes=%lld cap=%lld", d->stat.name,
-					  r->cfg->name, (long long)backlog,
-					  (long long)d->cfg->max_backlog_bytes);
+					  "db=%s replica=%s backlog_bytes=%lld cap=%lld why=\"%s\"",
+					  d->stat.name, r->cfg->name, (long long)backlog,
+					  (long long)d->cfg->max_backlog_bytes, r->failed_here ?
+					  "its look failed" : "its first look has gone on for 10 s");
 			}
 		}
 		worst_bytes = -1; /* those were the cause; re-evaluate the others next round */
