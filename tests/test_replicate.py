@@ -1089,20 +1089,21 @@ def segment_names(srv):
         f"{srv.directory}/**/wal/*_*.wal.lz4._S3rver_object", recursive=True))
 
 
-def replicate_through(run, tmp_path, srv, proxy, hold=False, **keys):
+def replicate_through(run, tmp_path, srv, proxy, hold=False, name="s3", db_keys=None, **keys):
     """app.db replicated to srv through proxy (sync 100ms, and the replica keys given as
-    writer_check_interval="1s"). hold: a connection kept open, so that its WAL outlives
-    a kill of replicate. Returns (db, cfg, r, that connection)."""
+    writer_check_interval="1s"; db_keys: the database's, as {"max_backlog": "1MiB"}).
+    hold: a connection kept open, so that its WAL outlives a kill of replicate. Returns
+    (db, cfg, r, that connection)."""
     db = tmp_path / "app.db"
     create(db)
     con = None
     if hold:
         con = sqlite3.connect(str(db), isolation_level=None)
         con.execute("SELECT count(*) FROM t").fetchone()
-    rep = s3_replica(srv, sync="100ms")
+    rep = s3_replica(srv, name, sync="100ms")
     rep["endpoint"] = f"http://127.0.0.1:{proxy.port}"
     rep.update({k.replace("_", "-"): v for k, v in keys.items()})
-    cfg = config(tmp_path, db, [rep])
+    cfg = config(tmp_path, db, [rep], **(db_keys or {}))
     return db, cfg, run(cfg), con
 
 
@@ -1723,12 +1724,8 @@ def test_the_backlog_cap_drops_a_replica_whose_first_look_takes_long_then_snapsh
     srv = s3server()
     proxy = SlowFirst(srv.port)
     try:
-        db = tmp_path / "app.db"
-        create(db)
-        rep = s3_replica(srv, "slow")
-        rep.update({"endpoint": f"http://127.0.0.1:{proxy.port}", "idle-timeout": "60s"})
-        cfg = config(tmp_path, db, [rep], max_backlog="200000")
-        r = run(cfg)
+        db, cfg, r, _ = replicate_through(run, tmp_path, srv, proxy, name="slow",
+                                          db_keys={"max_backlog": "200000"}, idle_timeout="60s")
         write(db, 5, start=1)
         wait_for(lambda: "snapshot written" in r.text(), what="a first snapshot", log=r.text)
         assert r.stop() == 0
@@ -1776,12 +1773,8 @@ def test_a_replica_failing_only_by_the_last_runs_record_is_not_dropped_while_loo
     srv = s3server()
     proxy = Proxy(srv.port)
     try:
-        db = tmp_path / "app.db"
-        create(db)
-        rep = s3_replica(srv, "slow")
-        rep["endpoint"] = f"http://127.0.0.1:{proxy.port}"
-        cfg = config(tmp_path, db, [rep], max_backlog="200000")
-        r = run(cfg)
+        db, cfg, r, _ = replicate_through(run, tmp_path, srv, proxy, name="slow",
+                                          db_keys={"max_backlog": "200000"})
         wait_for(lambda: "AccessDenied" in r.text(), what="the replica failing", log=r.text)
         r.stop()
         with proxy.lock:
@@ -1824,12 +1817,8 @@ def test_a_replica_that_answers_after_failing_at_the_last_stop_is_not_dropped(
     srv = s3server()
     proxy = Proxy(srv.port)
     try:
-        db = tmp_path / "app.db"
-        create(db)
-        rep = s3_replica(srv, "slow")
-        rep["endpoint"] = f"http://127.0.0.1:{proxy.port}"
-        cfg = config(tmp_path, db, [rep], max_backlog="200000")
-        r = run(cfg)
+        db, cfg, r, _ = replicate_through(run, tmp_path, srv, proxy, name="slow",
+                                          db_keys={"max_backlog": "200000"})
         write(db, 5, start=1)
         wait_for(lambda: "snapshot written" in r.text(), what="a first snapshot", log=r.text)
         proxy.mode = "deny"
