@@ -155,6 +155,8 @@ static void check_ours(struct eng_replica *r, const struct st_call *call)
 
 void writers_note_segment(struct eng_replica *r, const char *gen, uint32_t index, uint32_t offset)
 {
+	if (r->cfg->writer_check_interval_ms <= 0)
+		return; /* no look will come: the full list would shift at every segment */
 	if (strcmp(r->shipped_gen, gen) != 0) {
 		snprintf(r->shipped_gen, sizeof(r->shipped_gen), "%s", gen);
 		r->nshipped = 0;
