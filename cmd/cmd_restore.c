@@ -177,6 +177,9 @@ static int run_restore(int argc, char **argv)
 		return cli_usage_error(&cmd_restore, "-o: output path required (it is empty)");
 	if (cmd_source_is_url(argv[i]) && !output)
 		return cli_usage_error(&cmd_restore, "-o is required when restoring from a replica URL");
+	char why[PATH_MAX + 300];
+	if (output && config_db_name_check(output, why, sizeof(why)) < 0)
+		return cli_usage_error(&cmd_restore, "-o: %s", why);
 
 	/* before any thread: they all inherit the mask, so only the main thread reads these */
 	sigemptyset(&stops);

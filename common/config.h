@@ -334,6 +334,17 @@ char *config_abs_path(const char *p, char *err, size_t errlen);
  */
 int config_db_path_check(const char *path, char *why, size_t len);
 
+/*
+ * A database file name too long for the names given beside it: SQLite's
+ * "-journal", and a move aside's ".replaced-<RFC 3339 time>.<n>" after one of
+ * them (CONFIG_DB_NAME_ROOM bytes in all) must fit the file system's
+ * NAME_MAX (255). Else the failure came late and named a file the user never
+ * gave ("cannot move a file aside …-wal: File name too long"). Also called by
+ * config_db_path_check. Returns 0, or -1 with why set.
+ */
+#define CONFIG_DB_NAME_ROOM (sizeof("-journal.replaced-2026-12-07T00:20:41.719Z.999") - 1)
+int config_db_name_check(const char *path, char *why, size_t len);
+
 /* Release everything *cfg owns and zero it. Safe on a zeroed struct. */
 void config_release(struct config *cfg);
 void config_replica_release(struct cfg_replica *r);

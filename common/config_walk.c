@@ -761,9 +761,24 @@ char *config_abs_path(const char *p, char *err, size_t errlen)
 	return abs;
 }
 
+int config_db_name_check(const char *path, char *why, size_t len)
+{
+	const char *base = strrchr(path, '/');
+	size_t n = strlen(base ? base + 1 : path);
+	if (n + CONFIG_DB_NAME_ROOM <= NAME_MAX)
+		return 0;
+	snprintf(why, len, "the file name of %s is %zu bytes, too long: the files beside it "
+		 "(its -journal, and a copy moved aside, \"….replaced-<time>.<n>\") add up to %zu "
+		 "bytes to it, within the file system's limit of %d; at most %zu", path, n,
+		 (size_t)CONFIG_DB_NAME_ROOM, NAME_MAX, (size_t)(NAME_MAX - CONFIG_DB_NAME_ROOM));
+	return -1;
+}
+
 int config_db_path_check(const char *path, char *why, size_t len)
 {
 	struct stat st;
+	if (config_db_name_check(path, why, len) < 0)
+		return -1;
 	if (lstat(path, &st) < 0 || !S_ISLNK(st.st_mode))
 		return 0;
 	char real[PATH_MAX];

@@ -100,6 +100,36 @@ def test_a_database_path_that_is_a_symlink_is_refused(litevisor_bin, tmp_path):
     assert p.returncode == 0, p.stderr
 
 
+def test_a_database_name_too_long_for_the_files_beside_it_is_refused(litevisor_bin, tmp_path):
+    """A database file name of 248 bytes is one SQLite could open, but its -journal, and
+    a copy moved aside, pass the 255-byte limit: a restore failed late with "cannot move
+    a file aside …-wal: File name too long", a file the user never named (QA110 O6).
+    Refused at once, naming the path and the longest name allowed."""
+    src = tmp_path / "a.db"
+    conn = sqlite3.connect(src)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t(x)")
+    conn.close()
+    long = tmp_path / ("x" * 207 + ".db")  # 210 bytes: one past the limit
+    want = f"the file name of {long} is 210 bytes, too long"
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(f"dbs:\n  - path: {long}\n    replicas:\n      - url: file://{tmp_path}/r\n")
+    p = run(litevisor_bin, "-config", str(cfg))
+    assert p.returncode == 100 and f"dbs[0].path: {want}" in p.stderr and "at most 209" in p.stderr, \
+        p.stderr
+    p = subprocess.run([litevisor_bin, "replicate", str(long), f"file://{tmp_path}/r"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 100 and f"DB_PATH: {want}" in p.stderr, p.stderr
+    p = subprocess.run([litevisor_bin, "restore", "-o", str(long), f"file://{tmp_path}/r"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 100 and f"-o: {want}" in p.stderr, p.stderr
+    assert not os.path.exists(long)
+    ok = tmp_path / ("x" * 206 + ".db")  # 209 bytes: the longest taken
+    cfg.write_text(f"dbs:\n  - path: {ok}\n    replicas:\n      - url: file://{tmp_path}/r\n")
+    p = run(litevisor_bin, "-config", str(cfg))
+    assert p.returncode == 0, p.stderr
+
+
 def test_seed_topology_effective_config(litevisor_bin):
     p = run(litevisor_bin, "-config", os.path.join(GOOD, "seed-topology.yml"))
     assert p.returncode == 0, p.stderr
