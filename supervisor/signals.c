@@ -176,7 +176,7 @@ void sig_run_noting(int sfd, const char *what, void (*fn)(void *arg), void *arg,
 			tick(targ);
 		int sig;
 		while (sfd >= 0 && (sig = sig_read(sfd)) > 0) {
-			if (sig_is_stop(sig))
+			if (sig_ends_idle(sig)) /* QUIT too: no service is left to take it */
 				log_warn("signals", "signal received while stopping: the stop goes on; only "
 					 "SIGKILL cuts it short, losing what is not done", "signal=%s "
 					 "doing=\"%s\"", sig_name(sig), what);

@@ -100,8 +100,8 @@ int sig_wait_fd(int sfd, int fd, void (*tick)(void *arg), void *arg);
 /*
  * Run fn(arg) to its end on a thread of its own (inline if none can be
  * made) while this thread reads sfd, so a signal that comes meanwhile is not
- * left unread: a stop signal (a second TERM, a ^C during the final flush) is
- * logged, saying that what (e.g. "the final flush") goes on and that only
+ * left unread: a stop signal (a second TERM, a ^C or a QUIT during the
+ * final flush: sig_ends_idle, since fn runs with no service left) is logged, saying that what (e.g. "the final flush") goes on and that only
  * KILL cuts it short; TSTP is dropped with a note (stopped, the flush's
  * deadline would run on); others are dropped. tick(arg) runs
  * at every turn, at least once a second (the heartbeat, reaping strays).

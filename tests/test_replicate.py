@@ -3746,7 +3746,7 @@ def test_a_second_term_during_the_final_flush_is_logged_and_the_flush_goes_on(
         run, tmp_path, litestream_bin):
     """A second TERM (or ^C) while the final flush ships the last commits went unread: the
     operator saw nothing. It is logged, and the flush still ships everything (QA77); a
-    TSTP is dropped."""
+    TSTP is dropped, a QUIT logged as a TERM is."""
     db, rep = tmp_path / "app.db", tmp_path / "rep"
     create(db)
     arm = tmp_path / "arm"
@@ -3763,6 +3763,11 @@ def test_a_second_term_during_the_final_flush_is_logged_and_the_flush_goes_on(
     wait_for(lambda: "signal dropped while stopping signal=TSTP" in r.text(), log=r.text)
     with open(f"/proc/{r.proc.pid}/stat") as f:
         assert f.read().rsplit(")", 1)[1].split()[0] != "T"
+    # a QUIT (STOPSIGNAL SIGQUIT, a second `docker stop`) is a stop as well: said, not
+    # dropped without a word (QA113 O5)
+    r.proc.send_signal(signal.SIGQUIT)
+    wait_for(lambda: re.search(r"signal received while stopping: .* signal=QUIT ", r.text()),
+             what="the QUIT noted", log=r.text)
     assert r.stop() == 0, r.text()
     text = r.text()
     assert re.search(r"signal received while stopping: the stop goes on.* signal=TERM "
