@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/banned.h"
@@ -17,6 +18,9 @@ struct fwriter {
 	size_t nbufs, bufsize;
 	uint64_t step;          /* writeback step, 0 = none */
 	uint64_t flush_step;    /* flush step, 0 = no flusher thread */
+	uint64_t prealloc_step; /* 0 = none, or given up (the file system has no fallocate, or is full) */
+	off_t prealloc_end;     /* blocks allocated up to here (writer thread) */
+	bool preallocated;      /* some past the writes' start: fw_finish frees what lies past the end */
 	int (*flush)(int fd);
 	void (*inspect)(void *ctx, const void *buf, size_t len);
 	void *inspect_ctx;
@@ -59,6 +63,26 @@ static unsigned char *ring_map(size_t len)
 	return p;
 }
 
+/*
+ * Allocate the next prealloc_step bytes once a write of len would pass what
+ * is allocated (writer thread). Any failure ends the preallocation: EOPNOTSUPP
+ * will not change, and on ENOSPC the writes report the full disk themselves.
+ */
+static void prealloc_ahead(struct fwriter *w, size_t len)
+{
+	off_t at = lseek(w->fd, 0, SEEK_CUR);
+	if (at < 0 || (uint64_t)at + len <= (uint64_t)w->prealloc_end)
+		return;
+	if (at > w->prealloc_end)
+		w->prealloc_end = at;
+	if (fallocate(w->fd, FALLOC_FL_KEEP_SIZE, w->prealloc_end, (off_t)w->prealloc_step) < 0) {
+		w->prealloc_step = 0;
+		return;
+	}
+	w->prealloc_end += (off_t)w->prealloc_step;
+	w->preallocated = true;
+}
+
 static void *writer(void *p)
 {
 	struct fwriter *w = p;
@@ -75,6 +99,8 @@ static void *writer(void *p)
 		if (!skip) {
 			if (w->inspect)
 				w->inspect(w->inspect_ctx, w->bufs[i], len);
+			if (w->prealloc_step)
+				prealloc_ahead(w, len);
 			rc = st_fd_sink_write(&w->fd, w->bufs[i], len);
 			e = errno;
 		}
@@ -229,6 +255,7 @@ struct fwriter *fw_start(int fd, const struct fw_opts *o, struct st_sink *sink)
 	w->bufsize = o->bufsize;
 	w->step = o->writeback_step;
 	w->flush_step = o->flush_step;
+	w->prealloc_step = o->prealloc_step;
 	w->flush = o->flush ? o->flush : fdatasync;
 	w->flusher_joined = true;
 	w->inspect = o->inspect;
@@ -294,6 +321,10 @@ int fw_finish(struct fwriter *w)
 		errno = w->err;
 		return -1;
 	}
+	/* a truncate to its own size frees the blocks allocated past the end */
+	struct stat sb;
+	if (w->preallocated && (fstat(w->fd, &sb) < 0 || ftruncate(w->fd, sb.st_size) < 0))
+		return -1;
 	return 0;
 }
 

@@ -16,7 +16,8 @@
  * optional inspect() callback sees every buffer, in order, on the writer
  * thread just before it is written (a restore hashes the file there).
  *
- * Single producer. After fw_finish() the fd holds exactly the bytes written,
+ * Single producer. After fw_finish() the fd holds exactly the bytes written
+ * (and no blocks allocated past them),
  * or fw_finish() reports the first write error (errno), which also makes
  * every later write through the sink fail so a doomed download stops early;
  * a failed flush counts as a failed write (the kernel reports a writeback
@@ -38,6 +39,16 @@ struct fw_opts {
 	size_t nbufs, bufsize;   /* the ring: nbufs >= 2 buffers of bufsize bytes */
 	uint64_t writeback_step; /* start writeback every this many bytes; 0 = the kernel's choice */
 	uint64_t flush_step;     /* fdatasync every this many bytes, from another thread; 0 = never */
+	/*
+	 * Allocate the file's blocks this many bytes at a time ahead of the
+	 * writes (fallocate, keeping the size): the page-cache writes then skip
+	 * the file system's delayed-allocation work (ext4: 35-40 ms of CPU less
+	 * per 500 MB here, a third of the writes' own), CPU a restore shares
+	 * with the server it downloads from. Best effort: a file system without
+	 * it, or a full one, is left to the writes. What lies past the end is
+	 * freed by fw_finish(). 0 = never.
+	 */
+	uint64_t prealloc_step;
 	int (*flush)(int fd);    /* the flush: NULL = fdatasync (tests count or fail it) */
 	void (*inspect)(void *ctx, const void *buf, size_t len); /* optional, writer thread */
 	void *inspect_ctx;
@@ -62,7 +73,8 @@ int fw_commit(struct fwriter *w, size_t n);
 
 /*
  * Hand over the last partial buffer, wait until everything is written, stop
- * the thread. Returns 0, or -1 with errno set to the first write's error.
+ * the thread, free the blocks allocated past the end (prealloc_step).
+ * Returns 0, or -1 with errno set to the first write's error (or that freeing's).
  */
 int fw_finish(struct fwriter *w);
 

@@ -65,6 +65,8 @@
 #define SNAP_BUF_SIZE (4u << 20)
 #define WRITEBACK_STEP (8u << 20)
 #define FLUSH_STEP WRITEBACK_STEP
+/* blocks allocated ahead of the writes (filewriter.h: fw_opts.prealloc_step) */
+#define PREALLOC_STEP (64u << 20)
 
 char *rs_job_path(const struct apply *a, const struct idx_job *j, char *buf, size_t len)
 {
@@ -282,6 +284,7 @@ static int fetch_snapshot(struct apply *a, uint32_t *page_size)
 	xxh32_init(&hash, 0);
 	struct fw_opts fo = { .nbufs = SNAP_BUFS, .bufsize = SNAP_BUF_SIZE,
 			      .writeback_step = WRITEBACK_STEP, .flush_step = FLUSH_STEP,
+			      .prealloc_step = PREALLOC_STEP,
 			      .inspect = hash_plain,
 			      .inspect_ctx = &hash };
 	struct fwriter *fw = fw_start(fd, &fo, NULL);

@@ -98,6 +98,36 @@ TEST(writes_every_byte_in_order)
 	round_trip((3u << 20) + 5, 1u << 20, 4, 65536, 0);
 }
 
+TEST(blocks_allocated_ahead_are_freed_past_the_end)
+{
+	/* 64 KiB ahead at a time, 100 KiB + 5 written: nothing allocated past the end after */
+	char path[] = "/tmp/litevisor-fw-XXXXXX";
+	int fd = mkstemp(path);
+	CHECK(fd >= 0);
+	size_t n = (100u << 10) + 5;
+	unsigned char *data = pattern(n);
+	struct fw_opts o = { .nbufs = 2, .bufsize = 4096, .prealloc_step = 1u << 16 };
+	struct st_sink sink;
+	struct fwriter *w = fw_start(fd, &o, &sink);
+	CHECK(w != NULL);
+	CHECK_INT(sink.write(sink.ctx, data, n), 0);
+	CHECK_INT(fw_finish(w), 0);
+	fw_free(w);
+	struct stat sb;
+	CHECK_INT(fstat(fd, &sb), 0);
+	CHECK_INT(sb.st_size, n);
+	/* 4 KiB blocks, plus an indirect or extent block at most */
+	CHECK((uint64_t)sb.st_blocks * 512 <= ((n + 4095) / 4096 + 1) * 4096);
+	close(fd);
+	size_t got;
+	unsigned char *back = slurp(path, &got);
+	CHECK_INT(got, n);
+	CHECK_MEM(back, data, n);
+	unlink(path);
+	free(back);
+	free(data);
+}
+
 TEST(commit_beyond_the_lent_room_is_refused)
 {
 	char path[] = "/tmp/litevisor-fw-XXXXXX";
@@ -287,7 +317,8 @@ TEST(free_without_finish_stops_the_flusher_too)
 	flush_teardown(&f); /* fw_free(NULL) is a no-op */
 }
 
-UNIT_MAIN(T(writes_every_byte_in_order), T(commit_beyond_the_lent_room_is_refused),
+UNIT_MAIN(T(writes_every_byte_in_order), T(blocks_allocated_ahead_are_freed_past_the_end),
+	  T(commit_beyond_the_lent_room_is_refused),
 	  T(bad_options_are_refused), T(a_full_disk_stops_the_producer_and_names_the_error),
 	  T(free_without_finish_discards_and_stops),
 	  T(flushes_every_step_merged_and_finished_before_finish_returns),
