@@ -1906,6 +1906,8 @@ static void copy_before_tick(struct eng_replica *r)
  */
 static void past_the_left_second(struct eng_replica *r, const char *left, bool flush)
 {
+	if (!left[0])
+		return;
 	struct eng_db *d = r->db;
 	if (r->cfg->type != REPLICA_S3)
 		return;
@@ -1922,6 +1924,23 @@ static void past_the_left_second(struct eng_replica *r, const char *left, bool f
 		  "db=%s replica=%s left=%s wait_ms=%lld", d->stat.name, r->stat.name, left,
 		  (long long)(wait / NS_PER_MS));
 	clock_sleep_ms(wait / NS_PER_MS + 1);
+}
+
+/*
+ * Before a snapshot by any path (a sync's, the periodic one, retention's):
+ * past_the_left_second when it is the first object of a new generation. The
+ * periodic one came due in a sync-interval's quiet part and wrote it in the
+ * left generation's second (QA114 D1).
+ */
+static void snapshot_past_the_left_second(struct eng_replica *r, bool flush)
+{
+	struct eng_db *d = r->db;
+	char left[17] = "";
+	pthread_mutex_lock(&d->mu);
+	if (r->pos_known && strcmp(r->pos.generation, d->gen) != 0)
+		memcpy(left, r->pos.generation, sizeof(left));
+	pthread_mutex_unlock(&d->mu);
+	past_the_left_second(r, left, flush);
 }
 
 /*
@@ -2039,9 +2058,6 @@ void *replica_thread(void *arg)
 			}
 			bool snap = r->pos_known && (r->need_snapshot || strcmp(r->pos.generation, d->gen) ||
 						     (r->snap_wait && !at_snap_index(r)));
-			char left[17] = "";
-			if (snap && strcmp(r->pos.generation, d->gen) != 0)
-				memcpy(left, r->pos.generation, sizeof(left));
 			/* past an oversize index, the snapshot waits for the checkpoint's new index */
 			bool wait_index = snap && r->oversize && !strcmp(r->pos.generation, d->gen) &&
 					  d->index <= r->oversize_index;
@@ -2053,8 +2069,7 @@ void *replica_thread(void *arg)
 						   "waiting for a new index");
 				rc = -1;
 			} else if (rc == 0 && snap) {
-				if (left[0])
-					past_the_left_second(r, left, flush);
+				snapshot_past_the_left_second(r, flush);
 				rc = snapshot_take(r, flush);
 				/* the periodic one that waited for a new index keeps its cadence */
 				if (rc == 0 && c->snapshot_interval_ms > 0 && !periodic_waits)
@@ -2087,12 +2102,14 @@ void *replica_thread(void *arg)
 			if (same)
 				want_new_index(r);
 			pthread_mutex_unlock(&d->mu);
-			if (!same)
+			if (!same) {
+				snapshot_past_the_left_second(r, false);
 				rc = snapshot_take(r, false);
-			else
+			} else {
 				log_debug("replica", "periodic snapshot waits for a new WAL index",
 					  "db=%s replica=%s index=%u", d->stat.name, r->stat.name,
 					  r->snap_index);
+			}
 			if (rc == 0)
 				next_snapshot = snapshot_next(next_snapshot, c->snapshot_interval_ms);
 			periodic_waits = rc == 0 && same;
@@ -2117,12 +2134,14 @@ void *replica_thread(void *arg)
 				if (same)
 					want_new_index(r);
 				pthread_mutex_unlock(&d->mu);
-				if (!same)
+				if (!same) {
+					snapshot_past_the_left_second(r, false);
 					rc = snapshot_take(r, false);
-				else
+				} else {
 					log_debug("replica", "retention's snapshot waits for a new WAL "
 						  "index", "db=%s replica=%s index=%u", d->stat.name,
 						  r->stat.name, at);
+				}
 			}
 			next_retention = clock_mono_ns() + every * NS_PER_MS;
 		}

@@ -1397,6 +1397,62 @@ def test_a_file_replaced_twice_and_a_clean_stop_in_one_second_restore_the_last_o
     assert content(ls) == want, r.text()
 
 
+def test_a_new_generations_periodic_snapshot_waits_for_the_left_generations_second_too(
+        run, tmp_path, litestream_bin, litevisor_bin, s3server):
+    """The wait for the second after the left generation's last object was made on the
+    sync's path only: with the sync not due (sync-interval 10s), the periodic snapshot
+    wrote a new generation's first object in that second, and after a clean stop both
+    tools restored the replaced file (QA114 D1). Every path waits now."""
+    srv = s3server()
+    db = tmp_path / "app.db"
+
+    def remake(tag):
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(f"{db}{suffix}"):
+                os.unlink(f"{db}{suffix}")
+        c = sqlite3.connect(db, isolation_level=None)
+        c.execute("PRAGMA journal_mode=wal")
+        c.execute("CREATE TABLE t(v TEXT)")
+        c.execute("INSERT INTO t VALUES (?)", (tag,))
+        c.close()
+
+    def seconds():
+        """{generation: whole seconds of its snapshots and segments}"""
+        out = {}
+        for m in glob.glob(f"{srv.directory}/**/generations/*/*/*_S3rver_metadata.json",
+                           recursive=True):
+            gen, kind = m.split("/")[-3:-1]
+            obj = m.replace("_S3rver_metadata.json", "_S3rver_object")
+            if kind in ("snapshots", "wal") and os.path.exists(obj):
+                out.setdefault(gen, []).append(int(os.stat(obj).st_mtime))
+        return out
+
+    remake("g0")
+    rep = s3_replica(srv, sync="10s")
+    rep["snapshot-interval"] = "400ms"
+    cfg = config(tmp_path, db, [rep])
+    r = run(cfg)
+    wait_for(seconds, what="the first snapshot", log=r.text)
+    for k in range(1, 7):
+        had = set(seconds())
+        remake(f"g{k}")
+        wait_for(lambda: set(seconds()) - had, what=f"generation {k}'s first object",
+                 log=r.text)
+    gens = re.findall(r"new generation db=\S+ generation=([0-9a-f]{16})", r.text())
+    secs = seconds()
+    for old, new in zip(gens, gens[1:]):
+        assert min(secs[new]) > max(secs[old]), (old, new, secs, r.text())
+    assert r.stop() == 0
+    want = content(db)
+    out = tmp_path / "lv.db"
+    p = subprocess.run([litevisor_bin, "restore", "-config", str(cfg), "-o", str(out), str(db)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and content(out) == want, (p.stderr, r.text())
+    ls = tmp_path / "ls.db"
+    s3_restore(litestream_bin, srv, tmp_path, ls)
+    assert content(ls) == want, r.text()
+
+
 def test_a_listing_that_lags_does_not_make_retention_take_the_snapshot_again(
         run, tmp_path, s3server):
     """Listings that lag behind writes (some S3 gateways) showed the current generation
