@@ -2001,8 +2001,13 @@ void *replica_thread(void *arg)
 		/* the periodic snapshot that waited for a new index: at once, not a sync-interval on */
 		bool do_sync = ready && may && b && (flush || now >= next_sync ||
 						     (periodic_waits && r->snap_wait && !at_snap_index(r)));
-		bool do_ret = ready && may && r->pos_known && next_retention && now >= next_retention;
-		bool do_snap = ready && may && r->pos_known && c->snapshot_interval_ms > 0 &&
+		/*
+		 * Neither retention nor a periodic snapshot in a final flush: an
+		 * upload with no deadline held the closed mark past it (QA114 D2)
+		 */
+		bool do_ret = ready && may && !flush && r->pos_known && next_retention &&
+			      now >= next_retention;
+		bool do_snap = ready && may && !flush && r->pos_known && c->snapshot_interval_ms > 0 &&
 			       next_snapshot && now >= next_snapshot;
 		bool do_writers = may && !flush && !d->eng->stop && next_writers && now >= next_writers;
 		if (!do_sync && !do_ret && !do_snap && !do_writers) {
@@ -2056,8 +2061,9 @@ void *replica_thread(void *arg)
 				pthread_cond_timedwait(&d->cond, &d->mu, &ts);
 				continue;
 			}
+			/* one only retention or the schedule wants (snap_wait) waits past a final flush */
 			bool snap = r->pos_known && (r->need_snapshot || strcmp(r->pos.generation, d->gen) ||
-						     (r->snap_wait && !at_snap_index(r)));
+						     (r->snap_wait && !flush && !at_snap_index(r)));
 			/* past an oversize index, the snapshot waits for the checkpoint's new index */
 			bool wait_index = snap && r->oversize && !strcmp(r->pos.generation, d->gen) &&
 					  d->index <= r->oversize_index;
@@ -2084,6 +2090,13 @@ void *replica_thread(void *arg)
 			if (rc == 0)
 				note_ok(r);
 			next_sync = started + sync_ns;
+		}
+		if (!flush && (do_snap || do_ret)) {
+			/* a final flush (or a stop) asked for while this sync ran: it comes first */
+			pthread_mutex_lock(&d->mu);
+			if (d->eng->flush_seq != fseq || d->eng->stop)
+				do_snap = do_ret = false;
+			pthread_mutex_unlock(&d->mu);
 		}
 		if (rc == 0 && do_snap) {
 			/*

@@ -1453,6 +1453,51 @@ def test_a_new_generations_periodic_snapshot_waits_for_the_left_generations_seco
     assert content(ls) == want, r.text()
 
 
+def test_a_periodic_snapshot_due_when_the_final_flush_comes_waits_past_it(run, tmp_path,
+                                                                          s3server):
+    """The replica came back from a 503 outage with its periodic snapshot overdue, and
+    TERM came while that sync ran: after shipping the WAL, the same turn took the
+    periodic snapshot with no deadline (8 s on a slow link), and the flush ran out of
+    time before the closed mark (QA114 D2). Neither the schedule's snapshot nor
+    retention's runs in a final flush, and one asked for meanwhile waits for it."""
+    srv = s3server()
+
+    class Proxy(ListHider):
+        down = slow = False
+
+        def refuse(self, line, c):
+            if self.down:
+                c.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                          b"Connection: close\r\n\r\n")
+                return True
+            if self.slow and b"/snapshots/" in line and line.startswith(b"PUT"):
+                time.sleep(8)
+            return False
+
+    proxy = Proxy(srv.port)
+    try:
+        db = tmp_path / "app.db"
+        create(db)
+        rep = s3_replica(srv, sync="200ms")
+        rep.update({"endpoint": f"http://127.0.0.1:{proxy.port}", "snapshot-interval": "1s"})
+        cfg = config(tmp_path, db, [rep], min_checkpoint_page_count=2)
+        cfg.write_text("supervisor:\n  flush-timeout: 3s\n" + cfg.read_text())
+        r = run(cfg)
+        wait_for(lambda: glob.glob(f"{srv.directory}/**/snapshots/*_S3rver_metadata.json",
+                                   recursive=True), what="the first snapshot", log=r.text)
+        proxy.down = True
+        for i in range(6):
+            write(db, 20, start=1000 + 100 * i)  # checkpoints move the WAL index meanwhile
+            time.sleep(0.5)
+        proxy.down, proxy.slow = False, True
+        t0 = time.monotonic()
+        assert r.stop() == 0, r.text()
+        assert time.monotonic() - t0 < 3, r.text()
+        assert "generation closed" in r.text(), r.text()
+    finally:
+        proxy.close()
+
+
 def test_a_listing_that_lags_does_not_make_retention_take_the_snapshot_again(
         run, tmp_path, s3server):
     """Listings that lag behind writes (some S3 gateways) showed the current generation
