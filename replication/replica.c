@@ -1703,6 +1703,8 @@ static int put_segment(struct eng_replica *r, const char *gen, uint32_t index, u
 		r->pos.offset = (uint32_t)to;
 	}
 	r->segs_in_index++;
+	/* it answers: catching up, not failing, for the backlog cap (QA114 D4) */
+	r->failed_here = false;
 	r->stat.wal_bytes_total += plain_bytes;
 	r->seg_written_ns = clock_wall_ns();
 	memcpy(r->seg_written_gen, gen, sizeof(r->seg_written_gen));

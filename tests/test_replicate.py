@@ -1801,6 +1801,57 @@ def test_the_backlog_cap_drops_only_replicas_that_failed_not_one_still_looking(
         proxy.close()
 
 
+def test_the_backlog_cap_keeps_a_replica_catching_up_after_an_outage(run, tmp_path, s3server):
+    """Back from a 503 outage, the replica shipped its backlog index by index, each
+    segment upload answered, but it counted as failing until a whole sync ended: the
+    app's writes meanwhile put the backlog over the cap, and it was dropped for a fresh
+    snapshot, its catch-up thrown away and a gap in its history (QA114 D4). A segment
+    that lands shows it answers."""
+
+    class Proxy(ListHider):
+        down = False
+        slow_wal = 0.0
+
+        def refuse(self, line, c):
+            if self.down:
+                c.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                          b"Connection: close\r\n\r\n")
+                return True
+            if self.slow_wal and b"/wal/" in line and line.startswith(b"PUT"):
+                time.sleep(self.slow_wal)
+            return False
+
+    srv = s3server()
+    proxy = Proxy(srv.port)
+
+    def segments():
+        return len(glob.glob(f"{srv.directory}/**/wal/*_S3rver_object", recursive=True))
+
+    try:
+        db = tmp_path / "app.db"
+        create(db)
+        rep = s3_replica(srv, sync="100ms")
+        rep["endpoint"] = f"http://127.0.0.1:{proxy.port}"
+        r = run(config(tmp_path, db, [rep], min_checkpoint_page_count=16,
+                       max_backlog="1500000"))
+        wait_for(lambda: glob.glob(f"{srv.directory}/**/snapshots/*_S3rver_metadata.json",
+                                   recursive=True), what="the first snapshot", log=r.text)
+        proxy.down = True
+        write(db, 80, blob=1500, start=1, rate=100)  # ~1.1 MB of WAL over a few indexes
+        wait_for(lambda: "segment upload failed" in r.text(), what="the outage", log=r.text)
+        proxy.slow_wal, proxy.down = 2.0, False  # back, each segment upload taking 2 s
+        had = segments()
+        wait_for(lambda: segments() > had, timeout=20, what="a segment shipped", log=r.text)
+        write(db, 80, blob=1500, start=1000)  # the backlog goes over the cap
+        wait_for(lambda: "replica recovered" in r.text(), timeout=30, what="the catch-up",
+                 log=r.text)
+        assert "over the cap" not in r.text(), r.text()
+        proxy.slow_wal = 0.0
+        assert r.stop() == 0, r.text()
+    finally:
+        proxy.close()
+
+
 def test_the_backlog_cap_drops_a_replica_whose_first_look_takes_long_then_snapshots_it(
         run, tmp_path, s3server):
     """Only a replica whose first look failed was dropped over the cap, and a look at a
