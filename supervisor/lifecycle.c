@@ -618,6 +618,27 @@ static int start_replication(struct sup *s)
 	return SUP_EXIT_TEMPFAIL;
 }
 
+/*
+ * A stop signal (TERM, INT, QUIT) that came while replication's first look
+ * was awaited (dbs_start, dbs_refused: up to seconds, with no signal read):
+ * then the service is not started. Returns the signal, with s->code and the
+ * stop's start set, or 0. Other signals then are dropped: nobody to take them.
+ */
+static int stopped_before_start(struct sup *s)
+{
+	int sig;
+	while ((sig = sig_read(s->sfd)) > 0) {
+		if (!sig_ends_idle(sig))
+			continue;
+		log_warn("supervisor", "stopped before starting the service; it was not started",
+			 "signal=%s", sig_name(sig));
+		s->code = 128 + sig;
+		s->stop_began = clock_mono_ms();
+		return sig;
+	}
+	return 0;
+}
+
 int sup_run(const struct config *cfg, char *const *argv)
 {
 	struct sup s;
@@ -681,11 +702,14 @@ int sup_run(const struct config *cfg, char *const *argv)
 		s.probe = probe_start(&cfg->health, &s.state);
 	if (cfg->health.push_url)
 		s.push = push_start(cfg, &s.state, true, dbs_status, s.dbs);
-	if (spawn(&s) < 0) {
+	/* a stop then: the final flush below (its closed marks), never the service (QA114 D3) */
+	bool stopped = stopped_before_start(&s) != 0;
+	if (!stopped && spawn(&s) < 0) {
 		code = s.code;
 		goto out;
 	}
-	loop(&s);
+	if (!stopped)
+		loop(&s);
 	code = s.code;
 	/*
 	 * The flush ends when the budget says, even if the grace (or the wait

@@ -4894,6 +4894,63 @@ def test_term_during_a_slow_restore_exits_at_once_without_starting(litevisor_bin
         silent.close()
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGQUIT], ids=["TERM", "QUIT"])
+def test_a_stop_while_replication_first_looks_does_not_start_the_service(
+        litevisor_bin, tmp_path, s3server, sig):
+    """After the restore step, `run` waits for replication's first look (seconds, on a
+    slow listing) without reading signals: a TERM or QUIT then was read only once the
+    service had been started, and forwarded to it (QA114 D3). The service is not
+    started, the final flush runs, and litevisor exits 128+signal."""
+    from test_replicate import ListHider
+
+    class SlowList(ListHider):
+        slow = False
+
+        def refuse(self, line, c):
+            if self.slow and line.startswith(b"GET") and b"list-type=2" in line:
+                time.sleep(4)
+            return False
+
+    srv = s3server()
+    proxy = SlowList(srv.port)
+    try:
+        db, marker = tmp_path / "app.db", tmp_path / "started"
+        con = sqlite3.connect(db)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("CREATE TABLE t(v)")
+        con.close()
+        cfg = tmp_path / "c.yml"
+        cfg.write_text(f"restore:\n  existing: keep-local\ndbs:\n  - path: {db}\n"
+                       f"    replicas:\n      - url: s3://{srv.bucket}/db\n"
+                       f"        endpoint: http://127.0.0.1:{proxy.port}\n"
+                       f"        access-key-id: {srv.key}\n"
+                       f"        secret-access-key: {json.dumps(srv.secret)}\n")
+        p = subprocess.run([litevisor_bin, "run", "-config", str(cfg), "--", "true"],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0 and "generation closed" in p.stderr, p.stderr
+        proxy.slow = True
+        log = tmp_path / "run.log"
+        with open(log, "w") as out:
+            r = subprocess.Popen([litevisor_bin, "run", "-config", str(cfg), "--", "sh", "-c",
+                                  f"touch {marker}; exec sleep 30"], stderr=out)
+        try:
+            poll(lambda: "restore done" in log.read_text(), timeout=30, log=log)
+            time.sleep(0.2)
+            assert not marker.exists(), log.read_text()
+            r.send_signal(sig)
+            assert r.wait(timeout=30) == 128 + sig, log.read_text()
+        finally:
+            if r.poll() is None:
+                r.kill()
+                r.wait()
+        text = log.read_text()
+        assert "service started" not in text and not marker.exists(), text
+        assert f"stopped before starting the service; it was not started signal=" \
+               f"{sig.name[3:]}" in text, text
+    finally:
+        proxy.close()
+
+
 def test_endpoints_answer_fast_while_a_replica_hangs(litevisor_bin, tmp_path, runs):
     """One replica accepts connections and never answers; the service keeps writing.
     /livez, /healthz and /metrics still answer within 50 ms, and the stuck replica
