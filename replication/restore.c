@@ -19,6 +19,7 @@
 #include "common/clock.h"
 #include "common/fsutil.h"
 #include "common/log.h"
+#include "replication/db.h"
 #include "replication/lineage.h"
 #include "replication/localstate.h"
 #include "replication/opstats.h"
@@ -1626,6 +1627,17 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 		goto out;
 	}
 	bool exists = lstat(db->path, &st) == 0;
+	char bad[PATH_MAX + 100];
+	if (exists && db_file_check(db->path, bad, sizeof(bad)) < 0) {
+		/*
+		 * A directory (Docker's bind mount of a missing host file), a FIFO,
+		 * a file that is no SQLite database: "current" by its time, the
+		 * service started with no database (QA115 D2). Nothing moved.
+		 */
+		result_set(res, RESTORE_FAILED, "%s: nothing restored over it; move it away",
+			   !strncmp(bad, "error: ", 7) ? bad + 7 : bad);
+		goto out;
+	}
 
 	if (db->nreplicas == 0) {
 		/* nothing to restore from: the service runs on what is there */
@@ -1856,6 +1868,12 @@ int restore_explicit(const struct config *cfg, const struct cfg_db *db,
 	s.t.timestamp_ns = opt->timestamp_ns;
 	s.t.skew_ns = RS_COPY_TIE_NS;
 
+	char bad[PATH_MAX * 2 + 200];
+	if (rs_no_db_file_at(out_path, bad, sizeof(bad))) {
+		/* no database there, nor room for one: skipped, an app made an empty one (QA115 D1) */
+		result_set(res, RESTORE_FAILED, "%s", bad);
+		goto out;
+	}
 	if (lstat(out_path, &st) == 0) {
 		if (opt->if_db_not_exists) {
 			result_set(res, RESTORE_EXISTS, "database already exists, skipping (%s)", out_path);

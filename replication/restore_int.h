@@ -404,6 +404,15 @@ int rs_move_strays(const char *target);
 int rs_move_empty_aside(const char *target);
 
 /*
+ * Is there something at path that is no database file and could not become
+ * one: a directory, a FIFO or device, a symlink to nothing (SQLite would
+ * create its target, litevisor would replace the link)? True with why set
+ * ("… is a directory, not a database"); false when path is absent or leads
+ * to a regular file.
+ */
+bool rs_no_db_file_at(const char *path, char *why, size_t len);
+
+/*
  * Move a state directory aside (if present); *moved (may be NULL) gets where
  * its state went, or "". 0 or -1.
  */

@@ -129,6 +129,32 @@ int rs_move_strays(const char *target)
 	return rc ? -1 : 0;
 }
 
+bool rs_no_db_file_at(const char *path, char *why, size_t len)
+{
+	struct stat l, st;
+	if (lstat(path, &l) < 0)
+		return false;
+	if (stat(path, &st) < 0) {
+		int e = errno;
+		char to[PATH_MAX];
+		ssize_t n = S_ISLNK(l.st_mode) ? readlink(path, to, sizeof(to) - 1) : -1;
+		to[n > 0 ? n : 0] = '\0';
+		if (e == ENOENT && n > 0)
+			snprintf(why, len, "%s is a symlink to %s, which does not exist: give %s "
+				 "itself (SQLite keeps the -wal and -shm beside it)", path, to, to);
+		else
+			snprintf(why, len, "%s: %s", path, strerror(e));
+		return true;
+	}
+	if (S_ISDIR(st.st_mode))
+		snprintf(why, len, "%s is a directory, not a database", path);
+	else if (!S_ISREG(st.st_mode))
+		snprintf(why, len, "%s is not a regular file, not a database", path);
+	else
+		return false;
+	return true;
+}
+
 int rs_move_empty_aside(const char *target)
 {
 	char wal[PATH_MAX];

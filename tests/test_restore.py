@@ -1365,6 +1365,32 @@ def test_existing_output_is_never_overwritten(tmp_path, litevisor_bin, history):
     assert p.returncode == 100  # a URL needs -o
 
 
+@pytest.mark.parametrize("kind", ["dangling-symlink", "directory", "fifo"])
+def test_an_output_that_is_no_database_file_is_refused_not_skipped(tmp_path, litevisor_bin,
+                                                                   history, kind):
+    """`restore -if-db-not-exists -o PATH` (a container's entrypoint) took a symlink to
+    nothing, or a directory (Docker's bind mount of a missing host file), for an existing
+    database: exit 0, nothing restored, and the app then made an empty database there
+    (QA115 D1). Refused, exit 1, naming what is there; nothing is touched."""
+    rep = tmp_path / "rep"
+    history.write(str(rep))
+    out = tmp_path / "app.db"
+    if kind == "dangling-symlink":
+        out.symlink_to(tmp_path / "real.db")
+        want = f"{out} is a symlink to {tmp_path}/real.db, which does not exist"
+    elif kind == "directory":
+        out.mkdir()
+        want = f"{out} is a directory, not a database"
+    else:
+        os.mkfifo(out)
+        want = f"{out} is not a regular file, not a database"
+    for flags in (["-if-db-not-exists"], []):
+        p = lv(litevisor_bin, "restore", *flags, "-o", str(out), f"file://{rep}")
+        assert p.returncode == 1 and want in p.stderr, p.stderr
+    assert os.path.lexists(out) and not (tmp_path / "real.db").exists()
+    assert sorted(os.listdir(tmp_path)) == ["app.db", "history", "rep"]
+
+
 # ---------------------------------------------------------------- the `run` path
 
 def restore_tool(cfg):

@@ -4951,6 +4951,35 @@ def test_a_stop_while_replication_first_looks_does_not_start_the_service(
         proxy.close()
 
 
+@pytest.mark.parametrize("kind", ["directory", "fifo", "not-sqlite"])
+def test_run_does_not_start_the_service_on_a_path_that_holds_no_database(litevisor_bin,
+                                                                          tmp_path, kind):
+    """A directory at the database's path (Docker's bind mount of a missing host file), a
+    FIFO, or a file that is no SQLite database: the restore step called it "local database
+    is current" by its time, and the service started with no database (QA115 D2). It is
+    not started (exit 111), the log names what is there, and nothing is moved."""
+    rep = tmp_path / "rep"
+    node_run(litevisor_bin, tmp_path, "A", rep, 3, "a1")
+    db = tmp_path / "B" / "app.db"
+    db.parent.mkdir()
+    if kind == "directory":
+        db.mkdir()
+        want = f"{db} is a directory, not a database"
+    elif kind == "fifo":
+        os.mkfifo(db)
+        want = f"{db} is not a regular file"
+    else:
+        db.write_text("<html>an error page the download saved</html>\n" * 5)
+        want = f"{db} is not an SQLite database"
+    marker = tmp_path / "started"
+    cfg = tmp_path / "B.yml"
+    cfg.write_text(f"dbs:\n  - path: {db}\n    replicas:\n      - url: file://{rep}\n")
+    p = subprocess.run([litevisor_bin, "run", "-config", str(cfg), "--", "touch", str(marker)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 111 and f"{want}: nothing restored over it" in p.stderr, p.stderr
+    assert not marker.exists() and os.listdir(db.parent) == ["app.db"], p.stderr
+
+
 def test_endpoints_answer_fast_while_a_replica_hangs(litevisor_bin, tmp_path, runs):
     """One replica accepts connections and never answers; the service keeps writing.
     /livez, /healthz and /metrics still answer within 50 ms, and the stuck replica
