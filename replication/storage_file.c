@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -272,8 +273,11 @@ static int link_unnamed(int wfd, int64_t size, const char *path, char *tmp, size
 		take_after(wfd, o);
 	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", wfd);
 	for (int attempt = 0;; attempt++) {
-		snprintf(tmp, tmplen, "%s" TMP_SUFFIX "%06lx", path,
-			 (unsigned long)((uint32_t)random() & 0xffffff));
+		/* not random(): unseeded, every process named its temp files alike */
+		uint32_t x;
+		if (getrandom(&x, sizeof(x), GRND_NONBLOCK) != (ssize_t)sizeof(x))
+			x = (uint32_t)random() ^ (uint32_t)getpid();
+		snprintf(tmp, tmplen, "%s" TMP_SUFFIX "%06lx", path, (unsigned long)(x & 0xffffff));
 		if (linkat(AT_FDCWD, proc, AT_FDCWD, tmp, AT_SYMLINK_FOLLOW) == 0)
 			break;
 		if (errno != EEXIST || attempt >= 5)
@@ -289,6 +293,14 @@ static int link_unnamed(int wfd, int64_t size, const char *path, char *tmp, size
 		unlink(tmp);
 		return rc;
 	}
+	/*
+	 * A retry after a failed directory fsync finds path a link of this very
+	 * file already, and rename(2) of one link onto another of the same file
+	 * does nothing: tmp stayed in the replica (QA115 D3).
+	 */
+	struct stat tb;
+	if (lstat(tmp, &tb) == 0 && tb.st_ino == sb.st_ino && tb.st_dev == sb.st_dev)
+		(void)unlink(tmp);
 	if (fs_fsync_dir(dir) < 0)
 		return sys_fail(err, errno, "put", key, dir);
 	return 0;

@@ -1498,6 +1498,26 @@ def test_a_periodic_snapshot_due_when_the_final_flush_comes_waits_past_it(run, t
         proxy.close()
 
 
+def test_a_shared_snapshot_retried_after_a_failed_directory_fsync_leaves_no_temp_name(
+        run, tmp_path):
+    """Two file replicas share one snapshot file, linked in. r1's directory fsync after
+    the rename failed once; the retry linked the same file under a new temp name and
+    renamed it onto the key, already a link of that very file: rename(2) does nothing
+    then, and the temp name stayed in the replica (QA115 D3)."""
+    db = tmp_path / "app.db"
+    create(db)
+    write(db, 50, blob=500, start=1)
+    r1, r2 = tmp_path / "rep1", tmp_path / "rep2"
+    env = faulty_env(op="fsync", path=f"{r1}/", suffix="/snapshots", count=1, errno=5)
+    reps = [file_replica(r1, "r1", "200ms"), file_replica(r2, "r2", "200ms")]
+    r = run(config(tmp_path, db, reps), env=env)
+    wait_for(lambda: "snapshot written db=app.db replica=r1" in r.text(), what="r1's snapshot",
+             log=r.text)
+    assert "snapshot failed db=app.db replica=r1" in r.text(), r.text()  # the fault hit
+    assert r.stop() == 0, r.text()
+    assert not glob.glob(f"{r1}/**/*.tmp-*", recursive=True), r.text()
+
+
 def test_a_listing_that_lags_does_not_make_retention_take_the_snapshot_again(
         run, tmp_path, s3server):
     """Listings that lag behind writes (some S3 gateways) showed the current generation
