@@ -123,6 +123,22 @@ static void publish(struct eng_db *d, uint64_t grew)
 }
 
 /*
+ * A failed shadow_start (d->sh.err), logged when its cause changes and every
+ * SYNC_LOG_EVERY_NS: the start is tried again at every pass, and a full
+ * state disk logged an ERROR each time, 20 a second (QA115 D5).
+ */
+static void shadow_start_failed(struct eng_db *d)
+{
+	int64_t now = clock_mono_ns();
+	if (!strcmp(d->start_err_logged, d->sh.err) && now - d->start_err_mono < SYNC_LOG_EVERY_NS)
+		return;
+	snprintf(d->start_err_logged, sizeof(d->start_err_logged), "%s", d->sh.err);
+	d->start_err_mono = now;
+	log_error("engine", "cannot start a generation in the state directory", "db=%s error=\"%s\"",
+		  d->stat.name, d->sh.err);
+}
+
+/*
  * The resumed generation is the database's (the WAL goes on from the shadow,
  * every commit copied), or a new one started: the replicas may look now.
  */
@@ -167,8 +183,11 @@ static int start_generation(struct eng_db *d, const char *reason)
 			log_warn("engine", "cannot record where the file stood in the generation it "
 				 "leaves", "db=%s err=\"%s\"", d->stat.name, strerror(errno));
 	}
-	if (shadow_start(&d->sh, gen, 0, -1) < 0)
+	if (shadow_start(&d->sh, gen, 0, -1) < 0) {
+		shadow_start_failed(d);
 		return -1;
+	}
+	d->start_err_logged[0] = '\0';
 	log_info("engine", "new generation", "db=%s generation=%s reason=\"%s\"", d->stat.name, gen,
 		 reason);
 	pthread_mutex_lock(&d->mu);
@@ -614,8 +633,10 @@ static int open_db(struct eng_db *d, bool fresh)
 		/* continue the restored generation (see localstate.h) */
 		uint32_t next = localstate_next_index(&m.pos);
 		if (shadow_start(&d->sh, m.pos.generation, next,
-				 next == m.pos.index ? -1 : (int64_t)m.pos.offset) < 0)
+				 next == m.pos.index ? -1 : (int64_t)m.pos.offset) < 0) {
+			shadow_start_failed(d);
 			goto fail;
+		}
 		log_info("engine", "continuing restored generation", "db=%s generation=%s index=%u",
 			 d->stat.name, m.pos.generation, next);
 		pthread_mutex_lock(&d->mu);

@@ -181,13 +181,13 @@ int shadow_start(struct shadow *s, const char *gen, uint32_t index, int64_t prev
 	s->unproven = false;
 	snprintf(path, sizeof(path), "%s/generations/%s/wal", s->dir, gen);
 	if (fs_mkdir_p(path, 0750, s->uid, s->gid) < 0) {
-		log_error("shadow", "cannot create shadow directory", "path=\"%s\" err=\"%s\"", path,
-			  strerror(errno));
+		snprintf(s->err, sizeof(s->err), "cannot create the shadow directory %.3900s: %s", path,
+			 strerror(errno));
 		return -1;
 	}
 	if (localstate_write_generation(s->dir, gen, s->uid, s->gid) < 0) {
-		log_error("shadow", "cannot write generation file", "dir=\"%s\" err=\"%s\"", s->dir,
-			  strerror(errno));
+		snprintf(s->err, sizeof(s->err), "cannot write the generation file in %s: %s", s->dir,
+			 strerror(errno));
 		return -1;
 	}
 	remove_other_generations(s->dir, gen);

@@ -29,6 +29,7 @@
 
 struct shadow {
 	char dir[PATH_MAX];          /* state directory */
+	char err[PATH_MAX + 128];    /* why the last shadow_start() failed */
 	char gen[17];                /* "" before a generation exists */
 	uint32_t index;              /* current index */
 	int fd;                      /* current index's file, -1 while none */
@@ -104,7 +105,9 @@ int shadow_resume(struct shadow *s, const char *gen);
  * Start generation gen at index (no file yet): make its directory, write the
  * generation file, remove every other generation's directory. prev_end:
  * where index-1 ended when the database continues it (a restore's
- * position), else -1. 0 or -1 (logged).
+ * position), else -1. 0 or -1 with s->err set, not logged: the caller
+ * retries at every pass and says it once (a full state disk logged an ERROR
+ * each time, QA115 D5).
  */
 int shadow_start(struct shadow *s, const char *gen, uint32_t index, int64_t prev_end);
 

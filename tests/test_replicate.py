@@ -4677,6 +4677,34 @@ def test_unusable_database_path_is_an_error_naming_the_cause(run, tmp_path, kind
     assert r.stop() == 1  # never replicated: the final flush says so, and the exit code
 
 
+def test_a_state_directory_that_cannot_take_a_generation_is_said_once_not_each_pass(
+        run, tmp_path):
+    """The generation file cannot be written (a full state disk): every pass tried to
+    start the generation again and logged an ERROR each time, 20 a second (QA115 D5).
+    Said once, naming the file and the cause, then again only when it changes or a
+    minute on; replication starts by itself once it works."""
+    db = tmp_path / "app.db"
+    create(db)
+    arm = tmp_path / "arm"
+    arm.write_text("")
+    env = faulty_env(op="rename", path=".app.db-litevisor/generation", suffix="/generation",
+                     errno=28, count=10 ** 8, arm=arm)
+    r = run(config(tmp_path, db, [file_replica(tmp_path / "rep")]), env=env)
+    wait_for(lambda: "cannot start a generation in the state directory" in r.text(),
+             what="the failure", log=r.text)
+    for i in range(20):
+        write(db, 1, start=1 + i)
+        time.sleep(0.1)
+    said = [l for l in r.text().splitlines() if "cannot start a generation" in l]
+    assert len(said) == 1, said
+    assert "cannot write the generation file in" in said[0] and \
+        "No space left on device" in said[0], said
+    arm.unlink()
+    wait_for(lambda: "new generation" in r.text(), what="the generation, the disk back",
+             log=r.text)
+    assert r.stop() == 0, r.text()
+
+
 def test_a_replica_that_is_down_does_not_inflate_the_others_lag(litevisor_bin, tmp_path):
     # One replica is down for good (nothing listens on its port): the commits it
     # has not got fill the engine's memory of commit times. The file replica keeps
