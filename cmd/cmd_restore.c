@@ -248,7 +248,8 @@ static int run_restore(int argc, char **argv)
 		rc = 0;
 		break;
 	case RESTORE_NO_DATA:
-		if (if_rep) {
+		/* not when a replica holds data the request missed (an -index past the end) */
+		if (if_rep && !res->held_data) {
 			log_info("restore", "no matching backups found, skipping (-if-replica-exists)",
 				 "reason=\"%s\"", res->message);
 			rc = 0;

@@ -1890,6 +1890,8 @@ int restore_explicit(const struct config *cfg, const struct cfg_db *db,
 		goto out;
 	if (opt->dry_run)
 		rs_print_decision(s.c, s.n, &s.ch, out_path);
+	for (size_t i = 0; i < s.n; i++)
+		res->held_data |= s.c[i].state == RC_OK && s.c[i].ngens > 0;
 	if (s.ch.winner < 0 || strict_unsettled(&s)) {
 		const char *pe = plan_error(&s);
 		if (pe)

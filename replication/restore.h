@@ -36,6 +36,8 @@ struct restore_result {
 	bool temporary;        /* RESTORE_FAILED only: every failure looked transient (network) */
 	char moved_aside[512]; /* where an existing local database was moved, or "" */
 	char state_moved_aside[512]; /* where its state went, or "" */
+	bool held_data;        /* a replica that answered lists a generation (RESTORE_NO_DATA:
+				* the request matched none of it) */
 };
 
 /*

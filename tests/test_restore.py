@@ -1124,6 +1124,23 @@ def test_asked_generation_without_snapshot_says_so(tmp_path, litevisor_bin, hist
         f"no matching backups found (generation {GEN} has no snapshot at or before the end)"), p.stderr
 
 
+def test_if_replica_exists_does_not_skip_a_request_that_misses_the_data(tmp_path,
+                                                                        litevisor_bin, history):
+    """-if-replica-exists is "exit 0 if no replica holds data": with an -index past the
+    end, or a -timestamp before every snapshot, of a replica that holds data, it exited
+    0 and restored nothing, and an entrypoint then started the app on an empty database
+    (QA116 D2). Exit 1, naming the miss."""
+    rep = tmp_path / "rep"
+    history.write(str(rep))
+    out = tmp_path / "r.db"
+    for flags, says in ((["-index", "255"], "past the end"),
+                        (["-timestamp", "2000-01-01T00:00:00Z"], "no matching backups found")):
+        p = lv(litevisor_bin, "restore", "-if-replica-exists", *flags, "-o", str(out),
+               f"file://{rep}")
+        assert p.returncode == 1 and says in p.stderr, p.stderr
+        assert not out.exists()
+
+
 def test_verbose_flag_logs_at_debug_level(tmp_path, litevisor_bin, history):
     # Litestream's `restore -v` (in v0.3.13's help; accepted up to v0.3.11): entrypoints
     # written for it must not fail with a usage error. It means debug logging, even over
