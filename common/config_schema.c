@@ -550,7 +550,8 @@ static const struct field db_tab[DB_N] = {
 	[DB_BACKLOG] = { .key = "max-backlog", .kind = F_SIZE, .off = offsetof(struct cfg_db, max_backlog_bytes) },
 	[DB_REPLICAS] = { .key = "replicas", .kind = F_CUSTOM, .fn = note_replicas },
 	[DB_REPLICA] = { .key = "replica", .kind = F_UNSUPPORTED,
-			 .why = "the single-replica shorthand; write it as a one-item replicas: list" },
+			 .why = "the single-replica shorthand (Litestream 0.5's; v0.3.13 ignores it and "
+			        "replicates that database nowhere); write it as a one-item replicas: list" },
 };
 
 static int walk_db(struct walk *w, const struct cfg_node *v, const char *path, struct cfg_db *db)
