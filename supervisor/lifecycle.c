@@ -66,6 +66,7 @@ struct sup {
 	int64_t started_at;      /* mono ms when the service was last started */
 	uint64_t sent;           /* bit n-1: signal n reached this run from outside (forwarded,
 				  * or the terminal's to the shared group) */
+	int64_t quit_at;         /* mono ms a QUIT last reached this run from outside, else 0 */
 };
 
 static void set_phase(struct sup *s, enum sup_phase p, const char *reason)
@@ -92,6 +93,7 @@ static int spawn(struct sup *s)
 	s->pid = pid;
 	s->started_at = clock_mono_ms();
 	s->sent = 0;
+	s->quit_at = 0;
 	s->exec_failed = fail.failed;
 	sup_state_set_service(&s->state, pid, clock_wall_ns());
 	if (fail.failed) {
@@ -210,6 +212,8 @@ static void on_signal(struct sup *s, int sig, bool kernel)
 	}
 	if (s->pid > 0 && sig >= 1 && sig <= 64)
 		s->sent |= 1ULL << (sig - 1);
+	if (s->pid > 0 && sig == SIGQUIT)
+		s->quit_at = clock_mono_ms();
 	if (delivered_by_terminal(s, sig, kernel)) {
 		log_info("supervisor", "signal from the terminal: the service got it too, not forwarded",
 			 "signal=%s pid=%d", sig_name(sig), (int)s->pid);
@@ -313,6 +317,19 @@ static void on_service_exit(struct sup *s, int status)
 		log_info("supervisor", "the service died of a signal sent to it from outside: "
 			 "stopping, not restarting", "signal=%s", sig_name(died_of));
 		begin_stop(s, "service killed by a signal from outside");
+	}
+	/*
+	 * Or it ended on that QUIT with a code of its own: Go programs exit 2, a
+	 * service that catches it for a graceful stop may exit non-zero. Within
+	 * stop-grace of the QUIT, taken as asked to end; restarted, it ran until
+	 * the orchestrator's SIGKILL cut the final flush (QA114 O10). One that
+	 * only dumps its threads on QUIT (Java) and fails later is restarted.
+	 */
+	if (!s->stopping && s->quit_at && !WIFSIGNALED(status) && code != 0 &&
+	    clock_mono_ms() - s->quit_at <= s->cfg->supervisor.stop_grace_ms) {
+		log_info("supervisor", "the service exited on a QUIT sent to it from outside: "
+			 "stopping, not restarting", "code=%d", code);
+		begin_stop(s, "service exited on a QUIT from outside");
 	}
 	if (s->restarts > 0 && ran_ms >= s->cfg->supervisor.restart_reset_ms) {
 		log_info("supervisor", "the service had run at least restart-reset: "

@@ -920,6 +920,29 @@ def test_a_service_killed_by_a_signal_from_outside_is_stopped_not_restarted(
     assert "restarting after backoff" in r.stderr(), r.stderr()
 
 
+def test_a_service_exiting_with_a_code_on_a_forwarded_quit_is_stopped_not_restarted(
+        litevisor_bin, tmp_path, runs):
+    """A STOPSIGNAL SIGQUIT is forwarded, and the service ends on it with a code of its
+    own (Go programs exit 2; one that catches it for a graceful stop): with restart:
+    on-failure it was restarted, until the orchestrator's SIGKILL cut the final flush
+    (QA114 O10). Within stop-grace of the QUIT, it was asked to end: litevisor stops,
+    with its code. One that fails on its own is still restarted."""
+    cfg = "dbs: []\nsupervisor:\n  restart: on-failure\n  restart-limit: 1\n  restart-delay: 200ms\n"
+    svc = ["sh", "-c", "trap 'exit 2' QUIT; sleep 30 & wait"]
+    r = start(runs, litevisor_bin, tmp_path, svc, config=cfg)
+    poll(lambda: "service started" in r.stderr(), timeout=10)
+    os.kill(r.pid, signal.SIGQUIT)
+    assert r.wait(timeout=20) == 2, r.stderr()
+    err = r.stderr()
+    assert "exited on a QUIT sent to it from outside" in err, err
+    assert "restarting after backoff" not in err and err.count("service started") == 1, err
+    (tmp_path / "own").mkdir()
+    r = start(runs, litevisor_bin, tmp_path / "own", ["sh", "-c", "sleep 0.2; exit 2"],
+              config=cfg)
+    assert r.wait(timeout=20) == 2, r.stderr()
+    assert "restarting after backoff" in r.stderr(), r.stderr()
+
+
 def test_a_stop_signal_in_a_restart_backoff_stops_instead_of_the_restart(
         litevisor_bin, tmp_path, runs):
     """QUIT (a `STOPSIGNAL SIGQUIT`, a Nomad kill_signal) while the service waits for its
