@@ -149,7 +149,8 @@ void backlog_cleanup(struct eng_db *d)
 					  "db=%s replica=%s backlog_bytes=%lld cap=%lld why=\"%s\"",
 					  d->stat.name, r->cfg->name, (long long)backlog,
 					  (long long)d->cfg->max_backlog_bytes, r->failed_here ?
-					  "its look failed" : "its first look has gone on for 10 s");
+					  "a call to it failed, and its position is not known" :
+					  "its look at its position has gone on for 10 s");
 			}
 		}
 		worst_bytes = -1; /* those were the cause; re-evaluate the others next round */

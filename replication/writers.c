@@ -259,12 +259,15 @@ static void check_segments(struct eng_replica *r, const struct st_call *call)
 	struct eng_db *d = r->db;
 	char why[LAYOUT_KEY_MAX + 80];
 	pthread_mutex_lock(&d->mu);
-	bool current = r->pos_known && !strcmp(r->shipped_gen, d->gen) &&
-		       !strcmp(r->pos.generation, d->gen) && !r->await_gen[0];
+	bool same = !strcmp(r->shipped_gen, d->gen) && !r->await_gen[0] &&
+		    (!r->pos_known || !strcmp(r->pos.generation, d->gen));
+	bool current = same && r->pos_known;
 	uint32_t below = r->snap_known && !strcmp(r->snap_gen, d->gen) ? r->snap_index : 0;
 	pthread_mutex_unlock(&d->mu);
 	if (!current) {
-		r->nshipped = 0;
+		/* a position being read again keeps what is left to look for (QA114 O1) */
+		if (!same)
+			r->nshipped = 0;
 		return;
 	}
 	size_t keep = 0, looked = 0;

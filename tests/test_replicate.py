@@ -1858,12 +1858,13 @@ def test_the_backlog_cap_keeps_a_replica_catching_up_after_an_outage(run, tmp_pa
                                    recursive=True), what="the first snapshot", log=r.text)
         proxy.down = True
         write(db, 80, blob=1500, start=1, rate=100)  # ~1.1 MB of WAL over a few indexes
-        wait_for(lambda: "segment upload failed" in r.text(), what="the outage", log=r.text)
+        wait_for(lambda: "the server keeps failing" in r.text(), what="the outage", log=r.text)
+        time.sleep(1)
         proxy.slow_wal, proxy.down = 2.0, False  # back, each segment upload taking 2 s
         had = segments()
         wait_for(lambda: segments() > had, timeout=20, what="a segment shipped", log=r.text)
         write(db, 80, blob=1500, start=1000)  # the backlog goes over the cap
-        wait_for(lambda: "replica recovered" in r.text(), timeout=30, what="the catch-up",
+        wait_for(lambda: "replica recovered" in r.text(), timeout=60, what="the catch-up",
                  log=r.text)
         assert "over the cap" not in r.text(), r.text()
         proxy.slow_wal = 0.0
