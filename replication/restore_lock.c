@@ -119,7 +119,14 @@ int rs_lock_take(struct apply *a, struct rs_active *n)
 	snprintf(n->lock, sizeof(n->lock), "%s.lock", a->tmp);
 	for (int tries = 0; tries < 100; tries++) {
 		struct stat fs, ps;
-		int fd = open(n->lock, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+		bool made = true;
+		int fd = open(n->lock, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd < 0 && errno == EEXIST) {
+			made = false;
+			fd = open(n->lock, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+			if (fd < 0 && errno == ENOENT)
+				continue; /* its holder removed it meanwhile */
+		}
 		if (fd < 0) {
 			rs_fail(a, RS_CAUSE_LOCAL, "create %s: %s", n->lock, strerror(errno));
 			return -1;
@@ -128,6 +135,9 @@ int rs_lock_take(struct apply *a, struct rs_active *n)
 			int e = errno;
 			long pid = e == EWOULDBLOCK ? lock_holder(fd) : 0;
 			close(fd);
+			/* a lock that cannot be taken at all (EIO, NFS's ENOLCK): not left behind */
+			if (e != EWOULDBLOCK && made)
+				(void)unlink(n->lock);
 			if (e != EWOULDBLOCK)
 				rs_fail(a, RS_CAUSE_LOCAL, "lock %s: %s", n->lock, strerror(e));
 			else if (pid > 0)

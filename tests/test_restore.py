@@ -1408,6 +1408,22 @@ def test_an_output_that_is_no_database_file_is_refused_not_skipped(tmp_path, lit
     assert sorted(os.listdir(tmp_path)) == ["app.db", "history", "rep"]
 
 
+def test_a_restore_lock_that_cannot_be_taken_leaves_no_lock_file(tmp_path, litevisor_bin,
+                                                                 history):
+    """flock(2) failing with other than "held" (EIO, NFS's ENOLCK) failed the restore but
+    left the lock file it had just made beside the target (QA115 O6)."""
+    from conftest import faulty_env
+    rep = tmp_path / "rep"
+    history.write(str(rep))
+    out = tmp_path / "out" / "app.db"
+    out.parent.mkdir()
+    p = subprocess.run([litevisor_bin, "restore", "-o", str(out), f"file://{rep}"],
+                       capture_output=True, text=True, timeout=60,
+                       env=faulty_env(op="flock", path=str(out.parent), errno=37, count=100))
+    assert p.returncode == 1 and "No locks available" in p.stderr, p.stderr
+    assert os.listdir(out.parent) == [], os.listdir(out.parent)
+
+
 # ---------------------------------------------------------------- the `run` path
 
 def restore_tool(cfg):
