@@ -130,6 +130,15 @@ def test_a_database_name_too_long_for_the_files_beside_it_is_refused(litevisor_b
     assert p.returncode == 0, p.stderr
 
 
+def test_a_restore_output_naming_a_directory_is_a_usage_error(litevisor_bin, tmp_path):
+    """`restore -o DIR/` made the directory, then failed "already exists (restored
+    meanwhile?)", blaming another restore (QA115 O8). A usage error, before anything."""
+    p = subprocess.run([litevisor_bin, "restore", "-o", f"{tmp_path}/new/", f"file://{tmp_path}/r"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 100 and f"-o: {tmp_path}/new/ names a directory" in p.stderr, p.stderr
+    assert not os.path.exists(tmp_path / "new")
+
+
 def test_seed_topology_effective_config(litevisor_bin):
     p = run(litevisor_bin, "-config", os.path.join(GOOD, "seed-topology.yml"))
     assert p.returncode == 0, p.stderr
