@@ -1584,28 +1584,42 @@ static bool is_unsure(const struct eng_replica *r, const char *gen, uint32_t ind
 struct head_only {
 	uint8_t hdr[WAL_HEADER_SIZE];
 	size_t n;
+	bool longer; /* refused: more than a header */
 };
 
 /* A sink that keeps a WAL header and refuses anything longer. */
 static int head_only_write(void *ctx, const void *buf, size_t len)
 {
 	struct head_only *h = ctx;
-	if (len > sizeof(h->hdr) - h->n)
+	if (len > sizeof(h->hdr) - h->n) {
+		h->longer = true;
 		return -1;
+	}
 	memcpy(h->hdr + h->n, buf, len);
 	h->n += len;
 	return 0;
 }
 
-/* Is segment (gen, index, 0) on r the index's placeholder (snapshot.c): a WAL header alone? */
-static bool holds_placeholder(struct eng_replica *r, const char *gen, uint32_t index,
-			      const struct st_call *call)
+/*
+ * Is segment (gen, index, 0) on r the index's placeholder (snapshot.c): a WAL
+ * header alone? 1 yes, 0 no, or a negative st_status (err set) when it could
+ * not be read: that is no sign of another writer (QA114 O9).
+ */
+static int holds_placeholder(struct eng_replica *r, const char *gen, uint32_t index,
+			     const struct st_call *call, struct st_error *err)
 {
 	struct head_only h = { .n = 0 };
 	struct st_sink sink = { head_only_write, &h };
-	struct st_error err = { 0 };
-	return catalog_read_segment(r->st, gen, index, 0, &sink, call, &err) == 0 &&
-	       h.n == WAL_HEADER_SIZE && wal_header_is_placeholder(h.hdr);
+	struct st_error e = { 0 };
+	int rc = catalog_read_segment(r->st, gen, index, 0, &sink, call, &e);
+	if (rc < 0 && !h.longer && rc != ST_NOT_FOUND) {
+		char key[LAYOUT_KEY_MAX];
+		layout_wal_key(key, gen, index, 0);
+		st_error_set(err, e.status, e.http_status, "cannot read %s to see whether it is "
+			     "the index's placeholder: %s", key, e.message);
+		return rc;
+	}
+	return rc == 0 && h.n == WAL_HEADER_SIZE && wal_header_is_placeholder(h.hdr);
 }
 
 /* Upload one segment [from, to) of shadow index. Returns 0 or -1 (noted). */
@@ -1647,7 +1661,13 @@ static int put_segment(struct eng_replica *r, const char *gen, uint32_t index, u
 	 */
 	call.create_only = true;
 	rc = replica_put_lz4(r, key, &plain, LZ4_BLOCKS_LINKED, &call, &plain_bytes, &err);
-	if (rc == ST_EXISTS && from == 0 && holds_placeholder(r, gen, index, &call)) {
+	int ph = rc == ST_EXISTS && from == 0 ? holds_placeholder(r, gen, index, &call, &err) : 0;
+	if (ph < 0) {
+		close(fd);
+		replica_note_error(r, "segment upload failed", err.message);
+		return -1;
+	}
+	if (ph) {
 		call.create_only = false;
 		if (plain.rewind(plain.ctx) < 0) {
 			st_error_set(&err, ST_PERMANENT, 0, "cannot read the shadow WAL again: %s",
