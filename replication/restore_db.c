@@ -111,8 +111,14 @@ static int pragma_row(sqlite3 *db, const char *sql, int64_t cols[3], char *out, 
 	if (rc != SQLITE_ROW) {
 		int read_err = ravfs_take_read_errno();
 		int e = read_err ? read_err : sqlite3_system_errno(db);
-		snprintf(err, errlen, "%s: %s%s%s%s", sql, sqlite3_errmsg(db), e ? " (" : "",
-			 e ? strerror(e) : "", e ? ")" : "");
+		/* SQLite keeps no errno for a full disk: say which file system (QA115 O1) */
+		const char *file = sqlite3_db_filename(db, "main");
+		if (!e && (rc & 0xff) == SQLITE_FULL)
+			snprintf(err, errlen, "%s: %s (No space left on device: the file system of "
+				 "%s)", sql, sqlite3_errmsg(db), file && *file ? file : "the target");
+		else
+			snprintf(err, errlen, "%s: %s%s%s%s", sql, sqlite3_errmsg(db), e ? " (" : "",
+				 e ? strerror(e) : "", e ? ")" : "");
 		sqlite3_finalize(st);
 		/* "malformed" after a failed read of our file is our disk's error (ravfs.h) */
 		return read_err ? SQLITE_IOERR : rc == SQLITE_DONE ? SQLITE_ERROR : rc & 0xff;

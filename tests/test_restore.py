@@ -1313,6 +1313,44 @@ def test_full_local_disk_is_our_error_not_the_replicas(tmp_path, litevisor_bin, 
     assert failed >= 3 and failed < 10, p.stdout  # and the largest disk holds it
 
 
+def test_a_checkpoint_on_a_full_target_names_the_full_disk(tmp_path, litevisor_bin):
+    """With room for the snapshot and the WAL but not the checkpoint of one into the
+    other, SQLite's "database or disk is full" came with no OS error and no file system
+    named, where every other full-disk failure names both (QA115 O1)."""
+    db, rep, small = tmp_path / "app.db", tmp_path / "rep", tmp_path / "small"
+    small.mkdir()
+    con = sqlite3.connect(db, isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA wal_autocheckpoint=0")
+    con.execute("CREATE TABLE t(x)")
+    con.executemany("INSERT INTO t VALUES (randomblob(1000))", [()] * 200)
+    r = subprocess.Popen([litevisor_bin, "replicate", str(db), f"file://{rep}"],
+                         stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline and not list(rep.glob("generations/*/snapshots/*")):
+            time.sleep(0.1)
+        con.executemany("INSERT INTO t VALUES (randomblob(1000))", [()] * 1500)
+        time.sleep(1.5)
+    finally:
+        r.send_signal(signal.SIGTERM)
+        assert r.wait(timeout=30) == 0
+    con.close()
+    script = ('for kb in "$@"; do mount -t tmpfs -o size=${kb}k tmpfs "$S" || exit 99; '
+              '"$LV" restore -o "$S/r.db" "file://$REP" 2>"$S.err"; '
+              'echo "$kb $? $(tail -1 "$S.err")"; umount "$S"; done')
+    p = subprocess.run(["unshare", "-rm", "sh", "-c", script, "sh"] +
+                       [str(k) for k in range(11000, 12600, 200)],
+                       env=dict(os.environ, S=str(small), LV=litevisor_bin, REP=str(rep)),
+                       capture_output=True, text=True, timeout=120)
+    if p.returncode == 99 or "unshare" in p.stderr:
+        pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip()}")
+    failed = [ln for ln in p.stdout.splitlines() if ln.split()[1] != "0"]
+    assert any("checkpoint" in ln for ln in failed), p.stdout
+    for ln in failed:
+        assert ln.split()[1] == "1" and "No space left on device" in ln, ln
+
+
 def test_a_target_out_of_inodes_is_said_as_such(tmp_path, litevisor_bin, history):
     """A filesystem with no free inode at each step in turn: SQLite, failing to make
     the temp database's -shm, retries read-only and leaves ENOENT, and the restore
