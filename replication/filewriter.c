@@ -75,12 +75,17 @@ static void prealloc_ahead(struct fwriter *w, size_t len)
 		return;
 	if (at > w->prealloc_end)
 		w->prealloc_end = at;
+	/* before the call: a failed one (ENOSPC) may keep what it allocated (ext4, QA118 D1) */
+	w->preallocated = true;
 	if (fallocate(w->fd, FALLOC_FL_KEEP_SIZE, w->prealloc_end, (off_t)w->prealloc_step) < 0) {
+		/* and gives it back at once: a full disk is the writes' to report */
+		struct stat sb;
+		if (fstat(w->fd, &sb) == 0)
+			(void)ftruncate(w->fd, sb.st_size);
 		w->prealloc_step = 0;
 		return;
 	}
 	w->prealloc_end += (off_t)w->prealloc_step;
-	w->preallocated = true;
 }
 
 static void *writer(void *p)
