@@ -275,7 +275,7 @@ struct eng_db {
 	struct commit_anchor commits; /* where SQLite's commit count last matched ours */
 	int64_t unproven_mono;        /* since when sh.unproven waits for check_commits(), 0 none */
 	char sync_why[256];           /* why the last copy into the shadow failed */
-	char start_err_logged[PATH_MAX + 128]; /* the shadow_start failure last logged ("" none) */
+	char start_err_logged[96];    /* the shadow_start failure last logged, its err_key ("" none) */
 	int64_t start_err_mono;       /* when */
 	char sync_logged[256];        /* ... as last logged, and when */
 	int64_t sync_logged_mono;

@@ -130,9 +130,10 @@ static void publish(struct eng_db *d, uint64_t grew)
 static void shadow_start_failed(struct eng_db *d)
 {
 	int64_t now = clock_mono_ns();
-	if (!strcmp(d->start_err_logged, d->sh.err) && now - d->start_err_mono < SYNC_LOG_EVERY_NS)
+	/* by step and errno: each try names a new generation's directory (QA118 D2) */
+	if (!strcmp(d->start_err_logged, d->sh.err_key) && now - d->start_err_mono < SYNC_LOG_EVERY_NS)
 		return;
-	snprintf(d->start_err_logged, sizeof(d->start_err_logged), "%s", d->sh.err);
+	snprintf(d->start_err_logged, sizeof(d->start_err_logged), "%s", d->sh.err_key);
 	d->start_err_mono = now;
 	log_error("engine", "cannot start a generation in the state directory", "db=%s error=\"%s\"",
 		  d->stat.name, d->sh.err);
@@ -1455,10 +1456,12 @@ void *monitor_thread(void *arg)
 			stopped = false;
 			fresh = true;
 		}
+		bool open_failed = false;
 		if (!stopped && !d->open) {
 			int rc = open_db(d, fresh);
 			if (rc == 0)
 				fresh = false;
+			open_failed = rc < 0;
 			if (!d->looked) {
 				pthread_mutex_lock(&d->mu);
 				d->looked = true;
@@ -1545,6 +1548,19 @@ void *monitor_thread(void *arg)
 		bool grew = d->sh.index != index0 || d->sh.size != size0;
 		if (again || (d->open && follow_checkpoint(d, db_mtime, grew, &wait)))
 			continue;
+		if (open_failed) {
+			/*
+			 * Our own open and close of the database fire the watch: a
+			 * failed open (a full state disk) is tried once a pass, not in
+			 * a loop that took a core (QA118 D3). A wake-up still ends it.
+			 */
+			int64_t until = clock_mono_ns() + wait * NS_PER_MS;
+			for (int64_t left = wait; left > 0 && !stopping(d);
+			     left = (until - clock_mono_ns()) / NS_PER_MS)
+				if (watch_wait(&d->watch, left) == WATCH_WOKEN)
+					break;
+			continue;
+		}
 		if (watch_wait(&d->watch, wait) == WATCH_FILES && coalesce_ms > 0) {
 			/*
 			 * Gather commits for a while: no replica wants them sooner.

@@ -167,6 +167,16 @@ static void record_index(struct shadow *s)
 			 s->dir, s->index, strerror(errno));
 }
 
+/* Remove generation gen's (empty) shadow directories, as far as they were made. */
+static void remove_generation_dirs(const struct shadow *s, const char *gen)
+{
+	char path[SH_PATH];
+	snprintf(path, sizeof(path), "%s/generations/%s/wal", s->dir, gen);
+	(void)rmdir(path);
+	snprintf(path, sizeof(path), "%s/generations/%s", s->dir, gen);
+	(void)rmdir(path);
+}
+
 int shadow_start(struct shadow *s, const char *gen, uint32_t index, int64_t prev_end)
 {
 	char path[SH_PATH];
@@ -181,13 +191,20 @@ int shadow_start(struct shadow *s, const char *gen, uint32_t index, int64_t prev
 	s->unproven = false;
 	snprintf(path, sizeof(path), "%s/generations/%s/wal", s->dir, gen);
 	if (fs_mkdir_p(path, 0750, s->uid, s->gid) < 0) {
+		int e = errno;
 		snprintf(s->err, sizeof(s->err), "cannot create the shadow directory %.3900s: %s", path,
-			 strerror(errno));
+			 strerror(e));
+		snprintf(s->err_key, sizeof(s->err_key), "mkdir: %s", strerror(e));
+		/* each try is a new generation: none of its directories stays (QA118 D3) */
+		remove_generation_dirs(s, gen);
 		return -1;
 	}
 	if (localstate_write_generation(s->dir, gen, s->uid, s->gid) < 0) {
+		int e = errno;
 		snprintf(s->err, sizeof(s->err), "cannot write the generation file in %s: %s", s->dir,
-			 strerror(errno));
+			 strerror(e));
+		snprintf(s->err_key, sizeof(s->err_key), "generation file: %s", strerror(e));
+		remove_generation_dirs(s, gen);
 		return -1;
 	}
 	remove_other_generations(s->dir, gen);

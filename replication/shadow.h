@@ -30,6 +30,7 @@
 struct shadow {
 	char dir[PATH_MAX];          /* state directory */
 	char err[PATH_MAX + 128];    /* why the last shadow_start() failed */
+	char err_key[96];            /* the same without names: its step and errno */
 	char gen[17];                /* "" before a generation exists */
 	uint32_t index;              /* current index */
 	int fd;                      /* current index's file, -1 while none */
@@ -105,9 +106,10 @@ int shadow_resume(struct shadow *s, const char *gen);
  * Start generation gen at index (no file yet): make its directory, write the
  * generation file, remove every other generation's directory. prev_end:
  * where index-1 ended when the database continues it (a restore's
- * position), else -1. 0 or -1 with s->err set, not logged: the caller
- * retries at every pass and says it once (a full state disk logged an ERROR
- * each time, QA115 D5).
+ * position), else -1. 0 or -1 with s->err (and s->err_key) set, not
+ * logged: the caller retries at every pass and says it once (a full state
+ * disk logged an ERROR each time, QA115 D5). A failed start leaves no
+ * directory of gen behind.
  */
 int shadow_start(struct shadow *s, const char *gen, uint32_t index, int64_t prev_end);
 

@@ -3,8 +3,8 @@
  * tests can check what litevisor does when the disk does (EIO, ENOSPC …).
  *
  *   FAULT_OP     fsync | fdatasync | pread | write | pwrite | rename | unlink |
- *                flock (pread covers pread64; pwrite pwrite64; rename
- *                renameat/2; unlink unlinkat)
+ *                flock | mkdir (pread covers pread64; pwrite pwrite64; rename
+ *                renameat/2; unlink unlinkat; mkdir mkdirat)
  *   FAULT_PATH   substring the call's path must hold (for fd calls: the
  *                file /proc/self/fd/N names)
  *   FAULT_SUFFIX optional: what the call's path must end with
@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -147,6 +148,16 @@ int renameat(int fa, const char *from, int fb, const char *to)
 int renameat2(int fa, const char *from, int fb, const char *to, unsigned flags)
 {
 	return should_fail("rename", to) ? -1 : NEXT(renameat2)(fa, from, fb, to, flags);
+}
+
+int mkdir(const char *path, mode_t mode)
+{
+	return should_fail("mkdir", path) ? -1 : NEXT(mkdir)(path, mode);
+}
+
+int mkdirat(int fd, const char *path, mode_t mode)
+{
+	return should_fail("mkdir", path) ? -1 : NEXT(mkdirat)(fd, path, mode);
 }
 
 int unlink(const char *path)
