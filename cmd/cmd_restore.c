@@ -178,9 +178,11 @@ static int run_restore(int argc, char **argv)
 	if (cmd_source_is_url(argv[i]) && !output)
 		return cli_usage_error(&cmd_restore, "-o is required when restoring from a replica URL");
 	char why[PATH_MAX + 300];
-	if (output && output[strlen(output) - 1] == '/')
-		return cli_usage_error(&cmd_restore, "-o: %s names a directory (it ends with /): give "
-				       "the database file's path", output);
+	const char *base = output ? strrchr(output, '/') : NULL;
+	base = base ? base + 1 : output;
+	if (output && (!*base || !strcmp(base, ".") || !strcmp(base, "..")))
+		return cli_usage_error(&cmd_restore, "-o: %s names a directory (it ends with /, . "
+				       "or ..): give the database file's path", output);
 	if (output && config_db_name_check(output, why, sizeof(why)) < 0)
 		return cli_usage_error(&cmd_restore, "-o: %s", why);
 

@@ -132,11 +132,13 @@ def test_a_database_name_too_long_for_the_files_beside_it_is_refused(litevisor_b
 
 def test_a_restore_output_naming_a_directory_is_a_usage_error(litevisor_bin, tmp_path):
     """`restore -o DIR/` made the directory, then failed "already exists (restored
-    meanwhile?)", blaming another restore (QA115 O8). A usage error, before anything."""
-    p = subprocess.run([litevisor_bin, "restore", "-o", f"{tmp_path}/new/", f"file://{tmp_path}/r"],
-                       capture_output=True, text=True, timeout=30)
-    assert p.returncode == 100 and f"-o: {tmp_path}/new/ names a directory" in p.stderr, p.stderr
-    assert not os.path.exists(tmp_path / "new")
+    meanwhile?)", blaming another restore (QA115 O8); so did DIR/. and DIR/.. (QA118
+    D4). A usage error, before anything."""
+    for o in (f"{tmp_path}/new/", f"{tmp_path}/new/.", f"{tmp_path}/new/..", "."):
+        p = subprocess.run([litevisor_bin, "restore", "-o", o, f"file://{tmp_path}/r"],
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 100 and f"-o: {o} names a directory" in p.stderr, p.stderr
+        assert not os.path.exists(tmp_path / "new")
 
 
 def test_seed_topology_effective_config(litevisor_bin):
