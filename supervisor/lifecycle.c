@@ -639,21 +639,28 @@ static int start_replication(struct sup *s)
  * A stop signal (TERM, INT, QUIT) that came while replication's first look
  * was awaited (dbs_start, dbs_refused: up to seconds, with no signal read):
  * then the service is not started. Returns the signal, with s->code and the
- * stop's start set, or 0. Other signals then are dropped: nobody to take them.
+ * stop's start set, or 0. Other signals then are dropped, said as while
+ * restoring (nobody to take them), and TSTP stops litevisor as a job.
  */
 static int stopped_before_start(struct sup *s)
 {
-	int sig;
+	int sig, stop = 0;
 	while ((sig = sig_read(s->sfd)) > 0) {
-		if (!sig_ends_idle(sig))
-			continue;
-		log_warn("supervisor", "stopped before starting the service; it was not started",
-			 "signal=%s", sig_name(sig));
-		s->code = 128 + sig;
-		s->stop_began = clock_mono_ms();
-		return sig;
+		if (sig == SIGTSTP && !stop)
+			sig_job_stop();
+		else if (sig_ends_idle(sig) && !stop)
+			stop = sig;
+		else if (sig != SIGCHLD) /* as while restoring (sig_wait_fd) */
+			log_info("signals", "signal dropped: no service running yet", "signal=%s",
+				 sig_name(sig));
 	}
-	return 0;
+	if (!stop)
+		return 0;
+	log_warn("supervisor", "stopped before starting the service; it was not started",
+		 "signal=%s", sig_name(stop));
+	s->code = 128 + stop;
+	s->stop_began = clock_mono_ms();
+	return stop;
 }
 
 int sup_run(const struct config *cfg, char *const *argv)

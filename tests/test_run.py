@@ -4960,6 +4960,7 @@ def test_a_stop_while_replication_first_looks_does_not_start_the_service(
             poll(lambda: "restore done" in log.read_text(), timeout=30, log=log)
             time.sleep(0.2)
             assert not marker.exists(), log.read_text()
+            r.send_signal(signal.SIGUSR1)  # dropped, and said so, as while restoring
             r.send_signal(sig)
             assert r.wait(timeout=30) == 128 + sig, log.read_text()
         finally:
@@ -4970,6 +4971,7 @@ def test_a_stop_while_replication_first_looks_does_not_start_the_service(
         assert "service started" not in text and not marker.exists(), text
         assert f"stopped before starting the service; it was not started signal=" \
                f"{sig.name[3:]}" in text, text
+        assert "signal dropped: no service running yet signal=USR1" in text, text
     finally:
         proxy.close()
 
