@@ -1628,7 +1628,8 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db,
 	}
 	bool exists = lstat(db->path, &st) == 0;
 	char bad[PATH_MAX + 100];
-	if (exists && db_file_check(db->path, bad, sizeof(bad)) < 0) {
+	/* with no replicas there is nothing to restore: the service decides what it opens */
+	if (exists && db->nreplicas > 0 && db_file_check(db->path, bad, sizeof(bad)) < 0) {
 		/*
 		 * A directory (Docker's bind mount of a missing host file), a FIFO,
 		 * a file that is no SQLite database: "current" by its time, the
