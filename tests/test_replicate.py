@@ -1541,9 +1541,14 @@ def test_a_listing_that_lags_does_not_make_retention_take_the_snapshot_again(
                     glob.glob(f"{srv.directory}/**/snapshots/*", recursive=True)
                     if ".part-" not in f}
 
-        wait_for(lambda: any(f.endswith("_S3rver_metadata.json") for f in snapshots()),
-                 what="the first snapshot", log=r.text)
-        first = snapshots()
+        def settled():
+            # s3rver's metadata file may still be being written when it appears (a CI flake)
+            a = snapshots()
+            time.sleep(0.3)
+            return a if a == snapshots() and any(
+                f.endswith("_S3rver_metadata.json") for f in a) else None
+
+        first = wait_for(settled, what="the first snapshot", log=r.text)
         proxy.hidden = {"/snapshots/"}
         for i in range(4):
             write(db, 5, start=10 + 10 * i)
