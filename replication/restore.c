@@ -1321,9 +1321,19 @@ static void local_position(const struct cfg_db *db, const char *statedir, struct
 	snprintf(wal, sizeof(wal), "%s-wal", db->path);
 	int64_t a = rs_file_mtime_ns(db->path), b = rs_file_mtime_ns(wal);
 	*lt = a > b ? a : b;
-	log_warn("restore", "database exists without state to compare positions: comparing the "
-		 "replicas' newest data with the file's last write",
-		 "db=\"%s\" statedir=\"%s\"", db->path, statedir);
+	/* a state there that cannot be read is said as such, naming it (QA115 O5) */
+	char gpath[PATH_MAX + 16];
+	struct stat gs;
+	snprintf(gpath, sizeof(gpath), "%s/generation", statedir);
+	if (!other_file && lstat(gpath, &gs) == 0)
+		log_warn("restore", "database exists, but litevisor's state for it cannot be read "
+			 "(its generation file names no generation with a shadow WAL: corrupt, or "
+			 "cut short): comparing the replicas' newest data with the file's last write",
+			 "db=\"%s\" file=\"%s\"", db->path, gpath);
+	else
+		log_warn("restore", "database exists without state to compare positions: comparing "
+			 "the replicas' newest data with the file's last write",
+			 "db=\"%s\" statedir=\"%s\"", db->path, statedir);
 }
 
 /*

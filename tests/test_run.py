@@ -1716,6 +1716,21 @@ def node_run(litevisor_bin, tmp_path, node, rep, rows=0, tag="", restore_keys=""
     return [v for (v,) in got], sorted(os.listdir(db.parent)), p.stderr
 
 
+def test_a_state_that_cannot_be_read_is_named_not_taken_for_none(litevisor_bin, tmp_path):
+    """A corrupt generation file in the state directory was read as no state at all:
+    "database exists without state", naming no file, while the decision then rested on
+    the file's times alone (QA115 O5). It is named."""
+    rep = tmp_path / "rep"
+    node_run(litevisor_bin, tmp_path, "A", rep, 3, "a1")
+    gen = tmp_path / "A" / ".app.db-litevisor" / "generation"
+    assert gen.exists()
+    gen.write_text("not a generation id\n")
+    rows, _, err = node_run(litevisor_bin, tmp_path, "A", rep, 1, "a2")
+    assert "litevisor's state for it cannot be read" in err and f'file="{gen}"' in err, err
+    assert "without state to compare positions" not in err, err
+    assert rows[-1] == "a2-0", (rows, err)
+
+
 def test_node_back_after_an_idle_run_gets_what_the_other_wrote(litevisor_bin, tmp_path):
     """B restores A's data and its service writes nothing; A writes more; B starts
     again. B's state then has a generation and no shadow file (nothing was copied
