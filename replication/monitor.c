@@ -1036,8 +1036,15 @@ static void serve_generation_request(struct eng_db *d)
 	snprintf(why, sizeof(why), "%s", d->gen_req_why);
 	d->gen_req[0] = '\0';
 	pthread_mutex_unlock(&d->mu);
-	if (want)
-		start_generation(d, why);
+	if (want && start_generation(d, why) < 0) {
+		/* asked again at the next pass: the state disk may take it then (QA119 O3) */
+		pthread_mutex_lock(&d->mu);
+		if (!d->gen_req[0]) {
+			snprintf(d->gen_req, sizeof(d->gen_req), "%s", d->gen);
+			snprintf(d->gen_req_why, sizeof(d->gen_req_why), "%s", why);
+		}
+		pthread_mutex_unlock(&d->mu);
+	}
 }
 
 static int copy_cb(void *ctx)

@@ -181,14 +181,13 @@ int shadow_start(struct shadow *s, const char *gen, uint32_t index, int64_t prev
 {
 	char path[SH_PATH];
 
-	shadow_close(s);
-	snprintf(s->gen, sizeof(s->gen), "%s", gen);
-	s->index = index;
-	s->size = 0;
-	s->published = 0;
-	s->prev_end = prev_end;
-	s->have_prev = false;
-	s->unproven = false;
+	/*
+	 * The new generation's directory and file first: a failed start leaves
+	 * the shadow as it was. Named the failed try's first, the next pass
+	 * took its directory, removed, for the state directory removed, and
+	 * each retry recorded the try as the generation the file left, pushing
+	 * the real one out of the "earlier" records (QA119 D1, D2).
+	 */
 	snprintf(path, sizeof(path), "%s/generations/%s/wal", s->dir, gen);
 	if (fs_mkdir_p(path, 0750, s->uid, s->gid) < 0) {
 		int e = errno;
@@ -204,9 +203,20 @@ int shadow_start(struct shadow *s, const char *gen, uint32_t index, int64_t prev
 		snprintf(s->err, sizeof(s->err), "cannot write the generation file in %s: %s", s->dir,
 			 strerror(e));
 		snprintf(s->err_key, sizeof(s->err_key), "generation file: %s", strerror(e));
+		/* its rename may have landed (a failed directory fsync after it): put it back */
+		if (s->gen[0])
+			(void)localstate_write_generation(s->dir, s->gen, s->uid, s->gid);
 		remove_generation_dirs(s, gen);
 		return -1;
 	}
+	shadow_close(s);
+	snprintf(s->gen, sizeof(s->gen), "%s", gen);
+	s->index = index;
+	s->size = 0;
+	s->published = 0;
+	s->prev_end = prev_end;
+	s->have_prev = false;
+	s->unproven = false;
 	remove_other_generations(s->dir, gen);
 	record_index(s);
 	return 0;

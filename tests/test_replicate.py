@@ -4728,6 +4728,43 @@ def test_a_state_directory_that_cannot_take_a_generation_is_said_once_not_each_p
     assert r.stop() == 0, r.text()
 
 
+def test_a_new_generation_the_state_directory_refuses_while_running_keeps_the_lineage(
+        run, tmp_path):
+    """The replica lost the generation (the writer check asks for a new one) while the
+    state directory could not take one (a full disk). The failed try's id stayed the
+    shadow's: the next pass took its directory, removed after the try, for "the local
+    history was deleted (was the state directory removed?)", and each retry recorded the
+    try as the generation the file left, pushing the real one out of the lineage
+    records (QA119 D1, D2). A failed start leaves the shadow as it was, and is asked
+    for again until it works."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    arm = tmp_path / "arm"
+    env = faulty_env(op="rename", path=".app.db-litevisor/generation", suffix="/generation",
+                     errno=28, count=10 ** 8, arm=arm)
+    r = run(config(tmp_path, db, [file_replica(rep, sync="100ms", writer_check_interval="1s")]),
+            env=env)
+    wait_for(lambda: "snapshot written" in r.text(), what="the first snapshot", log=r.text)
+    (g1,) = re.findall(r"new generation db=app.db generation=([0-9a-f]{16})", r.text())
+    arm.write_text("")
+    shutil.rmtree(rep / "generations")  # the replica loses G1: a new generation is asked for
+    wait_for(lambda: "cannot start a generation in the state directory" in r.text(),
+             what="the refused start", log=r.text)
+    for i in range(20):
+        write(db, 1, start=1 + i)
+        time.sleep(0.1)
+    arm.unlink()
+    wait_for(lambda: len(re.findall(r"new generation db=app.db", r.text())) >= 2,
+             what="the new generation, the disk back", log=r.text)
+    assert r.stop() == 0, r.text()
+    assert "history was deleted" not in r.text(), r.text()
+    made = set(re.findall(r"new generation db=app.db generation=([0-9a-f]{16})", r.text()))
+    st = tmp_path / ".app.db-litevisor"
+    recorded = [line.split()[0] for name in ("previous", "earlier") if (st / name).exists()
+                for line in (st / name).read_text().splitlines() if line.strip()]
+    assert g1 in recorded and set(recorded) <= made, (recorded, made, r.text())
+
+
 def test_a_replica_that_is_down_does_not_inflate_the_others_lag(litevisor_bin, tmp_path):
     # One replica is down for good (nothing listens on its port): the commits it
     # has not got fill the engine's memory of commit times. The file replica keeps
