@@ -276,6 +276,8 @@ struct eng_db {
 	int64_t unproven_mono;        /* since when sh.unproven waits for check_commits(), 0 none */
 	char sync_why[256];           /* why the last copy into the shadow failed */
 	char start_err_logged[96];    /* the shadow_start failure last logged, its err_key ("" none) */
+	char gen_owed[256];           /* a new generation the state directory refused: its reason
+				       * ("" none); copy_wal starts it before copying anything */
 	int64_t start_err_mono;       /* when */
 	char sync_logged[256];        /* ... as last logged, and when */
 	int64_t sync_logged_mono;

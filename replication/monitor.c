@@ -174,19 +174,28 @@ static int start_generation(struct eng_db *d, const char *reason)
 		left.offset = (uint32_t)d->sh.prev_end;
 	}
 	memcpy(left.generation, d->sh.gen, sizeof(left.generation));
+	bool size_ok = d->sh.size <= UINT32_MAX;
 	if (layout_generation_new(gen) < 0)
 		return -1;
-	if (left.generation[0] && d->sh.size <= UINT32_MAX) {
+	if (shadow_start(&d->sh, gen, 0, -1) < 0) {
+		shadow_start_failed(d);
+		/* owed until it starts (copy_wal): its cause may not be seen again */
+		if (reason != d->gen_owed)
+			snprintf(d->gen_owed, sizeof(d->gen_owed), "%s", reason);
+		return -1;
+	}
+	d->gen_owed[0] = '\0';
+	/*
+	 * Once it has left: recorded before, a refused start (a full state
+	 * disk) named as left the generation the file stayed in (QA120 D1).
+	 */
+	if (left.generation[0] && size_ok) {
 		uid_t uid;
 		gid_t gid;
 		localstate_owner(d->cfg, &uid, &gid);
 		if (localstate_write_previous(d->dir, &left, false, uid, gid) < 0)
 			log_warn("engine", "cannot record where the file stood in the generation it "
 				 "leaves", "db=%s err=\"%s\"", d->stat.name, strerror(errno));
-	}
-	if (shadow_start(&d->sh, gen, 0, -1) < 0) {
-		shadow_start_failed(d);
-		return -1;
 	}
 	d->start_err_logged[0] = '\0';
 	log_info("engine", "new generation", "db=%s generation=%s reason=\"%s\"", d->stat.name, gen,
@@ -258,6 +267,7 @@ static void close_db(struct eng_db *d)
 		close(d->wal_fd);
 	d->wal_fd = -1;
 	d->open = false;
+	d->gen_owed[0] = '\0'; /* the next open decides afresh */
 	d->side_known = false;
 	d->commits.set = false;
 	d->continuous = false;
@@ -308,7 +318,7 @@ static void close_db_clean(struct eng_db *d)
 	 * TRUNCATE on close empties the WAL); the WAL itself must prove it then.
 	 */
 	(void)note_index(d, gone, sizeof(gone));
-	bool ok = d->continuous && d->sh.gen[0] && !d->sh.unproven &&
+	bool ok = d->continuous && d->sh.gen[0] && !d->sh.unproven && !d->gen_owed[0] &&
 		  !shadow_unpublished(&d->sh) && !shadow_gone(d, gone, sizeof(gone));
 	uid_t uid = d->sh.uid;
 	gid_t gid = d->sh.gid;
@@ -790,6 +800,22 @@ static int copy_wal(struct eng_db *d)
 {
 	char why[sizeof(d->sync_why)];
 	int rc = 0;
+
+	/*
+	 * A new generation owed since a start the state directory refused: its
+	 * cause (commits lost, the WAL overwritten) is not seen again once the
+	 * WAL moved on, and the old generation went on with the gap (QA120 O1).
+	 * Nothing more is copied into it until the new one starts.
+	 */
+	if (d->gen_owed[0]) {
+		snprintf(why, sizeof(why), "%s", d->gen_owed);
+		if (start_generation(d, why) < 0) {
+			snprintf(d->sync_why, sizeof(d->sync_why), "cannot start a new generation in "
+				 "the state directory (see the error above)");
+			return -1;
+		}
+		return 0;
+	}
 
 	if (d->continuous && shadow_gone(d, why, sizeof(why))) {
 		/* the local history is lost: a new generation, from a snapshot, in a state

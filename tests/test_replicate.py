@@ -4735,8 +4735,9 @@ def test_a_new_generation_the_state_directory_refuses_while_running_keeps_the_li
     shadow's: the next pass took its directory, removed after the try, for "the local
     history was deleted (was the state directory removed?)", and each retry recorded the
     try as the generation the file left, pushing the real one out of the lineage
-    records (QA119 D1, D2). A failed start leaves the shadow as it was, and is asked
-    for again until it works."""
+    records (QA119 D1, D2); the first try alone recorded the file as having left the
+    generation it stayed in (QA120 D1). A failed start leaves the shadow and the records
+    as they were, and is asked for again until it works."""
     db, rep = tmp_path / "app.db", tmp_path / "rep"
     create(db)
     arm = tmp_path / "arm"
@@ -4753,6 +4754,9 @@ def test_a_new_generation_the_state_directory_refuses_while_running_keeps_the_li
     for i in range(20):
         write(db, 1, start=1 + i)
         time.sleep(0.1)
+    # still in G1: no record says the file left it (QA120 D1)
+    prev = tmp_path / ".app.db-litevisor" / "previous"
+    assert not prev.exists() or not prev.read_text().startswith(g1), prev.read_text()
     arm.unlink()
     wait_for(lambda: len(re.findall(r"new generation db=app.db", r.text())) >= 2,
              what="the new generation, the disk back", log=r.text)

@@ -928,9 +928,10 @@ def test_a_service_exiting_with_a_code_on_a_forwarded_quit_is_stopped_not_restar
     (QA114 O10). Within stop-grace of the QUIT, it was asked to end: litevisor stops,
     with its code. One that fails on its own is still restarted."""
     cfg = "dbs: []\nsupervisor:\n  restart: on-failure\n  restart-limit: 1\n  restart-delay: 200ms\n"
-    svc = ["sh", "-c", "trap 'exit 2' QUIT; sleep 30 & wait"]
+    ready = tmp_path / "ready"
+    svc = ["sh", "-c", f"trap 'exit 2' QUIT; touch {ready}; sleep 30 & wait"]
     r = start(runs, litevisor_bin, tmp_path, svc, config=cfg)
-    poll(lambda: "service started" in r.stderr(), timeout=10)
+    poll(lambda: ready.exists(), timeout=10)  # its trap is set: not killed by the QUIT
     os.kill(r.pid, signal.SIGQUIT)
     assert r.wait(timeout=20) == 2, r.stderr()
     err = r.stderr()
