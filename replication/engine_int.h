@@ -278,6 +278,7 @@ struct eng_db {
 	char start_err_logged[96];    /* the shadow_start failure last logged, its err_key ("" none) */
 	char gen_owed[256];           /* a new generation the state directory refused: its reason
 				       * ("" none); copy_wal starts it before copying anything */
+	int64_t gen_owed_mono;        /* when copy_wal last tried it */
 	int64_t start_err_mono;       /* when */
 	char sync_logged[256];        /* ... as last logged, and when */
 	int64_t sync_logged_mono;

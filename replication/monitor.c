@@ -808,6 +808,11 @@ static int copy_wal(struct eng_db *d)
 	 * Nothing more is copied into it until the new one starts.
 	 */
 	if (d->gen_owed[0]) {
+		/* once a second at most: each try makes and removes a directory (QA120 O2) */
+		int64_t now = clock_mono_ns();
+		if (now - d->gen_owed_mono < NS_PER_SEC)
+			return -1;
+		d->gen_owed_mono = now;
 		snprintf(why, sizeof(why), "%s", d->gen_owed);
 		if (start_generation(d, why) < 0) {
 			snprintf(d->sync_why, sizeof(d->sync_why), "cannot start a new generation in "
