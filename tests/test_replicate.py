@@ -1354,6 +1354,18 @@ def test_a_server_that_rejects_conditional_writes_gets_every_segment_without_the
         proxy.close()
 
 
+def replace_database(db, tag, n=1):
+    """The app replaces its database file: a new one (WAL mode) holding n rows `tag`."""
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(f"{db}{suffix}"):
+            os.unlink(f"{db}{suffix}")
+    c = sqlite3.connect(db, isolation_level=None)
+    c.execute("PRAGMA journal_mode=wal")
+    c.execute("CREATE TABLE t(v TEXT)")
+    c.executemany("INSERT INTO t VALUES (?)", [(tag,)] * n)
+    c.close()
+
+
 def test_a_file_replaced_twice_and_a_clean_stop_in_one_second_restore_the_last_one(
         run, tmp_path, litestream_bin, litevisor_bin, s3server):
     """The app replaced its database file (a new generation each time) and replicate
@@ -1365,14 +1377,7 @@ def test_a_file_replaced_twice_and_a_clean_stop_in_one_second_restore_the_last_o
     db = tmp_path / "app.db"
 
     def remake(n, tag):
-        for suffix in ("", "-wal", "-shm"):
-            if os.path.exists(f"{db}{suffix}"):
-                os.unlink(f"{db}{suffix}")
-        c = sqlite3.connect(db, isolation_level=None)
-        c.execute("PRAGMA journal_mode=wal")
-        c.execute("CREATE TABLE t(v TEXT)")
-        c.executemany("INSERT INTO t VALUES (?)", [(tag,)] * n)
-        c.close()
+        replace_database(db, tag, n)
 
     remake(5, "first")
     cfg = config(tmp_path, db, [s3_replica(srv)])
@@ -1407,14 +1412,7 @@ def test_a_new_generations_periodic_snapshot_waits_for_the_left_generations_seco
     db = tmp_path / "app.db"
 
     def remake(tag):
-        for suffix in ("", "-wal", "-shm"):
-            if os.path.exists(f"{db}{suffix}"):
-                os.unlink(f"{db}{suffix}")
-        c = sqlite3.connect(db, isolation_level=None)
-        c.execute("PRAGMA journal_mode=wal")
-        c.execute("CREATE TABLE t(v TEXT)")
-        c.execute("INSERT INTO t VALUES (?)", (tag,))
-        c.close()
+        replace_database(db, tag)
 
     def seconds():
         """{generation: whole seconds of its snapshots and segments}"""
@@ -1453,6 +1451,24 @@ def test_a_new_generations_periodic_snapshot_waits_for_the_left_generations_seco
     assert content(ls) == want, r.text()
 
 
+class DownOrSlow(ListHider):
+    """A proxy that answers 503 to everything while `down`, and holds each PUT of a key
+    holding `slow` for `slow_s` seconds before passing it on."""
+
+    def __init__(self, upstream_port, slow):
+        self.down, self.slow, self.slow_s = False, slow, 0
+        super().__init__(upstream_port)
+
+    def refuse(self, line, c):
+        if self.down:
+            c.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                      b"Connection: close\r\n\r\n")
+            return True
+        if self.slow_s and self.slow in line and line.startswith(b"PUT"):
+            time.sleep(self.slow_s)
+        return False
+
+
 def test_a_periodic_snapshot_due_when_the_final_flush_comes_waits_past_it(run, tmp_path,
                                                                           s3server):
     """The replica came back from a 503 outage with its periodic snapshot overdue, and
@@ -1461,20 +1477,7 @@ def test_a_periodic_snapshot_due_when_the_final_flush_comes_waits_past_it(run, t
     time before the closed mark (QA114 D2). Neither the schedule's snapshot nor
     retention's runs in a final flush, and one asked for meanwhile waits for it."""
     srv = s3server()
-
-    class Proxy(ListHider):
-        down = slow = False
-
-        def refuse(self, line, c):
-            if self.down:
-                c.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
-                          b"Connection: close\r\n\r\n")
-                return True
-            if self.slow and b"/snapshots/" in line and line.startswith(b"PUT"):
-                time.sleep(8)
-            return False
-
-    proxy = Proxy(srv.port)
+    proxy = DownOrSlow(srv.port, b"/snapshots/")
     try:
         db = tmp_path / "app.db"
         create(db)
@@ -1489,7 +1492,7 @@ def test_a_periodic_snapshot_due_when_the_final_flush_comes_waits_past_it(run, t
         for i in range(6):
             write(db, 20, start=1000 + 100 * i)  # checkpoints move the WAL index meanwhile
             time.sleep(0.5)
-        proxy.down, proxy.slow = False, True
+        proxy.down, proxy.slow_s = False, 8
         t0 = time.monotonic()
         assert r.stop() == 0, r.text()
         assert time.monotonic() - t0 < 3, r.text()
@@ -1833,21 +1836,8 @@ def test_the_backlog_cap_keeps_a_replica_catching_up_after_an_outage(run, tmp_pa
     snapshot, its catch-up thrown away and a gap in its history (QA114 D4). A segment
     that lands shows it answers."""
 
-    class Proxy(ListHider):
-        down = False
-        slow_wal = 0.0
-
-        def refuse(self, line, c):
-            if self.down:
-                c.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
-                          b"Connection: close\r\n\r\n")
-                return True
-            if self.slow_wal and b"/wal/" in line and line.startswith(b"PUT"):
-                time.sleep(self.slow_wal)
-            return False
-
     srv = s3server()
-    proxy = Proxy(srv.port)
+    proxy = DownOrSlow(srv.port, b"/wal/")
 
     def segments():
         return len(glob.glob(f"{srv.directory}/**/wal/*_S3rver_object", recursive=True))
@@ -1865,14 +1855,14 @@ def test_the_backlog_cap_keeps_a_replica_catching_up_after_an_outage(run, tmp_pa
         write(db, 80, blob=1500, start=1, rate=100)  # ~1.1 MB of WAL over a few indexes
         wait_for(lambda: "the server keeps failing" in r.text(), what="the outage", log=r.text)
         time.sleep(1)
-        proxy.slow_wal, proxy.down = 2.0, False  # back, each segment upload taking 2 s
+        proxy.slow_s, proxy.down = 2.0, False  # back, each segment upload taking 2 s
         had = segments()
         wait_for(lambda: segments() > had, timeout=20, what="a segment shipped", log=r.text)
         write(db, 80, blob=1500, start=1000)  # the backlog goes over the cap
         wait_for(lambda: "replica recovered" in r.text(), timeout=60, what="the catch-up",
                  log=r.text)
         assert "over the cap" not in r.text(), r.text()
-        proxy.slow_wal = 0.0
+        proxy.slow_s = 0
         assert r.stop() == 0, r.text()
     finally:
         proxy.close()
