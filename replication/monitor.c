@@ -1067,15 +1067,9 @@ static void serve_generation_request(struct eng_db *d)
 	snprintf(why, sizeof(why), "%s", d->gen_req_why);
 	d->gen_req[0] = '\0';
 	pthread_mutex_unlock(&d->mu);
-	if (want && start_generation(d, why) < 0) {
-		/* asked again at the next pass: the state disk may take it then (QA119 O3) */
-		pthread_mutex_lock(&d->mu);
-		if (!d->gen_req[0]) {
-			snprintf(d->gen_req, sizeof(d->gen_req), "%s", d->gen);
-			snprintf(d->gen_req_why, sizeof(d->gen_req_why), "%s", why);
-		}
-		pthread_mutex_unlock(&d->mu);
-	}
+	/* refused by the state directory, it is owed (copy_wal tries it again: QA119 O3) */
+	if (want)
+		(void)start_generation(d, why);
 }
 
 static int copy_cb(void *ctx)
