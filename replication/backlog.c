@@ -18,7 +18,11 @@
 #include "replication/layout.h"
 #include "common/banned.h"
 
-/* A first look at a replica under way this long counts as failed for the cap. */
+/*
+ * A first look at a replica under way this long counts as failed for the
+ * cap; so does a replica whose calls have moved nothing for as long (a hard
+ * NFS mount whose server went away: a write that never returns, QA114 D5).
+ */
 #define LOOK_SLOW_NS (10 * NS_PER_SEC)
 
 /* Replicas' lowest index still needed (UINT32_MAX: none known). Under mu. */
@@ -87,6 +91,7 @@ void backlog_cleanup(struct eng_db *d)
 	struct wal_pos pos[LOCALSTATE_MAX_REPLICAS];
 	bool failing[LOCALSTATE_MAX_REPLICAS];
 	size_t n = 0;
+	int64_t now = clock_mono_ns();
 
 	pthread_mutex_lock(&d->mu);
 	int unused_share = snapshot_share_settle(d);
@@ -97,7 +102,7 @@ void backlog_cleanup(struct eng_db *d)
 		if (r->st && !r->dropped && r->pos_known && !strcmp(r->pos.generation, d->gen)) {
 			/* failing in this process: a record carried from the last run says
 			 * nothing of a replica catching up now (QA112 D1) */
-			failing[n] = r->failed_here;
+			failing[n] = r->failed_here || storage_stalled(r->st, now, LOOK_SLOW_NS);
 			pos[n++] = r->pos;
 		}
 	}
@@ -141,8 +146,9 @@ void backlog_cleanup(struct eng_db *d)
 			 * a server that never answers takes its retries' half minute to
 			 * fail, a hung hard NFS mount for ever (QA112 O4).
 			 */
-			bool slow = r->look_since_mono &&
-				    clock_mono_ns() - r->look_since_mono > LOOK_SLOW_NS;
+			bool slow = r->st && ((r->look_since_mono &&
+					       now - r->look_since_mono > LOOK_SLOW_NS) ||
+					      storage_stalled(r->st, now, LOOK_SLOW_NS));
 			if (r->st && !r->dropped && !r->pos_known && (r->failed_here || slow)) {
 				drop_backlog(d, r);
 				log_error("engine", "unreachable replica over the backlog cap: it gets a fresh snapshot when reached",
@@ -150,7 +156,8 @@ void backlog_cleanup(struct eng_db *d)
 					  d->stat.name, r->cfg->name, (long long)backlog,
 					  (long long)d->cfg->max_backlog_bytes, r->failed_here ?
 					  "a call to it failed, and its position is not known" :
-					  "its look at its position has gone on for 10 s");
+					  "its look at its position has gone on for 10 s, or its calls "
+					  "have moved nothing for as long");
 			}
 		}
 		worst_bytes = -1; /* those were the cause; re-evaluate the others next round */
@@ -161,16 +168,19 @@ void backlog_cleanup(struct eng_db *d)
 		for (size_t i = 0; i < d->nreplicas && !worst; i++) {
 			struct eng_replica *r = &d->replicas[i];
 			if (r->st && !r->dropped && r->pos_known && !strcmp(r->pos.generation, d->gen) &&
-			    r->failed_here && wal_pos_cmp(&r->pos, &worst_pos) == 0)
+			    (r->failed_here || storage_stalled(r->st, now, LOOK_SLOW_NS)) &&
+			    wal_pos_cmp(&r->pos, &worst_pos) == 0)
 				worst = r;
 		}
 		if (worst) {
 			drop_backlog(d, worst);
 			worst->gap = true;
 			log_error("engine", "replica backlog over the cap: dropping its backlog, it gets a fresh snapshot when back",
-				  "db=%s replica=%s backlog_bytes=%lld cap=%lld", d->stat.name,
+				  "db=%s replica=%s backlog_bytes=%lld cap=%lld why=\"%s\"", d->stat.name,
 				  worst->cfg->name, (long long)backlog,
-				  (long long)d->cfg->max_backlog_bytes);
+				  (long long)d->cfg->max_backlog_bytes, worst->failed_here ?
+				  "a call to it failed" :
+				  "a call to it has moved nothing for 10 s (a mount that hangs?)");
 		}
 	}
 	/* commits every live replica holds no longer matter for the lag gauge */

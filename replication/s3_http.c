@@ -142,6 +142,7 @@ static int on_closesocket(void *ud, curl_socket_t fd)
 /* ---- one transfer ---- */
 
 struct xfer {
+	struct storage *st;    /* told of every byte moved (storage_stalled) */
 	const struct s3_req *req;
 	struct s3_resp *resp;
 	CURL *h;
@@ -348,11 +349,14 @@ static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
 	if (dlnow + ulnow != x->moved) {
 		x->moved = dlnow + ulnow;
 		x->last_move_ms = now;
+		st_moved(x->st);
 		return 0;
 	}
 	long q = ulnow > 0 ? unsent(x) : -1;
-	if (q >= 0 && x->outq >= 0 && q < x->outq)
+	if (q >= 0 && x->outq >= 0 && q < x->outq) {
 		x->last_move_ms = now;
+		st_moved(x->st);
+	}
 	x->outq = q;
 	if (x->idle_ms > 0 && now - x->last_move_ms >= x->idle_ms) {
 		x->idle = true;
@@ -704,6 +708,7 @@ static void attempt(struct s3 *s3, const struct s3_req *req, struct s3_resp *res
 		snprintf(o->cause, sizeof(o->cause), "cannot create a curl handle");
 		goto out;
 	}
+	x->st = &s3->base;
 	x->req = req;
 	x->resp = resp;
 	x->h = h;

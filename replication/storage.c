@@ -310,9 +310,34 @@ int storage_set_like(struct storage *st, const char *path)
 
 /* ---- counting wrappers ---- */
 
+void st_moved(struct storage *st)
+{
+	atomic_store_explicit(&st->moved_ns, clock_mono_ns(), memory_order_relaxed);
+}
+
+bool storage_stalled(struct storage *st, int64_t now, int64_t ns)
+{
+	return atomic_load(&st->busy) > 0 &&
+	       now - atomic_load_explicit(&st->moved_ns, memory_order_relaxed) > ns;
+}
+
+/* A call on st begins or ends: the stall clock starts over. */
+static void call_begin(struct storage *st)
+{
+	st_moved(st);
+	atomic_fetch_add(&st->busy, 1);
+}
+
+static void call_end(struct storage *st)
+{
+	st_moved(st);
+	atomic_fetch_sub(&st->busy, 1);
+}
+
 static void account(struct storage *st, enum st_op op, int64_t t0, uint64_t bytes, int rc)
 {
 	struct st_op_stats *s = &st->stats[op];
+	call_end(st);
 	atomic_fetch_add(&s->count, 1);
 	atomic_fetch_add(&s->bytes, bytes);
 	atomic_fetch_add(&s->latency_ns, (uint64_t)(clock_mono_ns() - t0));
@@ -345,6 +370,7 @@ static int settle(int rc, struct st_error *err, const char *op)
 }
 
 struct counting_sink {
+	struct storage *st;
 	const struct st_sink *inner;
 	uint64_t bytes;
 	bool stopped;  /* the reader stopped the get (enough read, or its own failure) */
@@ -354,6 +380,7 @@ static int counting_write(void *ctx, const void *buf, size_t len)
 {
 	struct counting_sink *c = ctx;
 	int rc = c->inner->write(c->inner->ctx, buf, len);
+	st_moved(c->st);
 	if (rc == 0)
 		c->bytes += len;
 	else
@@ -362,6 +389,7 @@ static int counting_write(void *ctx, const void *buf, size_t len)
 }
 
 struct counting_source {
+	struct storage *st;
 	const struct st_source *inner;
 	uint64_t bytes;
 };
@@ -370,6 +398,7 @@ static ssize_t counting_read(void *ctx, void *buf, size_t len)
 {
 	struct counting_source *c = ctx;
 	ssize_t n = c->inner->read(c->inner->ctx, buf, len);
+	st_moved(c->st);
 	if (n > 0)
 		c->bytes += (uint64_t)n;
 	return n;
@@ -408,6 +437,7 @@ int storage_list(struct storage *st, const char *prefix, const char *delimiter,
 	int64_t t0 = clock_mono_ns();
 	err = prepare(err, &local);
 	memset(out, 0, sizeof(*out));
+	call_begin(st);
 	int rc = st->ops->list(st, prefix ? prefix : "", delimiter, out, call, err);
 	if (rc != 0)
 		st_list_release(out);
@@ -501,9 +531,10 @@ static int plain_get(struct storage *st, const char *key, const struct st_sink *
 {
 	struct st_error local;
 	int64_t t0 = clock_mono_ns();
-	struct counting_sink cs = { sink, 0, false };
+	struct counting_sink cs = { st, sink, 0, false };
 	struct st_sink wrapped = { counting_write, &cs };
 	err = prepare(err, &local);
+	call_begin(st);
 	int rc = settle(st->ops->get(st, key, &wrapped, call, err), err, "get");
 	/*
 	 * A get its reader stopped is no failure of the storage: a form check
@@ -520,7 +551,7 @@ static int plain_put(struct storage *st, const char *key, const struct st_source
 {
 	struct st_error local;
 	int64_t t0 = clock_mono_ns();
-	struct counting_source cs = { src, 0 };
+	struct counting_source cs = { st, src, 0 };
 	struct st_source wrapped = {
 		.read = counting_read,
 		.rewind = src->rewind ? counting_rewind : NULL,
@@ -530,6 +561,7 @@ static int plain_put(struct storage *st, const char *key, const struct st_source
 		.unnamed_file = src->unnamed_file ? counting_unnamed_file : NULL,
 	};
 	err = prepare(err, &local);
+	call_begin(st);
 	int rc = settle(st->ops->put(st, key, &wrapped, call, err), err, "put");
 	/* a linked-in unnamed file was never read: its size is what the object got */
 	uint64_t bytes = cs.bytes || src->size < 0 ? cs.bytes : (uint64_t)src->size;
@@ -543,6 +575,7 @@ int storage_delete(struct storage *st, const char *const *keys, size_t nkeys,
 	struct st_error local;
 	int64_t t0 = clock_mono_ns();
 	err = prepare(err, &local);
+	call_begin(st);
 	int rc = nkeys ? st->ops->del(st, keys, nkeys, call, err) : 0;
 	rc = settle(rc, err, "delete");
 	account(st, ST_OP_DELETE, t0, 0, rc);
@@ -556,6 +589,7 @@ int storage_stat(struct storage *st, const char *key, struct st_object *out,
 	int64_t t0 = clock_mono_ns();
 	err = prepare(err, &local);
 	memset(out, 0, sizeof(*out));
+	call_begin(st);
 	int rc = st->ops->stat(st, key, out, call, err);
 	if (rc == 0 && !out->key) {
 		out->key = strdup(key);

@@ -202,6 +202,13 @@ struct storage {
 	 * ignores it.
 	 */
 	char *like;
+	/*
+	 * Calls under way on it, and (mono ns) when one of them last moved data,
+	 * began or ended: storage_stalled. Kept by the wrappers below and by the
+	 * backends through st_moved.
+	 */
+	atomic_int busy;
+	atomic_int_fast64_t moved_ns;
 };
 
 /*
@@ -240,7 +247,18 @@ int storage_delete(struct storage *st, const char *const *keys, size_t nkeys,
 int storage_stat(struct storage *st, const char *key, struct st_object *out,
 		 const struct st_call *call, struct st_error *err);
 
+/*
+ * Whether a call on st has been under way for ns without any call moving
+ * data: a replica that neither answers nor fails (a hard NFS mount whose
+ * server went away: its system calls never return). S3 calls end by their
+ * own idle and stall timeouts; one retrying a server that is down counts
+ * too. now is clock_mono_ns().
+ */
+bool storage_stalled(struct storage *st, int64_t now, int64_t ns);
+
 /* Helpers for backends. */
+/* A call on st moved data (a chunk read or written, a listing's entry, a key deleted). */
+void st_moved(struct storage *st);
 void st_error_set(struct st_error *err, enum st_status status, int http_status,
 		  const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 int st_list_add_object(struct st_list *l, const char *key, int64_t size, int64_t mtime_ns);

@@ -532,6 +532,7 @@ static int file_del(struct storage *st, const char *const *keys, size_t nkeys,
 				continue;
 			return sys_fail(err, errno, "delete", keys[i], path);
 		}
+		st_moved(st);
 		parent_of(dir, sizeof(dir), path);
 		if (fs_fsync_dir(dir) < 0 && errno != ENOENT)
 			return sys_fail(err, errno, "delete", keys[i], dir);
@@ -577,8 +578,8 @@ static bool has_object(const char *dir, int depth)
  * that start with match to out; recurse into subdirectories unless a
  * delimiter folds them into common prefixes. Returns 0 or a status.
  */
-static int walk(const char *dir, const char *keydir, const char *match, bool delim,
-		struct st_list *out, struct st_error *err, int depth)
+static int walk(struct storage *st, const char *dir, const char *keydir, const char *match,
+		bool delim, struct st_list *out, struct st_error *err, int depth)
 {
 	DIR *d = opendir(dir);
 	struct dirent *e;
@@ -596,6 +597,7 @@ static int walk(const char *dir, const char *keydir, const char *match, bool del
 			continue;
 		if (fstatat(dirfd(d), e->d_name, &sb, 0) < 0)
 			continue; /* removed while listing */
+		st_moved(st);
 		if (join(child, sizeof(child), dir, e->d_name) < 0 ||
 		    snprintf(key, sizeof(key), "%s%s", keydir, e->d_name) >= (int)sizeof(key)) {
 			rc = sys_fail(err, ENAMETOOLONG, "list", keydir, dir);
@@ -617,7 +619,7 @@ static int walk(const char *dir, const char *keydir, const char *match, bool del
 				if (has_object(child, 0) && st_list_add_prefix(out, key) < 0)
 					rc = sys_fail(err, ENOMEM, "list", keydir, dir);
 			} else if (depth < 64) {
-				rc = walk(child, key, NULL, false, out, err, depth + 1);
+				rc = walk(st, child, key, NULL, false, out, err, depth + 1);
 			}
 		}
 	}
@@ -662,7 +664,7 @@ static int file_list(struct storage *st, const char *prefix, const char *delimit
 	}
 	if (join(dir, sizeof(dir), root, keydir) < 0)
 		return sys_fail(err, ENAMETOOLONG, "list", prefix, root);
-	return walk(dir, keydir, prefix + dlen, delimiter != NULL, out, err, 0);
+	return walk(st, dir, keydir, prefix + dlen, delimiter != NULL, out, err, 0);
 }
 
 static void file_destroy(struct storage *st)

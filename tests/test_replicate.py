@@ -2008,6 +2008,43 @@ def test_a_replica_that_answers_after_failing_at_the_last_stop_is_not_dropped(
         proxy.close()
 
 
+def test_the_backlog_cap_drops_a_file_replica_whose_write_hangs_then_snapshots_it(
+        run, tmp_path, litestream_bin):
+    """A file replica whose write neither returned nor failed after its first look (a hard
+    NFS mount whose server went away) was never dropped by the backlog cap: only a failed
+    call or a hung first look counted, and the shadow WAL grew for as long as the mount
+    hung (QA114 D5). A replica whose calls have moved nothing for 10 s counts as failing;
+    once the write returns, it takes a fresh snapshot and both replicas restore."""
+    db, good, hang = tmp_path / "app.db", tmp_path / "good", tmp_path / "hang"
+    arm = tmp_path / "arm"
+    create(db)
+    cfg = config(tmp_path, db, [file_replica(good, "good"), file_replica(hang, "hang")],
+                 max_backlog="200000", min_checkpoint_page_count=30)
+    r = run(cfg, env=faulty_env(op="write", path=f"{hang}/", delay_ms=25000, count=1, arm=arm))
+    write(db, 5, start=1)
+    wait_for(lambda: objects(hang, "snapshots") and objects(good, "snapshots"),
+             what="the first snapshots", log=r.text)
+    arm.write_text("")  # the next write into the replica hangs for 25 s
+    t0 = time.monotonic()
+    write(db, 800, start=100)
+    wait_for(lambda: "backlog over the cap" in r.text(), timeout=20, what="the hung replica dropped",
+             log=r.text)
+    took = time.monotonic() - t0
+    line = next(l for l in r.text().splitlines() if "backlog over the cap" in l)
+    assert "replica=hang " in line and "moved nothing for 10 s" in line, line
+    assert 8 < took < 20, (took, r.text())
+    os.unlink(arm)
+    # the shadow no longer keeps what the hung replica lacks
+    shadow = tmp_path / ".app.db-litevisor"
+    wait_for(lambda: len(list(shadow.rglob("*.wal"))) <= 2, what="shadow cleanup", log=r.text)
+    wait_for(lambda: r.text().count("snapshot written db=app.db replica=hang") == 2, timeout=40,
+             what="the hung replica's fresh snapshot once its write returned", log=r.text)
+    write(db, 20, start=2000)
+    assert r.stop() == 0, r.text()
+    check_restore(litestream_bin, hang, db, tmp_path / "out1.db")
+    check_restore(litestream_bin, good, db, tmp_path / "out2.db")
+
+
 def test_replicate_without_a_service_flushes_and_ends_on_quit_and_ignores_hup(run, tmp_path):
     """`litevisor replicate` with no service: QUIT (a `STOPSIGNAL SIGQUIT`) was ignored
     once replicating, though it ended the wait for the writer lock (QA112 O3). It starts
