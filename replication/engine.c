@@ -363,9 +363,15 @@ int engine_flush(struct engine *e, int64_t deadline_ms)
 
 	if (!e || !e->started)
 		return 0;
-	/* 1. one more sync of every WAL */
+	/*
+	 * 1. one more sync of every WAL. A database with no replicas has
+	 * nothing to flush, whatever its state (a directory where it should be
+	 * is said at the start, not as a flush incomplete at every stop).
+	 */
 	for (size_t i = 0; i < e->ndbs; i++) {
 		struct eng_db *d = &e->dbs[i];
+		if (d->nreplicas == 0)
+			continue;
 		pthread_mutex_lock(&d->mu);
 		uint64_t want = d->sync_seq + 2; /* a full pass that started after this call */
 		d->sync_req = want;
@@ -397,7 +403,7 @@ int engine_flush(struct engine *e, int64_t deadline_ms)
 		struct eng_db *d = &e->dbs[i];
 		pthread_mutex_lock(&d->mu);
 		d->flush_deadline_ns = end;
-		d->flush_skip = !flush_shippable(d, &rc);
+		d->flush_skip = d->nreplicas == 0 || !flush_shippable(d, &rc);
 		if (!d->flush_skip)
 			replica_target(d, &d->flush_target);
 		d->flush_closing = !d->flush_skip && !d->stat.sync_failing_since_mono_ns && !d->flush_unsynced;

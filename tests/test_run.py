@@ -5021,6 +5021,23 @@ def test_run_does_not_start_the_service_on_a_path_that_holds_no_database(litevis
     assert not marker.exists() and os.listdir(db.parent) == ["app.db"], p.stderr
 
 
+def test_a_database_without_replicas_at_a_directory_logs_no_flush_incomplete_at_stop(
+        litevisor_bin, tmp_path):
+    """With no replicas, a directory at the database's path is said at the start and the
+    service runs (QA118 O6); every stop then also logged "final flush incomplete: the
+    database was not being replicated" at ERROR, though there was nothing to flush
+    (QA119 O1)."""
+    db = tmp_path / "app.db"
+    db.mkdir()
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(f"dbs:\n  - path: {db}\n")
+    p = subprocess.run([litevisor_bin, "run", "-config", str(cfg), "--", "true"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert f"{db} is a directory, not a database" in p.stderr, p.stderr
+    assert "final flush done" in p.stderr and "incomplete" not in p.stderr, p.stderr
+
+
 def test_endpoints_answer_fast_while_a_replica_hangs(litevisor_bin, tmp_path, runs):
     """One replica accepts connections and never answers; the service keeps writing.
     /livez, /healthz and /metrics still answer within 50 ms, and the stuck replica
