@@ -1936,9 +1936,10 @@ static void snapshot_past_the_left_second(struct eng_replica *r, bool flush)
 	if (r->cfg->type != REPLICA_S3)
 		return;
 	pthread_mutex_lock(&d->mu);
-	int64_t last = r->seg_written_gen[0] && strcmp(r->seg_written_gen, d->gen) ?
-		       r->seg_written_ns : 0;
-	if (r->snap_gen[0] && strcmp(r->snap_gen, d->gen) && r->snap_written_ns > last)
+	/* only before the generation's first object here: once one is, the order is set (QA120 O3) */
+	bool has_one = !strcmp(r->seg_written_gen, d->gen) || !strcmp(r->snap_gen, d->gen);
+	int64_t last = !has_one && r->seg_written_gen[0] ? r->seg_written_ns : 0;
+	if (!has_one && r->snap_gen[0] && r->snap_written_ns > last)
 		last = r->snap_written_ns;
 	int64_t left_ns = flush ? d->flush_deadline_ns - clock_mono_ns() - NS_PER_SEC : INT64_MAX;
 	pthread_mutex_unlock(&d->mu);
