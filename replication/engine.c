@@ -375,6 +375,7 @@ int engine_flush(struct engine *e, int64_t deadline_ms)
 		pthread_mutex_lock(&d->mu);
 		uint64_t want = d->sync_seq + 2; /* a full pass that started after this call */
 		d->sync_req = want;
+		d->urgent_seq = want;
 		watch_wake(&d->watch);
 		while (d->sync_seq < want && remaining_ms(end) > 0)
 			timed_wait(&d->cond, &d->mu, remaining_ms(end));

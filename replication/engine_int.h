@@ -277,8 +277,11 @@ struct eng_db {
 	char sync_why[256];           /* why the last copy into the shadow failed */
 	char start_err_logged[96];    /* the shadow_start failure last logged, its err_key ("" none) */
 	char gen_owed[256];           /* a new generation the state directory refused: its reason
-				       * ("" none); copy_wal starts it before copying anything */
-	int64_t gen_owed_mono;        /* when copy_wal last tried it */
+				       * ("" none), the first one; copy_wal starts it before
+				       * copying anything */
+	int64_t gen_owed_mono;        /* when start_generation last tried it */
+	uint64_t urgent_seq;          /* mu: a final flush wants the passes before sync_seq
+				       * reaches this: an owed generation is tried in each */
 	int64_t start_err_mono;       /* when */
 	char sync_logged[256];        /* ... as last logged, and when */
 	int64_t sync_logged_mono;

@@ -154,10 +154,37 @@ static void resume_settled(struct eng_db *d)
 	pthread_mutex_unlock(&d->mu);
 }
 
+/*
+ * Is an owed generation's next try to wait? Once a second at most: each try
+ * makes and removes a directory (QA120 O2), whoever asks (QA121 O3). A
+ * final flush's passes try at once: else a state directory that takes it
+ * again in the second before a stop kept every commit made while it was
+ * owed off the replicas (QA121 D2).
+ */
+static bool owed_too_soon(struct eng_db *d)
+{
+	if (!d->gen_owed[0])
+		return false;
+	pthread_mutex_lock(&d->mu);
+	bool urgent = d->sync_seq < d->urgent_seq;
+	pthread_mutex_unlock(&d->mu);
+	return !urgent && clock_mono_ns() - d->gen_owed_mono < NS_PER_SEC;
+}
+
 static int start_generation(struct eng_db *d, const char *reason)
 {
 	char gen[17];
 	struct stat st;
+	char both[sizeof(d->gen_owed) + 320];
+
+	if (owed_too_soon(d))
+		return -1;
+	d->gen_owed_mono = clock_mono_ns();
+	/* the first cause is kept: a later one (a writer check) may be what starts it (QA121 O2) */
+	if (d->gen_owed[0] && strcmp(reason, d->gen_owed) != 0) {
+		snprintf(both, sizeof(both), "%.300s; owed since: %s", reason, d->gen_owed);
+		reason = both;
+	}
 
 	/* where the file stood in the generation it leaves (localstate.h, "previous") */
 	/* (an index with no shadow file yet holds nothing of this file's) */
@@ -180,8 +207,9 @@ static int start_generation(struct eng_db *d, const char *reason)
 	if (shadow_start(&d->sh, gen, 0, -1) < 0) {
 		shadow_start_failed(d);
 		/* owed until it starts (copy_wal): its cause may not be seen again */
-		if (reason != d->gen_owed)
-			snprintf(d->gen_owed, sizeof(d->gen_owed), "%s", reason);
+		if (!d->gen_owed[0])
+			snprintf(d->gen_owed, sizeof(d->gen_owed), "%.*s",
+				 (int)sizeof(d->gen_owed) - 1, reason);
 		return -1;
 	}
 	d->gen_owed[0] = '\0';
@@ -807,12 +835,8 @@ static int copy_wal(struct eng_db *d)
 	 * WAL moved on, and the old generation went on with the gap (QA120 O1).
 	 * Nothing more is copied into it until the new one starts.
 	 */
-	if (d->gen_owed[0]) {
-		/* once a second at most: each try makes and removes a directory (QA120 O2) */
-		int64_t now = clock_mono_ns();
-		if (now - d->gen_owed_mono < NS_PER_SEC)
-			return -1;
-		d->gen_owed_mono = now;
+	bool gone = d->continuous && shadow_gone(d, why, sizeof(why));
+	if (d->gen_owed[0] && !gone) {
 		snprintf(why, sizeof(why), "%s", d->gen_owed);
 		if (start_generation(d, why) < 0) {
 			snprintf(d->sync_why, sizeof(d->sync_why), "cannot start a new generation in "
@@ -822,7 +846,12 @@ static int copy_wal(struct eng_db *d)
 		return 0;
 	}
 
-	if (d->continuous && shadow_gone(d, why, sizeof(why))) {
+	/*
+	 * Before an owed generation's own try (QA121 D1): one owed since the
+	 * directory was deleted (its start refused), or deleted while one was
+	 * owed, is started here, with the directory's records made again.
+	 */
+	if (gone) {
 		/* the local history is lost: a new generation, from a snapshot, in a state
 		 * directory made again with the records it had (where the file stood, its id) */
 		/* said once: until it succeeds, each pass tries again (QA62 #3) */
@@ -830,6 +859,10 @@ static int copy_wal(struct eng_db *d)
 			log_error("engine", "the local history was deleted: starting a new generation",
 				  "db=%s why=\"%s\"", d->stat.name, why);
 		d->gone_said = true;
+		if (owed_too_soon(d)) {
+			rc = -1;
+			goto out;
+		}
 		char id[sizeof(d->dbid)];
 		pthread_mutex_lock(&d->mu);
 		memcpy(id, d->dbid, sizeof(id));
@@ -1434,9 +1467,10 @@ static bool follow_checkpoint(struct eng_db *d, int64_t mtime_ns, bool grew, int
 /* How long the monitor may wait for an event before looking anyway (ms). */
 static int64_t wait_ms(struct eng_db *d, int64_t poll_ms)
 {
-	/* without inotify, or until the database is open and held, polling is the only way */
-	if (!watch_active(&d->watch) || !d->open || !d->continuous)
-		return poll_ms;
+	/* without inotify, or until the database is open and held, polling is the only way;
+	 * an owed generation is tried again once a second, however idle the app (QA121 O1) */
+	if (!watch_active(&d->watch) || !d->open || !d->continuous || d->gen_owed[0])
+		return poll_ms < 1000 ? poll_ms : 1000;
 	int64_t wait = poll_ms > IDLE_CHECK_MS ? poll_ms : IDLE_CHECK_MS;
 	const struct cfg_db *c = d->cfg;
 	uint64_t frames = shadow_frames(d);

@@ -4796,6 +4796,74 @@ def test_a_new_generation_the_state_directory_refuses_while_running_keeps_the_li
     assert g1 in recorded and set(recorded) <= made, (recorded, made, r.text())
 
 
+def test_a_deleted_state_directory_whose_new_generation_was_refused_gets_its_records_back(
+        run, tmp_path):
+    """The state directory was deleted, and the new generation refused for a moment (a
+    full disk). The owed generation's retry started it, but skipped the rest of the
+    recovery: the database id was not written back, and a second deletion went
+    unreported; the id was then drawn anew at a restart, and retention never deletes the
+    generations labelled with the old one (QA121 D1)."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    st = tmp_path / ".app.db-litevisor"
+    create(db)
+    arm = tmp_path / "arm"
+    env = faulty_env(op="rename", path=".app.db-litevisor/generation", suffix="/generation",
+                     errno=28, count=10 ** 8, arm=arm)
+    r = run(config(tmp_path, db, [file_replica(rep, sync="100ms")]), env=env)
+    wait_for(lambda: "snapshot written" in r.text() and (st / "database-id").exists(),
+             what="the first snapshot", log=r.text)
+    dbid = (st / "database-id").read_text()
+    arm.write_text("")  # the state directory refuses a new generation ...
+    shutil.rmtree(st)   # ... which its deletion asks for
+    write(db, 1, start=10)
+    wait_for(lambda: "cannot start a generation in the state directory" in r.text(),
+             what="the refused start", log=r.text)
+    arm.unlink()
+    wait_for(lambda: r.text().count("new generation db=app.db") >= 2,
+             what="the owed generation", log=r.text)
+    write(db, 1, start=20)
+    wait_for(lambda: (st / "database-id").exists(), what="the database id written back",
+             log=r.text)
+    assert (st / "database-id").read_text() == dbid
+    said = r.text().count("the local history was deleted")
+    shutil.rmtree(st)  # again, the disk fine now: said again
+    write(db, 1, start=30)
+    wait_for(lambda: r.text().count("the local history was deleted") > said,
+             what="the second deletion reported", log=r.text)
+    assert r.stop() == 0, r.text()
+
+
+def test_a_final_flush_right_after_an_owed_generations_try_starts_it_and_ships_everything(
+        run, tmp_path, litestream_bin):
+    """A new generation was owed (the state directory refused it), the disk took writes
+    again, and the stop came within a second of the last try: the flush's passes were
+    held to the once-a-second retry, so it said "new commits could not be copied", exit
+    1, and every commit made while owed stayed off the replica (QA121 D2)."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    arm, flog = tmp_path / "arm", tmp_path / "fault.log"
+    env = faulty_env(op="rename", path=".app.db-litevisor/generation", suffix="/generation",
+                     errno=28, count=10 ** 8, arm=arm, log=flog)
+    r = run(config(tmp_path, db, [file_replica(rep, sync="100ms")]), env=env)
+    wait_for(lambda: "snapshot written" in r.text(), what="the first snapshot", log=r.text)
+    arm.write_text("")
+    shutil.rmtree(tmp_path / ".app.db-litevisor")
+    write(db, 1, start=10)
+    wait_for(lambda: "cannot start a generation in the state directory" in r.text(),
+             what="the refused start", log=r.text)
+    write(db, 20, start=100)  # committed while the generation is owed
+
+    def tries():
+        return len(flog.read_text().splitlines()) if flog.exists() else 0
+    had = tries()
+    wait_for(lambda: tries() > had, what="a retry of the owed generation", log=r.text)
+    arm.unlink()  # the disk is fine again, and the stop comes at once
+    assert r.stop() == 0, r.text()
+    out = tmp_path / "out.db"
+    ls_restore(litestream_bin, f"file://{rep}", out)
+    assert content(out) == content(db), r.text()
+
+
 def test_a_replica_that_is_down_does_not_inflate_the_others_lag(litevisor_bin, tmp_path):
     # One replica is down for good (nothing listens on its port): the commits it
     # has not got fill the engine's memory of commit times. The file replica keeps
