@@ -1469,8 +1469,10 @@ static int64_t wait_ms(struct eng_db *d, int64_t poll_ms)
 {
 	/* without inotify, or until the database is open and held, polling is the only way;
 	 * an owed generation is tried again once a second, however idle the app (QA121 O1) */
-	if (!watch_active(&d->watch) || !d->open || !d->continuous || d->gen_owed[0])
+	if (d->gen_owed[0])
 		return poll_ms < 1000 ? poll_ms : 1000;
+	if (!watch_active(&d->watch) || !d->open || !d->continuous)
+		return poll_ms;
 	int64_t wait = poll_ms > IDLE_CHECK_MS ? poll_ms : IDLE_CHECK_MS;
 	const struct cfg_db *c = d->cfg;
 	uint64_t frames = shadow_frames(d);
