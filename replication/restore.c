@@ -227,6 +227,10 @@ static int session_probe(struct session *s, const char *only, bool measure_all,
 		.statedir = s->statedir,
 	};
 	rs_probe_all(s->c, s->n, &po);
+	if (rs_plans_whole_second_cut(s->c, s->n, &s->t) && !s->quiet)
+		log_info("restore", "-timestamp: replicas keeping whole-second times are read only "
+			 "up to what they surely stored by it (a second before), since another keeps "
+			 "finer times and cuts exactly there", "db=\"%s\"", s->dbname);
 	if (!restore_aborted())
 		rs_measure_ends(s->c, s->n, measure_all, &po);
 	if (restore_aborted()) { /* a stop while probing: nothing written yet */

@@ -245,6 +245,21 @@ int rs_gen_order_at(const struct cat_generation *a, const struct cat_generation 
 int rs_plan_build(const struct cat_generation *gens, size_t ngens, const struct rs_target *t,
 		  struct rs_plan *p, char *nodata, size_t len);
 
+/*
+ * -timestamp over replicas whose clocks differ in grain (QA122 D1). A
+ * whole-second server (most S3) stamps an object up to a second before it
+ * was stored: alone, its plan takes in the objects of the timestamp's own
+ * second, as Litestream does, some of them written after it. Beside a
+ * candidate that answered with finer times (a file replica), which cuts
+ * exactly there, that candidate "held more" and won: the restore brought
+ * back commits made after the timestamp. The plan of a candidate whose
+ * every time is a whole second is built again on only what was surely
+ * stored by the timestamp (stamped a whole second before it or earlier)
+ * when a candidate that answered with finer times lists its generation.
+ * Returns how many were.
+ */
+size_t rs_plans_whole_second_cut(struct rs_cand *c, size_t n, const struct rs_target *t);
+
 /* Where the local file stood in a generation of its past; open: not closed there. */
 struct rs_past {
 	struct wal_pos at;             /* at.generation "": no record */

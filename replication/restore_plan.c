@@ -316,3 +316,61 @@ int rs_plan_build(const struct cat_generation *gens, size_t ngens, const struct 
 	}
 	return 1;
 }
+
+/* 1: every object time of c is a whole second (the server's own), 0: one is finer, -1: none */
+static int whole_seconds(const struct rs_cand *c)
+{
+	int r = -1;
+	for (size_t i = 0; i < c->ngens; i++) {
+		const struct cat_generation *g = &c->gens[i];
+		for (size_t k = 0; k < g->nsnapshots; k++) {
+			if (g->snapshots[k].mtime_ns % NS_PER_SEC)
+				return 0;
+			r = 1;
+		}
+		for (size_t k = 0; k < g->nsegments; k++) {
+			if (g->segments[k].mtime_ns % NS_PER_SEC)
+				return 0;
+			r = 1;
+		}
+	}
+	return r;
+}
+
+/* Does a candidate keeping finer times than whole seconds list generation gen? */
+static bool finer_holds(const struct rs_cand *c, size_t n, const char *gen)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (c[i].state != RC_OK || whole_seconds(&c[i]) != 0)
+			continue;
+		for (size_t k = 0; k < c[i].ngens; k++)
+			if (!strcmp(c[i].gens[k].id, gen))
+				return true;
+	}
+	return false;
+}
+
+size_t rs_plans_whole_second_cut(struct rs_cand *c, size_t n, const struct rs_target *t)
+{
+	size_t cut = 0;
+	if (!t->timestamp_ns)
+		return 0;
+	/* stamped at s, stored before s + 1 s: surely by the timestamp when s + 1 s - 1 ns is */
+	struct rs_target sure = *t;
+	sure.timestamp_ns = t->timestamp_ns - NS_PER_SEC + 1;
+	for (size_t i = 0; i < n; i++) {
+		/*
+		 * Only where the finer clock saw the same generation: of another
+		 * (a handover within the second, QA66 D3) it tells nothing.
+		 */
+		if (c[i].state != RC_OK || !c[i].has_data || whole_seconds(&c[i]) != 1 ||
+		    !finer_holds(c, n, c[i].plan.generation))
+			continue;
+		rs_plan_release(&c[i].plan);
+		int rc = rs_plan_build(c[i].gens, c[i].ngens, &sure, &c[i].plan, c[i].nodata,
+				       sizeof(c[i].nodata));
+		c[i].has_data = rc == 1;
+		cut++;
+	}
+	return cut;
+}

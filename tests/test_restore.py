@@ -3258,3 +3258,75 @@ def test_stop_during_runs_restore_step_removes_temp_files(tmp_path, litevisor_bi
     assert os.listdir(db.parent) == [], err
     if hold:
         assert "did not stop in time" in err, err
+
+
+def test_a_timestamp_over_a_whole_second_and_an_exact_replica_restores_the_state_at_it(
+        litevisor_bin, litestream_bin, tmp_path):
+    """-timestamp T over two replicas of one generation, one keeping exact object times (a
+    file replica) and one whole seconds (S3's LastModified on most servers): rounded down,
+    the whole-second one seemed to hold the objects stored later in T's second, "held
+    more" and won, and the restore brought back commits made after T; Litestream restores
+    the exact one's state (QA122 D1). The whole-second one alone still reads its second
+    in, as Litestream does."""
+    db, a, b, cfg = tmp_path / "app.db", tmp_path / "A", tmp_path / "B", tmp_path / "lv.yml"
+    cfg.write_text(f"dbs:\n  - path: {db}\n    replicas:\n      - name: A\n"
+                   f"        path: {a}\n        sync-interval: 0s\n")
+    c = sqlite3.connect(db, isolation_level=None)
+    c.execute("PRAGMA journal_mode=WAL")
+    c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    c.execute("INSERT INTO t(v) VALUES('c0')")
+    log = open(tmp_path / "rep.log", "w")
+    p = subprocess.Popen([litevisor_bin, "replicate", "-config", str(cfg)],
+                         stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        def segments():
+            return sorted(a.glob("generations/*/wal/*.wal.lz4"))
+        deadline = time.monotonic() + 30
+        while not list(a.glob("generations/*/snapshots/*.lz4")) or not segments():
+            assert time.monotonic() < deadline, (tmp_path / "rep.log").read_text()
+            time.sleep(0.05)
+        for i in range(1, 4):  # one segment each
+            had = len(segments())
+            c.execute("INSERT INTO t(v) VALUES(?)", (f"c{i}",))
+            while len(segments()) == had:
+                assert time.monotonic() < deadline, (tmp_path / "rep.log").read_text()
+                time.sleep(0.05)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(30) == 0, (tmp_path / "rep.log").read_text()
+        c.close()
+    shutil.copytree(a, b)
+    s = (int(time.time()) - 3600) * 10 ** 9
+    for rep, whole in ((a, False), (b, True)):
+        (g,) = (rep / "generations").iterdir()
+        objs = sorted((g / "snapshots").iterdir()) + sorted((g / "wal").iterdir())
+        assert len(objs) >= 5, objs
+        stamps = [50, 100, 350, 650, 950] + [990] * (len(objs) - 5)  # ms into the second
+        for k, o in enumerate(objs):
+            t = s if whole else s + stamps[k] * 10 ** 6 + k
+            os.utime(o, ns=(t, t))
+        for f in g.rglob("*"):  # anything else (the closed mark): the end of the second
+            if f.is_file() and f not in objs:
+                t = s if whole else s + 999 * 10 ** 6
+                os.utime(f, ns=(t, t))
+    ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s // 10 ** 9)) + ".500000000Z"
+    cfg.write_text(f"dbs:\n  - path: {db}\n    replicas:\n      - name: A\n        path: {a}\n"
+                   f"      - name: B\n        path: {b}\n")
+
+    def restore(tool, *extra):
+        out = tmp_path / f"out-{len(list(tmp_path.iterdir()))}.db"
+        q = subprocess.run([tool, "restore", "-config", str(cfg), "-o", str(out), "-timestamp",
+                            ts, *extra, str(db)], capture_output=True, text=True, timeout=60)
+        assert q.returncode == 0, q.stderr
+        r = sqlite3.connect(out)
+        try:
+            return [v for (v,) in r.execute("SELECT v FROM t ORDER BY id")], q.stderr
+        finally:
+            r.close()
+
+    assert restore(litevisor_bin, "-replica", "A")[0] == ["c0", "c1"]
+    assert restore(litevisor_bin, "-replica", "B")[0] == ["c0", "c1", "c2", "c3"]
+    got, err = restore(litevisor_bin)
+    assert got == ["c0", "c1"], err
+    assert "replicas keeping whole-second times are read only up to" in err, err
+    assert restore(litestream_bin)[0] == ["c0", "c1"]
