@@ -821,6 +821,29 @@ static int look_at_index(struct eng_db *d)
 		    "copied (a writer killed inside its commit?)"
 
 /*
+ * A new generation started in a state directory made again after its
+ * deletion: its records back (the database id), and what the waits said is
+ * over (QA62 #4).
+ */
+static void gone_recovered(struct eng_db *d)
+{
+	char id[sizeof(d->dbid)];
+	uid_t uid;
+	gid_t gid;
+	pthread_mutex_lock(&d->mu);
+	memcpy(id, d->dbid, sizeof(id));
+	pthread_mutex_unlock(&d->mu);
+	localstate_owner(d->cfg, &uid, &gid);
+	if (id[0] && localstate_write_database_id(d->dir, id, uid, gid) < 0)
+		log_warn("engine", "cannot write the database id to the local state again",
+			 "db=%s dir=\"%s\" err=\"%s\"", d->stat.name, d->dir, strerror(errno));
+	d->gone_said = false;
+	d->open_why[0] = '\0';
+	d->state_held_logged = false;
+	db_set_state(d, true, "replicating");
+}
+
+/*
  * Copy everything committed into the shadow, following index changes.
  * Returns 0, or -1 with the cause in d->sync_why.
  */
@@ -843,6 +866,10 @@ static int copy_wal(struct eng_db *d)
 				 "the state directory (see the error above)");
 			return -1;
 		}
+		/* owed since the directory was deleted, and no longer followed (a hold
+		 * given up while refused): its recovery ends here too (QA124 D3) */
+		if (d->gone_said)
+			gone_recovered(d);
 		return 0;
 	}
 
@@ -863,13 +890,6 @@ static int copy_wal(struct eng_db *d)
 			rc = -1;
 			goto out;
 		}
-		char id[sizeof(d->dbid)];
-		pthread_mutex_lock(&d->mu);
-		memcpy(id, d->dbid, sizeof(id));
-		pthread_mutex_unlock(&d->mu);
-		uid_t uid;
-		gid_t gid;
-		localstate_owner(d->cfg, &uid, &gid);
 		if (localstate_ensure(d->cfg, d->dir) < 0) {
 			char e[PATH_MAX + 80];
 			snprintf(e, sizeof(e), "%s: %s", d->dir, strerror(errno));
@@ -890,14 +910,7 @@ static int copy_wal(struct eng_db *d)
 		}
 		if ((rc = start_generation(d, why)) < 0)
 			goto out;
-		if (id[0] && localstate_write_database_id(d->dir, id, uid, gid) < 0)
-			log_warn("engine", "cannot write the database id to the local state again",
-				 "db=%s dir=\"%s\" err=\"%s\"", d->stat.name, d->dir, strerror(errno));
-		/* replicating again: what the waits said is over (QA62 #4) */
-		d->gone_said = false;
-		d->open_why[0] = '\0';
-		d->state_held_logged = false;
-		db_set_state(d, true, "replicating");
+		gone_recovered(d);
 	}
 	if (wal_open(d) < 0) {
 		/* no WAL file (yet): nothing committed since the last checkpoint */

@@ -346,10 +346,13 @@ static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
 		x->stalled = true;
 		return 1; /* CURLE_ABORTED_BY_CALLBACK */
 	}
+	/* an answer a server may think over for minutes (CompleteMultipartUpload) is no
+	 * stall of the replica's either (storage_stalled, QA124 D4) */
+	if (dlnow + ulnow != x->moved || x->req->slow_answer)
+		st_moved(x->st);
 	if (dlnow + ulnow != x->moved) {
 		x->moved = dlnow + ulnow;
 		x->last_move_ms = now;
-		st_moved(x->st);
 		return 0;
 	}
 	long q = ulnow > 0 ? unsent(x) : -1;

@@ -2045,6 +2045,50 @@ def test_the_backlog_cap_drops_a_file_replica_whose_write_hangs_then_snapshots_i
     check_restore(litestream_bin, good, db, tmp_path / "out2.db")
 
 
+def test_the_backlog_cap_keeps_an_s3_replica_whose_server_thinks_over_a_multipart_completion(
+        run, tmp_path, s3server):
+    """A server may think a CompleteMultipartUpload over for minutes (the idle timeout
+    spares it): the backlog cap took the 10 s of it with no byte moving for a hung
+    replica, and dropped a healthy one, with a false ERROR (QA124 D4)."""
+    from test_storage import OneRequestProxy
+
+    class SlowCompletion(OneRequestProxy):
+        def __init__(self, upstream_port):
+            self.slow, self.held = 0, 0
+            super().__init__(upstream_port)
+
+        def decide(self, req, c):
+            line = req.split(b"\r\n", 1)[0]
+            with self.lock:
+                slow = self.slow if line.startswith(b"POST ") and b"uploadId=" in line else 0
+                self.held += slow > 0
+            time.sleep(slow)
+            return False
+
+    srv = s3server()
+    proxy = SlowCompletion(srv.port)
+    try:
+        db = tmp_path / "app.db"
+        write(db, 45, start=1, blob=200000)  # 9 MB: snapshots go multipart
+        rep = s3_replica(srv, sync="100ms")
+        rep["endpoint"] = f"http://127.0.0.1:{proxy.port}"
+        rep["snapshot-interval"] = "3s"
+        r = run(config(tmp_path, db, [rep], max_backlog="1000000"))
+        wait_for(lambda: "snapshot written" in r.text(), timeout=60, what="the first snapshot",
+                 log=r.text)
+        proxy.slow = 13
+        write(db, 5, start=1000)  # something new for the next periodic snapshot
+        wait_for(lambda: proxy.held, timeout=30, what="a completion thought over", log=r.text)
+        write(db, 130, start=2000, blob=15000, rate=10)  # 2 MB in 13 s
+        proxy.slow = 0
+        wait_for(lambda: r.text().count("snapshot written") >= 2, timeout=60,
+                 what="the slow snapshot's end", log=r.text)
+        assert "over the cap" not in r.text(), r.text()
+        assert r.stop() == 0, r.text()
+    finally:
+        proxy.close()
+
+
 def test_replicate_without_a_service_flushes_and_ends_on_quit_and_ignores_hup(run, tmp_path):
     """`litevisor replicate` with no service: QUIT (a `STOPSIGNAL SIGQUIT`) was ignored
     once replicating, though it ended the wait for the writer lock (QA112 O3). It starts
@@ -4796,13 +4840,15 @@ def test_a_new_generation_the_state_directory_refuses_while_running_keeps_the_li
     assert g1 in recorded and set(recorded) <= made, (recorded, made, r.text())
 
 
+@pytest.mark.parametrize("refused_s", [0, 11])
 def test_a_deleted_state_directory_whose_new_generation_was_refused_gets_its_records_back(
-        run, tmp_path):
+        run, tmp_path, refused_s):
     """The state directory was deleted, and the new generation refused for a moment (a
     full disk). The owed generation's retry started it, but skipped the rest of the
     recovery: the database id was not written back, and a second deletion went
     unreported; the id was then drawn anew at a restart, and retention never deletes the
-    generations labelled with the old one (QA121 D1)."""
+    generations labelled with the old one (QA121 D1). The same after a refusal of over
+    10 s, once the engine gave up following the WAL (QA124 D3)."""
     db, rep = tmp_path / "app.db", tmp_path / "rep"
     st = tmp_path / ".app.db-litevisor"
     create(db)
@@ -4818,6 +4864,7 @@ def test_a_deleted_state_directory_whose_new_generation_was_refused_gets_its_rec
     write(db, 1, start=10)
     wait_for(lambda: "cannot start a generation in the state directory" in r.text(),
              what="the refused start", log=r.text)
+    time.sleep(refused_s)
     arm.unlink()
     wait_for(lambda: r.text().count("new generation db=app.db") >= 2,
              what="the owed generation", log=r.text)
