@@ -80,6 +80,8 @@ static void drop_backlog(struct eng_db *d, struct eng_replica *r)
 	r->behind_since_mono = now - (int64_t)(lag * NS_PER_SEC);
 	r->dropped = true;
 	r->need_snapshot = true;
+	if (r->snap_hold_gen[0])
+		r->snap_hold_dropped = true; /* its index's shadow is no longer kept for it */
 }
 
 /* Delete shadow files nobody needs; enforce the backlog cap. */
@@ -161,6 +163,31 @@ void backlog_cleanup(struct eng_db *d)
 			}
 		}
 		worst_bytes = -1; /* those were the cause; re-evaluate the others next round */
+	}
+	/*
+	 * A snapshot on its way keeps the shadow from its index (needed_index),
+	 * also one into a new generation, where its replica's position is not
+	 * yet: stalled for 10 s (a hung mount), it counts like a failing
+	 * replica's backlog (QA124 D1).
+	 */
+	for (size_t i = 0; i < d->nreplicas && d->cfg->max_backlog_bytes > 0; i++) {
+		struct eng_replica *r = &d->replicas[i];
+		if (!r->st || r->dropped || strcmp(r->snap_hold_gen, d->gen) != 0 ||
+		    !storage_stalled(r->st, now, LOOK_SLOW_NS))
+			continue;
+		struct wal_pos from = { .index = r->snap_hold_index };
+		pthread_mutex_unlock(&d->mu);
+		int64_t held = behind_bytes(d, &from, cur);
+		pthread_mutex_lock(&d->mu);
+		if (held > backlog)
+			backlog = held;
+		if (held <= d->cfg->max_backlog_bytes || r->dropped || !r->snap_hold_gen[0])
+			continue;
+		drop_backlog(d, r);
+		log_error("engine", "replica backlog over the cap: dropping its backlog, it gets a fresh snapshot when back",
+			  "db=%s replica=%s backlog_bytes=%lld cap=%lld why=\"%s\"", d->stat.name,
+			  r->cfg->name, (long long)held, (long long)d->cfg->max_backlog_bytes,
+			  "a snapshot to it has moved nothing for 10 s (a mount that hangs?)");
 	}
 	d->stat.backlog_bytes = backlog;
 	if (worst_bytes > d->cfg->max_backlog_bytes && d->cfg->max_backlog_bytes > 0) {

@@ -2045,6 +2045,36 @@ def test_the_backlog_cap_drops_a_file_replica_whose_write_hangs_then_snapshots_i
     check_restore(litestream_bin, good, db, tmp_path / "out2.db")
 
 
+def test_the_backlog_cap_drops_a_file_replica_whose_first_snapshot_hangs(
+        run, tmp_path, litestream_bin):
+    """A file replica hung in its first snapshot of the generation (its directory's fsync
+    never returned: a hard NFS mount) kept the shadow from that snapshot's index, and was
+    never dropped: the cap counted only replicas whose position was in the generation
+    (QA124 D1). Dropped once stalled for 10 s; when the hang ends, the snapshot it
+    stored is followed by a fresh one, and both replicas restore."""
+    db, good, hang = tmp_path / "app.db", tmp_path / "good", tmp_path / "hang"
+    flog = tmp_path / "fault.log"
+    create(db)
+    cfg = config(tmp_path, db, [file_replica(good, "good"), file_replica(hang, "hang")],
+                 max_backlog="200000", min_checkpoint_page_count=30)
+    r = run(cfg, env=faulty_env(op="fsync", path=f"{hang}/", suffix="/snapshots",
+                                delay_ms=20000, count=1, log=flog))
+    write(db, 5, start=1)
+    wait_for(flog.exists, what="the hung snapshot", log=r.text)
+    for k in range(4):
+        write(db, 150, start=200 + k * 150, blob=2000)
+    wait_for(lambda: "backlog over the cap" in r.text(), timeout=20, what="the drop",
+             log=r.text)
+    line = next(l for l in r.text().splitlines() if "backlog over the cap" in l)
+    assert "replica=hang " in line and "moved nothing for 10 s" in line, line
+    wait_for(lambda: r.text().count("snapshot written db=app.db replica=hang") >= 2, timeout=40,
+             what="the stored snapshot followed by a fresh one", log=r.text)
+    write(db, 20, start=5000)
+    assert r.stop() == 0, r.text()
+    check_restore(litestream_bin, hang, db, tmp_path / "out1.db")
+    check_restore(litestream_bin, good, db, tmp_path / "out2.db")
+
+
 def test_the_backlog_cap_keeps_an_s3_replica_whose_server_thinks_over_a_multipart_completion(
         run, tmp_path, s3server):
     """A server may think a CompleteMultipartUpload over for minutes (the idle timeout
