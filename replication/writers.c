@@ -218,13 +218,19 @@ static bool index_there(struct eng_replica *r, size_t from, size_t to, size_t *k
 		layout_wal_key(key, r->shipped_gen, s.index, s.offset);
 		if (rc == 0 && listed(&l, key))
 			continue;
-		if (*stats == 0 || give_way(r)) {
+		/*
+		 * No listing (the server down or failing): nothing known, looked for
+		 * again next time. Its -1 was read as ST_NOT_FOUND: an outage at the
+		 * look made "a server that answered a write it did not keep", and a
+		 * new generation each time (QA123 D1).
+		 */
+		if ((rc != 0 && rc != ST_NOT_FOUND) || *stats == 0 || give_way(r)) {
 			r->shipped[(*keep)++] = s; /* the next look's */
 			continue;
 		}
 		(*stats)--;
 		struct st_object o = { 0 };
-		int src = rc == 0 || rc == ST_NOT_FOUND ? storage_stat(r->st, key, &o, call, &err) : -1;
+		int src = storage_stat(r->st, key, &o, call, &err);
 		free(o.key);
 		if (src == ST_NOT_FOUND) {
 			snprintf(why, len, "segment %s was written (the server answered) but the "

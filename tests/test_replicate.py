@@ -1469,6 +1469,86 @@ class DownOrSlow(ListHider):
         return False
 
 
+class Unplugged:
+    """A byte-for-byte loopback forwarder to upstream_port whose listener can be taken
+    away (`unplug`: connections refused, as from a server that is down) and put back on
+    the same port (`plug`)."""
+
+    def __init__(self, upstream_port):
+        self.upstream_port, self.port, self.sock, self.conns = upstream_port, 0, None, []
+        self.plug()
+
+    def plug(self):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", self.port))
+        self.port = self.sock.getsockname()[1]
+        self.sock.listen(32)
+        threading.Thread(target=self._accept, args=(self.sock,), daemon=True).start()
+
+    def unplug(self):
+        """The listener and every connection go (shutdown wakes a blocked accept)."""
+        for c in [self.sock] + self.conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            c.close()
+        self.conns = []
+
+    def _accept(self, sock):
+        while True:
+            try:
+                c, _ = sock.accept()
+            except OSError:
+                return
+            up = socket.create_connection(("127.0.0.1", self.upstream_port))
+            self.conns += [c, up]
+            for a, b in ((c, up), (up, c)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a, b):
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                b.sendall(data)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    close = unplug
+
+
+def test_a_writer_check_during_an_outage_finds_nothing_lost(run, tmp_path, s3server):
+    """A writer check that came while the S3 server was down (its listing failed) took
+    the failure for "the replica does not hold" the segments it wrote, and started a new
+    generation at every outage, with a false warning of a server that loses writes
+    (QA123 D1). Nothing is known then: the segments are looked for at the next look."""
+    srv = s3server()
+    proxy = Unplugged(srv.port)
+    try:
+        db, cfg, r, _ = replicate_through(run, tmp_path, srv, proxy,
+                                          writer_check_interval="3s")
+        ship_rounds(db, srv, r, 2)
+        proxy.unplug()  # no upload due: the next writer check meets the outage, and its
+        time.sleep(12)  # listing's retries give up
+        proxy.plug()
+        ship_rounds(db, srv, r, 1, start=1000)
+        time.sleep(3.5)  # the next look finds every segment
+        assert "lost this generation" not in r.text(), r.text()
+        assert r.text().count("new generation") == 1, r.text()
+        assert r.stop() == 0, r.text()
+    finally:
+        proxy.close()
+
+
 def test_a_periodic_snapshot_due_when_the_final_flush_comes_waits_past_it(run, tmp_path,
                                                                           s3server):
     """The replica came back from a 503 outage with its periodic snapshot overdue, and
