@@ -68,7 +68,8 @@ struct eng_replica {
 	struct wal_pos pos;
 	bool need_snapshot;           /* next upload starts with a snapshot */
 	bool dropped;                 /* backlog cap exceeded: ignore for shadow cleanup */
-	int64_t behind_since_mono;    /* dropped: when the oldest commit it lacked was made */
+	int64_t behind_since_mono;    /* dropped, or behind when a new generation began: when
+				       * the oldest commit it lacked was made (0 none) */
 	bool gap;                     /* the next snapshot follows a gap in this replica's history */
 	bool skew_warned;             /* retention saw this replica's clock behind ours (logged once) */
 	/*

@@ -51,7 +51,7 @@ static int64_t lacks_since(const struct eng_db *d, const struct eng_replica *r, 
 		t = d->lag[0].mono_ns;
 	if (d->stat.sync_failing_since_mono_ns && (!t || d->stat.sync_failing_since_mono_ns < t))
 		t = d->stat.sync_failing_since_mono_ns;
-	if (r->dropped && r->behind_since_mono && (!t || r->behind_since_mono < t))
+	if (r->behind_since_mono && (!t || r->behind_since_mono < t))
 		t = r->behind_since_mono;
 	if (r->carried && (!t || r->carried_since_mono < t))
 		t = r->carried_since_mono;

@@ -229,6 +229,19 @@ static int start_generation(struct eng_db *d, const char *reason)
 	log_info("engine", "new generation", "db=%s generation=%s reason=\"%s\"", d->stat.name, gen,
 		 reason);
 	pthread_mutex_lock(&d->mu);
+	/*
+	 * The commit times go with the generation left: a replica that lacked
+	 * some of them keeps its lag counting from the oldest (replica.c), or
+	 * a replica down since long read as lagging since the new generation
+	 * began (QA123 D2).
+	 */
+	int64_t now = clock_mono_ns();
+	for (size_t i = 0; i < d->nreplicas; i++) {
+		struct eng_replica *r = &d->replicas[i];
+		double lag = r->st && !r->behind_since_mono ? replica_lag_seconds(d, r, now) : 0;
+		if (lag > 0)
+			r->behind_since_mono = now - (int64_t)(lag * NS_PER_SEC);
+	}
 	d->gen_epoch++;
 	d->stat.generations_total++;
 	d->commits.set = false;

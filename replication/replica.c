@@ -88,8 +88,9 @@ double replica_lag_seconds(const struct eng_db *d, const struct eng_replica *r, 
 	/* commits the shadow could not take since then reach no replica either */
 	if (d->stat.sync_failing_since_mono_ns && (double)(now - d->stat.sync_failing_since_mono_ns) / NS_PER_SEC > lag)
 		lag = (double)(now - d->stat.sync_failing_since_mono_ns) / NS_PER_SEC;
-	/* its backlog dropped: what it lacks is older than the shadow remembers */
-	if (r->dropped && r->behind_since_mono &&
+	/* its backlog dropped, or a new generation began: what it lacks is older than the
+	 * shadow remembers (QA123 D2) */
+	if (r->behind_since_mono &&
 	    (double)(now - r->behind_since_mono) / NS_PER_SEC > lag)
 		lag = (double)(now - r->behind_since_mono) / NS_PER_SEC;
 	return lag;

@@ -2255,6 +2255,42 @@ def test_backlog_cap_drops_replica_then_snapshot(run, tmp_path, litestream_bin):
     check_restore(litestream_bin, good, db, tmp_path / "out2.db")
 
 
+def test_a_new_generation_keeps_the_lag_of_a_replica_that_is_down(run, tmp_path):
+    """A replica down while commits went on, then a new generation for another reason
+    (here the other replica lost its objects): its lag gauge dropped to the time since
+    the new generation began, though it still lacked every commit since its outage
+    (QA123 D2). It counts from the oldest commit it lacks."""
+    import urllib.request
+    from conftest import free_port
+    db, good, down = tmp_path / "app.db", tmp_path / "good", tmp_path / "down"
+    create(db)
+    down.write_text("not a directory")  # down from the start
+    port = free_port()
+    cfg = config(tmp_path, db, [file_replica(good, "good", writer_check_interval="1s"),
+                                file_replica(down, "down")])
+    cfg.write_text(f"addr: 127.0.0.1:{port}\n" + cfg.read_text())
+    r = run(cfg)
+
+    def lag(replica):
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        line = next(l for l in text.splitlines()
+                    if l.startswith("litevisor_replica_lag_seconds{") and f'replica="{replica}"' in l)
+        return float(line.rsplit(" ", 1)[1])
+
+    wait_for(lambda: objects(good, "snapshots"), what="the good replica's snapshot", log=r.text)
+    t0 = time.monotonic()
+    write(db, 1, start=1)  # the first commit the down replica lacks
+    time.sleep(6)
+    shutil.rmtree(good / "generations")  # the writer check starts a new generation
+    wait_for(lambda: r.text().count("new generation") >= 2, what="the new generation",
+             log=r.text)
+    write(db, 1, start=100)
+    time.sleep(1)
+    assert lag("down") >= time.monotonic() - t0 - 1.5, (lag("down"), r.text())
+    assert lag("good") < 1.5
+    r.stop()
+
+
 def silent_listener(port=0):
     """A loopback socket that accepts connections and never answers (a hung server, a
     blackholed route), on port (0: a free one). Close it to end the test's use."""
