@@ -5,6 +5,7 @@
  * exists), minus its bugs (an -index past the end is an error), plus
  * litevisor's 100 (usage/config) and 111 (no replica reachable, network).
  */
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
@@ -144,8 +145,12 @@ static int run_restore(int argc, char **argv)
 	if (index) {
 		char *end;
 		errno = 0;
-		unsigned long v = strtoul(index, &end, 16);
-		if (errno || !*index || *end || v > 0xffffffffUL || index[0] == '-')
+		/* hex digits, after an optional '+', as Litestream (Go's ParseInt) takes it:
+		 * strtoul alone also takes blanks and a 0x prefix (QA122 O2) */
+		const char *digits = index + (index[0] == '+');
+		unsigned long v = strtoul(digits, &end, 16);
+		if (errno || !isxdigit((unsigned char)digits[0]) || digits[strspn(digits,
+		    "0123456789abcdefABCDEF")] || *end || v > 0xffffffffUL)
 			return cli_usage_error(&cmd_restore, "-index: invalid hex index \"%s\"", index);
 		opt.has_index = true;
 		opt.index = (uint32_t)v;

@@ -2894,6 +2894,23 @@ def test_empty_output_path_is_a_usage_error(tmp_path, litevisor_bin, history):
     assert os.listdir(work) == []
 
 
+@pytest.mark.parametrize("index", ["0x2", " 2", "2 ", "+-2", "-1", "100000000", "g"])
+def test_index_that_is_not_hex_digits_is_a_usage_error_as_for_litestream(
+        tmp_path, litevisor_bin, litestream_bin, history, index):
+    """-index took what strtoul takes: blanks and a 0x prefix; Litestream refuses them
+    ("invalid hexadecimal format"), so a script working with one failed with the other
+    (QA122 O2). A leading '+' both take."""
+    rep = tmp_path / "rep"
+    history.write(str(rep))
+    for tool, code in ((litevisor_bin, 100), (litestream_bin, None)):
+        out = tmp_path / "out.db"
+        p = subprocess.run([tool, "restore", "-index", index, "-o", str(out), f"file://{rep}"],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode != 0 and not out.exists(), (tool, p.stderr)
+        if code:
+            assert p.returncode == code and "-index" in p.stderr, p.stderr
+
+
 @pytest.mark.parametrize("n", ["0", "-3", "257"])
 def test_parallelism_outside_1_to_256_is_a_usage_error(tmp_path, litevisor_bin, history, n):
     # the same range as restore.parallelism in the config
