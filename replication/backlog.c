@@ -80,8 +80,6 @@ static void drop_backlog(struct eng_db *d, struct eng_replica *r)
 	r->behind_since_mono = now - (int64_t)(lag * NS_PER_SEC);
 	r->dropped = true;
 	r->need_snapshot = true;
-	if (r->snap_hold_gen[0])
-		r->snap_hold_dropped = true; /* its index's shadow is no longer kept for it */
 }
 
 /* Delete shadow files nobody needs; enforce the backlog cap. */

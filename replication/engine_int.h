@@ -101,12 +101,6 @@ struct eng_replica {
 	 */
 	char snap_hold_gen[17];
 	uint32_t snap_hold_index;
-	/*
-	 * The backlog cap dropped r while that snapshot was on its way: the
-	 * shadow after its index went, so once stored it is followed by another
-	 * (a gap), not by segments (backlog.c, snapshot.c).
-	 */
-	bool snap_hold_dropped;
 	bool refused;                 /* found the database older than its data: writes nothing
 				       * more, looks no more (replica.c, refuse_older) */
 	bool older_check;             /* has a closed record, or the restored marker names it:

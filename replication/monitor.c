@@ -871,7 +871,8 @@ static int copy_wal(struct eng_db *d)
 	 * WAL moved on, and the old generation went on with the gap (QA120 O1).
 	 * Nothing more is copied into it until the new one starts.
 	 */
-	bool gone = d->continuous && shadow_gone(d, why, sizeof(why));
+	/* also once the WAL is no longer followed while a generation is owed (QA125 D3) */
+	bool gone = (d->continuous || d->gen_owed[0]) && shadow_gone(d, why, sizeof(why));
 	if (d->gen_owed[0] && !gone) {
 		snprintf(why, sizeof(why), "%s", d->gen_owed);
 		if (start_generation(d, why) < 0) {

@@ -255,7 +255,8 @@ int rs_plan_build(const struct cat_generation *gens, size_t ngens, const struct 
  * back commits made after the timestamp. The plan of a candidate whose
  * every time is a whole second is built again on only what was surely
  * stored by the timestamp (stamped a whole second before it or earlier)
- * when a candidate that answered with finer times lists its generation.
+ * when a candidate that answered with finer times has a plan in its
+ * generation at the timestamp.
  * Returns how many were.
  */
 size_t rs_plans_whole_second_cut(struct rs_cand *c, size_t n, const struct rs_target *t);

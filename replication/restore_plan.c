@@ -337,16 +337,13 @@ static int whole_seconds(const struct rs_cand *c)
 	return r;
 }
 
-/* Does a candidate keeping finer times than whole seconds list generation gen? */
+/* Does a candidate keeping finer times than whole seconds restore generation gen at t? */
 static bool finer_holds(const struct rs_cand *c, size_t n, const char *gen)
 {
-	for (size_t i = 0; i < n; i++) {
-		if (c[i].state != RC_OK || whole_seconds(&c[i]) != 0)
-			continue;
-		for (size_t k = 0; k < c[i].ngens; k++)
-			if (!strcmp(c[i].gens[k].id, gen))
-				return true;
-	}
+	for (size_t i = 0; i < n; i++)
+		if (c[i].state == RC_OK && c[i].has_data && whole_seconds(&c[i]) == 0 &&
+		    !strcmp(c[i].plan.generation, gen))
+			return true;
 	return false;
 }
 

@@ -141,8 +141,12 @@ static int on_closesocket(void *ud, curl_socket_t fd)
 
 /* ---- one transfer ---- */
 
+/* How long a slow answer (s3_req.slow_answer) keeps the replica from counting as stalled. */
+#define SLOW_ANSWER_SPARED_MS 15000
+
 struct xfer {
 	struct storage *st;    /* told of every byte moved (storage_stalled) */
+	int64_t call_start_ms; /* mono ms the call (all its attempts) began */
 	const struct s3_req *req;
 	struct s3_resp *resp;
 	CURL *h;
@@ -346,9 +350,11 @@ static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
 		x->stalled = true;
 		return 1; /* CURLE_ABORTED_BY_CALLBACK */
 	}
-	/* an answer a server may think over for minutes (CompleteMultipartUpload) is no
-	 * stall of the replica's either (storage_stalled, QA124 D4) */
-	if (dlnow + ulnow != x->moved || x->req->slow_answer)
+	/* an answer a server may think over (CompleteMultipartUpload) is no stall of the
+	 * replica's either (storage_stalled, QA124 D4), for its first minute: one that
+	 * never comes is (QA125 D2) */
+	if (dlnow + ulnow != x->moved ||
+	    (x->req->slow_answer && now - x->call_start_ms < SLOW_ANSWER_SPARED_MS))
 		st_moved(x->st);
 	if (dlnow + ulnow != x->moved) {
 		x->moved = dlnow + ulnow;
@@ -931,7 +937,7 @@ static void note_failing(struct s3 *s3, bool failing, const char *op, const char
 int s3_request(struct s3 *s3, const struct s3_req *req, struct s3_resp *resp,
 	       const struct s3_ctl *ctl, struct st_error *err)
 {
-	struct xfer x = { 0 };
+	struct xfer x = { .call_start_ms = clock_mono_ms() };
 	struct outcome o = { 0 };
 	const char *key = req->key ? req->key : "";
 	/* a listing is named by its prefix, so a log tells which replica's path failed */

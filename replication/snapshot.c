@@ -408,16 +408,15 @@ static void snapshot_done(struct eng_replica *r, const char *gen, uint32_t index
 	r->snap_covers = *covers;
 	r->snap_wait = false;
 	r->oversize = false;
-	if (r->snap_hold_dropped) {
-		/* dropped by the cap on its way (a hung mount): what came after it is
-		 * not kept, so another snapshot follows it; the lag keeps counting */
-		r->need_snapshot = true;
-		r->gap = true;
-	} else {
-		r->dropped = false;
-		r->behind_since_mono = 0;
-		r->gap = false;
-	}
+	/*
+	 * Dropped by the cap on its way (a hung mount, QA124 D1): the shadow
+	 * after its index may be gone, which replica_ship finds (a snapshot
+	 * then, at a later index: this one is not replaced, QA125); if not,
+	 * the replica goes on from it.
+	 */
+	r->dropped = false;
+	r->behind_since_mono = 0;
+	r->gap = false;
 	int64_t since = r->stat.failing_since_ns ? r->stat.failing_since_mono_ns : 0;
 	r->stat.failing_since_ns = r->stat.failing_since_mono_ns = 0; /* it took a snapshot: it answers again */
 	r->failed_here = false;
@@ -537,7 +536,6 @@ int snapshot_take(struct eng_replica *r, bool flush)
 	pthread_mutex_lock(&d->mu);
 	memcpy(r->snap_hold_gen, u.gen, sizeof(r->snap_hold_gen));
 	r->snap_hold_index = u.index;
-	r->snap_hold_dropped = false;
 	pthread_mutex_unlock(&d->mu);
 	if (how == SNAP_BUILD) {
 		char why[300] = "";

@@ -2130,8 +2130,9 @@ def test_the_backlog_cap_drops_a_file_replica_whose_first_snapshot_hangs(
     """A file replica hung in its first snapshot of the generation (its directory's fsync
     never returned: a hard NFS mount) kept the shadow from that snapshot's index, and was
     never dropped: the cap counted only replicas whose position was in the generation
-    (QA124 D1). Dropped once stalled for 10 s; when the hang ends, the snapshot it
-    stored is followed by a fresh one, and both replicas restore."""
+    (QA124 D1). Dropped once stalled for 10 s; when the hang ends, it goes on from the
+    snapshot it stored (a fresh one if the shadow after it went), and both replicas
+    restore."""
     db, good, hang = tmp_path / "app.db", tmp_path / "good", tmp_path / "hang"
     flog = tmp_path / "fault.log"
     create(db)
@@ -2147,8 +2148,8 @@ def test_the_backlog_cap_drops_a_file_replica_whose_first_snapshot_hangs(
              log=r.text)
     line = next(l for l in r.text().splitlines() if "backlog over the cap" in l)
     assert "replica=hang " in line and "moved nothing for 10 s" in line, line
-    wait_for(lambda: r.text().count("snapshot written db=app.db replica=hang") >= 2, timeout=40,
-             what="the stored snapshot followed by a fresh one", log=r.text)
+    wait_for(lambda: "snapshot written db=app.db replica=hang" in r.text(), timeout=40,
+             what="the hung snapshot stored", log=r.text)
     write(db, 20, start=5000)
     assert r.stop() == 0, r.text()
     check_restore(litestream_bin, hang, db, tmp_path / "out1.db")
@@ -5023,6 +5024,40 @@ def test_a_deleted_state_directory_whose_new_generation_was_refused_gets_its_rec
     write(db, 1, start=30)
     wait_for(lambda: r.text().count("the local history was deleted") > said,
              what="the second deletion reported", log=r.text)
+    assert r.stop() == 0, r.text()
+
+
+def test_a_state_directory_deleted_while_a_refused_generation_is_owed_gets_its_records_back(
+        run, tmp_path):
+    """A new generation was refused (a full state disk) for over 10 s, so the engine no
+    longer followed the WAL, and then the state directory was deleted: the deletion was
+    looked for only while following, the owed generation started in a directory mkdir
+    made again, without the database id, and nothing said it (QA125 D3)."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    st = tmp_path / ".app.db-litevisor"
+    create(db)
+    arm = tmp_path / "arm"
+    env = faulty_env(op="rename", path=".app.db-litevisor/generation", suffix="/generation",
+                     errno=28, count=10 ** 8, arm=arm)
+    r = run(config(tmp_path, db, [file_replica(rep, sync="100ms", writer_check_interval="1s")]),
+            env=env)
+    wait_for(lambda: "snapshot written" in r.text() and (st / "database-id").exists(),
+             what="the first snapshot", log=r.text)
+    dbid = (st / "database-id").read_text()
+    arm.write_text("")
+    shutil.rmtree(rep / "generations")  # the replica loses it: a new generation is owed
+    wait_for(lambda: "cannot start a generation in the state directory" in r.text(),
+             what="the refused start", log=r.text)
+    for i in range(12):  # over 10 s of failed copies: the WAL is no longer followed
+        write(db, 1, start=1 + i)
+        time.sleep(1)
+    shutil.rmtree(st)
+    arm.unlink()
+    wait_for(lambda: "the local history was deleted" in r.text(), what="the deletion said",
+             log=r.text)
+    wait_for(lambda: (st / "database-id").exists(), what="the database id written back",
+             log=r.text)
+    assert (st / "database-id").read_text() == dbid
     assert r.stop() == 0, r.text()
 
 

@@ -3347,3 +3347,17 @@ def test_a_timestamp_over_a_whole_second_and_an_exact_replica_restores_the_state
     assert got == ["c0", "c1"], err
     assert "replicas keeping whole-second times are read only up to" in err, err
     assert restore(litestream_bin)[0] == ["c0", "c1"]
+    # a finer replica with nothing at T (written later: one added since) cuts nothing:
+    # the whole-second one is read as alone (QA125 D1)
+    late = tmp_path / "late"
+    shutil.copytree(a, late)
+    for f in late.rglob("*"):
+        if f.is_file() and "/wal/" in str(f):
+            f.unlink()  # only its first snapshot, taken 100 s after T
+        elif f.is_file():
+            os.utime(f, ns=(s + 100_250_000_000,) * 2)
+    cfg.write_text(f"dbs:\n  - path: {db}\n    replicas:\n      - name: B\n        path: {b}\n"
+                   f"      - name: late\n        path: {late}\n")
+    got, err = restore(litevisor_bin)
+    assert got == ["c0", "c1", "c2", "c3"], err
+    assert "whole-second times are read only up to" not in err, err
