@@ -2088,6 +2088,32 @@ def test_a_replica_that_answers_after_failing_at_the_last_stop_is_not_dropped(
         proxy.close()
 
 
+def hung_replica_run(run, tmp_path, **fault):
+    """app.db replicated to file replicas "good" and "hang" (max-backlog 200000), the
+    faultinject settings fault applying to hang's directory. Returns (db, good, hang, r)."""
+    db, good, hang = tmp_path / "app.db", tmp_path / "good", tmp_path / "hang"
+    create(db)
+    cfg = config(tmp_path, db, [file_replica(good, "good"), file_replica(hang, "hang")],
+                 max_backlog="200000", min_checkpoint_page_count=30)
+    return db, good, hang, run(cfg, env=faulty_env(path=f"{hang}/", count=1, **fault))
+
+
+def dropped_as_stalled(r, timeout=20):
+    """Waits for the cap's drop of the replica "hang", said to have moved nothing."""
+    wait_for(lambda: "backlog over the cap" in r.text(), timeout=timeout,
+             what="the hung replica dropped", log=r.text)
+    line = next(l for l in r.text().splitlines() if "backlog over the cap" in l)
+    assert "replica=hang " in line and "moved nothing for 10 s" in line, line
+
+
+def both_restore_after_more(r, litestream_bin, db, good, hang, tmp_path):
+    """More commits, a clean stop, and Litestream restores both replicas to db."""
+    write(db, 20, start=5000)
+    assert r.stop() == 0, r.text()
+    check_restore(litestream_bin, hang, db, tmp_path / "out1.db")
+    check_restore(litestream_bin, good, db, tmp_path / "out2.db")
+
+
 def test_the_backlog_cap_drops_a_file_replica_whose_write_hangs_then_snapshots_it(
         run, tmp_path, litestream_bin):
     """A file replica whose write neither returned nor failed after its first look (a hard
@@ -2095,34 +2121,23 @@ def test_the_backlog_cap_drops_a_file_replica_whose_write_hangs_then_snapshots_i
     call or a hung first look counted, and the shadow WAL grew for as long as the mount
     hung (QA114 D5). A replica whose calls have moved nothing for 10 s counts as failing;
     once the write returns, it takes a fresh snapshot and both replicas restore."""
-    db, good, hang = tmp_path / "app.db", tmp_path / "good", tmp_path / "hang"
     arm = tmp_path / "arm"
-    create(db)
-    cfg = config(tmp_path, db, [file_replica(good, "good"), file_replica(hang, "hang")],
-                 max_backlog="200000", min_checkpoint_page_count=30)
-    r = run(cfg, env=faulty_env(op="write", path=f"{hang}/", delay_ms=25000, count=1, arm=arm))
+    db, good, hang, r = hung_replica_run(run, tmp_path, op="write", delay_ms=25000, arm=arm)
     write(db, 5, start=1)
     wait_for(lambda: objects(hang, "snapshots") and objects(good, "snapshots"),
              what="the first snapshots", log=r.text)
     arm.write_text("")  # the next write into the replica hangs for 25 s
     t0 = time.monotonic()
     write(db, 800, start=100)
-    wait_for(lambda: "backlog over the cap" in r.text(), timeout=20, what="the hung replica dropped",
-             log=r.text)
-    took = time.monotonic() - t0
-    line = next(l for l in r.text().splitlines() if "backlog over the cap" in l)
-    assert "replica=hang " in line and "moved nothing for 10 s" in line, line
-    assert 8 < took < 20, (took, r.text())
+    dropped_as_stalled(r)
+    assert 8 < time.monotonic() - t0 < 20, r.text()
     os.unlink(arm)
     # the shadow no longer keeps what the hung replica lacks
     shadow = tmp_path / ".app.db-litevisor"
     wait_for(lambda: len(list(shadow.rglob("*.wal"))) <= 2, what="shadow cleanup", log=r.text)
     wait_for(lambda: r.text().count("snapshot written db=app.db replica=hang") == 2, timeout=40,
              what="the hung replica's fresh snapshot once its write returned", log=r.text)
-    write(db, 20, start=2000)
-    assert r.stop() == 0, r.text()
-    check_restore(litestream_bin, hang, db, tmp_path / "out1.db")
-    check_restore(litestream_bin, good, db, tmp_path / "out2.db")
+    both_restore_after_more(r, litestream_bin, db, good, hang, tmp_path)
 
 
 def test_the_backlog_cap_drops_a_file_replica_whose_first_snapshot_hangs(
@@ -2133,27 +2148,17 @@ def test_the_backlog_cap_drops_a_file_replica_whose_first_snapshot_hangs(
     (QA124 D1). Dropped once stalled for 10 s; when the hang ends, it goes on from the
     snapshot it stored (a fresh one if the shadow after it went), and both replicas
     restore."""
-    db, good, hang = tmp_path / "app.db", tmp_path / "good", tmp_path / "hang"
     flog = tmp_path / "fault.log"
-    create(db)
-    cfg = config(tmp_path, db, [file_replica(good, "good"), file_replica(hang, "hang")],
-                 max_backlog="200000", min_checkpoint_page_count=30)
-    r = run(cfg, env=faulty_env(op="fsync", path=f"{hang}/", suffix="/snapshots",
-                                delay_ms=20000, count=1, log=flog))
+    db, good, hang, r = hung_replica_run(run, tmp_path, op="fsync", suffix="/snapshots",
+                                         delay_ms=20000, log=flog)
     write(db, 5, start=1)
     wait_for(flog.exists, what="the hung snapshot", log=r.text)
     for k in range(4):
         write(db, 150, start=200 + k * 150, blob=2000)
-    wait_for(lambda: "backlog over the cap" in r.text(), timeout=20, what="the drop",
-             log=r.text)
-    line = next(l for l in r.text().splitlines() if "backlog over the cap" in l)
-    assert "replica=hang " in line and "moved nothing for 10 s" in line, line
+    dropped_as_stalled(r)
     wait_for(lambda: "snapshot written db=app.db replica=hang" in r.text(), timeout=40,
              what="the hung snapshot stored", log=r.text)
-    write(db, 20, start=5000)
-    assert r.stop() == 0, r.text()
-    check_restore(litestream_bin, hang, db, tmp_path / "out1.db")
-    check_restore(litestream_bin, good, db, tmp_path / "out2.db")
+    both_restore_after_more(r, litestream_bin, db, good, hang, tmp_path)
 
 
 def test_the_backlog_cap_keeps_an_s3_replica_whose_server_thinks_over_a_multipart_completion(
@@ -2215,8 +2220,16 @@ def test_replicate_without_a_service_flushes_and_ends_on_quit_and_ignores_hup(ru
     assert "final flush done" in r.text(), r.text()
 
 
-def test_backlog_cap_drops_replica_then_snapshot(run, tmp_path, litestream_bin):
+def lag_gauge(port, replica):
+    """litevisor_replica_lag_seconds of replica, from /metrics on 127.0.0.1:port."""
     import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    line = next(l for l in text.splitlines()
+                if l.startswith("litevisor_replica_lag_seconds{") and f'replica="{replica}"' in l)
+    return float(line.rsplit(" ", 1)[1])
+
+
+def test_backlog_cap_drops_replica_then_snapshot(run, tmp_path, litestream_bin):
     from conftest import free_port
     db, good, down = tmp_path / "app.db", tmp_path / "good", tmp_path / "down"
     create(db)
@@ -2227,10 +2240,7 @@ def test_backlog_cap_drops_replica_then_snapshot(run, tmp_path, litestream_bin):
     r = run(cfg)
 
     def lag(replica):
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-        line = next(l for l in text.splitlines()
-                    if l.startswith("litevisor_replica_lag_seconds{") and f'replica="{replica}"' in l)
-        return float(line.rsplit(" ", 1)[1])
+        return lag_gauge(port, replica)
 
     wait_for(lambda: objects(down, "snapshots"), what="first snapshot")
     os.rename(down, tmp_path / "down.away")
@@ -2261,7 +2271,6 @@ def test_a_new_generation_keeps_the_lag_of_a_replica_that_is_down(run, tmp_path)
     (here the other replica lost its objects): its lag gauge dropped to the time since
     the new generation began, though it still lacked every commit since its outage
     (QA123 D2). It counts from the oldest commit it lacks."""
-    import urllib.request
     from conftest import free_port
     db, good, down = tmp_path / "app.db", tmp_path / "good", tmp_path / "down"
     create(db)
@@ -2273,10 +2282,7 @@ def test_a_new_generation_keeps_the_lag_of_a_replica_that_is_down(run, tmp_path)
     r = run(cfg)
 
     def lag(replica):
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-        line = next(l for l in text.splitlines()
-                    if l.startswith("litevisor_replica_lag_seconds{") and f'replica="{replica}"' in l)
-        return float(line.rsplit(" ", 1)[1])
+        return lag_gauge(port, replica)
 
     wait_for(lambda: objects(good, "snapshots"), what="the good replica's snapshot", log=r.text)
     t0 = time.monotonic()
@@ -4987,6 +4993,23 @@ def test_a_new_generation_the_state_directory_refuses_while_running_keeps_the_li
     assert g1 in recorded and set(recorded) <= made, (recorded, made, r.text())
 
 
+def refusing_state_run(run, tmp_path, **replica_keys):
+    """app.db replicated to a file replica (sync 100ms, replica_keys), its state directory
+    refusing new generations (ENOSPC on renaming its generation file) while the arm file
+    exists; returns (db, rep, state dir, arm, r) once the first snapshot and the database
+    id are there."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    st = tmp_path / ".app.db-litevisor"
+    create(db)
+    arm = tmp_path / "arm"
+    env = faulty_env(op="rename", path=".app.db-litevisor/generation", suffix="/generation",
+                     errno=28, count=10 ** 8, arm=arm)
+    r = run(config(tmp_path, db, [file_replica(rep, sync="100ms", **replica_keys)]), env=env)
+    wait_for(lambda: "snapshot written" in r.text() and (st / "database-id").exists(),
+             what="the first snapshot", log=r.text)
+    return db, rep, st, arm, r
+
+
 @pytest.mark.parametrize("refused_s", [0, 11])
 def test_a_deleted_state_directory_whose_new_generation_was_refused_gets_its_records_back(
         run, tmp_path, refused_s):
@@ -4996,15 +5019,7 @@ def test_a_deleted_state_directory_whose_new_generation_was_refused_gets_its_rec
     unreported; the id was then drawn anew at a restart, and retention never deletes the
     generations labelled with the old one (QA121 D1). The same after a refusal of over
     10 s, once the engine gave up following the WAL (QA124 D3)."""
-    db, rep = tmp_path / "app.db", tmp_path / "rep"
-    st = tmp_path / ".app.db-litevisor"
-    create(db)
-    arm = tmp_path / "arm"
-    env = faulty_env(op="rename", path=".app.db-litevisor/generation", suffix="/generation",
-                     errno=28, count=10 ** 8, arm=arm)
-    r = run(config(tmp_path, db, [file_replica(rep, sync="100ms")]), env=env)
-    wait_for(lambda: "snapshot written" in r.text() and (st / "database-id").exists(),
-             what="the first snapshot", log=r.text)
+    db, rep, st, arm, r = refusing_state_run(run, tmp_path)
     dbid = (st / "database-id").read_text()
     arm.write_text("")  # the state directory refuses a new generation ...
     shutil.rmtree(st)   # ... which its deletion asks for
@@ -5033,16 +5048,7 @@ def test_a_state_directory_deleted_while_a_refused_generation_is_owed_gets_its_r
     longer followed the WAL, and then the state directory was deleted: the deletion was
     looked for only while following, the owed generation started in a directory mkdir
     made again, without the database id, and nothing said it (QA125 D3)."""
-    db, rep = tmp_path / "app.db", tmp_path / "rep"
-    st = tmp_path / ".app.db-litevisor"
-    create(db)
-    arm = tmp_path / "arm"
-    env = faulty_env(op="rename", path=".app.db-litevisor/generation", suffix="/generation",
-                     errno=28, count=10 ** 8, arm=arm)
-    r = run(config(tmp_path, db, [file_replica(rep, sync="100ms", writer_check_interval="1s")]),
-            env=env)
-    wait_for(lambda: "snapshot written" in r.text() and (st / "database-id").exists(),
-             what="the first snapshot", log=r.text)
+    db, rep, st, arm, r = refusing_state_run(run, tmp_path, writer_check_interval="1s")
     dbid = (st / "database-id").read_text()
     arm.write_text("")
     shutil.rmtree(rep / "generations")  # the replica loses it: a new generation is owed
