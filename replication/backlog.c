@@ -82,6 +82,15 @@ static void drop_backlog(struct eng_db *d, struct eng_replica *r)
 	r->need_snapshot = true;
 }
 
+/* Say that r, which is behind by bytes, had its backlog dropped, and why. */
+static void log_dropped(const struct eng_db *d, const struct eng_replica *r, int64_t bytes,
+			const char *why)
+{
+	log_error("engine", "replica backlog over the cap: dropping its backlog, it gets a fresh snapshot when back",
+		  "db=%s replica=%s backlog_bytes=%lld cap=%lld why=\"%s\"", d->stat.name,
+		  r->cfg->name, (long long)bytes, (long long)d->cfg->max_backlog_bytes, why);
+}
+
 /* Delete shadow files nobody needs; enforce the backlog cap. */
 void backlog_cleanup(struct eng_db *d)
 {
@@ -182,10 +191,7 @@ void backlog_cleanup(struct eng_db *d)
 		if (held <= d->cfg->max_backlog_bytes || r->dropped || !r->snap_hold_gen[0])
 			continue;
 		drop_backlog(d, r);
-		log_error("engine", "replica backlog over the cap: dropping its backlog, it gets a fresh snapshot when back",
-			  "db=%s replica=%s backlog_bytes=%lld cap=%lld why=\"%s\"", d->stat.name,
-			  r->cfg->name, (long long)held, (long long)d->cfg->max_backlog_bytes,
-			  "a snapshot to it has moved nothing for 10 s (a mount that hangs?)");
+		log_dropped(d, r, held, "a snapshot to it has moved nothing for 10 s (a mount that hangs?)");
 	}
 	d->stat.backlog_bytes = backlog;
 	if (worst_bytes > d->cfg->max_backlog_bytes && d->cfg->max_backlog_bytes > 0) {
@@ -200,12 +206,8 @@ void backlog_cleanup(struct eng_db *d)
 		if (worst) {
 			drop_backlog(d, worst);
 			worst->gap = true;
-			log_error("engine", "replica backlog over the cap: dropping its backlog, it gets a fresh snapshot when back",
-				  "db=%s replica=%s backlog_bytes=%lld cap=%lld why=\"%s\"", d->stat.name,
-				  worst->cfg->name, (long long)backlog,
-				  (long long)d->cfg->max_backlog_bytes, worst->failed_here ?
-				  "a call to it failed" :
-				  "a call to it has moved nothing for 10 s (a mount that hangs?)");
+			log_dropped(d, worst, backlog, worst->failed_here ? "a call to it failed" :
+				    "a call to it has moved nothing for 10 s (a mount that hangs?)");
 		}
 	}
 	/* commits every live replica holds no longer matter for the lag gauge */

@@ -1497,6 +1497,7 @@ class Unplugged:
         self.conns = []
 
     def _accept(self, sock):
+        from test_storage import FaultProxy  # its byte pipe, one thread per direction
         while True:
             try:
                 c, _ = sock.accept()
@@ -1505,23 +1506,7 @@ class Unplugged:
             up = socket.create_connection(("127.0.0.1", self.upstream_port))
             self.conns += [c, up]
             for a, b in ((c, up), (up, c)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(a, b):
-        try:
-            while True:
-                data = a.recv(65536)
-                if not data:
-                    break
-                b.sendall(data)
-        except OSError:
-            pass
-        for s in (a, b):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+                threading.Thread(target=FaultProxy._pipe, args=(a, b), daemon=True).start()
 
     close = unplug
 
