@@ -45,8 +45,10 @@ struct fw_opts {
 	 * the file system's delayed-allocation work (ext4: 35-40 ms of CPU less
 	 * per 500 MB here, a third of the writes' own), CPU a restore shares
 	 * with the server it downloads from. Best effort: a file system without
-	 * it, or a full one, is left to the writes. What lies past the end is
-	 * freed by fw_finish(). 0 = never.
+	 * it, or one with less than two steps free, is left to the writes (a
+	 * failed fallocate holds the free blocks until it is undone, and other
+	 * files' writes would fail meanwhile). What lies past the end is freed
+	 * by fw_finish(). 0 = never.
 	 */
 	uint64_t prealloc_step;
 	int (*flush)(int fd);    /* the flush: NULL = fdatasync (tests count or fail it) */

@@ -3,8 +3,9 @@
  * tests can check what litevisor does when the disk does (EIO, ENOSPC …).
  *
  *   FAULT_OP     fsync | fdatasync | pread | write | pwrite | rename | unlink |
- *                flock | mkdir (pread covers pread64; pwrite pwrite64; rename
- *                renameat/2; unlink unlinkat; mkdir mkdirat)
+ *                flock | mkdir | fallocate (pread covers pread64; pwrite
+ *                pwrite64; rename renameat/2; unlink unlinkat; mkdir mkdirat;
+ *                fallocate fallocate64)
  *   FAULT_PATH   substring the call's path must hold (for fd calls: the
  *                file /proc/self/fd/N names)
  *   FAULT_SUFFIX optional: what the call's path must end with
@@ -128,6 +129,16 @@ ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
 ssize_t pwrite64(int fd, const void *buf, size_t n, off_t off)
 {
 	return fd_fails("pwrite", fd) ? -1 : NEXT(pwrite64)(fd, buf, n, off);
+}
+
+int fallocate(int fd, int mode, off_t off, off_t len)
+{
+	return fd_fails("fallocate", fd) ? -1 : NEXT(fallocate)(fd, mode, off, len);
+}
+
+int fallocate64(int fd, int mode, off64_t off, off64_t len)
+{
+	return fd_fails("fallocate", fd) ? -1 : NEXT(fallocate64)(fd, mode, off, len);
 }
 
 int flock(int fd, int op)
