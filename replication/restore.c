@@ -144,12 +144,27 @@ static void log_decision(const struct session *s)
 
 static void note_own_marks(struct session *s);
 
-/* The last segment of generation gen as candidate c lists it, or NULL. */
-static const struct cat_segment *last_segment(const struct rs_cand *c, const char *gen)
+/*
+ * The last segment of generation gen as candidate c lists it, or NULL; with
+ * a point in time (t), the last one a restore to it could apply (at or
+ * before its index or timestamp, as rs_plan_build reads them).
+ */
+static const struct cat_segment *last_segment(const struct rs_cand *c, const char *gen,
+					      const struct rs_target *t)
 {
-	for (size_t k = 0; k < c->ngens; k++)
-		if (!strcmp(c->gens[k].id, gen) && c->gens[k].nsegments)
-			return &c->gens[k].segments[c->gens[k].nsegments - 1];
+	for (size_t k = 0; k < c->ngens; k++) {
+		const struct cat_generation *g = &c->gens[k];
+		if (strcmp(g->id, gen) != 0)
+			continue;
+		for (size_t i = g->nsegments; i-- > 0;) {
+			const struct cat_segment *s = &g->segments[i];
+			if ((t->has_index && s->index > t->index) ||
+			    (t->timestamp_ns && s->mtime_ns + g->clock_offset_ns > t->timestamp_ns))
+				continue;
+			return s;
+		}
+		return NULL;
+	}
 	return NULL;
 }
 
@@ -158,18 +173,20 @@ static const struct cat_segment *last_segment(const struct rs_cand *c, const cha
  * generation past the winner's end (a segment starting there or later; at
  * an end only known as a lower bound, later), or a last segment starting
  * where the winner's does but of another size (one replica shipped more of
- * that segment before its node died: only its length tells)?
+ * that segment before its node died: only its length tells)? With a point
+ * in time, only segments a restore to it could apply count: those past it
+ * would change nothing, and the probe again only said it did.
  */
 static bool more_elsewhere(const struct session *s)
 {
 	const struct rs_cand *w = &s->c[s->ch.winner];
-	const struct cat_segment *wl = last_segment(w, w->plan.generation);
+	const struct cat_segment *wl = last_segment(w, w->plan.generation, &s->t);
 	for (size_t i = 0; i < s->n; i++) {
 		const struct rs_cand *c = &s->c[i];
 		if (c == w || c->state != RC_OK ||
 		    (c->has_data && !strcmp(c->plan.generation, w->plan.generation)))
 			continue;
-		const struct cat_segment *l = last_segment(c, w->plan.generation);
+		const struct cat_segment *l = last_segment(c, w->plan.generation, &s->t);
 		if (!l)
 			continue;
 		struct wal_pos at = { .index = l->index, .offset = l->offset };

@@ -424,6 +424,34 @@ def test_timestamp_across_replicas_takes_the_generation_written_then(tmp_path, l
     assert "generation=" + GEN2 in p.stderr, p.stderr
 
 
+def test_segments_past_the_timestamp_elsewhere_are_not_weighed_again(tmp_path, litevisor_bin,
+                                                                    history):
+    """B lists the generation's segments but no snapshot at or before the timestamp (its
+    snapshot taken later): it has no plan there, and its segments after the timestamp made
+    the restore probe every replica again for that generation, log "another candidate
+    holds more of the newest generation", and come to the same result (QA125). Only the
+    segments a restore to the timestamp could apply count."""
+    base = time.time() - 7200
+    a, b = tmp_path / "A", tmp_path / "B"
+    history.write(str(a), t0=base, step=100)   # snapshot at base, segments +100 … +500
+    history.write(str(b), t0=base, step=100)
+    for f in (b / "generations" / GEN / "snapshots").iterdir():
+        os.utime(f, (base + 300, base + 300))
+    cfg = write_config(tmp_path / "lv.yml", tmp_path / "app.db",
+                       [{"name": "A", "url": f"file://{a}"}, {"name": "B", "url": f"file://{b}"}])
+    out = tmp_path / "out.db"
+    p = lv(litevisor_bin, "restore", "-config", str(cfg), "-timestamp", at_text(base + 250),
+           "-o", str(out), str(tmp_path / "app.db"))
+    assert p.returncode == 0, p.stderr
+    assert rows(out) == history.states[1][2], p.stderr
+    assert "holds more of the newest generation" not in p.stderr, p.stderr
+    # without a timestamp both end at the same place
+    p = lv(litevisor_bin, "restore", "-config", str(cfg), "-o", str(tmp_path / "end.db"),
+           str(tmp_path / "app.db"))
+    assert p.returncode == 0, p.stderr
+    assert rows(tmp_path / "end.db") == history.states[-1][2], p.stderr
+
+
 def test_timestamp_in_a_generation_whose_snapshot_was_rewritten_later(tmp_path, litevisor_bin):
     """Litestream's snapshot-interval rewrites its snapshot under one name: its generation
     holds WAL from before the timestamp and only a later snapshot. The state then is gone:
