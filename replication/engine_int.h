@@ -174,6 +174,7 @@ struct snap_share {
 	uint64_t plain;               /* READY: database bytes it holds */
 	uint32_t page_size;           /* READY: the database's page size */
 	struct wal_pos covers;        /* READY: the WAL position its bytes may reach (snapshot.c) */
+	int64_t covers_mono;          /* READY: when covers was pinned (mono ns) */
 };
 
 struct eng_db {

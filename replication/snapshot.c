@@ -80,6 +80,7 @@ struct snap_db {
 	uint32_t index;
 	uint32_t page_size;
 	struct wal_pos covers;
+	int64_t covers_mono; /* pin_covers began then: every commit past covers came later */
 };
 
 static void snap_db_close(struct snap_db *s)
@@ -106,7 +107,8 @@ static void snap_db_close(struct snap_db *s)
  */
 static int pin_covers(struct eng_db *d, struct snap_db *s, bool flush, char *msg, size_t len)
 {
-	int64_t end = clock_mono_ns() + COVERS_WAIT_MS * NS_PER_MS;
+	s->covers_mono = clock_mono_ns();
+	int64_t end = s->covers_mono + COVERS_WAIT_MS * NS_PER_MS;
 	pthread_mutex_lock(&d->mu);
 	if (flush && d->flush_deadline_ns < end)
 		end = d->flush_deadline_ns;
@@ -245,6 +247,7 @@ struct snap_used {
 	uint64_t plain;
 	uint32_t page_size;
 	struct wal_pos covers;
+	int64_t covers_mono;
 };
 
 /*
@@ -276,6 +279,7 @@ static enum snap_how share_acquire(struct eng_replica *r, struct snap_used *u)
 			u->plain = sh->plain;
 			u->page_size = sh->page_size;
 			u->covers = sh->covers;
+			u->covers_mono = sh->covers_mono;
 			how = SNAP_USE;
 		}
 	} else if (sh->state == SHARE_NONE) {
@@ -308,6 +312,7 @@ static void share_publish(struct eng_db *d, int fd, const struct snap_db *s, int
 		sh->plain = plain;
 		sh->page_size = s->page_size;
 		sh->covers = s->covers;
+		sh->covers_mono = s->covers_mono;
 	} else {
 		sh->state = SHARE_NONE;
 	}
@@ -378,9 +383,12 @@ fail:
 	return -1;
 }
 
-/* r's snapshot is at (gen, index): move its position there and count it. */
+/*
+ * r's snapshot is at (gen, index), reaching covers (pinned at covers_mono):
+ * move its position there and count it.
+ */
 static void snapshot_done(struct eng_replica *r, const char *gen, uint32_t index,
-			  const struct wal_pos *covers, uint64_t plain_bytes)
+			  const struct wal_pos *covers, int64_t covers_mono, uint64_t plain_bytes)
 {
 	struct eng_db *d = r->db;
 	pthread_mutex_lock(&d->mu);
@@ -415,7 +423,19 @@ static void snapshot_done(struct eng_replica *r, const char *gen, uint32_t index
 	 * the replica goes on from it.
 	 */
 	r->dropped = false;
-	r->behind_since_mono = 0;
+	/*
+	 * Behind no more, unless the database left this generation while the
+	 * snapshot was on its way (QA125): the replica then lacks every commit
+	 * past covers, all made after it was pinned, and the lag gauge counts
+	 * from there until its snapshot of the new generation, not from the new
+	 * generation's start (which would hide the commits it began with).
+	 */
+	bool left = strcmp(gen, d->gen) != 0;
+	if (left && (r->behind_since_mono || r->carried))
+		r->behind_since_mono = r->behind_since_mono > covers_mono ? r->behind_since_mono
+									   : covers_mono;
+	else
+		r->behind_since_mono = 0;
 	r->gap = false;
 	int64_t since = r->stat.failing_since_ns ? r->stat.failing_since_mono_ns : 0;
 	r->stat.failing_since_ns = r->stat.failing_since_mono_ns = 0; /* it took a snapshot: it answers again */
@@ -532,6 +552,7 @@ int snapshot_take(struct eng_replica *r, bool flush)
 		u.index = s.index;
 		u.page_size = s.page_size;
 		u.covers = s.covers;
+		u.covers_mono = s.covers_mono;
 	}
 	pthread_mutex_lock(&d->mu);
 	memcpy(r->snap_hold_gen, u.gen, sizeof(r->snap_hold_gen));
@@ -588,7 +609,7 @@ int snapshot_take(struct eng_replica *r, bool flush)
 		log_warn("replica", "cannot label the generation with the database id: tried again "
 			 "before its next segment", "db=%s replica=%s generation=%s err=\"%s\"",
 			 d->stat.name, r->stat.name, u.gen, err.message);
-	snapshot_done(r, u.gen, u.index, &u.covers, u.plain);
+	snapshot_done(r, u.gen, u.index, &u.covers, u.covers_mono, u.plain);
 	rc = 0;
 out:
 	pthread_mutex_lock(&d->mu);

@@ -2205,13 +2205,18 @@ def test_replicate_without_a_service_flushes_and_ends_on_quit_and_ignores_hup(ru
     assert "final flush done" in r.text(), r.text()
 
 
-def lag_gauge(port, replica):
-    """litevisor_replica_lag_seconds of replica, from /metrics on 127.0.0.1:port."""
+def metric(port, name, replica):
+    """Metric name of replica, from /metrics on 127.0.0.1:port."""
     import urllib.request
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     line = next(l for l in text.splitlines()
-                if l.startswith("litevisor_replica_lag_seconds{") and f'replica="{replica}"' in l)
+                if l.startswith(name + "{") and f'replica="{replica}"' in l)
     return float(line.rsplit(" ", 1)[1])
+
+
+def lag_gauge(port, replica):
+    """litevisor_replica_lag_seconds of replica, from /metrics on 127.0.0.1:port."""
+    return metric(port, "litevisor_replica_lag_seconds", replica)
 
 
 def test_backlog_cap_drops_replica_then_snapshot(run, tmp_path, litestream_bin):
@@ -2280,6 +2285,43 @@ def test_a_new_generation_keeps_the_lag_of_a_replica_that_is_down(run, tmp_path)
     time.sleep(1)
     assert lag("down") >= time.monotonic() - t0 - 1.5, (lag("down"), r.text())
     assert lag("good") < 1.5
+    r.stop()
+
+
+def test_a_snapshot_of_the_generation_left_does_not_clear_the_lag_it_leaves(run, tmp_path):
+    """A replica's snapshot still on its way when a new generation began: once stored,
+    it reset the replica's lag gauge to the time since the new generation's start,
+    though the replica lacked every commit made after the snapshot was taken, until its
+    snapshot of the new generation (QA125). It counts from the snapshot's start now."""
+    from conftest import free_port
+    db, good, hang = tmp_path / "app.db", tmp_path / "good", tmp_path / "hang"
+    create(db)
+    arm = tmp_path / "arm"
+    arm.touch()
+    port = free_port()
+    cfg = config(tmp_path, db, [file_replica(good, "good", writer_check_interval="1s"),
+                                file_replica(hang, "hang")])
+    cfg.write_text(f"addr: 127.0.0.1:{port}\n" + cfg.read_text())
+    # every fsync under hang/ waits 3 s while armed: its first snapshot takes a while
+    r = run(cfg, env=faulty_env(op="fsync", path=f"{hang}/", count=1000, delay_ms=3000,
+                                arm=arm))
+    wait_for(lambda: objects(good, "snapshots"), what="the good replica's snapshot", log=r.text)
+    t0 = time.monotonic()
+    write(db, 1, start=1)  # a commit after hang's snapshot was taken
+    time.sleep(4)
+    shutil.rmtree(good / "generations")  # the writer check starts a new generation
+    wait_for(lambda: r.text().count("new generation") >= 2, what="the new generation",
+             log=r.text)
+    gens = sorted(os.listdir(good / "generations"))
+    # stored and counted (after its label, another 3 s)
+    wait_for(lambda: metric(port, "litevisor_replica_snapshots_total", "hang") >= 1,
+             timeout=60, what="hang's snapshot of the generation left", log=r.text)
+    line = next(l for l in r.text().splitlines() if "snapshot written" in l and "replica=hang" in l)
+    assert not any(g in line for g in gens), (gens, line)  # the old generation's
+    # its snapshot of the new generation waits 3 s in its first fsync: the gauge meanwhile
+    lag = lag_gauge(port, "hang")
+    arm.unlink()
+    assert lag >= time.monotonic() - t0 - 1.5, (lag, time.monotonic() - t0, r.text())
     r.stop()
 
 
