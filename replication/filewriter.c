@@ -20,6 +20,7 @@ struct fwriter {
 	uint64_t step;          /* writeback step, 0 = none */
 	uint64_t flush_step;    /* flush step, 0 = no flusher thread */
 	uint64_t prealloc_step; /* 0 = none, or given up (the file system has no fallocate, or is full) */
+	uint64_t prealloc_reserve; /* left free for other files (fw_opts) */
 	off_t prealloc_end;     /* blocks allocated up to here (writer thread) */
 	bool preallocated;      /* some past the writes' start: fw_finish frees what lies past the end */
 	int (*flush)(int fd);
@@ -69,12 +70,13 @@ static unsigned char *ring_map(size_t len)
  * is allocated (writer thread). Any failure ends the preallocation: EOPNOTSUPP
  * will not change, and on ENOSPC the writes report the full disk themselves.
  *
- * Only while the file system keeps at least another step free after it: a
- * fallocate that fails holds every free block until the truncate gives them
- * back (ext4), and other files written meanwhile (the restore's WAL downloads
- * beside the target) then fail with ENOSPC on a disk with room for them all
- * (seen in CI: 40 MB free, an 8 MB restore). Near the end of a disk the
- * writes go on without allocating ahead.
+ * Only while the file system keeps at least another step free after it,
+ * besides the reserve: blocks allocated ahead, or held by a fallocate that
+ * fails until the truncate gives them back (ext4), are room other files
+ * written meanwhile (the restore's WAL downloads beside the target) lack, and
+ * those failed with ENOSPC on a disk with room for them all (seen in CI: 40 MB
+ * free, an 8 MB restore; QA126 D2: 300 MB free, 288 MB needed). Near the end
+ * of a disk the writes go on without allocating ahead.
  */
 static void prealloc_ahead(struct fwriter *w, size_t len)
 {
@@ -84,8 +86,8 @@ static void prealloc_ahead(struct fwriter *w, size_t len)
 	if (at > w->prealloc_end)
 		w->prealloc_end = at;
 	struct statvfs vs;
-	if (fstatvfs(w->fd, &vs) == 0 &&
-	    (uint64_t)vs.f_bavail * vs.f_frsize / 2 < w->prealloc_step) {
+	uint64_t avail = fstatvfs(w->fd, &vs) == 0 ? (uint64_t)vs.f_bavail * vs.f_frsize : 0;
+	if (avail < w->prealloc_reserve || (avail - w->prealloc_reserve) / 2 < w->prealloc_step) {
 		w->prealloc_step = 0;
 		return;
 	}
@@ -275,6 +277,7 @@ struct fwriter *fw_start(int fd, const struct fw_opts *o, struct st_sink *sink)
 	w->step = o->writeback_step;
 	w->flush_step = o->flush_step;
 	w->prealloc_step = o->prealloc_step;
+	w->prealloc_reserve = o->prealloc_reserve;
 	w->flush = o->flush ? o->flush : fdatasync;
 	w->flusher_joined = true;
 	w->inspect = o->inspect;

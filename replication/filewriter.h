@@ -45,12 +45,13 @@ struct fw_opts {
 	 * the file system's delayed-allocation work (ext4: 35-40 ms of CPU less
 	 * per 500 MB here, a third of the writes' own), CPU a restore shares
 	 * with the server it downloads from. Best effort: a file system without
-	 * it, or one with less than two steps free, is left to the writes (a
-	 * failed fallocate holds the free blocks until it is undone, and other
-	 * files' writes would fail meanwhile). What lies past the end is freed
-	 * by fw_finish(). 0 = never.
+	 * it, or one with less than two steps free besides prealloc_reserve, is
+	 * left to the writes (blocks allocated ahead, or held by a failed
+	 * fallocate until it is undone, are room other files' writes lack
+	 * meanwhile). What lies past the end is freed by fw_finish(). 0 = never.
 	 */
 	uint64_t prealloc_step;
+	uint64_t prealloc_reserve; /* bytes other files on that file system need meanwhile */
 	int (*flush)(int fd);    /* the flush: NULL = fdatasync (tests count or fail it) */
 	void (*inspect)(void *ctx, const void *buf, size_t len); /* optional, writer thread */
 	void *inspect_ctx;

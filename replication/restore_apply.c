@@ -285,6 +285,10 @@ static int fetch_snapshot(struct apply *a, uint32_t *page_size)
 	struct fw_opts fo = { .nbufs = SNAP_BUFS, .bufsize = SNAP_BUF_SIZE,
 			      .writeback_step = WRITEBACK_STEP, .flush_step = FLUSH_STEP,
 			      .prealloc_step = PREALLOC_STEP,
+			      /* the WAL downloaded beside it meanwhile */
+			      .prealloc_reserve = a->total > (uint64_t)a->c->plan.snapshot.size
+							  ? a->total - (uint64_t)a->c->plan.snapshot.size
+							  : 0,
 			      .inspect = hash_plain,
 			      .inspect_ctx = &hash };
 	struct fwriter *fw = fw_start(fd, &fo, NULL);

@@ -1420,6 +1420,55 @@ def test_blocks_allocated_ahead_on_a_nearly_full_disk_are_given_back(tmp_path,
         assert restore_on_new_fs(48 << 20) == []
 
 
+def test_no_block_allocated_ahead_takes_the_room_of_the_wal_downloaded_beside_it(
+        tmp_path, litevisor_bin):
+    """Blocks allocated ahead are room the WAL segments downloaded beside the target lack
+    meanwhile: with 300 MB free and 288 MB needed, a restore failed with "No space left on
+    device" every time (QA126 D2). Nothing is allocated ahead when the WAL still to
+    download leaves less than two steps free. Needs a loop-mounted ext4."""
+    src = tmp_path / "src.db"
+    con = sqlite3.connect(src, isolation_level=None)
+    con.execute("PRAGMA journal_mode=wal")
+    con.execute("PRAGMA wal_autocheckpoint=0")
+    con.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+    con.executemany("INSERT INTO t(v) VALUES(randomblob(3900))", [()] * 500)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    gen = tmp_path / "rep" / "generations" / GEN
+    (gen / "snapshots").mkdir(parents=True)
+    (gen / "wal").mkdir()
+    (gen / "snapshots" / "00000000.snapshot.lz4").write_bytes(lz4(src.read_bytes()))
+    for idx in range(40):  # 2 MB of incompressible WAL each: 80 MB to download
+        if idx:
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        con.execute("UPDATE t SET v = randomblob(3900)")
+        (gen / "wal" / f"{idx:08x}_00000000.wal.lz4").write_bytes(
+            lz4((tmp_path / "src.db-wal").read_bytes()))
+    want = con.execute("SELECT sum(length(v)), count(*) FROM t").fetchone()
+    con.close()
+    img, mnt, log = tmp_path / "img", tmp_path / "mnt", tmp_path / "fallocate.log"
+    mnt.mkdir()
+    with open(img, "wb") as f:
+        f.truncate(210 << 20)  # ~200 MB free: two steps, not two steps and the WAL
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", str(img)], check=True,
+                   capture_output=True)
+    m = subprocess.run(["mount", "-o", "loop", str(img), str(mnt)], capture_output=True,
+                       text=True)
+    if m.returncode != 0:
+        pytest.skip(f"cannot loop-mount an ext4 image here: {m.stderr.strip()}")
+    try:
+        p = subprocess.run([litevisor_bin, "restore", "-o", str(mnt / "r.db"),
+                            f"file://{tmp_path}/rep"], capture_output=True, text=True,
+                           timeout=120, env=faulty_env(op="fallocate", delay_ms=1, count=1000,
+                                                       log=log, suffix=".litevisor-restore"))
+        assert p.returncode == 0, p.stderr
+        assert not log.exists(), log.read_text()
+        c = sqlite3.connect(mnt / "r.db")
+        assert c.execute("SELECT sum(length(v)), count(*) FROM t").fetchone() == want
+        c.close()
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
 def test_a_target_out_of_inodes_is_said_as_such(tmp_path, litevisor_bin, history):
     """A filesystem with no free inode at each step in turn: SQLite, failing to make
     the temp database's -shm, retries read-only and leaves ENOENT, and the restore
