@@ -147,7 +147,8 @@ static void note_own_marks(struct session *s);
 /*
  * The last segment of generation gen as candidate c lists it, or NULL; with
  * a point in time (t), the last one a restore to it could apply (at or
- * before its index or timestamp, as rs_plan_build reads them).
+ * before its index or timestamp, as rs_plan_build reads them; for a
+ * candidate the whole-second cut moved, at or before what it surely stored).
  */
 static const struct cat_segment *last_segment(const struct rs_cand *c, const char *gen,
 					      const struct rs_target *t)
@@ -158,8 +159,9 @@ static const struct cat_segment *last_segment(const struct rs_cand *c, const cha
 			continue;
 		for (size_t i = g->nsegments; i-- > 0;) {
 			const struct cat_segment *s = &g->segments[i];
+			int64_t ts = c->cut_ns ? c->cut_ns : t->timestamp_ns;
 			if ((t->has_index && s->index > t->index) ||
-			    (t->timestamp_ns && s->mtime_ns + g->clock_offset_ns > t->timestamp_ns))
+			    (ts && s->mtime_ns + g->clock_offset_ns > ts))
 				continue;
 			return s;
 		}

@@ -367,6 +367,13 @@ size_t rs_plans_whole_second_cut(struct rs_cand *c, size_t n, const struct rs_ta
 		int rc = rs_plan_build(c[i].gens, c[i].ngens, &sure, &c[i].plan, c[i].nodata,
 				       sizeof(c[i].nodata));
 		c[i].has_data = rc == 1;
+		c[i].cut_ns = sure.timestamp_ns;
+		/* its snapshot may be in the timestamp's second: "before the timestamp" alone misleads */
+		if (!c[i].has_data) {
+			size_t len = strlen(c[i].nodata);
+			snprintf(c[i].nodata + len, sizeof(c[i].nodata) - len, " (read up to a second "
+				 "before it: its times are whole seconds, another replica's finer)");
+		}
 		cut++;
 	}
 	return cut;

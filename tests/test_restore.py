@@ -3417,6 +3417,11 @@ def test_a_timestamp_over_a_whole_second_and_an_exact_replica_restores_the_state
     got, err = restore(litevisor_bin)
     assert got == ["c0", "c1"], err
     assert "replicas keeping whole-second times are read only up to" in err, err
+    # B, cut to a second before T, holds nothing there: its objects of T's second are not
+    # "more" than A's, and nobody is probed again (QA126 D3)
+    assert "holds more of the newest generation" not in err, err
+    assert err.count("replicas keeping whole-second times") == 1, err
+    assert "read up to a second before it" in candidate_line(err, "B"), err
     assert restore(litestream_bin)[0] == ["c0", "c1"]
     # a finer replica with nothing at T (written later: one added since) cuts nothing:
     # the whole-second one is read as alone (QA125 D1)
