@@ -145,19 +145,23 @@ def generations(root):
     return sorted(os.listdir(gens)) if os.path.isdir(gens) else []
 
 
-def empty_replica(root, timeout=10):
-    """Delete everything in a file replica under a replicator still writing into it:
-    a segment written between rmtree's listing of a directory and its rmdir fails
-    that rmdir (ENOTEMPTY), so go over it again until nothing is left."""
+def remove_live_tree(path, timeout=10):
+    """Delete directory path under a replicator still writing into it: a file written
+    between rmtree's listing of a directory and its rmdir fails that rmdir (ENOTEMPTY),
+    so go over it again until nothing is left."""
     end = time.monotonic() + timeout
-    while True:
+    while os.path.lexists(path):
         try:
-            for entry in os.listdir(root):
-                shutil.rmtree(os.path.join(root, entry))
-            return
+            shutil.rmtree(path)
         except OSError as e:
             if e.errno not in (errno.ENOTEMPTY, errno.ENOENT) or time.monotonic() > end:
                 raise
+
+
+def empty_replica(root, timeout=10):
+    """Delete everything in a file replica under a replicator still writing into it."""
+    for entry in os.listdir(root):
+        remove_live_tree(os.path.join(root, entry), timeout)
 
 
 class Replicator:
@@ -5049,7 +5053,7 @@ def test_a_deleted_state_directory_whose_new_generation_was_refused_gets_its_rec
     db, rep, st, arm, r = refusing_state_run(run, tmp_path)
     dbid = (st / "database-id").read_text()
     arm.write_text("")  # the state directory refuses a new generation ...
-    shutil.rmtree(st)   # ... which its deletion asks for
+    remove_live_tree(st)   # ... which its deletion asks for
     write(db, 1, start=10)
     wait_for(lambda: "cannot start a generation in the state directory" in r.text(),
              what="the refused start", log=r.text)
@@ -5062,7 +5066,7 @@ def test_a_deleted_state_directory_whose_new_generation_was_refused_gets_its_rec
              log=r.text)
     assert (st / "database-id").read_text() == dbid
     said = r.text().count("the local history was deleted")
-    shutil.rmtree(st)  # again, the disk fine now: said again
+    remove_live_tree(st)  # again, the disk fine now: said again
     write(db, 1, start=30)
     wait_for(lambda: r.text().count("the local history was deleted") > said,
              what="the second deletion reported", log=r.text)
@@ -5084,7 +5088,7 @@ def test_a_state_directory_deleted_while_a_refused_generation_is_owed_gets_its_r
     for i in range(12):  # over 10 s of failed copies: the WAL is no longer followed
         write(db, 1, start=1 + i)
         time.sleep(1)
-    shutil.rmtree(st)
+    remove_live_tree(st)
     arm.unlink()
     wait_for(lambda: "the local history was deleted" in r.text(), what="the deletion said",
              log=r.text)
