@@ -78,6 +78,7 @@ static void drop_backlog(struct eng_db *d, struct eng_replica *r)
 	int64_t now = clock_mono_ns();
 	double lag = replica_lag_seconds(d, r, now);
 	r->behind_since_mono = now - (int64_t)(lag * NS_PER_SEC);
+	memset(&r->behind_until, 0, sizeof(r->behind_until)); /* until a snapshot */
 	r->dropped = true;
 	r->need_snapshot = true;
 }
@@ -86,7 +87,7 @@ static void drop_backlog(struct eng_db *d, struct eng_replica *r)
 static void log_dropped(const struct eng_db *d, const struct eng_replica *r, int64_t bytes,
 			const char *why)
 {
-	log_error("engine", "replica backlog over the cap: dropping its backlog, it gets a fresh snapshot when back",
+	log_error("engine", "replica backlog over the cap: dropping its backlog; when back, it goes on from a snapshot it stored, or takes a fresh one",
 		  "db=%s replica=%s backlog_bytes=%lld cap=%lld why=\"%s\"", d->stat.name,
 		  r->cfg->name, (long long)bytes, (long long)d->cfg->max_backlog_bytes, why);
 }

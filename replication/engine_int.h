@@ -70,6 +70,9 @@ struct eng_replica {
 	bool dropped;                 /* backlog cap exceeded: ignore for shadow cleanup */
 	int64_t behind_since_mono;    /* dropped, or behind when a new generation began: when
 				       * the oldest commit it lacked was made (0 none) */
+	struct wal_pos behind_until;  /* ...until its position reaches this (generation "":
+				       * until a snapshot), past which the lag ring knows
+				       * every commit it lacks (snapshot.c, snapshot_done) */
 	bool gap;                     /* the next snapshot follows a gap in this replica's history */
 	bool skew_warned;             /* retention saw this replica's clock behind ours (logged once) */
 	/*

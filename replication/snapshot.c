@@ -410,6 +410,7 @@ static void snapshot_done(struct eng_replica *r, const char *gen, uint32_t index
 	}
 	r->pos_known = true;
 	r->need_snapshot = false;
+	bool was_dropped = r->dropped;
 	r->snap_known = true;
 	memcpy(r->snap_gen, gen, sizeof(r->snap_gen));
 	r->snap_index = index;
@@ -424,18 +425,25 @@ static void snapshot_done(struct eng_replica *r, const char *gen, uint32_t index
 	 */
 	r->dropped = false;
 	/*
-	 * Behind no more, unless the database left this generation while the
-	 * snapshot was on its way (QA125): the replica then lacks every commit
-	 * past covers, all made after it was pinned, and the lag gauge counts
-	 * from there until its snapshot of the new generation, not from the new
-	 * generation's start (which would hide the commits it began with).
+	 * Behind no more, unless the replica lacks commits whose times are gone:
+	 * the database left this generation while the snapshot was on its way
+	 * (QA125), or the cap dropped the replica, and the lag ring let go of
+	 * what every other replica held meanwhile (QA126 D1). It lacks every
+	 * commit past covers, all made after covers was pinned: its lag counts
+	 * from then, until its snapshot of the new generation, or until it has
+	 * shipped what the shadow holds now (later commits the ring keeps).
 	 */
 	bool left = strcmp(gen, d->gen) != 0;
-	if (left && (r->behind_since_mono || r->carried))
-		r->behind_since_mono = r->behind_since_mono > covers_mono ? r->behind_since_mono
-									   : covers_mono;
-	else
+	if ((left || was_dropped) && (r->behind_since_mono || r->carried)) {
+		if (r->behind_since_mono < covers_mono)
+			r->behind_since_mono = covers_mono;
+		if (left)
+			memset(&r->behind_until, 0, sizeof(r->behind_until));
+		else
+			replica_target(d, &r->behind_until);
+	} else {
 		r->behind_since_mono = 0;
+	}
 	r->gap = false;
 	int64_t since = r->stat.failing_since_ns ? r->stat.failing_since_mono_ns : 0;
 	r->stat.failing_since_ns = r->stat.failing_since_mono_ns = 0; /* it took a snapshot: it answers again */

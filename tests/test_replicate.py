@@ -2077,14 +2077,18 @@ def test_a_replica_that_answers_after_failing_at_the_last_stop_is_not_dropped(
         proxy.close()
 
 
-def hung_replica_run(run, tmp_path, **fault):
+def hung_replica_run(run, tmp_path, port=None, **fault):
     """app.db replicated to file replicas "good" and "hang" (max-backlog 200000), the
-    faultinject settings fault applying to hang's directory. Returns (db, good, hang, r)."""
+    faultinject settings fault (count 1 unless given) applying to hang's directory;
+    port: metrics on it. Returns (db, good, hang, r)."""
     db, good, hang = tmp_path / "app.db", tmp_path / "good", tmp_path / "hang"
     create(db)
     cfg = config(tmp_path, db, [file_replica(good, "good"), file_replica(hang, "hang")],
                  max_backlog="200000", min_checkpoint_page_count=30)
-    return db, good, hang, run(cfg, env=faulty_env(path=f"{hang}/", count=1, **fault))
+    if port:
+        cfg.write_text(f"addr: 127.0.0.1:{port}\n" + cfg.read_text())
+    fault.setdefault("count", 1)
+    return db, good, hang, run(cfg, env=faulty_env(path=f"{hang}/", **fault))
 
 
 def dropped_as_stalled(r, timeout=20):
@@ -2148,6 +2152,38 @@ def test_the_backlog_cap_drops_a_file_replica_whose_first_snapshot_hangs(
     wait_for(lambda: "snapshot written db=app.db replica=hang" in r.text(), timeout=40,
              what="the hung snapshot stored", log=r.text)
     both_restore_after_more(r, litestream_bin, db, good, hang, tmp_path)
+
+
+def test_a_replica_dropped_on_its_way_keeps_its_lag_once_its_snapshot_is_stored(
+        run, tmp_path):
+    """The cap dropped a replica hung in its snapshot, and the lag ring let go of the
+    commits the other replica held meanwhile; once stored, the snapshot reset the
+    replica's lag, and the gauge read 0.0 s while it lacked 16 s of commits (its
+    replacing snapshot on its way: QA126 D1, a regression of 67654be). It counts from
+    when the snapshot was taken, and falls once the replica has caught up."""
+    from conftest import free_port
+    port, flog, arm = free_port(), tmp_path / "fault.log", tmp_path / "arm"
+    arm.touch()
+    # every fsync of hang's snapshots directory waits 15 s while armed: dropped after 10
+    db, good, hang, r = hung_replica_run(run, tmp_path, port=port, op="fsync",
+                                         suffix="/snapshots", delay_ms=15000, count=100,
+                                         log=flog, arm=arm)
+    t0 = time.monotonic()
+    write(db, 5, start=1)
+    wait_for(flog.exists, what="the hung snapshot", log=r.text)
+    for k in range(8):  # checkpoints between them: the shadow's index moves on, and the
+        write(db, 150, start=200 + k * 150, blob=2000)  # cap looks past the 10 s
+        time.sleep(1.5)
+    dropped_as_stalled(r)
+    wait_for(lambda: metric(port, "litevisor_replica_snapshots_total", "hang") >= 1,
+             timeout=30, what="the hung snapshot stored", log=r.text)
+    time.sleep(0.5)
+    lag = lag_gauge(port, "hang")
+    assert lag >= time.monotonic() - t0 - 2, (lag, time.monotonic() - t0, r.text())
+    arm.unlink()
+    wait_for(lambda: lag_gauge(port, "hang") < 3, timeout=30, what="hang caught up",
+             log=r.text)
+    assert r.stop() == 0, r.text()
 
 
 def test_the_backlog_cap_keeps_an_s3_replica_whose_server_thinks_over_a_multipart_completion(
@@ -2807,14 +2843,6 @@ def labels(rep, gen):
     still being written (its temp file, renamed into place when whole) is not one yet."""
     d = rep / "generations" / gen / "database"
     return sorted(f for f in os.listdir(d) if ".tmp-" not in f) if d.is_dir() else []
-
-
-def metric(port, name, replica):
-    import urllib.request
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    line = next(l for l in text.splitlines()
-                if l.startswith(name + "{") and f'replica="{replica}"' in l)
-    return float(line.rsplit(" ", 1)[1])
 
 
 def test_another_databases_closed_generation_is_spared_by_retention(run, tmp_path,
