@@ -7,8 +7,12 @@
  * generation: all of them at once), the first one compresses the database
  * into an unnamed file in the state directory and publishes it ("the
  * share"); the others upload that file instead of reading and compressing
- * the database again. A replica alone in needing a snapshot streams the
- * database straight to its storage: a local copy would only cost a write.
+ * the database again. A replica alone in needing a snapshot compresses it
+ * into such a file too, for itself ("spooled"), so that its read transaction
+ * ends before any call to the replica: held through a hung or slow upload,
+ * it kept every checkpoint from completing and the WAL from restarting, for
+ * every replica (QA127 D1). Only when that file cannot be written is the
+ * database streamed straight to the storage ("direct").
  *
  * The share holds the database as of (generation, shadow index). While it
  * exists it keeps that index's shadow WAL from being deleted (backlog.c), so
@@ -236,7 +240,7 @@ void snapshot_share_close(struct eng_db *d)
 		close(fd);
 }
 
-enum snap_how { SNAP_DIRECT, SNAP_BUILD, SNAP_USE };
+enum snap_how { SNAP_DIRECT, SNAP_BUILD, SNAP_USE, SNAP_SPOOLED };
 
 /* The shared file as one replica uses it: its own descriptor and the share's figures. */
 struct snap_used {
@@ -538,7 +542,8 @@ static int wal_first(struct eng_replica *r, const struct snap_used *u, bool flus
 
 int snapshot_take(struct eng_replica *r, bool flush)
 {
-	static const char *const how_name[] = { "direct", "shared-built", "shared-reused" };
+	static const char *const how_name[] = { "direct", "shared-built", "shared-reused",
+						"spooled" };
 	struct eng_db *d = r->db;
 	struct st_error err = { 0 };
 	struct st_call call;
@@ -578,6 +583,25 @@ int snapshot_take(struct eng_replica *r, bool flush)
 				 "db=%s replica=%s err=\"%s\"", d->stat.name, r->stat.name,
 				 fd < 0 ? why : strerror(errno));
 			how = SNAP_DIRECT;
+			dbfile_rewind(&s.fsrc);
+		}
+	} else if (how == SNAP_DIRECT) {
+		/*
+		 * Alone in needing it: compress into a private unnamed file too, so the
+		 * read transaction (which keeps every checkpoint from completing and the
+		 * WAL from restarting) ends before any call to the replica, which may
+		 * hang (QA127 D1). Streamed directly only if that file cannot be made.
+		 */
+		char why[300] = "";
+		int fd = spool_build(d, &s, &u.packed, &u.plain, why, sizeof(why));
+		if (fd >= 0) {
+			u.fd = fd;
+			snap_db_close(&s);
+			how = SNAP_SPOOLED;
+		} else {
+			log_warn("replica", "cannot spool the snapshot, streaming it directly (the WAL "
+				 "cannot restart until it is uploaded)",
+				  "db=%s replica=%s err=\"%s\"", d->stat.name, r->stat.name, why);
 			dbfile_rewind(&s.fsrc);
 		}
 	}

@@ -711,10 +711,11 @@ def test_replicas_share_one_compressed_snapshot(run, tmp_path, litestream_bin, s
     state = tmp_path / ".app.db-litevisor"
     assert not [p for p in state.rglob("*") if "snapshot" in p.name], list(state.rglob("*"))
     assert writer.wait(timeout=60) == 0
-    # replica a's own schedule: nobody else needs that one, so it is not shared
-    wait_for(lambda: "how=direct" in r.text(), what="a scheduled snapshot")
-    direct = [l for l in r.text().splitlines() if "how=direct" in l]
-    assert all("replica=a " in l for l in direct), direct
+    # replica a's own schedule: nobody else needs that one, so it is not shared, but
+    # compressed for a alone, so the upload holds no read transaction (QA127 D1)
+    wait_for(lambda: "how=spooled" in r.text(), what="a scheduled snapshot")
+    own = [l for l in r.text().splitlines() if "how=spooled" in l or "how=direct" in l]
+    assert all("replica=a " in l and "how=spooled" in l for l in own), own
     assert r.stop() == 0
     check_restore(litestream_bin, a, db, tmp_path / "out-a.db")
     check_restore(litestream_bin, b, db, tmp_path / "out-b.db")
@@ -2152,6 +2153,53 @@ def test_the_backlog_cap_drops_a_file_replica_whose_first_snapshot_hangs(
     wait_for(lambda: "snapshot written db=app.db replica=hang" in r.text(), timeout=40,
              what="the hung snapshot stored", log=r.text)
     both_restore_after_more(r, litestream_bin, db, good, hang, tmp_path)
+
+
+def test_a_hung_snapshot_of_one_replica_does_not_keep_the_wal_from_restarting(run, tmp_path):
+    """A snapshot only one replica needed (its snapshot-interval) was streamed from the
+    database under a read transaction held for the whole upload: hung (a hard NFS mount),
+    it kept every checkpoint from completing, the WAL never restarted, for the healthy
+    replica too (119 segments in one index, the app's WAL 20 MB in 12 s: QA127 D1). It is
+    compressed into a local file first, and the read transaction ends before the upload."""
+    db, good, hang = tmp_path / "app.db", tmp_path / "good", tmp_path / "hang"
+    create(db)
+    arm, flog = tmp_path / "arm", tmp_path / "fault.log"
+    cfg = config(tmp_path, db, [file_replica(hang, "hang", sync="100ms", snapshot_interval="2s"),
+                                file_replica(good, "good", sync="100ms")],
+                 min_checkpoint_page_count=200)
+    # once armed, the fsync of hang's snapshots directory waits 10 s
+    r = run(cfg, env=faulty_env(op="fsync", path=f"{hang}/", suffix="/snapshots", count=1,
+                                delay_ms=10000, arm=arm, log=flog))
+    wait_for(lambda: objects(hang, "snapshots") and objects(good, "snapshots"),
+             what="the first snapshots", log=r.text)
+    stop = threading.Event()
+
+    def app():
+        c = sqlite3.connect(db, isolation_level=None, timeout=30)
+        while not stop.is_set():
+            c.execute("INSERT INTO t(v, b) VALUES ('app', randomblob(10000))")
+            time.sleep(0.01)
+        c.close()
+
+    def index():
+        names = (tmp_path / ".app.db-litevisor").glob("generations/*/wal/*.wal")
+        return max((int(n.name[:8], 16) for n in names), default=-1)
+
+    arm.touch()
+    t = threading.Thread(target=app)
+    t.start()
+    try:
+        wait_for(flog.exists, what="hang's scheduled snapshot hung", log=r.text)
+        first = index()
+        time.sleep(6)
+        moved, wal = index() - first, os.path.getsize(f"{db}-wal")
+    finally:
+        stop.set()
+        t.join()
+    assert moved >= 2 and wal < 8 << 20, (moved, wal, r.text())
+    wait_for(lambda: "replica=hang" in r.text() and "how=spooled" in r.text(),
+             what="hang's snapshot stored", log=r.text)
+    assert r.stop() == 0, r.text()
 
 
 def test_a_replica_dropped_on_its_way_keeps_its_lag_once_its_snapshot_is_stored(
