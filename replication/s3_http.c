@@ -351,8 +351,8 @@ static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
 		return 1; /* CURLE_ABORTED_BY_CALLBACK */
 	}
 	/* an answer a server may think over (CompleteMultipartUpload) is no stall of the
-	 * replica's either (storage_stalled, QA124 D4), for its first minute: one that
-	 * never comes is (QA125 D2) */
+	 * replica's either (storage_stalled, QA124 D4), for its first
+	 * SLOW_ANSWER_SPARED_MS: one that never comes is (QA125 D2) */
 	if (dlnow + ulnow != x->moved ||
 	    (x->req->slow_answer && now - x->call_start_ms < SLOW_ANSWER_SPARED_MS))
 		st_moved(x->st);
