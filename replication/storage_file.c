@@ -548,6 +548,26 @@ static int file_del(struct storage *st, const char *const *keys, size_t nkeys,
 	return 0;
 }
 
+/*
+ * How deep a listing descends below its directory. Ours go at most three
+ * levels down (generations/<gen>/wal/<object>); the cap keeps the frames'
+ * path buffers (8 KiB each) within a probe thread's 256 KiB stack, which 28
+ * nested directories overflowed (QA128 D1).
+ */
+#define WALK_MAX_DEPTH 12
+
+/*
+ * A directory to descend into: not one reached through a symbolic link,
+ * which may point back up (a loop the walk followed to its depth cap, and
+ * past the stack). Go's filepath.Walk, Litestream's, does not follow them either.
+ */
+static bool descend(int dfd, const char *name, const struct stat *sb, int depth)
+{
+	struct stat lsb;
+	return S_ISDIR(sb->st_mode) && depth < WALK_MAX_DEPTH &&
+	       fstatat(dfd, name, &lsb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(lsb.st_mode);
+}
+
 /* True if dir holds at least one object somewhere below it (a common prefix S3 would show). */
 static bool has_object(const char *dir, int depth)
 {
@@ -565,7 +585,7 @@ static bool has_object(const char *dir, int depth)
 			continue;
 		if (S_ISREG(sb.st_mode))
 			found = true;
-		else if (S_ISDIR(sb.st_mode) && depth < 64 &&
+		else if (descend(dirfd(d), e->d_name, &sb, depth) &&
 			 join(child, sizeof(child), dir, e->d_name) == 0)
 			found = has_object(child, depth + 1);
 	}
@@ -618,7 +638,7 @@ static int walk(struct storage *st, const char *dir, const char *keydir, const c
 			if (delim) {
 				if (has_object(child, 0) && st_list_add_prefix(out, key) < 0)
 					rc = sys_fail(err, ENOMEM, "list", keydir, dir);
-			} else if (depth < 64) {
+			} else if (descend(dirfd(d), e->d_name, &sb, depth)) {
 				rc = walk(st, child, key, NULL, false, out, err, depth + 1);
 			}
 		}

@@ -1469,6 +1469,29 @@ def test_no_block_allocated_ahead_takes_the_room_of_the_wal_downloaded_beside_it
         subprocess.run(["umount", str(mnt)], capture_output=True)
 
 
+def test_a_symlink_loop_or_deep_directories_in_a_file_replica_are_not_walked_into(
+        tmp_path, litevisor_bin, history):
+    """A directory symlink pointing back up inside a file replica, or 40 nested
+    directories, crashed the restore (a stack overflow of the probe thread's listing:
+    exit 139, nothing said, and `run` with it: QA128 D1). The listing descends into no
+    linked directory (Go's filepath.Walk, Litestream's, does not either) and only as deep
+    as a replica's layout needs."""
+    rep = tmp_path / "rep"
+    history.write(str(rep))
+    g = rep / "generations" / GEN
+    os.symlink(g / "snapshots", g / "snapshots" / "loop")
+    os.symlink(rep, g / "wal" / "up")
+    (g / "wal").joinpath(*(["d"] * 40)).mkdir(parents=True)
+    out = tmp_path / "out.db"
+    p = lv(litevisor_bin, "restore", "-o", str(out), f"file://{rep}")
+    assert p.returncode == 0, p.stderr
+    assert rows(out) == history.states[-1][2]
+    for cmd in ("snapshots", "wal", "generations"):
+        p = lv(litevisor_bin, cmd, f"file://{rep}")
+        assert p.returncode == 0 and "loop/" not in p.stdout and "/up/" not in p.stdout, \
+            (cmd, p.stdout, p.stderr)
+
+
 def test_a_target_out_of_inodes_is_said_as_such(tmp_path, litevisor_bin, history):
     """A filesystem with no free inode at each step in turn: SQLite, failing to make
     the temp database's -shm, retries read-only and leaves ENOENT, and the restore
