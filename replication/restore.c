@@ -298,6 +298,19 @@ static bool quorum_says_empty(const struct session *s)
 	       s->ch.with_data == 0 && s->ch.unfinished == 0 && enough_answered(s);
 }
 
+/*
+ * What not settling for want of candidates is: a temporary failure, unless
+ * every one of them answered and its newest data failed for good (a corrupt
+ * last segment): the restore fails, as applying that segment would have
+ * (QA128 D2: -dry-run, or two replicas of the generation, said 111 for what
+ * a restore from one said 1).
+ */
+static enum restore_outcome unreachable_outcome(const struct session *s)
+{
+	return s->ch.corrupt > 0 && s->ch.corrupt == s->ch.unreachable ? RESTORE_FAILED
+									: RESTORE_UNREACHABLE;
+}
+
 /* Strict modes refuse to settle on data while too few candidates answered. */
 static bool strict_unsettled(const struct session *s)
 {
@@ -1391,7 +1404,7 @@ static int settle_unrestored(struct session *s, bool exists, struct restore_resu
 			   "%s (allow-empty-when-unreachable)", s->ch.unreachable, s->n, what);
 		return 0;
 	}
-	result_set(res, RESTORE_UNREACHABLE, "%zu of %zu candidates unreachable or failing%s%s",
+	result_set(res, unreachable_outcome(s), "%zu of %zu candidates unreachable or failing%s%s",
 		   s->ch.unreachable, s->n,
 		   s->ch.winner >= 0 ? " (mode needs more answers)"
 				     : exists ? "; they might hold newer data than the existing "
@@ -1933,7 +1946,7 @@ int restore_explicit(const struct config *cfg, const struct cfg_db *db,
 		else if (s.ch.answered == 0 ||
 			 (s.ch.unreachable && s.ch.winner < 0 && !quorum_says_empty(&s)) ||
 			 strict_unsettled(&s))
-			result_set(res, RESTORE_UNREACHABLE, "%zu of %zu candidates unreachable or failing; %s",
+			result_set(res, unreachable_outcome(&s), "%zu of %zu candidates unreachable or failing; %s",
 				   s.ch.unreachable, s.n, s.ch.why);
 		else if (no_data_why(&s))
 			result_set(res, RESTORE_NO_DATA, "no matching backups found (%s)", no_data_why(&s));

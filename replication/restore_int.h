@@ -121,6 +121,8 @@ struct rs_cand {
 	bool measure_failed;           /* answered, then its last segment could not be read: */
 	struct wal_pos lower;          /* where that segment starts (it holds at least this) */
 	bool measure_answered;         /* ... the server answered that read (corrupt, refused) */
+	bool measure_corrupt;          /* ... and it failed for good (st_status ST_PERMANENT:
+					  the object is corrupt, or the replica's disk failed) */
 	bool foreign_form;             /* its last segment is in another form than its age:
 					  settings read (st_error.foreign_form): they changed */
 	bool end_by_mark;              /* ... and its end was taken from this node's closed
@@ -298,6 +300,8 @@ struct rs_choice {
 	int winner;                    /* index into the candidates, or -1 */
 	size_t answered, unreachable, with_data;
 	size_t unfinished;             /* of the unreachable: answered, listings not finished */
+	size_t corrupt;                /* of the unreachable: answered, their last segment
+					  could not be read for good (measure_corrupt) */
 	char generation[LAYOUT_GEN_LEN + 1];
 	bool ambiguous;                /* generations within the clock-skew margin */
 	int blocked;                   /* a candidate whose newer generation cannot serve the

@@ -591,6 +591,7 @@ static void *measure_one(void *p)
 		}
 		c->measure_failed = true;
 		c->measure_answered = !(err.status == ST_TRANSIENT && err.http_status == 0);
+		c->measure_corrupt = err.status == ST_PERMANENT;
 		c->lower = c->plan.end; /* rs_choose: a candidate past it may not be passed over */
 		c->state = RC_ERROR;
 		c->has_data = false;

@@ -1492,6 +1492,29 @@ def test_a_symlink_loop_or_deep_directories_in_a_file_replica_are_not_walked_int
             (cmd, p.stdout, p.stderr)
 
 
+def test_a_corrupt_last_segment_is_a_failure_whether_found_applying_or_probing(
+        tmp_path, litevisor_bin, history):
+    """The same corrupt last segment was exit 1 when a restore from one replica found it
+    applying, and exit 111 ("temporary failure": a unit retrying on it retries for ever)
+    when the probe found it measuring: with -dry-run, or two replicas of the generation
+    (QA128 D2). Every candidate that answered with its newest data corrupt is a failure."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    history.write(str(a))
+    last = history.seg_path(str(a), len(history.segments) - 1)
+    with open(last, "r+b") as f:
+        f.truncate(20)
+    shutil.copytree(a, b)
+    cfg = write_config(tmp_path / "lv.yml", tmp_path / "app.db",
+                       [{"name": "a", "url": f"file://{a}"}, {"name": "b", "url": f"file://{b}"}])
+    for args in (["-o", str(tmp_path / "o1.db"), f"file://{a}"],
+                 ["-dry-run", "-o", str(tmp_path / "o2.db"), f"file://{a}"],
+                 ["-config", str(cfg), "-o", str(tmp_path / "o3.db"), str(tmp_path / "app.db")]):
+        p = lv(litevisor_bin, "restore", *args)
+        assert p.returncode == 1, (args, p.returncode, p.stderr)
+        assert "00000002_00000000.wal.lz4" in p.stderr, p.stderr
+    assert not [f for f in os.listdir(tmp_path) if f.startswith("o")], os.listdir(tmp_path)
+
+
 def test_a_target_out_of_inodes_is_said_as_such(tmp_path, litevisor_bin, history):
     """A filesystem with no free inode at each step in turn: SQLite, failing to make
     the temp database's -shm, retries read-only and leaves ENOENT, and the restore
