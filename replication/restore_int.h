@@ -143,9 +143,10 @@ struct rs_cand {
 	struct cat_generation *gens;   /* every generation it holds (owned) */
 	size_t ngens;
 	bool has_data;                 /* a plan matching the target */
-	int64_t cut_ns;                /* -timestamp its plan was built for when the
-					  whole-second cut moved it (rs_plans_whole_second_cut),
-					  else 0: the target's */
+	int64_t cut_ns;                /* -timestamp its objects are read up to when the
+					  whole-second cut applies to it (its plan's, or with no
+					  plan its listing's: rs_plans_whole_second_cut), else
+					  0: the target's */
 	struct rs_plan plan;
 	char nodata[512];              /* why no plan, when answered without data */
 

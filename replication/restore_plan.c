@@ -357,6 +357,15 @@ size_t rs_plans_whole_second_cut(struct rs_cand *c, size_t n, const struct rs_ta
 	sure.timestamp_ns = t->timestamp_ns - NS_PER_SEC + 1;
 	for (size_t i = 0; i < n; i++) {
 		/*
+		 * One with no data at t either: its objects of t's second are read as
+		 * stored after it, like the others', when restore.c weighs whether it
+		 * holds more of the winner's generation (QA129 D2).
+		 */
+		if (c[i].state == RC_OK && !c[i].has_data && whole_seconds(&c[i]) == 1)
+			for (size_t k = 0; k < c[i].ngens && !c[i].cut_ns; k++)
+				if (finer_holds(c, n, c[i].gens[k].id))
+					c[i].cut_ns = sure.timestamp_ns;
+		/*
 		 * Only where the finer clock saw the same generation: of another
 		 * (a handover within the second, QA66 D3) it tells nothing.
 		 */

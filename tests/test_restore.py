@@ -3483,3 +3483,14 @@ def test_a_timestamp_over_a_whole_second_and_an_exact_replica_restores_the_state
     got, err = restore(litevisor_bin)
     assert got == ["c0", "c1", "c2", "c3"], err
     assert "whole-second times are read only up to" not in err, err
+    # a whole-second replica with no snapshot at T (rewritten 3 s later): its segments of
+    # T's second are not "more" than A's either (QA129 D2)
+    b2 = tmp_path / "B2"
+    shutil.copytree(b, b2)
+    for f in b2.glob("generations/*/snapshots/*"):
+        os.utime(f, ns=(s + 3_000_000_000,) * 2)
+    cfg.write_text(f"dbs:\n  - path: {db}\n    replicas:\n      - name: A\n        path: {a}\n"
+                   f"      - name: B2\n        path: {b2}\n")
+    got, err = restore(litevisor_bin)
+    assert got == ["c0", "c1"], err
+    assert "holds more of the newest generation" not in err, err
