@@ -449,6 +449,13 @@ void replica_target(struct eng_db *d, struct wal_pos *pos);
 double replica_lag_seconds(const struct eng_db *d, const struct eng_replica *r, int64_t now);
 
 /*
+ * Under mu, once r's position moved (a segment shipped, a snapshot stored):
+ * past behind_until, the lag ring holds every commit it still lacks, and
+ * behind_since_mono no longer counts (snapshot.c, snapshot_done).
+ */
+void replica_lag_caught_up(struct eng_replica *r);
+
+/*
  * retention.c: apply the replica's retention; *need_snapshot when the current
  * generation has no snapshot younger than retention (the caller takes it at a
  * new index). Returns 0, or -1 (logged).

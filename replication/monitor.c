@@ -239,10 +239,12 @@ static int start_generation(struct eng_db *d, const char *reason)
 	for (size_t i = 0; i < d->nreplicas; i++) {
 		struct eng_replica *r = &d->replicas[i];
 		double lag = r->st && !r->behind_since_mono ? replica_lag_seconds(d, r, now) : 0;
-		if (lag > 0) {
+		if (lag > 0)
 			r->behind_since_mono = now - (int64_t)(lag * NS_PER_SEC);
-			memset(&r->behind_until, 0, sizeof(r->behind_until)); /* until a snapshot */
-		}
+		/* until its snapshot of the new generation: not an old segment landing late
+		 * past an old-generation mark (QA129 O1) */
+		if (r->behind_since_mono)
+			memset(&r->behind_until, 0, sizeof(r->behind_until));
 	}
 	d->gen_epoch++;
 	d->stat.generations_total++;

@@ -74,11 +74,7 @@ static double shadow_lag(const struct eng_db *d, const struct wal_pos *pos, int6
 	return t ? (double)(now - t) / NS_PER_SEC : 0;
 }
 
-/*
- * r's position reached behind_until (under mu): the lag ring holds every
- * commit it still lacks, and its lag is the ring's again (snapshot_done).
- */
-static void caught_up_past_lost_times(struct eng_replica *r)
+void replica_lag_caught_up(struct eng_replica *r)
 {
 	if (r->behind_since_mono && r->behind_until.generation[0] &&
 	    !strcmp(r->pos.generation, r->behind_until.generation) &&
@@ -1736,7 +1732,7 @@ static int put_segment(struct eng_replica *r, const char *gen, uint32_t index, u
 	if (!strcmp(r->pos.generation, gen)) {
 		r->pos.index = index;
 		r->pos.offset = (uint32_t)to;
-		caught_up_past_lost_times(r);
+		replica_lag_caught_up(r);
 	}
 	r->segs_in_index++;
 	/* it answers: catching up, not failing, for the backlog cap (QA114 D4) */
@@ -1795,7 +1791,7 @@ int replica_ship(struct eng_replica *r, bool flush)
 					r->pos.index = pos.index + 1;
 					r->pos.offset = 0;
 					r->segs_in_index = 0;
-					caught_up_past_lost_times(r);
+					replica_lag_caught_up(r);
 				}
 				pthread_mutex_unlock(&d->mu);
 				continue;

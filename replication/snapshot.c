@@ -441,10 +441,14 @@ static void snapshot_done(struct eng_replica *r, const char *gen, uint32_t index
 	if ((left || was_dropped) && (r->behind_since_mono || r->carried)) {
 		if (r->behind_since_mono < covers_mono)
 			r->behind_since_mono = covers_mono;
-		if (left)
+		if (left) {
 			memset(&r->behind_until, 0, sizeof(r->behind_until));
-		else
+		} else {
 			replica_target(d, &r->behind_until);
+			/* already there (the snapshot reaches the shadow's end): nothing to wait
+			 * for, or an idle database's lag grew for nothing (QA129 D1) */
+			replica_lag_caught_up(r);
+		}
 	} else {
 		r->behind_since_mono = 0;
 	}

@@ -2234,6 +2234,39 @@ def test_a_replica_dropped_on_its_way_keeps_its_lag_once_its_snapshot_is_stored(
     assert r.stop() == 0, r.text()
 
 
+def test_a_dropped_replica_whose_fresh_snapshot_holds_every_commit_is_not_lagging(
+        run, tmp_path):
+    """The cap dropped a replica; back, its fresh snapshot reached the shadow's end (a new,
+    empty index after a TRUNCATE), so nothing was left to ship, and the check that it had
+    caught up came with shipped segments only: on an idle database its lag gauge grew
+    from the snapshot's start, 8.1 s after 8 s while it held every commit, and the health
+    check warned (QA129 D1)."""
+    from conftest import free_port
+    db, good, hang = tmp_path / "app.db", tmp_path / "good", tmp_path / "hang"
+    create(db)
+    port, arm = free_port(), tmp_path / "arm"
+    cfg = config(tmp_path, db, [file_replica(hang, "hang", sync="100ms"),
+                                file_replica(good, "good", sync="100ms")],
+                 min_checkpoint_page_count=30, truncate_page_count=40, max_backlog=200000)
+    cfg.write_text(f"addr: 127.0.0.1:{port}\nlogging:\n  level: debug\n" + cfg.read_text())
+    r = run(cfg, env=faulty_env(op="fsync", path=f"{hang}/", count=10 ** 6, arm=arm))
+    wait_for(lambda: r.text().count("snapshot written") >= 2, what="the first snapshots",
+             log=r.text)
+    arm.touch()  # hang's fsyncs fail: it is down
+    write(db, 30, start=100, blob=20000)
+    wait_for(lambda: "backlog over the cap" in r.text(), timeout=40, what="hang dropped",
+             log=r.text)
+    wait_for(lambda: "WAL truncated" in r.text(), timeout=40, what="the WAL truncated",
+             log=r.text)
+    time.sleep(1)
+    arm.unlink()  # back: its fresh snapshot holds every commit
+    wait_for(lambda: metric(port, "litevisor_replica_snapshots_total", "hang") >= 2,
+             timeout=60, what="hang's fresh snapshot", log=r.text)
+    time.sleep(4)
+    assert lag_gauge(port, "hang") < 2, (lag_gauge(port, "hang"), r.text())
+    assert r.stop() == 0, r.text()
+
+
 def test_the_backlog_cap_keeps_an_s3_replica_whose_server_thinks_over_a_multipart_completion(
         run, tmp_path, s3server):
     """A server may think a CompleteMultipartUpload over for minutes (the idle timeout
