@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "common/clock.h"
@@ -44,6 +45,8 @@
 #include "common/banned.h"
 
 #define SPOOL_CHUNK (64 * 1024)
+/* room a local snapshot file leaves free beyond the database's size (spool_build) */
+#define SPOOL_MARGIN (64 << 20)
 
 /* A source over the database file, read through SQLite's own handle (db.h). */
 struct dbfile_src {
@@ -332,18 +335,32 @@ static int share_unnamed_file(void *ctx)
 
 /*
  * Compress the database into an unnamed file in the state directory.
- * Returns its descriptor, or -1 with msg set.
+ * Returns its descriptor, or -1 with msg set. Not tried when the state
+ * directory's file system has less room than the database's size (what
+ * the file may take) and a margin: writing until ENOSPC would take the room
+ * the app's WAL and the shadow need meanwhile (QA129 O3).
  */
 static int spool_build(struct eng_db *d, struct snap_db *s, int64_t *packed, uint64_t *plain,
 		       char *msg, size_t len)
 {
 	struct lz4_enc enc;
 	struct st_source src;
-	unsigned char *buf = malloc(SPOOL_CHUNK);
+	struct statvfs vs;
+	unsigned char *buf = NULL;
 	int64_t off = 0;
-	int fd = fs_open_unnamed(d->dir, "snapshot-");
+	int fd = -1;
 	bool enc_ok = false;
 
+	if (statvfs(d->dir, &vs) == 0 &&
+	    (uint64_t)vs.f_bavail * vs.f_frsize < (uint64_t)s->fsrc.size + SPOOL_MARGIN) {
+		snprintf(msg, len, "%.200s has %llu bytes free, less than the database's %lld and "
+			 "a margin of %d MiB", d->dir,
+			 (unsigned long long)vs.f_bavail * vs.f_frsize, (long long)s->fsrc.size,
+			 SPOOL_MARGIN >> 20);
+		return -1;
+	}
+	buf = malloc(SPOOL_CHUNK);
+	fd = fs_open_unnamed(d->dir, "snapshot-");
 	if (fd < 0) {
 		snprintf(msg, len, "cannot create a file in %.200s: %s", d->dir, strerror(errno));
 		goto fail;
