@@ -349,6 +349,31 @@ static const char *no_data_why(const struct session *s)
 	return NULL;
 }
 
+/*
+ * The replica's own closed mark of the generation restored lies past what it
+ * holds: its writer stopped cleanly having stored more there, and objects
+ * were lost since (a server that did not keep a PUT, a hand clean-up). The
+ * restore is the most that is left; say so (QA128 O1).
+ */
+static void warn_closed_past(const struct rs_cand *c, const struct wal_pos *end)
+{
+	for (size_t k = 0; k < c->ngens; k++) {
+		const struct cat_generation *g = &c->gens[k];
+		if (strcmp(g->id, end->generation) != 0 || !g->nclosed)
+			continue;
+		const struct cat_closed *m = &g->closed[g->nclosed - 1];
+		struct wal_pos at = { .index = m->index, .offset = m->offset };
+		/* (index + 1, 0) is where index ends: no more */
+		if (wal_pos_cmp(&at, end) > 0 && !(m->offset == 0 && m->index == end->index + 1))
+			log_warn("restore", "the replica holds less of the generation than its writer "
+				 "stored there when it stopped cleanly (its closed mark): objects were "
+				 "lost since; restored what is left", "replica=%s generation=%s "
+				 "restored_to=%08x/%08x closed_at=%08x/%08x", c->name, g->id,
+				 end->index, end->offset, m->index, m->offset);
+		return;
+	}
+}
+
 /* Try the winner, then each candidate holding the same data. Fills res. 0 or -1. */
 static int apply_with_fallback(struct session *s, struct rs_apply_opts *ao,
 			       struct restore_result *res)
@@ -378,6 +403,8 @@ static int apply_with_fallback(struct session *s, struct rs_apply_opts *ao,
 			/* applying found the end exactly (the marker compares with it) */
 			c->plan.end = res->pos;
 			c->plan.end_open = false;
+			if (!rs_target_pit(&s->t))
+				warn_closed_past(c, &res->pos);
 			snprintf(res->source, sizeof(res->source), "%s", c->name);
 			result_set(res, RESTORE_RESTORED, "restored from %s%s", c->name,
 				   tried > 1 ? " after falling back" : "");

@@ -1515,6 +1515,24 @@ def test_a_corrupt_last_segment_is_a_failure_whether_found_applying_or_probing(
     assert not [f for f in os.listdir(tmp_path) if f.startswith("o")], os.listdir(tmp_path)
 
 
+def test_a_replica_holding_less_than_its_closed_mark_says_so(tmp_path, litevisor_bin,
+                                                            history):
+    """The generation's last segment gone from the replica (a server that did not keep a
+    PUT, a hand clean-up), its closed mark still there: the restore took what was left
+    without a word (QA128 O1). It says that objects were lost; an intact replica says
+    nothing."""
+    rep, whole = tmp_path / "rep", tmp_path / "whole"
+    history.write(str(rep))
+    history.write(str(whole))
+    os.unlink(history.seg_path(str(rep), len(history.segments) - 1))
+    p = lv(litevisor_bin, "restore", "-o", str(tmp_path / "o1.db"), f"file://{rep}")
+    assert p.returncode == 0, p.stderr
+    assert rows(tmp_path / "o1.db") == history.states[-2][2]
+    assert "objects were lost since" in p.stderr, p.stderr
+    p = lv(litevisor_bin, "restore", "-o", str(tmp_path / "o2.db"), f"file://{whole}")
+    assert p.returncode == 0 and " WARN " not in p.stderr, p.stderr
+
+
 def test_a_target_out_of_inodes_is_said_as_such(tmp_path, litevisor_bin, history):
     """A filesystem with no free inode at each step in turn: SQLite, failing to make
     the temp database's -shm, retries read-only and leaves ENOENT, and the restore
