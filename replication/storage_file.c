@@ -556,26 +556,51 @@ static int file_del(struct storage *st, const char *const *keys, size_t nkeys,
  */
 #define WALK_MAX_DEPTH 12
 
+/* The directories a walk is inside, innermost first (walk, has_object). */
+struct walk_up {
+	dev_t dev;
+	ino_t ino;
+	const struct walk_up *up;
+};
+
 /*
- * A directory to descend into: not one reached through a symbolic link,
- * which may point back up (a loop the walk followed to its depth cap, and
- * past the stack). Go's filepath.Walk, Litestream's, does not follow them either.
+ * A directory to descend into: one not already on the walk's path. A
+ * symbolic link may lead anywhere, and is followed (a generation's wal/ or
+ * snapshots/ linked elsewhere is read, as Litestream reads it by path), but
+ * one pointing back up is a loop the walk followed to its depth cap, past
+ * the stack (QA128 D1, QA131 D1).
  */
-static bool descend(int dfd, const char *name, const struct stat *sb, int depth)
+static bool descend(const struct stat *sb, const struct walk_up *up, int depth)
 {
-	struct stat lsb;
-	return S_ISDIR(sb->st_mode) && depth < WALK_MAX_DEPTH &&
-	       fstatat(dfd, name, &lsb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(lsb.st_mode);
+	if (!S_ISDIR(sb->st_mode) || depth >= WALK_MAX_DEPTH)
+		return false;
+	for (; up; up = up->up)
+		if (up->dev == sb->st_dev && up->ino == sb->st_ino)
+			return false;
+	return true;
+}
+
+/* Where a walk of d is: d, inside up. */
+static struct walk_up walk_here(DIR *d, const struct walk_up *up)
+{
+	struct stat sb;
+	struct walk_up me = { 0, 0, up };
+	if (fstat(dirfd(d), &sb) == 0) {
+		me.dev = sb.st_dev;
+		me.ino = sb.st_ino;
+	}
+	return me;
 }
 
 /* True if dir holds at least one object somewhere below it (a common prefix S3 would show). */
-static bool has_object(const char *dir, int depth)
+static bool has_object(const char *dir, const struct walk_up *up, int depth)
 {
 	DIR *d = opendir(dir);
 	struct dirent *e;
 	bool found = false;
 	if (!d)
 		return false;
+	struct walk_up me = walk_here(d, up);
 	while (!found && (e = readdir(d)) != NULL) {
 		char child[PATH_MAX];
 		struct stat sb;
@@ -585,9 +610,8 @@ static bool has_object(const char *dir, int depth)
 			continue;
 		if (S_ISREG(sb.st_mode))
 			found = true;
-		else if (descend(dirfd(d), e->d_name, &sb, depth) &&
-			 join(child, sizeof(child), dir, e->d_name) == 0)
-			found = has_object(child, depth + 1);
+		else if (descend(&sb, &me, depth) && join(child, sizeof(child), dir, e->d_name) == 0)
+			found = has_object(child, &me, depth + 1);
 	}
 	closedir(d);
 	return found;
@@ -599,7 +623,8 @@ static bool has_object(const char *dir, int depth)
  * delimiter folds them into common prefixes. Returns 0 or a status.
  */
 static int walk(struct storage *st, const char *dir, const char *keydir, const char *match,
-		bool delim, struct st_list *out, struct st_error *err, int depth)
+		bool delim, struct st_list *out, struct st_error *err, const struct walk_up *up,
+		int depth)
 {
 	DIR *d = opendir(dir);
 	struct dirent *e;
@@ -608,6 +633,7 @@ static int walk(struct storage *st, const char *dir, const char *keydir, const c
 
 	if (!d) /* gone since we saw it (a concurrent delete): nothing to list */
 		return errno == ENOENT || errno == ENOTDIR ? 0 : sys_fail(err, errno, "list", keydir, dir);
+	struct walk_up me = walk_here(d, up);
 	while (rc == 0 && (e = readdir(d)) != NULL) {
 		char child[PATH_MAX], key[PATH_MAX];
 		struct stat sb;
@@ -636,10 +662,10 @@ static int walk(struct storage *st, const char *dir, const char *keydir, const c
 			key[kl] = '/';
 			key[kl + 1] = '\0';
 			if (delim) {
-				if (has_object(child, 0) && st_list_add_prefix(out, key) < 0)
+				if (has_object(child, &me, 0) && st_list_add_prefix(out, key) < 0)
 					rc = sys_fail(err, ENOMEM, "list", keydir, dir);
-			} else if (descend(dirfd(d), e->d_name, &sb, depth)) {
-				rc = walk(st, child, key, NULL, false, out, err, depth + 1);
+			} else if (descend(&sb, &me, depth)) {
+				rc = walk(st, child, key, NULL, false, out, err, &me, depth + 1);
 			}
 		}
 	}
@@ -684,7 +710,7 @@ static int file_list(struct storage *st, const char *prefix, const char *delimit
 	}
 	if (join(dir, sizeof(dir), root, keydir) < 0)
 		return sys_fail(err, ENAMETOOLONG, "list", prefix, root);
-	return walk(st, dir, keydir, prefix + dlen, delimiter != NULL, out, err, 0);
+	return walk(st, dir, keydir, prefix + dlen, delimiter != NULL, out, err, NULL, 0);
 }
 
 static void file_destroy(struct storage *st)

@@ -1470,12 +1470,13 @@ def test_no_block_allocated_ahead_takes_the_room_of_the_wal_downloaded_beside_it
 
 
 def test_a_symlink_loop_or_deep_directories_in_a_file_replica_are_not_walked_into(
-        tmp_path, litevisor_bin, history):
+        tmp_path, litevisor_bin, litestream_bin, history):
     """A directory symlink pointing back up inside a file replica, or 40 nested
     directories, crashed the restore (a stack overflow of the probe thread's listing:
     exit 139, nothing said, and `run` with it: QA128 D1). The listing descends into no
-    linked directory (Go's filepath.Walk, Litestream's, does not either) and only as deep
-    as a replica's layout needs."""
+    directory already on its path, and only as deep as a replica's layout needs; a
+    generation's wal/ linked elsewhere is still read, as Litestream reads it (a first
+    fix followed no link, and restored the snapshot alone: QA131 D1)."""
     rep = tmp_path / "rep"
     history.write(str(rep))
     g = rep / "generations" / GEN
@@ -1490,6 +1491,16 @@ def test_a_symlink_loop_or_deep_directories_in_a_file_replica_are_not_walked_int
         p = lv(litevisor_bin, cmd, f"file://{rep}")
         assert p.returncode == 0 and "loop/" not in p.stdout and "/up/" not in p.stdout, \
             (cmd, p.stdout, p.stderr)
+    linked = tmp_path / "linked"
+    history.write(str(linked))
+    g = linked / "generations" / GEN
+    os.rename(g / "wal", tmp_path / "elsewhere")
+    os.symlink(tmp_path / "elsewhere", g / "wal")
+    for tool, out in ((litevisor_bin, "l1.db"), (litestream_bin, "l2.db")):
+        p = subprocess.run([tool, "restore", "-o", str(tmp_path / out), f"file://{linked}"],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        assert rows(tmp_path / out) == history.states[-1][2], (tool, p.stderr)
 
 
 def test_a_corrupt_last_segment_is_a_failure_whether_found_applying_or_probing(
