@@ -295,7 +295,8 @@ static bool enough_answered(const struct session *s)
 static bool quorum_says_empty(const struct session *s)
 {
 	return s->cfg->restore.mode == RESTORE_QUORUM && s->ch.winner < 0 &&
-	       s->ch.with_data == 0 && s->ch.unfinished == 0 && enough_answered(s);
+	       s->ch.with_data == 0 && s->ch.unfinished == 0 && s->ch.data_failing == 0 &&
+	       enough_answered(s);
 }
 
 /*
@@ -1413,8 +1414,13 @@ static int settle_unrestored(struct session *s, bool exists, struct restore_resu
 	const struct cfg_restore *rc = &s->cfg->restore;
 	enum restore_outcome ok = exists ? RESTORE_EXISTS : RESTORE_EMPTY;
 	const char *what = exists ? "keeping the existing database" : "starting empty";
-	/* one still listing when the wait ended answered: it is no "unreachable" to start without */
-	bool none = s->ch.winner < 0 && s->ch.with_data == 0 && s->ch.unfinished == 0;
+	/*
+	 * One still listing when the wait ended answered: it is no "unreachable"
+	 * to start without. Nor is one that listed data whose last segment failed
+	 * (QA131 D2: allow-empty-when-unreachable started empty beside it).
+	 */
+	bool none = s->ch.winner < 0 && s->ch.with_data == 0 && s->ch.unfinished == 0 &&
+		    s->ch.data_failing == 0;
 
 	if (none && s->ch.unreachable == 0) {
 		result_set(res, ok, "%severy candidate answered, none holds data; %s",
@@ -1965,7 +1971,8 @@ int restore_explicit(const struct config *cfg, const struct cfg_db *db,
 	if (opt->dry_run)
 		rs_print_decision(s.c, s.n, &s.ch, out_path);
 	for (size_t i = 0; i < s.n; i++)
-		res->held_data |= s.c[i].state == RC_OK && s.c[i].ngens > 0;
+		res->held_data |= (s.c[i].state == RC_OK || s.c[i].measure_failed) &&
+				  s.c[i].ngens > 0;
 	if (s.ch.winner < 0 || strict_unsettled(&s)) {
 		const char *pe = plan_error(&s);
 		if (pe)

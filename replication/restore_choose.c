@@ -468,6 +468,8 @@ void rs_choose(struct rs_cand *c, size_t n, int64_t skew_ms, int64_t ts,
 			out->unfinished++;
 		if (c[i].state == RC_ERROR && c[i].measure_failed && c[i].measure_corrupt)
 			out->corrupt++;
+		if (c[i].state == RC_ERROR && c[i].measure_failed)
+			out->data_failing++;
 		if (c[i].state == RC_OK && c[i].has_data)
 			out->with_data++;
 	}

@@ -303,6 +303,9 @@ struct rs_choice {
 	size_t unfinished;             /* of the unreachable: answered, listings not finished */
 	size_t corrupt;                /* of the unreachable: answered, their last segment
 					  could not be read for good (measure_corrupt) */
+	size_t data_failing;           /* of the unreachable: listed data, then reading their
+					  last segment failed (measure_failed): they hold data,
+					  so nothing is "empty" while one does */
 	char generation[LAYOUT_GEN_LEN + 1];
 	bool ambiguous;                /* generations within the clock-skew margin */
 	int blocked;                   /* a candidate whose newer generation cannot serve the

@@ -1524,6 +1524,23 @@ def test_a_corrupt_last_segment_is_a_failure_whether_found_applying_or_probing(
         assert p.returncode == 1, (args, p.returncode, p.stderr)
         assert "00000002_00000000.wal.lz4" in p.stderr, p.stderr
     assert not [f for f in os.listdir(tmp_path) if f.startswith("o")], os.listdir(tmp_path)
+    # such candidates hold data: nothing settles on "empty" beside them, not a quorum of
+    # empty replicas, nor allow-empty-when-unreachable, nor -if-replica-exists (QA131 D2)
+    e1, e2 = tmp_path / "e1", tmp_path / "e2"
+    e1.mkdir()
+    e2.mkdir()
+    for extra, reps in (({"mode": "quorum", "quorum": 2},
+                         [("e1", e1), ("e2", e2), ("a", a), ("b", b)]),
+                        ({"allow-empty-when-unreachable": "true"}, [("a", a), ("b", b)])):
+        cfg = write_config(tmp_path / "q.yml", tmp_path / "q.db",
+                           [{"name": n, "url": f"file://{r}"} for n, r in reps], restore=extra)
+        p = lv(litevisor_bin, "restore", "-config", str(cfg), "-if-replica-exists",
+               str(tmp_path / "q.db"))
+        assert p.returncode == 1 and "00000002_00000000.wal.lz4" in p.stderr, \
+            (extra, p.returncode, p.stderr)
+        p = subprocess.run([litevisor_bin, "run", "-config", str(cfg), "--", "true"],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode != 0 and not (tmp_path / "q.db").exists(), (extra, p.stderr)
 
 
 def test_a_replica_holding_less_than_its_closed_mark_says_so(tmp_path, litevisor_bin,
