@@ -102,6 +102,7 @@ struct engine *engine_new(const struct config *cfg)
 			struct st_error err = { 0 };
 			r->db = d;
 			r->cfg = rc;
+			r->kept.fd = -1;
 			cond_init_mono(&r->cond);
 			pthread_mutex_init(&r->rec_mu, NULL);
 			snprintf(r->stat.name, sizeof(r->stat.name), "%s", rc->name ? rc->name : "");
@@ -546,6 +547,8 @@ void engine_free(struct engine *e)
 			pthread_join(d->thread, NULL);
 		for (size_t j = 0; j < d->nreplicas; j++) {
 			storage_free(d->replicas[j].st);
+			if (d->replicas[j].kept.fd >= 0)
+				close(d->replicas[j].kept.fd);
 			free(d->replicas[j].writers_seen);
 			free(d->replicas[j].foreign_warned);
 			pthread_cond_destroy(&d->replicas[j].cond);

@@ -49,6 +49,18 @@
 
 struct eng_db;
 
+/* A snapshot compressed into an unnamed file (snapshot.c): a descriptor and its figures. */
+struct snap_file {
+	int fd;
+	char gen[17];
+	uint32_t index;               /* the shadow index it was taken at */
+	int64_t packed;               /* bytes in fd */
+	uint64_t plain;               /* database bytes it holds */
+	uint32_t page_size;
+	struct wal_pos covers;        /* the WAL position its bytes may reach */
+	int64_t covers_mono;          /* when covers was pinned */
+};
+
 struct eng_replica {
 	struct eng_db *db;
 	const struct cfg_replica *cfg;
@@ -104,6 +116,14 @@ struct eng_replica {
 	 */
 	char snap_hold_gen[17];
 	uint32_t snap_hold_index;
+	/*
+	 * Its own snapshot file ("spooled", snapshot.c) kept after a failed
+	 * upload, for the retries while the database stays at that index: an
+	 * outage no longer compresses the database again at every try (QA130 D1:
+	 * 266 MB written locally in 40 s for a 64 MB database). fd -1: none.
+	 * Replica thread only.
+	 */
+	struct snap_file kept;
 	bool refused;                 /* found the database older than its data: writes nothing
 				       * more, looks no more (replica.c, refuse_older) */
 	bool older_check;             /* has a closed record, or the restored marker names it:

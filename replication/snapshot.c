@@ -243,19 +243,28 @@ void snapshot_share_close(struct eng_db *d)
 		close(fd);
 }
 
-enum snap_how { SNAP_DIRECT, SNAP_BUILD, SNAP_USE, SNAP_SPOOLED };
+enum snap_how { SNAP_DIRECT, SNAP_BUILD, SNAP_USE, SNAP_SPOOLED, SNAP_KEPT };
 
-/* The shared file as one replica uses it: its own descriptor and the share's figures. */
-struct snap_used {
-	int fd;
-	char gen[17];
-	uint32_t index;
-	int64_t packed;
-	uint64_t plain;
-	uint32_t page_size;
-	struct wal_pos covers;
-	int64_t covers_mono;
-};
+/*
+ * r's own snapshot file kept from a failed try (struct eng_replica.kept),
+ * moved into u, when the database is still at its index; else it is let go.
+ */
+static bool kept_again(struct eng_replica *r, struct snap_file *u)
+{
+	struct eng_db *d = r->db;
+	if (r->kept.fd < 0)
+		return false;
+	pthread_mutex_lock(&d->mu);
+	bool current = !strcmp(r->kept.gen, d->gen) && r->kept.index == d->index;
+	pthread_mutex_unlock(&d->mu);
+	if (current)
+		*u = r->kept;
+	else
+		close(r->kept.fd);
+	r->kept.fd = -1;
+	return current;
+}
+
 
 /*
  * How r takes its snapshot: from the share (u filled, u->fd r's own), by
@@ -263,7 +272,7 @@ struct snap_used {
  * built for this generation is waited for: it is a local compression.
  * A share is never replaced while it is READY: it goes when settled.
  */
-static enum snap_how share_acquire(struct eng_replica *r, struct snap_used *u)
+static enum snap_how share_acquire(struct eng_replica *r, struct snap_file *u)
 {
 	struct eng_db *d = r->db;
 	struct snap_share *sh = &d->share;
@@ -535,7 +544,7 @@ static void put_placeholder(struct eng_replica *r, const char *gen, uint32_t ind
  * fail where the older generation is whole (QA21). Returns 0, or -1 with msg
  * set.
  */
-static int wal_first(struct eng_replica *r, const struct snap_used *u, bool flush, char *msg,
+static int wal_first(struct eng_replica *r, const struct snap_file *u, bool flush, char *msg,
 		     size_t len)
 {
 	struct eng_db *d = r->db;
@@ -564,19 +573,21 @@ static int wal_first(struct eng_replica *r, const struct snap_used *u, bool flus
 int snapshot_take(struct eng_replica *r, bool flush)
 {
 	static const char *const how_name[] = { "direct", "shared-built", "shared-reused",
-						"spooled" };
+						"spooled", "spooled-reused" };
 	struct eng_db *d = r->db;
 	struct st_error err = { 0 };
 	struct st_call call;
 	struct snap_db s = { 0 };
-	struct snap_used u = { .fd = -1 };
+	struct snap_file u = { .fd = -1 };
 	char key[LAYOUT_KEY_MAX], msg[600] = "";
 	int64_t t0 = clock_mono_ns();
 	int rc = -1;
 
 	replica_call_for(r, &call, flush);
 	enum snap_how how = share_acquire(r, &u);
-	if (how != SNAP_USE) {
+	if (how == SNAP_DIRECT && kept_again(r, &u))
+		how = SNAP_KEPT;
+	if (how != SNAP_USE && how != SNAP_KEPT) {
 		if (snap_db_open(d, &s, flush, msg, sizeof(msg)) < 0) {
 			if (how == SNAP_BUILD)
 				share_publish(d, -1, NULL, 0, 0);
@@ -668,8 +679,13 @@ out:
 	pthread_mutex_lock(&d->mu);
 	r->snap_hold_gen[0] = '\0';
 	pthread_mutex_unlock(&d->mu);
-	if (u.fd >= 0)
+	if (u.fd >= 0 && rc < 0 && (how == SNAP_SPOOLED || how == SNAP_KEPT) && !d->eng->stop) {
+		if (r->kept.fd >= 0)
+			close(r->kept.fd);
+		r->kept = u; /* for the next try (kept_again) */
+	} else if (u.fd >= 0) {
 		close(u.fd);
+	}
 	snap_db_close(&s);
 	if (rc < 0 && d->eng->stop && !flush) /* cut short by the stop: no failure of r's */
 		log_debug("replica", "snapshot given up: replication stops", "db=%s replica=%s "

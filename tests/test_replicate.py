@@ -2222,6 +2222,47 @@ def test_a_hung_snapshot_of_one_replica_does_not_keep_the_wal_from_restarting(ru
     assert r.stop() == 0, r.text()
 
 
+def test_a_snapshot_retried_through_an_outage_is_compressed_once(run, tmp_path, s3server,
+                                                                  litestream_bin):
+    """A replica that needs a snapshot while its server is down: each retry compressed
+    the whole database into a new local file before failing to connect (266 MB written
+    in 40 s for a 64 MB database: QA130 D1, since af7b0bd). The file is kept for the
+    retries while the database stays at its index."""
+    srv = s3server()
+    plug = Unplugged(srv.port)
+    try:
+        db = tmp_path / "app.db"
+        write(db, 40, start=1, blob=200000)  # 8 MB that LZ4 cannot shrink
+        size = os.path.getsize(db)
+        rep = s3_replica(srv)
+        rep["endpoint"] = f"http://127.0.0.1:{plug.port}"
+        r = run(config(tmp_path, db, [rep], max_backlog="1MiB", min_checkpoint_page_count=100))
+        wait_for(lambda: "snapshot written" in r.text(), what="the first snapshot", log=r.text)
+        plug.unplug()
+        write(db, 12, start=1000, blob=200000)  # past the cap: a fresh snapshot is needed
+
+        def written():
+            io = dict(l.split(": ") for l in open(f"/proc/{r.proc.pid}/io").read().splitlines())
+            return int(io["wchar"])
+
+        wait_for(lambda: "backlog over the cap" in r.text(), timeout=30, what="the drop",
+                 log=r.text)
+        wait_for(lambda: "snapshot failed" in r.text(), timeout=30, what="the first try",
+                 log=r.text)
+        w0, n0 = written(), r.text().count("snapshot failed")
+        wait_for(lambda: r.text().count("snapshot failed") >= n0 + 2, timeout=40,
+                 what="two more tries", log=r.text)
+        assert written() - w0 < size // 2, (written() - w0, size, r.text())
+        plug.plug()
+        wait_for(lambda: r.text().count("snapshot written") >= 2, timeout=30,
+                 what="the fresh snapshot", log=r.text)
+        assert "how=spooled-reused" in r.text(), r.text()
+        assert r.stop() == 0, r.text()
+        s3_restores_eventually(litestream_bin, srv, tmp_path, db, r.text)
+    finally:
+        plug.unplug()
+
+
 def test_a_replica_dropped_on_its_way_keeps_its_lag_once_its_snapshot_is_stored(
         run, tmp_path):
     """The cap dropped a replica hung in its snapshot, and the lag ring let go of the
