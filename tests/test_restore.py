@@ -153,6 +153,16 @@ def lv(binary, *args, timeout=60):
     return subprocess.run([binary, *args], capture_output=True, text=True, timeout=timeout)
 
 
+def restore_a_b(binary, tmp_path, a, b, *args):
+    """restore (args) of app.db from file replicas A (a) and B (b) in a config, into a
+    new file; returns (the process, its output path)."""
+    cfg = write_config(tmp_path / "lv.yml", tmp_path / "app.db",
+                       [{"name": "A", "url": f"file://{a}"}, {"name": "B", "url": f"file://{b}"}])
+    out = tmp_path / f"out-{time.monotonic_ns()}.db"
+    return lv(binary, "restore", "-config", str(cfg), *args, "-o", str(out),
+              str(tmp_path / "app.db")), out
+
+
 def candidate_line(stderr, name):
     for line in stderr.splitlines():
         if "candidate" in line and f"name={name} " in line:
@@ -414,11 +424,7 @@ def test_timestamp_across_replicas_takes_the_generation_written_then(tmp_path, l
     g1.write(str(a), t0=base, step=100)           # snapshot at base, segments +100 … +500
     g1.write(str(b), t0=base, step=100)
     ls.write(str(b), gen=GEN2, t0=base + 110, step=20)  # Litestream: base+110 … +150
-    cfg = write_config(tmp_path / "lv.yml", tmp_path / "app.db",
-                       [{"name": "A", "url": f"file://{a}"}, {"name": "B", "url": f"file://{b}"}])
-    out = tmp_path / "out.db"
-    p = lv(litevisor_bin, "restore", "-config", str(cfg), "-timestamp", at_text(base + 160),
-           "-o", str(out), str(tmp_path / "app.db"))
+    p, out = restore_a_b(litevisor_bin, tmp_path, a, b, "-timestamp", at_text(base + 160))
     assert p.returncode == 0, p.stderr
     assert rows(out) == ls.states[-1][2], p.stderr
     assert "generation=" + GEN2 in p.stderr, p.stderr
@@ -437,19 +443,14 @@ def test_segments_past_the_timestamp_elsewhere_are_not_weighed_again(tmp_path, l
     history.write(str(b), t0=base, step=100)
     for f in (b / "generations" / GEN / "snapshots").iterdir():
         os.utime(f, (base + 300, base + 300))
-    cfg = write_config(tmp_path / "lv.yml", tmp_path / "app.db",
-                       [{"name": "A", "url": f"file://{a}"}, {"name": "B", "url": f"file://{b}"}])
-    out = tmp_path / "out.db"
-    p = lv(litevisor_bin, "restore", "-config", str(cfg), "-timestamp", at_text(base + 250),
-           "-o", str(out), str(tmp_path / "app.db"))
+    p, out = restore_a_b(litevisor_bin, tmp_path, a, b, "-timestamp", at_text(base + 250))
     assert p.returncode == 0, p.stderr
     assert rows(out) == history.states[1][2], p.stderr
     assert "holds more of the newest generation" not in p.stderr, p.stderr
     # without a timestamp both end at the same place
-    p = lv(litevisor_bin, "restore", "-config", str(cfg), "-o", str(tmp_path / "end.db"),
-           str(tmp_path / "app.db"))
+    p, out = restore_a_b(litevisor_bin, tmp_path, a, b)
     assert p.returncode == 0, p.stderr
-    assert rows(tmp_path / "end.db") == history.states[-1][2], p.stderr
+    assert rows(out) == history.states[-1][2], p.stderr
 
 
 def test_timestamp_in_a_generation_whose_snapshot_was_rewritten_later(tmp_path, litevisor_bin):
