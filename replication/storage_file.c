@@ -662,7 +662,9 @@ static int walk(struct storage *st, const char *dir, const char *keydir, const c
 			key[kl] = '/';
 			key[kl + 1] = '\0';
 			if (delim) {
-				if (has_object(child, &me, 0) && st_list_add_prefix(out, key) < 0)
+				/* a link back up is no prefix: the walk below it lists nothing */
+				if (descend(&sb, &me, depth) && has_object(child, &me, 0) &&
+				    st_list_add_prefix(out, key) < 0)
 					rc = sys_fail(err, ENOMEM, "list", keydir, dir);
 			} else if (descend(&sb, &me, depth)) {
 				rc = walk(st, child, key, NULL, false, out, err, &me, depth + 1);
