@@ -96,13 +96,14 @@ struct engine *engine_new(const struct config *cfg)
 		if (!d->replicas)
 			goto fail;
 		d->nreplicas = c->nreplicas;
+		for (size_t j = 0; j < c->nreplicas; j++)
+			d->replicas[j].kept.fd = -1; /* engine_free closes it: not fd 0 (QA132 O1) */
 		for (size_t j = 0; j < c->nreplicas; j++) {
 			struct eng_replica *r = &d->replicas[j];
 			const struct cfg_replica *rc = &c->replicas[j];
 			struct st_error err = { 0 };
 			r->db = d;
 			r->cfg = rc;
-			r->kept.fd = -1;
 			cond_init_mono(&r->cond);
 			pthread_mutex_init(&r->rec_mu, NULL);
 			snprintf(r->stat.name, sizeof(r->stat.name), "%s", rc->name ? rc->name : "");
@@ -547,8 +548,7 @@ void engine_free(struct engine *e)
 			pthread_join(d->thread, NULL);
 		for (size_t j = 0; j < d->nreplicas; j++) {
 			storage_free(d->replicas[j].st);
-			if (d->replicas[j].kept.fd >= 0)
-				close(d->replicas[j].kept.fd);
+			snapshot_kept_release(&d->replicas[j]);
 			free(d->replicas[j].writers_seen);
 			free(d->replicas[j].foreign_warned);
 			pthread_cond_destroy(&d->replicas[j].cond);

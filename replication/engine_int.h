@@ -454,6 +454,10 @@ int snapshot_take(struct eng_replica *r, bool flush);
 int snapshot_share_settle(struct eng_db *d);
 /* Close it whatever the state (engine teardown, no other thread running). */
 void snapshot_share_close(struct eng_db *d);
+/* r's kept snapshot file (eng_replica.kept): let it go (r's thread, or teardown). */
+void snapshot_kept_release(struct eng_replica *r);
+/* ... if the database has left its generation or WAL index (r's thread, each sync). */
+void snapshot_kept_check(struct eng_replica *r);
 /*
  * The position every replica should reach (the monitor's), under mu. An
  * offset past e->max_offset reads as max_offset: never wrapped to a smaller one.

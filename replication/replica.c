@@ -1754,6 +1754,8 @@ int replica_ship(struct eng_replica *r, bool flush)
 	struct eng_db *d = r->db;
 	struct wal_pos target;
 
+	snapshot_kept_check(r); /* no use once the database left its index (QA132 D1) */
+
 	/* up to what is committed now; what comes meanwhile is the next sync's */
 	pthread_mutex_lock(&d->mu);
 	replica_target(d, &target);

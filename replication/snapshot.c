@@ -245,6 +245,25 @@ void snapshot_share_close(struct eng_db *d)
 
 enum snap_how { SNAP_DIRECT, SNAP_BUILD, SNAP_USE, SNAP_SPOOLED, SNAP_KEPT };
 
+void snapshot_kept_release(struct eng_replica *r)
+{
+	if (r->kept.fd >= 0)
+		close(r->kept.fd);
+	r->kept.fd = -1;
+}
+
+void snapshot_kept_check(struct eng_replica *r)
+{
+	struct eng_db *d = r->db;
+	if (r->kept.fd < 0)
+		return;
+	pthread_mutex_lock(&d->mu);
+	bool current = !strcmp(r->kept.gen, d->gen) && r->kept.index == d->index;
+	pthread_mutex_unlock(&d->mu);
+	if (!current)
+		snapshot_kept_release(r);
+}
+
 /*
  * r's own snapshot file kept from a failed try (struct eng_replica.kept),
  * moved into u, when the database is still at its index; else it is let go.
@@ -587,6 +606,8 @@ int snapshot_take(struct eng_replica *r, bool flush)
 	enum snap_how how = share_acquire(r, &u);
 	if (how == SNAP_DIRECT && kept_again(r, &u))
 		how = SNAP_KEPT;
+	else
+		snapshot_kept_release(r); /* a share serves it: the kept file would stay (QA132 D1) */
 	if (how != SNAP_USE && how != SNAP_KEPT) {
 		if (snap_db_open(d, &s, flush, msg, sizeof(msg)) < 0) {
 			if (how == SNAP_BUILD)

@@ -2263,6 +2263,55 @@ def test_a_snapshot_retried_through_an_outage_is_compressed_once(run, tmp_path, 
         plug.unplug()
 
 
+def test_a_kept_snapshot_file_goes_once_the_database_left_its_index(run, tmp_path):
+    """A replica's snapshot file kept after a failed upload (for its retries) was let go
+    only by its next direct snapshot: a snapshot of the new generation from the shared
+    file left the old one open, database-sized, in the state directory, for as long as
+    no direct snapshot came (QA132 D1)."""
+    db, a, b = tmp_path / "app.db", tmp_path / "a", tmp_path / "b"
+    create(db)
+    write(db, 20, start=1, blob=20000)
+    r = run(config(tmp_path, db, [file_replica(a, "a", writer_check_interval="1s"),
+                                  file_replica(b, "b", snapshot_interval="12s")],
+                   min_checkpoint_page_count=10))
+
+    def unnamed():
+        out = set()
+        for fd in os.listdir(f"/proc/{r.proc.pid}/fd"):
+            try:
+                t = os.readlink(f"/proc/{r.proc.pid}/fd/{fd}")
+            except OSError:
+                continue
+            if t.startswith(str(tmp_path)) and t.endswith("(deleted)"):
+                out.add(t)
+        return out
+
+    wait_for(lambda: r.text().count("snapshot written") >= 2, what="the first snapshots",
+             log=r.text)
+    write(db, 60, start=100, blob=20000)  # a new index for b's periodic snapshot
+    time.sleep(2)
+    os.rename(b, tmp_path / "b.save")
+    b.write_text("down")
+    wait_for(lambda: re.search(r"snapshot failed.*replica=b", r.text()), timeout=30,
+             what="b's periodic snapshot failing", log=r.text)
+    time.sleep(0.5)
+    kept = unnamed()
+    assert kept, r.text()
+    n0 = r.text().count("new generation")
+    shutil.rmtree(a / "generations")  # a's writer check starts a new generation
+    wait_for(lambda: r.text().count("new generation") > n0, what="the new generation",
+             log=r.text)
+    time.sleep(1)
+    b.unlink()
+    os.rename(tmp_path / "b.save", b)  # back
+    n1 = len(re.findall(r"snapshot written.*replica=b", r.text()))
+    wait_for(lambda: len(re.findall(r"snapshot written.*replica=b", r.text())) > n1,
+             what="b's snapshot of the new generation", log=r.text)
+    time.sleep(1)
+    assert not kept & unnamed(), (kept, unnamed(), r.text())
+    assert r.stop() == 0, r.text()
+
+
 def test_a_replica_dropped_on_its_way_keeps_its_lag_once_its_snapshot_is_stored(
         run, tmp_path):
     """The cap dropped a replica hung in its snapshot, and the lag ring let go of the
