@@ -270,18 +270,12 @@ void snapshot_kept_check(struct eng_replica *r)
  */
 static bool kept_again(struct eng_replica *r, struct snap_file *u)
 {
-	struct eng_db *d = r->db;
+	snapshot_kept_check(r);
 	if (r->kept.fd < 0)
 		return false;
-	pthread_mutex_lock(&d->mu);
-	bool current = !strcmp(r->kept.gen, d->gen) && r->kept.index == d->index;
-	pthread_mutex_unlock(&d->mu);
-	if (current)
-		*u = r->kept;
-	else
-		close(r->kept.fd);
+	*u = r->kept;
 	r->kept.fd = -1;
-	return current;
+	return true;
 }
 
 
