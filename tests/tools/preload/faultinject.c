@@ -13,6 +13,8 @@
  *   FAULT_ERRNO  the errno it fails with, a number (default EIO)
  *   FAULT_COUNT  how many matching calls from the Nth on are hit (default 1)
  *   FAULT_DELAY_MS  instead of failing, a hit call waits this long, then runs
+ *                (or, with FAULT_ERRNO set too, then fails: a hang that ends in
+ *                an error)
  *   FAULT_ARM    optional file: calls are counted and hit only while it exists
  *   FAULT_LOG    optional file: one line per call hit
  *
@@ -77,8 +79,10 @@ static int should_fail(const char *op, const char *path)
 		struct timespec ts = { delay / 1000, (delay % 1000) * 1000000L };
 		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 			;
-		errno = saved;
-		return 0;
+		if (!getenv("FAULT_ERRNO")) {
+			errno = saved;
+			return 0;
+		}
 	}
 	errno = e;
 	return 1;
