@@ -81,6 +81,7 @@ static void drop_backlog(struct eng_db *d, struct eng_replica *r)
 	memset(&r->behind_until, 0, sizeof(r->behind_until)); /* until a snapshot */
 	r->dropped = true;
 	r->need_snapshot = true;
+	r->gap = true; /* its next snapshot comes first, before any WAL (QA126 O3) */
 }
 
 /* Say that r, which is behind by bytes, had its backlog dropped, and why. */
@@ -206,7 +207,6 @@ void backlog_cleanup(struct eng_db *d)
 		}
 		if (worst) {
 			drop_backlog(d, worst);
-			worst->gap = true;
 			log_dropped(d, worst, backlog, worst->failed_here ? "a call to it failed" :
 				    "a call to it has moved nothing for 10 s (a mount that hangs?)");
 		}

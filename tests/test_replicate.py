@@ -2175,6 +2175,56 @@ def test_the_backlog_cap_drops_a_file_replica_whose_first_snapshot_hangs(
     both_restore_after_more(r, litestream_bin, db, good, hang, tmp_path)
 
 
+def test_a_hung_snapshot_the_cap_dropped_is_retried_from_the_gap_not_from_the_lost_wal(
+        run, tmp_path, litestream_bin):
+    """A replica's scheduled snapshot hung past 10 s (a hard mount), the cap dropped it,
+    and the WAL it had shipped to was deleted behind it; the snapshot then failed. The
+    drop of a replica held by its snapshot did not mark the gap in its history, so the
+    retry first tried to ship the deleted WAL and failed again, "short of ... no snapshot
+    before it" (QA126 O3). It marks the gap now, as the cap's other drops do: the retry
+    snapshots first, and both replicas restore."""
+    db, good, hang = tmp_path / "app.db", tmp_path / "good", tmp_path / "hang"
+    create(db)
+    arm, flog = tmp_path / "arm", tmp_path / "fault.log"
+    cfg = config(tmp_path, db, [file_replica(hang, "hang", sync="100ms", snapshot_interval="2s"),
+                                file_replica(good, "good", sync="100ms")],
+                 max_backlog="200000", min_checkpoint_page_count=30)
+    # once armed, the fsync of hang's snapshots directory waits 16 s, then fails
+    r = run(cfg, env=faulty_env(op="fsync", path=f"{hang}/", suffix="/snapshots", count=1,
+                                delay_ms=16000, errno=5, arm=arm, log=flog))
+    write(db, 5, start=1)
+    wait_for(lambda: objects(hang, "snapshots") and objects(good, "snapshots"),
+             what="the first snapshots", log=r.text)
+    arm.touch()
+    wait_for(flog.exists, what="hang's scheduled snapshot hung", log=r.text)
+    t0 = time.monotonic()
+    stop = threading.Event()
+
+    def app():  # the WAL restarts meanwhile: hang's shipped index goes once it is dropped
+        c = sqlite3.connect(db, isolation_level=None, timeout=30)
+        while not stop.is_set():
+            c.execute("INSERT INTO t(v, b) VALUES ('app', randomblob(10000))")
+            time.sleep(0.01)
+        c.close()
+
+    t = threading.Thread(target=app)
+    t.start()
+    try:
+        dropped_as_stalled(r)
+        assert time.monotonic() - t0 < 15, r.text()  # dropped while it hung
+        time.sleep(1)
+    finally:
+        stop.set()
+        t.join()
+    wait_for(lambda: "snapshot failed" in r.text(), timeout=20,
+             what="the hung snapshot failing", log=r.text)
+    os.unlink(arm)
+    wait_for(lambda: r.text().count("snapshot written db=app.db replica=hang") >= 2,
+             timeout=30, what="hang's snapshot after the failed one", log=r.text)
+    assert "no snapshot before it" not in r.text(), r.text()
+    both_restore_after_more(r, litestream_bin, db, good, hang, tmp_path)
+
+
 def test_a_hung_snapshot_of_one_replica_does_not_keep_the_wal_from_restarting(run, tmp_path):
     """A snapshot only one replica needed (its snapshot-interval) was streamed from the
     database under a read transaction held for the whole upload: hung (a hard NFS mount),
