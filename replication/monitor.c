@@ -93,11 +93,9 @@ static bool stopping(struct eng_db *d)
 	return s;
 }
 
-/* Publish the shadow's position to the replicas (monitor thread). */
-static void publish(struct eng_db *d, uint64_t grew)
+/* Publish the shadow's position to the replicas (monitor thread, under mu). */
+static void publish_locked(struct eng_db *d, uint64_t grew, int64_t now)
 {
-	int64_t now = clock_mono_ns();
-	pthread_mutex_lock(&d->mu);
 	/* replicas sleep until told: any move of the position (a new index too) is news */
 	bool moved = strcmp(d->gen, d->sh.gen) != 0 || d->index != d->sh.index ||
 		     d->size != (d->sh.fd >= 0 ? d->sh.size : 0);
@@ -119,6 +117,14 @@ static void publish(struct eng_db *d, uint64_t grew)
 	d->ready = true;
 	if (!d->resume_pending)
 		replica_older_clock_start(d);
+}
+
+/* Publish the shadow's position to the replicas (monitor thread). */
+static void publish(struct eng_db *d, uint64_t grew)
+{
+	int64_t now = clock_mono_ns();
+	pthread_mutex_lock(&d->mu);
+	publish_locked(d, grew, now);
 	pthread_mutex_unlock(&d->mu);
 }
 
@@ -257,14 +263,18 @@ static int start_generation(struct eng_db *d, const char *reason)
 		d->dev = st.st_dev;
 		d->ino = st.st_ino;
 	}
+	/*
+	 * The new generation is the database's in the same hold of mu as the
+	 * lag ring's reset: a snapshot of the old one stored in between read
+	 * it as the current generation's and ended its replica's lag, whose
+	 * commit times were just let go (QA129 O2).
+	 */
+	publish_locked(d, 0, now);
+	monitor_wake_replicas(d);
 	pthread_mutex_unlock(&d->mu);
 	/* the hold taken before this call protects the current WAL from its first byte */
 	d->continuous = true;
-	publish(d, 0);
 	resume_settled(d); /* a resume the WAL disowned ends here */
-	pthread_mutex_lock(&d->mu);
-	monitor_wake_replicas(d);
-	pthread_mutex_unlock(&d->mu);
 	return 0;
 }
 
