@@ -207,6 +207,12 @@ TEST(store_inheritance_and_overrides)
 	static const char pem[] = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
 	CHECK(write(fd, pem, sizeof(pem) - 1) == (ssize_t)(sizeof(pem) - 1));
 	close(fd);
+	/* a secret file of its own: the machine's files are not the test's to assume */
+	char sak[] = "/tmp/litevisor-unit-sak-XXXXXX";
+	fd = mkstemp(sak);
+	CHECK(fd >= 0);
+	CHECK(write(fd, "s3cret\n", 7) == 7);
+	close(fd);
 	snprintf(yaml, sizeof(yaml),
 		"stores:\n"
 		"  s:\n"
@@ -218,7 +224,7 @@ TEST(store_inheritance_and_overrides)
 		"    connect-timeout: 3s\n"
 		"    idle-timeout: 2s\n"
 		"    access-key-id: AK\n"
-		"    secret-access-key-file: /etc/hostname\n"
+		"    secret-access-key-file: %s\n"
 		"    session-token: TOK\n"
 		"dbs:\n"
 		"  - path: /d/a.db\n"
@@ -229,9 +235,10 @@ TEST(store_inheritance_and_overrides)
 		"        path: fast\n"
 		"        region: eu-central-1\n"
 		"        secret-access-key: inline\n"
-		"        sync-interval: 100ms\n", ca);
+		"        sync-interval: 100ms\n", ca, sak);
 	struct config c = load_ok(yaml);
 	unlink(ca);
+	unlink(sak);
 	const struct cfg_replica *a = &c.dbs[0].replicas[0], *b = &c.dbs[0].replicas[1];
 	CHECK_STR(a->name, "s");
 	CHECK_STR(a->path, "");
@@ -242,7 +249,7 @@ TEST(store_inheritance_and_overrides)
 	CHECK_INT(a->connect_timeout_ms, 3000);
 	CHECK_INT(a->idle_timeout_ms, 2000);
 	CHECK_STR(a->access_key_id.value, "AK");
-	CHECK_STR(a->secret_access_key.file, "/etc/hostname");
+	CHECK_STR(a->secret_access_key.file, sak);
 	CHECK(a->secret_access_key.value == NULL);
 	CHECK_STR(a->session_token.value, "TOK");
 	CHECK_STR(b->name, "s-fast");
