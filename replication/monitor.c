@@ -177,6 +177,18 @@ static bool owed_too_soon(struct eng_db *d)
 	return !urgent && clock_mono_ns() - d->gen_owed_mono < NS_PER_SEC;
 }
 
+/*
+ * What start_generation and copy_wal return when an owed generation's try
+ * waits for its second (owed_too_soon): nothing was tried, so nothing
+ * failed again. Counted as a failure, sync_errors_total grew with every
+ * pass, 5 to 20 a second, for one try a second (QA121 O4).
+ */
+#define GEN_WAITS (-2)
+
+/*
+ * Start a new generation for reason. Returns 0, -1 when the state
+ * directory refused it (it is owed from then on), or GEN_WAITS.
+ */
 static int start_generation(struct eng_db *d, const char *reason)
 {
 	char gen[17];
@@ -184,7 +196,7 @@ static int start_generation(struct eng_db *d, const char *reason)
 	char both[sizeof(d->gen_owed) + 320];
 
 	if (owed_too_soon(d))
-		return -1;
+		return GEN_WAITS;
 	d->gen_owed_mono = clock_mono_ns();
 	/* the first cause is kept: a later one (a writer check) may be what starts it (QA121 O2) */
 	if (d->gen_owed[0] && strcmp(reason, d->gen_owed) != 0) {
@@ -872,7 +884,8 @@ static void gone_recovered(struct eng_db *d)
 
 /*
  * Copy everything committed into the shadow, following index changes.
- * Returns 0, or -1 with the cause in d->sync_why.
+ * Returns 0, -1 with the cause in d->sync_why, or GEN_WAITS (an owed
+ * generation's next try waits for its second: nothing copied).
  */
 static int copy_wal(struct eng_db *d)
 {
@@ -889,7 +902,10 @@ static int copy_wal(struct eng_db *d)
 	bool gone = (d->continuous || d->gen_owed[0]) && shadow_gone(d, why, sizeof(why));
 	if (d->gen_owed[0] && !gone) {
 		snprintf(why, sizeof(why), "%s", d->gen_owed);
-		if (start_generation(d, why) < 0) {
+		int sr = start_generation(d, why);
+		if (sr == GEN_WAITS)
+			return GEN_WAITS;
+		if (sr < 0) {
 			snprintf(d->sync_why, sizeof(d->sync_why), "cannot start a new generation in "
 				 "the state directory (see the error above)");
 			return -1;
@@ -914,10 +930,8 @@ static int copy_wal(struct eng_db *d)
 			log_error("engine", "the local history was deleted: starting a new generation",
 				  "db=%s why=\"%s\"", d->stat.name, why);
 		d->gone_said = true;
-		if (owed_too_soon(d)) {
-			rc = -1;
-			goto out;
-		}
+		if (owed_too_soon(d))
+			return GEN_WAITS;
 		if (localstate_ensure(d->cfg, d->dir) < 0) {
 			char e[PATH_MAX + 80];
 			snprintf(e, sizeof(e), "%s: %s", d->dir, strerror(errno));
@@ -1023,6 +1037,8 @@ static int copy_wal(struct eng_db *d)
 		}
 	}
 out:
+	if (rc == GEN_WAITS)
+		return rc; /* a start owed, whose try waits: see the first branch */
 	if (rc < 0)
 		snprintf(d->sync_why, sizeof(d->sync_why),
 			 "cannot start a new generation in the state directory (see the error above)");
@@ -1037,6 +1053,8 @@ out:
  */
 static void note_sync(struct eng_db *d, int rc)
 {
+	if (rc == GEN_WAITS)
+		return; /* nothing tried: the failure stands as it was, counted once */
 	int64_t now = clock_mono_ns();
 	pthread_mutex_lock(&d->mu);
 	int64_t since = d->stat.sync_failing_since_mono_ns;

@@ -5295,6 +5295,41 @@ def test_a_new_generation_the_state_directory_refuses_while_running_keeps_the_li
     assert g1 in recorded and set(recorded) <= made, (recorded, made, r.text())
 
 
+def test_sync_errors_count_the_tries_of_an_owed_generation_not_the_passes_that_wait(
+        run, tmp_path):
+    """A new generation the state directory refuses is tried once a second (QA120 O2),
+    but every pass in between counted in sync_errors_total as a failed copy: 5 to 20 a
+    second for one try (QA121 O4). Only tries count."""
+    from conftest import free_port
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    arm, flog = tmp_path / "arm", tmp_path / "fault.log"
+    env = faulty_env(op="rename", path=".app.db-litevisor/generation", suffix="/generation",
+                     errno=28, count=10 ** 8, arm=arm, log=flog)
+    port = free_port()
+    cfg = config(tmp_path, db, [file_replica(rep, sync="100ms", writer_check_interval="1s")])
+    cfg.write_text(f"addr: 127.0.0.1:{port}\n" + cfg.read_text())
+    r = run(cfg, env=env)
+    wait_for(lambda: "snapshot written" in r.text(), what="the first snapshot", log=r.text)
+    arm.write_text("")
+    shutil.rmtree(rep / "generations")  # the replica loses G1: a new generation is asked for
+    wait_for(lambda: "cannot start a generation in the state directory" in r.text(),
+             what="the refused start", log=r.text)
+    for i in range(30):  # each commit wakes a pass
+        write(db, 1, start=1 + i)
+        time.sleep(0.1)
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    errors = float(next(l for l in text.splitlines()
+                        if l.startswith("litevisor_db_sync_errors_total{")).rsplit(" ", 1)[1])
+    tries = len(flog.read_text().splitlines())
+    arm.unlink()
+    assert 1 <= errors <= tries + 1, (errors, tries, r.text())
+    wait_for(lambda: len(re.findall(r"new generation db=app.db", r.text())) >= 2,
+             what="the new generation, the disk back", log=r.text)
+    assert r.stop() == 0, r.text()
+
+
 def refusing_state_run(run, tmp_path, **replica_keys):
     """app.db replicated to a file replica (sync 100ms, replica_keys), its state directory
     refusing new generations (ENOSPC on renaming its generation file) while the arm file
