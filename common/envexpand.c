@@ -186,12 +186,15 @@ struct xp {
  * Expand [p, end). depth 0 is the value itself: its text is copied as
  * written (and, for words, its quotes followed). depth > 0 is a default,
  * which is a value like a variable's: its text is added as one, in the
- * context c of the reference. Returns 0, or -1 with x->why set.
+ * context c of the reference. For words, a default of an unquoted
+ * reference is shell text, as the value is: its quotes and backslashes
+ * are followed (${T:-"My Site"} is one word, as /bin/sh makes it); inside
+ * "…" it stays data. Returns 0, or -1 with x->why set.
  */
 static int expand_span(struct xp *x, const char *p, const char *end, enum ctx c, int depth)
 {
 	char name[256];
-	bool top = depth == 0, words = top && x->words;
+	bool top = depth == 0, words = x->words && (top || c == BARE);
 
 	while (p < end) {
 		if (words && c == BARE && *p == '\'') {

@@ -97,6 +97,20 @@ TEST(words_from_variables_are_never_reparsed)
 	CHECK_STR(a[1], "x\" \"--evil");
 	CHECK_STR(a[2], "a\"b");
 	words_free(a);
+	/* an unquoted reference's default is shell text: its quoting groups, as in /bin/sh */
+	a = expand_split("app ${NONE:-\"a b\"} ${NONE:-'c d'} ${NONE:-e\\ f} ${NONE:-g h}", 6);
+	CHECK_STR(a[1], "a b");
+	CHECK_STR(a[2], "c d");
+	CHECK_STR(a[3], "e f");
+	CHECK_STR(a[4], "g");
+	CHECK_STR(a[5], "h");
+	words_free(a);
+	a = expand_split("app ${NONE:-\"$TWO\"} ${NONE:-$TWO} ${NONE:-'$Q'}", 5);
+	CHECK_STR(a[1], "-a  -b");
+	CHECK_STR(a[2], "-a");
+	CHECK_STR(a[3], "-b");
+	CHECK_STR(a[4], "$Q");
+	words_free(a);
 }
 
 TEST(words_errors)
