@@ -253,7 +253,8 @@ static int run_replicate(int argc, char **argv)
 	if (i < 0)
 		return help ? 0 : EXIT_USAGE;
 	if (i < argc) {
-		if (path)
+		/* -config "" beside a URL is no config, as Litestream (and our restore) take it */
+		if (path && *path)
 			return cli_usage_error(&cmd_replicate, "give either -config or DB_PATH REPLICA_URL…");
 		if (argc - i < 2)
 			return cli_usage_error(&cmd_replicate, "DB_PATH needs at least one REPLICA_URL");

@@ -11,6 +11,7 @@ import pathlib
 import shutil
 import sqlite3
 import subprocess
+import time
 
 import pytest
 import yaml
@@ -761,6 +762,31 @@ def test_an_empty_config_name_is_a_usage_error(litevisor_bin, tmp_path, command,
     assert f"litevisor {command[0]}: {want}\n" in p.stderr, p.stderr
     assert not (tmp_path / "started").exists()
 
+
+
+def test_replicate_takes_an_empty_config_beside_a_database_and_url_for_none(litevisor_bin,
+                                                                          tmp_path):
+    """`replicate -config "" DB_PATH URL` was refused (100, "give either -config or
+    DB_PATH REPLICA_URL"), where Litestream v0.3.13, and our restore and listings, take
+    an empty -config beside a URL for no config (QA135 D1). It replicates."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    c = sqlite3.connect(db)
+    c.execute("PRAGMA journal_mode=WAL")
+    c.execute("CREATE TABLE t(x)")
+    c.commit()
+    c.close()
+    p = subprocess.Popen([litevisor_bin, "replicate", "-config", "", str(db), f"file://{rep}"],
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        end = time.monotonic() + 20
+        while not list(rep.glob("generations/*/snapshots/*")) and time.monotonic() < end:
+            assert p.poll() is None, p.stderr.read()
+            time.sleep(0.05)
+    finally:
+        p.terminate()
+        err = p.communicate(timeout=30)[1]
+    assert p.returncode == 0, err
+    assert list(rep.glob("generations/*/snapshots/*")), err
 
 
 @pytest.mark.parametrize("where", ["default", "litestream-default", "-config"])
