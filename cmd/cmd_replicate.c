@@ -144,9 +144,14 @@ static int replicate_loop(const struct config *cfg)
 	consul = sup_consul_new(cfg, &code);
 	if (code || (code = sup_consul_take_lock(consul, sfd, &state, heartbeat_tick, &state)) != 0)
 		goto out;
+	/* what engine_new refuses is the configuration's (a replica it cannot write): 100, as run */
+	if (!(e = engine_new(cfg))) {
+		code = EXIT_USAGE;
+		goto out;
+	}
 	code = EXIT_TEMPFAIL;
 	/* a state directory another litevisor uses: 111, the other may stop */
-	if (!(e = engine_new(cfg)) || engine_lock(e) < 0 || engine_start(e) < 0)
+	if (engine_lock(e) < 0 || engine_start(e) < 0)
 		goto out;
 	http_set_status_source(http, engine_status_source, e);
 	if (cfg->health.push_url)

@@ -326,20 +326,22 @@ def test_damaged_encrypted_object_is_corrupt_and_falls_back(run, tmp_path, litev
 
 def test_a_replica_it_could_not_read_back_is_never_written(tmp_path, litevisor_bin, keys):
     """Litestream with identities and no recipients writes plain objects it then cannot
-    read back; litevisor refuses to write to such a replica."""
+    read back; litevisor refuses to write to such a replica: a configuration error, 100,
+    from replicate as from run (replicate said 111, "temporary": QA135 D2)."""
     db, rep = tmp_path / "app.db", tmp_path / "rep"
     create(db)
     cfg = config(tmp_path, db, [file_replica(rep, age=age_map([keys[0]]))])
-    p = subprocess.run([litevisor_bin, "replicate", "-config", str(cfg)], capture_output=True,
-                       text=True, timeout=60)
-    assert p.returncode != 0
-    assert "no recipients to encrypt for" in p.stderr, p.stderr
-    assert not rep.exists()
+    for cmd in (["replicate"], ["run"]):
+        p = subprocess.run([litevisor_bin, *cmd, "-config", str(cfg), "--", "true"][
+            :None if cmd == ["run"] else 4], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 100, (cmd, p.stderr)
+        assert "no recipients to encrypt for" in p.stderr, p.stderr
+        assert not rep.exists()
     # nor to one whose identities open nothing it would write (the next start would fail)
     cfg = config(tmp_path, db, [file_replica(rep, age=age_map([keys[1]], [keys[0]]))])
     p = subprocess.run([litevisor_bin, "replicate", "-config", str(cfg)], capture_output=True,
                        text=True, timeout=60)
-    assert p.returncode != 0
+    assert p.returncode == 100, p.stderr
     assert "none of its age: identities belongs to one of its recipients" in p.stderr, p.stderr
     assert not rep.exists()
 
