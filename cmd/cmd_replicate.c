@@ -322,8 +322,8 @@ const struct command cmd_replicate = {
 	.usage = "litevisor replicate [flags] [DB_PATH REPLICA_URL…]",
 	.description =
 		"Watches every configured database's WAL and ships each committed transaction to\n"
-		"every replica on its own schedule, in the Litestream v0.3 layout. SIGTERM or\n"
-		"SIGINT flushes everything committed to every reachable replica (within\n"
+		"every replica on its own schedule, in the Litestream v0.3 layout. SIGTERM,\n"
+		"SIGINT or SIGQUIT flushes everything committed to every reachable replica (within\n"
 		"supervisor.flush-timeout) and exits 0, or 1 if some could not be shipped.\n"
 		"Serves /livez /readyz /healthz /metrics on \"addr\"; pushes to health.push-url.\n"
 		"DB_PATH may be relative. With -exec CMD (or `exec` in the config) it behaves like\n"
