@@ -36,6 +36,8 @@ int cli_check_replica(const struct command *cmd, const struct cfg_db *db, const 
 {
 	if (!name)
 		return 0;
+	if (!*name)
+		return cli_usage_error(cmd, "-replica: a replica name is required (it is empty)");
 	for (size_t k = 0; k < db->nreplicas; k++)
 		if (!strcmp(db->replicas[k].name ? db->replicas[k].name : "replica", name))
 			return 0;

@@ -223,7 +223,7 @@ static int run_restore(int argc, char **argv)
 		  "parallelism=%ld dry_run=%d",
 		  src.db->path ? src.db->path : "-", output ? output : "-", replica ? replica : "-",
 		  generation ? generation : "-", index ? index : "-", timestamp ? timestamp : "-",
-		  parallelism, dry);
+		  parallelism ? parallelism : (long)src.cfg.restore.parallelism, dry);
 	opt.output = output;
 	opt.generation = generation;
 	opt.replica = replica;

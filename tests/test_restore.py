@@ -3058,6 +3058,29 @@ def test_empty_output_path_is_a_usage_error(tmp_path, litevisor_bin, history):
     assert os.listdir(work) == []
 
 
+def test_empty_replica_name_is_a_usage_error_naming_the_flag(tmp_path, litevisor_bin, history):
+    """-replica "" said 'no replica named ""', where -o, -timestamp and -generation name
+    the flag (QA135 O2)."""
+    rep = tmp_path / "rep"
+    history.write(str(rep))
+    p = lv(litevisor_bin, "restore", "-replica", "", "-o", str(tmp_path / "o.db"),
+           f"file://{rep}")
+    assert p.returncode == 100, p.stderr
+    assert "-replica: a replica name is required (it is empty)" in p.stderr, p.stderr
+    assert not (tmp_path / "o.db").exists()
+
+
+def test_verbose_options_line_gives_the_parallelism_in_effect(tmp_path, litevisor_bin, history):
+    """-v logged parallelism=0 when no -parallelism was given; 8 (restore.parallelism)
+    is what runs (QA135 O3)."""
+    rep = tmp_path / "rep"
+    history.write(str(rep))
+    p = lv(litevisor_bin, "restore", "-v", "-o", str(tmp_path / "o.db"), f"file://{rep}")
+    assert p.returncode == 0, p.stderr
+    line = next(l for l in p.stderr.splitlines() if "restore: options" in l)
+    assert "parallelism=8 " in line, line
+
+
 @pytest.mark.parametrize("index", ["0x2", " 2", "2 ", "+-2", "-1", "100000000", "g"])
 def test_index_that_is_not_hex_digits_is_a_usage_error_as_for_litestream(
         tmp_path, litevisor_bin, litestream_bin, history, index):
