@@ -65,25 +65,92 @@ void reaper_reap(pid_t service, struct reap_result *r)
 	}
 }
 
-/* A process as /proc/<pid>/stat shows it. */
+/*
+ * A process as /proc/<pid>/stat shows it. pid, ppid and pgrp are in the
+ * numbering of /proc's pid namespace, which is litevisor's own unless /proc
+ * was mounted by another (`unshare -pf` without --mount-proc, a sandbox
+ * binding the host's /proc): the tree is walked in that numbering, and
+ * signals go to kpid, the same process in litevisor's numbering (0: none
+ * known; never signalled). Comparing one numbering with the other found
+ * none of litevisor's leftovers and signalled unrelated processes (QA134 D3).
+ */
 struct proc {
 	pid_t pid, ppid, pgrp;
 	unsigned long long start; /* clock ticks after boot: with pid, names one process */
+	pid_t kpid, kpgrp;        /* pid and pgrp in litevisor's pid namespace */
 };
 
-/* Read /proc/<name>/stat into p. 0, or -1 (gone, or not a process). */
-static int proc_read(const char *name, struct proc *p)
+/* Read a whole small file into buf (NUL-terminated). Its length, or -1. */
+static ssize_t read_small(const char *path, char *buf, size_t len)
 {
-	char path[64], buf[512];
-	snprintf(path, sizeof(path), "/proc/%s/stat", name);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -1;
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	ssize_t n = read(fd, buf, len - 1);
 	close(fd);
 	if (n <= 0)
 		return -1;
 	buf[n] = '\0';
+	return n;
+}
+
+/*
+ * The value at depth level of the status line "key:\t<a>\t<b>…" (NSpid:
+ * the pid in each pid namespace from /proc's down to the process's own).
+ * 0 when the process is not that deep (not in litevisor's namespace).
+ */
+static pid_t ns_value(const char *status, const char *key, int level)
+{
+	const char *q = strstr(status, key);
+	if (!q)
+		return 0;
+	q += strlen(key);
+	for (int k = 0;; k++) {
+		char *end;
+		long v = strtol(q, &end, 10);
+		if (end == q)
+			return 0;
+		if (k == level)
+			return (pid_t)v;
+		q = end;
+	}
+}
+
+/*
+ * Where litevisor stands in /proc: *self its pid in /proc's numbering,
+ * *level the depth of its own namespace below /proc's (0: /proc is its
+ * own). -1 when /proc/self cannot be read.
+ */
+static int proc_self(pid_t *self, int *level)
+{
+	char link[32], status[2048];
+	ssize_t n = readlink("/proc/self", link, sizeof(link) - 1);
+	if (n <= 0)
+		return -1;
+	link[n] = '\0';
+	*self = (pid_t)strtol(link, NULL, 10);
+	*level = 0;
+	if (*self == getpid())
+		return 0;
+	if (read_small("/proc/self/status", status, sizeof(status)) < 0)
+		return -1;
+	const char *q = strstr(status, "\nNSpid:");
+	if (!q)
+		return -1; /* a kernel before 4.1: no way to name our processes */
+	for (q += 7; *q && *q != '\n'; q++)
+		if (*q == '\t' && q[1] != '\n')
+			(*level)++;
+	(*level)--;
+	return *level >= 0 && ns_value(status, "\nNSpid:", *level) == getpid() ? 0 : -1;
+}
+
+/* Read /proc/<name>/stat into p (level: proc_self's). 0, or -1 (gone, or not a process). */
+static int proc_read(const char *name, int level, struct proc *p)
+{
+	char path[64], buf[2048];
+	snprintf(path, sizeof(path), "/proc/%s/stat", name);
+	if (read_small(path, buf, 512) < 0)
+		return -1;
 	/* "pid (comm) state ppid pgrp … starttime(22nd)": comm may hold spaces and ')' */
 	char *q = strrchr(buf, ')');
 	if (!q || q[1] != ' ' || !q[2] || q[3] != ' ')
@@ -96,18 +163,40 @@ static int proc_read(const char *name, struct proc *p)
 	p->pid = (pid_t)strtol(name, NULL, 10);
 	p->ppid = ppid;
 	p->pgrp = pgrp;
+	p->kpid = p->pid;
+	p->kpgrp = p->pgrp;
+	if (level > 0) {
+		snprintf(path, sizeof(path), "/proc/%s/status", name);
+		bool ok = read_small(path, buf, sizeof(buf)) >= 0;
+		p->kpid = ok ? ns_value(buf, "\nNSpid:", level) : 0;
+		p->kpgrp = ok ? ns_value(buf, "\nNSpgid:", level) : 0;
+	}
 	return 0;
 }
 
-/* Every process in /proc: *out (malloc'd), its count; -1 if /proc cannot be listed. */
-static ssize_t proc_list(struct proc **out)
+/*
+ * Every process in /proc: *out (malloc'd), its count, and *self, litevisor
+ * in /proc's numbering; -1 if /proc cannot be listed or litevisor not found
+ * in it (said once).
+ */
+static ssize_t proc_list(struct proc **out, pid_t *self)
 {
+	static atomic_bool said;
 	size_t n = 0, cap = 0;
 	struct proc *v = NULL;
+	int level;
 	*out = NULL;
 	DIR *d = opendir("/proc");
 	if (!d) {
 		log_warn("reaper", "cannot list /proc", "error=\"%s\"", strerror(errno));
+		return -1;
+	}
+	if (proc_self(self, &level) < 0) {
+		if (!atomic_exchange(&said, true))
+			log_warn("reaper", "/proc belongs to another pid namespace and does not say "
+				 "which of its processes are litevisor's: leftover processes of the "
+				 "service are not signalled (mount a /proc of this namespace)", NULL);
+		closedir(d);
 		return -1;
 	}
 	struct dirent *de;
@@ -122,7 +211,7 @@ static ssize_t proc_list(struct proc **out)
 			v = nv;
 			cap = nc;
 		}
-		if (proc_read(de->d_name, &v[n]) == 0)
+		if (proc_read(de->d_name, level, &v[n]) == 0)
 			n++;
 	}
 	closedir(d);
@@ -142,8 +231,8 @@ static void note_inherited(void)
 	if (inherited)
 		return;
 	struct proc *v;
-	ssize_t n = proc_list(&v);
-	pid_t self = getpid();
+	pid_t self;
+	ssize_t n = proc_list(&v, &self);
 	for (ssize_t i = 0; i < n; i++)
 		if (v[i].ppid == self)
 			v[ninherited++] = v[i];
@@ -173,13 +262,14 @@ static bool was_termed(const struct proc *p)
 static unsigned term_new(pid_t skip_pid, pid_t skip_pgrp, bool spare_inherited)
 {
 	struct proc *v;
-	ssize_t n = proc_list(&v);
+	pid_t self;
+	ssize_t n = proc_list(&v, &self);
 	unsigned count = 0;
-	pid_t self = getpid();
 	for (ssize_t i = 0; i < n; i++) {
 		const struct proc *p = &v[i];
-		if (p->ppid != self || p->pid == skip_pid || (skip_pgrp > 0 && p->pgrp == skip_pgrp) ||
-		    was_termed(p) || (spare_inherited && was_inherited(p)))
+		if (p->ppid != self || p->kpid <= 0 || p->kpid == skip_pid ||
+		    (skip_pgrp > 0 && p->kpgrp == skip_pgrp) || was_termed(p) ||
+		    (spare_inherited && was_inherited(p)))
 			continue;
 		if (ntermed == captermed) {
 			size_t nc = captermed ? captermed * 2 : 16;
@@ -190,10 +280,10 @@ static unsigned term_new(pid_t skip_pid, pid_t skip_pgrp, bool spare_inherited)
 			captermed = nc;
 		}
 		termed[ntermed++] = *p;
-		if (kill(p->pid, SIGTERM) == 0) {
-			(void)kill(p->pid, SIGCONT); /* a stopped one acts on its TERM only once continued */
+		if (kill(p->kpid, SIGTERM) == 0) {
+			(void)kill(p->kpid, SIGCONT); /* a stopped one acts on its TERM only once continued */
 			count++;
-			log_debug("reaper", "signalled child", "pid=%d signal=TERM", (int)p->pid);
+			log_debug("reaper", "signalled child", "pid=%d signal=TERM", (int)p->kpid);
 		}
 	}
 	free(v);
@@ -213,7 +303,8 @@ unsigned reaper_term_leftovers(void)
 static unsigned kill_tree(bool spare_inherited)
 {
 	struct proc *v;
-	ssize_t n = proc_list(&v);
+	pid_t self;
+	ssize_t n = proc_list(&v, &self);
 	unsigned count = 0;
 	if (n <= 0) {
 		free(v);
@@ -225,7 +316,6 @@ static unsigned kill_tree(bool spare_inherited)
 		free(v);
 		return 0;
 	}
-	pid_t self = getpid();
 	for (bool grew = true; grew;) {
 		grew = false;
 		for (ssize_t i = 0; i < n; i++) {
@@ -239,10 +329,9 @@ static unsigned kill_tree(bool spare_inherited)
 		}
 	}
 	for (ssize_t i = 0; i < n; i++) {
-		if (in[i] && kill(v[i].pid, SIGKILL) == 0) {
+		if (in[i] && v[i].kpid > 0 && kill(v[i].kpid, SIGKILL) == 0) {
 			count++;
-			log_debug("reaper", "killed descendant", "pid=%d parent=%d", (int)v[i].pid,
-				  (int)v[i].ppid);
+			log_debug("reaper", "killed descendant", "pid=%d", (int)v[i].kpid);
 		}
 	}
 	free(in);

@@ -706,6 +706,47 @@ def test_orphans_reaped_and_signals_forwarded_as_pid1(litevisor_bin, tmp_path, r
     assert read_lines(rec) == ["USR1", "TERM"]
 
 
+@pytest.mark.skipif(not _unshare_ok(), reason="needs root and unshare --pid")
+def test_in_a_pid_namespace_seeing_anothers_proc_only_its_own_leftovers_are_signalled(
+        litevisor_bin, tmp_path):
+    """Under `unshare --pid --fork` without --mount-proc (a sandbox binding the host's
+    /proc) the sweep compared /proc's pids, the host's, with litevisor's own: its
+    leftover got no TERM, and unrelated processes of the namespace whose numbers matched
+    children of a host process (kernel threads) were killed: 23 of 30 (QA134 D3). The
+    tree is walked in /proc's numbering and signalled in litevisor's (NSpid)."""
+    svc = tmp_path / "svc.py"
+    svc.write_text(
+        "import os, signal, sys, time\n"
+        f"log = {str(tmp_path / 'gc.log')!r}\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    if os.fork() == 0:\n"
+        "        def h(s, f):\n"
+        "            open(log, 'a').write('TERM\\n'); os._exit(0)\n"
+        "        signal.signal(signal.SIGTERM, h)\n"
+        "        open(log, 'a').write('started\\n')\n"
+        "        while True: time.sleep(0.05)\n"
+        "    os._exit(0)\n"
+        "os.wait(); time.sleep(1.0)\n")
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("dbs: []\nsupervisor:\n  stop-grace: 3s\n")
+    res = tmp_path / "res"
+    inner = (f"{shlex.quote(litevisor_bin)} run -config {cfg} -- {sys.executable} {svc} "
+             f"2>{tmp_path}/err & lv=$!\n"
+             "sibs=''; i=0; while [ $i -lt 30 ]; do sleep 60 & sibs=\"$sibs $!\"; i=$((i+1)); done\n"
+             "wait $lv; echo rc=$? > " + str(res) + "\n"
+             "for s in $sibs; do kill -0 $s 2>/dev/null || echo gone $s >> " + str(res) + "; done\n"
+             "kill $sibs 2>/dev/null\n")
+    subprocess.run(["unshare", "--pid", "--fork", "sh", "-c", inner], timeout=60)
+    out = res.read_text()
+    err = (tmp_path / "err").read_text()
+    assert out.splitlines()[0] == "rc=0", (out, err)
+    assert "gone" not in out, (out, err)
+    assert (tmp_path / "gc.log").read_text().split() == ["started", "TERM"], err
+    assert "grace period over" not in err, err
+
+
+# ---------------------------------------------------------------- HTTP
 # ---------------------------------------------------------------- HTTP
 
 @pytest.mark.parametrize("target", ["loopback", "elsewhere"])
