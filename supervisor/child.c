@@ -566,8 +566,8 @@ static void __attribute__((noreturn)) in_child(const struct child_spec *spec, co
 			rec.stage = STAGE_PGRP;
 			goto fail;
 		}
-		/* Take the terminal if there is one (SIGTTOU is still ignored here). */
-		if (isatty(STDIN_FILENO))
+		/* litevisor had the terminal: hand it on (SIGTTOU is still ignored here) */
+		if (spec->take_terminal)
 			(void)tcsetpgrp(STDIN_FILENO, getpgrp());
 	}
 	memset(&dfl, 0, sizeof(dfl));

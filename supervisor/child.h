@@ -51,7 +51,8 @@ struct child_spec {
 	char *const *argv;               /* argv[0] is the command as given */
 	char *const *envp;
 	const struct child_creds *creds; /* NULL: no switch */
-	bool new_process_group;          /* setpgid(0,0) and take the terminal if any */
+	bool new_process_group;          /* setpgid(0,0) */
+	bool take_terminal;              /* with it: become stdin's foreground group */
 	const sigset_t *mask;            /* mask to restore before exec */
 };
 

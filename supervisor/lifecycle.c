@@ -50,6 +50,7 @@ struct sup {
 	int sfd;
 
 	pid_t pid;               /* the service, 0 when none runs */
+	bool gave_tty;           /* new-process-group: the service's group got the terminal */
 	bool exec_failed;        /* the last start failed at exec: never restart */
 	int code;                /* the exit code litevisor will return */
 	bool stopping;           /* in the stop sequence */
@@ -77,11 +78,18 @@ static void set_phase(struct sup *s, enum sup_phase p, const char *reason)
 /* Fork/exec the service; 0, or -1 when fork failed (code set). */
 static int spawn(struct sup *s)
 {
+	/*
+	 * The terminal goes to the service's own group only from litevisor in
+	 * the foreground: one started with & took it from the shell, which lost
+	 * its terminal and exited (QA134 D2).
+	 */
+	bool group = s->cfg->supervisor.new_process_group;
 	struct child_spec spec = {
 		.argv = s->argv,
 		.envp = s->envp,
 		.creds = &s->creds,
-		.new_process_group = s->cfg->supervisor.new_process_group,
+		.new_process_group = group,
+		.take_terminal = group && isatty(STDIN_FILENO) && tcgetpgrp(STDIN_FILENO) == getpgrp(),
 		.mask = sig_original_mask(),
 	};
 	struct child_failure fail;
@@ -91,6 +99,7 @@ static int spawn(struct sup *s)
 		return -1;
 	}
 	s->pid = pid;
+	s->gave_tty = spec.take_terminal;
 	s->started_at = clock_mono_ms();
 	s->sent = 0;
 	s->quit_at = 0;
@@ -178,6 +187,28 @@ static void begin_stop(struct sup *s, const char *why)
 		 (long long)(grace > 0 ? grace : 0));
 	set_phase(s, SUP_STOPPING, why);
 	sup_consul_leave(s->consul);
+}
+
+/*
+ * The service stopped. Holding the terminal (new-process-group), it got the
+ * terminal's ^Z alone, and the shell waiting on litevisor saw nothing: its
+ * prompt never came back (QA134 D1). As a shell does for a job: take the
+ * terminal back and stop litevisor too; once continued (fg), hand the
+ * terminal to the service again and continue it.
+ */
+static void on_service_stopped(struct sup *s, int sig)
+{
+	if (!s->gave_tty || s->stopping ||
+	    (sig != SIGTSTP && sig != SIGTTIN && sig != SIGTTOU))
+		return;
+	(void)tcsetpgrp(STDIN_FILENO, getpgrp()); /* SIGTTOU is ignored (signals.h) */
+	log_info("supervisor", "the service was stopped from the terminal", "signal=%s",
+		 sig_name(sig));
+	if (!sig_job_stop())
+		return; /* PID 1 cannot stop: the terminal stays litevisor's until the service exits */
+	(void)tcsetpgrp(STDIN_FILENO, s->pid);
+	if (kill(-s->pid, SIGCONT) < 0 && errno != ESRCH)
+		log_warn("supervisor", "cannot continue the service", "error=\"%s\"", strerror(errno));
 }
 
 /*
@@ -297,7 +328,8 @@ static void on_service_exit(struct sup *s, int status)
 	 * ^C or ^\ reached it alone: the user asked everything to stop, not for
 	 * a restart. Take the terminal back either way.
 	 */
-	bool tty = s->cfg->supervisor.new_process_group && isatty(STDIN_FILENO);
+	bool tty = s->gave_tty;
+	s->gave_tty = false;
 	if (tty)
 		(void)tcsetpgrp(STDIN_FILENO, getpgrp()); /* SIGTTOU is ignored (signals.h) */
 	if (tty && WIFSIGNALED(status) &&
@@ -498,6 +530,8 @@ static void loop(struct sup *s)
 			on_signal(s, sig, kernel);
 		struct reap_result r;
 		reaper_reap(s->pid, &r);
+		if (r.service_stopped && !r.service_exited)
+			on_service_stopped(s, r.service_stopped);
 		if (r.service_exited)
 			on_service_exit(s, r.service_status);
 		if (s->stopping && s->pid <= 0 && r.no_children)

@@ -41,7 +41,7 @@ void reaper_reap(pid_t service, struct reap_result *r)
 	memset(r, 0, sizeof(*r));
 	for (;;) {
 		int status;
-		pid_t pid = waitpid(-1, &status, WNOHANG);
+		pid_t pid = waitpid(-1, &status, WNOHANG | WUNTRACED);
 		if (pid == 0)
 			return;
 		if (pid < 0) {
@@ -52,6 +52,12 @@ void reaper_reap(pid_t service, struct reap_result *r)
 			else
 				log_error("reaper", "waitpid failed", "error=\"%s\"", strerror(errno));
 			return;
+		}
+		if (WIFSTOPPED(status)) {
+			/* not gone: the service's stop matters to the terminal (lifecycle.c) */
+			if (service > 0 && pid == service)
+				r->service_stopped = WSTOPSIG(status);
+			continue;
 		}
 		if (service > 0 && pid == service) {
 			r->service_exited = true;

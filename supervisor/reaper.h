@@ -23,6 +23,7 @@ int reaper_setup(void);
 struct reap_result {
 	bool service_exited;   /* the service (pid given) was among them */
 	int service_status;    /* its wait status when service_exited */
+	int service_stopped;   /* the signal that stopped the service (WUNTRACED), else 0 */
 	unsigned orphans;      /* other children reaped */
 	bool no_children;      /* ECHILD: nothing left to wait for */
 };

@@ -194,14 +194,16 @@ bool sig_is_forwarded(int sig)
 	return sig > 0 && sig != SIGCHLD && sigismember(&handled, sig) == 1;
 }
 
-void sig_job_stop(void)
+bool sig_job_stop(void)
 {
 	if (getpid() == 1)
-		return;
+		return false;
 	log_info("signals", "SIGTSTP: stopping litevisor itself until SIGCONT (job control)", NULL);
 	/* a signal to oneself is acted on before kill() returns: this returns once continued */
-	if (kill(getpid(), SIGSTOP) == 0)
-		log_info("signals", "continued", NULL);
+	if (kill(getpid(), SIGSTOP) < 0)
+		return false;
+	log_info("signals", "continued", NULL);
+	return true;
 }
 
 bool sig_is_stop(int sig)

@@ -63,9 +63,10 @@ bool sig_is_forwarded(int sig);
  * After a TSTP (^Z, or kill -TSTP): stop litevisor itself with SIGSTOP, as
  * dumb-init does, so a shell's job control sees its job stopped; a SIGCONT
  * resumes it (and is forwarded). Replication stops with it. Does nothing
- * as PID 1 (the kernel ignores a SIGSTOP init sends itself).
+ * as PID 1 (the kernel ignores a SIGSTOP init sends itself). Returns true
+ * once continued, false when litevisor did not stop.
  */
-void sig_job_stop(void);
+bool sig_job_stop(void);
 
 /* True for the signals that also start the stop sequence (TERM, INT). */
 bool sig_is_stop(int sig);

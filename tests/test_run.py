@@ -438,6 +438,99 @@ def test_ctrl_c_stops_a_service_with_its_own_group_instead_of_restarting_it(lite
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 130, (status, out)
     assert read_lines(runs) == ["run"], out
 
+class InteractiveBash:
+    """An interactive bash on a pty (a user's terminal): type lines, wait for output."""
+
+    def __init__(self, cwd):
+        import pty
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:
+            try:
+                os.chdir(cwd)
+                os.environ["PS1"] = "PROMPT$ "
+                os.execvp("bash", ["bash", "--norc", "--noprofile", "-i"])
+            finally:
+                os._exit(127)
+        self.out = b""
+        self.wait_for(b"PROMPT$ ", 5)
+
+    def read_for(self, seconds):
+        import select
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if select.select([self.fd], [], [], 0.05)[0]:
+                try:
+                    self.out += os.read(self.fd, 65536)
+                except OSError:
+                    time.sleep(0.05)
+
+    def wait_for(self, what, timeout, since=0):
+        end = time.monotonic() + timeout
+        while what not in self.out[since:] and time.monotonic() < end:
+            self.read_for(0.05)
+        return what in self.out[since:]
+
+    def type(self, data):
+        mark = len(self.out)
+        os.write(self.fd, data)
+        return mark
+
+    def close(self):
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        except OSError:
+            pass
+
+
+def test_ctrl_z_stops_a_service_with_its_own_group_and_the_shell_gets_its_prompt(
+        litevisor_bin, tmp_path):
+    """With new-process-group the service holds the terminal, so ^Z stopped it alone:
+    litevisor did not notice, the shell waiting on it never got its prompt back (QA134
+    D1). litevisor takes the terminal back and stops too, as a shell's job; `fg` gives
+    the terminal to the service again and continues it."""
+    ticks = tmp_path / "ticks"
+    (tmp_path / "c.yml").write_text("dbs: []\nsupervisor:\n  new-process-group: true\n")
+    sh = InteractiveBash(tmp_path)
+    try:
+        sh.type(f"{litevisor_bin} run -config c.yml -- sh -c 'while :; do echo t >> {ticks}; "
+                f"sleep 0.05; done' 2>lv.err\n".encode())
+        poll(lambda: len(read_lines(ticks)) > 2)
+        mark = sh.type(b"\x1a")  # ^Z
+        assert sh.wait_for(b"PROMPT$ ", 5, mark), sh.out[mark:]
+        time.sleep(0.3)
+        n = len(read_lines(ticks))
+        time.sleep(0.5)
+        assert len(read_lines(ticks)) == n, "the service ran on while its job was stopped"
+        sh.type(b"fg\n")
+        poll(lambda: len(read_lines(ticks)) > n + 2, timeout=5)
+        mark = sh.type(b"\x03")  # ^C: the service has the terminal again
+        assert sh.wait_for(b"PROMPT$ ", 10, mark), sh.out[mark:]
+        mark = sh.type(b"echo code=$?\n")
+        assert sh.wait_for(b"code=130", 5, mark), (sh.out[mark:], (tmp_path / "lv.err").read_text())
+    finally:
+        sh.close()
+
+
+def test_a_background_run_with_its_own_group_leaves_the_terminal_to_the_shell(litevisor_bin,
+                                                                             tmp_path):
+    """`litevisor run … &` from an interactive shell with new-process-group handed the
+    terminal to the service anyway: the shell lost it and exited (QA134 D2). Only a
+    litevisor in the foreground hands it on."""
+    (tmp_path / "c.yml").write_text("dbs: []\nsupervisor:\n  new-process-group: true\n")
+    sh = InteractiveBash(tmp_path)
+    try:
+        sh.type(f"{litevisor_bin} run -config c.yml -- sleep 1 2>lv.err &\n".encode())
+        time.sleep(0.5)
+        mark = sh.type(b"echo ALIVE$((40+2))\n")
+        assert sh.wait_for(b"ALIVE42", 5, mark), sh.out[mark:]
+        time.sleep(1)  # the service has exited: litevisor takes nothing back either
+        mark = sh.type(b"wait; echo AGAIN$((40+3))\n")
+        assert sh.wait_for(b"AGAIN43", 5, mark), sh.out[mark:]
+    finally:
+        sh.close()
+
+
 # Signals litevisor left at their default action used to kill it when not PID 1 (Nomad
 # raw_exec): the service was orphaned and the final flush never ran. XFSZ, PIPE, TTIN and
 # TTOU are ignored instead (signals.h); the fault signals and KILL/STOP are never caught.
