@@ -475,7 +475,9 @@ void child_hold_closed_stdio(void)
 }
 
 /*
- * In the child: a held stdout or stderr becomes /dev/null it can write to;
+ * In the child: a held stdin, stdout or stderr becomes /dev/null it can
+ * write to (as catatonit opens all three; stdin read-only made `echo >&0`
+ * an I/O error, QA134 O3);
  * without /dev/null, each held one is closed again, as the service would
  * have had it (the directory held in its place stops a python or node
  * service).
@@ -485,7 +487,7 @@ static void open_held_stdio(void)
 	for (int fd = 0; fd <= 2; fd++) {
 		if (!(held_stdio & (1u << fd)))
 			continue;
-		int n = open("/dev/null", (fd == 0 ? O_RDONLY : O_RDWR) | O_NOCTTY);
+		int n = open("/dev/null", O_RDWR | O_NOCTTY);
 		if (n < 0)
 			close(fd);
 		else if (n != fd) {

@@ -163,6 +163,7 @@ def test_closed_stdio_is_held_by_dev_null(litevisor_bin, tmp_path):
     out, svc = tmp_path / "fds", tmp_path / "svc.py"
     svc.write_text("import os, sys\nprint('the service may print', flush=True)\n"
                    "os.write(2, b'and write to stderr')\n"
+                   "os.write(0, b'and even to stdin, as under catatonit')\n"
                    "open(sys.argv[1], 'w').write("
                    "' '.join(os.readlink(f'/proc/self/fd/{i}') for i in range(3)))\n")
     p = subprocess.run(["sh", "-c", 'exec "$0" run -- /usr/bin/python3 "$1" "$2" <&- 1>&- 2>&-',
