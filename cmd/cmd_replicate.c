@@ -294,6 +294,9 @@ static int run_replicate(int argc, char **argv)
 			code = cli_usage_error(&cmd_replicate, "exec: %s", n == 0 ? "empty command" : err);
 			goto out;
 		}
+		if ((code = cmd_check_command(&cmd_replicate, words,
+					      exec == cfg.exec ? cfg.exec_unset : NULL)))
+			goto out;
 		code = run_supervised(&cfg, words);
 		goto out;
 	}

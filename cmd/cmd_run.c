@@ -81,6 +81,8 @@ static int run_run(int argc, char **argv)
 		}
 		command = words;
 	}
+	if ((code = cmd_check_command(&cmd_run, command, command == words ? cfg.exec_unset : NULL)))
+		goto out;
 	code = run_supervised(&cfg, command);
 out:
 	words_free(words);

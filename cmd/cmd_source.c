@@ -129,6 +129,16 @@ void cmd_note_exec(const struct config *cfg)
 			 "nothing)", "variable=%s exec=\"%s\"", cfg->exec_unset, cfg->exec);
 }
 
+int cmd_check_command(const struct command *cmd, char *const *argv, const char *unset)
+{
+	if (argv[0][0])
+		return 0;
+	if (unset)
+		return cli_usage_error(cmd, "the command's name is empty (exec uses environment "
+				       "variable %s, which is not set)", unset);
+	return cli_usage_error(cmd, "the command's name is empty (\"\")");
+}
+
 void cmd_source_release(struct cmd_source *src)
 {
 	if (src->from_url) {

@@ -61,6 +61,15 @@ int cmd_config_only(const struct command *cmd, int argc, char **argv, struct con
 void cmd_note_exec(const struct config *cfg);
 
 /*
+ * The command about to be supervised (argv, from "--" or exec) has an empty
+ * name (`run -- ""`, `exec: '"$UNSET" --flag'`): a usage error, 100, as no
+ * command at all is, rather than 127 from a failed exec. unset: the unset
+ * variable the config's exec used, when argv came from it (else NULL).
+ * Returns 0, or 100 with the message printed.
+ */
+int cmd_check_command(const struct command *cmd, char *const *argv, const char *unset);
+
+/*
  * A config file that is empty or whose "dbs:" has no value (what a template
  * renders when its data is missing) would start a service unrestored: `run`
  * refuses it, and `config` with it. Prints the usage error and returns

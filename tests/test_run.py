@@ -277,6 +277,26 @@ def test_no_command_is_a_usage_error(litevisor_bin, tmp_path):
     assert "no command" in p.stderr
 
 
+@pytest.mark.parametrize("how", ["--", "exec", "exec-unset", "replicate-exec"])
+def test_an_empty_command_name_is_a_usage_error(litevisor_bin, tmp_path, how):
+    """`run -- ""` or `exec: '"$UNSET" --flag'` exited 127 ("cannot run \"\""), where
+    `exec: ""` is 100, "no command" (QA134 O4): a configuration error either way."""
+    cfgf = tmp_path / "c.yml"
+    exec_line = {"exec": "exec: '\"\" --flag'\n",
+                 "exec-unset": "exec: '\"$QA_UNSET_CMD\" --flag'\n",
+                 "replicate-exec": "exec: '\"\"'\n"}.get(how, "")
+    cfgf.write_text(f"dbs:\n  - path: {tmp_path}/a.db\n    replicas:\n"
+                    f"      - url: file://{tmp_path}/r\n" + exec_line)
+    cmd = "replicate" if how == "replicate-exec" else "run"
+    args = [litevisor_bin, cmd, "-config", str(cfgf)] + (["--", ""] if how == "--" else [])
+    env = {k: v for k, v in os.environ.items() if k != "QA_UNSET_CMD"}
+    p = subprocess.run(args, capture_output=True, text=True, timeout=20, env=env)
+    assert p.returncode == 100, p.stderr
+    assert "the command's name is empty" in p.stderr, p.stderr
+    assert ("QA_UNSET_CMD" in p.stderr) == (how == "exec-unset"), p.stderr
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.parametrize("var", ["LITEVISOR_CONFIG", "LITESTREAM_CONFIG", "-config"])
 def test_a_config_named_on_purpose_must_exist(litevisor_bin, tmp_path, var):
     # Only the fallback /etc/litevisor.yml may be absent (run then needs just a
