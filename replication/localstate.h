@@ -170,7 +170,7 @@ size_t localstate_read_earlier(const char *dir, struct wal_pos *at, bool *open, 
 /*
  * Put a record first in "earlier" (the oldest beyond LOCALSTATE_EARLIER_MAX
  * goes): also a restore's, for a generation it weighed and ranked below the
- * one it restored, where that one ended then (restore.c, note_weighed). 0 or
+ * one it restored, where that one ended then (restore_records.c, note_weighed). 0 or
  * -1 (errno set).
  */
 int localstate_add_earlier(const char *dir, const struct wal_pos *at, bool open, uid_t uid,

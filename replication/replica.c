@@ -757,7 +757,7 @@ static int continued_since(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1
 				 * Written before this node's mark, whatever the times
 				 * say (its objects may share the mark's whole second,
 				 * QA85 D1): another node's only past where the file
-				 * stood there. restore.c's replica_newer reads it so.
+				 * stood there. rs_replica_newer (restore_existing.c) reads it so.
 				 */
 				int past = left_went_on(r, &gens[i], &prev, why, len, call, err);
 				if (past < 0)
@@ -772,7 +772,7 @@ static int continued_since(struct eng_replica *r, char (*ids)[LAYOUT_GEN_LEN + 1
 				 * (localstate.h): the times tell, as for any other.
 				 */
 			}
-			/* restore.c's replica_newer reads "after" by the same rule */
+			/* rs_replica_newer (restore_existing.c) reads "after" by the same rule */
 			if (!catalog_written_after(&gens[i], closed_ns))
 				continue;
 			int aside = recorded_past(r, &gens[i], why, len, call, err);
@@ -1081,7 +1081,7 @@ static void form_changed(struct eng_replica *r, const char *gen, const struct st
  * session (lineage) ending no further than this node has of it. That node
  * restored this data and only snapshotted it: a new generation from this
  * file hides nothing (QA75 D2; run's restore step keeps the file for the
- * same reason, restore.c replica_newer). 1 (why set), 0, or a negative
+ * same reason, restore_existing.c rs_replica_newer). 1 (why set), 0, or a negative
  * st_status.
  */
 static int snapshot_of_ours(struct eng_replica *r, const struct cat_generation *g,

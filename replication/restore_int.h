@@ -1,8 +1,12 @@
 /*
  * restore_int.h — what the restore_*.c files share (not for other modules).
  *
- *   restore.c         entry points: which candidates, the local database,
- *                     the fallback loop, the "restored" marker
+ *   restore.c         the restore session: probe, decide, apply with
+ *                     fallback; the entry points (run, `litevisor restore`)
+ *   restore_existing.c  (an existing local database against the replicas)
+ *   restore_records.c   (the marker and records a restore writes; the
+ *                        move-aside callbacks)
+ *   restore_target.c    (the target's directory; the apply options)
  *   restore_probe.c   probe every candidate in parallel under a deadline
  *   restore_plan.c    from one replica's catalog: the generation, snapshot
  *                     and segments a restore would use
@@ -19,6 +23,7 @@
 #ifndef LITEVISOR_RESTORE_INT_H
 #define LITEVISOR_RESTORE_INT_H
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -317,7 +322,7 @@ struct rs_choice {
 					  (the winner) against another candidate's */
 	char local_newer[LAYOUT_GEN_LEN + 1]; /* the winner's generation, when that state ranks
 					  it above the local file's (by_record says why):
-					  restore.c's replica_newer follows it; else "" */
+					  rs_replica_newer follows it; else "" */
 };
 
 /*
@@ -514,5 +519,164 @@ int64_t rs_file_mtime_ns(const char *path);
 
 /* "gen/0000000a/00001f40" style text of a position into buf. */
 char *rs_pos_text(const struct wal_pos *p, char *buf, size_t len);
+
+/* ---- restore.c: the restore session ------------------------------------- */
+
+/*
+ * The end of a record's generation on one replica, measured by downloading
+ * its last segment (rs_gen_end), kept for the session's later probes (a
+ * handover wait probes every second): the same last object (key, size,
+ * time) ends at the same place.
+ */
+#define END_MEMO_MAX 32
+struct end_memo {
+	char replica[64];
+	char generation[LAYOUT_GEN_LEN + 1];
+	struct cat_segment last; /* the generation's last segment, or its snapshot's index alone */
+	struct wal_pos end;
+};
+
+/*
+ * One restore of one database (restore.c): its config, its candidates and
+ * the decision over them, and what the local database's state says.
+ */
+struct session {
+	const struct config *cfg;
+	const struct cfg_db *db;
+	const char *dbname;
+	/*
+	 * The candidates: the one thing a session owns (session_release).
+	 * session_again copies everything else; an owned field added here
+	 * must be handled in both.
+	 */
+	struct rs_cand *c;
+	size_t n;
+	struct rs_target t;
+	struct rs_choice ch;
+	bool quiet;  /* re-probes of a handover wait: their decision blocks are not logged */
+	const char *statedir; /* the local database's state, when it exists (rs_probe_opts) */
+	struct rs_local_past past; /* its records, when its state is litevisor's */
+	char superseded[400];      /* why that state ranks another generation above the local
+				      file's: the newest of the others is restored (t.exclude) */
+	char only_gen[LAYOUT_GEN_LEN + 1]; /* t.generation of a probe again for the winner's
+					      generation alone (more_elsewhere) */
+	struct end_memo memo[END_MEMO_MAX]; /* record generations' ends measured (past_end_of) */
+	size_t nmemo;
+	const struct rs_cand *applying; /* the candidate apply_with_fallback is restoring */
+};
+
+/*
+ * Set res's outcome and its message (printf format). The message is what
+ * the caller reports; nothing is logged here.
+ */
+void rs_result_set(struct restore_result *res, enum restore_outcome o, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* How long a download made while probing may take (as rs_measure_ends allows), in ms. */
+int64_t rs_probe_wait_ms(const struct config *cfg);
+
+/* ---- restore_existing.c: an existing local database against the replicas -- */
+
+/*
+ * Fill each candidate's own_end_ns, own_killed, past_end and past_known
+ * from the session's records (s->past) and this node's closed records, as
+ * rs_choose weighs them. Generation ends measured are kept in s->memo (a
+ * handover wait's later probes reuse them); one that cannot be measured
+ * leaves past_known false.
+ */
+void rs_note_own_marks(struct session *s);
+
+/*
+ * Does the winner (s->ch.winner, which must be >= 0) hold newer data than
+ * the local database at lpos, written at lt_ns, whose state is in lsdir (""
+ * if none)? why (len bytes) says how that was read either way; *at_next is
+ * set when the winner's only news is a snapshot at the next index taken
+ * where the local database ends (then false). May download a segment
+ * (rs_index_end, rs_lineage) to tell.
+ */
+bool rs_replica_newer(const struct session *s, const struct wal_pos *lpos, int64_t lt_ns,
+		      const char *lsdir, bool *at_next, char *why, size_t len);
+
+/*
+ * Where the existing database db stands: litevisor's state in statedir or
+ * Litestream's, whichever was written last (from, PATH_MAX bytes, gets that
+ * directory), else *lpos zeroed (generation "", from "") and *lt the file's
+ * last write. Never fails: what cannot be read is logged and compared by time.
+ */
+void rs_existing_position(const struct cfg_db *db, const char *statedir, struct wal_pos *lpos,
+			  int64_t *lt, char from[PATH_MAX]);
+
+/* ---- restore_records.c: what a restore writes into the new state ---------- */
+
+/* Does a candidate that answered hold a closed mark of pos's generation at pos? */
+bool rs_closed_somewhere(const struct session *s, const struct wal_pos *pos);
+
+/*
+ * After a restore to pos: the database id, the "earlier" records, and the
+ * "restored" marker when replication may continue the restored generation
+ * (else its "previous" record). Each failure is logged, never fatal. True
+ * when the marker was written (replication continues the generation),
+ * false when it starts a new one.
+ */
+bool rs_write_marker(struct session *s, const struct wal_pos *pos);
+
+/*
+ * The before_ctx of rs_move_local_cb / rs_put_local_back_cb: the local
+ * database and its state, where they are moved (moved, smoved: buffers the
+ * caller owns, "" until moved), and the session whose winner is restored.
+ */
+struct rs_aside_ctx {
+	const char *target, *statedir;
+	char *moved, *smoved;
+	size_t mlen, slen;
+	const struct session *s;
+	const struct wal_pos *lpos; /* the local database's position */
+	const char *from;           /* the state it came from (rs_existing_position) */
+	bool wrote_aside;           /* the new state's "aside" record (note_set_aside) */
+};
+
+/*
+ * rs_apply_opts.before_rename (p: struct rs_aside_ctx): the restored file at
+ * tmp must be this database (rs_same_database); then the local database and
+ * its state go aside and the new state's "aside" record is written. 0; -1
+ * with why set when the restored file is another database's; -2 with why
+ * set when a local step failed.
+ */
+int rs_move_local_cb(void *p, const char *tmp, char *why, size_t len);
+
+/* rs_apply_opts.rename_failed (p: struct rs_aside_ctx): the "aside" record gone, the local database back. */
+void rs_put_local_back_cb(void *p);
+
+/* ---- restore_target.c: the target's directory ---------------------------- */
+
+/* ao for a restore into target: owner and mode (rs_owner_for), verify, parallelism (0: the config's). */
+void rs_apply_opts_init(struct rs_apply_opts *ao, const struct config *cfg, const char *target,
+			int parallelism);
+
+/*
+ * Can target's directory be made? A parent that is a file (-o afile/x.db) is
+ * an error naming it, found before anything is probed or written. 0, or -1
+ * with res set (RESTORE_FAILED).
+ */
+int rs_check_parent(const char *target, struct restore_result *res);
+
+/*
+ * Create the directories that will hold ao->target, owned and with modes as
+ * the restored file's directory would be. made_top gets the first directory
+ * created ("" if none) for rs_undo_parent, also on failure. 0, or -1 with
+ * res set (RESTORE_FAILED).
+ */
+int rs_ensure_parent(const struct rs_apply_opts *ao, struct restore_result *res,
+		     char made_top[PATH_MAX]);
+
+/* Remove what rs_ensure_parent made for target, deepest first, up to made_top (rmdir only; logged). */
+void rs_undo_parent(const char *target, const char *made_top);
+
+/*
+ * A first deploy that starts empty: make the database's directory as a
+ * restore would (rs_ensure_parent), for a service that cannot. Failure is
+ * only logged.
+ */
+void rs_parent_for_service(const struct config *cfg, const char *path);
 
 #endif

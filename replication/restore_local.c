@@ -66,7 +66,7 @@ void rs_owner_for(const struct config *cfg, const char *target, uid_t *uid, gid_
 	}
 	/*
 	 * The nearest directory that exists: the directories restore creates on
-	 * the way take its owner (restore.c), so the file comes out as it would
+	 * the way take its owner (restore_target.c), so the file comes out as it would
 	 * in an existing directory of that owner.
 	 */
 	snprintf(dir, sizeof(dir), "%s", target);

@@ -9,7 +9,7 @@
  * migrated since keeps most of its tables (or all of them, adding more:
  * full-text indexes bring five each), another application's shares few.
  * Only when the replica's data continues the local generation is this not
- * asked (restore.c): that is the database's own history.
+ * asked (restore_records.c): that is the database's own history.
  */
 #include <sqlite3.h>
 #include <stdio.h>

@@ -365,7 +365,7 @@ TEST(choose_by_the_local_record_where_it_names_both_generations)
 	rs_choose(c, 2, 10000, 0, &lp, "db", "freshest-reachable", 0, &ch);
 	CHECK_INT(ch.winner, 1);
 	CHECK(strstr(ch.by_record, "own past") != NULL);
-	/* left open and gone on (measured: restore.c takes a plan's end): the times decide */
+	/* left open and gone on (measured: restore_existing.c takes a plan's end): the times decide */
 	c[0].plan.end.offset = 128;
 	c[0].past_known[0] = true;
 	c[0].past_end[0] = c[0].plan.end;

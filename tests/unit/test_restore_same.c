@@ -79,7 +79,7 @@ TEST(a_few_local_tables_inside_another_database_are_not_it)
 	 * QA35 #1: a first start that died with only VersionInfo, against another app's
 	 * database holding that table too; and two apps with their own application_ids,
 	 * the local one's tables a few of the other's. (An upgrade of that size on the
-	 * database's own generation is not compared at all: restore.c.)
+	 * database's own generation is not compared at all: restore_records.c.)
 	 */
 	char why[400] = "";
 	CHECK_INT(same("VersionInfo", 0, "Config,Movies,History,Credits,VersionInfo", 0, why), 0);
