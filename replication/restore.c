@@ -382,9 +382,17 @@ static int apply_with_fallback(struct session *s, struct rs_apply_opts *ao,
 			snprintf(first, sizeof(first), "%s", err);
 		all_transient = all_transient && cause == RS_CAUSE_NETWORK;
 	}
-	rs_result_set(res, RESTORE_FAILED, "%d candidate(s) with the newest data failed (first: %s)%s",
-		      tried, first, "; candidates with less data are not used without -replica");
-	res->temporary = all_transient;
+	/*
+	 * A candidate that did not answer, and is not known to be damaged, may
+	 * hold this data whole: a temporary failure, as a -dry-run that found the
+	 * damage while probing says (unreachable_outcome; QA133 D2).
+	 */
+	bool another = s->ch.unreachable > s->ch.corrupt;
+	rs_result_set(res, RESTORE_FAILED, "%d candidate(s) with the newest data failed (first: %s)%s%s",
+		      tried, first, "; candidates with less data are not used without -replica",
+		      another && !all_transient ? "; a candidate that did not answer may hold it: "
+		      "try again once it answers" : "");
+	res->temporary = all_transient || another;
 	return -1;
 }
 

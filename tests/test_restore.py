@@ -1544,6 +1544,30 @@ def test_a_corrupt_last_segment_is_a_failure_whether_found_applying_or_probing(
         assert p.returncode != 0 and not (tmp_path / "q.db").exists(), (extra, p.stderr)
 
 
+def test_a_corrupt_last_segment_beside_a_silent_replica_is_temporary_probing_or_applying(
+        tmp_path, litevisor_bin, history):
+    """Replica a's newest segment corrupt, replica b not answering: -dry-run, whose probe
+    found the damage, said 111 (b may hold the generation whole), while the restore, which
+    found it applying, said 1 (QA133 D2). Both say 111 now, and why; a alone is still 1."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    history.write(str(a))
+    with open(history.seg_path(str(a), len(history.segments) - 1), "r+b") as f:
+        f.truncate(20)
+    b.write_text("not a directory: this replica does not answer")
+    cfg = write_config(tmp_path / "lv.yml", tmp_path / "app.db",
+                       [{"name": "a", "url": f"file://{a}"}, {"name": "b", "url": f"file://{b}"}])
+    for extra in (["-dry-run"], []):
+        p = lv(litevisor_bin, "restore", "-config", str(cfg), *extra, "-o",
+               str(tmp_path / "o.db"), str(tmp_path / "app.db"))
+        assert p.returncode == 111, (extra, p.returncode, p.stderr)
+        assert "00000002_00000000.wal.lz4" in p.stderr, p.stderr
+    assert "may hold it: try again once it answers" in p.stderr, p.stderr
+    assert not (tmp_path / "o.db").exists()
+    p = lv(litevisor_bin, "restore", "-config", str(cfg), "-replica", "a", "-o",
+           str(tmp_path / "o.db"), str(tmp_path / "app.db"))
+    assert p.returncode == 1, p.stderr
+
+
 def test_a_replica_holding_less_than_its_closed_mark_says_so(tmp_path, litevisor_bin,
                                                             history):
     """The generation's last segment gone from the replica (a server that did not keep a
