@@ -1,7 +1,8 @@
 /*
  * engine_int.h — the engine's private state, shared by engine.c (lifecycle,
  * status, flush), monitor.c (one thread per database), backlog.c, replica.c
- * (one thread per replica) and retention.c.
+ * (one thread per replica, with replica_look.c, replica_history.c and
+ * replica_older.c) and retention.c.
  *
  * Threads: per database one monitor thread (owns the SQLite connections and
  * the shadow WAL: struct eng_db's "monitor only" fields) and per replica one
@@ -125,10 +126,10 @@ struct eng_replica {
 	 */
 	struct snap_file kept;
 	bool refused;                 /* found the database older than its data: writes nothing
-				       * more, looks no more (replica.c, refuse_older) */
+				       * more, looks no more (replica_older_refuse) */
 	bool older_check;             /* has a closed record, or the restored marker names it:
 				       * counted in db->older_pending until its first look at
-				       * the replica (replica.c) */
+				       * the replica (replica_older.c) */
 	bool snap_wait;               /* retention wants a snapshot once the database is past
 				       * snap_index (one there would replace the one it has) */
 	char await_gen[17];           /* holds another node's history of this generation:
@@ -257,7 +258,7 @@ struct eng_db {
 	char gen_req[17];             /* a replica asks for a new generation instead of this one */
 	char gen_req_why[400];
 	bool older_req;               /* a replica found the database older than its data: stop */
-	size_t older_pending;         /* replicas with older_check not yet checked (replica.c) */
+	size_t older_pending;         /* replicas with older_check not yet checked (replica_older.c) */
 	int64_t older_deadline_mono;  /* ... waited for until then at most (set once the
 				       * replicas may first look: replica_older_clock_start) */
 	bool older_wait_logged;       /* "replicas wait for …" said once */
@@ -316,7 +317,7 @@ struct eng_db {
 	 * until known: read from the local state by the monitor when it opens
 	 * the database, else chosen by the first replica that needs it
 	 * (replica_database_id). mu; id_mu serialises choosing and writing it,
-	 * and writing and clearing the refusal record (replica.c).
+	 * and writing and clearing the refusal record (replica_look.c, replica_older.c).
 	 */
 	char dbid[LAYOUT_DBID_LEN + 1];
 	pthread_mutex_t id_mu;
@@ -374,6 +375,13 @@ int replica_close(struct eng_replica *r, const struct wal_pos *at);
  */
 bool replica_holds(const struct eng_replica *r, const struct wal_pos *target, bool whole);
 /*
+ * Size of shadow file (gen, index) of d, or -1 if absent (gen copied under
+ * mu: the monitor may move on). Any thread.
+ */
+int64_t replica_shadow_size(const struct eng_db *d, const char *gen, uint32_t index);
+
+/* replica_older.c (what only the replica files share: replica_older_int.h) */
+/*
  * Before d's threads start: count the replicas holding this node's closed
  * record, and under newest-wins those the restored marker names
  * (localstate.h). None of d's replicas writes anything until each of them
@@ -390,6 +398,8 @@ void replica_count_closed_records(struct eng_db *d);
  * start, which a long first copy would have used up. Once; mu held.
  */
 void replica_older_clock_start(struct eng_db *d);
+
+/* replica.c */
 /* May r's replicas look and write at d's position? (ready, no resume pending) mu held. */
 static inline bool replica_pos_ready(const struct eng_db *d)
 {
@@ -522,7 +532,7 @@ void monitor_request_restart(struct eng_db *d);
 void monitor_request_generation(struct eng_db *d, const char *gen, const char *why);
 /*
  * A replica found the database older than what it holds of its generation
- * (another node continued it since; replica.c): stop replicating this
+ * (another node continued it since; replica_older.c): stop replicating this
  * database for the rest of the process, state "stopped: …", so no replica
  * starts a generation that would hide the newer data. Under mu.
  */

@@ -129,7 +129,7 @@ int localstate_write_generation(const char *dir, const char *gen, uid_t uid, gid
  * (open): a restore's, of a generation no node had closed there (its node
  * killed, or alive and writing on: a handover-wait that ran out): that
  * generation ending there is this node's past whatever the times, but going
- * on past it is no proof of writing after this node (replica.c,
+ * on past it is no proof of writing after this node (replica_history.c,
  * continued_since). read: 0, or -1 (ENOENT: none; EINVAL: corrupt); open
  * may be NULL.
  */
@@ -277,8 +277,8 @@ int localstate_clear_restored(const char *dir);
 
 /*
  * The refusal record (<state>/refused, "dev ino born why\n"): replication
- * stopped this database as older than a replica's data (replica.c,
- * refuse_older). Read back at every later start while the database file is
+ * stopped this database as older than a replica's data
+ * (replica_older_refuse). Read back at every later start while the database file is
  * the same one (device, inode, and birth time where the filesystem keeps
  * one: not another file given the freed inode number, QA87 F7): its state
  * may have moved on meanwhile (a new local generation, never written

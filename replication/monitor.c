@@ -212,7 +212,7 @@ static int start_generation(struct eng_db *d, const char *reason)
 	 * An index entered with nothing in it (a restore's, an idle run's): the
 	 * file stood where the index before ended, as localstate_position says.
 	 * Said so, a replica holding more of that index is another node's
-	 * writing (replica.c, continued_since; QA84 N1).
+	 * writing (replica_history.c, continued_since; QA84 N1).
 	 */
 	if (d->sh.fd < 0 && d->sh.index > 0 && d->sh.prev_end >= 0 && d->sh.prev_end <= UINT32_MAX) {
 		left.index = d->sh.index - 1;
@@ -526,7 +526,7 @@ static void open_failed(struct eng_db *d, enum log_level level, const char *what
  * it: with meta-path the directory is litevisor's own too, and a new
  * generation's state replaced the one Litestream had gone on in, so a
  * replica's first look took Litestream's going on, from this very file, for
- * another node's (QA92 D1; replica.c, litestream_wrote_here). Once per
+ * another node's (QA92 D1; replica_history.c, litestream_wrote_here). Once per
  * engine: a reopen finds this process's own state there.
  */
 static void capture_litestream_state(struct eng_db *d)
@@ -1566,7 +1566,7 @@ void *monitor_thread(void *arg)
 		bool stop_older = d->older_req && !older;
 		pthread_mutex_unlock(&d->mu);
 		if (stop_older) {
-			/* for good: the database must be restored first (replica.c, refuse_older) */
+			/* for good: the database must be restored first (replica_older_refuse) */
 			if (d->open)
 				close_db(d);
 			older = stopped = true;

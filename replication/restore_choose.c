@@ -85,7 +85,7 @@ const char *rs_past_how(size_t k)
 /*
  * Does a candidate hold generation at->generation, the one of the local
  * state's record k, past *at? Its end as replication measures it
- * (rs_cand.past_end: wal_pos_past, as replica.c's went_on_from); unmeasured
+ * (rs_cand.past_end: wal_pos_past, as replica_history.c's went_on_from); unmeasured
  * (the download failed), its listing, erring towards "past": a segment
  * starting at or past at, a snapshot two indexes on.
  */
@@ -159,7 +159,7 @@ static int after_own_end(const struct rs_cand *c, size_t n, const char *gen)
  * "previous" record (k 0) is another node's newer writing whenever a
  * candidate holds it past where the file stood; the others ("aside",
  * "earlier") only when that was written after this node's own end of the
- * local generation, as replication reads them (replica.c, recorded_past,
+ * local generation, as replication reads them (replica_history.c, recorded_past,
  * asked only of a generation written after it): gone on before, the file
  * went on after it, and replication keeps it (QA104 D5).
  */
@@ -210,7 +210,7 @@ static int record_order(const struct rs_cand *c, size_t n, const struct rs_local
  * or its last object there when this node was killed in it
  * (rs_cand.own_end_ns): another generation written after that on the same
  * server, the same whole second counting (catalog_written_after), is the
- * newer, as replication reads it (replica.c, continued_since and
+ * newer, as replication reads it (replica_history.c, continued_since and
  * newer_elsewhere): else the restore kept a file replication then refused
  * at every start (QA95 D1). >0 a, <0 b, 0 no candidate tells.
  */

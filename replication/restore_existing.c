@@ -5,7 +5,7 @@
  * marks and records say of each candidate (rs_note_own_marks, for
  * rs_choose), and whether the winner holds newer data than it
  * (rs_replica_newer), read by the same rules replication refuses the file
- * on (replica.c). Reads only: nothing here moves or writes a file.
+ * on (replica_history.c). Reads only: nothing here moves or writes a file.
  */
 #include "replication/restore_int.h"
 
@@ -90,7 +90,7 @@ static int past_end_of(struct session *s, struct rs_cand *c, const char *gen,
  * What rs_choose weighs the local state's records with, for each candidate
  * (rs_local_past): rs_cand.own_end_ns of the local file's generation, where
  * replication's refusal rules measure "written after this node" from
- * (replica.c: continued_since with a closed record, newer_elsewhere without
+ * (replica_history.c: continued_since with a closed record, newer_elsewhere without
  * one), and rs_cand.past_end, where each record's generation ends there, as
  * they measure it (went_on_from).
  */
@@ -230,7 +230,7 @@ bool rs_replica_newer(const struct session *s, const struct wal_pos *lpos, int64
 			 * This node stopped cleanly in gl and its mark is there: the
 			 * winner's generation is newer when it was written after that
 			 * stop, by the rule the engine refuses this file on
-			 * (catalog_written_after; replica.c, continued_since). Keeping
+			 * (catalog_written_after; replica_history.c, continued_since). Keeping
 			 * the file there left the service with replication stopped
 			 * at every start (QA84 D3); the file goes aside, kept.
 			 */
@@ -324,7 +324,7 @@ bool rs_replica_newer(const struct session *s, const struct wal_pos *lpos, int64
 	 * This node stopped cleanly in the local generation, and the replica its
 	 * closed record is for holds it no more but holds others: another node
 	 * went on, and its retention deleted it, as the engine reads it
-	 * (replica.c, continued_since). Times cannot overrule that; kept, the
+	 * (replica_history.c, continued_since). Times cannot overrule that; kept, the
 	 * file was refused by replication (QA86 D7).
 	 */
 	bool own_state = s->statedir && !strcmp(lsdir, s->statedir);

@@ -286,7 +286,7 @@ struct rs_past {
  * records (the generations it left before; "" after the last one).
  * rs_choose orders each of
  * those against current as replication's refusal rules read the records
- * (replica.c): the past one is newer exactly when a candidate holds it past
+ * (replica_history.c): the past one is newer exactly when a candidate holds it past
  * where the file stood (another node went on in it; for one left open, the
  * times decide then), else it is this file's own past. And a generation
  * written after this node's last clean stop of current, or after its last

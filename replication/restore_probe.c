@@ -542,7 +542,7 @@ struct measure_arg {
  * this node's closed record say where it ends? Only if the generation's
  * listing ends in a closed mark at exactly that position: this node stopped
  * there cleanly, and a node that wrote the generation since would have
- * removed the mark before (replica.c, reopen_generation). Sets *end.
+ * removed the mark before (replica_look.c, reopen_generation). Sets *end.
  */
 static bool end_by_closed_record(const struct rs_cand *c, const char *statedir,
 				 struct wal_pos *end)

@@ -61,7 +61,7 @@ struct db_status {
 	int64_t stuck_since_mono_ns;
 	/*
 	 * Replication stopped for good: the database is older than what a replica
-	 * holds of its generation (replica.c, refuse_older). Nothing passes it but
+	 * holds of its generation (replica_older_refuse). Nothing passes it but
 	 * a restore, so health fails at once, whatever fail-after says.
 	 */
 	bool stopped_older;
