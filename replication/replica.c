@@ -859,6 +859,8 @@ void *replica_thread(void *arg)
 				until = next_snapshot > at ? next_snapshot : at;
 			if (sched && next_writers && next_writers < until)
 				until = next_writers > at ? next_writers : at;
+			if (r->refused)
+				snapshot_kept_release(r); /* it writes nothing more (QA133 O4) */
 			r->wake = false;
 			wait_until(r, until);
 			continue;
@@ -867,6 +869,8 @@ void *replica_thread(void *arg)
 			copy_before_tick(r);
 		uint64_t fseq = d->eng->flush_seq;
 		pthread_mutex_unlock(&d->mu);
+		/* at every turn: a look that keeps failing never reaches replica_ship's (QA133 D1) */
+		snapshot_kept_check(r);
 
 		int rc = 0;
 		int64_t started = clock_mono_ns();

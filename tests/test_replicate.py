@@ -2302,7 +2302,9 @@ def test_a_snapshot_retried_through_an_outage_is_compressed_once(run, tmp_path, 
         w0, n0 = written(), r.text().count("snapshot failed")
         wait_for(lambda: r.text().count("snapshot failed") >= n0 + 2, timeout=40,
                  what="two more tries", log=r.text)
-        assert written() - w0 < size // 2, (written() - w0, size, r.text())
+        # each compression again writes the whole database (LZ4 cannot shrink it); the
+        # rest is the log and the shadow WAL, which under load reached 0.6x the size
+        assert written() - w0 < size, (written() - w0, size, r.text())
         plug.plug()
         wait_for(lambda: r.text().count("snapshot written") >= 2, timeout=30,
                  what="the fresh snapshot", log=r.text)
@@ -2360,6 +2362,63 @@ def test_a_kept_snapshot_file_goes_once_the_database_left_its_index(run, tmp_pat
     time.sleep(1)
     assert not kept & unnamed(), (kept, unnamed(), r.text())
     assert r.stop() == 0, r.text()
+
+
+def test_a_kept_snapshot_file_goes_while_the_replicas_look_keeps_failing(run, tmp_path):
+    """The kept file was let go only in replica_ship or the next snapshot: a replica whose
+    generation was lost (a new one started) and which then stopped answering kept its old
+    file, database-sized, open in the state directory for as long as its look failed
+    (QA133 D1). It is checked at every turn of the replica's thread."""
+    db, a, arm = tmp_path / "app.db", tmp_path / "a", tmp_path / "arm"
+    create(db)
+    write(db, 40, start=1, blob=50000)
+    # once armed, the new generation's directory waits 5 s: time to take a down first
+    r = run(config(tmp_path, db, [file_replica(a, "a", snapshot_interval="2s",
+                                               writer_check_interval="1s")],
+                   min_checkpoint_page_count=10),
+            env=faulty_env(op="mkdir", path=".app.db-litevisor/generations/", delay_ms=5000,
+                           count=1000, arm=arm))
+    wait_for(lambda: "snapshot written" in r.text(), what="the first snapshot", log=r.text)
+    (g,) = os.listdir(a / "generations")
+    snaps = a / "generations" / g / "snapshots"
+    if subprocess.run(["chattr", "+i", str(snaps)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    try:
+        n = r.text().count("snapshot failed")
+        write(db, 20, start=100, blob=50000)  # a new index: the periodic snapshot fails there
+        wait_for(lambda: r.text().count("snapshot failed") > n, timeout=30,
+                 what="the failed periodic snapshot", log=r.text)
+        time.sleep(0.3)
+    finally:
+        subprocess.run(["chattr", "-i", str(snaps)])
+
+    def unnamed():
+        out = set()
+        for fd in os.listdir(f"/proc/{r.proc.pid}/fd"):
+            try:
+                t = os.readlink(f"/proc/{r.proc.pid}/fd/{fd}")
+            except OSError:
+                continue
+            if t.startswith(str(tmp_path)) and t.endswith("(deleted)"):
+                out.add(t)
+        return out
+
+    kept = unnamed()
+    assert kept, r.text()
+    arm.write_text("")
+    n0 = r.text().count("lost this generation")
+    shutil.rmtree(a / "generations")
+    wait_for(lambda: r.text().count("lost this generation") > n0, what="the writer check",
+             log=r.text)
+    os.rename(a, tmp_path / "a.save")
+    a.write_text("down")  # a answers no more
+    ng = r.text().count("new generation")
+    wait_for(lambda: r.text().count("new generation") > ng, what="the new generation",
+             log=r.text)
+    arm.unlink()
+    wait_for(lambda: not kept & unnamed(), timeout=12, what="the kept file let go",
+             log=r.text)
+    assert "cannot read replica position" in r.text(), r.text()
 
 
 def test_a_replica_dropped_on_its_way_keeps_its_lag_once_its_snapshot_is_stored(
