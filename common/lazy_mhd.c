@@ -22,6 +22,7 @@ static struct {
 	__typeof__(MHD_destroy_response) *MHD_destroy_response;
 	__typeof__(MHD_get_version) *MHD_get_version;
 	__typeof__(MHD_lookup_connection_value) *MHD_lookup_connection_value;
+	__typeof__(MHD_get_connection_info) *MHD_get_connection_info;
 } fn;
 
 #define SYM(n) LAZYLIB_SYM(fn, n)
@@ -29,6 +30,7 @@ static const struct lazylib_sym syms[] = {
 	SYM(MHD_start_daemon_va),         SYM(MHD_stop_daemon),         SYM(MHD_get_daemon_info),
 	SYM(MHD_create_response_from_buffer), SYM(MHD_add_response_header), SYM(MHD_queue_response),
 	SYM(MHD_destroy_response),       SYM(MHD_get_version),     SYM(MHD_lookup_connection_value),
+	SYM(MHD_get_connection_info),
 };
 
 static struct lazylib lib = LAZYLIB_INIT(LAZY_MHD_SONAME, "libmicrohttpd12", syms, NULL);
@@ -86,4 +88,11 @@ const char *MHD_lookup_connection_value(struct MHD_Connection *connection,
 					enum MHD_ValueKind kind, const char *key)
 {
 	return F(MHD_lookup_connection_value)(connection, kind, key);
+}
+
+/* Only info types that take no further argument are asked for (CONNECTION_FD, …). */
+const union MHD_ConnectionInfo *MHD_get_connection_info(struct MHD_Connection *connection,
+							 enum MHD_ConnectionInfoType info_type, ...)
+{
+	return F(MHD_get_connection_info)(connection, info_type);
 }

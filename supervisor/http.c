@@ -16,6 +16,7 @@
 #include "common/lazy_mhd.h"
 #include "common/log.h"
 #include "nomad/env.h"
+#include "supervisor/http_deadline.h"
 #include "supervisor/health.h"
 #include "supervisor/metrics.h"
 #include "supervisor/reaper.h"
@@ -30,6 +31,7 @@ struct http_server {
 	struct sup_state *state;
 	const struct config *cfg;
 	enum http_mode mode;
+	struct http_deadline *deadline; /* NULL: none (it could not start) */
 	pthread_mutex_t lock;   /* guards status_fn/status_ctx */
 	http_status_fn status_fn;
 	void *status_ctx;
@@ -246,6 +248,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 {
 	struct http_server *srv = cls;
 	static const char *const paths[] = { "/livez", "/readyz", "/healthz", "/status", "/metrics" };
+	http_deadline_answered(srv->deadline, c); /* the request is here whole */
 	bool known = false;
 	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]) && !known; i++)
 		known = !strcmp(url, paths[i]);
@@ -388,6 +391,7 @@ struct http_server *http_start_mode(const struct sockaddr_storage *sa, struct su
 	srv->cfg = cfg;
 	srv->mode = mode;
 	pthread_mutex_init(&srv->lock, NULL);
+	srv->deadline = http_deadline_new(HTTP_CONNECTION_LIMIT, HTTP_REQUEST_DEADLINE_S * 1000);
 	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG;
 	if (sa->ss_family == AF_INET6)
 		flags |= IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)sa)->sin6_addr)
@@ -401,9 +405,12 @@ struct http_server *http_start_mode(const struct sockaddr_storage *sa, struct su
 				       MHD_OPTION_PER_IP_CONNECTION_LIMIT,
 				       (unsigned)HTTP_PER_IP_CONNECTION_LIMIT,
 				       MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_CONNECTION_TIMEOUT_S,
+				       srv->deadline ? MHD_OPTION_NOTIFY_CONNECTION : MHD_OPTION_END,
+				       http_deadline_notify, srv->deadline,
 				       MHD_OPTION_END);
 	if (!srv->daemon) {
 		int e = errno;
+		http_deadline_free(srv->deadline);
 		pthread_mutex_destroy(&srv->lock);
 		free(srv);
 		errno = e;
@@ -434,6 +441,7 @@ void http_stop(struct http_server *srv)
 	if (!srv)
 		return;
 	MHD_stop_daemon(srv->daemon);
+	http_deadline_free(srv->deadline);
 	pthread_mutex_destroy(&srv->lock);
 	free(srv);
 }

@@ -32,12 +32,15 @@
  * Connections at once, and from one address. A client that trickles its
  * request a byte at a time keeps its connection (the idle timeout restarts at
  * each byte): the per-address share keeps one such host from taking every
- * slot, so the checkers on other addresses (Nomad, Consul, Uptime-Kuma,
- * Prometheus) are still answered.
+ * slot, and a request not read whole within HTTP_REQUEST_DEADLINE_S of its
+ * accept ends its connection (http_deadline.h), so a few such hosts cannot
+ * either: the checkers (Nomad, Consul, Uptime-Kuma, Prometheus) are still
+ * answered.
  */
 #define HTTP_CONNECTION_LIMIT 256
 #define HTTP_PER_IP_CONNECTION_LIMIT 32
 #define HTTP_CONNECTION_TIMEOUT_S 10
+#define HTTP_REQUEST_DEADLINE_S 5
 
 struct http_server;
 

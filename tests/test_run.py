@@ -1419,6 +1419,58 @@ def test_one_host_trickling_requests_cannot_take_every_connection(litevisor_bin,
     assert r.wait() == 0
 
 
+def test_hosts_trickling_requests_from_every_slot_lose_them_at_the_request_deadline(
+        litevisor_bin, tmp_path, runs):
+    """8 addresses of 32 trickling connections each (the per-address share) took all 256
+    slots, for as long as they trickled: /readyz from another address got no answer, and a
+    Nomad check_restart would restart a healthy service in a loop (QA136 D2). A request
+    not read whole within 5 s of its accept loses its connection; a whole one is answered."""
+    import socket
+    port = free_port()
+    ready = tmp_path / "ready"
+    r = start(runs, litevisor_bin, tmp_path, SERVICE + ["--ready", str(ready)],
+              config=f"addr: 127.0.0.1:{port}\n")
+    poll(lambda: read_lines(ready))
+    slow = []
+
+    def readyz(timeout):
+        c = socket.socket()
+        c.settimeout(timeout)
+        try:
+            c.connect(("127.0.0.1", port))
+            c.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+            return c.recv(200)
+        except OSError:
+            return b""
+        finally:
+            c.close()
+
+    try:
+        for ip in range(1, 9):
+            for _ in range(32):
+                c = socket.socket()
+                c.bind((f"127.0.1.{ip}", 0))
+                c.connect(("127.0.0.1", port))
+                c.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\n")
+                slow.append(c)
+        t0 = time.monotonic()
+        answer = b""
+        while not answer.startswith(b"HTTP/1.1 200") and time.monotonic() - t0 < 12:
+            for c in slow:  # a byte each: never idle
+                try:
+                    c.sendall(b"X")
+                except OSError:
+                    pass  # shut down at the deadline: that is the point
+            answer = readyz(1)
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+        assert time.monotonic() - t0 < 8, time.monotonic() - t0
+    finally:
+        for c in slow:
+            c.close()
+    os.kill(r.pid, signal.SIGTERM)
+    assert r.wait() == 0
+
+
 def test_livez_answers_fast_while_busy(litevisor_bin, tmp_path, runs):
     """The control path never waits: /livez within 50 ms while the service burns CPU
     and spawns orphans, and signals are being forwarded."""
