@@ -230,7 +230,7 @@ static enum MHD_Result serve_metrics(struct http_server *srv, struct MHD_Connect
 	int have = get_status(srv, &st) == 0;
 	metrics_proc_read(&proc);
 	struct metrics_view v = { snap, have ? &st : NULL, &proc, reaper_orphans_total(),
-				  ready(srv, snap, why, sizeof(why)) };
+				  ready(srv, snap, why, sizeof(why)), srv->mode == HTTP_NO_SERVICE };
 	int rc = metrics_render(&v, &t);
 	if (have)
 		engine_status_release(&st);

@@ -161,14 +161,21 @@ static void render_process(const struct metrics_view *v, struct text *t)
 		       s->phase == (enum sup_phase)p);
 	family(t, "litevisor_ready", "gauge", "1 when /readyz answers 200.");
 	sample0(t, "litevisor_ready", v->ready);
-	family(t, "litevisor_service_up", "gauge", "1 while the service process runs.");
-	sample0(t, "litevisor_service_up", s->service_pid > 0);
+	/*
+	 * No service to be up (`replicate` without one): no series. A constant 0
+	 * fired the shipped LitevisorServiceDown for every healthy such process
+	 * (QA136 D1).
+	 */
+	if (!v->no_service) {
+		family(t, "litevisor_service_up", "gauge", "1 while the service process runs.");
+		sample0(t, "litevisor_service_up", s->service_pid > 0);
+		family(t, "litevisor_service_restarts_total", "counter", "Service restarts by the restart policy.");
+		sample0(t, "litevisor_service_restarts_total", (double)s->restarts);
+	}
 	if (s->service_started_wall_ns > 0) {
 		family(t, "litevisor_service_start_time_seconds", "gauge", "Last (re)start of the service, seconds since the epoch.");
 		sample0(t, "litevisor_service_start_time_seconds", seconds(s->service_started_wall_ns));
 	}
-	family(t, "litevisor_service_restarts_total", "counter", "Service restarts by the restart policy.");
-	sample0(t, "litevisor_service_restarts_total", (double)s->restarts);
 	if (s->last_exit_code >= 0) {
 		family(t, "litevisor_service_last_exit_code", "gauge", "Exit code of the service's last run (128+signal when killed).");
 		sample0(t, "litevisor_service_last_exit_code", s->last_exit_code);

@@ -14,6 +14,7 @@
 #ifndef LITEVISOR_SUP_METRICS_H
 #define LITEVISOR_SUP_METRICS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "replication/status.h"
@@ -40,6 +41,7 @@ struct metrics_view {
 	const struct metrics_proc *proc;
 	uint64_t orphans_total;
 	int ready;                        /* 1 ready, 0 not */
+	bool no_service;                  /* `replicate` without one: no litevisor_service_* */
 };
 
 /* Append the whole exposition to out. Returns 0, or -1 if out overflowed. */

@@ -118,10 +118,10 @@ def render(text, labels):
     return re.sub(r"\{\{ \$labels\.([a-z_]+) \}\}", lambda m: labels[m.group(1)], text)
 
 
-def test_alerts_fire_on_a_real_scrape_where_they_should_and_nowhere_else(scrape, tmp_path):
-    """The scrape, held for 30 minutes (what Prometheus would see if nothing changed),
-    with the target labels a scrape adds: the failing replica and the database written
-    to no replica alert, with their labels and texts; no other alert fires."""
+def held_alerts_are(scrape, firing, tmp_path):
+    """The scrape held for 30 minutes (what Prometheus would see if nothing changed),
+    with the target labels a scrape adds: promtool finds exactly the alerts firing
+    [(alert, {label: value})] at 20 minutes, with their labels and texts."""
     samples = parse(scrape)
     series = []
     for name, labels, value in samples:
@@ -129,8 +129,7 @@ def test_alerts_fire_on_a_real_scrape_where_they_should_and_nowhere_else(scrape,
         sel = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
         series.append({"series": f"{name}{{{sel}}}", "values": " ".join([repr(value)] * 31)})
     expect = {r["alert"]: [] for r in rules()}
-    for alert, want in (("LitevisorReplicaFailing", {"db": "app.db", "replica": "down"}),
-                        ("LitevisorNotBackedUp", {"db": "archive.db"})):
+    for alert, want in firing:
         rule = next(r for r in rules() if r["alert"] == alert)
         labels = {**want, **TARGET, **rule["labels"]}
         expect[alert].append({"exp_labels": labels,
@@ -146,3 +145,37 @@ def test_alerts_fire_on_a_real_scrape_where_they_should_and_nowhere_else(scrape,
                        timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "SUCCESS" in p.stdout, p.stdout
+
+
+def test_alerts_fire_on_a_real_scrape_where_they_should_and_nowhere_else(scrape, tmp_path):
+    """The failing replica and the database written to no replica alert, with their
+    labels and texts; no other alert fires."""
+    held_alerts_are(scrape, [("LitevisorReplicaFailing", {"db": "app.db", "replica": "down"}),
+                             ("LitevisorNotBackedUp", {"db": "archive.db"})], tmp_path)
+
+
+def test_a_healthy_replicate_without_a_service_fires_no_alert(litevisor_bin, tmp_path):
+    """`litevisor replicate` has no service: its /metrics said litevisor_service_up 0, and
+    the shipped LitevisorServiceDown (critical) fired for every healthy one (QA136 D1)."""
+    db = tmp_path / "app.db"
+    create(db)
+    port = free_port()
+    cfg = tmp_path / "litevisor.yml"
+    cfg.write_text(f"addr: 127.0.0.1:{port}\ndbs:\n  - path: {db}\n    replicas:\n"
+                   f"      - name: good\n        url: file://{tmp_path / 'good'}\n")
+    log = open(tmp_path / "log", "w+")
+    p = subprocess.Popen([litevisor_bin, "replicate", "-config", str(cfg)],
+                         stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        def ready():
+            assert p.poll() is None, open(tmp_path / "log").read()
+            text = http_body(port, "/metrics")
+            return text if 'litevisor_replica_snapshots_total{db="app.db",replica="good"} 1' \
+                in text and "litevisor_ready 1" in text else None
+        text = wait_for(ready, what="replication running",
+                        log=lambda: open(tmp_path / "log").read())
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=30)
+        log.close()
+    held_alerts_are(text, [], tmp_path)

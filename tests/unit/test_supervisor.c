@@ -306,7 +306,7 @@ TEST(metrics_text_rules)
 	struct engine_status e = fake_engine(&d, r);
 	struct sup_snapshot s = running();
 	struct metrics_proc p = { 1.5, 4096, 8192, 7, 3 };
-	struct metrics_view v = { &s, &e, &p, 2, 1 };
+	struct metrics_view v = { &s, &e, &p, 2, 1, false };
 	struct text t = TEXT_INIT(1 << 20);
 	CHECK_INT(metrics_render(&v, &t), 0);
 	CHECK(strstr(t.buf, "# TYPE litevisor_replica_syncs_total counter\n"));
@@ -318,11 +318,22 @@ TEST(metrics_text_rules)
 	CHECK(strstr(t.buf, "litevisor_replica_other_writer{db=\"app\\\"db\",replica=\"s3\"} 0\n"));
 	CHECK(strstr(t.buf, "litevisor_db_writable_replicas{db=\"app\\\"db\"} 2\n"));
 	CHECK(strstr(t.buf, "litevisor_process_cpu_seconds_total 1.5\n"));
+	CHECK(strstr(t.buf, "litevisor_service_up 1\n"));
 	/* each HELP exactly once */
 	const char *needle = "# HELP litevisor_replica_lag_seconds ";
 	const char *first = strstr(t.buf, needle);
 	CHECK(first && !strstr(first + 1, needle));
 	text_release(&t);
+
+	/* `replicate` without a service: no service series at all, not a constant 0 */
+	struct metrics_view nv = v;
+	nv.no_service = true;
+	struct text ns = TEXT_INIT(1 << 20);
+	CHECK_INT(metrics_render(&nv, &ns), 0);
+	CHECK(!strstr(ns.buf, "litevisor_service_up"));
+	CHECK(!strstr(ns.buf, "litevisor_service_restarts_total"));
+	CHECK(strstr(ns.buf, "litevisor_ready 1\n"));
+	text_release(&ns);
 
 	struct text small = TEXT_INIT(100);
 	CHECK_INT(metrics_render(&v, &small), -1);
@@ -360,7 +371,7 @@ TEST(metrics_litestream_series)
 	r[1].ops[ST_OP_HEAD].count = 9;
 	r[1].ops[ST_OP_HEAD].answered = 9;
 	struct metrics_proc p = { 1.5, 4096, 8192, 7, 3 };
-	struct metrics_view v = { &s, &e, &p, 2, 1 };
+	struct metrics_view v = { &s, &e, &p, 2, 1, false };
 	struct text t = TEXT_INIT(1 << 20);
 	CHECK_INT(metrics_render(&v, &t), 0);
 	static const char *const want[] = {
@@ -426,7 +437,7 @@ TEST(text_that_is_not_utf8)
 	free(body);
 
 	struct metrics_proc p = { 1.5, 4096, 8192, 7, 3 };
-	struct metrics_view mv = { &s, &e, &p, 2, 1 };
+	struct metrics_view mv = { &s, &e, &p, 2, 1, false };
 	struct text t = TEXT_INIT(1 << 20);
 	CHECK_INT(metrics_render(&mv, &t), 0);
 	CHECK(strstr(t.buf, "litevisor_replica_failing{db=\"caf\xEF\xBF\xBD\",replica=\"s3\"} 1\n"));
