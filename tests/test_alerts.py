@@ -179,3 +179,27 @@ def test_a_healthy_replicate_without_a_service_fires_no_alert(litevisor_bin, tmp
         p.wait(timeout=30)
         log.close()
     held_alerts_are(text, [], tmp_path)
+
+
+@pytest.mark.parametrize("restarts", [2, 3])
+def test_service_restarting_fires_for_more_than_two_restarts_on_unaligned_scrapes(tmp_path,
+                                                                                  restarts):
+    """increase() extrapolates to the window's edges when scrapes (45 s here) and
+    evaluations (1 min) are not aligned: 2 restarts read 2.105 and "more than 2 restarts
+    in 15 min" fired after exactly 2 (QA136 D3). It fires from the third."""
+    name = 'litevisor_service_restarts_total{instance="node5:9091",job="litevisor"}'
+    values = "1x19 2 3 3x40" if restarts == 2 else "1x19 2 3 4 4x40"
+    rule = next(r for r in rules() if r["alert"] == "LitevisorServiceRestarting")
+    labels = {**TARGET, **rule["labels"]}
+    want = [] if restarts == 2 else [{"exp_labels": labels, "exp_annotations": {
+        k: render(v, labels) for k, v in rule["annotations"].items()}}]
+    test = {"rule_files": [RULES], "evaluation_interval": "1m",
+            "tests": [{"interval": "45s", "input_series": [{"series": name, "values": values}],
+                       "alert_rule_test": [{"eval_time": "25m",
+                                            "alertname": "LitevisorServiceRestarting",
+                                            "exp_alerts": want}]}]}
+    path = tmp_path / "restarts_test.yml"
+    path.write_text(yaml.safe_dump(test, sort_keys=False))
+    p = subprocess.run([promtool(), "test", "rules", str(path)], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
