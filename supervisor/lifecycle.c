@@ -189,6 +189,14 @@ static void begin_stop(struct sup *s, const char *why)
 	sup_consul_leave(s->consul);
 }
 
+/* new-process-group: hand the terminal litevisor holds to the service's group, and continue it. */
+static void give_terminal(struct sup *s)
+{
+	(void)tcsetpgrp(STDIN_FILENO, s->pid);
+	if (kill(-s->pid, SIGCONT) < 0 && errno != ESRCH)
+		log_warn("supervisor", "cannot continue the service", "error=\"%s\"", strerror(errno));
+}
+
 /*
  * The service stopped. Holding the terminal (new-process-group), it got the
  * terminal's ^Z alone, and the shell waiting on litevisor saw nothing: its
@@ -201,13 +209,30 @@ static void on_service_stopped(struct sup *s, int sig)
 	if (!s->gave_tty || s->stopping ||
 	    (sig != SIGTSTP && sig != SIGTTIN && sig != SIGTTOU))
 		return;
+	pid_t fg = tcgetpgrp(STDIN_FILENO);
+	if (fg == getpgrp() && sig != SIGTSTP) {
+		/* it used the terminal litevisor holds (fg after bg): it is the service's */
+		give_terminal(s);
+		return;
+	}
+	if (fg != s->pid)
+		return; /* not the terminal's ^Z (a stop sent from elsewhere): not a job stop */
 	(void)tcsetpgrp(STDIN_FILENO, getpgrp()); /* SIGTTOU is ignored (signals.h) */
 	log_info("supervisor", "the service was stopped from the terminal", "signal=%s",
 		 sig_name(sig));
-	if (!sig_job_stop())
-		return; /* PID 1 cannot stop: the terminal stays litevisor's until the service exits */
-	(void)tcsetpgrp(STDIN_FILENO, s->pid);
-	if (kill(-s->pid, SIGCONT) < 0 && errno != ESRCH)
+	if (!sig_job_stop()) {
+		give_terminal(s); /* PID 1 is no job: ^Z cannot stop it, so the service goes on */
+		return;
+	}
+	/*
+	 * Continued in the foreground (fg): the terminal goes back to the
+	 * service. In the background (bg, kill %1) it stays the shell's, which
+	 * lost it and exited when it was taken (QA137 D2); the service runs on
+	 * in the background, and stops again if it reads the terminal.
+	 */
+	if (tcgetpgrp(STDIN_FILENO) == getpgrp())
+		give_terminal(s);
+	else if (kill(-s->pid, SIGCONT) < 0 && errno != ESRCH)
 		log_warn("supervisor", "cannot continue the service", "error=\"%s\"", strerror(errno));
 }
 
@@ -230,6 +255,10 @@ static void on_signal(struct sup *s, int sig, bool kernel)
 {
 	if (sig == SIGCHLD || !sig_is_forwarded(sig))
 		return;
+	/* fg of a job a bg left running: the shell gave litevisor the terminal; the service's */
+	if (sig == SIGCONT && s->gave_tty && s->pid > 0 && !s->stopping &&
+	    tcgetpgrp(STDIN_FILENO) == getpgrp())
+		(void)tcsetpgrp(STDIN_FILENO, s->pid);
 	if (sig == SIGXCPU && kernel) {
 		/* litevisor's own RLIMIT_CPU soft limit: the service's default action would be to die */
 		log_warn("supervisor", "litevisor exceeded its CPU time soft limit (RLIMIT_CPU); "
@@ -328,7 +357,8 @@ static void on_service_exit(struct sup *s, int status)
 	 * ^C or ^\ reached it alone: the user asked everything to stop, not for
 	 * a restart. Take the terminal back either way.
 	 */
-	bool tty = s->gave_tty;
+	/* back to litevisor only from the service: after a bg the shell holds it (QA137 D2) */
+	bool tty = s->gave_tty && tcgetpgrp(STDIN_FILENO) == old;
 	s->gave_tty = false;
 	if (tty)
 		(void)tcsetpgrp(STDIN_FILENO, getpgrp()); /* SIGTTOU is ignored (signals.h) */

@@ -497,6 +497,14 @@ class InteractiveBash:
         return mark
 
     def close(self):
+        """Kill bash and every process of its session (a failed test's jobs too)."""
+        for d in os.listdir("/proc"):
+            try:
+                if d.isdigit() and int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1]
+                                       .split()[3]) == self.pid:
+                    os.kill(int(d), signal.SIGKILL)
+            except (OSError, ValueError, IndexError):
+                pass
         try:
             os.kill(self.pid, signal.SIGKILL)
             os.waitpid(self.pid, 0)
@@ -508,8 +516,9 @@ def test_ctrl_z_stops_a_service_with_its_own_group_and_the_shell_gets_its_prompt
         litevisor_bin, tmp_path):
     """With new-process-group the service holds the terminal, so ^Z stopped it alone:
     litevisor did not notice, the shell waiting on it never got its prompt back (QA134
-    D1). litevisor takes the terminal back and stops too, as a shell's job; `fg` gives
-    the terminal to the service again and continues it."""
+    D1). litevisor takes the terminal back and stops too, as a shell's job; `bg` lets it
+    run on with the terminal left to the shell (QA137 D2: it was taken, the shell
+    exited); `fg` gives the terminal to the service again."""
     ticks = tmp_path / "ticks"
     (tmp_path / "c.yml").write_text("dbs: []\nsupervisor:\n  new-process-group: true\n")
     sh = InteractiveBash(tmp_path)
@@ -523,8 +532,15 @@ def test_ctrl_z_stops_a_service_with_its_own_group_and_the_shell_gets_its_prompt
         n = len(read_lines(ticks))
         time.sleep(0.5)
         assert len(read_lines(ticks)) == n, "the service ran on while its job was stopped"
+        # bg: it runs on, and the shell keeps its terminal (QA137 D2: it was taken)
+        sh.type(b"bg\n")
+        poll(lambda: len(read_lines(ticks)) > n + 2, timeout=5)
+        mark = sh.type(b"echo ALIVE$((40+2))\n")
+        assert sh.wait_for(b"ALIVE42", 5, mark), sh.out[mark:]
+        n = len(read_lines(ticks))
         sh.type(b"fg\n")
         poll(lambda: len(read_lines(ticks)) > n + 2, timeout=5)
+        time.sleep(0.3)
         mark = sh.type(b"\x03")  # ^C: the service has the terminal again
         assert sh.wait_for(b"PROMPT$ ", 10, mark), sh.out[mark:]
         mark = sh.type(b"echo code=$?\n")
