@@ -54,15 +54,36 @@ static const char *do_lookup(envexpand_lookup lookup, void *ctx, const char *nam
 /*
  * The '}' that ends a default starting at p, or NULL: a nested "${…}" is
  * skipped whole, and "$$" is one literal dollar (so "$$}" still ends it).
+ * quotes (exec's words, an unquoted reference): a '}' inside '…' or "…" or
+ * after a backslash is the default's, as in a shell: ${T:-"a}b"} is a}b.
+ * Cut at that '}', the default left a quote open for the rest of the line,
+ * which then read later variables' values as shell text (QA137 D1).
  */
-static const char *default_end(const char *p)
+static const char *default_end(const char *p, bool quotes)
 {
 	int depth = 0;
+	char q[MAX_NESTING + 2] = { 0 }; /* per nesting level: the quote open there, or 0 */
 	for (; *p; p++) {
-		if (p[0] == '$' && (p[1] == '$' || p[1] == '{')) {
-			depth += p[1] == '{';
+		if (quotes && q[depth] == '\'') {
+			q[depth] = *p == '\'' ? 0 : q[depth];
+			continue;
+		}
+		if (quotes && *p == '\\' && p[1]) {
 			p++;
-		} else if (*p == '}') {
+			continue;
+		}
+		if (quotes && (*p == '"' || (*p == '\'' && !q[depth]))) {
+			q[depth] = q[depth] == *p ? 0 : *p;
+			continue;
+		}
+		if (p[0] == '$' && (p[1] == '$' || p[1] == '{')) {
+			if (p[1] == '{') {
+				if (++depth > MAX_NESTING)
+					return NULL; /* parse_ref says too deep, or unterminated */
+				q[depth] = 0;
+			}
+			p++;
+		} else if (*p == '}' && !q[depth]) {
 			if (depth == 0)
 				return p;
 			depth--;
@@ -76,8 +97,8 @@ static const char *default_end(const char *p)
  * text when def is set), 0 not a variable (the '$' is literal: "$$" consumed as one
  * "$", anything else left for the caller), -1 a syntax error (why).
  */
-static int parse_ref(const char **pp, char *name, size_t namelen, const char **def,
-		     size_t *deflen, char *why, size_t whylen)
+static int parse_ref(const char **pp, bool quotes, char *name, size_t namelen,
+		     const char **def, size_t *deflen, char *why, size_t whylen)
 {
 	const char *p = *pp;
 	size_t nlen;
@@ -104,7 +125,7 @@ static int parse_ref(const char **pp, char *name, size_t namelen, const char **d
 			close = q;
 		} else if (q[0] == ':' && q[1] == '-') {
 			*def = q + 2;
-			if (!(close = default_end(*def))) {
+			if (!(close = default_end(*def, quotes))) {
 				snprintf(why, whylen, "unterminated \"${\" (write \"$$\" for a literal \"$\")");
 				return -1;
 			}
@@ -227,7 +248,8 @@ static int expand_span(struct xp *x, const char *p, const char *end, enum ctx c,
 		p++;
 		const char *def;
 		size_t deflen;
-		int r = parse_ref(&p, name, sizeof(name), &def, &deflen, x->why, x->whylen);
+		int r = parse_ref(&p, words && c == BARE, name, sizeof(name), &def, &deflen, x->why,
+				  x->whylen);
 		if (r < 0)
 			return -1;
 		if (r == 0) {

@@ -105,6 +105,15 @@ TEST(words_from_variables_are_never_reparsed)
 	CHECK_STR(a[4], "g");
 	CHECK_STR(a[5], "h");
 	words_free(a);
+	/* a '}' quoted in such a default is the default's, as in a shell; cut there, the
+	 * default left a quote open and $Q's quotes were read as syntax (QA137 D1) */
+	a = expand_split("app ${NONE:-\"a}b\"} $Q ${NONE:-${NB:-'x}y'}} ${NONE:-c\\}d}", 6);
+	CHECK_STR(a[1], "a}b");
+	CHECK_STR(a[2], "x\"");
+	CHECK_STR(a[3], "\"--evil");
+	CHECK_STR(a[4], "x}y");
+	CHECK_STR(a[5], "c}d");
+	words_free(a);
 	a = expand_split("app ${NONE:-\"$TWO\"} ${NONE:-$TWO} ${NONE:-'$Q'}", 5);
 	CHECK_STR(a[1], "-a  -b");
 	CHECK_STR(a[2], "-a");
