@@ -1,8 +1,8 @@
 /*
  * engine_int.h — the engine's private state, shared by engine.c (lifecycle,
- * status, flush), monitor.c (one thread per database), backlog.c, replica.c
- * (one thread per replica, with replica_look.c, replica_history.c and
- * replica_older.c) and retention.c.
+ * status, flush), monitor.c, monitor_open.c and monitor_checkpoint.c (one
+ * thread per database), backlog.c, replica.c (one thread per replica, with
+ * replica_look.c, replica_history.c and replica_older.c) and retention.c.
  *
  * Threads: per database one monitor thread (owns the SQLite connections and
  * the shadow WAL: struct eng_db's "monitor only" fields) and per replica one
@@ -217,7 +217,7 @@ struct eng_db {
 	bool ready;                   /* gen/index valid */
 	/*
 	 * A resumed generation the WAL has not yet shown to go on from the
-	 * shadow (monitor.c, open_db): published (lag, flush and health read
+	 * shadow (monitor_open.c, open_db): published (lag, flush and health read
 	 * it), but no replica looks at its replica or writes until the monitor
 	 * proves it or starts a new generation. A replica that looked first
 	 * reopened (unclosed) a generation the WAL then disowned.
@@ -283,7 +283,7 @@ struct eng_db {
 	ino_t side_ino[2];
 	bool continuous;              /* the read hold has not lapsed since the last sync */
 	bool gave_up_hold;            /* copies failed too long: the hold is let go after each
-					 (monitor.c, give_up_hold); cleared when one works */
+					 (monitor_checkpoint.c, give_up_hold); cleared when one works */
 	struct shadow sh;
 	int wal_fd;
 	int64_t last_ckpt_mono;

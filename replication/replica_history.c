@@ -58,7 +58,7 @@ int replica_history_litestream_wrote_here(struct eng_replica *r, const struct ca
 {
 	struct eng_db *d = r->db;
 	struct wal_pos local, end;
-	/* as the monitor found it before writing there (monitor.c, capture_litestream_state) */
+	/* as the monitor found it before writing there (monitor_open.c, capture_litestream_state) */
 	pthread_mutex_lock(&d->mu);
 	bool known = d->ls_captured && d->ls_rc == 0;
 	local = d->ls_pos;
