@@ -15,7 +15,7 @@
 #include "common/log.h"
 #include "common/banned.h"
 
-#define WATCH_EVERY_MS 250
+#define WATCH_EVERY_MS 1000 /* a deadline of seconds needs no finer look; idle, one wakeup a second */
 
 struct slot {
 	struct MHD_Connection *c; /* NULL: free */

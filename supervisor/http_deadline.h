@@ -26,7 +26,7 @@ struct http_deadline;
 
 /*
  * Track up to slots connections, shutting down those whose request has not
- * arrived whole ms after their accept (a watcher thread looks every 250 ms).
+ * arrived whole ms after their accept (a watcher thread looks every second).
  * NULL on failure (logged): the server then runs without the deadline.
  */
 struct http_deadline *http_deadline_new(unsigned slots, int64_t ms);
