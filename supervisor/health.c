@@ -79,11 +79,21 @@ enum health_status health_replica(const struct replica_status *r, int64_t fail_a
 		why[0] = '\0';
 	if (r->restore_only)
 		return HEALTH_PASS;
+	/*
+	 * Failing too, the lag still counts: a request hung for half a minute
+	 * made the replica fail on its lag, then "failing for 0 s" when it gave
+	 * up, and /healthz went back to 200 for fail-after with nothing
+	 * recovered (QA136 D4).
+	 */
+	bool lag_fails = fail_after_ms > 0 && r->max_lag_ms > 0 &&
+			 r->lag_seconds * 1000.0 > (double)(r->max_lag_ms + fail_after_ms);
 	if (r->failing_since_ns > 0) {
 		int64_t for_ms = failed_ms(now_mono_ns, r->failing_since_mono_ns);
-		snprintf(why, whylen, "failing for %lld s: %s", (long long)(for_ms / 1000),
-			 r->last_error[0] ? r->last_error : "sync errors");
-		if (fail_after_ms > 0 && for_ms >= fail_after_ms)
+		int n = snprintf(why, whylen, "failing for %lld s: %s", (long long)(for_ms / 1000),
+				 r->last_error[0] ? r->last_error : "sync errors");
+		if (lag_fails && n >= 0 && (size_t)n < whylen)
+			snprintf(why + n, whylen - (size_t)n, "; lag %.1f s", r->lag_seconds);
+		if (lag_fails || (fail_after_ms > 0 && for_ms >= fail_after_ms))
 			return HEALTH_FAIL;
 		return HEALTH_WARN;
 	}

@@ -202,6 +202,14 @@ TEST(replica_warn_and_fail)
 	/* never a negative time */
 	CHECK_INT(health_replica(&r, 60000, now - 3600 * NS_PER_SEC, why, sizeof(why)), HEALTH_WARN);
 	CHECK(strstr(why, "failing for 0 s"));
+	/* failing only just, but lagging past max-lag + fail-after: still fail (QA136 D4) */
+	r.failing_since_mono_ns = now;
+	r.lag_seconds = 40.0;
+	CHECK_INT(health_replica(&r, 20000, now, why, sizeof(why)), HEALTH_FAIL);
+	CHECK(strstr(why, "failing for 0 s: connect timeout; lag 40.0 s"));
+	r.lag_seconds = 10.0; /* lagging, not that far: the failing clock decides */
+	CHECK_INT(health_replica(&r, 20000, now, why, sizeof(why)), HEALTH_WARN);
+	r.lag_seconds = 0;
 	r.restore_only = true;
 	CHECK_INT(health_replica(&r, 60000, now, why, sizeof(why)), HEALTH_PASS);
 	/* another writer warns, and never fails (which node to stop is not ours to say) */
