@@ -50,7 +50,8 @@ struct sup {
 	int sfd;
 
 	pid_t pid;               /* the service, 0 when none runs */
-	bool gave_tty;           /* new-process-group: the service's group got the terminal */
+	bool job_tty;            /* new-process-group on a terminal: the service's group holds
+				  * it whenever litevisor's would (terminal_follow) */
 	bool exec_failed;        /* the last start failed at exec: never restart */
 	int code;                /* the exit code litevisor will return */
 	bool stopping;           /* in the stop sequence */
@@ -75,6 +76,17 @@ static void set_phase(struct sup *s, enum sup_phase p, const char *reason)
 	sup_state_set_phase(&s->state, p, reason);
 }
 
+/*
+ * Does litevisor's group hold the terminal on stdin? Both must be known:
+ * as PID 1 of a pid namespace started with &, the shell's group lies
+ * outside it, and tcgetpgrp() and getpgrp() both say 0 (QA138 D1).
+ */
+static bool in_foreground(void)
+{
+	pid_t me = getpgrp();
+	return me > 0 && tcgetpgrp(STDIN_FILENO) == me;
+}
+
 /* Fork/exec the service; 0, or -1 when fork failed (code set). */
 static int spawn(struct sup *s)
 {
@@ -84,12 +96,13 @@ static int spawn(struct sup *s)
 	 * its terminal and exited (QA134 D2).
 	 */
 	bool group = s->cfg->supervisor.new_process_group;
+	s->job_tty = group && isatty(STDIN_FILENO);
 	struct child_spec spec = {
 		.argv = s->argv,
 		.envp = s->envp,
 		.creds = &s->creds,
 		.new_process_group = group,
-		.take_terminal = group && isatty(STDIN_FILENO) && tcgetpgrp(STDIN_FILENO) == getpgrp(),
+		.take_terminal = s->job_tty && in_foreground(),
 		.mask = sig_original_mask(),
 	};
 	struct child_failure fail;
@@ -99,7 +112,6 @@ static int spawn(struct sup *s)
 		return -1;
 	}
 	s->pid = pid;
-	s->gave_tty = spec.take_terminal;
 	s->started_at = clock_mono_ms();
 	s->sent = 0;
 	s->quit_at = 0;
@@ -192,45 +204,58 @@ static void begin_stop(struct sup *s, const char *why)
 /* new-process-group: hand the terminal litevisor holds to the service's group, and continue it. */
 static void give_terminal(struct sup *s)
 {
-	(void)tcsetpgrp(STDIN_FILENO, s->pid);
+	(void)tcsetpgrp(STDIN_FILENO, s->pid); /* SIGTTOU is ignored (signals.h) */
 	if (kill(-s->pid, SIGCONT) < 0 && errno != ESRCH)
 		log_warn("supervisor", "cannot continue the service", "error=\"%s\"", strerror(errno));
 }
 
 /*
- * The service stopped. Holding the terminal (new-process-group), it got the
- * terminal's ^Z alone, and the shell waiting on litevisor saw nothing: its
- * prompt never came back (QA134 D1). As a shell does for a job: take the
- * terminal back and stop litevisor too; once continued (fg), hand the
- * terminal to the service again and continue it.
+ * At every turn of the loop: whenever litevisor's group holds the terminal,
+ * the service's gets it. A shell's fg of a running job sends no SIGCONT, so
+ * nothing else tells litevisor that it is the foreground again: after ^Z
+ * and bg, or a start with &, the service never got the terminal, and one
+ * that read it stopped for good (QA138 D2, D3).
+ */
+static void terminal_follow(struct sup *s)
+{
+	if (s->job_tty && s->pid > 0 && !s->stopping && in_foreground())
+		(void)tcsetpgrp(STDIN_FILENO, s->pid);
+}
+
+/*
+ * The service stopped, as a job of the terminal's does (new-process-group):
+ * ^Z while it holds the terminal, or a read of it in the background. The
+ * shell waits on litevisor, not on the service, and saw nothing: its prompt
+ * never came back (QA134 D1). As a shell does for a job: the terminal back
+ * to litevisor, which stops too; once continued, in the foreground (fg) the
+ * service gets the terminal, in the background (bg, kill %1) the shell keeps
+ * it (taken, the shell exited: QA137 D2) and the service runs on, and stops
+ * again if it reads the terminal. A read of the terminal litevisor holds
+ * (a fg that came without a SIGCONT) just hands it over.
  */
 static void on_service_stopped(struct sup *s, int sig)
 {
-	if (!s->gave_tty || s->stopping ||
-	    (sig != SIGTSTP && sig != SIGTTIN && sig != SIGTTOU))
+	if (!s->job_tty || s->stopping || (sig != SIGTSTP && sig != SIGTTIN && sig != SIGTTOU))
 		return;
 	pid_t fg = tcgetpgrp(STDIN_FILENO);
-	if (fg == getpgrp() && sig != SIGTSTP) {
-		/* it used the terminal litevisor holds (fg after bg): it is the service's */
-		give_terminal(s);
+	if (getpgrp() <= 0 || fg <= 0)
+		return; /* the terminal's groups lie outside this pid namespace: no job control */
+	if (fg == getpgrp()) {
+		if (sig != SIGTSTP)
+			give_terminal(s);
 		return;
 	}
-	if (fg != s->pid)
+	if (sig == SIGTSTP && fg != s->pid)
 		return; /* not the terminal's ^Z (a stop sent from elsewhere): not a job stop */
-	(void)tcsetpgrp(STDIN_FILENO, getpgrp()); /* SIGTTOU is ignored (signals.h) */
-	log_info("supervisor", "the service was stopped from the terminal", "signal=%s",
-		 sig_name(sig));
+	if (fg == s->pid)
+		(void)tcsetpgrp(STDIN_FILENO, getpgrp());
+	log_info("supervisor", "the service was stopped by the terminal: stopping as a job",
+		 "signal=%s", sig_name(sig));
 	if (!sig_job_stop()) {
 		give_terminal(s); /* PID 1 is no job: ^Z cannot stop it, so the service goes on */
 		return;
 	}
-	/*
-	 * Continued in the foreground (fg): the terminal goes back to the
-	 * service. In the background (bg, kill %1) it stays the shell's, which
-	 * lost it and exited when it was taken (QA137 D2); the service runs on
-	 * in the background, and stops again if it reads the terminal.
-	 */
-	if (tcgetpgrp(STDIN_FILENO) == getpgrp())
+	if (in_foreground())
 		give_terminal(s);
 	else if (kill(-s->pid, SIGCONT) < 0 && errno != ESRCH)
 		log_warn("supervisor", "cannot continue the service", "error=\"%s\"", strerror(errno));
@@ -255,10 +280,6 @@ static void on_signal(struct sup *s, int sig, bool kernel)
 {
 	if (sig == SIGCHLD || !sig_is_forwarded(sig))
 		return;
-	/* fg of a job a bg left running: the shell gave litevisor the terminal; the service's */
-	if (sig == SIGCONT && s->gave_tty && s->pid > 0 && !s->stopping &&
-	    tcgetpgrp(STDIN_FILENO) == getpgrp())
-		(void)tcsetpgrp(STDIN_FILENO, s->pid);
 	if (sig == SIGXCPU && kernel) {
 		/* litevisor's own RLIMIT_CPU soft limit: the service's default action would be to die */
 		log_warn("supervisor", "litevisor exceeded its CPU time soft limit (RLIMIT_CPU); "
@@ -358,8 +379,7 @@ static void on_service_exit(struct sup *s, int status)
 	 * a restart. Take the terminal back either way.
 	 */
 	/* back to litevisor only from the service: after a bg the shell holds it (QA137 D2) */
-	bool tty = s->gave_tty && tcgetpgrp(STDIN_FILENO) == old;
-	s->gave_tty = false;
+	bool tty = s->job_tty && tcgetpgrp(STDIN_FILENO) == old;
 	if (tty)
 		(void)tcsetpgrp(STDIN_FILENO, getpgrp()); /* SIGTTOU is ignored (signals.h) */
 	if (tty && WIFSIGNALED(status) &&
@@ -564,6 +584,7 @@ static void loop(struct sup *s)
 			on_service_stopped(s, r.service_stopped);
 		if (r.service_exited)
 			on_service_exit(s, r.service_status);
+		terminal_follow(s);
 		if (s->stopping && s->pid <= 0 && r.no_children)
 			return;
 		if (on_tick(s, clock_mono_ms()))

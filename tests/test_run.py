@@ -568,6 +568,38 @@ def test_a_background_run_with_its_own_group_leaves_the_terminal_to_the_shell(li
         sh.close()
 
 
+@pytest.mark.parametrize("how", ["^Z bg fg", "& fg"])
+def test_a_job_brought_back_with_fg_gives_its_service_the_terminal(litevisor_bin, tmp_path, how):
+    """A shell's fg of a running job sends no SIGCONT: after ^Z and bg, or a start with &,
+    the service never got the terminal back, and one reading it stopped for good (QA138
+    D2, D3). Whenever litevisor's group holds the terminal, the service's gets it."""
+    got = tmp_path / "got"
+    (tmp_path / "c.yml").write_text("dbs: []\nsupervisor:\n  new-process-group: true\n")
+    sh = InteractiveBash(tmp_path)
+    try:
+        cmd = (f"{litevisor_bin} run -config c.yml -- sh -c 'while read l; do "
+               f"echo \"got:$l\" >> {got}; done' 2>lv.err")
+        if how == "& fg":
+            sh.type(f"{cmd} &\n".encode())
+            time.sleep(1)
+        else:
+            sh.type(f"{cmd}\n".encode())
+            time.sleep(1)
+            mark = sh.type(b"\x1a")
+            assert sh.wait_for(b"PROMPT$ ", 5, mark), sh.out[mark:]
+            sh.type(b"bg\n")
+            time.sleep(1)
+        sh.type(b"fg\n")
+        time.sleep(1.5)  # litevisor's loop turns at least once a second
+        sh.type(b"hello\n")
+        poll(lambda: read_lines(got) == ["got:hello"], timeout=5,
+             log=tmp_path / "lv.err")
+        mark = sh.type(b"\x03")
+        assert sh.wait_for(b"PROMPT$ ", 10, mark), sh.out[mark:]
+    finally:
+        sh.close()
+
+
 # Signals litevisor left at their default action used to kill it when not PID 1 (Nomad
 # raw_exec): the service was orphaned and the final flush never ran. XFSZ, PIPE, TTIN and
 # TTOU are ignored instead (signals.h); the fault signals and KILL/STOP are never caught.
@@ -876,7 +908,27 @@ def test_in_a_pid_namespace_seeing_anothers_proc_only_its_own_leftovers_are_sign
     assert "grace period over" not in err, err
 
 
-# ---------------------------------------------------------------- HTTP
+@pytest.mark.skipif(not _unshare_ok(), reason="needs root and unshare --pid")
+def test_pid_1_started_in_the_background_leaves_the_terminal_to_the_shell(litevisor_bin,
+                                                                        tmp_path):
+    """PID 1 of a pid namespace started with &: the shell's group lies outside the
+    namespace, tcgetpgrp() and getpgrp() both said 0, equal, so litevisor "was in the
+    foreground" and took the terminal; the shell exited (QA138 D1)."""
+    (tmp_path / "c.yml").write_text("dbs: []\nsupervisor:\n  new-process-group: true\n")
+    sh = InteractiveBash(tmp_path)
+    try:
+        sh.type(f"unshare -pf --mount-proc {litevisor_bin} run -config c.yml -- sleep 3 "
+                f"2>lv.err &\n".encode())
+        time.sleep(1)
+        mark = sh.type(b"echo ALIVE$((40+2))\n")
+        assert sh.wait_for(b"ALIVE42", 5, mark), sh.out[mark:]
+        time.sleep(3)  # the service exits: nothing is taken back either
+        mark = sh.type(b"wait; echo AGAIN$((40+3))\n")
+        assert sh.wait_for(b"AGAIN43", 5, mark), sh.out[mark:]
+    finally:
+        sh.close()
+
+
 # ---------------------------------------------------------------- HTTP
 
 @pytest.mark.parametrize("target", ["loopback", "elsewhere"])
