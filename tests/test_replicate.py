@@ -2315,6 +2315,19 @@ def test_a_snapshot_retried_through_an_outage_is_compressed_once(run, tmp_path, 
         plug.unplug()
 
 
+def unnamed_files(pid, under):
+    """The unnamed (deleted) files under the directory under that process pid holds open."""
+    out = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            t = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if t.startswith(str(under)) and t.endswith("(deleted)"):
+            out.add(t)
+    return out
+
+
 def test_a_kept_snapshot_file_goes_once_the_database_left_its_index(run, tmp_path):
     """A replica's snapshot file kept after a failed upload (for its retries) was let go
     only by its next direct snapshot: a snapshot of the new generation from the shared
@@ -2328,15 +2341,7 @@ def test_a_kept_snapshot_file_goes_once_the_database_left_its_index(run, tmp_pat
                    min_checkpoint_page_count=10))
 
     def unnamed():
-        out = set()
-        for fd in os.listdir(f"/proc/{r.proc.pid}/fd"):
-            try:
-                t = os.readlink(f"/proc/{r.proc.pid}/fd/{fd}")
-            except OSError:
-                continue
-            if t.startswith(str(tmp_path)) and t.endswith("(deleted)"):
-                out.add(t)
-        return out
+        return unnamed_files(r.proc.pid, tmp_path)
 
     wait_for(lambda: r.text().count("snapshot written") >= 2, what="the first snapshots",
              log=r.text)
@@ -2393,15 +2398,7 @@ def test_a_kept_snapshot_file_goes_while_the_replicas_look_keeps_failing(run, tm
         subprocess.run(["chattr", "-i", str(snaps)])
 
     def unnamed():
-        out = set()
-        for fd in os.listdir(f"/proc/{r.proc.pid}/fd"):
-            try:
-                t = os.readlink(f"/proc/{r.proc.pid}/fd/{fd}")
-            except OSError:
-                continue
-            if t.startswith(str(tmp_path)) and t.endswith("(deleted)"):
-                out.add(t)
-        return out
+        return unnamed_files(r.proc.pid, tmp_path)
 
     kept = unnamed()
     assert kept, r.text()

@@ -1444,17 +1444,24 @@ def test_metrics_follow_prometheus_rules(litevisor_bin, tmp_path, runs):
     assert r.wait() == 0
 
 
+def served_service(runs, litevisor_bin, tmp_path):
+    """`run` of the test service with addr on a free loopback port, once the service is
+    ready: (the run, the port)."""
+    port = free_port()
+    ready = tmp_path / "ready"
+    r = start(runs, litevisor_bin, tmp_path, SERVICE + ["--ready", str(ready)],
+              config=f"addr: 127.0.0.1:{port}\n")
+    poll(lambda: read_lines(ready))
+    return r, port
+
+
 def test_one_host_trickling_requests_cannot_take_every_connection(litevisor_bin, tmp_path,
                                                                     runs):
     """A host that opens many connections and sends its headers a byte at a time
     (each byte restarts the idle timeout) gets at most its share of the slots:
     checkers on other addresses are still answered."""
     import socket
-    port = free_port()
-    ready = tmp_path / "ready"
-    r = start(runs, litevisor_bin, tmp_path, SERVICE + ["--ready", str(ready)],
-              config=f"addr: 127.0.0.1:{port}\n")
-    poll(lambda: read_lines(ready))
+    r, port = served_service(runs, litevisor_bin, tmp_path)
     slow = []
     try:
         for _ in range(70):  # more than one address may hold, more than 64 in all
@@ -1494,11 +1501,7 @@ def test_hosts_trickling_requests_from_every_slot_lose_them_at_the_request_deadl
     Nomad check_restart would restart a healthy service in a loop (QA136 D2). A request
     not read whole within 5 s of its accept loses its connection; a whole one is answered."""
     import socket
-    port = free_port()
-    ready = tmp_path / "ready"
-    r = start(runs, litevisor_bin, tmp_path, SERVICE + ["--ready", str(ready)],
-              config=f"addr: 127.0.0.1:{port}\n")
-    poll(lambda: read_lines(ready))
+    r, port = served_service(runs, litevisor_bin, tmp_path)
     slow = []
 
     def readyz(timeout):
