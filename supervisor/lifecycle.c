@@ -211,48 +211,63 @@ static void give_terminal(struct sup *s)
 
 /*
  * At every turn of the loop: whenever litevisor's group holds the terminal,
- * the service's gets it. A shell's fg of a running job sends no SIGCONT, so
- * nothing else tells litevisor that it is the foreground again: after ^Z
- * and bg, or a start with &, the service never got the terminal, and one
- * that read it stopped for good (QA138 D2, D3).
+ * the service's gets it (and is continued, as a shell's fg does). A shell's
+ * fg of a running job sends no SIGCONT, so nothing else tells litevisor that
+ * it is the foreground again: after ^Z and bg, or a start with &, the service
+ * never got the terminal, and one that read it stopped for good (QA138 D2,
+ * D3). Stopping too: a TERM handler restoring the terminal's settings from
+ * the background stopped on SIGTTOU until the grace's SIGKILL (QA139 D2).
  */
 static void terminal_follow(struct sup *s)
 {
-	if (s->job_tty && s->pid > 0 && !s->stopping && in_foreground())
-		(void)tcsetpgrp(STDIN_FILENO, s->pid);
+	if (s->job_tty && s->pid > 0 && in_foreground())
+		give_terminal(s);
 }
 
 /*
- * The service stopped, as a job of the terminal's does (new-process-group):
- * ^Z while it holds the terminal, or a read of it in the background. The
- * shell waits on litevisor, not on the service, and saw nothing: its prompt
- * never came back (QA134 D1). As a shell does for a job: the terminal back
- * to litevisor, which stops too; once continued, in the foreground (fg) the
+ * The service stopped, as a job of the terminal's does. With
+ * new-process-group: ^Z (or a SIGSTOP from elsewhere) while it holds the
+ * terminal, or a read or write of it in the background; the shell waits on
+ * litevisor, not on the service, and saw nothing: its prompt never came back
+ * (QA134 D1, QA139 D4). As a shell does for a job: the terminal back to
+ * litevisor, which stops too; once continued, in the foreground (fg) the
  * service gets the terminal, in the background (bg, kill %1) the shell keeps
- * it (taken, the shell exited: QA137 D2) and the service runs on, and stops
- * again if it reads the terminal. A read of the terminal litevisor holds
- * (a fg that came without a SIGCONT) just hands it over.
+ * it (taken, the shell exited: QA137 D2). A read of the terminal litevisor
+ * holds (a fg that came without a SIGCONT) just hands it over. Sharing
+ * litevisor's group (the default), a read or write in the background stops
+ * the service alone (litevisor ignores SIGTTIN/SIGTTOU, signals.h): litevisor
+ * stops as the job, so the shell shows it stopped and its fg continues both
+ * (QA139 D3). No job stop while stopping: the grace runs on.
  */
 static void on_service_stopped(struct sup *s, int sig)
 {
-	if (!s->job_tty || s->stopping || (sig != SIGTSTP && sig != SIGTTIN && sig != SIGTTOU))
+	bool tty_io = sig == SIGTTIN || sig == SIGTTOU;
+	if ((!tty_io && sig != SIGTSTP && sig != SIGSTOP) || !isatty(STDIN_FILENO))
 		return;
-	pid_t fg = tcgetpgrp(STDIN_FILENO);
-	if (getpgrp() <= 0 || fg <= 0)
+	pid_t me = getpgrp(), fg = tcgetpgrp(STDIN_FILENO);
+	if (me <= 0 || fg <= 0)
 		return; /* the terminal's groups lie outside this pid namespace: no job control */
-	if (fg == getpgrp()) {
-		if (sig != SIGTSTP)
+	if (!s->job_tty) {
+		if (tty_io && fg != me && !s->stopping) {
+			log_info("supervisor", "the service was stopped by the terminal: stopping as a job",
+				 "signal=%s", sig_name(sig));
+			sig_job_stop(); /* the shell's fg continues the whole group */
+		}
+		return;
+	}
+	if (fg == me) {
+		if (tty_io)
 			give_terminal(s);
 		return;
 	}
-	if (sig == SIGTSTP && fg != s->pid)
-		return; /* not the terminal's ^Z (a stop sent from elsewhere): not a job stop */
+	if ((fg != s->pid && !tty_io) || s->stopping)
+		return; /* not the job's stop (the service in the background), or the grace runs */
 	if (fg == s->pid)
-		(void)tcsetpgrp(STDIN_FILENO, getpgrp());
+		(void)tcsetpgrp(STDIN_FILENO, me); /* SIGTTOU is ignored (signals.h) */
 	log_info("supervisor", "the service was stopped by the terminal: stopping as a job",
 		 "signal=%s", sig_name(sig));
 	if (!sig_job_stop()) {
-		give_terminal(s); /* PID 1 is no job: ^Z cannot stop it, so the service goes on */
+		give_terminal(s); /* PID 1 is no job: nothing can stop it, so the service goes on */
 		return;
 	}
 	if (in_foreground())

@@ -600,6 +600,65 @@ def test_a_job_brought_back_with_fg_gives_its_service_the_terminal(litevisor_bin
         sh.close()
 
 
+@pytest.mark.parametrize("group", ["shared", "own"])
+def test_a_service_reading_the_terminal_in_the_background_stops_the_job(litevisor_bin, tmp_path,
+                                                                       group):
+    """After ^Z and bg, a service reading the terminal was stopped by SIGTTIN, but
+    litevisor (which ignores it) ran on: the shell showed the job running, its fg sent
+    no SIGCONT, and the service never woke (QA139 D3, the default shared group).
+    litevisor stops as the job, as a plain job would, and fg continues it."""
+    got = tmp_path / "got"
+    (tmp_path / "c.yml").write_text("dbs: []\nsupervisor:\n  new-process-group: "
+                                    f"{'true' if group == 'own' else 'false'}\n")
+    sh = InteractiveBash(tmp_path)
+    try:
+        sh.type(f"{litevisor_bin} run -config c.yml -- sh -c 'while read l; do "
+                f"echo \"got:$l\" >> {got}; done' 2>lv.err\n".encode())
+        time.sleep(1)
+        sh.type(b"one\n")
+        poll(lambda: read_lines(got) == ["got:one"], timeout=5, log=tmp_path / "lv.err")
+        mark = sh.type(b"\x1a")
+        assert sh.wait_for(b"PROMPT$ ", 5, mark), sh.out[mark:]
+        mark = sh.type(b"bg\n")
+        time.sleep(1)
+        mark = sh.type(b"jobs\n")
+        assert sh.wait_for(b"Stopped", 5, mark), sh.out[mark:]  # it read the terminal
+        sh.type(b"fg\n")
+        time.sleep(1.5)
+        sh.type(b"two\n")
+        poll(lambda: read_lines(got) == ["got:one", "got:two"], timeout=5,
+             log=tmp_path / "lv.err")
+        mark = sh.type(b"\x03")
+        assert sh.wait_for(b"PROMPT$ ", 10, mark), sh.out[mark:]
+    finally:
+        sh.close()
+
+
+def test_a_service_stopped_from_elsewhere_while_it_holds_the_terminal_is_a_stopped_job(
+        litevisor_bin, tmp_path):
+    """new-process-group: a kill -STOP of the service from another terminal left its
+    stopped group holding the terminal; ^C, ^\\ and ^Z reached nobody (QA139 D4). As for
+    a plain job: the job is stopped, the shell gets its prompt, fg continues it."""
+    ticks = tmp_path / "ticks"
+    (tmp_path / "c.yml").write_text("dbs: []\nsupervisor:\n  new-process-group: true\n")
+    sh = InteractiveBash(tmp_path)
+    try:
+        sh.type(f"{litevisor_bin} run -config c.yml -- sh -c 'echo $$ > {tmp_path}/pid; "
+                f"while :; do echo t >> {ticks}; sleep 0.05; done' 2>lv.err\n".encode())
+        poll(lambda: len(read_lines(ticks)) > 2)
+        mark = len(sh.out)
+        os.kill(int(read_lines(tmp_path / "pid")[0]), signal.SIGSTOP)
+        assert sh.wait_for(b"PROMPT$ ", 5, mark), sh.out[mark:]
+        n = len(read_lines(ticks))
+        sh.type(b"fg\n")
+        poll(lambda: len(read_lines(ticks)) > n + 2, timeout=5)
+        time.sleep(0.3)
+        mark = sh.type(b"\x03")
+        assert sh.wait_for(b"PROMPT$ ", 10, mark), sh.out[mark:]
+    finally:
+        sh.close()
+
+
 # Signals litevisor left at their default action used to kill it when not PID 1 (Nomad
 # raw_exec): the service was orphaned and the final flush never ran. XFSZ, PIPE, TTIN and
 # TTOU are ignored instead (signals.h); the fault signals and KILL/STOP are never caught.
