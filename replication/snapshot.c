@@ -652,10 +652,6 @@ int snapshot_take(struct eng_replica *r, bool flush)
 			dbfile_rewind(&s.fsrc);
 		}
 	}
-	pthread_mutex_lock(&d->mu);
-	bool past_gap = r->pos_known && !strcmp(r->pos.generation, u.gen) && r->gap &&
-			r->pos.index < u.index;
-	pthread_mutex_unlock(&d->mu);
 	if (wal_first(r, &u, flush, msg, sizeof(msg)) < 0)
 		goto out;
 	layout_snapshot_key(key, u.gen, u.index);
@@ -676,6 +672,16 @@ int snapshot_take(struct eng_replica *r, bool flush)
 	log_info("replica", "snapshot written", "db=%s replica=%s key=%s bytes=%llu ms=%lld how=%s",
 		 d->stat.name, r->stat.name, key, (unsigned long long)u.plain,
 		 (long long)((clock_mono_ns() - t0) / NS_PER_MS), how_name[how]);
+	/*
+	 * Read now, not before the upload: the cap may have dropped r while it
+	 * hung, marking the gap snapshot_done restarts r's position at (QA137 O4).
+	 * Only this thread moves r's position; wal_first moved it past the gap's
+	 * index if it shipped.
+	 */
+	pthread_mutex_lock(&d->mu);
+	bool past_gap = r->pos_known && !strcmp(r->pos.generation, u.gen) && r->gap &&
+			r->pos.index < u.index;
+	pthread_mutex_unlock(&d->mu);
 	if (past_gap)
 		put_placeholder(r, u.gen, u.index, u.page_size, &call);
 	/*
