@@ -135,7 +135,7 @@ int cmd_check_command(const struct command *cmd, char *const *argv, const char *
 		return 0;
 	if (unset)
 		return cli_usage_error(cmd, "the command's name is empty (exec uses environment "
-				       "variable %s, which is not set)", unset);
+				       "variable %s, which is not set, or an empty one)", unset);
 	return cli_usage_error(cmd, "the command's name is empty (\"\")");
 }
 
