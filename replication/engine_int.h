@@ -217,7 +217,7 @@ struct eng_db {
 	bool ready;                   /* gen/index valid */
 	/*
 	 * A resumed generation the WAL has not yet shown to go on from the
-	 * shadow (monitor_open.c, open_db): published (lag, flush and health read
+	 * shadow (monitor_open.c, monitor_open_db): published (lag, flush and health read
 	 * it), but no replica looks at its replica or writes until the monitor
 	 * proves it or starts a new generation. A replica that looked first
 	 * reopened (unclosed) a generation the WAL then disowned.
@@ -277,13 +277,13 @@ struct eng_db {
 	bool side_known;              /* side_dev/side_ino hold the -wal and -shm our connections use */
 	int64_t locked_since;         /* monotonic: first failed open on another process's lock, 0 none */
 	bool locked_warned;
-	char open_why[320];           /* the failure to open last said (open_failed), "" none */
+	char open_why[320];           /* the failure to open last said (monitor_open_failed), "" none */
 	bool gone_said;               /* "the local history was deleted" said, not yet mended */
 	dev_t side_dev[2];
 	ino_t side_ino[2];
 	bool continuous;              /* the read hold has not lapsed since the last sync */
 	bool gave_up_hold;            /* copies failed too long: the hold is let go after each
-					 (monitor_checkpoint.c, give_up_hold); cleared when one works */
+					 (monitor_give_up_hold); cleared when one works */
 	struct shadow sh;
 	int wal_fd;
 	int64_t last_ckpt_mono;
@@ -299,13 +299,13 @@ struct eng_db {
 	int64_t follow_step_ms;       /* ... this often, growing */
 	uint32_t follow_backfilled;   /* the WAL's end when following last ran a pass */
 	struct commit_anchor commits; /* where SQLite's commit count last matched ours */
-	int64_t unproven_mono;        /* since when sh.unproven waits for check_commits(), 0 none */
+	int64_t unproven_mono;        /* since when sh.unproven waits for monitor_check_commits, 0 none */
 	char sync_why[256];           /* why the last copy into the shadow failed */
 	char start_err_logged[96];    /* the shadow_start failure last logged, its err_key ("" none) */
 	char gen_owed[256];           /* a new generation the state directory refused: its reason
-				       * ("" none), the first one; copy_wal starts it before
+				       * ("" none), the first one; monitor_copy_wal starts it before
 				       * copying anything */
-	int64_t gen_owed_mono;        /* when start_generation last tried it */
+	int64_t gen_owed_mono;        /* when monitor_start_generation last tried it */
 	uint64_t urgent_seq;          /* mu: a final flush wants the passes before sync_seq
 				       * reaches this: an owed generation is tried in each */
 	int64_t start_err_mono;       /* when */

@@ -130,7 +130,7 @@ int localstate_write_generation(const char *dir, const char *gen, uid_t uid, gid
  * killed, or alive and writing on: a handover-wait that ran out): that
  * generation ending there is this node's past whatever the times, but going
  * on past it is no proof of writing after this node (replica_history.c,
- * continued_since). read: 0, or -1 (ENOENT: none; EINVAL: corrupt); open
+ * replica_history_continued_since). read: 0, or -1 (ENOENT: none; EINVAL: corrupt); open
  * may be NULL.
  */
 int localstate_write_previous(const char *dir, const struct wal_pos *end, bool open, uid_t uid,

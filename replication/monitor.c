@@ -29,7 +29,7 @@
 #define IDLE_CHECK_MS 10000
 /* a copy into the shadow that keeps failing for the same cause is logged this often */
 #define SYNC_LOG_EVERY_NS (60 * NS_PER_SEC)
-/* how long a session that followed with a salt-1 jump may wait for check_commits() to vouch for it */
+/* how long a session that followed a salt-1 jump may wait for monitor_check_commits to vouch for it */
 #define UNPROVEN_MAX_NS (10 * NS_PER_SEC)
 
 void monitor_db_set_state(struct eng_db *d, bool replicating, const char *state)
@@ -176,7 +176,7 @@ int monitor_start_generation(struct eng_db *d, const char *reason)
 	 * An index entered with nothing in it (a restore's, an idle run's): the
 	 * file stood where the index before ended, as localstate_position says.
 	 * Said so, a replica holding more of that index is another node's
-	 * writing (replica_history.c, continued_since; QA84 N1).
+	 * writing (replica_history_continued_since; QA84 N1).
 	 */
 	if (d->sh.fd < 0 && d->sh.index > 0 && d->sh.prev_end >= 0 && d->sh.prev_end <= UINT32_MAX) {
 		left.index = d->sh.index - 1;
@@ -188,7 +188,7 @@ int monitor_start_generation(struct eng_db *d, const char *reason)
 		return -1;
 	if (shadow_start(&d->sh, gen, 0, -1) < 0) {
 		monitor_shadow_start_failed(d);
-		/* owed until it starts (copy_wal): its cause may not be seen again */
+		/* owed until it starts (monitor_copy_wal): its cause may not be seen again */
 		if (!d->gen_owed[0])
 			snprintf(d->gen_owed, sizeof(d->gen_owed), "%.*s",
 				 (int)sizeof(d->gen_owed) - 1, reason);
@@ -272,7 +272,7 @@ enum shadow_result monitor_note_index(struct eng_db *d, char *why, size_t len)
 }
 
 /*
- * The look copy_wal takes before each copy, so that it proves what the copy
+ * The look monitor_copy_wal takes before each copy, so that it proves what the copy
  * reads, and after the last one. Taken right after the hold began, it sees
  * every frame published before the hold. A frame published after it cannot
  * be backfilled while the hold stays (a hold on slot 1..N bounds the
@@ -406,7 +406,7 @@ int monitor_copy_wal(struct eng_db *d)
 			d->stat.shadow_bytes_total += grew;
 			pthread_mutex_unlock(&d->mu);
 			if (!d->sh.unproven) {
-				monitor_publish(d, grew); /* else once check_commits() vouches for it */
+				monitor_publish(d, grew); /* else once monitor_check_commits() vouches for it */
 				resume_settled(d);
 			}
 			continue; /* drain a WAL that grew while copying */
@@ -488,7 +488,7 @@ void monitor_clear_sync_failure(struct eng_db *d)
 }
 
 /*
- * After a pass's copy (rc from copy_wal): a failure is the database's, not a
+ * After a pass's copy (rc from monitor_copy_wal): a failure is the database's, not a
  * replica's (each would report itself caught up with a shadow that stopped
  * growing), so it goes into the database's status and its replicas' lag.
  * Logged when it starts, when its cause changes and every SYNC_LOG_EVERY_NS.
@@ -601,7 +601,7 @@ static void serve_generation_request(struct eng_db *d)
 	snprintf(why, sizeof(why), "%s", d->gen_req_why);
 	d->gen_req[0] = '\0';
 	pthread_mutex_unlock(&d->mu);
-	/* refused by the state directory, it is owed (copy_wal tries it again: QA119 O3) */
+	/* refused by the state directory, it is owed (monitor_copy_wal tries it again: QA119 O3) */
 	if (want)
 		(void)monitor_start_generation(d, why);
 }

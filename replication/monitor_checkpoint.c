@@ -186,7 +186,7 @@ bool monitor_maybe_checkpoint(struct eng_db *d)
  * every time. The yield copies the WAL whenever its end moves, so serve
  * them here: when a look taken after the request finds the WAL index as it
  * was before the last good copy (seen; NULL: none yet, or that copy left a
- * session unproven or commits unaccounted: check_commits() has the pass
+ * session unproven or commits unaccounted: monitor_check_commits() has the pass
  * after the yield settle it), not one commit came since, and the shadow
  * holds everything committed. The look needs no hold: it reads SQLite's
  * header, not the WAL.
@@ -234,7 +234,7 @@ static void serve_sync_requests(struct eng_db *d, const struct db_wal_index *see
  *     anything. The hold is taken again as soon as the backfill is done or
  *     the WAL grows.
  * Only in step 3 can an app's session (a commit, a full checkpoint and the
- * next commit) pass before the hold is back; check_commits() then starts a
+ * next commit) pass before the hold is back; monitor_check_commits() then starts a
  * new generation. Letting go in every yield, as an earlier version did, lost
  * whole sessions of an app that checkpoints after each commit.
  * A PASSIVE checkpoint (the app's autocheckpoint) waits for nobody, but once

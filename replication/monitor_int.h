@@ -32,7 +32,7 @@
 #define STATE_HELD "waiting: state directory in use by another litevisor process"
 
 /*
- * What start_generation and copy_wal return when an owed generation's try
+ * What monitor_start_generation and monitor_copy_wal return when an owed generation's try
  * waits for its second (owed_too_soon): nothing was tried, so nothing
  * failed again. Counted as a failure, sync_errors_total grew with every
  * pass, 5 to 20 a second, for one try a second (QA121 O4).
@@ -49,7 +49,7 @@
 void monitor_db_set_state(struct eng_db *d, bool replicating, const char *state);
 /* Is the engine stopping? (takes mu) */
 bool monitor_stopping(struct eng_db *d);
-/* Publish the shadow's position to the replicas; grew: bytes the copy added (takes mu). */
+/* Publish the shadow's position to the replicas (takes mu); grew: non-zero when a commit landed. */
 void monitor_publish(struct eng_db *d, uint64_t grew);
 /* Log a failed shadow_start (d->sh.err) when its cause changes and every SYNC_LOG_EVERY_NS. */
 void monitor_shadow_start_failed(struct eng_db *d);

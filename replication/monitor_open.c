@@ -233,7 +233,7 @@ int monitor_take_state(struct eng_db *d)
 
 /*
  * A failure to open the database or its state: said at level while it is a
- * new one, at debug while it stays the same (open_db runs again at every
+ * new one, at debug while it stays the same (monitor_open_db runs again at every
  * poll, and a directory this user cannot write stays so: QA59 #4).
  */
 void monitor_open_failed(struct eng_db *d, enum log_level level, const char *what, const char *why)
@@ -250,7 +250,7 @@ void monitor_open_failed(struct eng_db *d, enum log_level level, const char *wha
  * it: with meta-path the directory is litevisor's own too, and a new
  * generation's state replaced the one Litestream had gone on in, so a
  * replica's first look took Litestream's going on, from this very file, for
- * another node's (QA92 D1; replica_history.c, litestream_wrote_here). Once per
+ * another node's (QA92 D1; replica_history_litestream_wrote_here). Once per
  * engine: a reopen finds this process's own state there.
  */
 static void capture_litestream_state(struct eng_db *d)
@@ -478,7 +478,7 @@ int monitor_open_db(struct eng_db *d, bool fresh)
 		if (fs_read_small(path, sizeof(now), &was, NULL) == 0 &&
 		    files_state(d, now, sizeof(now)) == 0 && strcmp(was, now) == 0) {
 			/* ... unless nothing touched the files since our clean stop, which
-			 * held no frame SQLite had not published (close_db_clean) */
+			 * held no frame SQLite had not published (monitor_close_db_clean) */
 			d->continuous = true;
 			d->sh.published = d->sh.size;
 			log_info("engine", "clean restart: files unchanged since the last stop", "db=%s",
@@ -495,7 +495,7 @@ int monitor_open_db(struct eng_db *d, bool fresh)
 		} else {
 			/*
 			 * Not yet proven, the replicas wait (resume_pending) until
-			 * copy_wal() sees the WAL go on from the shadow. One that looked
+			 * monitor_copy_wal() sees the WAL go on from the shadow. One that looked
 			 * first reopened the generation (its closed mark deleted), and the
 			 * WAL then disowned it: left unclosed by a node that wrote nothing
 			 * there, it looked live to retention and to other nodes.
@@ -529,7 +529,7 @@ int monitor_wal_open(struct eng_db *d)
 	if (d->wal_fd >= 0) {
 		/*
 		 * While our connections have the -wal open, another one in its place
-		 * is no re-creation to follow but a replacement: side_files_changed()
+		 * is no re-creation to follow but a replacement: monitor_side_files_changed()
 		 * (each pass, each checkpoint) looks and reopens everything.
 		 */
 		if (d->side_known)

@@ -210,8 +210,8 @@ static int record_order(const struct rs_cand *c, size_t n, const struct rs_local
  * or its last object there when this node was killed in it
  * (rs_cand.own_end_ns): another generation written after that on the same
  * server, the same whole second counting (catalog_written_after), is the
- * newer, as replication reads it (replica_history.c, continued_since and
- * newer_elsewhere): else the restore kept a file replication then refused
+ * newer, as replication reads it (replica_history_continued_since and
+ * replica_history_newer_elsewhere): else the restore kept a file replication then refused
  * at every start (QA95 D1). >0 a, <0 b, 0 no candidate tells.
  */
 static int end_order(const struct rs_cand *c, size_t n, const struct rs_local_past *lp,

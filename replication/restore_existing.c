@@ -90,7 +90,7 @@ static int past_end_of(struct session *s, struct rs_cand *c, const char *gen,
  * What rs_choose weighs the local state's records with, for each candidate
  * (rs_local_past): rs_cand.own_end_ns of the local file's generation, where
  * replication's refusal rules measure "written after this node" from
- * (replica_history.c: continued_since with a closed record, newer_elsewhere without
+ * (replica_history_continued_since with a closed record, replica_history_newer_elsewhere without
  * one), and rs_cand.past_end, where each record's generation ends there, as
  * they measure it (went_on_from).
  */
@@ -230,7 +230,7 @@ bool rs_replica_newer(const struct session *s, const struct wal_pos *lpos, int64
 			 * This node stopped cleanly in gl and its mark is there: the
 			 * winner's generation is newer when it was written after that
 			 * stop, by the rule the engine refuses this file on
-			 * (catalog_written_after; replica_history.c, continued_since). Keeping
+			 * (catalog_written_after; replica_history_continued_since). Keeping
 			 * the file there left the service with replication stopped
 			 * at every start (QA84 D3); the file goes aside, kept.
 			 */
@@ -240,7 +240,7 @@ bool rs_replica_newer(const struct session *s, const struct wal_pos *lpos, int64
 			 * one (its "previous" record): written before, whatever its
 			 * times say (a copy restamps every object, QA85 D2), and
 			 * newer only where another node went on in it past where
-			 * this file stood: as the engine reads it (continued_since).
+			 * this file stood: as the engine reads it (replica_history_continued_since).
 			 */
 			for (size_t k = 0; ours && k < RS_PAST_MAX; k++) {
 				const struct rs_past *p = &s->past.past[k];
@@ -267,7 +267,7 @@ bool rs_replica_newer(const struct session *s, const struct wal_pos *lpos, int64
 			 * This node closed the local generation at `at` and the
 			 * replica holds a segment of it from there on: another node
 			 * continued it (its marks replaced this node's), as the engine
-			 * reads it (continued_since). That node's later generation is
+			 * reads it (replica_history_continued_since). That node's later generation is
 			 * newer whatever the times; the copy tie below kept the stale
 			 * file, and replication refused it (QA88 F2).
 			 */
@@ -324,7 +324,7 @@ bool rs_replica_newer(const struct session *s, const struct wal_pos *lpos, int64
 	 * This node stopped cleanly in the local generation, and the replica its
 	 * closed record is for holds it no more but holds others: another node
 	 * went on, and its retention deleted it, as the engine reads it
-	 * (replica_history.c, continued_since). Times cannot overrule that; kept, the
+	 * (replica_history_continued_since). Times cannot overrule that; kept, the
 	 * file was refused by replication (QA86 D7).
 	 */
 	bool own_state = s->statedir && !strcmp(lsdir, s->statedir);

@@ -649,7 +649,7 @@ void rs_put_local_back_cb(void *p);
 
 /* ---- restore_target.c: the target's directory ---------------------------- */
 
-/* ao for a restore into target: owner and mode (rs_owner_for), verify, parallelism (0: the config's). */
+/* ao for a restore into target: owner, mode (rs_owner_for), verify, parallelism (0: config's, else 8). */
 void rs_apply_opts_init(struct rs_apply_opts *ao, const struct config *cfg, const char *target,
 			int parallelism);
 

@@ -191,7 +191,7 @@ void rs_undo_parent(const char *target, const char *made_top)
  * A first deploy starts empty: the service creates the database, but one
  * running as another user cannot create its directory where only root may
  * (a fresh /data). The directories are made as a restore would make them
- * (ensure_parent: the configured user's). A failure is only logged: the
+ * (rs_ensure_parent: the configured user's). A failure is only logged: the
  * service may not need them, and says so itself if it does.
  */
 void rs_parent_for_service(const struct config *cfg, const char *path)

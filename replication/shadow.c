@@ -514,7 +514,7 @@ enum shadow_result shadow_note_index(struct shadow *s, int wal, const uint8_t sa
 	else if (pread(s->fd, mine, sizeof(mine), (off_t)(at - fsz)) != (ssize_t)sizeof(mine))
 		return SHADOW_NONE;
 	if (pread(wal, theirs, sizeof(theirs), (off_t)(at - fsz)) != (ssize_t)sizeof(theirs))
-		return SHADOW_NONE; /* cut short: not ours to judge (wal_cut_short) */
+		return SHADOW_NONE; /* cut short: not ours to judge (monitor_wal_cut_short) */
 	if (memcmp(mine, theirs, sizeof(mine)) == 0) {
 		s->published = at;
 		return SHADOW_NONE;
