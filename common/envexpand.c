@@ -59,34 +59,42 @@ static const char *do_lookup(envexpand_lookup lookup, void *ctx, const char *nam
  * Cut at that '}', the default left a quote open for the rest of the line,
  * which then read later variables' values as shell text (QA137 D1).
  */
+#define QUOTE_SLOTS (MAX_NESTING + 2)
+
+/* The quote slot of nesting level depth; deeper than the slots, the last one (expand_span
+ * refuses such a nesting anyway, saying so, where "unterminated" would mislead). */
+static char *quote_slot(char *qs, int depth)
+{
+	return qs + (depth < QUOTE_SLOTS ? depth : QUOTE_SLOTS - 1);
+}
+
 static const char *default_end(const char *p, bool quotes)
 {
 	int depth = 0;
-	char q[MAX_NESTING + 2] = { 0 }; /* per nesting level: the quote open there, or 0 */
+	char qs[QUOTE_SLOTS] = { 0 }, *q = qs; /* per nesting level, the quote open there */
 	for (; *p; p++) {
-		if (quotes && q[depth] == '\'') {
-			q[depth] = *p == '\'' ? 0 : q[depth];
+		if (quotes && *q == '\'') {
+			*q = *p == '\'' ? 0 : *q;
 			continue;
 		}
 		if (quotes && *p == '\\' && p[1]) {
 			p++;
 			continue;
 		}
-		if (quotes && (*p == '"' || (*p == '\'' && !q[depth]))) {
-			q[depth] = q[depth] == *p ? 0 : *p;
+		if (quotes && (*p == '"' || (*p == '\'' && !*q))) {
+			*q = *q == *p ? 0 : *p;
 			continue;
 		}
 		if (p[0] == '$' && (p[1] == '$' || p[1] == '{')) {
 			if (p[1] == '{') {
-				if (++depth > MAX_NESTING)
-					return NULL; /* parse_ref says too deep, or unterminated */
-				q[depth] = 0;
+				q = quote_slot(qs, ++depth);
+				*q = 0;
 			}
 			p++;
-		} else if (*p == '}' && !q[depth]) {
+		} else if (*p == '}' && !*q) {
 			if (depth == 0)
 				return p;
-			depth--;
+			q = quote_slot(qs, --depth);
 		}
 	}
 	return NULL;

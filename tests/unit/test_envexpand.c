@@ -130,6 +130,9 @@ TEST(syntax_errors)
 	expect_error("${A:-${B-x}}", "unsupported form in \"${…}\" (only ${NAME} and ${NAME:-default})");
 	expect_error("${A:-${A:-${A:-${A:-${A:-${A:-${A:-${A:-${A:-x}}}}}}}}}",
 		     "\"${…:-…}\" nested more than 8 deep");
+	/* deeper still: the same message, not "unterminated" from finding the default's end */
+	expect_error("${A:-${A:-${A:-${A:-${A:-${A:-${A:-${A:-${A:-${A:-${A:-x}}}}}}}}}}}",
+		     "\"${…:-…}\" nested more than 8 deep");
 }
 
 TEST(getenv_by_default)
