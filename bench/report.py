@@ -348,11 +348,16 @@ def latency_table(lat):
     return t
 
 
+def png_suffix(meta):
+    """A mode's plots never replace another's, nor a subset run's (BENCH_ONLY) its mode's."""
+    return ("_quick" if meta["mode"] == "quick" else "") + ("_partial" if meta.get("only") else "")
+
+
 def plots(res):
     """PNG plots with gnuplot; returns Markdown image lines (or why there are none).
 
     QUICK runs name theirs *_quick.png so they never replace a full run's."""
-    sfx = "_quick" if res["meta"]["mode"] == "quick" else ""
+    sfx = png_suffix(res["meta"])
     if not shutil.which("gnuplot"):
         return ["(no plots: gnuplot not installed — scripts/deps.sh installs gnuplot-nox)"]
     pdir = os.path.join(WORK, "plots")
@@ -510,7 +515,9 @@ def render(res):
     sc = res["scenarios"]
     md = [f"# litevisor vs Litestream v0.3.13 — `make bench`{' QUICK=1' if meta['mode'] == 'quick' else ''}",
           "",
-          f"Run {meta['started']} ({meta['mode']} mode, {meta.get('seconds', '?')} s) on "
+          f"Run {meta['started']} ({meta['mode']} mode"
+          f"{', only ' + ' '.join(meta['only']) if meta.get('only') else ''}, "
+          f"{meta.get('seconds', '?')} s) on "
           f"{m.get('cpu', '?')}, {m.get('cores')} cores, {m.get('mem_gib')} GiB RAM, "
           f"Linux {m.get('kernel')}, work dir on {m.get('work_fs', '?')}. "
           f"Litestream `{meta['litestream']}`, litevisor `{meta['litevisor']}`"
@@ -604,12 +611,13 @@ def _put(name, text):
 
 
 def write(res):
-    """latest.md/.json (the last run) and full.md/.json or quick.md/.json (the last of its mode)."""
+    """latest.md/.json (the last run) and full.md/.json or quick.md/.json (the last whole run
+    of its mode: a subset run, BENCH_ONLY, is the latest only)."""
     os.makedirs(RESULTS, exist_ok=True)
     mode = res["meta"]["mode"]
     md = render(res)
     js = json.dumps(strip_series(res), indent=1)
-    for base in ("latest", mode):
+    for base in ("latest",) + (() if res["meta"].get("only") else (mode,)):
         _put(base + ".md", md.replace("Raw data: latest.json", f"Raw data: {base}.json"))
         _put(base + ".json", js)
     with open(os.path.join(WORK, "last-results.json"), "w") as f:
@@ -620,13 +628,15 @@ def write(res):
 def readme_block(res):
     """The README's Performance excerpt: machine, summary table, plots (paths from the root)."""
     meta, m = res["meta"], res["meta"]["machine"]
-    sfx = "_quick" if meta["mode"] == "quick" else ""
-    out = [f"Last {meta['mode']} run, {meta['started']}, on {m.get('cpu', '?')} "
+    sfx = png_suffix(meta)
+    only = f" (only {' '.join(meta['only'])})" if meta.get("only") else ""
+    out = [f"Last {meta['mode']} run{only}, {meta['started']}, on {m.get('cpu', '?')} "
            f"({m.get('cores')} cores, {m.get('mem_gib')} GiB RAM, Linux {m.get('kernel')}, "
            f"{m.get('work_fs', '?')}), litevisor "
            f"`{meta.get('tree') or meta['litevisor']}` beside Litestream "
            f"`{meta['litestream']}`; medians (min–max) over rounds "
-           f"([all tables](bench/results/{meta['mode']}.md)):", "",
+           f"([all tables](bench/results/{'latest' if meta.get('only') else meta['mode']}.md)):",
+           "",
            summary_table(res["scenarios"]).md(), ""]
     for png, alt in ((f"lag_steady{sfx}.png", "commit-to-replica lag over time"),
                      (f"restore_vs_size{sfx}.png", "restore time vs database size")):

@@ -29,6 +29,7 @@ import report  # noqa: E402
 from common import PYTHON, WORK, fresh_dir, log, stop, wait_for  # noqa: E402
 
 WRITER = os.path.join(common.BENCH, "writer.py")
+SCENARIOS = ("steady", "burst", "idle", "restore", "latency", "health")   # --only's names
 
 
 class Plan:
@@ -661,10 +662,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True, help="the litevisor binary")
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", default="steady,burst,idle,restore,latency,health")
+    ap.add_argument("--only", default=",".join(SCENARIOS))
     a = ap.parse_args()
     PLAN = Plan(a.quick)
     only = set(a.only.split(","))
+    if only - set(SCENARIOS):
+        log(f"unknown scenario(s) in --only/BENCH_ONLY: {', '.join(sorted(only - set(SCENARIOS)))} "
+            f"(known: {' '.join(SCENARIOS)})")
+        return 2
     os.makedirs(WORK, exist_ok=True)
     # one bench at a time: a second one would delete the first one's runs and S3 store
     lock = open(os.path.join(WORK, ".lock"), "w")
@@ -690,6 +695,8 @@ def main():
         for c in ("replicate", "restore", "run"):
             t.available(c)
     res["meta"]["availability"] = {t.name: t.missing for t in tools}
+    if only != set(SCENARIOS):   # a subset: kept as latest.* only, never as its mode's record
+        res["meta"]["only"] = [n for n in SCENARIOS if n in only]
     s3 = common.S3Server(fresh_dir(os.path.join(WORK, "s3"))).start()
     log(f"S3 test server on {s3.endpoint}; store {s3.store}")
     base = make_base_db(os.path.join(WORK, "base.sqlite"))
