@@ -52,6 +52,10 @@ struct sup {
 	pid_t pid;               /* the service, 0 when none runs */
 	bool job_tty;            /* new-process-group on a terminal: the service's group holds
 				  * it whenever litevisor's would (terminal_follow) */
+	bool paused;             /* stopped by someone else (SIGSTOP), until continued: the
+				  * terminal never continues it */
+	bool tty_stopped;        /* shared group: stopped by a read or write of the terminal in
+				  * the background, until continued (terminal_follow) */
 	bool exec_failed;        /* the last start failed at exec: never restart */
 	int code;                /* the exit code litevisor will return */
 	bool stopping;           /* in the stop sequence */
@@ -112,6 +116,7 @@ static int spawn(struct sup *s)
 		return -1;
 	}
 	s->pid = pid;
+	s->paused = s->tty_stopped = false;
 	s->started_at = clock_mono_ms();
 	s->sent = 0;
 	s->quit_at = 0;
@@ -209,6 +214,13 @@ static void give_terminal(struct sup *s)
 		log_warn("supervisor", "cannot continue the service", "error=\"%s\"", strerror(errno));
 }
 
+/* Continue what the terminal stopped of the service: its group, or litevisor's shared one. */
+static void continue_job(struct sup *s)
+{
+	if (kill(s->job_tty ? -s->pid : 0, SIGCONT) < 0 && errno != ESRCH)
+		log_warn("supervisor", "cannot continue the service", "error=\"%s\"", strerror(errno));
+}
+
 /*
  * At every turn of the loop: whenever litevisor's group holds the terminal,
  * the service's gets it (and is continued, as a shell's fg does). A shell's
@@ -217,27 +229,48 @@ static void give_terminal(struct sup *s)
  * never got the terminal, and one that read it stopped for good (QA138 D2,
  * D3). Stopping too: a TERM handler restoring the terminal's settings from
  * the background stopped on SIGTTOU until the grace's SIGKILL (QA139 D2).
+ * Sharing litevisor's group, a service the terminal stopped is continued
+ * once that group holds it (QA141 D1). A paused service is left alone.
  */
 static void terminal_follow(struct sup *s)
 {
-	if (s->job_tty && s->pid > 0 && in_foreground())
+	if (s->pid <= 0 || s->paused || (!s->job_tty && !s->tty_stopped) || !in_foreground())
+		return;
+	if (s->job_tty) {
 		give_terminal(s);
+	} else {
+		s->tty_stopped = false;
+		continue_job(s);
+	}
 }
 
 /*
- * The service stopped, as a job of the terminal's does. With
- * new-process-group: ^Z (or a SIGSTOP from elsewhere) while it holds the
- * terminal, or a read or write of it in the background; the shell waits on
- * litevisor, not on the service, and saw nothing: its prompt never came back
- * (QA134 D1, QA139 D4). As a shell does for a job: the terminal back to
- * litevisor, which stops too; once continued, in the foreground (fg) the
- * service gets the terminal, in the background (bg, kill %1) the shell keeps
- * it (taken, the shell exited: QA137 D2). A read of the terminal litevisor
- * holds (a fg that came without a SIGCONT) just hands it over. Sharing
- * litevisor's group (the default), a read or write in the background stops
- * the service alone (litevisor ignores SIGTTIN/SIGTTOU, signals.h): litevisor
- * stops as the job, so the shell shows it stopped and its fg continues both
- * (QA139 D3). No job stop while stopping: the grace runs on.
+ * The service stopped (the reaper's WUNTRACED), on a terminal:
+ * - SIGSTOP, which no terminal sends: someone paused it. It stays stopped
+ *   until continued, and litevisor runs on (replication, health): a job stop
+ *   would never end without a shell that continues litevisor (tini, script,
+ *   ssh -t: QA141 D4). A stopped group holding the terminal would get the
+ *   ^C and ^Z typed meanwhile and act on none (QA139 D4): litevisor's takes
+ *   it back.
+ * - While stopping, no job stop: the grace runs on. A TSTP is dropped, as
+ *   litevisor's own is: the service is continued (QA141 D3). One stopped by
+ *   a read or write of the terminal waits for litevisor's group to hold it
+ *   (terminal_follow; QA141 D1).
+ * - Sharing litevisor's group (the default): a read or write in the
+ *   background stops the service alone (litevisor ignores SIGTTIN/SIGTTOU,
+ *   signals.h): litevisor stops as the job, so the shell shows it stopped and
+ *   its fg continues both (QA139 D3). If the group holds the terminal again
+ *   by the time litevisor looks (bg then fg at once), the service is
+ *   continued: it can use it now (QA141 D2). A TSTP stopped litevisor too.
+ * - new-process-group: ^Z while the service holds the terminal, or a read or
+ *   write of it in the background; the shell waits on litevisor, not on the
+ *   service, and saw nothing: its prompt never came back (QA134 D1). As a
+ *   shell does for a job: the terminal back to litevisor, which stops too;
+ *   once continued, in the foreground (fg) the service gets the terminal, in
+ *   the background (bg, kill %1) the shell keeps it (taken, the shell exited:
+ *   QA137 D2). A read of the terminal litevisor holds (a fg that came without
+ *   a SIGCONT) just hands it over. A TSTP to the service in the background
+ *   came from elsewhere: a pause.
  */
 static void on_service_stopped(struct sup *s, int sig)
 {
@@ -247,12 +280,35 @@ static void on_service_stopped(struct sup *s, int sig)
 	pid_t me = getpgrp(), fg = tcgetpgrp(STDIN_FILENO);
 	if (me <= 0 || fg <= 0)
 		return; /* the terminal's groups lie outside this pid namespace: no job control */
-	if (!s->job_tty) {
-		if (tty_io && fg != me && !s->stopping) {
-			log_info("supervisor", "the service was stopped by the terminal: stopping as a job",
-				 "signal=%s", sig_name(sig));
-			sig_job_stop(); /* the shell's fg continues the whole group */
+	if (sig == SIGSTOP || (s->job_tty && sig == SIGTSTP && fg != s->pid)) {
+		s->paused = true;
+		if (s->job_tty && fg == s->pid)
+			(void)tcsetpgrp(STDIN_FILENO, me); /* SIGTTOU is ignored (signals.h) */
+		log_info("supervisor", "the service was stopped from elsewhere: paused until continued",
+			 "signal=%s", sig_name(sig));
+		return;
+	}
+	if (s->stopping) {
+		if (sig == SIGTSTP) {
+			log_info("supervisor", "the service was stopped while stopping: continued",
+				 "signal=TSTP");
+			continue_job(s);
+		} else {
+			s->tty_stopped = true; /* job_tty: terminal_follow hands it the terminal */
 		}
+		return;
+	}
+	if (!s->job_tty) {
+		if (!tty_io)
+			return;
+		if (fg == me) {
+			continue_job(s);
+			return;
+		}
+		s->tty_stopped = true;
+		log_info("supervisor", "the service was stopped by the terminal: stopping as a job",
+			 "signal=%s", sig_name(sig));
+		sig_job_stop(); /* the shell's fg continues the whole group */
 		return;
 	}
 	if (fg == me) {
@@ -260,8 +316,6 @@ static void on_service_stopped(struct sup *s, int sig)
 			give_terminal(s);
 		return;
 	}
-	if ((fg != s->pid && !tty_io) || s->stopping)
-		return; /* not the job's stop (the service in the background), or the grace runs */
 	if (fg == s->pid)
 		(void)tcsetpgrp(STDIN_FILENO, me); /* SIGTTOU is ignored (signals.h) */
 	log_info("supervisor", "the service was stopped by the terminal: stopping as a job",
@@ -274,6 +328,14 @@ static void on_service_stopped(struct sup *s, int sig)
 		give_terminal(s);
 	else if (kill(-s->pid, SIGCONT) < 0 && errno != ESRCH)
 		log_warn("supervisor", "cannot continue the service", "error=\"%s\"", strerror(errno));
+}
+
+/* Continued (WCONTINUED): by whoever paused it, a shell's fg or bg, or litevisor. */
+static void on_service_continued(struct sup *s)
+{
+	if (s->paused)
+		log_info("supervisor", "the service was continued", NULL);
+	s->paused = s->tty_stopped = false;
 }
 
 /*
@@ -595,6 +657,8 @@ static void loop(struct sup *s)
 			on_signal(s, sig, kernel);
 		struct reap_result r;
 		reaper_reap(s->pid, &r);
+		if (r.service_continued && !r.service_exited)
+			on_service_continued(s);
 		if (r.service_stopped && !r.service_exited)
 			on_service_stopped(s, r.service_stopped);
 		if (r.service_exited)

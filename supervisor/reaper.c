@@ -41,7 +41,7 @@ void reaper_reap(pid_t service, struct reap_result *r)
 	memset(r, 0, sizeof(*r));
 	for (;;) {
 		int status;
-		pid_t pid = waitpid(-1, &status, WNOHANG | WUNTRACED);
+		pid_t pid = waitpid(-1, &status, WNOHANG | WUNTRACED | WCONTINUED);
 		if (pid == 0)
 			return;
 		if (pid < 0) {
@@ -53,10 +53,12 @@ void reaper_reap(pid_t service, struct reap_result *r)
 				log_error("reaper", "waitpid failed", "error=\"%s\"", strerror(errno));
 			return;
 		}
-		if (WIFSTOPPED(status)) {
-			/* not gone: the service's stop matters to the terminal (lifecycle.c) */
-			if (service > 0 && pid == service)
-				r->service_stopped = WSTOPSIG(status);
+		if (WIFSTOPPED(status) || WIFCONTINUED(status)) {
+			/* not gone: the service's stops matter to the terminal (lifecycle.c); the last wins */
+			if (service > 0 && pid == service) {
+				r->service_continued = WIFCONTINUED(status);
+				r->service_stopped = WIFSTOPPED(status) ? WSTOPSIG(status) : 0;
+			}
 			continue;
 		}
 		if (service > 0 && pid == service) {

@@ -24,6 +24,7 @@ struct reap_result {
 	bool service_exited;   /* the service (pid given) was among them */
 	int service_status;    /* its wait status when service_exited */
 	int service_stopped;   /* the signal that stopped the service (WUNTRACED), else 0 */
+	bool service_continued; /* it was continued since (WCONTINUED); the later of the two */
 	unsigned orphans;      /* other children reaped */
 	bool no_children;      /* ECHILD: nothing left to wait for */
 };

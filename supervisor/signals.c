@@ -198,7 +198,7 @@ bool sig_job_stop(void)
 {
 	if (getpid() == 1)
 		return false;
-	log_info("signals", "SIGTSTP: stopping litevisor itself until SIGCONT (job control)", NULL);
+	log_info("signals", "stopping litevisor itself until SIGCONT (job control)", NULL);
 	/* a signal to oneself is acted on before kill() returns: this returns once continued */
 	if (kill(getpid(), SIGSTOP) < 0)
 		return false;

@@ -634,11 +634,20 @@ def test_a_service_reading_the_terminal_in_the_background_stops_the_job(liteviso
         sh.close()
 
 
-def test_a_service_stopped_from_elsewhere_while_it_holds_the_terminal_is_a_stopped_job(
-        litevisor_bin, tmp_path):
-    """new-process-group: a kill -STOP of the service from another terminal left its
-    stopped group holding the terminal; ^C, ^\\ and ^Z reached nobody (QA139 D4). As for
-    a plain job: the job is stopped, the shell gets its prompt, fg continues it."""
+def _proc_stat(pid):
+    """(state, pgrp, tpgid) of a process, from /proc/<pid>/stat."""
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return f[0], int(f[2]), int(f[5])
+
+
+def test_a_service_stopped_from_elsewhere_is_paused_and_litevisor_runs_on(litevisor_bin,
+                                                                          tmp_path):
+    """new-process-group: a kill -STOP of the service left its stopped group holding the
+    terminal; ^C, ^\\ and ^Z reached nobody (QA139 D4). Then litevisor stopped itself as
+    the job, which nothing continues without a shell (tini, script, ssh -t), and as PID 1
+    it continued the service at once (QA141 D4). A SIGSTOP is a pause: the service stays
+    stopped until continued, litevisor runs on with the terminal meanwhile, and the
+    service gets it back once continued."""
     ticks = tmp_path / "ticks"
     (tmp_path / "c.yml").write_text("dbs: []\nsupervisor:\n  new-process-group: true\n")
     sh = InteractiveBash(tmp_path)
@@ -646,15 +655,186 @@ def test_a_service_stopped_from_elsewhere_while_it_holds_the_terminal_is_a_stopp
         sh.type(f"{litevisor_bin} run -config c.yml -- sh -c 'echo $$ > {tmp_path}/pid; "
                 f"while :; do echo t >> {ticks}; sleep 0.05; done' 2>lv.err\n".encode())
         poll(lambda: len(read_lines(ticks)) > 2)
-        mark = len(sh.out)
-        os.kill(int(read_lines(tmp_path / "pid")[0]), signal.SIGSTOP)
-        assert sh.wait_for(b"PROMPT$ ", 5, mark), sh.out[mark:]
+        svc = int(read_lines(tmp_path / "pid")[0])
+        lv = _ppid_of(svc)
+        os.kill(svc, signal.SIGSTOP)
+        poll(lambda: "paused until continued" in (tmp_path / "lv.err").read_text())
         n = len(read_lines(ticks))
-        sh.type(b"fg\n")
+        time.sleep(1.5)  # litevisor's loop turns at least once a second
+        assert len(read_lines(ticks)) == n, "the paused service was continued"
+        state, pgrp, tpgid = _proc_stat(lv)
+        assert state != "T" and tpgid == pgrp, (state, pgrp, tpgid)  # the terminal is its
+        os.kill(svc, signal.SIGCONT)
         poll(lambda: len(read_lines(ticks)) > n + 2, timeout=5)
-        time.sleep(0.3)
+        poll(lambda: _proc_stat(lv)[2] == svc, timeout=5)  # the service's again
         mark = sh.type(b"\x03")
         assert sh.wait_for(b"PROMPT$ ", 10, mark), sh.out[mark:]
+        mark = sh.type(b"echo code=$?\n")
+        assert sh.wait_for(b"code=130", 5, mark), (sh.out[mark:], (tmp_path / "lv.err").read_text())
+    finally:
+        sh.close()
+
+
+def test_pid_1_leaves_a_paused_service_paused(litevisor_bin, tmp_path):
+    """As PID 1 on a terminal (docker run -it) a kill -STOP of the service was taken for
+    the terminal's job stop, which PID 1 cannot make: the service was continued at once
+    and could not be paused (QA141 D4)."""
+    ticks = tmp_path / "ticks"
+    (tmp_path / "c.yml").write_text("dbs: []\nsupervisor:\n  new-process-group: true\n")
+    m, s = os.openpty()
+    inner = (f"import os\nos.setsid()\nfd = os.open({os.ttyname(s)!r}, os.O_RDWR)\n"
+             "os.dup2(fd, 0); os.dup2(fd, 1)\n"
+             f"e = os.open({str(tmp_path / 'lv.err')!r}, os.O_WRONLY | os.O_CREAT, 0o644)\n"
+             "os.dup2(e, 2)\n"
+             f"os.execv({litevisor_bin!r}, [{litevisor_bin!r}, 'run', '-config', "
+             f"{str(tmp_path / 'c.yml')!r}, '--', 'sh', '-c', 'echo $$ > {tmp_path}/pid; "
+             f"while :; do echo t >> {ticks}; sleep 0.05; done'])\n")
+    p = subprocess.Popen(["unshare", "-pf", "--mount-proc", "/usr/bin/python3", "-c", inner],
+                         stdin=subprocess.DEVNULL)
+    os.close(s)
+    try:
+        poll(lambda: len(read_lines(ticks)) > 2, log=tmp_path / "lv.err")
+        lv = [d for d in _children_of(p.pid) if _comm_of(d) == "litevisor"]
+        svc = [d for d in _children_of(lv[0]) if _comm_of(d) == "sh"] if lv else []
+        assert len(svc) == 1, (lv, svc)
+        os.kill(svc[0], signal.SIGSTOP)
+        poll(lambda: "paused until continued" in (tmp_path / "lv.err").read_text())
+        n = len(read_lines(ticks))
+        time.sleep(1.5)
+        assert len(read_lines(ticks)) == n, "the paused service was continued"
+        os.kill(svc[0], signal.SIGCONT)
+        poll(lambda: len(read_lines(ticks)) > n + 2, timeout=5)
+    finally:
+        for d in _children_of(p.pid):
+            try:
+                os.kill(d, signal.SIGKILL)  # PID 1 of the namespace: all goes with it
+            except OSError:
+                pass
+        p.wait(timeout=10)
+        os.close(m)
+
+
+def _comm_of(pid):
+    try:
+        return open(f"/proc/{pid}/comm").read().strip()
+    except OSError:
+        return None
+
+
+def _ppid_of(pid):
+    try:
+        return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _children_of(pid):
+    return [int(d) for d in os.listdir("/proc") if d.isdigit() and _ppid_of(int(d)) == pid]
+
+
+RESTORES_TERMINAL_ON_TERM = """
+import os, signal, sys, termios, time
+def on_term(*_):
+    termios.tcsetattr(0, termios.TCSANOW, termios.tcgetattr(0))  # SIGTTOU from the background
+    time.sleep({delay})
+    open({done!r}, "w").write("done")
+    os._exit(0)
+signal.signal(signal.SIGTERM, on_term)
+open({pid!r}, "w").write(str(os.getpid()))
+while True:
+    time.sleep(0.1)
+"""
+
+
+@pytest.mark.parametrize("group", ["shared", "own"])
+def test_a_stopping_service_stopped_by_the_terminal_goes_on_once_brought_back(
+        litevisor_bin, tmp_path, group):
+    """^Z, bg, kill %1: the service's TERM handler restoring the terminal's settings from
+    the background was stopped by SIGTTOU. In the shared group (the default) litevisor,
+    stopping, neither stopped as a job nor continued it when fg made its group the
+    foreground: the handler never ran, SIGKILL at the grace's end (QA141 D1)."""
+    done = tmp_path / "done"
+    (tmp_path / "svc.py").write_text(RESTORES_TERMINAL_ON_TERM.format(
+        delay=0, done=str(done), pid=str(tmp_path / "pid")))
+    (tmp_path / "c.yml").write_text("dbs: []\nsupervisor:\n  stop-grace: 30s\n"
+                                    f"  new-process-group: {'true' if group == 'own' else 'false'}\n")
+    sh = InteractiveBash(tmp_path)
+    try:
+        sh.type(f"{litevisor_bin} run -config c.yml -- /usr/bin/python3 svc.py 2>lv.err\n"
+                .encode())
+        poll(lambda: (tmp_path / "pid").exists(), log=tmp_path / "lv.err")
+        time.sleep(0.3)
+        mark = sh.type(b"\x1a")
+        assert sh.wait_for(b"PROMPT$ ", 5, mark), sh.out[mark:]
+        sh.type(b"bg\n")
+        time.sleep(1)
+        sh.type(b"kill %1\n")
+        time.sleep(1.5)
+        assert not done.exists()  # stopped by SIGTTOU in its handler, in the background
+        mark = sh.type(b"fg\n")
+        poll(lambda: done.exists(), timeout=5, log=tmp_path / "lv.err")
+        assert sh.wait_for(b"PROMPT$ ", 10, mark), sh.out[mark:]
+    finally:
+        sh.close()
+
+
+@pytest.mark.parametrize("group", ["shared", "own"])
+def test_ctrl_z_during_the_grace_does_not_hold_the_service(litevisor_bin, tmp_path, group):
+    """While stopping, litevisor drops a TSTP so that the service does not sit out the grace,
+    but the terminal's ^Z stopped the service itself: it was SIGKILLed at the grace's end,
+    its TERM handler unfinished (QA141 D3). It is continued."""
+    done = tmp_path / "done"
+    (tmp_path / "svc.py").write_text(
+        "import os, signal, time\n"
+        f"def on_term(*_):\n    time.sleep(2)\n    open({str(done)!r}, 'w').write('done')\n"
+        "    os._exit(0)\n"
+        "signal.signal(signal.SIGTERM, on_term)\n"
+        f"open({str(tmp_path / 'pid')!r}, 'w').write(str(os.getpid()))\n"
+        "while True:\n    time.sleep(0.1)\n")
+    (tmp_path / "c.yml").write_text("dbs: []\nsupervisor:\n  stop-grace: 30s\n"
+                                    f"  new-process-group: {'true' if group == 'own' else 'false'}\n")
+    sh = InteractiveBash(tmp_path)
+    try:
+        sh.type(f"{litevisor_bin} run -config c.yml -- /usr/bin/python3 svc.py 2>lv.err\n"
+                .encode())
+        poll(lambda: (tmp_path / "pid").exists(), log=tmp_path / "lv.err")
+        time.sleep(0.3)
+        os.kill(_ppid_of(int(read_lines(tmp_path / "pid")[0])), signal.SIGTERM)
+        time.sleep(0.5)
+        mark = sh.type(b"\x1a")  # during the TERM handler's 2 s
+        poll(lambda: done.exists(), timeout=8, log=tmp_path / "lv.err")
+        assert sh.wait_for(b"PROMPT$ ", 10, mark), sh.out[mark:]
+    finally:
+        sh.close()
+
+
+def test_bg_then_fg_at_once_leaves_no_service_stopped_in_the_foreground(litevisor_bin,
+                                                                        tmp_path):
+    """`bg; fg` in the shared group: the service read the terminal before fg handed it over
+    and was stopped by SIGTTIN; by the time litevisor looked its group held the terminal
+    again, so it did nothing: no prompt, and typed lines reached nobody (QA141 D2). It is
+    continued, as it can read the terminal now."""
+    got = tmp_path / "got"
+    (tmp_path / "c.yml").write_text("dbs: []\n")
+    sh = InteractiveBash(tmp_path)
+    try:
+        sh.type(f"{litevisor_bin} run -config c.yml -- sh -c 'while read l; do "
+                f"echo \"got:$l\" >> {got}; done' 2>lv.err\n".encode())
+        time.sleep(1)
+        for i in range(12):
+            mark = sh.type(b"\x1a")
+            assert sh.wait_for(b"PROMPT$ ", 5, mark), sh.out[mark:]
+            mark = sh.type(b"bg; fg\n")
+            time.sleep(0.5)
+            sh.type(f"line{i}\n".encode())
+            end = time.monotonic() + 3
+            while f"got:line{i}" not in read_lines(got) and time.monotonic() < end:
+                time.sleep(0.05)
+            if f"got:line{i}" not in read_lines(got):
+                # a plain job's way out: shown stopped, the prompt back
+                assert sh.wait_for(b"PROMPT$ ", 2, mark), (i, sh.out[mark:])
+                sh.type(b"fg\n")
+                time.sleep(0.5)
     finally:
         sh.close()
 
