@@ -89,10 +89,12 @@ enum health_status health_replica(const struct replica_status *r, int64_t fail_a
 			 r->lag_seconds * 1000.0 > (double)(r->max_lag_ms + fail_after_ms);
 	if (r->failing_since_ns > 0) {
 		int64_t for_ms = failed_ms(now_mono_ns, r->failing_since_mono_ns);
-		int n = snprintf(why, whylen, "failing for %lld s: %s", (long long)(for_ms / 1000),
-				 r->last_error[0] ? r->last_error : "sync errors");
-		if (lag_fails && n >= 0 && (size_t)n < whylen)
-			snprintf(why + n, whylen - (size_t)n, "; lag %.1f s", r->lag_seconds);
+		/* the lag first: a long error would cut it off (QA141 O7) */
+		char lag[48] = "";
+		if (lag_fails)
+			snprintf(lag, sizeof(lag), ", lag %.1f s", r->lag_seconds);
+		snprintf(why, whylen, "failing for %lld s%s: %s", (long long)(for_ms / 1000), lag,
+			 r->last_error[0] ? r->last_error : "sync errors");
 		if (lag_fails || (fail_after_ms > 0 && for_ms >= fail_after_ms))
 			return HEALTH_FAIL;
 		return HEALTH_WARN;

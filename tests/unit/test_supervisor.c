@@ -206,7 +206,14 @@ TEST(replica_warn_and_fail)
 	r.failing_since_mono_ns = now;
 	r.lag_seconds = 40.0;
 	CHECK_INT(health_replica(&r, 20000, now, why, sizeof(why)), HEALTH_FAIL);
-	CHECK(strstr(why, "failing for 0 s: connect timeout; lag 40.0 s"));
+	CHECK(strstr(why, "failing for 0 s, lag 40.0 s: connect timeout"));
+	/* an error as long as the reason can be still leaves the lag shown (QA141 O7) */
+	memset(r.last_error, 'x', sizeof(r.last_error) - 1);
+	r.last_error[sizeof(r.last_error) - 1] = '\0';
+	char shortwhy[256];
+	CHECK_INT(health_replica(&r, 20000, now, shortwhy, sizeof(shortwhy)), HEALTH_FAIL);
+	CHECK(strstr(shortwhy, "failing for 0 s, lag 40.0 s: xxx"));
+	snprintf(r.last_error, sizeof(r.last_error), "connect timeout");
 	r.lag_seconds = 10.0; /* lagging, not that far: the failing clock decides */
 	CHECK_INT(health_replica(&r, 20000, now, why, sizeof(why)), HEALTH_WARN);
 	r.lag_seconds = 0;
