@@ -34,6 +34,8 @@ struct consul_lock {
 	char session[64];          /* our session's ID, "" when none */
 	int64_t ttl_ms;            /* the session's TTL, as Consul last gave it */
 	int64_t renewed;           /* mono ms of the last successful create or renew */
+	int64_t look_failing;      /* held: mono ms of the first failed read of the key in a run
+				    * of them, 0 when the last read worked */
 	bool too_slow;             /* held: the agent leaves no time to watch the key (logged once) */
 	uint64_t index;            /* of the key, for blocking queries */
 	int64_t credit, credit_at; /* the blocking queries' token bucket, in ms (pace()) */
@@ -396,6 +398,8 @@ static bool take(struct consul_lock *l)
 static void hold(struct consul_lock *l)
 {
 	char why[512] = "", msg[700];
+	bool renewed_now = false;
+	l->look_failing = 0;
 	for (;;) {
 		if (atomic_load(&l->stop.flag))
 			return;
@@ -404,6 +408,22 @@ static void hold(struct consul_lock *l)
 			char d[32];
 			snprintf(msg, sizeof(msg), "the session could not be renewed for its whole TTL (%s): %s",
 				 duration_format(l->ttl_ms, d, sizeof(d)), why);
+			set_state(l, CONSUL_LOCK_LOST, msg);
+			return;
+		}
+		/*
+		 * Reads of the key failing for as long: renewals alone do not say it
+		 * is still ours (an operator's release, another session's acquire).
+		 * Reads refused while renewals passed (Consul's read rate limit) kept
+		 * two writers going for good (QA142 D6); Consul's own api.Lock takes
+		 * one failed read for a loss. (Reads left out for a slow agent, below,
+		 * are not failures.)
+		 */
+		if (l->look_failing && clock_mono_ms() - l->look_failing >= l->ttl_ms) {
+			char d[32];
+			snprintf(msg, sizeof(msg), "the key could not be read for the session's whole TTL "
+				 "(%s), so it may be another's: %s", duration_format(l->ttl_ms, d, sizeof(d)),
+				 why);
 			set_state(l, CONSUL_LOCK_LOST, msg);
 			return;
 		}
@@ -432,6 +452,7 @@ static void hold(struct consul_lock *l)
 			if (l->warned)
 				log_info("consul", "writer lock: renewed again", "key=\"%s\"", l->cfg->lock_key);
 			l->warned = false;
+			renewed_now = true;
 		}
 		int64_t wait = l->ttl_ms / 2 - (clock_mono_ms() - l->renewed);
 		/*
@@ -440,8 +461,13 @@ static void hold(struct consul_lock *l)
 		 * would push the renewal past the lease's end and lose a lock that
 		 * renewals alone keep, so renewals come first; a released or deleted
 		 * key goes unseen until the agent is quicker, which is said once.
+		 * Judged right after a renewal: a look that returned early (the key
+		 * written, a failed read) leaves little time too, from a fast agent
+		 * (QA142 D3).
 		 */
-		if (wait < 1000 && !l->too_slow) {
+		bool slow = wait < 1000 && renewed_now;
+		renewed_now = false;
+		if (slow && !l->too_slow) {
 			char d[32], t[32];
 			log_warn("consul", "writer lock: the agent answers too slowly to watch the key "
 				 "between renewals; a key released or deleted by someone else goes "
@@ -455,10 +481,19 @@ static void hold(struct consul_lock *l)
 			l->too_slow = false;
 		}
 		struct kv_look k;
-		if (wait < 1000 || look(l, wait, &k, why, sizeof(why)) < 0) {
+		int lrc = wait < 1000 ? 0 : look(l, wait, &k, why, sizeof(why));
+		if (wait < 1000 || lrc < 0) {
 			/* a look cut short for the renewal: that renewal now, no pause */
 			if (wait >= 1000 && renew_due(l) && !atomic_load(&l->stop.flag))
 				continue;
+			if (lrc < 0 && !l->look_failing && !atomic_load(&l->stop.flag)) {
+				char d[32];
+				l->look_failing = clock_mono_ms();
+				log_warn("consul", "writer lock: reading the key failed; trying again, the lock "
+					 "is lost if no read succeeds within the session's TTL",
+					 "key=\"%s\" error=\"%s\" ttl=%s", l->cfg->lock_key, why,
+					 duration_format(l->ttl_ms, d, sizeof(d)));
+			}
 			/* not past the lease's end: the top of the loop declares it lost right then */
 			int64_t pause = bounded(l, RETRY_MS);
 			if (atomic_load(&l->stop.flag) || consul_stop_nap(&l->stop, pause))
@@ -467,6 +502,9 @@ static void hold(struct consul_lock *l)
 		}
 		if (atomic_load(&l->stop.flag))
 			return;
+		if (l->look_failing)
+			log_info("consul", "writer lock: the key read again", "key=\"%s\"", l->cfg->lock_key);
+		l->look_failing = 0;
 		if (strcmp(k.session, l->session) != 0) {
 			snprintf(msg, sizeof(msg), "the key %s (released or deleted by someone else)",
 				 !k.exists ? "was deleted" : k.session[0] ? "is held by another session" : "is no longer held");

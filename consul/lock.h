@@ -16,9 +16,10 @@
  *  - held: renews the session every TTL/2 (a larger TTL in the answer is
  *    adopted, as the docs ask) and watches the key with blocking queries.
  *    LOST when Consul says the session is gone (renew answers 404), when the
- *    key is no longer held by it (an operator released or deleted it), or when
+ *    key is no longer held by it (an operator released or deleted it), when
  *    no renewal succeeded for a whole TTL (Consul may invalidate the session
- *    from then on; its lock delay keeps a new writer out for a while after).
+ *    from then on; its lock delay keeps a new writer out for a while after),
+ *    or when reads of the key failed for a whole TTL (it may be another's).
  *    No request outlasts the lease, so a hanging agent is LOST within a TTL.
  * An ACL refusal (403) is FAILED at once: waiting does not grant permissions.
  *

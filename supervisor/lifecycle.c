@@ -892,6 +892,21 @@ int sup_run(const struct config *cfg, char *const *argv)
 		s.push = push_start(cfg, &s.state, true, dbs_status, s.dbs);
 	/* a stop then: the final flush below (its closed marks), never the service (QA114 D3) */
 	bool stopped = stopped_before_start(&s) != 0;
+	/*
+	 * The lock, looked at last after the restore, could go while replication
+	 * started (its first looks take seconds): the service would start
+	 * without it, beside the next writer's (QA142 D1). Not started then; the
+	 * flush below ships nothing of it.
+	 */
+	char lwhy[512];
+	if (!stopped && !sup_consul_lock_held(s.consul, lwhy, sizeof(lwhy))) {
+		log_error("supervisor", "the writer lock was lost before the service could start: it was "
+			  "not started, exiting 111", "key=\"%s\" error=\"%s\"", cfg->consul.lock_key, lwhy);
+		s.lock_lost = true;
+		s.code = SUP_EXIT_TEMPFAIL;
+		s.stop_began = clock_mono_ms();
+		stopped = true;
+	}
 	if (!stopped && spawn(&s) < 0) {
 		code = s.code;
 		goto out;

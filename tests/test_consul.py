@@ -515,6 +515,58 @@ def test_a_lock_lost_during_the_restore_starts_nothing(litevisor_bin, tmp_path, 
     assert sorted(os.listdir(tmp_path / "replica" / "generations")) == gens
 
 
+def test_reads_of_the_key_failing_for_a_ttl_lose_the_lock(litevisor_bin, tmp_path, runs,
+                                                          consul):
+    """Reads of the key refused (Consul's read rate limit: 429) while renewals still
+    pass: an operator's release and another session's acquire went unseen, and both
+    services ran for good (QA142 D6). A run of failed reads as long as the TTL loses
+    the lock, as failed renewals do; the first failed read is said."""
+    r = node_run(runs, litevisor_bin, tmp_path, "a",
+                 lock_cfg(tmp_path, "a", consul, extra="    ttl: 10s\n"))
+    poll(lambda: (tmp_path / "a" / "ready").exists(), timeout=30)
+    consul.fail_next(100000, 429, "rate limit exceeded", path="/v1/kv/", method="GET")
+    t0 = time.monotonic()
+    http(consul, "PUT", f"/v1/kv/litevisor/app?release={holder_session(consul, 'litevisor/app')}")
+    hold_lock_elsewhere(consul, "litevisor/app")
+    poll(lambda: "the writer lock is lost" in r.stderr(), timeout=25, interval=0.1)
+    assert time.monotonic() - t0 <= 21, time.monotonic() - t0  # a TTL from the first failure
+    err = r.stderr()
+    assert "could not be read for the session's whole TTL (10s)" in err, err
+    assert err.count("writer lock: reading the key failed") == 1, err
+    assert "too slowly" not in err, err  # the agent answered at once (QA142 D3)
+    assert r.wait(timeout=20) == 111
+
+
+def test_a_lock_lost_while_replication_starts_starts_no_service(litevisor_bin, tmp_path, runs,
+                                                               consul):
+    """The lock was looked at right after the restore, and replication's first looks then
+    took seconds (a replica's server accepting and never answering): an operator's
+    release meanwhile still started the service, without the lock (QA142 D1)."""
+    x = node_run(runs, litevisor_bin, tmp_path, "x", lock_cfg(tmp_path, "x", consul))
+    poll(lambda: (tmp_path / "x" / "ready").exists(), timeout=30)
+    x.p.send_signal(signal.SIGTERM)
+    assert x.wait(timeout=30) == 0, x.stderr()
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        cfg = lock_cfg(tmp_path, "a", consul).replace(
+            "        sync-interval: 100ms\n",
+            "        sync-interval: 100ms\n"
+            f"      - url: s3://bkt.localhost:{silent.getsockname()[1]}/app\n"
+            "        access-key-id: k\n        secret-access-key: s\n")
+        a = node_run(runs, litevisor_bin, tmp_path, "a", cfg)
+        poll(lambda: "restore done" in a.stderr(), timeout=30, interval=0.01)
+        http(consul, "PUT",
+             f"/v1/kv/litevisor/app?release={holder_session(consul, 'litevisor/app')}")
+        assert a.wait(timeout=40) == 111, a.stderr()
+        assert "the writer lock was lost before the service could start" in a.stderr(), a.stderr()
+        assert "service started" not in a.stderr(), a.stderr()
+        assert not (tmp_path / "a" / "report.json").exists()
+    finally:
+        silent.close()
+
+
 def test_a_lock_wait_ends_on_time_with_an_agent_that_never_answers(litevisor_bin, tmp_path,
                                                                    runs, consul):
     consul.hang(True)

@@ -364,6 +364,13 @@ def test_fail_next_on_a_path(c):
     assert c.req("GET", "/v1/kv/x")[0] == 404
 
 
+def test_fail_next_of_a_method(c):
+    c.srv.fail_next(1, 429, "rate limit exceeded", path="/v1/kv/", method="GET")
+    assert c.req("PUT", "/v1/kv/x", "v")[0] == 200
+    assert c.req("GET", "/v1/kv/x")[:3:2] == (429, b"rate limit exceeded")
+    assert c.req("GET", "/v1/kv/x")[0] == 200
+
+
 def test_hang(c, srv):
     srv.hang(True)
     with pytest.raises(socket.timeout):

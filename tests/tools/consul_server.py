@@ -132,7 +132,7 @@ class ConsulServer:
         self._requests = []
         self._hang = False
         self._hang_release = threading.Event()
-        self._fail = []                 # pending (status, body, path prefix) answers
+        self._fail = []                 # pending (status, body, path prefix, method) answers
         self.index_zero = False         # blocking.mdx: "this has happened a few times"
         self.delay = 0.0                # seconds before each request is handled
         self._httpd = None
@@ -186,11 +186,11 @@ class ConsulServer:
                 self._hang_release.set()
             self._hang = bool(on)
 
-    def fail_next(self, n, status=500, body="injected failure", path=None):
-        """The next n requests (those whose path starts with path, when given) get
-        this answer instead of being handled."""
+    def fail_next(self, n, status=500, body="injected failure", path=None, method=None):
+        """The next n requests (those whose path starts with path, and of that method,
+        when given) get this answer instead of being handled."""
         with self._lock:
-            self._fail.extend([(status, body, path)] * n)
+            self._fail.extend([(status, body, path, method)] * n)
 
     def _open(self):
         server = self
@@ -941,7 +941,8 @@ class _Handler(BaseHTTPRequestHandler):
             fail = None
             if not hanging:
                 i = next((i for i, f in enumerate(c._fail)
-                          if f[2] is None or self.path.startswith(f[2])), None)
+                          if (f[2] is None or self.path.startswith(f[2])) and
+                          (f[3] is None or self.command == f[3])), None)
                 fail = c._fail.pop(i) if i is not None else None
         if hanging:
             release.wait()
