@@ -5,7 +5,10 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <pthread.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +27,9 @@ struct consul_client {
 	struct cfg_secret env_token; /* from CONSUL_HTTP_TOKEN(_FILE) when the config has none */
 	const char *ca_file;
 	const atomic_int *abort_flag;
+	pthread_mutex_t fd_mu;     /* guards fd: curl opens and closes it, interrupt shuts it */
+	curl_socket_t fd;          /* the connection's socket, CURL_SOCKET_BAD when none */
+	bool interrupted;          /* consul_client_interrupt: no new connection either */
 };
 
 /* The agent's URL from the config, else CONSUL_HTTP_ADDR, else the default. */
@@ -75,6 +81,8 @@ static int resolve_base(struct consul_client *cl, char *err, size_t errlen)
 static int client_setup(struct consul_client *cl, const struct cfg_consul *c, char *err, size_t errlen)
 {
 	cl->cfg = c;
+	cl->fd = CURL_SOCKET_BAD;
+	pthread_mutex_init(&cl->fd_mu, NULL);
 	if (resolve_base(cl, err, errlen) < 0)
 		return -1;
 	if (!secret_is_set(&c->token)) {
@@ -125,7 +133,50 @@ void consul_client_free(struct consul_client *cl)
 		free(cl->env_token.value);
 	}
 	free(cl->env_token.file);
+	pthread_mutex_destroy(&cl->fd_mu);
 	free(cl);
+}
+
+/*
+ * The sockets of cl's connections go through these, so that an interrupt
+ * can shut the one in use: libcurl looks at the abort flag only about once a
+ * second in a blocking query, and that second came out of the release that
+ * the next writer waits for (QA142 D4). Under fd_mu, so a socket curl has
+ * closed (its number then free for reuse) is never shut.
+ */
+static curl_socket_t on_open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
+{
+	struct consul_client *cl = arg;
+	(void)purpose;
+	pthread_mutex_lock(&cl->fd_mu);
+	curl_socket_t fd = cl->interrupted ? CURL_SOCKET_BAD
+					   : socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+	if (fd != CURL_SOCKET_BAD)
+		cl->fd = fd;
+	pthread_mutex_unlock(&cl->fd_mu);
+	return fd;
+}
+
+static int on_close_socket(void *arg, curl_socket_t fd)
+{
+	struct consul_client *cl = arg;
+	pthread_mutex_lock(&cl->fd_mu);
+	if (cl->fd == fd)
+		cl->fd = CURL_SOCKET_BAD;
+	int rc = close(fd);
+	pthread_mutex_unlock(&cl->fd_mu);
+	return rc;
+}
+
+void consul_client_interrupt(struct consul_client *cl, bool on)
+{
+	if (!cl)
+		return;
+	pthread_mutex_lock(&cl->fd_mu);
+	cl->interrupted = on;
+	if (on && cl->fd != CURL_SOCKET_BAD)
+		(void)shutdown(cl->fd, SHUT_RDWR);
+	pthread_mutex_unlock(&cl->fd_mu);
 }
 
 void consul_stop_init(struct consul_stop *s)
@@ -341,6 +392,10 @@ int consul_call(struct consul_client *cl, const char *method, const char *path, 
 	curl_easy_setopt(h, CURLOPT_HEADERDATA, &s);
 	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, ebuf);
 	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+	curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, cl);
+	curl_easy_setopt(h, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
+	curl_easy_setopt(h, CURLOPT_CLOSESOCKETDATA, cl);
 	if (cl->abort_flag) {
 		curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
 		curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);

@@ -81,6 +81,14 @@ bool consul_stop_nap(struct consul_stop *s, int64_t ms);
  */
 void consul_client_abort_on(struct consul_client *cl, const atomic_int *flag);
 
+/*
+ * on: shut the connection a request of cl is using now, and open none until
+ * called with false; that request fails at once (a blocking query would see
+ * an abort flag only at libcurl's next progress call, about a second). Any
+ * thread; cl's requests are made by one.
+ */
+void consul_client_interrupt(struct consul_client *cl, bool on);
+
 /* "http://127.0.0.1:8500": the agent, for messages. */
 const char *consul_client_addr(const struct consul_client *cl);
 

@@ -588,8 +588,10 @@ enum consul_lock_state consul_lock_state(struct consul_lock *l, char *why, size_
 
 void consul_lock_halt(struct consul_lock *l)
 {
-	if (l && l->started)
+	if (l && l->started) {
 		consul_stop_request(&l->stop);
+		consul_client_interrupt(l->cl, true); /* not a second more in a blocking query */
+	}
 }
 
 void consul_lock_release(struct consul_lock *l, int64_t budget_ms)
@@ -597,8 +599,9 @@ void consul_lock_release(struct consul_lock *l, int64_t budget_ms)
 	if (!l)
 		return;
 	if (l->started) {
-		consul_stop_request(&l->stop);
+		consul_lock_halt(l);
 		pthread_join(l->thread, NULL);
+		consul_client_interrupt(l->cl, false);
 	}
 	if (l->cl && l->session[0]) {
 		char path[3 * CFG_CONSUL_KEY_MAX + 200], err[256], why[300];

@@ -224,6 +224,8 @@ static void *reg_main(void *arg)
 		bool leaving = atomic_load(&r->leave);
 		if (leaving) {
 			atomic_fetch_and(&r->cancel, ~CANCEL_LEAVE);
+			if (!atomic_load(&r->stop.flag))
+				consul_client_interrupt(r->cl, false); /* set before leave (consul_reg_leave) */
 			if (!r->gone && deregister(r, r->cfg->timeout_ms) < 0) {
 				wait = backoff;
 				backoff = backoff * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : backoff * 2;
@@ -343,6 +345,7 @@ void consul_reg_leave(struct consul_reg *r)
 	 * cancel first: the thread clears it once it sees leave, before it
 	 * deregisters, so it never aborts the deregistration itself.
 	 */
+	consul_client_interrupt(r->cl, true); /* a slow agent's update: not a second more (QA142 D4) */
 	atomic_fetch_or(&r->cancel, CANCEL_LEAVE);
 	atomic_store(&r->leave, 1);
 	consul_stop_wake(&r->stop);
@@ -353,6 +356,7 @@ void consul_reg_halt(struct consul_reg *r)
 	if (r && r->started) {
 		atomic_fetch_or(&r->cancel, CANCEL_STOP);
 		consul_stop_request(&r->stop);
+		consul_client_interrupt(r->cl, true);
 	}
 }
 
@@ -361,9 +365,9 @@ void consul_reg_stop(struct consul_reg *r, int64_t budget_ms)
 	if (!r)
 		return;
 	if (r->started) {
-		atomic_fetch_or(&r->cancel, CANCEL_STOP);
-		consul_stop_request(&r->stop);
+		consul_reg_halt(r);
 		pthread_join(r->thread, NULL);
+		consul_client_interrupt(r->cl, false);
 	}
 	if (r->cl && r->tried && !r->gone && budget_ms > 0) {
 		consul_client_abort_on(r->cl, NULL);

@@ -245,12 +245,16 @@ void sup_consul_close(struct sup_consul *c, int64_t budget_ms)
 	if (!c)
 		return;
 	int64_t end = clock_mono_ms() + budget_ms;
-	/* both threads abandon what they are doing at once, not one after the other */
-	consul_reg_halt(c->reg);
-	consul_lock_halt(c->lock);
-	consul_reg_stop(c->reg, budget_ms / 2);
+	/*
+	 * The release first, the registration's thread going on meanwhile: the
+	 * next writer waits for the release (else for the session's TTL twice and
+	 * the lock delay), and the deregistration the stop's start sent may still
+	 * be under way in that thread. Halted first and stopped first, a slow
+	 * agent's registration left the release 1 ms (QA142 D4).
+	 */
+	consul_lock_release(c->lock, budget_ms);
 	int64_t left = end - clock_mono_ms();
-	consul_lock_release(c->lock, left > 0 ? left : 0);
+	consul_reg_stop(c->reg, left > 0 ? left : 0);
 	pthread_mutex_destroy(&c->mu);
 	free(c);
 }

@@ -526,6 +526,8 @@ def test_reads_of_the_key_failing_for_a_ttl_lose_the_lock(litevisor_bin, tmp_pat
     poll(lambda: (tmp_path / "a" / "ready").exists(), timeout=30)
     consul.fail_next(100000, 429, "rate limit exceeded", path="/v1/kv/", method="GET")
     t0 = time.monotonic()
+    # the blocking query under way ends (at TTL/2 at the latest): then every read fails
+    poll(lambda: "reading the key failed" in r.stderr(), timeout=10, interval=0.1)
     http(consul, "PUT", f"/v1/kv/litevisor/app?release={holder_session(consul, 'litevisor/app')}")
     hold_lock_elsewhere(consul, "litevisor/app")
     poll(lambda: "the writer lock is lost" in r.stderr(), timeout=25, interval=0.1)
@@ -865,6 +867,28 @@ def test_a_slow_agent_keeps_the_lock_and_the_unwatched_key_is_said(litevisor_bin
     consul._kv_delete(key, {})
     assert r.wait(timeout=30) == 111, r.stderr()
     assert "the key was deleted" in r.stderr(), r.stderr()
+
+
+def test_a_slow_agent_still_gets_the_release_and_the_deregistration_at_a_stop(
+        litevisor_bin, tmp_path, runs, consul):
+    """An agent answering in 0.7 s, the service registered: the close's one second went
+    to the registration (its thread's abort, then a second deregistration) and the lock's
+    release got 1 ms; the next writer then waited for the session's TTL twice and the
+    lock delay (QA142 D4). The release comes first, beside the deregistration."""
+    key = "litevisor/app"
+    cfg = lock_cfg(tmp_path, "a", consul).replace(
+        "consul:\n", "consul:\n  service:\n    name: app\n    port: 8080\n")
+    r = node_run(runs, litevisor_bin, tmp_path, "a", cfg)
+    poll(lambda: (tmp_path / "a" / "ready").exists(), timeout=30)
+    poll(lambda: consul.services(), timeout=10)
+    consul.delay = 0.7
+    time.sleep(1)
+    os.kill(r.pid, signal.SIGTERM)
+    assert r.wait(timeout=30) in (0, 128 + signal.SIGTERM), r.stderr()
+    consul.delay = 0
+    assert "writer lock released" in r.stderr(), r.stderr()
+    assert holder_session(consul, key) is None
+    assert not consul.services(), consul.services()
 
 
 class LatinS3(BaseHTTPRequestHandler):
