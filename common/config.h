@@ -345,6 +345,14 @@ int config_db_path_check(const char *path, char *why, size_t len);
 #define CONFIG_DB_NAME_ROOM (sizeof("-journal.replaced-2026-12-07T00:20:41.719Z.999") - 1)
 int config_db_name_check(const char *path, char *why, size_t len);
 
+/*
+ * A Consul agent address as consul.addr takes it (and CONSUL_HTTP_ADDR, so
+ * that one the key would refuse is not used for lock.wait and then 111):
+ * HOST:PORT, [IPV6]:PORT or http(s)://HOST[:PORT], no credentials, path or
+ * query. Returns 0, or -1 with why set (never echoing a user@ part).
+ */
+int cfg_consul_addr_check(const char *addr, char *why, size_t whylen);
+
 /* Release everything *cfg owns and zero it. Safe on a zeroed struct. */
 void config_release(struct config *cfg);
 void config_replica_release(struct cfg_replica *r);

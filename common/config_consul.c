@@ -20,18 +20,12 @@
 #define C(field) offsetof(struct cfg_consul, field)
 #define SERVICE_TEXT_MAX 256 /* name, ID: leaves room for "-<host>-<pid>" in CONSUL_ID_MAX */
 
-static int set_addr_url(struct walk *w, const struct field *f, const struct cfg_node *v,
-			const char *path, void *target)
+int cfg_consul_addr_check(const char *s, char *why, size_t whylen)
 {
-	struct cfg_consul *c = target;
-	char *s = NULL;
-	if (walk_required(w, v, path, &s) < 0)
-		return -1;
 	/* user:password@ is a credential: refused before any message could echo the value */
 	if (strchr(s, '@')) {
-		cfg_error(w->e, v, path, "must not carry credentials (user@HOST): the agent's address "
-			  "only, HOST:PORT or http(s)://HOST:PORT; give the ACL token as token or token-file");
-		free(s);
+		snprintf(why, whylen, "must not carry credentials (user@HOST): the agent's address "
+			 "only, HOST:PORT or http(s)://HOST:PORT; give the ACL token as token or token-file");
 		return -1;
 	}
 	const char *hp = s;
@@ -41,14 +35,12 @@ static int set_addr_url(struct walk *w, const struct field *f, const struct cfg_
 		hp = s + 8;
 	else if (strstr(s, "://")) {
 		/* unix:// would need a socket path option: not offered */
-		cfg_error(w->e, v, path, "expected http://HOST:PORT, https://HOST:PORT or HOST:PORT, got \"%s\"",
-			  s);
-		free(s);
+		snprintf(why, whylen, "expected http://HOST:PORT, https://HOST:PORT or HOST:PORT, got \"%s\"",
+			 s);
 		return -1;
 	}
 	if (!*hp || strchr(hp, '/') || strchr(hp, '?')) {
-		cfg_error(w->e, v, path, "expected the agent's address only (HOST:PORT), got \"%s\"", s);
-		free(s);
+		snprintf(why, whylen, "expected the agent's address only (HOST:PORT), got \"%s\"", s);
 		return -1;
 	}
 	/* the port: after "[v6]", else after the last ':' */
@@ -61,21 +53,33 @@ static int set_addr_url(struct walk *w, const struct field *f, const struct cfg_
 		size_t n = strspn(port, "0123456789");
 		long p = n && n <= 5 && !port[n] ? strtol(port, NULL, 10) : 0;
 		if (p < 1 || p > 65535) {
-			cfg_error(w->e, v, path, "\"%s\": the port is not a number from 1 to 65535", s);
-			free(s);
+			snprintf(why, whylen, "\"%s\": the port is not a number from 1 to 65535", s);
 			return -1;
 		}
 	} else if (hp == s) {
 		/* libcurl would try port 80; an agent listens on 8500 */
-		cfg_error(w->e, v, path, "\"%s\" has no port: HOST:PORT (the agent's HTTP port, 8500 by "
-			  "default), or http(s)://HOST for the scheme's own port", s);
-		free(s);
+		snprintf(why, whylen, "\"%s\" has no port: HOST:PORT (the agent's HTTP port, 8500 by "
+			 "default), or http(s)://HOST for the scheme's own port", s);
 		return -1;
 	}
 	/* ":8500" (a "${CONSUL_HOST}:8500" left unset) fails every request, for lock.wait, then 111 */
-	const char *why = cfg_authority_problem(hp, strlen(hp));
-	if (why) {
-		cfg_error(w->e, v, path, "\"%s\" %s (HOST:PORT, [IPV6]:PORT or http(s)://HOST[:PORT])", s, why);
+	const char *bad = cfg_authority_problem(hp, strlen(hp));
+	if (bad) {
+		snprintf(why, whylen, "\"%s\" %s (HOST:PORT, [IPV6]:PORT or http(s)://HOST[:PORT])", s, bad);
+		return -1;
+	}
+	return 0;
+}
+
+static int set_addr_url(struct walk *w, const struct field *f, const struct cfg_node *v,
+			const char *path, void *target)
+{
+	struct cfg_consul *c = target;
+	char *s = NULL, why[600];
+	if (walk_required(w, v, path, &s) < 0)
+		return -1;
+	if (cfg_consul_addr_check(s, why, sizeof(why)) < 0) {
+		cfg_error(w->e, v, path, "%s", why);
 		free(s);
 		return -1;
 	}

@@ -40,6 +40,12 @@ static int resolve_base(struct consul_client *cl, char *err, size_t errlen)
 	if (!a || !*a) {
 		a = getenv("CONSUL_HTTP_ADDR");
 		from = "CONSUL_HTTP_ADDR";
+		char why[600];
+		/* checked as consul.addr is at load (QA142 D2) */
+		if (a && *a && cfg_consul_addr_check(a, why, sizeof(why)) < 0) {
+			snprintf(err, errlen, "CONSUL_HTTP_ADDR: %s", why);
+			return -1;
+		}
 	}
 	if (!a || !*a)
 		a = "127.0.0.1:8500";

@@ -582,11 +582,16 @@ def test_a_lock_wait_ends_on_time_with_an_agent_that_never_answers(litevisor_bin
 
 
 @pytest.mark.parametrize("addr,message", [
-    ("http://user:pa55w0rd@127.0.0.1:8500", "CONSUL_HTTP_ADDR: expected the agent's address only"),
-    ("unix:///run/consul.sock", "litevisor talks to the agent over http(s) only"),
+    ("http://user:pa55w0rd@127.0.0.1:8500", "CONSUL_HTTP_ADDR: must not carry credentials"),
+    ("unix:///run/consul.sock", "CONSUL_HTTP_ADDR: expected http://HOST:PORT"),
+    (":8500", "CONSUL_HTTP_ADDR: \":8500\""),
+    ("127.0.0.1:99999", "the port is not a number from 1 to 65535"),
+    ("127.0.0.1:http", "the port is not a number from 1 to 65535"),
+    ("localhost", "\"localhost\" has no port"),
 ])
 def test_a_consul_http_addr_it_cannot_use_is_a_config_error(litevisor_bin, tmp_path, addr, message):
-    """Not a retry loop of temporary failures, and never a password in the log."""
+    """Not a retry loop of temporary failures, and never a password in the log. Checked as
+    consul.addr is: values the key refuses were used, and failed for lock.wait (QA142 D2)."""
     cfg = tmp_path / "c.yml"
     cfg.write_text("dbs: []\nconsul:\n  lock:\n    key: k\n")
     env = dict(os.environ, CONSUL_HTTP_ADDR=addr)
