@@ -40,6 +40,8 @@ struct consul_lock {
 	uint64_t index;            /* of the key, for blocking queries */
 	int64_t credit, credit_at; /* the blocking queries' token bucket, in ms (pace()) */
 	bool held;                 /* from acquisition on: no request may outlast the lease */
+	bool unclean;              /* taken from a holder that did not release it after its final
+				    * flush (or from a key whose history is unknown); under mu */
 	bool warned;               /* held: a failed renewal was logged (once per run of them) */
 	int64_t give_up;           /* mono ms: the end of consul.lock.wait while waiting, 0 = none */
 	int efd;
@@ -150,7 +152,46 @@ static int renew(struct consul_lock *l, char *why, size_t whylen)
 struct kv_look {
 	bool exists;
 	char session[64];   /* holder's session, "" when free */
+	bool released;      /* its value: a litevisor holder's, released after its final flush */
 };
+
+/* Standard padded base64 (Consul's KV values) into out[cap]; the length, or -1. */
+static long b64_decode(const char *in, unsigned char *out, size_t cap)
+{
+	static const char set[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	size_t o = 0;
+	unsigned acc = 0;
+	int bits = 0;
+	for (; *in && *in != '='; in++) {
+		const char *c = strchr(set, *in);
+		if (!c)
+			return -1;
+		acc = acc << 6 | (unsigned)(c - set);
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			if (o >= cap)
+				return -1;
+			out[o++] = (unsigned char)(acc >> bits);
+			acc &= (1u << bits) - 1;
+		}
+	}
+	return (long)o;
+}
+
+/* Is this KV value a litevisor holder's record marked released (consul_lock_release)? */
+static bool value_released(const char *b64)
+{
+	unsigned char buf[1024];
+	long n = b64 ? b64_decode(b64, buf, sizeof(buf)) : -1;
+	if (n <= 0)
+		return false;
+	json_t *doc = json_loadb((const char *)buf, (size_t)n, 0, NULL);
+	bool yes = json_is_string(json_object_get(doc, "holder")) &&
+		   json_is_true(json_object_get(doc, "released"));
+	json_decref(doc);
+	return yes;
+}
 
 /*
  * The token bucket blocking.mdx asks of a client: one blocking query a
@@ -233,6 +274,7 @@ static int look(struct consul_lock *l, int64_t wait_ms, struct kv_look *k, char 
 	const char *s = json_string_value(json_object_get(json_array_get(doc, 0), "Session"));
 	if (s)
 		snprintf(k->session, sizeof(k->session), "%s", s);
+	k->released = value_released(json_string_value(json_object_get(json_array_get(doc, 0), "Value")));
 	json_decref(doc);
 out:
 	consul_reply_release(&r);
@@ -310,6 +352,8 @@ static bool take(struct consul_lock *l)
 	int64_t backoff = RETRY_MS;
 	l->give_up = l->cfg->lock_wait_ms ? clock_mono_ms() + l->cfg->lock_wait_ms : 0;
 	char why[512] = "", last[512] = "", seen[64] = "";
+	struct kv_look prev; /* the key as last read before an acquire */
+	bool have_prev = false;
 	for (;;) {
 		if (l->give_up && clock_mono_ms() >= l->give_up) {
 			char d[32], msg[700];
@@ -337,9 +381,22 @@ static bool take(struct consul_lock *l)
 			continue;
 		}
 		if (rc == 0 && l->session[0]) {
+			/* whom it is taken from: one that did not release it may still be stopping */
+			if (!have_prev)
+				have_prev = look(l, 0, &prev, why, sizeof(why)) == 0;
 			rc = acquire(l, why, sizeof(why));
-			if (rc == 1)
+			if (rc == 1) {
+				pthread_mutex_lock(&l->mu);
+				l->unclean = !have_prev || !prev.exists || !prev.released;
+				pthread_mutex_unlock(&l->mu);
+				if (l->unclean)
+					log_info("consul", "writer lock taken from a holder that did not release it "
+						 "after its final flush, or from a key with no holder's record: the "
+						 "restore waits for its open generation, however old",
+						 "key=\"%s\"", l->cfg->lock_key);
 				return true;
+			}
+			have_prev = false;
 			if (rc == -2 || rc == -4) {
 				char msg[700];
 				snprintf(msg, sizeof(msg), "Consul refused the lock: %s", why);
@@ -373,6 +430,8 @@ static bool take(struct consul_lock *l)
 				return false;
 			continue;
 		}
+		prev = k;
+		have_prev = true;
 		if (!k.session[0]) {
 			if (consul_stop_nap(&l->stop, bounded(l, RETRY_MS)))
 				return false;
@@ -388,7 +447,7 @@ static bool take(struct consul_lock *l)
 		/* wait for the key to change, but wake to renew our own session in time */
 		int64_t wait = bounded(l, l->ttl_ms / 2 - (clock_mono_ms() - l->renewed));
 		if (wait >= 1000)
-			(void)look(l, wait, &k, why, sizeof(why));
+			have_prev = look(l, wait, &prev, why, sizeof(why)) == 0;
 		else if (consul_stop_nap(&l->stop, bounded(l, RETRY_MS)))
 			return false; /* not another acquire at once: each refused one is a write */
 	}
@@ -586,6 +645,16 @@ enum consul_lock_state consul_lock_state(struct consul_lock *l, char *why, size_
 	return st;
 }
 
+bool consul_lock_unclean(struct consul_lock *l)
+{
+	if (!l)
+		return false;
+	pthread_mutex_lock(&l->mu);
+	bool u = l->unclean;
+	pthread_mutex_unlock(&l->mu);
+	return u;
+}
+
 void consul_lock_halt(struct consul_lock *l)
 {
 	if (l && l->started) {
@@ -610,9 +679,19 @@ void consul_lock_release(struct consul_lock *l, int64_t budget_ms)
 		consul_client_abort_on(l->cl, NULL);
 		if (l->state == CONSUL_LOCK_HELD) {
 			snprintf(path, sizeof(path), "/v1/kv/%s?release=%s", l->key, l->session);
-			/* the key keeps its text, as Consul's own api.Lock leaves it (QA93 O7) */
-			int rc = consul_call(l->cl, "PUT", path, l->value, budget_ms, &r, err,
+			/*
+			 * The key keeps its text, as Consul's own api.Lock leaves it (QA93
+			 * O7), marked released: this writer's final flush is done, so the
+			 * next one need not wait for its generation (consul_lock_unclean).
+			 */
+			json_t *v = l->value ? json_loads(l->value, 0, NULL) : NULL;
+			char *body = NULL;
+			if (v && json_object_set_new(v, "released", json_true()) == 0)
+				body = json_dumps(v, JSON_COMPACT);
+			json_decref(v);
+			int rc = consul_call(l->cl, "PUT", path, body ? body : l->value, budget_ms, &r, err,
 					     sizeof(err));
+			free(body);
 			if (rc == 0 && r.status == 200 && strncmp(r.body, "true", 4) == 0)
 				log_info("consul", "writer lock released", "key=\"%s\"", l->cfg->lock_key);
 			else if (rc == 0 && r.status == 200)

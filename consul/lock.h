@@ -58,9 +58,19 @@ int consul_lock_fd(const struct consul_lock *l);
 enum consul_lock_state consul_lock_state(struct consul_lock *l, char *why, size_t whylen);
 
 /*
- * Ask the thread to stop (a request under way is abandoned within about a
- * second) without waiting: lets the caller stop several things at once
- * before consul_lock_release. NULL is fine.
+ * Once HELD: was it taken from a holder that did not release it after its
+ * final flush (its session invalidated, an operator's release or delete,
+ * or a key with no litevisor holder's record)? That holder may still be
+ * stopping, its service committing, however long ago it last wrote: the
+ * restore must wait for its open generation (QA142 D7, D8). A release marks
+ * the key's record "released". False for NULL.
+ */
+bool consul_lock_unclean(struct consul_lock *l);
+
+/*
+ * Ask the thread to stop (a request under way is abandoned at once: its
+ * socket is shut) without waiting: lets the caller stop several things at
+ * once before consul_lock_release. NULL is fine.
  */
 void consul_lock_halt(struct consul_lock *l);
 

@@ -150,6 +150,11 @@ bool sup_consul_lock_held(struct sup_consul *c, char *why, size_t whylen)
 	return !c || !c->lock || consul_lock_state(c->lock, why, whylen) == CONSUL_LOCK_HELD;
 }
 
+bool sup_consul_lock_unclean(struct sup_consul *c)
+{
+	return c && consul_lock_unclean(c->lock);
+}
+
 /* The TTL check's status: /healthz's, from the same evaluation. */
 static enum consul_check health_now(void *ctx, char *out, size_t len)
 {

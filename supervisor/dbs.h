@@ -29,8 +29,13 @@ struct sup_dbs *dbs_open(const struct config *cfg);
  */
 int dbs_lock(struct sup_dbs *d);
 
-/* Start restoring every database. Returns 0, or -1 (logged). */
-int dbs_restore_start(struct sup_dbs *d);
+/*
+ * Start restoring every database. any_age: the writer lock was taken from a
+ * holder that did not release it, which may still be stopping: the restores
+ * wait for its open generation however old (restore_db_for_run). Returns 0,
+ * or -1 (logged).
+ */
+int dbs_restore_start(struct sup_dbs *d, bool any_age);
 
 /* An fd that becomes readable once every restore has finished. */
 int dbs_restore_fd(const struct sup_dbs *d);

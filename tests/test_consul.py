@@ -569,6 +569,47 @@ def test_a_lock_lost_while_replication_starts_starts_no_service(litevisor_bin, t
         silent.close()
 
 
+@pytest.mark.parametrize("how", ["release", "delete"])
+def test_a_writer_taking_a_lock_its_holder_lost_waits_for_its_last_commit(litevisor_bin, tmp_path,
+                                                                         runs, consul, how):
+    """An operator releases or deletes the key (Consul sets no lock delay then) while A's
+    service is idle: the next writer took the lock at once, and its restore waited only for
+    a generation written to within handover-wait, so it restored before A's service saved
+    its state on the way out, and that commit was lost (QA142 D8; D7 the same for a
+    session Consul ended). Taken from a holder that did not release it, the lock makes the
+    restore wait for its open generation however old; a released one does not."""
+    def cfg(node):
+        return lock_cfg(tmp_path, node, consul).replace(
+            "restore:\n  handover-wait: 0s\n", "restore:\n  handover-wait: 8s\n  clock-skew: 1s\n")
+    (tmp_path / "a" / "cfg").mkdir(parents=True)
+    a = start(runs, litevisor_bin, tmp_path / "a" / "cfg",
+              DB_SERVICE + ["--report", str(tmp_path / "a.json"), "--ready", str(tmp_path / "a.ready"),
+                            "--rows", "2", "--term-delay", "2"], config=cfg("a"))
+    poll(lambda: (tmp_path / "a.ready").exists(), timeout=30)
+    b = node_run(runs, litevisor_bin, tmp_path, "b", cfg("b"))
+    poll(lambda: "waiting for the writer lock" in b.stderr(), timeout=15)
+    time.sleep(10)  # A's generation idle for longer than handover-wait + clock-skew
+    if how == "release":
+        http(consul, "PUT", f"/v1/kv/litevisor/app?release={holder_session(consul, 'litevisor/app')}")
+    else:
+        urllib.request.urlopen(urllib.request.Request(consul.url + "/v1/kv/litevisor/app",
+                                                      method="DELETE"), timeout=5).read()
+    assert a.wait(timeout=30) == 111, a.stderr()
+    poll(lambda: (tmp_path / "b" / "report.json").exists(), timeout=30, log=b.log_path)
+    rows = json.loads((tmp_path / "b" / "report.json").read_text())["rows"]
+    assert rows[-1] == "term-handler", (rows, b.stderr())
+    assert "restore waits for its open generation" in b.stderr(), b.stderr()
+    # B stops cleanly: its release is marked, and the next writer waits for nothing
+    os.kill(b.pid, signal.SIGTERM)
+    assert b.wait(timeout=30) == 0, b.stderr()
+    c = node_run(runs, litevisor_bin, tmp_path, "c", cfg("c"))
+    poll(lambda: (tmp_path / "c" / "ready").exists(), timeout=30, log=c.log_path)
+    assert "restore waits for its open generation" not in c.stderr(), c.stderr()
+    assert "waiting for its node to finish stopping" not in c.stderr(), c.stderr()
+    os.kill(c.pid, signal.SIGTERM)
+    assert c.wait(timeout=30) == 0, c.stderr()
+
+
 def test_a_lock_wait_ends_on_time_with_an_agent_that_never_answers(litevisor_bin, tmp_path,
                                                                    runs, consul):
     consul.hang(True)

@@ -5,7 +5,8 @@ At start it records what it finds (its database path from the environment,
 whether the file exists, the rows in it) into --report, then opens the
 database in WAL mode and inserts --rows rows. It touches --ready and waits.
 --commit-on FILE: when FILE appears, insert the row named in it and touch
-FILE.done. On SIGTERM it inserts "term-handler" and exits 0.
+FILE.done. On SIGTERM it inserts "term-handler" (--term-delay seconds later: a
+service saving its state on its way out) and exits 0.
 """
 import argparse
 import json
@@ -24,6 +25,7 @@ def main():
     p.add_argument("--rows", type=int, default=0)
     p.add_argument("--commit-on")
     p.add_argument("--exit-after-report", action="store_true")
+    p.add_argument("--term-delay", type=float, default=0)
     a = p.parse_args()
 
     path = os.environ.get(a.var)
@@ -52,6 +54,7 @@ def main():
         db.execute("INSERT INTO t (v) VALUES (?)", (v,))
 
     def on_term(sig, frame):
+        time.sleep(a.term_delay)
         insert("term-handler")
         db.close()
         os._exit(0)
