@@ -153,6 +153,7 @@ struct kv_look {
 	bool exists;
 	char session[64];   /* holder's session, "" when free */
 	bool released;      /* its value: a litevisor holder's, released after its final flush */
+	bool foreign;       /* its value: something else than a litevisor holder's record */
 };
 
 /* Standard padded base64 (Consul's KV values) into out[cap]; the length, or -1. */
@@ -179,18 +180,23 @@ static long b64_decode(const char *in, unsigned char *out, size_t cap)
 	return (long)o;
 }
 
-/* Is this KV value a litevisor holder's record marked released (consul_lock_release)? */
-static bool value_released(const char *b64)
+/*
+ * What a KV value (base64) says: a litevisor holder's record, marked
+ * released (consul_lock_release), or something else (foreign). An empty
+ * value is neither: a key made for the lock (`consul kv put`, Consul's own
+ * api.Lock).
+ */
+static void value_read(const char *b64, struct kv_look *k)
 {
-	unsigned char buf[1024];
-	long n = b64 ? b64_decode(b64, buf, sizeof(buf)) : -1;
-	if (n <= 0)
-		return false;
-	json_t *doc = json_loadb((const char *)buf, (size_t)n, 0, NULL);
-	bool yes = json_is_string(json_object_get(doc, "holder")) &&
-		   json_is_true(json_object_get(doc, "released"));
+	unsigned char buf[4096];
+	long n = b64 && *b64 ? b64_decode(b64, buf, sizeof(buf)) : 0;
+	if (n == 0)
+		return;
+	json_t *doc = n > 0 ? json_loadb((const char *)buf, (size_t)n, 0, NULL) : NULL;
+	bool ours = json_is_string(json_object_get(doc, "holder"));
+	k->released = ours && json_is_true(json_object_get(doc, "released"));
+	k->foreign = !ours;
 	json_decref(doc);
-	return yes;
 }
 
 /*
@@ -274,7 +280,7 @@ static int look(struct consul_lock *l, int64_t wait_ms, struct kv_look *k, char 
 	const char *s = json_string_value(json_object_get(json_array_get(doc, 0), "Session"));
 	if (s)
 		snprintf(k->session, sizeof(k->session), "%s", s);
-	k->released = value_released(json_string_value(json_object_get(json_array_get(doc, 0), "Value")));
+	value_read(json_string_value(json_object_get(json_array_get(doc, 0), "Value")), k);
 	json_decref(doc);
 out:
 	consul_reply_release(&r);
@@ -384,6 +390,15 @@ static bool take(struct consul_lock *l)
 			/* whom it is taken from: one that did not release it may still be stopping */
 			if (!have_prev)
 				have_prev = look(l, 0, &prev, why, sizeof(why)) == 0;
+			if (have_prev && prev.foreign && !prev.session[0]) {
+				/* its value would be replaced by ours, for good (QA142 D5) */
+				char msg[700];
+				snprintf(msg, sizeof(msg), "the key %s holds a value that is not a litevisor "
+					 "holder's record: it is not taken over; give consul.lock.key a key "
+					 "of its own", l->cfg->lock_key);
+				set_state(l, CONSUL_LOCK_FAILED, msg);
+				return false;
+			}
 			rc = acquire(l, why, sizeof(why));
 			if (rc == 1) {
 				pthread_mutex_lock(&l->mu);

@@ -47,7 +47,8 @@ def hold_lock_elsewhere(srv, key):
     """Another writer: a session of its own holding key, made through the API."""
     sid = http(srv, "PUT", "/v1/session/create",
                json.dumps({"Name": "litevisor: other-node", "TTL": "60s"}))["ID"]
-    assert http(srv, "PUT", f"/v1/kv/{key}?acquire={sid}", "{}") is True
+    assert http(srv, "PUT", f"/v1/kv/{key}?acquire={sid}",
+                '{"holder":"litevisor: other-node","pid":1}') is True
     return sid
 
 
@@ -608,6 +609,19 @@ def test_a_writer_taking_a_lock_its_holder_lost_waits_for_its_last_commit(litevi
     assert "waiting for its node to finish stopping" not in c.stderr(), c.stderr()
     os.kill(c.pid, signal.SIGTERM)
     assert c.wait(timeout=30) == 0, c.stderr()
+
+
+def test_a_key_holding_another_value_is_not_taken_over(litevisor_bin, tmp_path, runs, consul):
+    """lock.key naming a key that holds data (a typo, a key shared with a template): taking
+    the lock replaced its value with litevisor's record, for good (QA142 D5). Consul's own
+    api.Lock refuses such a key; so does litevisor, and the value stays."""
+    assert http(consul, "PUT", "/v1/kv/app/config", "db_password=hunter2\n") is True
+    r = node_run(runs, litevisor_bin, tmp_path, "a", lock_cfg(tmp_path, "a", consul, key="app/config"))
+    assert r.wait(timeout=30) == 111, r.stderr()
+    assert "holds a value that is not a litevisor holder's record" in r.stderr(), r.stderr()
+    assert http(consul, "GET", "/v1/kv/app/config")[0]["Value"] == \
+        base64.b64encode(b"db_password=hunter2\n").decode()
+    assert not (tmp_path / "a" / "report.json").exists()
 
 
 def test_a_lock_wait_ends_on_time_with_an_agent_that_never_answers(litevisor_bin, tmp_path,
