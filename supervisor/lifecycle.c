@@ -214,7 +214,11 @@ static void give_terminal(struct sup *s)
 		log_warn("supervisor", "cannot continue the service", "error=\"%s\"", strerror(errno));
 }
 
-/* Continue what the terminal stopped of the service: its group, or litevisor's shared one. */
+/*
+ * Continue what the terminal stopped of the service: its group, or
+ * litevisor's shared one (the terminal stops a whole group; litevisor's own
+ * SIGCONT is not forwarded, signals.h), as a shell's fg does.
+ */
 static void continue_job(struct sup *s)
 {
 	if (kill(s->job_tty ? -s->pid : 0, SIGCONT) < 0 && errno != ESRCH)
@@ -246,16 +250,19 @@ static void terminal_follow(struct sup *s)
 
 /*
  * The service stopped (the reaper's WUNTRACED), on a terminal:
- * - SIGSTOP, which no terminal sends: someone paused it. It stays stopped
- *   until continued, and litevisor runs on (replication, health): a job stop
- *   would never end without a shell that continues litevisor (tini, script,
- *   ssh -t: QA141 D4). A stopped group holding the terminal would get the
- *   ^C and ^Z typed meanwhile and act on none (QA139 D4): litevisor's takes
- *   it back.
- * - While stopping, no job stop: the grace runs on. A TSTP is dropped, as
- *   litevisor's own is: the service is continued (QA141 D3). One stopped by
- *   a read or write of the terminal waits for litevisor's group to hold it
- *   (terminal_follow; QA141 D1).
+ * - While stopping, no job stop: the grace runs on. A TSTP or SIGSTOP is
+ *   dropped, as litevisor's own TSTP is: the service is continued to act on
+ *   its TERM (QA141 D3, QA144 D2). One stopped by a read or write of the
+ *   terminal waits for litevisor's group to hold it (terminal_follow; QA141
+ *   D1).
+ * - SIGSTOP, which no terminal sends: the job's stop when the service holds
+ *   the terminal and a shell can continue litevisor (a ^Z handler ending in
+ *   SIGSTOP, or a kill -STOP of the job, as bash shows a plain one stopped);
+ *   else a pause. A paused service stays stopped until continued, and
+ *   litevisor runs on (replication, health): a job stop would never end
+ *   without a shell that continues litevisor (tini, script, ssh -t: QA141
+ *   D4). A stopped group holding the terminal would get the ^C and ^Z typed
+ *   meanwhile and act on none (QA139 D4): litevisor's takes it back.
  * - Sharing litevisor's group (the default): a read or write in the
  *   background stops the service alone (litevisor ignores SIGTTIN/SIGTTOU,
  *   signals.h): litevisor stops as the job, so the shell shows it stopped and
@@ -280,22 +287,32 @@ static void on_service_stopped(struct sup *s, int sig)
 	pid_t me = getpgrp(), fg = tcgetpgrp(STDIN_FILENO);
 	if (me <= 0 || fg <= 0)
 		return; /* the terminal's groups lie outside this pid namespace: no job control */
-	if (sig == SIGSTOP || (s->job_tty && sig == SIGTSTP && fg != s->pid)) {
+	/* shared-group mode, a service that made a group of its own: not the job (QA144 D3) */
+	if (!s->job_tty && getpgid(s->pid) != me)
+		return;
+	if (s->stopping) {
+		if (tty_io) {
+			s->tty_stopped = true; /* terminal_follow continues it (job_tty: hands it the terminal) */
+		} else {
+			log_info("supervisor", "the service was stopped while stopping: continued",
+				 "signal=%s", sig_name(sig));
+			/* the service's, not the group's: the TSTP may have come from anywhere (QA144 D6) */
+			resume(signal_target(s));
+		}
+		return;
+	}
+	/*
+	 * A SIGSTOP of the job holding the terminal, under a shell that can
+	 * continue litevisor, is the job's stop: top, nano and mutt end their
+	 * ^Z handling with one (QA144 D1). Any other is a pause.
+	 */
+	if ((sig == SIGSTOP || (s->job_tty && sig == SIGTSTP && fg != s->pid)) &&
+	    !(s->job_tty && sig == SIGSTOP && fg == s->pid && sig_job_control())) {
 		s->paused = true;
 		if (s->job_tty && fg == s->pid)
 			(void)tcsetpgrp(STDIN_FILENO, me); /* SIGTTOU is ignored (signals.h) */
 		log_info("supervisor", "the service was stopped from elsewhere: paused until continued",
 			 "signal=%s", sig_name(sig));
-		return;
-	}
-	if (s->stopping) {
-		if (sig == SIGTSTP) {
-			log_info("supervisor", "the service was stopped while stopping: continued",
-				 "signal=TSTP");
-			continue_job(s);
-		} else {
-			s->tty_stopped = true; /* job_tty: terminal_follow hands it the terminal */
-		}
 		return;
 	}
 	if (!s->job_tty) {

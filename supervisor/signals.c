@@ -1,9 +1,13 @@
 /* signals.c — block, ignore and read the signals `run` handles (see signals.h). */
 #include "supervisor/signals.h"
 
+#include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
@@ -96,6 +100,13 @@ int sig_read_ex(int fd, bool *kernel)
 	for (;;) {
 		ssize_t n = read(fd, &si, sizeof(si));
 		if (n == (ssize_t)sizeof(si)) {
+			/*
+			 * litevisor's own, to its process group (a service stopped by the
+			 * terminal continued, lifecycle.c): not news to forward, or the
+			 * service is continued again and again (QA144 D3)
+			 */
+			if (si.ssi_code == SI_USER && (pid_t)si.ssi_pid == getpid())
+				continue;
 			if (kernel)
 				*kernel = si.ssi_code == SI_KERNEL;
 			return (int)si.ssi_signo;
@@ -194,10 +205,79 @@ bool sig_is_forwarded(int sig)
 	return sig > 0 && sig != SIGCHLD && sigismember(&handled, sig) == 1;
 }
 
+/* ppid, pgrp and session of /proc/<pid>/stat, in /proc's numbering. 0, or -1. */
+static int proc_ids(const char *pid, pid_t *ppid, pid_t *pgrp, pid_t *sid)
+{
+	char path[64], buf[512];
+	snprintf(path, sizeof(path), "/proc/%s/stat", pid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return -1;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	const char *p = strrchr(buf, ')'); /* the name may hold anything */
+	long a, b, c;
+	if (!p || sscanf(p + 1, " %*c %ld %ld %ld", &a, &b, &c) != 3)
+		return -1;
+	*ppid = (pid_t)a;
+	*pgrp = (pid_t)b;
+	*sid = (pid_t)c;
+	return 0;
+}
+
+/*
+ * Is litevisor's process group orphaned (POSIX): no member has a parent in
+ * another group of the same session? Then no job-control shell waits on it,
+ * and the kernel ignores the terminal's stops for a plain program there.
+ * Read in /proc's numbering throughout (/proc/self for litevisor's own).
+ * False when it cannot be told.
+ */
+static bool group_orphaned(void)
+{
+	pid_t ppid, pgrp, sid;
+	if (proc_ids("self", &ppid, &pgrp, &sid) < 0)
+		return false;
+	DIR *d = opendir("/proc");
+	if (!d)
+		return false;
+	bool seen = false, orphaned = true;
+	struct dirent *e;
+	while (orphaned && (e = readdir(d))) {
+		pid_t pp, g, s, pg, ps;
+		if (!isdigit((unsigned char)e->d_name[0]) || proc_ids(e->d_name, &pp, &g, &s) < 0 ||
+		    g != pgrp)
+			continue;
+		seen = true;
+		char parent[32];
+		snprintf(parent, sizeof(parent), "%ld", (long)pp);
+		if (pp > 0 && proc_ids(parent, &(pid_t){ 0 }, &pg, &ps) == 0 && pg != pgrp && ps == sid)
+			orphaned = false;
+	}
+	closedir(d);
+	return seen && orphaned;
+}
+
+bool sig_job_control(void)
+{
+	return getpid() != 1 && !group_orphaned();
+}
+
 bool sig_job_stop(void)
 {
 	if (getpid() == 1)
 		return false;
+	if (group_orphaned()) {
+		/*
+		 * Nothing would continue it (ssh -t, docker exec -it, script: litevisor
+		 * leads the session), replication and health stopped for good while a
+		 * service in its group ran on (QA144 D4): as the kernel does for a
+		 * plain program there, the stop is not made.
+		 */
+		log_info("signals", "not stopping litevisor itself: its process group is orphaned "
+			 "(no job-control shell could continue it)", NULL);
+		return false;
+	}
 	log_info("signals", "stopping litevisor itself until SIGCONT (job control)", NULL);
 	/* a signal to oneself is acted on before kill() returns: this returns once continued */
 	if (kill(getpid(), SIGSTOP) < 0)

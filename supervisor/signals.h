@@ -63,10 +63,19 @@ bool sig_is_forwarded(int sig);
  * After a TSTP (^Z, or kill -TSTP): stop litevisor itself with SIGSTOP, as
  * dumb-init does, so a shell's job control sees its job stopped; a SIGCONT
  * resumes it (and is forwarded). Replication stops with it. Does nothing
- * as PID 1 (the kernel ignores a SIGSTOP init sends itself). Returns true
+ * as PID 1 (the kernel ignores a SIGSTOP init sends itself), nor when
+ * litevisor's process group is orphaned (no shell could continue it; the
+ * kernel ignores a terminal's stop for a plain program there). Returns true
  * once continued, false when litevisor did not stop.
  */
 bool sig_job_stop(void);
+
+/*
+ * Could a stop of litevisor be continued: not PID 1, and its process group
+ * is not orphaned (some member's parent, a shell, lies in another group of
+ * the session)? sig_job_stop stops nothing otherwise.
+ */
+bool sig_job_control(void);
 
 /* True for the signals that also start the stop sequence (TERM, INT). */
 bool sig_is_stop(int sig);

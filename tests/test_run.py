@@ -94,10 +94,13 @@ def curl(url, timeout=5):
 class Background:
     """A litevisor process in the background; its stdout and stderr go to a file."""
 
-    def __init__(self, cmd, log_path, env, cwd=None):
+    def __init__(self, cmd, log_path, env, cwd=None, own_group=False):
         self.log_path = log_path
         self.log = open(self.log_path, "w")
-        self.p = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        # own_group: its own process group, whose parent (pytest) is in another of the same
+        # session: never orphaned, as a shell's job is not, whatever pytest's group is
+        self.p = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                  process_group=0 if own_group else None)
 
     @property
     def pid(self):
@@ -122,7 +125,7 @@ class Background:
 class Run(Background):
     """litevisor run, started in the background."""
 
-    def __init__(self, binary, tmp, args, config=None, env=None, wrap=None):
+    def __init__(self, binary, tmp, args, config=None, env=None, wrap=None, own_group=False):
         self.tmp = tmp
         cmd = [binary, "run"]
         if config is not None:
@@ -136,7 +139,7 @@ class Run(Background):
         e.pop("LITEVISOR_CONFIG", None)
         e.pop("LITESTREAM_CONFIG", None)
         e.update(env or {})
-        super().__init__(cmd, tmp / "litevisor.log", e)
+        super().__init__(cmd, tmp / "litevisor.log", e, own_group=own_group)
 
 
 @pytest.fixture
@@ -640,14 +643,11 @@ def _proc_stat(pid):
     return f[0], int(f[2]), int(f[5])
 
 
-def test_a_service_stopped_from_elsewhere_is_paused_and_litevisor_runs_on(litevisor_bin,
-                                                                          tmp_path):
-    """new-process-group: a kill -STOP of the service left its stopped group holding the
-    terminal; ^C, ^\\ and ^Z reached nobody (QA139 D4). Then litevisor stopped itself as
-    the job, which nothing continues without a shell (tini, script, ssh -t), and as PID 1
-    it continued the service at once (QA141 D4). A SIGSTOP is a pause: the service stays
-    stopped until continued, litevisor runs on with the terminal meanwhile, and the
-    service gets it back once continued."""
+def test_a_service_stopped_from_elsewhere_while_it_holds_the_terminal_is_a_stopped_job(
+        litevisor_bin, tmp_path):
+    """new-process-group: a kill -STOP of the service from another terminal left its
+    stopped group holding the terminal; ^C, ^\\ and ^Z reached nobody (QA139 D4). As for
+    a plain job: the job is stopped, the shell gets its prompt, fg continues it."""
     ticks = tmp_path / "ticks"
     (tmp_path / "c.yml").write_text("dbs: []\nsupervisor:\n  new-process-group: true\n")
     sh = InteractiveBash(tmp_path)
@@ -655,23 +655,168 @@ def test_a_service_stopped_from_elsewhere_is_paused_and_litevisor_runs_on(litevi
         sh.type(f"{litevisor_bin} run -config c.yml -- sh -c 'echo $$ > {tmp_path}/pid; "
                 f"while :; do echo t >> {ticks}; sleep 0.05; done' 2>lv.err\n".encode())
         poll(lambda: len(read_lines(ticks)) > 2)
+        mark = len(sh.out)
+        os.kill(int(read_lines(tmp_path / "pid")[0]), signal.SIGSTOP)
+        assert sh.wait_for(b"PROMPT$ ", 5, mark), sh.out[mark:]
+        n = len(read_lines(ticks))
+        sh.type(b"fg\n")
+        poll(lambda: len(read_lines(ticks)) > n + 2, timeout=5)
+        time.sleep(0.3)
+        mark = sh.type(b"\x03")
+        assert sh.wait_for(b"PROMPT$ ", 10, mark), sh.out[mark:]
+    finally:
+        sh.close()
+
+
+STOPS_ITSELF_ON_TSTP = """
+import os, signal, sys, time
+def on_tstp(*_):
+    os.kill(os.getpid(), signal.SIGSTOP)  # as top, nano and mutt end their ^Z handling
+def on_term(*_):
+    time.sleep(2)
+    open({done!r}, "w").write("done")
+    os._exit(0)
+signal.signal(signal.SIGTSTP, on_tstp)
+signal.signal(signal.SIGTERM, on_term)
+open({pid!r}, "w").write(str(os.getpid()))
+while True:
+    open({ticks!r}, "a").write("t\\n")
+    time.sleep(0.05)
+"""
+
+
+def test_a_service_ending_its_ctrl_z_handling_with_sigstop_stops_the_job(litevisor_bin, tmp_path):
+    """new-process-group: top, nano and mutt answer ^Z by stopping themselves with SIGSTOP;
+    taken for a pause from elsewhere, litevisor took the terminal back and ran on, and the
+    shell never got its prompt (QA144 D1)."""
+    ticks = tmp_path / "ticks"
+    (tmp_path / "svc.py").write_text(STOPS_ITSELF_ON_TSTP.format(
+        done=str(tmp_path / "done"), pid=str(tmp_path / "pid"), ticks=str(ticks)))
+    (tmp_path / "c.yml").write_text("dbs: []\nsupervisor:\n  new-process-group: true\n")
+    sh = InteractiveBash(tmp_path)
+    try:
+        sh.type(f"{litevisor_bin} run -config c.yml -- /usr/bin/python3 svc.py 2>lv.err\n".encode())
+        poll(lambda: len(read_lines(ticks)) > 2, log=tmp_path / "lv.err")
+        time.sleep(0.3)
+        mark = sh.type(b"\x1a")
+        assert sh.wait_for(b"PROMPT$ ", 5, mark), (sh.out[mark:], (tmp_path / "lv.err").read_text())
+        n = len(read_lines(ticks))
+        sh.type(b"fg\n")
+        poll(lambda: len(read_lines(ticks)) > n + 2, timeout=5)
+        mark = sh.type(b"\x03")
+        assert sh.wait_for(b"PROMPT$ ", 10, mark), sh.out[mark:]
+    finally:
+        sh.close()
+
+
+def _session_leader(litevisor_bin, tmp_path, cfg, cmd):
+    """litevisor leading a session on a pty with no shell (ssh -t, docker exec -it,
+    script -c): (pid, master fd)."""
+    import pty
+    pid, fd = pty.fork()
+    if pid == 0:
+        try:
+            e = os.open(str(tmp_path / "lv.err"), os.O_WRONLY | os.O_CREAT, 0o644)
+            os.dup2(e, 2)
+            os.execv(litevisor_bin, [litevisor_bin, "run", "-config", str(cfg), "--"] + cmd)
+        finally:
+            os._exit(127)
+    threading.Thread(target=_drain, args=(fd,), daemon=True).start()
+    return pid, fd
+
+
+def test_with_no_shell_a_stopped_service_is_paused_and_litevisor_runs_on(litevisor_bin,
+                                                                          tmp_path):
+    """new-process-group, litevisor leading its session (no job-control shell): a kill -STOP
+    of the service was taken for the terminal's job stop, and litevisor stopped itself for
+    good, replication and /livez with it (QA141 D4). It is a pause: the service stays
+    stopped until continued, litevisor runs on holding the terminal, then hands it back."""
+    ticks = tmp_path / "ticks"
+    (tmp_path / "c.yml").write_text("dbs: []\nsupervisor:\n  new-process-group: true\n")
+    pid, fd = _session_leader(litevisor_bin, tmp_path, tmp_path / "c.yml",
+                              ["sh", "-c", f"echo $$ > {tmp_path}/pid; while :; do "
+                                           f"echo t >> {ticks}; sleep 0.05; done"])
+    try:
+        poll(lambda: len(read_lines(ticks)) > 2, log=tmp_path / "lv.err")
         svc = int(read_lines(tmp_path / "pid")[0])
-        lv = _ppid_of(svc)
         os.kill(svc, signal.SIGSTOP)
         poll(lambda: "paused until continued" in (tmp_path / "lv.err").read_text())
         n = len(read_lines(ticks))
         time.sleep(1.5)  # litevisor's loop turns at least once a second
         assert len(read_lines(ticks)) == n, "the paused service was continued"
-        state, pgrp, tpgid = _proc_stat(lv)
+        state, pgrp, tpgid = _proc_stat(pid)
         assert state != "T" and tpgid == pgrp, (state, pgrp, tpgid)  # the terminal is its
         os.kill(svc, signal.SIGCONT)
         poll(lambda: len(read_lines(ticks)) > n + 2, timeout=5)
-        poll(lambda: _proc_stat(lv)[2] == svc, timeout=5)  # the service's again
+        poll(lambda: _proc_stat(pid)[2] == svc, timeout=5)  # the service's again
+        os.kill(pid, signal.SIGTERM)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status), status
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except OSError:
+            pass
+        os.close(fd)
+
+
+@pytest.mark.parametrize("group", ["shared", "own"])
+def test_with_no_shell_ctrl_z_does_not_stop_litevisor(litevisor_bin, tmp_path, group):
+    """litevisor leading its session (ssh -t, docker exec -it): its process group is
+    orphaned, the kernel ignores ^Z for a plain program there, but litevisor stopped itself
+    with SIGSTOP, for good: replication and health stopped while the service ran on
+    (QA144 D4)."""
+    ticks = tmp_path / "ticks"
+    (tmp_path / "c.yml").write_text("dbs: []\nsupervisor:\n  new-process-group: "
+                                    f"{'true' if group == 'own' else 'false'}\n")
+    pid, fd = _session_leader(litevisor_bin, tmp_path, tmp_path / "c.yml",
+                              ["sh", "-c", f"while :; do echo t >> {ticks}; sleep 0.05; done"])
+    try:
+        poll(lambda: len(read_lines(ticks)) > 2, log=tmp_path / "lv.err")
+        os.write(fd, b"\x1a")
+        poll(lambda: "not stopping litevisor itself" in (tmp_path / "lv.err").read_text(),
+             timeout=5)
+        time.sleep(1.5)
+        assert _proc_stat(pid)[0] != "T", (tmp_path / "lv.err").read_text()
+        n = len(read_lines(ticks))
+        poll(lambda: len(read_lines(ticks)) > n + 2, timeout=5)  # and the service runs
+        os.kill(pid, signal.SIGTERM)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status), status
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except OSError:
+            pass
+        os.close(fd)
+
+
+def test_a_shared_group_service_in_a_group_of_its_own_makes_no_signal_loop(litevisor_bin,
+                                                                          tmp_path):
+    """Default mode, a service that put itself in a group of its own and reads the
+    terminal: litevisor continued its own group (itself, not the service) and forwarded
+    that SIGCONT to the service, which read and stopped again: 20,000-30,000 log lines a
+    second (QA144 D3)."""
+    (tmp_path / "c.yml").write_text("dbs: []\n")
+    (tmp_path / "svc.py").write_text("import os, sys\nos.setpgid(0, 0)\n"
+                                     f"open({str(tmp_path / 'pid')!r}, 'w').write(str(os.getpid()))\n"
+                                     "sys.stdin.readline()\n")
+    sh = InteractiveBash(tmp_path)
+    try:
+        sh.type(f"{litevisor_bin} run -config c.yml -- /usr/bin/python3 svc.py 2>lv.err\n".encode())
+        poll(lambda: (tmp_path / "pid").exists(), log=tmp_path / "lv.err")
+        time.sleep(2)
+        lines = (tmp_path / "lv.err").read_text().count("\n")
+        assert lines < 30, lines
         mark = sh.type(b"\x03")
         assert sh.wait_for(b"PROMPT$ ", 10, mark), sh.out[mark:]
-        mark = sh.type(b"echo code=$?\n")
-        assert sh.wait_for(b"code=130", 5, mark), (sh.out[mark:], (tmp_path / "lv.err").read_text())
     finally:
+        try:
+            os.kill(int(read_lines(tmp_path / "pid")[0]), signal.SIGKILL)
+        except (OSError, IndexError, ValueError):
+            pass
         sh.close()
 
 
@@ -778,19 +923,26 @@ def test_a_stopping_service_stopped_by_the_terminal_goes_on_once_brought_back(
         sh.close()
 
 
+@pytest.mark.parametrize("service", ["plain", "stops itself"])
 @pytest.mark.parametrize("group", ["shared", "own"])
-def test_ctrl_z_during_the_grace_does_not_hold_the_service(litevisor_bin, tmp_path, group):
+def test_ctrl_z_during_the_grace_does_not_hold_the_service(litevisor_bin, tmp_path, group,
+                                                          service):
     """While stopping, litevisor drops a TSTP so that the service does not sit out the grace,
     but the terminal's ^Z stopped the service itself: it was SIGKILLed at the grace's end,
-    its TERM handler unfinished (QA141 D3). It is continued."""
+    its TERM handler unfinished (QA141 D3); the same for a service that ends its ^Z
+    handling with SIGSTOP (QA144 D2). It is continued."""
     done = tmp_path / "done"
-    (tmp_path / "svc.py").write_text(
-        "import os, signal, time\n"
-        f"def on_term(*_):\n    time.sleep(2)\n    open({str(done)!r}, 'w').write('done')\n"
-        "    os._exit(0)\n"
-        "signal.signal(signal.SIGTERM, on_term)\n"
-        f"open({str(tmp_path / 'pid')!r}, 'w').write(str(os.getpid()))\n"
-        "while True:\n    time.sleep(0.1)\n")
+    if service == "plain":
+        (tmp_path / "svc.py").write_text(
+            "import os, signal, time\n"
+            f"def on_term(*_):\n    time.sleep(2)\n    open({str(done)!r}, 'w').write('done')\n"
+            "    os._exit(0)\n"
+            "signal.signal(signal.SIGTERM, on_term)\n"
+            f"open({str(tmp_path / 'pid')!r}, 'w').write(str(os.getpid()))\n"
+            "while True:\n    time.sleep(0.1)\n")
+    else:
+        (tmp_path / "svc.py").write_text(STOPS_ITSELF_ON_TSTP.format(
+            done=str(done), pid=str(tmp_path / "pid"), ticks=str(tmp_path / "ticks")))
     (tmp_path / "c.yml").write_text("dbs: []\nsupervisor:\n  stop-grace: 30s\n"
                                     f"  new-process-group: {'true' if group == 'own' else 'false'}\n")
     sh = InteractiveBash(tmp_path)
@@ -890,11 +1042,13 @@ def test_replicate_without_a_service_survives_stray_signals(litevisor_bin, tmp_p
 
 def test_tstp_is_forwarded_and_stops_litevisor_as_a_job_until_cont(litevisor_bin, tmp_path, runs):
     """As dumb-init: the service gets TSTP, litevisor stops itself so a shell sees
-    its job stopped; a CONT resumes litevisor and is forwarded."""
+    its job stopped; a CONT resumes litevisor and is forwarded. (In a process group of
+    its own, as a shell's job: in an orphaned one it would not stop, as a plain program
+    does not.)"""
     rec, ready = tmp_path / "signals", tmp_path / "ready"
     r = start(runs, litevisor_bin, tmp_path,
               SERVICE + ["--record", str(rec), "--ready", str(ready), "--trap", "TSTP",
-                         "--trap", "CONT"])
+                         "--trap", "CONT"], own_group=True)
     poll(lambda: read_lines(ready))
     os.kill(r.pid, signal.SIGTSTP)
     poll(lambda: "TSTP" in read_lines(rec), timeout=5)
