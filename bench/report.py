@@ -353,11 +353,20 @@ def png_suffix(meta):
     return ("_quick" if meta["mode"] == "quick" else "") + ("_partial" if meta.get("only") else "")
 
 
+def png_place(meta):
+    """(directory, link prefix from bench/results/) of a run's plots: a subset run's stay in
+    the ignored scratch directory, so latest.md never links a file git does not keep."""
+    if meta.get("only"):
+        return os.path.join(WORK, "plots"), "../work/plots/"
+    return RESULTS, ""
+
+
 def plots(res):
     """PNG plots with gnuplot; returns Markdown image lines (or why there are none).
 
     QUICK runs name theirs *_quick.png so they never replace a full run's."""
     sfx = png_suffix(res["meta"])
+    pngdir, link = png_place(res["meta"])
     if not shutil.which("gnuplot"):
         return ["(no plots: gnuplot not installed — scripts/deps.sh installs gnuplot-nox)"]
     pdir = os.path.join(WORK, "plots")
@@ -378,7 +387,7 @@ def plots(res):
                     fh.write("%.4f %.3f\n" % (x, max(l * 1000, 0.5)))
             series.append((f, f"{tool}, {label}"))
     if series:
-        out = os.path.join(RESULTS, f"lag_steady{sfx}.png")
+        out = os.path.join(pngdir, f"lag_steady{sfx}.png")
         gp = ["set terminal pngcairo size 900,450",
               f"set output '{out}'",
               "set title 'Commit-to-replica lag, S3 replica, 500 tx/s (round 1)'",
@@ -388,7 +397,7 @@ def plots(res):
         gp.append("plot " + ", ".join(f"'{f}' using 1:2 with points pt 7 ps 0.3 title '{t}'"
                                       for f, t in series))
         if run_gnuplot(gp, pdir, "lag"):
-            lines.append(f"![commit-to-replica lag over time](lag_steady{sfx}.png)")
+            lines.append(f"![commit-to-replica lag over time]({link}lag_steady{sfx}.png)")
     rs = sc.get("restore", {})
     cols = [("Litestream|s3", "Litestream, S3"), ("Litestream|file", "Litestream, file"),
             ("litevisor|s3", "litevisor, S3"), ("litevisor|file", "litevisor, file"),
@@ -413,7 +422,7 @@ def plots(res):
                     fh.write("%.2f %.4f\n" % (x, y))
             series.append((f, label))
     if series:
-        out = os.path.join(RESULTS, f"restore_vs_size{sfx}.png")
+        out = os.path.join(pngdir, f"restore_vs_size{sfx}.png")
         gp = ["set terminal pngcairo size 900,450", f"set output '{out}'",
               "set title 'Restore time vs database size (median of rounds)'",
               "set xlabel 'database size (MB)'", "set ylabel 'seconds'",
@@ -421,7 +430,7 @@ def plots(res):
         gp.append("plot " + ", ".join(f"'{f}' using 1:2 with linespoints pt 7 title '{t}'"
                                       for f, t in series))
         if run_gnuplot(gp, pdir, "restore"):
-            lines.append(f"![restore time vs database size](restore_vs_size{sfx}.png)")
+            lines.append(f"![restore time vs database size]({link}restore_vs_size{sfx}.png)")
     return lines
 
 
@@ -638,6 +647,9 @@ def readme_block(res):
            f"([all tables](bench/results/{'latest' if meta.get('only') else meta['mode']}.md)):",
            "",
            summary_table(res["scenarios"]).md(), ""]
+    if meta.get("only"):  # its plots are scratch (png_place), maybe an earlier subset's
+        out.append("(a subset run: its plots are in bench/work/plots/, not kept)")
+        return "\n".join(out)
     for png, alt in ((f"lag_steady{sfx}.png", "commit-to-replica lag over time"),
                      (f"restore_vs_size{sfx}.png", "restore time vs database size")):
         if os.path.exists(os.path.join(RESULTS, png)):

@@ -665,7 +665,10 @@ def main():
     ap.add_argument("--only", default=",".join(SCENARIOS))
     a = ap.parse_args()
     PLAN = Plan(a.quick)
-    only = set(a.only.split(","))
+    only = {n for n in a.only.split(",") if n}
+    if not only:
+        log(f"no scenario named in --only/BENCH_ONLY (known: {' '.join(SCENARIOS)})")
+        return 2
     if only - set(SCENARIOS):
         log(f"unknown scenario(s) in --only/BENCH_ONLY: {', '.join(sorted(only - set(SCENARIOS)))} "
             f"(known: {' '.join(SCENARIOS)})")
