@@ -877,6 +877,25 @@ def _children_of(pid):
     return [int(d) for d in os.listdir("/proc") if d.isdigit() and _ppid_of(int(d)) == pid]
 
 
+def kill_group(p, timeout=30):
+    """SIGKILL p's process group (p leads it) and wait until none of it is left: the
+    group's other members (the service) die on their own time, and one in the middle of
+    a write finishes it first."""
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait(timeout=timeout)
+
+    def gone():
+        for d in os.listdir("/proc"):
+            try:
+                if d.isdigit() and int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1]
+                                       .split()[2]) == p.pid:
+                    return False
+            except (OSError, ValueError, IndexError):
+                pass
+        return True
+    poll(gone, timeout=timeout)
+
+
 RESTORES_TERMINAL_ON_TERM = """
 import os, signal, sys, termios, time
 def on_term(*_):
@@ -4635,8 +4654,7 @@ def two_killed_forks(litevisor_bin, tmp_path, shorten=False):
     finally:
         for p in (a, b):
             if p:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait(timeout=30)
+                kill_group(p)
     (g2,) = set(os.listdir(s3 / "generations")) - {g1}
     if shorten:
         wal = f / "generations" / g1 / "wal"
@@ -4704,8 +4722,7 @@ def test_a_file_two_forks_on_from_a_generation_in_one_second_is_not_refused_for_
                       if list((rep / "generations" / g).glob("wal/*"))], timeout=20)
         time.sleep(0.5)
     finally:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait(timeout=30)
+        kill_group(p)
     (g3,) = set(os.listdir(rep / "generations")) - {g1, g2}
     second = (int(time.time()) - 5) * 10**9
     for gen, start in ((g1, 3), (g2, 2), (g3, 1)):  # each started later, all end at once
