@@ -144,6 +144,7 @@ static int replicate_loop(const struct config *cfg)
 	consul = sup_consul_new(cfg, &code);
 	if (code || (code = sup_consul_take_lock(consul, sfd, &state, heartbeat_tick, &state)) != 0)
 		goto out;
+	sup_consul_lock_settled(consul); /* replicate waits for no one: its clean stop is one */
 	/* what engine_new refuses is the configuration's (a replica it cannot write): 100, as run */
 	if (!(e = engine_new(cfg))) {
 		code = EXIT_USAGE;

@@ -36,6 +36,7 @@ struct consul_lock {
 	int64_t renewed;           /* mono ms of the last successful create or renew */
 	int64_t look_failing;      /* held: mono ms of the first failed read of the key in a run
 				    * of them, 0 when the last read worked */
+	int64_t latency_ms;        /* held: how long the agent took to answer the last renewal */
 	bool too_slow;             /* held: the agent leaves no time to watch the key (logged once) */
 	uint64_t index;            /* of the key, for blocking queries */
 	int64_t credit, credit_at; /* the blocking queries' token bucket, in ms (pace()) */
@@ -257,7 +258,7 @@ static int look(struct consul_lock *l, int64_t wait_ms, struct kv_look *k, char 
 	 * renewals alone keep, lost).
 	 */
 	if (blocking && l->held)
-		timeout = wait_ms + wait_ms / 16;
+		timeout = wait_ms + wait_ms / 16 + l->latency_ms + l->latency_ms / 4;
 	int crc = consul_call(l->cl, "GET", path, NULL, bounded(l, timeout), &r, err, sizeof(err));
 	int rc = -1;
 	if (crc < 0 || (r.status != 200 && r.status != 404)) {
@@ -502,6 +503,7 @@ static void hold(struct consul_lock *l)
 			return;
 		}
 		if (renew_due(l)) {
+			int64_t sent = clock_mono_ms();
 			int rc = renew(l, why, sizeof(why));
 			if (rc == -2) {
 				snprintf(msg, sizeof(msg), "Consul no longer knows the session (%s)", why);
@@ -527,8 +529,17 @@ static void hold(struct consul_lock *l)
 				log_info("consul", "writer lock: renewed again", "key=\"%s\"", l->cfg->lock_key);
 			l->warned = false;
 			renewed_now = true;
+			l->latency_ms = clock_mono_ms() - sent;
 		}
 		int64_t wait = l->ttl_ms / 2 - (clock_mono_ms() - l->renewed);
+		/*
+		 * A blocking query is answered its wait plus the agent's own time
+		 * later: it must be back before the renewal is due. Timed as if
+		 * the agent answered at once, every read of one taking a second or
+		 * more timed out, taken each time for a query cut short for the
+		 * renewal: the key was never watched, and nothing said so (QA145 D4).
+		 */
+		int64_t block = wait - wait / 16 - l->latency_ms - l->latency_ms / 4;
 		/*
 		 * No time left for a blocking query before the next renewal: an agent
 		 * that takes most of TTL/2 to answer. A read of the key in between
@@ -539,8 +550,11 @@ static void hold(struct consul_lock *l)
 		 * written, a failed read) leaves little time too, from a fast agent
 		 * (QA142 D3).
 		 */
-		bool slow = wait < 1000 && renewed_now;
+		bool no_room = block < 1000;
+		bool slow = no_room && renewed_now;
 		renewed_now = false;
+		if (slow)
+			l->look_failing = 0; /* reads left out for a slow agent are no failures (QA145 D2) */
 		if (slow && !l->too_slow) {
 			char d[32], t[32];
 			log_warn("consul", "writer lock: the agent answers too slowly to watch the key "
@@ -549,17 +563,14 @@ static void hold(struct consul_lock *l)
 				 l->cfg->lock_key, duration_format(clock_mono_ms() - l->renewed, d, sizeof(d)),
 				 duration_format(l->ttl_ms, t, sizeof(t)));
 			l->too_slow = true;
-		} else if (wait >= 1000 && l->too_slow) {
+		} else if (!no_room && l->too_slow) {
 			log_info("consul", "writer lock: watching the key again", "key=\"%s\"",
 				 l->cfg->lock_key);
 			l->too_slow = false;
 		}
 		struct kv_look k;
-		int lrc = wait < 1000 ? 0 : look(l, wait, &k, why, sizeof(why));
-		if (wait < 1000 || lrc < 0) {
-			/* a look cut short for the renewal: that renewal now, no pause */
-			if (wait >= 1000 && renew_due(l) && !atomic_load(&l->stop.flag))
-				continue;
+		int lrc = no_room ? 0 : look(l, block, &k, why, sizeof(why));
+		if (no_room || lrc < 0) {
 			if (lrc < 0 && !l->look_failing && !atomic_load(&l->stop.flag)) {
 				char d[32];
 				l->look_failing = clock_mono_ms();
@@ -568,8 +579,17 @@ static void hold(struct consul_lock *l)
 					 "key=\"%s\" error=\"%s\" ttl=%s", l->cfg->lock_key, why,
 					 duration_format(l->ttl_ms, d, sizeof(d)));
 			}
-			/* not past the lease's end: the top of the loop declares it lost right then */
-			int64_t pause = bounded(l, RETRY_MS);
+			/* a read that ended as the renewal came due: that renewal now, no pause */
+			if (!no_room && renew_due(l) && !atomic_load(&l->stop.flag))
+				continue;
+			/*
+			 * Not past the lease's end (the top of the loop declares it lost
+			 * right then), nor past the renewal's time: a read failing just
+			 * before it, then a second's pause, left a slow agent's renewal
+			 * too little of the lease.
+			 */
+			int64_t due = l->ttl_ms / 2 - (clock_mono_ms() - l->renewed);
+			int64_t pause = bounded(l, due < RETRY_MS ? (due > 0 ? due : 0) : RETRY_MS);
 			if (atomic_load(&l->stop.flag) || consul_stop_nap(&l->stop, pause))
 				return;
 			continue;
@@ -660,6 +680,15 @@ enum consul_lock_state consul_lock_state(struct consul_lock *l, char *why, size_
 	return st;
 }
 
+void consul_lock_settled(struct consul_lock *l)
+{
+	if (!l)
+		return;
+	pthread_mutex_lock(&l->mu);
+	l->unclean = false;
+	pthread_mutex_unlock(&l->mu);
+}
+
 bool consul_lock_unclean(struct consul_lock *l)
 {
 	if (!l)
@@ -701,7 +730,13 @@ void consul_lock_release(struct consul_lock *l, int64_t budget_ms)
 			 */
 			json_t *v = l->value ? json_loads(l->value, 0, NULL) : NULL;
 			char *body = NULL;
-			if (v && json_object_set_new(v, "released", json_true()) == 0)
+			/*
+			 * Not when taken from a holder that may still be stopping and
+			 * never settled (stopped before its restore ended): the next
+			 * writer must wait for that holder's generation (QA145 D1).
+			 */
+			if (v && !consul_lock_unclean(l) &&
+			    json_object_set_new(v, "released", json_true()) == 0)
 				body = json_dumps(v, JSON_COMPACT);
 			json_decref(v);
 			int rc = consul_call(l->cl, "PUT", path, body ? body : l->value, budget_ms, &r, err,

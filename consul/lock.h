@@ -68,6 +68,14 @@ enum consul_lock_state consul_lock_state(struct consul_lock *l, char *why, size_
 bool consul_lock_unclean(struct consul_lock *l);
 
 /*
+ * What was owed to an unclean take is settled (the restore waited for the
+ * old holder's generation, or `replicate` took over as it does): the
+ * release may mark the key released. Until then it does not, so a writer
+ * stopped before its restore ended passes the wait on (QA145 D1).
+ */
+void consul_lock_settled(struct consul_lock *l);
+
+/*
  * Ask the thread to stop (a request under way is abandoned at once: its
  * socket is shut) without waiting: lets the caller stop several things at
  * once before consul_lock_release. NULL is fine.

@@ -337,7 +337,8 @@ fail:
 
 void consul_reg_leave(struct consul_reg *r)
 {
-	if (!r)
+	/* once: again, it would cut the deregistration it started (the interrupt) */
+	if (!r || !r->started || atomic_load(&r->leave))
 		return;
 	/*
 	 * now rather than at its next second or the end of an update under way:

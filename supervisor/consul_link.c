@@ -155,6 +155,12 @@ bool sup_consul_lock_unclean(struct sup_consul *c)
 	return c && consul_lock_unclean(c->lock);
 }
 
+void sup_consul_lock_settled(struct sup_consul *c)
+{
+	if (c)
+		consul_lock_settled(c->lock);
+}
+
 /* The TTL check's status: /healthz's, from the same evaluation. */
 static enum consul_check health_now(void *ctx, char *out, size_t len)
 {
@@ -255,8 +261,11 @@ void sup_consul_close(struct sup_consul *c, int64_t budget_ms)
 	 * next writer waits for the release (else for the session's TTL twice and
 	 * the lock delay), and the deregistration the stop's start sent may still
 	 * be under way in that thread. Halted first and stopped first, a slow
-	 * agent's registration left the release 1 ms (QA142 D4).
+	 * agent's registration left the release 1 ms (QA142 D4). A stop that
+	 * never began the stop sequence (during the restore, an exec failure)
+	 * starts the deregistration now, beside the release (QA145 D3).
 	 */
+	consul_reg_leave(c->reg);
 	consul_lock_release(c->lock, budget_ms);
 	int64_t left = end - clock_mono_ms();
 	consul_reg_stop(c->reg, left > 0 ? left : 0);

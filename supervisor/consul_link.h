@@ -67,6 +67,9 @@ bool sup_consul_lock_held(struct sup_consul *c, char *why, size_t whylen);
 /* The held lock was taken from a holder that did not release it (consul_lock_unclean). */
 bool sup_consul_lock_unclean(struct sup_consul *c);
 
+/* That is settled: the release may mark the key released (consul_lock_settled). */
+void sup_consul_lock_settled(struct sup_consul *c);
+
 /*
  * Register the service, if configured, with a check that follows st (and
  * replication, once sup_consul_set_status_source gave it). Returns 0, or 100

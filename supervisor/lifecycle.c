@@ -903,6 +903,8 @@ int sup_run(const struct config *cfg, char *const *argv)
 			goto out;
 		}
 	}
+	/* the old holder's generation waited for: a clean stop from now on says so (consul/lock.h) */
+	sup_consul_lock_settled(s.consul);
 	if (cfg->health.probe_url)
 		s.probe = probe_start(&cfg->health, &s.state);
 	if (cfg->health.push_url)

@@ -951,6 +951,61 @@ def test_a_slow_agent_still_gets_the_release_and_the_deregistration_at_a_stop(
     assert not consul.services(), consul.services()
 
 
+def test_an_agent_a_second_or_more_slow_still_has_the_key_watched(litevisor_bin, tmp_path,
+                                                                   runs, consul):
+    """Reads timed as if the agent answered at once: with one answering in 1.5 s every
+    blocking query timed out, taken each time for one cut short for the renewal, and an
+    operator's delete went unseen for good, in silence (QA145 D4)."""
+    key = "litevisor/app"
+    cfg = lock_cfg(tmp_path, "a", consul, extra="    ttl: 10s\n").replace(
+        "consul:\n", "consul:\n  timeout: 8s\n")
+    r = node_run(runs, litevisor_bin, tmp_path, "a", cfg)
+    poll(lambda: (tmp_path / "a" / "ready").exists(), timeout=30)
+    consul.delay = 1.5
+    time.sleep(12)  # a renewal or two at that speed
+    consul._kv_delete(key, {})
+    assert r.wait(timeout=30) == 111, r.stderr()
+    consul.delay = 0
+    assert "the key was deleted" in r.stderr(), r.stderr()
+    assert "too slowly" not in r.stderr(), r.stderr()
+
+
+def test_a_writer_stopped_before_its_restore_ended_passes_the_wait_on(litevisor_bin, tmp_path,
+                                                                     runs, consul):
+    """B took the lock from a holder that did not release it (A, killed with its generation
+    open) and was stopped while its restore waited for that generation: its release marked
+    the key released, so the next writer took it for a clean handover and waited for
+    nothing (QA145 D1). The mark waits for the restore to have settled. And that stop,
+    outside the stop sequence, never told B's registration to leave: with an agent
+    answering in 0.6 s the release took the close's whole second and the deregistration
+    was skipped without a word (QA145 D3)."""
+    key = "litevisor/app"
+
+    def cfg(node):
+        return lock_cfg(tmp_path, node, consul).replace(
+            "restore:\n  handover-wait: 0s\n", "restore:\n  handover-wait: 20s\n")
+    a = node_run(runs, litevisor_bin, tmp_path, "a", cfg("a"))
+    poll(lambda: (tmp_path / "a" / "ready").exists(), timeout=30)
+    poll(lambda: list((tmp_path / "replica").glob("generations/*/wal/*")), timeout=10)
+    service = int(open(f"/proc/{a.pid}/task/{a.pid}/children").read().split()[0])
+    a.kill()
+    os.kill(service, signal.SIGKILL)
+    http(consul, "PUT", f"/v1/kv/{key}?release={holder_session(consul, key)}")  # an operator
+    b = node_run(runs, litevisor_bin, tmp_path, "b", cfg("b").replace(
+        "consul:\n", "consul:\n  service:\n    name: app\n    port: 8080\n"))
+    poll(lambda: "waiting for its node to finish stopping" in b.stderr(), timeout=40,
+         log=b.log_path)
+    poll(lambda: consul.services(), timeout=10)
+    consul.delay = 0.6
+    os.kill(b.pid, signal.SIGTERM)
+    b.wait(timeout=30)
+    consul.delay = 0
+    assert "writer lock released" in b.stderr(), b.stderr()
+    assert "service deregistered" in b.stderr(), b.stderr()
+    value = base64.b64decode(http(consul, "GET", f"/v1/kv/{key}")[0]["Value"])
+    assert b'"released"' not in value, value
+
+
 class LatinS3(BaseHTTPRequestHandler):
     """An S3 server that lists an empty bucket and refuses every write with a French
     error message in Latin-1 (not UTF-8)."""
