@@ -249,6 +249,31 @@ static void terminal_follow(struct sup *s)
 }
 
 /*
+ * Does pid catch SIGTSTP (/proc/<pid>/status SigCgt)? A program that does
+ * and then stops with SIGSTOP is finishing the terminal's ^Z (top, nano,
+ * mutt); a kill -STOP of one that does not is a pause, whose kill -CONT
+ * would continue the service and not a litevisor stopped as its job
+ * (QA146 D4). False when it cannot be told.
+ */
+static bool catches_tstp(pid_t pid)
+{
+	char path[64], line[256];
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return false;
+	bool yes = false;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, "SigCgt:", 7)) {
+			unsigned long long mask = strtoull(line + 7, NULL, 16);
+			yes = (mask >> (SIGTSTP - 1)) & 1;
+			break;
+		}
+	fclose(f);
+	return yes;
+}
+
+/*
  * The service stopped (the reaper's WUNTRACED), on a terminal:
  * - While stopping, no job stop: the grace runs on. A TSTP or SIGSTOP is
  *   dropped, as litevisor's own TSTP is: the service is continued to act on
@@ -256,9 +281,10 @@ static void terminal_follow(struct sup *s)
  *   terminal waits for litevisor's group to hold it (terminal_follow; QA141
  *   D1).
  * - SIGSTOP, which no terminal sends: the job's stop when the service holds
- *   the terminal and a shell can continue litevisor (a ^Z handler ending in
- *   SIGSTOP, or a kill -STOP of the job, as bash shows a plain one stopped);
- *   else a pause. A paused service stays stopped until continued, and
+ *   the terminal, catches TSTP (a ^Z handler ending in SIGSTOP: top, nano,
+ *   mutt) and a shell can continue litevisor; else a pause (a kill -STOP
+ *   taken for the job's stop left litevisor stopped once the service was
+ *   continued by whoever stopped it: QA146 D4). A paused service stays stopped until continued, and
  *   litevisor runs on (replication, health): a job stop would never end
  *   without a shell that continues litevisor (tini, script, ssh -t: QA141
  *   D4). A stopped group holding the terminal would get the ^C and ^Z typed
@@ -296,8 +322,13 @@ static void on_service_stopped(struct sup *s, int sig)
 		} else {
 			log_info("supervisor", "the service was stopped while stopping: continued",
 				 "signal=%s", sig_name(sig));
-			/* the service's, not the group's: the TSTP may have come from anywhere (QA144 D6) */
-			resume(signal_target(s));
+			/*
+			 * The group's, as a shell's fg: the terminal's ^Z stopped the
+			 * service's children too, and a master waiting on a stopped
+			 * worker sat out the grace (QA146 D1; a pipeline member paused
+			 * by hand is continued with them, QA144 D6).
+			 */
+			continue_job(s);
 		}
 		return;
 	}
@@ -307,7 +338,8 @@ static void on_service_stopped(struct sup *s, int sig)
 	 * ^Z handling with one (QA144 D1). Any other is a pause.
 	 */
 	if ((sig == SIGSTOP || (s->job_tty && sig == SIGTSTP && fg != s->pid)) &&
-	    !(s->job_tty && sig == SIGSTOP && fg == s->pid && sig_job_control())) {
+	    !(s->job_tty && sig == SIGSTOP && fg == s->pid && catches_tstp(s->pid) &&
+	      sig_job_control())) {
 		s->paused = true;
 		if (s->job_tty && fg == s->pid)
 			(void)tcsetpgrp(STDIN_FILENO, me); /* SIGTTOU is ignored (signals.h) */
@@ -362,15 +394,21 @@ static void on_service_continued(struct sup *s)
  * forwarding it would deliver it twice (a second ^C is "quit now" to many
  * programs).
  */
-static bool delivered_by_terminal(const struct sup *s, int sig, bool kernel)
+static bool delivered_by_terminal(const struct sup *s, int sig, bool kernel, pid_t from)
 {
-	if (!kernel || s->pid <= 0 ||
-	    (sig != SIGINT && sig != SIGQUIT && sig != SIGTSTP && sig != SIGWINCH))
+	if (s->pid <= 0 || (sig != SIGINT && sig != SIGQUIT && sig != SIGTSTP && sig != SIGWINCH))
 		return false;
-	return getpgid(s->pid) == getpgrp();
+	/*
+	 * The service's own TSTP to its group (a ^Z handler's kill(0, SIGTSTP)):
+	 * it has it. Forwarded back, its handler sent it again, hundreds of
+	 * times a second where litevisor declines to stop (QA146 D6).
+	 */
+	if (sig == SIGTSTP && from == s->pid)
+		return getpgid(s->pid) == getpgrp();
+	return kernel && getpgid(s->pid) == getpgrp();
 }
 
-static void on_signal(struct sup *s, int sig, bool kernel)
+static void on_signal(struct sup *s, int sig, bool kernel, pid_t from)
 {
 	if (sig == SIGCHLD || !sig_is_forwarded(sig))
 		return;
@@ -389,7 +427,7 @@ static void on_signal(struct sup *s, int sig, bool kernel)
 		s->sent |= 1ULL << (sig - 1);
 	if (s->pid > 0 && sig == SIGQUIT)
 		s->quit_at = clock_mono_ms();
-	if (delivered_by_terminal(s, sig, kernel)) {
+	if (delivered_by_terminal(s, sig, kernel, from)) {
 		log_info("supervisor", "signal from the terminal: the service got it too, not forwarded",
 			 "signal=%s pid=%d", sig_name(sig), (int)s->pid);
 	} else if (s->pid > 0) {
@@ -670,8 +708,9 @@ static void loop(struct sup *s)
 		sup_state_heartbeat(&s->state);
 		int sig;
 		bool kernel;
-		while ((sig = sig_read_ex(s->sfd, &kernel)) > 0)
-			on_signal(s, sig, kernel);
+		pid_t from;
+		while ((sig = sig_read_ex(s->sfd, &kernel, &from)) > 0)
+			on_signal(s, sig, kernel, from);
 		struct reap_result r;
 		reaper_reap(s->pid, &r);
 		if (r.service_continued && !r.service_exited)

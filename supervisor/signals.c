@@ -91,10 +91,10 @@ int sig_open_fd(void)
 
 int sig_read(int fd)
 {
-	return sig_read_ex(fd, NULL);
+	return sig_read_ex(fd, NULL, NULL);
 }
 
-int sig_read_ex(int fd, bool *kernel)
+int sig_read_ex(int fd, bool *kernel, pid_t *from)
 {
 	struct signalfd_siginfo si;
 	for (;;) {
@@ -109,6 +109,8 @@ int sig_read_ex(int fd, bool *kernel)
 				continue;
 			if (kernel)
 				*kernel = si.ssi_code == SI_KERNEL;
+			if (from)
+				*from = si.ssi_code == SI_USER ? (pid_t)si.ssi_pid : 0;
 			return (int)si.ssi_signo;
 		}
 		if (n < 0 && errno == EINTR)
@@ -241,7 +243,7 @@ static bool group_orphaned(void)
 	DIR *d = opendir("/proc");
 	if (!d)
 		return false;
-	bool seen = false, orphaned = true;
+	bool seen = false, orphaned = true, unknown = false;
 	struct dirent *e;
 	while (orphaned && (e = readdir(d))) {
 		pid_t pp, g, s, pg, ps;
@@ -251,11 +253,15 @@ static bool group_orphaned(void)
 		seen = true;
 		char parent[32];
 		snprintf(parent, sizeof(parent), "%ld", (long)pp);
-		if (pp > 0 && proc_ids(parent, &(pid_t){ 0 }, &pg, &ps) == 0 && pg != pgrp && ps == sid)
+		if (pp <= 0)
+			continue; /* its parent lies outside this pid namespace: not in the session */
+		if (proc_ids(parent, &(pid_t){ 0 }, &pg, &ps) < 0)
+			unknown = true; /* hidden (hidepid) or gone: cannot be told (QA146 D3) */
+		else if (pg != pgrp && ps == sid)
 			orphaned = false;
 	}
 	closedir(d);
-	return seen && orphaned;
+	return seen && orphaned && !unknown;
 }
 
 bool sig_job_control(void)

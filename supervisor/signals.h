@@ -51,10 +51,12 @@ int sig_open_fd(void);
  * Read one pending signal from the signalfd. Returns its number, 0 when none
  * is pending, -1 on error (logged). sig_read_ex also says whether the kernel
  * sent it (SI_KERNEL: a terminal's INT/QUIT/WINCH to its foreground process
- * group) rather than a process (kill(2): SI_USER), when kernel is not NULL.
+ * group) rather than a process (kill(2): SI_USER), when kernel is not NULL,
+ * and which process sent it (0: not a process), when from is not NULL. One
+ * litevisor sent itself is never returned.
  */
 int sig_read(int fd);
-int sig_read_ex(int fd, bool *kernel);
+int sig_read_ex(int fd, bool *kernel, pid_t *from);
 
 /* True for the signals forwarded to the service: every handled one but CHLD. */
 bool sig_is_forwarded(int sig);

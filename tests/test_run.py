@@ -643,11 +643,14 @@ def _proc_stat(pid):
     return f[0], int(f[2]), int(f[5])
 
 
-def test_a_service_stopped_from_elsewhere_while_it_holds_the_terminal_is_a_stopped_job(
-        litevisor_bin, tmp_path):
-    """new-process-group: a kill -STOP of the service from another terminal left its
-    stopped group holding the terminal; ^C, ^\\ and ^Z reached nobody (QA139 D4). As for
-    a plain job: the job is stopped, the shell gets its prompt, fg continues it."""
+def test_a_service_stopped_from_elsewhere_is_paused_and_litevisor_runs_on(litevisor_bin,
+                                                                          tmp_path):
+    """new-process-group: a kill -STOP of the service left its stopped group holding the
+    terminal; ^C, ^\\ and ^Z reached nobody (QA139 D4). Taken for the job's stop,
+    litevisor stopped itself, and the kill -CONT that followed continued the service alone:
+    it wrote on, unreplicated (QA146 D4). A SIGSTOP of a service that does not catch TSTP
+    (top, nano and mutt do, and stop so on ^Z) is a pause: the service stays stopped until
+    continued, litevisor runs on with the terminal meanwhile, and hands it back."""
     ticks = tmp_path / "ticks"
     (tmp_path / "c.yml").write_text("dbs: []\nsupervisor:\n  new-process-group: true\n")
     sh = InteractiveBash(tmp_path)
@@ -655,15 +658,22 @@ def test_a_service_stopped_from_elsewhere_while_it_holds_the_terminal_is_a_stopp
         sh.type(f"{litevisor_bin} run -config c.yml -- sh -c 'echo $$ > {tmp_path}/pid; "
                 f"while :; do echo t >> {ticks}; sleep 0.05; done' 2>lv.err\n".encode())
         poll(lambda: len(read_lines(ticks)) > 2)
-        mark = len(sh.out)
-        os.kill(int(read_lines(tmp_path / "pid")[0]), signal.SIGSTOP)
-        assert sh.wait_for(b"PROMPT$ ", 5, mark), sh.out[mark:]
+        svc = int(read_lines(tmp_path / "pid")[0])
+        lv = _ppid_of(svc)
+        os.kill(svc, signal.SIGSTOP)
+        poll(lambda: "paused until continued" in (tmp_path / "lv.err").read_text())
         n = len(read_lines(ticks))
-        sh.type(b"fg\n")
+        time.sleep(1.5)  # litevisor's loop turns at least once a second
+        assert len(read_lines(ticks)) == n, "the paused service was continued"
+        state, pgrp, tpgid = _proc_stat(lv)
+        assert state != "T" and tpgid == pgrp, (state, pgrp, tpgid)  # the terminal is its
+        os.kill(svc, signal.SIGCONT)
         poll(lambda: len(read_lines(ticks)) > n + 2, timeout=5)
-        time.sleep(0.3)
+        poll(lambda: _proc_stat(lv)[2] == svc, timeout=5)  # the service's again
         mark = sh.type(b"\x03")
         assert sh.wait_for(b"PROMPT$ ", 10, mark), sh.out[mark:]
+        mark = sh.type(b"echo code=$?\n")
+        assert sh.wait_for(b"code=130", 5, mark), (sh.out[mark:], (tmp_path / "lv.err").read_text())
     finally:
         sh.close()
 
@@ -787,6 +797,78 @@ def test_with_no_shell_ctrl_z_does_not_stop_litevisor(litevisor_bin, tmp_path, g
     finally:
         try:
             os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except OSError:
+            pass
+        os.close(fd)
+
+
+MASTER_AND_WORKER = """
+import os, signal, subprocess, sys, time
+worker = subprocess.Popen([sys.executable, "-c",
+    "import os, signal, time\\n"
+    "signal.signal(signal.SIGTERM, lambda *a: (time.sleep(1), os._exit(0)))\\n"
+    "while True: time.sleep(0.1)\\n"])
+def on_term(*_):
+    worker.terminate()
+    worker.wait()  # a master waits for its worker
+    open({done!r}, "w").write("done")
+    os._exit(0)
+signal.signal(signal.SIGTERM, on_term)
+open({pid!r}, "w").write(str(os.getpid()))
+while True:
+    time.sleep(0.1)
+"""
+
+
+def test_ctrl_z_during_the_grace_continues_the_services_children_too(litevisor_bin, tmp_path):
+    """While stopping, the terminal's ^Z stopped the service and its worker; only the
+    service was continued, and it waited for its stopped worker until the grace's SIGKILL
+    (QA146 D1). What the terminal stopped is continued, as a shell's fg does."""
+    done = tmp_path / "done"
+    (tmp_path / "svc.py").write_text(MASTER_AND_WORKER.format(done=str(done),
+                                                              pid=str(tmp_path / "pid")))
+    (tmp_path / "c.yml").write_text("dbs: []\nsupervisor:\n  stop-grace: 30s\n")
+    sh = InteractiveBash(tmp_path)
+    try:
+        sh.type(f"{litevisor_bin} run -config c.yml -- /usr/bin/python3 svc.py 2>lv.err\n".encode())
+        poll(lambda: (tmp_path / "pid").exists(), log=tmp_path / "lv.err")
+        time.sleep(0.5)
+        os.kill(_ppid_of(int(read_lines(tmp_path / "pid")[0])), signal.SIGTERM)
+        time.sleep(0.3)
+        sh.type(b"\x1a")  # during the worker's 1 s TERM handler
+        poll(lambda: done.exists(), timeout=8, log=tmp_path / "lv.err")
+    finally:
+        sh.close()
+
+
+def test_with_no_shell_a_service_sending_itself_tstp_makes_no_loop(litevisor_bin, tmp_path):
+    """litevisor leading its session, a service whose ^Z handler sends TSTP to its group:
+    litevisor forwarded it back and declined to stop, the handler sent it again, 50-1000
+    rounds a second (QA146 D6). The service's own TSTP to its group is not forwarded."""
+    (tmp_path / "c.yml").write_text("dbs: []\n")
+    (tmp_path / "svc.py").write_text(
+        "import os, signal, time\n"
+        "def on_tstp(*_):\n"
+        "    signal.signal(signal.SIGTSTP, signal.SIG_DFL)\n"
+        "    os.kill(0, signal.SIGTSTP)\n"
+        "    signal.signal(signal.SIGTSTP, on_tstp)\n"
+        "signal.signal(signal.SIGTSTP, on_tstp)\n"
+        "while True:\n    time.sleep(0.1)\n")
+    pid, fd = _session_leader(litevisor_bin, tmp_path, tmp_path / "c.yml",
+                              ["/usr/bin/python3", str(tmp_path / "svc.py")])
+    try:
+        time.sleep(1)
+        os.write(fd, b"\x1a")
+        time.sleep(2)
+        lines = (tmp_path / "lv.err").read_text().count("\n")
+        assert lines < 30, (tmp_path / "lv.err").read_text()[-2000:]
+    finally:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+        try:
             os.waitpid(pid, 0)
         except OSError:
             pass
