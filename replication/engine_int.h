@@ -77,6 +77,7 @@ struct eng_replica {
 	bool failed_here;             /* a call of this process's failed since the replica's last
 				       * success, a segment's or a whole sync's (failing_since_ns
 				       * may be the last run's record) */
+	int64_t error_logged_mono;     /* mono ns the failure was last logged at WARN (replica_note_error) */
 	int64_t look_since_mono;      /* a look at its position under way since then, or 0 */
 	struct wal_pos pos;
 	bool need_snapshot;           /* next upload starts with a snapshot */

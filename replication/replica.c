@@ -305,11 +305,32 @@ int replica_label(struct eng_replica *r, const char *gen, const struct st_call *
 	return 0;
 }
 
-void replica_note_error(struct eng_replica *r, const char *what, const char *msg)
+/* The same failure again is said at WARN this often; in between at debug. */
+#define ERROR_REPEAT_NS (300 * NS_PER_SEC)
+
+/*
+ * quiet_repeats: the same failure again within ERROR_REPEAT_NS is said at
+ * debug (a segment upload retried every 10 s while a server is down).
+ */
+static void note_error(struct eng_replica *r, const char *what, const char *msg, bool quiet_repeats)
 {
 	struct eng_db *d = r->db;
-	int64_t now = clock_wall_ns();
-	log_warn("replica", what, "db=%s replica=%s err=\"%s\"", d->stat.name, r->stat.name, msg);
+	int64_t now = clock_wall_ns(), mono = clock_mono_ns();
+	char text[sizeof(r->stat.last_error)];
+	snprintf(text, sizeof(text), "%s: %s", what, msg);
+	pthread_mutex_lock(&d->mu);
+	/*
+	 * Once per failure, then every five minutes while it lasts: a retry every
+	 * 10 s wrote a WARN line each, 360 an hour per replica down (QA143 D1),
+	 * where the docs promise an outage of an hour is a few lines.
+	 */
+	bool again = quiet_repeats && r->stat.failing_since_ns && r->error_logged_mono &&
+		     !strcmp(text, r->stat.last_error) && mono - r->error_logged_mono < ERROR_REPEAT_NS;
+	if (!again)
+		r->error_logged_mono = mono;
+	pthread_mutex_unlock(&d->mu);
+	log_event(again ? LOG_DEBUG : LOG_WARN, "replica", what, "db=%s replica=%s err=\"%s\"",
+		  d->stat.name, r->stat.name, msg);
 	pthread_mutex_lock(&d->mu);
 	r->stat.sync_errors_total++;
 	r->stat.last_error_ns = now;
@@ -322,6 +343,11 @@ void replica_note_error(struct eng_replica *r, const char *what, const char *msg
 	snprintf(r->stat.last_error, sizeof(r->stat.last_error), "%s: %s", what, msg);
 	pthread_mutex_unlock(&d->mu);
 	failrec_note(r, first);
+}
+
+void replica_note_error(struct eng_replica *r, const char *what, const char *msg)
+{
+	note_error(r, what, msg, false);
 }
 
 /* Compress plain into one LZ4 frame stored at key. Returns 0 or a negative st_status. */
@@ -470,7 +496,7 @@ static int put_segment(struct eng_replica *r, const char *gen, uint32_t index, u
 	int ph = rc == ST_EXISTS && from == 0 ? holds_placeholder(r, gen, index, &call, &err) : 0;
 	if (ph < 0) {
 		close(fd);
-		replica_note_error(r, "segment upload failed", err.message);
+		note_error(r, "segment upload failed", err.message, true);
 		return -1;
 	}
 	if (ph) {
@@ -518,7 +544,7 @@ static int put_segment(struct eng_replica *r, const char *gen, uint32_t index, u
 			r->unsure.from = from;
 			r->unsure.to = to;
 		}
-		replica_note_error(r, "segment upload failed", err.message);
+		note_error(r, "segment upload failed", err.message, true);
 		return -1;
 	}
 	if (was_unsure)

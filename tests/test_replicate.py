@@ -2369,6 +2369,32 @@ def test_a_kept_snapshot_file_goes_once_the_database_left_its_index(run, tmp_pat
     assert r.stop() == 0, r.text()
 
 
+def test_an_outage_is_a_few_lines_not_one_per_retry(run, tmp_path):
+    """A replica that stays down logged `segment upload failed` at WARN at every retry,
+    every 10 s for the whole outage: 360 lines an hour per replica, where the docs promise
+    an hour without the NAS is a few lines (QA143 D1). The same failure is said again at
+    WARN every five minutes; its retries are at debug."""
+    db, a = tmp_path / "app.db", tmp_path / "a"
+    create(db)
+    r = run(config(tmp_path, db, [file_replica(a, "a")]))
+    wait_for(lambda: "snapshot written" in r.text(), what="the first snapshot", log=r.text)
+    (g,) = os.listdir(a / "generations")
+    wal = a / "generations" / g / "wal"
+    wal.mkdir(exist_ok=True)
+    if subprocess.run(["chattr", "+i", str(wal)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    try:
+        write(db, 5, start=1)
+        wait_for(lambda: "segment upload failed" in r.text(), timeout=30, log=r.text)
+        time.sleep(25)  # retries at 10 s at most, each a WARN line before
+        write(db, 5, start=100)
+        time.sleep(1)
+        assert r.text().count("segment upload failed") == 1, r.text()
+    finally:
+        subprocess.run(["chattr", "-i", str(wal)])
+    wait_for(lambda: "replica recovered" in r.text(), timeout=30, log=r.text)
+
+
 def test_a_kept_snapshot_file_goes_while_the_replicas_look_keeps_failing(run, tmp_path):
     """The kept file was let go only in replica_ship or the next snapshot: a replica whose
     generation was lost (a new one started) and which then stopped answering kept its old
