@@ -904,6 +904,15 @@ def test_an_index_of_zero_is_no_busy_loop(litevisor_bin, tmp_path, runs, consul,
     assert r.wait(timeout=30) in (0, 128 + signal.SIGTERM)
 
 
+def slow_agent_node(litevisor_bin, tmp_path, runs, consul):
+    """Node a holding the lock (ttl 10s, consul.timeout 8s), its service ready."""
+    cfg = lock_cfg(tmp_path, "a", consul, extra="    ttl: 10s\n").replace(
+        "consul:\n", "consul:\n  timeout: 8s\n")
+    r = node_run(runs, litevisor_bin, tmp_path, "a", cfg)
+    poll(lambda: (tmp_path / "a" / "ready").exists(), timeout=30)
+    return r
+
+
 def test_a_slow_agent_keeps_the_lock_and_the_unwatched_key_is_said(litevisor_bin, tmp_path,
                                                                     runs, consul):
     """With an agent answering in 4.2 s (ttl 10s, timeout 8s), each half TTL goes to the
@@ -912,10 +921,7 @@ def test_a_slow_agent_keeps_the_lock_and_the_unwatched_key_is_said(litevisor_bin
     and lose a lock renewals alone keep (QA70 D3), so the lock is kept and the unwatched
     key is said once; once the agent is quick again the key is watched again."""
     key = "litevisor/app"
-    cfg = lock_cfg(tmp_path, "a", consul, extra="    ttl: 10s\n").replace(
-        "consul:\n", "consul:\n  timeout: 8s\n")
-    r = node_run(runs, litevisor_bin, tmp_path, "a", cfg)
-    poll(lambda: (tmp_path / "a" / "ready").exists(), timeout=30)
+    r = slow_agent_node(litevisor_bin, tmp_path, runs, consul)
     consul.delay = 4.2
     poll(lambda: "answers too slowly to watch the key" in r.stderr(), timeout=20)
     time.sleep(8)  # renewals of 4.2 s keep the lock
@@ -957,10 +963,7 @@ def test_an_agent_a_second_or_more_slow_still_has_the_key_watched(litevisor_bin,
     blocking query timed out, taken each time for one cut short for the renewal, and an
     operator's delete went unseen for good, in silence (QA145 D4)."""
     key = "litevisor/app"
-    cfg = lock_cfg(tmp_path, "a", consul, extra="    ttl: 10s\n").replace(
-        "consul:\n", "consul:\n  timeout: 8s\n")
-    r = node_run(runs, litevisor_bin, tmp_path, "a", cfg)
-    poll(lambda: (tmp_path / "a" / "ready").exists(), timeout=30)
+    r = slow_agent_node(litevisor_bin, tmp_path, runs, consul)
     consul.delay = 1.5
     time.sleep(12)  # a renewal or two at that speed
     consul._kv_delete(key, {})

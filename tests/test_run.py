@@ -643,6 +643,24 @@ def _proc_stat(pid):
     return f[0], int(f[2]), int(f[5])
 
 
+def pause_and_continue(tmp_path, ticks):
+    """kill -STOP the service (its pid in tmp_path/pid, writing a line to ticks every 50
+    ms): it stays paused while litevisor runs on holding the terminal; kill -CONT: it
+    runs again, and its group gets the terminal back."""
+    svc = int(read_lines(tmp_path / "pid")[0])
+    lv = _ppid_of(svc)
+    os.kill(svc, signal.SIGSTOP)
+    poll(lambda: "paused until continued" in (tmp_path / "lv.err").read_text())
+    n = len(read_lines(ticks))
+    time.sleep(1.5)  # litevisor's loop turns at least once a second
+    assert len(read_lines(ticks)) == n, "the paused service was continued"
+    state, pgrp, tpgid = _proc_stat(lv)
+    assert state != "T" and tpgid == pgrp, (state, pgrp, tpgid)  # the terminal is its
+    os.kill(svc, signal.SIGCONT)
+    poll(lambda: len(read_lines(ticks)) > n + 2, timeout=5)
+    poll(lambda: _proc_stat(lv)[2] == svc, timeout=5)  # the service's again
+
+
 def test_a_service_stopped_from_elsewhere_is_paused_and_litevisor_runs_on(litevisor_bin,
                                                                           tmp_path):
     """new-process-group: a kill -STOP of the service left its stopped group holding the
@@ -658,18 +676,7 @@ def test_a_service_stopped_from_elsewhere_is_paused_and_litevisor_runs_on(litevi
         sh.type(f"{litevisor_bin} run -config c.yml -- sh -c 'echo $$ > {tmp_path}/pid; "
                 f"while :; do echo t >> {ticks}; sleep 0.05; done' 2>lv.err\n".encode())
         poll(lambda: len(read_lines(ticks)) > 2)
-        svc = int(read_lines(tmp_path / "pid")[0])
-        lv = _ppid_of(svc)
-        os.kill(svc, signal.SIGSTOP)
-        poll(lambda: "paused until continued" in (tmp_path / "lv.err").read_text())
-        n = len(read_lines(ticks))
-        time.sleep(1.5)  # litevisor's loop turns at least once a second
-        assert len(read_lines(ticks)) == n, "the paused service was continued"
-        state, pgrp, tpgid = _proc_stat(lv)
-        assert state != "T" and tpgid == pgrp, (state, pgrp, tpgid)  # the terminal is its
-        os.kill(svc, signal.SIGCONT)
-        poll(lambda: len(read_lines(ticks)) > n + 2, timeout=5)
-        poll(lambda: _proc_stat(lv)[2] == svc, timeout=5)  # the service's again
+        pause_and_continue(tmp_path, ticks)
         mark = sh.type(b"\x03")
         assert sh.wait_for(b"PROMPT$ ", 10, mark), sh.out[mark:]
         mark = sh.type(b"echo code=$?\n")
@@ -719,20 +726,40 @@ def test_a_service_ending_its_ctrl_z_handling_with_sigstop_stops_the_job(litevis
         sh.close()
 
 
-def _session_leader(litevisor_bin, tmp_path, cfg, cmd):
-    """litevisor leading a session on a pty with no shell (ssh -t, docker exec -it,
-    script -c): (pid, master fd)."""
-    import pty
-    pid, fd = pty.fork()
-    if pid == 0:
-        try:
-            e = os.open(str(tmp_path / "lv.err"), os.O_WRONLY | os.O_CREAT, 0o644)
-            os.dup2(e, 2)
-            os.execv(litevisor_bin, [litevisor_bin, "run", "-config", str(cfg), "--"] + cmd)
-        finally:
-            os._exit(127)
-    threading.Thread(target=_drain, args=(fd,), daemon=True).start()
-    return pid, fd
+class SessionLeader:
+    """litevisor run leading a session on a pty with no shell (ssh -t, docker exec -it,
+    script -c); its log in tmp_path/lv.err. A context manager: killed with its group."""
+
+    def __init__(self, litevisor_bin, tmp_path, cfg, cmd):
+        import pty
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:
+            try:
+                e = os.open(str(tmp_path / "lv.err"), os.O_WRONLY | os.O_CREAT, 0o644)
+                os.dup2(e, 2)
+                os.execv(litevisor_bin, [litevisor_bin, "run", "-config", str(cfg), "--"] + cmd)
+            finally:
+                os._exit(127)
+        threading.Thread(target=_drain, args=(self.fd,), daemon=True).start()
+
+    def stop(self):
+        """SIGTERM; it must exit (not be killed)."""
+        os.kill(self.pid, signal.SIGTERM)
+        _, status = os.waitpid(self.pid, 0)
+        self.pid = None
+        assert os.WIFEXITED(status), status
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.pid:
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+            except OSError:
+                pass
+        os.close(self.fd)
 
 
 def test_with_no_shell_a_stopped_service_is_paused_and_litevisor_runs_on(litevisor_bin,
@@ -743,32 +770,12 @@ def test_with_no_shell_a_stopped_service_is_paused_and_litevisor_runs_on(litevis
     stopped until continued, litevisor runs on holding the terminal, then hands it back."""
     ticks = tmp_path / "ticks"
     (tmp_path / "c.yml").write_text("dbs: []\nsupervisor:\n  new-process-group: true\n")
-    pid, fd = _session_leader(litevisor_bin, tmp_path, tmp_path / "c.yml",
-                              ["sh", "-c", f"echo $$ > {tmp_path}/pid; while :; do "
-                                           f"echo t >> {ticks}; sleep 0.05; done"])
-    try:
+    with SessionLeader(litevisor_bin, tmp_path, tmp_path / "c.yml",
+                       ["sh", "-c", f"echo $$ > {tmp_path}/pid; while :; do "
+                                    f"echo t >> {ticks}; sleep 0.05; done"]) as lv:
         poll(lambda: len(read_lines(ticks)) > 2, log=tmp_path / "lv.err")
-        svc = int(read_lines(tmp_path / "pid")[0])
-        os.kill(svc, signal.SIGSTOP)
-        poll(lambda: "paused until continued" in (tmp_path / "lv.err").read_text())
-        n = len(read_lines(ticks))
-        time.sleep(1.5)  # litevisor's loop turns at least once a second
-        assert len(read_lines(ticks)) == n, "the paused service was continued"
-        state, pgrp, tpgid = _proc_stat(pid)
-        assert state != "T" and tpgid == pgrp, (state, pgrp, tpgid)  # the terminal is its
-        os.kill(svc, signal.SIGCONT)
-        poll(lambda: len(read_lines(ticks)) > n + 2, timeout=5)
-        poll(lambda: _proc_stat(pid)[2] == svc, timeout=5)  # the service's again
-        os.kill(pid, signal.SIGTERM)
-        _, status = os.waitpid(pid, 0)
-        assert os.WIFEXITED(status), status
-    finally:
-        try:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        except OSError:
-            pass
-        os.close(fd)
+        pause_and_continue(tmp_path, ticks)
+        lv.stop()
 
 
 @pytest.mark.parametrize("group", ["shared", "own"])
@@ -780,27 +787,17 @@ def test_with_no_shell_ctrl_z_does_not_stop_litevisor(litevisor_bin, tmp_path, g
     ticks = tmp_path / "ticks"
     (tmp_path / "c.yml").write_text("dbs: []\nsupervisor:\n  new-process-group: "
                                     f"{'true' if group == 'own' else 'false'}\n")
-    pid, fd = _session_leader(litevisor_bin, tmp_path, tmp_path / "c.yml",
-                              ["sh", "-c", f"while :; do echo t >> {ticks}; sleep 0.05; done"])
-    try:
+    with SessionLeader(litevisor_bin, tmp_path, tmp_path / "c.yml",
+                       ["sh", "-c", f"while :; do echo t >> {ticks}; sleep 0.05; done"]) as lv:
         poll(lambda: len(read_lines(ticks)) > 2, log=tmp_path / "lv.err")
-        os.write(fd, b"\x1a")
+        os.write(lv.fd, b"\x1a")
         poll(lambda: "not stopping litevisor itself" in (tmp_path / "lv.err").read_text(),
              timeout=5)
         time.sleep(1.5)
-        assert _proc_stat(pid)[0] != "T", (tmp_path / "lv.err").read_text()
+        assert _proc_stat(lv.pid)[0] != "T", (tmp_path / "lv.err").read_text()
         n = len(read_lines(ticks))
         poll(lambda: len(read_lines(ticks)) > n + 2, timeout=5)  # and the service runs
-        os.kill(pid, signal.SIGTERM)
-        _, status = os.waitpid(pid, 0)
-        assert os.WIFEXITED(status), status
-    finally:
-        try:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        except OSError:
-            pass
-        os.close(fd)
+        lv.stop()
 
 
 MASTER_AND_WORKER = """
@@ -855,24 +852,13 @@ def test_with_no_shell_a_service_sending_itself_tstp_makes_no_loop(litevisor_bin
         "    signal.signal(signal.SIGTSTP, on_tstp)\n"
         "signal.signal(signal.SIGTSTP, on_tstp)\n"
         "while True:\n    time.sleep(0.1)\n")
-    pid, fd = _session_leader(litevisor_bin, tmp_path, tmp_path / "c.yml",
-                              ["/usr/bin/python3", str(tmp_path / "svc.py")])
-    try:
+    with SessionLeader(litevisor_bin, tmp_path, tmp_path / "c.yml",
+                       ["/usr/bin/python3", str(tmp_path / "svc.py")]) as lv:
         time.sleep(1)
-        os.write(fd, b"\x1a")
+        os.write(lv.fd, b"\x1a")
         time.sleep(2)
         lines = (tmp_path / "lv.err").read_text().count("\n")
         assert lines < 30, (tmp_path / "lv.err").read_text()[-2000:]
-    finally:
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except OSError:
-            pass
-        try:
-            os.waitpid(pid, 0)
-        except OSError:
-            pass
-        os.close(fd)
 
 
 def test_a_shared_group_service_in_a_group_of_its_own_makes_no_signal_loop(litevisor_bin,
@@ -992,6 +978,22 @@ while True:
 """
 
 
+def shell_running_svc_py(litevisor_bin, tmp_path, group):
+    """An interactive bash running litevisor (stop-grace 30s, the service in litevisor's
+    group or its own) on tmp_path/svc.py, once it wrote its pid to tmp_path/pid."""
+    (tmp_path / "c.yml").write_text("dbs: []\nsupervisor:\n  stop-grace: 30s\n"
+                                    f"  new-process-group: {'true' if group == 'own' else 'false'}\n")
+    sh = InteractiveBash(tmp_path)
+    sh.type(f"{litevisor_bin} run -config c.yml -- /usr/bin/python3 svc.py 2>lv.err\n".encode())
+    try:
+        poll(lambda: (tmp_path / "pid").exists(), log=tmp_path / "lv.err")
+    except AssertionError:
+        sh.close()
+        raise
+    time.sleep(0.3)
+    return sh
+
+
 @pytest.mark.parametrize("group", ["shared", "own"])
 def test_a_stopping_service_stopped_by_the_terminal_goes_on_once_brought_back(
         litevisor_bin, tmp_path, group):
@@ -1002,14 +1004,8 @@ def test_a_stopping_service_stopped_by_the_terminal_goes_on_once_brought_back(
     done = tmp_path / "done"
     (tmp_path / "svc.py").write_text(RESTORES_TERMINAL_ON_TERM.format(
         delay=0, done=str(done), pid=str(tmp_path / "pid")))
-    (tmp_path / "c.yml").write_text("dbs: []\nsupervisor:\n  stop-grace: 30s\n"
-                                    f"  new-process-group: {'true' if group == 'own' else 'false'}\n")
-    sh = InteractiveBash(tmp_path)
+    sh = shell_running_svc_py(litevisor_bin, tmp_path, group)
     try:
-        sh.type(f"{litevisor_bin} run -config c.yml -- /usr/bin/python3 svc.py 2>lv.err\n"
-                .encode())
-        poll(lambda: (tmp_path / "pid").exists(), log=tmp_path / "lv.err")
-        time.sleep(0.3)
         mark = sh.type(b"\x1a")
         assert sh.wait_for(b"PROMPT$ ", 5, mark), sh.out[mark:]
         sh.type(b"bg\n")
@@ -1044,14 +1040,8 @@ def test_ctrl_z_during_the_grace_does_not_hold_the_service(litevisor_bin, tmp_pa
     else:
         (tmp_path / "svc.py").write_text(STOPS_ITSELF_ON_TSTP.format(
             done=str(done), pid=str(tmp_path / "pid"), ticks=str(tmp_path / "ticks")))
-    (tmp_path / "c.yml").write_text("dbs: []\nsupervisor:\n  stop-grace: 30s\n"
-                                    f"  new-process-group: {'true' if group == 'own' else 'false'}\n")
-    sh = InteractiveBash(tmp_path)
+    sh = shell_running_svc_py(litevisor_bin, tmp_path, group)
     try:
-        sh.type(f"{litevisor_bin} run -config c.yml -- /usr/bin/python3 svc.py 2>lv.err\n"
-                .encode())
-        poll(lambda: (tmp_path / "pid").exists(), log=tmp_path / "lv.err")
-        time.sleep(0.3)
         os.kill(_ppid_of(int(read_lines(tmp_path / "pid")[0])), signal.SIGTERM)
         time.sleep(0.5)
         mark = sh.type(b"\x1a")  # during the TERM handler's 2 s
