@@ -369,7 +369,7 @@ static void on_service_stopped(struct sup *s, int sig)
 		(void)tcsetpgrp(STDIN_FILENO, me); /* SIGTTOU is ignored (signals.h) */
 	log_info("supervisor", "the service was stopped by the terminal: stopping as a job",
 		 "signal=%s", sig_name(sig));
-	if (!sig_job_stop()) {
+	if (!sig_job_stop_group(true)) {
 		give_terminal(s); /* PID 1 is no job: nothing can stop it, so the service goes on */
 		return;
 	}
@@ -440,7 +440,7 @@ static void on_signal(struct sup *s, int sig, bool kernel, pid_t from)
 	if (sig_is_stop(sig) && s->pid > 0)
 		resume(signal_target(s));
 	if (sig == SIGTSTP)
-		sig_job_stop();
+		sig_job_stop_group(s->job_tty);
 	/* no service to forward QUIT to (a restart's backoff): a stop, not dropped */
 	if (sig_is_stop(sig) || (s->pid <= 0 && sig_ends_idle(sig))) {
 		char why[64];

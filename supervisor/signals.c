@@ -271,6 +271,11 @@ bool sig_job_control(void)
 
 bool sig_job_stop(void)
 {
+	return sig_job_stop_group(false);
+}
+
+bool sig_job_stop_group(bool whole)
+{
 	if (getpid() == 1)
 		return false;
 	if (group_orphaned()) {
@@ -286,7 +291,7 @@ bool sig_job_stop(void)
 	}
 	log_info("signals", "stopping litevisor itself until SIGCONT (job control)", NULL);
 	/* a signal to oneself is acted on before kill() returns: this returns once continued */
-	if (kill(getpid(), SIGSTOP) < 0)
+	if (kill(whole ? 0 : getpid(), SIGSTOP) < 0)
 		return false;
 	log_info("signals", "continued", NULL);
 	return true;

@@ -73,6 +73,15 @@ bool sig_is_forwarded(int sig);
 bool sig_job_stop(void);
 
 /*
+ * sig_job_stop, with whole: stop litevisor's whole process group, as the
+ * terminal's ^Z stops a job: with new-process-group the service's stop came
+ * to its own group, and a wrapper that did not exec litevisor (`bash -c
+ * '…; echo done'`) or a pipeline's other member ran on, so the shell saw its
+ * job running and gave no prompt (QA146 D5).
+ */
+bool sig_job_stop_group(bool whole);
+
+/*
  * Could a stop of litevisor be continued: not PID 1, and its process group
  * is not orphaned (some member's parent, a shell, lies in another group of
  * the session)? sig_job_stop stops nothing otherwise.

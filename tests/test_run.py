@@ -552,6 +552,30 @@ def test_ctrl_z_stops_a_service_with_its_own_group_and_the_shell_gets_its_prompt
         sh.close()
 
 
+def test_ctrl_z_stops_a_wrapper_that_did_not_exec_litevisor_too(litevisor_bin, tmp_path):
+    """new-process-group under a wrapper that did not exec litevisor (bash -c '…; echo
+    done'): ^Z stopped the service and litevisor, not the wrapper, so the shell saw its job
+    running and gave no prompt (QA146 D5). A job stop stops litevisor's whole group, as the
+    terminal's ^Z stops a job."""
+    ticks = tmp_path / "ticks"
+    (tmp_path / "c.yml").write_text("dbs: []\nsupervisor:\n  new-process-group: true\n")
+    sh = InteractiveBash(tmp_path)
+    try:
+        sh.type(f"bash -c '{litevisor_bin} run -config c.yml -- sh -c \"while :; do echo t >> "
+                f"{ticks}; sleep 0.05; done\" 2>lv.err; echo done'\n".encode())
+        poll(lambda: len(read_lines(ticks)) > 2, log=tmp_path / "lv.err")
+        mark = sh.type(b"\x1a")
+        assert sh.wait_for(b"PROMPT$ ", 5, mark), (sh.out[mark:], (tmp_path / "lv.err").read_text())
+        n = len(read_lines(ticks))
+        sh.type(b"fg\n")
+        poll(lambda: len(read_lines(ticks)) > n + 2, timeout=5)
+        time.sleep(0.3)
+        mark = sh.type(b"\x03")
+        assert sh.wait_for(b"PROMPT$ ", 10, mark), sh.out[mark:]
+    finally:
+        sh.close()
+
+
 def test_a_background_run_with_its_own_group_leaves_the_terminal_to_the_shell(litevisor_bin,
                                                                              tmp_path):
     """`litevisor run … &` from an interactive shell with new-process-group handed the
