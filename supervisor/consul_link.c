@@ -262,7 +262,7 @@ void sup_consul_close(struct sup_consul *c, int64_t budget_ms)
 	 * the lock delay), and the deregistration the stop's start sent may still
 	 * be under way in that thread. Halted first and stopped first, a slow
 	 * agent's registration left the release 1 ms (QA142 D4). A stop that
-	 * never began the stop sequence (during the restore, an exec failure)
+	 * never began the stop sequence (one during the restore)
 	 * starts the deregistration now, beside the release (QA145 D3).
 	 */
 	consul_reg_leave(c->reg);

@@ -515,6 +515,23 @@ class InteractiveBash:
             pass
 
 
+def ticking_in_a_shell(litevisor_bin, tmp_path):
+    """An interactive bash running litevisor with new-process-group on a service that
+    writes its pid to tmp_path/pid and a line to the returned ticks file every 50 ms,
+    once it ticks: (bash, ticks)."""
+    ticks = tmp_path / "ticks"
+    (tmp_path / "c.yml").write_text("dbs: []\nsupervisor:\n  new-process-group: true\n")
+    sh = InteractiveBash(tmp_path)
+    sh.type(f"{litevisor_bin} run -config c.yml -- sh -c 'echo $$ > {tmp_path}/pid; "
+            f"while :; do echo t >> {ticks}; sleep 0.05; done' 2>lv.err\n".encode())
+    try:
+        poll(lambda: len(read_lines(ticks)) > 2)
+    except AssertionError:
+        sh.close()
+        raise
+    return sh, ticks
+
+
 def test_ctrl_z_stops_a_service_with_its_own_group_and_the_shell_gets_its_prompt(
         litevisor_bin, tmp_path):
     """With new-process-group the service holds the terminal, so ^Z stopped it alone:
@@ -522,13 +539,8 @@ def test_ctrl_z_stops_a_service_with_its_own_group_and_the_shell_gets_its_prompt
     D1). litevisor takes the terminal back and stops too, as a shell's job; `bg` lets it
     run on with the terminal left to the shell (QA137 D2: it was taken, the shell
     exited); `fg` gives the terminal to the service again."""
-    ticks = tmp_path / "ticks"
-    (tmp_path / "c.yml").write_text("dbs: []\nsupervisor:\n  new-process-group: true\n")
-    sh = InteractiveBash(tmp_path)
+    sh, ticks = ticking_in_a_shell(litevisor_bin, tmp_path)
     try:
-        sh.type(f"{litevisor_bin} run -config c.yml -- sh -c 'while :; do echo t >> {ticks}; "
-                f"sleep 0.05; done' 2>lv.err\n".encode())
-        poll(lambda: len(read_lines(ticks)) > 2)
         mark = sh.type(b"\x1a")  # ^Z
         assert sh.wait_for(b"PROMPT$ ", 5, mark), sh.out[mark:]
         time.sleep(0.3)
@@ -693,13 +705,8 @@ def test_a_service_stopped_from_elsewhere_is_paused_and_litevisor_runs_on(litevi
     it wrote on, unreplicated (QA146 D4). A SIGSTOP of a service that does not catch TSTP
     (top, nano and mutt do, and stop so on ^Z) is a pause: the service stays stopped until
     continued, litevisor runs on with the terminal meanwhile, and hands it back."""
-    ticks = tmp_path / "ticks"
-    (tmp_path / "c.yml").write_text("dbs: []\nsupervisor:\n  new-process-group: true\n")
-    sh = InteractiveBash(tmp_path)
+    sh, ticks = ticking_in_a_shell(litevisor_bin, tmp_path)
     try:
-        sh.type(f"{litevisor_bin} run -config c.yml -- sh -c 'echo $$ > {tmp_path}/pid; "
-                f"while :; do echo t >> {ticks}; sleep 0.05; done' 2>lv.err\n".encode())
-        poll(lambda: len(read_lines(ticks)) > 2)
         pause_and_continue(tmp_path, ticks)
         mark = sh.type(b"\x03")
         assert sh.wait_for(b"PROMPT$ ", 10, mark), sh.out[mark:]
