@@ -600,8 +600,20 @@ static void hold(struct consul_lock *l)
 			log_info("consul", "writer lock: the key read again", "key=\"%s\"", l->cfg->lock_key);
 		l->look_failing = 0;
 		if (strcmp(k.session, l->session) != 0) {
-			snprintf(msg, sizeof(msg), "the key %s (released or deleted by someone else)",
-				 !k.exists ? "was deleted" : k.session[0] ? "is held by another session" : "is no longer held");
+			/*
+			 * Consul frees (or, by the session's behavior, deletes) the key of
+			 * a session it ended: a TTL it saw pass, a destroy, a failed node
+			 * check. The renewal's 404 tells that apart from someone else's
+			 * release, which leaves the session alive.
+			 */
+			if (!k.session[0] && renew(l, why, sizeof(why)) == -2)
+				snprintf(msg, sizeof(msg), "the key %s: Consul ended the lock's session (a "
+					 "destroy, its node's check failing, or its TTL passing unrenewed "
+					 "on the servers' clock)", !k.exists ? "was deleted" : "is no longer held");
+			else
+				snprintf(msg, sizeof(msg), "the key %s (released or deleted by someone else)",
+					 !k.exists ? "was deleted" : k.session[0] ? "is held by another session"
+								   : "is no longer held");
 			set_state(l, CONSUL_LOCK_LOST, msg);
 			return;
 		}

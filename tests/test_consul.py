@@ -213,6 +213,8 @@ def test_a_lost_lock_stops_the_service_flushes_and_exits_111(litevisor_bin, tmp_
     assert r.wait(timeout=30) == 111
     err = r.stderr()
     assert "the writer lock is lost" in err, err
+    # said as Consul's doing, not someone else's release (QA142 O1)
+    assert "Consul ended the lock's session" in err and "someone else" not in err, err
     # the service got its TERM and its last row reached the replica
     b = node_run(runs, litevisor_bin, tmp_path, "b", lock_cfg(tmp_path, "b", consul))
     poll(lambda: (tmp_path / "b" / "ready").exists(), timeout=30)
@@ -596,6 +598,7 @@ def test_a_writer_taking_a_lock_its_holder_lost_waits_for_its_last_commit(litevi
         urllib.request.urlopen(urllib.request.Request(consul.url + "/v1/kv/litevisor/app",
                                                       method="DELETE"), timeout=5).read()
     assert a.wait(timeout=30) == 111, a.stderr()
+    assert "released or deleted by someone else" in a.stderr(), a.stderr()
     poll(lambda: (tmp_path / "b" / "report.json").exists(), timeout=30, log=b.log_path)
     rows = json.loads((tmp_path / "b" / "report.json").read_text())["rows"]
     assert rows[-1] == "term-handler", (rows, b.stderr())
