@@ -569,8 +569,8 @@ static void __attribute__((noreturn)) in_child(const struct child_spec *spec, co
 			goto fail;
 		}
 		/* litevisor had the terminal: hand it on (SIGTTOU is still ignored here) */
-		if (spec->take_terminal)
-			(void)tcsetpgrp(STDIN_FILENO, getpgrp());
+		if (spec->take_terminal >= 0)
+			(void)tcsetpgrp(spec->take_terminal, getpgrp());
 	}
 	memset(&dfl, 0, sizeof(dfl));
 	dfl.sa_handler = SIG_DFL;

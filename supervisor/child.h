@@ -52,7 +52,8 @@ struct child_spec {
 	char *const *envp;
 	const struct child_creds *creds; /* NULL: no switch */
 	bool new_process_group;          /* setpgid(0,0) */
-	bool take_terminal;              /* with it: become stdin's foreground group */
+	int take_terminal;               /* with it: a terminal's fd (>= 0) whose foreground
+					  * group to become, else -1 */
 	const sigset_t *mask;            /* mask to restore before exec */
 };
 

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include "common/clock.h"
@@ -49,6 +50,8 @@ struct sup {
 	bool lock_lost;          /* the writer lock went while the service ran: exit 111 */
 	int sfd;
 
+	int tty;                 /* the controlling terminal: the first of stdin, stdout and
+				  * stderr on it, else -1 (no job control) */
 	pid_t pid;               /* the service, 0 when none runs */
 	bool job_tty;            /* new-process-group on a terminal: the service's group holds
 				  * it whenever litevisor's would (terminal_follow) */
@@ -81,14 +84,29 @@ static void set_phase(struct sup *s, enum sup_phase p, const char *reason)
 }
 
 /*
- * Does litevisor's group hold the terminal on stdin? Both must be known:
- * as PID 1 of a pid namespace started with &, the shell's group lies
- * outside it, and tcgetpgrp() and getpgrp() both say 0 (QA138 D1).
+ * The controlling terminal, as the first of stdin, stdout and stderr that
+ * is it; -1 when none is. Stdin alone missed `litevisor run </dev/null &`
+ * on a terminal with `stty tostop`: a service stopped by its write to it
+ * was never continued (QA144 D5).
  */
-static bool in_foreground(void)
+static int controlling_terminal(void)
+{
+	pid_t sid = getsid(0);
+	for (int fd = 0; fd <= 2; fd++)
+		if (isatty(fd) && tcgetsid(fd) == sid)
+			return fd;
+	return -1;
+}
+
+/*
+ * Does litevisor's group hold the terminal? Both must be known: as PID 1
+ * of a pid namespace started with &, the shell's group lies outside it,
+ * and tcgetpgrp() and getpgrp() both say 0 (QA138 D1).
+ */
+static bool in_foreground(const struct sup *s)
 {
 	pid_t me = getpgrp();
-	return me > 0 && tcgetpgrp(STDIN_FILENO) == me;
+	return me > 0 && s->tty >= 0 && tcgetpgrp(s->tty) == me;
 }
 
 /* Fork/exec the service; 0, or -1 when fork failed (code set). */
@@ -100,13 +118,13 @@ static int spawn(struct sup *s)
 	 * its terminal and exited (QA134 D2).
 	 */
 	bool group = s->cfg->supervisor.new_process_group;
-	s->job_tty = group && isatty(STDIN_FILENO);
+	s->job_tty = group && s->tty >= 0;
 	struct child_spec spec = {
 		.argv = s->argv,
 		.envp = s->envp,
 		.creds = &s->creds,
 		.new_process_group = group,
-		.take_terminal = s->job_tty && in_foreground(),
+		.take_terminal = s->job_tty && in_foreground(s) ? s->tty : -1,
 		.mask = sig_original_mask(),
 	};
 	struct child_failure fail;
@@ -209,7 +227,7 @@ static void begin_stop(struct sup *s, const char *why)
 /* new-process-group: hand the terminal litevisor holds to the service's group, and continue it. */
 static void give_terminal(struct sup *s)
 {
-	(void)tcsetpgrp(STDIN_FILENO, s->pid); /* SIGTTOU is ignored (signals.h) */
+	(void)tcsetpgrp(s->tty, s->pid); /* SIGTTOU is ignored (signals.h) */
 	if (kill(-s->pid, SIGCONT) < 0 && errno != ESRCH)
 		log_warn("supervisor", "cannot continue the service", "error=\"%s\"", strerror(errno));
 }
@@ -238,7 +256,7 @@ static void continue_job(struct sup *s)
  */
 static void terminal_follow(struct sup *s)
 {
-	if (s->pid <= 0 || s->paused || (!s->job_tty && !s->tty_stopped) || !in_foreground())
+	if (s->pid <= 0 || s->paused || (!s->job_tty && !s->tty_stopped) || !in_foreground(s))
 		return;
 	if (s->job_tty) {
 		give_terminal(s);
@@ -308,9 +326,9 @@ static bool catches_tstp(pid_t pid)
 static void on_service_stopped(struct sup *s, int sig)
 {
 	bool tty_io = sig == SIGTTIN || sig == SIGTTOU;
-	if ((!tty_io && sig != SIGTSTP && sig != SIGSTOP) || !isatty(STDIN_FILENO))
+	if ((!tty_io && sig != SIGTSTP && sig != SIGSTOP) || s->tty < 0)
 		return;
-	pid_t me = getpgrp(), fg = tcgetpgrp(STDIN_FILENO);
+	pid_t me = getpgrp(), fg = tcgetpgrp(s->tty);
 	if (me <= 0 || fg <= 0)
 		return; /* the terminal's groups lie outside this pid namespace: no job control */
 	/* shared-group mode, a service that made a group of its own: not the job (QA144 D3) */
@@ -342,7 +360,7 @@ static void on_service_stopped(struct sup *s, int sig)
 	      sig_job_control())) {
 		s->paused = true;
 		if (s->job_tty && fg == s->pid)
-			(void)tcsetpgrp(STDIN_FILENO, me); /* SIGTTOU is ignored (signals.h) */
+			(void)tcsetpgrp(s->tty, me); /* SIGTTOU is ignored (signals.h) */
 		log_info("supervisor", "the service was stopped from elsewhere: paused until continued",
 			 "signal=%s", sig_name(sig));
 		return;
@@ -366,14 +384,14 @@ static void on_service_stopped(struct sup *s, int sig)
 		return;
 	}
 	if (fg == s->pid)
-		(void)tcsetpgrp(STDIN_FILENO, me); /* SIGTTOU is ignored (signals.h) */
+		(void)tcsetpgrp(s->tty, me); /* SIGTTOU is ignored (signals.h) */
 	log_info("supervisor", "the service was stopped by the terminal: stopping as a job",
 		 "signal=%s", sig_name(sig));
 	if (!sig_job_stop_group(true)) {
 		give_terminal(s); /* PID 1 is no job: nothing can stop it, so the service goes on */
 		return;
 	}
-	if (in_foreground())
+	if (in_foreground(s))
 		give_terminal(s);
 	else if (kill(-s->pid, SIGCONT) < 0 && errno != ESRCH)
 		log_warn("supervisor", "cannot continue the service", "error=\"%s\"", strerror(errno));
@@ -511,9 +529,9 @@ static void on_service_exit(struct sup *s, int status)
 	 * a restart. Take the terminal back either way.
 	 */
 	/* back to litevisor only from the service: after a bg the shell holds it (QA137 D2) */
-	bool tty = s->job_tty && tcgetpgrp(STDIN_FILENO) == old;
+	bool tty = s->job_tty && tcgetpgrp(s->tty) == old;
 	if (tty)
-		(void)tcsetpgrp(STDIN_FILENO, getpgrp()); /* SIGTTOU is ignored (signals.h) */
+		(void)tcsetpgrp(s->tty, getpgrp()); /* SIGTTOU is ignored (signals.h) */
 	if (tty && WIFSIGNALED(status) &&
 	    (WTERMSIG(status) == SIGINT || WTERMSIG(status) == SIGQUIT) && !s->stopping) {
 		log_info("supervisor", "the service was interrupted from the terminal: stopping, "
@@ -890,6 +908,7 @@ int sup_run(const struct config *cfg, char *const *argv)
 	s.cfg = cfg;
 	s.argv = argv;
 	s.sfd = -1;
+	s.tty = controlling_terminal();
 	int64_t stop_end = 0; /* mono ms, once the service ran: the exit is due then */
 	int code;
 

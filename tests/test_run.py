@@ -673,6 +673,33 @@ def test_a_service_reading_the_terminal_in_the_background_stops_the_job(liteviso
         sh.close()
 
 
+@pytest.mark.parametrize("group", ["shared", "own"])
+def test_a_service_writing_the_terminal_of_a_job_without_stdin_stops_the_job(litevisor_bin,
+                                                                            tmp_path, group):
+    """`litevisor run … </dev/null &` with `stty tostop`: the service's write to the
+    terminal on stdout stopped it on SIGTTOU, and since job control looked at stdin only,
+    litevisor ran on and the service stayed stopped for good (QA144 D5). The controlling
+    terminal is looked for on stdout and stderr too: the job stops, and fg lets it write."""
+    done = tmp_path / "done"
+    (tmp_path / "c.yml").write_text("dbs: []\nsupervisor:\n  new-process-group: "
+                                    f"{'true' if group == 'own' else 'false'}\n")
+    sh = InteractiveBash(tmp_path)
+    try:
+        sh.type(b"stty tostop\n")
+        sh.type(f"{litevisor_bin} run -config c.yml -- sh -c 'sleep 0.5; echo SVC-$((6*7)); "
+                f"echo x > {done}' </dev/null 2>lv.err &\n".encode())
+        time.sleep(2)
+        mark = sh.type(b"jobs\n")
+        assert sh.wait_for(b"Stopped", 5, mark), (sh.out[mark:], (tmp_path / "lv.err").read_text())
+        assert not done.exists()
+        mark = sh.type(b"fg\n")
+        poll(done.exists, timeout=5, log=tmp_path / "lv.err")
+        assert sh.wait_for(b"SVC-42", 5, mark), sh.out[mark:]
+        assert sh.wait_for(b"PROMPT$ ", 10, mark), sh.out[mark:]
+    finally:
+        sh.close()
+
+
 def _proc_stat(pid):
     """(state, pgrp, tpgid) of a process, from /proc/<pid>/stat."""
     f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
