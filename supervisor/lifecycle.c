@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -267,23 +268,41 @@ static void terminal_follow(struct sup *s)
 }
 
 /*
- * Does pid catch SIGTSTP (/proc/<pid>/status SigCgt)? A program that does
- * and then stops with SIGSTOP is finishing the terminal's ^Z (top, nano,
- * mutt); a kill -STOP of one that does not is a pause, whose kill -CONT
- * would continue the service and not a litevisor stopped as its job
- * (QA146 D4). False when it cannot be told.
+ * Did the stopped service stop itself: top ends its ^Z handling with
+ * raise(SIGSTOP), nano and mutt with kill(0, SIGSTOP)? Stopped so, it
+ * stands in that kill, tkill or tgkill (/proc/<pid>/syscall); stopped by a
+ * kill -STOP from elsewhere, in whatever it was doing. Taken before from
+ * its catching TSTP, a kill -STOP of a service that merely catches it (a Go
+ * program's signal.Notify) stopped litevisor as its job, and the kill -CONT
+ * that followed continued the service alone (QA147 D2); that is still the
+ * guess where the file cannot be read (another user's service, litevisor
+ * not root). Read where /proc names the service (QA147 D1: a /proc of
+ * another pid namespace names another process). False when it cannot be told.
  */
-static bool catches_tstp(pid_t pid)
+static bool stopped_itself(pid_t pid)
 {
-	char path[64], line[256];
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	char path[64], buf[512];
+	pid_t named = reaper_proc_pid(pid);
+	if (named <= 0)
+		return false;
+	snprintf(path, sizeof(path), "/proc/%d/syscall", (int)named);
 	FILE *f = fopen(path, "re");
-	if (!f)
+	if (f) {
+		size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+		fclose(f);
+		buf[n] = '\0';
+		char *end;
+		long nr = strtol(buf, &end, 10);
+		if (n > 0 && end != buf)
+			return nr == SYS_kill || nr == SYS_tkill || nr == SYS_tgkill;
+	}
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)named);
+	if (!(f = fopen(path, "re")))
 		return false;
 	bool yes = false;
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, "SigCgt:", 7)) {
-			unsigned long long mask = strtoull(line + 7, NULL, 16);
+	while (fgets(buf, sizeof(buf), f))
+		if (!strncmp(buf, "SigCgt:", 7)) {
+			unsigned long long mask = strtoull(buf + 7, NULL, 16);
 			yes = (mask >> (SIGTSTP - 1)) & 1;
 			break;
 		}
@@ -299,8 +318,8 @@ static bool catches_tstp(pid_t pid)
  *   terminal waits for litevisor's group to hold it (terminal_follow; QA141
  *   D1).
  * - SIGSTOP, which no terminal sends: the job's stop when the service holds
- *   the terminal, catches TSTP (a ^Z handler ending in SIGSTOP: top, nano,
- *   mutt) and a shell can continue litevisor; else a pause (a kill -STOP
+ *   the terminal, stopped itself (a ^Z handler ending in SIGSTOP: top, nano,
+ *   mutt; stopped_itself) and a shell can continue litevisor; else a pause (a kill -STOP
  *   taken for the job's stop left litevisor stopped once the service was
  *   continued by whoever stopped it: QA146 D4). A paused service stays stopped until continued, and
  *   litevisor runs on (replication, health): a job stop would never end
@@ -329,11 +348,10 @@ static void on_service_stopped(struct sup *s, int sig)
 	if ((!tty_io && sig != SIGTSTP && sig != SIGSTOP) || s->tty < 0)
 		return;
 	pid_t me = getpgrp(), fg = tcgetpgrp(s->tty);
-	if (me <= 0 || fg <= 0)
-		return; /* the terminal's groups lie outside this pid namespace: no job control */
 	/* shared-group mode, a service that made a group of its own: not the job (QA144 D3) */
 	if (!s->job_tty && getpgid(s->pid) != me)
 		return;
+	/* before the groups are looked at: a ^Z in a pid namespace let the grace run out (QA147 D3) */
 	if (s->stopping) {
 		if (tty_io) {
 			s->tty_stopped = true; /* terminal_follow continues it (job_tty: hands it the terminal) */
@@ -350,13 +368,15 @@ static void on_service_stopped(struct sup *s, int sig)
 		}
 		return;
 	}
+	if (me <= 0 || fg <= 0)
+		return; /* the terminal's groups lie outside this pid namespace: no job control */
 	/*
 	 * A SIGSTOP of the job holding the terminal, under a shell that can
 	 * continue litevisor, is the job's stop: top, nano and mutt end their
 	 * ^Z handling with one (QA144 D1). Any other is a pause.
 	 */
 	if ((sig == SIGSTOP || (s->job_tty && sig == SIGTSTP && fg != s->pid)) &&
-	    !(s->job_tty && sig == SIGSTOP && fg == s->pid && catches_tstp(s->pid) &&
+	    !(s->job_tty && sig == SIGSTOP && fg == s->pid && stopped_itself(s->pid) &&
 	      sig_job_control())) {
 		s->paused = true;
 		if (s->job_tty && fg == s->pid)

@@ -227,6 +227,24 @@ static ssize_t proc_list(struct proc **out, pid_t *self)
 	return (ssize_t)n;
 }
 
+pid_t reaper_proc_pid(pid_t pid)
+{
+	pid_t self;
+	int level;
+	if (proc_self(&self, &level) < 0)
+		return 0;
+	if (level == 0)
+		return pid;
+	struct proc *v;
+	ssize_t n = proc_list(&v, &self);
+	pid_t found = 0;
+	for (ssize_t i = 0; i < n && !found; i++)
+		if (v[i].kpid == pid)
+			found = v[i].pid;
+	free(v);
+	return found;
+}
+
 /*
  * Children litevisor had before it started any (`helper & exec litevisor run`
  * in an entrypoint): a restart's sweep spares them and theirs (QA89 D3).

@@ -66,6 +66,14 @@ unsigned reaper_kill_tree(void);
 unsigned reaper_term_leftovers(void);
 unsigned reaper_kill_leftovers(void);
 
+/*
+ * The name in /proc of pid, a process of litevisor's pid namespace: pid
+ * itself when /proc is this namespace's; when it is another's (`unshare -pf`
+ * without --mount-proc, a sandbox binding the host's /proc), its number
+ * there. 0 when it cannot be found.
+ */
+pid_t reaper_proc_pid(pid_t pid);
+
 /* Total orphans reaped since start (for metrics). */
 uint64_t reaper_orphans_total(void);
 

@@ -289,7 +289,8 @@ bool sig_job_stop_group(bool whole)
 			 "(no job-control shell could continue it)", NULL);
 		return false;
 	}
-	log_info("signals", "stopping litevisor itself until SIGCONT (job control)", NULL);
+	log_info("signals", whole ? "stopping litevisor's process group until SIGCONT (job control)"
+				  : "stopping litevisor itself until SIGCONT (job control)", NULL);
 	/* a signal to oneself is acted on before kill() returns: this returns once continued */
 	if (kill(whole ? 0 : getpid(), SIGSTOP) < 0)
 		return false;

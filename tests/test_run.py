@@ -729,8 +729,8 @@ def test_a_service_stopped_from_elsewhere_is_paused_and_litevisor_runs_on(litevi
     """new-process-group: a kill -STOP of the service left its stopped group holding the
     terminal; ^C, ^\\ and ^Z reached nobody (QA139 D4). Taken for the job's stop,
     litevisor stopped itself, and the kill -CONT that followed continued the service alone:
-    it wrote on, unreplicated (QA146 D4). A SIGSTOP of a service that does not catch TSTP
-    (top, nano and mutt do, and stop so on ^Z) is a pause: the service stays stopped until
+    it wrote on, unreplicated (QA146 D4). A SIGSTOP of a service that did not stop itself
+    (top, nano and mutt do so on ^Z) is a pause: the service stays stopped until
     continued, litevisor runs on with the terminal meanwhile, and hands it back."""
     sh, ticks = ticking_in_a_shell(litevisor_bin, tmp_path)
     try:
@@ -780,6 +780,94 @@ def test_a_service_ending_its_ctrl_z_handling_with_sigstop_stops_the_job(litevis
         poll(lambda: len(read_lines(ticks)) > n + 2, timeout=5)
         mark = sh.type(b"\x03")
         assert sh.wait_for(b"PROMPT$ ", 10, mark), sh.out[mark:]
+    finally:
+        sh.close()
+
+
+def _unshare_ok():
+    if not shutil.which("unshare") or os.geteuid() != 0:
+        return False
+    p = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True)
+    return p.returncode == 0
+
+
+def test_a_kill_stop_of_a_service_that_catches_tstp_is_a_pause(litevisor_bin, tmp_path):
+    """new-process-group: a service catching TSTP only to note it (a Go program's
+    signal.Notify for every signal) was taken, on a kill -STOP, for one ending its ^Z
+    handling so: litevisor stopped as the job, and the kill -CONT that followed continued
+    the service alone, litevisor stopped while it wrote (QA147 D2). Only a service that
+    stopped itself (it stands in its own kill) stops the job; this one is paused."""
+    ticks = tmp_path / "ticks"
+    (tmp_path / "svc.py").write_text(
+        "import os, signal, time\n"
+        f"signal.signal(signal.SIGTSTP, lambda *a: open({str(tmp_path / 'noted')!r}, 'a')"
+        ".write('TSTP\\n'))\n"
+        f"open({str(tmp_path / 'pid')!r}, 'w').write(str(os.getpid()))\n"
+        f"while True:\n    open({str(ticks)!r}, 'a').write('t\\n'); time.sleep(0.05)\n")
+    (tmp_path / "c.yml").write_text("dbs: []\nsupervisor:\n  new-process-group: true\n")
+    sh = InteractiveBash(tmp_path)
+    try:
+        sh.type(f"{litevisor_bin} run -config c.yml -- /usr/bin/python3 svc.py 2>lv.err\n".encode())
+        poll(lambda: len(read_lines(ticks)) > 2, log=tmp_path / "lv.err")
+        time.sleep(0.3)
+        pause_and_continue(tmp_path, ticks)
+        mark = sh.type(b"\x03")
+        assert sh.wait_for(b"PROMPT$ ", 10, mark), sh.out[mark:]
+    finally:
+        sh.close()
+
+
+@pytest.mark.skipif(not _unshare_ok(), reason="needs root and unshare --pid")
+def test_ctrl_z_of_a_service_stopping_itself_under_another_namespaces_proc_stops_the_job(
+        litevisor_bin, tmp_path):
+    """An interactive shell in `unshare -pf` without --mount-proc: whether the service
+    stopped itself was read from /proc/<its pid>, which there is another process of the
+    host's: a top-like ^Z was taken for a pause, and the shell never gave its prompt
+    (QA147 D1). The service is read under its number in /proc's namespace."""
+    ticks = tmp_path / "ticks"
+    (tmp_path / "svc.py").write_text(STOPS_ITSELF_ON_TSTP.format(
+        done=str(tmp_path / "done"), pid=str(tmp_path / "pid"), ticks=str(ticks)))
+    (tmp_path / "c.yml").write_text("dbs: []\nsupervisor:\n  new-process-group: true\n")
+    sh = InteractiveBash(tmp_path)
+    try:
+        mark = sh.type(b"unshare -pf bash --norc --noprofile -i\n")
+        assert sh.wait_for(b"PROMPT$ ", 5, mark), sh.out[mark:]
+        sh.type(f"{litevisor_bin} run -config c.yml -- /usr/bin/python3 svc.py 2>lv.err\n".encode())
+        poll(lambda: len(read_lines(ticks)) > 2, log=tmp_path / "lv.err")
+        time.sleep(0.3)
+        mark = sh.type(b"\x1a")
+        assert sh.wait_for(b"PROMPT$ ", 5, mark), (sh.out[mark:], (tmp_path / "lv.err").read_text())
+        assert "stopped by the terminal" in (tmp_path / "lv.err").read_text()
+    finally:
+        sh.close()
+
+
+@pytest.mark.skipif(not _unshare_ok(), reason="needs root and unshare --pid")
+def test_ctrl_z_while_stopping_in_a_pid_namespace_lets_the_service_finish(litevisor_bin,
+                                                                         tmp_path):
+    """PID 1 of `unshare -pf` run from a shell, the service in litevisor's group: a ^Z
+    during the grace stopped the service, and litevisor, seeing the terminal's groups
+    outside its namespace, looked no further: the service's TERM handler sat out the
+    grace and was killed, exit 137 (QA147 D3). It is continued, as anywhere else."""
+    (tmp_path / "svc.py").write_text(
+        "import os, signal, time\n"
+        "def on_term(*_):\n    time.sleep(2)\n"
+        f"    open({str(tmp_path / 'done')!r}, 'w').write('done')\n    os._exit(0)\n"
+        "signal.signal(signal.SIGTERM, on_term)\n"
+        f"open({str(tmp_path / 'pid')!r}, 'w').write(str(os.getpid()))\n"
+        "while True:\n    time.sleep(0.05)\n")
+    (tmp_path / "c.yml").write_text("dbs: []\nsupervisor:\n  stop-grace: 8s\n")
+    sh = InteractiveBash(tmp_path)
+    try:
+        sh.type(f"unshare -pf --mount-proc {litevisor_bin} run -config c.yml -- /usr/bin/python3 "
+                f"svc.py 2>lv.err; echo code=$?\n".encode())
+        poll(lambda: (tmp_path / "pid").exists(), log=tmp_path / "lv.err")
+        lv = poll(lambda: _named_in_session(sh.pid, "litevisor"))
+        os.kill(lv, signal.SIGTERM)
+        time.sleep(0.5)
+        mark = sh.type(b"\x1a")
+        poll(lambda: (tmp_path / "done").exists(), timeout=5, log=tmp_path / "lv.err")
+        assert sh.wait_for(b"code=0", 10, mark), (sh.out[mark:], (tmp_path / "lv.err").read_text())
     finally:
         sh.close()
 
@@ -997,6 +1085,18 @@ def _ppid_of(pid):
         return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def _named_in_session(sid, comm):
+    """The pid of a process named comm in session sid (in /proc's numbering), or None."""
+    for d in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if (open(f"/proc/{d}/comm").read().strip() == comm and
+                    int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[3]) == sid):
+                return int(d)
+        except (OSError, ValueError, IndexError):
+            pass
+    return None
 
 
 def _children_of(pid):
@@ -1365,13 +1465,6 @@ def test_orphans_reaped_as_subreaper(litevisor_bin, tmp_path, runs):
     assert r.p.poll() is None
     os.kill(r.pid, signal.SIGTERM)
     assert r.wait() == 0
-
-
-def _unshare_ok():
-    if not shutil.which("unshare") or os.geteuid() != 0:
-        return False
-    p = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True)
-    return p.returncode == 0
 
 
 def _child_of(pid):
