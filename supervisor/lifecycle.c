@@ -345,6 +345,13 @@ static bool stopped_itself(pid_t pid)
 static void on_service_stopped(struct sup *s, int sig)
 {
 	bool tty_io = sig == SIGTTIN || sig == SIGTTOU;
+	/*
+	 * A stopped process reports no second stop: it ran since the last one.
+	 * Continued and stopped again between two reaps, the report of its
+	 * continuing was lost (the reaper keeps the later), and a pause that
+	 * had ended kept the terminal from it (QA147 O3).
+	 */
+	s->paused = false;
 	if ((!tty_io && sig != SIGTSTP && sig != SIGSTOP) || s->tty < 0)
 		return;
 	pid_t me = getpgrp(), fg = tcgetpgrp(s->tty);
