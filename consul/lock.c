@@ -184,8 +184,9 @@ static long b64_decode(const char *in, unsigned char *out, size_t cap)
 /*
  * What a KV value (base64) says: a litevisor holder's record, marked
  * released (consul_lock_release), or something else (foreign). An empty
- * value is neither: a key made for the lock (`consul kv put`, Consul's own
- * api.Lock).
+ * value is neither: a key made for the lock (`consul kv put KEY` with no
+ * value). Consul's own api.Lock goes by the key's flags instead, and takes
+ * only keys it made; litevisor's records carry none.
  */
 static void value_read(const char *b64, struct kv_look *k)
 {
@@ -297,7 +298,7 @@ static int acquire(struct consul_lock *l, char *why, size_t whylen)
 	char path[3 * CFG_CONSUL_KEY_MAX + 200], err[256], since[40];
 	struct consul_reply r;
 	snprintf(path, sizeof(path), "/v1/kv/%s?acquire=%s", l->key, l->session);
-	json_t *v = json_pack("{s:s, s:i, s:s}", "holder", l->holder, "pid", (json_int_t)getpid(),
+	json_t *v = json_pack("{s:s, s:I, s:s}", "holder", l->holder, "pid", (json_int_t)getpid(),
 			      "since", clock_rfc3339(clock_wall_ns(), since, sizeof(since)));
 	char *body = v ? json_dumps(v, JSON_COMPACT) : NULL;
 	json_decref(v);
@@ -387,11 +388,21 @@ static bool take(struct consul_lock *l)
 			l->session[0] = '\0';
 			continue;
 		}
+		/*
+		 * Whom it is taken from (one that did not release it may still be
+		 * stopping), and whether it holds someone's data: never acquired
+		 * unread, as Consul's api.Lock. A failed read (a 429 of Consul's
+		 * read rate limit, an election's 500) let a foreign value be
+		 * replaced, for good (QA148 D2).
+		 */
+		if (rc == 0 && l->session[0] && !have_prev) {
+			if (look(l, 0, &prev, why, sizeof(why)) < 0)
+				rc = -1;
+			else
+				have_prev = true;
+		}
 		if (rc == 0 && l->session[0]) {
-			/* whom it is taken from: one that did not release it may still be stopping */
-			if (!have_prev)
-				have_prev = look(l, 0, &prev, why, sizeof(why)) == 0;
-			if (have_prev && prev.foreign && !prev.session[0]) {
+			if (prev.foreign && !prev.session[0]) {
 				/* its value would be replaced by ours, for good (QA142 D5) */
 				char msg[700];
 				snprintf(msg, sizeof(msg), "the key %s holds a value that is not a litevisor "
@@ -403,7 +414,7 @@ static bool take(struct consul_lock *l)
 			rc = acquire(l, why, sizeof(why));
 			if (rc == 1) {
 				pthread_mutex_lock(&l->mu);
-				l->unclean = !have_prev || !prev.exists || !prev.released;
+				l->unclean = !prev.exists || !prev.released;
 				pthread_mutex_unlock(&l->mu);
 				if (l->unclean)
 					log_info("consul", "writer lock taken from a holder that did not release it "

@@ -63,7 +63,8 @@ enum consul_lock_state consul_lock_state(struct consul_lock *l, char *why, size_
  * or a key with no litevisor holder's record)? That holder may still be
  * stopping, its service committing, however long ago it last wrote: the
  * restore must wait for its open generation (QA142 D7, D8). A release marks
- * the key's record "released". False for NULL.
+ * the key's record "released" once that is settled (consul_lock_settled).
+ * False for NULL.
  */
 bool consul_lock_unclean(struct consul_lock *l);
 

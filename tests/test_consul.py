@@ -614,11 +614,17 @@ def test_a_writer_taking_a_lock_its_holder_lost_waits_for_its_last_commit(litevi
     assert c.wait(timeout=30) == 0, c.stderr()
 
 
-def test_a_key_holding_another_value_is_not_taken_over(litevisor_bin, tmp_path, runs, consul):
+@pytest.mark.parametrize("first_read", ["answered", "refused"])
+def test_a_key_holding_another_value_is_not_taken_over(litevisor_bin, tmp_path, runs, consul,
+                                                       first_read):
     """lock.key naming a key that holds data (a typo, a key shared with a template): taking
     the lock replaced its value with litevisor's record, for good (QA142 D5). Consul's own
-    api.Lock refuses such a key; so does litevisor, and the value stays."""
+    api.Lock refuses such a key; so does litevisor, and the value stays. A refused read of
+    the key before the acquire (a 429 of Consul's read rate limit) let it acquire unread
+    (QA148 D2): the read is made again first."""
     assert http(consul, "PUT", "/v1/kv/app/config", "db_password=hunter2\n") is True
+    if first_read == "refused":
+        consul.fail_next(1, 429, "rate limit exceeded", path="/v1/kv/app/config", method="GET")
     r = node_run(runs, litevisor_bin, tmp_path, "a", lock_cfg(tmp_path, "a", consul, key="app/config"))
     assert r.wait(timeout=30) == 111, r.stderr()
     assert "holds a value that is not a litevisor holder's record" in r.stderr(), r.stderr()
