@@ -464,8 +464,11 @@ int engine_flush(struct engine *e, int64_t deadline_ms)
 			if (r->pos_known && r->pos.generation[0])
 				snprintf(have, sizeof(have), "%s/%08x/%08x", r->pos.generation,
 					 r->pos.index, r->pos.offset);
-			log_error("engine", "final flush incomplete", "db=%s replica=%s have=%s want=%s/%08x/%08x",
-				  d->stat.name, r->stat.name, have, t->generation, t->index, t->offset);
+			/* its last failure may have been said minutes ago, or at debug (QA148 O3) */
+			log_error("engine", "final flush incomplete", "db=%s replica=%s have=%s "
+				  "want=%s/%08x/%08x last_error=\"%s\"", d->stat.name, r->stat.name, have,
+				  t->generation, t->index, t->offset,
+				  r->stat.last_error[0] ? r->stat.last_error : "none");
 			r->flush_failed_ns = clock_wall_ns();
 			rc = -1;
 		}

@@ -12,6 +12,7 @@
  * meanwhile. Failures back off (0.5 s doubling to 10 s); a final flush skips
  * both waits.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -309,6 +310,42 @@ int replica_label(struct eng_replica *r, const char *gen, const struct st_call *
 #define ERROR_REPEAT_NS (300 * NS_PER_SEC)
 
 /*
+ * A failure's text with what changes from one try to the next masked:
+ * numbers and what follows a digit up to the word's end (curl's "after
+ * 1003 ms", sizes, a segment's index and offset) as '#', and a temporary
+ * file's random suffix (".tmp-OGDyAh") as '*'. Compared raw, a NAS that
+ * does not answer or a full replica disk was a new failure at every retry
+ * (QA148 D1).
+ */
+static void failure_shape(const char *in, char *out, size_t cap)
+{
+	size_t o = 0;
+	while (*in && o + 1 < cap) {
+		if (!strncmp(in, ".tmp-", 5)) {
+			for (const char *c = ".tmp-*"; *c && o + 1 < cap; c++)
+				out[o++] = *c;
+			for (in += 5; isalnum((unsigned char)*in); in++)
+				;
+		} else if (isdigit((unsigned char)*in)) {
+			out[o++] = '#';
+			while (isxdigit((unsigned char)*in))
+				in++;
+		} else {
+			out[o++] = *in++;
+		}
+	}
+	out[o] = '\0';
+}
+
+static bool same_failure(const char *a, const char *b)
+{
+	char sa[512], sb[512];
+	failure_shape(a, sa, sizeof(sa));
+	failure_shape(b, sb, sizeof(sb));
+	return !strcmp(sa, sb);
+}
+
+/*
  * quiet_repeats: the same failure again within ERROR_REPEAT_NS is said at
  * debug (a segment upload retried every 10 s while a server is down).
  */
@@ -324,13 +361,20 @@ static void note_error(struct eng_replica *r, const char *what, const char *msg,
 	 * 10 s wrote a WARN line each, 360 an hour per replica down (QA143 D1),
 	 * where the docs promise an outage of an hour is a few lines.
 	 */
-	bool again = quiet_repeats && r->stat.failing_since_ns && r->error_logged_mono &&
-		     !strcmp(text, r->stat.last_error) && mono - r->error_logged_mono < ERROR_REPEAT_NS;
+	bool same = quiet_repeats && r->stat.failing_since_ns && r->error_logged_mono &&
+		    same_failure(text, r->stat.last_error);
+	bool again = same && mono - r->error_logged_mono < ERROR_REPEAT_NS;
+	int64_t failing_s = r->stat.failing_since_mono_ns ?
+		(mono - r->stat.failing_since_mono_ns) / NS_PER_SEC : 0;
 	if (!again)
 		r->error_logged_mono = mono;
 	pthread_mutex_unlock(&d->mu);
-	log_event(again ? LOG_DEBUG : LOG_WARN, "replica", what, "db=%s replica=%s err=\"%s\"",
-		  d->stat.name, r->stat.name, msg);
+	if (same && !again) /* the five-minute repeat says how long it lasts */
+		log_warn("replica", what, "db=%s replica=%s failing_s=%lld err=\"%s\"", d->stat.name,
+			 r->stat.name, (long long)failing_s, msg);
+	else
+		log_event(again ? LOG_DEBUG : LOG_WARN, "replica", what, "db=%s replica=%s err=\"%s\"",
+			  d->stat.name, r->stat.name, msg);
 	pthread_mutex_lock(&d->mu);
 	r->stat.sync_errors_total++;
 	r->stat.last_error_ns = now;

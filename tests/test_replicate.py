@@ -2369,19 +2369,26 @@ def test_a_kept_snapshot_file_goes_once_the_database_left_its_index(run, tmp_pat
     assert r.stop() == 0, r.text()
 
 
-def test_an_outage_is_a_few_lines_not_one_per_retry(run, tmp_path):
+@pytest.mark.parametrize("down", ["immutable", "full"])
+def test_an_outage_is_a_few_lines_not_one_per_retry(run, tmp_path, down):
     """A replica that stays down logged `segment upload failed` at WARN at every retry,
     every 10 s for the whole outage: 360 lines an hour per replica, where the docs promise
     an hour without the NAS is a few lines (QA143 D1). The same failure is said again at
-    WARN every five minutes; its retries are at debug."""
-    db, a = tmp_path / "app.db", tmp_path / "a"
+    WARN every five minutes; its retries are at debug. The same failure: a full replica
+    disk names a temporary file of random name, and a server that does not answer the
+    milliseconds it waited, different at each try (QA148 D1)."""
+    db, a, arm = tmp_path / "app.db", tmp_path / "a", tmp_path / "arm"
     create(db)
-    r = run(config(tmp_path, db, [file_replica(a, "a")]))
+    env = faulty_env(op="write", path=str(a / "generations"), errno=28, count=1000000,
+                     arm=str(arm)) if down == "full" else None
+    r = run(config(tmp_path, db, [file_replica(a, "a")]), env=env)
     wait_for(lambda: "snapshot written" in r.text(), what="the first snapshot", log=r.text)
     (g,) = os.listdir(a / "generations")
     wal = a / "generations" / g / "wal"
     wal.mkdir(exist_ok=True)
-    if subprocess.run(["chattr", "+i", str(wal)], capture_output=True).returncode != 0:
+    if down == "full":
+        arm.touch()
+    elif subprocess.run(["chattr", "+i", str(wal)], capture_output=True).returncode != 0:
         pytest.skip("chattr +i is not available here")
     try:
         write(db, 5, start=1)
@@ -2391,7 +2398,10 @@ def test_an_outage_is_a_few_lines_not_one_per_retry(run, tmp_path):
         time.sleep(1)
         assert r.text().count("segment upload failed") == 1, r.text()
     finally:
-        subprocess.run(["chattr", "-i", str(wal)])
+        if down == "full":
+            arm.unlink()
+        else:
+            subprocess.run(["chattr", "-i", str(wal)])
     wait_for(lambda: "replica recovered" in r.text(), timeout=30, log=r.text)
 
 
@@ -5123,6 +5133,8 @@ def test_final_flush_reports_unreachable_replica_within_deadline(run, tmp_path, 
     text = r.text()
     assert "final flush done db=app.db replica=good" in text
     assert "final flush incomplete db=app.db replica=down" in text
+    # and why, which may have been said long before or at debug (QA148 O3)
+    assert re.search(r"final flush incomplete db=app.db replica=down .*last_error=\"(?!none)", text), text
     # the reachable one got everything despite its 10 s interval
     check_restore(litestream_bin, good, db, tmp_path / "out.db")
 
