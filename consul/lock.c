@@ -579,8 +579,14 @@ static void hold(struct consul_lock *l)
 				 l->cfg->lock_key);
 			l->too_slow = false;
 		}
+		/*
+		 * After a failed read, one that returns at once: a blocking one kept
+		 * the failing clock running while the agent answered, and an agent
+		 * dropping connections now and then lost the lock between answers
+		 * (QA148 O5).
+		 */
 		struct kv_look k;
-		int lrc = no_room ? 0 : look(l, block, &k, why, sizeof(why));
+		int lrc = no_room ? 0 : look(l, l->look_failing ? 0 : block, &k, why, sizeof(why));
 		if (no_room || lrc < 0) {
 			if (lrc < 0 && !l->look_failing && !atomic_load(&l->stop.flag)) {
 				char d[32];

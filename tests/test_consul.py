@@ -542,6 +542,30 @@ def test_reads_of_the_key_failing_for_a_ttl_lose_the_lock(litevisor_bin, tmp_pat
     assert r.wait(timeout=20) == 111
 
 
+def test_an_agent_dropping_connections_now_and_then_keeps_the_lock(litevisor_bin, tmp_path,
+                                                                    runs, consul):
+    """An agent that drops its connections for a moment every few seconds (a restart
+    loop, a flaky proxy) answers in between, but after a failed read the next read was
+    a blocking query, which the next drop cut again: the failing clock ran on through
+    the answers, and the lock was lost within a TTL (QA148 O5). The read after a
+    failure returns at once."""
+    r = node_run(runs, litevisor_bin, tmp_path, "a",
+                 lock_cfg(tmp_path, "a", consul, extra="    ttl: 10s\n"))
+    poll(lambda: (tmp_path / "a" / "ready").exists(), timeout=30)
+    end = time.monotonic() + 16
+    while time.monotonic() < end:
+        consul.down()
+        time.sleep(0.8)
+        consul.up()
+        time.sleep(2.2)
+        assert r.p.poll() is None, r.stderr()
+    err = r.stderr()
+    assert "reading the key failed" in err, err  # the drops did cut reads
+    assert "the writer lock is lost" not in err, err
+    os.kill(r.pid, signal.SIGTERM)
+    assert r.wait(timeout=30) == 0, r.stderr()
+
+
 def test_a_lock_lost_while_replication_starts_starts_no_service(litevisor_bin, tmp_path, runs,
                                                                consul):
     """The lock was looked at right after the restore, and replication's first looks then
