@@ -312,7 +312,8 @@ int replica_label(struct eng_replica *r, const char *gen, const struct st_call *
 /*
  * A failure's text with what changes from one try to the next masked:
  * numbers and what follows a digit up to the word's end (curl's "after
- * 1003 ms", sizes, a segment's index and offset) as '#', and a temporary
+ * 1003 ms", sizes, a segment's index and offset; not an HTTP status) as
+ * '#', and a temporary
  * file's random suffix (".tmp-OGDyAh") as '*'. Compared raw, a NAS that
  * does not answer or a full replica disk was a new failure at every retry
  * (QA148 D1).
@@ -326,6 +327,11 @@ static void failure_shape(const char *in, char *out, size_t cap)
 				out[o++] = *c;
 			for (in += 5; isalnum((unsigned char)*in); in++)
 				;
+		} else if (!strncmp(in, "HTTP ", 5)) { /* a status is the failure itself */
+			for (int k = 0; k < 5 && o + 1 < cap; k++)
+				out[o++] = *in++;
+			while (isdigit((unsigned char)*in) && o + 1 < cap)
+				out[o++] = *in++;
 		} else if (isdigit((unsigned char)*in)) {
 			out[o++] = '#';
 			while (isxdigit((unsigned char)*in))
