@@ -43,6 +43,7 @@ struct consul_lock {
 	bool held;                 /* from acquisition on: no request may outlast the lease */
 	bool unclean;              /* taken from a holder that did not release it after its final
 				    * flush (or from a key whose history is unknown); under mu */
+	bool undelayed;            /* ... with no lock delay first (set once held) */
 	bool warned;               /* held: a failed renewal was logged (once per run of them) */
 	int64_t give_up;           /* mono ms: the end of consul.lock.wait while waiting, 0 = none */
 	int efd;
@@ -362,6 +363,8 @@ static bool take(struct consul_lock *l)
 	char why[512] = "", last[512] = "", seen[64] = "";
 	struct kv_look prev; /* the key as last read before an acquire */
 	bool have_prev = false;
+	bool delayed = false; /* an acquire was refused while the key was free: a lock delay */
+	bool free_before = false; /* the key was free when read before the last acquire */
 	for (;;) {
 		if (l->give_up && clock_mono_ms() >= l->give_up) {
 			char d[32], msg[700];
@@ -411,10 +414,12 @@ static bool take(struct consul_lock *l)
 				set_state(l, CONSUL_LOCK_FAILED, msg);
 				return false;
 			}
+			free_before = !prev.session[0];
 			rc = acquire(l, why, sizeof(why));
 			if (rc == 1) {
 				pthread_mutex_lock(&l->mu);
 				l->unclean = !prev.exists || !prev.released;
+				l->undelayed = l->unclean && !delayed;
 				pthread_mutex_unlock(&l->mu);
 				if (l->unclean)
 					log_info("consul", "writer lock taken from a holder that did not release it "
@@ -459,7 +464,16 @@ static bool take(struct consul_lock *l)
 		}
 		prev = k;
 		have_prev = true;
+		/*
+		 * Free before and after a refused acquire: a lock delay, which Consul
+		 * sets when it ends a holder's session. Free only after it: released
+		 * in between (an operator's release sets none).
+		 */
+		delayed = free_before && !k.session[0];
 		if (!k.session[0]) {
+			if (delayed)
+				log_debug("consul", "writer lock: the key is free but in its lock delay",
+					  "key=\"%s\"", l->cfg->lock_key);
 			if (consul_stop_nap(&l->stop, bounded(l, RETRY_MS)))
 				return false;
 			continue;
@@ -475,6 +489,8 @@ static bool take(struct consul_lock *l)
 		int64_t wait = bounded(l, l->ttl_ms / 2 - (clock_mono_ms() - l->renewed));
 		if (wait >= 1000)
 			have_prev = look(l, wait, &prev, why, sizeof(why)) == 0;
+		if (have_prev && prev.session[0])
+			delayed = false; /* held again: a delay seen before was another holder's */
 		else if (consul_stop_nap(&l->stop, bounded(l, RETRY_MS)))
 			return false; /* not another acquire at once: each refused one is a write */
 	}
@@ -724,6 +740,16 @@ bool consul_lock_unclean(struct consul_lock *l)
 		return false;
 	pthread_mutex_lock(&l->mu);
 	bool u = l->unclean;
+	pthread_mutex_unlock(&l->mu);
+	return u;
+}
+
+bool consul_lock_undelayed(struct consul_lock *l)
+{
+	if (!l)
+		return false;
+	pthread_mutex_lock(&l->mu);
+	bool u = l->unclean && l->undelayed;
 	pthread_mutex_unlock(&l->mu);
 	return u;
 }

@@ -69,6 +69,15 @@ enum consul_lock_state consul_lock_state(struct consul_lock *l, char *why, size_
 bool consul_lock_unclean(struct consul_lock *l);
 
 /*
+ * Unclean, and taken with no lock delay first: an operator's release or
+ * delete, or a key with no holder's record. Consul sets a lock delay only
+ * when it ends a session; without one, nothing gave that holder time to
+ * learn of its loss (up to a TTL late, with its agent out of reach) and to
+ * stop (QA149 D1). False for NULL.
+ */
+bool consul_lock_undelayed(struct consul_lock *l);
+
+/*
  * What was owed to an unclean take is settled (the restore waited for the
  * old holder's generation, or `replicate` took over as it does): the
  * release may mark the key released. Until then it does not, so a writer

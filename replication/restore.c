@@ -502,7 +502,7 @@ static bool winner_open(struct session *s, int64_t window_ms, const char *stated
 	struct wal_pos end = w->plan.end;
 	char why[400];
 	*age_ms = (clock_wall_ns() - w->plan.newest_ns) / NS_PER_MS;
-	if (!s->any_age && *age_ms >= window_ms + s->cfg->restore.clock_skew_ms)
+	if (!s->any_age_ms && *age_ms >= window_ms + s->cfg->restore.clock_skew_ms)
 		return false;
 	if (w->plan.end_open) {
 		uint64_t off;
@@ -588,6 +588,8 @@ static int await_handover(struct session *s, bool measure_all, const char *state
 			  struct restore_result *res)
 {
 	int64_t window = s->cfg->restore.handover_wait_ms, age = 0, t0 = clock_mono_ms();
+	if (window > 0 && s->any_age_ms > window)
+		window = s->any_age_ms; /* the old holder's time to learn of its loss and stop */
 	bool waited = false;
 	struct seen seen = { 0 };
 
@@ -690,10 +692,10 @@ static int continue_at_snapshot(struct session *s, const char *statedir,
 	return 0;
 }
 
-int restore_db_for_run(const struct config *cfg, const struct cfg_db *db, bool any_age,
+int restore_db_for_run(const struct config *cfg, const struct cfg_db *db, int64_t any_age_ms,
 		       struct restore_result *res)
 {
-	struct session s = { .cfg = cfg, .db = db, .any_age = any_age };
+	struct session s = { .cfg = cfg, .db = db, .any_age_ms = any_age_ms };
 	char statedir[PATH_MAX], why[400];
 	struct stat st;
 	int64_t t0 = clock_mono_ms();

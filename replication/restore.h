@@ -74,14 +74,15 @@ const char *restore_outcome_name(enum restore_outcome o);
 /*
  * Restore the database db of cfg if needed (missing, or older than the
  * freshest replica under the newest-wins policy), as `run` does.
- * any_age: the newest generation's writer may still be stopping however
- * long ago it last wrote (it lost its writer lock rather than releasing it):
- * the handover wait (restore.handover-wait) is for any generation not
- * closed, not only one written to within it. Returns 0 when the service may
- * start on this database (restored, exists, empty), -1 otherwise; *res says
- * what happened.
+ * any_age_ms > 0: the newest generation's writer may still be stopping
+ * however long ago it last wrote (it lost its writer lock rather than
+ * releasing it): the handover wait is for any generation not closed, not
+ * only one written to within restore.handover-wait, and lasts that long,
+ * or any_age_ms if longer (unless handover-wait is 0: no wait). 0: the
+ * plain handover wait. Returns 0 when the service may start on this
+ * database (restored, exists, empty), -1 otherwise; *res says what happened.
  */
-int restore_db_for_run(const struct config *cfg, const struct cfg_db *db, bool any_age,
+int restore_db_for_run(const struct config *cfg, const struct cfg_db *db, int64_t any_age_ms,
 		       struct restore_result *res);
 
 /*

@@ -554,7 +554,8 @@ struct session {
 	struct rs_target t;
 	struct rs_choice ch;
 	bool quiet;  /* re-probes of a handover wait: their decision blocks are not logged */
-	bool any_age; /* the handover wait is for any open generation (restore_db_for_run) */
+	int64_t any_age_ms; /* > 0: the handover wait is for any open generation, this long at
+			     * least (restore_db_for_run) */
 	const char *statedir; /* the local database's state, when it exists (rs_probe_opts) */
 	struct rs_local_past past; /* its records, when its state is litevisor's */
 	char superseded[400];      /* why that state ranks another generation above the local

@@ -155,6 +155,25 @@ bool sup_consul_lock_unclean(struct sup_consul *c)
 	return c && consul_lock_unclean(c->lock);
 }
 
+int64_t sup_consul_unclean_wait_ms(struct sup_consul *c)
+{
+	if (!c || !consul_lock_unclean(c->lock))
+		return 0;
+	const struct config *cfg = c->cfg;
+	int64_t wait = cfg->restore.handover_wait_ms;
+	int64_t worst = cfg->consul.lock_ttl_ms + cfg->supervisor.stop_grace_ms +
+			cfg->supervisor.flush_timeout_ms;
+	if (wait > 0 && consul_lock_undelayed(c->lock) && worst > wait) {
+		char w[32];
+		log_info("consul", "no lock delay held the key before this take: the restore waits "
+			 "for the old holder's open generation as long as it may take to learn of its "
+			 "loss and stop (ttl + stop-grace + flush-timeout)", "wait=%s",
+			 duration_format(worst, w, sizeof(w)));
+		wait = worst;
+	}
+	return wait; /* handover-wait 0: no wait for any generation */
+}
+
 void sup_consul_lock_settled(struct sup_consul *c)
 {
 	if (c)

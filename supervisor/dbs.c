@@ -36,7 +36,7 @@ struct sup_dbs {
 	int64_t t0;
 	bool replicating;
 	bool abandoned;          /* an engine dbs_reset could not free in time: _exit only */
-	bool any_age;            /* dbs_restore_start's: wait for any open generation */
+	int64_t any_age_ms;      /* dbs_restore_start's: wait for any open generation */
 };
 
 struct sup_dbs *dbs_open(const struct config *cfg)
@@ -75,7 +75,7 @@ static void *restore_main(void *arg)
 {
 	struct restore_job *j = arg;
 	struct sup_dbs *d = j->d;
-	j->rc = restore_db_for_run(d->cfg, &d->cfg->dbs[j->index], d->any_age, &j->res);
+	j->rc = restore_db_for_run(d->cfg, &d->cfg->dbs[j->index], d->any_age_ms, &j->res);
 	if (atomic_fetch_sub(&d->left, 1) == 1) {
 		uint64_t one = 1;
 		ssize_t n = write(d->efd, &one, sizeof(one));
@@ -84,9 +84,9 @@ static void *restore_main(void *arg)
 	return NULL;
 }
 
-int dbs_restore_start(struct sup_dbs *d, bool any_age)
+int dbs_restore_start(struct sup_dbs *d, int64_t any_age_ms)
 {
-	d->any_age = any_age;
+	d->any_age_ms = any_age_ms;
 	/* a restore step again (dbs_reset): the last one's count must not fire at once */
 	uint64_t v;
 	while (read(d->efd, &v, sizeof(v)) == sizeof(v))

@@ -30,12 +30,12 @@ struct sup_dbs *dbs_open(const struct config *cfg);
 int dbs_lock(struct sup_dbs *d);
 
 /*
- * Start restoring every database. any_age: the writer lock was taken from a
- * holder that did not release it, which may still be stopping: the restores
- * wait for its open generation however old (restore_db_for_run). Returns 0,
- * or -1 (logged).
+ * Start restoring every database. any_age_ms > 0: the writer lock was taken
+ * from a holder that did not release it, which may still be stopping: the
+ * restores wait for its open generation however old, that long at least
+ * (restore_db_for_run, sup_consul_unclean_wait_ms). Returns 0, or -1 (logged).
  */
-int dbs_restore_start(struct sup_dbs *d, bool any_age);
+int dbs_restore_start(struct sup_dbs *d, int64_t any_age_ms);
 
 /* An fd that becomes readable once every restore has finished. */
 int dbs_restore_fd(const struct sup_dbs *d);

@@ -857,7 +857,7 @@ static int restore_all(struct sup *s)
 	int64_t duration = 0;
 	set_phase(s, SUP_RESTORING, "restoring databases");
 	/* On a failed start the fd still fires once the started ones are done; finish fails then. */
-	(void)dbs_restore_start(s->dbs, sup_consul_lock_unclean(s->consul));
+	(void)dbs_restore_start(s->dbs, sup_consul_unclean_wait_ms(s->consul));
 	int sig = sig_wait_fd(s->sfd, dbs_restore_fd(s->dbs), unserved_tick, s);
 	if (sig) {
 		log_warn("supervisor", "stopped while restoring; the service was not started",

@@ -638,6 +638,90 @@ def test_a_writer_taking_a_lock_its_holder_lost_waits_for_its_last_commit(litevi
     assert c.wait(timeout=30) == 0, c.stderr()
 
 
+class AgentPath:
+    """One node's way to the agent: a loopback TCP relay that cut() ends for good (its
+    connections shut, new ones refused), while other nodes still reach the agent."""
+
+    def __init__(self, agent_port):
+        self.agent_port, self.socks, self.is_cut = agent_port, [], False
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.is_cut:
+                client.close()
+                continue
+            agent = socket.create_connection(("127.0.0.1", self.agent_port))
+            self.socks += [client, agent]
+            for src, dst in ((client, agent), (agent, client)):
+                threading.Thread(target=self._relay, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _relay(src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for x in (src, dst):
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self):
+        self.is_cut = True
+        self.listener.close()
+        for x in self.socks:
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def test_a_lock_released_by_hand_from_a_holder_cut_off_waits_for_it_to_learn_and_stop(
+        litevisor_bin, tmp_path, runs, consul):
+    """A's agent goes out of reach and an operator releases A's lock to fail over: Consul
+    sets no lock delay then, so nothing but restore.handover-wait stood between B's start
+    and A, which learns of the loss only a TTL later, then stops: B restored and started
+    before A's service saved its state on the way out, and that commit was lost (QA149
+    D1). Taken with no lock delay from a holder that did not release it, the lock makes
+    the restore wait for its open generation as long as ttl + stop-grace +
+    flush-timeout."""
+    def cfg(node, addr):
+        return ("supervisor:\n  stop-grace: 4s\n  flush-timeout: 2s\n" +
+                lock_cfg(tmp_path, node, consul, extra="    ttl: 10s\n").replace(
+                    "handover-wait: 0s", "handover-wait: 7s").replace(consul.addr, addr))
+    path_a = AgentPath(consul.port)
+    (tmp_path / "a" / "cfg").mkdir(parents=True)
+    a = start(runs, litevisor_bin, tmp_path / "a" / "cfg",
+              DB_SERVICE + ["--report", str(tmp_path / "a.json"), "--ready", str(tmp_path / "a.ready"),
+                            "--rows", "2", "--term-delay", "2"],
+              config=cfg("a", f"127.0.0.1:{path_a.port}"))
+    poll(lambda: (tmp_path / "a.ready").exists(), timeout=30)
+    b = node_run(runs, litevisor_bin, tmp_path, "b", cfg("b", consul.addr))
+    poll(lambda: "waiting for the writer lock" in b.stderr(), timeout=15)
+    sid = holder_session(consul, "litevisor/app")
+    renewals = lambda: sum(1 for r in consul.requests if r[1].startswith(f"/v1/session/renew/{sid}"))
+    n = renewals()
+    poll(lambda: renewals() > n, timeout=10)  # A learns of its loss a whole TTL from here
+    path_a.cut()
+    http(consul, "PUT", f"/v1/kv/litevisor/app?release={sid}")
+    assert a.wait(timeout=40) == 111, a.stderr()
+    poll(lambda: (tmp_path / "b" / "report.json").exists(), timeout=30, log=b.log_path)
+    rows = json.loads((tmp_path / "b" / "report.json").read_text())["rows"]
+    assert rows[-1] == "term-handler", (rows, b.stderr())
+    assert "no lock delay held the key before this take" in b.stderr(), b.stderr()
+    os.kill(b.pid, signal.SIGTERM)
+    assert b.wait(timeout=30) == 0, b.stderr()
+
+
 @pytest.mark.parametrize("first_read", ["answered", "refused"])
 def test_a_key_holding_another_value_is_not_taken_over(litevisor_bin, tmp_path, runs, consul,
                                                        first_read):

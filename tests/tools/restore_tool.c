@@ -36,7 +36,7 @@ int main(int argc, char **argv)
 	log_configure(cfg.log_level, cfg.log_json);
 	for (size_t i = 0; i < cfg.ndbs; i++) {
 		struct restore_result res;
-		int rc = restore_db_for_run(&cfg, &cfg.dbs[i], false, &res);
+		int rc = restore_db_for_run(&cfg, &cfg.dbs[i], 0, &res);
 		json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:s, s:s, s:i, s:I}",
 				      "db", cfg.dbs[i].path, "outcome", restore_outcome_name(res.outcome),
 				      "source", res.source, "generation", res.pos.generation,
