@@ -231,7 +231,8 @@ static bool pace(struct consul_lock *l, int64_t *wait_ms)
 
 /*
  * GET the key, blocking up to wait_ms for a change past l->index when
- * wait_ms > 0 (paced, see pace()). Returns 0 with *k filled, or -1 (why set).
+ * wait_ms > 0 (paced, see pace()). Returns 0 with *k filled, -2 refused by
+ * the ACLs (403: waiting grants no permission), or -1 (why set).
  */
 static int look(struct consul_lock *l, int64_t wait_ms, struct kv_look *k, char *why, size_t whylen)
 {
@@ -265,6 +266,8 @@ static int look(struct consul_lock *l, int64_t wait_ms, struct kv_look *k, char 
 	int rc = -1;
 	if (crc < 0 || (r.status != 200 && r.status != 404)) {
 		consul_call_error(crc, &r, err, why, whylen);
+		if (crc == 0 && r.status == 403)
+			rc = -2;
 		goto out;
 	}
 	/*
@@ -399,10 +402,14 @@ static bool take(struct consul_lock *l)
 		 * replaced, for good (QA148 D2).
 		 */
 		if (rc == 0 && l->session[0] && !have_prev) {
-			if (look(l, 0, &prev, why, sizeof(why)) < 0)
-				rc = -1;
-			else
-				have_prev = true;
+			rc = look(l, 0, &prev, why, sizeof(why));
+			if (rc == -2) {
+				char msg[700];
+				snprintf(msg, sizeof(msg), "Consul refused to read the lock's key: %s", why);
+				set_state(l, CONSUL_LOCK_FAILED, msg);
+				return false;
+			}
+			have_prev = rc == 0;
 		}
 		if (rc == 0 && l->session[0]) {
 			if (prev.foreign && !prev.session[0]) {

@@ -270,6 +270,16 @@ def test_an_acl_refusal_fails_at_once(litevisor_bin, tmp_path, runs):
         srv.stop()
 
 
+def test_a_key_the_token_may_not_read_fails_at_once(litevisor_bin, tmp_path, runs, consul):
+    """The key is read before every acquire; a read the ACLs refuse (a token whose
+    policy covers sessions but not this key) is no failure to wait out."""
+    consul.fail_next(1, 403, "Permission denied", path="/v1/kv/litevisor/app", method="GET")
+    r = node_run(runs, litevisor_bin, tmp_path, "a", lock_cfg(tmp_path, "a", consul))
+    assert r.wait(timeout=10) == 111, r.stderr()
+    assert "Consul refused to read the lock's key: HTTP 403" in r.stderr(), r.stderr()
+    assert not (tmp_path / "a" / "report.json").exists()
+
+
 def test_registered_with_a_ttl_check_that_follows_healthz(litevisor_bin, tmp_path, runs):
     """Registration from Nomad's environment (port label → host port and IP, ID from the
     allocation), the token from a file as X-Consul-Token, a TTL check kept passing past
