@@ -123,14 +123,17 @@ out:
 	return rc;
 }
 
-/* Renew our session. 0; -1 failed (try again); -2 the session is gone (404). */
-static int renew(struct consul_lock *l, char *why, size_t whylen)
+/*
+ * Renew our session, waiting timeout_ms at most. 0; -1 failed (try again);
+ * -2 the session is gone (404).
+ */
+static int renew_within(struct consul_lock *l, int64_t timeout_ms, char *why, size_t whylen)
 {
 	char path[128], err[256];
 	struct consul_reply r;
 	snprintf(path, sizeof(path), "/v1/session/renew/%s", l->session);
 	int64_t sent = clock_mono_ms();
-	int crc = consul_call(l->cl, "PUT", path, NULL, bounded(l, l->cfg->timeout_ms), &r, err,
+	int crc = consul_call(l->cl, "PUT", path, NULL, bounded(l, timeout_ms), &r, err,
 			      sizeof(err));
 	int rc = 0;
 	if (crc < 0 || r.status != 200) {
@@ -149,6 +152,11 @@ static int renew(struct consul_lock *l, char *why, size_t whylen)
 	}
 	consul_reply_release(&r);
 	return rc;
+}
+
+static int renew(struct consul_lock *l, char *why, size_t whylen)
+{
+	return renew_within(l, l->cfg->timeout_ms, why, whylen);
 }
 
 struct kv_look {
@@ -397,9 +405,9 @@ static bool take(struct consul_lock *l)
 		/*
 		 * Whom it is taken from (one that did not release it may still be
 		 * stopping), and whether it holds someone's data: never acquired
-		 * unread, as Consul's api.Lock. A failed read (a 429 of Consul's
-		 * read rate limit, an election's 500) let a foreign value be
-		 * replaced, for good (QA148 D2).
+		 * unread (Consul's api.Lock gives up on a failed read; this tries it
+		 * again). A failed read (a 429 of Consul's read rate limit, an
+		 * election's 500) let a foreign value be replaced, for good (QA148 D2).
 		 */
 		if (rc == 0 && l->session[0] && !have_prev) {
 			rc = look(l, 0, &prev, why, sizeof(why));
@@ -640,20 +648,28 @@ static void hold(struct consul_lock *l)
 			log_info("consul", "writer lock: the key read again", "key=\"%s\"", l->cfg->lock_key);
 		l->look_failing = 0;
 		if (strcmp(k.session, l->session) != 0) {
+			if (k.session[0]) {
+				snprintf(msg, sizeof(msg), "the key is held by another session (released "
+					 "or deleted by someone else)");
+				set_state(l, CONSUL_LOCK_LOST, msg);
+				return;
+			}
 			/*
-			 * Consul frees (or, by the session's behavior, deletes) the key of
-			 * a session it ended: a TTL it saw pass, a destroy, a failed node
-			 * check. The renewal's 404 tells that apart from someone else's
-			 * release, which leaves the session alive.
+			 * Consul frees the key of a session it ended (a destroy, a failed
+			 * node check, a TTL it saw pass), and then no longer knows it
+			 * (404); someone else's release or delete leaves the session alive
+			 * (QA142 O1). Asked within a few of the agent's answer times: a
+			 * release by hand sets no lock delay, and the next writer may hold
+			 * the key already (QA150 O2).
 			 */
-			if (!k.session[0] && renew(l, why, sizeof(why)) == -2)
-				snprintf(msg, sizeof(msg), "the key %s: Consul ended the lock's session (a "
-					 "destroy, its node's check failing, or its TTL passing unrenewed "
-					 "on the servers' clock)", !k.exists ? "was deleted" : "is no longer held");
-			else
-				snprintf(msg, sizeof(msg), "the key %s (released or deleted by someone else)",
-					 !k.exists ? "was deleted" : k.session[0] ? "is held by another session"
-								   : "is no longer held");
+			int64_t quick = 4 * l->latency_ms + 200;
+			int rc = renew_within(l, quick < l->cfg->timeout_ms ? quick : l->cfg->timeout_ms,
+					      why, sizeof(why));
+			snprintf(msg, sizeof(msg), "the key %s%s", !k.exists ? "was deleted" :
+				 "is no longer held", rc == -2 ? ": Consul ended the lock's session (a "
+				 "destroy, its node's check failing, or its TTL passing unrenewed on the "
+				 "servers' clock)" : rc == 0 ? " (released or deleted by someone else; "
+				 "the lock's session lives on)" : "");
 			set_state(l, CONSUL_LOCK_LOST, msg);
 			return;
 		}
