@@ -1,6 +1,7 @@
 /* lifecycle.c — the supervisor's state × event loop (see lifecycle.h). */
 #include "supervisor/lifecycle.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
 #include <poll.h>
@@ -267,6 +268,23 @@ static void terminal_follow(struct sup *s)
 	}
 }
 
+/* Does the thread whose /proc syscall file is path stand in kill, tkill or tgkill? -1: unreadable. */
+static int in_kill(const char *path)
+{
+	char buf[256];
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return -1;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	char *end;
+	long nr = strtol(buf, &end, 10);
+	if (!n || end == buf)
+		return -1; /* "running" (continued meanwhile), or nothing to read */
+	return nr == SYS_kill || nr == SYS_tkill || nr == SYS_tgkill;
+}
+
 /*
  * Did the stopped service stop itself: top ends its ^Z handling with
  * raise(SIGSTOP), nano and mutt with kill(0, SIGSTOP)? Stopped so, it
@@ -276,28 +294,38 @@ static void terminal_follow(struct sup *s)
  * program's signal.Notify) stopped litevisor as its job, and the kill -CONT
  * that followed continued the service alone (QA147 D2); that is still the
  * guess where the file cannot be read (another user's service, litevisor
- * not root). Read where /proc names the service (QA147 D1: a /proc of
+ * not root). A thread that sent its process (not itself) a SIGSTOP has
+ * usually left its kill by the time it stops, so a multi-threaded service
+ * stopping itself so is taken for a pause: ^C then reaches litevisor, which
+ * holds the terminal. Read where /proc names the service (QA147 D1: a /proc of
  * another pid namespace names another process). False when it cannot be told.
  */
 static bool stopped_itself(pid_t pid)
 {
-	char path[64], buf[512];
+	char path[96], buf[512];
 	pid_t named = reaper_proc_pid(pid);
 	if (named <= 0)
 		return false;
-	snprintf(path, sizeof(path), "/proc/%d/syscall", (int)named);
-	FILE *f = fopen(path, "re");
-	if (f) {
-		size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-		fclose(f);
-		buf[n] = '\0';
-		char *end;
-		long nr = strtol(buf, &end, 10);
-		if (n > 0 && end != buf)
-			return nr == SYS_kill || nr == SYS_tkill || nr == SYS_tgkill;
+	/* every thread's: raise() from a worker thread stops the process there (QA150 D3) */
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)named);
+	DIR *d = opendir(path);
+	int seen = -1;
+	struct dirent *e;
+	while (d && seen != 1 && (e = readdir(d))) {
+		if (e->d_name[0] < '1' || e->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/task/%.20s/syscall", (int)named, e->d_name);
+		int k = in_kill(path);
+		if (k >= 0)
+			seen = k;
 	}
+	if (d)
+		closedir(d);
+	if (seen >= 0)
+		return seen == 1;
 	snprintf(path, sizeof(path), "/proc/%d/status", (int)named);
-	if (!(f = fopen(path, "re")))
+	FILE *f = fopen(path, "re");
+	if (!f)
 		return false;
 	bool yes = false;
 	while (fgets(buf, sizeof(buf), f))
