@@ -464,11 +464,13 @@ int engine_flush(struct engine *e, int64_t deadline_ms)
 			if (r->pos_known && r->pos.generation[0])
 				snprintf(have, sizeof(have), "%s/%08x/%08x", r->pos.generation,
 					 r->pos.index, r->pos.offset);
-			/* its last failure may have been said minutes ago, or at debug (QA148 O3) */
+			/* its failure may have been said minutes ago, or at debug (QA148 O3); one it
+			 * recovered from is no cause (QA150 O5) */
 			log_error("engine", "final flush incomplete", "db=%s replica=%s have=%s "
 				  "want=%s/%08x/%08x last_error=\"%s\"", d->stat.name, r->stat.name, have,
 				  t->generation, t->index, t->offset,
-				  r->stat.last_error[0] ? r->stat.last_error : "none");
+				  r->stat.failing_since_ns && r->stat.last_error[0] ? r->stat.last_error :
+				  "none (not failing: out of time)");
 			r->flush_failed_ns = clock_wall_ns();
 			rc = -1;
 		}
