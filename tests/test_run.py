@@ -760,12 +760,28 @@ while True:
 """
 
 
-def test_a_service_ending_its_ctrl_z_handling_with_sigstop_stops_the_job(litevisor_bin, tmp_path):
+@pytest.mark.parametrize("thread", ["main", "worker"])
+def test_a_service_ending_its_ctrl_z_handling_with_sigstop_stops_the_job(litevisor_bin, tmp_path,
+                                                                        thread):
     """new-process-group: top, nano and mutt answer ^Z by stopping themselves with SIGSTOP;
     taken for a pause from elsewhere, litevisor took the terminal back and ran on, and the
-    shell never got its prompt (QA144 D1)."""
+    shell never got its prompt (QA144 D1). From a worker thread (raise() there), only the
+    main thread was looked at, and it was a pause again (QA150 D3)."""
     ticks = tmp_path / "ticks"
-    (tmp_path / "svc.py").write_text(STOPS_ITSELF_ON_TSTP.format(
+    svc = STOPS_ITSELF_ON_TSTP
+    if thread == "worker":
+        svc = svc.replace(
+            "def on_tstp(*_):\n    os.kill(os.getpid(), signal.SIGSTOP)",
+            "import threading\n"
+            "stop = threading.Event()\n"
+            "def worker():\n"
+            "    while True:\n"
+            "        stop.wait(); stop.clear()\n"
+            "        signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)  # raise() here\n"
+            "threading.Thread(target=worker, daemon=True).start()\n"
+            "def on_tstp(*_):\n    stop.set()")
+        assert "pthread_kill" in svc
+    (tmp_path / "svc.py").write_text(svc.format(
         done=str(tmp_path / "done"), pid=str(tmp_path / "pid"), ticks=str(ticks)))
     (tmp_path / "c.yml").write_text("dbs: []\nsupervisor:\n  new-process-group: true\n")
     sh = InteractiveBash(tmp_path)
