@@ -164,6 +164,7 @@ struct kv_look {
 	char session[64];   /* holder's session, "" when free */
 	bool released;      /* its value: a litevisor holder's, released after its final flush */
 	bool foreign;       /* its value: something else than a litevisor holder's record */
+	bool record;        /* its value: a litevisor holder's record */
 };
 
 /* Standard padded base64 (Consul's KV values) into out[cap]; the length, or -1. */
@@ -207,6 +208,7 @@ static void value_read(const char *b64, struct kv_look *k)
 	bool ours = json_is_string(json_object_get(doc, "holder"));
 	k->released = ours && json_is_true(json_object_get(doc, "released"));
 	k->foreign = !ours;
+	k->record = ours;
 	json_decref(doc);
 }
 
@@ -374,7 +376,7 @@ static bool take(struct consul_lock *l)
 	char why[512] = "", last[512] = "", seen[64] = "";
 	struct kv_look prev; /* the key as last read before an acquire */
 	bool have_prev = false;
-	bool delayed = false; /* an acquire was refused while the key was free: a lock delay */
+	bool delayed = false; /* the last refused acquire met a free key: a lock delay */
 	bool free_before = false; /* the key was free when read before the last acquire */
 	for (;;) {
 		if (l->give_up && clock_mono_ms() >= l->give_up) {
@@ -434,7 +436,16 @@ static bool take(struct consul_lock *l)
 			if (rc == 1) {
 				pthread_mutex_lock(&l->mu);
 				l->unclean = !prev.exists || !prev.released;
-				l->undelayed = l->unclean && !delayed;
+				/*
+				 * No lock delay seen: taken after a release or delete by hand,
+				 * or after a delay that ended before this node looked (a
+				 * crashed holder's replacement). Consul keeps the value of a
+				 * key whose session it ended, and a PUT ?release or a DELETE
+				 * replaces or removes it: an unreleased holder's record still
+				 * there means a delay was set, whose start-up check covers the
+				 * holder's stop (QA151 D3).
+				 */
+				l->undelayed = l->unclean && !delayed && !prev.record;
 				pthread_mutex_unlock(&l->mu);
 				if (l->unclean)
 					log_info("consul", "writer lock taken from a holder that did not release it "
@@ -504,8 +515,6 @@ static bool take(struct consul_lock *l)
 		int64_t wait = bounded(l, l->ttl_ms / 2 - (clock_mono_ms() - l->renewed));
 		if (wait >= 1000)
 			have_prev = look(l, wait, &prev, why, sizeof(why)) == 0;
-		if (have_prev && prev.session[0])
-			delayed = false; /* held again: a delay seen before was another holder's */
 		else if (consul_stop_nap(&l->stop, bounded(l, RETRY_MS)))
 			return false; /* not another acquire at once: each refused one is a write */
 	}

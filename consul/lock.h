@@ -69,9 +69,10 @@ enum consul_lock_state consul_lock_state(struct consul_lock *l, char *why, size_
 bool consul_lock_unclean(struct consul_lock *l);
 
 /*
- * Unclean, and taken with no lock delay first: an operator's release or
- * delete, or a key with no holder's record. Consul sets a lock delay only
- * when it ends a session; without one, nothing gave that holder time to
+ * Unclean, and taken with no lock delay before: an operator's release or
+ * delete (the holder's record replaced or gone), or a key with no holder's
+ * record. Consul sets a lock delay only when it ends a session, and keeps
+ * the key's value then; without one, nothing gave that holder time to
  * learn of its loss (up to a TTL late, with its agent out of reach) and to
  * stop (QA149 D1). False for NULL.
  */

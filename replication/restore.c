@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/duration.h"
 #include "common/fsutil.h"
 #include "common/log.h"
 #include "replication/db.h"
@@ -598,12 +599,13 @@ static int await_handover(struct session *s, bool measure_all, const char *state
 			      seen_lost(s, &seen))) {
 		seen_note(&seen, s);
 		if (clock_mono_ms() - t0 >= window && seen_lost(s, &seen)) {
-			char pos[64];
+			char pos[64], w[32];
 			log_decision(s);
 			rs_result_set(res, RESTORE_UNREACHABLE, "%s held newer data (%s) when this restore "
 				      "began waiting for the handover, and did not answer again within "
-				      "restore.handover-wait: not restoring older data", seen.name,
-				      rs_pos_text(&seen.end, pos, sizeof(pos)));
+				      "the handover wait (%s): not restoring older data", seen.name,
+				      rs_pos_text(&seen.end, pos, sizeof(pos)),
+				      duration_format(window, w, sizeof(w)));
 			return -1;
 		}
 		if (clock_mono_ms() - t0 >= window) {

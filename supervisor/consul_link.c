@@ -32,6 +32,7 @@ struct sup_consul {
 	pthread_mutex_t mu;        /* guards status and status_ctx: set once replication exists */
 	http_status_fn status;
 	void *status_ctx;
+	bool unclean_wait_said;    /* sup_consul_unclean_wait_ms logged its longer wait */
 };
 
 struct sup_consul *sup_consul_new(const struct config *cfg, int *code)
@@ -165,10 +166,12 @@ int64_t sup_consul_unclean_wait_ms(struct sup_consul *c)
 			cfg->supervisor.flush_timeout_ms;
 	if (wait > 0 && consul_lock_undelayed(c->lock) && worst > wait) {
 		char w[32];
-		log_info("consul", "no lock delay held the key before this take: the restore waits "
-			 "for the old holder's open generation as long as it may take to learn of its "
-			 "loss and stop (ttl + stop-grace + flush-timeout)", "wait=%s",
-			 duration_format(worst, w, sizeof(w)));
+		if (!c->unclean_wait_said)
+			log_info("consul", "no lock delay held the key before this take: the restore "
+				 "waits for the old holder's open generation as long as it may take to "
+				 "learn of its loss and stop (ttl + stop-grace + flush-timeout)", "wait=%s",
+				 duration_format(worst, w, sizeof(w)));
+		c->unclean_wait_said = true; /* a refused database's second restore: said once */
 		wait = worst;
 	}
 	return wait; /* handover-wait 0: no wait for any generation */

@@ -24,7 +24,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools"))
 from consul_server import ConsulServer  # noqa: E402
 from conftest import free_port, kuma_stand_in  # noqa: E402
-from test_run import DB_SERVICE, curl, one_replica_down, poll, runs, start  # noqa: E402,F401
+from test_run import DB_SERVICE, curl, kill_group, one_replica_down, poll, runs, start  # noqa: E402,F401
 
 
 @pytest.fixture
@@ -71,6 +71,13 @@ def node_run(runs, binary, tmp, node, cfg, rows=3, env=None):
                                "--rows", str(rows)], config=cfg, env=env)
 
 
+def log_time(text, needle):
+    """The time (seconds since the epoch) of the first log line holding needle."""
+    import datetime
+    line = next(x for x in text.splitlines() if needle in x)
+    return datetime.datetime.fromisoformat(line.split()[0].replace("Z", "+00:00")).timestamp()
+
+
 def holder_session(srv, key):
     e = srv.kv(key)
     return e.get("Session") if e else None
@@ -104,6 +111,9 @@ def test_the_next_writer_waits_for_the_lock_and_restores_the_final_commits(litev
     poll(lambda: (tmp_path / "b" / "ready").exists(), timeout=30)
     report = json.loads((tmp_path / "b" / "report.json").read_text())
     assert report["rows"] == ["row-0", "row-1", "row-2", "term-handler"], report
+    # taken as the key changed, not a second later (QA151 D2)
+    gap = log_time(b.stderr(), "writer lock held") - log_time(a.stderr(), "writer lock released")
+    assert gap < 0.8, gap
     assert holder_session(consul, "litevisor/app") not in (None, sa)
     os.kill(b.pid, signal.SIGTERM)
     assert b.wait(timeout=30) == 0
@@ -268,6 +278,38 @@ def test_an_acl_refusal_fails_at_once(litevisor_bin, tmp_path, runs):
         assert not (tmp_path / "a" / "report.json").exists()
     finally:
         srv.stop()
+
+
+def test_a_holders_replacement_after_its_lock_delay_waits_no_longer_than_handover_wait(
+        litevisor_bin, tmp_path, runs, consul):
+    """A holder killed; Consul ends its session (here a destroy) and holds the key in its
+    lock delay; its replacement starts after the delay: it saw no delay, and took the
+    key for one released by hand, waiting ttl + stop-grace + flush-timeout for the dead
+    holder's open generation instead of handover-wait (QA151 D3). Consul keeps the value
+    of a key whose session it ended, the holder's record: that tells."""
+    def cfg(node):
+        return lock_cfg(tmp_path, node, consul, extra="    ttl: 10s\n    lock-delay: 1s\n"
+                        ).replace("handover-wait: 0s", "handover-wait: 3s")
+    quick = "supervisor:\n  stop-grace: 400ms\n  flush-timeout: 500ms\n"
+    (tmp_path / "a" / "cfg").mkdir(parents=True)
+    a = start(runs, litevisor_bin, tmp_path / "a" / "cfg",
+              DB_SERVICE + ["--report", str(tmp_path / "a" / "report.json"), "--ready",
+                            str(tmp_path / "a" / "ready"), "--rows", "3"],
+              config=quick + cfg("a"), own_group=True)
+    poll(lambda: (tmp_path / "a" / "ready").exists(), timeout=30)
+    poll(lambda: "snapshot written" in a.stderr(), timeout=30, log=a.log_path)
+    time.sleep(0.5)  # its rows shipped
+    kill_group(a.p)  # with its service
+    assert http(consul, "PUT", f"/v1/session/destroy/{holder_session(consul, 'litevisor/app')}")
+    time.sleep(1.5)  # the lock delay is over
+    b = node_run(runs, litevisor_bin, tmp_path, "b", quick + cfg("b"))
+    poll(lambda: (tmp_path / "b" / "ready").exists(), timeout=30, log=b.log_path)
+    err = b.stderr()
+    assert "waiting for its node to finish stopping" in err, err  # any age: A's is not recent
+    assert "no lock delay held the key" not in err, err
+    assert "handover_wait_ms=3000" in err, err
+    os.kill(b.pid, signal.SIGTERM)
+    assert b.wait(timeout=30) == 0, b.stderr()
 
 
 def test_a_key_the_token_may_not_read_fails_at_once(litevisor_bin, tmp_path, runs, consul):
