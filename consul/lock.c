@@ -36,7 +36,8 @@ struct consul_lock {
 	int64_t renewed;           /* mono ms of the last successful create or renew */
 	int64_t look_failing;      /* held: mono ms of the first failed read of the key in a run
 				    * of them, 0 when the last read worked */
-	int64_t latency_ms;        /* held: how long the agent took to answer the last renewal */
+	int64_t latency_ms;        /* held: how long the agent took to answer the last renewal
+				    * (the acquire, until one) */
 	bool too_slow;             /* held: the agent leaves no time to watch the key (logged once) */
 	uint64_t index;            /* of the key, for blocking queries */
 	int64_t credit, credit_at; /* the blocking queries' token bucket, in ms (pace()) */
@@ -432,8 +433,11 @@ static bool take(struct consul_lock *l)
 				return false;
 			}
 			free_before = !prev.session[0];
+			int64_t sent = clock_mono_ms();
 			rc = acquire(l, why, sizeof(why));
 			if (rc == 1) {
+				/* the agent's answer time until a renewal measures it (QA151 O1) */
+				l->latency_ms = clock_mono_ms() - sent;
 				pthread_mutex_lock(&l->mu);
 				l->unclean = !prev.exists || !prev.released;
 				/*
