@@ -893,6 +893,7 @@ static int restore_all(struct sup *s)
 		stop_restores(s, sig);
 		/* the next writer need not wait out our session's TTL */
 		sup_consul_close(s->consul, SUP_CONSUL_CLOSE_MS);
+		log_info("supervisor", "exiting", "code=%d", 128 + sig); /* every exit's last line */
 		_exit(128 + sig);
 	}
 	int code = dbs_restore_finish(s->dbs, &duration);

@@ -4624,6 +4624,9 @@ def test_a_stop_during_the_second_restore_stops_before_the_service(litevisor_bin
             p.kill()
             p.wait()
     assert "service started" not in log.read_text(), log.read_text()
+    # the last line of every exit, this one's too (QA149 O2)
+    assert log.read_text().splitlines()[-1].endswith("supervisor: exiting code=143"), \
+        log.read_text()
 
 
 def test_a_fresh_node_is_not_refused_on_a_replica_whose_copy_of_the_restored_fork_is_short(
