@@ -166,6 +166,8 @@ struct kv_look {
 	bool released;      /* its value: a litevisor holder's, released after its final flush */
 	bool foreign;       /* its value: something else than a litevisor holder's record */
 	bool record;        /* its value: a litevisor holder's record */
+	bool undelayed;     /* ... released unsettled by a writer that took it with no lock
+			     * delay: what it owed passes on (consul_lock_release) */
 };
 
 /* Standard padded base64 (Consul's KV values) into out[cap]; the length, or -1. */
@@ -210,6 +212,7 @@ static void value_read(const char *b64, struct kv_look *k)
 	k->released = ours && json_is_true(json_object_get(doc, "released"));
 	k->foreign = !ours;
 	k->record = ours;
+	k->undelayed = ours && json_is_true(json_object_get(doc, "undelayed"));
 	json_decref(doc);
 }
 
@@ -446,10 +449,12 @@ static bool take(struct consul_lock *l)
 				 * crashed holder's replacement). Consul keeps the value of a
 				 * key whose session it ended, and a PUT ?release or a DELETE
 				 * replaces or removes it: an unreleased holder's record still
-				 * there means a delay was set, whose start-up check covers the
-				 * holder's stop (QA151 D3).
+				 * there means a delay was set (lock-delay > 0), whose start-up
+				 * check covers the holder's stop (QA151 D3), unless a writer
+				 * that took it with none released it unsettled (QA152 D1).
 				 */
-				l->undelayed = l->unclean && !delayed && !prev.record;
+				bool delay_set = prev.record && !prev.undelayed && l->cfg->lock_delay_ms > 0;
+				l->undelayed = l->unclean && !delayed && !delay_set;
 				pthread_mutex_unlock(&l->mu);
 				if (l->unclean)
 					log_info("consul", "writer lock taken from a holder that did not release it "
@@ -828,6 +833,14 @@ void consul_lock_release(struct consul_lock *l, int64_t budget_ms)
 			 */
 			if (v && !consul_lock_unclean(l) &&
 			    json_object_set_new(v, "released", json_true()) == 0)
+				body = json_dumps(v, JSON_COMPACT);
+			/*
+			 * And taken with no lock delay, the longer wait it owed passes on:
+			 * its own record left on the key read as a session Consul ended
+			 * (QA152 D1).
+			 */
+			else if (v && consul_lock_undelayed(l) &&
+				 json_object_set_new(v, "undelayed", json_true()) == 0)
 				body = json_dumps(v, JSON_COMPACT);
 			json_decref(v);
 			int rc = consul_call(l->cl, "PUT", path, body ? body : l->value, budget_ms, &r, err,

@@ -280,6 +280,36 @@ def test_an_acl_refusal_fails_at_once(litevisor_bin, tmp_path, runs):
         srv.stop()
 
 
+def test_a_writer_stopped_in_its_long_wait_passes_it_on(litevisor_bin, tmp_path, runs, consul):
+    """After a release by hand while A is cut off from its agent, B takes the key and waits
+    long for A; stopped during that wait, B releases the key with its own unreleased record,
+    which C read as a session Consul ended (a lock delay set): C waited handover-wait only
+    (QA152 D1). B's release marks the record: the longer wait passes on."""
+    def cfg(node, addr):
+        return ("supervisor:\n  stop-grace: 4s\n  flush-timeout: 2s\n" +
+                lock_cfg(tmp_path, node, consul, extra="    ttl: 10s\n").replace(
+                    "handover-wait: 0s", "handover-wait: 3s").replace(consul.addr, addr))
+    path_a = AgentPath(consul.port)
+    (tmp_path / "a" / "cfg").mkdir(parents=True)
+    a = start(runs, litevisor_bin, tmp_path / "a" / "cfg",
+              DB_SERVICE + ["--report", str(tmp_path / "a.json"), "--ready", str(tmp_path / "a.ready"),
+                            "--rows", "2"], config=cfg("a", f"127.0.0.1:{path_a.port}"))
+    poll(lambda: "snapshot written" in a.stderr(), timeout=30, log=a.log_path)
+    sid = holder_session(consul, "litevisor/app")
+    path_a.cut()
+    http(consul, "PUT", f"/v1/kv/litevisor/app?release={sid}")
+    b = node_run(runs, litevisor_bin, tmp_path, "b", cfg("b", consul.addr))
+    poll(lambda: "no lock delay held the key before this take" in b.stderr(), timeout=20,
+         log=b.log_path)
+    os.kill(b.pid, signal.SIGTERM)
+    assert b.wait(timeout=30) == 143, b.stderr()
+    assert json.loads(bytes(consul.kv("litevisor/app")["Value"])).get("undelayed") is True
+    c = node_run(runs, litevisor_bin, tmp_path, "c", cfg("c", consul.addr))
+    poll(lambda: "waiting for its node to finish stopping" in c.stderr(), timeout=20,
+         log=c.log_path)
+    assert "no lock delay held the key before this take" in c.stderr(), c.stderr()
+
+
 def test_a_holders_replacement_after_its_lock_delay_waits_no_longer_than_handover_wait(
         litevisor_bin, tmp_path, runs, consul):
     """A holder killed; Consul ends its session (here a destroy) and holds the key in its
