@@ -285,15 +285,7 @@ def test_a_writer_stopped_in_its_long_wait_passes_it_on(litevisor_bin, tmp_path,
     long for A; stopped during that wait, B releases the key with its own unreleased record,
     which C read as a session Consul ended (a lock delay set): C waited handover-wait only
     (QA152 D1). B's release marks the record: the longer wait passes on."""
-    def cfg(node, addr):
-        return ("supervisor:\n  stop-grace: 4s\n  flush-timeout: 2s\n" +
-                lock_cfg(tmp_path, node, consul, extra="    ttl: 10s\n").replace(
-                    "handover-wait: 0s", "handover-wait: 3s").replace(consul.addr, addr))
-    path_a = AgentPath(consul.port)
-    (tmp_path / "a" / "cfg").mkdir(parents=True)
-    a = start(runs, litevisor_bin, tmp_path / "a" / "cfg",
-              DB_SERVICE + ["--report", str(tmp_path / "a.json"), "--ready", str(tmp_path / "a.ready"),
-                            "--rows", "2"], config=cfg("a", f"127.0.0.1:{path_a.port}"))
+    a, path_a, cfg = holder_with_its_own_agent_path(litevisor_bin, tmp_path, runs, consul, "3s")
     poll(lambda: "snapshot written" in a.stderr(), timeout=30, log=a.log_path)
     sid = holder_session(consul, "litevisor/app")
     path_a.cut()
@@ -767,6 +759,23 @@ class AgentPath:
                 pass
 
 
+def holder_with_its_own_agent_path(litevisor_bin, tmp_path, runs, consul, handover, args=()):
+    """Node A holding the lock (ttl 10s, stop-grace 4s, flush-timeout 2s) through an
+    AgentPath of its own, so its agent can be cut while others still reach it: (A, its
+    path, cfg(node, agent address) for the other nodes). Its service reports to a.json
+    and a.ready."""
+    def cfg(node, addr):
+        return ("supervisor:\n  stop-grace: 4s\n  flush-timeout: 2s\n" +
+                lock_cfg(tmp_path, node, consul, extra="    ttl: 10s\n").replace(
+                    "handover-wait: 0s", f"handover-wait: {handover}").replace(consul.addr, addr))
+    path_a = AgentPath(consul.port)
+    (tmp_path / "a" / "cfg").mkdir(parents=True)
+    a = start(runs, litevisor_bin, tmp_path / "a" / "cfg",
+              DB_SERVICE + ["--report", str(tmp_path / "a.json"), "--ready", str(tmp_path / "a.ready"),
+                            "--rows", "2", *args], config=cfg("a", f"127.0.0.1:{path_a.port}"))
+    return a, path_a, cfg
+
+
 def test_a_lock_released_by_hand_from_a_holder_cut_off_waits_for_it_to_learn_and_stop(
         litevisor_bin, tmp_path, runs, consul):
     """A's agent goes out of reach and an operator releases A's lock to fail over: Consul
@@ -776,16 +785,8 @@ def test_a_lock_released_by_hand_from_a_holder_cut_off_waits_for_it_to_learn_and
     D1). Taken with no lock delay from a holder that did not release it, the lock makes
     the restore wait for its open generation as long as ttl + stop-grace +
     flush-timeout."""
-    def cfg(node, addr):
-        return ("supervisor:\n  stop-grace: 4s\n  flush-timeout: 2s\n" +
-                lock_cfg(tmp_path, node, consul, extra="    ttl: 10s\n").replace(
-                    "handover-wait: 0s", "handover-wait: 7s").replace(consul.addr, addr))
-    path_a = AgentPath(consul.port)
-    (tmp_path / "a" / "cfg").mkdir(parents=True)
-    a = start(runs, litevisor_bin, tmp_path / "a" / "cfg",
-              DB_SERVICE + ["--report", str(tmp_path / "a.json"), "--ready", str(tmp_path / "a.ready"),
-                            "--rows", "2", "--term-delay", "2"],
-              config=cfg("a", f"127.0.0.1:{path_a.port}"))
+    a, path_a, cfg = holder_with_its_own_agent_path(litevisor_bin, tmp_path, runs, consul, "7s",
+                                                    ["--term-delay", "2"])
     poll(lambda: (tmp_path / "a.ready").exists(), timeout=30)
     b = node_run(runs, litevisor_bin, tmp_path, "b", cfg("b", consul.addr))
     poll(lambda: "waiting for the writer lock" in b.stderr(), timeout=15)

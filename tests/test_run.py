@@ -743,6 +743,21 @@ def test_a_service_stopped_from_elsewhere_is_paused_and_litevisor_runs_on(litevi
         sh.close()
 
 
+def svc_py_in_a_shell(litevisor_bin, tmp_path, ticks):
+    """An interactive bash running litevisor with new-process-group on tmp_path/svc.py,
+    once the service has written ticks a few times: the bash."""
+    (tmp_path / "c.yml").write_text("dbs: []\nsupervisor:\n  new-process-group: true\n")
+    sh = InteractiveBash(tmp_path)
+    try:
+        sh.type(f"{litevisor_bin} run -config c.yml -- /usr/bin/python3 svc.py 2>lv.err\n".encode())
+        poll(lambda: len(read_lines(ticks)) > 2, log=tmp_path / "lv.err")
+    except AssertionError:
+        sh.close()
+        raise
+    time.sleep(0.3)
+    return sh
+
+
 STOPS_ITSELF_ON_TSTP = """
 import os, signal, sys, time
 def on_tstp(*_):
@@ -783,12 +798,8 @@ def test_a_service_ending_its_ctrl_z_handling_with_sigstop_stops_the_job(litevis
         assert "pthread_kill" in svc
     (tmp_path / "svc.py").write_text(svc.format(
         done=str(tmp_path / "done"), pid=str(tmp_path / "pid"), ticks=str(ticks)))
-    (tmp_path / "c.yml").write_text("dbs: []\nsupervisor:\n  new-process-group: true\n")
-    sh = InteractiveBash(tmp_path)
+    sh = svc_py_in_a_shell(litevisor_bin, tmp_path, ticks)
     try:
-        sh.type(f"{litevisor_bin} run -config c.yml -- /usr/bin/python3 svc.py 2>lv.err\n".encode())
-        poll(lambda: len(read_lines(ticks)) > 2, log=tmp_path / "lv.err")
-        time.sleep(0.3)
         mark = sh.type(b"\x1a")
         assert sh.wait_for(b"PROMPT$ ", 5, mark), (sh.out[mark:], (tmp_path / "lv.err").read_text())
         n = len(read_lines(ticks))
@@ -820,12 +831,8 @@ def test_a_kill_stop_of_a_service_that_catches_tstp_is_a_pause(litevisor_bin, tm
         ".write('TSTP\\n'))\n"
         f"open({str(tmp_path / 'pid')!r}, 'w').write(str(os.getpid()))\n"
         f"while True:\n    open({str(ticks)!r}, 'a').write('t\\n'); time.sleep(0.05)\n")
-    (tmp_path / "c.yml").write_text("dbs: []\nsupervisor:\n  new-process-group: true\n")
-    sh = InteractiveBash(tmp_path)
+    sh = svc_py_in_a_shell(litevisor_bin, tmp_path, ticks)
     try:
-        sh.type(f"{litevisor_bin} run -config c.yml -- /usr/bin/python3 svc.py 2>lv.err\n".encode())
-        poll(lambda: len(read_lines(ticks)) > 2, log=tmp_path / "lv.err")
-        time.sleep(0.3)
         pause_and_continue(tmp_path, ticks)
         mark = sh.type(b"\x03")
         assert sh.wait_for(b"PROMPT$ ", 10, mark), sh.out[mark:]
