@@ -51,6 +51,13 @@ mode_t fs_umask(void);
 int fs_read_small(const char *path, size_t max, char **out, size_t *len);
 
 /*
+ * Read at most len - 1 bytes of the file at path into buf, NUL-terminated,
+ * in one read (a /proc file: what the kernel gives at once). The length, or
+ * -1 when it cannot be opened or read, or is empty.
+ */
+ssize_t fs_read_text(const char *path, char *buf, size_t len);
+
+/*
  * Open path read-only (close-on-exec, symlinks followed), refusing anything
  * but a regular file. open(2) never waits: a FIFO with no writer or a
  * terminal would otherwise block the caller for good (O_NONBLOCK, cleared

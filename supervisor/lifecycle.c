@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/fsutil.h"
 #include "common/log.h"
 #include "supervisor/child.h"
 #include "supervisor/consul_link.h"
@@ -271,17 +272,12 @@ static void terminal_follow(struct sup *s)
 /* Does the thread whose /proc syscall file is path stand in kill, tkill or tgkill? -1: unreadable. */
 static int in_kill(const char *path)
 {
-	char buf[256];
-	FILE *f = fopen(path, "re");
-	if (!f)
+	char buf[256], *end;
+	if (fs_read_text(path, buf, sizeof(buf)) < 0)
 		return -1;
-	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[n] = '\0';
-	char *end;
 	long nr = strtol(buf, &end, 10);
-	if (!n || end == buf)
-		return -1; /* "running" (continued meanwhile), or nothing to read */
+	if (end == buf)
+		return -1; /* "running": continued meanwhile */
 	return nr == SYS_kill || nr == SYS_tkill || nr == SYS_tgkill;
 }
 

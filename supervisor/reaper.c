@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/fsutil.h"
 #include "common/log.h"
 #include "supervisor/signals.h"
 #include "common/banned.h"
@@ -88,20 +89,6 @@ struct proc {
 	pid_t kpid, kpgrp;        /* pid and pgrp in litevisor's pid namespace */
 };
 
-/* Read a whole small file into buf (NUL-terminated). Its length, or -1. */
-static ssize_t read_small(const char *path, char *buf, size_t len)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
-	ssize_t n = read(fd, buf, len - 1);
-	close(fd);
-	if (n <= 0)
-		return -1;
-	buf[n] = '\0';
-	return n;
-}
-
 /*
  * The value at depth level of the status line "key:\t<a>\t<b>…" (NSpid:
  * the pid in each pid namespace from /proc's down to the process's own).
@@ -140,7 +127,7 @@ static int proc_self(pid_t *self, int *level)
 	*level = 0;
 	if (*self == getpid())
 		return 0;
-	if (read_small("/proc/self/status", status, sizeof(status)) < 0)
+	if (fs_read_text("/proc/self/status", status, sizeof(status)) < 0)
 		return -1;
 	const char *q = strstr(status, "\nNSpid:");
 	if (!q)
@@ -157,7 +144,7 @@ static int proc_read(const char *name, int level, struct proc *p)
 {
 	char path[64], buf[2048];
 	snprintf(path, sizeof(path), "/proc/%s/stat", name);
-	if (read_small(path, buf, 512) < 0)
+	if (fs_read_text(path, buf, 512) < 0)
 		return -1;
 	/* "pid (comm) state ppid pgrp … starttime(22nd)": comm may hold spaces and ')' */
 	char *q = strrchr(buf, ')');
@@ -175,7 +162,7 @@ static int proc_read(const char *name, int level, struct proc *p)
 	p->kpgrp = p->pgrp;
 	if (level > 0) {
 		snprintf(path, sizeof(path), "/proc/%s/status", name);
-		bool ok = read_small(path, buf, sizeof(buf)) >= 0;
+		bool ok = fs_read_text(path, buf, sizeof(buf)) >= 0;
 		p->kpid = ok ? ns_value(buf, "\nNSpid:", level) : 0;
 		p->kpgrp = ok ? ns_value(buf, "\nNSpgid:", level) : 0;
 	}

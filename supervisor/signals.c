@@ -14,6 +14,7 @@
 
 #include "common/bounded.h"
 #include "common/clock.h"
+#include "common/fsutil.h"
 #include "common/log.h"
 #include "common/banned.h"
 
@@ -212,12 +213,8 @@ static int proc_ids(const char *pid, pid_t *ppid, pid_t *pgrp, pid_t *sid)
 {
 	char path[64], buf[512];
 	snprintf(path, sizeof(path), "/proc/%s/stat", pid);
-	FILE *f = fopen(path, "re");
-	if (!f)
+	if (fs_read_text(path, buf, sizeof(buf)) < 0)
 		return -1;
-	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[n] = '\0';
 	const char *p = strrchr(buf, ')'); /* the name may hold anything */
 	long a, b, c;
 	if (!p || sscanf(p + 1, " %*c %ld %ld %ld", &a, &b, &c) != 3)
