@@ -310,13 +310,12 @@ int replica_label(struct eng_replica *r, const char *gen, const struct st_call *
 #define ERROR_REPEAT_NS (300 * NS_PER_SEC)
 
 /*
- * A failure's text with what changes from one try to the next masked:
- * numbers and what follows a digit up to the word's end (curl's "after
- * 1003 ms", sizes, a segment's index and offset; not an HTTP status) as
- * '#', and a temporary
- * file's random suffix (".tmp-OGDyAh") as '*'. Compared raw, a NAS that
- * does not answer or a full replica disk was a new failure at every retry
- * (QA148 D1).
+ * A failure's text with what changes from one try to the next masked: a
+ * run of hex digits starting with a digit (curl's "after 1003 ms", sizes, a
+ * segment's index and offset, ports; not an HTTP status) as '#', and a
+ * temporary file's random suffix (".tmp-OGDyAh") as '*'. Compared raw, a
+ * NAS that does not answer or a full replica disk was a new failure at
+ * every retry (QA148 D1).
  */
 static void failure_shape(const char *in, char *out, size_t cap)
 {

@@ -151,11 +151,6 @@ bool sup_consul_lock_held(struct sup_consul *c, char *why, size_t whylen)
 	return !c || !c->lock || consul_lock_state(c->lock, why, whylen) == CONSUL_LOCK_HELD;
 }
 
-bool sup_consul_lock_unclean(struct sup_consul *c)
-{
-	return c && consul_lock_unclean(c->lock);
-}
-
 int64_t sup_consul_unclean_wait_ms(struct sup_consul *c)
 {
 	if (!c || !consul_lock_unclean(c->lock))

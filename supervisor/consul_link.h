@@ -64,16 +64,14 @@ enum consul_lock_state sup_consul_lock_state(struct sup_consul *c, char *why, si
  */
 bool sup_consul_lock_held(struct sup_consul *c, char *why, size_t whylen);
 
-/* The held lock was taken from a holder that did not release it (consul_lock_unclean). */
-bool sup_consul_lock_unclean(struct sup_consul *c);
-
 /*
  * What the restore owes the old holder (restore_db_for_run's any_age_ms):
  * 0 after a clean take, or with restore.handover-wait 0 (no wait at all);
- * else a wait for its open generation however old, for handover-wait, or, with no lock delay before the take
- * (consul_lock_undelayed), for at least the holder's worst case to learn of
- * its loss and stop: ttl + stop-grace + flush-timeout (this node's settings
- * standing for the holder's, as the start's warning takes them).
+ * else a wait for its open generation however old, for handover-wait, or,
+ * with no lock delay before the take (consul_lock_undelayed), for at least
+ * the holder's worst case to learn of its loss and stop: ttl + stop-grace +
+ * flush-timeout (this node's settings standing for the holder's, as the
+ * start's warning takes them).
  */
 int64_t sup_consul_unclean_wait_ms(struct sup_consul *c);
 
