@@ -449,14 +449,28 @@ static bool take(struct consul_lock *l)
 				 * crashed holder's replacement). Consul keeps the value of a
 				 * key whose session it ended, and a PUT ?release or a DELETE
 				 * replaces or removes it: an unreleased holder's record still
-				 * there means a delay was set (lock-delay > 0), whose start-up
+				 * there means a delay was set (lock-delay is never 0), whose start-up
 				 * check covers the holder's stop (QA151 D3), unless a writer
 				 * that took it with none released it unsettled (QA152 D1).
 				 */
-				bool delay_set = prev.record && !prev.undelayed && l->cfg->lock_delay_ms > 0;
-				l->undelayed = l->unclean && !delayed && !delay_set;
+				bool delay_set = prev.record && !prev.undelayed;
+				/*
+				 * Read held by another session, yet taken: it was freed
+				 * between the read and the acquire, how is not known (a
+				 * release marked undelayed, or by hand): the longer wait,
+				 * which a clean release leaves nothing to wait for (QA153 D1).
+				 */
+				bool changed = prev.session[0] && strcmp(prev.session, l->session) != 0;
+				if (changed)
+					l->unclean = true;
+				l->undelayed = l->unclean && (changed || (!delayed && !delay_set));
 				pthread_mutex_unlock(&l->mu);
-				if (l->unclean)
+				if (changed)
+					log_info("consul", "writer lock taken right as its holder let it go, "
+						 "whether after its final flush is not known: the restore waits "
+						 "as for a holder that did not release it",
+						 "key=\"%s\"", l->cfg->lock_key);
+				else if (l->unclean)
 					log_info("consul", "writer lock taken from a holder that did not release it "
 						 "after its final flush, or from a key with no holder's record: the "
 						 "restore waits for its open generation, however old",

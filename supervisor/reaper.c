@@ -89,16 +89,40 @@ struct proc {
 };
 
 /*
- * The value at depth level of the status line "key:\t<a>\t<b>…" (NSpid:
- * the pid in each pid namespace from /proc's down to the process's own).
+ * The NSpid: and NSpgid: values of the /proc status file at path (the pid
+ * and the group in each pid namespace from /proc's down to the process's
+ * own), read line by line: the Groups: line before them may outgrow any
+ * fixed buffer (hundreds of supplementary groups, QA153 D2). nspgid may be
+ * NULL. 0 once all are found, -1 otherwise (a kernel before 4.1 has none).
+ */
+static int status_ns(const char *path, char *nspid, char *nspgid, size_t len)
+{
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return -1;
+	char *line = NULL;
+	size_t cap = 0;
+	int need = nspgid ? 2 : 1;
+	while (need > 0 && getline(&line, &cap, f) > 0) {
+		if (!strncmp(line, "NSpid:", 6)) {
+			snprintf(nspid, len, "%s", line + 6);
+			need--;
+		} else if (nspgid && !strncmp(line, "NSpgid:", 7)) {
+			snprintf(nspgid, len, "%s", line + 7);
+			need--;
+		}
+	}
+	free(line);
+	fclose(f);
+	return need == 0 ? 0 : -1;
+}
+
+/*
+ * The value at depth level of a status value "\t<a>\t<b>…" (status_ns's);
  * 0 when the process is not that deep (not in litevisor's namespace).
  */
-static pid_t ns_value(const char *status, const char *key, int level)
+static pid_t ns_value(const char *q, int level)
 {
-	const char *q = strstr(status, key);
-	if (!q)
-		return 0;
-	q += strlen(key);
 	for (int k = 0;; k++) {
 		char *end;
 		long v = strtol(q, &end, 10);
@@ -117,7 +141,7 @@ static pid_t ns_value(const char *status, const char *key, int level)
  */
 static int proc_self(pid_t *self, int *level)
 {
-	char link[32], status[2048];
+	char link[32], nspid[256];
 	ssize_t n = readlink("/proc/self", link, sizeof(link) - 1);
 	if (n <= 0)
 		return -1;
@@ -126,24 +150,21 @@ static int proc_self(pid_t *self, int *level)
 	*level = 0;
 	if (*self == getpid())
 		return 0;
-	if (fs_read_text("/proc/self/status", status, sizeof(status)) < 0)
-		return -1;
-	const char *q = strstr(status, "\nNSpid:");
-	if (!q)
+	if (status_ns("/proc/self/status", nspid, NULL, sizeof(nspid)) < 0)
 		return -1; /* a kernel before 4.1: no way to name our processes */
-	for (q += 7; *q && *q != '\n'; q++)
-		if (*q == '\t' && q[1] != '\n')
+	for (const char *q = nspid; *q && *q != '\n'; q++)
+		if (*q == '\t' && q[1] && q[1] != '\n')
 			(*level)++;
 	(*level)--;
-	return *level >= 0 && ns_value(status, "\nNSpid:", *level) == getpid() ? 0 : -1;
+	return *level >= 0 && ns_value(nspid, *level) == getpid() ? 0 : -1;
 }
 
 /* Read /proc/<name>/stat into p (level: proc_self's). 0, or -1 (gone, or not a process). */
 static int proc_read(const char *name, int level, struct proc *p)
 {
-	char path[64], buf[2048];
+	char path[64], buf[512];
 	snprintf(path, sizeof(path), "/proc/%s/stat", name);
-	if (fs_read_text(path, buf, 512) < 0)
+	if (fs_read_text(path, buf, sizeof(buf)) < 0)
 		return -1;
 	/* "pid (comm) state ppid pgrp … starttime(22nd)": comm may hold spaces and ')' */
 	char *q = strrchr(buf, ')');
@@ -161,9 +182,10 @@ static int proc_read(const char *name, int level, struct proc *p)
 	p->kpgrp = p->pgrp;
 	if (level > 0) {
 		snprintf(path, sizeof(path), "/proc/%s/status", name);
-		bool ok = fs_read_text(path, buf, sizeof(buf)) >= 0;
-		p->kpid = ok ? ns_value(buf, "\nNSpid:", level) : 0;
-		p->kpgrp = ok ? ns_value(buf, "\nNSpgid:", level) : 0;
+		char nspgid[256];
+		bool ok = status_ns(path, buf, nspgid, sizeof(nspgid)) == 0;
+		p->kpid = ok ? ns_value(buf, level) : 0;
+		p->kpgrp = ok ? ns_value(nspgid, level) : 0;
 	}
 	return 0;
 }

@@ -302,6 +302,35 @@ def test_a_writer_stopped_in_its_long_wait_passes_it_on(litevisor_bin, tmp_path,
     assert "no lock delay held the key before this take" in c.stderr(), c.stderr()
 
 
+@pytest.mark.parametrize("release", ["undelayed", "by-hand"])
+def test_a_key_freed_between_its_read_and_the_acquire_gets_the_longer_wait(
+        litevisor_bin, tmp_path, runs, consul, release):
+    """C reads the key held by B, and B lets it go before C's acquire lands (a slow
+    agent): released by a writer stopped in its long wait (its record marked
+    "undelayed"), or by hand. C judged its take from B's held record, read before, as
+    a session Consul ended with a lock delay, and waited handover-wait only (QA153 D1).
+    A key read held and taken at once was freed in a way not seen: the longer wait."""
+    sid = http(consul, "PUT", "/v1/session/create",
+               json.dumps({"Name": "litevisor: b", "TTL": "60s", "LockDelay": "7s"}))["ID"]
+    record = {"holder": "litevisor: b pid 1", "pid": 1, "since": "2026-12-07T00:00:00Z"}
+    assert http(consul, "PUT", f"/v1/kv/litevisor/app?acquire={sid}", json.dumps(record)) is True
+    hold = consul.hold_next(path="/v1/kv/litevisor/app", method="PUT", contains="acquire=")
+    cfg = ("supervisor:\n  stop-grace: 4s\n  flush-timeout: 2s\n" +
+           lock_cfg(tmp_path, "c", consul, extra="    ttl: 10s\n").replace(
+               "handover-wait: 0s", "handover-wait: 3s"))
+    c = node_run(runs, litevisor_bin, tmp_path, "c", cfg)
+    assert hold.arrived.wait(20), c.stderr()
+    assert "waiting for the writer lock" not in c.stderr()  # its first acquire, after one read
+    body = json.dumps(dict(record, undelayed=True)) if release == "undelayed" else None
+    assert http(consul, "PUT", f"/v1/kv/litevisor/app?release={sid}", body) is True
+    hold.go()
+    poll(lambda: "restore done" in c.stderr() or "exiting" in c.stderr(), timeout=30,
+         log=c.log_path)
+    err = c.stderr()
+    assert "no lock delay held the key before this take" in err, err
+    assert "writer lock taken right as its holder let it go" in err, err
+
+
 def test_a_holders_replacement_after_its_lock_delay_waits_no_longer_than_handover_wait(
         litevisor_bin, tmp_path, runs, consul):
     """A holder killed; Consul ends its session (here a destroy) and holds the key in its

@@ -380,6 +380,21 @@ def test_hang(c, srv):
     assert c.req("GET", "/v1/agent/self")[0] == 200
 
 
+def test_hold_next(c, srv):
+    h = srv.hold_next(path="/v1/kv/", method="PUT", contains="acquire=")
+    out = {}
+    t = threading.Thread(target=lambda: out.update(r=c.req("PUT", "/v1/kv/h?acquire=x", "v")))
+    t.start()
+    assert h.arrived.wait(5)
+    assert c.req("PUT", "/v1/kv/h", "w")[0] == 200  # others are answered meanwhile
+    time.sleep(0.2)
+    assert t.is_alive() and srv.kv("h")["Value"] == b"w"
+    h.go()
+    t.join(5)
+    assert out["r"][0] == 500  # then handled as usual: no such session
+    assert c.req("PUT", "/v1/kv/h?acquire=x", "v")[0] == 500  # only the next one was held
+
+
 def test_down_up(c, srv):
     port = srv.port
     srv.down()

@@ -110,6 +110,22 @@ def _rpc_error(text):
     return _http_error(500, text)
 
 
+class Hold:
+    """A request kept back by ConsulServer.hold_next."""
+
+    def __init__(self, path, method, contains):
+        self.path, self.method, self.contains = path, method, contains
+        self.arrived, self._go = threading.Event(), threading.Event()
+
+    def matches(self, method, path):
+        return ((self.path is None or path.startswith(self.path)) and
+                (self.method is None or method == self.method) and
+                (self.contains is None or self.contains in path))
+
+    def go(self):
+        self._go.set()
+
+
 class ConsulServer:
     """One in-process fake agent on a free 127.0.0.1 port; see module doc."""
 
@@ -133,6 +149,7 @@ class ConsulServer:
         self._hang = False
         self._hang_release = threading.Event()
         self._fail = []                 # pending (status, body, path prefix, method) answers
+        self._holds = []                # pending Hold: a request kept back until go()
         self.index_zero = False         # blocking.mdx: "this has happened a few times"
         self.delay = 0.0                # seconds before each request is handled
         self._httpd = None
@@ -191,6 +208,16 @@ class ConsulServer:
         when given) get this answer instead of being handled."""
         with self._lock:
             self._fail.extend([(status, body, path, method)] * n)
+
+    def hold_next(self, path=None, method=None, contains=None):
+        """The next request whose path starts with path, of that method, and whose path
+        and query hold contains (each when given) is kept back, unanswered, until the
+        returned Hold's go(): one slow answer while the others go on. Hold.arrived is
+        set when it came."""
+        h = Hold(path, method, contains)
+        with self._lock:
+            self._holds.append(h)
+        return h
 
     def _open(self):
         server = self
@@ -944,6 +971,15 @@ class _Handler(BaseHTTPRequestHandler):
                           if (f[2] is None or self.path.startswith(f[2])) and
                           (f[3] is None or self.command == f[3])), None)
                 fail = c._fail.pop(i) if i is not None else None
+            hold = None
+            if not hanging and fail is None:
+                j = next((j for j, h in enumerate(c._holds) if h.matches(self.command, self.path)),
+                         None)
+                hold = c._holds.pop(j) if j is not None else None
+        if hold is not None:
+            hold.arrived.set()
+            while not hold._go.wait(0.1) and not c._stopping.is_set():
+                pass
         if hanging:
             release.wait()
             self.close_connection = True
