@@ -2,7 +2,6 @@
 #include "supervisor/metrics.h"
 
 #include <dirent.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +9,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/fsutil.h"
 #include "common/utf8.h"
 #include "replication/storage.h"
 #include "common/version.h"
@@ -20,14 +20,8 @@ int metrics_proc_read(struct metrics_proc *p)
 	char buf[1024];
 	memset(p, 0, sizeof(*p));
 	p->open_fds = -1;
-	int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
+	if (fs_read_text("/proc/self/stat", buf, sizeof(buf)) < 0)
 		return -1;
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return -1;
-	buf[n] = '\0';
 	/* Fields after "(comm)": 3 state … 14 utime 15 stime … 20 num_threads … 23 vsize 24 rss. */
 	char *s = strrchr(buf, ')');
 	if (!s)

@@ -1528,13 +1528,16 @@ def test_orphans_reaped_and_signals_forwarded_as_pid1(litevisor_bin, tmp_path, r
 
 
 @pytest.mark.skipif(not _unshare_ok(), reason="needs root and unshare --pid")
+@pytest.mark.parametrize("groups", [0, 300])
 def test_in_a_pid_namespace_seeing_anothers_proc_only_its_own_leftovers_are_signalled(
-        litevisor_bin, tmp_path):
+        litevisor_bin, tmp_path, groups):
     """Under `unshare --pid --fork` without --mount-proc (a sandbox binding the host's
     /proc) the sweep compared /proc's pids, the host's, with litevisor's own: its
     leftover got no TERM, and unrelated processes of the namespace whose numbers matched
     children of a host process (kernel threads) were killed: 23 of 30 (QA134 D3). The
-    tree is walked in /proc's numbering and signalled in litevisor's (NSpid)."""
+    tree is walked in /proc's numbering and signalled in litevisor's (NSpid). With
+    hundreds of supplementary groups (a directory service's user) the Groups: line
+    pushed NSpid: past the one read of the status file: no TERM again (QA153 D2)."""
     svc = tmp_path / "svc.py"
     svc.write_text(
         "import os, signal, sys, time\n"
@@ -1558,7 +1561,8 @@ def test_in_a_pid_namespace_seeing_anothers_proc_only_its_own_leftovers_are_sign
              "wait $lv; echo rc=$? > " + str(res) + "\n"
              "for s in $sibs; do kill -0 $s 2>/dev/null || echo gone $s >> " + str(res) + "; done\n"
              "kill $sibs 2>/dev/null\n")
-    subprocess.run(["unshare", "--pid", "--fork", "sh", "-c", inner], timeout=60)
+    subprocess.run(["unshare", "--pid", "--fork", "sh", "-c", inner], timeout=60,
+                   preexec_fn=lambda: os.setgroups(range(1000000000, 1000000000 + groups)))
     out = res.read_text()
     err = (tmp_path / "err").read_text()
     assert out.splitlines()[0] == "rc=0", (out, err)
