@@ -77,7 +77,10 @@ struct eng_replica {
 	bool failed_here;             /* a call of this process's failed since the replica's last
 				       * success, a segment's or a whole sync's (failing_since_ns
 				       * may be the last run's record) */
-	int64_t error_logged_mono;     /* mono ns the failure was last logged at WARN (replica_note_error) */
+	struct {                      /* failures said at WARN in this outage (replica_note_error) */
+		uint64_t shape;       /* ...a hash of the text's shape */
+		int64_t mono;         /* ...when, mono ns (0: an empty slot) */
+	} said[4];
 	int64_t look_since_mono;      /* a look at its position under way since then, or 0 */
 	struct wal_pos pos;
 	bool need_snapshot;           /* next upload starts with a snapshot */
@@ -422,7 +425,12 @@ int replica_database_id(struct eng_db *d, const char *adopt, char id[LAYOUT_DBID
  */
 int replica_label(struct eng_replica *r, const char *gen, const struct st_call *call,
 		  struct st_error *err);
-/* Log a failure of r and count it in r's status (takes mu; failrec_note). */
+/*
+ * Log a failure of r and count it in r's status (takes mu; failrec_note).
+ * Said at WARN once per failure of an outage, again every five minutes with
+ * how long it lasts, at debug in between; "the same" masks the numbers and
+ * temporary names that change from one try to the next.
+ */
 void replica_note_error(struct eng_replica *r, const char *what, const char *msg);
 
 /*

@@ -342,37 +342,52 @@ static void failure_shape(const char *in, char *out, size_t cap)
 	out[o] = '\0';
 }
 
-static bool same_failure(const char *a, const char *b)
+/* A hash (FNV-1a) of a failure's shape: the same failure again hashes alike. */
+static uint64_t failure_hash(const char *text)
 {
-	char sa[512], sb[512];
-	failure_shape(a, sa, sizeof(sa));
-	failure_shape(b, sb, sizeof(sb));
-	return !strcmp(sa, sb);
+	char shape[512];
+	uint64_t h = 1469598103934665603ULL;
+	failure_shape(text, shape, sizeof(shape));
+	for (const unsigned char *c = (const unsigned char *)shape; *c; c++)
+		h = (h ^ *c) * 1099511628211ULL;
+	return h;
 }
 
-/*
- * quiet_repeats: the same failure again within ERROR_REPEAT_NS is said at
- * debug (a segment upload retried every 10 s while a server is down).
- */
-static void note_error(struct eng_replica *r, const char *what, const char *msg, bool quiet_repeats)
+void replica_note_error(struct eng_replica *r, const char *what, const char *msg)
 {
 	struct eng_db *d = r->db;
 	int64_t now = clock_wall_ns(), mono = clock_mono_ns();
 	char text[sizeof(r->stat.last_error)];
 	snprintf(text, sizeof(text), "%s: %s", what, msg);
+	uint64_t h = failure_hash(text);
 	pthread_mutex_lock(&d->mu);
 	/*
 	 * Once per failure, then every five minutes while it lasts: a retry every
 	 * 10 s wrote a WARN line each, 360 an hour per replica down (QA143 D1),
-	 * where the docs promise an outage of an hour is a few lines.
+	 * where the docs promise an outage of an hour is a few lines. Each of the
+	 * last few failures said is remembered, not just the last: an outage
+	 * alternates between its look, its snapshot and its segments, and a
+	 * server down at start, or a snapshot due, said each try (QA154 D1).
 	 */
-	bool same = quiet_repeats && r->stat.failing_since_ns && r->error_logged_mono &&
-		    same_failure(text, r->stat.last_error);
-	bool again = same && mono - r->error_logged_mono < ERROR_REPEAT_NS;
+	if (!r->stat.failing_since_ns)
+		memset(r->said, 0, sizeof(r->said)); /* a new outage */
+	size_t slot = SIZE_MAX, oldest = 0;
+	for (size_t i = 0; i < sizeof(r->said) / sizeof(r->said[0]); i++) {
+		if (r->said[i].mono && r->said[i].shape == h)
+			slot = i;
+		if (r->said[i].mono < r->said[oldest].mono)
+			oldest = i;
+	}
+	bool same = slot != SIZE_MAX;
+	bool again = same && mono - r->said[slot].mono < ERROR_REPEAT_NS;
+	if (!again) {
+		if (!same)
+			slot = oldest;
+		r->said[slot].shape = h;
+		r->said[slot].mono = mono;
+	}
 	int64_t failing_s = r->stat.failing_since_mono_ns ?
 		(mono - r->stat.failing_since_mono_ns) / NS_PER_SEC : 0;
-	if (!again)
-		r->error_logged_mono = mono;
 	pthread_mutex_unlock(&d->mu);
 	if (same && !again) /* the five-minute repeat says how long it lasts */
 		log_warn("replica", what, "db=%s replica=%s failing_s=%lld err=\"%s\"", d->stat.name,
@@ -392,11 +407,6 @@ static void note_error(struct eng_replica *r, const char *what, const char *msg,
 	snprintf(r->stat.last_error, sizeof(r->stat.last_error), "%s: %s", what, msg);
 	pthread_mutex_unlock(&d->mu);
 	failrec_note(r, first);
-}
-
-void replica_note_error(struct eng_replica *r, const char *what, const char *msg)
-{
-	note_error(r, what, msg, false);
 }
 
 /* Compress plain into one LZ4 frame stored at key. Returns 0 or a negative st_status. */
@@ -545,7 +555,7 @@ static int put_segment(struct eng_replica *r, const char *gen, uint32_t index, u
 	int ph = rc == ST_EXISTS && from == 0 ? holds_placeholder(r, gen, index, &call, &err) : 0;
 	if (ph < 0) {
 		close(fd);
-		note_error(r, "segment upload failed", err.message, true);
+		replica_note_error(r, "segment upload failed", err.message);
 		return -1;
 	}
 	if (ph) {
@@ -593,7 +603,7 @@ static int put_segment(struct eng_replica *r, const char *gen, uint32_t index, u
 			r->unsure.from = from;
 			r->unsure.to = to;
 		}
-		note_error(r, "segment upload failed", err.message, true);
+		replica_note_error(r, "segment upload failed", err.message);
 		return -1;
 	}
 	if (was_unsure)

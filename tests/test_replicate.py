@@ -2405,6 +2405,35 @@ def test_an_outage_is_a_few_lines_not_one_per_retry(run, tmp_path, down):
     wait_for(lambda: "replica recovered" in r.text(), timeout=30, log=r.text)
 
 
+@pytest.mark.parametrize("down", ["look", "snapshot"])
+def test_an_outage_at_start_or_with_a_snapshot_due_is_a_few_lines(run, tmp_path, down):
+    """The five-minute rule covered segment uploads only: a server down when litevisor
+    starts said `cannot read replica position` at WARN at every try, and a replica
+    refusing a snapshot due said `snapshot failed` at every try (QA154 D1)."""
+    db, a = tmp_path / "app.db", tmp_path / "a"
+    create(db)
+    if down == "look":
+        with socket.socket() as s:  # a port nothing listens on
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        rep = {"name": "nas", "url": f"s3://bkt.localhost:{port}/db", "access-key-id": "AK",
+               "secret-access-key": "SK", "sync-interval": "0s"}
+        what = "cannot read replica position"
+    else:
+        (a / "generations").mkdir(parents=True)
+        if subprocess.run(["chattr", "+i", str(a / "generations")],
+                          capture_output=True).returncode != 0:
+            pytest.skip("chattr +i is not available here")
+        rep, what = file_replica(a, "nas"), "snapshot failed"
+    try:
+        r = run(config(tmp_path, db, [rep]))
+        wait_for(lambda: what in r.text(), timeout=30, log=r.text)
+        time.sleep(25)  # retries at 10 s at most, each a WARN line before
+        assert r.text().count(what) == 1, r.text()
+    finally:
+        subprocess.run(["chattr", "-i", str(a / "generations")], capture_output=True)
+
+
 def test_a_kept_snapshot_file_goes_while_the_replicas_look_keeps_failing(run, tmp_path):
     """The kept file was let go only in replica_ship or the next snapshot: a replica whose
     generation was lost (a new one started) and which then stopped answering kept its old
