@@ -261,7 +261,8 @@ static void render_engine(const struct engine_status *e, struct text *t)
 	}
 	DB_FAMILY("litevisor_db_replicating", "gauge", "1 while replication runs for the database.", d->replicating);
 	DB_FAMILY("litevisor_db_stuck", "gauge", "1 while the database is not replicated for a reason that does not pass by itself (error, stopped, WAL mode, a lock; /healthz: not replicating for N s).", d->stuck_since_mono_ns > 0);
-	DB_FAMILY("litevisor_db_writable_replicas", "gauge", "Replicas the database is written to (restore-only ones do not count): 0 = backed up nowhere.", writable_replicas(d));
+	DB_FAMILY("litevisor_db_replicas", "gauge", "Replicas configured for the database, restore-only ones included (0: none was meant to be written to).", d->nreplicas);
+	DB_FAMILY("litevisor_db_writable_replicas", "gauge", "Replicas the database is written to (restore-only ones do not count): 0 with some configured = backed up nowhere.", writable_replicas(d));
 	DB_FAMILY("litevisor_db_size_bytes", "gauge", "Size of the database file.", d->db_size);
 	DB_FAMILY("litevisor_db_wal_size_bytes", "gauge", "Size of the database's WAL file.", d->wal_size);
 	DB_FAMILY("litevisor_db_wal_index", "gauge", "Local shadow WAL index.", d->pos.index);

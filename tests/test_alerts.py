@@ -52,11 +52,12 @@ def parse(text):
 def scrape(litevisor_bin, tmp_path):
     """/metrics of `litevisor run` over a sleeping service: database app.db replicated to
     "good" and "down" (file replicas; "down" taken away once the service runs, and a
-    commit made: failing), and archive.db whose only replica is restore-only (written
-    to none)."""
-    app, arch = tmp_path / "app.db", tmp_path / "archive.db"
+    commit made: failing), archive.db whose only replica is restore-only (written to
+    none), and scratch.db with no replica at all (none was meant)."""
+    app, arch, scratch = tmp_path / "app.db", tmp_path / "archive.db", tmp_path / "scratch.db"
     create(app)
     create(arch)
+    create(scratch)
     port = free_port()
     cfg = tmp_path / "litevisor.yml"
     cfg.write_text(
@@ -66,7 +67,8 @@ def scrape(litevisor_bin, tmp_path):
         f"      - name: good\n        url: file://{tmp_path / 'good'}\n"
         f"      - name: down\n        url: file://{tmp_path / 'down'}\n"
         f"  - path: {arch}\n    replicas:\n"
-        f"      - name: old\n        url: file://{tmp_path / 'old'}\n        restore-only: true\n")
+        f"      - name: old\n        url: file://{tmp_path / 'old'}\n        restore-only: true\n"
+        f"  - path: {scratch}\n")
     log = open(tmp_path / "log", "w+")
     p = subprocess.Popen([litevisor_bin, "run", "-config", str(cfg), "--", "/bin/sleep", "60"],
                          stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
@@ -149,7 +151,9 @@ def held_alerts_are(scrape, firing, tmp_path):
 
 def test_alerts_fire_on_a_real_scrape_where_they_should_and_nowhere_else(scrape, tmp_path):
     """The failing replica and the database written to no replica alert, with their
-    labels and texts; no other alert fires."""
+    labels and texts; no other alert fires: not the database with no replica
+    configured either, which the docs say is left alone (QA154 D2)."""
+    assert 'litevisor_db_writable_replicas{db="scratch.db"} 0' in scrape
     held_alerts_are(scrape, [("LitevisorReplicaFailing", {"db": "app.db", "replica": "down"}),
                              ("LitevisorNotBackedUp", {"db": "archive.db"})], tmp_path)
 
