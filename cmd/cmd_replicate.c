@@ -329,6 +329,7 @@ const struct command cmd_replicate = {
 		"every replica on its own schedule, in the Litestream v0.3 layout. SIGTERM,\n"
 		"SIGINT or SIGQUIT flushes everything committed to every reachable replica (within\n"
 		"supervisor.flush-timeout) and exits 0, or 1 if some could not be shipped.\n"
+		"SIGHUP and other signals are logged and ignored (no configuration is reloaded).\n"
 		"Serves /livez /readyz /healthz /metrics on \"addr\"; pushes to health.push-url.\n"
 		"DB_PATH may be relative. With -exec CMD (or `exec` in the config) it behaves like\n"
 		"`run` with that command.",
