@@ -229,7 +229,11 @@ static void print_consul(struct printer *out, const struct cfg_consul *c)
 		return;
 	fprintf(out->f, "consul:\n");
 	kv_str(out, 2, "addr", c->addr);
+	if (!c->addr) /* read at start: this file would freeze the environment's value */
+		fprintf(out->f, "  # addr: $CONSUL_HTTP_ADDR, else 127.0.0.1:8500\n");
 	kv_secret(out, 2, "token", &c->token);
+	if (!secret_is_set(&c->token))
+		fprintf(out->f, "  # token: $CONSUL_HTTP_TOKEN or $CONSUL_HTTP_TOKEN_FILE, else none\n");
 	kv_str(out, 2, "ca-file", c->ca_file);
 	kv_dur(out, 2, "timeout", c->timeout_ms);
 	if (c->service_name) {

@@ -862,6 +862,25 @@ def test_consul_cacert_from_the_environment_must_be_readable(litevisor_bin, tmp_
     assert run(litevisor_bin, "-config", str(cfg), env={"CONSUL_CACERT": str(missing)}).returncode == 0
 
 
+def test_the_consul_defaults_read_at_start_are_said_in_the_effective_config(litevisor_bin,
+                                                                           tmp_path):
+    """`config` prints every default, but consul.addr and consul.token left unset printed
+    nothing (QA154 O3): they are read from the environment at start, so a comment says
+    where from, and the output still loads as it was."""
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("consul:\n  lock: {key: app}\ndbs: []\n")
+    p = run(litevisor_bin, "-config", str(cfg))
+    assert p.returncode == 0, p.stderr
+    assert "  # addr: $CONSUL_HTTP_ADDR, else 127.0.0.1:8500\n" in p.stdout, p.stdout
+    assert "  # token: $CONSUL_HTTP_TOKEN or $CONSUL_HTTP_TOKEN_FILE, else none\n" in p.stdout
+    out = tmp_path / "eff.yml"
+    out.write_text(p.stdout)
+    assert run(litevisor_bin, "-config", str(out)).stdout == p.stdout.replace(str(cfg), str(out))
+    cfg.write_text("consul:\n  addr: 127.0.0.1:9\n  token: t\n  lock: {key: app}\ndbs: []\n")
+    p = run(litevisor_bin, "-config", str(cfg))
+    assert "# addr:" not in p.stdout and "# token:" not in p.stdout, p.stdout
+
+
 @pytest.mark.parametrize("where", ["inline", "file", "top-inline", "top-file"])
 def test_an_s3_credential_of_more_than_one_line_is_refused_at_load(litevisor_bin, tmp_path, where):
     """A key file rendered with a blank line after the key (one trailing newline is
