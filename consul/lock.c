@@ -380,6 +380,9 @@ static bool take(struct consul_lock *l)
 	char why[512] = "", last[512] = "", seen[64] = "";
 	struct kv_look prev; /* the key as last read before an acquire */
 	bool have_prev = false;
+	struct kv_look basis = { 0 }; /* what a take is judged from: prev, or the key before an
+			       * acquire whose answer was lost (it may have landed) */
+	bool lost = false;    /* the last acquire's answer was lost */
 	bool delayed = false; /* the last refused acquire met a free key: a lock delay */
 	bool free_before = false; /* the key was free when read before the last acquire */
 	for (;;) {
@@ -426,8 +429,12 @@ static bool take(struct consul_lock *l)
 			have_prev = rc == 0;
 		}
 		if (rc == 0 && l->session[0]) {
-			if (prev.foreign && !prev.session[0]) {
-				/* its value would be replaced by ours, for good (QA142 D5) */
+			/*
+			 * Its value would be replaced by ours, for good (QA142 D5), also
+			 * when its holder lets it go between this read and our acquire
+			 * (QA156 D2): not taken over, whoever holds it now.
+			 */
+			if (prev.foreign) {
 				char msg[700];
 				snprintf(msg, sizeof(msg), "the key %s holds a value that is not a litevisor "
 					 "holder's record: it is not taken over; give consul.lock.key a key "
@@ -436,13 +443,21 @@ static bool take(struct consul_lock *l)
 				return false;
 			}
 			free_before = !prev.session[0];
+			/*
+			 * After an acquire whose answer was lost, a key read held by our
+			 * own session is that acquire landed: what it took the key from
+			 * is what was read before it (QA156 D1).
+			 */
+			if (!lost || strcmp(prev.session, l->session) != 0)
+				basis = prev;
 			int64_t sent = clock_mono_ms();
 			rc = acquire(l, why, sizeof(why));
+			lost = rc == -1;
 			if (rc == 1) {
 				/* the agent's answer time until a renewal measures it (QA151 O1) */
 				l->latency_ms = clock_mono_ms() - sent;
 				pthread_mutex_lock(&l->mu);
-				l->unclean = !prev.exists || !prev.released;
+				l->unclean = !basis.exists || !basis.released;
 				/*
 				 * No lock delay seen: taken after a release or delete by hand,
 				 * or after a delay that ended before this node looked (a
@@ -453,14 +468,15 @@ static bool take(struct consul_lock *l)
 				 * check covers the holder's stop (QA151 D3), unless a writer
 				 * that took it with none released it unsettled (QA152 D1).
 				 */
-				bool delay_set = prev.record && !prev.undelayed;
+				bool delay_set = basis.record && !basis.undelayed;
 				/*
-				 * Read held by another session, yet taken: it was freed
-				 * between the read and the acquire, how is not known (a
-				 * release marked undelayed, or by hand): the longer wait,
-				 * which a clean release leaves nothing to wait for (QA153 D1).
+				 * Read held, yet taken: freed between the read and the
+				 * acquire, how is not known (a release marked undelayed, or
+				 * by hand): the longer wait, which a clean release leaves
+				 * nothing to wait for (QA153 D1). Held by our own session
+				 * with no acquire of ours lost before: not known either.
 				 */
-				bool changed = prev.session[0] && strcmp(prev.session, l->session) != 0;
+				bool changed = basis.session[0] != '\0';
 				if (changed)
 					l->unclean = true;
 				l->undelayed = l->unclean && (changed || (!delayed && !delay_set));
@@ -468,12 +484,14 @@ static bool take(struct consul_lock *l)
 				if (changed)
 					log_info("consul", "writer lock taken right as its holder let it go, "
 						 "whether after its final flush is not known: the restore waits "
-						 "as for a holder that did not release it",
+						 "as for a holder that did not release it (unless "
+						 "restore.handover-wait is 0)",
 						 "key=\"%s\"", l->cfg->lock_key);
 				else if (l->unclean)
 					log_info("consul", "writer lock taken from a holder that did not release it "
 						 "after its final flush, or from a key with no holder's record: the "
-						 "restore waits for its open generation, however old",
+						 "restore waits for its open generation, however old (unless "
+						 "restore.handover-wait is 0)",
 						 "key=\"%s\"", l->cfg->lock_key);
 				return true;
 			}

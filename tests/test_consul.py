@@ -302,33 +302,46 @@ def test_a_writer_stopped_in_its_long_wait_passes_it_on(litevisor_bin, tmp_path,
     assert "no lock delay held the key before this take" in c.stderr(), c.stderr()
 
 
-@pytest.mark.parametrize("release", ["undelayed", "by-hand"])
+@pytest.mark.parametrize("answer", ["received", "lost"])
+@pytest.mark.parametrize("release", ["undelayed", "by-hand", "undelayed-before"])
 def test_a_key_freed_between_its_read_and_the_acquire_gets_the_longer_wait(
-        litevisor_bin, tmp_path, runs, consul, release):
+        litevisor_bin, tmp_path, runs, consul, release, answer):
     """C reads the key held by B, and B lets it go before C's acquire lands (a slow
     agent): released by a writer stopped in its long wait (its record marked
     "undelayed"), or by hand. C judged its take from B's held record, read before, as
     a session Consul ended with a lock delay, and waited handover-wait only (QA153 D1).
-    A key read held and taken at once was freed in a way not seen: the longer wait."""
+    A key read held and taken at once was freed in a way not seen: the longer wait.
+    When the acquire's answer was lost (it landed after consul.timeout), C read the key
+    again, found its own record there and judged from that: handover-wait only again,
+    also for a key read free with an "undelayed" record (QA156 D1). What the key held
+    before that acquire is kept."""
     sid = http(consul, "PUT", "/v1/session/create",
                json.dumps({"Name": "litevisor: b", "TTL": "60s", "LockDelay": "7s"}))["ID"]
     record = {"holder": "litevisor: b pid 1", "pid": 1, "since": "2026-12-07T00:00:00Z"}
     assert http(consul, "PUT", f"/v1/kv/litevisor/app?acquire={sid}", json.dumps(record)) is True
+    undelayed = json.dumps(dict(record, undelayed=True))
+    if release == "undelayed-before":
+        assert http(consul, "PUT", f"/v1/kv/litevisor/app?release={sid}", undelayed) is True
     hold = consul.hold_next(path="/v1/kv/litevisor/app", method="PUT", contains="acquire=")
     cfg = ("supervisor:\n  stop-grace: 4s\n  flush-timeout: 2s\n" +
            lock_cfg(tmp_path, "c", consul, extra="    ttl: 10s\n").replace(
-               "handover-wait: 0s", "handover-wait: 3s"))
+               "handover-wait: 0s", "handover-wait: 3s").replace(
+               "consul:\n", "consul:\n  timeout: 1s\n"))
     c = node_run(runs, litevisor_bin, tmp_path, "c", cfg)
     assert hold.arrived.wait(20), c.stderr()
     assert "waiting for the writer lock" not in c.stderr()  # its first acquire, after one read
-    body = json.dumps(dict(record, undelayed=True)) if release == "undelayed" else None
-    assert http(consul, "PUT", f"/v1/kv/litevisor/app?release={sid}", body) is True
+    if answer == "lost":
+        poll(lambda: "writer lock: request failed" in c.stderr(), timeout=10, log=c.log_path)
+    if release != "undelayed-before":
+        body = undelayed if release == "undelayed" else None
+        assert http(consul, "PUT", f"/v1/kv/litevisor/app?release={sid}", body) is True
     hold.go()
     poll(lambda: "restore done" in c.stderr() or "exiting" in c.stderr(), timeout=30,
          log=c.log_path)
     err = c.stderr()
     assert "no lock delay held the key before this take" in err, err
-    assert "writer lock taken right as its holder let it go" in err, err
+    assert ("writer lock taken right as its holder let it go" in err) == \
+        (release != "undelayed-before"), err
 
 
 def test_a_holders_replacement_after_its_lock_delay_waits_no_longer_than_handover_wait(
@@ -834,19 +847,27 @@ def test_a_lock_released_by_hand_from_a_holder_cut_off_waits_for_it_to_learn_and
     assert b.wait(timeout=30) == 0, b.stderr()
 
 
-@pytest.mark.parametrize("first_read", ["answered", "refused"])
+@pytest.mark.parametrize("first_read", ["answered", "refused", "held"])
 def test_a_key_holding_another_value_is_not_taken_over(litevisor_bin, tmp_path, runs, consul,
                                                        first_read):
     """lock.key naming a key that holds data (a typo, a key shared with a template): taking
     the lock replaced its value with litevisor's record, for good (QA142 D5). Consul's own
     api.Lock refuses such a key; so does litevisor, and the value stays. A refused read of
     the key before the acquire (a 429 of Consul's read rate limit) let it acquire unread
-    (QA148 D2): the read is made again first."""
+    (QA148 D2): the read is made again first. Read held by another program, it was
+    acquired anyway, and taken over if that program let it go before the acquire landed
+    (QA156 D2): refused at once too."""
     assert http(consul, "PUT", "/v1/kv/app/config", "db_password=hunter2\n") is True
     if first_read == "refused":
         consul.fail_next(1, 429, "rate limit exceeded", path="/v1/kv/app/config", method="GET")
+    if first_read == "held":
+        sid = http(consul, "PUT", "/v1/session/create", json.dumps({"Name": "other"}))["ID"]
+        assert http(consul, "PUT", f"/v1/kv/app/config?acquire={sid}", "db_password=hunter2\n")
     r = node_run(runs, litevisor_bin, tmp_path, "a", lock_cfg(tmp_path, "a", consul, key="app/config"))
     assert r.wait(timeout=30) == 111, r.stderr()
+    acquires = [q for q in consul.requests
+                if q[0] == "PUT" and q[1].startswith("/v1/kv/app/config?acquire=")]
+    assert len(acquires) == (first_read == "held"), acquires  # the other program's only
     assert "holds a value that is not a litevisor holder's record" in r.stderr(), r.stderr()
     assert http(consul, "GET", "/v1/kv/app/config")[0]["Value"] == \
         base64.b64encode(b"db_password=hunter2\n").decode()
