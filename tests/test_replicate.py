@@ -2286,7 +2286,9 @@ def test_a_snapshot_retried_through_an_outage_is_compressed_once(run, tmp_path, 
         size = os.path.getsize(db)
         rep = s3_replica(srv)
         rep["endpoint"] = f"http://127.0.0.1:{plug.port}"
-        r = run(config(tmp_path, db, [rep], max_backlog="1MiB", min_checkpoint_page_count=100))
+        cfg = config(tmp_path, db, [rep], max_backlog="1MiB", min_checkpoint_page_count=100)
+        cfg.write_text("logging:\n  level: debug\n" + cfg.read_text())  # each try's failure
+        r = run(cfg)
         wait_for(lambda: "snapshot written" in r.text(), what="the first snapshot", log=r.text)
         plug.unplug()
         write(db, 12, start=1000, blob=200000)  # past the cap: a fresh snapshot is needed
@@ -2712,8 +2714,8 @@ def test_a_snapshot_of_the_generation_left_does_not_clear_the_lag_it_leaves(run,
     write(db, 1, start=1)  # a commit after hang's snapshot was taken
     time.sleep(4)
     shutil.rmtree(good / "generations")  # the writer check starts a new generation
-    wait_for(lambda: r.text().count("new generation") >= 2, what="the new generation",
-             log=r.text)
+    wait_for(lambda: r.text().count("new generation") >= 2 and (good / "generations").is_dir()
+             and os.listdir(good / "generations"), what="the new generation", log=r.text)
     gens = sorted(os.listdir(good / "generations"))
     # stored and counted (after its label, another 3 s)
     wait_for(lambda: metric(port, "litevisor_replica_snapshots_total", "hang") >= 1,
