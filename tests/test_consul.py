@@ -1084,11 +1084,13 @@ def test_a_key_the_agent_refuses_fails_at_once(litevisor_bin, tmp_path, runs, co
 
 def rewrite_key_for(srv, key, seconds, per_second=40):
     """Someone PUTs the key again and again without ?acquire, which Consul allows while a
-    session holds it (kv.mdx): each write wakes every blocking query on it."""
+    session holds it (kv.mdx): each write wakes every blocking query on it. A holder's
+    record each time: a waiter refuses a key holding another value."""
     end = time.monotonic() + seconds
     i = 0
     while time.monotonic() < end:
-        assert http(srv, "PUT", f"/v1/kv/{key}", f"write {i}") is True
+        assert http(srv, "PUT", f"/v1/kv/{key}",
+                    json.dumps({"holder": "litevisor: other-node", "pid": 1, "write": i})) is True
         i += 1
         time.sleep(1 / per_second)
     return i
@@ -1139,7 +1141,8 @@ def test_an_index_of_zero_is_no_busy_loop(litevisor_bin, tmp_path, runs, consul,
         r = node_run(runs, litevisor_bin, tmp_path, "a", lock_cfg(tmp_path, "a", consul))
         poll(lambda: (tmp_path / "a" / "ready").exists(), timeout=30)
     consul.index_zero = True
-    assert http(consul, "PUT", f"/v1/kv/{key}", "poke") is True  # ends the query under way
+    assert http(consul, "PUT", f"/v1/kv/{key}",  # ends the query under way
+                '{"holder":"litevisor: other-node","pid":1,"poke":1}') is True
     time.sleep(1.5)
     n = len(consul.requests)
     time.sleep(4)
