@@ -342,11 +342,16 @@ static void failure_shape(const char *in, char *out, size_t cap)
 	out[o] = '\0';
 }
 
-/* A hash (FNV-1a) of a failure's shape: the same failure again hashes alike. */
-static uint64_t failure_hash(const char *text)
+/*
+ * A hash (FNV-1a) of the shape of the failure "what: msg": the same failure
+ * again hashes alike. The whole text, not last_error's first 255 bytes: a
+ * long replica path would push the HTTP status out of them.
+ */
+static uint64_t failure_hash(const char *what, const char *msg)
 {
-	char shape[512];
+	char text[1024], shape[1024];
 	uint64_t h = 1469598103934665603ULL;
+	snprintf(text, sizeof(text), "%s: %s", what, msg);
 	failure_shape(text, shape, sizeof(shape));
 	for (const unsigned char *c = (const unsigned char *)shape; *c; c++)
 		h = (h ^ *c) * 1099511628211ULL;
@@ -357,9 +362,7 @@ void replica_note_error(struct eng_replica *r, const char *what, const char *msg
 {
 	struct eng_db *d = r->db;
 	int64_t now = clock_wall_ns(), mono = clock_mono_ns();
-	char text[sizeof(r->stat.last_error)];
-	snprintf(text, sizeof(text), "%s: %s", what, msg);
-	uint64_t h = failure_hash(text);
+	uint64_t h = failure_hash(what, msg);
 	pthread_mutex_lock(&d->mu);
 	/*
 	 * Once per failure, then every five minutes while it lasts: a retry every

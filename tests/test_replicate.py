@@ -2436,6 +2436,46 @@ def test_an_outage_at_start_or_with_a_snapshot_due_is_a_few_lines(run, tmp_path,
         subprocess.run(["chattr", "-i", str(a / "generations")], capture_output=True)
 
 
+class PutRefuser(ListHider):
+    """A proxy answering every PUT with HTTP `status` while it is set."""
+
+    def __init__(self, upstream_port):
+        self.status = None
+        super().__init__(upstream_port)
+
+    def refuse(self, line, c):
+        if self.status and line.startswith(b"PUT"):
+            c.sendall(f"HTTP/1.1 {self.status} No\r\nContent-Length: 0\r\n"
+                      "Connection: close\r\n\r\n".encode())
+            return True
+        return False
+
+
+def test_a_failure_changing_its_cause_on_a_long_replica_path_is_said_again(run, tmp_path,
+                                                                           s3server):
+    """The same failure again is said at debug; told apart by the text's first 255 bytes,
+    a long replica path pushed the HTTP status out of them, and a 503 turning into a 403
+    (credentials revoked meanwhile) was not said for five minutes (QA156)."""
+    srv = s3server()
+    proxy = PutRefuser(srv.port)
+    proxy.status = 503
+    try:
+        db = tmp_path / "app.db"
+        create(db)
+        rep = s3_replica(srv)
+        rep["endpoint"] = f"http://127.0.0.1:{proxy.port}"
+        rep["path"] = "a-long-path/" * 18
+        r = run(config(tmp_path, db, [rep]))
+        warned = lambda status: [l for l in r.text().splitlines()
+                                 if " WARN " in l and "snapshot failed" in l and status in l]
+        wait_for(lambda: warned("HTTP 503"), timeout=40, what="the 503", log=r.text)
+        proxy.status = 403
+        wait_for(lambda: warned("HTTP 403"), timeout=40, what="the 403 said", log=r.text)
+    finally:
+        proxy.status = None
+        proxy.close()
+
+
 def test_a_kept_snapshot_file_goes_while_the_replicas_look_keeps_failing(run, tmp_path):
     """The kept file was let go only in replica_ship or the next snapshot: a replica whose
     generation was lost (a new one started) and which then stopped answering kept its old
