@@ -113,6 +113,13 @@ struct eng_replica {
 	/* by our clock, the last WAL segment this process wrote (0 none), and where */
 	int64_t seg_written_ns;
 	char seg_written_gen[17];
+	/*
+	 * Its look found generations besides the database's (others_listed):
+	 * an earlier process may have written one of them within the second
+	 * before this one's thread started (thread_started_ns, by our clock).
+	 */
+	bool others_listed;
+	int64_t thread_started_ns;
 	uint32_t seg_written_index, seg_written_offset;
 	/*
 	 * A snapshot of its own in progress at (snap_hold_gen, snap_hold_index):

@@ -839,6 +839,14 @@ static void snapshot_past_the_left_second(struct eng_replica *r, bool flush)
 	int64_t last = !has_one && r->seg_written_gen[0] ? r->seg_written_ns : 0;
 	if (!has_one && r->snap_gen[0] && r->snap_written_ns > last)
 		last = r->snap_written_ns;
+	/*
+	 * Nothing written here yet: an earlier process's last objects (its
+	 * final flush) came before this one started. A restart within their
+	 * second began a generation tied with theirs on S3's whole seconds, and
+	 * a restore then picked the older one (QA155 D1).
+	 */
+	if (!has_one && !last && r->others_listed)
+		last = r->thread_started_ns;
 	int64_t left_ns = flush ? d->flush_deadline_ns - clock_mono_ns() - NS_PER_SEC : INT64_MAX;
 	pthread_mutex_unlock(&d->mu);
 	int64_t wait = last + NS_PER_SEC + 20 * NS_PER_MS - clock_wall_ns();
@@ -883,6 +891,7 @@ void *replica_thread(void *arg)
 	bool periodic_waits = false; /* the periodic snapshot waits for a new WAL index */
 	uint64_t seen_flush = 0;
 	int64_t sync_ns = c->sync_interval_ms * NS_PER_MS;
+	r->thread_started_ns = clock_wall_ns(); /* before any look: mu not needed */
 	int64_t writers_ns = c->writer_check_interval_ms * NS_PER_MS;
 	int64_t next_writers = writers_ns > 0 ? clock_mono_ns() + writers_ns : 0;
 

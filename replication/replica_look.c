@@ -147,6 +147,12 @@ int replica_look_init_position(struct eng_replica *r, int64_t *next_snapshot)
 	if (rc < 0)
 		goto fail;
 	writers_prime(r, ids, n);
+	bool besides = false;
+	for (size_t i = 0; i < n; i++)
+		besides = besides || strcmp(ids[i], gen) != 0;
+	pthread_mutex_lock(&d->mu);
+	r->others_listed = besides; /* snapshot_past_the_left_second */
+	pthread_mutex_unlock(&d->mu);
 	struct wal_pos closed_at, prev;
 	bool prev_open = false, prev_restored = false;
 	bool newest_wins = !in_marker && d->eng->cfg &&

@@ -2317,6 +2317,47 @@ def test_a_snapshot_retried_through_an_outage_is_compressed_once(run, tmp_path, 
         plug.unplug()
 
 
+def test_a_restart_within_a_second_of_the_last_stop_begins_its_generation_a_second_later(
+        run, tmp_path, s3server, litevisor_bin):
+    """A generation left by a clean stop and a new one begun by the next process within
+    the same second (the app truncated its WAL meanwhile) were stamped alike on S3's whole
+    seconds: the restore then picked the older one, the one with more WAL indexes, and
+    lost the commits made between the two (QA155 D1). The new process's first object
+    waits past the second it started in when the replica holds other generations."""
+    srv = s3server()
+    db = tmp_path / "app.db"
+    cfg = config(tmp_path, db, [s3_replica(srv)])
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=wal")
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    conn.execute("INSERT INTO t(v) VALUES ('first')")
+    r = run(cfg)  # an earlier generation
+    time.sleep(0.5)
+    assert r.stop() == 0, r.text()
+    conn.execute("INSERT INTO t(v) VALUES ('a')")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    time.sleep(1.01 - time.time() % 1.0)  # at the start of a second
+    r = run(cfg)
+    for i in range(3):  # several indexes: the higher position
+        conn.execute("INSERT INTO t(v) VALUES (?)", (f"b{i}",))
+        time.sleep(0.03)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert r.stop() == 0, r.text()
+    conn.execute("INSERT INTO t(v) VALUES ('LAST')")  # while nothing replicates
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    r = run(cfg)
+    wait_for(lambda: "snapshot written" in r.text(), what="the new generation's snapshot",
+             log=r.text)
+    assert r.stop() == 0, r.text()
+    out = tmp_path / "restored.db"
+    p = subprocess.run([litevisor_bin, "restore", "-config", str(cfg), "-o", str(out), str(db)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    rows = [v for (v,) in sqlite3.connect(out).execute("SELECT v FROM t ORDER BY id")]
+    assert rows[-1] == "LAST", (rows, p.stderr)
+
+
 def unnamed_files(pid, under):
     """The unnamed (deleted) files under the directory under that process pid holds open."""
     out = set()
