@@ -432,9 +432,16 @@ static bool take(struct consul_lock *l)
 			/*
 			 * Its value would be replaced by ours, for good (QA142 D5), also
 			 * when its holder lets it go between this read and our acquire
-			 * (QA156 D2): not taken over, whoever holds it now.
+			 * (QA156 D2): never acquired over another value. Refused, unless
+			 * a litevisor holds it (someone wrote the key under it: its
+			 * release puts its record back, QA157 D2) or who holds it is not
+			 * known yet: then waited on, without an acquire.
 			 */
-			if (prev.foreign) {
+			char who[300] = "";
+			if (prev.foreign && prev.session[0])
+				holder_name(l, prev.session, who, sizeof(who));
+			bool held_by_ours = !strncmp(who, "litevisor: ", 11) || !strncmp(who, "session ", 8);
+			if (prev.foreign && !held_by_ours) {
 				char msg[700];
 				snprintf(msg, sizeof(msg), "the key %s holds a value that is not a litevisor "
 					 "holder's record: it is not taken over; give consul.lock.key a key "
@@ -443,6 +450,8 @@ static bool take(struct consul_lock *l)
 				return false;
 			}
 			free_before = !prev.session[0];
+		}
+		if (rc == 0 && l->session[0] && !prev.foreign) {
 			/*
 			 * After an acquire whose answer was lost, a key read held by our
 			 * own session is that acquire landed: what it took the key from
@@ -531,6 +540,11 @@ static bool take(struct consul_lock *l)
 		}
 		prev = k;
 		have_prev = true;
+		if (!strcmp(k.session, l->session)) {
+			/* an acquire of ours whose answer was lost landed after all (QA157 D1) */
+			lost = true;
+			continue;
+		}
 		/*
 		 * Free before and after a refused acquire: a lock delay, which Consul
 		 * sets when it ends a holder's session. Free only after it: released

@@ -344,6 +344,42 @@ def test_a_key_freed_between_its_read_and_the_acquire_gets_the_longer_wait(
         (release != "undelayed-before"), err
 
 
+def test_an_acquire_landing_after_a_later_one_was_refused_is_taken_at_once(
+        litevisor_bin, tmp_path, runs, consul):
+    """C's first acquire is answered after consul.timeout (a slow agent), its second is
+    refused while B still holds the key, then B lets go and the first lands: C read the
+    key held by its own session, logged that it waited for itself, and sat in a blocking
+    query until its next renewal (QA157 D1). It takes the key at once."""
+    sid = http(consul, "PUT", "/v1/session/create",
+               json.dumps({"Name": "litevisor: b", "TTL": "60s", "LockDelay": "7s"}))["ID"]
+    record = {"holder": "litevisor: b pid 1", "pid": 1, "since": "2026-12-07T00:00:00Z"}
+    assert http(consul, "PUT", f"/v1/kv/litevisor/app?acquire={sid}", json.dumps(record)) is True
+    first = consul.hold_next(path="/v1/kv/litevisor/app", method="PUT", contains="acquire=")
+    cfg = ("supervisor:\n  stop-grace: 4s\n  flush-timeout: 2s\n" +
+           lock_cfg(tmp_path, "c", consul, extra="    ttl: 10s\n").replace(
+               "handover-wait: 0s", "handover-wait: 3s").replace(
+               "consul:\n", "consul:\n  timeout: 1s\n"))
+    c = node_run(runs, litevisor_bin, tmp_path, "c", cfg)
+    assert first.arrived.wait(20), c.stderr()
+    second = consul.hold_next(path="/v1/kv/litevisor/app", method="PUT", contains="acquire=")
+    poll(lambda: "writer lock: request failed" in c.stderr(), timeout=10, log=c.log_path)
+    assert second.arrived.wait(10), c.stderr()
+    read = consul.hold_next(path="/v1/kv/litevisor/app", method="GET")
+    second.go()  # refused: B holds the key
+    assert read.arrived.wait(5), c.stderr()
+    assert http(consul, "PUT", f"/v1/kv/litevisor/app?release={sid}",
+                json.dumps(dict(record, released=True))) is True
+    first.go()  # lands at last
+    poll(lambda: holder_session(consul, "litevisor/app"), timeout=10)
+    mine = holder_session(consul, "litevisor/app")
+    t0 = time.monotonic()
+    read.go()  # C reads the key held by its own session
+    poll(lambda: "writer lock held" in c.stderr(), timeout=30, log=c.log_path)
+    assert time.monotonic() - t0 < 1.5, c.stderr()
+    assert not any("waiting for the writer lock" in line and mine in line
+                   for line in c.stderr().splitlines()), c.stderr()
+
+
 def test_a_holders_replacement_after_its_lock_delay_waits_no_longer_than_handover_wait(
         litevisor_bin, tmp_path, runs, consul):
     """A holder killed; Consul ends its session (here a destroy) and holds the key in its
@@ -1084,13 +1120,11 @@ def test_a_key_the_agent_refuses_fails_at_once(litevisor_bin, tmp_path, runs, co
 
 def rewrite_key_for(srv, key, seconds, per_second=40):
     """Someone PUTs the key again and again without ?acquire, which Consul allows while a
-    session holds it (kv.mdx): each write wakes every blocking query on it. A holder's
-    record each time: a waiter refuses a key holding another value."""
+    session holds it (kv.mdx): each write wakes every blocking query on it."""
     end = time.monotonic() + seconds
     i = 0
     while time.monotonic() < end:
-        assert http(srv, "PUT", f"/v1/kv/{key}",
-                    json.dumps({"holder": "litevisor: other-node", "pid": 1, "write": i})) is True
+        assert http(srv, "PUT", f"/v1/kv/{key}", f"write {i}") is True
         i += 1
         time.sleep(1 / per_second)
     return i
@@ -1141,8 +1175,7 @@ def test_an_index_of_zero_is_no_busy_loop(litevisor_bin, tmp_path, runs, consul,
         r = node_run(runs, litevisor_bin, tmp_path, "a", lock_cfg(tmp_path, "a", consul))
         poll(lambda: (tmp_path / "a" / "ready").exists(), timeout=30)
     consul.index_zero = True
-    assert http(consul, "PUT", f"/v1/kv/{key}",  # ends the query under way
-                '{"holder":"litevisor: other-node","pid":1,"poke":1}') is True
+    assert http(consul, "PUT", f"/v1/kv/{key}", "poke") is True  # ends the query under way
     time.sleep(1.5)
     n = len(consul.requests)
     time.sleep(4)
