@@ -347,6 +347,25 @@ static bool finer_holds(const struct rs_cand *c, size_t n, const char *gen)
 	return false;
 }
 
+/*
+ * Did a candidate that answered, keeping finer times than whole seconds,
+ * store some of generation gen by t (whatever it restores at t: its exact
+ * times still say what was stored by then)? One whose objects of gen all
+ * came later (a replica added since) tells nothing of t (QA125 D1).
+ */
+static bool finer_saw(const struct rs_cand *c, size_t n, const char *gen, int64_t t)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (c[i].state != RC_OK || whole_seconds(&c[i]) != 0)
+			continue;
+		for (size_t k = 0; k < c[i].ngens; k++)
+			if (!strcmp(c[i].gens[k].id, gen) && c[i].gens[k].min_ns &&
+			    c[i].gens[k].min_ns <= t)
+				return true;
+	}
+	return false;
+}
+
 size_t rs_plans_whole_second_cut(struct rs_cand *c, size_t n, const struct rs_target *t)
 {
 	size_t cut = 0;
@@ -367,10 +386,14 @@ size_t rs_plans_whole_second_cut(struct rs_cand *c, size_t n, const struct rs_ta
 					c[i].cut_ns = sure.timestamp_ns;
 		/*
 		 * Only where the finer clock saw the same generation: of another
-		 * (a handover within the second, QA66 D3) it tells nothing.
+		 * (a handover within the second, QA66 D3) it tells nothing. Saw
+		 * it, not planned it: one that has no data at t (a snapshot
+		 * rewritten after it, its WAL from before kept) let a whole-second
+		 * candidate restore commits made after the timestamp (QA155 D2).
 		 */
 		if (c[i].state != RC_OK || !c[i].has_data || whole_seconds(&c[i]) != 1 ||
-		    !finer_holds(c, n, c[i].plan.generation))
+		    (!finer_holds(c, n, c[i].plan.generation) &&
+		     !finer_saw(c, n, c[i].plan.generation, t->timestamp_ns)))
 			continue;
 		rs_plan_release(&c[i].plan);
 		int rc = rs_plan_build(c[i].gens, c[i].ngens, &sure, &c[i].plan, c[i].nodata,
