@@ -383,6 +383,7 @@ static bool take(struct consul_lock *l)
 	struct kv_look basis = { 0 }; /* what a take is judged from: prev, or the key before an
 			       * acquire whose answer was lost (it may have landed) */
 	bool lost = false;    /* the last acquire's answer was lost */
+	bool foreign = false; /* prev holds another value, not under our session: never acquired */
 	bool delayed = false; /* the last refused acquire met a free key: a lock delay */
 	bool free_before = false; /* the key was free when read before the last acquire */
 	for (;;) {
@@ -438,10 +439,12 @@ static bool take(struct consul_lock *l)
 			 * known yet: then waited on, without an acquire.
 			 */
 			char who[300] = "";
-			if (prev.foreign && prev.session[0])
+			/* held by our own session (a lost acquire landed): ours, whatever it holds (QA158 D2) */
+			foreign = prev.foreign && strcmp(prev.session, l->session) != 0;
+			if (foreign && prev.session[0])
 				holder_name(l, prev.session, who, sizeof(who));
 			bool held_by_ours = !strncmp(who, "litevisor: ", 11) || !strncmp(who, "session ", 8);
-			if (prev.foreign && !held_by_ours) {
+			if (foreign && !held_by_ours) {
 				char msg[700];
 				snprintf(msg, sizeof(msg), "the key %s holds a value that is not a litevisor "
 					 "holder's record: it is not taken over; give consul.lock.key a key "
@@ -451,7 +454,7 @@ static bool take(struct consul_lock *l)
 			}
 			free_before = !prev.session[0];
 		}
-		if (rc == 0 && l->session[0] && !prev.foreign) {
+		if (rc == 0 && l->session[0] && !foreign) {
 			/*
 			 * After an acquire whose answer was lost, a key read held by our
 			 * own session is that acquire landed: what it took the key from

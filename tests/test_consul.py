@@ -344,12 +344,15 @@ def test_a_key_freed_between_its_read_and_the_acquire_gets_the_longer_wait(
         (release != "undelayed-before"), err
 
 
+@pytest.mark.parametrize("note", [False, True])
 def test_an_acquire_landing_after_a_later_one_was_refused_is_taken_at_once(
-        litevisor_bin, tmp_path, runs, consul):
+        litevisor_bin, tmp_path, runs, consul, note):
     """C's first acquire is answered after consul.timeout (a slow agent), its second is
     refused while B still holds the key, then B lets go and the first lands: C read the
     key held by its own session, logged that it waited for itself, and sat in a blocking
-    query until its next renewal (QA157 D1). It takes the key at once."""
+    query until its next renewal (QA157 D1). It takes the key at once, also when someone
+    wrote another value into it meanwhile (a plain PUT keeps the session): that read as a
+    foreign value, never acquired, and C spun on reads for ever (QA158 D2)."""
     sid = http(consul, "PUT", "/v1/session/create",
                json.dumps({"Name": "litevisor: b", "TTL": "60s", "LockDelay": "7s"}))["ID"]
     record = {"holder": "litevisor: b pid 1", "pid": 1, "since": "2026-12-07T00:00:00Z"}
@@ -372,6 +375,8 @@ def test_an_acquire_landing_after_a_later_one_was_refused_is_taken_at_once(
     first.go()  # lands at last
     poll(lambda: holder_session(consul, "litevisor/app"), timeout=10)
     mine = holder_session(consul, "litevisor/app")
+    if note:
+        assert http(consul, "PUT", "/v1/kv/litevisor/app", "maintenance note") is True
     t0 = time.monotonic()
     read.go()  # C reads the key held by its own session
     poll(lambda: "writer lock held" in c.stderr(), timeout=30, log=c.log_path)
