@@ -349,7 +349,8 @@ static bool finer_holds(const struct rs_cand *c, size_t n, const char *gen)
 
 /*
  * Did a candidate that answered, keeping finer times than whole seconds,
- * store some of generation gen by t (whatever it restores at t: its exact
+ * store some of generation gen by t (the server's time, as t is read;
+ * whatever it restores at t: its exact
  * times still say what was stored by then)? One whose objects of gen all
  * came later (a replica added since) tells nothing of t (QA125 D1).
  */
@@ -360,7 +361,7 @@ static bool finer_saw(const struct rs_cand *c, size_t n, const char *gen, int64_
 			continue;
 		for (size_t k = 0; k < c[i].ngens; k++)
 			if (!strcmp(c[i].gens[k].id, gen) && c[i].gens[k].min_ns &&
-			    c[i].gens[k].min_ns <= t)
+			    c[i].gens[k].min_ns + c[i].gens[k].clock_offset_ns <= t)
 				return true;
 	}
 	return false;
