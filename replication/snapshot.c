@@ -52,7 +52,30 @@
 struct dbfile_src {
 	sqlite3 *conn;
 	int64_t pos, size;
+	bool torn; /* page 1 counts more pages than size holds */
 };
+
+static uint32_t be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/*
+ * Does page 1 (its first 100 bytes at h) count more pages than size bytes
+ * hold? A checkpoint grew the file and rewrote page 1 after its size was
+ * taken: an image of the database at no one moment (QA155 D4). The count
+ * is trusted only where SQLite says it is valid (version-valid-for equal to
+ * the change counter).
+ */
+static bool header_past(const uint8_t *h, int64_t size)
+{
+	uint32_t ps = (uint32_t)h[16] << 8 | h[17];
+	if (ps == 1)
+		ps = 65536;
+	uint32_t pages = be32(h + 28);
+	return ps >= 512 && pages && be32(h + 92) == be32(h + 24) &&
+	       (int64_t)pages * ps > size;
+}
 
 static ssize_t dbfile_read(void *ctx, void *buf, size_t len)
 {
@@ -66,6 +89,11 @@ static ssize_t dbfile_read(void *ctx, void *buf, size_t len)
 	/* short: a checkpoint shrank the file; the zeroes lie past the last commit's size */
 	if (db_file_read(s->conn, buf, (int)len, s->pos) < 0) {
 		errno = EIO;
+		return -1;
+	}
+	if (s->pos == 0 && len >= 100 && header_past(buf, s->size)) {
+		s->torn = true;
+		errno = EAGAIN;
 		return -1;
 	}
 	s->pos += (int64_t)len;
@@ -395,7 +423,8 @@ static int spool_build(struct eng_db *d, struct snap_db *s, int64_t *packed, uin
 	for (;;) {
 		ssize_t n = src.read(src.ctx, buf, SPOOL_CHUNK);
 		if (n < 0) {
-			snprintf(msg, len, "reading the database: %s", strerror(errno));
+			snprintf(msg, len, "reading the database: %s", s->fsrc.torn ?
+				 "a checkpoint grew it while it was read (tried again)" : strerror(errno));
 			goto fail;
 		}
 		if (n == 0)
