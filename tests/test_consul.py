@@ -302,6 +302,25 @@ def test_a_writer_stopped_in_its_long_wait_passes_it_on(litevisor_bin, tmp_path,
     assert "no lock delay held the key before this take" in c.stderr(), c.stderr()
 
 
+def b_holds_the_key(consul):
+    """Writer B, a session made through the API, holds litevisor/app with a holder's
+    record: (its session, its record)."""
+    sid = http(consul, "PUT", "/v1/session/create",
+               json.dumps({"Name": "litevisor: b", "TTL": "60s", "LockDelay": "7s"}))["ID"]
+    record = {"holder": "litevisor: b pid 1", "pid": 1, "since": "2026-12-07T00:00:00Z"}
+    assert http(consul, "PUT", f"/v1/kv/litevisor/app?acquire={sid}", json.dumps(record)) is True
+    return sid, record
+
+
+def c_config_with_a_slow_agent(tmp_path, consul):
+    """Node c's config: ttl 10s, stop-grace 4s, flush-timeout 2s (the longer wait 16 s),
+    handover-wait 3s, consul.timeout 1s (an answer held back longer is lost)."""
+    return ("supervisor:\n  stop-grace: 4s\n  flush-timeout: 2s\n" +
+            lock_cfg(tmp_path, "c", consul, extra="    ttl: 10s\n").replace(
+                "handover-wait: 0s", "handover-wait: 3s").replace(
+                "consul:\n", "consul:\n  timeout: 1s\n"))
+
+
 @pytest.mark.parametrize("answer", ["received", "lost"])
 @pytest.mark.parametrize("release", ["undelayed", "by-hand", "undelayed-before"])
 def test_a_key_freed_between_its_read_and_the_acquire_gets_the_longer_wait(
@@ -315,18 +334,12 @@ def test_a_key_freed_between_its_read_and_the_acquire_gets_the_longer_wait(
     again, found its own record there and judged from that: handover-wait only again,
     also for a key read free with an "undelayed" record (QA156 D1). What the key held
     before that acquire is kept."""
-    sid = http(consul, "PUT", "/v1/session/create",
-               json.dumps({"Name": "litevisor: b", "TTL": "60s", "LockDelay": "7s"}))["ID"]
-    record = {"holder": "litevisor: b pid 1", "pid": 1, "since": "2026-12-07T00:00:00Z"}
-    assert http(consul, "PUT", f"/v1/kv/litevisor/app?acquire={sid}", json.dumps(record)) is True
+    sid, record = b_holds_the_key(consul)
     undelayed = json.dumps(dict(record, undelayed=True))
     if release == "undelayed-before":
         assert http(consul, "PUT", f"/v1/kv/litevisor/app?release={sid}", undelayed) is True
     hold = consul.hold_next(path="/v1/kv/litevisor/app", method="PUT", contains="acquire=")
-    cfg = ("supervisor:\n  stop-grace: 4s\n  flush-timeout: 2s\n" +
-           lock_cfg(tmp_path, "c", consul, extra="    ttl: 10s\n").replace(
-               "handover-wait: 0s", "handover-wait: 3s").replace(
-               "consul:\n", "consul:\n  timeout: 1s\n"))
+    cfg = c_config_with_a_slow_agent(tmp_path, consul)
     c = node_run(runs, litevisor_bin, tmp_path, "c", cfg)
     assert hold.arrived.wait(20), c.stderr()
     assert "waiting for the writer lock" not in c.stderr()  # its first acquire, after one read
@@ -353,15 +366,9 @@ def test_an_acquire_landing_after_a_later_one_was_refused_is_taken_at_once(
     query until its next renewal (QA157 D1). It takes the key at once, also when someone
     wrote another value into it meanwhile (a plain PUT keeps the session): that read as a
     foreign value, never acquired, and C spun on reads for ever (QA158 D2)."""
-    sid = http(consul, "PUT", "/v1/session/create",
-               json.dumps({"Name": "litevisor: b", "TTL": "60s", "LockDelay": "7s"}))["ID"]
-    record = {"holder": "litevisor: b pid 1", "pid": 1, "since": "2026-12-07T00:00:00Z"}
-    assert http(consul, "PUT", f"/v1/kv/litevisor/app?acquire={sid}", json.dumps(record)) is True
+    sid, record = b_holds_the_key(consul)
     first = consul.hold_next(path="/v1/kv/litevisor/app", method="PUT", contains="acquire=")
-    cfg = ("supervisor:\n  stop-grace: 4s\n  flush-timeout: 2s\n" +
-           lock_cfg(tmp_path, "c", consul, extra="    ttl: 10s\n").replace(
-               "handover-wait: 0s", "handover-wait: 3s").replace(
-               "consul:\n", "consul:\n  timeout: 1s\n"))
+    cfg = c_config_with_a_slow_agent(tmp_path, consul)
     c = node_run(runs, litevisor_bin, tmp_path, "c", cfg)
     assert first.arrived.wait(20), c.stderr()
     second = consul.hold_next(path="/v1/kv/litevisor/app", method="PUT", contains="acquire=")
