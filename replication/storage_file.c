@@ -286,9 +286,6 @@ static int link_unnamed(int wfd, int64_t size, const char *path, char *tmp, size
 	/* the file is shared with the other replicas, which take it as it is */
 	if (o->ok)
 		take_after(wfd, o);
-	/* stamped once, by the first replica to name it: a later one would move the others' (QA158 D1) */
-	if (sb.st_nlink == 0)
-		stamp_now(wfd);
 	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", wfd);
 	for (int attempt = 0;; attempt++) {
 		/* not random(): unseeded, every process named its temp files alike */
@@ -301,6 +298,7 @@ static int link_unnamed(int wfd, int64_t size, const char *path, char *tmp, size
 		if (errno != EEXIST || attempt >= 5)
 			return 1;
 	}
+	stamp_now(wfd);
 	if (fdatasync(wfd) < 0) {
 		int rc = sys_fail(err, errno, "put", key, tmp);
 		unlink(tmp);

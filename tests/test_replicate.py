@@ -2362,29 +2362,6 @@ def test_a_restart_within_a_second_of_the_last_stop_begins_its_generation_a_seco
     assert rows[-1] == "LAST", (rows, p.stderr)
 
 
-def test_a_replica_linking_the_shared_snapshot_late_does_not_move_the_others_time(
-        run, tmp_path):
-    """Two file replicas on one filesystem share the snapshot's file; stamped from the fine
-    clock at each link, the one B linked in seconds later (it was failing) moved A's
-    snapshot time too, and a -timestamp restore from A between the two found no snapshot
-    (QA158 D1, a regression of 9ecda79). Stamped once, by the first to name it."""
-    db, a, b = tmp_path / "app.db", tmp_path / "A", tmp_path / "B"
-    create(db)
-    b.mkdir()
-    if subprocess.run(["chattr", "+i", str(b)], capture_output=True).returncode != 0:
-        pytest.skip("chattr +i is not available here")
-    try:
-        r = run(config(tmp_path, db, [file_replica(a, "A"), file_replica(b, "B")]))
-        wait_for(lambda: objects(a, "snapshots"), what="A's snapshot", log=r.text)
-        (snap,) = glob.glob(f"{a}/generations/*/snapshots/*")
-        m1 = os.stat(snap).st_mtime_ns
-        time.sleep(1.5)
-    finally:
-        subprocess.run(["chattr", "-i", str(b)], capture_output=True)
-    wait_for(lambda: objects(b, "snapshots"), timeout=30, what="B's snapshot", log=r.text)
-    assert os.stat(snap).st_mtime_ns == m1, r.text()
-
-
 def unnamed_files(pid, under):
     """The unnamed (deleted) files under the directory under that process pid holds open."""
     out = set()
