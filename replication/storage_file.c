@@ -255,21 +255,6 @@ static int place_fail(struct st_error *err, int e, const char *key, const char *
 }
 
 /*
- * An object's time is when it was stored, after the commits it holds (a
- * -timestamp restore cuts by it): the kernel stamps a write with its coarse
- * clock, up to a tick (4 ms here) before the write began (QA155 O1). Stamped
- * from the fine clock once written; best effort.
- */
-static void stamp_now(int fd)
-{
-	struct timespec t[2];
-	if (clock_gettime(CLOCK_REALTIME, &t[0]) == 0) {
-		t[1] = t[0];
-		(void)futimens(fd, t);
-	}
-}
-
-/*
  * Give the unnamed file wfd (size bytes) the name tmp, then make it durable
  * under path (another replica may have linked it in already: the file is
  * never written again). 0 done; 1 not possible here (another filesystem, an
@@ -298,7 +283,6 @@ static int link_unnamed(int wfd, int64_t size, const char *path, char *tmp, size
 		if (errno != EEXIST || attempt >= 5)
 			return 1;
 	}
-	stamp_now(wfd);
 	if (fdatasync(wfd) < 0) {
 		int rc = sys_fail(err, errno, "put", key, tmp);
 		unlink(tmp);
@@ -389,7 +373,6 @@ static int file_put(struct storage *st, const char *key, const struct st_source 
 			     (long long)total, (long long)src->size);
 		goto fail;
 	}
-	stamp_now(fd);
 	int sync_rc = fsync(fd), e = errno;
 	int close_rc = close(fd); /* whatever fsync said: a leaked fd would pin the deleted temp */
 	fd = -1;

@@ -287,24 +287,6 @@ def test_file_put_is_atomic_and_leaves_no_temp_files(tmp_path):
     assert names == ["c"]
 
 
-def test_file_put_stamps_the_object_after_it_was_written(tmp_path):
-    """An object's time is when it was stored, after the commits it holds (a -timestamp
-    restore cuts by it); the kernel stamped the write with its coarse clock, up to a tick
-    before the write began: 99 puts of 100 were stamped before the put even started
-    (QA155 O1)."""
-    rep = Replica("file", ["-file", str(tmp_path / "r")])
-    src = tmp_path / "src"
-    src.write_bytes(b"x" * 100)
-    early = []
-    for i in range(20):
-        t0 = time.time_ns()
-        rep.put(src, f"k{i}").ok()
-        m = os.stat(tmp_path / "r" / f"k{i}").st_mtime_ns
-        if m < t0:
-            early.append(t0 - m)
-    assert early == [], early
-
-
 def test_file_delete_removes_temp_files_of_dead_writers(tmp_path):
     # A writer killed mid-put leaves "<key>.tmp-XXXXXX". Such a file, untouched
     # for 10 minutes, goes at the next delete in its directory (it stayed while
