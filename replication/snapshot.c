@@ -42,6 +42,7 @@
 #include "replication/engine_int.h"
 #include "replication/layout.h"
 #include "replication/lz4io.h"
+#include "replication/wal.h"
 #include "common/banned.h"
 
 #define SPOOL_CHUNK (64 * 1024)
@@ -55,11 +56,6 @@ struct dbfile_src {
 	bool torn; /* page 1 counts more pages than size holds */
 };
 
-static uint32_t be32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
 /*
  * Does page 1 (its first 100 bytes at h) count more pages than size bytes
  * hold? A checkpoint grew the file and rewrote page 1 after its size was
@@ -72,8 +68,8 @@ static bool header_past(const uint8_t *h, int64_t size)
 	uint32_t ps = (uint32_t)h[16] << 8 | h[17];
 	if (ps == 1)
 		ps = 65536;
-	uint32_t pages = be32(h + 28);
-	return ps >= 512 && pages && be32(h + 92) == be32(h + 24) &&
+	uint32_t pages = wal_get32(h + 28);
+	return ps >= 512 && pages && wal_get32(h + 92) == wal_get32(h + 24) &&
 	       (int64_t)pages * ps > size;
 }
 
