@@ -372,8 +372,17 @@ void replica_note_error(struct eng_replica *r, const char *what, const char *msg
 	 * alternates between its look, its snapshot and its segments, and a
 	 * server down at start, or a snapshot due, said each try (QA154 D1).
 	 */
-	if (!r->stat.failing_since_ns)
-		memset(r->said, 0, sizeof(r->said)); /* a new outage */
+	/*
+	 * A new outage forgets what the last said, unless that one ended less
+	 * than five minutes ago: a replica failing at every other try (a
+	 * snapshot refused while its segments are stored, QA158 D3) is one
+	 * outage to a reader, not a WARN and a recovery per try.
+	 */
+	if (!r->stat.failing_since_ns) {
+		if (!r->recovered_mono || mono - r->recovered_mono >= ERROR_REPEAT_NS)
+			memset(r->said, 0, sizeof(r->said));
+		r->outage_said = false;
+	}
 	size_t slot = SIZE_MAX, oldest = 0;
 	for (size_t i = 0; i < sizeof(r->said) / sizeof(r->said[0]); i++) {
 		if (r->said[i].mono && r->said[i].shape == h)
@@ -391,6 +400,8 @@ void replica_note_error(struct eng_replica *r, const char *what, const char *msg
 	}
 	int64_t failing_s = r->stat.failing_since_mono_ns ?
 		(mono - r->stat.failing_since_mono_ns) / NS_PER_SEC : 0;
+	if (!again)
+		r->outage_said = true;
 	pthread_mutex_unlock(&d->mu);
 	if (same && !again) /* the five-minute repeat says how long it lasts */
 		log_warn("replica", what, "db=%s replica=%s failing_s=%lld err=\"%s\"", d->stat.name,
@@ -694,23 +705,50 @@ int replica_ship(struct eng_replica *r, bool flush)
 	}
 }
 
+int64_t replica_end_outage(struct eng_replica *r, bool *loud)
+{
+	int64_t since = r->stat.failing_since_ns ? r->stat.failing_since_mono_ns : 0;
+	*loud = since && r->outage_said;
+	if (r->stat.failing_since_ns)
+		r->recovered_mono = clock_mono_ns();
+	r->stat.failing_since_ns = r->stat.failing_since_mono_ns = 0;
+	r->outage_said = false;
+	r->failed_here = false;
+	return since;
+}
+
+void replica_say_recovered(struct eng_replica *r, int64_t since, bool loud)
+{
+	/* the failures were logged: say when they end, and how long it took */
+	if (since)
+		log_event(loud ? LOG_INFO : LOG_DEBUG, "replica", "replica recovered",
+			  "db=%s replica=%s failing_s=%.1f", r->db->stat.name, r->stat.name,
+			  (double)(clock_mono_ns() - since) / NS_PER_SEC);
+}
+
 static void note_ok(struct eng_replica *r)
 {
 	struct eng_db *d = r->db;
-	int64_t now = clock_wall_ns(), mono = clock_mono_ns(), since;
+	int64_t now = clock_wall_ns();
+	bool loud;
 	pthread_mutex_lock(&d->mu);
 	r->stat.syncs_total++;
 	r->stat.last_sync_ns = now;
-	since = r->stat.failing_since_ns ? r->stat.failing_since_mono_ns : 0;
-	r->stat.failing_since_ns = r->stat.failing_since_mono_ns = 0;
-	r->failed_here = false;
+	/*
+	 * A snapshot it owes still failing (one the schedule or retention wants,
+	 * refused while segments are stored): the outage goes on until one is
+	 * stored; it answers, for the backlog cap (QA114 D4).
+	 */
+	if (r->snap_failing) {
+		r->failed_here = false;
+		pthread_mutex_unlock(&d->mu);
+		return;
+	}
+	int64_t since = replica_end_outage(r, &loud);
 	r->carried = false; /* it holds everything the shadow held, older commits with it */
 	pthread_mutex_unlock(&d->mu);
 	failrec_clear(r);
-	/* the failures were logged one by one: say when they end, and how long it took */
-	if (since)
-		log_info("replica", "replica recovered", "db=%s replica=%s failing_s=%.1f",
-			 d->stat.name, r->stat.name, (double)(mono - since) / NS_PER_SEC);
+	replica_say_recovered(r, since, loud);
 }
 
 /*
@@ -888,6 +926,14 @@ void *replica_thread(void *arg)
 	const struct cfg_replica *c = r->cfg;
 	int64_t next_sync = 0, next_retry = 0, backoff_ms = BACKOFF_MIN_MS;
 	int64_t next_retention = 0, next_snapshot = 0;
+	/*
+	 * A snapshot only wanted (the schedule's, retention's) that failed is
+	 * tried again after its own backoff, while segments go on at the sync
+	 * interval: one the replica refuses (a quota, a size limit) held them
+	 * back with it, up to 10 s, and each try's stored segments ended the
+	 * outage the next try began again (QA158 D3).
+	 */
+	int64_t snap_retry = 0, snap_backoff_ms = BACKOFF_MIN_MS;
 	bool periodic_waits = false; /* the periodic snapshot waits for a new WAL index */
 	uint64_t seen_flush = 0;
 	int64_t sync_ns = c->sync_interval_ms * NS_PER_MS;
@@ -924,17 +970,19 @@ void *replica_thread(void *arg)
 			break;
 		bool may = now >= next_retry && !r->closed && !r->refused;
 		bool ready = replica_pos_ready(d);
+		bool snap_may = now >= snap_retry;
 		/* the periodic snapshot that waited for a new index: at once, not a sync-interval on */
 		bool do_sync = ready && may && b && (flush || now >= next_sync ||
-						     (periodic_waits && r->snap_wait && !at_snap_index(r)));
+						     (periodic_waits && r->snap_wait && snap_may &&
+						      !at_snap_index(r)));
 		/*
 		 * Neither retention nor a periodic snapshot in a final flush: an
 		 * upload with no deadline held the closed mark past it (QA114 D2)
 		 */
 		bool do_ret = ready && may && !flush && r->pos_known && next_retention &&
 			      now >= next_retention;
-		bool do_snap = ready && may && !flush && r->pos_known && c->snapshot_interval_ms > 0 &&
-			       next_snapshot && now >= next_snapshot;
+		bool do_snap = ready && may && snap_may && !flush && r->pos_known &&
+			       c->snapshot_interval_ms > 0 && next_snapshot && now >= next_snapshot;
 		bool do_writers = may && !flush && !d->eng->stop && next_writers && now >= next_writers;
 		if (!do_sync && !do_ret && !do_snap && !do_writers) {
 			int64_t until = now + IDLE_WAKE_NS;
@@ -942,18 +990,21 @@ void *replica_thread(void *arg)
 				until = next_sync;
 			if (b && next_retry > now && next_retry < until)
 				until = next_retry;
+			if (b && periodic_waits && r->snap_wait && snap_retry > now && snap_retry < until)
+				until = snap_retry;
 			/*
 			 * the retention and snapshot schedules (retried after a failure's
 			 * backoff); none once closed: a schedule that came due then would
 			 * wake this thread at once, forever, holding mu (QA17 D1)
 			 */
 			int64_t at = next_retry > now ? next_retry : now;
+			int64_t snap_at = snap_retry > at ? snap_retry : at;
 			bool sched = !r->closed && !r->refused;
 			if (sched && ready && r->pos_known && next_retention && next_retention < until)
 				until = next_retention > at ? next_retention : at;
 			if (sched && ready && r->pos_known && c->snapshot_interval_ms > 0 &&
 			    next_snapshot && next_snapshot < until)
-				until = next_snapshot > at ? next_snapshot : at;
+				until = next_snapshot > snap_at ? next_snapshot : snap_at;
 			if (sched && next_writers && next_writers < until)
 				until = next_writers > at ? next_writers : at;
 			if (r->refused)
@@ -969,7 +1020,7 @@ void *replica_thread(void *arg)
 		/* at every turn: a look that keeps failing never reaches replica_ship's (QA133 D1) */
 		snapshot_kept_check(r);
 
-		int rc = 0;
+		int rc = 0, snap_rc = 0; /* snap_rc: a wanted snapshot's, which holds nothing else back */
 		int64_t started = clock_mono_ns();
 		if (do_sync) {
 			if (!r->pos_known) {
@@ -992,8 +1043,10 @@ void *replica_thread(void *arg)
 				continue;
 			}
 			/* one only retention or the schedule wants (snap_wait) waits past a final flush */
-			bool snap = r->pos_known && (r->need_snapshot || strcmp(r->pos.generation, d->gen) ||
-						     (r->snap_wait && !flush && !at_snap_index(r)));
+			bool needed = r->pos_known && (r->need_snapshot ||
+						       strcmp(r->pos.generation, d->gen));
+			bool snap = needed || (r->pos_known && r->snap_wait && !flush && snap_may &&
+					       !at_snap_index(r));
 			/* past an oversize index, the snapshot waits for the checkpoint's new index */
 			bool wait_index = snap && r->oversize && !strcmp(r->pos.generation, d->gen) &&
 					  d->index <= r->oversize_index;
@@ -1006,12 +1059,17 @@ void *replica_thread(void *arg)
 				rc = -1;
 			} else if (rc == 0 && snap) {
 				snapshot_past_the_left_second(r, flush);
-				rc = snapshot_take(r, flush);
+				int src = snapshot_take(r, flush);
 				/* the periodic one that waited for a new index keeps its cadence */
-				if (rc == 0 && c->snapshot_interval_ms > 0 && !periodic_waits)
+				if (src == 0 && c->snapshot_interval_ms > 0 && !periodic_waits)
 					next_snapshot = clock_mono_ns() + c->snapshot_interval_ms * NS_PER_MS;
-				if (rc == 0)
+				if (src == 0)
 					periodic_waits = false;
+				/* one only wanted: the segments go on without it */
+				if (needed)
+					rc = src;
+				else
+					snap_rc = src;
 			}
 			if (rc == 0 && r->pos_known)
 				rc = label_current(r, flush);
@@ -1047,15 +1105,15 @@ void *replica_thread(void *arg)
 				/* nor one asked for in that wait (QA118 O2): the snapshot stays due */
 				skip = flush_came(r, fseq);
 				if (!skip)
-					rc = snapshot_take(r, false);
+					snap_rc = snapshot_take(r, false);
 			} else {
 				log_debug("replica", "periodic snapshot waits for a new WAL index",
 					  "db=%s replica=%s index=%u", d->stat.name, r->stat.name,
 					  r->snap_index);
 			}
-			if (rc == 0 && !skip)
+			if (snap_rc == 0 && !skip)
 				next_snapshot = snapshot_next(next_snapshot, c->snapshot_interval_ms);
-			periodic_waits = rc == 0 && same;
+			periodic_waits = snap_rc == 0 && same;
 		}
 		if (rc == 0 && do_ret) {
 			bool need = false;
@@ -1076,12 +1134,16 @@ void *replica_thread(void *arg)
 				uint32_t at = r->snap_index;
 				if (same)
 					want_new_index(r);
+				/* one failing: a sync takes it after its backoff, not this turn again */
+				bool later = !same && (snap_rc < 0 || !snap_may);
+				if (later)
+					r->snap_wait = true;
 				pthread_mutex_unlock(&d->mu);
-				if (!same) {
+				if (!same && !later) {
 					snapshot_past_the_left_second(r, false);
 					if (!flush_came(r, fseq))
-						rc = snapshot_take(r, false);
-				} else {
+						snap_rc = snapshot_take(r, false);
+				} else if (same) {
 					log_debug("replica", "retention's snapshot waits for a new WAL "
 						  "index", "db=%s replica=%s index=%u", d->stat.name,
 						  r->stat.name, at);
@@ -1092,6 +1154,14 @@ void *replica_thread(void *arg)
 		if (do_writers) {
 			writers_check(r); /* its own failure is no sync failure: it tries again */
 			next_writers = clock_mono_ns() + writers_ns;
+		}
+		if (snap_rc < 0) {
+			snap_retry = clock_mono_ns() + snap_backoff_ms * NS_PER_MS;
+			snap_backoff_ms = snap_backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
+									: snap_backoff_ms * 2;
+		} else if (snap_rc == 0 && snap_retry && !r->snap_failing) {
+			snap_retry = 0; /* stored (mu not needed: only this thread writes it) */
+			snap_backoff_ms = BACKOFF_MIN_MS;
 		}
 		if (rc < 0 && flush) {
 			next_retry = clock_mono_ns() + 200 * NS_PER_MS;

@@ -517,9 +517,9 @@ static void snapshot_done(struct eng_replica *r, const char *gen, uint32_t index
 		r->behind_since_mono = 0;
 	}
 	r->gap = false;
-	int64_t since = r->stat.failing_since_ns ? r->stat.failing_since_mono_ns : 0;
-	r->stat.failing_since_ns = r->stat.failing_since_mono_ns = 0; /* it took a snapshot: it answers again */
-	r->failed_here = false;
+	bool loud;
+	r->snap_failing = false;
+	int64_t since = replica_end_outage(r, &loud); /* it took a snapshot: it answers again */
 	r->carried = false;           /* ... and holds the database (note_ok drops its record) */
 	r->stat.snapshots_total++;
 	r->stat.snapshot_bytes_total += plain_bytes;
@@ -529,10 +529,7 @@ static void snapshot_done(struct eng_replica *r, const char *gen, uint32_t index
 	if (unused >= 0)
 		close(unused);
 	/* as note_ok() says it, which finds nothing failing after this */
-	if (since)
-		log_info("replica", "replica recovered", "db=%s replica=%s failing_s=%.1f",
-			 d->stat.name, r->stat.name,
-			 (double)(clock_mono_ns() - since) / NS_PER_SEC);
+	replica_say_recovered(r, since, loud);
 }
 
 /*
@@ -738,5 +735,10 @@ out:
 			  "err=\"%s\"", d->stat.name, r->stat.name, msg);
 	else if (rc < 0)
 		replica_note_error(r, "snapshot failed", msg);
+	if (rc < 0 && !(d->eng->stop && !flush)) {
+		pthread_mutex_lock(&d->mu);
+		r->snap_failing = true;
+		pthread_mutex_unlock(&d->mu);
+	}
 	return rc;
 }

@@ -2521,6 +2521,43 @@ def test_a_failure_changing_its_cause_on_a_long_replica_path_is_said_again(run, 
         proxy.close()
 
 
+def test_a_snapshot_refused_while_segments_are_stored_holds_no_segment_back(run, tmp_path):
+    """The replica stores segments but refuses the periodic snapshot (its disk full for
+    one object that large, a quota): the segments waited for each try of the snapshot,
+    after a backoff growing to 10 s, whatever the sync interval; where a try came apart
+    from the sync, each try's stored segments ended the outage, and the next try began a
+    new one: a WARN and a "replica recovered" per try (QA158 D3). The snapshot is tried
+    again after a backoff of its own, segments go on at the sync interval, and the outage
+    lasts until a snapshot is stored: one WARN."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    env = faulty_env(op="rename", path=f"{rep}/", suffix=".snapshot.lz4", n=2, count=10**9,
+                     errno=28)
+    cfg = config(tmp_path, db, [file_replica(rep, sync="100ms", snapshot_interval="1s")])
+    r = run(cfg, env)
+    stop = threading.Event()
+    w = threading.Thread(target=blob_writer(db, stop, autocheckpoint=20, pause=0.01))
+    w.start()
+    try:
+        wait_for(lambda: "snapshot failed db=app.db replica=file" in r.text(), timeout=20,
+                 what="the refused snapshot", log=r.text)
+        refused = time.time()
+        time.sleep(8)  # the snapshot's tries come after 0.5, 1, 2, 4 s
+        ended = time.time()
+    finally:
+        stop.set()
+        w.join()
+    times = sorted(p.stat().st_mtime for p in rep.glob("generations/*/wal/*"))
+    during = [refused] + [t for t in times if refused < t < ended] + [ended]
+    gap = max(b - a for a, b in zip(during, during[1:]))
+    lines = r.text().splitlines()
+    said = [l for l in lines if (" WARN " in l and "snapshot failed" in l) or
+            (" INFO " in l and "replica recovered" in l)]
+    assert gap < 2, f"segments held back {gap:.1f} s\n" + r.text()
+    assert len(said) == 1 and "snapshot failed" in said[0], "\n".join(said)
+    assert r.stop() == 0, r.text()
+
+
 def test_a_kept_snapshot_file_goes_while_the_replicas_look_keeps_failing(run, tmp_path):
     """The kept file was let go only in replica_ship or the next snapshot: a replica whose
     generation was lost (a new one started) and which then stopped answering kept its old
