@@ -51,6 +51,7 @@ struct sup {
 	struct push *push;
 	struct sup_consul *consul; /* NULL without a consul: section */
 	bool lock_lost;          /* the writer lock went while the service ran: exit 111 */
+	bool restore_lock_lost;  /* ... or during the restore step, which it stopped */
 	int sfd;
 
 	int tty;                 /* the controlling terminal: the first of stdin, stdout and
@@ -852,12 +853,19 @@ static int prepare(struct sup *s)
 	return sup_consul_take_lock(s->consul, s->sfd, &s->state, unserved_tick, s);
 }
 
-/*
- * Restore every database while still reading signals: a TERM/INT now ends
- * litevisor at once (nothing runs yet; a restore leaves nothing half-written
- * at its target, and its threads cannot be interrupted, so _exit).
- * Returns 0 when the service may start, else the exit code.
- */
+/* After a restore step: 0 while the writer lock is still held, else the exit code (logged). */
+static int lock_kept(struct sup *s)
+{
+	char why[512];
+	if (sup_consul_lock_held(s->consul, why, sizeof(why)))
+		return 0;
+	/* another writer may hold it now: not one commit of ours may reach the replicas */
+	log_error("supervisor", "the writer lock was lost during the restore: nothing replicated, "
+		  "the service was not started", "key=\"%s\" error=\"%s\"", s->cfg->consul.lock_key,
+		  why);
+	return SUP_EXIT_TEMPFAIL;
+}
+
 /*
  * A stop signal during the restore step: ask the restores to stop and
  * remove their temp files, and give them RESTORE_STOP_GRACE_MS to do so
@@ -876,13 +884,34 @@ static void stop_restores(struct sup *s, int first)
 	dbs_restore_abandon();
 }
 
+/*
+ * The restore step's tick: a writer lock lost meanwhile stops the restores
+ * at once (lock_kept says so once they end), not after a handover wait of
+ * half a minute or a long download whose result may not be used.
+ */
+static void restore_tick(void *arg)
+{
+	struct sup *s = arg;
+	unserved_tick(s);
+	if (!s->restore_lock_lost && !sup_consul_lock_held(s->consul, NULL, 0)) {
+		s->restore_lock_lost = true;
+		dbs_restore_abort("the writer lock was lost");
+	}
+}
+
+/*
+ * Restore every database while still reading signals: a TERM/INT now ends
+ * litevisor at once (nothing runs yet; a restore leaves nothing half-written
+ * at its target, and its threads cannot be interrupted, so _exit).
+ * Returns 0 when the service may start, else the exit code.
+ */
 static int restore_all(struct sup *s)
 {
 	int64_t duration = 0;
 	set_phase(s, SUP_RESTORING, "restoring databases");
 	/* On a failed start the fd still fires once the started ones are done; finish fails then. */
 	(void)dbs_restore_start(s->dbs, sup_consul_unclean_wait_ms(s->consul));
-	int sig = sig_wait_fd(s->sfd, dbs_restore_fd(s->dbs), unserved_tick, s);
+	int sig = sig_wait_fd(s->sfd, dbs_restore_fd(s->dbs), restore_tick, s);
 	if (sig) {
 		log_warn("supervisor", "stopped while restoring; the service was not started",
 			 "signal=%s", sig_name(sig));
@@ -894,25 +923,14 @@ static int restore_all(struct sup *s)
 	}
 	int code = dbs_restore_finish(s->dbs, &duration);
 	sup_state_set_restore(&s->state, code == 0, duration);
+	if (s->restore_lock_lost)
+		return lock_kept(s); /* why the restores stopped: 111 */
 	if (code == 0)
 		log_info("supervisor", "restore done", "databases=%zu duration_ms=%lld",
 			 s->cfg->ndbs, (long long)duration);
 	else
 		set_phase(s, SUP_EXITING, "a required database could not be restored");
 	return code;
-}
-
-/* After a restore step: 0 while the writer lock is still held, else the exit code (logged). */
-static int lock_kept(struct sup *s)
-{
-	char why[512];
-	if (sup_consul_lock_held(s->consul, why, sizeof(why)))
-		return 0;
-	/* another writer may hold it now: not one commit of ours may reach the replicas */
-	log_error("supervisor", "the writer lock was lost during the restore: nothing replicated, "
-		  "the service was not started", "key=\"%s\" error=\"%s\"", s->cfg->consul.lock_key,
-		  why);
-	return SUP_EXIT_TEMPFAIL;
 }
 
 /* Start replicating (dbs_start): 0, or the exit code (logged). */
