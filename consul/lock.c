@@ -349,22 +349,32 @@ static int acquire(struct consul_lock *l, char *why, size_t whylen)
 	return rc;
 }
 
-/* The name of the session holding the key, for the log ("litevisor: node2 …"). */
-static void holder_name(struct consul_lock *l, const char *session, char *buf, size_t len)
+/*
+ * The name of the session holding the key, for the log ("litevisor: node2
+ * …"; "session <id>" when it has none or is not known). Returns true when
+ * the session was read, whatever its name (none: another program's, as
+ * plain HTTP clients make them), false when it could not be (a failed call,
+ * a session gone meanwhile).
+ */
+static bool holder_name(struct consul_lock *l, const char *session, char *buf, size_t len)
 {
 	char path[128], err[256];
 	struct consul_reply r;
+	bool known = false;
 	snprintf(buf, len, "session %s", session);
 	snprintf(path, sizeof(path), "/v1/session/info/%s", session);
 	if (consul_call(l->cl, "GET", path, NULL, bounded(l, l->cfg->timeout_ms), &r, err, sizeof(err)) == 0 &&
 	    r.status == 200) {
 		json_t *doc = json_loads(r.body, 0, NULL);
-		const char *name = json_string_value(json_object_get(json_array_get(doc, 0), "Name"));
+		json_t *info = json_array_get(doc, 0);
+		const char *name = json_string_value(json_object_get(info, "Name"));
+		known = json_is_object(info);
 		if (name && *name)
 			snprintf(buf, len, "%s (session %s)", name, session);
 		json_decref(doc);
 	}
 	consul_reply_release(&r);
+	return known;
 }
 
 static bool renew_due(const struct consul_lock *l)
@@ -441,9 +451,11 @@ static bool take(struct consul_lock *l)
 			char who[300] = "";
 			/* held by our own session (a lost acquire landed): ours, whatever it holds (QA158 D2) */
 			foreign = prev.foreign && strcmp(prev.session, l->session) != 0;
-			if (foreign && prev.session[0])
-				holder_name(l, prev.session, who, sizeof(who));
-			bool held_by_ours = !strncmp(who, "litevisor: ", 11) || !strncmp(who, "session ", 8);
+			bool known = foreign && prev.session[0] &&
+				     holder_name(l, prev.session, who, sizeof(who));
+			/* a session with no name is another program's (QA159 D2) */
+			bool held_by_ours = prev.session[0] &&
+					    (!known || !strncmp(who, "litevisor: ", 11));
 			if (foreign && !held_by_ours) {
 				char msg[700];
 				snprintf(msg, sizeof(msg), "the key %s holds a value that is not a litevisor "
@@ -564,7 +576,7 @@ static bool take(struct consul_lock *l)
 		}
 		if (strcmp(k.session, seen) != 0) {
 			char who[300];
-			holder_name(l, k.session, who, sizeof(who));
+			(void)holder_name(l, k.session, who, sizeof(who));
 			log_info("consul", "waiting for the writer lock", "key=\"%s\" held_by=\"%s\"",
 				 l->cfg->lock_key, who);
 			snprintf(seen, sizeof(seen), "%s", k.session);

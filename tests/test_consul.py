@@ -898,7 +898,7 @@ def test_a_lock_released_by_hand_from_a_holder_cut_off_waits_for_it_to_learn_and
     assert b.wait(timeout=30) == 0, b.stderr()
 
 
-@pytest.mark.parametrize("first_read", ["answered", "refused", "held"])
+@pytest.mark.parametrize("first_read", ["answered", "refused", "held", "held-unnamed"])
 def test_a_key_holding_another_value_is_not_taken_over(litevisor_bin, tmp_path, runs, consul,
                                                        first_read):
     """lock.key naming a key that holds data (a typo, a key shared with a template): taking
@@ -907,18 +907,20 @@ def test_a_key_holding_another_value_is_not_taken_over(litevisor_bin, tmp_path, 
     the key before the acquire (a 429 of Consul's read rate limit) let it acquire unread
     (QA148 D2): the read is made again first. Read held by another program, it was
     acquired anyway, and taken over if that program let it go before the acquire landed
-    (QA156 D2): refused at once too."""
+    (QA156 D2): refused at once too, also under a session with no name, as plain HTTP
+    clients make them (QA159 D2: waited on as maybe a litevisor's)."""
     assert http(consul, "PUT", "/v1/kv/app/config", "db_password=hunter2\n") is True
     if first_read == "refused":
         consul.fail_next(1, 429, "rate limit exceeded", path="/v1/kv/app/config", method="GET")
-    if first_read == "held":
-        sid = http(consul, "PUT", "/v1/session/create", json.dumps({"Name": "other"}))["ID"]
+    if first_read.startswith("held"):
+        named = {"Name": "other"} if first_read == "held" else {}
+        sid = http(consul, "PUT", "/v1/session/create", json.dumps(named))["ID"]
         assert http(consul, "PUT", f"/v1/kv/app/config?acquire={sid}", "db_password=hunter2\n")
     r = node_run(runs, litevisor_bin, tmp_path, "a", lock_cfg(tmp_path, "a", consul, key="app/config"))
     assert r.wait(timeout=30) == 111, r.stderr()
     acquires = [q for q in consul.requests
                 if q[0] == "PUT" and q[1].startswith("/v1/kv/app/config?acquire=")]
-    assert len(acquires) == (first_read == "held"), acquires  # the other program's only
+    assert len(acquires) == first_read.startswith("held"), acquires  # the other program's only
     assert "holds a value that is not a litevisor holder's record" in r.stderr(), r.stderr()
     assert http(consul, "GET", "/v1/kv/app/config")[0]["Value"] == \
         base64.b64encode(b"db_password=hunter2\n").decode()
