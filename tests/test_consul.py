@@ -794,7 +794,9 @@ def test_a_writer_taking_a_lock_its_holder_lost_waits_for_its_last_commit(litevi
     rows = json.loads((tmp_path / "b" / "report.json").read_text())["rows"]
     assert rows[-1] == "term-handler", (rows, b.stderr())
     assert "restore waits for its open generation" in b.stderr(), b.stderr()
-    # B stops cleanly: its release is marked, and the next writer waits for nothing
+    # B stops cleanly: its release is marked, and the next writer waits for nothing (its
+    # service ready first: the report comes before its TERM handler)
+    poll(lambda: (tmp_path / "b" / "ready").exists(), timeout=30, log=b.log_path)
     os.kill(b.pid, signal.SIGTERM)
     assert b.wait(timeout=30) == 0, b.stderr()
     c = node_run(runs, litevisor_bin, tmp_path, "c", cfg("c"))
@@ -894,7 +896,8 @@ def test_a_lock_released_by_hand_from_a_holder_cut_off_waits_for_it_to_learn_and
     rows = json.loads((tmp_path / "b" / "report.json").read_text())["rows"]
     assert rows[-1] == "term-handler", (rows, b.stderr())
     assert "no lock delay held the key before this take" in b.stderr(), b.stderr()
-    os.kill(b.pid, signal.SIGTERM)
+    poll(lambda: (tmp_path / "b" / "ready").exists(), timeout=30, log=b.log_path)
+    os.kill(b.pid, signal.SIGTERM)  # once its service handles it
     assert b.wait(timeout=30) == 0, b.stderr()
 
 
