@@ -73,27 +73,47 @@ static bool header_past(const uint8_t *h, int64_t size)
 	       (int64_t)pages * ps > size;
 }
 
-static ssize_t dbfile_read(void *ctx, void *buf, size_t len)
+/* How often page 1 is read again, 10 ms apart, while it counts past the size. */
+#define TORN_TRIES 50
+
+static ssize_t dbfile_read(void *ctx, void *buf, size_t want)
 {
 	struct dbfile_src *s = ctx;
-	if (s->pos >= s->size)
-		return 0;
-	if ((int64_t)len > s->size - s->pos)
-		len = (size_t)(s->size - s->pos);
-	if (len > 1 << 20)
-		len = 1 << 20;
-	/* short: a checkpoint shrank the file; the zeroes lie past the last commit's size */
-	if (db_file_read(s->conn, buf, (int)len, s->pos) < 0) {
-		errno = EIO;
-		return -1;
+	for (int tries = 0;; tries++) {
+		if (s->pos >= s->size)
+			return 0;
+		size_t len = want;
+		if ((int64_t)len > s->size - s->pos)
+			len = (size_t)(s->size - s->pos);
+		if (len > 1 << 20)
+			len = 1 << 20;
+		/* short: a checkpoint shrank the file; the zeroes lie past the last commit's size */
+		if (db_file_read(s->conn, buf, (int)len, s->pos) < 0) {
+			errno = EIO;
+			return -1;
+		}
+		if (!(s->pos == 0 && len >= 100 && header_past(buf, s->size))) {
+			s->pos += (int64_t)len;
+			return (ssize_t)len;
+		}
+		/*
+		 * A checkpoint grew the file after its size was taken, page 1
+		 * first: take the size again once it is done, before a byte is
+		 * passed on. It copies no commit past our read mark, so the larger
+		 * image holds none the snapshot's WAL would not replay anyway.
+		 * Still torn after half a second: this try fails (snapshot_take
+		 * then streams nothing directly: the same read would fail again).
+		 */
+		int64_t size = db_file_size(s->conn);
+		if (tries >= TORN_TRIES || size < 0) {
+			s->torn = true;
+			errno = EAGAIN;
+			return -1;
+		}
+		if (size == s->size)
+			clock_sleep_ms(10);
+		s->size = size;
 	}
-	if (s->pos == 0 && len >= 100 && header_past(buf, s->size)) {
-		s->torn = true;
-		errno = EAGAIN;
-		return -1;
-	}
-	s->pos += (int64_t)len;
-	return (ssize_t)len;
 }
 
 static int dbfile_rewind(void *ctx)
@@ -420,7 +440,7 @@ static int spool_build(struct eng_db *d, struct snap_db *s, int64_t *packed, uin
 		ssize_t n = src.read(src.ctx, buf, SPOOL_CHUNK);
 		if (n < 0) {
 			snprintf(msg, len, "reading the database: %s", s->fsrc.torn ?
-				 "a checkpoint grew it while it was read (tried again)" : strerror(errno));
+				 "a checkpoint kept growing it while it was read" : strerror(errno));
 			goto fail;
 		}
 		if (n == 0)
@@ -647,6 +667,9 @@ int snapshot_take(struct eng_replica *r, bool flush)
 		share_publish(d, fd, &s, u.packed, u.plain);
 		if (u.fd >= 0) {
 			snap_db_close(&s); /* the local copy holds it now */
+		} else if (s.fsrc.torn) {
+			snprintf(msg, sizeof(msg), "%s", why); /* read directly, it would be again */
+			goto out;
 		} else {
 			log_warn("replica", "cannot share the snapshot, streaming it directly",
 				 "db=%s replica=%s err=\"%s\"", d->stat.name, r->stat.name,
@@ -667,6 +690,9 @@ int snapshot_take(struct eng_replica *r, bool flush)
 			u.fd = fd;
 			snap_db_close(&s);
 			how = SNAP_SPOOLED;
+		} else if (s.fsrc.torn) {
+			snprintf(msg, sizeof(msg), "%s", why);
+			goto out;
 		} else {
 			log_warn("replica", "cannot spool the snapshot, streaming it directly (the WAL "
 				 "cannot restart until it is uploaded)",
