@@ -739,13 +739,13 @@ static void note_ok(struct eng_replica *r)
 	 * refused while segments are stored): the outage goes on until one is
 	 * stored; it answers, for the backlog cap (QA114 D4).
 	 */
+	r->carried = false; /* it holds everything the shadow held, older commits with it */
 	if (r->snap_failing) {
 		r->failed_here = false;
 		pthread_mutex_unlock(&d->mu);
 		return;
 	}
 	int64_t since = replica_end_outage(r, &loud);
-	r->carried = false; /* it holds everything the shadow held, older commits with it */
 	pthread_mutex_unlock(&d->mu);
 	failrec_clear(r);
 	replica_say_recovered(r, since, loud);
