@@ -132,6 +132,31 @@ static const struct cat_segment *last_segment(const struct rs_cand *c, const cha
 }
 
 /*
+ * Does candidate c list a snapshot of generation gen that a restore to t
+ * could start from (at or before its index and timestamp, as rs_plan_build
+ * reads them; for a candidate the whole-second cut moved, at or before what
+ * it surely stored)? One that does not cannot restore gen at t, whatever
+ * segments of it it holds.
+ */
+static bool starts_by(const struct rs_cand *c, const char *gen, const struct rs_target *t)
+{
+	int64_t ts = c->cut_ns ? c->cut_ns : t->timestamp_ns;
+	for (size_t k = 0; k < c->ngens; k++) {
+		const struct cat_generation *g = &c->gens[k];
+		if (strcmp(g->id, gen) != 0)
+			continue;
+		for (size_t i = 0; i < g->nsnapshots; i++) {
+			const struct cat_snapshot *sn = &g->snapshots[i];
+			if ((!t->has_index || sn->index <= t->index) &&
+			    (!ts || sn->mtime_ns + g->clock_offset_ns <= ts))
+				return true;
+		}
+		return false;
+	}
+	return false;
+}
+
+/*
  * Does a candidate whose plan is another generation list the winner's
  * generation past the winner's end (a segment starting there or later; at
  * an end only known as a lower bound, later), or a last segment starting
@@ -148,6 +173,15 @@ static bool more_elsewhere(const struct session *s)
 		const struct rs_cand *c = &s->c[i];
 		if (c == w || c->state != RC_OK ||
 		    (c->has_data && !strcmp(c->plan.generation, w->plan.generation)))
+			continue;
+		/*
+		 * Probed again for gen alone, one with no snapshot of it to start
+		 * from (a finer replica whose snapshot was rewritten after the
+		 * timestamp, its WAL from before kept) still has no data: its
+		 * segments would only cost every replica a second listing
+		 * (QA159 D3).
+		 */
+		if (!starts_by(c, w->plan.generation, &s->t))
 			continue;
 		const struct cat_segment *l = last_segment(c, w->plan.generation, &s->t);
 		if (!l)
@@ -209,8 +243,9 @@ static int session_probe(struct session *s, const char *only, bool measure_all,
 	rs_probe_all(s->c, s->n, &po);
 	if (rs_plans_whole_second_cut(s->c, s->n, &s->t) && !s->quiet)
 		log_info("restore", "-timestamp: replicas keeping whole-second times are read only "
-			 "up to what they surely stored by it (a second before), since another keeps "
-			 "finer times and cuts exactly there", "db=\"%s\"", s->dbname);
+			 "up to what they surely stored by it (objects stamped a second before it, and "
+			 "segments another replica keeping finer times stored by it), since that one "
+			 "holds some of the generation by then", "db=\"%s\"", s->dbname);
 	if (!restore_aborted())
 		rs_measure_ends(s->c, s->n, measure_all, &po);
 	if (restore_aborted()) { /* a stop while probing: nothing written yet */

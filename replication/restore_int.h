@@ -52,6 +52,15 @@ struct rs_target {
 	int64_t skew_ns;         /* one replica's generations whose newest objects are closer
 				    than this cannot be told apart by time (a replica copied
 				    object by object gives all the copy's): RS_COPY_TIE_NS */
+	/*
+	 * Set by rs_plans_whole_second_cut only: the listing of one generation
+	 * on a replica keeping finer times, and the timestamp the cut moved
+	 * timestamp_ns back from (the server's time). A segment of that
+	 * generation stamped after timestamp_ns still applies when finer holds
+	 * it, the same size, stored by finer_ts (see there). NULL: none.
+	 */
+	const struct cat_generation *finer;
+	int64_t finer_ts;
 };
 
 /*
@@ -265,9 +274,11 @@ int rs_plan_build(const struct cat_generation *gens, size_t ngens, const struct 
  * exactly there, that candidate "held more" and won: the restore brought
  * back commits made after the timestamp. The plan of a candidate whose
  * every time is a whole second is built again on only what was surely
- * stored by the timestamp (stamped a whole second before it or earlier)
- * when a candidate that answered with finer times has a plan in its
- * generation at the timestamp.
+ * stored by the timestamp when a candidate that answered with finer times
+ * has a plan in its generation at the timestamp, or stored some of that
+ * generation by it (QA155 D2): objects stamped a whole second before it or
+ * earlier, and the segments of the timestamp's second that the finer one
+ * holds under the same name and size, stored by the timestamp (QA159 D4).
  * Returns how many were.
  */
 size_t rs_plans_whole_second_cut(struct rs_cand *c, size_t n, const struct rs_target *t);

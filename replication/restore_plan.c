@@ -19,7 +19,9 @@
  *   and at most one past the generation's newest WAL index (neither tool
  *   writes one further: a misnamed object, which Litestream ignores too);
  * - segments: from the snapshot's index on, stopping at -index or at the
- *   first object newer than -timestamp;
+ *   first object newer than -timestamp (for a whole-second replica beside a
+ *   finer one, rs_plans_whole_second_cut, at the first one also not held
+ *   by the finer one by then: finer_stored);
  * - an -index past the generation's last index is an error, not a silent
  *   restore to the end;
  * - every index must start at offset 0 and follow the previous one; a gap
@@ -162,6 +164,38 @@ static bool left_for(const struct cat_generation *h, const struct cat_generation
 	return !h->nsnapshots && h->min_ns < g->min_ns && d < NS_PER_SEC && d > -NS_PER_SEC;
 }
 
+/*
+ * Did the finer-clocked replica of t (rs_plans_whole_second_cut) store
+ * segment s of generation g by t->finer_ts, the timestamp the cut moved
+ * back from? Its times are exact, and one writer ships the same frames of
+ * a generation under one name: the same name and size there is the same
+ * segment, stored by then, whatever this replica's whole second says. A
+ * copy of that segment holding more frames (another sync schedule, a
+ * writer that died mid-upload) differs in size and is not taken (the size
+ * tells them apart as more_elsewhere in restore.c reads it), nor is one
+ * in another form (encrypted on one replica only): those stay cut.
+ */
+static bool finer_stored(const struct rs_target *t, const struct cat_generation *g,
+			 const struct cat_segment *s)
+{
+	const struct cat_generation *f = t->finer;
+	if (!f || strcmp(f->id, g->id) != 0)
+		return false;
+	size_t lo = 0, hi = f->nsegments; /* sorted by (index, offset) */
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		const struct cat_segment *o = &f->segments[mid];
+		if (o->index < s->index || (o->index == s->index && o->offset < s->offset)) {
+			lo = mid + 1;
+		} else if (o->index == s->index && o->offset == s->offset) {
+			return o->size == s->size && o->mtime_ns + f->clock_offset_ns <= t->finer_ts;
+		} else {
+			hi = mid;
+		}
+	}
+	return false;
+}
+
 /* Note in p that generation g, the newest for t here, cannot serve t. */
 static void block(struct rs_plan *p, const struct cat_generation *g, const struct rs_target *t)
 {
@@ -286,8 +320,12 @@ int rs_plan_build(const struct cat_generation *gens, size_t ngens, const struct 
 			continue;
 		if (t->has_index && s->index > t->index)
 			break;
-		if (t->timestamp_ns && s->mtime_ns + g->clock_offset_ns > t->timestamp_ns)
-			break;
+		if (t->timestamp_ns && s->mtime_ns + g->clock_offset_ns > t->timestamp_ns) {
+			if (!finer_stored(t, g, s))
+				break;
+			if (s->mtime_ns > p->newest_ns) /* the newest object it applies */
+				p->newest_ns = s->mtime_ns;
+		}
 		/* a gap is noted, not skipped: applying fails there and falls back */
 		if (!p->truncated) {
 			if (s->index == cur && !started && s->offset != 0) {
@@ -353,18 +391,30 @@ static bool finer_holds(const struct rs_cand *c, size_t n, const char *gen)
  * whatever it restores at t: its exact
  * times still say what was stored by then)? One whose objects of gen all
  * came later (a replica added since) tells nothing of t (QA125 D1).
+ * Its listing of gen, of the one that stored the newest object by t when
+ * several did (it saw the most), else NULL.
  */
-static bool finer_saw(const struct rs_cand *c, size_t n, const char *gen, int64_t t)
+static const struct cat_generation *finer_saw(const struct rs_cand *c, size_t n,
+					      const char *gen, int64_t t)
 {
+	const struct cat_generation *best = NULL;
+	int64_t best_at = 0;
 	for (size_t i = 0; i < n; i++) {
 		if (c[i].state != RC_OK || whole_seconds(&c[i]) != 0)
 			continue;
-		for (size_t k = 0; k < c[i].ngens; k++)
-			if (!strcmp(c[i].gens[k].id, gen) && c[i].gens[k].min_ns &&
-			    c[i].gens[k].min_ns + c[i].gens[k].clock_offset_ns <= t)
-				return true;
+		for (size_t k = 0; k < c[i].ngens; k++) {
+			const struct cat_generation *g = &c[i].gens[k];
+			if (strcmp(g->id, gen) != 0 || !g->min_ns ||
+			    g->min_ns + g->clock_offset_ns > t)
+				continue;
+			int64_t at = newest_by(g, t);
+			if (!best || at > best_at) {
+				best = g;
+				best_at = at;
+			}
+		}
 	}
-	return false;
+	return best;
 }
 
 size_t rs_plans_whole_second_cut(struct rs_cand *c, size_t n, const struct rs_target *t)
@@ -392,12 +442,26 @@ size_t rs_plans_whole_second_cut(struct rs_cand *c, size_t n, const struct rs_ta
 		 * rewritten after it, its WAL from before kept) let a whole-second
 		 * candidate restore commits made after the timestamp (QA155 D2).
 		 */
-		if (c[i].state != RC_OK || !c[i].has_data || whole_seconds(&c[i]) != 1 ||
-		    (!finer_holds(c, n, c[i].plan.generation) &&
-		     !finer_saw(c, n, c[i].plan.generation, t->timestamp_ns)))
+		if (c[i].state != RC_OK || !c[i].has_data || whole_seconds(&c[i]) != 1)
 			continue;
+		const struct cat_generation *saw = finer_saw(c, n, c[i].plan.generation,
+							     t->timestamp_ns);
+		if (!saw && !finer_holds(c, n, c[i].plan.generation))
+			continue;
+		/*
+		 * Cut by time, not by what the finer one knows, dropped up to a
+		 * second of commits that its exact times prove were made before
+		 * the timestamp (QA159 D4): the segments it stored by then, by
+		 * name and size, still apply here. Nothing it did not store by
+		 * the timestamp does, unless this one's own time proves it.
+		 * Snapshots stay cut by time: a snapshot's name says where its
+		 * index starts, not how far past that its read reached.
+		 */
+		struct rs_target own = sure;
+		own.finer = saw;
+		own.finer_ts = t->timestamp_ns;
 		rs_plan_release(&c[i].plan);
-		int rc = rs_plan_build(c[i].gens, c[i].ngens, &sure, &c[i].plan, c[i].nodata,
+		int rc = rs_plan_build(c[i].gens, c[i].ngens, &own, &c[i].plan, c[i].nodata,
 				       sizeof(c[i].nodata));
 		c[i].has_data = rc == 1;
 		c[i].cut_ns = sure.timestamp_ns;

@@ -3624,3 +3624,56 @@ def test_a_timestamp_an_exact_replica_cannot_restore_is_not_taken_from_a_whole_s
     got, err = restore(litevisor_bin)
     assert got is None, err
     assert restore(litestream_bin)[0] is None
+
+
+def test_a_timestamp_takes_the_segments_an_exact_replica_stored_by_it_from_a_whole_second_one(
+        litevisor_bin, tmp_path):
+    """-timestamp T where the exact replica A has no snapshot at or before T (rewritten after
+    it) but stored the generation's segments by T, and the whole-second copy B holds an
+    older snapshot (stamped a second before T's): B was cut to a second before T and gave
+    c0 alone, though A's exact times prove c1..c3 were committed before T and B holds those
+    segments under the same names and sizes (QA159 D4). What A did not store by T stays
+    out: a segment it stored later, or B's copy of a name that holds more (another sync
+    schedule), lest commits made after T come back (QA155 D2). And A, with no snapshot to
+    start from, does not get every replica probed again (QA159 D3)."""
+    restore, db, a, b, cfg, s = exact_and_whole_second_replicas(litevisor_bin, tmp_path,
+                                                                [600, 100, 200, 300, 400])
+    (ga,) = (a / "generations").iterdir()
+    (gb,) = (b / "generations").iterdir()
+    wal_a, wal_b = sorted((ga / "wal").iterdir()), sorted((gb / "wal").iterdir())
+    assert len(wal_a) == 4, wal_a
+    for o in sorted((gb / "snapshots").iterdir()) + wal_b[:1]:  # c0: a second before T's
+        os.utime(o, ns=(s - 10 ** 9,) * 2)
+    assert restore(litevisor_bin, "-replica", "A")[0] is None
+    assert restore(litevisor_bin, "-replica", "B")[0] == ["c0", "c1", "c2", "c3"]
+    got, err = restore(litevisor_bin)
+    assert got == ["c0", "c1", "c2", "c3"], err
+    assert err.count("replicas keeping whole-second times") == 1, err
+    assert "holds more of the newest generation" not in err, err
+
+    # A stored c3's segment after T: B's copy of it, stamped T's second, stays out
+    os.utime(wal_a[3], ns=(s + 700_000_000,) * 2)
+    got, err = restore(litevisor_bin)
+    assert got == ["c0", "c1", "c2"], err
+
+    # B lost its last segment: it ends before A's last by T, but A cannot restore the
+    # generation at T at all, so nobody is probed again for it (QA159 D3)
+    os.utime(wal_a[3], ns=(s + 400_000_000 + 4,) * 2)
+    last_b = wal_b[3].read_bytes()
+    wal_b[3].unlink()
+    got, err = restore(litevisor_bin)
+    assert got == ["c0", "c1", "c2"], err
+    assert "holds more of the newest generation" not in err, err
+    assert err.count("replicas keeping whole-second times") == 1, err
+
+    # B cut c2 and c3 into one segment under c2's name (synced less often than A), and A
+    # stored c3 after T: that segment holds a commit A did not store by T and stays out
+    os.utime(wal_a[3], ns=(s + 700_000_000,) * 2)
+    merged = subprocess.run(["lz4", "-d", "-c", "-q"], input=wal_b[2].read_bytes() + last_b,
+                            capture_output=True, check=True).stdout
+    wal_b[2].write_bytes(lz4(merged))
+    os.utime(wal_b[2], ns=(s, s))
+    assert wal_b[2].stat().st_size != wal_a[2].stat().st_size
+    assert restore(litevisor_bin, "-replica", "B")[0] == ["c0", "c1", "c2", "c3"]
+    got, err = restore(litevisor_bin)
+    assert got == ["c0", "c1"], err
