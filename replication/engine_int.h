@@ -81,10 +81,8 @@ struct eng_replica {
 		uint64_t shape;       /* ...a hash of the text's shape */
 		int64_t mono;         /* ...when, mono ns (0: an empty slot) */
 	} said[4];
-	bool outage_said;             /* this outage said a failure at WARN */
 	bool snap_failing;            /* its last snapshot failed: the outage lasts until one is
 				       * stored, whatever segments are meanwhile */
-	int64_t recovered_mono;       /* when the last outage ended, mono ns (0 none) */
 	int64_t look_since_mono;      /* a look at its position under way since then, or 0 */
 	struct wal_pos pos;
 	bool need_snapshot;           /* next upload starts with a snapshot */
@@ -445,14 +443,11 @@ int replica_label(struct eng_replica *r, const char *gen, const struct st_call *
 void replica_note_error(struct eng_replica *r, const char *what, const char *msg);
 /*
  * Under mu: r succeeded; end its outage, if any. Returns 0 when none was
- * under way, else its mono start, and sets *loud when the outage said a
- * failure at WARN: its end is said at INFO then (replica_say_recovered), at
- * debug when every failure of it was (a replica flapping within five
- * minutes, whose memory of what was said is kept across the recovery).
+ * under way, else its mono start, for replica_say_recovered.
  */
-int64_t replica_end_outage(struct eng_replica *r, bool *loud);
-/* Log the end of an outage replica_end_outage() returned (mu not held). */
-void replica_say_recovered(struct eng_replica *r, int64_t since, bool loud);
+int64_t replica_end_outage(struct eng_replica *r);
+/* Log the end of an outage replica_end_outage() returned (mu not held; none: nothing). */
+void replica_say_recovered(struct eng_replica *r, int64_t since);
 
 /*
  * r will not write into gen (the database's current generation) any more:

@@ -101,7 +101,6 @@ void failrec_note_flush_failed(struct eng_replica *r)
 		r->stat.failing_since_ns = r->flush_failed_ns;
 		r->stat.failing_since_mono_ns = clock_mono_ns();
 	}
-	r->outage_said = true; /* "final flush incomplete": its end is said too */
 	pthread_mutex_unlock(&d->mu);
 	failrec_note(r, first);
 }
@@ -171,7 +170,6 @@ void failrec_load(struct eng_db *d)
 		r->stat.failing_since_mono_ns = mono - (wall - rec.failing_since_ns);
 		r->carried = rec.behind_since_ns > 0;
 		r->carried_since_mono = r->carried ? mono - (wall - rec.behind_since_ns) : 0;
-		r->outage_said = true; /* below: its end is said too */
 		pthread_mutex_unlock(&d->mu);
 		r->failure_recorded = true;
 		r->recorded_behind_ns = rec.behind_since_ns;

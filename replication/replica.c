@@ -372,17 +372,8 @@ void replica_note_error(struct eng_replica *r, const char *what, const char *msg
 	 * alternates between its look, its snapshot and its segments, and a
 	 * server down at start, or a snapshot due, said each try (QA154 D1).
 	 */
-	/*
-	 * A new outage forgets what the last said, unless that one ended less
-	 * than five minutes ago: a replica failing at every other try (a
-	 * snapshot refused while its segments are stored, QA158 D3) is one
-	 * outage to a reader, not a WARN and a recovery per try.
-	 */
-	if (!r->stat.failing_since_ns) {
-		if (!r->recovered_mono || mono - r->recovered_mono >= ERROR_REPEAT_NS)
-			memset(r->said, 0, sizeof(r->said));
-		r->outage_said = false;
-	}
+	if (!r->stat.failing_since_ns)
+		memset(r->said, 0, sizeof(r->said)); /* a new outage */
 	size_t slot = SIZE_MAX, oldest = 0;
 	for (size_t i = 0; i < sizeof(r->said) / sizeof(r->said[0]); i++) {
 		if (r->said[i].mono && r->said[i].shape == h)
@@ -400,8 +391,6 @@ void replica_note_error(struct eng_replica *r, const char *what, const char *msg
 	}
 	int64_t failing_s = r->stat.failing_since_mono_ns ?
 		(mono - r->stat.failing_since_mono_ns) / NS_PER_SEC : 0;
-	if (!again)
-		r->outage_said = true;
 	pthread_mutex_unlock(&d->mu);
 	if (same && !again) /* the five-minute repeat says how long it lasts */
 		log_warn("replica", what, "db=%s replica=%s failing_s=%lld err=\"%s\"", d->stat.name,
@@ -705,32 +694,27 @@ int replica_ship(struct eng_replica *r, bool flush)
 	}
 }
 
-int64_t replica_end_outage(struct eng_replica *r, bool *loud)
+int64_t replica_end_outage(struct eng_replica *r)
 {
 	int64_t since = r->stat.failing_since_ns ? r->stat.failing_since_mono_ns : 0;
-	*loud = since && r->outage_said;
-	if (r->stat.failing_since_ns)
-		r->recovered_mono = clock_mono_ns();
 	r->stat.failing_since_ns = r->stat.failing_since_mono_ns = 0;
-	r->outage_said = false;
 	r->failed_here = false;
 	return since;
 }
 
-void replica_say_recovered(struct eng_replica *r, int64_t since, bool loud)
+void replica_say_recovered(struct eng_replica *r, int64_t since)
 {
 	/* the failures were logged: say when they end, and how long it took */
 	if (since)
-		log_event(loud ? LOG_INFO : LOG_DEBUG, "replica", "replica recovered",
-			  "db=%s replica=%s failing_s=%.1f", r->db->stat.name, r->stat.name,
-			  (double)(clock_mono_ns() - since) / NS_PER_SEC);
+		log_info("replica", "replica recovered", "db=%s replica=%s failing_s=%.1f",
+			 r->db->stat.name, r->stat.name,
+			 (double)(clock_mono_ns() - since) / NS_PER_SEC);
 }
 
 static void note_ok(struct eng_replica *r)
 {
 	struct eng_db *d = r->db;
 	int64_t now = clock_wall_ns();
-	bool loud;
 	pthread_mutex_lock(&d->mu);
 	r->stat.syncs_total++;
 	r->stat.last_sync_ns = now;
@@ -745,10 +729,10 @@ static void note_ok(struct eng_replica *r)
 		pthread_mutex_unlock(&d->mu);
 		return;
 	}
-	int64_t since = replica_end_outage(r, &loud);
+	int64_t since = replica_end_outage(r);
 	pthread_mutex_unlock(&d->mu);
 	failrec_clear(r);
-	replica_say_recovered(r, since, loud);
+	replica_say_recovered(r, since);
 }
 
 /*
@@ -971,10 +955,18 @@ void *replica_thread(void *arg)
 		bool may = now >= next_retry && !r->closed && !r->refused;
 		bool ready = replica_pos_ready(d);
 		bool snap_may = now >= snap_retry;
-		/* the periodic snapshot that waited for a new index: at once, not a sync-interval on */
-		bool do_sync = ready && may && b && (flush || now >= next_sync ||
-						     (periodic_waits && r->snap_wait && snap_may &&
-						      !at_snap_index(r)));
+		/*
+		 * A wanted snapshot a sync takes (snap_wait) that is owed now: the
+		 * periodic one that waited for a new index, at once, not a
+		 * sync-interval on; one that failed, once its backoff is over. A
+		 * reason to run of its own, with nothing to ship too: an idle
+		 * database left it failing until the next interval or retention
+		 * check (QA161 D2, D3).
+		 */
+		bool snap_owed = r->snap_wait && r->pos_known && !flush &&
+				 (periodic_waits || r->snap_failing);
+		bool snap_due = snap_owed && snap_may && !at_snap_index(r);
+		bool do_sync = ready && may && ((b && (flush || now >= next_sync)) || snap_due);
 		/*
 		 * Neither retention nor a periodic snapshot in a final flush: an
 		 * upload with no deadline held the closed mark past it (QA114 D2)
@@ -990,7 +982,7 @@ void *replica_thread(void *arg)
 				until = next_sync;
 			if (b && next_retry > now && next_retry < until)
 				until = next_retry;
-			if (b && periodic_waits && r->snap_wait && snap_retry > now && snap_retry < until)
+			if (snap_owed && snap_retry > now && snap_retry < until)
 				until = snap_retry;
 			/*
 			 * the retention and snapshot schedules (retried after a failure's
@@ -1002,9 +994,11 @@ void *replica_thread(void *arg)
 			bool sched = !r->closed && !r->refused;
 			if (sched && ready && r->pos_known && next_retention && next_retention < until)
 				until = next_retention > at ? next_retention : at;
+			/* never later than it was: a snapshot's backoff holds no sync back (QA161 D1) */
+			int64_t snap_next = next_snapshot > snap_at ? next_snapshot : snap_at;
 			if (sched && ready && r->pos_known && c->snapshot_interval_ms > 0 &&
-			    next_snapshot && next_snapshot < until)
-				until = next_snapshot > snap_at ? next_snapshot : snap_at;
+			    next_snapshot && snap_next < until)
+				until = snap_next;
 			if (sched && next_writers && next_writers < until)
 				until = next_writers > at ? next_writers : at;
 			if (r->refused)
@@ -1143,6 +1137,12 @@ void *replica_thread(void *arg)
 					snapshot_past_the_left_second(r, false);
 					if (!flush_came(r, fseq))
 						snap_rc = snapshot_take(r, false);
+					/* failed: a sync takes it after its backoff, not the next check */
+					if (snap_rc < 0) {
+						pthread_mutex_lock(&d->mu);
+						r->snap_wait = true;
+						pthread_mutex_unlock(&d->mu);
+					}
 				} else if (same) {
 					log_debug("replica", "retention's snapshot waits for a new WAL "
 						  "index", "db=%s replica=%s index=%u", d->stat.name,

@@ -537,9 +537,8 @@ static void snapshot_done(struct eng_replica *r, const char *gen, uint32_t index
 		r->behind_since_mono = 0;
 	}
 	r->gap = false;
-	bool loud;
 	r->snap_failing = false;
-	int64_t since = replica_end_outage(r, &loud); /* it took a snapshot: it answers again */
+	int64_t since = replica_end_outage(r); /* it took a snapshot: it answers again */
 	r->carried = false;           /* ... and holds the database (note_ok drops its record) */
 	r->stat.snapshots_total++;
 	r->stat.snapshot_bytes_total += plain_bytes;
@@ -549,7 +548,8 @@ static void snapshot_done(struct eng_replica *r, const char *gen, uint32_t index
 	if (unused >= 0)
 		close(unused);
 	/* as note_ok() says it, which finds nothing failing after this */
-	replica_say_recovered(r, since, loud);
+	failrec_clear(r); /* as note_ok() does: a restart would count it failing (QA161 D4) */
+	replica_say_recovered(r, since);
 }
 
 /*

@@ -2578,27 +2578,32 @@ def test_a_kept_snapshot_file_goes_while_the_replicas_look_keeps_failing(run, tm
     snaps = a / "generations" / g / "snapshots"
     if subprocess.run(["chattr", "+i", str(snaps)], capture_output=True).returncode != 0:
         pytest.skip("chattr +i is not available here")
+
+    def unnamed():
+        return unnamed_files(r.proc.pid, tmp_path)
+
+    saved, moved = tmp_path / "a.save", tmp_path / "generations.moved"
     try:
         n = r.text().count("snapshot failed")
         write(db, 20, start=100, blob=50000)  # a new index: the periodic snapshot fails there
         wait_for(lambda: r.text().count("snapshot failed") > n, timeout=30,
                  what="the failed periodic snapshot", log=r.text)
         time.sleep(0.3)
+        kept = unnamed()
+        assert kept, r.text()
+        arm.write_text("")
+        n0 = r.text().count("lost this generation")
+        # its objects gone, and its snapshot still refused (tried again within a second: a
+        # file where its directories would be made again)
+        os.rename(a / "generations", moved)
+        (a / "generations").write_text("not a directory")
+        wait_for(lambda: r.text().count("lost this generation") > n0, what="the writer check",
+                 log=r.text)
+        os.rename(a, saved)
+        a.write_text("down")  # a answers no more
     finally:
-        subprocess.run(["chattr", "-i", str(snaps)])
-
-    def unnamed():
-        return unnamed_files(r.proc.pid, tmp_path)
-
-    kept = unnamed()
-    assert kept, r.text()
-    arm.write_text("")
-    n0 = r.text().count("lost this generation")
-    shutil.rmtree(a / "generations")
-    wait_for(lambda: r.text().count("lost this generation") > n0, what="the writer check",
-             log=r.text)
-    os.rename(a, tmp_path / "a.save")
-    a.write_text("down")  # a answers no more
+        for p in (snaps, moved / g / "snapshots"):
+            subprocess.run(["chattr", "-i", str(p)], capture_output=True)
     ng = r.text().count("new generation")
     wait_for(lambda: r.text().count("new generation") > ng, what="the new generation",
              log=r.text)
