@@ -378,7 +378,8 @@ int monitor_copy_wal(struct eng_db *d)
 				close(d->state_fd[k]);
 			d->state_fd[k] = -1;
 		}
-		if (monitor_take_state(d) != 0) {
+		/* removed again meanwhile (STATELOCK_NO_DIR): no lock, nothing made; next pass */
+		if (monitor_take_state(d) != 0 || (d->state_fd[0] < 0 && d->state_fd[1] < 0)) {
 			rc = -1;
 			goto out;
 		}

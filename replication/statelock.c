@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,10 +74,23 @@ static void mark_holder(const struct cfg_db *db, int f, const char *path)
 			 strerror(errno));
 }
 
+/* Do d and f (each -1 when not held) still hold what dir and file name? */
+static bool still_named(int d, const char *dir, int f, const char *file)
+{
+	struct stat a, b;
+	if (d >= 0 && (fstat(d, &a) < 0 || stat(dir, &b) < 0 || a.st_dev != b.st_dev ||
+		       a.st_ino != b.st_ino))
+		return false;
+	if (f >= 0 && (fstat(f, &a) < 0 || lstat(file, &b) < 0 || a.st_nlink == 0 ||
+		       a.st_dev != b.st_dev || a.st_ino != b.st_ino))
+		return false;
+	return true;
+}
+
 enum statelock_result statelock_take(const struct cfg_db *db, const char *dir, int fds[2],
 				     char *holder, size_t holderlen)
 {
-	char path[PATH_MAX + 8], phys[PATH_MAX];
+	char path[PATH_MAX + 8], phys[PATH_MAX], inner[PATH_MAX + 16];
 	struct stat st;
 	enum statelock_result rc;
 
@@ -97,6 +111,7 @@ enum statelock_result statelock_take(const struct cfg_db *db, const char *dir, i
 	 */
 	if (stat(phys, &st) < 0 && (errno == ENOENT || errno == ENOTDIR))
 		return STATELOCK_NO_DIR;
+	const char *fpath = path;
 	int f = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
 	if (f < 0 && (errno == ENOENT || errno == ENOTDIR))
 		return STATELOCK_NO_DIR; /* removed meanwhile */
@@ -142,9 +157,9 @@ enum statelock_result statelock_take(const struct cfg_db *db, const char *dir, i
 		 */
 		close(d);
 		d = -1;
-		char inner[PATH_MAX + 16];
 		snprintf(inner, sizeof(inner), "%s/" STATELOCK_INNER, phys);
 		f = open(inner, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
+		fpath = inner;
 		if (f < 0) {
 			log_error("state", "cannot lock the state directory, nor make a lock file beside "
 				  "it or in it", "path=\"%s\" err=\"%s\" flock_err=\"%s\"", phys,
@@ -162,6 +177,18 @@ enum statelock_result statelock_take(const struct cfg_db *db, const char *dir, i
 			close(f);
 		close(d);
 		return STATELOCK_HELD;
+	}
+	/*
+	 * Locked what the names held when opened: a state directory removed (and
+	 * maybe made again) meanwhile leaves the locks on unlinked inodes, which
+	 * keep nobody out (QA162 D1). Verified only now, after the flocks.
+	 */
+	if (!still_named(d, phys, f, fpath)) {
+		if (f >= 0)
+			close(f);
+		if (d >= 0)
+			close(d);
+		return STATELOCK_NO_DIR;
 	}
 	if (beside_err && d >= 0)
 		log_info("state", "no lock file beside the state directory (its directory is not "

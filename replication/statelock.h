@@ -41,7 +41,8 @@ enum statelock_result {
 	STATELOCK_NO_DIR,  /* the state directory does not exist (yet): nobody uses it; take it
 			      again once it does, before reading it. Nothing is created here
 			      (a restore creates a database's directory with its owner, and one
-			      that stops leaves nothing behind) */
+			      that stops leaves nothing behind); also when it or its lock file
+			      was removed while being locked: no lock is held then */
 	STATELOCK_HELD,    /* another process holds it; holder: "pid 123 on host h" (or "") */
 	STATELOCK_ERROR,   /* the lock file cannot be made or locked (logged) */
 };

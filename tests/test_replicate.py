@@ -421,10 +421,10 @@ def test_a_state_directory_deleted_while_running_costs_a_generation_not_the_comm
     r = run(cfg)
     write(db, 50, start=1)
     check_restore_eventually(litestream_bin, rep, db, tmp_path / "a.db")
-    if what == "parent":
-        shutil.rmtree(meta.parent)
+    if what == "parent":  # the replicator may make files meanwhile: rmtree again then
+        remove_live_tree(meta.parent)
     elif what == "state":
-        shutil.rmtree(meta)
+        remove_live_tree(meta)
     else:
         for f in glob.glob(str(meta / "generations" / "*" / "wal" / "*.wal")):
             os.unlink(f)
@@ -442,6 +442,42 @@ def test_a_state_directory_deleted_while_running_costs_a_generation_not_the_comm
     assert r2.stop() == 0
     assert "ERROR" not in r2.text(), r2.text()
     assert len(generations(rep)) == 2
+
+
+@pytest.mark.parametrize("held", ["lock-file", "directory"])
+def test_a_state_directory_removed_while_its_lock_is_taken_again_is_not_left_unlocked(
+        run, tmp_path, litevisor_bin, held):
+    """An rm -rf of the state directory's parent still under way when the replicator,
+    having seen its shadow WAL go, took the lock again: the lock file or the directory
+    it locked was then removed (or was gone already: taken as locked), and the next
+    generation's mkdir -p made the directory again with no lock on it; a second
+    replicate took it and replicated beside the first (QA162 D1). The flock is held up
+    here (faultinject) while the rm -rf finishes. The lock must name what it locked,
+    and only the locked directory is written into."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    meta = tmp_path / "var" / "meta"
+    create(db)
+    cfg = config(tmp_path, db, [file_replica(rep, sync="100ms")], meta_path=meta)
+    arm, flog = tmp_path / "arm", tmp_path / "fault.log"
+    target = dict(path=f"{meta}.lock") if held == "lock-file" else dict(path=meta, suffix=meta)
+    r = run(cfg, env=faulty_env(op="flock", arm=arm, log=flog, delay_ms=2500, count=1,
+                                **target))
+    write(db, 50, start=100)
+    wals = wait_for(lambda: glob.glob(f"{meta}/generations/*/wal/*.wal"), what="a shadow WAL",
+                    log=r.text)
+    wait_for(lambda: "snapshot written" in r.text(), what="the first snapshot", log=r.text)
+    arm.write_text("")  # an rm -rf of var/ has reached the shadow WAL ...
+    for w in wals:
+        os.unlink(w)
+    wait_for(flog.exists, what="the lock taken again", log=r.text)
+    remove_live_tree(meta.parent)  # ... and ends while the lock is taken again
+    arm.unlink()
+    wait_for(lambda: "snapshot written" in r.text().partition("local history was deleted")[2]
+             and (meta / "database-id").exists(), what="the new generation", log=r.text)
+    second = subprocess.run([litevisor_bin, "replicate", "-config", str(cfg)],
+                            capture_output=True, text=True, timeout=30)
+    assert second.returncode == 111 and "in use by another" in second.stderr, second.stderr
+    assert r.stop() == 0, r.text()
 
 
 @pytest.mark.parametrize("when", ["running", "restart"])

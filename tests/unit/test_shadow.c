@@ -40,6 +40,7 @@ static void setup(struct fixture *f)
 	snprintf(f->db, sizeof(f->db), "%s/app.db", f->dir);
 	snprintf(f->wal, sizeof(f->wal), "%s-wal", f->db);
 	snprintf(f->state, sizeof(f->state), "%s/state", f->dir);
+	mkdir(f->state, 0750); /* the state directory exists, made and locked by the engine */
 	CHECK_INT(sqlite3_open(f->db, &f->app), SQLITE_OK);
 	exec(f->app, "PRAGMA journal_mode=wal; PRAGMA wal_autocheckpoint=0;"
 		     "CREATE TABLE t(a INTEGER PRIMARY KEY, b TEXT)");
