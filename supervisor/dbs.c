@@ -153,6 +153,11 @@ int dbs_restore_finish(struct sup_dbs *d, int64_t *duration_ms)
 			log_info("restore", "database ready", "db=%s outcome=%s source=%s duration_ms=%lld",
 				 db->name, outcome, j->res.source[0] ? j->res.source : "none",
 				 (long long)j->res.duration_ms);
+		} else if (restore_aborted()) {
+			/* stopped (the writer lock lost): nothing starts, whether optional or not */
+			log_warn("restore", "database not restored: the restore step was stopped",
+				 "db=%s outcome=%s error=\"%s\"", db->name, outcome, j->res.message);
+			code = SUP_EXIT_TEMPFAIL;
 		} else if (db->optional) {
 			log_warn("restore", "optional database not restored; starting without it",
 				 "db=%s outcome=%s error=\"%s\"", db->name, outcome, j->res.message);
