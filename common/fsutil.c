@@ -58,17 +58,18 @@ int fs_fsync_parent(const char *path)
 	return fs_fsync_dir(dirname(buf));
 }
 
-int fs_mkdir_p(const char *path, mode_t mode, uid_t uid, gid_t gid)
+/* mkdir -p of the directories path names past its first `from` bytes (>= 1). */
+static int mkdir_from(const char *path, size_t from, mode_t mode, uid_t uid, gid_t gid)
 {
 	char buf[PATH_MAX];
 	size_t len = strlen(path);
 
-	if (len == 0 || len >= sizeof(buf)) {
-		errno = len ? ENAMETOOLONG : ENOENT;
+	if (len == 0 || len >= sizeof(buf) || from > len) {
+		errno = len && from <= len ? ENAMETOOLONG : ENOENT;
 		return -1;
 	}
 	memcpy(buf, path, len + 1);
-	for (char *p = buf + 1;; p++) {
+	for (char *p = buf + from;; p++) {
 		if (*p != '/' && *p != '\0')
 			continue;
 		char c = *p;
@@ -93,6 +94,21 @@ int fs_mkdir_p(const char *path, mode_t mode, uid_t uid, gid_t gid)
 		return -1;
 	}
 	return 0;
+}
+
+int fs_mkdir_p(const char *path, mode_t mode, uid_t uid, gid_t gid)
+{
+	return mkdir_from(path, 1, mode, uid, gid);
+}
+
+int fs_mkdir_below(const char *base, const char *rel, mode_t mode, uid_t uid, gid_t gid)
+{
+	char path[PATH_MAX];
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", base, rel) >= sizeof(path)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	return mkdir_from(path, strlen(base) + 1, mode, uid, gid);
 }
 
 int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode, uid_t uid,

@@ -32,6 +32,11 @@ int fs_fsync_parent(const char *path);
  * Returns 0 or -1 (errno set).
  */
 int fs_mkdir_p(const char *path, mode_t mode, uid_t uid, gid_t gid);
+/*
+ * As fs_mkdir_p for base/rel, making only the directories rel names, never
+ * base itself: one removed since it was locked is not made again, unlocked.
+ */
+int fs_mkdir_below(const char *base, const char *rel, mode_t mode, uid_t uid, gid_t gid);
 
 /*
  * Atomically replace path with len bytes of data: write <path>.tmp, fsync,

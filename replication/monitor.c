@@ -378,10 +378,16 @@ int monitor_copy_wal(struct eng_db *d)
 				close(d->state_fd[k]);
 			d->state_fd[k] = -1;
 		}
-		/* removed again meanwhile (STATELOCK_NO_DIR): no lock, nothing made; next pass */
-		if (monitor_take_state(d) != 0 || (d->state_fd[0] < 0 && d->state_fd[1] < 0)) {
+		if (monitor_take_state(d) != 0) {
 			rc = -1;
 			goto out;
+		}
+		/* removed again meanwhile (STATELOCK_NO_DIR): no lock, nothing made; next pass */
+		if (d->state_fd[0] < 0 && d->state_fd[1] < 0) {
+			snprintf(d->sync_why, sizeof(d->sync_why), "the state directory %.150s was "
+				 "removed again while it was being locked: made again at the next pass",
+				 d->dir);
+			return -1;
 		}
 		if ((rc = monitor_start_generation(d, why)) < 0)
 			goto out;

@@ -177,35 +177,6 @@ static void remove_generation_dirs(const struct shadow *s, const char *gen)
 	(void)rmdir(path);
 }
 
-/* mkdir -p of rel below base, never base itself: a state directory removed
- * since it was locked is not made again, unlocked (QA162 D1) */
-static int mkdir_below(const char *base, const char *rel, mode_t mode, uid_t uid, gid_t gid)
-{
-	char path[SH_PATH];
-	size_t bl = strlen(base);
-	if (snprintf(path, sizeof(path), "%s/%s", base, rel) >= (int)sizeof(path)) {
-		errno = ENAMETOOLONG;
-		return -1;
-	}
-	for (char *p = path + bl + 1;; p++) {
-		if (*p != '/' && *p != '\0')
-			continue;
-		char c = *p;
-		*p = '\0';
-		if (mkdir(path, mode) == 0) {
-			if ((uid != (uid_t)-1 || gid != (gid_t)-1) && chown(path, uid, gid) < 0)
-				return -1;
-			if (fs_fsync_parent(path) < 0)
-				return -1;
-		} else if (errno != EEXIST) {
-			return -1;
-		}
-		*p = c;
-		if (c == '\0')
-			return 0;
-	}
-}
-
 int shadow_start(struct shadow *s, const char *gen, uint32_t index, int64_t prev_end)
 {
 	char path[SH_PATH];
@@ -220,7 +191,8 @@ int shadow_start(struct shadow *s, const char *gen, uint32_t index, int64_t prev
 	snprintf(path, sizeof(path), "%s/generations/%s/wal", s->dir, gen);
 	char rel[64];
 	snprintf(rel, sizeof(rel), "generations/%s/wal", gen);
-	if (mkdir_below(s->dir, rel, 0750, s->uid, s->gid) < 0) {
+	/* never the state directory itself: removed since it was locked, it stays so (QA162 D1) */
+	if (fs_mkdir_below(s->dir, rel, 0750, s->uid, s->gid) < 0) {
 		int e = errno;
 		snprintf(s->err, sizeof(s->err), "cannot create the shadow directory %.3900s: %s", path,
 			 strerror(e));
