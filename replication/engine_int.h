@@ -59,6 +59,7 @@ struct snap_file {
 	uint64_t plain;               /* database bytes it holds */
 	uint32_t page_size;
 	struct wal_pos covers;        /* the WAL position its bytes may reach */
+	struct wal_pos sure;          /* ... and the one they surely hold (<= covers) */
 	int64_t covers_mono;          /* when covers was pinned */
 };
 
@@ -106,9 +107,11 @@ struct eng_replica {
 	char snap_gen[17];
 	uint32_t snap_index;
 	/*
-	 * The WAL that newest snapshot reaches, when this process wrote it
-	 * (snap_covers.generation "" otherwise): a database past it has
-	 * something new for the next one.
+	 * The WAL that newest snapshot's bytes surely hold, when this process
+	 * wrote it (snap_covers.generation "" otherwise): a database past it has
+	 * something new for the next one. Not the position its bytes may reach
+	 * (snapshot.c: the file lacks the frames not yet checkpointed into it):
+	 * a quiet app's last commits never got a snapshot (QA163 D1).
 	 */
 	struct wal_pos snap_covers;
 	int64_t snap_written_ns;      /* by our clock, the last snapshot this process wrote (0 none) */
@@ -211,6 +214,7 @@ struct snap_share {
 	uint64_t plain;               /* READY: database bytes it holds */
 	uint32_t page_size;           /* READY: the database's page size */
 	struct wal_pos covers;        /* READY: the WAL position its bytes may reach (snapshot.c) */
+	struct wal_pos sure;          /* READY: ... and the one they surely hold */
 	int64_t covers_mono;          /* READY: when covers was pinned (mono ns) */
 };
 

@@ -131,7 +131,10 @@ struct snap_db {
 	uint32_t index;
 	uint32_t page_size;
 	struct wal_pos covers;
+	struct wal_pos sure; /* what the file's bytes surely hold (sure_of) */
 	int64_t covers_mono; /* pin_covers began then: every commit past covers came later */
+	int ckpt_index;      /* the shadow index at the PASSIVE checkpoint, -1 unknown */
+	int ckpt_frames;     /* ... and the frames it had backfilled, -1 unknown */
 };
 
 static void snap_db_close(struct snap_db *s)
@@ -196,6 +199,25 @@ static int pin_covers(struct eng_db *d, struct snap_db *s, bool flush, char *msg
 	return 0;
 }
 
+/*
+ * What the file's bytes surely hold, in s->sure: covers, but for the WAL
+ * frames of covers' index the PASSIVE checkpoint had not copied into the
+ * file (an app's last commits, a reader holding the WAL), which only the
+ * WAL segments carry; the index's start when that is not known. Offsets
+ * are the WAL file's, as the shadow's are.
+ */
+static void sure_of(struct snap_db *s)
+{
+	s->sure = s->covers;
+	int64_t copied = -1;
+	if (s->ckpt_index >= 0 && (uint32_t)s->ckpt_index == s->covers.index && s->ckpt_frames >= 0)
+		copied = WAL_HEADER_SIZE + (int64_t)s->ckpt_frames * (int64_t)wal_frame_size(s->page_size);
+	if (copied < 0)
+		s->sure.offset = 0;
+	else if ((int64_t)s->sure.offset > copied)
+		s->sure.offset = (uint32_t)copied;
+}
+
 /* Open d's database under a read transaction. Returns 0, or -1 with msg set. */
 static int snap_db_open(struct eng_db *d, struct snap_db *s, bool flush, char *msg, size_t len)
 {
@@ -207,7 +229,13 @@ static int snap_db_open(struct eng_db *d, struct snap_db *s, bool flush, char *m
 		return -1;
 	}
 	/* PASSIVE first so the file is recent; then a read transaction pins it */
-	db_checkpoint(s->conn, DB_CKPT_PASSIVE, NULL, NULL);
+	int log = -1, ckpt = -1;
+	pthread_mutex_lock(&d->mu);
+	s->ckpt_index = (int)d->index;
+	pthread_mutex_unlock(&d->mu);
+	if (db_checkpoint(s->conn, DB_CKPT_PASSIVE, &log, &ckpt) < 0)
+		ckpt = -1;
+	s->ckpt_frames = ckpt;
 	if (db_read_begin(s->conn) < 0) {
 		snprintf(msg, len, "cannot begin read transaction");
 		goto fail;
@@ -215,6 +243,8 @@ static int snap_db_open(struct eng_db *d, struct snap_db *s, bool flush, char *m
 	pthread_mutex_lock(&d->mu);
 	memcpy(s->gen, d->gen, sizeof(s->gen));
 	s->index = d->index;
+	if ((uint32_t)s->ckpt_index != s->index)
+		s->ckpt_index = -1; /* a new index meanwhile: which WAL it checkpointed is unknown */
 	ino_t ino = d->ino;
 	dev_t dev = d->dev;
 	bool ready = d->ready;
@@ -245,6 +275,7 @@ static int snap_db_open(struct eng_db *d, struct snap_db *s, bool flush, char *m
 	s->plain = (struct st_source){ dbfile_read, dbfile_rewind, &s->fsrc, s->fsrc.size, NULL, NULL };
 	if (pin_covers(d, s, flush, msg, len) < 0)
 		goto fail;
+	sure_of(s);
 	return 0;
 fail:
 	snap_db_close(s);
@@ -352,6 +383,7 @@ static enum snap_how share_acquire(struct eng_replica *r, struct snap_file *u)
 			u->plain = sh->plain;
 			u->page_size = sh->page_size;
 			u->covers = sh->covers;
+			u->sure = sh->sure;
 			u->covers_mono = sh->covers_mono;
 			how = SNAP_USE;
 		}
@@ -385,6 +417,7 @@ static void share_publish(struct eng_db *d, int fd, const struct snap_db *s, int
 		sh->plain = plain;
 		sh->page_size = s->page_size;
 		sh->covers = s->covers;
+		sh->sure = s->sure;
 		sh->covers_mono = s->covers_mono;
 	} else {
 		sh->state = SHARE_NONE;
@@ -472,11 +505,12 @@ fail:
 }
 
 /*
- * r's snapshot is at (gen, index), reaching covers (pinned at covers_mono):
- * move its position there and count it.
+ * r's snapshot is at (gen, index), reaching covers (pinned at covers_mono),
+ * its bytes surely holding sure: move its position there and count it.
  */
 static void snapshot_done(struct eng_replica *r, const char *gen, uint32_t index,
-			  const struct wal_pos *covers, int64_t covers_mono, uint64_t plain_bytes)
+			  const struct wal_pos *covers, const struct wal_pos *sure,
+			  int64_t covers_mono, uint64_t plain_bytes)
 {
 	struct eng_db *d = r->db;
 	pthread_mutex_lock(&d->mu);
@@ -502,7 +536,7 @@ static void snapshot_done(struct eng_replica *r, const char *gen, uint32_t index
 	r->snap_known = true;
 	memcpy(r->snap_gen, gen, sizeof(r->snap_gen));
 	r->snap_index = index;
-	r->snap_covers = *covers;
+	r->snap_covers = *sure;
 	r->snap_wait = false;
 	r->oversize = false;
 	/*
@@ -654,6 +688,7 @@ int snapshot_take(struct eng_replica *r, bool flush)
 		u.index = s.index;
 		u.page_size = s.page_size;
 		u.covers = s.covers;
+		u.sure = s.sure;
 		u.covers_mono = s.covers_mono;
 	}
 	pthread_mutex_lock(&d->mu);
@@ -742,7 +777,7 @@ int snapshot_take(struct eng_replica *r, bool flush)
 		log_warn("replica", "cannot label the generation with the database id: tried again "
 			 "before its next segment", "db=%s replica=%s generation=%s err=\"%s\"",
 			 d->stat.name, r->stat.name, u.gen, err.message);
-	snapshot_done(r, u.gen, u.index, &u.covers, u.covers_mono, u.plain);
+	snapshot_done(r, u.gen, u.index, &u.covers, &u.sure, u.covers_mono, u.plain);
 	rc = 0;
 out:
 	pthread_mutex_lock(&d->mu);
