@@ -104,6 +104,10 @@ int fs_mkdir_p(const char *path, mode_t mode, uid_t uid, gid_t gid)
 int fs_mkdir_below(const char *base, const char *rel, mode_t mode, uid_t uid, gid_t gid)
 {
 	char path[PATH_MAX];
+	if (!rel[0]) {
+		errno = EINVAL; /* base itself: never made here */
+		return -1;
+	}
 	if ((size_t)snprintf(path, sizeof(path), "%s/%s", base, rel) >= sizeof(path)) {
 		errno = ENAMETOOLONG;
 		return -1;

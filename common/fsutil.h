@@ -34,7 +34,8 @@ int fs_fsync_parent(const char *path);
 int fs_mkdir_p(const char *path, mode_t mode, uid_t uid, gid_t gid);
 /*
  * As fs_mkdir_p for base/rel, making only the directories rel names, never
- * base itself: one removed since it was locked is not made again, unlocked.
+ * base itself: one removed since it was locked is not made again, unlocked
+ * (ENOENT). An empty rel is EINVAL.
  */
 int fs_mkdir_below(const char *base, const char *rel, mode_t mode, uid_t uid, gid_t gid);
 
