@@ -447,11 +447,14 @@ int replica_label(struct eng_replica *r, const char *gen, const struct st_call *
 void replica_note_error(struct eng_replica *r, const char *what, const char *msg);
 /*
  * Under mu: r succeeded; end its outage, if any. Returns 0 when none was
- * under way, else its mono start, for replica_say_recovered.
+ * under way, else its mono start, for replica_outage_over.
  */
 int64_t replica_end_outage(struct eng_replica *r);
-/* Log the end of an outage replica_end_outage() returned (mu not held; none: nothing). */
-void replica_say_recovered(struct eng_replica *r, int64_t since);
+/*
+ * mu not held, after replica_end_outage: drop r's failure record (a restart
+ * would count it failing) and log the end of the outage it returned, if any.
+ */
+void replica_outage_over(struct eng_replica *r, int64_t since);
 
 /*
  * r will not write into gen (the database's current generation) any more:

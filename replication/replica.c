@@ -702,8 +702,9 @@ int64_t replica_end_outage(struct eng_replica *r)
 	return since;
 }
 
-void replica_say_recovered(struct eng_replica *r, int64_t since)
+void replica_outage_over(struct eng_replica *r, int64_t since)
 {
+	failrec_clear(r);
 	/* the failures were logged: say when they end, and how long it took */
 	if (since)
 		log_info("replica", "replica recovered", "db=%s replica=%s failing_s=%.1f",
@@ -731,8 +732,7 @@ static void note_ok(struct eng_replica *r)
 	}
 	int64_t since = replica_end_outage(r);
 	pthread_mutex_unlock(&d->mu);
-	failrec_clear(r);
-	replica_say_recovered(r, since);
+	replica_outage_over(r, since);
 }
 
 /*

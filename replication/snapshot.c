@@ -581,9 +581,8 @@ static void snapshot_done(struct eng_replica *r, const char *gen, uint32_t index
 	pthread_mutex_unlock(&d->mu);
 	if (unused >= 0)
 		close(unused);
-	/* as note_ok() says it, which finds nothing failing after this */
-	failrec_clear(r); /* as note_ok() does: a restart would count it failing (QA161 D4) */
-	replica_say_recovered(r, since);
+	/* as note_ok() does, which finds nothing failing after this (QA161 D4: the record too) */
+	replica_outage_over(r, since);
 }
 
 /*
