@@ -2596,6 +2596,75 @@ def test_a_snapshot_refused_while_segments_are_stored_holds_no_segment_back(run,
     assert r.stop() == 0, r.text()
 
 
+@pytest.mark.parametrize("kind", ["periodic", "retention"])
+def test_a_failed_wanted_snapshot_of_an_idle_database_is_retried_on_its_backoff(
+        run, tmp_path, kind):
+    """A periodic (or retention's) snapshot that waited for a new WAL index and that the
+    replica then refused, the database idle afterwards: the periodic one was tried again
+    only at the next snapshot interval, the replica counted failing all that time (QA161
+    D3), and once a snapshot ended the outage its failure record stayed, so a restart
+    counted it failing again (QA161 D4; both variants). Tried again after its own
+    backoff, the record dropped with the outage."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    state = tmp_path / ".app.db-litevisor"
+    create(db)
+    arm = tmp_path / "refuse"
+    env = faulty_env(op="rename", path=f"{rep}/", suffix=".snapshot.lz4", count=10**9,
+                     errno=28, arm=arm)
+    every = {"periodic": dict(snapshot_interval="6s"),
+             "retention": dict(retention="2s", retention_check_interval="6s")}[kind]
+    r = run(config(tmp_path, db, [file_replica(rep, sync="100ms", **every)]), env)
+    wait_for(lambda: list(rep.glob("generations/*/snapshots/*.snapshot.lz4")),
+             what="the first snapshot", log=r.text)
+    arm.write_text("")
+    # commits in the newest snapshot's index: the snapshot waits for the new index it
+    # asks for, and a sync takes it
+    write(db, 4, start=1)
+    wait_for(lambda: "snapshot failed db=app.db replica=file" in r.text(), timeout=20,
+             what="the refused snapshot", log=r.text)
+    wait_for(lambda: list(state.glob("failing-????????")), what="the failure record",
+             log=r.text)
+    arm.unlink()
+    freed = time.monotonic()
+    wait_for(lambda: "replica recovered db=app.db replica=file" in r.text(), timeout=10,
+             what="the snapshot tried again", log=r.text)
+    took = time.monotonic() - freed
+    assert took < 3, f"tried again {took:.1f} s after the replica took snapshots again\n" + \
+        r.text()
+    assert len(list(rep.glob("generations/*/snapshots/*.snapshot.lz4"))) >= 2, r.text()
+    assert not list(state.glob("failing-*")), r.text()
+    assert r.stop() == 0, r.text()
+
+
+def test_an_outage_soon_after_the_last_one_ended_is_said_again(run, tmp_path):
+    """What an outage said at WARN was kept across a recovery less than five minutes old:
+    a second outage a minute after the first said nothing at INFO or WARN (QA161 D5). A
+    refused snapshot is kept one outage by the replica counting failing until one is
+    stored, so each new outage says its failure again."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    arm = tmp_path / "refuse"
+    env = faulty_env(op="fsync", path=f"{rep}/", count=10**9, errno=5, arm=arm)
+    r = run(config(tmp_path, db, [file_replica(rep, sync="100ms")]), env)
+    write(db, 2, start=5)  # the segments' directory made: both outages fail alike
+    wait_for(lambda: list(rep.glob("generations/*/wal/*")), what="the first segment",
+             log=r.text)
+    time.sleep(0.5)  # its last segment stored too: no upload under way when the fault comes
+
+    def warned():
+        return [l for l in r.text().splitlines() if " WARN " in l and "replica=file" in l]
+
+    for n in (1, 2):
+        arm.write_text("")
+        write(db, 2, start=10 * n)
+        wait_for(lambda: len(warned()) >= n, timeout=15, what=f"outage {n} said at WARN",
+                 log=r.text)
+        arm.unlink()
+        wait_for(lambda: r.text().count("INFO  replica: replica recovered") >= n,
+                 timeout=15, what=f"the end of outage {n}", log=r.text)
+    assert r.stop() == 0, r.text()
+
+
 def test_a_kept_snapshot_file_goes_while_the_replicas_look_keeps_failing(run, tmp_path):
     """The kept file was let go only in replica_ship or the next snapshot: a replica whose
     generation was lost (a new one started) and which then stopped answering kept its old
