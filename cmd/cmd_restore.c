@@ -11,11 +11,13 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -101,6 +103,25 @@ static int run_interruptible(struct job *j, int sfd)
 	}
 	pthread_join(th, NULL);
 	return sig;
+}
+
+/*
+ * Do paths a and b name one file: the same last component in the same
+ * directory (neither file need exist)? `restore -o` naming a configured
+ * database's own path restores it there, as without -o (its state, its id).
+ */
+static bool same_file_name(const char *a, const char *b)
+{
+	const char *na = strrchr(a, '/'), *nb = strrchr(b, '/');
+	char da[PATH_MAX], db[PATH_MAX];
+	struct stat sa, sb;
+
+	snprintf(da, sizeof(da), "%.*s", na ? (int)(na - a) + 1 : 1, na ? a : ".");
+	snprintf(db, sizeof(db), "%.*s", nb ? (int)(nb - b) + 1 : 1, nb ? b : ".");
+	na = na ? na + 1 : a;
+	nb = nb ? nb + 1 : b;
+	return *na && strcmp(na, nb) == 0 && stat(da, &sa) == 0 && stat(db, &sb) == 0 &&
+	       sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
 static int run_restore(int argc, char **argv)
@@ -224,7 +245,8 @@ static int run_restore(int argc, char **argv)
 		  src.db->path ? src.db->path : "-", output ? output : "-", replica ? replica : "-",
 		  generation ? generation : "-", index ? index : "-", timestamp ? timestamp : "-",
 		  parallelism ? parallelism : (long)src.cfg.restore.parallelism, dry);
-	opt.output = output;
+	opt.output = src.from_url || !output || !same_file_name(output, src.db->path) ? output
+										      : NULL;
 	opt.generation = generation;
 	opt.replica = replica;
 	opt.parallelism = (int)parallelism;

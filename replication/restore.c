@@ -1054,6 +1054,14 @@ int restore_explicit(const struct config *cfg, const struct cfg_db *db,
 		localstate_dir(db, statedir, sizeof(statedir));
 		rs_move_state_aside(statedir, "state of a database that was not there", NULL, 0);
 		rs_write_marker(&s, &res->pos);
+	} else if (!opt->output) {
+		/*
+		 * Rolled back (a point in time, a chosen generation): replication
+		 * starts a new generation, but of the same database. Under a new id
+		 * every earlier generation was another database's: kept for ever by
+		 * retention, and a node holding an older copy refused to start.
+		 */
+		rs_write_database_id(&s, &res->pos, true);
 	}
 out:
 	res->duration_ms = clock_mono_ms() - t0;

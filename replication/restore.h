@@ -60,8 +60,9 @@ struct restore_opts {
  * Restore db (a configured database, or one built from a replica URL) as
  * asked in opt. Never overwrites an existing output: that is RESTORE_FAILED
  * ("exists") unless opt->if_db_not_exists (then RESTORE_EXISTS). The
- * "restored" marker is written only when restoring the db's own path to the
- * end of a generation (a point-in-time restore starts a new generation).
+ * "restored" marker is written only when restoring the db's own path
+ * (output NULL) to the end of a generation (a point-in-time restore starts a
+ * new generation); the database id whenever restoring the db's own path.
  * A dry run prints the decision on stdout. Returns 0 when restored (or a dry
  * run found a source, or EXISTS), -1 otherwise; *res says what happened.
  */

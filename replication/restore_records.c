@@ -209,6 +209,37 @@ static void note_weighed(struct session *s, const char *dir, const struct wal_po
 }
 
 /*
+ * The restored generation's label names this database from now on
+ * (localstate.h), whether or not replication continues that generation: its
+ * next generations carry the same id, and retention never takes the older
+ * ones for another database's, nor a node holding an older copy the replica
+ * for another database's.
+ */
+void rs_write_database_id(struct session *s, const struct wal_pos *pos, bool if_none)
+{
+	char dir[PATH_MAX], have[33];
+	uid_t uid;
+	gid_t gid;
+
+	localstate_dir(s->db, dir, sizeof(dir));
+	localstate_owner(s->db, &uid, &gid);
+	if (if_none && localstate_read_database_id(dir, have) == 0)
+		return;
+	for (size_t i = 0; i < s->n; i++) {
+		const struct rs_cand *c = &s->c[i];
+		if (c->state != RC_OK || !c->has_data || !c->plan.database_id[0] ||
+		    strcmp(c->plan.generation, pos->generation) != 0)
+			continue;
+		if (localstate_ensure(s->db, dir) < 0 ||
+		    localstate_write_database_id(dir, c->plan.database_id, uid, gid) < 0)
+			log_warn("restore", "cannot write the database id to the local state: "
+				 "replication labels its generations with a new one", "db=\"%s\" "
+				 "dir=\"%s\" err=\"%s\"", s->dbname, dir, strerror(errno));
+		return;
+	}
+}
+
+/*
  * Let replication continue the restored generation where it may: a marker
  * naming the candidates holding exactly pos, when it may continue the
  * generation at all; else no marker, and replication starts a new
@@ -222,27 +253,10 @@ bool rs_write_marker(struct session *s, const struct wal_pos *pos)
 	uid_t uid;
 	gid_t gid;
 
-	/*
-	 * The restored generation's label names this database from now on
-	 * (localstate.h), whether or not replication continues that generation:
-	 * its next generations carry the same id, and retention here never takes
-	 * the older ones for another database's. The state directory is new (the
-	 * old one went aside), so nothing older stands in for it.
-	 */
+	/* the state directory is new (the old one went aside): nothing older stands in for it */
+	rs_write_database_id(s, pos, false);
 	localstate_dir(s->db, dir, sizeof(dir));
 	localstate_owner(s->db, &uid, &gid);
-	for (size_t i = 0; i < s->n; i++) {
-		const struct rs_cand *c = &s->c[i];
-		if (c->state != RC_OK || !c->has_data || !c->plan.database_id[0] ||
-		    strcmp(c->plan.generation, pos->generation) != 0)
-			continue;
-		if (localstate_ensure(s->db, dir) < 0 ||
-		    localstate_write_database_id(dir, c->plan.database_id, uid, gid) < 0)
-			log_warn("restore", "cannot write the database id to the local state: "
-				 "replication labels its generations with a new one", "db=\"%s\" "
-				 "dir=\"%s\" err=\"%s\"", s->dbname, dir, strerror(errno));
-		break;
-	}
 	note_weighed(s, dir, pos, uid, gid);
 	if (!may_continue(s, pos, why, sizeof(why))) {
 		log_warn("restore", "replication will not continue the restored generation: it "

@@ -3671,6 +3671,54 @@ def test_a_database_keeps_its_id_across_a_restore_on_another_node(run, tmp_path,
     assert a.stop() == 0
 
 
+@pytest.mark.parametrize("how", ["timestamp", "own path as -o"])
+def test_a_database_keeps_its_id_across_a_rollback_on_another_node(run, tmp_path,
+                                                                  litevisor_bin, how):
+    """Node B, with no local state, rolls the database back to a point in time at its own
+    path (or restores it with -o naming its own path): the restore wrote no database id,
+    so B's new generation carried a new one; retention kept every earlier generation for
+    another database's, and node A, holding an older copy, refused to start its service
+    (exit 111, "not this database"; QA166 D2). The id is kept: A takes B's data."""
+    rep = tmp_path / "rep"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a_db, b_db = tmp_path / "a" / "app.db", tmp_path / "b" / "app.db"
+    create(a_db)
+    a_cfg = config(tmp_path / "a", a_db, [file_replica(rep, "nas", sync="100ms")])
+    b_cfg = config(tmp_path / "b", b_db, [file_replica(rep, "nas", sync="100ms")])
+    a = run(a_cfg)
+    write(a_db, 10, start=1)
+    time.sleep(1.2)
+    at = time.time()
+    time.sleep(1.2)
+    write(a_db, 10, start=100)
+    assert a.stop() == 0, a.text()
+    a_id = (tmp_path / "a" / ".app.db-litevisor" / "database-id").read_text().strip()
+    args = ["-timestamp", iso(at)] if how == "timestamp" else ["-o", str(b_db)]
+    p = subprocess.run([litevisor_bin, "restore", "-config", str(b_cfg), *args, str(b_db)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    b_state = tmp_path / "b" / ".app.db-litevisor"
+    assert (b_state / "database-id").read_text().strip() == a_id, p.stderr
+    rows = 10 if how == "timestamp" else 20  # (create()'s row deletes itself)
+    with contextlib.closing(sqlite3.connect(b_db)) as c:
+        assert c.execute("SELECT count(*) FROM t").fetchone()[0] == rows
+    b = run(b_cfg)
+    write(b_db, 1, start=1000)
+    wait_for(lambda: "replica continues generation" in b.text() or
+             "replica needs a snapshot" in b.text(), what="B's replication", log=b.text)
+    assert b.stop() == 0, b.text()  # its final flush ships the commit
+    # a new generation after a rollback; the restored one continued after a whole restore
+    b_gen = (b_state / "generation").read_text().strip()
+    assert labels(rep, b_gen) == [a_id], b.text()
+    assert "another database id" not in b.text()
+    p = subprocess.run([litevisor_bin, "run", "-config", str(a_cfg), "--", "true"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    with contextlib.closing(sqlite3.connect(a_db)) as c:
+        assert c.execute("SELECT count(*) FROM t").fetchone()[0] == rows + 1, p.stderr
+
+
 def test_a_generation_whose_snapshot_vanished_gets_a_new_one(run, tmp_path, litestream_bin):
     """Our generation lost its snapshot on the replica (another writer's retention, a
     hand): what is shipped into it restores nowhere. The retention check now sees it
