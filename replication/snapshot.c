@@ -73,13 +73,14 @@ static bool header_past(const uint8_t *h, int64_t size)
 	       (int64_t)pages * ps > size;
 }
 
-/* How often page 1 is read again, 10 ms apart, while it counts past the size. */
-#define TORN_TRIES 50
+/* How long page 1 is read again while it counts past the size. */
+#define TORN_WAIT_MS 500
 
 static ssize_t dbfile_read(void *ctx, void *buf, size_t want)
 {
 	struct dbfile_src *s = ctx;
-	for (int tries = 0;; tries++) {
+	int64_t give_up = 0;
+	for (;;) {
 		if (s->pos >= s->size)
 			return 0;
 		size_t len = want;
@@ -103,15 +104,24 @@ static ssize_t dbfile_read(void *ctx, void *buf, size_t want)
 		 * image holds none the snapshot's WAL would not replay anyway.
 		 * Still torn after half a second: this try fails (snapshot_take
 		 * then streams nothing directly: the same read would fail again).
+		 * Timed, not counted: while the checkpoint still grows the file,
+		 * the size changes at every look, and fifty tries took a
+		 * millisecond (QA165 D1).
 		 */
 		int64_t size = db_file_size(s->conn);
-		if (tries >= TORN_TRIES || size < 0) {
+		if (size < 0) {
+			errno = EIO;
+			return -1;
+		}
+		int64_t now = clock_mono_ms();
+		if (!give_up)
+			give_up = now + TORN_WAIT_MS;
+		if (now >= give_up) {
 			s->torn = true;
 			errno = EAGAIN;
 			return -1;
 		}
-		if (size == s->size)
-			clock_sleep_ms(10);
+		clock_sleep_ms(size == s->size ? 10 : 1);
 		s->size = size;
 	}
 }
