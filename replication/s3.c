@@ -123,6 +123,7 @@ struct list_page {
 	int failed;                /* out of memory */
 	char bad[200];             /* the first value that cannot be read, "" none */
 	char root_elem[40];        /* the document's element: must be ListBucketResult */
+	char *lo, *hi;             /* the page's lowest and highest key or prefix (NULL none) */
 };
 
 static char *dup_text(const char *t, size_t len)
@@ -174,6 +175,29 @@ static void __attribute__((format(printf, 2, 3))) list_bad(struct list_page *p, 
 	va_end(ap);
 }
 
+/*
+ * Widen the page's key range [lo, hi] by key (len bytes): S3 lists in byte
+ * order, each page after the last (s3_list checks it). -1 out of memory.
+ */
+static int note_key(struct list_page *p, const char *key, size_t len)
+{
+	char **ends[2] = { &p->lo, &p->hi };
+	for (int i = 0; i < 2; i++) {
+		char *now = *ends[i];
+		int c = now ? strncmp(key, now, len) : 0;
+		if (now && c == 0)
+			c = now[len] ? -1 : 0; /* key is a prefix of now: it sorts first */
+		if (now && (i == 0 ? c >= 0 : c <= 0))
+			continue;
+		char *k = dup_text(key, len);
+		if (!k)
+			return -1;
+		free(now);
+		*ends[i] = k;
+	}
+	return 0;
+}
+
 static int list_cb(void *ctx, enum s3_xml_event ev, const char *path, const char *text, size_t len)
 {
 	struct list_page *p = ctx;
@@ -206,11 +230,15 @@ static int list_cb(void *ctx, enum s3_xml_event ev, const char *path, const char
 	} else if (!strcmp(path, "ListBucketResult/Contents")) {
 		if (p->key && !p->have_mtime)
 			list_bad(p, "object \"%.100s\" without <LastModified>", p->key);
+		if (p->key && note_key(p, p->key, strlen(p->key)) < 0)
+			return p->failed = 1;
 		/* keys outside the replica's prefix cannot appear, but never trust that */
 		if (p->key && !strncmp(p->key, p->root, p->rootlen) &&
 		    st_list_add_object(p->out, p->key + p->rootlen, p->size, p->mtime_ns) < 0)
 			return p->failed = 1;
 	} else if (!strcmp(path, "ListBucketResult/CommonPrefixes/Prefix")) {
+		if (note_key(p, text, len) < 0)
+			return p->failed = 1;
 		if (len >= p->rootlen && !strncmp(text, p->root, p->rootlen) && len > p->rootlen &&
 		    st_list_add_prefix(p->out, text + p->rootlen) < 0)
 			return p->failed = 1;
@@ -227,15 +255,18 @@ static int list_cb(void *ctx, enum s3_xml_event ev, const char *path, const char
 	return 0;
 }
 
+/* Truncated pages listing nothing, in a row, before a listing counts as stuck. */
+#define LIST_EMPTY_PAGES_MAX 100
+
 static int s3_list(struct storage *st, const char *prefix, const char *delimiter,
 		   struct st_list *out, const struct st_call *call, struct st_error *err)
 {
 	struct s3 *s3 = (struct s3 *)st;
 	struct s3_ctl ctl;
 	struct s3_resp resp;
-	char *full = s3_full_key(s3, prefix), *token = NULL;
-	char why[256];
-	int rc = 0;
+	char *full = s3_full_key(s3, prefix), *token = NULL, *prev_hi = NULL;
+	char why[256], stuck[300];
+	int rc = 0, empty = 0;
 
 	if (!full)
 		return oom(err, "list", prefix);
@@ -282,6 +313,25 @@ static int s3_list(struct storage *st, const char *prefix, const char *delimiter
 			out->clock_offset_ns = fix;
 		}
 		free(p.key);
+		/*
+		 * Each page's keys come after the last page's: a server that
+		 * ignores continuation-token, answering the same keys under a
+		 * new token each time, was followed for ever, the listing
+		 * growing (QA167 D1); so was one whose truncated pages are empty.
+		 */
+		stuck[0] = '\0';
+		if (p.lo && prev_hi && strcmp(p.lo, prev_hi) <= 0)
+			snprintf(stuck, sizeof(stuck), "page %d lists \"%.80s\", not after the last "
+				 "page's \"%.80s\": the listing goes back", page + 1, p.lo, prev_hi);
+		empty = p.lo ? 0 : empty + 1;
+		if (p.truncated && empty >= LIST_EMPTY_PAGES_MAX)
+			snprintf(stuck, sizeof(stuck), "%d truncated pages in a row list nothing: the "
+				 "listing does not advance", empty);
+		free(p.lo);
+		if (p.hi) {
+			free(prev_hi);
+			prev_hi = p.hi;
+		}
 		if (prc == 0 && p.bad[0]) {
 			snprintf(why, sizeof(why), "%s", p.bad);
 			prc = -1;
@@ -307,6 +357,13 @@ static int s3_list(struct storage *st, const char *prefix, const char *delimiter
 					     s3->bucket, full, why, page + 1, s3->base_url);
 			break;
 		}
+		if (stuck[0]) {
+			free(p.next_token);
+			rc = ST_PERMANENT;
+			st_error_set(err, rc, (int)resp.status, "list %s/%s at %s: %s (does the server "
+				     "ignore continuation-token?)", s3->bucket, full, s3->base_url, stuck);
+			break;
+		}
 		if (!p.truncated) {
 			free(p.next_token);
 			break;
@@ -323,6 +380,7 @@ static int s3_list(struct storage *st, const char *prefix, const char *delimiter
 	}
 	s3_resp_release(&resp);
 	free(token);
+	free(prev_hi);
 	free(full);
 	return rc;
 }
