@@ -174,6 +174,7 @@ struct xfer {
 	bool changed;          /* a later answer's ETag is not the first one's */
 	bool bad_range;        /* the 206 does not start where we asked */
 	bool chunked;          /* the answer's body is chunked (its end is marked) */
+	bool body_cut;         /* on_write stopped an answer at its cap (resp->body.overflow) */
 	char etag[256];        /* of the first answer that reached the sink */
 };
 
@@ -283,9 +284,16 @@ static size_t on_write(char *buf, size_t size, size_t n, void *ud)
 		x->delivered += (int64_t)len;
 		return size * n;
 	}
-	/* An answer past the cap is kept truncated; callers that need it whole check overflow. */
-	if (!x->resp->body.overflow)
-		s3_buf_add(&x->resp->body, buf, len);
+	/*
+	 * An answer past the cap is kept truncated and not read on: its status
+	 * came with its headers, and a body that never ends (a broken server
+	 * or proxy) kept the attempt alive for ever, its bytes counted as
+	 * progress (QA167 D3). attempt() classifies it as if it had ended.
+	 */
+	if (s3_buf_add(&x->resp->body, buf, len) < 0 && x->resp->body.overflow) {
+		x->body_cut = true;
+		return 0;
+	}
 	return len;
 }
 
@@ -723,7 +731,7 @@ static void attempt(struct s3 *s3, const struct s3_req *req, struct s3_resp *res
 	x->h = h;
 	x->conn = conn;
 	x->sent = 0;
-	x->read_failed = x->sink_failed = x->source_short = false;
+	x->read_failed = x->sink_failed = x->source_short = x->body_cut = false;
 	/* a caller with a stall window (restore) has its own rule for a silent server */
 	x->idle_ms = req->slow_answer || stall_s > 0 ? 0 : s3->idle_timeout_ms;
 	x->last_move_ms = clock_mono_ms();
@@ -811,7 +819,7 @@ static void attempt(struct s3 *s3, const struct s3_req *req, struct s3_resp *res
 
 	int64_t t0 = clock_mono_ms();
 	rc = curl_easy_perform(h);
-	if (rc == CURLE_OK) {
+	if (rc == CURLE_OK || (rc == CURLE_WRITE_ERROR && x->body_cut)) {
 		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &resp->status);
 		if (resp->status >= 200 && resp->status < 300) {
 			o->status = 0;
