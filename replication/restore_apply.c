@@ -112,6 +112,8 @@ struct fd_count {
 	int fd;
 	uint64_t n;
 	int werr;      /* errno of a failed write: our disk, not the replica */
+	int64_t limit; /* the size the listing gave, > 0: no more is written */
+	bool over;     /* the server sent more than that */
 };
 
 /* Downloaded (compressed) bytes: count them for progress, pass them on. */
@@ -152,6 +154,10 @@ static int counting_write(void *ctx, const void *buf, size_t len)
 static int fd_count_write(void *ctx, const void *buf, size_t len)
 {
 	struct fd_count *f = ctx;
+	if (f->limit > 0 && f->n + len > (uint64_t)f->limit) {
+		f->over = true;
+		return -1;
+	}
 	if (st_fd_sink_write(&f->fd, buf, len) < 0) {
 		f->werr = errno;
 		return -1;
@@ -207,7 +213,12 @@ static int download_job(struct apply *a, struct idx_job *j)
 	}
 	for (size_t k = 0; k < j->count; k++) {
 		const struct cat_segment *s = &a->c->plan.segments[j->first + k];
-		struct fd_count f = { a, fd, 0, 0 };
+		/*
+		 * No more than the listing gave: a body that never ends (a broken
+		 * server or proxy) filled the disk beside the target, the app's
+		 * own volume under run (QA167 D2).
+		 */
+		struct fd_count f = { a, fd, 0, 0, s->size, false };
 		struct st_sink fsink = { fd_count_write, &f };
 		struct counting cnt = { a, &fsink, false };
 		struct st_sink sink = { counting_write, &cnt };
@@ -216,6 +227,10 @@ static int download_job(struct apply *a, struct idx_job *j)
 			close(fd);
 			if (f.werr)
 				rs_fail(a, RS_CAUSE_LOCAL, "write %s: %s", path, strerror(f.werr));
+			else if (f.over && !rs_aborted(a))
+				rs_fail(a, RS_CAUSE_REPLICA, "download %s from %s: the server sent more "
+					"than the %lld bytes the listing gave (the object changed since, "
+					"or the server is broken)", key, a->c->name, (long long)s->size);
 			else if (!rs_aborted(a))
 				rs_fail(a, err.status == ST_TRANSIENT ? RS_CAUSE_NETWORK : RS_CAUSE_REPLICA,
 				     "download %s from %s: %s", key, a->c->name, err.message);
