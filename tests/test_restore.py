@@ -2539,6 +2539,171 @@ def test_one_transient_error_while_probing_is_retried_not_unreachable(
     assert rows(db) == history.states[-1][2]
 
 
+class BadAnswers:
+    """A loopback proxy in front of an S3 server that answers some requests wrongly, each
+    request on a connection of its own upstream. mode "looping": a listing's answer is
+    marked truncated with a fresh continuation token, and every request for a next page is
+    answered with the same keys again (a server that ignores continuation-token); mode
+    "endless-error": a GET whose path holds `match` is answered 500 with a body that never
+    ends; mode "longer": such a GET gets its object with `extra` bytes more (Content-Length
+    raised to match). Everything else is forwarded as is."""
+
+    def __init__(self, upstream_port, mode, match="/wal/", extra=1 << 20):
+        self.upstream, self.mode, self.match, self.extra = upstream_port, mode, match, extra
+        self.pages = self.tampered = 0
+        self.sent = 0  # bytes of endless error bodies sent
+        self.page = None
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self):
+        self.closed = True
+        self.sock.close()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _forward(self, req):
+        head, body = req.split(b"\r\n\r\n", 1)
+        lines = [l for l in head.split(b"\r\n") if not l.lower().startswith(b"connection:")]
+        with socket.create_connection(("127.0.0.1", self.upstream)) as up:
+            up.sendall(b"\r\n".join(lines + [b"Connection: close"]) + b"\r\n\r\n" + body)
+            ans = b""
+            while d := up.recv(65536):
+                ans += d
+        return ans
+
+    def _answer(self, line, req):
+        if self.mode == "looping" and b"list-type=2" in line:
+            self.pages += 1
+            if b"continuation-token=" not in line or self.page is None:
+                ahead, _, abody = self._forward(req).partition(b"\r\n\r\n")
+                self.page = re.sub(rb"<IsTruncated>false</IsTruncated>",
+                                   b"<IsTruncated>true</IsTruncated>", abody)
+            tok = f"<NextContinuationToken>t{self.pages}</NextContinuationToken>".encode()
+            body = re.sub(rb"<NextContinuationToken>.*?</NextContinuationToken>", b"",
+                          self.page).replace(b"</ListBucketResult>", tok + b"</ListBucketResult>")
+            return (b"HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: "
+                    b"%d\r\nConnection: close\r\n\r\n" % len(body)) + body
+        ans = self._forward(req)
+        if self.mode == "longer" and line.startswith(b"GET ") and self.match.encode() in line:
+            self.tampered += 1
+            ahead, _, abody = ans.partition(b"\r\n\r\n")
+            abody += b"\0" * self.extra
+            ahead = re.sub(rb"(?im)^content-length:.*$", b"Content-Length: %d" % len(abody),
+                           ahead)
+            return ahead + b"\r\n\r\n" + abody
+        return ans
+
+    def _serve(self, c):
+        with c:
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                d = c.recv(65536)
+                if not d:
+                    return
+                buf += d
+            head, body = buf.split(b"\r\n\r\n", 1)
+            n = next((int(l.split(b":")[1]) for l in head.split(b"\r\n")[1:]
+                      if l.split(b":")[0].strip().lower() == b"content-length"), 0)
+            while len(body) < n:
+                d = c.recv(65536)
+                if not d:
+                    return
+                body += d
+            line = head.split(b"\r\n", 1)[0]
+            try:
+                if self.mode == "endless-error" and line.startswith(b"GET ") and \
+                        self.match.encode() in line:
+                    self.tampered += 1
+                    c.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: "
+                              b"application/xml\r\nConnection: close\r\n\r\n<?xml version="
+                              b"\"1.0\"?><Error><Code>InternalError</Code><Message>")
+                    end = time.monotonic() + 60
+                    while not self.closed and time.monotonic() < end:
+                        c.sendall(b"x" * 16384)
+                        self.sent += 16384
+                        time.sleep(0.005)
+                    return
+                c.sendall(self._answer(line, head + b"\r\n\r\n" + body))
+            except OSError:
+                return
+
+
+def test_a_listing_that_goes_back_fails_instead_of_looping(tmp_path, litevisor_bin, s3server,
+                                                          history):
+    """A server that ignores continuation-token answers every next page with the same keys
+    under a new token: the listing was followed for ever, growing, with nothing said
+    (QA167 D1). A page whose keys are not after the last page's fails the listing."""
+    srv = s3server()
+    upload(history, srv, tmp_path)
+    proxy = BadAnswers(srv.port, "looping")
+    try:
+        cfg = write_config(tmp_path / "lv.yml", tmp_path / "app.db",
+                           [s3_peer("peer", srv, port=proxy.port)])
+        t0 = time.monotonic()
+        p = lv(litevisor_bin, "wal", "-config", str(cfg), str(tmp_path / "app.db"))
+        took = time.monotonic() - t0
+    finally:
+        proxy.close()
+    assert p.returncode != 0, p.stdout
+    assert "the listing goes back" in p.stderr, p.stderr
+    assert "continuation-token" in p.stderr, p.stderr
+    assert proxy.pages <= 10 and took < 10, (proxy.pages, took, p.stderr)
+
+
+def test_an_error_answer_whose_body_never_ends_is_taken_as_the_error(tmp_path, litevisor_bin,
+                                                                    s3server, history):
+    """A 500 whose body never ends: past the 64 KiB kept of an error body, its bytes were
+    read on, counted as progress, and the attempt never ended: the restore ran on, its
+    byte count frozen (QA167 D3). The answer is cut at the cap and taken as a 500: retried,
+    then the candidate fails, naming it."""
+    srv = s3server()
+    upload(history, srv, tmp_path)
+    proxy = BadAnswers(srv.port, "endless-error")
+    db = tmp_path / "app.db"
+    try:
+        cfg = write_config(tmp_path / "lv.yml", db, [s3_peer("peer", srv, port=proxy.port)])
+        t0 = time.monotonic()
+        p = lv(litevisor_bin, "restore", "-config", str(cfg), str(db), timeout=90)
+        took = time.monotonic() - t0
+    finally:
+        proxy.close()
+    assert p.returncode != 0, p.stderr
+    assert "HTTP 500" in p.stderr, p.stderr
+    assert proxy.tampered >= 2, p.stderr  # retried
+    assert proxy.sent < 4 * 1024 * 1024 and took < 40, (proxy.sent, took)
+    assert not db.exists()
+
+
+def test_a_segment_longer_than_listed_is_refused_not_written_on(tmp_path, litevisor_bin,
+                                                               s3server, history):
+    """A segment's GET answered with more bytes than the listing gave (a broken server or
+    proxy; one whose body never ended filled the disk beside the target, QA167 D2): no
+    more than the listed size is written, and the candidate fails naming the cause."""
+    srv = s3server()
+    upload(history, srv, tmp_path)
+    proxy = BadAnswers(srv.port, "longer", extra=8 << 20)
+    db = tmp_path / "app.db"
+    try:
+        cfg = write_config(tmp_path / "lv.yml", db, [s3_peer("peer", srv, port=proxy.port)])
+        p = lv(litevisor_bin, "restore", "-config", str(cfg), str(db), timeout=90)
+    finally:
+        proxy.close()
+    assert p.returncode != 0, p.stderr
+    assert "more than the" in p.stderr and "bytes the listing gave" in p.stderr, p.stderr
+    assert proxy.tampered >= 1
+    assert not db.exists()
+    assert not [f for f in os.listdir(tmp_path) if "litevisor-restore" in f]
+
+
 def test_s3_download_cut_short_once_is_resumed_not_failed(tmp_path, litevisor_bin, s3server,
                                                          history):
     """One snapshot GET whose connection closes mid-body ("transfer closed with N bytes
