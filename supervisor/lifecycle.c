@@ -52,6 +52,7 @@ struct sup {
 	struct sup_consul *consul; /* NULL without a consul: section */
 	bool lock_lost;          /* the writer lock went while the service ran: exit 111 */
 	bool restore_lock_lost;  /* ... or during the restore step, which it stopped */
+	int64_t restore_lock_lost_ms; /* ... then (mono ms) */
 	int sfd;
 
 	int tty;                 /* the controlling terminal: the first of stdin, stdout and
@@ -887,7 +888,10 @@ static void stop_restores(struct sup *s, int first)
 /*
  * The restore step's tick: a writer lock lost meanwhile stops the restores
  * at once (lock_kept says so once they end), not after a handover wait of
- * half a minute or a long download whose result may not be used.
+ * half a minute or a long download whose result may not be used. As after
+ * a stop signal, a restore still running RESTORE_STOP_GRACE_MS later (stuck
+ * in a call: a peer that sends nothing, a hung disk) is not waited for: its
+ * files are removed under it and litevisor _exits (QA165 D2).
  */
 static void restore_tick(void *arg)
 {
@@ -895,8 +899,25 @@ static void restore_tick(void *arg)
 	unserved_tick(s);
 	if (!s->restore_lock_lost && !sup_consul_lock_held(s->consul, NULL, 0)) {
 		s->restore_lock_lost = true;
+		s->restore_lock_lost_ms = clock_mono_ms();
 		dbs_restore_abort("the writer lock was lost");
+		return;
 	}
+	if (!s->restore_lock_lost || clock_mono_ms() - s->restore_lock_lost_ms < RESTORE_STOP_GRACE_MS)
+		return;
+	/* every one ended meanwhile: sig_wait_fd returns after this tick, and lock_kept says why */
+	struct pollfd done = { .fd = dbs_restore_fd(s->dbs), .events = POLLIN };
+	if (poll(&done, 1, 0) > 0)
+		return;
+	log_warn("supervisor", "restore did not stop in time: removing its files under it",
+		 "grace_ms=%d", RESTORE_STOP_GRACE_MS);
+	dbs_restore_abandon();
+	int code = lock_kept(s);
+	if (!code)
+		code = SUP_EXIT_TEMPFAIL;
+	sup_consul_close(s->consul, SUP_CONSUL_CLOSE_MS);
+	log_info("supervisor", "exiting", "code=%d", code); /* every exit's last line */
+	_exit(code);
 }
 
 /*

@@ -23,7 +23,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools"))
 from consul_server import ConsulServer  # noqa: E402
-from conftest import free_port, kuma_stand_in  # noqa: E402
+from conftest import faulty_env, free_port, kuma_stand_in  # noqa: E402
 from test_run import DB_SERVICE, curl, kill_group, one_replica_down, poll, runs, start  # noqa: E402,F401
 
 
@@ -683,6 +683,35 @@ def test_a_lock_lost_during_the_restore_starts_nothing(litevisor_bin, tmp_path, 
     assert "restore done" not in a.stderr(), a.stderr()
     assert not (tmp_path / "a" / "report.json").exists()
     assert sorted(os.listdir(tmp_path / "replica" / "generations")) == gens
+
+
+def test_a_lock_lost_while_a_restore_is_stuck_in_a_call_ends_within_seconds(
+        litevisor_bin, tmp_path, runs, consul):
+    """The writer lock is lost while the restore is inside a call that does not return (a
+    write into its temp file that hangs, as on a hung NFS target; a peer that sends
+    nothing): the restores were asked to stop, and the supervisor waited for the call to
+    return, 24 s here (QA165 D2), where a stop signal gives them a second. Now the same:
+    their files removed under them, exit 111 within a few seconds."""
+    x = node_run(runs, litevisor_bin, tmp_path, "x", lock_cfg(tmp_path, "x", consul),
+                 rows=2000)
+    poll(lambda: (tmp_path / "x" / "ready").exists(), timeout=60)
+    os.kill(x.pid, signal.SIGTERM)
+    assert x.wait(timeout=30) == 0, x.stderr()
+    fault = tmp_path / "a.fault"
+    env = faulty_env(op="write", suffix="app.db.litevisor-restore", delay_ms=25000, log=fault)
+    a = node_run(runs, litevisor_bin, tmp_path, "a", lock_cfg(tmp_path, "a", consul), env=env)
+    poll(lambda: fault.exists(), timeout=30)
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    urllib.request.urlopen(urllib.request.Request(consul.url + "/v1/kv/litevisor/app",
+                                                  method="DELETE"), timeout=5).read()
+    assert a.wait(timeout=20) == 111, a.stderr()
+    took = time.monotonic() - t0
+    assert took < 6, f"{took:.1f} s\n" + a.stderr()
+    assert "the writer lock was lost during the restore" in a.stderr(), a.stderr()
+    assert "restore did not stop in time" in a.stderr(), a.stderr()
+    assert not (tmp_path / "a" / "report.json").exists()
+    assert not [f for f in os.listdir(tmp_path / "a") if "litevisor-restore" in f]
 
 
 def test_reads_of_the_key_failing_for_a_ttl_lose_the_lock(litevisor_bin, tmp_path, runs,
