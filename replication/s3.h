@@ -134,6 +134,7 @@ struct s3_resp {
 	bool have_date;
 	int64_t date_ns;                 /* the server's Date itself, 0 if not sent */
 	char bucket_region[64];          /* AWS's x-amz-bucket-region, "" if not sent */
+	char location[200];              /* a redirect's Location, "" if not sent */
 };
 
 /*

@@ -411,6 +411,7 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud)
 		x->resp->have_date = false;
 		x->resp->date_ns = 0;
 		x->resp->bucket_region[0] = '\0';
+		x->resp->location[0] = '\0';
 		x->range_start = x->range_total = -1;
 		x->chunked = false;
 	} else if (len > 18 && !strncasecmp(buf, "Transfer-Encoding:", 18)) {
@@ -426,6 +427,8 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud)
 			x->range_total = strtoll(slash + 1, NULL, 10);
 	} else if (len > 20 && !strncasecmp(buf, "x-amz-bucket-region:", 20)) {
 		header_value(x->resp->bucket_region, sizeof(x->resp->bucket_region), buf + 20, len - 20);
+	} else if (len > 9 && !strncasecmp(buf, "Location:", 9)) {
+		header_value(x->resp->location, sizeof(x->resp->location), buf + 9, len - 9);
 	} else if (len > 5 && !strncasecmp(buf, "ETag:", 5)) {
 		header_value(x->resp->etag, sizeof(x->resp->etag), buf + 5, len - 5);
 	} else if (len > 15 && !strncasecmp(buf, "Content-Length:", 15)) {
@@ -475,6 +478,12 @@ static void classify_http(const struct s3_req *req, const struct s3_resp *resp, 
 		snprintf(o->cause, sizeof(o->cause), "HTTP %ld %s%s%s", st, code, msg[0] ? ": " : "", msg);
 	else
 		snprintf(o->cause, sizeof(o->cause), "HTTP %ld", st);
+	/* a redirect is not followed (the signature covers the host): say where it pointed */
+	if (st / 100 == 3 && resp->location[0]) {
+		size_t k = strlen(o->cause);
+		snprintf(o->cause + k, sizeof(o->cause) - k, " (redirected to %s: is the endpoint "
+			 "right?)", resp->location);
+	}
 	/* AWS names the bucket's region when it was asked in another one (a 301, or a 400) */
 	const char *br = resp->bucket_region;
 	if (br[0] && strspn(br, "abcdefghijklmnopqrstuvwxyz0123456789-") == strlen(br) &&

@@ -2546,7 +2546,8 @@ class BadAnswers:
     answered with the same keys again (a server that ignores continuation-token); mode
     "endless-error": a GET whose path holds `match` is answered 500 with a body that never
     ends; mode "longer": such a GET gets its object with `extra` bytes more (Content-Length
-    raised to match). Everything else is forwarded as is."""
+    raised to match); mode "redirect": every request is redirected (307) to `match`.
+    Everything else is forwarded as is."""
 
     def __init__(self, upstream_port, mode, match="/wal/", extra=1 << 20):
         self.upstream, self.mode, self.match, self.extra = upstream_port, mode, match, extra
@@ -2620,6 +2621,11 @@ class BadAnswers:
                 body += d
             line = head.split(b"\r\n", 1)[0]
             try:
+                if self.mode == "redirect":
+                    c.sendall(b"HTTP/1.1 307 Temporary Redirect\r\nLocation: " +
+                              self.match.encode() + b"\r\nContent-Length: 0\r\n"
+                              b"Connection: close\r\n\r\n")
+                    return
                 if self.mode == "endless-error" and line.startswith(b"GET ") and \
                         self.match.encode() in line:
                     self.tampered += 1
@@ -2681,6 +2687,22 @@ def test_an_error_answer_whose_body_never_ends_is_taken_as_the_error(tmp_path, l
     assert proxy.tampered >= 2, p.stderr  # retried
     assert proxy.sent < 4 * 1024 * 1024 and took < 40, (proxy.sent, took)
     assert not db.exists()
+
+
+def test_a_redirect_says_where_it_pointed(tmp_path, litevisor_bin, s3server):
+    """A 307 (an endpoint in front of another, a bucket moved) is not followed: the
+    signature covers the host. Its error said only "HTTP 307" (QA167 O4); it names the
+    Location the server gave, which makes a wrong endpoint plain."""
+    srv = s3server()
+    proxy = BadAnswers(srv.port, "redirect", match="http://127.0.0.2:9/moved-here")
+    try:
+        cfg = write_config(tmp_path / "lv.yml", tmp_path / "app.db",
+                           [s3_peer("peer", srv, port=proxy.port)])
+        p = lv(litevisor_bin, "generations", "-config", str(cfg), str(tmp_path / "app.db"))
+    finally:
+        proxy.close()
+    assert p.returncode != 0, p.stdout
+    assert "HTTP 307 (redirected to http://127.0.0.2:9/moved-here" in p.stderr, p.stderr
 
 
 def test_a_segment_longer_than_listed_is_refused_not_written_on(tmp_path, litevisor_bin,
