@@ -54,9 +54,12 @@ struct s3 {
 	 * under lock: the last call gave up on a transient failure (the server
 	 * down, or failing). Until a call gets an answer, each retry is logged at
 	 * debug level: the caller logs the failure it reports, so an outage does
-	 * not add a WARN per attempt (QA68).
+	 * not add a WARN per attempt (QA68). One for reads (GET, HEAD, listings)
+	 * and one for writes (PUT, POST, DELETE): a server refusing writes only
+	 * (its disk full, a quota) answers the reads in between, and each of them
+	 * ended the outage, its retries said at WARN again (QA167 O1).
 	 */
-	bool failing;
+	bool failing[2];
 	/*
 	 * under lock: the server rejected If-None-Match (501 NotImplemented, as
 	 * AWS did before 2024 and gateways without conditional writes do): PUTs

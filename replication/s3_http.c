@@ -936,18 +936,25 @@ static bool resume_was_at_end(struct s3 *s3, const struct s3_req *req, const str
 }
 
 /* A call ended: failing (gave up on a transient failure) or answered. Logs the changes. */
-static void note_failing(struct s3 *s3, bool failing, const char *op, const char *cause)
+/* Which of s3->failing a request counts in: 0 reads, 1 writes. */
+static int failing_class(const struct s3_req *req)
 {
+	return strcmp(req->method, "GET") != 0 && !req->head;
+}
+
+static void note_failing(struct s3 *s3, bool failing, const struct s3_req *req, const char *cause)
+{
+	int k = failing_class(req);
 	pthread_mutex_lock(&s3->lock);
-	bool was = s3->failing;
-	s3->failing = failing;
+	bool was = s3->failing[k];
+	s3->failing[k] = failing;
 	pthread_mutex_unlock(&s3->lock);
 	if (failing && !was)
 		log_warn("s3", "the server keeps failing: retries are logged at debug level until it "
-			 "answers again", "op=%s host=%s bucket=%s cause=\"%s\"", op, s3->host,
+			 "answers again", "op=%s host=%s bucket=%s cause=\"%s\"", req->op, s3->host,
 			 s3->bucket, cause);
 	else if (!failing && was)
-		log_info("s3", "the server answers again", "op=%s host=%s bucket=%s", op, s3->host,
+		log_info("s3", "the server answers again", "op=%s host=%s bucket=%s", req->op, s3->host,
 			 s3->bucket);
 }
 
@@ -1038,7 +1045,7 @@ int s3_request(struct s3 *s3, const struct s3_req *req, struct s3_resp *resp,
 				snprintf(o.cause, sizeof(o.cause), "answer larger than %zu bytes", resp->body.cap);
 				break;
 			}
-			note_failing(s3, false, req->op, NULL);
+			note_failing(s3, false, req, NULL);
 			return 0;
 		}
 		/* a GET cut short resumes where its sink stands (attempt() asks for the rest) */
@@ -1060,7 +1067,7 @@ int s3_request(struct s3 *s3, const struct s3_req *req, struct s3_resp *resp,
 			break;
 		/* the server by name: two MinIOs often share bucket and keys */
 		pthread_mutex_lock(&s3->lock);
-		bool quiet = s3->failing;
+		bool quiet = s3->failing[failing_class(req)];
 		pthread_mutex_unlock(&s3->lock);
 		log_event(quiet ? LOG_DEBUG : LOG_WARN, "s3", "request retried",
 			  "op=%s host=%s bucket=%s key=\"%s\" attempt=%d backoff_ms=%lld cause=\"%s\"",
@@ -1074,9 +1081,9 @@ int s3_request(struct s3 *s3, const struct s3_req *req, struct s3_resp *resp,
 	 * again: the server answered, whatever it said.
 	 */
 	if (o.status == ST_TRANSIENT && retried)
-		note_failing(s3, true, req->op, o.cause);
+		note_failing(s3, true, req, o.cause);
 	else if (o.status != ST_TRANSIENT && resp->status > 0)
-		note_failing(s3, false, req->op, NULL);
+		note_failing(s3, false, req, NULL);
 	st_error_set(err, (enum st_status)o.status, (int)resp->status, "%s %s/%s: %s", req->op,
 		     s3->bucket, key, o.cause);
 	/*

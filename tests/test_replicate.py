@@ -2563,6 +2563,43 @@ def test_a_failure_changing_its_cause_on_a_long_replica_path_is_said_again(run, 
         proxy.close()
 
 
+def test_an_outage_of_writes_only_logs_its_retries_once(run, tmp_path, s3server):
+    """The server refuses every write (its disk full: 507) and answers every read: each
+    read in between (the writer check, the position's look) ended "the server keeps
+    failing", said "the server answers again", and the next write's retries were WARNs
+    again, a few lines a minute for as long as it lasted (QA167 O1). Reads and writes
+    are counted apart: the outage of writes is said once, its retries at debug."""
+    srv = s3server()
+    proxy = PutRefuser(srv.port)
+    try:
+        db = tmp_path / "app.db"
+        create(db)
+        rep = s3_replica(srv, sync="200ms")
+        rep["endpoint"] = f"http://127.0.0.1:{proxy.port}"
+        rep["writer-check-interval"] = "1s"
+        r = run(config(tmp_path, db, [rep]))
+        wait_for(lambda: "snapshot written" in r.text(), what="the first snapshot", log=r.text)
+        proxy.status = 507
+        end = time.monotonic() + 10
+        i = 0
+        while time.monotonic() < end:
+            write(db, 1, start=100 + i)
+            i += 1
+            time.sleep(0.5)
+        text = r.text()
+        assert text.count("the server keeps failing") == 1, text
+        assert "the server answers again" not in text, text
+        retried = [l for l in text.splitlines() if " WARN " in l and "request retried" in l]
+        assert len(retried) <= 4, "\n".join(retried)  # the first call's only
+        proxy.status = None
+        wait_for(lambda: "the server answers again" in r.text(), timeout=30,
+                 what="the writes answered again", log=r.text)
+        assert r.stop() == 0, r.text()
+    finally:
+        proxy.status = None
+        proxy.close()
+
+
 def test_a_snapshot_refused_while_segments_are_stored_holds_no_segment_back(run, tmp_path):
     """The replica stores segments but refuses the periodic snapshot (its disk full for
     one object that large, a quota): the segments waited for each try of the snapshot,
