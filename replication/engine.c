@@ -460,17 +460,22 @@ int engine_flush(struct engine *e, int64_t deadline_ms)
 					 r->pos.generation, r->pos.index, r->pos.offset);
 				continue;
 			}
-			char have[64] = "nothing";
+			char have[64] = "nothing", busy[120], none[160];
 			if (r->pos_known && r->pos.generation[0])
 				snprintf(have, sizeof(have), "%s/%08x/%08x", r->pos.generation,
 					 r->pos.index, r->pos.offset);
+			/* not failing, but stuck in a call (its retries said at debug): which (QA167 O2) */
+			if (r->st && storage_under_way(r->st, clock_mono_ns(), busy, sizeof(busy)))
+				snprintf(none, sizeof(none), "none (not failing: out of time; %s)", busy);
+			else
+				snprintf(none, sizeof(none), "none (not failing: out of time)");
 			/* its failure may have been said minutes ago, or at debug (QA148 O3); one it
 			 * recovered from is no cause (QA150 O5) */
 			log_error("engine", "final flush incomplete", "db=%s replica=%s have=%s "
 				  "want=%s/%08x/%08x last_error=\"%s\"", d->stat.name, r->stat.name, have,
 				  t->generation, t->index, t->offset,
 				  r->stat.failing_since_ns && r->stat.last_error[0] ? r->stat.last_error :
-				  "none (not failing: out of time)");
+				  none);
 			r->flush_failed_ns = clock_wall_ns();
 			rc = -1;
 		}

@@ -321,10 +321,26 @@ bool storage_stalled(struct storage *st, int64_t now, int64_t ns)
 	       now - atomic_load_explicit(&st->moved_ns, memory_order_relaxed) > ns;
 }
 
+bool storage_under_way(struct storage *st, int64_t now, char *buf, size_t len)
+{
+	buf[0] = '\0';
+	if (atomic_load(&st->busy) <= 0)
+		return false;
+	int op = atomic_load(&st->begun_op);
+	int64_t begun = atomic_load(&st->begun_ns);
+	int64_t moved = atomic_load_explicit(&st->moved_ns, memory_order_relaxed);
+	snprintf(buf, len, "a %s under way for %.1f s, nothing moved for %.1f s",
+		 st_op_name((enum st_op)op), (double)(now - begun) / NS_PER_SEC,
+		 (double)(now - moved) / NS_PER_SEC);
+	return true;
+}
+
 /* A call on st begins or ends: the stall clock starts over. */
-static void call_begin(struct storage *st)
+static void call_begin(struct storage *st, enum st_op op)
 {
 	st_moved(st);
+	atomic_store(&st->begun_op, (int)op);
+	atomic_store(&st->begun_ns, clock_mono_ns());
 	atomic_fetch_add(&st->busy, 1);
 }
 
@@ -437,7 +453,7 @@ int storage_list(struct storage *st, const char *prefix, const char *delimiter,
 	int64_t t0 = clock_mono_ns();
 	err = prepare(err, &local);
 	memset(out, 0, sizeof(*out));
-	call_begin(st);
+	call_begin(st, ST_OP_LIST);
 	int rc = st->ops->list(st, prefix ? prefix : "", delimiter, out, call, err);
 	if (rc != 0)
 		st_list_release(out);
@@ -534,7 +550,7 @@ static int plain_get(struct storage *st, const char *key, const struct st_sink *
 	struct counting_sink cs = { st, sink, 0, false };
 	struct st_sink wrapped = { counting_write, &cs };
 	err = prepare(err, &local);
-	call_begin(st);
+	call_begin(st, ST_OP_GET);
 	int rc = settle(st->ops->get(st, key, &wrapped, call, err), err, "get");
 	/*
 	 * A get its reader stopped is no failure of the storage: a form check
@@ -561,7 +577,7 @@ static int plain_put(struct storage *st, const char *key, const struct st_source
 		.unnamed_file = src->unnamed_file ? counting_unnamed_file : NULL,
 	};
 	err = prepare(err, &local);
-	call_begin(st);
+	call_begin(st, ST_OP_PUT);
 	int rc = settle(st->ops->put(st, key, &wrapped, call, err), err, "put");
 	/* a linked-in unnamed file was never read: its size is what the object got */
 	uint64_t bytes = cs.bytes || src->size < 0 ? cs.bytes : (uint64_t)src->size;
@@ -575,7 +591,7 @@ int storage_delete(struct storage *st, const char *const *keys, size_t nkeys,
 	struct st_error local;
 	int64_t t0 = clock_mono_ns();
 	err = prepare(err, &local);
-	call_begin(st);
+	call_begin(st, ST_OP_DELETE);
 	int rc = nkeys ? st->ops->del(st, keys, nkeys, call, err) : 0;
 	rc = settle(rc, err, "delete");
 	account(st, ST_OP_DELETE, t0, 0, rc);
@@ -589,7 +605,7 @@ int storage_stat(struct storage *st, const char *key, struct st_object *out,
 	int64_t t0 = clock_mono_ns();
 	err = prepare(err, &local);
 	memset(out, 0, sizeof(*out));
-	call_begin(st);
+	call_begin(st, ST_OP_HEAD);
 	int rc = st->ops->stat(st, key, out, call, err);
 	if (rc == 0 && !out->key) {
 		out->key = strdup(key);

@@ -209,6 +209,9 @@ struct storage {
 	 */
 	atomic_int busy;
 	atomic_int_fast64_t moved_ns;
+	/* the call begun last: its operation and when (mono ns), for storage_under_way */
+	atomic_int begun_op;
+	atomic_int_fast64_t begun_ns;
 };
 
 /*
@@ -255,6 +258,13 @@ int storage_stat(struct storage *st, const char *key, struct st_object *out,
  * too. now is clock_mono_ns().
  */
 bool storage_stalled(struct storage *st, int64_t now, int64_t ns);
+
+/*
+ * What is under way on st, for a message: "a put under way for 12.3 s,
+ * nothing moved for 11.0 s" (the call begun last, when several are) into
+ * buf; false (buf "") when no call is. now is clock_mono_ns().
+ */
+bool storage_under_way(struct storage *st, int64_t now, char *buf, size_t len);
 
 /* Helpers for backends. */
 /* A call on st moved data (a chunk read or written, a listing's entry, a key deleted). */

@@ -5527,6 +5527,34 @@ def test_final_flush_reports_unreachable_replica_within_deadline(run, tmp_path, 
     check_restore(litestream_bin, good, db, tmp_path / "out.db")
 
 
+def test_a_final_flush_cut_short_by_a_call_that_hangs_names_the_call(run, tmp_path,
+                                                                     s3server):
+    """The replica's server takes a segment's PUT and never answers within the flush
+    timeout: the final flush said only last_error="none (not failing: out of time)", the
+    stuck request named nowhere (QA167 O2). It names the call under way and for how long."""
+    srv = s3server()
+    proxy = DownOrSlow(srv.port, b"/wal/")
+    try:
+        db = tmp_path / "app.db"
+        create(db)
+        rep = s3_replica(srv, sync="10s")
+        rep["endpoint"] = f"http://127.0.0.1:{proxy.port}"
+        cfg = config(tmp_path, db, [rep])
+        cfg.write_text("supervisor:\n  flush-timeout: 2s\n" + cfg.read_text())
+        r = run(cfg)
+        wait_for(lambda: "snapshot written" in r.text(), what="the first snapshot", log=r.text)
+        proxy.slow_s = 15
+        write(db, 5, start=1)
+        assert r.stop() == 1, r.text()
+        text = r.text()
+        assert re.search(r'final flush incomplete db=app.db replica=s3 .*last_error="none '
+                         r'\(not failing: out of time; a put under way for [0-9.]+ s, nothing '
+                         r'moved for [0-9.]+ s\)"', text), text
+    finally:
+        proxy.slow_s = 0
+        proxy.close()
+
+
 @pytest.mark.parametrize("order", ["down-first", "good-first"])
 def test_a_replica_down_at_the_final_flush_costs_the_others_no_closed_mark(run, tmp_path,
                                                                           s3server, order):
