@@ -317,10 +317,18 @@ static int s3_list(struct storage *st, const char *prefix, const char *delimiter
 		 * Each page's keys come after the last page's: a server that
 		 * ignores continuation-token, answering the same keys under a
 		 * new token each time, was followed for ever, the listing
-		 * growing (QA167 D1); so was one whose truncated pages are empty.
+		 * growing (QA167 D1); so was one whose truncated pages are empty
+		 * (a hundred in a row: AWS may answer a few, past delete markers).
+		 */
+		/*
+		 * Some servers repeat the last page's last common prefix at the
+		 * top of the next (older MinIO, LocalStack; st_list_sort drops the
+		 * duplicate): a page may start at the last one's end, not before
+		 * it, and one that is not the last must reach past it.
 		 */
 		stuck[0] = '\0';
-		if (p.lo && prev_hi && strcmp(p.lo, prev_hi) <= 0)
+		if (p.lo && prev_hi &&
+		    (strcmp(p.lo, prev_hi) < 0 || (p.truncated && strcmp(p.hi, prev_hi) <= 0)))
 			snprintf(stuck, sizeof(stuck), "page %d lists \"%.80s\", not after the last "
 				 "page's \"%.80s\": the listing goes back", page + 1, p.lo, prev_hi);
 		empty = p.lo ? 0 : empty + 1;
