@@ -151,6 +151,12 @@ static int counting_write(void *ctx, const void *buf, size_t len)
 	return k->inner->write(k->inner->ctx, buf, len);
 }
 
+/*
+ * The most a stored placeholder (wal.h: a WAL header alone, LZ4-framed: 43
+ * bytes; encrypted with age: a few hundred) may take.
+ */
+#define PLACEHOLDER_MAX 1024
+
 static int fd_count_write(void *ctx, const void *buf, size_t len)
 {
 	struct fd_count *f = ctx;
@@ -216,9 +222,12 @@ static int download_job(struct apply *a, struct idx_job *j)
 		/*
 		 * No more than the listing gave: a body that never ends (a broken
 		 * server or proxy) filled the disk beside the target, the app's
-		 * own volume under run (QA167 D2).
+		 * own volume under run (QA167 D2). Except an index's placeholder
+		 * (wal.h), the one segment a writer replaces, at its next write in
+		 * that index: taken whole when that came after the listing.
 		 */
-		struct fd_count f = { a, fd, 0, 0, s->size, false };
+		bool placeholder = s->offset == 0 && s->size <= PLACEHOLDER_MAX;
+		struct fd_count f = { a, fd, 0, 0, placeholder ? 0 : s->size, false };
 		struct st_sink fsink = { fd_count_write, &f };
 		struct counting cnt = { a, &fsink, false };
 		struct st_sink sink = { counting_write, &cnt };
