@@ -1059,9 +1059,14 @@ int restore_explicit(const struct config *cfg, const struct cfg_db *db,
 		 * Rolled back (a point in time, a chosen generation): replication
 		 * starts a new generation, but of the same database. Under a new id
 		 * every earlier generation was another database's: kept for ever by
-		 * retention, and a node holding an older copy refused to start.
+		 * retention, and a node holding an older copy refused to start. A
+		 * state directory here is a database's that was not there (maybe
+		 * another's, with another id): aside, as above (QA169 D3).
 		 */
-		rs_write_database_id(&s, &res->pos, true);
+		char statedir[PATH_MAX];
+		localstate_dir(db, statedir, sizeof(statedir));
+		rs_move_state_aside(statedir, "state of a database that was not there", NULL, 0);
+		rs_write_database_id(&s, &res->pos);
 	}
 out:
 	res->duration_ms = clock_mono_ms() - t0;

@@ -634,11 +634,11 @@ bool rs_closed_somewhere(const struct session *s, const struct wal_pos *pos);
 bool rs_write_marker(struct session *s, const struct wal_pos *pos);
 
 /*
- * After a restore to pos at the database's own path: the id the restored
- * generation is labelled with into the state directory (if_none: unless it
- * names one already, this path's own). Failures are logged, never fatal.
+ * After a restore to pos at the database's own path (its old state directory
+ * moved aside): the id the restored generation is labelled with into the new
+ * one. Failures are logged, never fatal.
  */
-void rs_write_database_id(struct session *s, const struct wal_pos *pos, bool if_none);
+void rs_write_database_id(struct session *s, const struct wal_pos *pos);
 
 /*
  * The before_ctx of rs_move_local_cb / rs_put_local_back_cb: the local

@@ -215,16 +215,14 @@ static void note_weighed(struct session *s, const char *dir, const struct wal_po
  * ones for another database's, nor a node holding an older copy the replica
  * for another database's.
  */
-void rs_write_database_id(struct session *s, const struct wal_pos *pos, bool if_none)
+void rs_write_database_id(struct session *s, const struct wal_pos *pos)
 {
-	char dir[PATH_MAX], have[33];
+	char dir[PATH_MAX];
 	uid_t uid;
 	gid_t gid;
 
 	localstate_dir(s->db, dir, sizeof(dir));
 	localstate_owner(s->db, &uid, &gid);
-	if (if_none && localstate_read_database_id(dir, have) == 0)
-		return;
 	for (size_t i = 0; i < s->n; i++) {
 		const struct rs_cand *c = &s->c[i];
 		if (c->state != RC_OK || !c->has_data || !c->plan.database_id[0] ||
@@ -254,7 +252,7 @@ bool rs_write_marker(struct session *s, const struct wal_pos *pos)
 	gid_t gid;
 
 	/* the state directory is new (the old one went aside): nothing older stands in for it */
-	rs_write_database_id(s, pos, false);
+	rs_write_database_id(s, pos);
 	localstate_dir(s->db, dir, sizeof(dir));
 	localstate_owner(s->db, &uid, &gid);
 	note_weighed(s, dir, pos, uid, gid);

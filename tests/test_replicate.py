@@ -3708,14 +3708,16 @@ def test_a_database_keeps_its_id_across_a_restore_on_another_node(run, tmp_path,
     assert a.stop() == 0
 
 
-@pytest.mark.parametrize("how", ["timestamp", "own path as -o"])
+@pytest.mark.parametrize("how", ["timestamp", "own path as -o", "timestamp over stale state"])
 def test_a_database_keeps_its_id_across_a_rollback_on_another_node(run, tmp_path,
                                                                   litevisor_bin, how):
     """Node B, with no local state, rolls the database back to a point in time at its own
     path (or restores it with -o naming its own path): the restore wrote no database id,
     so B's new generation carried a new one; retention kept every earlier generation for
     another database's, and node A, holding an older copy, refused to start its service
-    (exit 111, "not this database"; QA166 D2). The id is kept: A takes B's data."""
+    (exit 111, "not this database"; QA166 D2). The id is kept: A takes B's data. A state
+    directory left there by another database (its id) goes aside first, as for a restore
+    to the end (QA169 D3)."""
     rep = tmp_path / "rep"
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -3731,13 +3733,17 @@ def test_a_database_keeps_its_id_across_a_rollback_on_another_node(run, tmp_path
     write(a_db, 10, start=100)
     assert a.stop() == 0, a.text()
     a_id = (tmp_path / "a" / ".app.db-litevisor" / "database-id").read_text().strip()
-    args = ["-timestamp", iso(at)] if how == "timestamp" else ["-o", str(b_db)]
+    args = ["-o", str(b_db)] if how == "own path as -o" else ["-timestamp", iso(at)]
+    if how == "timestamp over stale state":
+        stale = tmp_path / "b" / ".app.db-litevisor"
+        stale.mkdir()
+        (stale / "database-id").write_text("0123456789abcdef0123456789abcdef\n")
     p = subprocess.run([litevisor_bin, "restore", "-config", str(b_cfg), *args, str(b_db)],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     b_state = tmp_path / "b" / ".app.db-litevisor"
     assert (b_state / "database-id").read_text().strip() == a_id, p.stderr
-    rows = 10 if how == "timestamp" else 20  # (create()'s row deletes itself)
+    rows = 20 if how == "own path as -o" else 10  # (create()'s row deletes itself)
     with contextlib.closing(sqlite3.connect(b_db)) as c:
         assert c.execute("SELECT count(*) FROM t").fetchone()[0] == rows
     b = run(b_cfg)
