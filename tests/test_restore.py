@@ -2546,7 +2546,9 @@ class BadAnswers:
     answered with the same keys again (a server that ignores continuation-token); mode
     "endless-error": a GET whose path holds `match` is answered 500 with a body that never
     ends; mode "longer": such a GET gets its object with `extra` bytes more (Content-Length
-    raised to match); mode "redirect": every request is redirected (307) to `match`.
+    raised to match); mode "redirect": every request is redirected (307) to `match`;
+    mode "repeating": a listing by prefixes comes in two pages, the second repeating the
+    first's last common prefix (as older MinIO and LocalStack answer).
     Everything else is forwarded as is."""
 
     def __init__(self, upstream_port, mode, match="/wal/", extra=1 << 20):
@@ -2582,6 +2584,21 @@ class BadAnswers:
         return ans
 
     def _answer(self, line, req):
+        if self.mode == "repeating" and b"list-type=2" in line and b"delimiter=" in line:
+            # two pages: the whole listing, then its last common prefix again
+            self.pages += 1
+            if b"continuation-token=" not in line:
+                ahead, _, abody = self._forward(req).partition(b"\r\n\r\n")
+                self.page = abody
+                body = re.sub(rb"<IsTruncated>false</IsTruncated>",
+                              b"<IsTruncated>true</IsTruncated><NextContinuationToken>t1"
+                              b"</NextContinuationToken>", abody)
+            else:
+                last = re.findall(rb"<CommonPrefixes>.*?</CommonPrefixes>", self.page, re.S)[-1]
+                body = re.sub(rb"<CommonPrefixes>.*</CommonPrefixes>", last, self.page,
+                              flags=re.S)
+            return (b"HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: "
+                    b"%d\r\nConnection: close\r\n\r\n" % len(body)) + body
         if self.mode == "looping" and b"list-type=2" in line:
             self.pages += 1
             if b"continuation-token=" not in line or self.page is None:
@@ -2663,6 +2680,25 @@ def test_a_listing_that_goes_back_fails_instead_of_looping(tmp_path, litevisor_b
     assert "the listing goes back" in p.stderr, p.stderr
     assert "continuation-token" in p.stderr, p.stderr
     assert proxy.pages <= 10 and took < 10, (proxy.pages, took, p.stderr)
+
+
+def test_a_page_repeating_the_last_pages_last_prefix_is_taken(tmp_path, litevisor_bin,
+                                                              s3server, history):
+    """Some servers repeat the last page's last common prefix at the top of the next one
+    (older MinIO, LocalStack): the check against listings that go back refused it, and
+    the restore failed (QA169 D1). A page may start where the last one ended."""
+    srv = s3server()
+    upload(history, srv, tmp_path)
+    proxy = BadAnswers(srv.port, "repeating")
+    db = tmp_path / "app.db"
+    try:
+        cfg = write_config(tmp_path / "lv.yml", db, [s3_peer("peer", srv, port=proxy.port)])
+        p = lv(litevisor_bin, "restore", "-config", str(cfg), str(db))
+    finally:
+        proxy.close()
+    assert p.returncode == 0, p.stderr
+    assert proxy.pages >= 2, p.stderr
+    assert rows(db) == history.states[-1][2]
 
 
 def test_an_error_answer_whose_body_never_ends_is_taken_as_the_error(tmp_path, litevisor_bin,
