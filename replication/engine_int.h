@@ -117,6 +117,12 @@ struct eng_replica {
 	int64_t snap_written_ns;      /* by our clock, the last snapshot this process wrote (0 none) */
 	/* by our clock, the last WAL segment this process wrote (0 none), and where */
 	int64_t seg_written_ns;
+	/*
+	 * The same two moments on the monotonic clock: retention times the
+	 * replica's clock on from them, so that a step of our wall clock since
+	 * moves none of its cuts (QA166 D1).
+	 */
+	int64_t snap_written_mono, seg_written_mono;
 	char seg_written_gen[17];
 	/*
 	 * Its look found generations besides the database's (others_listed):

@@ -622,6 +622,7 @@ static int put_segment(struct eng_replica *r, const char *gen, uint32_t index, u
 	r->failed_here = false;
 	r->stat.wal_bytes_total += plain_bytes;
 	r->seg_written_ns = clock_wall_ns();
+	r->seg_written_mono = clock_mono_ns();
 	memcpy(r->seg_written_gen, gen, sizeof(r->seg_written_gen));
 	r->seg_written_index = index;
 	r->seg_written_offset = (uint32_t)from;

@@ -164,12 +164,18 @@ static void warn_foreign(struct eng_replica *r, const char *gen, const char *the
  * process wrote in g (its last WAL segment, else its last snapshot), by its
  * object time against ours of writing it, tells by how much (at least: the
  * upload's own time adds to it, which keeps more), and the cuts move back by
- * that. A replica ahead keeps more, and is left so. Returns false when g holds
- * no object this process wrote (a check right after a start, before any
- * upload): the replica's clock is then unknown, and nothing is deleted yet.
+ * that. Ours of writing it is read at the check, as the wall clock then less
+ * the monotonic time since the write: a step of our wall clock in between (a
+ * wrong NTP source, a hand-set date) moves it as far as the cuts, so no cut
+ * moves against the replica's object times. (Read once at the write, a step
+ * forward made a file replica's objects look that much older, and each check
+ * deleted as much of its window: QA166 D1.) A replica ahead keeps more, and is
+ * left so. Returns false when g holds no object this process wrote (a check
+ * right after a start, before any upload): the replica's clock is then
+ * unknown, and nothing is deleted yet.
  */
 struct written {
-	int64_t snap_ns, seg_ns;      /* by our clock, 0 none */
+	int64_t snap_mono, seg_mono;  /* by the monotonic clock, 0 none */
 	char snap_gen[17], seg_gen[17];
 	uint32_t snap_index, seg_index, seg_offset;
 };
@@ -178,39 +184,43 @@ struct written {
 static void written_get(struct eng_replica *r, struct written *w)
 {
 	pthread_mutex_lock(&r->db->mu);
-	w->snap_ns = r->snap_known ? r->snap_written_ns : 0;
+	w->snap_mono = r->snap_known && r->snap_written_ns ? r->snap_written_mono : 0;
 	memcpy(w->snap_gen, r->snap_gen, sizeof(w->snap_gen));
 	w->snap_index = r->snap_index;
-	w->seg_ns = r->seg_written_ns;
+	w->seg_mono = r->seg_written_ns ? r->seg_written_mono : 0;
 	memcpy(w->seg_gen, r->seg_written_gen, sizeof(w->seg_gen));
 	w->seg_index = r->seg_written_index;
 	w->seg_offset = r->seg_written_offset;
 	pthread_mutex_unlock(&r->db->mu);
 }
 
+/* now and mono: the wall and the monotonic clock, read together at the check. */
 static bool behind_shift(struct eng_replica *r, const struct written *w,
-			 const struct cat_generation *g, int64_t *keep_cut, int64_t *del_cut)
+			 const struct cat_generation *g, int64_t now, int64_t mono,
+			 int64_t *keep_cut, int64_t *del_cut)
 {
 	struct eng_db *d = r->db;
-	int64_t snap_ns = !strcmp(w->snap_gen, g->id) ? w->snap_ns : 0;
+	int64_t snap_mono = !strcmp(w->snap_gen, g->id) ? w->snap_mono : 0;
 	uint32_t snap_index = w->snap_index;
-	int64_t seg_ns = !strcmp(w->seg_gen, g->id) ? w->seg_ns : 0;
+	int64_t seg_mono = !strcmp(w->seg_gen, g->id) ? w->seg_mono : 0;
 	uint32_t seg_index = w->seg_index, seg_offset = w->seg_offset;
-	int64_t ours = 0, theirs = 0;
+	int64_t at = 0, theirs = 0; /* at: the write, by the monotonic clock */
 	/* a segment first: one PUT, where a multipart snapshot's time is when it began */
-	for (size_t k = 0; seg_ns && k < g->nsegments; k++)
+	for (size_t k = 0; seg_mono && k < g->nsegments; k++)
 		if (g->segments[k].index == seg_index && g->segments[k].offset == seg_offset) {
-			ours = seg_ns;
+			at = seg_mono;
 			theirs = g->segments[k].mtime_ns;
 		}
-	for (size_t k = 0; !ours && snap_ns && k < g->nsnapshots; k++)
+	for (size_t k = 0; !at && snap_mono && k < g->nsnapshots; k++)
 		if (g->snapshots[k].index == snap_index) {
-			ours = snap_ns;
+			at = snap_mono;
 			theirs = g->snapshots[k].mtime_ns;
 		}
-	if (!ours)
+	if (!at)
 		return false;
-	int64_t behind = ours - theirs;
+	int64_t ours = now - (mono - at), behind;
+	if (__builtin_sub_overflow(ours, theirs, &behind))
+		behind = INT64_MAX; /* an object time near the earliest: keep everything */
 	if (behind <= 0)
 		return true;
 	if (__builtin_sub_overflow(*keep_cut, behind, keep_cut))
@@ -242,7 +252,7 @@ int retention_enforce(struct eng_replica *r, bool *need_snapshot)
 	if (c->retention_ms <= 0)
 		return 0;
 	/* "100000d" means forever: cuts saturate at the earliest time instead of wrapping */
-	int64_t now = clock_wall_ns(), keep_cut, del_cut, span;
+	int64_t now = clock_wall_ns(), mono = clock_mono_ns(), keep_cut, del_cut, span;
 	if (__builtin_mul_overflow(c->retention_ms, NS_PER_MS, &span) ||
 	    __builtin_sub_overflow(now, span, &keep_cut))
 		keep_cut = INT64_MIN;
@@ -284,7 +294,7 @@ int retention_enforce(struct eng_replica *r, bool *need_snapshot)
 		struct cat_generation g;
 		if (catalog_load(r->st, ids[i], &g, NULL, &err) < 0)
 			goto fail;
-		if (i == ci && !behind_shift(r, &wr, &g, &keep_cut, &del_cut)) {
+		if (i == ci && !behind_shift(r, &wr, &g, now, mono, &keep_cut, &del_cut)) {
 			log_debug("retention", "no object of this process on the replica yet: its clock "
 				  "is unknown, nothing deleted in this check", "db=%s replica=%s",
 				  d->stat.name, r->stat.name);

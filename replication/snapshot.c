@@ -587,6 +587,7 @@ static void snapshot_done(struct eng_replica *r, const char *gen, uint32_t index
 	r->stat.snapshots_total++;
 	r->stat.snapshot_bytes_total += plain_bytes;
 	r->stat.last_snapshot_ns = r->snap_written_ns = clock_wall_ns();
+	r->snap_written_mono = clock_mono_ns();
 	int unused = snapshot_share_settle(d);
 	pthread_mutex_unlock(&d->mu);
 	if (unused >= 0)

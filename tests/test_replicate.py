@@ -4707,6 +4707,46 @@ def test_retention_keeps_what_a_replica_clock_behind_makes_look_old(run, tmp_pat
     assert objects(rep, "snapshots") + objects(rep, "wal") == kept
 
 
+def test_a_forward_step_of_our_wall_clock_keeps_a_file_replica_window(run, tmp_path,
+                                                                       litevisor_bin):
+    """How far a replica's clock is behind is told by an object this process wrote: its
+    object time against ours of writing it. Ours was read once, at the write: when
+    litevisor's wall clock then stepped forward (a wrong NTP source, a hand-set date) with
+    the database idle, a file replica's objects looked that much older, and the next
+    checks deleted that much of the window, all of it for a step past `retention` (QA166
+    D1). Ours is read at each check now, as the wall clock less the monotonic time since
+    the write, so a step moves it as far as the cuts."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    arm = tmp_path / "stepped"
+    r = run(config(tmp_path, db, [file_replica(rep, sync="200ms", snapshot_interval="1s",
+                                               retention="15s", retention_grace="500ms",
+                                               retention_check_interval="500ms")],
+                   min_checkpoint_page_count=20), env=clockshift_env(3600, arm))
+    wait_for(lambda: objects(rep, "snapshots"), what="the first snapshot", log=r.text)
+    write(db, 10, start=1, rate=20)
+    time.sleep(1)  # shipped
+    t = time.time()
+    at_t = content(db)
+    time.sleep(0.3)
+    write(db, 40, start=100, rate=20)  # snapshots after t: a restore to t needs older ones
+    time.sleep(1)  # shipped, then idle
+    arm.touch()  # our wall clock: an hour ahead of the replica's file times
+    time.sleep(2.5)  # several checks on the stepped clock
+    assert time.time() - t < 14, "too slow: t is no longer inside the window"
+    out = tmp_path / "pit.db"
+    p = subprocess.run([litevisor_bin, "restore", "-timestamp", iso(t), "-o", str(out),
+                        f"file://{rep}"], capture_output=True, text=True, timeout=60)
+    assert r.stop() == 0
+    text = r.text()
+    assert max(m for _, m in snapshot_stats(rep).values()) / 1e9 > t, \
+        "precondition: a snapshot after t\n" + text
+    assert p.returncode == 0, p.stderr + text
+    assert integrity(out) == "ok"
+    assert content(out) == at_t
+    assert "the replica's clock is behind ours" in text, text
+
+
 def snapshot_stats(rep):
     """{(generation, snapshot name): (inode, mtime_ns)} of a file replica."""
     out = {}
