@@ -153,9 +153,12 @@ static int counting_write(void *ctx, const void *buf, size_t len)
 
 /*
  * The most a stored placeholder (wal.h: a WAL header alone, LZ4-framed: 43
- * bytes; encrypted with age: a few hundred) may take.
+ * bytes) may take; encrypted with age it grows by about 100 bytes per
+ * recipient of the writer's, which a restore does not know.
  */
 #define PLACEHOLDER_MAX 1024
+/* What a segment that may be a placeholder replaced after the listing may bring. */
+#define REPLACED_MAX (256LL << 20)
 
 static int fd_count_write(void *ctx, const void *buf, size_t len)
 {
@@ -224,10 +227,13 @@ static int download_job(struct apply *a, struct idx_job *j)
 		 * server or proxy) filled the disk beside the target, the app's
 		 * own volume under run (QA167 D2). Except an index's placeholder
 		 * (wal.h), the one segment a writer replaces, at its next write in
-		 * that index: taken whole when that came after the listing.
+		 * that index: taken up to REPLACED_MAX when that came after the
+		 * listing (QA169 D2), whatever the writer's age recipients made
+		 * of its size (QA170 D1).
 		 */
-		bool placeholder = s->offset == 0 && s->size <= PLACEHOLDER_MAX;
-		struct fd_count f = { a, fd, 0, 0, placeholder ? 0 : s->size, false };
+		bool placeholder = s->offset == 0 && (s->size <= PLACEHOLDER_MAX || st->age.set);
+		int64_t limit = placeholder && s->size < REPLACED_MAX ? REPLACED_MAX : s->size;
+		struct fd_count f = { a, fd, 0, 0, limit, false };
 		struct st_sink fsink = { fd_count_write, &f };
 		struct counting cnt = { a, &fsink, false };
 		struct st_sink sink = { counting_write, &cnt };
@@ -238,8 +244,9 @@ static int download_job(struct apply *a, struct idx_job *j)
 				rs_fail(a, RS_CAUSE_LOCAL, "write %s: %s", path, strerror(f.werr));
 			else if (f.over && !rs_aborted(a))
 				rs_fail(a, RS_CAUSE_REPLICA, "download %s from %s: the server sent more "
-					"than the %lld bytes the listing gave (the object changed since, "
-					"or the server is broken)", key, a->c->name, (long long)s->size);
+					"than %lld bytes, the listing gave %lld (the object changed since, "
+					"or the server is broken)", key, a->c->name, (long long)limit,
+					(long long)s->size);
 			else if (!rs_aborted(a))
 				rs_fail(a, err.status == ST_TRANSIENT ? RS_CAUSE_NETWORK : RS_CAUSE_REPLICA,
 				     "download %s from %s: %s", key, a->c->name, err.message);

@@ -1126,27 +1126,48 @@ class ListHider:
                 body += d
             if self.refuse(lines[0], c):
                 return
+            ans = self.answer(lines[0], b"\r\n".join([lines[0]] + keep + [b"Connection: close"])
+                              + b"\r\n\r\n" + body)
             try:
-                u = socket.create_connection(("127.0.0.1", self.upstream))
+                if ans:
+                    c.sendall(ans)
             except OSError:
-                return  # the server is gone (a test's teardown): the client sees it closed
-            with u:
-                u.sendall(b"\r\n".join([lines[0]] + keep + [b"Connection: close"]) +
-                          b"\r\n\r\n" + body)
-                ans = b""
-                while d := u.recv(65536):
-                    ans += d
-            method, target = lines[0].split()[:2]
-            hidden = set(self.hidden)
-            if method == b"GET" and b"list-type=2" in target and hidden:
-                ahead, _, abody = ans.partition(b"\r\n\r\n")
-                abody = re.sub(rb"<Contents>.*?</Contents>",
-                               lambda m: b"" if any(h.encode() in m.group(0) for h in hidden)
-                               else m.group(0), abody, flags=re.S)
-                ahead = re.sub(rb"(?im)^content-length:.*$",
-                               b"Content-Length: %d" % len(abody), ahead)
-                ans = ahead + b"\r\n\r\n" + abody
-            c.sendall(ans)
+                pass  # the client went away before the whole answer (it had enough)
+
+    def forward(self, req):
+        """The server's whole answer to req (a request read whole, Connection: close), or
+        None when the server is gone (a test's teardown: the client sees it closed)."""
+        try:
+            u = socket.create_connection(("127.0.0.1", self.upstream))
+        except OSError:
+            return None
+        with u:
+            u.sendall(req)
+            ans = b""
+            while d := u.recv(65536):
+                ans += d
+        return ans
+
+    def answer(self, line, req):
+        """What the client gets for req (its request line: line): the server's answer,
+        its listings without the hidden keys. None: nothing, the connection closes."""
+        ans = self.forward(req)
+        method, target = line.split()[:2]
+        hidden = set(self.hidden)
+        if ans and method == b"GET" and b"list-type=2" in target and hidden:
+            ahead, _, abody = ans.partition(b"\r\n\r\n")
+            abody = re.sub(rb"<Contents>.*?</Contents>",
+                           lambda m: b"" if any(h.encode() in m.group(0) for h in hidden)
+                           else m.group(0), abody, flags=re.S)
+            ans = with_body(ahead, abody)
+        return ans
+
+
+def with_body(head, body):
+    """An HTTP answer of header block head (no blank line) and body, its Content-Length
+    set to the body's."""
+    head = re.sub(rb"(?im)^content-length:.*$", b"Content-Length: %d" % len(body), head)
+    return head + b"\r\n\r\n" + body
 
 
 def segment_names(srv):

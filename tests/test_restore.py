@@ -21,6 +21,7 @@ import time
 import pytest
 
 from conftest import faulty_env, free_port, kuma_stand_in
+from test_replicate import ListHider, with_body
 
 TOOLS = os.environ.get("LITEVISOR_TOOLS_DIR") or os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "..", "build", "tests", "tools")
@@ -2539,7 +2540,7 @@ def test_one_transient_error_while_probing_is_retried_not_unreachable(
     assert rows(db) == history.states[-1][2]
 
 
-class BadAnswers:
+class BadAnswers(ListHider):
     """A loopback proxy in front of an S3 server that answers some requests wrongly, each
     request on a connection of its own upstream. mode "looping": a listing's answer is
     marked truncated with a fresh continuation token, and every request for a next page is
@@ -2552,112 +2553,89 @@ class BadAnswers:
     Everything else is forwarded as is."""
 
     def __init__(self, upstream_port, mode, match="/wal/", extra=1 << 20):
-        self.upstream, self.mode, self.match, self.extra = upstream_port, mode, match, extra
+        self.mode, self.match, self.extra = mode, match, extra
         self.pages = self.tampered = 0
         self.sent = 0  # bytes of endless error bodies sent
         self.page = None
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
         self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(upstream_port)
 
     def close(self):
         self.closed = True
-        self.sock.close()
+        super().close()
 
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+    def refuse(self, line, c):
+        if self.mode == "redirect":
+            c.sendall(b"HTTP/1.1 307 Temporary Redirect\r\nLocation: " + self.match.encode() +
+                      b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            return True
+        if self.mode != "endless-error" or not line.startswith(b"GET ") or \
+                self.match.encode() not in line:
+            return False
+        self.tampered += 1
+        try:
+            c.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\n"
+                      b"Connection: close\r\n\r\n<?xml version=\"1.0\"?><Error><Code>"
+                      b"InternalError</Code><Message>")
+            end = time.monotonic() + 60
+            while not self.closed and time.monotonic() < end:
+                c.sendall(b"x" * 16384)
+                self.sent += 16384
+                time.sleep(0.005)
+        except OSError:
+            pass
+        return True
 
-    def _forward(self, req):
-        head, body = req.split(b"\r\n\r\n", 1)
-        lines = [l for l in head.split(b"\r\n") if not l.lower().startswith(b"connection:")]
-        with socket.create_connection(("127.0.0.1", self.upstream)) as up:
-            up.sendall(b"\r\n".join(lines + [b"Connection: close"]) + b"\r\n\r\n" + body)
-            ans = b""
-            while d := up.recv(65536):
-                ans += d
-        return ans
+    def _page(self, body):
+        return with_body(b"HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\n"
+                         b"Content-Length: 0\r\nConnection: close", body)
 
-    def _answer(self, line, req):
-        if self.mode == "repeating" and b"list-type=2" in line and b"delimiter=" in line:
+    def answer(self, line, req):
+        listing = b"list-type=2" in line
+        if self.mode == "repeating" and listing and b"delimiter=" in line:
             # two pages: the whole listing, then its last common prefix again
             self.pages += 1
             if b"continuation-token=" not in line:
-                ahead, _, abody = self._forward(req).partition(b"\r\n\r\n")
-                self.page = abody
-                body = re.sub(rb"<IsTruncated>false</IsTruncated>",
-                              b"<IsTruncated>true</IsTruncated><NextContinuationToken>t1"
-                              b"</NextContinuationToken>", abody)
-            else:
-                last = re.findall(rb"<CommonPrefixes>.*?</CommonPrefixes>", self.page, re.S)[-1]
-                body = re.sub(rb"<CommonPrefixes>.*</CommonPrefixes>", last, self.page,
-                              flags=re.S)
-            return (b"HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: "
-                    b"%d\r\nConnection: close\r\n\r\n" % len(body)) + body
-        if self.mode == "looping" and b"list-type=2" in line:
+                self.page = (self.forward(req) or b"").partition(b"\r\n\r\n")[2]
+                return self._page(re.sub(rb"<IsTruncated>false</IsTruncated>",
+                                         b"<IsTruncated>true</IsTruncated><NextContinuation"
+                                         b"Token>t1</NextContinuationToken>", self.page))
+            last = re.findall(rb"<CommonPrefixes>.*?</CommonPrefixes>", self.page, re.S)[-1]
+            return self._page(re.sub(rb"<CommonPrefixes>.*</CommonPrefixes>", last, self.page,
+                                     flags=re.S))
+        if self.mode == "looping" and listing:
             self.pages += 1
             if b"continuation-token=" not in line or self.page is None:
-                ahead, _, abody = self._forward(req).partition(b"\r\n\r\n")
                 self.page = re.sub(rb"<IsTruncated>false</IsTruncated>",
-                                   b"<IsTruncated>true</IsTruncated>", abody)
+                                   b"<IsTruncated>true</IsTruncated>",
+                                   (self.forward(req) or b"").partition(b"\r\n\r\n")[2])
             tok = f"<NextContinuationToken>t{self.pages}</NextContinuationToken>".encode()
-            body = re.sub(rb"<NextContinuationToken>.*?</NextContinuationToken>", b"",
-                          self.page).replace(b"</ListBucketResult>", tok + b"</ListBucketResult>")
-            return (b"HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: "
-                    b"%d\r\nConnection: close\r\n\r\n" % len(body)) + body
-        ans = self._forward(req)
-        if self.mode == "longer" and line.startswith(b"GET ") and self.match.encode() in line:
+            return self._page(re.sub(rb"<NextContinuationToken>.*?</NextContinuationToken>", b"",
+                                     self.page).replace(b"</ListBucketResult>",
+                                                        tok + b"</ListBucketResult>"))
+        ans = self.forward(req)
+        if ans and self.mode == "longer" and line.startswith(b"GET ") and \
+                self.match.encode() in line:
             self.tampered += 1
             ahead, _, abody = ans.partition(b"\r\n\r\n")
-            abody += b"\0" * self.extra
-            ahead = re.sub(rb"(?im)^content-length:.*$", b"Content-Length: %d" % len(abody),
-                           ahead)
-            return ahead + b"\r\n\r\n" + abody
+            return with_body(ahead, abody + b"\0" * self.extra)
         return ans
 
-    def _serve(self, c):
-        with c:
-            buf = b""
-            while b"\r\n\r\n" not in buf:
-                d = c.recv(65536)
-                if not d:
-                    return
-                buf += d
-            head, body = buf.split(b"\r\n\r\n", 1)
-            n = next((int(l.split(b":")[1]) for l in head.split(b"\r\n")[1:]
-                      if l.split(b":")[0].strip().lower() == b"content-length"), 0)
-            while len(body) < n:
-                d = c.recv(65536)
-                if not d:
-                    return
-                body += d
-            line = head.split(b"\r\n", 1)[0]
-            try:
-                if self.mode == "redirect":
-                    c.sendall(b"HTTP/1.1 307 Temporary Redirect\r\nLocation: " +
-                              self.match.encode() + b"\r\nContent-Length: 0\r\n"
-                              b"Connection: close\r\n\r\n")
-                    return
-                if self.mode == "endless-error" and line.startswith(b"GET ") and \
-                        self.match.encode() in line:
-                    self.tampered += 1
-                    c.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: "
-                              b"application/xml\r\nConnection: close\r\n\r\n<?xml version="
-                              b"\"1.0\"?><Error><Code>InternalError</Code><Message>")
-                    end = time.monotonic() + 60
-                    while not self.closed and time.monotonic() < end:
-                        c.sendall(b"x" * 16384)
-                        self.sent += 16384
-                        time.sleep(0.005)
-                    return
-                c.sendall(self._answer(line, head + b"\r\n\r\n" + body))
-            except OSError:
-                return
+
+def restore_through(tmp_path, litevisor_bin, s3server, history, mode, **kw):
+    """The history on an S3 server, restored through a BadAnswers proxy of mode (kw: its
+    other arguments): (the restore's CompletedProcess, the proxy, the target, seconds)."""
+    srv = s3server()
+    upload(history, srv, tmp_path)
+    proxy = BadAnswers(srv.port, mode, **kw)
+    db = tmp_path / "app.db"
+    try:
+        cfg = write_config(tmp_path / "lv.yml", db, [s3_peer("peer", srv, port=proxy.port)])
+        t0 = time.monotonic()
+        p = lv(litevisor_bin, "restore", "-config", str(cfg), str(db), timeout=90)
+        return p, proxy, db, time.monotonic() - t0
+    finally:
+        proxy.close()
 
 
 def test_a_listing_that_goes_back_fails_instead_of_looping(tmp_path, litevisor_bin, s3server,
@@ -2687,15 +2665,7 @@ def test_a_page_repeating_the_last_pages_last_prefix_is_taken(tmp_path, liteviso
     """Some servers repeat the last page's last common prefix at the top of the next one
     (older MinIO, LocalStack): the check against listings that go back refused it, and
     the restore failed (QA169 D1). A page may start where the last one ended."""
-    srv = s3server()
-    upload(history, srv, tmp_path)
-    proxy = BadAnswers(srv.port, "repeating")
-    db = tmp_path / "app.db"
-    try:
-        cfg = write_config(tmp_path / "lv.yml", db, [s3_peer("peer", srv, port=proxy.port)])
-        p = lv(litevisor_bin, "restore", "-config", str(cfg), str(db))
-    finally:
-        proxy.close()
+    p, proxy, db, _ = restore_through(tmp_path, litevisor_bin, s3server, history, "repeating")
     assert p.returncode == 0, p.stderr
     assert proxy.pages >= 2, p.stderr
     assert rows(db) == history.states[-1][2]
@@ -2707,17 +2677,8 @@ def test_an_error_answer_whose_body_never_ends_is_taken_as_the_error(tmp_path, l
     read on, counted as progress, and the attempt never ended: the restore ran on, its
     byte count frozen (QA167 D3). The answer is cut at the cap and taken as a 500: retried,
     then the candidate fails, naming it."""
-    srv = s3server()
-    upload(history, srv, tmp_path)
-    proxy = BadAnswers(srv.port, "endless-error")
-    db = tmp_path / "app.db"
-    try:
-        cfg = write_config(tmp_path / "lv.yml", db, [s3_peer("peer", srv, port=proxy.port)])
-        t0 = time.monotonic()
-        p = lv(litevisor_bin, "restore", "-config", str(cfg), str(db), timeout=90)
-        took = time.monotonic() - t0
-    finally:
-        proxy.close()
+    p, proxy, db, took = restore_through(tmp_path, litevisor_bin, s3server, history,
+                                         "endless-error")
     assert p.returncode != 0, p.stderr
     assert "HTTP 500" in p.stderr, p.stderr
     assert proxy.tampered >= 2, p.stderr  # retried
@@ -2746,17 +2707,10 @@ def test_a_segment_longer_than_listed_is_refused_not_written_on(tmp_path, litevi
     """A segment's GET answered with more bytes than the listing gave (a broken server or
     proxy; one whose body never ended filled the disk beside the target, QA167 D2): no
     more than the listed size is written, and the candidate fails naming the cause."""
-    srv = s3server()
-    upload(history, srv, tmp_path)
-    proxy = BadAnswers(srv.port, "longer", extra=8 << 20)
-    db = tmp_path / "app.db"
-    try:
-        cfg = write_config(tmp_path / "lv.yml", db, [s3_peer("peer", srv, port=proxy.port)])
-        p = lv(litevisor_bin, "restore", "-config", str(cfg), str(db), timeout=90)
-    finally:
-        proxy.close()
+    p, proxy, db, _ = restore_through(tmp_path, litevisor_bin, s3server, history, "longer",
+                                      extra=8 << 20)
     assert p.returncode != 0, p.stderr
-    assert "more than the" in p.stderr and "bytes the listing gave" in p.stderr, p.stderr
+    assert "the server sent more than" in p.stderr and "the listing gave" in p.stderr, p.stderr
     assert proxy.tampered >= 1
     assert not db.exists()
     assert not [f for f in os.listdir(tmp_path) if "litevisor-restore" in f]
