@@ -1048,25 +1048,29 @@ int restore_explicit(const struct config *cfg, const struct cfg_db *db,
 	if (apply_in_place(&s, &ao, res) < 0)
 		goto out;
 	rc = 0;
-	if (!opt->output && !rs_target_pit(&s.t) && !opt->generation) {
-		/* the db's own path restored to the end: replication may continue the generation */
-		char statedir[PATH_MAX];
-		localstate_dir(db, statedir, sizeof(statedir));
-		rs_move_state_aside(statedir, "state of a database that was not there", NULL, 0);
-		rs_write_marker(&s, &res->pos);
-	} else if (!opt->output) {
+	if (!opt->output) {
 		/*
-		 * Rolled back (a point in time, a chosen generation): replication
-		 * starts a new generation, but of the same database. Under a new id
-		 * every earlier generation was another database's: kept for ever by
-		 * retention, and a node holding an older copy refused to start. A
-		 * state directory here is a database's that was not there (maybe
-		 * another's, with another id): aside, as above (QA169 D3).
+		 * The db's own path: its state directory is a database file's that
+		 * was not there (maybe another database's, with another id): aside
+		 * (QA169 D3), its id kept for a generation with no label of its own
+		 * (QA170 D2).
 		 */
 		char statedir[PATH_MAX];
 		localstate_dir(db, statedir, sizeof(statedir));
-		rs_move_state_aside(statedir, "state of a database that was not there", NULL, 0);
-		rs_write_database_id(&s, &res->pos);
+		if (localstate_read_database_id(statedir, s.kept_id) < 0)
+			s.kept_id[0] = '\0';
+		rs_move_state_aside(statedir, "state of a database file that was not there", NULL, 0);
+		/*
+		 * To the end: replication may continue the generation. Rolled back
+		 * (a point in time, a chosen generation): it starts a new one, but
+		 * of the same database. Under a new id every earlier generation was
+		 * another database's: kept for ever by retention, and a node holding
+		 * an older copy refused to start (QA166 D2).
+		 */
+		if (!rs_target_pit(&s.t) && !opt->generation)
+			rs_write_marker(&s, &res->pos);
+		else
+			rs_write_database_id(&s, &res->pos);
 	}
 out:
 	res->duration_ms = clock_mono_ms() - t0;

@@ -576,6 +576,9 @@ struct session {
 	struct end_memo memo[END_MEMO_MAX]; /* record generations' ends measured (past_end_of) */
 	size_t nmemo;
 	const struct rs_cand *applying; /* the candidate apply_with_fallback is restoring */
+	/* the database id the state directory moved aside for a restore named ("" none):
+	 * kept when the restored generation has no label (rs_write_database_id) */
+	char kept_id[LAYOUT_DBID_LEN + 1];
 };
 
 /*
@@ -636,7 +639,8 @@ bool rs_write_marker(struct session *s, const struct wal_pos *pos);
 /*
  * After a restore to pos at the database's own path (its old state directory
  * moved aside): the id the restored generation is labelled with into the new
- * one. Failures are logged, never fatal.
+ * one; for a generation with no label (Litestream's), s->kept_id, if any.
+ * Failures are logged, never fatal.
  */
 void rs_write_database_id(struct session *s, const struct wal_pos *pos);
 

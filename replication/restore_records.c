@@ -223,18 +223,21 @@ void rs_write_database_id(struct session *s, const struct wal_pos *pos)
 
 	localstate_dir(s->db, dir, sizeof(dir));
 	localstate_owner(s->db, &uid, &gid);
+	/* a generation with no label (Litestream's): the id the old state named goes on */
+	const char *id = s->kept_id[0] ? s->kept_id : NULL;
 	for (size_t i = 0; i < s->n; i++) {
 		const struct rs_cand *c = &s->c[i];
-		if (c->state != RC_OK || !c->has_data || !c->plan.database_id[0] ||
-		    strcmp(c->plan.generation, pos->generation) != 0)
-			continue;
-		if (localstate_ensure(s->db, dir) < 0 ||
-		    localstate_write_database_id(dir, c->plan.database_id, uid, gid) < 0)
-			log_warn("restore", "cannot write the database id to the local state: "
-				 "replication labels its generations with a new one", "db=\"%s\" "
-				 "dir=\"%s\" err=\"%s\"", s->dbname, dir, strerror(errno));
-		return;
+		if (c->state == RC_OK && c->has_data && c->plan.database_id[0] &&
+		    strcmp(c->plan.generation, pos->generation) == 0) {
+			id = c->plan.database_id;
+			break;
+		}
 	}
+	if (id && (localstate_ensure(s->db, dir) < 0 ||
+		   localstate_write_database_id(dir, id, uid, gid) < 0))
+		log_warn("restore", "cannot write the database id to the local state: "
+			 "replication labels its generations with a new one", "db=\"%s\" "
+			 "dir=\"%s\" err=\"%s\"", s->dbname, dir, strerror(errno));
 }
 
 /*
