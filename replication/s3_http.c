@@ -949,13 +949,14 @@ static void note_failing(struct s3 *s3, bool failing, const struct s3_req *req, 
 	bool was = s3->failing[k];
 	s3->failing[k] = failing;
 	pthread_mutex_unlock(&s3->lock);
+	const char *calls = k ? "writes" : "reads";
 	if (failing && !was)
 		log_warn("s3", "the server keeps failing: retries are logged at debug level until it "
-			 "answers again", "op=%s host=%s bucket=%s cause=\"%s\"", req->op, s3->host,
-			 s3->bucket, cause);
+			 "answers again", "calls=%s op=%s host=%s bucket=%s cause=\"%s\"", calls, req->op,
+			 s3->host, s3->bucket, cause);
 	else if (!failing && was)
-		log_info("s3", "the server answers again", "op=%s host=%s bucket=%s", req->op, s3->host,
-			 s3->bucket);
+		log_info("s3", "the server answers again", "calls=%s op=%s host=%s bucket=%s", calls,
+			 req->op, s3->host, s3->bucket);
 }
 
 int s3_request(struct s3 *s3, const struct s3_req *req, struct s3_resp *resp,
