@@ -319,8 +319,6 @@ static int s3_list(struct storage *st, const char *prefix, const char *delimiter
 		 * new token each time, was followed for ever, the listing
 		 * growing (QA167 D1); so was one whose truncated pages are empty
 		 * (a hundred in a row: AWS may answer a few, past delete markers).
-		 */
-		/*
 		 * Some servers repeat the last page's last common prefix at the
 		 * top of the next (older MinIO, LocalStack; st_list_sort drops the
 		 * duplicate): a page may start at the last one's end, not before

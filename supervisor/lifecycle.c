@@ -867,6 +867,14 @@ static int lock_kept(struct sup *s)
 	return SUP_EXIT_TEMPFAIL;
 }
 
+/* Restores still running past their grace: their files removed under them (the caller _exits). */
+static void abandon_restores(void)
+{
+	log_warn("supervisor", "restore did not stop in time: removing its files under it",
+		 "grace_ms=%d", RESTORE_STOP_GRACE_MS);
+	dbs_restore_abandon();
+}
+
 /*
  * A stop signal during the restore step: ask the restores to stop and
  * remove their temp files, and give them RESTORE_STOP_GRACE_MS to do so
@@ -880,9 +888,15 @@ static void stop_restores(struct sup *s, int first)
 	dbs_restore_abort(sig_name(first));
 	if (sig_wait_done(s->sfd, dbs_restore_fd(s->dbs), RESTORE_STOP_GRACE_MS, sig_is_stop))
 		return; /* every restore ended and cleaned up after itself */
-	log_warn("supervisor", "restore did not stop in time: removing its files under it",
-		 "grace_ms=%d", RESTORE_STOP_GRACE_MS);
-	dbs_restore_abandon();
+	abandon_restores();
+}
+
+/* Leave from the restore step: the next writer need not wait out our session's TTL. */
+static void __attribute__((noreturn)) exit_restoring(struct sup *s, int code)
+{
+	sup_consul_close(s->consul, SUP_CONSUL_CLOSE_MS);
+	log_info("supervisor", "exiting", "code=%d", code); /* every exit's last line */
+	_exit(code);
 }
 
 /*
@@ -909,15 +923,9 @@ static void restore_tick(void *arg)
 	struct pollfd done = { .fd = dbs_restore_fd(s->dbs), .events = POLLIN };
 	if (poll(&done, 1, 0) > 0)
 		return;
-	log_warn("supervisor", "restore did not stop in time: removing its files under it",
-		 "grace_ms=%d", RESTORE_STOP_GRACE_MS);
-	dbs_restore_abandon();
+	abandon_restores();
 	int code = lock_kept(s);
-	if (!code)
-		code = SUP_EXIT_TEMPFAIL;
-	sup_consul_close(s->consul, SUP_CONSUL_CLOSE_MS);
-	log_info("supervisor", "exiting", "code=%d", code); /* every exit's last line */
-	_exit(code);
+	exit_restoring(s, code ? code : SUP_EXIT_TEMPFAIL);
 }
 
 /*
@@ -937,10 +945,7 @@ static int restore_all(struct sup *s)
 		log_warn("supervisor", "stopped while restoring; the service was not started",
 			 "signal=%s", sig_name(sig));
 		stop_restores(s, sig);
-		/* the next writer need not wait out our session's TTL */
-		sup_consul_close(s->consul, SUP_CONSUL_CLOSE_MS);
-		log_info("supervisor", "exiting", "code=%d", 128 + sig); /* every exit's last line */
-		_exit(128 + sig);
+		exit_restoring(s, 128 + sig);
 	}
 	int code = dbs_restore_finish(s->dbs, &duration);
 	sup_state_set_restore(&s->state, code == 0, duration);
