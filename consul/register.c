@@ -103,6 +103,17 @@ out:
 	return out;
 }
 
+/*
+ * The request under way was cut on purpose. The cancel bits are set before the
+ * interrupt that shuts its socket, leave only after it (consul_reg_leave), so a
+ * call failing from the interrupt must be judged by them: libcurl may even have
+ * tried a fresh connection, refused, and said "Couldn't connect" (seen in CI).
+ */
+static bool abandoned(struct consul_reg *r)
+{
+	return atomic_load(&r->cancel) != 0 || atomic_load(&r->leave);
+}
+
 static int do_register(struct consul_reg *r)
 {
 	char err[256], why[300];
@@ -116,8 +127,8 @@ static int do_register(struct consul_reg *r)
 	int rc = consul_call(r->cl, "PUT", "/v1/agent/service/register?replace-existing-checks=true",
 			     body, r->cfg->timeout_ms, &rep, err, sizeof(err));
 	free(body);
-	if (rc < 0 && atomic_load(&r->leave)) {
-		rc = -1; /* abandoned for the deregistration: nothing to say */
+	if (rc < 0 && abandoned(r)) {
+		rc = -1; /* abandoned for the deregistration or the stop: nothing to say */
 	} else if (rc == 0 && rep.status == 200) {
 		/* forgotten again and again: that was said once (update) */
 		if (r->forgot < 2)
@@ -154,8 +165,8 @@ static int update(struct consul_reg *r, enum consul_check st, const char *output
 	}
 	int rc = consul_call(r->cl, "PUT", r->check_path, body, r->cfg->timeout_ms, &rep, err, sizeof(err));
 	free(body);
-	if (rc < 0 && atomic_load(&r->leave)) {
-		rc = -1; /* abandoned for the deregistration: nothing to say */
+	if (rc < 0 && abandoned(r)) {
+		rc = -1; /* abandoned for the deregistration or the stop: nothing to say */
 	} else if (rc == 0 && rep.status == 200) {
 		r->last_err[0] = '\0';
 		r->forgot = 0;
@@ -343,11 +354,12 @@ void consul_reg_leave(struct consul_reg *r)
 	/*
 	 * now rather than at its next second or the end of an update under way:
 	 * the stop sequence has begun, clients must stop being sent here. The
-	 * cancel first: the thread clears it once it sees leave, before it
-	 * deregisters, so it never aborts the deregistration itself.
+	 * cancel first, so the call the interrupt cuts is known as abandoned; then
+	 * leave: the thread clears the cancel and the interrupt once it sees leave,
+	 * before it deregisters, so neither aborts the deregistration itself.
 	 */
-	consul_client_interrupt(r->cl, true); /* a slow agent's update: not a second more (QA142 D4) */
 	atomic_fetch_or(&r->cancel, CANCEL_LEAVE);
+	consul_client_interrupt(r->cl, true); /* a slow agent's update: not a second more (QA142 D4) */
 	atomic_store(&r->leave, 1);
 	consul_stop_wake(&r->stop);
 }
