@@ -20,6 +20,7 @@
 #include "common/duration.h"
 #include "common/envexpand.h"
 #include "common/pathnorm.h"
+#include "common/yamlquote.h"
 #include "common/banned.h"
 
 #define AT_MAX 64
@@ -54,6 +55,46 @@ static void trim_blanks(char *s)
 		a++;
 	memmove(s, s + a, n - a);
 	s[n - a] = '\0';
+}
+
+/*
+ * The expanded value out of the scalar v starts with a quote a variable put
+ * there (v's own text does not), as `docker run --env-file` keeps the quotes
+ * of DB_PATH="/data/app.db".
+ */
+static bool from_env_in_quotes(const struct cfg_node *v, const char *out)
+{
+	return (out[0] == '"' || out[0] == '\'') && v->value[0] != out[0];
+}
+
+/*
+ * Litestream expands before YAML reads the file: a plain value that expands
+ * to a quoted string is that string's content there, and so here, rather
+ * than a path under the working directory named with quotes (QA174 D1). A
+ * quoted value whose variable brought quotes of its own is refused: YAML
+ * fails on it in Litestream (or keeps them, in the other kind of quotes),
+ * and no path, bucket or key is meant to be written with them.
+ */
+static int unquote_env_value(struct walk *w, const struct cfg_node *v, const char *path,
+			     char *out)
+{
+	char why[120];
+	size_t n = strlen(out);
+	if (!v->plain) {
+		if (n < 2 || out[n - 1] != out[0])
+			return 0;
+		cfg_error(w->e, v, path, "the value from the environment is in quotes of its own, "
+			  "inside the quotes here: drop one pair (an env file for `docker run "
+			  "--env-file` keeps its quotes)");
+		return -1;
+	}
+	if (yaml_unquote(out, why, sizeof(why)) < 0) {
+		cfg_error(w->e, v, path, "the value from the environment starts with a quote, so it is "
+			  "read as YAML reads a quoted string (Litestream expands before YAML reads the "
+			  "file), but %s", why);
+		return -1;
+	}
+	return 0;
 }
 
 /* Expand one scalar; *unset gets the first unset variable (malloc'd) or NULL. */
@@ -98,6 +139,12 @@ static int expand(struct walk *w, const struct cfg_node *v, const char *path, bo
 	 */
 	if (v->plain && !words)
 		trim_blanks(*out);
+	if (!words && !(w->opt && w->opt->no_expand_env) && from_env_in_quotes(v, *out) &&
+	    unquote_env_value(w, v, path, *out) < 0) {
+		free(*out);
+		*out = NULL;
+		return -1;
+	}
 	/* an exec of blanks only ("$APP_CMD" from a CRLF env file) is none, as an empty one */
 	if (v->plain && words && !(*out)[strspn(*out, " \t\r\n")])
 		(*out)[0] = '\0';

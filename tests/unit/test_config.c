@@ -605,6 +605,58 @@ TEST(env_values_trimmed_in_plain_scalars_as_litestream)
 	config_release(&c);
 }
 
+/*
+ * An env file for `docker run --env-file` keeps the quotes of DB_PATH="/d/app.db":
+ * Litestream expands before YAML reads the file, so a plain value that expands
+ * to one quoted string is that string's content (QA174 D1: it was a path under
+ * the working directory with quotes in its name).
+ */
+TEST(env_values_in_quotes_read_as_yaml_reads_them)
+{
+	setenv("LVT_PATH", "\"/d/a b.db\"\n", 1);
+	setenv("LVT_REP", "'/r/it''s'", 1);
+	setenv("LVT_BUCKET", "\"bk\\u0074\"", 1);
+	setenv("LVT_PREFIX", "p/\"q\"", 1);
+	const char *y = "dbs:\n"
+			"  - path: $LVT_PATH\n"
+			"    replicas:\n"
+			"      - path: ${LVT_REP}\n"
+			"      - type: s3\n"
+			"        bucket: $LVT_BUCKET\n"
+			"        path: $LVT_PREFIX\n"
+			"        region: '$LVT_PATH x'\n";
+	struct config c = load_ok(y);
+	CHECK_STR(c.dbs[0].path, "/d/a b.db");
+	CHECK_STR(c.dbs[0].replicas[0].path, "/r/it's");
+	CHECK_STR(c.dbs[0].replicas[1].bucket, "bkt");
+	CHECK_STR(c.dbs[0].replicas[1].path, "p/\"q\""); /* quotes inside a value are its own */
+	CHECK_STR(c.dbs[0].replicas[1].region, "\"/d/a b.db\"\n x"); /* not one quoted string */
+	config_release(&c);
+
+	static const struct {
+		const char *value, *yaml, *why;
+	} bad[] = {
+		{ "\"/d/app.db", "$LVT_X", "its double quote is never closed" },
+		{ "'/d/app.db' # c", "$LVT_X", "text follows its closing quote" },
+		{ "\"/d/\\q\"", "$LVT_X", "\\q is no escape YAML knows" },
+		{ "\"/d/\\0\"", "$LVT_X", "\\0 would put a NUL byte in it" },
+		{ "\"/d/\\u12\"", "$LVT_X", "\\u needs 4 hex digits naming a character" },
+		{ "\"/d/app.db\"", "\"$LVT_X\"", "in quotes of its own, inside the quotes here" },
+		{ "'/d/app.db'", "'${LVT_X}'", "in quotes of its own, inside the quotes here" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char yaml[256], err[1024] = "";
+		struct config cb;
+		setenv("LVT_X", bad[i].value, 1);
+		snprintf(yaml, sizeof(yaml), "dbs:\n  - path: %s\n    replicas:\n      - path: /r\n",
+			 bad[i].yaml);
+		if (config_load_string(yaml, "t.yml", NULL, &cb, err, sizeof(err)) != -1 ||
+		    !strstr(err, "t.yml:2:11: dbs[0].path: the value from the environment") ||
+		    !strstr(err, bad[i].why))
+			FAIL("%s in %s: %s", bad[i].value, bad[i].yaml, err);
+	}
+}
+
 /* Integers and booleans as Litestream's yaml.v2 reads them (QA57 D3, D7). */
 TEST(yaml11_integers_and_booleans)
 {
@@ -1807,6 +1859,7 @@ TEST(url_spellings_litestream_accepts)
 		{ "GS://b/p", "replica URL scheme \"GS\" is not supported by litevisor" },
 	};
 	check_bad_urls(bad, sizeof(bad) / sizeof(bad[0]));
+
 }
 
 /*
@@ -1862,7 +1915,7 @@ UNIT_MAIN(T(litestream_full_example), T(seed_topology_from_node_105), T(node_rul
 	  T(defaults_match_config_h), T(same_file_names_in_other_directories_get_distinct_default_names),
 	  T(replicas_sharing_a_default_name_get_distinct_names),
 	  T(litevisor_sections), T(env_expansion_in_values),
-	  T(env_values_trimmed_in_plain_scalars_as_litestream), T(yaml11_integers_and_booleans),
+	  T(env_values_trimmed_in_plain_scalars_as_litestream), T(env_values_in_quotes_read_as_yaml_reads_them), T(yaml11_integers_and_booleans),
 	  T(anchors_and_aliases),
 	  T(default_path_falls_back_to_litestreams), T(default_path_order), T(default_path_empty_is_an_error), T(file_errors_name_the_file), T(bad_configs_give_exact_errors), T(duplicates_through_symlinks),
 	  T(credentials_never_in_errors), T(secret_files_are_checked_at_load),
