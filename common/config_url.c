@@ -12,6 +12,7 @@
 #include <strings.h>
 
 #include "common/config_int.h"
+#include "common/config_walk.h"
 #include "common/pathnorm.h"
 #include "common/banned.h"
 
@@ -473,6 +474,25 @@ int cfg_parse_url(const char *url, struct cfg_url *u, bool *unsupported, char *w
 			snprintf(why, whylen, "invalid replica URL: it contains a control character");
 			return -1;
 		}
+	}
+	/*
+	 * file:REL, file:~/DIR (no slash after the colon): Go's net/url reads an
+	 * opaque part, and Litestream v0.3.13 replicates to it as to a path:
+	 * key, relative to the working directory or the home (QA174 D2).
+	 */
+	if (strncasecmp(url, "file:", 5) == 0 && url[5] && url[5] != '/') {
+		if (strpbrk(url, "?#")) {
+			snprintf(why, whylen, "invalid file URL \"%s\": a relative one takes no ?query "
+				 "or #fragment (use path: DIR)", url);
+			return -1;
+		}
+		u->type = REPLICA_FILE;
+		if (!(u->path = cfg_abs_path(url + 5))) {
+			snprintf(why, whylen, "invalid file URL \"%s\": cannot make \"%s\" an absolute "
+				 "path", url, url + 5);
+			return -1;
+		}
+		return 0;
 	}
 	if (split_url(url, &p) < 0) {
 		if (url[0] == '/') {

@@ -2,6 +2,7 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -1855,11 +1856,31 @@ TEST(url_spellings_litestream_accepts)
 	static const struct bad_url bad[] = {
 		{ "file://a:80/p", "invalid file URL \"file://a:80/p\" (expected file:///ABSOLUTE/DIR)" },
 		{ "file://a%41/p", "invalid file URL \"file://a%41/p\" (expected file:///ABSOLUTE/DIR)" },
-		{ "file:rel", "invalid replica URL \"file:rel\" (expected s3://BUCKET/PATH or file:///DIR)" },
+		{ "file:rel?x", "invalid file URL \"file:rel?x\": a relative one takes no ?query or "
+			      "#fragment (use path: DIR)" },
 		{ "GS://b/p", "replica URL scheme \"GS\" is not supported by litevisor" },
 	};
 	check_bad_urls(bad, sizeof(bad) / sizeof(bad[0]));
 
+	/* file:REL and file:~/DIR: relative to the working directory or the home, as a
+	 * path: key, as Litestream v0.3.13 reads them (QA174 D2: refused) */
+	CHECK(chdir("/tmp") == 0);
+	setenv("PWD", "/tmp", 1);
+	struct passwd *pw = getpwuid(getuid());
+	char home[600];
+	snprintf(home, sizeof(home), "%s/bk", pw && pw->pw_dir && *pw->pw_dir ? pw->pw_dir : getenv("HOME"));
+	static const struct {
+		const char *url, *path;
+	} rel[] = { { "file:rel", "/tmp/rel" }, { "FILE:./a/../b/", "/tmp/b" }, { "file:~/bk", NULL } };
+	for (size_t i = 0; i < sizeof(rel) / sizeof(rel[0]); i++) {
+		struct cfg_replica r;
+		char err[256];
+		if (config_replica_from_url(rel[i].url, &r, err, sizeof(err)) != 0)
+			FAIL("%s: %s", rel[i].url, err);
+		CHECK_INT(r.type, REPLICA_FILE);
+		CHECK_STR(r.path, rel[i].path ? rel[i].path : home);
+		config_replica_release(&r);
+	}
 }
 
 /*
