@@ -3276,6 +3276,17 @@ def test_empty_replica_name_is_a_usage_error_naming_the_flag(tmp_path, litevisor
     assert not (tmp_path / "o.db").exists()
 
 
+@pytest.mark.parametrize("cmd", ["restore", "generations", "snapshots", "wal"])
+def test_an_empty_database_argument_is_said_to_be_empty(tmp_path, litevisor_bin, cmd):
+    """A script's unset "$DB": 'database not found in config F: ' named a blank (QA174 O7)."""
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(f"dbs:\n  - path: {tmp_path}/app.db\n    replicas:\n"
+                   f"      - path: {tmp_path}/rep\n")
+    p = lv(litevisor_bin, cmd, "-config", str(cfg), "")
+    assert p.returncode == 100, p.stderr
+    assert "the database path or replica URL is empty" in p.stderr, p.stderr
+
+
 def test_verbose_options_line_gives_the_parallelism_in_effect(tmp_path, litevisor_bin, history):
     """-v logged parallelism=0 when no -parallelism was given; 8 (restore.parallelism)
     is what runs (QA135 O3)."""
