@@ -200,15 +200,22 @@ static int update(struct consul_reg *r, enum consul_check st, const char *output
 	return rc;
 }
 
-static int deregister(struct consul_reg *r, int64_t timeout_ms)
+/*
+ * in_thread: the registration thread's, which the stop's halt may cut (its
+ * cancel bit set before the interrupt): that is no failure to warn of, and
+ * the stop's own last try, after the thread, says how the deregistration went.
+ */
+static int deregister(struct consul_reg *r, int64_t timeout_ms, bool in_thread)
 {
 	char err[256], why[300];
 	struct consul_reply rep;
 	int rc = consul_call(r->cl, "PUT", r->id_path, NULL, timeout_ms, &rep, err, sizeof(err));
 	/* 404 (older agents: 500 "Unknown service"): it has it no more (its reaper, or never
 	 * registered): the same outcome */
-	if (rc == 0 && (rep.status == 200 || rep.status == 404 ||
-			(rep.status == 500 && strstr(rep.body, "Unknown service")))) {
+	if (rc < 0 && in_thread && (atomic_load(&r->cancel) & CANCEL_STOP)) {
+		rc = -1; /* cut by the stop: its last try comes next */
+	} else if (rc == 0 && (rep.status == 200 || rep.status == 404 ||
+			       (rep.status == 500 && strstr(rep.body, "Unknown service")))) {
 		log_info("consul", "service deregistered", "service_id=\"%s\"", r->id);
 		r->gone = true;
 	} else {
@@ -237,7 +244,7 @@ static void *reg_main(void *arg)
 			atomic_fetch_and(&r->cancel, ~CANCEL_LEAVE);
 			if (!atomic_load(&r->stop.flag))
 				consul_client_interrupt(r->cl, false); /* set before leave (consul_reg_leave) */
-			if (!r->gone && deregister(r, r->cfg->timeout_ms) < 0) {
+			if (!r->gone && deregister(r, r->cfg->timeout_ms, true) < 0) {
 				wait = backoff;
 				backoff = backoff * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : backoff * 2;
 			} else if (r->gone) {
@@ -384,7 +391,7 @@ void consul_reg_stop(struct consul_reg *r, int64_t budget_ms)
 	}
 	if (r->cl && r->tried && !r->gone && budget_ms > 0) {
 		consul_client_abort_on(r->cl, NULL);
-		deregister(r, budget_ms);
+		deregister(r, budget_ms, false);
 	}
 	consul_client_free(r->cl);
 	consul_stop_destroy(&r->stop);

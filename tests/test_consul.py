@@ -1152,6 +1152,23 @@ def test_a_failed_deregistration_is_warned_of_once(litevisor_bin, tmp_path, runs
     assert r.stderr().count("cannot deregister the service") == 1, r.stderr()
 
 
+def test_a_deregistration_the_exit_cuts_is_not_warned_of(litevisor_bin, tmp_path, runs, consul):
+    """The service ends at once on TERM: the exit's halt cut the registration thread's
+    deregistration, still waiting for a slow agent, and it was logged as failed ("cannot
+    deregister the service ... Callback aborted") although the exit's own last try
+    deregistered the service a moment later (QA172 D1). Cut on purpose: nothing said."""
+    cfg = f"consul:\n  addr: {consul.addr}\n  service:\n    name: app\n    id: app-1\n"
+    r = start(runs, litevisor_bin, tmp_path, ["sleep", "30"], config=cfg)
+    poll(lambda: consul.checks().get("service:app-1", {}).get("Status") == "passing", timeout=10)
+    consul.delay = 0.4
+    time.sleep(1.5)  # an update under way or not: either way the deregistration is slow
+    os.kill(r.pid, signal.SIGTERM)
+    assert r.wait(timeout=20) == 143
+    assert "app-1" not in consul.services()
+    assert "service deregistered" in r.stderr(), r.stderr()
+    assert "cannot deregister the service" not in r.stderr(), r.stderr()
+
+
 @pytest.mark.parametrize("status,body", [(400, "Missing key name"),
                                          (500, 'invalid key name "litevisor/app"')])
 def test_a_key_the_agent_refuses_fails_at_once(litevisor_bin, tmp_path, runs, consul, status,
