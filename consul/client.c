@@ -221,7 +221,20 @@ void consul_stop_wake(struct consul_stop *s)
 	pthread_mutex_unlock(&s->mu);
 }
 
+unsigned consul_stop_wakes(struct consul_stop *s)
+{
+	pthread_mutex_lock(&s->mu);
+	unsigned w = s->wakes;
+	pthread_mutex_unlock(&s->mu);
+	return w;
+}
+
 bool consul_stop_nap(struct consul_stop *s, int64_t ms)
+{
+	return consul_stop_nap_since(s, ms, consul_stop_wakes(s));
+}
+
+bool consul_stop_nap_since(struct consul_stop *s, int64_t ms, unsigned seen)
 {
 	struct timespec ts;
 	if (ms < 0)
@@ -231,8 +244,7 @@ bool consul_stop_nap(struct consul_stop *s, int64_t ms)
 	ts.tv_sec += ms / 1000 + ns / 1000000000;
 	ts.tv_nsec = ns % 1000000000;
 	pthread_mutex_lock(&s->mu);
-	unsigned wakes = s->wakes;
-	while (!atomic_load(&s->flag) && s->wakes == wakes)
+	while (!atomic_load(&s->flag) && s->wakes == seen)
 		if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) == ETIMEDOUT)
 			break;
 	pthread_mutex_unlock(&s->mu);

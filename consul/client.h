@@ -73,6 +73,14 @@ void consul_stop_request(struct consul_stop *s);
 void consul_stop_wake(struct consul_stop *s);
 /* Pause ms, or less once stop is requested or a wake comes. Returns true when stop is requested. */
 bool consul_stop_nap(struct consul_stop *s, int64_t ms);
+/*
+ * The wakes so far, and consul_stop_nap counting from them: a wake that came
+ * after consul_stop_wakes, before the nap began, ends it at once. A thread
+ * whose wake follows a flag it looks at (consul_reg_leave) reads the count
+ * before the flag: a wake between its look and its nap is not lost.
+ */
+unsigned consul_stop_wakes(struct consul_stop *s);
+bool consul_stop_nap_since(struct consul_stop *s, int64_t ms, unsigned seen);
 
 /*
  * Abandon any request of cl as soon as *flag is non-zero (checked by libcurl

@@ -239,6 +239,8 @@ static void *reg_main(void *arg)
 	char last_output[OUTPUT_MAX] = "";
 	while (!atomic_load(&r->stop.flag)) {
 		int64_t wait = POLL_MS;
+		/* before leave: consul_reg_leave's wake after this look ends the nap below (QA172 D2) */
+		unsigned seen = consul_stop_wakes(&r->stop);
 		bool leaving = atomic_load(&r->leave);
 		if (leaving) {
 			atomic_fetch_and(&r->cancel, ~CANCEL_LEAVE);
@@ -297,7 +299,7 @@ nap:
 		/* a leave during this round's request woke no nap: deregister now */
 		if (!leaving && atomic_load(&r->leave))
 			continue;
-		if (consul_stop_nap(&r->stop, wait))
+		if (consul_stop_nap_since(&r->stop, wait, seen))
 			break;
 	}
 	return NULL;
