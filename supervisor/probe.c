@@ -128,8 +128,17 @@ static void *probe_main(void *arg)
 			snprintf(err, sizeof(err), "HTTP %ld", code);
 		/* dropped if the service exited or restarted meanwhile: no stale pass */
 		sup_state_set_probe(p->st, s.service_pid, now, took, now == SUP_PROBE_OK ? "" : err);
+		/*
+		 * Judged after the probe: the stop's TERM, forwarded before the phase
+		 * says stopping, made a service that closes its listener first fail
+		 * it, a WARN at every graceful stop (QA172 D3).
+		 */
+		struct sup_snapshot after;
+		sup_state_get(p->st, &after);
+		bool stopping = after.phase == SUP_STOPPING || after.phase == SUP_EXITING ||
+				after.service_pid != s.service_pid;
 		if (now != last)
-			log_event(now == SUP_PROBE_OK ? LOG_INFO : LOG_WARN, "probe",
+			log_event(now == SUP_PROBE_OK ? LOG_INFO : stopping ? LOG_DEBUG : LOG_WARN, "probe",
 				  now == SUP_PROBE_OK ? "service probe passes" : "service probe fails",
 				  "duration_ms=%lld error=\"%s\"", (long long)took, err);
 		last = now;

@@ -1725,6 +1725,44 @@ def test_health_endpoints_follow_the_service_probe(litevisor_bin, tmp_path, runs
     assert r.wait() == 0
 
 
+DRAINING_SERVICE = r"""
+import http.server, os, signal, sys, time
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def log_message(self, *a):
+        pass
+srv = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H)
+def term(*a):
+    srv.socket.close()  # no new connections, then the requests under way drain
+    time.sleep(2)
+    os._exit(0)
+signal.signal(signal.SIGTERM, term)
+srv.serve_forever()
+"""
+
+
+def test_a_probe_the_stop_makes_fail_is_no_warning(litevisor_bin, tmp_path, runs):
+    """A service that closes its listener at TERM and drains for a while (most HTTP
+    servers): the probe thread, which never looked at the phase, logged WARN "service
+    probe fails ... Couldn't connect to server" at every graceful stop (QA172 D3)."""
+    svc_port = free_port()
+    svc = tmp_path / "svc.py"
+    svc.write_text(DRAINING_SERVICE)
+    r = start(runs, litevisor_bin, tmp_path, ["/usr/bin/python3", str(svc), str(svc_port)],
+              config=f"health:\n  probe-url: http://127.0.0.1:{svc_port}/\n"
+                     f"  probe-interval: 100ms\n")
+    poll(lambda: "service probe passes" in r.stderr(), timeout=10)
+    os.kill(r.pid, signal.SIGTERM)
+    assert r.wait() == 0, r.stderr()
+    after = r.stderr().split("supervisor: stopping", 1)[1]
+    assert not [l for l in after.splitlines() if "service probe fails" in l and " WARN " in l], \
+        r.stderr()
+
+
 def test_restart_on_failure_with_backoff_then_ready(litevisor_bin, tmp_path, runs):
     port = free_port()
     count = tmp_path / "count"
