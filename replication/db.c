@@ -292,9 +292,11 @@ static bool shares_slot1(sqlite3 *conn)
 
 #define HOLD_SLOT1_RETRIES 3
 
-int db_hold_rotate(struct db_conns *c)
+int db_hold_rotate(struct db_conns *c, bool keep_wal)
 {
 	int next = c->cur == 0 ? 1 : 0;
+	bool was_db_only = c->db_only;
+	uint32_t mx;
 	for (int retry = 0;; retry++) {
 		if (db_hold_begin(c, next) < 0)
 			return -1;
@@ -305,6 +307,19 @@ int db_hold_rotate(struct db_conns *c)
 		db_txn_end(c->hold[next]);
 		struct timespec ts = { 0, 200 * 1000 }; /* the app's commit ends meanwhile */
 		nanosleep(&ts, NULL);
+	}
+	/*
+	 * Frames not copied yet, and the new hold may sit on read slot 0: it
+	 * took it if every frame was backfilled at its BEGIN, and then nothing
+	 * of ours would keep the app's next write from restarting the WAL over
+	 * them once the current hold ends. The index showing frames not
+	 * backfilled after the BEGIN rules that out (or they came after it,
+	 * and a hold on slot 0 pins them: db_hold_begin()).
+	 */
+	if (keep_wal && c->cur >= 0 && wal_backfilled(c->hold[next], &mx) != 0) {
+		db_txn_end(c->hold[next]);
+		c->db_only = was_db_only;
+		return 1;
 	}
 	if (c->cur >= 0)
 		db_txn_end(c->hold[c->cur]);

@@ -62,10 +62,15 @@ void db_conns_close(struct db_conns *c);
  * while the current one still holds, then end the current one. Call it just
  * before copying the WAL: the new mark is either at or below what the copy
  * will reach, or the WAL was fully backfilled (then everything in it had
- * already been copied), so no frame can be lost in between. Returns 0 or -1
- * (logged; the caller must then treat its history as broken).
+ * already been copied), so no frame can be lost in between. keep_wal: the
+ * caller could not copy everything the WAL holds (its last copy failed), so
+ * that last clause does not hold: a new hold that may read the database
+ * file only (read slot 0, which keeps no WAL from restarting) is ended
+ * again and the current one kept, which still keeps the WAL. Returns 0
+ * (moved), 1 (kept), or -1 (logged; the caller must then treat its
+ * history as broken).
  */
-int db_hold_rotate(struct db_conns *c);
+int db_hold_rotate(struct db_conns *c, bool keep_wal);
 
 /*
  * Begin the hold's read transaction on hold[i] and set c->db_only. A read

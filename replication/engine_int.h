@@ -307,6 +307,8 @@ struct eng_db {
 	bool continuous;              /* the read hold has not lapsed since the last sync */
 	bool gave_up_hold;            /* copies failed too long: the hold is let go after each
 					 (monitor_give_up_hold); cleared when one works */
+	bool copy_behind;             /* the last copy failed: the WAL holds frames the shadow
+					 lacks, which the hold keeps (db_hold_rotate's keep_wal) */
 	struct shadow sh;
 	int wal_fd;
 	int64_t last_ckpt_mono;

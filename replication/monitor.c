@@ -472,11 +472,15 @@ int monitor_copy_wal(struct eng_db *d)
 			 * was lost; a new session means a new generation.
 			 */
 			d->continuous = false;
+			/* until a copy works, the hold must keep what it could not copy */
+			d->copy_behind = true;
 			snprintf(d->sync_why, sizeof(d->sync_why), "%s", why);
 			return -1;
 		}
 	}
 out:
+	if (rc == 0)
+		d->copy_behind = false;
 	if (rc == GEN_WAITS)
 		return rc; /* a start owed, whose try waits: see the first branch */
 	if (rc < 0)
@@ -739,7 +743,7 @@ void *monitor_thread(void *arg)
 		uint64_t size0 = d->sh.size;
 		if (d->open) {
 			/* the new hold is taken before reading: see db_hold_rotate() */
-			if (db_hold_rotate(&d->conns) < 0)
+			if (db_hold_rotate(&d->conns, d->copy_behind) < 0)
 				d->continuous = false;
 			int64_t pass0 = clock_mono_ns();
 			int crc = monitor_copy_wal(d);

@@ -256,8 +256,13 @@ static void yield_to_checkpoint(struct eng_db *d)
 		bool have = db_wal_index(look, &wi) == 0;
 		bool backfilled = have && wi.backfilled == wi.max_frame;
 		if (!moved || backfilled || (have && wi.max_frame != at)) {
-			/* as a pass does: the new hold first, then the copy (db_hold_rotate()) */
-			if (db_hold_rotate(&d->conns) < 0) {
+			/*
+			 * As a pass does: the new hold first, then the copy (db_hold_rotate()).
+			 * Onto slot 0 even with frames not copied (copy_behind): the app's
+			 * checkpoint holds its writer lock while it waits for us; the frames
+			 * it may restart the WAL over cost a new generation.
+			 */
+			if (db_hold_rotate(&d->conns, false) < 0) {
 				d->continuous = false;
 				return;
 			}
@@ -292,7 +297,7 @@ static void yield_to_checkpoint(struct eng_db *d)
 		nanosleep(&ts, NULL);
 	}
 	if (d->conns.cur < 0) {
-		if (db_hold_rotate(&d->conns) < 0)
+		if (db_hold_rotate(&d->conns, false) < 0)
 			d->continuous = false;
 		else
 			monitor_note_sync(d, monitor_copy_wal(d));

@@ -392,7 +392,7 @@ int monitor_open_db(struct eng_db *d, bool fresh)
 	pthread_mutex_unlock(&d->mu);
 	shadow_init(&d->sh, d->dir, uid, gid);
 	d->wal_fd = -1;
-	if (db_hold_rotate(&d->conns) < 0) {
+	if (db_hold_rotate(&d->conns, false) < 0) {
 		/*
 		 * The database cannot be read yet: a file just renamed over it beside
 		 * the old -wal/-shm, which the app deletes a moment later (I/O error).

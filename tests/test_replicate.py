@@ -6852,6 +6852,55 @@ def test_a_periodic_snapshot_refused_while_copies_fail_is_taken_once_they_work(
     check_restore_eventually(litestream_bin, rep, db, tmp_path / "ls.db")
 
 
+def test_a_copy_failing_for_a_moment_keeps_the_wal_even_once_all_of_it_is_backfilled(
+        run, tmp_path, litestream_bin):
+    """A copy into the state directory fails (its disk full) for 2 s; meanwhile the app
+    checkpoints its whole WAL (up to the read hold's mark, which is its end), and the
+    monitor's next pass took its new hold on read slot 0 (every frame backfilled), then
+    let the old one go: nothing kept the app's next commit from restarting the WAL over
+    the commit never copied, and once copies worked a new generation started ("wal
+    header changed while not watching"), for a failure far shorter than the 10 s after
+    which the hold is given up on purpose. Seen under load as the flaky
+    test_a_periodic_snapshot_refused_while_copies_fail_is_taken_once_they_work (QA173 D1).
+    While the shadow misses frames, a new hold that may sit on slot 0 is ended and the
+    old one kept."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    arm = tmp_path / "disk-full"
+    env = faulty_env(op="pwrite", errno=28, count=10**9, arm=arm,
+                     path=str(tmp_path / ".app.db-litevisor" / "generations"))
+    cfg = config(tmp_path, db, [file_replica(rep, sync="100ms")])
+    r = run(cfg, env)
+    wait_for(lambda: list(rep.glob("generations/*/snapshots/*")), what="first snapshot",
+             log=r.text)
+    [gen] = os.listdir(rep / "generations")
+    app = sqlite3.connect(db, isolation_level=None)
+    try:
+        app.execute("PRAGMA wal_autocheckpoint=0")  # its checkpoint comes when the test says
+        for _ in range(5):
+            app.execute("INSERT INTO t(v) VALUES (randomblob(2000))")
+        time.sleep(1)
+        arm.write_text("")
+        app.execute("INSERT INTO t(v) VALUES (randomblob(2000))")  # not copied while it fails
+        wait_for(lambda: "cannot copy new commits" in r.text(), what="the failing copy",
+                 log=r.text)
+        time.sleep(0.3)
+        _, log_frames, ckpt_frames = app.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert log_frames == ckpt_frames, "the hold kept the checkpoint from the WAL's end"
+        time.sleep(1)  # passes, each with a new hold
+        app.execute("INSERT INTO t(v) VALUES (randomblob(2000))")
+        time.sleep(0.5)
+        arm.unlink()
+        wait_for(lambda: "copying new commits works again" in r.text(), what="copies again",
+                 log=r.text)
+        time.sleep(0.5)
+        assert os.listdir(rep / "generations") == [gen], r.text()
+        assert "new generation" not in r.text().split("cannot copy new commits")[1], r.text()
+    finally:
+        app.close()
+    check_restore_eventually(litestream_bin, rep, db, tmp_path / "ls.db")
+
+
 def test_a_database_directory_without_free_inodes_is_named_as_such(litevisor_bin, tmp_path):
     """The database's directory has no free inode: SQLite cannot create the -wal, reports
     "unable to open database file" with ENOENT, and the hint asked whether this user may

@@ -495,9 +495,9 @@ TEST(the_read_hold_blocks_a_wal_restart)
 	setup(&f);
 	insert(f.app, 5);
 	CHECK_INT(db_conns_open(&c, f.db, why, sizeof(why)), 0);
-	CHECK_INT(db_hold_rotate(&c), 0);
+	CHECK_INT(db_hold_rotate(&c, false), 0);
 	insert(f.app, 5); /* the hold's mark is now behind the end of the WAL */
-	CHECK_INT(db_hold_rotate(&c), 0);
+	CHECK_INT(db_hold_rotate(&c, false), 0);
 	int log = -1, ck = -1;
 	/* the app's own TRUNCATE cannot reset the WAL under our hold */
 	int rc = sqlite3_wal_checkpoint_v2(f.app, "main", SQLITE_CHECKPOINT_TRUNCATE, &log, &ck);
@@ -526,7 +526,7 @@ TEST(a_hold_on_slot_0_pins_what_is_written_after_it)
 	insert(f.app, 5);
 	exec(f.app, "PRAGMA wal_checkpoint(PASSIVE)");
 	CHECK_INT(db_conns_open(&c, f.db, why, sizeof(why)), 0);
-	CHECK_INT(db_hold_rotate(&c), 0);
+	CHECK_INT(db_hold_rotate(&c, false), 0);
 	CHECK(c.db_only);
 	insert(f.app, 3); /* restarts the WAL: slot 0 does not keep it */
 	int log = -1, ck = -1;
@@ -535,11 +535,58 @@ TEST(a_hold_on_slot_0_pins_what_is_written_after_it)
 	CHECK_INT(log, 3);
 	CHECK_INT(ck, 0); /* not one frame backfilled */
 	CHECK(fsize(f.wal) > 0);
-	CHECK_INT(db_hold_rotate(&c), 0); /* off slot 0: now it may */
+	CHECK_INT(db_hold_rotate(&c, false), 0); /* off slot 0: now it may */
 	CHECK(!c.db_only);
 	db_hold_release(&c);
 	rc = sqlite3_wal_checkpoint_v2(f.app, "main", SQLITE_CHECKPOINT_TRUNCATE, &log, &ck);
 	CHECK_INT(rc, SQLITE_OK);
+	db_conns_close(&c);
+	sqlite3_close(f.app);
+	teardown(&f);
+}
+
+/* The WAL file's salts (header bytes 16..23): they change when the WAL restarts. */
+static uint64_t wal_salts(const char *wal)
+{
+	uint64_t salts = 0;
+	int fd = open(wal, O_RDONLY);
+	CHECK(fd >= 0);
+	CHECK_INT(pread(fd, &salts, sizeof(salts), 16), (ssize_t)sizeof(salts));
+	close(fd);
+	return salts;
+}
+
+/*
+ * A copy failed, so the WAL holds frames the shadow lacks, and the app's
+ * checkpoint backfilled all of them: a hold begun now takes read slot 0,
+ * which keeps nothing from restarting the WAL over them. keep_wal keeps the
+ * current hold instead (QA173 D1); without it, the app's next write restarts
+ * the WAL.
+ */
+TEST(a_hold_kept_for_frames_not_copied_never_moves_to_slot_0)
+{
+	struct fixture f;
+	struct db_conns c;
+	char why[300];
+
+	setup(&f);
+	insert(f.app, 5);
+	CHECK_INT(db_conns_open(&c, f.db, why, sizeof(why)), 0);
+	CHECK_INT(db_hold_rotate(&c, false), 0);
+	CHECK(!c.db_only);
+	exec(f.app, "PRAGMA wal_checkpoint(PASSIVE)"); /* up to the hold's mark: all of it */
+	uint64_t salts = wal_salts(f.wal);
+	CHECK_INT(db_hold_rotate(&c, true), 1); /* kept: the new one would read slot 0 */
+	CHECK(!c.db_only);
+	CHECK_INT(db_hold_rotate(&c, true), 1);
+	insert(f.app, 3);
+	CHECK(wal_salts(f.wal) == salts); /* appended, not restarted */
+	CHECK_INT(db_hold_rotate(&c, true), 0); /* frames not backfilled: it may move */
+	exec(f.app, "PRAGMA wal_checkpoint(PASSIVE)");
+	CHECK_INT(db_hold_rotate(&c, false), 0); /* as before: onto slot 0 */
+	CHECK(c.db_only);
+	insert(f.app, 1);
+	CHECK(wal_salts(f.wal) != salts); /* restarted */
 	db_conns_close(&c);
 	sqlite3_close(f.app);
 	teardown(&f);
@@ -723,4 +770,5 @@ UNIT_MAIN(T(copies_committed_frames_as_a_byte_exact_prefix),
 	  T(a_write_that_fails_half_way_leaves_no_torn_frame),
 	  T(a_session_overwritten_before_it_was_copied_is_detected),
 	  T(the_read_hold_blocks_a_wal_restart), T(a_hold_on_slot_0_pins_what_is_written_after_it),
+	  T(a_hold_kept_for_frames_not_copied_never_moves_to_slot_0),
 	  T(a_restart_between_two_reads_of_a_sync_is_a_new_session))
