@@ -394,6 +394,11 @@ void consul_reg_stop(struct consul_reg *r, int64_t budget_ms)
 	if (r->cl && r->tried && !r->gone && budget_ms > 0) {
 		consul_client_abort_on(r->cl, NULL);
 		deregister(r, budget_ms, false);
+	} else if (r->cl && r->tried && !r->gone && !r->dereg_warned) {
+		/* the thread's try, cut by the halt, said nothing: this was to be the last word */
+		log_warn("consul", "cannot deregister the service: no time left in the stop to try "
+			 "again; the agent removes it after deregister-critical-after",
+			 "service_id=\"%s\"", r->id);
 	}
 	consul_client_free(r->cl);
 	consul_stop_destroy(&r->stop);

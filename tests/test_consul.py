@@ -1169,6 +1169,26 @@ def test_a_deregistration_the_exit_cuts_is_not_warned_of(litevisor_bin, tmp_path
     assert "cannot deregister the service" not in r.stderr(), r.stderr()
 
 
+def test_a_deregistration_left_no_time_by_the_lock_release_is_warned_of(litevisor_bin, tmp_path,
+                                                                         runs, consul):
+    """The agent stops answering at the stop: the writer lock's release takes the whole
+    close budget, so no last deregistration try is made, and the thread's own try, cut by
+    the halt, says nothing since 83b4f65: the service stayed registered with no line
+    saying so (QA176 D1). One WARN says it."""
+    extra = "  service:\n    name: app\n    id: app-1\n"
+    r = node_run(runs, litevisor_bin, tmp_path, "a", lock_cfg(tmp_path, "a", consul, extra=extra))
+    poll(lambda: consul.checks().get("service:app-1", {}).get("Status") == "passing",
+         timeout=20)
+    consul.hang(True)
+    try:
+        os.kill(r.pid, signal.SIGTERM)
+        r.wait(timeout=30)
+    finally:
+        consul.hang(False)
+    assert "app-1" in consul.services()
+    assert r.stderr().count("cannot deregister the service") == 1, r.stderr()
+
+
 @pytest.mark.parametrize("status,body", [(400, "Missing key name"),
                                          (500, 'invalid key name "litevisor/app"')])
 def test_a_key_the_agent_refuses_fails_at_once(litevisor_bin, tmp_path, runs, consul, status,
