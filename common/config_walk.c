@@ -94,6 +94,7 @@ static int unquote_env_value(struct walk *w, const struct cfg_node *v, const cha
 			  "file), but %s", why);
 		return -1;
 	}
+	w->unquoted = true;
 	return 0;
 }
 
@@ -104,6 +105,7 @@ static int expand(struct walk *w, const struct cfg_node *v, const char *path, bo
 	char why[160];
 	*out = NULL;
 	*unset = NULL;
+	w->unquoted = false;
 	if (v->kind != CN_SCALAR) {
 		cfg_error(w->e, v, path, "expected a single value, got %s", walk_kind_name(v));
 		return -1;
@@ -320,13 +322,22 @@ int walk_required_ex(struct walk *w, const struct cfg_node *v, const char *path,
 	return 0;
 }
 
+/* YAML 1.1's plain null, as a value a variable expanded to */
+static bool is_null_text(const char *s)
+{
+	return strcmp(s, "~") == 0 || strcmp(s, "null") == 0 || strcmp(s, "Null") == 0 ||
+	       strcmp(s, "NULL") == 0;
+}
+
 int walk_optional(struct walk *w, const struct cfg_node *v, const char *path, char **out)
 {
 	/*
 	 * Null ("retention:", "null", "~") leaves Litestream's *time.Duration or
 	 * *int nil: the default. So does a plain value that expands to nothing
-	 * (an unset $RETENTION): Litestream expands before parsing, leaving a null.
-	 * A quoted "" stays an error there (yaml.v2 cannot parse it) and here.
+	 * (an unset $RETENTION), or to YAML's null ("~", "null"): Litestream
+	 * expands before parsing, leaving a null. A quoted "" stays an error
+	 * there (yaml.v2 cannot parse it) and here, also when a variable brings
+	 * it (RETENTION="" in an env file: w->unquoted).
 	 */
 	*out = NULL;
 	if (v->kind == CN_SCALAR && cfg_node_is_null(v))
@@ -334,7 +345,14 @@ int walk_optional(struct walk *w, const struct cfg_node *v, const char *path, ch
 	if (v->kind == CN_SCALAR && v->plain) {
 		if (walk_scalar(w, v, path, false, out) < 0)
 			return -1;
-		if (!*out || !**out) {
+		if (*out && !**out && w->unquoted) {
+			cfg_error(w->e, v, path, "must not be empty (the environment gives it as a "
+				  "quoted empty string)");
+			free(*out);
+			*out = NULL;
+			return -1;
+		}
+		if (!*out || !**out || (!w->unquoted && is_null_text(*out))) {
 			free(*out);
 			*out = NULL;
 			return 1;

@@ -82,6 +82,8 @@ struct walk {
 	/* variables looked up before the environment (NULL: getenv only) */
 	envexpand_lookup lookup;
 	void *lookup_ctx;
+	bool unquoted;             /* the last value expanded was a quoted string from the
+				      environment, read as YAML reads one (common/yamlquote.h) */
 	int merge_depth;           /* "<<" merge keys being walked */
 	int merges;                /* "<<" merge keys walked so far */
 	struct walk_unset {        /* values that named an unset variable */

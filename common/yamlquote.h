@@ -14,12 +14,11 @@
 
 /*
  * s starts with '"' or '\''. Rewrite it in place to the content of that
- * quoted scalar, as YAML 1.1 reads one: in '…' a doubled '' is one quote; in
- * "…" the escapes \\ \" \/ \a \b \t \n \v \f \r \e \<space> \xXX \uXXXX
- * \UXXXXXXXX. Returns 0; or -1 with why (never quoting s, which may be a
- * credential) when s is not exactly one such scalar: no closing quote, text
- * after it, an escape YAML does not know or that litevisor does not read
- * (\N \_ \L \P), one naming no character or a NUL byte (\0, \x00).
+ * quoted scalar, as libyaml (YAML 1.1, as Litestream's yaml.v2) reads it:
+ * '' in '…', the escapes of "…", line breaks folded into a space, a comment
+ * after it. Returns 0; or -1 with why (libyaml's words, never quoting s,
+ * which may be a credential) when s is not exactly one such scalar: no
+ * closing quote, text after it, an unknown escape, a NUL byte in it.
  */
 int yaml_unquote(char *s, char *why, size_t whylen);
 

@@ -618,8 +618,10 @@ TEST(env_values_in_quotes_read_as_yaml_reads_them)
 	setenv("LVT_REP", "'/r/it''s'", 1);
 	setenv("LVT_BUCKET", "\"bk\\u0074\"", 1);
 	setenv("LVT_PREFIX", "p/\"q\"", 1);
+	setenv("LVT_META", "\"/m/a\n   b\\\n c\" # a comment", 1); /* folded, as YAML does */
 	const char *y = "dbs:\n"
 			"  - path: $LVT_PATH\n"
+			"    meta-path: $LVT_META\n"
 			"    replicas:\n"
 			"      - path: ${LVT_REP}\n"
 			"      - type: s3\n"
@@ -628,6 +630,7 @@ TEST(env_values_in_quotes_read_as_yaml_reads_them)
 			"        region: '$LVT_PATH x'\n";
 	struct config c = load_ok(y);
 	CHECK_STR(c.dbs[0].path, "/d/a b.db");
+	CHECK_STR(c.dbs[0].meta_path, "/m/a bc");
 	CHECK_STR(c.dbs[0].replicas[0].path, "/r/it's");
 	CHECK_STR(c.dbs[0].replicas[1].bucket, "bkt");
 	CHECK_STR(c.dbs[0].replicas[1].path, "p/\"q\""); /* quotes inside a value are its own */
@@ -637,11 +640,12 @@ TEST(env_values_in_quotes_read_as_yaml_reads_them)
 	static const struct {
 		const char *value, *yaml, *why;
 	} bad[] = {
-		{ "\"/d/app.db", "$LVT_X", "its double quote is never closed" },
-		{ "'/d/app.db' # c", "$LVT_X", "text follows its closing quote" },
-		{ "\"/d/\\q\"", "$LVT_X", "\\q is no escape YAML knows" },
-		{ "\"/d/\\0\"", "$LVT_X", "\\0 would put a NUL byte in it" },
-		{ "\"/d/\\u12\"", "$LVT_X", "\\u needs 4 hex digits naming a character" },
+		{ "\"/d/app.db", "$LVT_X", "found unexpected end of stream" },
+		{ "'/d/app.db' x", "$LVT_X", "YAML cannot read it" },
+		{ "\"/a\"\n---\n\"/b\"", "$LVT_X", "text follows its closing quote" },
+		{ "\"/d/\\q\"", "$LVT_X", "found unknown escape character" },
+		{ "\"/d/\\0\"", "$LVT_X", "it holds a NUL byte" },
+		{ "\"/d/\\u12\"", "$LVT_X", "did not find expected hexdecimal number" },
 		{ "\"/d/app.db\"", "\"$LVT_X\"", "in quotes of its own, inside the quotes here" },
 		{ "'/d/app.db'", "'${LVT_X}'", "in quotes of its own, inside the quotes here" },
 	};
@@ -655,6 +659,34 @@ TEST(env_values_in_quotes_read_as_yaml_reads_them)
 		    !strstr(err, "t.yml:2:11: dbs[0].path: the value from the environment") ||
 		    !strstr(err, bad[i].why))
 			FAIL("%s in %s: %s", bad[i].value, bad[i].yaml, err);
+	}
+}
+
+/*
+ * An optional value a variable makes a quoted "" is refused as written in the
+ * file (Litestream refuses both; QA176 D2); one it makes YAML's null ("~",
+ * "null") is the default, as in Litestream (QA174 O6).
+ */
+TEST(env_values_empty_in_quotes_or_null_as_litestream)
+{
+	const char *y = "dbs:\n  - path: /d/app.db\n    replicas:\n      - path: /r\n"
+			"        sync-interval: $LVT_X\n";
+	static const char *const refused[] = { "\"\"", "''", " \"\" " };
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		struct config c;
+		char err[1024] = "";
+		setenv("LVT_X", refused[i], 1);
+		if (config_load_string(y, "t.yml", NULL, &c, err, sizeof(err)) != -1 ||
+		    !strstr(err, "sync-interval: must not be empty (the environment gives it as a "
+				 "quoted empty string)"))
+			FAIL("%s: %s", refused[i], err);
+	}
+	static const char *const nulls[] = { "~", "null", "NULL", "" };
+	for (size_t i = 0; i < sizeof(nulls) / sizeof(nulls[0]); i++) {
+		setenv("LVT_X", nulls[i], 1);
+		struct config c = load_ok(y);
+		CHECK_INT(c.dbs[0].replicas[0].sync_interval_ms, 1000);
+		config_release(&c);
 	}
 }
 
@@ -1936,7 +1968,7 @@ UNIT_MAIN(T(litestream_full_example), T(seed_topology_from_node_105), T(node_rul
 	  T(defaults_match_config_h), T(same_file_names_in_other_directories_get_distinct_default_names),
 	  T(replicas_sharing_a_default_name_get_distinct_names),
 	  T(litevisor_sections), T(env_expansion_in_values),
-	  T(env_values_trimmed_in_plain_scalars_as_litestream), T(env_values_in_quotes_read_as_yaml_reads_them), T(yaml11_integers_and_booleans),
+	  T(env_values_trimmed_in_plain_scalars_as_litestream), T(env_values_in_quotes_read_as_yaml_reads_them), T(env_values_empty_in_quotes_or_null_as_litestream), T(yaml11_integers_and_booleans),
 	  T(anchors_and_aliases),
 	  T(default_path_falls_back_to_litestreams), T(default_path_order), T(default_path_empty_is_an_error), T(file_errors_name_the_file), T(bad_configs_give_exact_errors), T(duplicates_through_symlinks),
 	  T(credentials_never_in_errors), T(secret_files_are_checked_at_load),
