@@ -34,9 +34,9 @@ int cmd_config_path(const struct command *cmd, const char *config_path, const ch
 int cmd_source_check(const struct command *cmd, const char *config_path, const char *arg)
 {
 	/* a script's "$DB" left unset: say so rather than "not found in config F: " (QA174 O7) */
-	if (!*arg)
-		return cli_usage_error(cmd, "the database path or replica URL is empty (an unset "
-				       "variable?)");
+	if (!arg[strspn(arg, " \t\r\n")])
+		return cli_usage_error(cmd, "the database path or replica URL is %s (an unset "
+				       "variable?)", *arg ? "blank" : "empty");
 	/* As Litestream v0.3.13: the URL's replica would be restored with none of the file's settings */
 	if (config_path && *config_path && cmd_source_is_url(arg))
 		return cli_usage_error(cmd, "cannot specify a replica URL and the -config flag");

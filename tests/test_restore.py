@@ -3285,6 +3285,9 @@ def test_an_empty_database_argument_is_said_to_be_empty(tmp_path, litevisor_bin,
     p = lv(litevisor_bin, cmd, "-config", str(cfg), "")
     assert p.returncode == 100, p.stderr
     assert "the database path or replica URL is empty" in p.stderr, p.stderr
+    p = lv(litevisor_bin, cmd, "-config", str(cfg), " \r")  # a CRLF env file's "$DB"
+    assert p.returncode == 100, p.stderr
+    assert "the database path or replica URL is blank" in p.stderr, p.stderr
 
 
 def test_verbose_options_line_gives_the_parallelism_in_effect(tmp_path, litevisor_bin, history):
