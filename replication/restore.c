@@ -717,6 +717,7 @@ static int continue_at_snapshot(struct session *s, const char *statedir,
 			 s->dbname, err);
 		return -1;
 	}
+	rs_note_state_id(s, statedir);
 	if (rs_move_state_aside(statedir, "state of a database another node continued",
 				res->state_moved_aside, sizeof(res->state_moved_aside)) < 0) {
 		log_warn("restore", "cannot move the state directory aside to continue the replica's "
@@ -912,6 +913,7 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db, int64_
 		ao.before_rename = rs_move_local_cb;
 		ao.rename_failed = rs_put_local_back_cb;
 		ao.before_ctx = &ax;
+		rs_note_state_id(&s, statedir); /* it goes aside with the file (rs_move_local_cb) */
 		if (apply_with_fallback(&s, &ao, res) < 0)
 			goto out;
 		rs_write_marker(&s, &res->pos);
@@ -926,6 +928,8 @@ int restore_db_for_run(const struct config *cfg, const struct cfg_db *db, int64_
 		rs_result_set(res, RESTORE_FAILED, "cannot move stray files beside %s aside", db->path);
 		goto out;
 	}
+	/* its id kept where the replicas confirm it (rs_write_database_id) */
+	rs_note_state_id(&s, statedir);
 	/* its name kept, so that keep-replaced never deletes the copy just made */
 	if (rs_move_state_aside(statedir, "state of a database that is gone",
 				res->state_moved_aside, sizeof(res->state_moved_aside)) < 0) {
@@ -1053,12 +1057,12 @@ int restore_explicit(const struct config *cfg, const struct cfg_db *db,
 		 * The db's own path: its state directory is a database file's that
 		 * was not there (maybe another database's, with another id): aside
 		 * (QA169 D3), its id kept for a generation with no label of its own
-		 * (QA170 D2).
+		 * where the replicas confirm it (QA170 D2, QA172 O2:
+		 * rs_write_database_id).
 		 */
 		char statedir[PATH_MAX];
 		localstate_dir(db, statedir, sizeof(statedir));
-		if (localstate_read_database_id(statedir, s.kept_id) < 0)
-			s.kept_id[0] = '\0';
+		rs_note_state_id(&s, statedir);
 		rs_move_state_aside(statedir, "state of a database file that was not there", NULL, 0);
 		/*
 		 * To the end: replication may continue the generation. Rolled back

@@ -576,9 +576,11 @@ struct session {
 	struct end_memo memo[END_MEMO_MAX]; /* record generations' ends measured (past_end_of) */
 	size_t nmemo;
 	const struct rs_cand *applying; /* the candidate apply_with_fallback is restoring */
-	/* the database id the state directory moved aside for a restore named ("" none):
-	 * kept when the restored generation has no label (rs_write_database_id) */
+	/* the database id the state directory moved aside for a restore named ("" none),
+	 * and the generation it recorded ("" none): rs_note_state_id, for
+	 * rs_write_database_id when the restored generation has no label */
 	char kept_id[LAYOUT_DBID_LEN + 1];
+	char kept_gen[LAYOUT_GEN_LEN + 1];
 };
 
 /*
@@ -639,10 +641,19 @@ bool rs_write_marker(struct session *s, const struct wal_pos *pos);
 /*
  * After a restore to pos at the database's own path (its old state directory
  * moved aside): the id the restored generation is labelled with into the new
- * one; for a generation with no label (Litestream's), s->kept_id, if any.
+ * one. For a generation with no label (Litestream's), the id the replicas'
+ * other labels name, or s->kept_id where they confirm it, as
+ * docs/replication.md ("Database id") states the rule; else none (logged).
  * Failures are logged, never fatal.
  */
 void rs_write_database_id(struct session *s, const struct wal_pos *pos);
+
+/*
+ * Before the state directory at statedir goes aside for a restore: its
+ * database id and recorded generation into s->kept_id, s->kept_gen ("" for
+ * none), for rs_write_database_id.
+ */
+void rs_note_state_id(struct session *s, const char *statedir);
 
 /*
  * The before_ctx of rs_move_local_cb / rs_put_local_back_cb: the local

@@ -208,12 +208,90 @@ static void note_weighed(struct session *s, const char *dir, const struct wal_po
 	}
 }
 
+void rs_note_state_id(struct session *s, const char *statedir)
+{
+	if (localstate_read_database_id(statedir, s->kept_id) < 0)
+		s->kept_id[0] = '\0';
+	if (localstate_read_generation(statedir, s->kept_gen) < 0)
+		s->kept_gen[0] = '\0';
+}
+
+/* Generation gen in candidate c's listing, or NULL. */
+static const struct cat_generation *listed(const struct rs_cand *c, const char *gen)
+{
+	for (size_t k = 0; c->state == RC_OK && k < c->ngens; k++)
+		if (!strcmp(c->gens[k].id, gen))
+			return &c->gens[k];
+	return NULL;
+}
+
+/*
+ * The id for restored generation gen, which has no label (Litestream's, an
+ * older litevisor's), or NULL: docs/replication.md, "Database id". The
+ * replicas' labels decide, not the local state: a state directory left at
+ * this path may be another database's (QA172 O2). One id labelled on the
+ * answering replicas is taken when gen was written before every generation
+ * labelled there (on each replica holding gen, by its clock): a Litestream
+ * generation from before litevisor took the replica over. Written after one,
+ * it may be another database's writing here: the id is taken only when the
+ * state moved aside names it too (a generation of labels alone, its data
+ * deleted, is not ordered). With no label anywhere, the state's id is
+ * taken when a replica holds the generation that state recorded. Labels
+ * naming two ids: none.
+ */
+static const char *unlabelled_id(const struct session *s, const char *gen)
+{
+	const char *x = NULL; /* the one id the labels name */
+	bool two = false, state_gen = false, compared = false, before = true;
+	for (size_t i = 0; i < s->n; i++) {
+		const struct rs_cand *c = &s->c[i];
+		const struct cat_generation *r = listed(c, gen);
+		for (size_t k = 0; c->state == RC_OK && k < c->ngens; k++) {
+			const struct cat_generation *g = &c->gens[k];
+			if (s->kept_gen[0] && !strcmp(g->id, s->kept_gen))
+				state_gen = true;
+			for (size_t l = 0; l < g->nlabels; l++) {
+				if (!x)
+					x = g->labels[l];
+				else if (strcmp(x, g->labels[l]) != 0)
+					two = true;
+			}
+			/* a label alone (its data deleted by hand) has no time to order by */
+			if (!g->nlabels || !r || g == r || !g->max_ns)
+				continue;
+			compared = true;
+			if (catalog_gen_order(g, r) <= 0)
+				before = false;
+		}
+	}
+	if (two) {
+		log_warn("restore", "the replicas hold generations labelled with more than one "
+			 "database id (two databases at one location?): the restored generation has "
+			 "no label, and no id is kept for it; replication draws a new one",
+			 "db=\"%s\" generation=%s", s->dbname, gen);
+		return NULL;
+	}
+	if (x && compared && before)
+		return x;
+	if (x && s->kept_id[0] && !strcmp(x, s->kept_id))
+		return x;
+	if (x) {
+		log_warn("restore", "the restored generation has no label and was written after (or "
+			 "with) generations labelled with a database id this node's state does not "
+			 "name: whose it is cannot be told, and no id is kept for it; replication "
+			 "draws a new one, and the labelled generations are another database's",
+			 "db=\"%s\" generation=%s labelled=%s", s->dbname, gen, x);
+		return NULL;
+	}
+	return s->kept_id[0] && state_gen ? s->kept_id : NULL;
+}
+
 /*
  * The restored generation's label names this database from now on
  * (localstate.h), whether or not replication continues that generation: its
  * next generations carry the same id, and retention never takes the older
  * ones for another database's, nor a node holding an older copy the replica
- * for another database's.
+ * for another database's. A generation with no label: unlabelled_id.
  */
 void rs_write_database_id(struct session *s, const struct wal_pos *pos)
 {
@@ -223,16 +301,26 @@ void rs_write_database_id(struct session *s, const struct wal_pos *pos)
 
 	localstate_dir(s->db, dir, sizeof(dir));
 	localstate_owner(s->db, &uid, &gid);
-	/* a generation with no label (Litestream's): the id the old state named goes on */
-	const char *id = s->kept_id[0] ? s->kept_id : NULL;
-	for (size_t i = 0; i < s->n; i++) {
+	const char *id = NULL;
+	for (size_t i = 0; i < s->n && !id; i++) {
 		const struct rs_cand *c = &s->c[i];
 		if (c->state == RC_OK && c->has_data && c->plan.database_id[0] &&
-		    strcmp(c->plan.generation, pos->generation) == 0) {
+		    strcmp(c->plan.generation, pos->generation) == 0)
 			id = c->plan.database_id;
-			break;
-		}
 	}
+	for (size_t i = 0; i < s->n && !id; i++) {
+		const struct cat_generation *g = listed(&s->c[i], pos->generation);
+		if (g && g->database_id[0])
+			id = g->database_id;
+	}
+	if (!id && pos->generation[0])
+		id = unlabelled_id(s, pos->generation);
+	if (s->kept_id[0] && (!id || strcmp(id, s->kept_id) != 0))
+		log_warn("restore", "the database id the state moved aside named is not kept: no "
+			 "replica confirms it (no generation labelled with it, nor the generation it "
+			 "recorded), or the restored generation's label names another",
+			 "db=\"%s\" state_id=%s kept_id=%s", s->dbname, s->kept_id,
+			 id ? id : "-");
 	if (id && (localstate_ensure(s->db, dir) < 0 ||
 		   localstate_write_database_id(dir, id, uid, gid) < 0))
 		log_warn("restore", "cannot write the database id to the local state: "

@@ -1921,6 +1921,124 @@ def test_run_path_takes_the_restored_generations_database_id(tmp_path, history):
     assert not (state / "database-id").exists()
 
 
+ID_X, ID_Y, ID_Z = "0123456789abcdef" * 2, "fedcba9876543210" * 2, "00112233445566778899aabbccddeeff"
+GEN3 = "00000000000000aa"
+
+
+def label(rep, gen, dbid):
+    os.makedirs(rep / "generations" / gen / "database", exist_ok=True)
+    (rep / "generations" / gen / "database" / dbid).write_bytes(b"")
+
+
+def fresh_target(db, state_id=None, state_gen=None):
+    """No database at db; its state directory (and every one moved aside) gone, then,
+    with state_id, one naming that database id (and state_gen as its generation)."""
+    for n in os.listdir(db.parent):
+        if n.startswith(("app.db", ".app.db-litevisor")):
+            q = db.parent / n
+            shutil.rmtree(q) if q.is_dir() else q.unlink()
+    state = db.parent / ".app.db-litevisor"
+    if state_id:
+        state.mkdir()
+        (state / "database-id").write_text(state_id + "\n")
+    if state_gen:
+        (state / "generation").write_text(state_gen + "\n")
+    return state
+
+
+def kept_id(state):
+    f = state / "database-id"
+    return f.read_text().strip() if f.exists() else None
+
+
+def test_a_rollback_into_an_unlabelled_generation_takes_the_replicas_id(tmp_path,
+                                                                       litevisor_bin, history):
+    """A restore at the database's own path into a generation with no label (Litestream's)
+    kept the id of whatever state directory stood at the path, another database's if it
+    was stale, and on a fresh node none: replication drew a new id, and the replica's
+    labelled (litevisor) generations became another database's (QA172 O2). The replicas'
+    labels decide: one id, labelled on generations written after the restored one (the
+    replica taken over from Litestream), is kept; after a labelled one, only when the state
+    names it too; labels naming two ids keep none."""
+    rep = tmp_path / "rep"
+    db = tmp_path / "app" / "app.db"
+    db.parent.mkdir()
+    cfg = write_config(tmp_path / "lv.yml", db, [{"name": "nas", "url": f"file://{rep}"}])
+    old, new = time.time() - 7200, time.time() - 3600
+
+    def restore(gen):
+        p = lv(litevisor_bin, "restore", "-config", str(cfg), "-generation", gen, str(db))
+        assert p.returncode == 0, p.stderr
+        assert rows(db) == history.states[-1][2]
+        return p
+
+    # Litestream's generation, then litevisor's (labelled) after it took the replica over
+    history.write(str(rep), gen=GEN, t0=old)
+    history.write(str(rep), gen=GEN2, t0=new)
+    label(rep, GEN2, ID_X)
+    state = fresh_target(db)  # a fresh node
+    restore(GEN)
+    assert kept_id(state) == ID_X
+    state = fresh_target(db, ID_Y)  # a stale state directory of another database
+    p = restore(GEN)
+    assert kept_id(state) == ID_X, p.stderr
+    assert "is not kept" in p.stderr and f"state_id={ID_Y}" in p.stderr, p.stderr
+    label(rep, GEN3, ID_X)  # a label alone (its data deleted by hand): no time to order by
+    state = fresh_target(db)
+    p = restore(GEN)
+    assert kept_id(state) == ID_X, p.stderr
+    shutil.rmtree(rep / "generations" / GEN3)
+    # a generation of two databases' labels at one location: none kept, said
+    label(rep, GEN3, ID_Z)
+    history.write(str(rep), gen=GEN3, t0=new + 600)
+    state = fresh_target(db, ID_X, GEN2)
+    p = restore(GEN)
+    assert kept_id(state) is None, p.stderr
+    assert "more than one database id" in p.stderr, p.stderr
+    # an unlabelled generation written after the labelled one: whose it is cannot be told
+    shutil.rmtree(rep)
+    history.write(str(rep), gen=GEN2, t0=old)
+    label(rep, GEN2, ID_X)
+    history.write(str(rep), gen=GEN, t0=new)
+    state = fresh_target(db, ID_Y)
+    p = restore(GEN)
+    assert kept_id(state) is None, p.stderr
+    assert "whose it is cannot be told" in p.stderr, p.stderr
+    state = fresh_target(db, ID_X)  # ... unless this node's own state names that id
+    p = restore(GEN)
+    assert kept_id(state) == ID_X, p.stderr
+    # no label anywhere: the state's id only when a replica holds the generation it recorded
+    shutil.rmtree(rep / "generations" / GEN2 / "database")
+    state = fresh_target(db, ID_Y, "00000000000000bb")
+    p = restore(GEN)
+    assert kept_id(state) is None, p.stderr
+    state = fresh_target(db, ID_Y, GEN2)
+    p = restore(GEN)
+    assert kept_id(state) == ID_Y, p.stderr
+
+
+def test_run_path_keeps_a_confirmed_state_id_for_an_unlabelled_generation(tmp_path, history):
+    """run's restore of a database that is gone kept no id for a generation with no label,
+    even when its own state, moved aside, named the id the replica's other generations
+    carry: replication drew a new one, and those were another database's (QA172 O2). The
+    same rule as `restore`'s keeps it (docs/replication.md, "Database id")."""
+    rep = tmp_path / "rep"
+    db = tmp_path / "app" / "app.db"
+    db.parent.mkdir()
+    cfg = write_config(tmp_path / "lv.yml", db, [{"name": "nas", "url": f"file://{rep}"}])
+    history.write(str(rep), gen=GEN2, t0=time.time() - 7200)
+    label(rep, GEN2, ID_X)
+    history.write(str(rep), gen=GEN, t0=time.time() - 3600)  # Litestream's again, newest
+    state = fresh_target(db, ID_X, GEN2)
+    p, res = restore_tool(cfg)
+    assert res[0]["outcome"] == "restored", p.stderr
+    assert kept_id(state) == ID_X, p.stderr
+    state = fresh_target(db, ID_Y, GEN3)  # stale: not this replica's
+    p, res = restore_tool(cfg)
+    assert res[0]["outcome"] == "restored", p.stderr
+    assert kept_id(state) is None, p.stderr
+
+
 # ---------------------------------------------------------------- S3 peers
 
 class Proxy:
@@ -3003,7 +3121,6 @@ def test_s3_slow_peer_that_answered_is_measured_not_dropped(tmp_path, litevisor_
     assert rows(db) == history.states[-1][2]
 
 
-
 def test_s3_quorum_waits_for_a_peer_that_answered_and_is_still_listing(tmp_path, litevisor_bin,
                                                                        s3server, history):
     """QA24 D1: quorum settled once a quorum had finished and the probe timeout had
@@ -3055,7 +3172,6 @@ def test_s3_peer_still_listing_when_the_wait_ends_is_not_passed_over(tmp_path, l
     assert "might hold newer data than peer-05" in p.stderr, p.stderr
 
 
-
 def test_s3_peer_whose_listing_pages_time_out_is_not_passed_over(tmp_path, litevisor_bin,
                                                                  s3server, history):
     """QA26 D2: a peer answered its first request, then each page of its generation's
@@ -3080,7 +3196,6 @@ def test_s3_peer_whose_listing_pages_time_out_is_not_passed_over(tmp_path, litev
     line = candidate_line(p.stderr, "nas")
     assert "state=listing" in line and "listings not finished" in line, p.stderr
     assert "could not finish listing its objects" in p.stderr, p.stderr
-
 
 
 def test_s3_peer_cut_off_for_a_while_after_answering_is_tried_again(tmp_path, litevisor_bin,
