@@ -1063,15 +1063,22 @@ int restore_explicit(const struct config *cfg, const struct cfg_db *db,
 		char statedir[PATH_MAX];
 		localstate_dir(db, statedir, sizeof(statedir));
 		rs_note_state_id(&s, statedir);
-		rs_move_state_aside(statedir, "state of a database file that was not there", NULL, 0);
 		/*
 		 * To the end: replication may continue the generation. Rolled back
 		 * (a point in time, a chosen generation): it starts a new one, but
 		 * of the same database. Under a new id every earlier generation was
 		 * another database's: kept for ever by retention, and a node holding
-		 * an older copy refused to start (QA166 D2).
+		 * an older copy refused to start (QA166 D2). A directory that could
+		 * not go aside is left as it is: the id and the marker written into
+		 * it mixed the restore with what it holds, another database's maybe.
 		 */
-		if (!rs_target_pit(&s.t) && !opt->generation)
+		if (rs_move_state_aside(statedir, "state of a database file that was not there",
+					res->state_moved_aside, sizeof(res->state_moved_aside)) < 0)
+			log_warn("restore", "cannot move the state directory aside: nothing is written "
+				 "into it (no database id, no restored marker): replication would read "
+				 "it as it stands, its id and its generation. Move it away by hand before "
+				 "replication starts", "db=\"%s\" dir=\"%s\"", s.dbname, statedir);
+		else if (!rs_target_pit(&s.t) && !opt->generation)
 			rs_write_marker(&s, &res->pos);
 		else
 			rs_write_database_id(&s, &res->pos);

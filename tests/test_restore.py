@@ -2039,6 +2039,32 @@ def test_run_path_keeps_a_confirmed_state_id_for_an_unlabelled_generation(tmp_pa
     assert kept_id(state) is None, p.stderr
 
 
+def test_a_state_directory_that_cannot_go_aside_is_not_written_into(tmp_path, litevisor_bin,
+                                                                   history):
+    """restore at the database's own path went on when its state directory (another
+    database's, left there) could not be moved aside, and wrote the restored generation's
+    id and the restored marker into it, mixed with what it held (QA172 O2). Nothing is
+    written into it: the log says so."""
+    rep = tmp_path / "rep"
+    db = tmp_path / "app" / "app.db"
+    db.parent.mkdir()
+    cfg = write_config(tmp_path / "lv.yml", db, [{"name": "nas", "url": f"file://{rep}"}])
+    history.write(str(rep))
+    label(rep, GEN, ID_X)
+    state = fresh_target(db, ID_Y, GEN3)
+    log = tmp_path / "faults"
+    env = faulty("rename", ".app.db-litevisor", 1)
+    env["FAULT_LOG"] = str(log)
+    p = subprocess.run([litevisor_bin, "restore", "-config", str(cfg), str(db)],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert log.exists(), p.stderr
+    assert p.returncode == 0, p.stderr
+    assert rows(db) == history.states[-1][2]
+    assert sorted(os.listdir(state)) == ["database-id", "generation"], p.stderr
+    assert kept_id(state) == ID_Y
+    assert "cannot move the state directory aside: nothing is written into it" in p.stderr
+
+
 # ---------------------------------------------------------------- S3 peers
 
 class Proxy:
