@@ -1082,6 +1082,10 @@ int restore_explicit(const struct config *cfg, const struct cfg_db *db,
 			rs_write_marker(&s, &res->pos);
 		else
 			rs_write_database_id(&s, &res->pos);
+		/* restore.keep-replaced bounds the copies, as after run's restore step; the
+		 * one just made is kept */
+		rs_prune_aside(db->path, statedir, cfg->restore.keep_replaced, NULL,
+			       res->state_moved_aside);
 	}
 out:
 	res->duration_ms = clock_mono_ms() - t0;

@@ -2065,6 +2065,29 @@ def test_a_state_directory_that_cannot_go_aside_is_not_written_into(tmp_path, li
     assert "cannot move the state directory aside: nothing is written into it" in p.stderr
 
 
+def test_restore_at_the_own_path_prunes_state_copies_as_run_does(tmp_path, litevisor_bin,
+                                                                 history):
+    """restore at the database's own path moves a state directory found there aside, and
+    restore.keep-replaced never pruned those copies: only run's restore step did (QA172
+    O2). They are pruned alike, the one just made kept."""
+    rep = tmp_path / "rep"
+    db = tmp_path / "app" / "app.db"
+    db.parent.mkdir()
+    cfg = write_config(tmp_path / "lv.yml", db, [{"name": "nas", "url": f"file://{rep}"}],
+                       restore={"keep-replaced": 1})
+    history.write(str(rep))
+    fresh_target(db, ID_Y)
+    for day in (1, 2):
+        old = db.parent / f".app.db-litevisor.old-2026-01-0{day}T00:00:00.000Z"
+        old.mkdir()
+        (old / "database-id").write_text(ID_Y + "\n")
+    p = lv(litevisor_bin, "restore", "-config", str(cfg), str(db))
+    assert p.returncode == 0, p.stderr
+    copies = [n for n in os.listdir(db.parent) if n.startswith(".app.db-litevisor.old-")]
+    assert len(copies) == 1 and "2026-01-0" not in copies[0], (copies, p.stderr)
+    assert "deleted an old moved-aside copy" in p.stderr
+
+
 # ---------------------------------------------------------------- S3 peers
 
 class Proxy:
