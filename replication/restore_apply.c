@@ -112,7 +112,8 @@ struct fd_count {
 	int fd;
 	uint64_t n;
 	int werr;      /* errno of a failed write: our disk, not the replica */
-	int64_t limit; /* the size the listing gave, > 0: no more is written */
+	int64_t limit; /* the most written: the size the listing gave (0: not a byte);
+			  INT64_MAX would be no bound */
 	bool over;     /* the server sent more than that */
 };
 
@@ -163,7 +164,7 @@ static int counting_write(void *ctx, const void *buf, size_t len)
 static int fd_count_write(void *ctx, const void *buf, size_t len)
 {
 	struct fd_count *f = ctx;
-	if (f->limit > 0 && f->n + len > (uint64_t)f->limit) {
+	if (f->n + len > (uint64_t)f->limit) {
 		f->over = true;
 		return -1;
 	}
@@ -229,10 +230,12 @@ static int download_job(struct apply *a, struct idx_job *j)
 		 * (wal.h), the one segment a writer replaces, at its next write in
 		 * that index: taken up to REPLACED_MAX when that came after the
 		 * listing (QA169 D2), whatever the writer's age recipients made
-		 * of its size (QA170 D1).
+		 * of its size (QA170 D1). A segment past offset 0 listed with no
+		 * bytes gets none: 0 was read as no bound (QA172 O2).
 		 */
 		bool placeholder = s->offset == 0 && (s->size <= PLACEHOLDER_MAX || st->age.set);
-		int64_t limit = placeholder && s->size < REPLACED_MAX ? REPLACED_MAX : s->size;
+		int64_t limit = placeholder && s->size < REPLACED_MAX ? REPLACED_MAX
+								    : s->size > 0 ? s->size : 0;
 		struct fd_count f = { a, fd, 0, 0, limit, false };
 		struct st_sink fsink = { fd_count_write, &f };
 		struct counting cnt = { a, &fsink, false };

@@ -2716,12 +2716,14 @@ class BadAnswers(ListHider):
     ends; mode "longer": such a GET gets its object with `extra` bytes more (Content-Length
     raised to match); mode "redirect": every request is redirected (307) to `match`;
     mode "repeating": a listing by prefixes comes in two pages, the second repeating the
-    first's last common prefix (as older MinIO and LocalStack answer).
+    first's last common prefix (as older MinIO and LocalStack answer); mode "zero-listed":
+    a listing gives the objects whose key holds `match` as 0 bytes, and their GETs are
+    answered as in mode "longer".
     Everything else is forwarded as is."""
 
     def __init__(self, upstream_port, mode, match="/wal/", extra=1 << 20):
         self.mode, self.match, self.extra = mode, match, extra
-        self.pages = self.tampered = 0
+        self.pages = self.tampered = self.zeroed = 0
         self.sent = 0  # bytes of endless error bodies sent
         self.page = None
         self.closed = False
@@ -2780,8 +2782,20 @@ class BadAnswers(ListHider):
             return self._page(re.sub(rb"<NextContinuationToken>.*?</NextContinuationToken>", b"",
                                      self.page).replace(b"</ListBucketResult>",
                                                         tok + b"</ListBucketResult>"))
+        if self.mode == "zero-listed" and listing:
+            ans = self.forward(req)
+            if not ans:
+                return ans
+            ahead, _, abody = ans.partition(b"\r\n\r\n")
+
+            def zero(m):
+                if self.match.encode() not in m.group(0):
+                    return m.group(0)
+                self.zeroed += 1
+                return re.sub(rb"<Size>\d+</Size>", b"<Size>0</Size>", m.group(0))
+            return with_body(ahead, re.sub(rb"<Contents>.*?</Contents>", zero, abody, flags=re.S))
         ans = self.forward(req)
-        if ans and self.mode == "longer" and line.startswith(b"GET ") and \
+        if ans and self.mode in ("longer", "zero-listed") and line.startswith(b"GET ") and \
                 self.match.encode() in line:
             self.tampered += 1
             ahead, _, abody = ans.partition(b"\r\n\r\n")
@@ -2879,6 +2893,22 @@ def test_a_segment_longer_than_listed_is_refused_not_written_on(tmp_path, litevi
     assert p.returncode != 0, p.stderr
     assert "the server sent more than" in p.stderr and "the listing gave" in p.stderr, p.stderr
     assert proxy.tampered >= 1
+    assert not db.exists()
+    assert not [f for f in os.listdir(tmp_path) if "litevisor-restore" in f]
+
+
+def test_a_segment_listed_with_no_bytes_gets_none_not_an_unbounded_download(
+        tmp_path, litevisor_bin, s3server, history):
+    """A WAL segment past offset 0 that the listing gave as 0 bytes was downloaded with no
+    bound (a limit of 0 read as none), so a body that never ends filled the disk beside the
+    target (QA172 O2; QA167 D2 bounded only the others). 0 bytes listed is 0 allowed."""
+    k = next(i for i, (_, off, _) in enumerate(history.segments[:-1]) if off > 0)
+    idx, off, _ = history.segments[k]
+    p, proxy, db, _ = restore_through(tmp_path, litevisor_bin, s3server, history, "zero-listed",
+                                      match=f"wal/{idx:08x}_{off:08x}.wal.lz4", extra=8 << 20)
+    assert proxy.zeroed >= 1 and proxy.tampered >= 1, p.stderr
+    assert p.returncode != 0, p.stderr
+    assert "the server sent more than 0 bytes, the listing gave 0" in p.stderr, p.stderr
     assert not db.exists()
     assert not [f for f in os.listdir(tmp_path) if "litevisor-restore" in f]
 
