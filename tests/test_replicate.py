@@ -6746,6 +6746,23 @@ def blob_writer(db, stop, autocheckpoint, pause):
     return writer
 
 
+def run_with_a_state_disk_to_fill(run, tmp_path, **replica):
+    """replicate app.db to a file replica (sync 100ms) with every write into the state
+    directory's generations failing ENOSPC while the returned `arm` file exists (a full
+    state disk); returns (db, rep, arm, the run, a function starting it again) once the
+    first snapshot is there."""
+    db, rep = tmp_path / "app.db", tmp_path / "rep"
+    create(db)
+    arm = tmp_path / "disk-full"
+    env = faulty_env(op="pwrite", errno=28, count=10**9, arm=arm,
+                     path=str(tmp_path / ".app.db-litevisor" / "generations"))
+    cfg = config(tmp_path, db, [file_replica(rep, sync="100ms", **replica)])
+    r = run(cfg, env)
+    wait_for(lambda: list(rep.glob("generations/*/snapshots/*")), what="first snapshot",
+             log=r.text)
+    return db, rep, arm, r, lambda: run(cfg, env)
+
+
 def test_a_state_disk_full_for_long_lets_the_wal_restart_and_replication_resumes(
         run, tmp_path, litestream_bin, litevisor_bin):
     """The state directory's disk full (every write of the shadow WAL fails with ENOSPC)
@@ -6758,15 +6775,7 @@ def test_a_state_disk_full_for_long_lets_the_wal_restart_and_replication_resumes
     WAL restarts (its checkpoint sequence moves on), no snapshot is taken while copies
     fail (also across a restart), and once the disk has room a new generation carries
     every commit."""
-    db, rep = tmp_path / "app.db", tmp_path / "rep"
-    create(db)
-    arm = tmp_path / "disk-full"
-    env = faulty_env(op="pwrite", errno=28, count=10**9, arm=arm,
-                     path=str(tmp_path / ".app.db-litevisor" / "generations"))
-    cfg = config(tmp_path, db, [file_replica(rep, sync="100ms")])
-    r = run(cfg, env)
-    wait_for(lambda: list(rep.glob("generations/*/snapshots/*")), what="first snapshot",
-             log=r.text)
+    db, rep, arm, r, again = run_with_a_state_disk_to_fill(run, tmp_path)
     stop = threading.Event()
     writer = blob_writer(db, stop, autocheckpoint=100, pause=0.004)
 
@@ -6788,7 +6797,7 @@ def test_a_state_disk_full_for_long_lets_the_wal_restart_and_replication_resumes
         # a restart while it still fails: no lone snapshot of a new generation
         gens = set(os.listdir(rep / "generations"))
         assert r.stop() in (0, 1)
-        r = run(cfg, env)
+        r = again()
         wait_for(lambda: "cannot copy new commits" in r.text(), what="failing copies again",
                  log=r.text)
         time.sleep(3)
@@ -6814,15 +6823,7 @@ def test_a_periodic_snapshot_refused_while_copies_fail_is_taken_once_they_work(
     snapshot-interval more (QA101 O1). It stays due now and is tried again after the
     failure's backoff: taken within seconds of the copies working again, in the same
     generation (the copies failed for less than the give-up time)."""
-    db, rep = tmp_path / "app.db", tmp_path / "rep"
-    create(db)
-    arm = tmp_path / "disk-full"
-    env = faulty_env(op="pwrite", errno=28, count=10**9, arm=arm,
-                     path=str(tmp_path / ".app.db-litevisor" / "generations"))
-    cfg = config(tmp_path, db, [file_replica(rep, sync="100ms", snapshot_interval="10s")])
-    r = run(cfg, env)
-    wait_for(lambda: list(rep.glob("generations/*/snapshots/*")), what="first snapshot",
-             log=r.text)
+    db, rep, arm, r, _ = run_with_a_state_disk_to_fill(run, tmp_path, snapshot_interval="10s")
     first = time.monotonic()
     [gen] = os.listdir(rep / "generations")
     snaps = rep / "generations" / gen / "snapshots"
@@ -6864,15 +6865,7 @@ def test_a_copy_failing_for_a_moment_keeps_the_wal_even_once_all_of_it_is_backfi
     test_a_periodic_snapshot_refused_while_copies_fail_is_taken_once_they_work (QA173 D1).
     While the shadow misses frames, a new hold that may sit on slot 0 is ended and the
     old one kept."""
-    db, rep = tmp_path / "app.db", tmp_path / "rep"
-    create(db)
-    arm = tmp_path / "disk-full"
-    env = faulty_env(op="pwrite", errno=28, count=10**9, arm=arm,
-                     path=str(tmp_path / ".app.db-litevisor" / "generations"))
-    cfg = config(tmp_path, db, [file_replica(rep, sync="100ms")])
-    r = run(cfg, env)
-    wait_for(lambda: list(rep.glob("generations/*/snapshots/*")), what="first snapshot",
-             log=r.text)
+    db, rep, arm, r, _ = run_with_a_state_disk_to_fill(run, tmp_path)
     [gen] = os.listdir(rep / "generations")
     app = sqlite3.connect(db, isolation_level=None)
     try:
