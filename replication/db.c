@@ -298,8 +298,10 @@ int db_hold_rotate(struct db_conns *c, bool keep_wal)
 	bool was_db_only = c->db_only;
 	uint32_t mx;
 	for (int retry = 0;; retry++) {
-		if (db_hold_begin(c, next) < 0)
+		if (db_hold_begin(c, next) < 0) {
+			c->db_only = was_db_only; /* the current hold goes on as it was */
 			return -1;
+		}
 		if (c->cur < 0 || c->db_only || retry == HOLD_SLOT1_RETRIES ||
 		    !shares_slot1(c->hold[next]))
 			break;
