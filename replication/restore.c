@@ -1047,6 +1047,27 @@ int restore_explicit(const struct config *cfg, const struct cfg_db *db,
 		rs_result_set(res, RESTORE_FAILED, "cannot move stray files beside %s aside", out_path);
 		goto out;
 	}
+	char statedir[PATH_MAX] = "";
+	if (!opt->output) {
+		/*
+		 * The db's own path: its state directory is a database file's that
+		 * was not there (maybe another database's, with another id): aside
+		 * (QA169 D3), its id kept for a generation with no label of its own
+		 * where the replicas confirm it (QA170 D2, QA172 O2:
+		 * rs_write_database_id). Before the restore: one that cannot go aside
+		 * fails it, nothing written. Written into, the restore was mixed with
+		 * what it holds; left as it was beside the restored file, replication
+		 * took its id, another database's maybe (QA177 D2).
+		 */
+		localstate_dir(db, statedir, sizeof(statedir));
+		rs_note_state_id(&s, statedir);
+		if (rs_move_state_aside(statedir, "state of a database file that was not there",
+					res->state_moved_aside, sizeof(res->state_moved_aside)) < 0) {
+			rs_result_set(res, RESTORE_FAILED, "cannot move the state directory %.300s aside "
+				      "(see the error above); move it away by hand", statedir);
+			goto out;
+		}
+	}
 	struct rs_apply_opts ao;
 	rs_apply_opts_init(&ao, cfg, out_path, opt->parallelism);
 	if (apply_in_place(&s, &ao, res) < 0)
@@ -1054,31 +1075,13 @@ int restore_explicit(const struct config *cfg, const struct cfg_db *db,
 	rc = 0;
 	if (!opt->output) {
 		/*
-		 * The db's own path: its state directory is a database file's that
-		 * was not there (maybe another database's, with another id): aside
-		 * (QA169 D3), its id kept for a generation with no label of its own
-		 * where the replicas confirm it (QA170 D2, QA172 O2:
-		 * rs_write_database_id).
-		 */
-		char statedir[PATH_MAX];
-		localstate_dir(db, statedir, sizeof(statedir));
-		rs_note_state_id(&s, statedir);
-		/*
 		 * To the end: replication may continue the generation. Rolled back
 		 * (a point in time, a chosen generation): it starts a new one, but
 		 * of the same database. Under a new id every earlier generation was
 		 * another database's: kept for ever by retention, and a node holding
-		 * an older copy refused to start (QA166 D2). A directory that could
-		 * not go aside is left as it is: the id and the marker written into
-		 * it mixed the restore with what it holds, another database's maybe.
+		 * an older copy refused to start (QA166 D2).
 		 */
-		if (rs_move_state_aside(statedir, "state of a database file that was not there",
-					res->state_moved_aside, sizeof(res->state_moved_aside)) < 0)
-			log_warn("restore", "cannot move the state directory aside: nothing is written "
-				 "into it (no database id, no restored marker): replication would read "
-				 "it as it stands, its id and its generation. Move it away by hand before "
-				 "replication starts", "db=\"%s\" dir=\"%s\"", s.dbname, statedir);
-		else if (!rs_target_pit(&s.t) && !opt->generation)
+		if (!rs_target_pit(&s.t) && !opt->generation)
 			rs_write_marker(&s, &res->pos);
 		else
 			rs_write_database_id(&s, &res->pos);

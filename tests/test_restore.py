@@ -2039,12 +2039,13 @@ def test_run_path_keeps_a_confirmed_state_id_for_an_unlabelled_generation(tmp_pa
     assert kept_id(state) is None, p.stderr
 
 
-def test_a_state_directory_that_cannot_go_aside_is_not_written_into(tmp_path, litevisor_bin,
-                                                                   history):
+def test_a_state_directory_that_cannot_go_aside_fails_the_restore(tmp_path, litevisor_bin,
+                                                                 history):
     """restore at the database's own path went on when its state directory (another
     database's, left there) could not be moved aside, and wrote the restored generation's
-    id and the restored marker into it, mixed with what it held (QA172 O2). Nothing is
-    written into it: the log says so."""
+    id and the restored marker into it, mixed with what it held (QA172 O2); left as it was
+    beside the restored file, replication then took its id (QA177 D2). It is moved aside
+    before the restore, and one that cannot be fails it: nothing written anywhere."""
     rep = tmp_path / "rep"
     db = tmp_path / "app" / "app.db"
     db.parent.mkdir()
@@ -2058,11 +2059,15 @@ def test_a_state_directory_that_cannot_go_aside_is_not_written_into(tmp_path, li
     p = subprocess.run([litevisor_bin, "restore", "-config", str(cfg), str(db)],
                        capture_output=True, text=True, timeout=60, env=env)
     assert log.exists(), p.stderr
-    assert p.returncode == 0, p.stderr
-    assert rows(db) == history.states[-1][2]
+    assert p.returncode == 1, p.stderr
+    assert "cannot move the state directory" in p.stderr and "move it away by hand" in p.stderr
+    assert not db.exists()
     assert sorted(os.listdir(state)) == ["database-id", "generation"], p.stderr
     assert kept_id(state) == ID_Y
-    assert "cannot move the state directory aside: nothing is written into it" in p.stderr
+    p = lv(litevisor_bin, "restore", "-config", str(cfg), str(db))  # once it can go
+    assert p.returncode == 0, p.stderr
+    assert rows(db) == history.states[-1][2]
+    assert kept_id(state) == ID_X, p.stderr
 
 
 def test_restore_at_the_own_path_prunes_state_copies_as_run_does(tmp_path, litevisor_bin,
