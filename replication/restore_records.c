@@ -231,8 +231,9 @@ static const struct cat_generation *listed(const struct rs_cand *c, const char *
  * replicas' labels decide, not the local state: a state directory left at
  * this path may be another database's (QA172 O2). One id labelled on the
  * answering replicas is taken when gen was written before every generation
- * labelled there (on each replica holding gen, by its clock): a Litestream
- * generation from before litevisor took the replica over. Written after one,
+ * labelled there (its last write before their first, on each replica
+ * holding gen, by its clock): a Litestream generation from before
+ * litevisor took the replica over. Written after one,
  * it may be another database's writing here: the id is taken only when the
  * state moved aside names it too (a generation of labels alone, its data
  * deleted, is not ordered). With no label anywhere, the state's id is
@@ -260,7 +261,10 @@ static const char *unlabelled_id(const struct session *s, const char *gen)
 			if (!g->nlabels || !r || g == r || !g->max_ns)
 				continue;
 			compared = true;
-			if (catalog_gen_order(g, r) <= 0)
+			/* all of r before g began: its last write before g's first (QA177 D1: by
+			 * last writes, a generation written during g counted as before it) */
+			if (!g->min_ns || !r->max_ns || r->max_ns >= g->min_ns ||
+			    catalog_written_after(r, g->min_ns))
 				before = false;
 		}
 	}
@@ -276,8 +280,8 @@ static const char *unlabelled_id(const struct session *s, const char *gen)
 	if (x && s->kept_id[0] && !strcmp(x, s->kept_id))
 		return x;
 	if (x) {
-		log_warn("restore", "the restored generation has no label and was written after (or "
-			 "with) generations labelled with a database id this node's state does not "
+		log_warn("restore", "the restored generation has no label and is not older than "
+			 "every generation labelled with a database id this node's state does not "
 			 "name: whose it is cannot be told, and no id is kept for it; replication "
 			 "draws a new one, and the labelled generations are another database's",
 			 "db=\"%s\" generation=%s labelled=%s", s->dbname, gen, x);

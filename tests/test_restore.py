@@ -2015,6 +2015,16 @@ def test_a_rollback_into_an_unlabelled_generation_takes_the_replicas_id(tmp_path
     state = fresh_target(db, ID_Y, GEN2)
     p = restore(GEN)
     assert kept_id(state) == ID_Y, p.stderr
+    # written while a labelled one was (two databases at one location): by last writes it
+    # was "before" it and took its id (QA177 D1); not before its first write: none
+    shutil.rmtree(rep)
+    history.write(str(rep), gen=GEN2, t0=old, step=100)
+    label(rep, GEN2, ID_X)
+    history.write(str(rep), gen=GEN, t0=old + 50, step=1)
+    state = fresh_target(db)
+    p = restore(GEN)
+    assert kept_id(state) is None, p.stderr
+    assert "is not older than every generation labelled" in p.stderr, p.stderr
 
 
 def test_run_path_keeps_a_confirmed_state_id_for_an_unlabelled_generation(tmp_path, history):
